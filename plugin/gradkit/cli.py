@@ -1,0 +1,135 @@
+"""The ``gradkit`` command: everything ``yolo`` accepts, plus ``gradkit=`` keys and own subcommands.
+
+``gradkit train <yolo args> gradkit=CFG gradkit.clip.mode=agc`` strips the plugin keys from
+``sys.argv`` in place (Ultralytics' CLI reads that very list), registers the plugin as a default
+callback so the model that Ultralytics' entrypoint builds picks it up, and hands over to
+``ultralytics.cfg.entrypoint``. Any other yolo mode (val, predict, export...) passes through.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from gradkit.config import ConfigError, GradkitConfig, load_config
+
+__all__ = ["main", "split_plugin_args"]
+
+_OWN = ("synth", "demo")
+HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
+
+  gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
+  gradkit val|predict|export|... <yolo args>      passed to yolo unchanged
+  gradkit synth out=DIR [images=400 imgsz=320 seed=0 empty_frac=0.15 class_weights=[1,1,1,1]]
+  gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth epochs=.. imgsz=.. images=..]
+
+Presets: default (stock behaviour + monitoring), defect. Example:
+  gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
+      gradkit=configs/gradkit/defect.yaml gradkit.clip.mode=agc
+"""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], list[str]]:
+    """Separate ``gradkit=`` and ``gradkit.*=`` from the yolo arguments.
+
+    Returns:
+        The config source (or None), the dotted overrides, and the untouched remaining arguments.
+    """
+    source: str | None = None
+    overrides: dict[str, Any] = {}
+    rest: list[str] = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if key == "gradkit":
+            if not eq or not value:
+                raise ConfigError("gradkit= needs a config file or preset name, e.g. gradkit=defect")
+            source = value
+        elif key.startswith("gradkit."):
+            if not eq:
+                raise ConfigError(f"{arg!r}: plugin overrides take the form gradkit.SECTION.KEY=VALUE")
+            overrides[key.removeprefix("gradkit.")] = _parse_value(value)
+        else:
+            rest.append(arg)
+    return source, overrides, rest
+
+
+def _kv(args: Sequence[str], allowed: dict[str, Any], command: str) -> dict[str, Any]:
+    out = dict(allowed)
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq or key not in allowed:
+            raise SystemExit(f"gradkit {command}: unknown argument {arg!r}; arguments: "
+                             f"{', '.join(f'{k}=' for k in allowed)}")
+        out[key] = _parse_value(value)
+    return out
+
+
+def _synth(args: Sequence[str]) -> int:
+    from gradkit.synth import SynthSpec, generate_dataset
+
+    opts = _kv(args, {"out": "datasets/defects-synth", "images": 400, "imgsz": 320, "seed": 0,
+                      "empty_frac": 0.15, "class_weights": [1, 1, 1, 1], "max_defects": 3}, "synth")
+    out = opts.pop("out")
+    opts["class_weights"] = tuple(float(w) for w in opts["class_weights"])
+    try:
+        spec = SynthSpec(**opts)
+    except ValueError as exc:
+        raise SystemExit(f"gradkit synth: {exc}") from None
+    print(generate_dataset(out, spec))
+    return 0
+
+
+def _register_default_callbacks(cfg: GradkitConfig) -> None:
+    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these)."""
+    from ultralytics.utils.callbacks import base
+
+    from gradkit.integrations.ultralytics import GradkitCallback, check_ultralytics_version
+
+    check_ultralytics_version()
+    plugin = GradkitCallback(cfg)
+    for event, fn in plugin.events().items():
+        base.default_callbacks[event].append(fn)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(HELP)
+        return 0
+    if args[0] in _OWN:
+        if args[0] == "synth":
+            return _synth(args[1:])
+        from gradkit.demo import run_demo
+
+        return run_demo(args[1:])
+    try:
+        source, overrides, rest = split_plugin_args(args)
+        is_train = "train" in rest[:2]
+        if (source or overrides) and not is_train:
+            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only, got mode {rest[:2]}")
+        cfg = load_config(source, overrides) if is_train else None
+    except ConfigError as exc:
+        print(f"gradkit: {exc}", file=sys.stderr)
+        return 2
+    if cfg is not None:
+        _register_default_callbacks(cfg)
+    sys.argv[1:] = rest  # Ultralytics' CLI reads sys.argv itself (its ARGV is this very list)
+    from ultralytics.cfg import entrypoint
+
+    entrypoint()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

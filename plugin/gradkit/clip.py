@@ -1,0 +1,303 @@
+"""Gradient clipping policies, pure PyTorch.
+
+One small function per policy and a dispatcher, :func:`make_clipper`, which returns a callable
+taking ``(name, parameter)`` pairs, clipping ``.grad`` in place and returning a :class:`ClipResult`.
+Nothing here knows about trainers; the Ultralytics integration calls exactly these functions on the
+unscaled, fully accumulated gradients.
+
+Every policy measures the per-tensor gradient norms once (one fused ``torch._foreach_norm``) and
+returns them, so a monitor can derive per-layer pre-clip norms without a second pass.
+
+Non-finite gradients are left untouched (no NaN clip coefficient is multiplied in) so the caller's
+non-finite policy can see where they are and decide to skip the step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DEFAULT_AGC_EXCLUDE",
+    "ClipResult",
+    "Clipper",
+    "agc_",
+    "autoclip_threshold",
+    "layer_of",
+    "make_clipper",
+]
+
+#: Ultralytics Detect heads' final prediction convolutions (box and class outputs, both branches).
+DEFAULT_AGC_EXCLUDE: tuple[str, ...] = (r"(^|\.)model\.\d+\.(one2one_)?cv[23]\.\d+\.2\.",)
+
+_LAYER_RE = re.compile(r"(?:^|\.)model\.(\d+)\.")
+
+
+def layer_of(name: str) -> str:
+    """Group key of a parameter: the Ultralytics layer index (``model.6.cv1...`` -> ``"6"``).
+
+    Names that do not follow the Ultralytics pattern group by their first component.
+    """
+    match = _LAYER_RE.search(name)
+    return match.group(1) if match else name.split(".", 1)[0]
+
+
+@dataclass
+class ClipResult:
+    """What one clipping call did.
+
+    Attributes:
+        total_norm: Global gradient norm before clipping (0-dim tensor, on the gradients' device).
+        clip_coef: Effective scale of the global norm, clipped / unclipped (1 when nothing changed).
+        tensor_norms: Per-tensor norms before clipping, aligned with ``names``.
+        names: Names of the parameters that had a gradient, in order.
+        uniform: True when every gradient was scaled by the same ``clip_coef`` (post-clip norms are
+            then ``tensor_norms * clip_coef``); False when the policy acts per element or per unit.
+        total_norm_clipped: Global norm after clipping.
+        threshold: The bound the policy applied (max norm, value, AutoClip percentile...), if any.
+    """
+
+    total_norm: torch.Tensor
+    clip_coef: torch.Tensor
+    tensor_norms: torch.Tensor
+    names: list[str]
+    uniform: bool
+    total_norm_clipped: torch.Tensor
+    threshold: float | None = None
+
+
+def _grads(named: Iterable[tuple[str, torch.nn.Parameter]]) -> tuple[list[str], list[torch.Tensor]]:
+    names, grads = [], []
+    for name, p in named:
+        if p.grad is not None:
+            names.append(name)
+            grads.append(p.grad)
+    return names, grads
+
+
+def _norms(grads: Sequence[torch.Tensor], norm_type: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if not grads:
+        zero = torch.zeros(())
+        return zero, zero.reshape(0)
+    per_tensor = torch.stack([n.float() for n in torch._foreach_norm(list(grads), norm_type)])
+    return torch.linalg.vector_norm(per_tensor, norm_type), per_tensor
+
+
+def _is_finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+class Clipper:
+    """A clipping policy bound to its parameters; call it with ``(name, parameter)`` pairs.
+
+    Stateful policies (AutoClip) expose ``state_dict`` / ``load_state_dict`` so their history
+    survives a resume.
+    """
+
+    def __init__(self, mode: str, fn: Callable[..., ClipResult], params: dict[str, Any]):
+        self.mode = mode
+        self.params = params
+        self._fn = fn
+        self.history: deque[float] | None = None
+        if mode == "autoclip":
+            self.history = deque(maxlen=params.get("history"))
+
+    def __call__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]]) -> ClipResult:
+        return self._fn(self, named_parameters)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "history": list(self.history) if self.history is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("mode") != self.mode:
+            raise ValueError(f"clip state is for mode {state.get('mode')!r}, this clipper is {self.mode!r}")
+        if self.history is not None:
+            self.history.clear()
+            self.history.extend(state.get("history") or [])
+
+    def __repr__(self) -> str:
+        return f"Clipper(mode={self.mode!r}, params={self.params!r})"
+
+
+# --------------------------------------------------------------------------- policies
+def _none(clipper: Clipper, named) -> ClipResult:
+    names, grads = _grads(named)
+    total, per = _norms(grads, 2.0)
+    one = torch.ones_like(total)
+    return ClipResult(total, one, per, names, True, total)
+
+
+def _global_norm(max_norm: float, norm_type: float):
+    """Global norm clipping, as ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al. 2013)."""
+
+    def clip(clipper: Clipper, named) -> ClipResult:
+        names, grads = _grads(named)
+        total, per = _norms(grads, norm_type)
+        if not grads or not _is_finite(total):
+            return ClipResult(total, torch.ones_like(total), per, names, True, total, max_norm)
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, coef.to(grads[0].device))
+        return ClipResult(total, coef, per, names, True, total * coef, max_norm)
+
+    return clip
+
+
+def _value(clip_value: float):
+    """Element-wise clipping to [-clip_value, clip_value], as ``torch.nn.utils.clip_grad_value_``."""
+
+    def clip(clipper: Clipper, named) -> ClipResult:
+        names, grads = _grads(named)
+        total, per = _norms(grads, 2.0)
+        if not grads or not _is_finite(total):
+            return ClipResult(total, torch.ones_like(total), per, names, False, total, clip_value)
+        torch._foreach_clamp_min_(grads, -clip_value)
+        torch._foreach_clamp_max_(grads, clip_value)
+        after, _ = _norms(grads, 2.0)
+        return ClipResult(total, after / total.clamp(min=1e-12), per, names, False, after, clip_value)
+
+    return clip
+
+
+def _unitwise_norm(x: torch.Tensor) -> torch.Tensor:
+    """Norm per output unit: over all dims but the first; a vector or scalar is one unit."""
+    if x.ndim <= 1:
+        return x.norm(2)
+    return x.norm(2, dim=tuple(range(1, x.ndim)), keepdim=True)
+
+
+def agc_(params: Iterable[torch.nn.Parameter], clip_factor: float = 0.01, eps: float = 1e-3) -> None:
+    """Adaptive gradient clipping in place (Brock, De, Smith, Simonyan 2021, "High-Performance
+    Large-Scale Image Recognition Without Normalization", NFNets).
+
+    For every output unit i: if ``||G_i|| > clip_factor * max(||W_i||, eps)`` then
+    ``G_i <- G_i * clip_factor * max(||W_i||, eps) / ||G_i||``.
+    """
+    for p in params:
+        if p.grad is None:
+            continue
+        g = p.grad.detach()
+        bound = _unitwise_norm(p.detach().float()).clamp(min=eps) * clip_factor
+        g_norm = _unitwise_norm(g.float())
+        scale = torch.where(g_norm > bound, bound / g_norm.clamp(min=1e-6), torch.ones_like(g_norm))
+        g.mul_(scale.to(g.dtype))
+
+
+def _agc(clip_factor: float, eps: float, exclude: Sequence[str]):
+    patterns = [re.compile(p) for p in exclude]
+
+    def clip(clipper: Clipper, named) -> ClipResult:
+        named = [(n, p) for n, p in named if p.grad is not None]
+        names, grads = [n for n, _ in named], [p.grad for _, p in named]
+        total, per = _norms(grads, 2.0)
+        if not grads or not _is_finite(total):
+            return ClipResult(total, torch.ones_like(total), per, names, False, total, clip_factor)
+        agc_([p for n, p in named if not any(r.search(n) for r in patterns)], clip_factor, eps)
+        after, _ = _norms(grads, 2.0)
+        return ClipResult(total, after / total.clamp(min=1e-12), per, names, False, after, clip_factor)
+
+    return clip
+
+
+def autoclip_threshold(history: Iterable[float], percentile: float) -> float:
+    """AutoClip threshold: the ``percentile``-th percentile of the observed gradient norms."""
+    return float(np.percentile(np.fromiter(history, dtype=np.float64), percentile))
+
+
+def _autoclip(percentile: float):
+    """AutoClip (Seetharaman, Wichern, Pardo, Le Roux 2020, "AutoClip: Adaptive Gradient Clipping for
+    Source Separation Networks"): clip the global norm at the p-th percentile of all norms seen so
+    far, the current one included. On the first step the history holds only the current norm, so
+    the threshold equals it and nothing is clipped (warm start); non-finite norms are not recorded.
+    """
+
+    def clip(clipper: Clipper, named) -> ClipResult:
+        names, grads = _grads(named)
+        total, per = _norms(grads, 2.0)
+        if not grads or not _is_finite(total):
+            return ClipResult(total, torch.ones_like(total), per, names, True, total, None)
+        clipper.history.append(float(total))
+        threshold = autoclip_threshold(clipper.history, percentile)
+        coef = torch.clamp(threshold / (total + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, coef.to(grads[0].device))
+        return ClipResult(total, coef, per, names, True, total * coef, threshold)
+
+    return clip
+
+
+def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str]):
+    """Norm clipping applied separately to each layer's gradients (each layer bounded by max_norm)."""
+
+    def clip(clipper: Clipper, named) -> ClipResult:
+        names, grads = _grads(named)
+        total, per = _norms(grads, norm_type)
+        if not grads or not _is_finite(total):
+            return ClipResult(total, torch.ones_like(total), per, names, False, total, max_norm)
+        keys = [group_fn(n) for n in names]
+        order = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        index = torch.tensor([order[k] for k in keys], device=per.device)
+        if math.isinf(norm_type):
+            layer = torch.zeros(len(order), device=per.device).index_reduce_(0, index, per, "amax")
+        else:
+            powered = torch.zeros(len(order), device=per.device).index_add_(0, index, per**norm_type)
+            layer = powered ** (1.0 / norm_type)
+        coef = torch.clamp(max_norm / (layer + 1e-6), max=1.0)
+        per_tensor_coef = coef[index]
+        for g, c in zip(grads, per_tensor_coef, strict=True):
+            g.mul_(c.to(g.dtype))
+        after, _ = _norms(grads, norm_type)
+        return ClipResult(total, after / total.clamp(min=1e-12), per, names, False, after, max_norm)
+
+    return clip
+
+
+def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params: Any) -> Clipper:
+    """Build a clipping policy.
+
+    Args:
+        mode: ``stock`` (global L2 at 10, Ultralytics' own), ``none``, ``norm``, ``value``, ``agc``,
+            ``autoclip`` or ``layer_norm``.
+        group_fn: Maps a parameter name to its layer, for ``layer_norm``.
+        **params: The mode's parameters (see ``gradkit.config.CLIP_MODE_PARAMS``).
+
+    Raises:
+        ValueError: for an unknown mode, an unknown parameter or an out-of-range value.
+    """
+    defaults: dict[str, dict[str, Any]] = {
+        "stock": {},
+        "none": {},
+        "norm": {"max_norm": 10.0, "norm_type": 2.0},
+        "value": {"clip_value": 1.0},
+        "agc": {"clip_factor": 0.01, "eps": 1e-3, "exclude": list(DEFAULT_AGC_EXCLUDE)},
+        "autoclip": {"percentile": 10.0, "history": None},
+        "layer_norm": {"max_norm": 10.0, "norm_type": 2.0},
+    }
+    if mode not in defaults:
+        raise ValueError(f"unknown clip mode {mode!r}; modes: {', '.join(defaults)}")
+    unknown = sorted(set(params) - set(defaults[mode]))
+    if unknown:
+        raise ValueError(f"clip mode {mode!r} takes {sorted(defaults[mode]) or 'no parameters'}, got {unknown}")
+    p = {**defaults[mode], **params}
+    for key in ("max_norm", "clip_value", "clip_factor", "eps", "norm_type"):
+        if key in p and not p[key] > 0:
+            raise ValueError(f"clip.{key} must be > 0, got {p[key]!r}")
+    if mode == "autoclip" and not 0 < p["percentile"] <= 100:
+        raise ValueError(f"clip.percentile must be in (0, 100], got {p['percentile']!r}")
+    if mode == "autoclip" and p["history"] is not None and p["history"] < 1:
+        raise ValueError(f"clip.history must be >= 1 or unset, got {p['history']!r}")
+    factories: dict[str, Callable[[], Callable[..., ClipResult]]] = {
+        "stock": lambda: _global_norm(10.0, 2.0),
+        "none": lambda: _none,
+        "norm": lambda: _global_norm(float(p["max_norm"]), float(p["norm_type"])),
+        "value": lambda: _value(float(p["clip_value"])),
+        "agc": lambda: _agc(float(p["clip_factor"]), float(p["eps"]), p["exclude"]),
+        "autoclip": lambda: _autoclip(float(p["percentile"])),
+        "layer_norm": lambda: _layer_norm(float(p["max_norm"]), float(p["norm_type"]), group_fn),
+    }
+    return Clipper(mode, factories[mode](), p)

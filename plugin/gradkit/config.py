@@ -1,0 +1,258 @@
+"""The plugin configuration: a pydantic schema, YAML loading, dotted overrides and readable errors.
+
+The configuration never travels through Ultralytics' ``trainer.args`` (its CLI rejects unknown keys
+and DDP workers rebuild the trainer from args); it lives on the plugin's callback object.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "CLIP_MODE_PARAMS",
+    "AlertsConfig",
+    "AugmentConfig",
+    "ClipConfig",
+    "ConfigError",
+    "GradkitConfig",
+    "MonitorConfig",
+    "ReportConfig",
+    "apply_overrides",
+    "load_config",
+    "preset_path",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A plugin configuration problem, raised before any training starts."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AlertsConfig(_Section):
+    """Thresholds of the gradient diagnoses. Norm ratios are against a layer's own recent history."""
+
+    enabled: bool = True
+    warmup_steps: int = Field(20, ge=1, description="optimizer steps of history a layer needs before "
+                              "history-based alerts (exploding, vanishing) may fire")
+    history: int = Field(100, ge=3, description="optimizer steps kept per layer for the robust statistics")
+    exploding_factor: float = Field(100.0, gt=1, description="alert when a norm exceeds the median of its "
+                                    "history by this factor (and by 6 robust deviations)")
+    vanishing_factor: float = Field(1e-4, gt=0, lt=1, description="vanishing when a norm falls below the "
+                                    "median of its history times this factor")
+    vanishing_ratio: float = Field(1e-9, gt=0, description="vanishing when ||grad|| / ||weight|| is below "
+                                   "this, whatever the history")
+    vanishing_patience: int = Field(3, ge=1, description="consecutive steps before a vanishing alert")
+    dead_patience: int = Field(3, ge=1, description="consecutive steps of exactly zero gradient before a "
+                               "dead alert")
+
+
+class MonitorConfig(_Section):
+    """Per-layer gradient statistics at optimizer steps."""
+
+    enabled: bool = True
+    every: int = Field(1, ge=1, description="measure every N-th optimizer step")
+    on_nonfinite: Literal["skip", "stop", "warn"] = Field(
+        "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
+        "stop: drop it and end training; warn: apply it anyway like stock Ultralytics")
+    max_consecutive_nonfinite: int = Field(10, ge=1, description="end training after this many "
+                                           "consecutive skipped steps")
+    flush_every: int = Field(50, ge=1, description="write buffered rows to the CSV files every N steps")
+    plot: bool = Field(True, description="write gradients.png at the end of training")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+
+#: Parameters each clip mode accepts; any other parameter set explicitly is an error.
+CLIP_MODE_PARAMS: dict[str, tuple[str, ...]] = {
+    "stock": (),
+    "none": (),
+    "norm": ("max_norm", "norm_type"),
+    "value": ("clip_value",),
+    "agc": ("clip_factor", "eps", "exclude"),
+    "autoclip": ("percentile", "history"),
+    "layer_norm": ("max_norm", "norm_type"),
+}
+
+
+class ClipConfig(_Section):
+    """Gradient clipping that replaces Ultralytics' fixed ``clip_grad_norm_(max_norm=10)``."""
+
+    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = "stock"
+    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm (10)")
+    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (2; inf allowed)")
+    clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element (1)")
+    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021 (0.01)")
+    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm (1e-3)")
+    exclude: list[str] | None = Field(None, description="agc: regexes of parameter names left unclipped "
+                                      "(default: the Detect head's final prediction convolutions)")
+    percentile: float | None = Field(None, gt=0, le=100, description="autoclip: percentile of the norm "
+                                     "history used as the clip threshold (10)")
+    history: int | None = Field(None, ge=1, description="autoclip: most recent total norms kept "
+                                "(unset: the whole run)")
+
+    @model_validator(mode="after")
+    def _params_belong_to_mode(self) -> ClipConfig:
+        allowed = CLIP_MODE_PARAMS[self.mode]
+        stray = sorted(k for k in self.model_fields_set - {"mode"} if k not in allowed
+                       and getattr(self, k) is not None)
+        if stray:
+            raise ValueError(
+                f"{', '.join(stray)} is not a parameter of clip mode {self.mode!r}; "
+                f"its parameters are: {', '.join(allowed) or '(none)'}"
+            )
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The mode's parameters that were set, for :func:`gradkit.clip.make_clipper`."""
+        return {k: getattr(self, k) for k in CLIP_MODE_PARAMS[self.mode] if getattr(self, k) is not None}
+
+
+class AugmentConfig(_Section):
+    """Augmentation settings (filled by the augmentation work; empty means stock Ultralytics)."""
+
+
+class ReportConfig(_Section):
+    """End-of-run summary."""
+
+    enabled: bool = Field(True, description="write the final metrics summary into the run directory")
+
+
+class GradkitConfig(_Section):
+    """The whole plugin configuration (the file given with ``gradkit=``)."""
+
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @field_validator("monitor", "clip", "augment", "report", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML (what is written to ``gradkit.yaml`` in the run)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+def preset_path(name: str) -> Path:
+    """Path of a bundled preset (``default``, ``defect``...)."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown gradkit preset {name!r}; presets: {', '.join(known)}")
+    return path
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = GradkitConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  {key}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            shown = e.get("input")
+            got = "" if isinstance(shown, dict) else f" (got {shown!r})"
+            lines.append(f"  {key}: {msg}{got}")
+    return f"invalid gradkit config from {source}:\n" + "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"gradkit config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"gradkit config {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"gradkit config {path} must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge dotted overrides (``{"clip.mode": "agc"}``) into a nested config dict.
+
+    Setting ``clip.mode`` starts the clip section afresh, so parameters of the file's clip mode do
+    not leak into the new mode; other ``clip.*`` overrides given alongside still apply.
+    """
+    merged = copy.deepcopy(data)
+    if "clip.mode" in overrides and merged.get("clip", {}).get("mode") != overrides["clip.mode"]:
+        merged["clip"] = {}
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(f"gradkit override key {dotted!r} has an empty part")
+        node = merged
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(
+                    f"gradkit override {dotted!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return merged
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | GradkitConfig | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> GradkitConfig:
+    """Build a validated configuration.
+
+    Args:
+        source: A YAML path, a preset name (``default``, ``defect``), a dict, a config object, or
+            None for the ``default`` preset.
+        overrides: Dotted keys applied on top, e.g. ``{"clip.mode": "agc"}``.
+
+    Raises:
+        ConfigError: naming the file, each bad key, the bad value and the allowed values.
+    """
+    if isinstance(source, GradkitConfig):
+        data, origin = source.model_dump(exclude_unset=True), "a GradkitConfig object"
+    elif isinstance(source, dict):
+        data, origin = source, "a dict"
+    else:
+        name = "default" if source is None else str(source)
+        looks_like_path = name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists()
+        path = Path(name) if looks_like_path else preset_path(name)
+        data, origin = _read_yaml(path), str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        origin += " with overrides " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    try:
+        return GradkitConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None

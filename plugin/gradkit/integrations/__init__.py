@@ -1,0 +1,1 @@
+"""Integrations with training frameworks (only Ultralytics for now)."""

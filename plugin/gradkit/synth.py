@@ -1,0 +1,274 @@
+"""Seeded synthetic defect dataset: the offline default for the demo, the tests and the notebooks.
+
+Every image is grayscale (stored as 3 identical channels, as inspection cameras deliver after
+debayering) and is rendered from one of several textured surfaces under uneven illumination and
+sensor noise. Defects are drawn as masks first and composited onto the surface, so the YOLO boxes
+are the tight bounding boxes of the visible defect pixels.
+
+Each image uses its own generator seeded with ``(seed, index)``, so images do not depend on the
+order of generation and the same seed always gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+__all__ = ["CLASS_NAMES", "SURFACES", "SynthSpec", "generate_dataset", "render_image"]
+
+CLASS_NAMES: tuple[str, ...] = ("scratch", "crack", "pit", "stain")
+SURFACES: tuple[str, ...] = ("brushed", "fabric", "cast", "pcb")
+_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """What to generate.
+
+    Attributes:
+        images: Total number of images over all splits.
+        imgsz: Side of the square images in pixels.
+        seed: Seed of the whole dataset.
+        empty_frac: Share of defect-free images.
+        class_weights: Relative frequency of each class in ``CLASS_NAMES`` order.
+        max_defects: Largest number of defects on one image.
+        splits: Fractions of train/val/test; they must sum to 1.
+    """
+
+    images: int = 400
+    imgsz: int = 320
+    seed: int = 0
+    empty_frac: float = 0.15
+    class_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    max_defects: int = 3
+    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    class_names: tuple[str, ...] = field(default=CLASS_NAMES)
+
+    def __post_init__(self) -> None:
+        if self.images < 3:
+            raise ValueError(f"images must be >= 3 (one per split), got {self.images}")
+        if not 32 <= self.imgsz <= 4096:
+            raise ValueError(f"imgsz must be in [32, 4096], got {self.imgsz}")
+        if not 0.0 <= self.empty_frac < 1.0:
+            raise ValueError(f"empty_frac must be in [0, 1), got {self.empty_frac}")
+        if len(self.class_weights) != len(CLASS_NAMES) or min(self.class_weights) < 0 or (
+            sum(self.class_weights) <= 0
+        ):
+            raise ValueError(
+                f"class_weights must be {len(CLASS_NAMES)} non-negative numbers for {CLASS_NAMES} "
+                f"with a positive sum, got {self.class_weights}"
+            )
+        if self.max_defects < 1:
+            raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
+        if len(self.splits) != 3 or min(self.splits) < 0 or abs(sum(self.splits) - 1) > 1e-6:
+            raise ValueError(f"splits must be three fractions summing to 1, got {self.splits}")
+
+
+# --------------------------------------------------------------------------- surfaces
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    small = rng.standard_normal((cells, cells)).astype(np.float32)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _surface(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    """A float32 surface in roughly [0, 1]."""
+    if kind == "brushed":  # rolled/brushed steel: fine streaks along the rolling direction
+        streaks = rng.standard_normal((n, n)).astype(np.float32)
+        streaks = cv2.blur(streaks, (max(3, n // 6), 1))
+        img = 0.55 + 0.12 * streaks / (streaks.std() + 1e-6) + 0.05 * _smooth_noise(rng, n, 4)
+    elif kind == "fabric":  # woven textile: two crossing periodic threads
+        period = rng.uniform(5.0, 9.0)
+        y, x = np.mgrid[0:n, 0:n].astype(np.float32)
+        weave = np.sin(2 * np.pi * x / period) * np.sin(2 * np.pi * y / period)
+        img = 0.5 + 0.08 * weave + 0.04 * _smooth_noise(rng, n, 8)
+    elif kind == "cast":  # cast or painted surface: mottled low-frequency texture plus grain
+        img = 0.5 + 0.07 * _smooth_noise(rng, n, 6) + 0.04 * _smooth_noise(rng, n, 24)
+    else:  # pcb: dark laminate with bright straight traces and pads
+        img = np.full((n, n), 0.3, np.float32) + 0.03 * _smooth_noise(rng, n, 12)
+        for _ in range(rng.integers(4, 10)):
+            p = rng.integers(0, n, 2)
+            if rng.random() < 0.5:
+                q = (int(rng.integers(0, n)), int(p[1]))
+            else:
+                q = (int(p[0]), int(rng.integers(0, n)))
+            cv2.line(img, (int(p[0]), int(p[1])), q, 0.5, int(rng.integers(1, 3)))
+        for _ in range(rng.integers(2, 6)):
+            c = rng.integers(0, n, 2)
+            cv2.circle(img, (int(c[0]), int(c[1])), int(rng.integers(2, 5)), 0.6, -1)
+    return img.astype(np.float32)
+
+
+def _illumination(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Uneven lighting: a tilted ramp times an off-centre vignette."""
+    y, x = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = 1.0 + rng.uniform(0.1, 0.35) * ((x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle))
+    cx, cy = rng.uniform(0.2, 0.8, 2)
+    vignette = 1.0 - rng.uniform(0.1, 0.3) * ((x - cx) ** 2 + (y - cy) ** 2)
+    return ramp * vignette * rng.uniform(0.8, 1.2)
+
+
+# --------------------------------------------------------------------------- defects
+def _draw_scratch(rng: np.random.Generator, mask: np.ndarray) -> None:
+    """Long, thin, nearly straight line (aspect ratio often > 5)."""
+    n = mask.shape[0]
+    length = rng.uniform(0.3, 0.7) * n
+    angle = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(0.2, 0.8, 2) * n
+    dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
+    bend = rng.uniform(-0.05, 0.05) * n
+    pts = np.array(
+        [[cx - dx, cy - dy], [cx - bend * np.sin(angle), cy + bend * np.cos(angle)], [cx + dx, cy + dy]]
+    )
+    cv2.polylines(mask, [np.round(pts).astype(np.int32)], False, 1.0, int(rng.integers(1, 3)), cv2.LINE_AA)
+
+
+def _draw_crack(rng: np.random.Generator, mask: np.ndarray) -> None:
+    """Jagged random walk with a branch: medium-sized, irregular."""
+    n = mask.shape[0]
+    p = rng.uniform(0.25, 0.75, 2) * n
+    heading = rng.uniform(0, 2 * np.pi)
+    steps = int(rng.integers(8, 16))
+    step_len = n * rng.uniform(0.015, 0.03)
+    pts = [p.copy()]
+    for _ in range(steps):
+        heading += rng.normal(0, 0.6)
+        p = p + step_len * np.array([np.cos(heading), np.sin(heading)])
+        pts.append(p.copy())
+    walk = np.clip(np.round(np.array(pts)), 0, n - 1).astype(np.int32)
+    cv2.polylines(mask, [walk], False, 1.0, 2, cv2.LINE_AA)
+    start = walk[len(walk) // 2].astype(np.float64)
+    branch = [start]
+    heading += rng.choice([-1.0, 1.0]) * 0.9
+    for _ in range(steps // 2):
+        heading += rng.normal(0, 0.6)
+        start = start + step_len * np.array([np.cos(heading), np.sin(heading)])
+        branch.append(start.copy())
+    cv2.polylines(mask, [np.clip(np.round(np.array(branch)), 0, n - 1).astype(np.int32)], False, 1.0, 1)
+
+
+def _draw_pit(rng: np.random.Generator, mask: np.ndarray) -> None:
+    """Tiny round cavity: a few pixels across (well below 1% of the image area)."""
+    n = mask.shape[0]
+    c = np.round(rng.uniform(0.05, 0.95, 2) * n).astype(int)
+    r = max(2, round(n * rng.uniform(0.008, 0.02)))
+    cv2.ellipse(mask, (int(c[0]), int(c[1])), (r, max(2, int(r * rng.uniform(0.7, 1.0)))),
+                float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+
+
+def _draw_stain(rng: np.random.Generator, mask: np.ndarray) -> None:
+    """Large soft blob with an irregular outline (inclusion, oil or rust stain)."""
+    n = mask.shape[0]
+    c = rng.uniform(0.2, 0.8, 2) * n
+    r = n * rng.uniform(0.06, 0.14)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 12))
+    radii = r * rng.uniform(0.6, 1.3, 12)
+    pts = np.stack([c[0] + radii * np.cos(angles), c[1] + radii * np.sin(angles)], 1)
+    cv2.fillPoly(mask, [np.clip(np.round(pts), 0, n - 1).astype(np.int32)], 1.0, cv2.LINE_AA)
+    cv2.GaussianBlur(mask, (0, 0), sigmaX=max(1.0, r / 6), dst=mask)
+    mask /= max(float(mask.max()), 1e-6)
+
+
+_DRAW = (_draw_scratch, _draw_crack, _draw_pit, _draw_stain)
+# Contrast of each class against the surface (sign chosen per defect: dark or bright).
+_CONTRAST = ((0.25, 0.4), (0.3, 0.45), (0.3, 0.45), (0.15, 0.3))
+
+
+def _box_from_mask(mask: np.ndarray, level: float = 0.25) -> tuple[int, int, int, int] | None:
+    """Tight pixel box (x0, y0, x1, y1) of the visible part of a defect, exclusive max."""
+    ys, xs = np.nonzero(mask > level)
+    if xs.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _overlaps(box: tuple[int, int, int, int], others: Sequence[tuple[int, int, int, int]]) -> bool:
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0)
+    for a0, b0, a1, b1 in others:
+        inter = max(0, min(x1, a1) - max(x0, a0)) * max(0, min(y1, b1) - max(y0, b0))
+        if inter > 0.3 * min(area, (a1 - a0) * (b1 - b0)):
+            return True
+    return False
+
+
+def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+    """Render one image and its labels.
+
+    Returns:
+        The image as HxWx3 uint8 (identical channels) and a list of YOLO labels
+        ``(class, x_center, y_center, width, height)`` normalised to [0, 1].
+    """
+    rng = np.random.default_rng([spec.seed, index])
+    n = spec.imgsz
+    surface = _surface(rng, SURFACES[int(rng.integers(len(SURFACES)))], n)
+    labels: list[tuple[int, float, float, float, float]] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    if rng.random() >= spec.empty_frac:
+        weights = np.asarray(spec.class_weights, dtype=np.float64)
+        weights = weights / weights.sum()
+        for _ in range(int(rng.integers(1, spec.max_defects + 1))):
+            for _attempt in range(10):
+                cls = int(rng.choice(len(weights), p=weights))
+                mask = np.zeros((n, n), np.float32)
+                _DRAW[cls](rng, mask)
+                box = _box_from_mask(mask)
+                if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2 or _overlaps(box, boxes):
+                    continue
+                lo, hi = _CONTRAST[cls]
+                strength = rng.uniform(lo, hi) * (1 if rng.random() < 0.25 else -1)
+                surface += strength * mask
+                boxes.append(box)
+                x0, y0, x1, y1 = box
+                labels.append((cls, (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n))
+                break
+    img = surface * _illumination(rng, n)
+    img += rng.normal(0, rng.uniform(0.01, 0.035), (n, n)).astype(np.float32)  # sensor noise
+    gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    return cv2.merge([gray, gray, gray]), labels
+
+
+def _split_of(index: int, spec: SynthSpec) -> str:
+    n_train = round(spec.images * spec.splits[0])
+    n_val = round(spec.images * spec.splits[1])
+    n_train = min(max(n_train, 1), spec.images - 2)
+    n_val = min(max(n_val, 1), spec.images - n_train - 1)
+    return "train" if index < n_train else "val" if index < n_train + n_val else "test"
+
+
+def generate_dataset(out: str | Path, spec: SynthSpec | None = None, progress: bool = True) -> Path:
+    """Write a YOLO-format dataset and return the path of its ``data.yaml``.
+
+    Layout: ``out/images/{train,val,test}/*.png``, ``out/labels/...``, ``out/data.yaml`` with an
+    absolute ``path`` so Ultralytics resolves it from any working directory.
+    """
+    spec = spec or SynthSpec()
+    root = Path(out).resolve()
+    for split in _SPLITS:
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(spec.images), desc=f"gradkit synth {root.name}", disable=not progress, unit="img"):
+        img, labels = render_image(spec, i)
+        split = _split_of(i, spec)
+        stem = f"{i:06d}"
+        cv2.imwrite(str(root / "images" / split / f"{stem}.png"), img)
+        lines = "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
+        (root / "labels" / split / f"{stem}.txt").write_text(lines)
+    data = {
+        "path": str(root),
+        "train": "images/train",
+        "val": "images/val",
+        "test": "images/test",
+        "names": dict(enumerate(spec.class_names)),
+        "gradkit_synth": {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed,
+                          "empty_frac": spec.empty_frac, "class_weights": list(spec.class_weights)},
+    }
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return yaml_path
