@@ -114,6 +114,11 @@ def _illumination(rng: np.random.Generator, n: int) -> np.ndarray:
     return ramp * vignette * rng.uniform(0.8, 1.2)
 
 
+def _sensor_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Additive Gaussian read noise of a few grey levels."""
+    return rng.normal(0, rng.uniform(0.01, 0.035), (n, n)).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- defects
 def _draw_scratch(rng: np.random.Generator, mask: np.ndarray) -> None:
     """Long, thin, nearly straight line (aspect ratio often > 5)."""
@@ -229,7 +234,7 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
                 labels.append((cls, (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n))
                 break
     img = surface * _illumination(rng, n)
-    img += rng.normal(0, rng.uniform(0.01, 0.035), (n, n)).astype(np.float32)  # sensor noise
+    img += _sensor_noise(rng, n)
     gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
     return cv2.merge([gray, gray, gray]), labels
 

@@ -14,6 +14,7 @@ An alert is emitted once per (kind, layer) episode: again only after the conditi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -136,8 +137,9 @@ class AlertDetector:
             w = np.append(np.asarray(weight_norm, dtype=np.float64), np.nan)
             ratio = norms / w
         have = np.sum(np.isfinite(self._hist), axis=0)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(np.where(have >= 1, self._hist, 0.0), axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # layers without history yet give NaN: fine
+            med = np.nanmedian(self._hist, axis=0)
             mad = np.nanmedian(np.abs(self._hist - med), axis=0) * _MAD_SCALE
         warm = have >= cfg.warmup_steps
 

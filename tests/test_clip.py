@@ -1,0 +1,184 @@
+"""Clipping policies against reference implementations and hand-checked rules."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from gradkit.clip import DEFAULT_AGC_EXCLUDE, autoclip_threshold, layer_of, make_clipper
+
+
+def _model(seed: int = 0, scale: float = 1.0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 4, 1),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    wrapper = torch.nn.Module()
+    wrapper.model = net
+    net(torch.zeros(2, 3, 6, 6))  # materialises the lazy layer
+    for p in wrapper.parameters():
+        p.grad = torch.randn_like(p) * scale
+    return wrapper
+
+
+def _named(m):
+    return list(m.named_parameters())
+
+
+def _grads(m):
+    return [p.grad.clone() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 5.0, 1e6])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_norm_equals_torch(max_norm, norm_type):
+    ours, ref = _model(1, 3.0), _model(1, 3.0)
+    result = make_clipper("norm", max_norm=max_norm, norm_type=norm_type)(_named(ours))
+    ref_total = torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm, norm_type)
+    torch.testing.assert_close(result.total_norm, ref_total, rtol=1e-6, atol=1e-6)
+    for a, b in zip(_grads(ours), _grads(ref), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    expected_coef = min(1.0, max_norm / (float(ref_total) + 1e-6))
+    assert float(result.clip_coef) == pytest.approx(expected_coef, rel=1e-6)
+
+
+def test_stock_is_ultralytics_fixed_clip():
+    ours, ref = _model(2, 5.0), _model(2, 5.0)
+    make_clipper("stock")(_named(ours))
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm=10.0)
+    for a, b in zip(_grads(ours), _grads(ref), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("clip_value", [0.1, 1.0, 100.0])
+def test_value_equals_torch(clip_value):
+    ours, ref = _model(3, 2.0), _model(3, 2.0)
+    result = make_clipper("value", clip_value=clip_value)(_named(ours))
+    torch.nn.utils.clip_grad_value_(ref.parameters(), clip_value)
+    for a, b in zip(_grads(ours), _grads(ref), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    after = torch.linalg.vector_norm(torch.stack([g.norm() for g in _grads(ref)]))
+    torch.testing.assert_close(result.total_norm_clipped, after, rtol=1e-6, atol=1e-6)
+
+
+def _agc_reference(w: np.ndarray, g: np.ndarray, lam: float, eps: float) -> np.ndarray:
+    """NFNets unit-wise rule written out with numpy, one output unit at a time."""
+    out = g.copy()
+    units = [slice(None)] if w.ndim <= 1 else range(w.shape[0])
+    for u in units:
+        wn = max(np.sqrt((w[u] ** 2).sum()), eps)
+        gn = np.sqrt((g[u] ** 2).sum())
+        if gn > lam * wn:
+            out[u] = g[u] * (lam * wn / gn)
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.01, 0.1, 1.0])
+def test_agc_equals_unitwise_rule(lam):
+    model = _model(4, 1.0)
+    before = {n: (p.detach().numpy().copy(), p.grad.numpy().copy()) for n, p in model.named_parameters()}
+    make_clipper("agc", clip_factor=lam, eps=1e-3, exclude=[])(_named(model))
+    for name, p in model.named_parameters():
+        w, g = before[name]
+        np.testing.assert_allclose(p.grad.numpy(), _agc_reference(w, g, lam, 1e-3), rtol=1e-5, atol=1e-7)
+
+
+def test_agc_excludes_detect_head_final_convs_by_default():
+    head = torch.nn.Module()
+    head.model = torch.nn.ModuleList([torch.nn.Conv2d(2, 2, 1)])
+    det = torch.nn.Module()
+    det.cv2 = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Conv2d(2, 2, 1), torch.nn.Conv2d(2, 2, 1),
+                                                       torch.nn.Conv2d(2, 4, 1))])
+    head.model.append(det)
+    for p in head.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    names = [n for n, _ in head.named_parameters()]
+    assert "model.1.cv2.0.2.weight" in names
+    make_clipper("agc")(head.named_parameters())
+    grads = dict((n, p.grad) for n, p in head.named_parameters())
+    assert torch.all(grads["model.1.cv2.0.2.weight"] == 100.0)  # excluded: untouched
+    assert torch.all(grads["model.1.cv2.0.1.weight"] < 100.0)  # clipped
+    assert DEFAULT_AGC_EXCLUDE
+
+
+def test_autoclip_threshold_is_percentile_of_history():
+    model = _model(5)
+    clipper = make_clipper("autoclip", percentile=25.0)
+    observed = []
+    for step in range(12):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * (1 + step % 4)
+        ref = copy.deepcopy(model)
+        for a, b in zip(ref.parameters(), model.parameters(), strict=True):
+            a.grad = b.grad.clone()
+        result = clipper(_named(model))
+        observed.append(float(result.total_norm))
+        threshold = np.percentile(observed, 25.0)
+        assert result.threshold == pytest.approx(threshold)
+        assert list(clipper.history) == pytest.approx(observed)
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), threshold)
+        for a, b in zip(_grads(model), _grads(ref), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert autoclip_threshold([1.0, 2.0, 3.0], 50) == 2.0
+
+
+def test_autoclip_warm_start_and_window_and_state_round_trip():
+    model = _model(6)
+    clipper = make_clipper("autoclip", percentile=10.0, history=3)
+    first = clipper(_named(model))
+    assert float(first.clip_coef) == pytest.approx(1.0, abs=1e-5)  # history == [current]: no clipping
+    for _ in range(5):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        clipper(_named(model))
+    assert len(clipper.history) == 3
+    fresh = make_clipper("autoclip", percentile=10.0, history=3)
+    fresh.load_state_dict(clipper.state_dict())
+    assert list(fresh.history) == list(clipper.history)
+    with pytest.raises(ValueError, match="mode"):
+        make_clipper("norm").load_state_dict(clipper.state_dict())
+
+
+def test_layer_norm_bounds_each_layer():
+    model = _model(7, 10.0)
+    make_clipper("layer_norm", max_norm=1.5)(_named(model))
+    per_layer: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        per_layer[layer_of(name)] = per_layer.get(layer_of(name), 0.0) + float(p.grad.norm() ** 2)
+    assert len(per_layer) == 4  # conv, bn, conv, linear
+    for key, sq in per_layer.items():
+        assert np.sqrt(sq) <= 1.5 + 1e-4, key
+
+
+def test_nonfinite_gradients_are_left_for_the_caller():
+    model = _model(8)
+    first = next(model.parameters())
+    first.grad[0] = float("nan")
+    kept = _grads(model)
+    result = make_clipper("norm", max_norm=0.1)(_named(model))
+    assert not torch.isfinite(result.total_norm)
+    for a, b in zip(_grads(model), kept, strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_none_changes_nothing_and_reports_norm():
+    model = _model(9)
+    kept = _grads(model)
+    result = make_clipper("none")(_named(model))
+    ref = torch.linalg.vector_norm(torch.stack([g.norm() for g in kept]))
+    torch.testing.assert_close(result.total_norm, ref)
+    for a, b in zip(_grads(model), kept, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("mode", "params", "match"), [
+    ("bogus", {}, "unknown clip mode 'bogus'; modes: stock, none, norm"),
+    ("norm", {"max_norm": -1.0}, r"clip.max_norm must be > 0, got -1.0"),
+    ("autoclip", {"percentile": 0.0}, r"clip.percentile must be in \(0, 100\]"),
+    ("value", {"max_norm": 1.0}, "takes"),
+])
+def test_invalid_parameters(mode, params, match):
+    with pytest.raises(ValueError, match=match):
+        make_clipper(mode, **params)

@@ -1,0 +1,72 @@
+"""Config validation: every error names the key, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from gradkit.config import ConfigError, GradkitConfig, load_config, preset_path
+
+
+def test_presets_load_and_default_is_stock():
+    default = load_config("default")
+    assert default.clip.mode == "stock"
+    assert default.monitor.enabled
+    assert load_config(None) == default
+    assert load_config(str(preset_path("defect"))).monitor.on_nonfinite == "skip"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragments"),
+    [
+        ({"monitr": {}}, ["monitr", "unknown key", "did you mean 'monitor'", "allowed keys here"]),
+        ({"monitor": {"evry": 2}}, ["monitor.evry", "did you mean 'every'"]),
+        ({"monitor": {"every": 0}}, ["monitor.every", "greater than or equal to 1", "got 0"]),
+        ({"monitor": {"on_nonfinite": "explode"}}, ["monitor.on_nonfinite", "'skip', 'stop' or 'warn'",
+                                                    "got 'explode'"]),
+        ({"clip": {"mode": "agcc"}}, ["clip.mode", "'agc'", "'autoclip'", "got 'agcc'"]),
+        ({"clip": {"mode": "norm", "max_norm": -1}}, ["clip.max_norm", "greater than 0", "got -1"]),
+        ({"clip": {"mode": "autoclip", "percentile": 150}}, ["clip.percentile", "less than or equal to 100"]),
+        ({"clip": {"mode": "norm", "clip_factor": 0.1}}, ["clip", "clip_factor is not a parameter of clip "
+                                                          "mode 'norm'", "max_norm, norm_type"]),
+        ({"monitor": {"alerts": {"exploding_factor": 0.5}}}, ["monitor.alerts.exploding_factor", "greater than 1"]),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(data, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(data)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_error_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("clip:\n  mode: norm\n  max_norm: zero\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*\n.*clip\.max_norm.*got 'zero'"):
+        load_config(path)
+    path.write_text("clip: [unbalanced\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="unknown gradkit preset 'nope'; presets: default, defect"):
+        load_config("nope")
+
+
+def test_overrides_apply_and_mode_switch_starts_clip_fresh(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"clip": {"mode": "autoclip", "percentile": 5}}))
+    cfg = load_config(path, {"clip.mode": "agc", "clip.clip_factor": 0.02, "monitor.every": 3})
+    assert cfg.clip.mode == "agc"
+    assert cfg.clip.params() == {"clip_factor": 0.02}
+    assert cfg.monitor.every == 3
+    same = load_config(path, {"clip.percentile": 20})
+    assert same.clip.params() == {"percentile": 20}
+    with pytest.raises(ConfigError, match="monitor.every is a value, not a section"):
+        load_config(None, {"monitor.every.x": 1})
+
+
+def test_resolved_yaml_round_trips():
+    cfg = load_config("default", {"clip.mode": "norm", "clip.max_norm": 3.0})
+    again = GradkitConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg

@@ -1,0 +1,119 @@
+"""The synthetic dataset: determinism, valid tight boxes, classes and the defect-free share."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from gradkit.synth import CLASS_NAMES, SynthSpec, generate_dataset, render_image
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in {".png", ".txt"}:
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
+    spec = SynthSpec(images=12, imgsz=96, seed=7)
+    a = generate_dataset(tmp_path / "a", spec, progress=False).parent
+    b = generate_dataset(tmp_path / "b", spec, progress=False).parent
+    c = generate_dataset(tmp_path / "c", SynthSpec(images=12, imgsz=96, seed=8), progress=False).parent
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+
+
+def test_layout_and_data_yaml(tmp_path):
+    data = yaml.safe_load(generate_dataset(tmp_path / "d", SynthSpec(images=20, imgsz=64), progress=False)
+                          .read_text())
+    assert data["names"] == dict(enumerate(CLASS_NAMES))
+    root = tmp_path / "d"
+    assert data["path"] == str(root.resolve())
+    counts = {s: len(list((root / "images" / s).glob("*.png"))) for s in ("train", "val", "test")}
+    assert counts == {"train": 14, "val": 4, "test": 2}
+    for s in counts:
+        assert len(list((root / "labels" / s).glob("*.txt"))) == counts[s]
+
+
+def test_labels_are_valid_boxes_inside_the_image():
+    """Labels are valid YOLO boxes, at least 2 px, inside the image; images are grayscale."""
+    spec = SynthSpec(images=200, imgsz=128, seed=1, empty_frac=0.0, max_defects=1)
+    clean = SynthSpec(images=200, imgsz=128, seed=1, empty_frac=0.999999, max_defects=1)
+    checked = 0
+    for i in range(30):
+        img, labels = render_image(spec, i)
+        for cls, x, y, w, h in labels:
+            assert 0 <= cls < len(CLASS_NAMES)
+            assert 0 < w <= 1 and 0 < h <= 1
+            assert 0 <= x - w / 2 and x + w / 2 <= 1 + 1e-6 and 0 <= y - h / 2 and y + h / 2 <= 1 + 1e-6
+            assert w * 128 >= 2 and h * 128 >= 2
+            checked += 1
+        assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+        assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()  # grayscale
+    assert checked >= 30
+    assert render_image(clean, 0)[1] == []
+
+
+def test_box_matches_defect_pixels_on_a_flat_surface(monkeypatch):
+    """Render on a flat surface without noise: the changed pixels' bounding box is the label."""
+    import gradkit.synth as synth
+
+    monkeypatch.setattr(synth, "_surface", lambda rng, kind, n: np.full((n, n), 0.5, np.float32))
+    monkeypatch.setattr(synth, "_illumination", lambda rng, n: np.ones((n, n), np.float32))
+    monkeypatch.setattr(synth, "_sensor_noise", lambda rng, n: np.zeros((n, n), np.float32))
+    spec = SynthSpec(images=100, imgsz=128, seed=4, empty_frac=0.0, max_defects=1)
+    for i in range(20):
+        img, labels = render_image(spec, i)
+        (cls, x, y, w, h), = labels
+        diff = np.abs(img[..., 0].astype(int) - 127) > 0.25 * 0.15 * 255  # visible part of the defect
+        ys, xs = np.nonzero(diff)
+        x0, x1 = xs.min() / 128, (xs.max() + 1) / 128
+        y0, y1 = ys.min() / 128, (ys.max() + 1) / 128
+        assert abs((x - w / 2) - x0) <= 2 / 128 and abs((x + w / 2) - x1) <= 2 / 128, (cls, i)
+        assert abs((y - h / 2) - y0) <= 2 / 128 and abs((y + h / 2) - y1) <= 2 / 128, (cls, i)
+
+
+def test_classes_empty_share_thin_and_tiny_defects():
+    spec = SynthSpec(images=300, imgsz=160, seed=2, empty_frac=0.2)
+    per_class = np.zeros(len(CLASS_NAMES), int)
+    empty, thin, tiny = 0, 0, 0
+    for i in range(300):
+        _, labels = render_image(spec, i)
+        empty += not labels
+        for cls, _, _, w, h in labels:
+            per_class[cls] += 1
+            thin += max(w / h, h / w) > 5
+            tiny += w * h < 0.001
+    assert (per_class > 20).all(), per_class
+    assert 0.12 < empty / 300 < 0.28, empty
+    assert thin > 5 and tiny > 5, (thin, tiny)
+
+
+def test_class_weights_shift_frequencies():
+    spec = SynthSpec(images=200, imgsz=96, seed=2, empty_frac=0.0, class_weights=(1, 0, 0, 3))
+    counts = np.zeros(4, int)
+    for i in range(200):
+        for cls, *_ in render_image(spec, i)[1]:
+            counts[cls] += 1
+    assert counts[1] == counts[2] == 0
+    assert counts[3] > 2 * counts[0] > 0
+
+
+@pytest.mark.parametrize("bad", [dict(images=2), dict(imgsz=8), dict(empty_frac=1.0),
+                                 dict(class_weights=(1, 1)), dict(splits=(0.5, 0.2, 0.2))])
+def test_bad_spec_is_rejected(bad):
+    with pytest.raises(ValueError):
+        SynthSpec(**bad)
+
+
+def test_png_decodes(tmp_path):
+    root = generate_dataset(tmp_path / "p", SynthSpec(images=3, imgsz=64), progress=False).parent
+    for p in root.rglob("*.png"):
+        assert cv2.imread(str(p)) is not None
