@@ -6,11 +6,10 @@ import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-
-from gradkit.synth import SynthSpec, generate_dataset  # noqa: E402
+import pytest
+from gradkit.synth import SynthSpec, generate_dataset
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +22,13 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _ultralytics_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 TINY_TRAIN = dict(epochs=2, imgsz=64, batch=4, nbs=4, workers=0, plots=False, verbose=False, val=False,

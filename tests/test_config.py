@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from gradkit.config import ConfigError, GradkitConfig, load_config, preset_path
 
 
@@ -62,7 +61,7 @@ def test_overrides_apply_and_mode_switch_starts_clip_fresh(tmp_path):
     assert cfg.monitor.every == 3
     same = load_config(path, {"clip.percentile": 20})
     assert same.clip.params() == {"percentile": 20}
-    with pytest.raises(ConfigError, match="monitor.every is a value, not a section"):
+    with pytest.raises(ConfigError, match=r"monitor\.every is a value, not a section"):
         load_config(None, {"monitor.every.x": 1})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+from conftest import read_csv
 from gradkit.cli import split_plugin_args
 from gradkit.config import ConfigError
 
@@ -30,7 +29,7 @@ def test_split_plugin_args_keeps_yolo_args_untouched():
     assert src == "defect"
     assert over == {"clip.mode": "agc", "clip.clip_factor": 0.02}
     assert rest == ["train", "data=x.yaml", "lr0=0.01", "cos_lr"]
-    with pytest.raises(ConfigError, match="gradkit.SECTION.KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"gradkit\.SECTION\.KEY=VALUE"):
         split_plugin_args(["train", "gradkit.clip.mode"])
 
 
@@ -46,7 +45,7 @@ def test_cli_train_passes_yolo_args_and_activates_plugin(tiny_data, tmp_path):
     assert not any(k.startswith("gradkit") for k in args)  # plugin config never enters trainer.args
     cfg = yaml.safe_load((run / "gradkit.yaml").read_text())
     assert cfg["clip"] == {**cfg["clip"], "mode": "norm", "max_norm": 5.0}
-    steps = list(csv.DictReader(open(run / "gradient_steps.csv")))
+    steps = read_csv(run / "gradient_steps.csv")
     assert steps and all(float(s["total_norm_clipped"]) <= 5.0 * (1 + 1e-5) for s in steps)
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
-from conftest import train_tiny
-
+from conftest import read_csv, train_tiny
 from gradkit.clip import DEFAULT_AGC_EXCLUDE, autoclip_threshold
 
 pytestmark = pytest.mark.e2e
@@ -63,8 +61,8 @@ def test_policy_bound_holds_at_every_step(tiny_data, tmp_path, mode, params):
                             nbs=8, epochs=2)
     plugin = model.gradkit
     assert record["calls"]["n"] == plugin.step == len(record["steps"]) >= 2  # once per optimizer step
-    rows = list(csv.DictReader(open(run / "gradients.csv")))
-    step_rows = list(csv.DictReader(open(run / "gradient_steps.csv")))
+    rows = read_csv(run / "gradients.csv")
+    step_rows = read_csv(run / "gradient_steps.csv")
     totals = [float(r["total_norm"]) for r in step_rows]
     for i, (grads, weights) in enumerate(record["steps"], start=1):
         layer = _layer_norms(grads)
@@ -108,7 +106,7 @@ def test_resume_restores_autoclip_history_and_step_count(tiny_data, tmp_path):
     run = tmp_path / "run"
     saved = torch.load(run / "weights" / "last.gradkit.pt", weights_only=False)
     assert saved["step"] == len(saved["clip"]["history"]) >= 4
-    steps_before = list(csv.DictReader(open(run / "gradient_steps.csv")))
+    steps_before = read_csv(run / "gradient_steps.csv")
     assert [int(s["step"]) for s in steps_before] == list(range(1, saved["step"] + 1))
 
     import gradkit
@@ -120,7 +118,7 @@ def test_resume_restores_autoclip_history_and_step_count(tiny_data, tmp_path):
     plugin = model.gradkit
     history = list(plugin.clipper.history)
     assert history[: saved["step"]] == pytest.approx(saved["clip"]["history"])
-    steps = list(csv.DictReader(open(run / "gradient_steps.csv")))
+    steps = read_csv(run / "gradient_steps.csv")
     assert [int(s["step"]) for s in steps] == list(range(1, plugin.step + 1))  # continues, no restart
     assert plugin.step > saved["step"]
     first_resumed = steps[saved["step"]]
@@ -130,16 +128,15 @@ def test_resume_restores_autoclip_history_and_step_count(tiny_data, tmp_path):
 
 
 def test_finetune_from_checkpoint_starts_plugin_state_fresh(tiny_data, tmp_path):
-    model, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"})
-    from ultralytics import YOLO
-
+    _, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"})
     import gradkit
+    from ultralytics import YOLO
 
     tuned = YOLO(str(run / "weights" / "last.pt"))
     gradkit.attach(tuned, None, {"clip.mode": "autoclip"})
     from conftest import TINY_TRAIN
 
     tuned.train(data=str(tiny_data), project=str(tmp_path), name="ft", exist_ok=True, **TINY_TRAIN)
-    steps = list(csv.DictReader(open(tmp_path / "ft" / "gradient_steps.csv")))
+    steps = read_csv(tmp_path / "ft" / "gradient_steps.csv")
     assert int(steps[0]["step"]) == 1
     assert len(tuned.gradkit.clipper.history) == tuned.gradkit.step

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
-from conftest import train_tiny
+from conftest import read_csv, train_tiny
 
 pytestmark = pytest.mark.e2e
 
 
 def _rows(path):
-    return list(csv.DictReader(open(path)))
+    return read_csv(path)
 
 
 def _alerts(run):
@@ -120,7 +119,7 @@ def _fault_hooks(layer: str, factor: float, onset: int):
 ])
 def test_planted_fault_reported_with_kind_and_layer(tiny_data, tmp_path, kind, layer, factor):
     onset = 6
-    model, run = train_tiny(tiny_data, tmp_path, callbacks=_fault_hooks(layer, factor, onset), epochs=3,
+    _, run = train_tiny(tiny_data, tmp_path, callbacks=_fault_hooks(layer, factor, onset), epochs=3,
                             overrides={"monitor.alerts.warmup_steps": 3, "clip.mode": "none"})
     alerts = _alerts(run)
     hits = [a for a in alerts if a["kind"] == kind and a["layer"] == layer]

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from gradkit.synth import CLASS_NAMES, SynthSpec, generate_dataset, render_image
 
 
@@ -52,7 +51,7 @@ def test_labels_are_valid_boxes_inside_the_image():
         for cls, x, y, w, h in labels:
             assert 0 <= cls < len(CLASS_NAMES)
             assert 0 < w <= 1 and 0 < h <= 1
-            assert 0 <= x - w / 2 and x + w / 2 <= 1 + 1e-6 and 0 <= y - h / 2 and y + h / 2 <= 1 + 1e-6
+            assert x - w / 2 >= 0 and x + w / 2 <= 1 + 1e-6 and y - h / 2 >= 0 and y + h / 2 <= 1 + 1e-6
             assert w * 128 >= 2 and h * 128 >= 2
             checked += 1
         assert img.shape == (128, 128, 3) and img.dtype == np.uint8

@@ -18,13 +18,15 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
-_OWN = ("synth", "demo")
+_OWN = ("synth", "demo", "config-doc")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
   gradkit val|predict|export|... <yolo args>      passed to yolo unchanged
   gradkit synth out=DIR [images=400 imgsz=320 seed=0 empty_frac=0.15 class_weights=[1,1,1,1]]
-  gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth epochs=.. imgsz=.. images=..]
+  gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth epochs=.. imgsz=.. images=..
+               threads=.. <any yolo train argument>]
+  gradkit config-doc                              the configuration reference (Markdown)
 
 Presets: default (stock behaviour + monitoring), defect. Example:
   gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
@@ -110,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in _OWN:
         if args[0] == "synth":
             return _synth(args[1:])
+        if args[0] == "config-doc":
+            from gradkit.docs import config_reference
+
+            print(config_reference())
+            return 0
         from gradkit.demo import run_demo
 
         return run_demo(args[1:])

@@ -42,7 +42,7 @@ class _Section(BaseModel):
 class AlertsConfig(_Section):
     """Thresholds of the gradient diagnoses. Norm ratios are against a layer's own recent history."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="diagnose exploding, vanishing, dead and non-finite gradients")
     warmup_steps: int = Field(20, ge=1, description="optimizer steps of history a layer needs before "
                               "history-based alerts (exploding, vanishing) may fire")
     history: int = Field(100, ge=3, description="optimizer steps kept per layer for the robust statistics")
@@ -50,8 +50,8 @@ class AlertsConfig(_Section):
                                     "history by this factor (and by 6 robust deviations)")
     vanishing_factor: float = Field(1e-4, gt=0, lt=1, description="vanishing when a norm falls below the "
                                     "median of its history times this factor")
-    vanishing_ratio: float = Field(1e-9, gt=0, description="vanishing when ||grad|| / ||weight|| is below "
-                                   "this, whatever the history")
+    vanishing_ratio: float = Field(1e-9, gt=0, description="vanishing when grad norm / weight norm is "
+                                   "below this, whatever the history")
     vanishing_patience: int = Field(3, ge=1, description="consecutive steps before a vanishing alert")
     dead_patience: int = Field(3, ge=1, description="consecutive steps of exactly zero gradient before a "
                                "dead alert")
@@ -60,7 +60,7 @@ class AlertsConfig(_Section):
 class MonitorConfig(_Section):
     """Per-layer gradient statistics at optimizer steps."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="measure per-layer gradients and write the gradient records")
     every: int = Field(1, ge=1, description="measure every N-th optimizer step")
     on_nonfinite: Literal["skip", "stop", "warn"] = Field(
         "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
@@ -87,7 +87,9 @@ CLIP_MODE_PARAMS: dict[str, tuple[str, ...]] = {
 class ClipConfig(_Section):
     """Gradient clipping that replaces Ultralytics' fixed ``clip_grad_norm_(max_norm=10)``."""
 
-    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = "stock"
+    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = Field(
+        "stock", description="stock: global L2 norm at 10 as Ultralytics; none; norm; value; agc "
+        "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer")
     max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm (10)")
     norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (2; inf allowed)")
     clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element (1)")

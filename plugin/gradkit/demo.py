@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 import yaml
 
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
@@ -23,18 +24,20 @@ DEMO_DEFAULTS = {
     "workers": 1,
     "out": "runs/gradkit-demo",
     "gradkit": "defect",
+    "threads": 0,
 }
 
 
-def _parse(args: Sequence[str]) -> dict:
-    opts = dict(DEMO_DEFAULTS)
+def _parse(args: Sequence[str]) -> tuple[dict, dict]:
+    """Demo options, and any other ``key=value`` as Ultralytics train arguments."""
+    opts, train = dict(DEMO_DEFAULTS), {}
     for arg in args:
         key, eq, value = arg.partition("=")
-        if not eq or key not in opts:
-            raise SystemExit(f"gradkit demo: unknown argument {arg!r}; arguments: "
-                             f"{', '.join(f'{k}=' for k in opts)}")
-        opts[key] = yaml.safe_load(value)
-    return opts
+        if not eq:
+            raise SystemExit(f"gradkit demo: arguments take the form key=value, got {arg!r}; demo "
+                             f"arguments: {', '.join(f'{k}=' for k in opts)}, plus any yolo train argument")
+        (opts if key in opts else train)[key] = yaml.safe_load(value)
+    return opts, train
 
 
 def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
@@ -51,7 +54,7 @@ def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
 def run_demo(args: Sequence[str] = ()) -> int:
     """Run the demo; returns a process exit code."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    opts = _parse(args)
+    opts, train_args = _parse(args)
     from ultralytics import YOLO
 
     import gradkit
@@ -60,10 +63,13 @@ def run_demo(args: Sequence[str] = ()) -> int:
     data_yaml = _ensure_dataset(Path(opts["data_dir"]), int(opts["images"]), int(opts["imgsz"]), int(opts["seed"]))
     model = YOLO("yolo26n.yaml")
     gradkit.attach(model, opts["gradkit"])
+    threads = int(opts["threads"]) or os.cpu_count() or 1
+    # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.
+    model.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
     out = Path(opts["out"]).resolve()
     model.train(data=str(data_yaml), epochs=int(opts["epochs"]), imgsz=int(opts["imgsz"]),
                 batch=int(opts["batch"]), workers=int(opts["workers"]), seed=int(opts["seed"]),
-                project=str(out.parent), name=out.name, exist_ok=True, device="cpu")
+                project=str(out.parent), name=out.name, exist_ok=True, device="cpu", **train_args)
     run_dir = Path(model.trainer.save_dir)
     best = run_dir / "weights" / "best.pt"
     metrics = YOLO(str(best)).val(data=str(data_yaml), split="test", imgsz=int(opts["imgsz"]),

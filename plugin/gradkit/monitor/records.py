@@ -102,8 +102,10 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
     import matplotlib.pyplot as plt
 
     save_dir = Path(save_dir)
-    rows = list(csv.DictReader(open(save_dir / "gradients.csv")))
-    steps_rows = list(csv.DictReader(open(save_dir / "gradient_steps.csv")))
+    with open(save_dir / "gradients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(save_dir / "gradient_steps.csv", newline="") as f:
+        steps_rows = list(csv.DictReader(f))
     if not rows or not steps_rows:
         return None
     steps = sorted({int(r["step"]) for r in rows})
@@ -113,7 +115,8 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
     grid = np.full((len(layers), len(steps)), np.nan)
     for r in rows:
         v = float(r["grad_norm"])
-        grid[lay[f'{r["layer"]} {r["module"]}'], col[int(r["step"])]] = np.log10(v) if v > 0 and np.isfinite(v) else np.nan
+        value = np.log10(v) if v > 0 and np.isfinite(v) else np.nan
+        grid[lay[f'{r["layer"]} {r["module"]}'], col[int(r["step"])]] = value
     s_steps = np.array([int(r["step"]) for r in steps_rows])
     total = np.array([float(r["total_norm"]) for r in steps_rows])
     total_c = np.array([float(r["total_norm_clipped"]) for r in steps_rows])

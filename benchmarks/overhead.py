@@ -1,0 +1,115 @@
+"""Cost of gradkit's monitoring: stock Ultralytics vs gradkit (stock clip + monitor every step).
+
+Same data, seed, thread count and batch; an optimizer step at every batch (nbs=batch), the worst
+case for the monitor. Runs alternate (stock, gradkit, stock, gradkit, ...) so drift hits both, and
+the training-epoch time (validation off) is compared. Then the per-step work alone is timed on the
+366 gradients of yolo26n: ``torch.nn.utils.clip_grad_norm_`` (what Ultralytics does) against
+gradkit's clip + per-layer statistics.
+
+    python benchmarks/overhead.py [--images 160 --imgsz 160 --epochs 2 --repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import torch
+
+
+def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
+    import gradkit
+    from ultralytics import YOLO
+
+    model = YOLO("yolo26n.yaml")
+    if plugin:
+        gradkit.attach(model, "default", {"monitor.plot": False})
+    times: list[float] = []
+    marks = {}
+    model.add_callback("on_train_epoch_start", lambda t: marks.__setitem__("t", time.perf_counter()))
+    model.add_callback("on_train_epoch_end", lambda t: times.append(time.perf_counter() - marks["t"]))
+    model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, nbs=args.batch,
+                workers=0, val=False, plots=False, device="cpu", seed=0, project=str(out), name=name,
+                exist_ok=True, verbose=False, warmup_epochs=0)
+    return times
+
+
+def _step_microbench(repeats: int = 50) -> tuple[float, float]:
+    from gradkit.clip import make_clipper
+    from gradkit.integrations.ultralytics import _layer_labels
+    from gradkit.monitor import LayerStats
+    from ultralytics import YOLO
+
+    net = YOLO("yolo26n.yaml").model
+    params = [p for p in net.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    grads = [p.grad.clone() for p in params]
+
+    def reset():
+        for p, g in zip(params, grads, strict=True):
+            p.grad.copy_(g)
+
+    stats = LayerStats(net.named_parameters(), labels=_layer_labels(net))
+    clipper = make_clipper("stock")
+
+    def ours():
+        w = stats.weight_norms()
+        before = stats.snapshot()
+        st = stats.measure(clipper(stats.named), w)
+        stats.update_norms(before)
+        return st
+
+    def stock():
+        torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=10.0)
+
+    out = []
+    for fn in (stock, ours):
+        for _ in range(5):
+            reset()
+            fn()
+        t = []
+        for _ in range(repeats):
+            reset()
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        out.append(statistics.median(t))
+    print(f"per-step on {len(params)} yolo26n gradients: clip_grad_norm_ {out[0] * 1e3:.2f} ms, "
+          f"gradkit clip+monitor {out[1] * 1e3:.2f} ms")
+    return out[0], out[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=160)
+    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    from gradkit.synth import SynthSpec, generate_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="gradkit-overhead-"))
+    data = generate_dataset(tmp / "data", SynthSpec(images=args.images, imgsz=args.imgsz, seed=0), progress=False)
+    stock, ours = [], []
+    for r in range(args.repeats):
+        stock += _train(data, tmp / "runs", f"stock{r}", False, args)
+        ours += _train(data, tmp / "runs", f"gradkit{r}", True, args)
+    s, g = statistics.median(stock), statistics.median(ours)
+    print(f"\ntorch threads {torch.get_num_threads()}, {args.images} images at {args.imgsz}px, batch {args.batch}, "
+          f"optimizer step every batch, {args.epochs} epochs x {args.repeats} repeats")
+    print(f"{'':24}{'stock':>10}{'gradkit':>10}{'ratio':>8}")
+    print(f"{'train epoch time (s)':24}{s:>10.2f}{g:>10.2f}{g / s:>8.3f}")
+    ts, tg = _step_microbench()
+    print(f"{'per-step work (ms)':24}{ts * 1e3:>10.2f}{tg * 1e3:>10.2f}{tg / ts:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
