@@ -18,7 +18,7 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
-_OWN = ("synth", "demo", "config-doc")
+_OWN = ("synth", "demo", "config-doc", "report")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
@@ -26,6 +26,9 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit synth out=DIR [images=400 imgsz=320 seed=0 empty_frac=0.15 class_weights=[1,1,1,1]]
   gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth epochs=.. imgsz=.. images=..
                threads=.. <any yolo train argument>]
+  gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test]   validation + report.html/json/md
+  gradkit report RUN_DIR                          rebuild a run's report from its files
+  gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
   gradkit config-doc                              the configuration reference (Markdown)
 
 Presets: default (stock behaviour + monitoring), defect. Example:
@@ -103,6 +106,66 @@ def _register_default_callbacks(cfg: GradkitConfig) -> None:
         base.default_callbacks[event].append(fn)
 
 
+def _register_val_report() -> None:
+    """``gradkit val``: write the evaluation report into the val run directory."""
+    from ultralytics.utils.callbacks import base
+
+    from gradkit.integrations.ultralytics import check_ultralytics_version
+
+    check_ultralytics_version()
+    base.default_callbacks["on_val_end"].append(_write_val_report)
+
+
+def _write_val_report(validator) -> None:
+    if validator.training:
+        return
+    from pathlib import Path
+
+    from gradkit.integrations.ultralytics import collect_validation
+    from gradkit.report import build_report, write_report
+
+    paths = write_report(build_report(collect_validation(validator)), Path(validator.save_dir))
+    print(f"gradkit: report {paths['html']}")
+
+
+def _report(args: Sequence[str]) -> int:
+    """``gradkit report RUN_DIR`` rebuilds; ``gradkit report RUN_A RUN_B ... [out=DIR]`` compares."""
+    import json
+    from pathlib import Path
+
+    from gradkit.report import compare_reports, write_report
+    from gradkit.report.build import training_section
+
+    out = Path("runs/gradkit-compare")
+    dirs = []
+    for a in args:
+        if a.startswith("out="):
+            out = Path(a.removeprefix("out="))
+        else:
+            dirs.append(Path(a))
+    if not dirs:
+        print("gradkit report: give one run directory to rebuild, or several to compare", file=sys.stderr)
+        return 2
+    reports = []
+    for d in dirs:
+        path = d / "report.json"
+        if not path.is_file():
+            print(f"gradkit report: {path} not found; 'gradkit train' (report.enabled) or 'gradkit val' writes it",
+                  file=sys.stderr)
+            return 2
+        reports.append(json.loads(path.read_text()))
+    if len(dirs) == 1:
+        report = reports[0]
+        if report.get("training") is not None:
+            report["training"] = training_section(dirs[0])
+        paths = write_report(report, dirs[0])
+    else:
+        labels = [d.name if [x.name for x in dirs].count(d.name) == 1 else str(d) for d in dirs]
+        paths = write_report(compare_reports(reports, labels), out)
+    print(f"gradkit: report {paths['html']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -112,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in _OWN:
         if args[0] == "synth":
             return _synth(args[1:])
+        if args[0] == "report":
+            return _report(args[1:])
         if args[0] == "config-doc":
             from gradkit.docs import config_reference
 
@@ -131,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if cfg is not None:
         _register_default_callbacks(cfg)
+    if "val" in rest[:2]:
+        _register_val_report()
+        keys = {a.partition("=")[0] for a in rest}
+        rest += [a for a in ("save_json=True", "plots=True") if a.partition("=")[0] not in keys]
     sys.argv[1:] = rest  # Ultralytics' CLI reads sys.argv itself (its ARGV is this very list)
     from ultralytics.cfg import entrypoint
 

@@ -124,9 +124,13 @@ class AugmentConfig(_Section):
 
 
 class ReportConfig(_Section):
-    """End-of-run summary."""
+    """Evaluation report (report.html, report.json, report.md) written at the end of training."""
 
-    enabled: bool = Field(True, description="write the final metrics summary into the run directory")
+    enabled: bool = Field(True, description="validate best.pt at the end of training and write the report "
+                          "into the run directory")
+    split: str = Field("val", min_length=1, description="dataset split the end-of-training report evaluates")
+    conf: float = Field(0.25, ge=0, le=1, description="confidence threshold of the error analysis and gallery")
+    gallery: int = Field(6, ge=0, le=50, description="number of worst images drawn in the report")
 
 
 class GradkitConfig(_Section):

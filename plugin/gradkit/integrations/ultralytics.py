@@ -24,12 +24,15 @@ import torch
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import GradkitConfig, load_config
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
+from gradkit.report.data import EvalData
 
 __all__ = [
     "SUPPORTED_ULTRALYTICS",
     "GradkitCallback",
     "attach",
     "check_ultralytics_version",
+    "collect_validation",
+    "validate_for_report",
 ]
 
 #: The Ultralytics versions this module was written against and tested with.
@@ -200,7 +203,7 @@ class GradkitCallback:
             self.log.flush()
             if self.cfg.monitor.plot:
                 plot_heatmap(self.save_dir)
-        if self.cfg.report.enabled and _is_main():
+        if _is_main():
             summary = {
                 "metrics": {k: float(v) for k, v in (trainer.metrics or {}).items()},
                 "optimizer_steps": self.step,
@@ -208,8 +211,24 @@ class GradkitCallback:
                 "clip_mode": self.cfg.clip.mode,
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
+            if self.cfg.report.enabled:
+                self._write_report(trainer)
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
+
+    def _write_report(self, trainer) -> None:
+        from gradkit.report import build_report, write_report
+
+        rcfg = self.cfg.report
+        weights = trainer.best if Path(trainer.best).exists() else trainer.last
+        ev = validate_for_report(weights, str(trainer.args.data), rcfg.split, self.save_dir / "report_val",
+                                 imgsz=trainer.args.imgsz, batch=trainer.args.batch, device=trainer.args.device,
+                                 conf=0.001, verbose=False)
+        ev.conf_threshold = rcfg.conf
+        report = build_report(ev, run_dir=self.save_dir, plugin_config=self.cfg.model_dump(mode="json"),
+                              gallery_size=rcfg.gallery)
+        paths = write_report(report, self.save_dir)
+        _logger().info(f"gradkit: report {paths['html']}")
 
     # ------------------------------------------------------------------ resume
     def _load_resume_state(self, trainer) -> None:
@@ -326,3 +345,83 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
         model.add_callback(event, fn)
     model.gradkit = plugin  # so users and tests can reach the run state after training
     return resolved
+
+
+# ---------------------------------------------------------------------- evaluation data for reports
+def collect_validation(validator) -> EvalData:
+    """Copy what a report needs out of a finished ``DetectionValidator`` (call at ``on_val_end``).
+
+    Uses the validator's own metrics (never re-computed), its ``jdict`` predictions (requires
+    ``save_json=True``) and its dataset's labels as ground truth.
+    """
+    from gradkit.report.coco import Box
+
+    dataset = validator.dataloader.dataset
+    metrics = validator.metrics
+    box = metrics.box
+    images, files, sizes, gts = [], {}, {}, []
+    by_name: dict[str, int] = {}
+    from PIL import Image
+
+    for i, lab in enumerate(dataset.labels):
+        if "shape" in lab:  # rectangular validation pops it
+            h, w = (int(v) for v in lab["shape"])
+        else:
+            with Image.open(lab["im_file"]) as im:  # reads the header only
+                w, h = im.size
+        images.append(i)
+        files[i] = lab["im_file"]
+        sizes[i] = (w, h)
+        by_name[Path(lab["im_file"]).name] = i
+        for c, (x, y, bw, bh) in zip(lab["cls"].reshape(-1).tolist(), lab["bboxes"].tolist(), strict=True):
+            gts.append(Box(i, int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2))
+    inv_map = {v: k for k, v in enumerate(validator.class_map)}
+    preds = []
+    for d in validator.jdict or []:
+        i = by_name[d["file_name"]]
+        w, h = sizes[i]
+        x, y, bw, bh = d["bbox"]
+        preds.append(Box(i, inv_map[d["category_id"]], x / w, y / h, (x + bw) / w, (y + bh) / h, float(d["score"])))
+    per_class = {}
+    for k, c in enumerate(box.ap_class_index):
+        p, r, ap50, ap = box.class_result(k)
+        per_class[int(c)] = {"precision": float(p), "recall": float(r), "AP50": float(ap50), "AP50-95": float(ap)}
+    nt_class = metrics.nt_per_class if metrics.nt_per_class is not None else np.zeros(len(validator.names))
+    nt_image = metrics.nt_per_image if metrics.nt_per_image is not None else np.zeros(len(validator.names))
+    cm = getattr(validator, "confusion_matrix", None)
+    save_dir = Path(validator.save_dir)
+    plots = {name: str(save_dir / f"Box{name}_curve.png") for name in ("PR", "F1", "P", "R")
+             if (save_dir / f"Box{name}_curve.png").exists()}
+    if (save_dir / "confusion_matrix_normalized.png").exists():
+        plots["confusion"] = str(save_dir / "confusion_matrix_normalized.png")
+    return EvalData(
+        names={int(k): str(v) for k, v in validator.names.items()},
+        split=str(validator.args.split),
+        data=str(validator.args.data),
+        model=str(validator.args.model),
+        images=images,
+        files=files,
+        sizes=sizes,
+        gts=gts,
+        preds=preds,
+        headline={"precision": float(box.mp), "recall": float(box.mr), "mAP50": float(box.map50),
+                  "mAP50-95": float(box.map)},
+        per_class=per_class,
+        instances={i: int(n) for i, n in enumerate(nt_class)},
+        image_counts={i: int(n) for i, n in enumerate(nt_image)},
+        confusion_matrix=cm.matrix.tolist() if cm is not None and cm.matrix.sum() > 0 else None,
+        plots=plots,
+        extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}},
+    )
+
+
+def validate_for_report(weights: str | Path, data: str, split: str, save_dir: Path, **val_args) -> EvalData:
+    """Run Ultralytics validation of ``weights`` with what a report needs, and collect it."""
+    from ultralytics import YOLO
+
+    captured: dict[str, EvalData] = {}
+    model = YOLO(str(weights))
+    model.add_callback("on_val_end", lambda v: captured.__setitem__("data", collect_validation(v)))
+    model.val(data=data, split=split, save_json=True, plots=True, project=str(save_dir.parent),
+              name=save_dir.name, exist_ok=True, **val_args)
+    return captured["data"]

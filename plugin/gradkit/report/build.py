@@ -1,0 +1,154 @@
+"""Assemble the evaluation report (a JSON-able dict) from an evaluation and a training run's files.
+
+The report's numbers come from Ultralytics' validator (headline, per class), faster-coco-eval (COCO
+metrics and the defect-aware buckets) and the TIDE-style error analysis; nothing here computes AP.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+from gradkit.report.coco import bucket_metrics, coco_metrics
+from gradkit.report.data import EvalData
+from gradkit.report.errors import analyse_errors
+
+__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "training_section", "write_report"]
+
+REPORT_SCHEMA_VERSION = 1
+COCO_NOTE = (
+    "Ultralytics interpolates precision at 101 recall points with np.interp and integrates with the "
+    "trapezoid rule, and averages over the classes present in the split; pycocotools-style COCO "
+    "evaluation takes the precision envelope at 101 recall points by search-sorted lookup and averages "
+    "them, caps detections at 100 per image and treats crowd regions specially. The two differ by up "
+    "to a few points on the same predictions."
+)
+
+
+def _clean(x: Any) -> Any:
+    """NaN/inf -> None so the JSON is standard; recursive."""
+    if isinstance(x, float):
+        return None if not math.isfinite(x) else round(x, 6)
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import ultralytics
+
+    import gradkit
+
+    return {"gradkit": gradkit.__version__, "ultralytics": ultralytics.__version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def training_section(run_dir: Path) -> dict[str, Any] | None:
+    """Loss and mAP curves, clip rate and gradient alerts of a training run, from its files."""
+    results = run_dir / "results.csv"
+    if not results.exists():
+        return None
+    rows = _read_csv(results)
+
+    def col(name: str) -> list[float | None]:
+        return [float(r[name]) if r.get(name) not in (None, "", "nan") else None for r in rows]
+
+    curves = {k: col(k) for k in rows[0] if k != "epoch"} if rows else {}
+    alerts = []
+    if (run_dir / "gradient_alerts.jsonl").exists():
+        alerts = [json.loads(line) for line in (run_dir / "gradient_alerts.jsonl").read_text().splitlines() if line]
+    args = {}
+    if (run_dir / "args.yaml").exists():
+        import yaml
+
+        args = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
+    return {
+        "run_dir": str(run_dir),
+        "epochs": [int(float(r["epoch"])) for r in rows],
+        "curves": curves,
+        "alerts": alerts,
+        "alert_counts": {k: sum(a["kind"] == k for a in alerts) for k in ("exploding", "vanishing", "dead",
+                                                                            "nonfinite")},
+        "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
+        "seed": args.get("seed"),
+        "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "imgsz", "batch", "optimizer", "lr0")},
+    }
+
+
+def _gallery_entry(ev: EvalData, r) -> dict[str, Any]:
+    gts = [[b.cls, b.x0, b.y0, b.x1, b.y1] for b in ev.gts if b.image == r.image]
+    preds = [[b.cls, b.score, b.x0, b.y0, b.x1, b.y1] for b in ev.preds
+             if b.image == r.image and (b.score or 0) >= ev.conf_threshold]
+    return {"image": ev.files[r.image], "missed": r.missed, "false_positives": r.false_positives, "tp": r.tp,
+            "errors": dict(r.counts), "gt": gts, "pred": preds}
+
+
+def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict | None = None,
+                 gallery_size: int = 6) -> dict[str, Any]:
+    """The report as a dict with stable keys (see README, "report.json")."""
+    classes = sorted(ev.names)
+    per_class = []
+    for c in classes:
+        present = c in ev.per_class and ev.instances.get(c, 0) > 0
+        row = {"class": c, "name": ev.names[c], "instances": ev.instances.get(c, 0),
+               "images": ev.image_counts.get(c, 0)}
+        # Ultralytics' `maps` fills absent classes with the mean: report them as n/a (None) instead.
+        for key in ("precision", "recall", "AP50", "AP50-95"):
+            row[key] = ev.per_class[c][key] if present else None
+        per_class.append(row)
+    present_classes = [c for c in classes if ev.instances.get(c, 0) > 0]
+    coco = coco_metrics(ev.gts, ev.preds, ev.images, classes) if ev.gts else {}
+    area = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "area") if ev.gts else {}
+    elong = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "elongation") if ev.gts else {}
+    errors, per_image = analyse_errors(ev.gts, ev.preds, ev.images, ev.conf_threshold)
+    worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
+    defect_free = sum(1 for i in ev.images if not any(b.image == i for b in ev.gts))
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "kind": "evaluation",
+        "model": ev.model,
+        "data": ev.data,
+        "split": ev.split,
+        "images": len(ev.images),
+        "defect_free_images": defect_free,
+        "instances": len(ev.gts),
+        "class_names": {str(c): ev.names[c] for c in classes},
+        "versions": _versions(),
+        "plugin_config": plugin_config,
+        "headline": dict(ev.headline),
+        "per_class": per_class,
+        "classes_absent": [ev.names[c] for c in classes if c not in present_classes],
+        "coco": {"metrics": coco, "library": "faster-coco-eval", "note": COCO_NOTE},
+        "size_buckets": {"by_relative_area": area, "by_elongation": elong},
+        "errors": {"conf_threshold": ev.conf_threshold, "counts": errors,
+                   "worst_images": [_gallery_entry(ev, r) for r in worst]},
+        "confusion_matrix": ev.confusion_matrix,
+        "plots": dict(ev.plots),
+        "speed_ms": ev.extra.get("speed_ms"),
+        "training": training_section(run_dir) if run_dir else None,
+    }
+    return _clean(report)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the self-contained ``report.html``."""
+    from gradkit.report.render import render_html, render_markdown
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
+    paths["json"].write_text(json.dumps(report, indent=2))
+    paths["md"].write_text(render_markdown(report))
+    paths["html"].write_text(render_html(report))
+    return paths
