@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "coco_metrics", "bucket_metrics"]
+__all__ = ["AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "bucket_metrics", "coco_metrics"]
 
 CANVAS = 1000.0
 #: Relative box area (box area / image area) buckets.

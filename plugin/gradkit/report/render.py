@@ -113,13 +113,13 @@ def _gallery(report: dict[str, Any]) -> str:
         scale = min(1.0, 320 / max(h, w))
         img = cv2.resize(img, (round(w * scale), round(h * scale)))
         h, w = img.shape[:2]
-        for cls, x0, y0, x1, y1 in entry["gt"]:
+        for _cls, x0, y0, x1, y1 in entry["gt"]:
             cv2.rectangle(img, (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h)), (0, 200, 0), 1)
         for cls, score, x0, y0, x1, y1 in entry["pred"]:
             cv2.rectangle(img, (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h)), (0, 0, 230), 1)
             cv2.putText(img, f"{cls}:{score:.2f}", (round(x0 * w), max(8, round(y0 * h) - 2)),
                         cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 230), 1)
-        ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        _, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
         kinds = ", ".join(f"{k} {v}" for k, v in entry["errors"].items() if v)
         legend = ", ".join(f"{k}={v}" for k, v in names.items())
         figures.append(f"<figure>{_img_tag(jpg.tobytes(), entry['image'], 'image/jpeg')}<figcaption>"
@@ -178,7 +178,7 @@ def _evaluation_body(r: dict[str, Any]) -> str:
     parts.append('<p class="note">classification: right box, wrong class; localization: right class, '
                  "0.1 &le; IoU &lt; 0.5; both: wrong class and poor box; duplicate: a second detection of a "
                  "found object; background: IoU &lt; 0.1 with every object (separately on defect-free "
-                 "images); missed: objects no detection found.</p>")
+                 "images); missed: objects without a true-positive detection.</p>")
     if r.get("confusion_matrix"):
         cm = r["confusion_matrix"]
         labels = [*names.values(), "background"]

@@ -1,0 +1,171 @@
+"""Report analyses on hand-made cases with known answers, and pycocotools as the COCO oracle."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from gradkit.report.build import _clean
+from gradkit.report.coco import Box, bucket_metrics, coco_metrics
+from gradkit.report.compare import compare_reports
+from gradkit.report.errors import analyse_errors
+from gradkit.report.render import render_html, render_markdown
+
+GT = [Box(0, 0, 0.10, 0.10, 0.30, 0.30), Box(0, 1, 0.50, 0.50, 0.90, 0.60), Box(1, 0, 0.20, 0.20, 0.40, 0.50),
+      Box(2, 1, 0.05, 0.60, 0.95, 0.65)]
+
+
+def _pred(b: Box, score=0.9, dx=0.0) -> Box:
+    return Box(b.image, b.cls, b.x0 + dx, b.y0, b.x1 + dx, b.y1, score)
+
+
+def _pycocotools(gts, preds, sizes, classes):
+    """Independent COCO evaluation in absolute pixels (no normalisation) with pycocotools."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def ann(b, i):
+        w, h = sizes[b.image]
+        box = [b.x0 * w, b.y0 * h, (b.x1 - b.x0) * w, (b.y1 - b.y0) * h]
+        d = {"id": i + 1, "image_id": b.image, "category_id": b.cls, "bbox": box, "area": box[2] * box[3],
+             "iscrowd": 0}
+        if b.score is not None:
+            d["score"] = b.score
+        return d
+
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()],
+                  "categories": [{"id": c} for c in classes], "annotations": [ann(b, i) for i, b in enumerate(gts)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes([ann(b, i) for i, b in enumerate(preds)]) if preds else COCO()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"AP": ev.stats[0], "AP50": ev.stats[1], "AP75": ev.stats[2], "AR100": ev.stats[8]}
+
+
+SIZES = {0: (640, 480), 1: (300, 200), 2: (1000, 1000)}
+
+
+def test_perfect_predictions_give_ap_one():
+    m = coco_metrics(GT, [_pred(b) for b in GT], [0, 1, 2], [0, 1])
+    assert m["AP"] == pytest.approx(1.0) and m["AP50"] == 1.0 and m["AP75"] == 1.0 and m["AR100"] == 1.0
+    ref = _pycocotools(GT, [_pred(b) for b in GT], SIZES, [0, 1])
+    assert ref["AP"] == pytest.approx(1.0)
+
+
+def test_boxes_shifted_to_iou_06_give_ap50_one_ap75_zero():
+    # a horizontal shift of d*w on a box of width w gives IoU (1-d)/(1+d) = 0.6 -> d = 0.25
+    shifted = [_pred(b, dx=0.25 * (b.x1 - b.x0)) for b in GT]
+    m = coco_metrics(GT, shifted, [0, 1, 2], [0, 1])
+    assert m["AP50"] == pytest.approx(1.0) and m["AP75"] == pytest.approx(0.0)
+    ref = _pycocotools(GT, shifted, SIZES, [0, 1])
+    assert ref["AP50"] == pytest.approx(1.0) and ref["AP75"] == pytest.approx(0.0)
+
+
+def test_class_without_ground_truth_is_excluded_not_zero():
+    m = coco_metrics(GT, [_pred(b) for b in GT], [0, 1, 2], [0, 1, 7])  # class 7: no objects, no detections
+    assert m["AP"] == pytest.approx(1.0)
+
+
+def test_agrees_with_pycocotools_on_noisy_predictions():
+    rng = np.random.default_rng(0)
+    gts, preds = [], []
+    sizes = {i: (int(rng.integers(100, 3000)), int(rng.integers(100, 3000))) for i in range(40)}
+    for i in range(40):
+        for _ in range(rng.integers(0, 4)):
+            x0, y0 = rng.uniform(0, 0.8, 2)
+            w, h = rng.uniform(0.01, 0.2, 2)
+            b = Box(i, int(rng.integers(0, 3)), x0, y0, x0 + w, y0 + h)
+            gts.append(b)
+            if rng.random() < 0.8:
+                j = rng.normal(0, 0.15 * w, 4)
+                cls = b.cls if rng.random() < 0.9 else int(rng.integers(0, 3))
+                preds.append(Box(i, cls, b.x0 + j[0], b.y0 + j[1], b.x1 + j[2], b.y1 + j[3], float(rng.random())))
+        for _ in range(rng.integers(0, 3)):  # false positives
+            x0, y0 = rng.uniform(0, 0.8, 2)
+            preds.append(Box(i, int(rng.integers(0, 3)), x0, y0, x0 + 0.1, y0 + 0.1, float(rng.random() * 0.5)))
+    ours = coco_metrics(gts, preds, list(sizes), [0, 1, 2])
+    ref = _pycocotools(gts, preds, sizes, [0, 1, 2])
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-3), k
+
+
+def test_relative_area_buckets():
+    # image 0: a 0.05% pit found, a 20% stain missed
+    gts = [Box(0, 0, 0.5, 0.5, 0.5 + 0.02, 0.5 + 0.025), Box(0, 1, 0.0, 0.0, 0.5, 0.4)]
+    preds = [_pred(gts[0])]
+    b = bucket_metrics(gts, preds, [0], [0, 1], {0: (400, 400)}, "area")
+    assert b["<0.1%"]["gt"] == 1 and b["<0.1%"]["AP50"] == pytest.approx(1.0) and b["<0.1%"]["recall"] == 1.0
+    assert b[">10%"]["gt"] == 1 and b[">10%"]["AP50"] == pytest.approx(0.0) and b[">10%"]["recall"] == 0.0
+    assert b["1-10%"]["gt"] == 0 and np.isnan(b["1-10%"]["AP"])
+    assert b["<0.1%"]["per_class"][0]["AP50"] == pytest.approx(1.0)
+    e = bucket_metrics(gts, preds, [0], [0, 1], {0: (400, 400)}, "elongation")
+    assert e["compact (<=5)"]["gt"] == 2 and e["elongated (>5)"]["gt"] == 0
+    thin = [Box(0, 0, 0.1, 0.1, 0.9, 0.12)]  # 320 x 8 px: aspect 40
+    e2 = bucket_metrics(thin, [_pred(thin[0])], [0], [0], {0: (400, 400)}, "elongation")
+    assert e2["elongated (>5)"]["gt"] == 1 and e2["elongated (>5)"]["AP50"] == pytest.approx(1.0)
+
+
+def test_error_kinds_on_hand_made_cases():
+    g = [Box(0, 0, 0.1, 0.1, 0.3, 0.3), Box(0, 1, 0.5, 0.5, 0.7, 0.7), Box(0, 0, 0.1, 0.6, 0.2, 0.9)]
+    p = [
+        Box(0, 0, 0.1, 0.1, 0.3, 0.3, 0.95),   # tp
+        Box(0, 0, 0.1, 0.1, 0.3, 0.29, 0.9),   # duplicate of the first
+        Box(0, 0, 0.5, 0.5, 0.7, 0.7, 0.8),    # classification (class 1 object)
+        Box(0, 0, 0.1, 0.6, 0.2, 0.68, 0.7),   # localization: right class, IoU ~0.27
+        Box(0, 1, 0.12, 0.62, 0.2, 0.7, 0.6),  # both: wrong class, 0.1 <= IoU < 0.5
+        Box(0, 1, 0.8, 0.0, 0.95, 0.1, 0.5),   # background
+        Box(1, 1, 0.8, 0.0, 0.95, 0.1, 0.5),   # background on a defect-free image
+        Box(0, 1, 0.8, 0.8, 0.9, 0.9, 0.1),    # below the confidence threshold: ignored
+    ]
+    totals, per_image = analyse_errors(g, p, [0, 1], conf=0.25)
+    assert totals == {"tp": 1, "classification": 1, "localization": 1, "both": 1, "duplicate": 1, "background": 1,
+                      "background_on_defect_free": 1, "missed": 2}
+    assert per_image[0].missed == 2 and per_image[1].false_positives == 1
+
+
+def _report(name="scratch"):
+    return _clean({
+        "schema_version": 1, "kind": "evaluation", "model": "runs/x/weights/best.pt", "data": "d.yaml", "split": "val",
+        "images": 2, "defect_free_images": 0, "instances": 3, "class_names": {"0": name},
+        "versions": {"gradkit": "0"}, "plugin_config": {"note": name}, "headline": {"mAP50": 0.5, "mAP50-95": 0.3,
+                                                                                  "precision": 0.6, "recall": 0.4},
+        "per_class": [{"class": 0, "name": name, "instances": 3, "images": 2, "precision": 0.6, "recall": 0.4,
+                       "AP50": 0.5, "AP50-95": 0.3}],
+        "classes_absent": [], "coco": {"metrics": {"AP": 0.3}, "note": "n"}, "size_buckets": {},
+        "errors": {"conf_threshold": 0.25, "counts": {"missed": 1}, "worst_images": []},
+        "confusion_matrix": None, "plots": {}, "training": None})
+
+
+def test_user_strings_are_escaped_in_html_and_markdown():
+    evil = "<script>alert(1)</script>"
+    page = render_html(_report(evil))
+    assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page.lower()
+    assert evil not in render_markdown(_report(evil))
+
+
+def test_html_is_self_contained():
+    page = render_html(_report())
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+
+
+def test_comparison_deltas_and_winner():
+    a, b = _report(), _report()
+    b["headline"]["mAP50"] = 0.7
+    b["per_class"][0]["AP50-95"] = 0.1
+    cmp_ = compare_reports([a, b], ["base", "new"])
+    assert cmp_["headline"]["mAP50"]["delta_vs_first"] == [0.0, pytest.approx(0.2)]
+    assert cmp_["headline"]["mAP50"]["best"] == "new"
+    assert cmp_["per_class"]["scratch"]["best"] == "base"
+    assert cmp_["headline"]["recall"]["best"] == "tie: base, new"
+    assert "new" in render_html(cmp_) and "| mAP50 |" in render_markdown(cmp_)
+    json.dumps(cmp_)
+    with pytest.raises(ValueError, match="at least two"):
+        compare_reports([a], ["a"])
