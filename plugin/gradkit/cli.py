@@ -18,7 +18,7 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
-_OWN = ("synth", "demo", "config-doc", "report")
+_OWN = ("synth", "demo", "config-doc", "report", "augment")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
@@ -29,6 +29,8 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test]   validation + report.html/json/md
   gradkit report RUN_DIR                          rebuild a run's report from its files
   gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
+  gradkit augment data=DATA.yaml [gradkit=CFG] [n=16 out=preview.jpg imgsz=640 seed=0]
+                                                  preview of the training augmentation, boxes drawn
   gradkit config-doc                              the configuration reference (Markdown)
 
 Presets: default (stock behaviour + monitoring), defect. Example:
@@ -106,6 +108,23 @@ def _register_default_callbacks(cfg: GradkitConfig) -> None:
         base.default_callbacks[event].append(fn)
 
 
+def _augment_preview(args: Sequence[str]) -> int:
+    try:
+        source, overrides, rest = split_plugin_args(args)
+        cfg = load_config(source, overrides)
+    except ConfigError as exc:
+        print(f"gradkit: {exc}", file=sys.stderr)
+        return 2
+    opts = _kv(rest, {"data": None, "n": 16, "out": "preview.jpg", "imgsz": 640, "seed": 0}, "augment")
+    if not opts["data"]:
+        raise SystemExit("gradkit augment: data=DATA.yaml is required")
+    from gradkit.integrations.ultralytics import preview_augmentation
+
+    print(preview_augmentation(str(opts["data"]), cfg, int(opts["n"]), opts["out"], int(opts["imgsz"]),
+                               int(opts["seed"])))
+    return 0
+
+
 def _register_val_report() -> None:
     """``gradkit val``: write the evaluation report into the val run directory."""
     from ultralytics.utils.callbacks import base
@@ -177,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _synth(args[1:])
         if args[0] == "report":
             return _report(args[1:])
+        if args[0] == "augment":
+            return _augment_preview(args[1:])
         if args[0] == "config-doc":
             from gradkit.docs import config_reference
 

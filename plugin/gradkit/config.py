@@ -119,8 +119,79 @@ class ClipConfig(_Section):
         return {k: getattr(self, k) for k in CLIP_MODE_PARAMS[self.mode] if getattr(self, k) is not None}
 
 
+class BboxFilterConfig(_Section):
+    """Which boxes survive a spatial transform. Defaults keep long thin and tiny defects."""
+
+    min_visibility: float = Field(0.1, ge=0, le=1, description="drop a box when less than this share of its "
+                                  "area stays in the image (a scratch cut to 10% of its length is kept)")
+    min_area: float = Field(4.0, ge=0, description="drop boxes smaller than this many pixels (after the transform)")
+    min_width: float = Field(1.0, ge=0, description="drop boxes narrower than this many pixels")
+    min_height: float = Field(1.0, ge=0, description="drop boxes lower than this many pixels")
+
+
+class CopyPasteConfig(_Section):
+    """Defect copy-paste for box-only labels."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of pasting into a training sample (0: off)")
+    max_per_image: int = Field(3, ge=1, le=50, description="most defects pasted into one sample")
+    class_weights: list[float] | None = Field(None, description="relative frequency of pasted classes "
+                                              "(one per class); unset: as in the data, or rare_first")
+    rare_first: bool = Field(False, description="paste classes with probability 1/frequency to fight imbalance")
+    margin: int = Field(4, ge=0, le=64, description="pixels of source background blended away around a crop")
+
+    @model_validator(mode="after")
+    def _one_weighting(self) -> CopyPasteConfig:
+        if self.class_weights is not None and self.rare_first:
+            raise ValueError("set either class_weights or rare_first, not both")
+        if self.class_weights is not None and (min(self.class_weights, default=0) < 0 or sum(self.class_weights) <= 0):
+            raise ValueError(f"class_weights must be non-negative with a positive sum, got {self.class_weights}")
+        return self
+
+
+#: Ultralytics augmentation hyper-parameters a gradkit config may set (the dataset hyp, not trainer args).
+ULTRALYTICS_AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
+                            "flipud", "fliplr")
+
+
 class AugmentConfig(_Section):
-    """Augmentation settings (filled by the augmentation work; empty means stock Ultralytics)."""
+    """Albumentations pipeline (preset + transforms), box filtering, copy-paste, Ultralytics hyp."""
+
+    preset: Literal["none", "defect"] = Field("none", description="built-in transform list placed before "
+                                              "`transforms` (none: Ultralytics' stock Albumentations stage)")
+    transforms: list[dict[str, Any]] | str | None = Field(
+        None, description="extra transforms in Albumentations' serialization format (A.to_dict), or a YAML file")
+    bbox: BboxFilterConfig = Field(default_factory=BboxFilterConfig)
+    copy_paste: CopyPasteConfig = Field(default_factory=CopyPasteConfig)
+    ultralytics: dict[str, float] = Field(default_factory=dict, description="Ultralytics augmentation "
+                                          f"hyper-parameters ({', '.join(ULTRALYTICS_AUGMENT_KEYS)}); a value "
+                                          "given to yolo on the command line wins")
+
+    @field_validator("ultralytics")
+    @classmethod
+    def _known_hyp(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(ULTRALYTICS_AUGMENT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown Ultralytics augmentation key(s) {unknown}; allowed: "
+                             f"{', '.join(ULTRALYTICS_AUGMENT_KEYS)}")
+        bad = {k: v for k, v in value.items() if v < 0 or (k in {"flipud", "fliplr", "hsv_h", "hsv_s", "hsv_v"}
+                                                            and v > 1)}
+        if bad:
+            raise ValueError(f"out of range (probabilities and gains are in [0, 1], others >= 0): {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _transforms_build(self) -> AugmentConfig:
+        from gradkit.augment.pipeline import AugmentError, build_transforms
+
+        try:
+            build_transforms(self)
+        except AugmentError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.preset != "none" or bool(self.transforms) or self.copy_paste.p > 0 or bool(self.ultralytics)
 
 
 class ReportConfig(_Section):

@@ -1,0 +1,160 @@
+"""Copy-paste of defect crops for box-only labels (pure numpy/OpenCV).
+
+Ultralytics' ``copy_paste`` needs segmentation masks and does nothing for box labels. Here a crop of
+a defect box (plus a margin of its own background) is taken from another training image, its
+background level is matched to the destination, and it is blended in with a feathered alpha so the
+crop's rectangle does not show. The pasted box is the crop's inner box; places that would cover an
+existing defect are rejected. Rare classes can be preferred to fight class imbalance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["DefectBank", "paste_defects"]
+
+
+@dataclass
+class _Instance:
+    image: int
+    box: tuple[float, float, float, float]  # normalised xyxy in its source image
+    cls: int
+
+
+class DefectBank:
+    """All labelled defects of a training set, to sample paste sources from.
+
+    Args:
+        boxes: Per image, an (N, 4) array of normalised xyxy boxes.
+        classes: Per image, an (N,) array of class ids.
+        load_image: Loads image ``i`` as HxWx3 uint8.
+        nc: Number of classes.
+        class_weights: Relative sampling weight per class; ``rare_first`` uses 1 / frequency instead.
+    """
+
+    def __init__(self, boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], load_image: Callable[[int], np.ndarray],
+                 nc: int, class_weights: Sequence[float] | None = None, rare_first: bool = False):
+        self.load_image = load_image
+        self.by_class: dict[int, list[_Instance]] = {c: [] for c in range(nc)}
+        for i, (bb, cc) in enumerate(zip(boxes, classes, strict=True)):
+            for b, c in zip(np.asarray(bb).reshape(-1, 4), np.asarray(cc).reshape(-1), strict=True):
+                self.by_class[int(c)].append(_Instance(i, tuple(float(v) for v in b), int(c)))
+        counts = np.array([len(self.by_class[c]) for c in range(nc)], dtype=np.float64)
+        if class_weights is not None:
+            if len(class_weights) != nc:
+                raise ValueError(f"copy_paste.class_weights needs {nc} values (one per class), got {len(class_weights)}")
+            weights = np.asarray(class_weights, dtype=np.float64)
+        elif rare_first:
+            weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        else:
+            weights = counts.copy()  # proportional to frequency: uniform over instances
+        weights = np.where(counts > 0, weights, 0.0)
+        self.weights = weights / weights.sum() if weights.sum() > 0 else weights
+        self.empty = counts.sum() == 0
+
+    def sample(self, rng: random.Random) -> _Instance | None:
+        if self.empty or self.weights.sum() == 0:
+            return None
+        c = rng.choices(range(len(self.weights)), weights=self.weights.tolist())[0]
+        return rng.choice(self.by_class[c])
+
+
+def _feather(h: int, w: int, margin: int) -> np.ndarray:
+    """Alpha that is 1 on the inner box and falls smoothly to 0 across the margin."""
+    if margin <= 0:
+        return np.ones((h, w), np.float32)
+    ys = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
+    xs = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
+    ramp = np.minimum.outer(ys, xs)
+    return np.clip((ramp + 0.5) / margin, 0.0, 1.0) ** 1.5
+
+
+def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, int], margin: int) -> np.ndarray:
+    """Transfer the defect, not its background: add the crop's deviation from its own background
+    level, weighted by how much each pixel stands out from the background's spread. The
+    destination's texture and lighting show through everywhere else, so no rectangle appears.
+    """
+    gray = patch.mean(-1)
+    ring = np.ones(gray.shape, bool)
+    x0, y0, x1, y1 = inner
+    ring[y0:y1, x0:x1] = False
+    background = gray[ring] if ring.any() and margin > 0 else gray.ravel()
+    level = np.median(background)
+    spread = 1.4826 * np.median(np.abs(background - level)) + 2.0
+    alpha = np.clip((np.abs(gray - level) - 1.5 * spread) / (1.5 * spread), 0.0, 1.0)
+    alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * ~ring if ring.any() else alpha
+    alpha = alpha * _feather(*gray.shape, max(1, margin // 2))
+    delta = patch - patch[ring].mean(0) if ring.any() and margin > 0 else patch - level
+    return np.clip(region + alpha[..., None] * delta, 0, 255).astype(np.uint8)
+
+
+def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
+    if not len(others):
+        return True
+    x0, y0, x1, y1 = box
+    o = others
+    inter_w = np.minimum(x1 + gap, o[:, 2]) - np.maximum(x0 - gap, o[:, 0])
+    inter_h = np.minimum(y1 + gap, o[:, 3]) - np.maximum(y0 - gap, o[:, 1])
+    return not np.any((inter_w > 0) & (inter_h > 0))
+
+
+def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank: DefectBank, rng: random.Random,
+                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paste up to ``max_per_image`` defects into ``img``.
+
+    Args:
+        img: HxWx3 uint8 destination (not modified).
+        boxes: (N, 4) pixel xyxy boxes already on the image.
+        classes: (N,) class ids.
+        bank: Where the defects come from.
+        rng: Random source (Python's, which Ultralytics seeds per dataloader worker).
+        max_per_image: Upper bound of pastes (the number is drawn from 1..max).
+        margin: Pixels of source background around the crop, blended away by the feathered alpha.
+        scale: Resize factor from source pixels to destination pixels.
+
+    Returns:
+        The new image, the boxes (old then pasted), the classes.
+    """
+    out = img.copy()
+    h, w = out.shape[:2]
+    all_boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    all_cls = np.asarray(classes).reshape(-1)
+    for _ in range(rng.randint(1, max(1, max_per_image))):
+        inst = bank.sample(rng)
+        if inst is None:
+            break
+        src = bank.load_image(inst.image)
+        sh, sw = src.shape[:2]
+        bx0, by0, bx1, by1 = inst.box
+        px0, py0 = int(np.floor(bx0 * sw)), int(np.floor(by0 * sh))
+        px1, py1 = int(np.ceil(bx1 * sw)), int(np.ceil(by1 * sh))
+        cx0, cy0, cx1, cy1 = max(px0 - margin, 0), max(py0 - margin, 0), min(px1 + margin, sw), min(py1 + margin, sh)
+        crop = src[cy0:cy1, cx0:cx1]
+        if scale != 1.0:
+            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                              interpolation=cv2.INTER_LINEAR)
+        ch, cw = crop.shape[:2]
+        if ch < 2 or cw < 2 or ch >= h or cw >= w:
+            continue
+        # inner (defect) box inside the crop, after scaling
+        ix0, iy0 = round((px0 - cx0) * scale), round((py0 - cy0) * scale)
+        ix1, iy1 = cw - round((cx1 - px1) * scale), ch - round((cy1 - py1) * scale)
+        m = round(margin * scale)
+        for _try in range(tries):
+            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            box = (x + ix0, y + iy0, x + ix1, y + iy1)
+            if _free((x, y, x + cw, y + ch), all_boxes, 1):
+                break
+        else:
+            continue
+        region = out[y:y + ch, x:x + cw].astype(np.float32)
+        out[y:y + ch, x:x + cw] = _blend(region, crop.astype(np.float32), (ix0, iy0, ix1, iy1), m)
+        all_boxes = np.concatenate([all_boxes, np.array([box], np.float32)])
+        all_cls = np.concatenate([all_cls, np.array([inst.cls], dtype=all_cls.dtype if all_cls.size else np.float32)])
+    return out, all_boxes, all_cls

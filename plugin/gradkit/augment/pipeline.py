@@ -1,0 +1,140 @@
+"""Albumentations pipelines from configuration: presets, user transforms, validation, box safety.
+
+Transforms are written in Albumentations' own serialization format (``A.to_dict`` / ``A.save``:
+``__class_fullname__`` plus parameters) — no mini-language. Every entry is constructed when the
+configuration loads, so a typo or a bad parameter fails before training with the entry named,
+instead of Ultralytics' wrapper silently disabling the whole stage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["PRESETS", "AugmentError", "bbox_params", "build_compose", "build_transforms", "load_transform_list",
+           "validate_transform_list"]
+
+
+class AugmentError(ValueError):
+    """A transform that cannot be built or serialised."""
+
+
+#: Photometric and geometric transforms of the ``defect`` preset, in Albumentations' format.
+#: Defects have no canonical orientation: D4 draws one of the 8 symmetries of the square.
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    "none": [],
+    "defect": [
+        {"__class_fullname__": "D4", "p": 1.0},
+        # small rotations; "ellipse" keeps boxes of rotated round defects tight
+        {"__class_fullname__": "Rotate", "limit": [-10, 10], "border_mode": 4, "rotate_method": "ellipse", "p": 0.3},
+        # illumination: exposure, contrast, gamma, uneven lighting, local contrast
+        {"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": [-0.2, 0.2],
+         "contrast_limit": [-0.2, 0.2], "p": 0.5},
+        {"__class_fullname__": "RandomGamma", "gamma_limit": [80, 120], "p": 0.3},
+        {"__class_fullname__": "Illumination", "mode": "linear", "intensity_range": [0.01, 0.15], "p": 0.3},
+        {"__class_fullname__": "CLAHE", "clip_limit": [1.0, 3.0], "p": 0.1},
+        # sensor: read noise, defocus/motion-free blur, JPEG artefacts of line cameras' encoders
+        {"__class_fullname__": "GaussNoise", "std_range": [0.01, 0.05], "p": 0.3},
+        {"__class_fullname__": "GaussianBlur", "blur_limit": [3, 5], "p": 0.1},
+        {"__class_fullname__": "Defocus", "radius": [1, 2], "alias_blur": [0.1, 0.3], "p": 0.05},
+        {"__class_fullname__": "ImageCompression", "quality_range": [60, 95], "p": 0.2},
+    ],
+}
+
+
+def _registry() -> dict[str, Any]:
+    from albumentations.core.serialization import SERIALIZABLE_REGISTRY
+
+    return SERIALIZABLE_REGISTRY
+
+
+def _construct(entry: dict[str, Any], where: str):
+    import albumentations as A
+
+    if not isinstance(entry, dict) or "__class_fullname__" not in entry:
+        raise AugmentError(f"{where}: each transform is a mapping with '__class_fullname__' (Albumentations' "
+                           f"serialization format), got {entry!r}")
+    name = str(entry["__class_fullname__"])
+    short = name.rsplit(".", 1)[-1]
+    registry = _registry()
+    if name not in registry and short not in registry:
+        close = difflib.get_close_matches(short, list(registry), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AugmentError(f"{where}: unknown Albumentations transform {name!r}{hint}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no 'p' in serialized data": p defaults as documented
+        try:
+            transform = A.from_dict({"transform": entry})
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AugmentError(f"{where}: {short} cannot be built: {' '.join(str(exc).split())}") from None
+    try:
+        again = A.from_dict({"transform": A.to_dict(transform)["transform"]})
+    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        raise AugmentError(f"{where}: {short} does not survive serialisation (needed for resume and DDP): "
+                           f"{exc}") from None
+    if type(again) is not type(transform):
+        raise AugmentError(f"{where}: {short} does not round-trip through A.to_dict/A.from_dict")
+    return transform
+
+
+def load_transform_list(source: list[dict[str, Any]] | str | Path) -> list[dict[str, Any]]:
+    """A transform list from the config itself or from a YAML file (a list, or what ``A.save`` writes)."""
+    if isinstance(source, list):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise AugmentError(f"augment.transforms: file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AugmentError(f"augment.transforms: {path} is not valid YAML: {exc}") from None
+    if isinstance(data, dict) and "transform" in data:  # A.save(..., data_format="yaml")
+        data = data["transform"]
+    if isinstance(data, dict) and "transforms" in data:  # a serialized Compose
+        data = data["transforms"]
+    if not isinstance(data, list):
+        raise AugmentError(f"augment.transforms: {path} must hold a list of transforms or an A.save file")
+    return data
+
+
+def validate_transform_list(entries: list[dict[str, Any]], where: str = "augment.transforms") -> list:
+    """Construct every entry; raise :class:`AugmentError` naming the first bad one."""
+    return [_construct(e, f"{where}[{i}]") for i, e in enumerate(entries)]
+
+
+def build_transforms(cfg) -> list:
+    """The exact Albumentations transforms training uses for ``cfg`` (preset first, then the user's).
+
+    Args:
+        cfg: A :class:`gradkit.config.GradkitConfig` or its ``augment`` section.
+    """
+    aug = getattr(cfg, "augment", cfg)
+    out = validate_transform_list(PRESETS[aug.preset], f"augment.preset={aug.preset}")
+    if aug.transforms:
+        out += validate_transform_list(load_transform_list(aug.transforms))
+    return out
+
+
+def bbox_params(aug):
+    """Box handling of the pipeline: YOLO boxes, filtering that keeps thin and tiny defects."""
+    import albumentations as A
+
+    b = aug.bbox
+    return A.BboxParams(format="yolo", label_fields=["class_labels"], min_visibility=b.min_visibility,
+                        min_area=b.min_area, min_width=b.min_width, min_height=b.min_height, clip=True,
+                        filter_invalid_bboxes=True)
+
+
+def build_compose(cfg, seed: int | None = None):
+    """``A.Compose`` of :func:`build_transforms` with the box parameters; None when there is nothing."""
+    import albumentations as A
+
+    aug = getattr(cfg, "augment", cfg)
+    transforms = build_transforms(aug)
+    if not transforms:
+        return None
+    return A.Compose(transforms, bbox_params=bbox_params(aug), seed=seed)
