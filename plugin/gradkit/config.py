@@ -158,7 +158,7 @@ class AugmentConfig(_Section):
 
     preset: Literal["none", "defect"] = Field("none", description="built-in transform list placed before "
                                               "`transforms` (none: Ultralytics' stock Albumentations stage)")
-    transforms: list[dict[str, Any]] | str | None = Field(
+    transforms: list[Any] | str | None = Field(
         None, description="extra transforms in Albumentations' serialization format (A.to_dict), or a YAML file")
     bbox: BboxFilterConfig = Field(default_factory=BboxFilterConfig)
     copy_paste: CopyPasteConfig = Field(default_factory=CopyPasteConfig)

@@ -37,8 +37,9 @@ class DefectBank:
         class_weights: Relative sampling weight per class; ``rare_first`` uses 1 / frequency instead.
     """
 
-    def __init__(self, boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], load_image: Callable[[int], np.ndarray],
-                 nc: int, class_weights: Sequence[float] | None = None, rare_first: bool = False):
+    def __init__(self, boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray],
+                 load_image: Callable[[int], np.ndarray], nc: int, class_weights: Sequence[float] | None = None,
+                 rare_first: bool = False):
         self.load_image = load_image
         self.by_class: dict[int, list[_Instance]] = {c: [] for c in range(nc)}
         for i, (bb, cc) in enumerate(zip(boxes, classes, strict=True)):
@@ -47,7 +48,8 @@ class DefectBank:
         counts = np.array([len(self.by_class[c]) for c in range(nc)], dtype=np.float64)
         if class_weights is not None:
             if len(class_weights) != nc:
-                raise ValueError(f"copy_paste.class_weights needs {nc} values (one per class), got {len(class_weights)}")
+                raise ValueError(f"copy_paste.class_weights needs {nc} values (one per class), "
+                                 f"got {len(class_weights)}")
             weights = np.asarray(class_weights, dtype=np.float64)
         elif rare_first:
             weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)

@@ -1,0 +1,190 @@
+"""Augmentation: box safety against masks, serialisation round trips, config errors, copy-paste."""
+
+from __future__ import annotations
+
+import random
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+
+from gradkit.augment import PRESETS, DefectBank, bbox_params, build_transforms, paste_defects
+from gradkit.config import AugmentConfig, ConfigError, load_config
+
+
+def _scene(rng: np.random.Generator, n: int = 128, thin: bool = True, diagonal: bool = True):
+    """An image, one mask per object and its tight YOLO box."""
+    img = rng.integers(60, 200, (n, n, 3), dtype=np.uint8)
+    masks = []
+    m = np.zeros((n, n), np.uint8)
+    cv2.ellipse(m, (40, 50), (12, 8), 0, 0, 360, 1, -1)
+    masks.append(m)
+    m = np.zeros((n, n), np.uint8)
+    cv2.rectangle(m, (70, 20), (100, 45), 1, -1)
+    masks.append(m)
+    if thin:  # long thin horizontal scratch: aspect ~30
+        m = np.zeros((n, n), np.uint8)
+        cv2.line(m, (15, 100), (110, 100), 1, 3)
+        masks.append(m)
+    if diagonal:
+        m = np.zeros((n, n), np.uint8)
+        cv2.line(m, (20, 20), (60, 80), 1, 2)
+        masks.append(m)
+    return img, masks, [_mask_box(mk) for mk in masks]
+
+
+def _mask_box(m: np.ndarray):
+    ys, xs = np.nonzero(m)
+    if xs.size == 0:
+        return None
+    h, w = m.shape
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return ((x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h)
+
+
+def _iou(a, b):
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _run(transforms, img, masks, boxes, seed):
+    aug = AugmentConfig()
+    compose = A.Compose(transforms, bbox_params=bbox_params(aug), seed=seed)
+    out = compose(image=img, masks=masks, bboxes=np.array(boxes), class_labels=list(range(len(boxes))))
+    return out, {int(i): b for i, b in zip(out["class_labels"], out["bboxes"], strict=True)}
+
+
+EXACT = [A.HorizontalFlip(p=1), A.VerticalFlip(p=1), A.D4(p=1), A.RandomRotate90(p=1), A.Transpose(p=1)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("transform", EXACT, ids=lambda t: type(t).__name__)
+def test_flips_and_d4_boxes_equal_mask_boxes(transform, seed):
+    img, masks, boxes = _scene(np.random.default_rng(seed))
+    photometric = build_transforms(AugmentConfig(preset="defect"))[2:]  # the preset's non-spatial part
+    out, got = _run([transform, *photometric], img, masks, boxes, seed)
+    assert len(got) == len(boxes)
+    for i, m in enumerate(out["masks"]):
+        np.testing.assert_allclose(got[i], _mask_box(np.asarray(m)), atol=1.01 / 128)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_rotations_and_affine_boxes_match_masks(seed):
+    img, masks, boxes = _scene(np.random.default_rng(seed), diagonal=False)
+    preset_rotate = A.from_dict({"transform": {**PRESETS["defect"][1], "p": 1.0}})
+    for transform in (preset_rotate, A.Affine(rotate=(-4, 4), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05),
+                                              rotate_method="largest_box", p=1.0)):
+        out, got = _run([transform], img, masks, boxes, seed)
+        for i, m in enumerate(out["masks"]):
+            ref = _mask_box(np.asarray(m))
+            if ref is None:
+                continue
+            assert i in got, f"visible object {i} dropped by {type(transform).__name__}"
+            assert _iou(got[i], ref) >= 0.85, (type(transform).__name__, i, got[i], ref)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crops_keep_thin_defects_while_visible_and_empty_crops_are_clean(seed):
+    img, masks, boxes = _scene(np.random.default_rng(seed))
+    out, got = _run([A.RandomCrop(64, 64, p=1)], img, masks, boxes, seed)
+    for i, m in enumerate(out["masks"]):
+        m = np.asarray(m)
+        visible_share = m.sum() / max(masks[i].sum(), 1)
+        if visible_share >= 0.15 and _mask_box(m) is not None:
+            ref = _mask_box(m)
+            if ref[2] * 64 >= 1 and ref[3] * 64 >= 1 and ref[2] * ref[3] * 64 * 64 >= 4:
+                assert i in got, (i, visible_share)
+                # a crop clips the box: it must still contain every visible pixel of the object
+                g, r = got[i], ref
+                tol = 1.01 / 64
+                assert g[0] - g[2] / 2 <= r[0] - r[2] / 2 + tol and g[0] + g[2] / 2 >= r[0] + r[2] / 2 - tol
+                assert g[1] - g[3] / 2 <= r[1] - r[3] / 2 + tol and g[1] + g[3] / 2 >= r[1] + r[3] / 2 - tol
+        if i in got:
+            assert m.sum() > 0  # no stale box without pixels
+
+
+PRESET_ENTRIES = PRESETS["defect"]
+
+
+@pytest.mark.parametrize("entry", PRESET_ENTRIES, ids=lambda e: e["__class_fullname__"])
+def test_serialisation_round_trip_gives_identical_output(entry, tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    forced = {**entry, "p": 1.0}
+    original = A.Compose([A.from_dict({"transform": forced})], seed=7)
+    via_dict = A.from_dict(A.to_dict(original))
+    path = tmp_path / "t.yaml"
+    A.save(original, str(path), data_format="yaml")
+    via_yaml = A.load(str(path), data_format="yaml")
+    a = original(image=img)["image"]
+    via_dict.set_random_seed(7)
+    via_yaml.set_random_seed(7)
+    assert np.array_equal(a, via_dict(image=img)["image"])
+    assert np.array_equal(a, via_yaml(image=img)["image"])
+    cfg = load_config(None, {"augment.transforms": str(path)})
+    assert [type(t).__name__ for t in build_transforms(cfg)] == [entry["__class_fullname__"]]
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), [
+    ({"augment.transforms": [{"__class_fullname__": "GaussNoize"}]},
+     ["augment.transforms[0]", "unknown Albumentations transform 'GaussNoize'", "did you mean 'GaussNoise'"]),
+    ({"augment.transforms": [{"__class_fullname__": "GaussNoise", "std_range": [0.5, 0.1]}]},
+     ["augment.transforms[0]", "GaussNoise cannot be built", "First value should be less"]),
+    ({"augment.transforms": [{"__class_fullname__": "Blur"}, "Blur"]},
+     ["augment.transforms[1]", "__class_fullname__"]),
+    ({"augment.transforms": "/nonexistent/aug.yaml"}, ["file not found: /nonexistent/aug.yaml"]),
+    ({"augment.ultralytics": {"hsv_q": 0.1}}, ["augment.ultralytics", "hsv_q", "allowed"]),
+    ({"augment.ultralytics": {"flipud": 2.0}}, ["augment.ultralytics", "flipud"]),
+    ({"augment.copy_paste.rare_first": True, "augment.copy_paste.class_weights": [1, 1, 1, 1]},
+     ["augment.copy_paste", "either class_weights or rare_first"]),
+    ({"augment.preset": "steel"}, ["augment.preset", "'none' or 'defect'"]),
+])
+def test_augment_config_errors_are_specific(overrides, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    for f in fragments:
+        assert f in str(info.value)
+
+
+def _bank(rng, weights=None, rare_first=False):
+    imgs = []
+    boxes, classes = [], []
+    for i in range(6):
+        img = np.full((100, 100, 3), 120, np.uint8)
+        img[40:60, 30:70] = 20 + 10 * i  # a dark defect
+        imgs.append(img)
+        boxes.append(np.array([[0.3, 0.4, 0.7, 0.6]]))
+        classes.append(np.array([[0, 1, 2, 2, 2, 2][i]]))
+    return DefectBank(boxes, classes, lambda j: imgs[j], 3, weights, rare_first)
+
+
+def test_pasted_boxes_lie_on_the_pasted_pixels():
+    rng = random.Random(0)
+    bank = _bank(rng)
+    for trial in range(20):
+        dst = np.full((160, 160, 3), 130, np.uint8)
+        existing = np.array([[10, 10, 40, 30]], np.float32)
+        out, boxes, cls = paste_defects(dst, existing, np.array([1.0]), bank, rng, max_per_image=3, margin=4)
+        assert len(boxes) == len(cls) >= 2
+        changed = np.abs(out.astype(int) - dst.astype(int)).max(-1) > 0
+        allowed = np.zeros_like(changed)
+        for x0, y0, x1, y1 in boxes[1:].astype(int):
+            allowed[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = True
+            assert changed[y0:y1, x0:x1].mean() > 0.5, trial  # the box is on pasted pixels
+            assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
+        assert not (changed & ~allowed).any()  # nothing changed outside the pasted boxes (+ margin)
+        assert np.array_equal(out[10:30, 10:40], dst[10:30, 10:40])  # existing defect not covered
+
+
+def test_class_weights_and_rare_first_shift_pasted_classes():
+    rng = random.Random(1)
+    only2 = _bank(rng, weights=[0, 0, 1])
+    pasted = []
+    for _ in range(30):
+        _, _, cls = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), only2, rng)
+        pasted += cls.tolist()
+    assert pasted and set(pasted) == {2}
+    rare = _bank(rng, rare_first=True)  # class 2 has 4 instances, 0 and 1 one each: weights 1/count
+    assert rare.weights[2] < rare.weights[0] == rare.weights[1]

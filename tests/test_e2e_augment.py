@@ -1,0 +1,47 @@
+"""Augmentation inside the real trainer: installed, kept after close_mosaic, previewed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import train_tiny
+
+pytestmark = pytest.mark.e2e
+GRADKIT = str(Path(sys.executable).with_name("gradkit"))
+
+
+def test_preset_and_copy_paste_survive_close_mosaic(tiny_data, tmp_path):
+    stages_per_epoch = []
+    samples = []
+
+    def record(trainer):
+        ds = trainer.train_loader.dataset
+        stages_per_epoch.append([type(t).__name__ for t in ds.transforms.transforms])
+        samples.append(ds[0]["img"].shape)
+
+    model, run = train_tiny(tiny_data, tmp_path, epochs=2, close_mosaic=1, callbacks=[("on_train_epoch_end", record)],
+                            overrides={"augment.preset": "defect", "augment.copy_paste.p": 1.0,
+                                       "augment.copy_paste.rare_first": True, "augment.ultralytics": {"hsv_s": 0.0}})
+    assert len(stages_per_epoch) == 2
+    for stages in stages_per_epoch:  # epoch 2 runs after close_mosaic rebuilt the transforms
+        assert "AlbumentationsStage" in stages and "CopyPasteStage" in stages and "Albumentations" not in stages
+        assert stages.index("CopyPasteStage") < stages.index("AlbumentationsStage") < stages.index("RandomHSV")
+    hsv = next(t for t in model.trainer.train_loader.dataset.transforms.transforms if type(t).__name__ == "RandomHSV")
+    assert hsv.sgain == 0.0  # the preset's Ultralytics hyp reached the dataset
+    assert model.trainer.args.hsv_s == 0.7  # ... without touching trainer.args
+    assert (run / "weights" / "last.pt").exists()
+
+
+def test_preview_command_draws_the_training_pipeline(tiny_data, tmp_path):
+    out = tmp_path / "preview.jpg"
+    proc = subprocess.run([GRADKIT, "augment", f"data={tiny_data}", "gradkit=defect", "gradkit.augment.preset=defect",
+                           "gradkit.augment.copy_paste.p=1.0", "n=4", "imgsz=64", f"out={out}"],
+                          capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape == (128, 128, 3)
