@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 POLICIES: dict[str, dict] = {
     "stock": {"clip.mode": "stock"},
@@ -30,9 +30,8 @@ POLICIES: dict[str, dict] = {
 
 
 def _run(data: Path, out: Path, name: str, lr0: float, overrides: dict, args) -> dict:
-    from ultralytics import YOLO
-
     import gradkit
+    from ultralytics import YOLO
 
     model = YOLO("yolo26n.yaml")
     gradkit.attach(model, "default", {**overrides, "monitor.plot": False})

@@ -1,0 +1,68 @@
+"""Cost of the evaluation report vs the Ultralytics validation it is built from.
+
+Validates a model on a 1000-image synthetic val set, then times building the report (copying the
+validator's data, COCO metrics and buckets with faster-coco-eval, error analysis, rendering).
+
+    python benchmarks/report_cost.py [--images 1000 --imgsz 160 --weights best.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--weights", default=None, help="a trained .pt; default: train yolo26n.yaml for 3 epochs")
+    args = ap.parse_args()
+    from gradkit.integrations.ultralytics import collect_validation
+    from gradkit.report import build_report, write_report
+    from gradkit.synth import SynthSpec, generate_dataset
+    from ultralytics import YOLO
+
+    tmp = Path(tempfile.mkdtemp(prefix="gradkit-reportcost-"))
+    # all but two images in the val split
+    spec = SynthSpec(images=args.images + 40, imgsz=args.imgsz, seed=1, splits=(38 / (args.images + 40),
+                                                                                args.images / (args.images + 40),
+                                                                                2 / (args.images + 40)))
+    data = generate_dataset(tmp / "data", spec, progress=False)
+    weights = args.weights
+    if weights is None:
+        m = YOLO("yolo26n.yaml")
+        m.train(data=str(data), epochs=3, imgsz=args.imgsz, batch=16, workers=0, plots=False, val=False,
+                project=str(tmp), name="train", verbose=False, device="cpu")
+        weights = str(Path(m.trainer.save_dir) / "weights" / "best.pt")
+    captured = {}
+    model = YOLO(weights)
+
+    def on_val_end(validator):
+        t0 = time.perf_counter()
+        ev = collect_validation(validator)
+        report = build_report(ev)
+        write_report(report, tmp / "report")
+        captured["report_s"] = time.perf_counter() - t0
+        captured["images"] = len(ev.images)
+        captured["preds"] = len(ev.preds)
+
+    model.add_callback("on_val_end", on_val_end)
+    t0 = time.perf_counter()
+    model.val(data=str(data), split="val", imgsz=args.imgsz, batch=16, save_json=True, plots=True, verbose=False,
+              project=str(tmp), name="val", device="cpu")
+    total = time.perf_counter() - t0
+    val_s = total - captured["report_s"]
+    print(f"\n{captured['images']} val images at {args.imgsz}px, {captured['preds']} predictions (conf >= 0.001)")
+    print(f"{'Ultralytics validation (s)':32}{val_s:>8.2f}")
+    print(f"{'gradkit report (s)':32}{captured['report_s']:>8.2f}")
+    print(f"{'report / validation':32}{captured['report_s'] / val_s:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
