@@ -18,7 +18,7 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
-_OWN = ("synth", "demo", "config-doc", "report", "augment")
+_OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
@@ -31,6 +31,9 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
   gradkit augment data=DATA.yaml [gradkit=CFG] [n=16 out=preview.jpg imgsz=640 seed=0]
                                                   preview of the training augmentation, boxes drawn
+  gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip classes=[..]]
+  gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
+  gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors
   gradkit config-doc                              the configuration reference (Markdown)
 
 Presets: default (stock behaviour + monitoring), defect. Example:
@@ -125,6 +128,67 @@ def _augment_preview(args: Sequence[str]) -> int:
     return 0
 
 
+def _split_ratios(value) -> tuple[float, ...] | None:
+    if value in (None, "", False):
+        return None
+    ratios = tuple(float(v) for v in (value if isinstance(value, list | tuple) else str(value).split(",")))
+    if not 2 <= len(ratios) <= 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
+        raise SystemExit(f"gradkit convert: split takes 2 or 3 fractions summing to 1 (train,val[,test]), got {value}")
+    return ratios
+
+
+def _convert(args: Sequence[str]) -> int:
+    from gradkit.data import convert_coco, convert_voc
+
+    if not args or args[0] not in {"voc", "coco"}:
+        raise SystemExit("gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip "
+                         "classes=[a,b]]\ngradkit convert coco src=annotations.json images=DIR out=DIR "
+                         "[split=0.8,0.2 seed=0]")
+    if args[0] == "voc":
+        o = _kv(args[1:], {"src": None, "out": None, "split": None, "seed": 0, "difficult": "keep", "classes": None},
+                "convert voc")
+        if not o["src"] or not o["out"]:
+            raise SystemExit("gradkit convert voc: src= and out= are required")
+        try:
+            path, report = convert_voc(o["src"], o["out"], _split_ratios(o["split"]), int(o["seed"]), o["difficult"],
+                                       o["classes"])
+        except ValueError as exc:
+            raise SystemExit(f"gradkit convert voc: {exc}") from None
+    else:
+        o = _kv(args[1:], {"src": None, "images": None, "out": None, "split": None, "seed": 0}, "convert coco")
+        if not o["src"] or not o["images"] or not o["out"]:
+            raise SystemExit("gradkit convert coco: src=, images= and out= are required")
+        try:
+            path, report = convert_coco(o["src"], o["images"], o["out"], _split_ratios(o["split"]), int(o["seed"]))
+        except ValueError as exc:
+            raise SystemExit(f"gradkit convert coco: {exc}") from None
+    print(report.summary())
+    print(path)
+    return 0
+
+
+def _check(args: Sequence[str]) -> int:
+    from gradkit.data import check_dataset, fix_dataset
+
+    fix = "--fix" in args
+    o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None}, "check")
+    if not o["data"]:
+        raise SystemExit("gradkit check data=DATA.yaml [--fix [out=DIR]]")
+    try:
+        result = check_dataset(o["data"])
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"gradkit check: {exc}") from None
+    for f in result.findings:
+        print(f)
+    print(result.summary())
+    if fix:
+        from pathlib import Path
+
+        out = o["out"] or str(Path(o["data"]).resolve().parent) + "-fixed"
+        print(f"cleaned copy: {fix_dataset(o['data'], out)}")
+    return 1 if result.errors else 0
+
+
 def _register_val_report() -> None:
     """``gradkit val``: write the evaluation report into the val run directory."""
     from ultralytics.utils.callbacks import base
@@ -198,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args[1:])
         if args[0] == "augment":
             return _augment_preview(args[1:])
+        if args[0] == "convert":
+            return _convert(args[1:])
+        if args[0] == "check":
+            return _check(args[1:])
         if args[0] == "config-doc":
             from gradkit.docs import config_reference
 
@@ -224,7 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv[1:] = rest  # Ultralytics' CLI reads sys.argv itself (its ARGV is this very list)
     from ultralytics.cfg import entrypoint
 
-    entrypoint()
+    from gradkit.integrations.ultralytics import DatasetError
+
+    try:
+        entrypoint()
+    except DatasetError as exc:  # raised by the plugin before training starts
+        print(str(exc), file=sys.stderr)
+        return 2
     return 0
 
 

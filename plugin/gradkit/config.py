@@ -20,6 +20,7 @@ __all__ = [
     "AugmentConfig",
     "ClipConfig",
     "ConfigError",
+    "DataConfig",
     "GradkitConfig",
     "MonitorConfig",
     "ReportConfig",
@@ -204,6 +205,13 @@ class ReportConfig(_Section):
     gallery: int = Field(6, ge=0, le=50, description="number of worst images drawn in the report")
 
 
+class DataConfig(_Section):
+    """Dataset checks before training."""
+
+    check: bool = Field(True, description="run the fast part of `gradkit check` (labels, pairing) before "
+                        "training and stop on errors; false accepts Ultralytics' silent dropping")
+
+
 class GradkitConfig(_Section):
     """The whole plugin configuration (the file given with ``gradkit=``)."""
 
@@ -211,8 +219,9 @@ class GradkitConfig(_Section):
     clip: ClipConfig = Field(default_factory=ClipConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
 
-    @field_validator("monitor", "clip", "augment", "report", mode="before")
+    @field_validator("monitor", "clip", "augment", "report", "data", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

@@ -32,6 +32,8 @@ __all__ = [
     "GradkitCallback",
     "attach",
     "check_ultralytics_version",
+    "DatasetError",
+    "check_before_training",
     "collect_validation",
     "install_augmentation",
     "validate_for_report",
@@ -104,6 +106,7 @@ class GradkitCallback:
     def events(self) -> dict[str, Any]:
         """Ultralytics event -> callback."""
         return {
+            "on_pretrain_routine_start": self.on_pretrain_routine_start,
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_train_epoch_start": self.on_train_epoch_start,
             "on_train_epoch_end": self.on_train_epoch_end,
@@ -154,6 +157,11 @@ class GradkitCallback:
             self.detector.load_state_dict(state["alerts"])
 
     # ------------------------------------------------------------------ events
+    def on_pretrain_routine_start(self, trainer) -> None:
+        """Before Ultralytics reads the dataset (rank 0): the fast dataset check."""
+        if self.cfg.data.check and not getattr(trainer.args, "resume", False):
+            check_before_training(trainer.args.data)
+
     def on_pretrain_routine_end(self, trainer) -> None:
         """Set up after the optimizer, scaler and EMA exist (every rank), then take over the step."""
         self._reset()
@@ -332,6 +340,29 @@ class GradkitCallback:
                 "gradient_alerts.jsonl for the layer where it started."
             )
             trainer.stop = True
+
+
+class DatasetError(RuntimeError):
+    """The dataset check found errors before training."""
+
+
+def check_before_training(data: str) -> None:
+    """Run the fast part of ``gradkit check`` (labels and pairing, no image decoding); raise on errors."""
+    from ultralytics.data.utils import check_det_dataset
+
+    from gradkit.data.check import check_dataset
+
+    if not data or not str(data).endswith((".yaml", ".yml")):
+        return  # not a YOLO dataset YAML (classification folders, hub names): nothing to check here
+    resolved = check_det_dataset(str(data), autodownload=False)  # resolves the YAML as Ultralytics does
+    yaml_file = Path(resolved.get("yaml_file") or data)
+    result = check_dataset(yaml_file, images=False)
+    if result.errors:
+        listing = "\n".join(str(f) for f in result.errors[:50])
+        more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
+        raise DatasetError(f"gradkit: {len(result.errors)} dataset error(s) in {yaml_file}; Ultralytics would drop "
+                           f"these silently. Fix them ('gradkit check data={data} --fix') or set "
+                           f"gradkit.data.check=false to accept the dropping:\n{listing}{more}")
 
 
 def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,

@@ -1,0 +1,257 @@
+"""``gradkit check``: every image and label of a YOLO dataset, with findings per file and line.
+
+Ultralytics warns about bad labels and drops them at train time; here they are listed before
+training, with a summary of the statistics that decide augmentation and image size. ``fix`` writes
+a cleaned copy and never touches the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from gradkit.data.convert import IMAGE_SUFFIXES
+
+__all__ = ["CheckResult", "Finding", "check_dataset", "fix_dataset"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Finding:
+    """One problem: ``severity`` is ``error`` (training would drop or misread it) or ``warning``."""
+
+    severity: str
+    kind: str
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{self.severity.upper():7} {self.kind:18} {where}: {self.message}"
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding] = field(default_factory=list)
+    images: dict[str, int] = field(default_factory=dict)
+    instances: dict[str, Counter] = field(default_factory=dict)
+    background: dict[str, int] = field(default_factory=dict)
+    rel_areas: list[float] = field(default_factory=list)
+    aspects: list[float] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def summary(self) -> str:
+        lines = []
+        for s in self.images:
+            n = self.images[s]
+            per = ", ".join(f"{self.names.get(c, c)} {k}" for c, k in sorted(self.instances[s].items()))
+            lines.append(f"{s}: {n} images, {sum(self.instances[s].values())} instances ({per or 'none'}), "
+                         f"defect-free {self.background[s]} ({100 * self.background[s] / max(n, 1):.0f}%)")
+        if self.rel_areas:
+            a = np.array(self.rel_areas)
+            q = np.percentile(a, [5, 50, 95])
+            buckets = [(a < 1e-3).mean(), ((a >= 1e-3) & (a < 1e-2)).mean(), ((a >= 1e-2) & (a < 0.1)).mean(),
+                       (a >= 0.1).mean()]
+            lines.append("box area / image area: p5 {:.2g}, median {:.2g}, p95 {:.2g}; <0.1%: {:.0%}, 0.1-1%: {:.0%}, "
+                         "1-10%: {:.0%}, >10%: {:.0%}".format(*q, *buckets))
+            asp = np.array(self.aspects)
+            lines.append(f"aspect ratio (long/short): median {np.median(asp):.1f}, elongated (>5): {(asp > 5).mean():.0%}")
+            if (a < 1e-3).mean() > 0.2:
+                lines.append("hint: many boxes are below 0.1% of the image: train at a larger imgsz or tile the images")
+        lines.append(f"{len(self.errors)} error(s), {len(self.findings) - len(self.errors)} warning(s)")
+        return "\n".join(lines)
+
+
+def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
+    data = yaml.safe_load(data_yaml.read_text())
+    if not isinstance(data, dict) or "names" not in data:
+        raise ValueError(f"{data_yaml}: not a YOLO dataset YAML (no 'names')")
+    root = Path(data.get("path") or data_yaml.parent)
+    if not root.is_absolute():
+        root = (data_yaml.parent / root).resolve()
+    names = data["names"]
+    names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    dirs = {}
+    for s in SPLITS:
+        if data.get(s):
+            p = Path(data[s])
+            dirs[s] = p if p.is_absolute() else root / p
+    return dirs, names
+
+
+def _label_path(img: Path) -> Path:
+    parts = list(img.parts)
+    i = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    if i is None:
+        return img.with_suffix(".txt")
+    parts[i] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def _check_image(path: Path, res: CheckResult) -> None:
+    import cv2
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes fully: catches truncated files that a header read misses
+    except (OSError, SyntaxError, ValueError) as exc:
+        res.findings.append(Finding("error", "unreadable image", str(path), None, f"{exc}; training would skip it"))
+        return
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        res.findings.append(Finding("error", "unreadable image", str(path), None, "OpenCV cannot decode it"))
+        return
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels not in (1, 3, 4):
+        res.findings.append(Finding("error", "channels", str(path), None, f"{channels} channels: unsupported"))
+    elif channels == 4:
+        res.findings.append(Finding("warning", "channels", str(path), None, "4 channels: alpha is dropped"))
+    if img.dtype == np.uint16:
+        top = int(img.max())
+        msg = f"16-bit (max value {top}): Ultralytics reads it as 8-bit by dividing by 256"
+        if top < 4096:
+            res.findings.append(Finding("error", "bit depth", str(path), None,
+                                        msg + f", so this image spans only 0-{top // 256}: nearly black. "
+                                        "'gradkit check --fix' rescales it to the full 8-bit range"))
+        else:
+            res.findings.append(Finding("warning", "bit depth", str(path), None, msg))
+    elif img.dtype not in (np.uint8, np.uint16):
+        res.findings.append(Finding("error", "bit depth", str(path), None, f"pixel type {img.dtype}: unsupported"))
+
+
+def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tuple[int, list[float]]]:
+    good = []
+    seen = set()
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split()
+        where = str(path)
+        if len(parts) != 5:
+            res.findings.append(Finding("error", "label format", where, n, f"{len(parts)} fields, expected "
+                                        "5 (class x y w h)"))
+            continue
+        try:
+            c = int(parts[0])
+            x, y, w, h = (float(v) for v in parts[1:])
+        except ValueError:
+            res.findings.append(Finding("error", "non-numeric", where, n, f"{line!r}"))
+            continue
+        if not 0 <= c < nc:
+            res.findings.append(Finding("error", "class id", where, n, f"class {c} but nc={nc}"))
+            continue
+        if w <= 0 or h <= 0:
+            res.findings.append(Finding("error", "zero-size box", where, n, f"w={w:g} h={h:g}"))
+            continue
+        if min(x - w / 2, y - h / 2) < -1e-6 or max(x + w / 2, y + h / 2) > 1 + 1e-6 or not (
+                0 <= x <= 1 and 0 <= y <= 1):
+            res.findings.append(Finding("error", "out of bounds", where, n, f"{line!r} leaves [0, 1]"))
+            continue
+        key = (c, round(x, 6), round(y, 6), round(w, 6), round(h, 6))
+        if key in seen:
+            res.findings.append(Finding("error", "duplicate box", where, n, "same class and box as an earlier line"))
+            continue
+        seen.add(key)
+        good.append((c, [x, y, w, h]))
+    return good
+
+
+def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
+    """Check a dataset. ``images=False`` is the fast part (labels, pairing, no image decoding)."""
+    data_yaml = Path(data_yaml)
+    dirs, names = _split_dirs(data_yaml)
+    res = CheckResult(names=names)
+    hashes: dict[str, tuple[str, Path]] = {}
+    for split, d in dirs.items():
+        if not d.exists():
+            res.findings.append(Finding("error", "missing split", str(d), None, f"{split} folder does not exist"))
+            continue
+        imgs = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        res.images[split], res.instances[split], res.background[split] = len(imgs), Counter(), 0
+        for img in tqdm(imgs, desc=f"check {split}", unit="img", disable=len(imgs) < 200):
+            if images:
+                _check_image(img, res)
+                digest = hashlib.md5(img.read_bytes()).hexdigest()
+                if digest in hashes and hashes[digest][0] != split:
+                    other = hashes[digest]
+                    res.findings.append(Finding("error", "leakage", str(img), None,
+                                                f"identical to {other[1]} in the {other[0]} split"))
+                hashes.setdefault(digest, (split, img))
+            lab = _label_path(img)
+            if not lab.exists():
+                res.findings.append(Finding("warning", "missing labels", str(lab), None,
+                                            "no label file: the image counts as defect-free background"))
+                res.background[split] += 1
+                continue
+            good = _check_labels(lab, len(names), split, res)
+            res.background[split] += not good
+            for c, (_, _, w, h) in good:
+                res.instances[split][c] += 1
+                res.rel_areas.append(w * h)
+                res.aspects.append(max(w, h) / max(min(w, h), 1e-9))
+        label_dir = _label_path(d / "x.png").parent
+        if label_dir.exists():
+            stems = {p.stem for p in imgs}
+            for lab in sorted(label_dir.rglob("*.txt")):
+                if lab.stem not in stems:
+                    res.findings.append(Finding("warning", "orphan labels", str(lab), None, "no image for this file"))
+    return res
+
+
+def fix_dataset(data_yaml: str | Path, out: str | Path) -> Path:
+    """Write a cleaned copy: bad label lines and duplicate boxes dropped, unreadable images and
+    cross-split duplicates left out, low 16-bit images rescaled to 8 bits. The original is untouched."""
+    import cv2
+
+    data_yaml = Path(data_yaml)
+    out = Path(out).resolve()
+    if out == data_yaml.parent.resolve():
+        raise ValueError("--fix writes a copy: choose an output folder other than the dataset's")
+    dirs, names = _split_dirs(data_yaml)
+    res = check_dataset(data_yaml)
+    bad_images = {f.path for f in res.findings if f.kind in {"unreadable image", "leakage", "channels"}
+                  and f.severity == "error"}
+    low16 = {f.path for f in res.findings if f.kind == "bit depth" and f.severity == "error" and "16-bit" in f.message}
+    data = yaml.safe_load(data_yaml.read_text())
+    for split, d in dirs.items():
+        if not d.exists():
+            continue
+        for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            if str(img) in bad_images:
+                continue
+            (out / "images" / split).mkdir(parents=True, exist_ok=True)
+            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+            dst = out / "images" / split / img.name
+            if str(img) in low16:
+                raw = cv2.imread(str(img), cv2.IMREAD_UNCHANGED).astype(np.float32)
+                lo, hi = np.percentile(raw, [0.1, 99.9])
+                cv2.imwrite(str(dst.with_suffix(".png")), np.clip((raw - lo) / max(hi - lo, 1) * 255, 0, 255)
+                            .astype(np.uint8))
+                dst = dst.with_suffix(".png")
+            else:
+                shutil.copy2(img, dst)
+            lab = _label_path(img)
+            scratch = CheckResult()
+            good = _check_labels(lab, len(names), split, scratch) if lab.exists() else []
+            (out / "labels" / split / (dst.stem + ".txt")).write_text(
+                "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, (x, y, w, h) in good))
+    new = {**data, "path": str(out), "names": names}
+    for s in dirs:
+        new[s] = f"images/{s}"
+    (out / "data.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+    return out / "data.yaml"
