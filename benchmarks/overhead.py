@@ -42,7 +42,7 @@ def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
 
 def _step_microbench(repeats: int = 50) -> tuple[float, float]:
     from gradkit.clip import make_clipper
-    from gradkit.integrations.ultralytics import _layer_labels
+    from gradkit.integrations.ultralytics import layer_labels
     from gradkit.monitor import LayerStats
     from ultralytics import YOLO
 
@@ -56,7 +56,7 @@ def _step_microbench(repeats: int = 50) -> tuple[float, float]:
         for p, g in zip(params, grads, strict=True):
             p.grad.copy_(g)
 
-    stats = LayerStats(net.named_parameters(), labels=_layer_labels(net))
+    stats = LayerStats(net.named_parameters(), labels=layer_labels(net))
     clipper = make_clipper("stock")
 
     def ours():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +68,8 @@ class CheckResult:
             lines.append("box area / image area: p5 {:.2g}, median {:.2g}, p95 {:.2g}; <0.1%: {:.0%}, 0.1-1%: {:.0%}, "
                          "1-10%: {:.0%}, >10%: {:.0%}".format(*q, *buckets))
             asp = np.array(self.aspects)
-            lines.append(f"aspect ratio (long/short): median {np.median(asp):.1f}, elongated (>5): {(asp > 5).mean():.0%}")
+            lines.append(f"aspect ratio (long/short): median {np.median(asp):.1f}, "
+                         f"elongated (>5): {(asp > 5).mean():.0%}")
             if (a < 1e-3).mean() > 0.2:
                 lines.append("hint: many boxes are below 0.1% of the image: train at a larger imgsz or tile the images")
         lines.append(f"{len(self.errors)} error(s), {len(self.findings) - len(self.errors)} warning(s)")
