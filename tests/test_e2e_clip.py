@@ -113,8 +113,9 @@ def test_resume_restores_autoclip_history_and_step_count(tiny_data, tmp_path):
     from ultralytics import YOLO
 
     model = YOLO(str(run / "weights" / "last.pt"))
-    gradkit.attach(model, None, {"clip.mode": "autoclip", "clip.percentile": 30.0})
+    gradkit.attach(model, None)  # a different config: the run resumes with the one it started with
     model.train(resume=True)
+    assert model.gradkit.cfg.clip.mode == "autoclip" and model.gradkit.cfg.clip.percentile == 30.0
     plugin = model.gradkit
     history = list(plugin.clipper.history)
     assert history[: saved["step"]] == pytest.approx(saved["clip"]["history"])

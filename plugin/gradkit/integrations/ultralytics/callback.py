@@ -123,12 +123,18 @@ class GradkitCallback:
         self._reset()
         model = _unwrap(trainer.model)
         self.save_dir = Path(trainer.save_dir)
+        resuming = bool(getattr(trainer, "resume", False))
+        state = self._resume_state(trainer) if resuming else None
+        if state and state.get("config") and state["config"] != self.cfg.model_dump(mode="json"):
+            # like Ultralytics' own args on resume: the run continues with the configuration it started with
+            _logger().warning("gradkit: resuming with the checkpoint's gradkit configuration (augmentation, "
+                              "clipping and monitoring as the run started); start a new run to change it")
+            self.cfg = GradkitConfig.model_validate(state["config"])
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
         self.detector = AlertDetector(self.stats.labels, self.cfg.monitor.alerts)
-        resuming = bool(getattr(trainer, "resume", False))
-        if resuming:
-            self._load_resume_state(trainer)
+        if state:
+            self.load_state_dict(state)
         if _is_main():
             (self.save_dir / "gradkit.yaml").write_text(self.cfg.to_yaml())
             if self.cfg.monitor.enabled:
@@ -203,14 +209,13 @@ class GradkitCallback:
         _logger().info(f"gradkit: report {paths['html']}")
 
     # ------------------------------------------------------------------ resume
-    def _load_resume_state(self, trainer) -> None:
+    def _resume_state(self, trainer) -> dict[str, Any] | None:
         ckpt = Path(str(trainer.args.resume if isinstance(trainer.args.resume, str) else trainer.last))
         path = ckpt.with_name(ckpt.stem + STATE_SUFFIX)
         if not path.exists():
             _logger().warning(f"gradkit: resuming without {path}; clipping history and step count start afresh")
-            return
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        self.load_state_dict(state)
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
 
     # ------------------------------------------------------------------ the optimizer step
     def optimizer_step(self, trainer) -> None:
