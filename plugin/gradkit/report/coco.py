@@ -97,8 +97,11 @@ def _ap(ev, area_index: int = 0, iou: float | None = None) -> float:
     return float(valid.mean()) if valid.size else float("nan")
 
 
-def _ar(ev, area_index: int = 0) -> float:
-    r = ev.eval["recall"][:, :, area_index, -1]  # [T, K, A, M]
+def _ar(ev, area_index: int = 0, iou: float | None = None) -> float:
+    r = ev.eval["recall"]  # [T, K, A, M]
+    if iou is not None:
+        r = r[np.isclose(ev.params.iouThrs, iou)]
+    r = r[:, :, area_index, -1]
     valid = r[r > -1]
     return float(valid.mean()) if valid.size else float("nan")
 
@@ -117,7 +120,7 @@ def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int]
 
 def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int],
                    sizes: dict[int, tuple[int, int]], by: str = "area") -> dict[str, dict]:
-    """AP50-95, AP50 and recall per bucket, over all classes and per class.
+    """AP50-95, AP50 and recall (at IoU 0.5, up to 100 detections) per bucket, overall and per class.
 
     Args:
         sizes: Image id -> (width, height) in pixels, for the elongation of boxes.
@@ -140,9 +143,9 @@ def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     for a, name in enumerate(buckets, start=1):
         lo, hi = buckets[name]
         n = sum(1 for b in gts if lo <= measure(b) < hi)
-        row = {"gt": n, "AP": _ap(ev, a), "AP50": _ap(ev, a, 0.5), "recall": _ar(ev, a), "per_class": {}}
+        row = {"gt": n, "AP": _ap(ev, a), "AP50": _ap(ev, a, 0.5), "recall": _ar(ev, a, 0.5), "per_class": {}}
         for c, cev in per_class_ev.items():
             nc = sum(1 for b in gts if b.cls == c and lo <= measure(b) < hi)
-            row["per_class"][c] = {"gt": nc, "AP": _ap(cev, a), "AP50": _ap(cev, a, 0.5), "recall": _ar(cev, a)}
+            row["per_class"][c] = {"gt": nc, "AP": _ap(cev, a), "AP50": _ap(cev, a, 0.5), "recall": _ar(cev, a, 0.5)}
         out[name] = row
     return out

@@ -130,7 +130,7 @@ def _gallery(report: dict[str, Any]) -> str:
 
 
 def _bucket_table(buckets: dict[str, Any], names: dict[str, str]) -> str:
-    headers = ["bucket", "objects", "AP50-95", "AP50", "recall", *[f"AP50 {n}" for n in names.values()]]
+    headers = ["bucket", "objects", "AP50-95", "AP50", "recall@0.5", *[f"AP50 {n}" for n in names.values()]]
     rows = []
     for b, v in buckets.items():
         per = [_num(v["per_class"].get(str(c), {}).get("AP50")) for c in names]
@@ -264,7 +264,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "COCO (faster-coco-eval): " + ", ".join(f"{k} {_md_num(v)}" for k, v in coco.items())]
     area = report["size_buckets"].get("by_relative_area") or {}
     if area:
-        lines += ["", "| relative area | objects | AP50-95 | AP50 | recall |", "|---|---|---|---|---|"]
+        lines += ["", "| relative area | objects | AP50-95 | AP50 | recall@0.5 |", "|---|---|---|---|---|"]
         lines += [f"| {b} | {v['gt']} | {_md_num(v['AP'])} | {_md_num(v['AP50'])} | {_md_num(v['recall'])} |"
                   for b, v in area.items()]
     lines += ["", "Errors: " + ", ".join(f"{k} {v}" for k, v in report["errors"]["counts"].items())]
