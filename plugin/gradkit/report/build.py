@@ -13,7 +13,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from gradkit.report.coco import bucket_metrics, coco_metrics
+from gradkit.report.coco import CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors
 
@@ -87,10 +87,9 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def _gallery_entry(ev: EvalData, r) -> dict[str, Any]:
+def _gallery_entry(ev: EvalData, r, shown_preds: dict[int, list]) -> dict[str, Any]:
     gts = [[b.cls, b.x0, b.y0, b.x1, b.y1] for b in ev.gts if b.image == r.image]
-    preds = [[b.cls, b.score, b.x0, b.y0, b.x1, b.y1] for b in ev.preds
-             if b.image == r.image and (b.score or 0) >= ev.conf_threshold]
+    preds = [[b.cls, b.score, b.x0, b.y0, b.x1, b.y1] for b in shown_preds.get(r.image, [])]
     return {"image": ev.files[r.image], "missed": r.missed, "false_positives": r.false_positives, "tp": r.tp,
             "errors": dict(r.counts), "gt": gts, "pred": preds}
 
@@ -109,12 +108,20 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
             row[key] = ev.per_class[c][key] if present else None
         per_class.append(row)
     present_classes = [c for c in classes if ev.instances.get(c, 0) > 0]
-    coco = coco_metrics(ev.gts, ev.preds, ev.images, classes) if ev.gts else {}
-    area = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "area") if ev.gts else {}
-    elong = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "elongation") if ev.gts else {}
+    coco, area, elong = {}, {}, {}
+    if ev.gts:
+        evaluation = CocoEvaluation(ev.gts, ev.preds, ev.images, classes)  # built once, evaluated three times
+        coco = coco_metrics(ev.gts, ev.preds, ev.images, classes, evaluation)
+        area = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "area", evaluation)
+        elong = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "elongation", evaluation)
     errors, per_image = analyse_errors(ev.gts, ev.preds, ev.images, ev.conf_threshold)
     worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
-    defect_free = sum(1 for i in ev.images if not any(b.image == i for b in ev.gts))
+    worst_ids = {r.image for r in worst}
+    shown: dict[int, list] = {}
+    for b in ev.preds:
+        if b.image in worst_ids and (b.score or 0) >= ev.conf_threshold:
+            shown.setdefault(b.image, []).append(b)
+    defect_free = len(set(ev.images) - {b.image for b in ev.gts})
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": "evaluation",
@@ -133,7 +140,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "coco": {"metrics": coco, "library": "faster-coco-eval", "note": COCO_NOTE},
         "size_buckets": {"by_relative_area": area, "by_elongation": elong},
         "errors": {"conf_threshold": ev.conf_threshold, "counts": errors,
-                   "worst_images": [_gallery_entry(ev, r) for r in worst]},
+                   "worst_images": [_gallery_entry(ev, r, shown) for r in worst]},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "bucket_metrics", "coco_metrics"]
+__all__ = ["AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "CocoEvaluation", "bucket_metrics", "coco_metrics"]
 
 CANVAS = 1000.0
 #: Relative box area (box area / image area) buckets.
@@ -48,104 +48,126 @@ class Box:
         return max(w, h) / max(min(w, h), 1e-9)
 
 
-def _coco(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int],
-          area_of=None):
-    from faster_coco_eval import COCO
+class CocoEvaluation:
+    """The ground truth and detections as faster-coco-eval objects, built once and evaluated with
+    different area ranges (and, for elongation, a different quantity in ``area``)."""
 
-    def ann(b: Box, i: int) -> dict:
+    def __init__(self, gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int]):
+        from faster_coco_eval import COCO
+
+        self.classes = list(classes)
+        imgs = [{"id": i, "width": CANVAS, "height": CANVAS} for i in images]
+        cats = [{"id": c, "name": str(c)} for c in classes]
+        self.gt, self.dt = COCO(), COCO()
+        self.gt.dataset = {"images": imgs, "categories": cats, "annotations": [self._ann(b, i) for i, b in
+                                                                               enumerate(gts)]}
+        self.dt.dataset = {"images": imgs, "categories": cats, "annotations": [self._ann(b, i) for i, b in
+                                                                               enumerate(preds)]}
+        self.gt.createIndex()
+        self.dt.createIndex()
+        self.boxes = {"gt": {i + 1: b for i, b in enumerate(gts)}, "dt": {i + 1: b for i, b in enumerate(preds)}}
+
+    @staticmethod
+    def _ann(b: Box, i: int) -> dict:
         w, h = (b.x1 - b.x0) * CANVAS, (b.y1 - b.y0) * CANVAS
         d = {"id": i + 1, "image_id": b.image, "category_id": b.cls, "bbox": [b.x0 * CANVAS, b.y0 * CANVAS, w, h],
-             "area": area_of(b) if area_of else w * h, "iscrowd": 0}
+             "area": w * h, "iscrowd": 0}
         if b.score is not None:
             d["score"] = b.score
         return d
 
-    gt = COCO()
-    gt.dataset = {"images": [{"id": i, "width": CANVAS, "height": CANVAS} for i in images],
-                  "categories": [{"id": c, "name": str(c)} for c in classes],
-                  "annotations": [ann(b, i) for i, b in enumerate(gts)]}
-    gt.createIndex()
-    dt = COCO()
-    dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"],
-                  "annotations": [ann(b, i) for i, b in enumerate(preds)]}
-    dt.createIndex()
-    return gt, dt
+    def set_area(self, measure) -> None:
+        """Put ``measure(box)`` into every annotation's ``area`` (what COCO's area ranges filter on)."""
+        for key, coco in (("gt", self.gt), ("dt", self.dt)):
+            boxes = self.boxes[key]
+            for ann_id, ann in coco.anns.items():
+                ann["area"] = measure(boxes[ann_id])
+
+    def evaluate(self, area_rng: list[list[float]] | None = None):
+        from faster_coco_eval import COCOeval_faster
+
+        ev = COCOeval_faster(self.gt, self.dt, iouType="bbox", print_function=lambda *a, **k: None)
+        if area_rng is not None:
+            ev.params.areaRng = area_rng
+            ev.params.areaRngLbl = ["all"] + [f"b{i}" for i in range(len(area_rng) - 1)]
+        ev.params.catIds = self.classes
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.evaluate()
+            ev.accumulate()
+        return ev
 
 
-def _evaluate(gt, dt, area_rng: list[list[float]] | None = None, cat_ids: list[int] | None = None):
-    from faster_coco_eval import COCOeval_faster
-
-    ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *a, **k: None)
-    if area_rng is not None:
-        ev.params.areaRng = area_rng
-        ev.params.areaRngLbl = ["all"] + [f"b{i}" for i in range(len(area_rng) - 1)]
-    if cat_ids is not None:
-        ev.params.catIds = cat_ids
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-        ev.accumulate()
-    return ev
-
-
-def _ap(ev, area_index: int = 0, iou: float | None = None) -> float:
-    """Mean precision over IoU thresholds (or one), recall points and classes, -1 entries excluded."""
+def _ap(ev, area_index: int = 0, iou: float | None = None, k: int | None = None) -> float:
+    """Mean precision over IoU thresholds (or one), recall points and classes (or class index k),
+    -1 entries (no ground truth) excluded."""
     p = ev.eval["precision"]  # [T, R, K, A, M]
     if iou is not None:
         p = p[np.isclose(ev.params.iouThrs, iou)]
-    p = p[:, :, :, area_index, -1]
+    p = p[:, :, :, area_index, -1] if k is None else p[:, :, k, area_index, -1]
     valid = p[p > -1]
     return float(valid.mean()) if valid.size else float("nan")
 
 
-def _ar(ev, area_index: int = 0, iou: float | None = None) -> float:
+def _ar(ev, area_index: int = 0, iou: float | None = None, k: int | None = None) -> float:
     r = ev.eval["recall"]  # [T, K, A, M]
     if iou is not None:
         r = r[np.isclose(ev.params.iouThrs, iou)]
-    r = r[:, :, area_index, -1]
+    r = r[:, :, area_index, -1] if k is None else r[:, k, area_index, -1]
     valid = r[r > -1]
     return float(valid.mean()) if valid.size else float("nan")
 
 
-def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int]
-                 ) -> dict[str, float]:
+def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int],
+                 evaluation: CocoEvaluation | None = None) -> dict[str, float]:
     """AP, AP50, AP75, AR@100 and APs/m/l (absolute COCO areas on the 1000 px canvas).
 
     Classes without ground truth are excluded from the means (COCO's -1), not counted as zero.
     """
-    gt, dt = _coco(gts, preds, images, classes)
-    ev = _evaluate(gt, dt)
+    ev = (evaluation or CocoEvaluation(gts, preds, images, classes)).evaluate()
     return {"AP": _ap(ev), "AP50": _ap(ev, iou=0.5), "AP75": _ap(ev, iou=0.75), "AR100": _ar(ev),
             "APs": _ap(ev, 1), "APm": _ap(ev, 2), "APl": _ap(ev, 3)}
 
 
 def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int],
-                   sizes: dict[int, tuple[int, int]], by: str = "area") -> dict[str, dict]:
+                   sizes: dict[int, tuple[int, int]], by: str = "area", evaluation: CocoEvaluation | None = None
+                   ) -> dict[str, dict]:
     """AP50-95, AP50 and recall (at IoU 0.5, up to 100 detections) per bucket, overall and per class.
 
     Args:
         sizes: Image id -> (width, height) in pixels, for the elongation of boxes.
         by: ``area`` (relative area buckets) or ``elongation``.
+        evaluation: Reuse the COCO objects of an earlier call (``area`` must come before
+            ``elongation``: the latter rewrites the ``area`` fields).
 
     Returns:
         ``{bucket: {"gt": n, "AP": .., "AP50": .., "recall": .., "per_class": {cls: {...}}}}``;
         NaN where a bucket holds no ground truth.
     """
     buckets = AREA_BUCKETS if by == "area" else ELONGATION_BUCKETS
+    evaluation = evaluation or CocoEvaluation(gts, preds, images, classes)
+    if by == "area":
+        # canvas areas are relative areas x CANVAS^2: scale the ranges instead of rewriting the areas
+        def measure(b: Box) -> float:
+            return b.rel_area
 
-    def measure(b: Box) -> float:
-        return b.rel_area if by == "area" else b.elongation(*sizes[b.image])
+        ranges = [[0.0, 1e12], *[[lo * CANVAS**2, hi * CANVAS**2] for lo, hi in buckets.values()]]
+    else:
+        def measure(b: Box) -> float:
+            return b.elongation(*sizes[b.image])
 
-    gt, dt = _coco(gts, preds, images, classes, area_of=measure)
-    ranges = [[0.0, 1e12], *[list(r) for r in buckets.values()]]
+        evaluation.set_area(measure)
+        ranges = [[0.0, 1e12], *[list(r) for r in buckets.values()]]
+    ev = evaluation.evaluate(ranges)
+    values = np.array([measure(b) for b in gts])
+    cls = np.array([b.cls for b in gts])
     out: dict[str, dict] = {}
-    ev = _evaluate(gt, dt, ranges)
-    per_class_ev = {c: _evaluate(gt, dt, ranges, [c]) for c in classes}
     for a, name in enumerate(buckets, start=1):
         lo, hi = buckets[name]
-        n = sum(1 for b in gts if lo <= measure(b) < hi)
-        row = {"gt": n, "AP": _ap(ev, a), "AP50": _ap(ev, a, 0.5), "recall": _ar(ev, a, 0.5), "per_class": {}}
-        for c, cev in per_class_ev.items():
-            nc = sum(1 for b in gts if b.cls == c and lo <= measure(b) < hi)
-            row["per_class"][c] = {"gt": nc, "AP": _ap(cev, a), "AP50": _ap(cev, a, 0.5), "recall": _ar(cev, a, 0.5)}
+        inside = (values >= lo) & (values < hi) if len(values) else np.zeros(0, bool)
+        row = {"gt": int(inside.sum()), "AP": _ap(ev, a), "AP50": _ap(ev, a, 0.5), "recall": _ar(ev, a, 0.5),
+               "per_class": {}}
+        for k, c in enumerate(classes):
+            row["per_class"][c] = {"gt": int((inside & (cls == c)).sum()), "AP": _ap(ev, a, k=k),
+                                   "AP50": _ap(ev, a, 0.5, k), "recall": _ar(ev, a, 0.5, k)}
         out[name] = row
     return out
