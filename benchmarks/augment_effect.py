@@ -4,7 +4,7 @@ Trains yolo26n.yaml from scratch on the synthetic defect dataset with each confi
 seed, epochs and data) and evaluates best.pt on the held-out test split and on a corrupted copy of
 it (sensor noise, blur and low contrast: what the preset is meant to make the detector robust to).
 
-    python benchmarks/augment_effect.py [--images 400 --imgsz 224 --epochs 20 --seeds 0]
+    python benchmarks/augment_effect.py [--images 400 --imgsz 224 --epochs 15 --seeds 0]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--imgsz", type=int, default=224)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seeds", default="0")
     args = ap.parse_args()
     from gradkit.synth import SynthSpec, generate_dataset

@@ -6,7 +6,7 @@ the training-epoch time (validation off) is compared. Then the per-step work alo
 366 gradients of yolo26n: ``torch.nn.utils.clip_grad_norm_`` (what Ultralytics does) against
 gradkit's clip + per-layer statistics.
 
-    python benchmarks/overhead.py [--images 160 --imgsz 160 --epochs 2 --repeats 2]
+    python benchmarks/overhead.py [--images 480 --imgsz 160 --epochs 2 --repeats 3]
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def _step_microbench(repeats: int = 50) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=160)
+    ap.add_argument("--images", type=int, default=480)
     ap.add_argument("--imgsz", type=int, default=160)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from gradkit.synth import SynthSpec, generate_dataset
 

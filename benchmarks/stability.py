@@ -4,7 +4,7 @@ Trains yolo26n.yaml from scratch on the synthetic defect dataset with each clipp
 learning rate (same data, seed and budget), and prints final mAP50-95 on the val split, the number
 of non-finite (skipped) optimizer steps and whether training diverged, side by side.
 
-    python benchmarks/stability.py [--images 240 --imgsz 160 --epochs 6 --lrs 0.01,0.1,0.3]
+    python benchmarks/stability.py [--images 300 --imgsz 192 --epochs 15 --lrs 0.01,0.1,0.3]
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def _run(data: Path, out: Path, name: str, lr0: float, overrides: dict, args) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=240)
-    ap.add_argument("--imgsz", type=int, default=160)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--imgsz", type=int, default=192)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--lrs", default="0.01,0.1,0.3", help="SGD lr0 values (Ultralytics' default is 0.01)")
     ap.add_argument("--policies", default=",".join(POLICIES))
     args = ap.parse_args()
