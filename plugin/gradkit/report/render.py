@@ -62,11 +62,11 @@ def _file_img(path: str | None, alt: str) -> str:
     return _img_tag(Path(path).read_bytes(), alt)
 
 
-def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
-    head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+def _table(headers: list[str] | None, rows: list[list[str]], left: int = 1) -> str:
+    head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers or []))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
                    + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if headers else ''}{body}</table>"
 
 
 def _training_plot(training: dict[str, Any]) -> str:
@@ -143,7 +143,7 @@ def _evaluation_body(r: dict[str, Any]) -> str:
     parts = [f"<h1>Detection report: {_e(Path(str(r['model'])).name)} on {_e(r['split'])}</h1>",
              '<div class="cards">' + "".join(f'<div class="card">{_e(k)}<b>{_num(h.get(k))}</b></div>'
                                              for k in ("mAP50", "mAP50-95", "precision", "recall")) + "</div>",
-             _table(["", ""], [[_e(k), _e(v)] for k, v in (
+             _table(None, [[_e(k), _e(v)] for k, v in (
                  ("model", r["model"]), ("data", r["data"]), ("split", r["split"]), ("images", r["images"]),
                  ("defect-free images", r["defect_free_images"]), ("instances", r["instances"]),
                  ("seed", (r.get("training") or {}).get("seed")),
@@ -183,7 +183,9 @@ def _evaluation_body(r: dict[str, Any]) -> str:
         cm = r["confusion_matrix"]
         labels = [*names.values(), "background"]
         rows = [[_e(labels[i]), *[_num(int(v)) for v in row]] for i, row in enumerate(cm)]
-        parts.append("<h3>Confusion matrix (rows: predicted, columns: true)</h3>")
+        parts.append("<h3>Confusion matrix (rows: predicted, columns: true)</h3><p class=\"note\">Ultralytics' "
+                     "matrix, counted at its own confidence and IoU thresholds: the background column counts "
+                     "low-confidence detections too.</p>")
         parts.append(_table(["predicted \\ true", *labels], rows))
     plots = r.get("plots") or {}
     if plots:
