@@ -122,7 +122,8 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
     total_c = np.array([float(r["total_norm_clipped"]) for r in steps_rows])
     clipped = np.array([int(r["clipped"]) for r in steps_rows], dtype=float)
     window = max(1, len(clipped) // 50)
-    clip_rate = np.convolve(clipped, np.ones(window) / window, mode="same")
+    padded = np.pad(clipped, (window // 2, window - 1 - window // 2), mode="edge")  # no dip at the ends
+    clip_rate = np.convolve(padded, np.ones(window) / window, mode="valid")
 
     fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(12, 8), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True)

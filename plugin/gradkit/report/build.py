@@ -32,7 +32,7 @@ COCO_NOTE = (
 def _clean(x: Any) -> Any:
     """NaN/inf -> None so the JSON is standard; recursive."""
     if isinstance(x, float):
-        return None if not math.isfinite(x) else round(x, 6)
+        return None if not math.isfinite(x) else float(f"{x:.7g}")  # significant digits: 1e-9 stays 1e-9
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
