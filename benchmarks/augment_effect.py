@@ -46,7 +46,8 @@ def _train(data: Path, out: Path, name: str, preset: str, seed: int, args) -> Pa
     from ultralytics import YOLO
 
     model = YOLO("yolo26n.yaml")
-    gradkit.attach(model, preset, {"report.enabled": False, "monitor.plot": False})
+    # "stock": the default preset (stock Ultralytics augmentation); "defect": configs/gradkit/defect.yaml
+    gradkit.attach(model, "default" if preset == "stock" else preset, {"report.enabled": False, "monitor.plot": False})
     model.add_callback("on_pretrain_routine_end", lambda t: torch.set_num_threads(os.cpu_count() or 1))
     model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=16, nbs=16, workers=1, optimizer="AdamW",
                 lr0=0.002, warmup_epochs=1, seed=seed, plots=False, device="cpu", project=str(out), name=name,
