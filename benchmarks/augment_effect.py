@@ -42,8 +42,9 @@ def corrupted_copy(data_yaml: Path, out: Path, seed: int = 0) -> Path:
 
 
 def _train(data: Path, out: Path, name: str, preset: str, seed: int, args) -> Path:
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     model = YOLO("yolo26n.yaml")
     # "stock": the default preset (stock Ultralytics augmentation); "defect": configs/gradkit/defect.yaml

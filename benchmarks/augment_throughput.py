@@ -19,11 +19,12 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 def _dataset(data_yaml: str, imgsz: int, overrides: dict | None):
-    from gradkit.config import load_config
-    from gradkit.integrations.ultralytics import install_augmentation
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
+
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics import install_augmentation
 
     data = check_det_dataset(data_yaml)
     args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train"})

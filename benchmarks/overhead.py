@@ -24,8 +24,9 @@ import torch
 
 
 def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     model = YOLO("yolo26n.yaml")
     if plugin:
@@ -41,10 +42,11 @@ def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
 
 
 def _step_microbench(repeats: int = 50) -> tuple[float, float]:
+    from ultralytics import YOLO
+
     from gradkit.clip import make_clipper
     from gradkit.integrations.ultralytics import layer_labels
     from gradkit.monitor import LayerStats
-    from ultralytics import YOLO
 
     net = YOLO("yolo26n.yaml").model
     params = [p for p in net.parameters()]

@@ -23,10 +23,11 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=160)
     ap.add_argument("--weights", default=None, help="a trained .pt; default: train yolo26n.yaml for 3 epochs")
     args = ap.parse_args()
+    from ultralytics import YOLO
+
     from gradkit.integrations.ultralytics import collect_validation
     from gradkit.report import build_report, write_report
     from gradkit.synth import SynthSpec, generate_dataset
-    from ultralytics import YOLO
 
     tmp = Path(tempfile.mkdtemp(prefix="gradkit-reportcost-"))
     # all but two images in the val split

@@ -30,8 +30,9 @@ POLICIES: dict[str, dict] = {
 
 
 def _run(data: Path, out: Path, name: str, lr0: float, overrides: dict, args) -> dict:
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     model = YOLO("yolo26n.yaml")
     gradkit.attach(model, "default", {**overrides, "monitor.plot": False})

@@ -9,6 +9,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from pathlib import Path
 
 import pytest
+
 from gradkit.synth import SynthSpec, generate_dataset
 
 
@@ -37,8 +38,9 @@ TINY_TRAIN = dict(epochs=2, imgsz=64, batch=4, nbs=4, workers=0, plots=False, ve
 
 def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(), **train_kw):
     """Train yolo26n.yaml on tiny data with gradkit attached; return (model, run_dir)."""
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     model = YOLO("yolo26n.yaml")
     gradkit.attach(model, cfg if cfg is not None else "default", overrides)

@@ -8,6 +8,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import pytest
+
 from gradkit.augment import PRESETS, DefectBank, bbox_params, build_transforms, paste_defects
 from gradkit.config import AugmentConfig, ConfigError, load_config
 

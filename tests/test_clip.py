@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+
 from gradkit.clip import DEFAULT_AGC_EXCLUDE, autoclip_threshold, layer_of, make_clipper
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from gradkit.config import ConfigError, GradkitConfig, load_config, preset_path
 
 

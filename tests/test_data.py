@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+
 from gradkit.data import check_dataset, convert_coco, convert_voc, fix_dataset
 
 GRADKIT = str(Path(sys.executable).with_name("gradkit"))

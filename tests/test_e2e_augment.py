@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+
 from conftest import train_tiny
 
 pytestmark = pytest.mark.e2e

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import read_csv
 from gradkit.cli import split_plugin_args
 from gradkit.config import ConfigError

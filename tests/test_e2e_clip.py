@@ -7,6 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+
 from conftest import read_csv, train_tiny
 from gradkit.clip import DEFAULT_AGC_EXCLUDE, autoclip_threshold
 
@@ -109,8 +110,9 @@ def test_resume_restores_autoclip_history_and_step_count(tiny_data, tmp_path):
     steps_before = read_csv(run / "gradient_steps.csv")
     assert [int(s["step"]) for s in steps_before] == list(range(1, saved["step"] + 1))
 
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     model = YOLO(str(run / "weights" / "last.pt"))
     gradkit.attach(model, None)  # a different config: the run resumes with the one it started with
@@ -130,8 +132,9 @@ def test_resume_restores_autoclip_history_and_step_count(tiny_data, tmp_path):
 
 def test_finetune_from_checkpoint_starts_plugin_state_fresh(tiny_data, tmp_path):
     _, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"})
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     tuned = YOLO(str(run / "weights" / "last.pt"))
     gradkit.attach(tuned, None, {"clip.mode": "autoclip"})

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+
 from conftest import TINY_TRAIN, read_csv, train_tiny
 from gradkit.data import check_dataset
 from gradkit.synth import SynthSpec, generate_dataset
@@ -64,8 +65,9 @@ def test_convert_voc_and_finetune_from_base_checkpoint(tiny_data, tmp_path):
         got = [list(map(float, v.split())) for v in p.read_text().splitlines()]
         np.testing.assert_allclose(sorted(got), sorted(want), atol=2e-6)
 
-    import gradkit
     from ultralytics import YOLO
+
+    import gradkit
 
     tuned = YOLO(str(base_run / "weights" / "best.pt"))
     gradkit.attach(tuned, "finetune", {"augment.copy_paste.p": 0.5})

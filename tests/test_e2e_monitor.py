@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+
 from conftest import read_csv, train_tiny
 
 pytestmark = pytest.mark.e2e

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import train_tiny
 
 pytestmark = pytest.mark.e2e

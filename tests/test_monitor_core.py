@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from gradkit.clip import make_clipper
 from gradkit.config import AlertsConfig
 from gradkit.monitor import AlertDetector, LayerStats

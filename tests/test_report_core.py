@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+
 from gradkit.report.build import _clean
 from gradkit.report.coco import Box, bucket_metrics, coco_metrics
 from gradkit.report.compare import compare_reports

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+
 from gradkit.synth import CLASS_NAMES, SynthSpec, generate_dataset, render_image
 
 
