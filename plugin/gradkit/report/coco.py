@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ AREA_BUCKETS: dict[str, tuple[float, float]] = {
 ELONGATION_BUCKETS: dict[str, tuple[float, float]] = {"compact (<=5)": (0.0, 5.0), "elongated (>5)": (5.0, 1e9)}
 
 
-@dataclass(frozen=True)
-class Box:
+class Box(NamedTuple):
     """One box in normalised xyxy coordinates in [0, 1]; ``score`` is None for ground truth."""
 
     image: int
@@ -66,6 +65,7 @@ class CocoEvaluation:
         self.gt.createIndex()
         self.dt.createIndex()
         self.boxes = {"gt": {i + 1: b for i, b in enumerate(gts)}, "dt": {i + 1: b for i, b in enumerate(preds)}}
+        self._cache: dict[tuple, object] = {}
 
     @staticmethod
     def _ann(b: Box, i: int) -> dict:
@@ -78,12 +78,20 @@ class CocoEvaluation:
 
     def set_area(self, measure) -> None:
         """Put ``measure(box)`` into every annotation's ``area`` (what COCO's area ranges filter on)."""
+        self._cache.clear()
         for key, coco in (("gt", self.gt), ("dt", self.dt)):
             boxes = self.boxes[key]
             for ann_id, ann in coco.anns.items():
                 ann["area"] = measure(boxes[ann_id])
 
     def evaluate(self, area_rng: list[list[float]] | None = None):
+        """Evaluate (cached per area ranges until :meth:`set_area` changes the areas)."""
+        key = tuple(map(tuple, area_rng)) if area_rng is not None else None
+        if key not in self._cache:
+            self._cache[key] = self._evaluate(area_rng)
+        return self._cache[key]
+
+    def _evaluate(self, area_rng: list[list[float]] | None):
         from faster_coco_eval import COCOeval_faster
 
         ev = COCOeval_faster(self.gt, self.dt, iouType="bbox", print_function=lambda *a, **k: None)
@@ -117,13 +125,19 @@ def _ar(ev, area_index: int = 0, iou: float | None = None, k: int | None = None)
     return float(valid.mean()) if valid.size else float("nan")
 
 
+#: COCO's own area ranges (all, small, medium, large) on the canvas, then the relative-area buckets
+#: scaled to canvas areas: one evaluation serves both the COCO metrics and the area buckets.
+_COCO_RANGES = [[0.0, 1e10], [0.0, 32.0**2], [32.0**2, 96.0**2], [96.0**2, 1e10]]
+_AREA_RANGES = _COCO_RANGES + [[lo * CANVAS**2, hi * CANVAS**2] for lo, hi in AREA_BUCKETS.values()]
+
+
 def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int],
                  evaluation: CocoEvaluation | None = None) -> dict[str, float]:
     """AP, AP50, AP75, AR@100 and APs/m/l (absolute COCO areas on the 1000 px canvas).
 
     Classes without ground truth are excluded from the means (COCO's -1), not counted as zero.
     """
-    ev = (evaluation or CocoEvaluation(gts, preds, images, classes)).evaluate()
+    ev = (evaluation or CocoEvaluation(gts, preds, images, classes)).evaluate(_AREA_RANGES)
     return {"AP": _ap(ev), "AP50": _ap(ev, iou=0.5), "AP75": _ap(ev, iou=0.75), "AR100": _ar(ev),
             "APs": _ap(ev, 1), "APm": _ap(ev, 2), "APl": _ap(ev, 3)}
 
@@ -150,18 +164,18 @@ def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
         def measure(b: Box) -> float:
             return b.rel_area
 
-        ranges = [[0.0, 1e12], *[[lo * CANVAS**2, hi * CANVAS**2] for lo, hi in buckets.values()]]
+        ranges, first = _AREA_RANGES, len(_COCO_RANGES)
     else:
         def measure(b: Box) -> float:
             return b.elongation(*sizes[b.image])
 
         evaluation.set_area(measure)
-        ranges = [[0.0, 1e12], *[list(r) for r in buckets.values()]]
+        ranges, first = [[0.0, 1e12], *[list(r) for r in buckets.values()]], 1
     ev = evaluation.evaluate(ranges)
     values = np.array([measure(b) for b in gts])
     cls = np.array([b.cls for b in gts])
     out: dict[str, dict] = {}
-    for a, name in enumerate(buckets, start=1):
+    for a, name in enumerate(buckets, start=first):
         lo, hi = buckets[name]
         inside = (values >= lo) & (values < hi) if len(values) else np.zeros(0, bool)
         row = {"gt": int(inside.sum()), "AP": _ap(ev, a), "AP50": _ap(ev, a, 0.5), "recall": _ar(ev, a, 0.5),
