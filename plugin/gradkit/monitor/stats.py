@@ -108,7 +108,7 @@ class LayerStats:
         delta = torch._foreach_sub([p.detach() for p in self.params], before)
         return self._layer_norm(torch.stack(torch._foreach_norm(delta)).float(), self._param_index)
 
-    def measure(self, clip: ClipResult, weight_norm: torch.Tensor) -> StepStats:
+    def measure(self, clip: ClipResult, weight_norm: torch.Tensor, finite: bool | None = None) -> StepStats:
         """Per-layer statistics of a step from the clipping call's result, with one host transfer.
 
         Pre-clip per-layer norms come from the clip call's per-tensor norms (measured before it
@@ -119,7 +119,8 @@ class LayerStats:
             pre = torch.zeros(self.num_layers, device=weight_norm.device)
         else:
             pre = self._layer_norm(clip.tensor_norms, index)
-        finite = bool(torch.isfinite(clip.total_norm))
+        if finite is None:  # callers that already synchronised pass it, saving a host sync per step
+            finite = bool(torch.isfinite(clip.total_norm))
         if not finite or clip.uniform:
             post = pre * clip.clip_coef.float()
         else:

@@ -238,7 +238,7 @@ class GradkitCallback:
 
         stats = None
         if monitored or not finite:
-            stats = self.stats.measure(result, weight if weight is not None else self.stats.weight_norms())
+            stats = self.stats.measure(result, weight if weight is not None else self.stats.weight_norms(), finite)
 
         if skip:
             scaler.update()  # lowers the AMP scale after an overflow; no-op when the scaler is disabled
