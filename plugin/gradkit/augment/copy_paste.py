@@ -10,6 +10,7 @@ existing defect are rejected. Rare classes can be preferred to fight class imbal
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,12 +36,17 @@ class DefectBank:
         load_image: Loads image ``i`` as HxWx3 uint8.
         nc: Number of classes.
         class_weights: Relative sampling weight per class; ``rare_first`` uses 1 / frequency instead.
+        cache_bytes: Budget of the crop cache (least recently used crops go first): decoding a whole
+            source image per paste costs more than the rest of the training pipeline.
     """
 
     def __init__(self, boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray],
                  load_image: Callable[[int], np.ndarray], nc: int, class_weights: Sequence[float] | None = None,
-                 rare_first: bool = False):
+                 rare_first: bool = False, cache_bytes: int = 64 << 20):
         self.load_image = load_image
+        self.cache_bytes = cache_bytes
+        self._crops: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...]]] = OrderedDict()
+        self._cached_bytes = 0
         self.by_class: dict[int, list[_Instance]] = {c: [] for c in range(nc)}
         for i, (bb, cc) in enumerate(zip(boxes, classes, strict=True)):
             for b, c in zip(np.asarray(bb).reshape(-1, 4), np.asarray(cc).reshape(-1), strict=True):
@@ -64,6 +70,34 @@ class DefectBank:
             return None
         c = rng.choices(range(len(self.weights)), weights=self.weights.tolist())[0]
         return rng.choice(self.by_class[c])
+
+    def crop(self, inst: _Instance, margin: int) -> tuple[np.ndarray, tuple[int, int, int, int, int, int, int, int]]:
+        """The defect with ``margin`` pixels of its background (read-only), and where it lies in its source.
+
+        Returns:
+            The crop and ``(px0, py0, px1, py1, cx0, cy0, cx1, cy1)``: the box and the crop in source pixels.
+        """
+        key = (inst.image, inst.box, margin)
+        hit = self._crops.get(key)
+        if hit is not None:
+            self._crops.move_to_end(key)
+            return hit
+        src = self.load_image(inst.image)
+        sh, sw = src.shape[:2]
+        bx0, by0, bx1, by1 = inst.box
+        px0, py0 = int(np.floor(bx0 * sw)), int(np.floor(by0 * sh))
+        px1, py1 = int(np.ceil(bx1 * sw)), int(np.ceil(by1 * sh))
+        cx0, cy0, cx1, cy1 = max(px0 - margin, 0), max(py0 - margin, 0), min(px1 + margin, sw), min(py1 + margin, sh)
+        crop = src[cy0:cy1, cx0:cx1].copy()  # a copy: a view would keep the whole source image alive
+        crop.flags.writeable = False
+        entry = (crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1))
+        if crop.nbytes <= self.cache_bytes:
+            self._crops[key] = entry
+            self._cached_bytes += crop.nbytes
+            while self._cached_bytes > self.cache_bytes:
+                old, _ = self._crops.popitem(last=False)[1]
+                self._cached_bytes -= old.nbytes
+        return entry
 
 
 def _feather(h: int, w: int, margin: int) -> np.ndarray:
@@ -131,13 +165,7 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         inst = bank.sample(rng)
         if inst is None:
             break
-        src = bank.load_image(inst.image)
-        sh, sw = src.shape[:2]
-        bx0, by0, bx1, by1 = inst.box
-        px0, py0 = int(np.floor(bx0 * sw)), int(np.floor(by0 * sh))
-        px1, py1 = int(np.ceil(bx1 * sw)), int(np.ceil(by1 * sh))
-        cx0, cy0, cx1, cy1 = max(px0 - margin, 0), max(py0 - margin, 0), min(px1 + margin, sw), min(py1 + margin, sh)
-        crop = src[cy0:cy1, cx0:cx1]
+        crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1) = bank.crop(inst, margin)
         if scale != 1.0:
             crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
                               interpolation=cv2.INTER_LINEAR)

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PRESETS", "AugmentError", "bbox_params", "build_compose", "build_transforms", "load_transform_list",
-           "validate_transform_list"]
+__all__ = ["PRESETS", "AugmentError", "bbox_params", "build_compose", "build_runner", "build_transforms",
+           "load_transform_list", "validate_transform_list"]
 
 
 class AugmentError(ValueError):
@@ -29,12 +29,13 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
     "none": [],
     "defect": [
         {"__class_fullname__": "D4", "p": 1.0},
-        # small rotations only: a box cannot follow a rotation exactly; within +-4 degrees the rotated
-        # box of the box stays at IoU >= 0.85 with the object's true box, round or thin (tested on masks)
-        {"__class_fullname__": "Rotate", "limit": [-4, 4], "border_mode": 4, "rotate_method": "largest_box", "p": 0.3},
+        # (small rotations come from Ultralytics' own warp, `degrees: 4` in defect.yaml: it runs on
+        # every sample anyway, while a Rotate here costs a second warp and Albumentations' box geometry)
         # illumination: exposure, contrast, gamma, uneven lighting, local contrast
-        {"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": [-0.2, 0.2],
-         "contrast_limit": [-0.2, 0.2], "p": 0.5},
+        # (the preset's config turns Ultralytics' hsv_v off: on gray images its value gain is this
+        # brightness change, at the cost of a full HSV round trip of the colour image)
+        {"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": [-0.25, 0.25],
+         "contrast_limit": [-0.25, 0.25], "p": 0.8},
         {"__class_fullname__": "RandomGamma", "gamma_limit": [80, 120], "p": 0.3},
         # (probabilities of the costly ones kept low: see benchmarks/augment_throughput.py)
         {"__class_fullname__": "Illumination", "mode": "gaussian", "intensity_range": [0.01, 0.15], "p": 0.2},
@@ -127,15 +128,34 @@ def bbox_params(aug):
     b = aug.bbox
     return A.BboxParams(format="yolo", label_fields=["class_labels"], min_visibility=b.min_visibility,
                         min_area=b.min_area, min_width=b.min_width, min_height=b.min_height, clip=True,
-                        filter_invalid_bboxes=True)
+                        filter_invalid_bboxes=True, check_each_transform=False)
 
 
 def build_compose(cfg, seed: int | None = None):
-    """``A.Compose`` of :func:`build_transforms` with the box parameters; None when there is nothing."""
+    """``A.Compose`` of :func:`build_transforms` with the box parameters; None when there is nothing.
+
+    A seed goes into one generator shared by all transforms, not into ``Compose(seed=...)``, which
+    gives every transform the same stream and so makes their ``p`` draws fire together.
+    """
+    import random
+
     import albumentations as A
+    import numpy as np
 
     aug = getattr(cfg, "augment", cfg)
     transforms = build_transforms(aug)
     if not transforms:
         return None
-    return A.Compose(transforms, bbox_params=bbox_params(aug), seed=seed)
+    compose = A.Compose(transforms, bbox_params=bbox_params(aug))
+    if seed is not None:
+        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return compose
+
+
+def build_runner(cfg, seed: int | None = None):
+    """The :class:`~gradkit.augment.runner.AugmentRunner` training uses for ``cfg``; None when there is nothing."""
+    from gradkit.augment.runner import AugmentRunner
+
+    aug = getattr(cfg, "augment", cfg)
+    transforms = build_transforms(aug)
+    return AugmentRunner(transforms, bbox_params(aug), seed) if transforms else None

@@ -22,17 +22,15 @@ class AlbumentationsStage:
     """
 
     def __init__(self, aug_cfg):
-        from gradkit.augment.pipeline import build_compose
+        from gradkit.augment.pipeline import build_runner
 
-        self.compose = build_compose(aug_cfg)
+        self.runner = build_runner(aug_cfg)
 
     def __call__(self, labels: dict) -> dict:
-        if self.compose is None:
+        if self.runner is None:
             return labels
-        import torch as _torch
-
-        if self.compose.seed != _torch.initial_seed():  # each dataloader worker its own stream
-            self.compose.set_random_seed(_torch.initial_seed())
+        if self.runner.seed != torch.initial_seed():  # each dataloader worker its own stream
+            self.runner.set_random_seed(torch.initial_seed())
         from ultralytics.utils.instance import Instances
 
         img = labels["img"]
@@ -43,7 +41,7 @@ class AlbumentationsStage:
         inst.convert_bbox("xywh")
         inst.normalize(w, h)
         boxes = np.clip(inst.bboxes, 0.0, 1.0) if len(inst.bboxes) else np.zeros((0, 4), np.float32)
-        out = self.compose(image=img, bboxes=boxes, class_labels=labels["cls"].reshape(-1))
+        out = self.runner(image=img, bboxes=boxes, class_labels=labels["cls"].reshape(-1))
         new_boxes = np.array(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         labels["img"] = out["image"]
         labels["cls"] = np.array(out["class_labels"], dtype=np.float32).reshape(-1, 1)
