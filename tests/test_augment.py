@@ -189,3 +189,25 @@ def test_class_weights_and_rare_first_shift_pasted_classes():
     assert pasted and set(pasted) == {2}
     rare = _bank(rng, rare_first=True)  # class 2 has 4 instances, 0 and 1 one each: weights 1/count
     assert rare.weights[2] < rare.weights[0] == rare.weights[1]
+
+
+def test_crop_cache_reads_each_source_once_and_changes_nothing():
+    """Oracle: the same pastes from a bank without a cache (which reads the source every time)."""
+    cached, uncached = _bank(random.Random(2)), _bank(random.Random(2))
+    uncached.cache_bytes = 0
+    reads: list[int] = []
+    load = cached.load_image
+    cached.load_image = lambda j: reads.append(j) or load(j)
+    for trial in range(40):
+        dst = np.full((160, 160, 3), 120 + trial % 7, np.uint8)
+        a = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), cached, random.Random(trial), max_per_image=3)
+        b = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), uncached, random.Random(trial), max_per_image=3)
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(x, y)
+    assert len(reads) == len(set(reads)) <= 6  # each of the 6 source images decoded once
+    tiny = _bank(random.Random(2))
+    tiny.cache_bytes = 5000  # room for one 48x28 crop: least recently used ones are evicted
+    for trial in range(10):
+        paste_defects(np.full((160, 160, 3), 120, np.uint8), np.zeros((0, 4)), np.zeros(0), tiny,
+                      random.Random(trial))
+        assert 0 < tiny._cached_bytes <= 5000 and sum(c.nbytes for c, _ in tiny._crops.values()) == tiny._cached_bytes

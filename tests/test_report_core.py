@@ -23,16 +23,19 @@ def _pred(b: Box, score=0.9, dx=0.0) -> Box:
     return Box(b.image, b.cls, b.x0 + dx, b.y0, b.x1 + dx, b.y1, score)
 
 
-def _pycocotools(gts, preds, sizes, classes):
-    """Independent COCO evaluation in absolute pixels (no normalisation) with pycocotools."""
+def _pycocotools(gts, preds, sizes, classes, area=None, area_rng=None, raw=False):
+    """Independent COCO evaluation in absolute pixels (no normalisation) with pycocotools.
+
+    ``area(box)`` replaces the annotations' ``area`` and ``area_rng`` the ranges (bucket oracle).
+    """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     def ann(b, i):
         w, h = sizes[b.image]
         box = [b.x0 * w, b.y0 * h, (b.x1 - b.x0) * w, (b.y1 - b.y0) * h]
-        d = {"id": i + 1, "image_id": b.image, "category_id": b.cls, "bbox": box, "area": box[2] * box[3],
-             "iscrowd": 0}
+        d = {"id": i + 1, "image_id": b.image, "category_id": b.cls, "bbox": box,
+             "area": area(b) if area else box[2] * box[3], "iscrowd": 0}
         if b.score is not None:
             d["score"] = b.score
         return d
@@ -44,8 +47,16 @@ def _pycocotools(gts, preds, sizes, classes):
         gt.createIndex()
         dt = gt.loadRes([ann(b, i) for i, b in enumerate(preds)]) if preds else COCO()
         ev = COCOeval(gt, dt, "bbox")
+        if area_rng is not None:
+            ev.params.areaRng = area_rng
+            ev.params.areaRngLbl = [str(i) for i in range(len(area_rng))]
+        if area:  # pycocotools sets a result's area from its bbox: put the measure back
+            for d in dt.anns.values():
+                d["area"] = area(preds[d["id"] - 1])
         ev.evaluate()
         ev.accumulate()
+        if raw:
+            return ev
         ev.summarize()
     return {"AP": ev.stats[0], "AP50": ev.stats[1], "AP75": ev.stats[2], "AR100": ev.stats[8]}
 
@@ -74,8 +85,8 @@ def test_class_without_ground_truth_is_excluded_not_zero():
     assert m["AP"] == pytest.approx(1.0)
 
 
-def test_agrees_with_pycocotools_on_noisy_predictions():
-    rng = np.random.default_rng(0)
+def _noisy_scene(seed=0):
+    rng = np.random.default_rng(seed)
     gts, preds = [], []
     sizes = {i: (int(rng.integers(100, 3000)), int(rng.integers(100, 3000))) for i in range(40)}
     for i in range(40):
@@ -91,10 +102,49 @@ def test_agrees_with_pycocotools_on_noisy_predictions():
         for _ in range(rng.integers(0, 3)):  # false positives
             x0, y0 = rng.uniform(0, 0.8, 2)
             preds.append(Box(i, int(rng.integers(0, 3)), x0, y0, x0 + 0.1, y0 + 0.1, float(rng.random() * 0.5)))
+        if rng.random() < 0.3:  # a scratch: long and thin
+            b = Box(i, 2, 0.1, 0.5, 0.8, 0.5 + float(rng.uniform(0.003, 0.02)))
+            gts.append(b)
+            preds.append(Box(i, 2, b.x0 + 0.01, b.y0, b.x1, b.y1 + 0.002, float(rng.random())))
+    return gts, preds, sizes
+
+
+def test_agrees_with_pycocotools_on_noisy_predictions():
+    gts, preds, sizes = _noisy_scene()
     ours = coco_metrics(gts, preds, list(sizes), [0, 1, 2])
     ref = _pycocotools(gts, preds, sizes, [0, 1, 2])
     for k in ref:
         assert ours[k] == pytest.approx(ref[k], abs=1e-3), k
+
+
+@pytest.mark.parametrize("by", ["area", "elongation"])
+def test_buckets_agree_with_pycocotools(by):
+    """Oracle: pycocotools with each annotation's area set to the box's own measure (Box.rel_area /
+    Box.elongation, computed per box) and the bucket bounds as area ranges."""
+    from gradkit.report.coco import AREA_BUCKETS, ELONGATION_BUCKETS
+
+    gts, preds, sizes = _noisy_scene(1)
+    buckets = AREA_BUCKETS if by == "area" else ELONGATION_BUCKETS
+    ours = bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, by)
+    if by == "area":
+        def measure(b):
+            return b.rel_area
+    else:
+        def measure(b):
+            return b.elongation(*sizes[b.image])
+    ev = _pycocotools(gts, preds, sizes, [0, 1, 2], area=measure, area_rng=[list(r) for r in buckets.values()],
+                      raw=True)
+    assert sum(ours[name]["gt"] for name in buckets) == len(gts)
+    for a, name in enumerate(buckets):
+        prec = ev.eval["precision"][:, :, :, a, -1]
+        rec = ev.eval["recall"][0, :, a, -1]  # IoU 0.5
+        expect_ap = prec[prec > -1].mean() if (prec > -1).any() else np.nan
+        expect_ap50 = prec[0][prec[0] > -1].mean() if (prec[0] > -1).any() else np.nan
+        expect_rec = rec[rec > -1].mean() if (rec > -1).any() else np.nan
+        np.testing.assert_allclose([ours[name]["AP"], ours[name]["AP50"], ours[name]["recall"]],
+                                   [expect_ap, expect_ap50, expect_rec], atol=1e-3, err_msg=name)
+    if by == "elongation":
+        assert ours["elongated (>5)"]["gt"] > 0  # the scene's scratches land in the elongated bucket
 
 
 def test_relative_area_buckets():
@@ -129,6 +179,68 @@ def test_error_kinds_on_hand_made_cases():
     assert totals == {"tp": 1, "classification": 1, "localization": 1, "both": 1, "duplicate": 1, "background": 1,
                       "background_on_defect_free": 1, "missed": 2}
     assert per_image[0].missed == 2 and per_image[1].false_positives == 1
+
+
+def _naive_errors(gts, preds, images, conf):
+    """Reference: one prediction at a time, plain Python IoU, the rules as the module docstring states them."""
+    def iou(a, b):
+        iw = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+        ih = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+        union = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - iw * ih
+        return iw * ih / union if union > 0 else 0.0
+
+    totals = dict.fromkeys(["tp", "classification", "localization", "both", "duplicate", "background",
+                            "background_on_defect_free", "missed"], 0)
+    per_image = {}
+    for img in images:
+        g = [b for b in gts if b.image == img]
+        p = sorted([b for b in preds if b.image == img and b.score >= conf], key=lambda b: -b.score)
+        matched, counts = set(), dict.fromkeys(totals, 0)
+        for pb in p:
+            same = [iou(pb, gb) if gb.cls == pb.cls else 0.0 for gb in g]
+            other = [iou(pb, gb) if gb.cls != pb.cls else 0.0 for gb in g]
+            if not g:
+                kind = "background_on_defect_free"
+            elif max(same) >= 0.5:
+                free = [(v, j) for j, v in enumerate(same) if j not in matched and v >= 0.5]
+                if free:
+                    matched.add(max(free, key=lambda t: (t[0], -t[1]))[1])
+                    kind = "tp"
+                else:
+                    kind = "duplicate"
+            elif max(other) >= 0.5:
+                kind = "classification"
+            elif max(same) >= 0.1:
+                kind = "localization"
+            elif max(max(same), max(other)) >= 0.1:
+                kind = "both"
+            else:
+                kind = "background"
+            counts[kind] += 1
+        counts["missed"] = len(g) - len(matched)
+        per_image[img] = counts
+        for k, v in counts.items():
+            totals[k] += v
+    return totals, per_image
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_error_analysis_agrees_with_a_naive_reference(seed):
+    gts, preds, sizes = _noisy_scene(seed)
+    rng = np.random.default_rng(seed)
+    for b in list(preds):  # duplicates and swapped classes
+        if rng.random() < 0.3:
+            preds.append(Box(b.image, b.cls, b.x0 + 0.002, b.y0, b.x1, b.y1, b.score * 0.9))
+        if rng.random() < 0.2:
+            preds.append(Box(b.image, (b.cls + 1) % 3, b.x0, b.y0, b.x1, b.y1 + 0.01, b.score * 0.8))
+    totals, per_image = analyse_errors(gts, preds, list(sizes), conf=0.25)
+    ref_totals, ref_per_image = _naive_errors(gts, preds, list(sizes), 0.25)
+    assert totals == ref_totals
+    json.dumps([{"tp": r.tp, **r.counts} for r in per_image.values()])  # plain ints: the report is JSON
+    for img, counts in ref_per_image.items():
+        assert per_image[img].tp == counts["tp"]
+        assert {k: per_image[img].counts[k] for k in counts if k != "tp"} == {k: v for k, v in counts.items()
+                                                                             if k != "tp"}
 
 
 def _report(name="scratch"):

@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
-from gradkit.report.coco import Box
+from gradkit.report.coco import Box, box_columns
 
 __all__ = ["ERROR_KINDS", "ImageErrors", "analyse_errors"]
 
@@ -43,8 +41,36 @@ class ImageErrors:
         return sum(v for k, v in self.counts.items() if k != "missed")
 
 
-def _xyxy(boxes: Sequence[Box]) -> torch.Tensor:
-    return torch.tensor([[b.x0, b.y0, b.x1, b.y1] for b in boxes], dtype=torch.float64).reshape(-1, 4)
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes; 0 where a union is empty."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray) -> tuple[list[str], int]:
+    """Kinds of one image's predictions (in descending score order) and the number of objects found."""
+    iou = _iou(p_box, g_box)
+    same = p_cls[:, None] == g_cls[None, :]
+    best_same = np.where(same, iou, 0.0).max(1)
+    best_other = np.where(same, 0.0, iou).max(1)
+    kinds = np.where(best_other >= FG_IOU, "classification",
+                     np.where(best_same >= BG_IOU, "localization",
+                              np.where(iou.max(1) >= BG_IOU, "both", "background"))).astype(object)
+    matched = np.zeros(len(g_cls), bool)
+    for i in np.flatnonzero(best_same >= FG_IOU):  # greedy in score order: the order decides duplicates
+        free = np.where(~matched & same[i], iou[i], 0.0)
+        j = int(free.argmax())
+        if free[j] >= FG_IOU:
+            matched[j] = True
+            kinds[i] = "tp"
+        else:
+            kinds[i] = "duplicate"
+    return kinds.tolist(), int(matched.sum())
 
 
 def analyse_errors(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], conf: float = 0.25
@@ -54,45 +80,31 @@ def analyse_errors(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     Returns:
         Totals per kind (plus ``tp``) and the per-image outcomes.
     """
-    by_img_gt: dict[int, list[Box]] = {i: [] for i in images}
-    by_img_pr: dict[int, list[Box]] = {i: [] for i in images}
-    for b in gts:
-        by_img_gt.setdefault(b.image, []).append(b)
-    for b in preds:
-        if b.score is not None and b.score >= conf:
-            by_img_pr.setdefault(b.image, []).append(b)
+    g, p = box_columns(gts), box_columns(preds)
+    keep = np.nan_to_num(p["score"], nan=-np.inf) >= conf
+    p = {k: v[keep] for k, v in p.items()}
+    p_order = np.lexsort((-p["score"], p["image"]))  # by image, then by descending score (stable on ties)
+    g_order = np.argsort(g["image"], kind="stable")
+    p_img, g_img = p["image"][p_order], g["image"][g_order]
+    p_box = np.stack([p[k] for k in ("x0", "y0", "x1", "y1")], 1)[p_order]
+    g_box = np.stack([g[k] for k in ("x0", "y0", "x1", "y1")], 1)[g_order]
+    p_cls, g_cls = p["cls"][p_order], g["cls"][g_order]
     totals: Counter = Counter()
     per_image: dict[int, ImageErrors] = {}
-    for img in by_img_gt:
-        g, p = by_img_gt[img], sorted(by_img_pr.get(img, []), key=lambda b: -(b.score or 0.0))
+    for img in dict.fromkeys([*images, *np.unique(g_img).tolist()]):
+        ps = slice(*np.searchsorted(p_img, [img, img + 1]))
+        gs = slice(*np.searchsorted(g_img, [img, img + 1]))
+        n_pred, n_gt = int(ps.stop - ps.start), int(gs.stop - gs.start)
         res = ImageErrors(img)
-        iou = box_iou(_xyxy(p), _xyxy(g)).numpy() if g and p else np.zeros((len(p), len(g)))
-        gcls = np.array([b.cls for b in g])
-        matched = np.zeros(len(g), bool)
-        for i, pb in enumerate(p):
-            same = gcls == pb.cls if g else np.zeros(0, bool)
-            iou_same = np.where(same, iou[i], 0.0) if g else np.zeros(0)
-            iou_any = iou[i] if g else np.zeros(0)
-            best_same = int(iou_same.argmax()) if len(g) else -1
-            if len(g) and iou_same[best_same] >= FG_IOU:
-                # highest IoU among the still unmatched objects of the class
-                free = np.where(~matched & same, iou[i], 0.0)
-                j = int(free.argmax())
-                if free[j] >= FG_IOU:
-                    matched[j] = True
-                    res.tp += 1
-                    continue
-                kind = "duplicate"
-            elif len(g) and (iou_any * ~same).max(initial=0.0) >= FG_IOU:
-                kind = "classification"
-            elif len(g) and iou_same.max(initial=0.0) >= BG_IOU:
-                kind = "localization"
-            elif len(g) and iou_any.max(initial=0.0) >= BG_IOU:
-                kind = "both"
-            else:
-                kind = "background" if g else "background_on_defect_free"
-            res.counts[kind] += 1
-        res.counts["missed"] += int((~matched).sum())
+        if n_gt == 0:
+            kinds, found = ["background_on_defect_free"] * n_pred, 0
+        elif n_pred == 0:
+            kinds, found = [], 0
+        else:
+            kinds, found = _classify(p_box[ps], p_cls[ps], g_box[gs], g_cls[gs])
+        res.tp = found
+        res.counts.update(k for k in kinds if k != "tp")
+        res.counts["missed"] += n_gt - found
         totals.update(res.counts)
         totals["tp"] += res.tp
         per_image[img] = res
