@@ -80,9 +80,7 @@ def analyse_errors(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     Returns:
         Totals per kind (plus ``tp``) and the per-image outcomes.
     """
-    g, p = box_columns(gts), box_columns(preds)
-    keep = np.nan_to_num(p["score"], nan=-np.inf) >= conf
-    p = {k: v[keep] for k, v in p.items()}
+    g, p = box_columns(gts), box_columns([b for b in preds if b.score is not None and b.score >= conf])
     p_order = np.lexsort((-p["score"], p["image"]))  # by image, then by descending score (stable on ties)
     g_order = np.argsort(g["image"], kind="stable")
     p_img, g_img = p["image"][p_order], g["image"][g_order]
