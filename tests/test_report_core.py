@@ -282,3 +282,20 @@ def test_comparison_deltas_and_winner():
     json.dumps(cmp_)
     with pytest.raises(ValueError, match="at least two"):
         compare_reports([a], ["a"])
+
+
+def test_boxes_columns_round_trip_and_validation():
+    from gradkit.report.coco import Boxes
+
+    boxes = GT + [_pred(b, 0.5 + i / 10) for i, b in enumerate(GT)]
+    table = Boxes.from_boxes(boxes)
+    assert list(table) == boxes and len(table) == len(boxes)  # ground truth keeps score None
+    assert list(table[table.image == 0]) == [b for b in boxes if b.image == 0]
+    assert Boxes.from_boxes(table) is table
+    with pytest.raises(ValueError, match="columns differ in length"):
+        Boxes([0, 1], [0], [0.1], [0.1], [0.2], [0.2])
+    gts, preds, sizes = _noisy_scene(2)  # the analyses give the same answers for columns and lists
+    assert coco_metrics(Boxes.from_boxes(gts), Boxes.from_boxes(preds), list(sizes), [0, 1, 2]) == \
+        coco_metrics(gts, preds, list(sizes), [0, 1, 2])
+    assert analyse_errors(Boxes.from_boxes(gts), Boxes.from_boxes(preds), list(sizes))[0] == \
+        analyse_errors(gts, preds, list(sizes))[0]

@@ -13,7 +13,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from gradkit.report.coco import CocoEvaluation, bucket_metrics, coco_metrics
+import numpy as np
+
+from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors
 
@@ -87,8 +89,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def _gallery_entry(ev: EvalData, r, shown_preds: dict[int, list]) -> dict[str, Any]:
-    gts = [[b.cls, b.x0, b.y0, b.x1, b.y1] for b in ev.gts if b.image == r.image]
+def _gallery_entry(ev: EvalData, gt_boxes: Boxes, r, shown_preds: dict[int, list]) -> dict[str, Any]:
+    gts = [[b.cls, b.x0, b.y0, b.x1, b.y1] for b in gt_boxes[gt_boxes.image == r.image]]
     preds = [[b.cls, b.score, b.x0, b.y0, b.x1, b.y1] for b in shown_preds.get(r.image, [])]
     return {"image": ev.files[r.image], "missed": r.missed, "false_positives": r.false_positives, "tp": r.tp,
             "errors": dict(r.counts), "gt": gts, "pred": preds}
@@ -98,6 +100,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
                  gallery_size: int = 6) -> dict[str, Any]:
     """The report as a dict with stable keys (see README, "report.json")."""
     classes = sorted(ev.names)
+    gts, preds = Boxes.from_boxes(ev.gts), Boxes.from_boxes(ev.preds)
     per_class = []
     for c in classes:
         present = c in ev.per_class and ev.instances.get(c, 0) > 0
@@ -109,19 +112,18 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         per_class.append(row)
     present_classes = [c for c in classes if ev.instances.get(c, 0) > 0]
     coco, area, elong = {}, {}, {}
-    if ev.gts:
-        evaluation = CocoEvaluation(ev.gts, ev.preds, ev.images, classes)  # built once, evaluated three times
-        coco = coco_metrics(ev.gts, ev.preds, ev.images, classes, evaluation)
-        area = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "area", evaluation)
-        elong = bucket_metrics(ev.gts, ev.preds, ev.images, classes, ev.sizes, "elongation", evaluation)
-    errors, per_image = analyse_errors(ev.gts, ev.preds, ev.images, ev.conf_threshold)
+    if len(gts):
+        evaluation = CocoEvaluation(gts, preds, ev.images, classes)  # built once, evaluated three times
+        coco = coco_metrics(gts, preds, ev.images, classes, evaluation)
+        area = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "area", evaluation)
+        elong = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "elongation", evaluation)
+    errors, per_image = analyse_errors(gts, preds, ev.images, ev.conf_threshold)
     worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
     worst_ids = {r.image for r in worst}
     shown: dict[int, list] = {}
-    for b in ev.preds:
-        if b.image in worst_ids and (b.score or 0) >= ev.conf_threshold:
-            shown.setdefault(b.image, []).append(b)
-    defect_free = len(set(ev.images) - {b.image for b in ev.gts})
+    for b in preds[np.isin(preds.image, list(worst_ids)) & (np.nan_to_num(preds.score) >= ev.conf_threshold)]:
+        shown.setdefault(b.image, []).append(b)
+    defect_free = len(set(ev.images) - set(gts.image.tolist()))
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": "evaluation",
@@ -130,7 +132,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "split": ev.split,
         "images": len(ev.images),
         "defect_free_images": defect_free,
-        "instances": len(ev.gts),
+        "instances": len(gts),
         "class_names": {str(c): ev.names[c] for c in classes},
         "versions": _versions(),
         "plugin_config": plugin_config,
@@ -140,7 +142,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "coco": {"metrics": coco, "library": "faster-coco-eval", "note": COCO_NOTE},
         "size_buckets": {"by_relative_area": area, "by_elongation": elong},
         "errors": {"conf_threshold": ev.conf_threshold, "counts": errors,
-                   "worst_images": [_gallery_entry(ev, r, shown) for r in worst]},
+                   "worst_images": [_gallery_entry(ev, gts, r, shown) for r in worst]},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),

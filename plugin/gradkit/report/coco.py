@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "CocoEvaluation", "box_columns", "bucket_metrics",
+__all__ = ["AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "Boxes", "CocoEvaluation", "box_columns", "bucket_metrics",
            "coco_metrics"]
 
 CANVAS = 1000.0
@@ -48,12 +48,51 @@ class Box(NamedTuple):
         return max(w, h) / max(min(w, h), 1e-9)
 
 
-def box_columns(boxes: Sequence[Box]) -> dict[str, np.ndarray]:
+_FIELDS = ("image", "cls", "x0", "y0", "x1", "y1", "score")
+
+
+class Boxes:
+    """Many boxes as numpy columns (the form the analyses compute on); iterates as :class:`Box`.
+
+    A validation yields ~10^5 predictions: one Python object each is most of a report's cost.
+    ``score`` is NaN for ground truth.
+    """
+
+    def __init__(self, image, cls, x0, y0, x1, y1, score=None):
+        self.image = np.asarray(image, np.int64).reshape(-1)
+        self.cls = np.asarray(cls, np.int64).reshape(-1)
+        self.x0, self.y0, self.x1, self.y1 = (np.asarray(v, np.float64).reshape(-1) for v in (x0, y0, x1, y1))
+        self.score = (np.full(len(self.image), np.nan) if score is None
+                      else np.asarray(score, np.float64).reshape(-1))
+        if len({len(getattr(self, f)) for f in _FIELDS}) != 1:
+            raise ValueError(f"Boxes: columns differ in length: { {f: len(getattr(self, f)) for f in _FIELDS} }")
+
+    @classmethod
+    def from_boxes(cls, boxes: Sequence[Box]) -> Boxes:
+        if isinstance(boxes, Boxes):
+            return boxes
+        cols = [[b[k] for b in boxes] for k in range(6)]
+        return cls(*cols, [np.nan if b.score is None else b.score for b in boxes])
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def __iter__(self):
+        rows = zip(*(getattr(self, f).tolist() for f in _FIELDS), strict=True)
+        return (Box(i, c, x0, y0, x1, y1, None if s != s else s) for i, c, x0, y0, x1, y1, s in rows)
+
+    def __getitem__(self, index) -> Boxes:
+        """A subset (boolean mask or index array)."""
+        return Boxes(*(getattr(self, f)[index] for f in _FIELDS))
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f: getattr(self, f) for f in _FIELDS}
+
+
+def box_columns(boxes: Sequence[Box] | Boxes) -> dict[str, np.ndarray]:
     """Boxes as columns: the per-box Python work happens once, in numpy."""
-    col = {name: np.array([b[k] for b in boxes], np.int64 if k < 2 else np.float64).reshape(-1)
-           for k, name in enumerate(("image", "cls", "x0", "y0", "x1", "y1"))}
-    col["score"] = np.array([np.nan if b.score is None else b.score for b in boxes], np.float64).reshape(-1)
-    return col
+    return Boxes.from_boxes(boxes).columns
 
 
 def _annotations(col: dict[str, np.ndarray], scored: bool) -> list[dict]:
@@ -75,7 +114,8 @@ class CocoEvaluation:
     """The ground truth and detections as faster-coco-eval objects, built once and evaluated with
     different area ranges (and, for elongation, a different quantity in ``area``)."""
 
-    def __init__(self, gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int]):
+    def __init__(self, gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int],
+                 classes: Sequence[int]):
         from faster_coco_eval import COCO
 
         self.classes = list(classes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradkit.report.coco import Box
+from gradkit.report.coco import Box, Boxes
 
 __all__ = ["EvalData"]
 
@@ -21,8 +21,8 @@ class EvalData:
     images: list[int]
     files: dict[int, str]
     sizes: dict[int, tuple[int, int]]  # id -> (width, height)
-    gts: list[Box]
-    preds: list[Box]
+    gts: list[Box] | Boxes
+    preds: list[Box] | Boxes  # a validation's ~10^5 predictions come as columns
     headline: dict[str, float]  # precision, recall, mAP50, mAP50-95 (Ultralytics' definitions)
     per_class: dict[int, dict[str, float]]  # class -> P, R, AP50, AP50-95 for classes present
     instances: dict[int, int]

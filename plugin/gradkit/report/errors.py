@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gradkit.report.coco import Box, box_columns
+from gradkit.report.coco import Box, Boxes, box_columns
 
 __all__ = ["ERROR_KINDS", "ImageErrors", "analyse_errors"]
 
@@ -73,14 +73,16 @@ def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np
     return kinds.tolist(), int(matched.sum())
 
 
-def analyse_errors(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], conf: float = 0.25
+def analyse_errors(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int], conf: float = 0.25
                    ) -> tuple[dict[str, int], dict[int, ImageErrors]]:
     """Classify every prediction with ``score >= conf`` and every missed object.
 
     Returns:
         Totals per kind (plus ``tp``) and the per-image outcomes.
     """
-    g, p = box_columns(gts), box_columns([b for b in preds if b.score is not None and b.score >= conf])
+    g, p = box_columns(gts), box_columns(preds)
+    keep = np.nan_to_num(p["score"], nan=-np.inf) >= conf
+    p = {k: v[keep] for k, v in p.items()}
     p_order = np.lexsort((-p["score"], p["image"]))  # by image, then by descending score (stable on ties)
     g_order = np.argsort(g["image"], kind="stable")
     p_img, g_img = p["image"][p_order], g["image"][g_order]

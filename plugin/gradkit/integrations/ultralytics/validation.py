@@ -17,7 +17,7 @@ def collect_validation(validator) -> EvalData:
     Uses the validator's own metrics (never re-computed), its ``jdict`` predictions (requires
     ``save_json=True``) and its dataset's labels as ground truth.
     """
-    from gradkit.report.coco import Box
+    from gradkit.report.coco import Box, Boxes
 
     dataset = validator.dataloader.dataset
     metrics = validator.metrics
@@ -39,12 +39,13 @@ def collect_validation(validator) -> EvalData:
         for c, (x, y, bw, bh) in zip(lab["cls"].reshape(-1).tolist(), lab["bboxes"].tolist(), strict=True):
             gts.append(Box(i, int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2))
     inv_map = {v: k for k, v in enumerate(validator.class_map)}
-    preds = []
-    for d in validator.jdict or []:
-        i = by_name[d["file_name"]]
-        w, h = sizes[i]
-        x, y, bw, bh = d["bbox"]
-        preds.append(Box(i, inv_map[d["category_id"]], x / w, y / h, (x + bw) / w, (y + bh) / h, float(d["score"])))
+    jdict = validator.jdict or []
+    image = np.array([by_name[d["file_name"]] for d in jdict], np.int64)
+    wh = np.array([sizes[i] for i in images], np.float64).reshape(-1, 2)[image]  # dataset index == position
+    xywh = np.array([d["bbox"] for d in jdict], np.float64).reshape(-1, 4)  # pixels, top-left corner
+    x0, y0 = xywh[:, 0] / wh[:, 0], xywh[:, 1] / wh[:, 1]
+    preds = Boxes(image, [inv_map[d["category_id"]] for d in jdict], x0, y0, x0 + xywh[:, 2] / wh[:, 0],
+                  y0 + xywh[:, 3] / wh[:, 1], [d["score"] for d in jdict])
     per_class = {}
     for k, c in enumerate(box.ap_class_index):
         p, r, ap50, ap = box.class_result(k)
