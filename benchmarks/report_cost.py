@@ -2,6 +2,9 @@
 
 Validates a model on a 1000-image synthetic val set, then times building the report (copying the
 validator's data, COCO metrics and buckets with faster-coco-eval, error analysis, rendering).
+Also prints the whole extra of ``gradkit val`` over a plain ``yolo val``: recording the predictions
+(instead of ``save_json=True``, which makes Ultralytics dump predictions.json and run its own COCO
+evaluation) plus the report.
 
     python benchmarks/report_cost.py [--images 1000 --imgsz 160 --weights best.pt]
 """
@@ -25,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     from ultralytics import YOLO
 
-    from gradkit.integrations.ultralytics import collect_validation
+    from gradkit.integrations.ultralytics import collect_validation, record_predictions
     from gradkit.report import build_report, write_report
     from gradkit.synth import SynthSpec, generate_dataset
 
@@ -53,17 +56,25 @@ def main() -> None:
         captured["images"] = len(ev.images)
         captured["preds"] = len(ev.preds)
 
+    common = {"data": str(data), "split": "val", "imgsz": args.imgsz, "batch": 16, "plots": True, "verbose": False,
+              "project": str(tmp), "device": "cpu"}
+    plain = []
+    for _ in range(2):  # plain validation, as `yolo val` runs it (the first pass also warms caches)
+        t0 = time.perf_counter()
+        YOLO(weights).val(**common, name="plain")
+        plain.append(time.perf_counter() - t0)
+    model.add_callback("on_val_start", record_predictions)  # what `gradkit val` does
     model.add_callback("on_val_end", on_val_end)
     t0 = time.perf_counter()
-    model.val(data=str(data), split="val", imgsz=args.imgsz, batch=16, save_json=True, plots=True, verbose=False,
-              project=str(tmp), name="val", device="cpu")
+    model.val(**common, name="val")
     total = time.perf_counter() - t0
     val_s = total - captured["report_s"]
     print(f"\n{captured['images']} val images at {args.imgsz}px, {captured['preds']} predictions (conf >= 0.001)")
-    print(f"{'Ultralytics validation (s)':32}{val_s:>8.2f}")
-    print(f"{'gradkit report (s)':32}{captured['report_s']:>8.2f}")
-    print(f"{'report / validation':32}{captured['report_s'] / val_s:>8.3f}")
-
+    print(f"{'plain validation (s)':44}{plain[-1]:>8.2f}")
+    print(f"{'validation recording predictions (s)':44}{val_s:>8.2f}")
+    print(f"{'gradkit report (s)':44}{captured['report_s']:>8.2f}")
+    print(f"{'report / validation':44}{captured['report_s'] / val_s:>8.3f}")
+    print(f"{'gradkit val / plain validation - 1':44}{(total - plain[-1]) / plain[-1]:>8.3f}")
 
 if __name__ == "__main__":
     main()

@@ -75,3 +75,31 @@ def test_gradkit_val_writes_report_and_report_command_rebuilds_and_compares(trai
 
     proc = subprocess.run([GRADKIT, "report", str(tmp_path / "nothing")], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "report.json not found" in proc.stderr
+
+
+def test_recorded_predictions_equal_ultralytics_json(trained, tiny_data, tmp_path):
+    """Oracle: the same validation's predictions.json (save_json=True), which Ultralytics writes itself."""
+    import numpy as np
+    from ultralytics import YOLO
+
+    from gradkit.integrations.ultralytics import collect_validation, record_predictions
+
+    _, run = trained
+    model = YOLO(str(run / "weights" / "best.pt"))
+    got = {}
+    model.add_callback("on_val_start", record_predictions)
+    model.add_callback("on_val_end", lambda v: got.setdefault("ev", collect_validation(v)))
+    model.val(data=str(tiny_data), split="val", imgsz=64, batch=4, save_json=True, plots=False, verbose=False,
+              device="cpu", project=str(tmp_path), name="v")
+    ev = got["ev"]
+    preds = json.loads((tmp_path / "v" / "predictions.json").read_text())
+    assert len(ev.preds) == len(preds) > 0
+    index = {Path(f).name: i for i, f in ev.files.items()}
+    # same order: both are written image by image, prediction by prediction, in update_metrics
+    want = np.array([[index[p["file_name"]], p["category_id"] - 1, p["score"], *p["bbox"]] for p in preds])
+    wh = np.array([ev.sizes[i] for i in ev.preds.image.tolist()], float)
+    mine = np.stack([ev.preds.image, ev.preds.cls, ev.preds.score, ev.preds.x0 * wh[:, 0], ev.preds.y0 * wh[:, 1],
+                     (ev.preds.x1 - ev.preds.x0) * wh[:, 0], (ev.preds.y1 - ev.preds.y0) * wh[:, 1]], 1)
+    np.testing.assert_array_equal(mine[:, :2], want[:, :2])
+    np.testing.assert_allclose(mine[:, 2], want[:, 2], atol=1e-5)  # Ultralytics rounds scores to 5 decimals
+    np.testing.assert_allclose(mine[:, 3:], want[:, 3:], atol=2e-3)  # ... and boxes to 3

@@ -193,9 +193,10 @@ def _register_val_report() -> None:
     """``gradkit val``: write the evaluation report into the val run directory."""
     from ultralytics.utils.callbacks import base
 
-    from gradkit.integrations.ultralytics import check_ultralytics_version
+    from gradkit.integrations.ultralytics import check_ultralytics_version, record_predictions
 
     check_ultralytics_version()
+    base.default_callbacks["on_val_start"].append(record_predictions)
     base.default_callbacks["on_val_end"].append(_write_val_report)
 
 
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "val" in rest[:2]:
         _register_val_report()
         keys = {a.partition("=")[0] for a in rest}
-        rest += [a for a in ("save_json=True", "plots=True") if a.partition("=")[0] not in keys]
+        rest += [a for a in ("plots=True",) if a.partition("=")[0] not in keys]
     sys.argv[1:] = rest  # Ultralytics' CLI reads sys.argv itself (its ARGV is this very list)
     from ultralytics.cfg import entrypoint
 

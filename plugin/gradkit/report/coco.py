@@ -128,6 +128,7 @@ class CocoEvaluation:
         self.gt.createIndex()
         self.dt.createIndex()
         self._cache: dict[tuple, object] = {}
+        self._ious: dict[tuple[int, int], object] = {}  # IoUs do not depend on `area`: shared by all evaluations
 
     def set_area(self, values: dict[str, np.ndarray]) -> None:
         """Put ``values["gt"][i]`` / ``values["dt"][i]`` into annotation ``i``'s ``area`` (what COCO's area
@@ -147,7 +148,16 @@ class CocoEvaluation:
     def _evaluate(self, area_rng: list[list[float]] | None):
         from faster_coco_eval import COCOeval_faster
 
-        ev = COCOeval_faster(self.gt, self.dt, iouType="bbox", print_function=lambda *a, **k: None)
+        ious = self._ious
+
+        class SharedIoU(COCOeval_faster):
+            def computeIoU(self, imgId, catId):  # pycocotools' method
+                key = (imgId, catId)
+                if key not in ious:
+                    ious[key] = super().computeIoU(imgId, catId)
+                return ious[key]
+
+        ev = SharedIoU(self.gt, self.dt, iouType="bbox", print_function=lambda *a, **k: None)
         if area_rng is not None:
             ev.params.areaRng = area_rng
             ev.params.areaRngLbl = [f"r{i}" for i in range(len(area_rng))]

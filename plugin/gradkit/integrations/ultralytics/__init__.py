@@ -29,7 +29,12 @@ from gradkit.integrations.ultralytics.callback import (  # noqa: E402
     check_before_training,
     layer_labels,
 )
-from gradkit.integrations.ultralytics.validation import collect_validation, validate_for_report  # noqa: E402
+from gradkit.integrations.ultralytics.validation import (  # noqa: E402
+    PredictionRecorder,
+    collect_validation,
+    record_predictions,
+    validate_for_report,
+)
 
 __all__ = [
     "SUPPORTED_ULTRALYTICS",
@@ -37,6 +42,7 @@ __all__ = [
     "CopyPasteStage",
     "DatasetError",
     "GradkitCallback",
+    "PredictionRecorder",
     "attach",
     "check_before_training",
     "check_ultralytics_version",
@@ -44,5 +50,6 @@ __all__ = [
     "install_augmentation",
     "layer_labels",
     "preview_augmentation",
+    "record_predictions",
     "validate_for_report",
 ]

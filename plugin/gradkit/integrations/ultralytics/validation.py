@@ -8,22 +8,72 @@ import numpy as np
 
 from gradkit.report.data import EvalData
 
-__all__ = ["collect_validation", "validate_for_report"]
+__all__ = ["PredictionRecorder", "collect_validation", "record_predictions", "validate_for_report"]
+
+
+class PredictionRecorder:
+    """Every prediction of one validation run, in original-image pixels, taken beside the metrics.
+
+    Ultralytics keeps per-prediction data only with ``save_json=True``, which also dumps
+    predictions.json and runs its own COCO evaluation: +50% validation time on 1000 images here
+    (``benchmarks/report_cost.py``). Recording costs a copy of each image's boxes.
+    """
+
+    def __init__(self, validator):
+        self.rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        original = validator.update_metrics
+
+        def update_metrics(preds, batch):
+            original(preds, batch)
+            for si, pred in enumerate(preds):
+                pbatch = validator._prepare_batch(si, batch)
+                scaled = validator.scale_preds(validator._prepare_pred(pred), pbatch)  # as pred_to_json does
+                self.rows.append((str(pbatch["im_file"]), scaled["bboxes"].cpu().numpy().reshape(-1, 4),
+                                  scaled["conf"].cpu().numpy().reshape(-1), scaled["cls"].cpu().numpy().reshape(-1)))
+
+        validator.update_metrics = update_metrics
+
+    def boxes(self, index_of: dict[str, int], sizes: dict[int, tuple[int, int]]):
+        """The recorded predictions as normalised :class:`~gradkit.report.coco.Boxes`."""
+        from gradkit.report.coco import Boxes
+
+        if not self.rows:
+            return Boxes([], [], [], [], [], [], [])
+        image = np.concatenate([np.full(len(c), index_of[f], np.int64) for f, _, c, _ in self.rows])
+        xyxy = np.concatenate([b for _, b, _, _ in self.rows]).astype(np.float64)
+        wh = np.array([sizes[i] for i in range(len(sizes))], np.float64).reshape(-1, 2)[image]
+        return Boxes(image, np.concatenate([k for *_, k in self.rows]), xyxy[:, 0] / wh[:, 0], xyxy[:, 1] / wh[:, 1],
+                     xyxy[:, 2] / wh[:, 0], xyxy[:, 3] / wh[:, 1], np.concatenate([c for _, _, c, _ in self.rows]))
+
+
+def record_predictions(validator) -> None:
+    """``on_val_start`` callback: record predictions for the report (standalone validation only)."""
+    if not validator.training:
+        validator._gradkit_recorder = PredictionRecorder(validator)
 
 
 def collect_validation(validator) -> EvalData:
     """Copy what a report needs out of a finished ``DetectionValidator`` (call at ``on_val_end``).
 
-    Uses the validator's own metrics (never re-computed), its ``jdict`` predictions (requires
-    ``save_json=True``) and its dataset's labels as ground truth.
+    Uses the validator's own metrics (never re-computed), the predictions recorded by
+    :func:`record_predictions` (else its ``jdict``, filled with ``save_json=True``) and its dataset's
+    labels as ground truth.
     """
-    from gradkit.report.coco import Box, Boxes
+    from gradkit.report.build import without_cyclic_gc
+
+    with without_cyclic_gc():
+        return _collect(validator)
+
+
+def _collect(validator) -> EvalData:
+    from gradkit.report.coco import Box
 
     dataset = validator.dataloader.dataset
     metrics = validator.metrics
     box = metrics.box
     images, files, sizes, gts = [], {}, {}, []
     by_name: dict[str, int] = {}
+    by_file: dict[str, int] = {}
     from PIL import Image
 
     for i, lab in enumerate(dataset.labels):
@@ -36,16 +86,14 @@ def collect_validation(validator) -> EvalData:
         files[i] = lab["im_file"]
         sizes[i] = (w, h)
         by_name[Path(lab["im_file"]).name] = i
+        by_file[str(lab["im_file"])] = i
         for c, (x, y, bw, bh) in zip(lab["cls"].reshape(-1).tolist(), lab["bboxes"].tolist(), strict=True):
             gts.append(Box(i, int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2))
-    inv_map = {v: k for k, v in enumerate(validator.class_map)}
-    jdict = validator.jdict or []
-    image = np.array([by_name[d["file_name"]] for d in jdict], np.int64)
-    wh = np.array([sizes[i] for i in images], np.float64).reshape(-1, 2)[image]  # dataset index == position
-    xywh = np.array([d["bbox"] for d in jdict], np.float64).reshape(-1, 4)  # pixels, top-left corner
-    x0, y0 = xywh[:, 0] / wh[:, 0], xywh[:, 1] / wh[:, 1]
-    preds = Boxes(image, [inv_map[d["category_id"]] for d in jdict], x0, y0, x0 + xywh[:, 2] / wh[:, 0],
-                  y0 + xywh[:, 3] / wh[:, 1], [d["score"] for d in jdict])
+    recorder = getattr(validator, "_gradkit_recorder", None)
+    if recorder is not None:
+        preds = recorder.boxes(by_file, sizes)
+    else:
+        preds = _jdict_boxes(validator, by_name, images, sizes)
     per_class = {}
     for k, c in enumerate(box.ap_class_index):
         p, r, ap50, ap = box.class_result(k)
@@ -79,14 +127,30 @@ def collect_validation(validator) -> EvalData:
     )
 
 
+def _jdict_boxes(validator, by_name: dict[str, int], images: list[int], sizes: dict[int, tuple[int, int]]):
+    """Predictions from Ultralytics' ``jdict`` (COCO json: pixel xywh from the top-left corner)."""
+    from gradkit.report.coco import Boxes
+
+    inv_map = {v: k for k, v in enumerate(validator.class_map)}
+    jdict = validator.jdict or []
+    image = np.array([by_name[d["file_name"]] for d in jdict], np.int64)
+    wh = np.array([sizes[i] for i in images], np.float64).reshape(-1, 2)[image]  # dataset index == position
+    xywh = np.array([d["bbox"] for d in jdict], np.float64).reshape(-1, 4)  # pixels, top-left corner
+    x0, y0 = xywh[:, 0] / wh[:, 0], xywh[:, 1] / wh[:, 1]
+    preds = Boxes(image, [inv_map[d["category_id"]] for d in jdict], x0, y0, x0 + xywh[:, 2] / wh[:, 0],
+                  y0 + xywh[:, 3] / wh[:, 1], [d["score"] for d in jdict])
+    return preds
+
+
 def validate_for_report(weights: str | Path, data: str, split: str, save_dir: Path, **val_args) -> EvalData:
     """Run Ultralytics validation of ``weights`` with what a report needs, and collect it."""
     from ultralytics import YOLO
 
     captured: dict[str, EvalData] = {}
     model = YOLO(str(weights))
+    model.add_callback("on_val_start", record_predictions)
     model.add_callback("on_val_end", lambda v: captured.__setitem__("data", collect_validation(v)))
-    model.val(data=data, split=split, save_json=True, plots=True, project=str(save_dir.parent),
+    model.val(data=data, split=split, plots=True, project=str(save_dir.parent),
               name=save_dir.name, exist_ok=True, **val_args)
     return captured["data"]
 
