@@ -115,3 +115,37 @@ def test_fast_path_only_for_gray_images_and_channel_agnostic_lists():
     assert "HueSaturationValue" not in CHANNEL_AGNOSTIC and not hue.grayscale_fast_path
     out = hue(image=img, bboxes=BOXES, class_labels=LABELS)["image"]
     assert out.shape == img.shape
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("config", ["default", "defect"])
+def test_lossless_spatial_head_skips_compose_with_the_same_result(seed, config):
+    """Oracle: the box-aware Compose the direct path replaces, same generators, on boxes that need
+    clipping, a degenerate one and ones below the config's size filters."""
+    bbox = bbox_params(load_config(config).augment)
+    transforms = [A.D4(p=1.0), A.HorizontalFlip(p=0.5), A.Transpose(p=0.5), A.RandomRotate90(p=0.5),
+                  A.VerticalFlip(p=0.5), A.GaussNoise(p=0.5)]
+    boxes = np.array([[0.5, 0.5, 0.2, 0.1], [0.02, 0.98, 0.1, 0.1],  # sticks out: clipped
+                      [0.3, 0.3, 0.0, 0.2],  # degenerate: dropped
+                      [0.6, 0.2, 0.015, 0.015],  # ~2 px: under defect.yaml's min_area 4 px²
+                      [0.7, 0.8, 0.5, 0.012]], np.float32)  # thin scratch, ~1 px
+    labels = np.arange(len(boxes), dtype=float)
+    direct = AugmentRunner(transforms, bbox, seed=seed)
+    via_compose = AugmentRunner(copy.deepcopy(transforms), bbox, seed=seed)
+    via_compose.direct_spatial = False
+    assert direct.direct_spatial
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        img = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+        a = direct(image=img, bboxes=boxes, class_labels=labels)
+        b = via_compose(image=img, bboxes=boxes, class_labels=labels)
+        assert np.array_equal(a["image"], b["image"])
+        np.testing.assert_allclose(np.asarray(a["bboxes"]).reshape(-1, 4), np.asarray(b["bboxes"]).reshape(-1, 4),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(a["class_labels"], float), np.asarray(b["class_labels"], float))
+        assert 2 not in np.asarray(a["class_labels"]) and 4 in np.asarray(a["class_labels"])
+    empty = (direct(image=img, bboxes=np.zeros((0, 4)), class_labels=np.zeros(0)),
+             via_compose(image=img, bboxes=np.zeros((0, 4)), class_labels=np.zeros(0)))
+    assert np.array_equal(empty[0]["image"], empty[1]["image"])
+    assert len(empty[0]["bboxes"]) == len(empty[0]["class_labels"]) == len(empty[1]["bboxes"]) == 0
+    assert not AugmentRunner([A.Affine(p=1), *transforms], bbox).direct_spatial  # may cut boxes: Compose
