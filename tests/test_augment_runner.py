@@ -76,8 +76,15 @@ def test_seeded_transforms_fire_independently(make):
     assert both / 400 > 0.4  # the fault is real in the installed Albumentations (else this test proves nothing)
 
 
+_ARGS = {"RandomCrop": {"height": 64, "width": 64}, "CenterCrop": {"height": 64, "width": 64},
+         "Crop": {"x_max": 70, "y_max": 60}, "RandomResizedCrop": {"size": (64, 64)},
+         "Resize": {"height": 64, "width": 80}, "RandomSizedBBoxSafeCrop": {"height": 64, "width": 64},
+         "AtLeastOneBBoxRandomCrop": {"height": 64, "width": 64}, "PadIfNeeded": {"min_height": 128, "min_width": 112},
+         "LongestMaxSize": {"max_size": 64}, "SmallestMaxSize": {"max_size": 64}, "GaussNoise": {"per_channel": False}}
+
+
 @pytest.mark.parametrize("transform", [t for t in PRESET if type(t).__name__ != "CLAHE"] + [
-    A.D4(p=1), A.Affine(rotate=(-10, 10), p=1), A.RandomCrop(64, 64, p=1), A.MotionBlur(p=1), A.Sharpen(p=1)],
+    getattr(A, name)(**_ARGS.get(name, {}), p=1) for name in sorted(CHANNEL_AGNOSTIC - {"CLAHE"})],
     ids=lambda t: type(t).__name__)
 def test_grayscale_fast_path_is_exact(transform):
     """Oracle: the same runner on all three channels (fast path off)."""
@@ -111,6 +118,7 @@ def test_fast_path_only_for_gray_images_and_channel_agnostic_lists():
     colour[50, 50, 1] ^= 1  # one pixel differs: not gray
     assert gray_plane(colour) is None
     assert gray_plane(img[..., :1]) is None
+    assert not AugmentRunner([A.GaussNoise(per_channel=True, p=1)], BBOX).grayscale_fast_path  # noise per channel
     hue = AugmentRunner([A.D4(p=1), A.HueSaturationValue(p=1)], BBOX, seed=0)
     assert "HueSaturationValue" not in CHANNEL_AGNOSTIC and not hue.grayscale_fast_path
     out = hue(image=img, bboxes=BOXES, class_labels=LABELS)["image"]

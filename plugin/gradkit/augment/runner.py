@@ -1,6 +1,6 @@
 """Runs a transform list on an image with YOLO boxes: cheaply, and with independent random draws.
 
-Three things make the training stage faster than one ``A.Compose`` without changing what it does:
+Four things make the training stage faster than one ``A.Compose`` without changing what it does:
 
 - Albumentations checks and filters the boxes after *every* transform of a box-aware Compose, also
   after photometric ones that cannot move a box. The list is cut after its last spatial transform:
@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CHANNEL_AGNOSTIC", "LOSSLESS", "AugmentRunner", "gray_plane"]
+__all__ = ["CHANNEL_AGNOSTIC", "LOSSLESS", "AugmentRunner", "gray_plane", "treats_channels_alike"]
 
 #: Transforms that treat the channels of an image alike: a 3-channel gray image gives the same result
-#: as its single channel, expanded (tested). One exception, on purpose: CLAHE equalises a colour image's
+#: as its single channel, expanded (tested for each, with scalar fill values; a colour fill tuple would
+#: be lost on the one-channel path; noise only with ``per_channel`` off). One exception, on purpose:
+#: CLAHE equalises a colour image's
 #: LAB lightness, and that round trip tints a gray image by a few levels; on one channel it equalises
 #: the gray value itself, which is what CLAHE is for.
 CHANNEL_AGNOSTIC = frozenset({
@@ -35,8 +37,13 @@ CHANNEL_AGNOSTIC = frozenset({
     "RandomSizedBBoxSafeCrop", "BBoxSafeRandomCrop", "AtLeastOneBBoxRandomCrop", "RandomScale", "LongestMaxSize",
     "SmallestMaxSize", "Resize", "PadIfNeeded", "RandomBrightnessContrast", "RandomGamma", "Illumination", "CLAHE",
     "GaussNoise", "GaussianBlur", "Blur", "MedianBlur", "MotionBlur", "Defocus", "ImageCompression", "Sharpen",
-    "UnsharpMask", "Downscale", "InvertImg", "Equalize", "Posterize", "RandomToneCurve", "NoOp",
+    "UnsharpMask", "Downscale", "InvertImg", "Equalize", "RandomToneCurve", "NoOp",
 })
+
+
+def treats_channels_alike(transform) -> bool:
+    """Whether ``transform`` gives a gray image's three channels the same treatment."""
+    return type(transform).__name__ in CHANNEL_AGNOSTIC and not getattr(transform, "per_channel", False)
 
 
 def gray_plane(image: np.ndarray) -> np.ndarray | None:
@@ -69,7 +76,7 @@ class AugmentRunner:
         bbox_params: ``A.BboxParams`` for the spatial head.
         seed: Seed of the shared generators; None draws fresh entropy.
         grayscale_fast_path: Work on one channel when an image's three channels are equal and every
-            transform is in :data:`CHANNEL_AGNOSTIC`.
+            transform :func:`treats_channels_alike`.
     """
 
     def __init__(self, transforms: list, bbox_params, seed: int | None = None, grayscale_fast_path: bool = True):
@@ -79,8 +86,7 @@ class AugmentRunner:
         cut = max((i + 1 for i, t in enumerate(self.transforms) if _is_spatial(t)), default=0)
         self.spatial = A.Compose(self.transforms[:cut], bbox_params=bbox_params) if cut else None
         self.photometric = A.Compose(self.transforms[cut:]) if cut < len(self.transforms) else None
-        self.grayscale_fast_path = grayscale_fast_path and all(
-            type(t).__name__ in CHANNEL_AGNOSTIC for t in self.transforms)
+        self.grayscale_fast_path = grayscale_fast_path and all(treats_channels_alike(t) for t in self.transforms)
         self.bbox_params = bbox_params
         self.direct_spatial = cut > 0 and all(type(t).__name__ in LOSSLESS for t in self.transforms[:cut])
         self.set_random_seed(seed)
