@@ -58,7 +58,8 @@ def _pycocotools(gts, preds, sizes, classes, area=None, area_rng=None, raw=False
         if raw:
             return ev
         ev.summarize()
-    return {"AP": ev.stats[0], "AP50": ev.stats[1], "AP75": ev.stats[2], "AR100": ev.stats[8]}
+    return {"AP": ev.stats[0], "AP50": ev.stats[1], "AP75": ev.stats[2], "AR100": ev.stats[8], "APs": ev.stats[3],
+            "APm": ev.stats[4], "APl": ev.stats[5]}
 
 
 SIZES = {0: (640, 480), 1: (300, 200), 2: (1000, 1000)}
@@ -109,12 +110,27 @@ def _noisy_scene(seed=0):
     return gts, preds, sizes
 
 
-def test_agrees_with_pycocotools_on_noisy_predictions():
+@pytest.mark.parametrize("same_size", [False, True], ids=["mixed-sizes", "one-size"])
+def test_agrees_with_pycocotools_on_noisy_predictions(same_size):
+    """APs/m/l too: on the original pixels (one evaluation for one image size, two for mixed sizes)."""
     gts, preds, sizes = _noisy_scene()
-    ours = coco_metrics(gts, preds, list(sizes), [0, 1, 2])
+    if same_size:
+        sizes = dict.fromkeys(sizes, (640, 480))
+    from gradkit.report.coco import CocoEvaluation
+
+    evaluation = CocoEvaluation(gts, preds, list(sizes), [0, 1, 2])
+    ours = coco_metrics(gts, preds, list(sizes), [0, 1, 2], evaluation, sizes)
     ref = _pycocotools(gts, preds, sizes, [0, 1, 2])
     for k in ref:
-        assert ours[k] == pytest.approx(ref[k], abs=1e-3), k
+        if np.isnan(ours[k]) or ref[k] == -1:  # no object of that size: COCO's -1
+            assert np.isnan(ours[k]) and ref[k] == -1, k
+        else:
+            assert ours[k] == pytest.approx(ref[k], abs=1e-3), k
+    assert sum(ref[k] != -1 for k in ("APs", "APm", "APl")) >= 2  # the scene spans the COCO sizes
+    # the area buckets after it are unchanged by the pixel areas coco_metrics may have set
+    after = bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, "area", evaluation)
+    fresh = bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, "area")
+    assert json.dumps(after, sort_keys=True) == json.dumps(fresh, sort_keys=True)  # NaN-aware equality
 
 
 @pytest.mark.parametrize("by", ["area", "elongation"])

@@ -130,7 +130,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
     with without_cyclic_gc():
         if len(gts):
             evaluation = CocoEvaluation(gts, preds, ev.images, classes)  # built once, evaluated three times
-            coco = coco_metrics(gts, preds, ev.images, classes, evaluation)
+            coco = coco_metrics(gts, preds, ev.images, classes, evaluation, ev.sizes)
             area = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "area", evaluation)
             elong = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "elongation", evaluation)
             del evaluation

@@ -129,11 +129,13 @@ class CocoEvaluation:
         self.dt.createIndex()
         self._cache: dict[tuple, object] = {}
         self._ious: dict[tuple[int, int], object] = {}  # IoUs do not depend on `area`: shared by all evaluations
+        self.area_kind = "relative"  # what `area` holds: relative area x CANVAS^2
 
-    def set_area(self, values: dict[str, np.ndarray]) -> None:
+    def set_area(self, values: dict[str, np.ndarray], kind: str) -> None:
         """Put ``values["gt"][i]`` / ``values["dt"][i]`` into annotation ``i``'s ``area`` (what COCO's area
-        ranges filter on)."""
+        ranges filter on); ``kind`` names the quantity."""
         self._cache.clear()
+        self.area_kind = kind
         for key, coco in (("gt", self.gt), ("dt", self.dt)):
             for ann, v in zip(coco.dataset["annotations"], values[key].tolist(), strict=True):
                 ann["area"] = v
@@ -189,10 +191,20 @@ def _ar(ev, area_index: int = 0, iou: float | None = None, k: int | None = None)
     return float(valid.mean()) if valid.size else float("nan")
 
 
-#: COCO's own area ranges (all, small, medium, large) on the canvas, then the relative-area buckets
-#: scaled to canvas areas: one evaluation serves both the COCO metrics and the area buckets.
+#: COCO's own area ranges (all, small, medium, large), in pixels².
 _COCO_RANGES = [[0.0, 1e10], [0.0, 32.0**2], [32.0**2, 96.0**2], [96.0**2, 1e10]]
-_AREA_RANGES = _COCO_RANGES + [[lo * CANVAS**2, hi * CANVAS**2] for lo, hi in AREA_BUCKETS.values()]
+_BUCKET_RANGES = [[lo * CANVAS**2, hi * CANVAS**2] for lo, hi in AREA_BUCKETS.values()]
+
+
+def _area_ranges(sizes: dict[int, tuple[int, int]] | None) -> list[list[float]] | None:
+    """COCO's pixel ranges then the relative-area buckets, in the evaluation's units (relative area x
+    CANVAS^2): one evaluation serves both when all images share one size, as a pixel area is then the
+    relative area times W x H. None for mixed sizes; without sizes, COCO's ranges apply to the canvas."""
+    shapes = set(sizes.values()) if sizes else {(CANVAS, CANVAS)}
+    if len(shapes) != 1:
+        return None
+    (w, h), = shapes
+    return [[lo * CANVAS**2 / (w * h), hi * CANVAS**2 / (w * h)] for lo, hi in _COCO_RANGES] + _BUCKET_RANGES
 
 
 def _relative_area(col: dict[str, np.ndarray]) -> np.ndarray:
@@ -206,12 +218,25 @@ def _elongation(col: dict[str, np.ndarray], wh: np.ndarray) -> np.ndarray:
 
 
 def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int], classes: Sequence[int],
-                 evaluation: CocoEvaluation | None = None) -> dict[str, float]:
-    """AP, AP50, AP75, AR@100 and APs/m/l (absolute COCO areas on the 1000 px canvas).
+                 evaluation: CocoEvaluation | None = None, sizes: dict[int, tuple[int, int]] | None = None
+                 ) -> dict[str, float]:
+    """AP, AP50, AP75, AR@100 and APs/m/l, as pycocotools computes them on the original pixels.
+
+    Args:
+        sizes: Image id -> (width, height) in pixels, for APs/m/l. Without it they use COCO's bounds on
+            the 1000 x 1000 canvas the boxes are evaluated on.
 
     Classes without ground truth are excluded from the means (COCO's -1), not counted as zero.
     """
-    ev = (evaluation or CocoEvaluation(gts, preds, images, classes)).evaluate(_AREA_RANGES)
+    evaluation = evaluation or CocoEvaluation(gts, preds, images, classes)
+    ranges = _area_ranges(sizes)
+    if ranges is None:  # mixed image sizes: pixel areas are another quantity, another evaluation
+        wh = np.array([sizes[i] for i in images], np.float64).reshape(-1, 2)
+        index_of = {img: k for k, img in enumerate(images)}
+        evaluation.set_area({key: _relative_area(col) * np.prod(wh[[index_of[i] for i in col["image"].tolist()]], 1)
+                             for key, col in evaluation.columns.items()}, "pixels")
+        ranges = _COCO_RANGES
+    ev = evaluation.evaluate(ranges)
     return {"AP": _ap(ev), "AP50": _ap(ev, iou=0.5), "AP75": _ap(ev, iou=0.75), "AR100": _ar(ev),
             "APs": _ap(ev, 1), "APm": _ap(ev, 2), "APl": _ap(ev, 3)}
 
@@ -235,15 +260,18 @@ def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     evaluation = evaluation or CocoEvaluation(gts, preds, images, classes)
     gt_col = evaluation.columns["gt"]
     if by == "area":
-        # canvas areas are relative areas x CANVAS^2: scale the ranges instead of rewriting the areas
         values = _relative_area(gt_col)
-        ranges, first = _AREA_RANGES, len(_COCO_RANGES)
+        if evaluation.area_kind != "relative":
+            evaluation.set_area({key: _relative_area(col) * CANVAS**2 for key, col in evaluation.columns.items()},
+                                "relative")
+        # the same ranges as coco_metrics' when they fit one evaluation: its result is reused
+        ranges, first = _area_ranges(sizes) or _area_ranges(None), len(_COCO_RANGES)
     else:
         wh = np.array([sizes[i] for i in images], np.float64).reshape(-1, 2)
         index_of = {img: k for k, img in enumerate(images)}
         measured = {key: _elongation(col, wh[[index_of[i] for i in col["image"].tolist()]].reshape(-1, 2))
                     for key, col in evaluation.columns.items()}
-        evaluation.set_area(measured)
+        evaluation.set_area(measured, "elongation")
         values = measured["gt"]
         ranges, first = [list(r) for r in buckets.values()], 0
     ev = evaluation.evaluate(ranges)
