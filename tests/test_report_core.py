@@ -128,6 +128,8 @@ def test_agrees_with_pycocotools_on_noisy_predictions(same_size):
             assert ours[k] == pytest.approx(ref[k], abs=1e-3), k
     assert sum(ref[k] != -1 for k in ("APs", "APm", "APl")) >= 2  # the scene spans the COCO sizes
     # the area buckets after it are unchanged by the pixel areas coco_metrics may have set
+    bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, "elongation", evaluation)  # rewrites `area`
+    assert coco_metrics(gts, preds, list(sizes), [0, 1, 2], evaluation, sizes) == ours  # ... and is undone
     after = bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, "area", evaluation)
     fresh = bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, "area")
     assert json.dumps(after, sort_keys=True) == json.dumps(fresh, sort_keys=True)  # NaN-aware equality

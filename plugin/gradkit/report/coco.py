@@ -236,6 +236,9 @@ def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int]
         evaluation.set_area({key: _relative_area(col) * np.prod(wh[[index_of[i] for i in col["image"].tolist()]], 1)
                              for key, col in evaluation.columns.items()}, "pixels")
         ranges = _COCO_RANGES
+    elif evaluation.area_kind != "relative":  # e.g. the elongation buckets ran first
+        evaluation.set_area({key: _relative_area(col) * CANVAS**2 for key, col in evaluation.columns.items()},
+                            "relative")
     ev = evaluation.evaluate(ranges)
     return {"AP": _ap(ev), "AP50": _ap(ev, iou=0.5), "AP75": _ap(ev, iou=0.75), "AR100": _ar(ev),
             "APs": _ap(ev, 1), "APm": _ap(ev, 2), "APl": _ap(ev, 3)}
