@@ -38,15 +38,6 @@ class Box(NamedTuple):
     y1: float
     score: float | None = None
 
-    @property
-    def rel_area(self) -> float:
-        return max(self.x1 - self.x0, 0.0) * max(self.y1 - self.y0, 0.0)
-
-    def elongation(self, width: float, height: float) -> float:
-        """Aspect ratio in pixels (the image's own proportions, not the unit square's)."""
-        w, h = (self.x1 - self.x0) * width, (self.y1 - self.y0) * height
-        return max(w, h) / max(min(w, h), 1e-9)
-
 
 _FIELDS = ("image", "cls", "x0", "y0", "x1", "y1", "score")
 
@@ -140,6 +131,11 @@ class CocoEvaluation:
             for ann, v in zip(coco.dataset["annotations"], values[key].tolist(), strict=True):
                 ann["area"] = v
 
+    def use_relative_area(self) -> None:
+        """Put the relative area x CANVAS^2 back into ``area`` (what it holds when built)."""
+        if self.area_kind != "relative":
+            self.set_area({key: _relative_area(col) * CANVAS**2 for key, col in self.columns.items()}, "relative")
+
     def evaluate(self, area_rng: list[list[float]] | None = None):
         """Evaluate (cached per area ranges until :meth:`set_area` changes the areas)."""
         key = tuple(map(tuple, area_rng)) if area_rng is not None else None
@@ -212,7 +208,7 @@ def _relative_area(col: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _elongation(col: dict[str, np.ndarray], wh: np.ndarray) -> np.ndarray:
-    """Aspect ratio in pixels (the image's own proportions, not the unit square's); see :meth:`Box.elongation`."""
+    """Aspect ratio in pixels (the image's own proportions, not the unit square's)."""
     w, h = (col["x1"] - col["x0"]) * wh[:, 0], (col["y1"] - col["y0"]) * wh[:, 1]
     return np.maximum(w, h) / np.maximum(np.minimum(w, h), 1e-9)
 
@@ -236,9 +232,8 @@ def coco_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[int]
         evaluation.set_area({key: _relative_area(col) * np.prod(wh[[index_of[i] for i in col["image"].tolist()]], 1)
                              for key, col in evaluation.columns.items()}, "pixels")
         ranges = _COCO_RANGES
-    elif evaluation.area_kind != "relative":  # e.g. the elongation buckets ran first
-        evaluation.set_area({key: _relative_area(col) * CANVAS**2 for key, col in evaluation.columns.items()},
-                            "relative")
+    else:
+        evaluation.use_relative_area()  # e.g. the elongation buckets ran first
     ev = evaluation.evaluate(ranges)
     return {"AP": _ap(ev), "AP50": _ap(ev, iou=0.5), "AP75": _ap(ev, iou=0.75), "AR100": _ar(ev),
             "APs": _ap(ev, 1), "APm": _ap(ev, 2), "APl": _ap(ev, 3)}
@@ -264,9 +259,7 @@ def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     gt_col = evaluation.columns["gt"]
     if by == "area":
         values = _relative_area(gt_col)
-        if evaluation.area_kind != "relative":
-            evaluation.set_area({key: _relative_area(col) * CANVAS**2 for key, col in evaluation.columns.items()},
-                                "relative")
+        evaluation.use_relative_area()
         # the same ranges as coco_metrics' when they fit one evaluation: its result is reused
         ranges, first = _area_ranges(sizes) or _area_ranges(None), len(_COCO_RANGES)
     else:

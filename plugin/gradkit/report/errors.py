@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from gradkit.report.coco import Box, Boxes, box_columns
 
@@ -41,20 +43,10 @@ class ImageErrors:
         return sum(v for k, v in self.counts.items() if k != "missed")
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes; 0 where a union is empty."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray) -> tuple[list[str], int]:
     """Kinds of one image's predictions (in descending score order) and the number of objects found."""
-    iou = _iou(p_box, g_box)
+    # an empty union gives NaN: no overlap
+    iou = np.nan_to_num(box_iou(torch.from_numpy(p_box), torch.from_numpy(g_box)).numpy())
     same = p_cls[:, None] == g_cls[None, :]
     best_same = np.where(same, iou, 0.0).max(1)
     best_other = np.where(same, 0.0, iou).max(1)
