@@ -1,0 +1,400 @@
+"""Converters and ``check --fix`` with careless hands and hostile files: outputs that could overwrite
+sources, stale outputs, colliding names, paths that escape ``src=``, files that are not images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from gradkit.data import check_dataset, convert_coco, convert_voc, fix_dataset
+
+ENV = {**os.environ, "YOLO_OFFLINE": "1"}
+
+
+def _gradkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gradkit.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=300, cwd=cwd)
+
+
+def _img(path: Path, w: int = 32, h: int = 32, value: int = 100, dtype=np.uint8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((h, w, 3) if dtype == np.uint8 else (h, w), value, dtype))
+
+
+def _voc_xml(path: Path, filename: str, size: tuple[int, int], objects: list[tuple[str, tuple]]):
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+                   f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
+                    f"<height>{size[1]}</height></size>{objs}</annotation>")
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def _voc_set(src: Path, n: int, names=("scratch", "pit"), prefix: str = "") -> None:
+    for i in range(n):
+        _img(src / "JPEGImages" / f"{prefix}{i}.png", value=10 + i)
+        _voc_xml(src / "Annotations" / f"{prefix}{i}.xml", f"{prefix}{i}.png", (32, 32),
+                 [(names[i % len(names)], (3, 3, 12, 12))])
+
+
+def _coco_set(root: Path, n: int, names=("crack", "dent")) -> Path:
+    images, anns = [], []
+    for i in range(n):
+        _img(root / "imgs" / f"{i}.png", value=10 + i)
+        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
+        anns.append({"id": i, "image_id": i, "category_id": 1 + i % len(names), "bbox": [2, 2, 8, 8], "iscrowd": 0})
+    cats = [{"id": 1 + k, "name": name} for k, name in enumerate(names)]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root / "ann.json"
+
+
+def _split_members(out: Path) -> dict[str, set[str]]:
+    return {d.name: {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()}
+            for d in (out / "images").iterdir()}
+
+
+# -- issue 12 §4: converters that cannot leak or mislead -------------------------------------------------
+
+def test_coco_default_split_is_real_and_seeded(tmp_path):
+    ann = _coco_set(tmp_path, 20)
+    data_yaml, report = convert_coco(ann, tmp_path / "imgs", tmp_path / "a")
+    data = yaml.safe_load(data_yaml.read_text())
+    assert data["val"] != data["train"]
+    members = _split_members(tmp_path / "a")
+    assert members["train"] and members["val"] and not members["train"] & members["val"]
+    assert sum(map(len, members.values())) == 20 == report.images
+    assert report.splits == {k: len(v) for k, v in members.items()}
+    convert_coco(ann, tmp_path / "imgs", tmp_path / "b")  # same default seed: the same split
+    assert _split_members(tmp_path / "b") == members
+    convert_coco(ann, tmp_path / "imgs", tmp_path / "c", seed=1)
+    assert _split_members(tmp_path / "c") != members
+
+
+def test_tiny_split_still_gets_a_val_image_and_never_validates_on_train(tmp_path):
+    ann = _coco_set(tmp_path, 2)
+    data_yaml, report = convert_coco(ann, tmp_path / "imgs", tmp_path / "out")
+    data = yaml.safe_load(data_yaml.read_text())
+    assert data["val"] != data["train"]
+    assert report.splits == {"train": 1, "val": 1}
+    with pytest.raises(ValueError, match="1 image"):
+        convert_coco(_coco_set(tmp_path / "one", 1), tmp_path / "one" / "imgs", tmp_path / "out1")
+
+
+def test_convert_into_nonempty_out_is_refused_and_overwrite_clears_only_its_own_files(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 8)
+    out = tmp_path / "out"
+    convert_voc(src, out, split=(0.5, 0.5))
+    (out / "notes.txt").write_text("mine")
+    first = _files(out)
+    for i in (0, 1, 2, 3):  # the second conversion has fewer images: stale copies would leak
+        (src / "JPEGImages" / f"{i}.png").unlink()
+        (src / "Annotations" / f"{i}.xml").unlink()
+    with pytest.raises(ValueError, match="overwrite=true"):
+        convert_voc(src, out, split=(0.5, 0.5))
+    assert _files(out) == first
+    proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "split=0.5,0.5")
+    assert proc.returncode != 0 and "overwrite=true" in proc.stderr and "Traceback" not in proc.stderr
+    assert _files(out) == first
+    proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "split=0.5,0.5", "overwrite=true")
+    assert proc.returncode == 0, proc.stderr
+    images = {Path(p).name for p in _files(out / "images")}
+    assert images == {f"{i}.png" for i in range(4, 8)}
+    assert {Path(p).stem for p in _files(out / "labels")} == {str(i) for i in range(4, 8)}
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_refuses_a_folder_no_conversion_wrote(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    other = tmp_path / "other"  # somebody's dataset, not written by gradkit
+    _img(other / "images" / "train" / "x.png")
+    (other / "data.yaml").write_text("names: {0: a}\n")
+    before = _digest(other)
+    with pytest.raises(ValueError, match="no list of files"):
+        convert_voc(src, other, split=(0.5, 0.5), overwrite=True)
+    assert _digest(other) == before
+
+
+def test_voc_clip_message_quotes_the_files_own_coordinates(tmp_path):
+    src = tmp_path / "voc"
+    _img(src / "JPEGImages" / "a.png", 200, 100)
+    _img(src / "JPEGImages" / "b.png", 200, 100)
+    _voc_xml(src / "Annotations" / "a.xml", "a.png", (200, 100), [("scratch", (181, 81, 220, 120))])
+    _voc_xml(src / "Annotations" / "b.xml", "b.png", (200, 100), [("scratch", (11, 21, 110, 30))])
+    _, report = convert_voc(src, tmp_path / "out", split=(0.5, 0.5))
+    (msg,) = [m for m in report.issues if "clipped" in m]
+    assert "181,81,220,120" in msg.replace(" ", ""), msg
+
+
+def test_split_too_small_for_every_class_names_the_missing_classes(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 9, names=("scratch",))
+    _img(src / "JPEGImages" / "rare.png")
+    _voc_xml(src / "Annotations" / "rare.xml", "rare.png", (32, 32), [("pit", (1, 1, 9, 9))])
+    _, report = convert_voc(src, tmp_path / "out", split=(0.7, 0.3))
+    # oracle: the classes each split's label files actually contain
+    names = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())["names"]
+    for split in ("train", "val"):
+        present = {names[int(line.split()[0])] for p in (tmp_path / "out" / "labels" / split).glob("*.txt")
+                   for line in p.read_text().splitlines()}
+        missing = set(names.values()) - present
+        warned = [m for m in report.issues if m.startswith(f"{split} split")]
+        assert bool(missing) == bool(warned), (split, missing, warned)
+        for name in missing:
+            assert name in warned[0]
+    assert any(m.startswith("val split") or m.startswith("train split") for m in report.issues)
+
+
+# -- check --fix: says what it changed, clips instead of dropping --------------------------------------------
+
+def _fix_case(tmp_path: Path) -> Path:
+    root = tmp_path / "ds"
+    for split in ("train", "val"):
+        for i in range(2):
+            _img(root / "images" / split / f"{split}{i}.png", 64, 64, value=20 + 40 * i + (7 if split == "val" else 0))
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{split}{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "train" / "train0.txt").write_text(
+        "0 0.5 0.5 0.2 0.2\n"      # 1 fine
+        "1 0.95 0.5 0.2 0.2\n"     # 2 sticks out on the right: x in [0.85, 1.05] -> [0.85, 1.0]
+        "0 1.5 0.5 0.2 0.2\n"      # 3 entirely outside: dropped
+        "7 0.5 0.5 0.1 0.1\n"      # 4 class id >= nc: dropped
+        "0 0.1 0.02 0.1 0.1\n")    # 5 sticks out at the top: y in [-0.03, 0.07] -> [0, 0.07]
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train",
+                                                    "val": "images/val", "names": {0: "scratch", 1: "pit"}}))
+    return root / "data.yaml"
+
+
+def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path):
+    data_yaml = _fix_case(tmp_path)
+    before = _digest(data_yaml.parent)
+    fixed, changes = fix_dataset(data_yaml, tmp_path / "fixed")
+    assert _digest(data_yaml.parent) == before
+    got = [[float(v) for v in line.split()] for line in
+           (tmp_path / "fixed" / "labels" / "train" / "train0.txt").read_text().splitlines()]
+    np.testing.assert_allclose(got, [[0, 0.5, 0.5, 0.2, 0.2], [1, 0.925, 0.5, 0.15, 0.2],
+                                     [0, 0.1, 0.035, 0.1, 0.07]], atol=1e-6)
+    lab = str(data_yaml.parent / "labels" / "train" / "train0.txt")
+    by_line = {c.line: c for c in changes if c.path == lab}
+    assert set(by_line) == {2, 3, 4, 5}
+    assert by_line[2].action == by_line[5].action == "clipped" and "1 0.95 0.5 0.2 0.2" in str(by_line[2])
+    assert by_line[3].action == by_line[4].action == "dropped"
+    assert check_dataset(fixed).errors == []
+    proc = _gradkit("check", f"data={data_yaml}", "--fix", f"out={tmp_path / 'fixed2'}")
+    assert f"{lab}:2" in proc.stdout and f"{lab}:3" in proc.stdout and "clipped" in proc.stdout
+
+
+# -- issue 18 §1: outputs never overwrite the sources -----------------------------------------------------
+
+def _yaml_outside_layout(tmp_path: Path) -> tuple[Path, Path]:
+    """datasets/ds.yaml next to datasets/ds/, as this repository ships datasets/defects-synth.yaml."""
+    root = tmp_path / "datasets" / "ds"
+    for split in ("train", "val"):
+        for i in range(2):
+            _img(root / "images" / split / f"{i}.png", 32, 32, value=600 + 100 * i, dtype=np.uint16)  # low 16-bit
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.95 0.5 0.2 0.2\n")
+    data_yaml = tmp_path / "datasets" / "ds.yaml"
+    data_yaml.write_text(yaml.safe_dump({"path": "ds", "train": "images/train", "val": "images/val",
+                                         "names": {0: "scratch"}}))
+    return data_yaml, root
+
+
+@pytest.mark.parametrize("where", ["root", "parent", "split", "inside_split", "labels"])
+def test_fix_refuses_outputs_that_touch_the_dataset(tmp_path, where):
+    data_yaml, root = _yaml_outside_layout(tmp_path)
+    out = {"root": root, "parent": tmp_path / "datasets", "split": root / "images" / "train",
+           "inside_split": root / "images" / "val" / "fixed", "labels": root / "labels"}[where]
+    before = _digest(tmp_path)
+    with pytest.raises(ValueError, match="refused|dataset|split"):
+        fix_dataset(data_yaml, out)
+    proc = _gradkit("check", f"data={data_yaml}", "--fix", f"out={out}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert str(out.resolve()) in proc.stderr
+    assert _digest(tmp_path) == before
+
+
+def test_fix_into_another_datasets_folder_is_refused(tmp_path):
+    data_yaml, _ = _yaml_outside_layout(tmp_path)
+    other = tmp_path / "other"
+    _img(other / "images" / "train" / "0.png", value=3)
+    (other / "labels" / "train").mkdir(parents=True)
+    (other / "labels" / "train" / "0.txt").write_text("0 0.1 0.1 0.1 0.1\n")
+    (other / "data.yaml").write_text("names: {0: other}\n")
+    before = _digest(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="not empty|no list of files"):
+            fix_dataset(data_yaml, other, overwrite=overwrite)
+    assert _digest(tmp_path) == before
+    fixed, _ = fix_dataset(data_yaml, tmp_path / "fresh")  # an empty folder is fine; twice needs overwrite
+    with pytest.raises(ValueError, match="overwrite=true"):
+        fix_dataset(data_yaml, tmp_path / "fresh")
+    fix_dataset(data_yaml, tmp_path / "fresh", overwrite=True)
+    assert _digest(tmp_path / "other") == before_other(before)
+
+
+def before_other(digests: dict[str, str]) -> dict[str, str]:
+    return {k.removeprefix("other/"): v for k, v in digests.items() if k.startswith("other/")}
+
+
+@pytest.mark.parametrize("where", ["src", "inside_src", "contains_src", "images", "json_folder"])
+def test_converters_refuse_outputs_that_touch_the_sources(tmp_path, where):
+    src = tmp_path / "data" / "voc"
+    _voc_set(src, 4)
+    ann = _coco_set(tmp_path / "data" / "coco", 4)
+    before = _digest(tmp_path)
+    if where in {"src", "inside_src", "contains_src"}:
+        out = {"src": src, "inside_src": src / "yolo", "contains_src": tmp_path / "data"}[where]
+        with pytest.raises(ValueError, match="src|source"):
+            convert_voc(src, out, split=(0.5, 0.5), overwrite=True)
+        proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "overwrite=true")
+    else:
+        out = {"images": ann.parent / "imgs", "json_folder": ann.parent}[where]
+        with pytest.raises(ValueError, match="images|annotation"):
+            convert_coco(ann, ann.parent / "imgs", out, overwrite=True)
+        proc = _gradkit("convert", "coco", f"src={ann}", f"images={ann.parent / 'imgs'}", f"out={out}",
+                        "overwrite=true")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and str(out.resolve()) in proc.stderr
+    assert _digest(tmp_path) == before
+
+
+# -- issue 18 §2: converters keep every image ------------------------------------------------------------
+
+def _printed_counts(stdout: str) -> tuple[int, dict[str, int]]:
+    images = int(re.search(r"^(\d+) images", stdout, re.M).group(1))
+    splits = {k: int(v) for k, v in re.findall(r"(train|val|test) (\d+)", stdout.split("splits:")[1].splitlines()[0])}
+    return images, splits
+
+
+def test_voc_same_file_name_in_two_camera_folders_keeps_both(tmp_path):
+    src = tmp_path / "voc"
+    for cam, value in (("cam1", 50), ("cam2", 150)):
+        for i in range(3):
+            _img(src / cam / f"{i:04d}.jpg", value=value + i)
+            _voc_xml(src / cam / f"{i:04d}.xml", f"{i:04d}.jpg", (32, 32), [(cam, (1, 1, 9 + i, 9))])
+    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
+    assert proc.returncode == 0, proc.stderr
+    images, splits = _printed_counts(proc.stdout)
+    on_disk = {s: len([p for p in (tmp_path / "out" / "images" / s).rglob("*") if p.is_file()]) for s in splits}
+    assert images == 6 == sum(on_disk.values()) and splits == on_disk
+    labels = list((tmp_path / "out" / "labels").rglob("*.txt"))
+    assert len(labels) == 6
+    names = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())["names"]
+    for lab in labels:  # every label still belongs to its own camera's image
+        cam = lab.parent.name
+        (line,) = lab.read_text().splitlines()
+        assert names[int(line.split()[0])] == cam
+        img = Path(str(lab).replace("/labels/", "/images/")).with_suffix(".jpg")
+        i = int(lab.stem)
+        assert abs(float(line.split()[3]) * 32 - (9 + i)) < 1e-4
+        assert abs(int(cv2.imread(str(img))[0, 0, 0]) - ((50 if cam == "cam1" else 150) + i)) <= 2
+
+
+def test_coco_same_file_name_in_two_folders_keeps_both(tmp_path):
+    images, anns = [], []
+    for k, cam in enumerate(("cam1", "cam2")):
+        for i in range(3):
+            _img(tmp_path / "imgs" / cam / f"{i:04d}.png", value=50 * k + i)
+            images.append({"id": 10 * k + i, "file_name": f"{cam}/{i:04d}.png", "width": 32, "height": 32})
+            anns.append({"id": 10 * k + i, "image_id": 10 * k + i, "category_id": k + 1, "bbox": [1, 1, 4, 4]})
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                   "categories": [{"id": 1, "name": "cam1"},
+                                                                  {"id": 2, "name": "cam2"}]}))
+    proc = _gradkit("convert", "coco", f"src={tmp_path / 'ann.json'}", f"images={tmp_path / 'imgs'}",
+                    f"out={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr
+    n, splits = _printed_counts(proc.stdout)
+    written = [p for p in (tmp_path / "out" / "images").rglob("*.png")]
+    assert n == 6 == len(written) == sum(splits.values())
+    for lab in (tmp_path / "out" / "labels").rglob("*.txt"):
+        assert int(lab.read_text().split()[0]) == ("cam1", "cam2").index(lab.parent.name)
+
+
+def test_paths_outside_src_are_refused_not_read(tmp_path):
+    secret = tmp_path / "secret.png"
+    _img(secret, value=222)
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    _voc_xml(src / "Annotations" / "abs.xml", str(secret), (32, 32), [("scratch", (1, 1, 5, 5))])
+    _voc_xml(src / "Annotations" / "up.xml", "../../secret.png", (32, 32), [("scratch", (1, 1, 5, 5))])
+    _, report = convert_voc(src, tmp_path / "out", split=(0.5, 0.5))
+    assert report.images == 4
+    assert sum("outside" in m and "secret.png" in m for m in report.issues) == 2
+    assert not [p for p in (tmp_path / "out").rglob("*secret*")]
+    coco = tmp_path / "coco"
+    ann = _coco_set(coco, 4)
+    data = json.loads(ann.read_text())
+    data["images"] += [{"id": 100, "file_name": str(secret)}, {"id": 101, "file_name": "../../secret.png"}]
+    ann.write_text(json.dumps(data))
+    _, report = convert_coco(ann, coco / "imgs", tmp_path / "out2")
+    assert report.images == 4 and sum("outside" in m and "secret.png" in m for m in report.issues) == 2
+
+
+def _png_header(path: Path, w: int, h: int) -> None:
+    """A PNG that claims w x h pixels: header only, no pixel data (a decompression-bomb header)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+
+
+def test_bad_files_become_findings_and_the_run_goes_on(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    img = src / "JPEGImages"
+    _png_header(img / "bomb.png", 40000, 40000)      # over twice PIL's limit: PIL refuses to open it
+    _png_header(img / "huge.png", 13000, 13000)      # 169 MP: over the limit, would take GBs to decode
+    (img / "loop.png").symlink_to("loop.png")
+    (img / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (img / "text.png").write_text("not an image")
+    for stem in ("bomb", "huge", "loop", "dangling", "text"):
+        _voc_xml(src / "Annotations" / f"{stem}.xml", f"{stem}.png", (32, 32), [("scratch", (1, 1, 5, 5))])
+    (src / "Annotations" / "loopxml.xml").symlink_to("loopxml.xml")
+    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    n, _ = _printed_counts(proc.stdout)
+    assert n == 4 == len(list((tmp_path / "out" / "images").rglob("*.png")))
+    for stem, why in (("bomb", "pixels"), ("huge", "pixels"), ("loop", "link"), ("dangling", "link"),
+                      ("text", "image"), ("loopxml", "link")):
+        assert re.search(rf"{stem}\.(png|xml).*{why}", proc.stdout), (stem, proc.stdout)
+
+
+def test_printed_findings_are_capped_with_a_summary(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    for i in range(150):
+        _voc_xml(src / "Annotations" / f"missing{i}.xml", f"missing{i}.png", (32, 32), [])
+    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
+    assert proc.returncode == 0, proc.stderr
+    shown = [line for line in proc.stdout.splitlines() if "missing" in line and "not found" in line]
+    assert 0 < len(shown) <= 50
+    listed = tmp_path / "out" / "conversion-issues.txt"
+    assert f"{150 - len(shown)} more" in proc.stdout and str(listed) in proc.stdout
+    assert sum("not found" in line for line in listed.read_text().splitlines()) == 150
+
+
+def test_missing_coco_json_is_a_one_line_error(tmp_path):
+    proc = _gradkit("convert", "coco", f"src={tmp_path / 'nope.json'}", f"images={tmp_path}",
+                    f"out={tmp_path / 'out'}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope.json" in proc.stderr
