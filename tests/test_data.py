@@ -37,6 +37,12 @@ def _lines(path: Path) -> list[list[float]]:
     return [[float(v) for v in line.split()] for line in path.read_text().splitlines()]
 
 
+def _label(out: Path, stem: str) -> Path:
+    """The label file of ``stem`` in whichever split the seeded default split put it."""
+    (path,) = (out / "labels").glob(f"*/{stem}.txt")
+    return path
+
+
 def test_voc_converts_to_exact_yolo_lines(tmp_path):
     src = tmp_path / "voc"
     _img(src / "JPEGImages" / "a.jpg", 200, 100)
@@ -55,22 +61,22 @@ def test_voc_converts_to_exact_yolo_lines(tmp_path):
     data_yaml, report = convert_voc(src, tmp_path / "out")
     data = yaml.safe_load(data_yaml.read_text())
     assert data["names"] == {0: "inclusion", 1: "pit", 2: "scratch"}  # stable: sorted
-    a = _lines(tmp_path / "out" / "labels" / "train" / "a.txt")
+    a = _lines(_label(tmp_path / "out", "a"))
     expected_a = [
         [2, (10 + 110) / 2 / 200, (20 + 30) / 2 / 100, 100 / 200, 10 / 100],
         [1, (150 + 160) / 2 / 200, (50 + 60) / 2 / 100, 10 / 200, 10 / 100],
         [2, (180 + 200) / 2 / 200, (80 + 100) / 2 / 100, 20 / 200, 20 / 100],
     ]
     np.testing.assert_allclose(a, expected_a, atol=1e-6)
-    np.testing.assert_allclose(_lines(tmp_path / "out" / "labels" / "train" / "b.txt"), [[0, 0.5, 0.5, 1.0, 1.0]],
+    np.testing.assert_allclose(_lines(_label(tmp_path / "out", "b")), [[0, 0.5, 0.5, 1.0, 1.0]],
                                atol=1e-6)
-    assert (tmp_path / "out" / "labels" / "train" / "c.txt").read_text() == ""
+    assert _label(tmp_path / "out", "c").read_text() == ""
     assert (report.clipped, report.degenerate, report.size_mismatch, report.truncated) == (1, 1, 1, 1)
     assert any("b.xml" in m and "60x40" in m and "50x40" in m for m in report.issues)
     # difficult objects skipped on request
     _, rep2 = convert_voc(src, tmp_path / "out2", difficult="skip")
     assert rep2.skipped_difficult == 1
-    assert len(_lines(tmp_path / "out2" / "labels" / "train" / "a.txt")) == 2
+    assert len(_lines(_label(tmp_path / "out2", "a"))) == 2
 
 
 def test_coco_converts_with_arbitrary_category_ids(tmp_path):
@@ -85,9 +91,9 @@ def test_coco_converts_with_arbitrary_category_ids(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     data_yaml, report = convert_coco(tmp_path / "ann.json", tmp_path / "imgs", tmp_path / "out")
     assert yaml.safe_load(data_yaml.read_text())["names"] == {0: "dent", 1: "crack"}  # category-id order
-    np.testing.assert_allclose(_lines(tmp_path / "out" / "labels" / "train" / "x.txt"),
+    np.testing.assert_allclose(_lines(_label(tmp_path / "out", "x")),
                                [[1, 0.2, 0.2, 0.2, 0.2], [0, 0.95, 0.9, 0.1, 0.2]], atol=1e-6)
-    np.testing.assert_allclose(_lines(tmp_path / "out" / "labels" / "train" / "y.txt"), [[0, 0.05, 0.025, 0.1, 0.05]],
+    np.testing.assert_allclose(_lines(_label(tmp_path / "out", "y")), [[0, 0.05, 0.025, 0.1, 0.05]],
                                atol=1e-6)
     assert report.clipped == 1
 

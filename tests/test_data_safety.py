@@ -227,7 +227,7 @@ def test_fix_refuses_outputs_that_touch_the_dataset(tmp_path, where):
     out = {"root": root, "parent": tmp_path / "datasets", "split": root / "images" / "train",
            "inside_split": root / "images" / "val" / "fixed", "labels": root / "labels"}[where]
     before = _digest(tmp_path)
-    with pytest.raises(ValueError, match="refused|dataset|split"):
+    with pytest.raises(ValueError, match=r"refused|dataset|split"):
         fix_dataset(data_yaml, out)
     proc = _gradkit("check", f"data={data_yaml}", "--fix", f"out={out}")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -244,10 +244,10 @@ def test_fix_into_another_datasets_folder_is_refused(tmp_path):
     (other / "data.yaml").write_text("names: {0: other}\n")
     before = _digest(tmp_path)
     for overwrite in (False, True):
-        with pytest.raises(ValueError, match="not empty|no list of files"):
+        with pytest.raises(ValueError, match=r"not empty|no list of files"):
             fix_dataset(data_yaml, other, overwrite=overwrite)
     assert _digest(tmp_path) == before
-    fixed, _ = fix_dataset(data_yaml, tmp_path / "fresh")  # an empty folder is fine; twice needs overwrite
+    fix_dataset(data_yaml, tmp_path / "fresh")  # an empty folder is fine; twice needs overwrite
     with pytest.raises(ValueError, match="overwrite=true"):
         fix_dataset(data_yaml, tmp_path / "fresh")
     fix_dataset(data_yaml, tmp_path / "fresh", overwrite=True)
@@ -266,12 +266,12 @@ def test_converters_refuse_outputs_that_touch_the_sources(tmp_path, where):
     before = _digest(tmp_path)
     if where in {"src", "inside_src", "contains_src"}:
         out = {"src": src, "inside_src": src / "yolo", "contains_src": tmp_path / "data"}[where]
-        with pytest.raises(ValueError, match="src|source"):
+        with pytest.raises(ValueError, match=r"src|source"):
             convert_voc(src, out, split=(0.5, 0.5), overwrite=True)
         proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "overwrite=true")
     else:
         out = {"images": ann.parent / "imgs", "json_folder": ann.parent}[where]
-        with pytest.raises(ValueError, match="images|annotation"):
+        with pytest.raises(ValueError, match=r"images|annotation"):
             convert_coco(ann, ann.parent / "imgs", out, overwrite=True)
         proc = _gradkit("convert", "coco", f"src={ann}", f"images={ann.parent / 'imgs'}", f"out={out}",
                         "overwrite=true")
@@ -352,10 +352,13 @@ def test_paths_outside_src_are_refused_not_read(tmp_path):
 
 
 def _png_header(path: Path, w: int, h: int) -> None:
-    """A PNG that claims w x h pixels: header only, no pixel data (a decompression-bomb header)."""
+    """A PNG that claims w x h pixels with almost no pixel data (a decompression-bomb header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
 
 
 def test_bad_files_become_findings_and_the_run_goes_on(tmp_path):
@@ -395,6 +398,6 @@ def test_printed_findings_are_capped_with_a_summary(tmp_path):
 
 
 def test_missing_coco_json_is_a_one_line_error(tmp_path):
-    proc = _gradkit("convert", "coco", f"src={tmp_path / 'nope.json'}", f"images={tmp_path}",
+    proc = _gradkit("convert", "coco", f"src={tmp_path / 'nope.json'}", f"images={tmp_path / 'imgs'}",
                     f"out={tmp_path / 'out'}")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope.json" in proc.stderr

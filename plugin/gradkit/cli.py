@@ -142,26 +142,27 @@ def _convert(args: Sequence[str]) -> int:
 
     if not args or args[0] not in {"voc", "coco"}:
         raise SystemExit("gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip "
-                         "classes=[a,b]]\ngradkit convert coco src=annotations.json images=DIR out=DIR "
-                         "[split=0.8,0.2 seed=0]")
+                         "classes=[a,b] overwrite=false]\ngradkit convert coco src=annotations.json images=DIR "
+                         "out=DIR [split=0.8,0.2 seed=0 overwrite=false]")
     if args[0] == "voc":
-        o = _kv(args[1:], {"src": None, "out": None, "split": None, "seed": 0, "difficult": "keep", "classes": None},
-                "convert voc")
+        o = _kv(args[1:], {"src": None, "out": None, "split": None, "seed": 0, "difficult": "keep", "classes": None,
+                           "overwrite": False}, "convert voc")
         if not o["src"] or not o["out"]:
             raise SystemExit("gradkit convert voc: src= and out= are required")
-        try:
-            path, report = convert_voc(o["src"], o["out"], _split_ratios(o["split"]), int(o["seed"]), o["difficult"],
-                                       o["classes"])
-        except ValueError as exc:
-            raise SystemExit(f"gradkit convert voc: {exc}") from None
+        convert, inputs = convert_voc, dict(src=o["src"], out=o["out"], difficult=o["difficult"], classes=o["classes"])
     else:
-        o = _kv(args[1:], {"src": None, "images": None, "out": None, "split": None, "seed": 0}, "convert coco")
+        o = _kv(args[1:], {"src": None, "images": None, "out": None, "split": None, "seed": 0, "overwrite": False},
+                "convert coco")
         if not o["src"] or not o["images"] or not o["out"]:
             raise SystemExit("gradkit convert coco: src=, images= and out= are required")
-        try:
-            path, report = convert_coco(o["src"], o["images"], o["out"], _split_ratios(o["split"]), int(o["seed"]))
-        except ValueError as exc:
-            raise SystemExit(f"gradkit convert coco: {exc}") from None
+        convert, inputs = convert_coco, dict(src=o["src"], images=o["images"], out=o["out"])
+    ratios = _split_ratios(o["split"])
+    if ratios:  # otherwise the converter's own default split
+        inputs["split"] = ratios
+    try:
+        path, report = convert(**inputs, seed=int(o["seed"]), overwrite=o["overwrite"] is True)
+    except ValueError as exc:
+        raise SystemExit(f"gradkit convert {args[0]}: {exc}") from None
     print(report.summary())
     print(path)
     return 0

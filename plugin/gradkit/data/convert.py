@@ -7,20 +7,31 @@ and makes no split, so the COCO path here is a small converter of its own; the V
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import shutil
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 from tqdm import tqdm
 
-__all__ = ["IMAGE_SUFFIXES", "ConversionReport", "ImageRecord", "convert_coco", "convert_voc", "write_yolo"]
+from gradkit.data.output import OutputFolder
+
+__all__ = ["IMAGE_SUFFIXES", "ConversionReport", "ImageRecord", "UnusableImage", "convert_coco", "convert_voc",
+           "image_size", "write_yolo"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VOC_DEFAULT_SPLIT = (0.8, 0.1, 0.1)  # train, val, test fractions when split= is not given
+COCO_DEFAULT_SPLIT = (0.8, 0.2)
+SPLIT_NAMES = ("train", "val", "test")
+MAX_PRINTED_ISSUES = 40  # the summary shows this many; the rest are in ISSUES_FILE
+ISSUES_FILE = "conversion-issues.txt"
 
 
 @dataclass
@@ -47,68 +58,159 @@ class ConversionReport:
     size_mismatch: int = 0
     splits: dict[str, int] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
+    issues_file: Path | None = None
 
     def summary(self) -> str:
+        """Counts of what is on disk, then the first ``MAX_PRINTED_ISSUES`` issues."""
         lines = [f"{self.images} images, {self.boxes} boxes, classes: {', '.join(self.names)}",
                  "splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
                  f"clipped to the image: {self.clipped}; degenerate (dropped): {self.degenerate}; "
                  f"size mismatches: {self.size_mismatch}; truncated kept: {self.truncated}; "
-                 f"difficult skipped: {self.skipped_difficult}"]
-        return "\n".join(lines + [f"  {m}" for m in self.issues])
+                 f"difficult skipped: {self.skipped_difficult}; issues: {len(self.issues)}"]
+        lines += [f"  {m}" for m in self.issues[:MAX_PRINTED_ISSUES]]
+        hidden = len(self.issues) - MAX_PRINTED_ISSUES
+        if hidden > 0:
+            lines.append(f"  ... {hidden} more issue(s) not shown; all {len(self.issues)} are listed in "
+                         f"{self.issues_file}")
+        return "\n".join(lines)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
+class UnusableImage(ValueError):
+    """An image file the converters leave out, with the reason."""
 
 
-def _find_image(xml_path: Path, filename: str | None, by_stem: dict[str, Path]) -> Path | None:
+def _os_problem(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if path.is_symlink() and not path.exists():
+        return f"dangling symbolic link to {os.readlink(path)}"
+    if exc.errno == errno.ENOENT:
+        return "file not found"
+    return exc.strerror or str(exc)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file header; pixels are never decoded, so memory stays bounded.
+
+    Raises ``UnusableImage`` for a link loop, a dangling link, a non-image, or more pixels than PIL's
+    ``Image.MAX_IMAGE_PIXELS`` (decoding such a file takes gigabytes).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, with the size
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise UnusableImage(f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnusableImage("not an image file PIL can identify") from None
+    except OSError as exc:
+        raise UnusableImage(_os_problem(path, exc)) from None
+    except (SyntaxError, ValueError) as exc:  # PIL's parsers raise these for malformed headers
+        raise UnusableImage(f"malformed image header ({exc})") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise UnusableImage(f"{width}x{height} = {width * height / 1e6:.0f} million pixels exceeds the limit of "
+                            f"{limit / 1e6:.0f} million pixels (PIL's Image.MAX_IMAGE_PIXELS); not decoded")
+    return width, height
+
+
+def _escapes(name: str) -> bool:
+    """True for an absolute path or one that climbs out with ``..``."""
+    return os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == ".."
+
+
+_IMAGE_FOLDERS = ("JPEGImages", "images", "IMAGES")
+
+
+def _image_candidates(xml_path: Path, src: Path, filename: str) -> list[Path]:
+    """Next to the XML, in an image folder beside it, or in the image folder that mirrors ``Annotations/..``."""
+    folders = [xml_path.parent] + [xml_path.parent.parent / f for f in _IMAGE_FOLDERS]
+    try:
+        parts = xml_path.parent.relative_to(src).parts
+    except ValueError:
+        parts = ()
+    for i, part in enumerate(parts):
+        if part.lower() == "annotations":
+            folders += [src.joinpath(*parts[:i], f, *parts[i + 1:]) for f in _IMAGE_FOLDERS]
+    return [folder / filename for folder in folders]
+
+
+def _find_image(xml_path: Path, src: Path, filename: str | None, by_stem: dict[str, list[Path]]) -> Path:
+    """The image an XML annotates; ``UnusableImage`` says why there is none to use."""
+    if filename and _escapes(filename):
+        raise UnusableImage(f"<filename> {filename!r} points outside src={src}; refused, not read")
     if filename:
-        for folder in (xml_path.parent, xml_path.parent.parent / "JPEGImages", xml_path.parent.parent / "images",
-                       xml_path.parent.parent / "IMAGES"):
-            if (folder / filename).is_file():
-                return folder / filename
-        if Path(filename).stem in by_stem:
-            return by_stem[Path(filename).stem]
-    return by_stem.get(xml_path.stem)
+        for candidate in _image_candidates(xml_path, src, filename):
+            if os.path.lexists(candidate):
+                return candidate
+    stem = Path(filename).stem if filename else xml_path.stem
+    found = by_stem.get(stem, [])
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise UnusableImage(f"image {filename!r} not found next to the XML, and {len(found)} images below src= are "
+                            f"named {stem}.*: ambiguous; put the image next to its XML")
+    raise UnusableImage(f"image {filename!r} not found")
 
 
-def _clip_box(rec: ImageRecord, name, x0, y0, x1, y1, report: ConversionReport, where: str):
+def _clip_box(rec: ImageRecord, name, box: tuple[float, ...], report: ConversionReport, where: str, quoted: str):
+    """Clip corners ``box`` to the image; messages quote the annotation as the file wrote it (``quoted``)."""
+    x0, y0, x1, y1 = box
     cx0, cy0 = min(max(x0, 0.0), rec.width), min(max(y0, 0.0), rec.height)
     cx1, cy1 = min(max(x1, 0.0), rec.width), min(max(y1, 0.0), rec.height)
-    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
-        report.clipped += 1
-        report.issues.append(f"{where}: box {name} ({x0:g},{y0:g},{x1:g},{y1:g}) clipped to the "
-                             f"{rec.width}x{rec.height} image")
     if cx1 - cx0 <= 0 or cy1 - cy0 <= 0:
         report.degenerate += 1
-        report.issues.append(f"{where}: degenerate box {name} ({x0:g},{y0:g},{x1:g},{y1:g}) dropped")
+        report.issues.append(f"{where}: degenerate box {name} {quoted} (nothing left inside the "
+                             f"{rec.width}x{rec.height} image) dropped")
         return None
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        report.clipped += 1
+        report.issues.append(f"{where}: box {name} {quoted} clipped to the {rec.width}x{rec.height} image")
     return (name, cx0, cy0, cx1, cy1)
 
 
+def _voc_record(xml_path: Path, src: Path, by_stem: dict[str, list[Path]], report: ConversionReport):
+    """The XML's root and its image record (sized from the header), or None with the reason in ``report``."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        report.issues.append(f"{xml_path}: not valid XML ({exc}); skipped")
+        return None, None
+    except OSError as exc:
+        report.issues.append(f"{xml_path}: {_os_problem(xml_path, exc)}; skipped")
+        return None, None
+    try:
+        img_path = _find_image(xml_path, src, root.findtext("filename"), by_stem)
+        w, h = image_size(img_path)
+    except UnusableImage as exc:
+        where = f" {img_path}" if "img_path" in locals() else ""
+        report.issues.append(f"{xml_path}: image{where}: {exc}; skipped")
+        return None, None
+    try:
+        xw, xh = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
+    except ValueError:
+        xw = xh = 0
+    if (xw, xh) != (w, h) and (xw or xh):
+        report.size_mismatch += 1
+        report.issues.append(f"{xml_path}: annotation says {xw}x{xh}, image is {w}x{h}; using the image size")
+    return root, ImageRecord(img_path, w, h)
+
+
 def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageRecord]:
-    """Parse every ``*.xml`` below ``src``; images are looked up next to it or by stem."""
-    by_stem = {p.stem: p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    """Parse every ``*.xml`` below ``src``; images are looked up next to it, in the mirrored image
+    folder, or by stem when exactly one image has it."""
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for p in sorted(src.rglob("*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem[p.stem].append(p)
     records = []
     for xml_path in tqdm(sorted(src.rglob("*.xml")), desc="read VOC", unit="xml"):
-        try:
-            root = ET.parse(xml_path).getroot()
-        except ET.ParseError as exc:
-            report.issues.append(f"{xml_path}: not valid XML ({exc}); skipped")
+        root, rec = _voc_record(xml_path, src, by_stem, report)
+        if rec is None:
             continue
-        img_path = _find_image(xml_path, root.findtext("filename"), by_stem)
-        if img_path is None:
-            report.issues.append(f"{xml_path}: image {root.findtext('filename')!r} not found; skipped")
-            continue
-        w, h = _image_size(img_path)
-        xw, xh = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
-        if (xw, xh) != (w, h) and (xw or xh):
-            report.size_mismatch += 1
-            report.issues.append(f"{xml_path}: annotation says {xw}x{xh}, image is {w}x{h}; using the image size")
-        rec = ImageRecord(img_path, w, h)
         for i, obj in enumerate(root.iter("object")):
             name = (obj.findtext("name") or "").strip()
             where = f"{xml_path}: object {i}"
@@ -116,57 +218,108 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
                 report.skipped_difficult += 1
                 continue
             report.truncated += (obj.findtext("truncated") or "0").strip() == "1"
-            bb = obj.find("bndbox")
+            raw = [(obj.findtext(f"bndbox/{k}") or "").strip() for k in ("xmin", "ymin", "xmax", "ymax")]
             try:
-                x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-            except (AttributeError, TypeError, ValueError):
+                x0, y0, x1, y1 = (float(v) for v in raw)
+            except ValueError:
                 report.issues.append(f"{where}: missing or non-numeric bndbox; skipped")
                 continue
             # VOC corners are 1-based pixels: shift the left/top edge to 0-based, as Ultralytics does
-            box = _clip_box(rec, name, x0 - 1, y0 - 1, x1, y1, report, where)
+            box = _clip_box(rec, name, (x0 - 1, y0 - 1, x1, y1), report, where, f"({', '.join(raw)})")
             if box:
                 rec.boxes.append(box)
         records.append(rec)
     return records
 
 
+def _load_coco(ann_file: Path) -> dict:
+    try:
+        data = json.loads(ann_file.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{ann_file}: annotation file not found") from None
+    except OSError as exc:
+        raise ValueError(f"{ann_file}: cannot read it ({_os_problem(ann_file, exc)})") from None
+    except ValueError as exc:
+        raise ValueError(f"{ann_file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{ann_file}: not a COCO detection file (no 'images' list)")
+    return data
+
+
+def _coco_names(data: dict, ann_file: Path) -> dict[int, str]:
+    try:
+        return {c["id"]: str(c["name"]) for c in sorted(data.get("categories", []), key=lambda c: c["id"])}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{ann_file}: 'categories' entries need an 'id' and a 'name' ({exc!r})") from None
+
+
+def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport) -> ImageRecord | None:
+    name = im.get("file_name") if isinstance(im, dict) else None
+    if not isinstance(name, str) or "id" not in im:
+        report.issues.append(f"{ann_file}: image entry {im!r:.80} has no 'id' or 'file_name'; skipped")
+        return None
+    if _escapes(name):
+        report.issues.append(f"{ann_file}: image {im['id']}: file_name {name!r} points outside images={images}; "
+                             "refused, not read")
+        return None
+    path = images / name
+    if not os.path.lexists(path):
+        report.issues.append(f"{ann_file}: image {name!r} not found in {images}; skipped")
+        return None
+    try:
+        w, h = image_size(path)
+    except UnusableImage as exc:
+        report.issues.append(f"{ann_file}: image {path}: {exc}; skipped")
+        return None
+    if (im.get("width"), im.get("height")) not in {(w, h), (None, None)}:
+        report.size_mismatch += 1
+        report.issues.append(f"{ann_file}: image {name} is {w}x{h}, annotation says "
+                             f"{im.get('width')}x{im.get('height')}; using the image size")
+    return ImageRecord(path, w, h)
+
+
 def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[list[ImageRecord], list[str]]:
     """Parse a COCO detection JSON (any category ids); returns records and names in category-id order."""
-    data = json.loads(ann_file.read_text())
-    cats = sorted(data.get("categories", []), key=lambda c: c["id"])
-    names = {c["id"]: str(c["name"]) for c in cats}
+    data = _load_coco(ann_file)
+    names = _coco_names(data, ann_file)
     by_id = {}
-    for im in data.get("images", []):
-        path = images / im["file_name"]
-        if not path.is_file():
-            report.issues.append(f"{ann_file}: image {im['file_name']!r} not found in {images}; skipped")
-            continue
-        w, h = _image_size(path)
-        if (im.get("width"), im.get("height")) not in {(w, h), (None, None)}:
-            report.size_mismatch += 1
-            report.issues.append(f"{ann_file}: image {im['file_name']} is {w}x{h}, annotation says "
-                                 f"{im.get('width')}x{im.get('height')}; using the image size")
-        by_id[im["id"]] = ImageRecord(path, w, h)
+    for im in data["images"]:
+        rec = _coco_image(im, ann_file, images, report)
+        if rec is not None:
+            by_id[im["id"]] = rec
     for a in tqdm(data.get("annotations", []), desc="read COCO", unit="ann"):
-        rec = by_id.get(a["image_id"])
-        if rec is None:
+        try:
+            rec, category, crowd = by_id.get(a["image_id"]), a["category_id"], a.get("iscrowd")
+            x, y, bw, bh = (float(v) for v in a["bbox"])
+        except (KeyError, TypeError, ValueError):
+            report.issues.append(f"{ann_file}: annotation {a!r:.80} lacks image_id, category_id or a 4-number "
+                                 "bbox; skipped")
             continue
-        if a["category_id"] not in names:
-            report.issues.append(f"{ann_file}: annotation {a.get('id')} has unknown category {a['category_id']}")
+        if rec is None or crowd:
             continue
-        if a.get("iscrowd"):
+        if category not in names:
+            report.issues.append(f"{ann_file}: annotation {a.get('id')} has unknown category {category}")
             continue
-        x, y, bw, bh = (float(v) for v in a["bbox"])
-        box = _clip_box(rec, names[a["category_id"]], x, y, x + bw, y + bh, report, f"{ann_file}: annotation "
-                        f"{a.get('id')}")
+        box = _clip_box(rec, names[category], (x, y, x + bw, y + bh), report, f"{ann_file}: annotation {a.get('id')}",
+                        f"bbox {a['bbox']}")
         if box:
             rec.boxes.append(box)
-    return list(by_id.values()), [names[c["id"]] for c in cats]
+    return list(by_id.values()), list(names.values())
 
 
 def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], seed: int) -> list[str]:
-    """Split by the rarest class of each image (background images as their own stratum), seeded."""
-    splits = ("train", "val", "test")[: len(ratios)]
+    """Split by the rarest class of each image (background images as their own stratum), seeded.
+
+    Every split with a share gets at least one image (taken from the largest split's most common
+    stratum), so validation never falls back on training images.
+    """
+    splits = SPLIT_NAMES[: len(ratios)]
+    wanted = [s for s, r in zip(splits, ratios, strict=True) if r > 0]
+    if "val" not in wanted:
+        raise ValueError(f"split={','.join(f'{r:g}' for r in ratios)} gives val no share: training would validate "
+                         "on its own images")
+    if len(records) < len(wanted):
+        raise ValueError(f"{len(records)} image(s) cannot fill the splits {', '.join(wanted)}: each needs one")
     freq = Counter(b[0] for r in records for b in r.boxes)
     strata: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -186,37 +339,84 @@ def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], see
             for i in idx[start:end]:
                 out[i] = split
             start = end
+    stratum_size = {i: len(idx) for idx in strata.values() for i in idx}
+    for split in wanted:
+        if split not in out:
+            donor = max(wanted, key=lambda s: (out.count(s), -wanted.index(s)))
+            moved = max((i for i, s in enumerate(out) if s == donor), key=lambda i: (stratum_size[i], -i))
+            out[moved] = split
     return out
 
 
-def write_yolo(records: list[ImageRecord], names: list[str], out: Path, ratios: tuple[float, ...] | None,
+def _output_names(records: list[ImageRecord], report: ConversionReport) -> list[PurePosixPath]:
+    """Paths below ``images/<split>/``: relative to the images' common folder, so ``cam1/0000.jpg`` and
+    ``cam2/0000.jpg`` stay apart; a name whose label would collide gets a ``_2`` suffix, reported."""
+    common = Path(os.path.commonpath([os.path.abspath(r.path.parent) for r in records]))
+    taken: dict[tuple[PurePosixPath, str], Path] = {}
+    names = []
+    for rec in records:
+        rel = PurePosixPath(Path(os.path.abspath(rec.path)).relative_to(common).as_posix())
+        new, n = rel, 1
+        while (new.parent, new.stem) in taken:
+            n += 1
+            new = rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
+        if new != rel:
+            report.issues.append(f"{rec.path}: its label would collide with {taken[(rel.parent, rel.stem)]}'s; "
+                                 f"written as {new}")
+        taken[(new.parent, new.stem)] = rec.path
+        names.append(new)
+    return names
+
+
+def _warn_missing_classes(records: list[ImageRecord], splits: list[str], names: list[str],
+                          report: ConversionReport) -> None:
+    for split in SPLIT_NAMES:
+        members = [r for r, s in zip(records, splits, strict=True) if s == split]
+        if not members:
+            continue
+        missing = [n for n in names if n not in {b[0] for r in members for b in r.boxes}]
+        if missing:
+            report.issues.append(f"{split} split has no instance of {', '.join(missing)}: its {len(members)} "
+                                 "image(s) are too few to hold every class (more images of those classes or "
+                                 "another split= fixes it)")
+
+
+def _yolo_lines(rec: ImageRecord, index: dict[str, int]) -> list[str]:
+    return [f"{index[name]} {(x0 + x1) / 2 / rec.width:.6f} {(y0 + y1) / 2 / rec.height:.6f} "
+            f"{(x1 - x0) / rec.width:.6f} {(y1 - y0) / rec.height:.6f}" for name, x0, y0, x1, y1 in rec.boxes]
+
+
+def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, ratios: tuple[float, ...],
                seed: int, report: ConversionReport) -> Path:
-    """Copy images, write YOLO labels (6 decimals) and ``data.yaml``; returns its path."""
+    """Copy images, write YOLO labels (6 decimals), ``data.yaml`` and the full issue list; returns the
+    YAML's path. Counts in ``report`` are of what was written."""
     index = {n: i for i, n in enumerate(names)}
-    splits = _stratified_split(records, ratios, seed) if ratios else ["train"] * len(records)
-    out = out.resolve()
-    for rec, split in tqdm(list(zip(records, splits, strict=True)), desc="write YOLO", unit="img"):
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        dst = out / "images" / split / rec.path.name
-        shutil.copy2(rec.path, dst)
-        lines = []
-        for name, x0, y0, x1, y1 in rec.boxes:
-            lines.append(f"{index[name]} {(x0 + x1) / 2 / rec.width:.6f} {(y0 + y1) / 2 / rec.height:.6f} "
-                         f"{(x1 - x0) / rec.width:.6f} {(y1 - y0) / rec.height:.6f}")
-        (out / "labels" / split / (rec.path.stem + ".txt")).write_text("".join(f"{x}\n" for x in lines))
+    splits = _stratified_split(records, ratios, seed)
+    rels = _output_names(records, report)
+    images = [PurePosixPath("images", s, rel) for s, rel in zip(splits, rels, strict=True)]
+    labels = [PurePosixPath("labels", s, rel).with_suffix(".txt") for s, rel in zip(splits, rels, strict=True)]
+    out.plan([*images, *labels, "data.yaml", ISSUES_FILE])
+    written = []
+    for rec, split, image, label in tqdm(list(zip(records, splits, images, labels, strict=True)),
+                                         desc="write YOLO", unit="img"):
+        try:
+            shutil.copyfile(rec.path, out.path(image))
+        except OSError as exc:
+            report.issues.append(f"{rec.path}: cannot copy ({_os_problem(rec.path, exc)}); skipped")
+            continue
+        lines = _yolo_lines(rec, index)
+        out.path(label).write_text("".join(f"{x}\n" for x in lines))
         report.boxes += len(lines)
-    report.images = len(records)
+        written.append((rec, split))
+    report.images = len(written)
     report.names = list(names)
-    report.splits = dict(Counter(splits))
-    data = {"path": str(out), "train": "images/train", "names": dict(enumerate(names))}
-    for s in ("val", "test"):
-        if s in report.splits:
-            data[s] = f"images/{s}"
-    if "val" not in data:
-        data["val"] = "images/train"  # Ultralytics needs a val split; without a ratio it validates on train
-    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return out / "data.yaml"
+    report.splits = {s: n for s in SPLIT_NAMES if (n := sum(w[1] == s for w in written))}
+    _warn_missing_classes([w[0] for w in written], [w[1] for w in written], names, report)
+    data = {"path": str(out.root), **{s: f"images/{s}" for s in report.splits}, "names": dict(enumerate(names))}
+    out.path("data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    report.issues_file = out.path(ISSUES_FILE)
+    report.issues_file.write_text("".join(f"{m}\n" for m in report.issues))
+    return out.root / "data.yaml"
 
 
 def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
@@ -229,23 +429,39 @@ def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
     return list(classes)
 
 
-def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] | None = None, seed: int = 0,
-                difficult: str = "keep", classes: list[str] | None = None) -> tuple[Path, ConversionReport]:
-    """Pascal VOC XML (+ JPEG/PNG/BMP) -> YOLO. Class names sorted alphabetically unless given."""
+def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] = VOC_DEFAULT_SPLIT, seed: int = 0,
+                difficult: str = "keep", classes: list[str] | None = None,
+                overwrite: bool = False) -> tuple[Path, ConversionReport]:
+    """Pascal VOC XML (+ JPEG/PNG/BMP) -> YOLO. Class names sorted alphabetically unless given.
+
+    ``out`` must not touch ``src`` and must be empty, unless ``overwrite`` (which first removes what
+    a previous conversion wrote there, listed in its manifest)."""
     if difficult not in {"keep", "skip"}:
         raise ValueError(f"difficult must be 'keep' or 'skip', got {difficult!r}")
+    src = Path(src)
+    sources = {"source folder src=": src}
+    OutputFolder.precheck(out, sources, overwrite, "convert voc")
+    if not src.is_dir():
+        raise ValueError(f"src={src} is not a folder")
     report = ConversionReport()
-    records = read_voc(Path(src), difficult, report)
+    records = read_voc(src, difficult, report)
     if not records:
-        raise ValueError(f"no VOC annotations (*.xml) with images found below {src}")
-    return write_yolo(records, _names(records, classes), Path(out), split, seed, report), report
+        raise ValueError(f"no VOC annotations (*.xml) with usable images found below {src}")
+    names = _names(records, classes)
+    folder = OutputFolder(out, sources, overwrite, "convert voc", [r.path for r in records])
+    return write_yolo(records, names, folder, split, seed, report), report
 
 
-def convert_coco(src: str | Path, images: str | Path, out: str | Path, split: tuple[float, ...] | None = None,
-                 seed: int = 0) -> tuple[Path, ConversionReport]:
-    """COCO detection JSON -> YOLO, class names in category-id order."""
+def convert_coco(src: str | Path, images: str | Path, out: str | Path,
+                 split: tuple[float, ...] = COCO_DEFAULT_SPLIT, seed: int = 0,
+                 overwrite: bool = False) -> tuple[Path, ConversionReport]:
+    """COCO detection JSON -> YOLO, class names in category-id order; ``out`` as in ``convert_voc``."""
+    src, images = Path(src), Path(images)
+    sources = {"annotation file src=": src, "image folder images=": images}
+    OutputFolder.precheck(out, sources, overwrite, "convert coco")
     report = ConversionReport()
-    records, names = read_coco(Path(src), Path(images), report)
+    records, names = read_coco(src, images, report)
     if not records:
         raise ValueError(f"no images of {src} found in {images}")
-    return write_yolo(records, names, Path(out), split, seed, report), report
+    folder = OutputFolder(out, sources, overwrite, "convert coco", [r.path for r in records])
+    return write_yolo(records, names, folder, split, seed, report), report
