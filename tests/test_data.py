@@ -162,7 +162,7 @@ def test_checker_finds_each_planted_problem_once(tmp_path):
     proc = subprocess.run([GRADKIT, "check", f"data={data_yaml}"], capture_output=True, text=True,
                           env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=120)
     assert proc.returncode == 1 and "class 5 but nc=2" in proc.stdout
-    fixed = fix_dataset(data_yaml, tmp_path / "fixed")
+    fixed, _ = fix_dataset(data_yaml, tmp_path / "fixed")
     assert _digest(data_yaml.parent) == before  # the original is untouched
     again = check_dataset(fixed)
     assert again.errors == [], [str(f) for f in again.errors]

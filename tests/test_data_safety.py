@@ -401,3 +401,17 @@ def test_missing_coco_json_is_a_one_line_error(tmp_path):
     proc = _gradkit("convert", "coco", f"src={tmp_path / 'nope.json'}", f"images={tmp_path / 'imgs'}",
                     f"out={tmp_path / 'out'}")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope.json" in proc.stderr
+
+
+@pytest.mark.parametrize("out", ["datasets/ds", "datasets", "."])
+def test_fix_refuses_the_dataset_of_a_yaml_whose_path_is_relative_to_the_working_directory(tmp_path, out):
+    """The layout of this repository's datasets/defects-synth.yaml: ``path: datasets/defects-synth``,
+    relative to where commands run (as Ultralytics reads it), not to the YAML's folder."""
+    data_yaml, root = _yaml_outside_layout(tmp_path)
+    data_yaml.write_text(yaml.safe_dump({"path": "datasets/ds", "train": "images/train", "val": "images/val",
+                                         "names": {0: "scratch"}}))
+    before = _digest(tmp_path)
+    proc = _gradkit("check", "data=datasets/ds.yaml", "--fix", f"out={out}", "overwrite=true", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "refused" in proc.stderr and str(root) in proc.stderr
+    assert _digest(tmp_path) == before

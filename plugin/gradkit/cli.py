@@ -169,13 +169,15 @@ def _convert(args: Sequence[str]) -> int:
 
 
 def _check(args: Sequence[str]) -> int:
-    from gradkit.data import check_dataset, fix_dataset
+    from gradkit.data import check_dataset, fix_dataset, fix_output
 
     fix = "--fix" in args
-    o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None}, "check")
+    o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None, "overwrite": False}, "check")
     if not o["data"]:
-        raise SystemExit("gradkit check data=DATA.yaml [--fix [out=DIR]]")
+        raise SystemExit("gradkit check data=DATA.yaml [--fix [out=DIR overwrite=false]]")
     try:
+        if fix:  # refuse a bad out= before the long check
+            fix_output(o["data"], o["out"], o["overwrite"] is True)
         result = check_dataset(o["data"])
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gradkit check: {exc}") from None
@@ -183,11 +185,22 @@ def _check(args: Sequence[str]) -> int:
         print(f)
     print(result.summary())
     if fix:
-        from pathlib import Path
-
-        out = o["out"] or str(Path(o["data"]).resolve().parent) + "-fixed"
-        print(f"cleaned copy: {fix_dataset(o['data'], out)}")
+        _print_fix(*fix_dataset(o["data"], o["out"], o["overwrite"] is True, checked=result))
     return 1 if result.errors else 0
+
+
+def _print_fix(data_yaml, changes) -> None:
+    from collections import Counter
+
+    from gradkit.data.check import FIX_CHANGES_FILE, MAX_PRINTED_CHANGES
+
+    for change in changes[:MAX_PRINTED_CHANGES]:
+        print(f"fixed {change}")
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(Counter(c.action for c in changes).items()))
+    hidden = max(len(changes) - MAX_PRINTED_CHANGES, 0)
+    print(f"{len(changes)} change(s) ({counts or 'none'}){f', {hidden} not shown' if hidden else ''}; all listed in "
+          f"{data_yaml.parent / FIX_CHANGES_FILE}")
+    print(f"cleaned copy: {data_yaml}")
 
 
 def _register_val_report() -> None:

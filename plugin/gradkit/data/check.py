@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 
-__all__ = ["CheckResult", "Finding", "check_dataset", "fix_dataset"]
+__all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
 SPLITS = ("train", "val", "test")
 
@@ -214,45 +214,154 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
     return res
 
 
-def fix_dataset(data_yaml: str | Path, out: str | Path) -> Path:
-    """Write a cleaned copy: bad label lines and duplicate boxes dropped, unreadable images and
-    cross-split duplicates left out, low 16-bit images rescaled to 8 bits. The original is untouched."""
+@dataclass
+class FixChange:
+    """One thing ``fix_dataset`` changed in the copy: ``action`` is clipped, dropped, left out,
+    rescaled or added; ``path`` and ``line`` name the original file and line."""
+
+    path: str
+    line: int | None
+    action: str
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.action}: {self.detail}"
+
+
+FIX_CHANGES_FILE = "fix-changes.txt"
+MAX_PRINTED_CHANGES = 40  # ``gradkit check --fix`` prints this many; all are in FIX_CHANGES_FILE
+_EDGE_TOLERANCE = 1e-6  # as the out-of-bounds test of _check_labels: closer to the edge is left alone
+
+
+def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
+    """The line to keep (the user's own text when nothing is wrong) or None, and why it changed."""
+    parts = line.split()
+    if len(parts) != 5:
+        return None, f"{len(parts)} fields, expected 5 (class x y w h)"
+    try:
+        c = int(parts[0])
+        x, y, w, h = (float(v) for v in parts[1:])
+    except ValueError:
+        return None, "not numbers"
+    if not 0 <= c < nc:
+        return None, f"class {c} but nc={nc}"
+    if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
+        return None, f"no area (w={w:g} h={h:g})"
+    corners = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+    if min(corners) >= -_EDGE_TOLERANCE and max(corners) <= 1 + _EDGE_TOLERANCE:
+        return line, ""
+    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in corners)
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+        return None, "entirely outside the image"
+    return f"{c} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} {y1 - y0:.6f}", "stuck out of the image"
+
+
+def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
+    """Label lines for the copy: boxes sticking out clipped, what cannot be repaired dropped; each change listed."""
+    kept, changes, seen = [], [], {}
+    for n, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        fixed, why = _repair_line(line, nc)
+        if fixed is None:
+            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {why}"))
+            continue
+        key = tuple(round(float(v), 6) for v in fixed.split())
+        if key in seen:
+            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: duplicate of line {seen[key]}"))
+            continue
+        seen[key] = n
+        if fixed != line:
+            changes.append(FixChange(str(path), n, "clipped", f"{line!r} -> {fixed!r}: {why}"))
+        kept.append(fixed)
+    return kept, changes
+
+
+def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
+    """Everything ``--fix`` reads: the YAML, the dataset root (a relative ``path:`` beside the YAML, as
+    here, and below the working directory, as Ultralytics reads it), each split's image and label folder."""
+    data = yaml.safe_load(data_yaml.read_text()) or {}
+    root = Path(data.get("path") or data_yaml.parent)
+    roots = [root] if root.is_absolute() else [data_yaml.parent / root, Path.cwd() / root]
+    sources = {"dataset YAML": data_yaml}
+    sources |= {f"dataset root ({r})": r for r in roots if r.exists()}
+    for split, d in dirs.items():
+        sources[f"{split} split folder"] = d
+        sources[f"{split} label folder"] = _label_path(d / "x.png").parent
+    return sources
+
+
+def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Where ``fix_dataset`` would write (default: ``<dataset root>-fixed``); ``ValueError`` if refused:
+    ``out`` resolves to, contains or lies inside the dataset or a split folder, or is not empty
+    without ``overwrite``."""
+    data_yaml = Path(data_yaml)
+    dirs, _ = _split_dirs(data_yaml)
+    sources = _fix_sources(data_yaml, dirs)
+    if out is None:
+        root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
+        out = root.parent / f"{root.name}-fixed"
+    from gradkit.data.output import OutputFolder
+
+    return OutputFolder.precheck(out, sources, overwrite, "check --fix")
+
+
+def _rescale_16bit(src: Path, dst: Path) -> str:
     import cv2
 
+    raw = cv2.imread(str(src), cv2.IMREAD_UNCHANGED).astype(np.float32)
+    lo, hi = np.percentile(raw, [0.1, 99.9])
+    cv2.imwrite(str(dst), np.clip((raw - lo) / max(hi - lo, 1) * 255, 0, 255).astype(np.uint8))
+    return f"16-bit values {lo:.0f}-{hi:.0f} stretched to 0-255"
+
+
+def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False,
+                checked: CheckResult | None = None) -> tuple[Path, list[FixChange]]:
+    """Write a cleaned copy and list every change: boxes sticking out clipped, unrepairable label lines
+    and duplicates dropped, images with errors (unreadable, cross-split duplicate, ...) left out, low
+    16-bit images rescaled to 8 bits. The original is never written (see ``fix_output``); ``checked``
+    reuses a ``check_dataset`` result. Returns the new ``data.yaml`` and the changes."""
+    from gradkit.data.output import OutputFolder
+
     data_yaml = Path(data_yaml)
-    out = Path(out).resolve()
-    if out == data_yaml.parent.resolve():
-        raise ValueError("--fix writes a copy: choose an output folder other than the dataset's")
     dirs, names = _split_dirs(data_yaml)
-    res = check_dataset(data_yaml)
-    bad_images = {f.path for f in res.findings if f.kind in {"unreadable image", "leakage", "channels"}
-                  and f.severity == "error"}
+    sources = _fix_sources(data_yaml, dirs)
+    out = fix_output(data_yaml, out, overwrite)
+    res = checked or check_dataset(data_yaml)
     low16 = {f.path for f in res.findings if f.kind == "bit depth" and f.severity == "error" and "16-bit" in f.message}
-    data = yaml.safe_load(data_yaml.read_text())
+    left_out = {f.path: f"{f.kind}: {f.message}" for f in res.findings if f.severity == "error"
+                and f.path not in low16 and Path(f.path).suffix.lower() in IMAGE_SUFFIXES}
+    changes = [FixChange(p, None, "left out", why) for p, why in left_out.items()]
+    changes += [FixChange(f.path, None, "left out", "label file without an image")
+                for f in res.findings if f.kind == "orphan labels"]
+    plan = []  # (split, source image, image in the copy, label in the copy)
     for split, d in dirs.items():
-        if not d.exists():
-            continue
-        for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            if str(img) in bad_images:
-                continue
-            (out / "images" / split).mkdir(parents=True, exist_ok=True)
-            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-            dst = out / "images" / split / img.name
-            if str(img) in low16:
-                raw = cv2.imread(str(img), cv2.IMREAD_UNCHANGED).astype(np.float32)
-                lo, hi = np.percentile(raw, [0.1, 99.9])
-                cv2.imwrite(str(dst.with_suffix(".png")), np.clip((raw - lo) / max(hi - lo, 1) * 255, 0, 255)
-                            .astype(np.uint8))
-                dst = dst.with_suffix(".png")
-            else:
-                shutil.copy2(img, dst)
-            lab = _label_path(img)
-            scratch = CheckResult()
-            good = _check_labels(lab, len(names), split, scratch) if lab.exists() else []
-            (out / "labels" / split / (dst.stem + ".txt")).write_text(
-                "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, (x, y, w, h) in good))
-    new = {**data, "path": str(out), "names": names}
-    for s in dirs:
-        new[s] = f"images/{s}"
-    (out / "data.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
-    return out / "data.yaml"
+        for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if d.exists() else []:
+            if str(img) not in left_out:
+                rel = Path(split, img.relative_to(d))
+                rel_img = rel.with_suffix(".png") if str(img) in low16 else rel
+                plan.append((img, Path("images", rel_img), Path("labels", rel).with_suffix(".txt")))
+    folder = OutputFolder(out, sources, overwrite, "check --fix",
+                          [p for img, _, _ in plan for p in (img, _label_path(img))])
+    folder.plan([*(a for _, a, _ in plan), *(b for _, _, b in plan), "data.yaml", FIX_CHANGES_FILE])
+    for img, rel_img, rel_label in tqdm(plan, desc="fix", unit="img", disable=len(plan) < 200):
+        if str(img) in low16:
+            why = _rescale_16bit(img, folder.path(rel_img.as_posix()))
+            changes.append(FixChange(str(img), None, "rescaled", f"{why}; written as {rel_img}"))
+        else:
+            shutil.copyfile(img, folder.path(rel_img.as_posix()))
+        lab = _label_path(img)
+        if lab.exists():
+            kept, lab_changes = _repair_labels(lab, len(names))
+            changes += lab_changes
+        else:
+            kept = []
+            changes.append(FixChange(str(lab), None, "added", "no label file: written empty (defect-free background)"))
+        folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept))
+    data = {k: v for k, v in (yaml.safe_load(data_yaml.read_text()) or {}).items() if k != "download"}
+    new = {**data, "path": str(folder.root), "names": names, **{s: f"images/{s}" for s in dirs}}
+    folder.path("data.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+    folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes))
+    return folder.root / "data.yaml", changes
