@@ -415,3 +415,50 @@ def test_fix_refuses_the_dataset_of_a_yaml_whose_path_is_relative_to_the_working
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "refused" in proc.stderr and str(root) in proc.stderr
     assert _digest(tmp_path) == before
+
+
+def test_fix_leaves_out_a_leaked_16bit_image_instead_of_rescaling_it(tmp_path):
+    data_yaml = _fix_case(tmp_path)
+    root = data_yaml.parent
+    _img(root / "images" / "train" / "deep.png", 64, 64, value=900, dtype=np.uint16)
+    (root / "images" / "val" / "deep_copy.png").write_bytes((root / "images" / "train" / "deep.png").read_bytes())
+    fixed, changes = fix_dataset(data_yaml, tmp_path / "fixed")
+    assert (tmp_path / "fixed" / "images" / "train" / "deep.png").exists()
+    assert not list((tmp_path / "fixed" / "images" / "val").glob("deep_copy*"))
+    assert any(c.action == "left out" and c.path.endswith("deep_copy.png") for c in changes)
+    assert not [f for f in check_dataset(fixed).errors if f.kind == "leakage"]
+
+
+def test_output_folder_never_writes_through_a_link_onto_a_source(tmp_path):
+    from gradkit.data.output import OutputFolder
+
+    source = tmp_path / "src" / "a.txt"
+    source.parent.mkdir()
+    source.write_text("original")
+    folder = OutputFolder(tmp_path / "out", {"source folder": source.parent}, False, "test")
+    (folder.root / "labels").mkdir()
+    (folder.root / "labels" / "a.txt").symlink_to(source)   # planted after the folder was checked
+    (folder.root / "images").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ValueError, match="source file"):
+        folder.path("labels/a.txt")
+    with pytest.raises(ValueError, match="outside out="):
+        folder.path("images/x.png")
+    assert source.read_text() == "original" and not (tmp_path / "elsewhere").exists()
+
+
+def test_cli_overwrite_takes_true_or_false_only(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "overwrite=1")
+    assert proc.returncode != 0 and "overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_split_leaves_the_previous_output_in_place(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    convert_voc(src, tmp_path / "out", split=(0.5, 0.5))
+    before = _digest(tmp_path / "out")
+    with pytest.raises(ValueError, match="val no share"):
+        convert_voc(src, tmp_path / "out", split=(1.0, 0.0), overwrite=True)
+    assert _digest(tmp_path / "out") == before

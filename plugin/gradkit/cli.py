@@ -137,6 +137,12 @@ def _split_ratios(value) -> tuple[float, ...] | None:
     return ratios
 
 
+def _overwrite(opts: dict[str, Any], command: str) -> bool:
+    if not isinstance(opts["overwrite"], bool):
+        raise SystemExit(f"gradkit {command}: overwrite takes true or false, got {opts['overwrite']!r}")
+    return opts["overwrite"]
+
+
 def _convert(args: Sequence[str]) -> int:
     from gradkit.data import convert_coco, convert_voc
 
@@ -160,7 +166,7 @@ def _convert(args: Sequence[str]) -> int:
     if ratios:  # otherwise the converter's own default split
         inputs["split"] = ratios
     try:
-        path, report = convert(**inputs, seed=int(o["seed"]), overwrite=o["overwrite"] is True)
+        path, report = convert(**inputs, seed=int(o["seed"]), overwrite=_overwrite(o, f"convert {args[0]}"))
     except ValueError as exc:
         raise SystemExit(f"gradkit convert {args[0]}: {exc}") from None
     print(report.summary())
@@ -177,7 +183,7 @@ def _check(args: Sequence[str]) -> int:
         raise SystemExit("gradkit check data=DATA.yaml [--fix [out=DIR overwrite=false]]")
     try:
         if fix:  # refuse a bad out= before the long check
-            fix_output(o["data"], o["out"], o["overwrite"] is True)
+            fix_output(o["data"], o["out"], _overwrite(o, "check"))
         result = check_dataset(o["data"])
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gradkit check: {exc}") from None
@@ -185,7 +191,7 @@ def _check(args: Sequence[str]) -> int:
         print(f)
     print(result.summary())
     if fix:
-        _print_fix(*fix_dataset(o["data"], o["out"], o["overwrite"] is True, checked=result))
+        _print_fix(*fix_dataset(o["data"], o["out"], _overwrite(o, "check"), checked=result))
     return 1 if result.errors else 0
 
 

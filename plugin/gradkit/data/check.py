@@ -330,9 +330,11 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
     sources = _fix_sources(data_yaml, dirs)
     out = fix_output(data_yaml, out, overwrite)
     res = checked or check_dataset(data_yaml)
-    low16 = {f.path for f in res.findings if f.kind == "bit depth" and f.severity == "error" and "16-bit" in f.message}
-    left_out = {f.path: f"{f.kind}: {f.message}" for f in res.findings if f.severity == "error"
-                and f.path not in low16 and Path(f.path).suffix.lower() in IMAGE_SUFFIXES}
+    errors = [f for f in res.errors if Path(f.path).suffix.lower() in IMAGE_SUFFIXES]
+    rescalable = {f.path for f in errors if f.kind == "bit depth" and "16-bit" in f.message}
+    left_out = {f.path: f"{f.kind}: {f.message}" for f in errors
+                if not (f.kind == "bit depth" and f.path in rescalable)}
+    low16 = rescalable - set(left_out)
     changes = [FixChange(p, None, "left out", why) for p, why in left_out.items()]
     changes += [FixChange(f.path, None, "left out", "label file without an image")
                 for f in res.findings if f.kind == "orphan labels"]

@@ -386,12 +386,11 @@ def _yolo_lines(rec: ImageRecord, index: dict[str, int]) -> list[str]:
             f"{(x1 - x0) / rec.width:.6f} {(y1 - y0) / rec.height:.6f}" for name, x0, y0, x1, y1 in rec.boxes]
 
 
-def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, ratios: tuple[float, ...],
-               seed: int, report: ConversionReport) -> Path:
-    """Copy images, write YOLO labels (6 decimals), ``data.yaml`` and the full issue list; returns the
-    YAML's path. Counts in ``report`` are of what was written."""
+def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, splits: list[str],
+               report: ConversionReport) -> Path:
+    """Copy images into ``splits`` (one per record), write YOLO labels (6 decimals), ``data.yaml`` and
+    the full issue list; returns the YAML's path. Counts in ``report`` are of what was written."""
     index = {n: i for i, n in enumerate(names)}
-    splits = _stratified_split(records, ratios, seed)
     rels = _output_names(records, report)
     images = [PurePosixPath("images", s, rel) for s, rel in zip(splits, rels, strict=True)]
     labels = [PurePosixPath("labels", s, rel).with_suffix(".txt") for s, rel in zip(splits, rels, strict=True)]
@@ -447,9 +446,9 @@ def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] = VOC
     records = read_voc(src, difficult, report)
     if not records:
         raise ValueError(f"no VOC annotations (*.xml) with usable images found below {src}")
-    names = _names(records, classes)
+    names, splits = _names(records, classes), _stratified_split(records, split, seed)
     folder = OutputFolder(out, sources, overwrite, "convert voc", [r.path for r in records])
-    return write_yolo(records, names, folder, split, seed, report), report
+    return write_yolo(records, names, folder, splits, report), report
 
 
 def convert_coco(src: str | Path, images: str | Path, out: str | Path,
@@ -463,5 +462,6 @@ def convert_coco(src: str | Path, images: str | Path, out: str | Path,
     records, names = read_coco(src, images, report)
     if not records:
         raise ValueError(f"no images of {src} found in {images}")
+    splits = _stratified_split(records, split, seed)
     folder = OutputFolder(out, sources, overwrite, "convert coco", [r.path for r in records])
-    return write_yolo(records, names, folder, split, seed, report), report
+    return write_yolo(records, names, folder, splits, report), report

@@ -81,7 +81,7 @@ class OutputFolder:
         self.command = command
         self.root = self.precheck(out, sources, overwrite, command)
         self._source_files = {Path(p).resolve() for p in source_files}
-        self._source_files |= {s.resolve() for s in sources.values() if s.is_file()}
+        self._sources = [s.resolve() for s in sources.values()]
         if self.root.is_dir() and any(self.root.iterdir()):
             _clear_previous(self.root, command)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,11 @@ class OutputFolder:
     def path(self, rel: str | PurePosixPath) -> Path:
         """Where to write ``rel``; refuses a path that escapes the folder (links) or lands on a source file."""
         dst = self.root / PurePosixPath(rel)
-        dst.parent.mkdir(parents=True, exist_ok=True)
         real = Path(os.path.realpath(dst))
-        if not real.is_relative_to(self.root) or real in self._source_files:
-            raise _refuse(self.command, f"{dst} resolves to {real}, outside out= or onto a source file")
+        on_source = real in self._source_files or any(real.is_relative_to(s) for s in self._sources)
+        where = ("a source file" if on_source else
+                 "outside out=" if not real.is_relative_to(self.root) else None)
+        if where:
+            raise ValueError(f"{dst} resolves to {real}, {where}; {self.command} stopped before writing it")
+        dst.parent.mkdir(parents=True, exist_ok=True)
         return dst
