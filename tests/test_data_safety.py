@@ -462,3 +462,17 @@ def test_a_refused_split_leaves_the_previous_output_in_place(tmp_path):
     with pytest.raises(ValueError, match="val no share"):
         convert_voc(src, tmp_path / "out", split=(1.0, 0.0), overwrite=True)
     assert _digest(tmp_path / "out") == before
+
+
+def test_overwrite_never_deletes_through_a_linked_folder(tmp_path):
+    src = tmp_path / "voc"
+    _voc_set(src, 4)
+    out = tmp_path / "out"
+    convert_voc(src, out, split=(0.5, 0.5))
+    victim = tmp_path / "victim"  # same file names as the previous output's labels
+    (out / "labels").rename(victim)
+    (out / "labels").symlink_to(victim, target_is_directory=True)
+    before = _digest(victim)
+    with pytest.raises(ValueError, match="link"):
+        convert_voc(src, out, split=(0.5, 0.5), overwrite=True)
+    assert _digest(victim) == before

@@ -38,7 +38,7 @@ def _manifest_entries(out: Path, command: str) -> list[PurePosixPath]:
     try:
         listed = json.loads((out / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise _refuse(command, f"out={out} is not empty and holds no list of files a previous gradkit conversion "
+        raise _refuse(command, f"out={out} is not empty and holds no list of files a previous gradkit run "
                                f"wrote ({MANIFEST}), so overwrite=true cannot tell its files from yours: "
                                "empty it yourself or choose another out=") from None
     entries = []
@@ -62,6 +62,11 @@ def _refuse_unlisted(out: Path, listed: set[PurePosixPath], command: str) -> Non
 
 def _clear_previous(out: Path, command: str) -> None:
     entries = _manifest_entries(out, command)
+    for rel in entries:  # a linked folder would make the deletions below land outside out=
+        folder = out / rel.parent
+        if os.path.realpath(folder) != str(folder):
+            raise _refuse(command, f"{folder} is or lies below a symbolic link (to {os.path.realpath(folder)}); "
+                                   "overwrite=true deletes nothing through links")
     _refuse_unlisted(out, set(entries), command)
     for rel in entries:
         path = out / rel
