@@ -476,3 +476,23 @@ def test_overwrite_never_deletes_through_a_linked_folder(tmp_path):
     with pytest.raises(ValueError, match="link"):
         convert_voc(src, out, split=(0.5, 0.5), overwrite=True)
     assert _digest(victim) == before
+
+
+def test_kept_folders_never_hide_labels_from_ultralytics(tmp_path):
+    """Ultralytics finds a label by replacing the last /images/ of the image path with /labels/: a kept
+    source folder named images must not be that last one."""
+    from ultralytics.data.utils import img2label_paths
+
+    src = tmp_path / "voc"
+    for part, value in (("train", 40), ("validation", 140)):
+        for i in range(3):
+            _img(src / part / "images" / f"{i}.jpg", value=value + i)
+            _voc_xml(src / part / "annotations" / f"{i}.xml", f"{i}.jpg", (32, 32), [(part, (1, 1, 5 + i, 9))])
+    data_yaml, report = convert_voc(src, tmp_path / "out", split=(0.5, 0.5))
+    names = yaml.safe_load(data_yaml.read_text())["names"]
+    images = sorted(str(p) for p in (tmp_path / "out" / "images").rglob("*.jpg"))
+    assert len(images) == 6 == report.images
+    for img, label in zip(images, img2label_paths(images), strict=True):
+        (line,) = Path(label).read_text().splitlines()
+        part = "train" if int(cv2.imread(img)[0, 0, 0]) < 100 else "validation"
+        assert names[int(line.split()[0])] == part

@@ -350,12 +350,16 @@ def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], see
 
 def _output_names(records: list[ImageRecord], report: ConversionReport) -> list[PurePosixPath]:
     """Paths below ``images/<split>/``: relative to the images' common folder, so ``cam1/0000.jpg`` and
-    ``cam2/0000.jpg`` stay apart; a name whose label would collide gets a ``_2`` suffix, reported."""
+    ``cam2/0000.jpg`` stay apart; a name whose label would collide gets a ``_2`` suffix, reported.
+
+    Image-folder names (``images``, ``JPEGImages``) are left out of the kept folders: Ultralytics finds
+    a label by replacing the last ``/images/`` of the image path, which must be ours."""
     common = Path(os.path.commonpath([os.path.abspath(r.path.parent) for r in records]))
     taken: dict[tuple[PurePosixPath, str], Path] = {}
     names = []
     for rec in records:
         rel = PurePosixPath(Path(os.path.abspath(rec.path)).relative_to(common).as_posix())
+        rel = PurePosixPath(*(p for p in rel.parent.parts if p.lower() not in {"images", "jpegimages"}), rel.name)
         new, n = rel, 1
         while (new.parent, new.stem) in taken:
             n += 1
