@@ -146,13 +146,15 @@ def _find_image(xml_path: Path, src: Path, filename: str | None, by_stem: dict[s
         for candidate in _image_candidates(xml_path, src, filename):
             if os.path.lexists(candidate):
                 return candidate
-    stem = Path(filename).stem if filename else xml_path.stem
-    found = by_stem.get(stem, [])
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise UnusableImage(f"image {filename!r} not found next to the XML, and {len(found)} images below src= are "
-                            f"named {stem}.*: ambiguous; put the image next to its XML")
+    folders = {c.parent for c in _image_candidates(xml_path, src, "_")}
+    for stem in dict.fromkeys(s for s in (Path(filename).stem if filename else "", xml_path.stem) if s):
+        found = by_stem.get(stem, [])
+        for group in ([p for p in found if p.parent in folders], found):  # the XML's own folders first
+            if len(group) == 1:
+                return group[0]
+        if found:
+            raise UnusableImage(f"image {filename!r} not found next to the XML, and {len(found)} images below "
+                                f"src= are named {stem}.*: ambiguous; put the image next to its XML")
     raise UnusableImage(f"image {filename!r} not found")
 
 
@@ -184,10 +186,13 @@ def _voc_record(xml_path: Path, src: Path, by_stem: dict[str, list[Path]], repor
         return None, None
     try:
         img_path = _find_image(xml_path, src, root.findtext("filename"), by_stem)
+    except UnusableImage as exc:
+        report.issues.append(f"{xml_path}: {exc}; skipped")
+        return None, None
+    try:
         w, h = image_size(img_path)
     except UnusableImage as exc:
-        where = f" {img_path}" if "img_path" in locals() else ""
-        report.issues.append(f"{xml_path}: image{where}: {exc}; skipped")
+        report.issues.append(f"{xml_path}: image {img_path}: {exc}; skipped")
         return None, None
     try:
         xw, xh = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
