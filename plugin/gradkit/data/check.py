@@ -317,6 +317,28 @@ def _rescale_16bit(src: Path, dst: Path) -> str:
     return f"16-bit values {lo:.0f}-{hi:.0f} stretched to 0-255"
 
 
+def _fix_plan(dirs: dict[str, Path], left_out: dict[str, str], low16: set[str]) -> list[tuple[Path, Path, Path]]:
+    """(source image, image in the copy, label in the copy) for each image kept; folders below a split kept."""
+    plan = []
+    for split, d in dirs.items():
+        for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if d.exists() else []:
+            if str(img) not in left_out:
+                rel = Path(split, img.relative_to(d))
+                rel_img = rel.with_suffix(".png") if str(img) in low16 else rel
+                plan.append((img, Path("images", rel_img), Path("labels", rel).with_suffix(".txt")))
+    return plan
+
+
+def _fixed_yaml(data_yaml: Path, out: Path, dirs: dict[str, Path], names: dict[int, str],
+                changes: list[FixChange]) -> str:
+    data = yaml.safe_load(data_yaml.read_text()) or {}
+    if data.pop("download", None) is not None:
+        changes.append(FixChange(str(data_yaml), None, "dropped", "download: key (gradkit never runs code from a "
+                                                                   "data file)"))
+    return yaml.safe_dump({**data, "path": str(out), "names": names, **{s: f"images/{s}" for s in dirs}},
+                          sort_keys=False)
+
+
 def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False,
                 checked: CheckResult | None = None) -> tuple[Path, list[FixChange]]:
     """Write a cleaned copy and list every change: boxes sticking out clipped, unrepairable label lines
@@ -327,7 +349,6 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
 
     data_yaml = Path(data_yaml)
     dirs, names = _split_dirs(data_yaml)
-    sources = _fix_sources(data_yaml, dirs)
     out = fix_output(data_yaml, out, overwrite)
     res = checked or check_dataset(data_yaml)
     errors = [f for f in res.errors if Path(f.path).suffix.lower() in IMAGE_SUFFIXES]
@@ -338,14 +359,8 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
     changes = [FixChange(p, None, "left out", why) for p, why in left_out.items()]
     changes += [FixChange(f.path, None, "left out", "label file without an image")
                 for f in res.findings if f.kind == "orphan labels"]
-    plan = []  # (split, source image, image in the copy, label in the copy)
-    for split, d in dirs.items():
-        for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if d.exists() else []:
-            if str(img) not in left_out:
-                rel = Path(split, img.relative_to(d))
-                rel_img = rel.with_suffix(".png") if str(img) in low16 else rel
-                plan.append((img, Path("images", rel_img), Path("labels", rel).with_suffix(".txt")))
-    folder = OutputFolder(out, sources, overwrite, "check --fix",
+    plan = _fix_plan(dirs, left_out, low16)
+    folder = OutputFolder(out, _fix_sources(data_yaml, dirs), overwrite, "check --fix",
                           [p for img, _, _ in plan for p in (img, _label_path(img))])
     folder.plan([*(a for _, a, _ in plan), *(b for _, _, b in plan), "data.yaml", FIX_CHANGES_FILE])
     for img, rel_img, rel_label in tqdm(plan, desc="fix", unit="img", disable=len(plan) < 200):
@@ -362,8 +377,6 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
             kept = []
             changes.append(FixChange(str(lab), None, "added", "no label file: written empty (defect-free background)"))
         folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept))
-    data = {k: v for k, v in (yaml.safe_load(data_yaml.read_text()) or {}).items() if k != "download"}
-    new = {**data, "path": str(folder.root), "names": names, **{s: f"images/{s}" for s in dirs}}
-    folder.path("data.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+    folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, dirs, names, changes))
     folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes))
     return folder.root / "data.yaml", changes
