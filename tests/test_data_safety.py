@@ -188,9 +188,12 @@ def _fix_case(tmp_path: Path) -> Path:
 
 def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path):
     data_yaml = _fix_case(tmp_path)
+    data_yaml.write_text(data_yaml.read_text() + "download: import os\n")
     before = _digest(data_yaml.parent)
     fixed, changes = fix_dataset(data_yaml, tmp_path / "fixed")
     assert _digest(data_yaml.parent) == before
+    assert "download" not in yaml.safe_load(fixed.read_text())
+    assert [c.path for c in changes if "download" in c.detail] == [str(data_yaml)]
     got = [[float(v) for v in line.split()] for line in
            (tmp_path / "fixed" / "labels" / "train" / "train0.txt").read_text().splitlines()]
     np.testing.assert_allclose(got, [[0, 0.5, 0.5, 0.2, 0.2], [1, 0.925, 0.5, 0.15, 0.2],
