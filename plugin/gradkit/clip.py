@@ -75,7 +75,11 @@ class ClipResult:
 
 def _grads(named: Iterable[tuple[str, torch.nn.Parameter]]) -> tuple[list[str], list[torch.Tensor]]:
     names, grads = [], []
-    for name, p in named:
+    for item in named:
+        if isinstance(item, torch.Tensor):
+            raise TypeError("a gradkit clipper takes (name, parameter) pairs: pass model.named_parameters(), "
+                            "not model.parameters() (the names select layers and AGC's exclusions)")
+        name, p = item
         if p.grad is not None:
             names.append(name)
             grads.append(p.grad)
