@@ -75,11 +75,7 @@ class ClipResult:
 
 def _grads(named: Iterable[tuple[str, torch.nn.Parameter]]) -> tuple[list[str], list[torch.Tensor]]:
     names, grads = [], []
-    for item in named:
-        if isinstance(item, torch.Tensor):
-            raise TypeError("a gradkit clipper takes (name, parameter) pairs: pass model.named_parameters(), "
-                            "not model.parameters() (the names select layers and AGC's exclusions)")
-        name, p = item
+    for name, p in named:
         if p.grad is not None:
             names.append(name)
             grads.append(p.grad)
@@ -114,7 +110,11 @@ class Clipper:
             self.history = deque(maxlen=params.get("history"))
 
     def __call__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]]) -> ClipResult:
-        return self._fn(self, named_parameters)
+        named = list(named_parameters)
+        if named and isinstance(named[0], torch.Tensor):
+            raise TypeError("a gradkit clipper takes (name, parameter) pairs: pass model.named_parameters(), "
+                            "not model.parameters() (the names group layers and select AGC's exclusions)")
+        return self._fn(self, named)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "history": list(self.history) if self.history is not None else None}

@@ -168,13 +168,18 @@ class GradkitCallback:
             trainer.optimizer_step = lambda: self.optimizer_step(trainer)
             return
         if not _calls_super_optimizer_step(owner.optimizer_step):
-            raise PluginError(
-                f"gradkit: {owner.__name__}.optimizer_step replaces Ultralytics' optimizer step without calling "
-                "super().optimizer_step(), so gradkit's clipping and gradient records would be bypassed. Call "
-                "super().optimizer_step() in your override where the step should happen (gradkit's unscale, "
-                "clip, step and EMA update run there), or move your code to a callback")
+            raise PluginError(_bypass_message(owner))
         trainer._gradkit_step = lambda: self.optimizer_step(trainer)
         trainer.__class__ = _with_gradkit_step(type(trainer))
+        user_step = type(trainer).optimizer_step
+
+        def checked_step() -> None:  # an override may call super() only on some paths
+            before = self.step
+            user_step(trainer)
+            if self.step == before:
+                raise PluginError(_bypass_message(owner))
+
+        trainer.optimizer_step = checked_step
 
     def _install_augmentation(self, trainer) -> None:
         if self.cfg.augment.active:
@@ -395,6 +400,13 @@ def _optimizer_step_owner(trainer_cls: type) -> type | None:
         if "optimizer_step" in vars(cls) and not getattr(cls, "_gradkit_step_class", False):
             return None if cls.__module__.startswith("ultralytics.") else cls
     return None
+
+
+def _bypass_message(owner: type) -> str:
+    return (f"gradkit: {owner.__name__}.optimizer_step replaces Ultralytics' optimizer step without calling "
+            "super().optimizer_step(), so gradkit's clipping and gradient records would be bypassed. Call "
+            "super().optimizer_step() in your override where the step should happen (gradkit's unscale, clip, "
+            "step and EMA update run there), or move your code to a callback")
 
 
 def _calls_super_optimizer_step(fn) -> bool:
