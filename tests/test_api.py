@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from conftest import TINY_TRAIN, read_csv, train_tiny
 from gradkit.config import CLIP_MODE_PARAMS, ConfigError, GradkitConfig, load_config
+from test_records_crash import log_lines
 
 # ------------------------------------------------------------------ a config object keeps every field
 #: Values for the fields whose default is "unset" (None): no generic rule gives a valid one.
@@ -160,7 +161,9 @@ def test_attaching_twice_runs_one_plugin_and_user_callbacks_see_grad_keys(tiny_d
     copy_paste = {"augment.copy_paste.p": 0.5, "report.enabled": False}
     gradkit.attach(model, "defect", copy_paste)
     first = model.gradkit
-    gradkit.attach(model, "defect", {**copy_paste, "clip.mode": "autoclip"})
+    with log_lines() as lines:
+        gradkit.attach(model, "defect", {**copy_paste, "clip.mode": "autoclip"})
+    assert lines == ["gradkit: attach() replaces the gradkit plugin attached to this model before"]
     second = model.gradkit
     assert second is not first
     plugins = {fn.__self__ for fns in model.callbacks.values() for fn in fns

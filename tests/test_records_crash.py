@@ -27,6 +27,27 @@ def _alerts(run):
     return [json.loads(line) for line in open(run / "gradient_alerts.jsonl") if line.strip()]
 
 
+def log_lines():
+    """Messages of Ultralytics' logger (gradkit logs through it) while the context is open."""
+    import contextlib
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    @contextlib.contextmanager
+    def capture():
+        lines: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: lines.append(record.getMessage())
+        LOGGER.addHandler(handler)
+        try:
+            yield lines
+        finally:
+            LOGGER.removeHandler(handler)
+
+    return capture()
+
+
 # ------------------------------------------------------------------ truncation, hand-made records
 def _write_log(run, steps):
     log = GradientLog(run, flush_every=1000)
@@ -151,9 +172,12 @@ def test_nan_recovery_reloads_the_plugin_state_with_last_pt(tiny_data, tmp_path)
             seen["recovered"] = True
             trainer.loss = torch.tensor(float("nan"))  # what a diverged batch leaves: Ultralytics reloads last.pt
 
-    model, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip", "monitor.flush_every": 1},
-                            callbacks=[("on_train_epoch_end", poison_loss_once)], epochs=3)
+    with log_lines() as lines:
+        model, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip", "monitor.flush_every": 1},
+                                callbacks=[("on_train_epoch_end", poison_loss_once)], epochs=3)
     assert seen["recovered"]
+    (said,) = [line for line in lines if "after a non-finite loss" in line]
+    assert "step counter, clip history and alert history were reloaded with it" in said
     plugin = model.gradkit
     per_epoch = seen["steps_at_end_of_epoch_1"]
     # 3 epochs of steps survive (the poisoned epoch was redone), not 4
@@ -164,3 +188,35 @@ def test_nan_recovery_reloads_the_plugin_state_with_last_pt(tiny_data, tmp_path)
     assert [int(r["epoch"]) for r in steps] == [e for e in (1, 2, 3) for _ in range(per_epoch)]
     layer_rows = Counter((int(r["step"]), r["layer"]) for r in read_csv(run / "gradients.csv"))
     assert set(layer_rows.values()) == {1}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_state_older_than_last_pt_is_said_on_resume(tiny_data, tmp_path):
+    """A crash between the two saves (last.pt written, last.gradkit.pt not yet) is made explicit."""
+    import shutil
+
+    import gradkit
+
+    older = tmp_path / "epoch1.gradkit.pt"
+
+    def keep_epoch_1_state(trainer):
+        if trainer.epoch == 0:
+            shutil.copy(trainer.wdir / "last.gradkit.pt", older)
+
+    def crash(trainer):
+        if trainer.epoch == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, callbacks=[("on_model_save", keep_epoch_1_state),
+                                                    ("on_train_epoch_start", crash)], epochs=3)
+    run = tmp_path / "run"
+    shutil.copy(older, run / "weights" / "last.gradkit.pt")  # as if the second save never happened
+    with log_lines() as lines:
+        model = gradkit.resume(run / "weights" / "last.pt")
+    assert any("the plugin state is from epoch 1 but last.pt from epoch 2" in line for line in lines)
+    steps = [int(r["step"]) for r in read_csv(run / "gradient_steps.csv")]
+    assert steps == list(range(1, model.gradkit.step + 1))  # still every step number once
