@@ -107,12 +107,12 @@ def test_state_file_loads_with_weights_only(tmp_path):
 
 # ------------------------------------------------------------------ kill -9 mid-epoch, then resume
 KILLED_RUN = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     import torch
     from ultralytics import YOLO
     import gradkit
 
-    data, project, train_kw = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+    data, project, train_kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     model = YOLO("yolo26n.yaml")
     gradkit.attach(model, "default", {"monitor.flush_every": 1, "clip.mode": "autoclip"})
     batches = {"n": 0}
@@ -136,7 +136,7 @@ def test_kill_9_mid_epoch_then_resume_records_every_step_once(tiny_data, tmp_pat
     script = tmp_path / "killed.py"
     script.write_text(KILLED_RUN)
     kw = {**TINY_TRAIN, "epochs": 3}
-    proc = subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path), repr(kw)],
+    proc = subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path), json.dumps(kw)],
                           capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     run = tmp_path / "run"

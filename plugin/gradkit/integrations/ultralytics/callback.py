@@ -509,9 +509,10 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
     plugin = GradkitCallback(resolved)
     for event, fn in plugin.events().items():
         model.add_callback(event, fn)
-    # first in line, so every user callback of the event sees the grad/* keys whatever the order of registration
-    epoch_end = model.callbacks["on_train_epoch_end"]
-    epoch_end.insert(0, epoch_end.pop(epoch_end.index(plugin.on_train_epoch_end)))
+    epoch_end = getattr(model, "callbacks", {}).get("on_train_epoch_end", [])
+    if plugin.on_train_epoch_end in epoch_end:
+        # first in line, so every user callback of the event sees the grad/* keys whatever the order of registration
+        epoch_end.insert(0, epoch_end.pop(epoch_end.index(plugin.on_train_epoch_end)))
     model.gradkit = plugin  # so users and tests can reach the run state after training
     model.tune = _refuse_tune
     return resolved
