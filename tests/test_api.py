@@ -146,6 +146,17 @@ def test_resume_refuses_a_checkpoint_without_plugin_state(tmp_path):
         gradkit.resume(tmp_path / "missing.pt")
 
 
+def test_resume_never_unpickles_a_state_file_with_arbitrary_objects(tmp_path):
+    import numpy as np
+
+    import gradkit
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    torch.save({"step": 3, "config": {}, "hist": np.zeros(3)}, tmp_path / "last.gradkit.pt")  # an older format
+    with pytest.raises(ConfigError, match=r"last\.gradkit\.pt holds objects other than tensors.*not unpickled"):
+        gradkit.resume(tmp_path / "last.pt")
+
+
 # ------------------------------------------------------------------ attaching twice; grad/* keys; one plugin
 @pytest.mark.e2e
 def test_attaching_twice_runs_one_plugin_and_user_callbacks_see_grad_keys(tiny_data, tmp_path):

@@ -253,7 +253,11 @@ class GradkitCallback:
         if not path.exists():
             _logger().warning(f"gradkit: resuming without {path}; clipping history and step count start afresh")
             return None
-        return load_state(path)
+        try:
+            return load_state(path)
+        except ConfigError as exc:
+            _logger().warning(f"gradkit: {exc}; clipping history and step count start afresh")
+            return None
 
     def _check_state_epoch(self, state: dict[str, Any], ckpt_epoch: int) -> None:
         saved = int(state.get("epoch", ckpt_epoch))
@@ -410,7 +414,9 @@ def _bypass_message(owner: type) -> str:
 
 
 def _calls_super_optimizer_step(fn) -> bool:
-    code = getattr(fn, "__code__", None)
+    import inspect
+
+    code = getattr(inspect.unwrap(fn), "__code__", None)
     return code is not None and "super" in code.co_names and "optimizer_step" in code.co_names
 
 
@@ -445,8 +451,18 @@ def state_path(checkpoint: str | Path) -> Path:
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    """Load a plugin state file without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a plugin state file without unpickling arbitrary objects.
+
+    Raises:
+        ConfigError: the file holds anything but tensors, lists, numbers and strings.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{path} holds objects other than tensors, lists, numbers and strings (a state file of an "
+                          "older gradkit, or not gradkit's); it is not unpickled") from None
 
 
 def _plain(value: Any) -> Any:
