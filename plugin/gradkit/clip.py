@@ -110,7 +110,11 @@ class Clipper:
             self.history = deque(maxlen=params.get("history"))
 
     def __call__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]]) -> ClipResult:
-        return self._fn(self, named_parameters)
+        named = list(named_parameters)
+        if named and isinstance(named[0], torch.Tensor):
+            raise TypeError("a gradkit clipper takes (name, parameter) pairs: pass model.named_parameters(), "
+                            "not model.parameters() (the names group layers and select AGC's exclusions)")
+        return self._fn(self, named)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "history": list(self.history) if self.history is not None else None}

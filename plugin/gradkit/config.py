@@ -327,7 +327,7 @@ def load_config(
         ConfigError: naming the file, each bad key, the bad value and the allowed values.
     """
     if isinstance(source, GradkitConfig):
-        data, origin = source.model_dump(exclude_unset=True), "a GradkitConfig object"
+        data, origin = source.model_dump(), "a GradkitConfig object"  # every field: changes made after construction too
     elif isinstance(source, dict):
         data, origin = source, "a dict"
     else:

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PRESETS", "AugmentError", "bbox_params", "build_compose", "build_runner", "build_transforms",
-           "load_transform_list", "validate_transform_list"]
+__all__ = ["PRESETS", "AugmentError", "accepted_parameters", "bbox_params", "build_compose", "build_runner",
+           "build_transforms", "load_transform_list", "validate_transform_list"]
 
 
 class AugmentError(ValueError):
@@ -67,6 +67,7 @@ def _construct(entry: dict[str, Any], where: str):
         close = difflib.get_close_matches(short, list(registry), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise AugmentError(f"{where}: unknown Albumentations transform {name!r}{hint}")
+    _check_parameters(registry.get(name) or registry[short], entry, where)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "no 'p' in serialized data": p defaults as documented
         try:
@@ -81,6 +82,47 @@ def _construct(entry: dict[str, Any], where: str):
     if type(again) is not type(transform):
         raise AugmentError(f"{where}: {short} does not round-trip through A.to_dict/A.from_dict")
     return transform
+
+
+def accepted_parameters(cls) -> set[str] | None:
+    """Names a transform class accepts in its serialized form; None when it takes any (``**kwargs``).
+
+    The constructor's parameters plus what ``A.to_dict`` writes for a default instance (a few
+    transforms serialise names their signature does not list, and read them back).
+    """
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    names = {p.name for p in params if p.kind is not p.VAR_POSITIONAL} - {"self"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            names |= set(cls().to_dict()["transform"])
+    except Exception:  # a transform without defaults: its signature is the whole answer
+        pass
+    return names | {"__class_fullname__"}
+
+
+def _check_parameters(cls, entry: dict[str, Any], where: str) -> None:
+    """Refuse a parameter the transform does not accept (Albumentations only warns and uses the default)."""
+    accepted = accepted_parameters(cls)
+    if accepted is None:
+        return
+    for key in entry:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), sorted(accepted - {"__class_fullname__"}), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AugmentError(f"{where}: {cls.__name__} has no parameter {key!r}{hint} (accepted: "
+                               f"{', '.join(sorted(accepted - {'__class_fullname__'}))})")
+    for j, child in enumerate(entry.get("transforms") or []):  # OneOf, SomeOf, Sequential...
+        if isinstance(child, dict) and "__class_fullname__" in child:
+            registry = _registry()
+            name = str(child["__class_fullname__"])
+            child_cls = registry.get(name) or registry.get(name.rsplit(".", 1)[-1])
+            if child_cls is not None:
+                _check_parameters(child_cls, child, f"{where}.transforms[{j}]")
 
 
 def load_transform_list(source: list[dict[str, Any]] | str | Path) -> list[dict[str, Any]]:
@@ -112,13 +154,25 @@ def build_transforms(cfg) -> list:
     """The exact Albumentations transforms training uses for ``cfg`` (preset first, then the user's).
 
     Args:
-        cfg: A :class:`gradkit.config.GradkitConfig` or its ``augment`` section.
+        cfg: What :func:`gradkit.attach` accepts (a config file, a preset name, a dict as loaded
+            from YAML, a :class:`gradkit.config.GradkitConfig`, or None for the default preset) or
+            an ``augment`` section.
     """
-    aug = getattr(cfg, "augment", cfg)
+    aug = _augment_section(cfg)
     out = validate_transform_list(PRESETS[aug.preset], f"augment.preset={aug.preset}")
     if aug.transforms:
         out += validate_transform_list(load_transform_list(aug.transforms))
     return out
+
+
+def _augment_section(cfg):
+    from gradkit.config import AugmentConfig, GradkitConfig, load_config
+
+    if isinstance(cfg, AugmentConfig):
+        return cfg
+    if isinstance(cfg, GradkitConfig):
+        return cfg.augment
+    return load_config(cfg).augment
 
 
 def bbox_params(aug):

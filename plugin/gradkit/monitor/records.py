@@ -15,7 +15,7 @@ import numpy as np
 
 from gradkit.monitor.alerts import Alert
 
-__all__ = ["LAYER_COLUMNS", "STEP_COLUMNS", "GradientLog", "plot_heatmap"]
+__all__ = ["LAYER_COLUMNS", "STEP_COLUMNS", "GradientLog", "plot_heatmap", "truncate_records"]
 
 LAYER_COLUMNS = ("epoch", "step", "layer", "module", "grad_norm", "grad_norm_clipped", "weight_norm",
                  "update_ratio", "nonfinite")
@@ -88,6 +88,73 @@ class GradientLog:
             csv.writer(f).writerows(_fmt(r) for r in self._step_rows)
         self._layer_rows.clear()
         self._step_rows.clear()
+
+
+def truncate_records(save_dir: str | Path, last_step: int) -> dict[str, int]:
+    """Drop the records of optimizer steps after ``last_step`` (and any line a crash cut short).
+
+    Rows are flushed every ``flush_every`` steps but the checkpoint is written once per epoch, so
+    after a crash (or Ultralytics' NaN recovery) the files hold steps the resumed run will do
+    again. Each file is rewritten through a temporary file, so a second crash cannot lose it.
+
+    Returns:
+        Rows (lines) dropped per file name.
+    """
+    save_dir = Path(save_dir)
+    dropped = {}
+    for name, header in (("gradients.csv", LAYER_COLUMNS), ("gradient_steps.csv", STEP_COLUMNS)):
+        path = save_dir / name
+        if path.exists():
+            dropped[name] = _rewrite_csv(path, header, last_step)
+    path = save_dir / "gradient_alerts.jsonl"
+    if path.exists():
+        dropped[path.name] = _rewrite_jsonl(path, last_step)
+    return dropped
+
+
+def _step_within(value: Any, last_step: int) -> bool:
+    try:
+        return int(value) <= last_step
+    except (TypeError, ValueError):
+        return False  # a line cut short by the crash
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(text.encode())
+    tmp.replace(path)
+
+
+def _rewrite_csv(path: Path, header: tuple[str, ...], last_step: int) -> int:
+    import io
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    body = rows[1:] if rows and tuple(rows[0]) == header else rows
+    step_col = header.index("step")
+    kept = [r for r in body if len(r) == len(header) and _step_within(r[step_col], last_step)]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(kept)
+    _replace(path, out.getvalue())
+    return len(body) - len(kept)
+
+
+def _rewrite_jsonl(path: Path, last_step: int) -> int:
+    kept, total = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        total += 1
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # cut short by the crash
+        if isinstance(record, dict) and _step_within(record.get("step"), last_step):
+            kept.append(line + "\n")
+    _replace(path, "".join(kept))
+    return total - len(kept)
 
 
 def _fmt(row) -> list[Any]:

@@ -25,9 +25,11 @@ from gradkit.integrations.ultralytics.augment import (  # noqa: E402
 from gradkit.integrations.ultralytics.callback import (  # noqa: E402
     DatasetError,
     GradkitCallback,
+    PluginError,
     attach,
     check_before_training,
     layer_labels,
+    resume,
 )
 from gradkit.integrations.ultralytics.validation import (  # noqa: E402
     PredictionRecorder,
@@ -42,6 +44,7 @@ __all__ = [
     "CopyPasteStage",
     "DatasetError",
     "GradkitCallback",
+    "PluginError",
     "PredictionRecorder",
     "attach",
     "check_before_training",
@@ -51,5 +54,6 @@ __all__ = [
     "layer_labels",
     "preview_augmentation",
     "record_predictions",
+    "resume",
     "validate_for_report",
 ]

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from gradkit.clip import Clipper, layer_of, make_clipper
-from gradkit.config import GradkitConfig, load_config
+from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
-from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
+from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 
-__all__ = ["DatasetError", "GradkitCallback", "attach", "check_before_training", "layer_labels"]
+__all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
+           "load_state", "resume", "state_path"]
 
 
 def _rank() -> int:
@@ -72,6 +73,7 @@ class GradkitCallback:
 
     def _reset(self) -> None:
         self.step = 0
+        self.epoch = -1  # the last finished epoch (Ultralytics' 0-based index), saved with the state
         self.consecutive_nonfinite = 0
         self.clipper: Clipper | None = None
         self.stats: LayerStats | None = None
@@ -94,17 +96,20 @@ class GradkitCallback:
 
     # ------------------------------------------------------------------ state for resume
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Plain tensors, lists, numbers and strings only: the file loads with ``weights_only=True``."""
+        return _plain({
+            "epoch": self.epoch,
             "step": self.step,
             "consecutive_nonfinite": self.consecutive_nonfinite,
             "alert_count": self.alert_count,
             "clip": self.clipper.state_dict() if self.clipper else None,
             "alerts": self.detector.state_dict() if self.detector else None,
             "config": self.cfg.model_dump(mode="json"),
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+        self.epoch = int(state.get("epoch", -1))
         self.consecutive_nonfinite = int(state["consecutive_nonfinite"])
         self.alert_count = int(state.get("alert_count", 0))
         if self.clipper and state.get("clip"):
@@ -135,8 +140,11 @@ class GradkitCallback:
         self.detector = AlertDetector(self.stats.labels, self.cfg.monitor.alerts)
         if state:
             self.load_state_dict(state)
+            self._check_state_epoch(state, trainer.start_epoch - 1)
         if _is_main():
             (self.save_dir / "gradkit.yaml").write_text(self.cfg.to_yaml())
+            if state and self.cfg.monitor.enabled:
+                self._drop_records_after(self.step, "resuming from last.pt")
             if self.cfg.monitor.enabled:
                 self.log = GradientLog(self.save_dir, append=resuming, flush_every=self.cfg.monitor.flush_every)
             _logger().info(
@@ -144,8 +152,34 @@ class GradkitCallback:
                 f"{'every ' + str(self.cfg.monitor.every) + ' step(s)' if self.cfg.monitor.enabled else 'off'} "
                 f"on_nonfinite={self.cfg.monitor.on_nonfinite}, {self.stats.num_layers} layers"
             )
-        trainer.optimizer_step = lambda: self.optimizer_step(trainer)
+        self._take_over_optimizer_step(trainer)
+        self._follow_nan_recovery(trainer)
         self._install_augmentation(trainer)
+
+    def _take_over_optimizer_step(self, trainer) -> None:
+        """Run gradkit's step in place of ``BaseTrainer.optimizer_step``, keeping a user's override.
+
+        A trainer subclass whose ``optimizer_step`` calls ``super().optimizer_step()`` keeps its own
+        code; gradkit's step runs where that call lands. One that replaces the step entirely would
+        bypass gradkit's measurement and clipping (or be bypassed by it): refuse before training.
+        """
+        owner = _optimizer_step_owner(type(trainer))
+        if owner is None:
+            trainer.optimizer_step = lambda: self.optimizer_step(trainer)
+            return
+        if not _calls_super_optimizer_step(owner.optimizer_step):
+            raise PluginError(_bypass_message(owner))
+        trainer._gradkit_step = lambda: self.optimizer_step(trainer)
+        trainer.__class__ = _with_gradkit_step(type(trainer))
+        user_step = type(trainer).optimizer_step
+
+        def checked_step() -> None:  # an override may call super() only on some paths
+            before = self.step
+            user_step(trainer)
+            if self.step == before:
+                raise PluginError(_bypass_message(owner))
+
+        trainer.optimizer_step = checked_step
 
     def _install_augmentation(self, trainer) -> None:
         if self.cfg.augment.active:
@@ -174,7 +208,11 @@ class GradkitCallback:
 
     def on_model_save(self, trainer) -> None:
         """Save the plugin state beside ``last.pt`` so ``resume=True`` continues it exactly."""
-        torch.save(self.state_dict(), Path(trainer.last).with_name(Path(trainer.last).stem + STATE_SUFFIX))
+        self.epoch = trainer.epoch
+        path = state_path(trainer.last)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)  # a crash while saving leaves the previous state whole
 
     def on_train_end(self, trainer) -> None:
         if self.log:
@@ -211,11 +249,64 @@ class GradkitCallback:
     # ------------------------------------------------------------------ resume
     def _resume_state(self, trainer) -> dict[str, Any] | None:
         ckpt = Path(str(trainer.args.resume if isinstance(trainer.args.resume, str) else trainer.last))
-        path = ckpt.with_name(ckpt.stem + STATE_SUFFIX)
+        path = state_path(ckpt)
         if not path.exists():
             _logger().warning(f"gradkit: resuming without {path}; clipping history and step count start afresh")
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return load_state(path)
+        except ConfigError as exc:
+            _logger().warning(f"gradkit: {exc}; clipping history and step count start afresh")
+            return None
+
+    def _check_state_epoch(self, state: dict[str, Any], ckpt_epoch: int) -> None:
+        saved = int(state.get("epoch", ckpt_epoch))
+        if saved != ckpt_epoch:
+            _logger().warning(
+                f"gradkit: the plugin state is from epoch {saved + 1} but last.pt from epoch {ckpt_epoch + 1} (the "
+                "run stopped between the two saves): step numbers, clip history and alert history continue from "
+                f"epoch {saved + 1}, so they differ from an uninterrupted run")
+
+    def _drop_records_after(self, step: int, why: str) -> None:
+        """Remove records of the steps the run is about to do again, so every step appears once."""
+        dropped = truncate_records(self.save_dir, step)
+        if any(dropped.values()):
+            counts = ", ".join(f"{n} {name}" for name, n in dropped.items() if n)
+            _logger().info(f"gradkit: {why}: dropped the records after optimizer step {step} ({counts} rows); "
+                           "those steps are done again")
+
+    def _follow_nan_recovery(self, trainer) -> None:
+        """Reload the plugin state when Ultralytics' NaN recovery reloads ``last.pt`` mid-run.
+
+        ``BaseTrainer._handle_nan_recovery`` rolls model, optimizer and EMA back to ``last.pt`` and
+        repeats the epoch; without this the step counter, clip history and alert history would
+        run on from the discarded epoch.
+        """
+        handle = trainer._handle_nan_recovery
+
+        def handle_nan_recovery(epoch):
+            recovered = handle(epoch)
+            if recovered:
+                self._reload_after_nan_recovery(trainer)
+            return recovered
+
+        trainer._handle_nan_recovery = handle_nan_recovery
+
+    def _reload_after_nan_recovery(self, trainer) -> None:
+        path = state_path(trainer.last)
+        if not path.exists():
+            _logger().warning(f"gradkit: Ultralytics reloaded {trainer.last} after a non-finite loss, but {path} is "
+                              f"missing: gradkit's step counter ({self.step}), clip history and alert history keep "
+                              "the discarded epoch")
+            return
+        before = self.step
+        self.load_state_dict(load_state(path))
+        _logger().warning(f"gradkit: Ultralytics reloaded {trainer.last} after a non-finite loss; gradkit's step "
+                          f"counter, clip history and alert history were reloaded with it (optimizer step "
+                          f"{before} -> {self.step})")
+        if self.log:
+            self.log.flush()
+            self._drop_records_after(self.step, "NaN recovery")
 
     # ------------------------------------------------------------------ the optimizer step
     def optimizer_step(self, trainer) -> None:
@@ -303,6 +394,92 @@ class GradkitCallback:
             trainer.stop = True
 
 
+class PluginError(RuntimeError):
+    """gradkit cannot run as asked with this model or trainer; raised before training."""
+
+
+def _optimizer_step_owner(trainer_cls: type) -> type | None:
+    """The user class that overrides ``optimizer_step``, or None when it is Ultralytics' own."""
+    for cls in trainer_cls.__mro__:
+        if "optimizer_step" in vars(cls) and not getattr(cls, "_gradkit_step_class", False):
+            return None if cls.__module__.startswith("ultralytics.") else cls
+    return None
+
+
+def _bypass_message(owner: type) -> str:
+    return (f"gradkit: {owner.__name__}.optimizer_step replaces Ultralytics' optimizer step without calling "
+            "super().optimizer_step(), so gradkit's clipping and gradient records would be bypassed. Call "
+            "super().optimizer_step() in your override where the step should happen (gradkit's unscale, clip, "
+            "step and EMA update run there), or move your code to a callback")
+
+
+def _calls_super_optimizer_step(fn) -> bool:
+    import inspect
+
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return code is not None and "super" in code.co_names and "optimizer_step" in code.co_names
+
+
+_STEP_CLASSES: dict[type, type] = {}
+
+
+def _with_gradkit_step(trainer_cls: type) -> type:
+    """``trainer_cls`` with gradkit's step just above ``BaseTrainer`` in the MRO.
+
+    The user's ``super().optimizer_step()`` then reaches gradkit's step instead of Ultralytics'.
+    """
+    if getattr(trainer_cls, "_gradkit_step_class", False):
+        return trainer_cls
+    if trainer_cls not in _STEP_CLASSES:
+        from ultralytics.engine.trainer import BaseTrainer
+
+        class GradkitStep(BaseTrainer):
+            _gradkit_step_class = True
+
+            def optimizer_step(self):
+                self._gradkit_step()
+
+        _STEP_CLASSES[trainer_cls] = type(trainer_cls.__name__, (trainer_cls, GradkitStep),
+                                          {"_gradkit_step_class": True, "__module__": trainer_cls.__module__})
+    return _STEP_CLASSES[trainer_cls]
+
+
+def state_path(checkpoint: str | Path) -> Path:
+    """The plugin state file beside an Ultralytics checkpoint (``last.pt`` -> ``last.gradkit.pt``)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + STATE_SUFFIX)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Load a plugin state file without unpickling arbitrary objects.
+
+    Raises:
+        ConfigError: the file holds anything but tensors, lists, numbers and strings.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{path} holds objects other than tensors, lists, numbers and strings (a state file of an "
+                          "older gradkit, or not gradkit's); it is not unpickled") from None
+
+
+def _plain(value: Any) -> Any:
+    """Numpy arrays -> tensors, numpy scalars -> numbers, deques and tuples -> lists, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__iter__") and not isinstance(value, str | bytes | torch.Tensor):
+        return [_plain(v) for v in value]
+    return value
+
+
 class DatasetError(RuntimeError):
     """The dataset check found errors before training."""
 
@@ -327,23 +504,94 @@ def check_before_training(data: str) -> None:
 
 
 def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
-           overrides: dict[str, Any] | None = None) -> GradkitConfig:
+           overrides: dict[str, Any] | list[str] | None = None) -> GradkitConfig:
     """Activate gradkit on an ``ultralytics.YOLO`` model; ``model.train(...)`` then runs with it.
+
+    Attaching again replaces the plugin attached before (one plugin per model).
 
     Args:
         model: An ``ultralytics.YOLO`` (or any object with ``add_callback``).
         cfg: Config path, preset name, dict or :class:`GradkitConfig` (default preset if None).
-        overrides: Dotted keys on top of ``cfg``, e.g. ``{"clip.mode": "agc"}``.
+        overrides: Dotted keys on top of ``cfg``, e.g. ``{"clip.mode": "agc"}``, or the CLI's form
+            as a list, ``["clip.mode=agc"]``.
 
     Returns:
         The resolved, validated configuration.
     """
     check_ultralytics_version()
-    resolved = load_config(cfg, overrides)
+    resolved = load_config(cfg, _overrides_dict(overrides))
+    if _detach(model):
+        _logger().info("gradkit: attach() replaces the gradkit plugin attached to this model before")
     plugin = GradkitCallback(resolved)
     for event, fn in plugin.events().items():
         model.add_callback(event, fn)
+    epoch_end = getattr(model, "callbacks", {}).get("on_train_epoch_end", [])
+    if plugin.on_train_epoch_end in epoch_end:
+        # first in line, so every user callback of the event sees the grad/* keys whatever the order of registration
+        epoch_end.insert(0, epoch_end.pop(epoch_end.index(plugin.on_train_epoch_end)))
     model.gradkit = plugin  # so users and tests can reach the run state after training
+    model.tune = _refuse_tune
     return resolved
 
 
+def _overrides_dict(overrides: dict[str, Any] | list[str] | tuple[str, ...] | None) -> dict[str, Any] | None:
+    """Overrides as a dict; a list of ``KEY=VALUE`` strings is read as the CLI reads ``gradkit.KEY=VALUE``."""
+    if overrides is None or isinstance(overrides, dict):
+        return overrides
+    if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"gradkit overrides are a dict or a list of 'SECTION.KEY=VALUE' strings, got {overrides!r}")
+    from gradkit.cli import split_plugin_args
+
+    bad = [o for o in overrides if "=" not in o or o.startswith("gradkit=")]
+    if bad:
+        raise ConfigError(f"gradkit override {bad[0]!r}: write SECTION.KEY=VALUE, e.g. 'clip.mode=agc'")
+    _, parsed, _ = split_plugin_args([o if o.startswith("gradkit.") else f"gradkit.{o}" for o in overrides])
+    return parsed
+
+
+def _detach(model) -> bool:
+    """Remove every gradkit callback from the model; True when there was one."""
+    found = False
+    for fns in getattr(model, "callbacks", {}).values():
+        ours = [fn for fn in fns if isinstance(getattr(fn, "__self__", None), GradkitCallback)]
+        for fn in ours:
+            fns.remove(fn)
+        found |= bool(ours)
+    return found
+
+
+def _refuse_tune(*args, **kwargs):
+    raise PluginError(
+        "gradkit: model.tune() is not supported with gradkit attached: Ultralytics runs every tuning trial as a "
+        "separate 'yolo train' process, which never sees this model's callbacks, so the trials would train "
+        "without the plugin (stock clipping, no records). Tune on a model without gradkit.attach(), then train "
+        "the chosen hyper-parameters with the plugin")
+
+
+def resume(checkpoint: str | Path, **train_args: Any):
+    """Resume a gradkit run from its ``last.pt`` with the run's own plugin configuration and state.
+
+    Args:
+        checkpoint: ``RUN/weights/last.pt`` of a run trained with gradkit.
+        **train_args: Extra arguments for ``model.train`` that Ultralytics lets a resume change
+            (e.g. ``device``, ``workers``).
+
+    Returns:
+        The ``ultralytics.YOLO`` model after training (``model.gradkit`` holds the run state).
+    """
+    from ultralytics import YOLO
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ConfigError(f"gradkit.resume: checkpoint not found: {checkpoint}")
+    side = state_path(checkpoint)
+    if not side.is_file():
+        raise ConfigError(f"gradkit.resume: {side} not found, so {checkpoint} was not saved by a gradkit run; "
+                          "resume it with YOLO(...).train(resume=True) after gradkit.attach(model, CONFIG)")
+    config = load_state(side).get("config")
+    if not config:
+        raise ConfigError(f"gradkit.resume: {side} holds no plugin configuration")
+    model = YOLO(str(checkpoint))
+    attach(model, GradkitConfig.model_validate(config))
+    model.train(resume=str(checkpoint), **train_args)
+    return model

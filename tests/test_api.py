@@ -1,0 +1,252 @@
+"""Issue 18 §4: the Python API does what it is told."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import torch
+from pydantic import BaseModel
+
+from conftest import TINY_TRAIN, read_csv, train_tiny
+from gradkit.config import CLIP_MODE_PARAMS, ConfigError, GradkitConfig, load_config
+from test_records_crash import log_lines
+
+# ------------------------------------------------------------------ a config object keeps every field
+#: Values for the fields whose default is "unset" (None): no generic rule gives a valid one.
+UNSET_FIELD_VALUES = {
+    "clip.max_norm": 5.0, "clip.norm_type": 1.0, "clip.clip_value": 0.5, "clip.clip_factor": 0.02,
+    "clip.eps": 1e-2, "clip.exclude": ["model\\.0\\."], "clip.percentile": 20.0, "clip.history": 7,
+    "augment.transforms": [{"__class_fullname__": "Blur", "blur_limit": [3, 5], "p": 0.5}],
+    "augment.copy_paste.class_weights": [1.0, 2.0], "augment.ultralytics": {"degrees": 3.0},
+}
+
+
+def _leaf_fields(model: type[BaseModel], prefix: str = ""):
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaf_fields(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def _changed_value(path: str, field):
+    """A valid value different from the default."""
+    if path in UNSET_FIELD_VALUES:
+        return UNSET_FIELD_VALUES[path]
+    default = field.get_default(call_default_factory=True)
+    if typing.get_origin(field.annotation) is typing.Literal:
+        return next(c for c in typing.get_args(field.annotation) if c != default)
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default / 2 if default else 0.5
+    if isinstance(default, str):
+        return default + "x"
+    raise AssertionError(f"no rule for {path}: add it to UNSET_FIELD_VALUES")
+
+
+def _assign(cfg: GradkitConfig, path: str, value) -> None:
+    *sections, leaf = path.split(".")
+    node = cfg
+    for s in sections:
+        node = getattr(node, s)
+    if sections == ["clip"] and leaf != "mode":  # a clip parameter needs a mode that takes it
+        node.mode = next(m for m, params in CLIP_MODE_PARAMS.items() if leaf in params)
+    setattr(node, leaf, value)
+
+
+def _get(cfg, path: str):
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def yolo():
+    from ultralytics import YOLO
+
+    return YOLO("yolo26n.yaml")
+
+
+def test_every_field_of_a_config_object_survives_attach(yolo):
+    import gradkit
+
+    fields = dict(_leaf_fields(GradkitConfig))
+    assert len(fields) > 30
+    for path, field in fields.items():
+        cfg = GradkitConfig()
+        value = _changed_value(path, field)
+        _assign(cfg, path, value)
+        assert _get(cfg, path) == value
+        resolved = gradkit.attach(yolo, cfg)
+        assert _get(resolved, path) == value, path
+        assert _get(yolo.gradkit.cfg, path) == value, path
+        assert resolved == cfg  # nothing else changed either
+
+
+def test_the_issue_example_trains_with_what_was_set(yolo):
+    import gradkit
+
+    cfg = GradkitConfig()
+    cfg.clip.mode, cfg.monitor.every, cfg.data.check = "none", 3, False
+    gradkit.attach(yolo, cfg, {"monitor.flush_every": 7})
+    got = yolo.gradkit.cfg
+    assert (got.clip.mode, got.monitor.every, got.data.check, got.monitor.flush_every) == ("none", 3, False, 7)
+
+
+# ------------------------------------------------------------------ overrides as a list, like the CLI
+def test_overrides_as_a_list_read_like_the_cli(yolo):
+    import gradkit
+
+    got = gradkit.attach(yolo, "defect", ["clip.mode=autoclip", "gradkit.clip.percentile=25",
+                                          "monitor.every=3", "augment.copy_paste.rare_first=false"])
+    expected = load_config("defect", {"clip.mode": "autoclip", "clip.percentile": 25, "monitor.every": 3,
+                                      "augment.copy_paste.rare_first": False})
+    assert got == expected and got.monitor.every == 3 and got.clip.percentile == 25.0
+    with pytest.raises(ConfigError, match=r"'clip\.mode'.*SECTION\.KEY=VALUE"):
+        gradkit.attach(yolo, None, ["clip.mode"])
+    with pytest.raises(ConfigError, match=r"clip\.mode.*'agcc'"):
+        gradkit.attach(yolo, None, ["clip.mode=agcc"])
+
+
+# ------------------------------------------------------------------ a clipper given model.parameters()
+def test_clipper_given_parameters_instead_of_named_parameters_says_so():
+    from gradkit.clip import make_clipper
+
+    net = torch.nn.Linear(3, 2)
+    net(torch.ones(1, 3)).sum().backward()
+    for mode in ("stock", "norm", "agc", "autoclip"):
+        with pytest.raises(TypeError, match=r"named_parameters\(\), not model.parameters\(\)"):
+            make_clipper(mode)(net.parameters())
+    assert float(make_clipper("norm", max_norm=1e-3)(net.named_parameters()).clip_coef) < 1
+
+
+# ------------------------------------------------------------------ tune
+def test_tune_is_refused_with_a_clear_message(yolo, tiny_data):
+    import gradkit
+    from gradkit.integrations.ultralytics import PluginError
+
+    gradkit.attach(yolo, None)
+    with pytest.raises(PluginError, match=r"model.tune\(\).*without the plugin"):
+        yolo.tune(data=str(tiny_data), epochs=1, iterations=1)
+
+
+# ------------------------------------------------------------------ resume of a checkpoint gradkit did not write
+def test_resume_refuses_a_checkpoint_without_plugin_state(tmp_path):
+    import gradkit
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"last\.gradkit\.pt not found"):
+        gradkit.resume(tmp_path / "last.pt")
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        gradkit.resume(tmp_path / "missing.pt")
+
+
+def test_resume_never_unpickles_a_state_file_with_arbitrary_objects(tmp_path):
+    import numpy as np
+
+    import gradkit
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    torch.save({"step": 3, "config": {}, "hist": np.zeros(3)}, tmp_path / "last.gradkit.pt")  # an older format
+    with pytest.raises(ConfigError, match=r"last\.gradkit\.pt holds objects other than tensors.*not unpickled"):
+        gradkit.resume(tmp_path / "last.pt")
+
+
+# ------------------------------------------------------------------ attaching twice; grad/* keys; one plugin
+@pytest.mark.e2e
+def test_attaching_twice_runs_one_plugin_and_user_callbacks_see_grad_keys(tiny_data, tmp_path):
+    from ultralytics import YOLO
+
+    import gradkit
+    from gradkit.integrations.ultralytics import CopyPasteStage, GradkitCallback
+
+    seen_keys = []
+    model = YOLO("yolo26n.yaml")
+    # registered BEFORE attach: still sees the epoch's grad/* keys
+    model.add_callback("on_train_epoch_end", lambda trainer: seen_keys.append(sorted(trainer.lr)))
+    copy_paste = {"augment.copy_paste.p": 0.5, "report.enabled": False}
+    gradkit.attach(model, "defect", copy_paste)
+    first = model.gradkit
+    with log_lines() as lines:
+        gradkit.attach(model, "defect", {**copy_paste, "clip.mode": "autoclip"})
+    assert lines == ["gradkit: attach() replaces the gradkit plugin attached to this model before"]
+    second = model.gradkit
+    assert second is not first
+    plugins = {fn.__self__ for fns in model.callbacks.values() for fn in fns
+               if isinstance(getattr(fn, "__self__", None), GradkitCallback)}
+    assert plugins == {second}
+    model.train(data=str(tiny_data), project=str(tmp_path), name="run", exist_ok=True,
+                **{**TINY_TRAIN, "epochs": 3})
+    trainer = model.trainer
+    assert first.step == 0 and second.step == trainer.ema.updates > 0
+    steps = read_csv(tmp_path / "run" / "gradient_steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, second.step + 1))
+    stages = [t for t in trainer.train_loader.dataset.transforms.transforms if isinstance(t, CopyPasteStage)]
+    assert len(stages) == 1  # not multiplied by epochs or by plugins
+    assert len(seen_keys) == 3 and all({"grad/total_norm", "grad/clip_rate"} <= set(k) for k in seen_keys)
+
+
+# ------------------------------------------------------------------ a custom trainer's optimizer_step
+def _counting_trainer(call_super: bool):
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    calls = []
+
+    class ChainingTrainer(DetectionTrainer):
+        def optimizer_step(self):
+            calls.append(self.epoch)
+            super().optimizer_step()
+
+    class MyTrainer(DetectionTrainer):
+        def optimizer_step(self):  # its own step: Ultralytics' (and gradkit's) never runs
+            calls.append(self.epoch)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+
+    return (ChainingTrainer if call_super else MyTrainer), calls
+
+
+@pytest.mark.e2e
+def test_custom_optimizer_step_calling_super_is_chained_to_gradkit(tiny_data, tmp_path):
+    trainer_cls, calls = _counting_trainer(call_super=True)
+    model, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "value", "clip.clip_value": 1e-4},
+                            trainer=trainer_cls, epochs=1)
+    plugin = model.gradkit
+    assert len(calls) == plugin.step == model.trainer.ema.updates > 0
+    steps = read_csv(run / "gradient_steps.csv")
+    assert len(steps) == plugin.step and all(int(r["clipped"]) == 1 for r in steps)  # gradkit's clip ran
+
+
+def test_custom_optimizer_step_without_super_is_refused_before_training(tiny_data, tmp_path):
+    from gradkit.integrations.ultralytics import PluginError
+
+    trainer_cls, calls = _counting_trainer(call_super=False)
+    with pytest.raises(PluginError, match=r"MyTrainer.optimizer_step .*super\(\).optimizer_step\(\)"):
+        train_tiny(tiny_data, tmp_path, trainer=trainer_cls, epochs=1)
+    assert calls == []
+
+
+def test_custom_optimizer_step_that_skips_super_on_some_steps_is_stopped_at_the_first(tiny_data, tmp_path):
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    from gradkit.integrations.ultralytics import PluginError
+
+    calls = []
+
+    class SometimesTrainer(DetectionTrainer):
+        def optimizer_step(self):
+            calls.append(self.epoch)
+            if self.epoch > 5:  # never true here: the step is always its own
+                super().optimizer_step()
+            else:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+
+    with pytest.raises(PluginError, match=r"SometimesTrainer.optimizer_step .*super\(\).optimizer_step\(\)"):
+        train_tiny(tiny_data, tmp_path, trainer=SometimesTrainer, epochs=1)
+    assert calls == [0]  # stopped at the first step

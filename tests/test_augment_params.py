@@ -1,0 +1,82 @@
+"""Issue 12 §3: a transform parameter the transform does not accept is an error before training;
+``build_transforms`` accepts whatever ``attach`` accepts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import albumentations as A
+import pytest
+import yaml
+
+from gradkit.augment import AugmentError, build_transforms
+from gradkit.augment.pipeline import accepted_parameters
+from gradkit.config import ConfigError, GradkitConfig, load_config, preset_path
+
+TYPO = {"__class_fullname__": "GaussianBlur", "sigma_limitt": [0.1, 1.0]}
+
+
+def _cfg(transforms):
+    return {"augment": {"transforms": transforms}}
+
+
+def test_misspelt_parameter_names_entry_parameter_and_closest_name():
+    valid = {"__class_fullname__": "D4", "p": 1.0}
+    with pytest.raises(ValueError, match=r"augment\.transforms\[1\]") as info:
+        build_transforms(_cfg([valid, TYPO]))
+    assert isinstance(info.value, ConfigError | AugmentError)
+    message = str(info.value)
+    assert "'sigma_limitt'" in message and "did you mean 'sigma_limit'?" in message
+
+
+def test_misspelt_parameter_inside_oneof_is_named():
+    entry = {"__class_fullname__": "OneOf", "p": 1.0,
+             "transforms": [{"__class_fullname__": "Blur", "p": 1.0}, dict(TYPO, p=1.0)]}
+    with pytest.raises(ValueError, match=r"augment\.transforms\[0\]\.transforms\[1\]: GaussianBlur has no "
+                                         r"parameter 'sigma_limitt'; did you mean 'sigma_limit'"):
+        build_transforms(_cfg([entry]))
+
+
+def test_every_parameter_albumentations_writes_is_accepted_back():
+    """Oracle: what A.to_dict serialises for a transform must pass the check unchanged."""
+    for transform in (A.GaussianBlur(sigma_limit=(0.1, 1.0), p=0.3), A.PadIfNeeded(64, 64), A.SafeRotate(limit=10),
+                      A.RGBShift(), A.OneOf([A.Blur(), A.MedianBlur()])):
+        entry = A.to_dict(transform)["transform"]
+        (built,) = build_transforms(_cfg([entry]))
+        assert A.to_dict(built)["transform"] == entry
+
+
+def test_accepted_parameters_of_a_known_transform():
+    assert accepted_parameters(A.GaussianBlur) == {"__class_fullname__", "blur_limit", "sigma_limit", "p"}
+
+
+def test_the_typo_stops_gradkit_train_before_training(tmp_path):
+    cfg = tmp_path / "aug.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg([TYPO])))
+    proc = subprocess.run([sys.executable, "-m", "gradkit.cli", "train", "model=yolo26n.yaml",
+                           f"data={tmp_path / 'missing.yaml'}", f"gradkit={cfg}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "augment.transforms[0]" in proc.stderr and "sigma_limitt" in proc.stderr
+    assert "did you mean 'sigma_limit'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _serialised(transforms) -> list[dict]:
+    return [A.to_dict(t)["transform"] for t in transforms]
+
+
+def test_build_transforms_accepts_what_attach_accepts(tmp_path):
+    extra = [{"__class_fullname__": "GaussianBlur", "sigma_limit": [0.1, 1.0], "p": 0.5}]
+    data = yaml.safe_load(preset_path("defect").read_text())
+    data["augment"]["transforms"] = extra
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    expected = _serialised(build_transforms(GradkitConfig.model_validate(data)))
+    assert [e["__class_fullname__"] for e in expected][-2:] == ["ImageCompression", "GaussianBlur"]
+    for source in (str(path), path, data, load_config(path), load_config(path).augment):
+        assert _serialised(build_transforms(source)) == expected, type(source)
+    # a preset name, and None for the default preset (no transforms)
+    assert _serialised(build_transforms("defect")) == expected[:-1]
+    assert build_transforms(None) == []
