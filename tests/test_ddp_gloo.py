@@ -65,5 +65,6 @@ def test_two_gloo_ranks_take_identical_decisions_and_only_rank0_writes(tmp_path)
     steps = read_csv(tmp_path / "save_rank0" / "gradient_steps.csv")
     assert [int(s["skipped"]) for s in steps] == [int(i + 1 == NAN_STEP) for i in range(STEPS)]
     assert (tmp_path / "save_rank0" / "gradkit.yaml").exists()
-    alerts = [json.loads(x) for x in open(tmp_path / "save_rank0" / "gradient_alerts.jsonl") if x.strip()]
+    lines = (tmp_path / "save_rank0" / "gradient_alerts.jsonl").read_text().splitlines()
+    alerts = [json.loads(x) for x in lines if x.strip()]
     assert [(a["kind"], a["step"], a["layer"]) for a in alerts] == [("nonfinite", NAN_STEP, "10")]

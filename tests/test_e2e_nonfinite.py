@@ -95,7 +95,7 @@ def _nan_in_layer(layer: str, step: int, snapshots: dict):
 
 def test_warn_applies_the_step_and_keeps_nan_in_its_layer(tiny_data, tmp_path):
     snaps: dict = {}
-    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=1,
+    _, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=1,
                             overrides={"monitor.on_nonfinite": "warn", "report.enabled": False})
     assert snaps["updates_after"] == snaps["updates"] + 1  # applied (optimizer and EMA), not skipped
     assert 3 not in _skipped_steps(run)
