@@ -33,6 +33,7 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.nn.parallel import DistributedDataParallel
     from ultralytics.cfg import get_cfg
+    from ultralytics.engine.trainer import BaseTrainer
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import ModelEMA
 
@@ -45,7 +46,10 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
     ddp = DistributedDataParallel(model, find_unused_parameters=True)  # as Ultralytics wraps it
     save_dir = out / f"save_rank{rank}"
     save_dir.mkdir(parents=True)
-    trainer = SimpleNamespace(
+    class Trainer(SimpleNamespace):  # trainer-shaped: stock's step is what gradkit's seam check expects
+        optimizer_step = BaseTrainer.optimizer_step
+
+    trainer = Trainer(
         model=ddp, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
         scaler=torch.amp.GradScaler("cpu", enabled=False), ema=ModelEMA(model), epoch=0, save_dir=save_dir,
         args=SimpleNamespace(resume=False, data=""), resume=False, lr={}, metrics={}, loss=None, stop=False)

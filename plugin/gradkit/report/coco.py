@@ -146,6 +146,9 @@ class CocoEvaluation:
     def _evaluate(self, area_rng: list[list[float]] | None):
         from faster_coco_eval import COCOeval_faster
 
+        from gradkit.integrations.ultralytics.seams import check_coco_iou_override
+
+        check_coco_iou_override(COCOeval_faster)  # the override below must still be what evaluate() calls
         ious = self._ious
 
         class SharedIoU(COCOeval_faster):

@@ -9,6 +9,7 @@ import torch
 
 from gradkit.augment.copy_paste import paste_defects
 from gradkit.config import GradkitConfig
+from gradkit.integrations.ultralytics.seams import albumentations_stage_index
 from gradkit.integrations.ultralytics.version import check_ultralytics_version
 
 __all__ = ["AlbumentationsStage", "CopyPasteStage", "install_augmentation", "preview_augmentation"]
@@ -119,8 +120,6 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     """
     from copy import copy
 
-    from ultralytics.data.augment import Albumentations
-
     if getattr(dataset, "_gradkit_augment", None) is aug_cfg:
         return
     original = dataset.build_transforms
@@ -130,10 +129,10 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
 
     def build_transforms(hyp=None):
         compose = original(_apply_hyp(hyp, aug_cfg.ultralytics) if hyp is not None else hyp)
-        stages = compose.transforms
-        idx = next((i for i, t in enumerate(stages) if isinstance(t, Albumentations | AlbumentationsStage)), None)
+        idx = albumentations_stage_index(compose, dataset, AlbumentationsStage)  # raises if it is gone
         if idx is None:  # validation-style pipeline (augment=False): nothing to do
             return compose
+        stages = compose.transforms
         if replace_stock:
             stages[idx] = stage
         if paste is not None:

@@ -13,6 +13,7 @@ import torch
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
+from gradkit.integrations.ultralytics.seams import check_optimizer_step, check_seams
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
@@ -144,6 +145,7 @@ class GradkitCallback:
                 f"{'every ' + str(self.cfg.monitor.every) + ' step(s)' if self.cfg.monitor.enabled else 'off'} "
                 f"on_nonfinite={self.cfg.monitor.on_nonfinite}, {self.stats.num_layers} layers"
             )
+        check_optimizer_step(type(trainer))
         trainer.optimizer_step = lambda: self.optimizer_step(trainer)
         self._install_augmentation(trainer)
 
@@ -339,6 +341,7 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
         The resolved, validated configuration.
     """
     check_ultralytics_version()
+    check_seams()
     resolved = load_config(cfg, overrides)
     plugin = GradkitCallback(resolved)
     for event, fn in plugin.events().items():
