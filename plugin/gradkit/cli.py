@@ -111,10 +111,17 @@ def _register_default_callbacks(cfg: GradkitConfig) -> None:
         base.default_callbacks[event].append(fn)
 
 
+def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
+    from gradkit.augment.checks import check_augment_config
+
+    check_augment_config(cfg, source, overrides)
+
+
 def _augment_preview(args: Sequence[str]) -> int:
     try:
         source, overrides, rest = split_plugin_args(args)
         cfg = load_config(source, overrides)
+        _check_augment(cfg, source, overrides)
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
@@ -281,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (source or overrides) and not is_train:
             raise ConfigError(f"gradkit= keys apply to 'gradkit train' only, got mode {rest[:2]}")
         cfg = load_config(source, overrides) if is_train else None
+        if cfg is not None:
+            _check_augment(cfg, source, overrides)
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2

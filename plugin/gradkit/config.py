@@ -180,16 +180,6 @@ class AugmentConfig(_Section):
             raise ValueError(f"out of range (probabilities and gains are in [0, 1], others >= 0): {bad}")
         return value
 
-    @model_validator(mode="after")
-    def _transforms_build(self) -> AugmentConfig:
-        from gradkit.augment.pipeline import AugmentError, build_transforms
-
-        try:
-            build_transforms(self)
-        except AugmentError as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
     @property
     def active(self) -> bool:
         return self.preset != "none" or bool(self.transforms) or self.copy_paste.p > 0 or bool(self.ultralytics)

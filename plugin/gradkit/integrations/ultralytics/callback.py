@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
@@ -17,6 +18,7 @@ from gradkit.integrations.ultralytics.seams import check_optimizer_step, check_s
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
+from gradkit.monitor.alerts import AlertThresholds
 
 __all__ = ["DatasetError", "GradkitCallback", "attach", "check_before_training", "layer_labels"]
 
@@ -133,7 +135,7 @@ class GradkitCallback:
             self.cfg = GradkitConfig.model_validate(state["config"])
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
-        self.detector = AlertDetector(self.stats.labels, self.cfg.monitor.alerts)
+        self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts))
         if state:
             self.load_state_dict(state)
         if _is_main():
@@ -343,6 +345,7 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
     check_ultralytics_version()
     check_seams()
     resolved = load_config(cfg, overrides)
+    check_augment_config(resolved, cfg, overrides)  # Albumentations builds them: not in gradkit.config
     plugin = GradkitCallback(resolved)
     for event, fn in plugin.events().items():
         model.add_callback(event, fn)
