@@ -65,7 +65,8 @@ class MonitorConfig(_Section):
     every: int = Field(1, ge=1, description="measure every N-th optimizer step")
     on_nonfinite: Literal["skip", "stop", "warn"] = Field(
         "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
-        "stop: drop it and end training; warn: apply it anyway like stock Ultralytics")
+        "stop: drop it and end training; warn: apply it anyway (unlike stock Ultralytics, whose NaN clip "
+        "coefficient spreads NaN to every gradient, only the non-finite layers' gradients are non-finite)")
     max_consecutive_nonfinite: int = Field(10, ge=1, description="end training after this many "
                                            "consecutive skipped steps")
     flush_every: int = Field(50, ge=1, description="write buffered rows to the CSV files every N steps")

@@ -250,8 +250,8 @@ def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     Args:
         sizes: Image id -> (width, height) in pixels, for the elongation of boxes.
         by: ``area`` (relative area buckets) or ``elongation``.
-        evaluation: Reuse the COCO objects of an earlier call (``area`` must come before
-            ``elongation``: the latter rewrites the ``area`` fields).
+        evaluation: Reuse the COCO objects (and IoUs) of an earlier call, in any order: each call
+            puts the quantity it buckets by into the ``area`` fields first.
 
     Returns:
         ``{bucket: {"gt": n, "AP": .., "AP50": .., "recall": .., "per_class": {cls: {...}}}}``;
