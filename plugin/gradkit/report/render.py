@@ -70,15 +70,13 @@ def _table(headers: list[str] | None, rows: list[list[str]], left: int = 1) -> s
 
 
 def _training_plot(training: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
 
     curves, epochs = training["curves"], training["epochs"]
     losses = [k for k in curves if k.startswith(("train/", "val/"))]
     maps = [k for k in curves if k.startswith("metrics/mAP")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), constrained_layout=True)
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     for k in losses:
         axes[0].plot(epochs, [np.nan if v is None else v for v in curves[k]], label=k)
     axes[0].set_title("losses")
@@ -95,7 +93,6 @@ def _training_plot(training: dict[str, Any]) -> str:
             ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return _img_tag(buf.getvalue(), "training curves")
 
 
