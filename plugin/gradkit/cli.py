@@ -99,8 +99,12 @@ def _synth(args: Sequence[str]) -> int:
     return 0
 
 
-def _register_default_callbacks(cfg: GradkitConfig) -> None:
-    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these)."""
+def _register_default_callbacks(cfg: GradkitConfig) -> list[str]:
+    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these).
+
+    Returns the list that collects the end-of-training extras that failed: Model's deep copy
+    separates the plugin from this one, but a plain function is not copied, so it can report back.
+    """
     from ultralytics.utils.callbacks import base
 
     from gradkit.integrations.ultralytics import GradkitCallback, check_ultralytics_version
@@ -109,6 +113,14 @@ def _register_default_callbacks(cfg: GradkitConfig) -> None:
     plugin = GradkitCallback(cfg)
     for event, fn in plugin.events().items():
         base.default_callbacks[event].append(fn)
+    failed: list[str] = []
+
+    def collect_failed_extras(trainer) -> None:  # runs after the plugin's on_train_end
+        for fn in trainer.callbacks["on_train_end"]:
+            failed.extend(getattr(getattr(fn, "__self__", None), "extras_failed", []))
+
+    base.default_callbacks["on_train_end"].append(collect_failed_extras)
+    return failed
 
 
 def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
@@ -293,8 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
-    if cfg is not None:
-        _register_default_callbacks(cfg)
+    failed_extras = _register_default_callbacks(cfg) if cfg is not None else []
     if "val" in rest[:2]:
         _register_val_report()
         keys = {a.partition("=")[0] for a in rest}
@@ -309,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetError as exc:  # raised by the plugin before training starts
         print(str(exc), file=sys.stderr)
         return 2
+    if failed_extras:  # logged by the plugin with the command that rebuilds each
+        print(f"gradkit: training finished, but {' and '.join(failed_extras)} failed (see the log)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -86,6 +86,7 @@ class GradkitCallback:
         self._epoch_skipped = 0
         self._epoch_alerts = 0
         self.save_dir: Path | None = None
+        self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the configuration travels (DDP pickles callbacks before training starts).
@@ -184,7 +185,8 @@ class GradkitCallback:
         if self.log:
             self.log.flush()
             if self.cfg.monitor.plot:
-                plot_heatmap(self.save_dir)
+                self._extra("gradients.png", lambda: plot_heatmap(self.save_dir), "python -c \"from gradkit.monitor "
+                            f"import plot_heatmap; plot_heatmap('{self.save_dir}')\"")
         if _is_main():
             summary = {
                 "metrics": {k: float(v) for k, v in (trainer.metrics or {}).items()},
@@ -194,9 +196,22 @@ class GradkitCallback:
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
             if self.cfg.report.enabled:
-                self._write_report(trainer)
+                best = trainer.best if Path(trainer.best).exists() else trainer.last
+                self._extra("the report", lambda: self._write_report(trainer),
+                            f"gradkit val model={best} data={trainer.args.data} split={self.cfg.report.split}")
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
+
+    def _extra(self, what: str, build, rebuild: str) -> None:
+        """Run an end-of-training extra. Its failure is logged with the command that redoes it and
+        recorded in ``extras_failed`` (``gradkit train`` exits 1), never raised: the weights and
+        results.csv are already written, and raising here would skip Ultralytics' own clean-up."""
+        try:
+            build()
+        except Exception as exc:
+            self.extras_failed.append(what)
+            _logger().error(f"gradkit: {what} failed ({type(exc).__name__}: {exc}). The run itself is complete "
+                            f"(weights and results.csv in {self.save_dir}); rebuild it with: {rebuild}")
 
     def _write_report(self, trainer) -> None:
         from gradkit.report import build_report, write_report
