@@ -92,15 +92,17 @@ class ClipConfig(_Section):
     mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = Field(
         "stock", description="stock: global L2 norm at 10 as Ultralytics; none; norm; value; agc "
         "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer")
-    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm (10)")
-    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (2; inf allowed)")
-    clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element (1)")
-    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021 (0.01)")
-    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm (1e-3)")
+    # Unset parameters take the policy's default from gradkit.clip.POLICY_DEFAULTS (their one definition;
+    # `gradkit config-doc` shows them in the default column).
+    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm")
+    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (inf allowed)")
+    clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element")
+    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021")
+    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm")
     exclude: list[str] | None = Field(None, description="agc: regexes of parameter names left unclipped "
                                       "(default: the Detect head's final prediction convolutions)")
     percentile: float | None = Field(None, gt=0, le=100, description="autoclip: percentile of the norm "
-                                     "history used as the clip threshold (10)")
+                                     "history used as the clip threshold")
     history: int | None = Field(None, ge=1, description="autoclip: most recent total norms kept "
                                 "(unset: the whole run)")
 
