@@ -7,8 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import TINY_TRAIN
-
-SeamError = pytest.importorskip("gradkit.integrations.ultralytics.seams").SeamError
+from gradkit.integrations.ultralytics.seams import SeamError
 
 
 def test_installed_libraries_pass_every_check():
