@@ -22,8 +22,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gradkit demo
 
+# ruff, then the architecture's import rules ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check plugin tests benchmarks
+	PYTHONPATH=plugin $(BIN)/lint-imports --no-cache
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -143,8 +143,10 @@ def test_serialisation_round_trip_gives_identical_output(entry, tmp_path):
     ({"augment.preset": "steel"}, ["augment.preset", "'none' or 'defect'"]),
 ])
 def test_augment_config_errors_are_specific(overrides, fragments):
-    with pytest.raises(ConfigError) as info:
-        load_config(None, overrides)
+    from gradkit.augment.checks import check_augment_config
+
+    with pytest.raises(ConfigError) as info:  # schema errors at loading, transform errors where it is used
+        check_augment_config(load_config(None, overrides), None, overrides)
     for f in fragments:
         assert f in str(info.value)
 

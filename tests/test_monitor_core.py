@@ -9,6 +9,7 @@ import torch
 from gradkit.clip import make_clipper
 from gradkit.config import AlertsConfig
 from gradkit.monitor import AlertDetector, LayerStats
+from gradkit.monitor.alerts import AlertThresholds
 
 
 class _Yolo(torch.nn.Module):
@@ -96,14 +97,14 @@ def _feed(det, steps, fault=None, start=0, noise=0.1, seed=0):
 
 
 def test_healthy_noise_raises_nothing():
-    det = AlertDetector(LAYERS, AlertsConfig(warmup_steps=5))
+    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig(warmup_steps=5)))
     assert _feed(det, 300, noise=0.5) == []
 
 
 @pytest.mark.parametrize(("kind", "factor", "layer"), [("exploding", 1e4, "2"), ("vanishing", 1e-9, "1"),
                                                        ("dead", 0.0, "0")])
 def test_planted_fault_is_reported_once_with_kind_and_layer(kind, factor, layer):
-    det = AlertDetector(LAYERS, AlertsConfig(warmup_steps=5))
+    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig(warmup_steps=5)))
     onset = 30
 
     def fault(s, g):
@@ -119,7 +120,7 @@ def test_planted_fault_is_reported_once_with_kind_and_layer(kind, factor, layer)
 
 
 def test_nonfinite_names_origin_nearest_output():
-    det = AlertDetector(LAYERS, AlertsConfig(warmup_steps=5))
+    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig(warmup_steps=5)))
 
     def fault(s, g):
         if s == 10:
@@ -133,7 +134,7 @@ def test_nonfinite_names_origin_nearest_output():
 
 
 def test_nonfinite_loss_is_named():
-    det = AlertDetector(LAYERS)
+    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig()))
 
     def fault(s, g):
         return (g * np.nan, False) if s == 3 else (g, True)
@@ -143,7 +144,7 @@ def test_nonfinite_loss_is_named():
 
 
 def test_episode_re_arms_after_recovery_and_state_round_trips():
-    cfg = AlertsConfig(warmup_steps=5, dead_patience=2)
+    cfg = AlertThresholds.of(AlertsConfig(warmup_steps=5, dead_patience=2))
     det = AlertDetector(LAYERS, cfg)
 
     def fault(s, g):

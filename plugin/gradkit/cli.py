@@ -99,8 +99,12 @@ def _synth(args: Sequence[str]) -> int:
     return 0
 
 
-def _register_default_callbacks(cfg: GradkitConfig) -> None:
-    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these)."""
+def _register_default_callbacks(cfg: GradkitConfig) -> list[str]:
+    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these).
+
+    Returns the list that collects the end-of-training extras that failed: Model's deep copy
+    separates the plugin from this one, but a plain function is not copied, so it can report back.
+    """
     from ultralytics.utils.callbacks import base
 
     from gradkit.integrations.ultralytics import GradkitCallback, check_ultralytics_version
@@ -109,12 +113,27 @@ def _register_default_callbacks(cfg: GradkitConfig) -> None:
     plugin = GradkitCallback(cfg)
     for event, fn in plugin.events().items():
         base.default_callbacks[event].append(fn)
+    failed: list[str] = []
+
+    def collect_failed_extras(trainer) -> None:  # runs after the plugin's on_train_end
+        for fn in trainer.callbacks["on_train_end"]:
+            failed.extend(getattr(getattr(fn, "__self__", None), "extras_failed", []))
+
+    base.default_callbacks["on_train_end"].append(collect_failed_extras)
+    return failed
+
+
+def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
+    from gradkit.augment.checks import check_augment_config
+
+    check_augment_config(cfg, source, overrides)
 
 
 def _augment_preview(args: Sequence[str]) -> int:
     try:
         source, overrides, rest = split_plugin_args(args)
         cfg = load_config(source, overrides)
+        _check_augment(cfg, source, overrides)
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
@@ -301,11 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (source or overrides) and not is_train:
             raise ConfigError(f"gradkit= keys apply to 'gradkit train' only, got mode {rest[:2]}")
         cfg = load_config(source, overrides) if is_train else None
+        if cfg is not None:
+            _check_augment(cfg, source, overrides)
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
-    if cfg is not None:
-        _register_default_callbacks(cfg)
+    failed_extras = _register_default_callbacks(cfg) if cfg is not None else []
     if "val" in rest[:2]:
         _register_val_report()
         keys = {a.partition("=")[0] for a in rest}
@@ -320,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetError as exc:  # raised by the plugin before training starts
         print(str(exc), file=sys.stderr)
         return 2
+    if failed_extras:  # logged by the plugin with the command that rebuilds each
+        print(f"gradkit: training finished, but {' and '.join(failed_extras)} failed (see the log)", file=sys.stderr)
+        return 1
     return 0
 
 

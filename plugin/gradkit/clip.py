@@ -14,6 +14,7 @@ non-finite policy can see where they are and decide to skip the step.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections import deque
@@ -26,6 +27,7 @@ import torch
 
 __all__ = [
     "DEFAULT_AGC_EXCLUDE",
+    "POLICY_DEFAULTS",
     "ClipResult",
     "Clipper",
     "agc_",
@@ -261,6 +263,19 @@ def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str
     return clip
 
 
+#: Each policy's parameters and their defaults: the one definition (the configuration reference
+#: shows these; gradkit.config.CLIP_MODE_PARAMS lists the same names for validation, a test keeps them equal).
+POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stock": {},
+    "none": {},
+    "norm": {"max_norm": 10.0, "norm_type": 2.0},
+    "value": {"clip_value": 1.0},
+    "agc": {"clip_factor": 0.01, "eps": 1e-3, "exclude": list(DEFAULT_AGC_EXCLUDE)},
+    "autoclip": {"percentile": 10.0, "history": None},
+    "layer_norm": {"max_norm": 10.0, "norm_type": 2.0},
+}
+
+
 def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params: Any) -> Clipper:
     """Build a clipping policy.
 
@@ -273,21 +288,13 @@ def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params:
     Raises:
         ValueError: for an unknown mode, an unknown parameter or an out-of-range value.
     """
-    defaults: dict[str, dict[str, Any]] = {
-        "stock": {},
-        "none": {},
-        "norm": {"max_norm": 10.0, "norm_type": 2.0},
-        "value": {"clip_value": 1.0},
-        "agc": {"clip_factor": 0.01, "eps": 1e-3, "exclude": list(DEFAULT_AGC_EXCLUDE)},
-        "autoclip": {"percentile": 10.0, "history": None},
-        "layer_norm": {"max_norm": 10.0, "norm_type": 2.0},
-    }
+    defaults = POLICY_DEFAULTS
     if mode not in defaults:
         raise ValueError(f"unknown clip mode {mode!r}; modes: {', '.join(defaults)}")
     unknown = sorted(set(params) - set(defaults[mode]))
     if unknown:
         raise ValueError(f"clip mode {mode!r} takes {sorted(defaults[mode]) or 'no parameters'}, got {unknown}")
-    p = {**defaults[mode], **params}
+    p = {**copy.deepcopy(defaults[mode]), **params}
     for key in ("max_norm", "clip_value", "clip_factor", "eps", "norm_type"):
         if key in p and not p[key] > 0:
             raise ValueError(f"clip.{key} must be > 0, got {p[key]!r}")

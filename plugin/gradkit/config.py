@@ -65,7 +65,8 @@ class MonitorConfig(_Section):
     every: int = Field(1, ge=1, description="measure every N-th optimizer step")
     on_nonfinite: Literal["skip", "stop", "warn"] = Field(
         "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
-        "stop: drop it and end training; warn: apply it anyway like stock Ultralytics")
+        "stop: drop it and end training; warn: apply it anyway (unlike stock Ultralytics, whose NaN clip "
+        "coefficient spreads NaN to every gradient, only the non-finite layers' gradients are non-finite)")
     max_consecutive_nonfinite: int = Field(10, ge=1, description="end training after this many "
                                            "consecutive skipped steps")
     flush_every: int = Field(50, ge=1, description="write buffered rows to the CSV files every N steps")
@@ -91,15 +92,17 @@ class ClipConfig(_Section):
     mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = Field(
         "stock", description="stock: global L2 norm at 10 as Ultralytics; none; norm; value; agc "
         "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer")
-    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm (10)")
-    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (2; inf allowed)")
-    clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element (1)")
-    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021 (0.01)")
-    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm (1e-3)")
+    # Unset parameters take the policy's default from gradkit.clip.POLICY_DEFAULTS (their one definition;
+    # `gradkit config-doc` shows them in the default column).
+    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm")
+    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (inf allowed)")
+    clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element")
+    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021")
+    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm")
     exclude: list[str] | None = Field(None, description="agc: regexes of parameter names left unclipped "
                                       "(default: the Detect head's final prediction convolutions)")
     percentile: float | None = Field(None, gt=0, le=100, description="autoclip: percentile of the norm "
-                                     "history used as the clip threshold (10)")
+                                     "history used as the clip threshold")
     history: int | None = Field(None, ge=1, description="autoclip: most recent total norms kept "
                                 "(unset: the whole run)")
 
@@ -179,16 +182,6 @@ class AugmentConfig(_Section):
         if bad:
             raise ValueError(f"out of range (probabilities and gains are in [0, 1], others >= 0): {bad}")
         return value
-
-    @model_validator(mode="after")
-    def _transforms_build(self) -> AugmentConfig:
-        from gradkit.augment.pipeline import AugmentError, build_transforms
-
-        try:
-            build_transforms(self)
-        except AugmentError as exc:
-            raise ValueError(str(exc)) from None
-        return self
 
     @property
     def active(self) -> bool:

@@ -25,6 +25,15 @@ def _type_name(ann) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def _clip_default(param: str) -> str:
+    """A clip parameter's default per policy, from its one definition in ``gradkit.clip``."""
+    from gradkit.clip import POLICY_DEFAULTS
+
+    shown = [f"{mode}: `{params[param]}`" for mode, params in POLICY_DEFAULTS.items()
+             if param in params and params[param] is not None and not isinstance(params[param], list)]
+    return "; ".join(shown)
+
+
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
@@ -37,6 +46,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             continue
         default = field.get_default(call_default_factory=True)
         shown = "unset" if default is None else f"`{default}`"
+        if key.startswith("clip.") and default is None:
+            shown = _clip_default(name) or shown
         rows.append(f"| `{key}` | {_type_name(ann)} | {shown} | {field.description or ''} |")
     return rows
 

@@ -1,8 +1,11 @@
 """Pascal VOC and COCO JSON -> YOLO layout with ``data.yaml``, optional stratified split.
 
 Ultralytics' own ``convert_coco`` assumes COCO's 91 category ids (or ids 1..N), writes labels only
-and makes no split, so the COCO path here is a small converter of its own; the VOC box convention
-(1-based pixel corners) follows Ultralytics' ``VOC.yaml`` recipe so converted data matches theirs.
+and makes no split, so the COCO path here is a small converter of its own. VOC boxes are read as
+1-based, inclusive pixel indices (the VOC devkit's convention: a box from pixel 1 to 10 covers 10
+pixels), i.e. the continuous box [xmin - 1, xmax]. Ultralytics' ``VOC.yaml`` recipe instead shifts
+the centre by a whole pixel and takes ``xmax - xmin`` as the width, so its boxes sit half a pixel
+up-left of ours and are one pixel narrower; ours cover exactly the annotated pixels.
 """
 
 from __future__ import annotations
@@ -229,7 +232,7 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
             except ValueError:
                 report.issues.append(f"{where}: missing or non-numeric bndbox; skipped")
                 continue
-            # VOC corners are 1-based pixels: shift the left/top edge to 0-based, as Ultralytics does
+            # 1-based inclusive pixel indices -> continuous 0-based edges (see the module docstring)
             box = _clip_box(rec, name, (x0 - 1, y0 - 1, x1, y1), report, where, f"({', '.join(raw)})")
             if box:
                 rec.boxes.append(box)

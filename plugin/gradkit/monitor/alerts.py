@@ -15,17 +15,35 @@ An alert is emitted once per (kind, layer) episode: again only after the conditi
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from gradkit.config import AlertsConfig
-
-__all__ = ["Alert", "AlertDetector"]
+__all__ = ["Alert", "AlertDetector", "AlertThresholds"]
 
 _MAD_SCALE = 1.4826
 _ROBUST_SIGMAS = 6.0
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    """The detector's thresholds as plain values (their defaults and meaning: ``monitor.alerts`` in the
+    configuration reference, defined once in ``gradkit.config.AlertsConfig``)."""
+
+    enabled: bool
+    warmup_steps: int
+    history: int
+    exploding_factor: float
+    vanishing_factor: float
+    vanishing_ratio: float
+    vanishing_patience: int
+    dead_patience: int
+
+    @classmethod
+    def of(cls, source: Any) -> AlertThresholds:
+        """Copy the fields from any object that has them (e.g. the configuration section)."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -54,8 +72,8 @@ class AlertDetector:
         cfg: Thresholds.
     """
 
-    def __init__(self, layers: list[str], cfg: AlertsConfig | None = None):
-        self.cfg = cfg or AlertsConfig()
+    def __init__(self, layers: list[str], cfg: AlertThresholds):
+        self.cfg = cfg
         self.layers = layers
         n = len(layers) + 1  # the last column is the total norm
         self._hist = np.full((self.cfg.history, n), np.nan)
@@ -171,8 +189,9 @@ class AlertDetector:
                                     f"vanishing gradient in {label} for {self._low[i]} steps up to step "
                                     f"{step}: norm {norms[i]:.3g} (grad/weight ratio {ratio[i]:.3g})"))
 
-        # history takes only healthy, positive norms, so a fault does not become the new normal
-        # before it is reported; an exploding value is robust-filtered by the median anyway.
+        # history takes every finite, positive norm, exploding ones included: the median and MAD
+        # ignore a few outliers, so a spike is still reported; a lasting change of scale becomes the
+        # new normal once it fills half the window. Non-finite and zero norms carry no scale: left out.
         self._hist[self._count % cfg.history] = np.where(np.isfinite(logn), logn, np.nan)
         self._count += 1
         return alerts

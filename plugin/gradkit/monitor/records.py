@@ -163,10 +163,7 @@ def _fmt(row) -> list[Any]:
 
 def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | None:
     """Draw ``gradients.png``: log10 pre-clip norm per layer and step, total norm and clip rate below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
 
     save_dir = Path(save_dir)
     with open(save_dir / "gradients.csv", newline="") as f:
@@ -192,8 +189,8 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
     padded = np.pad(clipped, (window // 2, window - 1 - window // 2), mode="edge")  # no dip at the ends
     clip_rate = np.convolve(padded, np.ones(window) / window, mode="valid")
 
-    fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(12, 8), sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True)
+    fig = Figure(figsize=(12, 8), layout="constrained")
+    ax0, ax1 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     extent = (steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5)
     im = ax0.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis", extent=extent)
     ax0.set_yticks(range(len(layers)), layers, fontsize=7)
@@ -212,5 +209,4 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
     ax2.legend(loc="upper right", fontsize=8)
     out = Path(out) if out else save_dir / "gradients.png"
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

@@ -146,6 +146,9 @@ class CocoEvaluation:
     def _evaluate(self, area_rng: list[list[float]] | None):
         from faster_coco_eval import COCOeval_faster
 
+        from gradkit.integrations.ultralytics.seams import check_coco_iou_override
+
+        check_coco_iou_override(COCOeval_faster)  # the override below must still be what evaluate() calls
         ious = self._ious
 
         class SharedIoU(COCOeval_faster):
@@ -247,8 +250,8 @@ def bucket_metrics(gts: Sequence[Box], preds: Sequence[Box], images: Sequence[in
     Args:
         sizes: Image id -> (width, height) in pixels, for the elongation of boxes.
         by: ``area`` (relative area buckets) or ``elongation``.
-        evaluation: Reuse the COCO objects of an earlier call (``area`` must come before
-            ``elongation``: the latter rewrites the ``area`` fields).
+        evaluation: Reuse the COCO objects (and IoUs) of an earlier call, in any order: each call
+            puts the quantity it buckets by into the ``area`` fields first.
 
     Returns:
         ``{bucket: {"gt": n, "AP": .., "AP50": .., "recall": .., "per_class": {cls: {...}}}}``;

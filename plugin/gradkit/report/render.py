@@ -70,15 +70,13 @@ def _table(headers: list[str] | None, rows: list[list[str]], left: int = 1) -> s
 
 
 def _training_plot(training: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
 
     curves, epochs = training["curves"], training["epochs"]
     losses = [k for k in curves if k.startswith(("train/", "val/"))]
     maps = [k for k in curves if k.startswith("metrics/mAP")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), constrained_layout=True)
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     for k in losses:
         axes[0].plot(epochs, [np.nan if v is None else v for v in curves[k]], label=k)
     axes[0].set_title("losses")
@@ -95,7 +93,6 @@ def _training_plot(training: dict[str, Any]) -> str:
             ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return _img_tag(buf.getvalue(), "training curves")
 
 
@@ -163,8 +160,9 @@ def _evaluation_body(r: dict[str, Any]) -> str:
                                                                           _num(h.get("mAP50"))],
             ["AP75", _num(coco.get("AP75")), ""], ["AR@100", _num(coco.get("AR100")), ""],
             ["APs / APm / APl", f'{_num(coco.get("APs"))} / {_num(coco.get("APm"))} / {_num(coco.get("APl"))}', ""]]))
-        parts.append(f'<p class="note">{_e(r["coco"]["note"])} APs/m/l use absolute COCO areas on a 1000 px '
-                     "canvas; the relative buckets below are the defect-aware alternative.</p>")
+        parts.append(f'<p class="note">{_e(r["coco"]["note"])} APs/m/l use COCO\'s '
+                     "absolute areas (32² and 96² pixels) of the original images; the relative buckets below are "
+                     "the defect-aware alternative.</p>")
     names = r["class_names"]
     sb = r["size_buckets"]
     if sb.get("by_relative_area"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from gradkit.augment.copy_paste import paste_defects
 from gradkit.config import GradkitConfig
+from gradkit.integrations.ultralytics.seams import albumentations_stage_index
 from gradkit.integrations.ultralytics.version import check_ultralytics_version
 
 __all__ = ["AlbumentationsStage", "CopyPasteStage", "install_augmentation", "preview_augmentation"]
@@ -119,8 +121,6 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     """
     from copy import copy
 
-    from ultralytics.data.augment import Albumentations
-
     if getattr(dataset, "_gradkit_augment", None) is aug_cfg:
         return
     original = dataset.build_transforms
@@ -130,10 +130,10 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
 
     def build_transforms(hyp=None):
         compose = original(_apply_hyp(hyp, aug_cfg.ultralytics) if hyp is not None else hyp)
-        stages = compose.transforms
-        idx = next((i for i, t in enumerate(stages) if isinstance(t, Albumentations | AlbumentationsStage)), None)
+        idx = albumentations_stage_index(compose, dataset, AlbumentationsStage)  # raises if it is gone
         if idx is None:  # validation-style pipeline (augment=False): nothing to do
             return compose
+        stages = compose.transforms
         if replace_stock:
             stages[idx] = stage
         if paste is not None:
@@ -145,9 +145,32 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     dataset._gradkit_augment = aug_cfg
 
 
+@contextmanager
+def _seeded_globals(seed: int):
+    """Seed Python's, numpy's and torch's global generators for a block, then put their states back,
+    so a preview is reproducible and leaves the caller's random streams where they were."""
+    import random
+
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+
+
 def preview_augmentation(data_yaml: str, cfg: GradkitConfig, n: int = 16, out: str | Path = "preview.jpg",
                          imgsz: int = 640, seed: int = 0) -> Path:
     """A grid of ``n`` training samples with boxes, from exactly the pipeline training builds."""
+    with _seeded_globals(seed):  # building the dataset draws from them too
+        return _preview(data_yaml, cfg, n, out, imgsz, seed)
+
+
+def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz: int, seed: int) -> Path:
     import math
     import random
 
@@ -162,13 +185,11 @@ def preview_augmentation(data_yaml: str, cfg: GradkitConfig, n: int = 16, out: s
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")
     if cfg.augment.active:
         install_augmentation(dataset, cfg.augment, args)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     tiles = []
     names = data["names"]
-    for i in random.sample(range(len(dataset)), min(n, len(dataset))):
-        item = dataset[i]
+    for i in random.Random(seed).sample(range(len(dataset)), min(n, len(dataset))):
+        with _seeded_globals(seed + i):  # Ultralytics' transforms draw from the global generators
+            item = dataset[i]
         img = np.ascontiguousarray(item["img"].numpy().transpose(1, 2, 0)[..., ::-1])  # RGB CHW -> BGR HWC
         h, w = img.shape[:2]
         for c, (x, y, bw, bh) in zip(item["cls"].reshape(-1).tolist(), item["bboxes"].tolist(), strict=True):

@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
+from gradkit.integrations.ultralytics.seams import check_optimizer_step, check_seams
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
+from gradkit.monitor.alerts import AlertThresholds
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
            "load_state", "resume", "state_path"]
@@ -85,6 +88,7 @@ class GradkitCallback:
         self._epoch_skipped = 0
         self._epoch_alerts = 0
         self.save_dir: Path | None = None
+        self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the configuration travels (DDP pickles callbacks before training starts).
@@ -137,7 +141,7 @@ class GradkitCallback:
             self.cfg = GradkitConfig.model_validate(state["config"])
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
-        self.detector = AlertDetector(self.stats.labels, self.cfg.monitor.alerts)
+        self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts))
         if state:
             self.load_state_dict(state)
             self._check_state_epoch(state, trainer.start_epoch - 1)
@@ -152,6 +156,7 @@ class GradkitCallback:
                 f"{'every ' + str(self.cfg.monitor.every) + ' step(s)' if self.cfg.monitor.enabled else 'off'} "
                 f"on_nonfinite={self.cfg.monitor.on_nonfinite}, {self.stats.num_layers} layers"
             )
+        check_optimizer_step()  # the base step gradkit mirrors; a subclass's override is chained below
         self._take_over_optimizer_step(trainer)
         self._follow_nan_recovery(trainer)
         self._install_augmentation(trainer)
@@ -218,7 +223,8 @@ class GradkitCallback:
         if self.log:
             self.log.flush()
             if self.cfg.monitor.plot:
-                plot_heatmap(self.save_dir)
+                self._extra("gradients.png", lambda: plot_heatmap(self.save_dir), "python -c \"from gradkit.monitor "
+                            f"import plot_heatmap; plot_heatmap('{self.save_dir}')\"")
         if _is_main():
             summary = {
                 "metrics": {k: float(v) for k, v in (trainer.metrics or {}).items()},
@@ -228,9 +234,22 @@ class GradkitCallback:
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
             if self.cfg.report.enabled:
-                self._write_report(trainer)
+                best = trainer.best if Path(trainer.best).exists() else trainer.last
+                self._extra("the report", lambda: self._write_report(trainer),
+                            f"gradkit val model={best} data={trainer.args.data} split={self.cfg.report.split}")
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
+
+    def _extra(self, what: str, build, rebuild: str) -> None:
+        """Run an end-of-training extra. Its failure is logged with the command that redoes it and
+        recorded in ``extras_failed`` (``gradkit train`` exits 1), never raised: the weights and
+        results.csv are already written, and raising here would skip Ultralytics' own clean-up."""
+        try:
+            build()
+        except Exception as exc:
+            self.extras_failed.append(what)
+            _logger().error(f"gradkit: {what} failed ({type(exc).__name__}: {exc}). The run itself is complete "
+                            f"(weights and results.csv in {self.save_dir}); rebuild it with: {rebuild}")
 
     def _write_report(self, trainer) -> None:
         from gradkit.report import build_report, write_report
@@ -519,7 +538,9 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
         The resolved, validated configuration.
     """
     check_ultralytics_version()
+    check_seams()
     resolved = load_config(cfg, _overrides_dict(overrides))
+    check_augment_config(resolved, cfg, _overrides_dict(overrides))  # Albumentations builds them: not in gradkit.config
     if _detach(model):
         _logger().info("gradkit: attach() replaces the gradkit plugin attached to this model before")
     plugin = GradkitCallback(resolved)

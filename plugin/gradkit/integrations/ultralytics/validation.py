@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradkit.integrations.ultralytics.seams import check_validator, check_validator_results
 from gradkit.report.data import EvalData
 
 __all__ = ["PredictionRecorder", "collect_validation", "record_predictions", "validate_for_report"]
@@ -21,6 +22,7 @@ class PredictionRecorder:
 
     def __init__(self, validator):
         self.rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        check_validator(validator)
         original = validator.update_metrics
 
         def update_metrics(preds, batch):
@@ -68,6 +70,7 @@ def collect_validation(validator) -> EvalData:
 def _collect(validator) -> EvalData:
     from gradkit.report.coco import Box
 
+    check_validator_results(validator)
     dataset = validator.dataloader.dataset
     metrics = validator.metrics
     box = metrics.box

@@ -1,0 +1,140 @@
+"""Non-finite steps end to end: AMP overflow through a real GradScaler, the warn and stop policies,
+and a run with the monitor switched off. Faults are planted, never mocked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import read_csv, train_tiny
+
+pytestmark = pytest.mark.e2e
+
+OVERFLOW_SCALE = 3.0e38  # near float32's maximum: the scaled gradients overflow to inf
+BACKOFF = 2.0**-100  # one backoff brings the scale back to where gradients are finite again
+
+
+def _plugin(trainer):
+    from gradkit.integrations.ultralytics import GradkitCallback
+
+    (plugin,) = {fn.__self__ for fn in trainer.callbacks["on_pretrain_routine_end"]
+                 if isinstance(getattr(fn, "__self__", None), GradkitCallback)}
+    return plugin
+
+
+def _alerts(run):
+    path = run / "gradient_alerts.jsonl"
+    return [json.loads(line) for line in open(path) if line.strip()] if path.exists() else []
+
+
+def _skipped_steps(run) -> list[int]:
+    return [int(r["step"]) for r in read_csv(run / "gradient_steps.csv") if int(r["skipped"])]
+
+
+def _overflow_at(steps: set[int], seen: dict):
+    """An enabled CPU GradScaler whose loss scale is pushed to overflow before the given steps."""
+
+    def install(trainer):
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, backoff_factor=BACKOFF)
+
+    def before(trainer):
+        if _plugin(trainer).step + 1 in steps:
+            trainer.scaler.update(new_scale=OVERFLOW_SCALE)  # GradScaler's public way to set the scale
+
+    def after(trainer):
+        seen.setdefault("scale", {})[_plugin(trainer).step] = trainer.scaler.get_scale()
+
+    return [("on_train_start", install), ("on_train_batch_start", before), ("on_train_batch_end", after)]
+
+
+def test_single_amp_overflow_is_skipped_without_alert_and_lowers_the_scale(tiny_data, tmp_path):
+    seen: dict = {}
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=_overflow_at({4}, seen),
+                            overrides={"report.enabled": False})
+    assert _skipped_steps(run) == [4]
+    assert _alerts(run) == []
+    assert seen["scale"][4] == pytest.approx(OVERFLOW_SCALE * BACKOFF, rel=1e-6)  # the skip path ran update()
+    assert seen["scale"][3] == 2.0**10 and seen["scale"][5] == seen["scale"][4]
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+    assert model.gradkit.step > 5
+
+
+def test_two_amp_overflows_in_a_row_are_alerted(tiny_data, tmp_path):
+    seen: dict = {}
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=_overflow_at({4, 5}, seen),
+                            overrides={"report.enabled": False})
+    assert _skipped_steps(run) == [4, 5]
+    alerts = _alerts(run)
+    assert alerts and {a["step"] for a in alerts} == {5}  # the first overflow is the scaler's normal business
+    assert {a["kind"] for a in alerts} == {"nonfinite"}
+    assert seen["scale"][4] == seen["scale"][5] == pytest.approx(OVERFLOW_SCALE * BACKOFF, rel=1e-6)
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+
+
+def _nan_in_layer(layer: str, step: int, snapshots: dict):
+    def arm(trainer):
+        plugin = _plugin(trainer)
+        for name, p in trainer.model.named_parameters():
+            if name.split(".")[1] == layer:
+                p.register_hook(lambda g: g * float("nan") if plugin.step + 1 == step else g)
+
+    def before(trainer):
+        if _plugin(trainer).step + 1 == step:
+            snapshots["updates"] = trainer.ema.updates
+            snapshots["w"] = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+
+    def after(trainer):
+        if _plugin(trainer).step == step and "after" not in snapshots:
+            snapshots["updates_after"] = trainer.ema.updates
+            snapshots["after"] = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+
+    return [("on_train_start", arm), ("on_train_batch_start", before), ("on_train_batch_end", after)]
+
+
+def test_warn_applies_the_step_and_keeps_nan_in_its_layer(tiny_data, tmp_path):
+    snaps: dict = {}
+    _, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=1,
+                            overrides={"monitor.on_nonfinite": "warn", "report.enabled": False})
+    assert snaps["updates_after"] == snaps["updates"] + 1  # applied (optimizer and EMA), not skipped
+    assert 3 not in _skipped_steps(run)
+    after, before = snaps["after"], snaps["w"]
+    in_layer = [k for k in after if k.split(".")[1] == "10"]
+    assert in_layer and all(not torch.isfinite(after[k]).all() for k in in_layer)
+    # unlike stock (whose NaN clip coefficient reaches every gradient) the other layers got a finite update
+    others = [k for k in after if k.split(".")[1] != "10"]
+    assert all(torch.isfinite(after[k]).all() for k in others)
+    assert sum(not torch.equal(after[k], before[k]) for k in others) > 100
+    first = next(a for a in _alerts(run) if a["kind"] == "nonfinite")
+    assert first["step"] == 3 and first["layer"] == "10"
+
+
+def test_stop_drops_the_step_and_ends_training(tiny_data, tmp_path):
+    snaps: dict = {}
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=3,
+                            overrides={"monitor.on_nonfinite": "stop", "report.enabled": False})
+    assert model.gradkit.step == 3  # nothing after the non-finite step
+    assert snaps["updates_after"] == snaps["updates"]
+    for k, v in snaps["w"].items():
+        assert torch.equal(v, snaps["after"][k]), k
+    assert _skipped_steps(run) == [3]
+    assert len(read_csv(run / "results.csv")) == 1  # epoch 1 of 3 closed, then stopped
+    assert (run / "weights" / "last.pt").exists()
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+
+
+def test_monitor_disabled_writes_no_gradient_records_but_still_clips_and_skips(tiny_data, tmp_path):
+    snaps: dict = {}
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=1,
+                            overrides={"monitor.enabled": False, "report.enabled": False})
+    written = {p.name for p in run.iterdir()}
+    assert not written & {"gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png"}
+    assert "gradkit.yaml" in written
+    assert snaps["updates_after"] == snaps["updates"]  # the NaN step was still skipped
+    for k, v in snaps["w"].items():
+        assert torch.equal(v, snaps["after"][k]), k
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+    (row,) = read_csv(run / "results.csv")
+    assert float(row["grad/skipped"]) == 1.0
+    assert float(row["grad/clip_rate"]) > 0.5  # the stock clip at 10 still acts (norms are in the thousands)

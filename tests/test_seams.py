@@ -1,0 +1,186 @@
+"""The upgrade guard: altered third-party shapes fail loudly and name what changed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import TINY_TRAIN
+from gradkit.integrations.ultralytics.seams import SeamError
+
+
+def test_installed_libraries_pass_every_check():
+    from gradkit.integrations.ultralytics.seams import check_seams
+
+    check_seams()
+
+
+def test_fingerprint_ignores_comments_and_docstrings_but_not_code():
+    from gradkit.integrations.ultralytics.seams import code_fingerprint
+
+    def a(x):
+        """Doc."""
+        return x + 1  # one
+
+    def b(x):
+        # another comment, no docstring
+        return x + 1
+
+    def c(x):
+        return x + 2
+
+    assert code_fingerprint(a) == code_fingerprint(b) != code_fingerprint(c)
+
+
+def test_changed_base_optimizer_step_fails_attach(monkeypatch):
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.engine.trainer import BaseTrainer
+
+    import gradkit
+
+    def optimizer_step(self):  # an "upgrade": a different clip
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=5.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema:
+            self.ema.update(self.model)
+
+    monkeypatch.setattr(BaseTrainer, "optimizer_step", optimizer_step)
+    with pytest.raises(SeamError, match=r"ultralytics\.engine\.trainer\.BaseTrainer\.optimizer_step is not the step"):
+        gradkit.attach(YOLO("yolo26n.yaml"))
+
+
+def test_subclass_keeping_the_stock_step_is_accepted():
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    from gradkit.integrations.ultralytics.seams import check_optimizer_step
+
+    class Quiet(DetectionTrainer):
+        def log(self):
+            return None
+
+    check_optimizer_step(Quiet)
+
+
+def _train(data, tmp_path, trainer, overrides=None, error=SeamError):
+    from ultralytics import YOLO
+
+    import gradkit
+
+    model = YOLO("yolo26n.yaml")
+    gradkit.attach(model, "default", {"report.enabled": False, **(overrides or {})})
+    steps = []
+    model.add_callback("on_train_batch_end", lambda t: steps.append(t.epoch))
+    with pytest.raises(error) as info:
+        model.train(data=str(data), project=str(tmp_path), name="run", exist_ok=True, trainer=trainer, **TINY_TRAIN)
+    assert steps == []  # it failed before the first batch
+    return str(info.value)
+
+
+@pytest.mark.e2e
+def test_trainer_subclass_with_its_own_optimizer_step_is_refused_by_name(tiny_data, tmp_path):
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    from gradkit.integrations.ultralytics import PluginError
+
+    class AccumulatingTrainer(DetectionTrainer):
+        def optimizer_step(self):
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+
+    message = _train(tiny_data, tmp_path, AccumulatingTrainer, error=PluginError)
+    assert "AccumulatingTrainer.optimizer_step replaces Ultralytics' optimizer step" in message
+    assert "super().optimizer_step()" in message
+
+
+@pytest.mark.e2e
+def test_dataset_without_the_albumentations_stage_stops_training_with_a_preset(tiny_data, tmp_path):
+    from ultralytics.data.augment import Albumentations
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class NoAlbumentationsTrainer(DetectionTrainer):
+        def build_dataset(self, img_path, mode="train", batch=None):
+            dataset = super().build_dataset(img_path, mode, batch)
+            stock = dataset.build_transforms
+
+            def build_transforms(hyp=None):
+                compose = stock(hyp)
+                compose.transforms = [t for t in compose.transforms if not isinstance(t, Albumentations)]
+                return compose
+
+            dataset.build_transforms = build_transforms
+            dataset.transforms = build_transforms(dataset.hyp) if hasattr(dataset, "hyp") else dataset.transforms
+            return dataset
+
+    message = _train(tiny_data, tmp_path, NoAlbumentationsTrainer, {"augment.preset": "defect"})
+    assert "no ultralytics.data.augment.Albumentations stage in the training transforms" in message
+    assert "RandomFlip" in message  # the stages it did find are listed
+    assert "training stops rather than running the stock pipeline" in message
+
+
+def test_validator_without_a_recorded_method_is_named():
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    from gradkit.integrations.ultralytics.seams import check_validator
+
+    class RenamedValidator(DetectionValidator):
+        _prepare_pred = None
+
+    with pytest.raises(SeamError, match="RenamedValidator has no method _prepare_pred"):
+        check_validator(object.__new__(RenamedValidator))
+
+    class NarrowerValidator(DetectionValidator):
+        def _prepare_batch(self, batch):  # lost the image index
+            return batch
+
+    with pytest.raises(SeamError, match=r"_prepare_batch\(batch\) no longer takes \(si, batch\)"):
+        check_validator(object.__new__(NarrowerValidator))
+    check_validator(object.__new__(DetectionValidator))
+
+
+def test_validator_results_missing_an_attribute_are_named():
+    from gradkit.integrations.ultralytics.seams import VALIDATOR_RESULTS, check_validator_results
+
+    def namespace(paths, drop):
+        root = SimpleNamespace()
+        for dotted in paths:
+            if dotted == drop:
+                continue
+            node = root
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if not hasattr(node, part):
+                    setattr(node, part, SimpleNamespace())
+                node = getattr(node, part)
+            setattr(node, leaf, 0)
+        return root
+
+    check_validator_results(namespace(VALIDATOR_RESULTS, None))
+    with pytest.raises(SeamError, match=r"metrics\.box has no attribute 'map50'"):
+        check_validator_results(namespace(VALIDATOR_RESULTS, "metrics.box.map50"))
+
+
+def test_coco_iou_override_shape():
+    from faster_coco_eval import COCOeval_faster
+
+    from gradkit.integrations.ultralytics.seams import check_coco_iou_override
+
+    check_coco_iou_override(COCOeval_faster)
+
+    class WiderIoU(COCOeval_faster):
+        def computeIoU(self, imgId, catId, maxDets):
+            return []
+
+    with pytest.raises(SeamError, match=r"WiderIoU.computeIoU\(self, imgId, catId, maxDets\) is no longer"):
+        check_coco_iou_override(WiderIoU)
+
+    class InlinedIoU(COCOeval_faster):
+        def evaluate(self):
+            return None
+
+    with pytest.raises(SeamError, match=r"InlinedIoU\.evaluate no longer calls computeIoU"):
+        check_coco_iou_override(InlinedIoU)

@@ -1,0 +1,82 @@
+"""No global side effects: plots leave matplotlib's backend and pyplot alone, the preview leaves the
+process-wide random generators where they were."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PLOTS = r"""
+import csv, sys
+from pathlib import Path
+import matplotlib
+matplotlib.use("pdf")  # the caller's choice of backend
+from gradkit.monitor.records import LAYER_COLUMNS, STEP_COLUMNS, plot_heatmap
+from gradkit.report.render import _training_plot
+
+run = Path(sys.argv[1])
+with open(run / "gradients.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(LAYER_COLUMNS)
+    for step in range(1, 6):
+        for layer in range(3):
+            w.writerow([1, step, layer, "Conv", 10.0 ** layer * step, 1.0, 5.0, 1e-3, 0])
+with open(run / "gradient_steps.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(STEP_COLUMNS)
+    for step in range(1, 6):
+        w.writerow([1, step, 120.0 * step, 10.0, 10.0 / (120.0 * step), 1, 0])
+png = plot_heatmap(run)
+tag = _training_plot({"epochs": [1, 2, 3], "curves": {"train/box_loss": [3.0, 2.5, 2.0],
+                                                     "metrics/mAP50(B)": [0.1, 0.2, None],
+                                                     "grad/clip_rate": [1.0, 0.5, 0.25]}})
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, png.stat().st_size, tag[:30])
+"""
+
+
+def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin"), "MPLBACKEND": ""}
+    proc = subprocess.run([sys.executable, "-c", PLOTS, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    backend, pyplot_loaded, size, tag = proc.stdout.split(maxsplit=3)
+    assert backend == "pdf" and pyplot_loaded == "False"
+    assert int(size) > 10_000 and tag.startswith("<img")  # both figures were drawn
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_preview_is_reproducible_and_leaves_the_global_generators_alone(tiny_data, tmp_path):
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics import preview_augmentation
+
+    cfg = load_config("defect")
+    random.seed(11)
+    np.random.seed(11)
+    torch.manual_seed(11)
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    expected = _draws()
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.random.set_rng_state(states[2])
+
+    a = preview_augmentation(str(tiny_data), cfg, n=4, out=tmp_path / "a.png", imgsz=64, seed=3)
+    b = preview_augmentation(str(tiny_data), cfg, n=4, out=tmp_path / "b.png", imgsz=64, seed=3)
+    assert _draws() == expected  # the caller's streams continue as if no preview had run
+    assert torch.initial_seed() == 11
+    c = preview_augmentation(str(tiny_data), cfg, n=4, out=tmp_path / "c.png", imgsz=64, seed=4)
+    import cv2
+
+    img_a, img_b, img_c = (cv2.imread(str(p)) for p in (a, b, c))
+    assert np.array_equal(img_a, img_b)  # same seed, same grid (png: lossless)
+    assert not np.array_equal(img_a, img_c)
