@@ -51,7 +51,7 @@ border:3px solid;margin-right:.3em;vertical-align:middle}
 .panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.6em}
 img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;white-space:pre-wrap}
-@media (max-width:600px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.2em}.card b{font-size:1.2em}}
+@media (max-width:600px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.2em}h2{font-size:1.15em}.card b{font-size:1.2em}}
 """
 
 
@@ -128,8 +128,11 @@ def _title(r: dict[str, Any]) -> str:
 
 def _operating_point(k: dict[str, Any]) -> str:
     """The operating point in words, with every class's threshold."""
-    thr = ", ".join(f"{n} {t:.3f}" for n, t in k["thresholds"].items())
-    return f"{k['operating_point']}: confidence ≥ {thr}"
+    values = set(k["thresholds"].values())
+    if k["operating_point"].startswith("report.conf") and len(values) == 1:
+        return f"confidence ≥ {values.pop():.3f} for every class (report.conf)"
+    thr = ", ".join(f"{n} ≥ {t:.3f}" for n, t in k["thresholds"].items())
+    return f"per class, the confidence of maximal F1 on this split: {thr}"
 
 
 def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:
