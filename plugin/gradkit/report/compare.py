@@ -50,11 +50,16 @@ def _settings(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_diff(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every setting (plugin config, yolo args, split, data) whose value differs between the runs."""
+    """Every setting (plugin config, yolo args, split, data) whose value differs between the runs that
+    recorded it (a `gradkit val` report records no training settings: see ``settings_not_recorded``)."""
     settings = [_settings(r) for r in reports]
     keys = list(dict.fromkeys(k for s in settings for k in s))
-    return [{"key": k, "values": [s.get(k) for s in settings]} for k in keys
-            if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings}) > 1]
+    diff = []
+    for k in keys:
+        having = [s for s in settings if k in s]
+        if len(having) > 1 and len({json.dumps(s[k], sort_keys=True, default=str) for s in having}) > 1:
+            diff.append({"key": k, "values": [s.get(k) for s in settings]})
+    return diff
 
 
 def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:
@@ -107,5 +112,7 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
                       "thresholds": (r.get("inspection") or {}).get("thresholds")}
                      for lab, r in zip(labels, reports, strict=True)],
             "warnings": _warnings(reports, labels), "config_diff": _config_diff(reports),
+            "settings_not_recorded": [lab for lab, r in zip(labels, reports, strict=True)
+                                      if not r.get("plugin_config") and not r.get("training")],
             "headline": headline, "coco": coco, "inspection": inspection, "gradients": gradients,
             "per_class": per_class, "curves": curves}

@@ -49,9 +49,11 @@ max-width:100%}figcaption{font-size:.85em;max-width:420px}
 .legend span{display:inline-block;margin-right:1.2em}.legend i{display:inline-block;width:1.4em;height:.9em;
 border:3px solid;margin-right:.3em;vertical-align:middle}
 .panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.6em}
+.panels.wide{grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}
 img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;white-space:pre-wrap}
-@media (max-width:600px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.2em}h2{font-size:1.15em}.card b{font-size:1.2em}}
+@media (max-width:600px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.2em}h2{font-size:1.15em}
+.card b{font-size:1.2em}}
 """
 
 
@@ -442,8 +444,8 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
         parts.append(_table(["predicted \\ true", *labels], rows))
     plots = r.get("plots") or {}
     if plots:
-        parts.append("<h3>Ultralytics curves (every confidence)</h3>" + "".join(
-            _file_img(plots.get(x), f"{x} curve", roots) for x in ("PR", "F1")))
+        parts.append('<h3>Ultralytics curves (every confidence)</h3><div class="panels wide">' + "".join(
+            _file_img(plots.get(x), f"{x} curve", roots) for x in ("PR", "F1")) + "</div>")
     t = r.get("training")
     if t:
         parts += ["<h2>Training</h2>", _training_panels(t), "<h3>Gradients</h3>", _alerts(t),
@@ -534,6 +536,9 @@ def _comparison_body(r: dict[str, Any]) -> str:
     parts.append("<h2>What differs</h2>" + (_table(["setting", *labels], [
         [_e(d["key"]), *[_e(json.dumps(v, default=str)) for v in d["values"]]] for d in diff], left=len(labels) + 1)
         if diff else "<p>No setting differs (plugin configuration, yolo arguments, data, split).</p>"))
+    if r.get("settings_not_recorded"):
+        parts.append(f'<p class="note">No training settings recorded for {_e(", ".join(r["settings_not_recorded"]))} '
+                     "(a <code>gradkit val</code> report): only data and split are compared for it.</p>")
     if insp:
         parts += ['<h2>Inspection at each run\'s operating point</h2><p class="note" id="operating-point">'
                   "Escape rate: defective images with no prediction at the threshold; false-reject rate: "
