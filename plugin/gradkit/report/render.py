@@ -319,7 +319,7 @@ def _gallery(report: dict[str, Any], roots: Sequence[Path]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- training
-def _panel(epochs: list[int], series: dict[str, list], title: str, ylabel: str, ylim=None) -> str:
+def _panel(epochs: list[int], series: dict[str, list], title: str, ylabel: str, ylim=None, log: bool = False) -> str:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(3.6, 2.5), dpi=100, layout="constrained")
@@ -331,6 +331,8 @@ def _panel(epochs: list[int], series: dict[str, list], title: str, ylabel: str, 
     ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)
+    if log:
+        ax.set_yscale("log")
     if len(series) > 1:
         ax.legend(fontsize=7)
     buf = io.BytesIO()
@@ -354,9 +356,13 @@ def _training_panels(t: dict[str, Any]) -> str:
     if "grad/clip_rate" in curves:
         panels.append(_panel(epochs, {"clip rate": curves["grad/clip_rate"]}, "gradient clip rate", "share of steps",
                              (-0.05, 1.05)))
-    text = ('<p class="note">The clip rate is the share of optimizer steps whose gradient norm was above the '
-            "clipping limit and was scaled down to it; the pre-clip norm is the gradient's total L2 norm before "
-            "clipping (a clip rate of 1.0 means every step was rescaled).</p>" if "grad/clip_rate" in curves else "")
+    if "grad/total_norm" in curves:
+        panels.append(_panel(epochs, {"pre-clip norm": curves["grad/total_norm"]}, "pre-clip gradient norm",
+                             "L2 norm", log=True))
+    text = ('<p class="note">The clip rate is the share of an epoch\'s optimizer steps whose total gradient norm '
+            "(the pre-clip norm: the L2 norm of all gradients before clipping) was above the clipping limit and was "
+            "scaled down to it: 1.0 means every step was rescaled, by the pre-clip norm divided by the limit.</p>"
+            if "grad/clip_rate" in curves else "")
     return f'<div class="panels">{"".join(panels)}</div>{text}'
 
 
@@ -379,6 +385,20 @@ def _alerts(t: dict[str, Any]) -> str:
         for a in alerts], left=4)
     parts.append(f"<details><summary>All {len(alerts)} alerts, in step order</summary>{full}</details>")
     return "\n".join(parts)
+
+
+def _gradients(t: dict[str, Any], roots: Sequence[Path]) -> str:
+    """The gradient view drawn from the run's CSV files, when the run directory is one the page may read."""
+    from gradkit.report.gradients import gradient_view
+
+    run_dir = Path(t["run_dir"]).resolve()
+    if not any(run_dir.is_relative_to(r.resolve()) for r in roots):
+        return '<p class="note">Gradient view not drawn: the run directory is not the report\'s.</p>'
+    try:
+        png = gradient_view(run_dir, t.get("alerts") or [])
+    except (ValueError, KeyError, TypeError) as e:
+        return f'<p class="note">Gradient view not drawn: gradients.csv / gradient_steps.csv unreadable ({_e(e)}).</p>'
+    return _img_tag(png, "gradient norms per layer and step") if png else ""
 
 
 # ------------------------------------------------------------------------------------------------- pages
@@ -449,7 +469,7 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
     t = r.get("training")
     if t:
         parts += ["<h2>Training</h2>", _training_panels(t), "<h3>Gradients</h3>", _alerts(t),
-                  _file_img(t.get("heatmap"), "gradient heatmap", roots)]
+                  _gradients(t, roots)]
     if r.get("plugin_config"):
         parts.append("<details><summary>gradkit configuration</summary><pre>"
                      + _e(json.dumps(r["plugin_config"], indent=2)) + "</pre></details>")
