@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GALLERY_MIN_PX", "PALETTE", "render_html", "render_markdown", "verdict", "warnings"]
+__all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
 #: Okabe-Ito colours (colour-blind safe), RGB: what each box in the gallery means.
 PALETTE = {"true positive": (0, 114, 178), "false positive": (213, 94, 0), "missed object": (240, 228, 66)}
@@ -239,7 +239,7 @@ def _inspection(k: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- gallery
-def _draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int]) -> None:
+def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int]) -> None:
     """``text`` on a filled box of ``colour_bgr``, kept inside the image (above the box, else below its top)."""
     import cv2
 
@@ -273,15 +273,15 @@ def _gallery_image(img, entry: dict[str, Any], names: dict[str, str]) -> tuple[b
     drawn = [("false positive", p) for p in fps[:MAX_DRAWN_FP]] + [("true positive", p) for p in tps]
     labels = []
     for kind, (cls, score, x0, y0, x1, y1, _) in drawn:
-        p0, p1 = (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h))
+        p0, p1 = (round(x0 * w), round(y0 * h)), (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1))
         cv2.rectangle(img, p0, p1, bgr[kind], 2)
         labels.append((f"{names.get(str(int(cls)), int(cls))} {score:.2f}", p0, bgr[kind]))
     for cls, x0, y0, x1, y1, _ in missed:
-        p0, p1 = (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h))
+        p0, p1 = (round(x0 * w), round(y0 * h)), (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1))
         cv2.rectangle(img, p0, p1, bgr["missed object"], 2)
         labels.append((f"{names.get(str(int(cls)), int(cls))} missed", p0, bgr["missed object"]))
     for text, (x, y), colour in labels:  # labels last: no box covers a label
-        _draw_label(img, text, x, y, colour)
+        draw_label(img, text, x, y, colour)
     _, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
     return jpg.tobytes(), max(0, len(fps) - MAX_DRAWN_FP)
 
