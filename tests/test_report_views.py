@@ -116,3 +116,17 @@ def test_comparison_diff_winners_split_warning_and_markdown_deltas(tmp_path):
     md = render_markdown(cmp_)
     assert "| mAP50 | 0.400 | 0.600 | +0.200 | agc |" in md and "| agc | d.yaml | test |" in md
     assert "| escape_rate | 50.0% | 25.0% | -25.0 pt | agc |" in md
+
+
+def test_gallery_draws_at_most_one_prediction_per_object():
+    from gradkit.report.render import MAX_DRAWN_FP, _fps_to_draw
+
+    found, missed = [0, 0.1, 0.1, 0.3, 0.3, 1], [0, 0.6, 0.6, 0.8, 0.8, 0]
+    tp = [0, 0.9, 0.1, 0.1, 0.3, 0.3, 1]
+    dups = [[0, 0.8 - k / 10, 0.11, 0.1, 0.31, 0.3, 0] for k in range(4)]     # on the found object
+    near = [[0, 0.5 - k / 10, 0.62, 0.6, 0.82, 0.8, 0] for k in range(3)]     # on the missed object
+    background = [[0, 0.3 - k / 100, 0.0, 0.9, 0.05, 0.95, 0] for k in range(8)]
+    fps = sorted(dups + near + background, key=lambda p: -p[1])
+    drawn = _fps_to_draw(fps, [tp], [found, missed])
+    assert drawn[0] == near[0]  # the highest-scoring box on the missed object, none on the found one
+    assert drawn[1:] == background[:MAX_DRAWN_FP] and len(drawn) == 1 + MAX_DRAWN_FP

@@ -254,6 +254,29 @@ def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int])
                 thick, cv2.LINE_AA)
 
 
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def _fps_to_draw(fps: list, tps: list, gts: list) -> list:
+    """At most one prediction per object (its TP, else the highest-scoring FP overlapping it, IoU >= 0.1), and of
+    the FPs on no object the MAX_DRAWN_FP highest-scoring: a stack of boxes must not hide the defect."""
+    taken = {max(range(len(gts)), key=lambda j: _box_iou(p[2:6], gts[j][1:5])) for p in tps} if gts else set()
+    drawn, background = [], []
+    for p in fps:  # in descending score
+        overlaps = [(_box_iou(p[2:6], g[1:5]), j) for j, g in enumerate(gts)]
+        iou, j = max(overlaps, default=(0.0, -1))
+        if iou < 0.1:
+            background.append(p)
+        elif j not in taken:
+            taken.add(j)
+            drawn.append(p)
+    return drawn + background[:MAX_DRAWN_FP]
+
+
 def _gallery_image(img, entry: dict[str, Any], names: dict[str, str]) -> tuple[bytes, int]:
     """The image at >= GALLERY_MIN_PX (nearest-neighbour upscaling), boxes drawn; JPEG bytes, FPs not drawn."""
     import cv2
@@ -270,7 +293,7 @@ def _gallery_image(img, entry: dict[str, Any], names: dict[str, str]) -> tuple[b
     preds = [p for p in entry["pred"] if len(p) > 6]
     tps, fps = [p for p in preds if p[6]], [p for p in preds if not p[6]]
     missed = [g for g in entry["gt"] if len(g) > 5 and not g[5]]
-    drawn = [("false positive", p) for p in fps[:MAX_DRAWN_FP]] + [("true positive", p) for p in tps]
+    drawn = [("false positive", p) for p in _fps_to_draw(fps, tps, entry["gt"])] + [("true positive", p) for p in tps]
     labels = []
     for kind, (cls, score, x0, y0, x1, y1, _) in drawn:
         p0, p1 = (round(x0 * w), round(y0 * h)), (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1))
@@ -283,7 +306,7 @@ def _gallery_image(img, entry: dict[str, Any], names: dict[str, str]) -> tuple[b
     for text, (x, y), colour in labels:  # labels last: no box covers a label
         draw_label(img, text, x, y, colour)
     _, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
-    return jpg.tobytes(), max(0, len(fps) - MAX_DRAWN_FP)
+    return jpg.tobytes(), len(preds) - len(drawn)
 
 
 def _caption(entry: dict[str, Any]) -> str:
@@ -308,7 +331,8 @@ def _gallery(report: dict[str, Any], roots: Sequence[Path]) -> str:
                            "inside the report directory)</figcaption></figure>")
             continue
         jpg, hidden = _gallery_image(img, entry, names)
-        more = f"; {hidden} lower-scoring FP not drawn" if hidden else ""
+        more = (f"; {hidden} FP not drawn (a lower-scoring box on an object already drawn, or beyond the "
+                f"{MAX_DRAWN_FP} highest-scoring background FPs)" if hidden else "")
         kinds = ", ".join(f"{k} {v}" for k, v in entry["errors"].items() if v and k != "missed")
         figures.append(f"<figure>{_img_tag(jpg, entry['image'], 'image/jpeg', 'gallery')}<figcaption><b>{label}</b>: "
                        f"{_e(_caption(entry))}{_e(more)}. FP kinds: {_e(kinds or 'none')}</figcaption></figure>")
