@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradkit.report.coco import Box
-from gradkit.report.inspection import NEVER_FIRES, Matching, inspection_kpis, max_f1_thresholds
+from gradkit.report.inspection import NEVER_FIRES, inspection_kpis, max_f1_thresholds
 
 NAMES = {0: "scratch", 1: "pit"}
 
@@ -55,7 +55,7 @@ def test_max_f1_threshold_on_a_hand_made_class():
     preds = [_pred(0, 0, 0.9), _pred(0, 0, 0.8, x=0.7), _pred(1, 0, 0.7), _pred(2, 0, 0.6), _pred(5, 0, 0.5),
              _pred(6, 0, 0.4)]
     # F1 at 0.9: 2*1/(1+4)=0.4; 0.8: 2/6; 0.7: 4/7=0.571; 0.6: 6/8=0.75; 0.5: 6/9; 0.4: 6/10
-    thr = max_f1_thresholds(Matching(*map(_boxes, (gts, preds))), [0, 1])
+    thr = max_f1_thresholds(_boxes(gts), _boxes(preds), [0, 1])
     assert thr == {0: 0.6, 1: NEVER_FIRES}  # no object of class 1: it never fires
     k = inspection_kpis(gts, preds, list(range(8)), NAMES)
     assert k["thresholds"]["scratch"] == 0.6 and k["per_class"][0]["f1"] == pytest.approx(0.75)
@@ -138,3 +138,26 @@ def test_kpis_and_thresholds_agree_with_a_naive_reference(seed):
 
         best = max(f1(t) for t in {p.score for p in preds if p.cls == c})
         assert f1(thr[c]) == pytest.approx(best)
+
+
+def test_max_f1_search_over_a_prefix_equals_the_full_search():
+    """Many low-score predictions (the ~100 per image of a conf-0.001 validation) and a class whose best F1
+    lies deep in the ranking: the incremental prefix must find the same threshold as matching everything."""
+    rng = np.random.default_rng(7)
+    gts, preds = [], []
+    for img in range(300):
+        g = _gt(img, 0, *rng.uniform(0, 0.6, 2), s=0.2)
+        gts.append(g)
+        # the true detection has a LOW score, below many background boxes: the F1 maximum is far down
+        preds.append(Box(img, 0, g.x0, g.y0, g.x1, g.y1, float(rng.uniform(0.05, 0.2))))
+        for _ in range(20):
+            x, y = rng.uniform(0, 0.8, 2)
+            preds.append(Box(img, 0, x, y, x + 0.05, y + 0.05, float(rng.uniform(0.001, 0.3))))
+    got = max_f1_thresholds(_boxes(gts), _boxes(preds), [0])[0]
+    # reference: F1 at every distinct score with the naive matcher's counts
+    scores = np.array(sorted({p.score for p in preds}, reverse=True))
+    tps = np.array([p.score for p in preds])  # true detections are exactly the boxes equal to a GT
+    is_tp = np.array([any(abs(p.x0 - g.x0) < 1e-12 and p.image == g.image for g in gts[p.image:p.image + 1])
+                      for p in preds])
+    f1 = [2 * (is_tp & (tps >= t)).sum() / ((tps >= t).sum() + len(gts)) for t in scores]
+    assert got == pytest.approx(scores[int(np.argmax(f1))])

@@ -20,7 +20,7 @@ import numpy as np
 from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors
-from gradkit.report.inspection import Matching, inspection_kpis, operating_thresholds, threshold_array
+from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "training_section", "without_cyclic_gc", "write_report"]
 
@@ -153,12 +153,9 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
             elong = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "elongation", evaluation)
             del evaluation
         # one operating point for the KPIs, the error analysis and the gallery
-        matching = Matching(gts, preds)
-        thresholds = operating_thresholds(matching, classes, ev.conf_threshold)
-        inspection = inspection_kpis(gts, preds, ev.images, ev.names, ev.conf_threshold, matching, thresholds)
-        thr = threshold_array(thresholds, gts, preds)
-        fires, found = matching.fires(thr), matching.found(thr)
-        errors, per_image = analyse_errors(gts, preds[fires], ev.images, -np.inf)
+        op = OperatingPoint(gts, preds, classes, ev.conf_threshold)
+        inspection = inspection_kpis(gts, preds, ev.images, ev.names, ev.conf_threshold, op)
+        errors, per_image = analyse_errors(gts, preds[op.fires], ev.images, -np.inf)
     worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
     defect_free = len(set(ev.images) - set(gts.image.tolist()))
     report = {
@@ -182,7 +179,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "inspection": inspection,
         "errors": {"conf_threshold": ev.conf_threshold, "operating_point": inspection["operating_point"],
                    "counts": errors,
-                   "worst_images": [_gallery_entry(ev, matching, found, fires, r) for r in worst]},
+                   "worst_images": [_gallery_entry(ev, op.matching, op.found, op.fires, r) for r in worst]},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),

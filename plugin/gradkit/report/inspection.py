@@ -20,7 +20,7 @@ import numpy as np
 
 from gradkit.report.coco import AREA_BUCKETS, Box, Boxes
 
-__all__ = ["MATCH_IOU", "NEVER_FIRES", "Matching", "inspection_kpis", "max_f1_thresholds", "operating_thresholds",
+__all__ = ["MATCH_IOU", "NEVER_FIRES", "Matching", "OperatingPoint", "inspection_kpis", "max_f1_thresholds",
            "threshold_array"]
 
 MATCH_IOU = 0.5
@@ -29,16 +29,19 @@ NEVER_FIRES = 1.0
 
 
 class Matching:
-    """Greedy matching of every prediction: ``pred_tp[i]`` and, per object, the score of the prediction
-    that found it (``gt_score[j]``, -inf when none did)."""
+    """Greedy matching of the predictions in ``keep`` (all when None): ``pred_tp[i]`` and, per object, the score
+    of the prediction that found it (``gt_score[j]``, -inf when none did). Predictions outside ``keep`` are
+    unmatched; ``keep`` is meant to be the predictions above a threshold, for which the matching is the same
+    as matching every prediction."""
 
-    def __init__(self, gts: Boxes, preds: Boxes, iou: float = MATCH_IOU):
+    def __init__(self, gts: Boxes, preds: Boxes, keep: np.ndarray | None = None, iou: float = MATCH_IOU):
         self.gts, self.preds = gts, preds
         self.pred_tp = np.zeros(len(preds), bool)
         self.gt_score = np.full(len(gts), -np.inf)
-        p_idx, g_idx, ious = _same_class_pairs(gts, preds)
-        keep = ious >= iou
-        p_idx, g_idx, ious = p_idx[keep], g_idx[keep], ious[keep]
+        sub = np.arange(len(preds)) if keep is None else np.flatnonzero(keep)
+        p_idx, g_idx, ious = _same_class_pairs(gts, preds[sub])
+        close = ious >= iou
+        p_idx, g_idx, ious = sub[p_idx[close]], g_idx[close], ious[close]
         score = np.nan_to_num(preds.score[p_idx], nan=-np.inf)
         order = np.lexsort((-ious, p_idx, -score))  # by descending score, per prediction by descending IoU
         used: set[int] = set()
@@ -50,14 +53,6 @@ class Matching:
             last = p
             self.pred_tp[p] = True
             self.gt_score[g] = preds.score[p]
-
-    def found(self, thresholds: np.ndarray) -> np.ndarray:
-        """Per object: found by a prediction that reaches its class's threshold (``thresholds[cls]``)."""
-        return self.gt_score >= thresholds[self.gts.cls]
-
-    def fires(self, thresholds: np.ndarray) -> np.ndarray:
-        """Per prediction: reaches its class's threshold."""
-        return np.nan_to_num(self.preds.score, nan=-np.inf) >= thresholds[self.preds.cls]
 
 
 def _same_class_pairs(gts: Boxes, preds: Boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,27 +77,52 @@ def _same_class_pairs(gts: Boxes, preds: Boxes) -> tuple[np.ndarray, np.ndarray,
     return p_idx, g_idx, iou
 
 
-def max_f1_thresholds(m: Matching, classes: Sequence[int]) -> dict[int, float]:
-    """Per class, the confidence that maximises F1 (the highest such confidence on ties)."""
-    out = {}
-    for c in classes:
-        n_gt = int((m.gts.cls == c).sum())
-        mine = m.preds.cls == c
-        score, tp = np.nan_to_num(m.preds.score[mine], nan=-np.inf), m.pred_tp[mine]
-        if n_gt == 0 or not tp.any():
-            out[c] = NEVER_FIRES
-            continue
-        order = np.argsort(-score, kind="stable")
-        score, ctp = score[order], np.cumsum(tp[order])
-        ends = np.flatnonzero(np.r_[score[1:] != score[:-1], True])  # a threshold keeps a whole tie group
-        f1 = 2 * ctp[ends] / (ends + 1 + n_gt)
-        out[c] = float(score[ends[int(np.argmax(f1))]])
-    return out
+def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> float:
+    """The confidence that maximises F1 for one class's objects ``gts`` and predictions ``preds[ranked_idx]``
+    (in descending score); the highest such confidence on ties.
+
+    Only a prefix of the ranking is matched: the top k, grown until no larger k can beat the best F1 found
+    (F1 at k predictions is at most 2 n / (k + n) for n objects). A validation at conf 0.001 has ~100
+    predictions per image, most of them far below any useful threshold.
+    """
+    n = len(gts)
+    if n == 0 or len(ranked_idx) == 0:
+        return NEVER_FIRES
+    ranked = np.nan_to_num(preds.score[ranked_idx], nan=-np.inf)
+    k = min(len(ranked), max(64, 4 * n))
+    while True:
+        k = int(np.searchsorted(-ranked, -ranked[k - 1], side="right"))  # a threshold keeps a whole tie group
+        ctp = np.cumsum(Matching(gts, preds[ranked_idx[:k]]).pred_tp)
+        ends = np.flatnonzero(np.r_[ranked[1:k] != ranked[:k - 1], True])
+        f1 = 2 * ctp[ends] / (ends + 1 + n)
+        if k == len(ranked) or f1.max() >= 2 * n / (k + 1 + n):
+            break
+        k = min(len(ranked), 4 * k)
+    return NEVER_FIRES if ctp[-1] == 0 else float(ranked[ends[int(np.argmax(f1))]])
 
 
-def operating_thresholds(m: Matching, classes: Sequence[int], conf: float | None) -> dict[int, float]:
-    """The operating point: ``conf`` for every class, or each class's max-F1 confidence when ``conf`` is None."""
-    return max_f1_thresholds(m, classes) if conf is None else dict.fromkeys(classes, float(conf))
+def max_f1_thresholds(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, float]:
+    """Per class, the confidence that maximises F1 (the highest such confidence on ties); NEVER_FIRES for a class
+    without objects or without any true positive."""
+    score = np.nan_to_num(preds.score, nan=-1.0)  # scores lie in [0, 1]: one sort by class, then by score
+    order = np.argsort(preds.cls * 4.0 - score, kind="stable")
+    p_bounds = np.searchsorted(preds.cls[order], [classes, np.add(classes, 1)])
+    g_order = np.argsort(gts.cls, kind="stable")
+    g_bounds = np.searchsorted(gts.cls[g_order], [classes, np.add(classes, 1)])
+    return {c: _class_max_f1(gts[g_order[g_bounds[0, i]:g_bounds[1, i]]], preds, order[p_bounds[0, i]:p_bounds[1, i]])
+            for i, c in enumerate(classes)}
+
+
+class OperatingPoint:
+    """The thresholds (per class), which predictions reach them, their matching and the objects found."""
+
+    def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None):
+        self.thresholds = (max_f1_thresholds(gts, preds, classes) if conf is None
+                           else dict.fromkeys(classes, float(conf)))
+        thr = threshold_array(self.thresholds, gts, preds)
+        self.fires = np.nan_to_num(preds.score, nan=-np.inf) >= thr[preds.cls]
+        self.matching = Matching(gts, preds, self.fires)
+        self.found = self.matching.gt_score > -np.inf
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -141,16 +161,14 @@ def threshold_array(thresholds: dict[int, float], gts: Boxes, preds: Boxes) -> n
 
 
 def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int],
-                    names: dict[int, str], conf: float | None = None,
-                    matching: Matching | None = None, thresholds: dict[int, float] | None = None) -> dict[str, Any]:
+                    names: dict[int, str], conf: float | None = None, op: OperatingPoint | None = None
+                    ) -> dict[str, Any]:
     """The ``inspection`` object of report.json (see README) at per-class max-F1 thresholds, or at ``conf``
-    (``matching`` and ``thresholds``, when the caller has them, are the ones these would give)."""
+    (``op``, when the caller has it, is the operating point these give)."""
     gts, preds = Boxes.from_boxes(gts), Boxes.from_boxes(preds)
-    m = matching or Matching(gts, preds)
     classes = sorted(names)
-    chosen = thresholds or operating_thresholds(m, classes, conf)
-    thr = threshold_array(chosen, gts, preds)
-    fires, found = m.fires(thr), m.found(thr)
+    op = op or OperatingPoint(gts, preds, classes, conf)
+    m, chosen, fires, found = op.matching, op.thresholds, op.fires, op.found
     defective = set(gts.image.tolist())
     defect_free = set(images) - defective
     rejected = set(preds.image[fires].tolist())
