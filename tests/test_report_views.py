@@ -7,6 +7,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from gradkit.report import build_report, compare_reports, write_report
 from gradkit.report.gradients import NONFINITE_COLOUR, colour_limits, gradient_view
@@ -106,13 +107,20 @@ def test_comparison_diff_winners_split_warning_and_markdown_deltas(tmp_path):
     b["split"] = "test"
     b["headline"]["mAP50"] = 0.6
     b["inspection"]["escape_rate"] = 0.25
+    for r, clip, skipped in ((a, [1.0, 0.5], [0, 2]), (b, [0.2, 0.2], [0, 0])):
+        r["training"] = {"run_dir": "x", "epochs": [1, 2], "alerts": [], "alert_counts": {"nonfinite": 0},
+                         "curves": {"grad/clip_rate": clip, "grad/skipped": skipped,
+                                    "metrics/mAP50-95(B)": [0.1, 0.2]}}
     cmp_ = compare_reports([a, b], ["base", "agc"])
+    skipped = cmp_["gradients"]["skipped steps"]
+    assert skipped["values"] == [2, 0] and skipped["best"] == "agc"
+    assert cmp_["gradients"]["mean clip rate"]["values"] == [pytest.approx(0.75), pytest.approx(0.2)]
     assert [d["key"] for d in cmp_["config_diff"]] == ["gradkit.clip.mode", "split"]
     assert cmp_["inspection"]["escape_rate"]["best"] == "agc"  # lower is better
     assert any("different splits" in w for w in cmp_["warnings"])
     page = render_html(cmp_)
     assert re.search(r'<td class="win">25\.0%</td>', page) and re.search(r'<td class="win">0\.600</td>', page)
-    assert "AP75" in page and "gradkit.clip.mode" in page
+    assert "AP75" in page and "gradkit.clip.mode" in page and 'alt="metrics/mAP50-95(B)"' in page  # overlaid curves
     md = render_markdown(cmp_)
     assert "| mAP50 | 0.400 | 0.600 | +0.200 | agc |" in md and "| agc | d.yaml | test |" in md
     assert "| escape_rate | 50.0% | 25.0% | -25.0 pt | agc |" in md

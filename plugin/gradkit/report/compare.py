@@ -13,7 +13,7 @@ HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
 #: Inspection KPIs compared, and whether higher is better.
 INSPECTION = {"escape_rate": False, "false_reject_rate": False, "fp_per_image": False}
 #: Gradient summary compared (lower is better: fewer alerts, fewer rescaled steps).
-GRADIENTS = ("alerts", "nonfinite alerts", "exploding alerts", "mean clip rate")
+GRADIENTS = ("alerts", "nonfinite alerts", "exploding alerts", "mean clip rate", "skipped steps")
 #: Training curves overlaid in the comparison.
 CURVES = ("metrics/mAP50-95(B)", "train/box_loss", "val/box_loss")
 
@@ -67,9 +67,12 @@ def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:
     if not t:
         return dict.fromkeys(GRADIENTS)
     counts = t.get("alert_counts") or {}
-    clip = [v for v in (t.get("curves") or {}).get("grad/clip_rate", []) if v is not None]
+    curves = t.get("curves") or {}
+    clip = [v for v in curves.get("grad/clip_rate", []) if v is not None]
+    skipped = [v for v in curves.get("grad/skipped", []) if v is not None]
     return {"alerts": sum(counts.values()), "nonfinite alerts": counts.get("nonfinite", 0),
-            "exploding alerts": counts.get("exploding", 0), "mean clip rate": sum(clip) / len(clip) if clip else None}
+            "exploding alerts": counts.get("exploding", 0), "mean clip rate": sum(clip) / len(clip) if clip else None,
+            "skipped steps": sum(skipped) if "grad/skipped" in curves else None}
 
 
 def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:

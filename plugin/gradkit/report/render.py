@@ -106,7 +106,8 @@ def _file_img(path: str | None, alt: str, roots: Sequence[Path]) -> str:
     if p is None:
         return (f'<p class="note">{_e(alt)}: not embedded (no image file inside the report directory)</p>'
                 if path else "")
-    return _img_tag(p.read_bytes(), alt, "image/png" if p.read_bytes()[:4] == b"\x89PNG" else "image/jpeg")
+    data = p.read_bytes()
+    return _img_tag(data, alt, "image/png" if data.startswith(_IMAGE_MAGIC[0]) else "image/jpeg")
 
 
 def _cell(i: int, c: str | tuple[str, str], left: int) -> str:
