@@ -122,3 +122,17 @@ def test_only_image_files_inside_the_run_directory_are_embedded(run, tmp_path):
     (run / "report.json").write_text(json.dumps(plots_inside))
     assert _rebuild(run).returncode == 0
     assert base64.b64encode(inside.read_bytes()).decode() in (run / "report.html").read_text()
+
+
+def test_crafted_training_records_are_refused_in_one_line(run):
+    (run / "results.csv").write_text("epoch,train/box_loss\n1,0.5\n")
+    (run / "gradient_alerts.jsonl").write_text(json.dumps({"kind": "exploding", "step": "<b>", "layer": "3"}) + "\n")
+    _edit(run, lambda r: r.__setitem__("training", {"run_dir": str(run), "epochs": [1], "curves": {}}))
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and "training.alerts.0.step" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (run / "report.html").exists()
+    (run / "gradient_alerts.jsonl").write_text("{not json\n")
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and "training records unreadable" in proc.stderr
+    (run / "gradient_alerts.jsonl").write_text(json.dumps({"kind": "exploding", "step": 4, "layer": "3"}) + "\n")
+    assert _rebuild(run).returncode == 0 and "exploding" in (run / "report.html").read_text()

@@ -217,6 +217,8 @@ def _report(args: Sequence[str]) -> int:
     import json
     from pathlib import Path
 
+    import yaml
+
     from gradkit.report import compare_reports, write_report
     from gradkit.report.build import training_section
     from gradkit.report.schema import ReportSchemaError, validate_report
@@ -249,7 +251,12 @@ def _report(args: Sequence[str]) -> int:
     if len(dirs) == 1:
         report = reports[0]
         if report.get("training") is not None:
-            report["training"] = training_section(dirs[0])
+            try:  # the run's own files are read again: as much user input as report.json
+                report["training"] = training_section(dirs[0])
+                validate_report(report, f"{dirs[0]} (results.csv, gradient_alerts.jsonl, args.yaml)")
+            except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+                print(f"gradkit report: {dirs[0]}: training records unreadable: {e}", file=sys.stderr)
+                return 2
         paths = write_report(report, dirs[0], from_file=True)
     else:
         labels = [d.name if [x.name for x in dirs].count(d.name) == 1 else str(d) for d in dirs]
