@@ -84,9 +84,10 @@ def gradient_view(run_dir: Path, alerts: list[dict]) -> bytes | None:
     skipped = s_steps[np.array([r.get("skipped") in ("1", "True") for r in step_rows])]
     total = np.array([float(r["total_norm"]) for r in step_rows])
     total_c = np.array([float(r["total_norm_clipped"]) for r in step_rows])
-    ax1.semilogy(s_steps, np.where(np.isfinite(total) & (total > 0), total, np.nan), label="total norm (pre-clip)")
+    ax1.semilogy(s_steps, np.where(np.isfinite(total) & (total > 0), total, np.nan), color="#0072b2",
+                 label="total norm (pre-clip)")
     ax1.semilogy(s_steps, np.where(np.isfinite(total_c) & (total_c > 0), total_c, np.nan),
-                 label="total norm (post-clip)")
+                 color="#009e73", label="total norm (post-clip)")
     if skipped.size:
         for ax in (ax0, ax1):
             ax.vlines(skipped, 0, 1, transform=ax.get_xaxis_transform(), colors=NONFINITE_COLOUR, lw=0.8,

@@ -50,7 +50,7 @@ max-width:100%}figcaption{font-size:.85em;max-width:420px}
 border:3px solid;margin-right:.3em;vertical-align:middle}
 .panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.6em}
 .panels.wide{grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}
-img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}
+img{max-width:100%;height:auto}img.wideplot{min-width:760px}.note{color:#555;font-size:.9em}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;white-space:pre-wrap}
 @media (max-width:600px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.2em}h2{font-size:1.15em}
 .card b{font-size:1.2em}}
@@ -346,6 +346,7 @@ def _gallery(report: dict[str, Any], roots: Sequence[Path]) -> str:
 # --------------------------------------------------------------------------------------------- training
 def _panel(epochs: list[int], series: dict[str, list], title: str, ylabel: str, ylim=None, log: bool = False) -> str:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(3.6, 2.5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -353,6 +354,7 @@ def _panel(epochs: list[int], series: dict[str, list], title: str, ylabel: str, 
         ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", ms=3, label=label)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)
@@ -423,7 +425,9 @@ def _gradients(t: dict[str, Any], roots: Sequence[Path]) -> str:
         png = gradient_view(run_dir, t.get("alerts") or [])
     except (ValueError, KeyError, TypeError) as e:
         return f'<p class="note">Gradient view not drawn: gradients.csv / gradient_steps.csv unreadable ({_e(e)}).</p>'
-    return _img_tag(png, "gradient norms per layer and step") if png else ""
+    # a wide figure: on a phone it scrolls inside its box instead of shrinking to unreadable text
+    return (f'<div class="scroll">{_img_tag(png, "gradient norms per layer and step", cls="wideplot")}</div>'
+            if png else "")
 
 
 # ------------------------------------------------------------------------------------------------- pages
@@ -538,6 +542,7 @@ def _metric_table(rows: dict[str, dict], labels: list[str], pct: bool = False) -
 
 def _overlaid_curves(r: dict[str, Any]) -> str:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from gradkit.report.compare import CURVES
 
@@ -552,6 +557,7 @@ def _overlaid_curves(r: dict[str, Any]) -> str:
             ax.plot(v["epochs"], [np.nan if x is None else x for x in v[c]], marker="o", ms=3, label=lab)
         ax.set_title(c, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mAP" if "mAP" in c else "loss")
         ax.legend(fontsize=7)
         buf = io.BytesIO()
