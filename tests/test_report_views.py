@@ -124,6 +124,7 @@ def test_comparison_diff_winners_split_warning_and_markdown_deltas(tmp_path):
     md = render_markdown(cmp_)
     assert "| mAP50 | 0.400 | 0.600 | +0.200 | agc |" in md and "| agc | d.yaml | test |" in md
     assert "| escape_rate | 50.0% | 25.0% | -25.0 pt | agc |" in md
+    assert "| fp_per_image | 0.333 | 0.333 | +0.000 | tie: base, agc |" in md  # a count per image, not a rate
 
 
 def test_gallery_draws_at_most_one_prediction_per_object():

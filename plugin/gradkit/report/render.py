@@ -534,9 +534,12 @@ def _delta_cells(row: dict[str, Any], pct: bool = False) -> list[str]:
 
 
 def _metric_table(rows: dict[str, dict], labels: list[str], pct: bool = False) -> str:
-    fmt = _pct if pct else _num
-    body = [[_e(m), *_winner_cells(row, labels, fmt), *_delta_cells(row, pct), _e(row["best"])]
-            for m, row in rows.items()]
+    """``pct``: rates (keys ending in ``_rate``) as percentages, deltas in points."""
+    body = []
+    for m, row in rows.items():
+        as_pct = pct and m.endswith("_rate")
+        body.append([_e(m), *_winner_cells(row, labels, _pct if as_pct else _num), *_delta_cells(row, as_pct),
+                     _e(row["best"])])
     return _table(["metric", *labels, *[f"Δ {x} vs {labels[0]}" for x in labels[1:]], "best"], body)
 
 
@@ -620,11 +623,12 @@ def render_html(report: dict[str, Any], roots: Sequence[Path] = ()) -> str:
 
 
 def _md_rows(rows: dict[str, dict], labels: list[str], pct: bool = False) -> list[str]:
-    fmt = (lambda v: _pct(v)) if pct else _md_num
     lines = ["| metric | " + " | ".join(map(_md_text, labels)) + " | "
              + " | ".join(f"Δ {_md_text(x)}" for x in labels[1:]) + " | best |", "|---" * (2 * len(labels) + 1) + "|"]
     for m, row in rows.items():
-        deltas = [("n/a" if d is None else f"{100 * d:+.1f} pt" if pct else f"{d:+.3f}")
+        as_pct = pct and m.endswith("_rate")
+        fmt = _pct if as_pct else _md_num
+        deltas = [("n/a" if d is None else f"{100 * d:+.1f} pt" if as_pct else f"{d:+.3f}")
                   for d in (row.get("delta_vs_first") or [None] * len(labels))[1:]]
         lines.append(f"| {_md_text(m)} | " + " | ".join(fmt(v) for v in row["values"]) + " | " + " | ".join(deltas)
                      + f" | {_md_text(row['best'])} |")
