@@ -25,9 +25,24 @@ def test_preset_and_copy_paste_survive_close_mosaic(tiny_data, tmp_path):
         stages_per_epoch.append([type(t).__name__ for t in ds.transforms.transforms])
         samples.append(ds[0]["img"].shape)
 
-    model, run = train_tiny(tiny_data, tmp_path, epochs=2, close_mosaic=1, callbacks=[("on_train_epoch_end", record)],
-                            overrides={"augment.preset": "defect", "augment.copy_paste.p": 1.0,
-                                       "augment.copy_paste.rare_first": True, "augment.ultralytics": {"hsv_s": 0.0}})
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    log = []
+    handler = logging.Handler()
+    handler.emit = lambda record: log.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        model, run = train_tiny(tiny_data, tmp_path, epochs=2, close_mosaic=1,
+                                callbacks=[("on_train_epoch_end", record)],
+                                overrides={"augment.preset": "defect", "augment.copy_paste.p": 1.0,
+                                           "augment.copy_paste.rare_first": True,
+                                           "augment.ultralytics": {"hsv_s": 0.0}})
+    finally:
+        LOGGER.removeHandler(handler)
+    named = [m for m in log if "gradkit: training augmentation:" in m]
+    assert len(named) == 1 and "preset defect" in named[0] and "copy-paste p=1" in named[0], named
     assert len(stages_per_epoch) == 2
     for stages in stages_per_epoch:  # epoch 2 runs after close_mosaic rebuilt the transforms
         assert "AlbumentationsStage" in stages and "CopyPasteStage" in stages and "Albumentations" not in stages
@@ -45,4 +60,8 @@ def test_preview_command_draws_the_training_pipeline(tiny_data, tmp_path):
                           capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     img = cv2.imread(str(out))
-    assert img is not None and img.shape == (128, 128, 3)
+    from gradkit.integrations.ultralytics.augment import PREVIEW_GAP_PX, PREVIEW_TILE_PX
+
+    # 2 x 2 tiles upscaled to PREVIEW_TILE_PX with gaps, a title above and a legend below
+    assert img is not None and img.shape[1] == 2 * PREVIEW_TILE_PX + 3 * PREVIEW_GAP_PX
+    assert img.shape[0] > 2 * PREVIEW_TILE_PX + 3 * PREVIEW_GAP_PX + 40

@@ -103,3 +103,51 @@ def test_recorded_predictions_equal_ultralytics_json(trained, tiny_data, tmp_pat
     np.testing.assert_array_equal(mine[:, :2], want[:, :2])
     np.testing.assert_allclose(mine[:, 2], want[:, 2], atol=1e-5)  # Ultralytics rounds scores to 5 decimals
     np.testing.assert_allclose(mine[:, 3:], want[:, 3:], atol=2e-3)  # ... and boxes to 3
+
+
+def test_reports_in_a_real_browser(trained, tiny_data, tmp_path):
+    """A training report, a val report and their comparison, opened in headless Chromium at 1400 and 390 px."""
+    from browser import chromium, inspect_page, require_browser
+    from gradkit.integrations.ultralytics import validate_for_report
+    from gradkit.report import build_report, compare_reports, write_report
+    from report_cases import hand_made_evaluation
+
+    require_browser()
+    _, run = trained
+    ev = validate_for_report(run / "weights" / "best.pt", str(tiny_data), "test", tmp_path / "val", imgsz=64, batch=4,
+                             device="cpu", conf=0.001, verbose=False)
+    write_report(build_report(ev), tmp_path / "val")
+    reports = {"training": json.loads((run / "report.json").read_text()),
+               "val": json.loads((tmp_path / "val" / "report.json").read_text())}
+    write_report(compare_reports(list(reports.values()), [run.name, "val"]), tmp_path / "cmp")
+    # a tiny model may find nothing: a hand-made evaluation has detections of every kind in the gallery
+    write_report(build_report(hand_made_evaluation(tmp_path / "data")), tmp_path / "hand")
+    reports["hand-made"] = json.loads((tmp_path / "hand" / "report.json").read_text())
+    pages = {"training": run / "report.html", "val": tmp_path / "val" / "report.html",
+             "comparison": tmp_path / "cmp" / "report.html", "hand-made": tmp_path / "hand" / "report.html"}
+    driver = chromium()
+    try:
+        for name, page in pages.items():
+            for width in (1400, 390):
+                s = inspect_page(driver, page, width, tmp_path / f"{name}-{width}.png")
+                where = f"{name} at {width} px"
+                assert s["console"] == [], where
+                assert s["scrollWidth"] <= s["innerWidth"] == width, (where, s["wide"])
+                assert s["images"] > 0 and s["undecoded"] == [], where
+                assert len(s["verdict"]) > 40, where
+                if name == "comparison":
+                    assert "escape rate" in s["verdict"] and "escape_rate" in s["text"], where
+                    assert "false_reject_rate" in s["text"] and "test" in s["text"], where
+                    continue
+                assert "escape rate" in s["verdict"], where
+                k = reports[name]["inspection"]
+                for cls, thr in k["thresholds"].items():
+                    assert f"{thr:.3f}" in s["operating"], where
+                    assert cls in s["operating"] or "for every class" in s["operating"], where
+                for rate in ("escape_rate", "false_reject_rate"):
+                    label = rate.replace("_rate", " rate").replace("_", "-")
+                    shown = "n/a" if k[rate] is None else f"{100 * k[rate]:.1f}%"
+                    assert f"{label}\n{shown}" in s["text"], (where, label, shown)
+    finally:
+        driver.quit()
+    assert (tmp_path / "val-390.png").stat().st_size > 10_000

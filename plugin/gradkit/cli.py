@@ -256,8 +256,11 @@ def _report(args: Sequence[str]) -> int:
     import json
     from pathlib import Path
 
+    import yaml
+
     from gradkit.report import compare_reports, write_report
     from gradkit.report.build import training_section
+    from gradkit.report.schema import ReportSchemaError, validate_report
 
     out = Path("runs/gradkit-compare")
     dirs = []
@@ -276,15 +279,31 @@ def _report(args: Sequence[str]) -> int:
             print(f"gradkit report: {path} not found; 'gradkit train' (report.enabled) or 'gradkit val' writes it",
                   file=sys.stderr)
             return 2
-        reports.append(json.loads(path.read_text()))
+        try:
+            reports.append(validate_report(json.loads(path.read_text()), str(path)))
+        except json.JSONDecodeError as e:
+            print(f"gradkit report: {path}: not JSON (line {e.lineno}: {e.msg})", file=sys.stderr)
+            return 2
+        except ReportSchemaError as e:
+            print(f"gradkit report: {e}", file=sys.stderr)
+            return 2
     if len(dirs) == 1:
         report = reports[0]
         if report.get("training") is not None:
-            report["training"] = training_section(dirs[0])
-        paths = write_report(report, dirs[0])
+            try:  # the run's own files are read again: as much user input as report.json
+                report["training"] = training_section(dirs[0])
+                validate_report(report, f"{dirs[0]} (results.csv, gradient_alerts.jsonl, args.yaml)")
+            except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+                print(f"gradkit report: {dirs[0]}: training records unreadable: {e}", file=sys.stderr)
+                return 2
+        paths = write_report(report, dirs[0], from_file=True)
     else:
         labels = [d.name if [x.name for x in dirs].count(d.name) == 1 else str(d) for d in dirs]
-        paths = write_report(compare_reports(reports, labels), out)
+        if any(r.get("kind") == "comparison" for r in reports):
+            print("gradkit report: a comparison's report.json cannot be compared again; give evaluation runs",
+                  file=sys.stderr)
+            return 2
+        paths = write_report(compare_reports(reports, labels), out, from_file=True)
     print(f"gradkit: report {paths['html']}")
     return 0
 

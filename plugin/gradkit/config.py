@@ -194,7 +194,9 @@ class ReportConfig(_Section):
     enabled: bool = Field(True, description="validate best.pt at the end of training and write the report "
                           "into the run directory")
     split: str = Field("val", min_length=1, description="dataset split the end-of-training report evaluates")
-    conf: float = Field(0.25, ge=0, le=1, description="confidence threshold of the error analysis and gallery")
+    conf: float | None = Field(None, ge=0, le=1, description="the operating point: one confidence threshold for "
+                               "every class (inspection KPIs, error analysis, gallery); unset: per class, the "
+                               "confidence that maximises F1 on the evaluated split")
     gallery: int = Field(6, ge=0, le=50, description="number of worst images drawn in the report")
 
 

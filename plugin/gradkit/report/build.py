@@ -20,10 +20,11 @@ import numpy as np
 from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors
+from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "training_section", "without_cyclic_gc", "write_report"]
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: inspection, run, gallery rows with found/tp flags and copies
 COCO_NOTE = (
     "Ultralytics interpolates precision at 101 recall points with np.interp and integrates with the "
     "trapezoid rule, and averages over the classes present in the split; pycocotools-style COCO "
@@ -86,6 +87,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     alerts = []
     if (run_dir / "gradient_alerts.jsonl").exists():
         alerts = [json.loads(line) for line in (run_dir / "gradient_alerts.jsonl").read_text().splitlines() if line]
+    summary = run_dir / "gradkit_summary.json"
+    steps = json.loads(summary.read_text()).get("optimizer_steps") if summary.exists() else None
     args = {}
     if (run_dir / "args.yaml").exists():
         import yaml
@@ -100,15 +103,30 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
                                                                             "nonfinite")},
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
+        "optimizer_steps": steps,
         "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "imgsz", "batch", "optimizer", "lr0")},
     }
 
 
-def _gallery_entry(ev: EvalData, gt_boxes: Boxes, r, shown_preds: dict[int, list]) -> dict[str, Any]:
-    gts = [[b.cls, b.x0, b.y0, b.x1, b.y1] for b in gt_boxes[gt_boxes.image == r.image]]
-    preds = [[b.cls, b.score, b.x0, b.y0, b.x1, b.y1] for b in shown_preds.get(r.image, [])]
+def _gallery_entry(ev: EvalData, m: Matching, found: np.ndarray, fires: np.ndarray, r) -> dict[str, Any]:
+    """One worst image: its objects (found at the operating point: 1/0) and its predictions at the operating
+    point (true positive: 1/0), in descending score."""
+    g_sel = m.gts.image == r.image
+    gts = [[*b[1:6], int(f)] for b, f in zip(m.gts[g_sel], found[g_sel].tolist(), strict=True)]
+    p_sel = np.flatnonzero((m.preds.image == r.image) & fires)
+    p_sel = p_sel[np.argsort(-m.preds.score[p_sel], kind="stable")]
+    preds = [[b.cls, b.score, b.x0, b.y0, b.x1, b.y1, int(t)]
+             for b, t in zip(m.preds[p_sel], m.pred_tp[p_sel].tolist(), strict=True)]
     return {"image": ev.files[r.image], "missed": r.missed, "false_positives": r.false_positives, "tp": r.tp,
             "errors": dict(r.counts), "gt": gts, "pred": preds}
+
+
+def _run_name(run_dir: Path | None, model: str) -> str:
+    """The run's name: its directory, or for runs/NAME/weights/best.pt the NAME."""
+    if run_dir is not None:
+        return run_dir.name
+    p = Path(model)
+    return p.parent.parent.name if p.parent.name == "weights" else p.stem
 
 
 def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict | None = None,
@@ -134,17 +152,17 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
             area = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "area", evaluation)
             elong = bucket_metrics(gts, preds, ev.images, classes, ev.sizes, "elongation", evaluation)
             del evaluation
-        errors, per_image = analyse_errors(gts, preds, ev.images, ev.conf_threshold)
+        # one operating point for the KPIs, the error analysis and the gallery
+        op = OperatingPoint(gts, preds, classes, ev.conf_threshold)
+        inspection = inspection_kpis(gts, preds, ev.images, ev.names, ev.conf_threshold, op)
+        errors, per_image = analyse_errors(gts, preds[op.fires], ev.images, -np.inf)
     worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
-    worst_ids = {r.image for r in worst}
-    shown: dict[int, list] = {}
-    for b in preds[np.isin(preds.image, list(worst_ids)) & (np.nan_to_num(preds.score) >= ev.conf_threshold)]:
-        shown.setdefault(b.image, []).append(b)
     defect_free = len(set(ev.images) - set(gts.image.tolist()))
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": "evaluation",
         "model": ev.model,
+        "run": _run_name(run_dir, ev.model),
         "data": ev.data,
         "split": ev.split,
         "images": len(ev.images),
@@ -158,8 +176,10 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "classes_absent": [ev.names[c] for c in classes if c not in present_classes],
         "coco": {"metrics": coco, "library": "faster-coco-eval", "note": COCO_NOTE},
         "size_buckets": {"by_relative_area": area, "by_elongation": elong},
-        "errors": {"conf_threshold": ev.conf_threshold, "counts": errors,
-                   "worst_images": [_gallery_entry(ev, gts, r, shown) for r in worst]},
+        "inspection": inspection,
+        "errors": {"conf_threshold": ev.conf_threshold, "operating_point": inspection["operating_point"],
+                   "counts": errors,
+                   "worst_images": [_gallery_entry(ev, op.matching, op.found, op.fires, r) for r in worst]},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),
@@ -168,13 +188,46 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
     return _clean(report)
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and the self-contained ``report.html``."""
+GALLERY_DIR = "report_gallery"
+GALLERY_COPY_MAX_PX = 640
+
+
+def copy_gallery_images(report: dict[str, Any], out_dir: Path) -> None:
+    """Copy each worst image (at most GALLERY_COPY_MAX_PX on the long side) into ``out_dir/report_gallery`` and
+    name the copy in the entry: a rebuilt report embeds only files inside its directory."""
+    import cv2
+
+    for k, entry in enumerate(report.get("errors", {}).get("worst_images", [])):
+        img = cv2.imread(entry["image"], cv2.IMREAD_COLOR)
+        if img is None:
+            entry["copy"] = None
+            continue
+        h, w = img.shape[:2]
+        if max(h, w) > GALLERY_COPY_MAX_PX:
+            f = GALLERY_COPY_MAX_PX / max(h, w)
+            img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+        (out_dir / GALLERY_DIR).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out_dir / GALLERY_DIR / f"{k:02d}.png"), img)
+        entry["copy"] = f"{GALLERY_DIR}/{k:02d}.png"
+
+
+def write_report(report: dict[str, Any], out_dir: Path, *, from_file: bool = False) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the self-contained ``report.html``.
+
+    A report just built (``from_file=False``) names files this process found: its gallery images are copied
+    into ``out_dir`` and the training run's directory may be embedded from. A report read back from
+    report.json (``from_file=True``) is user input: the page embeds image files inside ``out_dir`` only.
+    """
     from gradkit.report.render import render_html, render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    roots = [out_dir]
+    if not from_file:
+        copy_gallery_images(report, out_dir)
+        if report.get("training"):
+            roots.append(Path(report["training"]["run_dir"]))
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     paths["json"].write_text(json.dumps(report, indent=2))
     paths["md"].write_text(render_markdown(report))
-    paths["html"].write_text(render_html(report))
+    paths["html"].write_text(render_html(report, roots))
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = ["compare_reports"]
@@ -9,13 +10,80 @@ __all__ = ["compare_reports"]
 HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
 
 
-def _best(values: list[float | None], labels: list[str]) -> str:
-    scored = [(v, lab) for v, lab in zip(values, labels, strict=True) if v is not None]
+#: Inspection KPIs compared, and whether higher is better.
+INSPECTION = {"escape_rate": False, "false_reject_rate": False, "fp_per_image": False}
+#: Gradient summary compared (lower is better: fewer alerts, fewer rescaled steps).
+GRADIENTS = ("alerts", "nonfinite alerts", "exploding alerts", "mean clip rate", "skipped steps")
+#: Training curves overlaid in the comparison.
+CURVES = ("metrics/mAP50-95(B)", "train/box_loss", "val/box_loss")
+
+
+def _best(values: list[float | None], labels: list[str], higher: bool = True) -> str:
+    scored = [(v if higher else -v, lab) for v, lab in zip(values, labels, strict=True) if v is not None]
     if not scored:
         return "n/a"
     top = max(v for v, _ in scored)
     winners = [lab for v, lab in scored if v == top]
     return winners[0] if len(winners) == 1 else "tie: " + ", ".join(winners)
+
+
+def _row(values: list[float | None], labels: list[str], higher: bool = True) -> dict[str, Any]:
+    first = values[0]
+    return {"values": values, "best": _best(values, labels, higher), "higher_is_better": higher,
+            "delta_vs_first": [None if v is None or first is None else round(v - first, 6) for v in values]}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return {k.removesuffix("."): v for k, v in out.items()}
+
+
+def _settings(r: dict[str, Any]) -> dict[str, Any]:
+    t = r.get("training") or {}
+    return {**{f"gradkit.{k}": v for k, v in _flat(r.get("plugin_config") or {}).items()},
+            **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()},
+            "split": r["split"], "data": r["data"]}
+
+
+def _config_diff(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every setting (plugin config, yolo args, split, data) whose value differs between the runs that
+    recorded it (a `gradkit val` report records no training settings: see ``settings_not_recorded``)."""
+    settings = [_settings(r) for r in reports]
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    diff = []
+    for k in keys:
+        having = [s for s in settings if k in s]
+        if len(having) > 1 and len({json.dumps(s[k], sort_keys=True, default=str) for s in having}) > 1:
+            diff.append({"key": k, "values": [s.get(k) for s in settings]})
+    return diff
+
+
+def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:
+    t = r.get("training")
+    if not t:
+        return dict.fromkeys(GRADIENTS)
+    counts = t.get("alert_counts") or {}
+    curves = t.get("curves") or {}
+    clip = [v for v in curves.get("grad/clip_rate", []) if v is not None]
+    skipped = [v for v in curves.get("grad/skipped", []) if v is not None]
+    return {"alerts": sum(counts.values()), "nonfinite alerts": counts.get("nonfinite", 0),
+            "exploding alerts": counts.get("exploding", 0), "mean clip rate": sum(clip) / len(clip) if clip else None,
+            "skipped steps": sum(skipped) if "grad/skipped" in curves else None}
+
+
+def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    out = []
+    for key in ("split", "data"):
+        values = [str(r[key]) for r in reports]
+        if len(set(values)) > 1:
+            out.append(f"The runs were evaluated on different {'splits' if key == 'split' else 'datasets'} ("
+                       + ", ".join(f"{lab}: {v}" for lab, v in zip(labels, values, strict=True))
+                       + "): their numbers are not directly comparable.")
+    return out
 
 
 def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
@@ -25,19 +93,29 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
     headline = {}
     for m in HEADLINE:
         vals = [r["headline"].get(m) for r in reports]
-        first = vals[0]
-        headline[m] = {"values": vals, "best": _best(vals, labels),
-                       "delta_vs_first": [None if v is None or first is None else round(v - first, 6) for v in vals]}
+        headline[m] = _row(vals, labels)
     coco = {}
     for m in ("AP", "AP50", "AP75", "AR100"):
         vals = [r["coco"]["metrics"].get(m) for r in reports]
-        coco[m] = {"values": vals, "best": _best(vals, labels)}
+        coco[m] = _row(vals, labels)
     names = list(dict.fromkeys(c["name"] for r in reports for c in r["per_class"]))
     per_class = {}
     for n in names:
         vals = [next((c["AP50-95"] for c in r["per_class"] if c["name"] == n), None) for r in reports]
-        per_class[n] = {"values": vals, "best": _best(vals, labels)}
+        per_class[n] = _row(vals, labels)
+    inspection = {m: _row([(r.get("inspection") or {}).get(m) for r in reports], labels, higher)
+                  for m, higher in INSPECTION.items()}
+    grads = [_gradient_summary(r) for r in reports]
+    gradients = {m: _row([g[m] for g in grads], labels, higher=False) for m in GRADIENTS}
+    curves = {lab: {"epochs": (r.get("training") or {}).get("epochs", []),
+                    **{c: ((r.get("training") or {}).get("curves") or {}).get(c) for c in CURVES}}
+              for lab, r in zip(labels, reports, strict=True)}
     return {"schema_version": reports[0].get("schema_version", 1), "kind": "comparison",
-            "runs": [{"label": lab, "model": r["model"], "data": r["data"], "split": r["split"]}
+            "runs": [{"label": lab, "model": r["model"], "data": r["data"], "split": r["split"],
+                      "thresholds": (r.get("inspection") or {}).get("thresholds")}
                      for lab, r in zip(labels, reports, strict=True)],
-            "headline": headline, "coco": coco, "per_class": per_class}
+            "warnings": _warnings(reports, labels), "config_diff": _config_diff(reports),
+            "settings_not_recorded": [lab for lab, r in zip(labels, reports, strict=True)
+                                      if not r.get("plugin_config") and not r.get("training")],
+            "headline": headline, "coco": coco, "inspection": inspection, "gradients": gradients,
+            "per_class": per_class, "curves": curves}

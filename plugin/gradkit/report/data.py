@@ -28,6 +28,6 @@ class EvalData:
     instances: dict[int, int]
     image_counts: dict[int, int]
     confusion_matrix: list[list[float]] | None = None
-    conf_threshold: float = 0.25
+    conf_threshold: float | None = None  # the operating point: None is each class's max-F1 confidence
     plots: dict[str, str] = field(default_factory=dict)  # name -> PNG path written by Ultralytics
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,7 +1,9 @@
 """Render a report dict as one self-contained HTML file (images inlined) and as Markdown.
 
-Every user-controlled string (class names, paths, config values, alert messages) goes through
-``html.escape``; nothing is fetched from the network when the page opens.
+Every value taken from the report (class names, paths, config values, alert messages, counts) goes
+through ``html.escape``; nothing is fetched from the network when the page opens, and only image
+files inside the allowed directories (the report's own directory) are embedded: a report.json can be
+edited, and the page must not carry a file from elsewhere on the disk.
 """
 
 from __future__ import annotations
@@ -10,23 +12,48 @@ import base64
 import html
 import io
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["render_html", "render_markdown"]
+__all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
+
+#: Okabe-Ito colours (colour-blind safe), RGB: what each box in the gallery means.
+PALETTE = {"true positive": (0, 114, 178), "false positive": (213, 94, 0), "missed object": (240, 228, 66)}
+GALLERY_MIN_PX = 320  # gallery images are drawn at least this large (long side)
+GALLERY_MAX_PX = 640
+MAX_DRAWN_FP = 5  # false positives drawn per gallery image (highest scores); the caption counts all
+TINY_SPLIT = 50  # fewer images than this: every rate moves by > 2 points per image
+FEW_STEPS = 300  # fewer optimizer steps than this: a barely trained model
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
-padding:0 1em}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}.na{color:#999}.good{color:#080}.bad{color:#b00}
-.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1.2em}
-.card b{display:block;font-size:1.6em}.gallery{display:flex;flex-wrap:wrap;gap:.8em}
-.gallery figure{margin:0;border:1px solid #ddd;padding:4px}figcaption{font-size:.8em;max-width:320px}
-img.plot{max-width:100%}.note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:.6em;overflow:auto}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;color:#222;
+padding:0 1em;line-height:1.45;overflow-wrap:anywhere}
+h1{font-size:1.5em;line-height:1.25}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;
+overflow-wrap:normal}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.na{color:#999}.good{color:#0a6b2e}.bad{color:#b00}
+td.win{background:#dcecf7;font-weight:600}
+.verdict{font-size:1.1em;background:#f3f7fb;border-left:4px solid #0072b2;padding:.6em 1em}
+.warn{background:#fff6e5;border-left:4px solid #d55e00;padding:.4em 1em}.warn li{margin:.2em 0}
+.cards{display:flex;gap:.8em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.5em 1em;
+min-width:9em}.card b{display:block;font-size:1.5em}.card small{color:#555}
+.gallery{display:flex;flex-wrap:wrap;gap:.8em}.gallery figure{margin:0;border:1px solid #ddd;padding:4px;
+max-width:100%}figcaption{font-size:.85em;max-width:420px}
+.legend span{display:inline-block;margin-right:1.2em}.legend i{display:inline-block;width:1.4em;height:.9em;
+border:3px solid;margin-right:.3em;vertical-align:middle}
+.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.6em}
+.panels.wide{grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}
+img{max-width:100%;height:auto}img.wideplot{min-width:760px}.note{color:#555;font-size:.9em}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;white-space:pre-wrap}
+@media (max-width:600px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.2em}h2{font-size:1.15em}
+.card b{font-size:1.2em}}
 """
 
 
@@ -42,88 +69,440 @@ def _num(x: Any, digits: int = 3) -> str:
     return _e(x)
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def _md_num(x: Any, digits: int = 3) -> str:
     if x is None:
         return "n/a"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+    return f"{x:.{digits}f}" if isinstance(x, float) else _md_text(x)
 
 
 def _md_text(x: Any) -> str:
     return str(x).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _img_tag(png: bytes, alt: str, mime: str = "image/png") -> str:
-    return f'<img class="plot" alt="{_e(alt)}" src="data:{mime};base64,{base64.b64encode(png).decode()}">'
+def _img_tag(png: bytes, alt: str, mime: str = "image/png", cls: str = "plot") -> str:
+    return f'<img class="{cls}" alt="{_e(alt)}" src="data:{mime};base64,{base64.b64encode(png).decode()}">'
 
 
-def _file_img(path: str | None, alt: str) -> str:
-    if not path or not Path(path).exists():
-        return ""
-    return _img_tag(Path(path).read_bytes(), alt)
+def allowed_file(path: str | None, roots: Sequence[Path]) -> Path | None:
+    """``path`` (relative to the first root when not absolute) if it resolves to a PNG or JPEG file inside one
+    of ``roots``; otherwise None."""
+    if not path or not roots:
+        return None
+    p = Path(path)
+    p = (p if p.is_absolute() else roots[0] / p).resolve()
+    if not any(p.is_relative_to(r.resolve()) for r in roots) or not p.is_file():
+        return None
+    with open(p, "rb") as f:
+        head = f.read(8)
+    return p if head.startswith(_IMAGE_MAGIC) else None
 
 
-def _table(headers: list[str] | None, rows: list[list[str]], left: int = 1) -> str:
+def _file_img(path: str | None, alt: str, roots: Sequence[Path]) -> str:
+    p = allowed_file(path, roots)
+    if p is None:
+        return (f'<p class="note">{_e(alt)}: not embedded (no image file inside the report directory)</p>'
+                if path else "")
+    data = p.read_bytes()
+    return _img_tag(data, alt, "image/png" if data.startswith(_IMAGE_MAGIC[0]) else "image/jpeg")
+
+
+def _cell(i: int, c: str | tuple[str, str], left: int) -> str:
+    """A cell is HTML, or (HTML, extra CSS class)."""
+    text, extra = c if isinstance(c, tuple) else (c, "")
+    cls = " ".join(x for x in ("l" if i < left else "", extra) if x)
+    return f'<td class="{cls}">{text}</td>'
+
+
+def _table(headers: list[str] | None, rows: list[list], left: int = 1) -> str:
     head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers or []))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f"<table>{f'<tr>{head}</tr>' if headers else ''}{body}</table>"
+    body = "".join("<tr>" + "".join(_cell(i, c, left) for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table>{f"<tr>{head}</tr>" if headers else ""}{body}</table></div>'
 
 
-def _training_plot(training: dict[str, Any]) -> str:
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
-
-    curves, epochs = training["curves"], training["epochs"]
-    losses = [k for k in curves if k.startswith(("train/", "val/"))]
-    maps = [k for k in curves if k.startswith("metrics/mAP")]
-    fig = Figure(figsize=(14, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3)
-    for k in losses:
-        axes[0].plot(epochs, [np.nan if v is None else v for v in curves[k]], label=k)
-    axes[0].set_title("losses")
-    for k in maps:
-        axes[1].plot(epochs, [np.nan if v is None else v for v in curves[k]], label=k)
-    axes[1].set_title("mAP (val, per epoch)")
-    if "grad/clip_rate" in curves:
-        axes[2].plot(epochs, [np.nan if v is None else v for v in curves["grad/clip_rate"]], label="clip rate")
-        axes[2].set_ylim(-0.05, 1.05)
-    axes[2].set_title("gradient clip rate per epoch")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        if ax.lines:
-            ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return _img_tag(buf.getvalue(), "training curves")
+# ---------------------------------------------------------------------------------------------- verdict
+def _title(r: dict[str, Any]) -> str:
+    return (f"{Path(str(r['model'])).name} on {Path(str(r['data'])).stem} / {r['split']}"
+            f" — run {r.get('run') or Path(str(r['model'])).parent.parent.name or 'n/a'}")
 
 
-def _gallery(report: dict[str, Any]) -> str:
+def _operating_point(k: dict[str, Any]) -> str:
+    """The operating point in words, with every class's threshold."""
+    values = set(k["thresholds"].values())
+    if k["operating_point"].startswith("report.conf") and len(values) == 1:
+        return f"confidence ≥ {values.pop():.3f} for every class (report.conf)"
+    thr = ", ".join(f"{n} ≥ {t:.3f}" for n, t in k["thresholds"].items())
+    return f"per class, the confidence of maximal F1 on this split: {thr}"
+
+
+def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:
+    rows = [x for x in k.get("missed_by_class_and_size") or [] if x["missed"]]
+    return max(rows, key=lambda x: (x["missed"], x["missed"] / x["objects"]), default=None)
+
+
+def verdict(r: dict[str, Any]) -> str:
+    """The page's first paragraph, in words (plain text)."""
+    k = r.get("inspection")
+    if not k:
+        return (f"{r['images']} {r['split']} images evaluated; mAP50 {_md_num(r['headline'].get('mAP50'))}. "
+                "This report has no inspection KPIs (written by an older gradkit).")
+    found = sum(c["tp"] for c in k["per_class"])
+    if found == 0 and k["false_positives"] == 0:
+        return (f"The model detects nothing on the {k['images']} {r['split']} images at its operating point: "
+                f"all {k['defective_images']} defective parts would ship (escape rate {_pct(k['escape_rate'])}).")
+    text = (f"On {k['images']} {r['split']} images ({k['defective_images']} with defects, "
+            f"{k['defect_free_images']} defect-free), at the operating point ({_operating_point(k)}), "
+            f"{k['escaped_images']} of {k['defective_images']} defective parts would ship "
+            f"(escape rate {_pct(k['escape_rate'])}) and {k['false_rejected_images']} of "
+            f"{k['defect_free_images']} good parts would be scrapped (false-reject rate "
+            f"{_pct(k['false_reject_rate'])}); {_md_num(k['fp_per_image'], 2)} false positives per image. "
+            f"Ranking quality: mAP50 {_md_num(r['headline'].get('mAP50'))}, mAP50-95 "
+            f"{_md_num(r['headline'].get('mAP50-95'))}.")
+    worst = _worst_miss(k)
+    if worst:
+        text += (f" What fails most: {worst['class']} objects covering {worst['relative_area']} of the image — "
+                 f"{worst['missed']} of {worst['objects']} missed.")
+    scored = [c for c in k["per_class"] if c["recall"] is not None]
+    if scored:
+        weak = min(scored, key=lambda c: c["recall"])
+        text += f" Lowest recall: {weak['name']} ({_md_num(weak['recall'])} at confidence {weak['threshold']:.3f})."
+    return text
+
+
+def warnings(r: dict[str, Any]) -> list[str]:
+    """What makes the numbers less trustworthy than they look (plain text)."""
+    from gradkit.report.inspection import NEVER_FIRES
+
+    out = []
+    k = r.get("inspection") or {}
+    if k and sum(c["tp"] + c["fp"] for c in k["per_class"]) == 0:
+        out.append("No detection reaches the operating point: the model finds nothing.")
+    if r["images"] < TINY_SPLIT:
+        out.append(f"Tiny split: {r['images']} images; each image moves a rate by "
+                   f"{100 / max(r['images'], 1):.0f} points or more.")
+    if r.get("classes_absent"):
+        out.append(f"Classes absent from this split (not evaluated): {', '.join(r['classes_absent'])}.")
+    never = [c["name"] for c in k.get("per_class", []) if c["threshold"] >= NEVER_FIRES and c["objects"]]
+    if never:
+        out.append(f"No confidence gives a true positive for: {', '.join(never)} (threshold 1.0: never fires).")
+    if k and not k["defect_free_images"]:
+        out.append("No defect-free images in this split: the false-reject rate cannot be measured.")
+    steps = (r.get("training") or {}).get("optimizer_steps")
+    if steps is not None and steps < FEW_STEPS:
+        out.append(f"Only {steps} optimizer steps: the model is barely trained.")
+    if r["split"] == "train":
+        out.append("Evaluated on the training split: the numbers say nothing about unseen parts.")
+    return out
+
+
+def _settings(r: dict[str, Any]) -> str:
+    t = r.get("training") or {}
+    args = t.get("train_args") or {}
+    cfg = r.get("plugin_config") or {}
+    aug = cfg.get("augment") or {}
+    rows = [("model", r["model"]), ("data", r["data"]), ("split", r["split"]), ("run", r.get("run")),
+            ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
+                       f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
+    rows += [(k, args.get(k)) for k in ("epochs", "imgsz", "batch", "optimizer", "lr0") if args.get(k) is not None]
+    if t.get("optimizer_steps") is not None:
+        rows.append(("optimizer steps", t["optimizer_steps"]))
+    if cfg:
+        rows += [("clip mode", (cfg.get("clip") or {}).get("mode")), ("augmentation preset", aug.get("preset")),
+                 ("copy-paste p", (aug.get("copy_paste") or {}).get("p"))]
+    rows += [("seed", t.get("seed")), ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items()))]
+    return _table(None, [[_e(k), _e(v)] for k, v in rows if v is not None], left=2)
+
+
+# ------------------------------------------------------------------------------------------- inspection
+def _inspection(k: dict[str, Any]) -> str:
+    cards = [("escape rate", _pct(k["escape_rate"]), f"{k['escaped_images']} of {k['defective_images']} "
+              "defective images not rejected"),
+             ("false-reject rate", _pct(k["false_reject_rate"]), f"{k['false_rejected_images']} of "
+              f"{k['defect_free_images']} defect-free images rejected"),
+             ("false positives / image", _md_num(k["fp_per_image"], 2), f"{k['false_positives']} in "
+              f"{k['images']} images")]
+    parts = [f'<p id="operating-point"><b>Operating point</b>: {_e(_operating_point(k))}. A part (image) is '
+             "rejected when any prediction reaches its class's threshold.</p>",
+             '<div class="cards">' + "".join(f'<div class="card" id="{_e(name.split()[0])}-rate">{_e(name)}'
+                                             f"<b>{_e(v)}</b><small>{_e(sub)}</small></div>"
+                                             for name, v, sub in cards) + "</div>"]
+    rows = [[_e(c["name"]), _num(c["threshold"]), _num(c["objects"]), _num(c["tp"]), _num(c["fp"]), _num(c["fn"]),
+             _num(c["precision"]), _num(c["recall"]), _num(c["f1"])] for c in k["per_class"]]
+    parts.append(_table(["class", "threshold", "objects", "TP", "FP", "FN", "P", "R", "F1"], rows))
+    parts.append(f'<p class="note">At the operating point, IoU ≥ {_num(k["match_iou"], 2)} with an object of '
+                 f"the same class, each object found once (greedy in descending score). "
+                 f"{k['defective_images_without_true_positive']} defective images have no true positive "
+                 "(rejected for the wrong reason, or shipped).</p>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- gallery
+def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int]) -> None:
+    """``text`` on a filled box of ``colour_bgr``, kept inside the image (above the box, else below its top)."""
+    import cv2
+
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    h, w = img.shape[:2]
+    x = min(max(0, x), max(0, w - tw - 4))
+    top = y - th - base - 3 if y - th - base - 3 >= 0 else min(y + 1, h - th - base - 3)
+    cv2.rectangle(img, (x, top), (x + tw + 4, top + th + base + 3), colour_bgr, -1)
+    luminance = 0.299 * colour_bgr[2] + 0.587 * colour_bgr[1] + 0.114 * colour_bgr[0]
+    cv2.putText(img, text, (x + 2, top + th + 1), font, scale, (0, 0, 0) if luminance > 140 else (255, 255, 255),
+                thick, cv2.LINE_AA)
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def _fps_to_draw(fps: list, tps: list, gts: list) -> list:
+    """At most one prediction per object (its TP, else the highest-scoring FP overlapping it, IoU >= 0.1), and of
+    the FPs on no object the MAX_DRAWN_FP highest-scoring: a stack of boxes must not hide the defect."""
+    taken = {max(range(len(gts)), key=lambda j: _box_iou(p[2:6], gts[j][1:5])) for p in tps} if gts else set()
+    drawn, background = [], []
+    for p in fps:  # in descending score
+        overlaps = [(_box_iou(p[2:6], g[1:5]), j) for j, g in enumerate(gts)]
+        iou, j = max(overlaps, default=(0.0, -1))
+        if iou < 0.1:
+            background.append(p)
+        elif j not in taken:
+            taken.add(j)
+            drawn.append(p)
+    return drawn + background[:MAX_DRAWN_FP]
+
+
+def _gallery_image(img, entry: dict[str, Any], names: dict[str, str]) -> tuple[bytes, int]:
+    """The image at >= GALLERY_MIN_PX (nearest-neighbour upscaling), boxes drawn; JPEG bytes, FPs not drawn."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if max(h, w) < GALLERY_MIN_PX:
+        f = math.ceil(GALLERY_MIN_PX / max(h, w))
+        img = cv2.resize(img, (w * f, h * f), interpolation=cv2.INTER_NEAREST)
+    elif max(h, w) > GALLERY_MAX_PX:
+        f = GALLERY_MAX_PX / max(h, w)
+        img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    h, w = img.shape[:2]
+    bgr = {k: (c[2], c[1], c[0]) for k, c in PALETTE.items()}
+    preds = [p for p in entry["pred"] if len(p) > 6]
+    tps, fps = [p for p in preds if p[6]], [p for p in preds if not p[6]]
+    missed = [g for g in entry["gt"] if len(g) > 5 and not g[5]]
+    drawn = [("false positive", p) for p in _fps_to_draw(fps, tps, entry["gt"])] + [("true positive", p) for p in tps]
+    labels = []
+    for kind, (cls, score, x0, y0, x1, y1, _) in drawn:
+        p0, p1 = (round(x0 * w), round(y0 * h)), (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1))
+        cv2.rectangle(img, p0, p1, bgr[kind], 2)
+        labels.append((f"{names.get(str(int(cls)), int(cls))} {score:.2f}", p0, bgr[kind]))
+    for cls, x0, y0, x1, y1, _ in missed:
+        p0, p1 = (round(x0 * w), round(y0 * h)), (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1))
+        cv2.rectangle(img, p0, p1, bgr["missed object"], 2)
+        labels.append((f"{names.get(str(int(cls)), int(cls))} missed", p0, bgr["missed object"]))
+    for text, (x, y), colour in labels:  # labels last: no box covers a label
+        draw_label(img, text, x, y, colour)
+    _, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return jpg.tobytes(), len(preds) - len(drawn)
+
+
+def _caption(entry: dict[str, Any]) -> str:
+    n_gt, n_pred = len(entry["gt"]), len(entry["pred"])
+    tp = sum(1 for p in entry["pred"] if len(p) > 6 and p[6])
+    fn, fp = n_gt - tp, n_pred - tp
+    return (f"{n_gt} objects = {tp} found (TP) + {fn} missed (FN); {n_pred} predictions at the operating point = "
+            f"{tp} TP + {fp} FP")
+
+
+def _gallery(report: dict[str, Any], roots: Sequence[Path]) -> str:
     import cv2
 
     names = report["class_names"]
     figures = []
     for entry in report["errors"]["worst_images"]:
-        img = cv2.imread(entry["image"])
+        src = allowed_file(entry.get("copy"), roots)
+        img = cv2.imread(str(src)) if src else None
+        label = _e(Path(entry["image"]).name)
         if img is None:
-            figures.append(f"<figure><figcaption>{_e(entry['image'])} (not readable now)</figcaption></figure>")
+            figures.append(f"<figure><figcaption>{label}: {_e(_caption(entry))} (image not embedded: no copy "
+                           "inside the report directory)</figcaption></figure>")
             continue
-        h, w = img.shape[:2]
-        scale = min(1.0, 320 / max(h, w))
-        img = cv2.resize(img, (round(w * scale), round(h * scale)))
-        h, w = img.shape[:2]
-        for _cls, x0, y0, x1, y1 in entry["gt"]:
-            cv2.rectangle(img, (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h)), (0, 200, 0), 1)
-        for cls, score, x0, y0, x1, y1 in entry["pred"]:
-            cv2.rectangle(img, (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h)), (0, 0, 230), 1)
-            cv2.putText(img, f"{cls}:{score:.2f}", (round(x0 * w), max(8, round(y0 * h) - 2)),
-                        cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 230), 1)
-        _, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        kinds = ", ".join(f"{k} {v}" for k, v in entry["errors"].items() if v)
-        legend = ", ".join(f"{k}={v}" for k, v in names.items())
-        figures.append(f"<figure>{_img_tag(jpg.tobytes(), entry['image'], 'image/jpeg')}<figcaption>"
-                       f"{_e(Path(entry['image']).name)}: {entry['missed']} missed, {entry['false_positives']} "
-                       f"false positives ({_e(kinds or 'none')}); classes {_e(legend)}</figcaption></figure>")
-    return ('<p class="note">green: ground truth, red: predictions at or above the confidence threshold</p>'
+        jpg, hidden = _gallery_image(img, entry, names)
+        more = (f"; {hidden} FP not drawn (a lower-scoring box on an object already drawn, or beyond the "
+                f"{MAX_DRAWN_FP} highest-scoring background FPs)" if hidden else "")
+        kinds = ", ".join(f"{k} {v}" for k, v in entry["errors"].items() if v and k != "missed")
+        figures.append(f"<figure>{_img_tag(jpg, entry['image'], 'image/jpeg', 'gallery')}<figcaption><b>{label}</b>: "
+                       f"{_e(_caption(entry))}{_e(more)}. FP kinds: {_e(kinds or 'none')}</figcaption></figure>")
+    legend = "".join(f'<span><i style="border-color:rgb{c}"></i>{k}</span>' for k, c in PALETTE.items())
+    return (f'<p class="legend">{legend}</p><p class="note">Boxes at the operating point; labels name the class '
+            "and, for predictions, the score. An object found is shown by its true-positive box.</p>"
             f'<div class="gallery">{"".join(figures)}</div>')
+
+
+# --------------------------------------------------------------------------------------------- training
+def _panel(epochs: list[int], series: dict[str, list], title: str, ylabel: str, ylim=None, log: bool = False) -> str:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(3.6, 2.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    for label, values in series.items():
+        ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", ms=3, label=label)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    if log:
+        ax.set_yscale("log")
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return _img_tag(buf.getvalue(), title)
+
+
+def _training_panels(t: dict[str, Any]) -> str:
+    """One small panel per loss (train and val together), learning rate, mAP and clip rate."""
+    curves, epochs = t["curves"], t["epochs"]
+    panels = []
+    for loss in dict.fromkeys(k.split("/", 1)[1] for k in curves if k.startswith(("train/", "val/"))):
+        series = {s: curves[f"{s}/{loss}"] for s in ("train", "val") if f"{s}/{loss}" in curves}
+        panels.append(_panel(epochs, series, loss, "loss"))
+    lrs = {k.removeprefix("lr/"): v for k, v in curves.items() if k.startswith("lr/")}
+    if lrs:
+        panels.append(_panel(epochs, lrs, "learning rate", "lr"))
+    maps = {k.removeprefix("metrics/"): v for k, v in curves.items() if k.startswith("metrics/mAP")}
+    if maps:
+        panels.append(_panel(epochs, maps, "mAP (val, per epoch)", "mAP", (0, 1)))
+    if "grad/clip_rate" in curves:
+        panels.append(_panel(epochs, {"clip rate": curves["grad/clip_rate"]}, "gradient clip rate", "share of steps",
+                             (-0.05, 1.05)))
+    if "grad/total_norm" in curves:
+        panels.append(_panel(epochs, {"pre-clip norm": curves["grad/total_norm"]}, "pre-clip gradient norm",
+                             "L2 norm", log=True))
+    text = ('<p class="note">The clip rate is the share of an epoch\'s optimizer steps whose total gradient norm '
+            "(the pre-clip norm: the L2 norm of all gradients before clipping) was above the clipping limit and was "
+            "scaled down to it: 1.0 means every step was rescaled, by the pre-clip norm divided by the limit.</p>"
+            if "grad/clip_rate" in curves else "")
+    return f'<div class="panels">{"".join(panels)}</div>{text}'
+
+
+def _alerts(t: dict[str, Any]) -> str:
+    """Alerts grouped by (kind, layer) with count, first and last step; every alert in a collapsible list."""
+    alerts = t.get("alerts") or []
+    counts = t.get("alert_counts") or {}
+    parts = [f"<p>Gradient alerts: {_e(', '.join(f'{k} {v}' for k, v in counts.items()) or 'none')}</p>"]
+    if not alerts:
+        return parts[0]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for a in alerts:
+        groups.setdefault((a["kind"], f"{a.get('layer')} {a.get('module') or ''}".strip()), []).append(a)
+    severity = {"nonfinite": 0, "exploding": 1, "vanishing": 2, "dead": 3}
+    rows = [[_e(kind), _e(layer), _num(len(g)), _num(min(a["step"] for a in g)), _num(max(a["step"] for a in g))]
+            for (kind, layer), g in sorted(groups.items(), key=lambda kv: (severity.get(kv[0][0], 9), -len(kv[1])))]
+    parts.append(_table(["kind", "layer", "alerts", "first step", "last step"], rows, left=2))
+    full = _table(["step", "kind", "layer", "message"], [
+        [_num(a["step"]), _e(a["kind"]), _e(f"{a.get('layer')} {a.get('module') or ''}"), _e(a.get("message", ""))]
+        for a in alerts], left=4)
+    parts.append(f"<details><summary>All {len(alerts)} alerts, in step order</summary>{full}</details>")
+    return "\n".join(parts)
+
+
+def _gradients(t: dict[str, Any], roots: Sequence[Path]) -> str:
+    """The gradient view drawn from the run's CSV files, when the run directory is one the page may read."""
+    from gradkit.report.gradients import gradient_view
+
+    run_dir = Path(t["run_dir"]).resolve()
+    if not any(run_dir.is_relative_to(r.resolve()) for r in roots):
+        return '<p class="note">Gradient view not drawn: the run directory is not the report\'s.</p>'
+    try:
+        png = gradient_view(run_dir, t.get("alerts") or [])
+    except (ValueError, KeyError, TypeError) as e:
+        return f'<p class="note">Gradient view not drawn: gradients.csv / gradient_steps.csv unreadable ({_e(e)}).</p>'
+    # a wide figure: on a phone it scrolls inside its box instead of shrinking to unreadable text
+    return (f'<div class="scroll">{_img_tag(png, "gradient norms per layer and step", cls="wideplot")}</div>'
+            if png else "")
+
+
+# ------------------------------------------------------------------------------------------------- pages
+def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
+    h = r["headline"]
+    k = r.get("inspection")
+    parts = [f"<h1>{_e(_title(r))}</h1>", f'<p class="verdict" id="verdict">{_e(verdict(r))}</p>']
+    warns = warnings(r)
+    if warns:
+        parts.append('<div class="warn" id="warnings"><b>Warnings</b><ul>' + "".join(f"<li>{_e(w)}</li>" for w in warns)
+                     + "</ul></div>")
+    if k:
+        parts += ["<h2>Inspection at the operating point</h2>", _inspection(k)]
+    parts += ["<h2>Run settings</h2>", _settings(r), "<h2>Ranking quality (all confidences)</h2>",
+              '<div class="cards">' + "".join(f'<div class="card">{_e(x)}<b>{_num(h.get(x))}</b></div>'
+                                              for x in ("mAP50", "mAP50-95")) + "</div>"]
+    rows = [[_e(c["name"]), _num(c["instances"]), _num(c["images"]), _num(c["AP50"]), _num(c["AP50-95"]),
+             _num(c["precision"]), _num(c["recall"])] for c in r["per_class"]]
+    parts.append(_table(["class", "instances", "images", "AP50", "AP50-95", "P (Ultralytics)", "R (Ultralytics)"],
+                        rows))
+    parts.append(f'<p class="note">AP sweeps every confidence. Ultralytics\' P and R (headline P '
+                 f"{_num(h.get('precision'))}, R {_num(h.get('recall'))}) are read at the one confidence that "
+                 "maximises its mean F1 over classes, not at the operating point above.</p>")
+    if r["classes_absent"]:
+        parts.append(f'<p class="note">Absent from this split (n/a, not the mean that Ultralytics\' '
+                     f'<code>maps</code> would fill in): {_e(", ".join(r["classes_absent"]))}</p>')
+    coco = r["coco"]["metrics"]
+    if coco:
+        parts.append("<h2>COCO metrics (faster-coco-eval, all confidences)</h2>")
+        parts.append(_table(["metric", "COCO", "Ultralytics"], [
+            ["AP (50-95)", _num(coco.get("AP")), _num(h.get("mAP50-95"))],
+            ["AP50", _num(coco.get("AP50")), _num(h.get("mAP50"))], ["AP75", _num(coco.get("AP75")), ""],
+            ["AR@100", _num(coco.get("AR100")), ""],
+            ["APs / APm / APl", f'{_num(coco.get("APs"))} / {_num(coco.get("APm"))} / {_num(coco.get("APl"))}', ""]]))
+        parts.append(f'<p class="note">{_e(r["coco"]["note"])} APs/m/l use absolute COCO areas on a 1000 px '
+                     "canvas; the relative buckets below are the defect-aware alternative.</p>")
+    names = r["class_names"]
+    sb = r["size_buckets"]
+    if sb.get("by_relative_area"):
+        parts.append("<h2>Defect-aware size buckets (all confidences)</h2><p>By box area relative to the image "
+                     "(recall@0.5: share of objects found by any detection with confidence ≥ 0.001 — not the "
+                     "operating point; the verdict's misses are at the operating point):</p>")
+        parts.append(_bucket_table(sb["by_relative_area"], names))
+        parts.append("<p>By elongation (long side / short side; &gt; 5 is scratch- or weld-like):</p>")
+        parts.append(_bucket_table(sb["by_elongation"], names))
+    err = r["errors"]
+    op = _operating_point(k) if k else f"confidence ≥ {_md_num(err.get('conf_threshold'), 2)}"
+    parts.append("<h2>Error analysis (TIDE-style) at the operating point</h2>")
+    parts.append(f'<p class="note">{_e(op)}</p>')
+    parts.append(_table(["kind", "count"], [[_e(x), _num(v)] for x, v in err["counts"].items()]))
+    parts.append('<p class="note">classification: right box, wrong class; localization: right class, '
+                 "0.1 &le; IoU &lt; 0.5; both: wrong class and poor box; duplicate: a second detection of a "
+                 "found object; background: IoU &lt; 0.1 with every object (separately on defect-free "
+                 "images); missed: objects without a true-positive detection.</p>")
+    parts.append("<h2>Worst images (at the operating point)</h2>" + _gallery(r, roots))
+    if r.get("confusion_matrix"):
+        cm = r["confusion_matrix"]
+        labels = [*names.values(), "background"]
+        rows = [[_e(labels[i]) if i < len(labels) else "", *[_num(int(v)) for v in row]] for i, row in enumerate(cm)]
+        parts.append("<h3>Confusion matrix (rows: predicted, columns: true)</h3><p class=\"note\">Ultralytics' "
+                     "matrix at its own thresholds (confidence 0.25, IoU 0.45), not the operating point; its "
+                     "background column counts detections matching no object.</p>")
+        parts.append(_table(["predicted \\ true", *labels], rows))
+    plots = r.get("plots") or {}
+    if plots:
+        parts.append('<h3>Ultralytics curves (every confidence)</h3><div class="panels wide">' + "".join(
+            _file_img(plots.get(x), f"{x} curve", roots) for x in ("PR", "F1")) + "</div>")
+    t = r.get("training")
+    if t:
+        parts += ["<h2>Training</h2>", _training_panels(t), "<h3>Gradients</h3>", _alerts(t),
+                  _gradients(t, roots)]
+    if r.get("plugin_config"):
+        parts.append("<details><summary>gradkit configuration</summary><pre>"
+                     + _e(json.dumps(r["plugin_config"], indent=2)) + "</pre></details>")
+    return "\n".join(parts)
 
 
 def _bucket_table(buckets: dict[str, Any], names: dict[str, str]) -> str:
@@ -135,140 +514,180 @@ def _bucket_table(buckets: dict[str, Any], names: dict[str, str]) -> str:
     return _table(headers, rows)
 
 
-def _evaluation_body(r: dict[str, Any]) -> str:
-    h = r["headline"]
-    parts = [f"<h1>Detection report: {_e(Path(str(r['model'])).name)} on {_e(r['split'])}</h1>",
-             '<div class="cards">' + "".join(f'<div class="card">{_e(k)}<b>{_num(h.get(k))}</b></div>'
-                                             for k in ("mAP50", "mAP50-95", "precision", "recall")) + "</div>",
-             _table(None, [[_e(k), _e(v)] for k, v in (
-                 ("model", r["model"]), ("data", r["data"]), ("split", r["split"]), ("images", r["images"]),
-                 ("defect-free images", r["defect_free_images"]), ("instances", r["instances"]),
-                 ("seed", (r.get("training") or {}).get("seed")),
-                 ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items())))], left=2)]
-    parts.append("<h2>Per class</h2>")
-    rows = [[_e(c["name"]), _num(c["instances"]), _num(c["images"]), _num(c["precision"]), _num(c["recall"]),
-             _num(c["AP50"]), _num(c["AP50-95"])] for c in r["per_class"]]
-    parts.append(_table(["class", "instances", "images", "P", "R", "AP50", "AP50-95"], rows))
-    if r["classes_absent"]:
-        parts.append(f'<p class="note">Absent from this split (n/a, not the mean that Ultralytics\' '
-                     f'<code>maps</code> would fill in): {_e(", ".join(r["classes_absent"]))}</p>')
-    coco = r["coco"]["metrics"]
-    if coco:
-        parts.append("<h2>COCO metrics (faster-coco-eval)</h2>")
-        parts.append(_table(["metric", "COCO", "Ultralytics"], [
-            ["AP (50-95)", _num(coco.get("AP")), _num(h.get("mAP50-95"))], ["AP50", _num(coco.get("AP50")),
-                                                                          _num(h.get("mAP50"))],
-            ["AP75", _num(coco.get("AP75")), ""], ["AR@100", _num(coco.get("AR100")), ""],
-            ["APs / APm / APl", f'{_num(coco.get("APs"))} / {_num(coco.get("APm"))} / {_num(coco.get("APl"))}', ""]]))
-        parts.append(f'<p class="note">{_e(r["coco"]["note"])} APs/m/l use COCO\'s '
-                     "absolute areas (32² and 96² pixels) of the original images; the relative buckets below are "
-                     "the defect-aware alternative.</p>")
-    names = r["class_names"]
-    sb = r["size_buckets"]
-    if sb.get("by_relative_area"):
-        parts.append("<h2>Defect-aware size buckets</h2><p>By box area relative to the image:</p>")
-        parts.append(_bucket_table(sb["by_relative_area"], names))
-        parts.append("<p>By elongation (long side / short side; &gt; 5 is scratch- or weld-like):</p>")
-        parts.append(_bucket_table(sb["by_elongation"], names))
-    err = r["errors"]
-    parts.append(f"<h2>Error analysis (TIDE-style, confidence &ge; {_num(err['conf_threshold'], 2)})</h2>")
-    parts.append(_table(["kind", "count"], [[_e(k), _num(v)] for k, v in err["counts"].items()]))
-    parts.append('<p class="note">classification: right box, wrong class; localization: right class, '
-                 "0.1 &le; IoU &lt; 0.5; both: wrong class and poor box; duplicate: a second detection of a "
-                 "found object; background: IoU &lt; 0.1 with every object (separately on defect-free "
-                 "images); missed: objects without a true-positive detection.</p>")
-    if r.get("confusion_matrix"):
-        cm = r["confusion_matrix"]
-        labels = [*names.values(), "background"]
-        rows = [[_e(labels[i]), *[_num(int(v)) for v in row]] for i, row in enumerate(cm)]
-        parts.append("<h3>Confusion matrix (rows: predicted, columns: true)</h3><p class=\"note\">Ultralytics' "
-                     "matrix, counted at its own confidence and IoU thresholds: the background column counts "
-                     "low-confidence detections too.</p>")
-        parts.append(_table(["predicted \\ true", *labels], rows))
-    plots = r.get("plots") or {}
-    if plots:
-        parts.append("<h3>Curves</h3>" + "".join(_file_img(plots.get(k), k) for k in ("PR", "F1")))
-    parts.append("<h2>Worst images</h2>" + _gallery(r))
-    t = r.get("training")
-    if t:
-        parts.append("<h2>Training</h2>" + _training_plot(t))
-        counts = t["alert_counts"]
-        parts.append(f"<p>Gradient alerts: {_e(', '.join(f'{k} {v}' for k, v in counts.items()))}</p>")
-        if t["alerts"]:
-            parts.append(_table(["step", "kind", "layer", "message"], [
-                [_num(a["step"]), _e(a["kind"]), _e(f"{a['layer']} {a['module']}"), _e(a["message"])]
-                for a in t["alerts"][:50]], left=4))
-        parts.append(_file_img(t.get("heatmap"), "gradient heatmap"))
-    if r.get("plugin_config"):
-        parts.append("<h2>gradkit configuration</h2><pre>" + _e(json.dumps(r["plugin_config"], indent=2)) + "</pre>")
-    return "\n".join(parts)
+def _winner_cells(row: dict[str, Any], labels: list[str], fmt) -> list:
+    best = row["best"]
+    winners = set(best.removeprefix("tie: ").split(", ")) if best != "n/a" else set()
+    return [(fmt(v), "win") if lab in winners and len(labels) > 1 else fmt(v)
+            for v, lab in zip(row["values"], labels, strict=True)]
+
+
+def _delta_cells(row: dict[str, Any], pct: bool = False) -> list[str]:
+    higher = row.get("higher_is_better", True)
+    out = []
+    for d in (row.get("delta_vs_first") or [])[1:]:
+        if d is None:
+            out.append(_num(None))
+            continue
+        cls = "" if d == 0 else ("good" if (d > 0) == higher else "bad")
+        out.append(f'<span class="{cls}">{100 * d:+.1f} pt</span>' if pct else f'<span class="{cls}">{d:+.3f}</span>')
+    return out
+
+
+def _metric_table(rows: dict[str, dict], labels: list[str], pct: bool = False) -> str:
+    """``pct``: rates (keys ending in ``_rate``) as percentages, deltas in points."""
+    body = []
+    for m, row in rows.items():
+        as_pct = pct and m.endswith("_rate")
+        body.append([_e(m), *_winner_cells(row, labels, _pct if as_pct else _num), *_delta_cells(row, as_pct),
+                     _e(row["best"])])
+    return _table(["metric", *labels, *[f"Δ {x} vs {labels[0]}" for x in labels[1:]], "best"], body)
+
+
+def _overlaid_curves(r: dict[str, Any]) -> str:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from gradkit.report.compare import CURVES
+
+    panels = []
+    for c in CURVES:
+        series = {lab: v for lab, v in r["curves"].items() if v.get(c)}
+        if not series:
+            continue
+        fig = Figure(figsize=(3.6, 2.5), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        for lab, v in series.items():
+            ax.plot(v["epochs"], [np.nan if x is None else x for x in v[c]], marker="o", ms=3, label=lab)
+        ax.set_title(c, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("mAP" if "mAP" in c else "loss")
+        ax.legend(fontsize=7)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        panels.append(_img_tag(buf.getvalue(), c))
+    return f'<h2>Training curves</h2><div class="panels">{"".join(panels)}</div>' if panels else ""
 
 
 def _comparison_body(r: dict[str, Any]) -> str:
     runs = r["runs"]
-    parts = ["<h1>Run comparison</h1>",
-             _table(["run", "model", "data", "split"], [[_e(x["label"]), _e(x["model"]), _e(x["data"]),
-                                                         _e(x["split"])] for x in runs], left=4),
-             "<h2>Headline</h2>"]
-    rows = []
-    for metric, row in r["headline"].items():
-        cells = [_num(v) for v in row["values"]]
-        deltas = [_num(d) if d is None else f'<span class="{"good" if d > 0 else "bad" if d < 0 else ""}">'
-                  f"{d:+.3f}</span>" for d in row["delta_vs_first"]]
-        rows.append([_e(metric), *cells, *deltas[1:], _e(row["best"])])
     labels = [x["label"] for x in runs]
-    parts.append(_table(["metric", *labels, *[f"Δ {x}" for x in labels[1:]], "best"], rows))
-    parts.append("<h2>Per class AP50-95</h2>")
-    rows = []
-    for name, row in r["per_class"].items():
-        rows.append([_e(name), *[_num(v) for v in row["values"]], _e(row["best"])])
-    parts.append(_table(["class", *labels, "best"], rows))
+    parts = [f"<h1>Run comparison: {_e(' vs '.join(labels))}</h1>"]
+    insp = r.get("inspection") or {}
+    summary = [f"{len(runs)} runs. Best mAP50-95: {r['headline']['mAP50-95']['best']}."]
+    if insp.get("escape_rate"):
+        summary.append(f"Lowest escape rate: {insp['escape_rate']['best']}; lowest false-reject rate: "
+                       f"{insp['false_reject_rate']['best']} (each run at its own operating point).")
+    parts.append(f'<p class="verdict" id="verdict">{_e(" ".join(summary))}</p>')
+    if r.get("warnings"):
+        parts.append('<div class="warn" id="warnings"><b>Warnings</b><ul>'
+                     + "".join(f"<li>{_e(w)}</li>" for w in r["warnings"]) + "</ul></div>")
+    parts.append(_table(["run", "model", "data", "split", "operating thresholds"], [
+        [_e(x["label"]), _e(x["model"]), _e(x["data"]), _e(x["split"]),
+         _e(", ".join(f"{n} {t:.3f}" for n, t in (x.get("thresholds") or {}).items()) or "n/a")]
+        for x in runs], left=5))
+    diff = r.get("config_diff") or []
+    parts.append("<h2>What differs</h2>" + (_table(["setting", *labels], [
+        [_e(d["key"]), *[_e(json.dumps(v, default=str)) for v in d["values"]]] for d in diff], left=len(labels) + 1)
+        if diff else "<p>No setting differs (plugin configuration, yolo arguments, data, split).</p>"))
+    if r.get("settings_not_recorded"):
+        parts.append(f'<p class="note">No training settings recorded for {_e(", ".join(r["settings_not_recorded"]))} '
+                     "(a <code>gradkit val</code> report): only data and split are compared for it.</p>")
+    if insp:
+        parts += ['<h2>Inspection at each run\'s operating point</h2><p class="note" id="operating-point">'
+                  "Escape rate: defective images with no prediction at the threshold; false-reject rate: "
+                  "defect-free images with one; lower is better.</p>", _metric_table(insp, labels, pct=True)]
+    parts += ["<h2>Headline (Ultralytics)</h2>", _metric_table(r["headline"], labels)]
+    if r.get("coco"):
+        parts += ["<h2>COCO (faster-coco-eval)</h2>", _metric_table(r["coco"], labels)]
+    if r.get("gradients"):
+        parts += ["<h2>Gradients (lower is better)</h2>", _metric_table(r["gradients"], labels)]
+    parts += ["<h2>Per class AP50-95</h2>", _metric_table(r["per_class"], labels)]
+    if r.get("curves"):
+        parts.append(_overlaid_curves(r))
     return "\n".join(parts)
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """One self-contained page: inline CSS, images as data URIs, no scripts, no external fetch."""
-    body = _comparison_body(report) if report.get("kind") == "comparison" else _evaluation_body(report)
-    title = "gradkit comparison" if report.get("kind") == "comparison" else "gradkit report"
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+def render_html(report: dict[str, Any], roots: Sequence[Path] = ()) -> str:
+    """One self-contained page: inline CSS, images as data URIs, no scripts, no external fetch. Only image
+    files inside ``roots`` (the report's directory) are embedded."""
+    roots = [Path(x) for x in roots]
+    if report.get("kind") == "comparison":
+        body = _comparison_body(report)
+        title = "gradkit comparison: " + " vs ".join(x["label"] for x in report["runs"])
+    else:
+        body, title = _evaluation_body(report, roots), "gradkit report: " + _title(report)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
             f"<style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def _md_rows(rows: dict[str, dict], labels: list[str], pct: bool = False) -> list[str]:
+    lines = ["| metric | " + " | ".join(map(_md_text, labels)) + " | "
+             + " | ".join(f"Δ {_md_text(x)}" for x in labels[1:]) + " | best |", "|---" * (2 * len(labels) + 1) + "|"]
+    for m, row in rows.items():
+        as_pct = pct and m.endswith("_rate")
+        fmt = _pct if as_pct else _md_num
+        deltas = [("n/a" if d is None else f"{100 * d:+.1f} pt" if as_pct else f"{d:+.3f}")
+                  for d in (row.get("delta_vs_first") or [None] * len(labels))[1:]]
+        lines.append(f"| {_md_text(m)} | " + " | ".join(fmt(v) for v in row["values"]) + " | " + " | ".join(deltas)
+                     + f" | {_md_text(row['best'])} |")
+    return lines
+
+
+def _comparison_markdown(report: dict[str, Any]) -> str:
+    labels = [x["label"] for x in report["runs"]]
+    lines = ["# Run comparison", "", "| run | data | split |", "|---|---|---|"]
+    lines += [f"| {_md_text(x['label'])} | {_md_text(x['data'])} | {_md_text(x['split'])} |" for x in report["runs"]]
+    lines += [""] + [f"**Warning**: {_md_text(w)}" for w in report.get("warnings") or []]
+    if report.get("config_diff"):
+        lines += ["", "| setting | " + " | ".join(map(_md_text, labels)) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += [f"| {_md_text(d['key'])} | " + " | ".join(_md_text(json.dumps(v, default=str)) for v in d["values"])
+                  + " |" for d in report["config_diff"]]
+    for title, key, pct in (("Inspection", "inspection", True), ("Headline", "headline", False),
+                            ("COCO", "coco", False), ("Gradients", "gradients", False),
+                            ("Per class AP50-95", "per_class", False)):
+        if report.get(key):
+            lines += ["", f"## {title}", "", *_md_rows(report[key], labels, pct)]
+    return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """A Markdown summary for pull requests and wikis."""
-    lines: list[str] = []
     if report.get("kind") == "comparison":
-        labels = [x["label"] for x in report["runs"]]
-        lines += ["# Run comparison", "", "| metric | " + " | ".join(map(_md_text, labels)) + " | best |",
-                  "|---" * (len(labels) + 2) + "|"]
-        for metric, row in report["headline"].items():
-            lines.append(f"| {metric} | " + " | ".join(_md_num(v) for v in row["values"])
-                         + f" | {_md_text(row['best'])} |")
-        lines += ["", "| class AP50-95 | " + " | ".join(map(_md_text, labels)) + " | best |",
-                  "|---" * (len(labels) + 2) + "|"]
-        for name, row in report["per_class"].items():
-            lines.append(f"| {_md_text(name)} | " + " | ".join(_md_num(v) for v in row["values"])
-                         + f" | {_md_text(row['best'])} |")
-        return "\n".join(lines) + "\n"
+        return _comparison_markdown(report)
     h = report["headline"]
-    lines += [f"# Detection report: {_md_text(Path(str(report['model'])).name)} on {_md_text(report['split'])}", "",
-              f"**mAP50 {_md_num(h['mAP50'])}**, mAP50-95 {_md_num(h['mAP50-95'])}, precision "
-              f"{_md_num(h['precision'])}, recall {_md_num(h['recall'])} — {report['images']} images, "
-              f"{report['instances']} instances, {report['defect_free_images']} defect-free images.", "",
+    lines = [f"# {_md_text(_title(report))}", "", _md_text(verdict(report)), ""]
+    lines += [f"- **Warning**: {_md_text(w)}" for w in warnings(report)]
+    k = report.get("inspection")
+    if k:
+        lines += ["", f"Operating point: {_md_text(_operating_point(k))}", "",
+                  "| class | threshold | objects | TP | FP | FN | P | R | F1 |", "|---" * 9 + "|"]
+        lines += [f"| {_md_text(c['name'])} | {c['threshold']:.3f} | {c['objects']} | {c['tp']} | {c['fp']} | "
+                  f"{c['fn']} | {_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['f1'])} |"
+                  for c in k["per_class"]]
+    lines += ["", f"**mAP50 {_md_num(h.get('mAP50'))}**, mAP50-95 {_md_num(h.get('mAP50-95'))} (all confidences); "
+              f"Ultralytics' P {_md_num(h.get('precision'))}, R {_md_num(h.get('recall'))} at its max-mean-F1 "
+              f"confidence — {report['images']} images, {report['instances']} instances, "
+              f"{report['defect_free_images']} defect-free images.", "",
               "| class | instances | images | P | R | AP50 | AP50-95 |", "|---|---|---|---|---|---|---|"]
     for c in report["per_class"]:
-        lines.append(f"| {_md_text(c['name'])} | {c['instances']} | {c['images']} | {_md_num(c['precision'])} | "
-                     f"{_md_num(c['recall'])} | {_md_num(c['AP50'])} | {_md_num(c['AP50-95'])} |")
+        lines.append(f"| {_md_text(c['name'])} | {_md_num(c['instances'])} | {_md_num(c['images'])} | "
+                     f"{_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['AP50'])} | "
+                     f"{_md_num(c['AP50-95'])} |")
     coco = report["coco"]["metrics"]
     if coco:
-        lines += ["", "COCO (faster-coco-eval): " + ", ".join(f"{k} {_md_num(v)}" for k, v in coco.items())]
+        lines += ["", "COCO (faster-coco-eval): " + ", ".join(f"{_md_text(x)} {_md_num(v)}" for x, v in coco.items())]
     area = report["size_buckets"].get("by_relative_area") or {}
     if area:
-        lines += ["", "| relative area | objects | AP50-95 | AP50 | recall@0.5 |", "|---|---|---|---|---|"]
-        lines += [f"| {b} | {v['gt']} | {_md_num(v['AP'])} | {_md_num(v['AP50'])} | {_md_num(v['recall'])} |"
-                  for b, v in area.items()]
-    lines += ["", "Errors: " + ", ".join(f"{k} {v}" for k, v in report["errors"]["counts"].items())]
+        lines += ["", "| relative area | objects | AP50-95 | AP50 | recall@0.5 (conf ≥ 0.001) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {_md_text(b)} | {_md_num(v['gt'])} | {_md_num(v['AP'])} | {_md_num(v['AP50'])} | "
+                  f"{_md_num(v['recall'])} |" for b, v in area.items()]
+    lines += ["", "Errors at the operating point: " + ", ".join(f"{_md_text(x)} {_md_num(v)}"
+                                                                 for x, v in report["errors"]["counts"].items())]
     t = report.get("training")
     if t:
-        lines += ["", "Gradient alerts: " + ", ".join(f"{k} {v}" for k, v in t["alert_counts"].items())]
+        lines += ["", "Gradient alerts: " + ", ".join(f"{_md_text(x)} {_md_num(v)}"
+                                                      for x, v in t["alert_counts"].items())]
     return "\n".join(lines) + "\n"

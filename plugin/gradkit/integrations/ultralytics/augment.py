@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,14 @@ from gradkit.config import GradkitConfig
 from gradkit.integrations.ultralytics.seams import albumentations_stage_index
 from gradkit.integrations.ultralytics.version import check_ultralytics_version
 
-__all__ = ["AlbumentationsStage", "CopyPasteStage", "install_augmentation", "preview_augmentation"]
+__all__ = ["CLASS_COLOURS", "AlbumentationsStage", "CopyPasteStage", "compose_preview", "describe_augmentation",
+           "install_augmentation", "preview_augmentation"]
+
+#: Okabe-Ito colours (BGR), one per class, cycled: colour-blind safe.
+CLASS_COLOURS = [(0, 159, 230), (233, 180, 86), (115, 158, 0), (66, 228, 240), (178, 114, 0), (0, 94, 213),
+                 (167, 121, 204)]
+PREVIEW_TILE_PX = 256  # tiles smaller than this are upscaled (nearest-neighbour) to stay legible
+PREVIEW_GAP_PX = 6
 
 
 class AlbumentationsStage:
@@ -143,6 +151,118 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     dataset.build_transforms = build_transforms
     dataset.transforms = build_transforms(copy(hyp))
     dataset._gradkit_augment = aug_cfg
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info(f"gradkit: training augmentation: {describe_augmentation(aug_cfg)}")
+
+
+def _transform_name(t: Any) -> str:
+    if isinstance(t, dict):
+        inner = t.get("transform", t)
+        name = inner.get("__class_fullname__") if isinstance(inner, dict) else None
+        return str(name).rsplit(".", 1)[-1] if name else "transform"
+    return str(t)
+
+
+def describe_augmentation(aug_cfg) -> str:
+    """The active augmentation in one line: preset, transforms, copy-paste p, Ultralytics hyp."""
+    parts = [f"preset {aug_cfg.preset}" if aug_cfg.preset != "none" else "Ultralytics' stock Albumentations stage"]
+    if isinstance(aug_cfg.transforms, str):
+        parts.append(f"transforms from {aug_cfg.transforms}")
+    elif aug_cfg.transforms:
+        parts.append("transforms " + ", ".join(_transform_name(t) for t in aug_cfg.transforms))
+    if aug_cfg.copy_paste.p > 0:
+        parts.append(f"copy-paste p={aug_cfg.copy_paste.p:g} (at most {aug_cfg.copy_paste.max_per_image} per image)")
+    if aug_cfg.ultralytics:
+        parts.append("Ultralytics hyp " + ", ".join(f"{k}={v:g}" for k, v in aug_cfg.ultralytics.items()))
+    return "; ".join(parts)
+
+
+def _wrap(text: str, width_px: int, font, scale: float) -> list[str]:
+    import cv2
+
+    lines, line = [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, font, scale, 1)[0][0] > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return [*lines, line] if line else lines
+
+
+def _text_band(lines: list[str], width: int, font, scale: float, line_px: int) -> np.ndarray:
+    import cv2
+
+    band = np.full((line_px * len(lines) + 8, width, 3), 255, np.uint8)
+    for k, text in enumerate(lines):
+        cv2.putText(band, text, (8, 4 + line_px * (k + 1) - 6), font, scale, (30, 30, 30), 1, cv2.LINE_AA)
+    return band
+
+
+def _legend(names: dict[int, str], width: int) -> np.ndarray:
+    """Class colour swatches and names, wrapped over as many rows as needed."""
+    import cv2
+
+    font, scale, row_px = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 24
+    items = [(CLASS_COLOURS[c % len(CLASS_COLOURS)], str(n)) for c, n in sorted(names.items())]
+    rows, x, row = [[]], 8, 0
+    for colour, name in items:
+        w = 22 + cv2.getTextSize(name, font, scale, 1)[0][0] + 16
+        if x + w > width and rows[-1]:
+            rows.append([])
+            x = 8
+        rows[-1].append((x, colour, name))
+        x += w
+    band = np.full((row_px * len(rows) + 6, width, 3), 255, np.uint8)
+    for row, entries in enumerate(rows):
+        y = 4 + row * row_px
+        for x0, colour, name in entries:
+            cv2.rectangle(band, (x0, y + 4), (x0 + 16, y + 18), colour, -1)
+            cv2.putText(band, name, (x0 + 22, y + 17), font, scale, (30, 30, 30), 1, cv2.LINE_AA)
+    return band
+
+
+def compose_preview(tiles: list[np.ndarray], boxes: list[list[tuple[int, float, float, float, float]]],
+                    names: dict[int, str], title: str) -> np.ndarray:
+    """The preview sheet: a title naming the pipeline, tiles separated by white gaps with a dark outline, boxes
+    in per-class colours labelled inside their tile, and a class legend. ``boxes`` per tile: (class, x0, y0, x1,
+    y1) normalised."""
+    import math
+
+    import cv2
+
+    from gradkit.report.render import draw_label
+
+    size = max(max(t.shape[:2]) for t in tiles)
+    f = max(1, math.ceil(PREVIEW_TILE_PX / size))
+    drawn = []
+    for tile, tile_boxes in zip(tiles, boxes, strict=True):
+        t = cv2.resize(tile, (tile.shape[1] * f, tile.shape[0] * f), interpolation=cv2.INTER_NEAREST)
+        h, w = t.shape[:2]
+        labels = []
+        for c, x0, y0, x1, y1 in tile_boxes:
+            colour = CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
+            p0 = (round(x0 * w), round(y0 * h))
+            cv2.rectangle(t, p0, (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1)), colour, 2)
+            labels.append((names.get(int(c), str(int(c))), p0, colour))
+        for text, (x, y), colour in labels:
+            draw_label(t, str(text), x, y, colour)
+        cv2.rectangle(t, (0, 0), (w - 1, h - 1), (60, 60, 60), 1)
+        drawn.append(t)
+    cols = math.ceil(math.sqrt(len(drawn)))
+    rows = math.ceil(len(drawn) / cols)
+    th, tw = drawn[0].shape[:2]
+    g = PREVIEW_GAP_PX
+    grid = np.full((rows * (th + g) + g, cols * (tw + g) + g, 3), 255, np.uint8)
+    for k, t in enumerate(drawn):
+        r, c = divmod(k, cols)
+        grid[g + r * (th + g):g + r * (th + g) + min(th, t.shape[0]),
+             g + c * (tw + g):g + c * (tw + g) + min(tw, t.shape[1])] = t[:th, :tw]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    header = _text_band(_wrap(title, grid.shape[1] - 16, font, 0.55), grid.shape[1], font, 0.55, 22)
+    return np.concatenate([header, grid, _legend(names, grid.shape[1])], 0)
 
 
 @contextmanager
@@ -171,7 +291,6 @@ def preview_augmentation(data_yaml: str, cfg: GradkitConfig, n: int = 16, out: s
 
 
 def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz: int, seed: int) -> Path:
-    import math
     import random
 
     import cv2
@@ -185,27 +304,18 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")
     if cfg.augment.active:
         install_augmentation(dataset, cfg.augment, args)
-    tiles = []
-    names = data["names"]
+    tiles, boxes = [], []
+    names = {int(k): str(v) for k, v in data["names"].items()}
     for i in random.Random(seed).sample(range(len(dataset)), min(n, len(dataset))):
         with _seeded_globals(seed + i):  # Ultralytics' transforms draw from the global generators
             item = dataset[i]
-        img = np.ascontiguousarray(item["img"].numpy().transpose(1, 2, 0)[..., ::-1])  # RGB CHW -> BGR HWC
-        h, w = img.shape[:2]
-        for c, (x, y, bw, bh) in zip(item["cls"].reshape(-1).tolist(), item["bboxes"].tolist(), strict=True):
-            p0 = (round((x - bw / 2) * w), round((y - bh / 2) * h))
-            p1 = (round((x + bw / 2) * w), round((y + bh / 2) * h))
-            cv2.rectangle(img, p0, p1, (0, 0, 255), 1)
-            cv2.putText(img, str(names[int(c)]), (p0[0], max(8, p0[1] - 2)), cv2.FONT_HERSHEY_PLAIN, 0.8,
-                        (0, 0, 255), 1)
-        tiles.append(img)
-    cols = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    th, tw = tiles[0].shape[:2]
-    grid = np.full((rows * th, cols * tw, 3), 114, np.uint8)
-    for k, t in enumerate(tiles):
-        r, c = divmod(k, cols)
-        grid[r * th:(r + 1) * th, c * tw:c * tw + t.shape[1]] = t[:th, :tw]
+        tiles.append(np.ascontiguousarray(item["img"].numpy().transpose(1, 2, 0)[..., ::-1]))  # RGB CHW -> BGR HWC
+        boxes.append([(int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2) for c, (x, y, bw, bh)
+                      in zip(item["cls"].reshape(-1).tolist(), item["bboxes"].tolist(), strict=True)])
+    pipeline = describe_augmentation(cfg.augment) if cfg.augment.active else "Ultralytics' stock training pipeline"
+    title = (f"gradkit augment: {pipeline}, at the Albumentations stage of Ultralytics' training pipeline; "
+             f"{len(tiles)} training samples of {Path(str(data_yaml)).name}, imgsz {imgsz}, seed {seed}")
+    grid = compose_preview(tiles, boxes, names, title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), grid)

@@ -1,0 +1,193 @@
+"""Inspection KPIs at one operating point: what a factory asks of a defect detector.
+
+A part (image) is rejected when any prediction reaches its class's confidence threshold. At that
+operating point: the escape rate (defective images not rejected: a defective part shipped), the
+false-reject rate (defect-free images rejected: a good part scrapped), false positives per image and
+per-class precision, recall and F1. The threshold of a class is the confidence that maximises its
+F1 on the evaluated split, or one user-given confidence (``report.conf``) for every class.
+
+Predictions are matched to objects greedily in descending score (IoU >= 0.5, same class, each object
+once), the rule of the error analysis; greedy matching in score order makes the matches above any
+threshold the same as matching only the predictions above it, so one matching serves every threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gradkit.report.coco import AREA_BUCKETS, Box, Boxes
+
+__all__ = ["MATCH_IOU", "NEVER_FIRES", "Matching", "OperatingPoint", "inspection_kpis", "max_f1_thresholds",
+           "threshold_array"]
+
+MATCH_IOU = 0.5
+#: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split).
+NEVER_FIRES = 1.0
+
+
+class Matching:
+    """Greedy matching of the predictions in ``keep`` (all when None): ``pred_tp[i]`` and, per object, the score
+    of the prediction that found it (``gt_score[j]``, -inf when none did). Predictions outside ``keep`` are
+    unmatched; ``keep`` is meant to be the predictions above a threshold, for which the matching is the same
+    as matching every prediction."""
+
+    def __init__(self, gts: Boxes, preds: Boxes, keep: np.ndarray | None = None, iou: float = MATCH_IOU):
+        self.gts, self.preds = gts, preds
+        self.pred_tp = np.zeros(len(preds), bool)
+        self.gt_score = np.full(len(gts), -np.inf)
+        sub = np.arange(len(preds)) if keep is None else np.flatnonzero(keep)
+        p_idx, g_idx, ious = _same_class_pairs(gts, preds[sub])
+        close = ious >= iou
+        p_idx, g_idx, ious = sub[p_idx[close]], g_idx[close], ious[close]
+        score = np.nan_to_num(preds.score[p_idx], nan=-np.inf)
+        order = np.lexsort((-ious, p_idx, -score))  # by descending score, per prediction by descending IoU
+        used: set[int] = set()
+        last = -1
+        for p, g in zip(p_idx[order].tolist(), g_idx[order].tolist(), strict=True):
+            if p == last or g in used:  # this prediction already matched, or the object is taken
+                continue
+            used.add(g)
+            last = p
+            self.pred_tp[p] = True
+            self.gt_score[g] = preds.score[p]
+
+
+def _same_class_pairs(gts: Boxes, preds: Boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (prediction, object) pair on the same image with the same class, and its IoU."""
+    n_cls = int(max(gts.cls.max(initial=0), preds.cls.max(initial=0))) + 1
+    g_key = gts.image * n_cls + gts.cls
+    g_order = np.argsort(g_key, kind="stable")
+    p_key = preds.image * n_cls + preds.cls
+    lo, hi = np.searchsorted(g_key[g_order], p_key, "left"), np.searchsorted(g_key[g_order], p_key, "right")
+    counts = hi - lo
+    p_idx = np.repeat(np.arange(len(preds)), counts)
+    starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+    g_idx = g_order[starts + np.arange(counts.sum())]
+    ix0, iy0 = np.maximum(preds.x0[p_idx], gts.x0[g_idx]), np.maximum(preds.y0[p_idx], gts.y0[g_idx])
+    ix1, iy1 = np.minimum(preds.x1[p_idx], gts.x1[g_idx]), np.minimum(preds.y1[p_idx], gts.y1[g_idx])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_p = (preds.x1 - preds.x0)[p_idx] * (preds.y1 - preds.y0)[p_idx]
+    area_g = (gts.x1 - gts.x0)[g_idx] * (gts.y1 - gts.y0)[g_idx]
+    union = area_p + area_g - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return p_idx, g_idx, iou
+
+
+def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> float:
+    """The confidence that maximises F1 for one class's objects ``gts`` and predictions ``preds[ranked_idx]``
+    (in descending score); the highest such confidence on ties.
+
+    Only a prefix of the ranking is matched: the top k, grown until no larger k can beat the best F1 found
+    (F1 at k predictions is at most 2 n / (k + n) for n objects). A validation at conf 0.001 has ~100
+    predictions per image, most of them far below any useful threshold.
+    """
+    n = len(gts)
+    if n == 0 or len(ranked_idx) == 0:
+        return NEVER_FIRES
+    ranked = np.nan_to_num(preds.score[ranked_idx], nan=-np.inf)
+    k = min(len(ranked), max(64, 4 * n))
+    while True:
+        k = int(np.searchsorted(-ranked, -ranked[k - 1], side="right"))  # a threshold keeps a whole tie group
+        ctp = np.cumsum(Matching(gts, preds[ranked_idx[:k]]).pred_tp)
+        ends = np.flatnonzero(np.r_[ranked[1:k] != ranked[:k - 1], True])
+        f1 = 2 * ctp[ends] / (ends + 1 + n)
+        if k == len(ranked) or f1.max() >= 2 * n / (k + 1 + n):
+            break
+        k = min(len(ranked), 4 * k)
+    return NEVER_FIRES if ctp[-1] == 0 else float(ranked[ends[int(np.argmax(f1))]])
+
+
+def max_f1_thresholds(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, float]:
+    """Per class, the confidence that maximises F1 (the highest such confidence on ties); NEVER_FIRES for a class
+    without objects or without any true positive."""
+    score = np.nan_to_num(preds.score, nan=-1.0)  # scores lie in [0, 1]: one sort by class, then by score
+    order = np.argsort(preds.cls * 4.0 - score, kind="stable")
+    p_bounds = np.searchsorted(preds.cls[order], [classes, np.add(classes, 1)])
+    g_order = np.argsort(gts.cls, kind="stable")
+    g_bounds = np.searchsorted(gts.cls[g_order], [classes, np.add(classes, 1)])
+    return {c: _class_max_f1(gts[g_order[g_bounds[0, i]:g_bounds[1, i]]], preds, order[p_bounds[0, i]:p_bounds[1, i]])
+            for i, c in enumerate(classes)}
+
+
+class OperatingPoint:
+    """The thresholds (per class), which predictions reach them, their matching and the objects found."""
+
+    def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None):
+        self.thresholds = (max_f1_thresholds(gts, preds, classes) if conf is None
+                           else dict.fromkeys(classes, float(conf)))
+        thr = threshold_array(self.thresholds, gts, preds)
+        self.fires = np.nan_to_num(preds.score, nan=-np.inf) >= thr[preds.cls]
+        self.matching = Matching(gts, preds, self.fires)
+        self.found = self.matching.gt_score > -np.inf
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _per_class(m: Matching, fires: np.ndarray, found: np.ndarray, c: int, name: str, thr: float) -> dict[str, Any]:
+    tp = int((fires & m.pred_tp & (m.preds.cls == c)).sum())
+    fp = int((fires & ~m.pred_tp & (m.preds.cls == c)).sum())
+    n_gt = int((m.gts.cls == c).sum())
+    p, r = _ratio(tp, tp + fp), _ratio(tp, n_gt)
+    f1 = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+    return {"name": name, "threshold": thr, "objects": n_gt, "tp": tp, "fp": fp, "fn": n_gt - tp,
+            "precision": p, "recall": r, "f1": f1}
+
+
+def _missed_by_size(m: Matching, found: np.ndarray, names: dict[int, str]) -> list[dict[str, Any]]:
+    area = (m.gts.x1 - m.gts.x0) * (m.gts.y1 - m.gts.y0)
+    rows = []
+    for c, name in names.items():
+        for bucket, (lo, hi) in AREA_BUCKETS.items():
+            sel = (m.gts.cls == c) & (area >= lo) & (area < hi)
+            if sel.any():
+                rows.append({"class": name, "relative_area": bucket, "objects": int(sel.sum()),
+                             "missed": int((sel & ~found).sum())})
+    return rows
+
+
+def threshold_array(thresholds: dict[int, float], gts: Boxes, preds: Boxes) -> np.ndarray:
+    """``thresholds`` as an array indexed by class id (a class not in it never fires)."""
+    n = max(max(thresholds, default=0), int(gts.cls.max(initial=0)), int(preds.cls.max(initial=0))) + 1
+    thr = np.full(n, NEVER_FIRES)
+    for c, t in thresholds.items():
+        thr[c] = t
+    return thr
+
+
+def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int],
+                    names: dict[int, str], conf: float | None = None, op: OperatingPoint | None = None
+                    ) -> dict[str, Any]:
+    """The ``inspection`` object of report.json (see README) at per-class max-F1 thresholds, or at ``conf``
+    (``op``, when the caller has it, is the operating point these give)."""
+    gts, preds = Boxes.from_boxes(gts), Boxes.from_boxes(preds)
+    classes = sorted(names)
+    op = op or OperatingPoint(gts, preds, classes, conf)
+    m, chosen, fires, found = op.matching, op.thresholds, op.fires, op.found
+    defective = set(gts.image.tolist())
+    defect_free = set(images) - defective
+    rejected = set(preds.image[fires].tolist())
+    found_any = set(gts.image[found].tolist())
+    n_fp = int((fires & ~m.pred_tp).sum())
+    return {
+        "operating_point": "per-class max F1 on this split" if conf is None else f"report.conf = {conf:g}",
+        "thresholds": {names[c]: chosen[c] for c in classes},
+        "match_iou": MATCH_IOU,
+        "images": len(set(images)),
+        "defective_images": len(defective),
+        "defect_free_images": len(defect_free),
+        "escaped_images": len(defective - rejected),
+        "escape_rate": _ratio(len(defective - rejected), len(defective)),
+        "defective_images_without_true_positive": len(defective - found_any),
+        "false_rejected_images": len(defect_free & rejected),
+        "false_reject_rate": _ratio(len(defect_free & rejected), len(defect_free)),
+        "false_positives": n_fp,
+        "fp_per_image": _ratio(n_fp, len(set(images))),
+        "per_class": [_per_class(m, fires, found, c, names[c], chosen[c]) for c in classes],
+        "missed_by_class_and_size": _missed_by_size(m, found, {c: names[c] for c in classes}),
+    }

@@ -1,0 +1,186 @@
+"""The schema of ``report.json``: ``gradkit report`` validates a file against it before rendering.
+
+A report.json is user input when rebuilt (it can be edited, or come from elsewhere): every value the
+renderer uses has a type here, so a string where a count belongs is refused with the key's path.
+Keys the renderer does not use are kept (``extra="allow"``) for newer or older writers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["ReportSchemaError", "validate_report"]
+
+Num = float | None
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class PerClass(_Open):
+    name: str
+    instances: int | None = None
+    images: int | None = None
+    precision: Num = None
+    recall: Num = None
+    AP50: Num = None
+    AP50_95: Num = Field(None, alias="AP50-95")
+
+
+class Bucket(_Open):
+    gt: int
+    AP: Num = None
+    AP50: Num = None
+    recall: Num = None
+    per_class: dict[str, dict[str, Num]] = {}
+
+
+class Coco(_Open):
+    metrics: dict[str, Num] = {}
+    note: str = ""
+
+
+class GalleryEntry(_Open):
+    image: str
+    copy_: str | None = Field(None, alias="copy")  # the image, copied into the run directory
+    missed: int
+    false_positives: int
+    tp: int
+    errors: dict[str, int]
+    gt: list[list[float]]
+    pred: list[list[float]]
+
+
+class Errors(_Open):
+    conf_threshold: Num = None
+    operating_point: str | None = None
+    counts: dict[str, int]
+    worst_images: list[GalleryEntry]
+
+
+class InspectionClass(_Open):
+    name: str
+    threshold: float
+    objects: int
+    tp: int
+    fp: int
+    fn: int
+    precision: Num = None
+    recall: Num = None
+    f1: Num = None
+
+
+class MissedBySize(_Open):
+    relative_area: str
+    objects: int
+    missed: int
+    class_: str = Field(alias="class")
+
+
+class Inspection(_Open):
+    operating_point: str
+    thresholds: dict[str, float]
+    match_iou: float
+    images: int
+    defective_images: int
+    defect_free_images: int
+    escaped_images: int
+    escape_rate: Num
+    defective_images_without_true_positive: int
+    false_rejected_images: int
+    false_reject_rate: Num
+    false_positives: int
+    fp_per_image: Num
+    per_class: list[InspectionClass]
+    missed_by_class_and_size: list[MissedBySize] = []
+
+
+class Alert(_Open):
+    step: int
+    kind: str
+    layer: str | int | None = None
+    module: str | None = None
+    message: str = ""
+
+
+class Training(_Open):
+    run_dir: str
+    epochs: list[int]
+    curves: dict[str, list[Num]]
+    alerts: list[Alert] = []
+    alert_counts: dict[str, int] = {}
+    heatmap: str | None = None
+    seed: int | None = None
+    train_args: dict[str, Any] = {}
+
+
+class EvaluationReport(_Open):
+    schema_version: int
+    kind: Literal["evaluation"]
+    model: str
+    run: str | None = None
+    data: str
+    split: str
+    images: int
+    defect_free_images: int
+    instances: int
+    class_names: dict[str, str]
+    versions: dict[str, str]
+    plugin_config: dict[str, Any] | None = None
+    headline: dict[str, Num]
+    per_class: list[PerClass]
+    classes_absent: list[str]
+    coco: Coco
+    size_buckets: dict[str, dict[str, Bucket]]
+    inspection: Inspection | None = None
+    errors: Errors
+    confusion_matrix: list[list[float]] | None = None
+    plots: dict[str, str] = {}
+    speed_ms: dict[str, Num] | None = None
+    training: Training | None = None
+
+
+class ComparisonRun(_Open):
+    label: str
+    model: str
+    data: str
+    split: str
+
+
+class ComparisonRow(_Open):
+    values: list[Num]
+    best: str
+    delta_vs_first: list[Num] | None = None
+
+
+class ComparisonReport(_Open):
+    schema_version: int
+    kind: Literal["comparison"]
+    runs: list[ComparisonRun]
+    headline: dict[str, ComparisonRow]
+    coco: dict[str, ComparisonRow] = {}
+    per_class: dict[str, ComparisonRow]
+
+
+class ReportSchemaError(ValueError):
+    """report.json does not match the schema; the message is one line naming the key."""
+
+
+def validate_report(data: Any, source: str = "report.json") -> dict[str, Any]:
+    """``data`` checked against the schema of its ``kind``; raises :class:`ReportSchemaError`."""
+    if not isinstance(data, dict):
+        raise ReportSchemaError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    model = ComparisonReport if data.get("kind") == "comparison" else EvaluationReport
+    try:
+        model.model_validate(data, strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ReportSchemaError(f"{source}: key '{key}': {err['msg']}, got {got}{more}") from None
+    return data

@@ -1,0 +1,65 @@
+"""The augmentation preview sheet: tile borders, per-class colours with a legend, labels inside their tile, a
+title naming the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradkit.config import load_config
+from gradkit.integrations.ultralytics.augment import (
+    CLASS_COLOURS,
+    PREVIEW_GAP_PX,
+    PREVIEW_TILE_PX,
+    compose_preview,
+    describe_augmentation,
+)
+
+NAMES = {0: "scratch", 1: "crack", 2: "pit"}
+
+
+def _near(img, bgr, tol=30):
+    return np.abs(img.astype(int) - np.array(bgr)).sum(-1) < tol
+
+
+def _sheet():
+    tiles = [np.full((64, 64, 3), 90, np.uint8) for _ in range(4)]
+    boxes = [[(0, 0.0, 0.0, 0.5, 0.3)],            # at the top-left corner: its label must stay inside
+             [(1, 0.6, 0.6, 1.0, 1.0)],            # at the bottom-right corner
+             [(2, 0.2, 0.2, 0.4, 0.4), (0, 0.5, 0.5, 0.7, 0.7)], []]
+    return compose_preview(tiles, boxes, NAMES, "gradkit augment: preset defect"), boxes
+
+
+def test_tiles_are_upscaled_and_separated_by_white_gaps():
+    sheet, _ = _sheet()
+    grid_w = 2 * PREVIEW_TILE_PX + 3 * PREVIEW_GAP_PX
+    assert sheet.shape[1] == grid_w
+    header = int(np.flatnonzero(~np.all(sheet[:, PREVIEW_GAP_PX + 100] == 255, axis=-1))[0])  # first non-white
+    gap_col = PREVIEW_GAP_PX + PREVIEW_TILE_PX + PREVIEW_GAP_PX // 2
+    assert np.all(sheet[header:header + 2 * PREVIEW_TILE_PX, gap_col] == 255)  # the gap between the columns
+    assert not np.all(sheet[:header] == 255)  # the title band holds text
+
+
+def test_each_class_has_its_colour_and_labels_stay_inside_their_tile():
+    sheet, boxes = _sheet()
+    g, t = PREVIEW_GAP_PX, PREVIEW_TILE_PX
+    # locate the grid: the first row with a tile pixel (grey 90) below the title
+    top = int(np.flatnonzero(np.any(np.all(sheet[:, :, :] == 90, axis=-1), axis=1))[0])
+    tiles = {(r, c): sheet[top + r * (t + g):top + r * (t + g) + t, g + c * (t + g):g + c * (t + g) + t]
+             for r in range(2) for c in range(2)}
+    for (r, c), tile_boxes in zip(tiles, boxes, strict=True):
+        for cls, *_ in tile_boxes:
+            assert _near(tiles[(r, c)], CLASS_COLOURS[cls]).sum() > 100, (r, c, cls)
+    # the top-left box's label is drawn inside tile 0 (below the tile's top edge), not in the title or gap
+    above = sheet[top - g:top, g:g + t]
+    assert not _near(above, CLASS_COLOURS[0]).any()
+    legend = sheet[top + 2 * t + 2 * g:]
+    for cls in NAMES:
+        assert _near(legend, CLASS_COLOURS[cls]).sum() > 100  # a swatch per class
+
+
+def test_the_title_names_the_active_augmentation():
+    cfg = load_config(None, {"augment.preset": "defect", "augment.copy_paste.p": 0.5,
+                             "augment.ultralytics": {"hsv_s": 0.0}}).augment
+    text = describe_augmentation(cfg)
+    assert "preset defect" in text and "copy-paste p=0.5" in text and "hsv_s=0" in text
+    assert describe_augmentation(load_config(None, {}).augment).startswith("Ultralytics' stock")

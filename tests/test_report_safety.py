@@ -1,0 +1,138 @@
+"""`gradkit report RUN` rebuilds from report.json, which anyone can edit: the rebuilt page is as safe as the
+first one (every value escaped, the file validated, only images inside the run directory embedded)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from gradkit.report import build_report, write_report
+from report_cases import hand_made_evaluation, png
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    run = tmp_path / "run"
+    write_report(build_report(hand_made_evaluation(tmp_path / "data")), run)
+    return run
+
+
+def _rebuild(run: Path) -> SimpleNamespace:
+    """``gradkit report RUN`` in this process (the console script's main; one subprocess test is in
+    test_e2e_report)."""
+    from gradkit.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["report", str(run)])
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
+
+
+def _edit(run: Path, change) -> None:
+    report = json.loads((run / "report.json").read_text())
+    change(report)
+    (run / "report.json").write_text(json.dumps(report))
+    (run / "report.html").unlink()
+
+
+def test_first_report_embeds_its_gallery_from_copies_inside_the_run(run):
+    report = json.loads((run / "report.json").read_text())
+    copies = [e["copy"] for e in report["errors"]["worst_images"]]
+    assert copies and all((run / c).is_file() for c in copies)
+    assert _rebuild(run).returncode == 0
+    assert (run / "report.html").read_text().count('class="gallery" alt=') == len(copies)
+
+
+@pytest.mark.parametrize(("key", "change"), [
+    ("errors.worst_images.0.missed", lambda r: r["errors"]["worst_images"][0].__setitem__("missed", EVIL)),
+    ("errors.worst_images.0.false_positives",
+     lambda r: r["errors"]["worst_images"][0].__setitem__("false_positives", "1<img src=x onerror=alert(1)>")),
+    ("inspection.escape_rate", lambda r: r["inspection"].__setitem__("escape_rate", EVIL)),
+    ("images", lambda r: r.__setitem__("images", "12")),
+    ("per_class.0.name", lambda r: r["per_class"][0].__setitem__("name", 5)),
+])
+def test_a_crafted_value_is_refused_with_one_line_naming_the_key(run, key, change):
+    _edit(run, change)
+    proc = _rebuild(run)
+    assert proc.returncode == 2
+    assert f"key '{key}'" in proc.stderr and "report.json" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (run / "report.html").exists()
+
+
+def test_not_json_is_one_line(run):
+    (run / "report.json").write_text("{ not json")
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "not JSON" in proc.stderr
+
+
+def test_strings_anywhere_in_the_file_are_escaped(run):
+    def change(r):
+        r["class_names"]["0"] = EVIL
+        r["per_class"][0]["name"] = EVIL
+        r["inspection"]["thresholds"] = {EVIL: 0.5, "pit": 0.5}
+        r["inspection"]["per_class"][0]["name"] = EVIL
+        r["inspection"]["operating_point"] = EVIL
+        r["errors"]["worst_images"][0]["image"] = EVIL
+        r["errors"]["counts"][EVIL] = 1
+        r["split"], r["data"], r["run"], r["model"] = EVIL, EVIL, EVIL, EVIL
+        r["versions"][EVIL] = EVIL
+        r["plugin_config"] = {EVIL: EVIL}
+        r["coco"]["note"] = EVIL
+        r["classes_absent"] = [EVIL]
+    _edit(run, change)
+    proc = _rebuild(run)
+    assert proc.returncode == 0, proc.stderr
+    page = (run / "report.html").read_text()
+    assert "<script" not in page.lower() and "&lt;script&gt;" in page
+    assert EVIL not in (run / "report.md").read_text()
+
+
+def test_only_image_files_inside_the_run_directory_are_embedded(run, tmp_path):
+    outside = png(tmp_path / "private" / "photo.png", 123)
+    secret = base64.b64encode(outside.read_bytes()).decode()
+    inside = png(run / "mine.png", 7)
+    (run / "link.png").symlink_to(outside)
+    (run / "notes.png").write_text("not an image")
+
+    def change(r):
+        r["plots"] = {"PR": str(outside), "F1": "link.png", "P": str(inside)}
+        r["errors"]["worst_images"][0]["copy"] = "../private/photo.png"
+        r["errors"]["worst_images"][1]["copy"] = "notes.png"
+        r["errors"]["worst_images"][2]["image"] = str(outside)
+        r["errors"]["worst_images"][2]["copy"] = None
+    _edit(run, change)
+    assert _rebuild(run).returncode == 0
+    page = (run / "report.html").read_text()
+    assert secret not in page
+    assert page.count("not embedded") >= 2
+    # the gallery draws the copies that are inside; the three tampered entries show a caption only
+    assert page.count('class="gallery" alt=') == len(json.loads((run / "report.json").read_text())["errors"][
+        "worst_images"]) - 3
+    plots_inside = json.loads((run / "report.json").read_text())
+    plots_inside["plots"] = {"PR": "mine.png"}
+    (run / "report.json").write_text(json.dumps(plots_inside))
+    assert _rebuild(run).returncode == 0
+    assert base64.b64encode(inside.read_bytes()).decode() in (run / "report.html").read_text()
+
+
+def test_crafted_training_records_are_refused_in_one_line(run):
+    (run / "results.csv").write_text("epoch,train/box_loss\n1,0.5\n")
+    (run / "gradient_alerts.jsonl").write_text(json.dumps({"kind": "exploding", "step": "<b>", "layer": "3"}) + "\n")
+    _edit(run, lambda r: r.__setitem__("training", {"run_dir": str(run), "epochs": [1], "curves": {}}))
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and "training.alerts.0.step" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (run / "report.html").exists()
+    (run / "gradient_alerts.jsonl").write_text("{not json\n")
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and "training records unreadable" in proc.stderr
+    (run / "gradient_alerts.jsonl").write_text(json.dumps({"kind": "exploding", "step": 4, "layer": "3"}) + "\n")
+    assert _rebuild(run).returncode == 0 and "exploding" in (run / "report.html").read_text()

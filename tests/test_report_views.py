@@ -1,0 +1,141 @@
+"""The report's views: alert table, gradient view, gallery, comparison — content checked on planted cases."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from gradkit.report import build_report, compare_reports, write_report
+from gradkit.report.gradients import NONFINITE_COLOUR, colour_limits, gradient_view
+from gradkit.report.render import GALLERY_MIN_PX, PALETTE, _alerts, render_html, render_markdown
+from report_cases import hand_made_evaluation
+
+
+def _alert(kind, step, layer):
+    return {"kind": kind, "epoch": 1, "step": step, "layer": str(layer), "module": "Conv", "value": 1.0,
+            "threshold": 1.0, "message": f"{kind} at {step}"}
+
+
+def test_alert_table_is_grouped_complete_and_severity_first():
+    alerts = ([_alert("exploding", s, 3) for s in range(10, 70)] + [_alert("dead", s, 7) for s in (100, 200, 300)]
+              + [_alert("nonfinite", 5000, 0)])
+    page = _alerts({"alerts": alerts, "alert_counts": {"exploding": 60, "dead": 3, "nonfinite": 1}})
+    grouped, full = page.split("<details>")
+    rows = re.findall(r"<tr>(.*?)</tr>", grouped)[1:]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
+    assert cells == [["nonfinite", "0 Conv", "1", "5000", "5000"], ["exploding", "3 Conv", "60", "10", "69"],
+                     ["dead", "7 Conv", "3", "100", "300"]]
+    assert "All 64 alerts" in full and len(re.findall(r"<tr>", full)) == 64 + 1  # every alert, not 50
+
+
+def test_colour_scale_is_robust_to_one_spike():
+    rng = np.random.default_rng(0)
+    grid = rng.normal(0, 0.3, (20, 500))
+    grid[5, 250] = 4.0  # one 10^4x spike
+    lo, hi = colour_limits(grid)
+    assert hi < 1.5 and lo > -1.5  # the spike lies beyond the scale's end instead of stretching it
+    assert colour_limits(np.full((2, 2), np.nan)) == (0.0, 1.0)
+
+
+def _write_run(run, steps=40, epochs=4, nan_step=17, skipped_step=17):
+    run.mkdir(parents=True)
+    per_epoch = steps // epochs
+    with open(run / "gradients.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "step", "layer", "module", "grad_norm", "grad_norm_clipped", "weight_norm",
+                    "update_ratio", "nonfinite"])
+        for s in range(1, steps + 1):
+            for layer in range(6):
+                v = "nan" if s == nan_step and layer == 2 else 10.0 ** (layer / 3)
+                w.writerow([1 + (s - 1) // per_epoch, s, layer, "Conv", v, v, 1, 0.01, int(v == "nan")])
+    with open(run / "gradient_steps.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "step", "total_norm", "total_norm_clipped", "clip_coef", "clipped", "skipped"])
+        for s in range(1, steps + 1):
+            w.writerow([1 + (s - 1) // per_epoch, s, 20.0, 10.0, 0.5, 1, int(s == skipped_step)])
+
+
+def test_gradient_view_marks_non_finite_norms(tmp_path):
+    import cv2
+
+    _write_run(tmp_path / "run")
+    png = gradient_view(tmp_path / "run", [_alert("nonfinite", 17, 2)])
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    orange = np.array([int(NONFINITE_COLOUR[i:i + 2], 16) for i in (5, 3, 1)])  # BGR
+    assert (np.abs(img.astype(int) - orange).sum(2) < 30).sum() > 20  # the NaN cell (and the skipped step)
+    _write_run(tmp_path / "clean", nan_step=-1, skipped_step=-1)
+    clean = cv2.imdecode(np.frombuffer(gradient_view(tmp_path / "clean", []), np.uint8), cv2.IMREAD_COLOR)
+    assert (np.abs(clean.astype(int) - orange).sum(2) < 30).sum() == 0
+
+
+def test_gallery_draws_upscaled_images_with_the_palette_and_counts_that_add_up(tmp_path):
+    import base64
+
+    import cv2
+
+    paths = write_report(build_report(hand_made_evaluation(tmp_path / "data")), tmp_path / "run")
+    page = paths["html"].read_text()
+    report = json.loads(paths["json"].read_text())
+    imgs = re.findall(r'class="gallery" alt="[^"]*" src="data:image/jpeg;base64,([^"]+)"', page)
+    assert len(imgs) == len(report["errors"]["worst_images"]) > 0
+    seen = set()
+    for data in imgs:
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        assert max(img.shape[:2]) >= GALLERY_MIN_PX
+        for kind, rgb in PALETTE.items():
+            if (np.abs(img.astype(int) - np.array(rgb[::-1])).sum(2) < 40).sum() > 50:
+                seen.add(kind)
+    assert seen == set(PALETTE)  # the hand-made case has a TP, FPs and missed objects
+    for entry, caption in zip(report["errors"]["worst_images"], re.findall(r"<figcaption>(.*?)</figcaption>", page),
+                              strict=True):
+        n_obj, tp, fn, n_pred, tp2, fp = map(int, re.findall(
+            r"(\d+) objects = (\d+) found \(TP\) \+ (\d+) missed \(FN\); (\d+) predictions at the operating point = "
+            r"(\d+) TP \+ (\d+) FP", caption)[0])
+        assert n_obj == tp + fn == len(entry["gt"]) and n_pred == tp2 + fp == len(entry["pred"]) and tp == tp2
+        assert (fn, fp) == (entry["missed"], entry["false_positives"])
+
+
+def test_comparison_diff_winners_split_warning_and_markdown_deltas(tmp_path):
+    a = build_report(hand_made_evaluation(tmp_path / "a"))
+    b = build_report(hand_made_evaluation(tmp_path / "b"))
+    a["plugin_config"] = {"clip": {"mode": "stock"}, "monitor": {"every": 1}}
+    b["plugin_config"] = {"clip": {"mode": "agc"}, "monitor": {"every": 1}}
+    b["split"] = "test"
+    b["headline"]["mAP50"] = 0.6
+    b["inspection"]["escape_rate"] = 0.25
+    for r, clip, skipped in ((a, [1.0, 0.5], [0, 2]), (b, [0.2, 0.2], [0, 0])):
+        r["training"] = {"run_dir": "x", "epochs": [1, 2], "alerts": [], "alert_counts": {"nonfinite": 0},
+                         "curves": {"grad/clip_rate": clip, "grad/skipped": skipped,
+                                    "metrics/mAP50-95(B)": [0.1, 0.2]}}
+    cmp_ = compare_reports([a, b], ["base", "agc"])
+    skipped = cmp_["gradients"]["skipped steps"]
+    assert skipped["values"] == [2, 0] and skipped["best"] == "agc"
+    assert cmp_["gradients"]["mean clip rate"]["values"] == [pytest.approx(0.75), pytest.approx(0.2)]
+    assert [d["key"] for d in cmp_["config_diff"]] == ["gradkit.clip.mode", "split"]
+    assert cmp_["inspection"]["escape_rate"]["best"] == "agc"  # lower is better
+    assert any("different splits" in w for w in cmp_["warnings"])
+    page = render_html(cmp_)
+    assert re.search(r'<td class="win">25\.0%</td>', page) and re.search(r'<td class="win">0\.600</td>', page)
+    assert "AP75" in page and "gradkit.clip.mode" in page and 'alt="metrics/mAP50-95(B)"' in page  # overlaid curves
+    md = render_markdown(cmp_)
+    assert "| mAP50 | 0.400 | 0.600 | +0.200 | agc |" in md and "| agc | d.yaml | test |" in md
+    assert "| escape_rate | 50.0% | 25.0% | -25.0 pt | agc |" in md
+    assert "| fp_per_image | 0.333 | 0.333 | +0.000 | tie: base, agc |" in md  # a count per image, not a rate
+
+
+def test_gallery_draws_at_most_one_prediction_per_object():
+    from gradkit.report.render import MAX_DRAWN_FP, _fps_to_draw
+
+    found, missed = [0, 0.1, 0.1, 0.3, 0.3, 1], [0, 0.6, 0.6, 0.8, 0.8, 0]
+    tp = [0, 0.9, 0.1, 0.1, 0.3, 0.3, 1]
+    dups = [[0, 0.8 - k / 10, 0.11, 0.1, 0.31, 0.3, 0] for k in range(4)]     # on the found object
+    near = [[0, 0.5 - k / 10, 0.62, 0.6, 0.82, 0.8, 0] for k in range(3)]     # on the missed object
+    background = [[0, 0.3 - k / 100, 0.0, 0.9, 0.05, 0.95, 0] for k in range(8)]
+    fps = sorted(dups + near + background, key=lambda p: -p[1])
+    drawn = _fps_to_draw(fps, [tp], [found, missed])
+    assert drawn[0] == near[0]  # the highest-scoring box on the missed object, none on the found one
+    assert drawn[1:] == background[:MAX_DRAWN_FP] and len(drawn) == 1 + MAX_DRAWN_FP
