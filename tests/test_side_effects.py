@@ -20,7 +20,8 @@ from pathlib import Path
 import matplotlib
 matplotlib.use("pdf")  # the caller's choice of backend
 from gradkit.monitor.records import LAYER_COLUMNS, STEP_COLUMNS, plot_heatmap
-from gradkit.report.render import _training_plot
+from gradkit.report.gradients import gradient_view
+from gradkit.report.render import _training_panels
 
 run = Path(sys.argv[1])
 with open(run / "gradients.csv", "w", newline="") as f:
@@ -35,10 +36,11 @@ with open(run / "gradient_steps.csv", "w", newline="") as f:
     for step in range(1, 6):
         w.writerow([1, step, 120.0 * step, 10.0, 10.0 / (120.0 * step), 1, 0])
 png = plot_heatmap(run)
-tag = _training_plot({"epochs": [1, 2, 3], "curves": {"train/box_loss": [3.0, 2.5, 2.0],
+view = gradient_view(run, [])
+tag = _training_panels({"epochs": [1, 2, 3], "curves": {"train/box_loss": [3.0, 2.5, 2.0],
                                                      "metrics/mAP50(B)": [0.1, 0.2, None],
                                                      "grad/clip_rate": [1.0, 0.5, 0.25]}})
-print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, png.stat().st_size, tag[:30])
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, png.stat().st_size, len(view), tag[:40])
 """
 
 
@@ -47,9 +49,9 @@ def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
     proc = subprocess.run([sys.executable, "-c", PLOTS, str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    backend, pyplot_loaded, size, tag = proc.stdout.split(maxsplit=3)
+    backend, pyplot_loaded, size, view_size, tag = proc.stdout.split(maxsplit=4)
     assert backend == "pdf" and pyplot_loaded == "False"
-    assert int(size) > 10_000 and tag.startswith("<img")  # both figures were drawn
+    assert int(size) > 10_000 and int(view_size) > 10_000 and "<img" in tag  # every figure was drawn
 
 
 def _draws() -> tuple:
