@@ -82,26 +82,36 @@ CLIP_MODE_PARAMS: dict[str, tuple[str, ...]] = {
     "agc": ("clip_factor", "eps", "exclude"),
     "autoclip": ("percentile", "history"),
     "layer_norm": ("max_norm", "norm_type"),
+    "zclip": ("alpha", "z_thresh", "warmup_steps", "eps", "clip_factor", "max_norm"),
 }
 
 
 class ClipConfig(_Section):
     """Gradient clipping that replaces Ultralytics' fixed ``clip_grad_norm_(max_norm=10)``."""
 
-    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = Field(
+    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm", "zclip"] = Field(
         "stock", description="stock: global L2 norm at 10 as Ultralytics; none; norm; value; agc "
-        "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer")
-    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm (10)")
+        "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer; zclip "
+        "(Kumar et al. 2025)")
+    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm (10); "
+                                   "zclip: absolute cap on top of the adaptive bound (unset: none)")
     norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (2; inf allowed)")
     clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element (1)")
-    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021 (0.01)")
-    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm (1e-3)")
+    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021 (0.01); "
+                                      "zclip: multiplier of the adaptive bound (1)")
+    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm (1e-3); zclip: added to "
+                              "the standard deviation of the z-score (1e-6)")
     exclude: list[str] | None = Field(None, description="agc: regexes of parameter names left unclipped "
                                       "(default: the Detect head's final prediction convolutions)")
     percentile: float | None = Field(None, gt=0, le=100, description="autoclip: percentile of the norm "
                                      "history used as the clip threshold (10)")
     history: int | None = Field(None, ge=1, description="autoclip: most recent total norms kept "
                                 "(unset: the whole run)")
+    alpha: float | None = Field(None, gt=0, lt=1, description="zclip: EMA smoothing of the norm's mean and "
+                                "variance (0.97)")
+    z_thresh: float | None = Field(None, gt=0, description="zclip: z-score above which a norm is clipped (2.5)")
+    warmup_steps: int | None = Field(None, ge=1, description="zclip: optimizer steps collected before the "
+                                     "statistics start and clipping begins (25)")
 
     @model_validator(mode="after")
     def _params_belong_to_mode(self) -> ClipConfig:
