@@ -97,7 +97,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "curves": curves,
         "alerts": alerts,
         "alert_counts": {k: sum(a["kind"] == k for a in alerts) for k in ("exploding", "vanishing", "dead",
-                                                                            "nonfinite")},
+                                                                            "nonfinite", "rollback")},
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
         "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "imgsz", "batch", "optimizer", "lr0")},
