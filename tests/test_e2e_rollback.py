@@ -129,7 +129,8 @@ def test_divergence_after_the_last_attempt_stops_training(tiny_data, tmp_path):
     model, run = train_tiny(tiny_data, tmp_path, callbacks=[("on_train_start", always_nan)], epochs=5,
                             overrides={"monitor.on_divergence": "rollback", "monitor.rollback.every": 2,
                                        "monitor.rollback.max_attempts": 2})
-    alerts = [json.loads(line) for line in open(run / "gradient_alerts.jsonl") if '"rollback"' in line]
+    lines = (run / "gradient_alerts.jsonl").read_text().splitlines()
+    alerts = [json.loads(line) for line in lines if '"rollback"' in line]
     assert [a["from_step"] for a in alerts] == [6, 9]  # NaN from step 4 on: patience 3 at 6, again at 9
     assert model.gradkit.guard.attempts == 2
     assert model.gradkit.step == 12  # the third divergence stops the run (at the end of that epoch)

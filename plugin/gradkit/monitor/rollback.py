@@ -63,6 +63,15 @@ class StateSnapshot:
             out = out.pin_memory()
         return out.copy_(t.detach())
 
+    def _copy_into(self, held: Any, value: Any) -> Any:
+        """A copy of one optimizer state value, into the earlier capture's buffer when it fits."""
+        if not isinstance(value, torch.Tensor):
+            return copy.deepcopy(value)
+        if isinstance(held, tuple) and held[0].shape == value.shape and held[0].dtype == value.dtype:
+            held[0].copy_(value.detach())
+            return held[0], value.device
+        return self._copy(value), value.device
+
     def _capture_tensors(self, key: str, live: list[torch.Tensor]) -> None:
         held = self._modules.get(key)
         if held is not None and [(h.shape, h.dtype) for h in held] == [(t.shape, t.dtype) for t in live]:
@@ -75,12 +84,11 @@ class StateSnapshot:
         """Copy the current state; buffers of an earlier capture with the same shapes are reused."""
         for key, module in modules.items():
             self._capture_tensors(key, list(module.state_dict().values()))
-        self._optim = []
-        for p in _optimizer_params(optimizer):
-            state = optimizer.state.get(p)
-            self._optim.append(None if state is None else
-                               {k: (self._copy(v), v.device) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-                                for k, v in state.items()})
+        params = _optimizer_params(optimizer)
+        held = self._optim if len(self._optim) == len(params) else [None] * len(params)
+        self._optim = [None if optimizer.state.get(p) is None else
+                       {k: self._copy_into(old.get(k) if old else None, v) for k, v in optimizer.state[p].items()}
+                       for p, old in zip(params, held, strict=True)]
         self.extra = copy.deepcopy(extra or {})
         self.step = step
 
