@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,30 @@ def test_divergence_after_the_last_attempt_stops_training(tiny_data, tmp_path):
     assert model.gradkit.step == 12  # the third divergence stops the run (at the end of that epoch)
     assert len(read_csv(run / "results.csv")) == 3
     assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+
+
+def test_planted_loss_spike_with_exploding_norm_rolls_back(tiny_data, tmp_path):
+    """The loss of one batch x1000 (so its gradients too), after 12 healthy steps of history."""
+    spike_step = 13
+
+    def plant(trainer):
+        plugin, model = _plugin(trainer), trainer.model
+        original = model.loss
+
+        def loss(batch, preds=None):
+            total, items = original(batch, preds)
+            return (total * 1000, items) if plugin.step + 1 == spike_step else (total, items)
+
+        model.loss = loss
+
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=[("on_train_start", plant)], epochs=3,
+                            overrides={"monitor.on_divergence": "rollback", "monitor.rollback.every": 2,
+                                       "clip.mode": "none"})
+    lines = (run / "gradient_alerts.jsonl").read_text().splitlines()
+    alerts = [json.loads(line) for line in lines if '"rollback"' in line]
+    assert len(alerts) == 1 and alerts[0]["from_step"] == spike_step, alerts
+    assert "total norm" in alerts[0]["reason"] and "loss" in alerts[0]["reason"]
+    steps = read_csv(run / "gradient_steps.csv")
+    norms = [float(s["total_norm"]) for s in steps]
+    assert norms[spike_step - 1] > 100 * np.median(norms[: spike_step - 1])  # the plant did what it says
+    assert model.gradkit.guard.attempts == 1

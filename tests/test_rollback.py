@@ -15,6 +15,7 @@ from gradkit.monitor.rollback import (
     StateSnapshot,
     divergence_reason,
     scaled_lr,
+    scaler_state_for_restore,
 )
 
 
@@ -177,3 +178,14 @@ def test_rollback_config_errors():
         load_config("default", {"monitor.on_divergence": "rollback", "monitor.on_nonfinite": "warn"})
     with pytest.raises(ConfigError, match=r"monitor\.rollback\.lr_factor"):
         load_config("default", {"monitor.rollback.lr_factor": 1.5})
+
+
+def test_restored_grad_scaler_keeps_the_lower_scale():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler.scale(torch.ones(()))  # materialises the scale
+    saved = scaler.state_dict()
+    scaler.update(2.0**10)  # overflows since the snapshot lowered it
+    scaler.load_state_dict(scaler_state_for_restore(saved, scaler.get_scale()))
+    assert scaler.get_scale() == 2.0**10
+    assert scaler_state_for_restore(saved, 2.0**20)["scale"] == 2.0**16  # a grown scale goes back down
+    assert scaler.state_dict()["_growth_tracker"] == saved["_growth_tracker"]

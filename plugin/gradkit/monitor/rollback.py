@@ -25,7 +25,8 @@ import torch
 
 from gradkit.monitor.alerts import Alert
 
-__all__ = ["DivergenceWatch", "RollbackAlert", "SnapshotPair", "StateSnapshot", "divergence_reason", "scaled_lr"]
+__all__ = ["DivergenceWatch", "RollbackAlert", "SnapshotPair", "StateSnapshot", "divergence_reason", "scaled_lr",
+           "scaler_state_for_restore"]
 
 #: Healthy steps of history the spike test needs before it may fire (a median of fewer is noise).
 MIN_SPIKE_HISTORY = 10
@@ -235,3 +236,12 @@ def scaled_lr(optimizer: torch.optim.Optimizer, factor: float) -> Iterator[None]
     finally:
         for g, lr in zip(optimizer.param_groups, saved, strict=True):
             g["lr"] = lr
+
+
+def scaler_state_for_restore(saved: dict[str, Any], current_scale: float) -> dict[str, Any]:
+    """A GradScaler state to restore, with the lower of the saved and the current loss scale.
+
+    Under AMP, overflows since the snapshot lowered the scale; putting the old, higher one back
+    would overflow again on the next step.
+    """
+    return {**saved, "scale": min(float(saved["scale"]), float(current_scale))}

@@ -2,9 +2,10 @@
 
 A snapshot holds the live model's state dict (weights and BatchNorm statistics), the EMA model's
 and its update count, the optimizer's per-parameter state (momentum, Adam moments; the param
-groups' lr and momentum are the trainer's schedule and stay as they are), the GradScaler and the
-plugin's own clip and alert state. It lives in memory only; ``resume=True`` carries the rollback
-count and the lr factor, and the first snapshot after a resume is taken at its first step.
+groups' lr and momentum are the trainer's schedule and stay as they are), the GradScaler (whose
+scale a rollback never raises) and the plugin's own clip and alert state. It lives in memory only;
+``resume=True`` carries the rollback count and the lr factor, and the first snapshot after a resume
+is taken at its first step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 import torch
 
 from gradkit.config import RollbackConfig
-from gradkit.monitor.rollback import DivergenceWatch, RollbackAlert, SnapshotPair, divergence_reason
+from gradkit.monitor.rollback import (
+    DivergenceWatch,
+    RollbackAlert,
+    SnapshotPair,
+    divergence_reason,
+    scaler_state_for_restore,
+)
 
 __all__ = ["RollbackGuard"]
 
@@ -90,7 +97,7 @@ class RollbackGuard:
         if trainer.ema is not None:
             trainer.ema.updates = extra["ema_updates"]
         if extra["scaler"] is not None:
-            trainer.scaler.load_state_dict(extra["scaler"])
+            trainer.scaler.load_state_dict(scaler_state_for_restore(extra["scaler"], trainer.scaler.get_scale()))
         plugin.clipper.load_state_dict(extra["clip"])
         plugin.detector.load_state_dict(extra["alerts"])
 
