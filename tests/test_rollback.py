@@ -50,17 +50,18 @@ def _assert_equal_state(a, b) -> None:
             assert torch.equal(v, ob["state"][i][k]) if isinstance(v, torch.Tensor) else v == ob["state"][i][k]
 
 
+@pytest.mark.parametrize("where", ["cpu", None])  # host copies; copies on the tensors' own device
 @pytest.mark.parametrize("make_opt", [
     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
     lambda p: torch.optim.AdamW(p, lr=1e-2),
 ])
-def test_snapshot_restores_model_and_optimizer_bit_exactly_in_place(make_opt):
+def test_snapshot_restores_model_and_optimizer_bit_exactly_in_place(make_opt, where):
     model = _model()
     opt = make_opt(model.parameters())
     _train(model, opt, 3, seed=1)
     oracle = _state(model, opt)
     ema = copy.deepcopy(model)
-    snap = StateSnapshot("cpu")
+    snap = StateSnapshot(where)
     snap.capture(3, {"model": model, "ema": ema}, opt, {"updates": 7})
     ema_oracle = copy.deepcopy(ema.state_dict())
     ids = [id(p) for p in model.parameters()]
