@@ -30,10 +30,12 @@ __all__ = [
     "POLICY_DEFAULTS",
     "ClipResult",
     "Clipper",
+    "ZClipStats",
     "agc_",
     "autoclip_threshold",
     "layer_of",
     "make_clipper",
+    "zclip_threshold",
 ]
 
 #: Ultralytics Detect heads' final prediction convolutions (box and class outputs, both branches).
@@ -110,6 +112,9 @@ class Clipper:
         self.history: deque[float] | None = None
         if mode == "autoclip":
             self.history = deque(maxlen=params.get("history"))
+        self.zstats: ZClipStats | None = None
+        if mode == "zclip":
+            self.zstats = ZClipStats(params["alpha"], params["warmup_steps"])
 
     def __call__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]]) -> ClipResult:
         named = list(named_parameters)
@@ -119,7 +124,8 @@ class Clipper:
         return self._fn(self, named)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "history": list(self.history) if self.history is not None else None}
+        return {"mode": self.mode, "history": list(self.history) if self.history is not None else None,
+                "zclip": self.zstats.state_dict() if self.zstats is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("mode") != self.mode:
@@ -127,6 +133,8 @@ class Clipper:
         if self.history is not None:
             self.history.clear()
             self.history.extend(state.get("history") or [])
+        if self.zstats is not None and state.get("zclip") is not None:
+            self.zstats.load_state_dict(state["zclip"])
 
     def __repr__(self) -> str:
         return f"Clipper(mode={self.mode!r}, params={self.params!r})"
@@ -237,6 +245,92 @@ def _autoclip(percentile: float):
     return clip
 
 
+class ZClipStats:
+    """ZClip's running statistics of the total gradient norm (Kumar et al. 2025, arXiv 2504.02507).
+
+    The first ``warmup_steps`` norms are collected; their mean and (population) variance start the
+    exponential moving averages ``mu <- alpha mu + (1 - alpha) g``, then
+    ``var <- alpha var + (1 - alpha) (g - mu)^2`` with the updated ``mu``, as the authors' reference
+    implementation (PyPI ``zclip`` 1.0.0) does.
+    """
+
+    def __init__(self, alpha: float, warmup_steps: int):
+        self.alpha = alpha
+        self.warmup_steps = warmup_steps
+        self.buffer: list[float] = []
+        self.mean: float | None = None
+        self.var: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.mean is not None
+
+    def warm_up(self, norm: float) -> None:
+        self.buffer.append(norm)
+        if len(self.buffer) >= self.warmup_steps:
+            self.mean = sum(self.buffer) / len(self.buffer)
+            self.var = sum((x - self.mean) ** 2 for x in self.buffer) / len(self.buffer)
+            self.buffer = []
+
+    def update(self, norm: float) -> None:
+        self.mean = self.alpha * self.mean + (1 - self.alpha) * norm
+        self.var = self.alpha * self.var + (1 - self.alpha) * (norm - self.mean) ** 2
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": list(self.buffer), "mean": self.mean, "var": self.var}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer = [float(x) for x in state["buffer"]]
+        self.mean, self.var = state["mean"], state["var"]
+
+
+def zclip_threshold(norm: float, mean: float, var: float, z_thresh: float, eps: float,
+                    clip_factor: float) -> float | None:
+    """ZClip's reciprocal clipping bound, or None when the norm is no outlier.
+
+    ``z = (g - mu) / (sigma + eps)``; if ``z > z_thresh`` the norm is clipped to
+    ``(mu + z_thresh * sigma / (z / z_thresh)) * clip_factor``: the larger the spike, the tighter
+    the bound (Kumar et al. 2025, section 3, "reciprocal clipping").
+    """
+    std = math.sqrt(var)
+    z = (norm - mean) / (std + eps)
+    if z <= z_thresh:
+        return None
+    return (mean + z_thresh * std / (z / z_thresh)) * clip_factor
+
+
+def _zclip(z_thresh: float, eps: float, clip_factor: float, max_norm: float | None):
+    """ZClip (Kumar, Owen, Ashraf et al. 2025, "ZClip: Adaptive Spike Mitigation for LLM
+    Pre-Training", arXiv 2504.02507): z-score of the total norm against EMAs of its mean and
+    variance; an outlier is clipped to the reciprocal bound of :func:`zclip_threshold` and the
+    statistics are updated with that bound instead of the spike. No clipping during the warm-up.
+    ``max_norm`` is the reference implementation's extra absolute cap (off unless set); it does
+    not enter the statistics. Non-finite norms are left for the caller and not recorded.
+    """
+
+    def clip(clipper: Clipper, named) -> ClipResult:
+        names, grads = _grads(named)
+        total, per = _norms(grads, 2.0)
+        if not grads or not _is_finite(total):
+            return ClipResult(total, torch.ones_like(total), per, names, True, total, None)
+        norm, stats = float(total), clipper.zstats
+        adaptive = None
+        if stats.ready:
+            adaptive = zclip_threshold(norm, stats.mean, stats.var, z_thresh, eps, clip_factor)
+            stats.update(adaptive if adaptive is not None else norm)
+        else:
+            stats.warm_up(norm)
+        bound = min(b for b in (adaptive, max_norm, math.inf) if b is not None)
+        coef = bound / (norm + 1e-6) if norm > bound else 1.0
+        if coef < 1.0:
+            torch._foreach_mul_(grads, coef)
+        threshold = None if math.isinf(bound) else bound
+        coef_t = torch.full_like(total, coef)
+        return ClipResult(total, coef_t, per, names, True, total * coef_t, threshold)
+
+    return clip
+
+
 def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str]):
     """Norm clipping applied separately to each layer's gradients (each layer bounded by max_norm)."""
 
@@ -273,6 +367,7 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     "agc": {"clip_factor": 0.01, "eps": 1e-3, "exclude": list(DEFAULT_AGC_EXCLUDE)},
     "autoclip": {"percentile": 10.0, "history": None},
     "layer_norm": {"max_norm": 10.0, "norm_type": 2.0},
+    "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup_steps": 25, "eps": 1e-6, "clip_factor": 1.0, "max_norm": None},
 }
 
 
@@ -281,7 +376,7 @@ def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params:
 
     Args:
         mode: ``stock`` (global L2 at 10, Ultralytics' own), ``none``, ``norm``, ``value``, ``agc``,
-            ``autoclip`` or ``layer_norm``.
+            ``autoclip``, ``layer_norm`` or ``zclip``.
         group_fn: Maps a parameter name to its layer, for ``layer_norm``.
         **params: The mode's parameters (see ``gradkit.config.CLIP_MODE_PARAMS``).
 
@@ -296,12 +391,15 @@ def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params:
         raise ValueError(f"clip mode {mode!r} takes {sorted(defaults[mode]) or 'no parameters'}, got {unknown}")
     p = {**copy.deepcopy(defaults[mode]), **params}
     for key in ("max_norm", "clip_value", "clip_factor", "eps", "norm_type"):
-        if key in p and not p[key] > 0:
+        if key in p and p[key] is not None and not p[key] > 0:
             raise ValueError(f"clip.{key} must be > 0, got {p[key]!r}")
     if mode == "autoclip" and not 0 < p["percentile"] <= 100:
         raise ValueError(f"clip.percentile must be in (0, 100], got {p['percentile']!r}")
     if mode == "autoclip" and p["history"] is not None and p["history"] < 1:
         raise ValueError(f"clip.history must be >= 1 or unset, got {p['history']!r}")
+    if mode == "zclip" and not (0 < p["alpha"] < 1 and p["z_thresh"] > 0 and p["warmup_steps"] >= 1):
+        raise ValueError(f"zclip needs 0 < alpha < 1, z_thresh > 0, warmup_steps >= 1; got alpha={p['alpha']!r}, "
+                         f"z_thresh={p['z_thresh']!r}, warmup_steps={p['warmup_steps']!r}")
     factories: dict[str, Callable[[], Callable[..., ClipResult]]] = {
         "stock": lambda: _global_norm(10.0, 2.0),
         "none": lambda: _none,
@@ -310,5 +408,7 @@ def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params:
         "agc": lambda: _agc(float(p["clip_factor"]), float(p["eps"]), p["exclude"]),
         "autoclip": lambda: _autoclip(float(p["percentile"])),
         "layer_norm": lambda: _layer_norm(float(p["max_norm"]), float(p["norm_type"]), group_fn),
+        "zclip": lambda: _zclip(float(p["z_thresh"]), float(p["eps"]), float(p["clip_factor"]),
+                                None if p["max_norm"] is None else float(p["max_norm"])),
     }
     return Clipper(mode, factories[mode](), p)

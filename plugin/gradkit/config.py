@@ -24,6 +24,7 @@ __all__ = [
     "GradkitConfig",
     "MonitorConfig",
     "ReportConfig",
+    "RollbackConfig",
     "apply_overrides",
     "load_config",
     "preset_path",
@@ -58,6 +59,25 @@ class AlertsConfig(_Section):
                                "dead alert")
 
 
+class RollbackConfig(_Section):
+    """In-memory rollback of a diverging run (``monitor.on_divergence: rollback``)."""
+
+    every: int = Field(20, ge=1, description="K: optimizer steps between snapshots; a rollback returns to a state "
+                       "K to 2K steps old that K steps trained on from without divergence")
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="learning-rate multiplier after each rollback; it holds "
+                             "for the rest of the epoch and is lifted after an epoch without rollback")
+    max_attempts: int = Field(3, ge=1, description="rollbacks allowed in a run; at the next divergence training stops")
+    nonfinite_patience: int = Field(3, ge=1, description="consecutive non-finite (skipped) steps that count as "
+                                    "divergence")
+    norm_spike: float = Field(10.0, gt=1, description="divergence when the total norm exceeds its recent median "
+                              "by this factor together with a loss spike")
+    loss_spike: float = Field(3.0, gt=1, description="the loss spike that must come with it: loss above its "
+                              "recent median by this factor")
+    history: int = Field(50, ge=10, description="healthy optimizer steps of norm and loss history for the medians")
+    device: Literal["cpu", "same"] = Field("cpu", description="where snapshots live: cpu (host memory) or same "
+                                           "(the training device)")
+
+
 class MonitorConfig(_Section):
     """Per-layer gradient statistics at optimizer steps."""
 
@@ -72,6 +92,20 @@ class MonitorConfig(_Section):
     flush_every: int = Field(50, ge=1, description="write buffered rows to the CSV files every N steps")
     plot: bool = Field(True, description="write gradients.png at the end of training")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    on_divergence: Literal["stop", "rollback"] = Field(
+        "stop", description="stop: as on_nonfinite (skip, then stop after max_consecutive_nonfinite); rollback: "
+        "restore the last known-good state, lower the lr, go on (monitor.rollback)")
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+
+    @model_validator(mode="after")
+    def _rollback_before_stop(self) -> MonitorConfig:
+        if self.on_divergence == "rollback" and self.rollback.nonfinite_patience >= self.max_consecutive_nonfinite:
+            raise ValueError(f"rollback.nonfinite_patience ({self.rollback.nonfinite_patience}) must be below "
+                             f"max_consecutive_nonfinite ({self.max_consecutive_nonfinite}), or training stops "
+                             "before it can roll back")
+        if self.on_divergence == "rollback" and self.on_nonfinite != "skip":
+            raise ValueError(f"on_divergence=rollback needs on_nonfinite=skip (got {self.on_nonfinite!r})")
+        return self
 
 
 #: Parameters each clip mode accepts; any other parameter set explicitly is an error.
@@ -83,28 +117,38 @@ CLIP_MODE_PARAMS: dict[str, tuple[str, ...]] = {
     "agc": ("clip_factor", "eps", "exclude"),
     "autoclip": ("percentile", "history"),
     "layer_norm": ("max_norm", "norm_type"),
+    "zclip": ("alpha", "z_thresh", "warmup_steps", "eps", "clip_factor", "max_norm"),
 }
 
 
 class ClipConfig(_Section):
     """Gradient clipping that replaces Ultralytics' fixed ``clip_grad_norm_(max_norm=10)``."""
 
-    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm"] = Field(
+    mode: Literal["stock", "none", "norm", "value", "agc", "autoclip", "layer_norm", "zclip"] = Field(
         "stock", description="stock: global L2 norm at 10 as Ultralytics; none; norm; value; agc "
-        "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer")
+        "(Brock et al. 2021); autoclip (Seetharaman et al. 2020); layer_norm: norm per layer; zclip "
+        "(Kumar et al. 2025)")
     # Unset parameters take the policy's default from gradkit.clip.POLICY_DEFAULTS (their one definition;
     # `gradkit config-doc` shows them in the default column).
-    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm")
+    max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm; "
+                                   "zclip: absolute cap on top of the adaptive bound (unset: none)")
     norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (inf allowed)")
     clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element")
-    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021")
-    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm")
+    clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021; "
+                                      "zclip: multiplier of the adaptive bound")
+    eps: float | None = Field(None, gt=0, description="agc: floor of the weight norm; zclip: added to "
+                              "the standard deviation of the z-score")
     exclude: list[str] | None = Field(None, description="agc: regexes of parameter names left unclipped "
                                       "(default: the Detect head's final prediction convolutions)")
     percentile: float | None = Field(None, gt=0, le=100, description="autoclip: percentile of the norm "
                                      "history used as the clip threshold")
     history: int | None = Field(None, ge=1, description="autoclip: most recent total norms kept "
                                 "(unset: the whole run)")
+    alpha: float | None = Field(None, gt=0, lt=1, description="zclip: EMA smoothing of the norm's mean and "
+                                "variance")
+    z_thresh: float | None = Field(None, gt=0, description="zclip: z-score above which a norm is clipped")
+    warmup_steps: int | None = Field(None, ge=1, description="zclip: optimizer steps collected before the "
+                                     "statistics start and clipping begins")
 
     @model_validator(mode="after")
     def _params_belong_to_mode(self) -> ClipConfig:

@@ -14,11 +14,13 @@ from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
+from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import check_optimizer_step, check_seams
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 from gradkit.monitor.alerts import AlertThresholds
+from gradkit.monitor.rollback import scaled_lr
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
            "load_state", "resume", "state_path"]
@@ -82,6 +84,7 @@ class GradkitCallback:
         self.stats: LayerStats | None = None
         self.detector: AlertDetector | None = None
         self.log: GradientLog | None = None
+        self.guard: RollbackGuard | None = None
         self.alert_count = 0
         self._epoch_totals: list[float] = []
         self._epoch_clipped = 0
@@ -108,6 +111,7 @@ class GradkitCallback:
             "alert_count": self.alert_count,
             "clip": self.clipper.state_dict() if self.clipper else None,
             "alerts": self.detector.state_dict() if self.detector else None,
+            "rollback": self.guard.state_dict() if self.guard else None,
             "config": self.cfg.model_dump(mode="json"),
         })
 
@@ -120,6 +124,8 @@ class GradkitCallback:
             self.clipper.load_state_dict(state["clip"])
         if self.detector and state.get("alerts"):
             self.detector.load_state_dict(state["alerts"])
+        if self.guard and state.get("rollback"):
+            self.guard.load_state_dict(state["rollback"])
 
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_start(self, trainer) -> None:
@@ -142,6 +148,8 @@ class GradkitCallback:
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
         self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts))
+        if self.cfg.monitor.on_divergence == "rollback":
+            self.guard = RollbackGuard(self.cfg.monitor.rollback)
         if state:
             self.load_state_dict(state)
             self._check_state_epoch(state, trainer.start_epoch - 1)
@@ -193,6 +201,8 @@ class GradkitCallback:
     def on_train_epoch_start(self, trainer) -> None:
         self._install_augmentation(trainer)  # no-op unless an OOM retry rebuilt the dataset
         self._epoch_totals, self._epoch_clipped, self._epoch_skipped, self._epoch_alerts = [], 0, 0, 0
+        if self.guard:
+            self.guard.epoch_start()
 
     def on_train_epoch_end(self, trainer) -> None:
         """Flush the records and put the epoch summary where Ultralytics' loggers look.
@@ -210,6 +220,8 @@ class GradkitCallback:
             "grad/skipped": float(self._epoch_skipped),
             "grad/alerts": float(self._epoch_alerts),
         })
+        if self.guard:
+            trainer.lr.update(self.guard.epoch_end())
 
     def on_model_save(self, trainer) -> None:
         """Save the plugin state beside ``last.pt`` so ``resume=True`` continues it exactly."""
@@ -354,7 +366,8 @@ class GradkitCallback:
             scaler.update()  # lowers the AMP scale after an overflow; no-op when the scaler is disabled
             optimizer.zero_grad()
         else:
-            scaler.step(optimizer)
+            with scaled_lr(optimizer, self.guard.lr_factor if self.guard else 1.0):
+                scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad()
             if trainer.ema:
@@ -367,8 +380,9 @@ class GradkitCallback:
         self._epoch_totals.append(total)
         self._epoch_clipped += int(finite and coef < 1 - 1e-6)
         self._epoch_skipped += int(skip)
+        alerts = []
         if stats is not None:
-            self._diagnose(trainer, epoch, stats)
+            alerts = self._diagnose(trainer, epoch, stats)
             if self.log and monitored:
                 self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm,
                                     stats.grad_norm_clipped, stats.weight_norm, stats.nonfinite,
@@ -377,19 +391,21 @@ class GradkitCallback:
         if self.log and monitored:
             self.log.add_step(epoch, self.step, total, total_clipped, coef, skip)
             self.log.maybe_flush()
+        if self.guard:
+            self.guard.after_step(trainer, self, total, finite, [a.kind for a in alerts])
         if not finite:
             self._nonfinite_policy(trainer)
 
-    def _diagnose(self, trainer, epoch: int, stats) -> None:
+    def _diagnose(self, trainer, epoch: int, stats) -> list:
         amp_overflow = trainer.scaler.is_enabled() and not stats.finite and self.consecutive_nonfinite < 2
         if amp_overflow:
-            return  # GradScaler's own overflow handling; a real NaN persists past the scale reduction
+            return []  # GradScaler's own overflow handling; a real NaN persists past the scale reduction
         loss = getattr(trainer, "loss", None)
         loss_finite = True if stats.finite or loss is None else bool(torch.isfinite(loss).all())
         alerts = self.detector.update(epoch, self.step, stats.grad_norm, stats.weight_norm, stats.total_norm,
                                       stats.nonfinite, loss_finite)
         if not alerts:
-            return
+            return []
         self.alert_count += len(alerts)
         self._epoch_alerts += len(alerts)
         if _is_main():
@@ -397,6 +413,7 @@ class GradkitCallback:
                 _logger().warning(f"gradkit {a.kind}: {a.message}")
             if self.log:
                 self.log.add_alerts(alerts)
+        return alerts
 
     def _nonfinite_policy(self, trainer) -> None:
         policy = self.cfg.monitor.on_nonfinite

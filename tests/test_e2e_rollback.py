@@ -1,0 +1,166 @@
+"""Rollback in the real trainer: a planted divergence, the restored state, the lr factor, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_csv, train_tiny
+
+pytestmark = pytest.mark.e2e
+
+NAN_STEPS = {6, 7, 8}  # epoch 2 (5 steps per epoch): patience 3 rolls back at step 8, two steps before its end
+EVERY = 3
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _plugin(trainer):
+    from gradkit.integrations.ultralytics import GradkitCallback
+
+    return next(fn.__self__ for fn in trainer.callbacks["on_pretrain_routine_end"]
+                if isinstance(getattr(fn, "__self__", None), GradkitCallback))
+
+
+def _copy_state(trainer) -> dict:
+    return {"model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            "ema": {k: v.clone() for k, v in trainer.ema.ema.state_dict().items()},
+            "updates": trainer.ema.updates,
+            "opt": {(i, k): v.clone() for i, p in enumerate(trainer.optimizer.param_groups[0]["params"])
+                    for k, v in trainer.optimizer.state.get(p, {}).items() if isinstance(v, torch.Tensor)}}
+
+
+def _recorders(record: dict):
+    """Copies of the whole training state after every step (the oracle), and the lr each step used."""
+
+    def arm(trainer):
+        plugin = _plugin(trainer)
+
+        def nan_hook(g):
+            return g * float("nan") if plugin.step + 1 in NAN_STEPS and not record.get("resumed") else g
+
+        for name, p in trainer.model.named_parameters():
+            if name.split(".")[1] == "10":
+                p.register_hook(nan_hook)
+        trainer.optimizer.register_step_pre_hook(
+            lambda opt, a, k: record["lr_used"].__setitem__(plugin.step, opt.param_groups[0]["lr"]))
+
+    def batch_end(trainer):
+        plugin = _plugin(trainer)
+        record["copies"][plugin.step] = _copy_state(trainer)
+        record["copies"].pop(plugin.step - 2 * EVERY - 1, None)  # older than any snapshot can be
+        record["lr_schedule"][plugin.step] = trainer.optimizer.param_groups[0]["lr"]
+        rolled = [a for a in plugin.log.alerts_jsonl.read_text().splitlines() if '"rollback"' in a]
+        if rolled and "restored" not in record:
+            alert = json.loads(rolled[0])
+            record["restored"] = (alert, _copy_state(trainer), record["copies"][alert["to_step"]])
+
+    return [("on_train_start", arm), ("on_train_batch_end", batch_end)]
+
+
+def test_planted_divergence_rolls_back_bit_exactly_lowers_lr_and_survives_resume(tiny_data, tmp_path):
+    record = {"copies": {}, "lr_used": {}, "lr_schedule": {}}
+
+    def crash(trainer):
+        if trainer.epoch == 2:
+            raise _Interrupt
+
+    overrides = {"monitor.on_divergence": "rollback", "monitor.rollback.every": EVERY, "clip.mode": "stock"}
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides=overrides, epochs=4,
+                   callbacks=[*_recorders(record), ("on_train_epoch_start", crash)])
+    run = tmp_path / "run"
+
+    # the rollback alert: from the step where the NaN persisted, to a known-good state K..2K-1 steps back
+    alert, live, oracle = record["restored"]
+    assert alert["kind"] == "rollback" and alert["from_step"] == alert["step"] == max(NAN_STEPS)
+    assert EVERY <= alert["from_step"] - alert["to_step"] < 2 * EVERY
+    assert alert["lr_factor"] == 0.5 and "3 consecutive" in alert["reason"]
+    # weights, BN statistics, EMA, its update count and the optimizer's momentum: bit-exact
+    for part in ("model", "ema", "opt"):
+        assert live[part].keys() == oracle[part].keys() and live[part]
+        for k, v in oracle[part].items():
+            assert torch.equal(live[part][k], v), (part, k)
+    assert live["updates"] == oracle["updates"]
+    assert not torch.equal(live["model"]["model.0.conv.weight"],
+                           record["copies"][min(NAN_STEPS) - 1]["model"]["model.0.conv.weight"])  # it did move
+
+    # lr x0.5 for the rest of epoch 2 (steps 9, 10); the schedule itself untouched
+    ratios = {s: record["lr_used"][s] / record["lr_schedule"][s] for s in record["lr_used"]}
+    assert ratios[9] == ratios[10] == pytest.approx(0.5)
+    assert all(ratios[s] == 1.0 for s in range(1, 6))
+    results = read_csv(run / "results.csv")
+    assert [float(r["grad/rollbacks"]) for r in results] == [0, 1]
+    assert [float(r["grad/lr_factor"]) for r in results] == [1.0, 0.5]
+
+    # resume: the factor (epoch 2 had a rollback, so epoch 3 keeps it) and the attempt count carry over
+    from ultralytics import YOLO
+
+    import gradkit
+
+    record["resumed"] = True
+    model = YOLO(str(run / "weights" / "last.pt"))
+    gradkit.attach(model, None)
+    for event, fn in _recorders(record):
+        model.add_callback(event, fn)
+    model.train(resume=True)
+    assert model.gradkit.guard.attempts == 1
+    ratios = {s: record["lr_used"][s] / record["lr_schedule"][s] for s in record["lr_used"]}
+    assert all(ratios[s] == pytest.approx(0.5) for s in range(11, 16))  # epoch 3: still lowered
+    assert all(ratios[s] == 1.0 for s in range(16, 21))  # epoch 3 went without rollback: lifted
+    results = read_csv(run / "results.csv")
+    assert [float(r["grad/rollbacks"]) for r in results] == [0, 1, 0, 0]
+    assert [float(r["grad/lr_factor"]) for r in results] == [1.0, 0.5, 0.5, 1.0]
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+    report = json.loads((run / "report.json").read_text())
+    assert report["training"]["alert_counts"]["rollback"] == 1
+
+
+def test_divergence_after_the_last_attempt_stops_training(tiny_data, tmp_path):
+    def always_nan(trainer):
+        for name, p in trainer.model.named_parameters():
+            if name.split(".")[1] == "6":
+                p.register_hook(lambda g: g * float("nan") if _plugin(trainer).step >= 3 else g)
+
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=[("on_train_start", always_nan)], epochs=5,
+                            overrides={"monitor.on_divergence": "rollback", "monitor.rollback.every": 2,
+                                       "monitor.rollback.max_attempts": 2})
+    lines = (run / "gradient_alerts.jsonl").read_text().splitlines()
+    alerts = [json.loads(line) for line in lines if '"rollback"' in line]
+    assert [a["from_step"] for a in alerts] == [6, 9]  # NaN from step 4 on: patience 3 at 6, again at 9
+    assert model.gradkit.guard.attempts == 2
+    assert model.gradkit.step == 12  # the third divergence stops the run (at the end of that epoch)
+    assert len(read_csv(run / "results.csv")) == 3
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+
+
+def test_planted_loss_spike_with_exploding_norm_rolls_back(tiny_data, tmp_path):
+    """The loss of one batch x1000 (so its gradients too), after 12 healthy steps of history."""
+    spike_step = 13
+
+    def plant(trainer):
+        plugin, model = _plugin(trainer), trainer.model
+        original = model.loss
+
+        def loss(batch, preds=None):
+            total, items = original(batch, preds)
+            return (total * 1000, items) if plugin.step + 1 == spike_step else (total, items)
+
+        model.loss = loss
+
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=[("on_train_start", plant)], epochs=3,
+                            overrides={"monitor.on_divergence": "rollback", "monitor.rollback.every": 2,
+                                       "clip.mode": "none"})
+    lines = (run / "gradient_alerts.jsonl").read_text().splitlines()
+    alerts = [json.loads(line) for line in lines if '"rollback"' in line]
+    assert len(alerts) == 1 and alerts[0]["from_step"] == spike_step, alerts
+    assert "total norm" in alerts[0]["reason"] and "loss" in alerts[0]["reason"]
+    steps = read_csv(run / "gradient_steps.csv")
+    norms = [float(s["total_norm"]) for s in steps]
+    assert norms[spike_step - 1] > 100 * np.median(norms[: spike_step - 1])  # the plant did what it says
+    assert model.gradkit.guard.attempts == 1
