@@ -13,9 +13,11 @@ import torch
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
+from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
+from gradkit.monitor.alerts import inactive_rules
 
 __all__ = ["DatasetError", "GradkitCallback", "attach", "check_before_training", "layer_labels"]
 
@@ -64,7 +66,9 @@ class GradkitCallback:
         return {
             "on_pretrain_routine_start": self.on_pretrain_routine_start,
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
+            "on_train_start": self.on_train_start,
             "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_batch_end": self.on_train_batch_end,
             "on_train_epoch_end": self.on_train_epoch_end,
             "on_model_save": self.on_model_save,
             "on_train_end": self.on_train_end,
@@ -83,6 +87,7 @@ class GradkitCallback:
         self._epoch_skipped = 0
         self._epoch_alerts = 0
         self.save_dir: Path | None = None
+        self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the configuration travels (DDP pickles callbacks before training starts).
@@ -170,6 +175,7 @@ class GradkitCallback:
             "grad/clip_rate": self._epoch_clipped / n,
             "grad/skipped": float(self._epoch_skipped),
             "grad/alerts": float(self._epoch_alerts),
+            "grad/noise_scale": self.noise.epoch_value(),
         })
 
     def on_model_save(self, trainer) -> None:
@@ -187,12 +193,39 @@ class GradkitCallback:
                 "optimizer_steps": self.step,
                 "alerts": self.alert_count,
                 "clip_mode": self.cfg.clip.mode,
+                **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
             if self.cfg.report.enabled:
                 self._write_report(trainer)
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
+
+    # ------------------------------------------------------------------ rule coverage and noise scale
+    def _reset_monitor_extras(self) -> None:
+        self.noise = NoiseScaleTracker()
+        self.inactive_rules_message = ""
+
+    def on_train_start(self, trainer) -> None:
+        """Say once, before the first step, which diagnoses this run has too few optimizer steps for."""
+        if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):
+            return
+        _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts)
+        if self.inactive_rules_message and _is_main():
+            _logger().warning(self.inactive_rules_message)
+
+    def on_train_batch_end(self, trainer) -> None:
+        if self.cfg.monitor.enabled:
+            self.noise.on_batch_end(trainer, self.step, self._epoch_totals[-1] if self._epoch_totals else float("nan"))
+
+    def _monitor_summary(self, trainer) -> dict[str, Any]:
+        """``gradkit_summary.json`` keys of the monitor: the rules the run had too few optimizer steps
+        for (rule -> steps it needs) with the start-of-training explanation, and the noise scale."""
+        alerts = self.cfg.monitor.alerts
+        needs = inactive_rules(self.step, alerts) if self.cfg.monitor.enabled and alerts.enabled else {}
+        images = trainer.batch_size * max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
+        return {"inactive_rules": needs, "inactive_rules_message": self.inactive_rules_message if needs else "",
+                "noise_scale": self.noise.summary(images)}
 
     def _write_report(self, trainer) -> None:
         from gradkit.report import build_report, write_report
