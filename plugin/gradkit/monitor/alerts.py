@@ -21,6 +21,7 @@ An alert is emitted once per (kind, layer) episode: again only after the conditi
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -56,14 +57,23 @@ def relative_positions(logn: np.ndarray) -> np.ndarray:
     out = np.full((n, 2), np.nan)
     if np.isfinite(logn).sum() < 3:
         return out
-    out[:, 0] = logn - np.nanmedian(logn)
-    for i in range(n):
-        lo = min(max(i - NEIGHBOURS, 0), max(n - 1 - 2 * NEIGHBOURS, 0))  # a full window at the ends too
-        idx = [j for j in range(lo, min(lo + 2 * NEIGHBOURS + 1, n)) if j != i]
-        near = logn[idx]
-        if np.isfinite(near).any():
-            out[i, 1] = logn[i] - np.nanmedian(near)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window of dead layers: NaN, no alert
+        out[:, 0] = logn - np.nanmedian(logn)
+        out[:, 1] = logn - np.nanmedian(logn[_neighbour_index(n)], axis=1)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _neighbour_index(n: int) -> np.ndarray:
+    """Row i: the ``2 * NEIGHBOURS`` layers nearest to i in forward order, shifted inwards at the ends
+    (fewer when the model has fewer layers)."""
+    width = min(2 * NEIGHBOURS + 1, n)
+    rows = []
+    for i in range(n):
+        lo = min(max(i - NEIGHBOURS, 0), n - width)
+        rows.append([j for j in range(lo, lo + width) if j != i][: width - 1])
+    return np.array(rows, dtype=np.int64)
 
 
 @dataclass

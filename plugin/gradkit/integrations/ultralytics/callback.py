@@ -218,6 +218,10 @@ class GradkitCallback:
         if self.cfg.monitor.enabled:
             self.noise.on_batch_end(trainer, self.step, self._epoch_totals[-1] if self._epoch_totals else float("nan"))
 
+    def _update_ratio_due(self) -> bool:
+        """The first measured step and every ``update_every``-th measured step after it."""
+        return (self.step // self.cfg.monitor.every - 1) % self.cfg.monitor.update_every == 0
+
     def _monitor_summary(self, trainer) -> dict[str, Any]:
         """``gradkit_summary.json`` keys of the monitor: the rules the run had too few optimizer steps
         for (rule -> steps it needs) with the start-of-training explanation, and the noise scale."""
@@ -261,7 +265,7 @@ class GradkitCallback:
         monitored = mcfg.enabled and self.step % mcfg.every == 0
 
         weight = self.stats.weight_norms() if monitored else None
-        before = self.stats.snapshot() if monitored else None
+        before = self.stats.snapshot() if monitored and self._update_ratio_due() else None
         result = self.clipper(self.stats.named)
         totals = torch.stack([result.total_norm, result.total_norm_clipped, result.clip_coef]).float().cpu()
         total, total_clipped, coef = (float(v) for v in totals)
@@ -284,7 +288,7 @@ class GradkitCallback:
                 trainer.ema.update(trainer.model)
 
         update_ratio = None
-        if monitored and not skip:
+        if before is not None and not skip:
             update_ratio = self.stats.update_norms(before) / weight.clamp(min=1e-12)
 
         self._epoch_totals.append(total)
@@ -296,7 +300,7 @@ class GradkitCallback:
                 self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm,
                                     stats.grad_norm_clipped, stats.weight_norm, stats.nonfinite,
                                     update_ratio if update_ratio is not None
-                                    else torch.zeros(self.stats.num_layers))
+                                    else torch.full((self.stats.num_layers,), float("nan"), device=weight.device))
         if self.log and monitored:
             self.log.add_step(epoch, self.step, total, total_clipped, coef, skip)
             self.log.maybe_flush()
