@@ -87,7 +87,8 @@ def _use_cpu_scaler(trainer):
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
 
 
-def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str = "yolo26n.yaml") -> Path:
+def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str = "yolo26n.yaml",
+          overrides: dict | None = None) -> Path:
     from ultralytics import YOLO
 
     import gradkit
@@ -97,7 +98,7 @@ def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str =
     if kw.pop("_scaler", False):
         callbacks = [*callbacks, ("on_train_start", _use_cpu_scaler)]
     yolo = YOLO(model)
-    gradkit.attach(yolo, preset, {"monitor.plot": False, "report.enabled": False})
+    gradkit.attach(yolo, preset, {"monitor.plot": False, "report.enabled": False, **(overrides or {})})
     for event, fn in callbacks:
         yolo.add_callback(event, fn)
     yolo.train(data=str(data), project=str(out), name=name, exist_ok=True, **kw)

@@ -101,35 +101,39 @@ def test_too_few_steps_said_once_in_log_summary_and_report(tiny_data, tmp_path, 
 
 
 def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path):
-    """Oracle: the squared gradient norm after the first micro-batch of each window (counted here from
-    the unscale calls) and at unscale time, combined with the paper's formulas in float64."""
-    pairs, state = [], {"batches": 0, "small": None}
+    """Oracle: the squared gradient norm after the first micro-batch of each window (windows counted
+    here from the unscale calls, image counts from the batches themselves, the epoch's last one is
+    short) and at unscale time, combined with the paper's formulas in float64."""
+    pairs, state = [], {"sizes": [], "small": None}
 
     def install(trainer):
-        unscale = trainer.scaler.unscale_
+        unscale, preprocess = trainer.scaler.unscale_, trainer.preprocess_batch
 
         def recording_unscale(optimizer):
             unscale(optimizer)
             big = sum(float((p.grad.double() ** 2).sum()) for p in trainer.model.parameters() if p.grad is not None)
-            pairs.append((trainer.epoch, state["small"], big, state["batches"] + 1))
-            state["batches"], state["small"] = -1, None  # on_train_batch_end of this batch comes next
+            pairs.append((trainer.epoch, state["small"], big, list(state["sizes"])))
+            state["sizes"], state["small"] = [], None
 
-        trainer.scaler.unscale_ = recording_unscale
+        def recording_preprocess(batch):
+            state["sizes"].append(int(batch["img"].shape[0]))
+            return preprocess(batch)
+
+        trainer.scaler.unscale_, trainer.preprocess_batch = recording_unscale, recording_preprocess
 
     def batch_end(trainer):
-        state["batches"] += 1
-        if state["batches"] == 1:
+        if len(state["sizes"]) == 1:  # the first micro-batch of a window that did not step
             state["small"] = sum(float((p.grad.double() ** 2).sum()) for p in trainer.model.parameters()
                                  if p.grad is not None)
 
-    model, run = train_tiny(tiny_data, tmp_path, nbs=16, epochs=3, callbacks=[("on_train_start", install),
-                                                                             ("on_train_batch_end", batch_end)])
+    _, run = train_tiny(tiny_data, tmp_path, nbs=16, epochs=3, callbacks=[("on_train_start", install),
+                                                                         ("on_train_batch_end", batch_end)])
     results = read_csv(run / "results.csv")
-    batch = 4
+    assert any(len(set(sizes)) > 1 for *_, sizes in pairs)  # a short batch is part of the check
     for epoch, row in enumerate(results):
         trace, grad_sq = 0.0, 0.0
-        for _, small, big, n in (p for p in pairs if p[0] == epoch and p[1] is not None):
-            b, big_b = batch, batch * n  # 20 train images: no short batch
+        for _, small, big, sizes in (p for p in pairs if p[0] == epoch and p[1] is not None):
+            b, big_b = sizes[0], sum(sizes)
             gs, gb = small / b**2, big / big_b**2
             grad_sq += (big_b * gb - b * gs) / (big_b - b)
             trace += (gs - gb) / (1 / b - 1 / big_b)
@@ -141,11 +145,11 @@ def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path)
             assert got == pytest.approx(expected, rel=1e-3), (epoch, got, expected)
     assert any(np.isfinite(float(r["grad/noise_scale"])) for r in results)
     summary = json.loads((run / "gradkit_summary.json").read_text())["noise_scale"]
-    assert summary["images_per_step"] == 16 and summary["steps"] >= 2
+    assert summary["images_per_step"] == 16 and summary["steps"] == len(pairs)
 
 
 def test_no_accumulation_gives_no_noise_scale(tiny_data, tmp_path):
-    model, run = train_tiny(tiny_data, tmp_path, epochs=1)  # nbs=batch: one batch size per step
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1)  # nbs=batch: one batch size per step
     assert all(math.isnan(float(r["grad/noise_scale"])) for r in read_csv(run / "results.csv"))
     summary = json.loads((run / "gradkit_summary.json").read_text())["noise_scale"]
     assert summary["value"] is None and "nbs larger than batch" in summary["reading"]

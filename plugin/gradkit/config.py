@@ -41,9 +41,11 @@ class _Section(BaseModel):
 
 
 class AlertsConfig(_Section):
-    """Thresholds of the gradient diagnoses. A layer's norm is judged relative to the other layers at
-    the same step (from the second optimizer step) and against its own recent history (after
-    ``warmup_steps``); the factors were chosen from measured healthy runs (README, "Diagnoses")."""
+    """Thresholds of the gradient diagnoses, chosen from measured healthy runs (README, "Diagnoses").
+
+    A layer's norm is judged relative to the other layers at the same step (from the second
+    optimizer step) and against its own recent history (after ``warmup_steps``).
+    """
 
     enabled: bool = Field(True, description="diagnose exploding, vanishing, dead and non-finite gradients")
     warmup_steps: int = Field(20, ge=1, description="optimizer steps of history a layer needs before the "
