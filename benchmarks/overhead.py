@@ -67,13 +67,15 @@ def _step_microbench(repeats: int = 60) -> tuple[float, float]:
     detector = AlertDetector(stats.labels)
     clipper = make_clipper("stock")
     every = MonitorConfig().update_every
-    step = [0]
+    step, w_last = [0], [None]
 
     def ours():
         step[0] += 1
         torch.stack(torch._foreach_norm([p.grad for p in params])).square().sum()  # noise scale, 1st micro-batch
-        w = stats.weight_norms()
-        before = stats.snapshot() if (step[0] - 1) % every == 0 else None
+        due = (step[0] - 1) % every == 0
+        w = stats.weight_norms() if due or step[0] == 1 else w_last[0]
+        w_last[0] = w
+        before = stats.snapshot() if due else None
         st = stats.measure(clipper(stats.named), w)
         detector.update(1, step[0], st.grad_norm, st.weight_norm, st.total_norm, st.nonfinite)
         if before is not None:

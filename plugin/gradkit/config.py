@@ -69,8 +69,8 @@ class MonitorConfig(_Section):
 
     enabled: bool = Field(True, description="measure per-layer gradients and write the gradient records")
     every: int = Field(1, ge=1, description="measure every N-th optimizer step")
-    update_every: int = Field(10, ge=1, description="measure the update/weight ratio every N-th measured "
-                              "step (it copies the weights before the step: the costliest statistic)")
+    update_every: int = Field(10, ge=1, description="measure weight norms and the update/weight ratio every "
+                              "N-th measured step (weights move slowly; the ratio copies the weights)")
     on_nonfinite: Literal["skip", "stop", "warn"] = Field(
         "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
         "stop: drop it and end training; warn: apply it anyway like stock Ultralytics")

@@ -204,6 +204,7 @@ class GradkitCallback:
     # ------------------------------------------------------------------ rule coverage and noise scale
     def _reset_monitor_extras(self) -> None:
         self.noise = NoiseScaleTracker()
+        self._last_weight: torch.Tensor | None = None
         self.inactive_rules_message = ""
 
     def on_train_start(self, trainer) -> None:
@@ -217,6 +218,12 @@ class GradkitCallback:
     def on_train_batch_end(self, trainer) -> None:
         if self.cfg.monitor.enabled:
             self.noise.on_batch_end(trainer, self.step, self._epoch_totals[-1] if self._epoch_totals else float("nan"))
+
+    def _weight_norms(self, fresh: bool) -> torch.Tensor:
+        """Per-layer weight norms: measured when ``fresh`` (or never yet), else the latest measurement."""
+        if fresh or self._last_weight is None:
+            self._last_weight = self.stats.weight_norms()
+        return self._last_weight
 
     def _update_ratio_due(self) -> bool:
         """The first measured step and every ``update_every``-th measured step after it."""
@@ -264,8 +271,10 @@ class GradkitCallback:
         epoch = trainer.epoch + 1
         monitored = mcfg.enabled and self.step % mcfg.every == 0
 
-        weight = self.stats.weight_norms() if monitored else None
-        before = self.stats.snapshot() if monitored and self._update_ratio_due() else None
+        # weights move slowly: their norms and the update ratio every update_every-th measured step
+        fresh_weights = monitored and self._update_ratio_due()
+        weight = self._weight_norms(fresh_weights)
+        before = self.stats.snapshot() if fresh_weights else None
         result = self.clipper(self.stats.named)
         totals = torch.stack([result.total_norm, result.total_norm_clipped, result.clip_coef]).float().cpu()
         total, total_clipped, coef = (float(v) for v in totals)
@@ -275,7 +284,7 @@ class GradkitCallback:
 
         stats = None
         if monitored or not finite:
-            stats = self.stats.measure(result, weight if weight is not None else self.stats.weight_norms(), finite)
+            stats = self.stats.measure(result, weight, finite)
 
         if skip:
             scaler.update()  # lowers the AMP scale after an overflow; no-op when the scaler is disabled
@@ -297,8 +306,9 @@ class GradkitCallback:
         if stats is not None:
             self._diagnose(trainer, epoch, stats)
             if self.log and monitored:
-                self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm,
-                                    stats.grad_norm_clipped, stats.weight_norm, stats.nonfinite,
+                self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm, stats.grad_norm_clipped,
+                                    stats.weight_norm if fresh_weights else np.full_like(stats.weight_norm, np.nan),
+                                    stats.nonfinite,
                                     update_ratio if update_ratio is not None
                                     else torch.full((self.stats.num_layers,), float("nan"), device=weight.device))
         if self.log and monitored:
