@@ -42,9 +42,9 @@ def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
 
 
 def _step_microbench(repeats: int = 60) -> tuple[float, float]:
-    """Median per-step time over ``repeats`` optimizer steps: ``clip_grad_norm_`` against gradkit's whole
-    per-step work as the integration runs it (every monitored step: weight norms, clip, per-layer
-    statistics, diagnoses; every ``monitor.update_every``-th: the weight copy and the update ratio;
+    """Mean per-step time over ``repeats`` optimizer steps: ``clip_grad_norm_`` against gradkit's whole
+    per-step work as the integration runs it (every monitored step: clip, per-layer statistics,
+    diagnoses; every ``monitor.update_every``-th: weight norms, the weight copy and the update ratio;
     with accumulation: the first micro-batch's norm for the noise scale)."""
     from ultralytics import YOLO
 
