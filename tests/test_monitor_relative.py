@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from gradkit.config import AlertsConfig
 from gradkit.monitor import AlertDetector
-from gradkit.monitor.alerts import inactive_rules, relative_positions
+from gradkit.monitor.alerts import inactive_rules, nanmedian, relative_positions
 
 LAYERS = [f"{i} Conv" for i in range(12)]
 BASE = np.logspace(1, -1, 12)  # a healthy profile: norms fall by two decades from input to output
@@ -72,3 +74,16 @@ def test_inactive_rules_by_step_count():
     assert set(inactive_rules(3, cfg)) == {"vanishing (relative to the other layers)",
                                            "exploding/vanishing (against own history)"}
     assert inactive_rules(21, cfg) == {}
+
+
+@pytest.mark.parametrize("shape", [(7,), (100, 19), (100, 18, 2), (4, 6)])
+def test_nanmedian_equals_numpy(shape):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=shape)
+    a[rng.random(shape) < 0.3] = np.nan
+    if len(shape) > 1:
+        a[:, 0] = np.nan  # an all-NaN column
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on the all-NaN column
+        expected = np.nanmedian(a, axis=0)
+    np.testing.assert_allclose(nanmedian(a), expected, equal_nan=True)
