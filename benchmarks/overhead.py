@@ -85,8 +85,14 @@ def _step_microbench(repeats: int = 60) -> tuple[float, float]:
     def stock():
         torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=10.0)
 
+    def previous():  # the previous release's path: weight norms, copy and update ratio at every step
+        w = stats.weight_norms()
+        before = stats.snapshot()
+        stats.measure(clipper(stats.named), w)
+        stats.update_norms(before)
+
     out = []
-    for fn in (stock, ours):
+    for fn in (stock, ours, previous):
         for _ in range(5):
             reset()
             fn()
@@ -98,7 +104,8 @@ def _step_microbench(repeats: int = 60) -> tuple[float, float]:
             t.append(time.perf_counter() - t0)
         out.append(statistics.mean(t))  # mean: the weight copy every 10th step belongs in the average
     print(f"per-step on {len(params)} yolo26n gradients (mean of {repeats}): clip_grad_norm_ {out[0] * 1e3:.2f} ms, "
-          f"gradkit clip+monitor+diagnoses+noise scale {out[1] * 1e3:.2f} ms")
+          f"gradkit clip+monitor+diagnoses+noise scale {out[1] * 1e3:.2f} ms ({out[1] / out[0]:.2f}x), "
+          f"previous release's path without diagnoses {out[2] * 1e3:.2f} ms ({out[2] / out[0]:.2f}x)")
     return out[0], out[1]
 
 
@@ -110,8 +117,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--step-only", action="store_true", help="only the per-step microbenchmark")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for --step-only (0: torch's choice)")
     args = ap.parse_args()
     if args.step_only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
         ts, tg = _step_microbench()
         print(f"{'per-step work (ms)':24}{ts * 1e3:>10.2f}{tg * 1e3:>10.2f}{tg / ts:>8.2f}")
         return
