@@ -211,7 +211,7 @@ class GradkitCallback:
         """Say once, before the first step, which diagnoses this run has too few optimizer steps for."""
         if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):
             return
-        _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts)
+        _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts, self.step)
         if self.inactive_rules_message and _is_main():
             _logger().warning(self.inactive_rules_message)
 

@@ -36,10 +36,11 @@ def _trainer_plan(trainer) -> tuple[int, int]:
     return planned_optimizer_steps(nb, trainer.epochs, trainer.start_epoch, acc, warm), acc
 
 
-def inactive_rules_message(trainer, cfg: AlertsConfig) -> tuple[dict[str, int], str]:
-    """Rules that cannot fire in this run's planned optimizer steps, and a one-line explanation."""
+def inactive_rules_message(trainer, cfg: AlertsConfig, steps_done: int = 0) -> tuple[dict[str, int], str]:
+    """Rules that cannot fire in this run's planned optimizer steps (plus ``steps_done`` before a
+    resume), and a one-line explanation."""
     steps, acc = _trainer_plan(trainer)
-    rules = inactive_rules(steps, cfg)
+    rules = inactive_rules(steps + steps_done, cfg)
     if not rules:
         return {}, ""
     nb = len(trainer.train_loader)
