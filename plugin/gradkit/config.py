@@ -42,16 +42,22 @@ class _Section(BaseModel):
 
 
 class AlertsConfig(_Section):
-    """Thresholds of the gradient diagnoses. Norm ratios are against a layer's own recent history."""
+    """Thresholds of the gradient diagnoses, chosen from measured healthy runs (README, "Diagnoses").
+
+    A layer's norm is judged relative to the other layers at the same step (from the second
+    optimizer step) and against its own recent history (after ``warmup_steps``).
+    """
 
     enabled: bool = Field(True, description="diagnose exploding, vanishing, dead and non-finite gradients")
-    warmup_steps: int = Field(20, ge=1, description="optimizer steps of history a layer needs before "
-                              "history-based alerts (exploding, vanishing) may fire")
+    warmup_steps: int = Field(20, ge=1, description="optimizer steps of history a layer needs before the "
+                              "absolute history-based alerts (exploding, vanishing) may fire")
     history: int = Field(100, ge=3, description="optimizer steps kept per layer for the robust statistics")
-    exploding_factor: float = Field(100.0, gt=1, description="alert when a norm exceeds the median of its "
-                                    "history by this factor (and by 6 robust deviations)")
-    vanishing_factor: float = Field(1e-4, gt=0, lt=1, description="vanishing when a norm falls below the "
-                                    "median of its history times this factor")
+    exploding_factor: float = Field(300.0, gt=1, description="exploding when a layer's norm relative to the "
+                                    "other layers rises this factor above its usual relative level, or a norm "
+                                    "exceeds the median of its history by this factor (and 6 robust deviations)")
+    vanishing_factor: float = Field(1e-4, gt=0, lt=1, description="vanishing when a layer's norm relative to the "
+                                    "other layers, or a norm against the median of its history, falls this "
+                                    "factor below its usual level")
     vanishing_ratio: float = Field(1e-9, gt=0, description="vanishing when grad norm / weight norm is "
                                    "below this, whatever the history")
     vanishing_patience: int = Field(3, ge=1, description="consecutive steps before a vanishing alert")
@@ -83,6 +89,8 @@ class MonitorConfig(_Section):
 
     enabled: bool = Field(True, description="measure per-layer gradients and write the gradient records")
     every: int = Field(1, ge=1, description="measure every N-th optimizer step")
+    update_every: int = Field(10, ge=1, description="measure weight norms and the update/weight ratio every "
+                              "N-th measured step (weights move slowly; the ratio copies the weights)")
     on_nonfinite: Literal["skip", "stop", "warn"] = Field(
         "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
         "stop: drop it and end training; warn: apply it anyway (unlike stock Ultralytics, whose NaN clip "

@@ -1,10 +1,17 @@
 """Diagnoses of gradient failure modes from per-layer statistics (host side, numpy).
 
-* exploding: a norm far above the median of its own recent history, on log10 norms, by at least
-  ``exploding_factor`` and 6 robust deviations (1.4826 * MAD) - absolute gradient scale in YOLO
-  depends on batch size and accumulation, so fixed thresholds do not transfer between runs.
-* vanishing: a norm far below its own history, or ||grad|| / ||weight|| below an absolute floor,
-  for ``vanishing_patience`` consecutive steps.
+* exploding: a layer's norm, *relative to the other layers at the same step*, above its usual relative
+  level by ``exploding_factor`` - active from the second optimizer step, because a layer's position
+  among the layers is stable from step to step while the absolute scale is not (it moves by
+  decades with the loss, the batch content, accumulation and the learning rate). Two same-step
+  references are used and both must agree: the median log-norm of all layers, and the median of the
+  ``NEIGHBOURS`` layers nearest in the forward order (layers that share a detection scale rise and
+  fall together, which the global median alone mistakes for a fault). Or: a norm far above the
+  median of its own absolute history, once ``warmup_steps`` of history exist, by ``exploding_factor``
+  and 6 robust deviations (1.4826 * MAD); the total norm has only this rule.
+* vanishing: the same relative test below by ``vanishing_factor``, or a norm far below its own
+  absolute history, or ||grad|| / ||weight|| below an absolute floor, for ``vanishing_patience``
+  consecutive steps.
 * dead: exactly zero gradient on a trainable layer for ``dead_patience`` consecutive steps.
 * nonfinite: NaN/Inf gradients; names the layers and the origin (the non-finite layer nearest the
   output, every later layer being finite) or says the loss itself was non-finite.
@@ -14,6 +21,7 @@ An alert is emitted once per (kind, layer) episode: again only after the conditi
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -24,6 +32,57 @@ __all__ = ["Alert", "AlertDetector", "AlertThresholds"]
 
 _MAD_SCALE = 1.4826
 _ROBUST_SIGMAS = 6.0
+#: Layers on each side (forward order) whose median is a layer's local same-step reference.
+NEIGHBOURS = 2
+#: Optimizer steps each rule needs before it can fire (the step that fires included), by config.
+RULE_NEEDS = {
+    "exploding (relative to the other layers)": lambda c: 2,
+    "vanishing (relative to the other layers)": lambda c: 1 + c.vanishing_patience,
+    "exploding/vanishing (against own history)": lambda c: c.warmup_steps + 1,
+    "dead": lambda c: c.dead_patience,
+}
+
+
+def inactive_rules(steps: int, cfg: AlertThresholds) -> dict[str, int]:
+    """Rules that cannot fire within ``steps`` optimizer steps -> the steps each needs."""
+    return {rule: need(cfg) for rule, need in RULE_NEEDS.items() if steps < need(cfg)}
+
+
+def nanmedian(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=0)`` by one sort (NaNs sort last): numpy's version goes through masked
+    arrays for small inputs and cost ~1 ms a call, most of the diagnoses' time per step."""
+    a = np.asarray(a, dtype=np.float64)
+    ordered = np.sort(a, axis=0)
+    count = np.sum(~np.isnan(a), axis=0)
+    lo = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[None, ...], axis=0)[0]
+    hi = np.take_along_axis(ordered, np.maximum(count // 2, 0)[None, ...], axis=0)[0]
+    return np.where(count > 0, 0.5 * (lo + hi), np.nan)
+
+
+def relative_positions(logn: np.ndarray) -> np.ndarray:
+    """Same-step position of each layer's log10 norm: ``[:, 0]`` against the median of all layers,
+    ``[:, 1]`` against the median of its nearest ``NEIGHBOURS`` layers on each side (NaN-aware)."""
+    n = logn.size
+    out = np.full((n, 2), np.nan)
+    if np.isfinite(logn).sum() < 3:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window of dead layers: NaN, no alert
+        out[:, 0] = logn - nanmedian(logn)
+        out[:, 1] = logn - nanmedian(logn[_neighbour_index(n)].T)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _neighbour_index(n: int) -> np.ndarray:
+    """Row i: the ``2 * NEIGHBOURS`` layers nearest to i in forward order, shifted inwards at the ends
+    (fewer when the model has fewer layers)."""
+    width = min(2 * NEIGHBOURS + 1, n)
+    rows = []
+    for i in range(n):
+        lo = min(max(i - NEIGHBOURS, 0), n - width)
+        rows.append([j for j in range(lo, lo + width) if j != i][: width - 1])
+    return np.array(rows, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -77,6 +136,8 @@ class AlertDetector:
         self.layers = layers
         n = len(layers) + 1  # the last column is the total norm
         self._hist = np.full((self.cfg.history, n), np.nan)
+        self._rel_hist = np.full((self.cfg.history, len(layers), 2), np.nan)
+        self.relative_deviation = np.full((len(layers), 2), np.nan)
         self._count = 0
         self._low = np.zeros(n, dtype=np.int64)
         self._zero = np.zeros(n, dtype=np.int64)
@@ -84,13 +145,16 @@ class AlertDetector:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"hist": self._hist.copy(), "count": self._count, "low": self._low.copy(),
+        return {"hist": self._hist.copy(), "rel_hist": self._rel_hist.copy(), "count": self._count,
+                "low": self._low.copy(),
                 "zero": self._zero.copy(), "active": sorted(self._active)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if np.shape(state["hist"]) != self._hist.shape:
             raise ValueError(f"alert state has shape {np.shape(state['hist'])}, expected {self._hist.shape}")
         self._hist = np.array(state["hist"], dtype=np.float64)
+        if "rel_hist" in state:  # states saved before the relative rules start them afresh
+            self._rel_hist = np.array(state["rel_hist"], dtype=np.float64)
         self._count = int(state["count"])
         self._low = np.array(state["low"], dtype=np.int64)
         self._zero = np.array(state["zero"], dtype=np.int64)
@@ -157,9 +221,13 @@ class AlertDetector:
         have = np.sum(np.isfinite(self._hist), axis=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # layers without history yet give NaN: fine
-            med = np.nanmedian(self._hist, axis=0)
-            mad = np.nanmedian(np.abs(self._hist - med), axis=0) * _MAD_SCALE
+            med = nanmedian(self._hist)
+            mad = nanmedian(np.abs(self._hist - med)) * _MAD_SCALE
         warm = have >= cfg.warmup_steps
+        rel_now = relative_positions(logn[:-1])
+        rel_dev = self.relative_deviation = self._relative_deviation(rel_now)  # kept for benchmarks
+        rel_high = np.append(rel_dev[:, 0] > np.log10(cfg.exploding_factor), False)
+        rel_low = np.append(rel_dev[:, 1] < np.log10(cfg.vanishing_factor), False)
 
         for i in range(norms.size):
             key, module = self._name(i)
@@ -168,11 +236,15 @@ class AlertDetector:
                 continue
             # exploding
             limit = med[i] + max(np.log10(cfg.exploding_factor), _ROBUST_SIGMAS * mad[i])
-            is_exploding = bool(warm[i] and np.isfinite(logn[i]) and logn[i] > limit)
-            if self._episode("exploding", i, is_exploding):
-                alerts.append(Alert("exploding", epoch, step, key, module, float(norms[i]), float(10**limit),
-                                    f"exploding gradient at step {step} in {label}: norm {norms[i]:.3g} is "
-                                    f"{10 ** (logn[i] - med[i]):.3g}x its recent median {10 ** med[i]:.3g}"))
+            abs_high = bool(warm[i] and np.isfinite(logn[i]) and logn[i] > limit)
+            if self._episode("exploding", i, abs_high or rel_high[i]):
+                if rel_high[i]:
+                    thr, why = cfg.exploding_factor, (f"{10 ** rel_dev[i, 0]:.3g}x its usual level relative to the "
+                                                      "other layers at the same step")
+                else:
+                    thr, why = 10**limit, f"{10 ** (logn[i] - med[i]):.3g}x its recent median {10 ** med[i]:.3g}"
+                alerts.append(Alert("exploding", epoch, step, key, module, float(norms[i]), float(thr),
+                                    f"exploding gradient at step {step} in {label}: norm {norms[i]:.3g} is {why}"))
             # dead (exactly zero on a trainable layer); the total has no "dead" of its own
             self._zero[i] = self._zero[i] + 1 if norms[i] == 0 else 0
             if i < len(self.layers) and self._episode("dead", i, self._zero[i] >= cfg.dead_patience):
@@ -182,9 +254,10 @@ class AlertDetector:
             # vanishing
             low_hist = warm[i] and np.isfinite(logn[i]) and logn[i] < med[i] + np.log10(cfg.vanishing_factor)
             low_ratio = norms[i] > 0 and np.isfinite(ratio[i]) and ratio[i] < cfg.vanishing_ratio
-            self._low[i] = self._low[i] + 1 if (low_hist or low_ratio) else 0
+            self._low[i] = self._low[i] + 1 if (low_hist or low_ratio or rel_low[i]) else 0
             if self._episode("vanishing", i, self._low[i] >= cfg.vanishing_patience):
-                thr = 10 ** (med[i] + np.log10(cfg.vanishing_factor)) if low_hist else cfg.vanishing_ratio
+                thr = (10 ** (med[i] + np.log10(cfg.vanishing_factor)) if low_hist
+                       else cfg.vanishing_factor if rel_low[i] else cfg.vanishing_ratio)
                 alerts.append(Alert("vanishing", epoch, step, key, module, float(norms[i]), float(thr),
                                     f"vanishing gradient in {label} for {self._low[i]} steps up to step "
                                     f"{step}: norm {norms[i]:.3g} (grad/weight ratio {ratio[i]:.3g})"))
@@ -192,6 +265,21 @@ class AlertDetector:
         # history takes every finite, positive norm, exploding ones included: the median and MAD
         # ignore a few outliers, so a spike is still reported; a lasting change of scale becomes the
         # new normal once it fills half the window. Non-finite and zero norms carry no scale: left out.
-        self._hist[self._count % cfg.history] = np.where(np.isfinite(logn), logn, np.nan)
+        row = self._count % cfg.history
+        self._hist[row] = np.where(np.isfinite(logn), logn, np.nan)
+        # a flagged layer's relative position stays out of its history, so that a lasting fault
+        # (vanishing needs several steps to be reported) is not learnt as the new normal
+        flagged = (rel_high | rel_low)[:-1] | (self._low[:-1] > 0)
+        self._rel_hist[row] = np.where(flagged[:, None], np.nan, rel_now)
         self._count += 1
         return alerts
+
+    def _relative_deviation(self, rel_now: np.ndarray) -> np.ndarray:
+        """Per layer: how far (decades) its same-step position is from its usual one under both
+        references; column 0 is the smaller rise (exploding needs both), column 1 the smaller drop.
+        NaN (no alert) where a layer has no history yet or a reference is missing."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            usual = nanmedian(self._rel_hist)
+        dev = rel_now - usual
+        return np.stack([dev.min(axis=1), dev.max(axis=1)], axis=1)

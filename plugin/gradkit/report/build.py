@@ -105,7 +105,17 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "seed": args.get("seed"),
         "optimizer_steps": steps,
         "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "imgsz", "batch", "optimizer", "lr0")},
+        **_monitor_keys(run_dir),
     }
+
+
+def _monitor_keys(run_dir: Path) -> dict[str, Any]:
+    """The monitor's coverage and noise scale from ``gradkit_summary.json`` (absent: empty/None)."""
+    path = run_dir / "gradkit_summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    return {"inactive_rules": summary.get("inactive_rules", {}),
+            "inactive_rules_message": summary.get("inactive_rules_message", ""),
+            "noise_scale": summary.get("noise_scale")}
 
 
 def _gallery_entry(ev: EvalData, m: Matching, found: np.ndarray, fires: np.ndarray, r) -> dict[str, Any]:

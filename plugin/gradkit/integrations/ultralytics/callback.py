@@ -14,12 +14,13 @@ from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
+from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import check_optimizer_step, check_seams
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
-from gradkit.monitor.alerts import AlertThresholds
+from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.rollback import scaled_lr
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
@@ -70,7 +71,9 @@ class GradkitCallback:
         return {
             "on_pretrain_routine_start": self.on_pretrain_routine_start,
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
+            "on_train_start": self.on_train_start,
             "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_batch_end": self.on_train_batch_end,
             "on_train_epoch_end": self.on_train_epoch_end,
             "on_model_save": self.on_model_save,
             "on_train_end": self.on_train_end,
@@ -92,6 +95,7 @@ class GradkitCallback:
         self._epoch_alerts = 0
         self.save_dir: Path | None = None
         self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
+        self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the configuration travels (DDP pickles callbacks before training starts).
@@ -219,6 +223,7 @@ class GradkitCallback:
             "grad/clip_rate": self._epoch_clipped / n,
             "grad/skipped": float(self._epoch_skipped),
             "grad/alerts": float(self._epoch_alerts),
+            "grad/noise_scale": self.noise.epoch_value(),
         })
         if self.guard:
             trainer.lr.update(self.guard.epoch_end())
@@ -243,6 +248,7 @@ class GradkitCallback:
                 "optimizer_steps": self.step,
                 "alerts": self.alert_count,
                 "clip_mode": self.cfg.clip.mode,
+                **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
             if self.cfg.report.enabled:
@@ -262,6 +268,43 @@ class GradkitCallback:
             self.extras_failed.append(what)
             _logger().error(f"gradkit: {what} failed ({type(exc).__name__}: {exc}). The run itself is complete "
                             f"(weights and results.csv in {self.save_dir}); rebuild it with: {rebuild}")
+
+    # ------------------------------------------------------------------ rule coverage and noise scale
+    def _reset_monitor_extras(self) -> None:
+        self.noise = NoiseScaleTracker()
+        self._last_weight: torch.Tensor | None = None
+        self.inactive_rules_message = ""
+
+    def on_train_start(self, trainer) -> None:
+        """Say once, before the first step, which diagnoses this run has too few optimizer steps for."""
+        if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):
+            return
+        _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts, self.step)
+        if self.inactive_rules_message and _is_main():
+            _logger().warning(self.inactive_rules_message)
+
+    def on_train_batch_end(self, trainer) -> None:
+        if self.cfg.monitor.enabled:
+            self.noise.on_batch_end(trainer, self.step, self._epoch_totals[-1] if self._epoch_totals else float("nan"))
+
+    def _weight_norms(self, fresh: bool) -> torch.Tensor:
+        """Per-layer weight norms: measured when ``fresh`` (or never yet), else the latest measurement."""
+        if fresh or self._last_weight is None:
+            self._last_weight = self.stats.weight_norms()
+        return self._last_weight
+
+    def _update_ratio_due(self) -> bool:
+        """The first measured step and every ``update_every``-th measured step after it."""
+        return (self.step // self.cfg.monitor.every - 1) % self.cfg.monitor.update_every == 0
+
+    def _monitor_summary(self, trainer) -> dict[str, Any]:
+        """``gradkit_summary.json`` keys of the monitor: the rules the run had too few optimizer steps
+        for (rule -> steps it needs) with the start-of-training explanation, and the noise scale."""
+        alerts = self.cfg.monitor.alerts
+        needs = inactive_rules(self.step, alerts) if self.cfg.monitor.enabled and alerts.enabled else {}
+        images = trainer.batch_size * max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
+        return {"inactive_rules": needs, "inactive_rules_message": self.inactive_rules_message if needs else "",
+                "noise_scale": self.noise.summary(images)}
 
     def _write_report(self, trainer) -> None:
         from gradkit.report import build_report, write_report
@@ -349,8 +392,10 @@ class GradkitCallback:
         epoch = trainer.epoch + 1
         monitored = mcfg.enabled and self.step % mcfg.every == 0
 
-        weight = self.stats.weight_norms() if monitored else None
-        before = self.stats.snapshot() if monitored else None
+        # weights move slowly: their norms and the update ratio every update_every-th measured step
+        fresh_weights = monitored and self._update_ratio_due()
+        weight = self._weight_norms(fresh_weights)
+        before = self.stats.snapshot() if fresh_weights else None
         result = self.clipper(self.stats.named)
         totals = torch.stack([result.total_norm, result.total_norm_clipped, result.clip_coef]).float().cpu()
         total, total_clipped, coef = (float(v) for v in totals)
@@ -360,7 +405,7 @@ class GradkitCallback:
 
         stats = None
         if monitored or not finite:
-            stats = self.stats.measure(result, weight if weight is not None else self.stats.weight_norms(), finite)
+            stats = self.stats.measure(result, weight, finite)
 
         if skip:
             scaler.update()  # lowers the AMP scale after an overflow; no-op when the scaler is disabled
@@ -374,7 +419,7 @@ class GradkitCallback:
                 trainer.ema.update(trainer.model)
 
         update_ratio = None
-        if monitored and not skip:
+        if before is not None and not skip:
             update_ratio = self.stats.update_norms(before) / weight.clamp(min=1e-12)
 
         self._epoch_totals.append(total)
@@ -384,10 +429,11 @@ class GradkitCallback:
         if stats is not None:
             alerts = self._diagnose(trainer, epoch, stats)
             if self.log and monitored:
-                self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm,
-                                    stats.grad_norm_clipped, stats.weight_norm, stats.nonfinite,
+                self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm, stats.grad_norm_clipped,
+                                    stats.weight_norm if fresh_weights else np.full_like(stats.weight_norm, np.nan),
+                                    stats.nonfinite,
                                     update_ratio if update_ratio is not None
-                                    else torch.zeros(self.stats.num_layers))
+                                    else torch.full((self.stats.num_layers,), float("nan"), device=weight.device))
         if self.log and monitored:
             self.log.add_step(epoch, self.step, total, total_clipped, coef, skip)
             self.log.maybe_flush()

@@ -1,0 +1,139 @@
+"""Early warning of divergence: how many optimizer steps before the loss blows up does `diverging` fire?
+
+Provoked divergent runs of yolo26n.yaml on tiny generated data, no clipping (``clip.mode=none``): SGD
+at 30x and 100x the default lr0 over seeds, and a run whose labels are replaced by random ones
+halfway. The loss of every optimizer step is recorded (mean over its batches); the run *diverges* at
+the first step whose loss is non-finite or above 10x the running median of the earlier steps. The
+lead time is that step minus the step of the first `diverging` alert (positive: a warning came first).
+The healthy corpus of benchmarks/fault_detection.py gives the false-warning count.
+
+    python benchmarks/divergence.py [--out /tmp/gradkit-diverge --seeds 0,1,2 --epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import fault_detection as fd
+import numpy as np
+
+DEFAULT_LR0 = 0.01  # Ultralytics' default lr0
+#: Ultralytics' default warmup: lr ramps up over 3 epochs. Without it, 30x lr0 blows the loss up at
+#: the third optimizer step on the tiny data, too early for any warning to lead.
+WARMUP_EPOCHS = 3
+
+
+def _loss_recorder(store: list):
+    def record(trainer):
+        plugin = fd._plugin(trainer)
+        loss = trainer.loss
+        store.append((plugin.step, float(loss.detach()) if loss is not None else float("nan")))
+
+    return record
+
+
+def _corrupt_labels_at(epoch: int, seed: int = 0):
+    """From ``epoch`` on, every training label gets a random class and a random box."""
+    rng = np.random.default_rng(seed)
+
+    def corrupt(trainer):
+        if trainer.epoch != epoch:
+            return
+        nc = len(trainer.data["names"])
+        for lab in trainer.train_loader.dataset.labels:
+            n = len(lab["cls"])
+            lab["cls"] = rng.integers(0, nc, size=(n, 1)).astype(np.float32)
+            xy = rng.uniform(0.2, 0.8, size=(n, 2))
+            wh = rng.uniform(0.05, 0.4, size=(n, 2))
+            lab["bboxes"] = np.concatenate([xy, wh], 1).astype(np.float32)
+
+    return corrupt
+
+
+def provoked_runs(seeds, epochs: int) -> dict[str, tuple[dict, list]]:
+    runs = {}
+    for mult in (30, 100):
+        for s in seeds:
+            kw = dict(optimizer="SGD", lr0=DEFAULT_LR0 * mult, seed=s, epochs=epochs, warmup_epochs=WARMUP_EPOCHS)
+            runs[f"SGD lr0 x{mult} seed {s}"] = (kw, [])
+    runs["labels corrupted halfway"] = (dict(optimizer="SGD", lr0=DEFAULT_LR0, epochs=epochs,
+                                             warmup_epochs=WARMUP_EPOCHS),
+                                        [("on_train_epoch_start", _corrupt_labels_at(epochs // 2))])
+    return runs
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    """Optimizer step -> loss of its batch (the provoked runs step at every batch, nbs=batch; the
+    recorder runs after the batch's step, so the plugin's counter already names it)."""
+    pairs = json.loads((run / "step_losses.json").read_text())
+    by_step: dict[int, list[float]] = {}
+    for step, loss in pairs:
+        by_step.setdefault(step, []).append(loss)
+    return {s: float(np.mean(v)) for s, v in sorted(by_step.items())}
+
+
+def divergence_step(losses: dict[int, float]) -> int | None:
+    seen: list[float] = []
+    for step, loss in losses.items():
+        if not math.isfinite(loss) or (len(seen) >= 3 and loss > 10 * statistics.median(seen)):
+            return step
+        seen.append(loss)
+    return None
+
+
+def train_provoked(data: Path, out: Path, name: str, kw: dict, callbacks: list) -> Path:
+    store: list = []
+    slug = "diverge-" + name.replace(" ", "_")
+    run = out / slug
+    if not (run / "step_losses.json").exists():
+        run = fd.train(data, out, slug, dict(kw), [*callbacks, ("on_train_batch_end", _loss_recorder(store))],
+                       overrides={"clip.mode": "none"})
+        (run / "step_losses.json").write_text(json.dumps(store))
+    return run
+
+
+def first_warning(alerts: list[dict]) -> int | None:
+    steps = [a["step"] for a in alerts if a["kind"] == "diverging"]
+    return min(steps) if steps else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="/tmp/gradkit-diverge")
+    ap.add_argument("--faults-out", default="/tmp/gradkit-faults", help="where fault_detection.py keeps its runs")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--imgsz", type=int, default=64)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = fd._dataset(out, args.images, args.imgsz)
+    fd.BASE["imgsz"] = args.imgsz
+    leads = []
+    print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}")
+    for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs).items():
+        run = train_provoked(data, out, name, kw, cbs)
+        losses = step_losses(run)
+        div, warn = divergence_step(losses), first_warning(fd.replay(run))
+        lead = div - warn if div is not None and warn is not None else None
+        if lead is not None:
+            leads.append(lead)
+        print(f"{name:28}{len(losses):>6}{div if div else '-':>12}{warn if warn else '-':>10}"
+              f"{lead if lead is not None else '-':>6}")
+    if leads:
+        print(f"median lead {statistics.median(leads)} optimizer steps over {len(leads)} diverged+warned runs")
+    healthy = [p for p in Path(args.faults_out).glob("healthy-*") if (p / "gradients.csv").exists()]
+    false = sum(first_warning(fd.replay(p)) is not None for p in healthy)
+    print(f"healthy corpus: {false} of {len(healthy)} runs with a diverging warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Monitor pieces that need Ultralytics' loop: the optimizer-step schedule and the noise-scale pairs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradkit.config import AlertsConfig
+from gradkit.monitor.alerts import inactive_rules
+from gradkit.monitor.noise import NoiseScale, critical_batch_reading
+
+__all__ = ["NoiseScaleTracker", "inactive_rules_message", "planned_optimizer_steps"]
+
+
+def planned_optimizer_steps(nb: int, epochs: int, start_epoch: int, accumulate: int, warmup_iters: int) -> int:
+    """Optimizer steps Ultralytics' loop will make (``BaseTrainer._do_train``: accumulate ramps from 1
+    to its nominal value over the warmup iterations, a step when ``ni - last_opt_step >= accumulate``)."""
+    steps, last = 0, -1
+    for ni in range(start_epoch * nb, epochs * nb):
+        acc = accumulate
+        if warmup_iters and ni <= warmup_iters:
+            acc = max(1, int(np.interp(ni, [0, warmup_iters], [1, accumulate]).round()))
+        if ni - last >= acc:
+            steps, last = steps + 1, ni
+    return steps
+
+
+def _trainer_plan(trainer) -> tuple[int, int]:
+    """(planned optimizer steps, nominal accumulate) of a trainer at ``on_train_start``."""
+    nb = len(trainer.train_loader)
+    acc = max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
+    warm = trainer._get_warmup_iterations(nb) if hasattr(trainer, "_get_warmup_iterations") else 0
+    return planned_optimizer_steps(nb, trainer.epochs, trainer.start_epoch, acc, warm), acc
+
+
+def inactive_rules_message(trainer, cfg: AlertsConfig, steps_done: int = 0) -> tuple[dict[str, int], str]:
+    """Rules that cannot fire in this run's planned optimizer steps (plus ``steps_done`` before a
+    resume), and a one-line explanation."""
+    steps, acc = _trainer_plan(trainer)
+    rules = inactive_rules(steps + steps_done, cfg)
+    if not rules:
+        return {}, ""
+    nb = len(trainer.train_loader)
+    why = (f"nbs={trainer.args.nbs} accumulates {acc} batches of {trainer.batch_size} per step"
+           if acc > 1 else "one step per batch")
+    listing = "; ".join(f"{rule} needs {need}" for rule, need in rules.items())
+    return rules, (f"gradkit: {steps} optimizer step(s) planned ({nb} batches x "
+                   f"{trainer.epochs - trainer.start_epoch} epoch(s), {why}): too few for {listing}. "
+                   "Non-finite detection works from step 1; lower nbs or train longer for the others")
+
+
+class NoiseScaleTracker:
+    """Pairs the gradient after the first micro-batch of each accumulation window with the full
+    step's gradient (``on_train_batch_end`` only; no change to the optimizer step).
+
+    The squared norm of the first micro-batch is kept on the device and read back once per epoch.
+    Ultralytics' loss is a per-image mean times the batch size, so a window's gradient is a sum over
+    its images: dividing by the image count gives the mean gradient the estimator needs. Without
+    accumulation (one batch per step) there is no second batch size and no estimate (NaN).
+    """
+
+    def __init__(self):
+        self.run = NoiseScale()
+        self._pairs: list[tuple[torch.Tensor, int, float, int]] = []  # (small sum sq, b, big sum sq, B)
+        self._small: torch.Tensor | None = None
+        self._window_images = 0
+        self._seen_step = 0
+        self._epoch = -1
+        self._batch_in_epoch = 0
+
+    def _images(self, trainer) -> int:
+        """Images in the batch just finished (the last batch of an epoch may be short)."""
+        loader = trainer.train_loader
+        bs = loader.batch_size or trainer.batch_size
+        nb = len(loader)
+        if self._batch_in_epoch == nb and not getattr(loader, "drop_last", False):
+            return len(loader.dataset) - (nb - 1) * bs
+        return bs
+
+    def on_batch_end(self, trainer, step: int, last_total_norm: float) -> None:
+        if trainer.epoch != self._epoch:
+            self._epoch, self._batch_in_epoch = trainer.epoch, 0
+        self._batch_in_epoch += 1
+        images = self._images(trainer)
+        first = self._window_images == 0
+        self._window_images += images
+        if step != self._seen_step:  # this batch ended an accumulation window with an optimizer step
+            if self._small is not None and math.isfinite(last_total_norm):
+                self._pairs.append((self._small, self._small_images, last_total_norm**2, self._window_images))
+            self._seen_step, self._window_images, self._small = step, 0, None
+        elif first:
+            self._small, self._small_images = self._grad_sq(trainer), images
+
+    @staticmethod
+    def _grad_sq(trainer) -> torch.Tensor | None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        sq = torch.stack(torch._foreach_norm(grads)).float().square().sum()
+        scale = trainer.scaler.get_scale() if trainer.scaler.is_enabled() else 1.0
+        return sq / scale**2
+
+    def epoch_value(self) -> float:
+        """``B_simple`` over this epoch's windows (one host transfer); adds them to the run total."""
+        epoch = NoiseScale()
+        if self._pairs:
+            smalls = torch.stack([p[0] for p in self._pairs]).cpu().tolist()
+            for small, (_, b, big, big_b) in zip(smalls, self._pairs, strict=True):
+                for acc in (epoch, self.run):
+                    acc.add(small / b**2, b, big / big_b**2, big_b)
+            self._pairs.clear()
+        return epoch.value()
+
+    def summary(self, images_per_step: int) -> dict[str, Any]:
+        value = self.run.value()
+        return {"value": value if math.isfinite(value) else None, "steps": self.run.steps,
+                "images_per_step": images_per_step, "reading": critical_batch_reading(value, images_per_step)}

@@ -1,0 +1,89 @@
+"""Same-step relative diagnoses (no warm-up) and the rule-coverage helper, on hand-made norms."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gradkit.config import AlertsConfig
+from gradkit.monitor import AlertDetector
+from gradkit.monitor.alerts import inactive_rules, nanmedian, relative_positions
+
+LAYERS = [f"{i} Conv" for i in range(12)]
+BASE = np.logspace(1, -1, 12)  # a healthy profile: norms fall by two decades from input to output
+
+
+def _run(steps, fault=None, scale=None, seed=0):
+    """Feed ``steps`` steps; ``scale(s)`` multiplies every norm (the absolute level moving by decades),
+    ``fault(s, g)`` edits the norms. Default config: warmup_steps 20."""
+    rng = np.random.default_rng(seed)
+    det = AlertDetector(LAYERS, AlertsConfig())
+    alerts = []
+    for s in range(1, steps + 1):
+        g = BASE * np.exp(rng.normal(0, 0.2, BASE.size)) * (scale(s) if scale else 1.0)
+        if fault:
+            g = fault(s, g.copy())
+        alerts += det.update(1, s, g, np.full(BASE.size, 10.0), float(np.sqrt((g**2).sum())))
+    return alerts
+
+
+@pytest.mark.parametrize(("kind", "factor", "onset"), [("exploding", 1e3, 2), ("vanishing", 1e-6, 2),
+                                                       ("exploding", 1e3, 7), ("vanishing", 1e-9, 7)])
+def test_fault_on_one_layer_reported_without_warmup(kind, factor, onset):
+    def fault(s, g):
+        if s >= onset:
+            g[5] *= factor
+        return g
+
+    alerts = _run(15, fault, scale=lambda s: 10.0 ** (2 - s / 3))  # absolute level falls 5 decades
+    mine = [a for a in alerts if a.kind == kind and a.layer == "5"]
+    assert len(mine) == 1, alerts
+    assert onset <= mine[0].step <= onset + (0 if kind == "exploding" else 2)
+    assert all(a.layer in {"5", "total"} for a in alerts), alerts
+
+
+def test_whole_model_scale_swings_and_group_jumps_are_healthy():
+    """Batches shift every norm together by decades, and a block of 4 neighbouring layers (a
+    detection scale with large objects in the batch) jumps up and back together: no alert. Against
+    the global median alone the jump passes the exploding threshold (2.48 decades): 80 alerts."""
+
+    def group(s, g):
+        if s % 3 == 0:
+            g[7:11] *= 10**4.0
+        return g
+
+    assert _run(60, group, scale=lambda s: 10.0 ** (3 * np.sin(s))) == []
+
+
+def test_relative_positions_use_median_of_all_and_of_neighbours():
+    logn = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    rel = relative_positions(logn)
+    assert rel[:, 0] == pytest.approx(logn - 2.5)
+    # layer 0: neighbours 1..4 (window shifted inwards) -> median 2.5; layer 3: 1,2,4,5 -> 3
+    assert rel[0, 1] == pytest.approx(-2.5) and rel[3, 1] == pytest.approx(0.0)
+    assert np.isnan(relative_positions(np.array([1.0, np.nan, np.nan]))).all()  # too few layers
+
+
+def test_inactive_rules_by_step_count():
+    cfg = AlertsConfig()
+    assert set(inactive_rules(1, cfg)) == {"exploding (relative to the other layers)",
+                                           "vanishing (relative to the other layers)",
+                                           "exploding/vanishing (against own history)", "dead"}
+    assert set(inactive_rules(3, cfg)) == {"vanishing (relative to the other layers)",
+                                           "exploding/vanishing (against own history)"}
+    assert inactive_rules(21, cfg) == {}
+
+
+@pytest.mark.parametrize("shape", [(7,), (100, 19), (100, 18, 2), (4, 6)])
+def test_nanmedian_equals_numpy(shape):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=shape)
+    a[rng.random(shape) < 0.3] = np.nan
+    if len(shape) > 1:
+        a[:, 0] = np.nan  # an all-NaN column
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on the all-NaN column
+        expected = np.nanmedian(a, axis=0)
+    np.testing.assert_allclose(nanmedian(a), expected, equal_nan=True)

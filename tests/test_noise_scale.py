@@ -1,0 +1,83 @@
+"""Gradient noise scale (McCandlish et al. 2018) against a problem with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradkit.integrations.ultralytics.monitor_glue import planned_optimizer_steps
+from gradkit.monitor.noise import NoiseScale, critical_batch_reading
+
+
+def _least_squares_b_simple(delta: np.ndarray, sigma: float) -> float:
+    """Analytic B_simple of per-sample gradients g = x (x.delta - eps), x ~ N(0, I), eps ~ N(0, sigma^2).
+
+    G = E[g] = delta; by Isserlis E[g g^T] = (|delta|^2 + sigma^2) I + 2 delta delta^T, so
+    tr(Sigma) = d (|delta|^2 + sigma^2) + |delta|^2 and B_simple = tr(Sigma) / |delta|^2.
+    """
+    d2 = float(delta @ delta)
+    return (delta.size * (d2 + sigma**2) + d2) / d2
+
+
+@pytest.mark.parametrize(("b", "big_b", "sigma"), [(8, 32, 0.5), (16, 64, 2.0), (4, 12, 0.0)])
+def test_least_squares_noise_scale_within_10_percent(b, big_b, sigma):
+    """The first micro-batch of b samples and the whole window of B samples, gradients as sums (the
+    Ultralytics convention, loss = mean x batch size) divided by the image count, as in training."""
+    rng = np.random.default_rng(0)
+    d = 20
+    w_star = rng.normal(size=d)
+    w = w_star + rng.normal(size=d) * 0.3  # fixed weights: the true G and Sigma are constant
+    delta = w - w_star
+    expected = _least_squares_b_simple(delta, sigma)
+    est = NoiseScale()
+    for _ in range(3000):
+        x = rng.normal(size=(big_b, d))
+        y = x @ w_star + rng.normal(size=big_b) * sigma
+        per_sample = x * (x @ w - y)[:, None]
+        small_sum, big_sum = per_sample[:b].sum(0), per_sample.sum(0)
+        assert est.add(float(small_sum @ small_sum) / b**2, b, float(big_sum @ big_sum) / big_b**2, big_b)
+    assert est.value() == pytest.approx(expected, rel=0.10)
+    assert expected > 2 * d / 3  # the case is not trivial: noise dominates a single sample
+
+
+def test_noise_scale_refuses_pairs_without_two_batch_sizes():
+    est = NoiseScale()
+    assert not est.add(1.0, 4, 1.0, 4)  # no accumulation: one batch size only
+    assert not est.add(float("nan"), 4, 1.0, 8)
+    assert math.isnan(est.value())
+    assert "nbs larger than batch" in critical_batch_reading(est.value(), 16)
+    assert "below the critical" in critical_batch_reading(640.0, 64)
+    assert "above the critical" in critical_batch_reading(10.0, 64)
+
+
+def test_estimator_on_torch_gradients_of_a_linear_model():
+    """Same oracle through autograd: a linear layer's gradient with a summed loss."""
+    torch.manual_seed(0)
+    d, b, big_b, sigma = 10, 8, 32, 1.0
+    lin = torch.nn.Linear(d, 1, bias=False)
+    w_star = torch.randn(d)
+    delta = lin.weight.detach()[0] - w_star
+    expected = _least_squares_b_simple(delta.numpy().astype(np.float64), sigma)
+    est = NoiseScale()
+    for _ in range(2000):
+        x = torch.randn(big_b, d)
+        y = x @ w_star + torch.randn(big_b) * sigma
+        lin.zero_grad()
+        (0.5 * (lin(x[:b]).squeeze(1) - y[:b]) ** 2).sum().backward()
+        small = float(lin.weight.grad.square().sum())
+        (0.5 * (lin(x[b:]).squeeze(1) - y[b:]) ** 2).sum().backward()  # accumulates onto the first micro-batch
+        big = float(lin.weight.grad.square().sum())
+        est.add(small / b**2, b, big / big_b**2, big_b)
+    assert est.value() == pytest.approx(expected, rel=0.10)
+
+
+@pytest.mark.parametrize(("nb", "epochs", "acc", "warm", "expected"), [
+    (5, 3, 1, 0, 15),   # one step per batch
+    (5, 2, 8, 0, 1),    # nbs=32, batch 4: 8 batches per step, 10 batches -> 1 step
+    (30, 3, 16, 0, 5),  # 90 batches / 16 -> 5 steps (the 6th window is incomplete)
+])
+def test_planned_optimizer_steps_matches_loop(nb, epochs, acc, warm, expected):
+    assert planned_optimizer_steps(nb, epochs, 0, acc, warm) == expected
