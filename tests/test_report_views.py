@@ -139,3 +139,22 @@ def test_gallery_draws_at_most_one_prediction_per_object():
     drawn = _fps_to_draw(fps, [tp], [found, missed])
     assert drawn[0] == near[0]  # the highest-scoring box on the missed object, none on the found one
     assert drawn[1:] == background[:MAX_DRAWN_FP] and len(drawn) == 1 + MAX_DRAWN_FP
+
+
+def test_inactive_rules_and_noise_scale_are_stated_and_escaped():
+    from gradkit.monitor.alerts import AlertThresholds, inactive_rules
+    from gradkit.monitor.noise import critical_batch_reading
+    from gradkit.report.render import _monitor_notes
+
+    thresholds = AlertThresholds(enabled=True, warmup_steps=20, history=100, exploding_factor=300.0,
+                                 vanishing_factor=1e-4, vanishing_ratio=1e-9, vanishing_patience=3, dead_patience=3)
+    needs = inactive_rules(2, thresholds)  # 2 optimizer steps: every rule but the relative exploding one
+    assert needs == {"vanishing (relative to the other layers)": 4, "exploding/vanishing (against own history)": 21,
+                     "dead": 3}
+    reading = critical_batch_reading(120.0, 64)
+    page = _monitor_notes({"inactive_rules": needs, "inactive_rules_message": "2 steps <b>planned</b>",
+                           "noise_scale": {"value": 120.0, "steps": 7, "images_per_step": 64, "reading": reading}})
+    assert "dead (needs 3 steps)" in page and "against own history) (needs 21 steps)" in page
+    assert "&lt;b&gt;planned&lt;/b&gt;" in page and "<b>planned" not in page
+    assert "B_simple ~ 120 images vs 64 images per optimizer step" in page and "over 7 optimizer steps" in page
+    assert _monitor_notes({"inactive_rules": {}, "noise_scale": None}) == ""

@@ -393,6 +393,19 @@ def _training_panels(t: dict[str, Any]) -> str:
     return f'<div class="panels">{"".join(panels)}</div>{text}'
 
 
+def _monitor_notes(t: dict[str, Any]) -> str:
+    """The diagnoses this run had too few optimizer steps for, and the gradient noise scale."""
+    notes = []
+    if t.get("inactive_rules"):
+        notes.append(f'<p class="warn">{_e(t.get("inactive_rules_message") or "")} Inactive: '
+                     + _e(", ".join(f"{k} (needs {v} steps)" for k, v in t["inactive_rules"].items())) + "</p>")
+    ns = t.get("noise_scale") or {}
+    if ns.get("reading"):
+        notes.append(f"<p>Gradient noise scale (McCandlish et al. 2018), averaged over {_num(ns.get('steps'))} "
+                     f"optimizer steps of {_num(ns.get('images_per_step'))} images: {_e(ns['reading'])}.</p>")
+    return "".join(notes)
+
+
 def _alerts(t: dict[str, Any]) -> str:
     """Alerts grouped by (kind, layer) with count, first and last step; every alert in a collapsible list."""
     alerts = t.get("alerts") or []
@@ -497,7 +510,7 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
             _file_img(plots.get(x), f"{x} curve", roots) for x in ("PR", "F1")) + "</div>")
     t = r.get("training")
     if t:
-        parts += ["<h2>Training</h2>", _training_panels(t), "<h3>Gradients</h3>", _alerts(t),
+        parts += ["<h2>Training</h2>", _training_panels(t), "<h3>Gradients</h3>", _monitor_notes(t), _alerts(t),
                   _gradients(t, roots)]
     if r.get("plugin_config"):
         parts.append("<details><summary>gradkit configuration</summary><pre>"

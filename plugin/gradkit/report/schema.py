@@ -106,6 +106,13 @@ class Alert(_Open):
     message: str = ""
 
 
+class NoiseScale(_Open):
+    value: Num = None
+    steps: int = 0
+    images_per_step: int = 0
+    reading: str = ""
+
+
 class Training(_Open):
     run_dir: str
     epochs: list[int]
@@ -115,6 +122,9 @@ class Training(_Open):
     heatmap: str | None = None
     seed: int | None = None
     train_args: dict[str, Any] = {}
+    inactive_rules: dict[str, int] = {}
+    inactive_rules_message: str = ""
+    noise_scale: NoiseScale | None = None
 
 
 class EvaluationReport(_Open):
