@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gradkit.data.fingerprint import THIN_WIDTH_PX, fingerprint_dataset, stroke_width
+from gradkit.data.fingerprint import THIN_MAX_FILL, fingerprint_dataset, stroke_width
 
 
 def _write(root, split, stem, img, labels):
@@ -71,7 +71,10 @@ def test_stroke_width_separates_lines_from_blobs(handmade):
     fp = fingerprint_dataset(handmade)
     stroke = np.asarray(fp.box_stroke)
     assert stroke[0] == pytest.approx(160 / np.hypot(80, 2), rel=1e-6)   # 2 px line: 160 pixels / its length
-    assert stroke[1] > 3 * THIN_WIDTH_PX and stroke[2] > 3 * THIN_WIDTH_PX
+    fill = np.asarray(fp.box_fill)
+    assert fill[0] == pytest.approx(1.0)                # the 2 px line fills its 80 x 2 box
+    assert fill[1] == pytest.approx(np.count_nonzero(cv2.circle(np.zeros((21, 21)), (10, 10), 10, 1, -1)) / 21 ** 2)
+    assert fill[1] > THIN_MAX_FILL                      # a disc fills pi/4 of its box: never thin
     assert fp.thin_mask().tolist() == [True, False, False]
     assert fp.thin_classes() == ["scratch"]
     np.testing.assert_allclose(fp.stroke_pixels(400)[0], 2 * stroke[0])

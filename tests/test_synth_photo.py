@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("skimage")
 
-from gradkit.data.fingerprint import fingerprint_dataset  # noqa: E402
-from gradkit.synth_photo import PhotoSpec, generate_photo_dataset, render_photo_image  # noqa: E402
+from gradkit.data.fingerprint import fingerprint_dataset
+from gradkit.synth_photo import PhotoSpec, generate_photo_dataset, render_photo_image
 
 SPEC = PhotoSpec(images=40, imgsz=128, seed=5)
 
@@ -57,6 +57,7 @@ def test_scratches_are_thin_and_written_files_match(tmp_path):
     fp = fingerprint_dataset(data)
     cls, stroke = np.asarray(fp.box_cls), np.asarray(fp.box_stroke)
     scratch = stroke[(cls == 0) & np.isfinite(stroke)]
-    assert len(scratch) >= 10
-    assert np.median(scratch) <= 3.0                    # drawn 1-2 px wide; the fingerprint sees them thin
-    assert "scratch" in fp.thin_classes()
+    assert len(scratch) >= 10, len(scratch)
+    assert np.median(scratch) <= 3.0                    # drawn 1-2 px wide (+ anti-aliasing)
+    fill = np.asarray(fp.box_fill)
+    assert np.nanmedian(fill[cls == 0]) < np.nanmedian(fill[cls == 2])   # a scratch's box is mostly background

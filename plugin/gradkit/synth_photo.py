@@ -99,7 +99,7 @@ def _coverage(n: int, curves: list[tuple[np.ndarray, float]]) -> np.ndarray:
     """Anti-aliased coverage of polylines of given widths: drawn at 4x without AA, area-averaged."""
     big = np.zeros((n * _SS, n * _SS), np.uint8)
     for pts, width in curves:
-        thick = max(1, int(round(width * _SS)))
+        thick = max(1, round(width * _SS))
         cv2.polylines(big, [np.round(pts * _SS).astype(np.int32)], False, 255, thick, cv2.LINE_8)
     return cv2.resize(big, (n, n), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
@@ -107,7 +107,10 @@ def _coverage(n: int, curves: list[tuple[np.ndarray, float]]) -> np.ndarray:
 def _scratch(rng: np.random.Generator, n: int) -> np.ndarray:
     length = rng.uniform(0.25, 0.6) * n
     # mostly diagonal: the issue's failing case; a quarter at any angle
-    angle = rng.choice([np.pi / 4, 3 * np.pi / 4]) + rng.normal(0, 0.2) if rng.random() < 0.75 else rng.uniform(0, np.pi)
+    if rng.random() < 0.75:
+        angle = rng.choice([np.pi / 4, 3 * np.pi / 4]) + rng.normal(0, 0.2)
+    else:
+        angle = rng.uniform(0, np.pi)
     c = rng.uniform(0.2, 0.8, 2) * n
     d = np.array([np.cos(angle), np.sin(angle)]) * length / 2
     bow = np.array([-d[1], d[0]]) * rng.uniform(-0.15, 0.15)
@@ -126,11 +129,11 @@ def _crack(rng: np.random.Generator, n: int) -> np.ndarray:
     a = rng.uniform(0.2, 0.8, 2) * n
     angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.45) * n
     b = np.clip(a + length * np.array([np.cos(angle), np.sin(angle)]), 2, n - 3)
-    trunk = np.array(_displace(rng, a, b, 5, 0.18) + [b])
+    trunk = np.array([*_displace(rng, a, b, 5, 0.18), b])
     k = int(rng.integers(len(trunk) // 3, 2 * len(trunk) // 3))
     turn = angle + rng.choice([-1, 1]) * rng.uniform(0.5, 1.1)
     end = np.clip(trunk[k] + 0.4 * length * np.array([np.cos(turn), np.sin(turn)]), 2, n - 3)
-    branch = np.array(_displace(rng, trunk[k], end, 4, 0.18) + [end])
+    branch = np.array([*_displace(rng, trunk[k], end, 4, 0.18), end])
     return _coverage(n, [(trunk, rng.uniform(1.2, 2.5)), (branch, 1.0)])
 
 

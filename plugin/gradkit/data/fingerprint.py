@@ -20,11 +20,16 @@ import numpy as np
 from gradkit.data.check import CheckResult, _check_labels, _label_path, _split_dirs
 from gradkit.data.convert import IMAGE_SUFFIXES
 
-__all__ = ["THIN_WIDTH_PX", "Fingerprint", "fingerprint_dataset", "stroke_width"]
+__all__ = ["THIN_MAX_FILL", "THIN_WIDTH_PX", "Fingerprint", "fingerprint_dataset", "stroke_width"]
 
 #: A defect whose stroke is at most this many pixels wide (at the native resolution) counts as thin:
 #: the 1-2 px scratches and cracks of issue 13, with a pixel of anti-aliasing.
 THIN_WIDTH_PX = 3.0
+#: ... and fills less than this share of its box (a disc fills 0.79, a diagonal line < 0.1): the width
+#: estimate cannot tell a stroke from the inside of a soft blob, the fill can.
+THIN_MAX_FILL = 0.2
+#: Long over short box side above which a box counts as elongated (the report's elongation bucket).
+ELONGATED = 5.0
 #: Images decoded for the per-image measurements (sizes of the others come from the same sample).
 MAX_DECODED = 400
 
@@ -46,6 +51,7 @@ class Fingerprint:
         box_cls, box_w, box_h: Class and relative size of each box (fractions of the image side).
         box_img_w, box_img_h: Pixel size of the box's image (NaN when it was not decoded).
         box_stroke: Estimated stroke width of each box's defect in native pixels (NaN: not measured).
+        box_fill: Share of each box the defect covers (NaN: not measured).
         label_errors: Label lines ``gradkit check`` reports as errors (they are left out here).
     """
 
@@ -66,6 +72,7 @@ class Fingerprint:
     box_img_w: list[float] = field(default_factory=list)
     box_img_h: list[float] = field(default_factory=list)
     box_stroke: list[float] = field(default_factory=list)
+    box_fill: list[float] = field(default_factory=list)
     label_errors: int = 0
 
     # ------------------------------------------------------------------ derived measures
@@ -108,24 +115,28 @@ class Fingerprint:
         return np.maximum(w, h) / np.maximum(np.minimum(w, h), 1e-9)
 
     def thin_mask(self) -> np.ndarray:
-        """Boxes whose measured stroke is at most ``THIN_WIDTH_PX`` native pixels wide."""
-        return np.nan_to_num(np.asarray(self.box_stroke, float), nan=np.inf) <= THIN_WIDTH_PX
+        """Boxes whose stroke is at most ``THIN_WIDTH_PX`` native pixels wide and that are either
+        mostly background (fill below ``THIN_MAX_FILL``: a diagonal line) or elongated (long/short
+        side above ``ELONGATED``: a line along an axis fills its own thin box). Unmeasured: not thin."""
+        stroke = np.nan_to_num(np.asarray(self.box_stroke, float), nan=np.inf)
+        fill = np.nan_to_num(np.asarray(self.box_fill, float), nan=1.0)
+        return (stroke <= THIN_WIDTH_PX) & ((fill < THIN_MAX_FILL) | (self.elongation() > ELONGATED))
 
     def stroke_pixels(self, imgsz: int) -> np.ndarray:
         """Stroke width of every box in pixels after the letterbox to ``imgsz`` (NaN: not measured)."""
         iw, ih = np.asarray(self.box_img_w, float), np.asarray(self.box_img_h, float)
         return np.asarray(self.box_stroke, float) * imgsz / np.maximum(iw, ih)
 
-    def thin_classes(self, min_share: float = 0.5) -> list[str]:
-        """Classes of which at least ``min_share`` of the measured boxes are thin."""
+    def thin_share_per_class(self) -> dict[str, float]:
+        """Share of each class's measured boxes that are thin (classes without measured boxes left out)."""
         cls, thin = np.asarray(self.box_cls), self.thin_mask()
         measured = ~np.isnan(np.asarray(self.box_stroke, float))
-        out = []
-        for c, name in self.class_names.items():
-            sel = (cls == c) & measured
-            if sel.any() and thin[sel].mean() >= min_share:
-                out.append(name)
-        return out
+        return {name: round(float(thin[(cls == c) & measured].mean()), 3) for c, name in self.class_names.items()
+                if ((cls == c) & measured).any()}
+
+    def thin_classes(self, min_share: float = 0.5) -> list[str]:
+        """Classes of which at least ``min_share`` of the measured boxes are thin."""
+        return [name for name, share in self.thin_share_per_class().items() if share >= min_share]
 
     def summary(self) -> dict:
         """Plain numbers for YAML and printing."""
@@ -148,6 +159,7 @@ class Fingerprint:
                                        "long": q(np.maximum(self.box_w, self.box_h))},
             "elongation_p10_50_90": q(el), "stroke_px_p10_50_90": q(stroke),
             "thin_share": round(float(self.thin_mask().mean()), 3) if self.box_cls else 0.0,
+            "thin_share_per_class": self.thin_share_per_class(),
             "thin_classes": self.thin_classes(), "label_errors": self.label_errors,
         }
 
@@ -155,31 +167,44 @@ class Fingerprint:
 def stroke_width(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float]:
     """Estimate the stroke width (pixels) and the fill (share of the box) of the defect in ``box``.
 
-    The background level is the median of a 2-pixel ring around the box; a pixel belongs to the
-    defect when it deviates from that level by more than half the box's 99th-percentile deviation
-    (a full-width-at-half-maximum threshold, so anti-aliased edges count half) and by more than
-    three robust noise deviations of the ring. Width = defect pixels / length, with the length of a
-    stroke taken as the box diagonal: exact for a straight line from corner to corner, and for one
-    along a side of an elongated box. A compact blob gets a large width, a thin line 1-2 px.
+    Width: the defect's fine structure is the residual of a 9x9 median filter (which erases strokes
+    up to 3 px wide at any angle and keeps the background texture's coarse shape); a pixel belongs to the stroke
+    when its residual exceeds half the box's 99th-percentile residual (a full-width-at-half-maximum
+    threshold: anti-aliased edges count half) and three robust noise deviations of the ring. Width = stroke
+    pixels / length, the length taken as the box diagonal: exact for a straight line from corner to
+    corner and for one along an elongated box. Fill: the same count against the median of a 2-pixel
+    ring around the box instead of the filtered image, over the box area; a blob fills its box
+    (a disc: 0.79), a diagonal line does not (< 0.1).
     """
+    import cv2
+
     x0, y0, x1, y1 = box
     h, w = gray.shape
-    r0, r1, c0, c1 = max(y0 - 2, 0), min(y1 + 2, h), max(x0 - 2, 0), min(x1 + 2, w)
-    outer = gray[r0:r1, c0:c1].astype(np.float32)
+    r0, r1, c0, c1 = max(y0 - 4, 0), min(y1 + 4, h), max(x0 - 4, 0), min(x1 + 4, w)
+    outer = np.ascontiguousarray(gray[r0:r1, c0:c1]).astype(np.float32)
     inner = np.zeros(outer.shape, bool)
     inner[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = True
-    ring = outer[~inner]
-    if ring.size == 0 or not inner.any():
+    ring = np.zeros(outer.shape, bool)
+    ring[max(y0 - r0 - 2, 0):y1 - r0 + 2, max(x0 - c0 - 2, 0):x1 - c0 + 2] = True
+    ring &= ~inner
+    if not ring.any() or not inner.any():
         return float("nan"), float("nan")
-    level = float(np.median(ring))
-    noise = 1.4826 * float(np.median(np.abs(ring - level)))
-    dev = np.abs(outer[inner] - level)
-    peak = float(np.percentile(dev, 99))
-    if peak <= 3 * noise or peak == 0:
-        return float("nan"), float("nan")
-    on = dev > max(0.5 * peak, 3 * noise)
-    area = float(on.sum())
-    return area / float(np.hypot(x1 - x0, y1 - y0)), area / float(inner.sum())
+    background = cv2.medianBlur(np.clip(outer, 0, 255).astype(np.uint8), 9).astype(np.float32)
+    residual = np.abs(outer - background)
+    level = float(np.median(outer[ring]))
+    deviation = np.abs(outer - level)
+    # noise scales from the ring: robust deviations of the residual and of the raw level
+    width = _count(residual[inner], 1.4826 * float(np.median(residual[ring]))) / float(np.hypot(x1 - x0, y1 - y0))
+    fill = _count(deviation[inner], 1.4826 * float(np.median(deviation[ring]))) / float(inner.sum())
+    return width, fill
+
+
+def _count(values: np.ndarray, noise: float) -> float:
+    """Pixels above half the 99th percentile and above three noise deviations (NaN: nothing stands out)."""
+    peak = float(np.percentile(values, 99))
+    if not peak > 3 * noise or peak == 0:
+        return float("nan")
+    return float((values > max(0.5 * peak, 3 * noise)).sum())
 
 
 def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
@@ -246,11 +271,14 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
                 fp.box_img_w.append(float("nan"))
                 fp.box_img_h.append(float("nan"))
                 fp.box_stroke.append(float("nan"))
+                fp.box_fill.append(float("nan"))
                 continue
             ih, iw = gray.shape
             fp.box_img_w.append(float(iw))
             fp.box_img_h.append(float(ih))
             px = (round((x - w / 2) * iw), round((y - h / 2) * ih), round((x + w / 2) * iw), round((y + h / 2) * ih))
-            fp.box_stroke.append(stroke_width(gray, px)[0])
+            width, fill = stroke_width(gray, px)
+            fp.box_stroke.append(width)
+            fp.box_fill.append(fill)
     fp.label_errors = len(scratch.errors)
     return fp
