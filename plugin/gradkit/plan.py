@@ -223,7 +223,7 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
 
 def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
     """Write the plan (command, choices, fingerprint) to ``out`` and the gradkit configuration it
-    refers to beside it (``<stem>.gradkit.yaml``). Refuses to write over the dataset's own files."""
+    refers to beside it (``<stem>.gradkit.yaml``). Refuses to write into the dataset's folder."""
     import yaml
 
     out = Path(out).resolve()
@@ -231,9 +231,9 @@ def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path
         raise ValueError(f"out={out}: the plan is YAML; give a .yaml path")
     data_root = Path(fp.data).resolve().parent
     cfg = out.with_name(out.stem + ".gradkit.yaml")
-    for path in (out, cfg):
-        if path.parent == data_root and path.exists():
-            raise ValueError(f"{path}: exists in the dataset folder; choose another out= (data files are never overwritten)")
+    if out.parent == data_root or data_root in out.parents:
+        raise ValueError(f"out={out} is inside the dataset folder {data_root}: choose another folder "
+                         "(the dataset's files are never written into or overwritten)")
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text("# written by gradkit plan; each choice and its reason is in " + out.name + "\n"
                    + yaml.safe_dump(plan.gradkit, sort_keys=False))
