@@ -105,4 +105,9 @@ def test_sampling_bounds_decoding(handmade):
     fp = fingerprint_dataset(handmade, max_decoded=2, seed=1)
     assert fp.decoded == 2 and fp.images == 4
     assert len(fp.box_cls) == 3                            # labels are read for every image
-    assert np.isnan(fp.box_stroke).sum() == len(fp.box_cls) - np.isfinite(fp.box_stroke).sum()
+    assert len(fp.widths) == 2
+    # strokes are measured exactly on the boxes of decoded images
+    assert np.array_equal(np.isnan(fp.box_img_w), np.isnan(fp.box_stroke))
+    full = fingerprint_dataset(handmade)
+    decoded = ~np.isnan(fp.box_stroke)
+    np.testing.assert_allclose(np.asarray(fp.box_stroke)[decoded], np.asarray(full.box_stroke)[decoded])

@@ -74,6 +74,11 @@ def test_p2_head_for_thin_strokes():
     assert plan.train["model"] == P.MODEL_P2 and choice(plan, "model").provisional
 
 
+def test_thin_share_counts_only_measured_boxes():
+    fp = fingerprint([LINE] * 3 + [BLOB] * 7 + [(1, 30, 30, float("nan"), float("nan"))] * 100)  # images not decoded
+    assert P.make_plan(fp).train["model"] == P.MODEL_P2           # 30% of the measured boxes, not 3% of all
+
+
 def test_standard_head_when_thin_lines_are_rare_or_wide():
     assert P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9)).train["model"] == P.MODEL     # 10% < THIN_SHARE
     wide = (0, 57, 57, THIN_WIDTH_PX, 0.05)                           # 3 px lines at native 256: thin, not <= 2 px

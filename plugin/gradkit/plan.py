@@ -94,8 +94,9 @@ def _round_up(x: float) -> int:
 
 
 def _thin_share(fp: Fingerprint) -> float:
-    thin = fp.thin_mask()
-    return float(thin.mean()) if thin.size else 0.0
+    """Share of thin boxes among those whose image was decoded (the others have no stroke measure)."""
+    measured = np.isfinite(np.asarray(fp.box_stroke, float))
+    return float(fp.thin_mask()[measured].mean()) if measured.any() else 0.0
 
 
 def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
