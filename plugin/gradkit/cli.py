@@ -18,7 +18,7 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
-_OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check")
+_OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check", "plan")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
@@ -35,6 +35,7 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
   gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors
   gradkit config-doc                              the configuration reference (Markdown)
+  gradkit plan data=DATA.yaml [budget=MIN out=plan.yaml]   dataset fingerprint -> recommended train command
 
 Presets: default (stock behaviour + monitoring), defect. Example:
   gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
@@ -325,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert(args[1:])
         if args[0] == "check":
             return _check(args[1:])
+        if args[0] == "plan":
+            from gradkit.plan import plan_command
+
+            return plan_command(args[1:])
         if args[0] == "config-doc":
             from gradkit.docs import config_reference
 

@@ -1,0 +1,152 @@
+"""Stock Ultralytics vs the planned recipe (``gradkit plan``), on more than one kind of data.
+
+    python benchmarks/defect_quality.py --seeds 0,1,2                  # the full comparison (hours on a CPU)
+    python benchmarks/defect_quality.py --quick                        # tiny smoke version (minutes)
+
+Evaluation sets: ``synth`` (``gradkit synth``: procedural surfaces, the set the rules were designed
+on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; not
+used to design anything). Each set gets its own plan from its own fingerprint (that is the point of
+a self-configuring recipe). Recipes, all from scratch, trained on ``train`` and scored on ``test``:
+
+- ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;
+- ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal);
+- ``plan@epochs``: the plan's model, imgsz, batch/nbs and gradkit config, at the same epochs as stock;
+- ``plan@time``: the same with ``time=`` set to the wall time the stock run of that seed took.
+
+Prints mean ± std over seeds of mAP50-95, mAP50 and per-class AP50, and ratios against stock.
+Results also go to ``--out/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
+
+
+def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
+    from gradkit.synth import SynthSpec, generate_dataset
+    from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
+
+    sets = {}
+    for name in names:
+        root = out / "data" / f"{name}-{images}-{imgsz}"
+        if (root / "data.yaml").exists():
+            sets[name] = root / "data.yaml"
+        elif name == "synth":
+            sets[name] = generate_dataset(root, SynthSpec(images=images, imgsz=imgsz, seed=1000), progress=False)
+        elif name == "photo":
+            sets[name] = generate_photo_dataset(root, PhotoSpec(images=images, imgsz=imgsz, seed=1000))
+        else:
+            raise SystemExit(f"unknown set {name!r}: synth, photo")
+    return sets
+
+
+def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: dict, seed: int) -> dict:
+    """Train one recipe and score it on the test split. Returns metrics and the training wall time."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    yolo = YOLO(model)
+    if gradkit_cfg is not None:
+        gradkit.attach(yolo, gradkit_cfg, {"report.enabled": False, "monitor.plot": False})
+    start = time.time()
+    yolo.train(data=str(data), seed=seed, deterministic=True, workers=0, device="cpu", plots=False, val=False,
+               verbose=False, project=str(run_dir.parent), name=run_dir.name, exist_ok=True, **train)
+    seconds = time.time() - start
+    metrics = YOLO(str(Path(yolo.trainer.save_dir) / "weights" / "last.pt")).val(
+        data=str(data), split="test", imgsz=train["imgsz"], batch=16, device="cpu", plots=False, verbose=False,
+        project=str(run_dir.parent), name=run_dir.name + "-test", exist_ok=True)
+    box = metrics.box
+    per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
+    return {"mAP50-95": float(box.map), "mAP50": float(box.map50), "AP50": per_class, "train_s": seconds,
+            "epochs_done": int(yolo.trainer.epoch) + 1}
+
+
+def run(args) -> dict:
+    from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.plan import make_plan
+
+    out = Path(args.out).resolve()
+    sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
+    base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
+    results: dict = {"args": vars(args), "sets": {}}
+    for name, data in sets.items():
+        plan = make_plan(fingerprint_dataset(data))
+        planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
+        print(f"\n[{name}] plan: {plan.command()}")
+        rows: dict = {r: [] for r in args.recipes.split(",")}
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            stock = train_and_score(data, out / "runs" / f"{name}-stock-s{seed}", "yolo26n.yaml", None, base, seed)
+            for recipe in rows:
+                if recipe == "stock":
+                    res = stock
+                elif recipe == "preset":
+                    res = train_and_score(data, out / "runs" / f"{name}-preset-s{seed}", "yolo26n.yaml", "defect",
+                                          base, seed)
+                elif recipe == "plan@epochs":
+                    res = train_and_score(data, out / "runs" / f"{name}-plan-ep-s{seed}", plan.train["model"],
+                                          plan.gradkit, {**base, **planned}, seed)
+                else:
+                    timed = {**base, **planned, "time": stock["train_s"] / 3600}
+                    res = train_and_score(data, out / "runs" / f"{name}-plan-time-s{seed}", plan.train["model"],
+                                          plan.gradkit, timed, seed)
+                rows[recipe].append(res)
+                print(f"[{name}] seed {seed} {recipe:12} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
+                      f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
+        results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def print_tables(results: dict) -> None:
+    for name, block in results["sets"].items():
+        rows = block["runs"]
+        classes = sorted({c for runs in rows.values() for r in runs for c in r["AP50"]})
+        stock = statistics.mean(r["mAP50-95"] for r in rows["stock"]) if "stock" in rows else None
+        print(f"\n### {name}\n")
+        print("| recipe | mAP50-95 | vs stock | mAP50 | " + " | ".join(f"AP50 {c}" for c in classes)
+              + " | train s | epochs |")
+        print("|---|---|---|---|" + "---|" * len(classes) + "---|---|")
+        for recipe, runs in rows.items():
+            m = [r["mAP50-95"] for r in runs]
+            ratio = f"{statistics.mean(m) / stock:.2f}x" if stock else "n/a"
+            per = " | ".join(_ms([r["AP50"].get(c, 0.0) for r in runs]) for c in classes)
+            print(f"| {recipe} | {_ms(m)} | {ratio} | {_ms([r['mAP50'] for r in runs])} | {per} | "
+                  f"{statistics.mean(r['train_s'] for r in runs):.0f} | "
+                  f"{statistics.mean(r['epochs_done'] for r in runs):.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run: 90 images at 128 px, 3 epochs, seed 0")
+    p.add_argument("--sets", default="synth,photo")
+    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--out", default="runs/defect-quality")
+    args = p.parse_args()
+    if args.quick:
+        args.images, args.imgsz, args.epochs, args.seeds = 90, 128, 3, "0"
+        args.out = args.out + "-quick"
+    print_tables(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""``gradkit plan``: a dataset fingerprint -> the recommended ``gradkit train`` command, with reasons.
+
+Rule-based like nnU-Net's (Isensee et al. 2021): each rule reads the fingerprint and makes one
+choice. Every threshold below is named once, with the evidence behind it: Ultralytics facts
+(strides, the assigner's candidate rule, the letterbox) or measurements of
+``benchmarks/thin_defects.py`` (README, "Why thin defects fail"). Rules marked *provisional* have
+not yet been confirmed by ``benchmarks/defect_quality.py`` at full scale.
+
+Pure: knows the fingerprint and gradkit's configuration, never Ultralytics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradkit.data.fingerprint import Fingerprint
+
+__all__ = ["Choice", "Plan", "make_plan", "plan_command", "write_plan"]
+
+#: Letterbox sizes considered (Ultralytics rounds imgsz up to a multiple of the largest stride, 32).
+IMGSZ_STEP = 32
+#: Ultralytics' default imgsz: the plan does not go below it when the images are at least this large.
+DEFAULT_IMGSZ = 640
+#: Above this the plan stops growing imgsz and suggests tiling (memory and time grow with its square).
+MAX_IMGSZ = 1280
+#: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
+#: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
+MIN_OBJECT_PX = 8.0
+#: A dataset is "thin" when at least this share of its boxes is thin (fingerprint.thin_mask).
+THIN_SHARE = 0.15
+#: Strokes this thin (px at the chosen imgsz) cover at most 0.12-0.37 of a stride-8 cell, 0.25-0.65
+#: of a stride-4 cell (table 2): the stride-4 head doubles what the first detection level sees.
+P2_STROKE_PX = 2.0
+#: Share of compact boxes below MIN_OBJECT_PX at the chosen imgsz that calls for the stride-4 head.
+P2_SMALL_SHARE = 0.25
+#: Most/least frequent class above which copy-paste prefers rare classes.
+IMBALANCE = 2.0
+#: Share of gray images (1 channel or 3 equal ones) above which hue/saturation jitter is turned off.
+GRAY_SHARE = 0.9
+#: Epochs without a time budget: Ultralytics' default, the issue's stock baseline.
+DEFAULT_EPOCHS = 100
+#: Below this many training images an optimizer step per batch (nbs = batch), as the demo measured.
+SMALL_DATASET = 2000
+#: Transforms of the defect preset that erase thin lines: a 3x3 Gaussian blur leaves 42% of a 1 px
+#: line's contrast, JPEG q60 71% (table 3).
+THIN_ERASING = ("GaussianBlur", "ImageCompression")
+MODEL = "yolo26n.yaml"
+MODEL_P2 = "yolo26n-p2.yaml"
+
+
+@dataclass
+class Choice:
+    """One decision: the setting, its value, why, and whether the evidence is still provisional."""
+
+    key: str
+    value: Any
+    reason: str
+    provisional: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "reason": self.reason, "provisional": self.provisional}
+
+
+@dataclass
+class Plan:
+    """The recommended run: Ultralytics train arguments, the gradkit configuration, the reasons."""
+
+    data: str
+    train: dict[str, Any] = field(default_factory=dict)
+    gradkit: dict[str, Any] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def choose(self, key: str, value: Any, reason: str, provisional: bool = False) -> Any:
+        self.choices.append(Choice(key, value, reason, provisional))
+        return value
+
+    def command(self, gradkit_cfg: str = "plan.gradkit.yaml") -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.train.items())
+        return f"gradkit train data={self.data} {args} gradkit={gradkit_cfg}"
+
+    def as_dict(self, gradkit_cfg: str = "plan.gradkit.yaml") -> dict[str, Any]:
+        return {"command": self.command(gradkit_cfg), "train": self.train, "gradkit": self.gradkit,
+                "choices": [c.as_dict() for c in self.choices], "warnings": self.warnings}
+
+
+def _round_up(x: float) -> int:
+    return int(math.ceil(x / IMGSZ_STEP) * IMGSZ_STEP)
+
+
+def _thin_share(fp: Fingerprint) -> float:
+    """Share of thin boxes among those whose image was decoded (the others have no stroke measure)."""
+    measured = np.isfinite(np.asarray(fp.box_stroke, float))
+    return float(fp.thin_mask()[measured].mean()) if measured.any() else 0.0
+
+
+def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
+    native = _round_up(fp.max_side) if fp.max_side else DEFAULT_IMGSZ
+    compact = ~fp.thin_mask()
+    wanted = min(native, DEFAULT_IMGSZ)
+    reason = f"the native size ({fp.max_side} px), Ultralytics' default {DEFAULT_IMGSZ} at most"
+    if _thin_share(fp) >= THIN_SHARE:
+        wanted = native
+        reason = (f"{_thin_share(fp):.0%} of the boxes are thin lines: never downscale them (a 0.75x resize leaves "
+                  f"41% of a 1 px line's contrast, 0.5x 35%); native long side {fp.max_side} px")
+    if compact.any():
+        w, h = fp.box_pixels(native)
+        short = np.minimum(w, h)[compact]
+        short = short[np.isfinite(short)]
+        if short.size:
+            # pixels scale linearly with imgsz: the size at which the median compact box reaches MIN_OBJECT_PX
+            need = _round_up(native * MIN_OBJECT_PX / max(float(np.median(short)), 1e-6))
+            if need > wanted:
+                wanted, reason = need, (f"the median compact defect ({np.median(short):.1f} px at {native}) must "
+                                        f"span one stride-8 cell ({MIN_OBJECT_PX:g} px)")
+    if wanted > MAX_IMGSZ:
+        plan.warnings.append(f"tiling: defects need imgsz {wanted} > {MAX_IMGSZ}; cut the images into tiles of "
+                             f"about {MAX_IMGSZ} px, overlapping by the longest defect, and train on the tiles")
+        wanted, reason = MAX_IMGSZ, reason + f"; capped at {MAX_IMGSZ} (see the tiling warning)"
+    elif fp.max_side >= 2 * wanted:
+        plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / wanted:.1f}x the chosen imgsz: small "
+                             "details are lost in the downscale; tiling keeps them")
+    return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), reason)
+
+
+def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
+    thin = fp.thin_mask()
+    stroke = fp.stroke_pixels(imgsz)[thin] if thin.any() else np.array([])
+    stroke = stroke[np.isfinite(stroke)]
+    w, h = fp.box_pixels(imgsz)
+    short = np.minimum(w, h)[~thin]
+    short = short[np.isfinite(short)]
+    small = float((short < MIN_OBJECT_PX).mean()) if short.size else 0.0
+    if _thin_share(fp) >= THIN_SHARE and stroke.size and np.median(stroke) <= P2_STROKE_PX:
+        return plan.choose("model", MODEL_P2, (
+            f"{_thin_share(fp):.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz {imgsz}: "
+            "a 1-2 px line covers at most 0.12-0.37 of a stride-8 cell and 0.25-0.65 of a stride-4 one; "
+            "the stride-4 head costs 1.56x the GFLOPs (1.53 vs 0.98 at 256 px)"), provisional=True)
+    if small >= P2_SMALL_SHARE:
+        return plan.choose("model", MODEL_P2, (
+            f"{small:.0%} of the compact defects are below {MIN_OBJECT_PX:g} px at imgsz {imgsz}: the "
+            "stride-4 head gives them candidate anchors (Ultralytics' assigner floors box sides to the second "
+            "stride: 16 px with yolo26n, 8 with the p2 head)"), provisional=True)
+    return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head; no need for "
+                                       "the stride-4 head's extra cost")
+
+
+def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> None:
+    if budget_min:
+        hours = round(budget_min / 60, 4)
+        plan.train["time"] = plan.choose("time", hours, f"a {budget_min:g} min budget: Ultralytics' time= (hours) "
+                                         "stops training on the wall clock and adapts the schedule to it")
+    else:
+        plan.train["epochs"] = plan.choose("epochs", DEFAULT_EPOCHS, "no budget given: Ultralytics' default; "
+                                           "give budget=MIN to fit a wall-clock budget", provisional=True)
+    if fp.images < SMALL_DATASET:
+        plan.train["batch"] = 16
+        plan.train["nbs"] = plan.choose("nbs", 16, (
+            f"{fp.images} training images: an optimizer step per batch of 16 instead of per 64 images (the "
+            "demo's measured recipe for short runs from scratch)"), provisional=True)
+
+
+def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
+    from gradkit.augment.pipeline import PRESETS
+
+    augment: dict[str, Any] = {"bbox": {"min_visibility": 0.1, "min_area": 4, "min_width": 1, "min_height": 1}}
+    if _thin_share(fp) >= THIN_SHARE:
+        kept = [t for t in PRESETS["defect"] if t["__class_fullname__"] not in THIN_ERASING]
+        augment["preset"], augment["transforms"] = "none", kept
+        plan.choose("augment.transforms", "defect preset without " + ", ".join(THIN_ERASING), (
+            f"{_thin_share(fp):.0%} thin boxes: a 3x3 blur leaves 42% of a 1 px line's contrast, JPEG q60 71%; "
+            "the rest of the preset (D4, illumination, noise) keeps lines intact"), provisional=True)
+    else:
+        augment["preset"] = plan.choose("augment.preset", "defect", "no thin defects to erase: the full preset")
+    rare = fp.imbalance >= IMBALANCE
+    augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}
+    plan.choose("augment.copy_paste.rare_first", rare, (
+        f"class imbalance {fp.imbalance:.1f}x (most/least frequent) "
+        + (f">= {IMBALANCE:g}: paste rare classes more often" if rare else f"< {IMBALANCE:g}: paste as in the data")),
+        provisional=True)
+    hyp: dict[str, Any] = {"fliplr": 0.0, "flipud": 0.0, "degrees": 4.0}
+    if fp.gray_share >= GRAY_SHARE:
+        hyp.update(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+        plan.choose("augment.ultralytics.hsv", "off", f"{fp.gray_share:.0%} of the images are gray: hue and "
+                    "saturation jitter only tint them; the preset's brightness/contrast replaces hsv_v")
+    else:
+        plan.choose("augment.ultralytics.hsv", "stock", f"colour images ({1 - fp.gray_share:.0%}): keep "
+                    "Ultralytics' colour jitter")
+    augment["ultralytics"] = hyp
+    return augment
+
+
+def _warn_data(fp: Fingerprint, plan: Plan) -> None:
+    if fp.label_errors:
+        plan.warnings.append(f"{fp.label_errors} label line(s) have errors and were left out: run gradkit check")
+    if fp.bit_depth.get(16):
+        plan.warnings.append(f"{fp.bit_depth[16]} 16-bit image(s): Ultralytics divides by 256; run gradkit check")
+    if fp.defect_free_share < 0.05:
+        plan.warnings.append(f"only {fp.defect_free_share:.0%} defect-free images: false rejects on good parts "
+                             "cannot be learned; add good parts (empty label files)")
+    missing = [n for n, k in fp.class_counts.items() if k == 0]
+    if missing:
+        plan.warnings.append(f"classes without a training instance: {', '.join(missing)}")
+
+
+def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
+    """Apply the rules to a fingerprint."""
+    plan = Plan(data=fp.data)
+    _warn_data(fp, plan)
+    imgsz = choose_imgsz(fp, plan)
+    plan.train["model"] = choose_model(fp, imgsz, plan)
+    plan.train["imgsz"] = imgsz
+    choose_schedule(fp, budget_min, plan)
+    plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
+    plan.choose("clip.mode", "stock", "benchmarks/stability.py: no policy beat the stock clip at the default rate")
+    plan.choose("loss gains (box, cls, dfl)", "Ultralytics' defaults", "not measured here", provisional=True)
+    return plan
+
+
+def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
+    """Write the plan (command, choices, fingerprint) to ``out`` and the gradkit configuration it
+    refers to beside it (``<stem>.gradkit.yaml``). Refuses to write into the dataset's folder."""
+    import yaml
+
+    out = Path(out).resolve()
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise ValueError(f"out={out}: the plan is YAML; give a .yaml path")
+    data_root = Path(fp.data).resolve().parent
+    cfg = out.with_name(out.stem + ".gradkit.yaml")
+    if out.parent == data_root or data_root in out.parents:
+        raise ValueError(f"out={out} is inside the dataset folder {data_root}: choose another folder "
+                         "(the dataset's files are never written into or overwritten)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("# written by gradkit plan; each choice and its reason is in " + out.name + "\n"
+                   + yaml.safe_dump(plan.gradkit, sort_keys=False))
+    doc = {**plan.as_dict(str(cfg)), "fingerprint": fp.summary()}
+    out.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+    return out, cfg
+
+
+PLAN_ARGS = {"data": None, "budget": None, "out": "plan.yaml", "split": "train"}
+
+
+def plan_command(args: list[str]) -> int:
+    """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``."""
+    import yaml
+
+    from gradkit.data.fingerprint import fingerprint_dataset
+
+    opts = dict(PLAN_ARGS)
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq or key not in opts:
+            raise SystemExit(f"gradkit plan: unknown argument {arg!r}; arguments: {', '.join(k + '=' for k in opts)}")
+        opts[key] = value
+    if not opts["data"]:
+        raise SystemExit("gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]")
+    budget = None
+    if opts["budget"] is not None:
+        budget = yaml.safe_load(opts["budget"])
+        if not isinstance(budget, int | float) or isinstance(budget, bool) or budget <= 0:
+            raise SystemExit(f"gradkit plan: budget= takes minutes (a positive number), got {opts['budget']!r}")
+    try:
+        fp = fingerprint_dataset(opts["data"], split=opts["split"])
+        plan = make_plan(fp, budget)
+        out, cfg = write_plan(plan, fp, opts["out"])
+    except ValueError as exc:
+        raise SystemExit(f"gradkit plan: {exc}") from None
+    for c in plan.choices:
+        print(f"{c.key} = {c.value}{'  (provisional)' if c.provisional else ''}\n    {c.reason}")
+    for w in plan.warnings:
+        print(f"warning: {w}")
+    print(f"\nplan: {out}\ngradkit config: {cfg}\n\n{plan.command(str(cfg))}")
+    return 0

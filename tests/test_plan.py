@@ -1,0 +1,185 @@
+"""Planning rules: each known fingerprint gives the documented choice; the written plan trains."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import yaml
+
+from gradkit import plan as P
+from gradkit.config import load_config
+from gradkit.data.fingerprint import THIN_WIDTH_PX, Fingerprint
+
+
+def fingerprint(boxes, side=256, gray=True, images=100, defect_free=20, names=("scratch", "pit"), depth=8):
+    """A fingerprint built by hand. ``boxes``: (class, w_px, h_px, stroke_px, fill) on ``side``-px squares."""
+    fp = Fingerprint(data="/data/d.yaml", split="train", class_names=dict(enumerate(names)), images=images,
+                     decoded=images, widths=[side] * images, heights=[side] * images, channels=Counter({3: images}),
+                     gray=images if gray else 0, bit_depth=Counter({depth: images}), defect_free=defect_free)
+    for c, w, h, stroke, fill in boxes:
+        fp.box_cls.append(c)
+        fp.box_w.append(w / side)
+        fp.box_h.append(h / side)
+        fp.box_img_w.append(float(side))
+        fp.box_img_h.append(float(side))
+        fp.box_stroke.append(stroke)
+        fp.box_fill.append(fill)
+    return fp
+
+
+LINE = (0, 57, 57, 1.5, 0.05)          # a 1.5 px diagonal scratch: thin
+BLOB = (1, 30, 30, 12.0, 0.7)          # a compact 30 px defect: not thin
+
+
+def choice(plan, key):
+    return next(c for c in plan.choices if c.key == key)
+
+
+# ---------------------------------------------------------------- imgsz
+def test_imgsz_native_for_thin_defects():
+    fp = fingerprint([LINE] * 3 + [BLOB] * 7, side=1000)           # 30% thin >= THIN_SHARE
+    plan = P.make_plan(fp)
+    assert plan.train["imgsz"] == 1024                              # never downscale thin lines (1000 -> 1024)
+    assert "thin" in choice(plan, "imgsz").reason
+
+
+def test_imgsz_default_caps_large_images_without_thin_defects():
+    fp = fingerprint([(1, 300, 300, 50.0, 0.7)] * 10, side=2000)    # big compact defects: 96 px at 640
+    plan = P.make_plan(fp)
+    assert plan.train["imgsz"] == P.DEFAULT_IMGSZ
+    assert any("tiling keeps them" in w for w in plan.warnings)     # 2000 px images at 640: a tiling hint
+
+
+def test_imgsz_grows_until_the_median_compact_defect_spans_a_cell():
+    fp = fingerprint([(1, 10, 10, 5.0, 0.7)] * 10, side=1200)       # 10 px at 1200 -> 5.3 px at 640
+    plan = P.make_plan(fp)
+    assert plan.train["imgsz"] == 960                               # 1200 * 8 / 10 = 960 px, a multiple of 32
+    fp = fingerprint([(1, 6, 6, 5.0, 0.7)] * 10, side=2000)         # needs 2000 * 8 / 6 = 2688 > MAX_IMGSZ
+    plan = P.make_plan(fp)
+    assert plan.train["imgsz"] == P.MAX_IMGSZ
+    assert any(w.startswith("tiling") for w in plan.warnings)
+
+
+def test_imgsz_is_the_native_size_for_small_images():
+    plan = P.make_plan(fingerprint([BLOB] * 10, side=200))
+    assert plan.train["imgsz"] == 224                               # 200 rounded up to a multiple of 32
+
+
+# ---------------------------------------------------------------- model
+def test_p2_head_for_thin_strokes():
+    plan = P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 7))
+    assert plan.train["model"] == P.MODEL_P2 and choice(plan, "model").provisional
+
+
+def test_thin_share_counts_only_measured_boxes():
+    fp = fingerprint([LINE] * 3 + [BLOB] * 7 + [(1, 30, 30, float("nan"), float("nan"))] * 100)  # images not decoded
+    assert P.make_plan(fp).train["model"] == P.MODEL_P2           # 30% of the measured boxes, not 3% of all
+
+
+def test_standard_head_when_thin_lines_are_rare_or_wide():
+    assert P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9)).train["model"] == P.MODEL     # 10% < THIN_SHARE
+    wide = (0, 57, 57, THIN_WIDTH_PX, 0.05)                           # 3 px lines at native 256: thin, not <= 2 px
+    assert P.make_plan(fingerprint([wide] * 5 + [BLOB] * 5)).train["model"] == P.MODEL
+
+
+def test_p2_head_for_many_tiny_compact_defects_at_the_capped_size():
+    tiny = (1, 4, 4, 4.0, 0.7)                                      # 4 px pits on 2000 px images
+    plan = P.make_plan(fingerprint([tiny] * 5 + [(1, 200, 200, 40.0, 0.7)] * 5, side=2000))
+    assert plan.train["model"] == P.MODEL_P2
+    assert "below 8 px" in choice(plan, "model").reason
+
+
+# ---------------------------------------------------------------- schedule
+def test_budget_becomes_ultralytics_time_in_hours():
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=30)
+    assert plan.train["time"] == 0.5 and "epochs" not in plan.train
+
+
+def test_no_budget_uses_default_epochs_and_small_data_steps_per_batch():
+    plan = P.make_plan(fingerprint([BLOB] * 10, images=500))
+    assert plan.train["epochs"] == P.DEFAULT_EPOCHS
+    assert plan.train["nbs"] == plan.train["batch"] == 16
+    assert "nbs" not in P.make_plan(fingerprint([BLOB] * 10, images=5000)).train
+
+
+# ---------------------------------------------------------------- augmentation
+def test_thin_defects_drop_blur_and_jpeg_from_the_preset():
+    from gradkit.augment.pipeline import PRESETS
+
+    aug = P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 7)).gradkit["augment"]
+    names = [t["__class_fullname__"] for t in aug["transforms"]]
+    assert aug["preset"] == "none"
+    assert names == [t["__class_fullname__"] for t in PRESETS["defect"] if t["__class_fullname__"] not in
+                     ("GaussianBlur", "ImageCompression")]
+    assert P.make_plan(fingerprint([BLOB] * 10)).gradkit["augment"]["preset"] == "defect"
+
+
+def test_rare_first_copy_paste_follows_class_imbalance():
+    balanced = P.make_plan(fingerprint([BLOB] * 5 + [(0, 30, 30, 12.0, 0.7)] * 5))
+    skewed = P.make_plan(fingerprint([BLOB] * 9 + [(0, 30, 30, 12.0, 0.7)] * 1))
+    assert balanced.gradkit["augment"]["copy_paste"]["rare_first"] is False
+    assert skewed.gradkit["augment"]["copy_paste"]["rare_first"] is True                # 9x >= IMBALANCE
+
+
+def test_hsv_jitter_off_for_gray_and_stock_for_colour():
+    gray = P.make_plan(fingerprint([BLOB] * 10)).gradkit["augment"]["ultralytics"]
+    colour = P.make_plan(fingerprint([BLOB] * 10, gray=False)).gradkit["augment"]["ultralytics"]
+    assert gray["hsv_h"] == gray["hsv_s"] == gray["hsv_v"] == 0.0
+    assert not {"hsv_h", "hsv_s", "hsv_v"} & colour.keys()
+
+
+def test_data_warnings():
+    fp = fingerprint([BLOB] * 10, defect_free=0, depth=16)
+    fp.label_errors = 2
+    warnings = " ".join(P.make_plan(fp).warnings)
+    assert "2 label line(s)" in warnings and "16-bit" in warnings and "defect-free" in warnings
+    assert "classes without a training instance: scratch" in warnings
+
+
+def test_planned_gradkit_config_validates():
+    for fp in (fingerprint([LINE] * 3 + [BLOB] * 7), fingerprint([BLOB] * 10, gray=False)):
+        load_config(P.make_plan(fp).gradkit)
+
+
+# ---------------------------------------------------------------- command line, end to end
+def _gradkit(args, tmp_path):
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "gradkit.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
+    r = _gradkit(["plan", f"data={tiny_data}", "budget=5", f"out={tmp_path / 'p' / 'plan.yaml'}"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load((tmp_path / "p" / "plan.yaml").read_text())
+    cfg_path = tmp_path / "p" / "plan.gradkit.yaml"
+    assert doc["command"] == (f"gradkit train data={tiny_data} " + " ".join(f"{k}={v}" for k, v in doc["train"].items())
+                              + f" gradkit={cfg_path}")
+    assert doc["command"] in r.stdout
+    assert doc["train"]["time"] == round(5 / 60, 4)
+    assert doc["fingerprint"]["images"] == len(list((tiny_data.parent / "images" / "train").glob("*.png")))
+    assert load_config(str(cfg_path)).model_dump()["augment"] == load_config(doc["gradkit"]).model_dump()["augment"]
+    # the planned run, shortened to one epoch at the tiny data's size, trains with the real trainer
+    train = {**doc["train"], "epochs": 1, "batch": 4, "nbs": 4}
+    train.pop("time")
+    args = ["train", f"data={tiny_data}", *(f"{k}={v}" for k, v in train.items()), f"gradkit={cfg_path}",
+            "workers=0", "plots=False", "val=False", "device=cpu", f"project={tmp_path}", "name=run",
+            "gradkit.report.enabled=false"]
+    r = _gradkit(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert yaml.safe_load((tmp_path / "run" / "gradkit.yaml").read_text())["augment"]["copy_paste"]["p"] == 0.3
+
+
+def test_cli_plan_bad_input(tmp_path, tiny_data):
+    r = _gradkit(["plan"], tmp_path)
+    assert r.returncode != 0 and "data=DATA.yaml" in r.stderr and "Traceback" not in r.stderr
+    r = _gradkit(["plan", f"data={tmp_path / 'missing.yaml'}"], tmp_path)
+    assert "missing.yaml: no such file" in r.stderr and "Traceback" not in r.stderr
+    r = _gradkit(["plan", f"data={tiny_data}", "budget=-3"], tmp_path)
+    assert "budget= takes minutes" in r.stderr
+    r = _gradkit(["plan", f"data={tiny_data}", f"out={tiny_data}"], tmp_path)   # would overwrite data.yaml
+    assert r.returncode != 0 and "inside the dataset folder" in r.stderr
+    assert "names" in yaml.safe_load(tiny_data.read_text())
