@@ -172,6 +172,14 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
     return good
 
 
+_NO_DOWNLOAD = " (the YAML's download: script is not run: gradkit never runs code from a data file)"
+
+
+def _has_download(data_yaml: Path) -> bool:
+    data = yaml.safe_load(data_yaml.read_text())
+    return isinstance(data, dict) and bool(data.get("download"))
+
+
 def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
     """Check a dataset. ``images=False`` is the fast part (labels, pairing, no image decoding)."""
     data_yaml = Path(data_yaml)
@@ -180,7 +188,8 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
     hashes: dict[str, tuple[str, Path]] = {}
     for split, d in dirs.items():
         if not d.exists():
-            res.findings.append(Finding("error", "missing split", str(d), None, f"{split} folder does not exist"))
+            res.findings.append(Finding("error", "missing split", str(d), None, f"{split} folder does not exist"
+                                        + _NO_DOWNLOAD * _has_download(data_yaml)))
             continue
         imgs = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         res.images[split], res.instances[split], res.background[split] = len(imgs), Counter(), 0
