@@ -351,6 +351,25 @@ def _arg(rest: Sequence[str], key: str) -> str | None:
     return values[-1] if values else None
 
 
+def _unwritable_project(rest: Sequence[str]) -> str | None:
+    """``project=DIR`` that cannot hold a run: found before Ultralytics builds the model and trainer."""
+    import tempfile
+    from pathlib import Path
+
+    project = _arg(rest, "project")
+    if not project or not Path(project).is_absolute():
+        return None  # a relative project lies under Ultralytics' runs_dir; a failure there is caught later
+    probe = Path(project)
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        tempfile.TemporaryDirectory(dir=probe).cleanup()  # the real test: root passes every access() check
+    except OSError as exc:
+        return (f"gradkit: the run directory {project} is not writable ({probe}: {exc.strerror}); "
+                "choose a writable project=DIR")
+    return None
+
+
 def _missing_model(rest: Sequence[str]) -> str | None:
     """``gradkit val model=PATH``: a missing local file is a typo, not a model to download."""
     from pathlib import Path
@@ -427,6 +446,10 @@ def _dispatch(args: list[str]) -> int:
     data = _arg(rest, "data")
     if not is_train and not allow_download and data and data.endswith((".yaml", ".yml")):
         resolve_dataset(data, _arg(rest, "split") or "")  # predict and export read it too: fail here, not inside
+    unwritable = _unwritable_project(rest)
+    if unwritable:
+        print(unwritable, file=sys.stderr)
+        return 2
     plugin = _register_default_callbacks(cfg) if cfg is not None else None
     if "val" in rest[:2]:
         missing = _missing_model(rest)

@@ -38,6 +38,25 @@ def _has_download(dataset: str) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
+def _check_keys(dataset: str) -> None:
+    """The keys every detection YAML needs, said plainly (Ultralytics' own messages span lines)."""
+    path = Path(dataset)
+    if path.suffix not in {".yaml", ".yml"} or not path.is_file():
+        return
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"gradkit: data {dataset} is not valid YAML: {_one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"gradkit: data {dataset} must be a mapping with path, train, val and names")
+    present = {k for k, v in data.items() if v} | ({"val"} if data.get("validation") else set())
+    missing = [k for k in ("train", "val", "names") if k not in present and not (k == "names" and "nc" in present)]
+    if missing:
+        raise DatasetError(f"gradkit: data {dataset} has no {', '.join(repr(k) for k in missing)}; a detection "
+                           "dataset YAML needs train: and val: (image folders) and names: (the class names, "
+                           "e.g. names: {0: scratch, 1: pit})")
+
+
 def _missing_split(dataset: str, split: str, path: str) -> DatasetError:
     note = ("; its download: script is not run (gradkit never runs code from a data file; "
             "gradkit.data.allow_download=true opts in)") if _has_download(dataset) else ""
@@ -46,7 +65,7 @@ def _missing_split(dataset: str, split: str, path: str) -> DatasetError:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).replace("❌", "").split())
+    text = " ".join(str(exc).replace(" ❌", "").replace("❌", "").split())
     return text.removeprefix("gradkit: ")
 
 
@@ -64,6 +83,7 @@ def resolve_dataset(dataset: str | Path, split: str = "", required: tuple[str, .
     """
     original = _state["original"] or _current()
     dataset = str(dataset)
+    _check_keys(dataset)
     try:
         data = original(dataset, autodownload=False, split=split)
     except FileNotFoundError as exc:
