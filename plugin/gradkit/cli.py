@@ -101,10 +101,8 @@ def _synth(args: Sequence[str]) -> int:
     return 0
 
 
-def _register_default_callbacks(cfg: GradkitConfig):
-    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these).
-
-    Returns the plugin: its bound methods share its state, so it knows the run directory."""
+def _register_default_callbacks(cfg: GradkitConfig) -> None:
+    """Make every model the yolo entrypoint builds carry the plugin (Model deep-copies these)."""
     from ultralytics.utils.callbacks import base
 
     from gradkit.integrations.ultralytics import GradkitCallback, check_ultralytics_version
@@ -113,7 +111,18 @@ def _register_default_callbacks(cfg: GradkitConfig):
     plugin = GradkitCallback(cfg)
     for event, fn in plugin.events().items():
         base.default_callbacks[event].append(fn)
-    return plugin
+
+
+def _track_checkpoint() -> dict[str, Any]:
+    """Where the run being trained keeps ``last.pt``, for the Ctrl-C message.
+
+    A plain function: Ultralytics deep-copies callable objects (the plugin among them) per model,
+    but not functions, so this closure's dict is the one the trainer fills."""
+    from ultralytics.utils.callbacks import base
+
+    run: dict[str, Any] = {}
+    base.default_callbacks["on_pretrain_routine_start"].append(lambda trainer: run.update(last=trainer.last))
+    return run
 
 
 def _augment_preview(args: Sequence[str]) -> int:
@@ -311,15 +320,14 @@ def _train_help() -> str:
     ])
 
 
-def _interrupted(plugin) -> str:
+def _interrupted(run: dict[str, Any]) -> str:
     """Ctrl-C during training: where the last checkpoint is and the exact command that resumes it."""
     import shlex
     from pathlib import Path
 
-    save_dir = getattr(plugin, "save_dir", None)
-    if save_dir is None:
+    if "last" not in run:
         return "gradkit: interrupted before training started; nothing was trained, nothing to resume"
-    last = Path(save_dir) / "weights" / "last.pt"
+    last = Path(run["last"]).resolve()
     if not last.exists():
         return (f"gradkit: training interrupted in its first epoch, before {last} was written (it is saved at the "
                 "end of each epoch); nothing to resume, run the command again")
@@ -450,7 +458,10 @@ def _dispatch(args: list[str]) -> int:
     if unwritable:
         print(unwritable, file=sys.stderr)
         return 2
-    plugin = _register_default_callbacks(cfg) if cfg is not None else None
+    run = None
+    if cfg is not None:
+        _register_default_callbacks(cfg)
+        run = _track_checkpoint()
     if "val" in rest[:2]:
         missing = _missing_model(rest)
         if missing:
@@ -465,9 +476,9 @@ def _dispatch(args: list[str]) -> int:
     try:
         entrypoint()
     except KeyboardInterrupt:
-        if plugin is None:
+        if run is None:
             raise
-        print(_interrupted(plugin), file=sys.stderr)
+        print(_interrupted(run), file=sys.stderr)
         return 130
     return 0
 
