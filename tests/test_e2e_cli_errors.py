@@ -147,7 +147,8 @@ def test_ctrl_c_names_last_pt_and_the_resume_command_that_works(tiny_data, tmp_p
     assert command == f"gradkit train resume=True model={last}"
     epochs_done = len(read_csv(tmp_path / "r" / "results.csv"))
     assert 1 <= epochs_done < 6
-    resumed = subprocess.run([GRADKIT, *shlex.split(command)[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run([GRADKIT, *shlex.split(command)[1:]], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_csv(tmp_path / "r" / "results.csv")
     assert [int(float(r["epoch"])) for r in rows] == list(range(1, 7))  # continued, not restarted

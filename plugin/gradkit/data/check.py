@@ -126,7 +126,9 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
             head = f.read(25)
             f.seek(-2, 2)
             tail = f.read()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except ImportError:  # Ultralytics' Image.open falls back to the optional pi_heif for unknown files
+        return "not an image format PIL recognises; training would skip it", False
+    except Exception as exc:  # a damaged file raises whatever its decoder meets (struct.error, ZeroDivision...)
         return f"{exc}; training would skip it", False
     if fmt == "JPEG" and tail != b"\xff\xd9":
         return ("truncated JPEG (no end-of-image marker): training would re-encode it in place or skip it"), False
