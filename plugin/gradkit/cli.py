@@ -347,8 +347,8 @@ def _user_error(exc: BaseException) -> str | None:
             return str(seen)
         seen = seen.__cause__
     if isinstance(exc, OSError) and exc.errno in {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}:
-        return (f"gradkit: cannot write {exc.filename} ({exc.strerror}); the run directory must be writable: "
-                "choose another project=DIR or fix its permissions")
+        return (f"gradkit: {exc.filename}: {exc.strerror}; fix its permissions, or for a run directory choose "
+                "a writable project=DIR")
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"gradkit: {exc.filename} not found; check the path given (model=, data=, source=)"
     return None
