@@ -9,7 +9,7 @@ data) measured between Ultralytics' epoch events.
 Ratios printed: the check of all ``--images`` images against one demo epoch, and per image (the
 check of a dataset against one epoch over that same dataset).
 
-    python benchmarks/check_cost.py [--images 5000]
+    python benchmarks/check_cost.py [--images 5000 --workdir DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -54,13 +56,16 @@ def _demo_epoch(tmp: Path) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument("--workdir", default=None, help="reuse the datasets generated there by an earlier run")
     args = ap.parse_args()
     from gradkit.demo import DEMO_DEFAULTS
     from gradkit.synth import SynthSpec, generate_dataset
 
-    tmp = Path(tempfile.mkdtemp(prefix="gradkit-checkcost-"))
-    data = generate_dataset(tmp / "data", SynthSpec(images=args.images, imgsz=DEMO_DEFAULTS["imgsz"], seed=1),
-                            progress=False)
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="gradkit-checkcost-"))
+    spec = SynthSpec(images=args.images, imgsz=DEMO_DEFAULTS["imgsz"], seed=1)
+    data = tmp / "data" / "data.yaml"
+    if (yaml.safe_load(data.read_text()) if data.exists() else {}).get("gradkit_synth", {}).get("images") != spec.images:
+        data = generate_dataset(tmp / "data", spec, progress=False)
     _time_check(data, images=False)  # warm the page cache and imports: both checks read the same files
     fast = _time_check(data, images=False)
     full = _time_check(data, images=True)
@@ -72,7 +77,7 @@ def main() -> None:
           f"({1000 * epoch / n_train:.1f} ms/image)")
     print(f"ratio check({args.images} images) / demo epoch:       {fast / epoch:.3f}")
     print(f"ratio per image (check / epoch over the same data):   {(fast / args.images) / (epoch / n_train):.4f}")
-    print(f"files in {tmp}")
+    print(f"files in {tmp} (--workdir {tmp} reuses them)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The check before training catches the images training would drop, rewrite or misread.
 
-Planted faults: files cut short (PNG, JPEG, BMP), bytes that are no image, an image under 10 px and
+Planted faults: files cut short (PNG, JPEG, BMP), bytes that are no image, a PNG with one byte
+changed, an image under 10 px and
 12-bit values in a 16-bit PNG. The oracle for "training would drop it" is Ultralytics' own per-image
 verification and image reader, run on a copy.
 """
@@ -38,9 +39,13 @@ def _plant(images: Path, labels: Path) -> set[str]:
     _cut(images / "cut.jpg", noise)
     _cut(images / "cut.bmp", noise)
     (images / "text.jpg").write_text("this is not an image")
+    cv2.imwrite(str(images / "flipped.png"), noise)
+    damaged = bytearray((images / "flipped.png").read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one byte inside the pixel data: full length, IEND intact
+    (images / "flipped.png").write_bytes(bytes(damaged))
     cv2.imwrite(str(images / "tiny.png"), noise[:8])
     cv2.imwrite(str(images / "deep.png"), np.full((64, 64), 1000, np.uint16))
-    bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "tiny.png", "deep.png"}
+    bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "flipped.png", "tiny.png", "deep.png"}
     for name in bad:
         (labels / (Path(name).stem + ".txt")).write_text("0 0.5 0.5 0.2 0.2\n")
     return bad

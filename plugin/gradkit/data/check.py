@@ -8,7 +8,9 @@ a cleaned copy and never touches the original.
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,36 +108,59 @@ def _label_path(img: Path) -> Path:
 MIN_IMAGE_SIDE = 10
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_header(data: bytes) -> tuple[str | None, tuple[int, int], int]:
+    """(error or None, (width, height), bit depth) of a PNG: every chunk's CRC up to IEND, as PIL's
+    verify (which Ultralytics runs) checks them, without PIL's per-chunk reads or any decompression."""
+    view = memoryview(data)
+    size, depth = (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")), data[24]
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"PNG chunk {bytes(data[pos + 4:pos + 8])!r} damaged (checksum mismatch)", size, depth
+        if data[pos + 4:pos + 8] == b"IEND":
+            return None, size, depth
+        pos = end
+    return "PNG cut short (no IEND chunk)", size, depth
+
+
 def _image_header(path: Path) -> tuple[str | None, bool]:
     """Header-level integrity, without decoding pixels: (error or None, whether it is 16-bit).
 
-    PNG: every chunk's CRC up to IEND (a file cut short has no IEND). JPEG: the end-of-image marker
-    that Ultralytics itself tests (it re-encodes such a file in place, or drops it when it cannot).
-    Other formats have no cheap test and are decoded.
+    PNG: every chunk's checksum up to IEND (a file cut short has no IEND). JPEG: the end-of-image
+    marker that Ultralytics itself tests (it re-encodes such a file in place, or drops it when it
+    cannot). Other formats have no cheap test and are decoded.
     """
     from PIL import Image
 
+    skip = "; training would skip it"
     try:
-        with Image.open(path) as im:
-            fmt, size, mode = im.format, im.size, im.mode
-            if fmt == "PNG":
-                im.verify()
-            elif fmt != "JPEG":
-                im.load()
-        with open(path, "rb") as f:
-            head = f.read(25)
-            f.seek(-2, 2)
-            tail = f.read()
+        data = path.read_bytes()
+        if data.startswith(_PNG_SIGNATURE) and len(data) >= 33:
+            error, size, depth = _png_header(data)
+            if error:
+                return error + skip, False
+            mode, fmt = "I;16" if depth == 16 else "", "PNG"
+        else:
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, size, mode = im.format, im.size, im.mode
+                if fmt != "JPEG":
+                    im.load()
     except ImportError:  # Ultralytics' Image.open falls back to the optional pi_heif for unknown files
-        return "not an image format PIL recognises; training would skip it", False
+        return "not an image format PIL recognises" + skip, False
     except Exception as exc:  # a damaged file raises whatever its decoder meets (struct.error, ZeroDivision...)
-        return f"{exc}; training would skip it", False
-    if fmt == "JPEG" and tail != b"\xff\xd9":
+        return f"{exc}{skip}", False
+    if fmt == "JPEG" and not data.endswith(b"\xff\xd9"):
         return ("truncated JPEG (no end-of-image marker): training would re-encode it in place or skip it"), False
     if min(size) < MIN_IMAGE_SIDE:
         return f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px", False
-    sixteen = mode.startswith("I") or (fmt == "PNG" and len(head) == 25 and head[24] == 16)  # IHDR bit depth
-    return None, sixteen
+    return None, mode.startswith("I")
 
 
 def _check_image_fast(path: Path, res: CheckResult) -> None:
