@@ -64,7 +64,8 @@ def main() -> None:
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="gradkit-checkcost-"))
     spec = SynthSpec(images=args.images, imgsz=DEMO_DEFAULTS["imgsz"], seed=1)
     data = tmp / "data" / "data.yaml"
-    if (yaml.safe_load(data.read_text()) if data.exists() else {}).get("gradkit_synth", {}).get("images") != spec.images:
+    meta = (yaml.safe_load(data.read_text()) if data.exists() else {}).get("gradkit_synth", {})
+    if meta.get("images") != spec.images:
         data = generate_dataset(tmp / "data", spec, progress=False)
     _time_check(data, images=False)  # warm the page cache and imports: both checks read the same files
     fast = _time_check(data, images=False)
