@@ -18,6 +18,8 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
+#: The one plugin key that other modes than train accept (val, predict... resolve datasets too).
+_ALLOW_DOWNLOAD = "data.allow_download"
 _OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check", "plan")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
@@ -128,6 +130,18 @@ def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
     from gradkit.augment.checks import check_augment_config
 
     check_augment_config(cfg, source, overrides)
+
+
+def _track_checkpoint() -> dict[str, Any]:
+    """Where the run being trained keeps ``last.pt``, for the Ctrl-C message.
+
+    A plain function: Ultralytics deep-copies callable objects (the plugin among them) per model,
+    but not functions, so this closure's dict is the one the trainer fills."""
+    from ultralytics.utils.callbacks import base
+
+    run: dict[str, Any] = {}
+    base.default_callbacks["on_pretrain_routine_start"].append(lambda trainer: run.update(last=trainer.last))
+    return run
 
 
 def _augment_preview(args: Sequence[str]) -> int:
@@ -309,12 +323,156 @@ def _report(args: Sequence[str]) -> int:
     return 0
 
 
+#: First words the yolo CLI accepts besides its modes and tasks (``ultralytics.cfg.entrypoint``'s specials).
+_YOLO_SPECIAL = ("checks", "version", "settings", "cfg", "login", "logout", "copy-cfg", "solutions", "help")
+_HELP_FLAGS = {"-h", "--help", "help"}
+
+
+def _unknown_command(word: str) -> str | None:
+    """The error for a first word that is neither a gradkit command nor anything yolo accepts."""
+    from ultralytics.cfg import MODES, TASKS
+
+    if "=" in word or word.startswith("-") or word in (*_OWN, *MODES, *TASKS, *_YOLO_SPECIAL):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(word, (*_OWN, *MODES, *_YOLO_SPECIAL), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"gradkit: unknown command '{word}'{hint}; the commands are:\n{HELP}"
+
+
+def _command_help(command: str) -> str:
+    """The lines of HELP about one own command (one definition of each usage line)."""
+    lines = HELP.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.strip().startswith(f"gradkit {command}"):
+            out.append(line)
+            out += [nxt for nxt in lines[i + 1:i + 3] if nxt.startswith("      ") and "gradkit" not in nxt]
+    return "\n".join(out)
+
+
+def _config_keys(model, prefix: str = "gradkit.") -> list[str]:
+    from pydantic import BaseModel
+
+    lines = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines += _config_keys(ann, f"{prefix}{name}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"  {prefix}{name}={'unset' if default is None else default}  {field.description or ''}")
+    return lines
+
+
+def _train_help() -> str:
+    from gradkit.config import PRESET_DIR
+
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    return "\n".join([
+        "gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]", "",
+        f"presets (gradkit=NAME): {presets}", "",
+        "gradkit keys (gradkit.SECTION.KEY=VALUE, shown with their defaults):", *_config_keys(GradkitConfig), "",
+        "Ultralytics' own train arguments (model=, data=, epochs=, imgsz=, batch=, ...): run 'yolo help' and "
+        "'yolo cfg'; 'gradkit config-doc' prints the gradkit keys as a Markdown table.",
+    ])
+
+
+def _interrupted(run: dict[str, Any]) -> str:
+    """Ctrl-C during training: where the last checkpoint is and the exact command that resumes it."""
+    import shlex
+    from pathlib import Path
+
+    if "last" not in run:
+        return "gradkit: interrupted before training started; nothing was trained, nothing to resume"
+    last = Path(run["last"]).resolve()
+    if not last.exists():
+        return (f"gradkit: training interrupted in its first epoch, before {last} was written (it is saved at the "
+                "end of each epoch); nothing to resume, run the command again")
+    return (f"gradkit: training interrupted; last checkpoint {last}; continue it with: "
+            f"gradkit train resume=True model={shlex.quote(str(last))}")
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """One line for a user's mistake found inside Ultralytics; None for a bug (keep its traceback)."""
+    import errno
+
+    from gradkit.integrations.ultralytics import DatasetError
+
+    seen = exc
+    while seen is not None:  # Ultralytics wraps dataset errors in RuntimeError("Dataset ... error")
+        if isinstance(seen, DatasetError):
+            return str(seen)
+        seen = seen.__cause__
+    if isinstance(exc, OSError) and exc.errno in {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}:
+        return (f"gradkit: {exc.filename}: {exc.strerror}; fix its permissions, or for a run directory choose "
+                "a writable project=DIR")
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"gradkit: {exc.filename} not found; check the path given (model=, data=, source=)"
+    return None
+
+
+def _arg(rest: Sequence[str], key: str) -> str | None:
+    values = [a.partition("=")[2] for a in rest if a.partition("=")[0] == key]
+    return values[-1] if values else None
+
+
+def _unwritable_project(rest: Sequence[str]) -> str | None:
+    """``project=DIR`` that cannot hold a run: found before Ultralytics builds the model and trainer."""
+    import tempfile
+    from pathlib import Path
+
+    project = _arg(rest, "project")
+    if not project or not Path(project).is_absolute():
+        return None  # a relative project lies under Ultralytics' runs_dir; a failure there is caught later
+    probe = Path(project)
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        tempfile.TemporaryDirectory(dir=probe).cleanup()  # the real test: root passes every access() check
+    except OSError as exc:
+        return (f"gradkit: the run directory {project} is not writable ({probe}: {exc.strerror}); "
+                "choose a writable project=DIR")
+    return None
+
+
+def _missing_model(rest: Sequence[str]) -> str | None:
+    """``gradkit val model=PATH``: a missing local file is a typo, not a model to download."""
+    from pathlib import Path
+
+    value = _arg(rest, "model")
+    if value and ("/" in value or "\\" in value) and not Path(value).exists():
+        return f"gradkit: model file {value} not found; give model=RUN/weights/best.pt of a finished run"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help", "help"}:
+    if not args or args[0] in _HELP_FLAGS:
         print(HELP)
         return 0
+    if args[0] in _OWN and _HELP_FLAGS & set(args[1:]):
+        print(_command_help(args[0]) or HELP)
+        return 0
+    if args[0] == "train" and _HELP_FLAGS & set(args[1:]):
+        print(_train_help())
+        return 0
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("gradkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: list[str]) -> int:
     if args[0] in _OWN:
         if args[0] == "synth":
             return _synth(args[1:])
@@ -338,32 +496,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gradkit.demo import run_demo
 
         return run_demo(args[1:])
+    unknown = _unknown_command(args[0])
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return 2
     try:
         source, overrides, rest = split_plugin_args(args)
         is_train = "train" in rest[:2]
-        if (source or overrides) and not is_train:
-            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only, got mode {rest[:2]}")
+        if (source or set(overrides) - {_ALLOW_DOWNLOAD}) and not is_train:
+            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only (other modes accept "
+                              f"gradkit.{_ALLOW_DOWNLOAD}), got mode {rest[:2]}")
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
+        allow_download = cfg.data.allow_download if cfg else load_config(None, overrides).data.allow_download
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
-    failed_extras = _register_default_callbacks(cfg) if cfg is not None else []
+    from gradkit.integrations.ultralytics import install_dataset_guard, resolve_dataset
+
+    install_dataset_guard(allow_download)
+    data = _arg(rest, "data")
+    if not is_train and not allow_download and data and data.endswith((".yaml", ".yml")):
+        resolve_dataset(data, _arg(rest, "split") or "")  # predict and export read it too: fail here, not inside
+    unwritable = _unwritable_project(rest)
+    if unwritable:
+        print(unwritable, file=sys.stderr)
+        return 2
+    run, failed_extras = None, []
+    if cfg is not None:
+        failed_extras = _register_default_callbacks(cfg)
+        run = _track_checkpoint()
     if "val" in rest[:2]:
+        missing = _missing_model(rest)
+        if missing:
+            print(missing, file=sys.stderr)
+            return 2
         _register_val_report()
         keys = {a.partition("=")[0] for a in rest}
         rest += [a for a in ("plots=True",) if a.partition("=")[0] not in keys]
     sys.argv[1:] = rest  # Ultralytics' CLI reads sys.argv itself (its ARGV is this very list)
     from ultralytics.cfg import entrypoint
 
-    from gradkit.integrations.ultralytics import DatasetError
-
     try:
         entrypoint()
-    except DatasetError as exc:  # raised by the plugin before training starts
-        print(str(exc), file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        print(_interrupted(run), file=sys.stderr)
+        return 130
     if failed_extras:  # logged by the plugin with the command that rebuilds each
         print(f"gradkit: training finished, but {' and '.join(failed_extras)} failed (see the log)", file=sys.stderr)
         return 1

@@ -255,8 +255,13 @@ class ReportConfig(_Section):
 class DataConfig(_Section):
     """Dataset checks before training."""
 
-    check: bool = Field(True, description="run the fast part of `gradkit check` (labels, pairing) before "
-                        "training and stop on errors; false accepts Ultralytics' silent dropping")
+    check: bool = Field(True, description="run the fast part of `gradkit check` (labels, pairing, unreadable "
+                        "and truncated images) before training and stop on errors; false accepts Ultralytics' "
+                        "silent dropping")
+    allow_download: bool = Field(False, description="let Ultralytics run a dataset YAML's `download:` when a "
+                                 "split is missing. RISK: that value is executed as Python or as a shell "
+                                 "command, so a shared data file can run any code; set true only for YAMLs "
+                                 "you trust")
 
 
 class GradkitConfig(_Section):

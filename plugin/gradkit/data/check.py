@@ -8,7 +8,9 @@ a cleaned copy and never touches the original.
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +104,82 @@ def _label_path(img: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+#: Ultralytics drops images smaller than this in either dimension (``data/utils.py:check_image``).
+MIN_IMAGE_SIDE = 10
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_header(data: bytes) -> tuple[str | None, tuple[int, int], int]:
+    """(error or None, (width, height), bit depth) of a PNG: every chunk's CRC up to IEND, as PIL's
+    verify (which Ultralytics runs) checks them, without PIL's per-chunk reads or any decompression."""
+    view = memoryview(data)
+    size, depth = (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")), data[24]
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"PNG chunk {bytes(data[pos + 4:pos + 8])!r} damaged (checksum mismatch)", size, depth
+        if data[pos + 4:pos + 8] == b"IEND":
+            return None, size, depth
+        pos = end
+    return "PNG cut short (no IEND chunk)", size, depth
+
+
+def _image_header(path: Path) -> tuple[str | None, bool]:
+    """Header-level integrity, without decoding pixels: (error or None, whether it is 16-bit).
+
+    PNG: every chunk's checksum up to IEND (a file cut short has no IEND). JPEG: the end-of-image
+    marker that Ultralytics itself tests (it re-encodes such a file in place, or drops it when it
+    cannot). Other formats have no cheap test and are decoded.
+    """
+    from PIL import Image
+
+    skip = "; training would skip it"
+    try:
+        data = path.read_bytes()
+        if data.startswith(_PNG_SIGNATURE) and len(data) >= 33:
+            error, size, depth = _png_header(data)
+            if error:
+                return error + skip, False
+            mode, fmt = "I;16" if depth == 16 else "", "PNG"
+        else:
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, size, mode = im.format, im.size, im.mode
+                if fmt != "JPEG":
+                    im.load()
+    except ImportError:  # Ultralytics' Image.open falls back to the optional pi_heif for unknown files
+        return "not an image format PIL recognises" + skip, False
+    except Exception as exc:  # a damaged file raises whatever its decoder meets (struct.error, ZeroDivision...)
+        return f"{exc}{skip}", False
+    if fmt == "JPEG" and not data.endswith(b"\xff\xd9"):
+        return ("truncated JPEG (no end-of-image marker): training would re-encode it in place or skip it"), False
+    if min(size) < MIN_IMAGE_SIDE:
+        return f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px", False
+    return None, mode.startswith("I")
+
+
+def _check_image_fast(path: Path, res: CheckResult) -> None:
+    """The check before training: header-level integrity; pixels are read for 16-bit images only."""
+    error, sixteen = _image_header(path)
+    if error:
+        res.findings.append(Finding("error", "unreadable image", str(path), None, error))
+    elif sixteen:
+        _check_image(path, res)
+
+
 def _check_image(path: Path, res: CheckResult) -> None:
     import cv2
     from PIL import Image
 
+    error, _ = _image_header(path)
+    if error:
+        res.findings.append(Finding("error", "unreadable image", str(path), None, error))
+        return
     try:
         with Image.open(path) as im:
             im.load()  # decodes fully: catches truncated files that a header read misses
@@ -172,20 +246,44 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
     return good
 
 
+def _no_labels_at_all(res: CheckResult, start: int, split: str, n: int, label_dir: Path) -> None:
+    """One error instead of a warning per image: a split without a single label file is a wrong
+    layout (Ultralytics stops with "No labels found"), not a set of background images."""
+    res.findings[start:] = [f for f in res.findings[start:] if f.kind != "missing labels"]
+    where = f"{label_dir} does not exist" if not label_dir.exists() else f"{label_dir} holds none of them"
+    res.findings.append(Finding("error", "no labels", str(label_dir), None,
+                                f"none of the {n} {split} images has a label file ({where}); labels must lie "
+                                "in a labels/ folder beside images/, one IMAGE_STEM.txt per image"))
+
+
+_NO_DOWNLOAD = " (the YAML's download: script is not run: gradkit never runs code from a data file)"
+
+
+def _has_download(data_yaml: Path) -> bool:
+    data = yaml.safe_load(data_yaml.read_text())
+    return isinstance(data, dict) and bool(data.get("download"))
+
+
 def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
-    """Check a dataset. ``images=False`` is the fast part (labels, pairing, no image decoding)."""
+    """Check a dataset. ``images=False`` is the fast part run before training: labels, pairing and a
+    header-level image check (unreadable, truncated, too small; pixels decoded for 16-bit images only)
+    instead of a full decode, duplicate search and bit-depth check of every image."""
     data_yaml = Path(data_yaml)
     dirs, names = _split_dirs(data_yaml)
     res = CheckResult(names=names)
     hashes: dict[str, tuple[str, Path]] = {}
     for split, d in dirs.items():
         if not d.exists():
-            res.findings.append(Finding("error", "missing split", str(d), None, f"{split} folder does not exist"))
+            res.findings.append(Finding("error", "missing split", str(d), None, f"{split} folder does not exist"
+                                        + _NO_DOWNLOAD * _has_download(data_yaml)))
             continue
         imgs = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         res.images[split], res.instances[split], res.background[split] = len(imgs), Counter(), 0
+        first_finding, labelled = len(res.findings), 0
         for img in tqdm(imgs, desc=f"check {split}", unit="img", disable=len(imgs) < 200):
-            if images:
+            if not images:
+                _check_image_fast(img, res)
+            else:
                 _check_image(img, res)
                 digest = hashlib.md5(img.read_bytes()).hexdigest()
                 if digest in hashes and hashes[digest][0] != split:
@@ -199,6 +297,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
                                             "no label file: the image counts as defect-free background"))
                 res.background[split] += 1
                 continue
+            labelled += 1
             good = _check_labels(lab, len(names), split, res)
             res.background[split] += not good
             for c, (_, _, w, h) in good:
@@ -206,6 +305,8 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
                 res.rel_areas.append(w * h)
                 res.aspects.append(max(w, h) / max(min(w, h), 1e-9))
         label_dir = _label_path(d / "x.png").parent
+        if imgs and not labelled:
+            _no_labels_at_all(res, first_finding, split, len(imgs), label_dir)
         if label_dir.exists():
             stems = {p.stem for p in imgs}
             for lab in sorted(label_dir.rglob("*.txt")):

@@ -31,12 +31,15 @@ from gradkit.integrations.ultralytics.callback import (  # noqa: E402
     layer_labels,
     resume,
 )
+from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset  # noqa: E402
 from gradkit.integrations.ultralytics.validation import (  # noqa: E402
     PredictionRecorder,
     collect_validation,
     record_predictions,
     validate_for_report,
 )
+
+install_dataset_guard()  # no entry point that imports gradkit's integration ever runs a YAML's download:
 
 __all__ = [
     "SUPPORTED_ULTRALYTICS",
@@ -51,9 +54,11 @@ __all__ = [
     "check_ultralytics_version",
     "collect_validation",
     "install_augmentation",
+    "install_dataset_guard",
     "layer_labels",
     "preview_augmentation",
     "record_predictions",
     "resume",
+    "resolve_dataset",
     "validate_for_report",
 ]

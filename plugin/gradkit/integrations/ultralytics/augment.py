@@ -294,12 +294,16 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     import random
 
     import cv2
+    import ultralytics.data.utils as data_utils
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
-    from ultralytics.data.utils import check_det_dataset
+
+    from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset
 
     check_ultralytics_version()
-    data = check_det_dataset(data_yaml)
+    install_dataset_guard(cfg.data.allow_download)
+    data = (data_utils.check_det_dataset(data_yaml) if cfg.data.allow_download
+            else resolve_dataset(data_yaml, required=("train",)))
     args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train", "seed": seed})
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")
     if cfg.augment.active:

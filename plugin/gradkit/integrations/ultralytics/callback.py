@@ -134,8 +134,15 @@ class GradkitCallback:
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_start(self, trainer) -> None:
         """Before Ultralytics reads the dataset (rank 0): the fast dataset check."""
-        if self.cfg.data.check and not getattr(trainer.args, "resume", False):
-            check_before_training(trainer.args.data)
+        from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset
+
+        dcfg, data = self.cfg.data, str(trainer.args.data)
+        install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
+        splits = (self.cfg.report.split,) if self.cfg.report.enabled else ()  # the report's split, found now
+        if dcfg.check and not getattr(trainer.args, "resume", False):
+            check_before_training(data, splits)
+        elif not dcfg.allow_download and data.endswith((".yaml", ".yml")):
+            resolve_dataset(data, required=("train", *splits))
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Set up after the optimizer, scaler and EMA exist (every rank), then take over the step."""
@@ -566,15 +573,15 @@ class DatasetError(RuntimeError):
     """The dataset check found errors before training."""
 
 
-def check_before_training(data: str) -> None:
-    """Run the fast part of ``gradkit check`` (labels and pairing, no image decoding); raise on errors."""
-    from ultralytics.data.utils import check_det_dataset
-
+def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
+    """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images); raise on
+    errors. ``splits``: further splits that must exist (the end-of-training report's)."""
     from gradkit.data.check import check_dataset
+    from gradkit.integrations.ultralytics.datasets import resolve_dataset
 
     if not data or not str(data).endswith((".yaml", ".yml")):
         return  # not a YOLO dataset YAML (classification folders, hub names): nothing to check here
-    resolved = check_det_dataset(str(data), autodownload=False)  # resolves the YAML as Ultralytics does
+    resolved = resolve_dataset(str(data), required=("train", *splits))  # as Ultralytics, never downloading
     yaml_file = Path(resolved.get("yaml_file") or data)
     result = check_dataset(yaml_file, images=False)
     if result.errors:
@@ -604,6 +611,9 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
     check_seams()
     resolved = load_config(cfg, _overrides_dict(overrides))
     check_augment_config(resolved, cfg, _overrides_dict(overrides))  # Albumentations builds them: not in gradkit.config
+    from gradkit.integrations.ultralytics.datasets import install_dataset_guard
+
+    install_dataset_guard(resolved.data.allow_download)
     if _detach(model):
         _logger().info("gradkit: attach() replaces the gradkit plugin attached to this model before")
     plugin = GradkitCallback(resolved)

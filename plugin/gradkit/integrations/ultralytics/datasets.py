@@ -1,0 +1,139 @@
+"""Dataset resolution without running code from the data file.
+
+Ultralytics' ``check_det_dataset(data, autodownload=True)`` runs a dataset YAML's ``download:``
+value when a split folder is missing: a ``bash ...`` string in a shell, anything else that is not
+a URL through ``exec``. Trainers, validators and the exporter call it with that default, so a shared
+data YAML could run arbitrary code. :func:`install_dataset_guard` replaces it, in
+``ultralytics.data.utils`` and in every Ultralytics module that imported it by name, with
+:func:`resolve_dataset`, which never downloads and turns every dataset problem into a one-line
+:class:`DatasetError`. ``gradkit.data.allow_download=true`` restores Ultralytics' behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gradkit.integrations.ultralytics.callback import DatasetError
+
+__all__ = ["install_dataset_guard", "resolve_dataset"]
+
+_FUNCTION = "check_det_dataset"
+_state: dict[str, Any] = {"original": None, "allow_download": False}
+#: Ultralytics' own message for a missing split, raised when ``autodownload=False``.
+_MISSING = re.compile(r"missing path '([^']+)'")
+#: Where the trainer looks up the function: it needs the train split as well as the validated one.
+_TRAINER_MODULE = "ultralytics.engine.trainer"
+
+
+def _has_download(dataset: str) -> bool:
+    try:
+        data = yaml.safe_load(Path(dataset).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and bool(data.get("download"))
+
+
+def _check_keys(dataset: str) -> None:
+    """The keys every detection YAML needs, said plainly (Ultralytics' own messages span lines)."""
+    path = Path(dataset)
+    if path.suffix not in {".yaml", ".yml"} or not path.is_file():
+        return
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"gradkit: data {dataset} is not valid YAML: {_one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"gradkit: data {dataset} must be a mapping with path, train, val and names")
+    present = {k for k, v in data.items() if v} | ({"val"} if data.get("validation") else set())
+    missing = [k for k in ("train", "val", "names") if k not in present and not (k == "names" and "nc" in present)]
+    if missing:
+        raise DatasetError(f"gradkit: data {dataset} has no {', '.join(repr(k) for k in missing)}; a detection "
+                           "dataset YAML needs train: and val: (image folders) and names: (the class names, "
+                           "e.g. names: {0: scratch, 1: pit})")
+
+
+def _missing_split(dataset: str, split: str, path: str) -> DatasetError:
+    note = ("; its download: script is not run (gradkit never runs code from a data file; "
+            "gradkit.data.allow_download=true opts in)") if _has_download(dataset) else ""
+    return DatasetError(f"gradkit: data {dataset}: the {split} split {path} does not exist{note}; "
+                        "create it or fix the path in the YAML")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).replace(" ❌", "").replace("❌", "").split())
+    return text.removeprefix("gradkit: ")
+
+
+def resolve_dataset(dataset: str | Path, split: str = "", required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Ultralytics' dataset dictionary, without auto-download; every split needed must exist.
+
+    Args:
+        dataset: A dataset YAML (or anything ``check_det_dataset`` accepts).
+        split: The split the caller evaluates ("" means val), as Ultralytics' ``split``.
+        required: Further splits that must exist when the YAML names them (the trainer: train).
+
+    Raises:
+        DatasetError: one line naming the YAML, the split and the missing path, or Ultralytics'
+            own complaint (no ``names``, no ``train:``) on one line.
+    """
+    original = _state["original"] or _current()
+    dataset = str(dataset)
+    _check_keys(dataset)
+    try:
+        data = original(dataset, autodownload=False, split=split)
+    except FileNotFoundError as exc:
+        found = _MISSING.search(str(exc))
+        if found:
+            raise _missing_split(dataset, split or "val", found.group(1)) from None
+        raise DatasetError(f"gradkit: data {dataset}: {_one_line(exc)}; check the data= path") from None
+    except (SyntaxError, TypeError, ValueError, KeyError) as exc:
+        raise DatasetError(f"gradkit: data {dataset}: {_one_line(exc)}; see the Ultralytics dataset YAML format "
+                           "(path, train, val, names)") from None
+    for name in dict.fromkeys((split or "val", *required)):
+        paths = data.get(name)
+        for p in paths if isinstance(paths, list) else [paths] if paths else []:
+            if not Path(p).exists():
+                raise _missing_split(dataset, name, str(p))
+    return data
+
+
+def _current():
+    import ultralytics.data.utils as data_utils
+
+    return getattr(data_utils, _FUNCTION)
+
+
+def _guard(required: tuple[str, ...]):
+    def check_det_dataset(dataset, autodownload: bool = True, split: str = ""):
+        if _state["allow_download"]:
+            return _state["original"](dataset, autodownload=autodownload, split=split)
+        return resolve_dataset(dataset, split, required)
+
+    check_det_dataset.gradkit_guard = True
+    return check_det_dataset
+
+
+def install_dataset_guard(allow_download: bool = False) -> None:
+    """Replace ``check_det_dataset`` everywhere Ultralytics looks it up (idempotent).
+
+    ``allow_download`` is process-wide: the last ``attach`` or ``gradkit`` command sets it.
+    """
+    import ultralytics.data.utils as data_utils
+
+    _state["allow_download"] = bool(allow_download)
+    if _state["original"] is None:
+        _state["original"] = data_utils.check_det_dataset
+    original = _state["original"]
+    plain, trainer = _guard(()), _guard(("train",))
+    data_utils.check_det_dataset = plain  # later `from ... import check_det_dataset` get the guard
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ultralytics.") and getattr(module, _FUNCTION, None) is original:
+            setattr(module, _FUNCTION, trainer if name == _TRAINER_MODULE else plain)
+    import ultralytics.engine.trainer as trainer_module
+
+    trainer_module.check_det_dataset = trainer

@@ -1,0 +1,154 @@
+"""Ordinary mistakes get one clear line (what, where, what to do), a non-zero exit and no traceback,
+through the real console script."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import read_csv
+
+pytestmark = pytest.mark.e2e
+GRADKIT = str(Path(sys.executable).with_name("gradkit"))
+TRAIN = ["model=yolo26n.yaml", "epochs=1", "imgsz=64", "batch=4", "nbs=4", "workers=0", "device=cpu",
+         "plots=False", "val=False"]
+
+
+def _run(args, cwd):
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    proc = subprocess.run([GRADKIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _error_line(rc: int, stderr: str, *needles: str) -> str:
+    """The one gradkit line of stderr, which must hold every needle; no traceback anywhere."""
+    assert rc != 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("gradkit")]
+    assert len(lines) == 1, stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _copy(tiny_data: Path, tmp_path: Path, **changes) -> Path:
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_data.parent, root)
+    data = {**yaml.safe_load((root / "data.yaml").read_text()), "path": str(root), **changes}
+    data = {k: v for k, v in data.items() if v is not None}
+    (root / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("check", ["true", "false"])
+def test_train_on_yaml_without_names(tiny_data, tmp_path, check):
+    data = _copy(tiny_data, tmp_path, names=None)
+    rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r",
+                       f"gradkit.data.check={check}"], tmp_path)
+    _error_line(rc, err, str(data), "'names'")
+
+
+@pytest.mark.parametrize("check", ["true", "false"])
+def test_train_on_yaml_pointing_at_missing_directory(tiny_data, tmp_path, check):
+    data = _copy(tiny_data, tmp_path, path=str(tmp_path / "nowhere"))
+    rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r",
+                       f"gradkit.data.check={check}"], tmp_path)
+    _error_line(rc, err, str(data), str(tmp_path / "nowhere" / "images"), "does not exist")
+
+
+def test_dataset_without_labels_is_an_error_for_check_and_train(tiny_data, tmp_path):
+    data = _copy(tiny_data, tmp_path)
+    shutil.rmtree(data.parent / "labels")
+    rc, out, _ = _run(["check", f"data={data}"], tmp_path)
+    assert rc == 1
+    no_labels = [ln for ln in out.splitlines() if ln.startswith("ERROR") and "no labels" in ln]
+    assert {Path(ln.split()[3].rstrip(":")).name for ln in no_labels} == {"train", "val", "test"}, out
+    assert str(data.parent / "labels" / "train") in out and "does not exist" in out
+    assert "missing labels" not in out  # one error per split, not a warning per image
+    rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r"], tmp_path)
+    assert rc == 2 and "no labels" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "weights" / "last.pt").exists()
+
+
+def test_val_with_missing_model_or_data(tiny_data, tmp_path):
+    missing_model = tmp_path / "runs" / "weights" / "best.pt"
+    rc, _, err = _run(["val", f"model={missing_model}", f"data={tiny_data}", f"project={tmp_path}"], tmp_path)
+    _error_line(rc, err, str(missing_model), "not found")
+    missing_data = tmp_path / "nodata.yaml"
+    rc, _, err = _run(["val", "model=yolo26n.yaml", f"data={missing_data}", f"project={tmp_path}"], tmp_path)
+    _error_line(rc, err, str(missing_data), "does not exist")
+
+
+def test_convert_coco_with_missing_json(tmp_path):
+    rc, _, err = _run(["convert", "coco", f"src={tmp_path / 'ann.json'}", f"images={tmp_path}",
+                       f"out={tmp_path / 'out'}"], tmp_path)
+    _error_line(rc, err, str(tmp_path / "ann.json"), "not found")
+
+
+def test_unwritable_run_directory(tiny_data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc, _, err = _run(["train", *TRAIN, f"data={tiny_data}", f"project={blocker / 'runs'}", "name=r"], tmp_path)
+    _error_line(rc, err, str(blocker / "runs"), "not writable", "project=")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_run_directory(tiny_data, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    rc, _, err = _run(["train", *TRAIN, f"data={tiny_data}", f"project={locked}", "name=r"], tmp_path)
+    _error_line(rc, err, str(locked), "not writable")
+
+
+def test_unknown_subcommand_lists_commands_and_suggests(tmp_path):
+    rc, out, err = _run(["trian", "model=yolo26n.yaml"], tmp_path)
+    assert rc == 2 and "Traceback" not in err and "SyntaxError" not in err
+    first = err.splitlines()[0]
+    assert "unknown command 'trian'" in first and "did you mean 'train'" in first
+    assert "gradkit convert voc" in err and "gradkit check data=" in err  # gradkit's own list, not yolo's help
+    assert "yolo TASK MODE" not in out + err
+
+
+def test_train_and_convert_help(tmp_path):
+    rc, out, _ = _run(["train", "--help"], tmp_path)
+    assert rc == 0
+    assert "gradkit.clip.mode=stock" in out and "gradkit.data.allow_download=False" in out
+    presets = sorted(p.stem for p in (Path(__file__).parents[1] / "plugin/gradkit/presets").glob("*.yaml"))
+    assert f"presets (gradkit=NAME): {', '.join(presets)}" in out
+    assert out.index("gradkit.monitor.enabled") < out.index("yolo help")  # own keys first, then the pointer
+    rc, out, _ = _run(["convert", "--help"], tmp_path)
+    assert rc == 0 and "gradkit convert voc" in out and "gradkit convert coco" in out
+
+
+def test_ctrl_c_names_last_pt_and_the_resume_command_that_works(tiny_data, tmp_path):
+    args = ["train", *TRAIN, "epochs=6", f"data={tiny_data}", f"project={tmp_path}", "name=r"]
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    proc = subprocess.Popen([GRADKIT, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "r" / "weights" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    line = _error_line(proc.returncode, err, str(last), "resume=True")
+    command = line.split("continue it with: ")[1]
+    assert command == f"gradkit train resume=True model={last}"
+    epochs_done = len(read_csv(tmp_path / "r" / "results.csv"))
+    assert 1 <= epochs_done < 6
+    resumed = subprocess.run([GRADKIT, *shlex.split(command)[1:]], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_csv(tmp_path / "r" / "results.csv")
+    assert [int(float(r["epoch"])) for r in rows] == list(range(1, 7))  # continued, not restarted
