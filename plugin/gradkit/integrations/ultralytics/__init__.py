@@ -58,7 +58,7 @@ __all__ = [
     "layer_labels",
     "preview_augmentation",
     "record_predictions",
-    "resume",
     "resolve_dataset",
+    "resume",
     "validate_for_report",
 ]
