@@ -46,13 +46,13 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
     ddp = DistributedDataParallel(model, find_unused_parameters=True)  # as Ultralytics wraps it
     save_dir = out / f"save_rank{rank}"
     save_dir.mkdir(parents=True)
-    class Trainer(SimpleNamespace):  # trainer-shaped: stock's step is what gradkit's seam check expects
-        optimizer_step = BaseTrainer.optimizer_step
-
-    trainer = Trainer(
+    assert callable(BaseTrainer.optimizer_step)  # gradkit's seam check fingerprints this one
+    trainer = SimpleNamespace(
         model=ddp, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
         scaler=torch.amp.GradScaler("cpu", enabled=False), ema=ModelEMA(model), epoch=0, save_dir=save_dir,
-        args=SimpleNamespace(resume=False, data=""), resume=False, lr={}, metrics={}, loss=None, stop=False)
+        args=SimpleNamespace(resume=False, data="", nbs=4), batch_size=4, resume=False, lr={}, metrics={},
+        loss=None, stop=False,
+        _handle_nan_recovery=lambda epoch: False)  # never called here: no epoch ends
     cfg = load_config("default", {"clip.mode": "autoclip", "clip.percentile": 50.0, "report.enabled": False,
                                   "monitor.plot": False, "monitor.flush_every": 1})
     plugin = GradkitCallback(cfg)
