@@ -3,10 +3,11 @@
 Ultralytics' ``check_det_dataset(data, autodownload=True)`` runs a dataset YAML's ``download:``
 value when a split folder is missing: a ``bash ...`` string in a shell, anything else that is not
 a URL through ``exec``. Trainers, validators and the exporter call it with that default, so a shared
-data YAML could run arbitrary code. :func:`install_dataset_guard` replaces it, in
-``ultralytics.data.utils`` and in every Ultralytics module that imported it by name, with
-:func:`resolve_dataset`, which never downloads and turns every dataset problem into a one-line
-:class:`DatasetError`. ``gradkit.data.allow_download=true`` restores Ultralytics' behaviour.
+data YAML could run arbitrary code. :func:`install_dataset_guard` replaces it (through
+``seams.replace_check_det_dataset``), in ``ultralytics.data.utils`` and in every Ultralytics module
+that imported it by name, with :func:`resolve_dataset`, which never downloads and turns every
+dataset problem into a one-line :class:`DatasetError`. ``gradkit.data.allow_download=true`` restores
+Ultralytics' behaviour.
 """
 
 from __future__ import annotations
