@@ -236,8 +236,8 @@ def check_seams() -> None:
     for problem in (_nan_recovery_shape(BaseTrainer), _epoch_metrics_shape(BaseTrainer)):
         if problem:
             raise SeamError(f"{problem} (ultralytics {_ultralytics_version()})")
-    if _missing_parameters(getattr(BaseTrainer, "_get_warmup_iterations", None), ("self", "num_batches")) or \
-            not callable(getattr(BaseTrainer, "_get_warmup_iterations", None)):
+    warmup = getattr(BaseTrainer, "_get_warmup_iterations", None)
+    if not callable(warmup) or _missing_parameters(warmup, ("self", "num_batches")):
         raise SeamError(f"BaseTrainer._get_warmup_iterations(num_batches) is gone (ultralytics "
                         f"{_ultralytics_version()}); gradkit plans the run's optimizer steps with it")
     import ultralytics.engine.trainer as trainer_module
