@@ -184,3 +184,70 @@ def test_coco_iou_override_shape():
 
     with pytest.raises(SeamError, match=r"InlinedIoU\.evaluate no longer calls computeIoU"):
         check_coco_iou_override(InlinedIoU)
+
+
+# ------------------------------------------------------------------ the checks beside the patches moved into seams.py
+def test_epoch_metrics_need_the_loop_to_log_trainer_lr_after_the_event():
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from gradkit.integrations.ultralytics.seams import publish_epoch_metrics
+
+    trainer = SimpleNamespace(lr={"lr/pg0": 0.01})
+    publish_epoch_metrics(trainer, {"grad/x": 1.0})  # a trainer-shaped object runs BaseTrainer's loop
+    assert trainer.lr == {"lr/pg0": 0.01, "grad/x": 1.0}
+
+    class LogsFirst(BaseTrainer):  # an "upgrade" that logs before the callbacks run: the keys would be lost
+        def _do_train(self):
+            self.lr = {}
+            self.save_metrics(metrics={**self.lr})
+            self.run_callbacks("on_train_epoch_end")
+
+    with pytest.raises(SeamError, match=r"sets trainer\.lr, fires on_train_epoch_end, then logs \*\*trainer\.lr"):
+        publish_epoch_metrics(object.__new__(LogsFirst), {"grad/x": 1.0})
+
+
+def test_nan_recovery_follower_needs_the_method_and_its_call():
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from gradkit.integrations.ultralytics.seams import follow_nan_recovery
+
+    class NoRecovery(BaseTrainer):
+        _handle_nan_recovery = None
+
+    with pytest.raises(SeamError, match="NoRecovery has no _handle_nan_recovery"):
+        follow_nan_recovery(object.__new__(NoRecovery), lambda: None)
+
+    class InlinedRecovery(BaseTrainer):
+        def _do_train(self):
+            return None
+
+    with pytest.raises(SeamError, match=r"no longer calls self\._handle_nan_recovery"):
+        follow_nan_recovery(object.__new__(InlinedRecovery), lambda: None)
+
+    reloads = []
+
+    class Recovering(BaseTrainer):
+        def _handle_nan_recovery(self, epoch):
+            return epoch == 2
+
+    trainer = object.__new__(Recovering)
+    follow_nan_recovery(trainer, lambda: reloads.append(True))
+    assert [trainer._handle_nan_recovery(e) for e in (1, 2)] == [False, True] and reloads == [True]
+
+
+def test_default_callbacks_refuse_an_unknown_event():
+    from gradkit.integrations.ultralytics.seams import register_default_callbacks
+
+    with pytest.raises(SeamError, match="default_callbacks has no event on_gradkit_step"):
+        register_default_callbacks({"on_gradkit_step": print})
+
+
+def test_yolo_hand_over_needs_ultralytics_to_read_sys_argv(monkeypatch):
+    import sys
+
+    from gradkit.integrations.ultralytics.seams import hand_over_to_yolo
+
+    monkeypatch.setattr(sys, "argv", ["gradkit", "train"])  # a new list: Ultralytics' ARGV is the old one
+    with pytest.raises(SeamError, match=r"ultralytics\.cfg\.ARGV is no longer sys\.argv"):
+        hand_over_to_yolo(["help"])
+    assert sys.argv == ["gradkit", "train"]  # refused before rewriting anything

@@ -1,9 +1,9 @@
 """The ``gradkit`` command: everything ``yolo`` accepts, plus ``gradkit=`` keys and own subcommands.
 
-``gradkit train <yolo args> gradkit=CFG gradkit.clip.mode=agc`` strips the plugin keys from
-``sys.argv`` in place (Ultralytics' CLI reads that very list), registers the plugin as a default
-callback so the model that Ultralytics' entrypoint builds picks it up, and hands over to
-``ultralytics.cfg.entrypoint``. Any other yolo mode (val, predict, export...) passes through.
+``gradkit train <yolo args> gradkit=CFG gradkit.clip.mode=agc`` strips the plugin keys, registers
+the plugin as a default callback so the model that Ultralytics' entrypoint builds picks it up, and
+hands the rest over to Ultralytics' ``yolo`` entrypoint (both through
+``gradkit.integrations.ultralytics.seams``). Any other yolo mode (val, predict, export...) passes through.
 """
 
 from __future__ import annotations
@@ -108,21 +108,19 @@ def _register_default_callbacks(cfg: GradkitConfig) -> list[str]:
     Returns the list that collects the end-of-training extras that failed: Model's deep copy
     separates the plugin from this one, but a plain function is not copied, so it can report back.
     """
-    from ultralytics.utils.callbacks import base
-
     from gradkit.integrations.ultralytics import GradkitCallback, check_ultralytics_version
+    from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     check_ultralytics_version()
     plugin = GradkitCallback(cfg)
-    for event, fn in plugin.events().items():
-        base.default_callbacks[event].append(fn)
+    register_default_callbacks(plugin.events())
     failed: list[str] = []
 
     def collect_failed_extras(trainer) -> None:  # runs after the plugin's on_train_end
         for fn in trainer.callbacks["on_train_end"]:
             failed.extend(getattr(getattr(fn, "__self__", None), "extras_failed", []))
 
-    base.default_callbacks["on_train_end"].append(collect_failed_extras)
+    register_default_callbacks({"on_train_end": collect_failed_extras})
     return failed
 
 
@@ -137,10 +135,10 @@ def _track_checkpoint() -> dict[str, Any]:
 
     A plain function: Ultralytics deep-copies callable objects (the plugin among them) per model,
     but not functions, so this closure's dict is the one the trainer fills."""
-    from ultralytics.utils.callbacks import base
+    from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     run: dict[str, Any] = {}
-    base.default_callbacks["on_pretrain_routine_start"].append(lambda trainer: run.update(last=trainer.last))
+    register_default_callbacks({"on_pretrain_routine_start": lambda trainer: run.update(last=trainer.last)})
     return run
 
 
@@ -245,13 +243,11 @@ def _print_fix(data_yaml, changes) -> None:
 
 def _register_val_report() -> None:
     """``gradkit val``: write the evaluation report into the val run directory."""
-    from ultralytics.utils.callbacks import base
-
     from gradkit.integrations.ultralytics import check_ultralytics_version, record_predictions
+    from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     check_ultralytics_version()
-    base.default_callbacks["on_val_start"].append(record_predictions)
-    base.default_callbacks["on_val_end"].append(_write_val_report)
+    register_default_callbacks({"on_val_start": record_predictions, "on_val_end": _write_val_report})
 
 
 def _write_val_report(validator) -> None:
@@ -535,11 +531,10 @@ def _dispatch(args: list[str]) -> int:
         _register_val_report()
         keys = {a.partition("=")[0] for a in rest}
         rest += [a for a in ("plots=True",) if a.partition("=")[0] not in keys]
-    sys.argv[1:] = rest  # Ultralytics' CLI reads sys.argv itself (its ARGV is this very list)
-    from ultralytics.cfg import entrypoint
+    from gradkit.integrations.ultralytics.seams import hand_over_to_yolo
 
     try:
-        entrypoint()
+        hand_over_to_yolo(rest)
     except KeyboardInterrupt:
         if run is None:
             raise

@@ -144,21 +144,10 @@ class CocoEvaluation:
         return self._cache[key]
 
     def _evaluate(self, area_rng: list[list[float]] | None):
-        from faster_coco_eval import COCOeval_faster
+        from gradkit.integrations.ultralytics.seams import override_coco_iou
 
-        from gradkit.integrations.ultralytics.seams import check_coco_iou_override
-
-        check_coco_iou_override(COCOeval_faster)  # the override below must still be what evaluate() calls
-        ious = self._ious
-
-        class SharedIoU(COCOeval_faster):
-            def computeIoU(self, imgId, catId):  # pycocotools' method
-                key = (imgId, catId)
-                if key not in ious:
-                    ious[key] = super().computeIoU(imgId, catId)
-                return ious[key]
-
-        ev = SharedIoU(self.gt, self.dt, iouType="bbox", print_function=lambda *a, **k: None)
+        evaluator = override_coco_iou(self._ious)  # checks that evaluate() still calls the override
+        ev = evaluator(self.gt, self.dt, iouType="bbox", print_function=lambda *a, **k: None)
         if area_rng is not None:
             ev.params.areaRng = area_rng
             ev.params.areaRngLbl = [f"r{i}" for i in range(len(area_rng))]

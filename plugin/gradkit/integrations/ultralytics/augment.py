@@ -11,7 +11,12 @@ import torch
 
 from gradkit.augment.copy_paste import paste_defects
 from gradkit.config import GradkitConfig
-from gradkit.integrations.ultralytics.seams import albumentations_stage_index
+from gradkit.integrations.ultralytics.seams import (
+    dataset_augmentation,
+    edit_albumentations_stage,
+    install_dataset_transforms,
+    stock_check_det_dataset,
+)
 from gradkit.integrations.ultralytics.version import check_ultralytics_version
 
 __all__ = ["CLASS_COLOURS", "AlbumentationsStage", "CopyPasteStage", "compose_preview", "describe_augmentation",
@@ -127,30 +132,18 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     retry; patching ``build_transforms`` on the instance covers the first, calling this again on
     the new dataset (idempotent) covers the second.
     """
-    from copy import copy
-
-    if getattr(dataset, "_gradkit_augment", None) is aug_cfg:
+    if dataset_augmentation(dataset) is aug_cfg:
         return
-    original = dataset.build_transforms
     stage = AlbumentationsStage(aug_cfg)
     paste = CopyPasteStage(dataset, aug_cfg.copy_paste) if aug_cfg.copy_paste.p > 0 else None
     replace_stock = aug_cfg.preset != "none" or bool(aug_cfg.transforms)
 
-    def build_transforms(hyp=None):
-        compose = original(_apply_hyp(hyp, aug_cfg.ultralytics) if hyp is not None else hyp)
-        idx = albumentations_stage_index(compose, dataset, AlbumentationsStage)  # raises if it is gone
-        if idx is None:  # validation-style pipeline (augment=False): nothing to do
-            return compose
-        stages = compose.transforms
-        if replace_stock:
-            stages[idx] = stage
-        if paste is not None:
-            stages.insert(idx, paste)
-        return compose
+    def build(stock_build, hyp):
+        compose = stock_build(_apply_hyp(hyp, aug_cfg.ultralytics) if hyp is not None else hyp)
+        return edit_albumentations_stage(compose, dataset, AlbumentationsStage,  # raises if the stage is gone
+                                         replace_with=stage if replace_stock else None, insert_before=paste)
 
-    dataset.build_transforms = build_transforms
-    dataset.transforms = build_transforms(copy(hyp))
-    dataset._gradkit_augment = aug_cfg
+    install_dataset_transforms(dataset, build, hyp, aug_cfg)
     from ultralytics.utils import LOGGER
 
     LOGGER.info(f"gradkit: training augmentation: {describe_augmentation(aug_cfg)}")
@@ -294,7 +287,6 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     import random
 
     import cv2
-    import ultralytics.data.utils as data_utils
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
 
@@ -302,7 +294,7 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
 
     check_ultralytics_version()
     install_dataset_guard(cfg.data.allow_download)
-    data = (data_utils.check_det_dataset(data_yaml) if cfg.data.allow_download
+    data = (stock_check_det_dataset()(data_yaml) if cfg.data.allow_download
             else resolve_dataset(data_yaml, required=("train",)))
     args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train", "seed": seed})
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")

@@ -16,7 +16,15 @@ from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.augment import install_augmentation
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
-from gradkit.integrations.ultralytics.seams import check_optimizer_step, check_seams
+from gradkit.integrations.ultralytics.seams import (
+    chain_optimizer_step_override,
+    check_seams,
+    follow_nan_recovery,
+    optimizer_step_override,
+    publish_epoch_metrics,
+    replace_model_tune,
+    replace_optimizer_step,
+)
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
@@ -175,7 +183,6 @@ class GradkitCallback:
                 f"{'every ' + str(self.cfg.monitor.every) + ' step(s)' if self.cfg.monitor.enabled else 'off'} "
                 f"on_nonfinite={self.cfg.monitor.on_nonfinite}, {self.stats.num_layers} layers"
             )
-        check_optimizer_step()  # the base step gradkit mirrors; a subclass's override is chained below
         self._take_over_optimizer_step(trainer)
         self._follow_nan_recovery(trainer)
         self._install_augmentation(trainer)
@@ -187,23 +194,21 @@ class GradkitCallback:
         code; gradkit's step runs where that call lands. One that replaces the step entirely would
         bypass gradkit's measurement and clipping (or be bypassed by it): refuse before training.
         """
-        owner = _optimizer_step_owner(type(trainer))
+        owner = optimizer_step_override(type(trainer))  # checks the base step gradkit mirrors
         if owner is None:
-            trainer.optimizer_step = lambda: self.optimizer_step(trainer)
+            replace_optimizer_step(trainer, lambda: self.optimizer_step(trainer))
             return
         if not _calls_super_optimizer_step(owner.optimizer_step):
             raise PluginError(_bypass_message(owner))
-        trainer._gradkit_step = lambda: self.optimizer_step(trainer)
-        trainer.__class__ = _with_gradkit_step(type(trainer))
-        user_step = type(trainer).optimizer_step
+        user_step = chain_optimizer_step_override(trainer, lambda: self.optimizer_step(trainer))
 
         def checked_step() -> None:  # an override may call super() only on some paths
             before = self.step
-            user_step(trainer)
+            user_step()
             if self.step == before:
                 raise PluginError(_bypass_message(owner))
 
-        trainer.optimizer_step = checked_step
+        replace_optimizer_step(trainer, checked_step)
 
     def _install_augmentation(self, trainer) -> None:
         if self.cfg.augment.active:
@@ -218,14 +223,14 @@ class GradkitCallback:
     def on_train_epoch_end(self, trainer) -> None:
         """Flush the records and put the epoch summary where Ultralytics' loggers look.
 
-        ``trainer.lr`` is the dict that Ultralytics passes to ``results.csv`` and to TensorBoard and
-        the other loggers at this point, so extra keys reach all of them.
+        :func:`~gradkit.integrations.ultralytics.seams.publish_epoch_metrics` adds the keys to what
+        Ultralytics passes to ``results.csv``, TensorBoard and the other loggers after this event.
         """
         if self.log:
             self.log.flush()
         n = max(len(self._epoch_totals), 1)
         finite = [t for t in self._epoch_totals if np.isfinite(t)]
-        trainer.lr.update({
+        publish_epoch_metrics(trainer, {
             "grad/total_norm": float(np.median(finite)) if finite else float("nan"),
             "grad/clip_rate": self._epoch_clipped / n,
             "grad/skipped": float(self._epoch_skipped),
@@ -233,7 +238,7 @@ class GradkitCallback:
             "grad/noise_scale": self.noise.epoch_value(),
         })
         if self.guard:
-            trainer.lr.update(self.guard.epoch_end())
+            publish_epoch_metrics(trainer, self.guard.epoch_end())
 
     def on_model_save(self, trainer) -> None:
         """Save the plugin state beside ``last.pt`` so ``resume=True`` continues it exactly."""
@@ -359,19 +364,10 @@ class GradkitCallback:
     def _follow_nan_recovery(self, trainer) -> None:
         """Reload the plugin state when Ultralytics' NaN recovery reloads ``last.pt`` mid-run.
 
-        ``BaseTrainer._handle_nan_recovery`` rolls model, optimizer and EMA back to ``last.pt`` and
-        repeats the epoch; without this the step counter, clip history and alert history would
-        run on from the discarded epoch.
+        Ultralytics rolls model, optimizer and EMA back to ``last.pt`` and repeats the epoch; without
+        this the step counter, clip history and alert history would run on from the discarded epoch.
         """
-        handle = trainer._handle_nan_recovery
-
-        def handle_nan_recovery(epoch):
-            recovered = handle(epoch)
-            if recovered:
-                self._reload_after_nan_recovery(trainer)
-            return recovered
-
-        trainer._handle_nan_recovery = handle_nan_recovery
+        follow_nan_recovery(trainer, lambda: self._reload_after_nan_recovery(trainer))
 
     def _reload_after_nan_recovery(self, trainer) -> None:
         path = state_path(trainer.last)
@@ -487,14 +483,6 @@ class PluginError(RuntimeError):
     """gradkit cannot run as asked with this model or trainer; raised before training."""
 
 
-def _optimizer_step_owner(trainer_cls: type) -> type | None:
-    """The user class that overrides ``optimizer_step``, or None when it is Ultralytics' own."""
-    for cls in trainer_cls.__mro__:
-        if "optimizer_step" in vars(cls) and not getattr(cls, "_gradkit_step_class", False):
-            return None if cls.__module__.startswith("ultralytics.") else cls
-    return None
-
-
 def _bypass_message(owner: type) -> str:
     return (f"gradkit: {owner.__name__}.optimizer_step replaces Ultralytics' optimizer step without calling "
             "super().optimizer_step(), so gradkit's clipping and gradient records would be bypassed. Call "
@@ -507,30 +495,6 @@ def _calls_super_optimizer_step(fn) -> bool:
 
     code = getattr(inspect.unwrap(fn), "__code__", None)
     return code is not None and "super" in code.co_names and "optimizer_step" in code.co_names
-
-
-_STEP_CLASSES: dict[type, type] = {}
-
-
-def _with_gradkit_step(trainer_cls: type) -> type:
-    """``trainer_cls`` with gradkit's step just above ``BaseTrainer`` in the MRO.
-
-    The user's ``super().optimizer_step()`` then reaches gradkit's step instead of Ultralytics'.
-    """
-    if getattr(trainer_cls, "_gradkit_step_class", False):
-        return trainer_cls
-    if trainer_cls not in _STEP_CLASSES:
-        from ultralytics.engine.trainer import BaseTrainer
-
-        class GradkitStep(BaseTrainer):
-            _gradkit_step_class = True
-
-            def optimizer_step(self):
-                self._gradkit_step()
-
-        _STEP_CLASSES[trainer_cls] = type(trainer_cls.__name__, (trainer_cls, GradkitStep),
-                                          {"_gradkit_step_class": True, "__module__": trainer_cls.__module__})
-    return _STEP_CLASSES[trainer_cls]
 
 
 def state_path(checkpoint: str | Path) -> Path:
@@ -624,7 +588,7 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
         # first in line, so every user callback of the event sees the grad/* keys whatever the order of registration
         epoch_end.insert(0, epoch_end.pop(epoch_end.index(plugin.on_train_epoch_end)))
     model.gradkit = plugin  # so users and tests can reach the run state after training
-    model.tune = _refuse_tune
+    replace_model_tune(model, _refuse_tune)
     return resolved
 
 

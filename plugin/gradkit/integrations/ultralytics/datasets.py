@@ -3,31 +3,29 @@
 Ultralytics' ``check_det_dataset(data, autodownload=True)`` runs a dataset YAML's ``download:``
 value when a split folder is missing: a ``bash ...`` string in a shell, anything else that is not
 a URL through ``exec``. Trainers, validators and the exporter call it with that default, so a shared
-data YAML could run arbitrary code. :func:`install_dataset_guard` replaces it, in
-``ultralytics.data.utils`` and in every Ultralytics module that imported it by name, with
-:func:`resolve_dataset`, which never downloads and turns every dataset problem into a one-line
-:class:`DatasetError`. ``gradkit.data.allow_download=true`` restores Ultralytics' behaviour.
+data YAML could run arbitrary code. :func:`install_dataset_guard` replaces it (through
+``seams.replace_check_det_dataset``), in ``ultralytics.data.utils`` and in every Ultralytics module
+that imported it by name, with :func:`resolve_dataset`, which never downloads and turns every
+dataset problem into a one-line :class:`DatasetError`. ``gradkit.data.allow_download=true`` restores
+Ultralytics' behaviour.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gradkit.integrations.ultralytics.callback import DatasetError
+from gradkit.integrations.ultralytics.seams import replace_check_det_dataset, stock_check_det_dataset
 
 __all__ = ["install_dataset_guard", "resolve_dataset"]
 
-_FUNCTION = "check_det_dataset"
-_state: dict[str, Any] = {"original": None, "allow_download": False}
+_state: dict[str, Any] = {"allow_download": False}
 #: Ultralytics' own message for a missing split, raised when ``autodownload=False``.
 _MISSING = re.compile(r"missing path '([^']+)'")
-#: Where the trainer looks up the function: it needs the train split as well as the validated one.
-_TRAINER_MODULE = "ultralytics.engine.trainer"
 
 
 def _has_download(dataset: str) -> bool:
@@ -81,7 +79,7 @@ def resolve_dataset(dataset: str | Path, split: str = "", required: tuple[str, .
         DatasetError: one line naming the YAML, the split and the missing path, or Ultralytics'
             own complaint (no ``names``, no ``train:``) on one line.
     """
-    original = _state["original"] or _current()
+    original = stock_check_det_dataset()
     dataset = str(dataset)
     _check_keys(dataset)
     try:
@@ -102,16 +100,10 @@ def resolve_dataset(dataset: str | Path, split: str = "", required: tuple[str, .
     return data
 
 
-def _current():
-    import ultralytics.data.utils as data_utils
-
-    return getattr(data_utils, _FUNCTION)
-
-
 def _guard(required: tuple[str, ...]):
     def check_det_dataset(dataset, autodownload: bool = True, split: str = ""):
         if _state["allow_download"]:
-            return _state["original"](dataset, autodownload=autodownload, split=split)
+            return stock_check_det_dataset()(dataset, autodownload=autodownload, split=split)
         return resolve_dataset(dataset, split, required)
 
     check_det_dataset.gradkit_guard = True
@@ -121,19 +113,8 @@ def _guard(required: tuple[str, ...]):
 def install_dataset_guard(allow_download: bool = False) -> None:
     """Replace ``check_det_dataset`` everywhere Ultralytics looks it up (idempotent).
 
-    ``allow_download`` is process-wide: the last ``attach`` or ``gradkit`` command sets it.
+    ``allow_download`` is process-wide: the last ``attach`` or ``gradkit`` command sets it. The
+    trainer's copy also requires the train split.
     """
-    import ultralytics.data.utils as data_utils
-
     _state["allow_download"] = bool(allow_download)
-    if _state["original"] is None:
-        _state["original"] = data_utils.check_det_dataset
-    original = _state["original"]
-    plain, trainer = _guard(()), _guard(("train",))
-    data_utils.check_det_dataset = plain  # later `from ... import check_det_dataset` get the guard
-    for name, module in list(sys.modules.items()):
-        if name.startswith("ultralytics.") and getattr(module, _FUNCTION, None) is original:
-            setattr(module, _FUNCTION, trainer if name == _TRAINER_MODULE else plain)
-    import ultralytics.engine.trainer as trainer_module
-
-    trainer_module.check_det_dataset = trainer
+    replace_check_det_dataset(_guard(()), _guard(("train",)))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from gradkit.config import AlertsConfig
+from gradkit.integrations.ultralytics.seams import warmup_iterations
 from gradkit.monitor.alerts import inactive_rules
 from gradkit.monitor.noise import NoiseScale, critical_batch_reading
 
@@ -32,7 +33,7 @@ def _trainer_plan(trainer) -> tuple[int, int]:
     """(planned optimizer steps, nominal accumulate) of a trainer at ``on_train_start``."""
     nb = len(trainer.train_loader)
     acc = max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
-    warm = trainer._get_warmup_iterations(nb) if hasattr(trainer, "_get_warmup_iterations") else 0
+    warm = warmup_iterations(trainer, nb)
     return planned_optimizer_steps(nb, trainer.epochs, trainer.start_epoch, acc, warm), acc
 
 

@@ -1,14 +1,20 @@
-"""Compatibility checks for every third-party internal gradkit patches or reads.
+"""Every patch gradkit makes to third-party internals, each next to the check that guards it.
 
-gradkit has to reach past public APIs in four places: it replaces ``BaseTrainer.optimizer_step``
-(no event fires between backward and the optimizer step), it swaps the ``Albumentations`` stage of
-the training dataset's transform list (that stage swallows construction errors), it wraps the
-detection validator's ``update_metrics`` and reads its private ``_prepare_batch`` / ``_prepare_pred``
-and its metrics, and it overrides faster-coco-eval's ``COCOeval_faster.computeIoU`` to share IoUs
-between evaluations. The version bounds in pyproject and :mod:`.version` keep out releases nobody
-tested; these checks catch what a bound cannot: a patch release or a user's subclass that changed
-the shape a patch relies on. Each check raises :class:`SeamError` naming what changed, where the
-patch is installed, before it is installed - never a silent fall-back to stock behaviour.
+gradkit has to reach past public APIs: it replaces ``BaseTrainer.optimizer_step`` (no event fires
+between backward and the optimizer step), follows ``BaseTrainer._handle_nan_recovery``, adds its
+epoch columns to ``trainer.lr``, swaps the ``Albumentations`` stage of the training dataset's
+transform list (that stage swallows construction errors), wraps the detection validator's
+``update_metrics`` and calls its private ``_prepare_batch`` / ``_prepare_pred``, replaces
+``check_det_dataset`` (it runs a data file's ``download:`` code), appends to Ultralytics' global
+``default_callbacks`` and rewrites ``sys.argv`` for ``gradkit train``, and overrides faster-coco-eval's
+``COCOeval_faster.computeIoU`` to share IoUs between evaluations. This module is the only one that
+does any of it (``tests/test_seam_confinement.py`` enforces that); the rest of the package calls
+the small functions below and keeps its own logic.
+
+The version bounds in pyproject and :mod:`.version` keep out releases nobody tested; these checks
+catch what a bound cannot: a patch release or a user's subclass that changed the shape a patch
+relies on. Each check raises :class:`SeamError` naming what changed, where the patch is installed,
+before it is installed - never a silent fall-back to stock behaviour.
 """
 
 from __future__ import annotations
@@ -17,19 +23,42 @@ import ast
 import functools
 import hashlib
 import inspect
+import sys
 import textwrap
+from collections.abc import Callable
+from copy import copy
 from typing import Any
 
 __all__ = [
     "OPTIMIZER_STEP_FINGERPRINTS",
     "SeamError",
     "albumentations_stage_index",
+    "chain_optimizer_step_override",
     "check_coco_iou_override",
     "check_optimizer_step",
     "check_seams",
     "check_validator",
     "check_validator_results",
     "code_fingerprint",
+    "dataset_augmentation",
+    "edit_albumentations_stage",
+    "follow_nan_recovery",
+    "hand_over_to_yolo",
+    "install_dataset_transforms",
+    "json_predictions",
+    "optimizer_step_override",
+    "override_coco_iou",
+    "prediction_recorder",
+    "publish_epoch_metrics",
+    "register_default_callbacks",
+    "replace_check_det_dataset",
+    "replace_model_tune",
+    "replace_optimizer_step",
+    "scaled_predictions",
+    "set_prediction_recorder",
+    "stock_check_det_dataset",
+    "warmup_iterations",
+    "wrap_update_metrics",
 ]
 
 #: ``code_fingerprint(BaseTrainer.optimizer_step)`` of the Ultralytics releases gradkit's replacement
@@ -202,3 +231,358 @@ def check_seams() -> None:
             raise SeamError(f"DetectionValidator.{name} is missing or no longer takes ({', '.join(params)}) "
                             f"(ultralytics {_ultralytics_version()}); gradkit's report records predictions through it")
     check_coco_iou_override()
+    from ultralytics.engine.trainer import BaseTrainer
+
+    for problem in (_nan_recovery_shape(BaseTrainer), _epoch_metrics_shape(BaseTrainer)):
+        if problem:
+            raise SeamError(f"{problem} (ultralytics {_ultralytics_version()})")
+    warmup = getattr(BaseTrainer, "_get_warmup_iterations", None)
+    if not callable(warmup) or _missing_parameters(warmup, ("self", "num_batches")):
+        raise SeamError(f"BaseTrainer._get_warmup_iterations(num_batches) is gone (ultralytics "
+                        f"{_ultralytics_version()}); gradkit plans the run's optimizer steps with it")
+    import ultralytics.engine.trainer as trainer_module
+
+    _check_det_dataset_shape(trainer_module)
+
+
+# ====================================================================================== the patches
+# Each function below installs one patch (or reads one private name) right after its check. Callers
+# keep their own logic and pass it in; nothing outside this module touches these names.
+
+# ------------------------------------------------------------------ trainer: the optimizer step
+#: Set on the classes :func:`chain_optimizer_step_override` makes, so they are not taken for a user's override.
+_STEP_CLASS_MARK = "_gradkit_step_class"
+_STEP_CLASSES: dict[type, type] = {}
+
+
+def optimizer_step_override(trainer_cls: type) -> type | None:
+    """The user class that overrides ``optimizer_step``, or None when the step is Ultralytics' own.
+
+    Checks first (:func:`check_optimizer_step`) that Ultralytics' own step is the code gradkit's mirrors.
+    """
+    check_optimizer_step()
+    for cls in trainer_cls.__mro__:
+        if "optimizer_step" in vars(cls) and not getattr(cls, _STEP_CLASS_MARK, False):
+            return None if cls.__module__.startswith("ultralytics.") else cls
+    return None
+
+
+def replace_optimizer_step(trainer: Any, step: Callable[[], None]) -> None:
+    """``trainer.optimizer_step()`` runs ``step`` (the instance attribute shadows the class's method).
+
+    Guarded by :func:`check_optimizer_step`: the base step must be the code gradkit's step mirrors.
+    """
+    check_optimizer_step()
+    trainer.optimizer_step = step
+
+
+def _with_gradkit_step(trainer_cls: type) -> type:
+    """``trainer_cls`` with gradkit's step just above ``BaseTrainer`` in the MRO.
+
+    The user's ``super().optimizer_step()`` then reaches gradkit's step instead of Ultralytics'.
+    """
+    if getattr(trainer_cls, _STEP_CLASS_MARK, False):
+        return trainer_cls
+    if trainer_cls not in _STEP_CLASSES:
+        from ultralytics.engine.trainer import BaseTrainer
+
+        class GradkitStep(BaseTrainer):
+            _gradkit_step_class = True
+
+            def optimizer_step(self):
+                self._gradkit_step()
+
+        _STEP_CLASSES[trainer_cls] = type(trainer_cls.__name__, (trainer_cls, GradkitStep),
+                                          {_STEP_CLASS_MARK: True, "__module__": trainer_cls.__module__})
+    return _STEP_CLASSES[trainer_cls]
+
+
+def chain_optimizer_step_override(trainer: Any, step: Callable[[], None]) -> Callable[[], None]:
+    """Put ``step`` where a user override's ``super().optimizer_step()`` lands; return the override, bound.
+
+    The trainer's class becomes a subclass of itself with gradkit's step just above ``BaseTrainer``
+    (one such class per trainer class), so the user's code runs unchanged around gradkit's step.
+    """
+    check_optimizer_step()
+    trainer._gradkit_step = step
+    trainer.__class__ = _with_gradkit_step(type(trainer))
+    user_step = type(trainer).optimizer_step
+    return lambda: user_step(trainer)
+
+
+def warmup_iterations(trainer: Any, num_batches: int) -> int:
+    """``BaseTrainer._get_warmup_iterations``: the iterations over which Ultralytics ramps accumulate and lr.
+
+    0 for a trainer-shaped object without it (no warmup); :func:`check_seams` checks Ultralytics' own.
+    """
+    fn = getattr(trainer, "_get_warmup_iterations", None)
+    return fn(num_batches) if fn is not None else 0
+
+
+# ------------------------------------------------------------------ trainer: NaN recovery
+def _trainer_loop(trainer_cls: type) -> Any:
+    from ultralytics.engine.trainer import BaseTrainer
+
+    return getattr(trainer_cls, "_do_train", None) or BaseTrainer._do_train
+
+
+@functools.cache
+def _nan_recovery_shape(trainer_cls: type) -> str | None:
+    handle = getattr(trainer_cls, "_handle_nan_recovery", None)
+    if not callable(handle):
+        return f"{trainer_cls.__qualname__} has no _handle_nan_recovery"
+    if _missing_parameters(handle, ("self", "epoch")):
+        return f"{trainer_cls.__qualname__}._handle_nan_recovery{inspect.signature(handle)} no longer takes (epoch)"
+    if "self._handle_nan_recovery(" not in inspect.getsource(_trainer_loop(trainer_cls)):
+        return "the training loop (_do_train) no longer calls self._handle_nan_recovery(epoch)"
+    return None
+
+
+def follow_nan_recovery(trainer: Any, after_recovery: Callable[[], None]) -> None:
+    """Call ``after_recovery()`` each time ``BaseTrainer._handle_nan_recovery`` has reloaded ``last.pt``.
+
+    Ultralytics rolls model, optimizer and EMA back and repeats the epoch; the caller reloads its
+    own state with them. Checked: the method exists, takes ``epoch``, and the loop still calls it.
+    """
+    problem = _nan_recovery_shape(type(trainer))
+    if problem:
+        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}): gradkit reloads its step counter and "
+                        "clip and alert history when Ultralytics' NaN recovery reloads last.pt")
+    handle = trainer._handle_nan_recovery
+
+    def handle_nan_recovery(epoch):
+        recovered = handle(epoch)
+        if recovered:
+            after_recovery()
+        return recovered
+
+    trainer._handle_nan_recovery = handle_nan_recovery
+
+
+# ------------------------------------------------------------------ trainer: the epoch's logged values
+def _is_self_lr(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "lr" and isinstance(node.value, ast.Name) \
+        and node.value.id == "self"
+
+
+@functools.cache
+def _epoch_metrics_shape(trainer_cls: type) -> str | None:
+    """None when the loop sets ``self.lr``, then fires ``on_train_epoch_end``, then logs ``**self.lr``."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(_trainer_loop(trainer_cls))))
+    sets, fires, logs = [], [], []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(_is_self_lr(t) for t in node.targets):
+            sets.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run_callbacks" \
+                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "on_train_epoch_end":
+            fires.append(node.lineno)
+        elif isinstance(node, ast.Dict) and any(k is None and _is_self_lr(v) for k, v in zip(node.keys, node.values,
+                                                                                            strict=True)):
+            logs.append(node.lineno)
+    fire = fires[0] if len(fires) == 1 else None
+    if fire is None or not any(s < fire for s in sets) or not any(u > fire for u in logs):
+        return ("the training loop (_do_train) no longer sets trainer.lr, fires on_train_epoch_end, then logs "
+                "**trainer.lr (results.csv, TensorBoard), in that order")
+    return None
+
+
+def publish_epoch_metrics(trainer: Any, values: dict[str, float]) -> None:
+    """Add ``values`` to the epoch's logged columns (call at ``on_train_epoch_end``).
+
+    At that point ``trainer.lr`` is the dict Ultralytics passes, after the callbacks, to results.csv,
+    TensorBoard and its other loggers; checked against the loop's code, once per trainer class.
+    """
+    problem = _epoch_metrics_shape(type(trainer))
+    if problem is None and not isinstance(getattr(trainer, "lr", None), dict):
+        problem = f"trainer.lr is {type(getattr(trainer, 'lr', None)).__name__}, not a dict"
+    if problem:
+        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}): gradkit's grad/* epoch columns reach "
+                        "the loggers through it")
+    trainer.lr.update(values)
+
+
+# ------------------------------------------------------------------ the model
+def replace_model_tune(model: Any, replacement: Callable[..., Any]) -> None:
+    """``model.tune(...)`` calls ``replacement``. No check: if a release drops ``tune``, there is nothing to refuse."""
+    model.tune = replacement
+
+
+# ------------------------------------------------------------------ the training dataset's transforms
+#: Set on a dataset by :func:`install_dataset_transforms`: what it installed (the caller's tag).
+_DATASET_MARK = "_gradkit_augment"
+
+
+def dataset_augmentation(dataset: Any) -> Any:
+    """The tag :func:`install_dataset_transforms` installed on ``dataset`` with, None before."""
+    return getattr(dataset, _DATASET_MARK, None)
+
+
+def install_dataset_transforms(dataset: Any, build: Callable[[Callable[[Any], Any], Any], Any], hyp: Any,
+                               tag: Any) -> None:
+    """Make every (re)build of the dataset's transforms ``build(stock_build_transforms, hyp)``; rebuild them now.
+
+    Ultralytics rebuilds them through ``dataset.build_transforms`` at ``close_mosaic``; ``build`` edits
+    the stock pipeline with :func:`edit_albumentations_stage`, whose check stops training when the
+    stage it replaces is gone.
+    """
+    stock = dataset.build_transforms
+
+    def build_transforms(hyp=None):
+        return build(stock, hyp)
+
+    dataset.build_transforms = build_transforms
+    dataset.transforms = build_transforms(copy(hyp))
+    setattr(dataset, _DATASET_MARK, tag)
+
+
+def edit_albumentations_stage(compose: Any, dataset: Any, own_stage: type, replace_with: Any = None,
+                              insert_before: Any = None) -> Any:
+    """Replace the ``Albumentations`` stage of a training pipeline and/or insert a stage before it.
+
+    Checked by :func:`albumentations_stage_index` (raises when an augmenting pipeline lacks it); a
+    validation-style pipeline (``dataset.augment`` false) is returned unchanged.
+    """
+    idx = albumentations_stage_index(compose, dataset, own_stage)
+    if idx is None:
+        return compose
+    stages = compose.transforms
+    if replace_with is not None:
+        stages[idx] = replace_with
+    if insert_before is not None:
+        stages.insert(idx, insert_before)
+    return compose
+
+
+# ------------------------------------------------------------------ the validator
+#: Set on a validator by :func:`set_prediction_recorder`.
+_RECORDER_MARK = "_gradkit_recorder"
+
+
+def wrap_update_metrics(validator: Any, after: Callable[[Any, Any], None]) -> None:
+    """``validator.update_metrics(preds, batch)`` runs Ultralytics' own, then ``after(preds, batch)``.
+
+    Checked by :func:`check_validator`: the methods the recorder calls, with their arities.
+    """
+    check_validator(validator)
+    original = validator.update_metrics
+
+    def update_metrics(preds, batch):
+        original(preds, batch)
+        after(preds, batch)
+
+    validator.update_metrics = update_metrics
+
+
+def scaled_predictions(validator: Any, si: int, pred: Any, batch: Any) -> tuple[Any, Any]:
+    """(prepared batch, predictions in original-image pixels) of image ``si``, as ``pred_to_json`` computes them.
+
+    Uses the private ``_prepare_batch`` / ``_prepare_pred`` that :func:`wrap_update_metrics` checked.
+    """
+    pbatch = validator._prepare_batch(si, batch)
+    return pbatch, validator.scale_preds(validator._prepare_pred(pred), pbatch)
+
+
+def set_prediction_recorder(validator: Any, recorder: Any) -> None:
+    setattr(validator, _RECORDER_MARK, recorder)
+
+
+def prediction_recorder(validator: Any) -> Any:
+    """The recorder :func:`set_prediction_recorder` put on ``validator``, None without one."""
+    return getattr(validator, _RECORDER_MARK, None)
+
+
+def json_predictions(validator: Any) -> list[dict[str, Any]]:
+    """The validator's COCO-json predictions (``jdict``, filled with ``save_json=True``)."""
+    if not hasattr(validator, "jdict"):
+        raise SeamError(f"{type(validator).__qualname__} has no jdict (ultralytics {_ultralytics_version()}): "
+                        "gradkit's report reads the COCO-json predictions from it when it did not record them")
+    return validator.jdict or []
+
+
+# ------------------------------------------------------------------ check_det_dataset
+_DATASET_FUNCTION = "check_det_dataset"
+#: Ultralytics' own functions that gradkit replaced, by name (kept across repeated installs).
+_STOCK: dict[str, Callable[..., Any]] = {}
+
+
+def stock_check_det_dataset() -> Callable[..., Any]:
+    """Ultralytics' own ``check_det_dataset`` (downloads), also after :func:`replace_check_det_dataset`."""
+    import ultralytics.data.utils as data_utils
+
+    return _STOCK.get(_DATASET_FUNCTION) or getattr(data_utils, _DATASET_FUNCTION)
+
+
+def _check_det_dataset_shape(trainer_module: Any) -> None:
+    stock = stock_check_det_dataset()
+    missing = [p for p in ("autodownload", "split") if p not in inspect.signature(stock).parameters]
+    where = f"(ultralytics {_ultralytics_version()}); gradkit replaces it so no data file's download: code runs"
+    if missing:
+        raise SeamError(f"ultralytics.data.utils.check_det_dataset{inspect.signature(stock)} no longer takes "
+                        f"{', '.join(missing)} {where}")
+    if not hasattr(trainer_module, _DATASET_FUNCTION):
+        raise SeamError(f"{trainer_module.__name__} no longer imports check_det_dataset by name {where}")
+
+
+def replace_check_det_dataset(plain: Callable[..., Any], for_trainer: Callable[..., Any]) -> None:
+    """Replace ``check_det_dataset`` everywhere Ultralytics looks it up: ``for_trainer`` in the trainer's
+    module, ``plain`` elsewhere (later ``from ... import check_det_dataset`` get ``plain``)."""
+    import ultralytics.data.utils as data_utils
+    import ultralytics.engine.trainer as trainer_module
+
+    _check_det_dataset_shape(trainer_module)
+    original = _STOCK.setdefault(_DATASET_FUNCTION, getattr(data_utils, _DATASET_FUNCTION))
+    setattr(data_utils, _DATASET_FUNCTION, plain)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ultralytics.") and getattr(module, _DATASET_FUNCTION, None) is original:
+            setattr(module, _DATASET_FUNCTION, for_trainer if name == trainer_module.__name__ else plain)
+    setattr(trainer_module, _DATASET_FUNCTION, for_trainer)
+
+
+# ------------------------------------------------------------------ the yolo command line
+def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> None:
+    """Append to Ultralytics' global ``default_callbacks``, which every model the ``yolo`` entrypoint
+    builds copies: ``gradkit train`` / ``gradkit val`` have no other way to reach that model."""
+    from ultralytics.utils.callbacks import base
+
+    unknown = [e for e in callbacks if not isinstance(base.default_callbacks.get(e), list)]
+    if unknown:
+        raise SeamError(f"ultralytics {_ultralytics_version()}: default_callbacks has no event "
+                        f"{', '.join(unknown)}, which gradkit's command line registers")
+    for event, fn in callbacks.items():
+        base.default_callbacks[event].append(fn)
+
+
+def hand_over_to_yolo(argv: list[str]) -> None:
+    """Run Ultralytics' ``yolo`` entrypoint on ``argv`` (the arguments after the program name).
+
+    The entrypoint takes no arguments: it reads ``ultralytics.cfg.ARGV``, which is ``sys.argv`` itself,
+    so ``sys.argv`` is rewritten in place; checked that it still is that very list.
+    """
+    import ultralytics.cfg as yolo_cfg
+
+    if yolo_cfg.ARGV is not sys.argv:
+        raise SeamError(f"ultralytics.cfg.ARGV is no longer sys.argv (ultralytics {_ultralytics_version()}): the "
+                        "gradkit command hands its arguments to the yolo entrypoint through sys.argv")
+    sys.argv[1:] = argv
+    yolo_cfg.entrypoint()
+
+
+# ------------------------------------------------------------------ faster-coco-eval
+def override_coco_iou(ious: dict[tuple[Any, Any], Any]) -> type:
+    """A ``COCOeval_faster`` whose ``computeIoU(imgId, catId)`` is computed once into ``ious`` and read back
+    from it after, so evaluations of the same boxes (other area ranges) share it.
+
+    Checked by :func:`check_coco_iou_override`: the signature, and ``evaluate`` still calling it.
+    """
+    from faster_coco_eval import COCOeval_faster
+
+    check_coco_iou_override(COCOeval_faster)
+
+    class SharedIoU(COCOeval_faster):
+        def computeIoU(self, imgId, catId):  # pycocotools' method
+            key = (imgId, catId)
+            if key not in ious:
+                ious[key] = super().computeIoU(imgId, catId)
+            return ious[key]
+
+    return SharedIoU

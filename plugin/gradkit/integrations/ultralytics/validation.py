@@ -6,7 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gradkit.integrations.ultralytics.seams import check_validator, check_validator_results
+from gradkit.integrations.ultralytics.seams import (
+    check_validator_results,
+    json_predictions,
+    prediction_recorder,
+    scaled_predictions,
+    set_prediction_recorder,
+    wrap_update_metrics,
+)
 from gradkit.report.data import EvalData
 
 __all__ = ["PredictionRecorder", "collect_validation", "record_predictions", "validate_for_report"]
@@ -22,18 +29,14 @@ class PredictionRecorder:
 
     def __init__(self, validator):
         self.rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
-        check_validator(validator)
-        original = validator.update_metrics
 
-        def update_metrics(preds, batch):
-            original(preds, batch)
+        def record(preds, batch):
             for si, pred in enumerate(preds):
-                pbatch = validator._prepare_batch(si, batch)
-                scaled = validator.scale_preds(validator._prepare_pred(pred), pbatch)  # as pred_to_json does
+                pbatch, scaled = scaled_predictions(validator, si, pred, batch)
                 self.rows.append((str(pbatch["im_file"]), scaled["bboxes"].cpu().numpy().reshape(-1, 4),
                                   scaled["conf"].cpu().numpy().reshape(-1), scaled["cls"].cpu().numpy().reshape(-1)))
 
-        validator.update_metrics = update_metrics
+        wrap_update_metrics(validator, record)
 
     def boxes(self, index_of: dict[str, int], sizes: dict[int, tuple[int, int]]):
         """The recorded predictions as normalised :class:`~gradkit.report.coco.Boxes`."""
@@ -51,7 +54,7 @@ class PredictionRecorder:
 def record_predictions(validator) -> None:
     """``on_val_start`` callback: record predictions for the report (standalone validation only)."""
     if not validator.training:
-        validator._gradkit_recorder = PredictionRecorder(validator)
+        set_prediction_recorder(validator, PredictionRecorder(validator))
 
 
 def collect_validation(validator) -> EvalData:
@@ -92,7 +95,7 @@ def _collect(validator) -> EvalData:
         by_file[str(lab["im_file"])] = i
         for c, (x, y, bw, bh) in zip(lab["cls"].reshape(-1).tolist(), lab["bboxes"].tolist(), strict=True):
             gts.append(Box(i, int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2))
-    recorder = getattr(validator, "_gradkit_recorder", None)
+    recorder = prediction_recorder(validator)
     if recorder is not None:
         preds = recorder.boxes(by_file, sizes)
     else:
@@ -135,7 +138,7 @@ def _jdict_boxes(validator, by_name: dict[str, int], images: list[int], sizes: d
     from gradkit.report.coco import Boxes
 
     inv_map = {v: k for k, v in enumerate(validator.class_map)}
-    jdict = validator.jdict or []
+    jdict = json_predictions(validator)
     image = np.array([by_name[d["file_name"]] for d in jdict], np.int64)
     wh = np.array([sizes[i] for i in images], np.float64).reshape(-1, 2)[image]  # dataset index == position
     xywh = np.array([d["bbox"] for d in jdict], np.float64).reshape(-1, 4)  # pixels, top-left corner
