@@ -46,13 +46,14 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
     ddp = DistributedDataParallel(model, find_unused_parameters=True)  # as Ultralytics wraps it
     save_dir = out / f"save_rank{rank}"
     save_dir.mkdir(parents=True)
-    assert callable(BaseTrainer.optimizer_step)  # gradkit's seam check fingerprints this one
-    trainer = SimpleNamespace(
+    # Ultralytics' own trainer class without its __init__ (no dataset, no DDP launcher): the plugin finds
+    # the stock methods it checks and patches, and the attributes the training loop would have set
+    trainer = BaseTrainer.__new__(BaseTrainer)
+    vars(trainer).update(
         model=ddp, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
         scaler=torch.amp.GradScaler("cpu", enabled=False), ema=ModelEMA(model), epoch=0, save_dir=save_dir,
         args=SimpleNamespace(resume=False, data="", nbs=4), batch_size=4, resume=False, lr={}, metrics={},
-        loss=None, stop=False,
-        _handle_nan_recovery=lambda epoch: False)  # never called here: no epoch ends
+        loss=None, stop=False)
     cfg = load_config("default", {"clip.mode": "autoclip", "clip.percentile": 50.0, "report.enabled": False,
                                   "monitor.plot": False, "monitor.flush_every": 1})
     plugin = GradkitCallback(cfg)
