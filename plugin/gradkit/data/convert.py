@@ -450,10 +450,10 @@ def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] = VOC
     if difficult not in {"keep", "skip"}:
         raise ValueError(f"difficult must be 'keep' or 'skip', got {difficult!r}")
     src = Path(src)
+    if not src.is_dir():  # the source first: a missing input is the mistake to name, not where out= lies
+        raise ValueError(f"src={src} is not a folder")
     sources = {"source folder src=": src}
     OutputFolder.precheck(out, sources, overwrite, "convert voc")
-    if not src.is_dir():
-        raise ValueError(f"src={src} is not a folder")
     report = ConversionReport()
     records = read_voc(src, difficult, report)
     if not records:
@@ -468,6 +468,10 @@ def convert_coco(src: str | Path, images: str | Path, out: str | Path,
                  overwrite: bool = False) -> tuple[Path, ConversionReport]:
     """COCO detection JSON -> YOLO, class names in category-id order; ``out`` as in ``convert_voc``."""
     src, images = Path(src), Path(images)
+    if not src.is_file():  # the sources first: a missing input is the mistake to name, not where out= lies
+        raise ValueError(f"{src}: annotation file not found (src=)")
+    if not images.is_dir():
+        raise ValueError(f"{images}: image folder not found (images=)")
     sources = {"annotation file src=": src, "image folder images=": images}
     OutputFolder.precheck(out, sources, overwrite, "convert coco")
     report = ConversionReport()
