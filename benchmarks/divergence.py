@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--warmup-per-x", type=float, default=WARMUP_EPOCHS_PER_X,
                     help="warm-up epochs per 1x of lr0")
     ap.add_argument("--max-steps", type=int, default=60, help="stop a run that has not diverged by then")
+    ap.add_argument("--only", default="", help="run only the provoked runs whose name contains this")
     ap.add_argument("--corrupt-epoch", type=int, default=6, help="epoch at which the labels are corrupted")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--imgsz", type=int, default=64)
@@ -142,6 +143,8 @@ def main() -> None:
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}")
     for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs,
                                               args.warmup_per_x, args.corrupt_epoch).items():
+        if args.only not in name:
+            continue
         run = train_provoked(data, out, name, kw, cbs, args.max_steps)
         losses = step_losses(run)
         div, warn = divergence_step(losses), first_warning(fd.replay(run))
