@@ -56,19 +56,22 @@ def test_no_warning_on_a_flat_or_falling_noisy_norm():
     assert _diverging_steps(flat) == [] and _diverging_steps(falling) == []
 
 
-def test_a_single_spike_is_not_a_trend():
-    norms = _noisy_norms(np.random.default_rng(3), 60, onset=10**6, slope=0.0)
-    norms[30] *= 1e4  # the exploding rule's business, not a divergence
-    assert _diverging_steps(norms) == []
+@pytest.mark.parametrize(("factor", "warned"), [(20.0, []), (40.0, [31]), (1e4, [31])])
+def test_spike_arm_warns_on_a_jump_above_diverging_spike(factor, warned):
+    """One norm ``factor`` above the median of the 8 steps before it (30x warns); the trend arm's
+    8-step median does not move for one step, so only the spike arm can see it."""
+    norms = 10 ** (1.0 + np.random.default_rng(3).normal(0, 0.02, 60))
+    norms[30] = factor * np.median(norms[22:30])  # step 31
+    assert _diverging_steps(norms) == warned
 
 
 def test_episode_ends_when_the_level_falls_back_and_state_round_trips():
     up = [10.0] * 10 + [1000.0] * 10  # a sustained rise of 2 decades: warns once
     back = [10.0] * 10 + [1000.0] * 10  # falls back (episode ends), rises again: warns again
-    w = DivergenceWarning(window=4, rise=10.0)
+    w = DivergenceWarning(window=4, rise=10.0, spike=1e6)  # the trend arm alone
     starts = [step for step, n in enumerate(up + back, 1) if w.update(n)]
     assert starts == [13, 33]
-    clone = DivergenceWarning(window=4, rise=10.0)
+    clone = DivergenceWarning(window=4, rise=10.0, spike=1e6)
     clone.load_state_dict(w.state_dict())
     assert clone.state_dict() == w.state_dict() and math.isclose(clone.rise, w.rise)
     assert not w.update(float("nan")) and not w.update(0.0)  # no scale: skipped, no warning

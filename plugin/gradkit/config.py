@@ -67,6 +67,8 @@ class AlertsConfig(_Section):
                                   "the diverging warning follows")
     diverging_rise: float = Field(10.0, gt=1, description="diverging when that level rises this factor above "
                                   "the lowest it has been in the run")
+    diverging_spike: float = Field(30.0, gt=1, description="diverging also when one step's total norm is this "
+                                   "factor above the median of the diverging_window steps before it")
 
 
 class RollbackConfig(_Section):

@@ -14,8 +14,8 @@
   consecutive steps.
 * dead: exactly zero gradient on a trainable layer for ``dead_patience`` consecutive steps.
 * diverging: the total norm's typical level (median of the last ``diverging_window`` steps) has
-  risen ``diverging_rise`` above the lowest it has been - an early warning before the loss blows
-  up (``gradkit.monitor.divergence``).
+  risen ``diverging_rise`` above the lowest it has been, or one step's norm is ``diverging_spike``
+  above that level - a warning before the loss blows up (``gradkit.monitor.divergence``).
 * nonfinite: NaN/Inf gradients; names the layers and the origin (the non-finite layer nearest the
   output, every later layer being finite) or says the loss itself was non-finite.
 
@@ -45,7 +45,7 @@ RULE_NEEDS = {
     "vanishing (relative to the other layers)": lambda c: 1 + c.vanishing_patience,
     "exploding/vanishing (against own history)": lambda c: c.warmup_steps + 1,
     "dead": lambda c: c.dead_patience,
-    "diverging (total-norm trend)": lambda c: c.diverging_window + 1,
+    "diverging (total-norm trend/spike)": lambda c: c.diverging_window + 1,
 }
 
 
@@ -106,6 +106,7 @@ class AlertThresholds:
     dead_patience: int
     diverging_window: int
     diverging_rise: float
+    diverging_spike: float
 
     @classmethod
     def of(cls, source: Any) -> AlertThresholds:
@@ -150,7 +151,7 @@ class AlertDetector:
         self._low = np.zeros(n, dtype=np.int64)
         self._zero = np.zeros(n, dtype=np.int64)
         self._active: set[tuple[str, int]] = set()
-        self._diverging = DivergenceWarning(cfg.diverging_window, cfg.diverging_rise)
+        self._diverging = DivergenceWarning(cfg.diverging_window, cfg.diverging_rise, cfg.diverging_spike)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -290,11 +291,11 @@ class AlertDetector:
         return alerts
 
     def _diverging_alert(self, epoch: int, step: int, total_norm: float) -> Alert:
-        d, w = self._diverging, self.cfg.diverging_window
-        return Alert("diverging", epoch, step, "total", "model", float(d.rise), float(self.cfg.diverging_rise),
-                     f"diverging at step {step}: the median total gradient norm of the last {w} steps "
-                     f"({10 ** d.level:.3g}) is {d.rise:.3g}x the lowest it has been ({10 ** d.baseline:.3g}); "
-                     "the loss may blow up next (lower lr0, clip, or monitor.on_divergence: rollback)")
+        d = self._diverging
+        thr = self.cfg.diverging_spike if d.reason == "spike" else self.cfg.diverging_rise
+        return Alert("diverging", epoch, step, "total", "model", float(d.factor), float(thr),
+                     f"diverging at step {step} ({d.reason}): {d.message()}; the loss may blow up next "
+                     "(lower lr0, clip, or monitor.on_divergence: rollback)")
 
     def _relative_deviation(self, rel_now: np.ndarray) -> np.ndarray:
         """Per layer: how far (decades) its same-step position is from its usual one under both
