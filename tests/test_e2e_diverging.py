@@ -55,7 +55,7 @@ def _blow_up_step(losses) -> int | None:
 
 def test_growing_gradient_warned_before_the_loss_blows_up(tiny_data, tmp_path):
     losses: list = []
-    _, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "none"},
+    _, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "none", "report.enabled": False},
                         callbacks=_grow_gradients_and_record_loss(losses), epochs=10, optimizer="SGD", lr0=0.01)
     alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines() if line.strip()]
     warned = [a["step"] for a in alerts if a["kind"] == "diverging"]
@@ -70,7 +70,8 @@ def test_diverging_warning_triggers_a_rollback(tiny_data, tmp_path):
     """With ``monitor.on_divergence: rollback`` the warning itself is the trigger: the first rollback
     happens at the step of the first ``diverging`` alert, before the loss has blown up."""
     losses: list = []
-    overrides = {"clip.mode": "none", "monitor.on_divergence": "rollback", "monitor.rollback.every": 5}
+    overrides = {"clip.mode": "none", "monitor.on_divergence": "rollback", "monitor.rollback.every": 5,
+                 "report.enabled": False}  # the report's validation would plot a blown-up model's boxes
     def stop_after_first_rollback(trainer):  # the planted growth goes on; nothing more to see
         trainer.stop = trainer.stop or _plugin(trainer).guard.attempts > 0
 
