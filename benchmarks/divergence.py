@@ -7,7 +7,12 @@ the first step whose loss is non-finite or above 10x the running median of the e
 lead time is that step minus the step of the first `diverging` alert (positive: a warning came first).
 The healthy corpus of benchmarks/fault_detection.py gives the false-warning count.
 
-    python benchmarks/divergence.py [--out /tmp/gradkit-diverge --seeds 0,1,2 --warmup-per-x 0.1]
+Runs are recorded once (step_losses.json next to the monitor's CSVs) and stopped a few steps after
+they diverged; a second call replays the recorded statistics through the current detector.
+
+    python benchmarks/fault_detection.py --healthy-only --out /tmp/gradkit-faults   # the healthy corpus
+    python benchmarks/divergence.py --out /tmp/gradkit-diverge-160 --images 96 --imgsz 160 \
+        --max-steps 100 --corrupt-epoch 2                                        # README's table
 """
 
 from __future__ import annotations
