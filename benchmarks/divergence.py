@@ -7,7 +7,12 @@ the first step whose loss is non-finite or above 10x the running median of the e
 lead time is that step minus the step of the first `diverging` alert (positive: a warning came first).
 The healthy corpus of benchmarks/fault_detection.py gives the false-warning count.
 
-    python benchmarks/divergence.py [--out /tmp/gradkit-diverge --seeds 0,1,2 --epochs 10]
+Runs are recorded once (step_losses.json next to the monitor's CSVs) and stopped a few steps after
+they diverged; a second call replays the recorded statistics through the current detector.
+
+    python benchmarks/fault_detection.py --healthy-only --out /tmp/gradkit-faults   # the healthy corpus
+    python benchmarks/divergence.py --out /tmp/gradkit-diverge-160 --images 96 --imgsz 160 \
+        --max-steps 100 --corrupt-epoch 2                                        # README's table
 """
 
 from __future__ import annotations
@@ -25,16 +30,29 @@ import fault_detection as fd
 import numpy as np
 
 DEFAULT_LR0 = 0.01  # Ultralytics' default lr0
-#: Ultralytics' default warmup: lr ramps up over 3 epochs. Without it, 30x lr0 blows the loss up at
-#: the third optimizer step on the tiny data, too early for any warning to lead.
-WARMUP_EPOCHS = 3
+#: Warm-up epochs per 1x of lr0 of the provoked runs: the lr ramps linearly from 0 over ``warm-up
+#: epochs * batches`` iterations (Ultralytics 8.4.190 has no 100-iteration floor), so both multipliers
+#: get the same lr per step (0.1: x30 over Ultralytics' default 3 epochs, x100 over 10) and differ in
+#: the final lr. A slower ramp (1.2: 180 / 600 steps) was tried to make the runs diverge later: none of
+#: 4 runs diverged in 150 steps (README, "Early warning of divergence").
+WARMUP_EPOCHS_PER_X = 0.1
+#: Epochs the provoked runs are planned for: many, so that Ultralytics' linear lr decay (lf) stays
+#: near 1 during the ramp; the runs are stopped a few steps after divergence or at ``--max-steps``.
+EPOCHS = 200
+AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
 
 
-def _loss_recorder(store: list):
+def _loss_recorder(store: list, max_steps: int):
+    """Records (optimizer step, loss) per batch; stops the run AFTER_DIVERGENCE steps after the loss
+    diverged (divergence_step) or at ``max_steps``, to spend no CPU on a run already lost."""
+
     def record(trainer):
         plugin = fd._plugin(trainer)
         loss = trainer.loss
         store.append((plugin.step, float(loss.detach()) if loss is not None else float("nan")))
+        div = divergence_step(_mean_by_step(store))
+        if plugin.step >= max_steps or (div is not None and plugin.step >= div + AFTER_DIVERGENCE):
+            trainer.stop = True
 
     return record
 
@@ -57,22 +75,26 @@ def _corrupt_labels_at(epoch: int, seed: int = 0):
     return corrupt
 
 
-def provoked_runs(seeds, epochs: int) -> dict[str, tuple[dict, list]]:
+def provoked_runs(seeds, epochs: int, warmup_per_x: float, corrupt_epoch: int) -> dict[str, tuple[dict, list]]:
     runs = {}
     for mult in (30, 100):
         for s in seeds:
-            kw = dict(optimizer="SGD", lr0=DEFAULT_LR0 * mult, seed=s, epochs=epochs, warmup_epochs=WARMUP_EPOCHS)
+            kw = dict(optimizer="SGD", lr0=DEFAULT_LR0 * mult, seed=s, epochs=epochs,
+                      warmup_epochs=warmup_per_x * mult)
             runs[f"SGD lr0 x{mult} seed {s}"] = (kw, [])
-    runs["labels corrupted halfway"] = (dict(optimizer="SGD", lr0=DEFAULT_LR0, epochs=epochs,
-                                             warmup_epochs=WARMUP_EPOCHS),
-                                        [("on_train_epoch_start", _corrupt_labels_at(epochs // 2))])
+    runs["labels corrupted halfway"] = (dict(optimizer="SGD", lr0=DEFAULT_LR0, epochs=2 * corrupt_epoch,
+                                             warmup_epochs=3),
+                                        [("on_train_epoch_start", _corrupt_labels_at(corrupt_epoch))])
     return runs
 
 
 def step_losses(run: Path) -> dict[int, float]:
     """Optimizer step -> loss of its batch (the provoked runs step at every batch, nbs=batch; the
     recorder runs after the batch's step, so the plugin's counter already names it)."""
-    pairs = json.loads((run / "step_losses.json").read_text())
+    return _mean_by_step(json.loads((run / "step_losses.json").read_text()))
+
+
+def _mean_by_step(pairs) -> dict[int, float]:
     by_step: dict[int, list[float]] = {}
     for step, loss in pairs:
         by_step.setdefault(step, []).append(loss)
@@ -88,13 +110,13 @@ def divergence_step(losses: dict[int, float]) -> int | None:
     return None
 
 
-def train_provoked(data: Path, out: Path, name: str, kw: dict, callbacks: list) -> Path:
+def train_provoked(data: Path, out: Path, name: str, kw: dict, callbacks: list, max_steps: int) -> Path:
     store: list = []
     slug = "diverge-" + name.replace(" ", "_")
     run = out / slug
     if not (run / "step_losses.json").exists():
-        run = fd.train(data, out, slug, dict(kw), [*callbacks, ("on_train_batch_end", _loss_recorder(store))],
-                       overrides={"clip.mode": "none"})
+        record = ("on_train_batch_end", _loss_recorder(store, max_steps))
+        run = fd.train(data, out, slug, dict(kw), [*callbacks, record], overrides={"clip.mode": "none"})
         (run / "step_losses.json").write_text(json.dumps(store))
     return run
 
@@ -109,7 +131,12 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/gradkit-diverge")
     ap.add_argument("--faults-out", default="/tmp/gradkit-faults", help="where fault_detection.py keeps its runs")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--warmup-per-x", type=float, default=WARMUP_EPOCHS_PER_X,
+                    help="warm-up epochs per 1x of lr0")
+    ap.add_argument("--max-steps", type=int, default=60, help="stop a run that has not diverged by then")
+    ap.add_argument("--only", default="", help="run only the provoked runs whose name contains this")
+    ap.add_argument("--corrupt-epoch", type=int, default=6, help="epoch at which the labels are corrupted")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--imgsz", type=int, default=64)
     args = ap.parse_args()
@@ -119,8 +146,11 @@ def main() -> None:
     fd.BASE["imgsz"] = args.imgsz
     leads = []
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}")
-    for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs).items():
-        run = train_provoked(data, out, name, kw, cbs)
+    for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs,
+                                              args.warmup_per_x, args.corrupt_epoch).items():
+        if args.only not in name:
+            continue
+        run = train_provoked(data, out, name, kw, cbs, args.max_steps)
         losses = step_losses(run)
         div, warn = divergence_step(losses), first_warning(fd.replay(run))
         lead = div - warn if div is not None and warn is not None else None

@@ -114,8 +114,11 @@ def alerts_of(run: Path) -> list[dict]:
 def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     """Run the current detector over a run's recorded statistics (gradients.csv, gradient_steps.csv);
     appends each step's relative deviations (layers x [rise, drop], decades) to ``deviations``."""
+    from gradkit.config import AlertsConfig
     from gradkit.monitor import AlertDetector
+    from gradkit.monitor.alerts import AlertThresholds
 
+    cfg = cfg if cfg is not None else AlertThresholds.of(AlertsConfig())  # the defaults
     with open(run / "gradients.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(run / "gradient_steps.csv", newline="") as f:

@@ -49,9 +49,10 @@ def _step_microbench(repeats: int = 60) -> tuple[float, float]:
     from ultralytics import YOLO
 
     from gradkit.clip import make_clipper
-    from gradkit.config import MonitorConfig
+    from gradkit.config import AlertsConfig, MonitorConfig
     from gradkit.integrations.ultralytics import layer_labels
     from gradkit.monitor import AlertDetector, LayerStats
+    from gradkit.monitor.alerts import AlertThresholds
 
     net = YOLO("yolo26n.yaml").model
     params = [p for p in net.parameters()]
@@ -64,7 +65,7 @@ def _step_microbench(repeats: int = 60) -> tuple[float, float]:
             p.grad.copy_(g)
 
     stats = LayerStats(net.named_parameters(), labels=layer_labels(net))
-    detector = AlertDetector(stats.labels)
+    detector = AlertDetector(stats.labels, AlertThresholds.of(AlertsConfig()))
     clipper = make_clipper("stock")
     every = MonitorConfig().update_every
     step, w_last = [0], [None]

@@ -46,7 +46,7 @@ def test_training_report_numbers_equal_the_validator(trained, tiny_data):
             assert row["AP50-95"] is None  # n/a, not the mean Ultralytics' maps fills in
         assert row["instances"] == int(metrics.nt_per_class[c])
     assert report["training"]["alert_counts"] == {"exploding": 0, "vanishing": 0, "dead": 0, "nonfinite": 0,
-                                                 "rollback": 0}
+                                                 "diverging": 0, "rollback": 0}
     assert report["images"] == len(list((tiny_data.parent / "images" / "val").glob("*.png")))
     page = (run / "report.html").read_text()
     assert "data:image/png;base64" in page and "https://" not in page and "http://" not in page

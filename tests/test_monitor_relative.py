@@ -54,7 +54,10 @@ def test_whole_model_scale_swings_and_group_jumps_are_healthy():
             g[7:11] *= 10**4.0
         return g
 
-    assert _run(60, group, scale=lambda s: 10.0 ** (3 * np.sin(s))) == []
+    alerts = _run(60, group, scale=lambda s: 10.0 ** (3 * np.sin(s)))
+    # a total norm jumping +-3 decades at random moves even its 8-step median by more than the
+    # diverging rule's decade (real healthy runs: at most 0.66, test_monitor_diverging.py)
+    assert [a for a in alerts if a.kind != "diverging"] == []
 
 
 def test_relative_positions_use_median_of_all_and_of_neighbours():
@@ -70,9 +73,11 @@ def test_inactive_rules_by_step_count():
     cfg = AlertsConfig()
     assert set(inactive_rules(1, cfg)) == {"exploding (relative to the other layers)",
                                            "vanishing (relative to the other layers)",
-                                           "exploding/vanishing (against own history)", "dead"}
+                                           "exploding/vanishing (against own history)", "dead",
+                                           "diverging (total-norm trend/spike)"}
     assert set(inactive_rules(3, cfg)) == {"vanishing (relative to the other layers)",
-                                           "exploding/vanishing (against own history)"}
+                                           "exploding/vanishing (against own history)",
+                                           "diverging (total-norm trend/spike)"}
     assert inactive_rules(21, cfg) == {}
 
 

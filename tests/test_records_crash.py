@@ -21,8 +21,6 @@ from gradkit.config import load_config
 from gradkit.monitor import Alert, AlertDetector, GradientLog, truncate_records
 from gradkit.monitor.alerts import AlertThresholds
 
-THRESHOLDS = AlertThresholds.of(load_config(None).monitor.alerts)
-
 pytestmark = pytest.mark.e2e
 
 
@@ -89,7 +87,7 @@ def test_state_file_loads_with_weights_only(tmp_path):
     labels = ["0 Conv", "1 Detect"]
     plugin = GradkitCallback(load_config(None, {"clip.mode": "autoclip"}))
     plugin.clipper = make_clipper("autoclip")
-    plugin.detector = AlertDetector(labels, THRESHOLDS)
+    plugin.detector = AlertDetector(labels, AlertThresholds.of(plugin.cfg.monitor.alerts))
     rng = np.random.default_rng(0)
     for step in range(1, 30):
         g = rng.uniform(1, 2, 2)
@@ -100,12 +98,14 @@ def test_state_file_loads_with_weights_only(tmp_path):
     torch.save(plugin.state_dict(), tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)  # raises on numpy arrays or custom classes
     fresh = GradkitCallback(plugin.cfg)
-    fresh.clipper, fresh.detector = make_clipper("autoclip"), AlertDetector(labels, THRESHOLDS)
+    fresh.clipper = make_clipper("autoclip")
+    fresh.detector = AlertDetector(labels, AlertThresholds.of(plugin.cfg.monitor.alerts))
     fresh.load_state_dict(state)
     assert fresh.step == 30 and list(fresh.clipper.history) == list(plugin.clipper.history)
     ours, theirs = plugin.detector.state_dict(), fresh.detector.state_dict()
     assert np.array_equal(ours["hist"], theirs["hist"], equal_nan=True)
     assert ours["active"] == theirs["active"] and ours["count"] == theirs["count"]
+    assert ours["diverging"] == theirs["diverging"] and theirs["diverging"]["recent"]  # the warning's baseline
 
 
 # ------------------------------------------------------------------ kill -9 mid-epoch, then resume

@@ -147,10 +147,11 @@ def test_inactive_rules_and_noise_scale_are_stated_and_escaped():
     from gradkit.report.render import _monitor_notes
 
     thresholds = AlertThresholds(enabled=True, warmup_steps=20, history=100, exploding_factor=300.0,
-                                 vanishing_factor=1e-4, vanishing_ratio=1e-9, vanishing_patience=3, dead_patience=3)
+                                 vanishing_factor=1e-4, vanishing_ratio=1e-9, vanishing_patience=3, dead_patience=3,
+                                 diverging_window=8, diverging_rise=10.0, diverging_spike=30.0)
     needs = inactive_rules(2, thresholds)  # 2 optimizer steps: every rule but the relative exploding one
     assert needs == {"vanishing (relative to the other layers)": 4, "exploding/vanishing (against own history)": 21,
-                     "dead": 3}
+                     "dead": 3, "diverging (total-norm trend/spike)": 9}
     reading = critical_batch_reading(120.0, 64)
     page = _monitor_notes({"inactive_rules": needs, "inactive_rules_message": "2 steps <b>planned</b>",
                            "noise_scale": {"value": 120.0, "steps": 7, "images_per_step": 64, "reading": reading}})

@@ -63,6 +63,12 @@ class AlertsConfig(_Section):
     vanishing_patience: int = Field(3, ge=1, description="consecutive steps before a vanishing alert")
     dead_patience: int = Field(3, ge=1, description="consecutive steps of exactly zero gradient before a "
                                "dead alert")
+    diverging_window: int = Field(8, ge=2, description="optimizer steps whose median total norm is the level "
+                                  "the diverging warning follows")
+    diverging_rise: float = Field(10.0, gt=1, description="diverging when that level rises this factor above "
+                                  "the lowest it has been in the run")
+    diverging_spike: float = Field(30.0, gt=1, description="diverging also when one step's total norm is this "
+                                   "factor above the median of the diverging_window steps before it")
 
 
 class RollbackConfig(_Section):

@@ -13,6 +13,9 @@
   absolute history, or ||grad|| / ||weight|| below an absolute floor, for ``vanishing_patience``
   consecutive steps.
 * dead: exactly zero gradient on a trainable layer for ``dead_patience`` consecutive steps.
+* diverging: the total norm's typical level (median of the last ``diverging_window`` steps) has
+  risen ``diverging_rise`` above the lowest it has been, or one step's norm is ``diverging_spike``
+  above that level - a warning before the loss blows up (``gradkit.monitor.divergence``).
 * nonfinite: NaN/Inf gradients; names the layers and the origin (the non-finite layer nearest the
   output, every later layer being finite) or says the loss itself was non-finite.
 
@@ -28,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.monitor.divergence import DivergenceWarning
+
 __all__ = ["Alert", "AlertDetector", "AlertThresholds"]
 
 _MAD_SCALE = 1.4826
@@ -40,6 +45,7 @@ RULE_NEEDS = {
     "vanishing (relative to the other layers)": lambda c: 1 + c.vanishing_patience,
     "exploding/vanishing (against own history)": lambda c: c.warmup_steps + 1,
     "dead": lambda c: c.dead_patience,
+    "diverging (total-norm trend/spike)": lambda c: c.diverging_window + 1,
 }
 
 
@@ -98,6 +104,9 @@ class AlertThresholds:
     vanishing_ratio: float
     vanishing_patience: int
     dead_patience: int
+    diverging_window: int
+    diverging_rise: float
+    diverging_spike: float
 
     @classmethod
     def of(cls, source: Any) -> AlertThresholds:
@@ -142,12 +151,14 @@ class AlertDetector:
         self._low = np.zeros(n, dtype=np.int64)
         self._zero = np.zeros(n, dtype=np.int64)
         self._active: set[tuple[str, int]] = set()
+        self._diverging = DivergenceWarning(cfg.diverging_window, cfg.diverging_rise, cfg.diverging_spike)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"hist": self._hist.copy(), "rel_hist": self._rel_hist.copy(), "count": self._count,
                 "low": self._low.copy(),
-                "zero": self._zero.copy(), "active": sorted(self._active)}
+                "zero": self._zero.copy(), "active": sorted(self._active),
+                "diverging": self._diverging.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if np.shape(state["hist"]) != self._hist.shape:
@@ -159,6 +170,8 @@ class AlertDetector:
         self._low = np.array(state["low"], dtype=np.int64)
         self._zero = np.array(state["zero"], dtype=np.int64)
         self._active = {(str(k), int(i)) for k, i in state["active"]}
+        if "diverging" in state:  # states saved before the rule start it afresh
+            self._diverging.load_state_dict(state["diverging"])
 
     # ------------------------------------------------------------------ helpers
     def _name(self, i: int) -> tuple[str, str]:
@@ -213,6 +226,9 @@ class AlertDetector:
             alerts.append(Alert("nonfinite", epoch, step, layer, module, float(counts), 0.0,
                                 f"non-finite gradients at step {step} in {len(names)} layer(s) "
                                 f"[{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}]; {msg}"))
+
+        if self._diverging.update(float(total_norm)):
+            alerts.append(self._diverging_alert(epoch, step, float(total_norm)))
 
         with np.errstate(divide="ignore", invalid="ignore"):
             logn = np.where(finite & (norms > 0), np.log10(norms), np.nan)
@@ -273,6 +289,13 @@ class AlertDetector:
         self._rel_hist[row] = np.where(flagged[:, None], np.nan, rel_now)
         self._count += 1
         return alerts
+
+    def _diverging_alert(self, epoch: int, step: int, total_norm: float) -> Alert:
+        d = self._diverging
+        thr = self.cfg.diverging_spike if d.reason == "spike" else self.cfg.diverging_rise
+        return Alert("diverging", epoch, step, "total", "model", float(d.factor), float(thr),
+                     f"diverging at step {step} ({d.reason}): {d.message()}; the loss may blow up next "
+                     "(lower lr0, clip, or monitor.on_divergence: rollback)")
 
     def _relative_deviation(self, rel_now: np.ndarray) -> np.ndarray:
         """Per layer: how far (decades) its same-step position is from its usual one under both

@@ -181,18 +181,18 @@ def divergence_reason(*, consecutive_nonfinite: int, nonfinite_patience: int, to
     """Why this step counts as divergence, or None.
 
     * non-finite gradients on ``nonfinite_patience`` consecutive steps (skipping did not help);
-    * a ``diverging`` diagnosis, when the alert detector emits one;
     * an exploding total norm (``norm_spike`` x its recent median) together with a loss spike
-      (``loss_spike`` x its recent median): either alone is common in healthy YOLO training.
+      (``loss_spike`` x its recent median): either alone is common in healthy YOLO training;
+    * a ``diverging`` diagnosis (``gradkit.monitor.divergence``).
     """
     if consecutive_nonfinite >= nonfinite_patience:
         return f"non-finite gradients on {consecutive_nonfinite} consecutive steps"
-    if "diverging" in set(alert_kinds):
-        return "diverging diagnosis"
     if (norm_median is not None and loss_median is not None and loss is not None and math.isfinite(total_norm)
             and total_norm > norm_spike * norm_median and (not math.isfinite(loss) or loss > loss_spike * loss_median)):
         return (f"total norm {total_norm:.4g} > {norm_spike:g}x its median {norm_median:.4g} with loss "
                 f"{loss:.4g} > {loss_spike:g}x its median {loss_median:.4g}")
+    if "diverging" in set(alert_kinds):  # after the spike test, whose reason says more when both hold
+        return "diverging diagnosis"
     return None
 
 

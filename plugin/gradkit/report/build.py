@@ -100,7 +100,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "curves": curves,
         "alerts": alerts,
         "alert_counts": {k: sum(a["kind"] == k for a in alerts) for k in ("exploding", "vanishing", "dead",
-                                                                            "nonfinite", "rollback")},
+                                                                            "nonfinite", "diverging", "rollback")},
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
         "optimizer_steps": steps,
