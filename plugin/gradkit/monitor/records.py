@@ -15,7 +15,7 @@ import numpy as np
 
 from gradkit.monitor.alerts import Alert
 
-__all__ = ["LAYER_COLUMNS", "STEP_COLUMNS", "GradientLog", "plot_heatmap", "truncate_records"]
+__all__ = ["LAYER_COLUMNS", "STEP_COLUMNS", "GradientLog", "norm_grid", "plot_heatmap", "truncate_records"]
 
 LAYER_COLUMNS = ("epoch", "step", "layer", "module", "grad_norm", "grad_norm_clipped", "weight_norm",
                  "update_ratio", "nonfinite")
@@ -161,6 +161,21 @@ def _fmt(row) -> list[Any]:
     return [f"{v:.6g}" if isinstance(v, float | np.floating) else v for v in row]
 
 
+def norm_grid(rows: list[dict[str, str]]) -> tuple[np.ndarray, list[int], list[str]]:
+    """log10 pre-clip norm per (layer, step) from ``gradients.csv`` rows; NaN where the norm was
+    non-finite or zero. Returns the grid, the steps (columns) and the layer labels (rows)."""
+    steps = sorted({int(r["step"]) for r in rows})
+    layers = list(dict.fromkeys(f'{r["layer"]} {r["module"]}' for r in rows))
+    col = {s: j for j, s in enumerate(steps)}
+    lay = {name: i for i, name in enumerate(layers)}
+    grid = np.full((len(layers), len(steps)), np.nan)
+    for r in rows:
+        v = float(r["grad_norm"])
+        value = np.log10(v) if v > 0 and np.isfinite(v) else np.nan
+        grid[lay[f'{r["layer"]} {r["module"]}'], col[int(r["step"])]] = value
+    return grid, steps, layers
+
+
 def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | None:
     """Draw ``gradients.png``: log10 pre-clip norm per layer and step, total norm and clip rate below."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
@@ -172,15 +187,7 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
         steps_rows = list(csv.DictReader(f))
     if not rows or not steps_rows:
         return None
-    steps = sorted({int(r["step"]) for r in rows})
-    layers = list(dict.fromkeys(f'{r["layer"]} {r["module"]}' for r in rows))
-    col = {s: j for j, s in enumerate(steps)}
-    lay = {name: i for i, name in enumerate(layers)}
-    grid = np.full((len(layers), len(steps)), np.nan)
-    for r in rows:
-        v = float(r["grad_norm"])
-        value = np.log10(v) if v > 0 and np.isfinite(v) else np.nan
-        grid[lay[f'{r["layer"]} {r["module"]}'], col[int(r["step"])]] = value
+    grid, steps, layers = norm_grid(rows)
     s_steps = np.array([int(r["step"]) for r in steps_rows])
     total = np.array([float(r["total_norm"]) for r in steps_rows])
     total_c = np.array([float(r["total_norm_clipped"]) for r in steps_rows])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gradkit.monitor.records import norm_grid
+
 __all__ = ["PERCENTILES", "colour_limits", "gradient_view"]
 
 PERCENTILES = (1.0, 99.0)
@@ -23,20 +25,6 @@ ALERT_MARKERS = {"nonfinite": "X", "exploding": "^", "vanishing": "v", "dead": "
 def _read(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _grid(rows: list[dict[str, str]]) -> tuple[np.ndarray, list[int], list[str]]:
-    """log10 pre-clip norm per (layer, step); NaN where the norm was non-finite or zero."""
-    steps = sorted({int(r["step"]) for r in rows})
-    layers = list(dict.fromkeys(f'{r["layer"]} {r["module"]}' for r in rows))
-    col = {s: j for j, s in enumerate(steps)}
-    lay = {name: i for i, name in enumerate(layers)}
-    grid = np.full((len(layers), len(steps)), np.nan)
-    for r in rows:
-        v = float(r["grad_norm"])
-        value = np.log10(v) if v > 0 and np.isfinite(v) else np.nan
-        grid[lay[f'{r["layer"]} {r["module"]}'], col[int(r["step"])]] = value
-    return grid, steps, layers
 
 
 def colour_limits(grid: np.ndarray) -> tuple[float, float]:
@@ -58,7 +46,7 @@ def gradient_view(run_dir: Path, alerts: list[dict]) -> bytes | None:
     rows, step_rows = _read(run_dir / "gradients.csv"), _read(run_dir / "gradient_steps.csv")
     if not rows or not step_rows:
         return None
-    grid, steps, layers = _grid(rows)
+    grid, steps, layers = norm_grid(rows)
     lo, hi = colour_limits(grid)
     cmap = mpl.colormaps["viridis"].with_extremes(under="#000000", over="#ffffff", bad=NONFINITE_COLOUR)
     fig = Figure(figsize=(11, 7), dpi=100, layout="constrained")
