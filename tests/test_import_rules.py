@@ -31,8 +31,7 @@ def _lint(package_parent: Path) -> subprocess.CompletedProcess:
     ("data/check.py", "from gradkit.integrations.ultralytics import attach\n", "Pure cores and data code"),
 ])
 def test_lint_imports_fails_on_a_planted_violation(tmp_path, module, planted, contract):
-    if not LINT_IMPORTS.exists():
-        pytest.skip("import-linter is not installed (dev extra)")
+    assert LINT_IMPORTS.exists(), "import-linter is not installed: `make test` installs the dev extra"
     shutil.copytree(ROOT / "plugin" / "gradkit", tmp_path / "gradkit", ignore=shutil.ignore_patterns("__pycache__"))
     if module:
         with open(tmp_path / "gradkit" / module, "a") as f:
