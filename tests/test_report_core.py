@@ -318,3 +318,21 @@ def test_boxes_columns_round_trip_and_validation():
         coco_metrics(gts, preds, list(sizes), [0, 1, 2])
     assert analyse_errors(Boxes.from_boxes(gts), Boxes.from_boxes(preds), list(sizes))[0] == \
         analyse_errors(gts, preds, list(sizes))[0]
+
+
+def test_pairwise_iou_equals_torchvision_box_iou():
+    import torch
+    from torchvision.ops import box_iou
+
+    from gradkit.report.errors import pairwise_iou
+
+    rng = np.random.default_rng(7)
+    corners = rng.uniform(0, 100, (2, 40, 2, 2))
+    a, b = (np.concatenate([c.min(1), c.max(1)], 1) for c in corners)  # x0,y0 <= x1,y1
+    a[3, 2:] = a[3, :2]  # a degenerate (zero-area) box
+    b[5] = a[7]  # an exact match
+    ours = pairwise_iou(a, b)
+    theirs = np.nan_to_num(box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy())
+    assert np.allclose(ours, theirs, atol=1e-12) and ours[7, 5] == 1.0 and (ours > 0).sum() > 100
+    empty = np.zeros((1, 4))
+    assert pairwise_iou(empty, empty)[0, 0] == 0.0  # empty union: no overlap, not NaN

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.report.errors import pairwise_iou
+
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
 #: Okabe-Ito colours (colour-blind safe), RGB: what each box in the gallery means.
@@ -256,10 +258,7 @@ def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int])
 
 
 def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
-    return iw * ih / union if union > 0 else 0.0
+    return float(pairwise_iou(np.asarray([a], float), np.asarray([b], float))[0, 0])
 
 
 def _fps_to_draw(fps: list, tps: list, gts: list) -> list:
