@@ -80,6 +80,8 @@ def test_gallery_draws_upscaled_images_with_the_palette_and_counts_that_add_up(t
     paths = write_report(build_report(hand_made_evaluation(tmp_path / "data")), tmp_path / "run")
     page = paths["html"].read_text()
     report = json.loads(paths["json"].read_text())
+    # APs/m/l are computed on original pixels (tested against pycocotools): the page says so
+    assert "absolute areas (32² and 96² pixels) of the original images" in page and "1000 px" not in page
     imgs = re.findall(r'class="gallery" alt="[^"]*" src="data:image/jpeg;base64,([^"]+)"', page)
     assert len(imgs) == len(report["errors"]["worst_images"]) > 0
     seen = set()

@@ -474,8 +474,9 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
             ["AP50", _num(coco.get("AP50")), _num(h.get("mAP50"))], ["AP75", _num(coco.get("AP75")), ""],
             ["AR@100", _num(coco.get("AR100")), ""],
             ["APs / APm / APl", f'{_num(coco.get("APs"))} / {_num(coco.get("APm"))} / {_num(coco.get("APl"))}', ""]]))
-        parts.append(f'<p class="note">{_e(r["coco"]["note"])} APs/m/l use absolute COCO areas on a 1000 px '
-                     "canvas; the relative buckets below are the defect-aware alternative.</p>")
+        parts.append(f'<p class="note">{_e(r["coco"]["note"])} APs/m/l use COCO\'s absolute areas (32² and 96² '
+                     "pixels) of the original images; the relative buckets below are the defect-aware "
+                     "alternative.</p>")
     names = r["class_names"]
     sb = r["size_buckets"]
     if sb.get("by_relative_area"):
