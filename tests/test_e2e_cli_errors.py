@@ -150,5 +150,8 @@ def test_ctrl_c_names_last_pt_and_the_resume_command_that_works(tiny_data, tmp_p
     resumed = subprocess.run([GRADKIT, *shlex.split(command)[1:]], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rows = read_csv(tmp_path / "r" / "results.csv")
-    assert [int(float(r["epoch"])) for r in rows] == list(range(1, 7))  # continued, not restarted
+    epochs = [int(float(r["epoch"])) for r in read_csv(tmp_path / "r" / "results.csv")]
+    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 7))  # continued, not restarted
+    # Ultralytics appends to results.csv before it saves last.pt: an interrupt landing between the two
+    # (a tiny epoch can end within the 0.5 s above) makes the resume repeat that one epoch, as stock does
+    assert len(epochs) - len(set(epochs)) <= 1, epochs
