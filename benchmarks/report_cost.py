@@ -50,9 +50,12 @@ def main() -> None:
     def on_val_end(validator):
         t0 = time.perf_counter()
         ev = collect_validation(validator)
+        t1 = time.perf_counter()
         report = build_report(ev)
+        t2 = time.perf_counter()
         write_report(report, tmp / "report")
-        captured["report_s"] = time.perf_counter() - t0
+        t3 = time.perf_counter()
+        captured.update(report_s=t3 - t0, collect_s=t1 - t0, build_s=t2 - t1, write_s=t3 - t2)
         captured["images"] = len(ev.images)
         captured["preds"] = len(ev.preds)
 
@@ -73,6 +76,8 @@ def main() -> None:
     print(f"{'plain validation (s)':44}{plain[-1]:>8.2f}")
     print(f"{'validation recording predictions (s)':44}{val_s:>8.2f}")
     print(f"{'gradkit report (s)':44}{captured['report_s']:>8.2f}")
+    for part in ("collect", "build", "write"):
+        print(f"{'  ' + part + ' (s)':44}{captured[part + '_s']:>8.2f}")
     print(f"{'report / validation':44}{captured['report_s'] / val_s:>8.3f}")
     print(f"{'gradkit val / plain validation - 1':44}{(total - plain[-1]) / plain[-1]:>8.3f}")
 

@@ -153,7 +153,11 @@ def test_buckets_agree_with_pycocotools(by):
             return max(w, h) / max(min(w, h), 1e-9)
     ev = _pycocotools(gts, preds, sizes, [0, 1, 2], area=measure, area_rng=[list(r) for r in buckets.values()],
                       raw=True)
-    assert sum(ours[name]["gt"] for name in buckets) == len(gts)
+    if by == "area":
+        assert sum(ours[name]["gt"] for name in buckets) == len(gts) == ours["all"]["gt"]
+    else:  # the elongated bucket is evaluated on the images holding an elongated box: a strict subset here
+        holding = {b.image for b in [*gts, *preds] if measure(b) > 5}
+        assert 0 < len(holding) < len(sizes)
     for a, name in enumerate(buckets):
         prec = ev.eval["precision"][:, :, :, a, -1]
         rec = ev.eval["recall"][0, :, a, -1]  # IoU 0.5
@@ -162,6 +166,10 @@ def test_buckets_agree_with_pycocotools(by):
         expect_rec = rec[rec > -1].mean() if (rec > -1).any() else np.nan
         np.testing.assert_allclose([ours[name]["AP"], ours[name]["AP50"], ours[name]["recall"]],
                                    [expect_ap, expect_ap50, expect_rec], atol=1e-3, err_msg=name)
+        for k in range(3):  # per class too
+            p50 = prec[0, :, k]
+            expect = p50[p50 > -1].mean() if (p50 > -1).any() else np.nan
+            np.testing.assert_allclose(ours[name]["per_class"][k]["AP50"], expect, atol=1e-3, err_msg=f"{name} {k}")
     if by == "elongation":
         assert ours["elongated (>5)"]["gt"] > 0  # the scene's scratches land in the elongated bucket
 
@@ -175,8 +183,9 @@ def test_relative_area_buckets():
     assert b[">10%"]["gt"] == 1 and b[">10%"]["AP50"] == pytest.approx(0.0) and b[">10%"]["recall"] == 0.0
     assert b["1-10%"]["gt"] == 0 and np.isnan(b["1-10%"]["AP"])
     assert b["<0.1%"]["per_class"][0]["AP50"] == pytest.approx(1.0)
+    assert b["all"]["gt"] == 2 and b["all"]["recall"] == 0.5 and b["all"]["per_class"][0]["AP50"] == pytest.approx(1.0)
     e = bucket_metrics(gts, preds, [0], [0, 1], {0: (400, 400)}, "elongation")
-    assert e["compact (<=5)"]["gt"] == 2 and e["elongated (>5)"]["gt"] == 0
+    assert e["elongated (>5)"]["gt"] == 0 and np.isnan(e["elongated (>5)"]["AP50"])  # no image holds one
     thin = [Box(0, 0, 0.1, 0.1, 0.9, 0.12)]  # 320 x 8 px: aspect 40
     e2 = bucket_metrics(thin, [_pred(thin[0])], [0], [0], {0: (400, 400)}, "elongation")
     assert e2["elongated (>5)"]["gt"] == 1 and e2["elongated (>5)"]["AP50"] == pytest.approx(1.0)

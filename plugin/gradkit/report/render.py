@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.report.coco import ALL_OBJECTS
 from gradkit.report.errors import pairwise_iou
 
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
@@ -484,8 +485,10 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
                      "(recall@0.5: share of objects found by any detection with confidence ≥ 0.001 — not the "
                      "operating point; the verdict's misses are at the operating point):</p>")
         parts.append(_bucket_table(sb["by_relative_area"], names))
-        parts.append("<p>By elongation (long side / short side; &gt; 5 is scratch- or weld-like):</p>")
-        parts.append(_bucket_table(sb["by_elongation"], names))
+        parts.append("<p>By elongation (long side / short side; &gt; 5 is scratch- or weld-like), against all "
+                     "objects:</p>")
+        reference = {k: v for k, v in sb["by_relative_area"].items() if k == ALL_OBJECTS}
+        parts.append(_bucket_table({**reference, **(sb.get("by_elongation") or {})}, names))
     err = r["errors"]
     op = _operating_point(k) if k else f"confidence ≥ {_md_num(err.get('conf_threshold'), 2)}"
     parts.append("<h2>Error analysis (TIDE-style) at the operating point</h2>")
