@@ -1,5 +1,5 @@
-"""``gradkit demo``: the main job. Synthetic defects -> yolo26n from scratch with the defect preset ->
-held-out evaluation, offline and within about ten minutes on a 2-core CPU."""
+"""``gradkit demo``: the main job. Synthetic defects -> ``gradkit plan`` on them -> the planned model
+and recipe from scratch -> held-out evaluation, offline and within about ten minutes on a 2-core CPU."""
 
 from __future__ import annotations
 
@@ -20,28 +20,53 @@ DEMO_DEFAULTS = {
     "imgsz": 256,
     "seed": 0,
     "out": "runs/gradkit-demo",
-    "gradkit": "defect",
+    "gradkit": "plan",
+    "budget": 7.0,
     "threads": 0,
 }
 #: Ultralytics train arguments of the demo; any of them (or any other) can be given on the command line.
 #: A short from-scratch run needs many optimizer steps (nbs=batch: one per batch instead of one per 64
 #: images), a short warmup and AdamW at a slightly higher rate than Ultralytics' automatic choice.
 #: Per-epoch validation is off to stay within the time budget: the final epoch is validated, and the
-#: end-of-training and test reports evaluate the final weights.
+#: end-of-training and test reports evaluate the final weights. With ``gradkit=plan`` (the default) the
+#: plan's model, imgsz and training time (``budget`` minutes) replace ``epochs``; arguments given on the
+#: command line win over both (``epochs=`` then drops the plan's ``time``).
 TRAIN_DEFAULTS = {"epochs": 30, "batch": 16, "nbs": 16, "workers": 1, "optimizer": "AdamW", "lr0": 0.002,
                   "warmup_epochs": 1, "val": False}
 
 
-def _parse(args: Sequence[str]) -> tuple[dict, dict]:
-    """Demo options, and any other ``key=value`` as Ultralytics train arguments."""
-    opts, train = dict(DEMO_DEFAULTS), dict(TRAIN_DEFAULTS)
+def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
+    """Demo options, the Ultralytics train arguments, and those of them given on the command line."""
+    opts, train, given = dict(DEMO_DEFAULTS), dict(TRAIN_DEFAULTS), {}
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq:
             raise SystemExit(f"gradkit demo: arguments take the form key=value, got {arg!r}; demo "
                              f"arguments: {', '.join(f'{k}=' for k in opts)}, plus any yolo train argument")
-        (opts if key in opts else train)[key] = yaml.safe_load(value)
-    return opts, train
+        if key in opts:
+            opts[key] = yaml.safe_load(value)
+        else:
+            train[key] = given[key] = yaml.safe_load(value)
+    return opts, train, given
+
+
+def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -> tuple[str, dict, dict]:
+    """``gradkit plan`` on the demo's data: the model, train arguments and gradkit config it recommends,
+    under the command line's own arguments; prints each choice and writes the plan into the run folder."""
+    from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.plan import make_plan, write_plan
+
+    fp = fingerprint_dataset(data_yaml, split="train")
+    plan = make_plan(fp, float(opts["budget"]))
+    planned = {k: v for k, v in plan.train.items() if k not in given}
+    if "epochs" in given and "time" not in given:
+        planned.pop("time", None)
+    model = planned.pop("model", "yolo26n.yaml")
+    print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml} budget={opts['budget']:g})")
+    for c in plan.choices:
+        print(f"  {c.key} = {c.value}{'  (provisional)' if c.provisional else ''}: {c.reason}")
+    write_plan(plan, fp, out / "plan.yaml")
+    return model, {**train, **planned}, plan.gradkit
 
 
 def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
@@ -58,7 +83,7 @@ def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
 def run_demo(args: Sequence[str] = ()) -> int:
     """Run the demo; returns a process exit code."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    opts, train_args = _parse(args)
+    opts, train_args, given = _parse(args)
     from ultralytics import YOLO
 
     import gradkit
@@ -67,24 +92,29 @@ def run_demo(args: Sequence[str] = ()) -> int:
 
     start = time.time()
     data_yaml = _ensure_dataset(Path(opts["data_dir"]), int(opts["images"]), int(opts["imgsz"]), int(opts["seed"]))
-    model = YOLO("yolo26n.yaml")
-    gradkit.attach(model, opts["gradkit"])
+    out = Path(opts["out"]).resolve()
+    model_yaml, cfg = "yolo26n.yaml", opts["gradkit"]
+    if opts["gradkit"] == "plan":
+        model_yaml, train_args, cfg = _planned(data_yaml, opts, train_args, given, out)
+    imgsz = int(train_args.pop("imgsz", opts["imgsz"]))
+    model = YOLO(model_yaml)
+    gradkit.attach(model, cfg)
     threads = int(opts["threads"]) or os.cpu_count() or 1
     # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.
     model.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
-    out = Path(opts["out"]).resolve()
-    model.train(data=str(data_yaml), imgsz=int(opts["imgsz"]), seed=int(opts["seed"]), project=str(out.parent),
+    model.train(data=str(data_yaml), imgsz=imgsz, seed=int(opts["seed"]), project=str(out.parent),
                 name=out.name, exist_ok=True, device="cpu", **train_args)
     run_dir = Path(model.trainer.save_dir)
     test_dir = out.parent / (out.name + "-test")
     ev = validate_for_report(run_dir / "weights" / "best.pt", str(data_yaml), "test", test_dir,
-                             imgsz=int(opts["imgsz"]), batch=int(train_args["batch"]), device="cpu")
+                             imgsz=imgsz, batch=int(train_args["batch"]), device="cpu")
     report = build_report(ev, run_dir=run_dir, plugin_config=model.gradkit.cfg.model_dump(mode="json"))
     paths = write_report(report, test_dir)
     minutes = (time.time() - start) / 60
     h = ev.headline
     print("\n" + "=" * 72)
-    print(f"gradkit demo finished in {minutes:.1f} min")
+    print(f"gradkit demo finished in {minutes:.1f} min ({model_yaml}, imgsz {imgsz}, "
+          f"{model.trainer.epoch + 1} epochs)")
     print(f"  held-out test split: mAP50 {h['mAP50']:.3f}  mAP50-95 {h['mAP50-95']:.3f}  "
           f"P {h['precision']:.3f}  R {h['recall']:.3f}")
     print(f"  test report:         {paths['html']}")
