@@ -183,3 +183,23 @@ def test_cli_plan_bad_input(tmp_path, tiny_data):
     r = _gradkit(["plan", f"data={tiny_data}", f"out={tiny_data}"], tmp_path)   # would overwrite data.yaml
     assert r.returncode != 0 and "inside the dataset folder" in r.stderr
     assert "names" in yaml.safe_load(tiny_data.read_text())
+
+
+def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path):
+    """The demo's run is the plan's (oracle: make_plan on the same fingerprint) except what the user
+    gave: epochs= drops the plan's time=, imgsz= and model= win, the demo's own defaults fill the rest."""
+    from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.demo import TRAIN_DEFAULTS, _parse, _planned
+
+    expected = P.make_plan(fingerprint_dataset(tiny_data, split="train"), 3.0)
+    opts, train, given = _parse(["budget=3", "lr0=0.005"])
+    model, args, cfg = _planned(tiny_data, opts, train, given, tmp_path / "run")
+    assert model == expected.train["model"] and cfg == expected.gradkit
+    assert args["time"] == round(3 / 60, 4) and args["imgsz"] == expected.train["imgsz"]
+    assert args["lr0"] == 0.005 and args["optimizer"] == TRAIN_DEFAULTS["optimizer"]
+    assert yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text())["train"] == expected.train
+
+    opts, train, given = _parse(["epochs=2", "imgsz=128", "model=yolo26n.yaml"])
+    model, args, _ = _planned(tiny_data, opts, train, given, tmp_path / "run2")
+    assert model == "yolo26n.yaml" and "time" not in args and args["epochs"] == 2 and "model" not in args
+    assert "imgsz" not in args and opts["imgsz"] == 128  # the demo's imgsz= sizes the data and the training

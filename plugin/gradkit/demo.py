@@ -36,17 +36,15 @@ TRAIN_DEFAULTS = {"epochs": 30, "batch": 16, "nbs": 16, "workers": 1, "optimizer
 
 
 def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
-    """Demo options, the Ultralytics train arguments, and those of them given on the command line."""
+    """Demo options, the Ultralytics train arguments, and every argument given on the command line."""
     opts, train, given = dict(DEMO_DEFAULTS), dict(TRAIN_DEFAULTS), {}
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq:
             raise SystemExit(f"gradkit demo: arguments take the form key=value, got {arg!r}; demo "
                              f"arguments: {', '.join(f'{k}=' for k in opts)}, plus any yolo train argument")
-        if key in opts:
-            opts[key] = yaml.safe_load(value)
-        else:
-            train[key] = given[key] = yaml.safe_load(value)
+        given[key] = yaml.safe_load(value)
+        (opts if key in opts else train)[key] = given[key]
     return opts, train, given
 
 
@@ -61,7 +59,7 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if "epochs" in given and "time" not in given:
         planned.pop("time", None)
-    model = planned.pop("model", "yolo26n.yaml")
+    model = train.pop("model", planned.pop("model", "yolo26n.yaml"))
     print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml} budget={opts['budget']:g})")
     for c in plan.choices:
         print(f"  {c.key} = {c.value}{'  (provisional)' if c.provisional else ''}: {c.reason}")
@@ -93,9 +91,10 @@ def run_demo(args: Sequence[str] = ()) -> int:
     start = time.time()
     data_yaml = _ensure_dataset(Path(opts["data_dir"]), int(opts["images"]), int(opts["imgsz"]), int(opts["seed"]))
     out = Path(opts["out"]).resolve()
-    model_yaml, cfg = "yolo26n.yaml", opts["gradkit"]
     if opts["gradkit"] == "plan":
         model_yaml, train_args, cfg = _planned(data_yaml, opts, train_args, given, out)
+    else:
+        model_yaml, cfg = train_args.pop("model", "yolo26n.yaml"), opts["gradkit"]
     imgsz = int(train_args.pop("imgsz", opts["imgsz"]))
     model = YOLO(model_yaml)
     gradkit.attach(model, cfg)
