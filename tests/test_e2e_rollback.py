@@ -164,3 +164,38 @@ def test_planted_loss_spike_with_exploding_norm_rolls_back(tiny_data, tmp_path):
     norms = [float(s["total_norm"]) for s in steps]
     assert norms[spike_step - 1] > 100 * np.median(norms[: spike_step - 1])  # the plant did what it says
     assert model.gradkit.guard.attempts == 1
+
+
+def test_divergence_after_the_last_attempt_stops_on_the_last_good_state(tiny_data, tmp_path):
+    """Two planted loss spikes (x1000, unclipped), one rollback allowed: the second stops training and
+    the model it stops with is a state recorded K to 2K steps before it, not the diverged one."""
+    spikes, every = {12, 17}, 2
+    states: dict[int, dict] = {}
+
+    def plant(trainer):
+        plugin, model = _plugin(trainer), trainer.model
+        original = model.loss
+
+        def loss(batch, preds=None):
+            total, items = original(batch, preds)
+            return (total * 1000, items) if plugin.step + 1 in spikes else (total, items)
+
+        model.loss = loss
+
+    def record(trainer):
+        step = _plugin(trainer).step
+        if step + 1 not in spikes:  # the state after a spiked step is the restored one: not an oracle
+            states[step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=[("on_train_start", plant), ("on_train_batch_end", record)],
+                            epochs=5, overrides={"monitor.on_divergence": "rollback", "monitor.rollback.every": every,
+                                                 "monitor.rollback.max_attempts": 1, "clip.mode": "none"})
+    alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()
+              if '"rollback"' in line]
+    assert [a["from_step"] for a in alerts] == [12]
+    assert model.gradkit.step == 17 and len(read_csv(run / "results.csv")) == 4  # stopped in epoch 4
+    final = model.trainer.model.state_dict()
+    same = [s for s in range(17 - 2 * every, 17 - every + 1) if s in states
+            and all(torch.equal(final[k], v) for k, v in states[s].items())]
+    assert len(same) == 1, f"the final model is none of the states of steps {17 - 2 * every}-{17 - every}"
+    assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())

@@ -118,8 +118,12 @@ class RollbackGuard:
         if good is None or self.attempts >= self.cfg.max_attempts:
             why = ("no known-good state was captured yet" if good is None else
                    f"the {self.cfg.max_attempts} rollback(s) allowed (monitor.rollback.max_attempts) are used up")
+            kept = "the diverged state"
+            if good is not None:  # the weights that diverged are worth nothing: stop on the last good ones
+                self._restore(trainer, plugin, good)
+                kept = f"the last known-good state, restored from step {good.step}"
             _logger().error(f"gradkit: stopping training at optimizer step {plugin.step}: the run diverged "
-                            f"({reason}) and {why}. last.pt is written at the end of this epoch; see "
+                            f"({reason}) and {why}. last.pt, written now, holds {kept}; see "
                             "gradient_alerts.jsonl.")
             trainer.stop = True
             return
