@@ -110,9 +110,12 @@ def test_warn_applies_the_step_and_keeps_nan_in_its_layer(tiny_data, tmp_path):
     assert first["step"] == 3 and first["layer"] == "10"
 
 
-def test_stop_drops_the_step_and_ends_training(tiny_data, tmp_path):
+@pytest.mark.parametrize("time_limit", [None, 0.01], ids=["epochs", "time"])
+def test_stop_drops_the_step_and_ends_training(tiny_data, tmp_path, time_limit):
+    """With time= too: Ultralytics then re-assigns trainer.stop from the clock after every optimizer
+    step, which must not cancel gradkit's stop."""
     snaps: dict = {}
-    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=3,
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=3, time=time_limit,
                             overrides={"monitor.on_nonfinite": "stop", "report.enabled": False})
     assert model.gradkit.step == 3  # nothing after the non-finite step
     assert snaps["updates_after"] == snaps["updates"]

@@ -91,6 +91,7 @@ class GradkitCallback:
         self.step = 0
         self.epoch = -1  # the last finished epoch (Ultralytics' 0-based index), saved with the state
         self.consecutive_nonfinite = 0
+        self.stop_requested = False
         self.clipper: Clipper | None = None
         self.stats: LayerStats | None = None
         self.detector: AlertDetector | None = None
@@ -295,7 +296,14 @@ class GradkitCallback:
         if self.inactive_rules_message and _is_main():
             _logger().warning(self.inactive_rules_message)
 
+    def request_stop(self, trainer) -> None:
+        """End training after this batch. Set again at the batch's end, because with ``time=``
+        Ultralytics re-assigns ``trainer.stop`` from the clock right after the optimizer step."""
+        self.stop_requested = trainer.stop = True
+
     def on_train_batch_end(self, trainer) -> None:
+        if self.stop_requested:
+            trainer.stop = True
         if self.cfg.monitor.enabled:
             self.noise.on_batch_end(trainer, self.step, self._epoch_totals[-1] if self._epoch_totals else float("nan"))
 
@@ -476,7 +484,7 @@ class GradkitCallback:
                 "left the weights finite; last.pt is written at the end of this epoch. See "
                 "gradient_alerts.jsonl for the layer where it started."
             )
-            trainer.stop = True
+            self.request_stop(trainer)
 
 
 class PluginError(RuntimeError):

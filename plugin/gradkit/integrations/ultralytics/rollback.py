@@ -125,7 +125,7 @@ class RollbackGuard:
             _logger().error(f"gradkit: stopping training at optimizer step {plugin.step}: the run diverged "
                             f"({reason}) and {why}. last.pt, written now, holds {kept}; see "
                             "gradient_alerts.jsonl.")
-            trainer.stop = True
+            plugin.request_stop(trainer)
             return
         self._restore(trainer, plugin, good)
         self.snapshots.after_rollback()
