@@ -132,7 +132,8 @@ def test_divergence_after_the_last_attempt_stops_training(tiny_data, tmp_path):
                                        "monitor.rollback.max_attempts": 2})
     lines = (run / "gradient_alerts.jsonl").read_text().splitlines()
     alerts = [json.loads(line) for line in lines if '"rollback"' in line]
-    assert [a["from_step"] for a in alerts] == [6, 9]  # NaN from step 4 on: patience 3 at 6, again at 9
+    # NaN from step 4 on: patience 3 at 6, again at 9; at 12 the last good state is restored and training stops
+    assert [a["from_step"] for a in alerts] == [6, 9, 12] and "stopped training" in alerts[-1]["message"]
     assert model.gradkit.guard.attempts == 2
     assert model.gradkit.step == 12  # the third divergence stops the run (at the end of that epoch)
     assert len(read_csv(run / "results.csv")) == 3
@@ -167,10 +168,10 @@ def test_planted_loss_spike_with_exploding_norm_rolls_back(tiny_data, tmp_path):
 
 
 def test_divergence_after_the_last_attempt_stops_on_the_last_good_state(tiny_data, tmp_path):
-    """Two planted loss spikes (x1000, unclipped), one rollback allowed: the second stops training and
-    the model it stops with is a state recorded K to 2K steps before it, not the diverged one."""
+    """Two planted loss spikes (x1000, unclipped), one rollback allowed: the second restores the state
+    (model and EMA) recorded after the step its alert names, K to 2K steps back, and stops training."""
     spikes, every = {12, 17}, 2
-    states: dict[int, dict] = {}
+    states: dict[int, tuple[dict, dict]] = {}
 
     def plant(trainer):
         plugin, model = _plugin(trainer), trainer.model
@@ -184,18 +185,21 @@ def test_divergence_after_the_last_attempt_stops_on_the_last_good_state(tiny_dat
 
     def record(trainer):
         step = _plugin(trainer).step
-        if step + 1 not in spikes:  # the state after a spiked step is the restored one: not an oracle
-            states[step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        if step not in spikes:  # after a spiked step the model is the restored one: not an oracle
+            states[step] = ({k: v.clone() for k, v in trainer.model.state_dict().items()},
+                            {k: v.clone() for k, v in trainer.ema.ema.state_dict().items()})
 
     model, run = train_tiny(tiny_data, tmp_path, callbacks=[("on_train_start", plant), ("on_train_batch_end", record)],
                             epochs=5, overrides={"monitor.on_divergence": "rollback", "monitor.rollback.every": every,
                                                  "monitor.rollback.max_attempts": 1, "clip.mode": "none"})
     alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()
               if '"rollback"' in line]
-    assert [a["from_step"] for a in alerts] == [12]
+    assert [a["from_step"] for a in alerts] == [12, 17] and "stopped training" in alerts[1]["message"]
+    good = alerts[1]["to_step"]
+    assert 17 - 2 * every <= good <= 17 - every
     assert model.gradkit.step == 17 and len(read_csv(run / "results.csv")) == 4  # stopped in epoch 4
-    final = model.trainer.model.state_dict()
-    same = [s for s in range(17 - 2 * every, 17 - every + 1) if s in states
-            and all(torch.equal(final[k], v) for k, v in states[s].items())]
-    assert len(same) == 1, f"the final model is none of the states of steps {17 - 2 * every}-{17 - every}"
+    model_state, ema_state = states[good]
+    for live, expected in ((model.trainer.model.state_dict(), model_state), (model.trainer.ema.ema.state_dict(),
+                                                                               ema_state)):
+        assert all(torch.equal(live[k], v) for k, v in expected.items())
     assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())

@@ -115,30 +115,36 @@ class RollbackGuard:
             self.snapshots.after_step(plugin.step, lambda snap: self._capture(trainer, plugin, snap))
             return
         good = self.snapshots.good()
-        if good is None or self.attempts >= self.cfg.max_attempts:
-            why = ("no known-good state was captured yet" if good is None else
-                   f"the {self.cfg.max_attempts} rollback(s) allowed (monitor.rollback.max_attempts) are used up")
-            kept = "the diverged state"
-            if good is not None:  # the weights that diverged are worth nothing: stop on the last good ones
-                self._restore(trainer, plugin, good)
-                kept = f"the last known-good state, restored from step {good.step}"
-            _logger().error(f"gradkit: stopping training at optimizer step {plugin.step}: the run diverged "
-                            f"({reason}) and {why}. last.pt, written now, holds {kept}; see "
-                            "gradient_alerts.jsonl.")
-            plugin.request_stop(trainer)
+        if good is None:
+            self._stop(trainer, plugin, reason, "no known-good state was captured yet; last.pt, written now, "
+                       "holds the diverged state")
             return
         self._restore(trainer, plugin, good)
         self.snapshots.after_rollback()
-        self.attempts += 1
         self.epoch_rollbacks += 1
-        self.lr_factor *= self.cfg.lr_factor
         plugin.consecutive_nonfinite = 0
+        threshold = float(self.cfg.norm_spike * norm_median) if norm_median is not None else 0.0
+        dropped = f"restored the state of step {good.step}, dropped the updates of steps {good.step + 1}-{plugin.step}"
+        if self.attempts >= self.cfg.max_attempts:  # the diverged weights are worth nothing: stop on good ones
+            self._report(plugin, RollbackAlert(
+                "rollback", trainer.epoch + 1, plugin.step, "total", "model", float(total_norm), threshold,
+                f"divergence at step {plugin.step} after the {self.cfg.max_attempts} rollback(s) allowed "
+                f"({reason}): {dropped} and stopped training", plugin.step, good.step, self.lr_factor, reason))
+            self._stop(trainer, plugin, reason, f"the {self.cfg.max_attempts} rollback(s) allowed (monitor.rollback."
+                       f"max_attempts) are used up; last.pt, written now, holds the state of step {good.step}")
+            return
+        self.attempts += 1
+        self.lr_factor *= self.cfg.lr_factor
         self._report(plugin, RollbackAlert(
-            "rollback", trainer.epoch + 1, plugin.step, "total", "model", float(total_norm),
-            float(self.cfg.norm_spike * norm_median) if norm_median is not None else 0.0,
-            f"rollback {self.attempts}/{self.cfg.max_attempts} at step {plugin.step} ({reason}): restored the state "
-            f"of step {good.step}, dropped the updates of steps {good.step + 1}-{plugin.step}, lr x{self.lr_factor:g} "
-            "for the rest of the epoch", plugin.step, good.step, self.lr_factor, reason))
+            "rollback", trainer.epoch + 1, plugin.step, "total", "model", float(total_norm), threshold,
+            f"rollback {self.attempts}/{self.cfg.max_attempts} at step {plugin.step} ({reason}): {dropped}, "
+            f"lr x{self.lr_factor:g} for the rest of the epoch", plugin.step, good.step, self.lr_factor, reason))
+
+    @staticmethod
+    def _stop(trainer, plugin, reason: str, why: str) -> None:
+        _logger().error(f"gradkit: stopping training at optimizer step {plugin.step}: the run diverged ({reason}) and "
+                        f"{why}; see gradient_alerts.jsonl.")
+        plugin.request_stop(trainer)
 
     @staticmethod
     def _report(plugin, alert: RollbackAlert) -> None:
