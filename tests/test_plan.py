@@ -185,7 +185,7 @@ def test_cli_plan_bad_input(tmp_path, tiny_data):
     assert "names" in yaml.safe_load(tiny_data.read_text())
 
 
-def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path):
+def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys):
     """The demo's run is the plan's (oracle: make_plan on the same fingerprint) except what the user
     gave: epochs= drops the plan's time=, imgsz= and model= win, the demo's own defaults fill the rest."""
     from gradkit.data.fingerprint import fingerprint_dataset
@@ -200,6 +200,19 @@ def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path):
     assert yaml.safe_load((tmp_path / "run" / "plan.yaml").read_text())["train"] == expected.train
 
     opts, train, given = _parse(["epochs=2", "imgsz=128", "model=yolo26n.yaml"])
+    capsys.readouterr()
     model, args, _ = _planned(tiny_data, opts, train, given, tmp_path / "run2")
+    assert "the command line replaces: imgsz=128, time (epochs=2 given), model=yolo26n.yaml" in capsys.readouterr().out
     assert model == "yolo26n.yaml" and "time" not in args and args["epochs"] == 2 and "model" not in args
     assert "imgsz" not in args and opts["imgsz"] == 128  # the demo's imgsz= sizes the data and the training
+
+
+def test_demo_bad_arguments_are_one_line_errors(tmp_path):
+    for args, expect in ((["budget=abc"], "budget= takes minutes"), (["budget=-1"], "budget= takes minutes"),
+                         (["budget=0"], "budget= takes minutes"),
+                         (["gradkit=defect", "budget=3"], "budget= is the plan's training time"),
+                         (["data=x.yaml"], "data= is set by the demo (give data_dir=)"),
+                         (["project=p"], "project= is set by the demo (give out=)")):
+        r = _gradkit(["demo", *args, f"data_dir={tmp_path / 'd'}", f"out={tmp_path / 'o'}"], tmp_path)
+        assert r.returncode != 0 and expect in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
+        assert not (tmp_path / "d").exists()  # refused before anything is generated

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from gradkit.plan import budget_minutes
+
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
 
 #: Chosen so that the run fits in ~10 minutes on 2 CPU cores (see README for the measurement).
@@ -35,6 +37,11 @@ TRAIN_DEFAULTS = {"epochs": 30, "batch": 16, "nbs": 16, "workers": 1, "optimizer
                   "warmup_epochs": 1, "val": False}
 
 
+#: Train arguments the demo sets itself, and what to give instead.
+SET_BY_DEMO = {"data": "give data_dir=", "project": "give out=", "name": "give out=", "exist_ok": "it reuses out=",
+               "device": "it trains on the CPU"}
+
+
 def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
     """Demo options, the Ultralytics train arguments, and every argument given on the command line."""
     opts, train, given = dict(DEMO_DEFAULTS), dict(TRAIN_DEFAULTS), {}
@@ -43,8 +50,14 @@ def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
         if not eq:
             raise SystemExit(f"gradkit demo: arguments take the form key=value, got {arg!r}; demo "
                              f"arguments: {', '.join(f'{k}=' for k in opts)}, plus any yolo train argument")
+        if key in SET_BY_DEMO:
+            raise SystemExit(f"gradkit demo: {key}= is set by the demo ({SET_BY_DEMO[key]})")
         given[key] = yaml.safe_load(value)
         (opts if key in opts else train)[key] = given[key]
+    if "budget" in given and opts["gradkit"] != "plan":
+        raise SystemExit(f"gradkit demo: budget= is the plan's training time; with gradkit={opts['gradkit']} "
+                         "give epochs= instead")
+    opts["budget"] = budget_minutes(opts["budget"], "gradkit demo")
     return opts, train, given
 
 
@@ -63,6 +76,10 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml} budget={opts['budget']:g})")
     for c in plan.choices:
         print(f"  {c.key} = {c.value}{'  (provisional)' if c.provisional else ''}: {c.reason}")
+    replaced = [k for k in plan.train if k not in planned and k != "model"] + (["model"] if "model" in given else [])
+    if replaced:
+        print("  the command line replaces: " + ", ".join(
+            f"{k}={given[k]}" if k in given else f"{k} (epochs={given['epochs']} given)" for k in replaced))
     write_plan(plan, fp, out / "plan.yaml")
     return model, {**train, **planned}, plan.gradkit
 

@@ -246,6 +246,13 @@ def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path
 PLAN_ARGS = {"data": None, "budget": None, "out": "plan.yaml", "split": "train"}
 
 
+def budget_minutes(value: Any, command: str) -> float:
+    """``budget=`` as minutes, or a one-line error naming ``command``."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0 or value == float("inf"):
+        raise SystemExit(f"{command}: budget= takes minutes (a positive number), got {value!r}")
+    return float(value)
+
+
 def plan_command(args: list[str]) -> int:
     """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``."""
     import yaml
@@ -260,11 +267,7 @@ def plan_command(args: list[str]) -> int:
         opts[key] = value
     if not opts["data"]:
         raise SystemExit("gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]")
-    budget = None
-    if opts["budget"] is not None:
-        budget = yaml.safe_load(opts["budget"])
-        if not isinstance(budget, int | float) or isinstance(budget, bool) or budget <= 0:
-            raise SystemExit(f"gradkit plan: budget= takes minutes (a positive number), got {opts['budget']!r}")
+    budget = None if opts["budget"] is None else budget_minutes(yaml.safe_load(opts["budget"]), "gradkit plan")
     try:
         fp = fingerprint_dataset(opts["data"], split=opts["split"])
         plan = make_plan(fp, budget)
