@@ -1,12 +1,14 @@
 """When does clipping matter? Policies x learning-rate multipliers x optimizers x seeds.
 
-Fine-tunes yolo26n on the synthetic defect dataset with each clipping policy, each
-multiple of the optimizer's base lr0 (SGD 0.01, Ultralytics' default; AdamW 0.001, the fine-tuning
-recipe's), each optimizer and seed, with the same data and budget. Prints per cell the mean ± std
-over seeds of val mAP50-95, non-finite (skipped) optimizer steps, rollbacks (the per-run lines
-also give the optimizer steps they undid), share of clipped steps and minutes, then per policy
-the widest stable lr multiplier: the largest multiplier up to which every multiplier keeps the
-mean mAP50-95 at >= 90% of the same policy's at 1x.
+Fine-tunes yolo26n on the synthetic defect dataset with each clipping policy, each multiple of the
+optimizer's base lr0 (``BASE_LR``: SGD 0.001, AdamW 0.0001 when fine-tuning; SGD 0.01, Ultralytics'
+default, and AdamW 0.001 from scratch), each optimizer and seed, with the same data and budget.
+Ultralytics' warm-up stays as users get it: over the first epoch the bias lr falls from
+``warmup_bias_lr`` 0.1 to lr0 while the others rise from 0; the multiplier scales lr0 only. Prints
+per cell the mean ± std over seeds of val mAP50-95, non-finite (skipped) optimizer steps, rollbacks
+(the per-run lines also give the optimizer steps they undid), share of clipped steps and minutes,
+then per policy the widest stable lr multiplier: the largest multiplier up to which every multiplier
+keeps the mean mAP50-95 at >= 90% of the same policy's at 1x.
 
 Every run starts from one warm checkpoint the script trains first (stock Ultralytics, yolo26n.yaml,
 AdamW lr0 0.002 as in the demo, ``--pretrain_epochs``), because from scratch this budget learns
@@ -108,8 +110,12 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
             "minutes": (time.time() - t0) / 60}
 
 
+def _warm(args) -> bool:
+    return bool(args.weights) or args.pretrain_epochs > 0
+
+
 def _base_lr(args) -> dict[str, float]:
-    return BASE_LR["warm" if args.pretrain_epochs > 0 or args.weights else "scratch"]
+    return BASE_LR["warm" if _warm(args) else "scratch"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -166,7 +172,8 @@ def main() -> None:
                           f"{r['skipped']} rollbacks {r['rollbacks']} (steps lost {r['steps_lost']}) "
                           f"clip {r['clip_rate']:.2f} "
                           f"({r['minutes']:.1f} min)", flush=True)
-    start = f"warm start ({args.pretrain_epochs} epochs)" if args.pretrain_epochs > 0 else "from scratch"
+    start = (f"fine-tuned from {args.weights}" if args.weights else
+             f"warm start ({args.pretrain_epochs} epochs)" if _warm(args) else "from scratch")
     print(f"\n{args.images} images at {args.imgsz}px, {start}, {args.epochs} epochs, batch 16, seeds {args.seeds}; "
           f"base lr0 SGD {_base_lr(args)['SGD']}, AdamW {_base_lr(args)['AdamW']}; "
           f"total {(time.time() - started) / 60:.1f} min")
