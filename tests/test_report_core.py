@@ -142,7 +142,7 @@ def test_buckets_agree_with_pycocotools(by):
     from gradkit.report.coco import AREA_BUCKETS, ELONGATION_BUCKETS
 
     gts, preds, sizes = _noisy_scene(1)
-    buckets = AREA_BUCKETS if by == "area" else ELONGATION_BUCKETS
+    buckets = {"all": (0.0, 1e10), **AREA_BUCKETS} if by == "area" else ELONGATION_BUCKETS
     ours = bucket_metrics(gts, preds, list(sizes), [0, 1, 2], sizes, by)
     if by == "area":
         def measure(b):
@@ -154,7 +154,7 @@ def test_buckets_agree_with_pycocotools(by):
     ev = _pycocotools(gts, preds, sizes, [0, 1, 2], area=measure, area_rng=[list(r) for r in buckets.values()],
                       raw=True)
     if by == "area":
-        assert sum(ours[name]["gt"] for name in buckets) == len(gts) == ours["all"]["gt"]
+        assert sum(ours[name]["gt"] for name in AREA_BUCKETS) == len(gts) == ours["all"]["gt"]
     else:  # the elongated bucket is evaluated on the images holding an elongated box: a strict subset here
         holding = {b.image for b in [*gts, *preds] if measure(b) > 5}
         assert 0 < len(holding) < len(sizes)
@@ -189,6 +189,18 @@ def test_relative_area_buckets():
     thin = [Box(0, 0, 0.1, 0.1, 0.9, 0.12)]  # 320 x 8 px: aspect 40
     e2 = bucket_metrics(thin, [_pred(thin[0])], [0], [0], {0: (400, 400)}, "elongation")
     assert e2["elongated (>5)"]["gt"] == 1 and e2["elongated (>5)"]["AP50"] == pytest.approx(1.0)
+
+
+def test_elongated_means_above_five_as_the_fingerprint_counts():
+    """Exactly 5 (80 x 16 px) is not elongated, 5.06 (81 x 16 px) is: the report's bucket and the
+    dataset fingerprint agree on the bound."""
+    from gradkit.data.fingerprint import ELONGATED
+
+    five = Box(0, 0, 0.1, 0.1, 0.1 + 80 / 256, 0.1 + 16 / 256)
+    above = Box(0, 0, 0.5, 0.5, 0.5 + 81 / 256, 0.5 + 16 / 256)
+    e = bucket_metrics([five, above], [_pred(five), _pred(above)], [0], [0], {0: (256, 256)}, "elongation")
+    assert not ELONGATED < 80 / 16 and ELONGATED < 81 / 16
+    assert e[f"elongated (>{ELONGATED:g})"]["gt"] == 1 and e[f"elongated (>{ELONGATED:g})"]["recall"] == 1.0
 
 
 def test_error_kinds_on_hand_made_cases():

@@ -161,3 +161,18 @@ def test_inactive_rules_and_noise_scale_are_stated_and_escaped():
     assert "&lt;b&gt;planned&lt;/b&gt;" in page and "<b>planned" not in page
     assert "B_simple ~ 120 images vs 64 images per optimizer step" in page and "over 7 optimizer steps" in page
     assert _monitor_notes({"inactive_rules": {}, "noise_scale": None}) == ""
+
+
+def test_elongation_table_reads_against_the_all_row(tmp_path):
+    report = build_report(hand_made_evaluation(tmp_path / "data"))
+    page = render_html(report)
+    area = page[page.index("By box area relative"):page.index("By elongation")]
+    elong = page[page.index("By elongation"):]
+    elong = elong[:elong.index("</table>")]
+
+    def rows(table):
+        return [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]]
+
+    assert [r[0] for r in rows(elong)] == ["all", "elongated (&gt;5)"]
+    assert rows(elong)[0] == rows(area)[0]  # the same 'all' row as the area table's first
+    assert rows(elong)[0][1] == str(len(hand_made_evaluation(tmp_path / "data2").gts))

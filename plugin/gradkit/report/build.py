@@ -24,7 +24,9 @@ from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "training_section", "without_cyclic_gc", "write_report"]
 
-REPORT_SCHEMA_VERSION = 2  # 2: inspection, run, gallery rows with found/tp flags and copies
+#: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
+#: elongation as the elongated bucket only.
+REPORT_SCHEMA_VERSION = 3
 COCO_NOTE = (
     "Ultralytics interpolates precision at 101 recall points with np.interp and integrates with the "
     "trapezoid rule, and averages over the classes present in the split; pycocotools-style COCO "

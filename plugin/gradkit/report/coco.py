@@ -15,19 +15,23 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ALL_OBJECTS", "AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "Boxes", "CocoEvaluation", "box_columns", "bucket_metrics",
-           "coco_metrics"]
+from gradkit.data.fingerprint import ELONGATED
+
+__all__ = ["ALL_OBJECTS", "AREA_BUCKETS", "ELONGATION_BUCKETS", "Box", "Boxes", "CocoEvaluation", "box_columns",
+           "bucket_metrics", "coco_metrics"]
 
 CANVAS = 1000.0
 #: Relative box area (box area / image area) buckets.
 AREA_BUCKETS: dict[str, tuple[float, float]] = {
     "<0.1%": (0.0, 0.001), "0.1-1%": (0.001, 0.01), "1-10%": (0.01, 0.1), ">10%": (0.1, 1.0 + 1e-9),
 }
-#: Aspect-ratio (long side / short side) buckets; > 5 is scratch/weld-like. There is no compact bucket:
+#: Aspect-ratio (long side / short side) buckets; > ELONGATED (5) is scratch/weld-like. There is no compact bucket:
 #: it would need an evaluation over nearly every image (a third of the report's cost), while the
 #: elongated one only needs the images that hold an elongated box; the area table's ``all`` row is
 #: the reference to read it against.
-ELONGATION_BUCKETS: dict[str, tuple[float, float]] = {"elongated (>5)": (5.0, 1e9)}
+ELONGATION_BUCKETS: dict[str, tuple[float, float]] = {
+    # COCO's ranges include both ends: the next float above ELONGATED makes it "> 5", as the fingerprint counts
+    f"elongated (>{ELONGATED:g})": (float(np.nextafter(ELONGATED, np.inf)), float(np.inf))}
 #: The row of every area bucket table that holds all objects (COCO's "all" area range).
 ALL_OBJECTS = "all"
 
