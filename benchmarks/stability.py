@@ -54,7 +54,7 @@ ROLLBACK = {"monitor.on_divergence": "rollback"}
 BASE_LR = {"scratch": {"SGD": 0.01, "AdamW": 0.001}, "warm": {"SGD": 0.001, "AdamW": 0.0001}}
 STABLE_SHARE = 0.9  # "stable": mean mAP50-95 at least this share of the same policy's at 1x
 
-FULL = dict(policies="stock,none,norm(100),agc,autoclip,zclip,agc+rollback", mults="1,3,10,30",
+FULL = dict(policies="stock,none,norm(100),agc,autoclip,zclip,stock+rollback,agc+rollback", mults="1,3,10,30",
             optimizers="SGD,AdamW", seeds="0,1,2", images=240, imgsz=160, epochs=5, pretrain_epochs=30)
 QUICK = dict(policies="stock,zclip+rollback", mults="1,10", optimizers="SGD", seeds="0", images=48, imgsz=64,
              epochs=2, pretrain_epochs=2)
