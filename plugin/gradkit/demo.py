@@ -23,7 +23,7 @@ DEMO_DEFAULTS = {
     "seed": 0,
     "out": "runs/gradkit-demo",
     "gradkit": "plan",
-    "budget": 7.0,
+    "budget": 8.0,
     "threads": 0,
 }
 #: Ultralytics train arguments of the demo; any of them (or any other) can be given on the command line.
