@@ -68,7 +68,7 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     from gradkit.plan import make_plan, write_plan
 
     fp = fingerprint_dataset(data_yaml, split="train")
-    plan = make_plan(fp, float(opts["budget"]))
+    plan = make_plan(fp, opts["budget"])
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if "epochs" in given and "time" not in given:
         planned.pop("time", None)

@@ -125,20 +125,21 @@ class RollbackGuard:
         plugin.consecutive_nonfinite = 0
         threshold = float(self.cfg.norm_spike * norm_median) if norm_median is not None else 0.0
         dropped = f"restored the state of step {good.step}, dropped the updates of steps {good.step + 1}-{plugin.step}"
+
+        def alert(message: str) -> RollbackAlert:
+            return RollbackAlert("rollback", trainer.epoch + 1, plugin.step, "total", "model", float(total_norm),
+                                 threshold, message, plugin.step, good.step, self.lr_factor, reason)
+
         if self.attempts >= self.cfg.max_attempts:  # the diverged weights are worth nothing: stop on good ones
-            self._report(plugin, RollbackAlert(
-                "rollback", trainer.epoch + 1, plugin.step, "total", "model", float(total_norm), threshold,
-                f"divergence at step {plugin.step} after the {self.cfg.max_attempts} rollback(s) allowed "
-                f"({reason}): {dropped} and stopped training", plugin.step, good.step, self.lr_factor, reason))
+            self._report(plugin, alert(f"divergence at step {plugin.step} after the {self.cfg.max_attempts} "
+                                       f"rollback(s) allowed ({reason}): {dropped} and stopped training"))
             self._stop(trainer, plugin, reason, f"the {self.cfg.max_attempts} rollback(s) allowed (monitor.rollback."
                        f"max_attempts) are used up; last.pt, written now, holds the state of step {good.step}")
             return
         self.attempts += 1
         self.lr_factor *= self.cfg.lr_factor
-        self._report(plugin, RollbackAlert(
-            "rollback", trainer.epoch + 1, plugin.step, "total", "model", float(total_norm), threshold,
-            f"rollback {self.attempts}/{self.cfg.max_attempts} at step {plugin.step} ({reason}): {dropped}, "
-            f"lr x{self.lr_factor:g} for the rest of the epoch", plugin.step, good.step, self.lr_factor, reason))
+        self._report(plugin, alert(f"rollback {self.attempts}/{self.cfg.max_attempts} at step {plugin.step} "
+                                   f"({reason}): {dropped}, lr x{self.lr_factor:g} for the rest of the epoch"))
 
     @staticmethod
     def _stop(trainer, plugin, reason: str, why: str) -> None:
