@@ -101,6 +101,10 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
     with open(run / "results.csv", newline="") as f:
         results = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
     final_map = float(results[-1]["metrics/mAP50-95(B)"])
+    if args.score == "last":  # the weights the user keeps: a rollback after the last validation changes them
+        final_map = float(YOLO(str(run / "weights" / "last.pt")).val(
+            data=str(data), split="val", imgsz=args.imgsz, batch=16, device="cpu", plots=False, verbose=False,
+            project=str(out), name=name + "-last", exist_ok=True).box.map)
     rollbacks = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()
                  if '"rollback"' in line]
     return {"map": final_map if math.isfinite(final_map) else 0.0,
@@ -141,6 +145,9 @@ def main() -> None:
         ap.add_argument(f"--{key}", type=type(value), default=None, help=f"(full grid: {value})")
     ap.add_argument("--weights", default=None, help="fine-tune from this checkpoint instead of pretraining one "
                     "(e.g. the pretrain/weights/last.pt an earlier call printed, on the same --images/--imgsz)")
+    ap.add_argument("--score", choices=("epoch", "last"), default="epoch", help="epoch: the last epoch's "
+                    "validation in results.csv (the grid); last: validate weights/last.pt after training, which "
+                    "a rollback after the last validation replaces with the best validated state")
     args = ap.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:

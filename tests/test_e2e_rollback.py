@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import read_csv, train_tiny
+from conftest import TINY_TRAIN, read_csv, train_tiny
 
 pytestmark = pytest.mark.e2e
 
@@ -203,3 +204,109 @@ def test_divergence_after_the_last_attempt_stops_on_the_last_good_state(tiny_dat
                                                                                ema_state)):
         assert all(torch.equal(live[k], v) for k, v in expected.items())
     assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
+
+
+class _PlantedFitness:
+    """The trainer's real validator, whose per-epoch fitness is replaced by planted values in turn."""
+
+    def __init__(self, real, values):
+        self.real, self.values, self.calls = real, list(values), 0
+
+    def __call__(self, trainer=None, model=None):
+        metrics = self.real(trainer, model)
+        self.calls += trainer is not None
+        if trainer is not None and self.values:  # final_eval validates best.pt without a trainer: left alone
+            metrics["fitness"] = self.values.pop(0)
+        return metrics
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_collapsed_validation_returns_to_the_best_validated_state_and_keeps_the_lr_lower(tiny_data, tmp_path):
+    """A fine-tune whose validations read (planted) 0.3 for the starting weights (validated after epoch 1),
+    then 0.02, 0.35, 0.01 after epochs 1-3: the first
+    collapse restores the starting weights, the second the state after epoch 2, which last.pt then holds;
+    the lr stays x0.5 from the first rollback on."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    _, first = train_tiny(tiny_data, tmp_path / "warm", epochs=1)
+    record = {"lr_used": {}, "lr_schedule": {}, "copies": {}}
+
+    def arm(trainer):
+        trainer.validator = _PlantedFitness(trainer.validator, [0.02, 0.3, 0.35, 0.01])
+
+    def start(trainer):
+        plugin = _plugin(trainer)
+        record["copies"]["start"] = _copy_state(trainer)
+        trainer.optimizer.register_step_pre_hook(
+            lambda opt, a, k: record["lr_used"].__setitem__(plugin.step, opt.param_groups[0]["lr"]))
+
+    def batch_end(trainer):
+        record["lr_schedule"][_plugin(trainer).step] = trainer.optimizer.param_groups[0]["lr"]
+
+    def fit_epoch_end(trainer):  # after gradkit's: the state it kept or restored
+        if trainer.epoch < 3 and f"after {trainer.epoch + 1}" not in record["copies"]:
+            record["copies"][f"after {trainer.epoch + 1}"] = _copy_state(trainer)
+
+    model = YOLO(str(first / "weights" / "last.pt"))
+    gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "clip.mode": "stock"})
+    for event, fn in [("on_pretrain_routine_end", arm), ("on_train_start", start), ("on_train_batch_end", batch_end),
+                      ("on_fit_epoch_end", fit_epoch_end)]:
+        model.add_callback(event, fn)
+    model.train(data=str(tiny_data), project=str(tmp_path), name="tune", exist_ok=True,
+                **{**TINY_TRAIN, "epochs": 3, "val": True})
+    run = Path(model.trainer.save_dir)
+    alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()
+              if '"rollback"' in line]
+    steps = model.gradkit.step
+    assert len(alerts) == 2 and [a["to_step"] for a in alerts] == [0, 2 * steps // 3], alerts
+    assert "0.02 < 0.2x the best 0.3" in alerts[0]["reason"] and "starting weights" in alerts[0]["message"]
+    assert "0.01 < 0.2x the best 0.35" in alerts[1]["reason"] and "after epoch 2" in alerts[1]["message"]
+    _assert_same(record["copies"]["after 1"], record["copies"]["start"])  # optimizer state emptied too
+    _assert_same(record["copies"]["after 3"], record["copies"]["after 2"])
+    ratios = [record["lr_used"][s] / record["lr_schedule"][s] for s in sorted(record["lr_used"])]
+    per_epoch = steps // 3
+    assert ratios[:per_epoch] == pytest.approx([1.0] * per_epoch)
+    assert ratios[per_epoch:] == pytest.approx([0.5] * (2 * per_epoch))  # not lifted after the quiet epoch 2
+    rows = read_csv(run / "results.csv")
+    assert [float(r["grad/rollbacks"]) for r in rows] == [0, 1, 0]  # a rollback after epoch 1 shows in row 2
+    assert [float(r["grad/lr_factor"]) for r in rows] == [1.0, 0.5, 0.5]
+    kept = torch.load(run / "weights" / "last.pt", weights_only=False)["model"].state_dict()  # stripped: the EMA
+    for k, v in record["copies"]["after 2"]["ema"].items():
+        assert torch.equal(kept[k], v.to(kept[k].dtype)), k  # last.pt: the restored state, not the collapsed one
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert a["updates"] == b["updates"]
+    assert a["opt"].keys() == b["opt"].keys() and all(torch.equal(a["opt"][k], b["opt"][k]) for k in a["opt"])
+
+
+def test_keeping_and_validating_the_starting_weights_does_not_change_training(tiny_data, tmp_path):
+    """A fine-tune with rollback on, where nothing fires, ends with the same weights as one without:
+    the extra validation of the starting weights after epoch 1 leaves the training state and the
+    random number generators (the loaders draw their seeds from them) as they were."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    _, first = train_tiny(tiny_data, tmp_path / "warm", epochs=1)
+    finals, validations = [], []
+    for name, on_divergence in (("plain", "stop"), ("guarded", "rollback")):
+        model = YOLO(str(first / "weights" / "last.pt"))
+        gradkit.attach(model, "default", {"monitor.on_divergence": on_divergence})
+        wrapped = []
+        model.add_callback("on_pretrain_routine_end", lambda t, w=wrapped: w.append(
+            setattr(t, "validator", _PlantedFitness(t.validator, [])) or t.validator))
+        model.train(data=str(tiny_data), project=str(tmp_path), name=name, exist_ok=True,
+                    **{**TINY_TRAIN, "epochs": 2, "val": True, "deterministic": True})
+        finals.append({k: v.clone() for k, v in model.trainer.model.state_dict().items()})
+        validations.append(wrapped[0].calls)
+    assert validations == [2, 3]  # one per epoch, and the guarded run's validation of its starting weights
+    for k in finals[0]:
+        assert torch.equal(finals[0][k], finals[1][k]), k

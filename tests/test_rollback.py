@@ -9,11 +9,13 @@ import torch
 
 from gradkit.config import ConfigError, load_config
 from gradkit.monitor.rollback import (
+    MIN_BEST_FITNESS,
     MIN_SPIKE_HISTORY,
     DivergenceWatch,
     SnapshotPair,
     StateSnapshot,
     divergence_reason,
+    fitness_collapse_reason,
     scaled_lr,
     scaler_state_for_restore,
 )
@@ -190,3 +192,25 @@ def test_restored_grad_scaler_keeps_the_lower_scale():
     assert scaler.get_scale() == 2.0**10
     assert scaler_state_for_restore(saved, 2.0**20)["scale"] == 2.0**16  # a grown scale goes back down
     assert scaler.state_dict()["_growth_tracker"] == saved["_growth_tracker"]
+
+
+def test_fitness_collapse_reason_cases():
+    assert fitness_collapse_reason(0.05, None, 0.2) is None  # no validation to compare with yet
+    assert fitness_collapse_reason(0.0, MIN_BEST_FITNESS * 0.9, 0.2) is None  # the best is still noise
+    assert fitness_collapse_reason(0.0201, 0.1, 0.2) is None  # just above 0.2 x 0.1
+    assert "0.0199 < 0.2x the best 0.1" in fitness_collapse_reason(0.0199, 0.1, 0.2)
+    assert fitness_collapse_reason(0.04, 0.13, 0.5) is not None  # the drop share is the caller's
+    assert "nan" in fitness_collapse_reason(float("nan"), 0.1, 0.2)
+    # the healthy grid run that dipped furthest (0.119 -> 0.047 -> 0.148) is not a collapse at the default
+    assert fitness_collapse_reason(0.047, 0.119, 0.2) is None
+
+
+def test_snapshot_pair_clear_forgets_both_states():
+    pair = SnapshotPair(every=2, device="cpu")
+    for step in range(1, 6):
+        pair.after_step(step, lambda snap: None)
+    assert pair.good().step == 3
+    pair.clear()
+    assert pair.good() is None
+    pair.after_step(6, lambda snap: None)
+    assert pair.good().step == 6

@@ -76,8 +76,9 @@ class RollbackConfig(_Section):
 
     every: int = Field(20, ge=1, description="K: optimizer steps between snapshots; a rollback returns to a state "
                        "K to 2K steps old that K steps trained on from without divergence")
-    lr_factor: float = Field(0.5, gt=0, lt=1, description="learning-rate multiplier after each rollback; it holds "
-                             "for the rest of the epoch and is lifted after an epoch without rollback")
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="learning-rate multiplier after each rollback; after a "
+                             "step rollback it holds for the rest of the epoch and is lifted after an epoch without "
+                             "rollback, after a fitness rollback for the rest of the run")
     max_attempts: int = Field(3, ge=1, description="rollbacks allowed in a run; at the next divergence training stops")
     nonfinite_patience: int = Field(3, ge=1, description="consecutive non-finite (skipped) steps that count as "
                                     "divergence")
@@ -86,6 +87,12 @@ class RollbackConfig(_Section):
     loss_spike: float = Field(3.0, gt=1, description="the loss spike that must come with it: loss above its "
                               "recent median by this factor")
     history: int = Field(50, ge=10, description="healthy optimizer steps of norm and loss history for the medians")
+    fitness_drop: float | None = Field(0.2, gt=0, lt=1, description="a validation whose fitness (mAP50-95) falls "
+                                       "below this share of the best so far counts as divergence: the best validated "
+                                       "state is restored; null: off")
+    validate_start: bool = Field(True, description="when fine-tuning from a .pt with fitness_drop set, keep the "
+                                 "starting weights and validate them with the first epoch, so the best state can be "
+                                 "the start")
     device: Literal["cpu", "same"] = Field("cpu", description="where snapshots live: cpu (host memory) or same "
                                            "(the training device)")
 

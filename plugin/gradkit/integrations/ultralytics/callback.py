@@ -84,6 +84,7 @@ class GradkitCallback:
             "on_train_batch_end": self.on_train_batch_end,
             "on_train_epoch_end": self.on_train_epoch_end,
             "on_model_save": self.on_model_save,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
             "on_train_end": self.on_train_end,
         }
 
@@ -103,6 +104,7 @@ class GradkitCallback:
         self._epoch_skipped = 0
         self._epoch_alerts = 0
         self.save_dir: Path | None = None
+        self._epoch_trained = False  # on_train_epoch_end ran and on_fit_epoch_end has not yet
         self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
         self._reset_monitor_extras()
 
@@ -240,6 +242,14 @@ class GradkitCallback:
         })
         if self.guard:
             publish_epoch_metrics(trainer, self.guard.epoch_end())
+        self._epoch_trained = True
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """After the epoch's validation and save. Ultralytics fires this event once more after
+        training, for the final evaluation of best.pt; no epoch was trained before that one."""
+        if self.guard and self._epoch_trained:
+            self.guard.after_validation(trainer, self)
+        self._epoch_trained = False
 
     def on_model_save(self, trainer) -> None:
         """Save the plugin state beside ``last.pt`` so ``resume=True`` continues it exactly."""
@@ -289,7 +299,10 @@ class GradkitCallback:
         self.inactive_rules_message = ""
 
     def on_train_start(self, trainer) -> None:
-        """Say once, before the first step, which diagnoses this run has too few optimizer steps for."""
+        """Say once, before the first step, which diagnoses this run has too few optimizer steps for;
+        with rollback, validate a fine-tune's starting weights (a state to return to)."""
+        if self.guard and not getattr(trainer, "resume", False):
+            self.guard.before_training(trainer, self)
         if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):
             return
         _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts, self.step)

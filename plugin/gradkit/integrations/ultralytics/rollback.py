@@ -4,14 +4,24 @@ A snapshot holds the live model's state dict (weights and BatchNorm statistics),
 and its update count, the optimizer's per-parameter state (momentum, Adam moments; the param
 groups' lr and momentum are the trainer's schedule and stay as they are), the GradScaler (whose
 scale a rollback never raises) and the plugin's own clip and alert state. It lives in memory only;
-``resume=True`` carries the rollback count and the lr factor, and the first snapshot after a resume
+``resume=True`` carries the rollback count and the lr factors, and the first snapshot after a resume
 is taken at its first step.
+
+Two triggers: a diverging *step* (after every optimizer step) returns to the last known-good
+snapshot of K to 2K steps ago; a collapsed *validation* (``fitness_drop``, at the end of an epoch)
+returns to the best validated state, which for a fine-tune can be its starting weights.
 """
 
 from __future__ import annotations
 
+import math
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gradkit.config import RollbackConfig
@@ -19,7 +29,9 @@ from gradkit.monitor.rollback import (
     DivergenceWatch,
     RollbackAlert,
     SnapshotPair,
+    StateSnapshot,
     divergence_reason,
+    fitness_collapse_reason,
     scaler_state_for_restore,
 )
 
@@ -53,35 +65,83 @@ def _loss(trainer) -> float | None:
     return float(value)
 
 
+@contextmanager
+def _rng_kept() -> Iterator[None]:
+    """Put Python's, NumPy's and torch's (CPU and CUDA) random states back as they were."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _is_main() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+        torch.distributed.get_rank() == 0
+
+
+def _started_from_weights(trainer) -> bool:
+    """A fine-tune: the model came from a checkpoint (``YOLO("x.pt")`` or ``pretrained=x.pt``)."""
+    return any(str(v).endswith(".pt") for v in (trainer.args.model, trainer.args.pretrained))
+
+
 class RollbackGuard:
-    """Snapshots every K steps; on divergence restores the last known-good one and lowers the lr."""
+    """Snapshots every K steps and at every best validation; on divergence restores one and lowers the lr.
+
+    The lr factor has two parts: ``epoch_factor`` (step rollbacks; a one-off bad stretch, lifted
+    after an epoch without rollback) and ``run_factor`` (fitness rollbacks: a whole epoch at this
+    lr made the model worse, so it stays lower for the rest of the run).
+    """
 
     def __init__(self, cfg: RollbackConfig):
         self.cfg = cfg
-        self.snapshots = SnapshotPair(cfg.every, "cpu" if cfg.device == "cpu" else None)
+        device = "cpu" if cfg.device == "cpu" else None
+        self.snapshots = SnapshotPair(cfg.every, device)
+        self.best = StateSnapshot(device)
+        self.start = StateSnapshot(device)  # a fine-tune's starting weights until the first validation
+        self.best_fitness: float | None = None
+        self.best_epoch: int | None = None  # 0: the starting weights
         self.watch = DivergenceWatch(cfg.history)
         self.attempts = 0
-        self.lr_factor = 1.0
-        self.epoch_rollbacks = 0
+        self.epoch_factor = 1.0
+        self.run_factor = 1.0
+        self.epoch_rollbacks = 0  # step rollbacks of this epoch
+        self.fitness_rollbacks = 0  # after the last validation: results.csv was already written, next row
+
+    @property
+    def lr_factor(self) -> float:
+        return self.epoch_factor * self.run_factor
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        return {"attempts": self.attempts, "lr_factor": self.lr_factor, "epoch_rollbacks": self.epoch_rollbacks}
+        return {"attempts": self.attempts, "epoch_factor": self.epoch_factor, "run_factor": self.run_factor,
+                "epoch_rollbacks": self.epoch_rollbacks, "fitness_rollbacks": self.fitness_rollbacks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.attempts = int(state["attempts"])
-        self.lr_factor = float(state["lr_factor"])
+        self.epoch_factor = float(state.get("epoch_factor", state.get("lr_factor", 1.0)))  # "lr_factor": before 0.4
+        self.run_factor = float(state.get("run_factor", 1.0))
         self.epoch_rollbacks = int(state["epoch_rollbacks"])
+        self.fitness_rollbacks = int(state.get("fitness_rollbacks", 0))
+        if not all(0 < f <= 1 for f in (self.epoch_factor, self.run_factor)):
+            raise ValueError(f"rollback lr factors must be in (0, 1], got {self.epoch_factor}, {self.run_factor}")
 
     # ------------------------------------------------------------------ epochs
     def epoch_start(self) -> None:
         self.epoch_rollbacks = 0
 
     def epoch_end(self) -> dict[str, float]:
-        """The epoch's columns for results.csv; an epoch without rollback lifts the lr factor."""
-        columns = {"grad/rollbacks": float(self.epoch_rollbacks), "grad/lr_factor": self.lr_factor}
+        """The epoch's columns for results.csv; an epoch without rollback lifts the epoch factor."""
+        columns = {"grad/rollbacks": float(self.epoch_rollbacks + self.fitness_rollbacks),
+                   "grad/lr_factor": self.lr_factor}
         if self.epoch_rollbacks == 0:
-            self.lr_factor = 1.0
+            self.epoch_factor = 1.0
+        self.fitness_rollbacks = 0
         return columns
 
     # ------------------------------------------------------------------ steps
@@ -137,9 +197,73 @@ class RollbackGuard:
                        f"max_attempts) are used up; last.pt, written now, holds the state of step {good.step}")
             return
         self.attempts += 1
-        self.lr_factor *= self.cfg.lr_factor
+        self.epoch_factor *= self.cfg.lr_factor
         self._report(plugin, alert(f"rollback {self.attempts}/{self.cfg.max_attempts} at step {plugin.step} "
                                    f"({reason}): {dropped}, lr x{self.lr_factor:g} for the rest of the epoch"))
+
+    # ------------------------------------------------------------------ validations
+    def before_training(self, trainer, plugin) -> None:
+        """A fine-tune's starting weights are a state to return to (``validate_start``): keep them, to be
+        validated with the first epoch (Ultralytics' validator needs a trained batch's loss items)."""
+        if self.cfg.fitness_drop is not None and self.cfg.validate_start and _started_from_weights(trainer):
+            self._capture(trainer, plugin, self.start)
+
+    def _validate_start(self, trainer, plugin) -> None:
+        """Validate the kept starting weights in place of the current ones, then put the current ones back;
+        the start becomes the best state when it validates finite."""
+        self._capture(trainer, plugin, self.best)  # the current state, in the still unused best buffers
+        self._restore(trainer, plugin, self.start)
+        with _rng_kept():  # a validation's loader draws its seed from torch's RNG: training's draws stay as they were
+            fitness = float(trainer.validator(trainer).get("fitness", float("nan")))  # best_fitness: Ultralytics'
+        self._restore(trainer, plugin, self.best)
+        _logger().info(f"gradkit rollback: the starting weights validate at fitness {fitness:.4g}")
+        if math.isfinite(fitness):
+            self.best, self.start = self.start, self.best
+            self.best_fitness, self.best_epoch = fitness, 0
+        self.start.step = None
+
+    def _keep_if_best(self, trainer, plugin, fitness: float, epoch: int) -> None:
+        if math.isfinite(fitness) and (self.best_fitness is None or fitness > self.best_fitness):
+            self._capture(trainer, plugin, self.best)
+            self.best_fitness, self.best_epoch = fitness, epoch
+
+    def after_validation(self, trainer, plugin) -> None:
+        """After an epoch's validation: keep the best state, or return to it when the fitness collapsed."""
+        if self.cfg.fitness_drop is None or trainer.fitness is None:
+            return
+        if self.start.step is not None:
+            self._validate_start(trainer, plugin)
+        fitness = float(trainer.fitness)
+        reason = fitness_collapse_reason(fitness, self.best_fitness, self.cfg.fitness_drop)
+        if reason is None:
+            self._keep_if_best(trainer, plugin, fitness, trainer.epoch + 1)
+            return
+        self._restore(trainer, plugin, self.best)
+        self.snapshots.clear()  # taken in the epochs that led to the collapse
+        self.watch.clear()
+        self.fitness_rollbacks += 1
+        where = "the starting weights" if self.best_epoch == 0 else f"the state after epoch {self.best_epoch}"
+        restored = f"restored {where} (step {self.best.step}, fitness {self.best_fitness:.4g})"
+        threshold = self.cfg.fitness_drop * float(self.best_fitness)
+        if self.attempts >= self.cfg.max_attempts:
+            self._report(plugin, RollbackAlert(
+                "rollback", trainer.epoch + 1, plugin.step, "total", "model", fitness, threshold,
+                f"collapse after epoch {trainer.epoch + 1} after the {self.cfg.max_attempts} rollback(s) allowed "
+                f"({reason}): {restored} and stopped training", plugin.step, self.best.step, self.lr_factor, reason))
+            _logger().error(f"gradkit: stopping training after epoch {trainer.epoch + 1}: {reason}, and the "
+                            f"{self.cfg.max_attempts} rollback(s) allowed are used up; last.pt holds {where}")
+            plugin.request_stop(trainer)
+        else:
+            self.attempts += 1
+            self.run_factor *= self.cfg.lr_factor
+            self._report(plugin, RollbackAlert(
+                "rollback", trainer.epoch + 1, plugin.step, "total", "model", fitness, threshold,
+                f"rollback {self.attempts}/{self.cfg.max_attempts} after epoch {trainer.epoch + 1} ({reason}): "
+                f"{restored}, lr x{self.lr_factor:g} for the rest of the run", plugin.step, self.best.step,
+                self.lr_factor, reason))
+        if _is_main() and Path(trainer.last).exists():  # written before this event: write the restored state
+            trainer.save_model()
+            plugin.on_model_save(trainer)
 
     @staticmethod
     def _stop(trainer, plugin, reason: str, why: str) -> None:
