@@ -85,7 +85,9 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
     import gradkit
 
     model = YOLO(weights)
-    gradkit.attach(model, "default", {**overrides_of(policy), "monitor.plot": False, "report.enabled": False})
+    extra = {"monitor.rollback.lr_factor": args.rollback_lr_factor} if args.rollback_lr_factor else {}
+    gradkit.attach(model, "default", {**overrides_of(policy), **extra, "monitor.plot": False,
+                                      "report.enabled": False})
     model.add_callback("on_pretrain_routine_end", lambda t: torch.set_num_threads(os.cpu_count() or 1))
     name = f"{optimizer}-{policy}-x{mult:g}-s{seed}".replace("(", "").replace(")", "").replace("+", "_")
     t0 = time.time()
@@ -148,6 +150,8 @@ def main() -> None:
     ap.add_argument("--score", choices=("epoch", "last"), default="epoch", help="epoch: the last epoch's "
                     "validation in results.csv (the grid); last: validate weights/last.pt after training, which "
                     "a rollback after the last validation replaces with the best validated state")
+    ap.add_argument("--rollback_lr_factor", type=float, default=None, help="monitor.rollback.lr_factor of the "
+                    "+rollback policies (default: gradkit's)")
     args = ap.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:

@@ -32,7 +32,8 @@ def _copy_state(trainer) -> dict:
     return {"model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
             "ema": {k: v.clone() for k, v in trainer.ema.ema.state_dict().items()},
             "updates": trainer.ema.updates,
-            "opt": {(i, k): v.clone() for i, p in enumerate(trainer.optimizer.param_groups[0]["params"])
+            "opt": {(g, i, k): v.clone() for g, group in enumerate(trainer.optimizer.param_groups)
+                    for i, p in enumerate(group["params"])
                     for k, v in trainer.optimizer.state.get(p, {}).items() if isinstance(v, torch.Tensor)}}
 
 
@@ -225,9 +226,9 @@ class _PlantedFitness:
 
 def test_collapsed_validation_returns_to_the_best_validated_state_and_keeps_the_lr_lower(tiny_data, tmp_path):
     """A fine-tune whose validations read (planted) 0.3 for the starting weights (validated after epoch 1),
-    then 0.02, 0.35, 0.01 after epochs 1-3: the first
-    collapse restores the starting weights, the second the state after epoch 2, which last.pt then holds;
-    the lr stays x0.5 from the first rollback on."""
+    then 0.02, 0.35, 0.01 after epochs 1-3: the first collapse restores the starting weights (best.pt too,
+    as Ultralytics' best was epoch 1's 0.02), the second the state after epoch 2, which last.pt then
+    holds; the lr stays x0.5 from the first rollback on."""
     from ultralytics import YOLO
 
     import gradkit
@@ -250,6 +251,9 @@ def test_collapsed_validation_returns_to_the_best_validated_state_and_keeps_the_
     def fit_epoch_end(trainer):  # after gradkit's: the state it kept or restored
         if trainer.epoch < 3 and f"after {trainer.epoch + 1}" not in record["copies"]:
             record["copies"][f"after {trainer.epoch + 1}"] = _copy_state(trainer)
+        if trainer.epoch == 0:  # the start beat Ultralytics' best (epoch 1's 0.02): best.pt is the start now
+            record["best.pt after 1"] = torch.load(trainer.best, weights_only=False)["ema"].state_dict()
+            record["fitness after 1"] = (trainer.fitness, trainer.best_fitness)
 
     model = YOLO(str(first / "weights" / "last.pt"))
     gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "clip.mode": "stock"})
@@ -274,9 +278,13 @@ def test_collapsed_validation_returns_to_the_best_validated_state_and_keeps_the_
     rows = read_csv(run / "results.csv")
     assert [float(r["grad/rollbacks"]) for r in rows] == [0, 1, 0]  # a rollback after epoch 1 shows in row 2
     assert [float(r["grad/lr_factor"]) for r in rows] == [1.0, 0.5, 0.5]
+    assert float(rows[1]["grad/alerts"]) >= 1  # the rollback alert after epoch 1, in row 2 with its count
     kept = torch.load(run / "weights" / "last.pt", weights_only=False)["model"].state_dict()  # stripped: the EMA
     for k, v in record["copies"]["after 2"]["ema"].items():
         assert torch.equal(kept[k], v.to(kept[k].dtype)), k  # last.pt: the restored state, not the collapsed one
+    assert record["fitness after 1"] == (0.3, 0.3)  # the trainer describes the restored start
+    for k, v in record["copies"]["start"]["ema"].items():
+        assert torch.equal(record["best.pt after 1"][k], v.to(record["best.pt after 1"][k].dtype)), k
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -310,3 +318,29 @@ def test_keeping_and_validating_the_starting_weights_does_not_change_training(ti
     assert validations == [2, 3]  # one per epoch, and the guarded run's validation of its starting weights
     for k in finals[0]:
         assert torch.equal(finals[0][k], finals[1][k]), k
+
+
+def test_collapse_after_the_last_attempt_restores_the_best_state_and_stops(tiny_data, tmp_path):
+    """One rollback allowed; validations read (planted) 0.02 after epoch 1 against a start of 0.3, then
+    0.01: the second collapse restores the start again, writes it to last.pt and stops after epoch 2."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    _, first = train_tiny(tiny_data, tmp_path / "warm", epochs=1)
+    copies = {}
+    model = YOLO(str(first / "weights" / "last.pt"))
+    gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "monitor.rollback.max_attempts": 1})
+    model.add_callback("on_pretrain_routine_end",
+                       lambda t: setattr(t, "validator", _PlantedFitness(t.validator, [0.02, 0.3, 0.01])))
+    model.add_callback("on_train_start", lambda t: copies.setdefault("start", _copy_state(t)))
+    model.train(data=str(tiny_data), project=str(tmp_path), name="tune", exist_ok=True,
+                **{**TINY_TRAIN, "epochs": 4, "val": True})
+    run = Path(model.trainer.save_dir)
+    alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()
+              if '"rollback"' in line]
+    assert [a["to_step"] for a in alerts] == [0, 0] and "stopped training" in alerts[1]["message"], alerts
+    assert len(read_csv(run / "results.csv")) == 2 and model.gradkit.guard.attempts == 1
+    kept = torch.load(run / "weights" / "last.pt", weights_only=False)["model"].state_dict()
+    for k, v in copies["start"]["ema"].items():
+        assert torch.equal(kept[k], v.to(kept[k].dtype)), k

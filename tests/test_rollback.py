@@ -214,3 +214,21 @@ def test_snapshot_pair_clear_forgets_both_states():
     assert pair.good() is None
     pair.after_step(6, lambda snap: None)
     assert pair.good().step == 6
+
+
+def test_guard_state_round_trips_reads_the_older_key_and_refuses_impossible_values():
+    from gradkit.config import ConfigError, RollbackConfig
+    from gradkit.integrations.ultralytics.rollback import RollbackGuard
+
+    guard = RollbackGuard(RollbackConfig())
+    guard.attempts, guard.epoch_factor, guard.run_factor, guard.fitness_rollbacks = 2, 0.5, 0.25, 1
+    fresh = RollbackGuard(RollbackConfig())
+    fresh.load_state_dict(guard.state_dict())
+    assert fresh.state_dict() == guard.state_dict() and fresh.lr_factor == 0.125
+    fresh.load_state_dict({"attempts": 1, "lr_factor": 0.5, "epoch_rollbacks": 0})  # written before run_factor
+    assert (fresh.epoch_factor, fresh.run_factor, fresh.fitness_rollbacks) == (0.5, 1.0, 0)
+    for bad in ({"attempts": -1, "epoch_rollbacks": 0}, {"attempts": 0, "epoch_rollbacks": 0, "run_factor": 0.0},
+                {"attempts": 0, "epoch_rollbacks": 0, "epoch_factor": 2.0}, {"attempts": "x", "epoch_rollbacks": 0},
+                {"epoch_rollbacks": 0}):
+        with pytest.raises(ConfigError, match="rollback state"):
+            fresh.load_state_dict(bad)

@@ -31,8 +31,9 @@ __all__ = ["DivergenceWatch", "RollbackAlert", "SnapshotPair", "StateSnapshot", 
 
 #: Healthy steps of history the spike test needs before it may fire (a median of fewer is noise).
 MIN_SPIKE_HISTORY = 10
-#: Below this best fitness (mAP50-95) a model has not learnt yet and its validations are noise (in the
-#: stability grid, from-scratch-like runs swing 0.021 -> 0.000 -> 0.044): fitness rollbacks wait for it.
+#: Below this best fitness (mAP50-95) a model has hardly learnt and a few lucky boxes make its best:
+#: fitness rollbacks wait for it. Above it a drop to the threshold counts even where the run would have
+#: recovered alone (the grid's unclipped SGD fine-tune went 0.021 -> 0.000 -> 0.044: one rollback).
 MIN_BEST_FITNESS = 0.01
 
 

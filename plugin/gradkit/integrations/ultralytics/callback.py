@@ -103,6 +103,7 @@ class GradkitCallback:
         self._epoch_clipped = 0
         self._epoch_skipped = 0
         self._epoch_alerts = 0
+        self.carried_alerts = 0  # alerts raised after an epoch's results.csv row: they go in the next one
         self.save_dir: Path | None = None
         self._epoch_trained = False  # on_train_epoch_end ran and on_fit_epoch_end has not yet
         self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
@@ -140,7 +141,10 @@ class GradkitCallback:
         if self.detector and state.get("alerts"):
             self.detector.load_state_dict(state["alerts"])
         if self.guard and state.get("rollback"):
-            self.guard.load_state_dict(state["rollback"])
+            try:
+                self.guard.load_state_dict(state["rollback"])
+            except ConfigError as exc:  # the state file is untrusted input
+                _logger().warning(f"gradkit: {exc}; rollback counts and lr factors start afresh")
 
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_start(self, trainer) -> None:
@@ -219,7 +223,8 @@ class GradkitCallback:
 
     def on_train_epoch_start(self, trainer) -> None:
         self._install_augmentation(trainer)  # no-op unless an OOM retry rebuilt the dataset
-        self._epoch_totals, self._epoch_clipped, self._epoch_skipped, self._epoch_alerts = [], 0, 0, 0
+        self._epoch_totals, self._epoch_clipped, self._epoch_skipped = [], 0, 0
+        self._epoch_alerts, self.carried_alerts = self.carried_alerts, 0
         if self.guard:
             self.guard.epoch_start()
 

@@ -18,13 +18,12 @@ import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gradkit.config import RollbackConfig
+from gradkit.config import ConfigError, RollbackConfig
 from gradkit.monitor.rollback import (
     DivergenceWatch,
     RollbackAlert,
@@ -81,8 +80,19 @@ def _rng_kept() -> Iterator[None]:
 
 
 def _is_main() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
-        torch.distributed.get_rank() == 0
+    from gradkit.integrations.ultralytics.callback import _is_main as is_main  # one definition of rank 0
+
+    return is_main()
+
+
+def _from_main(value: Any) -> Any:
+    """Rank 0's value on every rank: Ultralytics' validator returns metrics on rank 0 only, and every
+    rank must restore, scale the lr and stop alike."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, 0)
+    return box[0]
 
 
 def _started_from_weights(trainer) -> bool:
@@ -106,6 +116,7 @@ class RollbackGuard:
         self.start = StateSnapshot(device)  # a fine-tune's starting weights until the first validation
         self.best_fitness: float | None = None
         self.best_epoch: int | None = None  # 0: the starting weights
+        self.best_metrics: dict[str, Any] = {}  # its validation's metrics, as in trainer.metrics
         self.watch = DivergenceWatch(cfg.history)
         self.attempts = 0
         self.epoch_factor = 1.0
@@ -123,13 +134,19 @@ class RollbackGuard:
                 "epoch_rollbacks": self.epoch_rollbacks, "fitness_rollbacks": self.fitness_rollbacks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.attempts = int(state["attempts"])
-        self.epoch_factor = float(state.get("epoch_factor", state.get("lr_factor", 1.0)))  # "lr_factor": before 0.4
-        self.run_factor = float(state.get("run_factor", 1.0))
-        self.epoch_rollbacks = int(state["epoch_rollbacks"])
-        self.fitness_rollbacks = int(state.get("fitness_rollbacks", 0))
-        if not all(0 < f <= 1 for f in (self.epoch_factor, self.run_factor)):
-            raise ValueError(f"rollback lr factors must be in (0, 1], got {self.epoch_factor}, {self.run_factor}")
+        """Raises ConfigError, naming the value, for a state no run of this guard can have written."""
+        try:
+            counts = [int(state["attempts"]), int(state["epoch_rollbacks"]), int(state.get("fitness_rollbacks", 0))]
+            # state files of gradkit before the fitness trigger hold one "lr_factor": the epoch factor
+            factors = [float(state.get("epoch_factor", state.get("lr_factor", 1.0))),
+                       float(state.get("run_factor", 1.0))]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"rollback state {state!r:.200} is unreadable ({exc})") from None
+        if min(counts) < 0 or not all(0 < f <= 1 for f in factors):
+            raise ConfigError(f"rollback state out of range: counts {counts} must be >= 0, lr factors {factors} "
+                              "in (0, 1]")
+        self.attempts, self.epoch_rollbacks, self.fitness_rollbacks = counts
+        self.epoch_factor, self.run_factor = factors
 
     # ------------------------------------------------------------------ epochs
     def epoch_start(self) -> None:
@@ -209,61 +226,85 @@ class RollbackGuard:
             self._capture(trainer, plugin, self.start)
 
     def _validate_start(self, trainer, plugin) -> None:
-        """Validate the kept starting weights in place of the current ones, then put the current ones back;
-        the start becomes the best state when it validates finite."""
+        """Validate the kept starting weights in place of the current ones (on every rank: the validator's
+        collectives), then put the current ones back; the start becomes the best state when it validates
+        finite. The loss scale, the random generators and the plots are left as they were."""
+        scaler = trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None  # _restore keeps the lower
         self._capture(trainer, plugin, self.best)  # the current state, in the still unused best buffers
         self._restore(trainer, plugin, self.start)
-        with _rng_kept():  # a validation's loader draws its seed from torch's RNG: training's draws stay as they were
-            fitness = float(trainer.validator(trainer).get("fitness", float("nan")))  # best_fitness: Ultralytics'
+        plots, trainer.validator.args.plots = trainer.validator.args.plots, False
+        try:
+            with _rng_kept():  # measured: without it, a guarded run's weights differ from an unguarded one's
+                metrics = dict(trainer.validator(trainer) or {})  # {} on ranks > 0
+        finally:
+            trainer.validator.args.plots = plots
         self._restore(trainer, plugin, self.best)
+        if scaler is not None:
+            trainer.scaler.load_state_dict(scaler)
+        fitness = _from_main(float(metrics.pop("fitness", float("nan"))))
         _logger().info(f"gradkit rollback: the starting weights validate at fitness {fitness:.4g}")
         if math.isfinite(fitness):
             self.best, self.start = self.start, self.best
-            self.best_fitness, self.best_epoch = fitness, 0
-        self.start.step = None
+            self.best_fitness, self.best_epoch, self.best_metrics = fitness, 0, metrics
+        self.start = StateSnapshot(self.best.device)  # frees the copy that is not the best state
 
-    def _keep_if_best(self, trainer, plugin, fitness: float, epoch: int) -> None:
+    def _keep_if_best(self, trainer, plugin, fitness: float) -> None:
         if math.isfinite(fitness) and (self.best_fitness is None or fitness > self.best_fitness):
             self._capture(trainer, plugin, self.best)
-            self.best_fitness, self.best_epoch = fitness, epoch
+            self.best_fitness, self.best_epoch = fitness, trainer.epoch + 1
+            self.best_metrics = dict(trainer.metrics or {})  # None on ranks > 0
 
     def after_validation(self, trainer, plugin) -> None:
         """After an epoch's validation: keep the best state, or return to it when the fitness collapsed."""
-        if self.cfg.fitness_drop is None or trainer.fitness is None:
+        if self.cfg.fitness_drop is None:
+            return
+        fitness = _from_main(None if trainer.fitness is None else float(trainer.fitness))
+        if fitness is None:
             return
         if self.start.step is not None:
             self._validate_start(trainer, plugin)
-        fitness = float(trainer.fitness)
         reason = fitness_collapse_reason(fitness, self.best_fitness, self.cfg.fitness_drop)
         if reason is None:
-            self._keep_if_best(trainer, plugin, fitness, trainer.epoch + 1)
-            return
+            self._keep_if_best(trainer, plugin, fitness)
+        else:
+            self._return_to_best(trainer, plugin, fitness, reason)
+
+    def _return_to_best(self, trainer, plugin, fitness: float, reason: str) -> None:
         self._restore(trainer, plugin, self.best)
         self.snapshots.clear()  # taken in the epochs that led to the collapse
         self.watch.clear()
         self.fitness_rollbacks += 1
         where = "the starting weights" if self.best_epoch == 0 else f"the state after epoch {self.best_epoch}"
         restored = f"restored {where} (step {self.best.step}, fitness {self.best_fitness:.4g})"
-        threshold = self.cfg.fitness_drop * float(self.best_fitness)
-        if self.attempts >= self.cfg.max_attempts:
-            self._report(plugin, RollbackAlert(
-                "rollback", trainer.epoch + 1, plugin.step, "total", "model", fitness, threshold,
-                f"collapse after epoch {trainer.epoch + 1} after the {self.cfg.max_attempts} rollback(s) allowed "
-                f"({reason}): {restored} and stopped training", plugin.step, self.best.step, self.lr_factor, reason))
-            _logger().error(f"gradkit: stopping training after epoch {trainer.epoch + 1}: {reason}, and the "
+        epoch = trainer.epoch + 1
+        if plugin.stop_requested:  # a step trigger already stopped training in this epoch
+            message = f"collapse after epoch {epoch} ({reason}), training stopping: {restored}"
+        elif self.attempts >= self.cfg.max_attempts:
+            message = (f"collapse after epoch {epoch} after the {self.cfg.max_attempts} rollback(s) allowed "
+                       f"({reason}): {restored} and stopped training")
+            _logger().error(f"gradkit: stopping training after epoch {epoch}: {reason}, and the "
                             f"{self.cfg.max_attempts} rollback(s) allowed are used up; last.pt holds {where}")
             plugin.request_stop(trainer)
         else:
             self.attempts += 1
             self.run_factor *= self.cfg.lr_factor
-            self._report(plugin, RollbackAlert(
-                "rollback", trainer.epoch + 1, plugin.step, "total", "model", fitness, threshold,
-                f"rollback {self.attempts}/{self.cfg.max_attempts} after epoch {trainer.epoch + 1} ({reason}): "
-                f"{restored}, lr x{self.lr_factor:g} for the rest of the run", plugin.step, self.best.step,
-                self.lr_factor, reason))
-        if _is_main() and Path(trainer.last).exists():  # written before this event: write the restored state
-            trainer.save_model()
-            plugin.on_model_save(trainer)
+            message = (f"rollback {self.attempts}/{self.cfg.max_attempts} after epoch {epoch} ({reason}): "
+                       f"{restored}, lr x{self.lr_factor:g} for the rest of the run")
+        self._report(plugin, RollbackAlert("rollback", epoch, plugin.step, "total", "model", fitness,
+                                           self.cfg.fitness_drop * float(self.best_fitness), message, plugin.step,
+                                           self.best.step, self.lr_factor, reason), next_row=True)
+        self._write_restored(trainer, plugin)
+
+    def _write_restored(self, trainer, plugin) -> None:
+        """The trainer describes the restored state from now on (its fitness and metrics: the next epochs
+        and the final evaluation compare against them), and last.pt, already written for the collapsed
+        epoch, is written again; so is best.pt when the restored state beats Ultralytics' best."""
+        trainer.fitness, trainer.metrics = self.best_fitness, dict(self.best_metrics)
+        if trainer.best_fitness is None or self.best_fitness > trainer.best_fitness:
+            trainer.best_fitness = self.best_fitness  # a fine-tune's start, which Ultralytics never validates
+        final_epoch = trainer.epoch + 1 >= trainer.epochs
+        if _is_main() and (trainer.args.save or final_epoch) and trainer.save_model():  # Ultralytics' condition
+            trainer.run_callbacks("on_model_save")  # gradkit's state file, and integrations that upload
 
     @staticmethod
     def _stop(trainer, plugin, reason: str, why: str) -> None:
@@ -272,9 +313,13 @@ class RollbackGuard:
         plugin.request_stop(trainer)
 
     @staticmethod
-    def _report(plugin, alert: RollbackAlert) -> None:
+    def _report(plugin, alert: RollbackAlert, next_row: bool = False) -> None:
+        """Count, log and record an alert; ``next_row``: after this epoch's results.csv row was written."""
         plugin.alert_count += 1
-        plugin._epoch_alerts += 1
+        if next_row:
+            plugin.carried_alerts += 1
+        else:
+            plugin._epoch_alerts += 1
         _logger().warning(f"gradkit rollback: {alert.message}")
         if plugin.log:
             plugin.log.add_alerts([alert])
