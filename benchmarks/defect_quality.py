@@ -11,7 +11,8 @@ a self-configuring recipe). Recipes, all from scratch, trained on ``train`` and 
 - ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;
 - ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal);
 - ``plan@epochs``: the plan's model, imgsz, batch/nbs and gradkit config, at the same epochs as stock;
-- ``plan@time``: the same with ``time=`` set to the wall time the stock run of that seed took.
+- ``plan@time``: the same with ``time=`` set to the wall time the stock run of that seed took;
+- ``plan-p3@time`` (ablation, on request): ``plan@time`` with the standard head, ``yolo26n.yaml``.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -34,6 +35,8 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
+#: Ablations, not run by default: ``plan-p3@time`` is ``plan@time`` with the standard head (yolo26n.yaml).
+ABLATIONS = ("plan-p3@time",)
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -100,6 +103,9 @@ def run(args) -> dict:
     from gradkit.data.fingerprint import fingerprint_dataset
     from gradkit.plan import make_plan
 
+    unknown = set(args.recipes.split(",")) - set(RECIPES + ABLATIONS)
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {', '.join(sorted(unknown))}: {', '.join(RECIPES + ABLATIONS)}")
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
     base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
@@ -123,10 +129,12 @@ def run(args) -> dict:
                 elif recipe == "plan@epochs":
                     res = train_and_score(data, out / "runs" / f"{name}-plan-ep-s{seed}", plan.train["model"],
                                           plan.gradkit, {**base, **planned}, seed, held_out)
-                else:
+                else:  # plan@time, plan-p3@time
                     timed = {**base, **planned, "time": stock["train_s"] / 3600}
-                    res = train_and_score(data, out / "runs" / f"{name}-plan-time-s{seed}", plan.train["model"],
-                                          plan.gradkit, timed, seed, held_out)
+                    model, tag = (plan.train["model"], "plan-time") if recipe == "plan@time" else ("yolo26n.yaml",
+                                                                                                    "plan-p3-time")
+                    res = train_and_score(data, out / "runs" / f"{name}-{tag}-s{seed}", model, plan.gradkit, timed,
+                                          seed, held_out)
                 rows[recipe].append(res)
                 print(f"[{name}] seed {seed} {recipe:12} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
