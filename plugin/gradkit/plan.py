@@ -38,6 +38,10 @@ THIN_SHARE = 0.15
 P2_STROKE_PX = 2.0
 #: Share of compact boxes below MIN_OBJECT_PX at the chosen imgsz that calls for the stride-4 head.
 P2_SMALL_SHARE = 0.25
+#: Why the plan keeps the standard head even then (benchmarks/defect_quality.py, README "Stock vs plan").
+P2_EVIDENCE = ("at equal wall time the stride-4 head lost: it costs 1.56x per epoch, and on the design set the "
+               "plan with it reached mAP50-95 0.081 against 0.148 with the standard head (7 min, 3 seeds; its "
+               "pits did better, 0.269 vs 0.153 AP50, everything else worse)")
 #: Most/least frequent class above which copy-paste prefers rare classes.
 IMBALANCE = 2.0
 #: Share of gray images (1 channel or 3 equal ones) above which hue/saturation jitter is turned off.
@@ -128,7 +132,8 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
     return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), reason)
 
 
-def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
+def _p2_case(fp: Fingerprint, imgsz: int) -> str | None:
+    """What would speak for the stride-4 head on this data, or None."""
     thin = fp.thin_mask()
     stroke = fp.stroke_pixels(imgsz)[thin] if thin.any() else np.array([])
     stroke = stroke[np.isfinite(stroke)]
@@ -137,17 +142,21 @@ def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
     short = short[np.isfinite(short)]
     small = float((short < MIN_OBJECT_PX).mean()) if short.size else 0.0
     if _thin_share(fp) >= THIN_SHARE and stroke.size and np.median(stroke) <= P2_STROKE_PX:
-        return plan.choose("model", MODEL_P2, (
-            f"{_thin_share(fp):.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz {imgsz}: "
-            "a 1-2 px line covers at most 0.12-0.37 of a stride-8 cell and 0.25-0.65 of a stride-4 one; "
-            "the stride-4 head costs 1.56x the GFLOPs (1.53 vs 0.98 at 256 px)"), provisional=True)
+        return (f"{_thin_share(fp):.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz "
+                f"{imgsz} (a 1-2 px line covers at most 0.12-0.37 of a stride-8 cell, 0.25-0.65 of a stride-4 one)")
     if small >= P2_SMALL_SHARE:
-        return plan.choose("model", MODEL_P2, (
-            f"{small:.0%} of the compact defects are below {MIN_OBJECT_PX:g} px at imgsz {imgsz}: the "
-            "stride-4 head gives them candidate anchors (Ultralytics' assigner floors box sides to the second "
-            "stride: 16 px with yolo26n, 8 with the p2 head)"), provisional=True)
-    return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head; no need for "
-                                       "the stride-4 head's extra cost")
+        return (f"{small:.0%} of the compact defects are below {MIN_OBJECT_PX:g} px at imgsz {imgsz} (Ultralytics' "
+                "assigner floors box sides to the second stride: 16 px with yolo26n, 8 with the p2 head)")
+    return None
+
+
+def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
+    case = _p2_case(fp, imgsz)
+    if case is None:
+        return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head")
+    plan.warnings.append(f"{case}: the stride-4 head (model={MODEL_P2}) may find them better in long runs; "
+                         f"try it against this plan ({P2_EVIDENCE})")
+    return plan.choose("model", MODEL, f"{case}, but {P2_EVIDENCE}", provisional=True)
 
 
 def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> None:
