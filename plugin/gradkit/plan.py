@@ -34,9 +34,10 @@ MIN_OBJECT_PX = 8.0
 #: A dataset is "thin" when at least this share of its boxes is thin (fingerprint.thin_mask).
 THIN_SHARE = 0.15
 #: Strokes this thin (px at the chosen imgsz) cover at most 0.12-0.37 of a stride-8 cell, 0.25-0.65
-#: of a stride-4 cell (table 2): the stride-4 head doubles what the first detection level sees.
+#: of a stride-4 cell (table 2): the stride-4 head doubles what the first detection level sees, so the
+#: plan suggests it (a warning; P2_EVIDENCE says why it does not pick it).
 P2_STROKE_PX = 2.0
-#: Share of compact boxes below MIN_OBJECT_PX at the chosen imgsz that calls for the stride-4 head.
+#: Share of compact boxes below MIN_OBJECT_PX at the chosen imgsz above which the plan suggests the stride-4 head.
 P2_SMALL_SHARE = 0.25
 #: Why the plan keeps the standard head even then (benchmarks/defect_quality.py, README "Stock vs plan").
 P2_EVIDENCE = ("at equal wall time the stride-4 head lost: it costs 1.56x per epoch, and on the design set the "
