@@ -12,7 +12,14 @@ a self-configuring recipe). Recipes, all from scratch, trained on ``train`` and 
 - ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal);
 - ``plan@epochs``: the plan's model, imgsz, batch/nbs and gradkit config, at the same epochs as stock;
 - ``plan@time``: the same with ``time=`` set to the wall time the stock run of that seed took;
-- ``plan-p3@time`` (ablation, on request): ``plan@time`` with the standard head, ``yolo26n.yaml``.
+
+Ablations (on request, ``--recipes``), each one part of the plan on its own, to say where a gain comes from:
+
+- ``plan-p2@time``: ``plan@time`` with the stride-4 head, ``yolo26n-p2.yaml`` (the plan's choice until
+  this ablation showed it loses at equal wall time);
+- ``stock-nbs@epochs``: stock with the plan's ``batch``/``nbs`` only;
+- ``plan-aug@epochs``: stock with the plan's gradkit configuration only (its augmentation: on thin
+  data the defect preset without blur and JPEG).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -35,8 +42,8 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
-#: Ablations, not run by default: ``plan-p3@time`` is ``plan@time`` with the standard head (yolo26n.yaml).
-ABLATIONS = ("plan-p3@time",)
+#: Ablations, not run by default (see the module docstring).
+ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -75,8 +82,9 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
                     held_out: Path) -> dict:
     """Train one recipe and score it on the held-out images (or reuse a finished run's score)."""
     score_file = run_dir / "score.json"
+    recipe = {"model": model, "gradkit": gradkit_cfg, "train": {k: v for k, v in train.items() if k != "time"}}
     if score_file.exists():
-        return json.loads(score_file.read_text())
+        return _reused(score_file, recipe)
     from ultralytics import YOLO
 
     import gradkit
@@ -94,9 +102,40 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     box = metrics.box
     per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
     score = {"mAP50-95": float(box.map), "mAP50": float(box.map50), "AP50": per_class, "train_s": seconds,
-             "epochs_done": int(yolo.trainer.epoch) + 1}
+             "epochs_done": int(yolo.trainer.epoch) + 1, "recipe": recipe}
     score_file.write_text(json.dumps(score))
     return score
+
+
+def _reused(score_file: Path, recipe: dict) -> dict:
+    """A finished run's score, if it was trained with this recipe (a folder left by an older version
+    of a recipe must not stand in for the new one; scores written before recipes were kept are taken)."""
+    score = json.loads(score_file.read_text())
+    if not isinstance(score, dict) or not {"mAP50-95", "mAP50", "AP50", "train_s", "epochs_done"} <= score.keys():
+        raise SystemExit(f"{score_file}: not a score written by this script; remove the folder to train again")
+    kept = score.get("recipe")
+    if kept is not None and json.loads(json.dumps(recipe)) != kept:
+        raise SystemExit(f"{score_file}: trained with {kept}, not {recipe}; remove the folder to train again")
+    return score
+
+
+def _folder(recipe: str) -> str:
+    """The run folder's tag: the recipe's name, without characters a path should not hold."""
+    return recipe.replace("@", "-at-")
+
+
+def _recipe(recipe: str, plan, base: dict, stock: dict) -> tuple[str, object, dict]:
+    """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed."""
+    planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
+    at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600}
+    return {
+        "preset": ("yolo26n.yaml", "defect", base),
+        "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
+        "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
+        "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
+        "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **{k: v for k, v in planned.items() if k in ("batch", "nbs")}}),
+        "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
+    }[recipe]
 
 
 def run(args) -> dict:
@@ -113,7 +152,6 @@ def run(args) -> dict:
     for name, data in sets.items():
         held_out = held_out_yaml(data, out)
         plan = make_plan(fingerprint_dataset(data))
-        planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
         print(f"\n[{name}] plan: {plan.command()}")
         rows: dict = {r: [] for r in args.recipes.split(",")}
         results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
@@ -121,20 +159,9 @@ def run(args) -> dict:
             stock = train_and_score(data, out / "runs" / f"{name}-stock-s{seed}", "yolo26n.yaml", None, base, seed,
                                     held_out)
             for recipe in rows:
-                if recipe == "stock":
-                    res = stock
-                elif recipe == "preset":
-                    res = train_and_score(data, out / "runs" / f"{name}-preset-s{seed}", "yolo26n.yaml", "defect",
-                                          base, seed, held_out)
-                elif recipe == "plan@epochs":
-                    res = train_and_score(data, out / "runs" / f"{name}-plan-ep-s{seed}", plan.train["model"],
-                                          plan.gradkit, {**base, **planned}, seed, held_out)
-                else:  # plan@time, plan-p3@time
-                    timed = {**base, **planned, "time": stock["train_s"] / 3600}
-                    model, tag = (plan.train["model"], "plan-time") if recipe == "plan@time" else ("yolo26n.yaml",
-                                                                                                    "plan-p3-time")
-                    res = train_and_score(data, out / "runs" / f"{name}-{tag}-s{seed}", model, plan.gradkit, timed,
-                                          seed, held_out)
+                res = stock if recipe == "stock" else train_and_score(
+                    data, out / "runs" / f"{name}-{_folder(recipe)}-s{seed}", *_recipe(recipe, plan, base, stock),
+                    seed, held_out)
                 rows[recipe].append(res)
                 print(f"[{name}] seed {seed} {recipe:12} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
