@@ -128,12 +128,13 @@ def _recipe(recipe: str, plan, base: dict, stock: dict) -> tuple[str, object, di
     """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed."""
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600}
+    steps = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
     return {
         "preset": ("yolo26n.yaml", "defect", base),
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
-        "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **{k: v for k, v in planned.items() if k in ("batch", "nbs")}}),
+        "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **steps}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
     }[recipe]
 
