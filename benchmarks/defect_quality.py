@@ -18,8 +18,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-p2@time``: ``plan@time`` with the stride-4 head, ``yolo26n-p2.yaml`` (the plan's choice until
   this ablation showed it loses at equal wall time);
 - ``stock-nbs@epochs``: stock with the plan's ``batch``/``nbs`` only;
-- ``plan-aug@epochs``: stock with the plan's gradkit configuration only (its augmentation: on thin
-  data the defect preset without blur and JPEG).
+- ``plan-aug@epochs``: stock with the plan's gradkit configuration only (its augmentation);
+- ``preset-sensor``: ``preset`` with ``augment.preset: defect-sensor`` (the defect transforms plus blur
+  and JPEG: the ``defect`` preset until this ablation).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -43,7 +44,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
-ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs")
+ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs", "preset-sensor")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -81,8 +82,11 @@ def held_out_yaml(data: Path, out: Path) -> Path:
 def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: dict, seed: int,
                     held_out: Path) -> dict:
     """Train one recipe and score it on the held-out images (or reuse a finished run's score)."""
+    from gradkit.config import load_config
+
     score_file = run_dir / "score.json"
-    recipe = {"model": model, "gradkit": gradkit_cfg, "train": {k: v for k, v in train.items() if k != "time"}}
+    recipe = {"data": str(data), "model": model, "train": train,
+              "gradkit": None if gradkit_cfg is None else load_config(gradkit_cfg).model_dump(mode="json")}
     if score_file.exists():
         return _reused(score_file, recipe)
     from ultralytics import YOLO
@@ -108,35 +112,46 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
 
 
 def _reused(score_file: Path, recipe: dict) -> dict:
-    """A finished run's score, if it was trained with this recipe (a folder left by an older version
-    of a recipe must not stand in for the new one; scores written before recipes were kept are taken)."""
-    score = json.loads(score_file.read_text())
+    """A finished run's score, if it was trained with this recipe: a folder left by another version of
+    a recipe (other data, model, arguments, gradkit configuration) must not stand in for it. Scores
+    written before a part of the recipe was kept are compared on the parts they keep."""
+    try:
+        score = json.loads(score_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{score_file}: unreadable ({exc}); remove the folder to train again") from None
     if not isinstance(score, dict) or not {"mAP50-95", "mAP50", "AP50", "train_s", "epochs_done"} <= score.keys():
         raise SystemExit(f"{score_file}: not a score written by this script; remove the folder to train again")
-    kept = score.get("recipe")
-    if kept is not None and json.loads(json.dumps(recipe)) != kept:
-        raise SystemExit(f"{score_file}: trained with {kept}, not {recipe}; remove the folder to train again")
+    kept = score.get("recipe") or {}
+    now = json.loads(json.dumps(recipe))  # tuples become lists, as in the file
+    changed = sorted(k for k in kept if kept[k] != now.get(k)) if isinstance(kept, dict) else ["recipe"]
+    if changed:
+        raise SystemExit(f"{score_file}: trained with another {', '.join(changed)}; remove the folder to train again")
     return score
 
 
-def _folder(recipe: str) -> str:
+def _folder(recipe_name: str) -> str:
     """The run folder's tag: the recipe's name, without characters a path should not hold."""
-    return recipe.replace("@", "-at-")
+    return recipe_name.replace("@", "-at-")
 
 
-def _recipe(recipe: str, plan, base: dict, stock: dict) -> tuple[str, object, dict]:
-    """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed."""
+def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tuple[str, object, dict]:
+    """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed;
+    ``stock`` is that seed's stock score (None while stock itself is being trained)."""
+    from gradkit.config import load_config
+
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
-    at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600}
-    steps = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
+    at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
+    batching = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
     return {
+        "stock": ("yolo26n.yaml", None, base),
         "preset": ("yolo26n.yaml", "defect", base),
+        "preset-sensor": ("yolo26n.yaml", load_config("defect", {"augment.preset": "defect-sensor"}), base),
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
-        "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **steps}),
+        "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
-    }[recipe]
+    }[recipe_name]
 
 
 def run(args) -> dict:
@@ -157,14 +172,14 @@ def run(args) -> dict:
         rows: dict = {r: [] for r in args.recipes.split(",")}
         results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
         for seed in [int(s) for s in args.seeds.split(",")]:
-            stock = train_and_score(data, out / "runs" / f"{name}-stock-s{seed}", "yolo26n.yaml", None, base, seed,
-                                    held_out)
-            for recipe in rows:
-                res = stock if recipe == "stock" else train_and_score(
-                    data, out / "runs" / f"{name}-{_folder(recipe)}-s{seed}", *_recipe(recipe, plan, base, stock),
-                    seed, held_out)
-                rows[recipe].append(res)
-                print(f"[{name}] seed {seed} {recipe:12} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
+            stock = None
+            for recipe_name in ["stock", *(r for r in rows if r != "stock")]:  # stock's time sets the @time budgets
+                res = train_and_score(data, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
+                                      *_recipe_args(recipe_name, plan, base, stock), seed, held_out)
+                stock = stock or res
+                if recipe_name in rows:
+                    rows[recipe_name].append(res)
+                print(f"[{name}] seed {seed} {recipe_name:16} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
                 (out / "results.json").write_text(json.dumps(results, indent=1))
     return results

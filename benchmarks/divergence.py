@@ -67,8 +67,10 @@ def _loss_recorder(store: list, max_steps: int):
 
 
 def _alignment_recorder(store: list):
-    """Wraps the optimizer's step (called after the unscale and the clip, before the update) to append
-    cos(gradient, momentum of the previous steps) and cos(gradient, previous gradient) per step."""
+    """Wraps the optimizer's step (called after the unscale and the clip, before the update) to append,
+    per step the plugin counted, cos(gradient, momentum of the previous steps) and cos(gradient,
+    previous gradient). SGD's ``momentum_buffer`` has the weight decay folded in; the gradient here
+    does not (it is added inside the step), which at these learning rates is a small part."""
 
     def cos(dot: float, a: float, b: float) -> float | None:
         return dot / math.sqrt(a * b) if a > 0 and b > 0 else None
@@ -80,18 +82,21 @@ def _alignment_recorder(store: list):
         unwrapped = opt.step
 
         def step(*args, **kwargs):
-            with torch.no_grad():
+            with torch.no_grad():  # in float64: near a blow-up float32 sums of squares overflow
                 gm = mm = gp = pp = gg = 0.0
                 for p in (p for group in opt.param_groups for p in group["params"] if p.grad is not None):
-                    g, state = p.grad.float(), opt.state.get(p, {})
+                    g, state = p.grad.double(), opt.state.get(p, {})
                     m = state.get("momentum_buffer", state.get("exp_avg"))
                     if m is not None:
+                        m = m.double()
                         gm, mm = gm + float((g * m).sum()), mm + float((m * m).sum())
                     if p in previous:
                         gp, pp = gp + float((g * previous[p]).sum()), pp + float((previous[p] ** 2).sum())
                     gg += float((g * g).sum())
-                    previous[p] = g.clone()
-            store.append({"cos_grad_momentum": cos(gm, gg, mm), "cos_grad_previous": cos(gp, gg, pp)})
+                    previous[p] = g
+            # the plugin has counted this step already (a skipped non-finite step never gets here)
+            store.append({"step": fd._plugin(trainer).step, "cos_grad_momentum": cos(gm, gg, mm),
+                          "cos_grad_previous": cos(gp, gg, pp)})
             return unwrapped(*args, **kwargs)
 
         opt.step = step
@@ -104,8 +109,12 @@ def first_overshoot(run: Path) -> int | None:
     path = run / "alignment.json"
     if not path.exists():
         return None
-    steps = json.loads(path.read_text())
-    return next((i for i, a in enumerate(steps, 1) if (a["cos_grad_momentum"] or 0.0) <= ALIGNMENT_WARN), None)
+    try:
+        steps = json.loads(path.read_text())
+        low = [int(a["step"]) for a in steps if float(a["cos_grad_momentum"] or 0.0) <= ALIGNMENT_WARN]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise SystemExit(f"{path}: not an alignment record of this script ({exc}); remove it to record again") from None
+    return min(low, default=None)
 
 
 def _corrupt_labels_at(epoch: int, seed: int = 0):
@@ -226,10 +235,12 @@ def main() -> None:
             line += f"{over if over else '-':>20}{over_lead if over_lead is not None else '-':>6}"
         print(line)
     if leads:
-        print(f"median lead {statistics.median(leads)} optimizer steps over {len(leads)} diverged+warned runs")
+        print(f"diverging: median lead {statistics.median(leads)} optimizer steps over the {len(leads)} diverged "
+              "runs it warned about")
     if overshoot_leads:
         print(f"cos(gradient, momentum) <= {ALIGNMENT_WARN}: median lead {statistics.median(overshoot_leads)} "
-              f"optimizer steps over {len(overshoot_leads)} diverged runs (0 where it came at or after the divergence)")
+              f"optimizer steps over all {len(overshoot_leads)} diverged runs (lead 0 where it came at or after "
+              "the divergence, or never)")
     healthy = [p for p in Path(args.faults_out).glob("healthy-*") if (p / "gradients.csv").exists()]
     false = sum(first_warning(fd.replay(p)) is not None for p in healthy)
     print(f"healthy corpus: {false} of {len(healthy)} runs with a diverging warning")

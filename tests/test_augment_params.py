@@ -74,9 +74,39 @@ def test_build_transforms_accepts_what_attach_accepts(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
     expected = _serialised(build_transforms(GradkitConfig.model_validate(data)))
-    assert [e["__class_fullname__"] for e in expected][-2:] == ["ImageCompression", "GaussianBlur"]
+    assert [e["__class_fullname__"] for e in expected][-2:] == ["GaussNoise", "GaussianBlur"]
     for source in (str(path), path, data, load_config(path), load_config(path).augment):
         assert _serialised(build_transforms(source)) == expected, type(source)
     # a preset name, and None for the default preset (no transforms)
     assert _serialised(build_transforms("defect")) == expected[:-1]
     assert build_transforms(None) == []
+
+
+def test_defect_keeps_thin_lines_and_defect_sensor_adds_blur_and_jpeg():
+    """Oracle: a 1 px diagonal line drawn by hand. Every transform of ``defect`` at p=1 keeps at least
+    half of its contrast against the background; ``defect-sensor`` is ``defect`` plus exactly the
+    blur and the JPEG, and its blur at the strongest setting does not keep half."""
+    import numpy as np
+
+    defect = build_transforms(load_config(None, {"augment.preset": "defect"}))
+    sensor = build_transforms(load_config(None, {"augment.preset": "defect-sensor"}))
+    assert _serialised(sensor)[:len(defect)] == _serialised(defect)
+    assert [type(t).__name__ for t in sensor[len(defect):]] == ["GaussianBlur", "ImageCompression"]
+
+    img = np.full((64, 64, 3), 128, np.uint8)
+    idx = np.arange(8, 56)
+    img[idx, idx] = 40  # 1 px wide, 48 px long, 45 degrees
+
+    def contrast(out):
+        return float(np.median(out[idx, idx, 0].astype(float)) - np.median(out[20:44, 44:60, 0]))
+
+    def forced(t, **params):
+        return A.from_dict({"transform": {**A.to_dict(t)["transform"], "p": 1.0, **params}})
+
+    for t in defect:
+        if type(t).__name__ in ("D4", "RandomBrightnessContrast", "RandomGamma", "Illumination", "CLAHE"):
+            continue  # geometric (moves the line) or global intensity maps (scale the contrast by design)
+        out = forced(t)(image=img)["image"]
+        assert abs(contrast(out)) >= 0.5 * 88, type(t).__name__
+    blurred = forced(sensor[len(defect)], blur_limit=[7, 7], sigma_limit=[3.0, 3.0])(image=img)["image"]
+    assert abs(contrast(blurred)) < 0.5 * 88

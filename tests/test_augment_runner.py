@@ -29,7 +29,7 @@ def _forced(entries):
     return [A.from_dict({"transform": {**e, "p": 1.0}}) for e in entries]
 
 
-PRESET = build_transforms(load_config("defect"))
+PRESET = build_transforms(load_config(None, {"augment.preset": "defect-sensor"}))  # every preset transform
 SPATIAL = [A.HorizontalFlip(p=0.5), A.Affine(rotate=(-5, 5), scale=(0.9, 1.1), p=0.7),
            A.RandomCrop(80, 80, p=0.5)]
 

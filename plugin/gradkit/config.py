@@ -225,8 +225,10 @@ ULTRALYTICS_AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "
 class AugmentConfig(_Section):
     """Albumentations pipeline (preset + transforms), box filtering, copy-paste, Ultralytics hyp."""
 
-    preset: Literal["none", "defect"] = Field("none", description="built-in transform list placed before "
-                                              "`transforms` (none: Ultralytics' stock Albumentations stage)")
+    preset: Literal["none", "defect", "defect-sensor"] = Field(
+        "none", description="built-in transform list placed before `transforms` (none: Ultralytics' stock "
+        "Albumentations stage; defect: D4, illumination, noise; defect-sensor: defect plus blur and JPEG, "
+        "which erase 1 px lines)")
     transforms: list[Any] | str | None = Field(
         None, description="extra transforms in Albumentations' serialization format (A.to_dict), or a YAML file")
     bbox: BboxFilterConfig = Field(default_factory=BboxFilterConfig)

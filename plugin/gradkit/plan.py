@@ -51,9 +51,6 @@ GRAY_SHARE = 0.9
 DEFAULT_EPOCHS = 100
 #: Below this many training images an optimizer step per batch (nbs = batch), as the demo measured.
 SMALL_DATASET = 2000
-#: Transforms of the defect preset that erase thin lines: a 3x3 Gaussian blur leaves 42% of a 1 px
-#: line's contrast, JPEG q60 71% (table 3).
-THIN_ERASING = ("GaussianBlur", "ImageCompression")
 MODEL = "yolo26n.yaml"
 MODEL_P2 = "yolo26n-p2.yaml"
 
@@ -176,17 +173,12 @@ def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> No
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
-    from gradkit.augment.pipeline import PRESETS
+    from gradkit.augment.pipeline import SENSOR_LEFT_OUT  # the plan takes ``defect``, never ``defect-sensor``
 
     augment: dict[str, Any] = {"bbox": {"min_visibility": 0.1, "min_area": 4, "min_width": 1, "min_height": 1}}
-    if _thin_share(fp) >= THIN_SHARE:
-        kept = [t for t in PRESETS["defect"] if t["__class_fullname__"] not in THIN_ERASING]
-        augment["preset"], augment["transforms"] = "none", kept
-        plan.choose("augment.transforms", "defect preset without " + ", ".join(THIN_ERASING), (
-            f"{_thin_share(fp):.0%} thin boxes: a 3x3 blur leaves 42% of a 1 px line's contrast, JPEG q60 71%; "
-            "the rest of the preset (D4, illumination, noise) keeps lines intact"), provisional=True)
-    else:
-        augment["preset"] = plan.choose("augment.preset", "defect", "no thin defects to erase: the full preset")
+    thin = f"{_thin_share(fp):.0%} thin boxes" if _thin_share(fp) >= THIN_SHARE else "no thin defects found"
+    augment["preset"] = plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({thin}); "
+                                    f"{SENSOR_LEFT_OUT}", provisional=True)
     rare = fp.imbalance >= IMBALANCE
     augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}
     plan.choose("augment.copy_paste.rare_first", rare, (
