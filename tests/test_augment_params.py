@@ -110,3 +110,13 @@ def test_defect_keeps_thin_lines_and_defect_sensor_adds_blur_and_jpeg():
         assert abs(contrast(out)) >= 0.5 * 88, type(t).__name__
     blurred = forced(sensor[len(defect)], blur_limit=[7, 7], sigma_limit=[3.0, 3.0])(image=img)["image"]
     assert abs(contrast(blurred)) < 0.5 * 88
+
+
+def test_the_config_accepts_exactly_the_built_in_presets():
+    """config.py may import only pydantic and yaml, so it names the presets again: keep the two equal."""
+    import typing
+
+    from gradkit.augment import PRESETS
+    from gradkit.config import AugmentConfig
+
+    assert set(typing.get_args(AugmentConfig.model_fields["preset"].annotation)) == set(PRESETS)
