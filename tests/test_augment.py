@@ -140,7 +140,7 @@ def test_serialisation_round_trip_gives_identical_output(entry, tmp_path):
     ({"augment.ultralytics": {"flipud": 2.0}}, ["augment.ultralytics", "flipud"]),
     ({"augment.copy_paste.rare_first": True, "augment.copy_paste.class_weights": [1, 1, 1, 1]},
      ["augment.copy_paste", "either class_weights or rare_first"]),
-    ({"augment.preset": "steel"}, ["augment.preset", "'none' or 'defect'"]),
+    ({"augment.preset": "steel"}, ["augment.preset", "'none', 'defect' or 'defect-sensor'"]),
 ])
 def test_augment_config_errors_are_specific(overrides, fragments):
     from gradkit.augment.checks import check_augment_config
