@@ -119,7 +119,7 @@ def test_the_plan_takes_the_defect_preset_without_blur_and_jpeg():
     from gradkit.augment import build_transforms
     from gradkit.config import load_config
 
-    for boxes, thin in (([LINE] * 3 + [BLOB] * 7, "30% thin boxes"), ([BLOB] * 10, "no thin defects found")):
+    for boxes, thin in (([LINE] * 3 + [BLOB] * 7, "30% thin boxes"), ([BLOB] * 10, "(0% thin boxes)")):
         plan = P.make_plan(fingerprint(boxes))
         assert plan.gradkit["augment"]["preset"] == "defect"
         assert "transforms" not in plan.gradkit["augment"]

@@ -52,6 +52,7 @@ DEFAULT_EPOCHS = 100
 #: Below this many training images an optimizer step per batch (nbs = batch). The threshold is a
 #: guess (an epoch of 2000 images at nbs 64 is 31 optimizer steps); the effect was measured below it.
 SMALL_DATASET = 2000
+#: What that rule measured (benchmarks/defect_quality.py, stock-nbs@epochs; README "Stock vs plan").
 NBS_EVIDENCE = ("on the design set (210 images, 30 epochs, 3 seeds) stock Ultralytics with only this change "
                 "reached mAP50-95 0.162 +- 0.007 against 0.061 +- 0.027: 4x the optimizer steps")
 MODEL = "yolo26n.yaml"
@@ -179,9 +180,8 @@ def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
     from gradkit.augment.pipeline import SENSOR_LEFT_OUT  # the plan takes ``defect``, never ``defect-sensor``
 
     augment: dict[str, Any] = {"bbox": {"min_visibility": 0.1, "min_area": 4, "min_width": 1, "min_height": 1}}
-    thin = f"{_thin_share(fp):.0%} thin boxes" if _thin_share(fp) >= THIN_SHARE else "no thin defects found"
-    augment["preset"] = plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({thin}); "
-                                    f"{SENSOR_LEFT_OUT}", provisional=True)
+    augment["preset"] = plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise "
+                                    f"({_thin_share(fp):.0%} thin boxes); {SENSOR_LEFT_OUT}", provisional=True)
     rare = fp.imbalance >= IMBALANCE
     augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}
     plan.choose("augment.copy_paste.rare_first", rare, (
