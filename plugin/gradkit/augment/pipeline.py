@@ -44,7 +44,7 @@ _DEFECT: list[dict[str, Any]] = [
 #: Why defocus and JPEG are not in ``defect`` (README, "Why thin defects fail"; benchmarks/defect_quality.py).
 SENSOR_LEFT_OUT = ("blur and JPEG (defect-sensor) are left out: a 3x3 blur leaves 42% of a 1 px line's contrast, "
                    "JPEG q60 71%, and with them the preset reached 0.80x stock's mAP50-95 on the design set, "
-                   "without them 1.02x (3 seeds)")
+                   "without them 1.03x (3 seeds, 30 epochs)")
 #: Defocus (a Gaussian blur is a cheap stand-in) and JPEG artefacts of encoders: ``defect-sensor``
 #: adds them for cameras that defocus or compress, where a detector must stay robust to that.
 _SENSOR: list[dict[str, Any]] = [
