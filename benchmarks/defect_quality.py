@@ -142,10 +142,11 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
     batching = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
+    if recipe_name == "preset-sensor":  # the only recipe whose configuration must be built
+        return "yolo26n.yaml", load_config("defect", {"augment.preset": "defect-sensor"}), base
     return {
         "stock": ("yolo26n.yaml", None, base),
         "preset": ("yolo26n.yaml", "defect", base),
-        "preset-sensor": ("yolo26n.yaml", load_config("defect", {"augment.preset": "defect-sensor"}), base),
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
