@@ -2,6 +2,7 @@
 
     python benchmarks/defect_quality.py --seeds 0,1,2                  # the full comparison (hours on a CPU)
     python benchmarks/defect_quality.py --quick                        # tiny smoke version (minutes)
+    python benchmarks/defect_quality.py --merge A/results.json B/results.json   # seeds run apart, one table
 
 Evaluation sets: ``synth`` (``gradkit synth``: procedural surfaces, the set the rules were designed
 on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; not
@@ -29,6 +30,8 @@ mAP50-95, mAP50 and per-class AP50, and ratios against stock. Each run's score i
 folder (``score.json``) and reused when the script is run again with the same ``--out``, so an
 interrupted comparison continues; results also go to ``--out/results.json`` after every run.
 ``--threads 1`` with ``taskset -c 0`` keeps the timing fair while the other core does something else.
+``--device 0 --workers 8`` trains on a CUDA GPU (Ultralytics' default AMP); the device is part of the
+recipe a cached score is checked against, and ``@time`` budgets then count that machine's seconds.
 """
 
 from __future__ import annotations
@@ -80,13 +83,15 @@ def held_out_yaml(data: Path, out: Path) -> Path:
 
 
 def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: dict, seed: int,
-                    held_out: Path) -> dict:
+                    held_out: Path, device: str = "cpu", workers: int = 0) -> dict:
     """Train one recipe and score it on the held-out images (or reuse a finished run's score)."""
     from gradkit.config import load_config
 
     score_file = run_dir / "score.json"
     recipe = {"data": str(data), "model": model, "train": train,
               "gradkit": None if gradkit_cfg is None else load_config(gradkit_cfg).model_dump(mode="json")}
+    if device != "cpu":  # scores kept before the device was recorded are CPU scores
+        recipe["device"] = device
     if score_file.exists():
         return _reused(score_file, recipe)
     from ultralytics import YOLO
@@ -97,11 +102,11 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     if gradkit_cfg is not None:
         gradkit.attach(yolo, gradkit_cfg, {"report.enabled": False, "monitor.plot": False})
     start = time.time()
-    yolo.train(data=str(data), seed=seed, deterministic=True, workers=0, device="cpu", plots=False, val=False,
+    yolo.train(data=str(data), seed=seed, deterministic=True, workers=workers, device=device, plots=False, val=False,
                verbose=False, project=str(run_dir.parent), name=run_dir.name, exist_ok=True, **train)
     seconds = time.time() - start
     metrics = YOLO(str(Path(yolo.trainer.save_dir) / "weights" / "last.pt")).val(
-        data=str(held_out), split="test", imgsz=train["imgsz"], batch=16, device="cpu", plots=False, verbose=False,
+        data=str(held_out), split="test", imgsz=train["imgsz"], batch=16, device=device, plots=False, verbose=False,
         project=str(run_dir.parent), name=run_dir.name + "-test", exist_ok=True)
     box = metrics.box
     per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
@@ -174,16 +179,34 @@ def run(args) -> dict:
         results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
         for seed in [int(s) for s in args.seeds.split(",")]:
             stock = None
-            for recipe_name in ["stock", *(r for r in rows if r != "stock")]:  # stock's time sets the @time budgets
+            timed = any(r.endswith("@time") for r in rows)  # stock's time sets the @time budgets: it goes first
+            for recipe_name in ["stock"] * ("stock" in rows or timed) + [r for r in rows if r != "stock"]:
                 res = train_and_score(data, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
-                                      *_recipe_args(recipe_name, plan, base, stock), seed, held_out)
-                stock = stock or res
+                                      *_recipe_args(recipe_name, plan, base, stock), seed, held_out,
+                                      args.device, args.workers)
+                stock = res if recipe_name == "stock" else stock
                 if recipe_name in rows:
                     rows[recipe_name].append(res)
                 print(f"[{name}] seed {seed} {recipe_name:16} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
                 (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def merge_results(files: list[str]) -> dict:
+    """One results dict from several runs of this script (e.g. one seed per process or machine): each
+    set's runs per recipe, concatenated in the order the files are given."""
+    merged: dict = {"sets": {}}
+    for f in files:
+        try:
+            block = json.loads(Path(f).read_text())["sets"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"{f}: not a results.json written by this script ({exc})") from None
+        for name, one in block.items():
+            runs = merged["sets"].setdefault(name, {"runs": {}})["runs"]
+            for recipe, rows in one["runs"].items():
+                runs.setdefault(recipe, []).extend(rows)
+    return merged
 
 
 def _ms(values: list[float]) -> str:
@@ -221,7 +244,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--out", default="runs/defect-quality")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="print the tables of these files together")
+    p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (Ultralytics' device=)")
+    p.add_argument("--workers", type=int, default=0, help="dataloader workers")
     args = p.parse_args()
+    if args.merge:
+        print_tables(merge_results(args.merge))
+        return
     if args.threads:
         import torch
 
