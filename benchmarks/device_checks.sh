@@ -6,6 +6,7 @@
 # archive of the logs and results.json files.
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU
+#   PARTS="dq" SEEDS="0 1" ...                                     # some parts only, fewer seeds
 set -u
 OUT=${OUT:-runs/device-checks}
 DEVICE=${DEVICE:-0}
@@ -20,20 +21,27 @@ else
   amp="--images 96 --imgsz 160 --epochs 3 --workers 2"; ovh="--images 320 --imgsz 640 --epochs 2 --repeats 2 --workers 8"
   dq="--images 300 --imgsz 256 --epochs 100 --workers 2"; t_amp=${T_AMP:-120}; t_ovh=${T_OVH:-120}; t_dq=${T_DQ:-300}
 fi
+PARTS=${PARTS:-amp overhead dq}
+SEEDS=${SEEDS:-0 1 2}
 summary="$OUT/summary.txt"
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
   $PY -c "import torch, ultralytics; print('torch', torch.__version__, 'ultralytics', ultralytics.__version__)"; } > "$summary"
 
+if [[ " $PARTS " == *" amp "* ]]; then
 echo "== AMP" >> "$summary"
 timeout "$t_amp" $PY benchmarks/amp_check.py --device "$DEVICE" $amp --out "$work/amp" > "$work/logs/amp.log" 2>&1
 echo "rc $?" >> "$summary"; grep -A40 "^no CUDA\|^NVIDIA\|, torch " "$work/logs/amp.log" | grep -v "^Speed\|^Results" >> "$summary"
+fi
 
+if [[ " $PARTS " == *" overhead "* ]]; then
 echo "== overhead" >> "$summary"
 timeout "$t_ovh" $PY benchmarks/overhead.py --device "$DEVICE" $ovh > "$work/logs/overhead.log" 2>&1
 echo "rc $?" >> "$summary"; grep -A6 "^per-step on\|^torch threads" "$work/logs/overhead.log" >> "$summary"
+fi
 
-echo "== photographed set, stock vs preset, seeds 0-2, one process per run" >> "$summary"
-for seed in 0 1 2; do
+if [[ " $PARTS " == *" dq "* ]]; then
+echo "== photographed set, stock vs preset, seeds $SEEDS, one process per run" >> "$summary"
+for seed in $SEEDS; do
   for recipe in stock preset; do
     timeout "$t_dq" $PY benchmarks/defect_quality.py --sets photo --recipes "$recipe" --seeds "$seed" --device "$DEVICE" \
       $dq --out "$work/dq-$recipe-$seed" > "$work/logs/dq-$recipe-$seed.log" 2>&1 &
@@ -42,6 +50,7 @@ done
 wait
 grep -h "^\[photo\] seed" "$work"/logs/dq-*.log >> "$summary"
 ls "$work"/dq-*/results.json >/dev/null 2>&1 && $PY benchmarks/defect_quality.py --merge "$work"/dq-*/results.json >> "$summary" 2>&1
+fi
 mkdir -p "$work/results" && for f in "$work"/dq-*/results.json; do [ -f "$f" ] && cp "$f" "$work/results/$(basename "$(dirname "$f")").json"; done
 tar czf "$OUT/device-checks.tgz" -C "$work" logs results
 cat "$summary"

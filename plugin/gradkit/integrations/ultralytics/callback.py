@@ -31,6 +31,12 @@ from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.rollback import scaled_lr
 
+#: Under AMP, non-finite gradients at a loss scale above this are the GradScaler's overflow handling: it
+#: skips the step and halves the scale, and CUDA's starts at 2**16 and may overflow many steps in a row
+#: (6 for yolo26n on an H200, benchmarks/amp_check.py). At 1 the gradient itself is non-finite or beyond
+#: float16's range, which no scale fixes (DeepSpeed's ``min_loss_scale`` is 1 for the same reason).
+MIN_LOSS_SCALE = 1.0
+
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
            "load_state", "resume", "state_path"]
 
@@ -429,7 +435,8 @@ class GradkitCallback:
         totals = torch.stack([result.total_norm, result.total_norm_clipped, result.clip_coef]).float().cpu()
         total, total_clipped, coef = (float(v) for v in totals)
         finite = bool(np.isfinite(total))
-        self.consecutive_nonfinite = 0 if finite else self.consecutive_nonfinite + 1
+        overflow = not finite and _loss_scale_overflow(trainer)
+        self.consecutive_nonfinite = 0 if finite or overflow else self.consecutive_nonfinite + 1
         skip = not finite and mcfg.on_nonfinite in {"skip", "stop"}
 
         stats = None
@@ -456,7 +463,7 @@ class GradkitCallback:
         self._epoch_skipped += int(skip)
         alerts = []
         if stats is not None:
-            alerts = self._diagnose(trainer, epoch, stats)
+            alerts = [] if overflow else self._diagnose(trainer, epoch, stats)
             if self.log and monitored:
                 self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm, stats.grad_norm_clipped,
                                     stats.weight_norm if fresh_weights else np.full_like(stats.weight_norm, np.nan),
@@ -468,15 +475,11 @@ class GradkitCallback:
             self.log.maybe_flush()
         if self.guard:
             self.guard.after_step(trainer, self, total, finite, [a.kind for a in alerts])
-        if not finite:
+        if not finite and not overflow:
             self._nonfinite_policy(trainer)
 
     def _diagnose(self, trainer, epoch: int, stats) -> list:
-        amp_overflow = trainer.scaler.is_enabled() and not stats.finite and self.consecutive_nonfinite < 2
-        if amp_overflow:
-            return []  # GradScaler's own overflow handling; a real NaN persists past the scale reduction
-        loss = getattr(trainer, "loss", None)
-        loss_finite = True if stats.finite or loss is None else bool(torch.isfinite(loss).all())
+        loss_finite = True if stats.finite else _loss_finite(trainer)
         alerts = self.detector.update(epoch, self.step, stats.grad_norm, stats.weight_norm, stats.total_norm,
                                       stats.nonfinite, loss_finite)
         if not alerts:
@@ -503,6 +506,18 @@ class GradkitCallback:
                 "gradient_alerts.jsonl for the layer where it started."
             )
             self.request_stop(trainer)
+
+
+def _loss_finite(trainer) -> bool:
+    loss = getattr(trainer, "loss", None)  # before the loss scale is applied
+    return True if loss is None else bool(torch.isfinite(loss).all())
+
+
+def _loss_scale_overflow(trainer) -> bool:
+    """Non-finite gradients that the GradScaler handles itself: AMP on, a finite loss, and a scale
+    above MIN_LOSS_SCALE (read before this step's ``update()`` lowers it)."""
+    scaler = trainer.scaler
+    return scaler.is_enabled() and _loss_finite(trainer) and scaler.get_scale() > MIN_LOSS_SCALE
 
 
 class PluginError(RuntimeError):
