@@ -90,8 +90,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     score_file = run_dir / "score.json"
     recipe = {"data": str(data), "model": model, "train": train,
               "gradkit": None if gradkit_cfg is None else load_config(gradkit_cfg).model_dump(mode="json")}
-    if device != "cpu":  # scores kept before the device was recorded are CPU scores
-        recipe["device"] = device
+    recipe.update(device=device, workers=workers)  # both change the numbers (and workers the random streams)
     if score_file.exists():
         return _reused(score_file, recipe)
     from ultralytics import YOLO
@@ -127,6 +126,8 @@ def _reused(score_file: Path, recipe: dict) -> dict:
     if not isinstance(score, dict) or not {"mAP50-95", "mAP50", "AP50", "train_s", "epochs_done"} <= score.keys():
         raise SystemExit(f"{score_file}: not a score written by this script; remove the folder to train again")
     kept = score.get("recipe") or {}
+    if isinstance(kept, dict) and kept:  # recipes kept before the device and workers were: CPU, no workers
+        kept = {"device": "cpu", "workers": 0, **kept}
     now = json.loads(json.dumps(recipe))  # tuples become lists, as in the file
     changed = sorted(k for k in kept if kept[k] != now.get(k)) if isinstance(kept, dict) else ["recipe"]
     if changed:
@@ -199,12 +200,12 @@ def merge_results(files: list[str]) -> dict:
     merged: dict = {"sets": {}}
     for f in files:
         try:
-            block = json.loads(Path(f).read_text())["sets"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"{f}: not a results.json written by this script ({exc})") from None
-        for name, one in block.items():
+            sets = {name: one["runs"].items() for name, one in json.loads(Path(f).read_text())["sets"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SystemExit(f"{f}: not a results.json written by this script ({exc!r})") from None
+        for name, recipes in sets.items():
             runs = merged["sets"].setdefault(name, {"runs": {}})["runs"]
-            for recipe, rows in one["runs"].items():
+            for recipe, rows in recipes:
                 runs.setdefault(recipe, []).extend(rows)
     return merged
 
@@ -217,7 +218,7 @@ def _ms(values: list[float]) -> str:
 
 def print_tables(results: dict) -> None:
     for name, block in results["sets"].items():
-        rows = block["runs"]
+        rows = {recipe: runs for recipe, runs in block["runs"].items() if runs}  # a run still training has none
         classes = sorted({c for runs in rows.values() for r in runs for c in r["AP50"]})
         stock = statistics.mean(r["mAP50-95"] for r in rows["stock"]) if "stock" in rows else None
         print(f"\n### {name}\n")

@@ -16,16 +16,18 @@ work=$(mktemp -d)
 mkdir -p "$OUT" "$work/logs"
 if [ -n "${SMOKE:-}" ]; then
   amp="--images 24 --imgsz 64 --epochs 1 --workers 0"; ovh="--images 32 --imgsz 64 --epochs 1 --repeats 1 --workers 0"
-  dq="--images 40 --imgsz 64 --epochs 2 --workers 0"; t_amp=300; t_ovh=300; t_dq=300
+  dq="--images 40 --imgsz 64 --epochs 2 --workers 0"
 else
   amp="--images 96 --imgsz 160 --epochs 3 --workers 2"; ovh="--images 320 --imgsz 640 --epochs 2 --repeats 2 --workers 8"
-  dq="--images 300 --imgsz 256 --epochs 100 --workers 2"; t_amp=${T_AMP:-120}; t_ovh=${T_OVH:-120}; t_dq=${T_DQ:-300}
+  dq="--images 300 --imgsz 256 --epochs 100 --workers 2 --threads 2"
 fi
+t_amp=${T_AMP:-120}; t_ovh=${T_OVH:-120}; t_dq=${T_DQ:-300}  # seconds per part
 PARTS=${PARTS:-amp overhead dq}
 SEEDS=${SEEDS:-0 1 2}
 summary="$OUT/summary.txt"
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
-  $PY -c "import torch, ultralytics; print('torch', torch.__version__, 'ultralytics', ultralytics.__version__)"; } > "$summary"
+  $PY -c "import torch, ultralytics; print('torch', torch.__version__, 'ultralytics', ultralytics.__version__)"
+  echo "parts: $PARTS; seeds: $SEEDS; limits (s): amp $t_amp, overhead $t_ovh, each dq run $t_dq"; } > "$summary"
 
 if [[ " $PARTS " == *" amp "* ]]; then
 echo "== AMP" >> "$summary"

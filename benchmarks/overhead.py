@@ -59,7 +59,7 @@ def _step_microbench(repeats: int = 60, device: str = "cpu") -> tuple[float, flo
     from gradkit.monitor import AlertDetector, LayerStats
     from gradkit.monitor.alerts import AlertThresholds
 
-    dev = torch.device("cuda:0" if device.isdigit() else device)
+    dev = torch.device(f"cuda:{device}" if device.isdigit() else device)
     net = YOLO("yolo26n.yaml").model.to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     params = [p for p in net.parameters()]

@@ -26,14 +26,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_ranks(out: Path) -> list[list[dict]]:
+def _run_ranks(out: Path, mode: str = "grad") -> list[list[dict]]:
     port = str(_free_port())
     procs = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), str(STEPS), str(NAN_STEP),
-                                       str(NAN_RANK)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       str(NAN_RANK), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     logs = [p.communicate(timeout=600)[0] for p in procs]
     for p, log in zip(procs, logs, strict=True):
@@ -68,3 +68,16 @@ def test_two_gloo_ranks_take_identical_decisions_and_only_rank0_writes(tmp_path)
     lines = (tmp_path / "save_rank0" / "gradient_alerts.jsonl").read_text().splitlines()
     alerts = [json.loads(x) for x in lines if x.strip()]
     assert [(a["kind"], a["step"], a["layer"]) for a in alerts] == [("nonfinite", NAN_STEP, "10")]
+
+
+def test_a_nan_loss_on_one_rank_under_amp_is_a_fault_on_every_rank(tmp_path):
+    """Rank 1's loss is NaN, rank 0's finite, the all-reduced gradients NaN on both, the loss scale 2**10:
+    both ranks must call it a fault (not a GradScaler overflow) and count and alert it alike."""
+    rank0, rank1 = _run_ranks(tmp_path, "loss-amp")
+    assert math.isfinite(rank0[NAN_STEP - 1]["local_loss"]) and math.isnan(rank1[NAN_STEP - 1]["local_loss"])
+    for a, b in zip(rank0, rank1, strict=True):
+        for key in ("consecutive_nonfinite", "alert_count", "skipped_so_far", "weights_sum"):
+            assert a[key] == b[key], (a["step"], key)
+    assert [r["consecutive_nonfinite"] for r in rank0] == [int(i + 1 == NAN_STEP) for i in range(STEPS)]
+    lines = (tmp_path / "save_rank0" / "gradient_alerts.jsonl").read_text().splitlines()
+    assert ("nonfinite", NAN_STEP) in [(a["kind"], a["step"]) for a in map(json.loads, filter(None, lines))]

@@ -68,25 +68,31 @@ def _scaler(init_scale: float, seen: dict):
         trainer.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, backoff_factor=0.5, growth_interval=10**6)
 
     def before(trainer):
-        seen.setdefault("scale", {})[_plugin(trainer).step + 1] = trainer.scaler.get_scale()
+        seen.setdefault("scale_before", {})[_plugin(trainer).step + 1] = trainer.scaler.get_scale()
 
     return [("on_train_start", install), ("on_train_batch_start", before)]
 
 
-@pytest.mark.parametrize("policy", ["skip", "stop"])
-def test_scaler_calibration_overflows_in_a_row_are_neither_alerted_nor_stop_training(tiny_data, tmp_path, policy):
+@pytest.mark.parametrize("overrides", [{"monitor.on_nonfinite": "skip"}, {"monitor.on_nonfinite": "stop"},
+                                       {"monitor.on_nonfinite": "warn"}, {"monitor.on_divergence": "rollback"}],
+                         ids=["skip", "stop", "warn", "rollback"])
+def test_scaler_calibration_overflows_in_a_row_are_neither_alerted_nor_stop_training(tiny_data, tmp_path, overrides):
     """On an H200, fp16 yolo26n overflowed on its first 6 steps in a row while CUDA's GradScaler lowered
     its scale from 2**16 to 2**10 (benchmarks/amp_check.py): a healthy run. The same streak here: a
     scale so high that the first steps' scaled gradients overflow float32."""
     seen: dict = {}
     model, run = train_tiny(tiny_data, tmp_path, callbacks=_scaler(2.0**127, seen),
-                            overrides={"report.enabled": False, "monitor.on_nonfinite": policy})
-    skipped = _skipped_steps(run)
-    assert len(skipped) >= 3 and skipped == list(range(1, len(skipped) + 1))  # a streak from step 1
-    assert [seen["scale"][s] for s in skipped] == [2.0**127 / 2**i for i in range(len(skipped))]
-    assert _alerts(run) == []
+                            overrides={"report.enabled": False, **overrides})
+    scales = [seen["scale_before"][s] for s in sorted(seen["scale_before"])]
+    # the scale halves after each overflow: the first step that kept its predecessor's scale ends the streak
+    streak = next(i for i in range(1, len(scales)) if scales[i] == scales[i - 1]) - 1
+    assert streak >= 3 and scales[:streak] == [2.0**127 / 2**i for i in range(streak)]
+    # warn applies the step through GradScaler.step, which itself skips an overflowed one
+    assert _skipped_steps(run) == ([] if overrides.get("monitor.on_nonfinite") == "warn"
+                                   else list(range(1, streak + 1)))
+    assert _alerts(run) == []  # no nonfinite, no rollback
     steps = read_csv(run / "gradient_steps.csv")
-    assert model.gradkit.step == len(steps) > len(skipped) + 2  # trained on past the streak, both epochs
+    assert model.gradkit.step == len(steps) > streak + 2  # trained on past the streak, both epochs
     assert len(read_csv(run / "results.csv")) == 2
     assert all(torch.isfinite(p).all() for p in model.trainer.model.parameters())
 
@@ -109,7 +115,7 @@ def test_nonfinite_gradients_persisting_down_to_loss_scale_one_are_alerted(tiny_
     seen: dict = {}
     model, run = train_tiny(tiny_data, tmp_path, callbacks=[*_scaler(8.0, seen), *_nan_from("10", 4)],
                             overrides={"report.enabled": False})
-    assert [seen["scale"][s] for s in (4, 5, 6, 7)] == [8.0, 4.0, 2.0, 1.0]
+    assert [seen["scale_before"][s] for s in (4, 5, 6, 7)] == [8.0, 4.0, 2.0, 1.0]
     assert _skipped_steps(run)[:4] == [4, 5, 6, 7]
     alerts = [a for a in _alerts(run) if a["kind"] == "nonfinite"]
     assert alerts and alerts[0]["step"] == 7 and alerts[0]["layer"] == "10"
@@ -126,7 +132,27 @@ def test_a_nonfinite_loss_under_amp_is_alerted_at_its_step(tiny_data, tmp_path):
             lambda m, i, out: out * float("nan") if plugin.step + 1 == 2 and m.training else out)
 
     _, run = train_tiny(tiny_data, tmp_path, callbacks=[*_scaler(2.0**10, seen), ("on_train_start", arm)],
-                            overrides={"report.enabled": False})
+                        overrides={"report.enabled": False})
+    assert _skipped_steps(run) == [2]
+    alerts = [a for a in _alerts(run) if a["kind"] == "nonfinite"]
+    assert alerts and alerts[0]["step"] == 2
+
+
+def test_a_nonfinite_loss_in_an_earlier_micro_batch_is_alerted(tiny_data, tmp_path):
+    """nbs = 2 x batch: two micro-batches per optimizer step. The first micro-batch of step 2 (the 3rd
+    batch) has a NaN loss, the second a finite one: still a fault, not an overflow."""
+    seen: dict = {"batches": 0}
+
+    def count(trainer):
+        seen["batches"] += 1
+
+    def arm(trainer):
+        trainer.model.model[10].register_forward_hook(
+            lambda m, i, out: out * float("nan") if seen["batches"] == 2 and m.training else out)
+
+    _, run = train_tiny(tiny_data, tmp_path, callbacks=[*_scaler(2.0**10, seen), ("on_train_start", arm),
+                                                        ("on_train_batch_end", count)],
+                        overrides={"report.enabled": False}, nbs=8)
     assert _skipped_steps(run) == [2]
     alerts = [a for a in _alerts(run) if a["kind"] == "nonfinite"]
     assert alerts and alerts[0]["step"] == 2

@@ -192,6 +192,10 @@ def test_restored_grad_scaler_keeps_the_lower_scale():
     assert scaler.get_scale() == 2.0**10
     assert scaler_state_for_restore(saved, 2.0**20)["scale"] == 2.0**16  # a grown scale goes back down
     assert scaler.state_dict()["_growth_tracker"] == saved["_growth_tracker"]
+    # a scale driven down to 1 by the fault's non-finite gradients is not kept: float16 would underflow
+    assert scaler_state_for_restore(saved, 1.0)["scale"] == 2.0**16
+    assert scaler_state_for_restore(saved, 2.0**-3)["scale"] == 2.0**16
+    assert scaler_state_for_restore(saved, 2.0)["scale"] == 2.0
 
 
 def test_fitness_collapse_reason_cases():

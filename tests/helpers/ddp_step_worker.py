@@ -1,8 +1,9 @@
 """One rank of the gloo DDP test: gradkit's optimizer step on a DDP-wrapped yolo26n, on CPU.
 
-Run by tests/test_ddp_gloo.py as ``python ddp_step_worker.py OUT_DIR STEPS NAN_STEP NAN_RANK`` with
-RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. Ultralytics' DDP launcher needs CUDA; this runs
-the same plugin object (events and step) inside a trainer-shaped namespace around real parts.
+Run by tests/test_ddp_gloo.py as ``python ddp_step_worker.py OUT_DIR STEPS NAN_STEP NAN_RANK [MODE]`` with
+RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. MODE ``grad`` (default) plants NaN gradients in layer 10;
+``loss-amp`` plants a NaN loss, under an enabled CPU GradScaler as AMP runs. Ultralytics' DDP launcher
+needs CUDA; this runs the same plugin object (events and step) inside a trainer-shaped namespace around real parts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _batch(gen: torch.Generator, n: int = 4, imgsz: int = 64) -> dict[str, torch
     }
 
 
-def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
+def main(out: Path, steps: int, nan_step: int, nan_rank: int, mode: str = "grad") -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.nn.parallel import DistributedDataParallel
@@ -51,7 +52,8 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
     trainer = BaseTrainer.__new__(BaseTrainer)
     vars(trainer).update(
         model=ddp, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-        scaler=torch.amp.GradScaler("cpu", enabled=False), ema=ModelEMA(model), epoch=0, save_dir=save_dir,
+        scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10, enabled=mode == "loss-amp"), ema=ModelEMA(model),
+        epoch=0, save_dir=save_dir,
         args=SimpleNamespace(resume=False, data="", nbs=4), batch_size=4, resume=False, lr={}, metrics={},
         loss=None, stop=False)
     cfg = load_config("default", {"clip.mode": "autoclip", "clip.percentile": 50.0, "report.enabled": False,
@@ -61,7 +63,8 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
 
     planted = [p for n, p in model.named_parameters() if n.startswith("model.10.")]
     for p in planted:
-        p.register_hook(lambda g: g * float("nan") if rank == nan_rank and plugin.step + 1 == nan_step else g)
+        p.register_hook(lambda g: g * float("nan") if mode == "grad" and rank == nan_rank
+                        and plugin.step + 1 == nan_step else g)
 
     gen = torch.Generator().manual_seed(1000 + rank)  # each rank its own data
     record = []
@@ -69,7 +72,9 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
         ddp.train()
         loss, _items = ddp(_batch(gen))
         trainer.loss = loss.sum()
-        trainer.loss.backward()
+        if mode == "loss-amp" and rank == nan_rank and plugin.step + 1 == nan_step:
+            trainer.loss = trainer.loss * float("nan")
+        trainer.scaler.scale(trainer.loss).backward()
         trainer.optimizer_step()
         record.append({
             "step": plugin.step,
@@ -80,6 +85,8 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
             "threshold": list(plugin.clipper.history)[-1] if plugin.clipper.history else None,
             "weights_sum": float(sum(p.detach().double().sum() for p in model.parameters())),
             "ema_updates": trainer.ema.updates,
+            "consecutive_nonfinite": plugin.consecutive_nonfinite,
+            "alert_count": plugin.alert_count,
         })
     plugin.on_train_epoch_end(trainer)
     plugin.on_train_end(trainer)
@@ -88,4 +95,4 @@ def main(out: Path, steps: int, nan_step: int, nan_rank: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])

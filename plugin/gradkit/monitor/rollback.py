@@ -26,9 +26,14 @@ import torch
 
 from gradkit.monitor.alerts import Alert
 
-__all__ = ["DivergenceWatch", "RollbackAlert", "SnapshotPair", "StateSnapshot", "divergence_reason",
+__all__ = ["MIN_LOSS_SCALE", "DivergenceWatch", "RollbackAlert", "SnapshotPair", "StateSnapshot", "divergence_reason",
            "fitness_collapse_reason", "scaled_lr", "scaler_state_for_restore"]
 
+#: Under AMP, non-finite gradients at a loss scale above this are the GradScaler's overflow handling: it
+#: skips the step and halves the scale, and CUDA's starts at 2**16 and may overflow many steps in a row
+#: (6 for yolo26n on an H200, benchmarks/amp_check.py). At 1 the gradient itself is non-finite or beyond
+#: float16's range, which no scale fixes (DeepSpeed's ``min_loss_scale`` is 1 for the same reason).
+MIN_LOSS_SCALE = 1.0
 #: Healthy steps of history the spike test needs before it may fire (a median of fewer is noise).
 MIN_SPIKE_HISTORY = 10
 #: Below this best fitness (mAP50-95) a model has hardly learnt and a few lucky boxes make its best:
@@ -266,9 +271,14 @@ def scaled_lr(optimizer: torch.optim.Optimizer, factor: float) -> Iterator[None]
 
 
 def scaler_state_for_restore(saved: dict[str, Any], current_scale: float) -> dict[str, Any]:
-    """A GradScaler state to restore, with the lower of the saved and the current loss scale.
+    """A GradScaler state to restore: the lower of the saved and the current loss scale, unless the
+    current one is down to MIN_LOSS_SCALE.
 
-    Under AMP, overflows since the snapshot lowered the scale; putting the old, higher one back
-    would overflow again on the next step.
+    Overflows since the snapshot lowered the scale, and putting the old, higher one back would
+    overflow again on the next step. A scale at or below MIN_LOSS_SCALE was driven there by the
+    non-finite gradients of the fault being rolled back, not by the scaler's calibration: keeping it
+    would leave float16 gradients to underflow for thousands of steps, so the snapshot's comes back.
     """
-    return {**saved, "scale": min(float(saved["scale"]), float(current_scale))}
+    current = float(current_scale)
+    restored = float(saved["scale"]) if current <= MIN_LOSS_SCALE else min(float(saved["scale"]), current)
+    return {**saved, "scale": restored}

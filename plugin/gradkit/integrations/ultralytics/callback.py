@@ -29,13 +29,7 @@ from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
-from gradkit.monitor.rollback import scaled_lr
-
-#: Under AMP, non-finite gradients at a loss scale above this are the GradScaler's overflow handling: it
-#: skips the step and halves the scale, and CUDA's starts at 2**16 and may overflow many steps in a row
-#: (6 for yolo26n on an H200, benchmarks/amp_check.py). At 1 the gradient itself is non-finite or beyond
-#: float16's range, which no scale fixes (DeepSpeed's ``min_loss_scale`` is 1 for the same reason).
-MIN_LOSS_SCALE = 1.0
+from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
            "load_state", "resume", "state_path"]
@@ -98,6 +92,9 @@ class GradkitCallback:
         self.step = 0
         self.epoch = -1  # the last finished epoch (Ultralytics' 0-based index), saved with the state
         self.consecutive_nonfinite = 0
+        # whether the micro-batches accumulated since the last optimizer step all had a finite loss
+        self._accumulated_loss_finite: torch.Tensor | None = None
+        self._stepped_this_batch = False
         self.stop_requested = False
         self.clipper: Clipper | None = None
         self.stats: LayerStats | None = None
@@ -326,6 +323,12 @@ class GradkitCallback:
         self.stop_requested = trainer.stop = True
 
     def on_train_batch_end(self, trainer) -> None:
+        if self._stepped_this_batch:
+            self._stepped_this_batch = False
+        elif getattr(trainer, "loss", None) is not None:  # a micro-batch accumulated into the next step
+            finite = torch.isfinite(trainer.loss.detach()).all()  # a tensor: no host transfer here
+            self._accumulated_loss_finite = finite if self._accumulated_loss_finite is None \
+                else self._accumulated_loss_finite & finite
         if self.stop_requested:
             trainer.stop = True
         if self.cfg.monitor.enabled:
@@ -402,6 +405,7 @@ class GradkitCallback:
         follow_nan_recovery(trainer, lambda: self._reload_after_nan_recovery(trainer))
 
     def _reload_after_nan_recovery(self, trainer) -> None:
+        self._accumulated_loss_finite = None  # Ultralytics drops the corrupted pass's gradients too
         path = state_path(trainer.last)
         if not path.exists():
             _logger().warning(f"gradkit: Ultralytics reloaded {trainer.last} after a non-finite loss, but {path} is "
@@ -424,6 +428,7 @@ class GradkitCallback:
         scaler, optimizer = trainer.scaler, trainer.optimizer
         scaler.unscale_(optimizer)
         self.step += 1
+        self._stepped_this_batch = True
         epoch = trainer.epoch + 1
         monitored = mcfg.enabled and self.step % mcfg.every == 0
 
@@ -435,7 +440,10 @@ class GradkitCallback:
         totals = torch.stack([result.total_norm, result.total_norm_clipped, result.clip_coef]).float().cpu()
         total, total_clipped, coef = (float(v) for v in totals)
         finite = bool(np.isfinite(total))
-        overflow = not finite and _loss_scale_overflow(trainer)
+        loss_finite = None if finite else self._step_loss_finite(trainer)  # None: a finite step needs no answer
+        # the GradScaler's own overflow handling (see MIN_LOSS_SCALE); the scale is read before update() lowers it
+        overflow = bool(loss_finite) and scaler.is_enabled() and scaler.get_scale() > MIN_LOSS_SCALE
+        self._accumulated_loss_finite = None
         self.consecutive_nonfinite = 0 if finite or overflow else self.consecutive_nonfinite + 1
         skip = not finite and mcfg.on_nonfinite in {"skip", "stop"}
 
@@ -463,7 +471,7 @@ class GradkitCallback:
         self._epoch_skipped += int(skip)
         alerts = []
         if stats is not None:
-            alerts = [] if overflow else self._diagnose(trainer, epoch, stats)
+            alerts = [] if overflow else self._diagnose(trainer, epoch, stats, loss_finite)
             if self.log and monitored:
                 self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm, stats.grad_norm_clipped,
                                     stats.weight_norm if fresh_weights else np.full_like(stats.weight_norm, np.nan),
@@ -478,8 +486,18 @@ class GradkitCallback:
         if not finite and not overflow:
             self._nonfinite_policy(trainer)
 
-    def _diagnose(self, trainer, epoch: int, stats) -> list:
-        loss_finite = True if stats.finite else _loss_finite(trainer)
+    def _step_loss_finite(self, trainer) -> bool:
+        """Whether the loss of every micro-batch of this optimizer step was finite (before the loss scale),
+        on every DDP rank. Called only on a non-finite step, which all ranks see alike (all-reduced
+        gradients), so the collective runs on all of them."""
+        loss = getattr(trainer, "loss", None)
+        ok = torch.ones((), dtype=torch.bool) if loss is None else torch.isfinite(loss.detach()).all()
+        if self._accumulated_loss_finite is not None:
+            ok = ok & self._accumulated_loss_finite.to(ok.device)
+        return all_ranks_true(ok)
+
+    def _diagnose(self, trainer, epoch: int, stats, loss_finite: bool | None) -> list:
+        loss_finite = True if loss_finite is None else loss_finite
         alerts = self.detector.update(epoch, self.step, stats.grad_norm, stats.weight_norm, stats.total_norm,
                                       stats.nonfinite, loss_finite)
         if not alerts:
@@ -508,16 +526,12 @@ class GradkitCallback:
             self.request_stop(trainer)
 
 
-def _loss_finite(trainer) -> bool:
-    loss = getattr(trainer, "loss", None)  # before the loss scale is applied
-    return True if loss is None else bool(torch.isfinite(loss).all())
-
-
-def _loss_scale_overflow(trainer) -> bool:
-    """Non-finite gradients that the GradScaler handles itself: AMP on, a finite loss, and a scale
-    above MIN_LOSS_SCALE (read before this step's ``update()`` lowers it)."""
-    scaler = trainer.scaler
-    return scaler.is_enabled() and _loss_finite(trainer) and scaler.get_scale() > MIN_LOSS_SCALE
+def all_ranks_true(flag: torch.Tensor) -> bool:
+    """``flag`` here and on every other DDP rank (a MIN all-reduce), as one host value."""
+    value = flag.to(torch.float32).reshape(())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value.item())
 
 
 class PluginError(RuntimeError):
