@@ -213,3 +213,68 @@ def test_crop_cache_reads_each_source_once_and_changes_nothing():
         paste_defects(np.full((160, 160, 3), 120, np.uint8), np.zeros((0, 4)), np.zeros(0), tiny,
                       random.Random(trial))
         assert 0 < tiny._cached_bytes <= 5000 and sum(c.nbytes for c, _ in tiny._crops.values()) == tiny._cached_bytes
+
+
+def _line_crop(amplitude: float, texture: float, seed: int, margin: int = 4) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """A 40x40 box holding a 1 px diagonal line of ``amplitude`` gray levels on a texture of standard
+    deviation ``texture``, with ``margin`` pixels of the same texture around it; and the line's mask."""
+    rng = np.random.default_rng(seed)
+    n = 40 + 2 * margin
+    crop = 120 + rng.normal(0, texture, (n, n))
+    line = np.zeros((n, n))
+    idx = np.arange(margin, n - margin)
+    line[idx, idx] = 1.0
+    crop = np.clip(crop + amplitude * line, 0, 255)
+    return np.repeat(crop[..., None], 3, -1).astype(np.float32), (margin, margin, n - margin, n - margin), line
+
+
+def _share_on(signal: np.ndarray, shape: np.ndarray) -> float:
+    """Oracle: the share of a transferred signal's energy explained by the defect's own shape."""
+    return float((signal * shape).sum()) ** 2 / float((shape**2).sum()) / float((signal**2).sum())
+
+
+def test_defect_share_tells_a_transferable_defect_from_pasted_texture():
+    """The gate's estimate against an oracle that knows the line, over 20 random textures: a strong line
+    on a plain background is what the blend transfers and always passes the default gate; a box of
+    texture alone, or a line no stronger than the texture around it, transfers mostly texture and is
+    refused in most draws (the estimate comes from one crop's ring, so it is noisy: hence rates)."""
+    from gradkit.augment.copy_paste import _blend, defect_share
+    from gradkit.config import CopyPasteConfig
+
+    gate = CopyPasteConfig().min_defect_share
+    cases = {"strong line, plain": (80.0, 2.0), "texture only": (0.0, 30.0), "line as strong as texture": (30.0, 30.0),
+             "line 4x the texture": (120.0, 30.0)}
+    passed, truth = {k: [] for k in cases}, {k: [] for k in cases}
+    for seed in range(20):
+        for name, (amplitude, texture) in cases.items():
+            crop, inner, line = _line_crop(amplitude, texture, seed)
+            passed[name].append(defect_share(crop, inner, 4) >= gate)
+            signal = _blend(np.full_like(crop, 128.0), crop, inner, 4)[..., 0].astype(np.float64) - 128.0
+            truth[name].append(_share_on(signal, line) if amplitude else 0.0)
+    assert min(truth["strong line, plain"]) > 0.9 and all(passed["strong line, plain"])
+    assert max(truth["line as strong as texture"]) < 0.1 and np.mean(passed["line as strong as texture"]) <= 0.1
+    assert np.mean(passed["texture only"]) <= 0.1
+    assert np.median(truth["line 4x the texture"]) > 0.6 and np.mean(passed["line 4x the texture"]) >= 0.9
+
+
+def test_untransferable_defects_are_refused_and_leave_the_bank():
+    textured = [_line_crop(30.0, 30.0, seed)[0].astype(np.uint8) for seed in range(3)]  # class 0
+    plain = [_line_crop(80.0, 2.0, seed)[0].astype(np.uint8) for seed in range(3)]  # class 1
+    imgs = textured + plain
+    n = imgs[0].shape[0]
+    box = np.array([[4 / n, 4 / n, (n - 4) / n, (n - 4) / n]])
+    bank = DefectBank([box] * 6, [np.array([0])] * 3 + [np.array([1])] * 3, lambda j: imgs[j], 2)
+    rng = random.Random(0)
+    pasted = []
+    for _ in range(40):
+        _, _, cls = paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng,
+                                  max_per_image=2, min_defect_share=0.5)
+        pasted += cls.tolist()
+    assert pasted and set(pasted) == {1}  # only the lines the blend can carry
+    assert bank.refused == {0: 3, 1: 0} and bank.by_class[0] == [] and bank.weights[0] == 0
+    everything = DefectBank([box] * 6, [np.array([0])] * 3 + [np.array([1])] * 3, lambda j: imgs[j], 2)
+    kept = []
+    for _ in range(40):  # 0: the gate is off, as before it existed
+        kept += paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), everything,
+                              rng, max_per_image=2)[2].tolist()
+    assert set(kept) == {0, 1} and everything.refused == {0: 0, 1: 0}

@@ -5,6 +5,13 @@ a defect box (plus a margin of its own background) is taken from another trainin
 background level is matched to the destination, and it is blended in with a feathered alpha so the
 crop's rectangle does not show. The pasted box is the crop's inner box; places that would cover an
 existing defect are rejected. Rare classes can be preferred to fight class imbalance.
+
+The blend transfers whatever stands out from the crop's background, and on a strong texture (gravel,
+grass, brushed metal) that is mostly the texture: a 1-2 px scratch as strong as the grain around it
+gets pasted as a box of foreign grain labelled "scratch", which teaches the detector the wrong thing.
+So an instance is pasted only when the defect carries at least ``min_defect_share`` of the energy the
+blend would transfer (estimated against the crop's own background ring, see ``defect_share``);
+instances below it are dropped from the bank.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["DefectBank", "paste_defects"]
+__all__ = ["DefectBank", "defect_share", "paste_defects"]
 
 
 @dataclass
@@ -62,8 +69,19 @@ class DefectBank:
         else:
             weights = counts.copy()  # proportional to frequency: uniform over instances
         weights = np.where(counts > 0, weights, 0.0)
+        self._class_weights = weights  # before normalising: what remains after refusals is renormalised
         self.weights = weights / weights.sum() if weights.sum() > 0 else weights
         self.empty = counts.sum() == 0
+        self.refused: dict[int, int] = {c: 0 for c in range(nc)}  # instances dropped as not transferable
+
+    def refuse(self, inst: _Instance) -> None:
+        """Drop an instance the blend cannot transfer (its class goes when its last instance does)."""
+        self.by_class[inst.cls].remove(inst)
+        self.refused[inst.cls] += 1
+        if not self.by_class[inst.cls]:
+            self._class_weights[inst.cls] = 0.0
+            total = self._class_weights.sum()
+            self.weights = self._class_weights / total if total > 0 else self._class_weights
 
     def sample(self, rng: random.Random) -> _Instance | None:
         if self.empty or self.weights.sum() == 0:
@@ -110,22 +128,52 @@ def _feather(h: int, w: int, margin: int) -> np.ndarray:
     return np.clip((ramp + 0.5) / margin, 0.0, 1.0) ** 1.5
 
 
+def _standing_out(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ring mask, alpha, delta): the crop's background ring (outside the inner box), how much each
+    pixel stands out from the ring's level (0 within 1.5 robust spreads, 1 beyond 3), and each pixel's
+    deviation from the ring's mean colour."""
+    gray = patch.mean(-1)
+    ring = np.ones(gray.shape, bool)
+    x0, y0, x1, y1 = inner
+    ring[y0:y1, x0:x1] = False
+    has_ring = bool(ring.any()) and margin > 0
+    background = gray[ring] if has_ring else gray.ravel()
+    level = np.median(background)
+    spread = 1.4826 * np.median(np.abs(background - level)) + 2.0
+    alpha = np.clip((np.abs(gray - level) - 1.5 * spread) / (1.5 * spread), 0.0, 1.0)
+    delta = patch - patch[ring].mean(0) if has_ring else patch - level
+    return ring & has_ring, alpha, delta
+
+
+def defect_share(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int) -> float:
+    """Estimated share of the energy the blend transfers from ``patch`` that belongs to the defect.
+
+    The ring around the inner box is background only, so its standing-out energy per pixel is what
+    the background texture alone would contribute inside the box; the rest is the defect's:
+    1 - ring density x box area / box energy (1: a defect on a plain background; 0 or below: the
+    box stands out no more than its surroundings). Without a ring (``margin`` 0, or a crop at the
+    image border on every side) nothing can be estimated and 1 is returned.
+    """
+    ring, alpha, delta = _standing_out(patch, inner, margin)
+    if not ring.any() or ring.all():
+        return 1.0
+    energy = (alpha[..., None] * delta) ** 2
+    energy = energy.sum(-1)
+    inside = energy[~ring].sum()
+    if inside <= 0:
+        return 0.0
+    return float(1.0 - energy[ring].mean() * (~ring).sum() / inside)
+
+
 def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, int], margin: int) -> np.ndarray:
     """Transfer the defect, not its background: add the crop's deviation from its own background
     level, weighted by how much each pixel stands out from the background's spread. The
     destination's texture and lighting show through everywhere else, so no rectangle appears.
     """
-    gray = patch.mean(-1)
-    ring = np.ones(gray.shape, bool)
-    x0, y0, x1, y1 = inner
-    ring[y0:y1, x0:x1] = False
-    background = gray[ring] if ring.any() and margin > 0 else gray.ravel()
-    level = np.median(background)
-    spread = 1.4826 * np.median(np.abs(background - level)) + 2.0
-    alpha = np.clip((np.abs(gray - level) - 1.5 * spread) / (1.5 * spread), 0.0, 1.0)
+    ring, alpha, delta = _standing_out(patch, inner, margin)
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * ~ring if ring.any() else alpha
-    alpha = alpha * _feather(*gray.shape, max(1, margin // 2))
-    delta = patch - patch[ring].mean(0) if ring.any() and margin > 0 else patch - level
+    alpha = alpha * _feather(*alpha.shape, max(1, margin // 2))
     return np.clip(region + alpha[..., None] * delta, 0, 255).astype(np.uint8)
 
 
@@ -140,8 +188,8 @@ def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
 
 
 def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank: DefectBank, rng: random.Random,
-                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20,
+                  min_defect_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste up to ``max_per_image`` defects into ``img``.
 
     Args:
@@ -153,6 +201,8 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         max_per_image: Upper bound of pastes (the number is drawn from 1..max).
         margin: Pixels of source background around the crop, blended away by the feathered alpha.
         scale: Resize factor from source pixels to destination pixels.
+        min_defect_share: An instance whose ``defect_share`` is below this is refused and dropped
+            from the bank (0: every instance is pasted).
 
     Returns:
         The new image, the boxes (old then pasted), the classes.
@@ -166,6 +216,10 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         if inst is None:
             break
         crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1) = bank.crop(inst, margin)
+        inner_src = (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0)
+        if min_defect_share > 0 and defect_share(crop.astype(np.float32), inner_src, margin) < min_defect_share:
+            bank.refuse(inst)
+            continue
         if scale != 1.0:
             crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
                               interpolation=cv2.INTER_LINEAR)
