@@ -17,20 +17,34 @@ import argparse
 
 import numpy as np
 
-from gradkit.augment.copy_paste import _blend, defect_share
+from gradkit.augment.copy_paste import _blend, _crop_window, defect_share
+from gradkit.config import CopyPasteConfig
 from gradkit.synth import SynthSpec, render_image
 from gradkit.synth_photo import PhotoSpec, render_photo_image
 
-MARGIN = 4  # copy_paste.margin's default
+MARGIN = CopyPasteConfig().margin
 
 
-def _crop(img: np.ndarray, label, margin: int):
-    n = img.shape[0]
+def _xyxy(label) -> tuple[float, float, float, float]:
     _, xc, yc, bw, bh = label
-    x0, y0 = int(np.floor((xc - bw / 2) * n)), int(np.floor((yc - bh / 2) * n))
-    x1, y1 = int(np.ceil((xc + bw / 2) * n)), int(np.ceil((yc + bh / 2) * n))
-    cx0, cy0, cx1, cy1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, n), min(y1 + margin, n)
-    return img[cy0:cy1, cx0:cx1].astype(np.float32), (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0), (cx0, cy0, cx1, cy1)
+    return xc - bw / 2, yc - bh / 2, xc + bw / 2, yc + bh / 2
+
+
+def _crops(img: np.ndarray, labels):
+    """Per defect: the crop, its inner box, its window in the image and the estimated share, with the
+    image's other defects masked out of the ring (as ``DefectBank.screen`` does)."""
+    out = []
+    for label in labels:
+        px0, py0, px1, py1, cx0, cy0, cx1, cy1 = _crop_window(_xyxy(label), img.shape, MARGIN)
+        others = np.zeros((cy1 - cy0, cx1 - cx0), bool)
+        for other in labels:
+            if other is not label:
+                ox0, oy0, ox1, oy1 = _crop_window(_xyxy(other), img.shape, 0)[:4]
+                others[max(oy0 - cy0, 0):max(oy1 - cy0, 0), max(ox0 - cx0, 0):max(ox1 - cx0, 0)] = True
+        crop = img[cy0:cy1, cx0:cx1].astype(np.float32)
+        inner = (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0)
+        out.append((crop, inner, (cx0, cy0, cx1, cy1), defect_share(crop, inner, MARGIN, others)))
+    return out
 
 
 def _true_share(crop: np.ndarray, inner, mask: np.ndarray) -> float:
@@ -44,21 +58,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--imgsz", type=int, default=256)
-    ap.add_argument("--min-share", type=float, default=0.5)
+    ap.add_argument("--min-share", type=float, default=CopyPasteConfig().min_defect_share)
     args = ap.parse_args()
-    photo = PhotoSpec(images=300, imgsz=args.imgsz, seed=1000)  # the sets of defect_quality.py
-    synth = SynthSpec(images=300, imgsz=args.imgsz, seed=1000)
+    size = max(args.images, 300)  # 300 and seed 1000: the sets of defect_quality.py
+    photo = PhotoSpec(images=size, imgsz=args.imgsz, seed=1000)
+    synth = SynthSpec(images=size, imgsz=args.imgsz, seed=1000)
     rows = {"photo": [], "synth": []}  # (class, estimated share, true share or nan)
     for i in range(args.images):
         img, labels, masks = render_photo_image(photo, i)
-        for label, mask in zip(labels, masks, strict=True):
-            crop, inner, (cx0, cy0, cx1, cy1) = _crop(img, label, MARGIN)
-            rows["photo"].append((int(label[0]), defect_share(crop, inner, MARGIN),
-                                  _true_share(crop, inner, mask[cy0:cy1, cx0:cx1])))
+        for label, mask, (crop, inner, (cx0, cy0, cx1, cy1), share) in zip(labels, masks, _crops(img, labels),
+                                                                             strict=True):
+            rows["photo"].append((int(label[0]), share, _true_share(crop, inner, mask[cy0:cy1, cx0:cx1])))
         img, labels = render_image(synth, i)
-        for label in labels:
-            crop, inner, _ = _crop(img, label, MARGIN)
-            rows["synth"].append((int(label[0]), defect_share(crop, inner, MARGIN), float("nan")))
+        for label, (_, _, _, share) in zip(labels, _crops(img, labels), strict=True):
+            rows["synth"].append((int(label[0]), share, float("nan")))
     names = photo.class_names
     print(f"{args.images} images per set at {args.imgsz} px, margin {MARGIN}, gate min_defect_share {args.min_share}")
     print("| set | class | defects | estimated share (median) | passes the gate "

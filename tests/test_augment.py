@@ -257,24 +257,63 @@ def test_defect_share_tells_a_transferable_defect_from_pasted_texture():
     assert np.median(truth["line 4x the texture"]) > 0.6 and np.mean(passed["line 4x the texture"]) >= 0.9
 
 
-def test_untransferable_defects_are_refused_and_leave_the_bank():
-    textured = [_line_crop(30.0, 30.0, seed)[0].astype(np.uint8) for seed in range(3)]  # class 0
-    plain = [_line_crop(80.0, 2.0, seed)[0].astype(np.uint8) for seed in range(3)]  # class 1
-    imgs = textured + plain
+def _textured_and_plain_bank(**kw):
+    """Three lines as strong as their texture (class 0) and three strong lines on plain gray (class 1)."""
+    imgs = [_line_crop(30.0, 30.0, seed)[0].astype(np.uint8) for seed in range(3)]
+    imgs += [_line_crop(80.0, 2.0, seed)[0].astype(np.uint8) for seed in range(3)]
     n = imgs[0].shape[0]
     box = np.array([[4 / n, 4 / n, (n - 4) / n, (n - 4) / n]])
-    bank = DefectBank([box] * 6, [np.array([0])] * 3 + [np.array([1])] * 3, lambda j: imgs[j], 2)
+    return DefectBank([box] * 6, [np.array([0])] * 3 + [np.array([1])] * 3, lambda j: imgs[j], 2, **kw)
+
+
+def test_untransferable_defects_are_screened_out_of_the_bank():
+    bank = _textured_and_plain_bank()
+    assert bank.screen(0.5, 4) == {0: (0, 3), 1: (3, 0)}
+    assert bank.by_class[0] == [] and bank.weights.tolist() == [0.0, 1.0]
     rng = random.Random(0)
     pasted = []
     for _ in range(40):
-        _, _, cls = paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng,
-                                  max_per_image=2, min_defect_share=0.5)
-        pasted += cls.tolist()
+        pasted += paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng,
+                                max_per_image=2)[2].tolist()
     assert pasted and set(pasted) == {1}  # only the lines the blend can carry
-    assert bank.refused == {0: 3, 1: 0} and bank.by_class[0] == [] and bank.weights[0] == 0
-    everything = DefectBank([box] * 6, [np.array([0])] * 3 + [np.array([1])] * 3, lambda j: imgs[j], 2)
-    kept = []
-    for _ in range(40):  # 0: the gate is off, as before it existed
-        kept += paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), everything,
+    unscreened, kept = _textured_and_plain_bank(), []
+    for _ in range(40):  # min_defect_share 0 skips the screening: everything is pasted, as before the gate
+        kept += paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), unscreened,
                               rng, max_per_image=2)[2].tolist()
-    assert set(kept) == {0, 1} and everything.refused == {0: 0, 1: 0}
+    assert set(kept) == {0, 1}
+
+
+def test_screening_reweighs_classes_by_what_remains():
+    """rare_first weighs a class by 1 / its instances: after the screening, by those left."""
+    imgs = [_line_crop(30.0, 30.0, s)[0].astype(np.uint8) for s in range(2)]  # class 0: refused
+    imgs += [_line_crop(80.0, 2.0, s)[0].astype(np.uint8) for s in range(5)]  # class 0: 2 kept; class 1: 3
+    n = imgs[0].shape[0]
+    box = np.array([[4 / n, 4 / n, (n - 4) / n, (n - 4) / n]])
+    classes = [np.array([c]) for c in (0, 0, 0, 0, 1, 1, 1)]
+    bank = DefectBank([box] * 7, classes, lambda j: imgs[j], 2, rare_first=True)
+    assert bank.weights.tolist() == pytest.approx([3 / 7, 4 / 7])  # 1/4 : 1/3 before
+    assert bank.screen(0.5, 4) == {0: (2, 2), 1: (3, 0)}
+    assert bank.weights.tolist() == pytest.approx([3 / 5, 2 / 5])  # 1/2 : 1/3 after
+
+
+def test_other_defects_in_the_ring_are_not_taken_for_background():
+    """A bright neighbouring defect inside the margin would make the ring look like strong texture."""
+    from gradkit.augment.copy_paste import defect_share
+
+    crop, inner, _ = _line_crop(80.0, 2.0, 0, margin=8)
+    crop[2:6, 2:30] = 250.0  # another labelled defect, inside the margin
+    others = np.zeros(crop.shape[:2], bool)
+    others[2:6, 2:30] = True
+    assert defect_share(crop, inner, 8) < 0.5  # taken for background, the line would be refused
+    assert defect_share(crop, inner, 8, others) > 0.95
+
+
+def test_screening_masks_the_image_s_other_defects_out_of_the_ring():
+    """Two defects of one image, 4 px apart: each lies in the other's margin and must not count as its
+    background (else a strong line next to a bright blob would be refused)."""
+    img = np.full((64, 64, 3), 120, np.uint8)
+    img[np.arange(10, 40), np.arange(10, 40)] = 200  # a strong diagonal line: box 10..40
+    img[44:50, 10:40] = 250  # a bright bar: box 44..50, inside the line's 8 px margin
+    boxes = np.array([[10, 10, 40, 40], [10, 44, 40, 50]]) / 64
+    bank = DefectBank([boxes], [np.array([0, 1])], lambda j: img, 2)
+    assert bank.screen(0.5, 8) == {0: (1, 0), 1: (1, 0)}

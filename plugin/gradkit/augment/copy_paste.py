@@ -9,9 +9,10 @@ existing defect are rejected. Rare classes can be preferred to fight class imbal
 The blend transfers whatever stands out from the crop's background, and on a strong texture (gravel,
 grass, brushed metal) that is mostly the texture: a 1-2 px scratch as strong as the grain around it
 gets pasted as a box of foreign grain labelled "scratch", which teaches the detector the wrong thing.
-So an instance is pasted only when the defect carries at least ``min_defect_share`` of the energy the
-blend would transfer (estimated against the crop's own background ring, see ``defect_share``);
-instances below it are dropped from the bank.
+So ``DefectBank.screen`` keeps an instance only when the defect carries, by estimate, at least
+``min_defect_share`` of the energy the blend would transfer (``defect_share``, against the crop's own
+background ring with the image's other labelled defects masked out); the others are dropped from the
+bank once, before training, and counted per class.
 """
 
 from __future__ import annotations
@@ -58,30 +59,48 @@ class DefectBank:
         for i, (bb, cc) in enumerate(zip(boxes, classes, strict=True)):
             for b, c in zip(np.asarray(bb).reshape(-1, 4), np.asarray(cc).reshape(-1), strict=True):
                 self.by_class[int(c)].append(_Instance(i, tuple(float(v) for v in b), int(c)))
-        counts = np.array([len(self.by_class[c]) for c in range(nc)], dtype=np.float64)
-        if class_weights is not None:
-            if len(class_weights) != nc:
-                raise ValueError(f"copy_paste.class_weights needs {nc} values (one per class), "
-                                 f"got {len(class_weights)}")
-            weights = np.asarray(class_weights, dtype=np.float64)
-        elif rare_first:
+        if class_weights is not None and len(class_weights) != nc:
+            raise ValueError(f"copy_paste.class_weights needs {nc} values (one per class), got {len(class_weights)}")
+        self._class_weights, self._rare_first = class_weights, rare_first
+        self.refused: dict[int, int] = {c: 0 for c in range(nc)}  # instances dropped as not transferable
+        self._reweigh()
+
+    def _reweigh(self) -> None:
+        """Class sampling weights from the instances the bank holds now."""
+        counts = np.array([len(v) for v in self.by_class.values()], dtype=np.float64)
+        if self._class_weights is not None:
+            weights = np.asarray(self._class_weights, dtype=np.float64)
+        elif self._rare_first:
             weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
         else:
             weights = counts.copy()  # proportional to frequency: uniform over instances
         weights = np.where(counts > 0, weights, 0.0)
-        self._class_weights = weights  # before normalising: what remains after refusals is renormalised
         self.weights = weights / weights.sum() if weights.sum() > 0 else weights
         self.empty = counts.sum() == 0
-        self.refused: dict[int, int] = {c: 0 for c in range(nc)}  # instances dropped as not transferable
 
-    def refuse(self, inst: _Instance) -> None:
-        """Drop an instance the blend cannot transfer (its class goes when its last instance does)."""
-        self.by_class[inst.cls].remove(inst)
-        self.refused[inst.cls] += 1
-        if not self.by_class[inst.cls]:
-            self._class_weights[inst.cls] = 0.0
-            total = self._class_weights.sum()
-            self.weights = self._class_weights / total if total > 0 else self._class_weights
+    def screen(self, min_share: float, margin: int) -> dict[int, tuple[int, int]]:
+        """Drop the instances whose ``defect_share`` is below ``min_share``; each source image is read
+        once. Returns ``{class: (kept, refused)}``."""
+        by_image: dict[int, list[_Instance]] = {}
+        for insts in self.by_class.values():
+            for inst in insts:
+                by_image.setdefault(inst.image, []).append(inst)
+        for image, insts in by_image.items():
+            src = self.load_image(image)
+            for inst in insts:
+                px0, py0, px1, py1, cx0, cy0, cx1, cy1 = _crop_window(inst.box, src.shape, margin)
+                others = np.zeros((cy1 - cy0, cx1 - cx0), bool)  # other defects are not background
+                for other in insts:
+                    if other is not inst:
+                        ox0, oy0, ox1, oy1 = _crop_window(other.box, src.shape, 0)[:4]
+                        others[max(oy0 - cy0, 0):max(oy1 - cy0, 0), max(ox0 - cx0, 0):max(ox1 - cx0, 0)] = True
+                patch = src[cy0:cy1, cx0:cx1].astype(np.float32)
+                inner = (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0)
+                if defect_share(patch, inner, margin, others) < min_share:
+                    self.by_class[inst.cls].remove(inst)
+                    self.refused[inst.cls] += 1
+        self._reweigh()
+        return {c: (len(v), self.refused[c]) for c, v in self.by_class.items()}
 
     def sample(self, rng: random.Random) -> _Instance | None:
         if self.empty or self.weights.sum() == 0:
@@ -101,11 +120,7 @@ class DefectBank:
             self._crops.move_to_end(key)
             return hit
         src = self.load_image(inst.image)
-        sh, sw = src.shape[:2]
-        bx0, by0, bx1, by1 = inst.box
-        px0, py0 = int(np.floor(bx0 * sw)), int(np.floor(by0 * sh))
-        px1, py1 = int(np.ceil(bx1 * sw)), int(np.ceil(by1 * sh))
-        cx0, cy0, cx1, cy1 = max(px0 - margin, 0), max(py0 - margin, 0), min(px1 + margin, sw), min(py1 + margin, sh)
+        px0, py0, px1, py1, cx0, cy0, cx1, cy1 = _crop_window(inst.box, src.shape, margin)
         crop = src[cy0:cy1, cx0:cx1].copy()  # a copy: a view would keep the whole source image alive
         crop.flags.writeable = False
         entry = (crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1))
@@ -128,11 +143,22 @@ def _feather(h: int, w: int, margin: int) -> np.ndarray:
     return np.clip((ramp + 0.5) / margin, 0.0, 1.0) ** 1.5
 
 
+def _crop_window(box: tuple[float, float, float, float], shape: tuple[int, ...], margin: int
+                 ) -> tuple[int, int, int, int, int, int, int, int]:
+    """``(px0, py0, px1, py1, cx0, cy0, cx1, cy1)``: a normalised xyxy box in pixels (outward-rounded)
+    and the crop around it with ``margin`` pixels more on each side, clipped to the image."""
+    sh, sw = shape[:2]
+    bx0, by0, bx1, by1 = box
+    px0, py0 = int(np.floor(bx0 * sw)), int(np.floor(by0 * sh))
+    px1, py1 = int(np.ceil(bx1 * sw)), int(np.ceil(by1 * sh))
+    return px0, py0, px1, py1, max(px0 - margin, 0), max(py0 - margin, 0), min(px1 + margin, sw), min(py1 + margin, sh)
+
+
 def _standing_out(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ring mask, alpha, delta): the crop's background ring (outside the inner box), how much each
-    pixel stands out from the ring's level (0 within 1.5 robust spreads, 1 beyond 3), and each pixel's
-    deviation from the ring's mean colour."""
+                  ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+    """(ring, has_ring, alpha, delta): the crop outside the inner box, whether it can serve as the
+    background (some pixels and a margin), how much each pixel stands out from the background's
+    level (0 within 1.5 robust spreads, 1 beyond 3), and each pixel's deviation from its mean colour."""
     gray = patch.mean(-1)
     ring = np.ones(gray.shape, bool)
     x0, y0, x1, y1 = inner
@@ -143,27 +169,31 @@ def _standing_out(patch: np.ndarray, inner: tuple[int, int, int, int], margin: i
     spread = 1.4826 * np.median(np.abs(background - level)) + 2.0
     alpha = np.clip((np.abs(gray - level) - 1.5 * spread) / (1.5 * spread), 0.0, 1.0)
     delta = patch - patch[ring].mean(0) if has_ring else patch - level
-    return ring & has_ring, alpha, delta
+    return ring, has_ring, alpha, delta
 
 
-def defect_share(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int) -> float:
+def defect_share(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int,
+                 exclude: np.ndarray | None = None) -> float:
     """Estimated share of the energy the blend transfers from ``patch`` that belongs to the defect.
 
-    The ring around the inner box is background only, so its standing-out energy per pixel is what
-    the background texture alone would contribute inside the box; the rest is the defect's:
-    1 - ring density x box area / box energy (1: a defect on a plain background; 0 or below: the
-    box stands out no more than its surroundings). Without a ring (``margin`` 0, or a crop at the
-    image border on every side) nothing can be estimated and 1 is returned.
+    The ring around the inner box is taken as background, so its standing-out energy per pixel is
+    what the texture alone would contribute inside the box; the rest is the defect's: 1 - ring
+    density x box area / box energy. 1: a defect on a plain background; 0 or below: the box stands
+    out no more than its surroundings, or nothing in it stands out at all (a defect within ~3 robust
+    spreads of its background is not carried by the blend either). ``exclude`` (patch-shaped, bool)
+    removes pixels of other defects from the ring. A defect running past its box (a loose label)
+    puts some of itself in the ring and reads lower: the estimate errs towards refusing. Without a
+    ring (``margin`` 0, or the crop clipped to its box) nothing can be estimated and 1 is returned.
     """
-    ring, alpha, delta = _standing_out(patch, inner, margin)
-    if not ring.any() or ring.all():
+    ring, has_ring, alpha, delta = _standing_out(patch, inner, margin)
+    background = ring & ~exclude if exclude is not None else ring
+    if not has_ring or not background.any() or ring.all():
         return 1.0
-    energy = (alpha[..., None] * delta) ** 2
-    energy = energy.sum(-1)
+    energy = ((alpha[..., None] * delta) ** 2).sum(-1)
     inside = energy[~ring].sum()
     if inside <= 0:
         return 0.0
-    return float(1.0 - energy[ring].mean() * (~ring).sum() / inside)
+    return float(1.0 - energy[background].mean() * (~ring).sum() / inside)
 
 
 def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, int], margin: int) -> np.ndarray:
@@ -171,7 +201,7 @@ def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, in
     level, weighted by how much each pixel stands out from the background's spread. The
     destination's texture and lighting show through everywhere else, so no rectangle appears.
     """
-    ring, alpha, delta = _standing_out(patch, inner, margin)
+    ring, _, alpha, delta = _standing_out(patch, inner, margin)
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * ~ring if ring.any() else alpha
     alpha = alpha * _feather(*alpha.shape, max(1, margin // 2))
     return np.clip(region + alpha[..., None] * delta, 0, 255).astype(np.uint8)
@@ -188,8 +218,8 @@ def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
 
 
 def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank: DefectBank, rng: random.Random,
-                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20,
-                  min_defect_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste up to ``max_per_image`` defects into ``img``.
 
     Args:
@@ -201,8 +231,6 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         max_per_image: Upper bound of pastes (the number is drawn from 1..max).
         margin: Pixels of source background around the crop, blended away by the feathered alpha.
         scale: Resize factor from source pixels to destination pixels.
-        min_defect_share: An instance whose ``defect_share`` is below this is refused and dropped
-            from the bank (0: every instance is pasted).
 
     Returns:
         The new image, the boxes (old then pasted), the classes.
@@ -216,10 +244,6 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         if inst is None:
             break
         crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1) = bank.crop(inst, margin)
-        inner_src = (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0)
-        if min_defect_share > 0 and defect_share(crop.astype(np.float32), inner_src, margin) < min_defect_share:
-            bank.refuse(inst)
-            continue
         if scale != 1.0:
             crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
                               interpolation=cv2.INTER_LINEAR)

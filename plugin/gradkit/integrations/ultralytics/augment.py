@@ -83,6 +83,9 @@ class CopyPasteStage:
         self.files = files
         self.bank = DefectBank(boxes, classes, self._load, len(dataset.data["names"]), cp_cfg.class_weights,
                                cp_cfg.rare_first)
+        if cp_cfg.min_defect_share > 0:  # once, before the workers fork: every worker gets the screened bank
+            _log_screening(self.bank.screen(cp_cfg.min_defect_share, cp_cfg.margin), dataset.data["names"],
+                           cp_cfg.min_defect_share)
         self.rng = random  # Ultralytics seeds Python's RNG per worker
 
     def _load(self, i: int) -> np.ndarray:
@@ -105,12 +108,24 @@ class CopyPasteStage:
         inst.denormalize(w, h)
         src_scale = self.imgsz / max(labels.get("ori_shape", (self.imgsz, self.imgsz)))
         new_img, boxes, cls = paste_defects(img, inst.bboxes, labels["cls"].reshape(-1), self.bank, self.rng,
-                                            self.cfg.max_per_image, self.cfg.margin, scale=src_scale,
-                                            min_defect_share=self.cfg.min_defect_share)
+                                            self.cfg.max_per_image, self.cfg.margin, scale=src_scale)
         labels["img"] = new_img
         labels["cls"] = cls.astype(np.float32).reshape(-1, 1)
         labels["instances"] = Instances(boxes, segments=inst.segments[:0], bbox_format="xyxy", normalized=False)
         return labels
+
+
+def _log_screening(counts: dict[int, tuple[int, int]], names: dict, min_share: float) -> None:
+    """One line of what copy-paste kept; a warning for a class it can no longer paste at all."""
+    from ultralytics.utils import LOGGER
+
+    kept = ", ".join(f"{names[c]} {k}/{k + r}" for c, (k, r) in counts.items() if k + r)
+    LOGGER.info(f"gradkit: copy-paste keeps {kept} defects (the others would paste mostly their background's "
+                f"texture: augment.copy_paste.min_defect_share={min_share})")
+    lost = [names[c] for c, (k, r) in counts.items() if r and not k]
+    if lost:
+        LOGGER.warning(f"gradkit: copy-paste will not paste {', '.join(lost)}: no instance stands out from its "
+                       f"background enough (augment.copy_paste.min_defect_share={min_share}; 0 pastes every defect)")
 
 
 def _apply_hyp(hyp, overrides: dict[str, float]):

@@ -226,6 +226,8 @@ class GradkitCallback:
 
     def on_train_epoch_start(self, trainer) -> None:
         self._install_augmentation(trainer)  # no-op unless an OOM retry rebuilt the dataset
+        if getattr(trainer, "loss", None) is None:  # first epoch, or an OOM retry that dropped the gradients
+            self._accumulated_loss_finite = None
         self._epoch_totals, self._epoch_clipped, self._epoch_skipped = [], 0, 0
         self._epoch_alerts, self.carried_alerts = self.carried_alerts, 0
         if self.guard:
@@ -491,7 +493,8 @@ class GradkitCallback:
         on every DDP rank. Called only on a non-finite step, which all ranks see alike (all-reduced
         gradients), so the collective runs on all of them."""
         loss = getattr(trainer, "loss", None)
-        ok = torch.ones((), dtype=torch.bool) if loss is None else torch.isfinite(loss.detach()).all()
+        ok = torch.ones((), dtype=torch.bool, device=getattr(trainer, "device", "cpu")) if loss is None \
+            else torch.isfinite(loss.detach()).all()
         if self._accumulated_loss_finite is not None:
             ok = ok & self._accumulated_loss_finite.to(ok.device)
         return all_ranks_true(ok)
