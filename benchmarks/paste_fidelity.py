@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 
-from gradkit.augment.copy_paste import _blend, _crop_window, defect_share
+from gradkit.augment.copy_paste import _blend, _crop_window, defect_share, screening_crop
 from gradkit.config import CopyPasteConfig
 from gradkit.synth import SynthSpec, render_image
 from gradkit.synth_photo import PhotoSpec, render_photo_image
@@ -31,19 +31,14 @@ def _xyxy(label) -> tuple[float, float, float, float]:
 
 
 def _crops(img: np.ndarray, labels):
-    """Per defect: the crop, its inner box, its window in the image and the estimated share, with the
-    image's other defects masked out of the ring (as ``DefectBank.screen`` does)."""
+    """Per defect: the crop, its inner box, its window in the image and the estimated share, judged as
+    ``DefectBank.screen`` judges it."""
     out = []
     for label in labels:
-        px0, py0, px1, py1, cx0, cy0, cx1, cy1 = _crop_window(_xyxy(label), img.shape, MARGIN)
-        others = np.zeros((cy1 - cy0, cx1 - cx0), bool)
-        for other in labels:
-            if other is not label:
-                ox0, oy0, ox1, oy1 = _crop_window(_xyxy(other), img.shape, 0)[:4]
-                others[max(oy0 - cy0, 0):max(oy1 - cy0, 0), max(ox0 - cx0, 0):max(ox1 - cx0, 0)] = True
-        crop = img[cy0:cy1, cx0:cx1].astype(np.float32)
-        inner = (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0)
-        out.append((crop, inner, (cx0, cy0, cx1, cy1), defect_share(crop, inner, MARGIN, others)))
+        others = [_xyxy(o) for o in labels if o is not label]
+        crop, inner, exclude = screening_crop(img, _xyxy(label), others, MARGIN)
+        window = _crop_window(_xyxy(label), img.shape, MARGIN)[4:]
+        out.append((crop, inner, window, defect_share(crop, inner, MARGIN, exclude)))
     return out
 
 

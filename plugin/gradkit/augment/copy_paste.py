@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["DefectBank", "defect_share", "paste_defects"]
+__all__ = ["DefectBank", "defect_share", "paste_defects", "screening_crop"]
 
 
 @dataclass
@@ -88,14 +88,7 @@ class DefectBank:
         for image, insts in by_image.items():
             src = self.load_image(image)
             for inst in insts:
-                px0, py0, px1, py1, cx0, cy0, cx1, cy1 = _crop_window(inst.box, src.shape, margin)
-                others = np.zeros((cy1 - cy0, cx1 - cx0), bool)  # other defects are not background
-                for other in insts:
-                    if other is not inst:
-                        ox0, oy0, ox1, oy1 = _crop_window(other.box, src.shape, 0)[:4]
-                        others[max(oy0 - cy0, 0):max(oy1 - cy0, 0), max(ox0 - cx0, 0):max(ox1 - cx0, 0)] = True
-                patch = src[cy0:cy1, cx0:cx1].astype(np.float32)
-                inner = (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0)
+                patch, inner, others = screening_crop(src, inst.box, [o.box for o in insts if o is not inst], margin)
                 if defect_share(patch, inner, margin, others) < min_share:
                     self.by_class[inst.cls].remove(inst)
                     self.refused[inst.cls] += 1
@@ -152,6 +145,19 @@ def _crop_window(box: tuple[float, float, float, float], shape: tuple[int, ...],
     px0, py0 = int(np.floor(bx0 * sw)), int(np.floor(by0 * sh))
     px1, py1 = int(np.ceil(bx1 * sw)), int(np.ceil(by1 * sh))
     return px0, py0, px1, py1, max(px0 - margin, 0), max(py0 - margin, 0), min(px1 + margin, sw), min(py1 + margin, sh)
+
+
+def screening_crop(src: np.ndarray, box: tuple[float, float, float, float],
+                   other_boxes: Sequence[tuple[float, float, float, float]], margin: int
+                   ) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]:
+    """What ``defect_share`` judges a defect on: its crop (float32), its box inside the crop, and where
+    the image's other labelled defects lie in the crop (they are not background)."""
+    px0, py0, px1, py1, cx0, cy0, cx1, cy1 = _crop_window(box, src.shape, margin)
+    others = np.zeros((cy1 - cy0, cx1 - cx0), bool)
+    for other in other_boxes:
+        ox0, oy0, ox1, oy1 = _crop_window(other, src.shape, 0)[:4]
+        others[max(oy0 - cy0, 0):max(oy1 - cy0, 0), max(ox0 - cx0, 0):max(ox1 - cx0, 0)] = True
+    return src[cy0:cy1, cx0:cx1].astype(np.float32), (px0 - cx0, py0 - cy0, px1 - cx0, py1 - cy0), others
 
 
 def _standing_out(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int
