@@ -85,13 +85,15 @@ class DefectBank:
         for insts in self.by_class.values():
             for inst in insts:
                 by_image.setdefault(inst.image, []).append(inst)
+        refused: set[int] = set()  # ids: one pass over the lists at the end, not a list.remove per refusal
         for image, insts in by_image.items():
             src = self.load_image(image)
             for inst in insts:
                 patch, inner, others = screening_crop(src, inst.box, [o.box for o in insts if o is not inst], margin)
                 if defect_share(patch, inner, margin, others) < min_share:
-                    self.by_class[inst.cls].remove(inst)
+                    refused.add(id(inst))
                     self.refused[inst.cls] += 1
+        self.by_class = {c: [i for i in insts if id(i) not in refused] for c, insts in self.by_class.items()}
         self._reweigh()
         return {c: (len(v), self.refused[c]) for c, v in self.by_class.items()}
 
