@@ -56,13 +56,16 @@ def inactive_rules(steps: int, cfg: AlertThresholds) -> dict[str, int]:
 
 def nanmedian(a: np.ndarray) -> np.ndarray:
     """``np.nanmedian(a, axis=0)`` by one sort (NaNs sort last): numpy's version goes through masked
-    arrays for small inputs and cost ~1 ms a call, most of the diagnoses' time per step."""
+    arrays for small inputs and cost ~1 ms a call, most of the diagnoses' time per step. Plain
+    indexing rather than ``take_along_axis``, whose index building cost more than the sort here."""
     a = np.asarray(a, dtype=np.float64)
-    ordered = np.sort(a, axis=0)
-    count = np.sum(~np.isnan(a), axis=0)
-    lo = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[None, ...], axis=0)[0]
-    hi = np.take_along_axis(ordered, np.maximum(count // 2, 0)[None, ...], axis=0)[0]
-    return np.where(count > 0, 0.5 * (lo + hi), np.nan)
+    flat = a.reshape(a.shape[0], -1)
+    ordered = np.sort(flat, axis=0)
+    count = flat.shape[0] - np.isnan(flat).sum(axis=0)
+    cols = np.arange(flat.shape[1])
+    lo = ordered[np.maximum((count - 1) // 2, 0), cols]
+    hi = ordered[np.maximum(count // 2, 0), cols]
+    return np.where(count > 0, 0.5 * (lo + hi), np.nan).reshape(a.shape[1:])
 
 
 def relative_positions(logn: np.ndarray) -> np.ndarray:
@@ -191,6 +194,13 @@ class AlertDetector:
         self._active.add(key)
         return True
 
+    def _episodes(self, kind: str, on: np.ndarray, finite: np.ndarray) -> list[int]:
+        """:meth:`_episode` for every index where ``finite``: the indices whose episode starts now."""
+        for k, i in [key for key in self._active if key[0] == kind]:
+            if finite[i] and not on[i]:
+                self._active.discard((k, i))
+        return [int(i) for i in np.flatnonzero(on & finite) if self._episode(kind, int(i), True)]
+
     # ------------------------------------------------------------------ main
     def update(
         self,
@@ -245,34 +255,41 @@ class AlertDetector:
         rel_high = np.append(rel_dev[:, 0] > np.log10(cfg.exploding_factor), False)
         rel_low = np.append(rel_dev[:, 1] < np.log10(cfg.vanishing_factor), False)
 
-        for i in range(norms.size):
+        # per layer (vectorised: a loop of numpy scalars cost most of the diagnoses' time per step);
+        # a non-finite norm leaves its layer's counters and episodes as they were
+        n_layers = len(self.layers)
+        with np.errstate(invalid="ignore"):
+            limit = med + np.maximum(np.log10(cfg.exploding_factor), _ROBUST_SIGMAS * mad)
+            abs_high = warm & (logn > limit)
+            low_hist = warm & (logn < med + np.log10(cfg.vanishing_factor))
+            low_ratio = (norms > 0) & np.isfinite(ratio) & (ratio < cfg.vanishing_ratio)
+        self._zero = np.where(finite, np.where(norms == 0, self._zero + 1, 0), self._zero)
+        self._low = np.where(finite, np.where(low_hist | low_ratio | rel_low, self._low + 1, 0), self._low)
+        is_layer = np.arange(norms.size) < n_layers
+        starts = sorted(
+            (i, rank, kind)
+            for rank, (kind, on) in enumerate((("exploding", abs_high | rel_high),
+                                                ("dead", is_layer & (self._zero >= cfg.dead_patience)),
+                                                ("vanishing", self._low >= cfg.vanishing_patience)))
+            for i in self._episodes(kind, on, finite)
+        )
+        for i, _, kind in starts:
             key, module = self._name(i)
-            label = self.layers[i] if i < len(self.layers) else "total"
-            if not finite[i]:
-                continue
-            # exploding
-            limit = med[i] + max(np.log10(cfg.exploding_factor), _ROBUST_SIGMAS * mad[i])
-            abs_high = bool(warm[i] and np.isfinite(logn[i]) and logn[i] > limit)
-            if self._episode("exploding", i, abs_high or rel_high[i]):
+            label = self.layers[i] if i < n_layers else "total"
+            if kind == "exploding":
                 if rel_high[i]:
                     thr, why = cfg.exploding_factor, (f"{10 ** rel_dev[i, 0]:.3g}x its usual level relative to the "
                                                       "other layers at the same step")
                 else:
-                    thr, why = 10**limit, f"{10 ** (logn[i] - med[i]):.3g}x its recent median {10 ** med[i]:.3g}"
+                    thr, why = 10 ** limit[i], f"{10 ** (logn[i] - med[i]):.3g}x its recent median {10 ** med[i]:.3g}"
                 alerts.append(Alert("exploding", epoch, step, key, module, float(norms[i]), float(thr),
                                     f"exploding gradient at step {step} in {label}: norm {norms[i]:.3g} is {why}"))
-            # dead (exactly zero on a trainable layer); the total has no "dead" of its own
-            self._zero[i] = self._zero[i] + 1 if norms[i] == 0 else 0
-            if i < len(self.layers) and self._episode("dead", i, self._zero[i] >= cfg.dead_patience):
+            elif kind == "dead":
                 alerts.append(Alert("dead", epoch, step, key, module, 0.0, 0.0,
                                     f"dead layer {label}: exactly zero gradient for {self._zero[i]} "
                                     f"consecutive steps up to step {step}"))
-            # vanishing
-            low_hist = warm[i] and np.isfinite(logn[i]) and logn[i] < med[i] + np.log10(cfg.vanishing_factor)
-            low_ratio = norms[i] > 0 and np.isfinite(ratio[i]) and ratio[i] < cfg.vanishing_ratio
-            self._low[i] = self._low[i] + 1 if (low_hist or low_ratio or rel_low[i]) else 0
-            if self._episode("vanishing", i, self._low[i] >= cfg.vanishing_patience):
-                thr = (10 ** (med[i] + np.log10(cfg.vanishing_factor)) if low_hist
+            else:
+                thr = (10 ** (med[i] + np.log10(cfg.vanishing_factor)) if low_hist[i]
                        else cfg.vanishing_factor if rel_low[i] else cfg.vanishing_ratio)
                 alerts.append(Alert("vanishing", epoch, step, key, module, float(norms[i]), float(thr),
                                     f"vanishing gradient in {label} for {self._low[i]} steps up to step "
