@@ -46,7 +46,7 @@ def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
     return times
 
 
-def _step_microbench(repeats: int = 60, device: str = "cpu") -> tuple[float, float]:
+def _step_microbench(repeats: int = 300, device: str = "cpu") -> tuple[float, float]:
     """Mean per-step time over ``repeats`` optimizer steps: ``clip_grad_norm_`` against gradkit's whole
     per-step work as the integration runs it (every monitored step: clip, per-layer statistics,
     diagnoses; every ``monitor.update_every``-th: weight norms, the weight copy and the update ratio;
@@ -99,21 +99,29 @@ def _step_microbench(repeats: int = 60, device: str = "cpu") -> tuple[float, flo
         stats.measure(clipper(stats.named), w)
         stats.update_norms(before)
 
-    out = []
-    for fn in (stock, ours, previous):
-        for _ in range(5):
+    # Interleaved blocks of `every` steps (one full cycle of the periodic work, so a block's mean is the
+    # amortised per-step cost): stock, ours and previous take turns, so a change of load on the shared
+    # cores hits all three alike; the median over blocks drops blocks that another process interrupted.
+    fns = (stock, ours, previous)
+    for fn in fns:
+        for _ in range(every):
             reset()
             fn()
-        t = []
-        for _ in range(repeats):
-            reset()
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            t.append(time.perf_counter() - t0)
-        out.append(statistics.mean(t))  # mean: the weight copy every 10th step belongs in the average
-    print(f"per-step on {len(params)} yolo26n gradients ({dev}, mean of {repeats}): "
+    blocks: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(repeats // every, 1)):
+        for fn, times in zip(fns, blocks, strict=True):
+            total = 0.0
+            for _ in range(every):
+                reset()
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                total += time.perf_counter() - t0
+            times.append(total / every)
+    out = [statistics.median(times) for times in blocks]
+    print(f"per-step on {len(params)} yolo26n gradients ({dev}, median over {len(blocks[0])} interleaved blocks "
+          f"of {every} steps, each block's mean): "
           f"clip_grad_norm_ {out[0] * 1e3:.2f} ms, "
           f"gradkit clip+monitor+diagnoses+noise scale {out[1] * 1e3:.2f} ms ({out[1] / out[0]:.2f}x), "
           f"previous release's path without diagnoses {out[2] * 1e3:.2f} ms ({out[2] / out[0]:.2f}x)")

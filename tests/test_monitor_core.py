@@ -71,6 +71,30 @@ def test_nonfinite_counts_and_update_ratio():
     assert (upd[1:] == 0).all()
 
 
+def test_update_norms_stay_right_when_the_snapshot_buffer_is_reused():
+    """The snapshot's buffers are reused from one step to the next and overwritten by update_norms:
+    every step's update must still equal the naive difference of that step's weights."""
+    torch.manual_seed(1)
+    model = _Yolo()
+    stats = LayerStats(model.named_parameters())
+    for _ in range(3):
+        before_naive = {n: p.detach().clone() for n, p in model.named_parameters()}
+        before = stats.snapshot()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        expected: dict[str, float] = {}
+        for n, p in model.named_parameters():
+            key = n.split(".")[1]
+            expected[key] = expected.get(key, 0.0) + float(((p.detach() - before_naive[n]).double() ** 2).sum())
+        got = stats.update_norms(before).numpy()
+        np.testing.assert_allclose(got, [np.sqrt(expected[k]) for k in stats.layer_keys], rtol=1e-5)
+    model.half()  # the weights changed dtype: the kept buffers no longer fit and are made anew
+    before = stats.snapshot()
+    assert all(b.dtype == torch.float16 for b in before)
+    assert (stats.update_norms(before).numpy() == 0).all()
+
+
 def test_frozen_parameters_are_not_monitored():
     model = _Yolo()
     for p in model.model[0].parameters():

@@ -63,6 +63,7 @@ class LayerStats:
         self.params = [p for _, p in self.named]
         device = self.params[0].device
         self._param_index = torch.tensor([order[k] for k in keys], device=device)
+        self._snapshot: list[torch.Tensor] | None = None
 
     @property
     def num_layers(self) -> int:
@@ -100,13 +101,25 @@ class LayerStats:
         return counts
 
     def snapshot(self) -> list[torch.Tensor]:
-        """Copies of the weights, to measure the update of the coming optimizer step."""
-        return [p.detach().clone() for p in self.params]
+        """Copies of the weights, to measure the update of the coming optimizer step.
+
+        The copies go into buffers kept from one snapshot to the next (a fresh allocation of the
+        model's size cost more than the copy itself on a CPU: page faults), so a snapshot is valid
+        until the next one and is consumed by :meth:`update_norms`."""
+        weights = [p.detach() for p in self.params]
+        kept = self._snapshot
+        if kept is None or any(b.shape != w.shape or b.dtype != w.dtype or b.device != w.device
+                               for b, w in zip(kept, weights, strict=True)):
+            kept = self._snapshot = [w.clone() for w in weights]
+        else:
+            torch._foreach_copy_(kept, weights)
+        return kept
 
     def update_norms(self, before: list[torch.Tensor]) -> torch.Tensor:
-        """Per-layer ||w_after - w_before|| against a :meth:`snapshot` (device tensor)."""
-        delta = torch._foreach_sub([p.detach() for p in self.params], before)
-        return self._layer_norm(torch.stack(torch._foreach_norm(delta)).float(), self._param_index)
+        """Per-layer ||w_after - w_before|| against a :meth:`snapshot`, which it overwrites with the
+        negated difference (in place: no second model-sized allocation). Device tensor."""
+        torch._foreach_sub_(before, [p.detach() for p in self.params])
+        return self._layer_norm(torch.stack(torch._foreach_norm(before)).float(), self._param_index)
 
     def measure(self, clip: ClipResult, weight_norm: torch.Tensor, finite: bool | None = None) -> StepStats:
         """Per-layer statistics of a step from the clipping call's result, with one host transfer.
