@@ -23,7 +23,11 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``preset-sensor``: ``preset`` with ``augment.preset: defect-sensor`` (the defect transforms plus blur
   and JPEG: the ``defect`` preset until this ablation);
 - ``preset-nopaste``: ``preset`` with copy-paste off (``augment.copy_paste.p: 0``): what the
-  preset's transforms do without the pasted defects.
+  preset's transforms do without the pasted defects;
+- ``preset-notransforms``: ``preset`` without its Albumentations transforms (``augment.preset: none``;
+  copy-paste, box filters and Ultralytics settings kept);
+- ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
+  (``augment.ultralytics: {}``: colour jitter, left-right flips, no rotation).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -49,7 +53,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
-ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs", "preset-sensor", "preset-nopaste")
+ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs", "preset-sensor", "preset-nopaste",
+             "preset-notransforms", "preset-stockhyp")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -150,7 +155,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
     batching = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
-    built = {"preset-sensor": {"augment.preset": "defect-sensor"}, "preset-nopaste": {"augment.copy_paste.p": 0.0}}
+    built = {"preset-sensor": {"augment.preset": "defect-sensor"}, "preset-nopaste": {"augment.copy_paste.p": 0.0},
+             "preset-notransforms": {"augment.preset": "none"}, "preset-stockhyp": {"augment.ultralytics": {}}}
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
     return {
