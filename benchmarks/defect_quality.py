@@ -27,7 +27,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``preset-notransforms``: ``preset`` without its Albumentations transforms (``augment.preset: none``;
   copy-paste, box filters and Ultralytics settings kept);
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
-  (``augment.ultralytics: {}``: colour jitter, left-right flips, no rotation).
+  (``augment.ultralytics: {}``: colour jitter, left-right flips, no rotation);
+- ``plan-notransforms@time``: ``plan@time`` without the Albumentations transforms (``augment.preset:
+  none``), whatever the plan chose for them.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -54,7 +56,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs", "preset-sensor", "preset-nopaste",
-             "preset-notransforms", "preset-stockhyp")
+             "preset-notransforms", "preset-stockhyp", "plan-notransforms@time")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -165,9 +167,17 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
+        "plan-notransforms@time": (plan.train["model"], _without_transforms(plan.gradkit), at_stock_time),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
     }[recipe_name]
+
+
+def _without_transforms(gradkit_cfg: dict) -> dict:
+    """A plan's gradkit configuration with ``augment.preset: none`` (a copy)."""
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    cfg.setdefault("augment", {})["preset"] = "none"
+    return cfg
 
 
 def run(args) -> dict:
