@@ -17,8 +17,9 @@ import argparse
 
 import numpy as np
 
-from gradkit.augment.copy_paste import _blend, _crop_window, defect_share, screening_crop
+from gradkit.augment.copy_paste import _blend
 from gradkit.config import CopyPasteConfig
+from gradkit.data.standout import crop_window, defect_share, screening_crop
 from gradkit.synth import SynthSpec, render_image
 from gradkit.synth_photo import PhotoSpec, render_photo_image
 
@@ -37,7 +38,7 @@ def _crops(img: np.ndarray, labels):
     for label in labels:
         others = [_xyxy(o) for o in labels if o is not label]
         crop, inner, exclude = screening_crop(img, _xyxy(label), others, MARGIN)
-        window = _crop_window(_xyxy(label), img.shape, MARGIN)[4:]
+        window = crop_window(_xyxy(label), img.shape, MARGIN)[4:]
         out.append((crop, inner, window, defect_share(crop, inner, MARGIN, exclude)))
     return out
 
