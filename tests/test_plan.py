@@ -15,11 +15,13 @@ from gradkit.data.fingerprint import THIN_WIDTH_PX, Fingerprint
 
 
 def fingerprint(boxes, side=256, gray=True, images=100, defect_free=20, names=("scratch", "pit"), depth=8):
-    """A fingerprint built by hand. ``boxes``: (class, w_px, h_px, stroke_px, fill) on ``side``-px squares."""
+    """A fingerprint built by hand. ``boxes``: (class, w_px, h_px, stroke_px, fill[, standout]) on
+    ``side``-px squares (standout: the box's defect share, 1 when not given)."""
     fp = Fingerprint(data="/data/d.yaml", split="train", class_names=dict(enumerate(names)), images=images,
                      decoded=images, widths=[side] * images, heights=[side] * images, channels=Counter({3: images}),
                      gray=images if gray else 0, bit_depth=Counter({depth: images}), defect_free=defect_free)
-    for c, w, h, stroke, fill in boxes:
+    for c, w, h, stroke, fill, *standout in boxes:
+        fp.box_standout.append(standout[0] if standout else 1.0)
         fp.box_cls.append(c)
         fp.box_w.append(w / side)
         fp.box_h.append(h / side)
@@ -119,7 +121,7 @@ def test_the_plan_takes_the_defect_preset_without_blur_and_jpeg():
     from gradkit.augment import build_transforms
     from gradkit.config import load_config
 
-    for boxes, thin in (([LINE] * 3 + [BLOB] * 7, "30% thin boxes"), ([BLOB] * 10, "(0% thin boxes)")):
+    for boxes, thin in (([LINE] * 3 + [BLOB] * 7, "30% thin boxes"), ([BLOB] * 10, "(0% thin boxes;")):
         plan = P.make_plan(fingerprint(boxes))
         assert plan.gradkit["augment"]["preset"] == "defect"
         assert "transforms" not in plan.gradkit["augment"]
@@ -127,6 +129,28 @@ def test_the_plan_takes_the_defect_preset_without_blur_and_jpeg():
         assert names and not names & {"GaussianBlur", "ImageCompression", "Blur", "MedianBlur", "Downscale"}
         choice = next(c for c in plan.choices if c.key == "augment.preset")
         assert thin in choice.reason and "JPEG" in choice.reason
+
+
+def test_faint_defects_on_texture_leave_the_transform_list_out():
+    """standout_share below FAINT_STANDOUT: no transform list, and the reason gives the share; at or
+    above it, or unmeasured: the ``defect`` list."""
+    faint_line, faint_blob = (*LINE, 0.2), (*BLOB, 0.3)
+    cases = {
+        "none": [faint_line] * 4 + [faint_blob] * 3 + [BLOB] * 3,                  # 30% stand out
+        "defect": [faint_line] * 2 + [LINE] * 1 + [BLOB] * 7,                      # 80% stand out
+    }
+    for expected, boxes in cases.items():
+        plan = P.make_plan(fingerprint(boxes))
+        assert plan.gradkit["augment"]["preset"] == expected, boxes
+        assert plan.gradkit["augment"]["copy_paste"]["p"] > 0                      # copy-paste stays: it helped
+    reason = choice(P.make_plan(fingerprint(cases["none"])), "augment.preset").reason
+    assert "30%" in reason and "stand out" in reason
+    n_standing = round(P.FAINT_STANDOUT * 20)                                       # exactly at the threshold
+    at = fingerprint([LINE] * n_standing + [faint_line] * (20 - n_standing))
+    assert at.standout_share == P.FAINT_STANDOUT
+    assert P.make_plan(at).gradkit["augment"]["preset"] == "defect"
+    unmeasured = fingerprint([(*LINE, float("nan"))] * 5)
+    assert P.make_plan(unmeasured).gradkit["augment"]["preset"] == "defect"
 
 
 def test_rare_first_copy_paste_follows_class_imbalance():

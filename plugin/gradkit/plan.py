@@ -43,6 +43,16 @@ P2_SMALL_SHARE = 0.25
 P2_EVIDENCE = ("at equal wall time the stride-4 head lost: it costs 1.56x per epoch, and on the design set the "
                "plan with it reached mAP50-95 0.081 against 0.148 with the standard head (7 min, 3 seeds; its "
                "pits did better, 0.269 vs 0.153 AP50, everything else worse)")
+#: Share of defects that stand out from the texture around them (fingerprint.standout_share) below
+#: which the plan leaves the ``defect`` transform list (D4 and the photometric transforms) out: faint
+#: defects on strong textures. Between the two sets measured (README "Stock vs plan"): 0.98 on the
+#: design set, where the list helped a little, and 0.52 on the photographed one, where it cost most of
+#: what was learnt; a value between them, not a fitted one.
+FAINT_STANDOUT = 0.75
+#: What that rule measured (benchmarks/defect_quality.py, preset-notransforms).
+FAINT_EVIDENCE = ("without the transform list the preset reached 2.15x the mAP50-95 of stock on the photographed "
+                  "set (0.043 vs 0.020, seed 0; stains AP50 0.254 vs 0.096) and 0.005 with it and copy-paste off; "
+                  "on the design set, where 98% stand out, it lost a little without them (0.049 vs 0.063, 3 seeds)")
 #: Most/least frequent class above which copy-paste prefers rare classes.
 IMBALANCE = 2.0
 #: Share of gray images (1 channel or 3 equal ones) above which hue/saturation jitter is turned off.
@@ -180,14 +190,15 @@ def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
     from gradkit.augment.pipeline import SENSOR_LEFT_OUT  # the plan takes ``defect``, never ``defect-sensor``
 
     augment: dict[str, Any] = {"bbox": {"min_visibility": 0.1, "min_area": 4, "min_width": 1, "min_height": 1}}
-    augment["preset"] = plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise "
-                                    f"({_thin_share(fp):.0%} thin boxes); {SENSOR_LEFT_OUT}", provisional=True)
+    augment["preset"] = _choose_transforms(fp, plan, SENSOR_LEFT_OUT)
     rare = fp.imbalance >= IMBALANCE
     augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}
     plan.choose("augment.copy_paste.rare_first", rare, (
         f"class imbalance {fp.imbalance:.1f}x (most/least frequent) "
         + (f">= {IMBALANCE:g}: paste rare classes more often" if rare else f"< {IMBALANCE:g}: paste as in the data")),
         provisional=True)
+    # flips off either way: D4 draws all 8 flips/rotations, and without it the plan keeps what the
+    # faint-defect rule measured (preset-notransforms: no flips)
     hyp: dict[str, Any] = {"fliplr": 0.0, "flipud": 0.0, "degrees": 4.0}
     if fp.gray_share >= GRAY_SHARE:
         hyp.update(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
@@ -198,6 +209,18 @@ def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
                     "Ultralytics' colour jitter")
     augment["ultralytics"] = hyp
     return augment
+
+
+def _choose_transforms(fp: Fingerprint, plan: Plan, sensor_left_out: str) -> str:
+    """The transform list: ``defect`` unless the defects are mostly as faint as their texture."""
+    standout = fp.standout_share
+    if math.isfinite(standout) and standout < FAINT_STANDOUT:
+        return plan.choose("augment.preset", "none", (
+            f"only {standout:.0%} of the defects stand out from the texture around them (< {FAINT_STANDOUT:.0%}): "
+            f"no D4 or photometric transforms; {FAINT_EVIDENCE}"), provisional=True)
+    measured = f"{standout:.0%} of the defects stand out from their texture; " if math.isfinite(standout) else ""
+    return plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({_thin_share(fp):.0%} thin "
+                       f"boxes; {measured}{sensor_left_out})", provisional=True)
 
 
 def _warn_data(fp: Fingerprint, plan: Plan) -> None:

@@ -2,7 +2,8 @@
 
 Pure data code: reads a YOLO ``data.yaml``, its training images and labels, and measures image
 sizes, channels and bit depth, box sizes (relative to the image, and in pixels at any ``imgsz``),
-elongation, an estimate of each defect's stroke width, class balance and the defect-free share.
+elongation, an estimate of each defect's stroke width, how much each defect stands out from the
+texture around it (``gradkit.data.standout``), class balance and the defect-free share.
 
 Pixel sizes at an ``imgsz`` follow Ultralytics' letterbox: the long image side is scaled to
 ``imgsz``, so a box of relative width ``w`` on a ``W x H`` image is ``w * W * imgsz / max(W, H)``
@@ -19,6 +20,7 @@ import numpy as np
 
 from gradkit.data.check import CheckResult, _check_labels, _label_path, _split_dirs
 from gradkit.data.convert import IMAGE_SUFFIXES
+from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
 
 __all__ = ["THIN_MAX_FILL", "THIN_WIDTH_PX", "Fingerprint", "fingerprint_dataset", "stroke_width"]
 
@@ -30,6 +32,8 @@ THIN_WIDTH_PX = 3.0
 THIN_MAX_FILL = 0.2
 #: Long over short box side above which a box counts as elongated (the report's elongation bucket).
 ELONGATED = 5.0
+#: Pixels of surroundings each box's stand-out measure samples the texture from (copy-paste's default margin).
+STANDOUT_RING_PX = 4
 #: Images decoded for the per-image measurements (sizes of the others come from the same sample).
 MAX_DECODED = 400
 
@@ -52,6 +56,8 @@ class Fingerprint:
         box_img_w, box_img_h: Pixel size of the box's image (NaN when it was not decoded).
         box_stroke: Estimated stroke width of each box's defect in native pixels (NaN: not measured).
         box_fill: Share of each box the defect covers (NaN: not measured).
+        box_standout: Share of what stands out in each box that is the defect rather than the texture
+            around it (``gradkit.data.standout.defect_share``; NaN: not measured).
         label_errors: Label lines ``gradkit check`` reports as errors (they are left out here).
     """
 
@@ -73,6 +79,7 @@ class Fingerprint:
     box_img_h: list[float] = field(default_factory=list)
     box_stroke: list[float] = field(default_factory=list)
     box_fill: list[float] = field(default_factory=list)
+    box_standout: list[float] = field(default_factory=list)
     label_errors: int = 0
 
     # ------------------------------------------------------------------ derived measures
@@ -134,6 +141,14 @@ class Fingerprint:
         return {name: round(float(thin[(cls == c) & measured].mean()), 3) for c, name in self.class_names.items()
                 if ((cls == c) & measured).any()}
 
+    @property
+    def standout_share(self) -> float:
+        """Share of the measured boxes whose defect stands out from its surroundings (defect share at
+        least ``STANDS_OUT``); NaN when no box was measured."""
+        share = np.asarray(self.box_standout, float)
+        share = share[~np.isnan(share)]
+        return float((share >= STANDS_OUT).mean()) if share.size else float("nan")
+
     def thin_classes(self, min_share: float = 0.5) -> list[str]:
         """Classes of which at least ``min_share`` of the measured boxes are thin."""
         return [name for name, share in self.thin_share_per_class().items() if share >= min_share]
@@ -160,7 +175,9 @@ class Fingerprint:
             "elongation_p10_50_90": q(el), "stroke_px_p10_50_90": q(stroke),
             "thin_share": round(float(self.thin_mask().mean()), 3) if self.box_cls else 0.0,
             "thin_share_per_class": self.thin_share_per_class(),
-            "thin_classes": self.thin_classes(), "label_errors": self.label_errors,
+            "thin_classes": self.thin_classes(),
+            "standout_share": None if np.isnan(self.standout_share) else round(self.standout_share, 3),
+            "label_errors": self.label_errors,
         }
 
 
@@ -205,6 +222,18 @@ def _count(values: np.ndarray, noise: float) -> float:
     if not peak > 3 * noise or peak == 0:
         return float("nan")
     return float((values > max(0.5 * peak, 3 * noise)).sum())
+
+
+def _xyxy(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x, y, w, h = box
+    return x - w / 2, y - h / 2, x + w / 2, y + h / 2
+
+
+def _standout(gray: np.ndarray, k: int, boxes: list[tuple[float, float, float, float]]) -> float:
+    """``defect_share`` of box ``k`` (normalised xywh) on its gray image, the image's other boxes masked."""
+    others = [_xyxy(b) for i, b in enumerate(boxes) if i != k]
+    patch, inner, masked = screening_crop(gray[..., None], _xyxy(boxes[k]), others, STANDOUT_RING_PX)
+    return defect_share(patch, inner, STANDOUT_RING_PX, masked)
 
 
 def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
@@ -263,7 +292,7 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
             fp.channels[channels] += 1
             fp.bit_depth[depth] += 1
             fp.gray += equal
-        for c, (x, y, w, h) in boxes:
+        for k, (c, (x, y, w, h)) in enumerate(boxes):
             fp.box_cls.append(c)
             fp.box_w.append(w)
             fp.box_h.append(h)
@@ -272,6 +301,7 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
                 fp.box_img_h.append(float("nan"))
                 fp.box_stroke.append(float("nan"))
                 fp.box_fill.append(float("nan"))
+                fp.box_standout.append(float("nan"))
                 continue
             ih, iw = gray.shape
             fp.box_img_w.append(float(iw))
@@ -280,5 +310,6 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
             width, fill = stroke_width(gray, px)
             fp.box_stroke.append(width)
             fp.box_fill.append(fill)
+            fp.box_standout.append(_standout(gray, k, [b for _, b in boxes]))
     fp.label_errors = len(scratch.errors)
     return fp
