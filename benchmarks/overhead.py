@@ -47,7 +47,8 @@ def _train(data: Path, out: Path, name: str, plugin: bool, args) -> list[float]:
 
 
 def _step_microbench(repeats: int = 300, device: str = "cpu") -> tuple[float, float]:
-    """Mean per-step time over ``repeats`` optimizer steps: ``clip_grad_norm_`` against gradkit's whole
+    """Per-step time over ``repeats`` optimizer steps (the median of blocks' means, see below):
+    ``clip_grad_norm_`` against gradkit's whole
     per-step work as the integration runs it (every monitored step: clip, per-layer statistics,
     diagnoses; every ``monitor.update_every``-th: weight norms, the weight copy and the update ratio;
     with accumulation: the first micro-batch's norm for the noise scale)."""
@@ -93,11 +94,11 @@ def _step_microbench(repeats: int = 300, device: str = "cpu") -> tuple[float, fl
     def stock():
         torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=10.0)
 
-    def previous():  # the previous release's path: weight norms, copy and update ratio at every step
+    def previous():  # the previous release's path: weight norms, a fresh copy and update ratio at every step
         w = stats.weight_norms()
-        before = stats.snapshot()
+        before = [p.detach().clone() for p in params]
         stats.measure(clipper(stats.named), w)
-        stats.update_norms(before)
+        torch.stack(torch._foreach_norm(torch._foreach_sub([p.detach() for p in params], before)))
 
     # Interleaved blocks of `every` steps (one full cycle of the periodic work, so a block's mean is the
     # amortised per-step cost): stock, ours and previous take turns, so a change of load on the shared
@@ -108,8 +109,9 @@ def _step_microbench(repeats: int = 300, device: str = "cpu") -> tuple[float, fl
             reset()
             fn()
     blocks: list[list[float]] = [[] for _ in fns]
-    for _ in range(max(repeats // every, 1)):
-        for fn, times in zip(fns, blocks, strict=True):
+    for round_ in range(max(repeats // every, 1)):
+        order = [(round_ + k) % len(fns) for k in range(len(fns))]  # who goes first rotates (cache state)
+        for fn, times in ((fns[k], blocks[k]) for k in order):
             total = 0.0
             for _ in range(every):
                 reset()

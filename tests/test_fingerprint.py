@@ -159,3 +159,29 @@ def test_standout_is_unmeasured_without_decoded_images(handmade):
     fp = fingerprint_dataset(handmade, max_decoded=0)
     assert np.isnan(fp.box_standout).all() and np.isnan(fp.standout_share)
     assert fp.summary()["standout_share"] is None
+
+
+def test_the_fingerprint_measures_as_the_copy_paste_gate_judges():
+    """gradkit.data may not import gradkit.config, so the two facts live twice: keep them equal."""
+    from gradkit.config import CopyPasteConfig
+    from gradkit.data.fingerprint import STANDOUT_RING_PX
+
+    assert CopyPasteConfig().min_defect_share == STANDS_OUT
+    assert CopyPasteConfig().margin == STANDOUT_RING_PX
+
+
+def test_a_box_without_surroundings_is_unmeasured_not_clear(tmp_path):
+    """A box over the whole image has no ring to sample the texture from, and a box whose ring lies
+    inside another box has none that is texture: both NaN, left out of the share. A disc alone in
+    another image is measured."""
+    img = np.full((64, 64), 128, np.uint8)
+    cv2.circle(img, (20, 20), 6, 250, -1)
+    disc = _yolo((14, 14, 27, 27), 64, 64, 0)
+    _write(tmp_path, "train", "a", cv2.merge([img, img, img]), [(0, 0.5, 0.5, 1.0, 1.0), disc])
+    _write(tmp_path, "train", "b", cv2.merge([img, img, img]), [disc])
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images/train", "val": "images/train",
+                                    "names": {0: "stain"}}))
+    fp = fingerprint_dataset(data)
+    assert np.isnan(fp.box_standout[:2]).all() and fp.box_standout[2] > 0.9
+    assert fp.standout_share == 1.0            # the one measured box stands out

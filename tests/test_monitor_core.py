@@ -89,8 +89,11 @@ def test_update_norms_stay_right_when_the_snapshot_buffer_is_reused():
             expected[key] = expected.get(key, 0.0) + float(((p.detach() - before_naive[n]).double() ** 2).sum())
         got = stats.update_norms(before).numpy()
         np.testing.assert_allclose(got, [np.sqrt(expected[k]) for k in stats.layer_keys], rtol=1e-5)
+    assert stats.snapshot()[0].data_ptr() == before[0].data_ptr()  # the same buffers, refilled
     model.half()  # the weights changed dtype: the kept buffers no longer fit and are made anew
+    old = before
     before = stats.snapshot()
+    assert before[0].data_ptr() != old[0].data_ptr()
     assert all(b.dtype == torch.float16 for b in before)
     assert (stats.update_norms(before).numpy() == 0).all()
 
@@ -181,3 +184,31 @@ def test_episode_re_arms_after_recovery_and_state_round_trips():
     clone = AlertDetector(LAYERS, cfg)
     clone.load_state_dict(det.state_dict())
     assert _feed(clone, 10, start=30, seed=5) == _feed(det, 10, start=30, seed=5)
+
+
+def test_a_nonfinite_step_inside_a_streak_leaves_its_counter_and_episode_alone():
+    """Hand-made: layer 0 is exactly zero from step 10 (dead_patience 3). A NaN on layer 0 at step 11
+    neither resets nor advances its count, so the alert comes at step 13 (zeros at 10, 12, 13), once,
+    and no other layer is reported dead."""
+    cfg = AlertThresholds.of(AlertsConfig(warmup_steps=5, dead_patience=3))
+    det = AlertDetector(LAYERS, cfg)
+
+    def fault(s, g):
+        if s >= 10:
+            g[0] = np.nan if s == 11 else 0.0
+        return g, True
+
+    alerts = _feed(det, 20, fault)
+    dead = [a for a in alerts if a.kind == "dead"]
+    assert [(a.step, a.layer) for a in dead] == [(13, "0")]
+    assert "3 consecutive steps up to step 13" in dead[0].message
+
+
+def test_the_total_is_never_reported_dead():
+    """Every layer exactly zero (a total of 0) for 5 steps: each layer is dead, the total is not."""
+    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig(warmup_steps=5, dead_patience=2)))
+    alerts = []
+    for s in range(1, 6):
+        alerts += det.update(1, s, np.zeros(4), np.full(4, 10.0), 0.0)
+    assert sorted(a.layer for a in alerts if a.kind == "dead") == ["0", "1", "2", "3"]
+    assert all(a.layer != "total" for a in alerts)

@@ -144,7 +144,7 @@ def test_faint_defects_on_texture_leave_the_transform_list_out():
         assert plan.gradkit["augment"]["preset"] == expected, boxes
         assert plan.gradkit["augment"]["copy_paste"]["p"] > 0                      # copy-paste stays: it helped
     reason = choice(P.make_plan(fingerprint(cases["none"])), "augment.preset").reason
-    assert "30%" in reason and "stand out" in reason
+    assert "30.0%" in reason and "stand out" in reason
     n_standing = round(P.FAINT_STANDOUT * 20)                                       # exactly at the threshold
     at = fingerprint([LINE] * n_standing + [faint_line] * (20 - n_standing))
     assert at.standout_share == P.FAINT_STANDOUT

@@ -50,9 +50,10 @@ P2_EVIDENCE = ("at equal wall time the stride-4 head lost: it costs 1.56x per ep
 #: what was learnt; a value between them, not a fitted one.
 FAINT_STANDOUT = 0.75
 #: What that rule measured (benchmarks/defect_quality.py, preset-notransforms).
-FAINT_EVIDENCE = ("without the transform list the preset reached 2.15x the mAP50-95 of stock on the photographed "
-                  "set (0.043 vs 0.020, seed 0; stains AP50 0.254 vs 0.096) and 0.005 with it and copy-paste off; "
-                  "on the design set, where 98% stand out, it lost a little without them (0.049 vs 0.063, 3 seeds)")
+FAINT_EVIDENCE = ("on the photographed set the preset without its transform list reached 0.043 mAP50-95 against "
+                  "0.012 with it and stock's 0.020 (seed 0, both with copy-paste; stains AP50 0.254 vs 0.028 and "
+                  "0.096); on the design set, where 98% stand out, leaving it out cost a little (0.049 +- 0.010 vs "
+                  "the preset's 0.063 +- 0.010, 3 seeds)")
 #: Most/least frequent class above which copy-paste prefers rare classes.
 IMBALANCE = 2.0
 #: Share of gray images (1 channel or 3 equal ones) above which hue/saturation jitter is turned off.
@@ -202,8 +203,10 @@ def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
     hyp: dict[str, Any] = {"fliplr": 0.0, "flipud": 0.0, "degrees": 4.0}
     if fp.gray_share >= GRAY_SHARE:
         hyp.update(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+        value = ("the preset's brightness/contrast replaces hsv_v" if augment["preset"] != "none" else
+                 "value jitter off too, as in the faint-defect rule's measurement (no brightness change at all)")
         plan.choose("augment.ultralytics.hsv", "off", f"{fp.gray_share:.0%} of the images are gray: hue and "
-                    "saturation jitter only tint them; the preset's brightness/contrast replaces hsv_v")
+                    f"saturation jitter only tint them; {value}")
     else:
         plan.choose("augment.ultralytics.hsv", "stock", f"colour images ({1 - fp.gray_share:.0%}): keep "
                     "Ultralytics' colour jitter")
@@ -216,7 +219,7 @@ def _choose_transforms(fp: Fingerprint, plan: Plan, sensor_left_out: str) -> str
     standout = fp.standout_share
     if math.isfinite(standout) and standout < FAINT_STANDOUT:
         return plan.choose("augment.preset", "none", (
-            f"only {standout:.0%} of the defects stand out from the texture around them (< {FAINT_STANDOUT:.0%}): "
+            f"only {standout:.1%} of the defects stand out from the texture around them (< {FAINT_STANDOUT:.0%}): "
             f"no D4 or photometric transforms; {FAINT_EVIDENCE}"), provisional=True)
     measured = f"{standout:.0%} of the defects stand out from their texture; " if math.isfinite(standout) else ""
     return plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({_thin_share(fp):.0%} thin "

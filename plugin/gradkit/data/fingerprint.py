@@ -233,7 +233,7 @@ def _standout(gray: np.ndarray, k: int, boxes: list[tuple[float, float, float, f
     """``defect_share`` of box ``k`` (normalised xywh) on its gray image, the image's other boxes masked."""
     others = [_xyxy(b) for i, b in enumerate(boxes) if i != k]
     patch, inner, masked = screening_crop(gray[..., None], _xyxy(boxes[k]), others, STANDOUT_RING_PX)
-    return defect_share(patch, inner, STANDOUT_RING_PX, masked)
+    return defect_share(patch, inner, STANDOUT_RING_PX, masked, unmeasurable=float("nan"))  # not "clear"
 
 
 def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:

@@ -67,7 +67,7 @@ def standing_out(patch: np.ndarray, inner: tuple[int, int, int, int], margin: in
 
 
 def defect_share(patch: np.ndarray, inner: tuple[int, int, int, int], margin: int,
-                 exclude: np.ndarray | None = None) -> float:
+                 exclude: np.ndarray | None = None, unmeasurable: float = 1.0) -> float:
     """Estimated share of the energy the blend transfers from ``patch`` that belongs to the defect.
 
     The ring around the inner box is taken as background, so its standing-out energy per pixel is
@@ -77,12 +77,13 @@ def defect_share(patch: np.ndarray, inner: tuple[int, int, int, int], margin: in
     spreads of its background is not carried by the blend either). ``exclude`` (patch-shaped, bool)
     removes pixels of other defects from the ring. A defect running past its box (a loose label)
     puts some of itself in the ring and reads lower: the estimate errs towards refusing. Without a
-    ring (``margin`` 0, or the crop clipped to its box) nothing can be estimated and 1 is returned.
+    ring (``margin`` 0, the crop clipped to its box, or every ring pixel inside another defect's box)
+    nothing can be estimated and ``unmeasurable`` is returned (1: copy-paste keeps such a defect).
     """
     ring, has_ring, alpha, delta = standing_out(patch, inner, margin)
     background = ring & ~exclude if exclude is not None else ring
     if not has_ring or not background.any() or ring.all():
-        return 1.0
+        return unmeasurable
     energy = ((alpha[..., None] * delta) ** 2).sum(-1)
     inside = energy[~ring].sum()
     if inside <= 0:
