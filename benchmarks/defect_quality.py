@@ -5,8 +5,9 @@
     python benchmarks/defect_quality.py --merge A/results.json B/results.json   # seeds run apart, one table
 
 Evaluation sets: ``synth`` (``gradkit synth``: procedural surfaces, the set the rules were designed
-on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; not
-used to design anything). Each set gets its own plan from its own fingerprint (that is the point of
+on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; built to
+design nothing on, though the plan's faint-defect rule was found on it in the end: README).
+Each set gets its own plan from its own fingerprint (that is the point of
 a self-configuring recipe). Recipes, all from scratch, trained on ``train`` and scored on ``test``:
 
 - ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;

@@ -1,7 +1,8 @@
 """A second evaluation set of a different kind: defects on real photographs.
 
-``gradkit.synth`` draws procedural surfaces with OpenCV primitives; this set was *not* used to tune
-anything. Backgrounds are crops of photographs that ship with scikit-image (``skimage.data``: grass,
+``gradkit.synth`` draws procedural surfaces with OpenCV primitives; this set was built not to tune
+anything on (``gradkit plan``'s faint-defect rule was found on it in the end: README).
+Backgrounds are crops of photographs that ship with scikit-image (``skimage.data``: grass,
 gravel, brick, moon, camera, coins — bundled in its wheel, no download), several with a strong
 directional grain. Defects come from another renderer: Bézier curves rasterised at 4x and averaged
 down (exact anti-aliasing, true stroke widths of 1-2.5 px), scratches mostly diagonal and
