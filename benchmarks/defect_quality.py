@@ -199,8 +199,8 @@ def run(args) -> dict:
         rows: dict = {r: [] for r in args.recipes.split(",")}
         results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
         for seed in [int(s) for s in args.seeds.split(",")]:
-            stock = None
-            timed = any(r.endswith("@time") for r in rows)  # stock's time sets the @time budgets: it goes first
+            stock = {"train_s": args.time_s} if args.time_s else None  # a given budget stands in for stock's time
+            timed = any(r.endswith("@time") for r in rows) and not args.time_s  # else stock sets it: it goes first
             for recipe_name in ["stock"] * ("stock" in rows or timed) + [r for r in rows if r != "stock"]:
                 res = train_and_score(data, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
                                       *_recipe_args(recipe_name, plan, base, stock), seed, held_out,
@@ -259,6 +259,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 90 images at 128 px, 3 epochs, seed 0")
     p.add_argument("--sets", default="synth,photo")
     p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--time-s", type=float, default=None,
+                   help="the @time recipes' budget in seconds instead of the stock run's time of the same seed "
+                        "(to train them in parallel with stock; say so next to the result)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--imgsz", type=int, default=256)
