@@ -39,6 +39,8 @@ mAP50-95, mAP50 and per-class AP50, and ratios against stock. Each run's score i
 folder (``score.json``) and reused when the script is run again with the same ``--out``, so an
 interrupted comparison continues; results also go to ``--out/results.json`` after every run.
 ``--threads 1`` with ``taskset -c 0`` keeps the timing fair while the other core does something else.
+``--time-s S`` gives the ``@time`` recipes a budget of S seconds instead of the same seed's stock time,
+so they can train beside stock (e.g. S = the mean of other seeds' stock times; report it as such).
 ``--device 0 --workers 8`` trains on a CUDA GPU (Ultralytics' default AMP); the device is part of the
 recipe a cached score is checked against, and ``@time`` budgets then count that machine's seconds.
 """
