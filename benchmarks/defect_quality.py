@@ -207,7 +207,7 @@ def run(args) -> dict:
                 res = train_and_score(data, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
                                       *_recipe_args(recipe_name, plan, base, stock), seed, held_out,
                                       args.device, args.workers)
-                stock = res if recipe_name == "stock" else stock
+                stock = res if recipe_name == "stock" and not args.time_s else stock
                 if recipe_name in rows:
                     rows[recipe_name].append(res)
                 print(f"[{name}] seed {seed} {recipe_name:16} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
