@@ -105,7 +105,9 @@ class LayerStats:
 
         The copies go into buffers kept from one snapshot to the next (a fresh allocation of the
         model's size cost more than the copy itself on a CPU: page faults), so a snapshot is valid
-        until the next one and is consumed by :meth:`update_norms`."""
+        until the next one and is consumed by :meth:`update_norms`. The price: one copy of the
+        trainable weights stays allocated (on their device) from the first snapshot on; it is not
+        pickled (the integration pickles only its configuration)."""
         weights = [p.detach() for p in self.params]
         kept = self._snapshot
         if kept is None or any(b.shape != w.shape or b.dtype != w.dtype or b.device != w.device
