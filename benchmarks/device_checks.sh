@@ -7,6 +7,7 @@
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU
 #   PARTS="dq" SEEDS="0 1" ...                                     # some parts only, fewer seeds
+#   OVH_ARGS="--images 320 --imgsz 640 --epochs 5 --repeats 3 --workers 8" ...  # a longer overhead comparison
 set -u
 OUT=${OUT:-runs/device-checks}
 DEVICE=${DEVICE:-0}
@@ -18,7 +19,7 @@ if [ -n "${SMOKE:-}" ]; then
   amp="--images 24 --imgsz 64 --epochs 1 --workers 0"; ovh="--images 32 --imgsz 64 --epochs 1 --repeats 1 --workers 0"
   dq="--images 40 --imgsz 64 --epochs 2 --workers 0"
 else
-  amp="--images 96 --imgsz 160 --epochs 3 --workers 2"; ovh="--images 320 --imgsz 640 --epochs 2 --repeats 2 --workers 8"
+  amp="--images 96 --imgsz 160 --epochs 3 --workers 2"; ovh=${OVH_ARGS:-"--images 320 --imgsz 640 --epochs 2 --repeats 2 --workers 8"}
   dq="--images 300 --imgsz 256 --epochs 100 --workers 2 --threads 2"
 fi
 t_amp=${T_AMP:-120}; t_ovh=${T_OVH:-120}; t_dq=${T_DQ:-300}  # seconds per part

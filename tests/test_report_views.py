@@ -176,3 +176,14 @@ def test_elongation_table_reads_against_the_all_row(tmp_path):
     assert [r[0] for r in rows(elong)] == ["all", "elongated (&gt;5)"]
     assert rows(elong)[0] == rows(area)[0]  # the same 'all' row as the area table's first
     assert rows(elong)[0][1] == str(len(hand_made_evaluation(tmp_path / "data2").gts))
+
+
+def test_gradient_view_with_skipped_steps_and_no_alerts_draws_no_empty_legend(tmp_path):
+    # the skipped-step lines on the heatmap carry no label; a legend there has nothing to show
+    # (matplotlib warns "No artists with labels found"), which an H200 AMP run printed
+    import warnings
+
+    _write_run(tmp_path / "run", nan_step=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gradient_view(tmp_path / "run", []) is not None

@@ -86,7 +86,7 @@ def gradient_view(run_dir: Path, alerts: list[dict]) -> bytes | None:
     ax1.set_xlabel("optimizer step (dashed: epoch boundaries)")
     ax1.set_ylabel("norm")
     ax1.legend(loc="upper right", fontsize=7)
-    if ax0.collections:
+    if ax0.get_legend_handles_labels()[1]:  # alert markers; the skipped-step lines there carry no label
         ax0.legend(loc="upper right", fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
