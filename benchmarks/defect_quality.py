@@ -6,9 +6,12 @@
 
 Evaluation sets: ``synth`` (``gradkit synth``: procedural surfaces, the set the rules were designed
 on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; built to
-design nothing on, though the plan's faint-defect rule was found on it in the end: README).
-Each set gets its own plan from its own fingerprint (that is the point of
-a self-configuring recipe). Recipes, all from scratch, trained on ``train`` and scored on ``test``:
+design nothing on, though the plan's faint-defect rule was found on it in the end: README) and
+``surface`` (``gradkit.synth_surface``: colour, 5:4 images whose height is ``--imgsz``, fabric,
+brushed metal, circuit boards and colour photographs, a third renderer, defects of absolute contrast;
+built after the rules and kept out of their design). Each set gets its own plan from its own
+fingerprint (that is the point of a self-configuring recipe). Recipes, all from scratch, trained on
+``train`` and scored on ``test``:
 
 - ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;
 - ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal);
@@ -30,7 +33,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
   (``augment.ultralytics: {}``: colour jitter, left-right flips, no rotation);
 - ``plan-notransforms@time``: ``plan@time`` without the Albumentations transforms (``augment.preset:
-  none``), whatever the plan chose for them.
+  none``), whatever the plan chose for them;
+- ``plan-transforms@time``: ``plan@time`` with the ``defect`` transform list, whatever the plan chose:
+  where the faint-defect rule left the list out, what the plan would have done without that rule.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -59,12 +64,13 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "plan-aug@epochs", "preset-sensor", "preset-nopaste",
-             "preset-notransforms", "preset-stockhyp", "plan-notransforms@time")
+             "preset-notransforms", "preset-stockhyp", "plan-notransforms@time", "plan-transforms@time")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
     from gradkit.synth import SynthSpec, generate_dataset
     from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
+    from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
 
     sets = {}
     for name in names:
@@ -75,8 +81,11 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
             sets[name] = generate_dataset(root, SynthSpec(images=images, imgsz=imgsz, seed=1000), progress=False)
         elif name == "photo":
             sets[name] = generate_photo_dataset(root, PhotoSpec(images=images, imgsz=imgsz, seed=1000))
+        elif name == "surface":  # 5:4 colour images, imgsz their height
+            spec = SurfaceSpec(images=images, width=imgsz * 5 // 4, height=imgsz, seed=1000)
+            sets[name] = generate_surface_dataset(root, spec)
         else:
-            raise SystemExit(f"unknown set {name!r}: synth, photo")
+            raise SystemExit(f"unknown set {name!r}: synth, photo, surface")
     return sets
 
 
@@ -170,16 +179,17 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
-        "plan-notransforms@time": (plan.train["model"], _without_transforms(plan.gradkit), at_stock_time),
+        "plan-notransforms@time": (plan.train["model"], _with_preset(plan.gradkit, "none"), at_stock_time),
+        "plan-transforms@time": (plan.train["model"], _with_preset(plan.gradkit, "defect"), at_stock_time),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
     }[recipe_name]
 
 
-def _without_transforms(gradkit_cfg: dict) -> dict:
-    """A plan's gradkit configuration with ``augment.preset: none`` (a copy)."""
+def _with_preset(gradkit_cfg: dict, preset: str) -> dict:
+    """A plan's gradkit configuration with another ``augment.preset`` (a copy)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
-    cfg.setdefault("augment", {})["preset"] = "none"
+    cfg.setdefault("augment", {})["preset"] = preset
     return cfg
 
 
