@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks of README "On a GPU", in one call: AMP under real mixed precision, the monitor's
-# per-step and per-epoch cost, and the defect preset against stock on the photographed set at 100
-# epochs (3 seeds). Each part has its own time limit so that the later parts still run and whatever
-# finished comes back. Everything lands in $OUT (default runs/device-checks): summary.txt and one
+# per-step and per-epoch cost, and the defect preset against stock on one evaluation set (DQ_SET,
+# default the photographed one) at DQ_EPOCHS (default 100) epochs, 3 seeds. Each part has its own
+# time limit so that the later parts still run and whatever finished comes back. Everything lands in $OUT (default runs/device-checks): summary.txt and one
 # archive of the logs and results.json files.
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU
@@ -20,7 +20,7 @@ if [ -n "${SMOKE:-}" ]; then
   dq="--images 40 --imgsz 64 --epochs 2 --workers 0"
 else
   amp="--images 96 --imgsz 160 --epochs 3 --workers 2"; ovh=${OVH_ARGS:-"--images 320 --imgsz 640 --epochs 2 --repeats 2 --workers 8"}
-  dq="--images 300 --imgsz 256 --epochs 100 --workers 2 --threads 2"
+  dq="--images 300 --imgsz 256 --epochs ${DQ_EPOCHS:-100} --workers 2 --threads 2"
 fi
 t_amp=${T_AMP:-120}; t_ovh=${T_OVH:-120}; t_dq=${T_DQ:-300}  # seconds per part
 PARTS=${PARTS:-amp overhead dq}
@@ -43,15 +43,16 @@ echo "rc $?" >> "$summary"; grep -A6 "^per-step on\|^torch threads" "$work/logs/
 fi
 
 if [[ " $PARTS " == *" dq "* ]]; then
-echo "== photographed set, stock vs preset, seeds $SEEDS, one process per run" >> "$summary"
+DQ_SET=${DQ_SET:-photo}
+echo "== set $DQ_SET, stock vs preset, seeds $SEEDS, one process per run" >> "$summary"
 for seed in $SEEDS; do
   for recipe in stock preset; do
-    timeout "$t_dq" $PY benchmarks/defect_quality.py --sets photo --recipes "$recipe" --seeds "$seed" --device "$DEVICE" \
+    timeout "$t_dq" $PY benchmarks/defect_quality.py --sets "$DQ_SET" --recipes "$recipe" --seeds "$seed" --device "$DEVICE" \
       $dq --out "$work/dq-$recipe-$seed" > "$work/logs/dq-$recipe-$seed.log" 2>&1 &
   done
 done
 wait
-grep -h "^\[photo\] seed" "$work"/logs/dq-*.log >> "$summary"
+grep -h "^\[$DQ_SET\] seed" "$work"/logs/dq-*.log >> "$summary"
 ls "$work"/dq-*/results.json >/dev/null 2>&1 && $PY benchmarks/defect_quality.py --merge "$work"/dq-*/results.json >> "$summary" 2>&1
 fi
 mkdir -p "$work/results" && for f in "$work"/dq-*/results.json; do [ -f "$f" ] && cp "$f" "$work/results/$(basename "$(dirname "$f")").json"; done
