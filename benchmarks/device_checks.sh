@@ -2,11 +2,11 @@
 # The CUDA checks of README "On a GPU", in one call: AMP under real mixed precision, the monitor's
 # per-step and per-epoch cost, and the defect preset against stock on one evaluation set (DQ_SET,
 # default the photographed one) at DQ_EPOCHS (default 100) epochs, 3 seeds. Each part has its own
-# time limit so that the later parts still run and whatever finished comes back. Everything lands in $OUT (default runs/device-checks): summary.txt and one
-# archive of the logs and results.json files.
+# time limit so that the later parts still run and whatever finished comes back. Everything lands
+# in $OUT (default runs/device-checks): summary.txt and one archive of the logs and results.json files.
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU
-#   PARTS="dq" SEEDS="0 1" ...                                     # some parts only, fewer seeds
+#   PARTS="dq" SEEDS="0 1" DQ_SET=surface DQ_EPOCHS=60 ...         # some parts only, fewer seeds
 #   OVH_ARGS="--images 320 --imgsz 640 --epochs 5 --repeats 3 --workers 8" ...  # a longer overhead comparison
 set -u
 OUT=${OUT:-runs/device-checks}
