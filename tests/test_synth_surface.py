@@ -1,0 +1,95 @@
+"""The third evaluation set (colour, 5:4, third renderer): boxes from masks on non-square images,
+seeded determinism, colour, files as rendered, thin strokes measured by the fingerprint."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("skimage")
+
+from gradkit.data.fingerprint import fingerprint_dataset
+from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset, render_surface_image
+
+SPEC = SurfaceSpec(images=40, width=200, height=160, seed=5)
+
+
+def test_boxes_are_the_tight_boxes_of_the_masks_on_non_square_images():
+    checked = 0
+    for i in range(SPEC.images):
+        img, labels, masks = render_surface_image(SPEC, i)
+        assert img.shape == (SPEC.height, SPEC.width, 3) and img.dtype == np.uint8
+        assert len(labels) == len(masks)
+        for (c, x, y, w, h), mask in zip(labels, masks, strict=True):
+            assert mask.shape == (SPEC.height, SPEC.width)
+            ys, xs = np.nonzero(mask > 0.25)
+            expected = [xs.min() / SPEC.width, ys.min() / SPEC.height, (xs.max() + 1) / SPEC.width,
+                        (ys.max() + 1) / SPEC.height]
+            np.testing.assert_allclose([x - w / 2, y - h / 2, x + w / 2, y + h / 2], expected, atol=1e-9)
+            assert 0 <= c < 4
+            checked += 1
+        for a in range(len(masks)):                    # one defect per box: masks do not overlap
+            for b in range(a + 1, len(masks)):
+                assert not ((masks[a] > 0.25) & (masks[b] > 0.25)).any()
+    assert checked >= 30
+
+
+def test_seeded_determinism_and_colour():
+    a, la, _ = render_surface_image(SPEC, 7)
+    b, lb, _ = render_surface_image(SPEC, 7)
+    c, _, _ = render_surface_image(SurfaceSpec(images=40, width=200, height=160, seed=6), 7)
+    assert np.array_equal(a, b) and la == lb
+    assert not np.array_equal(a, c)
+    spread = [np.abs(render_surface_image(SPEC, i)[0].astype(int) - render_surface_image(SPEC, i)[0][..., :1]).mean()
+              for i in range(12)]
+    assert sum(s > 5 for s in spread) >= 6             # most images are in colour, not gray in three channels
+
+
+def test_every_class_and_defect_free_images_occur():
+    spec = SurfaceSpec(images=60, width=160, height=128, seed=1, empty_frac=0.3)
+    labels = [render_surface_image(spec, i)[1] for i in range(spec.images)]
+    assert 8 <= sum(not lab for lab in labels) <= 30
+    assert {c for lab in labels for c, *_ in lab} == {0, 1, 2, 3}
+
+
+def test_a_defect_changes_the_pixels_under_its_mask(tmp_path):
+    # inside its mask a defect moves the colour away from the texture just around it (a ring outside
+    # the mask's faint fringe); faint ones on busy textures may not, so most, not all, must
+    spec = SurfaceSpec(images=30, width=160, height=128, seed=3, empty_frac=0.0, max_defects=1)
+    moved = 0
+    for i in range(spec.images):
+        img, _labels, masks = render_surface_image(spec, i)
+        for mask in masks:
+            inside = mask > 0.5
+            ring = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~(mask > 0.05)
+            if inside.sum() < 3 or ring.sum() < 3:
+                continue
+            diff = np.abs(img[inside].astype(float).mean(0) - img[ring].astype(float).mean(0)).max()
+            moved += diff > 2
+    assert moved >= 15
+
+
+def test_written_files_match_the_rendering_and_scratches_are_thin(tmp_path):
+    spec = SurfaceSpec(images=60, width=320, height=256, seed=2, empty_frac=0.0)
+    data = generate_surface_dataset(tmp_path / "s", spec)
+    cfg = yaml.safe_load(data.read_text())
+    assert cfg["names"] == {0: "scratch", 1: "crack", 2: "pit", 3: "stain"} and "download" not in cfg
+    img, labels, _ = render_surface_image(spec, 0)
+    assert np.array_equal(cv2.imread(str(tmp_path / "s" / "images" / "train" / "000000.png")), img)
+    rows = (tmp_path / "s" / "labels" / "train" / "000000.txt").read_text().split("\n")[:-1]
+    np.testing.assert_allclose([[float(v) for v in r.split()] for r in rows], labels, atol=1e-6)
+    fp = fingerprint_dataset(data)
+    assert set(fp.widths) == {320} and set(fp.heights) == {256} and fp.gray < fp.decoded / 2
+    cls, stroke = np.asarray(fp.box_cls), np.asarray(fp.box_stroke)
+    scratch = stroke[(cls == 0) & np.isfinite(stroke)]
+    assert len(scratch) >= 8, len(scratch)
+    assert np.median(scratch) <= 3.0                    # drawn 0.8-2.2 px wide with a soft profile
+
+
+@pytest.mark.parametrize(("kwargs", "word"), [({"width": 32}, "width"), ({"images": 2}, "images"),
+                                              ({"empty_frac": 1.0}, "empty_frac")])
+def test_bad_specs_are_refused_naming_the_field(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        SurfaceSpec(**kwargs)
