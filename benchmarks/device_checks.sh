@@ -5,7 +5,8 @@
 # time limit so that the later parts still run and whatever finished comes back. Everything lands
 # in $OUT (default runs/device-checks): summary.txt and one archive of the logs and results.json files.
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
-#   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU
+#   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU (fixed
+#                                                                   tiny sizes: OVH_ARGS, DQ_EPOCHS ignored)
 #   PARTS="dq" SEEDS="0 1" DQ_SET=surface DQ_EPOCHS=60 ...         # some parts only, fewer seeds
 #   OVH_ARGS="--images 320 --imgsz 640 --epochs 5 --repeats 3 --workers 8" ...  # a longer overhead comparison
 set -u

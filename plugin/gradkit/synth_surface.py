@@ -11,17 +11,21 @@ the other two meets something it has not seen:
   crops of colour photographs bundled in scikit-image's wheel (coffee, immunohistochemistry,
   retina, hubble_deep_field, chelsea), none of which the other sets use.
 - **A third renderer.** Scratches are smooth random walks of any heading, drawn with a soft
-  (Gaussian-blurred) profile and an intensity that fades and breaks along their length; cracks are
-  jagged walks that taper and branch; pits are shaded dents (a light direction, a bright and a dark
-  side); stains tint the surface towards a stain colour (rust, oil, water) with irregular outlines.
-- **Absolute contrast**: a defect's strength is drawn in intensity units, not relative to the local
-  texture, as a physical defect is as deep as it is whatever surface it is on. So a defect can be
-  plain on a smooth board and lost in a coarse weave.
+  (Gaussian-blurred) profile and broken where the tool lifted; cracks are jagged walks that taper
+  and branch; pits are shaded dents (a light direction, a bright and a dark side); stains tint the
+  surface towards a stain colour (rust, oil, water) with irregular outlines.
+- **Contrast independent of the texture**: a defect's strength is drawn without looking at the
+  texture around it, as a physical defect is as deep as it is whatever surface it is on. So a defect
+  can be plain on a smooth board and lost in a coarse weave. Scratches and pits add a fixed amount of
+  intensity; cracks darken by a fraction of the surface's brightness and stains blend towards their
+  colour, so on a dark surface (a night-sky crop, black solder mask) those two are faint.
 - Look-alikes come with the surfaces (traces, slubs, polishing lines, vessels in the retina),
   unlabelled; defect-free images (``empty_frac``); the camera adds an illumination gradient,
   sensor noise and a slight defocus over everything.
 
-Boxes are the tight boxes of each defect's mask above 25% (tested against the masks). Each image
+Boxes are the tight boxes of each defect's mask above 25% (tested against the masks); a defect's
+faint fringe below that, and the camera's blur, reach a pixel or two beyond its box (a stain's soft
+edge a few). Each image
 uses its own generator seeded with ``(seed, index)``; a seed gives byte-identical files.
 scikit-image is a development dependency (``pip install -e .[dev]``).
 """
@@ -35,7 +39,7 @@ import cv2
 import numpy as np
 import yaml
 
-from gradkit.synth import CLASS_NAMES, _split_of
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -43,13 +47,13 @@ KINDS: tuple[str, ...] = ("fabric", "metal", "pcb", "photo")
 #: colour photographs bundled in scikit-image's wheel (no network), none used by the other sets
 PHOTOS: tuple[str, ...] = ("coffee", "immunohistochemistry", "retina", "hubble_deep_field", "chelsea")
 _SS = 4  # supersampling factor of the stroke rasteriser
-_MASK_LEVEL = 0.25
 
 
 @dataclass(frozen=True)
 class SurfaceSpec:
     """What to generate (``images``, ``seed``, ``empty_frac``, ``max_defects``, ``splits`` as in
-    ``gradkit.synth.SynthSpec``); images are ``width`` x ``height`` pixels."""
+    ``gradkit.synth.SynthSpec``); images are ``width`` x ``height`` pixels; the classes are
+    ``gradkit.synth.CLASS_NAMES``."""
 
     images: int = 400
     width: int = 320
@@ -58,7 +62,6 @@ class SurfaceSpec:
     empty_frac: float = 0.2
     max_defects: int = 3
     splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
-    class_names: tuple[str, ...] = CLASS_NAMES
 
     def __post_init__(self) -> None:
         if self.images < 3:
@@ -67,6 +70,10 @@ class SurfaceSpec:
             raise ValueError(f"width and height must be in [64, 2048], got {self.width} x {self.height}")
         if not 0.0 <= self.empty_frac < 1.0:
             raise ValueError(f"empty_frac must be in [0, 1), got {self.empty_frac}")
+        if self.max_defects < 1:
+            raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
+        if len(self.splits) != 3 or min(self.splits) < 0 or abs(sum(self.splits) - 1) > 1e-6:
+            raise ValueError(f"splits must be three fractions summing to 1, got {self.splits}")
 
 
 # ---------------------------------------------------------------- backgrounds (H x W x 3, float in [0, 1])
@@ -186,7 +193,7 @@ def _scratch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     pts = _walk(rng, rng.uniform(0.15, 0.85, 2) * (w, h), rng.uniform(0, 2 * np.pi),
                 rng.uniform(0.15, 0.5) * side, 2.0, 0.02)
     width = rng.uniform(0.8, 2.2)
-    # intensity along the length: fades in and out, and breaks where the tool lifted
+    # smooth noise along the length: where it is low the tool lifted and the scratch breaks
     along = 0.75 + 0.5 * cv2.resize(rng.standard_normal((1, 6)).astype(np.float32), (len(pts), 1),
                                     interpolation=cv2.INTER_CUBIC)[0]
     segs = [(pts[i], pts[i + 1], width) for i in range(len(pts) - 1) if along[i] > 0.35]
@@ -240,13 +247,6 @@ def _stain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 _STAIN_COLOURS = np.array([[0.55, 0.27, 0.1], [0.12, 0.12, 0.14], [0.85, 0.85, 0.8]], np.float32)
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    ys, xs = np.nonzero(mask > _MASK_LEVEL)
-    if xs.size == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 def _apply(rng: np.random.Generator, img: np.ndarray, cls: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect of class ``cls``; returns the new image and the defect's coverage mask."""
     if cls == 0:    # scratch: bright (burnished) or dark, absolute strength
@@ -279,11 +279,11 @@ def render_surface_image(spec: SurfaceSpec, index: int) -> tuple[np.ndarray, lis
         for _ in range(int(rng.integers(1, spec.max_defects + 1))):
             cls = int(rng.integers(len(CLASS_NAMES)))
             drawn, mask = _apply(rng, img, cls, h, w)
-            box = _box(mask)
+            box = _box_from_mask(mask)
             if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
             if any(min(box[2], b[2]) > max(box[0], b[0]) and min(box[3], b[3]) > max(box[1], b[1]) for b in boxes):
-                continue  # no overlapping defects: each box is the mask of one defect only
+                continue  # no overlapping boxes: each box holds one defect (and fringes, see above)
             img = drawn
             boxes.append(box)
             masks.append(mask)
@@ -312,7 +312,7 @@ def generate_surface_dataset(out: str | Path, spec: SurfaceSpec | None = None) -
         (root / "labels" / split / f"{i:06d}.txt").write_text(
             "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in labels))
     data = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test",
-            "names": dict(enumerate(spec.class_names)),
+            "names": dict(enumerate(CLASS_NAMES)),
             "gradkit_synth_surface": {"images": spec.images, "width": spec.width, "height": spec.height,
                                       "seed": spec.seed}}
     (root / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
