@@ -87,6 +87,14 @@ def test_thin_share_counts_only_measured_boxes():
     assert _suggests_p2(P.make_plan(fp))                            # 30% of the measured boxes, not 3% of all
 
 
+def test_the_written_summary_gives_the_thin_share_the_reasons_give():
+    # one fact, one definition: plan.yaml's fingerprint summary and the printed reasons must agree
+    fp = fingerprint([LINE] * 3 + [BLOB] * 7 + [(1, 30, 30, float("nan"), float("nan"))] * 5)
+    plan = P.make_plan(fp)
+    assert fp.summary()["thin_share"] == 0.3                        # 3 of the 10 measured boxes
+    assert "30% of the boxes are thin" in choice(plan, "imgsz").reason
+
+
 def test_no_p2_suggestion_when_thin_lines_are_rare_or_wide():
     plan = P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9))      # 10% < THIN_SHARE
     assert plan.train["model"] == P.MODEL and not _suggests_p2(plan)

@@ -110,20 +110,14 @@ def _round_up(x: float) -> int:
     return int(math.ceil(x / IMGSZ_STEP) * IMGSZ_STEP)
 
 
-def _thin_share(fp: Fingerprint) -> float:
-    """Share of thin boxes among those whose image was decoded (the others have no stroke measure)."""
-    measured = np.isfinite(np.asarray(fp.box_stroke, float))
-    return float(fp.thin_mask()[measured].mean()) if measured.any() else 0.0
-
-
 def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
     native = _round_up(fp.max_side) if fp.max_side else DEFAULT_IMGSZ
     compact = ~fp.thin_mask()
     wanted = min(native, DEFAULT_IMGSZ)
     reason = f"the native size ({fp.max_side} px), Ultralytics' default {DEFAULT_IMGSZ} at most"
-    if _thin_share(fp) >= THIN_SHARE:
+    if fp.thin_share >= THIN_SHARE:
         wanted = native
-        reason = (f"{_thin_share(fp):.0%} of the boxes are thin lines: never downscale them (a 0.75x resize leaves "
+        reason = (f"{fp.thin_share:.0%} of the boxes are thin lines: never downscale them (a 0.75x resize leaves "
                   f"41% of a 1 px line's contrast, 0.5x 35%); native long side {fp.max_side} px")
     if compact.any():
         w, h = fp.box_pixels(native)
@@ -154,8 +148,8 @@ def _p2_case(fp: Fingerprint, imgsz: int) -> str | None:
     short = np.minimum(w, h)[~thin]
     short = short[np.isfinite(short)]
     small = float((short < MIN_OBJECT_PX).mean()) if short.size else 0.0
-    if _thin_share(fp) >= THIN_SHARE and stroke.size and np.median(stroke) <= P2_STROKE_PX:
-        return (f"{_thin_share(fp):.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz "
+    if fp.thin_share >= THIN_SHARE and stroke.size and np.median(stroke) <= P2_STROKE_PX:
+        return (f"{fp.thin_share:.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz "
                 f"{imgsz} (a 1-2 px line covers at most 0.12-0.37 of a stride-8 cell, 0.25-0.65 of a stride-4 one)")
     if small >= P2_SMALL_SHARE:
         return (f"{small:.0%} of the compact defects are below {MIN_OBJECT_PX:g} px at imgsz {imgsz} (Ultralytics' "
@@ -222,7 +216,7 @@ def _choose_transforms(fp: Fingerprint, plan: Plan, sensor_left_out: str) -> str
             f"only {standout:.1%} of the defects stand out from the texture around them (< {FAINT_STANDOUT:.0%}): "
             f"no D4 or photometric transforms; {FAINT_EVIDENCE}"), provisional=True)
     measured = f"{standout:.0%} of the defects stand out from their texture; " if math.isfinite(standout) else ""
-    return plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({_thin_share(fp):.0%} thin "
+    return plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({fp.thin_share:.0%} thin "
                        f"boxes; {measured}{sensor_left_out})", provisional=True)
 
 

@@ -134,6 +134,14 @@ class Fingerprint:
         iw, ih = np.asarray(self.box_img_w, float), np.asarray(self.box_img_h, float)
         return np.asarray(self.box_stroke, float) * imgsz / np.maximum(iw, ih)
 
+    @property
+    def thin_share(self) -> float:
+        """Share of thin boxes among those with a stroke measure (none when the image was not decoded or
+        nothing in the box stands out from the noise of the ring around it: such a box counts on
+        neither side); 0 when no box was measured."""
+        measured = np.isfinite(np.asarray(self.box_stroke, float))
+        return float(self.thin_mask()[measured].mean()) if measured.any() else 0.0
+
     def thin_share_per_class(self) -> dict[str, float]:
         """Share of each class's measured boxes that are thin (classes without measured boxes left out)."""
         cls, thin = np.asarray(self.box_cls), self.thin_mask()
@@ -173,7 +181,7 @@ class Fingerprint:
             "box_rel_side_p10_50_90": {"short": q(np.minimum(self.box_w, self.box_h)),
                                        "long": q(np.maximum(self.box_w, self.box_h))},
             "elongation_p10_50_90": q(el), "stroke_px_p10_50_90": q(stroke),
-            "thin_share": round(float(self.thin_mask().mean()), 3) if self.box_cls else 0.0,
+            "thin_share": round(self.thin_share, 3),
             "thin_share_per_class": self.thin_share_per_class(),
             "thin_classes": self.thin_classes(),
             "standout_share": None if np.isnan(self.standout_share) else round(self.standout_share, 3),
