@@ -37,7 +37,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-notransforms@time``: ``plan@time`` without the Albumentations transforms (``augment.preset:
   none``), whatever the plan chose for them;
 - ``plan-transforms@time``: ``plan@time`` with the ``defect`` transform list, whatever the plan chose:
-  where the faint-defect rule left the list out, what the plan would have done without that rule.
+  where the faint-defect rule left the list out, what the plan would have done without that rule;
+- ``plan-stocksize@time``: ``plan@time`` at stock's ``imgsz`` (``--imgsz``) instead of the plan's: what
+  the plan's image size costs or gains at equal wall time.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -67,7 +69,7 @@ RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs", "preset-sensor",
              "preset-nopaste", "preset-notransforms", "preset-stockhyp", "plan-notransforms@time",
-             "plan-transforms@time")
+             "plan-transforms@time", "plan-stocksize@time")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -184,6 +186,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
         "plan-notransforms@time": (plan.train["model"], _with_preset(plan.gradkit, "none"), at_stock_time),
         "plan-transforms@time": (plan.train["model"], _with_preset(plan.gradkit, "defect"), at_stock_time),
+        "plan-stocksize@time": (plan.train["model"], plan.gradkit, {**at_stock_time, "imgsz": base["imgsz"]}),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
