@@ -48,6 +48,12 @@ def test_imgsz_native_for_thin_defects():
     assert "thin" in choice(plan, "imgsz").reason
 
 
+def test_imgsz_is_provisional_and_says_what_it_cost_where_measured():
+    imgsz = choice(P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 7, side=320)), "imgsz")
+    assert imgsz.value == 320 and imgsz.provisional
+    assert "0.027" in imgsz.reason and "0.068" in imgsz.reason     # P.IMGSZ_EVIDENCE, the measured cost
+
+
 def test_imgsz_default_caps_large_images_without_thin_defects():
     fp = fingerprint([(1, 300, 300, 50.0, 0.7)] * 10, side=2000)    # big compact defects: 96 px at 640
     plan = P.make_plan(fp)

@@ -28,6 +28,11 @@ IMGSZ_STEP = 32
 DEFAULT_IMGSZ = 640
 #: Above this the plan stops growing imgsz and suggests tiling (memory and time grow with its square).
 MAX_IMGSZ = 1280
+#: What the size rules cost where it was measured: the only set whose native size differs from the
+#: benchmark's stock size (README, "A third evaluation set"), the plan at 15 minutes of CPU.
+IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 min on 2 CPU cores) the plan at "
+                  "this native 320 px trained 37 epochs and reached 0.027 mAP50-95, at 256 px 55 epochs and 0.068 "
+                  "(3 seeds; stock at 256: 0.038): with a short budget a smaller imgsz can win")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
 MIN_OBJECT_PX = 8.0
@@ -136,7 +141,7 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
     elif fp.max_side >= 2 * wanted:
         plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / wanted:.1f}x the chosen imgsz: small "
                              "details are lost in the downscale; tiling keeps them")
-    return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), reason)
+    return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), f"{reason}; {IMGSZ_EVIDENCE}", provisional=True)
 
 
 def _p2_case(fp: Fingerprint, imgsz: int) -> str | None:
