@@ -44,9 +44,12 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
 3x the images of ``test`` alone, which matters for small sets). Prints mean ± std over seeds of
-mAP50-95, mAP50 and per-class AP50, and ratios against stock. Each run's score is kept in its run
+mAP50-95, mAP50 and per-class AP50, ratios against stock, and the inspection KPIs of gradkit's
+evaluation report on the same images (escape rate: defective images not rejected; false-reject rate:
+defect-free images rejected; at the report's operating point). Each run's score is kept in its run
 folder (``score.json``) and reused when the script is run again with the same ``--out``, so an
-interrupted comparison continues; results also go to ``--out/results.json`` after every run.
+interrupted comparison continues (a score kept before the KPIs were gets them from its weights,
+without training); results also go to ``--out/results.json`` after every run.
 ``--threads 1`` with ``taskset -c 0`` keeps the timing fair while the other core does something else.
 ``--time-s S`` gives the ``@time`` recipes a budget of S seconds instead of the same seed's stock time,
 so they can train beside stock (e.g. S = the mean of other seeds' stock times; report it as such).
@@ -117,8 +120,13 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     recipe = {"data": str(data), "model": model, "train": train,
               "gradkit": None if gradkit_cfg is None else load_config(gradkit_cfg).model_dump(mode="json")}
     recipe.update(device=device, workers=workers)  # both change the numbers (and workers the random streams)
+    weights = run_dir / "weights" / "last.pt"
     if score_file.exists():
-        return _reused(score_file, recipe)
+        score = _reused(score_file, recipe)
+        if KPIS[0] not in score and weights.is_file():  # scored before the KPIs were: add them, no training
+            score.update(_scored(weights, held_out, train["imgsz"], device, run_dir)[1])
+            score_file.write_text(json.dumps(score))
+        return score
     from ultralytics import YOLO
 
     import gradkit
@@ -130,15 +138,34 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     yolo.train(data=str(data), seed=seed, deterministic=True, workers=workers, device=device, plots=False, val=False,
                verbose=False, project=str(run_dir.parent), name=run_dir.name, exist_ok=True, **train)
     seconds = time.time() - start
-    metrics = YOLO(str(Path(yolo.trainer.save_dir) / "weights" / "last.pt")).val(
-        data=str(held_out), split="test", imgsz=train["imgsz"], batch=16, device=device, plots=False, verbose=False,
-        project=str(run_dir.parent), name=run_dir.name + "-test", exist_ok=True)
+    metrics, kpis = _scored(Path(yolo.trainer.save_dir) / "weights" / "last.pt", held_out, train["imgsz"], device,
+                            run_dir)
     box = metrics.box
     per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
     score = {"mAP50-95": float(box.map), "mAP50": float(box.map50), "AP50": per_class, "train_s": seconds,
-             "epochs_done": int(yolo.trainer.epoch) + 1, "recipe": recipe}
+             "epochs_done": int(yolo.trainer.epoch) + 1, "recipe": recipe, **kpis}
     score_file.write_text(json.dumps(score))
     return score
+
+
+#: The inspection KPIs of gradkit's evaluation report kept per run (``report.json``'s ``inspection``).
+KPIS = ("escape_rate", "false_reject_rate")
+
+
+def _scored(weights: Path, held_out: Path, imgsz: int, device: str, run_dir: Path):
+    """Validate ``weights`` on the held-out images: Ultralytics' metrics, and the inspection KPIs of
+    gradkit's evaluation report at its operating point (escape and false-reject rates)."""
+    from ultralytics import YOLO
+
+    from gradkit.integrations.ultralytics import collect_validation, record_predictions
+    from gradkit.report import build_report
+
+    yolo, report = YOLO(str(weights)), {}
+    yolo.add_callback("on_val_start", record_predictions)
+    yolo.add_callback("on_val_end", lambda validator: report.update(build_report(collect_validation(validator))))
+    metrics = yolo.val(data=str(held_out), split="test", imgsz=imgsz, batch=16, device=device, plots=False,
+                       verbose=False, project=str(run_dir.parent), name=run_dir.name + "-test", exist_ok=True)
+    return metrics, {k: report["inspection"][k] for k in KPIS}
 
 
 def _reused(score_file: Path, recipe: dict) -> dict:
@@ -255,6 +282,15 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def _kpi(values: list) -> str:
+    """A KPI's mean ± std over the runs that have it (a rate is null when its denominator is 0; runs
+    scored before the KPIs were kept have none): "–" when none has it, the count when some lack it."""
+    kept = [v for v in values if isinstance(v, int | float)]
+    if not kept:
+        return "–"
+    return _ms(kept) + (f" ({len(kept)} of {len(values)})" if len(kept) < len(values) else "")
+
+
 def print_tables(results: dict) -> None:
     for name, block in results["sets"].items():
         rows = {recipe: runs for recipe, runs in block["runs"].items() if runs}  # a run still training has none
@@ -262,13 +298,14 @@ def print_tables(results: dict) -> None:
         stock = statistics.mean(r["mAP50-95"] for r in rows["stock"]) if "stock" in rows else None
         print(f"\n### {name}\n")
         print("| recipe | mAP50-95 | vs stock | mAP50 | " + " | ".join(f"AP50 {c}" for c in classes)
-              + " | train s | epochs |")
-        print("|---|---|---|---|" + "---|" * len(classes) + "---|---|")
+              + " | escape rate | false-reject rate | train s | epochs |")
+        print("|---|---|---|---|" + "---|" * len(classes) + "---|---|---|---|")
         for recipe, runs in rows.items():
             m = [r["mAP50-95"] for r in runs]
             ratio = f"{statistics.mean(m) / stock:.2f}x" if stock else "n/a"
             per = " | ".join(_ms([r["AP50"].get(c, 0.0) for r in runs]) for c in classes)
-            print(f"| {recipe} | {_ms(m)} | {ratio} | {_ms([r['mAP50'] for r in runs])} | {per} | "
+            kpis = " | ".join(_kpi([r.get(k) for r in runs]) for k in KPIS)
+            print(f"| {recipe} | {_ms(m)} | {ratio} | {_ms([r['mAP50'] for r in runs])} | {per} | {kpis} | "
                   f"{statistics.mean(r['train_s'] for r in runs):.0f} | "
                   f"{statistics.mean(r['epochs_done'] for r in runs):.0f} |")
 
