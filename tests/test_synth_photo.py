@@ -9,25 +9,14 @@ pytest.importorskip("skimage")
 
 from gradkit.data.fingerprint import fingerprint_dataset
 from gradkit.synth_photo import PhotoSpec, generate_photo_dataset, render_photo_image
+from mask_boxes import assert_tight_mask_boxes
 
 SPEC = PhotoSpec(images=40, imgsz=128, seed=5)
 
 
 def test_boxes_are_the_tight_boxes_of_the_masks():
-    checked = 0
-    for i in range(SPEC.images):
-        _, labels, masks = render_photo_image(SPEC, i)
-        assert len(labels) == len(masks)
-        for (c, x, y, w, h), mask in zip(labels, masks, strict=True):
-            ys, xs = np.nonzero(mask > 0.25)
-            n = SPEC.imgsz
-            expected = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / n
-            np.testing.assert_allclose([x - w / 2, y - h / 2, x + w / 2, y + h / 2], expected, atol=1e-9)
-            assert 0 <= c < 4
-            checked += 1
-        for a in range(len(masks)):                    # one defect per box: masks do not overlap
-            for b in range(a + 1, len(masks)):
-                assert not ((masks[a] > 0.25) & (masks[b] > 0.25)).any()
+    checked = sum(assert_tight_mask_boxes(*render_photo_image(SPEC, i)[1:], SPEC.imgsz, SPEC.imgsz)
+                  for i in range(SPEC.images))
     assert checked >= 30
 
 

@@ -12,6 +12,7 @@ pytest.importorskip("skimage")
 
 from gradkit.data.fingerprint import fingerprint_dataset
 from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset, render_surface_image
+from mask_boxes import assert_tight_mask_boxes
 
 SPEC = SurfaceSpec(images=40, width=200, height=160, seed=5)
 
@@ -21,18 +22,7 @@ def test_boxes_are_the_tight_boxes_of_the_masks_on_non_square_images():
     for i in range(SPEC.images):
         img, labels, masks = render_surface_image(SPEC, i)
         assert img.shape == (SPEC.height, SPEC.width, 3) and img.dtype == np.uint8
-        assert len(labels) == len(masks)
-        for (c, x, y, w, h), mask in zip(labels, masks, strict=True):
-            assert mask.shape == (SPEC.height, SPEC.width)
-            ys, xs = np.nonzero(mask > 0.25)
-            expected = [xs.min() / SPEC.width, ys.min() / SPEC.height, (xs.max() + 1) / SPEC.width,
-                        (ys.max() + 1) / SPEC.height]
-            np.testing.assert_allclose([x - w / 2, y - h / 2, x + w / 2, y + h / 2], expected, atol=1e-9)
-            assert 0 <= c < 4
-            checked += 1
-        for a in range(len(masks)):                    # one defect per box: masks do not overlap
-            for b in range(a + 1, len(masks)):
-                assert not ((masks[a] > 0.25) & (masks[b] > 0.25)).any()
+        checked += assert_tight_mask_boxes(labels, masks, SPEC.width, SPEC.height)
     assert checked >= 30
 
 

@@ -11,9 +11,10 @@ order of generation and the same seed always gives byte-identical files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -247,33 +248,36 @@ def _split_of(index: int, spec: SynthSpec) -> str:
     return "train" if index < n_train else "val" if index < n_train + n_val else "test"
 
 
-def generate_dataset(out: str | Path, spec: SynthSpec | None = None, progress: bool = True) -> Path:
-    """Write a YOLO-format dataset and return the path of its ``data.yaml``.
+def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tuple[np.ndarray, list[tuple]]],
+                       split_of: Callable[[int], str], names: Sequence[str], provenance: dict[str, Any],
+                       progress: bool = False) -> Path:
+    """Write ``images`` images, ``render(i) -> (image, YOLO labels)``, in YOLO layout; return ``data.yaml``.
 
     Layout: ``out/images/{train,val,test}/*.png``, ``out/labels/...``, ``out/data.yaml`` with an
-    absolute ``path`` so Ultralytics resolves it from any working directory.
+    absolute ``path`` so Ultralytics resolves it from any working directory, the class ``names`` and
+    ``provenance`` (how the set was generated). Shared by the three generated evaluation sets.
     """
-    spec = spec or SynthSpec()
     root = Path(out).resolve()
     for split in _SPLITS:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(spec.images), desc=f"gradkit synth {root.name}", disable=not progress, unit="img"):
-        img, labels = render_image(spec, i)
-        split = _split_of(i, spec)
-        stem = f"{i:06d}"
+    for i in tqdm(range(images), desc=f"gradkit synth {root.name}", disable=not progress, unit="img"):
+        img, labels = render(i)
+        split, stem = split_of(i), f"{i:06d}"
         cv2.imwrite(str(root / "images" / split / f"{stem}.png"), img)
         lines = "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
         (root / "labels" / split / f"{stem}.txt").write_text(lines)
-    data = {
-        "path": str(root),
-        "train": "images/train",
-        "val": "images/val",
-        "test": "images/test",
-        "names": dict(enumerate(spec.class_names)),
-        "gradkit_synth": {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed,
-                          "empty_frac": spec.empty_frac, "class_weights": list(spec.class_weights)},
-    }
+    data = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test",
+            "names": dict(enumerate(names)), **provenance}
     yaml_path = root / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
     return yaml_path
+
+
+def generate_dataset(out: str | Path, spec: SynthSpec | None = None, progress: bool = True) -> Path:
+    """Write a YOLO-format dataset (``write_yolo_dataset``) and return the path of its ``data.yaml``."""
+    spec = spec or SynthSpec()
+    provenance = {"gradkit_synth": {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed,
+                                    "empty_frac": spec.empty_frac, "class_weights": list(spec.class_weights)}}
+    return write_yolo_dataset(out, spec.images, lambda i: render_image(spec, i), lambda i: _split_of(i, spec),
+                              spec.class_names, provenance, progress)

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
-from gradkit.synth import CLASS_NAMES, _split_of
+from gradkit.synth import CLASS_NAMES, _split_of, write_yolo_dataset
 
 __all__ = ["BACKGROUNDS", "PhotoSpec", "generate_photo_dataset", "render_photo_image"]
 
@@ -223,18 +222,6 @@ def render_photo_image(spec: PhotoSpec, index: int) -> tuple[np.ndarray, list[tu
 def generate_photo_dataset(out: str | Path, spec: PhotoSpec | None = None) -> Path:
     """Write the photo-background set in YOLO layout; returns its ``data.yaml`` (absolute ``path``)."""
     spec = spec or PhotoSpec()
-    root = Path(out).resolve()
-    for split in ("train", "val", "test"):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for i in range(spec.images):
-        img, labels, _ = render_photo_image(spec, i)
-        split = _split_of(i, spec)
-        cv2.imwrite(str(root / "images" / split / f"{i:06d}.png"), img)
-        (root / "labels" / split / f"{i:06d}.txt").write_text(
-            "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels))
-    data = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test",
-            "names": dict(enumerate(spec.class_names)),
-            "gradkit_synth_photo": {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed}}
-    (root / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return root / "data.yaml"
+    provenance = {"gradkit_synth_photo": {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed}}
+    return write_yolo_dataset(out, spec.images, lambda i: render_photo_image(spec, i)[:2],
+                              lambda i: _split_of(i, spec), spec.class_names, provenance)

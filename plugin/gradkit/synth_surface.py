@@ -37,9 +37,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -301,19 +300,7 @@ def render_surface_image(spec: SurfaceSpec, index: int) -> tuple[np.ndarray, lis
 def generate_surface_dataset(out: str | Path, spec: SurfaceSpec | None = None) -> Path:
     """Write the set in YOLO layout; returns its ``data.yaml`` (absolute ``path``)."""
     spec = spec or SurfaceSpec()
-    root = Path(out).resolve()
-    for split in ("train", "val", "test"):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for i in range(spec.images):
-        img, labels, _ = render_surface_image(spec, i)
-        split = _split_of(i, spec)
-        cv2.imwrite(str(root / "images" / split / f"{i:06d}.png"), img)
-        (root / "labels" / split / f"{i:06d}.txt").write_text(
-            "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in labels))
-    data = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test",
-            "names": dict(enumerate(CLASS_NAMES)),
-            "gradkit_synth_surface": {"images": spec.images, "width": spec.width, "height": spec.height,
-                                      "seed": spec.seed}}
-    (root / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return root / "data.yaml"
+    provenance = {"gradkit_synth_surface": {"images": spec.images, "width": spec.width, "height": spec.height,
+                                            "seed": spec.seed}}
+    return write_yolo_dataset(out, spec.images, lambda i: render_surface_image(spec, i)[:2],
+                              lambda i: _split_of(i, spec), CLASS_NAMES, provenance)
