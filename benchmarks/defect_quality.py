@@ -8,7 +8,7 @@ Evaluation sets: ``synth`` (``gradkit synth``: procedural surfaces, the set the 
 on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; built to
 design nothing on, though the plan's faint-defect rule was found on it in the end: README) and
 ``surface`` (``gradkit.synth_surface``: colour, 5:4 images whose height is ``--imgsz``, fabric,
-brushed metal, circuit boards and colour photographs, a third renderer, defects of absolute contrast;
+brushed metal, circuit boards and colour photographs, a third renderer, contrast blind to the texture;
 built after the rules and kept out of their design). Each set gets its own plan from its own
 fingerprint (that is the point of a self-configuring recipe). Recipes, all from scratch, trained on
 ``train`` and scored on ``test``:
