@@ -51,7 +51,7 @@ def test_imgsz_native_for_thin_defects():
 def test_imgsz_is_provisional_and_says_what_it_cost_where_measured():
     imgsz = choice(P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 7, side=320)), "imgsz")
     assert imgsz.value == 320 and imgsz.provisional
-    assert "0.027" in imgsz.reason and "0.068" in imgsz.reason     # P.IMGSZ_EVIDENCE, the measured cost
+    assert imgsz.reason.endswith(P.IMGSZ_EVIDENCE)                  # the measured cost, with every rule's reason
 
 
 def test_imgsz_default_caps_large_images_without_thin_defects():

@@ -30,8 +30,9 @@ DEFAULT_IMGSZ = 640
 MAX_IMGSZ = 1280
 #: What the size rules cost where it was measured: the only set whose native size differs from the
 #: benchmark's stock size (README, "A third evaluation set"), the plan at 15 minutes of CPU.
-IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 min on 2 CPU cores) the plan at "
-                  "this native 320 px trained 37 epochs and reached 0.027 mAP50-95, at 256 px 55 epochs and 0.068 "
+IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 min, two runs sharing 2 CPU cores) "
+                  "the plan at that set's native 320 px trained 37 epochs and reached 0.027 mAP50-95, at 256 px "
+                  "55 epochs and 0.068 "
                   "(3 seeds; stock at 256: 0.038): with a short budget a smaller imgsz can win")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).

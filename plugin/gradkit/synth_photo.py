@@ -24,14 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, write_yolo_dataset
 
 __all__ = ["BACKGROUNDS", "PhotoSpec", "generate_photo_dataset", "render_photo_image"]
 
 #: skimage.data grayscale photographs bundled in scikit-image's wheel (no network needed).
 BACKGROUNDS: tuple[str, ...] = ("grass", "gravel", "brick", "moon", "camera", "coins")
 _SS = 4  # supersampling factor of the curve rasteriser
-_MASK_LEVEL = 0.25
 
 
 @dataclass(frozen=True)
@@ -172,13 +171,6 @@ def _grain(rng: np.random.Generator, n: int) -> np.ndarray:
     return _coverage(n, curves)
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    ys, xs = np.nonzero(mask > _MASK_LEVEL)
-    if xs.size == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 def _local_std(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
     x0, y0, x1, y1 = box
     return max(float(img[y0:y1, x0:x1].std()), 0.02)
@@ -202,7 +194,7 @@ def render_photo_image(spec: PhotoSpec, index: int) -> tuple[np.ndarray, list[tu
         for _ in range(int(rng.integers(1, spec.max_defects + 1))):
             cls = int(rng.integers(len(_DRAW)))
             mask = _DRAW[cls](rng, n)
-            box = _box(mask)
+            box = _box_from_mask(mask)
             if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
             if any(max(0, min(box[2], b[2]) - max(box[0], b[0])) * max(0, min(box[3], b[3]) - max(box[1], b[1])) > 0
