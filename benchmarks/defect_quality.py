@@ -32,6 +32,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   preset's transforms do without the pasted defects;
 - ``preset-notransforms``: ``preset`` without its Albumentations transforms (``augment.preset: none``;
   copy-paste, box filters and Ultralytics settings kept);
+- ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
+  with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
   (``augment.ultralytics: {}``: colour jitter, left-right flips, no rotation);
 - ``plan-notransforms@time``: ``plan@time`` without the Albumentations transforms (``augment.preset:
@@ -71,7 +73,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs", "preset-sensor",
-             "preset-nopaste", "preset-notransforms", "preset-stockhyp", "plan-notransforms@time",
+             "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4", "preset-stockhyp",
+             "plan-notransforms@time",
              "plan-transforms@time", "plan-stocksize@time")
 
 
@@ -196,13 +199,16 @@ def _folder(recipe_name: str) -> str:
 def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tuple[str, object, dict]:
     """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed;
     ``stock`` is that seed's stock score (None while stock itself is being trained)."""
+    from gradkit.augment.pipeline import PRESETS
     from gradkit.config import load_config
 
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
     batching = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
     built = {"preset-sensor": {"augment.preset": "defect-sensor"}, "preset-nopaste": {"augment.copy_paste.p": 0.0},
-             "preset-notransforms": {"augment.preset": "none"}, "preset-stockhyp": {"augment.ultralytics": {}}}
+             "preset-notransforms": {"augment.preset": "none"}, "preset-stockhyp": {"augment.ultralytics": {}},
+             "preset-d4only": _transforms_only(PRESETS["defect"], keep_d4=True),
+             "preset-nod4": _transforms_only(PRESETS["defect"], keep_d4=False)}
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
     return {
@@ -218,6 +224,12 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
     }[recipe_name]
+
+
+def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:
+    """Overrides that replace the preset's transform list by its D4 entry alone, or by the rest of it."""
+    kept = [t for t in transforms if (t["__class_fullname__"] == "D4") == keep_d4]
+    return {"augment.preset": "none", "augment.transforms": json.loads(json.dumps(kept))}
 
 
 def _with_preset(gradkit_cfg: dict, preset: str) -> dict:
