@@ -48,6 +48,8 @@ EPOCHS = 200
 #: cos(gradient, momentum) at or below this counts as a sign of overshooting in ``--alignment``. On the
 #: 160 px runs it stays within +-0.08 over the first 20 steps of every run (noise: 4 images per batch).
 ALIGNMENT_WARN = -0.1
+#: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
+HEALTHY_HERE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2", "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
 AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
 
 
@@ -102,6 +104,91 @@ def _alignment_recorder(store: list):
         opt.step = step
 
     return wrap
+
+
+def _curvature_recorder(store: list):
+    """Wraps the optimizer's step to measure, per step the plugin counted, how the step changed the
+    loss of the very batch it was computed on: the trainer's loss before (L0), a second forward pass
+    of the same batch after the update (L1, buffers restored so the run is unchanged), the linear
+    prediction g.d of that change (d: the update the optimizer applied) and |d|^2. On a quadratic,
+    L1 - L0 = g.d + d'Hd/2, so 2 (L1 - L0 - g.d) / |d|^2 is the curvature along the step, free of
+    the batch-to-batch noise that makes cos(g, previous g) useless here."""
+
+    def wrap(trainer):
+        import torch
+
+        opt, captured = trainer.optimizer, {}
+        unwrapped, preprocess = opt.step, trainer.preprocess_batch
+
+        def keep_batch(batch):
+            captured["batch"] = batch = preprocess(batch)
+            return batch
+
+        def step(*args, **kwargs):
+            params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            before = [p.detach().clone() for p in params]
+            grads = [p.grad.detach().double() for p in params]
+            loss0 = float(trainer.loss.detach())
+            out = unwrapped(*args, **kwargs)
+            with torch.no_grad():
+                moves = [(p.detach().double() - b.double()) for p, b in zip(params, before)]
+                gd = sum(float((g * m).sum()) for g, m in zip(grads, moves))
+                dd = sum(float((m * m).sum()) for m in moves)
+                gg = sum(float((g * g).sum()) for g in grads)
+                buffers = [(b, b.clone()) for b in trainer.model.buffers()]
+                loss1 = float(trainer.model(captured["batch"])[0].sum())
+                for b, saved in buffers:
+                    b.copy_(saved)
+            store.append({"step": fd._plugin(trainer).step, "loss0": loss0, "loss1": loss1, "gd": gd, "dd": dd,
+                          "gg": gg, "lr": max(float(g["lr"]) for g in opt.param_groups)})
+            return out
+
+        opt.step, trainer.preprocess_batch = step, keep_batch
+
+    return wrap
+
+
+def same_batch_rises(run: Path, before: int | None = None) -> list[tuple[int, float]]:
+    """(step, rise of its batch's loss over the loss before the step, relative) of every step recorded by
+    ``--curvature`` before ``before``."""
+    path = run / "curvature.json"
+    try:
+        rows = json.loads(path.read_text())
+        return [(int(r["step"]), (float(r["loss1"]) - float(r["loss0"])) / abs(float(r["loss0"])))
+                for r in rows if before is None or int(r["step"]) < before]
+    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError) as exc:
+        raise SystemExit(f"{path}: not a curvature record of this script ({exc}); remove it to record again") from None
+
+
+def record_healthy_curvature(out: Path, data: Path, imgsz: int, names=None) -> dict[str, Path]:
+    """Runs of fault_detection.py's healthy corpus (``names``: all), trained again on ``data`` at
+    ``imgsz`` with the ``--curvature`` recorder into ``out`` (runs already recorded are kept)."""
+    runs = {}
+    for name, kw in fd.healthy_corpus().items():
+        if names is not None and name not in names:
+            continue
+        slug = "healthy-" + name.replace(" ", "_").replace("=", "")
+        if not (out / slug / "curvature.json").exists():
+            store: list = []
+            fd.train(data, out, slug, {"imgsz": imgsz, **kw}, [("on_train_start", _curvature_recorder(store))])
+            (out / slug / "curvature.json").write_text(json.dumps(store))
+        runs[name] = out / slug
+    return runs
+
+
+def print_same_batch_rises(runs: dict[str, tuple[Path, int | None]]) -> None:
+    """Per run, up to its divergence: how many steps raised their own batch's loss, and the largest rise
+    of a step 2 or more steps before the divergence (the step just before it is the blow-up itself)."""
+    print("\nsame-batch loss after the step (--curvature): steps before the divergence whose update raised the "
+          "loss of the batch it was computed on")
+    print(f"{'run':32}{'steps':>6}{'raised':>8}{'share':>7}{'largest rise >= 2 steps ahead':>31}{'at':>5}")
+    for name, (run, div) in runs.items():
+        rises = same_batch_rises(run, div)
+        up = [(s, r) for s, r in rises if r > 0]
+        early = [(s, r) for s, r in up if div is None or s < div - 1]
+        top = max(early, key=lambda sr: sr[1], default=(None, math.nan))
+        print(f"{name:32}{len(rises):>6}{len(up):>8}{len(up) / max(len(rises), 1):>7.0%}{top[1]:>+31.0%}"
+              f"{top[0] if top[0] else '-':>5}")
 
 
 def first_overshoot(run: Path) -> int | None:
@@ -171,19 +258,25 @@ def divergence_step(losses: dict[int, float]) -> int | None:
 
 
 def train_provoked(data: Path, out: Path, name: str, kw: dict, callbacks: list, max_steps: int,
-                   alignment: bool = False) -> Path:
+                   alignment: bool = False, curvature: bool = False) -> Path:
     store: list = []
     aligned: list = []
+    curved: list = []
     slug = "diverge-" + name.replace(" ", "_")
     run = out / slug
-    if not (run / "step_losses.json").exists() or (alignment and not (run / "alignment.json").exists()):
+    if (not (run / "step_losses.json").exists() or (alignment and not (run / "alignment.json").exists())
+            or (curvature and not (run / "curvature.json").exists())):
         record = [("on_train_batch_end", _loss_recorder(store, max_steps))]
         if alignment:
             record.append(("on_train_start", _alignment_recorder(aligned)))
+        if curvature:
+            record.append(("on_train_start", _curvature_recorder(curved)))
         run = fd.train(data, out, slug, dict(kw), [*callbacks, *record], overrides={"clip.mode": "none"})
         (run / "step_losses.json").write_text(json.dumps(store))
         if alignment:
             (run / "alignment.json").write_text(json.dumps(aligned))
+        if curvature:
+            (run / "curvature.json").write_text(json.dumps(curved))
     return run
 
 
@@ -205,6 +298,9 @@ def main() -> None:
     ap.add_argument("--corrupt-epoch", type=int, default=6, help="epoch at which the labels are corrupted")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--imgsz", type=int, default=64)
+    ap.add_argument("--curvature", action="store_true",
+                    help="also record the loss of each step's batch after the step, here and on the healthy corpus "
+                         "(into OUT/healthy-*), and print how often and how far a step raised it")
     ap.add_argument("--alignment", action="store_true",
                     help="also record cos(gradient, momentum) per step and print its first overshoot and lead")
     args = ap.parse_args()
@@ -212,19 +308,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = fd._dataset(out, args.images, args.imgsz)
     fd.BASE["imgsz"] = args.imgsz
-    leads, overshoot_leads = [], []
+    leads, overshoot_leads, curved = [], [], {}
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}"
           + (f"{'cos(g,m)<=' + str(ALIGNMENT_WARN) + ' at':>20}{'lead':>6}" if args.alignment else ""))
     for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs,
                                               args.warmup_per_x, args.corrupt_epoch).items():
         if args.only not in name:
             continue
-        run = train_provoked(data, out, name, kw, cbs, args.max_steps, args.alignment)
+        run = train_provoked(data, out, name, kw, cbs, args.max_steps, args.alignment, args.curvature)
         losses = step_losses(run)
         div, warn = divergence_step(losses), first_warning(fd.replay(run))
         lead = div - warn if div is not None and warn is not None else None
         if lead is not None:
             leads.append(lead)
+        if args.curvature:
+            curved[name] = (run, div)
         line = (f"{name:28}{len(losses):>6}{div if div else '-':>12}{warn if warn else '-':>10}"
                 f"{lead if lead is not None else '-':>6}")
         if args.alignment:
@@ -244,6 +342,13 @@ def main() -> None:
     healthy = [p for p in Path(args.faults_out).glob("healthy-*") if (p / "gradients.csv").exists()]
     false = sum(first_warning(fd.replay(p)) is not None for p in healthy)
     print(f"healthy corpus: {false} of {len(healthy)} runs with a diverging warning")
+    if args.curvature:
+        # the healthy corpus as fault_detection.py trains it (24 images at 64 px), and its from-scratch runs
+        # on the provoked runs' data and size, where a batch holds as many objects as theirs
+        corpus = record_healthy_curvature(out / "healthy", fd._dataset(out / "healthy", 24, 64), 64)
+        here = record_healthy_curvature(out / "healthy-here", data, args.imgsz, HEALTHY_HERE)
+        print_same_batch_rises({**curved, **{f"healthy {k}": (p, None) for k, p in corpus.items()},
+                                **{f"healthy {k}, {args.imgsz} px": (p, None) for k, p in here.items()}})
 
 
 if __name__ == "__main__":
