@@ -237,6 +237,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
 def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:
     """Overrides that replace the preset's transform list by its D4 entry alone, or by the rest of it."""
     kept = [t for t in transforms if (t["__class_fullname__"] == "D4") == keep_d4]
+    if not kept:  # an empty list would hand the stage back to Ultralytics' own Albumentations transforms
+        raise SystemExit(f"the preset's transform list has {'no' if keep_d4 else 'only a'} D4 entry: nothing to keep")
     return {"augment.preset": "none", "augment.transforms": json.loads(json.dumps(kept))}
 
 

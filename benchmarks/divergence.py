@@ -14,6 +14,11 @@ they diverged; a second call replays the recorded statistics through the current
     python benchmarks/divergence.py --out /tmp/gradkit-diverge-160 --images 96 --imgsz 160 \
         --max-steps 100 --corrupt-epoch 2                                        # README's table
 
+``--curvature`` also records, at every step, the loss of the step's own batch before and after the
+step (a second forward pass), here and on the healthy corpus (at its 64 px and, for its from-scratch
+runs, at this script's size), and prints how often and how far a step raised it, and the lead of the
+first rise of RISE_WARN or more.
+
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
 gradients: a learning rate above the stability limit of a direction makes the iterate overshoot
@@ -48,8 +53,12 @@ EPOCHS = 200
 #: cos(gradient, momentum) at or below this counts as a sign of overshooting in ``--alignment``. On the
 #: 160 px runs it stays within +-0.08 over the first 20 steps of every run (noise: 4 images per batch).
 ALIGNMENT_WARN = -0.1
+#: A step whose update raised the loss of its own batch by this share (``--curvature``) is counted as a
+#: warning in its lead column: between the healthy runs at 160 px (at most +11%) and the rises of the
+#: provoked runs of seeds 0-2 (README, "The step's own batch after the step").
+RISE_WARN = 0.2
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
-HEALTHY_HERE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2", "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
+HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2", "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
 AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
 
 
@@ -107,40 +116,35 @@ def _alignment_recorder(store: list):
 
 
 def _curvature_recorder(store: list):
-    """Wraps the optimizer's step to measure, per step the plugin counted, how the step changed the
-    loss of the very batch it was computed on: the trainer's loss before (L0), a second forward pass
-    of the same batch after the update (L1, buffers restored so the run is unchanged), the linear
-    prediction g.d of that change (d: the update the optimizer applied) and |d|^2. On a quadratic,
-    L1 - L0 = g.d + d'Hd/2, so 2 (L1 - L0 - g.d) / |d|^2 is the curvature along the step, free of
-    the batch-to-batch noise that makes cos(g, previous g) useless here."""
+    """Wraps the optimizer's step to record, per step the plugin counted, the loss of the batch the
+    step was computed on before the step (the trainer's) and after it (a second forward pass of the
+    same batch under the trainer's autocast; buffers restored, no randomness drawn: the run is
+    unchanged). Batch-to-batch noise, which makes cos(g, previous g) useless here, cancels. With
+    gradient accumulation the batch is only the last of the step's micro-batches: such steps are
+    recorded with their ``accumulate`` and left out by :func:`same_batch_rises`."""
 
     def wrap(trainer):
         import torch
+        from ultralytics.utils.torch_utils import autocast
 
         opt, captured = trainer.optimizer, {}
         unwrapped, preprocess = opt.step, trainer.preprocess_batch
+        amp = torch.bfloat16 if trainer.args.amp == "bf16" else trainer.amp
 
         def keep_batch(batch):
             captured["batch"] = batch = preprocess(batch)
             return batch
 
         def step(*args, **kwargs):
-            params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-            before = [p.detach().clone() for p in params]
-            grads = [p.grad.detach().double() for p in params]
             loss0 = float(trainer.loss.detach())
             out = unwrapped(*args, **kwargs)
-            with torch.no_grad():
-                moves = [(p.detach().double() - b.double()) for p, b in zip(params, before)]
-                gd = sum(float((g * m).sum()) for g, m in zip(grads, moves))
-                dd = sum(float((m * m).sum()) for m in moves)
-                gg = sum(float((g * g).sum()) for g in grads)
+            with torch.no_grad(), autocast(amp, device=trainer.device.type):
                 buffers = [(b, b.clone()) for b in trainer.model.buffers()]
                 loss1 = float(trainer.model(captured["batch"])[0].sum())
                 for b, saved in buffers:
                     b.copy_(saved)
-            store.append({"step": fd._plugin(trainer).step, "loss0": loss0, "loss1": loss1, "gd": gd, "dd": dd,
-                          "gg": gg, "lr": max(float(g["lr"]) for g in opt.param_groups)})
+            store.append({"step": fd._plugin(trainer).step, "loss0": loss0, "loss1": loss1,
+                          "accumulate": int(trainer.accumulate)})
             return out
 
         opt.step, trainer.preprocess_batch = step, keep_batch
@@ -150,22 +154,28 @@ def _curvature_recorder(store: list):
 
 def same_batch_rises(run: Path, before: int | None = None) -> list[tuple[int, float]]:
     """(step, rise of its batch's loss over the loss before the step, relative) of every step recorded by
-    ``--curvature`` before ``before``."""
+    ``--curvature`` before ``before`` that had one batch (no accumulation) and a non-zero loss."""
     path = run / "curvature.json"
     try:
-        rows = json.loads(path.read_text())
-        return [(int(r["step"]), (float(r["loss1"]) - float(r["loss0"])) / abs(float(r["loss0"])))
-                for r in rows if before is None or int(r["step"]) < before]
-    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError) as exc:
+        rows = [(int(r["step"]), float(r["loss0"]), float(r["loss1"]), int(r.get("accumulate", 1)))
+                for r in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SystemExit(f"{path}: not a curvature record of this script ({exc}); remove it to record again") from None
+    return [(step, (after - loss) / abs(loss)) for step, loss, after, acc in rows
+            if (before is None or step < before) and acc == 1 and loss != 0]
 
 
 def record_healthy_curvature(out: Path, data: Path, imgsz: int, names=None) -> dict[str, Path]:
-    """Runs of fault_detection.py's healthy corpus (``names``: all), trained again on ``data`` at
-    ``imgsz`` with the ``--curvature`` recorder into ``out`` (runs already recorded are kept)."""
+    """The runs of fault_detection.py's healthy corpus that step once per batch (``names``: all of
+    them), trained again on ``data`` at ``imgsz`` with the ``--curvature`` recorder into ``out`` (runs
+    already recorded are kept). They keep the default clip, as in the corpus; the provoked runs have none."""
+    corpus = fd.healthy_corpus()
+    unknown = set(names or ()) - set(corpus)
+    if unknown:
+        raise SystemExit(f"not runs of the healthy corpus: {sorted(unknown)}; it has {sorted(corpus)}")
     runs = {}
-    for name, kw in fd.healthy_corpus().items():
-        if names is not None and name not in names:
+    for name, kw in corpus.items():
+        if (names is not None and name not in names) or kw.get("nbs", fd.BASE["nbs"]) > fd.BASE["batch"]:
             continue
         slug = "healthy-" + name.replace(" ", "_").replace("=", "")
         if not (out / slug / "curvature.json").exists():
@@ -176,19 +186,28 @@ def record_healthy_curvature(out: Path, data: Path, imgsz: int, names=None) -> d
     return runs
 
 
-def print_same_batch_rises(runs: dict[str, tuple[Path, int | None]]) -> None:
-    """Per run, up to its divergence: how many steps raised their own batch's loss, and the largest rise
-    of a step 2 or more steps before the divergence (the step just before it is the blow-up itself)."""
+def print_same_batch_rises(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
+    """Per run, up to its divergence: how many steps raised their own batch's loss, the largest rise
+    2 or more steps before the divergence (the rise of the step just before it is the blow-up itself),
+    and the first such rise of at least RISE_WARN with its lead. Returns the leads of the diverged runs
+    (0 where no such rise came first)."""
     print("\nsame-batch loss after the step (--curvature): steps before the divergence whose update raised the "
           "loss of the batch it was computed on")
-    print(f"{'run':32}{'steps':>6}{'raised':>8}{'share':>7}{'largest rise >= 2 steps ahead':>31}{'at':>5}")
+    print(f"{'run':36}{'steps':>6}{'raised':>8}{'share':>7}{'largest rise >= 2 ahead':>25}{'at':>5}"
+          f"{'first >= ' + format(RISE_WARN, '.0%'):>14}{'lead':>6}")
+    leads = []
     for name, (run, div) in runs.items():
         rises = same_batch_rises(run, div)
         up = [(s, r) for s, r in rises if r > 0]
         early = [(s, r) for s, r in up if div is None or s < div - 1]
         top = max(early, key=lambda sr: sr[1], default=(None, math.nan))
-        print(f"{name:32}{len(rises):>6}{len(up):>8}{len(up) / max(len(rises), 1):>7.0%}{top[1]:>+31.0%}"
-              f"{top[0] if top[0] else '-':>5}")
+        first = next((s for s, r in early if r >= RISE_WARN), None)
+        lead = div - first if div is not None and first is not None else None
+        if div is not None:
+            leads.append(lead or 0)
+        print(f"{name:36}{len(rises):>6}{len(up):>8}{len(up) / max(len(rises), 1):>7.0%}{top[1]:>+25.0%}"
+              f"{top[0] if top[0] else '-':>5}{first if first else '-':>14}{lead if lead is not None else '-':>6}")
+    return leads
 
 
 def first_overshoot(run: Path) -> int | None:
@@ -345,10 +364,14 @@ def main() -> None:
     if args.curvature:
         # the healthy corpus as fault_detection.py trains it (24 images at 64 px), and its from-scratch runs
         # on the provoked runs' data and size, where a batch holds as many objects as theirs
-        corpus = record_healthy_curvature(out / "healthy", fd._dataset(out / "healthy", 24, 64), 64)
-        here = record_healthy_curvature(out / "healthy-here", data, args.imgsz, HEALTHY_HERE)
-        print_same_batch_rises({**curved, **{f"healthy {k}": (p, None) for k, p in corpus.items()},
+        corpus = record_healthy_curvature(out / "healthy", fd._dataset(out / "healthy", fd.IMAGES, fd.IMGSZ),
+                                          fd.IMGSZ)
+        here = record_healthy_curvature(out / "healthy-here", data, args.imgsz, HEALTHY_AT_PROVOKED_SIZE)
+        rise_leads = print_same_batch_rises({**curved, **{f"healthy {k}": (p, None) for k, p in corpus.items()},
                                 **{f"healthy {k}, {args.imgsz} px": (p, None) for k, p in here.items()}})
+        if rise_leads:
+            print(f"own-batch rise >= {RISE_WARN:.0%}: median lead {statistics.median(rise_leads)} optimizer steps over "
+                  f"all {len(rise_leads)} diverged runs (lead 0 where none came 2 or more steps ahead)")
 
 
 if __name__ == "__main__":

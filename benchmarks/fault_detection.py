@@ -40,6 +40,7 @@ FAULTS = {  # name -> (kind, factor, layer)
     "nonfinite once": ("nonfinite", float("nan"), "10"),
 }
 WINDOW = 5  # optimizer steps after onset within which a report counts
+IMAGES, IMGSZ = 24, 64  # the generated dataset of the corpus and the grid (--images, --imgsz)
 
 
 def healthy_corpus(seeds=(0, 1, 2)) -> dict[str, dict]:
@@ -250,8 +251,8 @@ def report(healthy: dict[str, Path], grid: dict[tuple[str, int], Path], use_repl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/gradkit-faults")
-    ap.add_argument("--images", type=int, default=24)
-    ap.add_argument("--imgsz", type=int, default=64)
+    ap.add_argument("--images", type=int, default=IMAGES)
+    ap.add_argument("--imgsz", type=int, default=IMGSZ)
     ap.add_argument("--onsets", default=",".join(map(str, ONSETS)))
     ap.add_argument("--replay", action="store_true",
                     help="re-run the detector on recorded runs, train only missing ones")
