@@ -58,7 +58,8 @@ ALIGNMENT_WARN = -0.1
 #: provoked runs of seeds 0-2 (README, "The step's own batch after the step").
 RISE_WARN = 0.2
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
-HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2", "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
+HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2",
+                            "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
 AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
 
 
@@ -370,8 +371,8 @@ def main() -> None:
         rise_leads = print_same_batch_rises({**curved, **{f"healthy {k}": (p, None) for k, p in corpus.items()},
                                 **{f"healthy {k}, {args.imgsz} px": (p, None) for k, p in here.items()}})
         if rise_leads:
-            print(f"own-batch rise >= {RISE_WARN:.0%}: median lead {statistics.median(rise_leads)} optimizer steps over "
-                  f"all {len(rise_leads)} diverged runs (lead 0 where none came 2 or more steps ahead)")
+            print(f"own-batch rise >= {RISE_WARN:.0%}: median lead {statistics.median(rise_leads)} optimizer steps "
+                  f"over all {len(rise_leads)} diverged runs (lead 0 where none came 2 or more steps ahead)")
 
 
 if __name__ == "__main__":
