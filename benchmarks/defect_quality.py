@@ -73,8 +73,8 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-#: Ultralytics' random zoom of ``plan-narrowscale@epochs`` (its default 0.5 zooms 0.5-1.5x; a 0.5x
-#: resize leaves 35% of a 1 px line's contrast, 0.75x 41%, README "Why thin defects fail").
+#: Ultralytics' random zoom of ``plan-narrowscale@epochs`` (its default 0.5 zooms 0.5-1.5x). Tried for
+#: thin lines on the design set and lost (README, "Stock vs plan"); the plan keeps Ultralytics' zoom.
 NARROW_SCALE = 0.25
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).

@@ -320,7 +320,7 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=64)
     ap.add_argument("--curvature", action="store_true",
                     help="also record the loss of each step's batch after the step, here and on the healthy corpus "
-                         "(into OUT/healthy-*), and print how often and how far a step raised it")
+                         "(into OUT/healthy and OUT/healthy-here), and print how often and how far a step raised it")
     ap.add_argument("--alignment", action="store_true",
                     help="also record cos(gradient, momentum) per step and print its first overshoot and lead")
     args = ap.parse_args()
