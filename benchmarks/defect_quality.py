@@ -21,7 +21,8 @@ fingerprint (that is the point of a self-configuring recipe). Recipes, all from 
 Ablations (on request, ``--recipes``), each one part of the plan on its own, to say where a gain comes from:
 
 - ``plan-p2@time``: ``plan@time`` with the stride-4 head, ``yolo26n-p2.yaml`` (the plan's choice until
-  this ablation showed it loses at equal wall time);
+  this ablation showed it loses at equal wall time); ``plan-p2@epochs``: the same at stock's epochs,
+  whether the finer head pays for thin lines once time is not what limits it;
 - ``stock-nbs@epochs``: stock with the plan's ``batch``/``nbs`` only;
 - ``stock-imgsz@epochs``: stock at the plan's ``imgsz`` only (on ``surface`` the plan trains at the
   native 320 px where stock is given 256: what that alone is worth);
@@ -78,9 +79,9 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 NARROW_SCALE = 0.25
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
-ABLATIONS = ("plan-p2@time", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs", "preset-sensor",
-             "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4", "preset-stockhyp",
-             "plan-notransforms@time", "plan-narrowscale@epochs",
+ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
+             "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
+             "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-transforms@time", "plan-stocksize@time")
 
 
@@ -223,6 +224,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
         "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
+        "plan-p2@epochs": ("yolo26n-p2.yaml", plan.gradkit, {**base, **planned}),
         "plan-notransforms@time": (plan.train["model"], _with_preset(plan.gradkit, "none"), at_stock_time),
         "plan-transforms@time": (plan.train["model"], _with_preset(plan.gradkit, "defect"), at_stock_time),
         "plan-stocksize@time": (plan.train["model"], plan.gradkit, {**at_stock_time, "imgsz": base["imgsz"]}),
