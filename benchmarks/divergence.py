@@ -29,6 +29,7 @@ first step at which cos(gradient, momentum) fell to ``ALIGNMENT_WARN`` or below 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -57,6 +58,11 @@ ALIGNMENT_WARN = -0.1
 #: warning in its lead column: between the healthy runs at 160 px (at most +11%) and the rises of the
 #: provoked runs of seeds 0-2 (README, "The step's own batch after the step").
 RISE_WARN = 0.2
+#: A step whose first-order predicted loss decrease, -g.d, exceeds this multiple of the run's typical
+#: loss (the median so far) is counted as a warning by :func:`print_predicted_gain`: a loss that is
+#: never negative cannot fall by more than itself, so such a step has left the region where its
+#: gradient describes the loss. A principle, not a fit (README, "The step's predicted gain").
+GAIN_WARN = 1.0
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
 HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2",
                             "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
@@ -122,7 +128,9 @@ def _curvature_recorder(store: list):
     same batch under the trainer's autocast; buffers restored, no randomness drawn: the run is
     unchanged). Batch-to-batch noise, which makes cos(g, previous g) useless here, cancels. With
     gradient accumulation the batch is only the last of the step's micro-batches: such steps are
-    recorded with their ``accumulate`` and left out by :func:`same_batch_rises`."""
+    recorded with their ``accumulate`` and left out by :func:`same_batch_rises`. It also records the
+    step's first-order prediction of that change, ``gd`` = g.d (g: the gradient the optimizer was given,
+    after the clip; d: the update it applied): :func:`print_predicted_gain`."""
 
     def wrap(trainer):
         import torch
@@ -138,14 +146,19 @@ def _curvature_recorder(store: list):
 
         def step(*args, **kwargs):
             loss0 = float(trainer.loss.detach())
+            params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            before = [p.detach().clone() for p in params]
+            grads = [p.grad.detach().double() for p in params]
             out = unwrapped(*args, **kwargs)
+            gd = sum(float((g * (p.detach().double() - b.double())).sum()) for g, p, b in
+                     zip(grads, params, before, strict=True))
             with torch.no_grad(), autocast(amp, device=trainer.device.type):
                 buffers = [(b, b.clone()) for b in trainer.model.buffers()]
                 loss1 = float(trainer.model(captured["batch"])[0].sum())
                 for b, saved in buffers:
                     b.copy_(saved)
             store.append({"step": fd._plugin(trainer).step, "loss0": loss0, "loss1": loss1,
-                          "accumulate": int(trainer.accumulate)})
+                          "accumulate": int(trainer.accumulate), "gd": gd})
             return out
 
         opt.step, trainer.preprocess_batch = step, keep_batch
@@ -208,6 +221,47 @@ def print_same_batch_rises(runs: dict[str, tuple[Path, int | None]]) -> list[int
             leads.append(lead or 0)
         print(f"{name:36}{len(rises):>6}{len(up):>8}{len(up) / max(len(rises), 1):>7.0%}{top[1]:>+25.0%}"
               f"{top[0] if top[0] else '-':>5}{first if first else '-':>14}{lead if lead is not None else '-':>6}")
+    return leads
+
+
+def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, float, float]]:
+    """(step, -g.d over the median loss of the one-batch steps so far, the same with the gradient before
+    the clip) of every one-batch step recorded by ``--curvature`` before ``before`` (the clip factor
+    comes from the monitor's gradient_steps.csv; 1 where the step is missing there)."""
+    rows = [r for r in json.loads((run / "curvature.json").read_text()) if int(r.get("accumulate", 1)) == 1]
+    if rows and "gd" not in rows[0]:
+        raise SystemExit(f"{run / 'curvature.json'}: recorded without g.d; remove it to record again")
+    coef = {}
+    if (run / "gradient_steps.csv").exists():
+        with open(run / "gradient_steps.csv", newline="") as f:
+            coef = {int(r["step"]): float(r["clip_coef"]) for r in csv.DictReader(f)}
+    gains, losses = [], []
+    for r in rows:
+        step = int(r["step"])
+        if before is not None and step >= before:
+            break
+        losses.append(float(r["loss0"]))
+        gain = -float(r["gd"]) / statistics.median(losses)
+        gains.append((step, gain, gain / (coef.get(step) or 1.0)))
+    return gains
+
+
+def print_predicted_gain(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
+    """Per run, up to its divergence: the largest predicted gain (-g.d over the typical loss) with the
+    gradient the optimizer was given and with the gradient before the clip, and the first step whose
+    gain exceeded GAIN_WARN with its lead. Returns the leads of the diverged runs (0 where none came first)."""
+    print(f"\npredicted gain (--curvature): -g.d over the median loss so far; warning above {GAIN_WARN:g}")
+    print(f"{'run':36}{'largest gain':>13}{'before clip':>13}{'first > ' + format(GAIN_WARN, 'g'):>10}{'lead':>6}")
+    leads = []
+    for name, (run, div) in runs.items():
+        gains = predicted_gains(run, None if div is None else div - 1)
+        first = next((s for s, g, _ in gains if g > GAIN_WARN), None)
+        lead = div - first if div is not None and first is not None else None
+        if div is not None:
+            leads.append(lead or 0)
+        top = max((g for _, g, _ in gains), default=math.nan)
+        raw = max((g for _, _, g in gains), default=math.nan)
+        print(f"{name:36}{top:>13.3g}{raw:>13.3g}{first if first else '-':>10}{lead if lead is not None else '-':>6}")
     return leads
 
 
@@ -373,6 +427,11 @@ def main() -> None:
         if rise_leads:
             print(f"own-batch rise >= {RISE_WARN:.0%}: median lead {statistics.median(rise_leads)} optimizer steps "
                   f"over all {len(rise_leads)} diverged runs (lead 0 where none came 2 or more steps ahead)")
+        gain_leads = print_predicted_gain({**curved, **{f"healthy {k}": (p, None) for k, p in corpus.items()},
+                                           **{f"healthy {k}, {args.imgsz} px": (p, None) for k, p in here.items()}})
+        if gain_leads:
+            print(f"predicted gain > {GAIN_WARN:g}: median lead {statistics.median(gain_leads)} optimizer steps over "
+                  f"all {len(gain_leads)} diverged runs (lead 0 where none came first)")
 
 
 if __name__ == "__main__":
