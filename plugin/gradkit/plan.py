@@ -40,9 +40,14 @@ MIN_OBJECT_PX = 8.0
 #: A dataset is "thin" when at least this share of its boxes is thin (fingerprint.thin_mask).
 THIN_SHARE = 0.15
 #: Strokes this thin (px at the chosen imgsz) cover at most 0.12-0.37 of a stride-8 cell, 0.25-0.65
-#: of a stride-4 cell (table 2): the stride-4 head doubles what the first detection level sees, so the
-#: plan suggests it (a warning; P2_EVIDENCE says why it does not pick it).
+#: of a stride-4 cell (table 2): the stride-4 head doubles what the first detection level sees, yet in
+#: training it did worse on such lines (P2_THIN_EVIDENCE), so the plan names them without suggesting it.
 P2_STROKE_PX = 2.0
+#: What the stride-4 head did for thin lines (benchmarks/defect_quality.py, README "Stock vs plan").
+P2_THIN_EVIDENCE = ("the stride-4 head did worse on thin lines wherever it was measured: on the design set at equal "
+                    "wall time (AP50 scratch 0.134 vs 0.283, crack 0.297 vs 0.544, 3 seeds) and on the photographs "
+                    "at equal epochs (100; crack 0.016 vs 0.057, scratch 0.117 vs 0.206, seed 0); only the smallest "
+                    "compact defects gained")
 #: Share of compact boxes below MIN_OBJECT_PX at the chosen imgsz above which the plan suggests the stride-4 head.
 P2_SMALL_SHARE = 0.25
 #: Why the plan keeps the standard head even then (benchmarks/defect_quality.py, README "Stock vs plan").
@@ -145,18 +150,23 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
     return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), f"{reason}; {IMGSZ_EVIDENCE}", provisional=True)
 
 
-def _p2_case(fp: Fingerprint, imgsz: int) -> str | None:
-    """What would speak for the stride-4 head on this data, or None."""
+def _thin_case(fp: Fingerprint, imgsz: int) -> str | None:
+    """Thin strokes at ``imgsz``, described, or None."""
     thin = fp.thin_mask()
     stroke = fp.stroke_pixels(imgsz)[thin] if thin.any() else np.array([])
     stroke = stroke[np.isfinite(stroke)]
-    w, h = fp.box_pixels(imgsz)
-    short = np.minimum(w, h)[~thin]
-    short = short[np.isfinite(short)]
-    small = float((short < MIN_OBJECT_PX).mean()) if short.size else 0.0
     if fp.thin_share >= THIN_SHARE and stroke.size and np.median(stroke) <= P2_STROKE_PX:
         return (f"{fp.thin_share:.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz "
                 f"{imgsz} (a 1-2 px line covers at most 0.12-0.37 of a stride-8 cell, 0.25-0.65 of a stride-4 one)")
+    return None
+
+
+def _small_case(fp: Fingerprint, imgsz: int) -> str | None:
+    """Compact defects too small for the standard head's assigner at ``imgsz``, described, or None."""
+    w, h = fp.box_pixels(imgsz)
+    short = np.minimum(w, h)[~fp.thin_mask()]
+    short = short[np.isfinite(short)]
+    small = float((short < MIN_OBJECT_PX).mean()) if short.size else 0.0
     if small >= P2_SMALL_SHARE:
         return (f"{small:.0%} of the compact defects are below {MIN_OBJECT_PX:g} px at imgsz {imgsz} (Ultralytics' "
                 "assigner floors box sides to the second stride: 16 px with yolo26n, 8 with the p2 head)")
@@ -164,12 +174,14 @@ def _p2_case(fp: Fingerprint, imgsz: int) -> str | None:
 
 
 def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
-    case = _p2_case(fp, imgsz)
-    if case is None:
-        return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head")
-    plan.warnings.append(f"{case}: the stride-4 head (model={MODEL_P2}) may find them better in long runs; "
-                         f"try it against this plan ({P2_EVIDENCE})")
-    return plan.choose("model", MODEL, f"{case}, but {P2_EVIDENCE}", provisional=True)
+    small, thin = _small_case(fp, imgsz), _thin_case(fp, imgsz)
+    if small is not None:
+        plan.warnings.append(f"{small}: the stride-4 head (model={MODEL_P2}) may find them better in long runs; "
+                             f"try it against this plan ({P2_EVIDENCE})")
+        return plan.choose("model", MODEL, f"{small}, but {P2_EVIDENCE}", provisional=True)
+    if thin is not None:
+        return plan.choose("model", MODEL, f"{thin}, but {P2_THIN_EVIDENCE}", provisional=True)
+    return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head")
 
 
 def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> None:
