@@ -15,9 +15,12 @@ they diverged; a second call replays the recorded statistics through the current
         --max-steps 100 --corrupt-epoch 2                                        # README's table
 
 ``--curvature`` also records, at every step, the loss of the step's own batch before and after the
-step (a second forward pass), here and on the healthy corpus (at its 64 px and, for its from-scratch
-runs, at this script's size), and prints how often and how far a step raised it, and the lead of the
-first rise of RISE_WARN or more.
+step (a second forward pass) and the step's g.d (the gradient the optimizer was given, dotted with
+the update it applied), here and on the healthy corpus (at its 64 px and, for its from-scratch runs,
+at this script's size). It prints how often and how far a step raised its batch's loss, with the lead
+of the first rise of RISE_WARN or more, and the step's predicted gain -g.d over the median loss so
+far, with the lead of the first gain above GAIN_WARN. Records made without g.d are refused: remove
+them to record again.
 
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
@@ -61,7 +64,9 @@ RISE_WARN = 0.2
 #: A step whose first-order predicted loss decrease, -g.d, exceeds this multiple of the run's typical
 #: loss (the median so far) is counted as a warning by :func:`print_predicted_gain`: a loss that is
 #: never negative cannot fall by more than itself, so such a step has left the region where its
-#: gradient describes the loss. A principle, not a fit (README, "The step's predicted gain").
+#: gradient describes the loss. Not fitted, but not exact either: the median stands in for the loss of
+#: the step's own batch, which can be far lower (a batch without objects: about 0.08), so a healthy
+#: step may pass 1 on such a batch (README, "The step's predicted gain").
 GAIN_WARN = 1.0
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
 HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2",
@@ -227,7 +232,8 @@ def print_same_batch_rises(runs: dict[str, tuple[Path, int | None]]) -> list[int
 def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, float, float]]:
     """(step, -g.d over the median loss of the one-batch steps so far, the same with the gradient before
     the clip) of every one-batch step recorded by ``--curvature`` before ``before`` (the clip factor
-    comes from the monitor's gradient_steps.csv; 1 where the step is missing there)."""
+    comes from the monitor's gradient_steps.csv; 1 where the step is missing there). Steps whose
+    median loss so far is not positive are left out: the gain has no scale there."""
     rows = [r for r in json.loads((run / "curvature.json").read_text()) if int(r.get("accumulate", 1)) == 1]
     if rows and "gd" not in rows[0]:
         raise SystemExit(f"{run / 'curvature.json'}: recorded without g.d; remove it to record again")
@@ -241,7 +247,10 @@ def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, flo
         if before is not None and step >= before:
             break
         losses.append(float(r["loss0"]))
-        gain = -float(r["gd"]) / statistics.median(losses)
+        typical = statistics.median(losses)
+        if not typical > 0:  # a zero (or non-finite) typical loss has no scale to compare the gain with
+            continue
+        gain = -float(r["gd"]) / typical
         gains.append((step, gain, gain / (coef.get(step) or 1.0)))
     return gains
 
@@ -254,7 +263,9 @@ def print_predicted_gain(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     print(f"{'run':36}{'largest gain':>13}{'before clip':>13}{'first > ' + format(GAIN_WARN, 'g'):>10}{'lead':>6}")
     leads = []
     for name, (run, div) in runs.items():
-        gains = predicted_gains(run, None if div is None else div - 1)
+        # Every step before the divergence step counts: its g.d is known once its own, still
+        # ordinary, loss has been back-propagated, before the step that blows up.
+        gains = predicted_gains(run, div)
         first = next((s for s, g, _ in gains if g > GAIN_WARN), None)
         lead = div - first if div is not None and first is not None else None
         if div is not None:
@@ -374,7 +385,8 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=64)
     ap.add_argument("--curvature", action="store_true",
                     help="also record the loss of each step's batch after the step, here and on the healthy corpus "
-                         "(into OUT/healthy and OUT/healthy-here), and print how often and how far a step raised it")
+                         "(into OUT/healthy and OUT/healthy-here), and print how often and how far a step raised it, "
+                         "and each step's predicted gain (-g.d over the median loss so far)")
     ap.add_argument("--alignment", action="store_true",
                     help="also record cos(gradient, momentum) per step and print its first overshoot and lead")
     args = ap.parse_args()

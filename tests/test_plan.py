@@ -82,7 +82,8 @@ def _suggests_p2(plan) -> bool:
 
 
 def _names_thin_strokes(plan) -> bool:
-    return "thin" in choice(plan, "model").reason and P.P2_THIN_EVIDENCE in choice(plan, "model").reason
+    reason = choice(plan, "model").reason
+    return "of the boxes are thin" in reason and P.P2_THIN_EVIDENCE in reason
 
 
 def test_thin_strokes_keep_the_standard_head_without_suggesting_p2():
@@ -124,6 +125,8 @@ def test_tiny_compact_defects_suggest_p2_even_beside_thin_strokes():
     tiny = (1, 4, 4, 4.0, 0.7)
     plan = P.make_plan(fingerprint([tiny] * 5 + [LINE] * 3 + [(1, 200, 200, 40.0, 0.7)] * 2, side=2000))
     assert _suggests_p2(plan) and "below 8 px" in choice(plan, "model").reason
+    assert _names_thin_strokes(plan)                                # the lines are not forgotten beside the pits
+    assert any(P.P2_THIN_EVIDENCE in w for w in plan.warnings if P.MODEL_P2 in w)
 
 
 # ---------------------------------------------------------------- schedule

@@ -42,7 +42,7 @@ THIN_SHARE = 0.15
 #: Strokes this thin (px at the chosen imgsz) cover at most 0.12-0.37 of a stride-8 cell, 0.25-0.65
 #: of a stride-4 cell (table 2): the stride-4 head doubles what the first detection level sees, yet in
 #: training it did worse on such lines (P2_THIN_EVIDENCE), so the plan names them without suggesting it.
-P2_STROKE_PX = 2.0
+THIN_STROKE_PX = 2.0
 #: What the stride-4 head did for thin lines (benchmarks/defect_quality.py, README "Stock vs plan").
 P2_THIN_EVIDENCE = ("the stride-4 head did worse on thin lines wherever it was measured: on the design set at equal "
                     "wall time (AP50 scratch 0.134 vs 0.283, crack 0.297 vs 0.544, 3 seeds) and on the photographs "
@@ -155,7 +155,7 @@ def _thin_case(fp: Fingerprint, imgsz: int) -> str | None:
     thin = fp.thin_mask()
     stroke = fp.stroke_pixels(imgsz)[thin] if thin.any() else np.array([])
     stroke = stroke[np.isfinite(stroke)]
-    if fp.thin_share >= THIN_SHARE and stroke.size and np.median(stroke) <= P2_STROKE_PX:
+    if fp.thin_share >= THIN_SHARE and stroke.size and np.median(stroke) <= THIN_STROKE_PX:
         return (f"{fp.thin_share:.0%} of the boxes are thin, median stroke {np.median(stroke):.1f} px at imgsz "
                 f"{imgsz} (a 1-2 px line covers at most 0.12-0.37 of a stride-8 cell, 0.25-0.65 of a stride-4 one)")
     return None
@@ -175,12 +175,14 @@ def _small_case(fp: Fingerprint, imgsz: int) -> str | None:
 
 def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
     small, thin = _small_case(fp, imgsz), _thin_case(fp, imgsz)
+    thin_reason = None if thin is None else f"{thin}, but {P2_THIN_EVIDENCE}"
     if small is not None:
+        also_thin = "" if thin_reason is None else f"; {thin_reason}"
         plan.warnings.append(f"{small}: the stride-4 head (model={MODEL_P2}) may find them better in long runs; "
-                             f"try it against this plan ({P2_EVIDENCE})")
-        return plan.choose("model", MODEL, f"{small}, but {P2_EVIDENCE}", provisional=True)
-    if thin is not None:
-        return plan.choose("model", MODEL, f"{thin}, but {P2_THIN_EVIDENCE}", provisional=True)
+                             f"try it against this plan ({P2_EVIDENCE}){also_thin}")
+        return plan.choose("model", MODEL, f"{small}, but {P2_EVIDENCE}{also_thin}", provisional=True)
+    if thin_reason is not None:
+        return plan.choose("model", MODEL, thin_reason, provisional=True)
     return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head")
 
 
