@@ -22,6 +22,11 @@ of the first rise of RISE_WARN or more, and the step's predicted gain -g.d over 
 far, with the lead of the first gain above GAIN_WARN. Records made without g.d are refused: remove
 them to record again.
 
+``--sharpness`` also records, at every optimizer step of the provoked runs and of the healthy SGD runs
+at this script's size, the largest eigenvalue of the lr-scaled Hessian of the step's batch loss over
+the Nesterov stability limit (times the clip factor), and prints the lead of the first ratio of
+SHARPNESS_WARN or more.
+
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
 gradients: a learning rate above the stability limit of a direction makes the iterate overshoot
@@ -68,6 +73,11 @@ RISE_WARN = 0.2
 #: the step's own batch, which can be far lower (a batch without objects: about 0.08), so a healthy
 #: step may pass 1 on such a batch (README, "The step's predicted gain").
 GAIN_WARN = 1.0
+#: Power iterations per step of ``--sharpness`` after the first (warm-started from the previous step).
+SHARPNESS_ITERATIONS = 3
+#: A stability ratio (lr-scaled curvature over the Nesterov limit, ``--sharpness``) at or above this
+#: counts as a warning: the quadratic model's edge.
+SHARPNESS_WARN = 1.0
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
 HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2",
                             "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
@@ -171,6 +181,135 @@ def _curvature_recorder(store: list):
     return wrap
 
 
+def nesterov_limit(momentum: float) -> float:
+    """The largest lr * curvature at which PyTorch's Nesterov SGD (Ultralytics' SGD) still converges on a
+    quadratic: the iteration x' = (1 - a(1 + m)) x - m^2 b, b' = m b + a x (a = lr * curvature, b the
+    momentum buffer times lr) gets an eigenvalue -1 at a = 2(1 + m) / (1 + 2m) (1.35 at m = 0.937)."""
+    return 2 * (1 + momentum) / (1 + 2 * momentum)
+
+
+def _sharpness_recorder(store: list, warm_iterations: int = SHARPNESS_ITERATIONS):
+    """Wraps the optimizer's step to record, per step the plugin counted, the largest eigenvalue of the
+    lr-scaled Hessian P^1/2 H P^1/2 of the step's batch loss (P: each parameter's lr, so the three
+    param groups' warm-up ramps are in it), by power iteration with finite-difference Hessian-vector
+    products, warm-started from the previous step's vector (10 iterations at the first step). Its ratio
+    to :func:`nesterov_limit` of the step's momentum is the quadratic model's stability margin. Extra
+    forward/backward passes on the same batch, parameters and BatchNorm buffers restored: the run is
+    unchanged. Only SGD runs (Adam's preconditioner is not its lr)."""
+
+    def wrap(trainer):
+        import torch
+        from ultralytics.utils.torch_utils import autocast
+
+        opt, captured, state = trainer.optimizer, {}, {}
+        unwrapped, preprocess = opt.step, trainer.preprocess_batch
+        if not isinstance(opt, torch.optim.SGD):
+            raise SystemExit(f"--sharpness measures SGD runs only, this one uses {type(opt).__name__}")
+
+        def keep_batch(batch):
+            captured["batch"] = batch = preprocess(batch)
+            return batch
+
+        def gradient(params):
+            with autocast(trainer.amp, device=trainer.device.type):
+                loss = trainer.model(captured["batch"])[0].sum()
+            return [g.double() for g in torch.autograd.grad(loss, params)]
+
+        def largest_eigenvalue(params, scale):
+            g0 = gradient(params)
+            v = state.get("v") or [torch.randn(p.shape, dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(0)) for p in params]
+            norm = math.sqrt(sum(float((x * x).sum()) for x in v))
+            v, value = [x / norm for x in v], math.nan
+            theta = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in params))
+            for _ in range(warm_iterations if "v" in state else 10):
+                u = [c * x for c, x in zip(scale, v, strict=True)]
+                h = 1e-3 * theta / math.sqrt(sum(float((x * x).sum()) for x in u))
+                with torch.no_grad():
+                    for p, x in zip(params, u, strict=True):
+                        p.add_((h * x).to(p.dtype))
+                g1 = gradient(params)
+                with torch.no_grad():
+                    for p, x in zip(params, u, strict=True):
+                        p.sub_((h * x).to(p.dtype))
+                w = [c * (a - b) / h for c, a, b in zip(scale, g1, g0, strict=True)]
+                value = sum(float((a * b).sum()) for a, b in zip(v, w, strict=True))
+                norm = math.sqrt(sum(float((x * x).sum()) for x in w))
+                if not norm > 0 or not math.isfinite(norm):
+                    break
+                v = [x / norm for x in w]
+            state["v"] = v
+            return value
+
+        def step(*args, **kwargs):
+            groups = [(g, p) for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            params = [p for _, p in groups]
+            scale = [math.sqrt(g["lr"]) for g, _ in groups]
+            buffers = [(b, b.clone()) for b in trainer.model.buffers()]
+            saved = [p.detach().clone() for p in params]
+            value = largest_eigenvalue(params, scale)
+            with torch.no_grad():
+                for p, s_ in zip(params, saved, strict=True):
+                    p.copy_(s_)
+                for b, s_ in buffers:
+                    b.copy_(s_)
+            momentum = float(opt.param_groups[0]["momentum"])
+            store.append({"step": fd._plugin(trainer).step, "lr_curvature": value, "momentum": momentum,
+                          "limit": nesterov_limit(momentum), "accumulate": int(trainer.accumulate)})
+            return unwrapped(*args, **kwargs)
+
+        opt.step, trainer.preprocess_batch = step, keep_batch
+
+    return wrap
+
+
+def stability_ratios(run: Path, before: int | None = None) -> list[tuple[int, float]]:
+    """(step, largest lr-scaled curvature over the Nesterov limit) of every one-batch step recorded by
+    ``--sharpness`` before ``before``. The clip scales a step's update as a smaller lr would: the ratio
+    is multiplied by the step's clip factor (1 in the unclipped provoked runs)."""
+    path = run / "sharpness.json"
+    try:
+        rows = [(int(r["step"]), float(r["lr_curvature"]), float(r["limit"]), int(r.get("accumulate", 1)))
+                for r in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SystemExit(f"{path}: not a sharpness record of this script ({exc}); remove it to record again") from None
+    coef = _clip_coefficients(run)
+    return [(step, value * (coef.get(step) or 1.0) / limit) for step, value, limit, acc in rows
+            if (before is None or step < before) and acc == 1 and math.isfinite(value)]
+
+
+def _clip_coefficients(run: Path) -> dict[int, float]:
+    """Optimizer step -> the factor the clip scaled its gradient by (the monitor's gradient_steps.csv;
+    empty where the run has none)."""
+    if not (run / "gradient_steps.csv").exists():
+        return {}
+    with open(run / "gradient_steps.csv", newline="") as f:
+        return {int(r["step"]): float(r["clip_coef"]) for r in csv.DictReader(f)}
+
+
+def print_stability_ratios(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
+    """Per run, over the steps before its divergence: the median and largest stability ratio, and the
+    first step at or above SHARPNESS_WARN with its lead. Returns the leads of the diverged runs (0 where
+    none came first)."""
+    print(f"\nstability ratio (--sharpness): largest lr-scaled curvature over the Nesterov limit; warning at "
+          f"{SHARPNESS_WARN:g}")
+    print(f"{'run':36}{'first 5':>24}{'median':>8}{'largest':>9}{'first >= ' + format(SHARPNESS_WARN, 'g'):>11}"
+          f"{'lead':>6}")
+    leads = []
+    for name, (run, div) in runs.items():
+        ratios = stability_ratios(run, div)
+        first = next((s for s, r in ratios if r >= SHARPNESS_WARN), None)
+        lead = div - first if div is not None and first is not None else None
+        if div is not None:
+            leads.append(lead or 0)
+        values = [r for _, r in ratios]
+        head = " ".join(f"{r:.2g}" for r in values[:5])
+        med = statistics.median(values) if values else math.nan
+        print(f"{name:36}{head:>24}{med:>8.3g}{max(values, default=math.nan):>9.3g}{first if first else '-':>11}"
+              f"{lead if lead is not None else '-':>6}")
+    return leads
+
+
 def same_batch_rises(run: Path, before: int | None = None) -> list[tuple[int, float]]:
     """(step, rise of its batch's loss over the loss before the step, relative) of every step recorded by
     ``--curvature`` before ``before`` that had one batch (no accumulation) and a non-zero loss."""
@@ -201,6 +340,23 @@ def record_healthy_curvature(out: Path, data: Path, imgsz: int, names=None) -> d
             store: list = []
             fd.train(data, out, slug, {"imgsz": imgsz, **kw}, [("on_train_start", _curvature_recorder(store))])
             (out / slug / "curvature.json").write_text(json.dumps(store))
+        runs[name] = out / slug
+    return runs
+
+
+def record_healthy_sharpness(out: Path, data: Path, imgsz: int, names, max_steps: int) -> dict[str, Path]:
+    """The SGD runs ``names`` of fault_detection.py's healthy corpus, trained on ``data`` at ``imgsz`` with
+    the ``--sharpness`` recorder into ``out`` for ``max_steps`` optimizer steps (runs recorded are kept)."""
+    corpus = fd.healthy_corpus()
+    runs = {}
+    for name in names:
+        slug = "healthy-" + name.replace(" ", "_").replace("=", "")
+        if not (out / slug / "sharpness.json").exists():
+            store: list = []
+            fd.train(data, out, slug, {"imgsz": imgsz, **corpus[name]},
+                     [("on_train_start", _sharpness_recorder(store)),
+                      ("on_train_batch_end", _loss_recorder([], max_steps))])
+            (out / slug / "sharpness.json").write_text(json.dumps(store))
         runs[name] = out / slug
     return runs
 
@@ -237,10 +393,7 @@ def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, flo
     rows = [r for r in json.loads((run / "curvature.json").read_text()) if int(r.get("accumulate", 1)) == 1]
     if rows and "gd" not in rows[0]:
         raise SystemExit(f"{run / 'curvature.json'}: recorded without g.d; remove it to record again")
-    coef = {}
-    if (run / "gradient_steps.csv").exists():
-        with open(run / "gradient_steps.csv", newline="") as f:
-            coef = {int(r["step"]): float(r["clip_coef"]) for r in csv.DictReader(f)}
+    coef = _clip_coefficients(run)
     gains, losses = [], []
     for r in rows:
         step = int(r["step"])
@@ -343,25 +496,31 @@ def divergence_step(losses: dict[int, float]) -> int | None:
 
 
 def train_provoked(data: Path, out: Path, name: str, kw: dict, callbacks: list, max_steps: int,
-                   alignment: bool = False, curvature: bool = False) -> Path:
+                   alignment: bool = False, curvature: bool = False, sharpness: bool = False) -> Path:
     store: list = []
     aligned: list = []
     curved: list = []
+    sharp: list = []
     slug = "diverge-" + name.replace(" ", "_")
     run = out / slug
     if (not (run / "step_losses.json").exists() or (alignment and not (run / "alignment.json").exists())
-            or (curvature and not (run / "curvature.json").exists())):
+            or (curvature and not (run / "curvature.json").exists())
+            or (sharpness and not (run / "sharpness.json").exists())):
         record = [("on_train_batch_end", _loss_recorder(store, max_steps))]
         if alignment:
             record.append(("on_train_start", _alignment_recorder(aligned)))
         if curvature:
             record.append(("on_train_start", _curvature_recorder(curved)))
+        if sharpness:
+            record.append(("on_train_start", _sharpness_recorder(sharp)))
         run = fd.train(data, out, slug, dict(kw), [*callbacks, *record], overrides={"clip.mode": "none"})
         (run / "step_losses.json").write_text(json.dumps(store))
         if alignment:
             (run / "alignment.json").write_text(json.dumps(aligned))
         if curvature:
             (run / "curvature.json").write_text(json.dumps(curved))
+        if sharpness:
+            (run / "sharpness.json").write_text(json.dumps(sharp))
     return run
 
 
@@ -387,6 +546,9 @@ def main() -> None:
                     help="also record the loss of each step's batch after the step, here and on the healthy corpus "
                          "(into OUT/healthy and OUT/healthy-here), and print how often and how far a step raised it, "
                          "and each step's predicted gain (-g.d over the median loss so far)")
+    ap.add_argument("--sharpness", action="store_true",
+                    help="also record, per step, the largest lr-scaled Hessian eigenvalue over the Nesterov "
+                         "stability limit, here and on the healthy SGD runs at this size (into OUT/healthy-sharp)")
     ap.add_argument("--alignment", action="store_true",
                     help="also record cos(gradient, momentum) per step and print its first overshoot and lead")
     args = ap.parse_args()
@@ -394,14 +556,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = fd._dataset(out, args.images, args.imgsz)
     fd.BASE["imgsz"] = args.imgsz
-    leads, overshoot_leads, curved = [], [], {}
+    leads, overshoot_leads, curved, sharp = [], [], {}, {}
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}"
           + (f"{'cos(g,m)<=' + str(ALIGNMENT_WARN) + ' at':>20}{'lead':>6}" if args.alignment else ""))
     for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs,
                                               args.warmup_per_x, args.corrupt_epoch).items():
         if args.only not in name:
             continue
-        run = train_provoked(data, out, name, kw, cbs, args.max_steps, args.alignment, args.curvature)
+        run = train_provoked(data, out, name, kw, cbs, args.max_steps, args.alignment, args.curvature,
+                             args.sharpness)
         losses = step_losses(run)
         div, warn = divergence_step(losses), first_warning(fd.replay(run))
         lead = div - warn if div is not None and warn is not None else None
@@ -409,6 +572,8 @@ def main() -> None:
             leads.append(lead)
         if args.curvature:
             curved[name] = (run, div)
+        if args.sharpness:
+            sharp[name] = (run, div)
         line = (f"{name:28}{len(losses):>6}{div if div else '-':>12}{warn if warn else '-':>10}"
                 f"{lead if lead is not None else '-':>6}")
         if args.alignment:
@@ -428,6 +593,14 @@ def main() -> None:
     healthy = [p for p in Path(args.faults_out).glob("healthy-*") if (p / "gradients.csv").exists()]
     false = sum(first_warning(fd.replay(p)) is not None for p in healthy)
     print(f"healthy corpus: {false} of {len(healthy)} runs with a diverging warning")
+    if args.sharpness:
+        here = record_healthy_sharpness(out / "healthy-sharp", data, args.imgsz,
+                                        [n for n in HEALTHY_AT_PROVOKED_SIZE if n.startswith("SGD")], args.max_steps)
+        sharp_leads = print_stability_ratios({**sharp, **{f"healthy {k}, {args.imgsz} px": (p, None)
+                                                          for k, p in here.items()}})
+        if sharp_leads:
+            print(f"stability ratio >= {SHARPNESS_WARN:g}: median lead {statistics.median(sharp_leads)} optimizer "
+                  f"steps over all {len(sharp_leads)} diverged runs (lead 0 where none came first)")
     if args.curvature:
         # the healthy corpus as fault_detection.py trains it (24 images at 64 px), and its from-scratch runs
         # on the provoked runs' data and size, where a batch holds as many objects as theirs
