@@ -208,6 +208,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
     ``stock`` is that seed's stock score (None while stock itself is being trained)."""
     from gradkit.augment.pipeline import PRESETS
     from gradkit.config import load_config
+    from gradkit.plan import MODEL_P2
 
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
@@ -223,8 +224,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "preset": ("yolo26n.yaml", "defect", base),
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
-        "plan-p2@time": ("yolo26n-p2.yaml", plan.gradkit, at_stock_time),
-        "plan-p2@epochs": ("yolo26n-p2.yaml", plan.gradkit, {**base, **planned}),
+        "plan-p2@time": (MODEL_P2, plan.gradkit, at_stock_time),
+        "plan-p2@epochs": (MODEL_P2, plan.gradkit, {**base, **planned}),
         "plan-notransforms@time": (plan.train["model"], _with_preset(plan.gradkit, "none"), at_stock_time),
         "plan-transforms@time": (plan.train["model"], _with_preset(plan.gradkit, "defect"), at_stock_time),
         "plan-stocksize@time": (plan.train["model"], plan.gradkit, {**at_stock_time, "imgsz": base["imgsz"]}),

@@ -19,7 +19,7 @@ step (a second forward pass) and the step's g.d (the gradient the optimizer was 
 the update it applied), here and on the healthy corpus (at its 64 px and, for its from-scratch runs,
 at this script's size). It prints how often and how far a step raised its batch's loss, with the lead
 of the first rise of RISE_WARN or more, and the step's predicted gain -g.d over the median loss so
-far, with the lead of the first gain above GAIN_WARN. Records made without g.d are refused: remove
+far, with the lead of the first gain at or above GAIN_WARN. Records made without g.d are refused: remove
 them to record again.
 
 ``--sharpness`` also records, at every optimizer step of the provoked runs and of the healthy SGD runs
@@ -73,8 +73,11 @@ RISE_WARN = 0.2
 #: the step's own batch, which can be far lower (a batch without objects: about 0.08), so a healthy
 #: step may pass 1 on such a batch (README, "The step's predicted gain").
 GAIN_WARN = 1.0
-#: Power iterations per step of ``--sharpness`` after the first (warm-started from the previous step).
-SHARPNESS_ITERATIONS = 3
+#: Power iterations per step of ``--sharpness``: at the first step from a random vector, then
+#: warm-started from the previous step's.
+SHARPNESS_FIRST_ITERATIONS, SHARPNESS_ITERATIONS = 10, 3
+#: Finite-difference step of the Hessian-vector products, relative to the parameters' norm.
+FD_STEP = 1e-3
 #: A stability ratio (lr-scaled curvature over the Nesterov limit, ``--sharpness``) at or above this
 #: counts as a warning: the quadratic model's edge.
 SHARPNESS_WARN = 1.0
@@ -188,14 +191,57 @@ def nesterov_limit(momentum: float) -> float:
     return 2 * (1 + momentum) / (1 + 2 * momentum)
 
 
-def _sharpness_recorder(store: list, warm_iterations: int = SHARPNESS_ITERATIONS):
-    """Wraps the optimizer's step to record, per step the plugin counted, the largest eigenvalue of the
-    lr-scaled Hessian P^1/2 H P^1/2 of the step's batch loss (P: each parameter's lr, so the three
-    param groups' warm-up ramps are in it), by power iteration with finite-difference Hessian-vector
-    products, warm-started from the previous step's vector (10 iterations at the first step). Its ratio
-    to :func:`nesterov_limit` of the step's momentum is the quadratic model's stability margin. Extra
-    forward/backward passes on the same batch, parameters and BatchNorm buffers restored: the run is
-    unchanged. Only SGD runs (Adam's preconditioner is not its lr)."""
+def _dot(a, b) -> float:
+    return sum(float((x * y).sum()) for x, y in zip(a, b, strict=True))
+
+
+def dominant_eigenvalue(hessian_vector, scale: list[float], v: list, iterations: int) -> tuple[float, list]:
+    """Power iteration on P^1/2 H P^1/2 (``scale``: P^1/2 per parameter tensor; ``hessian_vector(u)``: H u
+    as a list of tensors): (the Rayleigh quotient of the last iterate, the next unit vector, for a warm
+    start). Power iteration finds the eigenvalue of largest *magnitude*; a negative one comes out as such.
+    The iteration stops early, keeping its vector, where H u is zero or not finite."""
+    v = [x / math.sqrt(_dot(v, v)) for x in v]
+    value = math.nan
+    for _ in range(iterations):
+        w = [c * hu for c, hu in zip(scale, hessian_vector([c * x for c, x in zip(scale, v, strict=True)]),
+                                     strict=True)]
+        value, norm = _dot(v, w), math.sqrt(_dot(w, w))
+        if not (norm > 0 and math.isfinite(norm)):
+            break
+        v = [x / norm for x in w]
+    return value, v
+
+
+def finite_difference_hvp(gradient, params: list, g0: list, u: list) -> list:
+    """H u ~ (g(theta + h u) - g(theta)) / h for the parameters ``params`` (``gradient()``: the gradient at
+    their current values, float64; ``g0``: the one at theta), h making the step FD_STEP times |theta|.
+    The parameters are put back whatever happens."""
+    import torch
+
+    theta = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in params))
+    h = FD_STEP * theta / math.sqrt(_dot(u, u))
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for p, x in zip(params, u, strict=True):
+                p.add_((h * x).to(p.dtype))
+        g1 = gradient()
+    finally:
+        with torch.no_grad():
+            for p, s_ in zip(params, saved, strict=True):
+                p.copy_(s_)
+    return [(a - b) / h for a, b in zip(g1, g0, strict=True)]
+
+
+def _sharpness_recorder(store: list):
+    """Wraps the optimizer's step to record, per step the plugin counted, the dominant eigenvalue of the
+    lr-scaled Hessian P^1/2 H P^1/2 of the step's batch loss (P: each parameter's lr, so the three param
+    groups' warm-up ramps are in it), before the step's update, by :func:`dominant_eigenvalue` with
+    :func:`finite_difference_hvp`, warm-started from the previous step's vector (SHARPNESS_FIRST_ITERATIONS
+    at the first step, SHARPNESS_ITERATIONS after). Its ratio to :func:`nesterov_limit` of the step's
+    momentum is the quadratic model's stability margin. Extra forward/backward passes on the same batch;
+    parameters and BatchNorm buffers put back: the run is unchanged. SGD runs only (Adam's
+    preconditioner is not its lr)."""
 
     def wrap(trainer):
         import torch
@@ -203,56 +249,33 @@ def _sharpness_recorder(store: list, warm_iterations: int = SHARPNESS_ITERATIONS
 
         opt, captured, state = trainer.optimizer, {}, {}
         unwrapped, preprocess = opt.step, trainer.preprocess_batch
-        if not isinstance(opt, torch.optim.SGD):
-            raise SystemExit(f"--sharpness measures SGD runs only, this one uses {type(opt).__name__}")
+        if not isinstance(opt, torch.optim.SGD) or not all(g.get("nesterov") for g in opt.param_groups):
+            raise SystemExit(f"--sharpness measures Nesterov SGD runs only, this one uses {type(opt).__name__}")
 
         def keep_batch(batch):
             captured["batch"] = batch = preprocess(batch)
             return batch
 
-        def gradient(params):
-            with autocast(trainer.amp, device=trainer.device.type):
-                loss = trainer.model(captured["batch"])[0].sum()
-            return [g.double() for g in torch.autograd.grad(loss, params)]
-
-        def largest_eigenvalue(params, scale):
-            g0 = gradient(params)
-            v = state.get("v") or [torch.randn(p.shape, dtype=torch.float64,
-                                               generator=torch.Generator().manual_seed(0)) for p in params]
-            norm = math.sqrt(sum(float((x * x).sum()) for x in v))
-            v, value = [x / norm for x in v], math.nan
-            theta = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in params))
-            for _ in range(warm_iterations if "v" in state else 10):
-                u = [c * x for c, x in zip(scale, v, strict=True)]
-                h = 1e-3 * theta / math.sqrt(sum(float((x * x).sum()) for x in u))
-                with torch.no_grad():
-                    for p, x in zip(params, u, strict=True):
-                        p.add_((h * x).to(p.dtype))
-                g1 = gradient(params)
-                with torch.no_grad():
-                    for p, x in zip(params, u, strict=True):
-                        p.sub_((h * x).to(p.dtype))
-                w = [c * (a - b) / h for c, a, b in zip(scale, g1, g0, strict=True)]
-                value = sum(float((a * b).sum()) for a, b in zip(v, w, strict=True))
-                norm = math.sqrt(sum(float((x * x).sum()) for x in w))
-                if not norm > 0 or not math.isfinite(norm):
-                    break
-                v = [x / norm for x in w]
-            state["v"] = v
-            return value
-
         def step(*args, **kwargs):
             groups = [(g, p) for g in opt.param_groups for p in g["params"] if p.grad is not None]
             params = [p for _, p in groups]
-            scale = [math.sqrt(g["lr"]) for g, _ in groups]
+
+            def gradient():
+                with autocast(trainer.amp, device=trainer.device.type):
+                    loss = trainer.model(captured["batch"])[0].sum()
+                return [g.double() for g in torch.autograd.grad(loss, params)]
+
             buffers = [(b, b.clone()) for b in trainer.model.buffers()]
-            saved = [p.detach().clone() for p in params]
-            value = largest_eigenvalue(params, scale)
-            with torch.no_grad():
-                for p, s_ in zip(params, saved, strict=True):
-                    p.copy_(s_)
-                for b, s_ in buffers:
-                    b.copy_(s_)
+            try:
+                g0 = gradient()
+                start = state.get("v") or _random_start(params)
+                iterations = SHARPNESS_ITERATIONS if "v" in state else SHARPNESS_FIRST_ITERATIONS
+                value, state["v"] = dominant_eigenvalue(lambda u: finite_difference_hvp(gradient, params, g0, u),
+                                                        [math.sqrt(g["lr"]) for g, _ in groups], start, iterations)
+            finally:
+                with torch.no_grad():
+                    for b, saved in buffers:
+                        b.copy_(saved)
             momentum = float(opt.param_groups[0]["momentum"])
             store.append({"step": fd._plugin(trainer).step, "lr_curvature": value, "momentum": momentum,
                           "limit": nesterov_limit(momentum), "accumulate": int(trainer.accumulate)})
@@ -263,10 +286,21 @@ def _sharpness_recorder(store: list, warm_iterations: int = SHARPNESS_ITERATIONS
     return wrap
 
 
-def stability_ratios(run: Path, before: int | None = None) -> list[tuple[int, float]]:
-    """(step, largest lr-scaled curvature over the Nesterov limit) of every one-batch step recorded by
-    ``--sharpness`` before ``before``. The clip scales a step's update as a smaller lr would: the ratio
-    is multiplied by the step's clip factor (1 in the unclipped provoked runs)."""
+def _random_start(params: list) -> list:
+    """A seeded random start vector for the power iteration, one generator for all tensors, float64."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(p.shape, dtype=torch.float64, generator=gen).to(p.device) for p in params]
+
+
+def stability_ratios(run: Path, before: int | None = None) -> tuple[list[tuple[int, float, float]], int]:
+    """((step, stability ratio with the clip, without it) of every one-batch step recorded by
+    ``--sharpness`` before ``before``, the number of steps left out because the estimate was not finite).
+    The ratio is the lr-scaled curvature over the Nesterov limit; each step's value is measured before
+    its update, so the step before the divergence counts. With the clip it is multiplied by the step's
+    clip factor: a clip shrinks the current gradient's share of the update as a smaller lr would (an
+    approximation: the momentum buffer carries earlier, differently clipped gradients)."""
     path = run / "sharpness.json"
     try:
         rows = [(int(r["step"]), float(r["lr_curvature"]), float(r["limit"]), int(r.get("accumulate", 1)))
@@ -274,39 +308,48 @@ def stability_ratios(run: Path, before: int | None = None) -> list[tuple[int, fl
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SystemExit(f"{path}: not a sharpness record of this script ({exc}); remove it to record again") from None
     coef = _clip_coefficients(run)
-    return [(step, value * (coef.get(step) or 1.0) / limit) for step, value, limit, acc in rows
-            if (before is None or step < before) and acc == 1 and math.isfinite(value)]
+    kept = [(step, value / limit) for step, value, limit, acc in rows if (before is None or step < before) and acc == 1]
+    finite = [(step, r * coef.get(step, 1.0), r) for step, r in kept if math.isfinite(r)]
+    return finite, len(kept) - len(finite)
 
 
 def _clip_coefficients(run: Path) -> dict[int, float]:
-    """Optimizer step -> the factor the clip scaled its gradient by (the monitor's gradient_steps.csv;
-    empty where the run has none)."""
-    if not (run / "gradient_steps.csv").exists():
-        return {}
-    with open(run / "gradient_steps.csv", newline="") as f:
-        return {int(r["step"]): float(r["clip_coef"]) for r in csv.DictReader(f)}
+    """Optimizer step -> the factor the clip scaled its gradient by, from the monitor's gradient_steps.csv
+    (every run here has the monitor on)."""
+    path = run / "gradient_steps.csv"
+    try:
+        with open(path, newline="") as f:
+            return {int(r["step"]): float(r["clip_coef"]) for r in csv.DictReader(f)}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise SystemExit(f"{path}: no clip factors to read ({exc}); remove the run to record it again") from None
+
+
+def _first_warning(steps_values, threshold: float, div: int | None) -> tuple[int | None, int | None]:
+    """(first step whose value is at or above ``threshold``, its lead over ``div``)."""
+    first = next((s for s, v in steps_values if v >= threshold), None)
+    return first, (div - first if div is not None and first is not None else None)
 
 
 def print_stability_ratios(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
-    """Per run, over the steps before its divergence: the median and largest stability ratio, and the
-    first step at or above SHARPNESS_WARN with its lead. Returns the leads of the diverged runs (0 where
-    none came first)."""
-    print(f"\nstability ratio (--sharpness): largest lr-scaled curvature over the Nesterov limit; warning at "
-          f"{SHARPNESS_WARN:g}")
-    print(f"{'run':36}{'first 5':>24}{'median':>8}{'largest':>9}{'first >= ' + format(SHARPNESS_WARN, 'g'):>11}"
-          f"{'lead':>6}")
+    """Per run, over the steps before its divergence: the first five stability ratios, their median and
+    largest, the largest without the clip factor, and the first step at or above SHARPNESS_WARN with its
+    lead. Returns the leads of the diverged runs (0 where none came first)."""
+    print(f"\nstability ratio (--sharpness): lr-scaled curvature over the Nesterov limit, times the clip factor; "
+          f"warning at {SHARPNESS_WARN:g}")
+    print(f"{'run':36}{'first 5':>24}{'median':>8}{'largest':>9}{'no clip':>9}"
+          f"{'first >= ' + format(SHARPNESS_WARN, 'g'):>11}{'lead':>6}")
     leads = []
     for name, (run, div) in runs.items():
-        ratios = stability_ratios(run, div)
-        first = next((s for s, r in ratios if r >= SHARPNESS_WARN), None)
-        lead = div - first if div is not None and first is not None else None
+        ratios, dropped = stability_ratios(run, div)
+        first, lead = _first_warning([(s, r) for s, r, _ in ratios], SHARPNESS_WARN, div)
         if div is not None:
             leads.append(lead or 0)
-        values = [r for _, r in ratios]
+        values = [r for _, r, _ in ratios]
         head = " ".join(f"{r:.2g}" for r in values[:5])
         med = statistics.median(values) if values else math.nan
-        print(f"{name:36}{head:>24}{med:>8.3g}{max(values, default=math.nan):>9.3g}{first if first else '-':>11}"
-              f"{lead if lead is not None else '-':>6}")
+        print(f"{name:36}{head:>24}{med:>8.3g}{max(values, default=math.nan):>9.3g}"
+              f"{max((u for _, _, u in ratios), default=math.nan):>9.3g}{first if first else '-':>11}"
+              f"{lead if lead is not None else '-':>6}" + (f"  ({dropped} non-finite left out)" if dropped else ""))
     return leads
 
 
@@ -323,19 +366,27 @@ def same_batch_rises(run: Path, before: int | None = None) -> list[tuple[int, fl
             if (before is None or step < before) and acc == 1 and loss != 0]
 
 
+def _healthy_slug(name: str) -> str:
+    return "healthy-" + name.replace(" ", "_").replace("=", "")
+
+
+def _check_healthy_names(corpus: dict, names) -> None:
+    unknown = set(names or ()) - set(corpus)
+    if unknown:
+        raise SystemExit(f"not runs of the healthy corpus: {sorted(unknown)}; it has {sorted(corpus)}")
+
+
 def record_healthy_curvature(out: Path, data: Path, imgsz: int, names=None) -> dict[str, Path]:
     """The runs of fault_detection.py's healthy corpus that step once per batch (``names``: all of
     them), trained again on ``data`` at ``imgsz`` with the ``--curvature`` recorder into ``out`` (runs
     already recorded are kept). They keep the default clip, as in the corpus; the provoked runs have none."""
     corpus = fd.healthy_corpus()
-    unknown = set(names or ()) - set(corpus)
-    if unknown:
-        raise SystemExit(f"not runs of the healthy corpus: {sorted(unknown)}; it has {sorted(corpus)}")
+    _check_healthy_names(corpus, names)
     runs = {}
     for name, kw in corpus.items():
         if (names is not None and name not in names) or kw.get("nbs", fd.BASE["nbs"]) > fd.BASE["batch"]:
             continue
-        slug = "healthy-" + name.replace(" ", "_").replace("=", "")
+        slug = _healthy_slug(name)
         if not (out / slug / "curvature.json").exists():
             store: list = []
             fd.train(data, out, slug, {"imgsz": imgsz, **kw}, [("on_train_start", _curvature_recorder(store))])
@@ -348,9 +399,10 @@ def record_healthy_sharpness(out: Path, data: Path, imgsz: int, names, max_steps
     """The SGD runs ``names`` of fault_detection.py's healthy corpus, trained on ``data`` at ``imgsz`` with
     the ``--sharpness`` recorder into ``out`` for ``max_steps`` optimizer steps (runs recorded are kept)."""
     corpus = fd.healthy_corpus()
+    _check_healthy_names(corpus, names)
     runs = {}
     for name in names:
-        slug = "healthy-" + name.replace(" ", "_").replace("=", "")
+        slug = _healthy_slug(name)
         if not (out / slug / "sharpness.json").exists():
             store: list = []
             fd.train(data, out, slug, {"imgsz": imgsz, **corpus[name]},
@@ -376,8 +428,7 @@ def print_same_batch_rises(runs: dict[str, tuple[Path, int | None]]) -> list[int
         up = [(s, r) for s, r in rises if r > 0]
         early = [(s, r) for s, r in up if div is None or s < div - 1]
         top = max(early, key=lambda sr: sr[1], default=(None, math.nan))
-        first = next((s for s, r in early if r >= RISE_WARN), None)
-        lead = div - first if div is not None and first is not None else None
+        first, lead = _first_warning(early, RISE_WARN, div)
         if div is not None:
             leads.append(lead or 0)
         print(f"{name:36}{len(rises):>6}{len(up):>8}{len(up) / max(len(rises), 1):>7.0%}{top[1]:>+25.0%}"
@@ -393,7 +444,7 @@ def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, flo
     rows = [r for r in json.loads((run / "curvature.json").read_text()) if int(r.get("accumulate", 1)) == 1]
     if rows and "gd" not in rows[0]:
         raise SystemExit(f"{run / 'curvature.json'}: recorded without g.d; remove it to record again")
-    coef = _clip_coefficients(run)
+    coef = _clip_coefficients(run) if (run / "gradient_steps.csv").exists() else {}
     gains, losses = [], []
     for r in rows:
         step = int(r["step"])
@@ -411,16 +462,15 @@ def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, flo
 def print_predicted_gain(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     """Per run, up to its divergence: the largest predicted gain (-g.d over the typical loss) with the
     gradient the optimizer was given and with the gradient before the clip, and the first step whose
-    gain exceeded GAIN_WARN with its lead. Returns the leads of the diverged runs (0 where none came first)."""
-    print(f"\npredicted gain (--curvature): -g.d over the median loss so far; warning above {GAIN_WARN:g}")
-    print(f"{'run':36}{'largest gain':>13}{'before clip':>13}{'first > ' + format(GAIN_WARN, 'g'):>10}{'lead':>6}")
+    gain reached GAIN_WARN with its lead. Returns the leads of the diverged runs (0 where none came first)."""
+    print(f"\npredicted gain (--curvature): -g.d over the median loss so far; warning at {GAIN_WARN:g}")
+    print(f"{'run':36}{'largest gain':>13}{'before clip':>13}{'first >= ' + format(GAIN_WARN, 'g'):>10}{'lead':>6}")
     leads = []
     for name, (run, div) in runs.items():
-        # Every step before the divergence step counts: its g.d is known once its own, still
-        # ordinary, loss has been back-propagated, before the step that blows up.
-        gains = predicted_gains(run, div)
-        first = next((s for s, g, _ in gains if g > GAIN_WARN), None)
-        lead = div - first if div is not None and first is not None else None
+        # As in print_same_batch_rises: the update of the step just before the divergence is the
+        # blow-up itself, so only steps 2 or more ahead count.
+        gains = predicted_gains(run, None if div is None else div - 1)
+        first, lead = _first_warning([(s, g) for s, g, _ in gains], GAIN_WARN, div)
         if div is not None:
             leads.append(lead or 0)
         top = max((g for _, g, _ in gains), default=math.nan)
@@ -594,10 +644,11 @@ def main() -> None:
     false = sum(first_warning(fd.replay(p)) is not None for p in healthy)
     print(f"healthy corpus: {false} of {len(healthy)} runs with a diverging warning")
     if args.sharpness:
-        here = record_healthy_sharpness(out / "healthy-sharp", data, args.imgsz,
-                                        [n for n in HEALTHY_AT_PROVOKED_SIZE if n.startswith("SGD")], args.max_steps)
+        sharp_healthy = record_healthy_sharpness(out / "healthy-sharp", data, args.imgsz,
+                                                 [n for n in HEALTHY_AT_PROVOKED_SIZE if n.startswith("SGD")],
+                                                 args.max_steps)
         sharp_leads = print_stability_ratios({**sharp, **{f"healthy {k}, {args.imgsz} px": (p, None)
-                                                          for k, p in here.items()}})
+                                                          for k, p in sharp_healthy.items()}})
         if sharp_leads:
             print(f"stability ratio >= {SHARPNESS_WARN:g}: median lead {statistics.median(sharp_leads)} optimizer "
                   f"steps over all {len(sharp_leads)} diverged runs (lead 0 where none came first)")
@@ -615,7 +666,7 @@ def main() -> None:
         gain_leads = print_predicted_gain({**curved, **{f"healthy {k}": (p, None) for k, p in corpus.items()},
                                            **{f"healthy {k}, {args.imgsz} px": (p, None) for k, p in here.items()}})
         if gain_leads:
-            print(f"predicted gain > {GAIN_WARN:g}: median lead {statistics.median(gain_leads)} optimizer steps over "
+            print(f"predicted gain >= {GAIN_WARN:g}: median lead {statistics.median(gain_leads)} optimizer steps over "
                   f"all {len(gain_leads)} diverged runs (lead 0 where none came first)")
 
 

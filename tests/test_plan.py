@@ -110,6 +110,7 @@ def test_the_written_summary_gives_the_thin_share_the_reasons_give():
 def test_thin_strokes_not_named_when_rare_or_wide():
     plan = P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9))      # 10% < THIN_SHARE
     assert plan.train["model"] == P.MODEL and not _names_thin_strokes(plan) and not _suggests_p2(plan)
+    assert not choice(plan, "model").provisional                    # the standard head is simply right here
     wide = (0, 57, 57, THIN_WIDTH_PX, 0.05)                           # 3 px lines at native 256: thin, not <= 2 px
     assert not _names_thin_strokes(P.make_plan(fingerprint([wide] * 5 + [BLOB] * 5)))
 
@@ -119,6 +120,7 @@ def test_p2_suggested_for_many_tiny_compact_defects_at_the_capped_size():
     plan = P.make_plan(fingerprint([tiny] * 5 + [(1, 200, 200, 40.0, 0.7)] * 5, side=2000))
     assert plan.train["model"] == P.MODEL and _suggests_p2(plan)
     assert "below 8 px" in choice(plan, "model").reason
+    assert not _names_thin_strokes(plan) and not any(P.P2_THIN_EVIDENCE in w for w in plan.warnings)
 
 
 def test_tiny_compact_defects_suggest_p2_even_beside_thin_strokes():
