@@ -88,6 +88,26 @@ def test_val_with_missing_model_or_data(tiny_data, tmp_path):
     _error_line(rc, err, str(missing_data), "does not exist")
 
 
+@pytest.mark.parametrize("model", ["nosuch.yaml", "cfg/nosuch.yml"])
+def test_train_with_a_model_config_that_does_not_exist(tiny_data, tmp_path, model):
+    # Ultralytics looks a bare name up among its own configurations first; neither finds these
+    train = [a for a in TRAIN if not a.startswith("model=")]
+    rc, _, err = _run(["train", *train, f"model={model}", f"data={tiny_data}", f"project={tmp_path}", "name=r"],
+                      tmp_path)
+    _error_line(rc, err, model, "not found")
+    assert rc == 2 and not (tmp_path / "r").exists()                  # stopped before a run folder was made
+
+
+def test_own_commands_exit_2_on_a_users_mistake(tiny_data, tmp_path):
+    for args in (["plan", f"data={tmp_path / 'missing.yaml'}"], ["plan", f"data={tiny_data}", "buget=5"],
+                 ["synth", f"out={tmp_path / 's'}", "images=abc"], ["synth", f"out={tmp_path / 's'}", "seed=1.5"],
+                 ["synth", f"out={tmp_path / 's'}", "class_weights=1,1,1,1"],
+                 ["check", f"data={tmp_path / 'missing.yaml'}"]):
+        rc, _, err = _run(args, tmp_path)
+        assert rc == 2 and "Traceback" not in err and err.startswith("gradkit"), (args, rc, err[-1000:])
+    assert not (tmp_path / "s").exists()
+
+
 def test_convert_coco_with_missing_json(tmp_path):
     rc, _, err = _run(["convert", "coco", f"src={tmp_path / 'ann.json'}", f"images={tmp_path}",
                        f"out={tmp_path / 'out'}"], tmp_path)

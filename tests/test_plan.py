@@ -247,8 +247,25 @@ def test_cli_plan_bad_input(tmp_path, tiny_data):
     r = _gradkit(["plan", f"data={tiny_data}", "budget=-3"], tmp_path)
     assert "budget= takes minutes" in r.stderr
     r = _gradkit(["plan", f"data={tiny_data}", f"out={tiny_data}"], tmp_path)   # would overwrite data.yaml
-    assert r.returncode != 0 and "inside the dataset folder" in r.stderr
+    assert r.returncode == 2 and "over the dataset YAML" in r.stderr
     assert "names" in yaml.safe_load(tiny_data.read_text())
+
+
+def test_plan_refuses_the_dataset_root_named_by_path_even_when_the_yaml_lives_elsewhere(tmp_path, tiny_data):
+    """The dataset is where ``path:`` points, not only the YAML's folder: a plan written there would land
+    among the user's images."""
+    root = tiny_data.parent
+    elsewhere = tmp_path / "configs"
+    elsewhere.mkdir()
+    data = elsewhere / "data.yaml"
+    data.write_text(yaml.safe_dump({**yaml.safe_load(tiny_data.read_text()), "path": str(root)}))
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for out in (root / "plan.yaml", root / "images" / "train" / "plan.yaml"):
+        r = _gradkit(["plan", f"data={data}", f"out={out}"], tmp_path)
+        assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before    # nothing written there
+    r = _gradkit(["plan", f"data={data}", f"out={tmp_path / 'plans' / 'p.yaml'}"], tmp_path)
+    assert r.returncode == 0 and (tmp_path / "plans" / "p.gradkit.yaml").exists(), r.stderr[-500:]
 
 
 def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys):

@@ -93,7 +93,15 @@ def _synth(args: Sequence[str]) -> int:
     opts = _kv(args, {"out": "datasets/defects-synth", "images": 400, "imgsz": 320, "seed": 0,
                       "empty_frac": 0.15, "class_weights": [1, 1, 1, 1], "max_defects": 3}, "synth")
     out = opts.pop("out")
-    opts["class_weights"] = tuple(float(w) for w in opts["class_weights"])
+    for key in ("images", "imgsz", "seed", "max_defects"):
+        if not isinstance(opts[key], int) or isinstance(opts[key], bool):
+            raise SystemExit(f"gradkit synth: {key}= takes a whole number, got {opts[key]!r}")
+    weights = opts["class_weights"]
+    numbers = isinstance(weights, list) and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
+    if not numbers or not isinstance(opts["empty_frac"], int | float):
+        raise SystemExit(f"gradkit synth: empty_frac= takes a number and class_weights= a list of numbers such as "
+                         f"[1,1,1,1], got empty_frac={opts['empty_frac']!r} class_weights={weights!r}")
+    opts["class_weights"] = tuple(float(w) for w in weights)
     try:
         spec = SynthSpec(**opts)
     except ValueError as exc:
@@ -443,6 +451,18 @@ def _missing_model(rest: Sequence[str]) -> str | None:
     return None
 
 
+def _missing_model_config(rest: Sequence[str]) -> str | None:
+    """``gradkit train model=NAME.yaml`` that is neither a file nor one of Ultralytics' configurations
+    (Ultralytics finds out only while building the model, with a traceback)."""
+    from gradkit.integrations.ultralytics import model_config_exists
+
+    value = _arg(rest, "model")
+    if value and value.lower().endswith((".yaml", ".yml")) and not model_config_exists(value):
+        return (f"gradkit: model config {value} not found: neither a file nor one of Ultralytics' model "
+                "configurations (e.g. model=yolo26n.yaml); check model=")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -457,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return _dispatch(args)
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):  # an exit status chosen on purpose
+            raise
+        print(exc.code, file=sys.stderr)  # gradkit's own commands stop on a user's mistake with one line
+        return 2
     except KeyboardInterrupt:
         print("gradkit: interrupted", file=sys.stderr)
         return 130
@@ -523,6 +548,11 @@ def _dispatch(args: list[str]) -> int:
     if cfg is not None:
         failed_extras = _register_default_callbacks(cfg)
         run = _track_checkpoint()
+    if is_train:
+        missing = _missing_model_config(rest)
+        if missing:
+            print(missing, file=sys.stderr)
+            return 2
     if "val" in rest[:2]:
         missing = _missing_model(rest)
         if missing:

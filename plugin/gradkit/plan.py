@@ -270,17 +270,22 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
 
 def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
     """Write the plan (command, choices, fingerprint) to ``out`` and the gradkit configuration it
-    refers to beside it (``<stem>.gradkit.yaml``). Refuses to write into the dataset's folder."""
+    refers to beside it (``<stem>.gradkit.yaml``). Refuses to write on or into any place of the dataset
+    (:func:`gradkit.data.check.dataset_places`: the YAML's folder, ``path:``, the split folders)."""
     import yaml
+
+    from gradkit.data.check import dataset_places
 
     out = Path(out).resolve()
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise ValueError(f"out={out}: the plan is YAML; give a .yaml path")
-    data_root = Path(fp.data).resolve().parent
     cfg = out.with_name(out.stem + ".gradkit.yaml")
-    if out.parent == data_root or data_root in out.parents:
-        raise ValueError(f"out={out} is inside the dataset folder {data_root}: choose another folder "
-                         "(the dataset's files are never written into or overwritten)")
+    for label, place in dataset_places(fp.data).items():
+        place = place.resolve()
+        if any(f == place or f.is_relative_to(place) for f in (out, cfg)):
+            raise ValueError(f"out={out} would write {'over' if place in (out, cfg) else 'inside'} the {label} "
+                             f"{place}: choose another folder (the dataset's files are never written into or "
+                             "overwritten)")
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text("# written by gradkit plan; each choice and its reason is in " + out.name + "\n"
                    + yaml.safe_dump(plan.gradkit, sort_keys=False))

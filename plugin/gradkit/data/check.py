@@ -394,6 +394,14 @@ def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
     return sources
 
 
+def dataset_places(data_yaml: str | Path) -> dict[str, Path]:
+    """Every place that holds the dataset: the YAML and its folder, the dataset root (``path:``), each
+    split's image and label folder. Nothing gradkit writes may land on or inside one of them."""
+    data_yaml = Path(data_yaml)
+    dirs, _ = _split_dirs(data_yaml)
+    return {**_fix_sources(data_yaml, dirs), "dataset folder": data_yaml.parent}
+
+
 def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Where ``fix_dataset`` would write (default: ``<dataset root>-fixed``); ``ValueError`` if refused:
     ``out`` resolves to, contains or lies inside the dataset or a split folder, or is not empty

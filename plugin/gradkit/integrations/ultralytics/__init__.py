@@ -31,7 +31,11 @@ from gradkit.integrations.ultralytics.callback import (  # noqa: E402
     layer_labels,
     resume,
 )
-from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset  # noqa: E402
+from gradkit.integrations.ultralytics.datasets import (  # noqa: E402
+    install_dataset_guard,
+    model_config_exists,
+    resolve_dataset,
+)
 from gradkit.integrations.ultralytics.validation import (  # noqa: E402
     PredictionRecorder,
     collect_validation,
@@ -56,6 +60,7 @@ __all__ = [
     "install_augmentation",
     "install_dataset_guard",
     "layer_labels",
+    "model_config_exists",
     "preview_augmentation",
     "record_predictions",
     "resolve_dataset",

@@ -118,3 +118,16 @@ def install_dataset_guard(allow_download: bool = False) -> None:
     """
     _state["allow_download"] = bool(allow_download)
     replace_check_det_dataset(_guard(()), _guard(("train",)))
+
+
+def model_config_exists(model: str) -> bool:
+    """Whether Ultralytics would find the model configuration ``model`` (a YAML file, or a name among its
+    own configurations such as ``yolo26n.yaml``): its own lookup, run before training so that a missing
+    one is a one-line error instead of a traceback from inside the model's construction."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(model)
+    except FileNotFoundError:
+        return False
+    return True
