@@ -187,3 +187,33 @@ def test_gradient_view_with_skipped_steps_and_no_alerts_draws_no_empty_legend(tm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert gradient_view(tmp_path / "run", []) is not None
+
+
+def test_epochs_without_validation_are_gaps_not_zeros(tmp_path):
+    """With val=False Ultralytics validates only the last epoch it trains and writes 0 for the others:
+    those zeros are not measurements, and a run stopped by time= says how many epochs it trained."""
+    from gradkit.report.build import training_section
+
+    (tmp_path / "results.csv").write_text(
+        "epoch,train/box_loss,metrics/mAP50(B),metrics/mAP50-95(B),val/box_loss\n"
+        "1,2.0,0,0,0\n2,1.5,0,0,0\n3,1.2,0.54,0.30,1.1\n")
+    (tmp_path / "args.yaml").write_text("val: false\nepochs: 30\ntime: 0.1\n")
+    t = training_section(tmp_path)
+    assert t["curves"]["metrics/mAP50(B)"] == [None, None, 0.54]
+    assert t["curves"]["val/box_loss"] == [None, None, 1.1]
+    assert t["curves"]["train/box_loss"] == [2.0, 1.5, 1.2]          # training losses are measured every epoch
+    (tmp_path / "args.yaml").write_text("val: true\nepochs: 3\n")
+    assert training_section(tmp_path)["curves"]["metrics/mAP50(B)"] == [0.0, 0.0, 0.54]   # validated: a real 0
+
+
+def test_settings_say_how_many_of_the_planned_epochs_ran(tmp_path):
+    from gradkit.report.build import training_section
+    from gradkit.report.render import _settings
+
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss\n1,2.0\n2,1.5\n")
+    (tmp_path / "args.yaml").write_text("epochs: 30\ntime: 0.1\nmodel: yolo26n.yaml\n")
+    t = training_section(tmp_path)
+    r = {"training": t, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3, "defect_free_images": 1,
+         "instances": 2, "versions": {}}
+    html = _settings(r)
+    assert "2 of 30 (time= 0.1 h)" in html

@@ -86,16 +86,20 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         return [float(r[name]) if r.get(name) not in (None, "", "nan") else None for r in rows]
 
     curves = {k: col(k) for k in rows[0] if k != "epoch"} if rows else {}
-    alerts = []
-    if (run_dir / "gradient_alerts.jsonl").exists():
-        alerts = [json.loads(line) for line in (run_dir / "gradient_alerts.jsonl").read_text().splitlines() if line]
-    summary = run_dir / "gradkit_summary.json"
-    steps = json.loads(summary.read_text()).get("optimizer_steps") if summary.exists() else None
     args = {}
     if (run_dir / "args.yaml").exists():
         import yaml
 
         args = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
+    if args.get("val") is False:  # Ultralytics validated only the last epoch and wrote 0 for the others
+        for k, values in curves.items():
+            if k.startswith(("metrics/", "val/")):
+                curves[k] = [None] * (len(values) - 1) + values[-1:]
+    alerts = []
+    if (run_dir / "gradient_alerts.jsonl").exists():
+        alerts = [json.loads(line) for line in (run_dir / "gradient_alerts.jsonl").read_text().splitlines() if line]
+    summary = run_dir / "gradkit_summary.json"
+    steps = json.loads(summary.read_text()).get("optimizer_steps") if summary.exists() else None
     return {
         "run_dir": str(run_dir),
         "epochs": [int(float(r["epoch"])) for r in rows],
@@ -106,7 +110,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
         "optimizer_steps": steps,
-        "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "imgsz", "batch", "optimizer", "lr0")},
+        "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "time", "imgsz", "batch", "optimizer",
+                                                "lr0")},
         **_monitor_keys(run_dir),
     }
 

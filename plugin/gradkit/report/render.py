@@ -201,6 +201,14 @@ def warnings(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _epochs_trained(trained: int, planned: Any, hours: Any) -> str | None:
+    """"26 of 30 (time= 0.15 h)": a run stopped by time= or early stopping trains fewer than planned."""
+    if planned is None:
+        return None
+    text = f"{trained} of {planned}" if trained and trained != planned else f"{planned}"
+    return text + (f" (time= {hours} h)" if hours else "")
+
+
 def _settings(r: dict[str, Any]) -> str:
     t = r.get("training") or {}
     args = t.get("train_args") or {}
@@ -209,7 +217,8 @@ def _settings(r: dict[str, Any]) -> str:
     rows = [("model", r["model"]), ("data", r["data"]), ("split", r["split"]), ("run", r.get("run")),
             ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
-    rows += [(k, args.get(k)) for k in ("epochs", "imgsz", "batch", "optimizer", "lr0") if args.get(k) is not None]
+    rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"))))
+    rows += [(k, args.get(k)) for k in ("imgsz", "batch", "optimizer", "lr0") if args.get(k) is not None]
     if t.get("optimizer_steps") is not None:
         rows.append(("optimizer steps", t["optimizer_steps"]))
     if cfg:
