@@ -7,10 +7,11 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
 import yaml
 
 from gradkit import plan as P
-from gradkit.config import load_config
+from gradkit.config import ConfigError, load_config
 from gradkit.data.fingerprint import THIN_WIDTH_PX, Fingerprint
 
 
@@ -111,6 +112,7 @@ def test_thin_strokes_not_named_when_rare_or_wide():
     plan = P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9))      # 10% < THIN_SHARE
     assert plan.train["model"] == P.MODEL and not _names_thin_strokes(plan) and not _suggests_p2(plan)
     assert not choice(plan, "model").provisional                    # the standard head is simply right here
+    assert choice(plan, "clip.mode").provisional                     # as README's rules table says
     wide = (0, 57, 57, THIN_WIDTH_PX, 0.05)                           # 3 px lines at native 256: thin, not <= 2 px
     assert not _names_thin_strokes(P.make_plan(fingerprint([wide] * 5 + [BLOB] * 5)))
 
@@ -222,6 +224,9 @@ def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr
     doc = yaml.safe_load((tmp_path / "p" / "plan.yaml").read_text())
     cfg_path = tmp_path / "p" / "plan.gradkit.yaml"
+    with pytest.raises(ConfigError, match="is a plan from gradkit plan") as mistake:   # gradkit=plan.yaml by mistake
+        load_config(str(tmp_path / "p" / "plan.yaml"))
+    assert f"gradkit={cfg_path}" in str(mistake.value)
     assert doc["command"] == (f"gradkit train data={tiny_data} " + " ".join(f"{k}={v}" for k, v in doc["train"].items())
                               + f" gradkit={cfg_path}")
     assert doc["command"] in r.stdout

@@ -411,4 +411,14 @@ def load_config(
     try:
         return GradkitConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, origin)) from None
+        raise ConfigError(_format_errors(exc, origin) + _plan_hint(data, source)) from None
+
+
+def _plan_hint(data: Any, source: Any) -> str:
+    """A plan written by ``gradkit plan`` passed as ``gradkit=``: name the configuration it refers to."""
+    if not (isinstance(data, dict) and {"command", "fingerprint"} <= set(data)):
+        return ""
+    gradkit = data.get("gradkit")
+    beside = Path(str(source)).with_name(Path(str(source)).stem + ".gradkit.yaml")
+    return (f"\n  {source} is a plan from gradkit plan, not a gradkit configuration: pass the configuration it "
+            f"refers to, gradkit={gradkit if isinstance(gradkit, str) else beside}")

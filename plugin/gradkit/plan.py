@@ -189,7 +189,7 @@ def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
 def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> None:
     if budget_min:
         hours = round(budget_min / 60, 4)
-        plan.train["time"] = plan.choose("time", hours, f"a {budget_min:g} min budget: Ultralytics' time= (hours) "
+        plan.train["time"] = plan.choose("time", hours, f"a budget of {budget_min:g} min: Ultralytics' time= (hours) "
                                          "stops training on the wall clock and adapts the schedule to it")
     else:
         plan.train["epochs"] = plan.choose("epochs", DEFAULT_EPOCHS, "no budget given: Ultralytics' default; "
@@ -263,7 +263,8 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
     choose_schedule(fp, budget_min, plan)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
-                "clip; with AdamW all were within noise up to 3x the base lr")
+                "clip; with AdamW all were within noise up to 3x the base lr (short fine-tunes on one synthetic set)",
+                provisional=True)
     plan.choose("loss gains (box, cls, dfl)", "Ultralytics' defaults", "not measured here", provisional=True)
     return plan
 
