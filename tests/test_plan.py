@@ -281,7 +281,12 @@ def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys
 
     expected = P.make_plan(fingerprint_dataset(tiny_data, split="train"), 3.0)
     opts, train, given = _parse(["budget=3", "lr0=0.005"])
+    capsys.readouterr()
     model, args, cfg = _planned(tiny_data, opts, train, given, tmp_path / "run")
+    added = next(ln for ln in capsys.readouterr().out.splitlines() if "the demo adds" in ln)
+    # what the run gets beyond the plan is printed: the demo's defaults, not the user's lr0, not the plan's time
+    assert f"optimizer={TRAIN_DEFAULTS['optimizer']}" in added and "val=False" in added
+    assert "lr0" not in added and "time" not in added
     assert model == expected.train["model"] and cfg == expected.gradkit
     assert args["time"] == round(3 / 60, 4) and args["imgsz"] == expected.train["imgsz"]
     assert args["lr0"] == 0.005 and args["optimizer"] == TRAIN_DEFAULTS["optimizer"]
@@ -304,3 +309,12 @@ def test_demo_bad_arguments_are_one_line_errors(tmp_path):
         r = _gradkit(["demo", *args, f"data_dir={tmp_path / 'd'}", f"out={tmp_path / 'o'}"], tmp_path)
         assert r.returncode != 0 and expect in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
         assert not (tmp_path / "d").exists()  # refused before anything is generated
+
+
+def test_command_help_names_every_argument_the_commands_take():
+    from gradkit.cli import _command_help
+    from gradkit.demo import DEMO_DEFAULTS
+
+    for command, keys in (("plan", P.PLAN_ARGS), ("demo", DEMO_DEFAULTS)):
+        text = _command_help(command)
+        assert all(f"{k}=" in text for k in keys), (command, text)

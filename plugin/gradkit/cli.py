@@ -25,9 +25,9 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
   gradkit val|predict|export|... <yolo args>      passed to yolo unchanged
-  gradkit synth out=DIR [images=400 imgsz=320 seed=0 empty_frac=0.15 class_weights=[1,1,1,1]]
-  gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth epochs=.. imgsz=.. images=..
-               threads=.. <any yolo train argument>]
+  gradkit synth out=DIR [images=400 imgsz=320 seed=0 empty_frac=0.15 class_weights=[1,1,1,1] max_defects=3]
+  gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth images=500 imgsz=256 seed=0
+               gradkit=plan budget=8 threads=0 <any yolo train argument, e.g. epochs=>]
   gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test]   validation + report.html/json/md
   gradkit report RUN_DIR                          rebuild a run's report from its files
   gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
@@ -37,7 +37,8 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
   gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors
   gradkit config-doc                              the configuration reference (Markdown)
-  gradkit plan data=DATA.yaml [budget=MIN out=plan.yaml]   dataset fingerprint -> recommended train command
+  gradkit plan data=DATA.yaml [budget=MIN out=plan.yaml split=train]
+                                                  dataset fingerprint -> recommended train command
 
 Presets: default (stock behaviour + monitoring), defect. Example:
   gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
@@ -352,7 +353,8 @@ def _command_help(command: str) -> str:
     for i, line in enumerate(lines):
         if line.strip().startswith(f"gradkit {command}"):
             out.append(line)
-            out += [nxt for nxt in lines[i + 1:i + 3] if nxt.startswith("      ") and "gradkit" not in nxt]
+            out += [nxt for nxt in lines[i + 1:i + 3] if nxt.startswith("      ")
+                    and not nxt.lstrip().startswith("gradkit ")]
     return "\n".join(out)
 
 
