@@ -251,6 +251,12 @@ def test_cli_plan_bad_input(tmp_path, tiny_data):
     assert "missing.yaml: no such file" in r.stderr and "Traceback" not in r.stderr
     r = _gradkit(["plan", f"data={tiny_data}", "budget=-3"], tmp_path)
     assert "budget= takes minutes" in r.stderr
+    r = _gradkit(["plan", f"data={tiny_data.parent}"], tmp_path)                 # the folder, not its YAML
+    assert r.returncode == 2 and "a folder; give the dataset's YAML" in r.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = _gradkit(["plan", f"data={tiny_data}", f"out={blocker / 'plan.yaml'}"], tmp_path)   # cannot be made
+    assert r.returncode == 2 and "out=" in r.stderr and "cannot write" in r.stderr and "Traceback" not in r.stderr
     r = _gradkit(["plan", f"data={tiny_data}", f"out={tiny_data}"], tmp_path)   # would overwrite data.yaml
     assert r.returncode == 2 and "over the dataset YAML" in r.stderr
     assert "names" in yaml.safe_load(tiny_data.read_text())

@@ -326,6 +326,8 @@ def plan_command(args: list[str]) -> int:
         out, cfg = write_plan(plan, fp, opts["out"])
     except ValueError as exc:
         raise SystemExit(f"gradkit plan: {exc}") from None
+    except OSError as exc:  # out= in a folder that cannot be made or written
+        raise SystemExit(f"gradkit plan: out={opts['out']}: cannot write {exc.filename}: {exc.strerror}") from None
     for c in plan.choices:
         print(f"{c.key} = {c.value}{'  (provisional)' if c.provisional else ''}\n    {c.reason}")
     for w in plan.warnings:

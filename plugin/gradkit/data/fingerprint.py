@@ -275,6 +275,8 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
         ValueError: the YAML is not a dataset, or the split is missing or empty.
     """
     data_yaml = Path(data_yaml)
+    if data_yaml.is_dir():
+        raise ValueError(f"{data_yaml}: a folder; give the dataset's YAML file (data=DIR/data.yaml)")
     if not data_yaml.is_file():
         raise ValueError(f"{data_yaml}: no such file")
     dirs, names = _split_dirs(data_yaml)
