@@ -500,3 +500,87 @@ def test_kept_folders_never_hide_labels_from_ultralytics(tmp_path):
         (line,) = Path(label).read_text().splitlines()
         part = "train" if int(cv2.imread(img)[0, 0, 0]) < 100 else "validation"
         assert names[int(line.split()[0])] == part
+
+
+# -- a second user's trial: outputs of the other commands, and data files that are not what they claim ------------
+def _tiny_yolo(root: Path, n: int = 4) -> Path:
+    for i in range(n):
+        for split in ("train", "val"):
+            _img(root / "images" / split / f"{i}.png", 64, 64, value=30 + 20 * i)
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
+                                                    "names": ["scratch"]}))
+    return root / "data.yaml"
+
+
+def test_augment_preview_never_lands_on_the_dataset(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    before = _digest(tmp_path / "ds")
+    for out in (tmp_path / "ds" / "images" / "train" / "0.png", tmp_path / "ds" / "preview.jpg"):
+        proc = _gradkit("augment", f"data={data}", "n=2", "imgsz=64", f"out={out}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "dataset" in proc.stderr, proc.stderr[-800:]
+    assert _digest(tmp_path / "ds") == before
+
+
+@pytest.mark.parametrize(("arg", "needle"), [("n=0", "n="), ("n=abc", "n="), ("imgsz=-5", "imgsz="),
+                                             ("out=preview.txt", "out=")])
+def test_augment_bad_arguments_are_one_line(tmp_path, arg, needle):
+    data = _tiny_yolo(tmp_path / "ds")
+    proc = _gradkit("augment", f"data={data}", "imgsz=64", arg, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr[-800:]
+
+
+def test_synth_refuses_a_folder_that_already_holds_files(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    before = _digest(tmp_path / "ds")
+    proc = _gradkit("synth", f"out={data.parent}", "images=3", "imgsz=64")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not empty" in proc.stderr, proc.stderr[-800:]
+    assert _digest(tmp_path / "ds") == before
+
+
+@pytest.mark.parametrize(("text", "needle"), [("names: [a\n", "YAML"), ("names: 5\ntrain: images/train\n", "names"),
+                                              ("path: 7\nnames: [a]\ntrain: images/train\n", "path"),
+                                              ("- a\n- b\n", "not a YOLO dataset YAML")])
+def test_check_on_a_broken_yaml_is_one_line_naming_it(tmp_path, text, needle):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = _gradkit("check", f"data={bad}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-800:]
+    assert str(bad) in proc.stderr and needle in proc.stderr, proc.stderr
+
+
+def test_check_on_a_folder_names_it(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    proc = _gradkit("check", f"data={data.parent}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "folder" in proc.stderr, proc.stderr[-800:]
+
+
+def test_non_finite_label_values_are_errors_not_passed_on(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    (tmp_path / "ds" / "labels" / "train" / "1.txt").write_text("0 0.5 0.5 nan 0.1\n")
+    (tmp_path / "ds" / "labels" / "train" / "2.txt").write_text("0 inf 0.5 0.2 0.1\n")
+    (tmp_path / "ds" / "labels" / "train" / "3.txt").write_text("0.0 0.5 0.5 0.2 0.1\n")   # Ultralytics reads 0.0 as 0
+    (tmp_path / "ds" / "labels" / "val" / "3.txt").write_text("0.5 0.5 0.5 0.2 0.1\n")     # but not 0.5
+    result = check_dataset(data)
+    assert not any(f.path.endswith("train/3.txt") for f in result.findings)
+    assert any(f.path.endswith("val/3.txt") and f.kind == "class id" for f in result.errors)
+    flagged = {Path(f.path).name for f in result.errors if f.kind == "non-finite" or f.kind == "out of bounds"}
+    assert {"1.txt", "2.txt"} <= flagged, [str(f) for f in result.errors]
+
+
+def test_convert_split_that_is_not_numbers_is_one_line(tmp_path):
+    _voc_set(tmp_path / "voc", 4)
+    proc = _gradkit("convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'out'}", "split=a,b")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "split" in proc.stderr, proc.stderr[-800:]
+    proc = _gradkit("convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'out'}", "seed=x")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "seed=" in proc.stderr, proc.stderr[-800:]
+
+
+def test_voc_nan_coordinates_are_listed_not_written(tmp_path):
+    _voc_set(tmp_path / "voc", 4)
+    _voc_xml(tmp_path / "voc" / "Annotations" / "0.xml", "0.png", (32, 32), [("scratch", ("nan", 3, 12, 12))])
+    _, report = convert_voc(tmp_path / "voc", tmp_path / "out", seed=0)
+    labels = "".join(p.read_text() for p in (tmp_path / "out" / "labels").rglob("*.txt"))
+    assert "nan" not in labels.lower()
+    assert any("0.xml" in str(i) for i in report.issues), [str(i) for i in report.issues]

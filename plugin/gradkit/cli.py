@@ -85,7 +85,22 @@ def _kv(args: Sequence[str], allowed: dict[str, Any], command: str) -> dict[str,
             raise SystemExit(f"gradkit {command}: unknown argument {arg!r}; arguments: "
                              f"{', '.join(f'{k}=' for k in allowed)}")
         out[key] = _parse_value(value)
+    for key, default in allowed.items():  # a value of the default's type, where the default has one
+        _check_type(command, key, out[key], default)
     return out
+
+
+def _check_type(command: str, key: str, value: Any, default: Any) -> None:
+    if value is default or default is None or isinstance(default, str | list):
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    else:
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    if not ok:
+        raise SystemExit(f"gradkit {command}: {key}= takes {kind}, got {value!r}")
 
 
 def _synth(args: Sequence[str]) -> int:
@@ -94,20 +109,14 @@ def _synth(args: Sequence[str]) -> int:
     opts = _kv(args, {"out": "datasets/defects-synth", "images": 400, "imgsz": 320, "seed": 0,
                       "empty_frac": 0.15, "class_weights": [1, 1, 1, 1], "max_defects": 3}, "synth")
     out = opts.pop("out")
-    for key in ("images", "imgsz", "seed", "max_defects"):
-        if not isinstance(opts[key], int) or isinstance(opts[key], bool):
-            raise SystemExit(f"gradkit synth: {key}= takes a whole number, got {opts[key]!r}")
     weights = opts["class_weights"]
-    numbers = isinstance(weights, list) and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
-    if not numbers or not isinstance(opts["empty_frac"], int | float):
-        raise SystemExit(f"gradkit synth: empty_frac= takes a number and class_weights= a list of numbers such as "
-                         f"[1,1,1,1], got empty_frac={opts['empty_frac']!r} class_weights={weights!r}")
+    if not (isinstance(weights, list) and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)):
+        raise SystemExit(f"gradkit synth: class_weights= takes a list of numbers such as [1,1,1,1], got {weights!r}")
     opts["class_weights"] = tuple(float(w) for w in weights)
     try:
-        spec = SynthSpec(**opts)
+        print(generate_dataset(out, SynthSpec(**opts)))
     except ValueError as exc:
         raise SystemExit(f"gradkit synth: {exc}") from None
-    print(generate_dataset(out, spec))
     return 0
 
 
@@ -162,6 +171,7 @@ def _augment_preview(args: Sequence[str]) -> int:
     opts = _kv(rest, {"data": None, "n": 16, "out": "preview.jpg", "imgsz": 640, "seed": 0}, "augment")
     if not opts["data"]:
         raise SystemExit("gradkit augment: data=DATA.yaml is required")
+    _check_preview_args(opts)
     from gradkit.integrations.ultralytics import preview_augmentation
 
     print(preview_augmentation(str(opts["data"]), cfg, int(opts["n"]), opts["out"], int(opts["imgsz"]),
@@ -169,10 +179,42 @@ def _augment_preview(args: Sequence[str]) -> int:
     return 0
 
 
+#: What ``gradkit augment out=`` can write (OpenCV picks the encoder from the suffix).
+PREVIEW_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _check_preview_args(opts: dict[str, Any]) -> None:
+    """n, imgsz and out= of ``gradkit augment``; out= never on or inside the dataset."""
+    from pathlib import Path
+
+    from gradkit.data.check import dataset_places
+
+    if opts["n"] < 1 or opts["imgsz"] < 32:
+        raise SystemExit(f"gradkit augment: n= takes 1 or more samples and imgsz= 32 px or more, got "
+                         f"n={opts['n']} imgsz={opts['imgsz']}")
+    out = Path(str(opts["out"])).resolve()
+    if out.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise SystemExit(f"gradkit augment: out={opts['out']}: an image file ({', '.join(PREVIEW_SUFFIXES)})")
+    data = Path(str(opts["data"]))
+    if not data.is_file():
+        return  # Ultralytics resolves it (or says what is missing) when the dataset is built
+    try:
+        places = dataset_places(data)
+    except ValueError as exc:
+        raise SystemExit(f"gradkit augment: {exc}") from None
+    for label, place in places.items():
+        if out == place.resolve() or out.is_relative_to(place.resolve()):
+            raise SystemExit(f"gradkit augment: out={opts['out']} lies in the {label} {place}: the preview is never "
+                             "written among the dataset's files; choose another out=")
+
+
 def _split_ratios(value) -> tuple[float, ...] | None:
     if value in (None, "", False):
         return None
-    ratios = tuple(float(v) for v in (value if isinstance(value, list | tuple) else str(value).split(",")))
+    try:
+        ratios = tuple(float(v) for v in (value if isinstance(value, list | tuple) else str(value).split(",")))
+    except (TypeError, ValueError):
+        ratios = ()
     if not 2 <= len(ratios) <= 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
         raise SystemExit(f"gradkit convert: split takes 2 or 3 fractions summing to 1 (train,val[,test]), got {value}")
     return ratios

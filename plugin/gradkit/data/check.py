@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import shutil
 import zlib
 from collections import Counter
@@ -78,15 +79,40 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
-    data = yaml.safe_load(data_yaml.read_text())
+def read_dataset_yaml(data_yaml: Path) -> dict:
+    """A dataset YAML as a mapping, or ValueError naming the file and what is wrong with it."""
+    if data_yaml.is_dir():
+        raise ValueError(f"{data_yaml}: a folder; give the dataset's YAML file (data=DIR/data.yaml)")
+    try:
+        data = yaml.safe_load(data_yaml.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{data_yaml}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{data_yaml}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"{data_yaml}:{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(data, dict) or "names" not in data:
         raise ValueError(f"{data_yaml}: not a YOLO dataset YAML (no 'names')")
+    if not isinstance(data["names"], list | dict):
+        raise ValueError(f"{data_yaml}: names: takes a list or a mapping id -> name, got {data['names']!r}")
+    for key in ("path", *SPLITS):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValueError(f"{data_yaml}: {key}: takes a folder or file path, got {data[key]!r}")
+    return data
+
+
+def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
+    data = read_dataset_yaml(data_yaml)
     root = Path(data.get("path") or data_yaml.parent)
     if not root.is_absolute():
         root = (data_yaml.parent / root).resolve()
     names = data["names"]
-    names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    try:
+        names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{data_yaml}: names: the keys of a mapping are class ids (0, 1, ...)") from None
     dirs = {}
     for s in SPLITS:
         if data.get(s):
@@ -222,11 +248,17 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
                                         "5 (class x y w h)"))
             continue
         try:
-            c = int(parts[0])
-            x, y, w, h = (float(v) for v in parts[1:])
+            c_value, x, y, w, h = (float(v) for v in parts)
         except ValueError:
             res.findings.append(Finding("error", "non-numeric", where, n, f"{line!r}"))
             continue
+        if not all(math.isfinite(v) for v in (c_value, x, y, w, h)):  # NaN passes every comparison below
+            res.findings.append(Finding("error", "non-finite", where, n, f"{line!r}"))
+            continue
+        if not c_value.is_integer():  # Ultralytics reads "1.0" as class 1, "1.5" it cannot place
+            res.findings.append(Finding("error", "class id", where, n, f"class {parts[0]} is not a whole number"))
+            continue
+        c = int(c_value)
         if not 0 <= c < nc:
             res.findings.append(Finding("error", "class id", where, n, f"class {c} but nc={nc}"))
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import random
 import shutil
@@ -164,6 +165,10 @@ def _find_image(xml_path: Path, src: Path, filename: str | None, by_stem: dict[s
 def _clip_box(rec: ImageRecord, name, box: tuple[float, ...], report: ConversionReport, where: str, quoted: str):
     """Clip corners ``box`` to the image; messages quote the annotation as the file wrote it (``quoted``)."""
     x0, y0, x1, y1 = box
+    if not all(math.isfinite(v) for v in box) or x1 <= x0 or y1 <= y0:  # NaN would survive the clip below
+        report.degenerate += 1
+        report.issues.append(f"{where}: box {name} {quoted} has a non-finite, reversed or zero-size extent; dropped")
+        return None
     cx0, cy0 = min(max(x0, 0.0), rec.width), min(max(y0, 0.0), rec.height)
     cx1, cy1 = min(max(x1, 0.0), rec.width), min(max(y1, 0.0), rec.height)
     if cx1 - cx0 <= 0 or cy1 - cy0 <= 0:
