@@ -234,6 +234,21 @@ def _check_image(path: Path, res: CheckResult) -> None:
         res.findings.append(Finding("error", "bit depth", str(path), None, f"pixel type {img.dtype}: unsupported"))
 
 
+def label_values(parts: list[str]) -> tuple[int, float, float, float, float] | tuple[str, str]:
+    """(class, x, y, w, h) of a 5-field label line, or (kind, why) where they are not numbers, not finite
+    (NaN passes every comparison after this) or the class is not a whole number (Ultralytics reads "1.0"
+    as class 1)."""
+    try:
+        c, x, y, w, h = (float(v) for v in parts)
+    except ValueError:
+        return "non-numeric", "not numbers"
+    if not all(math.isfinite(v) for v in (c, x, y, w, h)):
+        return "non-finite", "a value is not finite"
+    if not c.is_integer():
+        return "class id", f"class {parts[0]} is not a whole number"
+    return int(c), x, y, w, h
+
+
 def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tuple[int, list[float]]]:
     good = []
     seen = set()
@@ -247,18 +262,11 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
             res.findings.append(Finding("error", "label format", where, n, f"{len(parts)} fields, expected "
                                         "5 (class x y w h)"))
             continue
-        try:
-            c_value, x, y, w, h = (float(v) for v in parts)
-        except ValueError:
-            res.findings.append(Finding("error", "non-numeric", where, n, f"{line!r}"))
+        values = label_values(parts)
+        if len(values) == 2:
+            res.findings.append(Finding("error", values[0], where, n, f"{line!r}: {values[1]}"))
             continue
-        if not all(math.isfinite(v) for v in (c_value, x, y, w, h)):  # NaN passes every comparison below
-            res.findings.append(Finding("error", "non-finite", where, n, f"{line!r}"))
-            continue
-        if not c_value.is_integer():  # Ultralytics reads "1.0" as class 1, "1.5" it cannot place
-            res.findings.append(Finding("error", "class id", where, n, f"class {parts[0]} is not a whole number"))
-            continue
-        c = int(c_value)
+        c, x, y, w, h = values
         if not 0 <= c < nc:
             res.findings.append(Finding("error", "class id", where, n, f"class {c} but nc={nc}"))
             continue
@@ -372,14 +380,13 @@ def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
     parts = line.split()
     if len(parts) != 5:
         return None, f"{len(parts)} fields, expected 5 (class x y w h)"
-    try:
-        c = int(parts[0])
-        x, y, w, h = (float(v) for v in parts[1:])
-    except ValueError:
-        return None, "not numbers"
+    values = label_values(parts)
+    if len(values) == 2:
+        return None, values[1]
+    c, x, y, w, h = values
     if not 0 <= c < nc:
         return None, f"class {c} but nc={nc}"
-    if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
+    if w <= 0 or h <= 0:
         return None, f"no area (w={w:g} h={h:g})"
     corners = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
     if min(corners) >= -_EDGE_TOLERANCE and max(corners) <= 1 + _EDGE_TOLERANCE:
