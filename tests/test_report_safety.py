@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -136,3 +137,26 @@ def test_crafted_training_records_are_refused_in_one_line(run):
     assert proc.returncode == 2 and "training records unreadable" in proc.stderr
     (run / "gradient_alerts.jsonl").write_text(json.dumps({"kind": "exploding", "step": 4, "layer": "3"}) + "\n")
     assert _rebuild(run).returncode == 0 and "exploding" in (run / "report.html").read_text()
+
+
+def _report_cli(*args: str) -> SimpleNamespace:
+    from gradkit.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["report", *args])
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
+
+
+def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    before = (run / "report.json").read_bytes()
+    proc = _report_cli(str(run), str(other), f"out={run}")                 # out= one of the compared runs
+    assert proc.returncode == 2 and "evaluation report" in proc.stderr and "Traceback" not in proc.stderr
+    assert (run / "report.json").read_bytes() == before
+    proc = _report_cli(str(run), str(other), f"out={run / 'report.json'}")  # out= a file
+    assert proc.returncode == 2 and "folder" in proc.stderr and (run / "report.json").read_bytes() == before
+    proc = _report_cli(str(run), str(other), f"out={tmp_path / 'cmp'}")
+    assert proc.returncode == 0 and json.loads((tmp_path / "cmp" / "report.json").read_text())["kind"] == "comparison"
+    assert _report_cli(str(run), str(other), f"out={tmp_path / 'cmp'}").returncode == 0   # its own output: replaced

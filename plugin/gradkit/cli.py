@@ -313,6 +313,24 @@ def _write_val_report(validator) -> None:
     print(f"gradkit: report {paths['html']}")
 
 
+def _comparison_out_refused(out) -> str | None:
+    """A comparison goes into a folder of its own: never over a file, never over an evaluation's report
+    (a previous comparison there is its own output and is replaced)."""
+    import json
+
+    if out.exists() and not out.is_dir():
+        return f"gradkit report: out={out} is a file; the comparison is written into a folder"
+    previous = out / "report.json"
+    try:
+        kind = json.loads(previous.read_text()).get("kind") if previous.is_file() else "comparison"
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "comparison":
+        return (f"gradkit report: out={out} holds an evaluation report ({previous}) that the comparison would "
+                "replace; choose another out=")
+    return None
+
+
 def _report(args: Sequence[str]) -> int:
     """``gradkit report RUN_DIR`` rebuilds; ``gradkit report RUN_A RUN_B ... [out=DIR]`` compares."""
     import json
@@ -364,6 +382,10 @@ def _report(args: Sequence[str]) -> int:
         if any(r.get("kind") == "comparison" for r in reports):
             print("gradkit report: a comparison's report.json cannot be compared again; give evaluation runs",
                   file=sys.stderr)
+            return 2
+        refused = _comparison_out_refused(out)
+        if refused:
+            print(refused, file=sys.stderr)
             return 2
         paths = write_report(compare_reports(reports, labels), out, from_file=True)
     print(f"gradkit: report {paths['html']}")
