@@ -584,3 +584,14 @@ def test_voc_nan_coordinates_are_listed_not_written(tmp_path):
     labels = "".join(p.read_text() for p in (tmp_path / "out" / "labels").rglob("*.txt"))
     assert "nan" not in labels.lower()
     assert any("0.xml" in str(i) for i in report.issues), [str(i) for i in report.issues]
+
+
+def test_check_fix_overwrite_of_a_foreign_folder_is_one_line(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    foreign = tmp_path / "notgradkits"
+    _img(foreign / "images" / "train" / "x.png")
+    before = _digest(foreign)
+    proc = _gradkit("check", f"data={data}", "--fix", f"out={foreign}", "overwrite=true")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no list of files" in proc.stderr, \
+        proc.stderr[-800:]
+    assert _digest(foreign) == before

@@ -274,7 +274,10 @@ def _check(args: Sequence[str]) -> int:
         print(f)
     print(result.summary())
     if fix:
-        _print_fix(*fix_dataset(o["data"], o["out"], _overwrite(o, "check"), checked=result))
+        try:
+            _print_fix(*fix_dataset(o["data"], o["out"], _overwrite(o, "check"), checked=result))
+        except ValueError as exc:  # out= refused once the check has run (overwrite=true of a foreign folder)
+            raise SystemExit(f"gradkit check: {exc}") from None
     return 1 if result.errors else 0
 
 
