@@ -595,3 +595,23 @@ def test_check_fix_overwrite_of_a_foreign_folder_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no list of files" in proc.stderr, \
         proc.stderr[-800:]
     assert _digest(foreign) == before
+
+
+def test_coco_ambiguities_are_refused_or_listed_never_silent(tmp_path):
+    ann = _coco_set(tmp_path, 4)
+    doc = json.loads(ann.read_text())
+    twice = {**doc, "categories": doc["categories"] + [{"id": 1, "name": "scratch"}]}
+    ann.write_text(json.dumps(twice))
+    with pytest.raises(ValueError, match="category id 1"):
+        convert_coco(ann, tmp_path / "imgs", tmp_path / "o1")
+    same_image = {**doc, "images": doc["images"] + [{**doc["images"][0], "file_name": "1.png"}]}
+    ann.write_text(json.dumps(same_image))
+    with pytest.raises(ValueError, match="image id 0"):
+        convert_coco(ann, tmp_path / "imgs", tmp_path / "o2")
+    extra = [{"id": 90, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5]},
+             {"id": 91, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 1}]
+    ann.write_text(json.dumps({**doc, "annotations": doc["annotations"] + extra}))
+    _, report = convert_coco(ann, tmp_path / "imgs", tmp_path / "o3")
+    issues = " ".join(report.issues)
+    assert "annotation 90" in issues and "image_id 99" in issues
+    assert "1 crowd region" in issues

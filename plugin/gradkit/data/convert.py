@@ -261,9 +261,16 @@ def _load_coco(ann_file: Path) -> dict:
 
 def _coco_names(data: dict, ann_file: Path) -> dict[int, str]:
     try:
-        return {c["id"]: str(c["name"]) for c in sorted(data.get("categories", []), key=lambda c: c["id"])}
+        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+        names = {c["id"]: str(c["name"]) for c in categories}
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{ann_file}: 'categories' entries need an 'id' and a 'name' ({exc!r})") from None
+    if len(names) < len(categories):  # a second entry would silently take the first one's annotations
+        ids = [c["id"] for c in categories]
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"{ann_file}: category id {twice} appears more than once "
+                         f"({', '.join(repr(str(c['name'])) for c in categories if c['id'] == twice)})")
+    return names
 
 
 def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport) -> ImageRecord | None:
@@ -295,11 +302,16 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
     """Parse a COCO detection JSON (any category ids); returns records and names in category-id order."""
     data = _load_coco(ann_file)
     names = _coco_names(data, ann_file)
-    by_id = {}
+    by_id, listed = {}, set()
     for im in data["images"]:
+        if isinstance(im, dict) and "id" in im:
+            if im["id"] in listed:  # whose annotations would they be?
+                raise ValueError(f"{ann_file}: image id {im['id']} appears more than once")
+            listed.add(im["id"])
         rec = _coco_image(im, ann_file, images, report)
         if rec is not None:
             by_id[im["id"]] = rec
+    crowd_regions = 0
     for a in tqdm(data.get("annotations", []), desc="read COCO", unit="ann"):
         try:
             rec, category, crowd = by_id.get(a["image_id"]), a["category_id"], a.get("iscrowd")
@@ -308,7 +320,13 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
             report.issues.append(f"{ann_file}: annotation {a!r:.80} lacks image_id, category_id or a 4-number "
                                  "bbox; skipped")
             continue
-        if rec is None or crowd:
+        if crowd:
+            crowd_regions += 1
+            continue
+        if rec is None:
+            if a["image_id"] not in listed:  # an image skipped above has its reason listed already
+                report.issues.append(f"{ann_file}: annotation {a.get('id')} refers to image_id {a['image_id']}, "
+                                     "which no image entry has; skipped")
             continue
         if category not in names:
             report.issues.append(f"{ann_file}: annotation {a.get('id')} has unknown category {category}")
@@ -317,6 +335,9 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
                         f"bbox {a['bbox']}")
         if box:
             rec.boxes.append(box)
+    if crowd_regions:
+        report.issues.append(f"{ann_file}: {crowd_regions} crowd region(s) (iscrowd=1) skipped: they mark a group, "
+                             "not one object")
     return list(by_id.values()), list(names.values())
 
 
