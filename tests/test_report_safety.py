@@ -160,3 +160,16 @@ def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
     proc = _report_cli(str(run), str(other), f"out={tmp_path / 'cmp'}")
     assert proc.returncode == 0 and json.loads((tmp_path / "cmp" / "report.json").read_text())["kind"] == "comparison"
     assert _report_cli(str(run), str(other), f"out={tmp_path / 'cmp'}").returncode == 0   # its own output: replaced
+
+
+@pytest.mark.parametrize(("key", "change"), [
+    ("inspection.escape_rate", lambda r: r["inspection"].__setitem__("escape_rate", -5.0)),
+    ("per_class.0.AP50", lambda r: r["per_class"][0].__setitem__("AP50", 1.7)),
+    ("headline.mAP50", lambda r: r["headline"].__setitem__("mAP50", float("nan"))),
+    ("inspection.escaped_images", lambda r: r["inspection"].__setitem__("escaped_images", -1)),
+    ("schema_version", lambda r: r.__setitem__("schema_version", 99)),
+])
+def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
+    _edit(run, change)
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and f"'{key}'" in proc.stderr and not (run / "report.html").exists(), proc.stderr

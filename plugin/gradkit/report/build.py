@@ -21,12 +21,10 @@ from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metr
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors
 from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
+from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "training_section", "without_cyclic_gc", "write_report"]
 
-#: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
-#: elongation as the elongated bucket only.
-REPORT_SCHEMA_VERSION = 3
 COCO_NOTE = (
     "Ultralytics interpolates precision at 101 recall points with np.interp and integrates with the "
     "trapezoid rule, and averages over the classes present in the split; pycocotools-style COCO "

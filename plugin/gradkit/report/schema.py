@@ -7,13 +7,21 @@ Keys the renderer does not use are kept (``extra="allow"``) for newer or older w
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ReportSchemaError", "validate_report"]
+__all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 
-Num = float | None
+#: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
+#: elongation as the elongated bucket only.
+REPORT_SCHEMA_VERSION = 3
+
+#: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
+Num = Annotated[float, Field(allow_inf_nan=False)] | None
+#: Precision, recall, AP and the inspection rates: shares of something.
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None
+Count = Annotated[int, Field(ge=0)]
 
 
 class _Open(BaseModel):
@@ -24,17 +32,17 @@ class PerClass(_Open):
     name: str
     instances: int | None = None
     images: int | None = None
-    precision: Num = None
-    recall: Num = None
-    AP50: Num = None
-    AP50_95: Num = Field(None, alias="AP50-95")
+    precision: Share = None
+    recall: Share = None
+    AP50: Share = None
+    AP50_95: Share = Field(None, alias="AP50-95")
 
 
 class Bucket(_Open):
-    gt: int
-    AP: Num = None
-    AP50: Num = None
-    recall: Num = None
+    gt: Count
+    AP: Share = None
+    AP50: Share = None
+    recall: Share = None
     per_class: dict[str, dict[str, Num]] = {}
 
 
@@ -46,9 +54,9 @@ class Coco(_Open):
 class GalleryEntry(_Open):
     image: str
     copy_: str | None = Field(None, alias="copy")  # the image, copied into the run directory
-    missed: int
-    false_positives: int
-    tp: int
+    missed: Count
+    false_positives: Count
+    tp: Count
     errors: dict[str, int]
     gt: list[list[float]]
     pred: list[list[float]]
@@ -64,19 +72,19 @@ class Errors(_Open):
 class InspectionClass(_Open):
     name: str
     threshold: float
-    objects: int
-    tp: int
-    fp: int
-    fn: int
-    precision: Num = None
-    recall: Num = None
-    f1: Num = None
+    objects: Count
+    tp: Count
+    fp: Count
+    fn: Count
+    precision: Share = None
+    recall: Share = None
+    f1: Share = None
 
 
 class MissedBySize(_Open):
     relative_area: str
-    objects: int
-    missed: int
+    objects: Count
+    missed: Count
     class_: str = Field(alias="class")
 
 
@@ -84,15 +92,15 @@ class Inspection(_Open):
     operating_point: str
     thresholds: dict[str, float]
     match_iou: float
-    images: int
-    defective_images: int
-    defect_free_images: int
-    escaped_images: int
-    escape_rate: Num
-    defective_images_without_true_positive: int
-    false_rejected_images: int
-    false_reject_rate: Num
-    false_positives: int
+    images: Count
+    defective_images: Count
+    defect_free_images: Count
+    escaped_images: Count
+    escape_rate: Share
+    defective_images_without_true_positive: Count
+    false_rejected_images: Count
+    false_reject_rate: Share
+    false_positives: Count
     fp_per_image: Num
     per_class: list[InspectionClass]
     missed_by_class_and_size: list[MissedBySize] = []
@@ -128,19 +136,19 @@ class Training(_Open):
 
 
 class EvaluationReport(_Open):
-    schema_version: int
+    schema_version: Annotated[int, Field(ge=1, le=REPORT_SCHEMA_VERSION)]
     kind: Literal["evaluation"]
     model: str
     run: str | None = None
     data: str
     split: str
-    images: int
-    defect_free_images: int
-    instances: int
+    images: Count
+    defect_free_images: Count
+    instances: Count
     class_names: dict[str, str]
     versions: dict[str, str]
     plugin_config: dict[str, Any] | None = None
-    headline: dict[str, Num]
+    headline: dict[str, Share]
     per_class: list[PerClass]
     classes_absent: list[str]
     coco: Coco
@@ -167,7 +175,7 @@ class ComparisonRow(_Open):
 
 
 class ComparisonReport(_Open):
-    schema_version: int
+    schema_version: Annotated[int, Field(ge=1, le=REPORT_SCHEMA_VERSION)]
     kind: Literal["comparison"]
     runs: list[ComparisonRun]
     headline: dict[str, ComparisonRow]
