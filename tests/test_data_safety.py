@@ -615,3 +615,40 @@ def test_coco_ambiguities_are_refused_or_listed_never_silent(tmp_path):
     issues = " ".join(report.issues)
     assert "annotation 90" in issues and "image_id 99" in issues
     assert "1 crowd region" in issues
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"val": None, "vla": "images/val"}, "'val'"),                    # a typo Ultralytics would refuse
+    ({"nc": 3}, "nc: 3"),                                             # 1 name
+    ({"names": {0: "scratch", 2: "pit"}}, "0, 1"),                    # ids with a gap
+])
+def test_check_reports_what_ultralytics_would_refuse_in_the_yaml(tmp_path, change, needle):
+    data = _tiny_yolo(tmp_path / "ds")
+    doc = {**yaml.safe_load(data.read_text()), **change}
+    data.write_text(yaml.safe_dump({k: v for k, v in doc.items() if v is not None}))
+    proc = _gradkit("check", f"data={data}")
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-800:]
+    assert needle in proc.stdout + proc.stderr and str(data) in proc.stdout + proc.stderr, proc.stdout[-800:]
+
+
+def test_check_names_a_label_file_that_is_not_text(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    bad = tmp_path / "ds" / "labels" / "train" / "1.txt"
+    bad.write_bytes(b"\xff\xfe0 0.5 0.5 0.2 0.2\n")
+    proc = _gradkit("check", f"data={data}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and str(bad) in proc.stdout, proc.stdout[-800:]
+
+
+def test_check_out_without_fix_is_refused(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    proc = _gradkit("check", f"data={data}", f"out={tmp_path / 'o'}")
+    assert proc.returncode == 2 and "--fix" in proc.stderr, proc.stderr[-800:]
+
+
+def test_voc_object_without_a_name_is_listed_not_a_class(tmp_path):
+    _voc_set(tmp_path / "voc", 4)
+    _voc_xml(tmp_path / "voc" / "Annotations" / "0.xml", "0.png", (32, 32), [("", (3, 3, 12, 12))])
+    _, report = convert_voc(tmp_path / "voc", tmp_path / "out", seed=0)
+    names = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())["names"]
+    assert "" not in names.values() if isinstance(names, dict) else "" not in names
+    assert any("0.xml" in i and "name" in i for i in report.issues), report.issues

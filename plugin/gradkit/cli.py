@@ -264,6 +264,9 @@ def _check(args: Sequence[str]) -> int:
     o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None, "overwrite": False}, "check")
     if not o["data"]:
         raise SystemExit("gradkit check data=DATA.yaml [--fix [out=DIR overwrite=false]]")
+    if not fix and (o["out"] is not None or o["overwrite"]):
+        raise SystemExit("gradkit check: out= and overwrite= go with --fix "
+                         "(gradkit check data=DATA.yaml --fix out=DIR)")
     try:
         if fix:  # refuse a bad out= before the long check
             fix_output(o["data"], o["out"], _overwrite(o, "check"))

@@ -103,6 +103,27 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
     return data
 
 
+def _yaml_findings(data_yaml: Path, data: dict, names: dict[int, str]) -> list[Finding]:
+    """What Ultralytics would refuse in the YAML itself: a missing train/val key (with the key that
+    looks like a typo of it), nc that disagrees with names, class ids with gaps."""
+    import difflib
+
+    found = []
+    for key in ("train", "val"):
+        if not data.get(key):
+            typo = difflib.get_close_matches(key, [k for k in data if isinstance(k, str)], n=1)
+            hint = f"; is '{typo[0]}' meant to be '{key}'?" if typo else ""
+            found.append(Finding("error", "dataset YAML", str(data_yaml), None,
+                                 f"no '{key}' key: Ultralytics needs train and val{hint}"))
+    if "nc" in data and data["nc"] != len(names):
+        found.append(Finding("error", "dataset YAML", str(data_yaml), None,
+                             f"nc: {data['nc']} but {len(names)} name(s) in names:"))
+    if sorted(names) != list(range(len(names))):
+        found.append(Finding("error", "dataset YAML", str(data_yaml), None,
+                             f"names: class ids must be 0, 1, ... {len(names) - 1}; got {sorted(names)}"))
+    return found
+
+
 def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
     data = read_dataset_yaml(data_yaml)
     root = Path(data.get("path") or data_yaml.parent)
@@ -252,7 +273,13 @@ def label_values(parts: list[str]) -> tuple[int, float, float, float, float] | t
 def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tuple[int, list[float]]]:
     good = []
     seen = set()
-    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        res.findings.append(Finding("error", "encoding", str(path), None,
+                                    f"not UTF-8 text ({exc.reason} at byte {exc.start}); Ultralytics cannot read it"))
+        return good
+    for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -311,6 +338,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
     data_yaml = Path(data_yaml)
     dirs, names = _split_dirs(data_yaml)
     res = CheckResult(names=names)
+    res.findings += _yaml_findings(data_yaml, read_dataset_yaml(data_yaml), names)
     hashes: dict[str, tuple[str, Path]] = {}
     for split, d in dirs.items():
         if not d.exists():

@@ -227,6 +227,9 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
         for i, obj in enumerate(root.iter("object")):
             name = (obj.findtext("name") or "").strip()
             where = f"{xml_path}: object {i}"
+            if not name:  # an empty class name would become a class of its own
+                report.issues.append(f"{where}: no <name>; skipped")
+                continue
             if (obj.findtext("difficult") or "0").strip() == "1" and difficult == "skip":
                 report.skipped_difficult += 1
                 continue
