@@ -229,6 +229,8 @@ def _overwrite(opts: dict[str, Any], command: str) -> bool:
 def _convert(args: Sequence[str]) -> int:
     from gradkit.data import convert_coco, convert_voc
 
+    if args and args[0] not in {"voc", "coco"} and "=" not in args[0]:
+        raise SystemExit(f"gradkit convert: unknown format {args[0]!r}; voc or coco")
     if not args or args[0] not in {"voc", "coco"}:
         raise SystemExit("gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip "
                          "classes=[a,b] overwrite=false]\ngradkit convert coco src=annotations.json images=DIR "
@@ -377,7 +379,7 @@ def _report(args: Sequence[str]) -> int:
         report = reports[0]
         if report.get("training") is not None:
             try:  # the run's own files are read again: as much user input as report.json
-                report["training"] = training_section(dirs[0])
+                report["training"] = training_section(dirs[0].resolve())  # as the first build wrote it
                 validate_report(report, f"{dirs[0]} (results.csv, gradient_alerts.jsonl, args.yaml)")
             except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
                 print(f"gradkit report: {dirs[0]}: training records unreadable: {e}", file=sys.stderr)

@@ -452,9 +452,11 @@ def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
     here, and below the working directory, as Ultralytics reads it), each split's image and label folder."""
     data = yaml.safe_load(data_yaml.read_text()) or {}
     root = Path(data.get("path") or data_yaml.parent)
-    roots = [root] if root.is_absolute() else [data_yaml.parent / root, Path.cwd() / root]
+    roots = ({"dataset root": root} if root.is_absolute() else
+             {"dataset root (path: beside the YAML)": data_yaml.parent / root,
+              "dataset root (path: below the working folder)": Path.cwd() / root})
     sources = {"dataset YAML": data_yaml}
-    sources |= {f"dataset root ({r})": r for r in roots if r.exists()}
+    sources |= {label: r for label, r in roots.items() if r.exists()}
     for split, d in dirs.items():
         sources[f"{split} split folder"] = d
         sources[f"{split} label folder"] = _label_path(d / "x.png").parent
