@@ -215,5 +215,7 @@ def test_settings_say_how_many_of_the_planned_epochs_ran(tmp_path):
     t = training_section(tmp_path)
     r = {"training": t, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3, "defect_free_images": 1,
          "instances": 2, "versions": {}}
-    html = _settings(r)
-    assert "2 of 30 (time= 0.1 h)" in html
+    assert "2 in time= 0.1 h" in _settings(r)                         # the clock, not epochs=, set the count
+    (tmp_path / "args.yaml").write_text("epochs: 30\nmodel: yolo26n.yaml\n")
+    r["training"] = training_section(tmp_path)
+    assert "2 of 30" in _settings(r)                                   # stopped early

@@ -202,11 +202,13 @@ def warnings(r: dict[str, Any]) -> list[str]:
 
 
 def _epochs_trained(trained: int, planned: Any, hours: Any) -> str | None:
-    """"26 of 30 (time= 0.15 h)": a run stopped by time= or early stopping trains fewer than planned."""
+    """"26 of 30" (early stopping, an interrupted run), or "34 in time= 0.13 h": with time= Ultralytics
+    sets the number of epochs from the clock, whatever epochs= said."""
+    if hours:
+        return f"{trained} in time= {hours} h"
     if planned is None:
         return None
-    text = f"{trained} of {planned}" if trained and trained != planned else f"{planned}"
-    return text + (f" (time= {hours} h)" if hours else "")
+    return f"{trained} of {planned}" if trained and trained != planned else f"{planned}"
 
 
 def _settings(r: dict[str, Any]) -> str:
