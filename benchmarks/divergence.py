@@ -301,16 +301,20 @@ def stability_ratios(run: Path, before: int | None = None) -> tuple[list[tuple[i
     its update, so the step before the divergence counts. With the clip it is multiplied by the step's
     clip factor: a clip shrinks the current gradient's share of the update as a smaller lr would (an
     approximation: the momentum buffer carries earlier, differently clipped gradients)."""
-    path = run / "sharpness.json"
-    try:
-        rows = [(int(r["step"]), float(r["lr_curvature"]), float(r["limit"]), int(r.get("accumulate", 1)))
-                for r in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SystemExit(f"{path}: not a sharpness record of this script ({exc}); remove it to record again") from None
+    rows = _records(run / "sharpness.json", "sharpness", lambda r: (
+        int(r["step"]), float(r["lr_curvature"]), float(r["limit"]), int(r.get("accumulate", 1))))
     coef = _clip_coefficients(run)
     kept = [(step, value / limit) for step, value, limit, acc in rows if (before is None or step < before) and acc == 1]
     finite = [(step, r * coef.get(step, 1.0), r) for step, r in kept if math.isfinite(r)]
     return finite, len(kept) - len(finite)
+
+
+def _records(path: Path, what: str, row) -> list:
+    """``row(entry)`` of every entry of a JSON record this script wrote (read back as untrusted input)."""
+    try:
+        return [row(r) for r in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SystemExit(f"{path}: not a {what} record of this script ({exc}); remove it to record again") from None
 
 
 def _clip_coefficients(run: Path) -> dict[int, float]:
@@ -356,12 +360,8 @@ def print_stability_ratios(runs: dict[str, tuple[Path, int | None]]) -> list[int
 def same_batch_rises(run: Path, before: int | None = None) -> list[tuple[int, float]]:
     """(step, rise of its batch's loss over the loss before the step, relative) of every step recorded by
     ``--curvature`` before ``before`` that had one batch (no accumulation) and a non-zero loss."""
-    path = run / "curvature.json"
-    try:
-        rows = [(int(r["step"]), float(r["loss0"]), float(r["loss1"]), int(r.get("accumulate", 1)))
-                for r in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SystemExit(f"{path}: not a curvature record of this script ({exc}); remove it to record again") from None
+    rows = _records(run / "curvature.json", "curvature", lambda r: (
+        int(r["step"]), float(r["loss0"]), float(r["loss1"]), int(r.get("accumulate", 1))))
     return [(step, (after - loss) / abs(loss)) for step, loss, after, acc in rows
             if (before is None or step < before) and acc == 1 and loss != 0]
 
