@@ -652,3 +652,10 @@ def test_voc_object_without_a_name_is_listed_not_a_class(tmp_path):
     names = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())["names"]
     assert "" not in names.values() if isinstance(names, dict) else "" not in names
     assert any("0.xml" in i and "name" in i for i in report.issues), report.issues
+
+
+def test_a_file_that_is_no_image_is_named_as_such(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    (tmp_path / "ds" / "images" / "train" / "9.jpg").write_bytes(b"this is a text file, not a photograph\n" * 4)
+    found = [f for f in check_dataset(data, images=False).errors if f.path.endswith("9.jpg")]
+    assert found and "not an image format PIL recognises" in found[0].message and "BytesIO" not in found[0].message

@@ -201,6 +201,8 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
                     im.load()
     except ImportError:  # Ultralytics' Image.open falls back to the optional pi_heif for unknown files
         return "not an image format PIL recognises" + skip, False
+    except Image.UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+        return "not an image format PIL recognises" + skip, False
     except Exception as exc:  # a damaged file raises whatever its decoder meets (struct.error, ZeroDivision...)
         return f"{exc}{skip}", False
     if fmt == "JPEG" and not data.endswith(b"\xff\xd9"):
