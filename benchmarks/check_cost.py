@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +67,7 @@ def main() -> None:
     data = tmp / "data" / "data.yaml"
     meta = (yaml.safe_load(data.read_text()) if data.exists() else {}).get("gradkit_synth", {})
     if meta.get("images") != spec.images:
+        shutil.rmtree(tmp / "data", ignore_errors=True)  # this script's own data, of another size
         data = generate_dataset(tmp / "data", spec, progress=False)
     _time_check(data, images=False)  # warm the page cache and imports: both checks read the same files
     fast = _time_check(data, images=False)

@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -95,7 +96,9 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
         root = out / "data" / f"{name}-{images}-{imgsz}"
         if (root / "data.yaml").exists():
             sets[name] = root / "data.yaml"
-        elif name == "synth":
+            continue
+        shutil.rmtree(root, ignore_errors=True)  # this script's own, left half-written by an interruption
+        if name == "synth":
             sets[name] = generate_dataset(root, SynthSpec(images=images, imgsz=imgsz, seed=1000), progress=False)
         elif name == "photo":
             sets[name] = generate_photo_dataset(root, PhotoSpec(images=images, imgsz=imgsz, seed=1000))

@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -178,8 +179,10 @@ def _dataset(out: Path, images: int, imgsz: int) -> Path:
     from gradkit.synth import SynthSpec, generate_dataset
 
     yaml = out / "data" / "data.yaml"
-    return yaml if yaml.exists() else generate_dataset(out / "data", SynthSpec(images=images, imgsz=imgsz, seed=3),
-                                                       progress=False)
+    if yaml.exists():
+        return yaml
+    shutil.rmtree(out / "data", ignore_errors=True)  # this script's own, left half-written by an interruption
+    return generate_dataset(out / "data", SynthSpec(images=images, imgsz=imgsz, seed=3), progress=False)
 
 
 def run_healthy(data: Path, out: Path, do_train: bool) -> dict[str, Path]:

@@ -565,7 +565,7 @@ def test_non_finite_label_values_are_errors_not_passed_on(tmp_path):
     result = check_dataset(data)
     assert not any(f.path.endswith("train/3.txt") for f in result.findings)
     assert any(f.path.endswith("val/3.txt") and f.kind == "class id" for f in result.errors)
-    flagged = {Path(f.path).name for f in result.errors if f.kind == "non-finite" or f.kind == "out of bounds"}
+    flagged = {Path(f.path).name for f in result.errors if f.kind == "non-finite"}
     assert {"1.txt", "2.txt"} <= flagged, [str(f) for f in result.errors]
 
 
@@ -618,7 +618,7 @@ def test_coco_ambiguities_are_refused_or_listed_never_silent(tmp_path):
 
 
 @pytest.mark.parametrize(("change", "needle"), [
-    ({"val": None, "vla": "images/val"}, "'val'"),                    # a typo Ultralytics would refuse
+    ({"val": None, "vla": "images/val"}, "is 'vla' meant to be 'val'?"),   # a typo Ultralytics would refuse
     ({"nc": 3}, "nc: 3"),                                             # 1 name
     ({"names": {0: "scratch", 2: "pit"}}, "0, 1"),                    # ids with a gap
 ])
@@ -627,8 +627,28 @@ def test_check_reports_what_ultralytics_would_refuse_in_the_yaml(tmp_path, chang
     doc = {**yaml.safe_load(data.read_text()), **change}
     data.write_text(yaml.safe_dump({k: v for k, v in doc.items() if v is not None}))
     proc = _gradkit("check", f"data={data}")
-    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-800:]
-    assert needle in proc.stdout + proc.stderr and str(data) in proc.stdout + proc.stderr, proc.stdout[-800:]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-800:]   # findings, like a label's
+    assert needle in proc.stdout and str(data) in proc.stdout, proc.stdout[-800:]
+
+
+@pytest.mark.parametrize("change", [{"nc": "1"}, {"nc": 1.0}, {"val": None, "validation": "images/val"}])
+def test_check_accepts_what_ultralytics_accepts_in_the_yaml(tmp_path, change):
+    data = _tiny_yolo(tmp_path / "ds")
+    doc = {**yaml.safe_load(data.read_text()), **change}
+    data.write_text(yaml.safe_dump({k: v for k, v in doc.items() if v is not None}))
+    assert not [f for f in check_dataset(data).errors if f.kind == "dataset YAML"]
+
+
+def test_the_yamls_own_folder_is_not_the_dataset_when_path_points_elsewhere(tmp_path):
+    from gradkit.data.check import dataset_places
+
+    data = _tiny_yolo(tmp_path / "ds")
+    elsewhere = tmp_path / "configs"
+    elsewhere.mkdir()
+    (elsewhere / "data.yaml").write_text(data.read_text())                  # path: is absolute, to ds
+    places = {p.resolve() for p in dataset_places(elsewhere / "data.yaml").values()}
+    assert (tmp_path / "ds").resolve() in places and elsewhere.resolve() not in places
+    assert (elsewhere / "data.yaml").resolve() in places                      # the YAML itself is never written
 
 
 def test_check_names_a_label_file_that_is_not_text(tmp_path):

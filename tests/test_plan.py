@@ -324,3 +324,15 @@ def test_command_help_names_every_argument_the_commands_take():
     for command, keys in (("plan", P.PLAN_ARGS), ("demo", DEMO_DEFAULTS)):
         text = _command_help(command)
         assert all(f"{k}=" in text for k in keys), (command, text)
+
+
+def test_demo_reuses_its_own_data_and_never_writes_over_another(tmp_path):
+    from gradkit.demo import _ensure_dataset
+
+    first = _ensure_dataset(tmp_path / "d", 3, 64, 0)
+    stamp = first.stat().st_mtime_ns
+    assert _ensure_dataset(tmp_path / "d", 3, 64, 0) == first and first.stat().st_mtime_ns == stamp   # reused
+    with pytest.raises(SystemExit, match="images=4 imgsz=64 seed=0"):
+        _ensure_dataset(tmp_path / "d", 4, 64, 0)
+    with pytest.raises(SystemExit, match="images must be >= 3"):                # a bad spec is not "holds files"
+        _ensure_dataset(tmp_path / "new", 2, 64, 0)

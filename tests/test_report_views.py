@@ -202,7 +202,9 @@ def test_epochs_without_validation_are_gaps_not_zeros(tmp_path):
     assert t["curves"]["metrics/mAP50(B)"] == [None, None, 0.54]
     assert t["curves"]["val/box_loss"] == [None, None, 1.1]
     assert t["curves"]["train/box_loss"] == [2.0, 1.5, 1.2]          # training losses are measured every epoch
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss,metrics/mAP50(B)\n1,inf,0\n2,nan,0\n3,1.2,0.54\n")
     (tmp_path / "args.yaml").write_text("val: true\nepochs: 3\n")
+    assert training_section(tmp_path)["curves"]["train/box_loss"] == [None, None, 1.2]   # a loss that blew up: gaps
     assert training_section(tmp_path)["curves"]["metrics/mAP50(B)"] == [0.0, 0.0, 0.54]   # validated: a real 0
 
 

@@ -113,9 +113,15 @@ def _synth(args: Sequence[str]) -> int:
     if not (isinstance(weights, list) and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)):
         raise SystemExit(f"gradkit synth: class_weights= takes a list of numbers such as [1,1,1,1], got {weights!r}")
     opts["class_weights"] = tuple(float(w) for w in weights)
+    from gradkit.data.output import OutputRefused
+
     try:
-        print(generate_dataset(out, SynthSpec(**opts)))
+        spec = SynthSpec(**opts)
     except ValueError as exc:
+        raise SystemExit(f"gradkit synth: {exc}") from None
+    try:
+        print(generate_dataset(out, spec))
+    except OutputRefused as exc:
         raise SystemExit(f"gradkit synth: {exc}") from None
     return 0
 
@@ -200,8 +206,8 @@ def _check_preview_args(opts: dict[str, Any]) -> None:
         return  # Ultralytics resolves it (or says what is missing) when the dataset is built
     try:
         places = dataset_places(data)
-    except ValueError as exc:
-        raise SystemExit(f"gradkit augment: {exc}") from None
+    except ValueError:  # a YAML only Ultralytics reads (list-valued splits, nc without names): it decides
+        return
     for label, place in places.items():
         if out == place.resolve() or out.is_relative_to(place.resolve()):
             raise SystemExit(f"gradkit augment: out={opts['out']} lies in the {label} {place}: the preview is never "
@@ -261,6 +267,7 @@ def _convert(args: Sequence[str]) -> int:
 
 def _check(args: Sequence[str]) -> int:
     from gradkit.data import check_dataset, fix_dataset, fix_output
+    from gradkit.data.output import OutputRefused
 
     fix = "--fix" in args
     o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None, "overwrite": False}, "check")
@@ -281,7 +288,7 @@ def _check(args: Sequence[str]) -> int:
     if fix:
         try:
             _print_fix(*fix_dataset(o["data"], o["out"], _overwrite(o, "check"), checked=result))
-        except ValueError as exc:  # out= refused once the check has run (overwrite=true of a foreign folder)
+        except OutputRefused as exc:  # out= refused once the check has run (overwrite=true of a foreign folder)
             raise SystemExit(f"gradkit check: {exc}") from None
     return 1 if result.errors else 0
 
@@ -552,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except SystemExit as exc:
-        if not isinstance(exc.code, str):  # an exit status chosen on purpose
+        if args[0] not in _OWN or not isinstance(exc.code, str):  # yolo's own exits, or a status chosen
             raise
         print(exc.code, file=sys.stderr)  # gradkit's own commands stop on a user's mistake with one line
         return 2

@@ -95,9 +95,15 @@ def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
         meta = (yaml.safe_load(data_yaml.read_text()) or {}).get("gradkit_synth", {})
         if meta.get("images") == images and meta.get("imgsz") == imgsz and meta.get("seed") == seed:
             return data_yaml
+    from gradkit.data.output import OutputRefused
+
     try:
-        return generate_dataset(data_dir, SynthSpec(images=images, imgsz=imgsz, seed=seed))
-    except ValueError:  # another dataset (or other files) there: never overwritten
+        spec = SynthSpec(images=images, imgsz=imgsz, seed=seed)
+    except ValueError as exc:
+        raise SystemExit(f"gradkit demo: {exc}") from None
+    try:
+        return generate_dataset(data_dir, spec)
+    except OutputRefused:  # another dataset (or other files) there: never overwritten
         raise SystemExit(f"gradkit demo: data_dir={data_dir} already holds files but not a dataset generated with "
                          f"images={images} imgsz={imgsz} seed={seed}; remove it or give another data_dir=") from None
 

@@ -272,7 +272,7 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
 def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
     """Write the plan (command, choices, fingerprint) to ``out`` and the gradkit configuration it
     refers to beside it (``<stem>.gradkit.yaml``). Refuses to write on or into any place of the dataset
-    (:func:`gradkit.data.check.dataset_places`: the YAML's folder, ``path:``, the split folders)."""
+    (:func:`gradkit.data.check.dataset_places`: the YAML, ``path:``, the split folders)."""
     import yaml
 
     from gradkit.data.check import dataset_places
@@ -323,6 +323,9 @@ def plan_command(args: list[str]) -> int:
     try:
         fp = fingerprint_dataset(opts["data"], split=opts["split"])
         plan = make_plan(fp, budget)
+    except ValueError as exc:
+        raise SystemExit(f"gradkit plan: {exc}") from None
+    try:
         out, cfg = write_plan(plan, fp, opts["out"])
     except ValueError as exc:
         raise SystemExit(f"gradkit plan: {exc}") from None

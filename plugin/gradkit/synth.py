@@ -252,15 +252,17 @@ def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tup
                        split_of: Callable[[int], str], names: Sequence[str], provenance: dict[str, Any],
                        progress: bool = False) -> Path:
     """Write ``images`` images, ``render(i) -> (image, YOLO labels)``, in YOLO layout; return ``data.yaml``.
-    ``out`` must be empty or new (ValueError otherwise).
+    ``out`` must be empty or new (:class:`gradkit.data.output.OutputRefused` otherwise).
 
     Layout: ``out/images/{train,val,test}/*.png``, ``out/labels/...``, ``out/data.yaml`` with an
     absolute ``path`` so Ultralytics resolves it from any working directory, the class ``names`` and
     ``provenance`` (how the set was generated). Shared by the three generated evaluation sets.
     """
+    from gradkit.data.output import OutputRefused
+
     root = Path(out).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ValueError(f"out={root} is not empty: a dataset is written into an empty or new folder, so that no "
+        raise OutputRefused(f"out={root} is not empty: a dataset is written into an empty or new folder, so that no "
                          "old image or label mixes with the new ones; remove it or choose another out=")
     for split in _SPLITS:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -98,9 +99,20 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
     if not isinstance(data["names"], list | dict):
         raise ValueError(f"{data_yaml}: names: takes a list or a mapping id -> name, got {data['names']!r}")
     for key in ("path", *SPLITS):
+        if isinstance(data.get(key), list):
+            raise ValueError(f"{data_yaml}: {key}: a list of folders; gradkit reads one folder (or file) per split")
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{data_yaml}: {key}: takes a folder or file path, got {data[key]!r}")
     return data
+
+
+def _int_like(value: Any) -> int | None:
+    """``nc`` as Ultralytics reads it: 4, 4.0 and "4" are 4; anything else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def _yaml_findings(data_yaml: Path, data: dict, names: dict[int, str]) -> list[Finding]:
@@ -110,12 +122,12 @@ def _yaml_findings(data_yaml: Path, data: dict, names: dict[int, str]) -> list[F
 
     found = []
     for key in ("train", "val"):
-        if not data.get(key):
+        if not data.get(key) and not (key == "val" and data.get("validation")):  # Ultralytics renames validation
             typo = difflib.get_close_matches(key, [k for k in data if isinstance(k, str)], n=1)
             hint = f"; is '{typo[0]}' meant to be '{key}'?" if typo else ""
             found.append(Finding("error", "dataset YAML", str(data_yaml), None,
                                  f"no '{key}' key: Ultralytics needs train and val{hint}"))
-    if "nc" in data and data["nc"] != len(names):
+    if "nc" in data and _int_like(data["nc"]) != len(names):
         found.append(Finding("error", "dataset YAML", str(data_yaml), None,
                              f"nc: {data['nc']} but {len(names)} name(s) in names:"))
     if sorted(names) != list(range(len(names))):
@@ -466,11 +478,12 @@ def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
 
 
 def dataset_places(data_yaml: str | Path) -> dict[str, Path]:
-    """Every place that holds the dataset: the YAML and its folder, the dataset root (``path:``), each
-    split's image and label folder. Nothing gradkit writes may land on or inside one of them."""
+    """Every place that holds the dataset: the YAML, the dataset root (``path:``; the YAML's folder
+    without it), each split's image and label folder. Nothing gradkit writes may land on or inside one
+    of them."""
     data_yaml = Path(data_yaml)
     dirs, _ = _split_dirs(data_yaml)
-    return {**_fix_sources(data_yaml, dirs), "dataset folder": data_yaml.parent}
+    return _fix_sources(data_yaml, dirs)
 
 
 def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:

@@ -13,13 +13,17 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-__all__ = ["MANIFEST", "OutputFolder"]
+__all__ = ["MANIFEST", "OutputFolder", "OutputRefused"]
 
 MANIFEST = ".gradkit-manifest.json"
 
 
-def _refuse(command: str, message: str) -> ValueError:
-    return ValueError(f"{message}; {command} refused, nothing was written")
+class OutputRefused(ValueError):
+    """An ``out=`` that would touch the sources or mix with files gradkit did not write: the user's to fix."""
+
+
+def _refuse(command: str, message: str) -> OutputRefused:
+    return OutputRefused(f"{message}; {command} refused, nothing was written")
 
 
 def _check_not_on_sources(out: Path, sources: dict[str, Path], command: str) -> None:

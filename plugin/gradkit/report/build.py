@@ -81,7 +81,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     rows = _read_csv(results)
 
     def col(name: str) -> list[float | None]:
-        return [float(r[name]) if r.get(name) not in (None, "", "nan") else None for r in rows]
+        values = [float(r[name]) if r.get(name) not in (None, "") else None for r in rows]
+        return [v if v is not None and math.isfinite(v) else None for v in values]  # an infinite loss: a gap
 
     curves = {k: col(k) for k in rows[0] if k != "epoch"} if rows else {}
     args = {}
