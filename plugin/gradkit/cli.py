@@ -193,7 +193,7 @@ def _check_preview_args(opts: dict[str, Any]) -> None:
     """n, imgsz and out= of ``gradkit augment``; out= never on or inside the dataset."""
     from pathlib import Path
 
-    from gradkit.data.check import dataset_places
+    from gradkit.data.check import dataset_place_of
 
     if opts["n"] < 1 or opts["imgsz"] < 32:
         raise SystemExit(f"gradkit augment: n= takes 1 or more samples and imgsz= 32 px or more, got "
@@ -205,13 +205,12 @@ def _check_preview_args(opts: dict[str, Any]) -> None:
     if not data.is_file():
         return  # Ultralytics resolves it (or says what is missing) when the dataset is built
     try:
-        places = dataset_places(data)
+        hit = dataset_place_of(out, data)
     except ValueError:  # a YAML only Ultralytics reads (list-valued splits, nc without names): it decides
         return
-    for label, place in places.items():
-        if out == place.resolve() or out.is_relative_to(place.resolve()):
-            raise SystemExit(f"gradkit augment: out={opts['out']} lies in the {label} {place}: the preview is never "
-                             "written among the dataset's files; choose another out=")
+    if hit is not None:
+        raise SystemExit(f"gradkit augment: out={opts['out']} lies in the {hit[0]} {hit[1]}: the preview is never "
+                         "written among the dataset's files; choose another out=")
 
 
 def _split_ratios(value) -> tuple[float, ...] | None:

@@ -275,18 +275,18 @@ def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path
     (:func:`gradkit.data.check.dataset_places`: the YAML, ``path:``, the split folders)."""
     import yaml
 
-    from gradkit.data.check import dataset_places
+    from gradkit.data.check import dataset_place_of
 
     out = Path(out).resolve()
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise ValueError(f"out={out}: the plan is YAML; give a .yaml path")
     cfg = out.with_name(out.stem + ".gradkit.yaml")
-    for label, place in dataset_places(fp.data).items():
-        place = place.resolve()
-        if any(f == place or f.is_relative_to(place) for f in (out, cfg)):
-            raise ValueError(f"out={out} would write {'over' if place in (out, cfg) else 'inside'} the {label} "
-                             f"{place}: choose another folder (the dataset's files are never written into or "
-                             "overwritten)")
+    for f in (out, cfg):
+        hit = dataset_place_of(f, fp.data)
+        if hit is not None:
+            label, place = hit
+            raise ValueError(f"out={out} would write {'over' if place == f else 'inside'} the {label} {place}: "
+                             "choose another folder (the dataset's files are never written into or overwritten)")
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text("# written by gradkit plan; each choice and its reason is in " + out.name + "\n"
                    + yaml.safe_dump(plan.gradkit, sort_keys=False))

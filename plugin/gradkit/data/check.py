@@ -486,6 +486,16 @@ def dataset_places(data_yaml: str | Path) -> dict[str, Path]:
     return _fix_sources(data_yaml, dirs)
 
 
+def dataset_place_of(path: Path, data_yaml: str | Path) -> tuple[str, Path] | None:
+    """(label, place) of the :func:`dataset_places` entry ``path`` is or lies inside; None if none."""
+    path = Path(path).resolve()
+    for label, place in dataset_places(data_yaml).items():
+        place = place.resolve()
+        if path == place or path.is_relative_to(place):
+            return label, place
+    return None
+
+
 def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Where ``fix_dataset`` would write (default: ``<dataset root>-fixed``); ``ValueError`` if refused:
     ``out`` resolves to, contains or lies inside the dataset or a split folder, or is not empty
