@@ -225,12 +225,6 @@ def _split_ratios(value) -> tuple[float, ...] | None:
     return ratios
 
 
-def _overwrite(opts: dict[str, Any], command: str) -> bool:
-    if not isinstance(opts["overwrite"], bool):
-        raise SystemExit(f"gradkit {command}: overwrite takes true or false, got {opts['overwrite']!r}")
-    return opts["overwrite"]
-
-
 def _convert(args: Sequence[str]) -> int:
     from gradkit.data import convert_coco, convert_voc
 
@@ -256,7 +250,7 @@ def _convert(args: Sequence[str]) -> int:
     if ratios:  # otherwise the converter's own default split
         inputs["split"] = ratios
     try:
-        path, report = convert(**inputs, seed=int(o["seed"]), overwrite=_overwrite(o, f"convert {args[0]}"))
+        path, report = convert(**inputs, seed=int(o["seed"]), overwrite=o["overwrite"])
     except ValueError as exc:
         raise SystemExit(f"gradkit convert {args[0]}: {exc}") from None
     print(report.summary())
@@ -277,7 +271,7 @@ def _check(args: Sequence[str]) -> int:
                          "(gradkit check data=DATA.yaml --fix out=DIR)")
     try:
         if fix:  # refuse a bad out= before the long check
-            fix_output(o["data"], o["out"], _overwrite(o, "check"))
+            fix_output(o["data"], o["out"], o["overwrite"])
         result = check_dataset(o["data"])
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gradkit check: {exc}") from None
@@ -286,7 +280,7 @@ def _check(args: Sequence[str]) -> int:
     print(result.summary())
     if fix:
         try:
-            _print_fix(*fix_dataset(o["data"], o["out"], _overwrite(o, "check"), checked=result))
+            _print_fix(*fix_dataset(o["data"], o["out"], o["overwrite"], checked=result))
         except OutputRefused as exc:  # out= refused once the check has run (overwrite=true of a foreign folder)
             raise SystemExit(f"gradkit check: {exc}") from None
     return 1 if result.errors else 0
