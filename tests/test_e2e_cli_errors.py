@@ -152,8 +152,11 @@ def test_train_and_convert_help(tmp_path):
 def test_ctrl_c_names_last_pt_and_the_resume_command_that_works(tiny_data, tmp_path):
     args = ["train", *TRAIN, "epochs=6", f"data={tiny_data}", f"project={tmp_path}", "name=r"]
     env = {**os.environ, "YOLO_OFFLINE": "1"}
+    # A shell without job control starts background jobs with SIGINT ignored (POSIX), and the child
+    # would inherit that and train on: as in a terminal, Ctrl-C must reach the trainer
     proc = subprocess.Popen([GRADKIT, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / "r" / "weights" / "last.pt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
