@@ -173,3 +173,36 @@ def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
     _edit(run, change)
     proc = _rebuild(run)
     assert proc.returncode == 2 and f"'{key}'" in proc.stderr and not (run / "report.html").exists(), proc.stderr
+
+
+def _curves_of(run: Path) -> dict[str, str]:
+    """Ultralytics writes its curves into the folder the report goes to (the validator's save_dir)."""
+    return {"PR": str(png(run / "BoxPR_curve.png", 11)), "F1": str(png(run / "BoxF1_curve.png", 22))}
+
+
+def _embedded(page: str, *files: Path) -> bool:
+    return all(base64.b64encode(f.read_bytes()).decode() in page for f in files)
+
+
+def test_a_run_folder_moved_elsewhere_keeps_its_curves_when_rebuilt(tmp_path):
+    first = tmp_path / "first" / "val"
+    evaluation = hand_made_evaluation(tmp_path / "data")
+    evaluation.plots = _curves_of(first)
+    write_report(build_report(evaluation), first)
+    moved = tmp_path / "shared" / "val"
+    shutil.copytree(first, moved)
+    shutil.rmtree(tmp_path / "first")
+    (moved / "report.html").unlink()
+    assert _rebuild(moved).returncode == 0
+    assert _embedded((moved / "report.html").read_text(), moved / "BoxPR_curve.png", moved / "BoxF1_curve.png")
+
+
+def test_a_report_of_an_earlier_release_with_absolute_curve_paths_finds_them_beside_it(run, tmp_path):
+    curves = _curves_of(run)
+    elsewhere = tmp_path / "the-run-before-it-was-copied"
+
+    def change(r):  # what earlier releases wrote: the validator's absolute paths, from before the copy
+        r["plots"] = {k: str(elsewhere / Path(v).name) for k, v in curves.items()}
+    _edit(run, change)
+    assert _rebuild(run).returncode == 0
+    assert _embedded((run / "report.html").read_text(), *map(Path, curves.values()))

@@ -229,6 +229,14 @@ def copy_gallery_images(report: dict[str, Any], out_dir: Path) -> None:
         entry["copy"] = f"{GALLERY_DIR}/{k:02d}.png"
 
 
+def plots_relative_to(plots: dict[str, str], out_dir: Path) -> dict[str, str]:
+    """Name the curves Ultralytics wrote into ``out_dir`` relative to it: a run folder copied or moved elsewhere
+    still embeds them when rebuilt (a rebuilt report embeds only files inside its directory)."""
+    inside = out_dir.resolve()
+    return {k: Path(v).resolve().relative_to(inside).as_posix() if Path(v).resolve().is_relative_to(inside) else v
+            for k, v in plots.items()}
+
+
 def write_report(report: dict[str, Any], out_dir: Path, *, from_file: bool = False) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and the self-contained ``report.html``.
 
@@ -242,6 +250,7 @@ def write_report(report: dict[str, Any], out_dir: Path, *, from_file: bool = Fal
     roots = [out_dir]
     if not from_file:
         copy_gallery_images(report, out_dir)
+        report["plots"] = plots_relative_to(report.get("plots") or {}, out_dir)
         if report.get("training"):
             roots.append(Path(report["training"]["run_dir"]))
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}

@@ -104,6 +104,14 @@ def allowed_file(path: str | None, roots: Sequence[Path]) -> Path | None:
     return p if head.startswith(_IMAGE_MAGIC) else None
 
 
+def _beside_report(path: str | None, roots: Sequence[Path]) -> str | None:
+    """Earlier releases named the curves by absolute path: after the run folder was copied, the file of that
+    name beside the report (inside it, so as safe to embed) is the curve."""
+    if path and Path(path).is_absolute() and roots and allowed_file(path, roots) is None:
+        return Path(path).name
+    return path
+
+
 def _file_img(path: str | None, alt: str, roots: Sequence[Path]) -> str:
     p = allowed_file(path, roots)
     if p is None:
@@ -518,7 +526,7 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
                      "matrix at its own thresholds (confidence 0.25, IoU 0.45), not the operating point; its "
                      "background column counts detections matching no object.</p>")
         parts.append(_table(["predicted \\ true", *labels], rows))
-    plots = r.get("plots") or {}
+    plots = {k: _beside_report(v, roots) for k, v in (r.get("plots") or {}).items()}
     if plots:
         parts.append('<h3>Ultralytics curves (every confidence)</h3><div class="panels wide">' + "".join(
             _file_img(plots.get(x), f"{x} curve", roots) for x in ("PR", "F1")) + "</div>")
