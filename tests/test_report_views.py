@@ -221,3 +221,13 @@ def test_settings_say_how_many_of_the_planned_epochs_ran(tmp_path):
     (tmp_path / "args.yaml").write_text("epochs: 30\nmodel: yolo26n.yaml\n")
     r["training"] = training_section(tmp_path)
     assert "2 of 30" in _settings(r)                                   # stopped early
+
+
+def test_the_title_names_the_dataset_by_its_folder_as_well_as_its_yaml(tmp_path):
+    # every dataset's YAML tends to be called data.yaml: "best.pt on data" says nothing
+    evaluation = hand_made_evaluation(tmp_path / "img")
+    evaluation.data = str(tmp_path / "steel-line-3" / "data.yaml")
+    report = build_report(evaluation)
+    heading = re.search(r"<h1>(.*?)</h1>", render_html(report, [tmp_path])).group(1)
+    assert heading.startswith("best.pt on steel-line-3/data.yaml / val"), heading
+    assert render_markdown(report).splitlines()[0].startswith("# best.pt on steel-line-3/data.yaml / val")

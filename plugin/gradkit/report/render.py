@@ -136,7 +136,8 @@ def _table(headers: list[str] | None, rows: list[list], left: int = 1) -> str:
 
 # ---------------------------------------------------------------------------------------------- verdict
 def _title(r: dict[str, Any]) -> str:
-    return (f"{Path(str(r['model'])).name} on {Path(str(r['data'])).stem} / {r['split']}"
+    data = Path(str(r["data"]))  # its folder too: most datasets' YAMLs are called data.yaml
+    return (f"{Path(str(r['model'])).name} on {Path(data.parent.name, data.name).as_posix()} / {r['split']}"
             f" — run {r.get('run') or Path(str(r['model'])).parent.parent.name or 'n/a'}")
 
 
