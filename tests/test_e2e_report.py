@@ -53,6 +53,21 @@ def test_training_report_numbers_equal_the_validator(trained, tiny_data):
     assert set(report) >= {"headline", "per_class", "coco", "size_buckets", "errors", "training", "versions"}
 
 
+def test_the_report_names_the_optimizer_that_optimizer_auto_chose(trained, tiny_data):
+    import yaml
+
+    _, run = trained
+    assert yaml.safe_load((run / "args.yaml").read_text())["optimizer"] == "auto"  # what args.yaml says
+    nc = len(yaml.safe_load(tiny_data.read_text())["names"])
+    # Ultralytics 8.4's rule for a short run (trainer.build_optimizer): AdamW at lr 0.002 * 5 / (4 + nc)
+    expected = {"name": "AdamW", "lrs": [round(0.002 * 5 / (4 + nc), 6)]}
+    assert json.loads((run / "gradkit_summary.json").read_text())["optimizer"] == expected
+    assert json.loads((run / "report.json").read_text())["training"]["optimizer_used"] == expected
+    page = (run / "report.html").read_text()
+    assert f"<td>optimizer</td><td>AdamW (optimizer=auto)</td>" in page.replace(' class="l"', "")
+    assert f"<td>lr0</td><td>{expected['lrs'][0]:g} (optimizer=auto chose it" in page.replace(' class="l"', "")
+
+
 def test_gradkit_val_writes_report_and_report_command_rebuilds_and_compares(trained, tiny_data, tmp_path):
     _, run = trained
     env = {**os.environ, "YOLO_OFFLINE": "1"}

@@ -229,7 +229,8 @@ def _settings(r: dict[str, Any]) -> str:
             ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"))))
-    rows += [(k, args.get(k)) for k in ("imgsz", "batch", "optimizer", "lr0") if args.get(k) is not None]
+    rows += [(k, args.get(k)) for k in ("imgsz", "batch") if args.get(k) is not None]
+    rows += _optimizer_rows(args, t.get("optimizer_used"))
     if t.get("optimizer_steps") is not None:
         rows.append(("optimizer steps", t["optimizer_steps"]))
     if cfg:
@@ -237,6 +238,15 @@ def _settings(r: dict[str, Any]) -> str:
                  ("copy-paste p", (aug.get("copy_paste") or {}).get("p"))]
     rows += [("seed", t.get("seed")), ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items()))]
     return _table(None, [[_e(k), _e(v)] for k, v in rows if v is not None], left=2)
+
+
+def _optimizer_rows(args: dict[str, Any], used: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The optimizer and lr0 that ran; args.yaml keeps "auto" and the lr0 it ignored."""
+    if not used or args.get("optimizer") != "auto":
+        return [(k, args.get(k)) for k in ("optimizer", "lr0") if args.get(k) is not None]
+    lrs = ", ".join(f"{lr:g}" for lr in used["lrs"])
+    return [("optimizer", f"{used['name']} (optimizer=auto)"),
+            ("lr0", f"{lrs} (optimizer=auto chose it; lr0={args.get('lr0')} was not used)")]
 
 
 # ------------------------------------------------------------------------------------------- inspection

@@ -121,6 +121,11 @@ class NoiseScale(_Open):
     reading: str = ""
 
 
+class OptimizerUsed(_Open):
+    name: str
+    lrs: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+
 class Training(_Open):
     run_dir: str
     epochs: list[int]
@@ -133,6 +138,7 @@ class Training(_Open):
     inactive_rules: dict[str, int] = {}
     inactive_rules_message: str = ""
     noise_scale: NoiseScale | None = None
+    optimizer_used: OptimizerUsed | None = None
 
 
 class EvaluationReport(_Open):

@@ -39,6 +39,15 @@ def _rank() -> int:
     return int(os.getenv("RANK", -1))
 
 
+def optimizer_used(optimizer) -> dict[str, Any] | None:
+    """The optimizer that ran and its starting learning rates: with ``optimizer=auto`` Ultralytics chooses both
+    after args.yaml is written (which keeps "auto" and the ignored ``lr0``)."""
+    if optimizer is None:
+        return None
+    lrs = {float(g.get("initial_lr", g.get("lr"))) for g in optimizer.param_groups}
+    return {"name": type(optimizer).__name__, "lrs": sorted(round(lr, 8) for lr in lrs)}
+
+
 def _is_main() -> bool:
     return _rank() in {-1, 0}
 
@@ -281,6 +290,7 @@ class GradkitCallback:
                 "optimizer_steps": self.step,
                 "alerts": self.alert_count,
                 "clip_mode": self.cfg.clip.mode,
+                "optimizer": optimizer_used(trainer.optimizer),
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
