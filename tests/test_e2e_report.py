@@ -64,7 +64,7 @@ def test_the_report_names_the_optimizer_that_optimizer_auto_chose(trained, tiny_
     assert json.loads((run / "gradkit_summary.json").read_text())["optimizer"] == expected
     assert json.loads((run / "report.json").read_text())["training"]["optimizer_used"] == expected
     page = (run / "report.html").read_text()
-    assert f"<td>optimizer</td><td>AdamW (optimizer=auto)</td>" in page.replace(' class="l"', "")
+    assert "<td>optimizer</td><td>AdamW (optimizer=auto)</td>" in page.replace(' class="l"', "")
     assert f"<td>lr0</td><td>{expected['lrs'][0]:g} (optimizer=auto chose it" in page.replace(' class="l"', "")
 
 
