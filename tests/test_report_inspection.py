@@ -49,6 +49,20 @@ def test_escape_and_false_reject_rates_on_a_hand_made_line():
     assert (pit["tp"], pit["fp"], pit["precision"], pit["recall"], pit["f1"]) == (0, 1, 0.0, None, None)
 
 
+def test_each_class_says_how_many_parts_with_it_were_shipped():
+    # a part is rejected by any prediction over its class's threshold, the right box or not: an inspector
+    # asks "of the parts with a crack, how many went out?", which object-level recall does not answer
+    gts = [_gt(0, 0), _gt(0, 1, x=0.6), _gt(1, 1), _gt(2, 1), _gt(3, 0)]
+    preds = [_pred(0, 0, 0.9),                # part 0 (scratch and pit): rejected by the scratch
+             _pred(1, 0, 0.8, x=0.7, y=0.7),  # part 1 (pit): rejected, by a wrong-class box elsewhere
+             _pred(2, 1, 0.3)]                # part 2 (pit): below the threshold: shipped; part 3: nothing
+    k = inspection_kpis(gts, preds, list(range(5)), NAMES, conf=0.5)
+    scratch, pit = k["per_class"]
+    assert (scratch["parts"], scratch["shipped_parts"]) == (2, 1)  # parts 0, 3; 3 shipped
+    assert (pit["parts"], pit["shipped_parts"]) == (3, 1)          # parts 0, 1, 2; 2 shipped
+    assert k["escaped_images"] == 2  # the same parts 2 and 3, counted once each
+
+
 def test_max_f1_threshold_on_a_hand_made_class():
     # scores 0.9 TP, 0.8 FP, 0.7 TP, 0.6 TP, 0.5 FP, 0.4 FP; 4 objects (one never found)
     gts = [_gt(i, 0) for i in range(4)]
@@ -100,7 +114,9 @@ def _naive(gts, preds, images, thr):
                 fp += 1
     defective = {g.image for g in gts}
     free = set(images) - defective
-    return {"tp": tp, "fp": fp, "escape": len(defective - rejected) / len(defective),
+    shipped = {c: (len({g.image for g in gts if g.cls == c}), len({g.image for g in gts if g.cls == c} - rejected))
+               for c in NAMES}
+    return {"tp": tp, "fp": fp, "escape": len(defective - rejected) / len(defective), "shipped": shipped,
             "false_reject": len(free & rejected) / len(free), "no_tp": len(defective - found_imgs)}
 
 
@@ -128,6 +144,7 @@ def test_kpis_and_thresholds_agree_with_a_naive_reference(seed):
     assert k["escape_rate"] == pytest.approx(ref["escape"])
     assert k["false_reject_rate"] == pytest.approx(ref["false_reject"])
     assert k["defective_images_without_true_positive"] == ref["no_tp"]
+    assert {c: (row["parts"], row["shipped_parts"]) for c, row in enumerate(k["per_class"])} == ref["shipped"]
     for c in (0, 1):  # the chosen threshold gives the best F1 of every candidate threshold
         n_gt = sum(g.cls == c for g in gts)
 

@@ -168,6 +168,7 @@ def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
     ("headline.mAP50", lambda r: r["headline"].__setitem__("mAP50", float("nan"))),
     ("inspection.escaped_images", lambda r: r["inspection"].__setitem__("escaped_images", -1)),
     ("schema_version", lambda r: r.__setitem__("schema_version", 99)),
+    ("inspection.per_class.0", lambda r: r["inspection"]["per_class"][0].__setitem__("shipped_parts", 9)),
 ])
 def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
     _edit(run, change)

@@ -231,3 +231,15 @@ def test_the_title_names_the_dataset_by_its_folder_as_well_as_its_yaml(tmp_path)
     heading = re.search(r"<h1>(.*?)</h1>", render_html(report, [tmp_path])).group(1)
     assert heading.startswith("best.pt on steel-line-3/data.yaml / val"), heading
     assert render_markdown(report).splitlines()[0].startswith("# best.pt on steel-line-3/data.yaml / val")
+
+
+def test_the_inspection_table_says_how_many_parts_with_each_class_were_shipped(tmp_path):
+    # hand_made_evaluation at confidence 0.5: scratches on images 0-3; image 0 found, image 1 rejected by a
+    # box elsewhere, image 2's only box scores 0.3, image 3 has none: 2 of the 4 scratched parts ship
+    report = build_report(hand_made_evaluation(tmp_path / "img"))
+    section = render_html(report, [tmp_path]).split('id="operating-point"')[1].split("</table>")[0]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", section)]
+    assert {r[0]: r[-1] for r in rows if r} == {"scratch": "2 of 4", "pit": "–"}  # no pit in this split
+    assert "| scratch | 0.500 | 4 | 1 | 2 | 3 |" in render_markdown(report)
+    assert next(ln for ln in render_markdown(report).splitlines() if ln.startswith("| scratch | 0.500")).endswith(
+        "| 2 of 4 |")

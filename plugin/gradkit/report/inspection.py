@@ -129,14 +129,17 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _per_class(m: Matching, fires: np.ndarray, found: np.ndarray, c: int, name: str, thr: float) -> dict[str, Any]:
+def _per_class(m: Matching, fires: np.ndarray, rejected: set[int], c: int, name: str, thr: float) -> dict[str, Any]:
+    """Object-level counts at the class's threshold, and the parts (images) holding the class that no
+    prediction rejected: what an inspector asks of a defect class."""
     tp = int((fires & m.pred_tp & (m.preds.cls == c)).sum())
     fp = int((fires & ~m.pred_tp & (m.preds.cls == c)).sum())
     n_gt = int((m.gts.cls == c).sum())
     p, r = _ratio(tp, tp + fp), _ratio(tp, n_gt)
     f1 = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+    parts = set(m.gts.image[m.gts.cls == c].tolist())
     return {"name": name, "threshold": thr, "objects": n_gt, "tp": tp, "fp": fp, "fn": n_gt - tp,
-            "precision": p, "recall": r, "f1": f1}
+            "precision": p, "recall": r, "f1": f1, "parts": len(parts), "shipped_parts": len(parts - rejected)}
 
 
 def _missed_by_size(m: Matching, found: np.ndarray, names: dict[int, str]) -> list[dict[str, Any]]:
@@ -188,6 +191,6 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
         "false_reject_rate": _ratio(len(defect_free & rejected), len(defect_free)),
         "false_positives": n_fp,
         "fp_per_image": _ratio(n_fp, len(set(images))),
-        "per_class": [_per_class(m, fires, found, c, names[c], chosen[c]) for c in classes],
+        "per_class": [_per_class(m, fires, rejected, c, names[c], chosen[c]) for c in classes],
         "missed_by_class_and_size": _missed_by_size(m, found, {c: names[c] for c in classes}),
     }

@@ -250,6 +250,16 @@ def _optimizer_rows(args: dict[str, Any], used: dict[str, Any] | None) -> list[t
 
 
 # ------------------------------------------------------------------------------------------- inspection
+#: The per-class table of the inspection section, in the page and in the Markdown summary.
+INSPECTION_COLUMNS = ["class", "threshold", "objects", "TP", "FP", "FN", "P", "R", "F1", "parts with it shipped"]
+
+
+def _shipped(c: dict[str, Any]) -> str:
+    """Parts holding the class that no prediction rejected ("–" when none hold it, and in reports written
+    before gradkit counted them)."""
+    return f"{c['shipped_parts']} of {c['parts']}" if c.get("parts") else "–"
+
+
 def _inspection(k: dict[str, Any]) -> str:
     cards = [("escape rate", _pct(k["escape_rate"]), f"{k['escaped_images']} of {k['defective_images']} "
               "defective images not rejected"),
@@ -263,8 +273,8 @@ def _inspection(k: dict[str, Any]) -> str:
                                              f"<b>{_e(v)}</b><small>{_e(sub)}</small></div>"
                                              for name, v, sub in cards) + "</div>"]
     rows = [[_e(c["name"]), _num(c["threshold"]), _num(c["objects"]), _num(c["tp"]), _num(c["fp"]), _num(c["fn"]),
-             _num(c["precision"]), _num(c["recall"]), _num(c["f1"])] for c in k["per_class"]]
-    parts.append(_table(["class", "threshold", "objects", "TP", "FP", "FN", "P", "R", "F1"], rows))
+             _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), _e(_shipped(c))] for c in k["per_class"]]
+    parts.append(_table(INSPECTION_COLUMNS, rows))
     parts.append(f'<p class="note">At the operating point, IoU ≥ {_num(k["match_iou"], 2)} with an object of '
                  f"the same class, each object found once (greedy in descending score). "
                  f"{k['defective_images_without_true_positive']} defective images have no true positive "
@@ -708,10 +718,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     k = report.get("inspection")
     if k:
         lines += ["", f"Operating point: {_md_text(_operating_point(k))}", "",
-                  "| class | threshold | objects | TP | FP | FN | P | R | F1 |", "|---" * 9 + "|"]
+                  "| " + " | ".join(INSPECTION_COLUMNS) + " |", "|---" * len(INSPECTION_COLUMNS) + "|"]
         lines += [f"| {_md_text(c['name'])} | {c['threshold']:.3f} | {c['objects']} | {c['tp']} | {c['fp']} | "
-                  f"{c['fn']} | {_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['f1'])} |"
-                  for c in k["per_class"]]
+                  f"{c['fn']} | {_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['f1'])} | "
+                  f"{_shipped(c)} |" for c in k["per_class"]]
     lines += ["", f"**mAP50 {_md_num(h.get('mAP50'))}**, mAP50-95 {_md_num(h.get('mAP50-95'))} (all confidences); "
               f"Ultralytics' P {_md_num(h.get('precision'))}, R {_md_num(h.get('recall'))} at its max-mean-F1 "
               f"confidence — {report['images']} images, {report['instances']} instances, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 
@@ -79,6 +79,14 @@ class InspectionClass(_Open):
     precision: Share = None
     recall: Share = None
     f1: Share = None
+    parts: Count = 0
+    shipped_parts: Count = 0
+
+    @model_validator(mode="after")
+    def _shipped_within_parts(self):
+        if self.shipped_parts > self.parts:
+            raise ValueError(f"shipped_parts {self.shipped_parts} exceeds parts {self.parts}")
+        return self
 
 
 class MissedBySize(_Open):
