@@ -52,7 +52,8 @@ last weights are scored, so ``val`` takes no part in training or model selection
 3x the images of ``test`` alone, which matters for small sets). Prints mean ± std over seeds of
 mAP50-95, mAP50 and per-class AP50, ratios against stock, and the inspection KPIs of gradkit's
 evaluation report on the same images (escape rate: defective images not rejected; false-reject rate:
-defect-free images rejected; at the report's operating point). Each run's score is kept in its run
+defect-free images rejected; at the report's operating point), and per class the share of the parts
+holding it that were shipped. Each run's score is kept in its run
 folder (``score.json``) and reused when the script is run again with the same ``--out``, so an
 interrupted comparison continues (a score kept before the KPIs were gets them from its weights,
 without training); results also go to ``--out/results.json`` after every run.
@@ -136,7 +137,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     weights = run_dir / "weights" / "last.pt"
     if score_file.exists():
         score = _reused(score_file, recipe)
-        if KPIS[0] not in score and weights.is_file():  # scored before the KPIs were: add them, no training
+        if not {KPIS[0], SHIPPED} <= score.keys() and weights.is_file():  # scored before they were kept: no training
             score.update(_scored(weights, held_out, train["imgsz"], device, run_dir)[1])
             score_file.write_text(json.dumps(score))
         return score
@@ -163,6 +164,9 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
 
 #: The inspection KPIs of gradkit's evaluation report kept per run (``report.json``'s ``inspection``).
 KPIS = ("escape_rate", "false_reject_rate")
+#: Per class, the share of held-out parts (images) holding it that nothing rejected (the report's
+#: ``parts with it shipped``): whether a thin class with a low AP is still caught at the part level.
+SHIPPED = "shipped_share"
 
 
 def _scored(weights: Path, held_out: Path, imgsz: int, device: str, run_dir: Path):
@@ -178,7 +182,8 @@ def _scored(weights: Path, held_out: Path, imgsz: int, device: str, run_dir: Pat
     yolo.add_callback("on_val_end", lambda validator: report.update(build_report(collect_validation(validator))))
     metrics = yolo.val(data=str(held_out), split="test", imgsz=imgsz, batch=16, device=device, plots=False,
                        verbose=False, project=str(run_dir.parent), name=run_dir.name + "-test", exist_ok=True)
-    return metrics, {k: report["inspection"][k] for k in KPIS}
+    shipped = {c["name"]: c["shipped_parts"] / c["parts"] for c in report["inspection"]["per_class"] if c["parts"]}
+    return metrics, {**{k: report["inspection"][k] for k in KPIS}, SHIPPED: shipped}
 
 
 def _reused(score_file: Path, recipe: dict) -> dict:
@@ -343,6 +348,11 @@ def print_tables(results: dict) -> None:
             print(f"| {recipe} | {_ms(m)} | {ratio} | {_ms([r['mAP50'] for r in runs])} | {per} | {kpis} | "
                   f"{statistics.mean(r['train_s'] for r in runs):.0f} | "
                   f"{statistics.mean(r['epochs_done'] for r in runs):.0f} |")
+        print(f"\nShare of the held-out parts holding each class that were shipped ({name}; lower is better):\n")
+        print("| recipe | " + " | ".join(classes) + " |\n|---|" + "---|" * len(classes))
+        for recipe, runs in rows.items():
+            print(f"| {recipe} | " + " | ".join(_kpi([(r.get(SHIPPED) or {}).get(c) for r in runs]) for c in classes)
+                  + " |")
 
 
 def main() -> None:
