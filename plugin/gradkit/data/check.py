@@ -22,6 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
+from gradkit.data.orientation import read_upright
 
 __all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
@@ -514,7 +515,7 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
 def _rescale_16bit(src: Path, dst: Path) -> str:
     import cv2
 
-    raw = cv2.imread(str(src), cv2.IMREAD_UNCHANGED).astype(np.float32)
+    raw = read_upright(src).astype(np.float32)  # the copy carries no EXIF: its pixels must be upright
     lo, hi = np.percentile(raw, [0.1, 99.9])
     cv2.imwrite(str(dst), np.clip((raw - lo) / max(hi - lo, 1) * 255, 0, 255).astype(np.uint8))
     return f"16-bit values {lo:.0f}-{hi:.0f} stretched to 0-255"

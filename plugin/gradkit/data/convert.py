@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from tqdm import tqdm
 
+from gradkit.data.orientation import upright_size
 from gradkit.data.output import OutputFolder
 
 __all__ = ["IMAGE_SUFFIXES", "ConversionReport", "ImageRecord", "UnusableImage", "convert_coco", "convert_voc",
@@ -94,7 +95,8 @@ def _os_problem(path: Path, exc: OSError) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the file header; pixels are never decoded, so memory stays bounded.
+    """Width and height as shown (after the EXIF orientation), from the file header; pixels are never
+    decoded, so memory stays bounded.
 
     Raises ``UnusableImage`` for a link loop, a dangling link, a non-image, or more pixels than PIL's
     ``Image.MAX_IMAGE_PIXELS`` (decoding such a file takes gigabytes).
@@ -105,7 +107,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, with the size
             with Image.open(path) as im:
-                width, height = im.size
+                width, height = upright_size(im)  # as annotators and Ultralytics see it
     except Image.DecompressionBombError as exc:
         raise UnusableImage(f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:

@@ -20,6 +20,7 @@ import numpy as np
 
 from gradkit.data.check import CheckResult, _check_labels, _label_path, _split_dirs
 from gradkit.data.convert import IMAGE_SUFFIXES
+from gradkit.data.orientation import read_upright
 from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
 
 __all__ = ["THIN_MAX_FILL", "THIN_WIDTH_PX", "Fingerprint", "fingerprint_dataset", "stroke_width"]
@@ -248,7 +249,7 @@ def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
     """Gray image (8-bit scale), channel count, bit depth and whether the colour channels are equal."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_upright(path)  # labels describe the EXIF-upright image
     if img is None:
         return None
     depth = 16 if img.dtype == np.uint16 else 8

@@ -82,12 +82,14 @@ def _collect(validator) -> EvalData:
     by_file: dict[str, int] = {}
     from PIL import Image
 
+    from gradkit.data.orientation import upright_size
+
     for i, lab in enumerate(dataset.labels):
         if "shape" in lab:  # rectangular validation pops it
             h, w = (int(v) for v in lab["shape"])
         else:
             with Image.open(lab["im_file"]) as im:  # reads the header only
-                w, h = im.size
+                w, h = upright_size(im)  # Ultralytics loads (and labels describe) the EXIF-upright image
         images.append(i)
         files[i] = lab["im_file"]
         sizes[i] = (w, h)

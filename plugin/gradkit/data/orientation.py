@@ -1,0 +1,59 @@
+"""Images as Ultralytics sees them: upright, after the EXIF orientation a phone or camera stored.
+
+OpenCV's ``imread`` (and so Ultralytics' loader) applies the EXIF orientation tag, and annotation tools
+draw on the upright image; PIL's ``Image.size`` and OpenCV's ``IMREAD_UNCHANGED`` (needed for 16-bit
+depth and alpha) ignore it. Every size or pixel gradkit measures against labels goes through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["EXIF_ORIENTATION", "exif_orientation", "read_upright", "upright", "upright_size"]
+
+#: The EXIF tag that says how the stored pixels are turned (1: as stored; 2-8: flipped and/or rotated).
+EXIF_ORIENTATION = 0x0112
+#: Orientations whose upright image is the stored one transposed: width and height swap.
+_TRANSPOSED = {5, 6, 7, 8}
+
+
+def exif_orientation(im) -> int:
+    """The EXIF orientation of an open PIL image; 1 when it has none or an unreadable one."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):  # a malformed EXIF block: shown as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_size(im) -> tuple[int, int]:
+    """(width, height) of an open PIL image as shown, after its EXIF orientation."""
+    w, h = im.size
+    return (h, w) if exif_orientation(im) in _TRANSPOSED else (w, h)
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels ``img`` (rows, columns, ...) turned as EXIF ``orientation`` says (TIFF/EXIF 2.3)."""
+    if orientation in (2, 4, 5, 7):  # the mirrored ones: mirror first, then turn as 1, 3, 8, 6
+        img = img[:, ::-1]
+        orientation = {2: 1, 4: 3, 5: 8, 7: 6}[orientation]
+    turns = {1: 0, 3: 2, 6: 3, 8: 1}[orientation]  # np.rot90 turns counter-clockwise; 6 is clockwise
+    return np.ascontiguousarray(np.rot90(img, turns))
+
+
+def read_upright(path: str | Path) -> np.ndarray | None:
+    """All channels and the full bit depth (``IMREAD_UNCHANGED``), turned upright; None when unreadable."""
+    import cv2
+    from PIL import Image
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    try:
+        with Image.open(path) as im:
+            orientation = exif_orientation(im)
+    except (OSError, ValueError, SyntaxError):  # OpenCV read what PIL cannot identify: no EXIF to apply
+        orientation = 1
+    return img if orientation == 1 else upright(img, orientation)
