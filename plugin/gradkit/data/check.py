@@ -285,26 +285,62 @@ def label_values(parts: list[str]) -> tuple[int, float, float, float, float] | t
     return int(c), x, y, w, h
 
 
+#: Ultralytics reads a label file holding any line longer than this as polygons (class x1 y1 x2 y2 ...).
+POLYGON_OVER_FIELDS = 6
+
+
+def polygon_box(parts: list[str]) -> tuple[list[str] | None, str]:
+    """The fields ``class x y w h`` Ultralytics makes of a polygon line (the box around its points), or None
+    and why it cannot read the line."""
+    coords = parts[1:]
+    if len(coords) % 2:
+        return None, f"{len(parts)} fields: a polygon is a class and x y pairs"
+    try:
+        xs, ys = [float(v) for v in coords[0::2]], [float(v) for v in coords[1::2]]
+    except ValueError:
+        return None, "polygon coordinates are not numbers"
+    if not all(math.isfinite(v) for v in xs + ys):
+        return None, "a polygon coordinate is not finite"
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    return [parts[0], *(f"{v:.6f}" for v in ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0))], ""
+
+
+def label_lines(path: Path, errors: str = "strict") -> list[tuple[int, str, list[str]]]:
+    """(line number, text, fields) of each non-blank line, read as Ultralytics reads it (UTF-8, a byte-order
+    mark allowed). Raises UnicodeDecodeError unless ``errors="replace"``."""
+    text = path.read_text(encoding="utf-8-sig", errors=errors)
+    return [(n, raw.strip(), raw.split()) for n, raw in enumerate(text.splitlines(), start=1) if raw.strip()]
+
+
+def _box_fields(parts: list[str], polygons: bool) -> tuple[list[str] | None, str]:
+    """The five box fields of a line in a file that holds polygons (``polygons``) or boxes, or None and why."""
+    if len(parts) > POLYGON_OVER_FIELDS:
+        return polygon_box(parts)
+    if len(parts) == 5 and polygons:
+        return None, ("a box line in a file of polygon lines: Ultralytics skips the whole image (it reads "
+                      "every line as a polygon); --fix keeps both as boxes")
+    if len(parts) != 5:
+        return None, f"{len(parts)} fields, expected 5 (class x y w h)"
+    return parts, ""
+
+
 def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tuple[int, list[float]]]:
     good = []
     seen = set()
     try:
-        text = path.read_text()
+        lines = label_lines(path)
     except UnicodeDecodeError as exc:
         res.findings.append(Finding("error", "encoding", str(path), None,
                                     f"not UTF-8 text ({exc.reason} at byte {exc.start}); Ultralytics cannot read it"))
         return good
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.split()
+    polygons = any(len(parts) > POLYGON_OVER_FIELDS for _, _, parts in lines)
+    for n, line, parts in lines:
         where = str(path)
-        if len(parts) != 5:
-            res.findings.append(Finding("error", "label format", where, n, f"{len(parts)} fields, expected "
-                                        "5 (class x y w h)"))
+        fields, why = _box_fields(parts, polygons)
+        if fields is None:
+            res.findings.append(Finding("error", "label format", where, n, why))
             continue
-        values = label_values(parts)
+        values = label_values(fields)
         if len(values) == 2:
             res.findings.append(Finding("error", values[0], where, n, f"{line!r}: {values[1]}"))
             continue
@@ -419,10 +455,15 @@ _EDGE_TOLERANCE = 1e-6  # as the out-of-bounds test of _check_labels: closer to 
 
 
 def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
-    """The line to keep (the user's own text when nothing is wrong) or None, and why it changed."""
+    """The line to keep (the user's own text when nothing is wrong) or None, and why it changed; a polygon
+    becomes the box Ultralytics would make of it."""
     parts = line.split()
-    if len(parts) != 5:
-        return None, f"{len(parts)} fields, expected 5 (class x y w h)"
+    fields, why = _box_fields(parts, polygons=False)
+    if fields is None:
+        return None, why
+    if fields is not parts:
+        fixed, clip_why = _repair_line(" ".join(fields), nc)
+        return fixed, "polygon -> the box around it" + (f"; {clip_why}" if clip_why else "") if fixed else clip_why
     values = label_values(parts)
     if len(values) == 2:
         return None, values[1]
@@ -443,10 +484,7 @@ def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
 def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
     """Label lines for the copy: boxes sticking out clipped, what cannot be repaired dropped; each change listed."""
     kept, changes, seen = [], [], {}
-    for n, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
+    for n, line, _ in label_lines(path, errors="replace"):  # undecodable bytes make a line unreadable: dropped
         fixed, why = _repair_line(line, nc)
         if fixed is None:
             changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {why}"))
@@ -457,7 +495,8 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
             continue
         seen[key] = n
         if fixed != line:
-            changes.append(FixChange(str(path), n, "clipped", f"{line!r} -> {fixed!r}: {why}"))
+            action = "converted" if why.startswith("polygon") else "clipped"
+            changes.append(FixChange(str(path), n, action, f"{line!r} -> {fixed!r}: {why}"))
         kept.append(fixed)
     return kept, changes
 
