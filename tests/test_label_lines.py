@@ -60,7 +60,7 @@ def test_files_ultralytics_accepts_are_not_errors_and_fix_writes_the_boxes_it_re
 def test_a_file_mixing_polygons_and_boxes_is_an_error_and_fix_keeps_both_as_boxes(tmp_path):
     data = _dataset(tmp_path / "ds", {"mixed": POLYGON + "\n" + BOX + "\n"})
     image, label = (tmp_path / "ds" / d / "train" / f"mixed.{e}" for d, e in (("images", "png"), ("labels", "txt")))
-    assert _ultralytics_reads(image, label)[0] == 1  # the oracle skips the image: "labels mix segment and detection rows"
+    assert _ultralytics_reads(image, label)[0] == 1  # the oracle skips it: "labels mix segment and detection rows"
     errors = check_dataset(data).errors
     assert [(Path(f.path).name, f.line) for f in errors] == [("mixed.txt", 2)], [str(f) for f in errors]
     assert "polygon" in errors[0].message
@@ -71,8 +71,10 @@ def test_a_file_mixing_polygons_and_boxes_is_an_error_and_fix_keeps_both_as_boxe
     assert any(c.line == 1 and "polygon" in c.detail for c in changes)
 
 
-@pytest.mark.parametrize("line,why", [("0 0.1 0.1 0.4 0.1 0.4", "6 fields"), ("0 0.1 0.1 0.4 0.1 0.4 0.4 0.2", "pairs"),
-                                      ("0 0.1 0.1 0.4 nan 0.4 0.4", "not finite"), ("0 0.1 0.1 0.4 a 0.4 0.4", "numbers")])
+@pytest.mark.parametrize("line,why", [("0 0.1 0.1 0.4 0.1 0.4", "6 fields"),
+                                      ("0 0.1 0.1 0.4 0.1 0.4 0.4 0.2", "pairs"),
+                                      ("0 0.1 0.1 0.4 nan 0.4 0.4", "not finite"),
+                                      ("0 0.1 0.1 0.4 a 0.4 0.4", "numbers")])
 def test_polygon_lines_ultralytics_cannot_read_are_errors(tmp_path, line, why):
     data = _dataset(tmp_path / "ds", {"bad": line + "\n"})
     errors = check_dataset(data).errors
