@@ -621,6 +621,9 @@ def test_coco_ambiguities_are_refused_or_listed_never_silent(tmp_path):
     ({"val": None, "vla": "images/val"}, "is 'vla' meant to be 'val'?"),   # a typo Ultralytics would refuse
     ({"nc": 3}, "nc: 3"),                                             # 1 name
     ({"names": {0: "scratch", 2: "pit"}}, "0, 1"),                    # ids with a gap
+    ({"names": ["scratch", "scratch"]}, "names: 'scratch' is the name of classes 0 and 1"),  # reports merge them
+    ({"names": ["scratch", None]}, "names: class 1 has no name"),
+    ({"names": ["scratch", " "]}, "names: class 1 has no name"),
 ])
 def test_check_reports_what_ultralytics_would_refuse_in_the_yaml(tmp_path, change, needle):
     data = _tiny_yolo(tmp_path / "ds")

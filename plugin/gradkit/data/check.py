@@ -118,7 +118,8 @@ def _int_like(value: Any) -> int | None:
 
 def _yaml_findings(data_yaml: Path, data: dict, names: dict[int, str]) -> list[Finding]:
     """What Ultralytics would refuse in the YAML itself: a missing train/val key (with the key that
-    looks like a typo of it), nc that disagrees with names, class ids with gaps."""
+    looks like a typo of it), nc that disagrees with names, class ids with gaps; and classes gradkit's
+    reports could not tell apart (no name, a shared name)."""
     import difflib
 
     found = []
@@ -134,6 +135,22 @@ def _yaml_findings(data_yaml: Path, data: dict, names: dict[int, str]) -> list[F
     if sorted(names) != list(range(len(names))):
         found.append(Finding("error", "dataset YAML", str(data_yaml), None,
                              f"names: class ids must be 0, 1, ... {len(names) - 1}; got {sorted(names)}"))
+    return found + _name_findings(data_yaml, names)
+
+
+def _name_findings(data_yaml: Path, names: dict[int, str]) -> list[Finding]:
+    """Classes without a name, or sharing one: reports, thresholds and the plan name classes by their names,
+    and Ultralytics would train two classes that no report can tell apart."""
+    found, ids_of = [], {}
+    for i, name in sorted(names.items()):
+        if name is None or not str(name).strip():
+            found.append(Finding("error", "dataset YAML", str(data_yaml), None, f"names: class {i} has no name"))
+        else:
+            ids_of.setdefault(str(name).strip(), []).append(i)
+    for name, ids in ids_of.items():
+        if len(ids) > 1:
+            found.append(Finding("error", "dataset YAML", str(data_yaml), None, f"names: '{name}' is the name of "
+                                 f"classes {', '.join(map(str, ids[:-1]))} and {ids[-1]}; give each class its own"))
     return found
 
 
