@@ -336,3 +336,17 @@ def test_demo_reuses_its_own_data_and_never_writes_over_another(tmp_path):
         _ensure_dataset(tmp_path / "d", 4, 64, 0)
     with pytest.raises(SystemExit, match="images must be >= 3"):                # a bad spec is not "holds files"
         _ensure_dataset(tmp_path / "new", 2, 64, 0)
+
+
+def test_the_printed_command_survives_a_shell_with_spaces_and_accents_in_paths():
+    import shlex
+
+    from gradkit.plan import Plan
+
+    plan = Plan(data="data/Prüfung Linie 2/data.yaml", train={"imgsz": 256, "model": "yolo26n.yaml"})
+    assert plan.command("p.yaml").startswith("gradkit train data='data/Prüfung Linie 2/data.yaml' imgsz=256")
+    command = plan.command("out dir/plan.gradkit.yaml")
+    assert shlex.split(command) == ["gradkit", "train", "data=data/Prüfung Linie 2/data.yaml", "imgsz=256",
+                                    "model=yolo26n.yaml", "gradkit=out dir/plan.gradkit.yaml"]
+    assert Plan(data="d.yaml", train={"imgsz": 256}).command("p.yaml") == "gradkit train data=d.yaml imgsz=256 " \
+        "gradkit=p.yaml"  # nothing to quote: as plain as before

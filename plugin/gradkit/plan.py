@@ -109,8 +109,11 @@ class Plan:
         return value
 
     def command(self, gradkit_cfg: str = "plan.gradkit.yaml") -> str:
-        args = " ".join(f"{k}={v}" for k, v in self.train.items())
-        return f"gradkit train data={self.data} {args} gradkit={gradkit_cfg}"
+        """The command to paste into a shell: each key=value quoted where a path holds spaces or the like."""
+        import shlex
+
+        pairs = [("data", self.data), *self.train.items(), ("gradkit", gradkit_cfg)]
+        return "gradkit train " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in pairs)
 
     def as_dict(self, gradkit_cfg: str = "plan.gradkit.yaml") -> dict[str, Any]:
         return {"command": self.command(gradkit_cfg), "train": self.train, "gradkit": self.gradkit,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +298,8 @@ class GradkitCallback:
             if self.cfg.report.enabled:
                 best = trainer.best if Path(trainer.best).exists() else trainer.last
                 self._extra("the report", lambda: self._write_report(trainer),
-                            f"gradkit val model={best} data={trainer.args.data} split={self.cfg.report.split}")
+                            f"gradkit val model={shlex.quote(str(best))} data={shlex.quote(str(trainer.args.data))} "
+                            f"split={self.cfg.report.split}")
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
 
