@@ -88,6 +88,15 @@ def test_val_with_missing_model_or_data(tiny_data, tmp_path):
     _error_line(rc, err, str(missing_data), "does not exist")
 
 
+@pytest.mark.parametrize(("typo", "needles"), [("epoch=1", ("'epoch' is not a valid YOLO argument", "epochs")),
+                                               ("Linie", ("'Linie' is not a valid YOLO argument",))])
+def test_an_argument_yolo_does_not_know_is_one_line(tiny_data, tmp_path, typo, needles):
+    # e.g. a typo, or an unquoted path with a space pasted from somewhere
+    rc, _, err = _run(["train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r", typo], tmp_path)
+    _error_line(rc, err, *needles)
+    assert rc == 2 and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("model", ["nosuch.yaml", "cfg/nosuch.yml"])
 def test_train_with_a_model_config_that_does_not_exist(tiny_data, tmp_path, model):
     # Ultralytics looks a bare name up among its own configurations first; neither finds these

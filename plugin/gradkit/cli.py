@@ -477,7 +477,10 @@ def _user_error(exc: BaseException) -> str | None:
     import errno
 
     from gradkit.integrations.ultralytics import DatasetError
+    from gradkit.integrations.ultralytics.seams import yolo_argument_error
 
+    if (line := yolo_argument_error(exc)) is not None:
+        return line
     seen = exc
     while seen is not None:  # Ultralytics wraps dataset errors in RuntimeError("Dataset ... error")
         if isinstance(seen, DatasetError):

@@ -27,6 +27,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from copy import copy
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "code_fingerprint",
     "dataset_augmentation",
     "edit_albumentations_stage",
+    "yolo_argument_error",
     "follow_nan_recovery",
     "hand_over_to_yolo",
     "install_dataset_transforms",
@@ -565,6 +567,22 @@ def hand_over_to_yolo(argv: list[str]) -> None:
                         "gradkit command hands its arguments to the yolo entrypoint through sys.argv")
     sys.argv[1:] = argv
     yolo_cfg.entrypoint()
+
+
+def yolo_argument_error(exc: BaseException) -> str | None:
+    """The one line for an argument the ``yolo`` entrypoint does not know (a typo, an unquoted path with a
+    space), or None. Ultralytics raises it as a SyntaxError from ``ultralytics/cfg`` after printing its usage;
+    any other SyntaxError is a bug and keeps its traceback."""
+    if not isinstance(exc, SyntaxError) or "is not a valid YOLO argument" not in str(exc):
+        return None
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or Path(tb.tb_frame.f_code.co_filename).parent.name != "cfg":
+        return None
+    lines = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return (f"gradkit: {lines} (gradkit train --help lists gradkit's keys, 'yolo cfg' Ultralytics'; quote a path "
+            "that holds spaces)")
 
 
 # ------------------------------------------------------------------ faster-coco-eval
