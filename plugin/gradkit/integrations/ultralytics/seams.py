@@ -43,7 +43,6 @@ __all__ = [
     "code_fingerprint",
     "dataset_augmentation",
     "edit_albumentations_stage",
-    "yolo_argument_error",
     "follow_nan_recovery",
     "hand_over_to_yolo",
     "install_dataset_transforms",
@@ -61,6 +60,7 @@ __all__ = [
     "stock_check_det_dataset",
     "warmup_iterations",
     "wrap_update_metrics",
+    "yolo_argument_error",
 ]
 
 #: ``code_fingerprint(BaseTrainer.optimizer_step)`` of the Ultralytics releases gradkit's replacement
