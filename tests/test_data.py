@@ -179,3 +179,17 @@ def test_train_stops_before_training_on_dataset_errors(tmp_path):
     assert "dataset error(s)" in proc.stderr and "class 5 but nc=2" in proc.stderr
     assert "gradkit.data.check=false" in proc.stderr
     assert not (tmp_path / "x" / "weights" / "last.pt").exists() and not (tmp_path / "x" / "results.csv").exists()
+
+
+def test_class_names_with_accents_are_written_readable_in_data_yaml(tmp_path):
+    # YAML's default \\xDF escapes are valid but unreadable for someone editing the file by hand
+    src = tmp_path / "voc"
+    for i in range(3):
+        _img(src / "JPEGImages" / f"{i}.jpg", 64, 64)
+        _voc_xml(src / "Annotations" / f"{i}.xml", f"{i}.jpg", (64, 64),
+                 [{"name": "Kratzer groß", "box": (5, 5, 30, 30)}])
+    data_yaml, _ = convert_voc(src, tmp_path / "out")
+    assert "Kratzer groß" in data_yaml.read_text(encoding="utf-8")
+    assert yaml.safe_load(data_yaml.read_text(encoding="utf-8"))["names"] == {0: "Kratzer groß"}
+    fixed, _ = fix_dataset(data_yaml, tmp_path / "fixed")
+    assert "Kratzer groß" in fixed.read_text(encoding="utf-8")

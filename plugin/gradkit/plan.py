@@ -292,9 +292,9 @@ def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path
                              "choose another folder (the dataset's files are never written into or overwritten)")
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text("# written by gradkit plan; each choice and its reason is in " + out.name + "\n"
-                   + yaml.safe_dump(plan.gradkit, sort_keys=False))
+                   + yaml.safe_dump(plan.gradkit, sort_keys=False, allow_unicode=True), encoding="utf-8")
     doc = {**plan.as_dict(str(cfg)), "fingerprint": fp.summary()}
-    out.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+    out.write_text(yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True), encoding="utf-8")
     return out, cfg
 
 

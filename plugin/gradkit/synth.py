@@ -276,7 +276,7 @@ def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tup
     data = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test",
             "names": dict(enumerate(names)), **provenance}
     yaml_path = root / "data.yaml"
-    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return yaml_path
 
 

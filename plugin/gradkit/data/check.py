@@ -596,7 +596,7 @@ def _fixed_yaml(data_yaml: Path, out: Path, dirs: dict[str, Path], names: dict[i
         changes.append(FixChange(str(data_yaml), None, "dropped", "download: key (gradkit never runs code from a "
                                                                    "data file)"))
     return yaml.safe_dump({**data, "path": str(out), "names": names, **{s: f"images/{s}" for s in dirs}},
-                          sort_keys=False)
+                          sort_keys=False, allow_unicode=True)
 
 
 def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False,
@@ -637,6 +637,6 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
             kept = []
             changes.append(FixChange(str(lab), None, "added", "no label file: written empty (defect-free background)"))
         folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept))
-    folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, dirs, names, changes))
+    folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, dirs, names, changes), encoding="utf-8")
     folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes))
     return folder.root / "data.yaml", changes

@@ -455,7 +455,7 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
     report.splits = {s: n for s in SPLIT_NAMES if (n := sum(w[1] == s for w in written))}
     _warn_missing_classes([w[0] for w in written], [w[1] for w in written], names, report)
     data = {"path": str(out.root), **{s: f"images/{s}" for s in report.splits}, "names": dict(enumerate(names))}
-    out.path("data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    out.path("data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     report.issues_file = out.path(ISSUES_FILE)
     report.issues_file.write_text("".join(f"{m}\n" for m in report.issues))
     return out.root / "data.yaml"
