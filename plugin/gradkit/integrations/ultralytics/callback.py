@@ -621,9 +621,10 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
-        raise DatasetError(f"gradkit: {len(result.errors)} dataset error(s) in {yaml_file}; Ultralytics would drop "
-                           f"these silently. Fix them ('gradkit check data={data} --fix') or set "
-                           f"gradkit.data.check=false to accept the dropping:\n{listing}{more}")
+        raise DatasetError(f"gradkit: {len(result.errors)} dataset error(s) in {yaml_file}; Ultralytics would train on "
+                           f"without them (dropped lines and images) or misread them (16-bit images darkened), "
+                           f"without stopping. Fix them ('gradkit check data={data} --fix') or set "
+                           f"gradkit.data.check=false to accept that:\n{listing}{more}")
 
 
 def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
