@@ -682,3 +682,26 @@ def test_a_file_that_is_no_image_is_named_as_such(tmp_path):
     (tmp_path / "ds" / "images" / "train" / "9.jpg").write_bytes(b"this is a text file, not a photograph\n" * 4)
     found = [f for f in check_dataset(data, images=False).errors if f.path.endswith("9.jpg")]
     assert found and "not an image format PIL recognises" in found[0].message and "BytesIO" not in found[0].message
+
+
+def test_a_relative_path_is_read_from_the_working_folder_as_ultralytics_reads_it(tmp_path, monkeypatch):
+    # Ultralytics (check_det_dataset) resolves a relative path: against the working folder, then its
+    # datasets_dir; never beside the YAML. `path: .` from another folder is that folder.
+    data = _tiny_yolo(tmp_path / "ds")
+    data.write_text(data.read_text().replace(f"path: {tmp_path / 'ds'}", "path: ."))
+    monkeypatch.chdir(tmp_path / "ds")
+    assert check_dataset(data, images=False).errors == []
+    monkeypatch.chdir(tmp_path)
+    missing = [f for f in check_dataset(data, images=False).errors if f.kind == "missing split"]
+    assert {Path(f.path) for f in missing} == {tmp_path / "images" / "train", tmp_path / "images" / "val"}
+
+
+def test_a_relative_path_found_only_beside_the_yaml_is_a_warning_naming_path(tmp_path, monkeypatch):
+    data = _tiny_yolo(tmp_path / "project" / "ds")
+    yaml_file = tmp_path / "project" / "data.yaml"
+    yaml_file.write_text(data.read_text().replace(f"path: {tmp_path / 'project' / 'ds'}", "path: ds"))
+    monkeypatch.chdir(tmp_path)  # no ./ds here: Ultralytics would look in its datasets_dir
+    res = check_dataset(yaml_file, images=False)  # (_tiny_yolo's splits share images)
+    (warning,) = [f for f in res.findings if f.kind == "dataset YAML"]
+    assert warning.severity == "warning" and "path: ds" in warning.message and "working folder" in warning.message
+    assert res.errors == []  # the check still reads the dataset it found beside the YAML

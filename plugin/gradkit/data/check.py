@@ -154,11 +154,29 @@ def _name_findings(data_yaml: Path, names: dict[int, str]) -> list[Finding]:
     return found
 
 
+def _dataset_root(data_yaml: Path, data: dict) -> tuple[Path, str | None]:
+    """The dataset root, and a warning when a relative ``path:`` is found only beside the YAML.
+
+    Ultralytics (``check_det_dataset``) reads a relative ``path:`` from the working folder when it is there,
+    else from its ``datasets_dir`` (which this pure data code does not know), never beside the YAML.
+    """
+    if not data.get("path"):
+        return data_yaml.parent, None
+    root = Path(data["path"])
+    if root.is_absolute():
+        return root, None
+    if root.exists():
+        return root.resolve(), None  # as Ultralytics: from the working folder
+    beside = (data_yaml.parent / root).resolve()
+    return beside, (f"path: {data['path']} is relative: Ultralytics reads it from the working folder "
+                    f"({Path.cwd() / root}: not there) or else its datasets_dir, not beside the YAML where this "
+                    f"check found it ({beside}); training from here fails unless datasets_dir holds it. Write "
+                    "path: as an absolute path, or run from the folder it is relative to")
+
+
 def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
     data = read_dataset_yaml(data_yaml)
-    root = Path(data.get("path") or data_yaml.parent)
-    if not root.is_absolute():
-        root = (data_yaml.parent / root).resolve()
+    root, _ = _dataset_root(data_yaml, data)
     names = data["names"]
     try:
         names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
@@ -407,6 +425,9 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
     dirs, names = _split_dirs(data_yaml)
     res = CheckResult(names=names)
     res.findings += _yaml_findings(data_yaml, read_dataset_yaml(data_yaml), names)
+    _, beside_only = _dataset_root(data_yaml, read_dataset_yaml(data_yaml))
+    if beside_only:
+        res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     hashes: dict[str, tuple[str, Path]] = {}
     for split, d in dirs.items():
         if not d.exists():
