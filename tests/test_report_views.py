@@ -243,3 +243,29 @@ def test_the_inspection_table_says_how_many_parts_with_each_class_were_shipped(t
     assert "| scratch | 0.500 | 4 | 1 | 2 | 3 |" in render_markdown(report)
     assert next(ln for ln in render_markdown(report).splitlines() if ln.startswith("| scratch | 0.500")).endswith(
         "| 2 of 4 |")
+
+
+def test_comparison_diff_shows_every_setting_that_differs_even_one_only_one_run_set(tmp_path):
+    a = build_report(hand_made_evaluation(tmp_path / "a"))
+    b = build_report(hand_made_evaluation(tmp_path / "b"))
+    a["plugin_config"] = {"augment": {"ultralytics": {"degrees": 4, "fliplr": 0.0}}, "clip": {"mode": "stock"}}
+    b["plugin_config"] = {"augment": {"ultralytics": {}}, "clip": {"mode": "stock"}}
+    for r, mosaic in ((a, 1.0), (b, 0.0)):
+        r["training"] = {"run_dir": "x", "epochs": [1], "alerts": [], "alert_counts": {}, "curves": {},
+                         "train_args": {"mosaic": mosaic, "nbs": 64, "imgsz": 256}}
+    diff = {d["key"]: d["values"] for d in compare_reports([a, b], ["a", "b"])["config_diff"]}
+    assert diff == {"gradkit.augment.ultralytics.degrees": [4, None], "gradkit.augment.ultralytics.fliplr": [0.0, None],
+                    "yolo.mosaic": [1.0, 0.0]}
+    # a `gradkit val` report records no settings: its missing keys are not differences
+    c = build_report(hand_made_evaluation(tmp_path / "c"))
+    assert [d["key"] for d in compare_reports([a, c], ["a", "c"])["config_diff"]] == []
+
+
+def test_training_records_every_yolo_argument_but_the_run_folder_names(tmp_path):
+    from gradkit.report.build import training_section
+
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss\n1,0.5\n")
+    (tmp_path / "args.yaml").write_text("model: yolo26n.yaml\nmosaic: 0.0\nnbs: 16\nfreeze: 10\nsave_dir: /x/runs/a\n"
+                                        "name: a\nproject: /x/runs\nimgsz: 256\n")
+    args = training_section(tmp_path)["train_args"]
+    assert args == {"model": "yolo26n.yaml", "mosaic": 0.0, "nbs": 16, "freeze": 10, "imgsz": 256}

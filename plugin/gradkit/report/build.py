@@ -73,6 +73,11 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+#: args.yaml keys that name the run's own folder: they differ between any two runs and say nothing of how
+#: a run was trained, so comparisons leave them out.
+RUN_FOLDER_ARGS = ("save_dir", "name", "project")
+
+
 def training_section(run_dir: Path) -> dict[str, Any] | None:
     """Loss and mAP curves, clip rate and gradient alerts of a training run, from its files."""
     results = run_dir / "results.csv"
@@ -90,6 +95,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         import yaml
 
         args = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
+        if not isinstance(args, dict):
+            raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
     if args.get("val") is False:  # Ultralytics validated only the last epoch and wrote 0 for the others
         for k, values in curves.items():
             if k.startswith(("metrics/", "val/")):
@@ -109,8 +116,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
         "optimizer_steps": steps,
-        "train_args": {k: args.get(k) for k in ("model", "data", "epochs", "time", "imgsz", "batch", "optimizer",
-                                                "lr0")},
+        "train_args": {k: v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
         **_monitor_keys(run_dir),
     }
 
