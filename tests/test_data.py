@@ -193,3 +193,24 @@ def test_class_names_with_accents_are_written_readable_in_data_yaml(tmp_path):
     assert yaml.safe_load(data_yaml.read_text(encoding="utf-8"))["names"] == {0: "Kratzer groß"}
     fixed, _ = fix_dataset(data_yaml, tmp_path / "fixed")
     assert "Kratzer groß" in fixed.read_text(encoding="utf-8")
+
+
+def test_names_written_in_another_unicode_form_find_their_image(tmp_path):
+    # macOS file systems store "ö" decomposed (o + U+0308); annotation tools write it composed
+    import json
+    import unicodedata
+
+    composed = [f"Größe_{i}" for i in range(3)]
+    src = tmp_path / "voc"
+    for stem in composed:
+        _img(src / "JPEGImages" / f"{unicodedata.normalize('NFD', stem)}.jpg", 64, 64)
+        _voc_xml(src / "Annotations" / f"{stem}.xml", f"{stem}.jpg",
+                 (64, 64), [{"name": "pit", "box": (5, 5, 30, 30)}])
+    _, report = convert_voc(src, tmp_path / "out")
+    assert report.images == 3 and not [m for m in report.issues if "not found" in m], report.issues
+    ann = {"images": [{"id": i, "file_name": f"{s}.jpg", "width": 64, "height": 64} for i, s in enumerate(composed)],
+           "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 8, 8], "iscrowd": 0}
+                           for i in range(3)], "categories": [{"id": 1, "name": "pit"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    _, report = convert_coco(tmp_path / "ann.json", src / "JPEGImages", tmp_path / "out2")
+    assert report.images == 3 and not [m for m in report.issues if "not found" in m], report.issues

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import unicodedata
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -144,6 +145,19 @@ def _image_candidates(xml_path: Path, src: Path, filename: str) -> list[Path]:
     return [folder / filename for folder in folders]
 
 
+def _nfc(name: str) -> str:
+    """``name`` in Unicode's composed form: macOS stores "ö" decomposed, annotation tools write it composed."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _unicode_twin(path: Path) -> Path | None:
+    """The file beside ``path`` whose name differs from it only in Unicode form (composed or not); None if none."""
+    if not path.parent.is_dir():
+        return None
+    twins = [p for p in path.parent.iterdir() if _nfc(p.name) == _nfc(path.name)]
+    return twins[0] if len(twins) == 1 else None
+
+
 def _find_image(xml_path: Path, src: Path, filename: str | None, by_stem: dict[str, list[Path]]) -> Path:
     """The image an XML annotates; ``UnusableImage`` says why there is none to use."""
     if filename and _escapes(filename):
@@ -154,7 +168,7 @@ def _find_image(xml_path: Path, src: Path, filename: str | None, by_stem: dict[s
                 return candidate
     folders = {c.parent for c in _image_candidates(xml_path, src, "_")}
     for stem in dict.fromkeys(s for s in (Path(filename).stem if filename else "", xml_path.stem) if s):
-        found = by_stem.get(stem, [])
+        found = by_stem.get(_nfc(stem), [])
         for group in ([p for p in found if p.parent in folders], found):  # the XML's own folders first
             if len(group) == 1:
                 return group[0]
@@ -220,7 +234,7 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
     by_stem: dict[str, list[Path]] = defaultdict(list)
     for p in sorted(src.rglob("*")):
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem[p.stem].append(p)
+            by_stem[_nfc(p.stem)].append(p)
     records = []
     for xml_path in tqdm(sorted(src.rglob("*.xml")), desc="read VOC", unit="xml"):
         root, rec = _voc_record(xml_path, src, by_stem, report)
@@ -289,6 +303,8 @@ def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport) -> I
         return None
     path = images / name
     if not os.path.lexists(path):
+        path = _unicode_twin(path)
+    if path is None:
         report.issues.append(f"{ann_file}: image {name!r} not found in {images}; skipped")
         return None
     try:
