@@ -705,3 +705,13 @@ def test_a_relative_path_found_only_beside_the_yaml_is_a_warning_naming_path(tmp
     (warning,) = [f for f in res.findings if f.kind == "dataset YAML"]
     assert warning.severity == "warning" and "path: ds" in warning.message and "working folder" in warning.message
     assert res.errors == []  # the check still reads the dataset it found beside the YAML
+
+
+def test_only_readable_images_with_no_label_lines_count_as_defect_free(tmp_path):
+    data = _tiny_yolo(tmp_path / "ds")
+    train = tmp_path / "ds" / "images" / "train"
+    (tmp_path / "ds" / "labels" / "train" / "0.txt").write_text("")              # a true background image
+    (tmp_path / "ds" / "labels" / "train" / "1.txt").write_text("7 0.5 0.5 0.1 0.1\n")  # only a bad line
+    (train / "._2.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")               # macOS metadata, no label
+    res = check_dataset(data, images=False)
+    assert res.background["train"] == 1

@@ -399,6 +399,11 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
     return good
 
 
+def _no_errors_since(res: CheckResult, start: int) -> bool:
+    """No error among the findings added since ``start`` (an image and its label lines)."""
+    return not any(f.severity == "error" for f in res.findings[start:])
+
+
 def _no_labels_at_all(res: CheckResult, start: int, split: str, n: int, label_dir: Path) -> None:
     """One error instead of a warning per image: a split without a single label file is a wrong
     layout (Ultralytics stops with "No labels found"), not a set of background images."""
@@ -438,6 +443,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
         res.images[split], res.instances[split], res.background[split] = len(imgs), Counter(), 0
         first_finding, labelled = len(res.findings), 0
         for img in tqdm(imgs, desc=f"check {split}", unit="img", disable=len(imgs) < 200):
+            image_findings = len(res.findings)
             if not images:
                 _check_image_fast(img, res)
             else:
@@ -452,11 +458,11 @@ def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
             if not lab.exists():
                 res.findings.append(Finding("warning", "missing labels", str(lab), None,
                                             "no label file: the image counts as defect-free background"))
-                res.background[split] += 1
+                res.background[split] += _no_errors_since(res, image_findings)
                 continue
             labelled += 1
             good = _check_labels(lab, len(names), split, res)
-            res.background[split] += not good
+            res.background[split] += not good and _no_errors_since(res, image_findings)  # unreadable: not defect-free
             for c, (_, _, w, h) in good:
                 res.instances[split][c] += 1
                 res.rel_areas.append(w * h)
