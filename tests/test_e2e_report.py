@@ -93,6 +93,24 @@ def test_gradkit_val_writes_report_and_report_command_rebuilds_and_compares(trai
     assert proc.returncode == 2 and "report.json not found" in proc.stderr
 
 
+def test_gradkit_val_takes_the_report_settings_and_refuses_other_gradkit_keys_naming_the_mode(trained, tiny_data,
+                                                                                               tmp_path):
+    _, run = trained
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    base = [GRADKIT, "val", f"model={run / 'weights' / 'best.pt'}", f"data={tiny_data}", "imgsz=64", "batch=4",
+            "device=cpu", f"project={tmp_path}"]
+    proc = subprocess.run([*base, "name=v", "gradkit.report.conf=0.4", "gradkit.report.gallery=1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["inspection"]["operating_point"] == "report.conf = 0.4"
+    assert set(report["inspection"]["thresholds"].values()) == {0.4}
+    assert len(report["errors"]["worst_images"]) <= 1
+    proc = subprocess.run([*base, "name=w", "gradkit.clip.mode=agc"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 2 and "got mode 'val'" in proc.stderr and "gradkit.report." in proc.stderr, proc.stderr
+
+
 def test_recorded_predictions_equal_ultralytics_json(trained, tiny_data, tmp_path):
     """Oracle: the same validation's predictions.json (save_json=True), which Ultralytics writes itself."""
     import numpy as np

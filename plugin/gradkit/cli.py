@@ -300,16 +300,20 @@ def _print_fix(data_yaml, changes) -> None:
     print(f"cleaned copy: {data_yaml}")
 
 
-def _register_val_report() -> None:
-    """``gradkit val``: write the evaluation report into the val run directory."""
+def _register_val_report(settings) -> None:
+    """``gradkit val``: write the evaluation report into the val run directory, with the ``report`` settings
+    (operating point ``conf``, ``gallery`` size) given as gradkit.report.* keys."""
+    import functools
+
     from gradkit.integrations.ultralytics import check_ultralytics_version, record_predictions
     from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     check_ultralytics_version()
-    register_default_callbacks({"on_val_start": record_predictions, "on_val_end": _write_val_report})
+    register_default_callbacks({"on_val_start": record_predictions,
+                                "on_val_end": functools.partial(_write_val_report, settings=settings)})
 
 
-def _write_val_report(validator) -> None:
+def _write_val_report(validator, settings) -> None:
     if validator.training:
         return
     from pathlib import Path
@@ -317,7 +321,9 @@ def _write_val_report(validator) -> None:
     from gradkit.integrations.ultralytics import collect_validation
     from gradkit.report import build_report, write_report
 
-    paths = write_report(build_report(collect_validation(validator)), Path(validator.save_dir))
+    ev = collect_validation(validator)
+    ev.conf_threshold = settings.conf
+    paths = write_report(build_report(ev, gallery_size=settings.gallery), Path(validator.save_dir))
     print(f"gradkit: report {paths['html']}")
 
 
@@ -600,10 +606,12 @@ def _dispatch(args: list[str]) -> int:
         return 2
     try:
         source, overrides, rest = split_plugin_args(args)
-        is_train = "train" in rest[:2]
-        if (source or set(overrides) - {_ALLOW_DOWNLOAD}) and not is_train:
-            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only (other modes accept "
-                              f"gradkit.{_ALLOW_DOWNLOAD}), got mode {rest[:2]}")
+        is_train, is_val = "train" in rest[:2], "val" in rest[:2]
+        accepted = {_ALLOW_DOWNLOAD} | ({k for k in overrides if k.startswith("report.")} if is_val else set())
+        if (source or set(overrides) - accepted) and not is_train:
+            mode = " ".join(a for a in rest[:2] if "=" not in a) or "none"
+            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only ('gradkit val' accepts gradkit.report.* "
+                              f"keys, every mode gradkit.{_ALLOW_DOWNLOAD}), got mode '{mode}'")
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
@@ -635,7 +643,7 @@ def _dispatch(args: list[str]) -> int:
         if missing:
             print(missing, file=sys.stderr)
             return 2
-        _register_val_report()
+        _register_val_report(load_config(None, overrides).report)
         keys = {a.partition("=")[0] for a in rest}
         rest += [a for a in ("plots=True",) if a.partition("=")[0] not in keys]
     from gradkit.integrations.ultralytics.seams import hand_over_to_yolo
