@@ -16,8 +16,11 @@ from gradkit.data.orientation import read_upright
 ORIENTATIONS = range(1, 9)
 
 
+FORMATS = ("jpg", "png", "webp", "tif")
+
+
 def _tagged_jpeg(path: Path, orientation: int, size=(160, 96)) -> Path:
-    """An asymmetric picture stored as ``size`` with EXIF orientation ``orientation``."""
+    """An asymmetric picture stored as ``size`` with EXIF orientation ``orientation`` (format from the suffix)."""
     w, h = size
     rgb = np.zeros((h, w, 3), np.uint8)
     rgb[..., 0] = np.linspace(0, 255, w)[None, :]
@@ -26,23 +29,31 @@ def _tagged_jpeg(path: Path, orientation: int, size=(160, 96)) -> Path:
     exif = Image.Exif()
     exif[0x0112] = orientation
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path, quality=95, exif=exif)
+    kw = {".jpg": {"quality": 95, "exif": exif}, ".png": {"exif": exif}, ".webp": {"lossless": True, "exif": exif},
+          ".tif": {"tiffinfo": {0x0112: orientation}}}[path.suffix]
+    Image.fromarray(rgb).save(path, **kw)
     return path
 
 
+@pytest.mark.parametrize("suffix", FORMATS)
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
-def test_image_size_is_the_upright_size(tmp_path, orientation):
-    path = _tagged_jpeg(tmp_path / "p.jpg", orientation)
+def test_image_size_is_the_size_ultralytics_reads(tmp_path, orientation, suffix):
+    from ultralytics.data.utils import exif_size
+
+    path = _tagged_jpeg(tmp_path / f"p.{suffix}", orientation)
     with Image.open(path) as im:
-        upright = ImageOps.exif_transpose(im).size  # oracle: PIL's own transposition
-    assert image_size(path) == upright
+        assert image_size(path) == exif_size(im)  # oracle: Ultralytics' own size of the upright image
+        if suffix == "jpg":
+            assert image_size(path) == ImageOps.exif_transpose(im).size  # and PIL's transposition
 
 
+@pytest.mark.parametrize("suffix", FORMATS)
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
-def test_read_upright_equals_what_opencv_and_so_ultralytics_shows(tmp_path, orientation):
-    path = _tagged_jpeg(tmp_path / "p.jpg", orientation)
-    shown = cv2.imread(str(path), cv2.IMREAD_COLOR)  # OpenCV applies the EXIF orientation here
-    assert np.array_equal(read_upright(path), shown)
+def test_read_upright_equals_what_ultralytics_shows(tmp_path, orientation, suffix):
+    from ultralytics.utils.patches import imread
+
+    path = _tagged_jpeg(tmp_path / f"p.{suffix}", orientation)
+    assert np.array_equal(read_upright(path), imread(str(path)))  # Ultralytics' loader (OpenCV, colour mode)
 
 
 def test_read_upright_keeps_depth_and_alpha_of_untagged_files(tmp_path):

@@ -1,8 +1,10 @@
 """Images as Ultralytics sees them: upright, after the EXIF orientation a phone or camera stored.
 
-OpenCV's ``imread`` (and so Ultralytics' loader) applies the EXIF orientation tag, and annotation tools
-draw on the upright image; PIL's ``Image.size`` and OpenCV's ``IMREAD_UNCHANGED`` (needed for 16-bit
-depth and alpha) ignore it. Every size or pixel gradkit measures against labels goes through here.
+Ultralytics decodes images with OpenCV in colour mode, which applies the EXIF orientation tag, and
+annotation tools draw on the upright image. For JPEG, PNG and WebP, PIL's ``Image.size`` and OpenCV's
+``IMREAD_UNCHANGED`` (needed for 16-bit depth and alpha) ignore the tag; for TIFF both decoders apply it
+themselves. Every size or pixel gradkit measures against labels goes through here (tested against
+Ultralytics' ``exif_size`` and ``imread`` on all eight orientations of each format).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ __all__ = ["EXIF_ORIENTATION", "exif_orientation", "read_upright", "upright", "u
 EXIF_ORIENTATION = 0x0112
 #: Orientations whose upright image is the stored one transposed: width and height swap.
 _TRANSPOSED = {5, 6, 7, 8}
+#: Formats whose decoders (PIL's size, OpenCV's pixels) already apply the orientation.
+_TURNED_BY_DECODER = {"TIFF"}
 
 
 def exif_orientation(im) -> int:
@@ -31,6 +35,8 @@ def exif_orientation(im) -> int:
 def upright_size(im) -> tuple[int, int]:
     """(width, height) of an open PIL image as shown, after its EXIF orientation."""
     w, h = im.size
+    if im.format in _TURNED_BY_DECODER:
+        return w, h
     return (h, w) if exif_orientation(im) in _TRANSPOSED else (w, h)
 
 
@@ -48,12 +54,15 @@ def read_upright(path: str | Path) -> np.ndarray | None:
     import cv2
     from PIL import Image
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:  # decoded from the bytes, as Ultralytics does (OpenCV's imread fails on some turned TIFFs)
+        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    except OSError:
+        return None
     if img is None:
         return None
     try:
         with Image.open(path) as im:
-            orientation = exif_orientation(im)
+            orientation = 1 if im.format in _TURNED_BY_DECODER else exif_orientation(im)
     except (OSError, ValueError, SyntaxError):  # OpenCV read what PIL cannot identify: no EXIF to apply
         orientation = 1
     return img if orientation == 1 else upright(img, orientation)
