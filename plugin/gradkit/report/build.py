@@ -116,7 +116,9 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
         "optimizer_steps": steps,
-        "train_args": {k: v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
+        # a hand-edited args.yaml can hold what JSON cannot (dates, sets): written as their text
+        "train_args": json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
+                                            default=str)),
         **_monitor_keys(run_dir),
     }
 

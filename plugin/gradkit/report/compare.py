@@ -55,21 +55,20 @@ def _config_diff(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     settings = [_settings(r) for r in reports]
     keys = list(dict.fromkeys(k for s in settings for k in s))
     diff = []
-    for k in keys:  # a key one run set and another left out (recorded, so not set there) is a difference too
-        having = [s for s, r in zip(settings, reports, strict=True) if _recorded(r, k)]
+    for k in keys:  # a plugin setting one run made and another left out is a difference too
+        having = [s for s, r in zip(settings, reports, strict=True) if _recorded(r, s, k)]
         if len(having) > 1 and len({json.dumps(s.get(k), sort_keys=True, default=str) for s in having}) > 1:
             diff.append({"key": k, "values": [s.get(k) for s in settings]})
     return diff
 
 
-def _recorded(report: dict[str, Any], key: str) -> bool:
-    """Whether ``report`` recorded the part of the settings ``key`` belongs to (a `gradkit val` report
-    records neither the plugin configuration nor the training arguments)."""
+def _recorded(report: dict[str, Any], settings: dict[str, Any], key: str) -> bool:
+    """Whether ``report`` recorded ``key``: a plugin setting wherever the plugin configuration was recorded
+    (a nested setting left at its default is absent from the flattened configuration); a yolo argument only
+    where it is present (a `gradkit val` report records none, reports before schema 4 eight of them)."""
     if key.startswith("gradkit."):
         return bool(report.get("plugin_config"))
-    if key.startswith("yolo."):
-        return bool((report.get("training") or {}).get("train_args"))
-    return True
+    return key in settings
 
 
 def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 
 #: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
-#: elongation as the elongated bucket only.
-REPORT_SCHEMA_VERSION = 3
+#: elongation as the elongated bucket only; 4: training.train_args holds every args.yaml key (3: eight),
+#: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report.
+REPORT_SCHEMA_VERSION = 4
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
