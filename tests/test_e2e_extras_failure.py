@@ -40,7 +40,8 @@ def test_failed_report_and_heatmap_keep_the_run_and_say_how_to_rebuild(tiny_data
     LOGGER.addHandler(records)
     try:
         # a split the dataset does not have: Ultralytics' own validation fails inside the report
-        model, run = train_tiny(tiny_data, tmp_path, overrides={"report.split": "nosuchsplit"}, epochs=1)
+        model, run = train_tiny(tiny_data, tmp_path, overrides={"report.split": "nosuchsplit", "report.conf": 0.3,
+                                                                 "report.gallery": 2}, epochs=1)
     finally:
         LOGGER.removeHandler(records)
     assert model.gradkit.extras_failed == ["gradients.png", "the report"]
@@ -52,7 +53,7 @@ def test_failed_report_and_heatmap_keep_the_run_and_say_how_to_rebuild(tiny_data
     assert "gradients.png failed (OSError: disk full)" in heat and "plot_heatmap('" + str(run) + "')" in heat
     assert "the report failed" in report
     assert f"rebuild it with: gradkit val model={run / 'weights' / 'best.pt'} data={tiny_data}" in report
-    assert "split=nosuchsplit" in report
+    assert "split=nosuchsplit gradkit.report.gallery=2 gradkit.report.conf=0.3" in report  # the same operating point
 
 
 def test_cli_train_exits_1_when_an_extra_failed_and_keeps_the_run(tiny_data, tmp_path):

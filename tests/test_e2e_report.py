@@ -106,9 +106,10 @@ def test_gradkit_val_takes_the_report_settings_and_refuses_other_gradkit_keys_na
     assert report["inspection"]["operating_point"] == "report.conf = 0.4"
     assert set(report["inspection"]["thresholds"].values()) == {0.4}
     assert len(report["errors"]["worst_images"]) <= 1
-    proc = subprocess.run([*base, "name=w", "gradkit.clip.mode=agc"], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 2 and "got mode 'val'" in proc.stderr and "gradkit.report." in proc.stderr, proc.stderr
+    for key in ("gradkit.clip.mode=agc", "gradkit.report.split=test"):  # val's split is yolo's split=
+        proc = subprocess.run([*base, "name=w", key], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 2 and "got mode 'val'" in proc.stderr, proc.stderr
+        assert "gradkit.report.conf, gradkit.report.gallery" in proc.stderr, proc.stderr
 
 
 def test_recorded_predictions_equal_ultralytics_json(trained, tiny_data, tmp_path):

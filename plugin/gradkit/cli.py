@@ -300,6 +300,10 @@ def _print_fix(data_yaml, changes) -> None:
     print(f"cleaned copy: {data_yaml}")
 
 
+#: The report settings ``gradkit val`` uses (its split is yolo's ``split=``; it always writes the report).
+VAL_REPORT_KEYS = ("report.conf", "report.gallery")
+
+
 def _register_val_report(settings) -> None:
     """``gradkit val``: write the evaluation report into the val run directory, with the ``report`` settings
     (operating point ``conf``, ``gallery`` size) given as gradkit.report.* keys."""
@@ -607,11 +611,12 @@ def _dispatch(args: list[str]) -> int:
     try:
         source, overrides, rest = split_plugin_args(args)
         is_train, is_val = "train" in rest[:2], "val" in rest[:2]
-        accepted = {_ALLOW_DOWNLOAD} | ({k for k in overrides if k.startswith("report.")} if is_val else set())
+        accepted = {_ALLOW_DOWNLOAD} | (set(VAL_REPORT_KEYS) if is_val else set())
         if (source or set(overrides) - accepted) and not is_train:
             mode = " ".join(a for a in rest[:2] if "=" not in a) or "none"
-            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only ('gradkit val' accepts gradkit.report.* "
-                              f"keys, every mode gradkit.{_ALLOW_DOWNLOAD}), got mode '{mode}'")
+            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only ('gradkit val' accepts "
+                              f"{', '.join(f'gradkit.{k}' for k in VAL_REPORT_KEYS)}, every mode "
+                              f"gradkit.{_ALLOW_DOWNLOAD}), got mode '{mode}'")
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)

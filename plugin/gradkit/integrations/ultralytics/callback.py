@@ -299,7 +299,9 @@ class GradkitCallback:
                 best = trainer.best if Path(trainer.best).exists() else trainer.last
                 self._extra("the report", lambda: self._write_report(trainer),
                             f"gradkit val model={shlex.quote(str(best))} data={shlex.quote(str(trainer.args.data))} "
-                            f"split={self.cfg.report.split}")
+                            f"split={self.cfg.report.split} gradkit.report.gallery={self.cfg.report.gallery}"
+                            + (f" gradkit.report.conf={self.cfg.report.conf}" if self.cfg.report.conf is not None
+                               else ""))
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
 
@@ -623,7 +625,7 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
         raise DatasetError(f"gradkit: {len(result.errors)} dataset error(s) in {yaml_file}; Ultralytics would train on "
                            f"without them (dropped lines and images) or misread them (16-bit images darkened), "
-                           f"without stopping. Fix them ('gradkit check data={data} --fix') or set "
+                           f"without stopping. Fix them ('gradkit check data={shlex.quote(str(data))} --fix') or set "
                            f"gradkit.data.check=false to accept that:\n{listing}{more}")
 
 
