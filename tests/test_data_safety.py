@@ -715,3 +715,14 @@ def test_only_readable_images_with_no_label_lines_count_as_defect_free(tmp_path)
     (train / "._2.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")               # macOS metadata, no label
     res = check_dataset(data, images=False)
     assert res.background["train"] == 1
+
+
+def test_a_relative_path_found_nowhere_names_the_working_folder_and_datasets_dir(tmp_path, monkeypatch):
+    data = _tiny_yolo(tmp_path / "ds")
+    data.write_text(data.read_text().replace(f"path: {tmp_path / 'ds'}", "path: nowhere"))
+    monkeypatch.chdir(tmp_path)
+    res = check_dataset(data, images=False)
+    (warning,) = [f for f in res.findings if f.kind == "dataset YAML"]
+    assert "neither in the working folder" in warning.message and "datasets_dir" in warning.message
+    missing = {Path(f.path) for f in res.errors if f.kind == "missing split"}
+    assert missing == {tmp_path / "nowhere" / "images" / "train", tmp_path / "nowhere" / "images" / "val"}

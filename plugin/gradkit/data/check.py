@@ -168,6 +168,10 @@ def _dataset_root(data_yaml: Path, data: dict) -> tuple[Path, str | None]:
     if root.exists():
         return root.resolve(), None  # as Ultralytics: from the working folder
     beside = (data_yaml.parent / root).resolve()
+    if not beside.exists():  # where Ultralytics looks first; the split errors name it
+        return Path.cwd() / root, (f"path: {data['path']} is relative and is neither in the working folder "
+                                   f"({Path.cwd() / root}) nor beside the YAML; Ultralytics then looks in its "
+                                   "datasets_dir, which this check does not read. Write path: as an absolute path")
     return beside, (f"path: {data['path']} is relative: Ultralytics reads it from the working folder "
                     f"({Path.cwd() / root}: not there) or else its datasets_dir, not beside the YAML where this "
                     f"check found it ({beside}); training from here fails unless datasets_dir holds it. Write "
@@ -546,8 +550,8 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
 
 
 def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
-    """Everything ``--fix`` reads: the YAML, the dataset root (a relative ``path:`` beside the YAML, as
-    here, and below the working directory, as Ultralytics reads it), each split's image and label folder."""
+    """Everything ``--fix`` reads: the YAML, the dataset root (a relative ``path:`` both beside the YAML and
+    below the working directory, as Ultralytics reads it), each split's image and label folder."""
     data = yaml.safe_load(data_yaml.read_text()) or {}
     root = Path(data.get("path") or data_yaml.parent)
     roots = ({"dataset root": root} if root.is_absolute() else
