@@ -207,3 +207,15 @@ def test_a_report_of_an_earlier_release_with_absolute_curve_paths_finds_them_bes
     _edit(run, change)
     assert _rebuild(run).returncode == 0
     assert _embedded((run / "report.html").read_text(), *map(Path, curves.values()))
+
+
+def test_an_earlier_training_reports_curves_come_from_its_report_val_not_the_training_time_ones(run, tmp_path):
+    ours = png(run / "report_val" / "BoxPR_curve.png", 33)   # the report's own validation (report.split)
+    training_time = png(run / "BoxPR_curve.png", 44)         # Ultralytics' curve of the training run's val split
+
+    def change(r):
+        r["plots"] = {"PR": str(tmp_path / "old-place" / "run" / "report_val" / "BoxPR_curve.png")}
+    _edit(run, change)
+    assert _rebuild(run).returncode == 0
+    page = (run / "report.html").read_text()
+    assert _embedded(page, ours) and not _embedded(page, training_time)

@@ -105,11 +105,14 @@ def allowed_file(path: str | None, roots: Sequence[Path]) -> Path | None:
 
 
 def _beside_report(path: str | None, roots: Sequence[Path]) -> str | None:
-    """Earlier releases named the curves by absolute path: after the run folder was copied, the file of that
-    name beside the report (inside it, so as safe to embed) is the curve."""
-    if path and Path(path).is_absolute() and roots and allowed_file(path, roots) is None:
-        return Path(path).name
-    return path
+    """Earlier releases named the curves by absolute path: after the run folder was copied, the curve is the
+    file at the longest tail of that path found inside the report's folder (a training report's curves lie in
+    its ``report_val/``; Ultralytics' training-time curves of the same name beside it are another split's)."""
+    if not (path and Path(path).is_absolute() and roots and allowed_file(path, roots) is None):
+        return path
+    parts = Path(path).parts[1:]
+    tails = (Path(*parts[-n:]).as_posix() for n in range(min(len(parts), 3), 0, -1))
+    return next((t for t in tails if allowed_file(t, roots) is not None), Path(path).name)
 
 
 def _file_img(path: str | None, alt: str, roots: Sequence[Path]) -> str:
