@@ -80,3 +80,14 @@ def test_polygon_lines_ultralytics_cannot_read_are_errors(tmp_path, line, why):
     errors = check_dataset(data).errors
     assert [(Path(f.path).name, f.line) for f in errors] == [("bad.txt", 1)] and why in errors[0].message, \
         [str(f) for f in errors]
+
+
+def test_distinct_polygons_sharing_a_box_are_kept_as_ultralytics_keeps_them(tmp_path):
+    square, diamond = POLYGON, "1 0.25 0.1 0.4 0.25 0.25 0.4 0.1 0.25"  # both inside the same 0.1-0.4 box
+    data = _dataset(tmp_path / "ds", {"two": square + "\n" + diamond + "\n", "again": square + "\n" + square + "\n"})
+    for stem, kept in (("two", 2), ("again", 1)):
+        image, label = (tmp_path / "ds" / d / "train" / f"{stem}.{e}" for d, e in (("images", "png"), ("labels", "txt")))
+        corrupt, read = _ultralytics_reads(image, label)
+        assert corrupt == 0 and len(read) == kept  # the oracle: distinct polygons kept, a repeat dropped
+    errors = check_dataset(data).errors
+    assert [(Path(f.path).name, f.line) for f in errors] == [("again.txt", 2)], [str(f) for f in errors]

@@ -395,8 +395,11 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
             res.findings.append(Finding("error", "out of bounds", where, n, f"{line!r} leaves [0, 1]"))
             continue
         key = (c, round(x, 6), round(y, 6), round(w, 6), round(h, 6))
+        if fields is not parts:  # Ultralytics keeps distinct polygons that share a box; only repeats are dropped
+            key = (c, *(round(float(v), 6) for v in parts[1:]))
         if key in seen:
-            res.findings.append(Finding("error", "duplicate box", where, n, "same class and box as an earlier line"))
+            res.findings.append(Finding("error", "duplicate box", where, n, "same class and box (or polygon) as "
+                                        "an earlier line"))
             continue
         seen.add(key)
         good.append((c, [x, y, w, h]))
