@@ -86,7 +86,8 @@ def test_distinct_polygons_sharing_a_box_are_kept_as_ultralytics_keeps_them(tmp_
     square, diamond = POLYGON, "1 0.25 0.1 0.4 0.25 0.25 0.4 0.1 0.25"  # both inside the same 0.1-0.4 box
     data = _dataset(tmp_path / "ds", {"two": square + "\n" + diamond + "\n", "again": square + "\n" + square + "\n"})
     for stem, kept in (("two", 2), ("again", 1)):
-        image, label = (tmp_path / "ds" / d / "train" / f"{stem}.{e}" for d, e in (("images", "png"), ("labels", "txt")))
+        image = tmp_path / "ds" / "images" / "train" / f"{stem}.png"
+        label = tmp_path / "ds" / "labels" / "train" / f"{stem}.txt"
         corrupt, read = _ultralytics_reads(image, label)
         assert corrupt == 0 and len(read) == kept  # the oracle: distinct polygons kept, a repeat dropped
     errors = check_dataset(data).errors
