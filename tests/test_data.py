@@ -214,3 +214,13 @@ def test_names_written_in_another_unicode_form_find_their_image(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     _, report = convert_coco(tmp_path / "ann.json", src / "JPEGImages", tmp_path / "out2")
     assert report.images == 3 and not [m for m in report.issues if "not found" in m], report.issues
+    # a folder named in file_name, stored decomposed too
+    (src / "JPEGImages" / unicodedata.normalize("NFD", "Prüfung")).mkdir()
+    for stem in composed:
+        (src / "JPEGImages" / f"{unicodedata.normalize('NFD', stem)}.jpg").rename(
+            src / "JPEGImages" / unicodedata.normalize("NFD", "Prüfung") / f"{unicodedata.normalize('NFD', stem)}.jpg")
+    for im in ann["images"]:
+        im["file_name"] = f"Prüfung/{im['file_name']}"
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    _, report = convert_coco(tmp_path / "ann.json", src / "JPEGImages", tmp_path / "out3")
+    assert report.images == 3 and not [m for m in report.issues if "not found" in m], report.issues

@@ -150,12 +150,21 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def _unicode_twin(path: Path) -> Path | None:
-    """The file beside ``path`` whose name differs from it only in Unicode form (composed or not); None if none."""
-    if not path.parent.is_dir():
-        return None
-    twins = [p for p in path.parent.iterdir() if _nfc(p.name) == _nfc(path.name)]
-    return twins[0] if len(twins) == 1 else None
+class UnicodeTwins:
+    """Files below a folder by their composed (NFC) relative path, indexed on the first miss only: a name
+    stored in the other Unicode form is found in one pass over the folder, however many names miss."""
+
+    def __init__(self, folder: Path):
+        self.folder, self._index = folder, None
+
+    def find(self, name: str) -> Path | None:
+        """The one file whose relative path equals ``name`` up to Unicode form; None if none (or several)."""
+        if self._index is None:
+            self._index = defaultdict(list)
+            for p in self.folder.rglob("*"):
+                self._index[_nfc(p.relative_to(self.folder).as_posix())].append(p)
+        twins = self._index.get(_nfc(PurePosixPath(name).as_posix()), [])
+        return twins[0] if len(twins) == 1 else None
 
 
 def _find_image(xml_path: Path, src: Path, filename: str | None, by_stem: dict[str, list[Path]]) -> Path:
@@ -292,7 +301,8 @@ def _coco_names(data: dict, ann_file: Path) -> dict[int, str]:
     return names
 
 
-def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport) -> ImageRecord | None:
+def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport,
+                twins: UnicodeTwins) -> ImageRecord | None:
     name = im.get("file_name") if isinstance(im, dict) else None
     if not isinstance(name, str) or "id" not in im:
         report.issues.append(f"{ann_file}: image entry {im!r:.80} has no 'id' or 'file_name'; skipped")
@@ -303,7 +313,7 @@ def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport) -> I
         return None
     path = images / name
     if not os.path.lexists(path):
-        path = _unicode_twin(path)
+        path = twins.find(name)
     if path is None:
         report.issues.append(f"{ann_file}: image {name!r} not found in {images}; skipped")
         return None
@@ -323,13 +333,13 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
     """Parse a COCO detection JSON (any category ids); returns records and names in category-id order."""
     data = _load_coco(ann_file)
     names = _coco_names(data, ann_file)
-    by_id, listed = {}, set()
+    by_id, listed, twins = {}, set(), UnicodeTwins(images)
     for im in data["images"]:
         if isinstance(im, dict) and "id" in im:
             if im["id"] in listed:  # whose annotations would they be?
                 raise ValueError(f"{ann_file}: image id {im['id']} appears more than once")
             listed.add(im["id"])
-        rec = _coco_image(im, ann_file, images, report)
+        rec = _coco_image(im, ann_file, images, report, twins)
         if rec is not None:
             by_id[im["id"]] = rec
     crowd_regions = 0
