@@ -726,3 +726,34 @@ def test_a_relative_path_found_nowhere_names_the_working_folder_and_datasets_dir
     assert "neither in the working folder" in warning.message and "datasets_dir" in warning.message
     missing = {Path(f.path) for f in res.errors if f.kind == "missing split"}
     assert missing == {tmp_path / "nowhere" / "images" / "train", tmp_path / "nowhere" / "images" / "val"}
+
+
+def _moved(data: Path, root: Path, splits: dict[str, str], path: str | None) -> Path:
+    """The YAML rewritten with other split entries and ``path:`` (None: no path key)."""
+    doc = {**yaml.safe_load(data.read_text()), **splits}
+    doc.pop("path")
+    if path is not None:
+        doc["path"] = path
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data.yaml").write_text(yaml.safe_dump(doc))
+    return root / "data.yaml"
+
+
+def test_layouts_ultralytics_trains_on_pass_the_check_before_training(tmp_path, monkeypatch):
+    """Oracle: Ultralytics' own check_det_dataset finds these folders; the check must read the same ones."""
+    import ultralytics.data.utils as ultralytics_data
+
+    from gradkit.integrations.ultralytics.callback import check_before_training
+
+    # a Roboflow export: train: ../images/train beside the YAML (Ultralytics drops the ../ when it is missing)
+    data = _moved(_tiny_yolo(tmp_path / "ds"), tmp_path / "ds", {"train": "../images/train", "val": "../images/val"},
+                  None)
+    assert check_dataset(data, images=False).errors == []
+    check_before_training(str(data))
+    # a relative path: that lives in Ultralytics' datasets_dir (as coco8.yaml's path: coco8)
+    monkeypatch.setattr(ultralytics_data, "DATASETS_DIR", tmp_path / "datasets")
+    _tiny_yolo(tmp_path / "datasets" / "mine")
+    elsewhere = _moved(tmp_path / "datasets" / "mine" / "data.yaml", tmp_path / "configs",
+                       {"train": "images/train", "val": "images/val"}, "mine")
+    monkeypatch.chdir(tmp_path)
+    check_before_training(str(elsewhere))  # raised DatasetError ("missing split") before

@@ -191,6 +191,8 @@ def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
         if data.get(s):
             p = Path(data[s])
             dirs[s] = p if p.is_absolute() else root / p
+            if not dirs[s].exists() and str(data[s]).startswith("../"):  # as Ultralytics: Roboflow exports
+                dirs[s] = root / str(data[s])[3:]
     return dirs, names
 
 
@@ -429,15 +431,18 @@ def _has_download(data_yaml: Path) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
-def check_dataset(data_yaml: str | Path, images: bool = True) -> CheckResult:
+def check_dataset(data_yaml: str | Path, images: bool = True, split_dirs: dict[str, Path] | None = None) -> CheckResult:
     """Check a dataset. ``images=False`` is the fast part run before training: labels, pairing and a
     header-level image check (unreadable, truncated, too small; pixels decoded for 16-bit images only)
-    instead of a full decode, duplicate search and bit-depth check of every image."""
+    instead of a full decode, duplicate search and bit-depth check of every image. ``split_dirs``: the
+    split folders as Ultralytics resolved them (its ``datasets_dir`` is not known here); else as read here."""
     data_yaml = Path(data_yaml)
     dirs, names = _split_dirs(data_yaml)
     res = CheckResult(names=names)
     res.findings += _yaml_findings(data_yaml, read_dataset_yaml(data_yaml), names)
     _, beside_only = _dataset_root(data_yaml, read_dataset_yaml(data_yaml))
+    if split_dirs is not None:
+        dirs, beside_only = split_dirs, None
     if beside_only:
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     hashes: dict[str, tuple[str, Path]] = {}

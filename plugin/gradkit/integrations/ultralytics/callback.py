@@ -619,7 +619,8 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
         return  # not a YOLO dataset YAML (classification folders, hub names): nothing to check here
     resolved = resolve_dataset(str(data), required=("train", *splits))  # as Ultralytics, never downloading
     yaml_file = Path(resolved.get("yaml_file") or data)
-    result = check_dataset(yaml_file, images=False)
+    dirs = {s: Path(resolved[s]) for s in ("train", "val", "test") if isinstance(resolved.get(s), str)}
+    result = check_dataset(yaml_file, images=False, split_dirs=dirs)  # the folders training will read
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
