@@ -89,3 +89,24 @@ def test_voc_labels_of_a_rotated_phone_photo_land_on_the_defect(tmp_path):
     h_img, w_img = upright.shape
     np.testing.assert_allclose([(cx - w / 2) * w_img, (cy - h / 2) * h_img, (cx + w / 2) * w_img,
                                 (cy + h / 2) * h_img], [x0, y0, x1, y1], atol=1e-3)
+
+
+def test_read_upright_of_an_empty_or_huge_file_is_none_or_pixels_not_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert read_upright(tmp_path / "empty.png") is None
+    big = _tagged_jpeg(tmp_path / "big.jpg", 6)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses it as a decompression bomb; OpenCV reads it
+    assert read_upright(big).shape[:2] == (96, 160)  # its EXIF unread: the pixels as stored, no traceback
+
+
+def test_png_orientation_comes_from_the_header_without_decoding_pixels(tmp_path, monkeypatch):
+    from PIL import PngImagePlugin
+
+    path = _tagged_jpeg(tmp_path / "p.png", 6)
+    plain = tmp_path / "plain.png"
+    cv2.imwrite(str(plain), np.zeros((30, 50, 3), np.uint8))  # no EXIF at all: PIL would look past the pixels
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    assert image_size(path) == (96, 160) and image_size(plain) == (50, 30)

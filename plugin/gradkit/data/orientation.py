@@ -9,6 +9,7 @@ Ultralytics' ``exif_size`` and ``imread`` on all eight orientations of each form
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,18 @@ _TURNED_BY_DECODER = {"TIFF"}
 
 
 def exif_orientation(im) -> int:
-    """The EXIF orientation of an open PIL image; 1 when it has none or an unreadable one."""
+    """The EXIF orientation of an open PIL image; 1 when it has none or an unreadable one. For a PNG only
+    an ``eXIf`` chunk before the pixels counts: PIL would decode the whole image to look past them."""
+    from PIL import Image
+
     try:
-        value = im.getexif().get(EXIF_ORIENTATION, 1)
+        if im.format == "PNG":
+            exif = Image.Exif()
+            if im.info.get("exif"):
+                exif.load(im.info["exif"])
+        else:
+            exif = im.getexif()
+        value = exif.get(EXIF_ORIENTATION, 1)
     except (OSError, ValueError, SyntaxError):  # a malformed EXIF block: shown as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -55,14 +65,17 @@ def read_upright(path: str | Path) -> np.ndarray | None:
     from PIL import Image
 
     try:  # decoded from the bytes, as Ultralytics does (OpenCV's imread fails on some turned TIFFs)
-        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+        data = np.fromfile(path, np.uint8)
     except OSError:
         return None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None  # imdecode raises on no bytes
     if img is None:
         return None
     try:
-        with Image.open(path) as im:
-            orientation = 1 if im.format in _TURNED_BY_DECODER else exif_orientation(im)
-    except (OSError, ValueError, SyntaxError):  # OpenCV read what PIL cannot identify: no EXIF to apply
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read here
+            with Image.open(path) as im:
+                orientation = 1 if im.format in _TURNED_BY_DECODER else exif_orientation(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # what PIL will not open: no EXIF
         orientation = 1
     return img if orientation == 1 else upright(img, orientation)
