@@ -52,8 +52,9 @@ def test_files_ultralytics_accepts_are_not_errors_and_fix_writes_the_boxes_it_re
     assert corrupt == 0  # the oracle accepts the file
     assert check_dataset(data).errors == []
     fixed, _ = fix_dataset(data, tmp_path / "fixed")
-    written = _boxes((tmp_path / "fixed" / "labels" / "train" / f"{stem}.txt").read_text())
-    np.testing.assert_allclose(written[np.lexsort(written.T[::-1])], read[np.lexsort(read.T[::-1])], atol=1e-6)
+    corrupt, read_fixed = _ultralytics_reads(image, tmp_path / "fixed" / "labels" / "train" / f"{stem}.txt")
+    assert corrupt == 0
+    np.testing.assert_allclose(read_fixed, read, atol=1e-6)  # Ultralytics reads the copy as it read the original
     assert check_dataset(fixed).errors == []
 
 
@@ -92,3 +93,16 @@ def test_distinct_polygons_sharing_a_box_are_kept_as_ultralytics_keeps_them(tmp_
         assert corrupt == 0 and len(read) == kept  # the oracle: distinct polygons kept, a repeat dropped
     errors = check_dataset(data).errors
     assert [(Path(f.path).name, f.line) for f in errors] == [("again.txt", 2)], [str(f) for f in errors]
+    fix_dataset(data, tmp_path / "fixed")  # --fix keeps both, and drops the repeat
+    for stem, kept in (("two", 2), ("again", 1)):
+        image = tmp_path / "ds" / "images" / "train" / f"{stem}.png"
+        corrupt, read = _ultralytics_reads(image, tmp_path / "fixed" / "labels" / "train" / f"{stem}.txt")
+        assert corrupt == 0 and len(read) == kept
+
+
+def test_fix_clips_a_polygon_that_leaves_the_image_and_keeps_it_a_polygon(tmp_path):
+    data = _dataset(tmp_path / "ds", {"edge": "0 -0.2 0.5 0.5 0.1 1.3 0.9\n" + TRIANGLE + "\n"})
+    _, changes = fix_dataset(data, tmp_path / "fixed")
+    lines = (tmp_path / "fixed" / "labels" / "train" / "edge.txt").read_text().splitlines()
+    assert lines[0].split() == ["0", "0.000000", "0.500000", "0.500000", "0.100000", "1.000000", "0.900000"]
+    assert lines[1] == TRIANGLE and [c.action for c in changes if c.line == 1] == ["clipped"]

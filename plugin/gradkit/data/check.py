@@ -537,11 +537,40 @@ def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
     return f"{c} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} {y1 - y0:.6f}", "stuck out of the image"
 
 
+def _repair_polygon(line: str, nc: int) -> tuple[str | None, str]:
+    """A polygon line of a file of polygons, kept a polygon (Ultralytics reads it; distinct polygons sharing a
+    box stay distinct): points outside the image clipped into it, what cannot be read dropped."""
+    parts = line.split()
+    fields, why = polygon_box(parts)
+    if fields is None:
+        return None, why
+    values = label_values(fields)
+    if len(values) == 2:
+        return None, values[1]
+    c, _, _, w, h = values
+    if not 0 <= c < nc:
+        return None, f"class {c} but nc={nc}"
+    if w <= 0 or h <= 0:
+        return None, f"no area (w={w:g} h={h:g})"
+    coords = [float(v) for v in parts[1:]]
+    if all(-_EDGE_TOLERANCE <= v <= 1 + _EDGE_TOLERANCE for v in coords):
+        return line, ""
+    clipped = [min(max(v, 0.0), 1.0) for v in coords]
+    if max(clipped[0::2]) - min(clipped[0::2]) <= 0 or max(clipped[1::2]) - min(clipped[1::2]) <= 0:
+        return None, "entirely outside the image"
+    return f"{c} " + " ".join(f"{v:.6f}" for v in clipped), "stuck out of the image"
+
+
 def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
-    """Label lines for the copy: boxes sticking out clipped, what cannot be repaired dropped; each change listed."""
+    """Label lines for the copy: boxes sticking out clipped, what cannot be repaired dropped; each change listed.
+    A file of polygons stays one; in a file mixing them with boxes (which Ultralytics skips), polygons become
+    their boxes."""
     kept, changes, seen = [], [], {}
-    for n, line, _ in label_lines(path, errors="replace"):  # undecodable bytes make a line unreadable: dropped
-        fixed, why = _repair_line(line, nc)
+    lines = label_lines(path, errors="replace")  # undecodable bytes make a line unreadable: dropped
+    polygons_only = any(len(p) > POLYGON_OVER_FIELDS for _, _, p in lines) and not any(len(p) == 5 for _, _, p in lines)
+    for n, line, parts in lines:
+        repair = _repair_polygon if polygons_only and len(parts) > POLYGON_OVER_FIELDS else _repair_line
+        fixed, why = repair(line, nc)
         if fixed is None:
             changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {why}"))
             continue
