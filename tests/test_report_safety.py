@@ -219,3 +219,8 @@ def test_an_earlier_training_reports_curves_come_from_its_report_val_not_the_tra
     assert _rebuild(run).returncode == 0
     page = (run / "report.html").read_text()
     assert _embedded(page, ours) and not _embedded(page, training_time)
+    shutil.rmtree(run / "report_val")  # gone: not embedded at all, rather than another split's curve
+    (run / "report.html").unlink()
+    assert _rebuild(run).returncode == 0
+    page = (run / "report.html").read_text()
+    assert not _embedded(page, training_time) and "PR curve: not embedded" in page

@@ -259,9 +259,12 @@ def test_comparison_diff_shows_every_setting_that_differs_even_one_only_one_run_
     # a `gradkit val` report records no settings: its missing keys are not differences
     c = build_report(hand_made_evaluation(tmp_path / "c"))
     assert [d["key"] for d in compare_reports([a, c], ["a", "c"])["config_diff"]] == []
-    # nor are the yolo arguments a report of an earlier release (schema 3: eight of them) did not record
-    old = {**a, "schema_version": 3, "training": {**a["training"], "train_args": {"imgsz": 256}}}
+    # nor are the yolo arguments a report of an earlier release (schema 3: eight of them) did not record,
+    # nor a plugin setting another release did not have
+    old = {**a, "schema_version": 3, "training": {**a["training"], "train_args": {"imgsz": 256}},
+           "plugin_config": {"augment": {"ultralytics": {"degrees": 4, "fliplr": 0.0}}}}
     assert [d["key"] for d in compare_reports([a, old], ["a", "old"])["config_diff"]] == []
+    assert compare_reports([a, old], ["a", "old"])["schema_version"] == 4  # the comparison's own shape
 
 
 def test_training_records_every_yolo_argument_but_the_run_folder_names(tmp_path):
@@ -272,5 +275,5 @@ def test_training_records_every_yolo_argument_but_the_run_folder_names(tmp_path)
                                         "name: a\nproject: /x/runs\nimgsz: 256\n")
     args = training_section(tmp_path)["train_args"]
     assert args == {"model": "yolo26n.yaml", "mosaic": 0.0, "nbs": 16, "freeze": 10, "imgsz": 256}
-    (tmp_path / "args.yaml").write_text("imgsz: 256\nnote: 2026-12-01\n")  # YAML reads a date: JSON has none
-    assert training_section(tmp_path)["train_args"] == {"imgsz": 256, "note": "2026-12-01"}
+    (tmp_path / "args.yaml").write_text("imgsz: 256\nnote: 2026-12-01\nlr0: .nan\n")  # a date, a NaN: not JSON
+    assert training_section(tmp_path)["train_args"] == {"imgsz": 256, "note": "2026-12-01", "lr0": None}

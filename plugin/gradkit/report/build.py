@@ -117,8 +117,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "seed": args.get("seed"),
         "optimizer_steps": steps,
         # a hand-edited args.yaml can hold what JSON cannot (dates, sets): written as their text
-        "train_args": json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
-                                            default=str)),
+        "train_args": _clean(json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
+                                                   default=str))),
         **_monitor_keys(run_dir),
     }
 

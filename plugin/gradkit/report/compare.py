@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gradkit.report.schema import REPORT_SCHEMA_VERSION
+
 __all__ = ["compare_reports"]
 
 HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
@@ -34,7 +36,7 @@ def _row(values: list[float | None], labels: list[str], higher: bool = True) -> 
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
+    if not isinstance(d, dict) or (not d and prefix):  # an empty mapping is a value: "set nothing here"
         return {prefix: d}
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -56,19 +58,18 @@ def _config_diff(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = list(dict.fromkeys(k for s in settings for k in s))
     diff = []
     for k in keys:  # a plugin setting one run made and another left out is a difference too
-        having = [s for s, r in zip(settings, reports, strict=True) if _recorded(r, s, k)]
+        having = [s for s in settings if _recorded(s, k)]
         if len(having) > 1 and len({json.dumps(s.get(k), sort_keys=True, default=str) for s in having}) > 1:
             diff.append({"key": k, "values": [s.get(k) for s in settings]})
     return diff
 
 
-def _recorded(report: dict[str, Any], settings: dict[str, Any], key: str) -> bool:
-    """Whether ``report`` recorded ``key``: a plugin setting wherever the plugin configuration was recorded
-    (a nested setting left at its default is absent from the flattened configuration); a yolo argument only
-    where it is present (a `gradkit val` report records none, reports before schema 4 eight of them)."""
-    if key.startswith("gradkit."):
-        return bool(report.get("plugin_config"))
-    return key in settings
+def _recorded(settings: dict[str, Any], key: str) -> bool:
+    """Whether a run's flattened settings hold ``key``, or an empty mapping above it (``augment.ultralytics:
+    {}`` sets none of what another run set there: a difference). A key a report lacks otherwise was not
+    recorded: a `gradkit val` report records no settings, reports of other releases other keys."""
+    parts = key.split(".")
+    return key in settings or any(settings.get(".".join(parts[:i])) == {} for i in range(1, len(parts)))
 
 
 def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:
@@ -119,7 +120,7 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
     curves = {lab: {"epochs": (r.get("training") or {}).get("epochs", []),
                     **{c: ((r.get("training") or {}).get("curves") or {}).get(c) for c in CURVES}}
               for lab, r in zip(labels, reports, strict=True)}
-    return {"schema_version": reports[0].get("schema_version", 1), "kind": "comparison",
+    return {"schema_version": REPORT_SCHEMA_VERSION, "kind": "comparison",
             "runs": [{"label": lab, "model": r["model"], "data": r["data"], "split": r["split"],
                       "thresholds": (r.get("inspection") or {}).get("thresholds")}
                      for lab, r in zip(labels, reports, strict=True)],

@@ -104,15 +104,18 @@ def allowed_file(path: str | None, roots: Sequence[Path]) -> Path | None:
     return p if head.startswith(_IMAGE_MAGIC) else None
 
 
+#: The folder of a training run where the end-of-training report's validation writes its curves.
+REPORT_VAL_DIR = "report_val"
+
+
 def _beside_report(path: str | None, roots: Sequence[Path]) -> str | None:
     """Earlier releases named the curves by absolute path: after the run folder was copied, the curve is the
-    file at the longest tail of that path found inside the report's folder (a training report's curves lie in
-    its ``report_val/``; Ultralytics' training-time curves of the same name beside it are another split's)."""
+    file of that name beside the report, or in its ``report_val/`` when it was there (Ultralytics'
+    training-time curves of the same name beside the report are another split's: never taken for those)."""
     if not (path and Path(path).is_absolute() and roots and allowed_file(path, roots) is None):
         return path
-    parts = Path(path).parts[1:]
-    tails = (Path(*parts[-n:]).as_posix() for n in range(min(len(parts), 3), 0, -1))
-    return next((t for t in tails if allowed_file(t, roots) is not None), Path(path).name)
+    old = Path(path)
+    return f"{REPORT_VAL_DIR}/{old.name}" if old.parent.name == REPORT_VAL_DIR else old.name
 
 
 def _file_img(path: str | None, alt: str, roots: Sequence[Path]) -> str:

@@ -31,6 +31,7 @@ from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultraly
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
+from gradkit.report.render import REPORT_VAL_DIR
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
            "load_state", "resume", "state_path"]
@@ -299,7 +300,8 @@ class GradkitCallback:
                 best = trainer.best if Path(trainer.best).exists() else trainer.last
                 self._extra("the report", lambda: self._write_report(trainer),
                             f"gradkit val model={shlex.quote(str(best))} data={shlex.quote(str(trainer.args.data))} "
-                            f"split={self.cfg.report.split} gradkit.report.gallery={self.cfg.report.gallery}"
+                            f"split={shlex.quote(self.cfg.report.split)} "
+                            f"gradkit.report.gallery={self.cfg.report.gallery}"
                             + (f" gradkit.report.conf={self.cfg.report.conf}" if self.cfg.report.conf is not None
                                else ""))
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
@@ -374,7 +376,7 @@ class GradkitCallback:
 
         rcfg = self.cfg.report
         weights = trainer.best if Path(trainer.best).exists() else trainer.last
-        ev = validate_for_report(weights, str(trainer.args.data), rcfg.split, self.save_dir / "report_val",
+        ev = validate_for_report(weights, str(trainer.args.data), rcfg.split, self.save_dir / REPORT_VAL_DIR,
                                  imgsz=trainer.args.imgsz, batch=trainer.args.batch, device=trainer.args.device,
                                  conf=0.001, verbose=False)
         ev.conf_threshold = rcfg.conf
