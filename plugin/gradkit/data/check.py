@@ -510,6 +510,19 @@ MAX_PRINTED_CHANGES = 40  # ``gradkit check --fix`` prints this many; all are in
 _EDGE_TOLERANCE = 1e-6  # as the out-of-bounds test of _check_labels: closer to the edge is left alone
 
 
+def _usable_box(fields: list[str], nc: int) -> tuple[tuple[int, float, float, float, float] | None, str]:
+    """(class, x, y, w, h) of five box fields, or None and why ``--fix`` cannot keep them."""
+    values = label_values(fields)
+    if len(values) == 2:
+        return None, values[1]
+    c, _, _, w, h = values
+    if not 0 <= c < nc:
+        return None, f"class {c} but nc={nc}"
+    if w <= 0 or h <= 0:
+        return None, f"no area (w={w:g} h={h:g})"
+    return values, ""
+
+
 def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
     """The line to keep (the user's own text when nothing is wrong) or None, and why it changed; a polygon
     becomes the box Ultralytics would make of it."""
@@ -520,14 +533,10 @@ def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
     if fields is not parts:
         fixed, clip_why = _repair_line(" ".join(fields), nc)
         return fixed, "polygon -> the box around it" + (f"; {clip_why}" if clip_why else "") if fixed else clip_why
-    values = label_values(parts)
-    if len(values) == 2:
-        return None, values[1]
+    values, why = _usable_box(parts, nc)
+    if values is None:
+        return None, why
     c, x, y, w, h = values
-    if not 0 <= c < nc:
-        return None, f"class {c} but nc={nc}"
-    if w <= 0 or h <= 0:
-        return None, f"no area (w={w:g} h={h:g})"
     corners = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
     if min(corners) >= -_EDGE_TOLERANCE and max(corners) <= 1 + _EDGE_TOLERANCE:
         return line, ""
@@ -544,14 +553,10 @@ def _repair_polygon(line: str, nc: int) -> tuple[str | None, str]:
     fields, why = polygon_box(parts)
     if fields is None:
         return None, why
-    values = label_values(fields)
-    if len(values) == 2:
-        return None, values[1]
-    c, _, _, w, h = values
-    if not 0 <= c < nc:
-        return None, f"class {c} but nc={nc}"
-    if w <= 0 or h <= 0:
-        return None, f"no area (w={w:g} h={h:g})"
+    values, why = _usable_box(fields, nc)
+    if values is None:
+        return None, why
+    c = values[0]
     coords = [float(v) for v in parts[1:]]
     if all(-_EDGE_TOLERANCE <= v <= 1 + _EDGE_TOLERANCE for v in coords):
         return line, ""
