@@ -439,8 +439,9 @@ def check_dataset(data_yaml: str | Path, images: bool = True, split_dirs: dict[s
     data_yaml = Path(data_yaml)
     dirs, names = _split_dirs(data_yaml)
     res = CheckResult(names=names)
-    res.findings += _yaml_findings(data_yaml, read_dataset_yaml(data_yaml), names)
-    _, beside_only = _dataset_root(data_yaml, read_dataset_yaml(data_yaml))
+    data = read_dataset_yaml(data_yaml)
+    res.findings += _yaml_findings(data_yaml, data, names)
+    _, beside_only = _dataset_root(data_yaml, data)
     if split_dirs is not None:
         dirs, beside_only = split_dirs, None
     if beside_only:
