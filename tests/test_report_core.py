@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from gradkit.report.build import _clean
 from gradkit.report.coco import Box, bucket_metrics, coco_metrics
 from gradkit.report.compare import compare_reports
-from gradkit.report.errors import analyse_errors
+from gradkit.report.errors import MISS_CAUSES, analyse_errors, miss_causes
 from gradkit.report.render import render_html, render_markdown
 
 GT = [Box(0, 0, 0.10, 0.10, 0.30, 0.30), Box(0, 1, 0.50, 0.50, 0.90, 0.60), Box(1, 0, 0.20, 0.20, 0.40, 0.50),
@@ -221,6 +222,26 @@ def test_error_kinds_on_hand_made_cases():
     assert per_image[0].missed == 2 and per_image[1].false_positives == 1
 
 
+def test_why_each_object_was_missed_on_hand_made_cases():
+    # image 0: a found scratch (class 0), a crack (1) boxed badly, a crack called a scratch, a pit (2) nobody saw;
+    # image 1: two scratches side by side and one scratch detection, which can match only one of them
+    g = [Box(0, 0, 0.1, 0.1, 0.3, 0.3), Box(0, 1, 0.5, 0.5, 0.7, 0.7), Box(0, 1, 0.1, 0.6, 0.2, 0.9),
+         Box(0, 2, 0.8, 0.8, 0.85, 0.85), Box(1, 0, 0.1, 0.1, 0.3, 0.3), Box(1, 0, 0.1, 0.1, 0.3, 0.32)]
+    p = [Box(0, 0, 0.1, 0.1, 0.3, 0.3, 0.95),    # finds the scratch
+         Box(0, 1, 0.5, 0.5, 0.7, 0.58, 0.9),    # the crack's box, IoU 0.4: mislocalised
+         Box(0, 0, 0.1, 0.6, 0.2, 0.9, 0.8),     # the other crack, called a scratch: confused
+         Box(0, 2, 0.8, 0.8, 0.85, 0.85, 0.1),   # the pit, but below the operating point: unseen
+         Box(1, 0, 0.1, 0.1, 0.3, 0.3, 0.9)]     # one detection for two overlapping scratches
+    _, per_image = analyse_errors(g, p, [0, 1], conf=0.25)
+    causes = miss_causes(per_image, {0: "scratch", 1: "crack", 2: "pit"})
+    assert causes == {
+        "scratch": {"objects": 3, "found": 2, "mislocalised": 1, "confused": 0, "unseen": 0, "confused_with": {}},
+        "crack": {"objects": 2, "found": 0, "mislocalised": 1, "confused": 1, "unseen": 0,
+                  "confused_with": {"scratch": 1}},
+        "pit": {"objects": 1, "found": 0, "mislocalised": 0, "confused": 0, "unseen": 1, "confused_with": {}}}
+    assert all(sum(row[k] for k in ("found", *MISS_CAUSES)) == row["objects"] for row in causes.values())
+
+
 def _naive_errors(gts, preds, images, conf):
     """Reference: one prediction at a time, plain Python IoU, the rules as the module docstring states them."""
     def iou(a, b):
@@ -232,6 +253,7 @@ def _naive_errors(gts, preds, images, conf):
     totals = dict.fromkeys(["tp", "classification", "localization", "both", "duplicate", "background",
                             "background_on_defect_free", "missed"], 0)
     per_image = {}
+    causes = {c: dict.fromkeys(("mislocalised", "confused", "unseen"), 0) for c in {b.cls for b in gts}}
     for img in images:
         g = [b for b in gts if b.image == img]
         p = sorted([b for b in preds if b.image == img and b.score >= conf], key=lambda b: -b.score)
@@ -258,10 +280,18 @@ def _naive_errors(gts, preds, images, conf):
                 kind = "background"
             counts[kind] += 1
         counts["missed"] = len(g) - len(matched)
+        for j, gb in enumerate(g):  # why each object was missed, as the module docstring states it
+            if j in matched:
+                continue
+            near = [iou(pb, gb) for pb in p if pb.cls == gb.cls]
+            other = [iou(pb, gb) for pb in p if pb.cls != gb.cls]
+            cause = ("mislocalised" if max(near, default=0) >= 0.1 else
+                     "confused" if max(other, default=0) >= 0.1 else "unseen")
+            causes[gb.cls][cause] += 1
         per_image[img] = counts
         for k, v in counts.items():
             totals[k] += v
-    return totals, per_image
+    return totals, per_image, causes
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -274,8 +304,11 @@ def test_error_analysis_agrees_with_a_naive_reference(seed):
         if rng.random() < 0.2:
             preds.append(Box(b.image, (b.cls + 1) % 3, b.x0, b.y0, b.x1, b.y1 + 0.01, b.score * 0.8))
     totals, per_image = analyse_errors(gts, preds, list(sizes), conf=0.25)
-    ref_totals, ref_per_image = _naive_errors(gts, preds, list(sizes), 0.25)
+    ref_totals, ref_per_image, ref_causes = _naive_errors(gts, preds, list(sizes), 0.25)
     assert totals == ref_totals
+    causes = miss_causes(per_image, {c: str(c) for c in range(3)})
+    assert {int(n): {k: row[k] for k in MISS_CAUSES} for n, row in causes.items() if row["objects"]} == ref_causes
+    assert sum(row["found"] for row in causes.values()) == totals["tp"]
     json.dumps([{"tp": r.tp, **r.counts} for r in per_image.values()])  # plain ints: the report is JSON
     for img, counts in ref_per_image.items():
         assert per_image[img].tp == counts["tp"]
@@ -302,6 +335,21 @@ def test_user_strings_are_escaped_in_html_and_markdown():
     assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page.lower()
     assert evil not in render_markdown(_report(evil))
+
+
+def test_miss_causes_are_shown_per_class_and_escaped():
+    evil = "<b>crack</b>"
+    r = _report(evil)
+    r["errors"]["by_class"] = {evil: {"objects": 31, "found": 5, "mislocalised": 2, "confused": 3, "unseen": 21,
+                                      "confused_with": {"<i>scratch</i>": 3}}}
+    page, md = render_html(r), render_markdown(r)
+    assert "Why objects were missed, per class" in page and "<b>crack" not in page and "<i>scratch" not in page
+    section = page.split("Why objects were missed, per class", 1)[1]
+    row = re.search(r"<tr><td[^>]*>&lt;b&gt;crack&lt;/b&gt;</td>(.*?)</tr>", section)
+    assert row and re.findall(r"<td[^>]*>(.*?)</td>", row.group(1)) == ["31", "5", "2",
+                                                                       "3 (as &lt;i&gt;scratch&lt;/i&gt; 3)", "21"]
+    assert "| &lt;b&gt;crack&lt;/b&gt; | 31 | 5 | 2 | 3 (as &lt;i&gt;scratch&lt;/i&gt; 3) | 21 |" in md
+    assert "Why objects were missed" not in render_html(_report())  # older reports have no such table
 
 
 def test_html_is_self_contained():

@@ -44,6 +44,16 @@ def _edit(run: Path, change) -> None:
     (run / "report.html").unlink()
 
 
+def test_the_report_says_why_each_class_s_objects_were_missed(run):
+    report = json.loads((run / "report.json").read_text())
+    by_class, counts = report["errors"]["by_class"], report["errors"]["counts"]
+    assert set(by_class) == set(report["class_names"].values())
+    assert sum(r["objects"] for r in by_class.values()) == report["instances"]
+    assert sum(r["found"] for r in by_class.values()) == counts["tp"]
+    assert sum(r["objects"] - r["found"] for r in by_class.values()) == counts["missed"] > 0
+    assert "Why objects were missed, per class" in (run / "report.html").read_text()
+
+
 def test_first_report_embeds_its_gallery_from_copies_inside_the_run(run):
     report = json.loads((run / "report.json").read_text())
     copies = [e["copy"] for e in report["errors"]["worst_images"]]
@@ -59,6 +69,7 @@ def test_first_report_embeds_its_gallery_from_copies_inside_the_run(run):
     ("inspection.escape_rate", lambda r: r["inspection"].__setitem__("escape_rate", EVIL)),
     ("images", lambda r: r.__setitem__("images", "12")),
     ("per_class.0.name", lambda r: r["per_class"][0].__setitem__("name", 5)),
+    ("errors.by_class.scratch.unseen", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("unseen", EVIL)),
 ])
 def test_a_crafted_value_is_refused_with_one_line_naming_the_key(run, key, change):
     _edit(run, change)
@@ -169,6 +180,8 @@ def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
     ("inspection.escaped_images", lambda r: r["inspection"].__setitem__("escaped_images", -1)),
     ("schema_version", lambda r: r.__setitem__("schema_version", 99)),
     ("inspection.per_class.0", lambda r: r["inspection"]["per_class"][0].__setitem__("shipped_parts", 9)),
+    ("errors.by_class.scratch", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("found", 99)),
+    ("errors.by_class.scratch", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("confused_with", {"x": 7})),
 ])
 def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
     _edit(run, change)

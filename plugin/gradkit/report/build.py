@@ -19,7 +19,7 @@ import numpy as np
 
 from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
-from gradkit.report.errors import analyse_errors
+from gradkit.report.errors import analyse_errors, miss_causes
 from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
@@ -206,7 +206,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "size_buckets": {"by_relative_area": area, "by_elongation": elong},
         "inspection": inspection,
         "errors": {"conf_threshold": ev.conf_threshold, "operating_point": inspection["operating_point"],
-                   "counts": errors,
+                   "counts": errors, "by_class": miss_causes(per_image, {c: ev.names[c] for c in classes}),
                    "worst_images": [_gallery_entry(ev, op.matching, op.found, op.fires, r) for r in worst]},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),

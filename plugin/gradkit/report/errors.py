@@ -4,7 +4,10 @@ Identifying Object Detection Errors").
 Every prediction at or above a confidence threshold is one of: true positive, duplicate,
 localisation (right class, 0.1 <= IoU < 0.5), classification (wrong class, IoU >= 0.5), both (wrong
 class, 0.1 <= IoU < 0.5) or background (IoU < 0.1 with every object; counted separately on
-defect-free images). Every object that no true positive found is missed.
+defect-free images). Every object that no true positive found is missed, and why (an inspector's question
+when a class's recall is low: is it boxed badly, taken for another defect, or not seen at all?):
+mislocalised (a detection of its class overlaps it, IoU >= 0.1, but none matched it at IoU >= 0.5),
+else confused (another class's detection overlaps it, IoU >= 0.1), else unseen.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import numpy as np
 
 from gradkit.report.coco import Box, Boxes, box_columns
 
-__all__ = ["ERROR_KINDS", "ImageErrors", "analyse_errors"]
+__all__ = ["ERROR_KINDS", "MISS_CAUSES", "ImageErrors", "analyse_errors", "miss_causes"]
 
 ERROR_KINDS = ("classification", "localization", "both", "duplicate", "background", "background_on_defect_free",
                "missed")
+MISS_CAUSES = ("mislocalised", "confused", "unseen")
 FG_IOU, BG_IOU = 0.5, 0.1
 
 
@@ -31,6 +35,8 @@ class ImageErrors:
     image: int
     tp: int = 0
     counts: Counter = field(default_factory=Counter)
+    #: (class of the object, "found" or a MISS_CAUSES entry, class of the overlapping detection or None) per object
+    objects: list[tuple[int, str, int | None]] = field(default_factory=list)
 
     @property
     def missed(self) -> int:
@@ -52,8 +58,9 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
 
 
-def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray) -> tuple[list[str], int]:
-    """Kinds of one image's predictions (in descending score order) and the number of objects found."""
+def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray
+              ) -> tuple[list[str], np.ndarray]:
+    """Kinds of one image's predictions (in descending score order) and which objects were found."""
     iou = pairwise_iou(p_box, g_box)
     same = p_cls[:, None] == g_cls[None, :]
     best_same = np.where(same, iou, 0.0).max(1)
@@ -70,7 +77,27 @@ def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np
             kinds[i] = "tp"
         else:
             kinds[i] = "duplicate"
-    return kinds.tolist(), int(matched.sum())
+    return kinds.tolist(), matched
+
+
+def _object_outcomes(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray,
+                     found: np.ndarray) -> list[tuple[int, str, int | None]]:
+    """Each object's outcome: found, or why not (MISS_CAUSES), with the class it was taken for when confused."""
+    iou = pairwise_iou(p_box, g_box) if len(p_cls) else np.zeros((0, len(g_cls)))
+    same = p_cls[:, None] == g_cls[None, :]
+    near = np.where(same, iou, 0.0).max(0, initial=0.0) >= BG_IOU
+    other = np.where(same, 0.0, iou)
+    out: list[tuple[int, str, int | None]] = []
+    for j, c in enumerate(g_cls.tolist()):
+        if found[j]:
+            out.append((c, "found", None))
+        elif near[j]:
+            out.append((c, "mislocalised", None))
+        elif len(p_cls) and other[:, j].max() >= BG_IOU:
+            out.append((c, "confused", int(p_cls[int(other[:, j].argmax())])))
+        else:
+            out.append((c, "unseen", None))
+    return out
 
 
 def analyse_errors(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int], conf: float = 0.25
@@ -96,16 +123,33 @@ def analyse_errors(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, ima
         gs = slice(*np.searchsorted(g_img, [img, img + 1]))
         n_pred, n_gt = int(ps.stop - ps.start), int(gs.stop - gs.start)
         res = ImageErrors(img)
+        found = np.zeros(n_gt, bool)
         if n_gt == 0:
-            kinds, found = ["background_on_defect_free"] * n_pred, 0
+            kinds = ["background_on_defect_free"] * n_pred
         elif n_pred == 0:
-            kinds, found = [], 0
+            kinds = []
         else:
             kinds, found = _classify(p_box[ps], p_cls[ps], g_box[gs], g_cls[gs])
-        res.tp = found
+        res.tp = int(found.sum())
+        res.objects = _object_outcomes(p_box[ps], p_cls[ps], g_box[gs], g_cls[gs], found) if n_gt else []
         res.counts.update(k for k in kinds if k != "tp")
-        res.counts["missed"] += n_gt - found
+        res.counts["missed"] += n_gt - res.tp
         totals.update(res.counts)
         totals["tp"] += res.tp
         per_image[img] = res
     return {k: int(totals[k]) for k in ("tp", *ERROR_KINDS)}, per_image
+
+
+def miss_causes(per_image: dict[int, ImageErrors], names: dict[int, str]) -> dict[str, dict]:
+    """Per class name: objects, found, each of MISS_CAUSES, and ``confused_with`` (class name -> count)."""
+    rows = {c: {"objects": 0, "found": 0, **dict.fromkeys(MISS_CAUSES, 0), "confused_with": Counter()}
+            for c in names}
+    for res in per_image.values():
+        for c, outcome, taken_for in res.objects:
+            row = rows.setdefault(c, {"objects": 0, "found": 0, **dict.fromkeys(MISS_CAUSES, 0),
+                                      "confused_with": Counter()})
+            row["objects"] += 1
+            row[outcome] += 1
+            if taken_for is not None:
+                row["confused_with"][names.get(taken_for, str(taken_for))] += 1
+    return {names.get(c, str(c)): {**row, "confused_with": dict(row["confused_with"])} for c, row in rows.items()}

@@ -134,6 +134,22 @@ def _cell(i: int, c: str | tuple[str, str], left: int) -> str:
     return f'<td class="{cls}">{text}</td>'
 
 
+MISS_HEADERS = ["class", "objects", "found", "mislocalised", "confused", "unseen"]
+MISS_NOTE = ("mislocalised: a detection of its class overlaps it (IoU ≥ 0.1) but none matched at IoU ≥ 0.5, so the "
+             "defect is seen and its box disagrees; confused: only another class's detection overlaps it (taken "
+             "for that class); unseen: no detection at the operating point overlaps it.")
+
+
+def _confused(row: dict) -> str:
+    taken = sorted((row.get("confused_with") or {}).items(), key=lambda t: -t[1])
+    return str(row["confused"]) + (" (as " + ", ".join(f"{n} {k}" for n, k in taken) + ")" if taken else "")
+
+
+def _miss_table(by_class: dict[str, dict]) -> str:
+    return _table(MISS_HEADERS, [[_e(name), _num(r["objects"]), _num(r["found"]), _num(r["mislocalised"]),
+                                  _e(_confused(r)), _num(r["unseen"])] for name, r in by_class.items()])
+
+
 def _table(headers: list[str] | None, rows: list[list], left: int = 1) -> str:
     head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers or []))
     body = "".join("<tr>" + "".join(_cell(i, c, left) for i, c in enumerate(r)) + "</tr>" for r in rows)
@@ -544,6 +560,9 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
                  "0.1 &le; IoU &lt; 0.5; both: wrong class and poor box; duplicate: a second detection of a "
                  "found object; background: IoU &lt; 0.1 with every object (separately on defect-free "
                  "images); missed: objects without a true-positive detection.</p>")
+    if err.get("by_class"):
+        parts.append("<h3>Why objects were missed, per class</h3>" + _miss_table(err["by_class"]))
+        parts.append(f'<p class="note">{_e(MISS_NOTE)}</p>')
     parts.append("<h2>Worst images (at the operating point)</h2>" + _gallery(r, roots))
     if r.get("confusion_matrix"):
         cm = r["confusion_matrix"]
@@ -748,6 +767,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{_md_num(v['recall'])} |" for b, v in area.items()]
     lines += ["", "Errors at the operating point: " + ", ".join(f"{_md_text(x)} {_md_num(v)}"
                                                                  for x, v in report["errors"]["counts"].items())]
+    by_class = report["errors"].get("by_class") or {}
+    if by_class:
+        lines += ["", "| " + " | ".join(MISS_HEADERS) + " |", "|" + "---|" * len(MISS_HEADERS)]
+        lines += [f"| {_md_text(n)} | {_md_num(r['objects'])} | {_md_num(r['found'])} | {_md_num(r['mislocalised'])} "
+                  f"| {_md_text(_confused(r))} | {_md_num(r['unseen'])} |" for n, r in by_class.items()]
+        lines += ["", _md_text(MISS_NOTE)]
     t = report.get("training")
     if t:
         lines += ["", "Gradient alerts: " + ", ".join(f"{_md_text(x)} {_md_num(v)}"

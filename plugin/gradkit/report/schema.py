@@ -15,8 +15,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 
 #: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
 #: elongation as the elongated bucket only; 4: training.train_args holds every args.yaml key (3: eight),
-#: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report.
-REPORT_SCHEMA_VERSION = 4
+#: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report;
+#: 5: errors.by_class (why each class's objects were missed).
+REPORT_SCHEMA_VERSION = 5
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -63,10 +64,28 @@ class GalleryEntry(_Open):
     pred: list[list[float]]
 
 
+class MissCauses(_Open):
+    objects: Count
+    found: Count
+    mislocalised: Count
+    confused: Count
+    unseen: Count
+    confused_with: dict[str, Count] = {}
+
+    @model_validator(mode="after")
+    def _outcomes_add_up(self):
+        if self.found + self.mislocalised + self.confused + self.unseen != self.objects:
+            raise ValueError(f"found + mislocalised + confused + unseen is not objects ({self.objects})")
+        if sum(self.confused_with.values()) != self.confused:
+            raise ValueError(f"confused_with does not add up to confused ({self.confused})")
+        return self
+
+
 class Errors(_Open):
     conf_threshold: Num = None
     operating_point: str | None = None
     counts: dict[str, int]
+    by_class: dict[str, MissCauses] = {}
     worst_images: list[GalleryEntry]
 
 
