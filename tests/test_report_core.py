@@ -224,22 +224,35 @@ def test_error_kinds_on_hand_made_cases():
 
 def test_why_each_object_was_missed_on_hand_made_cases():
     # image 0: a found scratch (class 0), a crack (1) boxed badly, a crack called a scratch, a pit (2) nobody saw;
-    # image 1: two scratches side by side and one scratch detection, which can match only one of them
+    # image 1: two scratches on top of each other and one scratch detection, which can match only one of them;
+    # image 2: a found scratch whose true positive also overlaps a crack beside it
     g = [Box(0, 0, 0.1, 0.1, 0.3, 0.3), Box(0, 1, 0.5, 0.5, 0.7, 0.7), Box(0, 1, 0.1, 0.6, 0.2, 0.9),
-         Box(0, 2, 0.8, 0.8, 0.85, 0.85), Box(1, 0, 0.1, 0.1, 0.3, 0.3), Box(1, 0, 0.1, 0.1, 0.3, 0.32)]
+         Box(0, 2, 0.8, 0.8, 0.85, 0.85), Box(1, 0, 0.1, 0.1, 0.3, 0.3), Box(1, 0, 0.1, 0.1, 0.3, 0.32),
+         Box(2, 0, 0.1, 0.1, 0.3, 0.3), Box(2, 1, 0.25, 0.1, 0.45, 0.3)]
     p = [Box(0, 0, 0.1, 0.1, 0.3, 0.3, 0.95),    # finds the scratch
          Box(0, 1, 0.5, 0.5, 0.7, 0.58, 0.9),    # the crack's box, IoU 0.4: mislocalised
          Box(0, 0, 0.1, 0.6, 0.2, 0.9, 0.8),     # the other crack, called a scratch: confused
          Box(0, 2, 0.8, 0.8, 0.85, 0.85, 0.1),   # the pit, but below the operating point: unseen
-         Box(1, 0, 0.1, 0.1, 0.3, 0.3, 0.9)]     # one detection for two overlapping scratches
-    _, per_image = analyse_errors(g, p, [0, 1], conf=0.25)
+         Box(1, 0, 0.1, 0.1, 0.3, 0.3, 0.9),     # one detection, the first scratch's: the second is unseen
+         Box(2, 0, 0.1, 0.1, 0.3, 0.3, 0.9)]     # the scratch's true positive overlaps the crack (IoU 0.14)
+    _, per_image = analyse_errors(g, p, [0, 1, 2], conf=0.25)
     causes = miss_causes(per_image, {0: "scratch", 1: "crack", 2: "pit"})
     assert causes == {
-        "scratch": {"objects": 3, "found": 2, "mislocalised": 1, "confused": 0, "unseen": 0, "confused_with": {}},
-        "crack": {"objects": 2, "found": 0, "mislocalised": 1, "confused": 1, "unseen": 0,
+        "scratch": {"objects": 4, "found": 3, "mislocalised": 0, "confused": 0, "unseen": 1, "confused_with": {}},
+        "crack": {"objects": 3, "found": 0, "mislocalised": 1, "confused": 1, "unseen": 1,
                   "confused_with": {"scratch": 1}},
         "pit": {"objects": 1, "found": 0, "mislocalised": 0, "confused": 0, "unseen": 1, "confused_with": {}}}
-    assert all(sum(row[k] for k in ("found", *MISS_CAUSES)) == row["objects"] for row in causes.values())
+
+
+def test_miss_rows_never_merge_two_classes():
+    g = [Box(0, 0, 0.1, 0.1, 0.3, 0.3), Box(0, 1, 0.5, 0.5, 0.7, 0.7), Box(0, 5, 0.1, 0.6, 0.2, 0.9)]
+    _, per_image = analyse_errors(g, [Box(0, 0, 0.5, 0.5, 0.7, 0.7, 0.9)], [0], conf=0.25)
+    causes = miss_causes(per_image, {0: "5", 1: "5"})  # two classes named alike, and an id without a name
+    assert causes == {
+        "5 (0)": {"objects": 1, "found": 0, "mislocalised": 0, "confused": 0, "unseen": 1, "confused_with": {}},
+        "5 (1)": {"objects": 1, "found": 0, "mislocalised": 0, "confused": 1, "unseen": 0,
+                  "confused_with": {"5 (0)": 1}},
+        "class (5)": {"objects": 1, "found": 0, "mislocalised": 0, "confused": 0, "unseen": 1, "confused_with": {}}}
 
 
 def _naive_errors(gts, preds, images, conf):
@@ -253,11 +266,12 @@ def _naive_errors(gts, preds, images, conf):
     totals = dict.fromkeys(["tp", "classification", "localization", "both", "duplicate", "background",
                             "background_on_defect_free", "missed"], 0)
     per_image = {}
-    causes = {c: dict.fromkeys(("mislocalised", "confused", "unseen"), 0) for c in {b.cls for b in gts}}
+    causes = {}
     for img in images:
         g = [b for b in gts if b.image == img]
         p = sorted([b for b in preds if b.image == img and b.score >= conf], key=lambda b: -b.score)
         matched, counts = set(), dict.fromkeys(totals, 0)
+        kinds = []
         for pb in p:
             same = [iou(pb, gb) if gb.cls == pb.cls else 0.0 for gb in g]
             other = [iou(pb, gb) if gb.cls != pb.cls else 0.0 for gb in g]
@@ -279,15 +293,24 @@ def _naive_errors(gts, preds, images, conf):
             else:
                 kind = "background"
             counts[kind] += 1
+            kinds.append(kind)
         counts["missed"] = len(g) - len(matched)
-        for j, gb in enumerate(g):  # why each object was missed, as the module docstring states it
+        spare = [pb for pb, kind in zip(p, kinds) if kind != "tp"]
+        for j, gb in enumerate(g):  # each object's outcome, as the module docstring states it
+            row = causes.setdefault(gb.cls, {"found": 0, "mislocalised": 0, "confused": 0, "unseen": 0,
+                                             "confused_with": {}})
+            near = [iou(pb, gb) for pb in spare if pb.cls == gb.cls]
+            other = [(iou(pb, gb), -k, pb.cls) for k, pb in enumerate(spare) if pb.cls != gb.cls]
             if j in matched:
-                continue
-            near = [iou(pb, gb) for pb in p if pb.cls == gb.cls]
-            other = [iou(pb, gb) for pb in p if pb.cls != gb.cls]
-            cause = ("mislocalised" if max(near, default=0) >= 0.1 else
-                     "confused" if max(other, default=0) >= 0.1 else "unseen")
-            causes[gb.cls][cause] += 1
+                row["found"] += 1
+            elif max(near, default=0) >= 0.1:
+                row["mislocalised"] += 1
+            elif max(other, default=(0,))[0] >= 0.1:
+                row["confused"] += 1
+                taken_for = max(other)[2]
+                row["confused_with"][taken_for] = row["confused_with"].get(taken_for, 0) + 1
+            else:
+                row["unseen"] += 1
         per_image[img] = counts
         for k, v in counts.items():
             totals[k] += v
@@ -307,8 +330,11 @@ def test_error_analysis_agrees_with_a_naive_reference(seed):
     ref_totals, ref_per_image, ref_causes = _naive_errors(gts, preds, list(sizes), 0.25)
     assert totals == ref_totals
     causes = miss_causes(per_image, {c: str(c) for c in range(3)})
-    assert {int(n): {k: row[k] for k in MISS_CAUSES} for n, row in causes.items() if row["objects"]} == ref_causes
-    assert sum(row["found"] for row in causes.values()) == totals["tp"]
+    assert {int(n): {**{k: v for k, v in row.items() if k != "objects"},
+                     "confused_with": {int(t): k for t, k in row["confused_with"].items()}}
+            for n, row in causes.items() if row["objects"]} == ref_causes
+    assert sum(row["confused"] for row in causes.values()) > 0 and sum(row["mislocalised"] for row in causes.values())
+    assert all(sum(row[k] for k in ("found", *MISS_CAUSES)) == row["objects"] for row in causes.values())
     json.dumps([{"tp": r.tp, **r.counts} for r in per_image.values()])  # plain ints: the report is JSON
     for img, counts in ref_per_image.items():
         assert per_image[img].tp == counts["tp"]

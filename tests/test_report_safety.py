@@ -51,6 +51,9 @@ def test_the_report_says_why_each_class_s_objects_were_missed(run):
     assert sum(r["objects"] for r in by_class.values()) == report["instances"]
     assert sum(r["found"] for r in by_class.values()) == counts["tp"]
     assert sum(r["objects"] - r["found"] for r in by_class.values()) == counts["missed"] > 0
+    # the inspection KPIs match the same detections with their own code: the same objects found per class
+    assert {c["name"]: (c["objects"], c["tp"]) for c in report["inspection"]["per_class"]} == \
+        {n: (r["objects"], r["found"]) for n, r in by_class.items()}
     assert "Why objects were missed, per class" in (run / "report.html").read_text()
 
 
@@ -182,6 +185,7 @@ def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
     ("inspection.per_class.0", lambda r: r["inspection"]["per_class"][0].__setitem__("shipped_parts", 9)),
     ("errors.by_class.scratch", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("found", 99)),
     ("errors.by_class.scratch", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("confused_with", {"x": 7})),
+    ("errors", lambda r: r["errors"]["by_class"]["pit"].update(objects=9, unseen=9)),
 ])
 def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
     _edit(run, change)

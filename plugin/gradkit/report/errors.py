@@ -5,9 +5,10 @@ Every prediction at or above a confidence threshold is one of: true positive, du
 localisation (right class, 0.1 <= IoU < 0.5), classification (wrong class, IoU >= 0.5), both (wrong
 class, 0.1 <= IoU < 0.5) or background (IoU < 0.1 with every object; counted separately on
 defect-free images). Every object that no true positive found is missed, and why (an inspector's question
-when a class's recall is low: is it boxed badly, taken for another defect, or not seen at all?):
-mislocalised (a detection of its class overlaps it, IoU >= 0.1, but none matched it at IoU >= 0.5),
-else confused (another class's detection overlaps it, IoU >= 0.1), else unseen.
+when a class's recall is low: is it boxed badly, taken for another defect, or not seen at all?),
+judged only by detections that are not another object's true positive: mislocalised (a detection of
+its class overlaps it, IoU >= 0.1), else confused (another class's detection overlaps it, IoU >= 0.1),
+else unseen.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray
-              ) -> tuple[list[str], np.ndarray]:
-    """Kinds of one image's predictions (in descending score order) and which objects were found."""
+              ) -> tuple[list[str], np.ndarray, list[tuple[int, str, int | None]]]:
+    """Kinds of one image's predictions (in descending score order), which objects were found, and each
+    object's outcome (:func:`_object_outcomes`)."""
     iou = pairwise_iou(p_box, g_box)
     same = p_cls[:, None] == g_cls[None, :]
     best_same = np.where(same, iou, 0.0).max(1)
@@ -77,23 +79,23 @@ def _classify(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np
             kinds[i] = "tp"
         else:
             kinds[i] = "duplicate"
-    return kinds.tolist(), matched
+    return kinds.tolist(), matched, _object_outcomes(iou, same, kinds != "tp", p_cls, g_cls, matched)
 
 
-def _object_outcomes(p_box: np.ndarray, p_cls: np.ndarray, g_box: np.ndarray, g_cls: np.ndarray,
+def _object_outcomes(iou: np.ndarray, same: np.ndarray, spare: np.ndarray, p_cls: np.ndarray, g_cls: np.ndarray,
                      found: np.ndarray) -> list[tuple[int, str, int | None]]:
-    """Each object's outcome: found, or why not (MISS_CAUSES), with the class it was taken for when confused."""
-    iou = pairwise_iou(p_box, g_box) if len(p_cls) else np.zeros((0, len(g_cls)))
-    same = p_cls[:, None] == g_cls[None, :]
-    near = np.where(same, iou, 0.0).max(0, initial=0.0) >= BG_IOU
-    other = np.where(same, 0.0, iou)
+    """Each object's outcome: found, or why not (MISS_CAUSES), with the class it was taken for when confused.
+    Only ``spare`` detections (not another object's true positive) explain a miss."""
+    overlap = np.where(spare[:, None], iou, 0.0) >= BG_IOU
+    near = (overlap & same).any(0)
+    other = np.where(overlap & ~same, iou, 0.0)
     out: list[tuple[int, str, int | None]] = []
     for j, c in enumerate(g_cls.tolist()):
         if found[j]:
             out.append((c, "found", None))
         elif near[j]:
             out.append((c, "mislocalised", None))
-        elif len(p_cls) and other[:, j].max() >= BG_IOU:
+        elif other[:, j].any():
             out.append((c, "confused", int(p_cls[int(other[:, j].argmax())])))
         else:
             out.append((c, "unseen", None))
@@ -123,15 +125,13 @@ def analyse_errors(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, ima
         gs = slice(*np.searchsorted(g_img, [img, img + 1]))
         n_pred, n_gt = int(ps.stop - ps.start), int(gs.stop - gs.start)
         res = ImageErrors(img)
-        found = np.zeros(n_gt, bool)
         if n_gt == 0:
             kinds = ["background_on_defect_free"] * n_pred
         elif n_pred == 0:
-            kinds = []
+            kinds, res.objects = [], [(c, "unseen", None) for c in g_cls[gs].tolist()]
         else:
-            kinds, found = _classify(p_box[ps], p_cls[ps], g_box[gs], g_cls[gs])
-        res.tp = int(found.sum())
-        res.objects = _object_outcomes(p_box[ps], p_cls[ps], g_box[gs], g_cls[gs], found) if n_gt else []
+            kinds, found, res.objects = _classify(p_box[ps], p_cls[ps], g_box[gs], g_cls[gs])
+            res.tp = int(found.sum())
         res.counts.update(k for k in kinds if k != "tp")
         res.counts["missed"] += n_gt - res.tp
         totals.update(res.counts)
@@ -140,16 +140,23 @@ def analyse_errors(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, ima
     return {k: int(totals[k]) for k in ("tp", *ERROR_KINDS)}, per_image
 
 
+def _miss_row() -> dict:
+    return {"objects": 0, "found": 0, **dict.fromkeys(MISS_CAUSES, 0), "confused_with": Counter()}
+
+
 def miss_causes(per_image: dict[int, ImageErrors], names: dict[int, str]) -> dict[str, dict]:
-    """Per class name: objects, found, each of MISS_CAUSES, and ``confused_with`` (class name -> count)."""
-    rows = {c: {"objects": 0, "found": 0, **dict.fromkeys(MISS_CAUSES, 0), "confused_with": Counter()}
-            for c in names}
+    """Per class (named by ``names``; an id without a name, or a name two ids share, is shown with its id):
+    objects, found, each of MISS_CAUSES, and ``confused_with`` (class label -> count)."""
+    rows: dict[int, dict] = {c: _miss_row() for c in names}
     for res in per_image.values():
         for c, outcome, taken_for in res.objects:
-            row = rows.setdefault(c, {"objects": 0, "found": 0, **dict.fromkeys(MISS_CAUSES, 0),
-                                      "confused_with": Counter()})
+            row = rows.setdefault(c, _miss_row())
             row["objects"] += 1
             row[outcome] += 1
             if taken_for is not None:
-                row["confused_with"][names.get(taken_for, str(taken_for))] += 1
-    return {names.get(c, str(c)): {**row, "confused_with": dict(row["confused_with"])} for c, row in rows.items()}
+                row["confused_with"][taken_for] += 1
+    ids = set(rows) | {t for r in rows.values() for t in r["confused_with"]}
+    shared = Counter(names.get(c) for c in ids)
+    label = {c: names[c] if c in names and shared[names[c]] == 1 else f"{names.get(c, 'class')} ({c})" for c in ids}
+    return {label[c]: {**row, "confused_with": {label[t]: k for t, k in row["confused_with"].items()}}
+            for c, row in sorted(rows.items())}

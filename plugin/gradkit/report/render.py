@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gradkit.report.coco import ALL_OBJECTS
-from gradkit.report.errors import pairwise_iou
+from gradkit.report.errors import BG_IOU, FG_IOU, pairwise_iou
 
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
@@ -135,9 +135,10 @@ def _cell(i: int, c: str | tuple[str, str], left: int) -> str:
 
 
 MISS_HEADERS = ["class", "objects", "found", "mislocalised", "confused", "unseen"]
-MISS_NOTE = ("mislocalised: a detection of its class overlaps it (IoU ≥ 0.1) but none matched at IoU ≥ 0.5, so the "
-             "defect is seen and its box disagrees; confused: only another class's detection overlaps it (taken "
-             "for that class); unseen: no detection at the operating point overlaps it.")
+MISS_NOTE = (f"Judged by the detections at the operating point that are not another object's true positive. "
+             f"mislocalised: one of its class overlaps it (IoU ≥ {BG_IOU:g}, below the match's {FG_IOU:g}): the "
+             f"defect is seen and its box disagrees; confused: only another class's overlaps it (IoU ≥ {BG_IOU:g}; "
+             f"the class it was taken for in brackets); unseen: none overlaps it (IoU ≥ {BG_IOU:g}).")
 
 
 def _confused(row: dict) -> str:
@@ -147,7 +148,7 @@ def _confused(row: dict) -> str:
 
 def _miss_table(by_class: dict[str, dict]) -> str:
     return _table(MISS_HEADERS, [[_e(name), _num(r["objects"]), _num(r["found"]), _num(r["mislocalised"]),
-                                  _e(_confused(r)), _num(r["unseen"])] for name, r in by_class.items()])
+                                  _e(_confused(r)), _num(r["unseen"])] for name, r in by_class.items() if r["objects"]])
 
 
 def _table(headers: list[str] | None, rows: list[list], left: int = 1) -> str:
@@ -771,7 +772,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if by_class:
         lines += ["", "| " + " | ".join(MISS_HEADERS) + " |", "|" + "---|" * len(MISS_HEADERS)]
         lines += [f"| {_md_text(n)} | {_md_num(r['objects'])} | {_md_num(r['found'])} | {_md_num(r['mislocalised'])} "
-                  f"| {_md_text(_confused(r))} | {_md_num(r['unseen'])} |" for n, r in by_class.items()]
+                  f"| {_md_text(_confused(r))} | {_md_num(r['unseen'])} |" for n, r in by_class.items() if r["objects"]]
         lines += ["", _md_text(MISS_NOTE)]
     t = report.get("training")
     if t:

@@ -88,6 +88,16 @@ class Errors(_Open):
     by_class: dict[str, MissCauses] = {}
     worst_images: list[GalleryEntry]
 
+    @model_validator(mode="after")
+    def _classes_add_up_to_the_totals(self):
+        for total, part in (("tp", "found"), ("missed", None)):
+            if not self.by_class or total not in self.counts:
+                continue
+            summed = sum(r.found if part else r.objects - r.found for r in self.by_class.values())
+            if summed != self.counts[total]:
+                raise ValueError(f"by_class adds up to {summed} {total}, counts say {self.counts[total]}")
+        return self
+
 
 class InspectionClass(_Open):
     name: str
