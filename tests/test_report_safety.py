@@ -57,6 +57,21 @@ def test_the_report_says_why_each_class_s_objects_were_missed(run):
     assert "Why objects were missed, per class" in (run / "report.html").read_text()
 
 
+def test_the_verdict_says_why_the_lowest_recall_class_is_missed(run):
+    from gradkit.report.render import verdict
+
+    report = json.loads((run / "report.json").read_text())
+    weak = min((c for c in report["inspection"]["per_class"] if c["recall"] is not None), key=lambda c: c["recall"])
+    row = report["errors"]["by_class"][weak["name"]]
+    assert row["objects"] > row["found"]  # the hand-made case misses some of them
+    text = verdict(report)
+    parts = [f"{row[k]} {k}" for k in ("unseen", "mislocalised") if row[k]]
+    parts += [f"{n} taken for {c}" for c, n in row["confused_with"].items()]
+    assert f"of its {row['objects']} objects, " + ", ".join(parts) in text
+    del report["errors"]["by_class"]  # an older report: the sentence is left out, nothing breaks
+    assert "of its" not in verdict(report) and "Lowest recall" in verdict(report)
+
+
 def test_first_report_embeds_its_gallery_from_copies_inside_the_run(run):
     report = json.loads((run / "report.json").read_text())
     copies = [e["copy"] for e in report["errors"]["worst_images"]]
