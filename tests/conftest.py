@@ -8,6 +8,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gradkit.synth import SynthSpec, generate_dataset
@@ -49,3 +50,49 @@ def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(
     kw = {**TINY_TRAIN, **train_kw}
     model.train(data=str(data), project=str(tmp_path), name="run", exist_ok=True, **kw)
     return model, Path(model.trainer.save_dir)
+
+
+def _write_sample(root, split, stem, img, labels):
+    import cv2
+
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "images" / split / f"{stem}.png"), img)
+    (root / "labels" / split / f"{stem}.txt").write_text("".join(f"{' '.join(map(str, lab))}\n" for lab in labels))
+
+
+def _yolo_line(box, iw, ih, c):
+    x0, y0, x1, y1 = box
+    return (c, (x0 + x1) / 2 / iw, (y0 + y1) / 2 / ih, (x1 - x0) / iw, (y1 - y0) / ih)
+
+
+def _texture(rng, side):
+    """A strong isotropic grain: smoothed noise scaled to a standard deviation of 20 grey levels."""
+    import cv2
+
+    noise = cv2.GaussianBlur(rng.standard_normal((side, side)).astype(np.float32), (0, 0), 1.0)
+    return 20.0 * noise / noise.std()
+
+
+def standout_set(root, rng, surface):
+    """12 images: an anti-aliased 1 px diagonal line (class 0) and a disc (class 1) each, drawn at 4x the
+    grain's deviation on a plain surface, or the line as strong as the grain (1x) on a textured one."""
+    import cv2
+    import yaml
+
+    for i in range(12):
+        base = np.full((96, 96), 128.0) + (_texture(rng, 96) if surface == "textured" else 0.0)
+        line, disc = np.zeros((96, 96), np.float32), np.zeros((96, 96), np.float32)
+        cv2.line(line, (10, 10 + i), (60, 50 + i // 2), 1.0, 1, cv2.LINE_AA)
+        cv2.circle(disc, (78, 20), 5 + i % 4, 1.0, -1, cv2.LINE_AA)
+        strength = 80.0 if surface == "plain" else 20.0
+        img = np.clip(base + strength * line + 80.0 * disc, 0, 255).astype(np.uint8)
+        labels = []
+        for c, mask in ((0, line), (1, disc)):
+            ys, xs = np.nonzero(mask > 0.25)
+            labels.append(_yolo_line((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), 96, 96, c))
+        _write_sample(root, "train", f"{i}", cv2.merge([img, img, img]), labels)
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/train",
+                                    "names": {0: "scratch", 1: "pit"}}))
+    return data

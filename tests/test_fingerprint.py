@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import standout_set
 from gradkit.data.fingerprint import THIN_MAX_FILL, fingerprint_dataset, stroke_width
 from gradkit.data.standout import STANDS_OUT
 
@@ -114,39 +115,12 @@ def test_sampling_bounds_decoding(handmade):
     np.testing.assert_allclose(np.asarray(fp.box_stroke)[decoded], np.asarray(full.box_stroke)[decoded])
 
 
-def _texture(rng, side):
-    """A strong isotropic grain: smoothed noise scaled to a standard deviation of 20 grey levels."""
-    noise = cv2.GaussianBlur(rng.standard_normal((side, side)).astype(np.float32), (0, 0), 1.0)
-    return 20.0 * noise / noise.std()
-
-
-def _standout_set(root, rng, surface):
-    """12 images: an anti-aliased 1 px diagonal line (class 0) and a disc (class 1) each, drawn at 4x the
-    grain's deviation on a plain surface, or the line as strong as the grain (1x) on a textured one."""
-    for i in range(12):
-        base = np.full((96, 96), 128.0) + (_texture(rng, 96) if surface == "textured" else 0.0)
-        line, disc = np.zeros((96, 96), np.float32), np.zeros((96, 96), np.float32)
-        cv2.line(line, (10, 10 + i), (60, 50 + i // 2), 1.0, 1, cv2.LINE_AA)
-        cv2.circle(disc, (78, 20), 5 + i % 4, 1.0, -1, cv2.LINE_AA)
-        strength = 80.0 if surface == "plain" else 20.0
-        img = np.clip(base + strength * line + 80.0 * disc, 0, 255).astype(np.uint8)
-        labels = []
-        for c, mask in ((0, line), (1, disc)):
-            ys, xs = np.nonzero(mask > 0.25)
-            labels.append(_yolo((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), 96, 96, c))
-        _write(root, "train", f"{i}", cv2.merge([img, img, img]), labels)
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/train",
-                                    "names": {0: "scratch", 1: "pit"}}))
-    return data
-
-
 def test_standout_tells_clear_defects_from_ones_as_faint_as_their_texture(tmp_path):
     """Oracle: the construction. On a plain surface every defect stands out (share near 1); a 1 px line
     as strong as the grain of a strong texture mostly does not (below STANDS_OUT)."""
     rng = np.random.default_rng(0)
-    plain = fingerprint_dataset(_standout_set(tmp_path / "plain", rng, "plain"))
-    textured = fingerprint_dataset(_standout_set(tmp_path / "textured", rng, "textured"))
+    plain = fingerprint_dataset(standout_set(tmp_path / "plain", rng, "plain"))
+    textured = fingerprint_dataset(standout_set(tmp_path / "textured", rng, "textured"))
     assert len(plain.box_standout) == len(plain.box_cls) == 24
     assert (np.asarray(plain.box_standout) > 0.9).all()
     lines = np.asarray(textured.box_standout)[np.asarray(textured.box_cls) == 0]

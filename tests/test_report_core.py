@@ -295,7 +295,7 @@ def _naive_errors(gts, preds, images, conf):
             counts[kind] += 1
             kinds.append(kind)
         counts["missed"] = len(g) - len(matched)
-        spare = [pb for pb, kind in zip(p, kinds) if kind != "tp"]
+        spare = [pb for pb, kind in zip(p, kinds, strict=True) if kind != "tp"]
         for j, gb in enumerate(g):  # each object's outcome, as the module docstring states it
             row = causes.setdefault(gb.cls, {"found": 0, "mislocalised": 0, "confused": 0, "unseen": 0,
                                              "confused_with": {}})

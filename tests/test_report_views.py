@@ -265,7 +265,8 @@ def test_comparison_diff_shows_every_setting_that_differs_even_one_only_one_run_
     old = {**a, "schema_version": 3, "training": {**a["training"], "train_args": {"imgsz": 256}},
            "plugin_config": {"augment": {"ultralytics": {"degrees": 4, "fliplr": 0.0}}}}
     assert [d["key"] for d in compare_reports([a, old], ["a", "old"])["config_diff"]] == []
-    assert compare_reports([a, old], ["a", "old"])["schema_version"] == REPORT_SCHEMA_VERSION  # the comparison's own shape
+    # the comparison has its own shape: the current version
+    assert compare_reports([a, old], ["a", "old"])["schema_version"] == REPORT_SCHEMA_VERSION
 
 
 def test_training_records_every_yolo_argument_but_the_run_folder_names(tmp_path):
