@@ -140,7 +140,7 @@ def test_serialisation_round_trip_gives_identical_output(entry, tmp_path):
     ({"augment.ultralytics": {"flipud": 2.0}}, ["augment.ultralytics", "flipud"]),
     ({"augment.copy_paste.rare_first": True, "augment.copy_paste.class_weights": [1, 1, 1, 1]},
      ["augment.copy_paste", "either class_weights or rare_first"]),
-    ({"augment.preset": "steel"}, ["augment.preset", "'none', 'defect' or 'defect-sensor'"]),
+    ({"augment.preset": "steel"}, ["augment.preset", "'none', 'defect', 'defect-sensor' or 'auto'"]),
 ])
 def test_augment_config_errors_are_specific(overrides, fragments):
     from gradkit.augment.checks import check_augment_config
@@ -317,3 +317,19 @@ def test_screening_masks_the_image_s_other_defects_out_of_the_ring():
     boxes = np.array([[10, 10, 40, 40], [10, 44, 40, 50]]) / 64
     bank = DefectBank([boxes], [np.array([0, 1])], lambda j: img, 2)
     assert bank.screen(0.5, 8) == {0: (1, 0), 1: (1, 0)}
+
+
+def test_auto_is_resolved_from_the_data_before_its_transforms_are_built():
+    from gradkit.augment import build_transforms
+    from gradkit.augment.checks import check_augment_config
+    from gradkit.augment.pipeline import AugmentError
+    from gradkit.config import load_config
+
+    cfg = load_config("defect")
+    assert cfg.augment.preset == "auto"   # the defect preset file adapts its transform list to the data
+    check_augment_config(cfg)             # validating it builds the largest list auto can choose: no error
+    bad = load_config("defect", {"augment.transforms": [{"__class_fullname__": "GaussNoize"}]})
+    with pytest.raises(ConfigError, match="GaussNoise"):
+        check_augment_config(bad)         # the user's own transforms are still checked before training
+    with pytest.raises(AugmentError, match="resolve_auto_preset"):
+        build_transforms(cfg)             # training never builds an unresolved auto

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import train_tiny
+from conftest import standout_set, train_tiny
 
 pytestmark = pytest.mark.e2e
 GRADKIT = str(Path(sys.executable).with_name("gradkit"))
@@ -53,6 +53,42 @@ def test_preset_and_copy_paste_survive_close_mosaic(tiny_data, tmp_path):
     assert hsv.sgain == 0.0  # the preset's Ultralytics hyp reached the dataset
     assert model.trainer.args.hsv_s == 0.7  # ... without touching trainer.args
     assert (run / "weights" / "last.pt").exists()
+
+
+def test_the_defect_preset_leaves_its_transforms_out_on_defects_as_faint_as_their_texture(tmp_path):
+    """``gradkit=defect`` (augment.preset: auto) measures the training split the trainer reads: on lines as
+    faint as the grain it trains without the transform list, as the plan would, and says so once."""
+    import json
+    import logging
+
+    import numpy as np
+    from ultralytics.utils import LOGGER
+
+    data = standout_set(tmp_path / "faint", np.random.default_rng(0), "textured")
+    log, stages = [], []
+    handler = logging.Handler()
+    handler.emit = lambda record: log.append(record.getMessage())
+    LOGGER.addHandler(handler)
+
+    def record(trainer):
+        stages.append([type(t).__name__ for t in trainer.train_loader.dataset.transforms.transforms])
+
+    try:
+        _, run = train_tiny(data, tmp_path, cfg="defect", epochs=1, imgsz=96,
+                            callbacks=[("on_train_epoch_end", record)])
+    finally:
+        LOGGER.removeHandler(handler)
+    chosen = [m for m in log if "gradkit: augment.preset auto ->" in m]
+    assert len(chosen) == 1 and "auto -> none" in chosen[0] and "stand out" in chosen[0], chosen
+    assert "AlbumentationsStage" not in stages[0] and "CopyPasteStage" in stages[0]
+    used = json.loads((run / "gradkit_summary.json").read_text())["augment_preset"]
+    assert used["configured"] == "auto" and used["used"] == "none" and "stand out" in used["reason"]
+    # the preview resolves it as training does (building an unresolved auto would raise)
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics import preview_augmentation
+
+    out = preview_augmentation(str(data), load_config("defect"), n=4, out=tmp_path / "preview.jpg", imgsz=96)
+    assert cv2.imread(str(out)) is not None
 
 
 def test_preview_command_draws_the_training_pipeline(tiny_data, tmp_path):

@@ -185,6 +185,22 @@ def test_faint_defects_on_texture_leave_the_transform_list_out():
     assert P.make_plan(unmeasured).gradkit["augment"]["preset"] == "defect"
 
 
+def test_augment_preset_auto_resolves_by_the_plan_s_own_rule():
+    """``augment.preset: auto`` (the ``defect`` preset file's) becomes what the plan would choose for the
+    same fingerprint, with the plan's reason; the rest of the augment section is kept."""
+    faint_line, faint_blob = (*LINE, 0.2), (*BLOB, 0.3)
+    aug = load_config(None, {"augment.preset": "auto", "augment.copy_paste.p": 0.4}).augment
+    for boxes in ([faint_line] * 4 + [faint_blob] * 3 + [BLOB] * 3, [LINE] * 8 + [faint_line] * 2,
+                  [(*LINE, float("nan"))] * 5):
+        fp = fingerprint(boxes)
+        resolved, reason = P.resolve_auto_preset(aug, fp)
+        planned = P.make_plan(fp)
+        assert resolved.preset == planned.gradkit["augment"]["preset"]
+        assert reason == choice(planned, "augment.preset").reason
+        assert resolved.copy_paste.p == 0.4 and aug.preset == "auto"          # a copy: the input is unchanged
+    assert P.resolve_auto_preset(load_config(None, {"augment.preset": "defect"}).augment, fp)[0].preset == "defect"
+
+
 def test_rare_first_copy_paste_follows_class_imbalance():
     balanced = P.make_plan(fingerprint([BLOB] * 5 + [(0, 30, 30, 12.0, 0.7)] * 5))
     skewed = P.make_plan(fingerprint([BLOB] * 9 + [(0, 30, 30, 12.0, 0.7)] * 1))

@@ -228,10 +228,11 @@ ULTRALYTICS_AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "
 class AugmentConfig(_Section):
     """Albumentations pipeline (preset + transforms), box filtering, copy-paste, Ultralytics hyp."""
 
-    preset: Literal["none", "defect", "defect-sensor"] = Field(
+    preset: Literal["none", "defect", "defect-sensor", "auto"] = Field(
         "none", description="built-in transform list placed before `transforms` (none: Ultralytics' stock "
         "Albumentations stage; defect: D4, illumination, noise; defect-sensor: defect plus blur and JPEG, "
-        "which erase 1 px lines)")
+        "which erase 1 px lines; auto: defect, or none when most defects are as faint as their texture, "
+        "measured on the training split when training starts, by gradkit plan's rule)")
     transforms: list[Any] | str | None = Field(
         None, description="extra transforms in Albumentations' serialization format (A.to_dict), or a YAML file")
     bbox: BboxFilterConfig = Field(default_factory=BboxFilterConfig)

@@ -20,7 +20,7 @@ import numpy as np
 
 from gradkit.data.fingerprint import Fingerprint
 
-__all__ = ["Choice", "Plan", "make_plan", "plan_command", "write_plan"]
+__all__ = ["Choice", "Plan", "make_plan", "plan_command", "resolve_auto_preset", "transform_list", "write_plan"]
 
 #: Letterbox sizes considered (Ultralytics rounds imgsz up to a multiple of the largest stride, 32).
 IMGSZ_STEP = 32
@@ -205,10 +205,8 @@ def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> No
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
-    from gradkit.augment.pipeline import SENSOR_LEFT_OUT  # the plan takes ``defect``, never ``defect-sensor``
-
     augment: dict[str, Any] = {"bbox": {"min_visibility": 0.1, "min_area": 4, "min_width": 1, "min_height": 1}}
-    augment["preset"] = _choose_transforms(fp, plan, SENSOR_LEFT_OUT)
+    augment["preset"] = _choose_transforms(fp, plan)
     rare = fp.imbalance >= IMBALANCE
     augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}
     plan.choose("augment.copy_paste.rare_first", rare, (
@@ -231,16 +229,31 @@ def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
     return augment
 
 
-def _choose_transforms(fp: Fingerprint, plan: Plan, sensor_left_out: str) -> str:
-    """The transform list: ``defect`` unless the defects are mostly as faint as their texture."""
+def transform_list(fp: Fingerprint) -> tuple[str, str]:
+    """The transform list for this data, with the reason: ``defect`` unless the defects are mostly as faint
+    as their texture (``none``). The plan's rule, and ``augment.preset: auto``'s."""
+    from gradkit.augment.pipeline import SENSOR_LEFT_OUT  # the plan takes ``defect``, never ``defect-sensor``
+
     standout = fp.standout_share
     if math.isfinite(standout) and standout < FAINT_STANDOUT:
-        return plan.choose("augment.preset", "none", (
-            f"only {standout:.1%} of the defects stand out from the texture around them (< {FAINT_STANDOUT:.0%}): "
-            f"no D4 or photometric transforms; {FAINT_EVIDENCE}"), provisional=True)
+        return "none", (f"only {standout:.1%} of the defects stand out from the texture around them "
+                        f"(< {FAINT_STANDOUT:.0%}): no D4 or photometric transforms; {FAINT_EVIDENCE}")
     measured = f"{standout:.0%} of the defects stand out from their texture; " if math.isfinite(standout) else ""
-    return plan.choose("augment.preset", "defect", f"D4 flips, illumination, noise ({fp.thin_share:.0%} thin "
-                       f"boxes; {measured}{sensor_left_out})", provisional=True)
+    return "defect", f"D4 flips, illumination, noise ({fp.thin_share:.0%} thin boxes; {measured}{SENSOR_LEFT_OUT})"
+
+
+def resolve_auto_preset(aug: Any, fp: Fingerprint) -> tuple[Any, str | None]:
+    """``aug`` (an ``augment`` section) with ``preset: auto`` replaced by :func:`transform_list`'s choice
+    for ``fp``, and the reason; any other preset is returned as it is, with None."""
+    if aug.preset != "auto":
+        return aug, None
+    name, reason = transform_list(fp)
+    return aug.model_copy(update={"preset": name}), reason
+
+
+def _choose_transforms(fp: Fingerprint, plan: Plan) -> str:
+    name, reason = transform_list(fp)
+    return plan.choose("augment.preset", name, reason, provisional=True)
 
 
 def _warn_data(fp: Fingerprint, plan: Plan) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gradkit.augment.pipeline import AugmentError, build_transforms
+from gradkit.augment.pipeline import AUTO_CHOICES, AugmentError, build_transforms
 from gradkit.config import ConfigError
 
 __all__ = ["check_augment_config"]
@@ -24,8 +24,11 @@ def check_augment_config(cfg: Any, source: Any = None, overrides: dict[str, Any]
         source: What the configuration was loaded from (file, preset name...), for the message.
         overrides: The dotted overrides applied on top, for the message.
     """
+    aug = getattr(cfg, "augment", cfg)
+    if aug.preset == "auto":  # resolved when training starts: check the largest list it can choose
+        aug = aug.model_copy(update={"preset": AUTO_CHOICES[-1]})
     try:
-        build_transforms(cfg)
+        build_transforms(aug)
     except AugmentError as exc:
         origin = ("the default preset" if source is None else str(source) if isinstance(source, str | os.PathLike)
                   else f"a {type(source).__name__}")

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PRESETS", "SENSOR_LEFT_OUT", "AugmentError", "accepted_parameters", "bbox_params", "build_compose",
-           "build_runner", "build_transforms", "load_transform_list", "validate_transform_list"]
+__all__ = ["AUTO_CHOICES", "PRESETS", "SENSOR_LEFT_OUT", "AugmentError", "accepted_parameters", "bbox_params",
+           "build_compose", "build_runner", "build_transforms", "load_transform_list", "validate_transform_list"]
 
 
 class AugmentError(ValueError):
@@ -53,6 +53,9 @@ _SENSOR: list[dict[str, Any]] = [
 ]
 #: The built-in transform lists (``augment.preset``).
 PRESETS: dict[str, list[dict[str, Any]]] = {"none": [], "defect": _DEFECT, "defect-sensor": _DEFECT + _SENSOR}
+#: ``augment.preset: auto`` names one of these once the training data is known
+#: (:func:`gradkit.plan.resolve_auto_preset`); the last is the largest, the one a configuration check builds.
+AUTO_CHOICES = ("none", "defect")
 
 
 def _registry() -> dict[str, Any]:
@@ -166,6 +169,9 @@ def build_transforms(cfg) -> list:
             an ``augment`` section.
     """
     aug = _augment_section(cfg)
+    if aug.preset == "auto":
+        raise AugmentError("augment.preset=auto depends on the training data: resolve it first "
+                           "(gradkit.plan.resolve_auto_preset, which training does when it starts)")
     out = validate_transform_list(PRESETS[aug.preset], f"augment.preset={aug.preset}")
     if aug.transforms:
         out += validate_transform_list(load_transform_list(aug.transforms))

@@ -141,6 +141,28 @@ def _apply_hyp(hyp, overrides: dict[str, float]):
     return hyp
 
 
+def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str):
+    """``aug_cfg`` with ``preset: auto`` resolved on the training split Ultralytics resolved (``data``, the
+    dict of ``check_det_dataset``), and what was chosen (``configured``, ``used``, ``reason``); any other
+    preset unchanged, with None. A split that cannot be measured gets the largest list, and says why."""
+    from gradkit.augment.pipeline import AUTO_CHOICES
+    from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.plan import resolve_auto_preset
+
+    if aug_cfg.preset != "auto":
+        return aug_cfg, None
+    train = data.get("train")
+    try:
+        if not isinstance(train, str) or not Path(train).is_dir():
+            raise ValueError(f"train is {train!r}, not one image folder")
+        resolved, reason = resolve_auto_preset(aug_cfg, fingerprint_dataset(data.get("yaml_file") or data_yaml,
+                                                                            "train", split_dir=train))
+    except ValueError as exc:  # not hidden: the log and gradkit_summary.json say it
+        resolved = aug_cfg.model_copy(update={"preset": AUTO_CHOICES[-1]})
+        reason = f"the training split could not be measured ({exc})"
+    return resolved, {"configured": "auto", "used": resolved.preset, "reason": reason}
+
+
 def install_augmentation(dataset, aug_cfg, hyp) -> None:
     """Make the dataset build gradkit's stages on every (re)build of its transforms.
 
@@ -314,8 +336,9 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
             else resolve_dataset(data_yaml, required=("train",)))
     args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train", "seed": seed})
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")
-    if cfg.augment.active:
-        install_augmentation(dataset, cfg.augment, args)
+    aug, choice = resolve_auto_augment(cfg.augment, data, data_yaml)  # as training resolves it
+    if aug.active:
+        install_augmentation(dataset, aug, args)
     tiles, boxes = [], []
     names = {int(k): str(v) for k, v in data["names"].items()}
     for i in random.Random(seed).sample(range(len(dataset)), min(n, len(dataset))):
@@ -324,7 +347,9 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
         tiles.append(np.ascontiguousarray(item["img"].numpy().transpose(1, 2, 0)[..., ::-1]))  # RGB CHW -> BGR HWC
         boxes.append([(int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2) for c, (x, y, bw, bh)
                       in zip(item["cls"].reshape(-1).tolist(), item["bboxes"].tolist(), strict=True)])
-    pipeline = describe_augmentation(cfg.augment) if cfg.augment.active else "Ultralytics' stock training pipeline"
+    pipeline = describe_augmentation(aug) if aug.active else "Ultralytics' stock training pipeline"
+    if choice:
+        pipeline = f"augment.preset auto -> {choice['used']}; {pipeline}"
     title = (f"gradkit augment: {pipeline}, at the Albumentations stage of Ultralytics' training pipeline; "
              f"{len(tiles)} training samples of {Path(str(data_yaml)).name}, imgsz {imgsz}, seed {seed}")
     grid = compose_preview(tiles, boxes, names, title)

@@ -14,7 +14,7 @@ import torch
 from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
-from gradkit.integrations.ultralytics.augment import install_augmentation
+from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
@@ -121,6 +121,8 @@ class GradkitCallback:
         self.save_dir: Path | None = None
         self._epoch_trained = False  # on_train_epoch_end ran and on_fit_epoch_end has not yet
         self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
+        self.augment = self.cfg.augment  # augment.preset: auto resolved against this run's training split
+        self.augment_choice: dict[str, str] | None = None
         self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -206,6 +208,7 @@ class GradkitCallback:
             )
         self._take_over_optimizer_step(trainer)
         self._follow_nan_recovery(trainer)
+        self.augment = self._resolved_augment(trainer)
         self._install_augmentation(trainer)
 
     def _take_over_optimizer_step(self, trainer) -> None:
@@ -231,9 +234,19 @@ class GradkitCallback:
 
         replace_optimizer_step(trainer, checked_step)
 
+    def _resolved_augment(self, trainer):
+        """``augment.preset: auto`` measured on the training split the trainer reads (every rank: the
+        fingerprint is seeded, so all choose alike); any other preset as configured."""
+        data = getattr(trainer, "data", None)  # BaseTrainer.get_dataset()'s dict: the paths Ultralytics resolved
+        resolved, self.augment_choice = resolve_auto_augment(self.cfg.augment, data if isinstance(data, dict) else {},
+                                                             str(trainer.args.data))
+        if self.augment_choice and _is_main():
+            _logger().info(f"gradkit: augment.preset auto -> {resolved.preset}: {self.augment_choice['reason']}")
+        return resolved
+
     def _install_augmentation(self, trainer) -> None:
-        if self.cfg.augment.active:
-            install_augmentation(trainer.train_loader.dataset, self.cfg.augment, trainer.args)
+        if self.augment.active:
+            install_augmentation(trainer.train_loader.dataset, self.augment, trainer.args)
 
     def on_train_epoch_start(self, trainer) -> None:
         self._install_augmentation(trainer)  # no-op unless an OOM retry rebuilt the dataset
@@ -293,6 +306,7 @@ class GradkitCallback:
                 "alerts": self.alert_count,
                 "clip_mode": self.cfg.clip.mode,
                 "optimizer": optimizer_used(trainer.optimizer),
+                "augment_preset": self.augment_choice,
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
