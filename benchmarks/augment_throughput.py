@@ -32,7 +32,7 @@ def _dataset(data_yaml: str, imgsz: int, overrides: dict | None, color: bool = F
     args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train"})
     ds = build_yolo_dataset(args, data["train"], 16, data, mode="train")
     if overrides is not None:
-        cfg = load_config("defect", overrides)
+        cfg = load_config("defect", {"augment.preset": "defect", **overrides})  # auto's largest list: the cost
         install_augmentation(ds, cfg.augment, args)
     return ds
 
@@ -47,7 +47,7 @@ def _stage_vs_compose(root: Path, n: int = 1000) -> None:
 
     images = [cv2.imread(str(f)) for f in sorted((root / "images" / "train").glob("*.png"))[:20]]
     boxes, labels = np.array([[0.5, 0.5, 0.2, 0.1], [0.3, 0.3, 0.05, 0.4]], np.float32), np.array([0.0, 1.0])
-    cfg = load_config("defect")
+    cfg = load_config("defect", {"augment.preset": "defect"})  # the list auto takes when defects stand out
     timings = {}
     pipelines = {"one A.Compose": build_compose(cfg, seed=0), "gradkit runner": build_runner(cfg, seed=0)}
     for name, pipeline in pipelines.items():

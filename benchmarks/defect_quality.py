@@ -14,7 +14,8 @@ fingerprint (that is the point of a self-configuring recipe). Recipes, all from 
 ``train`` and scored on ``test``:
 
 - ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;
-- ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal);
+- ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal; its
+  ``augment.preset: auto`` takes the ``defect`` transform list or none, measured on each set's training split);
 - ``plan@epochs``: the plan's model, imgsz, batch/nbs and gradkit config, at the same epochs as stock;
 - ``plan@time``: the same with ``time=`` set to the wall time the stock run of that seed took;
 
@@ -27,6 +28,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``stock-imgsz@epochs``: stock at the plan's ``imgsz`` only (on ``surface`` the plan trains at the
   native 320 px where stock is given 256: what that alone is worth);
 - ``plan-aug@epochs``: stock with the plan's gradkit configuration only (its augmentation);
+- ``preset-list``: ``preset`` with its transform list forced on (``augment.preset: defect``, whatever auto
+  would choose): the preset file as it was before ``auto``;
 - ``preset-sensor``: ``preset`` with ``augment.preset: defect-sensor`` (the defect transforms plus blur
   and JPEG: the ``defect`` preset until this ablation);
 - ``preset-nopaste``: ``preset`` with copy-paste off (``augment.copy_paste.p: 0``): what the
@@ -82,7 +85,7 @@ NARROW_SCALE = 0.25
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
-             "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
+             "preset-list", "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-transforms@time", "plan-stocksize@time")
 
@@ -221,7 +224,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
     batching = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
-    built = {"preset-sensor": {"augment.preset": "defect-sensor"}, "preset-nopaste": {"augment.copy_paste.p": 0.0},
+    built = {"preset-list": {"augment.preset": "defect"}, "preset-sensor": {"augment.preset": "defect-sensor"},
+             "preset-nopaste": {"augment.copy_paste.p": 0.0},
              "preset-notransforms": {"augment.preset": "none"}, "preset-stockhyp": {"augment.ultralytics": {}},
              "preset-d4only": _transforms_only(PRESETS["defect"], keep_d4=True),
              "preset-nod4": _transforms_only(PRESETS["defect"], keep_d4=False)}

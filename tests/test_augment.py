@@ -333,3 +333,38 @@ def test_auto_is_resolved_from_the_data_before_its_transforms_are_built():
         check_augment_config(bad)         # the user's own transforms are still checked before training
     with pytest.raises(AugmentError, match="resolve_auto_preset"):
         build_transforms(cfg)             # training never builds an unresolved auto
+
+
+def test_auto_measures_the_folder_and_names_the_trainer_resolved(tmp_path):
+    import yaml
+
+    from conftest import standout_set
+    from gradkit.integrations.ultralytics.augment import resolve_auto_augment
+
+    rng = np.random.default_rng(0)
+    plain = standout_set(tmp_path / "plain", rng, "plain")
+    textured = standout_set(tmp_path / "textured", rng, "textured").parent / "images" / "train"
+    nc_only = tmp_path / "nc.yaml"  # Ultralytics accepts nc without names; its dict then holds the names
+    nc_only.write_text(yaml.safe_dump({"path": str(tmp_path / "plain"), "train": "images/train", "nc": 2}))
+    auto = load_config("defect").augment
+    names = {0: "scratch", 1: "pit"}
+    cases = ((plain, textured, "none"),                                 # the trainer's folder, not the YAML's
+             (textured.parents[1] / "data.yaml", textured, "none"),
+             (nc_only, plain.parent / "images" / "train", "defect"))        # names from the trainer's dict
+    for yaml_file, train, used in cases:
+        aug, choice = resolve_auto_augment(auto, {"train": str(train), "yaml_file": str(yaml_file), "names": names},
+                                           str(yaml_file))
+        assert aug.preset == choice["used"] == used and choice["configured"] == "auto", (yaml_file, train)
+        assert "stand out" in choice["reason"] and aug.copy_paste == auto.copy_paste
+    # a split that is not one folder: the largest list, and the reason says why
+    aug, choice = resolve_auto_augment(auto, {"train": [str(textured)], "names": names}, str(plain))
+    assert aug.preset == "defect" and "could not be measured" in choice["reason"]
+    assert "not one image folder" in choice["reason"]
+    # a resumed run keeps its choice (nothing measured: the data is gone); a crafted one is not trusted
+    aug, choice = resolve_auto_augment(auto, {}, "gone.yaml", kept={"used": "none", "reason": "r"})
+    assert aug.preset == "none" and choice["reason"] == "kept from the start of the run: r"
+    aug, _ = resolve_auto_augment(auto, {"train": str(textured), "names": names}, str(plain),
+                                  kept={"used": "defect-sensor", "reason": "crafted"})
+    assert aug.preset == "none"
+    # any other preset is left alone, with no choice to report
+    assert resolve_auto_augment(load_config(None, {"augment.preset": "defect"}).augment, {}, "x.yaml")[1] is None

@@ -71,14 +71,15 @@ def test_build_transforms_accepts_what_attach_accepts(tmp_path):
     extra = [{"__class_fullname__": "GaussianBlur", "sigma_limit": [0.1, 1.0], "p": 0.5}]
     data = yaml.safe_load(preset_path("defect").read_text())
     data["augment"]["transforms"] = extra
+    data["augment"]["preset"] = "defect"  # the file's auto resolves against training data; here: its largest list
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
     expected = _serialised(build_transforms(GradkitConfig.model_validate(data)))
     assert [e["__class_fullname__"] for e in expected][-2:] == ["GaussNoise", "GaussianBlur"]
     for source in (str(path), path, data, load_config(path), load_config(path).augment):
         assert _serialised(build_transforms(source)) == expected, type(source)
-    # a preset name, and None for the default preset (no transforms)
-    assert _serialised(build_transforms("defect")) == expected[:-1]
+    # a preset name (the file's auto chosen as it is on defects that stand out), and None for the default preset
+    assert _serialised(build_transforms(load_config("defect", {"augment.preset": "defect"}))) == expected[:-1]
     assert build_transforms(None) == []
 
 
@@ -117,6 +118,8 @@ def test_the_config_accepts_exactly_the_built_in_presets():
     import typing
 
     from gradkit.augment import PRESETS
+    from gradkit.augment.pipeline import AUTO_CHOICES
     from gradkit.config import AugmentConfig
 
-    assert set(typing.get_args(AugmentConfig.model_fields["preset"].annotation)) == set(PRESETS)
+    assert set(typing.get_args(AugmentConfig.model_fields["preset"].annotation)) == {*PRESETS, "auto"}
+    assert set(AUTO_CHOICES) <= set(PRESETS)

@@ -83,6 +83,10 @@ def test_the_defect_preset_leaves_its_transforms_out_on_defects_as_faint_as_thei
     assert "AlbumentationsStage" not in stages[0] and "CopyPasteStage" in stages[0]
     used = json.loads((run / "gradkit_summary.json").read_text())["augment_preset"]
     assert used["configured"] == "auto" and used["used"] == "none" and "stand out" in used["reason"]
+    report = json.loads((run / "report.json").read_text())  # the report says what ran, not only "auto"
+    assert report["training"]["augment_preset"] == used
+    assert "<td>augmentation preset</td><td>auto -&gt; none (only" in (run / "report.html").read_text().replace(
+        ' class="l"', "")
     # the preview resolves it as training does (building an unresolved auto would raise)
     from gradkit.config import load_config
     from gradkit.integrations.ultralytics import preview_augmentation

@@ -279,3 +279,14 @@ def test_training_records_every_yolo_argument_but_the_run_folder_names(tmp_path)
     assert args == {"model": "yolo26n.yaml", "mosaic": 0.0, "nbs": 16, "freeze": 10, "imgsz": 256}
     (tmp_path / "args.yaml").write_text("imgsz: 256\nnote: 2026-12-01\nlr0: .nan\n")  # a date, a NaN: not JSON
     assert training_section(tmp_path)["train_args"] == {"imgsz": 256, "note": "2026-12-01", "lr0": None}
+
+
+def test_comparison_diff_shows_what_an_auto_preset_chose(tmp_path):
+    a = build_report(hand_made_evaluation(tmp_path / "a"))
+    b = build_report(hand_made_evaluation(tmp_path / "b"))
+    for r, used in ((a, "none"), (b, "defect")):
+        r["plugin_config"] = {"augment": {"preset": "auto"}}
+        r["training"] = {"run_dir": "x", "epochs": [1], "alerts": [], "alert_counts": {}, "curves": {},
+                         "train_args": {}, "augment_preset": {"configured": "auto", "used": used, "reason": "r"}}
+    diff = {d["key"]: d["values"] for d in compare_reports([a, b], ["a", "b"])["config_diff"]}
+    assert diff == {"gradkit.augment.preset (used)": ["none", "defect"]}

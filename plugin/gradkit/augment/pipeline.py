@@ -162,6 +162,7 @@ def validate_transform_list(entries: list[dict[str, Any]], where: str = "augment
 
 def build_transforms(cfg) -> list:
     """The exact Albumentations transforms training uses for ``cfg`` (preset first, then the user's).
+    ``augment.preset: auto`` depends on the data: resolve it first (:func:`gradkit.plan.resolve_auto_preset`).
 
     Args:
         cfg: What :func:`gradkit.attach` accepts (a config file, a preset name, a dict as loaded

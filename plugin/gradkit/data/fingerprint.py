@@ -266,12 +266,13 @@ def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
 
 
 def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded: int = MAX_DECODED,
-                        seed: int = 0, split_dir: str | Path | None = None) -> Fingerprint:
+                        seed: int = 0, split_dir: str | Path | None = None,
+                        names: dict[int, str] | None = None) -> Fingerprint:
     """Measure one split of a YOLO dataset.
 
     At most ``max_decoded`` images (a seeded random sample when there are more) are read for the
-    pixel statistics; labels are read for every image. ``split_dir``: the split's image folder as the
-    trainer resolved it, instead of the YAML's own reading (class names still come from the YAML).
+    pixel statistics; labels are read for every image. ``split_dir`` and ``names``: the split's image
+    folder and the class names as the trainer resolved them; given both, the YAML is not read again.
 
     Raises:
         ValueError: the YAML is not a dataset, or the split is missing or empty.
@@ -281,9 +282,13 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
         raise ValueError(f"{data_yaml}: a folder; give the dataset's YAML file (data=DIR/data.yaml)")
     if not data_yaml.is_file():
         raise ValueError(f"{data_yaml}: no such file")
-    dirs, names = _split_dirs(data_yaml)
-    if split_dir is not None:
-        dirs[split] = Path(split_dir)
+    if split_dir is not None and names is not None:
+        dirs = {split: Path(split_dir)}
+    else:
+        dirs, read_names = _split_dirs(data_yaml)
+        names = read_names if names is None else names
+        if split_dir is not None:
+            dirs[split] = Path(split_dir)
     if split not in dirs or not dirs[split].is_dir():
         raise ValueError(f"{data_yaml}: split {split!r} is missing (key {split}: or its folder)")
     imgs = sorted(p for p in dirs[split].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

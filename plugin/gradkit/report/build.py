@@ -124,13 +124,14 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _monitor_keys(run_dir: Path) -> dict[str, Any]:
-    """The optimizer that ran, the monitor's coverage and noise scale from ``gradkit_summary.json`` (absent:
-    empty/None)."""
+    """The optimizer and the transform list (``augment.preset: auto``) that ran, the monitor's coverage and
+    noise scale from ``gradkit_summary.json`` (absent: empty/None)."""
     path = run_dir / "gradkit_summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
     if not isinstance(summary, dict):  # a file we read back is untrusted: the schema checks the values
         summary = {}
     return {"optimizer_used": summary.get("optimizer"),
+            "augment_preset": summary.get("augment_preset"),
             "inactive_rules": summary.get("inactive_rules", {}),
             "inactive_rules_message": summary.get("inactive_rules_message", ""),
             "noise_scale": summary.get("noise_scale")}

@@ -46,7 +46,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _settings(r: dict[str, Any]) -> dict[str, Any]:
     t = r.get("training") or {}
+    used = (t.get("augment_preset") or {}).get("used")  # what auto chose: two auto runs can differ there
     return {**{f"gradkit.{k}": v for k, v in _flat(r.get("plugin_config") or {}).items()},
+            **({"gradkit.augment.preset (used)": used} if used else {}),
             **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()},
             "split": r["split"], "data": r["data"]}
 

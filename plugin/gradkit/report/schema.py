@@ -16,7 +16,7 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
 #: elongation as the elongated bucket only; 4: training.train_args holds every args.yaml key (3: eight),
 #: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report;
-#: 5: errors.by_class (why each class's objects were missed).
+#: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose).
 REPORT_SCHEMA_VERSION = 5
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
@@ -164,6 +164,12 @@ class OptimizerUsed(_Open):
     lrs: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
 
 
+class AugmentPreset(_Open):
+    configured: str
+    used: str
+    reason: str
+
+
 class Training(_Open):
     run_dir: str
     epochs: list[int]
@@ -177,6 +183,7 @@ class Training(_Open):
     inactive_rules_message: str = ""
     noise_scale: NoiseScale | None = None
     optimizer_used: OptimizerUsed | None = None
+    augment_preset: AugmentPreset | None = None
 
 
 class EvaluationReport(_Open):

@@ -141,25 +141,31 @@ def _apply_hyp(hyp, overrides: dict[str, float]):
     return hyp
 
 
-def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str):
+def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str, kept: dict | None = None):
     """``aug_cfg`` with ``preset: auto`` resolved on the training split Ultralytics resolved (``data``, the
-    dict of ``check_det_dataset``), and what was chosen (``configured``, ``used``, ``reason``); any other
-    preset unchanged, with None. A split that cannot be measured gets the largest list, and says why."""
+    dict of ``check_det_dataset``: its ``train`` folder and ``names``), and what was chosen (``configured``,
+    ``used``, ``reason``); any other preset unchanged, with None. ``kept``: the choice a resumed run made
+    when it started (reused, so the list never changes mid-run). A split that cannot be measured gets the
+    largest list, and says why."""
     from gradkit.augment.pipeline import AUTO_CHOICES
     from gradkit.data.fingerprint import fingerprint_dataset
     from gradkit.plan import resolve_auto_preset
 
     if aug_cfg.preset != "auto":
         return aug_cfg, None
-    train = data.get("train")
+    if kept and kept.get("used") in AUTO_CHOICES:  # a state file is untrusted: only a known list is reused
+        reason = f"kept from the start of the run: {kept.get('reason')}"
+        return aug_cfg.model_copy(update={"preset": kept["used"]}), {**kept, "configured": "auto", "reason": reason}
+    train, names = data.get("train"), data.get("names")
     try:
         if not isinstance(train, str) or not Path(train).is_dir():
             raise ValueError(f"train is {train!r}, not one image folder")
-        resolved, reason = resolve_auto_preset(aug_cfg, fingerprint_dataset(data.get("yaml_file") or data_yaml,
-                                                                            "train", split_dir=train))
-    except ValueError as exc:  # not hidden: the log and gradkit_summary.json say it
+        names = {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else None
+        fp = fingerprint_dataset(data.get("yaml_file") or data_yaml, "train", split_dir=train, names=names)
+        resolved, reason = resolve_auto_preset(aug_cfg, fp)
+    except (ValueError, OSError) as exc:  # not hidden: the log and gradkit_summary.json say it
         resolved = aug_cfg.model_copy(update={"preset": AUTO_CHOICES[-1]})
-        reason = f"the training split could not be measured ({exc})"
+        reason = f"the training split could not be measured ({exc}): the largest list"
     return resolved, {"configured": "auto", "used": resolved.preset, "reason": reason}
 
 
@@ -337,6 +343,10 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train", "seed": seed})
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")
     aug, choice = resolve_auto_augment(cfg.augment, data, data_yaml)  # as training resolves it
+    if choice:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(f"gradkit: augment.preset auto -> {choice['used']}: {choice['reason']}")
     if aug.active:
         install_augmentation(dataset, aug, args)
     tiles, boxes = [], []

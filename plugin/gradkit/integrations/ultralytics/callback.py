@@ -145,6 +145,7 @@ class GradkitCallback:
             "alerts": self.detector.state_dict() if self.detector else None,
             "rollback": self.guard.state_dict() if self.guard else None,
             "config": self.cfg.model_dump(mode="json"),
+            "augment_choice": self.augment_choice,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -152,6 +153,8 @@ class GradkitCallback:
         self.epoch = int(state.get("epoch", -1))
         self.consecutive_nonfinite = int(state["consecutive_nonfinite"])
         self.alert_count = int(state.get("alert_count", 0))
+        choice = state.get("augment_choice")  # untrusted: resolve_auto_augment reuses only a known list
+        self.augment_choice = {str(k): str(v) for k, v in choice.items()} if isinstance(choice, dict) else None
         if self.clipper and state.get("clip"):
             self.clipper.load_state_dict(state["clip"])
         if self.detector and state.get("alerts"):
@@ -239,7 +242,7 @@ class GradkitCallback:
         fingerprint is seeded, so all choose alike); any other preset as configured."""
         data = getattr(trainer, "data", None)  # BaseTrainer.get_dataset()'s dict: the paths Ultralytics resolved
         resolved, self.augment_choice = resolve_auto_augment(self.cfg.augment, data if isinstance(data, dict) else {},
-                                                             str(trainer.args.data))
+                                                             str(trainer.args.data), kept=self.augment_choice)
         if self.augment_choice and _is_main():
             _logger().info(f"gradkit: augment.preset auto -> {resolved.preset}: {self.augment_choice['reason']}")
         return resolved
