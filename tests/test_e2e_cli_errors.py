@@ -65,6 +65,19 @@ def test_train_on_yaml_pointing_at_missing_directory(tiny_data, tmp_path, check)
     _error_line(rc, err, str(data), str(tmp_path / "nowhere" / "images"), "does not exist")
 
 
+def test_train_on_a_list_of_train_folders_says_how_to_go_on_in_one_line(tiny_data, tmp_path):
+    """Ultralytics reads a list of folders; gradkit's check reads one per split: one line saying so and how to
+    train without the check (which then falls back as documented), never a traceback."""
+    data = _copy(tiny_data, tmp_path, train=["images/train", "images/test"])
+    rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r", "gradkit=defect"], tmp_path)
+    _error_line(rc, err, str(data), "train:", "a list of folders", "gradkit.data.check=false")
+    assert not (tmp_path / "r" / "weights" / "last.pt").exists()
+    rc, out, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r2", "gradkit=defect",
+                         "gradkit.data.check=false", "gradkit.report.enabled=false"], tmp_path)
+    assert rc == 0, err[-3000:]
+    assert "augment.preset auto -> defect: the training split could not be measured" in out + err
+
+
 def test_dataset_without_labels_is_an_error_for_check_and_train(tiny_data, tmp_path):
     data = _copy(tiny_data, tmp_path)
     shutil.rmtree(data.parent / "labels")

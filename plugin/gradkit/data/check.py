@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gradkit.data.convert import IMAGE_SUFFIXES
 from gradkit.data.orientation import read_upright
 
-__all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
+__all__ = ["CheckResult", "Finding", "FixChange", "SplitListError", "check_dataset", "fix_dataset", "fix_output"]
 
 SPLITS = ("train", "val", "test")
 
@@ -81,6 +81,10 @@ class CheckResult:
         return "\n".join(lines)
 
 
+class SplitListError(ValueError):
+    """A split given as a list of folders: Ultralytics reads it, gradkit's checks read one folder per split."""
+
+
 def read_dataset_yaml(data_yaml: Path) -> dict:
     """A dataset YAML as a mapping, or ValueError naming the file and what is wrong with it."""
     if data_yaml.is_dir():
@@ -101,7 +105,7 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
         raise ValueError(f"{data_yaml}: names: takes a list or a mapping id -> name, got {data['names']!r}")
     for key in ("path", *SPLITS):
         if isinstance(data.get(key), list):
-            raise ValueError(f"{data_yaml}: {key}: a list of folders; gradkit reads one folder (or file) per split")
+            raise SplitListError(f"{data_yaml}: {key}: a list of folders; gradkit reads one folder (or file) per split")
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{data_yaml}: {key}: takes a folder or file path, got {data[key]!r}")
     return data

@@ -165,7 +165,7 @@ def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str, kept: dict | None 
         resolved, reason = resolve_auto_preset(aug_cfg, fp)
     except (ValueError, OSError) as exc:  # not hidden: the log and gradkit_summary.json say it
         resolved = aug_cfg.model_copy(update={"preset": AUTO_CHOICES[-1]})
-        reason = f"the training split could not be measured ({exc}): the largest list"
+        reason = f"the training split could not be measured ({exc}): the {resolved.preset} list, auto's fallback"
     return resolved, {"configured": "auto", "used": resolved.preset, "reason": reason}
 
 

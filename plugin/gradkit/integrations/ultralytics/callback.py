@@ -631,7 +631,7 @@ class DatasetError(RuntimeError):
 def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images); raise on
     errors. ``splits``: further splits that must exist (the end-of-training report's)."""
-    from gradkit.data.check import check_dataset
+    from gradkit.data.check import SplitListError, check_dataset
     from gradkit.integrations.ultralytics.datasets import resolve_dataset
 
     if not data or not str(data).endswith((".yaml", ".yml")):
@@ -639,7 +639,13 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     resolved = resolve_dataset(str(data), required=("train", *splits))  # as Ultralytics, never downloading
     yaml_file = Path(resolved.get("yaml_file") or data)
     dirs = {s: Path(resolved[s]) for s in ("train", "val", "test") if isinstance(resolved.get(s), str)}
-    result = check_dataset(yaml_file, images=False, split_dirs=dirs)  # the folders training will read
+    try:
+        result = check_dataset(yaml_file, images=False, split_dirs=dirs)  # the folders training will read
+    except SplitListError as exc:  # valid for Ultralytics: say how to train without the check
+        raise DatasetError(f"gradkit: {exc}; merge them into one, or set gradkit.data.check=false to train "
+                           "without gradkit's dataset check") from None
+    except ValueError as exc:
+        raise DatasetError(f"gradkit: {exc}") from None
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
