@@ -141,8 +141,13 @@ MISS_NOTE = (f"Judged by the detections at the operating point that are not anot
              f"the class it was taken for in brackets); unseen: none overlaps it (IoU ≥ {BG_IOU:g}).")
 
 
+def _taken_for(row: dict) -> list[tuple[str, int]]:
+    """The classes a row's confused objects were taken for, most often first."""
+    return sorted((row.get("confused_with") or {}).items(), key=lambda t: -t[1])
+
+
 def _confused(row: dict) -> str:
-    taken = sorted((row.get("confused_with") or {}).items(), key=lambda t: -t[1])
+    taken = _taken_for(row)
     return str(row["confused"]) + (" (as " + ", ".join(f"{n} {k}" for n, k in taken) + ")" if taken else "")
 
 
@@ -213,7 +218,7 @@ def _why_missed(row: dict[str, Any] | None) -> str:
     if not row or row["objects"] == row["found"]:
         return ""
     parts = [f"{row[k]} {k}" for k in ("unseen", "mislocalised") if row[k]]
-    parts += [f"{n} taken for {c}" for c, n in sorted((row.get("confused_with") or {}).items(), key=lambda t: -t[1])]
+    parts += [f"{n} taken for {c}" for c, n in _taken_for(row)]
     return f"; of its {row['objects']} objects, " + ", ".join(parts)
 
 
