@@ -65,17 +65,24 @@ def test_train_on_yaml_pointing_at_missing_directory(tiny_data, tmp_path, check)
     _error_line(rc, err, str(data), str(tmp_path / "nowhere" / "images"), "does not exist")
 
 
-def test_train_on_a_list_of_train_folders_says_how_to_go_on_in_one_line(tiny_data, tmp_path):
-    """Ultralytics reads a list of folders; gradkit's check reads one per split: one line saying so and how to
-    train without the check (which then falls back as documented), never a traceback."""
+def test_train_checks_and_measures_a_list_of_train_folders(tiny_data, tmp_path):
+    """Ultralytics reads a list of folders (or list files) as one split; so do gradkit's check before training
+    and ``augment.preset: auto``: an error in the second folder stops the run before training, naming the file;
+    once it is fixed, the run trains and auto measures the whole list."""
     data = _copy(tiny_data, tmp_path, train=["images/train", "images/test"])
+    label = sorted((data.parent / "labels" / "test").glob("*.txt"))[0]
+    good = label.read_text()
+    label.write_text(good + "9 0.5 0.5 0.1 0.1\n")
     rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r", "gradkit=defect"], tmp_path)
-    _error_line(rc, err, str(data), "train:", "a list of folders", "gradkit.data.check=false")
+    assert rc != 0 and "Traceback" not in err, err[-3000:]
+    assert str(label) in err and "class 9 but nc=4" in err, err[-3000:]
     assert not (tmp_path / "r" / "weights" / "last.pt").exists()
+    label.write_text(good)
     rc, out, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r2", "gradkit=defect",
-                         "gradkit.data.check=false", "gradkit.report.enabled=false"], tmp_path)
+                         "gradkit.report.enabled=false"], tmp_path)
     assert rc == 0, err[-3000:]
-    assert "augment.preset auto -> defect: the training split could not be measured" in out + err
+    chosen = [ln for ln in (out + err).splitlines() if "augment.preset auto ->" in ln]
+    assert chosen and "could not be measured" not in chosen[0], chosen
 
 
 def test_dataset_without_labels_is_an_error_for_check_and_train(tiny_data, tmp_path):

@@ -162,10 +162,10 @@ def test_a_box_without_surroundings_is_unmeasured_not_clear(tmp_path):
 
 
 def test_the_split_folder_the_trainer_resolved_is_the_one_measured(tmp_path):
-    """``split_dir`` replaces the YAML's own reading of the split (the trainer's resolution wins)."""
+    """``split_places`` replaces the YAML's own reading of the split (the trainer's resolution wins)."""
     rng = np.random.default_rng(0)
     data = standout_set(tmp_path / "plain", rng, "plain")
     elsewhere = standout_set(tmp_path / "textured", rng, "textured").parent / "images" / "train"
     assert fingerprint_dataset(data).standout_share == 1.0
-    moved = fingerprint_dataset(data, split_dir=elsewhere)
+    moved = fingerprint_dataset(data, split_places=elsewhere)
     assert moved.images == 12 and moved.standout_share < 0.75 and moved.class_names == {0: "scratch", 1: "pit"}

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 from gradkit.data.orientation import read_upright
+from gradkit.data.splits import SplitImages, list_split_images, split_sources
 
-__all__ = ["CheckResult", "Finding", "FixChange", "SplitListError", "check_dataset", "fix_dataset", "fix_output"]
+__all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
 SPLITS = ("train", "val", "test")
 
@@ -81,10 +82,6 @@ class CheckResult:
         return "\n".join(lines)
 
 
-class SplitListError(ValueError):
-    """A split given as a list of folders: Ultralytics reads it, gradkit's checks read one folder per split."""
-
-
 def read_dataset_yaml(data_yaml: Path) -> dict:
     """A dataset YAML as a mapping, or ValueError naming the file and what is wrong with it."""
     if data_yaml.is_dir():
@@ -103,11 +100,12 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
         raise ValueError(f"{data_yaml}: not a YOLO dataset YAML (no 'names')")
     if not isinstance(data["names"], list | dict):
         raise ValueError(f"{data_yaml}: names: takes a list or a mapping id -> name, got {data['names']!r}")
-    for key in ("path", *SPLITS):
-        if isinstance(data.get(key), list):
-            raise SplitListError(f"{data_yaml}: {key}: a list of folders; gradkit reads one folder (or file) per split")
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise ValueError(f"{data_yaml}: {key}: takes a folder or file path, got {data[key]!r}")
+    if data.get("path") is not None and not isinstance(data["path"], str):
+        raise ValueError(f"{data_yaml}: path: takes a folder, got {data['path']!r}")
+    for key in SPLITS:
+        if data.get(key) is not None and not isinstance(data[key], str | list):
+            raise ValueError(f"{data_yaml}: {key}: takes a folder or list-file path, or a list of them, "
+                             f"got {data[key]!r}")
     return data
 
 
@@ -182,7 +180,8 @@ def _dataset_root(data_yaml: Path, data: dict) -> tuple[Path, str | None]:
                     "path: as an absolute path, or run from the folder it is relative to")
 
 
-def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
+def _split_sources(data_yaml: Path) -> tuple[dict[str, list[Path]], dict[int, str]]:
+    """Each split's places (folders and list files, :mod:`gradkit.data.splits`) and the class names."""
     data = read_dataset_yaml(data_yaml)
     root, _ = _dataset_root(data_yaml, data)
     names = data["names"]
@@ -190,14 +189,7 @@ def _split_dirs(data_yaml: Path) -> tuple[dict[str, Path], dict[int, str]]:
         names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
     except (TypeError, ValueError):
         raise ValueError(f"{data_yaml}: names: the keys of a mapping are class ids (0, 1, ...)") from None
-    dirs = {}
-    for s in SPLITS:
-        if data.get(s):
-            p = Path(data[s])
-            dirs[s] = p if p.is_absolute() else root / p
-            if not dirs[s].exists() and str(data[s]).startswith("../"):  # as Ultralytics: Roboflow exports
-                dirs[s] = root / str(data[s])[3:]
-    return dirs, names
+    return {s: split_sources(data[s], root, s, data_yaml) for s in SPLITS if data.get(s)}, names
 
 
 def _label_path(img: Path) -> Path:
@@ -435,28 +427,51 @@ def _has_download(data_yaml: Path) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
-def check_dataset(data_yaml: str | Path, images: bool = True, split_dirs: dict[str, Path] | None = None) -> CheckResult:
+def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[Finding]:
+    """What a split's places and list files give no image for: each is a finding, never a silent drop."""
+    found = [Finding("error", "missing split", str(p), None, f"{split} {'folder' if not p.suffix else 'list file'} "
+                     f"does not exist" + _NO_DOWNLOAD * download) for p in listed.absent]
+    for ln in listed.lines:
+        if ln.why == "skipped":
+            found.append(Finding("warning", "list file", str(ln.list_file), ln.line, f"{ln.text!r} is not an image "
+                                 f"path ({', '.join(IMAGE_SUFFIXES)}): Ultralytics skips the line"))
+        else:
+            hint = (f"; it is beside the list file: write ./{ln.text} (Ultralytics reads a line without ./ from the "
+                    "working folder)") if ln.why == "beside" else ""
+            found.append(Finding("error", "missing image", str(ln.list_file), ln.line,
+                                 f"{ln.text}: no such image (Ultralytics drops it){hint}"))
+    found += [Finding("warning", "listed twice", str(img), None, f"in the {split} split more than once: Ultralytics "
+                      "trains on it that many times per epoch") for img in listed.repeated]
+    found += [Finding("warning", "unchecked image", str(img), None, f"a {img.suffix} image: Ultralytics trains on it, "
+                      f"gradkit reads only {', '.join(IMAGE_SUFFIXES)} and did not check it or its labels")
+              for img in listed.unchecked]
+    return found
+
+
+def check_dataset(data_yaml: str | Path, images: bool = True,
+                  split_places: dict[str, list[Path]] | None = None) -> CheckResult:
     """Check a dataset. ``images=False`` is the fast part run before training: labels, pairing and a
     header-level image check (unreadable, truncated, too small; pixels decoded for 16-bit images only)
-    instead of a full decode, duplicate search and bit-depth check of every image. ``split_dirs``: the
-    split folders as Ultralytics resolved them (its ``datasets_dir`` is not known here); else as read here."""
+    instead of a full decode, duplicate search and bit-depth check of every image. ``split_places``: each
+    split's folders and list files as Ultralytics resolved them (its ``datasets_dir`` is not known here);
+    else as read here."""
     data_yaml = Path(data_yaml)
-    dirs, names = _split_dirs(data_yaml)
+    dirs, names = _split_sources(data_yaml)
     res = CheckResult(names=names)
     data = read_dataset_yaml(data_yaml)
     res.findings += _yaml_findings(data_yaml, data, names)
     _, beside_only = _dataset_root(data_yaml, data)
-    if split_dirs is not None:
-        dirs, beside_only = split_dirs, None
+    if split_places is not None:
+        dirs, beside_only = split_places, None
     if beside_only:
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     hashes: dict[str, tuple[str, Path]] = {}
-    for split, d in dirs.items():
-        if not d.exists():
-            res.findings.append(Finding("error", "missing split", str(d), None, f"{split} folder does not exist"
-                                        + _NO_DOWNLOAD * _has_download(data_yaml)))
+    for split, places in dirs.items():
+        listed = list_split_images(places)
+        res.findings += _listing_findings(split, listed, _has_download(data_yaml))
+        if len(listed.absent) == len(places):
             continue
-        imgs = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        imgs = listed.images
         res.images[split], res.instances[split], res.background[split] = len(imgs), Counter(), 0
         first_finding, labelled = len(res.findings), 0
         for img in tqdm(imgs, desc=f"check {split}", unit="img", disable=len(imgs) < 200):
@@ -484,15 +499,24 @@ def check_dataset(data_yaml: str | Path, images: bool = True, split_dirs: dict[s
                 res.instances[split][c] += 1
                 res.rel_areas.append(w * h)
                 res.aspects.append(max(w, h) / max(min(w, h), 1e-9))
-        label_dir = _label_path(d / "x.png").parent
         if imgs and not labelled:
-            _no_labels_at_all(res, first_finding, split, len(imgs), label_dir)
-        if label_dir.exists():
-            stems = {p.stem for p in imgs}
-            for lab in sorted(label_dir.rglob("*.txt")):
-                if lab.stem not in stems:
-                    res.findings.append(Finding("warning", "orphan labels", str(lab), None, "no image for this file"))
+            folder = next((d for d in places if d.is_dir()), imgs[0].parent)  # a list file's: its first image's
+            _no_labels_at_all(res, first_finding, split, len(imgs), _label_path(folder / "x.png").parent)
+        _orphan_findings(places, imgs, res)
     return res
+
+
+def _orphan_findings(places: list[Path], imgs: list[Path], res: CheckResult) -> None:
+    """Label files of a split's image folders without an image (a list file names only what it uses, so its
+    neighbours are not judged)."""
+    stems = {p.stem for p in imgs}
+    for d in places:
+        label_dir = _label_path(d / "x.png").parent
+        if not d.is_dir() or not label_dir.is_dir():
+            continue
+        for lab in sorted(label_dir.rglob("*.txt")):
+            if lab.stem not in stems:
+                res.findings.append(Finding("warning", "orphan labels", str(lab), None, "no image for this file"))
 
 
 @dataclass
@@ -596,9 +620,28 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
     return kept, changes
 
 
-def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
+def _split_places(split: str, places: list[Path]) -> dict[str, Path]:
+    """A split's image and label folders, by label; for a list file, the file and the folders of the images
+    it lists (with their label folders), wherever they lie."""
+    found: dict[str, Path] = {}
+    for k, place in enumerate(places):
+        tag = f" {k + 1}" if len(places) > 1 else ""
+        if place.is_file():
+            found[f"{split} list file{tag}"] = place
+            folders = sorted({img.parent for img in list_split_images([place]).images})
+            for j, d in enumerate(folders):
+                found[f"{split} folder{tag} of listed images ({j + 1})"] = d
+                found[f"{split} label folder{tag} of listed images ({j + 1})"] = _label_path(d / "x.png").parent
+        else:
+            found[f"{split} split folder{tag}"] = place
+            found[f"{split} label folder{tag}"] = _label_path(place / "x.png").parent
+    return found
+
+
+def _fix_sources(data_yaml: Path, dirs: dict[str, list[Path]]) -> dict[str, Path]:
     """Everything ``--fix`` reads: the YAML, the dataset root (a relative ``path:`` both beside the YAML and
-    below the working directory, as Ultralytics reads it), each split's image and label folder."""
+    below the working directory, as Ultralytics reads it), each split's image and label folders (and list
+    files)."""
     data = yaml.safe_load(data_yaml.read_text()) or {}
     root = Path(data.get("path") or data_yaml.parent)
     roots = ({"dataset root": root} if root.is_absolute() else
@@ -606,18 +649,17 @@ def _fix_sources(data_yaml: Path, dirs: dict[str, Path]) -> dict[str, Path]:
               "dataset root (path: below the working folder)": Path.cwd() / root})
     sources = {"dataset YAML": data_yaml}
     sources |= {label: r for label, r in roots.items() if r.exists()}
-    for split, d in dirs.items():
-        sources[f"{split} split folder"] = d
-        sources[f"{split} label folder"] = _label_path(d / "x.png").parent
+    for split, places in dirs.items():
+        sources |= _split_places(split, places)
     return sources
 
 
 def dataset_places(data_yaml: str | Path) -> dict[str, Path]:
     """Every place that holds the dataset: the YAML, the dataset root (``path:``; the YAML's folder
-    without it), each split's image and label folder. Nothing gradkit writes may land on or inside one
-    of them."""
+    without it), each split's image and label folders (a list file's: the file and the folders of the
+    images it lists). Nothing gradkit writes may land on or inside one of them."""
     data_yaml = Path(data_yaml)
-    dirs, _ = _split_dirs(data_yaml)
+    dirs, _ = _split_sources(data_yaml)
     return _fix_sources(data_yaml, dirs)
 
 
@@ -636,7 +678,11 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
     ``out`` resolves to, contains or lies inside the dataset or a split folder, or is not empty
     without ``overwrite``."""
     data_yaml = Path(data_yaml)
-    dirs, _ = _split_dirs(data_yaml)
+    dirs, _ = _split_sources(data_yaml)
+    for split, places in dirs.items():
+        if len(places) > 1 or places[0].is_file():
+            raise ValueError(f"{data_yaml}: {split}: {'a list' if len(places) > 1 else 'a list file'}; check --fix "
+                             "writes its copy from one image folder per split (check and train read the list)")
     sources = _fix_sources(data_yaml, dirs)
     if out is None:
         root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
@@ -655,10 +701,11 @@ def _rescale_16bit(src: Path, dst: Path) -> str:
     return f"16-bit values {lo:.0f}-{hi:.0f} stretched to 0-255"
 
 
-def _fix_plan(dirs: dict[str, Path], left_out: dict[str, str], low16: set[str]) -> list[tuple[Path, Path, Path]]:
-    """(source image, image in the copy, label in the copy) for each image kept; folders below a split kept."""
+def _fix_plan(dirs: dict[str, list[Path]], left_out: dict[str, str], low16: set[str]) -> list[tuple[Path, Path, Path]]:
+    """(source image, image in the copy, label in the copy) for each image kept; folders below a split kept.
+    One folder per split (``fix_output`` refuses the rest)."""
     plan = []
-    for split, d in dirs.items():
+    for split, (d,) in dirs.items():
         for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if d.exists() else []:
             if str(img) not in left_out:
                 rel = Path(split, img.relative_to(d))
@@ -667,7 +714,7 @@ def _fix_plan(dirs: dict[str, Path], left_out: dict[str, str], low16: set[str]) 
     return plan
 
 
-def _fixed_yaml(data_yaml: Path, out: Path, dirs: dict[str, Path], names: dict[int, str],
+def _fixed_yaml(data_yaml: Path, out: Path, dirs: dict[str, list[Path]], names: dict[int, str],
                 changes: list[FixChange]) -> str:
     data = yaml.safe_load(data_yaml.read_text()) or {}
     if data.pop("download", None) is not None:
@@ -686,7 +733,7 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
     from gradkit.data.output import OutputFolder
 
     data_yaml = Path(data_yaml)
-    dirs, names = _split_dirs(data_yaml)
+    dirs, names = _split_sources(data_yaml)
     out = fix_output(data_yaml, out, overwrite)
     res = checked or check_dataset(data_yaml)
     errors = [f for f in res.errors if Path(f.path).suffix.lower() in IMAGE_SUFFIXES]

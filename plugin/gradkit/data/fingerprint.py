@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gradkit.data.check import CheckResult, _check_labels, _label_path, _split_dirs
-from gradkit.data.convert import IMAGE_SUFFIXES
+from gradkit.data.check import CheckResult, _check_labels, _label_path, _split_sources
 from gradkit.data.orientation import read_upright
+from gradkit.data.splits import list_split_images
 from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
 
 __all__ = ["THIN_MAX_FILL", "THIN_WIDTH_PX", "Fingerprint", "fingerprint_dataset", "stroke_width"]
@@ -266,13 +266,14 @@ def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
 
 
 def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded: int = MAX_DECODED,
-                        seed: int = 0, split_dir: str | Path | None = None,
+                        seed: int = 0, split_places: str | Path | list[str | Path] | None = None,
                         names: dict[int, str] | None = None) -> Fingerprint:
     """Measure one split of a YOLO dataset.
 
     At most ``max_decoded`` images (a seeded random sample when there are more) are read for the
-    pixel statistics; labels are read for every image. ``split_dir`` and ``names``: the split's image
-    folder and the class names as the trainer resolved them; given both, the YAML is not read again.
+    pixel statistics; labels are read for every image. ``split_places`` and ``names``: the split's image
+    folder or list file (or a list of them, :mod:`gradkit.data.splits`) and the class names as the trainer
+    resolved them; given both, the YAML is not read again.
 
     Raises:
         ValueError: the YAML is not a dataset, or the split is missing or empty.
@@ -282,18 +283,24 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
         raise ValueError(f"{data_yaml}: a folder; give the dataset's YAML file (data=DIR/data.yaml)")
     if not data_yaml.is_file():
         raise ValueError(f"{data_yaml}: no such file")
-    if split_dir is not None and names is not None:
-        dirs = {split: Path(split_dir)}
+    given = None if split_places is None else [Path(p) for p in
+                                               (split_places if isinstance(split_places, list) else [split_places])]
+    if given is not None and names is not None:
+        dirs = {split: given}
     else:
-        dirs, read_names = _split_dirs(data_yaml)
+        dirs, read_names = _split_sources(data_yaml)
         names = read_names if names is None else names
-        if split_dir is not None:
-            dirs[split] = Path(split_dir)
-    if split not in dirs or not dirs[split].is_dir():
-        raise ValueError(f"{data_yaml}: split {split!r} is missing (key {split}: or its folder)")
-    imgs = sorted(p for p in dirs[split].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if given is not None:
+            dirs[split] = given
+    if split not in dirs:
+        raise ValueError(f"{data_yaml}: split {split!r} is missing (no key {split}:)")
+    listed = list_split_images(dirs[split])
+    where = ", ".join(map(str, dirs[split]))
+    if listed.absent:
+        raise ValueError(f"{data_yaml}: split {split!r}: {', '.join(map(str, listed.absent))} does not exist")
+    imgs = listed.images
     if not imgs:
-        raise ValueError(f"{data_yaml}: no images under {dirs[split]}")
+        raise ValueError(f"{data_yaml}: no images in {where}")
     fp = Fingerprint(data=str(data_yaml), split=split, class_names=names, images=len(imgs))
     rng = np.random.default_rng(seed)
     decode = set(rng.choice(len(imgs), size=min(max_decoded, len(imgs)), replace=False).tolist())

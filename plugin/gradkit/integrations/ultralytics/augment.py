@@ -143,7 +143,7 @@ def _apply_hyp(hyp, overrides: dict[str, float]):
 
 def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str, kept: dict | None = None):
     """``aug_cfg`` with ``preset: auto`` resolved on the training split Ultralytics resolved (``data``, the
-    dict of ``check_det_dataset``: its ``train`` folder and ``names``), and what was chosen (``configured``,
+    dict of ``check_det_dataset``: its ``train`` places and ``names``), and what was chosen (``configured``,
     ``used``, ``reason``); any other preset unchanged, with None. ``kept``: the choice a resumed run made
     when it started (reused, so the list never changes mid-run). A split that cannot be measured gets the
     largest list, and says why."""
@@ -158,10 +158,10 @@ def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str, kept: dict | None 
         return aug_cfg.model_copy(update={"preset": kept["used"]}), {**kept, "configured": "auto", "reason": reason}
     train, names = data.get("train"), data.get("names")
     try:
-        if not isinstance(train, str) or not Path(train).is_dir():
-            raise ValueError(f"train is {train!r}, not one image folder")
+        if not train or not isinstance(train, str | list):
+            raise ValueError(f"train is {train!r}, not an image folder, a list file or a list of them")
         names = {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else None
-        fp = fingerprint_dataset(data.get("yaml_file") or data_yaml, "train", split_dir=train, names=names)
+        fp = fingerprint_dataset(data.get("yaml_file") or data_yaml, "train", split_places=train, names=names)
         resolved, reason = resolve_auto_preset(aug_cfg, fp)
     except (ValueError, OSError) as exc:  # not hidden: the log and gradkit_summary.json say it
         resolved = aug_cfg.model_copy(update={"preset": AUTO_CHOICES[-1]})

@@ -631,19 +631,17 @@ class DatasetError(RuntimeError):
 def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images); raise on
     errors. ``splits``: further splits that must exist (the end-of-training report's)."""
-    from gradkit.data.check import SplitListError, check_dataset
+    from gradkit.data.check import check_dataset
     from gradkit.integrations.ultralytics.datasets import resolve_dataset
 
     if not data or not str(data).endswith((".yaml", ".yml")):
         return  # not a YOLO dataset YAML (classification folders, hub names): nothing to check here
     resolved = resolve_dataset(str(data), required=("train", *splits))  # as Ultralytics, never downloading
     yaml_file = Path(resolved.get("yaml_file") or data)
-    dirs = {s: Path(resolved[s]) for s in ("train", "val", "test") if isinstance(resolved.get(s), str)}
+    places = {s: [Path(p) for p in (v if isinstance(v, list) else [v])]
+              for s in ("train", "val", "test") if isinstance(v := resolved.get(s), str | list) and v}
     try:
-        result = check_dataset(yaml_file, images=False, split_dirs=dirs)  # the folders training will read
-    except SplitListError as exc:  # valid for Ultralytics: say how to train without the check
-        raise DatasetError(f"gradkit: {exc}; merge them into one, or set gradkit.data.check=false to train "
-                           "without gradkit's dataset check") from None
+        result = check_dataset(yaml_file, images=False, split_places=places)  # the places training will read
     except ValueError as exc:
         raise DatasetError(f"gradkit: {exc}") from None
     if result.errors:

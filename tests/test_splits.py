@@ -1,0 +1,182 @@
+"""Splits given as Ultralytics takes them: a folder, a list file of image paths, or a list of either.
+
+Oracles: Ultralytics' own ``get_img_files`` for which images a split holds, and the same dataset laid
+out as one folder per split for what ``gradkit check`` and the fingerprint find in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from gradkit.data import check_dataset, fix_output
+from gradkit.data.check import dataset_place_of
+from gradkit.data.fingerprint import fingerprint_dataset
+from gradkit.data.splits import list_split_images, split_sources
+from gradkit.synth import SynthSpec, generate_dataset
+
+
+def _ultralytics_images(places: list[Path]) -> list[Path]:
+    """The images Ultralytics' dataset reads for these places (its own function, on a bare stand-in for self)."""
+    from ultralytics.data.base import BaseDataset
+
+    found = BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), [str(p) for p in places])
+    return sorted(Path(f) for f in found)
+
+
+def _image(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((32, 32, 3), value, np.uint8))
+
+
+@pytest.fixture
+def scattered(tmp_path, monkeypatch):
+    """Images in two folders (one nested) and a list file mixing ./ lines, absolute lines and a line
+    relative to the working folder."""
+    root = tmp_path / "ds"
+    for i, rel in enumerate(["images/a/0.png", "images/a/deep/1.jpg", "images/b/2.png", "images/b/3.bmp",
+                             "images/c/4.png"]):
+        _image(root / rel, 10 * i)
+    (root / "images/a/notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    (root / "list.txt").write_text(f"./images/b/2.png\n{root / 'images/c/4.png'}\nds/images/a/0.png\n")
+    return root
+
+
+@pytest.mark.parametrize("value", ["images/a", ["images/a", "images/b"], "list.txt", ["list.txt", "images/a"],
+                                   ["images/b", "images/b"]])
+def test_a_split_holds_the_images_ultralytics_reads(scattered, value):
+    places = split_sources(value, scattered, "train", scattered / "data.yaml")
+    expected = _ultralytics_images(places)
+    got = list_split_images(places)
+    assert sorted(p.resolve() for p in got.images) == sorted({p.resolve() for p in expected})
+    assert not got.absent and not got.lines
+    assert len(got.repeated) == len(expected) - len({p.resolve() for p in expected})  # Ultralytics reads it twice
+
+
+def _dataset(root: Path) -> Path:
+    return generate_dataset(root, SynthSpec(images=30, imgsz=64, seed=5), progress=False)
+
+
+def _relaid(data: Path, train) -> Path:
+    """The dataset's YAML with another ``train:`` value, written beside the dataset (never into it)."""
+    doc = yaml.safe_load(data.read_text())
+    doc["train"] = train
+    out = data.parent.parent / f"relaid-{len(list(data.parent.parent.glob('relaid-*')))}.yaml"
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+def _split_in_two(root: Path) -> None:
+    """Move half the training images (and their labels) to images/train2 and labels/train2."""
+    for img in sorted((root / "images" / "train").iterdir())[::2]:
+        for sub, name in (("images", img.name), ("labels", img.with_suffix(".txt").name)):
+            src = root / sub / "train" / name
+            if src.exists():
+                (root / sub / "train2").mkdir(parents=True, exist_ok=True)
+                shutil.move(src, root / sub / "train2" / name)
+
+
+def _listing(root: Path, folders: list[str]) -> Path:
+    lines = [f"./{p.relative_to(root)}" for f in folders for p in sorted((root / f).iterdir())]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return root / "train.txt"
+
+
+def test_check_finds_in_a_list_file_or_a_list_of_folders_what_it_finds_in_one_folder(tmp_path):
+    data = _dataset(tmp_path / "ds")
+    root = data.parent
+    label = root / "labels" / "train" / sorted((root / "labels" / "train").iterdir())[3].name
+    label.write_text(label.read_text() + "7 0.5 0.5 0.1 0.1\n0 1.4 0.5 0.1 0.1\n")   # two planted errors
+    one = check_dataset(data)
+    planted = {(f.kind, Path(f.path).name, f.line) for f in one.errors}
+    assert {k for k, _, _ in planted} == {"class id", "out of bounds"}
+    _split_in_two(root)
+    forms = {"list": _relaid(data, ["images/train", "images/train2"]),
+             "list file": _relaid(data, "train.txt")}
+    _listing(root, ["images/train", "images/train2"])
+    for form, yaml_file in forms.items():
+        res = check_dataset(yaml_file)
+        assert {(f.kind, Path(f.path).name, f.line) for f in res.errors} == planted, form
+        assert res.images == one.images and res.instances == one.instances, form
+        assert res.background == one.background, form
+
+
+def test_a_list_file_names_the_line_of_each_image_it_cannot_give(tmp_path, monkeypatch):
+    data = _dataset(tmp_path / "ds")
+    root = data.parent
+    monkeypatch.chdir(tmp_path)
+    first = sorted((root / "images" / "train").iterdir())[0]
+    (root / "train.txt").write_text(f"./images/train/{first.name}\n./images/train/gone.png\nimages/train/{first.name}\n"
+                                    "README.md\n")
+    res = check_dataset(_relaid(data, "train.txt"))
+    got = {(f.severity, f.kind, Path(f.path).name, f.line) for f in res.findings
+           if f.kind in ("missing image", "list file")}
+    assert got == {("error", "missing image", "train.txt", 2), ("error", "missing image", "train.txt", 3),
+                   ("warning", "list file", "train.txt", 4)}
+    beside = next(f for f in res.findings if f.line == 3)
+    assert f"./images/train/{first.name}" in beside.message  # the fix: a leading ./
+    assert res.images["train"] == 1
+
+
+def test_a_list_file_or_folder_that_is_not_there_is_a_missing_split(tmp_path):
+    data = _dataset(tmp_path / "ds")
+    res = check_dataset(_relaid(data, ["images/train", "images/nowhere", "nowhere.txt"]))
+    missing = {Path(f.path).name: f.message for f in res.errors if f.kind == "missing split"}
+    assert missing.keys() == {"nowhere", "nowhere.txt"}
+    assert "folder" in missing["nowhere"] and "list file" in missing["nowhere.txt"]
+    assert res.images["train"] == check_dataset(data).images["train"]
+
+
+def test_a_list_file_that_is_not_text_is_one_line_naming_it(tmp_path):
+    data = _dataset(tmp_path / "ds")
+    (data.parent / "train.txt").write_bytes(b"./images/train/\xff\xfe.png\n")
+    with pytest.raises(ValueError, match=r"train\.txt: a split's list file must be UTF-8 text"):
+        check_dataset(_relaid(data, "train.txt"))
+
+
+def test_the_fingerprint_of_a_listed_split_is_the_fingerprint_of_the_folder(tmp_path):
+    data = _dataset(tmp_path / "ds")
+    root = data.parent
+    folder = fingerprint_dataset(data).summary()
+    _split_in_two(root)
+    _listing(root, ["images/train", "images/train2"])
+    for train in (["images/train", "images/train2"], "train.txt"):
+        got = fingerprint_dataset(_relaid(data, train)).summary()
+        assert {k: v for k, v in got.items() if k != "data"} == {k: v for k, v in folder.items() if k != "data"}
+
+
+def test_nothing_is_written_where_a_listed_split_keeps_its_images(scattered):
+    data = scattered / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(scattered), "train": "list.txt", "val": ["images/a", "images/b"],
+                                    "names": {0: "scratch"}}))
+    for inside in ("images/c/report.html", "labels/c/x.txt", "images/b/out", "list.txt", "images/a/deep/x"):
+        assert dataset_place_of(scattered / inside, data) is not None, inside
+    with pytest.raises(ValueError, match=r"train: a list file; check --fix"):
+        fix_output(data, scattered.parent / "fixed")
+
+
+def test_formats_gradkit_does_not_read_are_named_never_dropped(scattered):
+    """Every format Ultralytics reads is either checked or named as unchecked (the constant is a fact about
+    Ultralytics, compared here with its own set); a list line in such a format is not a skipped line."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    from gradkit.data.convert import IMAGE_SUFFIXES
+    from gradkit.data.splits import UNCHECKED_FORMATS
+
+    assert set(UNCHECKED_FORMATS) == set(IMG_FORMATS) - {s.lstrip(".") for s in IMAGE_SUFFIXES}
+    (scattered / "images/a/5.webp").write_bytes(b"RIFF")
+    (scattered / "list.txt").write_text("./images/b/2.png\n./images/a/5.webp\n")
+    data = scattered / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(scattered), "train": "images/a", "val": "list.txt",
+                                    "names": {0: "scratch"}}))
+    res = check_dataset(data)
+    unchecked = [(f.kind, Path(f.path).name) for f in res.findings if f.kind == "unchecked image"]
+    assert unchecked == [("unchecked image", "5.webp")] * 2
+    assert not [f for f in res.findings if f.kind == "list file"]
