@@ -72,6 +72,23 @@ def test_the_verdict_says_why_the_lowest_recall_class_is_missed(run):
     assert "of its" not in verdict(report) and "Lowest recall" in verdict(report)
 
 
+def test_the_verdict_names_every_class_tied_at_the_lowest_recall(run):
+    from gradkit.report.render import verdict
+
+    report = json.loads((run / "report.json").read_text())
+    per_class = report["inspection"]["per_class"]
+    assert len(per_class) >= 2
+    for c in per_class:  # the hand-made case has one class with objects: give every class the same recall
+        c["objects"], c["recall"] = max(c["objects"], 1), 0.25
+    text = verdict(report)
+    tail = text[text.index("Lowest recall"):]
+    assert all(c["name"] in tail for c in per_class), tail
+    assert f"shared by {len(per_class)} classes" in tail
+    per_class[0]["recall"] = 0.1  # one class alone: named alone
+    alone = verdict(report)[verdict(report).index("Lowest recall"):]
+    assert alone.startswith(f"Lowest recall: {per_class[0]['name']} (0.100 at") and "shared" not in alone, alone
+
+
 def test_first_report_embeds_its_gallery_from_copies_inside_the_run(run):
     report = json.loads((run / "report.json").read_text())
     copies = [e["copy"] for e in report["errors"]["worst_images"]]

@@ -207,10 +207,21 @@ def verdict(r: dict[str, Any]) -> str:
                  f"{worst['missed']} of {worst['objects']} missed.")
     scored = [c for c in k["per_class"] if c["recall"] is not None]
     if scored:
-        weak = min(scored, key=lambda c: c["recall"])
-        text += f" Lowest recall: {weak['name']} ({_md_num(weak['recall'])} at confidence {weak['threshold']:.3f})"
-        text += _why_missed((r.get("errors") or {}).get("by_class", {}).get(weak["name"])) + "."
+        text += _lowest_recall(scored, (r.get("errors") or {}).get("by_class", {}))
     return text
+
+
+def _lowest_recall(scored: list[dict[str, Any]], by_class: dict[str, dict]) -> str:
+    """`` Lowest recall: crack (0.100 at confidence 0.300); of its ...`` — every class tied at the lowest, as
+    on hard data several classes often sit at 0."""
+    low = min(c["recall"] for c in scored)
+    weak = [c for c in scored if c["recall"] == low]
+    if len(weak) == 1:
+        c = weak[0]
+        return (f" Lowest recall: {c['name']} ({_md_num(low)} at confidence {c['threshold']:.3f})"
+                f"{_why_missed(by_class.get(c['name']))}.")
+    each = [f"{c['name']} (at confidence {c['threshold']:.3f}{_why_missed(by_class.get(c['name']))})" for c in weak]
+    return f" Lowest recall, {_md_num(low)}, shared by {len(weak)} classes: " + "; ".join(each) + "."
 
 
 def _why_missed(row: dict[str, Any] | None) -> str:
