@@ -62,4 +62,7 @@ def test_the_title_names_the_active_augmentation():
                              "augment.ultralytics": {"hsv_s": 0.0}}).augment
     text = describe_augmentation(cfg)
     assert "preset defect" in text and "copy-paste p=0.5" in text and "hsv_s=0" in text
+    assert "preset defect in place of Ultralytics' Albumentations stage" in text
+    listed = load_config(None, {"augment.transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}).augment
+    assert "transforms HorizontalFlip in place of Ultralytics' Albumentations stage" in describe_augmentation(listed)
     assert describe_augmentation(load_config(None, {}).augment).startswith("Ultralytics' stock")

@@ -43,6 +43,9 @@ def test_preset_and_copy_paste_survive_close_mosaic(tiny_data, tmp_path):
         LOGGER.removeHandler(handler)
     named = [m for m in log if "gradkit: training augmentation:" in m]
     assert len(named) == 1 and "preset defect" in named[0] and "copy-paste p=1" in named[0], named
+    # Ultralytics still logs the stage it built before gradkit replaced it; gradkit's line says those do not run
+    assert any(m.startswith("albumentations:") or "albumentations: " in m for m in log), log
+    assert "'albumentations:' log line lists do not run" in named[0]
     screened = [m for m in log if "gradkit: copy-paste keeps" in m]
     assert len(screened) == 1 and "min_defect_share=0.5" in screened[0], screened  # once, not per rebuild
     assert len(stages_per_epoch) == 2

@@ -201,13 +201,20 @@ def _transform_name(t: Any) -> str:
     return str(t)
 
 
+#: What a gradkit transform list stands in for, as the log and the preview's title say it.
+REPLACED = "Ultralytics' Albumentations stage (the transforms its 'albumentations:' log line lists do not run)"
+
+
 def describe_augmentation(aug_cfg) -> str:
-    """The active augmentation in one line: preset, transforms, copy-paste p, Ultralytics hyp."""
-    parts = [f"preset {aug_cfg.preset}" if aug_cfg.preset != "none" else "Ultralytics' stock Albumentations stage"]
+    """The active augmentation in one line: preset, transforms, copy-paste p, Ultralytics hyp. Ultralytics
+    logs its own ``albumentations:`` line (Blur, MedianBlur, ...) when it builds the stage gradkit then
+    replaces, so the line says that those do not run."""
+    parts = [f"preset {aug_cfg.preset}"] if aug_cfg.preset != "none" else []
     if isinstance(aug_cfg.transforms, str):
         parts.append(f"transforms from {aug_cfg.transforms}")
     elif aug_cfg.transforms:
         parts.append("transforms " + ", ".join(_transform_name(t) for t in aug_cfg.transforms))
+    parts = [" + ".join(parts) + f" in place of {REPLACED}"] if parts else ["Ultralytics' stock Albumentations stage"]
     if aug_cfg.copy_paste.p > 0:
         parts.append(f"copy-paste p={aug_cfg.copy_paste.p:g} (at most {aug_cfg.copy_paste.max_per_image} per image)")
     if aug_cfg.ultralytics:
