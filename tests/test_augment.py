@@ -356,10 +356,14 @@ def test_auto_measures_the_folder_and_names_the_trainer_resolved(tmp_path):
                                            str(yaml_file))
         assert aug.preset == choice["used"] == used and choice["configured"] == "auto", (yaml_file, train)
         assert "stand out" in choice["reason"] and aug.copy_paste == auto.copy_paste
-    # a split that is not one folder: the largest list, and the reason says why
+    # a list of places is measured whole, as the trainer reads it
     aug, choice = resolve_auto_augment(auto, {"train": [str(textured)], "names": names}, str(plain))
+    assert aug.preset == "none" and "stand out" in choice["reason"]
+    # a split that cannot be measured: the largest list, and the reason says why
+    aug, choice = resolve_auto_augment(auto, {"train": [str(textured), str(textured / "gone")], "names": names},
+                                       str(plain))
     assert aug.preset == "defect" and "could not be measured" in choice["reason"]
-    assert "not one image folder" in choice["reason"]
+    assert "gone does not exist" in choice["reason"]
     # a resumed run keeps its choice (nothing measured: the data is gone); a crafted one is not trusted
     aug, choice = resolve_auto_augment(auto, {}, "gone.yaml", kept={"used": "none", "reason": "r"})
     assert aug.preset == "none" and choice["reason"] == "kept from the start of the run: r"

@@ -18,7 +18,7 @@ import yaml
 from gradkit.data import check_dataset, fix_output
 from gradkit.data.check import dataset_place_of
 from gradkit.data.fingerprint import fingerprint_dataset
-from gradkit.data.splits import list_split_images, split_sources
+from gradkit.data.splits import list_split_images, resolve_split
 from gradkit.synth import SynthSpec, generate_dataset
 
 
@@ -41,22 +41,25 @@ def scattered(tmp_path, monkeypatch):
     relative to the working folder."""
     root = tmp_path / "ds"
     for i, rel in enumerate(["images/a/0.png", "images/a/deep/1.jpg", "images/b/2.png", "images/b/3.bmp",
-                             "images/c/4.png"]):
+                             "images/c/4.png", "images/a/.hidden/5.png", "images/a/._6.png", "elsewhere/7.png"]):
         _image(root / rel, 10 * i)
     (root / "images/a/notes.txt").write_text("not an image")
+    (root / "images/a/linked").symlink_to(root / "elsewhere")  # Ultralytics' glob follows it, skips hidden ones
     monkeypatch.chdir(tmp_path)
-    (root / "list.txt").write_text(f"./images/b/2.png\n{root / 'images/c/4.png'}\nds/images/a/0.png\n")
+    (root / "list.txt").write_text(f"\ufeff./images/b/2.png\r\n{root / 'images/c/4.png'}\r\n\r\nds/images/a/0.png\n")
+    (root / "lists").mkdir()
+    (root / "lists/linked.txt").symlink_to(root / "list.txt")  # ./ lines: beside the file the link points to
     return root
 
 
 @pytest.mark.parametrize("value", ["images/a", ["images/a", "images/b"], "list.txt", ["list.txt", "images/a"],
-                                   ["images/b", "images/b"]])
+                                   ["images/b", "images/b"], "lists/linked.txt"])
 def test_a_split_holds_the_images_ultralytics_reads(scattered, value):
-    places = split_sources(value, scattered, "train", scattered / "data.yaml")
+    places = resolve_split(value, scattered, "train", scattered / "data.yaml")
     expected = _ultralytics_images(places)
     got = list_split_images(places)
     assert sorted(p.resolve() for p in got.images) == sorted({p.resolve() for p in expected})
-    assert not got.absent and not got.lines
+    assert not got.absent and not got.lines and got.images
     assert len(got.repeated) == len(expected) - len({p.resolve() for p in expected})  # Ultralytics reads it twice
 
 
@@ -152,14 +155,28 @@ def test_the_fingerprint_of_a_listed_split_is_the_fingerprint_of_the_folder(tmp_
         assert {k: v for k, v in got.items() if k != "data"} == {k: v for k, v in folder.items() if k != "data"}
 
 
-def test_nothing_is_written_where_a_listed_split_keeps_its_images(scattered):
-    data = scattered / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(scattered), "train": "list.txt", "val": ["images/a", "images/b"],
+def test_nothing_is_written_where_a_listed_split_keeps_its_images(scattered, tmp_path):
+    """The dataset YAML in a folder of its own, every image outside it: only the places the splits name (and
+    the folders their list files point into, with their label folders) hold the dataset."""
+    far = tmp_path / "far"
+    for rel in ("images/x/0.png", "images/y/1.png"):
+        _image(far / rel, 50)
+    (far / "images/w").mkdir(parents=True)
+    (far / "images/w/2.webp").write_bytes(b"RIFF")
+    (far / "list.txt").write_text(f"{far / 'images/x/0.png'}\n{far / 'images/w/2.webp'}\n")
+    (tmp_path / "cfg").mkdir()
+    data = tmp_path / "cfg" / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path / "cfg"), "train": str(far / "list.txt"),
+                                    "val": [str(far / "images/y"), str(scattered / "images/b")],
                                     "names": {0: "scratch"}}))
-    for inside in ("images/c/report.html", "labels/c/x.txt", "images/b/out", "list.txt", "images/a/deep/x"):
-        assert dataset_place_of(scattered / inside, data) is not None, inside
+    for inside in ("images/x/report.html", "labels/x/r.txt", "images/w/p.yaml", "labels/w", "images/y/out",
+                   "labels/y/a", "list.txt"):
+        assert dataset_place_of(far / inside, data) is not None, inside
+    assert dataset_place_of(scattered / "images/b/out", data) is not None
+    for outside in ("images/z/out", "report.html", "labels"):
+        assert dataset_place_of(far / outside, data) is None, outside
     with pytest.raises(ValueError, match=r"train: a list file; check --fix"):
-        fix_output(data, scattered.parent / "fixed")
+        fix_output(data, tmp_path / "fixed")
 
 
 def test_formats_gradkit_does_not_read_are_named_never_dropped(scattered):
@@ -180,3 +197,65 @@ def test_formats_gradkit_does_not_read_are_named_never_dropped(scattered):
     unchecked = [(f.kind, Path(f.path).name) for f in res.findings if f.kind == "unchecked image"]
     assert unchecked == [("unchecked image", "5.webp")] * 2
     assert not [f for f in res.findings if f.kind == "list file"]
+
+
+def test_a_split_without_any_image_is_an_error(scattered):
+    data = scattered / "data.yaml"
+    for listing in ("", "a.gif\nnotes.txt\n"):
+        (scattered / "empty.txt").write_text(listing)
+        data.write_text(yaml.safe_dump({"path": str(scattered), "train": "empty.txt", "val": "images/b",
+                                        "names": {0: "scratch"}}))
+        res = check_dataset(data)
+        assert [(f.kind, f.severity) for f in res.findings if f.kind == "no images"] == [("no images", "error")]
+
+
+def test_list_lines_are_named_by_their_line_in_the_file(scattered):
+    (scattered / "lead.txt").write_text("\n\n  ./images/b/2.png\n./gone.png\r\n\r\n./also-gone.png\n")
+    data = scattered / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(scattered), "train": "lead.txt", "val": "images/b",
+                                    "names": {0: "scratch"}}))
+    res = check_dataset(data)
+    assert sorted(f.line for f in res.findings if f.kind == "missing image") == [4, 6]
+    assert res.images["train"] == 1  # Ultralytics strips the text, so the indented first line is read
+
+
+def test_odd_split_values_are_one_line_each(scattered):
+    data = scattered / "data.yaml"
+    long_line = "./" + "x" * 300 + ".png"
+    (scattered / "long.txt").write_text(long_line + "\n./images/b/2.png\n")
+    for train, needle in (([], "train: an empty list"), ([None], "train: takes a folder"), ("long.txt", None)):
+        data.write_text(yaml.safe_dump({"path": str(scattered), "train": train, "val": "images/b",
+                                        "names": {0: "scratch"}}))
+        if needle:
+            with pytest.raises(ValueError, match=needle):
+                check_dataset(data)
+        else:  # a name too long for the file system is no image, not a crash
+            res = check_dataset(data)
+            assert [f.line for f in res.findings if f.kind == "missing image"] == [1] and res.images["train"] == 1
+
+
+def test_an_image_in_a_format_gradkit_does_not_read_keeps_its_labels_and_is_listed_by_fix(scattered, tmp_path):
+    (scattered / "images/b/w.webp").write_bytes(b"RIFF")
+    (scattered / "labels/b").mkdir(parents=True)
+    (scattered / "labels/b/w.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = scattered / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(scattered), "train": "images/b", "val": "images/c",
+                                    "names": {0: "scratch"}}))
+    res = check_dataset(data)
+    assert not [f for f in res.findings if f.kind == "orphan labels"]
+    from gradkit.data import fix_dataset
+
+    _, changes = fix_dataset(data, tmp_path / "fixed", checked=res)
+    assert [(Path(c.path).name, c.action) for c in changes if "webp" in c.path] == [("w.webp", "left out")]
+
+
+def test_the_plan_says_when_images_of_the_split_were_not_measured(tmp_path):
+    from gradkit.plan import make_plan
+
+    data = _dataset(tmp_path / "ds")
+    listing = _listing(data.parent, ["images/train"])
+    listing.write_text(listing.read_text() + "./images/train/gone.png\n./images/train/w.webp\n")
+    (data.parent / "images/train/w.webp").write_bytes(b"RIFF")
+    fp = fingerprint_dataset(_relaid(data, "train.txt"))
+    assert fp.unread_images == 2 and fp.images == check_dataset(data).images["train"]
+    assert any(w.startswith("2 image(s) of the split were not measured") for w in make_plan(fp).warnings)

@@ -207,7 +207,7 @@ def _check_preview_args(opts: dict[str, Any]) -> None:
         return  # Ultralytics resolves it (or says what is missing) when the dataset is built
     try:
         hit = dataset_place_of(out, data)
-    except ValueError:  # a YAML only Ultralytics reads (list-valued splits, nc without names): it decides
+    except ValueError:  # a YAML only Ultralytics reads (nc without names, a list file that is not UTF-8): it decides
         return
     if hit is not None:
         raise SystemExit(f"gradkit augment: out={opts['out']} lies in the {hit[0]} {hit[1]}: the preview is never "

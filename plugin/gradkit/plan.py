@@ -260,6 +260,9 @@ def _choose_transforms(fp: Fingerprint, plan: Plan) -> str:
 def _warn_data(fp: Fingerprint, plan: Plan) -> None:
     if fp.label_errors:
         plan.warnings.append(f"{fp.label_errors} label line(s) have errors and were left out: run gradkit check")
+    if fp.unread_images:
+        plan.warnings.append(f"{fp.unread_images} image(s) of the split were not measured (listed but missing, or "
+                             "in a format gradkit does not read): run gradkit check")
     if fp.bit_depth.get(16):
         plan.warnings.append(f"{fp.bit_depth[16]} 16-bit image(s): Ultralytics divides by 256; run gradkit check")
     if fp.defect_free_share < 0.05:
@@ -289,7 +292,7 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
 def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
     """Write the plan (command, choices, fingerprint) to ``out`` and the gradkit configuration it
     refers to beside it (``<stem>.gradkit.yaml``). Refuses to write on or into any place of the dataset
-    (:func:`gradkit.data.check.dataset_places`: the YAML, ``path:``, the split folders)."""
+    (:func:`gradkit.data.check.dataset_places`: the YAML, ``path:``, each split's folders and list files)."""
     import yaml
 
     from gradkit.data.check import dataset_place_of

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 from gradkit.data.orientation import read_upright
-from gradkit.data.splits import SplitImages, list_split_images, split_sources
+from gradkit.data.splits import SplitImages, list_split_images, resolve_split
 
 __all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
@@ -126,6 +126,8 @@ def _yaml_findings(data_yaml: Path, data: dict, names: dict[int, str]) -> list[F
 
     found = []
     for key in ("train", "val"):
+        if key in data and data[key] is not None and not data[key]:
+            continue  # an empty value: resolve_split names it
         if not data.get(key) and not (key == "val" and data.get("validation")):  # Ultralytics renames validation
             typo = difflib.get_close_matches(key, [k for k in data if isinstance(k, str)], n=1)
             hint = f"; is '{typo[0]}' meant to be '{key}'?" if typo else ""
@@ -180,7 +182,7 @@ def _dataset_root(data_yaml: Path, data: dict) -> tuple[Path, str | None]:
                     "path: as an absolute path, or run from the folder it is relative to")
 
 
-def _split_sources(data_yaml: Path) -> tuple[dict[str, list[Path]], dict[int, str]]:
+def _read_splits(data_yaml: Path) -> tuple[dict[str, list[Path]], dict[int, str]]:
     """Each split's places (folders and list files, :mod:`gradkit.data.splits`) and the class names."""
     data = read_dataset_yaml(data_yaml)
     root, _ = _dataset_root(data_yaml, data)
@@ -189,7 +191,7 @@ def _split_sources(data_yaml: Path) -> tuple[dict[str, list[Path]], dict[int, st
         names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
     except (TypeError, ValueError):
         raise ValueError(f"{data_yaml}: names: the keys of a mapping are class ids (0, 1, ...)") from None
-    return {s: split_sources(data[s], root, s, data_yaml) for s in SPLITS if data.get(s)}, names
+    return {s: resolve_split(data[s], root, s, data_yaml) for s in SPLITS if data.get(s) is not None}, names
 
 
 def _label_path(img: Path) -> Path:
@@ -427,10 +429,15 @@ def _has_download(data_yaml: Path) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
+def _kind_of_place(path: Path) -> str:
+    """What a place that is not there was meant to be: list files end in .txt by convention."""
+    return "list file" if path.suffix.lower() == ".txt" else "folder"
+
+
 def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[Finding]:
     """What a split's places and list files give no image for: each is a finding, never a silent drop."""
-    found = [Finding("error", "missing split", str(p), None, f"{split} {'folder' if not p.suffix else 'list file'} "
-                     f"does not exist" + _NO_DOWNLOAD * download) for p in listed.absent]
+    found = [Finding("error", "missing split", str(p), None, f"{split} {_kind_of_place(p)} does not exist"
+                     + _NO_DOWNLOAD * download) for p in listed.absent]
     for ln in listed.lines:
         if ln.why == "skipped":
             found.append(Finding("warning", "list file", str(ln.list_file), ln.line, f"{ln.text!r} is not an image "
@@ -456,21 +463,24 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
     split's folders and list files as Ultralytics resolved them (its ``datasets_dir`` is not known here);
     else as read here."""
     data_yaml = Path(data_yaml)
-    dirs, names = _split_sources(data_yaml)
+    splits, names = _read_splits(data_yaml)
     res = CheckResult(names=names)
     data = read_dataset_yaml(data_yaml)
     res.findings += _yaml_findings(data_yaml, data, names)
     _, beside_only = _dataset_root(data_yaml, data)
     if split_places is not None:
-        dirs, beside_only = split_places, None
+        splits, beside_only = split_places, None
     if beside_only:
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     hashes: dict[str, tuple[str, Path]] = {}
-    for split, places in dirs.items():
+    for split, places in splits.items():
         listed = list_split_images(places)
         res.findings += _listing_findings(split, listed, _has_download(data_yaml))
         if len(listed.absent) == len(places):
             continue
+        if not listed.images and not listed.unchecked:  # Ultralytics stops: "No images found"
+            res.findings.append(Finding("error", "no images", ", ".join(map(str, places)), None,
+                                        f"the {split} split holds no image ({', '.join(IMAGE_SUFFIXES)}, ...)"))
         imgs = listed.images
         res.images[split], res.instances[split], res.background[split] = len(imgs), Counter(), 0
         first_finding, labelled = len(res.findings), 0
@@ -502,7 +512,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         if imgs and not labelled:
             folder = next((d for d in places if d.is_dir()), imgs[0].parent)  # a list file's: its first image's
             _no_labels_at_all(res, first_finding, split, len(imgs), _label_path(folder / "x.png").parent)
-        _orphan_findings(places, imgs, res)
+        _orphan_findings(places, imgs + listed.unchecked, res)
     return res
 
 
@@ -620,7 +630,7 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
     return kept, changes
 
 
-def _split_places(split: str, places: list[Path]) -> dict[str, Path]:
+def _protected_places(split: str, places: list[Path]) -> dict[str, Path]:
     """A split's image and label folders, by label; for a list file, the file and the folders of the images
     it lists (with their label folders), wherever they lie."""
     found: dict[str, Path] = {}
@@ -628,7 +638,8 @@ def _split_places(split: str, places: list[Path]) -> dict[str, Path]:
         tag = f" {k + 1}" if len(places) > 1 else ""
         if place.is_file():
             found[f"{split} list file{tag}"] = place
-            folders = sorted({img.parent for img in list_split_images([place]).images})
+            listed = list_split_images([place])
+            folders = sorted({img.parent for img in listed.images + listed.unchecked})
             for j, d in enumerate(folders):
                 found[f"{split} folder{tag} of listed images ({j + 1})"] = d
                 found[f"{split} label folder{tag} of listed images ({j + 1})"] = _label_path(d / "x.png").parent
@@ -638,7 +649,7 @@ def _split_places(split: str, places: list[Path]) -> dict[str, Path]:
     return found
 
 
-def _fix_sources(data_yaml: Path, dirs: dict[str, list[Path]]) -> dict[str, Path]:
+def _fix_sources(data_yaml: Path, splits: dict[str, list[Path]]) -> dict[str, Path]:
     """Everything ``--fix`` reads: the YAML, the dataset root (a relative ``path:`` both beside the YAML and
     below the working directory, as Ultralytics reads it), each split's image and label folders (and list
     files)."""
@@ -649,8 +660,8 @@ def _fix_sources(data_yaml: Path, dirs: dict[str, list[Path]]) -> dict[str, Path
               "dataset root (path: below the working folder)": Path.cwd() / root})
     sources = {"dataset YAML": data_yaml}
     sources |= {label: r for label, r in roots.items() if r.exists()}
-    for split, places in dirs.items():
-        sources |= _split_places(split, places)
+    for split, places in splits.items():
+        sources |= _protected_places(split, places)
     return sources
 
 
@@ -659,8 +670,8 @@ def dataset_places(data_yaml: str | Path) -> dict[str, Path]:
     without it), each split's image and label folders (a list file's: the file and the folders of the
     images it lists). Nothing gradkit writes may land on or inside one of them."""
     data_yaml = Path(data_yaml)
-    dirs, _ = _split_sources(data_yaml)
-    return _fix_sources(data_yaml, dirs)
+    splits, _ = _read_splits(data_yaml)
+    return _fix_sources(data_yaml, splits)
 
 
 def dataset_place_of(path: Path, data_yaml: str | Path) -> tuple[str, Path] | None:
@@ -678,12 +689,12 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
     ``out`` resolves to, contains or lies inside the dataset or a split folder, or is not empty
     without ``overwrite``."""
     data_yaml = Path(data_yaml)
-    dirs, _ = _split_sources(data_yaml)
-    for split, places in dirs.items():
+    splits, _ = _read_splits(data_yaml)
+    for split, places in splits.items():
         if len(places) > 1 or places[0].is_file():
             raise ValueError(f"{data_yaml}: {split}: {'a list' if len(places) > 1 else 'a list file'}; check --fix "
                              "writes its copy from one image folder per split (check and train read the list)")
-    sources = _fix_sources(data_yaml, dirs)
+    sources = _fix_sources(data_yaml, splits)
     if out is None:
         root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
         out = root.parent / f"{root.name}-fixed"
@@ -701,12 +712,13 @@ def _rescale_16bit(src: Path, dst: Path) -> str:
     return f"16-bit values {lo:.0f}-{hi:.0f} stretched to 0-255"
 
 
-def _fix_plan(dirs: dict[str, list[Path]], left_out: dict[str, str], low16: set[str]) -> list[tuple[Path, Path, Path]]:
+def _fix_plan(splits: dict[str, list[Path]], left_out: dict[str, str],
+              low16: set[str]) -> list[tuple[Path, Path, Path]]:
     """(source image, image in the copy, label in the copy) for each image kept; folders below a split kept.
     One folder per split (``fix_output`` refuses the rest)."""
     plan = []
-    for split, (d,) in dirs.items():
-        for img in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if d.exists() else []:
+    for split, (d,) in splits.items():
+        for img in list_split_images([d]).images:
             if str(img) not in left_out:
                 rel = Path(split, img.relative_to(d))
                 rel_img = rel.with_suffix(".png") if str(img) in low16 else rel
@@ -714,13 +726,13 @@ def _fix_plan(dirs: dict[str, list[Path]], left_out: dict[str, str], low16: set[
     return plan
 
 
-def _fixed_yaml(data_yaml: Path, out: Path, dirs: dict[str, list[Path]], names: dict[int, str],
+def _fixed_yaml(data_yaml: Path, out: Path, splits: dict[str, list[Path]], names: dict[int, str],
                 changes: list[FixChange]) -> str:
     data = yaml.safe_load(data_yaml.read_text()) or {}
     if data.pop("download", None) is not None:
         changes.append(FixChange(str(data_yaml), None, "dropped", "download: key (gradkit never runs code from a "
                                                                    "data file)"))
-    return yaml.safe_dump({**data, "path": str(out), "names": names, **{s: f"images/{s}" for s in dirs}},
+    return yaml.safe_dump({**data, "path": str(out), "names": names, **{s: f"images/{s}" for s in splits}},
                           sort_keys=False, allow_unicode=True)
 
 
@@ -733,7 +745,7 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
     from gradkit.data.output import OutputFolder
 
     data_yaml = Path(data_yaml)
-    dirs, names = _split_sources(data_yaml)
+    splits, names = _read_splits(data_yaml)
     out = fix_output(data_yaml, out, overwrite)
     res = checked or check_dataset(data_yaml)
     errors = [f for f in res.errors if Path(f.path).suffix.lower() in IMAGE_SUFFIXES]
@@ -744,8 +756,11 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
     changes = [FixChange(p, None, "left out", why) for p, why in left_out.items()]
     changes += [FixChange(f.path, None, "left out", "label file without an image")
                 for f in res.findings if f.kind == "orphan labels"]
-    plan = _fix_plan(dirs, left_out, low16)
-    folder = OutputFolder(out, _fix_sources(data_yaml, dirs), overwrite, "check --fix",
+    changes += [FixChange(f.path, None, "left out", f"{Path(f.path).suffix} image: gradkit does not read the format, "
+                          "so the copy has neither it nor its labels") for f in res.findings
+                if f.kind == "unchecked image"]
+    plan = _fix_plan(splits, left_out, low16)
+    folder = OutputFolder(out, _fix_sources(data_yaml, splits), overwrite, "check --fix",
                           [p for img, _, _ in plan for p in (img, _label_path(img))])
     folder.plan([*(a for _, a, _ in plan), *(b for _, _, b in plan), "data.yaml", FIX_CHANGES_FILE])
     for img, rel_img, rel_label in tqdm(plan, desc="fix", unit="img", disable=len(plan) < 200):
@@ -762,6 +777,6 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
             kept = []
             changes.append(FixChange(str(lab), None, "added", "no label file: written empty (defect-free background)"))
         folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept))
-    folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, dirs, names, changes), encoding="utf-8")
+    folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, splits, names, changes), encoding="utf-8")
     folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes))
     return folder.root / "data.yaml", changes

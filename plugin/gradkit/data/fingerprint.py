@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradkit.data.check import CheckResult, _check_labels, _label_path, _split_sources
+from gradkit.data.check import CheckResult, _check_labels, _label_path, _read_splits
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import list_split_images
 from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
@@ -60,6 +60,8 @@ class Fingerprint:
         box_standout: Share of what stands out in each box that is the defect rather than the texture
             around it (``gradkit.data.standout.defect_share``; NaN: not measured).
         label_errors: Label lines ``gradkit check`` reports as errors (they are left out here).
+        unread_images: Images the split names that are not measured: listed but missing, or in a format
+            gradkit does not read (``gradkit check`` lists them).
     """
 
     data: str
@@ -82,6 +84,7 @@ class Fingerprint:
     box_fill: list[float] = field(default_factory=list)
     box_standout: list[float] = field(default_factory=list)
     label_errors: int = 0
+    unread_images: int = 0
 
     # ------------------------------------------------------------------ derived measures
     @property
@@ -187,6 +190,7 @@ class Fingerprint:
             "thin_classes": self.thin_classes(),
             "standout_share": None if np.isnan(self.standout_share) else round(self.standout_share, 3),
             "label_errors": self.label_errors,
+            "unread_images": self.unread_images,
         }
 
 
@@ -286,22 +290,23 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
     given = None if split_places is None else [Path(p) for p in
                                                (split_places if isinstance(split_places, list) else [split_places])]
     if given is not None and names is not None:
-        dirs = {split: given}
+        splits = {split: given}
     else:
-        dirs, read_names = _split_sources(data_yaml)
+        splits, read_names = _read_splits(data_yaml)
         names = read_names if names is None else names
         if given is not None:
-            dirs[split] = given
-    if split not in dirs:
+            splits[split] = given
+    if split not in splits:
         raise ValueError(f"{data_yaml}: split {split!r} is missing (no key {split}:)")
-    listed = list_split_images(dirs[split])
-    where = ", ".join(map(str, dirs[split]))
+    listed = list_split_images(splits[split])
+    where = ", ".join(map(str, splits[split]))
     if listed.absent:
         raise ValueError(f"{data_yaml}: split {split!r}: {', '.join(map(str, listed.absent))} does not exist")
     imgs = listed.images
     if not imgs:
         raise ValueError(f"{data_yaml}: no images in {where}")
-    fp = Fingerprint(data=str(data_yaml), split=split, class_names=names, images=len(imgs))
+    fp = Fingerprint(data=str(data_yaml), split=split, class_names=names, images=len(imgs),
+                     unread_images=len(listed.unchecked) + sum(ln.why != "skipped" for ln in listed.lines))
     rng = np.random.default_rng(seed)
     decode = set(rng.choice(len(imgs), size=min(max_decoded, len(imgs)), replace=False).tolist())
     scratch = CheckResult()

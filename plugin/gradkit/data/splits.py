@@ -1,7 +1,8 @@
 """The images of a dataset split, found as Ultralytics finds them (``data/base.py:get_img_files``).
 
-A split (``train:``, ``val:``, ``test:`` of a dataset YAML) is an image folder (searched below, at
-any depth), a text file listing one image per line, or a list of either. In a list file a line
+A split (``train:``, ``val:``, ``test:`` of a dataset YAML) is an image folder, a text file listing
+one image per line, or a list of either. A folder is searched as Ultralytics' ``glob("**/*.*")``
+does: at any depth, through linked folders, skipping hidden files and folders. In a list file a line
 starting with ``./`` is relative to the list file's folder; any other relative line is relative to
 the working folder (Ultralytics' rule, surprising as it is: the checker says so when such a line is
 found only beside the list). Lines that do not end in an image suffix are skipped by Ultralytics
@@ -11,12 +12,14 @@ drops those when it caches the labels).
 
 from __future__ import annotations
 
+import glob
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 
-__all__ = ["UNCHECKED_FORMATS", "ListedLine", "SplitImages", "list_split_images", "split_sources"]
+__all__ = ["UNCHECKED_FORMATS", "ListedLine", "SplitImages", "list_split_images", "resolve_split"]
 
 #: Image formats Ultralytics 8.4.190 trains on (``data/utils.py:IMG_FORMATS``) that gradkit does not read:
 #: such images are counted as unchecked, never taken for lines Ultralytics skips (tests/test_splits.py
@@ -24,19 +27,21 @@ __all__ = ["UNCHECKED_FORMATS", "ListedLine", "SplitImages", "list_split_images"
 UNCHECKED_FORMATS = ("avif", "dng", "heic", "heif", "jp2", "mpo", "webp")
 
 
-def split_sources(value: object, root: Path, key: str, where: Path) -> list[Path]:
-    """A split's value in the YAML (a path or a list of paths) as absolute places, resolved against the
-    dataset ``root`` as Ultralytics' ``check_det_dataset`` does (a single ``../x`` that is not there
-    falls back to ``root/x``, for Roboflow exports). ``key`` and ``where`` name it in errors."""
+def resolve_split(value: object, root: Path, key: str, where: Path) -> list[Path]:
+    """A split's value in the YAML (a path or a list of paths) as the absolute places Ultralytics'
+    ``check_det_dataset`` makes of it: resolved against the dataset ``root``, links followed (a single
+    ``../x`` that is not there falls back to ``root/x``, for Roboflow exports). ``key`` and ``where``
+    name it in errors."""
     values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError(f"{where}: {key}: an empty list; give at least one folder or list file")
     places = []
     for v in values:
         if not isinstance(v, str) or not v.strip():
             raise ValueError(f"{where}: {key}: takes a folder or list-file path, or a list of them, got {v!r}")
-        p = Path(v)
-        place = p if p.is_absolute() else root / p
+        place = (root / v).resolve()
         if not isinstance(value, list) and not place.exists() and v.startswith("../"):
-            place = root / v[3:]
+            place = (root / v[3:]).resolve()
         places.append(place)
     return places
 
@@ -75,15 +80,30 @@ def _format(name: str) -> str | None:
     return "unchecked" if suffix in UNCHECKED_FORMATS else None
 
 
-def _listed(list_file: Path, found: SplitImages) -> list[Path]:
-    """The images of one list file (UTF-8, with or without a byte-order mark), as Ultralytics reads it."""
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system: no such image
+        return False
+
+
+def _lines(list_file: Path) -> list[tuple[int, str]]:
+    """(line number in the file, text) of each line Ultralytics reads: it strips the whole text first, so
+    leading blank lines are counted here, not passed on."""
     try:
         text = list_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{list_file}: a split's list file must be UTF-8 text "
                          f"({exc.reason} at byte {exc.start})") from None
+    stripped = text.strip()
+    first = 1 + len(re.findall(r"\r\n|\r|\n", text[:len(text) - len(text.lstrip())]))
+    return [(first + i, line) for i, line in enumerate(stripped.splitlines())]
+
+
+def _listed(list_file: Path, found: SplitImages) -> list[Path]:
+    """The images of one list file (UTF-8, with or without a byte-order mark), as Ultralytics reads it."""
     images = []
-    for n, line in enumerate(text.strip().splitlines(), 1):
+    for n, line in _lines(list_file):
         if not line.strip():
             continue
         kind = _format(line)
@@ -91,21 +111,27 @@ def _listed(list_file: Path, found: SplitImages) -> list[Path]:
             found.lines.append(ListedLine(list_file, n, line, "skipped"))
             continue
         img = list_file.parent / line[2:] if line.startswith("./") else Path.cwd() / line  # absolute stays
-        if not img.is_file():
-            beside = not Path(line).is_absolute() and not line.startswith("./") and (list_file.parent / line).is_file()
+        if not _is_file(img):
+            beside = not Path(line).is_absolute() and not line.startswith("./") and _is_file(list_file.parent / line)
             found.lines.append(ListedLine(list_file, n, line, "beside" if beside else "missing"))
             continue
         (images if kind == "checked" else found.unchecked).append(img)
     return images
 
 
-def list_split_images(sources: list[Path]) -> SplitImages:
-    """The images a split's ``sources`` (:func:`split_sources`) hold, with what gives none."""
+def _folder_files(folder: Path) -> list[Path]:
+    """What Ultralytics' ``glob("**/*.*", recursive=True)`` finds below ``folder``."""
+    return [Path(f) for f in glob.glob(str(Path(glob.escape(str(folder))) / "**" / "*.*"), recursive=True)
+            if _is_file(Path(f))]
+
+
+def list_split_images(places: list[Path]) -> SplitImages:
+    """The images a split's ``places`` (:func:`resolve_split`) hold, with what gives none."""
     found = SplitImages()
     images: list[Path] = []
-    for place in sources:
+    for place in places:
         if place.is_dir():
-            files = [p for p in place.rglob("*") if p.is_file()]
+            files = _folder_files(place)
             images += [p for p in files if _format(p.name) == "checked"]
             found.unchecked += [p for p in files if _format(p.name) == "unchecked"]
         elif place.is_file():
