@@ -134,6 +134,15 @@ def test_tiny_compact_defects_suggest_p2_even_beside_thin_strokes():
 
 
 # ---------------------------------------------------------------- schedule
+def test_thin_data_doubles_the_classification_gain_and_says_why():
+    thin = P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 7))        # 30% thin >= THIN_SHARE
+    assert thin.train["cls"] == P.THIN_CLS_GAIN == 1.0
+    assert choice(thin, "cls").provisional and choice(thin, "cls").reason.endswith(P.CLS_EVIDENCE)
+    assert "cls=1.0" in thin.command()
+    compact = P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9))     # 10%: Ultralytics' gains
+    assert "cls" not in compact.train and choice(compact, "loss gains (box, cls, dfl)").value == "Ultralytics' defaults"
+
+
 def test_budget_becomes_ultralytics_time_in_hours():
     plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=30)
     assert plan.train["time"] == 0.5 and "epochs" not in plan.train
