@@ -139,8 +139,10 @@ def test_thin_data_doubles_the_classification_gain_and_says_why():
     assert thin.train["cls"] == P.THIN_CLS_GAIN == 1.0
     assert choice(thin, "cls").provisional and choice(thin, "cls").reason.endswith(P.CLS_EVIDENCE)
     assert "cls=1.0" in thin.command()
+    assert P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 17)).train["cls"] == 1.0   # exactly THIN_SHARE
     compact = P.make_plan(fingerprint([LINE] * 1 + [BLOB] * 9))     # 10%: Ultralytics' gains
-    assert "cls" not in compact.train and choice(compact, "loss gains (box, cls, dfl)").value == "Ultralytics' defaults"
+    assert "cls" not in compact.train and choice(compact, "cls").value == "Ultralytics' default"
+    assert choice(compact, "box, dfl (loss gains)").value == choice(thin, "box, dfl (loss gains)").value
 
 
 def test_budget_becomes_ultralytics_time_in_hours():

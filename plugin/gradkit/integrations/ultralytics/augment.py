@@ -367,7 +367,7 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     pipeline = describe_augmentation(aug) if aug.active else "Ultralytics' stock training pipeline"
     if choice:
         pipeline = f"augment.preset auto -> {choice['used']}; {pipeline}"
-    title = (f"gradkit augment: {pipeline}, at the Albumentations stage of Ultralytics' training pipeline; "
+    title = (f"gradkit augment: {pipeline}; "
              f"{len(tiles)} training samples of {Path(str(data_yaml)).name}, imgsz {imgsz}, seed {seed}")
     grid = compose_preview(tiles, boxes, names, title)
     out = Path(out)
