@@ -76,6 +76,7 @@ def test_train_checks_and_measures_a_list_of_train_folders(tiny_data, tmp_path):
     rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r", "gradkit=defect"], tmp_path)
     assert rc != 0 and "Traceback" not in err, err[-3000:]
     assert str(label) in err and "class 9 but nc=4" in err, err[-3000:]
+    assert "--fix" not in err and "Fix the files and lines below" in err  # check --fix copies folders, not lists
     assert not (tmp_path / "r" / "weights" / "last.pt").exists()
     label.write_text(good)
     rc, out, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r2", "gradkit=defect",

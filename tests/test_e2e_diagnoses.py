@@ -101,6 +101,15 @@ def test_too_few_steps_said_once_in_log_summary_and_report(tiny_data, tmp_path, 
     assert "nbs=32" in report["training"]["inactive_rules_message"]
 
 
+def test_the_planned_steps_are_the_steps_made_when_nbs_exceeds_the_whole_run(tiny_data, tmp_path, ultralytics_log):
+    """Ultralytics caps accumulation at batches x epochs (nbs=64 with batch 4 and one epoch of 5 batches
+    accumulates 5, not 16): the notice counts the steps the loop then makes."""
+    model, _ = train_tiny(tiny_data, tmp_path, nbs=64, epochs=1)
+    notices = [line for line in ultralytics_log if "too few for" in line]
+    assert len(notices) == 1, notices
+    assert f"{model.gradkit.step} optimizer step(s) planned" in notices[0] and model.gradkit.step >= 1, notices[0]
+
+
 def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path):
     """Oracle: the squared gradient norm after the first micro-batch of each window (windows counted
     here from the unscale calls, image counts from the batches themselves, the epoch's last one is

@@ -440,8 +440,8 @@ def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[F
                      + _NO_DOWNLOAD * download) for p in listed.absent]
     for ln in listed.lines:
         if ln.why == "skipped":
-            found.append(Finding("warning", "list file", str(ln.list_file), ln.line, f"{ln.text!r} is not an image "
-                                 f"path ({', '.join(IMAGE_SUFFIXES)}): Ultralytics skips the line"))
+            found.append(Finding("warning", "list file", str(ln.list_file), ln.line, f"{ln.text!r} does not end in an "
+                                 "image suffix (spaces count): Ultralytics skips the line"))
         else:
             hint = (f"; it is beside the list file: write ./{ln.text} (Ultralytics reads a line without ./ from the "
                     "working folder)") if ln.why == "beside" else ""

@@ -647,10 +647,12 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
+        listed = any(len(p) > 1 or p[0].is_file() for p in places.values())  # check --fix copies folders only
+        fix = ("the files and lines below" if listed else f"them ('gradkit check data={shlex.quote(str(data))} --fix')")
         raise DatasetError(f"gradkit: {len(result.errors)} dataset error(s) in {yaml_file}; Ultralytics would train on "
                            f"without them (dropped lines and images) or misread them (16-bit images darkened), "
-                           f"without stopping. Fix them ('gradkit check data={shlex.quote(str(data))} --fix') or set "
-                           f"gradkit.data.check=false to accept that:\n{listing}{more}")
+                           f"without stopping. Fix {fix} or set gradkit.data.check=false to accept that:"
+                           f"\n{listing}{more}")
 
 
 def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,

@@ -33,6 +33,8 @@ def _trainer_plan(trainer) -> tuple[int, int]:
     """(planned optimizer steps, nominal accumulate) of a trainer at ``on_train_start``."""
     nb = len(trainer.train_loader)
     acc = max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
+    if not trainer.args.time:  # as BaseTrainer._setup_train: never more than the whole run accumulates
+        acc = min(acc, nb * trainer.epochs)
     warm = warmup_iterations(trainer, nb)
     return planned_optimizer_steps(nb, trainer.epochs, trainer.start_epoch, acc, warm), acc
 
