@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 from gradkit.data.orientation import read_upright
-from gradkit.data.splits import SplitImages, list_split_images, resolve_split
+from gradkit.data.splits import SplitImages, is_listed, list_split_images, resolve_split
 
 __all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
@@ -473,9 +473,10 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
     if beside_only:
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     hashes: dict[str, tuple[str, Path]] = {}
+    download = _has_download(data_yaml)
     for split, places in splits.items():
         listed = list_split_images(places)
-        res.findings += _listing_findings(split, listed, _has_download(data_yaml))
+        res.findings += _listing_findings(split, listed, download)
         if len(listed.absent) == len(places):
             continue
         if not listed.images and not listed.unchecked:  # Ultralytics stops: "No images found"
@@ -691,7 +692,7 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
     data_yaml = Path(data_yaml)
     splits, _ = _read_splits(data_yaml)
     for split, places in splits.items():
-        if len(places) > 1 or places[0].is_file():
+        if is_listed(places):
             raise ValueError(f"{data_yaml}: {split}: {'a list' if len(places) > 1 else 'a list file'}; check --fix "
                              "writes its copy from one image folder per split (check and train read the list)")
     sources = _fix_sources(data_yaml, splits)

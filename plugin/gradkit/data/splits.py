@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 
-__all__ = ["UNCHECKED_FORMATS", "ListedLine", "SplitImages", "list_split_images", "resolve_split"]
+__all__ = ["UNCHECKED_FORMATS", "ListedLine", "SplitImages", "is_listed", "list_split_images", "resolve_split"]
 
 #: Image formats Ultralytics 8.4.190 trains on (``data/utils.py:IMG_FORMATS``) that gradkit does not read:
 #: such images are counted as unchecked, never taken for lines Ultralytics skips (tests/test_splits.py
@@ -44,6 +44,11 @@ def resolve_split(value: object, root: Path, key: str, where: Path) -> list[Path
             place = (root / v[3:]).resolve()
         places.append(place)
     return places
+
+
+def is_listed(places: list[Path]) -> bool:
+    """A split given as a list file or as several places, not as one folder (``check --fix`` copies folders)."""
+    return len(places) > 1 or places[0].is_file()
 
 
 @dataclass(frozen=True)

@@ -632,6 +632,7 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images); raise on
     errors. ``splits``: further splits that must exist (the end-of-training report's)."""
     from gradkit.data.check import check_dataset
+    from gradkit.data.splits import is_listed
     from gradkit.integrations.ultralytics.datasets import resolve_dataset
 
     if not data or not str(data).endswith((".yaml", ".yml")):
@@ -647,7 +648,7 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
-        listed = any(len(p) > 1 or p[0].is_file() for p in places.values())  # check --fix copies folders only
+        listed = any(is_listed(p) for p in places.values())  # check --fix copies folders only
         fix = ("the files and lines below" if listed else f"them ('gradkit check data={shlex.quote(str(data))} --fix')")
         raise DatasetError(f"gradkit: {len(result.errors)} dataset error(s) in {yaml_file}; Ultralytics would train on "
                            f"without them (dropped lines and images) or misread them (16-bit images darkened), "
