@@ -59,7 +59,7 @@ def test_a_split_holds_the_images_ultralytics_reads(scattered, value):
     expected = _ultralytics_images(places)
     got = list_split_images(places)
     assert sorted(p.resolve() for p in got.images) == sorted({p.resolve() for p in expected})
-    assert not got.absent and not got.lines and got.images
+    assert not got.absent and not [ln for ln in got.lines if ln.why != "repeated"] and got.images
     assert len(got.repeated) == len(expected) - len({p.resolve() for p in expected})  # Ultralytics reads it twice
 
 
@@ -259,3 +259,58 @@ def test_the_plan_says_when_images_of_the_split_were_not_measured(tmp_path):
     fp = fingerprint_dataset(_relaid(data, "train.txt"))
     assert fp.unread_images == 2 and fp.images == check_dataset(data).images["train"]
     assert any(w.startswith("2 image(s) of the split were not measured") for w in make_plan(fp).warnings)
+
+
+def test_a_list_file_of_lines_without_dot_slash_is_one_error_naming_its_lines(tmp_path, monkeypatch):
+    """A list written relative to itself but without ./ (every line found only beside it) is one error that
+    counts and names the lines and says the fix, not one error per line; a few such lines stay one each."""
+    data = _dataset(tmp_path / "ds")
+    root = data.parent
+    monkeypatch.chdir(tmp_path)
+    names = sorted(p.name for p in (root / "images" / "train").iterdir())
+    (root / "train.txt").write_text("".join(f"images/train/{n}\n" for n in names))
+    res = check_dataset(_relaid(data, "train.txt"))
+    missing = [f for f in res.findings if f.kind == "missing image"]
+    assert len(missing) == 1 and missing[0].line == 1 and Path(missing[0].path).name == "train.txt"
+    assert f"{len(names)} lines (1-{len(names)})" in missing[0].message
+    assert f"./images/train/{names[0]}" in missing[0].message
+    (root / "train.txt").write_text("".join(f"images/train/{n}\n" for n in names[:2]) + f"./images/train/{names[2]}\n"
+                                    + "".join(f"./images/train/gone{i}.png\n" for i in range(5)))
+    res = check_dataset(_relaid(data, "train.txt"))
+    missing = sorted((f.line, f.message) for f in res.findings if f.kind == "missing image")
+    assert [line for line, _ in missing] == [1, 2, 4]   # two beside lines one by one, five missing as one
+    assert "5 lines (4-8)" in missing[2][1] and "./images/train/gone0.png" in missing[2][1]
+
+
+def test_an_image_listed_twice_is_named_by_the_line_that_repeats_it(scattered):
+    (scattered / "twice.txt").write_text("./images/b/2.png\n./images/b/3.bmp\n\n./images/b/2.png\n")
+    data = scattered / "data.yaml"
+    for train, where in (("twice.txt", ("twice.txt", 4)), (["images/b", "twice.txt"], ("twice.txt", 1))):
+        data.write_text(yaml.safe_dump({"path": str(scattered), "train": train, "val": "images/c",
+                                        "names": {0: "scratch"}}))
+        twice = [f for f in check_dataset(data).findings if f.kind == "listed twice"]
+        assert (Path(twice[0].path).name, twice[0].line) == where, train
+        assert "2.png" in twice[0].message
+    twice = [(Path(f.path).name, f.line) for f in check_dataset(data).findings if f.kind == "listed twice"]
+    assert twice == [("twice.txt", 1), ("twice.txt", 2), ("twice.txt", 4)]  # the folder gave both first
+
+
+def test_the_plan_of_a_split_without_images_says_why(tmp_path, monkeypatch):
+    data = _dataset(tmp_path / "ds")
+    root = data.parent
+    monkeypatch.chdir(tmp_path)
+    names = sorted(p.name for p in (root / "images" / "train").iterdir())
+    (root / "train.txt").write_text("".join(f"images/train/{n}\n" for n in names))
+    with pytest.raises(ValueError, match=rf"no images in .*train.txt: .*{len(names)} lines.*\./images/train/"):
+        fingerprint_dataset(_relaid(data, "train.txt"))
+
+
+def test_a_refusal_names_the_list_file_whose_images_a_folder_holds(scattered, tmp_path):
+    (scattered / "two.txt").write_text("./images/b/2.png\n./images/c/4.png\n")
+    (tmp_path / "cfg").mkdir()
+    data = tmp_path / "cfg" / "data.yaml"  # the dataset root holds nothing: the list's folders are what is protected
+    data.write_text(yaml.safe_dump({"path": str(tmp_path / "cfg"), "train": str(scattered / "two.txt"),
+                                    "val": str(scattered / "images/a"), "names": {0: "scratch"}}))
+    labels = {dataset_place_of(scattered / f"images/{d}/out.html", data)[0] for d in "bc"}
+    labels |= {dataset_place_of(scattered / f"labels/{d}/x", data)[0] for d in "bc"}
+    assert len(labels) == 4 and all("two.txt" in label and "(" not in label for label in labels), labels

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 from gradkit.data.orientation import read_upright
-from gradkit.data.splits import SplitImages, is_listed, list_split_images, resolve_split
+from gradkit.data.splits import ListedLine, SplitImages, is_listed, list_split_images, resolve_split
 
 __all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
@@ -434,21 +434,64 @@ def _kind_of_place(path: Path) -> str:
     return "list file" if path.suffix.lower() == ".txt" else "folder"
 
 
+#: Up to this many entries of one kind from one list file (or folder) are findings one by one; more are one
+#: finding that counts them and names their lines, so a list written without ./ is not a page of errors.
+ONE_BY_ONE = 3
+
+#: Per kind of :class:`~gradkit.data.splits.ListedLine`: severity, finding kind, what one entry says, what
+#: several say. Placeholders: text (the line, or a folder's image), ranges, n, split, first.
+_LINE_FINDINGS = {
+    "skipped": ("warning", "list file", "{text!r} does not end in an image suffix (spaces count): Ultralytics "
+                "skips the line", "{n} lines ({ranges}) do not end in an image suffix (spaces count), e.g. "
+                "{text!r}: Ultralytics skips them"),
+    "missing": ("error", "missing image", "{text}: no such image (Ultralytics drops it)",
+                "{n} lines ({ranges}) name no existing image, e.g. {text}: Ultralytics drops them"),
+    "beside": ("error", "missing image", "{text}: no such image (Ultralytics drops it); it is beside the list "
+               "file: write ./{text} (Ultralytics reads a line without ./ from the working folder)",
+               "{n} lines ({ranges}) name images found only beside the list file, e.g. {text}: write them with a "
+               "leading ./ (./{text}); Ultralytics reads a line without ./ from the working folder and drops them"),
+    "repeated": ("warning", "listed twice", "{text}: in the {split} split already ({first}): Ultralytics trains on "
+                 "it that many times per epoch", "{n} entries ({ranges}) name images the {split} split holds "
+                 "already, e.g. {text} ({first}): Ultralytics trains on each that many times per epoch"),
+}
+
+
+def _line_ranges(lines: list[int | None], most: int = 8) -> str:
+    """Line numbers as ranges (``1-3, 5``), the first ``most`` of them (a folder's entries have none)."""
+    numbers = sorted(n for n in lines if n is not None)
+    if not numbers:
+        return "images of this folder"
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    shown = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:most])
+    return shown + (", ..." if len(runs) > most else "")
+
+
+def _line_findings(split: str, lines: list[ListedLine]) -> list[Finding]:
+    """One finding per entry, or one per place and kind when there are more than :data:`ONE_BY_ONE`."""
+    groups: dict[tuple[Path, str], list[ListedLine]] = {}
+    for ln in lines:
+        groups.setdefault((ln.place, ln.why), []).append(ln)
+    found = []
+    for (place, why), group in groups.items():
+        severity, kind, one, many = _LINE_FINDINGS[why]
+        for ln in group if len(group) <= ONE_BY_ONE else group[:1]:
+            text = one if len(group) <= ONE_BY_ONE else many
+            found.append(Finding(severity, kind, str(place), ln.line, text.format(
+                text=ln.text, n=len(group), ranges=_line_ranges([g.line for g in group]), split=split,
+                first=ln.first)))
+    return found
+
+
 def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[Finding]:
     """What a split's places and list files give no image for: each is a finding, never a silent drop."""
     found = [Finding("error", "missing split", str(p), None, f"{split} {_kind_of_place(p)} does not exist"
                      + _NO_DOWNLOAD * download) for p in listed.absent]
-    for ln in listed.lines:
-        if ln.why == "skipped":
-            found.append(Finding("warning", "list file", str(ln.list_file), ln.line, f"{ln.text!r} does not end in an "
-                                 "image suffix (spaces count): Ultralytics skips the line"))
-        else:
-            hint = (f"; it is beside the list file: write ./{ln.text} (Ultralytics reads a line without ./ from the "
-                    "working folder)") if ln.why == "beside" else ""
-            found.append(Finding("error", "missing image", str(ln.list_file), ln.line,
-                                 f"{ln.text}: no such image (Ultralytics drops it){hint}"))
-    found += [Finding("warning", "listed twice", str(img), None, f"in the {split} split more than once: Ultralytics "
-                      "trains on it that many times per epoch") for img in listed.repeated]
+    found += _line_findings(split, listed.lines)
     found += [Finding("warning", "unchecked image", str(img), None, f"a {img.suffix} image: Ultralytics trains on it, "
                       f"gradkit reads only {', '.join(IMAGE_SUFFIXES)} and did not check it or its labels")
               for img in listed.unchecked]
@@ -631,6 +674,15 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
     return kept, changes
 
 
+def _unique(labels: dict[str, Path], label: str) -> str:
+    """``label``, or with the first free `` #2``, `` #3``... when another place has it (same-named folders)."""
+    k, unique = 1, label
+    while unique in labels:
+        k += 1
+        unique = f"{label} #{k}"
+    return unique
+
+
 def _protected_places(split: str, places: list[Path]) -> dict[str, Path]:
     """A split's image and label folders, by label; for a list file, the file and the folders of the images
     it lists (with their label folders), wherever they lie."""
@@ -640,10 +692,11 @@ def _protected_places(split: str, places: list[Path]) -> dict[str, Path]:
         if place.is_file():
             found[f"{split} list file{tag}"] = place
             listed = list_split_images([place])
-            folders = sorted({img.parent for img in listed.images + listed.unchecked})
-            for j, d in enumerate(folders):
-                found[f"{split} folder{tag} of listed images ({j + 1})"] = d
-                found[f"{split} label folder{tag} of listed images ({j + 1})"] = _label_path(d / "x.png").parent
+            for d in sorted({img.parent for img in listed.images + listed.unchecked}):
+                # the path follows the label in every message; the folder's name keeps labels apart
+                of = f"{d.name}/ of the images {place.name} lists"
+                found[_unique(found, f"{split} folder {of}")] = d
+                found[_unique(found, f"{split} label folder for {of}")] = _label_path(d / "x.png").parent
         else:
             found[f"{split} split folder{tag}"] = place
             found[f"{split} label folder{tag}"] = _label_path(place / "x.png").parent

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gradkit.data.check import CheckResult, _check_labels, _label_path, _read_splits
+from gradkit.data.check import CheckResult, _check_labels, _label_path, _line_findings, _read_splits
 from gradkit.data.orientation import read_upright
-from gradkit.data.splits import list_split_images
+from gradkit.data.splits import UNREAD, SplitImages, list_split_images
 from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
 
 __all__ = ["THIN_MAX_FILL", "THIN_WIDTH_PX", "Fingerprint", "fingerprint_dataset", "stroke_width"]
@@ -269,6 +269,15 @@ def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
     return gray, channels, depth, equal
 
 
+def _why_none(split: str, listed: SplitImages) -> str:
+    """What the check says first about a split that gave no image (its list lines), or nothing."""
+    why = [f for f in _line_findings(split, listed.lines) if f.kind != "listed twice"]
+    if not why:
+        return ""
+    more = f" ({len(why) - 1} more: gradkit check names each)" if len(why) > 1 else ""
+    return f": {Path(why[0].path).name}:{why[0].line}: {why[0].message}{more}"
+
+
 def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded: int = MAX_DECODED,
                         seed: int = 0, split_places: str | Path | list[str | Path] | None = None,
                         names: dict[int, str] | None = None) -> Fingerprint:
@@ -304,9 +313,9 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
         raise ValueError(f"{data_yaml}: split {split!r}: {', '.join(map(str, listed.absent))} does not exist")
     imgs = listed.images
     if not imgs:
-        raise ValueError(f"{data_yaml}: no images in {where}")
+        raise ValueError(f"{data_yaml}: no images in {where}{_why_none(split, listed)}")
     fp = Fingerprint(data=str(data_yaml), split=split, class_names=names, images=len(imgs),
-                     unread_images=len(listed.unchecked) + sum(ln.why != "skipped" for ln in listed.lines))
+                     unread_images=len(listed.unchecked) + sum(ln.why in UNREAD for ln in listed.lines))
     rng = np.random.default_rng(seed)
     decode = set(rng.choice(len(imgs), size=min(max_decoded, len(imgs)), replace=False).tolist())
     scratch = CheckResult()

@@ -19,12 +19,16 @@ from pathlib import Path
 
 from gradkit.data.convert import IMAGE_SUFFIXES
 
-__all__ = ["UNCHECKED_FORMATS", "ListedLine", "SplitImages", "is_listed", "list_split_images", "resolve_split"]
+__all__ = ["UNCHECKED_FORMATS", "UNREAD", "ListedLine", "SplitImages", "is_listed", "list_split_images",
+           "resolve_split"]
 
 #: Image formats Ultralytics 8.4.190 trains on (``data/utils.py:IMG_FORMATS``) that gradkit does not read:
 #: such images are counted as unchecked, never taken for lines Ultralytics skips (tests/test_splits.py
 #: compares this with Ultralytics' own set).
 UNCHECKED_FORMATS = ("avif", "dng", "heic", "heif", "jp2", "mpo", "webp")
+
+#: The kinds of :class:`ListedLine` that name an image nobody can read (Ultralytics drops them).
+UNREAD = ("missing", "beside")
 
 
 def resolve_split(value: object, root: Path, key: str, where: Path) -> list[Path]:
@@ -53,27 +57,33 @@ def is_listed(places: list[Path]) -> bool:
 
 @dataclass(frozen=True)
 class ListedLine:
-    """A line of a list file that gives no image: ``why`` is ``missing`` (no such file), ``beside`` (no
-    such file from the working folder, but one beside the list file: the line wants a leading ``./``)
-    or ``skipped`` (not an image path: Ultralytics ignores it)."""
+    """An entry of a split that gives no new image: ``why`` is ``missing`` (no such file), ``beside`` (no
+    such file from the working folder, but one beside the list file: the line wants a leading ``./``),
+    ``skipped`` (not an image path: Ultralytics ignores it) or ``repeated`` (an image the split holds
+    already, from ``first``: Ultralytics reads it again). ``place`` is the list file, or for an image a
+    folder repeats, the folder (``line`` None, ``text`` the image)."""
 
-    list_file: Path
-    line: int
+    place: Path
+    line: int | None
     text: str
     why: str
+    first: str = ""
 
 
 @dataclass
 class SplitImages:
-    """What a split holds: its images (sorted, each once), the places that do not exist, the lines of
-    its list files that give no image, the images listed more than once, and the images Ultralytics
-    reads in formats gradkit does not (:data:`UNCHECKED_FORMATS`)."""
+    """What a split holds: its images (sorted, each once), the places that do not exist, the entries that
+    give no new image (list lines that give none, images listed again), and the images Ultralytics reads
+    in formats gradkit does not (:data:`UNCHECKED_FORMATS`)."""
 
     images: list[Path] = field(default_factory=list)
     unchecked: list[Path] = field(default_factory=list)
     absent: list[Path] = field(default_factory=list)
     lines: list[ListedLine] = field(default_factory=list)
-    repeated: list[Path] = field(default_factory=list)
+
+    @property
+    def repeated(self) -> list[ListedLine]:
+        return [ln for ln in self.lines if ln.why == "repeated"]
 
 
 def _format(name: str) -> str | None:
@@ -105,8 +115,9 @@ def _lines(list_file: Path) -> list[tuple[int, str]]:
     return [(first + i, line) for i, line in enumerate(stripped.splitlines())]
 
 
-def _listed(list_file: Path, found: SplitImages) -> list[Path]:
-    """The images of one list file (UTF-8, with or without a byte-order mark), as Ultralytics reads it."""
+def _listed(list_file: Path, found: SplitImages) -> list[tuple[Path, int, str]]:
+    """(image, line number, line) of each image of one list file (UTF-8, with or without a byte-order mark), as
+    Ultralytics reads it; images in unread formats go to ``found.unchecked``."""
     images = []
     for n, line in _lines(list_file):
         if not line.strip():
@@ -120,7 +131,10 @@ def _listed(list_file: Path, found: SplitImages) -> list[Path]:
             beside = not Path(line).is_absolute() and not line.startswith("./") and _is_file(list_file.parent / line)
             found.lines.append(ListedLine(list_file, n, line, "beside" if beside else "missing"))
             continue
-        (images if kind == "checked" else found.unchecked).append(img)
+        if kind == "checked":
+            images.append((img, n, line))
+        else:
+            found.unchecked.append(img)
     return images
 
 
@@ -133,22 +147,23 @@ def _folder_files(folder: Path) -> list[Path]:
 def list_split_images(places: list[Path]) -> SplitImages:
     """The images a split's ``places`` (:func:`resolve_split`) hold, with what gives none."""
     found = SplitImages()
-    images: list[Path] = []
+    entries: list[tuple[Path, Path, int | None, str]] = []  # (image, place, line number, line) of a list file
     for place in places:
         if place.is_dir():
             files = _folder_files(place)
-            images += [p for p in files if _format(p.name) == "checked"]
+            entries += [(p, place, None, str(p)) for p in files if _format(p.name) == "checked"]
             found.unchecked += [p for p in files if _format(p.name) == "unchecked"]
         elif place.is_file():
-            images += _listed(place, found)
+            entries += [(img, place, n, line) for img, n, line in _listed(place, found)]
         else:
             found.absent.append(place)
-    seen: set[Path] = set()
-    for img in images:
+    first: dict[Path, tuple[Path, Path, int | None]] = {}
+    for img, place, n, text in entries:
         key = img.resolve()
-        if key in seen:
-            found.repeated.append(img)
-        seen.add(key)
-    unique = {img.resolve(): img for img in reversed(images)}  # the first place an image was found names it
-    found.images = sorted(unique.values())
+        if key in first:
+            _, where, at = first[key]
+            found.lines.append(ListedLine(place, n, text, "repeated", f"{where}:{at}" if at else str(where)))
+        else:
+            first[key] = (img, place, n)
+    found.images = sorted(img for img, _, _ in first.values())  # the first place an image was found names it
     return found
