@@ -51,7 +51,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-transforms@time``: ``plan@time`` with the ``defect`` transform list, whatever the plan chose:
   where the faint-defect rule left the list out, what the plan would have done without that rule;
 - ``plan-stocksize@time``: ``plan@time`` at stock's ``imgsz`` (``--imgsz``) instead of the plan's: what
-  the plan's image size costs or gains at equal wall time.
+  the plan's image size costs or gains at equal wall time; ``plan-stocksize@epochs``: the same at
+  stock's epochs, what it costs or gains once time is not the limit.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -92,7 +93,8 @@ RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
              "preset-list", "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
-             "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time")
+             "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
+             "plan-stocksize@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -246,6 +248,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan-notransforms@time": (plan.train["model"], _with_preset(plan.gradkit, "none"), at_stock_time),
         "plan-transforms@time": (plan.train["model"], _with_preset(plan.gradkit, "defect"), at_stock_time),
         "plan-stocksize@time": (plan.train["model"], plan.gradkit, {**at_stock_time, "imgsz": base["imgsz"]}),
+        "plan-stocksize@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "imgsz": base["imgsz"]}),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
