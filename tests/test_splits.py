@@ -59,8 +59,8 @@ def test_a_split_holds_the_images_ultralytics_reads(scattered, value):
     expected = _ultralytics_images(places)
     got = list_split_images(places)
     assert sorted(p.resolve() for p in got.images) == sorted({p.resolve() for p in expected})
-    assert not got.absent and not [ln for ln in got.lines if ln.why != "repeated"] and got.images
-    assert len(got.repeated) == len(expected) - len({p.resolve() for p in expected})  # Ultralytics reads it twice
+    assert not got.absent and not [ln for ln in got.lines if "repeated" not in ln.why] and got.images
+    assert got.extra_reads == len(expected) - len({p.resolve() for p in expected})  # Ultralytics reads it twice
 
 
 def _dataset(root: Path) -> Path:
@@ -254,7 +254,8 @@ def test_the_plan_says_when_images_of_the_split_were_not_measured(tmp_path):
 
     data = _dataset(tmp_path / "ds")
     listing = _listing(data.parent, ["images/train"])
-    listing.write_text(listing.read_text() + "./images/train/gone.png\n./images/train/w.webp\n")
+    first = listing.read_text().splitlines()[0]
+    listing.write_text(listing.read_text() + f"./images/train/gone.png\n./images/train/w.webp\n{first}\n")
     (data.parent / "images/train/w.webp").write_bytes(b"RIFF")
     fp = fingerprint_dataset(_relaid(data, "train.txt"))
     assert fp.unread_images == 2 and fp.images == check_dataset(data).images["train"]
@@ -285,14 +286,53 @@ def test_a_list_file_of_lines_without_dot_slash_is_one_error_naming_its_lines(tm
 def test_an_image_listed_twice_is_named_by_the_line_that_repeats_it(scattered):
     (scattered / "twice.txt").write_text("./images/b/2.png\n./images/b/3.bmp\n\n./images/b/2.png\n")
     data = scattered / "data.yaml"
-    for train, where in (("twice.txt", ("twice.txt", 4)), (["images/b", "twice.txt"], ("twice.txt", 1))):
+    folder = str(scattered / "images/b")
+    for train, expected in (("twice.txt", [("twice.txt", 4, "(line 1)")]),
+                            (["images/b", "twice.txt"], [("twice.txt", n, f"({folder})") for n in (1, 2, 4)]),
+                            (["twice.txt", "images/b", "twice.txt"], [("twice.txt", None, "(as entry 1 of the split)"),
+                                                                     ("twice.txt", 4, "(line 1)"),
+                                                                     ("b", None, "twice.txt:1)"),
+                                                                     ("b", None, "twice.txt:2)")])):
         data.write_text(yaml.safe_dump({"path": str(scattered), "train": train, "val": "images/c",
                                         "names": {0: "scratch"}}))
         twice = [f for f in check_dataset(data).findings if f.kind == "listed twice"]
-        assert (Path(twice[0].path).name, twice[0].line) == where, train
-        assert "2.png" in twice[0].message
-    twice = [(Path(f.path).name, f.line) for f in check_dataset(data).findings if f.kind == "listed twice"]
-    assert twice == [("twice.txt", 1), ("twice.txt", 2), ("twice.txt", 4)]  # the folder gave both first
+        assert [(Path(f.path).name, f.line) for f in twice] == [(n, line) for n, line, _ in expected], train
+        assert all(where in f.message for f, (_, _, where) in zip(twice, expected, strict=True)), twice
+
+
+def test_many_lines_of_one_kind_are_counted_with_every_line_named(tmp_path, monkeypatch):
+    """Up to ONE_BY_ONE lines of a kind are findings one by one; more are one finding whose ranges name
+    every line (gaps included), however the lines lie; a list file given twice is said once."""
+    from gradkit.data.check import ONE_BY_ONE
+
+    root = tmp_path / "ds"
+    _image(root / "images/ok.png", 9)
+    monkeypatch.chdir(tmp_path)
+    scattered_lines = [2, 3, 4, 6, 9, 10, 11, 13, 15, 17, 19, 21, 23]
+    for gone, ranges in (([2, 4, 6], None), (scattered_lines, "2-4, 6, 9-11, 13, 15, 17, 19, 21, 23")):
+        lines = ["./images/ok.png"] * 24
+        for n in gone:
+            lines[n - 1] = f"./images/gone{n}.png"
+        (root / "t.txt").write_text("\n".join(lines) + "\n")
+        data = root / "data.yaml"
+        for train in ("t.txt", ["t.txt", "t.txt"]):
+            data.write_text(yaml.safe_dump({"path": str(root), "train": train, "val": "images", "names": {0: "a"}}))
+            missing = [f for f in check_dataset(data).findings if f.kind == "missing image"]
+            if ranges is None:
+                assert len(gone) == ONE_BY_ONE and [f.line for f in missing] == gone
+            else:
+                assert len(missing) == 1 and f"{len(gone)} lines ({ranges})" in missing[0].message
+
+
+def test_the_plan_names_the_lines_that_stop_it_before_a_comment_line(tmp_path, monkeypatch):
+    data = _dataset(tmp_path / "ds")
+    root = data.parent
+    monkeypatch.chdir(tmp_path)
+    names = sorted(p.name for p in (root / "images" / "train").iterdir())
+    (root / "train.txt").write_text("# my list\n" + "".join(f"images/train/{n}\n" for n in names))
+    with pytest.raises(ValueError, match=rf"{root / 'train.txt'}:2: {len(names)} lines \(2-{len(names) + 1}\).*"
+                                         r"1 more finding"):
+        fingerprint_dataset(_relaid(data, "train.txt"))
 
 
 def test_the_plan_of_a_split_without_images_says_why(tmp_path, monkeypatch):
@@ -314,3 +354,5 @@ def test_a_refusal_names_the_list_file_whose_images_a_folder_holds(scattered, tm
     labels = {dataset_place_of(scattered / f"images/{d}/out.html", data)[0] for d in "bc"}
     labels |= {dataset_place_of(scattered / f"labels/{d}/x", data)[0] for d in "bc"}
     assert len(labels) == 4 and all("two.txt" in label and "(" not in label for label in labels), labels
+    (scattered / "two.txt").write_text("./images/b/2.png\nimages/c/4.png\n")  # the check's fix points into c
+    assert dataset_place_of(scattered / "images/c/out.html", data) is not None

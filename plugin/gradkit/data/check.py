@@ -439,7 +439,7 @@ def _kind_of_place(path: Path) -> str:
 ONE_BY_ONE = 3
 
 #: Per kind of :class:`~gradkit.data.splits.ListedLine`: severity, finding kind, what one entry says, what
-#: several say. Placeholders: text (the line, or a folder's image), ranges, n, split, first.
+#: several say. Placeholders: text (the line, or a folder's image), ranges (the lines), n, split, first.
 _LINE_FINDINGS = {
     "skipped": ("warning", "list file", "{text!r} does not end in an image suffix (spaces count): Ultralytics "
                 "skips the line", "{n} lines ({ranges}) do not end in an image suffix (spaces count), e.g. "
@@ -451,40 +451,41 @@ _LINE_FINDINGS = {
                "{n} lines ({ranges}) name images found only beside the list file, e.g. {text}: write them with a "
                "leading ./ (./{text}); Ultralytics reads a line without ./ from the working folder and drops them"),
     "repeated": ("warning", "listed twice", "{text}: in the {split} split already ({first}): Ultralytics trains on "
-                 "it that many times per epoch", "{n} entries ({ranges}) name images the {split} split holds "
-                 "already, e.g. {text} ({first}): Ultralytics trains on each that many times per epoch"),
+                 "it once more per epoch for each repeat", "{n} {entries} the {split} split holds "
+                 "already, e.g. {text} ({first}): Ultralytics trains on each once more per epoch for each repeat"),
+    "place repeated": ("warning", "listed twice", "given again in the {split} split (as {first}): Ultralytics reads "
+                       "each of its images once more per epoch", ""),
 }
 
 
-def _line_ranges(lines: list[int | None], most: int = 8) -> str:
-    """Line numbers as ranges (``1-3, 5``), the first ``most`` of them (a folder's entries have none)."""
-    numbers = sorted(n for n in lines if n is not None)
-    if not numbers:
-        return "images of this folder"
+def _line_ranges(lines: list[int]) -> str:
+    """Line numbers as ranges: 1, 2, 3, 5 -> ``1-3, 5``."""
     runs: list[list[int]] = []
-    for n in numbers:
+    for n in sorted(set(lines)):
         if runs and n == runs[-1][1] + 1:
             runs[-1][1] = n
         else:
             runs.append([n, n])
-    shown = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:most])
-    return shown + (", ..." if len(runs) > most else "")
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
 
 
 def _line_findings(split: str, lines: list[ListedLine]) -> list[Finding]:
-    """One finding per entry, or one per place and kind when there are more than :data:`ONE_BY_ONE`."""
+    """One finding per entry, or one per place and kind when there are more than :data:`ONE_BY_ONE`
+    (a folder's repeated images: the count and an example). Errors first: they are what stops training."""
     groups: dict[tuple[Path, str], list[ListedLine]] = {}
     for ln in lines:
         groups.setdefault((ln.place, ln.why), []).append(ln)
     found = []
     for (place, why), group in groups.items():
         severity, kind, one, many = _LINE_FINDINGS[why]
-        for ln in group if len(group) <= ONE_BY_ONE else group[:1]:
-            text = one if len(group) <= ONE_BY_ONE else many
+        numbers = [g.line for g in group if g.line is not None]
+        entries = f"lines ({_line_ranges(numbers)}) name images" if numbers else "images of this folder are ones"
+        for ln in group if len(group) <= ONE_BY_ONE or not many else group[:1]:
+            text = one if len(group) <= ONE_BY_ONE or not many else many
             found.append(Finding(severity, kind, str(place), ln.line, text.format(
-                text=ln.text, n=len(group), ranges=_line_ranges([g.line for g in group]), split=split,
-                first=ln.first)))
-    return found
+                text=ln.text, n=len(group), ranges=_line_ranges(numbers), entries=entries, split=split,
+                first=ln.first_seen)))
+    return sorted(found, key=lambda f: f.severity != "error")
 
 
 def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[Finding]:
@@ -685,14 +686,15 @@ def _unique(labels: dict[str, Path], label: str) -> str:
 
 def _protected_places(split: str, places: list[Path]) -> dict[str, Path]:
     """A split's image and label folders, by label; for a list file, the file and the folders of the images
-    it lists (with their label folders), wherever they lie."""
+    it lists or names beside it without ./ (with their label folders), wherever they lie."""
     found: dict[str, Path] = {}
     for k, place in enumerate(places):
         tag = f" {k + 1}" if len(places) > 1 else ""
         if place.is_file():
             found[f"{split} list file{tag}"] = place
             listed = list_split_images([place])
-            for d in sorted({img.parent for img in listed.images + listed.unchecked}):
+            beside = [place.parent / ln.text for ln in listed.lines if ln.why == "beside"]  # the fix points there
+            for d in sorted({img.parent for img in listed.images + listed.unchecked + beside}):
                 # the path follows the label in every message; the folder's name keeps labels apart
                 of = f"{d.name}/ of the images {place.name} lists"
                 found[_unique(found, f"{split} folder {of}")] = d

@@ -270,12 +270,12 @@ def _image_stats(path: Path) -> tuple[np.ndarray, int, int, bool] | None:
 
 
 def _why_none(split: str, listed: SplitImages) -> str:
-    """What the check says first about a split that gave no image (its list lines), or nothing."""
+    """What the check says first about the list lines of a split that gave no image, or nothing."""
     why = [f for f in _line_findings(split, listed.lines) if f.kind != "listed twice"]
     if not why:
         return ""
-    more = f" ({len(why) - 1} more: gradkit check names each)" if len(why) > 1 else ""
-    return f": {Path(why[0].path).name}:{why[0].line}: {why[0].message}{more}"
+    more = f" ({len(why) - 1} more finding(s): gradkit check data=... names them)" if len(why) > 1 else ""
+    return f": {why[0].path}:{why[0].line}: {why[0].message}{more}"
 
 
 def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded: int = MAX_DECODED,

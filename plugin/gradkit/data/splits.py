@@ -57,33 +57,38 @@ def is_listed(places: list[Path]) -> bool:
 
 @dataclass(frozen=True)
 class ListedLine:
-    """An entry of a split that gives no new image: ``why`` is ``missing`` (no such file), ``beside`` (no
-    such file from the working folder, but one beside the list file: the line wants a leading ``./``),
-    ``skipped`` (not an image path: Ultralytics ignores it) or ``repeated`` (an image the split holds
-    already, from ``first``: Ultralytics reads it again). ``place`` is the list file, or for an image a
-    folder repeats, the folder (``line`` None, ``text`` the image)."""
+    """An entry of a split that gives no new image. ``why``:
+
+    - ``missing``: no such file;
+    - ``beside``: no such file from the working folder, but one beside the list file (the line wants a
+      leading ``./``);
+    - ``skipped``: not an image path (Ultralytics ignores the line);
+    - ``repeated``: an image the split holds already, from ``first_seen`` (Ultralytics reads it again);
+    - ``place repeated``: the whole folder or list file is given again (``first_seen``: as which entry of
+      the split), so each of its images is read again.
+
+    ``place`` is the list file, or the folder that repeats an image (``line`` None, ``text`` the image).
+    """
 
     place: Path
     line: int | None
     text: str
     why: str
-    first: str = ""
+    first_seen: str = ""
 
 
 @dataclass
 class SplitImages:
     """What a split holds: its images (sorted, each once), the places that do not exist, the entries that
-    give no new image (list lines that give none, images listed again), and the images Ultralytics reads
-    in formats gradkit does not (:data:`UNCHECKED_FORMATS`)."""
+    give no new image (list lines that give none, images and places given again), the images
+    Ultralytics reads in formats gradkit does not (:data:`UNCHECKED_FORMATS`), and how many image reads
+    Ultralytics makes beyond one per image (``extra_reads``)."""
 
     images: list[Path] = field(default_factory=list)
     unchecked: list[Path] = field(default_factory=list)
     absent: list[Path] = field(default_factory=list)
     lines: list[ListedLine] = field(default_factory=list)
-
-    @property
-    def repeated(self) -> list[ListedLine]:
-        return [ln for ln in self.lines if ln.why == "repeated"]
+    extra_reads: int = 0
 
 
 def _format(name: str) -> str | None:
@@ -144,14 +149,28 @@ def _folder_files(folder: Path) -> list[Path]:
             if _is_file(Path(f))]
 
 
+def _first_seen(place: Path, line: int | None, here: Path) -> str:
+    """Where an entry came first, as said from ``here``: ``line 3`` in the same list file."""
+    if line is None:
+        return str(place)
+    return f"line {line}" if place == here else f"{place}:{line}"
+
+
 def list_split_images(places: list[Path]) -> SplitImages:
     """The images a split's ``places`` (:func:`resolve_split`) hold, with what gives none."""
     found = SplitImages()
-    entries: list[tuple[Path, Path, int | None, str]] = []  # (image, place, line number, line) of a list file
-    for place in places:
+    entries: list[tuple[Path, Path, int | None, str]] = []  # (image, place, line number or None, text)
+    read: dict[Path, int] = {}
+    for k, place in enumerate(places):
+        if place.exists() and place.resolve() in read:  # read again by Ultralytics: said once, not per image
+            found.lines.append(ListedLine(place, None, str(place), "place repeated",
+                                          f"entry {read[place.resolve()] + 1} of the split"))
+            found.extra_reads += len(list_split_images([place]).images)
+            continue
+        read[place.resolve()] = k
         if place.is_dir():
             files = _folder_files(place)
-            entries += [(p, place, None, str(p)) for p in files if _format(p.name) == "checked"]
+            entries += [(p, place, None, str(p)) for p in sorted(files) if _format(p.name) == "checked"]
             found.unchecked += [p for p in files if _format(p.name) == "unchecked"]
         elif place.is_file():
             entries += [(img, place, n, line) for img, n, line in _listed(place, found)]
@@ -162,7 +181,8 @@ def list_split_images(places: list[Path]) -> SplitImages:
         key = img.resolve()
         if key in first:
             _, where, at = first[key]
-            found.lines.append(ListedLine(place, n, text, "repeated", f"{where}:{at}" if at else str(where)))
+            found.lines.append(ListedLine(place, n, text, "repeated", _first_seen(where, at, place)))
+            found.extra_reads += 1
         else:
             first[key] = (img, place, n)
     found.images = sorted(img for img, _, _ in first.values())  # the first place an image was found names it
