@@ -59,7 +59,7 @@ def test_imgsz_default_caps_large_images_without_thin_defects():
     fp = fingerprint([(1, 300, 300, 50.0, 0.7)] * 10, side=2000)    # big compact defects: 96 px at 640
     plan = P.make_plan(fp)
     assert plan.train["imgsz"] == P.DEFAULT_IMGSZ
-    assert any("tiling keeps them" in w for w in plan.warnings)     # 2000 px images at 640: a tiling hint
+    assert any("tiling keeps them: gradkit tile data=" in w and "size=640" in w for w in plan.warnings)  # 2000 px
 
 
 def test_imgsz_grows_until_the_median_compact_defect_spans_a_cell():

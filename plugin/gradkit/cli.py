@@ -20,7 +20,7 @@ __all__ = ["main", "split_plugin_args"]
 
 #: The one plugin key that other modes than train accept (val, predict... resolve datasets too).
 _ALLOW_DOWNLOAD = "data.allow_download"
-_OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check", "plan")
+_OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check", "plan", "tile")
 HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
@@ -40,6 +40,8 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit config-doc                              the configuration reference (Markdown)
   gradkit plan data=DATA.yaml [budget=MIN out=plan.yaml split=train]
                                                   dataset fingerprint -> recommended train command
+  gradkit tile data=DATA.yaml size=PX [out=DIR overlap=auto min_visibility=0.5 keep_empty=1.0 seed=0 overwrite=false]
+                                                  a copy cut into overlapping tiles at native resolution
 
 Presets: default (stock behaviour + monitoring), defect. Example:
   gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
@@ -256,6 +258,26 @@ def _convert(args: Sequence[str]) -> int:
         raise SystemExit(f"gradkit convert {args[0]}: {exc}") from None
     print(report.summary())
     print(path)
+    return 0
+
+
+def _tile(args: Sequence[str]) -> int:
+    from gradkit.data.tile import MIN_VISIBILITY, tile_dataset
+
+    o = _kv(args, {"data": None, "size": None, "out": None, "overlap": None, "min_visibility": MIN_VISIBILITY,
+                   "keep_empty": 1.0, "seed": 0, "overwrite": False}, "tile")
+    if not o["data"] or o["size"] is None:
+        raise SystemExit("gradkit tile: data= and size= are required (gradkit tile data=DATA.yaml size=640)")
+    for key in ("size", "overlap"):
+        if o[key] is not None and (not isinstance(o[key], int) or isinstance(o[key], bool)):
+            raise SystemExit(f"gradkit tile: {key}= takes a whole number of pixels, got {o[key]!r}")
+    try:
+        data, summary = tile_dataset(o["data"], o["size"], o["out"], o["overlap"], o["min_visibility"],
+                                     o["keep_empty"], o["seed"], o["overwrite"])
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"gradkit tile: {exc}") from None
+    print("\n".join(summary.lines()))
+    print(f"tiled copy: {data}\nnext: gradkit plan data={data}, then train at imgsz={o['size']}")
     return 0
 
 
@@ -593,6 +615,8 @@ def _dispatch(args: list[str]) -> int:
             return _convert(args[1:])
         if args[0] == "check":
             return _check(args[1:])
+        if args[0] == "tile":
+            return _tile(args[1:])
         if args[0] == "plan":
             from gradkit.plan import plan_command
 

@@ -153,12 +153,18 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
                                         f"span one stride-8 cell ({MIN_OBJECT_PX:g} px)")
     if wanted > MAX_IMGSZ:
         plan.warnings.append(f"tiling: defects need imgsz {wanted} > {MAX_IMGSZ}; cut the images into tiles of "
-                             f"about {MAX_IMGSZ} px, overlapping by the longest defect, and train on the tiles")
+                             f"{MAX_IMGSZ} px, overlapping by the longest defect, and train on the tiles: "
+                             f"{_tile_command(fp, MAX_IMGSZ)}")
         wanted, reason = MAX_IMGSZ, reason + f"; capped at {MAX_IMGSZ} (see the tiling warning)"
     elif fp.max_side >= 2 * wanted:
         plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / wanted:.1f}x the chosen imgsz: small "
-                             "details are lost in the downscale; tiling keeps them")
+                             f"details are lost in the downscale; tiling keeps them: {_tile_command(fp, wanted)}")
     return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), f"{reason}; {IMGSZ_EVIDENCE}", provisional=True)
+
+
+def _tile_command(fp: Fingerprint, size: int) -> str:
+    """The command that writes a tiled copy at ``size`` px, and what to do with it."""
+    return f"gradkit tile data={fp.data} size={size}, then gradkit plan data=<the tiled copy's data.yaml>"
 
 
 def _thin_case(fp: Fingerprint, imgsz: int) -> str | None:

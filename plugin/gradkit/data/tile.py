@@ -1,0 +1,270 @@
+"""A tiled copy of a dataset: each image cut into overlapping tiles at its own resolution (pure data code).
+
+Why: a defect of a few pixels on a large camera image is lost when Ultralytics letterboxes the image
+down to ``imgsz`` (a 1 px line keeps 35% of its contrast at 0.5x: README, "Why thin defects fail").
+Training on tiles of ``imgsz`` pixels keeps every pixel; ``gradkit plan`` names this command when the
+images are much larger than the size it chooses.
+
+Geometry: along each side, tiles of ``size`` pixels are evenly spaced from the first pixel to the last,
+neighbours overlapping by at least ``overlap`` pixels. Every box whose sides are at most ``overlap``
+then lies whole in at least one tile (``tile_starts``). The default overlap is the longest box side of
+the dataset, at most half a tile. An image no larger than ``size`` is one tile, copied as it is.
+
+Labels: a box cut by a tile's edge is kept in that tile, clipped to it, when at least
+``min_visibility`` of its area lies inside; else it is dropped there (it lies whole in a neighbour when
+it is no longer than the overlap). A clipped box is exact for a defect that fills its box (a pit, a
+stain) and may be loose for a thin diagonal line: a box label does not say where inside it the line
+runs; at the default ``min_visibility`` it still holds part of a straight line (``MIN_VISIBILITY``).
+Both counts are reported. Tiles are written as PNG (lossless, 16-bit kept), upright (the EXIF
+orientation applied, as Ultralytics reads the source), with ``tiles.csv`` mapping each tile to its
+source image and place. The dataset is never written into.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from gradkit.data.check import (
+    POLYGON_OVER_FIELDS,
+    CheckResult,
+    _check_labels,
+    _fix_sources,
+    _label_path,
+    _read_splits,
+    label_lines,
+)
+from gradkit.data.orientation import read_upright
+from gradkit.data.splits import list_split_images
+
+__all__ = ["MIN_VISIBILITY", "TileSummary", "tile_dataset", "tile_output", "tile_starts"]
+
+#: Share of a cut box's area that must lie in a tile for the tile to keep it (clipped). Half: the kept part
+#: then spans at least half the box each way, so it cannot miss either diagonal, and a straight line's
+#: clipped box always holds part of the line (below half, a corner the line never crosses can be kept as a
+#: box of background). A box mostly outside the tile is dropped there and lies whole in a neighbour.
+MIN_VISIBILITY = 0.5
+#: The overlap never exceeds this share of a tile: beyond it tiles repeat most of each other's pixels.
+MAX_OVERLAP_SHARE = 0.5
+TILES_CSV = "tiles.csv"
+
+
+def tile_starts(length: int, size: int, overlap: int) -> list[int]:
+    """The first pixel of each tile along a side of ``length`` pixels: evenly spaced, the last tile ending at
+    the last pixel, consecutive starts at most ``size - overlap`` apart (so a span of at most ``overlap``
+    pixels lies whole in one tile). One tile, at 0, when the side fits."""
+    if length <= size:
+        return [0]
+    step = size - overlap
+    n = math.ceil((length - overlap) / step)
+    return [k * (length - size) // (n - 1) for k in range(n)]
+
+
+@dataclass
+class TileSummary:
+    """What ``tile_dataset`` wrote, per split: images read, tiles written, tiles without a defect, boxes
+    kept whole, kept clipped, dropped at a tile's edge, defect-free tiles left out (``keep_empty``), and
+    boxes longer than the overlap (they may be cut in every tile)."""
+
+    size: int
+    overlap: int
+    counts: dict[str, Counter] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"tiles of {self.size} px, overlapping by at least {self.overlap} px"]
+        for split, c in self.counts.items():
+            out.append(f"{split}: {c['images']} images -> {c['tiles']} tiles ({c['empty']} defect-free"
+                       + (f", {c['empty_left_out']} more left out by keep_empty" if c["empty_left_out"] else "")
+                       + f"); boxes: {c['whole']} whole, {c['clipped']} clipped at a tile edge (kept: at least "
+                       f"min_visibility inside), {c['dropped']} cut-off parts dropped"
+                       + (f"; {c['too_long']} boxes longer than the overlap" if c["too_long"] else ""))
+        out += [f"left out: {why}" for why in self.left_out]
+        return out
+
+
+def tile_output(data_yaml: str | Path, out: str | Path | None, size: int, overwrite: bool = False) -> Path:
+    """Where ``tile_dataset`` writes (default ``<dataset root>-tiles<size>``); ``OutputRefused`` if ``out``
+    is on, in or around the dataset, or not empty without ``overwrite``."""
+    from gradkit.data.output import OutputFolder
+
+    data_yaml = Path(data_yaml)
+    splits, _ = _read_splits(data_yaml)
+    sources = _fix_sources(data_yaml, splits)
+    if out is None:
+        root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
+        out = root.parent / f"{root.name}-tiles{size}"
+    return OutputFolder.precheck(out, sources, overwrite, "tile")
+
+
+def _boxes(img: Path, nc: int, split: str) -> list[tuple[int, list[float]]]:
+    """The image's boxes (class, normalised xywh); ``ValueError`` naming the file and line of a label error
+    or a polygon (the tiles' labels are boxes: a polygon would lose its shape)."""
+    lab = _label_path(img)
+    if not lab.exists():
+        return []
+    polygon = next((n for n, _, parts in label_lines(lab, errors="replace") if len(parts) > POLYGON_OVER_FIELDS),
+                   None)
+    if polygon is not None:
+        raise ValueError(f"{lab}:{polygon}: a polygon; tile writes box labels and would lose its shape "
+                         "(tile a dataset of box labels)")
+    res = CheckResult()
+    boxes = _check_labels(lab, nc, split, res)
+    if res.errors:
+        first = res.errors[0]
+        raise ValueError(f"{first.path}:{first.line}: {first.kind}: {first.message} (gradkit check data=... lists "
+                         "every label error; gradkit check --fix writes a repaired copy to tile)")
+    return boxes
+
+
+def _pixel_boxes(boxes: list[tuple[int, list[float]]], w: int, h: int) -> list[tuple[int, np.ndarray]]:
+    return [(c, np.array([(x - bw / 2) * w, (y - bh / 2) * h, (x + bw / 2) * w, (y + bh / 2) * h]))
+            for c, (x, y, bw, bh) in boxes]
+
+
+def _tile_labels(boxes: list[tuple[int, np.ndarray]], x0: int, y0: int, tw: int, th: int, min_visibility: float,
+                 counts: Counter) -> list[str]:
+    """YOLO label lines of one tile at (x0, y0) of tw x th pixels; counts whole, clipped and dropped boxes."""
+    lines = []
+    for c, (bx0, by0, bx1, by1) in boxes:
+        cx0, cy0 = max(bx0, x0), max(by0, y0)
+        cx1, cy1 = min(bx1, x0 + tw), min(by1, y0 + th)
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue
+        visible = (cx1 - cx0) * (cy1 - cy0) / ((bx1 - bx0) * (by1 - by0))
+        if visible < 1 - 1e-9 and visible < min_visibility:
+            counts["dropped"] += 1
+            continue
+        counts["whole" if visible >= 1 - 1e-9 else "clipped"] += 1
+        lines.append(f"{c} {((cx0 + cx1) / 2 - x0) / tw:.6f} {((cy0 + cy1) / 2 - y0) / th:.6f} "
+                     f"{(cx1 - cx0) / tw:.6f} {(cy1 - cy0) / th:.6f}")
+    return lines
+
+
+@dataclass
+class _Tile:
+    """One tile to write: its source image, place and size, its label lines and file stem."""
+
+    split: str
+    source: Path
+    x: int
+    y: int
+    width: int
+    height: int
+    labels: list[str]
+    name: str
+
+
+def _source_boxes(splits: dict[str, list[Path]], nc: int) -> dict[str, list[tuple[Path, int, int, list]]]:
+    """Per split, (image, upright width, height, boxes in pixels) of every image, from the headers and labels
+    alone: a label error stops the command before anything is written."""
+    from PIL import Image
+
+    from gradkit.data.orientation import upright_size
+
+    found = {}
+    for split, places in splits.items():
+        found[split] = []
+        for img in list_split_images(places).images:
+            try:
+                with Image.open(img) as im:
+                    w, h = upright_size(im)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise ValueError(f"{img}: unreadable image ({exc}); gradkit check data=... names every one") from None
+            found[split].append((img, w, h, _pixel_boxes(_boxes(img, nc, split), w, h)))
+    return found
+
+
+def _plan_tiles(sources: dict[str, list], size: int, overlap: int, min_visibility: float, keep_empty: float,
+                seed: int, summary: TileSummary) -> list[_Tile]:
+    """Every tile to write, with its labels; counts go to ``summary``."""
+    rng = random.Random(seed)
+    tiles = []
+    for split, images in sources.items():
+        counts = summary.counts.setdefault(split, Counter())
+        used: set[str] = set()
+        for img, w, h, boxes in images:
+            counts["images"] += 1
+            if max(w, h) > size:
+                counts["too_long"] += sum(max(b[2] - b[0], b[3] - b[1]) > overlap + 1e-6 for _, b in boxes)
+            stem, k = img.stem, 1
+            while stem in used:  # same-named images from different folders or list lines
+                k += 1
+                stem = f"{img.stem}-{k}"
+            used.add(stem)
+            tw, th = min(size, w), min(size, h)
+            for y0 in tile_starts(h, size, overlap):
+                for x0 in tile_starts(w, size, overlap):
+                    tile_counts: Counter = Counter()
+                    lines = _tile_labels(boxes, x0, y0, tw, th, min_visibility, tile_counts)
+                    if not lines and split == "train" and rng.random() >= keep_empty:
+                        counts["empty_left_out"] += 1
+                        continue
+                    counts.update(tile_counts)
+                    counts["tiles"] += 1
+                    counts["empty"] += not lines
+                    tiles.append(_Tile(split, img, x0, y0, tw, th, lines, f"{stem}_x{x0}_y{y0}"))
+    return tiles
+
+
+def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None, overlap: int | None = None,
+                 min_visibility: float = MIN_VISIBILITY, keep_empty: float = 1.0, seed: int = 0,
+                 overwrite: bool = False) -> tuple[Path, TileSummary]:
+    """Write a tiled copy of the dataset (every split) and its ``data.yaml``; returns that YAML and what was
+    written. ``keep_empty``: the share of the training split's defect-free tiles kept (seeded; the other
+    splits keep all, so validation still counts false alarms on good surface)."""
+    import cv2
+
+    from gradkit.data.output import OutputFolder
+
+    if size < 32 or not 0 <= min_visibility <= 1 or not 0 <= keep_empty <= 1:
+        raise ValueError(f"size= takes 32 px or more, min_visibility= and keep_empty= a share in [0, 1]; got "
+                         f"size={size} min_visibility={min_visibility} keep_empty={keep_empty}")
+    data_yaml = Path(data_yaml)
+    splits, names = _read_splits(data_yaml)
+    out = tile_output(data_yaml, out, size, overwrite)
+    sources = _source_boxes(splits, len(names))
+    cap = int(size * MAX_OVERLAP_SHARE)
+    if overlap is None:
+        longest = max((max(b[2] - b[0], b[3] - b[1]) for images in sources.values() for *_, boxes in images
+                       for _, b in boxes), default=0.0)
+        overlap = min(math.ceil(longest), cap)
+    if not 0 <= overlap <= cap:
+        raise ValueError(f"overlap={overlap}: takes 0 to {cap} px (half of size={size})")
+    summary = TileSummary(size, overlap)
+    for places in splits.values():
+        summary.left_out += [f"{img}: a {img.suffix} image (gradkit does not read the format)"
+                             for img in list_split_images(places).unchecked]
+    tiles = _plan_tiles(sources, size, overlap, min_visibility, keep_empty, seed, summary)
+    folder = OutputFolder(out, _fix_sources(data_yaml, splits), overwrite, "tile",
+                          [p for images in sources.values() for img, *_ in images for p in (img, _label_path(img))])
+    folder.plan([f"{sub}/{t.split}/{t.name}{ext}" for t in tiles
+                 for sub, ext in (("images", ".png"), ("labels", ".txt"))] + ["data.yaml", TILES_CSV])
+    pixels, decoded = None, None
+    for t in tiles:
+        if decoded != t.source:
+            pixels, decoded = read_upright(t.source), t.source
+            if pixels is None:
+                raise ValueError(f"{t.source}: unreadable image (gradkit check data=... names every one)")
+            if pixels.shape[0] < t.y + t.height or pixels.shape[1] < t.x + t.width:
+                raise ValueError(f"{t.source}: its pixels ({pixels.shape[1]} x {pixels.shape[0]}) are smaller than its "
+                                 "header says (gradkit check data=... reads every image)")
+        cv2.imwrite(str(folder.path(f"images/{t.split}/{t.name}.png")),
+                    pixels[t.y:t.y + t.height, t.x:t.x + t.width])
+        folder.path(f"labels/{t.split}/{t.name}.txt").write_text("".join(f"{ln}\n" for ln in t.labels))
+    doc = {"path": str(folder.root), **{split: f"images/{split}" for split in splits}, "names": names,
+           "gradkit_tile": {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
+                            "min_visibility": min_visibility, "keep_empty": keep_empty, "seed": seed}}
+    folder.path("data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    with folder.path(TILES_CSV).open("w", newline="") as f:
+        csv.writer(f).writerows([("tile", "source", "x", "y", "width", "height"),
+                                 *((f"images/{t.split}/{t.name}.png", t.source, t.x, t.y, t.width, t.height)
+                                   for t in tiles)])
+    return folder.root / "data.yaml", summary

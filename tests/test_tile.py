@@ -1,0 +1,286 @@
+"""gradkit tile: tiles cut at native resolution, their boxes checked against boxes from masks."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from gradkit.data import check_dataset
+from gradkit.data.output import OutputRefused
+from gradkit.data.tile import tile_dataset, tile_starts
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The tight box (x0, y0, x1, y1, exclusive ends) of a mask's pixels; None if it has none."""
+    ys, xs = np.nonzero(mask)
+    return None if not len(xs) else (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def _yolo_line(c: int, box, w: int, h: int) -> str:
+    x0, y0, x1, y1 = box
+    return f"{c} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}"
+
+
+def _drawn(root: Path, split: str, name: str, w: int, h: int, shapes: list, seed: int, depth=np.uint8,
+           gray: bool = False) -> list[tuple[int, np.ndarray]]:
+    """A noisy image with each shape drawn into its own mask; labels are the masks' tight boxes. Returns
+    (class, mask) per shape. Shapes: ("rect", c, x0, y0, x1, y1) filled, ("line", c, x0, y0, x1, y1) 1 px."""
+    rng = np.random.default_rng(seed)
+    top = 255 if depth == np.uint8 else 65535
+    img = rng.integers(0, top // 2, (h, w) if gray else (h, w, 3)).astype(depth)
+    objects, lines = [], []
+    for kind, c, *xy in shapes:
+        mask = np.zeros((h, w), np.uint8)
+        if kind == "rect":
+            mask[xy[1]:xy[3], xy[0]:xy[2]] = 1
+        else:
+            cv2.line(mask, tuple(xy[:2]), tuple(xy[2:]), 1, 1)
+        img[mask.astype(bool)] = top
+        objects.append((c, mask))
+        lines.append(_yolo_line(c, _mask_box(mask), w, h))
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "images" / split / f"{name}.png"), img)
+    (root / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return objects
+
+
+def _yaml(root: Path, splits=("train", "val")) -> Path:
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), **{s: f"images/{s}" for s in splits},
+                                                    "names": {0: "scratch", 1: "pit"}}))
+    return root / "data.yaml"
+
+
+def _tiles(out: Path) -> list[dict]:
+    with (out / "tiles.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _labels(path: Path) -> list[tuple[int, np.ndarray]]:
+    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    return [(int(r[0]), np.array([float(v) for v in r[1:]])) for r in rows]
+
+
+@pytest.mark.parametrize(("length", "size", "overlap"), [(100, 128, 0), (300, 128, 40), (1000, 256, 100),
+                                                         (257, 256, 1), (640, 128, 64), (129, 128, 0)])
+def test_tiles_cover_the_side_and_hold_every_short_span_whole(length, size, overlap):
+    starts = tile_starts(length, size, overlap)
+    assert starts[0] == 0 and starts[-1] + min(size, length) == length
+    for a in range(0, length - overlap + 1):  # every span of `overlap` pixels lies inside one tile
+        assert any(s <= a and a + overlap <= s + size for s in starts), (a, starts)
+
+
+def test_tile_boxes_are_the_boxes_of_the_masks_cut_by_the_tile(tmp_path):
+    """Filled rectangles: a tile's clipped box is exactly the box of the mask's pixels inside the tile. A thin
+    diagonal line: the clipped box holds the line's visible pixels (and may be looser; README says so)."""
+    root = tmp_path / "ds"
+    objects = _drawn(root, "train", "big", 300, 200, [("rect", 1, 10, 10, 40, 30), ("rect", 1, 100, 90, 160, 130),
+                                                      ("line", 0, 150, 20, 230, 100), ("rect", 1, 270, 170, 298, 199)],
+                     seed=0)
+    _drawn(root, "val", "small", 96, 80, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "tiles", min_visibility=0.0)
+    out = data.parent
+    assert summary.overlap == 64  # the longest box side (the line's 81 px), capped at half a tile
+    assert summary.counts["train"]["too_long"] == 1
+    src = cv2.imread(str(root / "images/train/big.png"), cv2.IMREAD_UNCHANGED)
+    kept = 0
+    for row in _tiles(out):
+        if row["source"].endswith("small.png"):
+            continue
+        x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+        assert np.array_equal(cv2.imread(str(out / row["tile"]), cv2.IMREAD_UNCHANGED), src[y:y + h, x:x + w])
+        got = _labels(out / "labels" / "train" / (Path(row["tile"]).stem + ".txt"))
+        pixel = [(c, np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]))
+                 for c, (cx, cy, bw, bh) in got]
+        expected = [(c, _mask_box(m[y:y + h, x:x + w])) for c, m in objects]
+        expected = [(c, np.array(b, float)) for c, b in expected if b is not None]
+        rects = sorted(tuple(np.round(b, 3)) for c, b in pixel if c == 1)
+        assert rects == sorted(tuple(b) for c, b in expected if c == 1), row["tile"]  # filled: exact
+        lines = [b for c, b in pixel if c == 0]  # min_visibility 0 keeps even a corner the line misses
+        for eb in (b for c, b in expected if c == 0):  # the line: its visible pixels lie in its clipped box
+            assert len(lines) == 1 and (lines[0][:2] <= eb[:2] + 1e-3).all() and (lines[0][2:] >= eb[2:] - 1e-3).all()
+        kept += len(got)
+    assert kept == summary.counts["train"]["whole"] + summary.counts["train"]["clipped"]
+    small = next(r for r in _tiles(out) if r["source"].endswith("small.png"))
+    assert (int(small["width"]), int(small["height"])) == (96, 80)  # an image that fits is one tile, as it is
+    assert np.array_equal(cv2.imread(str(out / small["tile"]), cv2.IMREAD_UNCHANGED),
+                          cv2.imread(str(root / "images/val/small.png"), cv2.IMREAD_UNCHANGED))
+
+
+def test_a_cut_line_box_kept_at_the_default_visibility_holds_part_of_the_line(tmp_path):
+    """A box at least half inside a tile has both sides at least half the box's, so it cannot miss either
+    diagonal: a straight line's clipped box never lies on background alone (lower min_visibility can)."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "ds"
+    objects = []
+    for i in range(12):
+        shapes = []
+        for _ in range(8):
+            x0, y0 = int(rng.integers(0, 300)), int(rng.integers(60, 300))
+            dx, dy = int(rng.integers(20, 60)), int(rng.integers(20, 60)) * int(rng.choice([-1, 1]))
+            shapes.append(("line", 0, x0, y0, x0 + dx, y0 + dy))  # falling or rising
+        objects.append(_drawn(root, "train", f"l{i}", 380, 380, shapes, seed=i))
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    masks = {f"l{i}": sum(m for _, m in objs) for i, objs in enumerate(objects)}
+    for share in (0.0, None):
+        data, summary = tile_dataset(_yaml(root), size=96, out=tmp_path / f"t{share}", overlap=20,
+                                     **({} if share is None else {"min_visibility": share}))
+        assert summary.counts["train"]["clipped"] > 20  # the case is exercised
+        on_background = 0
+        for row in _tiles(data.parent):
+            src = Path(row["source"]).stem
+            if src not in masks:
+                continue
+            x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+            for _, (cx, cy, bw, bh) in _labels(data.parent / "labels" / "train" / (Path(row["tile"]).stem + ".txt")):
+                x0, y0 = round((cx - bw / 2) * w) + x, round((cy - bh / 2) * h) + y
+                x1, y1 = round((cx + bw / 2) * w) + x, round((cy + bh / 2) * h) + y
+                on_background += not masks[src][y0:y1, x0:x1].any()
+        assert (on_background > 0) if share == 0.0 else (on_background == 0), (share, on_background)
+
+
+def test_every_box_lies_whole_in_a_tile_with_the_default_overlap(tmp_path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "ds"
+    shapes = []
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, 560)), int(rng.integers(0, 420))
+        shapes.append(("rect", 1, x0, y0, x0 + int(rng.integers(3, 70)), y0 + int(rng.integers(3, 50))))
+    _drawn(root, "train", "a", 640, 480, shapes, seed=4)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, summary = tile_dataset(_yaml(root), size=160, out=tmp_path / "tiles", min_visibility=1.0)
+    assert summary.counts["train"]["whole"] >= len(shapes) and summary.counts["train"]["clipped"] == 0
+    found = set()
+    for row in _tiles(data.parent):
+        x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+        lab = data.parent / "labels" / "train" / (Path(row["tile"]).stem + ".txt")
+        if lab.exists():
+            for _, (cx, cy, bw, bh) in _labels(lab):
+                found.add((round((cx - bw / 2) * w + x), round((cy - bh / 2) * h + y)))
+    assert {(s[2], s[3]) for s in shapes} <= found  # each rectangle's corner, back in the source image
+
+
+def test_min_visibility_decides_which_cut_boxes_a_tile_keeps(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 256, 128, [("rect", 1, 100, 40, 140, 60)], seed=0)  # 40 px wide, cut at 128
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    counts = {}
+    for share in (0.0, 0.5, 1.0):
+        _, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / f"t{share}", overlap=0,
+                                     min_visibility=share)
+        counts[share] = dict(summary.counts["train"])
+    # starts 0 and 128: the box has 28 of 40 px (70%) in the first tile, 12 (30%) in the second
+    assert (counts[0.0]["clipped"], counts[0.0].get("dropped", 0)) == (2, 0)
+    assert (counts[0.5]["clipped"], counts[0.5]["dropped"]) == (1, 1)
+    assert (counts[1.0].get("clipped", 0), counts[1.0]["dropped"]) == (0, 2)
+
+
+def test_keep_empty_thins_the_training_tiles_without_a_defect_and_only_them(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 640, 640, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 640, 640, [("rect", 1, 10, 10, 40, 40)], seed=1)
+    data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "t", overlap=0, keep_empty=0.0)
+    assert summary.counts["train"]["tiles"] == 1 and summary.counts["train"]["empty_left_out"] == 24
+    assert summary.counts["val"]["tiles"] == 25 and summary.counts["val"]["empty"] == 24
+    res = check_dataset(data)
+    assert res.errors == [] and res.images == {"train": 1, "val": 25}
+    assert sum(res.instances["val"].values()) == 1
+
+
+def test_sixteen_bit_and_gray_images_keep_their_pixels(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "deep", 200, 150, [("rect", 1, 10, 10, 40, 40)], seed=0, depth=np.uint16, gray=True)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, _ = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
+    src = cv2.imread(str(root / "images/train/deep.png"), cv2.IMREAD_UNCHANGED)
+    for row in _tiles(data.parent):
+        if "deep" in row["source"]:
+            x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+            tile = cv2.imread(str(data.parent / row["tile"]), cv2.IMREAD_UNCHANGED)
+            assert tile.dtype == np.uint16 and np.array_equal(tile, src[y:y + h, x:x + w])
+
+
+def test_an_exif_turned_photo_is_tiled_upright_as_ultralytics_reads_it(tmp_path):
+    from PIL import Image
+    from ultralytics.utils.patches import imread
+
+    root = tmp_path / "ds"
+    (root / "images/train").mkdir(parents=True)
+    (root / "labels/train").mkdir(parents=True)
+    stored = np.random.default_rng(0).integers(0, 255, (100, 180, 3)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: upright it is 100 wide, 180 high
+    Image.fromarray(stored).save(root / "images/train/p.jpg", exif=exif, quality=95)
+    (root / "labels/train/p.txt").write_text("1 0.5 0.5 0.2 0.1\n")
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, _ = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
+    upright = imread(str(root / "images/train/p.jpg"))  # Ultralytics' reader: the oracle
+    assert upright.shape[:2] == (180, 100)
+    for row in _tiles(data.parent):
+        if row["source"].endswith("p.jpg"):
+            x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+            assert np.array_equal(cv2.imread(str(data.parent / row["tile"])), upright[y:y + h, x:x + w])
+
+
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 200, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data = _yaml(root)
+    with pytest.raises(OutputRefused, match="inside the"):
+        tile_dataset(data, size=128, out=root / "images" / "tiles")
+    lab = root / "labels/train/a.txt"
+    for text, needle in (("7 0.5 0.5 0.1 0.1\n", r"a.txt:1: class id"),
+                         ("0 0.1 0.1 0.2 0.1 0.3 0.3 0.1 0.3\n", r"a.txt:1: a polygon")):
+        lab.write_text(text)
+        with pytest.raises(ValueError, match=needle):
+            tile_dataset(data, size=128, out=tmp_path / "t")
+        assert not (tmp_path / "t").exists()
+    lab.write_text("1 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(ValueError, match="overlap=100: takes 0 to 64 px"):
+        tile_dataset(data, size=128, out=tmp_path / "t", overlap=100)
+    run = subprocess.run([sys.executable, "-m", "gradkit.cli", "tile", f"data={data}", "size=128",
+                          f"out={root / 'labels'}"], capture_output=True, text=True)
+    assert run.returncode != 0 and "Traceback" not in run.stderr and "tile refused" in run.stderr, run.stderr
+
+
+def test_the_cli_writes_a_dataset_ultralytics_reads(tmp_path):
+    from ultralytics.data.utils import check_det_dataset
+
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 300, 200, [("rect", 1, 10, 10, 40, 40), ("line", 0, 150, 20, 230, 100)], seed=0)
+    _drawn(root, "val", "b", 300, 200, [("rect", 1, 200, 150, 240, 190)], seed=1)
+    data = _yaml(root)
+    run = subprocess.run([sys.executable, "-m", "gradkit.cli", "tile", f"data={data}", "size=128",
+                          f"out={tmp_path / 'tiles'}"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "tiles of 128 px, overlapping by at least 64 px" in run.stdout
+    assert f"gradkit plan data={tmp_path / 'tiles' / 'data.yaml'}" in run.stdout
+    info = check_det_dataset(str(tmp_path / "tiles" / "data.yaml"))
+    assert info["names"] == {0: "scratch", 1: "pit"} and Path(info["train"]).is_dir()
+    assert check_dataset(tmp_path / "tiles" / "data.yaml").errors == []
+
+
+def test_the_plan_of_large_images_names_the_tile_command_and_the_tiles_need_no_more(tmp_path):
+    from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.plan import make_plan
+
+    root = tmp_path / "ds"
+    for i in range(4):
+        _drawn(root, "train", f"a{i}", 1400, 1000, [("rect", 1, 100 + 200 * i, 300, 130 + 200 * i, 330),
+                                                   ("rect", 1, 900, 100 + 150 * i, 940, 125 + 150 * i)], seed=i)
+    _drawn(root, "val", "b", 1400, 1000, [("rect", 1, 500, 500, 530, 530)], seed=9)
+    data = _yaml(root)
+    warning = next(w for w in make_plan(fingerprint_dataset(data)).warnings if "gradkit tile" in w)
+    size = int(warning.split("size=")[1].split(",")[0])
+    assert size == 640 and f"data={data}" in warning
+    tiled, _ = tile_dataset(data, size=size, out=tmp_path / "tiles")
+    plan = make_plan(fingerprint_dataset(tiled))
+    assert plan.train["imgsz"] == size and not [w for w in plan.warnings if "til" in w], plan.warnings
