@@ -88,7 +88,10 @@ def test_tile_boxes_are_the_boxes_of_the_masks_cut_by_the_tile(tmp_path):
     data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "tiles", min_visibility=0.0)
     out = data.parent
     assert summary.overlap == 64  # the longest box side (the line's 81 px), capped at half a tile
-    assert summary.counts["train"]["too_long"] == 1
+    starts = [(x, y) for y in tile_starts(200, 128, 64) for x in tile_starts(300, 128, 64)]
+    whole = [any(x <= b[0] and y <= b[1] and b[2] <= x + 128 and b[3] <= y + 128 for x, y in starts)
+             for b in (_mask_box(m) for _, m in objects)]
+    assert (summary.counts["train"]["whole"], summary.counts["train"]["never_whole"]) == (sum(whole), 4 - sum(whole))
     src = cv2.imread(str(root / "images/train/big.png"), cv2.IMREAD_UNCHANGED)
     kept = 0
     for row in _tiles(out):
@@ -107,7 +110,7 @@ def test_tile_boxes_are_the_boxes_of_the_masks_cut_by_the_tile(tmp_path):
         for eb in (b for c, b in expected if c == 0):  # the line: its visible pixels lie in its clipped box
             assert len(lines) == 1 and (lines[0][:2] <= eb[:2] + 1e-3).all() and (lines[0][2:] >= eb[2:] - 1e-3).all()
         kept += len(got)
-    assert kept == summary.counts["train"]["whole"] + summary.counts["train"]["clipped"]
+    assert kept == summary.counts["train"]["copies"] > summary.counts["train"]["clipped"]
     small = next(r for r in _tiles(out) if r["source"].endswith("small.png"))
     assert (int(small["width"]), int(small["height"])) == (96, 80)  # an image that fits is one tile, as it is
     assert np.array_equal(cv2.imread(str(out / small["tile"]), cv2.IMREAD_UNCHANGED),
@@ -169,17 +172,33 @@ def test_every_box_lies_whole_in_a_tile_with_the_default_overlap(tmp_path):
 
 def test_min_visibility_decides_which_cut_boxes_a_tile_keeps(tmp_path):
     root = tmp_path / "ds"
-    _drawn(root, "train", "a", 256, 128, [("rect", 1, 100, 40, 140, 60)], seed=0)  # 40 px wide, cut at 128
+    _drawn(root, "train", "a", 256, 128, [("rect", 1, 100, 40, 140, 60)], seed=0)  # 40 px wide
     _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
     counts = {}
-    for share in (0.0, 0.5, 1.0):
-        _, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / f"t{share}", overlap=0,
-                                     min_visibility=share)
-        counts[share] = dict(summary.counts["train"])
-    # starts 0 and 128: the box has 28 of 40 px (70%) in the first tile, 12 (30%) in the second
-    assert (counts[0.0]["clipped"], counts[0.0].get("dropped", 0)) == (2, 0)
-    assert (counts[0.5]["clipped"], counts[0.5]["dropped"]) == (1, 1)
-    assert (counts[1.0].get("clipped", 0), counts[1.0]["dropped"]) == (0, 2)
+    for overlap, share in ((64, 0.0), (64, 0.5), (64, 1.0), (0, 1.0)):
+        _, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / f"t{overlap}-{share}", overlap=overlap,
+                                  min_visibility=share)
+        c = summary.counts["train"]
+        counts[overlap, share] = (c["whole"], c["never_whole"], c["clipped"], c["dropped"])
+    # overlap 64: tiles at 0, 64, 128; the box is whole in the middle one, 70% in the first, 30% in the last
+    assert counts[64, 0.0] == (1, 0, 2, 0)
+    assert counts[64, 0.5] == (1, 0, 1, 1)
+    assert counts[64, 1.0] == (1, 0, 0, 2)
+    # overlap 0: tiles at 0 and 128, whole in neither: its largest part (70%) is kept whatever min_visibility
+    assert counts[0, 1.0] == (0, 1, 1, 1)
+
+
+def test_a_box_larger_than_a_tile_is_kept_as_its_parts_not_lost(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 640, 160, [("rect", 1, 20, 20, 620, 140)], seed=0)  # 600 px: no 128 px tile holds it
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
+    c = summary.counts["train"]
+    assert (c["boxes"], c["whole"], c["never_whole"]) == (1, 0, 1)
+    labelled = [r for r in _tiles(data.parent) if "a_" in r["tile"]
+                and (data.parent / "labels/train" / (Path(r["tile"]).stem + ".txt")).read_text()]
+    assert len(labelled) >= 5 and c["empty"] < c["tiles"] / 2  # the stain's pixels are labelled where they lie
+    assert any("in no tile whole" in line for line in summary.lines())
 
 
 def test_keep_empty_thins_the_training_tiles_without_a_defect_and_only_them(tmp_path):
@@ -244,8 +263,16 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path):
             tile_dataset(data, size=128, out=tmp_path / "t")
         assert not (tmp_path / "t").exists()
     lab.write_text("1 0.5 0.5 0.1 0.1\n")
-    with pytest.raises(ValueError, match="overlap=100: takes 0 to 64 px"):
-        tile_dataset(data, size=128, out=tmp_path / "t", overlap=100)
+    for kwargs, needle in (({"overlap": 100}, "overlap=100: takes auto or 0 to 64 px"),
+                           ({"size": 500}, r"size=500: .* a multiple of 32 \(e.g. 480\)"),
+                           ({"keep_empty": 2}, "keep_empty=2: takes a share"),
+                           ({"min_visibility": -1}, "min_visibility=-1: takes a share")):
+        with pytest.raises(ValueError, match=needle):
+            tile_dataset(data, **{"size": 128, "out": root / "images" / "x", **kwargs})  # before the out= refusal
+    (root / "images/val/b.png").unlink()
+    with pytest.raises(ValueError, match="val: no images in"):
+        tile_dataset(data, size=128, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
     run = subprocess.run([sys.executable, "-m", "gradkit.cli", "tile", f"data={data}", "size=128",
                           f"out={root / 'labels'}"], capture_output=True, text=True)
     assert run.returncode != 0 and "Traceback" not in run.stderr and "tile refused" in run.stderr, run.stderr
@@ -261,7 +288,7 @@ def test_the_cli_writes_a_dataset_ultralytics_reads(tmp_path):
     run = subprocess.run([sys.executable, "-m", "gradkit.cli", "tile", f"data={data}", "size=128",
                           f"out={tmp_path / 'tiles'}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "tiles of 128 px, overlapping by at least 64 px" in run.stdout
+    assert "tiles of 128 px, neighbours overlapping by at least 64 px" in run.stdout
     assert f"gradkit plan data={tmp_path / 'tiles' / 'data.yaml'}" in run.stdout
     info = check_det_dataset(str(tmp_path / "tiles" / "data.yaml"))
     assert info["names"] == {0: "scratch", 1: "pit"} and Path(info["train"]).is_dir()
@@ -284,3 +311,16 @@ def test_the_plan_of_large_images_names_the_tile_command_and_the_tiles_need_no_m
     tiled, _ = tile_dataset(data, size=size, out=tmp_path / "tiles")
     plan = make_plan(fingerprint_dataset(tiled))
     assert plan.train["imgsz"] == size and not [w for w in plan.warnings if "til" in w], plan.warnings
+
+
+def test_output_piped_into_head_ends_without_a_traceback(tmp_path):
+    root = tmp_path / "ds"
+    for i in range(3):
+        _drawn(root, "train", f"a{i}", 400, 300, [("rect", 1, 10, 10, 40, 40)], seed=i)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data = _yaml(root)
+    for i in range(300):  # a long list of findings
+        (root / "labels/train" / f"orphan{i}.txt").write_text("")
+    run = subprocess.run(f"{sys.executable} -m gradkit.cli check data={data} | head -1", shell=True,
+                         capture_output=True, text=True)
+    assert run.stdout.count("\n") == 1 and "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr

@@ -8,6 +8,7 @@ hands the rest over to Ultralytics' ``yolo`` entrypoint (both through
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -262,22 +263,22 @@ def _convert(args: Sequence[str]) -> int:
 
 
 def _tile(args: Sequence[str]) -> int:
-    from gradkit.data.tile import MIN_VISIBILITY, tile_dataset
+    from gradkit.data.tile import MIN_VISIBILITY, SIZE_STEP, check_tile_args, tile_dataset
 
-    o = _kv(args, {"data": None, "size": None, "out": None, "overlap": None, "min_visibility": MIN_VISIBILITY,
+    o = _kv(args, {"data": None, "size": None, "out": None, "overlap": "auto", "min_visibility": MIN_VISIBILITY,
                    "keep_empty": 1.0, "seed": 0, "overwrite": False}, "tile")
     if not o["data"] or o["size"] is None:
         raise SystemExit("gradkit tile: data= and size= are required (gradkit tile data=DATA.yaml size=640)")
-    for key in ("size", "overlap"):
-        if o[key] is not None and (not isinstance(o[key], int) or isinstance(o[key], bool)):
-            raise SystemExit(f"gradkit tile: {key}= takes a whole number of pixels, got {o[key]!r}")
+    overlap = None if o["overlap"] == "auto" else o["overlap"]
     try:
-        data, summary = tile_dataset(o["data"], o["size"], o["out"], o["overlap"], o["min_visibility"],
+        check_tile_args(o["size"], overlap, o["min_visibility"], o["keep_empty"])
+        data, summary = tile_dataset(o["data"], o["size"], o["out"], overlap, o["min_visibility"],
                                      o["keep_empty"], o["seed"], o["overwrite"])
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gradkit tile: {exc}") from None
     print("\n".join(summary.lines()))
-    print(f"tiled copy: {data}\nnext: gradkit plan data={data}, then train at imgsz={o['size']}")
+    print(f"tiled copy: {data}\nnext: gradkit plan data={data}, then train at imgsz={o['size']}; score whole parts "
+          f"with gradkit val data={o['data']} imgsz=<their long side, rounded up to {SIZE_STEP}> (the tiles' scale)")
     return 0
 
 
@@ -595,6 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 1
     except Exception as exc:
         message = _user_error(exc)
         if message is None:

@@ -77,7 +77,8 @@ class CheckResult:
             lines.append(f"aspect ratio (long/short): median {np.median(asp):.1f}, "
                          f"elongated (>5): {(asp > 5).mean():.0%}")
             if (a < 1e-3).mean() > 0.2:
-                lines.append("hint: many boxes are below 0.1% of the image: train at a larger imgsz or tile the images")
+                lines.append("hint: many boxes are below 0.1% of the image: gradkit plan says whether to train at a "
+                             "larger imgsz or tile the images (gradkit tile)")
         lines.append(f"{len(self.errors)} error(s), {len(self.findings) - len(self.errors)} warning(s)")
         return "\n".join(lines)
 

@@ -44,7 +44,8 @@ from gradkit.data.check import (
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import list_split_images
 
-__all__ = ["MIN_VISIBILITY", "TileSummary", "tile_dataset", "tile_output", "tile_starts"]
+__all__ = ["MIN_VISIBILITY", "SIZE_STEP", "TileSummary", "check_tile_args", "tile_dataset", "tile_output",
+           "tile_starts"]
 
 #: Share of a cut box's area that must lie in a tile for the tile to keep it (clipped). Half: the kept part
 #: then spans at least half the box each way, so it cannot miss either diagonal, and a straight line's
@@ -67,25 +68,42 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
     return [k * (length - size) // (n - 1) for k in range(n)]
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclass
 class TileSummary:
-    """What ``tile_dataset`` wrote, per split: images read, tiles written, tiles without a defect, boxes
-    kept whole, kept clipped, dropped at a tile's edge, defect-free tiles left out (``keep_empty``), and
-    boxes longer than the overlap (they may be cut in every tile)."""
+    """What ``tile_dataset`` wrote, per split (``counts``): ``images`` read, ``small`` (no larger than a tile,
+    copied whole), ``tiles`` written, ``empty`` (defect-free, written) and ``empty_left_out``
+    (``keep_empty``); of the source boxes, ``boxes``, ``whole`` (whole in at least one tile) and ``never_whole``
+    (kept as parts); of the box copies in tiles, ``copies`` (label lines written), ``clipped`` (of them) and
+    ``dropped`` (cut-off parts not written)."""
 
     size: int
     overlap: int
+    min_visibility: float
     counts: dict[str, Counter] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"tiles of {self.size} px, overlapping by at least {self.overlap} px"]
+        out = [f"tiles of {self.size} px, neighbours overlapping by at least {self.overlap} px; a cut box is kept in "
+               f"a tile when at least {self.min_visibility:g} of it (of the most a tile can hold of it) lies inside"]
+        if self.min_visibility < MIN_VISIBILITY:
+            out.append(f"note: min_visibility below {MIN_VISIBILITY:g} can keep a cut line's box where only "
+                       "background lies (README, Large images)")
         for split, c in self.counts.items():
-            out.append(f"{split}: {c['images']} images -> {c['tiles']} tiles ({c['empty']} defect-free"
-                       + (f", {c['empty_left_out']} more left out by keep_empty" if c["empty_left_out"] else "")
-                       + f"); boxes: {c['whole']} whole, {c['clipped']} clipped at a tile edge (kept: at least "
-                       f"min_visibility inside), {c['dropped']} cut-off parts dropped"
-                       + (f"; {c['too_long']} boxes longer than the overlap" if c["too_long"] else ""))
+            line = (f"{split}: {_n(c['images'], 'image')} -> {_n(c['tiles'], 'tile')} ({c['empty']} defect-free"
+                    + (f"; {c['empty_left_out']} more left out by keep_empty" if c["empty_left_out"] else "")
+                    + f"); {_n(c['boxes'], 'box')}: {c['whole']} whole in at least one tile")
+            if c["never_whole"]:
+                line += (f", {c['never_whole']} in no tile whole (longer than the overlap or the tile: kept as their "
+                         f"parts; raise overlap= up to {self.size // 2} or size=)")
+            line += f"; at tile edges {c['clipped']} clipped copies kept, {c['dropped']} small cut-off parts dropped"
+            if c["small"]:
+                line += (f"; {_n(c['small'], 'image')} no larger than a tile, copied whole (training at imgsz="
+                         f"{self.size} enlarges them)")
+            out.append(line)
         out += [f"left out: {why}" for why in self.left_out]
         return out
 
@@ -129,20 +147,30 @@ def _pixel_boxes(boxes: list[tuple[int, list[float]]], w: int, h: int) -> list[t
             for c, (x, y, bw, bh) in boxes]
 
 
-def _tile_labels(boxes: list[tuple[int, np.ndarray]], x0: int, y0: int, tw: int, th: int, min_visibility: float,
-                 counts: Counter) -> list[str]:
-    """YOLO label lines of one tile at (x0, y0) of tw x th pixels; counts whole, clipped and dropped boxes."""
+def _visible(box: np.ndarray, x0: int, y0: int, tw: int, th: int) -> tuple[float, np.ndarray]:
+    """The share of ``box`` (x0, y0, x1, y1 pixels) inside the tile, and its part there."""
+    part = np.array([max(box[0], x0), max(box[1], y0), min(box[2], x0 + tw), min(box[3], y0 + th)])
+    if part[2] <= part[0] or part[3] <= part[1]:
+        return 0.0, part
+    return float((part[2] - part[0]) * (part[3] - part[1]) / ((box[2] - box[0]) * (box[3] - box[1]))), part
+
+
+def _tile_labels(boxes: list[tuple[int, np.ndarray]], best: list[float], x0: int, y0: int, tw: int, th: int,
+                 min_visibility: float, counts: Counter) -> list[str]:
+    """YOLO label lines of one tile at (x0, y0) of tw x th pixels. A cut box is kept (clipped) when its share
+    inside is at least ``min_visibility`` of ``best``, the most any tile holds of it (1 for a box whole in
+    some tile; less for one longer than the overlap, which is then kept as its largest parts)."""
     lines = []
-    for c, (bx0, by0, bx1, by1) in boxes:
-        cx0, cy0 = max(bx0, x0), max(by0, y0)
-        cx1, cy1 = min(bx1, x0 + tw), min(by1, y0 + th)
-        if cx1 <= cx0 or cy1 <= cy0:
+    for (c, box), most in zip(boxes, best, strict=True):
+        share, (cx0, cy0, cx1, cy1) = _visible(box, x0, y0, tw, th)
+        if share == 0:
             continue
-        visible = (cx1 - cx0) * (cy1 - cy0) / ((bx1 - bx0) * (by1 - by0))
-        if visible < 1 - 1e-9 and visible < min_visibility:
-            counts["dropped"] += 1
-            continue
-        counts["whole" if visible >= 1 - 1e-9 else "clipped"] += 1
+        if share < 1 - 1e-9:
+            if share < min_visibility * most - 1e-9:
+                counts["dropped"] += 1
+                continue
+            counts["clipped"] += 1
+        counts["copies"] += 1
         lines.append(f"{c} {((cx0 + cx1) / 2 - x0) / tw:.6f} {((cy0 + cy1) / 2 - y0) / th:.6f} "
                      f"{(cx1 - cx0) / tw:.6f} {(cy1 - cy0) / th:.6f}")
     return lines
@@ -164,20 +192,31 @@ class _Tile:
 
 def _source_boxes(splits: dict[str, list[Path]], nc: int) -> dict[str, list[tuple[Path, int, int, list]]]:
     """Per split, (image, upright width, height, boxes in pixels) of every image, from the headers and labels
-    alone: a label error stops the command before anything is written."""
+    (16-bit pixels decoded, as the check before training does): what the check would call an error stops
+    the command before anything is written."""
     from PIL import Image
 
+    from gradkit.data.check import _check_image_fast
     from gradkit.data.orientation import upright_size
 
     found = {}
     for split, places in splits.items():
+        listed = list_split_images(places)
+        if listed.absent:
+            raise ValueError(f"{split}: {', '.join(map(str, listed.absent))} does not exist (gradkit check data=... "
+                             "says what each split holds)")
+        if not listed.images:
+            raise ValueError(f"{split}: no images in {', '.join(map(str, places))} (gradkit check data=... says why)")
         found[split] = []
-        for img in list_split_images(places).images:
-            try:
-                with Image.open(img) as im:
-                    w, h = upright_size(im)
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise ValueError(f"{img}: unreadable image ({exc}); gradkit check data=... names every one") from None
+        for img in listed.images:
+            res = CheckResult()
+            _check_image_fast(img, res)
+            if res.errors:
+                first = res.errors[0]
+                raise ValueError(f"{img}: {first.kind}: {first.message} (gradkit check --fix writes a repaired copy "
+                                 "to tile: one scaling per image, not per tile)")
+            with Image.open(img) as im:
+                w, h = upright_size(im)
             found[split].append((img, w, h, _pixel_boxes(_boxes(img, nc, split), w, h)))
     return found
 
@@ -192,53 +231,71 @@ def _plan_tiles(sources: dict[str, list], size: int, overlap: int, min_visibilit
         used: set[str] = set()
         for img, w, h, boxes in images:
             counts["images"] += 1
-            if max(w, h) > size:
-                counts["too_long"] += sum(max(b[2] - b[0], b[3] - b[1]) > overlap + 1e-6 for _, b in boxes)
+            counts["small"] += max(w, h) < size
             stem, k = img.stem, 1
             while stem in used:  # same-named images from different folders or list lines
                 k += 1
                 stem = f"{img.stem}-{k}"
             used.add(stem)
             tw, th = min(size, w), min(size, h)
-            for y0 in tile_starts(h, size, overlap):
-                for x0 in tile_starts(w, size, overlap):
-                    tile_counts: Counter = Counter()
-                    lines = _tile_labels(boxes, x0, y0, tw, th, min_visibility, tile_counts)
-                    if not lines and split == "train" and rng.random() >= keep_empty:
-                        counts["empty_left_out"] += 1
-                        continue
-                    counts.update(tile_counts)
-                    counts["tiles"] += 1
-                    counts["empty"] += not lines
-                    tiles.append(_Tile(split, img, x0, y0, tw, th, lines, f"{stem}_x{x0}_y{y0}"))
+            places = [(x0, y0) for y0 in tile_starts(h, size, overlap) for x0 in tile_starts(w, size, overlap)]
+            best = [max(_visible(b, x0, y0, tw, th)[0] for x0, y0 in places) for _, b in boxes]
+            counts["boxes"] += len(boxes)
+            counts["whole"] += sum(most >= 1 - 1e-9 for most in best)
+            counts["never_whole"] += sum(most < 1 - 1e-9 for most in best)
+            for x0, y0 in places:
+                tile_counts: Counter = Counter()
+                lines = _tile_labels(boxes, best, x0, y0, tw, th, min_visibility, tile_counts)
+                if not lines and split == "train" and rng.random() >= keep_empty:
+                    counts["empty_left_out"] += 1
+                    continue
+                counts.update(tile_counts)
+                counts["tiles"] += 1
+                counts["empty"] += not lines
+                tiles.append(_Tile(split, img, x0, y0, tw, th, lines, f"{stem}_x{x0}_y{y0}"))
     return tiles
+
+
+#: Tiles are a multiple of this: Ultralytics rounds ``imgsz`` up to its largest stride, which would enlarge
+#: every tile by a little and lose the native scale the tiles are for.
+SIZE_STEP = 32
+
+
+def check_tile_args(size: object, overlap: object, min_visibility: object, keep_empty: object) -> None:
+    """``ValueError`` naming the first bad value (run before the output folder or the dataset is read)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < SIZE_STEP or size % SIZE_STEP:
+        near = f" (e.g. {max(SIZE_STEP, size // SIZE_STEP * SIZE_STEP)})" if isinstance(size, int) else ""
+        raise ValueError(f"size={size!r}: takes a whole number of pixels, a multiple of {SIZE_STEP}{near}: "
+                         "Ultralytics rounds imgsz up to one and would enlarge the tiles")
+    cap = int(size * MAX_OVERLAP_SHARE)
+    if overlap is not None and (not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap <= cap):
+        raise ValueError(f"overlap={overlap!r}: takes auto or 0 to {cap} px (half of size={size})")
+    for key, value in (("min_visibility", min_visibility), ("keep_empty", keep_empty)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"{key}={value!r}: takes a share from 0 to 1")
 
 
 def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None, overlap: int | None = None,
                  min_visibility: float = MIN_VISIBILITY, keep_empty: float = 1.0, seed: int = 0,
                  overwrite: bool = False) -> tuple[Path, TileSummary]:
     """Write a tiled copy of the dataset (every split) and its ``data.yaml``; returns that YAML and what was
-    written. ``keep_empty``: the share of the training split's defect-free tiles kept (seeded; the other
-    splits keep all, so validation still counts false alarms on good surface)."""
+    written. ``overlap`` None: the longest box side, at most half a tile. ``keep_empty``: the share of the
+    training split's defect-free tiles kept (seeded; the other splits keep all, so validation still
+    counts false alarms on good surface)."""
     import cv2
 
     from gradkit.data.output import OutputFolder
 
-    if size < 32 or not 0 <= min_visibility <= 1 or not 0 <= keep_empty <= 1:
-        raise ValueError(f"size= takes 32 px or more, min_visibility= and keep_empty= a share in [0, 1]; got "
-                         f"size={size} min_visibility={min_visibility} keep_empty={keep_empty}")
+    check_tile_args(size, overlap, min_visibility, keep_empty)
     data_yaml = Path(data_yaml)
     splits, names = _read_splits(data_yaml)
     out = tile_output(data_yaml, out, size, overwrite)
     sources = _source_boxes(splits, len(names))
-    cap = int(size * MAX_OVERLAP_SHARE)
     if overlap is None:
         longest = max((max(b[2] - b[0], b[3] - b[1]) for images in sources.values() for *_, boxes in images
                        for _, b in boxes), default=0.0)
-        overlap = min(math.ceil(longest), cap)
-    if not 0 <= overlap <= cap:
-        raise ValueError(f"overlap={overlap}: takes 0 to {cap} px (half of size={size})")
-    summary = TileSummary(size, overlap)
+        overlap = min(math.ceil(longest), int(size * MAX_OVERLAP_SHARE))
+    summary = TileSummary(size, overlap, min_visibility)
     for places in splits.values():
         summary.left_out += [f"{img}: a {img.suffix} image (gradkit does not read the format)"
                              for img in list_split_images(places).unchecked]
