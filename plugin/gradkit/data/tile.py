@@ -11,11 +11,13 @@ then lies whole in at least one tile (``tile_starts``). The default overlap is t
 the dataset, at most half a tile. An image no larger than ``size`` is one tile, copied as it is.
 
 Labels: a box cut by a tile's edge is kept in that tile, clipped to it, when at least
-``min_visibility`` of its area lies inside; else it is dropped there (it lies whole in a neighbour when
-it is no longer than the overlap). A clipped box is exact for a defect that fills its box (a pit, a
-stain) and may be loose for a thin diagonal line: a box label does not say where inside it the line
-runs; at the default ``min_visibility`` it still holds part of a straight line (``MIN_VISIBILITY``).
-Both counts are reported. Tiles are written as PNG (lossless, 16-bit kept), upright (the EXIF
+``min_visibility`` of the most any tile holds of it lies inside; else it is dropped there. For a box
+whole in some tile that is a share of the box itself, and the dropped part lies whole in a neighbour;
+a box whole in no tile (longer than the overlap or the tile) is kept as its largest parts, so no
+defect is left unlabelled on every tile that shows it. A clipped box is exact for a defect that fills
+its box (a pit, a stain) and may be loose for a thin diagonal line: a box label does not say where
+inside it the line runs; at the default ``min_visibility`` it still holds part of a straight line
+(``MIN_VISIBILITY``). The counts are reported. Tiles are written as PNG (lossless, 16-bit kept), upright (the EXIF
 orientation applied, as Ultralytics reads the source), with ``tiles.csv`` mapping each tile to its
 source image and place. The dataset is never written into.
 """
