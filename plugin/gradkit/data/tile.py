@@ -17,9 +17,9 @@ a box whole in no tile (longer than the overlap or the tile) is kept as its larg
 defect is left unlabelled on every tile that shows it. A clipped box is exact for a defect that fills
 its box (a pit, a stain) and may be loose for a thin diagonal line: a box label does not say where
 inside it the line runs; at the default ``min_visibility`` it still holds part of a straight line
-(``MIN_VISIBILITY``). The counts are reported. Tiles are written as PNG (lossless, 16-bit kept), upright (the EXIF
-orientation applied, as Ultralytics reads the source), with ``tiles.csv`` mapping each tile to its
-source image and place. The dataset is never written into.
+(``MIN_VISIBILITY``). The counts are reported. Tiles are written as PNG (lossless, 16-bit kept),
+upright (the EXIF orientation applied, as Ultralytics reads the source), with ``tiles.csv`` mapping
+each tile to its source image and place. The dataset is never written into.
 """
 
 from __future__ import annotations
