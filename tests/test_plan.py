@@ -374,3 +374,11 @@ def test_the_printed_command_survives_a_shell_with_spaces_and_accents_in_paths()
                                     "model=yolo26n.yaml", "gradkit=out dir/plan.gradkit.yaml"]
     assert Plan(data="d.yaml", train={"imgsz": 256}).command("p.yaml") == "gradkit train data=d.yaml imgsz=256 " \
         "gradkit=p.yaml"  # nothing to quote: as plain as before
+
+
+def test_the_plan_names_tile_only_where_tiles_would_cut_the_images():
+    small_images = P.make_plan(fingerprint([(1, 3, 3, 5.0, 0.7)] * 10, side=1000))  # 3 px pits: need 2688 px
+    assert any(w.startswith("tiling") for w in small_images.warnings)
+    assert not any("gradkit tile" in w for w in small_images.warnings)  # 1000 px: one tile each, nothing gained
+    large = P.make_plan(fingerprint([(1, 6, 6, 5.0, 0.7)] * 10, side=2000))
+    assert any("gradkit tile data=" in w and f"size={P.MAX_IMGSZ}" in w for w in large.warnings)

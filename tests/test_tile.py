@@ -166,8 +166,9 @@ def test_every_box_lies_whole_in_a_tile_with_the_default_overlap(tmp_path):
         lab = data.parent / "labels" / "train" / (Path(row["tile"]).stem + ".txt")
         if lab.exists():
             for _, (cx, cy, bw, bh) in _labels(lab):
-                found.add((round((cx - bw / 2) * w + x), round((cy - bh / 2) * h + y)))
-    assert {(s[2], s[3]) for s in shapes} <= found  # each rectangle's corner, back in the source image
+                found.add((round((cx - bw / 2) * w + x), round((cy - bh / 2) * h + y),
+                           round((cx + bw / 2) * w + x), round((cy + bh / 2) * h + y)))
+    assert {tuple(s[2:]) for s in shapes} <= found  # each rectangle whole, back in the source image
 
 
 def test_min_visibility_decides_which_cut_boxes_a_tile_keeps(tmp_path):
@@ -190,15 +191,31 @@ def test_min_visibility_decides_which_cut_boxes_a_tile_keeps(tmp_path):
 
 def test_a_box_larger_than_a_tile_is_kept_as_its_parts_not_lost(tmp_path):
     root = tmp_path / "ds"
-    _drawn(root, "train", "a", 640, 160, [("rect", 1, 20, 20, 620, 140)], seed=0)  # 600 px: no 128 px tile holds it
+    stain = _drawn(root, "train", "a", 640, 160, [("rect", 1, 20, 20, 620, 140)], seed=0)[0][1]  # no tile holds it
     _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
     data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
     c = summary.counts["train"]
     assert (c["boxes"], c["whole"], c["never_whole"]) == (1, 0, 1)
-    labelled = [r for r in _tiles(data.parent) if "a_" in r["tile"]
-                and (data.parent / "labels/train" / (Path(r["tile"]).stem + ".txt")).read_text()]
-    assert len(labelled) >= 5 and c["empty"] < c["tiles"] / 2  # the stain's pixels are labelled where they lie
-    assert any("in no tile whole" in line for line in summary.lines())
+    for row in _tiles(data.parent):
+        if "a_" not in row["tile"]:
+            continue
+        x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+        got = _labels(data.parent / "labels/train" / (Path(row["tile"]).stem + ".txt"))
+        seen = _mask_box(stain[y:y + h, x:x + w])
+        if seen is not None and (seen[2] - seen[0]) * (seen[3] - seen[1]) >= 0.5 * 108 * 120:  # most of a tile
+            assert len(got) == 1, row["tile"]  # the stain's pixels are labelled where they lie, as their box
+            cx, cy, bw, bh = got[0][1]
+            assert np.allclose([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], seen)
+    assert any("whole in no tile" in line and "a.png" in line for line in summary.lines())
+
+
+def test_a_long_diagonal_line_whole_in_no_tile_is_named_by_the_summary(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "diag", 640, 640, [("line", 0, 20, 20, 610, 610)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    _, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
+    assert summary.counts["train"]["never_whole"] == 1 and summary.never_whole_images[0].name == "diag.png"
+    assert any("may hold only background" in line and "diag.png" in line for line in summary.lines())
 
 
 def test_keep_empty_thins_the_training_tiles_without_a_defect_and_only_them(tmp_path):
@@ -213,17 +230,24 @@ def test_keep_empty_thins_the_training_tiles_without_a_defect_and_only_them(tmp_
     assert sum(res.instances["val"].values()) == 1
 
 
-def test_sixteen_bit_and_gray_images_keep_their_pixels(tmp_path):
+def test_sixteen_bit_and_gray_images_give_the_pixels_ultralytics_reads(tmp_path):
+    """A 16-bit image's tiles hold what Ultralytics' reader makes of it (8 bits); kept 16-bit, its dark tiles
+    would each fail the check before training (bit depth), though the whole image passes."""
+    from ultralytics.utils.patches import imread
+
     root = tmp_path / "ds"
     _drawn(root, "train", "deep", 200, 150, [("rect", 1, 10, 10, 40, 40)], seed=0, depth=np.uint16, gray=True)
+    _drawn(root, "train", "gray", 200, 150, [("rect", 1, 10, 10, 40, 40)], seed=2, gray=True)
     _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
     data, _ = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
-    src = cv2.imread(str(root / "images/train/deep.png"), cv2.IMREAD_UNCHANGED)
+    compared = 0
     for row in _tiles(data.parent):
-        if "deep" in row["source"]:
+        if Path(row["source"]).stem in ("deep", "gray"):
             x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
-            tile = cv2.imread(str(data.parent / row["tile"]), cv2.IMREAD_UNCHANGED)
-            assert tile.dtype == np.uint16 and np.array_equal(tile, src[y:y + h, x:x + w])
+            tile = imread(str(data.parent / row["tile"]))
+            assert np.array_equal(tile, imread(row["source"])[y:y + h, x:x + w]), row["tile"]
+            compared += 1
+    assert compared == 8 and check_dataset(data).errors == []
 
 
 def test_an_exif_turned_photo_is_tiled_upright_as_ultralytics_reads_it(tmp_path):
@@ -242,10 +266,13 @@ def test_an_exif_turned_photo_is_tiled_upright_as_ultralytics_reads_it(tmp_path)
     data, _ = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
     upright = imread(str(root / "images/train/p.jpg"))  # Ultralytics' reader: the oracle
     assert upright.shape[:2] == (180, 100)
+    compared = 0
     for row in _tiles(data.parent):
         if row["source"].endswith("p.jpg"):
             x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
             assert np.array_equal(cv2.imread(str(data.parent / row["tile"])), upright[y:y + h, x:x + w])
+            compared += 1
+    assert compared == 2  # 100 x 180 upright: two tiles of 100 x 128
 
 
 def test_bad_input_is_one_line_before_anything_is_written(tmp_path):
@@ -324,3 +351,81 @@ def test_output_piped_into_head_ends_without_a_traceback(tmp_path):
     run = subprocess.run(f"{sys.executable} -m gradkit.cli check data={data} | head -1", shell=True,
                          capture_output=True, text=True)
     assert run.stdout.count("\n") == 1 and "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr
+
+
+def test_what_would_make_a_wrong_copy_is_refused_before_writing(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 200, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data = _yaml(root)
+    monkeypatch.chdir(tmp_path)
+    (root / "train.txt").write_text("./images/train/a.png\n./images/train/gone.png\n")
+    listed = root / "listed.yaml"
+    listed.write_text(data.read_text().replace("train: images/train", "train: train.txt"))
+    cases = [(listed, {}, r"train.txt:2: ./images/train/gone.png: no such image")]
+    (root / "labels/train/a.txt").write_text("")  # a defect-free training split, all of it thinned away
+    cases.append((data, {"keep_empty": 0.0}, "train: keep_empty=0 leaves no tile"))
+    for yaml_file, kwargs, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            tile_dataset(yaml_file, size=128, out=tmp_path / "t", **kwargs)
+        assert not (tmp_path / "t").exists()
+    import shutil
+
+    shutil.rmtree(root / "labels/train")
+    with pytest.raises(ValueError, match="train: none of its 1 images has a label file"):
+        tile_dataset(data, size=128, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_parts_cut_to_the_same_box_or_to_a_sliver_are_written_once_or_not_at_all(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 256, 128, [("rect", 1, 90, 40, 170, 60), ("rect", 1, 90, 40, 180, 60)], seed=0)
+    (root / "labels/train/a.txt").write_text(  # and a box that ends a hair past the tile edge
+        (root / "labels/train/a.txt").read_text() + f"0 {(100 + 128.00003) / 2 / 256} 0.8 {(28.00003) / 256} 0.1\n")
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "t", overlap=0, min_visibility=0.0)
+    res = check_dataset(data)
+    assert res.errors == [], res.errors  # no duplicate box, no zero-size box
+    first = _labels(data.parent / "labels/train/a_x0_y0.txt")
+    assert sorted(c for c, _ in first) == [0, 1]  # the two stains' parts there are one box; the thin box kept
+    assert summary.counts["train"]["dropped"] == 2  # the repeat, and the thin box's 3e-5 px sliver
+
+
+def test_same_named_images_of_a_list_split_keep_apart_and_keep_empty_is_seeded(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    for folder in ("x", "y"):
+        _drawn(root / folder, "train", "a", 512, 512, [("rect", 1, 10, 10, 40, 40)], seed=ord(folder))
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    (root / "train.txt").write_text("./x/images/train/a.png\n./y/images/train/a.png\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "train.txt", "val": "images/val",
+                                                    "names": {0: "scratch", 1: "pit"}}))
+    runs = {}
+    for name, seed in (("s0", 0), ("s0-again", 0), ("s1", 1)):
+        data, summary = tile_dataset(root / "data.yaml", size=128, out=tmp_path / name, overlap=0, keep_empty=0.5,
+                                     seed=seed)
+        runs[name] = (data.parent / "tiles.csv").read_text()
+    sources = {r["tile"].split("_x")[0]: Path(r["source"]).parent.parent.parent.name for r in _tiles(data.parent)}
+    assert sources == {"images/train/a": "x", "images/train/a-2": "y", "images/val/b": "ds"}
+    assert runs["s0"] == runs["s0-again"] != runs["s1"]  # the thinning is seeded
+    c = summary.counts["train"]
+    assert c["empty"] + c["empty_left_out"] == 30 and 5 <= c["empty"] <= 25  # 2 x 16 tiles, one defect each
+
+
+def test_overwrite_never_replaces_a_file_no_gradkit_run_listed(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 200, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data = _yaml(root)
+    out = tmp_path / "t"
+    tile_dataset(data, size=128, out=out)
+    manifest = out / ".gradkit-manifest.json"
+    import json
+
+    listed = json.loads(manifest.read_text())
+    listed["files"].remove("tiles.csv")  # as if a run that does not write tiles.csv had written the folder
+    manifest.write_text(json.dumps(listed))
+    (out / "tiles.csv").write_text("my notes\n")
+    with pytest.raises(OutputRefused, match=r"tiles\.csv, which no previous gradkit run wrote"):
+        tile_dataset(data, size=128, out=out, overwrite=True)
+    assert (out / "tiles.csv").read_text() == "my notes\n"
+

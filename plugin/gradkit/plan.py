@@ -12,6 +12,7 @@ Pure: knows the fingerprint and gradkit's configuration, never Ultralytics.
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,6 @@ class Plan:
 
     def command(self, gradkit_cfg: str = "plan.gradkit.yaml") -> str:
         """The command to paste into a shell: each key=value quoted where a path holds spaces or the like."""
-        import shlex
-
         pairs = [("data", self.data), *self.train.items(), ("gradkit", gradkit_cfg)]
         return "gradkit train " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in pairs)
 
@@ -152,9 +151,10 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
                 wanted, reason = need, (f"the median compact defect ({np.median(short):.1f} px at {native}) must "
                                         f"span one stride-8 cell ({MIN_OBJECT_PX:g} px)")
     if wanted > MAX_IMGSZ:
-        plan.warnings.append(f"tiling: defects need imgsz {wanted} > {MAX_IMGSZ}; cut the images into tiles of "
-                             f"{MAX_IMGSZ} px, overlapping by the longest defect, and train on the tiles: "
-                             f"{_tile_command(fp, MAX_IMGSZ)}")
+        tiles = (f"; cut the images into tiles of {MAX_IMGSZ} px, overlapping by the longest defect, and train on "
+                 f"the tiles: {_tile_command(fp, MAX_IMGSZ)}" if fp.max_side > MAX_IMGSZ else
+                 "; the images are no larger than that, so only a finer model (or larger images) helps")
+        plan.warnings.append(f"tiling: defects need imgsz {wanted} > {MAX_IMGSZ}{tiles}")
         wanted, reason = MAX_IMGSZ, reason + f"; capped at {MAX_IMGSZ} (see the tiling warning)"
     elif fp.max_side >= 2 * wanted:
         plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / wanted:.1f}x the chosen imgsz: small "
@@ -164,7 +164,7 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
 
 def _tile_command(fp: Fingerprint, size: int) -> str:
     """The command that writes a tiled copy at ``size`` px, and what to do with it."""
-    return f"gradkit tile data={fp.data} size={size}, then gradkit plan data=<the tiled copy's data.yaml>"
+    return f"gradkit tile data={shlex.quote(fp.data)} size={size}, then gradkit plan data=<the tiled copy's data.yaml>"
 
 
 def _thin_case(fp: Fingerprint, imgsz: int) -> str | None:

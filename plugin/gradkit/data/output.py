@@ -92,7 +92,7 @@ class OutputFolder:
         self._source_files = {Path(p).resolve() for p in source_files}
         self._sources = [s.resolve() for s in sources.values()]
         if self.root.is_dir() and any(self.root.iterdir()):
-            _clear_previous(self.root, command)
+            _manifest_entries(self.root, command)  # refused now if overwrite=true cannot tell its files apart
         self.root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -108,8 +108,18 @@ class OutputFolder:
         return root
 
     def plan(self, rels: Iterable[str | PurePosixPath]) -> None:
-        """Record every file about to be written before writing any, so a crash leaves a complete list."""
+        """Record every file about to be written before writing any, so a crash leaves a complete list. A
+        previous run's files go first (``overwrite``); a file at a planned path that no previous run listed
+        is refused before anything is removed or written."""
         files = sorted({str(PurePosixPath(r)) for r in rels} | {MANIFEST})
+        if (self.root / MANIFEST).exists():
+            previous = set(_manifest_entries(self.root, self.command))
+            foreign = [f for f in files if f != MANIFEST and PurePosixPath(f) not in previous
+                       and ((self.root / f).exists() or (self.root / f).is_symlink())]
+            if foreign:
+                raise _refuse(self.command, f"out={self.root} holds {self.root / foreign[0]}, which no previous "
+                                            "gradkit run wrote and this one would overwrite; move it away")
+            _clear_previous(self.root, self.command)
         (self.root / MANIFEST).write_text(json.dumps({"written_by": f"gradkit {self.command}", "files": files},
                                                      indent=0))
 

@@ -12,14 +12,17 @@ the dataset, at most half a tile. An image no larger than ``size`` is one tile, 
 
 Labels: a box cut by a tile's edge is kept in that tile, clipped to it, when at least
 ``min_visibility`` of the most any tile holds of it lies inside; else it is dropped there. For a box
-whole in some tile that is a share of the box itself, and the dropped part lies whole in a neighbour;
-a box whole in no tile (longer than the overlap or the tile) is kept as its largest parts, so no
-defect is left unlabelled on every tile that shows it. A clipped box is exact for a defect that fills
-its box (a pit, a stain) and may be loose for a thin diagonal line: a box label does not say where
-inside it the line runs; at the default ``min_visibility`` it still holds part of a straight line
-(``MIN_VISIBILITY``). The counts are reported. Tiles are written as PNG (lossless, 16-bit kept),
-upright (the EXIF orientation applied, as Ultralytics reads the source), with ``tiles.csv`` mapping
-each tile to its source image and place. The dataset is never written into.
+whole in some tile that is a share of the box itself, and the dropped part lies whole in a neighbour.
+A box whole in no tile (longer than the overlap or the tile) is kept as its largest parts, so it is
+not left unlabelled on every tile that shows it; the summary counts such boxes, because for a long
+diagonal line many of those parts hold only background. A clipped box is exact for a defect that
+fills its box (a pit, a stain) and may be loose for a thin diagonal line: a box label does not say
+where inside it the line runs; for a box whole in some tile, at the default ``min_visibility``, it
+still holds part of a straight line (``MIN_VISIBILITY``). Tiles are written as PNG with the pixels
+Ultralytics reads from the source: upright (the EXIF orientation applied) and 8 bits (a 16-bit image's
+high byte, as its reader keeps), with ``tiles.csv`` mapping each tile to its source image and place.
+The dataset is never written into; what the check before training calls an error stops the command
+before anything is written.
 """
 
 from __future__ import annotations
@@ -56,6 +59,14 @@ __all__ = ["MIN_VISIBILITY", "SIZE_STEP", "TileSummary", "check_tile_args", "til
 MIN_VISIBILITY = 0.5
 #: The overlap never exceeds this share of a tile: beyond it tiles repeat most of each other's pixels.
 MAX_OVERLAP_SHARE = 0.5
+#: Tiles are a multiple of this: Ultralytics rounds ``imgsz`` up to its largest stride, which would enlarge
+#: every tile by a little and lose the native scale the tiles are for.
+SIZE_STEP = 32
+#: A share of a box at least this is the whole box (float slack of the pixel arithmetic).
+WHOLE = 1 - 1e-9
+#: A cut-off part narrower or lower than this many pixels is dropped: it holds no defect to learn, and its
+#: label would round to a zero-size box.
+MIN_PART_PX = 1.0
 TILES_CSV = "tiles.csv"
 
 
@@ -76,16 +87,18 @@ def _n(count: int, noun: str) -> str:
 
 @dataclass
 class TileSummary:
-    """What ``tile_dataset`` wrote, per split (``counts``): ``images`` read, ``small`` (no larger than a tile,
-    copied whole), ``tiles`` written, ``empty`` (defect-free, written) and ``empty_left_out``
-    (``keep_empty``); of the source boxes, ``boxes``, ``whole`` (whole in at least one tile) and ``never_whole``
-    (kept as parts); of the box copies in tiles, ``copies`` (label lines written), ``clipped`` (of them) and
-    ``dropped`` (cut-off parts not written)."""
+    """What ``tile_dataset`` wrote, per split (``counts``): ``images`` read, ``unlabelled`` (no label file:
+    defect-free), ``small`` (smaller than a tile, copied whole), ``tiles`` written, ``empty`` (defect-free,
+    written) and ``empty_left_out`` (``keep_empty``); of the source boxes, ``boxes``, ``whole`` (whole in
+    at least one tile) and ``never_whole`` (kept as parts; their images in ``never_whole_images``); of the
+    box copies in tiles, ``copies`` (label lines written), ``clipped`` (of them) and ``dropped`` (cut-off
+    parts not written)."""
 
     size: int
     overlap: int
     min_visibility: float
     counts: dict[str, Counter] = field(default_factory=dict)
+    never_whole_images: list[Path] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -94,20 +107,43 @@ class TileSummary:
         if self.min_visibility < MIN_VISIBILITY:
             out.append(f"note: min_visibility below {MIN_VISIBILITY:g} can keep a cut line's box where only "
                        "background lies (README, Large images)")
-        for split, c in self.counts.items():
-            line = (f"{split}: {_n(c['images'], 'image')} -> {_n(c['tiles'], 'tile')} ({c['empty']} defect-free"
-                    + (f"; {c['empty_left_out']} more left out by keep_empty" if c["empty_left_out"] else "")
-                    + f"); {_n(c['boxes'], 'box')}: {c['whole']} whole in at least one tile")
-            if c["never_whole"]:
-                line += (f", {c['never_whole']} in no tile whole (longer than the overlap or the tile: kept as their "
-                         f"parts; raise overlap= up to {self.size // 2} or size=)")
-            line += f"; at tile edges {c['clipped']} clipped copies kept, {c['dropped']} small cut-off parts dropped"
-            if c["small"]:
-                line += (f"; {_n(c['small'], 'image')} no larger than a tile, copied whole (training at imgsz="
-                         f"{self.size} enlarges them)")
-            out.append(line)
+        out += [self._split_line(split, c) for split, c in self.counts.items()]
+        if self.never_whole_images:
+            shown = ", ".join(map(str, self.never_whole_images[:3]))
+            more = f" and {len(self.never_whole_images) - 3} more" if len(self.never_whole_images) > 3 else ""
+            out.append(f"warning: boxes whole in no tile, kept as their largest parts (a long diagonal line's parts "
+                       f"may hold only background), in {shown}{more}: raise overlap= (at most "
+                       f"{int(self.size * MAX_OVERLAP_SHARE)}) or size= until none is left")
         out += [f"left out: {why}" for why in self.left_out]
         return out
+
+    def _split_line(self, split: str, c: Counter) -> str:
+        line = (f"{split}: {_n(c['images'], 'image')} -> {_n(c['tiles'], 'tile')} ({c['empty']} defect-free"
+                + (f"; {c['empty_left_out']} more left out by keep_empty" if c["empty_left_out"] else "")
+                + f"); {_n(c['boxes'], 'box')}: {c['whole']} whole in at least one tile")
+        if c["never_whole"]:
+            line += f", {c['never_whole']} in none"
+        line += f"; at tile edges {c['clipped']} clipped copies kept, {c['dropped']} cut-off parts dropped"
+        if c["unlabelled"]:
+            line += f"; {_n(c['unlabelled'], 'image')} without a label file (defect-free)"
+        if c["small"]:
+            line += (f"; {_n(c['small'], 'image')} smaller than a tile, copied whole (training at imgsz={self.size} "
+                     "enlarges " + ("it)" if c["small"] == 1 else "them)"))
+        return line
+
+
+def check_tile_args(size: object, overlap: object, min_visibility: object, keep_empty: object) -> None:
+    """``ValueError`` naming the first bad value (run before the output folder or the dataset is read)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < SIZE_STEP or size % SIZE_STEP:
+        near = f" (e.g. {max(SIZE_STEP, size // SIZE_STEP * SIZE_STEP)})" if isinstance(size, int) else ""
+        raise ValueError(f"size={size!r}: takes a whole number of pixels, a multiple of {SIZE_STEP}{near}: "
+                         "Ultralytics rounds imgsz up to one and would enlarge the tiles")
+    cap = int(size * MAX_OVERLAP_SHARE)
+    if overlap is not None and (not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap <= cap):
+        raise ValueError(f"overlap={overlap!r}: takes auto or 0 to {cap} px ({MAX_OVERLAP_SHARE:g} of size={size})")
+    for key, value in (("min_visibility", min_visibility), ("keep_empty", keep_empty)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"{key}={value!r}: takes a share from 0 to 1")
 
 
 def tile_output(data_yaml: str | Path, out: str | Path | None, size: int, overwrite: bool = False) -> Path:
@@ -124,12 +160,12 @@ def tile_output(data_yaml: str | Path, out: str | Path | None, size: int, overwr
     return OutputFolder.precheck(out, sources, overwrite, "tile")
 
 
-def _boxes(img: Path, nc: int, split: str) -> list[tuple[int, list[float]]]:
-    """The image's boxes (class, normalised xywh); ``ValueError`` naming the file and line of a label error
-    or a polygon (the tiles' labels are boxes: a polygon would lose its shape)."""
+def _boxes(img: Path, nc: int, split: str) -> list[tuple[int, list[float]]] | None:
+    """The image's boxes (class, normalised xywh), None without a label file; ``ValueError`` naming the file
+    and line of a label error or a polygon (the tiles' labels are boxes: a polygon would lose its shape)."""
     lab = _label_path(img)
     if not lab.exists():
-        return []
+        return None
     polygon = next((n for n, _, parts in label_lines(lab, errors="replace") if len(parts) > POLYGON_OVER_FIELDS),
                    None)
     if polygon is not None:
@@ -159,22 +195,25 @@ def _visible(box: np.ndarray, x0: int, y0: int, tw: int, th: int) -> tuple[float
 
 def _tile_labels(boxes: list[tuple[int, np.ndarray]], best: list[float], x0: int, y0: int, tw: int, th: int,
                  min_visibility: float, counts: Counter) -> list[str]:
-    """YOLO label lines of one tile at (x0, y0) of tw x th pixels. A cut box is kept (clipped) when its share
-    inside is at least ``min_visibility`` of ``best``, the most any tile holds of it (1 for a box whole in
-    some tile; less for one longer than the overlap, which is then kept as its largest parts)."""
-    lines = []
+    """YOLO label lines of one tile at (x0, y0) of tw x th pixels, each once. A cut box is kept (clipped) when
+    its share inside is at least ``min_visibility`` of ``best``, the most any tile holds of it (1 for a box
+    whole in some tile; less for one longer than the overlap, which is then kept as its largest parts)."""
+    lines: list[str] = []
     for (c, box), most in zip(boxes, best, strict=True):
         share, (cx0, cy0, cx1, cy1) = _visible(box, x0, y0, tw, th)
         if share == 0:
             continue
-        if share < 1 - 1e-9:
-            if share < min_visibility * most - 1e-9:
-                counts["dropped"] += 1
-                continue
-            counts["clipped"] += 1
+        if share < WHOLE and (share < min_visibility * most - 1e-9 or min(cx1 - cx0, cy1 - cy0) < MIN_PART_PX):
+            counts["dropped"] += 1
+            continue
+        line = (f"{c} {((cx0 + cx1) / 2 - x0) / tw:.6f} {((cy0 + cy1) / 2 - y0) / th:.6f} "
+                f"{(cx1 - cx0) / tw:.6f} {(cy1 - cy0) / th:.6f}")
+        if line in lines:  # two boxes cut to the same part: Ultralytics would count one, the check an error
+            counts["dropped"] += 1
+            continue
+        counts["clipped"] += share < WHOLE
         counts["copies"] += 1
-        lines.append(f"{c} {((cx0 + cx1) / 2 - x0) / tw:.6f} {((cy0 + cy1) / 2 - y0) / th:.6f} "
-                     f"{(cx1 - cx0) / tw:.6f} {(cy1 - cy0) / th:.6f}")
+        lines.append(line)
     return lines
 
 
@@ -191,90 +230,122 @@ class _Tile:
     labels: list[str]
     name: str
 
+    def rel(self, sub: str) -> str:
+        """Its path in the copy: ``images`` (PNG) or ``labels`` (text)."""
+        return f"{sub}/{self.split}/{self.name}{'.png' if sub == 'images' else '.txt'}"
 
-def _source_boxes(splits: dict[str, list[Path]], nc: int) -> dict[str, list[tuple[Path, int, int, list]]]:
-    """Per split, (image, upright width, height, boxes in pixels) of every image, from the headers and labels
-    (16-bit pixels decoded, as the check before training does): what the check would call an error stops
-    the command before anything is written."""
+
+_Source = tuple[Path, int, int, list | None]  # (image, upright width, height, boxes in pixels or None)
+
+
+def _split_sources(split: str, places: list[Path], nc: int) -> list[_Source]:
+    """A split's images, from headers and labels (16-bit pixels decoded, as the check before training does);
+    ``ValueError`` for what that check calls an error, before anything is written."""
     from PIL import Image
 
-    from gradkit.data.check import _check_image_fast
+    from gradkit.data.check import _check_image_fast, _line_findings
     from gradkit.data.orientation import upright_size
 
-    found = {}
-    for split, places in splits.items():
-        listed = list_split_images(places)
-        if listed.absent:
-            raise ValueError(f"{split}: {', '.join(map(str, listed.absent))} does not exist (gradkit check data=... "
-                             "says what each split holds)")
-        if not listed.images:
-            raise ValueError(f"{split}: no images in {', '.join(map(str, places))} (gradkit check data=... says why)")
-        found[split] = []
-        for img in listed.images:
-            res = CheckResult()
-            _check_image_fast(img, res)
-            if res.errors:
-                first = res.errors[0]
-                raise ValueError(f"{img}: {first.kind}: {first.message} (gradkit check --fix writes a repaired copy "
-                                 "to tile: one scaling per image, not per tile)")
-            with Image.open(img) as im:
-                w, h = upright_size(im)
-            found[split].append((img, w, h, _pixel_boxes(_boxes(img, nc, split), w, h)))
+    listed = list_split_images(places)
+    if listed.absent:
+        raise ValueError(f"{split}: {', '.join(map(str, listed.absent))} does not exist (gradkit check data=... "
+                         "says what each split holds)")
+    stop = next((f for f in _line_findings(split, listed.lines) if f.severity == "error"), None)
+    if stop is not None:
+        raise ValueError(f"{stop.path}:{stop.line}: {stop.message}")
+    if not listed.images:
+        raise ValueError(f"{split}: no images in {', '.join(map(str, places))} (gradkit check data=... says why)")
+    found = []
+    for img in listed.images:
+        res = CheckResult()
+        _check_image_fast(img, res)
+        if res.errors:
+            first = res.errors[0]
+            hint = (" (gradkit check --fix stretches each image once, where tiles would each be stretched apart)"
+                    if first.kind == "bit depth" else "")
+            raise ValueError(f"{img}: {first.kind}: {first.message}{hint}")
+        with Image.open(img) as im:
+            w, h = upright_size(im)
+        boxes = _boxes(img, nc, split)
+        found.append((img, w, h, None if boxes is None else _pixel_boxes(boxes, w, h)))
+    if all(boxes is None for *_, boxes in found):
+        raise ValueError(f"{split}: none of its {len(found)} images has a label file (beside images/ in labels/, "
+                         "one IMAGE_STEM.txt each; gradkit check data=... says the same)")
     return found
 
 
-def _plan_tiles(sources: dict[str, list], size: int, overlap: int, min_visibility: float, keep_empty: float,
-                seed: int, summary: TileSummary) -> list[_Tile]:
-    """Every tile to write, with its labels; counts go to ``summary``."""
+def _plan_image(split: str, source: _Source, stem: str, size: int, overlap: int, min_visibility: float,
+                keep_empty, counts: Counter) -> tuple[list[_Tile], bool]:
+    """The tiles of one image, and whether a box lies whole in none of them; ``keep_empty()`` says whether to
+    keep a defect-free tile."""
+    img, w, h, boxes = source
+    boxes = boxes or []
+    counts["images"] += 1
+    counts["unlabelled"] += source[3] is None
+    counts["small"] += max(w, h) < size
+    tw, th = min(size, w), min(size, h)
+    places = [(x0, y0) for y0 in tile_starts(h, size, overlap) for x0 in tile_starts(w, size, overlap)]
+    best = [max(_visible(b, x0, y0, tw, th)[0] for x0, y0 in places) for _, b in boxes]
+    counts["boxes"] += len(boxes)
+    counts["whole"] += sum(most >= WHOLE for most in best)
+    counts["never_whole"] += sum(most < WHOLE for most in best)
+    tiles = []
+    for x0, y0 in places:
+        tile_counts: Counter = Counter()
+        lines = _tile_labels(boxes, best, x0, y0, tw, th, min_visibility, tile_counts)
+        if not lines and not keep_empty():
+            counts["empty_left_out"] += 1
+            continue
+        counts.update(tile_counts)
+        counts["tiles"] += 1
+        counts["empty"] += not lines
+        tiles.append(_Tile(split, img, x0, y0, tw, th, lines, f"{stem}_x{x0}_y{y0}"))
+    return tiles, any(most < WHOLE for most in best)
+
+
+def _plan_tiles(sources: dict[str, list[_Source]], size: int, overlap: int, min_visibility: float,
+                keep_empty: float, seed: int, summary: TileSummary) -> list[_Tile]:
+    """Every tile to write, with its labels; counts go to ``summary``. ``ValueError`` when a split would be
+    left without a tile."""
     rng = random.Random(seed)
     tiles = []
     for split, images in sources.items():
         counts = summary.counts.setdefault(split, Counter())
         used: set[str] = set()
-        for img, w, h, boxes in images:
-            counts["images"] += 1
-            counts["small"] += max(w, h) < size
-            stem, k = img.stem, 1
+        keep = (lambda: rng.random() < keep_empty) if split == "train" else (lambda: True)
+        for source in images:
+            stem, k = source[0].stem, 1
             while stem in used:  # same-named images from different folders or list lines
                 k += 1
-                stem = f"{img.stem}-{k}"
+                stem = f"{source[0].stem}-{k}"
             used.add(stem)
-            tw, th = min(size, w), min(size, h)
-            places = [(x0, y0) for y0 in tile_starts(h, size, overlap) for x0 in tile_starts(w, size, overlap)]
-            best = [max(_visible(b, x0, y0, tw, th)[0] for x0, y0 in places) for _, b in boxes]
-            counts["boxes"] += len(boxes)
-            counts["whole"] += sum(most >= 1 - 1e-9 for most in best)
-            counts["never_whole"] += sum(most < 1 - 1e-9 for most in best)
-            for x0, y0 in places:
-                tile_counts: Counter = Counter()
-                lines = _tile_labels(boxes, best, x0, y0, tw, th, min_visibility, tile_counts)
-                if not lines and split == "train" and rng.random() >= keep_empty:
-                    counts["empty_left_out"] += 1
-                    continue
-                counts.update(tile_counts)
-                counts["tiles"] += 1
-                counts["empty"] += not lines
-                tiles.append(_Tile(split, img, x0, y0, tw, th, lines, f"{stem}_x{x0}_y{y0}"))
+            kept, cut = _plan_image(split, source, stem, size, overlap, min_visibility, keep, counts)
+            tiles += kept
+            if cut:
+                summary.never_whole_images.append(source[0])
+        if not counts["tiles"]:
+            raise ValueError(f"{split}: keep_empty={keep_empty:g} leaves no tile (none of its tiles holds a defect)")
     return tiles
 
 
-#: Tiles are a multiple of this: Ultralytics rounds ``imgsz`` up to its largest stride, which would enlarge
-#: every tile by a little and lose the native scale the tiles are for.
-SIZE_STEP = 32
+def _write_tiles(folder, tiles: list[_Tile]) -> None:
+    """Each tile's pixels (as Ultralytics reads the source: upright, 8 bits) and labels; each image decoded
+    once (its tiles are consecutive)."""
+    import cv2
 
-
-def check_tile_args(size: object, overlap: object, min_visibility: object, keep_empty: object) -> None:
-    """``ValueError`` naming the first bad value (run before the output folder or the dataset is read)."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < SIZE_STEP or size % SIZE_STEP:
-        near = f" (e.g. {max(SIZE_STEP, size // SIZE_STEP * SIZE_STEP)})" if isinstance(size, int) else ""
-        raise ValueError(f"size={size!r}: takes a whole number of pixels, a multiple of {SIZE_STEP}{near}: "
-                         "Ultralytics rounds imgsz up to one and would enlarge the tiles")
-    cap = int(size * MAX_OVERLAP_SHARE)
-    if overlap is not None and (not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap <= cap):
-        raise ValueError(f"overlap={overlap!r}: takes auto or 0 to {cap} px (half of size={size})")
-    for key, value in (("min_visibility", min_visibility), ("keep_empty", keep_empty)):
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise ValueError(f"{key}={value!r}: takes a share from 0 to 1")
+    pixels, decoded = None, None
+    for t in tiles:
+        if decoded != t.source:
+            pixels, decoded = read_upright(t.source), t.source
+            if pixels is None:
+                raise ValueError(f"{t.source}: unreadable image (gradkit check data=... names every one)")
+            if pixels.dtype == np.uint16:  # what Ultralytics' reader keeps of 16 bits: the high byte
+                pixels = (pixels >> 8).astype(np.uint8)
+            if pixels.shape[0] < t.y + t.height or pixels.shape[1] < t.x + t.width:
+                raise ValueError(f"{t.source}: its pixels ({pixels.shape[1]} x {pixels.shape[0]}) are smaller than its "
+                                 "header says (gradkit check data=... reads every image)")
+        cv2.imwrite(str(folder.path(t.rel("images"))), pixels[t.y:t.y + t.height, t.x:t.x + t.width])
+        folder.path(t.rel("labels")).write_text("".join(f"{ln}\n" for ln in t.labels))
 
 
 def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None, overlap: int | None = None,
@@ -284,18 +355,16 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
     written. ``overlap`` None: the longest box side, at most half a tile. ``keep_empty``: the share of the
     training split's defect-free tiles kept (seeded; the other splits keep all, so validation still
     counts false alarms on good surface)."""
-    import cv2
-
     from gradkit.data.output import OutputFolder
 
     check_tile_args(size, overlap, min_visibility, keep_empty)
     data_yaml = Path(data_yaml)
     splits, names = _read_splits(data_yaml)
     out = tile_output(data_yaml, out, size, overwrite)
-    sources = _source_boxes(splits, len(names))
+    sources = {split: _split_sources(split, places, len(names)) for split, places in splits.items()}
     if overlap is None:
         longest = max((max(b[2] - b[0], b[3] - b[1]) for images in sources.values() for *_, boxes in images
-                       for _, b in boxes), default=0.0)
+                       for _, b in boxes or []), default=0.0)
         overlap = min(math.ceil(longest), int(size * MAX_OVERLAP_SHARE))
     summary = TileSummary(size, overlap, min_visibility)
     for places in splits.values():
@@ -304,26 +373,13 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
     tiles = _plan_tiles(sources, size, overlap, min_visibility, keep_empty, seed, summary)
     folder = OutputFolder(out, _fix_sources(data_yaml, splits), overwrite, "tile",
                           [p for images in sources.values() for img, *_ in images for p in (img, _label_path(img))])
-    folder.plan([f"{sub}/{t.split}/{t.name}{ext}" for t in tiles
-                 for sub, ext in (("images", ".png"), ("labels", ".txt"))] + ["data.yaml", TILES_CSV])
-    pixels, decoded = None, None
-    for t in tiles:
-        if decoded != t.source:
-            pixels, decoded = read_upright(t.source), t.source
-            if pixels is None:
-                raise ValueError(f"{t.source}: unreadable image (gradkit check data=... names every one)")
-            if pixels.shape[0] < t.y + t.height or pixels.shape[1] < t.x + t.width:
-                raise ValueError(f"{t.source}: its pixels ({pixels.shape[1]} x {pixels.shape[0]}) are smaller than its "
-                                 "header says (gradkit check data=... reads every image)")
-        cv2.imwrite(str(folder.path(f"images/{t.split}/{t.name}.png")),
-                    pixels[t.y:t.y + t.height, t.x:t.x + t.width])
-        folder.path(f"labels/{t.split}/{t.name}.txt").write_text("".join(f"{ln}\n" for ln in t.labels))
+    folder.plan([t.rel(sub) for t in tiles for sub in ("images", "labels")] + ["data.yaml", TILES_CSV])
+    _write_tiles(folder, tiles)
     doc = {"path": str(folder.root), **{split: f"images/{split}" for split in splits}, "names": names,
            "gradkit_tile": {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
                             "min_visibility": min_visibility, "keep_empty": keep_empty, "seed": seed}}
     folder.path("data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     with folder.path(TILES_CSV).open("w", newline="") as f:
         csv.writer(f).writerows([("tile", "source", "x", "y", "width", "height"),
-                                 *((f"images/{t.split}/{t.name}.png", t.source, t.x, t.y, t.width, t.height)
-                                   for t in tiles)])
+                                 *((t.rel("images"), t.source, t.x, t.y, t.width, t.height) for t in tiles)])
     return folder.root / "data.yaml", summary
