@@ -291,7 +291,7 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path):
         assert not (tmp_path / "t").exists()
     lab.write_text("1 0.5 0.5 0.1 0.1\n")
     for kwargs, needle in (({"overlap": 100}, "overlap=100: takes auto or 0 to 64 px"),
-                           ({"size": 500}, r"size=500: .* a multiple of 32 \(e.g. 480\)"),
+                           ({"size": 500}, r"size=500: .* a multiple of 32 \(480 or 512\)"),
                            ({"keep_empty": 2}, "keep_empty=2: takes a share"),
                            ({"min_visibility": -1}, "min_visibility=-1: takes a share")):
         with pytest.raises(ValueError, match=needle):
@@ -316,6 +316,8 @@ def test_the_cli_writes_a_dataset_ultralytics_reads(tmp_path):
                           f"out={tmp_path / 'tiles'}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "tiles of 128 px, neighbours overlapping by at least 64 px" in run.stdout
+    # 300 x 200 px: tiles start at x 0, 57, 114, 172 and y 0, 36, 72; the line's box (150-231, 20-101) fits one
+    assert "train: 1 image -> 12 tiles" in run.stdout and "2 boxes: 2 whole in at least one tile;" in run.stdout
     assert f"gradkit plan data={tmp_path / 'tiles' / 'data.yaml'}" in run.stdout
     info = check_det_dataset(str(tmp_path / "tiles" / "data.yaml"))
     assert info["names"] == {0: "scratch", 1: "pit"} and Path(info["train"]).is_dir()

@@ -82,7 +82,7 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
 
 
 def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    return f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith('x') else 's'}"
 
 
 @dataclass
@@ -135,7 +135,8 @@ class TileSummary:
 def check_tile_args(size: object, overlap: object, min_visibility: object, keep_empty: object) -> None:
     """``ValueError`` naming the first bad value (run before the output folder or the dataset is read)."""
     if not isinstance(size, int) or isinstance(size, bool) or size < SIZE_STEP or size % SIZE_STEP:
-        near = f" (e.g. {max(SIZE_STEP, size // SIZE_STEP * SIZE_STEP)})" if isinstance(size, int) else ""
+        below = size // SIZE_STEP * SIZE_STEP if isinstance(size, int) and not isinstance(size, bool) else 0
+        near = f" ({below} or {below + SIZE_STEP})" if below >= SIZE_STEP else f" ({SIZE_STEP} or more)"
         raise ValueError(f"size={size!r}: takes a whole number of pixels, a multiple of {SIZE_STEP}{near}: "
                          "Ultralytics rounds imgsz up to one and would enlarge the tiles")
     cap = int(size * MAX_OVERLAP_SHARE)
