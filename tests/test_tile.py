@@ -431,3 +431,36 @@ def test_overwrite_never_replaces_a_file_no_gradkit_run_listed(tmp_path):
         tile_dataset(data, size=128, out=out, overwrite=True)
     assert (out / "tiles.csv").read_text() == "my notes\n"
 
+
+
+def test_a_one_pixel_line_is_labelled_on_every_tile_that_shows_enough_of_it(tmp_path):
+    """A 1 px line's box computes to a hair under a pixel across: that is its size, not a sliver a tile cut."""
+    root = tmp_path / "ds"
+    lines = _drawn(root, "train", "a", 640, 200, [("rect", 0, 20, 50, 620, 51), ("rect", 0, 100, 150, 160, 151)],
+                   seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, summary = tile_dataset(_yaml(root), size=128, out=tmp_path / "t")
+    for row in _tiles(data.parent):
+        if "a_" not in row["tile"]:
+            continue
+        x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
+        got = _labels(data.parent / "labels/train" / (Path(row["tile"]).stem + ".txt"))
+        for _, mask in lines:
+            seen = _mask_box(mask[y:y + h, x:x + w])
+            total = _mask_box(mask)
+            if seen is not None and (seen[2] - seen[0]) >= 0.5 * min(total[2] - total[0], 128):
+                assert any(abs((cy - bh / 2) * h - seen[1]) < 1e-3 for _, (_, cy, _, bh) in got), row["tile"]
+    assert summary.counts["train"]["copies"] >= 6
+
+
+def test_lines_a_list_split_skips_or_repeats_are_named_in_the_summary(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 200, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    (root / "train.txt").write_text("./images/train/a.png\nnotes about the split\n./images/train/a.png\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "train.txt", "val": "images/val",
+                                                    "names": {0: "scratch", 1: "pit"}}))
+    _, summary = tile_dataset(root / "data.yaml", size=128, out=tmp_path / "t")
+    left = "\n".join(summary.lines())
+    assert "train.txt:2: 'notes about the split' is not an image path" in left
+    assert "train.txt:3: './images/train/a.png' given again: tiled once" in left

@@ -29,6 +29,9 @@ IMGSZ_STEP = 32
 DEFAULT_IMGSZ = 640
 #: Above this the plan stops growing imgsz and suggests tiling (memory and time grow with its square).
 MAX_IMGSZ = 1280
+#: Images at least this many times the chosen imgsz get a tiling hint (``gradkit tile``) even when their
+#: defects need no larger size: small details are lost in such a downscale (README, "Why thin defects fail").
+TILE_FROM = 2.0
 #: What the size rules cost where it was measured: the only set whose native size differs from the
 #: benchmark's stock size (README, "A third evaluation set"), the plan at 15 minutes of CPU.
 IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 min, two runs sharing 2 CPU cores) "
@@ -153,10 +156,11 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
     if wanted > MAX_IMGSZ:
         tiles = (f"; cut the images into tiles of {MAX_IMGSZ} px, overlapping by the longest defect, and train on "
                  f"the tiles: {_tile_command(fp, MAX_IMGSZ)}" if fp.max_side > MAX_IMGSZ else
-                 "; the images are no larger than that, so only a finer model (or larger images) helps")
+                 "; the images are no larger than that, so tiles cannot help: only a finer model (or larger "
+                 "images) can")
         plan.warnings.append(f"tiling: defects need imgsz {wanted} > {MAX_IMGSZ}{tiles}")
         wanted, reason = MAX_IMGSZ, reason + f"; capped at {MAX_IMGSZ} (see the tiling warning)"
-    elif fp.max_side >= 2 * wanted:
+    elif fp.max_side >= TILE_FROM * wanted:
         plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / wanted:.1f}x the chosen imgsz: small "
                              f"details are lost in the downscale; tiling keeps them: {_tile_command(fp, wanted)}")
     return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), f"{reason}; {IMGSZ_EVIDENCE}", provisional=True)

@@ -3,12 +3,13 @@
 Why: a defect of a few pixels on a large camera image is lost when Ultralytics letterboxes the image
 down to ``imgsz`` (a 1 px line keeps 35% of its contrast at 0.5x: README, "Why thin defects fail").
 Training on tiles of ``imgsz`` pixels keeps every pixel; ``gradkit plan`` names this command when the
-images are much larger than the size it chooses.
+defects need a larger size than it trains at and the images are larger than that, or when the images
+are at least ``TILE_FROM`` times the size it chooses.
 
 Geometry: along each side, tiles of ``size`` pixels are evenly spaced from the first pixel to the last,
 neighbours overlapping by at least ``overlap`` pixels. Every box whose sides are at most ``overlap``
 then lies whole in at least one tile (``tile_starts``). The default overlap is the longest box side of
-the dataset, at most half a tile. An image no larger than ``size`` is one tile, copied as it is.
+the dataset, at most half a tile. An image no larger than ``size`` is one tile, the whole image.
 
 Labels: a box cut by a tile's edge is kept in that tile, clipped to it, when at least
 ``min_visibility`` of the most any tile holds of it lies inside; else it is dropped there. For a box
@@ -64,8 +65,9 @@ MAX_OVERLAP_SHARE = 0.5
 SIZE_STEP = 32
 #: A share of a box at least this is the whole box (float slack of the pixel arithmetic).
 WHOLE = 1 - 1e-9
-#: A cut-off part narrower or lower than this many pixels is dropped: it holds no defect to learn, and its
-#: label would round to a zero-size box.
+#: A part that a tile's edge cuts to less than this many pixels (and to less than its box) is dropped: it
+#: shows next to nothing of the defect, and the thinnest would write as a zero-size box. A box that is
+#: itself under a pixel across (a 1 px line's box can compute to 0.9999 px) is kept where not cut.
 MIN_PART_PX = 1.0
 TILES_CSV = "tiles.csv"
 
@@ -204,7 +206,9 @@ def _tile_labels(boxes: list[tuple[int, np.ndarray]], best: list[float], x0: int
         share, (cx0, cy0, cx1, cy1) = _visible(box, x0, y0, tw, th)
         if share == 0:
             continue
-        if share < WHOLE and (share < min_visibility * most - 1e-9 or min(cx1 - cx0, cy1 - cy0) < MIN_PART_PX):
+        sliver = (cx1 - cx0 < min(MIN_PART_PX, box[2] - box[0]) - 1e-6
+                  or cy1 - cy0 < min(MIN_PART_PX, box[3] - box[1]) - 1e-6)
+        if share < WHOLE and (share < min_visibility * most - 1e-9 or sliver):
             counts["dropped"] += 1
             continue
         line = (f"{c} {((cx0 + cx1) / 2 - x0) / tw:.6f} {((cy0 + cy1) / 2 - y0) / th:.6f} "
@@ -369,8 +373,13 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
         overlap = min(math.ceil(longest), int(size * MAX_OVERLAP_SHARE))
     summary = TileSummary(size, overlap, min_visibility)
     for places in splits.values():
+        listed = list_split_images(places)
         summary.left_out += [f"{img}: a {img.suffix} image (gradkit does not read the format)"
-                             for img in list_split_images(places).unchecked]
+                             for img in listed.unchecked]
+        summary.left_out += [f"{ln.place}{f':{ln.line}' if ln.line else ''}: {ln.text!r} "
+                             + ("is not an image path (Ultralytics skips it too)" if ln.why == "skipped" else
+                                "given again: tiled once, where Ultralytics trains on it once per listing")
+                             for ln in listed.lines if ln.why in ("skipped", "repeated", "place repeated")]
     tiles = _plan_tiles(sources, size, overlap, min_visibility, keep_empty, seed, summary)
     folder = OutputFolder(out, _fix_sources(data_yaml, splits), overwrite, "tile",
                           [p for images in sources.values() for img, *_ in images for p in (img, _label_path(img))])
