@@ -90,11 +90,11 @@ def _n(count: int, noun: str) -> str:
 @dataclass
 class TileSummary:
     """What ``tile_dataset`` wrote, per split (``counts``): ``images`` read, ``unlabelled`` (no label file:
-    defect-free), ``small`` (smaller than a tile, copied whole), ``tiles`` written, ``empty`` (defect-free,
+    defect-free), ``small`` (smaller than a tile: one tile, the whole image), ``tiles`` written, ``empty`` (defect-free,
     written) and ``empty_left_out`` (``keep_empty``); of the source boxes, ``boxes``, ``whole`` (whole in
     at least one tile) and ``never_whole`` (kept as parts; their images in ``never_whole_images``); of the
     box copies in tiles, ``copies`` (label lines written), ``clipped`` (of them) and ``dropped`` (cut-off
-    parts not written)."""
+    parts, and boxes repeated within a tile, not written)."""
 
     size: int
     overlap: int
@@ -129,8 +129,8 @@ class TileSummary:
         if c["unlabelled"]:
             line += f"; {_n(c['unlabelled'], 'image')} without a label file (defect-free)"
         if c["small"]:
-            line += (f"; {_n(c['small'], 'image')} smaller than a tile, copied whole (training at imgsz={self.size} "
-                     "enlarges " + ("it)" if c["small"] == 1 else "them)"))
+            line += (f"; {_n(c['small'], 'image')} smaller than a tile, each one whole tile (training at "
+                     f"imgsz={self.size} enlarges " + ("it)" if c["small"] == 1 else "them)"))
         return line
 
 
