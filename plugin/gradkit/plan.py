@@ -37,7 +37,8 @@ TILE_FROM = 2.0
 IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 min, two runs sharing 2 CPU cores) "
                   "the plan at that set's native 320 px trained 37 epochs and reached 0.027 mAP50-95, at 256 px "
                   "55 epochs and 0.068 "
-                  "(3 seeds; stock at 256: 0.038): with a short budget a smaller imgsz can win")
+                  "(3 seeds; stock at 256: 0.038): with a short budget a smaller imgsz can win; at 200 epochs "
+                  "(seed 0) 320 px and 256 px were level (0.119 and 0.127), thin lines unlearnt at both")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
 MIN_OBJECT_PX = 8.0
