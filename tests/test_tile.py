@@ -464,3 +464,11 @@ def test_lines_a_list_split_skips_or_repeats_are_named_in_the_summary(tmp_path):
     left = "\n".join(summary.lines())
     assert "train.txt:2: 'notes about the split' is not an image path" in left
     assert "train.txt:3: './images/train/a.png' given again: tiled once" in left
+
+
+def test_the_default_output_lies_beside_the_dataset_root_never_in_it(tmp_path):
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 200, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data, _ = tile_dataset(_yaml(root), size=128)
+    assert data == tmp_path / "ds-tiles128" / "data.yaml" and data.is_file()

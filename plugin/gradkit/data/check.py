@@ -741,6 +741,13 @@ def dataset_place_of(path: Path, data_yaml: str | Path) -> tuple[str, Path] | No
     return None
 
 
+def beside_dataset(data_yaml: Path, sources: dict[str, Path], suffix: str) -> Path:
+    """The default output of a command that writes a copy: beside the dataset root (the YAML's folder without
+    ``path:``), named after it with ``suffix``."""
+    root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
+    return root.parent / f"{root.name}{suffix}"
+
+
 def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Where ``fix_dataset`` would write (default: ``<dataset root>-fixed``); ``ValueError`` if refused:
     ``out`` resolves to, contains or lies inside the dataset or a split folder, or is not empty
@@ -753,8 +760,7 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
                              "writes its copy from one image folder per split (check and train read the list)")
     sources = _fix_sources(data_yaml, splits)
     if out is None:
-        root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
-        out = root.parent / f"{root.name}-fixed"
+        out = beside_dataset(data_yaml, sources, "-fixed")
     from gradkit.data.output import OutputFolder
 
     return OutputFolder.precheck(out, sources, overwrite, "check --fix")

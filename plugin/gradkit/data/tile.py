@@ -45,6 +45,7 @@ from gradkit.data.check import (
     _fix_sources,
     _label_path,
     _read_splits,
+    beside_dataset,
     label_lines,
 )
 from gradkit.data.orientation import read_upright
@@ -158,8 +159,7 @@ def tile_output(data_yaml: str | Path, out: str | Path | None, size: int, overwr
     splits, _ = _read_splits(data_yaml)
     sources = _fix_sources(data_yaml, splits)
     if out is None:
-        root = next((p for k, p in sources.items() if k.startswith("dataset root")), data_yaml.parent).resolve()
-        out = root.parent / f"{root.name}-tiles{size}"
+        out = beside_dataset(data_yaml, sources, f"-tiles{size}")
     return OutputFolder.precheck(out, sources, overwrite, "tile")
 
 
