@@ -243,9 +243,10 @@ class _Tile:
 _Source = tuple[Path, int, int, list | None]  # (image, upright width, height, boxes in pixels or None)
 
 
-def _split_sources(split: str, places: list[Path], nc: int) -> list[_Source]:
+def _split_sources(split: str, places: list[Path], nc: int, left_out: list[str]) -> list[_Source]:
     """A split's images, from headers and labels (16-bit pixels decoded, as the check before training does);
-    ``ValueError`` for what that check calls an error, before anything is written."""
+    ``ValueError`` for what that check calls an error, before anything is written. What the copy leaves out
+    or holds once (unread formats, lines Ultralytics skips, repeats) goes to ``left_out``."""
     from PIL import Image
 
     from gradkit.data.check import _check_image_fast, _line_findings
@@ -260,6 +261,11 @@ def _split_sources(split: str, places: list[Path], nc: int) -> list[_Source]:
         raise ValueError(f"{stop.path}:{stop.line}: {stop.message}")
     if not listed.images:
         raise ValueError(f"{split}: no images in {', '.join(map(str, places))} (gradkit check data=... says why)")
+    left_out += [f"{img}: a {img.suffix} image (gradkit does not read the format)" for img in listed.unchecked]
+    left_out += [f"{ln.place}{f':{ln.line}' if ln.line else ''}: {ln.text!r} "
+                 + ("is not an image path (Ultralytics skips it too)" if ln.why == "skipped" else
+                    "given again: tiled once, where Ultralytics trains on it once per listing")
+                 for ln in listed.lines if ln.why in ("skipped", "repeated", "place repeated")]
     found = []
     for img in listed.images:
         res = CheckResult()
@@ -366,20 +372,14 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
     data_yaml = Path(data_yaml)
     splits, names = _read_splits(data_yaml)
     out = tile_output(data_yaml, out, size, overwrite)
-    sources = {split: _split_sources(split, places, len(names)) for split, places in splits.items()}
+    left_out: list[str] = []
+    sources = {split: _split_sources(split, places, len(names), left_out) for split, places in splits.items()}
     if overlap is None:
         longest = max((max(b[2] - b[0], b[3] - b[1]) for images in sources.values() for *_, boxes in images
                        for _, b in boxes or []), default=0.0)
         overlap = min(math.ceil(longest), int(size * MAX_OVERLAP_SHARE))
     summary = TileSummary(size, overlap, min_visibility)
-    for places in splits.values():
-        listed = list_split_images(places)
-        summary.left_out += [f"{img}: a {img.suffix} image (gradkit does not read the format)"
-                             for img in listed.unchecked]
-        summary.left_out += [f"{ln.place}{f':{ln.line}' if ln.line else ''}: {ln.text!r} "
-                             + ("is not an image path (Ultralytics skips it too)" if ln.why == "skipped" else
-                                "given again: tiled once, where Ultralytics trains on it once per listing")
-                             for ln in listed.lines if ln.why in ("skipped", "repeated", "place repeated")]
+    summary.left_out = left_out
     tiles = _plan_tiles(sources, size, overlap, min_visibility, keep_empty, seed, summary)
     folder = OutputFolder(out, _fix_sources(data_yaml, splits), overwrite, "tile",
                           [p for images in sources.values() for img, *_ in images for p in (img, _label_path(img))])
