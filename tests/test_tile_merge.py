@@ -7,7 +7,7 @@ import pytest
 
 from gradkit.data.tile import tile_dataset
 from gradkit.data.tile_merge import EDGE_PX, TileDetections, cut_by_inner_edge, merge_tile_detections, tile_windows
-from tests.test_tile import _drawn, _tiles, _yaml
+from test_tile import _drawn, _tiles, _yaml
 
 
 def _perfect_tile_detector(gts: list[tuple[int, np.ndarray]], windows: np.ndarray, rng) -> TileDetections:
@@ -97,7 +97,7 @@ def test_copies_in_an_overlap_keep_the_best_score_and_classes_stay_apart():
     det = TileDetections([[250, 100, 252, 140], [250, 100, 252, 140], [250, 100, 252, 140]],
                          [0.4, 0.7, 0.6], [1, 1, 0], [0, 1, 1])
     merged = merge_tile_detections(det, windows, 500, 256)
-    assert sorted(zip(merged.classes.tolist(), merged.scores.tolist())) == [(0, 0.6), (1, 0.7)]
+    assert sorted(zip(merged.classes.tolist(), merged.scores.tolist(), strict=True)) == [(0, 0.6), (1, 0.7)]
 
 
 def test_the_image_border_is_not_a_cut():
@@ -122,3 +122,14 @@ def test_at_most_max_det_by_score_and_empty_stays_empty():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="2 boxes but 1 scores"):
         TileDetections(np.zeros((2, 4)), [0.5], [0, 0], [0, 0])
+
+
+def test_detections_of_one_tile_are_left_as_the_model_gave_them():
+    """Only copies from other tiles are removed: a tile's own overlapping detections (the model's NMS kept
+    both) stay, so one tile alone is exactly the model's output."""
+    windows = tile_windows(440, 256, 256, 64)
+    det = TileDetections([[10, 10, 50, 50], [12, 10, 50, 52], [190, 10, 230, 40], [190, 10, 230, 40]],
+                         [0.9, 0.8, 0.7, 0.6], [0, 0, 1, 1], [0, 0, 0, 1])
+    merged = merge_tile_detections(det, windows, 440, 256)
+    assert _as_set(merged) == sorted([(0, 10, 10, 50, 50), (0, 12, 10, 50, 52), (1, 190, 10, 230, 40)])
+    assert sorted(merged.scores.tolist()) == [0.7, 0.8, 0.9]

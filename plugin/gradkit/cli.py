@@ -325,7 +325,7 @@ def _print_fix(data_yaml, changes) -> None:
 
 
 #: The report settings ``gradkit val`` uses (its split is yolo's ``split=``; it always writes the report).
-VAL_REPORT_KEYS = ("report.conf", "report.gallery")
+VAL_REPORT_KEYS = ("report.conf", "report.gallery", "report.tile_size", "report.tile_overlap")
 
 
 def _register_val_report(settings) -> None:
@@ -337,8 +337,22 @@ def _register_val_report(settings) -> None:
     from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     check_ultralytics_version()
-    register_default_callbacks({"on_val_start": record_predictions,
+    start = record_predictions
+    if settings.tile_size is not None:
+        from gradkit.integrations.ultralytics.sliced import TiledValidation
+
+        start = _after(record_predictions, TiledValidation(settings.tile_size, settings.tile_overlap))
+    register_default_callbacks({"on_val_start": start,
                                 "on_val_end": functools.partial(_write_val_report, settings=settings)})
+
+
+def _after(first, then):
+    """One callback running ``first`` then ``then`` (the tiled predictions must wrap the recorder)."""
+    def both(validator) -> None:
+        first(validator)
+        then(validator)
+
+    return both
 
 
 def _write_val_report(validator, settings) -> None:
@@ -649,6 +663,10 @@ def _dispatch(args: list[str]) -> int:
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
+        from gradkit.integrations.ultralytics.sliced import check_report_tiles
+
+        report = (cfg or load_config(None, overrides)).report
+        check_report_tiles(report.tile_size, report.tile_overlap)
         allow_download = cfg.data.allow_download if cfg else load_config(None, overrides).data.allow_download
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)

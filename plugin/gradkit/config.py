@@ -269,6 +269,13 @@ class ReportConfig(_Section):
                                "every class (inspection KPIs, error analysis, gallery); unset: per class, the "
                                "confidence that maximises F1 on the evaluated split")
     gallery: int = Field(6, ge=0, le=50, description="number of worst images drawn in the report")
+    tile_size: int | None = Field(None, description="score whole images through tiles of this many pixels, for a "
+                                  "model trained on `gradkit tile`'s copy: each image is cut as `gradkit tile` cuts "
+                                  "it and the tiles' detections are merged; a multiple of 32; unset: the whole "
+                                  "image at imgsz")
+    tile_overlap: int | None = Field(None, ge=0, description="overlap of those tiles in pixels, at most half a tile; "
+                                     "unset: the longest box side of the evaluated split, at most half a tile "
+                                     "(`gradkit tile`'s own choice)")
 
 
 class DataConfig(_Section):

@@ -51,8 +51,8 @@ from gradkit.data.check import (
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import list_split_images
 
-__all__ = ["MIN_VISIBILITY", "SIZE_STEP", "TileSummary", "check_tile_args", "tile_dataset", "tile_output",
-           "tile_starts"]
+__all__ = ["MIN_VISIBILITY", "SIZE_STEP", "TileSummary", "auto_overlap", "check_tile_args", "tile_dataset",
+           "tile_output", "tile_starts"]
 
 #: Share of a cut box's area that must lie in a tile for the tile to keep it (clipped). Half: the kept part
 #: then spans at least half the box each way, so it cannot miss either diagonal, and a straight line's
@@ -82,6 +82,12 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
     step = size - overlap
     n = math.ceil((length - overlap) / step)
     return [k * (length - size) // (n - 1) for k in range(n)]
+
+
+def auto_overlap(longest_side: float, size: int) -> int:
+    """``overlap=auto``: the longest box side (pixels), so every box lies whole in some tile, at most
+    ``MAX_OVERLAP_SHARE`` of a tile."""
+    return min(math.ceil(longest_side), int(size * MAX_OVERLAP_SHARE))
 
 
 def _n(count: int, noun: str) -> str:
@@ -377,7 +383,7 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
     if overlap is None:
         longest = max((max(b[2] - b[0], b[3] - b[1]) for images in sources.values() for *_, boxes in images
                        for _, b in boxes or []), default=0.0)
-        overlap = min(math.ceil(longest), int(size * MAX_OVERLAP_SHARE))
+        overlap = auto_overlap(longest, size)
     summary = TileSummary(size, overlap, min_visibility)
     summary.left_out = left_out
     tiles = _plan_tiles(sources, size, overlap, min_visibility, keep_empty, seed, summary)

@@ -6,6 +6,8 @@ with) and the tiles' detections must become one list for the part. Three things 
 them:
 
 - A defect in the overlap of two tiles is found twice. Same class and IoU >= ``SAME_IOU``: one is kept.
+  Detections of one tile are never compared with each other: the model's own NMS (or its NMS-free head)
+  already decided between them, and one tile alone gives exactly what the model gives on that crop.
 - A defect cut by a tile's edge is found there as a part, and whole in the tile that holds it (``gradkit
   tile``'s overlap makes every defect up to the overlap whole in some tile). A detection touching an inner
   edge of its tile (within ``EDGE_PX``; the image's own border is not a cut) is a *part*: parts rank
@@ -103,23 +105,25 @@ def cut_by_inner_edge(det: TileDetections, windows: np.ndarray, width: int, heig
 
 def _suppress(det: TileDetections, part: np.ndarray) -> np.ndarray:
     """Indices kept by the greedy pass, class by class: whole detections before parts, each by descending
-    score; a detection is dropped when a kept one of its class has IoU >= SAME_IOU with it, or (a part)
-    holds PART_INSIDE of it."""
+    score; a detection is dropped when a kept one of its class from another tile has IoU >= SAME_IOU with
+    it, or (a part) holds PART_INSIDE of it. Detections of one tile are left as the model gave them (its own
+    NMS, or none for an NMS-free head, already decided between them)."""
     kept: list[int] = []
     for c in np.unique(det.classes):
         members = np.flatnonzero(det.classes == c)
         order = members[np.lexsort((-det.scores[members], part[members]))]  # last key first: whole before parts
-        mine = np.empty((0, 4))
+        boxes, tiles = np.empty((0, 4)), np.empty(0, np.int64)
         for i in order:
             box = det.boxes[i]
-            if len(mine):
-                if (_iou(box, mine) >= SAME_IOU).any():
+            others = boxes[tiles != det.tiles[i]]
+            if len(others):
+                if (_iou(box, others) >= SAME_IOU).any():
                     continue
                 area = _area(box)
-                if part[i] and area > 0 and (_intersection(box, mine) / area >= PART_INSIDE).any():
+                if part[i] and area > 0 and (_intersection(box, others) / area >= PART_INSIDE).any():
                     continue
             kept.append(int(i))
-            mine = np.vstack([mine, box])
+            boxes, tiles = np.vstack([boxes, box]), np.append(tiles, det.tiles[i])
     return np.array(kept, np.int64)
 
 

@@ -26,6 +26,7 @@ from gradkit.integrations.ultralytics.seams import (
     replace_model_tune,
     replace_optimizer_step,
 )
+from gradkit.integrations.ultralytics.sliced import TiledValidation, check_report_tiles
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
@@ -393,9 +394,10 @@ class GradkitCallback:
 
         rcfg = self.cfg.report
         weights = trainer.best if Path(trainer.best).exists() else trainer.last
+        tiles = None if rcfg.tile_size is None else TiledValidation(rcfg.tile_size, rcfg.tile_overlap)
         ev = validate_for_report(weights, str(trainer.args.data), rcfg.split, self.save_dir / REPORT_VAL_DIR,
-                                 imgsz=trainer.args.imgsz, batch=trainer.args.batch, device=trainer.args.device,
-                                 conf=0.001, verbose=False)
+                                 tiles=tiles, imgsz=trainer.args.imgsz, batch=trainer.args.batch,
+                                 device=trainer.args.device, conf=0.001, verbose=False)
         ev.conf_threshold = rcfg.conf
         report = build_report(ev, run_dir=self.save_dir, plugin_config=self.cfg.model_dump(mode="json"),
                               gallery_size=rcfg.gallery)
@@ -675,6 +677,7 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
     check_seams()
     resolved = load_config(cfg, _overrides_dict(overrides))
     check_augment_config(resolved, cfg, _overrides_dict(overrides))  # Albumentations builds them: not in gradkit.config
+    check_report_tiles(resolved.report.tile_size, resolved.report.tile_overlap)  # gradkit tile's rules
     from gradkit.integrations.ultralytics.datasets import install_dataset_guard
 
     install_dataset_guard(resolved.data.allow_download)

@@ -45,16 +45,20 @@ __all__ = [
     "edit_albumentations_stage",
     "follow_nan_recovery",
     "hand_over_to_yolo",
+    "image_placement",
     "install_dataset_transforms",
     "json_predictions",
     "optimizer_step_override",
     "override_coco_iou",
     "prediction_recorder",
     "publish_epoch_metrics",
+    "read_like_dataset",
+    "rect_padding",
     "register_default_callbacks",
     "replace_check_det_dataset",
     "replace_model_tune",
     "replace_optimizer_step",
+    "replace_predictions",
     "scaled_predictions",
     "set_prediction_recorder",
     "stock_check_det_dataset",
@@ -473,6 +477,66 @@ def wrap_update_metrics(validator: Any, after: Callable[[Any, Any], None]) -> No
         after(preds, batch)
 
     validator.update_metrics = update_metrics
+
+
+#: What a detection validator's ``postprocess`` gives ``update_metrics`` for each image.
+PREDICTION_KEYS = ("bboxes", "conf", "cls")
+
+
+def replace_predictions(validator: Any, replace: Callable[[Any, Any], Any]) -> None:
+    """``validator.update_metrics(preds, batch)`` scores ``replace(preds, batch)`` instead of the model's own
+    predictions, and whatever wrapped ``update_metrics`` before (the report's recorder) sees them too.
+
+    Checked by :func:`check_validator` (the methods and arities) and, at the first batch, that each
+    prediction is the dict of :data:`PREDICTION_KEYS` the replacement must imitate.
+    """
+    check_validator(validator)
+    original = validator.update_metrics
+
+    def update_metrics(preds, batch):
+        if preds and not (isinstance(preds[0], dict) and set(PREDICTION_KEYS) <= preds[0].keys()):
+            found = sorted(preds[0]) if isinstance(preds[0], dict) else type(preds[0]).__name__
+            raise SeamError(f"{type(validator).__qualname__}.postprocess gives {found} per image, not a dict with "
+                            f"{', '.join(PREDICTION_KEYS)} (ultralytics {_ultralytics_version()}): gradkit's tiled "
+                            "validation replaces those predictions with its own")
+        original(replace(preds, batch), batch)
+
+    validator.update_metrics = update_metrics
+
+
+def read_like_dataset(validator: Any, path: str) -> Any:
+    """The image at ``path`` as the validator's dataset reads it (Ultralytics' ``imread`` with the dataset's
+    ``cv2_flag``: colour, grey or unchanged by ``channels``), before any resize."""
+    from ultralytics.utils.patches import imread
+
+    flag = getattr(validator.dataloader.dataset, "cv2_flag", None)
+    if flag is None:
+        raise SeamError(f"{type(validator.dataloader.dataset).__qualname__} has no cv2_flag (ultralytics "
+                        f"{_ultralytics_version()}): gradkit's tiled validation reads each image as the dataset does")
+    return imread(path, flags=flag)
+
+
+def image_placement(validator: Any, si: int, batch: Any) -> tuple[str, tuple[float, float], tuple[float, float]]:
+    """Image ``si`` of a validation batch: its file, the letterbox's (gain_x, gain_y) and (pad_x, pad_y), which
+    map its pixels into the batch's (``x * gain_x + pad_x``; Ultralytics' ``scale_boxes`` undoes it).
+
+    Uses the private ``_prepare_batch`` that :func:`check_validator` checked.
+    """
+    pbatch = validator._prepare_batch(si, batch)
+    (gain_y, gain_x), (pad_x, pad_y) = pbatch["ratio_pad"]
+    return str(pbatch["im_file"]), (float(gain_x), float(gain_y)), (float(pad_x), float(pad_y))
+
+
+def rect_padding(validator: Any) -> tuple[bool, float, int]:
+    """(rect, pad, stride) of the validator's dataset: with ``rect`` an image's batch shape is its aspect times
+    imgsz / stride + pad, rounded up, times stride (``BaseDataset.set_rectangle``), else imgsz square."""
+    dataset = validator.dataloader.dataset
+    missing = [a for a in ("rect", "pad", "stride") if not hasattr(dataset, a)]
+    if missing:
+        raise SeamError(f"{type(dataset).__qualname__} has no {', '.join(missing)} (ultralytics "
+                        f"{_ultralytics_version()}): gradkit's tiled validation pads each tile as the dataset pads "
+                        "an image of the tile's size")
+    return bool(dataset.rect), float(dataset.pad), int(dataset.stride)
 
 
 def scaled_predictions(validator: Any, si: int, pred: Any, batch: Any) -> tuple[Any, Any]:

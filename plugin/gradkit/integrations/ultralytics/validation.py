@@ -150,13 +150,17 @@ def _jdict_boxes(validator, by_name: dict[str, int], images: list[int], sizes: d
     return preds
 
 
-def validate_for_report(weights: str | Path, data: str, split: str, save_dir: Path, **val_args) -> EvalData:
-    """Run Ultralytics validation of ``weights`` with what a report needs, and collect it."""
+def validate_for_report(weights: str | Path, data: str, split: str, save_dir: Path, tiles=None,
+                        **val_args) -> EvalData:
+    """Run Ultralytics validation of ``weights`` with what a report needs, and collect it; ``tiles`` (a
+    :class:`~gradkit.integrations.ultralytics.sliced.TiledValidation`) scores detections made over tiles."""
     from ultralytics import YOLO
 
     captured: dict[str, EvalData] = {}
     model = YOLO(str(weights))
     model.add_callback("on_val_start", record_predictions)
+    if tiles is not None:  # after the recorder: it records the merged detections
+        model.add_callback("on_val_start", tiles)
     model.add_callback("on_val_end", lambda v: captured.__setitem__("data", collect_validation(v)))
     model.val(data=data, split=split, plots=True, project=str(save_dir.parent),
               name=save_dir.name, exist_ok=True, **val_args)

@@ -1,0 +1,105 @@
+"""Validation through tiles (``report.tile_size``): a model trained on ``gradkit tile``'s copy, scored on whole
+images by Ultralytics' own validator over the merged detections of their tiles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ultralytics.utils.patches import imread
+
+from conftest import train_tiny
+from gradkit.cli import main
+from gradkit.data.tile import tile_dataset
+from gradkit.integrations.ultralytics import validate_for_report
+from gradkit.integrations.ultralytics.sliced import TiledValidation, predict_tiles
+from gradkit.synth import SynthSpec, generate_dataset
+
+pytestmark = pytest.mark.e2e
+
+#: Below Ultralytics' 0.001: a model trained for seconds scores its detections lower than that.
+LOW_CONF = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiled_run(tmp_path_factory):
+    """(whole-image dataset YAML, tile size, overlap, weights of a model trained on its 64 px tiles)."""
+    root = tmp_path_factory.mktemp("tiled")
+    data = generate_dataset(root / "ds", SynthSpec(images=12, imgsz=160, seed=5), progress=False)
+    tiled, summary = tile_dataset(data, size=64, out=root / "tiles")
+    _, run = train_tiny(tiled, root, epochs=3, imgsz=64, cfg={"report": {"enabled": False}})
+    return data, 64, summary.overlap, run / "weights" / "last.pt"
+
+
+def _box_rows(ev, digits: int = 2) -> list[tuple]:
+    p = ev.preds
+    wh = np.array([ev.sizes[int(i)] for i in p.image], np.float64).reshape(-1, 2)
+    xyxy = np.stack([p.x0, p.y0, p.x1, p.y1], 1) * np.tile(wh, 2)
+    return sorted((ev.files[int(i)], int(c), round(float(s), 4), *np.round(b, digits))
+                  for i, c, s, b in zip(p.image, p.cls, p.score, xyxy, strict=True))
+
+
+def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_path):
+    """Images of the tile's size are one tile each: the tiled path must reproduce Ultralytics' own numbers."""
+    *_, weights = tiled_run
+    small = generate_dataset(tmp_path / "small", SynthSpec(images=12, imgsz=64, seed=8), progress=False)
+    args = dict(imgsz=64, batch=4, conf=LOW_CONF, device="cpu", verbose=False)
+    plain = validate_for_report(weights, str(small), "val", tmp_path / "plain", **args)
+    tiled = validate_for_report(weights, str(small), "val", tmp_path / "tiled", tiles=TiledValidation(64), **args)
+    assert len(plain.preds) > 10
+    assert _box_rows(tiled) == _box_rows(plain)
+    assert tiled.headline == pytest.approx(plain.headline, abs=1e-6)
+
+
+def test_what_is_scored_does_not_depend_on_the_validators_own_imgsz(tiled_run, tmp_path):
+    """The merged detections go into each batch's letterbox and come back out through the report's recorder:
+    at imgsz 64 (the 160 px images shrunk 0.4x), 96 and 160 (1x) the scored boxes in image pixels agree."""
+    data, size, overlap, weights = tiled_run
+    rows = {}
+    for imgsz in (64, 96, 160):
+        tiles = TiledValidation(size)
+        ev = validate_for_report(weights, str(data), "val", tmp_path / f"v{imgsz}", tiles=tiles, imgsz=imgsz,
+                                 batch=4, conf=LOW_CONF, device="cpu", verbose=False)
+        assert tiles.used_overlap == overlap  # gradkit tile's own choice, from this split's labels
+        assert set(ev.sizes.values()) == {(160, 160)}
+        rows[imgsz] = _box_rows(ev, digits=1)
+    assert len(rows[160]) > 10
+    assert rows[64] == rows[96] == rows[160]
+
+
+def test_predict_tiles_on_an_image_no_larger_than_a_tile_is_model_predict(tiled_run):
+    from ultralytics import YOLO
+
+    data, size, overlap, weights = tiled_run
+    model = YOLO(str(weights))
+    image = imread(str(next((data.parent / "images" / "val").glob("*.png"))))[:size, :size - 10]
+    det = predict_tiles(model, image, size, overlap, conf=LOW_CONF)
+    r = model.predict(image, imgsz=size, conf=LOW_CONF, verbose=False)[0].boxes
+    assert len(det) == len(r) > 5
+    order = np.argsort(-r.conf.numpy(), kind="stable")
+    assert np.allclose(det.boxes, r.xyxy.numpy()[order]) and np.array_equal(det.classes, r.cls.numpy()[order])
+
+
+def test_gradkit_val_writes_the_report_of_the_tiled_detections(tiled_run, tmp_path, capsys):
+    data, size, _, weights = tiled_run
+    code = main(["val", f"model={weights}", f"data={data}", f"imgsz={size}", "batch=4", "device=cpu",
+                 f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v", "exist_ok=True"])
+    assert code == 0
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    tiles = TiledValidation(size)
+    ev = validate_for_report(weights, str(data), "val", tmp_path / "again", tiles=tiles, imgsz=size, batch=4,
+                             device="cpu", conf=0.001, verbose=False)
+    assert report["headline"]["mAP50-95"] == pytest.approx(ev.headline["mAP50-95"])
+
+
+@pytest.mark.parametrize(("keys", "says"), [
+    (["gradkit.report.tile_size=60"], "report.tile_size=60: takes a whole number of pixels, a multiple of 32"),
+    (["gradkit.report.tile_overlap=8"], "report.tile_overlap=8 needs report.tile_size"),
+    (["gradkit.report.tile_size=64", "gradkit.report.tile_overlap=40"], "overlap=40: takes auto or 0 to 32 px"),
+])
+def test_tile_settings_gradkit_tile_would_refuse_stop_val_and_train_in_one_line(tiny_data, keys, says, capsys):
+    for mode in (["val", "model=absent.pt"], ["train", "model=yolo26n.yaml"]):
+        assert main([*mode, f"data={tiny_data}", *keys]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and "\n" not in err and "Traceback" not in err
