@@ -82,11 +82,13 @@ def test_predict_tiles_on_an_image_no_larger_than_a_tile_is_model_predict(tiled_
 
 
 def test_gradkit_val_writes_the_report_of_the_tiled_detections(tiled_run, tmp_path, capsys):
-    data, size, _, weights = tiled_run
+    data, size, overlap, weights = tiled_run
     code = main(["val", f"model={weights}", f"data={data}", f"imgsz={size}", "batch=4", "device=cpu",
                  f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v", "exist_ok=True"])
     assert code == 0
     report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["tiles"] == {"size": size, "overlap": overlap}
+    assert f"scored through tiles of {size} px" in (tmp_path / "v" / "report.md").read_text()
     tiles = TiledValidation(size)
     ev = validate_for_report(weights, str(data), "val", tmp_path / "again", tiles=tiles, imgsz=size, batch=4,
                              device="cpu", conf=0.001, verbose=False)
@@ -103,3 +105,14 @@ def test_tile_settings_gradkit_tile_would_refuse_stop_val_and_train_in_one_line(
         assert main([*mode, f"data={tiny_data}", *keys]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and "\n" not in err and "Traceback" not in err
+
+
+def test_the_end_of_training_report_scores_through_tiles_when_configured(tiny_data, tmp_path):
+    _, run = train_tiny(tiny_data, tmp_path, cfg={"report": {"tile_size": 32}}, epochs=1)
+    report = json.loads((run / "report.json").read_text())
+    assert report["tiles"]["size"] == 32 and report["tiles"]["overlap"] > 0
+    tiles = TiledValidation(32)
+    ev = validate_for_report(run / "weights" / "best.pt", str(tiny_data), "val", tmp_path / "again", tiles=tiles,
+                             imgsz=64, batch=4, device="cpu", conf=0.001, verbose=False)
+    assert report["tiles"] == tiles.geometry()
+    assert report["headline"]["mAP50-95"] == pytest.approx(ev.headline["mAP50-95"])

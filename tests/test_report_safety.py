@@ -105,6 +105,8 @@ def test_first_report_embeds_its_gallery_from_copies_inside_the_run(run):
     ("images", lambda r: r.__setitem__("images", "12")),
     ("per_class.0.name", lambda r: r["per_class"][0].__setitem__("name", 5)),
     ("errors.by_class.scratch.unseen", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("unseen", EVIL)),
+    ("tiles.size", lambda r: r.__setitem__("tiles", {"size": EVIL, "overlap": 32})),
+    ("tiles.overlap", lambda r: r.__setitem__("tiles", {"size": 640, "overlap": -1})),
 ])
 def test_a_crafted_value_is_refused_with_one_line_naming_the_key(run, key, change):
     _edit(run, change)

@@ -290,3 +290,17 @@ def test_comparison_diff_shows_what_an_auto_preset_chose(tmp_path):
                          "train_args": {}, "augment_preset": {"configured": "auto", "used": used, "reason": "r"}}
     diff = {d["key"]: d["values"] for d in compare_reports([a, b], ["a", "b"])["config_diff"]}
     assert diff == {"gradkit.augment.preset (used)": ["none", "defect"]}
+
+
+def test_a_report_scored_through_tiles_says_so_and_a_comparison_names_each_runs_scoring(tmp_path):
+    ev = hand_made_evaluation(tmp_path / "a")
+    ev.extra["tiles"] = {"size": 640, "overlap": 96}
+    tiled = build_report(ev)
+    whole = build_report(hand_made_evaluation(tmp_path / "b"))
+    assert tiled["tiles"] == {"size": 640, "overlap": 96} and whole["tiles"] is None
+    said = "scored through tiles of 640 px overlapping by 96 px"
+    assert said in render_markdown(tiled) and said in render_html(tiled) and said not in render_markdown(whole)
+    note = [w for w in compare_reports([tiled, whole], ["tiles", "stock"])["warnings"] if "scored differently" in w]
+    assert note == ["The runs were scored differently (tiles: through tiles of 640 px (overlap 96 px), stock: on whole "
+                    "images): the same images, each model seeing them as it was trained to."]
+    assert not any("scored differently" in w for w in compare_reports([whole, whole], ["a", "b"])["warnings"])

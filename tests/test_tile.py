@@ -319,6 +319,8 @@ def test_the_cli_writes_a_dataset_ultralytics_reads(tmp_path):
     # 300 x 200 px: tiles start at x 0, 57, 114, 172 and y 0, 36, 72; the line's box (150-231, 20-101) fits one
     assert "train: 1 image -> 12 tiles" in run.stdout and "2 boxes: 2 whole in at least one tile;" in run.stdout
     assert f"gradkit plan data={tmp_path / 'tiles' / 'data.yaml'}" in run.stdout
+    assert (f"gradkit val model=RUN/weights/best.pt data={data} imgsz=128 gradkit.report.tile_size=128 "
+            "gradkit.report.tile_overlap=64") in run.stdout
     info = check_det_dataset(str(tmp_path / "tiles" / "data.yaml"))
     assert info["names"] == {0: "scratch", 1: "pit"} and Path(info["train"]).is_dir()
     assert check_dataset(tmp_path / "tiles" / "data.yaml").errors == []

@@ -9,6 +9,7 @@ hands the rest over to Ultralytics' ``yolo`` entrypoint (both through
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -263,7 +264,7 @@ def _convert(args: Sequence[str]) -> int:
 
 
 def _tile(args: Sequence[str]) -> int:
-    from gradkit.data.tile import MIN_VISIBILITY, SIZE_STEP, check_tile_args, tile_dataset
+    from gradkit.data.tile import MIN_VISIBILITY, check_tile_args, tile_dataset
 
     o = _kv(args, {"data": None, "size": None, "out": None, "overlap": "auto", "min_visibility": MIN_VISIBILITY,
                    "keep_empty": 1.0, "seed": 0, "overwrite": False}, "tile")
@@ -277,8 +278,10 @@ def _tile(args: Sequence[str]) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gradkit tile: {exc}") from None
     print("\n".join(summary.lines()))
-    print(f"tiled copy: {data}\nnext: gradkit plan data={data}, then train at imgsz={o['size']}; score whole parts "
-          f"with gradkit val data={o['data']} imgsz=<their long side, rounded up to {SIZE_STEP}> (the tiles' scale)")
+    print(f"tiled copy: {data}\nnext: gradkit plan data={shlex.quote(str(data))}, then train at imgsz={o['size']}; "
+          "score whole parts through the same tiles with gradkit val model=RUN/weights/best.pt "
+          f"data={shlex.quote(str(o['data']))} imgsz={o['size']} "
+          f"gradkit.report.tile_size={o['size']} gradkit.report.tile_overlap={summary.overlap}")
     return 0
 
 
@@ -337,13 +340,14 @@ def _register_val_report(settings) -> None:
     from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     check_ultralytics_version()
-    start = record_predictions
+    start, tiles = record_predictions, None
     if settings.tile_size is not None:
         from gradkit.integrations.ultralytics.sliced import TiledValidation
 
-        start = _after(record_predictions, TiledValidation(settings.tile_size, settings.tile_overlap))
+        tiles = TiledValidation(settings.tile_size, settings.tile_overlap)
+        start = _after(record_predictions, tiles)
     register_default_callbacks({"on_val_start": start,
-                                "on_val_end": functools.partial(_write_val_report, settings=settings)})
+                                "on_val_end": functools.partial(_write_val_report, settings=settings, tiles=tiles)})
 
 
 def _after(first, then):
@@ -355,7 +359,7 @@ def _after(first, then):
     return both
 
 
-def _write_val_report(validator, settings) -> None:
+def _write_val_report(validator, settings, tiles=None) -> None:
     if validator.training:
         return
     from pathlib import Path
@@ -365,6 +369,8 @@ def _write_val_report(validator, settings) -> None:
 
     ev = collect_validation(validator)
     ev.conf_threshold = settings.conf
+    if tiles is not None:
+        ev.extra["tiles"] = tiles.geometry()
     paths = write_report(build_report(ev, gallery_size=settings.gallery), Path(validator.save_dir))
     print(f"gradkit: report {paths['html']}")
 

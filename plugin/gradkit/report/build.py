@@ -212,6 +212,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),
+        "tiles": ev.extra.get("tiles"),
         "training": training_section(run_dir) if run_dir else None,
     }
     return _clean(report)

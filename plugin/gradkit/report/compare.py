@@ -95,6 +95,12 @@ def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
             out.append(f"The runs were evaluated on different {'splits' if key == 'split' else 'datasets'} ("
                        + ", ".join(f"{lab}: {v}" for lab, v in zip(labels, values, strict=True))
                        + "): their numbers are not directly comparable.")
+    scoring = [f"through tiles of {t['size']} px (overlap {t['overlap']} px)" if (t := r.get("tiles")) else
+               "on whole images" for r in reports]
+    if len(set(scoring)) > 1:
+        out.append("The runs were scored differently (" + ", ".join(f"{lab}: {v}" for lab, v in
+                                                             zip(labels, scoring, strict=True))
+                   + "): the same images, each model seeing them as it was trained to.")
     return out
 
 

@@ -201,6 +201,10 @@ def verdict(r: dict[str, Any]) -> str:
             f"{_pct(k['false_reject_rate'])}); {_md_num(k['fp_per_image'], 2)} false positives per image. "
             f"Ranking quality: mAP50 {_md_num(r['headline'].get('mAP50'))}, mAP50-95 "
             f"{_md_num(r['headline'].get('mAP50-95'))}.")
+    tiles = r.get("tiles")
+    if tiles:
+        text += (f" Each image was scored through tiles of {tiles['size']} px overlapping by {tiles['overlap']} px, "
+                 "their detections merged (a model trained on gradkit tile's copy).")
     worst = _worst_miss(k)
     if worst:
         text += (f" What fails most: {worst['class']} objects covering {worst['relative_area']} of the image — "

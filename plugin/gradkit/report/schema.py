@@ -16,8 +16,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
 #: elongation as the elongated bucket only; 4: training.train_args holds every args.yaml key (3: eight),
 #: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report;
-#: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose).
-REPORT_SCHEMA_VERSION = 5
+#: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose);
+#: 6: tiles (whole images scored through tiles: their size and overlap).
+REPORT_SCHEMA_VERSION = 6
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -186,6 +187,11 @@ class Training(_Open):
     augment_preset: AugmentPreset | None = None
 
 
+class Tiles(_Open):
+    size: Annotated[int, Field(ge=1)]
+    overlap: Count
+
+
 class EvaluationReport(_Open):
     schema_version: Annotated[int, Field(ge=1, le=REPORT_SCHEMA_VERSION)]
     kind: Literal["evaluation"]
@@ -209,6 +215,7 @@ class EvaluationReport(_Open):
     confusion_matrix: list[list[float]] | None = None
     plots: dict[str, str] = {}
     speed_ms: dict[str, Num] | None = None
+    tiles: Tiles | None = None
     training: Training | None = None
 
 

@@ -36,6 +36,7 @@ from gradkit.integrations.ultralytics.datasets import (  # noqa: E402
     model_config_exists,
     resolve_dataset,
 )
+from gradkit.integrations.ultralytics.sliced import TiledValidation, predict_tiles  # noqa: E402
 from gradkit.integrations.ultralytics.validation import (  # noqa: E402
     PredictionRecorder,
     collect_validation,
@@ -53,6 +54,7 @@ __all__ = [
     "GradkitCallback",
     "PluginError",
     "PredictionRecorder",
+    "TiledValidation",
     "attach",
     "check_before_training",
     "check_ultralytics_version",
@@ -61,6 +63,7 @@ __all__ = [
     "install_dataset_guard",
     "layer_labels",
     "model_config_exists",
+    "predict_tiles",
     "preview_augmentation",
     "record_predictions",
     "resolve_dataset",

@@ -165,6 +165,10 @@ class TiledValidation:
         self.size, self.overlap = size, overlap
         self.used_overlap: int | None = None
 
+    def geometry(self) -> dict[str, int]:
+        """What the report says of the scoring: the tiles' size and the overlap used (after a validation)."""
+        return {"size": self.size, "overlap": self.used_overlap}
+
     def __call__(self, validator: Any) -> None:
         if validator.training:
             return

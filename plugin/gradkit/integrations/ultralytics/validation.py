@@ -164,6 +164,8 @@ def validate_for_report(weights: str | Path, data: str, split: str, save_dir: Pa
     model.add_callback("on_val_end", lambda v: captured.__setitem__("data", collect_validation(v)))
     model.val(data=data, split=split, plots=True, project=str(save_dir.parent),
               name=save_dir.name, exist_ok=True, **val_args)
+    if tiles is not None:
+        captured["data"].extra["tiles"] = tiles.geometry()
     return captured["data"]
 
 
