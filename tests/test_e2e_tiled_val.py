@@ -40,6 +40,11 @@ def _box_rows(ev, digits: int = 2) -> list[tuple]:
                   for i, c, s, b in zip(p.image, p.cls, p.score, xyxy, strict=True))
 
 
+def _rows(det) -> list[tuple]:
+    return sorted((int(c), round(float(s), 4), *np.round(b, 2)) for c, s, b in
+                  zip(det.classes, det.scores, det.boxes, strict=True))
+
+
 def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_path):
     """Images of the tile's size are one tile each: the tiled path must reproduce Ultralytics' own numbers."""
     *_, weights = tiled_run
@@ -79,6 +84,11 @@ def test_predict_tiles_on_an_image_no_larger_than_a_tile_is_model_predict(tiled_
     assert len(det) == len(r) > 5
     order = np.argsort(-r.conf.numpy(), kind="stable")
     assert np.allclose(det.boxes, r.xyxy.numpy()[order]) and np.array_equal(det.classes, r.cls.numpy()[order])
+    whole = next((data.parent / "images" / "val").glob("*.png"))  # a file: read as Ultralytics reads it
+    from_file = predict_tiles(model, whole, size, overlap, conf=LOW_CONF)
+    assert _rows(from_file) == _rows(predict_tiles(model, imread(str(whole)), size, overlap, conf=LOW_CONF))
+    with pytest.raises(FileNotFoundError, match="not an image"):
+        predict_tiles(model, data, size, overlap)  # the YAML
 
 
 def test_gradkit_val_writes_the_report_of_the_tiled_detections(tiled_run, tmp_path, capsys):

@@ -67,6 +67,27 @@ def test_a_perfect_tile_detector_gives_back_every_box_once(w, h, size, overlap, 
                                                      np.zeros(len(gts))))
 
 
+@pytest.mark.parametrize(("w", "h", "size", "overlap", "seed"), [(700, 500, 256, 64, 0), (1024, 768, 320, 96, 1),
+                                                                 (900, 900, 256, 100, 2), (440, 440, 256, 72, 3)])
+def test_a_perfect_tile_detector_gives_back_boxes_up_to_a_tile_long(w, h, size, overlap, seed):
+    """Boxes between the overlap and a whole tile: some whole in a tile, some in none, cut into two or three
+    parts; each comes back whole, once."""
+    rng = np.random.default_rng(seed)
+    gts = _random_boxes(rng, w, h, 12, size)
+    windows = tile_windows(w, h, size, overlap)
+    merged = merge_tile_detections(_perfect_tile_detector(gts, windows, rng), windows, w, h)
+    assert _as_set(merged) == _as_set(TileDetections([b for _, b in gts], np.ones(len(gts)), [c for c, _ in gts],
+                                                     np.zeros(len(gts))))
+
+
+def test_a_defect_just_longer_than_the_overlap_is_joined_not_cut_short():
+    """Tiles at x 0 and 184 overlap in 184..256: a defect over 150..290 is two parts that overlap each other by
+    more than half (IoU 0.51); the second part must not be taken for a copy of the first."""
+    windows = tile_windows(440, 256, 256, 64)
+    det = TileDetections([[150, 100, 256, 110], [184, 100, 290, 110]], [0.9, 0.6], [0, 0], [0, 1])
+    assert _as_set(merge_tile_detections(det, windows, 440, 256)) == [(0, 150, 100, 290, 110)]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_parts_of_a_box_longer_than_the_overlap_are_joined_into_it(seed):
     """A box whole in no tile leaves only parts; the parts seen alike where tiles overlap make the box."""

@@ -13,9 +13,9 @@ them:
   edge of its tile (within ``EDGE_PX``; the image's own border is not a cut) is a *part*: parts rank
   after whole detections, and a part lying mostly (``PART_INSIDE``) inside a kept detection of its class
   is that detection's piece and is dropped.
-- A defect longer than the overlap is whole in no tile: its parts remain. Two parts of one class from
-  two tiles that describe the same piece where the tiles overlap (clipped to the pixels both tiles see,
-  IoU >= ``SAME_IOU``) are joined into the box around both, with the higher score. Looking only where
+- A defect longer than the overlap may be whole in no tile: its parts remain. Two parts of one class
+  from two tiles that describe the same piece where the tiles overlap (clipped to the pixels both tiles
+  see, IoU >= ``SAME_IOU``) are joined into the box around both, with the higher score. Looking only where
   both tiles see the same pixels keeps a stray low-score box that merely touches a part from growing it.
 
 Boxes are pixel ``x0, y0, x1, y1`` of the whole image.
@@ -104,18 +104,20 @@ def cut_by_inner_edge(det: TileDetections, windows: np.ndarray, width: int, heig
 
 
 def _suppress(det: TileDetections, part: np.ndarray) -> np.ndarray:
-    """Indices kept by the greedy pass, class by class: whole detections before parts, each by descending
-    score; a detection is dropped when a kept one of its class from another tile has IoU >= SAME_IOU with
-    it, or (a part) holds PART_INSIDE of it. Detections of one tile are left as the model gave them (its own
-    NMS, or none for an NMS-free head, already decided between them)."""
+    """Indices kept by the greedy pass, class by class: whole detections first, each by descending score. A
+    whole detection is dropped when a kept whole one of its class from another tile has IoU >= SAME_IOU
+    with it; a part, when one of them does or holds PART_INSIDE of it. Parts never drop parts: two parts
+    are pieces of one defect or copies of one piece, and joining them (``_join_parts``) is right for both.
+    Detections of one tile are left as the model gave them (its own NMS, or none for an NMS-free head,
+    already decided between them)."""
     kept: list[int] = []
     for c in np.unique(det.classes):
         members = np.flatnonzero(det.classes == c)
         order = members[np.lexsort((-det.scores[members], part[members]))]  # last key first: whole before parts
-        boxes, tiles = np.empty((0, 4)), np.empty(0, np.int64)
+        boxes, tiles, n = np.empty((len(order), 4)), np.empty(len(order), np.int64), 0  # the kept whole ones
         for i in order:
             box = det.boxes[i]
-            others = boxes[tiles != det.tiles[i]]
+            others = boxes[:n][tiles[:n] != det.tiles[i]]
             if len(others):
                 if (_iou(box, others) >= SAME_IOU).any():
                     continue
@@ -123,7 +125,8 @@ def _suppress(det: TileDetections, part: np.ndarray) -> np.ndarray:
                 if part[i] and area > 0 and (_intersection(box, others) / area >= PART_INSIDE).any():
                     continue
             kept.append(int(i))
-            boxes, tiles = np.vstack([boxes, box]), np.append(tiles, det.tiles[i])
+            if not part[i]:
+                boxes[n], tiles[n], n = box, det.tiles[i], n + 1
     return np.array(kept, np.int64)
 
 

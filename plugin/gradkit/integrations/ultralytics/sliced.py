@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,11 +67,17 @@ def detect_over_tiles(image: np.ndarray, size: int, overlap: int, detect: Callab
     return merge_tile_detections(det, windows, w, h, max_det)
 
 
-def predict_tiles(model: Any, image: np.ndarray, size: int, overlap: int, *, conf: float = 0.25, iou: float = 0.7,
-                  max_det: int = 300, device: Any = None) -> TileDetections:
-    """Detections of ``model`` (an ``ultralytics.YOLO``) on ``image`` (H x W [x C], BGR as Ultralytics reads it),
-    made tile by tile with ``model.predict(imgsz=size)`` and merged; pixel boxes of the whole image. On an
-    image no larger than a tile it is exactly ``model.predict`` on the image."""
+def predict_tiles(model: Any, image: np.ndarray | str | Path, size: int, overlap: int, *, conf: float = 0.25,
+                  iou: float = 0.7, max_det: int = 300, device: Any = None) -> TileDetections:
+    """Detections of ``model`` (an ``ultralytics.YOLO``) on ``image`` (a file, or H x W [x C] pixels, BGR as
+    Ultralytics reads them), made tile by tile with ``model.predict(imgsz=size)`` and merged; pixel boxes of
+    the whole image. On an image no larger than a tile it is exactly ``model.predict`` on the image."""
+    if isinstance(image, str | Path):
+        from ultralytics.utils.patches import imread
+
+        path, image = image, imread(str(image))
+        if image is None:
+            raise FileNotFoundError(f"{path}: not an image OpenCV can read")
     def detect(crops: list[np.ndarray]) -> list[Found]:
         results = model.predict(crops, imgsz=size, conf=conf, iou=iou, max_det=max_det, device=device, verbose=False)
         return [(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), r.boxes.cls.cpu().numpy()) for r in results]
@@ -126,16 +133,21 @@ class _AsValidated:
         import torch
 
         placed = [self._placed(c) for c in crops]
-        out: list[Found] = []
-        for canvas, r, left, top in placed:  # one at a time: canvases differ in shape only for small images
-            rgb = canvas[..., ::-1] if canvas.shape[2] == 3 else canvas  # BGR to RGB, as the dataset's Format does
-            img = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.validator.device)
+        out: dict[int, Found] = {}
+        shapes = {p[0].shape for p in placed}  # one shape unless an image is smaller than a tile
+        for shape in shapes:
+            index = [i for i, p in enumerate(placed) if p[0].shape == shape]
+            batch = np.stack([placed[i][0] for i in index])
+            rgb = batch[..., ::-1] if shape[2] == 3 else batch  # BGR to RGB, as the dataset's Format does
+            img = torch.from_numpy(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))).to(self.validator.device)
             img = (img.half() if self.validator.args.quantize == 16 else img.float()) / 255
             with torch.inference_mode():
-                pred = self.validator.postprocess(self.backend(img))[0]
-            xyxy = (pred["bboxes"].float().cpu().numpy() - [left, top, left, top]) / r  # back into the crop
-            out.append((xyxy, pred["conf"].float().cpu().numpy(), pred["cls"].cpu().numpy()))
-        return out
+                preds = self.validator.postprocess(self.backend(img))
+            for i, pred in zip(index, preds, strict=True):
+                _, r, left, top = placed[i]
+                xyxy = (pred["bboxes"].float().cpu().numpy() - [left, top, left, top]) / r  # back into the crop
+                out[i] = (xyxy, pred["conf"].float().cpu().numpy(), pred["cls"].cpu().numpy())
+        return [out[i] for i in range(len(crops))]
 
 
 def _longest_label_side(validator: Any) -> float:
