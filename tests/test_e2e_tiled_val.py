@@ -15,6 +15,7 @@ from gradkit.data.tile import tile_dataset
 from gradkit.integrations.ultralytics import validate_for_report
 from gradkit.integrations.ultralytics.sliced import TiledValidation, predict_tiles
 from gradkit.synth import SynthSpec, generate_dataset
+from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -45,10 +46,16 @@ def _rows(det) -> list[tuple]:
                   zip(det.classes, det.scores, det.boxes, strict=True))
 
 
-def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_path):
-    """Images of the tile's size are one tile each: the tiled path must reproduce Ultralytics' own numbers."""
+@pytest.mark.parametrize("kind", ["square", "wide", "tall"])
+def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_path, kind):
+    """Images no larger than the tile are one tile each: the tiled path must reproduce Ultralytics' own numbers,
+    square or not (a non-square image is padded to a non-square batch shape)."""
     *_, weights = tiled_run
-    small = generate_dataset(tmp_path / "small", SynthSpec(images=12, imgsz=64, seed=8), progress=False)
+    if kind == "square":
+        small = generate_dataset(tmp_path / "small", SynthSpec(images=12, imgsz=64, seed=8), progress=False)
+    else:
+        w, h = (64, 40) if kind == "wide" else (40, 64)
+        small = generate_surface_dataset(tmp_path / "small", SurfaceSpec(images=12, width=w, height=h, seed=8))
     args = dict(imgsz=64, batch=4, conf=LOW_CONF, device="cpu", verbose=False)
     plain = validate_for_report(weights, str(small), "val", tmp_path / "plain", **args)
     tiled = validate_for_report(weights, str(small), "val", tmp_path / "tiled", tiles=TiledValidation(64), **args)
@@ -57,20 +64,40 @@ def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_p
     assert tiled.headline == pytest.approx(plain.headline, abs=1e-6)
 
 
-def test_what_is_scored_does_not_depend_on_the_validators_own_imgsz(tiled_run, tmp_path):
+@pytest.mark.parametrize("shape", [(160, 160), (160, 96), (96, 160)])
+def test_what_is_scored_does_not_depend_on_the_validators_own_imgsz(tiled_run, tmp_path, shape):
     """The merged detections go into each batch's letterbox and come back out through the report's recorder:
-    at imgsz 64 (the 160 px images shrunk 0.4x), 96 and 160 (1x) the scored boxes in image pixels agree."""
+    at imgsz 64 (shrunk), 96 and 160 (1x) the scored boxes in image pixels agree, also where the letterbox
+    pads one side only."""
     data, size, overlap, weights = tiled_run
+    if shape != (160, 160):
+        data = generate_surface_dataset(tmp_path / "ds", SurfaceSpec(images=12, width=shape[0], height=shape[1],
+                                                                      seed=9))
     rows = {}
     for imgsz in (64, 96, 160):
-        tiles = TiledValidation(size)
+        tiles = TiledValidation(size, overlap)
         ev = validate_for_report(weights, str(data), "val", tmp_path / f"v{imgsz}", tiles=tiles, imgsz=imgsz,
                                  batch=4, conf=LOW_CONF, device="cpu", verbose=False)
-        assert tiles.used_overlap == overlap  # gradkit tile's own choice, from this split's labels
-        assert set(ev.sizes.values()) == {(160, 160)}
+        assert set(ev.sizes.values()) == {shape}
         rows[imgsz] = _box_rows(ev, digits=1)
     assert len(rows[160]) > 10
     assert rows[64] == rows[96] == rows[160]
+
+
+def test_the_default_overlap_is_the_longest_box_of_the_split_at_most_half_a_tile(tiled_run, tmp_path):
+    from test_tile import _drawn, _yaml
+
+    *_, weights = tiled_run
+    root = tmp_path / "hand"
+    _drawn(root, "train", "a", 200, 150, [("rect", 1, 5, 5, 20, 20)], seed=0)
+    _drawn(root, "val", "b", 200, 150, [("rect", 1, 10, 10, 47, 30), ("line", 0, 100, 20, 120, 140)], seed=1)
+    _drawn(root, "val", "c", 150, 200, [("rect", 1, 60, 60, 90, 82)], seed=2)
+    data = _yaml(root)
+    for size, expected in ((256, 121), (128, 64)):  # the line spans 121 px (rows 20..140); half of 128 is 64
+        tiles = TiledValidation(size)
+        validate_for_report(weights, str(data), "val", tmp_path / f"v{size}", tiles=tiles, imgsz=64, batch=4,
+                            device="cpu", verbose=False)
+        assert tiles.used_overlap == expected
 
 
 def test_predict_tiles_on_an_image_no_larger_than_a_tile_is_model_predict(tiled_run):
@@ -117,12 +144,47 @@ def test_tile_settings_gradkit_tile_would_refuse_stop_val_and_train_in_one_line(
         assert says in err and "\n" not in err and "Traceback" not in err
 
 
-def test_the_end_of_training_report_scores_through_tiles_when_configured(tiny_data, tmp_path):
-    _, run = train_tiny(tiny_data, tmp_path, cfg={"report": {"tile_size": 32}}, epochs=1)
+def test_the_end_of_training_report_of_a_run_on_tiles_scores_the_whole_images(tmp_path):
+    """Trained on gradkit tile's copy with report.tile_size: the report scores the source's whole images through
+    the copy's tiles, and says so."""
+    data = generate_dataset(tmp_path / "ds", SynthSpec(images=12, imgsz=160, seed=5), progress=False)
+    tiled, summary = tile_dataset(data, size=64, out=tmp_path / "tiles")
+    _, run = train_tiny(tiled, tmp_path, cfg={"report": {"tile_size": 64}}, epochs=1, imgsz=64)
     report = json.loads((run / "report.json").read_text())
-    assert report["tiles"]["size"] == 32 and report["tiles"]["overlap"] > 0
-    tiles = TiledValidation(32)
-    ev = validate_for_report(run / "weights" / "best.pt", str(tiny_data), "val", tmp_path / "again", tiles=tiles,
-                             imgsz=64, batch=4, device="cpu", conf=0.001, verbose=False)
-    assert report["tiles"] == tiles.geometry()
+    assert report["data"] == str(data.resolve()) and report["images"] == 2  # the source's two val images
+    assert report["tiles"] == {"size": 64, "overlap": summary.overlap}
+    ev = validate_for_report(run / "weights" / "best.pt", str(data), "val", tmp_path / "again",
+                             tiles=TiledValidation(64, summary.overlap), imgsz=64, batch=4, device="cpu", conf=0.001,
+                             verbose=False)
     assert report["headline"]["mAP50-95"] == pytest.approx(ev.headline["mAP50-95"])
+
+
+def test_a_tile_size_other_than_the_copys_stops_training_in_one_line(tmp_path, capsys):
+    data = generate_dataset(tmp_path / "ds", SynthSpec(images=6, imgsz=96, seed=5), progress=False)
+    tiled, _ = tile_dataset(data, size=64, out=tmp_path / "tiles")
+    code = main(["train", "model=yolo26n.yaml", f"data={tiled}", "epochs=1", "imgsz=64", "device=cpu",
+                 "gradkit.report.tile_size=32", f"project={tmp_path}", "name=r"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == (f"gradkit: report.tile_size=32, but {tiled} holds tiles of 64 px cut from "
+                                     f"{data.resolve()}: set report.tile_size=64")
+    assert not (tmp_path / "r" / "weights").exists()
+
+
+def test_val_of_the_tiled_copy_through_tiles_says_which_data_scores_whole_parts(tiled_run, tmp_path, capsys):
+    data, size, _, weights = tiled_run
+    tiled = data.parent.parent / "tiles" / "data.yaml"
+    code = main(["val", f"model={weights}", f"data={tiled}", f"imgsz={size}", "batch=4", "device=cpu",
+                 f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v"])
+    assert code == 0
+    assert f"to score whole parts through tiles give data={data.resolve()}" in capsys.readouterr().err
+
+
+def test_tiled_scoring_refuses_what_it_cannot_score():
+    from types import SimpleNamespace
+
+    from gradkit.config import ConfigError
+
+    for args, says in ((SimpleNamespace(task="segment", model="w.pt"), "for detection models, not task=segment"),
+                       (SimpleNamespace(task="detect", model="w.onnx"), "as a .pt file; got model=w.onnx")):
+        with pytest.raises(ConfigError, match=says):
+            TiledValidation(64)(SimpleNamespace(training=False, args=args))

@@ -474,3 +474,20 @@ def test_the_default_output_lies_beside_the_dataset_root_never_in_it(tmp_path):
     _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
     data, _ = tile_dataset(_yaml(root), size=128)
     assert data == tmp_path / "ds-tiles128" / "data.yaml" and data.is_file()
+
+
+def test_a_tiled_copy_is_known_by_its_record_and_a_crafted_record_is_refused(tmp_path):
+    from gradkit.data.tile import tiled_copy_of
+
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 300, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 300, 200, [("rect", 1, 200, 150, 240, 190)], seed=1)
+    data = _yaml(root)
+    tiled, summary = tile_dataset(data, size=128, out=tmp_path / "tiles")
+    assert tiled_copy_of(tiled) == {"source": str(data.resolve()), "size": 128, "overlap": summary.overlap}
+    assert tiled_copy_of(data) is None and tiled_copy_of(tmp_path / "absent.yaml") is None
+    doc = yaml.safe_load(tiled.read_text())
+    doc["gradkit_tile"]["overlap"] = "40; rm -rf /"
+    tiled.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match=r"gradkit_tile.overlap is '40; rm -rf /', not the int gradkit tile writes"):
+        tiled_copy_of(tiled)

@@ -350,6 +350,19 @@ def _register_val_report(settings) -> None:
                                 "on_val_end": functools.partial(_write_val_report, settings=settings, tiles=tiles)})
 
 
+def _warn_tiled_copy(data: str | None, tile_size: int | None) -> None:
+    """``gradkit val`` through tiles of ``gradkit tile``'s copy scores tiles, not parts: say which data would."""
+    from gradkit.data.tile import tiled_copy_of
+
+    try:
+        record = tiled_copy_of(data) if tile_size is not None and data else None
+    except ValueError:
+        record = None  # the validation itself reads the YAML and names what is wrong with it
+    if record is not None:
+        print(f"gradkit: {data} is gradkit tile's copy: each of its images is one tile; to score whole parts "
+              f"through tiles give data={shlex.quote(record['source'])}", file=sys.stderr)
+
+
 def _after(first, then):
     """One callback running ``first`` then ``then`` (the tiled predictions must wrap the recorder)."""
     def both(validator) -> None:
@@ -535,6 +548,8 @@ def _user_error(exc: BaseException) -> str | None:
 
     if (line := yolo_argument_error(exc)) is not None:
         return line
+    if isinstance(exc, ConfigError):  # a setting found wrong once Ultralytics had the model or the data
+        return f"gradkit: {exc}"
     seen = exc
     while seen is not None:  # Ultralytics wraps dataset errors in RuntimeError("Dataset ... error")
         if isinstance(seen, DatasetError):
@@ -701,7 +716,9 @@ def _dispatch(args: list[str]) -> int:
         if missing:
             print(missing, file=sys.stderr)
             return 2
-        _register_val_report(load_config(None, overrides).report)
+        settings = load_config(None, overrides).report
+        _register_val_report(settings)
+        _warn_tiled_copy(data, settings.tile_size)
         keys = {a.partition("=")[0] for a in rest}
         rest += [a for a in ("plots=True",) if a.partition("=")[0] not in keys]
     from gradkit.integrations.ultralytics.seams import hand_over_to_yolo

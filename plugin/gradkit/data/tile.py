@@ -51,8 +51,8 @@ from gradkit.data.check import (
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import list_split_images
 
-__all__ = ["MIN_VISIBILITY", "SIZE_STEP", "TileSummary", "auto_overlap", "check_tile_args", "tile_dataset",
-           "tile_output", "tile_starts"]
+__all__ = ["MAX_OVERLAP_SHARE", "MIN_VISIBILITY", "SIZE_STEP", "TILE_RECORD", "TileSummary", "auto_overlap",
+           "check_tile_args", "tile_dataset", "tile_output", "tile_starts", "tiled_copy_of"]
 
 #: Share of a cut box's area that must lie in a tile for the tile to keep it (clipped). Half: the kept part
 #: then spans at least half the box each way, so it cannot miss either diagonal, and a straight line's
@@ -88,6 +88,31 @@ def auto_overlap(longest_side: float, size: int) -> int:
     """``overlap=auto``: the longest box side (pixels), so every box lies whole in some tile, at most
     ``MAX_OVERLAP_SHARE`` of a tile."""
     return min(math.ceil(longest_side), int(size * MAX_OVERLAP_SHARE))
+
+
+#: The key ``tile_dataset`` writes into the copy's data.yaml: where the tiles came from and how they were cut.
+TILE_RECORD = "gradkit_tile"
+
+
+def tiled_copy_of(data_yaml: str | Path) -> dict | None:
+    """The record (``source`` data.yaml, ``size``, ``overlap``) of a copy ``tile_dataset`` wrote, None for any
+    other dataset YAML. The file is read back, so untrusted: ``ValueError`` naming it and the key when the
+    record is not what ``tile_dataset`` writes."""
+    path = Path(data_yaml)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # not a file gradkit can read as YAML: not one tile_dataset wrote
+    record = doc.get(TILE_RECORD) if isinstance(doc, dict) else None
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: {TILE_RECORD} is not a mapping (gradkit tile writes source, size and overlap)")
+    for key, kind in (("source", str), ("size", int), ("overlap", int)):
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise ValueError(f"{path}: {TILE_RECORD}.{key} is {record.get(key)!r}, not the {kind.__name__} gradkit "
+                             "tile writes")
+    return {"source": record["source"], "size": record["size"], "overlap": record["overlap"]}
 
 
 def _n(count: int, noun: str) -> str:
@@ -392,7 +417,7 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
     folder.plan([t.rel(sub) for t in tiles for sub in ("images", "labels")] + ["data.yaml", TILES_CSV])
     _write_tiles(folder, tiles)
     doc = {"path": str(folder.root), **{split: f"images/{split}" for split in splits}, "names": names,
-           "gradkit_tile": {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
+           TILE_RECORD: {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
                             "min_visibility": min_visibility, "keep_empty": keep_empty, "seed": seed}}
     folder.path("data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     with folder.path(TILES_CSV).open("w", newline="") as f:

@@ -26,7 +26,12 @@ from gradkit.integrations.ultralytics.seams import (
     replace_model_tune,
     replace_optimizer_step,
 )
-from gradkit.integrations.ultralytics.sliced import TiledValidation, check_report_tiles
+from gradkit.integrations.ultralytics.sliced import (
+    ReportSource,
+    TiledValidation,
+    check_report_tiles,
+    report_source,
+)
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
@@ -83,6 +88,7 @@ class GradkitCallback:
 
     def __init__(self, cfg: GradkitConfig):
         self.cfg = cfg
+        self.report_source: ReportSource | None = None  # whole images the report scores through tiles
         self._reset()
 
     # ------------------------------------------------------------------ registration
@@ -173,11 +179,15 @@ class GradkitCallback:
 
         dcfg, data = self.cfg.data, str(trainer.args.data)
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
-        splits = (self.cfg.report.split,) if self.cfg.report.enabled else ()  # the report's split, found now
+        self.report_source = report_source(data, self.cfg.report)
+        own_split = self.cfg.report.enabled and self.report_source is None
+        splits = (self.cfg.report.split,) if own_split else ()  # the report's split, found now
         if dcfg.check and not getattr(trainer.args, "resume", False):
             check_before_training(data, splits)
         elif not dcfg.allow_download and data.endswith((".yaml", ".yml")):
             resolve_dataset(data, required=("train", *splits))
+        if self.report_source is not None and not dcfg.allow_download:
+            resolve_dataset(self.report_source.data, required=(self.cfg.report.split,))
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Set up after the optimizer, scaler and EMA exist (every rank), then take over the step."""
@@ -394,8 +404,11 @@ class GradkitCallback:
 
         rcfg = self.cfg.report
         weights = trainer.best if Path(trainer.best).exists() else trainer.last
-        tiles = None if rcfg.tile_size is None else TiledValidation(rcfg.tile_size, rcfg.tile_overlap)
-        ev = validate_for_report(weights, str(trainer.args.data), rcfg.split, self.save_dir / REPORT_VAL_DIR,
+        source = self.report_source
+        data = str(trainer.args.data) if source is None else source.data
+        overlap = rcfg.tile_overlap if source is None or rcfg.tile_overlap is not None else source.overlap
+        tiles = None if rcfg.tile_size is None else TiledValidation(rcfg.tile_size, overlap)
+        ev = validate_for_report(weights, data, rcfg.split, self.save_dir / REPORT_VAL_DIR,
                                  tiles=tiles, imgsz=trainer.args.imgsz, batch=trainer.args.batch,
                                  device=trainer.args.device, conf=0.001, verbose=False)
         ev.conf_threshold = rcfg.conf

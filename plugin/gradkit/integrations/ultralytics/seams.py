@@ -36,6 +36,7 @@ __all__ = [
     "albumentations_stage_index",
     "chain_optimizer_step_override",
     "check_coco_iou_override",
+    "check_mirrored_dataset_code",
     "check_optimizer_step",
     "check_seams",
     "check_validator",
@@ -53,7 +54,6 @@ __all__ = [
     "prediction_recorder",
     "publish_epoch_metrics",
     "read_like_dataset",
-    "rect_padding",
     "register_default_callbacks",
     "replace_check_det_dataset",
     "replace_model_tune",
@@ -62,6 +62,7 @@ __all__ = [
     "scaled_predictions",
     "set_prediction_recorder",
     "stock_check_det_dataset",
+    "tile_canvas",
     "warmup_iterations",
     "wrap_update_metrics",
     "yolo_argument_error",
@@ -491,6 +492,10 @@ def replace_predictions(validator: Any, replace: Callable[[Any, Any], Any]) -> N
     prediction is the dict of :data:`PREDICTION_KEYS` the replacement must imitate.
     """
     check_validator(validator)
+    check_mirrored_dataset_code()
+    if not callable(getattr(validator, "postprocess", None)) or _missing_parameters(validator.postprocess, ("preds",)):
+        raise SeamError(f"{type(validator).__qualname__}.postprocess(preds) is gone (ultralytics "
+                        f"{_ultralytics_version()}): gradkit's tiled validation runs each tile through it")
     original = validator.update_metrics
 
     def update_metrics(preds, batch):
@@ -523,20 +528,69 @@ def image_placement(validator: Any, si: int, batch: Any) -> tuple[str, tuple[flo
     Uses the private ``_prepare_batch`` that :func:`check_validator` checked.
     """
     pbatch = validator._prepare_batch(si, batch)
+    missing = [k for k in ("ratio_pad", "im_file") if k not in pbatch]
+    if missing:
+        raise SeamError(f"{type(validator).__qualname__}._prepare_batch no longer gives {', '.join(missing)} "
+                        f"(ultralytics {_ultralytics_version()}): gradkit's tiled validation places its detections "
+                        "in each batch's letterbox with them")
     (gain_y, gain_x), (pad_x, pad_y) = pbatch["ratio_pad"]
     return str(pbatch["im_file"]), (float(gain_x), float(gain_y)), (float(pad_x), float(pad_y))
 
 
-def rect_padding(validator: Any) -> tuple[bool, float, int]:
-    """(rect, pad, stride) of the validator's dataset: with ``rect`` an image's batch shape is its aspect times
-    imgsz / stride + pad, rounded up, times stride (``BaseDataset.set_rectangle``), else imgsz square."""
+#: ``code_fingerprint`` of the Ultralytics code whose arithmetic :func:`tile_canvas` mirrors (8.4.190): how a
+#: validation dataset resizes an image (``load_image``, rect mode) and the batch shape it pads it to
+#: (``set_rectangle``), both of ``ultralytics.data.base.BaseDataset``.
+MIRRORED_DATASET_FINGERPRINTS = {"load_image": "00f60f73c37113da", "set_rectangle": "5a17c7745c7473f3"}
+
+
+def check_mirrored_dataset_code() -> None:
+    """Raise unless the dataset code :func:`tile_canvas` mirrors is the code it was written against."""
+    from ultralytics.data.base import BaseDataset
+
+    for name, expected in MIRRORED_DATASET_FINGERPRINTS.items():
+        fn = getattr(BaseDataset, name, None)
+        found = code_fingerprint(fn) if callable(fn) else "missing"
+        if found != expected:
+            raise SeamError(f"ultralytics.data.base.BaseDataset.{name} is not the code gradkit's tiled validation "
+                            f"mirrors (code fingerprint {found}, expected {expected}; ultralytics "
+                            f"{_ultralytics_version()}): compare it with seams.tile_canvas, port the change, then "
+                            "update seams.MIRRORED_DATASET_FINGERPRINTS")
+
+
+def tile_canvas(validator: Any, crop: Any, size: int) -> tuple[Any, float, int, int]:
+    """``crop`` as the validator's dataset would give an image of it at ``imgsz=size``: resized to ``size`` on
+    its long side (``load_image``, rect mode), then placed by ``LetterBox(scaleup=False)`` on the batch shape
+    of an image of its aspect (``set_rectangle``: aspect x size / stride + pad, rounded up, x stride; a
+    square of ``size`` without ``rect``). Returns (canvas, resize ratio, left padding, top padding).
+    Checked by :func:`check_mirrored_dataset_code` and that the dataset has ``rect``, ``pad`` and ``stride``."""
+    import math
+
+    import cv2
+    import numpy as np
+    from ultralytics.data.augment import LetterBox
+
     dataset = validator.dataloader.dataset
     missing = [a for a in ("rect", "pad", "stride") if not hasattr(dataset, a)]
     if missing:
         raise SeamError(f"{type(dataset).__qualname__} has no {', '.join(missing)} (ultralytics "
-                        f"{_ultralytics_version()}): gradkit's tiled validation pads each tile as the dataset pads "
-                        "an image of the tile's size")
-    return bool(dataset.rect), float(dataset.pad), int(dataset.stride)
+                        f"{_ultralytics_version()}): gradkit's tiled validation places each tile as the dataset "
+                        "places an image of the tile's size")
+    h0, w0 = crop.shape[:2]
+    r = size / max(h0, w0)
+    if r != 1:
+        crop = cv2.resize(crop, (min(math.ceil(w0 * r), size), min(math.ceil(h0 * r), size)),
+                          interpolation=cv2.INTER_LINEAR)
+    h, w = crop.shape[:2]
+    shape = (size, size)
+    if dataset.rect:
+        ar = h / w
+        aspect = np.array([ar, 1.0] if ar < 1 else [1.0, 1 / ar] if ar > 1 else [1.0, 1.0])
+        cells = np.ceil(aspect * size / dataset.stride + dataset.pad).astype(int)
+        shape = tuple(int(v) for v in cells * dataset.stride)
+    letterbox = LetterBox(new_shape=shape, scaleup=False)
+    labels = {"img": crop}
+    params = letterbox.get_params(labels)
+    return letterbox.apply_image(labels, params)["img"], r, int(params["left"]), int(params["top"])
 
 
 def scaled_predictions(validator: Any, si: int, pred: Any, batch: Any) -> tuple[Any, Any]:

@@ -3,30 +3,33 @@ were, the tiles' detections merged (``gradkit.data.tile_merge``).
 
 ``predict_tiles`` does it for one image; ``TiledValidation`` makes an Ultralytics validation score those
 merged detections instead of the model's own on the letterboxed whole image, so mAP, the confusion matrix,
-the plots and gradkit's report all describe whole parts seen at the native pixel size the model learnt.
+the PR and F1 curves and gradkit's report all describe whole parts seen at the native pixel size the model
+learnt. Not so Ultralytics' ``val_batch*_pred.jpg`` (drawn from the model's own predictions) and its speed
+figures (the tiles are detected inside ``update_metrics``, outside its timers).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gradkit.config import ConfigError
-from gradkit.data.tile import auto_overlap, check_tile_args
+from gradkit.data.tile import MAX_OVERLAP_SHARE, MIN_VISIBILITY, auto_overlap, check_tile_args, tiled_copy_of
 from gradkit.data.tile_merge import TileDetections, merge_tile_detections, tile_windows
 from gradkit.integrations.ultralytics.seams import (
     image_placement,
     read_like_dataset,
-    rect_padding,
     replace_predictions,
+    tile_canvas,
 )
 
-__all__ = ["TiledValidation", "check_report_tiles", "detect_over_tiles", "predict_tiles"]
+__all__ = ["ReportSource", "TiledValidation", "check_report_tiles", "detect_over_tiles", "predict_tiles",
+           "report_source"]
 
 #: Tiles sent to the model at once.
 TILE_BATCH = 8
@@ -40,9 +43,40 @@ def check_report_tiles(size: int | None, overlap: int | None) -> None:
             raise ConfigError(f"report.tile_overlap={overlap} needs report.tile_size (the tiles' pixels)")
         return
     try:
-        check_tile_args(size, overlap, 0.5, 1.0)
+        check_tile_args(size, None, MIN_VISIBILITY, 1.0)
     except ValueError as e:
         raise ConfigError(f"report.tile_{e}") from None
+    cap = int(size * MAX_OVERLAP_SHARE)
+    if overlap is not None and not 0 <= overlap <= cap:
+        raise ConfigError(f"report.tile_overlap={overlap}: takes 0 to {cap} px ({MAX_OVERLAP_SHARE:g} of "
+                          f"report.tile_size={size}), or unset for the longest box side")
+
+
+@dataclass
+class ReportSource:
+    """Whole images an end-of-training report scores through tiles: the dataset ``gradkit tile`` cut the
+    training tiles from, and the overlap it used."""
+
+    data: str
+    overlap: int
+
+
+def report_source(data: str, report: Any) -> ReportSource | None:
+    """For a run on ``gradkit tile``'s copy with ``report.tile_size`` set, the whole images to score (the copy's
+    source and overlap); None otherwise. ``ConfigError`` when the tile size differs from the copy's or its
+    record is unreadable, before training."""
+    if not report.enabled or report.tile_size is None or not data.endswith((".yaml", ".yml")):
+        return None
+    try:
+        record = tiled_copy_of(data)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if record is None:
+        return None
+    if record["size"] != report.tile_size:
+        raise ConfigError(f"report.tile_size={report.tile_size}, but {data} holds tiles of {record['size']} px cut "
+                          f"from {record['source']}: set report.tile_size={record['size']}")
+    return ReportSource(record["source"], record["overlap"])
 
 
 #: One tile's detections, pixel boxes of the tile: (xyxy n x 4, scores n, classes n).
@@ -87,55 +121,26 @@ def predict_tiles(model: Any, image: np.ndarray | str | Path, size: int, overlap
 
 class _AsValidated:
     """Detections on tiles made as the validator makes them on whole images: the same weights loaded as it
-    loads them (``AutoBackend``, its device, precision and head), each tile placed on the canvas its dataset
-    gives an image of the tile's size (resized to ``size`` on its long side, then padded: with rectangular
-    batches a border of half a stride or more, ``BaseDataset.set_rectangle``), and its own ``postprocess``
-    (its NMS: multi-label, its conf, iou and max_det). So a tile that is a whole image gets exactly the
-    detections plain validation at ``imgsz=size`` gets."""
+    loads them (``AutoBackend``, its device, precision and head), each tile placed as its dataset places an
+    image of the tile's size (``seams.tile_canvas``: with rectangular batches, a border of half a stride or
+    more), and its own ``postprocess`` (its NMS: multi-label, its conf, iou and max_det). So a tile that is a
+    whole image gets exactly the detections plain validation at ``imgsz=size`` gets."""
 
     def __init__(self, validator: Any, size: int):
         from ultralytics.nn.autobackend import AutoBackend
 
         self.validator, self.size = validator, size
-        self.rect, self.pad, self.stride = rect_padding(validator)
         self.backend = AutoBackend(model=str(validator.args.model), device=validator.device,
                                    fp16=validator.args.quantize == 16, end2end=validator.args.nms is False,
                                    verbose=False)
         self.backend.eval()
 
-    def _canvas_shape(self, h: int, w: int) -> tuple[int, int]:
-        if not self.rect:
-            return self.size, self.size
-        ar = h / w
-        shape = np.array([ar, 1.0] if ar < 1 else [1.0, 1 / ar] if ar > 1 else [1.0, 1.0])
-        hw = np.ceil(shape * self.size / self.stride + self.pad).astype(int) * self.stride
-        return int(hw[0]), int(hw[1])
-
-    def _placed(self, crop: np.ndarray) -> tuple[np.ndarray, float, int, int]:
-        """The crop as the dataset would place it (resized like ``load_image``, centred like ``LetterBox``,
-        grey 114 around), with the resize ratio and the left and top padding."""
-        import cv2
-
-        h0, w0 = crop.shape[:2]
-        r = self.size / max(h0, w0)
-        if r != 1:
-            crop = cv2.resize(crop, (min(math.ceil(w0 * r), self.size), min(math.ceil(h0 * r), self.size)),
-                              interpolation=cv2.INTER_LINEAR)
-        crop = crop.reshape(*crop.shape[:2], -1)
-        h1, w1 = crop.shape[:2]
-        ch, cw = self._canvas_shape(h1, w1)
-        top, left = round((ch - h1) / 2 - 0.1), round((cw - w1) / 2 - 0.1)
-        canvas = np.full((ch, cw, crop.shape[2]), 114, crop.dtype)
-        canvas[top:top + h1, left:left + w1] = crop
-        return canvas, r, left, top
-
     def __call__(self, crops: list[np.ndarray]) -> list[Found]:
         import torch
 
-        placed = [self._placed(c) for c in crops]
+        placed = [tile_canvas(self.validator, c, self.size) for c in crops]
         out: dict[int, Found] = {}
-        shapes = {p[0].shape for p in placed}  # one shape unless an image is smaller than a tile
-        for shape in shapes:
+        for shape in {p[0].shape for p in placed}:  # one shape unless an image is smaller than a tile
             index = [i for i, p in enumerate(placed) if p[0].shape == shape]
             batch = np.stack([placed[i][0] for i in index])
             rgb = batch[..., ::-1] if shape[2] == 3 else batch  # BGR to RGB, as the dataset's Format does
@@ -184,6 +189,12 @@ class TiledValidation:
     def __call__(self, validator: Any) -> None:
         if validator.training:
             return
+        if validator.args.task != "detect":
+            raise ConfigError(f"report.tile_size: scoring through tiles merges boxes; it is for detection models, "
+                              f"not task={validator.args.task}")
+        if not str(validator.args.model).endswith(".pt"):
+            raise ConfigError(f"report.tile_size: scoring through tiles reloads the weights as a .pt file; got "
+                              f"model={validator.args.model}")
         detect = _AsValidated(validator, self.size)
         overlap = self.overlap if self.overlap is not None else auto_overlap(_longest_label_side(validator), self.size)
         self.used_overlap = overlap
