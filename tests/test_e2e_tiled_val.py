@@ -4,6 +4,10 @@ images by Ultralytics' own validator over the merged detections of their tiles."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,16 @@ from gradkit.synth import SynthSpec, generate_dataset
 from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
 
 pytestmark = pytest.mark.e2e
+
+GRADKIT = str(Path(sys.executable).with_name("gradkit"))
+
+
+def _gradkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The console script in its own process: ``gradkit val`` / ``train`` register Ultralytics' process-global
+    default callbacks, which would follow every later model of this test process."""
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    return subprocess.run([GRADKIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
 
 #: Below Ultralytics' 0.001: a model trained for seconds scores its detections lower than that.
 LOW_CONF = 1e-4
@@ -51,14 +65,15 @@ def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_p
     """Images no larger than the tile are one tile each: the tiled path must reproduce Ultralytics' own numbers,
     square or not (a non-square image is padded to a non-square batch shape)."""
     *_, weights = tiled_run
+    size = 64 if kind == "square" else 128
     if kind == "square":
-        small = generate_dataset(tmp_path / "small", SynthSpec(images=12, imgsz=64, seed=8), progress=False)
+        small = generate_dataset(tmp_path / "small", SynthSpec(images=12, imgsz=size, seed=8), progress=False)
     else:
-        w, h = (64, 40) if kind == "wide" else (40, 64)
+        w, h = (size, 80) if kind == "wide" else (80, size)
         small = generate_surface_dataset(tmp_path / "small", SurfaceSpec(images=12, width=w, height=h, seed=8))
-    args = dict(imgsz=64, batch=4, conf=LOW_CONF, device="cpu", verbose=False)
+    args = dict(imgsz=size, batch=4, conf=LOW_CONF, device="cpu", verbose=False)
     plain = validate_for_report(weights, str(small), "val", tmp_path / "plain", **args)
-    tiled = validate_for_report(weights, str(small), "val", tmp_path / "tiled", tiles=TiledValidation(64), **args)
+    tiled = validate_for_report(weights, str(small), "val", tmp_path / "tiled", tiles=TiledValidation(size), **args)
     assert len(plain.preds) > 10
     assert _box_rows(tiled) == _box_rows(plain)
     assert tiled.headline == pytest.approx(plain.headline, abs=1e-6)
@@ -118,11 +133,11 @@ def test_predict_tiles_on_an_image_no_larger_than_a_tile_is_model_predict(tiled_
         predict_tiles(model, data, size, overlap)  # the YAML
 
 
-def test_gradkit_val_writes_the_report_of_the_tiled_detections(tiled_run, tmp_path, capsys):
+def test_gradkit_val_writes_the_report_of_the_tiled_detections(tiled_run, tmp_path):
     data, size, overlap, weights = tiled_run
-    code = main(["val", f"model={weights}", f"data={data}", f"imgsz={size}", "batch=4", "device=cpu",
-                 f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v", "exist_ok=True"])
-    assert code == 0
+    run = _gradkit("val", f"model={weights}", f"data={data}", f"imgsz={size}", "batch=4", "device=cpu",
+                   f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v", "exist_ok=True", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "v" / "report.json").read_text())
     assert report["tiles"] == {"size": size, "overlap": overlap}
     assert f"scored through tiles of {size} px" in (tmp_path / "v" / "report.md").read_text()
@@ -135,7 +150,8 @@ def test_gradkit_val_writes_the_report_of_the_tiled_detections(tiled_run, tmp_pa
 @pytest.mark.parametrize(("keys", "says"), [
     (["gradkit.report.tile_size=60"], "report.tile_size=60: takes a whole number of pixels, a multiple of 32"),
     (["gradkit.report.tile_overlap=8"], "report.tile_overlap=8 needs report.tile_size"),
-    (["gradkit.report.tile_size=64", "gradkit.report.tile_overlap=40"], "overlap=40: takes auto or 0 to 32 px"),
+    (["gradkit.report.tile_size=64", "gradkit.report.tile_overlap=40"],
+     "report.tile_overlap=40: takes 0 to 32 px (0.5 of report.tile_size=64), or unset for the longest box side"),
 ])
 def test_tile_settings_gradkit_tile_would_refuse_stop_val_and_train_in_one_line(tiny_data, keys, says, capsys):
     for mode in (["val", "model=absent.pt"], ["train", "model=yolo26n.yaml"]):
@@ -159,24 +175,24 @@ def test_the_end_of_training_report_of_a_run_on_tiles_scores_the_whole_images(tm
     assert report["headline"]["mAP50-95"] == pytest.approx(ev.headline["mAP50-95"])
 
 
-def test_a_tile_size_other_than_the_copys_stops_training_in_one_line(tmp_path, capsys):
+def test_a_tile_size_other_than_the_copys_stops_training_in_one_line(tmp_path):
     data = generate_dataset(tmp_path / "ds", SynthSpec(images=6, imgsz=96, seed=5), progress=False)
     tiled, _ = tile_dataset(data, size=64, out=tmp_path / "tiles")
-    code = main(["train", "model=yolo26n.yaml", f"data={tiled}", "epochs=1", "imgsz=64", "device=cpu",
-                 "gradkit.report.tile_size=32", f"project={tmp_path}", "name=r"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1] == (f"gradkit: report.tile_size=32, but {tiled} holds tiles of 64 px cut from "
-                                     f"{data.resolve()}: set report.tile_size=64")
-    assert not (tmp_path / "r" / "weights").exists()
+    run = _gradkit("train", "model=yolo26n.yaml", f"data={tiled}", "epochs=1", "imgsz=64", "device=cpu",
+                   "gradkit.report.tile_size=32", f"project={tmp_path}", "name=r", cwd=tmp_path)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and err[-1] == (f"gradkit: report.tile_size=32, but {tiled} holds tiles of 64 px cut "
+                                               f"from {data.resolve()}: set report.tile_size=64"), run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and not list((tmp_path / "r").glob("weights/*.pt"))
 
 
-def test_val_of_the_tiled_copy_through_tiles_says_which_data_scores_whole_parts(tiled_run, tmp_path, capsys):
+def test_val_of_the_tiled_copy_through_tiles_says_which_data_scores_whole_parts(tiled_run, tmp_path):
     data, size, _, weights = tiled_run
     tiled = data.parent.parent / "tiles" / "data.yaml"
-    code = main(["val", f"model={weights}", f"data={tiled}", f"imgsz={size}", "batch=4", "device=cpu",
-                 f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v"])
-    assert code == 0
-    assert f"to score whole parts through tiles give data={data.resolve()}" in capsys.readouterr().err
+    run = _gradkit("val", f"model={weights}", f"data={tiled}", f"imgsz={size}", "batch=4", "device=cpu",
+                   f"gradkit.report.tile_size={size}", f"project={tmp_path}", "name=v", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"to score whole parts through tiles give data={data.resolve()}" in run.stderr
 
 
 def test_tiled_scoring_refuses_what_it_cannot_score():

@@ -340,14 +340,13 @@ def _register_val_report(settings) -> None:
     from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     check_ultralytics_version()
-    start, tiles = record_predictions, None
+    start = record_predictions
     if settings.tile_size is not None:
         from gradkit.integrations.ultralytics.sliced import TiledValidation
 
-        tiles = TiledValidation(settings.tile_size, settings.tile_overlap)
-        start = _after(record_predictions, tiles)
+        start = _after(record_predictions, TiledValidation(settings.tile_size, settings.tile_overlap))
     register_default_callbacks({"on_val_start": start,
-                                "on_val_end": functools.partial(_write_val_report, settings=settings, tiles=tiles)})
+                                "on_val_end": functools.partial(_write_val_report, settings=settings)})
 
 
 def _warn_tiled_copy(data: str | None, tile_size: int | None) -> None:
@@ -372,7 +371,7 @@ def _after(first, then):
     return both
 
 
-def _write_val_report(validator, settings, tiles=None) -> None:
+def _write_val_report(validator, settings) -> None:
     if validator.training:
         return
     from pathlib import Path
@@ -382,8 +381,6 @@ def _write_val_report(validator, settings, tiles=None) -> None:
 
     ev = collect_validation(validator)
     ev.conf_threshold = settings.conf
-    if tiles is not None:
-        ev.extra["tiles"] = tiles.geometry()
     paths = write_report(build_report(ev, gallery_size=settings.gallery), Path(validator.save_dir))
     print(f"gradkit: report {paths['html']}")
 

@@ -87,7 +87,8 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
 def auto_overlap(longest_side: float, size: int) -> int:
     """``overlap=auto``: the longest box side (pixels), so every box lies whole in some tile, at most
     ``MAX_OVERLAP_SHARE`` of a tile."""
-    return min(math.ceil(longest_side), int(size * MAX_OVERLAP_SHARE))
+    # to a thousandth of a pixel: a side read back from float32 labels (121 px as 121.00001) is not a pixel more
+    return min(math.ceil(round(longest_side, 3)), int(size * MAX_OVERLAP_SHARE))
 
 
 #: The key ``tile_dataset`` writes into the copy's data.yaml: where the tiles came from and how they were cut.

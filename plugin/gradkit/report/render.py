@@ -185,6 +185,13 @@ def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:
 
 def verdict(r: dict[str, Any]) -> str:
     """The page's first paragraph, in words (plain text)."""
+    tiles = r.get("tiles")
+    scoring = ("" if not tiles else f" Each image was scored through tiles of {tiles['size']} px overlapping by "
+               f"{tiles['overlap']} px, their detections merged (a model trained on gradkit tile's copy).")
+    return _findings(r) + scoring
+
+
+def _findings(r: dict[str, Any]) -> str:
     k = r.get("inspection")
     if not k:
         return (f"{r['images']} {r['split']} images evaluated; mAP50 {_md_num(r['headline'].get('mAP50'))}. "
@@ -201,10 +208,6 @@ def verdict(r: dict[str, Any]) -> str:
             f"{_pct(k['false_reject_rate'])}); {_md_num(k['fp_per_image'], 2)} false positives per image. "
             f"Ranking quality: mAP50 {_md_num(r['headline'].get('mAP50'))}, mAP50-95 "
             f"{_md_num(r['headline'].get('mAP50-95'))}.")
-    tiles = r.get("tiles")
-    if tiles:
-        text += (f" Each image was scored through tiles of {tiles['size']} px overlapping by {tiles['overlap']} px, "
-                 "their detections merged (a model trained on gradkit tile's copy).")
     worst = _worst_miss(k)
     if worst:
         text += (f" What fails most: {worst['class']} objects covering {worst['relative_area']} of the image — "

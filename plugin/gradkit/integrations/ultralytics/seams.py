@@ -61,8 +61,10 @@ __all__ = [
     "replace_predictions",
     "scaled_predictions",
     "set_prediction_recorder",
+    "set_tile_geometry",
     "stock_check_det_dataset",
     "tile_canvas",
+    "tile_geometry",
     "warmup_iterations",
     "wrap_update_metrics",
     "yolo_argument_error",
@@ -600,6 +602,21 @@ def scaled_predictions(validator: Any, si: int, pred: Any, batch: Any) -> tuple[
     """
     pbatch = validator._prepare_batch(si, batch)
     return pbatch, validator.scale_preds(validator._prepare_pred(pred), pbatch)
+
+
+#: Set on a validator by :func:`set_tile_geometry`.
+_TILES_MARK = "_gradkit_tiles"
+
+
+def set_tile_geometry(validator: Any, geometry: dict[str, int]) -> None:
+    """Mark ``validator`` as scoring through tiles of this geometry (read by :func:`tile_geometry`). On the
+    validator, not on the callback: Ultralytics deep-copies registered default callbacks into each model."""
+    setattr(validator, _TILES_MARK, dict(geometry))
+
+
+def tile_geometry(validator: Any) -> dict[str, int] | None:
+    """What :func:`set_tile_geometry` put on ``validator``, None for a validation of whole images."""
+    return getattr(validator, _TILES_MARK, None)
 
 
 def set_prediction_recorder(validator: Any, recorder: Any) -> None:

@@ -25,6 +25,7 @@ from gradkit.integrations.ultralytics.seams import (
     image_placement,
     read_like_dataset,
     replace_predictions,
+    set_tile_geometry,
     tile_canvas,
 )
 
@@ -199,6 +200,7 @@ class TiledValidation:
         overlap = self.overlap if self.overlap is not None else auto_overlap(_longest_label_side(validator), self.size)
         self.used_overlap = overlap
         replace_predictions(validator, functools.partial(self._replace, validator, detect, overlap))
+        set_tile_geometry(validator, self.geometry())  # for the report (collect_validation)
 
     def _replace(self, validator: Any, detect: _AsValidated, overlap: int, preds: list[dict], batch: Any) -> list[dict]:
         import torch

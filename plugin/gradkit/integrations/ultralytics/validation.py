@@ -12,6 +12,7 @@ from gradkit.integrations.ultralytics.seams import (
     prediction_recorder,
     scaled_predictions,
     set_prediction_recorder,
+    tile_geometry,
     wrap_update_metrics,
 )
 from gradkit.report.data import EvalData
@@ -131,7 +132,7 @@ def _collect(validator) -> EvalData:
         image_counts={i: int(n) for i, n in enumerate(nt_image)},
         confusion_matrix=cm.matrix.tolist() if cm is not None and cm.matrix.sum() > 0 else None,
         plots=plots,
-        extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}},
+        extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator)},
     )
 
 
@@ -164,8 +165,6 @@ def validate_for_report(weights: str | Path, data: str, split: str, save_dir: Pa
     model.add_callback("on_val_end", lambda v: captured.__setitem__("data", collect_validation(v)))
     model.val(data=data, split=split, plots=True, project=str(save_dir.parent),
               name=save_dir.name, exist_ok=True, **val_args)
-    if tiles is not None:
-        captured["data"].extra["tiles"] = tiles.geometry()
     return captured["data"]
 
 
