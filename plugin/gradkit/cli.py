@@ -31,7 +31,8 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth images=500 imgsz=256 seed=0
                gradkit=plan budget=8 threads=0 <any yolo train argument, e.g. epochs=>]
   gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test] [gradkit.report.conf=C gradkit.report.gallery=N]
-                                                  validation + report.html/json/md
+              [gradkit.report.tile_size=PX gradkit.report.tile_overlap=PX]
+                                                  validation + report.html/json/md (whole images through tiles)
   gradkit report RUN_DIR                          rebuild a run's report from its files
   gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
   gradkit augment data=DATA.yaml [gradkit=CFG] [n=16 out=preview.jpg imgsz=640 seed=0]
