@@ -386,6 +386,15 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (Ultralytics' device=)")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")
     args = p.parse_args()
+    if args.quick:
+        args.images, args.imgsz, args.epochs, args.seeds = 90, 128, 3, "0"
+        args.out = args.out + "-quick"
+    merge_or_run(args, run)
+
+
+def merge_or_run(args, run_one) -> None:
+    """``--merge`` prints one table from the given results.json files; otherwise ``run_one(args)`` runs (with
+    ``--threads`` torch threads when given) and its results are printed."""
     if args.merge:
         print_tables(merge_results(args.merge))
         return
@@ -393,10 +402,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.quick:
-        args.images, args.imgsz, args.epochs, args.seeds = 90, 128, 3, "0"
-        args.out = args.out + "-quick"
-    print_tables(run(args))
+    print_tables(run_one(args))
 
 
 if __name__ == "__main__":

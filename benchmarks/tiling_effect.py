@@ -46,7 +46,7 @@ import numpy as np
 os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from defect_quality import KPIS, SHIPPED, held_out_yaml, merge_results, print_tables
+from defect_quality import KPIS, SHIPPED, held_out_yaml, merge_or_run
 
 RECIPES = ("stock", "native", "tiles")
 #: Ultralytics' warm-up: max(warmup_epochs x batches per epoch, this many iterations).
@@ -196,15 +196,7 @@ def main() -> None:
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="print one table from several results.json")
-    args = p.parse_args()
-    if args.merge:
-        print_tables(merge_results(args.merge))
-        return
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    print_tables(run(args))
+    merge_or_run(p.parse_args(), run)
 
 
 if __name__ == "__main__":

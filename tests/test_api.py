@@ -19,7 +19,8 @@ UNSET_FIELD_VALUES = {
     "clip.eps": 1e-2, "clip.exclude": ["model\\.0\\."], "clip.percentile": 20.0, "clip.history": 7,
     "augment.transforms": [{"__class_fullname__": "Blur", "blur_limit": [3, 5], "p": 0.5}],
     "augment.copy_paste.class_weights": [1.0, 2.0], "augment.ultralytics": {"degrees": 3.0},
-    "clip.alpha": 0.9, "clip.z_thresh": 3.0, "clip.warmup_steps": 10, "report.conf": 0.4,
+    "clip.alpha": 0.9, "clip.z_thresh": 3.0, "clip.warmup_steps": 10, "report.conf": 0.4, "report.tile_size": 640,
+    "report.tile_overlap": 96,
 }
 
 
@@ -57,6 +58,8 @@ def _assign(cfg: GradkitConfig, path: str, value) -> None:
         node = getattr(node, s)
     if sections == ["clip"] and leaf != "mode":  # a clip parameter needs a mode that takes it
         node.mode = next(m for m, params in CLIP_MODE_PARAMS.items() if leaf in params)
+    if path == "report.tile_overlap":  # an overlap needs the tiles it is of
+        node.tile_size = UNSET_FIELD_VALUES["report.tile_size"]
     setattr(node, leaf, value)
 
 
