@@ -130,17 +130,20 @@ def _suppress(det: TileDetections, part: np.ndarray) -> np.ndarray:
     return np.array(kept, np.int64)
 
 
-def _same_piece(det: TileDetections, windows: np.ndarray, i: int, j: int) -> bool:
-    """Whether parts ``i`` and ``j`` (of two tiles) show the same piece where both tiles see the image."""
-    wi, wj = windows[det.tiles[i]], windows[det.tiles[j]]
-    both = np.array([max(wi[0], wj[0]), max(wi[1], wj[1]), min(wi[2], wj[2]), min(wi[3], wj[3])])
-    if both[2] <= both[0] or both[3] <= both[1]:
-        return False
-    clip = [np.concatenate([np.maximum(det.boxes[k, :2], both[:2]), np.minimum(det.boxes[k, 2:], both[2:])])
-            for k in (i, j)]
-    if _area(clip[0]) <= 0 or _area(clip[1]) <= 0:
-        return False
-    return bool(_iou(clip[0], clip[1][None])[0] >= SAME_IOU)
+def _same_piece(det: TileDetections, windows: np.ndarray, i: int, others: np.ndarray) -> np.ndarray:
+    """Which of the parts ``others`` (of other tiles) show the same piece as part ``i`` where the two tiles
+    see the same pixels: both clipped to that shared region, IoU >= SAME_IOU."""
+    wi, wo = windows[det.tiles[i]], windows[det.tiles[others]]
+    both = np.concatenate([np.maximum(wi[:2], wo[:, :2]), np.minimum(wi[2:], wo[:, 2:])], 1)
+    mine = np.concatenate([np.maximum(det.boxes[i, :2], both[:, :2]), np.minimum(det.boxes[i, 2:], both[:, 2:])], 1)
+    theirs = np.concatenate([np.maximum(det.boxes[others, :2], both[:, :2]),
+                             np.minimum(det.boxes[others, 2:], both[:, 2:])], 1)
+    w = np.minimum(mine[:, 2], theirs[:, 2]) - np.maximum(mine[:, 0], theirs[:, 0])
+    h = np.minimum(mine[:, 3], theirs[:, 3]) - np.maximum(mine[:, 1], theirs[:, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    union = _area(mine) + _area(theirs) - inter
+    seen = (_area(mine) > 0) & (_area(theirs) > 0) & (_area(both) > 0)
+    return seen & (inter >= SAME_IOU * np.where(union > 0, union, np.inf))
 
 
 def _join_parts(det: TileDetections, parts: list[int], windows: np.ndarray) -> list[list[int]]:
@@ -157,9 +160,8 @@ def _join_parts(det: TileDetections, parts: list[int], windows: np.ndarray) -> l
         rest = idx[a + 1:]
         near = rest[(det.classes[rest] == det.classes[i]) & (det.tiles[rest] != det.tiles[i])
                     & (_intersection(det.boxes[i], det.boxes[rest]) > 0)]
-        for j in near:
-            if _same_piece(det, windows, i, int(j)):
-                root[find(int(j))] = find(i)
+        for j in near[_same_piece(det, windows, i, near)] if len(near) else ():
+            root[find(int(j))] = find(i)
     groups: dict[int, list[int]] = {}
     for i in parts:
         groups.setdefault(find(i), []).append(i)
