@@ -191,9 +191,11 @@ def test_a_tile_size_other_than_the_copys_stops_training_in_one_line(tmp_path):
 def test_val_of_the_tiled_copy_through_tiles_says_which_data_scores_whole_parts(tiled_run, tmp_path, capsys):
     data, size, *_ = tiled_run
     tiled = data.parent.parent / "tiles" / "data.yaml"
-    code = main(["val", "model=absent.pt", f"data={tiled}", f"gradkit.report.tile_size={size}"])  # said first
+    absent = tmp_path / "absent.pt"  # a missing local file stops val before it registers any callback
+    code = main(["val", f"model={absent}", f"data={tiled}", f"gradkit.report.tile_size={size}"])  # said first
     err = capsys.readouterr().err
     assert code == 2 and f"to score whole parts through tiles give data={data.resolve()}" in err
+    assert f"model file {absent} not found" in err
 
 
 def test_tiled_scoring_refuses_what_it_cannot_score():

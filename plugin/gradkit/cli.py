@@ -710,12 +710,12 @@ def _dispatch(args: list[str]) -> int:
             print(missing, file=sys.stderr)
             return 2
     if "val" in rest[:2]:
-        _warn_tiled_copy(data, load_config(None, overrides).report.tile_size)
+        _warn_tiled_copy(data, report.tile_size)
         missing = _missing_model(rest)
         if missing:
             print(missing, file=sys.stderr)
             return 2
-        _register_val_report(load_config(None, overrides).report)
+        _register_val_report(report)
         keys = {a.partition("=")[0] for a in rest}
         rest += [a for a in ("plots=True",) if a.partition("=")[0] not in keys]
     from gradkit.integrations.ultralytics.seams import hand_over_to_yolo
