@@ -274,8 +274,9 @@ class ReportConfig(_Section):
                                   "it and the tiles' detections are merged; a multiple of 32; unset: the whole "
                                   "image at imgsz")
     tile_overlap: int | None = Field(None, ge=0, description="overlap of those tiles in pixels, at most half a tile; "
-                                     "unset: the longest box side of the evaluated split, at most half a tile "
-                                     "(`gradkit tile`'s own choice)")
+                                     "unset: for a run on `gradkit tile`'s copy the overlap it was cut with, "
+                                     "otherwise its `auto` rule on the evaluated split (the longest box side, at "
+                                     "most half a tile)")
 
 
 class DataConfig(_Section):
