@@ -147,6 +147,35 @@ def test_budget_becomes_ultralytics_time_in_hours():
     assert plan.train["time"] == 0.5 and "epochs" not in plan.train
 
 
+# ---------------------------------------------------------------- what a budget buys on this machine
+def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
+    calls = []
+
+    def seconds(model, imgsz, nc):
+        calls.append((model, imgsz, nc))
+        return 0.05
+
+    plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=10, seconds_per_image=seconds)
+    assert calls == [(plan.train["model"], plan.train["imgsz"], 2)]       # the planned model, size and classes
+    # by hand: 600 s / 0.05 s = 12000 images = 60 epochs of 200 = 750 optimizer steps of nbs 16
+    assert ("about 60 epochs of the 200 training images (750 optimizer steps; 50 ms per image at imgsz 256"
+            in choice(plan, "time").reason)
+
+
+def test_budget_estimate_counts_steps_of_ultralytics_nbs_on_large_data():
+    plan = P.make_plan(fingerprint([BLOB] * 10, images=4800), budget_min=16, seconds_per_image=lambda m, s, n: 0.05)
+    assert "nbs" not in plan.train                                      # Ultralytics accumulates to 64 images
+    # 960 s / 0.05 s = 19200 images = 4 epochs of 4800 = 300 steps of 64 images
+    assert "about 4 epochs of the 4800 training images (300 optimizer steps" in choice(plan, "time").reason
+
+
+def test_budget_estimate_is_left_out_where_the_machine_is_not_timed():
+    untimed = P.make_plan(fingerprint([BLOB] * 10), budget_min=10, seconds_per_image=lambda m, s, n: None)
+    assert "not estimated on this machine" in choice(untimed, "time").reason
+    pure = P.make_plan(fingerprint([BLOB] * 10), budget_min=10)         # no timer given: nothing is claimed
+    assert "this machine" not in choice(pure, "time").reason
+
+
 def test_no_budget_uses_default_epochs_and_small_data_steps_per_batch():
     plan = P.make_plan(fingerprint([BLOB] * 10, images=500))
     assert plan.train["epochs"] == P.DEFAULT_EPOCHS
@@ -255,6 +284,8 @@ def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
                               + f" gradkit={cfg_path}")
     assert doc["command"] in r.stdout
     assert doc["train"]["time"] == round(5 / 60, 4)
+    timed = next(c for c in doc["choices"] if c["key"] == "time")["reason"]       # measured on this machine
+    assert f"ms per image at imgsz {doc['train']['imgsz']}" in timed and timed.split("; ")[-1] in r.stdout
     assert doc["fingerprint"]["images"] == len(list((tiny_data.parent / "images" / "train").glob("*.png")))
     assert load_config(str(cfg_path)).model_dump()["augment"] == load_config(doc["gradkit"]).model_dump()["augment"]
     # the planned run, shortened to one epoch at the tiny data's size, trains with the real trainer

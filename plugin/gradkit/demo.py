@@ -65,10 +65,11 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     """``gradkit plan`` on the demo's data: the model, train arguments and gradkit config it recommends,
     under the command line's own arguments; prints each choice and writes the plan into the run folder."""
     from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
     from gradkit.plan import make_plan, write_plan
 
     fp = fingerprint_dataset(data_yaml, split="train")
-    plan = make_plan(fp, opts["budget"])
+    plan = make_plan(fp, opts["budget"], training_seconds_per_image)
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if "epochs" in given and "time" not in given:
         planned.pop("time", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,11 @@ CLS_EVIDENCE = ("twice it (1.0) was tried for thin data: on the design set (30 e
                 "scratches rose (0.262 against 0.206) and the stains fell (0.222 against 0.280), and on the colour "
                 "set, measured after it was chosen (60 epochs, seed 0), mAP50-95 halved (0.029 against 0.065: no "
                 "thin class was learnt either way and the stains fell, 0.317 against 0.468)")
+#: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
+ULTRALYTICS_NBS = 64
+#: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
+#: (None: not measurable there).
+SecondsPerImage = Callable[[str, int, int], "float | None"]
 MODEL = "yolo26n.yaml"
 MODEL_P2 = "yolo26n-p2.yaml"
 
@@ -208,19 +214,38 @@ def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
     return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head")
 
 
-def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan) -> None:
-    if budget_min:
-        hours = round(budget_min / 60, 4)
-        plan.train["time"] = plan.choose("time", hours, f"a budget of {budget_min:g} min: Ultralytics' time= (hours) "
-                                         "stops training on the wall clock and adapts the schedule to it")
-    else:
-        plan.train["epochs"] = plan.choose("epochs", DEFAULT_EPOCHS, "no budget given: Ultralytics' default; "
-                                           "give budget=MIN to fit a wall-clock budget", provisional=True)
+def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
+                    seconds_per_image: SecondsPerImage | None = None) -> None:
     if fp.images < SMALL_DATASET:
         plan.train["batch"] = 16
         plan.train["nbs"] = plan.choose("nbs", 16, (
             f"{fp.images} training images: an optimizer step per batch of 16 instead of per 64 images; {NBS_EVIDENCE}"),
             provisional=True)
+    if budget_min:
+        hours = round(budget_min / 60, 4)
+        estimate = "" if seconds_per_image is None else "; " + _budget_estimate(fp, budget_min, plan, seconds_per_image)
+        plan.train["time"] = plan.choose("time", hours, f"a budget of {budget_min:g} min: Ultralytics' time= (hours) "
+                                         f"stops training on the wall clock and adapts the schedule to it{estimate}")
+    else:
+        plan.train["epochs"] = plan.choose("epochs", DEFAULT_EPOCHS, "no budget given: Ultralytics' default; "
+                                           "give budget=MIN to fit a wall-clock budget", provisional=True)
+
+
+def budget_buys(fp: Fingerprint, budget_min: float, imgsz: int, nbs: int, seconds: float) -> tuple[float, float]:
+    """(epochs, optimizer steps) that ``budget_min`` minutes of training buy at ``seconds`` per image."""
+    images = budget_min * 60 / seconds
+    return images / max(fp.images, 1), images / nbs
+
+
+def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage) -> str:
+    imgsz, model = plan.train["imgsz"], plan.train["model"]
+    seconds = seconds_per_image(model, imgsz, len(fp.class_names))
+    if seconds is None:
+        return "not estimated on this machine: its CUDA GPU would train, and only the CPU is timed"
+    epochs, steps = budget_buys(fp, budget_min, imgsz, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)
+    return (f"on this machine that is about {epochs:.0f} epochs of the {fp.images} training images "
+            f"({steps:.0f} optimizer steps; {seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate "
+            "from timed steps of the model: validation, which time= counts too, is not in it)")
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
@@ -291,14 +316,17 @@ def _warn_data(fp: Fingerprint, plan: Plan) -> None:
         plan.warnings.append(f"classes without a training instance: {', '.join(missing)}")
 
 
-def make_plan(fp: Fingerprint, budget_min: float | None = None) -> Plan:
-    """Apply the rules to a fingerprint."""
+def make_plan(fp: Fingerprint, budget_min: float | None = None,
+              seconds_per_image: SecondsPerImage | None = None) -> Plan:
+    """Apply the rules to a fingerprint. ``seconds_per_image(model yaml, imgsz, classes)``: what one training image
+    costs on the machine that will train (the integration measures it); with a budget, the plan says what
+    the budget buys."""
     plan = Plan(data=fp.data)
     _warn_data(fp, plan)
     imgsz = choose_imgsz(fp, plan)
     plan.train["model"] = choose_model(fp, imgsz, plan)
     plan.train["imgsz"] = imgsz
-    choose_schedule(fp, budget_min, plan)
+    choose_schedule(fp, budget_min, plan, seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
                 "clip; with AdamW all were within noise up to 3x the base lr (short fine-tunes on one synthetic set)",
@@ -348,8 +376,9 @@ def budget_minutes(value: Any, command: str) -> float:
     return float(value)
 
 
-def plan_command(args: list[str]) -> int:
-    """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``."""
+def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = None) -> int:
+    """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``; ``seconds_per_image``
+    measures this machine for the budget's estimate."""
     import yaml
 
     from gradkit.data.fingerprint import fingerprint_dataset
@@ -365,7 +394,7 @@ def plan_command(args: list[str]) -> int:
     budget = None if opts["budget"] is None else budget_minutes(yaml.safe_load(opts["budget"]), "gradkit plan")
     try:
         fp = fingerprint_dataset(opts["data"], split=opts["split"])
-        plan = make_plan(fp, budget)
+        plan = make_plan(fp, budget, seconds_per_image)
     except ValueError as exc:
         raise SystemExit(f"gradkit plan: {exc}") from None
     try:

@@ -1,0 +1,42 @@
+"""What one training image costs on this machine (``gradkit plan budget=``'s estimate)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gradkit.integrations.ultralytics import throughput as T
+
+
+def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch):
+    from ultralytics.utils import NUM_THREADS
+
+    seen = []
+
+    def timed(model_yaml, nc, batch=16):
+        seen.append((model_yaml, nc, torch.get_num_threads()))
+        return 0.01
+
+    monkeypatch.setattr(T, "calibration_seconds_per_image", timed)
+    monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
+    before = torch.get_num_threads()
+    seconds = T.training_seconds_per_image("yolo26n.yaml", 4 * T.CALIBRATION_PX, 3)
+    assert seconds == pytest.approx(0.01 * 16 * T.DATA_OVERHEAD)       # 4x the side: 16x the pixels
+    assert seen == [("yolo26n.yaml", 3, NUM_THREADS)]                   # timed as Ultralytics trains on the CPU
+    assert torch.get_num_threads() == before                            # and the caller's threads given back
+
+
+def test_a_cuda_machine_is_not_estimated_from_its_cpu(monkeypatch):
+    monkeypatch.setattr(T.torch.cuda, "is_available", lambda: True)
+    assert T.training_seconds_per_image("yolo26n.yaml", 256, 3) is None
+
+
+def test_the_real_model_step_is_timed_without_moving_the_callers_random_state(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state = torch.get_rng_state()
+    seconds = T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
+    assert math.isfinite(seconds) and 0 < seconds < 60
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not any(tmp_path.iterdir())                                  # nothing downloaded or written
