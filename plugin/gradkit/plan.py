@@ -231,7 +231,7 @@ def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
                                            "give budget=MIN to fit a wall-clock budget", provisional=True)
 
 
-def budget_buys(fp: Fingerprint, budget_min: float, imgsz: int, nbs: int, seconds: float) -> tuple[float, float]:
+def budget_buys(fp: Fingerprint, budget_min: float, nbs: int, seconds: float) -> tuple[float, float]:
     """(epochs, optimizer steps) that ``budget_min`` minutes of training buy at ``seconds`` per image."""
     images = budget_min * 60 / seconds
     return images / max(fp.images, 1), images / nbs
@@ -242,7 +242,7 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
     seconds = seconds_per_image(model, imgsz, len(fp.class_names))
     if seconds is None:
         return "not estimated on this machine: its CUDA GPU would train, and only the CPU is timed"
-    epochs, steps = budget_buys(fp, budget_min, imgsz, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)
+    epochs, steps = budget_buys(fp, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)
     return (f"on this machine that is about {epochs:.0f} epochs of the {fp.images} training images "
             f"({steps:.0f} optimizer steps; {seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate "
             "from timed steps of the model: validation, which time= counts too, is not in it)")
