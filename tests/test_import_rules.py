@@ -30,7 +30,7 @@ def _lint(package_parent: Path) -> subprocess.CompletedProcess:
     ("synth.py", "import torch\n", "gradkit.data and the gradkit.synth* generators are pure data code"),
     ("synth_surface.py", "import torch\n", "gradkit.data and the gradkit.synth* generators are pure data code"),
     ("data/check.py", "from gradkit.integrations.ultralytics import attach\n", "Pure cores, data code"),
-    ("plan.py", "def _timer():\n    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image\n",
+    ("plan.py", "def _timer():\n    from gradkit.integrations.ultralytics.throughput import DATA_OVERHEAD\n",
      "Pure cores, data code and the planner"),
 ])
 def test_lint_imports_fails_on_a_planted_violation(tmp_path, module, planted, contract):

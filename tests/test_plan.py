@@ -155,10 +155,10 @@ def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
         calls.append((model, imgsz, nc))
         return 0.05
 
-    plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=10, seconds_per_image=seconds)
-    assert calls == [(plan.train["model"], plan.train["imgsz"], 2)]       # the planned model, size and classes
-    # by hand: 600 s / 0.05 s = 12000 images = 60 epochs of 200 = 750 optimizer steps of nbs 16
-    assert ("about 60 epochs of the 200 training images (750 optimizer steps; 50 ms per image at imgsz 256"
+    plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=seconds)
+    assert set(calls) == {(plan.train["model"], 256, 2)}                 # the planned model, size and classes
+    # by hand: 1200 s / 0.05 s = 24000 images = 120 epochs of 200 = 1500 optimizer steps of nbs 16
+    assert ("about 120 epochs of the 200 training images (1500 optimizer steps; 50 ms per image at imgsz 256"
             in choice(plan, "time").reason)
 
 
@@ -167,6 +167,37 @@ def test_budget_estimate_counts_steps_of_ultralytics_nbs_on_large_data():
     assert "nbs" not in plan.train                                      # Ultralytics accumulates to 64 images
     # 960 s / 0.05 s = 19200 images = 4 epochs of 4800 = 300 steps of 64 images
     assert "about 4 epochs of the 4800 training images (300 optimizer steps" in choice(plan, "time").reason
+
+
+def per_pixel(ms_at_256):
+    """A timer whose cost grows with the pixels, as a convolutional network's does."""
+    return lambda model, size, nc: ms_at_256 / 1000 * (size / 256) ** 2
+
+
+@pytest.mark.parametrize(("budget", "side", "imgsz", "warned"), [
+    (14, 256, 256, False),   # 840 s / 0.05 s / 16 = 1050 steps at 256 >= MIN_STEPS: the size the data calls for
+    (10, 256, 192, False),   # 750 steps at 256; 224 buys 980 (< 1000), 192 buys 1333: the largest that buys them
+    (3, 256, 192, True),     # 225 at 256, 400 at 192 = 0.75 x 256, the floor: said, with what a budget buys there
+    (10, 320, 256, True),    # native 320 for thin data (480 steps): the floor is 0.75 x 320 = 240 -> 256 (750 steps)
+])
+def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warned):
+    boxes = [LINE] * 3 + [BLOB] * 7 if side == 320 else [BLOB] * 10
+    plan = P.make_plan(fingerprint(boxes, side=side, images=200), budget_min=budget, seconds_per_image=per_pixel(50))
+    assert plan.train["imgsz"] == choice(plan, "imgsz").value == imgsz
+    assert f"imgsz {imgsz}" in choice(plan, "time").reason                # the estimate is at the size trained
+    assert any("optimizer steps even at imgsz" in w for w in plan.warnings) == warned
+    if imgsz != side:
+        assert choice(plan, "imgsz").reason.startswith(f"not the {side} the data calls for")
+        assert P.BUDGET_EVIDENCE in choice(plan, "imgsz").reason
+
+
+def test_no_budget_or_no_timer_keeps_the_size_the_data_calls_for():
+    fp = fingerprint([BLOB] * 10, images=200)
+    assert P.make_plan(fp, seconds_per_image=per_pixel(50)).train["imgsz"] == 256          # no budget: epochs
+    assert P.make_plan(fp, budget_min=1).train["imgsz"] == 256                             # nothing timed
+    assert P.make_plan(fp, budget_min=1, seconds_per_image=lambda m, s, n: None).train["imgsz"] == 256
+    flat = P.make_plan(fp, budget_min=1, seconds_per_image=lambda m, s, n: 0.05)          # smaller buys nothing
+    assert flat.train["imgsz"] == 256
 
 
 def test_budget_estimate_is_left_out_where_the_machine_is_not_timed():

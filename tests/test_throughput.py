@@ -20,12 +20,15 @@ def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch
         return 0.01
 
     monkeypatch.setattr(T, "calibration_seconds_per_image", timed)
+    monkeypatch.setattr(T, "_CALIBRATED", {})
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
     before = torch.get_num_threads()
     seconds = T.training_seconds_per_image("yolo26n.yaml", 4 * T.CALIBRATION_PX, 3)
     assert seconds == pytest.approx(0.01 * 16 * T.DATA_OVERHEAD)       # 4x the side: 16x the pixels
     assert seen == [("yolo26n.yaml", 3, NUM_THREADS)]                   # timed as Ultralytics trains on the CPU
     assert torch.get_num_threads() == before                            # and the caller's threads given back
+    half = T.training_seconds_per_image("yolo26n.yaml", T.CALIBRATION_PX // 2, 3)
+    assert half == pytest.approx(0.01 / 4 * T.DATA_OVERHEAD) and len(seen) == 1   # another size: not timed again
 
 
 def test_a_cuda_machine_is_not_estimated_from_its_cpu(monkeypatch):

@@ -40,6 +40,20 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
                   "55 epochs and 0.068 "
                   "(3 seeds; stock at 256: 0.038): with a short budget a smaller imgsz can win; at 200 epochs "
                   "(seed 0) 320 px and 256 px were level (0.119 and 0.127), thin lines unlearnt at both")
+#: Optimizer steps a time budget must buy at the size the data calls for before the plan trains at that
+#: size; below it the plan trains smaller (down to BUDGET_SHRINK of it) to buy more steps. Wherever it was
+#: measured (README, "gradkit plan"), fewer steps at the larger size lost at equal wall time: 290 steps at
+#: 256 px against 460 at 192 (design set, 7 min), 490 at 320 against 720 at 256 (colour set, 15 min), 550
+#: on tiles of 768 px panels against 590 on the panels shrunk to 256 (12 min); the larger size paid only
+#: with 1750 steps (the panels' tiles at 40 min, 1.12x). 1000 lies between, not fitted.
+MIN_STEPS = 1000
+#: The smallest share of the size the data calls for that the budget rule trains at: the shrinks measured
+#: (0.75 on the design set, 0.8 on the colour set) won; smaller ones were not measured, and a 0.5x resize
+#: leaves 35% of a 1 px line's contrast (benchmarks/thin_defects.py).
+BUDGET_SHRINK = 0.75
+#: What the budget rule measured (benchmarks/defect_quality.py, plan-shrunk@time and plan-stocksize@time).
+BUDGET_EVIDENCE = ("at equal wall time the plan at 0.75x its size beat the plan at its size on the design set "
+                   "(7 min) and at 0.8x on the colour set (15 min: 0.068 against 0.027 mAP50-95, 3 seeds)")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
 MIN_OBJECT_PX = 8.0
@@ -221,6 +235,8 @@ def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
         plan.train["nbs"] = plan.choose("nbs", 16, (
             f"{fp.images} training images: an optimizer step per batch of 16 instead of per 64 images; {NBS_EVIDENCE}"),
             provisional=True)
+    if budget_min and seconds_per_image is not None:
+        fit_imgsz_to_budget(fp, budget_min, plan, seconds_per_image)
     if budget_min:
         hours = round(budget_min / 60, 4)
         estimate = "" if seconds_per_image is None else "; " + _budget_estimate(fp, budget_min, plan, seconds_per_image)
@@ -246,6 +262,38 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
     return (f"on this machine that is about {epochs:.0f} epochs of the {fp.images} training images "
             f"({steps:.0f} optimizer steps; {seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate "
             "from timed steps of the model: validation, which time= counts too, is not in it)")
+
+
+def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage) -> None:
+    """Train smaller than the data calls for when the budget buys fewer than MIN_STEPS optimizer steps there:
+    the largest multiple of 32 down to BUDGET_SHRINK of it that buys them, else that smallest size."""
+    wanted, model, nbs = plan.train["imgsz"], plan.train["model"], plan.train.get("nbs", ULTRALYTICS_NBS)
+
+    def steps(size: int) -> float | None:
+        seconds = seconds_per_image(model, size, len(fp.class_names))
+        return None if seconds is None else budget_buys(fp, budget_min, nbs, seconds)[1]
+
+    at_wanted = steps(wanted)
+    if at_wanted is None or at_wanted >= MIN_STEPS:
+        return
+    floor = max(_round_up(wanted * BUDGET_SHRINK), 2 * IMGSZ_STEP)
+    size = wanted
+    while size - IMGSZ_STEP >= floor and (steps(size) or 0) < MIN_STEPS:
+        size -= IMGSZ_STEP
+    at_size = steps(size) or 0
+    if at_size <= at_wanted:  # a timer whose cost does not fall with the size: nothing to buy
+        return
+    imgsz = next(c for c in plan.choices if c.key == "imgsz")
+    imgsz.value = plan.train["imgsz"] = size
+    imgsz.reason = (f"not the {wanted} the data calls for: a {budget_min:g} min budget buys about "
+                    f"{at_wanted:.0f} optimizer steps at {wanted} on this machine, {at_size:.0f} at {size} (fewer "
+                    f"than {MIN_STEPS} lost to a smaller size wherever measured: {BUDGET_EVIDENCE}); at {wanted}: "
+                    f"{imgsz.reason}")
+    if at_size < MIN_STEPS:
+        plan.warnings.append(f"a {budget_min:g} min budget buys about {at_size:.0f} optimizer steps even at imgsz "
+                             f"{size} ({BUDGET_SHRINK:g}x the {wanted} the data calls for, the smallest the plan "
+                             f"goes): under {MIN_STEPS}, the run will stop while still learning fast; a larger "
+                             "budget= pays")
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:

@@ -20,6 +20,8 @@ CALIBRATION_PX = 128
 #: Real training seconds per image over the timed model steps' (Ultralytics' data loading and
 #: augmentation with one worker, the EMA, the progress bar), measured on the 2-core CPU of this project.
 DATA_OVERHEAD = 1.0
+#: Seconds per image at CALIBRATION_PX, per (model yaml, classes, batch, threads) timed in this process.
+_CALIBRATED: dict[tuple[str, int, int, int], float] = {}
 #: Steps timed after one untimed warm-up step.
 TIMED_STEPS = 3
 
@@ -42,13 +44,15 @@ def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int 
         return None
     from ultralytics.utils import NUM_THREADS
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(NUM_THREADS)  # Ultralytics' CPU training uses cpus - 1 threads (select_device)
-    try:
-        at_calibration = calibration_seconds_per_image(model_yaml, nc, batch)
-    finally:
-        torch.set_num_threads(threads)
-    return at_calibration * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
+    key = (model_yaml, nc, batch, NUM_THREADS)
+    if key not in _CALIBRATED:  # timed once per process: the plan asks for several sizes of one model
+        threads = torch.get_num_threads()
+        torch.set_num_threads(NUM_THREADS)  # Ultralytics' CPU training uses cpus - 1 threads (select_device)
+        try:
+            _CALIBRATED[key] = calibration_seconds_per_image(model_yaml, nc, batch)
+        finally:
+            torch.set_num_threads(threads)
+    return _CALIBRATED[key] * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
 
 
 def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = 16) -> float:
