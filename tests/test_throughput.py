@@ -29,6 +29,8 @@ def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch
     assert torch.get_num_threads() == before                            # and the caller's threads given back
     half = T.training_seconds_per_image("yolo26n.yaml", T.CALIBRATION_PX // 2, 3)
     assert half == pytest.approx(0.01 / 4 * T.DATA_OVERHEAD) and len(seen) == 1   # another size: not timed again
+    T.training_seconds_per_image("yolo26n.yaml", 256, 3, threads=2)      # the demo trains on every core
+    assert seen[-1] == ("yolo26n.yaml", 3, 2) and torch.get_num_threads() == before
 
 
 def test_a_cuda_machine_is_not_estimated_from_its_cpu(monkeypatch):

@@ -3,6 +3,7 @@ and recipe from scratch -> held-out evaluation, offline and within about ten min
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -69,7 +70,8 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     from gradkit.plan import make_plan, write_plan
 
     fp = fingerprint_dataset(data_yaml, split="train")
-    plan = make_plan(fp, opts["budget"], training_seconds_per_image)
+    timer = functools.partial(training_seconds_per_image, threads=_threads(opts))  # timed as the demo trains
+    plan = make_plan(fp, opts["budget"], timer)
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if "epochs" in given and "time" not in given:
         planned.pop("time", None)
@@ -109,6 +111,11 @@ def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
                          f"images={images} imgsz={imgsz} seed={seed}; remove it or give another data_dir=") from None
 
 
+def _threads(opts: dict) -> int:
+    """The torch threads the demo trains with: ``threads=``, else every core."""
+    return int(opts["threads"]) or os.cpu_count() or 1
+
+
 def run_demo(args: Sequence[str] = ()) -> int:
     """Run the demo; returns a process exit code."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -129,7 +136,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     imgsz = int(train_args.pop("imgsz", opts["imgsz"]))
     model = YOLO(model_yaml)
     gradkit.attach(model, cfg)
-    threads = int(opts["threads"]) or os.cpu_count() or 1
+    threads = _threads(opts)
     # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.
     model.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
     model.train(data=str(data_yaml), imgsz=imgsz, seed=int(opts["seed"]), project=str(out.parent),

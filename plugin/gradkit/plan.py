@@ -285,12 +285,12 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, plan: Plan, seconds_
         return
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
     imgsz.value = plan.train["imgsz"] = size
-    imgsz.reason = (f"not the {wanted} the data calls for: a {budget_min:g} min budget buys about "
+    imgsz.reason = (f"not the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
                     f"{at_wanted:.0f} optimizer steps at {wanted} on this machine, {at_size:.0f} at {size} (fewer "
                     f"than {MIN_STEPS} lost to a smaller size wherever measured: {BUDGET_EVIDENCE}); at {wanted}: "
                     f"{imgsz.reason}")
     if at_size < MIN_STEPS:
-        plan.warnings.append(f"a {budget_min:g} min budget buys about {at_size:.0f} optimizer steps even at imgsz "
+        plan.warnings.append(f"a budget of {budget_min:g} min buys about {at_size:.0f} optimizer steps even at imgsz "
                              f"{size} ({BUDGET_SHRINK:g}x the {wanted} the data calls for, the smallest the plan "
                              f"goes): under {MIN_STEPS}, the run will stop while still learning fast; a larger "
                              "budget= pays")

@@ -37,21 +37,24 @@ def _fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> d
             "bboxes": torch.cat([xy, wh], 1)}
 
 
-def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = 16) -> float | None:
-    """Seconds one training image costs at ``imgsz`` on this machine's CPU, with the threads Ultralytics
-    trains on there; None where a CUDA GPU would train instead (only the CPU is timed)."""
+def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = 16,
+                               threads: int | None = None) -> float | None:
+    """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
+    (None: the cpus - 1 Ultralytics' CPU training sets, select_device); None where a CUDA GPU would train
+    instead (only the CPU is timed)."""
     if torch.cuda.is_available():
         return None
     from ultralytics.utils import NUM_THREADS
 
-    key = (model_yaml, nc, batch, NUM_THREADS)
+    threads = threads or NUM_THREADS
+    key = (model_yaml, nc, batch, threads)
     if key not in _CALIBRATED:  # timed once per process: the plan asks for several sizes of one model
-        threads = torch.get_num_threads()
-        torch.set_num_threads(NUM_THREADS)  # Ultralytics' CPU training uses cpus - 1 threads (select_device)
+        callers = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
             _CALIBRATED[key] = calibration_seconds_per_image(model_yaml, nc, batch)
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(callers)
     return _CALIBRATED[key] * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
 
 
