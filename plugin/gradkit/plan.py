@@ -54,6 +54,10 @@ BUDGET_SHRINK = 0.75
 #: What the budget rule measured (benchmarks/defect_quality.py, plan-shrunk@time and plan-stocksize@time).
 BUDGET_EVIDENCE = ("at equal wall time the plan at 0.75x its size beat the plan at its size on the design set "
                    "(7 min) and at 0.8x on the colour set (15 min: 0.068 against 0.027 mAP50-95, 3 seeds)")
+#: Why the warning of a budget too short even at BUDGET_SHRINK names a smaller size without choosing it
+#: (benchmarks/tiling_effect.py, README "Does tiling pay?").
+DEEP_SHRINK_EVIDENCE = ("on 768 px panels at 12 min, stock shrunk to 256 px reached 0.038 mAP50-95, the panels at "
+                        "768 px 0.000 and their 256 px tiles 0.010; deeper shrinks were not measured on thin lines")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
 MIN_OBJECT_PX = 8.0
@@ -264,6 +268,11 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
             "from timed steps of the model: validation, which time= counts too, is not in it)")
 
 
+def _size_buying(size: int, steps: float) -> int:
+    """The multiple of 32 at which MIN_STEPS would be bought, from ``steps`` at ``size`` (cost grows with pixels)."""
+    return max(2 * IMGSZ_STEP, int(size * math.sqrt(steps / MIN_STEPS)) // IMGSZ_STEP * IMGSZ_STEP)
+
+
 def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage) -> None:
     """Train smaller than the data calls for when the budget buys fewer than MIN_STEPS optimizer steps there:
     the largest multiple of 32 down to BUDGET_SHRINK of it that buys them, else that smallest size."""
@@ -293,7 +302,8 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, plan: Plan, seconds_
         plan.warnings.append(f"a budget of {budget_min:g} min buys about {at_size:.0f} optimizer steps even at imgsz "
                              f"{size} ({BUDGET_SHRINK:g}x the {wanted} the data calls for, the smallest the plan "
                              f"goes): under {MIN_STEPS}, the run will stop while still learning fast; a larger "
-                             "budget= pays")
+                             f"budget= pays, or a smaller imgsz= ({_size_buying(size, at_size)} buys about "
+                             f"{MIN_STEPS}; {DEEP_SHRINK_EVIDENCE})")
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
