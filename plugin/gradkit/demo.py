@@ -70,13 +70,15 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     from gradkit.plan import make_plan, write_plan
 
     fp = fingerprint_dataset(data_yaml, split="train")
-    timer = functools.partial(training_seconds_per_image, threads=_threads(opts))  # timed as the demo trains
-    plan = make_plan(fp, opts["budget"], timer)
+    timer = functools.partial(training_seconds_per_image, threads=_threads(opts), on_cpu=True)  # as the demo trains
+    budget = None if "epochs" in given and "time" not in given else opts["budget"]  # epochs= drops the budget
+    plan = make_plan(fp, budget, timer)
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if "epochs" in given and "time" not in given:
         planned.pop("time", None)
     model = train.pop("model", planned.pop("model", "yolo26n.yaml"))
-    print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml} budget={opts['budget']:g})")
+    print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml}"
+          + (f" budget={budget:g})" if budget else "; epochs= given: no time budget)"))
     for c in plan.choices:
         print(f"  {c.key} = {c.value}{'  (provisional)' if c.provisional else ''}: {c.reason}")
     replaced = [k for k in plan.train if k not in planned and k != "model"] + (["model"] if "model" in given else [])

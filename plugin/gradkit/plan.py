@@ -26,10 +26,14 @@ __all__ = ["Choice", "Plan", "make_plan", "plan_command", "resolve_auto_preset",
 
 #: Letterbox sizes considered (Ultralytics rounds imgsz up to a multiple of the largest stride, 32).
 IMGSZ_STEP = 32
+#: The smallest imgsz the plan trains at or suggests: two of the largest stride.
+MIN_IMGSZ = 2 * IMGSZ_STEP
 #: Ultralytics' default imgsz: the plan does not go below it when the images are at least this large.
 DEFAULT_IMGSZ = 640
 #: Above this the plan stops growing imgsz and suggests tiling (memory and time grow with its square).
 MAX_IMGSZ = 1280
+#: How the warning of defects too small for MAX_IMGSZ begins.
+TILING_WARNING = "tiling:"
 #: Images at least this many times the chosen imgsz get a tiling hint (``gradkit tile``) even when their
 #: defects need no larger size: small details are lost in such a downscale (README, "Why thin defects fail").
 TILE_FROM = 2.0
@@ -185,12 +189,17 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
                  f"the tiles: {_tile_command(fp, MAX_IMGSZ)}" if fp.max_side > MAX_IMGSZ else
                  "; the images are no larger than that, so tiles cannot help: only a finer model (or larger "
                  "images) can")
-        plan.warnings.append(f"tiling: defects need imgsz {wanted} > {MAX_IMGSZ}{tiles}")
+        plan.warnings.append(f"{TILING_WARNING} defects need imgsz {wanted} > {MAX_IMGSZ}{tiles}")
         wanted, reason = MAX_IMGSZ, reason + f"; capped at {MAX_IMGSZ} (see the tiling warning)"
-    elif fp.max_side >= TILE_FROM * wanted:
-        plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / wanted:.1f}x the chosen imgsz: small "
-                             f"details are lost in the downscale; tiling keeps them: {_tile_command(fp, wanted)}")
-    return plan.choose("imgsz", max(wanted, 2 * IMGSZ_STEP), f"{reason}; {IMGSZ_EVIDENCE}", provisional=True)
+    return plan.choose("imgsz", max(wanted, MIN_IMGSZ), f"{reason}; {IMGSZ_EVIDENCE}", provisional=True)
+
+
+def hint_tiling(fp: Fingerprint, imgsz: int, plan: Plan) -> None:
+    """Images at least TILE_FROM times the trained size lose small details in the downscale: name the tiles
+    (unless the defects' own size already did)."""
+    if fp.max_side >= TILE_FROM * imgsz and not any(w.startswith(TILING_WARNING) for w in plan.warnings):
+        plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / imgsz:.1f}x the chosen imgsz: small "
+                             f"details are lost in the downscale; tiling keeps them: {_tile_command(fp, imgsz)}")
 
 
 def _tile_command(fp: Fingerprint, size: int) -> str:
@@ -234,15 +243,16 @@ def choose_model(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
     return plan.choose("model", MODEL, "defects span the stride-8 cells of the standard head")
 
 
-def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
-                    seconds_per_image: SecondsPerImage | None = None) -> None:
+def choose_batching(fp: Fingerprint, plan: Plan) -> None:
     if fp.images < SMALL_DATASET:
         plan.train["batch"] = 16
         plan.train["nbs"] = plan.choose("nbs", 16, (
-            f"{fp.images} training images: an optimizer step per batch of 16 instead of per 64 images; {NBS_EVIDENCE}"),
-            provisional=True)
-    if budget_min and seconds_per_image is not None:
-        fit_imgsz_to_budget(fp, budget_min, plan, seconds_per_image)
+            f"{fp.images} training images: an optimizer step per batch of 16 instead of per {ULTRALYTICS_NBS} "
+            f"images; {NBS_EVIDENCE}"), provisional=True)
+
+
+def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
+                    seconds_per_image: SecondsPerImage | None = None) -> None:
     if budget_min:
         hours = round(budget_min / 60, 4)
         estimate = "" if seconds_per_image is None else "; " + _budget_estimate(fp, budget_min, plan, seconds_per_image)
@@ -253,10 +263,11 @@ def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
                                            "give budget=MIN to fit a wall-clock budget", provisional=True)
 
 
-def budget_buys(fp: Fingerprint, budget_min: float, nbs: int, seconds: float) -> tuple[float, float]:
-    """(epochs, optimizer steps) that ``budget_min`` minutes of training buy at ``seconds`` per image."""
-    images = budget_min * 60 / seconds
-    return images / max(fp.images, 1), images / nbs
+def budget_buys(images: int, budget_min: float, nbs: int, seconds: float) -> tuple[float, float]:
+    """(epochs of ``images`` training images, optimizer steps of ``nbs`` images) that ``budget_min`` minutes of
+    training buy at ``seconds`` per image."""
+    seen = budget_min * 60 / seconds
+    return seen / max(images, 1), seen / nbs
 
 
 def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage) -> str:
@@ -264,48 +275,49 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
     seconds = seconds_per_image(model, imgsz, len(fp.class_names))
     if seconds is None:
         return "not estimated on this machine: its CUDA GPU would train, and only the CPU is timed"
-    epochs, steps = budget_buys(fp, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)
+    epochs, steps = budget_buys(fp.images, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)
     return (f"on this machine that is about {epochs:.0f} epochs of the {fp.images} training images "
             f"({steps:.0f} optimizer steps; {seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate "
             "from timed steps of the model: validation, which time= counts too, is not in it)")
 
 
-def _size_buying(size: int, steps: float) -> int:
-    """The multiple of 32 at which MIN_STEPS would be bought, from ``steps`` at ``size`` (cost grows with pixels)."""
-    return max(2 * IMGSZ_STEP, int(size * math.sqrt(steps / MIN_STEPS)) // IMGSZ_STEP * IMGSZ_STEP)
+def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: Plan,
+                        seconds_per_image: SecondsPerImage) -> int:
+    """The size to train at: ``wanted``, or smaller when the budget buys fewer than MIN_STEPS optimizer steps
+    there (the largest multiple of 32 down to BUDGET_SHRINK of it that buys them, else that smallest size)."""
+    nbs = plan.train.get("nbs", ULTRALYTICS_NBS)
 
-
-def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage) -> None:
-    """Train smaller than the data calls for when the budget buys fewer than MIN_STEPS optimizer steps there:
-    the largest multiple of 32 down to BUDGET_SHRINK of it that buys them, else that smallest size."""
-    wanted, model, nbs = plan.train["imgsz"], plan.train["model"], plan.train.get("nbs", ULTRALYTICS_NBS)
-
-    def steps(size: int) -> float | None:
-        seconds = seconds_per_image(model, size, len(fp.class_names))
-        return None if seconds is None else budget_buys(fp, budget_min, nbs, seconds)[1]
+    def steps(size: int) -> float:
+        seconds = seconds_per_image(MODEL, size, len(fp.class_names))
+        return 0.0 if seconds is None else budget_buys(fp.images, budget_min, nbs, seconds)[1]
 
     at_wanted = steps(wanted)
-    if at_wanted is None or at_wanted >= MIN_STEPS:
-        return
-    floor = max(_round_up(wanted * BUDGET_SHRINK), 2 * IMGSZ_STEP)
-    size = wanted
-    while size - IMGSZ_STEP >= floor and (steps(size) or 0) < MIN_STEPS:
+    if not at_wanted or at_wanted >= MIN_STEPS:
+        return wanted
+    size, floor = wanted, max(_round_up(wanted * BUDGET_SHRINK), MIN_IMGSZ)
+    while size - IMGSZ_STEP >= floor and steps(size) < MIN_STEPS:
         size -= IMGSZ_STEP
-    at_size = steps(size) or 0
-    if at_size <= at_wanted:  # a timer whose cost does not fall with the size: nothing to buy
-        return
+    if steps(size) <= at_wanted:  # a timer whose cost does not fall with the size: nothing to buy
+        return wanted
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
-    imgsz.value = plan.train["imgsz"] = size
-    imgsz.reason = (f"not the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
-                    f"{at_wanted:.0f} optimizer steps at {wanted} on this machine, {at_size:.0f} at {size} (fewer "
-                    f"than {MIN_STEPS} lost to a smaller size wherever measured: {BUDGET_EVIDENCE}); at {wanted}: "
-                    f"{imgsz.reason}")
-    if at_size < MIN_STEPS:
-        plan.warnings.append(f"a budget of {budget_min:g} min buys about {at_size:.0f} optimizer steps even at imgsz "
-                             f"{size} ({BUDGET_SHRINK:g}x the {wanted} the data calls for, the smallest the plan "
-                             f"goes): under {MIN_STEPS}, the run will stop while still learning fast; a larger "
-                             f"budget= pays, or a smaller imgsz= ({_size_buying(size, at_size)} buys about "
-                             f"{MIN_STEPS}; {DEEP_SHRINK_EVIDENCE})")
+    imgsz.value = size
+    imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
+                    f"{at_wanted:.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at {size} "
+                    f"(fewer than {MIN_STEPS} lost to a smaller size wherever measured: {BUDGET_EVIDENCE}); why "
+                    f"{wanted}: {imgsz.reason}")
+    if steps(size) < MIN_STEPS:
+        plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps))
+    return size
+
+
+def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float]) -> str:
+    """What a budget too short even at the smallest size the plan trains at buys, and which size would do."""
+    buying = next((s for s in range(size - IMGSZ_STEP, MIN_IMGSZ - 1, -IMGSZ_STEP) if steps(s) >= MIN_STEPS), None)
+    smaller = (f"a smaller imgsz= ({buying} buys about {MIN_STEPS}; {DEEP_SHRINK_EVIDENCE})" if buying else
+               f"no imgsz down to {MIN_IMGSZ} buys them")
+    return (f"a budget of {budget_min:g} min buys about {steps(size):.0f} optimizer steps even at imgsz {size} "
+            f"({size / wanted:.2g}x the {wanted} the data calls for, the smallest the plan goes): under "
+            f"{MIN_STEPS}, the run will stop while still learning fast; a larger budget= pays, or {smaller}")
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
@@ -384,6 +396,10 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None,
     plan = Plan(data=fp.data)
     _warn_data(fp, plan)
     imgsz = choose_imgsz(fp, plan)
+    choose_batching(fp, plan)
+    if budget_min and seconds_per_image is not None:
+        imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan, seconds_per_image)
+    hint_tiling(fp, imgsz, plan)
     plan.train["model"] = choose_model(fp, imgsz, plan)
     plan.train["imgsz"] = imgsz
     choose_schedule(fp, budget_min, plan, seconds_per_image)

@@ -19,7 +19,8 @@ __all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "calibration_seconds_per_image", "
 CALIBRATION_PX = 128
 #: Real training seconds per image over the timed model steps' (Ultralytics' data loading and
 #: augmentation, the EMA, the progress bar): 1.20, 1.11 and 0.92 on the design, colour and photographed
-#: sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their mean). The augmentation moves it.
+#: sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their mean, 1.08, rounded). The
+#: augmentation moves it.
 DATA_OVERHEAD = 1.1
 #: Seconds per image at CALIBRATION_PX, per (model yaml, classes, batch, threads) timed in this process.
 _CALIBRATED: dict[tuple[str, int, int, int], float] = {}
@@ -39,11 +40,11 @@ def _fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> d
 
 
 def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = 16,
-                               threads: int | None = None) -> float | None:
+                               threads: int | None = None, on_cpu: bool = False) -> float | None:
     """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
-    (None: the cpus - 1 Ultralytics' CPU training sets, select_device); None where a CUDA GPU would train
-    instead (only the CPU is timed)."""
-    if torch.cuda.is_available():
+    (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device); None
+    where a CUDA GPU would train instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
+    if torch.cuda.is_available() and not on_cpu:
         return None
     from ultralytics.utils import NUM_THREADS
 
@@ -64,6 +65,7 @@ def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = 16) -> 
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
+    nc = max(nc, 1)  # a dataset without classes costs what one with a class does
     cfg = {**yaml_model_load(model_yaml), "nc": nc}  # nc set in the YAML itself: no "Overriding nc" log line
     with torch.random.fork_rng():  # the caller's random state is not ours to move
         torch.manual_seed(0)
