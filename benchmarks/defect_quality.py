@@ -53,8 +53,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-stocksize@time``: ``plan@time`` at stock's ``imgsz`` (``--imgsz``) instead of the plan's: what
   the plan's image size costs or gains at equal wall time; ``plan-stocksize@epochs``: the same at
   stock's epochs, what it costs or gains once time is not the limit;
-- ``plan-shrunk@time``: ``plan@time`` at ``SHRINK`` times the plan's ``imgsz`` (rounded down to a multiple
-  of 32): at a short budget, do more epochs at a smaller size beat fewer at the size the plan chose?
+- ``plan-shrunk@time``: ``plan@time`` at the smallest size ``gradkit plan``'s budget rule trains at
+  (``BUDGET_SHRINK`` of the plan's ``imgsz``, rounded up to 32; 256 -> 192): at a short budget, do more
+  epochs at a smaller size beat fewer at the size the plan chose?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -90,9 +91,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 NARROW_SCALE = 0.25
 #: The classification loss gain of ``plan-cls2@epochs``: twice Ultralytics' default 0.5.
 CLS_GAIN = 1.0
-#: The share of the plan's imgsz that ``plan-shrunk@time`` trains at (256 -> 192, 320 -> 224): about
-#: 1.8x the images per second.
-SHRINK = 0.75
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
@@ -231,7 +229,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
     ``stock`` is that seed's stock score (None while stock itself is being trained)."""
     from gradkit.augment.pipeline import PRESETS
     from gradkit.config import load_config
-    from gradkit.plan import MODEL_P2
+    from gradkit.plan import MODEL_P2, smallest_budget_size
 
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
@@ -254,7 +252,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan-transforms@time": (plan.train["model"], _with_preset(plan.gradkit, "defect"), at_stock_time),
         "plan-stocksize@time": (plan.train["model"], plan.gradkit, {**at_stock_time, "imgsz": base["imgsz"]}),
         "plan-stocksize@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "imgsz": base["imgsz"]}),
-        "plan-shrunk@time": (plan.train["model"], plan.gradkit, {**at_stock_time, "imgsz": _shrunk(planned["imgsz"])}),
+        "plan-shrunk@time": (plan.train["model"], plan.gradkit,
+                             {**at_stock_time, "imgsz": smallest_budget_size(planned["imgsz"])}),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
@@ -262,11 +261,6 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan-narrowscale@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"scale": NARROW_SCALE}),
                                     {**base, **planned}),
     }[recipe_name]
-
-
-def _shrunk(imgsz: int) -> int:
-    """``SHRINK`` times ``imgsz``, rounded down to Ultralytics' multiple of 32 (at least 32)."""
-    return max(32, int(imgsz * SHRINK) // 32 * 32)
 
 
 def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:

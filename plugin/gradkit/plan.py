@@ -46,10 +46,10 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
                   "(seed 0) 320 px and 256 px were level (0.119 and 0.127), thin lines unlearnt at both")
 #: Optimizer steps a time budget must buy at the size the data calls for before the plan trains at that
 #: size; below it the plan trains smaller (down to BUDGET_SHRINK of it) to buy more steps. Wherever it was
-#: measured (README, "gradkit plan"), fewer steps at the larger size lost at equal wall time: 290 steps at
-#: 256 px against 460 at 192 (design set, 7 min), 490 at 320 against 720 at 256 (colour set, 15 min), 550
-#: on tiles of 768 px panels against 590 on the panels shrunk to 256 (12 min); the larger size paid only
-#: with 1750 steps (the panels' tiles at 40 min, 1.12x). 1000 lies between, not fitted.
+#: measured (README, "A short budget buys steps, not pixels"), fewer steps at the larger size lost at equal
+#: wall time: 310 steps at 256 px against 490 at 192 (design set, 7 min), 520 at 320 against 770 at 256
+#: (colour set, 15 min), 550 on tiles of 768 px panels against 670 on the panels shrunk to 256 (12 min);
+#: the larger size paid only with 1760 steps (the panels' tiles at 40 min, 1.12x). 1000 lies between, not fitted.
 MIN_STEPS = 1000
 #: The smallest share of the size the data calls for that the budget rule trains at: the shrinks measured
 #: (0.75 on the design set, 0.8 on the colour set) won; smaller ones were not measured, and a 0.5x resize
@@ -281,6 +281,11 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
             "from timed steps of the model: validation, which time= counts too, is not in it)")
 
 
+def smallest_budget_size(wanted: int) -> int:
+    """The smallest size the budget rule trains at: BUDGET_SHRINK of ``wanted``, rounded up to 32."""
+    return max(_round_up(wanted * BUDGET_SHRINK), MIN_IMGSZ)
+
+
 def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: Plan,
                         seconds_per_image: SecondsPerImage) -> int:
     """The size to train at: ``wanted``, or smaller when the budget buys fewer than MIN_STEPS optimizer steps
@@ -294,7 +299,7 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: P
     at_wanted = steps(wanted)
     if not at_wanted or at_wanted >= MIN_STEPS:
         return wanted
-    size, floor = wanted, max(_round_up(wanted * BUDGET_SHRINK), MIN_IMGSZ)
+    size, floor = wanted, smallest_budget_size(wanted)
     while size - IMGSZ_STEP >= floor and steps(size) < MIN_STEPS:
         size -= IMGSZ_STEP
     if steps(size) <= at_wanted:  # a timer whose cost does not fall with the size: nothing to buy
