@@ -27,6 +27,11 @@ at this script's size, the largest eigenvalue of the lr-scaled Hessian of the st
 the Nesterov stability limit (times the clip factor), and prints the lead of the first ratio of
 SHARPNESS_WARN or more.
 
+``--layer-spikes`` replays the recorded per-layer gradient norms (every step, ``gradients.csv``) of the
+provoked runs and of the healthy runs recorded beside them (``OUT/healthy-sharp``, ``OUT/healthy-here``)
+and of the healthy corpus: the first step at which some layer's norm is ``LAYER_SPIKE_DECADES`` above the
+median of its own ``LAYER_WINDOW`` steps before, its lead, and how many steps had such a layer.
+
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
 gradients: a learning rate above the stability limit of a direction makes the iterate overshoot
@@ -73,6 +78,10 @@ RISE_WARN = 0.2
 #: the step's own batch, which can be far lower (a batch without objects: about 0.08), so a healthy
 #: step may pass 1 on such a batch (README, "The step's predicted gain").
 GAIN_WARN = 1.0
+#: ``--layer-spikes``: a layer whose gradient norm is this many decades (1: 10x) above the median of its own
+#: LAYER_WINDOW steps before counts as a warning: the spike arm's test, per layer instead of on the total.
+LAYER_SPIKE_DECADES = 1.0
+LAYER_WINDOW = 8
 #: Power iterations per step of ``--sharpness``: at the first step from a random vector, then
 #: warm-started from the previous step's.
 SHARPNESS_FIRST_ITERATIONS, SHARPNESS_ITERATIONS = 10, 3
@@ -357,6 +366,47 @@ def print_stability_ratios(runs: dict[str, tuple[Path, int | None]]) -> list[int
     return leads
 
 
+def layer_spike_steps(run: Path, before: int | None = None) -> list[int]:
+    """Steps (up to ``before``) at which some layer's log10 gradient norm is LAYER_SPIKE_DECADES above the
+    median of its own LAYER_WINDOW steps before (all of them recorded)."""
+    norms: dict[str, dict[int, float]] = {}
+    with open(run / "gradients.csv") as f:
+        for row in csv.DictReader(f):
+            norms.setdefault(row["layer"], {})[int(row["step"])] = math.log10(max(float(row["grad_norm"]), 1e-30))
+
+    def spikes(by_step: dict[int, float], step: int) -> bool:
+        window = [by_step[t] for t in range(step - LAYER_WINDOW, step) if t in by_step]
+        return (step in by_step and len(window) == LAYER_WINDOW
+                and by_step[step] - statistics.median(window) >= LAYER_SPIKE_DECADES)
+
+    steps = sorted({s for by_step in norms.values() for s in by_step if before is None or s <= before})
+    return [s for s in steps if any(spikes(by_step, s) for by_step in norms.values())]
+
+
+def print_layer_spikes(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
+    """Per run: the first layer spike before its divergence, its lead, and the share of steps with one.
+    Returns the leads of the diverged runs (0 where none came first)."""
+    print(f"\nlayer spikes (--layer-spikes): some layer's norm >= {10 ** LAYER_SPIKE_DECADES:g}x the median of its "
+          f"own {LAYER_WINDOW} steps before")
+    print(f"{'run':36}{'steps':>6}{'diverged at':>12}{'first spike':>12}{'lead':>6}{'steps with one':>16}")
+    leads = []
+    for name, (run, div) in runs.items():
+        hits = layer_spike_steps(run, div)
+        first = hits[0] if hits else None
+        lead = div - first if div is not None and first is not None else None
+        if div is not None:
+            leads.append(lead or 0)
+        recorded = len(step_losses(run)) if (run / "step_losses.json").exists() else len(_steps(run))
+        print(f"{name:36}{recorded:>6}{div if div else '-':>12}{first if first else '-':>12}"
+              f"{lead if lead is not None else '-':>6}{len(hits):>16}")
+    return leads
+
+
+def _steps(run: Path) -> set[int]:
+    with open(run / "gradients.csv") as f:
+        return {int(row["step"]) for row in csv.DictReader(f)}
+
+
 def same_batch_rises(run: Path, before: int | None = None) -> list[tuple[int, float]]:
     """(step, rise of its batch's loss over the loss before the step, relative) of every step recorded by
     ``--curvature`` before ``before`` that had one batch (no accumulation) and a non-zero loss."""
@@ -599,6 +649,9 @@ def main() -> None:
     ap.add_argument("--sharpness", action="store_true",
                     help="also record, per step, the largest lr-scaled Hessian eigenvalue over the Nesterov "
                          "stability limit, here and on the healthy SGD runs at this size (into OUT/healthy-sharp)")
+    ap.add_argument("--layer-spikes", action="store_true",
+                    help="replay the recorded per-layer norms: the first step with a layer LAYER_SPIKE_DECADES above "
+                         "its own recent median, here and on the healthy runs recorded beside them")
     ap.add_argument("--alignment", action="store_true",
                     help="also record cos(gradient, momentum) per step and print its first overshoot and lead")
     args = ap.parse_args()
@@ -606,7 +659,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = fd._dataset(out, args.images, args.imgsz)
     fd.BASE["imgsz"] = args.imgsz
-    leads, overshoot_leads, curved, sharp = [], [], {}, {}
+    leads, overshoot_leads, curved, sharp, spiky = [], [], {}, {}, {}
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}"
           + (f"{'cos(g,m)<=' + str(ALIGNMENT_WARN) + ' at':>20}{'lead':>6}" if args.alignment else ""))
     for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs,
@@ -624,6 +677,7 @@ def main() -> None:
             curved[name] = (run, div)
         if args.sharpness:
             sharp[name] = (run, div)
+        spiky[name] = (run, div)
         line = (f"{name:28}{len(losses):>6}{div if div else '-':>12}{warn if warn else '-':>10}"
                 f"{lead if lead is not None else '-':>6}")
         if args.alignment:
@@ -643,6 +697,13 @@ def main() -> None:
     healthy = [p for p in Path(args.faults_out).glob("healthy-*") if (p / "gradients.csv").exists()]
     false = sum(first_warning(fd.replay(p)) is not None for p in healthy)
     print(f"healthy corpus: {false} of {len(healthy)} runs with a diverging warning")
+    if args.layer_spikes:
+        recorded = [*healthy, *(out / "healthy-sharp").glob("healthy-*"), *(out / "healthy-here").glob("healthy-*")]
+        spike_leads = print_layer_spikes({**spiky, **{f"healthy {p.parent.name}/{p.name}": (p, None)
+                                                      for p in recorded if (p / "gradients.csv").exists()}})
+        if spike_leads:
+            print(f"layer spike: median lead {statistics.median(spike_leads)} optimizer steps over all "
+                  f"{len(spike_leads)} diverged runs (lead 0 where none came first)")
     if args.sharpness:
         sharp_healthy = record_healthy_sharpness(out / "healthy-sharp", data, args.imgsz,
                                                  [n for n in HEALTHY_AT_PROVOKED_SIZE if n.startswith("SGD")],
