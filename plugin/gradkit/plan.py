@@ -405,8 +405,7 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None,
     if budget_min and seconds_per_image is not None:
         imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan, seconds_per_image)
     hint_tiling(fp, imgsz, plan)
-    plan.train["model"] = choose_model(fp, imgsz, plan)
-    plan.train["imgsz"] = imgsz
+    plan.train = {"model": choose_model(fp, imgsz, plan), "imgsz": imgsz, **plan.train}  # the command reads them first
     choose_schedule(fp, budget_min, plan, seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
