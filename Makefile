@@ -28,7 +28,7 @@ lint: $(STAMP)
 	PYTHONPATH=plugin $(BIN)/lint-imports --no-cache
 
 # Two worker processes (pytest-xdist): the end-to-end tests spend much of their time outside torch's
-# kernels (data loading, Python), so two at a time on 2 cores take ~8 min instead of ~15.
+# kernels (data loading, Python), so two at a time on 2 cores take ~9 min instead of ~15.
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
