@@ -189,9 +189,9 @@ def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warn
     assert any("optimizer steps even at imgsz" in w for w in plan.warnings) == warned
     warning = next((w for w in plan.warnings if "even at" in w), "")
     if warned and side == 256:  # by hand: 128 px buys 180 s / 0.0125 s / 16 = 900 steps, 96 px 1600
-        assert "(0.75x the 256 the data calls for" in warning and "a smaller imgsz= (96 buys about 1000" in warning
+        assert "(0.75x the 256 the data calls for" in warning and "a smaller imgsz= (96 buys 1000 or more" in warning
     if warned and side == 320:  # 256 / 320 of the size; 224 px buys 600 / 0.03828 / 16 = 980, 192 px 1333
-        assert "(0.8x the 320 the data calls for" in warning and "a smaller imgsz= (192 buys about 1000" in warning
+        assert "(0.8x the 320 the data calls for" in warning and "a smaller imgsz= (192 buys 1000 or more" in warning
     if imgsz != side:
         assert choice(plan, "imgsz").reason.startswith(f"smaller than the {side} the data calls for")
         assert P.BUDGET_EVIDENCE in choice(plan, "imgsz").reason
