@@ -4,7 +4,7 @@ A few optimizer steps of the model on random images with random boxes (Ultralyti
 loss, built from the model YAML; nothing is downloaded or written), timed at ``CALIBRATION_PX`` and
 scaled to the asked size by pixels: a convolutional network's work, and its loss's anchors, grow with
 the pixel count. Real training also loads, decodes and augments the images; ``DATA_OVERHEAD`` is what
-that added on this project's CPU (README, "gradkit plan").
+that added on this project's CPU (README, "A short budget buys steps, not pixels").
 """
 
 from __future__ import annotations
