@@ -135,11 +135,12 @@ def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
         rs = by_step[step]
         g = np.array([float(r["grad_norm"]) for r in rs])
         fresh = np.array([float(r["weight_norm"]) for r in rs])
-        w = fresh if np.isfinite(fresh).all() else last_w  # measured every monitor.update_every steps
+        is_fresh = bool(np.isfinite(fresh).all())  # measured at the first steps and every monitor.update_every
+        w = fresh if is_fresh else last_w
         last_w = w
         nf = np.array([float(r["nonfinite"]) for r in rs])
         out += [a.to_dict() for a in det.update(int(rs[0]["epoch"]), step, g, w,
-                                                float(steps[step]["total_norm"]), nf)]
+                                                float(steps[step]["total_norm"]), nf, weights_fresh=is_fresh)]
         if deviations is not None:
             deviations.append(det.relative_deviation.copy())
     return out

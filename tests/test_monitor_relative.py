@@ -74,7 +74,7 @@ def test_inactive_rules_by_step_count():
     assert set(inactive_rules(1, cfg)) == {"exploding (relative to the other layers)",
                                            "vanishing (relative to the other layers)",
                                            "exploding/vanishing (against own history)", "dead",
-                                           "diverging (total-norm trend/spike)"}
+                                           "diverging (total-norm trend/spike)", "diverging (weight growth)"}
     assert set(inactive_rules(3, cfg)) == {"vanishing (relative to the other layers)",
                                            "exploding/vanishing (against own history)",
                                            "diverging (total-norm trend/spike)"}

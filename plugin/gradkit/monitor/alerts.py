@@ -15,7 +15,8 @@
 * dead: exactly zero gradient on a trainable layer for ``dead_patience`` consecutive steps.
 * diverging: the total norm's typical level (median of the last ``diverging_window`` steps) has
   risen ``diverging_rise`` above the lowest it has been, or one step's norm is ``diverging_spike``
-  above that level - a warning before the loss blows up (``gradkit.monitor.divergence``).
+  above that level; or a layer's weight norm has grown ``diverging_growth`` within
+  ``diverging_growth_steps`` - a warning before the loss blows up (``gradkit.monitor.divergence``).
 * nonfinite: NaN/Inf gradients; names the layers and the origin (the non-finite layer nearest the
   output, every later layer being finite) or says the loss itself was non-finite.
 
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from gradkit.monitor.divergence import DivergenceWarning
+from gradkit.monitor.divergence import DivergenceWarning, WeightGrowth
 
 __all__ = ["Alert", "AlertDetector", "AlertThresholds"]
 
@@ -46,6 +47,7 @@ RULE_NEEDS = {
     "exploding/vanishing (against own history)": lambda c: c.warmup_steps + 1,
     "dead": lambda c: c.dead_patience,
     "diverging (total-norm trend/spike)": lambda c: c.diverging_window + 1,
+    "diverging (weight growth)": lambda c: 2,
 }
 
 
@@ -110,6 +112,8 @@ class AlertThresholds:
     diverging_window: int
     diverging_rise: float
     diverging_spike: float
+    diverging_growth: float
+    diverging_growth_steps: int
 
     @classmethod
     def of(cls, source: Any) -> AlertThresholds:
@@ -155,13 +159,14 @@ class AlertDetector:
         self._zero = np.zeros(n, dtype=np.int64)
         self._active: set[tuple[str, int]] = set()
         self._diverging = DivergenceWarning(cfg.diverging_window, cfg.diverging_rise, cfg.diverging_spike)
+        self._growth = WeightGrowth(cfg.diverging_growth_steps)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"hist": self._hist.copy(), "rel_hist": self._rel_hist.copy(), "count": self._count,
                 "low": self._low.copy(),
                 "zero": self._zero.copy(), "active": sorted(self._active),
-                "diverging": self._diverging.state_dict()}
+                "diverging": self._diverging.state_dict(), "growth": self._growth.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if np.shape(state["hist"]) != self._hist.shape:
@@ -175,6 +180,8 @@ class AlertDetector:
         self._active = {(str(k), int(i)) for k, i in state["active"]}
         if "diverging" in state:  # states saved before the rule start it afresh
             self._diverging.load_state_dict(state["diverging"])
+        if "growth" in state:
+            self._growth.load_state_dict(state["growth"])
 
     # ------------------------------------------------------------------ helpers
     def _name(self, i: int) -> tuple[str, str]:
@@ -211,8 +218,11 @@ class AlertDetector:
         total_norm: float,
         nonfinite: np.ndarray | None = None,
         loss_finite: bool = True,
+        weights_fresh: bool = True,
     ) -> list[Alert]:
-        """Feed one step's pre-clip statistics and return the alerts that start at this step."""
+        """Feed one step's pre-clip statistics and return the alerts that start at this step.
+        ``weights_fresh``: whether ``weight_norm`` was measured at this step (else it is an earlier
+        measurement, good enough for the grad/weight ratio but not for the weight growth)."""
         if not self.cfg.enabled:
             return []
         cfg = self.cfg
@@ -239,6 +249,8 @@ class AlertDetector:
 
         if self._diverging.update(float(total_norm)):
             alerts.append(self._diverging_alert(epoch, step, float(total_norm)))
+        if weights_fresh:
+            alerts.extend(self._growth_alerts(epoch, step, weight_norm))
 
         with np.errstate(divide="ignore", invalid="ignore"):
             logn = np.where(finite & (norms > 0), np.log10(norms), np.nan)
@@ -313,6 +325,23 @@ class AlertDetector:
         return Alert("diverging", epoch, step, "total", "model", float(d.factor), float(thr),
                      f"diverging at step {step} ({d.reason}): {d.message()}; the loss may blow up next "
                      "(lower lr0, clip, or monitor.on_divergence: rollback)")
+
+    def _growth_alerts(self, epoch: int, step: int, weight_norm: np.ndarray) -> list[Alert]:
+        """A ``diverging`` alert when some layer's weight norm grew ``diverging_growth``: one per episode
+        (until no layer has), naming the fastest-growing layer and how many others grew as much."""
+        growth = self._growth.update(step, weight_norm)
+        over = np.flatnonzero(np.isfinite(growth) & (growth >= self.cfg.diverging_growth))
+        if not self._episode("diverging-growth", -1, over.size > 0):
+            return []
+        i = int(over[np.argmax(growth[over])])
+        key, module = self._name(i)
+        others = f" (and {over.size - 1} more layer(s) grew {self.cfg.diverging_growth:g}x or more)" if over.size > 1 else ""
+        return [Alert(
+            "diverging", epoch, step, key, module, float(growth[i]), self.cfg.diverging_growth,
+            f"diverging at step {step} (weight growth): the weight norm of layer {self.layers[i]} grew "
+            f"{growth[i]:.3g}x since step {self._growth.reference_step} (to {weight_norm[i]:.3g}){others}: its "
+            "updates are about as long as its weights; the loss may blow up within tens of steps "
+            "(lower lr0, clip, or monitor.on_divergence: rollback)")]
 
     def _relative_deviation(self, rel_now: np.ndarray) -> np.ndarray:
         """Per layer: how far (decades) its same-step position is from its usual one under both

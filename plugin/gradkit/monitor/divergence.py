@@ -15,6 +15,17 @@ smooths it and looks for a sustained rise, CUSUM-like with no drift allowance:
 The episode ends when neither holds any more.
 
 It reads only the total norm the clipper already brought to the host: no extra transfer per step.
+
+:class:`WeightGrowth` is the early arm. Under batch normalisation a convolution's output does not
+depend on the scale of its weights, so its gradient is orthogonal to them and every SGD step
+lengthens them: ``|w + dw|^2 = |w|^2 + |dw|^2`` (Arora, Li and Lyu 2019, "Theoretical analysis of
+auto rate-tuning by batch normalization"). A layer whose weights double within ``diverging_growth_steps``
+optimizer steps is taking steps about as long as its weights (``|dw| / |w|`` near 0.5 at every step,
+where healthy runs take 0.001-0.01): the learning rate is far past what the layer can follow, and
+batch normalisation is only postponing the blow-up by slowing the layer down. It reads the weight
+norms the monitor measures anyway (every ``monitor.update_every`` measured steps, and at each of the
+first ones).
+
 Which signal carries the warning, and the measured lead and false warnings: README, "Early warning
 of divergence" (``benchmarks/divergence.py``).
 """
@@ -25,7 +36,9 @@ import math
 from collections import deque
 from typing import Any
 
-__all__ = ["DivergenceWarning"]
+import numpy as np
+
+__all__ = ["DivergenceWarning", "WeightGrowth"]
 
 
 def _median(values) -> float:
@@ -94,3 +107,39 @@ class DivergenceWarning:
         self._recent = deque((float(v) for v in state["recent"]), maxlen=self.window)
         self.baseline, self.level = float(state["baseline"]), float(state["level"])
         self._active = bool(state["active"])
+
+
+class WeightGrowth:
+    """Per-layer growth of the weight norms over the last ``steps`` optimizer steps.
+
+    :meth:`update` takes each fresh measurement and returns, per layer, its norm over the norm measured
+    at the latest step at least ``steps`` earlier (or, early in a run, the first measurement: growth over
+    fewer steps counts the same), NaN where there is no earlier measurement or it was not positive.
+
+    Args:
+        steps: optimizer steps the growth is measured over (at least; measurements are not every step).
+    """
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.reference_step: int | None = None  # the step of the measurement the last growth is against
+        self._kept: deque[tuple[int, np.ndarray]] = deque()
+
+    def update(self, step: int, weight_norm: np.ndarray) -> np.ndarray:
+        now = np.asarray(weight_norm, dtype=np.float64)
+        # drop the measurements that a newer one at least `steps` old makes unnecessary
+        while len(self._kept) > 1 and self._kept[1][0] <= step - self.steps:
+            self._kept.popleft()
+        reference = self._kept[0][1] if self._kept and self._kept[0][1].shape == now.shape else None
+        self.reference_step = self._kept[0][0] if reference is not None else None
+        self._kept.append((step, now))
+        if reference is None:
+            return np.full(now.shape, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(reference > 0, now / reference, np.nan)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kept": [(step, norms.tolist()) for step, norms in self._kept]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._kept = deque((int(step), np.asarray(norms, dtype=np.float64)) for step, norms in state["kept"])

@@ -390,6 +390,11 @@ class GradkitCallback:
         """The first measured step and every ``update_every``-th measured step after it."""
         return (self.step // self.cfg.monitor.every - 1) % self.cfg.monitor.update_every == 0
 
+    def _weight_norms_due(self) -> bool:
+        """As the update ratio, and also at each of the first ``update_every`` measured steps: a
+        too-high lr grows the weights within the first steps (the ``diverging`` weight-growth arm)."""
+        return self.step // self.cfg.monitor.every <= self.cfg.monitor.update_every or self._update_ratio_due()
+
     def _monitor_summary(self, trainer) -> dict[str, Any]:
         """``gradkit_summary.json`` keys of the monitor: the rules the run had too few optimizer steps
         for (rule -> steps it needs) with the start-of-training explanation, and the noise scale."""
@@ -482,10 +487,11 @@ class GradkitCallback:
         epoch = trainer.epoch + 1
         monitored = mcfg.enabled and self.step % mcfg.every == 0
 
-        # weights move slowly: their norms and the update ratio every update_every-th measured step
-        fresh_weights = monitored and self._update_ratio_due()
+        # weights move slowly: their norms and the update ratio every update_every-th measured step (the
+        # norms also at each of the first ones, see _weight_norms_due)
+        fresh_weights = monitored and self._weight_norms_due()
         weight = self._weight_norms(fresh_weights)
-        before = self.stats.snapshot() if fresh_weights else None
+        before = self.stats.snapshot() if monitored and self._update_ratio_due() else None
         result = self.clipper(self.stats.named)
         totals = torch.stack([result.total_norm, result.total_norm_clipped, result.clip_coef]).float().cpu()
         total, total_clipped, coef = (float(v) for v in totals)
@@ -521,7 +527,7 @@ class GradkitCallback:
         self._epoch_skipped += int(skip)
         alerts = []
         if stats is not None:
-            alerts = [] if overflow else self._diagnose(trainer, epoch, stats, loss_finite)
+            alerts = [] if overflow else self._diagnose(trainer, epoch, stats, loss_finite, fresh_weights)
             if self.log and monitored:
                 self.log.add_layers(epoch, self.step, self.stats.labels, stats.grad_norm, stats.grad_norm_clipped,
                                     stats.weight_norm if fresh_weights else np.full_like(stats.weight_norm, np.nan),
@@ -547,10 +553,10 @@ class GradkitCallback:
             ok = ok & self._accumulated_loss_finite.to(ok.device)
         return all_ranks_true(ok)
 
-    def _diagnose(self, trainer, epoch: int, stats, loss_finite: bool | None) -> list:
+    def _diagnose(self, trainer, epoch: int, stats, loss_finite: bool | None, weights_fresh: bool) -> list:
         loss_finite = True if loss_finite is None else loss_finite
         alerts = self.detector.update(epoch, self.step, stats.grad_norm, stats.weight_norm, stats.total_norm,
-                                      stats.nonfinite, loss_finite)
+                                      stats.nonfinite, loss_finite, weights_fresh=weights_fresh)
         if not alerts:
             return []
         self.alert_count += len(alerts)
