@@ -32,6 +32,11 @@ provoked runs and of the healthy runs recorded beside them (``OUT/healthy-sharp`
 and of the healthy corpus: the first step at which some layer's norm is ``LAYER_SPIKE_DECADES`` above the
 median of its own ``LAYER_WINDOW`` steps before, its lead, and how many steps had such a layer.
 
+``--weight-growth`` also trains the healthy corpus's from-scratch runs at this script's data and size
+(``OUT/healthy-growth``, the default clip as in the corpus) and prints, per run, the largest growth of
+a layer's weight norm over ``diverging_growth_steps`` before the divergence (the arm of ``diverging``
+that warns first on the provoked runs), the first step at ``diverging_growth`` or more, and its lead.
+
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
 gradients: a learning rate above the stability limit of a direction makes the iterate overshoot
@@ -402,6 +407,64 @@ def print_layer_spikes(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     return leads
 
 
+def weight_growths(run: Path, before: int | None = None) -> list[tuple[int, float, str]]:
+    """(step, largest growth over the layers, that layer) at each weight measurement up to ``before``:
+    the detector's own WeightGrowth replayed over the recorded weight norms (gradients.csv)."""
+    from gradkit.config import AlertsConfig
+    from gradkit.monitor.divergence import WeightGrowth
+
+    by_step: dict[int, dict[str, float]] = {}
+    with open(run / "gradients.csv") as f:
+        for row in csv.DictReader(f):
+            if row["weight_norm"] not in ("", "nan") and (before is None or int(row["step"]) <= before):
+                by_step.setdefault(int(row["step"]), {})[f'{row["layer"]} {row["module"]}'] = float(row["weight_norm"])
+    growth, out = WeightGrowth(AlertsConfig().diverging_growth_steps), []
+    for step, norms in sorted(by_step.items()):
+        g = growth.update(step, np.array(list(norms.values())))
+        if np.isfinite(g).any():
+            i = int(np.nanargmax(g))
+            out.append((step, float(g[i]), list(norms)[i]))
+    return out
+
+
+def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
+    """Per run: the largest weight growth up to its divergence, the first at diverging_growth or more and
+    its lead. Returns the leads of the diverged runs (0 where none came first)."""
+    from gradkit.config import AlertsConfig
+
+    cfg = AlertsConfig()
+    print(f"\nweight growth (--weight-growth): a layer's weight norm over its norm {cfg.diverging_growth_steps} or more "
+          f"steps before; warns at {cfg.diverging_growth:g}x")
+    print(f"{'run':40}{'steps':>6}{'diverged at':>12}{'largest (layer, step)':>30}{'first >= ' + str(cfg.diverging_growth):>12}"
+          f"{'lead':>6}")
+    leads = []
+    for name, (run, div) in runs.items():
+        growths = weight_growths(run, div)
+        top = max(growths, key=lambda t: t[1], default=None)
+        first = next((s for s, g, _ in growths if g >= cfg.diverging_growth), None)
+        lead = div - first if div is not None and first is not None else None
+        if div is not None:
+            leads.append(lead or 0)
+        largest = f"{top[1]:.2f} ({top[2]}, {top[0]})" if top else "-"
+        print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{first if first else '-':>12}"
+              f"{lead if lead is not None else '-':>6}")
+    return leads
+
+
+def record_healthy(out: Path, data: Path, imgsz: int, names) -> dict[str, Path]:
+    """The runs ``names`` of fault_detection.py's healthy corpus trained on ``data`` at ``imgsz`` into
+    ``out``, with nothing but the plugin's own records (runs recorded are kept)."""
+    corpus = fd.healthy_corpus()
+    _check_healthy_names(corpus, names)
+    runs = {}
+    for name in names:
+        slug = _healthy_slug(name)
+        if not (out / slug / "gradients.csv").exists():
+            fd.train(data, out, slug, {"imgsz": imgsz, **corpus[name]})
+        runs[name] = out / slug
+    return runs
+
+
 def _steps(run: Path) -> set[int]:
     with open(run / "gradients.csv") as f:
         return {int(row["step"]) for row in csv.DictReader(f)}
@@ -652,6 +715,9 @@ def main() -> None:
     ap.add_argument("--layer-spikes", action="store_true",
                     help="replay the recorded per-layer norms: the first step with a layer LAYER_SPIKE_DECADES above "
                          "its own recent median, here and on the healthy runs recorded beside them")
+    ap.add_argument("--weight-growth", action="store_true",
+                    help="also train the healthy from-scratch runs at this size (into OUT/healthy-growth) and print "
+                         "each run's largest weight growth, first growth >= diverging_growth and its lead")
     ap.add_argument("--alignment", action="store_true",
                     help="also record cos(gradient, momentum) per step and print its first overshoot and lead")
     args = ap.parse_args()
@@ -704,6 +770,14 @@ def main() -> None:
         if spike_leads:
             print(f"layer spike: median lead {statistics.median(spike_leads)} optimizer steps over all "
                   f"{len(spike_leads)} diverged runs (lead 0 where none came first)")
+    if args.weight_growth:
+        grown = record_healthy(out / "healthy-growth", data, args.imgsz, HEALTHY_AT_PROVOKED_SIZE)
+        growth_leads = print_weight_growth({**spiky, **{f"healthy {k}, {args.imgsz} px": (p, None)
+                                                        for k, p in grown.items()},
+                                            **{f"healthy {p.name}": (p, None) for p in healthy}})
+        if growth_leads:
+            print(f"weight growth: median lead {statistics.median(growth_leads)} optimizer steps over all "
+                  f"{len(growth_leads)} diverged runs (lead 0 where none came first)")
     if args.sharpness:
         sharp_healthy = record_healthy_sharpness(out / "healthy-sharp", data, args.imgsz,
                                                  [n for n in HEALTHY_AT_PROVOKED_SIZE if n.startswith("SGD")],
