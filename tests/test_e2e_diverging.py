@@ -58,12 +58,13 @@ def test_growing_gradient_warned_before_the_loss_blows_up(tiny_data, tmp_path):
     _, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "none", "report.enabled": False},
                         callbacks=_grow_gradients_and_record_loss(losses), epochs=10, optimizer="SGD", lr0=0.01)
     alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines() if line.strip()]
-    warned = [a["step"] for a in alerts if a["kind"] == "diverging"]
+    # the total-norm arms; the weight-growth arm also warns on this unclipped run, at its first steps
+    # (updates as long as the weights before any planted growth: README, "Early warning of divergence")
+    warned = [a["step"] for a in alerts if a["kind"] == "diverging" and a["layer"] == "total"]
     blow_up = _blow_up_step(losses)
     assert blow_up is not None, losses  # the planted growth does drive the loss up
     assert warned, alerts
     assert ONSET < warned[0] < blow_up, (warned, blow_up, losses)
-    assert all(a["layer"] == "total" for a in alerts if a["kind"] == "diverging")
 
 
 def test_diverging_warning_triggers_a_rollback(tiny_data, tmp_path):
@@ -85,3 +86,58 @@ def test_diverging_warning_triggers_a_rollback(tiny_data, tmp_path):
     assert rollbacks[0]["from_step"] == warned[0] and "diverging" in rollbacks[0]["reason"]
     blow_up = _blow_up_step([(s, v) for s, v in losses if s <= warned[0]])
     assert blow_up is None  # nothing had blown up yet when it rolled back
+
+
+def _record_layer_weight_norms(norms: dict):
+    """Per optimizer step, each layer's weight norm as the plugin measures it at that step (before its
+    update): the weights at the start, then after each step. Computed here from the named parameters
+    (``model.<i>.`` -> layer i), independently of the plugin's grouping."""
+
+    def layer_norms(trainer) -> dict[str, float]:
+        sq: dict[str, float] = {}
+        for name, p in trainer.model.named_parameters():
+            if p.requires_grad:
+                key = name.split(".")[1]
+                sq[key] = sq.get(key, 0.0) + float(p.detach().double().pow(2).sum())
+        return {k: math.sqrt(v) for k, v in sq.items()}
+
+    def at_start(trainer):
+        norms[1] = layer_norms(trainer)
+
+    def after_step(trainer):
+        norms[_plugin(trainer).step + 1] = layer_norms(trainer)
+
+    return [("on_train_start", at_start), ("on_train_batch_end", after_step)]
+
+
+def _first_growth(norms: dict, factor: float, steps: int, update_every: int) -> tuple[int, str] | None:
+    """The documented rule, computed from the independent norms: weights measured at steps 1..update_every
+    and every update_every-th step after; each measurement against the newest one at least ``steps``
+    earlier (the first while none is)."""
+    measured = [s for s in sorted(norms) if s <= update_every or (s - 1) % update_every == 0]
+    for k, s in enumerate(measured[1:], 1):
+        older = [t for t in measured[:k] if t <= s - steps]
+        ref = older[-1] if older else measured[0]
+        growth = {layer: norms[s][layer] / norms[ref][layer] for layer in norms[s]}
+        layer = max(growth, key=growth.get)
+        if growth[layer] >= factor:
+            return s, layer
+    return None
+
+
+def test_weights_growing_under_a_too_high_lr_are_warned_at_the_step_they_double(tiny_data, tmp_path):
+    """SGD at 100x the default lr0, unclipped: batch normalisation lets the weights grow instead of the
+    loss blowing up at once. The weight-growth arm warns at the first measured step where a layer's
+    norm has doubled, and names the layer that grew most - as computed from the parameters directly."""
+    from gradkit.config import AlertsConfig, MonitorConfig
+
+    norms: dict = {}
+    _, run = train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "none", "report.enabled": False},
+                        callbacks=_record_layer_weight_norms(norms), epochs=4, optimizer="SGD", lr0=1.0)
+    cfg = AlertsConfig()
+    expected = _first_growth(norms, cfg.diverging_growth, cfg.diverging_growth_steps, MonitorConfig().update_every)
+    assert expected is not None, norms  # the provoked run does double a layer's weights
+    alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines() if line.strip()]
+    growth = [a for a in alerts if a["kind"] == "diverging" and "weight growth" in a["message"]]
+    assert growth, alerts
+    assert (growth[0]["step"], growth[0]["layer"]) == expected
