@@ -435,7 +435,7 @@ def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     cfg = AlertsConfig()
     print(f"\nweight growth (--weight-growth): a layer's weight norm over its norm {cfg.diverging_growth_steps} or more "
           f"steps before; warns at {cfg.diverging_growth:g}x")
-    print(f"{'run':40}{'steps':>6}{'diverged at':>12}{'largest (layer, step)':>30}{'first >= ' + str(cfg.diverging_growth):>12}"
+    print(f"{'run':40}{'steps':>6}{'diverged at':>12}{'largest (layer, step)':>30}{'first >= ' + str(cfg.diverging_growth):>14}"
           f"{'lead':>6}")
     leads = []
     for name, (run, div) in runs.items():
@@ -446,7 +446,7 @@ def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
         if div is not None:
             leads.append(lead or 0)
         largest = f"{top[1]:.2f} ({top[2]}, {top[0]})" if top else "-"
-        print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{first if first else '-':>12}"
+        print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{first if first else '-':>14}"
               f"{lead if lead is not None else '-':>6}")
     return leads
 
