@@ -50,8 +50,10 @@ def _step_microbench(repeats: int = 300, device: str = "cpu") -> tuple[float, fl
     """Per-step time over ``repeats`` optimizer steps (the median of blocks' means, see below):
     ``clip_grad_norm_`` against gradkit's whole
     per-step work as the integration runs it (every monitored step: clip, per-layer statistics,
-    diagnoses; every ``monitor.update_every``-th: weight norms, the weight copy and the update ratio;
-    with accumulation: the first micro-batch's norm for the noise scale)."""
+    diagnoses; every ``monitor.update_every``-th: weight norms, their growth, the weight copy and the
+    update ratio; with accumulation: the first micro-batch's norm for the noise scale). The steady state:
+    the weight norms the integration also measures at each of a run's first ``update_every`` steps are
+    not in it (10 norms of the weights once per run)."""
     from ultralytics import YOLO
 
     from gradkit.clip import make_clipper
@@ -86,7 +88,8 @@ def _step_microbench(repeats: int = 300, device: str = "cpu") -> tuple[float, fl
         w_last[0] = w
         before = stats.snapshot() if due else None
         st = stats.measure(clipper(stats.named), w)
-        detector.update(1, step[0], st.grad_norm, st.weight_norm, st.total_norm, st.nonfinite)
+        detector.update(1, step[0], st.grad_norm, st.weight_norm, st.total_norm, st.nonfinite,
+                        weights_fresh=due or step[0] == 1)
         if before is not None:
             stats.update_norms(before)
         return st
