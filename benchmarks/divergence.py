@@ -35,7 +35,8 @@ median of its own ``LAYER_WINDOW`` steps before, its lead, and how many steps ha
 ``--weight-growth`` also trains the healthy corpus's from-scratch runs at this script's data and size
 (``OUT/healthy-growth``, the default clip as in the corpus) and prints, per run, the largest growth of
 a layer's weight norm over ``diverging_growth_steps`` before the divergence (the arm of ``diverging``
-that warns first on the provoked runs), the first step at ``diverging_growth`` or more, and its lead.
+that warns first on the provoked runs), the first step at ``diverging_growth`` or more, and its lead;
+and the same for the GROWTH_PROBES AdamW runs (``OUT/growth-probes``).
 
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
@@ -98,6 +99,9 @@ SHARPNESS_WARN = 1.0
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
 HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2",
                             "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
+#: ``--weight-growth`` also trains these AdamW runs (lr0, warm-up epochs) beside the healthy corpus's: how
+#: close an lr0 above the corpus's, or Ultralytics' default warm-up, comes to the weight-growth threshold.
+GROWTH_PROBES = ((0.02, 0), (0.01, 3), (0.05, 3))
 AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
 
 
@@ -465,6 +469,18 @@ def record_healthy(out: Path, data: Path, imgsz: int, names) -> dict[str, Path]:
     return runs
 
 
+def record_growth_probes(out: Path, data: Path, imgsz: int) -> dict[str, Path]:
+    """The GROWTH_PROBES AdamW runs, as the healthy corpus trains them otherwise (default clip)."""
+    runs = {}
+    for lr0, warmup in GROWTH_PROBES:
+        name = f"AdamW lr0 {lr0:g} warm-up {warmup}"
+        slug = _healthy_slug(name)
+        if not (out / slug / "gradients.csv").exists():
+            fd.train(data, out, slug, {"imgsz": imgsz, "optimizer": "AdamW", "lr0": lr0, "warmup_epochs": warmup})
+        runs[name] = out / slug
+    return runs
+
+
 def _steps(run: Path) -> set[int]:
     with open(run / "gradients.csv") as f:
         return {int(row["step"]) for row in csv.DictReader(f)}
@@ -772,9 +788,11 @@ def main() -> None:
                   f"{len(spike_leads)} diverged runs (lead 0 where none came first)")
     if args.weight_growth:
         grown = record_healthy(out / "healthy-growth", data, args.imgsz, HEALTHY_AT_PROVOKED_SIZE)
+        probes = record_growth_probes(out / "growth-probes", data, args.imgsz)
         growth_leads = print_weight_growth({**spiky, **{f"healthy {k}, {args.imgsz} px": (p, None)
                                                         for k, p in grown.items()},
-                                            **{f"healthy {p.name}": (p, None) for p in healthy}})
+                                            **{f"healthy {p.name}": (p, None) for p in healthy},
+                                            **{f"probe {k}, {args.imgsz} px": (p, None) for k, p in probes.items()}})
         if growth_leads:
             print(f"weight growth: median lead {statistics.median(growth_leads)} optimizer steps over all "
                   f"{len(growth_leads)} diverged runs (lead 0 where none came first)")
