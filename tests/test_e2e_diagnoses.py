@@ -94,7 +94,7 @@ def test_too_few_steps_said_once_in_log_summary_and_report(tiny_data, tmp_path, 
     assert set(summary["inactive_rules"]) == {"exploding (relative to the other layers)",
                                               "vanishing (relative to the other layers)",
                                               "exploding/vanishing (against own history)", "dead",
-                                              "diverging (total-norm trend/spike)"}
+                                              "diverging (total-norm trend/spike)", "diverging (weight growth)"}
     assert summary["inactive_rules"]["exploding/vanishing (against own history)"] == 21
     report = json.loads((run / "report.json").read_text())
     assert report["training"]["inactive_rules"] == summary["inactive_rules"]
