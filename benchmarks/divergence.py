@@ -420,11 +420,15 @@ def weight_growths(run: Path, before: int | None = None) -> list[tuple[int, floa
     by_step: dict[int, dict[str, float]] = {}
     with open(run / "gradients.csv") as f:
         for row in csv.DictReader(f):
-            if row["weight_norm"] not in ("", "nan") and (before is None or int(row["step"]) <= before):
-                by_step.setdefault(int(row["step"]), {})[f'{row["layer"]} {row["module"]}'] = float(row["weight_norm"])
+            if before is None or int(row["step"]) <= before:
+                value = float(row["weight_norm"]) if row["weight_norm"] else math.nan
+                by_step.setdefault(int(row["step"]), {})[f'{row["layer"]} {row["module"]}'] = value
     growth, out = WeightGrowth(AlertsConfig().diverging_growth_steps), []
     for step, norms in sorted(by_step.items()):
-        g = growth.update(step, np.array(list(norms.values())))
+        values = np.array(list(norms.values()))
+        if not np.isfinite(values).any():  # no measurement at this step (the plugin's freshness, per step)
+            continue
+        g = growth.update(step, values)
         if np.isfinite(g).any():
             i = int(np.nanargmax(g))
             out.append((step, float(g[i]), list(norms)[i]))
@@ -433,17 +437,21 @@ def weight_growths(run: Path, before: int | None = None) -> list[tuple[int, floa
 
 def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     """Per run: the largest weight growth up to its divergence, the first at diverging_growth or more and
-    its lead. Returns the leads of the diverged runs (0 where none came first)."""
+    its lead; then the healthy runs' (names starting "healthy") distribution of the growth at every
+    weight measurement against the threshold, in decades (README's margin table). Returns the leads of
+    the diverged runs (0 where none came first)."""
     from gradkit.config import AlertsConfig
 
     cfg = AlertsConfig()
-    print(f"\nweight growth (--weight-growth): a layer's weight norm over its norm {cfg.diverging_growth_steps} or more "
-          f"steps before; warns at {cfg.diverging_growth:g}x")
-    print(f"{'run':40}{'steps':>6}{'diverged at':>12}{'largest (layer, step)':>30}{'first >= ' + str(cfg.diverging_growth):>14}"
-          f"{'lead':>6}")
-    leads = []
+    threshold = f"first >= {cfg.diverging_growth:g}"
+    print(f"\nweight growth (--weight-growth): a layer's weight norm over its norm {cfg.diverging_growth_steps} or "
+          f"more steps before; warns at {cfg.diverging_growth:g}x")
+    print(f"{'run':40}{'steps':>6}{'diverged at':>12}{'largest (layer, step)':>30}{threshold:>14}{'lead':>6}")
+    leads, healthy = [], []
     for name, (run, div) in runs.items():
         growths = weight_growths(run, div)
+        if name.startswith("healthy"):
+            healthy += [g for _, g, _ in growths]
         top = max(growths, key=lambda t: t[1], default=None)
         first = next((s for s, g, _ in growths if g >= cfg.diverging_growth), None)
         lead = div - first if div is not None and first is not None else None
@@ -452,6 +460,11 @@ def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
         largest = f"{top[1]:.2f} ({top[2]}, {top[0]})" if top else "-"
         print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{first if first else '-':>14}"
               f"{lead if lead is not None else '-':>6}")
+    if healthy:
+        logs, limit = np.log10(healthy), math.log10(cfg.diverging_growth)
+        print(f"healthy runs, {len(healthy)} weight measurements (log10 growth): q50 {np.percentile(logs, 50):.2f}, "
+              f"q99 {np.percentile(logs, 99):.2f}, max {logs.max():.2f}; threshold {limit:.2f}, "
+              f"margin {limit - logs.max():.2f} decades")
     return leads
 
 

@@ -135,7 +135,8 @@ def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
         rs = by_step[step]
         g = np.array([float(r["grad_norm"]) for r in rs])
         fresh = np.array([float(r["weight_norm"]) for r in rs])
-        is_fresh = bool(np.isfinite(fresh).all())  # measured at the first steps and every monitor.update_every
+        # measured at the first steps and every monitor.update_every (NaN in every row in between), as the plugin
+        is_fresh = bool(np.isfinite(fresh).any())
         w = fresh if is_fresh else last_w
         last_w = w
         nf = np.array([float(r["nonfinite"]) for r in rs])

@@ -120,3 +120,11 @@ def test_batch_norm_makes_sgd_steps_lengthen_the_weights():
         assert conv.weight.norm().item() ** 2 == pytest.approx(w.norm().item() ** 2 + dw.norm().item() ** 2,
                                                                rel=1e-3)
     assert conv.weight.norm().item() > 2 * start
+
+
+@pytest.mark.parametrize("state", [{}, {"kept": 3}, {"kept": [[1, "x"]]}, {"kept": [[1, [[1.0]]]]},
+                                   {"kept": [[5, [1.0]], [2, [1.0]]]}])
+def test_a_malformed_state_is_refused_in_one_line(state):
+    with pytest.raises(ValueError, match="weight-growth state") as info:
+        WeightGrowth(steps=10).load_state_dict(state)
+    assert "\n" not in str(info.value)

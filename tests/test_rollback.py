@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gradkit.config import ConfigError, load_config
+from gradkit.monitor.alerts import WEIGHT_GROWTH, Alert
 from gradkit.monitor.rollback import (
     MIN_BEST_FITNESS,
     MIN_SPIKE_HISTORY,
@@ -130,9 +131,13 @@ def test_snapshot_pair_before_any_confirmation_falls_back_to_the_candidate():
     assert pair.good().step == 1  # kept: it is all there is
 
 
+def _alert(kind: str, arm: str = "") -> Alert:
+    return Alert(kind, 1, 5, "3", "Conv", 1.0, 1.0, "", arm=arm)
+
+
 def _reason(**kw):
     base = dict(consecutive_nonfinite=0, nonfinite_patience=3, total_norm=100.0, norm_median=100.0,
-                norm_spike=10.0, loss=5.0, loss_median=5.0, loss_spike=3.0, alert_kinds=())
+                norm_spike=10.0, loss=5.0, loss_median=5.0, loss_spike=3.0, alerts=())
     return divergence_reason(**{**base, **kw})
 
 
@@ -140,7 +145,10 @@ def test_divergence_reason_cases():
     assert _reason() is None
     assert "3 consecutive" in _reason(consecutive_nonfinite=3)
     assert _reason(consecutive_nonfinite=2) is None
-    assert _reason(alert_kinds=["exploding", "diverging"]) == "diverging diagnosis"
+    assert _reason(alerts=[_alert("exploding"), _alert("diverging", "spike")]) == "diverging diagnosis (spike)"
+    assert _reason(alerts=[_alert("diverging", WEIGHT_GROWTH)]) is None  # the weight-growth arm only warns
+    assert _reason(alerts=[_alert("diverging", WEIGHT_GROWTH), _alert("diverging", "trend")]) == \
+        "diverging diagnosis (trend)"
     assert _reason(total_norm=1001.0) is None  # a norm spike alone is common in YOLO training
     assert _reason(loss=16.0) is None  # so is a loss spike alone
     assert "total norm 1001" in _reason(total_norm=1001.0, loss=16.0)

@@ -70,10 +70,11 @@ class AlertsConfig(_Section):
     diverging_spike: float = Field(30.0, gt=1, description="diverging also when one step's total norm is this "
                                    "factor above the median of the diverging_window steps before it")
     diverging_growth: float = Field(2.0, gt=1, description="diverging also when a layer's weight norm grows this "
-                                    "factor within diverging_growth_steps optimizer steps (its updates are about "
-                                    "as long as its weights)")
-    diverging_growth_steps: int = Field(10, ge=1, description="optimizer steps the weight growth is measured over "
-                                        "(at least: weight norms are measured every monitor.update_every steps)")
+                                    "factor within diverging_growth_steps optimizer steps (its updates are a large "
+                                    "fraction of its weights); a warning only, never a rollback trigger")
+    diverging_growth_steps: int = Field(10, ge=1, description="the weight growth is against the newest weight "
+                                        "measurement at least this many optimizer steps older (early in a run: the "
+                                        "first one)")
 
 
 class RollbackConfig(_Section):
@@ -108,8 +109,8 @@ class MonitorConfig(_Section):
     enabled: bool = Field(True, description="measure per-layer gradients and write the gradient records")
     every: int = Field(1, ge=1, description="measure every N-th optimizer step")
     update_every: int = Field(10, ge=1, description="measure weight norms and the update/weight ratio every "
-                              "N-th measured step (weights move slowly; the ratio copies the weights), and weight norms also at each "
-                              "of the first N measured steps (where a too-high lr shows first)")
+                              "N-th measured step (weights move slowly; the ratio copies the weights), and weight "
+                              "norms also at each of the first N measured steps (where a too-high lr shows first)")
     on_nonfinite: Literal["skip", "stop", "warn"] = Field(
         "skip", description="skip: drop the update (weights, EMA, optimizer state unchanged); "
         "stop: drop it and end training; warn: apply it anyway (unlike stock Ultralytics, whose NaN clip "

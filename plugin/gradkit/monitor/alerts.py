@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from gradkit.monitor.divergence import DivergenceWarning, WeightGrowth
 
-__all__ = ["Alert", "AlertDetector", "AlertThresholds"]
+__all__ = ["WEIGHT_GROWTH", "Alert", "AlertDetector", "AlertThresholds"]
 
+#: The ``arm`` of a ``diverging`` alert raised by the weight growth (the others: "trend", "spike").
+WEIGHT_GROWTH = "weight growth"
 _MAD_SCALE = 1.4826
 _ROBUST_SIGMAS = 6.0
 #: Layers on each side (forward order) whose median is a layer's local same-step reference.
@@ -133,6 +135,8 @@ class Alert:
     value: float
     threshold: float
     message: str
+    # which rule of the kind fired, where it has several (diverging: trend, spike, weight growth)
+    arm: str = field(default="", kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -324,7 +328,7 @@ class AlertDetector:
         thr = self.cfg.diverging_spike if d.reason == "spike" else self.cfg.diverging_rise
         return Alert("diverging", epoch, step, "total", "model", float(d.factor), float(thr),
                      f"diverging at step {step} ({d.reason}): {d.message()}; the loss may blow up next "
-                     "(lower lr0, clip, or monitor.on_divergence: rollback)")
+                     "(lower lr0, clip, or monitor.on_divergence: rollback)", arm=d.reason)
 
     def _growth_alerts(self, epoch: int, step: int, weight_norm: np.ndarray) -> list[Alert]:
         """A ``diverging`` alert when some layer's weight norm grew ``diverging_growth``: one per episode
@@ -335,13 +339,14 @@ class AlertDetector:
             return []
         i = int(over[np.argmax(growth[over])])
         key, module = self._name(i)
-        others = f" (and {over.size - 1} more layer(s) grew {self.cfg.diverging_growth:g}x or more)" if over.size > 1 else ""
+        others = (f" (and {over.size - 1} more layer(s) grew {self.cfg.diverging_growth:g}x or more)"
+                  if over.size > 1 else "")
         return [Alert(
             "diverging", epoch, step, key, module, float(growth[i]), self.cfg.diverging_growth,
             f"diverging at step {step} (weight growth): the weight norm of layer {self.layers[i]} grew "
             f"{growth[i]:.3g}x since step {self._growth.reference_step} (to {weight_norm[i]:.3g}){others}: its "
-            "updates are about as long as its weights; the loss may blow up within tens of steps "
-            "(lower lr0, clip, or monitor.on_divergence: rollback)")]
+            "updates are a large fraction of its weights, the lr is too high for it (lower lr0 or clip; "
+            "unclipped runs show this in their first steps even when they do not diverge)", arm=WEIGHT_GROWTH)]
 
     def _relative_deviation(self, rel_now: np.ndarray) -> np.ndarray:
         """Per layer: how far (decades) its same-step position is from its usual one under both

@@ -20,11 +20,11 @@ It reads only the total norm the clipper already brought to the host: no extra t
 depend on the scale of its weights, so its gradient is orthogonal to them and every SGD step
 lengthens them: ``|w + dw|^2 = |w|^2 + |dw|^2`` (Arora, Li and Lyu 2019, "Theoretical analysis of
 auto rate-tuning by batch normalization"). A layer whose weights double within ``diverging_growth_steps``
-optimizer steps is taking steps about as long as its weights (``|dw| / |w|`` near 0.5 at every step,
-where healthy runs take 0.001-0.01): the learning rate is far past what the layer can follow, and
-batch normalisation is only postponing the blow-up by slowing the layer down. It reads the weight
-norms the monitor measures anyway (every ``monitor.update_every`` measured steps, and at each of the
-first ones).
+(10) optimizer steps takes steps of about 0.4 of its weights' length at every one of them
+(``(1 + r^2)^10 = 4`` gives ``r = |dw| / |w| = 0.39``; healthy runs take 0.001-0.01): the learning
+rate is far past what the layer can follow, and batch normalisation is only postponing the blow-up
+by slowing the layer down. It reads the weight norms the monitor measures every
+``monitor.update_every`` measured steps and, for this arm, at each of the first ``update_every``.
 
 Which signal carries the warning, and the measured lead and false warnings: README, "Early warning
 of divergence" (``benchmarks/divergence.py``).
@@ -142,4 +142,12 @@ class WeightGrowth:
         return {"kept": [(step, norms.tolist()) for step, norms in self._kept]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._kept = deque((int(step), np.asarray(norms, dtype=np.float64)) for step, norms in state["kept"])
+        """Raises ValueError, naming the value, for a state no :meth:`state_dict` wrote (state files are
+        untrusted input)."""
+        try:
+            kept = deque((int(step), np.asarray(norms, dtype=np.float64)) for step, norms in state["kept"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"weight-growth state {state!r:.200} is unreadable ({exc})") from None
+        if any(norms.ndim != 1 for _, norms in kept) or [s for s, _ in kept] != sorted(s for s, _ in kept):
+            raise ValueError(f"weight-growth state {state!r:.200}: expected (step, norms) pairs in step order")
+        self._kept = kept

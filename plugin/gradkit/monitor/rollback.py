@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradkit.monitor.alerts import Alert
+from gradkit.monitor.alerts import WEIGHT_GROWTH, Alert
 
 __all__ = ["MIN_LOSS_SCALE", "DivergenceWatch", "RollbackAlert", "SnapshotPair", "StateSnapshot", "divergence_reason",
            "fitness_collapse_reason", "scaled_lr", "scaler_state_for_restore"]
@@ -192,13 +192,16 @@ class SnapshotPair:
 
 def divergence_reason(*, consecutive_nonfinite: int, nonfinite_patience: int, total_norm: float,
                       norm_median: float | None, norm_spike: float, loss: float | None,
-                      loss_median: float | None, loss_spike: float, alert_kinds: Iterable[str] = ()) -> str | None:
+                      loss_median: float | None, loss_spike: float, alerts: Iterable[Alert] = ()) -> str | None:
     """Why this step counts as divergence, or None.
 
     * non-finite gradients on ``nonfinite_patience`` consecutive steps (skipping did not help);
     * an exploding total norm (``norm_spike`` x its recent median) together with a loss spike
       (``loss_spike`` x its recent median): either alone is common in healthy YOLO training;
-    * a ``diverging`` diagnosis (``gradkit.monitor.divergence``).
+    * a ``diverging`` diagnosis (``gradkit.monitor.divergence``) of the total-norm arms. The weight-growth
+      arm only warns: unclipped runs set it off in their first steps whether or not they will diverge,
+      and an unclipped SGD run at the default lr0 spent all 3 rollbacks on it by step 10 (README, "Early
+      warning of divergence").
     """
     if consecutive_nonfinite >= nonfinite_patience:
         return f"non-finite gradients on {consecutive_nonfinite} consecutive steps"
@@ -206,8 +209,10 @@ def divergence_reason(*, consecutive_nonfinite: int, nonfinite_patience: int, to
             and total_norm > norm_spike * norm_median and (not math.isfinite(loss) or loss > loss_spike * loss_median)):
         return (f"total norm {total_norm:.4g} > {norm_spike:g}x its median {norm_median:.4g} with loss "
                 f"{loss:.4g} > {loss_spike:g}x its median {loss_median:.4g}")
-    if "diverging" in set(alert_kinds):  # after the spike test, whose reason says more when both hold
-        return "diverging diagnosis"
+    # after the spike test, whose reason says more when both hold
+    diverging = [a for a in alerts if a.kind == "diverging" and a.arm != WEIGHT_GROWTH]
+    if diverging:
+        return f"diverging diagnosis ({diverging[0].arm or 'total norm'})"
     return None
 
 

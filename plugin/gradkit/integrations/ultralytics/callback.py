@@ -165,7 +165,11 @@ class GradkitCallback:
         if self.clipper and state.get("clip"):
             self.clipper.load_state_dict(state["clip"])
         if self.detector and state.get("alerts"):
-            self.detector.load_state_dict(state["alerts"])
+            try:
+                self.detector.load_state_dict(state["alerts"])
+            except ValueError as exc:  # the state file is untrusted input
+                _logger().warning(f"gradkit: {exc}; the diagnoses' history starts afresh")
+                self.detector = AlertDetector(self.detector.layers, self.detector.cfg)
         if self.guard and state.get("rollback"):
             try:
                 self.guard.load_state_dict(state["rollback"])
@@ -538,7 +542,7 @@ class GradkitCallback:
             self.log.add_step(epoch, self.step, total, total_clipped, coef, skip)
             self.log.maybe_flush()
         if self.guard:
-            self.guard.after_step(trainer, self, total, finite, [a.kind for a in alerts])
+            self.guard.after_step(trainer, self, total, finite, alerts)
         if not finite and not overflow:
             self._nonfinite_policy(trainer)
 

@@ -178,14 +178,14 @@ class RollbackGuard:
         plugin.clipper.load_state_dict(extra["clip"])
         plugin.detector.load_state_dict(extra["alerts"])
 
-    def after_step(self, trainer, plugin, total_norm: float, finite: bool, alert_kinds: list[str]) -> None:
+    def after_step(self, trainer, plugin, total_norm: float, finite: bool, alerts: list) -> None:
         """After every optimizer step: roll back on divergence, else observe and maybe snapshot."""
         loss = _loss(trainer)
         norm_median, loss_median = self.watch.medians()
         reason = divergence_reason(consecutive_nonfinite=plugin.consecutive_nonfinite,
                                    nonfinite_patience=self.cfg.nonfinite_patience, total_norm=total_norm,
                                    norm_median=norm_median, norm_spike=self.cfg.norm_spike, loss=loss,
-                                   loss_median=loss_median, loss_spike=self.cfg.loss_spike, alert_kinds=alert_kinds)
+                                   loss_median=loss_median, loss_spike=self.cfg.loss_spike, alerts=alerts)
         if reason is None:
             if finite:
                 self.watch.observe(total_norm, loss)
