@@ -732,6 +732,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=60, help="stop a run that has not diverged by then")
     ap.add_argument("--only", default="", help="run only the provoked runs whose name contains this")
     ap.add_argument("--corrupt-epoch", type=int, default=6, help="epoch at which the labels are corrupted")
+    ap.add_argument("--model", default=fd.MODEL, help="model YAML of the provoked and healthy runs trained here")
+    ap.add_argument("--data", default=None, help="a dataset YAML instead of the generated one (--images, --imgsz)")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--imgsz", type=int, default=64)
     ap.add_argument("--curvature", action="store_true",
@@ -752,7 +754,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = fd._dataset(out, args.images, args.imgsz)
+    data = Path(args.data) if args.data else fd._dataset(out, args.images, args.imgsz)
+    fd.MODEL = args.model
     fd.BASE["imgsz"] = args.imgsz
     leads, overshoot_leads, curved, sharp, spiky = [], [], {}, {}, {}
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}"

@@ -41,6 +41,7 @@ FAULTS = {  # name -> (kind, factor, layer)
     "nonfinite once": ("nonfinite", float("nan"), "10"),
 }
 WINDOW = 5  # optimizer steps after onset within which a report counts
+MODEL = "yolo26n.yaml"  # what train() builds unless told otherwise (benchmarks/divergence.py --model)
 IMAGES, IMGSZ = 24, 64  # the generated dataset of the corpus and the grid (--images, --imgsz)
 
 
@@ -90,7 +91,7 @@ def _use_cpu_scaler(trainer):
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
 
 
-def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str = "yolo26n.yaml",
+def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str | None = None,
           overrides: dict | None = None) -> Path:
     from ultralytics import YOLO
 
@@ -100,7 +101,7 @@ def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str =
     preset = kw.pop("_gradkit", "default")
     if kw.pop("_scaler", False):
         callbacks = [*callbacks, ("on_train_start", _use_cpu_scaler)]
-    yolo = YOLO(model)
+    yolo = YOLO(model or MODEL)
     gradkit.attach(yolo, preset, {"monitor.plot": False, "report.enabled": False, **(overrides or {})})
     for event, fn in callbacks:
         yolo.add_callback(event, fn)
