@@ -20,7 +20,7 @@ UNSET_FIELD_VALUES = {
     "augment.transforms": [{"__class_fullname__": "Blur", "blur_limit": [3, 5], "p": 0.5}],
     "augment.copy_paste.class_weights": [1.0, 2.0], "augment.ultralytics": {"degrees": 3.0},
     "clip.alpha": 0.9, "clip.z_thresh": 3.0, "clip.warmup_steps": 10, "report.conf": 0.4, "report.tile_size": 640,
-    "report.tile_overlap": 96,
+    "report.tile_overlap": 96, "monitor.alerts.diverging_growth": 3.0,
 }
 
 

@@ -151,8 +151,9 @@ def test_inactive_rules_and_noise_scale_are_stated_and_escaped():
 
     thresholds = AlertThresholds(enabled=True, warmup_steps=20, history=100, exploding_factor=300.0,
                                  vanishing_factor=1e-4, vanishing_ratio=1e-9, vanishing_patience=3, dead_patience=3,
-                                 diverging_window=8, diverging_rise=10.0, diverging_spike=30.0)
-    needs = inactive_rules(2, thresholds)  # 2 optimizer steps: every rule but the relative exploding one
+                                 diverging_window=8, diverging_rise=10.0, diverging_spike=30.0, diverging_growth=2.0,
+                                 diverging_growth_steps=10)
+    needs = inactive_rules(2, thresholds)  # 2 optimizer steps: every rule but the relative exploding and weight growth
     assert needs == {"vanishing (relative to the other layers)": 4, "exploding/vanishing (against own history)": 21,
                      "dead": 3, "diverging (total-norm trend/spike)": 9}
     reading = critical_batch_reading(120.0, 64)
