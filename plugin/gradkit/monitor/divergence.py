@@ -1,4 +1,5 @@
-"""Early warning of divergence from the trend of the total gradient norm (host side, numpy).
+"""Early warning of divergence: the trend and spikes of the total gradient norm, and the growth of each
+layer's weights (host side, numpy).
 
 The per-step total norm of a detection model is noisy (a decade from batch to batch: an image
 without objects, the last short batch of an epoch), so no single step says anything. The rule
