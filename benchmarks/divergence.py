@@ -437,34 +437,39 @@ def weight_growths(run: Path, before: int | None = None) -> list[tuple[int, floa
 
 def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     """Per run: the largest weight growth up to its divergence, the first at diverging_growth or more and
-    its lead; then the healthy runs' (names starting "healthy") distribution of the growth at every
-    weight measurement against the threshold, in decades (README's margin table). Returns the leads of
-    the diverged runs (0 where none came first)."""
+    its lead (the arm watches SGD runs only: for others the column says so); then the healthy SGD runs'
+    (names starting "healthy") distribution of the growth at every weight measurement against the
+    threshold, in decades (README's margin table), and the largest growth of the other healthy runs.
+    Returns the leads of the diverged runs (0 where none came first)."""
     from gradkit.config import AlertsConfig
 
     cfg = AlertsConfig()
     threshold = f"first >= {cfg.diverging_growth:g}"
     print(f"\nweight growth (--weight-growth): a layer's weight norm over its norm {cfg.diverging_growth_steps} or "
-          f"more steps before; warns at {cfg.diverging_growth:g}x")
+          f"more steps before; warns at {cfg.diverging_growth:g}x (SGD runs)")
     print(f"{'run':40}{'steps':>6}{'diverged at':>12}{'largest (layer, step)':>30}{threshold:>14}{'lead':>6}")
-    leads, healthy = [], []
+    leads, healthy, healthy_other = [], [], []
     for name, (run, div) in runs.items():
         growths = weight_growths(run, div)
+        watched = fd.optimizer_of(run) == "SGD"
         if name.startswith("healthy"):
-            healthy += [g for _, g, _ in growths]
+            (healthy if watched else healthy_other).extend(g for _, g, _ in growths)
         top = max(growths, key=lambda t: t[1], default=None)
-        first = next((s for s, g, _ in growths if g >= cfg.diverging_growth), None)
+        first = next((s for s, g, _ in growths if g >= cfg.diverging_growth), None) if watched else None
         lead = div - first if div is not None and first is not None else None
         if div is not None:
             leads.append(lead or 0)
         largest = f"{top[1]:.2f} ({top[2]}, {top[0]})" if top else "-"
-        print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{first if first else '-':>14}"
+        shown = (first or "-") if watched else f"off ({fd.optimizer_of(run)})"
+        print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{shown:>14}"
               f"{lead if lead is not None else '-':>6}")
     if healthy:
         logs, limit = np.log10(healthy), math.log10(cfg.diverging_growth)
-        print(f"healthy runs, {len(healthy)} weight measurements (log10 growth): q50 {np.percentile(logs, 50):.2f}, "
-              f"q99 {np.percentile(logs, 99):.2f}, max {logs.max():.2f}; threshold {limit:.2f}, "
-              f"margin {limit - logs.max():.2f} decades")
+        print(f"healthy SGD runs, {len(healthy)} weight measurements (log10 growth): "
+              f"q50 {np.percentile(logs, 50):.3f}, q99 {np.percentile(logs, 99):.3f}, max {logs.max():.3f}; "
+              f"threshold {limit:.3f}, margin {limit - logs.max():.3f} decades")
+    if healthy_other:
+        print(f"healthy runs of other optimizers (the arm is off): largest growth {max(healthy_other):.2f}x")
     return leads
 
 

@@ -114,6 +114,13 @@ def alerts_of(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def optimizer_of(run: Path) -> str:
+    """The optimizer a run trained with (its args.yaml, as Ultralytics resolved it)."""
+    import yaml
+
+    return str(yaml.safe_load((run / "args.yaml").read_text()).get("optimizer"))
+
+
 def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     """Run the current detector over a run's recorded statistics (gradients.csv, gradient_steps.csv);
     appends each step's relative deviations (layers x [rise, drop], decades) to ``deviations``."""
@@ -130,7 +137,7 @@ def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     by_step: dict[int, list[dict]] = {}
     for r in rows:
         by_step.setdefault(int(r["step"]), []).append(r)
-    det = AlertDetector(labels, cfg)
+    det = AlertDetector(labels, cfg, weight_growth=optimizer_of(run) == "SGD")  # as the plugin decides it
     out, last_w = [], np.full(len(labels), np.nan)
     for step in sorted(by_step):
         rs = by_step[step]

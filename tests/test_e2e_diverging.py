@@ -160,3 +160,18 @@ def test_weight_growth_warns_but_does_not_roll_back(tiny_data, tmp_path):
     assert growth_steps, alerts  # the arm did fire
     rollbacks = [a for a in alerts if a["kind"] == "rollback"]
     assert not [r for r in rollbacks if WEIGHT_GROWTH in r["reason"] or r["from_step"] in growth_steps], rollbacks
+
+
+def test_weight_growth_watches_sgd_only(tiny_data, tmp_path):
+    """AdamW's step is set by its lr, not by the gradient: at lr0 0.02 without warm-up its weights double
+    within the first steps of a run that does not diverge. The arm is off for it - while the weights,
+    measured here from the parameters, did double."""
+    from gradkit.config import AlertsConfig, MonitorConfig
+
+    norms: dict = {}
+    model, run = train_tiny(tiny_data, tmp_path, overrides={"report.enabled": False},
+                            callbacks=_record_layer_weight_norms(norms), epochs=4, optimizer="AdamW", lr0=0.02)
+    cfg = AlertsConfig()
+    assert _first_growth(norms, cfg.diverging_growth, cfg.diverging_growth_steps, MonitorConfig().update_every)
+    assert not model.gradkit.detector.weight_growth
+    assert not [a for a in _alerts(run) if a["arm"] == WEIGHT_GROWTH], _alerts(run)

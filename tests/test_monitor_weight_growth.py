@@ -128,3 +128,9 @@ def test_a_malformed_state_is_refused_in_one_line(state):
     with pytest.raises(ValueError, match="weight-growth state") as info:
         WeightGrowth(steps=10).load_state_dict(state)
     assert "\n" not in str(info.value)
+
+
+def test_the_arm_can_be_turned_off():
+    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig()), weight_growth=False)
+    _feed(det, 1, [1, 1, 1, 1])
+    assert _feed(det, 11, [5, 5, 5, 5]) == []

@@ -79,6 +79,13 @@ def layer_labels(model: torch.nn.Module) -> dict[str, str]:
     return {}
 
 
+def steps_follow_gradient(optimizer) -> bool:
+    """Whether the optimizer's step is the gradient times the lr (SGD, with or without momentum), where
+    the ``diverging`` weight-growth arm has its evidence; not Adam's family, RMSprop or MuSGD, whose
+    steps are normalised (``gradkit.monitor.alerts.AlertDetector``)."""
+    return isinstance(optimizer, torch.optim.SGD)
+
+
 class GradkitCallback:
     """The plugin inside one Ultralytics run. Its bound methods are the callbacks.
 
@@ -169,7 +176,7 @@ class GradkitCallback:
                 self.detector.load_state_dict(state["alerts"])
             except ValueError as exc:  # the state file is untrusted input
                 _logger().warning(f"gradkit: {exc}; the diagnoses' history starts afresh")
-                self.detector = AlertDetector(self.detector.layers, self.detector.cfg)
+                self.detector = AlertDetector(self.detector.layers, self.detector.cfg, self.detector.weight_growth)
         if self.guard and state.get("rollback"):
             try:
                 self.guard.load_state_dict(state["rollback"])
@@ -207,7 +214,8 @@ class GradkitCallback:
             self.cfg = GradkitConfig.model_validate(state["config"])
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
-        self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts))
+        self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts),
+                                      weight_growth=steps_follow_gradient(trainer.optimizer))
         if self.cfg.monitor.on_divergence == "rollback":
             self.guard = RollbackGuard(self.cfg.monitor.rollback)
         if state:
