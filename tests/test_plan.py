@@ -455,3 +455,14 @@ def test_the_plan_names_tile_only_where_tiles_would_cut_the_images():
     assert not any("gradkit tile" in w for w in small_images.warnings)  # 1000 px: one tile each, nothing gained
     large = P.make_plan(fingerprint([(1, 6, 6, 5.0, 0.7)] * 10, side=2000))
     assert any("gradkit tile data=" in w and f"size={P.MAX_IMGSZ}" in w for w in large.warnings)
+
+
+def test_demo_says_when_the_budget_bought_too_few_steps():
+    """The report's threshold (FEW_STEPS) decides; the helper's run on a busy machine made 176 steps."""
+    from gradkit.demo import few_steps_note
+    from gradkit.report.render import FEW_STEPS
+
+    note = few_steps_note(176)
+    assert "only 176 optimizer steps" in note and "epochs=" in note and "\n" not in note
+    assert few_steps_note(FEW_STEPS - 1) is not None
+    assert few_steps_note(FEW_STEPS) is None and few_steps_note(916) is None

@@ -118,6 +118,18 @@ def _threads(opts: dict) -> int:
     return int(opts["threads"]) or os.cpu_count() or 1
 
 
+def few_steps_note(steps: int) -> str | None:
+    """What the summary says when the time budget bought fewer optimizer steps than the report calls a
+    trained model (its FEW_STEPS): the time= budget is wall-clock, so a busy or slow machine trains less."""
+    from gradkit.report.render import FEW_STEPS
+
+    if steps >= FEW_STEPS:
+        return None
+    return (f"only {steps} optimizer steps in the time budget (the report calls under {FEW_STEPS} barely trained): "
+            "the machine was busier or slower than when the plan timed it; run it on an idle machine, or give "
+            "epochs=40 to train a fixed number of epochs")
+
+
 def run_demo(args: Sequence[str] = ()) -> int:
     """Run the demo; returns a process exit code."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -161,5 +173,8 @@ def run_demo(args: Sequence[str] = ()) -> int:
     print(f"  gradient records:    {run_dir / 'gradients.csv'}, {run_dir / 'gradient_steps.csv'}")
     print(f"  gradient heatmap:    {run_dir / 'gradients.png'}")
     print(f"  gradient alerts:     {run_dir / 'gradient_alerts.jsonl'} ({model.gradkit.alert_count} alerts)")
+    note = few_steps_note(model.gradkit.step)
+    if note:
+        print(f"  note: {note}")
     print("=" * 72)
     return 0
