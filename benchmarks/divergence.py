@@ -1,10 +1,11 @@
 """Early warning of divergence: how many optimizer steps before the loss blows up does `diverging` fire?
 
-Provoked divergent runs of yolo26n.yaml on tiny generated data, no clipping (``clip.mode=none``): SGD
-at 30x and 100x the default lr0 over seeds, and a run whose labels are replaced by random ones
-halfway. The loss of every optimizer step is recorded (mean over its batches); the run *diverges* at
-the first step whose loss is non-finite or above 10x the running median of the earlier steps. The
-lead time is that step minus the step of the first `diverging` alert (positive: a warning came first).
+Provoked divergent runs of yolo26n.yaml (``--model``) on tiny generated data (``--data``: a dataset
+YAML instead), no clipping (``clip.mode=none``): SGD at 30x and 100x the default lr0 over seeds, and a
+run whose labels are replaced by random ones halfway. The loss of every optimizer step is recorded
+(mean over its batches); the run *diverges* at the first step whose loss is non-finite or above 10x
+the running median of the earlier steps. The lead time is that step minus the step of the first
+`diverging` alert (positive: a warning came first).
 The healthy corpus of benchmarks/fault_detection.py gives the false-warning count.
 
 Runs are recorded once (step_losses.json next to the monitor's CSVs) and stopped a few steps after
@@ -35,8 +36,10 @@ median of its own ``LAYER_WINDOW`` steps before, its lead, and how many steps ha
 ``--weight-growth`` also trains the healthy corpus's from-scratch runs at this script's data and size
 (``OUT/healthy-growth``, the default clip as in the corpus) and prints, per run, the largest growth of
 a layer's weight norm over ``diverging_growth_steps`` before the divergence (the arm of ``diverging``
-that warns first on the provoked runs), the first step at ``diverging_growth`` or more, and its lead;
-and the same for the GROWTH_PROBES AdamW runs (``OUT/growth-probes``).
+that warns first on the provoked runs), the first step at ``diverging_growth`` or more, and its lead
+(for runs of other optimizers than SGD the arm is off and the column says so); the same for the
+GROWTH_PROBES AdamW runs (``OUT/growth-probes``); then the healthy SGD runs' growth quantiles against
+the threshold (README's margin table) and the largest growth of the other healthy runs.
 
 ``--alignment`` also records, at every optimizer step, the cosine between the step's gradient and the
 optimizer's momentum (SGD's ``momentum_buffer``, Adam's ``exp_avg``) and between consecutive
@@ -451,7 +454,7 @@ def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     leads, healthy, healthy_other = [], [], []
     for name, (run, div) in runs.items():
         growths = weight_growths(run, div)
-        watched = fd.optimizer_of(run) == "SGD"
+        watched = fd.optimizer_of(run).lower() == "sgd"
         if name.startswith("healthy"):
             (healthy if watched else healthy_other).extend(g for _, g, _ in growths)
         top = max(growths, key=lambda t: t[1], default=None)

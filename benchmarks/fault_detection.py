@@ -115,10 +115,13 @@ def alerts_of(run: Path) -> list[dict]:
 
 
 def optimizer_of(run: Path) -> str:
-    """The optimizer a run trained with (its args.yaml, as Ultralytics resolved it)."""
+    """The optimizer class a run trained with: gradkit_summary.json's (args.yaml is written before
+    Ultralytics resolves optimizer=auto, and keeps the name as typed), else args.yaml's."""
     import yaml
 
-    return str(yaml.safe_load((run / "args.yaml").read_text()).get("optimizer"))
+    summary = run / "gradkit_summary.json"
+    used = (json.loads(summary.read_text()).get("optimizer") or {}).get("name") if summary.exists() else None
+    return str(used or yaml.safe_load((run / "args.yaml").read_text()).get("optimizer"))
 
 
 def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
@@ -137,7 +140,7 @@ def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     by_step: dict[int, list[dict]] = {}
     for r in rows:
         by_step.setdefault(int(r["step"]), []).append(r)
-    det = AlertDetector(labels, cfg, weight_growth=optimizer_of(run) == "SGD")  # as the plugin decides it
+    det = AlertDetector(labels, cfg, weight_growth=optimizer_of(run).lower() == "sgd")  # as the plugin decides it
     out, last_w = [], np.full(len(labels), np.nan)
     for step in sorted(by_step):
         rs = by_step[step]

@@ -131,6 +131,52 @@ def test_a_malformed_state_is_refused_in_one_line(state):
 
 
 def test_the_arm_can_be_turned_off():
-    det = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig()), weight_growth=False)
+    off = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig()), weight_growth=False)
+    on = _detector()
+    for det in (off, on):
+        _feed(det, 1, [1, 1, 1, 1])
+    assert _feed(off, 11, [5, 5, 5, 5]) == []
+    assert [a.step for a in _feed(on, 11, [5, 5, 5, 5])] == [11]  # the same input, the arm on
+
+
+def test_the_integration_watches_sgd_only():
+    """Ultralytics builds torch.optim.SGD for optimizer=SGD; Adam's family, RMSprop and its MuSGD are
+    normalised steps."""
+    from ultralytics.optim.muon import MuSGD
+
+    from gradkit.integrations.ultralytics.callback import steps_follow_gradient
+
+    params = [torch.nn.Parameter(torch.ones(2, 2))]
+    assert steps_follow_gradient(torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True))
+    for opt in (torch.optim.AdamW(params), torch.optim.Adam(params), torch.optim.RMSprop(params),
+                MuSGD([{"params": params, "lr": 0.01, "use_muon": True}])):
+        assert not steps_follow_gradient(opt), type(opt).__name__
+
+
+@pytest.mark.parametrize("bad", [
+    {"count": None}, {"hist": [[1.0]]}, {"low": [1, 2]}, {"active": 5}, {"diverging": {"recent": 3}},
+    {"growth": {"kept": [[float("inf"), [1.0]]]}}])
+def test_a_malformed_detector_state_is_refused_and_leaves_the_detector_as_it_was(bad):
+    det = _detector()
     _feed(det, 1, [1, 1, 1, 1])
-    assert _feed(det, 11, [5, 5, 5, 5]) == []
+    state = {**det.state_dict(), **bad}
+    before = det.state_dict()
+    with pytest.raises(ValueError, match="alert state unreadable") as info:
+        det.load_state_dict(state)
+    assert "\n" not in str(info.value)
+    after = det.state_dict()
+    assert after["count"] == before["count"] and after["growth"] == before["growth"]
+
+
+def test_the_plugin_starts_the_diagnoses_afresh_on_a_malformed_state(caplog):
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics import GradkitCallback
+
+    plugin = GradkitCallback(load_config(None))
+    plugin.detector = AlertDetector(LAYERS, AlertThresholds.of(AlertsConfig()), weight_growth=False)
+    _feed(plugin.detector, 1, [1, 1, 1, 1])
+    state = {**plugin.state_dict(), "alerts": {**plugin.detector.state_dict(), "low": [1]}}
+    with caplog.at_level("WARNING"):
+        plugin.load_state_dict(state)
+    assert "starts afresh" in caplog.text
+    assert plugin.detector.state_dict()["count"] == 0 and plugin.detector.weight_growth is False

@@ -173,7 +173,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     print(f"  gradient records:    {run_dir / 'gradients.csv'}, {run_dir / 'gradient_steps.csv'}")
     print(f"  gradient heatmap:    {run_dir / 'gradients.png'}")
     print(f"  gradient alerts:     {run_dir / 'gradient_alerts.jsonl'} ({model.gradkit.alert_count} alerts)")
-    note = few_steps_note(model.gradkit.step)
+    note = few_steps_note(model.gradkit.step) if train_args.get("time") else None  # time=: a wall-clock budget
     if note:
         print(f"  note: {note}")
     print("=" * 72)

@@ -15,8 +15,9 @@
 * dead: exactly zero gradient on a trainable layer for ``dead_patience`` consecutive steps.
 * diverging: the total norm's typical level (median of the last ``diverging_window`` steps) has
   risen ``diverging_rise`` above the lowest it has been, or one step's norm is ``diverging_spike``
-  above that level; or a layer's weight norm has grown ``diverging_growth`` within
+  above that level; or (SGD runs only) a layer's weight norm has grown ``diverging_growth`` within
   ``diverging_growth_steps`` - a warning before the loss blows up (``gradkit.monitor.divergence``).
+  The weight-growth arm only warns: ``gradkit.monitor.rollback`` does not roll back on it.
 * nonfinite: NaN/Inf gradients; names the layers and the origin (the non-finite layer nearest the
   output, every later layer being finite) or says the loss itself was non-finite.
 
@@ -179,19 +180,32 @@ class AlertDetector:
                 "diverging": self._diverging.state_dict(), "growth": self._growth.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if np.shape(state["hist"]) != self._hist.shape:
-            raise ValueError(f"alert state has shape {np.shape(state['hist'])}, expected {self._hist.shape}")
-        self._hist = np.array(state["hist"], dtype=np.float64)
-        if "rel_hist" in state:  # states saved before the relative rules start them afresh
-            self._rel_hist = np.array(state["rel_hist"], dtype=np.float64)
-        self._count = int(state["count"])
-        self._low = np.array(state["low"], dtype=np.int64)
-        self._zero = np.array(state["zero"], dtype=np.int64)
-        self._active = {(str(k), int(i)) for k, i in state["active"]}
-        if "diverging" in state:  # states saved before the rule start it afresh
-            self._diverging.load_state_dict(state["diverging"])
+        """Raises ValueError, naming what is wrong, for a state no :meth:`state_dict` of this detector wrote
+        (state files are untrusted input); the detector is unchanged then."""
+        try:
+            loaded = self._parse_state(state)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"alert state unreadable: {exc}".splitlines()[0]) from None
+        (self._hist, self._rel_hist, self._count, self._low, self._zero, self._active, self._diverging,
+         self._growth) = loaded
+
+    def _parse_state(self, state: dict[str, Any]) -> tuple:
+        hist = np.array(state["hist"], dtype=np.float64)
+        # states saved before the relative rules, the diverging warning or the weight growth start those afresh
+        rel_hist = np.array(state["rel_hist"], dtype=np.float64) if "rel_hist" in state else self._rel_hist.copy()
+        low, zero = np.array(state["low"], dtype=np.int64), np.array(state["zero"], dtype=np.int64)
+        for name, got, want in (("hist", hist, self._hist), ("rel_hist", rel_hist, self._rel_hist),
+                                ("low", low, self._low), ("zero", zero, self._zero)):
+            if got.shape != want.shape:
+                raise ValueError(f"{name} has shape {got.shape}, expected {want.shape}")
+        active = {(str(k), int(i)) for k, i in state["active"]}
+        diverging = DivergenceWarning(self.cfg.diverging_window, self.cfg.diverging_rise, self.cfg.diverging_spike)
+        if "diverging" in state:
+            diverging.load_state_dict(state["diverging"])
+        growth = WeightGrowth(self.cfg.diverging_growth_steps)
         if "growth" in state:
-            self._growth.load_state_dict(state["growth"])
+            growth.load_state_dict(state["growth"])
+        return hist, rel_hist, int(state["count"]), low, zero, active, diverging, growth
 
     # ------------------------------------------------------------------ helpers
     def _name(self, i: int) -> tuple[str, str]:
@@ -352,7 +366,7 @@ class AlertDetector:
             f"diverging at step {step} (weight growth): the weight norm of layer {self.layers[i]} grew "
             f"{growth[i]:.3g}x since step {self._growth.reference_step} (to {weight_norm[i]:.3g}){others}: its "
             "updates are a large fraction of its weights, the lr is too high for it (lower lr0 or clip; "
-            "unclipped runs show this in their first steps even when they do not diverge)", arm=WEIGHT_GROWTH)]
+            "unclipped runs can show this in their first steps without diverging)", arm=WEIGHT_GROWTH)]
 
     def _relative_deviation(self, rel_now: np.ndarray) -> np.ndarray:
         """Per layer: how far (decades) its same-step position is from its usual one under both

@@ -11,8 +11,8 @@ smooths it and looks for a sustained rise, CUSUM-like with no drift allowance:
 * ``diverging`` when ``m_t - baseline > log10(diverging_rise)``: the typical norm has grown that
   factor above the lowest it has been (the *trend* arm);
 * or when one step's norm is ``diverging_spike`` above the level of the ``diverging_window`` steps
-  before it (the *spike* arm): on the provoked runs, the only sign that came before the loss blew up
-  (README), 1-2 steps ahead.
+  before it (the *spike* arm): on the provoked runs, the only sign in the total norm that came before
+  the loss blew up (README), 1-2 steps ahead.
 The episode ends when neither holds any more.
 
 It reads only the total norm the clipper already brought to the host: no extra transfer per step.
@@ -147,7 +147,7 @@ class WeightGrowth:
         untrusted input)."""
         try:
             kept = deque((int(step), np.asarray(norms, dtype=np.float64)) for step, norms in state["kept"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"weight-growth state {state!r:.200} is unreadable ({exc})") from None
         if any(norms.ndim != 1 for _, norms in kept) or [s for s, _ in kept] != sorted(s for s, _ in kept):
             raise ValueError(f"weight-growth state {state!r:.200}: expected (step, norms) pairs in step order")

@@ -199,9 +199,9 @@ def divergence_reason(*, consecutive_nonfinite: int, nonfinite_patience: int, to
     * an exploding total norm (``norm_spike`` x its recent median) together with a loss spike
       (``loss_spike`` x its recent median): either alone is common in healthy YOLO training;
     * a ``diverging`` diagnosis (``gradkit.monitor.divergence``) of the total-norm arms. The weight-growth
-      arm only warns: unclipped runs set it off in their first steps whether or not they will diverge,
-      and an unclipped SGD run at the default lr0 spent all 3 rollbacks on it by step 10 (README, "Early
-      warning of divergence").
+      arm only warns: unclipped runs can set it off in their first steps without diverging (every
+      unclipped yolo26n run on the design data did), and an unclipped SGD run at the default lr0 spent
+      all 3 rollbacks on it by step 10 (README, "Early warning of divergence").
     """
     if consecutive_nonfinite >= nonfinite_patience:
         return f"non-finite gradients on {consecutive_nonfinite} consecutive steps"

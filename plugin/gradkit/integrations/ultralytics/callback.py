@@ -80,9 +80,9 @@ def layer_labels(model: torch.nn.Module) -> dict[str, str]:
 
 
 def steps_follow_gradient(optimizer) -> bool:
-    """Whether the optimizer's step is the gradient times the lr (SGD, with or without momentum), where
-    the ``diverging`` weight-growth arm has its evidence; not Adam's family, RMSprop or MuSGD, whose
-    steps are normalised (``gradkit.monitor.alerts.AlertDetector``)."""
+    """Whether the optimizer's step is the lr times the gradient, or its momentum sum (SGD), so that it
+    grows with the gradient: where the ``diverging`` weight-growth arm has its evidence. Not Adam's family,
+    RMSprop or MuSGD, whose steps are normalised (``gradkit.monitor.alerts.AlertDetector``)."""
     return isinstance(optimizer, torch.optim.SGD)
 
 
@@ -174,7 +174,7 @@ class GradkitCallback:
         if self.detector and state.get("alerts"):
             try:
                 self.detector.load_state_dict(state["alerts"])
-            except ValueError as exc:  # the state file is untrusted input
+            except ValueError as exc:  # the state file is untrusted input (the detector says what is wrong)
                 _logger().warning(f"gradkit: {exc}; the diagnoses' history starts afresh")
                 self.detector = AlertDetector(self.detector.layers, self.detector.cfg, self.detector.weight_growth)
         if self.guard and state.get("rollback"):
