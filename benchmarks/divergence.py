@@ -102,9 +102,10 @@ SHARPNESS_WARN = 1.0
 #: The healthy runs that ``--curvature`` also trains on the provoked runs' data and image size.
 HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed 2",
                             "AdamW seed 0", "AdamW seed 1", "AdamW seed 2")
-#: ``--weight-growth`` also trains these AdamW runs (lr0, warm-up epochs) beside the healthy corpus's: how
-#: close an lr0 above the corpus's, or Ultralytics' default warm-up, comes to the weight-growth threshold.
-GROWTH_PROBES = ((0.02, 0), (0.01, 3), (0.05, 3))
+#: ``--weight-growth`` also trains these runs (optimizer, lr0, warm-up epochs) beside the healthy corpus's: how
+#: close an AdamW lr0 above the corpus's, or Ultralytics' default warm-up, comes to the weight-growth threshold,
+#: and a healthy MuSGD run (what ``optimizer=auto`` picks for long runs) at its lr0.
+GROWTH_PROBES = (("AdamW", 0.02, 0), ("AdamW", 0.01, 3), ("AdamW", 0.05, 3), ("MuSGD", 0.01, 0))
 AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
 
 
@@ -458,12 +459,13 @@ def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
         if name.startswith("healthy"):
             (healthy if watched else healthy_other).extend(g for _, g, _ in growths)
         top = max(growths, key=lambda t: t[1], default=None)
-        first = next((s for s, g, _ in growths if g >= cfg.diverging_growth), None) if watched else None
+        would = next((s for s, g, _ in growths if g >= cfg.diverging_growth), None)
+        first = would if watched else None
         lead = div - first if div is not None and first is not None else None
         if div is not None:
             leads.append(lead or 0)
         largest = f"{top[1]:.2f} ({top[2]}, {top[0]})" if top else "-"
-        shown = (first or "-") if watched else f"off ({fd.optimizer_of(run)})"
+        shown = (first or "-") if watched else f"off, {would or '-'} ({fd.optimizer_of(run)})"  # would-be step
         print(f"{name:40}{len(_steps(run)):>6}{div if div else '-':>12}{largest:>30}{shown:>14}"
               f"{lead if lead is not None else '-':>6}")
     if healthy:
@@ -491,13 +493,13 @@ def record_healthy(out: Path, data: Path, imgsz: int, names) -> dict[str, Path]:
 
 
 def record_growth_probes(out: Path, data: Path, imgsz: int) -> dict[str, Path]:
-    """The GROWTH_PROBES AdamW runs, as the healthy corpus trains them otherwise (default clip)."""
+    """The GROWTH_PROBES runs, as the healthy corpus trains them otherwise (default clip)."""
     runs = {}
-    for lr0, warmup in GROWTH_PROBES:
-        name = f"AdamW lr0 {lr0:g} warm-up {warmup}"
+    for optimizer, lr0, warmup in GROWTH_PROBES:
+        name = f"{optimizer} lr0 {lr0:g} warm-up {warmup}"
         slug = _healthy_slug(name)
         if not (out / slug / "gradients.csv").exists():
-            fd.train(data, out, slug, {"imgsz": imgsz, "optimizer": "AdamW", "lr0": lr0, "warmup_epochs": warmup})
+            fd.train(data, out, slug, {"imgsz": imgsz, "optimizer": optimizer, "lr0": lr0, "warmup_epochs": warmup})
         runs[name] = out / slug
     return runs
 
@@ -660,13 +662,14 @@ def _corrupt_labels_at(epoch: int, seed: int = 0):
     return corrupt
 
 
-def provoked_runs(seeds, epochs: int, warmup_per_x: float, corrupt_epoch: int) -> dict[str, tuple[dict, list]]:
+def provoked_runs(seeds, epochs: int, warmup_per_x: float, corrupt_epoch: int,
+                  optimizer: str = "SGD") -> dict[str, tuple[dict, list]]:
     runs = {}
     for mult in (30, 100):
         for s in seeds:
-            kw = dict(optimizer="SGD", lr0=DEFAULT_LR0 * mult, seed=s, epochs=epochs,
+            kw = dict(optimizer=optimizer, lr0=DEFAULT_LR0 * mult, seed=s, epochs=epochs,
                       warmup_epochs=warmup_per_x * mult)
-            runs[f"SGD lr0 x{mult} seed {s}"] = (kw, [])
+            runs[f"{optimizer} lr0 x{mult} seed {s}"] = (kw, [])
     runs["labels corrupted halfway"] = (dict(optimizer="SGD", lr0=DEFAULT_LR0, epochs=2 * corrupt_epoch,
                                              warmup_epochs=3),
                                         [("on_train_epoch_start", _corrupt_labels_at(corrupt_epoch))])
@@ -740,6 +743,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=60, help="stop a run that has not diverged by then")
     ap.add_argument("--only", default="", help="run only the provoked runs whose name contains this")
     ap.add_argument("--corrupt-epoch", type=int, default=6, help="epoch at which the labels are corrupted")
+    ap.add_argument("--optimizer", default="SGD", help="optimizer of the provoked runs (the label run keeps SGD)")
     ap.add_argument("--model", default=fd.MODEL, help="model YAML of the provoked and healthy runs trained here")
     ap.add_argument("--data", default=None, help="a dataset YAML instead of the generated one (--images, --imgsz)")
     ap.add_argument("--images", type=int, default=24)
@@ -769,7 +773,7 @@ def main() -> None:
     print(f"{'run':28}{'steps':>6}{'diverged at':>12}{'warned at':>10}{'lead':>6}"
           + (f"{'cos(g,m)<=' + str(ALIGNMENT_WARN) + ' at':>20}{'lead':>6}" if args.alignment else ""))
     for name, (kw, cbs) in provoked_runs([int(s) for s in args.seeds.split(",")], args.epochs,
-                                              args.warmup_per_x, args.corrupt_epoch).items():
+                                              args.warmup_per_x, args.corrupt_epoch, args.optimizer).items():
         if args.only not in name:
             continue
         run = train_provoked(data, out, name, kw, cbs, args.max_steps, args.alignment, args.curvature,
