@@ -37,7 +37,8 @@ median of its own ``LAYER_WINDOW`` steps before, its lead, and how many steps ha
 (``OUT/healthy-growth``, the default clip as in the corpus) and prints, per run, the largest growth of
 a layer's weight norm over ``diverging_growth_steps`` before the divergence (the arm of ``diverging``
 that warns first on the provoked runs), the first step at ``diverging_growth`` or more, and its lead
-(for runs of other optimizers than SGD the arm is off and the column says so); the same for the
+(for optimizers the arm does not watch, other than SGD and MuSGD, the column says where it would have
+warned); the same for the
 GROWTH_PROBES AdamW runs (``OUT/growth-probes``); then the healthy SGD runs' growth quantiles against
 the threshold (README's margin table) and the largest growth of the other healthy runs.
 
@@ -441,7 +442,8 @@ def weight_growths(run: Path, before: int | None = None) -> list[tuple[int, floa
 
 def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     """Per run: the largest weight growth up to its divergence, the first at diverging_growth or more and
-    its lead (the arm watches SGD runs only: for others the column says so); then the healthy SGD runs'
+    its lead (the arm watches SGD and MuSGD runs: for others the column says where it would have warned);
+    then the healthy SGD runs'
     (names starting "healthy") distribution of the growth at every weight measurement against the
     threshold, in decades (README's margin table), and the largest growth of the other healthy runs.
     Returns the leads of the diverged runs (0 where none came first)."""
@@ -455,7 +457,7 @@ def print_weight_growth(runs: dict[str, tuple[Path, int | None]]) -> list[int]:
     leads, healthy, healthy_other = [], [], []
     for name, (run, div) in runs.items():
         growths = weight_growths(run, div)
-        watched = fd.optimizer_of(run).lower() == "sgd"
+        watched = fd.growth_watched(run)
         if name.startswith("healthy"):
             (healthy if watched else healthy_other).extend(g for _, g, _ in growths)
         top = max(growths, key=lambda t: t[1], default=None)

@@ -124,6 +124,11 @@ def optimizer_of(run: Path) -> str:
     return str(used or yaml.safe_load((run / "args.yaml").read_text()).get("optimizer"))
 
 
+def growth_watched(run: Path) -> bool:
+    """Whether the plugin's weight-growth arm watched this run (gradkit's weight_growth_watched: SGD, MuSGD)."""
+    return optimizer_of(run).lower() in {"sgd", "musgd"}
+
+
 def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     """Run the current detector over a run's recorded statistics (gradients.csv, gradient_steps.csv);
     appends each step's relative deviations (layers x [rise, drop], decades) to ``deviations``."""
@@ -140,7 +145,7 @@ def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     by_step: dict[int, list[dict]] = {}
     for r in rows:
         by_step.setdefault(int(r["step"]), []).append(r)
-    det = AlertDetector(labels, cfg, weight_growth=optimizer_of(run).lower() == "sgd")  # as the plugin decides it
+    det = AlertDetector(labels, cfg, weight_growth=growth_watched(run))  # as the plugin decides it
     out, last_w = [], np.full(len(labels), np.nan)
     for step in sorted(by_step):
         rs = by_step[step]

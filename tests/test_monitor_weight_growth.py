@@ -139,18 +139,18 @@ def test_the_arm_can_be_turned_off():
     assert [a.step for a in _feed(on, 11, [5, 5, 5, 5])] == [11]  # the same input, the arm on
 
 
-def test_the_integration_watches_sgd_only():
-    """Ultralytics builds torch.optim.SGD for optimizer=SGD; Adam's family, RMSprop and its MuSGD are
-    normalised steps."""
+def test_the_integration_watches_sgd_and_musgd_only():
+    """Ultralytics builds torch.optim.SGD for optimizer=SGD and its MuSGD for long optimizer=auto runs (both
+    measured); Adam's family and RMSprop take steps set by the lr."""
     from ultralytics.optim.muon import MuSGD
 
-    from gradkit.integrations.ultralytics.callback import steps_follow_gradient
+    from gradkit.integrations.ultralytics.callback import weight_growth_watched
 
     params = [torch.nn.Parameter(torch.ones(2, 2))]
-    assert steps_follow_gradient(torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True))
-    for opt in (torch.optim.AdamW(params), torch.optim.Adam(params), torch.optim.RMSprop(params),
-                MuSGD([{"params": params, "lr": 0.01, "use_muon": True}])):
-        assert not steps_follow_gradient(opt), type(opt).__name__
+    assert weight_growth_watched(torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True))
+    assert weight_growth_watched(MuSGD([{"params": params, "lr": 0.01, "use_muon": True}]))
+    for opt in (torch.optim.AdamW(params), torch.optim.Adam(params), torch.optim.RMSprop(params)):
+        assert not weight_growth_watched(opt), type(opt).__name__
 
 
 @pytest.mark.parametrize("bad", [

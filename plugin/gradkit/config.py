@@ -71,7 +71,7 @@ class AlertsConfig(_Section):
                                    "factor above the median of the diverging_window steps before it")
     diverging_growth: float = Field(2.0, gt=1, description="diverging also when a layer's weight norm grows this "
                                     "factor within diverging_growth_steps optimizer steps (its updates are a large "
-                                    "fraction of its weights); SGD runs only; a warning, never a rollback trigger")
+                                    "fraction of its weights); SGD and MuSGD runs; a warning, never a rollback trigger")
     diverging_growth_steps: int = Field(10, ge=1, description="the weight growth is against the newest weight "
                                         "measurement at least this many optimizer steps older (early in a run: the "
                                         "first one)")

@@ -15,7 +15,7 @@
 * dead: exactly zero gradient on a trainable layer for ``dead_patience`` consecutive steps.
 * diverging: the total norm's typical level (median of the last ``diverging_window`` steps) has
   risen ``diverging_rise`` above the lowest it has been, or one step's norm is ``diverging_spike``
-  above that level; or (SGD runs only) a layer's weight norm has grown ``diverging_growth`` within
+  above that level; or (SGD and MuSGD runs) a layer's weight norm has grown ``diverging_growth`` within
   ``diverging_growth_steps`` - a warning before the loss blows up (``gradkit.monitor.divergence``).
   The weight-growth arm only warns: ``gradkit.monitor.rollback`` does not roll back on it.
 * nonfinite: NaN/Inf gradients; names the layers and the origin (the non-finite layer nearest the
@@ -151,10 +151,11 @@ class AlertDetector:
             the rest the module type. Order must follow the forward pass (output last).
         cfg: Thresholds.
         weight_growth: Whether the weight-growth arm of ``diverging`` watches this run. Its evidence is
-            SGD's: there a step's length follows the gradient's and a too-high lr shows as runaway growth.
-            An adaptive optimizer's step is set by its lr (Adam's about lr per weight), so healthy AdamW
-            runs grow their weights 1.6-2.0x within 10 steps at lr0 0.01 without warm-up, and no AdamW
-            run measured here diverged: callers turn it off for those (README, "Early warning of divergence").
+            from SGD and MuSGD runs: healthy ones grow their weights at most 1.01x in 10 steps, and a
+            too-high lr shows as runaway growth. An adaptive optimizer's step is set by its lr (Adam's
+            about lr per weight), so healthy AdamW runs grow their weights 1.6-2.0x within 10 steps at lr0
+            0.01 without warm-up, and no AdamW run measured here diverged: callers turn it off for those
+            (README, "Early warning of divergence").
     """
 
     def __init__(self, layers: list[str], cfg: AlertThresholds, weight_growth: bool = True):
