@@ -162,7 +162,7 @@ def test_weight_growth_warns_but_does_not_roll_back(tiny_data, tmp_path):
     assert not [r for r in rollbacks if WEIGHT_GROWTH in r["reason"] or r["from_step"] in growth_steps], rollbacks
 
 
-def test_weight_growth_watches_sgd_only(tiny_data, tmp_path):
+def test_weight_growth_is_off_for_adamw(tiny_data, tmp_path):
     """AdamW's step is set by its lr, not by the gradient: at lr0 0.02 without warm-up its weights double
     within the first steps of a run that does not diverge. The arm is off for it - while the weights,
     measured here from the parameters, did double."""
