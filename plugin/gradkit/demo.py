@@ -71,10 +71,11 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
 
     fp = fingerprint_dataset(data_yaml, split="train")
     timer = functools.partial(training_seconds_per_image, threads=_threads(opts), on_cpu=True)  # as the demo trains
-    budget = None if "epochs" in given and "time" not in given else opts["budget"]  # epochs= drops the budget
+    fixed_epochs = "epochs" in given and "time" not in given  # epochs= drops the budget and the plan's time=
+    budget = None if fixed_epochs else opts["budget"]
     plan = make_plan(fp, budget, timer)
     planned = {k: v for k, v in plan.train.items() if k not in given}
-    if "epochs" in given and "time" not in given:
+    if fixed_epochs:
         planned.pop("time", None)
     model = train.pop("model", planned.pop("model", "yolo26n.yaml"))
     print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml}"
