@@ -9,7 +9,10 @@ on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, 
 design nothing on, though the plan's faint-defect rule was found on it in the end: README) and
 ``surface`` (``gradkit.synth_surface``: colour, 5:4 images whose height is ``--imgsz``, fabric,
 brushed metal, circuit boards and colour photographs, a third renderer, contrast blind to the texture;
-built after the rules and kept out of their design). Each set gets its own plan from its own
+built after the rules and kept out of their design) and ``material`` (``gradkit.synth_material``: 4:3
+images whose height is ``--imgsz``, GIMP's material patterns (``apt-get install gimp-data``), a fourth
+renderer of relief and pigment under one light; built after every rule, including the budget rule,
+and used to decide nothing). Each set gets its own plan from its own
 fingerprint (that is the point of a self-configuring recipe). Recipes, all from scratch, trained on
 ``train`` and scored on ``test``:
 
@@ -103,6 +106,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
     from gradkit.synth import SynthSpec, generate_dataset
     from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
+    from gradkit.synth_material import MaterialSpec, generate_material_dataset
     from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
 
     sets = {}
@@ -119,8 +123,11 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
         elif name == "surface":  # 5:4 colour images, imgsz their height
             spec = SurfaceSpec(images=images, width=imgsz * 5 // 4, height=imgsz, seed=1000)
             sets[name] = generate_surface_dataset(root, spec)
+        elif name == "material":  # 4:3 lit relief on GIMP's material patterns, imgsz their height
+            spec = MaterialSpec(images=images, width=round(imgsz * 4 / 3 / 8) * 8, height=imgsz, seed=1000)
+            sets[name] = generate_material_dataset(root, spec)
         else:
-            raise SystemExit(f"unknown set {name!r}: synth, photo, surface")
+            raise SystemExit(f"unknown set {name!r}: synth, photo, surface, material")
     return sets
 
 

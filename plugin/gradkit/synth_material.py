@@ -1,0 +1,315 @@
+"""A fourth evaluation set, built after every rule of ``gradkit plan``: lit relief on material textures.
+
+The other three sets paint a defect's intensity onto a texture. Here a defect is **relief and
+pigment under one light**, a fourth renderer:
+
+- The surface has a height map and an albedo. Scratches are grooves and pits are craters in the
+  height map; cracks are dark gaps (albedo) with a groove; stains change the albedo with a darker
+  rim where the liquid dried (a coffee ring). One light per image (azimuth any, elevation 25-60
+  degrees) shades the relief by the surface normal, so **a groove shows as a bright and a dark line
+  side by side**, its look set by its heading against the light: a scratch along the light's
+  direction is nearly invisible. Paths are arcs (a turning tool) or straight lines; cracks run
+  along the darker parts of the texture, as fractures follow grain boundaries.
+- Backgrounds are **material textures from GIMP's pattern library** (wood, stone, marble, paper,
+  leather, burlap, cork; ``apt-get install gimp-data``), small tiles (64-156 px) repeated
+  across the image at 1-2x magnification: periodic textures, gray and colour, none used by the
+  other sets. Some carry their own look-alikes, unlabelled: the cracked and crater stones, dried
+  ground, veined marble. Fibres (a hair lying on the part, with its shadow) are drawn on a third of
+  the images, unlabelled.
+- Images are 4:3 (``width`` x ``height``); defect-free images (``empty_frac``); the camera adds a
+  vignette and sensor noise, no blur.
+
+A defect's box is the tight box of its mask above 25%: the share of its strongest effect (relief
+or pigment) that reaches a pixel (tested against the masks). Each image uses its own generator
+seeded with ``(seed, index)``; a seed gives byte-identical files for the same pattern files.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, write_yolo_dataset
+
+__all__ = ["MATERIALS", "PATTERNS", "MaterialSpec", "generate_material_dataset", "read_gimp_pattern",
+           "render_material_image"]
+
+#: where Debian's ``gimp-data`` installs GIMP's patterns
+PATTERNS = "/usr/share/gimp/2.0/patterns"
+#: the material textures used (file names under ``PATTERNS``, without ``.pat``); the toy, sky, water
+#: and food patterns are left out. cracked, Craters, ground1 and the marbles carry look-alikes.
+MATERIALS: tuple[str, ...] = (
+    "Animal/leather", "Fabric/burlap", "Paper/crinklepaper", "Paper/paper", "Stone/Craters", "Stone/cracked",
+    "Stone/granite1", "Stone/ground1", "Stone/marble1", "Stone/marble2", "Stone/pink_marble", "Stone/slate",
+    "Wood/burlwood", "Wood/corkboard", "Wood/pine", "Wood/walnut", "Wood/wood1", "Wood/wood2", "Wood/wood3",
+    "Wood/wood4", "Wood/wood5")
+_MAX_SIDE = 4096  # a pattern side beyond this is refused as not a pattern: GIMP's are tiles of tens of pixels
+
+
+@dataclass(frozen=True)
+class MaterialSpec:
+    """What to generate (``images``, ``seed``, ``empty_frac``, ``max_defects``, ``splits`` as in
+    ``gradkit.synth.SynthSpec``); images are ``width`` x ``height`` pixels; textures are the
+    ``materials`` under ``patterns``; the classes are ``gradkit.synth.CLASS_NAMES``."""
+
+    images: int = 400
+    width: int = 344
+    height: int = 256
+    seed: int = 0
+    empty_frac: float = 0.2
+    max_defects: int = 3
+    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    patterns: str = PATTERNS
+    materials: tuple[str, ...] = MATERIALS
+
+    def __post_init__(self) -> None:
+        if self.images < 3:
+            raise ValueError(f"images must be >= 3 (one per split), got {self.images}")
+        if not (64 <= self.width <= 2048 and 64 <= self.height <= 2048):
+            raise ValueError(f"width and height must be in [64, 2048], got {self.width} x {self.height}")
+        if not 0.0 <= self.empty_frac < 1.0:
+            raise ValueError(f"empty_frac must be in [0, 1), got {self.empty_frac}")
+        if self.max_defects < 1:
+            raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
+        if len(self.splits) != 3 or min(self.splits) < 0 or abs(sum(self.splits) - 1) > 1e-6:
+            raise ValueError(f"splits must be three fractions summing to 1, got {self.splits}")
+        if not self.materials:
+            raise ValueError("materials must name at least one pattern")
+
+
+# ---------------------------------------------------------------- textures
+
+def read_gimp_pattern(path: str | Path) -> np.ndarray:
+    """A GIMP pattern file (``.pat``: a big-endian header of header size, version 1, width, height,
+    bytes per pixel, the magic ``GPAT`` and a name, then the pixels) as H x W x 3 uint8 RGB.
+    Anything else is refused with a ``ValueError`` naming the file."""
+    raw = Path(path).read_bytes()
+    if len(raw) < 24 or raw[20:24] != b"GPAT":
+        raise ValueError(f"{path}: not a GIMP pattern (no GPAT magic)")
+    header, version, width, height, depth = struct.unpack(">5I", raw[:20])
+    if version != 1 or not 1 <= depth <= 4 or not (0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE):
+        raise ValueError(f"{path}: unsupported GIMP pattern (version {version}, {width} x {height} x {depth})")
+    if header < 24 or len(raw) - header != width * height * depth:
+        raise ValueError(f"{path}: GIMP pattern of {width} x {height} x {depth} holds {len(raw) - header} "
+                         f"bytes of pixels after a {header}-byte header")
+    pixels = np.frombuffer(raw, np.uint8, offset=header).reshape(height, width, depth)
+    colour = pixels[..., :3] if depth >= 3 else np.repeat(pixels[..., :1], 3, axis=2)  # drop alpha
+    return np.ascontiguousarray(colour)
+
+
+@lru_cache(maxsize=4)
+def _textures(patterns: str, materials: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    folder = Path(patterns)
+    missing = [m for m in materials if not (folder / f"{m}.pat").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: GIMP pattern {missing[0]}.pat not found ({len(missing)} of "
+                                f"{len(materials)} missing); on Debian: apt-get install gimp-data")
+    return tuple(read_gimp_pattern(folder / f"{m}.pat").astype(np.float32) / 255.0 for m in materials)
+
+
+def _background(rng: np.random.Generator, texture: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The pattern magnified 1-2x, turned by a D4 symmetry, repeated over h x w from a random offset."""
+    s = rng.uniform(1.0, 2.0)
+    tile = cv2.resize(texture, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+    tile = np.rot90(tile, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        tile = tile[:, ::-1]
+    th, tw = tile.shape[:2]
+    y, x = int(rng.integers(th)), int(rng.integers(tw))
+    big = np.tile(tile, (-(-(h + y) // th), -(-(w + x) // tw), 1))
+    return np.clip(big[y:y + h, x:x + w] * rng.uniform(0.85, 1.15), 0, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- paths and profiles
+
+def _arc(rng: np.random.Generator, h: int, w: int, length: float) -> np.ndarray:
+    """Points (1 px apart) of a straight line or a circular arc (a turning tool) of ``length``."""
+    start = rng.uniform(0.1, 0.9, 2) * (w, h)
+    heading = rng.uniform(0, 2 * np.pi)
+    curvature = 0.0 if rng.random() < 0.4 else rng.choice([-1, 1]) / rng.uniform(0.5, 3.0) / min(h, w)
+    t = np.arange(0.0, length, 1.0)
+    angle = heading + curvature * t
+    steps = np.stack([np.cos(angle), np.sin(angle)], 1)
+    return start + np.concatenate([[[0.0, 0.0]], np.cumsum(steps[:-1], 0)])
+
+
+def _distance(points: np.ndarray, h: int, w: int, reach: float) -> np.ndarray:
+    """Each pixel centre's distance to the nearest of ``points`` (dense along a path); +inf beyond ``reach``."""
+    dist = np.full((h, w), np.inf, np.float32)
+    x0, y0 = np.floor(points.min(0) - reach).astype(int).clip(0)
+    x1, y1 = np.ceil(points.max(0) + reach + 1).astype(int)
+    x1, y1 = min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return dist
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    pix = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], 1)
+    best = np.full(len(pix), np.inf, np.float32)
+    for chunk in np.array_split(points.astype(np.float32), max(1, len(points) // 64)):
+        best = np.minimum(best, np.sqrt(((pix[:, None, :] - chunk[None]) ** 2).sum(-1)).min(1))
+    dist[y0:y1, x0:x1] = best.reshape(ys.shape)
+    return dist
+
+
+def _groove(dist: np.ndarray, sigma: float) -> np.ndarray:
+    """A groove's depth profile across its path (1 on the path, Gaussian of ``sigma`` px)."""
+    return np.exp(-0.5 * (dist / sigma) ** 2).astype(np.float32)
+
+
+def _fracture(rng: np.random.Generator, luminance: np.ndarray, length: float) -> np.ndarray:
+    """A crack's path: 1 px steps that turn towards the darker of three directions ahead (fractures
+    follow grain boundaries), with some randomness; points leaving the image end it."""
+    h, w = luminance.shape
+    smooth = cv2.GaussianBlur(luminance, (0, 0), 2.0)
+    p = rng.uniform(0.15, 0.85, 2) * (w, h)
+    heading = rng.uniform(0, 2 * np.pi)
+    points = [p.copy()]
+    for _ in range(int(length)):
+        if len(points) % 3 == 0:  # look 4 px ahead every 3 px
+            turns = np.array([-0.5, 0.0, 0.5])
+            ahead = p + 4 * np.stack([np.cos(heading + turns), np.sin(heading + turns)], 1)
+            ix = ahead[:, 0].clip(0, w - 1).astype(int)
+            iy = ahead[:, 1].clip(0, h - 1).astype(int)
+            score = smooth[iy, ix] + rng.normal(0, 0.04, 3)
+            heading += 0.5 * turns[int(np.argmin(score))] + rng.normal(0, 0.12)
+        p = p + (np.cos(heading), np.sin(heading))
+        if not (0 <= p[0] < w and 0 <= p[1] < h):
+            break
+        points.append(p.copy())
+    return np.array(points)
+
+
+# ---------------------------------------------------------------- defects: (height change, albedo factor, mask)
+
+def _scratch(rng, h, w, lum):
+    sigma = rng.uniform(0.4, 0.9)
+    slope = rng.uniform(0.1, 0.6)          # the groove wall's steepest slope: what the light shows
+    profile = _groove(_distance(_arc(rng, h, w, rng.uniform(0.15, 0.5) * min(h, w)), h, w, 4 * sigma), sigma)
+    return -slope * sigma / 0.61 * profile, None, profile
+
+
+def _crack(rng, h, w, lum):
+    width = rng.uniform(0.5, 1.0)
+    trunk = _fracture(rng, lum, rng.uniform(0.15, 0.4) * min(h, w))
+    paths = [trunk]
+    for _ in range(int(rng.integers(0, 3))):
+        if len(trunk) > 10:
+            start = trunk[int(rng.integers(len(trunk) // 4, len(trunk) - 2))]
+            sub = _fracture(rng, lum, rng.uniform(0.2, 0.5) * len(trunk))
+            paths.append(sub - sub[0] + start)
+    gap = _groove(_distance(np.concatenate(paths), h, w, 4 * width), width)
+    dark = rng.uniform(0.3, 0.75)
+    return -0.5 * gap, 1 - dark * gap[..., None], gap
+
+
+def _pit(rng, h, w, lum):
+    r = rng.uniform(1.5, 6.0) * min(h, w) / 256
+    c = rng.uniform(0.05, 0.95, 2) * (w, h)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = np.hypot(x + 0.5 - c[0], y + 0.5 - c[1]) / r
+    depth = rng.uniform(0.3, 1.2) * r    # a crater as deep as 0.3-1.2 of its radius
+    bowl = np.where(d < 1, 1 - d * d, 0.0)
+    rim = 0.25 * np.exp(-((d - 1) / 0.3) ** 2)
+    relief = (-depth * bowl + depth * rim).astype(np.float32)
+    return relief, None, np.abs(relief) / max(float(np.abs(relief).max()), 1e-6)
+
+
+#: stain tints (RGB factors towards which the albedo moves): rust, oil, limescale
+_TINTS = np.array([[0.75, 0.45, 0.25], [0.35, 0.33, 0.3], [0.95, 0.95, 0.9]], np.float32)
+
+
+def _stain(rng, h, w, lum):
+    c = rng.uniform(0.15, 0.85, 2) * (w, h)
+    radius = rng.uniform(0.04, 0.12) * min(h, w)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = np.arctan2(y - c[1], x - c[0])
+    wobble = sum(rng.normal(0, 0.12 / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 6))
+    rho = np.hypot(x - c[0], y - c[1]) / (radius * (1 + wobble))
+    inside = 1 / (1 + np.exp((rho - 1) / 0.05))
+    ring = np.exp(-((rho - 0.97) / 0.06) ** 2)      # the rim where the liquid dried
+    effect = (0.4 * inside + ring).astype(np.float32)
+    effect /= effect.max()
+    a = rng.uniform(0.2, 0.6) * effect[..., None]
+    return None, (1 - a) + a * _TINTS[int(rng.integers(len(_TINTS)))], effect
+
+
+_DRAW = (_scratch, _crack, _pit, _stain)
+
+
+def _fibre(rng: np.random.Generator, h: int, w: int, light: np.ndarray) -> np.ndarray:
+    """An albedo factor: a hair lying on the part (a long thin dark arc) and its shadow beside it."""
+    points = _arc(rng, h, w, rng.uniform(0.4, 0.9) * min(h, w))
+    hair = _groove(_distance(points, h, w, 3.0), rng.uniform(0.3, 0.6))
+    shadow = _groove(_distance(points + 1.5 * light[:2] / np.linalg.norm(light[:2]), h, w, 4.0), 0.8)
+    return (1 - rng.uniform(0.3, 0.7) * hair) * (1 - 0.25 * shadow)
+
+
+def _shade(height: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """Lambertian shading of a height map (pixels) by a unit light, 1 where the surface is flat."""
+    gy, gx = np.gradient(height)
+    normal_z = 1 / np.sqrt(gx * gx + gy * gy + 1)
+    lit = (-gx * light[0] - gy * light[1] + light[2]) * normal_z
+    return np.clip(lit / light[2], 0, None).astype(np.float32)
+
+
+def render_material_image(spec: MaterialSpec, index: int) -> tuple[np.ndarray, list[tuple], list[np.ndarray]]:
+    """Render one image.
+
+    Returns:
+        The image (H x W x 3 uint8, BGR as OpenCV writes it), YOLO labels ``(class, xc, yc, w, h)``
+        and the defect masks (in [0, 1]) in label order.
+    """
+    rng = np.random.default_rng([spec.seed, index])
+    h, w = spec.height, spec.width
+    textures = _textures(spec.patterns, spec.materials)
+    img = _background(rng, textures[int(rng.integers(len(textures)))], h, w)
+    azimuth, elevation = rng.uniform(0, 2 * np.pi), np.radians(rng.uniform(25, 60))
+    light = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
+    if rng.random() < 1 / 3:
+        img = img * _fibre(rng, h, w, light)[..., None]
+    lum = img.mean(2)
+    height = np.zeros((h, w), np.float32)
+    albedo = np.ones((h, w, 3), np.float32)
+    labels, masks, boxes = [], [], []
+    if rng.random() >= spec.empty_frac:
+        for _ in range(int(rng.integers(1, spec.max_defects + 1))):
+            cls = int(rng.integers(len(CLASS_NAMES)))
+            relief, pigment, mask = _DRAW[cls](rng, h, w, lum)
+            box = _box_from_mask(mask)
+            if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                continue
+            # no overlapping boxes (each box holds one defect), and a margin of 2 px, the reach of a
+            # relief's shading and of the masks' faint fringes
+            if any(min(box[2], b[2]) + 2 > max(box[0], b[0]) and min(box[3], b[3]) + 2 > max(box[1], b[1])
+                   for b in boxes):
+                continue
+            if relief is not None:
+                height += relief
+            if pigment is not None:
+                albedo *= pigment
+            boxes.append(box)
+            masks.append(mask)
+            x0, y0, x1, y1 = box
+            labels.append((cls, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h))
+    img = img * albedo * _shade(height, light)[..., None]
+    # the camera: a vignette and sensor noise
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((x - w / 2) ** 2 + (y - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    img = img * (1 - rng.uniform(0, 0.3) * r2)[..., None]
+    img = img + rng.normal(0, rng.uniform(0.003, 0.012), img.shape)
+    rgb = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb[..., ::-1]), labels, masks
+
+
+def generate_material_dataset(out: str | Path, spec: MaterialSpec | None = None) -> Path:
+    """Write the set in YOLO layout; returns its ``data.yaml`` (absolute ``path``)."""
+    spec = spec or MaterialSpec()
+    _textures(spec.patterns, spec.materials)  # a missing pattern stops here, before anything is written
+    provenance = {"gradkit_synth_material": {"images": spec.images, "width": spec.width, "height": spec.height,
+                                             "seed": spec.seed, "patterns": spec.patterns}}
+    return write_yolo_dataset(out, spec.images, lambda i: render_material_image(spec, i)[:2],
+                              lambda i: _split_of(i, spec), CLASS_NAMES, provenance)
