@@ -105,8 +105,8 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
     from gradkit.synth import SynthSpec, generate_dataset
-    from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
     from gradkit.synth_material import MaterialSpec, generate_material_dataset
+    from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
     from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
 
     sets = {}

@@ -106,9 +106,10 @@ def test_the_image_changes_only_where_a_returned_mask_says(patterns, monkeypatch
     # reaches a pixel beyond its mask's fringe), so a defect drawn outside its mask shows up here
     spec = spec_of(patterns, images=16, empty_frac=0.0)
     rendered = [render_material_image(spec, i) for i in range(spec.images)]
-    draws = material._DRAW
-    monkeypatch.setattr(material, "_DRAW", tuple(
-        (lambda d: lambda rng, h, w, lum: (None, None, d(rng, h, w, lum)[2]))(d) for d in draws))
+    def undone(draw):
+        return lambda rng, h, w, lum: (None, None, draw(rng, h, w, lum)[2])
+
+    monkeypatch.setattr(material, "_DRAW", tuple(undone(d) for d in material._DRAW))
     changed = 0
     for i, (img, labels, masks) in enumerate(rendered):
         bare, bare_labels, _ = render_material_image(spec, i)
@@ -157,9 +158,9 @@ def test_written_files_match_the_rendering_and_scratches_are_thin(tmp_path, patt
     assert np.median(scratch) <= 3.0                    # grooves of sigma 0.4-0.9 px
 
 
-@pytest.mark.parametrize(("kwargs", "word"), [({"width": 32}, "width"), ({"images": 2}, "images"),
-                                              ({"empty_frac": 1.0}, "empty_frac"), ({"max_defects": 0}, "max_defects"),
-                                              ({"splits": (0.7, 0.2, 0.2)}, "splits"), ({"materials": ()}, "materials")])
+@pytest.mark.parametrize(("kwargs", "word"), [
+    ({"width": 32}, "width"), ({"images": 2}, "images"), ({"empty_frac": 1.0}, "empty_frac"),
+    ({"max_defects": 0}, "max_defects"), ({"splits": (0.7, 0.2, 0.2)}, "splits"), ({"materials": ()}, "materials")])
 def test_bad_specs_are_refused_naming_the_field(kwargs, word):
     with pytest.raises(ValueError, match=word):
         MaterialSpec(**kwargs)

@@ -176,7 +176,7 @@ def _fracture(rng: np.random.Generator, luminance: np.ndarray, length: float) ->
             iy = ahead[:, 1].clip(0, h - 1).astype(int)
             score = smooth[iy, ix] + rng.normal(0, 0.04, 3)
             heading += 0.5 * turns[int(np.argmin(score))] + rng.normal(0, 0.12)
-        p = p + (np.cos(heading), np.sin(heading))
+        p = p + np.array([np.cos(heading), np.sin(heading)])
         if not (0 <= p[0] < w and 0 <= p[1] < h):
             break
         points.append(p.copy())
