@@ -12,8 +12,8 @@ pigment under one light**, a fourth renderer:
   along the darker parts of the texture, as fractures follow grain boundaries.
 - Backgrounds are **material textures from GIMP's pattern library** (wood, stone, marble, paper,
   leather, burlap, cork; ``apt-get install gimp-data``), small tiles (64-156 px) repeated
-  across the image at 1-2x magnification: periodic textures, gray and colour, none used by the
-  other sets. Some carry their own look-alikes, unlabelled: the cracked and crater stones, dried
+  across the image at 1-2x magnification: periodic textures, none used by the other sets (five of
+  the patterns are gray, but the camera's noise is drawn per channel, so no image is exactly gray). Some carry their own look-alikes, unlabelled: the cracked and crater stones, dried
   ground, veined marble. Fibres (a hair lying on the part, with its shadow) are drawn on a third of
   the images, unlabelled.
 - Images are 4:3 (``width`` x ``height``); defect-free images (``empty_frac``); the camera adds a
