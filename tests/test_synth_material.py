@@ -58,7 +58,8 @@ def test_the_reader_returns_the_pixels_written_for_each_depth(tmp_path):
 
 @pytest.mark.parametrize(("mutate", "word"), [
     (lambda b: b[:20] + b"XPAT" + b[24:], "GPAT"),
-    (lambda b: b[:-5], "bytes of pixels"),
+    (lambda b: b[:-5], "needs 56 bytes, the file has 51"),
+    (lambda b: struct.pack(">5I", 4000, 1, 3, 3, 3) + b[20:], "the file has 56"),
     (lambda b: struct.pack(">5I", 29, 2, 3, 3, 3) + b[20:], "version 2"),
     (lambda b: struct.pack(">5I", 29, 1, 3, 3, 7) + b[20:], "x 7"),
     (lambda b: struct.pack(">5I", 29, 1, 100000, 3, 3) + b[20:], "100000"),
@@ -70,6 +71,12 @@ def test_a_malformed_pattern_is_refused_naming_the_file(tmp_path, mutate, word):
     with pytest.raises(ValueError, match=word) as err:
         read_gimp_pattern(tmp_path / "bad.pat")
     assert "bad.pat" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_or_an_unreadable_path_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="cannot read") as err:
+        read_gimp_pattern(tmp_path)
+    assert str(tmp_path) in str(err.value)
 
 
 def test_a_missing_pattern_library_is_refused_before_anything_is_written(tmp_path, patterns):
@@ -101,15 +108,12 @@ def test_seeded_determinism_classes_and_defect_free_images(patterns):
 
 
 def test_the_image_changes_only_where_a_returned_mask_says(patterns, monkeypatch):
-    # oracle: the same image with every defect undone (the same random numbers drawn, the relief and
-    # pigment thrown away); they may differ only near a kept defect's mask (the shading of a relief
-    # reaches a pixel beyond its mask's fringe), so a defect drawn outside its mask shows up here
+    # oracle: the same image with every defect undone (the same random numbers drawn, nothing applied);
+    # they may differ only near a kept defect's mask (the shading of a relief reaches a pixel beyond its
+    # mask's fringe), so a defect drawn outside its mask shows up here
     spec = spec_of(patterns, images=16, empty_frac=0.0)
     rendered = [render_material_image(spec, i) for i in range(spec.images)]
-    def undone(draw):
-        return lambda rng, h, w, lum: (None, None, draw(rng, h, w, lum)[2])
-
-    monkeypatch.setattr(material, "_DRAW", tuple(undone(d) for d in material._DRAW))
+    monkeypatch.setattr(material, "_apply", lambda img, height, relief, pigment: (img, height))
     changed = 0
     for i, (img, labels, masks) in enumerate(rendered):
         bare, bare_labels, _ = render_material_image(spec, i)
@@ -134,11 +138,51 @@ def test_a_groove_shows_bright_and_dark_sides_across_the_light_and_fades_along_i
     # faces away and is dark; lit along
     # its length (from +y) it nearly vanishes: the look depends on the heading, by construction
     dist = np.abs(np.arange(21, dtype=np.float32) - 10)[None, :].repeat(21, 0)
-    groove = -1.0 * material._groove(dist, 0.8)
+    groove = -1.0 * material._gaussian_profile(dist, 0.8)
     across = material._shade(groove, np.array([0.6, 0.0, 0.8]))[10]
     along = material._shade(groove, np.array([0.0, 0.6, 0.8]))[10]
     assert across[9] > 1.15 and across[11] < 0.7
     np.testing.assert_allclose(along, 1.0, atol=0.15)
+
+
+def test_each_box_holds_what_its_defect_visibly_changes(tmp_path, monkeypatch):
+    # oracle: on a flat gray pattern, one defect per image, the render minus the same render with the
+    # defect undone; the pixels changed by at least a quarter of the largest change must lie in the
+    # box (a crater's steep walls and rim are what light shows of it, not only its deep floor)
+    write_pat(tmp_path / "flat.pat", np.full((16, 16, 1), 150, np.uint8))
+    spec = MaterialSpec(images=60, width=200, height=150, seed=9, empty_frac=0.0, max_defects=1,
+                        patterns=str(tmp_path), materials=("flat",))
+    rendered = [render_material_image(spec, i) for i in range(spec.images)]
+    monkeypatch.setattr(material, "_apply", lambda img, height, relief, pigment: (img, height))
+    outside_share = {}
+    for i, (img, labels, _masks) in enumerate(rendered):
+        if not labels:
+            continue
+        diff = np.abs(img.astype(int) - render_material_image(spec, i)[0].astype(int)).max(2)
+        changed = diff >= max(4, 0.25 * diff.max())
+        c, x, y, w, h = labels[0]
+        inside = np.zeros_like(changed)
+        x0, x1 = round((x - w / 2) * 200), round((x + w / 2) * 200)
+        y0, y1 = round((y - h / 2) * 150), round((y + h / 2) * 150)
+        inside[y0:y1, x0:x1] = True
+        outside_share.setdefault(c, []).append((changed & ~inside).sum() / max(changed.sum(), 1))
+    assert set(outside_share) == {0, 1, 2, 3}
+    for c, shares in outside_share.items():
+        assert np.median(shares) <= 0.02 and max(shares) <= 0.15, (c, sorted(shares)[-3:])
+
+
+def test_cracks_turn_towards_darker_texture():
+    # planted valleys: horizontal stripes, dark every 16 px; a path blind to the texture would sit on
+    # the mean (0 sigma); the darkest rows are 1.41 sigma below it
+    h, w = 256, 344
+    lum = np.repeat((0.5 + 0.2 * np.cos(2 * np.pi * np.arange(h) / 16))[:, None], w, 1).astype(np.float32)
+    rng = np.random.default_rng(0)
+    lean = []
+    for _ in range(40):
+        path = material._fracture(rng, lum, rng.uniform(0.15, 0.85, 2) * (w, h), rng.uniform(0, 2 * np.pi), 80)
+        under = lum[path[:, 1].astype(int), path[:, 0].astype(int)]
+        lean.append((under.mean() - lum.mean()) / lum.std())
+    assert np.mean(lean) < -0.8 and np.mean(np.array(lean) < 0) > 0.9
 
 
 def test_written_files_match_the_rendering_and_scratches_are_thin(tmp_path, patterns):
