@@ -209,8 +209,10 @@ def _relief_mask(relief: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- defects: (relief, pigment, mask)
 # relief: a height change (pixels) or None; pigment: (opacity H x W, RGB colour the surface is blended
 # towards) or None; mask: in [0, 1], the defect's box is where it exceeds 0.25.
+Pigment = tuple[np.ndarray, np.ndarray]
+Defect = tuple[np.ndarray | None, Pigment | None, np.ndarray]
 
-def _scratch(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
+def _scratch(rng: np.random.Generator, h: int, w: int, lum: np.ndarray) -> Defect:
     """A groove along an arc: its walls' steepest slope 0.1-0.6, which is what the light shows."""
     sigma = rng.uniform(0.4, 0.9)
     slope = rng.uniform(0.1, 0.6)
@@ -220,7 +222,7 @@ def _scratch(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
     return relief, None, _relief_mask(relief)
 
 
-def _crack(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
+def _crack(rng: np.random.Generator, h: int, w: int, lum: np.ndarray) -> Defect:
     """A dark gap with a shallow groove, along a fracture path with 0-2 branches."""
     width = rng.uniform(0.5, 1.0)
     trunk = _fracture(rng, lum, rng.uniform(0.15, 0.85, 2) * (w, h), rng.uniform(0, 2 * np.pi),
@@ -237,7 +239,7 @@ def _crack(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
     return relief, (rng.uniform(0.3, 0.75) * gap, _GAP), np.maximum(gap, _relief_mask(relief))
 
 
-def _pit(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
+def _pit(rng: np.random.Generator, h: int, w: int, lum: np.ndarray) -> Defect:
     """A crater 1.5-6 px in radius (at 256 px) with a raised rim, 0.3-1.2 of its radius deep."""
     r = rng.uniform(1.5, 6.0) * min(h, w) / 256
     c = rng.uniform(0.05, 0.95, 2) * (w, h)
@@ -250,7 +252,7 @@ def _pit(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
     return relief, None, _relief_mask(relief)
 
 
-def _stain(rng: np.random.Generator, h: int, w: int, lum: np.ndarray):
+def _stain(rng: np.random.Generator, h: int, w: int, lum: np.ndarray) -> Defect:
     """A dried spill: the surface blended towards rust, oil or coolant residue, most at a ring where the
     liquid dried, with a wobbly outline."""
     c = rng.uniform(0.15, 0.85, 2) * (w, h)
@@ -307,7 +309,8 @@ def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return img + rng.normal(0, rng.uniform(0.003, 0.012), img.shape)
 
 
-def _apply(img: np.ndarray, height: np.ndarray, relief: np.ndarray | None, pigment: tuple | None):
+def _apply(img: np.ndarray, height: np.ndarray, relief: np.ndarray | None,
+           pigment: Pigment | None) -> tuple[np.ndarray, np.ndarray]:
     """The image and height map with one defect's relief added and its pigment blended in."""
     if relief is not None:
         height = height + relief
