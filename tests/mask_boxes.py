@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from gradkit.synth import CLASS_NAMES
@@ -25,3 +26,17 @@ def assert_tight_mask_boxes(labels: list[tuple], masks: list[np.ndarray], width:
         for b in range(a + 1, len(masks)):
             assert not ((masks[a] > LEVEL) & (masks[b] > LEVEL)).any()
     return len(labels)
+
+
+def assert_changes_only_near_masks(rendered: list[tuple], bare: list[tuple]) -> None:
+    """Each rendered (image, labels, masks) differs from the same render with its defects undone
+    (``bare``: the same random numbers drawn, nothing applied) only within 2 px of a kept mask, and at
+    least 80% of the defects change their own mask's core by more than 3 grey levels."""
+    changed = 0
+    for i, ((img, labels, masks), (bare_img, bare_labels, _)) in enumerate(zip(rendered, bare, strict=True)):
+        assert bare_labels == labels
+        diff = np.abs(img.astype(int) - bare_img.astype(int)).max(2)
+        allowed = cv2.dilate((np.sum(masks, axis=0) > 0.01).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert diff[~allowed].max(initial=0) <= 1, i
+        changed += sum(diff[m > 0.5].max(initial=0) > 3 for m in masks)
+    assert changed >= 0.8 * sum(len(r[2]) for r in rendered)

@@ -240,6 +240,21 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
     return cv2.merge([gray, gray, gray]), labels
 
 
+def check_sized_spec(spec) -> None:
+    """The checks every ``width`` x ``height`` evaluation-set spec shares (``SurfaceSpec``,
+    ``MaterialSpec``): a ValueError naming the field and the bad value."""
+    if spec.images < 3:
+        raise ValueError(f"images must be >= 3 (one per split), got {spec.images}")
+    if not (64 <= spec.width <= 2048 and 64 <= spec.height <= 2048):
+        raise ValueError(f"width and height must be in [64, 2048], got {spec.width} x {spec.height}")
+    if not 0.0 <= spec.empty_frac < 1.0:
+        raise ValueError(f"empty_frac must be in [0, 1), got {spec.empty_frac}")
+    if spec.max_defects < 1:
+        raise ValueError(f"max_defects must be >= 1, got {spec.max_defects}")
+    if len(spec.splits) != 3 or min(spec.splits) < 0 or abs(sum(spec.splits) - 1) > 1e-6:
+        raise ValueError(f"splits must be three fractions summing to 1, got {spec.splits}")
+
+
 def _split_of(index: int, spec: SynthSpec) -> str:
     n_train = round(spec.images * spec.splits[0])
     n_val = round(spec.images * spec.splits[1])

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, check_sized_spec, write_yolo_dataset
 
 __all__ = ["MATERIALS", "PATTERNS", "MaterialSpec", "generate_material_dataset", "read_gimp_pattern",
            "render_material_image"]
@@ -74,16 +74,7 @@ class MaterialSpec:
     materials: tuple[str, ...] = MATERIALS
 
     def __post_init__(self) -> None:
-        if self.images < 3:
-            raise ValueError(f"images must be >= 3 (one per split), got {self.images}")
-        if not (64 <= self.width <= 2048 and 64 <= self.height <= 2048):
-            raise ValueError(f"width and height must be in [64, 2048], got {self.width} x {self.height}")
-        if not 0.0 <= self.empty_frac < 1.0:
-            raise ValueError(f"empty_frac must be in [0, 1), got {self.empty_frac}")
-        if self.max_defects < 1:
-            raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
-        if len(self.splits) != 3 or min(self.splits) < 0 or abs(sum(self.splits) - 1) > 1e-6:
-            raise ValueError(f"splits must be three fractions summing to 1, got {self.splits}")
+        check_sized_spec(self)
         if not self.materials:
             raise ValueError("materials must name at least one pattern")
 

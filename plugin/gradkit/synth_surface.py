@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, check_sized_spec, write_yolo_dataset
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -63,16 +63,7 @@ class SurfaceSpec:
     splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
 
     def __post_init__(self) -> None:
-        if self.images < 3:
-            raise ValueError(f"images must be >= 3 (one per split), got {self.images}")
-        if not (64 <= self.width <= 2048 and 64 <= self.height <= 2048):
-            raise ValueError(f"width and height must be in [64, 2048], got {self.width} x {self.height}")
-        if not 0.0 <= self.empty_frac < 1.0:
-            raise ValueError(f"empty_frac must be in [0, 1), got {self.empty_frac}")
-        if self.max_defects < 1:
-            raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
-        if len(self.splits) != 3 or min(self.splits) < 0 or abs(sum(self.splits) - 1) > 1e-6:
-            raise ValueError(f"splits must be three fractions summing to 1, got {self.splits}")
+        check_sized_spec(self)
 
 
 # ---------------------------------------------------------------- backgrounds (H x W x 3, float in [0, 1])
