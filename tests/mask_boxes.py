@@ -1,4 +1,5 @@
-"""Shared oracle for the generated evaluation sets: each label is the tight box of its defect's mask."""
+"""Shared oracles for the generated evaluation sets: each label is the tight box of its defect's mask, and
+the image changes only near the masks."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def assert_changes_only_near_masks(rendered: list[tuple], bare: list[tuple]) -> 
     """Each rendered (image, labels, masks) differs from the same render with its defects undone
     (``bare``: the same random numbers drawn, nothing applied) only within 2 px of a kept mask, and at
     least 80% of the defects change their own mask's core by more than 3 grey levels."""
+    assert sum(len(r[2]) for r in rendered) > 0, "no defect rendered: nothing to check"
     changed = 0
     for i, ((img, labels, masks), (bare_img, bare_labels, _)) in enumerate(zip(rendered, bare, strict=True)):
         assert bare_labels == labels

@@ -52,12 +52,9 @@ class SynthSpec:
     class_names: tuple[str, ...] = field(default=CLASS_NAMES)
 
     def __post_init__(self) -> None:
-        if self.images < 3:
-            raise ValueError(f"images must be >= 3 (one per split), got {self.images}")
+        _check_common(self)
         if not 32 <= self.imgsz <= 4096:
             raise ValueError(f"imgsz must be in [32, 4096], got {self.imgsz}")
-        if not 0.0 <= self.empty_frac < 1.0:
-            raise ValueError(f"empty_frac must be in [0, 1), got {self.empty_frac}")
         if len(self.class_weights) != len(CLASS_NAMES) or min(self.class_weights) < 0 or (
             sum(self.class_weights) <= 0
         ):
@@ -65,10 +62,25 @@ class SynthSpec:
                 f"class_weights must be {len(CLASS_NAMES)} non-negative numbers for {CLASS_NAMES} "
                 f"with a positive sum, got {self.class_weights}"
             )
-        if self.max_defects < 1:
-            raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
-        if len(self.splits) != 3 or min(self.splits) < 0 or abs(sum(self.splits) - 1) > 1e-6:
-            raise ValueError(f"splits must be three fractions summing to 1, got {self.splits}")
+
+
+def _check_common(spec) -> None:
+    """The checks every evaluation-set spec shares: a ValueError naming the field and the bad value."""
+    if spec.images < 3:
+        raise ValueError(f"images must be >= 3 (one per split), got {spec.images}")
+    if not 0.0 <= spec.empty_frac < 1.0:
+        raise ValueError(f"empty_frac must be in [0, 1), got {spec.empty_frac}")
+    if spec.max_defects < 1:
+        raise ValueError(f"max_defects must be >= 1, got {spec.max_defects}")
+    if len(spec.splits) != 3 or min(spec.splits) < 0 or abs(sum(spec.splits) - 1) > 1e-6:
+        raise ValueError(f"splits must be three fractions summing to 1, got {spec.splits}")
+
+
+def _check_sized_spec(spec) -> None:
+    """``_check_common`` and the size of a ``width`` x ``height`` spec (``SurfaceSpec``, ``MaterialSpec``)."""
+    _check_common(spec)
+    if not (64 <= spec.width <= 2048 and 64 <= spec.height <= 2048):
+        raise ValueError(f"width and height must be in [64, 2048], got {spec.width} x {spec.height}")
 
 
 # --------------------------------------------------------------------------- surfaces
@@ -238,21 +250,6 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
     img += _sensor_noise(rng, n)
     gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
     return cv2.merge([gray, gray, gray]), labels
-
-
-def check_sized_spec(spec) -> None:
-    """The checks every ``width`` x ``height`` evaluation-set spec shares (``SurfaceSpec``,
-    ``MaterialSpec``): a ValueError naming the field and the bad value."""
-    if spec.images < 3:
-        raise ValueError(f"images must be >= 3 (one per split), got {spec.images}")
-    if not (64 <= spec.width <= 2048 and 64 <= spec.height <= 2048):
-        raise ValueError(f"width and height must be in [64, 2048], got {spec.width} x {spec.height}")
-    if not 0.0 <= spec.empty_frac < 1.0:
-        raise ValueError(f"empty_frac must be in [0, 1), got {spec.empty_frac}")
-    if spec.max_defects < 1:
-        raise ValueError(f"max_defects must be >= 1, got {spec.max_defects}")
-    if len(spec.splits) != 3 or min(spec.splits) < 0 or abs(sum(spec.splits) - 1) > 1e-6:
-        raise ValueError(f"splits must be three fractions summing to 1, got {spec.splits}")
 
 
 def _split_of(index: int, spec: SynthSpec) -> str:

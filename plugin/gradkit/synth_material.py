@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, check_sized_spec, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _split_of, write_yolo_dataset
 
 __all__ = ["MATERIALS", "PATTERNS", "MaterialSpec", "generate_material_dataset", "read_gimp_pattern",
            "render_material_image"]
@@ -74,7 +74,7 @@ class MaterialSpec:
     materials: tuple[str, ...] = MATERIALS
 
     def __post_init__(self) -> None:
-        check_sized_spec(self)
+        _check_sized_spec(self)
         if not self.materials:
             raise ValueError("materials must name at least one pattern")
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, check_sized_spec, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -63,7 +63,7 @@ class SurfaceSpec:
     splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
 
     def __post_init__(self) -> None:
-        check_sized_spec(self)
+        _check_sized_spec(self)
 
 
 # ---------------------------------------------------------------- backgrounds (H x W x 3, float in [0, 1])
