@@ -1,7 +1,9 @@
 """Shared oracles for the generated evaluation sets: each label is the tight box of its defect's mask, and
-the image changes only near the masks."""
+the image changes only near the masks, and the files written are what was rendered."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,3 +44,15 @@ def assert_changes_only_near_masks(rendered: list[tuple], bare: list[tuple]) -> 
         assert diff[~allowed].max(initial=0) <= 1, i
         changed += sum(diff[m > 0.5].max(initial=0) > 3 for m in masks)
     assert changed >= 0.8 * sum(len(r[2]) for r in rendered)
+
+
+def assert_written_as_rendered(root: Path, img: np.ndarray, labels: list[tuple]) -> None:
+    """The first training image and its label file under ``root`` are ``img`` and ``labels``, and the
+    dataset YAML names the four classes and has no ``download:``."""
+    import yaml
+
+    cfg = yaml.safe_load((root / "data.yaml").read_text())
+    assert cfg["names"] == {0: "scratch", 1: "crack", 2: "pit", 3: "stain"} and "download" not in cfg
+    assert np.array_equal(cv2.imread(str(root / "images" / "train" / "000000.png")), img)
+    rows = (root / "labels" / "train" / "000000.txt").read_text().split("\n")[:-1]
+    np.testing.assert_allclose([[float(v) for v in r.split()] for r in rows], labels, atol=1e-6)

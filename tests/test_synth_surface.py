@@ -6,13 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip("skimage")
 
 from gradkit.data.fingerprint import fingerprint_dataset
 from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset, render_surface_image
-from mask_boxes import assert_changes_only_near_masks, assert_tight_mask_boxes
+from mask_boxes import assert_changes_only_near_masks, assert_tight_mask_boxes, assert_written_as_rendered
 
 SPEC = SurfaceSpec(images=40, width=200, height=160, seed=5)
 
@@ -76,12 +75,7 @@ def test_the_image_changes_only_where_a_returned_mask_says(monkeypatch):
 def test_written_files_match_the_rendering_and_scratches_are_thin(tmp_path):
     spec = SurfaceSpec(images=60, width=320, height=256, seed=2, empty_frac=0.0)
     data = generate_surface_dataset(tmp_path / "s", spec)
-    cfg = yaml.safe_load(data.read_text())
-    assert cfg["names"] == {0: "scratch", 1: "crack", 2: "pit", 3: "stain"} and "download" not in cfg
-    img, labels, _ = render_surface_image(spec, 0)
-    assert np.array_equal(cv2.imread(str(tmp_path / "s" / "images" / "train" / "000000.png")), img)
-    rows = (tmp_path / "s" / "labels" / "train" / "000000.txt").read_text().split("\n")[:-1]
-    np.testing.assert_allclose([[float(v) for v in r.split()] for r in rows], labels, atol=1e-6)
+    assert_written_as_rendered(data.parent, *render_surface_image(spec, 0)[:2])
     fp = fingerprint_dataset(data)
     assert set(fp.widths) == {320} and set(fp.heights) == {256} and fp.gray < fp.decoded / 2
     cls, stroke = np.asarray(fp.box_cls), np.asarray(fp.box_stroke)
