@@ -41,7 +41,11 @@ def held_out_objects(data_yaml: Path) -> tuple[dict[int, str], list[tuple[Path, 
     out = []
     for img in images:
         label = _label_path(img)
-        rows = _check_labels(label, len(names), "held-out", CheckResult()) if label.exists() else []
+        found = CheckResult()
+        rows = _check_labels(label, len(names), "held-out", found) if label.exists() else []
+        errors = [f for f in found.findings if f.severity == "error"]
+        if errors:  # a dropped label line would count its defect as never there
+            raise SystemExit(f"{errors[0].path}:{errors[0].line or ''}: {errors[0].message} (gradkit check data=...)")
         labels = [(c, tuple(b)) for c, b in rows]
         stats = _image_stats(img)
         if stats is None:

@@ -70,3 +70,14 @@ def test_found_shares_split_by_standout(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line for line in mbs.table(names, objects, {"m": kinds}).splitlines()[2:]}
     assert "| 2 (1, 0) | 1.00 / 0.00 (0 mislocalised, 0 confused, 1 unseen) |" in rows["scratch"]
     assert "| 1 (1, 0) | 0.00 / - (1 mislocalised, 0 confused, 0 unseen) |" in rows["crack"]
+
+
+def test_a_bad_label_line_stops_it_naming_the_file(tmp_path):
+    data = _dataset(tmp_path)
+    (tmp_path / "test" / "labels" / "b.txt").write_text("0 0.5 0.5 0.1667\n")   # a box with 3 numbers
+    try:
+        mbs.held_out_objects(data)
+    except SystemExit as exc:
+        assert "b.txt" in str(exc)
+    else:
+        raise AssertionError("a malformed label line was dropped silently")
