@@ -3,10 +3,13 @@
 For each generated evaluation set, the plan's timer (``gradkit.integrations.ultralytics.throughput``:
 a few real steps of the model on random images at 128 px, scaled by pixels, Ultralytics' CPU threads)
 against a real run of the plan itself (its model, imgsz, batch/nbs and gradkit configuration, Ultralytics'
-default workers and threads, ``val=False``) for ``--epochs`` epochs. Measured seconds per training image:
-the wall time of the epochs after the first (the first holds the warm-up and the label cache) over the
-images they trained on, from the run's ``results.csv``. Their ratio is the overhead of loading,
-augmenting and bookkeeping over the model's own step: ``throughput.DATA_OVERHEAD`` is set from it.
+default workers and threads, validating after every epoch as Ultralytics does by default) for
+``--epochs`` epochs. Measured over the epochs after the first (the first holds the warm-up and the label
+caches): seconds per validation image, the wall time between the validator's start and end callbacks over
+the val images, and seconds per training image, the rest of each epoch's wall time (``results.csv``'s
+``time`` is cumulative) over the training images. Their ratios to the timer's are the overheads of loading,
+augmenting, post-processing and bookkeeping over the model's own passes: ``throughput.DATA_OVERHEAD`` and
+``throughput.VAL_OVERHEAD`` are set from them.
 
     python benchmarks/plan_estimate.py --out /tmp/gradkit-estimate
 
@@ -21,6 +24,7 @@ import itertools
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -28,14 +32,13 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from defect_quality import build_sets
 
 
-def measured_seconds_per_image(results_csv: Path, train_images: int) -> float:
-    """Mean wall seconds per training image over the epochs after the first (``time`` is cumulative)."""
+def epoch_seconds(results_csv: Path) -> list[float]:
+    """Wall seconds of each epoch after the first, validation included (``time`` is cumulative)."""
     with open(results_csv) as f:
         times = [float(row["time"]) for row in csv.DictReader(f)]
     if len(times) < 2:
         raise SystemExit(f"{results_csv}: fewer than 2 epochs; give --epochs 2 or more")
-    per_epoch = [b - a for a, b in itertools.pairwise(times)]
-    return statistics.mean(per_epoch) / train_images
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def run_set(name: str, data: Path, out: Path, epochs: int) -> dict:
@@ -43,20 +46,30 @@ def run_set(name: str, data: Path, out: Path, epochs: int) -> dict:
 
     import gradkit
     from gradkit.data.fingerprint import fingerprint_dataset
-    from gradkit.integrations.ultralytics.throughput import DATA_OVERHEAD, training_seconds_per_image
+    from gradkit.integrations.ultralytics import throughput as T
     from gradkit.plan import make_plan
 
     fp = fingerprint_dataset(data)
     plan = make_plan(fp)
     train = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
-    estimate = training_seconds_per_image(plan.train["model"], train["imgsz"], len(fp.class_names)) / DATA_OVERHEAD
-    yolo = YOLO(plan.train["model"])
+    model, imgsz, nc = plan.train["model"], train["imgsz"], len(fp.class_names)
+    estimate = T.training_seconds_per_image(model, imgsz, nc) / T.DATA_OVERHEAD
+    val_estimate = T.validation_seconds_per_image(model, imgsz, nc, batch=train["batch"]) / T.VAL_OVERHEAD
+    yolo = YOLO(model)
     gradkit.attach(yolo, plan.gradkit, {"report.enabled": False, "monitor.plot": False})
-    yolo.train(data=str(data), epochs=epochs, val=False, plots=False, verbose=False, seed=0, project=str(out),
+    validations: list[list[float]] = []
+    yolo.add_callback("on_val_start", lambda v: validations.append([time.perf_counter()]))
+    yolo.add_callback("on_val_end", lambda v: validations[-1].append(time.perf_counter()))
+    yolo.train(data=str(data), epochs=epochs, plots=False, verbose=False, seed=0, project=str(out),
                name=name, exist_ok=True, **train)
-    measured = measured_seconds_per_image(Path(yolo.trainer.save_dir) / "results.csv", fp.images)
-    return {"set": name, "model": plan.train["model"], "imgsz": train["imgsz"], "train_images": fp.images,
-            "estimated_ms": 1000 * estimate, "measured_ms": 1000 * measured, "ratio": measured / estimate}
+    epochs_s = epoch_seconds(Path(yolo.trainer.save_dir) / "results.csv")
+    val_s = [end - start for start, end in validations[1:len(epochs_s) + 1]]  # the epochs after the first
+    measured = statistics.mean(e - v for e, v in zip(epochs_s, val_s, strict=True)) / fp.images
+    val_measured = statistics.mean(val_s) / fp.val_images
+    return {"set": name, "model": model, "imgsz": imgsz, "train_images": fp.images, "val_images": fp.val_images,
+            "estimated_ms": 1000 * estimate, "measured_ms": 1000 * measured, "ratio": measured / estimate,
+            "val_estimated_ms": 1000 * val_estimate, "val_measured_ms": 1000 * val_measured,
+            "val_ratio": val_measured / val_estimate}
 
 
 def main() -> None:
@@ -71,11 +84,12 @@ def main() -> None:
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
     rows = [run_set(name, data, out / "runs", args.epochs) for name, data in sets.items()]
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    print("\n| set | model | imgsz | training images | estimated ms/image (model steps) | measured ms/image | "
-          "measured / estimated |\n|---|---|---|---|---|---|---|")
+    print("\n| set | model | imgsz | training / val images | training ms/image: timer, measured, ratio | "
+          "validation ms/image: timer, measured, ratio |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['set']} | {r['model']} | {r['imgsz']} | {r['train_images']} | {r['estimated_ms']:.0f} | "
-              f"{r['measured_ms']:.0f} | {r['ratio']:.2f} |")
+        print(f"| {r['set']} | {r['model']} | {r['imgsz']} | {r['train_images']} / {r['val_images']} | "
+              f"{r['estimated_ms']:.0f}, {r['measured_ms']:.0f}, {r['ratio']:.2f} | "
+              f"{r['val_estimated_ms']:.1f}, {r['val_measured_ms']:.1f}, {r['val_ratio']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,23 @@ def test_image_level_statistics(handmade):
     assert fp.label_errors == 1                         # class 7 with nc=2: left out, counted
 
 
+def test_the_val_split_is_counted_for_the_budget(handmade, tmp_path):
+    assert fingerprint_dataset(handmade).val_images == 4            # val: the training folder itself
+    root = handmade.parent
+    for stem in ("v1", "v2"):
+        _write(root, "val", stem, np.full((50, 50), 90, np.uint8), [])
+    (root / "val.txt").write_text("./images/val/v1.png\n./images/val/v2.png\n./images/val/gone.png\n")
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "val.txt",
+                                      "names": {0: "scratch", 1: "pit"}}))
+    fp = fingerprint_dataset(listed)
+    assert (fp.images, fp.val_images) == (4, 2)                     # a missing listed image is not validated
+    assert fp.summary()["val_images"] == 2
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "names": {0: "scratch", 1: "pit"}}))
+    assert fingerprint_dataset(no_val).val_images == 0
+
+
 def test_box_pixels_follow_the_letterbox(handmade):
     fp = fingerprint_dataset(handmade)
     w, h = fp.box_pixels(400)                           # 200x100 image -> scale 2; 120x120 -> scale 10/3

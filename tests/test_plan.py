@@ -170,6 +170,33 @@ def test_budget_estimate_counts_steps_of_ultralytics_nbs_on_large_data():
     assert "about 4 epochs of the 4800 training images (300 optimizer steps" in choice(plan, "time").reason
 
 
+def test_budget_estimate_pays_for_the_validation_after_every_epoch():
+    fp = fingerprint([BLOB] * 10, images=200)
+    fp.val_images = 50
+    plan = P.make_plan(fp, budget_min=20, seconds_per_image=lambda m, s, n: 0.05,
+                       val_seconds_per_image=lambda m, s, n: 0.02)
+    # by hand: an epoch trains 200 images (10 s) and validates 50 (1 s): 0.055 s per training image;
+    # 1200 s buy 21818 training images = 109 epochs = 1364 optimizer steps of nbs 16
+    reason = choice(plan, "time").reason
+    assert "about 109 epochs of the 200 training images (1364 optimizer steps; 55 ms per training image" in reason
+    assert "5 ms of them its share of validating the 50 val images after every epoch" in reason
+    no_val = fingerprint([BLOB] * 10, images=200)                       # no val split: nothing to pay for
+    alone = P.make_plan(no_val, budget_min=20, seconds_per_image=lambda m, s, n: 0.05,
+                        val_seconds_per_image=lambda m, s, n: 0.02)
+    assert "(1500 optimizer steps; 50 ms per image" in choice(alone, "time").reason
+
+
+def test_the_validation_share_can_tip_the_size_a_budget_buys():
+    # 14 min at 0.05 s per image buys 1050 steps at 256 px (test below); validating 100 images of the same
+    # cost after every epoch of 200 adds half an image's cost to each: 700 steps at 256, so the rule
+    # trains smaller (224 px: 914, 192 px: 1244 -> 192)
+    fp = fingerprint([BLOB] * 10, images=200)
+    fp.val_images = 100
+    assert P.make_plan(fp, budget_min=14, seconds_per_image=per_pixel(50)).train["imgsz"] == 256
+    assert P.make_plan(fp, budget_min=14, seconds_per_image=per_pixel(50),
+                       val_seconds_per_image=per_pixel(50)).train["imgsz"] == 192
+
+
 def per_pixel(ms_at_256):
     """A timer whose cost grows with the pixels, as a convolutional network's does."""
     return lambda model, size, nc: ms_at_256 / 1000 * (size / 256) ** 2
@@ -323,9 +350,13 @@ def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
     assert doc["train"]["time"] == round(5 / 60, 4)
     timed = next(c for c in doc["choices"] if c["key"] == "time")["reason"]       # measured on this machine
     imgsz = doc["train"]["imgsz"]
-    said = "not estimated on this machine" if torch.cuda.is_available() else f"ms per image at imgsz {imgsz}"
+    val_images = len(list((tiny_data.parent / "images" / "val").glob("*.png")))
+    said = ("not estimated on this machine" if torch.cuda.is_available() else
+            f"ms per training image at imgsz {imgsz}")
     assert said in timed and timed.split("; ")[-1] in r.stdout
+    assert torch.cuda.is_available() or f"its share of validating the {val_images} val images" in timed
     assert doc["fingerprint"]["images"] == len(list((tiny_data.parent / "images" / "train").glob("*.png")))
+    assert doc["fingerprint"]["val_images"] == val_images > 0
     assert load_config(str(cfg_path)).model_dump()["augment"] == load_config(doc["gradkit"]).model_dump()["augment"]
     # the planned run, shortened to one epoch at the tiny data's size, trains with the real trainer
     train = {**doc["train"], "epochs": 1, "batch": 4, "nbs": 4}

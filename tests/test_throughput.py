@@ -20,6 +20,7 @@ def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch
         return 0.01
 
     monkeypatch.setattr(T, "calibration_seconds_per_image", timed)
+    monkeypatch.setattr(T, "calibration_val_seconds_per_image", lambda *a: pytest.fail("validation timed"))
     monkeypatch.setattr(T, "_CALIBRATED", {})
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
     before = torch.get_num_threads()
@@ -42,6 +43,34 @@ def test_the_real_model_step_is_timed_without_moving_the_callers_random_state(tm
     monkeypatch.chdir(tmp_path)
     state = torch.get_rng_state()
     seconds = T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
+    assert math.isfinite(seconds) and 0 < seconds < 60
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not any(tmp_path.iterdir())                                  # nothing downloaded or written
+
+
+def test_validation_is_timed_at_twice_the_training_batch_and_scaled_by_pixels(monkeypatch):
+    seen = []
+
+    def timed(model_yaml, nc, batch=32):
+        seen.append((model_yaml, nc, batch))
+        return 0.004
+
+    monkeypatch.setattr(T, "calibration_val_seconds_per_image", timed)
+    monkeypatch.setattr(T, "calibration_seconds_per_image", lambda *a: pytest.fail("training timed"))
+    monkeypatch.setattr(T, "_CALIBRATED", {})
+    monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
+    seconds = T.validation_seconds_per_image("yolo26n.yaml", 2 * T.CALIBRATION_PX, 3, batch=16)
+    assert seconds == pytest.approx(0.004 * 4 * T.VAL_OVERHEAD) and seen == [("yolo26n.yaml", 3, 32)]
+    T.validation_seconds_per_image("yolo26n.yaml", 512, 3, batch=16)
+    assert len(seen) == 1                                               # timed once per model and batch
+    monkeypatch.setattr(T.torch.cuda, "is_available", lambda: True)
+    assert T.validation_seconds_per_image("yolo26n.yaml", 256, 3) is None
+
+
+def test_the_real_validation_pass_is_timed_without_moving_random_state(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state = torch.get_rng_state()
+    seconds = T.calibration_val_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
     assert math.isfinite(seconds) and 0 < seconds < 60
     assert torch.equal(torch.get_rng_state(), state)
     assert not any(tmp_path.iterdir())                                  # nothing downloaded or written

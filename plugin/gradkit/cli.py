@@ -655,10 +655,13 @@ def _dispatch(args: list[str]) -> int:
         if args[0] == "tile":
             return _tile(args[1:])
         if args[0] == "plan":
-            from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
+            from gradkit.integrations.ultralytics.throughput import (
+                training_seconds_per_image,
+                validation_seconds_per_image,
+            )
             from gradkit.plan import plan_command
 
-            return plan_command(args[1:], training_seconds_per_image)
+            return plan_command(args[1:], training_seconds_per_image, validation_seconds_per_image)
         if args[0] == "config-doc":
             from gradkit.docs import config_reference
 

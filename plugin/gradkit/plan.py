@@ -253,10 +253,12 @@ def choose_batching(fp: Fingerprint, plan: Plan) -> None:
 
 
 def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
-                    seconds_per_image: SecondsPerImage | None = None) -> None:
+                    seconds_per_image: SecondsPerImage | None = None,
+                    val_seconds_per_image: SecondsPerImage | None = None) -> None:
     if budget_min:
         hours = round(budget_min / 60, 4)
-        estimate = "" if seconds_per_image is None else "; " + _budget_estimate(fp, budget_min, plan, seconds_per_image)
+        estimate = ("" if seconds_per_image is None else
+                    "; " + _budget_estimate(fp, budget_min, plan, seconds_per_image, val_seconds_per_image))
         plan.train["time"] = plan.choose("time", hours, f"a budget of {budget_min:g} min: Ultralytics' time= (hours) "
                                          f"stops training on the wall clock and adapts the schedule to it{estimate}")
     else:
@@ -266,20 +268,43 @@ def choose_schedule(fp: Fingerprint, budget_min: float | None, plan: Plan,
 
 def budget_buys(images: int, budget_min: float, nbs: int, seconds: float) -> tuple[float, float]:
     """(epochs of ``images`` training images, optimizer steps of ``nbs`` images) that ``budget_min`` minutes of
-    training buy at ``seconds`` per image."""
+    training buy at ``seconds`` per training image (its share of the validation included)."""
     seen = budget_min * 60 / seconds
     return seen / max(images, 1), seen / nbs
 
 
-def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage) -> str:
-    imgsz, model = plan.train["imgsz"], plan.train["model"]
-    seconds = seconds_per_image(model, imgsz, len(fp.class_names))
-    if seconds is None:
+def with_validation(fp: Fingerprint, train: SecondsPerImage,
+                    validate: SecondsPerImage | None) -> SecondsPerImage:
+    """Seconds per training image with its share of the validation Ultralytics runs after every epoch
+    (``fp.val_images`` validated per ``fp.images`` trained); ``train`` alone without a validation timer."""
+    if validate is None or not fp.val_images:
+        return train
+
+    def per_image(model: str, imgsz: int, nc: int) -> float | None:
+        trained, validated = train(model, imgsz, nc), validate(model, imgsz, nc)
+        if trained is None or validated is None:
+            return trained
+        return trained + validated * fp.val_images / max(fp.images, 1)
+    return per_image
+
+
+def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per_image: SecondsPerImage,
+                     val_seconds_per_image: SecondsPerImage | None) -> str:
+    imgsz, model, nc = plan.train["imgsz"], plan.train["model"], len(fp.class_names)
+    trained = seconds_per_image(model, imgsz, nc)
+    if trained is None:
         return "not estimated on this machine: its CUDA GPU would train, and only the CPU is timed"
+    seconds = with_validation(fp, seconds_per_image, val_seconds_per_image)(model, imgsz, nc)
     epochs, steps = budget_buys(fp.images, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)
+    if seconds > trained:
+        cost = (f"{seconds * 1000:.0f} ms per training image at imgsz {imgsz}, {(seconds - trained) * 1000:.0f} ms of "
+                f"them its share of validating the {fp.val_images} val images after every epoch, which time= "
+                "counts too (val=False saves it); an estimate from timed steps of the model")
+    else:
+        cost = (f"{seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate from timed steps of the model: "
+                "validation, which time= counts too, is not in it")
     return (f"on this machine that is about {epochs:.0f} epochs of the {fp.images} training images "
-            f"({steps:.0f} optimizer steps; {seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate "
-            "from timed steps of the model: validation, which time= counts too, is not in it)")
+            f"({steps:.0f} optimizer steps; {cost})")
 
 
 def smallest_budget_size(wanted: int) -> int:
@@ -394,20 +419,21 @@ def _warn_data(fp: Fingerprint, plan: Plan) -> None:
         plan.warnings.append(f"classes without a training instance: {', '.join(missing)}")
 
 
-def make_plan(fp: Fingerprint, budget_min: float | None = None,
-              seconds_per_image: SecondsPerImage | None = None) -> Plan:
+def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_image: SecondsPerImage | None = None,
+              val_seconds_per_image: SecondsPerImage | None = None) -> Plan:
     """Apply the rules to a fingerprint. ``seconds_per_image(model yaml, imgsz, classes)``: what one training image
-    costs on the machine that will train (the integration measures it); with a budget, the plan says what
-    the budget buys."""
+    costs on the machine that will train, ``val_seconds_per_image`` what validating one costs (the integration
+    measures both); with a budget, the plan says what the budget buys."""
     plan = Plan(data=fp.data)
     _warn_data(fp, plan)
     imgsz = choose_imgsz(fp, plan)
     choose_batching(fp, plan)
     if budget_min and seconds_per_image is not None:
-        imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan, seconds_per_image)
+        imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan,
+                                    with_validation(fp, seconds_per_image, val_seconds_per_image))
     hint_tiling(fp, imgsz, plan)
     plan.train = {"model": choose_model(fp, imgsz, plan), "imgsz": imgsz, **plan.train}  # the command reads them first
-    choose_schedule(fp, budget_min, plan, seconds_per_image)
+    choose_schedule(fp, budget_min, plan, seconds_per_image, val_seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
                 "clip; with AdamW all were within noise up to 3x the base lr (short fine-tunes on one synthetic set)",
@@ -457,9 +483,10 @@ def budget_minutes(value: Any, command: str) -> float:
     return float(value)
 
 
-def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = None) -> int:
-    """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``; ``seconds_per_image``
-    measures this machine for the budget's estimate."""
+def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = None,
+                 val_seconds_per_image: SecondsPerImage | None = None) -> int:
+    """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``; ``seconds_per_image`` and
+    ``val_seconds_per_image`` measure this machine for the budget's estimate."""
     import yaml
 
     from gradkit.data.fingerprint import fingerprint_dataset
@@ -475,7 +502,7 @@ def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = No
     budget = None if opts["budget"] is None else budget_minutes(yaml.safe_load(opts["budget"]), "gradkit plan")
     try:
         fp = fingerprint_dataset(opts["data"], split=opts["split"])
-        plan = make_plan(fp, budget, seconds_per_image)
+        plan = make_plan(fp, budget, seconds_per_image, val_seconds_per_image)
     except ValueError as exc:
         raise SystemExit(f"gradkit plan: {exc}") from None
     try:

@@ -62,6 +62,8 @@ class Fingerprint:
         label_errors: Label lines ``gradkit check`` reports as errors (they are left out here).
         unread_images: Images the split names that are not measured: listed but missing, or in a format
             gradkit does not read (``gradkit check`` lists them).
+        val_images: Images the ``val`` split names (counted, not read): what Ultralytics validates on
+            after every epoch, which a time budget pays for too; 0 without a ``val`` key.
     """
 
     data: str
@@ -85,6 +87,7 @@ class Fingerprint:
     box_standout: list[float] = field(default_factory=list)
     label_errors: int = 0
     unread_images: int = 0
+    val_images: int = 0
 
     # ------------------------------------------------------------------ derived measures
     @property
@@ -190,7 +193,7 @@ class Fingerprint:
             "thin_classes": self.thin_classes(),
             "standout_share": None if np.isnan(self.standout_share) else round(self.standout_share, 3),
             "label_errors": self.label_errors,
-            "unread_images": self.unread_images,
+            "unread_images": self.unread_images, "val_images": self.val_images,
         }
 
 
@@ -352,4 +355,6 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
             fp.box_fill.append(fill)
             fp.box_standout.append(_standout(gray, k, [b for _, b in boxes]))
     fp.label_errors = len(scratch.errors)
+    if "val" in splits:  # given the trainer's split alone, the YAML's val is not read: nothing counted
+        fp.val_images = len(list_split_images(splits["val"]).images)
     return fp

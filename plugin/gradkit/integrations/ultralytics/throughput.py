@@ -1,19 +1,25 @@
-"""How fast this machine trains a model: seconds per training image, for ``gradkit plan budget=``.
+"""How fast this machine trains a model: seconds per training and per validation image, for
+``gradkit plan budget=``.
 
 A few optimizer steps of the model on random images with random boxes (Ultralytics' own model and
 loss, built from the model YAML; nothing is downloaded or written), timed at ``CALIBRATION_PX`` and
 scaled to the asked size by pixels: a convolutional network's work, and its loss's anchors, grow with
 the pixel count. Real training also loads, decodes and augments the images; ``DATA_OVERHEAD`` is what
-that added on this project's CPU (README, "A short budget buys steps, not pixels").
+that added on this project's CPU (README, "A short budget buys steps, not pixels"). Validation, which
+Ultralytics runs after every epoch and ``time=`` counts, is timed the same way: the evaluation-mode
+forward pass and the loss Ultralytics' validator computes during training, at its batch (twice the
+training batch); ``VAL_OVERHEAD`` is what loading, post-processing and the metrics added.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "calibration_seconds_per_image", "training_seconds_per_image"]
+__all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "VAL_OVERHEAD", "calibration_seconds_per_image",
+           "calibration_val_seconds_per_image", "training_seconds_per_image", "validation_seconds_per_image"]
 
 #: The size the timed steps run at (small, so the measurement takes seconds even for a large imgsz).
 CALIBRATION_PX = 128
@@ -22,8 +28,11 @@ CALIBRATION_PX = 128
 #: sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their mean, 1.08, rounded). The
 #: augmentation moves it.
 DATA_OVERHEAD = 1.1
-#: Seconds per image at CALIBRATION_PX, per (model yaml, classes, batch, threads) timed in this process.
-_CALIBRATED: dict[tuple[str, int, int, int], float] = {}
+#: Real validation seconds per image over the timed evaluation passes' (benchmarks/plan_estimate.py); 1.0 until measured.
+VAL_OVERHEAD = 1.0
+#: Seconds per image at CALIBRATION_PX, per (what is timed, model yaml, classes, batch, threads), timed
+#: once in this process.
+_CALIBRATED: dict[tuple[str, str, int, int, int], float] = {}
 #: Steps timed after one untimed warm-up step.
 TIMED_STEPS = 3
 
@@ -44,24 +53,66 @@ def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int 
     """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
     (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device); None
     where a CUDA GPU would train instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
+    seconds = _calibrated("train", model_yaml, nc, batch, threads, on_cpu)
+    return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
+
+
+def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = 16,
+                                 threads: int | None = None, on_cpu: bool = False) -> float | None:
+    """Seconds validating one image costs during training at ``imgsz`` (``batch``: the training batch;
+    Ultralytics validates at twice it); threads and None as :func:`training_seconds_per_image`."""
+    seconds = _calibrated("val", model_yaml, nc, 2 * batch, threads, on_cpu)
+    return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * VAL_OVERHEAD
+
+
+def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | None, on_cpu: bool) -> float | None:
+    """Seconds per image at CALIBRATION_PX of training steps (``train``) or validation passes (``val``)."""
     if torch.cuda.is_available() and not on_cpu:
         return None
     from ultralytics.utils import NUM_THREADS
 
     threads = threads or NUM_THREADS
-    key = (model_yaml, nc, batch, threads)
+    key = (what, model_yaml, nc, batch, threads)
     if key not in _CALIBRATED:  # timed once per process: the plan asks for several sizes of one model
         callers = torch.get_num_threads()
         torch.set_num_threads(threads)
+        timer = calibration_seconds_per_image if what == "train" else calibration_val_seconds_per_image
         try:
-            _CALIBRATED[key] = calibration_seconds_per_image(model_yaml, nc, batch)
+            _CALIBRATED[key] = timer(model_yaml, nc, batch)
         finally:
             torch.set_num_threads(callers)
-    return _CALIBRATED[key] * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
+    return _CALIBRATED[key]
 
 
 def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = 16) -> float:
     """Seconds per image of the model's training step alone at ``CALIBRATION_PX``, torch's current threads."""
+    model, data = _model_and_batch(model_yaml, nc, batch)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        loss, _items = model.loss(data)
+        loss.sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return _least_disturbed(step) / batch
+
+
+def calibration_val_seconds_per_image(model_yaml: str, nc: int, batch: int = 32) -> float:
+    """Seconds per image of what Ultralytics' validator does with the model during training, at
+    ``CALIBRATION_PX``: the evaluation-mode forward pass and the loss on its predictions, without gradients."""
+    model, data = _model_and_batch(model_yaml, nc, batch)
+    model.eval()
+
+    def step() -> None:
+        with torch.inference_mode():
+            model.loss(data, model(data["img"]))
+
+    return _least_disturbed(step) / batch
+
+
+def _model_and_batch(model_yaml: str, nc: int, batch: int) -> tuple[torch.nn.Module, dict]:
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
@@ -71,15 +122,15 @@ def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = 16) -> 
         torch.manual_seed(0)
         model = DetectionModel(cfg, nc=nc, verbose=False)
     model.args = get_cfg()  # the loss reads its gains (box, cls, dfl) from here, as in training
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    data = _fake_batch(batch, CALIBRATION_PX, nc, torch.Generator().manual_seed(0))
+    return model, _fake_batch(batch, CALIBRATION_PX, nc, torch.Generator().manual_seed(0))
+
+
+def _least_disturbed(step: Callable[[], None]) -> float:
+    """Seconds of the fastest of TIMED_STEPS calls after an untimed warm-up: other work on the machine
+    only adds time."""
     seconds = []
     for _ in range(1 + TIMED_STEPS):
         start = time.perf_counter()
-        loss, _items = model.loss(data)
-        loss.sum().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step()
         seconds.append(time.perf_counter() - start)
-    return min(seconds[1:]) / batch  # the least disturbed step: other work on the machine only adds time
+    return min(seconds[1:])
