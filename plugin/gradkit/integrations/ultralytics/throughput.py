@@ -28,8 +28,11 @@ CALIBRATION_PX = 128
 #: sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their mean, 1.08, rounded). The
 #: augmentation moves it.
 DATA_OVERHEAD = 1.1
-#: Real validation seconds per image over the timed evaluation passes' (benchmarks/plan_estimate.py); 1.0 until measured.
-VAL_OVERHEAD = 1.0
+#: Real validation seconds per image during training over the timed evaluation passes' (Ultralytics'
+#: loading with rect batches, post-processing, the metrics): 1.96, 1.57, 1.52 and 1.45 on the design,
+#: colour, photographed and material sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their
+#: mean, 1.63, rounded).
+VAL_OVERHEAD = 1.6
 #: Seconds per image at CALIBRATION_PX, per (what is timed, model yaml, classes, batch, threads), timed
 #: once in this process.
 _CALIBRATED: dict[tuple[str, str, int, int, int], float] = {}
