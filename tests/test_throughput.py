@@ -39,10 +39,11 @@ def test_a_cuda_machine_is_not_estimated_from_its_cpu(monkeypatch):
     assert T.training_seconds_per_image("yolo26n.yaml", 256, 3) is None
 
 
-def test_the_real_model_step_is_timed_without_moving_the_callers_random_state(tmp_path, monkeypatch):
+@pytest.mark.parametrize("timer", ["calibration_seconds_per_image", "calibration_val_seconds_per_image"])
+def test_the_real_passes_are_timed_without_moving_the_callers_random_state(timer, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     state = torch.get_rng_state()
-    seconds = T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
+    seconds = getattr(T, timer)("yolo26n.yaml", nc=3, batch=2)
     assert math.isfinite(seconds) and 0 < seconds < 60
     assert torch.equal(torch.get_rng_state(), state)
     assert not any(tmp_path.iterdir())                                  # nothing downloaded or written
@@ -66,11 +67,3 @@ def test_validation_is_timed_at_twice_the_training_batch_and_scaled_by_pixels(mo
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: True)
     assert T.validation_seconds_per_image("yolo26n.yaml", 256, 3) is None
 
-
-def test_the_real_validation_pass_is_timed_without_moving_random_state(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    state = torch.get_rng_state()
-    seconds = T.calibration_val_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
-    assert math.isfinite(seconds) and 0 < seconds < 60
-    assert torch.equal(torch.get_rng_state(), state)
-    assert not any(tmp_path.iterdir())                                  # nothing downloaded or written
