@@ -299,7 +299,7 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
     if seconds > trained:
         cost = (f"{seconds * 1000:.0f} ms per training image at imgsz {imgsz}, {(seconds - trained) * 1000:.0f} ms of "
                 f"them its share of validating the {fp.val_images} val images after every epoch, which time= "
-                "counts too (val=False saves it); an estimate from timed steps of the model")
+                "counts too (val=False validates the last epoch only); an estimate from timed steps of the model")
     else:
         cost = (f"{seconds * 1000:.0f} ms per image at imgsz {imgsz}, an estimate from timed steps of the model: "
                 "validation, which time= counts too, is not in it")
