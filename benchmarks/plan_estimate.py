@@ -54,7 +54,8 @@ def run_set(name: str, data: Path, out: Path, epochs: int) -> dict:
     train = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     model, imgsz, nc = plan.train["model"], train["imgsz"], len(fp.class_names)
     estimate = T.training_seconds_per_image(model, imgsz, nc) / T.DATA_OVERHEAD
-    val_estimate = T.validation_seconds_per_image(model, imgsz, nc, batch=train["batch"]) / T.VAL_OVERHEAD
+    batch = train.get("batch", T.TRAIN_BATCH)
+    val_estimate = T.validation_seconds_per_image(model, imgsz, nc, batch=batch) / T.VAL_OVERHEAD
     yolo = YOLO(model)
     gradkit.attach(yolo, plan.gradkit, {"report.enabled": False, "monitor.plot": False})
     validations: list[list[float]] = []

@@ -61,21 +61,29 @@ def test_image_level_statistics(handmade):
     assert fp.label_errors == 1                         # class 7 with nc=2: left out, counted
 
 
-def test_the_val_split_is_counted_for_the_budget(handmade, tmp_path):
+def test_the_val_split_is_counted_as_ultralytics_validates_it(handmade, tmp_path):
     assert fingerprint_dataset(handmade).val_images == 4            # val: the training folder itself
     root = handmade.parent
     for stem in ("v1", "v2"):
         _write(root, "val", stem, np.full((50, 50), 90, np.uint8), [])
+    (root / "images" / "val" / "v3.webp").write_bytes(b"")        # a format Ultralytics reads, gradkit does not
     (root / "val.txt").write_text("./images/val/v1.png\n./images/val/v2.png\n./images/val/gone.png\n")
-    listed = tmp_path / "listed.yaml"
-    listed.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "val.txt",
-                                      "names": {0: "scratch", 1: "pit"}}))
-    fp = fingerprint_dataset(listed)
-    assert (fp.images, fp.val_images) == (4, 2)                     # a missing listed image is not validated
-    assert fp.summary()["val_images"] == 2
-    no_val = tmp_path / "no_val.yaml"
-    no_val.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "names": {0: "scratch", 1: "pit"}}))
-    assert fingerprint_dataset(no_val).val_images == 0
+
+    def counted(**splits):
+        data = tmp_path / "d.yaml"
+        data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", **splits,
+                                        "names": {0: "scratch", 1: "pit"}}))
+        return fingerprint_dataset(data)
+
+    listed = counted(val="val.txt")
+    assert (listed.images, listed.val_images) == (4, 2)            # a missing listed image is not validated
+    assert listed.summary()["val_images"] == 2
+    assert counted(val="images/val").val_images == 3                # the .webp image is validated too
+    assert counted(val=["images/val", "val.txt"]).val_images == 5   # read twice, validated twice
+    assert counted(validation="images/val").val_images == 3         # Ultralytics renames the key to val
+    assert counted().val_images == 0                                # no val: nothing to validate
+    absent = counted(val="images/nowhere")
+    assert absent.val_images == 0 and absent.val_absent == [str(root / "images" / "nowhere")]
 
 
 def test_box_pixels_follow_the_letterbox(handmade):

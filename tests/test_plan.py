@@ -186,6 +186,13 @@ def test_budget_estimate_pays_for_the_validation_after_every_epoch():
     assert "(1500 optimizer steps; 50 ms per image" in choice(alone, "time").reason
 
 
+def test_a_val_split_that_does_not_exist_is_warned_of():
+    fp = fingerprint([BLOB] * 10)
+    fp.val_absent = ["/data/images/val"]
+    assert any(w.startswith("val: /data/images/val does not exist") for w in P.make_plan(fp).warnings)
+    assert not any(w.startswith("val:") for w in P.make_plan(fingerprint([BLOB] * 10)).warnings)
+
+
 def test_the_validation_share_can_tip_the_size_a_budget_buys():
     # 14 min at 0.05 s per image buys 1050 steps at 256 px (test below); validating 100 images of the same
     # cost after every epoch of 200 adds half an image's cost to each: 700 steps at 256, so the rule

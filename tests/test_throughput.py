@@ -67,3 +67,22 @@ def test_validation_is_timed_at_twice_the_training_batch_and_scaled_by_pixels(mo
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: True)
     assert T.validation_seconds_per_image("yolo26n.yaml", 256, 3) is None
 
+
+
+def test_validation_is_timed_as_the_validator_runs_the_model(monkeypatch):
+    """The validator's pass: evaluation mode, no gradients; the training step: training mode, gradients."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    seen = []
+    loss = DetectionModel.loss
+
+    def spy(self, batch, preds=None):
+        seen.append((self.training, torch.is_grad_enabled(), preds is not None, len(batch["img"])))
+        return loss(self, batch, preds)
+
+    monkeypatch.setattr(DetectionModel, "loss", spy)
+    T.calibration_val_seconds_per_image("yolo26n.yaml", nc=3, batch=4)
+    assert set(seen) == {(False, False, True, 4)}                       # the model's own predictions, scored
+    seen.clear()
+    T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
+    assert set(seen) == {(True, True, False, 2)}

@@ -414,6 +414,9 @@ def _warn_data(fp: Fingerprint, plan: Plan) -> None:
     if fp.defect_free_share < 0.05:
         plan.warnings.append(f"only {fp.defect_free_share:.0%} defect-free images: false rejects on good parts "
                              "cannot be learned; add good parts (empty label files)")
+    if fp.val_absent:
+        plan.warnings.append(f"val: {', '.join(fp.val_absent)} does not exist: Ultralytics will not train; "
+                             "run gradkit check")
     missing = [n for n, k in fp.class_counts.items() if k == 0]
     if missing:
         plan.warnings.append(f"classes without a training instance: {', '.join(missing)}")

@@ -192,6 +192,8 @@ def _read_splits(data_yaml: Path) -> tuple[dict[str, list[Path]], dict[int, str]
         names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
     except (TypeError, ValueError):
         raise ValueError(f"{data_yaml}: names: the keys of a mapping are class ids (0, 1, ...)") from None
+    if "val" not in data and "validation" in data:  # Ultralytics renames the key (data/utils.py)
+        data = {**data, "val": data["validation"]}
     return {s: resolve_split(data[s], root, s, data_yaml) for s in SPLITS if data.get(s) is not None}, names
 
 

@@ -62,8 +62,11 @@ class Fingerprint:
         label_errors: Label lines ``gradkit check`` reports as errors (they are left out here).
         unread_images: Images the split names that are not measured: listed but missing, or in a format
             gradkit does not read (``gradkit check`` lists them).
-        val_images: Images the ``val`` split names (counted, not read): what Ultralytics validates on
-            after every epoch, which a time budget pays for too; 0 without a ``val`` key.
+        val_images: Images the ``val`` split names as Ultralytics reads them (counted, not read: every
+            format it reads, repeats included): what it validates on after every epoch, which a time
+            budget pays for too; 0 without a ``val`` (or ``validation``) key or when the split was given
+            as ``split_places``. (A run with ``split=test`` validates on ``test`` instead.)
+        val_absent: The ``val`` split's folders and list files that do not exist (Ultralytics refuses to train).
     """
 
     data: str
@@ -88,6 +91,7 @@ class Fingerprint:
     label_errors: int = 0
     unread_images: int = 0
     val_images: int = 0
+    val_absent: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived measures
     @property
@@ -356,5 +360,7 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
             fp.box_standout.append(_standout(gray, k, [b for _, b in boxes]))
     fp.label_errors = len(scratch.errors)
     if "val" in splits:  # given the trainer's split alone, the YAML's val is not read: nothing counted
-        fp.val_images = len(list_split_images(splits["val"]).images)
+        val = list_split_images(splits["val"])
+        fp.val_images = len(val.images) + len(val.unchecked) + val.extra_reads
+        fp.val_absent = [str(p) for p in val.absent]
     return fp
