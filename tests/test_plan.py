@@ -158,8 +158,9 @@ def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
 
     plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=seconds)
     assert set(calls) == {(plan.train["model"], 256, 2)}                 # the planned model, size and classes
-    # by hand: 1200 s / 0.05 s = 24000 images = 120 epochs of 200 = 1500 optimizer steps of nbs 16
-    assert ("about 120 epochs of the 200 training images (1500 optimizer steps; 50 ms per image at imgsz 256"
+    # by hand: 1200 s / 0.05 s = 24000 images = 120 epochs of 200 in 13 batches of 16 (the last one partial,
+    # a step too) = 1560 optimizer steps
+    assert ("about 120 epochs of the 200 training images (1560 optimizer steps; 50 ms per image at imgsz 256"
             in choice(plan, "time").reason)
 
 
@@ -176,14 +177,14 @@ def test_budget_estimate_pays_for_the_validation_after_every_epoch():
     plan = P.make_plan(fp, budget_min=20, seconds_per_image=lambda m, s, n: 0.05,
                        val_seconds_per_image=lambda m, s, n: 0.02)
     # by hand: an epoch trains 200 images (10 s) and validates 50 (1 s): 0.055 s per training image;
-    # 1200 s buy 21818 training images = 109 epochs = 1364 optimizer steps of nbs 16
+    # 1200 s buy 21818 training images = 109.1 epochs of 13 steps = 1418 optimizer steps
     reason = choice(plan, "time").reason
-    assert "about 109 epochs of the 200 training images (1364 optimizer steps; 55 ms per training image" in reason
+    assert "about 109 epochs of the 200 training images (1418 optimizer steps; 55 ms per training image" in reason
     assert "5 ms of them its share of validating the 50 val images after every epoch" in reason
     no_val = fingerprint([BLOB] * 10, images=200)                       # no val split: nothing to pay for
     alone = P.make_plan(no_val, budget_min=20, seconds_per_image=lambda m, s, n: 0.05,
                         val_seconds_per_image=lambda m, s, n: 0.02)
-    assert "(1500 optimizer steps; 50 ms per image" in choice(alone, "time").reason
+    assert "(1560 optimizer steps; 50 ms per image" in choice(alone, "time").reason
 
 
 def test_a_val_split_that_does_not_exist_is_warned_of():
@@ -194,9 +195,9 @@ def test_a_val_split_that_does_not_exist_is_warned_of():
 
 
 def test_the_validation_share_can_tip_the_size_a_budget_buys():
-    # 14 min at 0.05 s per image buys 1050 steps at 256 px (test below); validating 100 images of the same
-    # cost after every epoch of 200 adds half an image's cost to each: 700 steps at 256, so the rule
-    # trains smaller (224 px: 914, 192 px: 1244 -> 192)
+    # 14 min at 0.05 s per image buys 1092 steps at 256 px (test below); validating 100 images of the same
+    # cost after every epoch of 200 adds half an image's cost to each: 728 steps at 256, so the rule
+    # trains smaller (224 px: 951, 192 px: 1294 -> 192)
     fp = fingerprint([BLOB] * 10, images=200)
     fp.val_images = 100
     assert P.make_plan(fp, budget_min=14, seconds_per_image=per_pixel(50)).train["imgsz"] == 256
@@ -210,10 +211,11 @@ def per_pixel(ms_at_256):
 
 
 @pytest.mark.parametrize(("budget", "side", "imgsz", "warned"), [
-    (14, 256, 256, False),   # 840 s / 0.05 s / 16 = 1050 steps at 256 >= MIN_STEPS: the size the data calls for
-    (10, 256, 192, False),   # 750 steps at 256; 224 buys 980 (< 1000), 192 buys 1333: the largest that buys them
-    (3, 256, 192, True),     # 225 at 256, 400 at 192 = 0.75 x 256, the floor: said, with what a budget buys there
-    (10, 320, 256, True),    # native 320 for thin data (480 steps): the floor is 0.75 x 320 = 240 -> 256 (750 steps)
+    # steps: 13 per epoch of 200 images (the last batch of 8 is a step too)
+    (14, 256, 256, False),   # 840 s / 0.05 s / 200 = 84 epochs = 1092 steps at 256 >= MIN_STEPS: the data's size
+    (10, 256, 224, False),   # 780 steps at 256; 224 buys 1019, 192 1387: the largest that buys them
+    (3, 256, 192, True),     # 234 at 256, 416 at 192 = 0.75 x 256, the floor: said, with what a budget buys there
+    (10, 320, 256, True),    # native 320 for thin data (499 steps): the floor is 0.75 x 320 = 240 -> 256 (780 steps)
 ])
 def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warned):
     boxes = [LINE] * 3 + [BLOB] * 7 if side == 320 else [BLOB] * 10
@@ -222,10 +224,10 @@ def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warn
     assert f"imgsz {imgsz}" in choice(plan, "time").reason                # the estimate is at the size trained
     assert any("optimizer steps even at imgsz" in w for w in plan.warnings) == warned
     warning = next((w for w in plan.warnings if "even at" in w), "")
-    if warned and side == 256:  # by hand: 128 px buys 180 s / 0.0125 s / 16 = 900 steps, 96 px 1600
+    if warned and side == 256:  # by hand: 128 px buys 180 s / 0.0125 s / 200 x 13 = 936 steps, 96 px 1664
         assert "(0.75x the 256 the data calls for" in warning and "a smaller imgsz= (96 buys 1000 or more" in warning
-    if warned and side == 320:  # 256 / 320 of the size; 224 px buys 600 / 0.03828 / 16 = 980, 192 px 1333
-        assert "(0.8x the 320 the data calls for" in warning and "a smaller imgsz= (192 buys 1000 or more" in warning
+    if warned and side == 320:  # 256 / 320 of the size; 224 px buys 600 / 0.03828 / 200 x 13 = 1019
+        assert "(0.8x the 320 the data calls for" in warning and "a smaller imgsz= (224 buys 1000 or more" in warning
     if imgsz != side:
         assert choice(plan, "imgsz").reason.startswith(f"smaller than the {side} the data calls for")
         assert P.BUDGET_EVIDENCE in choice(plan, "imgsz").reason
