@@ -235,6 +235,24 @@ def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warn
         assert P.BUDGET_EVIDENCE in choice(plan, "imgsz").reason
 
 
+@pytest.mark.parametrize(("budget", "imgsz", "note"), [
+    # by hand with per_pixel(50), 13 steps per epoch of 200 images: steps(s) = 78 x budget x (256 / s)^2
+    (7, 224, "read 1.5x faster it would train at 256 and read 1.5x slower it would train at 192"),
+    # 546 at 256 (x1.5: 819 >= 650); 713 at 224; slower: 364, 475, and 647 at 192, the floor
+    (10, 256, "read 1.5x slower it would train at 224"),   # 780 at 256; read slower 520 there, 679 at 224
+    (14, 256, None),  # 1092 at 256, 728 read 1.5x slower: the same size either way
+    (3, 192, None),   # 234 at 256, 416 at 192, the floor: 624 read faster, still short of 650 at every size
+])
+def test_the_plan_says_when_its_budget_size_is_a_close_call(budget, imgsz, note):
+    assert P.TIMER_DRIFT == 1.5
+    plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=budget, seconds_per_image=per_pixel(50))
+    reason = choice(plan, "imgsz").reason
+    assert plan.train["imgsz"] == imgsz
+    assert ("a close call" in reason) == (note is not None)
+    if note:
+        assert note in reason and P.TIMER_DRIFT_EVIDENCE in reason
+
+
 def test_no_budget_or_no_timer_keeps_the_size_the_data_calls_for():
     fp = fingerprint([BLOB] * 10, images=200)
     assert P.make_plan(fp, seconds_per_image=per_pixel(50)).train["imgsz"] == 256          # no budget: epochs

@@ -55,6 +55,13 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
 #: machines where it was checked (benchmarks/plan_estimate.py), which puts that gap at 623-667 estimated
 #: steps; 650 lies inside it. Not fitted further: no measurement lies between.
 MIN_STEPS = 650
+#: How much the timer's reading of one machine moved between two runs of the plan: the same model step at
+#: 128 px timed 23-26 ms, then 28-35 ms half an hour later, the machine idle both times (session 21; README,
+#: "How good the estimate is"). The plan says when a reading this much faster or slower would change its size.
+TIMER_DRIFT = 1.5
+#: What that drift was measured on.
+TIMER_DRIFT_EVIDENCE = ("one idle 2-core machine timed the same model step at 23-26 ms and half an hour later at "
+                        "28-35 ms; a shared machine's speed drifts over minutes")
 #: The smallest share of the size the data calls for that the budget rule trains at: the shrinks measured
 #: (0.75 on the design set, 0.8 on the colour set) won; smaller ones were not measured, and a 0.5x resize
 #: leaves 35% of a 1 px line's contrast (benchmarks/thin_defects.py).
@@ -329,23 +336,41 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: P
         seconds = seconds_per_image(MODEL, size, len(fp.class_names))
         return 0.0 if seconds is None else budget_buys(fp.images, budget_min, nbs, seconds)[1]
 
+    size = size_buying_steps(steps, wanted)
+    imgsz = next(c for c in plan.choices if c.key == "imgsz")
+    if size != wanted:
+        imgsz.value = size
+        imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
+                        f"{steps(wanted):.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at "
+                        f"{size} (the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}); why "
+                        f"{wanted}: {imgsz.reason}")
+        if steps(size) < MIN_STEPS:
+            plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps))
+    imgsz.reason += _drift_note(steps, wanted, size)
+    return size
+
+
+def size_buying_steps(steps: Callable[[int], float], wanted: int) -> int:
+    """``wanted``, or the largest multiple of 32 down to BUDGET_SHRINK of it whose ``steps`` reach MIN_STEPS
+    (else that smallest size); ``wanted`` where nothing is timed or a smaller size buys no more steps."""
     at_wanted = steps(wanted)
     if not at_wanted or at_wanted >= MIN_STEPS:
         return wanted
     size, floor = wanted, smallest_budget_size(wanted)
     while size - IMGSZ_STEP >= floor and steps(size) < MIN_STEPS:
         size -= IMGSZ_STEP
-    if steps(size) <= at_wanted:  # a timer whose cost does not fall with the size: nothing to buy
-        return wanted
-    imgsz = next(c for c in plan.choices if c.key == "imgsz")
-    imgsz.value = size
-    imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
-                    f"{at_wanted:.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at {size} "
-                    f"(the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}); why "
-                    f"{wanted}: {imgsz.reason}")
-    if steps(size) < MIN_STEPS:
-        plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps))
-    return size
+    return wanted if steps(size) <= at_wanted else size  # a cost that does not fall with the size buys nothing
+
+
+def _drift_note(steps: Callable[[int], float], wanted: int, size: int) -> str:
+    """What the budget rule would choose had the timer read TIMER_DRIFT faster or slower, where that differs."""
+    other = {how: size_buying_steps(lambda s, f=factor: steps(s) * f, wanted)
+             for how, factor in (("faster", TIMER_DRIFT), ("slower", 1 / TIMER_DRIFT))}
+    differ = [f"read {TIMER_DRIFT:g}x {how} it would train at {s}" for how, s in other.items() if s != size]
+    if not differ:
+        return ""
+    return (f"; a close call: {' and '.join(differ)}, and this machine's timer can drift that much between two "
+            f"runs of the plan ({TIMER_DRIFT_EVIDENCE})")
 
 
 def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float]) -> str:
