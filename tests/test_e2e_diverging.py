@@ -43,12 +43,22 @@ def _grow_gradients_and_record_loss(losses: list):
     return [("on_train_start", arm), ("on_train_batch_end", record)]
 
 
+#: Steps in a row whose loss is below a hundredth of the earlier median: the loss has collapsed.
+COLLAPSE_STEPS = 3
+
+
 def _blow_up_step(losses) -> int | None:
     """First step whose loss is non-finite or above 10x the median of the earlier ones (the benchmark's
-    definition of divergence)."""
-    seen = []
-    for step, loss in losses:
+    definition of divergence), or the first of COLLAPSE_STEPS in a row below a hundredth of it. Exploded
+    weights can also end at a loss of 0: on an AMD EPYC CPU the planted growth tripled the weights' norm
+    within 8 steps (186 -> 498), after which Ultralytics' loss read 0.0 at every step, where other CPUs'
+    rounding sent it above 10x the median. A single batch can score near 0 (few objects after mosaic)."""
+    seen: list[float] = []
+    for i, (step, loss) in enumerate(losses):
         if not math.isfinite(loss) or (len(seen) >= 3 and loss > 10 * statistics.median(seen)):
+            return step
+        run = [v for _, v in losses[i:i + COLLAPSE_STEPS]]
+        if len(seen) >= 3 and len(run) == COLLAPSE_STEPS and max(run) < statistics.median(seen) / 100:
             return step
         seen.append(loss)
     return None
@@ -175,3 +185,13 @@ def test_weight_growth_is_off_for_adamw(tiny_data, tmp_path):
     assert _first_growth(norms, cfg.diverging_growth, cfg.diverging_growth_steps, MonitorConfig().update_every)
     assert not model.gradkit.detector.weight_growth
     assert not [a for a in _alerts(run) if a["arm"] == WEIGHT_GROWTH], _alerts(run)
+
+
+
+def test_blow_up_step_reads_a_rise_a_collapse_and_not_one_empty_batch():
+    steady = [(1, 5.0), (2, 6.0), (3, 5.0)]                        # median 5
+    assert _blow_up_step([*steady, (4, 70.0)]) == 4                  # above 10x the median
+    assert _blow_up_step([(1, 5.0), (2, math.nan)]) == 2             # non-finite
+    assert _blow_up_step([*steady, (4, 0.01), (5, 6.0), (6, 5.0)]) is None     # one near-empty batch
+    assert _blow_up_step([*steady, (4, 0.04), (5, 0.0), (6, 0.0), (7, 0.0)]) == 4  # 3 in a row below 0.05
+    assert _blow_up_step([*steady, (4, 0.0), (5, 0.0)]) is None      # 2 in a row: not yet
