@@ -52,16 +52,17 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
 #: 256 against about 950 at 192 (photographs, 12 min); it won with 749-913 at 352 px against 1080-1200 at
 #: 288 (material set, 21 min, 4 of 5 seeds) and with 1760 (the panels' tiles at 40 min). So the threshold
 #: lies between 588 and 749 real steps. Training took 0.89-1.06 of the estimate's time per image on the two
-#: machines where it was checked (benchmarks/plan_estimate.py), which puts that gap at 623-667 estimated
-#: steps; 650 lies inside it. Not fitted further: no measurement lies between.
+#: machines where it was checked, steady (benchmarks/plan_estimate.py), which puts that gap at 623-667
+#: estimated steps; 650 lies inside it. Not fitted further: no measurement lies between. A machine whose
+#: speed drifts between timing and training closes that margin (TIMER_DRIFT; the plan then says so).
 MIN_STEPS = 650
-#: How much the timer's reading of one machine moved between two runs of the plan: the same model step at
-#: 128 px timed 23-26 ms, then 28-35 ms half an hour later, the machine idle both times (session 21; README,
-#: "How good the estimate is"). The plan says when a reading this much faster or slower would change its size.
+#: How much the timer's reading of one idle machine moved between two runs ten minutes apart: 1.53x (139
+#: against 91 ms per image at 256 px, 262 against 171 at 352; README, "How good the estimate is", and
+#: TIMER_DRIFT_EVIDENCE). The plan says when a reading this much faster or slower would change its size.
 TIMER_DRIFT = 1.5
 #: What that drift was measured on.
-TIMER_DRIFT_EVIDENCE = ("one idle 2-core machine timed the same model step at 23-26 ms and half an hour later at "
-                        "28-35 ms; a shared machine's speed drifts over minutes")
+TIMER_DRIFT_EVIDENCE = ("the timer of one idle 2-core machine read 1.53x slower in one run of the plan than in "
+                        "another ten minutes later; a shared machine's speed drifts over minutes")
 #: The smallest share of the size the data calls for that the budget rule trains at: the shrinks measured
 #: (0.75 on the design set, 0.8 on the colour set) won; smaller ones were not measured, and a 0.5x resize
 #: leaves 35% of a 1 px line's contrast (benchmarks/thin_defects.py).
@@ -73,7 +74,7 @@ BUDGET_EVIDENCE = ("at equal wall time the plan at 0.75x its size beat the plan 
                    "against 0.027, 3 seeds); held out, on the photographs at 12 min, 0.035 +- 0.004 against 0.027 "
                    "+- 0.011 (3 seeds; its faint cracks lower, AP50 0.008 against 0.021); but on the material set "
                    "at 21 min the native 352 px with 749-913 steps beat 288 px (0.127 against 0.112, 5 seeds): "
-                   "the larger size lost with 588 steps or fewer and won with 749 or more")
+                   "the larger size lost with 588 real steps or fewer and won with 749 or more")
 #: Why the warning of a budget too short even at BUDGET_SHRINK names a smaller size without choosing it
 #: (benchmarks/tiling_effect.py, README "Does tiling pay?").
 DEEP_SHRINK_EVIDENCE = ("on 768 px panels at 12 min, stock shrunk to 256 px reached 0.038 mAP50-95, the panels at "
@@ -328,8 +329,8 @@ def smallest_budget_size(wanted: int) -> int:
 
 def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: Plan,
                         seconds_per_image: SecondsPerImage) -> int:
-    """The size to train at: ``wanted``, or smaller when the budget buys fewer than MIN_STEPS optimizer steps
-    there (the largest multiple of 32 down to BUDGET_SHRINK of it that buys them, else that smallest size)."""
+    """The size to train at (:func:`size_buying_steps` with this machine's timer); a smaller one gets its reason
+    and, when still short, a warning; either gets the close-call note where the timer's drift would change it."""
     nbs = plan.train.get("nbs", ULTRALYTICS_NBS)
 
     def steps(size: int) -> float:
@@ -369,8 +370,8 @@ def _drift_note(steps: Callable[[int], float], wanted: int, size: int) -> str:
     differ = [f"read {TIMER_DRIFT:g}x {how} it would train at {s}" for how, s in other.items() if s != size]
     if not differ:
         return ""
-    return (f"; a close call: {' and '.join(differ)}, and this machine's timer can drift that much between two "
-            f"runs of the plan ({TIMER_DRIFT_EVIDENCE})")
+    return (f"; a close call: {' and '.join(differ)}, and a timer can drift that much between two runs of the "
+            f"plan ({TIMER_DRIFT_EVIDENCE})")
 
 
 def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float]) -> str:
