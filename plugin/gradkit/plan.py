@@ -51,8 +51,8 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
 #: set, 15 min), 550 on tiles of 768 px panels against 670 on the panels shrunk to 256 (12 min) and 588 at
 #: 256 against about 950 at 192 (photographs, 12 min); it won with 749-913 at 352 px against 1080-1200 at
 #: 288 (material set, 21 min, 4 of 5 seeds) and with 1760 (the panels' tiles at 40 min). So the threshold
-#: lies between 588 and 749 real steps. Training took 0.89-1.06 of the estimate's time per image on the two
-#: machines where it was checked, steady (benchmarks/plan_estimate.py), which puts that gap at 623-667
+#: lies between 588 and 749 real steps. Training took 0.88-1.08 of the estimate's time per image on the two
+#: machines where it was checked, steady (benchmarks/plan_estimate.py), which puts that gap at 635-659
 #: estimated steps; 650 lies inside it. Not fitted further: no measurement lies between. A machine whose
 #: speed drifts between timing and training closes that margin (TIMER_DRIFT; the plan then says so).
 MIN_STEPS = 650
