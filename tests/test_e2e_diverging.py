@@ -187,7 +187,6 @@ def test_weight_growth_is_off_for_adamw(tiny_data, tmp_path):
     assert not [a for a in _alerts(run) if a["arm"] == WEIGHT_GROWTH], _alerts(run)
 
 
-
 def test_blow_up_step_reads_a_rise_a_collapse_and_not_one_empty_batch():
     steady = [(1, 5.0), (2, 6.0), (3, 5.0)]                        # median 5
     assert _blow_up_step([*steady, (4, 70.0)]) == 4                  # above 10x the median
