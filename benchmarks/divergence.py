@@ -4,7 +4,8 @@ Provoked divergent runs of yolo26n.yaml (``--model``) on tiny generated data (``
 YAML instead), no clipping (``clip.mode=none``): SGD at 30x and 100x the default lr0 over seeds, and a
 run whose labels are replaced by random ones halfway. The loss of every optimizer step is recorded
 (mean over its batches); the run *diverges* at the first step whose loss is non-finite or above 10x
-the running median of the earlier steps. The lead time is that step minus the step of the first
+the running median of the earlier steps, or at the first of 3 in a row below a hundredth of it (a
+collapse: exploded weights can also end at a loss of 0). The lead time is that step minus the step of the first
 `diverging` alert (positive: a warning came first).
 The healthy corpus of benchmarks/fault_detection.py gives the false-warning count.
 
@@ -108,6 +109,15 @@ HEALTHY_AT_PROVOKED_SIZE = ("demo recipe", "SGD seed 0", "SGD seed 1", "SGD seed
 #: and a healthy MuSGD run (what ``optimizer=auto`` picks for long runs) at its lr0.
 GROWTH_PROBES = (("AdamW", 0.02, 0), ("AdamW", 0.01, 3), ("AdamW", 0.05, 3), ("MuSGD", 0.01, 0))
 AFTER_DIVERGENCE = 3  # optimizer steps recorded past the divergence step before the run is stopped
+#: A run has diverged at a step whose loss is this many times the median of the earlier steps' losses.
+DIVERGED_RISE = 10
+#: ... or at the first of COLLAPSE_STEPS steps in a row whose loss is below that median / COLLAPSE_FALL.
+#: Exploded weights can end at a loss of 0 instead of a rise: on an AMD EPYC CPU a planted gradient growth
+#: tripled the weights' norm within 8 steps, after which Ultralytics' loss read 0.0 at every step, where
+#: other CPUs' rounding sent it above 10x the median (tests/test_e2e_diverging.py). One batch alone can
+#: score near 0 (few objects left after mosaic), so a single low step does not count.
+COLLAPSE_FALL = 100
+COLLAPSE_STEPS = 3
 
 
 def _loss_recorder(store: list, max_steps: int):
@@ -692,10 +702,19 @@ def _mean_by_step(pairs) -> dict[int, float]:
 
 
 def divergence_step(losses: dict[int, float]) -> int | None:
+    """The first optimizer step whose loss is non-finite or above DIVERGED_RISE x the median of the earlier
+    steps' losses, or the first of COLLAPSE_STEPS in a row below that median / COLLAPSE_FALL; None if neither."""
+    steps = list(losses.items())
     seen: list[float] = []
-    for step, loss in losses.items():
-        if not math.isfinite(loss) or (len(seen) >= 3 and loss > 10 * statistics.median(seen)):
+    for i, (step, loss) in enumerate(steps):
+        if not math.isfinite(loss):
             return step
+        if len(seen) >= 3:
+            median = statistics.median(seen)
+            following = [v for _, v in steps[i:i + COLLAPSE_STEPS]]
+            if loss > DIVERGED_RISE * median or (len(following) == COLLAPSE_STEPS
+                                                  and max(following) < median / COLLAPSE_FALL):
+                return step
         seen.append(loss)
     return None
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
+import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import train_tiny
 from gradkit.monitor.alerts import WEIGHT_GROWTH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from divergence import _mean_by_step, divergence_step  # a benchmark script, found through the path above
 
 pytestmark = pytest.mark.e2e
 
@@ -43,25 +47,10 @@ def _grow_gradients_and_record_loss(losses: list):
     return [("on_train_start", arm), ("on_train_batch_end", record)]
 
 
-#: Steps in a row whose loss is below a hundredth of the earlier median: the loss has collapsed.
-COLLAPSE_STEPS = 3
-
-
 def _blow_up_step(losses) -> int | None:
-    """First step whose loss is non-finite or above 10x the median of the earlier ones (the benchmark's
-    definition of divergence), or the first of COLLAPSE_STEPS in a row below a hundredth of it. Exploded
-    weights can also end at a loss of 0: on an AMD EPYC CPU the planted growth tripled the weights' norm
-    within 8 steps (186 -> 498), after which Ultralytics' loss read 0.0 at every step, where other CPUs'
-    rounding sent it above 10x the median. A single batch can score near 0 (few objects after mosaic)."""
-    seen: list[float] = []
-    for i, (step, loss) in enumerate(losses):
-        if not math.isfinite(loss) or (len(seen) >= 3 and loss > 10 * statistics.median(seen)):
-            return step
-        run = [v for _, v in losses[i:i + COLLAPSE_STEPS]]
-        if len(seen) >= 3 and len(run) == COLLAPSE_STEPS and max(run) < statistics.median(seen) / 100:
-            return step
-        seen.append(loss)
-    return None
+    """The step at which the loss blew up, by ``benchmarks/divergence.py``'s definition (a rise above 10x the
+    earlier median, a non-finite loss, or a collapse to near 0), from (optimizer step, loss) per batch."""
+    return divergence_step(_mean_by_step(losses))
 
 
 def test_growing_gradient_warned_before_the_loss_blows_up(tiny_data, tmp_path):
