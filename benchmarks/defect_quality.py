@@ -45,6 +45,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-cls2@epochs``: ``plan@epochs`` with Ultralytics' classification loss gain doubled (``cls``
   0.5 -> ``CLS_GAIN``): missed thin defects are mostly unseen, a failure of the class score (tried as
   a rule for thin data and withdrawn: README, "Stock vs plan");
+- ``plan-defectcells@epochs``: ``plan@epochs`` with ``assign.defect_cells``: the assigner's positives for a
+  box only from the feature cells holding pixels that stand out from the texture around it (a thin line's
+  box is mostly background: ``benchmarks/assigner_cells.py``);
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
@@ -100,7 +103,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "preset-list", "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
-             "plan-stocksize@epochs", "plan-shrunk@time")
+             "plan-stocksize@epochs", "plan-shrunk@time", "plan-defectcells@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -267,6 +270,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan-cls2@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "cls": CLS_GAIN}),
         "plan-narrowscale@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"scale": NARROW_SCALE}),
                                     {**base, **planned}),
+        "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
+                                                          "assign": {"defect_cells": True}}, {**base, **planned}),
     }[recipe_name]
 
 

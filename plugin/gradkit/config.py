@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "CLIP_MODE_PARAMS",
     "AlertsConfig",
+    "AssignConfig",
     "AugmentConfig",
     "ClipConfig",
     "ConfigError",
@@ -298,6 +299,14 @@ class DataConfig(_Section):
                                  "you trust")
 
 
+class AssignConfig(_Section):
+    """Which anchors Ultralytics' task-aligned assigner may make positives for a box (README, "Thin defects")."""
+
+    defect_cells: bool = Field(False, description="experimental: of a box's candidate anchors keep those whose "
+                               "feature cell holds pixels standing out from the texture around the box (a thin "
+                               "line's box is mostly background); a box with no such cell keeps them all")
+
+
 class GradkitConfig(_Section):
     """The whole plugin configuration (the file given with ``gradkit=``)."""
 
@@ -306,8 +315,9 @@ class GradkitConfig(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    assign: AssignConfig = Field(default_factory=AssignConfig)
 
-    @field_validator("monitor", "clip", "augment", "report", "data", mode="before")
+    @field_validator("monitor", "clip", "augment", "report", "data", "assign", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

@@ -14,6 +14,7 @@ import torch
 from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
+from gradkit.integrations.ultralytics.assign import CandidateTally, install_defect_cell_assignment
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
@@ -145,6 +146,7 @@ class GradkitCallback:
         self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
         self.augment = self.cfg.augment  # augment.preset: auto resolved against this run's training split
         self.augment_choice: dict[str, str] | None = None
+        self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
         self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -341,6 +343,7 @@ class GradkitCallback:
                 "clip_mode": self.cfg.clip.mode,
                 "optimizer": optimizer_used(trainer.optimizer),
                 "augment_preset": self.augment_choice,
+                "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
@@ -352,6 +355,8 @@ class GradkitCallback:
                             f"gradkit.report.gallery={self.cfg.report.gallery}"
                             + (f" gradkit.report.conf={self.cfg.report.conf}" if self.cfg.report.conf is not None
                                else ""))
+        if self.assign_tally and _is_main():
+            _logger().info(f"gradkit: {self.assign_tally.summary()}")
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
 
@@ -374,7 +379,10 @@ class GradkitCallback:
 
     def on_train_start(self, trainer) -> None:
         """Say once, before the first step, which diagnoses this run has too few optimizer steps for;
-        with rollback, validate a fine-tune's starting weights (a state to return to)."""
+        with rollback, validate a fine-tune's starting weights (a state to return to); restrict the assigner
+        to the defect cells with ``assign.defect_cells``."""
+        if self.cfg.assign.defect_cells:
+            self.assign_tally = install_defect_cell_assignment(trainer)
         if self.guard and not getattr(trainer, "resume", False):
             self.guard.before_training(trainer, self)
         if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):

@@ -739,3 +739,79 @@ def override_coco_iou(ious: dict[tuple[Any, Any], Any]) -> type:
             return ious[key]
 
     return SharedIoU
+
+
+# ------------------------------------------------------------------ the detection loss: the assigner's candidates
+#: Set on a loss branch whose assigner :func:`restrict_candidates_to_cells` restricted.
+_CELLS_MARK = "_gradkit_cells"
+
+
+def _loss_branches(criterion: Any) -> list[Any]:
+    """The detection losses inside Ultralytics' criterion (``E2ELoss``: one-to-many and one-to-one), each checked
+    to hold ``loss(preds, batch)``, ``stride`` and a task-aligned ``assigner`` whose ``select_candidates_in_gts``
+    takes ``(xy_centers, gt_bboxes, mask_gt)``."""
+    branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+    for branch in branches:
+        name = type(branch).__qualname__
+        assigner = getattr(branch, "assigner", None)
+        select = getattr(assigner, "select_candidates_in_gts", None)
+        if not callable(getattr(branch, "loss", None)) or not hasattr(branch, "stride") or not callable(select):
+            raise SeamError(f"{name} has no loss(preds, batch), stride and assigner.select_candidates_in_gts "
+                            f"(ultralytics {_ultralytics_version()}); assign.defect_cells restricts that assigner")
+        params = list(inspect.signature(select).parameters)
+        if params[:3] != ["xy_centers", "gt_bboxes", "mask_gt"]:
+            raise SeamError(f"{type(assigner).__qualname__}.select_candidates_in_gts{inspect.signature(select)} no "
+                            f"longer takes (xy_centers, gt_bboxes, mask_gt) (ultralytics {_ultralytics_version()}); "
+                            "assign.defect_cells restricts its candidates")
+    return branches
+
+
+def keep_defect_cells(candidates: Any, cells: Any) -> Any:
+    """Of each box's candidate anchors (images, boxes, anchors), those whose cell holds the defect (``cells``,
+    images x boxes-so-far x anchors); a box with none of them keeps all its candidates."""
+    b, n, a = candidates.shape
+    if cells.shape[0] != b or cells.shape[2] != a:
+        raise SeamError(f"the assigner's candidates are {tuple(candidates.shape)} (images, boxes, anchors), the "
+                        f"defect cells {tuple(cells.shape)}: Ultralytics' anchor layout changed (ultralytics "
+                        f"{_ultralytics_version()})")
+    fitted = candidates.new_zeros((b, n, a))
+    fitted[:, :min(n, cells.shape[1])] = cells[:, :n].to(candidates.device)
+    picked = candidates & fitted
+    return picked.where(picked.any(-1, keepdim=True), candidates)
+
+
+def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, list[int]], Any],
+                                 tally: Callable[[Any, Any], None] | None = None) -> None:
+    """Make the training model's assigner keep only the candidate anchors ``cells_of_batch(batch, strides)``
+    marks (a bool images x boxes x anchors tensor, boxes in the order of the batch's labels), every branch of
+    its detection loss. ``tally(candidates, kept)`` sees each restriction. The criterion is built here when
+    Ultralytics has not built it yet (it builds it lazily, at the first loss)."""
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    if getattr(model, "criterion", None) is None:
+        model.criterion = model.init_criterion()
+    for branch in _loss_branches(model.criterion):
+        if getattr(branch, _CELLS_MARK, False):
+            continue
+        held: dict[str, Any] = {}
+        stock_loss, stock_select = branch.loss, branch.assigner.select_candidates_in_gts
+        strides = [int(s) for s in branch.stride]
+
+        def loss(preds, batch, _stock=stock_loss, _held=held, _strides=strides):
+            _held["cells"] = cells_of_batch(batch, _strides)
+            try:
+                return _stock(preds, batch)
+            finally:
+                _held.clear()
+
+        def select(xy_centers, gt_bboxes, mask_gt, *args, _stock=stock_select, _held=held, **kwargs):
+            candidates = _stock(xy_centers, gt_bboxes, mask_gt, *args, **kwargs)
+            if "cells" not in _held:  # the loss outside training (no batch images were seen): stock candidates
+                return candidates
+            kept = keep_defect_cells(candidates, _held["cells"])
+            if tally is not None:
+                tally(candidates & mask_gt.bool(), kept & mask_gt.bool())
+            return kept
+
+        branch.loss = loss
+        branch.assigner.select_candidates_in_gts = select
+        setattr(branch, _CELLS_MARK, True)
