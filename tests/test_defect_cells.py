@@ -104,6 +104,15 @@ def test_the_real_assigner_keeps_the_candidates_on_the_line():
     assert len(on_line) < len(inside) / 2
 
 
+def test_refused_before_training_outside_detection():
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
+
+    plugin = GradkitCallback(load_config("default", {"assign.defect_cells": True}))
+    with pytest.raises(PluginError, match="task is 'obb'"):
+        plugin.on_pretrain_routine_start(SimpleNamespace(args=SimpleNamespace(task="obb", data="data.yaml")))
+
+
 @pytest.mark.e2e
 def test_a_real_training_run_restricts_its_boxes(tiny_data, tmp_path):
     _, run = train_tiny(tiny_data, tmp_path, overrides={"assign.defect_cells": True, "report.enabled": False},

@@ -195,9 +195,13 @@ class GradkitCallback:
 
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_start(self, trainer) -> None:
-        """Before Ultralytics reads the dataset (rank 0): the fast dataset check."""
+        """Before Ultralytics reads the dataset (rank 0): the options that need a detector, the fast dataset check."""
         from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset
 
+        task = getattr(trainer.args, "task", "detect")
+        if self.cfg.assign.defect_cells and task != "detect":
+            raise PluginError(f"gradkit: assign.defect_cells restricts a detector's assigner to axis-aligned boxes' "
+                              f"cells; this run's task is {task!r} (set assign.defect_cells: false)")
         dcfg, data = self.cfg.data, str(trainer.args.data)
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
         self.report_source = report_source(data, self.cfg.report)
