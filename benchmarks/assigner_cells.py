@@ -26,14 +26,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from gradkit.data.defect_cells import standing_out_pixels
+from gradkit.data.defect_cells import DEFECT_ALPHA, standing_out_pixels
 from gradkit.synth import CLASS_NAMES
 from gradkit.synth_material import MaterialSpec, render_material_image
 from gradkit.synth_photo import PhotoSpec, render_photo_image
 from gradkit.synth_surface import SurfaceSpec, render_surface_image
 
-STRIDE = 8  # yolo26n's finest level
-FLOOR = 16  # the assigner floors box sides below its second stride to it
+STRIDES = [8, 16, 32]  # yolo26n's: the assigner floors box sides below the second to it
+STRIDE = STRIDES[0]  # the finest level, counted here
 COVERED = 0.25  # a pixel belongs to the defect above this mask coverage (the renderers' box rule)
 
 
@@ -48,12 +48,15 @@ def renderers(imgsz: int) -> dict:
 
 
 def candidate_cells(box_px: tuple[float, float, float, float], shape: tuple[int, int]) -> list[tuple[int, int]]:
-    """(row, col) of the stride-8 cells whose centre lies strictly inside the box, its sides floored to FLOOR."""
-    x0, y0, x1, y1 = box_px
-    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, FLOOR), max(y1 - y0, FLOOR)
+    """(row, col) of the stride-8 cells Ultralytics' own assigner (yolo26n's strides) takes as candidates."""
+    import torch
+    from ultralytics.utils.tal import TaskAlignedAssigner
+
     rows, cols = shape[0] // STRIDE, shape[1] // STRIDE
-    return [(r, c) for r in range(rows) for c in range(cols)
-            if abs((c + 0.5) * STRIDE - cx) < w / 2 and abs((r + 0.5) * STRIDE - cy) < h / 2]
+    centres = torch.tensor([((c + 0.5) * STRIDE, (r + 0.5) * STRIDE) for r in range(rows) for c in range(cols)])
+    inside = TaskAlignedAssigner(stride=STRIDES).select_candidates_in_gts(
+        centres, torch.tensor([[box_px]], dtype=torch.float32), torch.ones(1, 1, 1))
+    return [divmod(int(i), cols) for i in torch.nonzero(inside[0, 0]).flatten()]
 
 
 def cells_holding(pixels: np.ndarray) -> set[tuple[int, int]]:
@@ -85,7 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--imgsz", type=int, default=256)
-    ap.add_argument("--alpha", type=float, default=0.5, help="standing-out level a picked pixel needs (0..1)")
+    ap.add_argument("--alpha", type=float, default=DEFECT_ALPHA, help="standing-out level a picked pixel needs (0..1)")
     args = ap.parse_args()
     print(f"stride {STRIDE}; per class, medians over boxes ({args.images} images per set at {args.imgsz} px high)")
     print("| set | class | boxes | candidate cells | share holding the defect | picked: precision | picked: recall "

@@ -4,9 +4,9 @@ Provoked divergent runs of yolo26n.yaml (``--model``) on tiny generated data (``
 YAML instead), no clipping (``clip.mode=none``): SGD at 30x and 100x the default lr0 over seeds, and a
 run whose labels are replaced by random ones halfway. The loss of every optimizer step is recorded
 (mean over its batches); the run *diverges* at the first step whose loss is non-finite or above 10x
-the running median of the earlier steps, or at the first of 3 in a row below a hundredth of it (a
-collapse: exploded weights can also end at a loss of 0). The lead time is that step minus the step of the first
-`diverging` alert (positive: a warning came first).
+the running median of the earlier steps (DIVERGED_RISE), or at the first of COLLAPSE_STEPS in a row below
+that median / COLLAPSE_FALL (a collapse: exploded weights can also end at a loss of 0). The lead time is
+that step minus the step of the first `diverging` alert (positive: a warning came first).
 The healthy corpus of benchmarks/fault_detection.py gives the false-warning count.
 
 Runs are recorded once (step_losses.json next to the monitor's CSVs) and stopped a few steps after
@@ -128,7 +128,7 @@ def _loss_recorder(store: list, max_steps: int):
         plugin = fd._plugin(trainer)
         loss = trainer.loss
         store.append((plugin.step, float(loss.detach()) if loss is not None else float("nan")))
-        div = divergence_step(_mean_by_step(store))
+        div = divergence_step(mean_by_step(store))
         if plugin.step >= max_steps or (div is not None and plugin.step >= div + AFTER_DIVERGENCE):
             trainer.stop = True
 
@@ -691,10 +691,10 @@ def provoked_runs(seeds, epochs: int, warmup_per_x: float, corrupt_epoch: int,
 def step_losses(run: Path) -> dict[int, float]:
     """Optimizer step -> loss of its batch (the provoked runs step at every batch, nbs=batch; the
     recorder runs after the batch's step, so the plugin's counter already names it)."""
-    return _mean_by_step(json.loads((run / "step_losses.json").read_text()))
+    return mean_by_step(json.loads((run / "step_losses.json").read_text()))
 
 
-def _mean_by_step(pairs) -> dict[int, float]:
+def mean_by_step(pairs) -> dict[int, float]:
     by_step: dict[int, list[float]] = {}
     for step, loss in pairs:
         by_step.setdefault(step, []).append(loss)

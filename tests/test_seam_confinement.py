@@ -37,6 +37,7 @@ PRIVATE = {
     "_gradkit_step_class": "gradkit's mark on the trainer classes the seam made",
     "_gradkit_augment": "gradkit's mark on a dataset whose transforms the seam replaced",
     "_gradkit_recorder": "gradkit's prediction recorder hung on a validator",
+    "_gradkit_cells": "gradkit's mark on a detection loss branch whose assigner the seam restricted",
 }
 #: Public names that may be read (or called) anywhere but replaced or mutated only in the seam, and why.
 PATCHED = {
@@ -48,6 +49,9 @@ PATCHED = {
     "lr": "trainer.lr, the dict Ultralytics logs after on_train_epoch_end; gradkit adds its epoch columns",
     "__class__": "a trainer's class, swapped to chain a user's optimizer_step override",
     "argv": "sys.argv, rewritten in place for the yolo entrypoint",
+    "criterion": "a detection model's loss, built by the seam before assign.defect_cells restricts it",
+    "select_candidates_in_gts": "TaskAlignedAssigner's candidate rule, wrapped by assign.defect_cells",
+    "init_criterion": "DetectionModel's loss builder, called by the seam when the loss is not built yet",
 }
 #: Methods that change the object they are called on.
 MUTATORS = {"update", "append", "insert", "extend", "pop", "clear", "setdefault", "remove", "__setitem__"}

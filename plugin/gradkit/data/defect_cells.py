@@ -1,7 +1,7 @@
 """Which feature-grid cells of a labelled box hold the defect, told from the pixels alone (pure numpy).
 
 A detector's assigner takes every anchor whose centre lies in a ground-truth box as a candidate. For a
-thin or diagonal line most of those cells hold texture only (``benchmarks/assigner_cells.py``: 23-44% of
+thin or diagonal line most of those cells hold texture only (``benchmarks/assigner_cells.py``: 21-59% of
 a scratch's or crack's stride-8 candidates hold any of it on the three evaluation sets with exact masks),
 so the classifier is taught to call plain texture a scratch. With box labels only, the defect's pixels
 are estimated the way the copy-paste gate does: the pixels of the box that stand out from the ring of
@@ -36,13 +36,13 @@ def standing_out_pixels(image: np.ndarray, boxes: Sequence[tuple[float, float, f
     """Image-sized bool mask: the pixels of normalised xyxy box ``k`` that stand out from the ring around it
     at ``alpha`` or more. The ring's level and spread are its median and MAD, as the copy-paste gate takes
     them, so another defect in the ring moves them only where it fills much of it. ``image``: HxWxC, 0-255."""
-    patch, inner, _ = screening_crop(image, boxes[k], [], RING_MARGIN)
-    _, _, level, _ = standing_out(patch, inner, RING_MARGIN)
+    box = tuple(float(np.clip(v, 0.0, 1.0)) for v in boxes[k])  # augmentation may leave a box a hair out
+    patch, inner, _ = screening_crop(image, box, [], RING_MARGIN)
+    _, _, standing, _ = standing_out(patch, inner, RING_MARGIN)
     x0, y0, x1, y1 = inner
     full = np.zeros(image.shape[:2], bool)
-    px0 = max(int(np.floor(boxes[k][0] * image.shape[1])), 0)
-    py0 = max(int(np.floor(boxes[k][1] * image.shape[0])), 0)
-    region = level[y0:y1, x0:x1] >= alpha
+    px0, py0 = int(np.floor(box[0] * image.shape[1])), int(np.floor(box[1] * image.shape[0]))
+    region = standing[y0:y1, x0:x1] >= alpha
     full[py0:py0 + region.shape[0], px0:px0 + region.shape[1]] = region
     return full
 
@@ -55,7 +55,6 @@ def defect_cells(image: np.ndarray, boxes: Sequence[tuple[float, float, float, f
     cells row by row; the cell of stride ``s`` at (row, col) covers pixels [row*s, (row+1)*s) x
     [col*s, (col+1)*s). ``boxes``: normalised xyxy; ``image``: HxWxC, 0-255."""
     h, w = image.shape[:2]
-    boxes = [tuple(float(np.clip(v, 0.0, 1.0)) for v in b) for b in boxes]  # augmentation may leave a box a hair out
     cells = np.zeros((len(boxes), anchor_count((h, w), strides)), bool)
     for k in range(len(boxes)):
         ys, xs = np.nonzero(standing_out_pixels(image, boxes, k, alpha))

@@ -10,29 +10,23 @@ batch's own pixels after augmentation); a box where no cell does keeps them all.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 import torch
 
 from gradkit.data.defect_cells import anchor_count, defect_cells
-from gradkit.integrations.ultralytics.seams import SeamError, restrict_candidates_to_cells
+from gradkit.integrations.ultralytics.seams import batch_pixels_and_boxes, restrict_candidates_to_cells
 
 __all__ = ["CandidateTally", "cells_of_batch", "install_defect_cell_assignment"]
 
 
 def cells_of_batch(batch: dict[str, Any], strides: list[int]) -> torch.Tensor:
     """(images, boxes, anchors) bool: the cells holding each labelled box's standing-out pixels, boxes in the
-    order of the batch's labels per image (as the loss pads them). Images arrive in [0, 1] (Ultralytics'
-    ``preprocess_batch`` divides by 255); a batch outside it means that step changed."""
-    img = batch["img"].detach()
-    if img.numel() and float(img.max()) > 1.0 + 1e-3:
-        raise SeamError(f"training images reach the loss at up to {float(img.max()):.1f}, not in [0, 1]: "
-                        "Ultralytics' preprocess_batch changed; assign.defect_cells measures pixels on 0-255")
-    pixels = (img.float().clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy()
-    owner = batch["batch_idx"].view(-1).long().cpu().numpy()
-    xywh = batch["bboxes"].detach().float().cpu().numpy().reshape(-1, 4)
-    xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+    order of the batch's labels per image (as the loss pads them). The pixels are measured on the CPU: on a
+    GPU each step copies its batch to the host."""
+    pixels, owner, xyxy = batch_pixels_and_boxes(batch)
     counts = np.bincount(owner, minlength=len(pixels))
     h, w = pixels.shape[1:3]
     cells = np.zeros((len(pixels), int(counts.max(initial=0)), anchor_count((h, w), strides)), bool)
@@ -40,7 +34,7 @@ def cells_of_batch(batch: dict[str, Any], strides: list[int]) -> torch.Tensor:
         boxes = [tuple(b) for b in xyxy[owner == i]]
         if boxes:
             cells[i, :len(boxes)] = defect_cells(image, boxes, strides)
-    return torch.from_numpy(cells).to(img.device)
+    return torch.from_numpy(cells).to(batch["img"].device)
 
 
 class CandidateTally:
@@ -75,9 +69,10 @@ def install_defect_cell_assignment(trainer: Any) -> CandidateTally:
 
     def cells_once(batch: dict[str, Any], strides: list[int]) -> torch.Tensor:
         # yolo26's two loss branches see the same batch: measure its pixels once (about 1 ms per box on a CPU).
-        # Holding the image tensor keeps its id from being reused by the next batch's.
-        if last.get("img") is not batch["img"] or last.get("strides") != strides:
-            last.update(img=batch["img"], strides=strides, cells=cells_of_batch(batch, strides))
+        # A weak reference: a freed batch's tensor cannot be mistaken for the next one's at the same address.
+        seen = last.get("img")
+        if seen is None or seen() is not batch["img"] or last.get("strides") != strides:
+            last.update(img=weakref.ref(batch["img"]), strides=strides, cells=cells_of_batch(batch, strides))
         return last["cells"]
 
     restrict_candidates_to_cells(trainer, cells_once, tally)

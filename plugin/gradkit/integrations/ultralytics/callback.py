@@ -26,6 +26,7 @@ from gradkit.integrations.ultralytics.seams import (
     publish_epoch_metrics,
     replace_model_tune,
     replace_optimizer_step,
+    unrestricted_ema,
 )
 from gradkit.integrations.ultralytics.sliced import (
     ReportSource,
@@ -493,6 +494,8 @@ class GradkitCallback:
 
     def _reload_after_nan_recovery(self, trainer) -> None:
         self._accumulated_loss_finite = None  # Ultralytics drops the corrupted pass's gradients too
+        if self.assign_tally is not None:
+            unrestricted_ema(trainer)  # the recovery's new EMA copied the restricted loss: validate with stock's
         path = state_path(trainer.last)
         if not path.exists():
             _logger().warning(f"gradkit: Ultralytics reloaded {trainer.last} after a non-finite loss, but {path} is "

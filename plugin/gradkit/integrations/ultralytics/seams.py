@@ -30,10 +30,13 @@ from copy import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "OPTIMIZER_STEP_FINGERPRINTS",
     "SeamError",
     "albumentations_stage_index",
+    "batch_pixels_and_boxes",
     "chain_optimizer_step_override",
     "check_coco_iou_override",
     "check_mirrored_dataset_code",
@@ -49,6 +52,7 @@ __all__ = [
     "image_placement",
     "install_dataset_transforms",
     "json_predictions",
+    "keep_defect_cells",
     "optimizer_step_override",
     "override_coco_iou",
     "prediction_recorder",
@@ -59,12 +63,14 @@ __all__ = [
     "replace_model_tune",
     "replace_optimizer_step",
     "replace_predictions",
+    "restrict_candidates_to_cells",
     "scaled_predictions",
     "set_prediction_recorder",
     "set_tile_geometry",
     "stock_check_det_dataset",
     "tile_canvas",
     "tile_geometry",
+    "unrestricted_ema",
     "warmup_iterations",
     "wrap_update_metrics",
     "yolo_argument_error",
@@ -744,6 +750,30 @@ def override_coco_iou(ious: dict[tuple[Any, Any], Any]) -> type:
 # ------------------------------------------------------------------ the detection loss: the assigner's candidates
 #: Set on a loss branch whose assigner :func:`restrict_candidates_to_cells` restricted.
 _CELLS_MARK = "_gradkit_cells"
+#: The keys of Ultralytics' training batch the defect cells are measured from.
+BATCH_KEYS = ("img", "batch_idx", "bboxes")
+
+
+def batch_pixels_and_boxes(batch: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(images HxWxC on 0-255, each label's image index, normalised xyxy boxes) of a training batch, as numpy.
+
+    Ultralytics' ``preprocess_batch`` hands the loss images divided by 255 and boxes as normalised xywh, in
+    the order the loss pads them per image."""
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise SeamError(f"the training batch has no {', '.join(missing)} (ultralytics {_ultralytics_version()}); "
+                        "assign.defect_cells measures the defect cells from img, batch_idx and bboxes")
+    img, xywh = batch["img"].detach(), batch["bboxes"].detach().float()
+    if xywh.ndim != 2 or xywh.shape[-1] != 4:
+        raise SeamError(f"the batch's bboxes are {tuple(xywh.shape)}, not (labels, 4) axis-aligned xywh "
+                        f"(ultralytics {_ultralytics_version()})")
+    if img.numel() and float(img.max()) > 1.0 + 1e-3:
+        raise SeamError(f"training images reach the loss at up to {float(img.max()):.1f}, not in [0, 1]: "
+                        f"Ultralytics' preprocess_batch changed (ultralytics {_ultralytics_version()})")
+    pixels = (img.float().clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy()
+    xywh = xywh.cpu().numpy()
+    xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+    return pixels, batch["batch_idx"].view(-1).long().cpu().numpy(), xyxy
 
 
 def _loss_branches(criterion: Any) -> list[Any]:
@@ -780,12 +810,27 @@ def keep_defect_cells(candidates: Any, cells: Any) -> Any:
     return picked.where(picked.any(-1, keepdim=True), candidates)
 
 
+def _cells_for_call(held: dict[str, Any], images: int) -> Any:
+    """The cells of the images this call of the assigner sees: all of them, or, when the assigner retries one
+    image at a time after a CUDA out-of-memory error (``TaskAlignedAssigner.forward``: images in order, one
+    ``select_candidates_in_gts`` call each), the next image's."""
+    cells = held["cells"]
+    if images == cells.shape[0]:
+        return cells
+    if images != 1:
+        raise SeamError(f"the assigner saw {images} images of a batch of {cells.shape[0]} (ultralytics "
+                        f"{_ultralytics_version()}); assign.defect_cells expects the batch or one image at a time")
+    held["retried"] = i = held.get("retried", -1) + 1
+    return cells[i:i + 1]
+
+
 def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, list[int]], Any],
                                  tally: Callable[[Any, Any], None] | None = None) -> None:
     """Make the training model's assigner keep only the candidate anchors ``cells_of_batch(batch, strides)``
     marks (a bool images x boxes x anchors tensor, boxes in the order of the batch's labels), every branch of
     its detection loss. ``tally(candidates, kept)`` sees each restriction. The criterion is built here when
-    Ultralytics has not built it yet (it builds it lazily, at the first loss)."""
+    Ultralytics has not built it yet (it builds it lazily, at the first loss). The EMA copy the trainer
+    validates with is made before this and keeps the stock assigner; :func:`unrestricted_ema` keeps it so."""
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     if getattr(model, "criterion", None) is None:
         model.criterion = model.init_criterion()
@@ -805,9 +850,9 @@ def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, l
 
         def select(xy_centers, gt_bboxes, mask_gt, *args, _stock=stock_select, _held=held, **kwargs):
             candidates = _stock(xy_centers, gt_bboxes, mask_gt, *args, **kwargs)
-            if "cells" not in _held:  # the loss outside training (no batch images were seen): stock candidates
+            if "cells" not in _held:  # the assigner called directly, not from this branch's loss: no batch pixels
                 return candidates
-            kept = keep_defect_cells(candidates, _held["cells"])
+            kept = keep_defect_cells(candidates, _cells_for_call(_held, candidates.shape[0]))
             if tally is not None:
                 tally(candidates & mask_gt.bool(), kept & mask_gt.bool())
             return kept
@@ -815,3 +860,13 @@ def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, l
         branch.loss = loss
         branch.assigner.select_candidates_in_gts = select
         setattr(branch, _CELLS_MARK, True)
+
+
+def unrestricted_ema(trainer: Any) -> None:
+    """Drop the criterion of the trainer's EMA model when it is a copy of a restricted one, so that validation
+    builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as a deep copy of the (restricted) training
+    model (``BaseTrainer._load_checkpoint_state``)."""
+    ema = getattr(getattr(trainer, "ema", None), "ema", None)
+    criterion = getattr(ema, "criterion", None)
+    if criterion is not None and any(getattr(b, _CELLS_MARK, False) for b in _loss_branches(criterion)):
+        ema.criterion = None
