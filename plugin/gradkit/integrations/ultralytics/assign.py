@@ -59,7 +59,7 @@ class CandidateTally:
         if not self.boxes:
             return "assign.defect_cells: no boxes were assigned"
         return (f"assign.defect_cells: {self.restricted / self.boxes:.0%} of {self.boxes} box assignments "
-                f"restricted; they kept {self.after / max(self.before, 1):.0%} of all candidate anchors")
+                f"restricted; {self.after / max(self.before, 1):.0%} of all their candidate anchors kept")
 
 
 def install_defect_cell_assignment(trainer: Any) -> CandidateTally:
