@@ -135,12 +135,13 @@ def test_tiny_compact_defects_suggest_p2_even_beside_thin_strokes():
 
 
 # ---------------------------------------------------------------- schedule
-def test_the_plan_keeps_ultralytics_loss_gains_and_says_what_twice_the_class_gain_did():
+def test_the_plan_keeps_ultralytics_loss_gains_and_assigner_and_says_what_the_alternatives_did():
     for boxes in ([LINE] * 3 + [BLOB] * 7, [LINE] * 1 + [BLOB] * 9):   # thin data or not
         plan = P.make_plan(fingerprint(boxes))
         assert not {"cls", "box", "dfl"} & plan.train.keys() and "cls=" not in plan.command()
         assert choice(plan, "cls (loss gain)").reason == P.CLS_EVIDENCE and "halved" in P.CLS_EVIDENCE
         assert choice(plan, "box, dfl (loss gains)").value == "Ultralytics' defaults"
+        assert "assign" not in plan.gradkit and choice(plan, "assigner candidates").reason == P.ASSIGN_EVIDENCE
 
 
 def test_budget_becomes_ultralytics_time_in_hours():

@@ -130,6 +130,13 @@ CLS_EVIDENCE = ("twice it (1.0) was tried for thin data: on the design set (30 e
                 "scratches rose (0.262 against 0.206) and the stains fell (0.222 against 0.280), and on the colour "
                 "set, measured after it was chosen (60 epochs, seed 0), mAP50-95 halved (0.029 against 0.065: no "
                 "thin class was learnt either way and the stains fell, 0.317 against 0.468)")
+#: Why the plan leaves Ultralytics' assigner candidates alone rather than setting ``assign.defect_cells``
+#: (benchmarks/defect_quality.py, plan-defectcells@epochs against plan@epochs, side by side on one machine;
+#: README "Stock vs plan").
+ASSIGN_EVIDENCE = ("keeping only the candidate cells that hold standing-out pixels (assign.defect_cells) was tried "
+                   "for thin defects: on the photographs (100 epochs, seed 0) crack AP50 0.117 against 0.114, "
+                   "scratches 0.231 against 0.268, stains 0.257 against 0.305; on the colour set (60 epochs, seed 0) "
+                   "no thin class was learnt either way (0.043 against 0.035 mAP50-95, stains level)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -481,6 +488,8 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
 def choose_loss_gains(plan: Plan) -> None:
     plan.choose("cls (loss gain)", "Ultralytics' default", CLS_EVIDENCE, provisional=True)
     plan.choose("box, dfl (loss gains)", "Ultralytics' defaults", "not measured", provisional=True)
+    plan.choose("assigner candidates", "Ultralytics' (every anchor inside the box)", ASSIGN_EVIDENCE,
+                provisional=True)
 
 
 def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
