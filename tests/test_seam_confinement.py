@@ -52,6 +52,8 @@ PATCHED = {
     "criterion": "a detection model's loss, built by the seam before assign.defect_cells restricts it",
     "select_candidates_in_gts": "TaskAlignedAssigner's candidate rule, wrapped by assign.defect_cells",
     "init_criterion": "DetectionModel's loss builder, called by the seam when the loss is not built yet",
+    "box_candidates": "RandomPerspective's box filter, replaced on a training pipeline's warps to keep thin boxes",
+    "apply_instances": "RandomPerspective's box step, read by the check that it still calls that filter",
 }
 #: Methods that change the object they are called on.
 MUTATORS = {"update", "append", "insert", "extend", "pop", "clear", "setdefault", "remove", "__setitem__"}

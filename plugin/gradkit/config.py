@@ -197,13 +197,17 @@ class ClipConfig(_Section):
 
 
 class BboxFilterConfig(_Section):
-    """Which boxes survive a spatial transform. Defaults keep long thin and tiny defects."""
+    """Which boxes survive a spatial transform. Defaults keep long thin and tiny defects; Ultralytics' own
+    warp keeps a box while ``min_visibility`` of it is in view (``gradkit.augment.affine_boxes``)."""
 
     min_visibility: float = Field(0.1, ge=0, le=1, description="drop a box when less than this share of its "
                                   "area stays in the image (a scratch cut to 10% of its length is kept)")
-    min_area: float = Field(4.0, ge=0, description="drop boxes smaller than this many pixels (after the transform)")
-    min_width: float = Field(1.0, ge=0, description="drop boxes narrower than this many pixels")
-    min_height: float = Field(1.0, ge=0, description="drop boxes lower than this many pixels")
+    # The sizes default to 0 (only empty boxes go): Ultralytics' zoom (0.5-1.5x) shrinks a 1 px scratch's box
+    # below a pixel before gradkit's transforms run, and the scratch still shows (tests/test_affine_boxes.py)
+    min_area: float = Field(0.0, ge=0, description="after gradkit's transforms, drop boxes smaller than this many "
+                            "pixels (0: only empty ones)")
+    min_width: float = Field(0.0, ge=0, description="drop boxes narrower than this many pixels (0: only empty ones)")
+    min_height: float = Field(0.0, ge=0, description="drop boxes lower than this many pixels (0: only empty ones)")
 
 
 class CopyPasteConfig(_Section):

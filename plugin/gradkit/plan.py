@@ -392,7 +392,7 @@ def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Call
 
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
-    augment: dict[str, Any] = {"bbox": {"min_visibility": 0.1, "min_area": 4, "min_width": 1, "min_height": 1}}
+    augment: dict[str, Any] = {}  # augment.bbox: gradkit's defaults, which keep thin and tiny defects
     augment["preset"] = _choose_transforms(fp, plan)
     rare = fp.imbalance >= IMBALANCE
     augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}

@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradkit.augment.affine_boxes import affine_survivors
 from gradkit.augment.copy_paste import paste_defects
 from gradkit.config import GradkitConfig
 from gradkit.integrations.ultralytics.seams import (
     dataset_augmentation,
     edit_albumentations_stage,
     install_dataset_transforms,
+    replace_affine_box_filter,
     stock_check_det_dataset,
 )
 from gradkit.integrations.ultralytics.version import check_ultralytics_version
@@ -179,11 +181,17 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     if dataset_augmentation(dataset) is aug_cfg:
         return
     stage = AlbumentationsStage(aug_cfg)
+    min_visibility = aug_cfg.bbox.min_visibility
+
+    def keep_box(before, after):  # Ultralytics' warp keeps a box while enough of it is in view, whatever its shape
+        return affine_survivors(before, after, min_visibility)
+
     paste = CopyPasteStage(dataset, aug_cfg.copy_paste) if aug_cfg.copy_paste.p > 0 else None
     replace_stock = aug_cfg.preset != "none" or bool(aug_cfg.transforms)
 
     def build(stock_build, hyp):
         compose = stock_build(_apply_hyp(hyp, aug_cfg.ultralytics) if hyp is not None else hyp)
+        compose = replace_affine_box_filter(compose, dataset, keep_box)  # raises if the warp's filter changed
         return edit_albumentations_stage(compose, dataset, AlbumentationsStage,  # raises if the stage is gone
                                          replace_with=stage if replace_stock else None, insert_before=paste)
 

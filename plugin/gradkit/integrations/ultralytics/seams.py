@@ -58,6 +58,7 @@ __all__ = [
     "prediction_recorder",
     "publish_epoch_metrics",
     "read_like_dataset",
+    "replace_affine_box_filter",
     "register_default_callbacks",
     "replace_check_det_dataset",
     "replace_model_tune",
@@ -255,6 +256,9 @@ def check_seams() -> None:
     if not callable(warmup) or _missing_parameters(warmup, ("self", "num_batches")):
         raise SeamError(f"BaseTrainer._get_warmup_iterations(num_batches) is gone (ultralytics "
                         f"{_ultralytics_version()}); gradkit plans the run's optimizer steps with it")
+    problem = _affine_filter_shape()
+    if problem:
+        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}); gradkit keeps thin boxes through its filter")
     import ultralytics.engine.trainer as trainer_module
 
     _check_det_dataset_shape(trainer_module)
@@ -465,6 +469,72 @@ def edit_albumentations_stage(compose: Any, dataset: Any, own_stage: type, repla
         stages[idx] = replace_with
     if insert_before is not None:
         stages.insert(idx, insert_before)
+    return compose
+
+
+
+#: How Ultralytics' affine warp is asked which boxes to keep (``RandomPerspective.apply_instances``).
+AFFINE_FILTER_CALL = "self.box_candidates("
+#: The parameters it passes, by keyword; gradkit's filter takes them all and uses ``box1``/``box2``.
+AFFINE_FILTER_PARAMS = ("box1", "box2", "wh_thr", "ar_thr", "area_thr")
+
+
+def _affine_filter_shape() -> str | None:
+    """What changed in ``RandomPerspective``'s box filter, or None when it is as gradkit replaces it."""
+    from ultralytics.data.augment import RandomPerspective
+
+    apply = getattr(RandomPerspective, "apply_instances", None)
+    candidates = getattr(RandomPerspective, "box_candidates", None)
+    if not callable(apply) or not callable(candidates) or _missing_parameters(candidates, AFFINE_FILTER_PARAMS):
+        return ("ultralytics.data.augment.RandomPerspective no longer has apply_instances and "
+                f"box_candidates({', '.join(AFFINE_FILTER_PARAMS)})")
+    if AFFINE_FILTER_CALL not in inspect.getsource(apply):
+        return f"RandomPerspective.apply_instances no longer calls {AFFINE_FILTER_CALL}...)"
+    return None
+
+
+def _affine_stages(node: Any, seen: set[int]) -> list[Any]:
+    """Every ``RandomPerspective`` in a pipeline, also inside the pre-transforms of the mosaic, MixUp,
+    CutMix and CopyPaste stages (they share the main one, or hold their own)."""
+    from ultralytics.data.augment import RandomPerspective
+
+    if node is None or id(node) in seen:
+        return []
+    seen.add(id(node))
+    if isinstance(node, RandomPerspective):
+        return [node]
+    found = []
+    for child in (*(getattr(node, "transforms", None) or []), getattr(node, "pre_transform", None)):
+        if child is not None and not isinstance(child, str | bytes | dict):
+            found += _affine_stages(child, seen)
+    return found
+
+
+def replace_affine_box_filter(compose: Any, dataset: Any, keep: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Any:
+    """Make every affine warp of a training pipeline keep the boxes ``keep(before, after)`` keeps.
+
+    Ultralytics' ``RandomPerspective.box_candidates`` drops boxes with a side of 2 px or less or an aspect
+    ratio of 100 or more: long thin defects. The replacement is set on the pipeline's own instances, so
+    validation and other datasets keep the stock filter. Checked: the warp still asks that method
+    (:func:`_affine_filter_shape`), and an augmenting pipeline holds a warp at all; a validation-style
+    pipeline (``dataset.augment`` false) is returned unchanged.
+    """
+    if not getattr(dataset, "augment", True):
+        return compose
+    problem = _affine_filter_shape()
+    stages = _affine_stages(compose, set())
+    if problem is None and not stages:
+        problem = "no RandomPerspective in the training transforms"
+    if problem:
+        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}, {type(dataset).__name__}."
+                        "build_transforms): gradkit keeps thin boxes through that warp's filter and will not "
+                        "train with the stock filter, which drops them")
+
+    def box_candidates(box1, box2, wh_thr=None, ar_thr=None, area_thr=None, eps=None):  # Ultralytics' keywords
+        return keep(box1, box2)
+
+    for stage in stages:
+        stage.box_candidates = box_candidates
     return compose
 
 
