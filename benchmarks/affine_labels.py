@@ -26,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from defect_quality import build_sets  # noqa: E402
+from defect_quality import build_sets
 
-from gradkit.augment.affine_boxes import affine_survivors  # noqa: E402
-from gradkit.config import BboxFilterConfig  # noqa: E402
+from gradkit.augment.affine_boxes import affine_survivors
+from gradkit.config import BboxFilterConfig
 
 MIN_VISIBILITY = BboxFilterConfig().min_visibility  # gradkit's default
 SHAPES = [(160, 1), (160, 2), (160, 3), (80, 2), (120, 1), (250, 3), (3, 3), (4, 4), (6, 6), (58, 58)]

@@ -58,8 +58,8 @@ __all__ = [
     "prediction_recorder",
     "publish_epoch_metrics",
     "read_like_dataset",
-    "replace_affine_box_filter",
     "register_default_callbacks",
+    "replace_affine_box_filter",
     "replace_check_det_dataset",
     "replace_model_tune",
     "replace_optimizer_step",
@@ -258,7 +258,8 @@ def check_seams() -> None:
                         f"{_ultralytics_version()}); gradkit plans the run's optimizer steps with it")
     problem = _affine_filter_shape()
     if problem:
-        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}); gradkit keeps thin boxes through its filter")
+        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}); gradkit keeps thin boxes through that "
+                        "filter")
     import ultralytics.engine.trainer as trainer_module
 
     _check_det_dataset_shape(trainer_module)
