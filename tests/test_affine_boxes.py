@@ -146,3 +146,47 @@ def test_a_warp_that_no_longer_asks_its_filter_stops_training_by_name(tmp_path, 
     for call in (lambda: replace_affine_box_filter(compose, dataset, keep), check_seams):
         with pytest.raises(SeamError, match=r"apply_instances no longer calls self\.box_candidates"):
             call()
+
+
+@pytest.mark.parametrize(("w", "h"), [(160, 1), (160, 2), (250, 3), (210, 4.5), (500, 4.5), (3, 3), (4, 4), (5, 5),
+                                      (58, 58)])
+def test_the_boxes_named_as_dropped_are_those_ultralytics_warp_drops(w, h):
+    """Oracle: Ultralytics' own warp (no rotation, zoom 0.5-1.5x), 400 draws of one box in a 640 px image."""
+    from ultralytics.data.augment import RandomPerspective
+    from ultralytics.utils.instance import Instances
+
+    from gradkit.augment.affine_boxes import dropped_by_ultralytics
+
+    warp = RandomPerspective(degrees=0.0, translate=0.0, scale=0.5, size=(640, 640))
+    random.seed(0)
+    np.random.seed(0)
+    kept = 0
+    for _ in range(400):
+        box = np.array([[320 - w / 2, 320 - h / 2, 320 + w / 2, 320 + h / 2]], np.float32)
+        out = warp({"img": np.zeros((640, 640, 3), np.uint8), "cls": np.zeros((1, 1)),
+                    "instances": Instances(box, bbox_format="xyxy", normalized=False)})
+        kept += len(out["cls"])
+    assert dropped_by_ultralytics(np.array([[w, h]]), zoom=0.5)[0] == (kept < 400), kept
+
+
+def test_training_without_gradkit_augmentation_names_the_labels_ultralytics_drops(tmp_path):
+    """A real run, monitoring only: Ultralytics' filter stays, and the log says which boxes it drops."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    from conftest import train_tiny
+
+    log = []
+    handler = logging.Handler()
+    handler.emit = lambda record: log.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        train_tiny(_write_lines(tmp_path / "data"), tmp_path, overrides={"report.enabled": False},
+                   epochs=1)  # at 64 px: every line a quarter as long
+    finally:
+        LOGGER.removeHandler(handler)
+    warned = [m for m in log if "Ultralytics' warp (scale=0.5) drops their labels" in m]
+    # all three lines: 1 px (a side under 4 px), 1 px vertical, 2 px (halved by a 0.5x zoom: 1 px)
+    assert len(warned) == 1 and "3 of 3 training boxes (scratch 3)" in warned[0], warned
+    assert "side under 4 px at imgsz 64" in warned[0]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["affine_survivors"]
+__all__ = ["ULTRALYTICS_MAX_ASPECT", "ULTRALYTICS_MIN_SIDE_PX", "affine_survivors", "dropped_by_ultralytics"]
 
 
 def affine_survivors(before: np.ndarray, after: np.ndarray, min_visibility: float) -> np.ndarray:
@@ -32,3 +32,27 @@ def affine_survivors(before: np.ndarray, after: np.ndarray, min_visibility: floa
     w1, h1 = after[2] - after[0], after[3] - after[1]
     visible = w1 * h1 / np.maximum(w0 * h0, 1e-12)
     return (w1 > 0) & (h1 > 0) & (visible >= min_visibility)
+
+
+#: Ultralytics' ``box_candidates`` thresholds: a box needs both sides above this many pixels ...
+ULTRALYTICS_MIN_SIDE_PX = 2.0
+#: ... and an aspect ratio below this.
+ULTRALYTICS_MAX_ASPECT = 100.0
+
+
+def dropped_by_ultralytics(wh_px: np.ndarray, zoom: float) -> np.ndarray:
+    """Mask of the boxes Ultralytics' warp filter drops in some training samples, without rotation.
+
+    Args:
+        wh_px: (N, 2) box widths and heights in pixels at the training size (after Ultralytics resizes the
+            image's long side to ``imgsz``).
+        zoom: Ultralytics' ``scale`` (the warp draws a zoom in [1 - zoom, 1 + zoom]).
+
+    A box is dropped when the smallest zoom leaves a side of 2 px or less, and at every zoom when its aspect
+    ratio is 100 or more. A rotation (``degrees``) enlarges a line's enclosing box and spares it some of the
+    time (``benchmarks/affine_labels.py``), so with rotation these are the boxes at risk.
+    """
+    wh = np.asarray(wh_px, dtype=float).reshape(-1, 2)
+    short, long = wh.min(1), wh.max(1)
+    smallest_zoom = max(1.0 - zoom, 0.0)
+    return (short * smallest_zoom < ULTRALYTICS_MIN_SIDE_PX) | (long >= ULTRALYTICS_MAX_ASPECT * short)

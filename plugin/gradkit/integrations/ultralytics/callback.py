@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradkit.augment.affine_boxes import ULTRALYTICS_MAX_ASPECT, ULTRALYTICS_MIN_SIDE_PX, dropped_by_ultralytics
 from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
@@ -251,6 +252,8 @@ class GradkitCallback:
         self._follow_nan_recovery(trainer)
         self.augment = self._resolved_augment(trainer)
         self._install_augmentation(trainer)
+        if not self.augment.active and _is_main():
+            _warn_labels_ultralytics_drops(trainer)
 
     def _take_over_optimizer_step(self, trainer) -> None:
         """Run gradkit's step in place of ``BaseTrainer.optimizer_step``, keeping a user's override.
@@ -810,3 +813,32 @@ def resume(checkpoint: str | Path, **train_args: Any):
     attach(model, GradkitConfig.model_validate(config))
     model.train(resume=str(checkpoint), **train_args)
     return model
+
+
+def _warn_labels_ultralytics_drops(trainer) -> None:
+    """One warning line when Ultralytics' warp will drop some training labels for their shape alone (gradkit's
+    augmentation, when on, keeps them: ``gradkit.augment.affine_boxes``)."""
+    dataset, args = trainer.train_loader.dataset, trainer.args
+    if not getattr(dataset, "augment", False):
+        return
+    wh, cls = [], []
+    for lab in getattr(dataset, "labels", []):
+        h0, w0 = lab["shape"]
+        boxes = np.asarray(lab["bboxes"], dtype=float).reshape(-1, 4)
+        wh.append(boxes[:, 2:] * np.array([w0, h0]) * (dataset.imgsz / max(h0, w0)))
+        cls.append(np.asarray(lab["cls"]).reshape(-1))
+    if not wh:
+        return
+    wh, cls = np.concatenate(wh), np.concatenate(cls).astype(int)
+    dropped = dropped_by_ultralytics(wh, float(args.scale))
+    if not dropped.any():
+        return
+    names = trainer.data.get("names", {}) if isinstance(getattr(trainer, "data", None), dict) else {}
+    counts = np.bincount(cls[dropped])
+    per_class = ", ".join(f"{names.get(c, c)} {n}" for c, n in enumerate(counts) if n)
+    _logger().warning(
+        f"gradkit: {int(dropped.sum())} of {len(wh)} training boxes ({per_class}) have a side under "
+        f"{ULTRALYTICS_MIN_SIDE_PX / max(1 - float(args.scale), 1e-9):.3g} px at imgsz {dataset.imgsz} or an aspect "
+        f"ratio of {ULTRALYTICS_MAX_ASPECT:g} or more: Ultralytics' warp (scale={args.scale:g}) drops their labels "
+        "in some samples while the defect stays in the image, teaching it as background. gradkit's augmentation "
+        "keeps them (any augment key, e.g. gradkit=defect; README, \"Why thin defects fail\")")
