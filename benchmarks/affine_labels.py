@@ -3,7 +3,7 @@
 Every training sample goes through Ultralytics' ``RandomPerspective`` (after the mosaic, also without
 it), whose ``box_candidates`` keeps a box only when both sides exceed 2 px and its aspect ratio is
 below 100. gradkit, when its augmentation is on, keeps a box there while ``augment.bbox.min_visibility``
-of it is in view (``gradkit.augment.affine_boxes``). Two measurements, with Ultralytics' own classes:
+of the warped box is in view (``gradkit.augment.affine_boxes``). Two measurements, with Ultralytics' own classes:
 
 1. **Box shapes**: one box in the middle of a 256 px image through 2000 warps each (mosaic off, zoom
    0.5-1.5x, shift 0.1), with Ultralytics' defaults (no rotation) and with the ``defect`` preset's 4°
@@ -29,30 +29,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from defect_quality import build_sets
 
 from gradkit.augment.affine_boxes import affine_survivors
-from gradkit.config import BboxFilterConfig
+from gradkit.config import BboxFilterConfig, load_config
 
 MIN_VISIBILITY = BboxFilterConfig().min_visibility  # gradkit's default
 SHAPES = [(160, 1), (160, 2), (160, 3), (80, 2), (120, 1), (250, 3), (3, 3), (4, 4), (6, 6), (58, 58)]
-PRESET_DEGREES = 4.0  # the defect preset's augment.ultralytics.degrees
+PRESET_DEGREES = load_config("defect").augment.ultralytics["degrees"]
 
 
 def _recording_warp(warp, log: list) -> None:
     """Record, for every box this warp filters, (class, Ultralytics keeps, gradkit keeps); Ultralytics' verdict
-    is what the warp applies."""
-    stock_filter, stock_apply = warp.box_candidates, warp.apply_instances
+    is what the warp applies. gradkit's needs each box as warped before clipping, which apply_bboxes returns."""
+    stock_filter, stock_apply, stock_warp = warp.box_candidates, warp.apply_instances, warp.apply_bboxes
     current = {}
 
     def apply_instances(labels, params):
         current["cls"] = np.asarray(labels["cls"]).reshape(-1)
         return stock_apply(labels, params)
 
+    def apply_bboxes(bboxes, M):
+        out = stock_warp(bboxes, M)
+        current["warped"] = np.array(out, dtype=float)  # a copy: the warp clips in place afterwards
+        return out
+
     def box_candidates(box1, box2, **kwargs):
         stock = stock_filter(box1, box2, **kwargs)
-        ours = affine_survivors(box1, box2, MIN_VISIBILITY)
+        ours = affine_survivors(current["warped"].T, box2, MIN_VISIBILITY)
         log.extend(zip(current["cls"].tolist(), stock.tolist(), ours.tolist(), strict=True))
         return stock
 
-    warp.apply_instances, warp.box_candidates = apply_instances, box_candidates
+    warp.apply_instances, warp.apply_bboxes, warp.box_candidates = apply_instances, apply_bboxes, box_candidates
 
 
 def shape_table(draws: int, imgsz: int = 256) -> None:

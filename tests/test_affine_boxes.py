@@ -10,13 +10,19 @@ import cv2
 import numpy as np
 import pytest
 
-from gradkit.augment.affine_boxes import affine_survivors
+from gradkit.augment.affine_boxes import (
+    ULTRALYTICS_MAX_ASPECT,
+    ULTRALYTICS_MIN_SIDE_PX,
+    affine_survivors,
+    drop_rate,
+    zoom_range,
+)
 from gradkit.config import load_config
 
 SIZE = 256
 #: one line per image, drawn white on the pad gray: (x0, y0, x1, y1) of its pixels, inclusive
 LINES = {"horizontal_1px": (48, 128, 207, 128), "vertical_1px": (100, 60, 100, 189),
-         "horizontal_2px": (40, 90, 199, 91)}
+         "horizontal_2px": (40, 90, 199, 91), "vertical_2px": (180, 40, 181, 179)}
 SAMPLES = 24  # warps per image
 PAD = 114  # Ultralytics' fill for what a warp brings into view: the background here too, so only the line is bright
 
@@ -108,69 +114,70 @@ def test_gradkit_keeps_every_visible_line_and_its_box_lies_on_the_line(tmp_path,
 
 
 def test_the_rule_drops_a_box_only_when_cut_away():
-    """Hand-made boxes, against Ultralytics' own filter on the same boxes."""
-    before = np.array([[0, 0, 160, 1], [0, 0, 1, 120], [0, 0, 100, 10], [0, 0, 3, 3], [0, 0, 10, 10],
-                       [0, 0, 10, 10], [0, 0, 80, 1]], float).T
-    after = np.array([[0, 0, 160, 1],      # a 1 px line: kept (Ultralytics drops it: a side <= 2 px)
-                      [5, 5, 6, 125],      # a 1 x 120 px line, shifted: kept (Ultralytics: aspect ratio >= 100)
-                      [0, 0, 5, 10],       # cut to 5% of its area: dropped by both
-                      [0, 0, 1.5, 1.5],    # a pit zoomed to 1.5 px: kept (a smudge still shows)
-                      [0, 0, 0, 10],       # zero width: dropped by both
-                      [0, 0, 14, 14],      # a rotation's larger enclosing box: kept by both
-                      [0, 0, 80, 0.09]], float).T  # clipped at the border to 9% of its height: dropped
-    keep = affine_survivors(before, after, min_visibility=0.1)
-    assert keep.tolist() == [True, True, False, True, False, True, False]
-    from ultralytics.data.augment import RandomPerspective
-
-    stock = RandomPerspective.box_candidates(before, after)
-    assert stock.tolist() == [False, False, False, False, False, True, False]
+    """Hand-made warped and clipped boxes, against Ultralytics' own filter given the same boxes."""
+    warped = np.array([[0, 0, 160, 1], [5, 5, 6, 125], [0, 0, 100, 10], [0, 0, 1.5, 1.5], [0, 0, 0, 10],
+                       [-80, 0, 80, 1], [0, -199.6, 14.95, 0.0], [0, -199.6, 14.95, 0.0]], float).T
+    clipped = np.array([[0, 0, 160, 1],     # a 1 px line in view: kept (Ultralytics: a side <= 2 px)
+                        [5, 5, 6, 125],     # a 1 x 120 px line: kept (Ultralytics: aspect ratio >= 100)
+                        [0, 0, 5, 10],      # 5% of it in view: dropped by both
+                        [0, 0, 1.5, 1.5],   # a pit zoomed to 1.5 px: kept (a smudge still shows)
+                        [0, 0, 0, 10],      # empty: dropped by both
+                        [0, 0, 80, 1],      # half of a line cut off: kept
+                        [0, -1.8, 14.95, 0.0],    # a 200 px line turned 4 deg, 0.9% of its box in view: dropped
+                        [0, -40.0, 14.95, 0.0]], float).T  # the same with 20% in view: kept
+    keep = affine_survivors(warped, clipped, min_visibility=0.1)
+    assert keep.tolist() == [True, True, False, True, False, True, False, True]
 
 
-def test_a_warp_that_no_longer_asks_its_filter_stops_training_by_name(tmp_path, monkeypatch):
-    """Planted upgrades: the filter call gone from apply_instances, or no warp in the pipeline at all."""
-    from ultralytics.data.augment import RandomPerspective
+def test_ultralytics_thresholds_are_the_ones_gradkit_names():
+    """One definition each, checked against the installed Ultralytics (its box_candidates defaults)."""
+    from gradkit.integrations.ultralytics.seams import ultralytics_box_filter_thresholds
 
-    from gradkit.integrations.ultralytics.seams import SeamError, check_seams, replace_affine_box_filter
-
-    dataset = _dataset(_write_lines(tmp_path))
-    keep = lambda before, after: affine_survivors(before, after, 0.1)  # noqa: E731
-    compose = dataset.transforms
-    without_warp = [t for t in compose.transforms if not hasattr(t, "transforms") and not hasattr(t, "pre_transform")]
-    with pytest.raises(SeamError, match="no RandomPerspective in the training transforms"):
-        replace_affine_box_filter(type(compose)(without_warp), dataset, keep)
-
-    def apply_instances(self, labels, params):  # a release that filters boxes some other way
-        return labels
-
-    monkeypatch.setattr(RandomPerspective, "apply_instances", apply_instances)
-    for call in (lambda: replace_affine_box_filter(compose, dataset, keep), check_seams):
-        with pytest.raises(SeamError, match=r"apply_instances no longer calls self\.box_candidates"):
-            call()
+    assert ultralytics_box_filter_thresholds() == (ULTRALYTICS_MIN_SIDE_PX, ULTRALYTICS_MAX_ASPECT)
 
 
-@pytest.mark.parametrize(("w", "h"), [(160, 1), (160, 2), (250, 3), (210, 4.5), (500, 4.5), (3, 3), (4, 4), (5, 5),
-                                      (58, 58)])
-def test_the_boxes_named_as_dropped_are_those_ultralytics_warp_drops(w, h):
-    """Oracle: Ultralytics' own warp (no rotation, zoom 0.5-1.5x), 400 draws of one box in a 640 px image."""
+@pytest.mark.parametrize(("w", "h", "scale"), [(160, 1, 0.5), (160, 2, 0.5), (80, 3, 0.5), (210, 4.5, 0.5),
+                                               (450, 4.4, 0.5), (3, 3, 0.5), (4, 4, 0.5), (5, 5, 0.5),
+                                               (58, 58, 0.5), (20, 2.5, 0.9), (30, 3, (0.5, 2.0))])
+def test_drop_rates_are_those_of_ultralytics_own_warp(w, h, scale):
+    """Oracle: Ultralytics' own warp (no rotation), 600 draws of one box in a 1024 px image; the rate is a
+    uniform zoom's, so a binomial spread (at most 0.02 here) bounds the difference."""
     from ultralytics.data.augment import RandomPerspective
     from ultralytics.utils.instance import Instances
 
-    from gradkit.augment.affine_boxes import dropped_by_ultralytics
-
-    warp = RandomPerspective(degrees=0.0, translate=0.0, scale=0.5, size=(640, 640))
+    n = 1024  # room for every box at the largest zoom: clipping would change its aspect ratio
+    warp = RandomPerspective(degrees=0.0, translate=0.0, scale=scale, size=(n, n))
     random.seed(0)
     np.random.seed(0)
-    kept = 0
-    for _ in range(400):
-        box = np.array([[320 - w / 2, 320 - h / 2, 320 + w / 2, 320 + h / 2]], np.float32)
-        out = warp({"img": np.zeros((640, 640, 3), np.uint8), "cls": np.zeros((1, 1)),
+    draws, kept = 600, 0
+    for _ in range(draws):
+        box = np.array([[n / 2 - w / 2, n / 2 - h / 2, n / 2 + w / 2, n / 2 + h / 2]], np.float32)
+        out = warp({"img": np.zeros((n, n, 3), np.uint8), "cls": np.zeros((1, 1)),
                     "instances": Instances(box, bbox_format="xyxy", normalized=False)})
         kept += len(out["cls"])
-    assert dropped_by_ultralytics(np.array([[w, h]]), zoom=0.5)[0] == (kept < 400), kept
+    rate = float(drop_rate(np.array([[w, h]]), zoom_range(scale))[0])
+    assert abs(rate - (1 - kept / draws)) <= 0.06, (rate, 1 - kept / draws)
+    assert (rate == 0) == (kept == draws)
+
+
+def _write_boxes(root, width, height, boxes):
+    """One image of width x height with the given (w, h) boxes (pixels) side by side; class 0, one split."""
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        cv2.imwrite(str(root / "images" / split / "part.png"), np.full((height, width, 3), PAD, np.uint8))
+        lines = [f"0 {(10 + 40 * k + w / 2) / width} {0.5} {w / width} {h / height}" for k, (w, h) in enumerate(boxes)]
+        (root / "labels" / split / "part.txt").write_text("\n".join(lines) + "\n")
+    yaml = root / "data.yaml"
+    yaml.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: scratch\n")
+    return yaml
 
 
 def test_training_without_gradkit_augmentation_names_the_labels_ultralytics_drops(tmp_path):
-    """A real run, monitoring only: Ultralytics' filter stays, and the log says which boxes it drops."""
+    """A real run, monitoring only: Ultralytics' filter stays, and the log says which boxes it drops. The image
+    is 512 x 256, trained at 128 px (a quarter of its long side): a box 14 px high is 3.5 px there, dropped
+    when the zoom is under 0.57 (7% of samples); one 18 px high is 4.5 px, never dropped; a 1 px line 60 px
+    long (aspect 60) is dropped by its 0.25 px side at every zoom; one 30 x 200 px, never."""
     import logging
 
     from ultralytics.utils import LOGGER
@@ -182,11 +189,52 @@ def test_training_without_gradkit_augmentation_names_the_labels_ultralytics_drop
     handler.emit = lambda record: log.append(record.getMessage())
     LOGGER.addHandler(handler)
     try:
-        train_tiny(_write_lines(tmp_path / "data"), tmp_path, overrides={"report.enabled": False},
-                   epochs=1)  # at 64 px: every line a quarter as long
+        data = _write_boxes(tmp_path / "data", 512, 256, [(30, 14), (30, 18), (60, 1), (30, 200)])
+        train_tiny(data, tmp_path, overrides={"report.enabled": False}, epochs=1, imgsz=128)
     finally:
         LOGGER.removeHandler(handler)
-    warned = [m for m in log if "Ultralytics' warp (scale=0.5) drops their labels" in m]
-    # all three lines: 1 px (a side under 4 px), 1 px vertical, 2 px (halved by a 0.5x zoom: 1 px)
-    assert len(warned) == 1 and "3 of 3 training boxes (scratch 3)" in warned[0], warned
-    assert "side under 4 px at imgsz 64" in warned[0]
+    warned = [m for m in log if "gradkit: Ultralytics' warp" in m]
+    assert len(warned) == 1, warned
+    assert "drops 2 of 4 training boxes at imgsz 128 (scratch 2) in 54% of their samples" in warned[0], warned
+    assert "zoom 0.5-1.5x, sides above 2 px, aspect ratio below 100" in warned[0]
+
+
+def test_a_changed_warp_stops_training_by_name(tmp_path, monkeypatch):
+    """Planted upgrades, each caught by the probe before training: the filter no longer asked, boxes handed
+    to it unclipped, boxes warped some other way than by apply_bboxes; and a pipeline without a warp."""
+    from ultralytics.data.augment import RandomPerspective
+    from ultralytics.utils.instance import Instances
+
+    import gradkit.integrations.ultralytics.seams as seams
+    from gradkit.integrations.ultralytics.seams import SeamError, replace_affine_box_filter
+
+    dataset = _dataset(_write_lines(tmp_path))
+    keep = lambda warped, clipped: affine_survivors(warped, clipped, 0.1)  # noqa: E731
+    compose = dataset.transforms
+    without_warp = [t for t in compose.transforms if not hasattr(t, "transforms") and not hasattr(t, "pre_transform")]
+    with pytest.raises(SeamError, match="no RandomPerspective in the training transforms"):
+        replace_affine_box_filter(type(compose)(without_warp), dataset, keep)
+    stock_apply = RandomPerspective.apply_instances
+
+    def unasked(self, labels, params):  # a release that filters boxes some other way
+        return labels
+
+    def unclipped(self, labels, params):  # a release that clips after filtering
+        monkeypatch.setattr(Instances, "clip", lambda *a, **k: None)
+        try:
+            return stock_apply(self, labels, params)
+        finally:
+            monkeypatch.undo()
+
+    def warped_elsewhere(self, labels, params):  # a release that no longer warps boxes through apply_bboxes
+        self.apply_bboxes = lambda bboxes, M: RandomPerspective.apply_bboxes(self, bboxes, M)
+        return stock_apply(self, labels, params)
+
+    for planted, message in [(unasked, "no longer calls box_candidates"),
+                             (unclipped, r"handed box_candidates \[40.0, 10.0, 90.0, 20.0\]"),
+                             (warped_elsewhere, "without its own apply_bboxes before it")]:
+        with monkeypatch.context() as m:
+            m.setattr(seams, "_AFFINE_PROBES", {})
+            m.setattr(RandomPerspective, "apply_instances", planted)
+            with pytest.raises(SeamError, match=message):
+                replace_affine_box_filter(compose, dataset, keep)

@@ -527,3 +527,15 @@ def test_demo_says_when_the_budget_bought_too_few_steps():
     assert "only 176 optimizer steps" in note and "epochs=" in note and "\n" not in note
     assert few_steps_note(FEW_STEPS - 1) is not None
     assert few_steps_note(FEW_STEPS) is None and few_steps_note(916) is None
+
+
+# ---------------------------------------------------------------- boxes through Ultralytics' warp
+def test_the_plan_names_the_labels_ultralytics_warp_would_drop():
+    """Hand-made boxes at 256 px: a 1 px horizontal scratch and a 3 px pit are dropped by Ultralytics' warp in
+    some samples (a side under 4 px at its smallest zoom, 0.5x); a 45-degree scratch's box and a 6 px pit are not."""
+    flat = (0, 160, 1, 1.0, 1.0)
+    tiny_pit = (1, 3, 3, 3.0, 0.7)
+    fp = fingerprint([flat, tiny_pit, tiny_pit, LINE, (1, 6, 6, 6.0, 0.7)])
+    reason = choice(P.make_plan(fp), "augment.bbox").reason
+    assert reason.startswith("3 of 5 boxes (pit 2, scratch 1) have a side under 4 px at imgsz 256"), reason
+    assert "no box" in choice(P.make_plan(fingerprint([LINE, BLOB])), "augment.bbox").reason

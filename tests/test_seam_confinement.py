@@ -38,6 +38,7 @@ PRIVATE = {
     "_gradkit_augment": "gradkit's mark on a dataset whose transforms the seam replaced",
     "_gradkit_recorder": "gradkit's prediction recorder hung on a validator",
     "_gradkit_cells": "gradkit's mark on a detection loss branch whose assigner the seam restricted",
+    "_gradkit_stock_apply_bboxes": "the warp's own apply_bboxes, kept on it by the seam that follows it",
 }
 #: Public names that may be read (or called) anywhere but replaced or mutated only in the seam, and why.
 PATCHED = {
@@ -53,7 +54,7 @@ PATCHED = {
     "select_candidates_in_gts": "TaskAlignedAssigner's candidate rule, wrapped by assign.defect_cells",
     "init_criterion": "DetectionModel's loss builder, called by the seam when the loss is not built yet",
     "box_candidates": "RandomPerspective's box filter, replaced on a training pipeline's warps to keep thin boxes",
-    "apply_instances": "RandomPerspective's box step, read by the check that it still calls that filter",
+    "apply_bboxes": "RandomPerspective's box warp, followed to learn each box before it is clipped",
 }
 #: Methods that change the object they are called on.
 MUTATORS = {"update", "append", "insert", "extend", "pop", "clear", "setdefault", "remove", "__setitem__"}

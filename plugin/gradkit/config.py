@@ -197,8 +197,10 @@ class ClipConfig(_Section):
 
 
 class BboxFilterConfig(_Section):
-    """Which boxes survive a spatial transform. Defaults keep long thin and tiny defects; Ultralytics' own
-    warp keeps a box while ``min_visibility`` of it is in view (``gradkit.augment.affine_boxes``)."""
+    """Which boxes survive a spatial transform; the defaults keep long thin and tiny defects.
+
+    With gradkit's augmentation on, Ultralytics' own warp keeps a box while ``min_visibility`` of it is in
+    view (``gradkit.augment.affine_boxes``)."""
 
     min_visibility: float = Field(0.1, ge=0, le=1, description="drop a box when less than this share of its "
                                   "area stays in the image (a scratch cut to 10% of its length is kept)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,6 +394,7 @@ def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Call
 
 def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
     augment: dict[str, Any] = {}  # augment.bbox: gradkit's defaults, which keep thin and tiny defects
+    _keep_thin_boxes(fp, plan)
     augment["preset"] = _choose_transforms(fp, plan)
     rare = fp.imbalance >= IMBALANCE
     augment["copy_paste"] = {"p": 0.3, "max_per_image": 2, "rare_first": rare}
@@ -436,6 +438,27 @@ def resolve_auto_preset(aug: Any, fp: Fingerprint) -> tuple[Any, str | None]:
         return aug, None
     name, reason = transform_list(fp)
     return aug.model_copy(update={"preset": name}), reason
+
+
+def _keep_thin_boxes(fp: Fingerprint, plan: Plan) -> None:
+    """Say how many labels gradkit's augmentation keeps that Ultralytics' own warp would drop."""
+    from gradkit.augment.affine_boxes import REPORTED_DROP_RATE, ULTRALYTICS_ZOOM, drop_rate, zoom_range
+    from gradkit.config import BboxFilterConfig
+
+    imgsz = plan.train["imgsz"]
+    w, h = fp.box_pixels(imgsz)
+    known = np.isfinite(w) & np.isfinite(h)
+    rate = drop_rate(np.stack([w[known], h[known]], 1), zoom_range(ULTRALYTICS_ZOOM))
+    named = rate >= REPORTED_DROP_RATE
+    names = np.asarray([fp.class_names.get(c, str(c)) for c in fp.box_cls], dtype=object)[known][named]
+    per_class = ", ".join(f"{n} {k}" for n, k in sorted(Counter(names.tolist()).items()))
+    kept = f"gradkit drops a box there only when less than {BboxFilterConfig().min_visibility:g} of it is in view"
+    reason = (f"Ultralytics' own warp (no rotation) would drop {int(named.sum())} of {int(known.sum())} boxes at "
+              f"imgsz {imgsz} ({per_class}) in {rate[named].mean():.0%} of their samples on average, while the "
+              f"defect stays in the image; {kept}" if named.any() else
+              f"no box is thin or small enough for Ultralytics' own warp to drop it in {REPORTED_DROP_RATE:.0%} "
+              f"of its samples; {kept}")
+    plan.choose("augment.bbox", "keep thin boxes through the warp", reason)
 
 
 def _choose_transforms(fp: Fingerprint, plan: Plan) -> str:

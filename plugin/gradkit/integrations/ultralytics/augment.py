@@ -183,8 +183,8 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     stage = AlbumentationsStage(aug_cfg)
     min_visibility = aug_cfg.bbox.min_visibility
 
-    def keep_box(before, after):  # Ultralytics' warp keeps a box while enough of it is in view, whatever its shape
-        return affine_survivors(before, after, min_visibility)
+    def keep_box(warped, clipped):  # Ultralytics' warp keeps a box while enough of it is in view, whatever its shape
+        return affine_survivors(warped, clipped, min_visibility)
 
     paste = CopyPasteStage(dataset, aug_cfg.copy_paste) if aug_cfg.copy_paste.p > 0 else None
     replace_stock = aug_cfg.preset != "none" or bool(aug_cfg.transforms)

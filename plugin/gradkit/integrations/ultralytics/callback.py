@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradkit.augment.affine_boxes import ULTRALYTICS_MAX_ASPECT, ULTRALYTICS_MIN_SIDE_PX, dropped_by_ultralytics
+from gradkit.augment.affine_boxes import REPORTED_DROP_RATE, drop_rate, zoom_range
 from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
@@ -27,6 +27,7 @@ from gradkit.integrations.ultralytics.seams import (
     publish_epoch_metrics,
     replace_model_tune,
     replace_optimizer_step,
+    ultralytics_box_filter_thresholds,
     unrestricted_ema,
 )
 from gradkit.integrations.ultralytics.sliced import (
@@ -816,29 +817,31 @@ def resume(checkpoint: str | Path, **train_args: Any):
 
 
 def _warn_labels_ultralytics_drops(trainer) -> None:
-    """One warning line when Ultralytics' warp will drop some training labels for their shape alone (gradkit's
-    augmentation, when on, keeps them: ``gradkit.augment.affine_boxes``)."""
+    """One warning line when Ultralytics' warp will drop some training labels for their shape alone in at least
+    one sample in 20 (gradkit's augmentation, when on, keeps them: ``gradkit.augment.affine_boxes``)."""
     dataset, args = trainer.train_loader.dataset, trainer.args
-    if not getattr(dataset, "augment", False):
+    thresholds = ultralytics_box_filter_thresholds()
+    if not getattr(dataset, "augment", False) or thresholds is None:
         return
     wh, cls = [], []
     for lab in getattr(dataset, "labels", []):
         h0, w0 = lab["shape"]
         boxes = np.asarray(lab["bboxes"], dtype=float).reshape(-1, 4)
-        wh.append(boxes[:, 2:] * np.array([w0, h0]) * (dataset.imgsz / max(h0, w0)))
+        wh.append(boxes[:, 2:] * np.array([w0, h0]) * (dataset.imgsz / max(h0, w0)))  # the long side to imgsz
         cls.append(np.asarray(lab["cls"]).reshape(-1))
     if not wh:
         return
     wh, cls = np.concatenate(wh), np.concatenate(cls).astype(int)
-    dropped = dropped_by_ultralytics(wh, float(args.scale))
-    if not dropped.any():
+    zooms = zoom_range(args.scale)
+    rate = drop_rate(wh, zooms, *thresholds)
+    named = rate >= REPORTED_DROP_RATE
+    if not named.any():
         return
     names = trainer.data.get("names", {}) if isinstance(getattr(trainer, "data", None), dict) else {}
-    counts = np.bincount(cls[dropped])
-    per_class = ", ".join(f"{names.get(c, c)} {n}" for c, n in enumerate(counts) if n)
+    per_class = ", ".join(f"{names.get(c, c)} {n}" for c, n in enumerate(np.bincount(cls[named])) if n)
     _logger().warning(
-        f"gradkit: {int(dropped.sum())} of {len(wh)} training boxes ({per_class}) have a side under "
-        f"{ULTRALYTICS_MIN_SIDE_PX / max(1 - float(args.scale), 1e-9):.3g} px at imgsz {dataset.imgsz} or an aspect "
-        f"ratio of {ULTRALYTICS_MAX_ASPECT:g} or more: Ultralytics' warp (scale={args.scale:g}) drops their labels "
-        "in some samples while the defect stays in the image, teaching it as background. gradkit's augmentation "
-        "keeps them (any augment key, e.g. gradkit=defect; README, \"Why thin defects fail\")")
+        f"gradkit: Ultralytics' warp (zoom {zooms[0]:g}-{zooms[1]:g}x, sides above {thresholds[0]:g} px, aspect "
+        f"ratio below {thresholds[1]:g}) drops {int(named.sum())} of {len(wh)} training boxes at imgsz "
+        f"{dataset.imgsz} ({per_class}) in {rate[named].mean():.0%} of their samples on average, while the defect "
+        "stays in the image, teaching it as background; gradkit's augmentation keeps them (any augment key, e.g. "
+        "gradkit=defect; README, \"Why thin defects fail\")")

@@ -71,6 +71,7 @@ __all__ = [
     "stock_check_det_dataset",
     "tile_canvas",
     "tile_geometry",
+    "ultralytics_box_filter_thresholds",
     "unrestricted_ema",
     "warmup_iterations",
     "wrap_update_metrics",
@@ -256,10 +257,6 @@ def check_seams() -> None:
     if not callable(warmup) or _missing_parameters(warmup, ("self", "num_batches")):
         raise SeamError(f"BaseTrainer._get_warmup_iterations(num_batches) is gone (ultralytics "
                         f"{_ultralytics_version()}); gradkit plans the run's optimizer steps with it")
-    problem = _affine_filter_shape()
-    if problem:
-        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}); gradkit keeps thin boxes through that "
-                        "filter")
     import ultralytics.engine.trainer as trainer_module
 
     _check_det_dataset_shape(trainer_module)
@@ -474,23 +471,60 @@ def edit_albumentations_stage(compose: Any, dataset: Any, own_stage: type, repla
 
 
 
-#: How Ultralytics' affine warp is asked which boxes to keep (``RandomPerspective.apply_instances``).
-AFFINE_FILTER_CALL = "self.box_candidates("
-#: The parameters it passes, by keyword; gradkit's filter takes them all and uses ``box1``/``box2``.
-AFFINE_FILTER_PARAMS = ("box1", "box2", "wh_thr", "ar_thr", "area_thr")
+#: Probe results per warp class (None: the filter can be replaced as :func:`replace_affine_box_filter` does).
+_AFFINE_PROBES: dict[type, str | None] = {}
+#: The probe: one box sticking out of a 64 px image, through a warp that moves nothing.
+_PROBE_BOX, _PROBE_CLIPPED = [40.0, 10.0, 90.0, 20.0], [40.0, 10.0, 64.0, 20.0]
 
 
-def _affine_filter_shape() -> str | None:
-    """What changed in ``RandomPerspective``'s box filter, or None when it is as gradkit replaces it."""
-    from ultralytics.data.augment import RandomPerspective
+def _filter_affine_boxes(stage: Any, keep: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    """Make one warp keep the boxes ``keep(warped, clipped)`` keeps: its own ``apply_bboxes`` is followed to
+    learn each box after the warp and before clipping; ``box_candidates`` then gets the clipped boxes."""
+    stock_apply_bboxes = getattr(stage, "_gradkit_stock_apply_bboxes", stage.apply_bboxes)
+    last: list[np.ndarray] = []
 
-    apply = getattr(RandomPerspective, "apply_instances", None)
-    candidates = getattr(RandomPerspective, "box_candidates", None)
-    if not callable(apply) or not callable(candidates) or _missing_parameters(candidates, AFFINE_FILTER_PARAMS):
-        return ("ultralytics.data.augment.RandomPerspective no longer has apply_instances and "
-                f"box_candidates({', '.join(AFFINE_FILTER_PARAMS)})")
-    if AFFINE_FILTER_CALL not in inspect.getsource(apply):
-        return f"RandomPerspective.apply_instances no longer calls {AFFINE_FILTER_CALL}...)"
+    def apply_bboxes(bboxes, M):
+        out = stock_apply_bboxes(bboxes, M)
+        last[:] = [np.array(out, dtype=float)]  # a copy: the warp clips its boxes in place afterwards
+        return out
+
+    def box_candidates(box1=None, box2=None, **_thresholds):  # whatever Ultralytics passes besides the boxes
+        warped = last.pop() if last else None
+        if warped is None or warped.T.shape != np.shape(box2):
+            raise SeamError(f"{type(stage).__name__}.box_candidates was called without its own apply_bboxes "
+                            "before it (ultralytics changed the warp): gradkit cannot tell how much of each box is "
+                            "in view")
+        return keep(warped.T, np.asarray(box2))
+
+    stage._gradkit_stock_apply_bboxes = stock_apply_bboxes
+    stage.apply_bboxes, stage.box_candidates = apply_bboxes, box_candidates
+
+
+def _probe_affine_filter(warp_cls: type) -> str | None:
+    """What keeps gradkit's filter from working in this warp class, or None: a real warp of one box that sticks
+    out of the image, checked to hand gradkit's filter the box warped and the box clipped."""
+    import random
+
+    from ultralytics.utils.instance import Instances
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    states = random.getstate(), np.random.get_state()
+    try:
+        probe = warp_cls(degrees=0.0, translate=0.0, scale=0.0, shear=0.0, perspective=0.0, size=(64, 64))
+        _filter_affine_boxes(probe, lambda warped, clipped: seen.append((warped, clipped)) or np.ones(1, bool))
+        probe({"img": np.zeros((64, 64, 3), np.uint8), "cls": np.zeros((1, 1), np.float32),
+               "instances": Instances(np.array([_PROBE_BOX], np.float32), bbox_format="xyxy", normalized=False)})
+    except (AttributeError, IndexError, KeyError, SeamError, TypeError, ValueError) as exc:  # what a change raises
+        return f"{warp_cls.__name__} could not warp a probe box with gradkit's filter ({type(exc).__name__}: {exc})"
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+    if not seen:
+        return f"{warp_cls.__name__}.apply_instances no longer calls box_candidates"
+    warped, clipped = (np.asarray(b, float).T.reshape(-1) for b in seen[0])
+    if not (np.allclose(warped, _PROBE_BOX, atol=1e-3) and np.allclose(clipped, _PROBE_CLIPPED, atol=1e-3)):
+        return (f"{warp_cls.__name__} handed box_candidates {clipped.round(2).tolist()} after apply_bboxes gave "
+                f"{warped.round(2).tolist()}; expected the clipped box {_PROBE_CLIPPED} after {_PROBE_BOX}")
     return None
 
 
@@ -512,31 +546,41 @@ def _affine_stages(node: Any, seen: set[int]) -> list[Any]:
 
 
 def replace_affine_box_filter(compose: Any, dataset: Any, keep: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Any:
-    """Make every affine warp of a training pipeline keep the boxes ``keep(before, after)`` keeps.
+    """Make every affine warp of a training pipeline keep the boxes ``keep(warped, clipped)`` keeps.
 
     Ultralytics' ``RandomPerspective.box_candidates`` drops boxes with a side of 2 px or less or an aspect
     ratio of 100 or more: long thin defects. The replacement is set on the pipeline's own instances, so
-    validation and other datasets keep the stock filter. Checked: the warp still asks that method
-    (:func:`_affine_filter_shape`), and an augmenting pipeline holds a warp at all; a validation-style
-    pipeline (``dataset.augment`` false) is returned unchanged.
+    validation and other datasets keep the stock filter. Checked before it is set, by a real warp of a probe
+    box per warp class (:func:`_probe_affine_filter`), and that an augmenting pipeline holds a warp at all; a
+    validation-style pipeline (``dataset.augment`` false) is returned unchanged.
     """
     if not getattr(dataset, "augment", True):
         return compose
-    problem = _affine_filter_shape()
     stages = _affine_stages(compose, set())
-    if problem is None and not stages:
-        problem = "no RandomPerspective in the training transforms"
-    if problem:
-        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()}, {type(dataset).__name__}."
+    problems = ["no RandomPerspective in the training transforms"] if not stages else []
+    for warp_cls in {type(stage) for stage in stages}:
+        if warp_cls not in _AFFINE_PROBES:
+            _AFFINE_PROBES[warp_cls] = _probe_affine_filter(warp_cls)
+        problems += [_AFFINE_PROBES[warp_cls]] if _AFFINE_PROBES[warp_cls] else []
+    if problems:
+        raise SeamError(f"{'; '.join(problems)} (ultralytics {_ultralytics_version()}, {type(dataset).__name__}."
                         "build_transforms): gradkit keeps thin boxes through that warp's filter and will not "
                         "train with the stock filter, which drops them")
-
-    def box_candidates(box1, box2, wh_thr=None, ar_thr=None, area_thr=None, eps=None):  # Ultralytics' keywords
-        return keep(box1, box2)
-
     for stage in stages:
-        stage.box_candidates = box_candidates
+        _filter_affine_boxes(stage, keep)
     return compose
+
+
+def ultralytics_box_filter_thresholds() -> tuple[float, float] | None:
+    """(smallest side in px, largest aspect ratio) of Ultralytics' own warp filter, read from the defaults of
+    ``RandomPerspective.box_candidates``; None when it no longer has them."""
+    from ultralytics.data.augment import RandomPerspective
+
+    try:
+        params = inspect.signature(RandomPerspective.box_candidates).parameters
+        return float(params["wh_thr"].default), float(params["ar_thr"].default)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------ the validator
