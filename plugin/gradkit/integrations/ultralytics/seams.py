@@ -470,7 +470,6 @@ def edit_albumentations_stage(compose: Any, dataset: Any, own_stage: type, repla
     return compose
 
 
-
 #: Probe results per warp class (None: the filter can be replaced as :func:`replace_affine_box_filter` does).
 _AFFINE_PROBES: dict[type, str | None] = {}
 #: The probe: one box sticking out of a 64 px image, through a warp that moves nothing.
