@@ -818,8 +818,14 @@ def resume(checkpoint: str | Path, **train_args: Any):
 
 def _warn_labels_ultralytics_drops(trainer) -> None:
     """One warning line when Ultralytics' warp will drop some training labels for their shape alone in at least
-    one sample in 20 (gradkit's augmentation, when on, keeps them: ``gradkit.augment.affine_boxes``)."""
-    dataset, args = trainer.train_loader.dataset, trainer.args
+    one sample in 20 (gradkit's augmentation, when on, keeps them: ``gradkit.augment.affine_boxes``).
+
+    A trainer driven without Ultralytics' data set-up (a custom loop, no ``train_loader``) has no labels to count.
+    """
+    loader = getattr(trainer, "train_loader", None)
+    if loader is None:
+        return
+    dataset, args = loader.dataset, trainer.args
     thresholds = ultralytics_box_filter_thresholds()
     if not getattr(dataset, "augment", False) or thresholds is None:
         return
