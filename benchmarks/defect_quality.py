@@ -12,8 +12,10 @@ brushed metal, circuit boards and colour photographs, a third renderer, contrast
 built after the rules and kept out of their design) and ``material`` (``gradkit.synth_material``: 4:3
 images whose height is ``--imgsz``, GIMP's material patterns (``apt-get install gimp-data``), a fourth
 renderer of relief and pigment under one light; built after every rule, including the budget rule,
-and used to decide nothing). Each set gets its own plan from its own
-fingerprint (that is the point of a self-configuring recipe). Recipes, all from scratch, trained on
+and used to decide nothing) and ``strip`` (``gradkit.synth_strip``: 5:3 gray images whose height is
+``--imgsz``, rolled strip, weave and ground metal with scratches along the grain in boxes 1-3 px thin, a
+fifth renderer; built after the warp's label filter was found, to measure it where it bites). Each set
+gets its own plan from its own fingerprint (that is the point of a self-configuring recipe). Recipes, all from scratch, trained on
 ``train`` and scored on ``test``:
 
 - ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;
@@ -110,6 +112,7 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
     from gradkit.synth import SynthSpec, generate_dataset
     from gradkit.synth_material import MaterialSpec, generate_material_dataset
     from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
+    from gradkit.synth_strip import StripSpec, generate_strip_dataset
     from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
 
     sets = {}
@@ -129,8 +132,11 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
         elif name == "material":  # 4:3 lit relief on GIMP's material patterns, imgsz their height
             spec = MaterialSpec(images=images, width=round(imgsz * 4 / 3 / 8) * 8, height=imgsz, seed=1000)
             sets[name] = generate_material_dataset(root, spec)
+        elif name == "strip":  # 5:3 gray panels with the grain along an axis, imgsz their height
+            spec = StripSpec(images=images, width=round(imgsz * 5 / 3 / 8) * 8, height=imgsz, seed=1000)
+            sets[name] = generate_strip_dataset(root, spec)
         else:
-            raise SystemExit(f"unknown set {name!r}: synth, photo, surface, material")
+            raise SystemExit(f"unknown set {name!r}: synth, photo, surface, material, strip")
     return sets
 
 
