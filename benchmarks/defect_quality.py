@@ -15,8 +15,8 @@ renderer of relief and pigment under one light; built after every rule, includin
 and used to decide nothing) and ``strip`` (``gradkit.synth_strip``: 5:3 gray images whose height is
 ``--imgsz``, rolled strip, weave and ground metal with scratches along the grain in boxes 1-3 px thin, a
 fifth renderer; built after the warp's label filter was found, to measure it where it bites). Each set
-gets its own plan from its own fingerprint (that is the point of a self-configuring recipe). Recipes, all from scratch, trained on
-``train`` and scored on ``test``:
+gets its own plan from its own fingerprint (that is the point of a self-configuring recipe). Recipes, all
+from scratch, trained on ``train`` and scored on ``test``:
 
 - ``stock``: Ultralytics, ``yolo26n.yaml``, given ``imgsz``/``epochs``/``batch``, nothing else;
 - ``preset``: the same plus ``gradkit=configs/gradkit/defect.yaml`` (the issue's "preset alone" goal; its
