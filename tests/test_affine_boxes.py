@@ -199,6 +199,30 @@ def test_training_without_gradkit_augmentation_names_the_labels_ultralytics_drop
     assert "zoom 0.5-1.5x, sides above 2 px, aspect ratio below 100" in warned[0]
 
 
+def test_a_trainer_without_ultralytics_data_set_up_gets_no_warning_and_no_error():
+    """A custom loop drives the callback on a trainer with no ``train_loader`` (as the DDP worker does):
+    there are no labels to count, so the warning is skipped; it must not stop the run (it did, in CI)."""
+    import logging
+    from types import SimpleNamespace
+
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.utils import LOGGER
+
+    from gradkit.integrations.ultralytics.callback import _warn_labels_ultralytics_drops
+
+    trainer = BaseTrainer.__new__(BaseTrainer)
+    vars(trainer).update(args=SimpleNamespace(scale=0.5))
+    log = []
+    handler = logging.Handler()
+    handler.emit = lambda record: log.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        _warn_labels_ultralytics_drops(trainer)
+    finally:
+        LOGGER.removeHandler(handler)
+    assert log == []
+
+
 def test_a_changed_warp_stops_training_by_name(tmp_path, monkeypatch):
     """Planted upgrades, each caught by the probe before training: the filter no longer asked, boxes handed
     to it unclipped, boxes warped some other way than by apply_bboxes; and a pipeline without a warp."""

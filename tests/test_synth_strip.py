@@ -79,7 +79,7 @@ def test_scratches_lie_along_the_grain_in_boxes_a_few_pixels_thin():
     assert along == grained                     # on a grained surface every scratch follows the grain
     short, long = np.array(boxes).T
     assert (long >= 8 * short).all()            # on a weave too, a scratch lies along an axis
-    assert (short <= 3).mean() >= 0.5           # 0.7-2 px wide, within about a degree of the axis
+    assert short.max() <= 4 and (short <= 3).mean() >= 0.9  # 0.7-2 px wide, drifting at most 1 px
 
 
 def test_written_files_match_the_rendering(tmp_path):

@@ -77,7 +77,8 @@ def _check_common(spec) -> None:
 
 
 def _check_sized_spec(spec) -> None:
-    """``_check_common`` and the size of a ``width`` x ``height`` spec (``SurfaceSpec``, ``MaterialSpec``)."""
+    """``_check_common`` and the size of a ``width`` x ``height`` spec (``SurfaceSpec``, ``MaterialSpec``,
+    ``StripSpec``)."""
     _check_common(spec)
     if not (64 <= spec.width <= 2048 and 64 <= spec.height <= 2048):
         raise ValueError(f"width and height must be in [64, 2048], got {spec.width} x {spec.height}")
@@ -206,6 +207,13 @@ def _box_from_mask(mask: np.ndarray, level: float = 0.25) -> tuple[int, int, int
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def _near(box: tuple[int, int, int, int], boxes: Sequence[tuple[int, int, int, int]], margin: int = 0) -> bool:
+    """Whether ``box`` overlaps, or comes within ``margin`` px of, any of ``boxes`` (exclusive-max pixel
+    boxes): the evaluation sets keep one defect per box."""
+    return any(min(box[2], b[2]) + margin > max(box[0], b[0]) and min(box[3], b[3]) + margin > max(box[1], b[1])
+               for b in boxes)
+
+
 def _overlaps(box: tuple[int, int, int, int], others: Sequence[tuple[int, int, int, int]]) -> bool:
     x0, y0, x1, y1 = box
     area = (x1 - x0) * (y1 - y0)
@@ -268,7 +276,7 @@ def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tup
 
     Layout: ``out/images/{train,val,test}/*.png``, ``out/labels/...``, ``out/data.yaml`` with an
     absolute ``path`` so Ultralytics resolves it from any working directory, the class ``names`` and
-    ``provenance`` (how the set was generated). Shared by the four generated evaluation sets.
+    ``provenance`` (how the set was generated). Shared by the five generated evaluation sets.
     """
     from gradkit.data.output import OutputRefused
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _near, _split_of, write_yolo_dataset
 
 __all__ = ["MATERIALS", "PATTERNS", "MaterialSpec", "generate_material_dataset", "read_gimp_pattern",
            "render_material_image"]
@@ -311,13 +311,6 @@ def _apply(img: np.ndarray, height: np.ndarray, relief: np.ndarray | None,
     return img, height
 
 
-def _near(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, int]], margin: int = 2) -> bool:
-    """Whether ``box`` overlaps or comes within ``margin`` px of any of ``boxes``: each box holds one
-    defect, and a relief's shading reaches a pixel beyond its mask."""
-    return any(min(box[2], b[2]) + margin > max(box[0], b[0]) and min(box[3], b[3]) + margin > max(box[1], b[1])
-               for b in boxes)
-
-
 def render_material_image(spec: MaterialSpec, index: int) -> tuple[np.ndarray, list[tuple], list[np.ndarray]]:
     """Render one image.
 
@@ -343,7 +336,8 @@ def render_material_image(spec: MaterialSpec, index: int) -> tuple[np.ndarray, l
             if relief is not None:
                 mask = np.maximum(mask, _shown(relief, light))
             box = _box_from_mask(mask)
-            if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2 or _near(box, boxes):
+            # 2 px apart: a relief's shading reaches a pixel beyond its mask, and each box holds one defect
+            if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2 or _near(box, boxes, margin=2):
                 continue
             img, height = _apply(img, height, relief, pigment)
             boxes.append(box)

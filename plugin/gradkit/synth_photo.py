@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _near, _split_of, write_yolo_dataset
 
 __all__ = ["BACKGROUNDS", "PhotoSpec", "generate_photo_dataset", "render_photo_image"]
 
@@ -197,8 +197,7 @@ def render_photo_image(spec: PhotoSpec, index: int) -> tuple[np.ndarray, list[tu
             box = _box_from_mask(mask)
             if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
-            if any(max(0, min(box[2], b[2]) - max(box[0], b[0])) * max(0, min(box[3], b[3]) - max(box[1], b[1])) > 0
-                   for b in boxes):
+            if _near(box, boxes):
                 continue  # no overlapping defects: each box is the mask of one defect only
             lo, hi = _CONTRAST[cls]
             img = img + rng.choice([-1, 1]) * rng.uniform(lo, hi) * _local_std(img, box) * mask

@@ -2,18 +2,18 @@
 
 The other four sets draw thin defects mostly diagonal, so their boxes are wide. On rolled strip, woven
 fabric and ground parts a scratch runs **along the grain**: along the rolling direction, a thread or the
-grinding marks. Its box is then 1-3 px high and up to hundreds long, the shape Ultralytics' warp drops
+grinding marks. Its box is then 1-4 px high and up to hundreds long, the shape Ultralytics' warp drops
 (README, "Why thin defects fail"). This set is made of such surfaces, with a fifth renderer:
 
 - **Gray surfaces with a grain along one image axis** (horizontal or vertical, one per image), three
   kinds: cold-rolled strip (streaks smeared along the rolling direction, full-length roll marks),
-  plain weave (threads exactly along both axes, thick slubs) and ground metal (short parallel
+  plain weave (threads exactly along both axes, bright slubs) and ground metal (short parallel
   grinding marks). The roll marks, slubs and grinding marks are look-alikes of a scratch, unlabelled.
 - **Defects drawn with hard edges** (rasterised 8x and area-averaged, no blur): scratches are straight
-  lines along the grain (within about a degree), 0.7-2 px wide, a fifth to two thirds of the image
-  long, bright or dark, their strength varying along them; cracks run across the grain, jagged and
-  tapering; pits are dark rolled-in specks stretched along the grain, 1.5-5 px high; stains are faint
-  oil streaks stretched along it.
+  lines along the grain (drifting at most 1 px across it over their length), 0.7-2 px wide, a fifth to
+  two thirds of the image long, bright or dark, their strength varying along them; cracks run across
+  the grain, jagged and tapering; pits are dark rolled-in specks stretched along the grain, 1.5-5 px
+  high. Stains are the one soft-edged class: faint oil streaks stretched along the grain.
 - Images are ``width`` x ``height`` (5:3 by default, wider than the other sets, so that a training
   ``imgsz`` of their height shrinks them); defect-free images (``empty_frac``); the camera adds a
   vignette, a slight defocus on some images and sensor noise. Images are gray, stored in three channels.
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _near, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "StripSpec", "generate_strip_dataset", "render_strip_image"]
 
@@ -85,8 +85,8 @@ def _weave(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     weft = 0.6 + 0.4 * np.cos(np.pi * ((x % period) / period - 0.5)) ** 2
     img = np.where(over, warp, weft) * rng.uniform(0.35, 0.75)
     thread = np.floor(y / period)
-    for t in rng.choice(np.unique(thread), int(rng.integers(0, 3))):
-        img = img + rng.uniform(0.05, 0.15) * ((thread == t) & ~over)
+    for t in rng.choice(np.unique(thread), int(rng.integers(0, 3)), replace=False):  # where weft thread t is on top
+        img = img + rng.uniform(0.05, 0.15) * ((thread == t) & over)
     return img
 
 
@@ -104,41 +104,51 @@ _BACKGROUND = {"rolled": _rolled, "weave": _weave, "ground": _ground}
 
 # ----------------------------------------- defects: coverage masks (H x W in [0, 1]), the grain along x
 
+def _hard_canvas(h: int, w: int) -> np.ndarray:
+    return np.zeros((h * _SS, w * _SS), np.uint8)
+
+
+def _coverage(big: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A ``_SS``x canvas area-averaged down: each pixel's value is the share of it the shapes cover."""
+    return cv2.resize(big.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def _hard_strokes(h: int, w: int, segments: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
-    """Segments ``(a, b, width)`` rasterised at ``_SS``x with hard edges and area-averaged down: each
-    pixel's value is the share of it the strokes cover."""
-    big = np.zeros((h * _SS, w * _SS), np.uint8)
+    """Coverage of segments ``(a, b, width)`` in pixel coordinates (pixel i spans [i, i + 1))."""
+    big = _hard_canvas(h, w)
     for a, b, width in segments:
         cv2.line(big, tuple(int(c) for c in np.round(a * _SS)), tuple(int(c) for c in np.round(b * _SS)), 255,
                  max(1, round(width * _SS)), cv2.LINE_8)
-    return cv2.resize(big.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_AREA)
+    return _coverage(big, h, w)
+
+
+def _hard_ellipse(rng: np.random.Generator, h: int, w: int, half_height: float, stretch: float) -> np.ndarray:
+    """Coverage of an ellipse ``2 * half_height`` px high and ``stretch`` times as long along x, anywhere in
+    the image."""
+    big = _hard_canvas(h, w)
+    c = rng.uniform(0.05, 0.95, 2) * (w, h) * _SS
+    axes = (max(1, round(half_height * stretch * _SS)), max(1, round(half_height * _SS)))
+    cv2.ellipse(big, (round(float(c[0])), round(float(c[1]))), axes, 0.0, 0.0, 360.0, 255, -1, cv2.LINE_8)
+    return _coverage(big, h, w)
 
 
 def _scratch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     length = rng.uniform(0.2, 0.67) * w
-    heading = rng.normal(0, 0.012)  # along the grain, within about a degree
+    heading = rng.uniform(-1, 1) / length  # along the grain, drifting at most 1 px across it
     c = np.array([rng.uniform(length / 2 + 1, w - length / 2 - 1), rng.uniform(0.05, 0.95) * h])
-    d = length / 2 * np.array([np.cos(heading), np.sin(heading)])
-    return _hard_strokes(h, w, [(np.clip(c - d, 0, [w - 1, h - 1]), np.clip(c + d, 0, [w - 1, h - 1]),
-                                 rng.uniform(0.7, 2.0))])
+    d = length / 2 * np.array([np.cos(heading), np.sin(heading)])  # |d_y| <= 0.5: the line stays in the image
+    return _hard_strokes(h, w, [(c - d, c + d, rng.uniform(0.7, 2.0))])
 
 
 def _crack(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     length, step = rng.uniform(0.08, 0.3) * h, 2.5
     n = max(3, int(length / step))
-    heading = np.pi / 2 + rng.uniform(-0.3, 0.3) + rng.normal(0, 0.5, n)  # across the grain, jagged
-    pts = np.array([rng.uniform(0.05, 0.95) * w, rng.uniform(0.1, 0.6) * h]) + np.concatenate(
-        [[[0.0, 0.0]], np.cumsum(step * np.stack([np.cos(heading), np.sin(heading)], 1), 0)])
+    down = rng.random() < 0.5
+    heading = (np.pi / 2 if down else -np.pi / 2) + rng.uniform(-0.3, 0.3) + rng.normal(0, 0.5, n)  # jagged
+    start = np.array([rng.uniform(0.05, 0.95) * w, rng.uniform(0.1, 0.6) * h if down else rng.uniform(0.4, 0.9) * h])
+    pts = start + np.concatenate([[[0.0, 0.0]], np.cumsum(step * np.stack([np.cos(heading), np.sin(heading)], 1), 0)])
     w0 = rng.uniform(1.2, 2.5)
     return _hard_strokes(h, w, [(pts[i], pts[i + 1], w0 * (1 - 0.6 * i / n)) for i in range(n)])
-
-
-def _ellipse(rng: np.random.Generator, h: int, w: int, ry: float, stretch: float) -> np.ndarray:
-    """Coverage of an ellipse ``ry`` px high, ``stretch`` times as long along x, anywhere in the image."""
-    c = rng.uniform(0.05, 0.95, 2) * (w, h)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    d = np.hypot((x - c[0]) / (ry * stretch), (y - c[1]) / ry)
-    return np.clip((1 - d) * ry + 0.5, 0, 1).astype(np.float32)
 
 
 def _apply(rng: np.random.Generator, img: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,11 +164,21 @@ def _apply(rng: np.random.Generator, img: np.ndarray, cls: int) -> tuple[np.ndar
         mask = _crack(rng, h, w)
         return img * (1 - rng.uniform(0.3, 0.65) * mask), mask
     if cls == 2:    # pit: a dark rolled-in speck stretched along the grain
-        mask = _ellipse(rng, h, w, rng.uniform(0.75, 2.5), rng.uniform(1.0, 3.0))
+        mask = _hard_ellipse(rng, h, w, rng.uniform(0.75, 2.5), rng.uniform(1.0, 3.0))
         return img * (1 - rng.uniform(0.3, 0.7) * mask), mask
-    mask = _ellipse(rng, h, w, rng.uniform(4, 12), rng.uniform(2.0, 5.0))   # stain: a faint oil streak
+    mask = _hard_ellipse(rng, h, w, rng.uniform(4, 12), rng.uniform(2.0, 5.0))   # stain: a faint oil streak
     soft = cv2.GaussianBlur(mask, (0, 0), 2.0)
     return img + rng.choice([-1, 1]) * rng.uniform(0.06, 0.18) * soft, np.maximum(mask, soft)
+
+
+def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A vignette, defocus on some images, sensor noise."""
+    h, w = img.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = img * (1 - rng.uniform(0, 0.25) * (((x / w - 0.5) ** 2 + (y / h - 0.5) ** 2) * 2))
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.6))
+    return img + rng.normal(0, rng.uniform(0.004, 0.012), img.shape)
 
 
 def render_strip_image(spec: StripSpec, index: int) -> tuple[np.ndarray, list[tuple], list[np.ndarray]]:
@@ -169,8 +189,8 @@ def render_strip_image(spec: StripSpec, index: int) -> tuple[np.ndarray, list[tu
         defect masks (coverage in [0, 1]) in label order.
     """
     rng = np.random.default_rng([spec.seed, index])
-    across = rng.random() < 0.5               # the grain vertical: drawn along x on the transposed frame
-    h, w = (spec.width, spec.height) if across else (spec.height, spec.width)
+    vertical_grain = rng.random() < 0.5       # then drawn along x on a transposed frame
+    h, w = (spec.width, spec.height) if vertical_grain else (spec.height, spec.width)
     img = _BACKGROUND[KINDS[int(rng.integers(len(KINDS)))]](rng, h, w).astype(np.float32)
     masks, boxes, classes = [], [], []
     if rng.random() >= spec.empty_frac:
@@ -178,20 +198,14 @@ def render_strip_image(spec: StripSpec, index: int) -> tuple[np.ndarray, list[tu
             cls = int(rng.integers(len(CLASS_NAMES)))
             drawn, mask = _apply(rng, img, cls)
             box = _box_from_mask(mask)
-            if box is None or any(min(box[2], b[2]) > max(box[0], b[0]) and min(box[3], b[3]) > max(box[1], b[1])
-                                  for b in boxes):
-                continue  # no overlapping boxes: each box holds one defect
+            if box is None or _near(box, boxes):
+                continue
             img = drawn
             boxes.append(box)
             masks.append(mask)
             classes.append(cls)
-    # the camera: a vignette, defocus on some images, sensor noise
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = img * (1 - rng.uniform(0, 0.25) * (((x / w - 0.5) ** 2 + (y / h - 0.5) ** 2) * 2))
-    if rng.random() < 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.6))
-    img = img + rng.normal(0, rng.uniform(0.004, 0.012), img.shape)
-    if across:
+    img = _camera(rng, img)
+    if vertical_grain:
         img, masks = img.T, [m.T for m in masks]
     gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
     labels = []

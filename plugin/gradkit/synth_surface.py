@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _near, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -272,7 +272,7 @@ def render_surface_image(spec: SurfaceSpec, index: int) -> tuple[np.ndarray, lis
             box = _box_from_mask(mask)
             if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
-            if any(min(box[2], b[2]) > max(box[0], b[0]) and min(box[3], b[3]) > max(box[1], b[1]) for b in boxes):
+            if _near(box, boxes):
                 continue  # no overlapping boxes: each box holds one defect (and fringes, see above)
             img = drawn
             boxes.append(box)
