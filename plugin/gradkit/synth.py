@@ -76,12 +76,24 @@ def _check_common(spec) -> None:
         raise ValueError(f"splits must be three fractions summing to 1, got {spec.splits}")
 
 
-def _check_sized_spec(spec) -> None:
-    """``_check_common`` and the size of a ``width`` x ``height`` spec (``SurfaceSpec``, ``MaterialSpec``,
-    ``StripSpec``)."""
-    _check_common(spec)
-    if not (64 <= spec.width <= 2048 and 64 <= spec.height <= 2048):
-        raise ValueError(f"width and height must be in [64, 2048], got {spec.width} x {spec.height}")
+@dataclass(frozen=True)
+class SizedSpec:
+    """What to generate for the ``width`` x ``height`` evaluation sets (``SurfaceSpec``, ``MaterialSpec``,
+    ``StripSpec``, each with its own default size): ``images``, ``seed``, ``empty_frac``, ``max_defects`` and
+    ``splits`` as in :class:`SynthSpec`; the classes are ``CLASS_NAMES``."""
+
+    images: int = 400
+    width: int = 320
+    height: int = 256
+    seed: int = 0
+    empty_frac: float = 0.2
+    max_defects: int = 3
+    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if not (64 <= self.width <= 2048 and 64 <= self.height <= 2048):
+            raise ValueError(f"width and height must be in [64, 2048], got {self.width} x {self.height}")
 
 
 # --------------------------------------------------------------------------- surfaces

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _near, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, SizedSpec, _box_from_mask, _near, _split_of, write_yolo_dataset
 
 __all__ = ["MATERIALS", "PATTERNS", "MaterialSpec", "generate_material_dataset", "read_gimp_pattern",
            "render_material_image"]
@@ -58,23 +58,17 @@ _MAX_SIDE = 4096  # a pattern side beyond this is refused as not a pattern: GIMP
 
 
 @dataclass(frozen=True)
-class MaterialSpec:
-    """What to generate (``images``, ``seed``, ``empty_frac``, ``max_defects``, ``splits`` as in
-    ``gradkit.synth.SynthSpec``); images are ``width`` x ``height`` pixels; textures are the
-    ``materials`` under ``patterns``; the classes are ``gradkit.synth.CLASS_NAMES``."""
+class MaterialSpec(SizedSpec):
+    """What to generate (:class:`gradkit.synth.SizedSpec`), 344 x 256 images by default; textures are the
+    ``materials`` under ``patterns``."""
 
-    images: int = 400
     width: int = 344
     height: int = 256
-    seed: int = 0
-    empty_frac: float = 0.2
-    max_defects: int = 3
-    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
     patterns: str = PATTERNS
     materials: tuple[str, ...] = MATERIALS
 
     def __post_init__(self) -> None:
-        _check_sized_spec(self)
+        super().__post_init__()
         if not self.materials:
             raise ValueError("materials must name at least one pattern")
 

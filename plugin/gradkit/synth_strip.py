@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _near, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, SizedSpec, _box_from_mask, _near, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "StripSpec", "generate_strip_dataset", "render_strip_image"]
 
@@ -40,21 +40,11 @@ _SS = 8  # supersampling factor of the hard-edged rasteriser
 
 
 @dataclass(frozen=True)
-class StripSpec:
-    """What to generate (``images``, ``seed``, ``empty_frac``, ``max_defects``, ``splits`` as in
-    ``gradkit.synth.SynthSpec``); images are ``width`` x ``height`` pixels; the classes are
-    ``gradkit.synth.CLASS_NAMES``."""
+class StripSpec(SizedSpec):
+    """What to generate (:class:`gradkit.synth.SizedSpec`), 400 x 240 images (5:3) by default."""
 
-    images: int = 400
     width: int = 400
     height: int = 240
-    seed: int = 0
-    empty_frac: float = 0.2
-    max_defects: int = 3
-    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
-
-    def __post_init__(self) -> None:
-        _check_sized_spec(self)
 
 
 # ------------------------------------------------- backgrounds: gray, H x W float, the grain along x

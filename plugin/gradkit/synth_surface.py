@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, _box_from_mask, _check_sized_spec, _near, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, SizedSpec, _box_from_mask, _near, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -49,21 +49,11 @@ _SS = 4  # supersampling factor of the stroke rasteriser
 
 
 @dataclass(frozen=True)
-class SurfaceSpec:
-    """What to generate (``images``, ``seed``, ``empty_frac``, ``max_defects``, ``splits`` as in
-    ``gradkit.synth.SynthSpec``); images are ``width`` x ``height`` pixels; the classes are
-    ``gradkit.synth.CLASS_NAMES``."""
+class SurfaceSpec(SizedSpec):
+    """What to generate (:class:`gradkit.synth.SizedSpec`), 320 x 256 images by default."""
 
-    images: int = 400
     width: int = 320
     height: int = 256
-    seed: int = 0
-    empty_frac: float = 0.2
-    max_defects: int = 3
-    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
-
-    def __post_init__(self) -> None:
-        _check_sized_spec(self)
 
 
 # ---------------------------------------------------------------- backgrounds (H x W x 3, float in [0, 1])
