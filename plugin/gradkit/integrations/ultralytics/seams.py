@@ -795,6 +795,25 @@ def replace_check_det_dataset(plain: Callable[..., Any], for_trainer: Callable[.
     setattr(trainer_module, _DATASET_FUNCTION, for_trainer)
 
 
+_CACHE_LOADER = "load_dataset_cache_file"
+
+
+def replace_label_cache_loader(load: Callable[[Path], dict]) -> None:
+    """Replace ``load_dataset_cache_file`` (which unpickles a dataset's ``labels/*.cache`` with
+    ``allow_pickle=True``) in ``ultralytics.data.utils`` and in every Ultralytics module that imported it by
+    name; the datasets' label loading must be among them, or the guard would not guard."""
+    import ultralytics.data.dataset as dataset_module
+    import ultralytics.data.utils as data_utils
+
+    if not hasattr(dataset_module, _CACHE_LOADER):
+        raise SeamError(f"ultralytics.data.dataset no longer imports {_CACHE_LOADER} by name (ultralytics "
+                        f"{_ultralytics_version()}); gradkit replaces it so that no label cache is unpickled")
+    original = _STOCK.setdefault(_CACHE_LOADER, getattr(data_utils, _CACHE_LOADER))
+    for name, module in [("ultralytics.data.utils", data_utils), *sys.modules.items()]:
+        if name.startswith("ultralytics.") and getattr(module, _CACHE_LOADER, None) in (original, load):
+            setattr(module, _CACHE_LOADER, load)
+
+
 # ------------------------------------------------------------------ the yolo command line
 def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> None:
     """Append to Ultralytics' global ``default_callbacks``, which every model the ``yolo`` entrypoint
