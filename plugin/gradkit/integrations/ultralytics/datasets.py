@@ -12,19 +12,15 @@ Ultralytics' behaviour.
 Ultralytics also reads each split's label cache (``labels/train.cache``, written beside the labels by an
 earlier run) with ``np.load(allow_pickle=True)``: a cache shipped with a dataset could run code when it is
 unpickled. :func:`load_label_cache` replaces that loader (``seams.replace_label_cache_loader``), always: it
-unpickles numpy arrays and plain Python containers only, and a cache holding anything else is refused in
-one warning line and rebuilt from the label files, as Ultralytics does with a stale one.
+reads no cache, so Ultralytics rescans the labels each run, as it does when a cache is stale.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from gradkit.integrations.ultralytics.callback import DatasetError
@@ -34,41 +30,25 @@ from gradkit.integrations.ultralytics.seams import (
     stock_check_det_dataset,
 )
 
-__all__ = ["install_dataset_guard", "load_label_cache", "resolve_dataset"]
-
-#: What a label cache's pickle may name: numpy's array and dtype reconstruction (numpy 1 and 2 paths);
-#: dicts, lists, tuples, strings and numbers need no name.
-_CACHE_GLOBALS = frozenset((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-                           for name in ("_reconstruct", "scalar")) | {("numpy", "ndarray"), ("numpy", "dtype")}
+__all__ = ["LabelCacheRefused", "install_dataset_guard", "load_label_cache", "resolve_dataset"]
 
 
-class _LabelCacheUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _CACHE_GLOBALS:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which no label cache holds")
-        return super().find_class(module, name)
+class LabelCacheRefused(Exception):
+    """Raised in place of reading a label cache; Ultralytics catches it and rescans the labels."""
 
 
 def load_label_cache(path: Path) -> dict:
-    """A label cache as ``np.load(path, allow_pickle=True).item()`` reads it, unpickling only numpy arrays and
-    plain containers; anything else raises (Ultralytics then rebuilds the cache from the label files)."""
+    """Never read a label cache: it is a pickle, and no restricted unpickler of numpy arrays is safe (a
+    crafted dtype state alone corrupts memory). A missing file raises as ``np.load`` does; an existing one
+    is refused with one line, and Ultralytics rescans the labels as it does for a stale cache."""
     from ultralytics.utils import LOGGER
 
-    raw = Path(path).read_bytes()  # a missing file raises here, as np.load does
-    stream = io.BytesIO(raw)
-    version = np.lib.format.read_magic(stream)
-    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    _shape, _fortran, dtype = header(stream)
-    try:
-        if not dtype.hasobject:
-            raise pickle.UnpicklingError(f"it holds a {dtype} array, not a dictionary")
-        cache = _LabelCacheUnpickler(stream).load()
-        if not isinstance(cache, np.ndarray) or not isinstance(cache.item(), dict):
-            raise pickle.UnpicklingError("it does not hold a dictionary")
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        LOGGER.warning(f"gradkit: label cache {path} not read ({exc}); rebuilt from the label files")
-        raise
-    return cache.item()
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    LOGGER.info(f"gradkit: label cache {path} not read (a pickle; gradkit never unpickles a data file): "
+                "labels rescanned")
+    raise LabelCacheRefused(path)
+
 
 _state: dict[str, Any] = {"allow_download": False}
 #: Ultralytics' own message for a missing split, raised when ``autodownload=False``.

@@ -812,6 +812,9 @@ def replace_label_cache_loader(load: Callable[[Path], dict]) -> None:
     for name, module in [("ultralytics.data.utils", data_utils), *sys.modules.items()]:
         if name.startswith("ultralytics.") and getattr(module, _CACHE_LOADER, None) in (original, load):
             setattr(module, _CACHE_LOADER, load)
+    if dataset_module.load_dataset_cache_file is not load:
+        raise SeamError(f"ultralytics.data.dataset.{_CACHE_LOADER} is neither Ultralytics' own nor gradkit's "
+                        "(another plugin replaced it?); gradkit replaces it so that no label cache is unpickled")
 
 
 # ------------------------------------------------------------------ the yolo command line
