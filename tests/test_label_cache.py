@@ -6,6 +6,7 @@ file, and one whose dtype state corrupts memory with numpy's own reconstruction 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradkit.integrations.ultralytics.datasets import LabelCacheRefused, load_label_cache
+from gradkit.integrations.ultralytics.datasets import LabelCacheRefused, load_label_cache, skip_label_cache
 
 GRADKIT = str(Path(sys.executable).with_name("gradkit"))
 
@@ -95,31 +96,63 @@ def test_ultralytics_datasets_load_caches_through_gradkit():
 
     assert dataset_module.load_dataset_cache_file is load_label_cache
     assert data_utils.load_dataset_cache_file is load_label_cache
+    assert dataset_module.save_dataset_cache_file is skip_label_cache
+    assert data_utils.save_dataset_cache_file is skip_label_cache
 
 
-@pytest.mark.e2e
-def test_training_on_a_dataset_with_a_planted_cache_runs_no_code(tiny_data, tmp_path):
-    root = tmp_path / "ds"
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and a digest of its bytes: the oracle for "nothing written or overwritten"."""
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def _copy_dataset(tiny_data: Path, root: Path) -> Path:
     shutil.copytree(tiny_data.parent, root)
     (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(str(tiny_data.parent), str(root)))
-    marker = tmp_path / "marker"
-    _plant(root / "labels" / "train.cache", marker)
-    proc = subprocess.run([GRADKIT, "train", "model=yolo26n.yaml", f"data={root / 'data.yaml'}", "epochs=1",
+    return root / "data.yaml"
+
+
+def _gradkit_train(data: Path, tmp_path: Path) -> str:
+    proc = subprocess.run([GRADKIT, "train", "model=yolo26n.yaml", f"data={data}", "epochs=1",
                            "imgsz=64", "batch=4", "workers=0", "device=cpu", "plots=False", f"project={tmp_path}",
                            "name=r"], cwd=tmp_path, env={**os.environ, "YOLO_OFFLINE": "1"}, capture_output=True,
                           text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.mark.e2e
+def test_training_on_a_dataset_with_a_planted_cache_runs_no_code_and_leaves_the_dataset_as_it_was(tiny_data,
+                                                                                                  tmp_path):
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    marker = tmp_path / "marker"
+    _plant(data.parent / "labels" / "train.cache", marker)
+    before = _tree(data.parent)
+    out = _gradkit_train(data, tmp_path)
     assert not marker.exists()
-    assert f"label cache {root / 'labels' / 'train.cache'} not read" in out, out[-3000:]
-    assert "New cache created" in out or "not writeable" in out or "not writable" in out, out[-3000:]
+    assert f"label cache {data.parent / 'labels' / 'train.cache'} not read" in out, out[-3000:]
+    assert _tree(data.parent) == before  # the planted file neither replaced nor removed, nothing added
+    assert "New cache created" not in out, out[-3000:]
+
+
+@pytest.mark.e2e
+def test_training_writes_no_label_cache_into_the_dataset(tiny_data, tmp_path):
+    """Stock Ultralytics writes ``labels/train.cache`` and ``labels/val.cache`` beside the user's labels."""
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    before = _tree(data.parent)
+    out = _gradkit_train(data, tmp_path)
+    assert _tree(data.parent) == before, sorted(set(_tree(data.parent)) - set(before))
+    assert f"label cache not written to {data.parent / 'labels' / 'train.cache'}" in out, out[-3000:]
 
 
 def test_an_upgrade_that_loads_caches_otherwise_stops_by_name(monkeypatch):
     import ultralytics.data.dataset as dataset_module
 
-    from gradkit.integrations.ultralytics.seams import SeamError, replace_label_cache_loader
+    from gradkit.integrations.ultralytics.seams import SeamError, replace_label_cache_io
 
-    monkeypatch.delattr(dataset_module, "load_dataset_cache_file")
-    with pytest.raises(SeamError, match=r"ultralytics\.data\.dataset no longer imports load_dataset_cache_file"):
-        replace_label_cache_loader(load_label_cache)
+    for name in ("load_dataset_cache_file", "save_dataset_cache_file"):
+        with monkeypatch.context() as patch:
+            patch.delattr(dataset_module, name)
+            with pytest.raises(SeamError, match=rf"ultralytics\.data\.dataset no longer imports {name}"):
+                replace_label_cache_io(load_label_cache, skip_label_cache)

@@ -11,8 +11,10 @@ Ultralytics' behaviour.
 
 Ultralytics also reads each split's label cache (``labels/train.cache``, written beside the labels by an
 earlier run) with ``np.load(allow_pickle=True)``: a cache shipped with a dataset could run code when it is
-unpickled. :func:`load_label_cache` replaces that loader (``seams.replace_label_cache_loader``), always: it
-reads no cache, so Ultralytics rescans the labels each run, as it does when a cache is stale.
+unpickled. :func:`load_label_cache` replaces that loader (``seams.replace_label_cache_io``), always: it
+reads no cache, so Ultralytics rescans the labels each run, as it does when a cache is stale. With it,
+:func:`skip_label_cache` replaces the writer, which would put that file in the user's dataset (replacing
+one already there): a cache gradkit never reads is not worth a write into data that is not ours.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import yaml
 from gradkit.integrations.ultralytics.callback import DatasetError
 from gradkit.integrations.ultralytics.seams import (
     replace_check_det_dataset,
-    replace_label_cache_loader,
+    replace_label_cache_io,
     stock_check_det_dataset,
 )
 
-__all__ = ["LabelCacheRefused", "install_dataset_guard", "load_label_cache", "resolve_dataset"]
+__all__ = ["LabelCacheRefused", "install_dataset_guard", "load_label_cache", "resolve_dataset", "skip_label_cache"]
 
 
 class LabelCacheRefused(Exception):
@@ -48,6 +50,16 @@ def load_label_cache(path: Path) -> dict:
     LOGGER.info(f"gradkit: label cache {path} not read (a pickle; gradkit never unpickles a data file): "
                 "labels rescanned")
     raise LabelCacheRefused(path)
+
+
+def skip_label_cache(prefix: str, path: Path, x: dict, version: str) -> None:
+    """Write nothing where Ultralytics would write the label cache (``path``, beside the user's labels):
+    gradkit reads no cache, and a dataset is the user's, never written into. ``x`` gets its ``version`` as
+    the stock writer adds it in place: Ultralytics pops that key from the scan it keeps."""
+    from ultralytics.utils import LOGGER
+
+    x["version"] = version
+    LOGGER.info(f"{prefix}gradkit: label cache not written to {path} (gradkit writes nothing into a dataset)")
 
 
 _state: dict[str, Any] = {"allow_download": False}
@@ -146,7 +158,7 @@ def install_dataset_guard(allow_download: bool = False) -> None:
     """
     _state["allow_download"] = bool(allow_download)
     replace_check_det_dataset(_guard(()), _guard(("train",)))
-    replace_label_cache_loader(load_label_cache)
+    replace_label_cache_io(load_label_cache, skip_label_cache)
 
 
 def model_config_exists(model: str) -> bool:

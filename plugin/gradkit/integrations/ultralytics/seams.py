@@ -796,25 +796,33 @@ def replace_check_det_dataset(plain: Callable[..., Any], for_trainer: Callable[.
 
 
 _CACHE_LOADER = "load_dataset_cache_file"
+_CACHE_WRITER = "save_dataset_cache_file"
 
 
-def replace_label_cache_loader(load: Callable[[Path], dict]) -> None:
+def replace_label_cache_io(load: Callable[[Path], dict], save: Callable[[str, Path, dict, str], None]) -> None:
     """Replace ``load_dataset_cache_file`` (which unpickles a dataset's ``labels/*.cache`` with
-    ``allow_pickle=True``) in ``ultralytics.data.utils`` and in every Ultralytics module that imported it by
-    name; the datasets' label loading must be among them, or the guard would not guard."""
+    ``allow_pickle=True``) and ``save_dataset_cache_file`` (which writes that file beside the user's labels,
+    replacing one already there) in ``ultralytics.data.utils`` and in every Ultralytics module that imported
+    them by name; the datasets' label loading must be among them, or the guard would not guard."""
     import ultralytics.data.dataset as dataset_module
     import ultralytics.data.utils as data_utils
 
-    if not hasattr(dataset_module, _CACHE_LOADER):
-        raise SeamError(f"ultralytics.data.dataset no longer imports {_CACHE_LOADER} by name (ultralytics "
-                        f"{_ultralytics_version()}); gradkit replaces it so that no label cache is unpickled")
-    original = _STOCK.setdefault(_CACHE_LOADER, getattr(data_utils, _CACHE_LOADER))
-    for name, module in [("ultralytics.data.utils", data_utils), *sys.modules.items()]:
-        if name.startswith("ultralytics.") and getattr(module, _CACHE_LOADER, None) in (original, load):
-            setattr(module, _CACHE_LOADER, load)
-    if dataset_module.load_dataset_cache_file is not load:
-        raise SeamError(f"ultralytics.data.dataset.{_CACHE_LOADER} is neither Ultralytics' own nor gradkit's "
-                        "(another plugin replaced it?); gradkit replaces it so that no label cache is unpickled")
+    for name, replacement in ((_CACHE_LOADER, load), (_CACHE_WRITER, save)):
+        _replace_everywhere(dataset_module, data_utils, name, replacement)
+
+
+def _replace_everywhere(dataset_module: Any, data_utils: Any, name: str, replacement: Callable[..., Any]) -> None:
+    why = "gradkit replaces it so that no label cache is unpickled or written into a dataset"
+    if not hasattr(dataset_module, name):
+        raise SeamError(f"ultralytics.data.dataset no longer imports {name} by name (ultralytics "
+                        f"{_ultralytics_version()}); {why}")
+    original = _STOCK.setdefault(name, getattr(data_utils, name))
+    for module_name, module in [("ultralytics.data.utils", data_utils), *sys.modules.items()]:
+        if module_name.startswith("ultralytics.") and getattr(module, name, None) in (original, replacement):
+            setattr(module, name, replacement)
+    if getattr(dataset_module, name) is not replacement:
+        raise SeamError(f"ultralytics.data.dataset.{name} is neither Ultralytics' own nor gradkit's "
+                        f"(another plugin replaced it?); {why}")
 
 
 # ------------------------------------------------------------------ the yolo command line
