@@ -64,6 +64,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-shrunk@time``: ``plan@time`` at the smallest size ``gradkit plan``'s budget rule trains at
   (``BUDGET_SHRINK`` of the plan's ``imgsz``, rounded up to 32; 256 -> 192): at a short budget, do more
   epochs at a smaller size beat fewer at the size the plan chose?
+- ``plan-deep@time``: ``plan@time`` at ``DEEP_SHRINK`` of the smaller of the plan's ``imgsz`` and the native
+  size (``gradkit.plan.deepest_budget_size``; 256 -> 128, the strip set's 704 -> 224): where even
+  ``plan-shrunk@time`` buys too few steps, does a deeper shrink pay?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -105,7 +108,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "preset-list", "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
-             "plan-stocksize@epochs", "plan-shrunk@time", "plan-defectcells@epochs")
+             "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-defectcells@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -240,12 +243,13 @@ def _folder(recipe_name: str) -> str:
     return recipe_name.replace("@", "-at-")
 
 
-def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tuple[str, object, dict]:
+def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None) -> tuple[str, object, dict]:
     """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed;
-    ``stock`` is that seed's stock score (None while stock itself is being trained)."""
+    ``stock`` is that seed's stock score (None while stock itself is being trained); ``fp`` the set's
+    fingerprint, which ``plan-deep@time`` needs."""
     from gradkit.augment.pipeline import PRESETS
     from gradkit.config import load_config
-    from gradkit.plan import MODEL_P2, smallest_budget_size
+    from gradkit.plan import MODEL_P2, deepest_budget_size, smallest_budget_size
 
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
@@ -270,6 +274,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None) -> tupl
         "plan-stocksize@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "imgsz": base["imgsz"]}),
         "plan-shrunk@time": (plan.train["model"], plan.gradkit,
                              {**at_stock_time, "imgsz": smallest_budget_size(planned["imgsz"])}),
+        "plan-deep@time": (plan.train["model"], plan.gradkit,
+                           {**at_stock_time, "imgsz": deepest_budget_size(fp, planned["imgsz"]) if fp else 0}),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
@@ -316,7 +322,8 @@ def run(args) -> dict:
     results: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():
         held_out = held_out_yaml(data, out)
-        plan = make_plan(fingerprint_dataset(data))
+        fp = fingerprint_dataset(data)
+        plan = make_plan(fp)
         print(f"\n[{name}] plan: {plan.command()}")
         rows: dict = {r: [] for r in args.recipes.split(",")}
         results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
@@ -325,7 +332,7 @@ def run(args) -> dict:
             timed = any(r.endswith("@time") for r in rows) and not args.time_s  # else stock sets it: it goes first
             for recipe_name in ["stock"] * ("stock" in rows or timed) + [r for r in rows if r != "stock"]:
                 res = train_and_score(data, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
-                                      *_recipe_args(recipe_name, plan, base, stock), seed, held_out,
+                                      *_recipe_args(recipe_name, plan, base, stock, fp), seed, held_out,
                                       args.device, args.workers)
                 stock = res if recipe_name == "stock" and not args.time_s else stock
                 if recipe_name in rows:

@@ -68,6 +68,10 @@ TIMER_DRIFT_EVIDENCE = ("the timer of one idle 2-core machine read 1.53x slower 
 #: (0.75 on the design set, 0.8 on the colour set) won; smaller ones were not measured, and a 0.5x resize
 #: leaves 35% of a 1 px line's contrast (benchmarks/thin_defects.py).
 BUDGET_SHRINK = 0.75
+#: The deepest shrink under a budget too short even at BUDGET_SHRINK, as a share of the native size (candidate,
+#: being measured: benchmarks/defect_quality.py plan-deep@time); a 0.5x resize leaves 35% of a 1 px line's
+#: contrast (benchmarks/thin_defects.py).
+DEEP_SHRINK = 0.5
 #: What the budget rule measured (benchmarks/defect_quality.py, plan-shrunk@time and plan-stocksize@time).
 BUDGET_EVIDENCE = ("at equal wall time the plan at 0.75x its size beat the plan at its size on the design set "
                    "(7 min: 0.163 +- 0.025 against 0.104 +- 0.027 mAP50-95, 3 seeds, higher on every seed and on "
@@ -333,6 +337,13 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
 def smallest_budget_size(wanted: int) -> int:
     """The smallest size the budget rule trains at: BUDGET_SHRINK of ``wanted``, rounded up to 32."""
     return max(_round_up(wanted * BUDGET_SHRINK), MIN_IMGSZ)
+
+
+def deepest_budget_size(fp: Fingerprint, wanted: int) -> int:
+    """DEEP_SHRINK of the smaller of ``wanted`` and the native size (rounded up to 32): a size the data called
+    for above its native size is upsampling, which adds no detail a short budget can afford to pay for."""
+    native = _round_up(fp.max_side) if fp.max_side else wanted
+    return max(_round_up(min(wanted, native) * DEEP_SHRINK), MIN_IMGSZ)
 
 
 def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: Plan,
