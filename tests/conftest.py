@@ -24,6 +24,8 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _ultralytics_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
+    # Ultralytics' image caches go to gradkit's cache folder, not into the user's home, during tests
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "gradkit-cache"))
 
 
 def read_csv(path) -> list[dict[str, str]]:

@@ -15,10 +15,17 @@ unpickled. :func:`load_label_cache` replaces that loader (``seams.replace_label_
 reads no cache, so Ultralytics rescans the labels each run, as it does when a cache is stale. With it,
 :func:`skip_label_cache` replaces the writer, which would put that file in the user's dataset (replacing
 one already there): a cache gradkit never reads is not worth a write into data that is not ours.
+
+And Ultralytics treats ``<image>.npy`` beside every image as its own image cache in every cache mode: it
+trains on that array when it is newer than the image, overwrites it when its channels differ and deletes it
+when unreadable; ``cache=disk`` writes one beside each image. A height map saved beside its photograph is
+the user's. :func:`image_cache_path` moves those caches into gradkit's own folder (``seams.redirect_image_caches``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -27,12 +34,14 @@ import yaml
 
 from gradkit.integrations.ultralytics.callback import DatasetError
 from gradkit.integrations.ultralytics.seams import (
+    redirect_image_caches,
     replace_check_det_dataset,
     replace_label_cache_io,
     stock_check_det_dataset,
 )
 
-__all__ = ["LabelCacheRefused", "install_dataset_guard", "load_label_cache", "resolve_dataset", "skip_label_cache"]
+__all__ = ["LabelCacheRefused", "cache_dir", "image_cache_path", "install_dataset_guard", "load_label_cache",
+           "resolve_dataset", "skip_label_cache"]
 
 
 class LabelCacheRefused(Exception):
@@ -60,6 +69,22 @@ def skip_label_cache(prefix: str, path: Path, x: dict, version: str) -> None:
 
     x["version"] = version
     LOGGER.info(f"{prefix}gradkit: label cache not written to {path} (gradkit writes nothing into a dataset)")
+
+
+def cache_dir() -> Path:
+    """gradkit's own cache folder: ``GRADKIT_CACHE_DIR``, else ``gradkit`` in the XDG cache folder."""
+    if os.environ.get("GRADKIT_CACHE_DIR"):
+        return Path(os.environ["GRADKIT_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gradkit"
+
+
+def image_cache_path(npy: Path) -> Path:
+    """Where Ultralytics' cache of one image goes instead of ``npy`` (beside the image): ``images/<digest of
+    the image's folder>/<name>.npy`` under :func:`cache_dir`, its folder made so that ``cache=disk`` can write."""
+    folder = hashlib.sha256(str(Path(npy).resolve().parent).encode()).hexdigest()[:16]
+    path = cache_dir() / "images" / folder / Path(npy).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 _state: dict[str, Any] = {"allow_download": False}
@@ -159,6 +184,7 @@ def install_dataset_guard(allow_download: bool = False) -> None:
     _state["allow_download"] = bool(allow_download)
     replace_check_det_dataset(_guard(()), _guard(("train",)))
     replace_label_cache_io(load_label_cache, skip_label_cache)
+    redirect_image_caches(image_cache_path)
 
 
 def model_config_exists(model: str) -> bool:

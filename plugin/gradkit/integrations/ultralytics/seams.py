@@ -825,6 +825,41 @@ def _replace_everywhere(dataset_module: Any, data_utils: Any, name: str, replace
                         f"(another plugin replaced it?); {why}")
 
 
+_IMAGE_CACHES = "npy_files"
+#: Where BaseDataset names, reads and writes its per-image ``.npy`` caches; the redirect must reach them all.
+_IMAGE_CACHE_USERS = ("__init__", "load_image", "cache_images_to_disk")
+
+
+def redirect_image_caches(redirect: Callable[[Path], Path]) -> None:
+    """Route ``BaseDataset``'s per-image ``.npy`` caches (stock: beside each image, read in every cache mode,
+    overwritten when of another shape, deleted when unreadable, written with ``cache=disk``) through
+    ``redirect``: ``npy_files`` becomes a property whose setter maps each path Ultralytics assigns."""
+    from ultralytics.data.base import BaseDataset
+
+    for method in _IMAGE_CACHE_USERS:
+        if f"self.{_IMAGE_CACHES}" not in _source(getattr(BaseDataset, method, None)):
+            raise SeamError(f"ultralytics {_ultralytics_version()}: BaseDataset.{method} no longer uses "
+                            f"self.{_IMAGE_CACHES}; gradkit moves the image caches it names out of the dataset")
+    _STOCK["redirect_image_caches"] = redirect
+    if not isinstance(BaseDataset.__dict__.get(_IMAGE_CACHES), property):
+        BaseDataset.npy_files = property(_redirected_caches, _redirect_caches)
+
+
+def _source(function: Any) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def _redirected_caches(dataset: Any) -> list[Path]:
+    return dataset.__dict__["_gradkit_npy_files"]
+
+
+def _redirect_caches(dataset: Any, files: list[Path]) -> None:
+    dataset.__dict__["_gradkit_npy_files"] = [_STOCK["redirect_image_caches"](Path(f)) for f in files]
+
+
 # ------------------------------------------------------------------ the yolo command line
 def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> None:
     """Append to Ultralytics' global ``default_callbacks``, which every model the ``yolo`` entrypoint

@@ -1,0 +1,117 @@
+"""A ``.npy`` file beside an image is the user's, never Ultralytics' image cache.
+
+Stock Ultralytics (``BaseDataset``) looks for ``<image>.npy`` beside every image in *every* cache mode: when
+it is newer than the image it trains on its array instead of the image; when its channels differ it
+overwrites it with the decoded image; when it cannot be read it deletes it; and ``cache=disk`` writes one
+beside each image. A height map or a depth frame saved beside its photograph, as 3-D inspection cameras
+do, is then lost or trained on. gradkit keeps those caches in its own folder (``GRADKIT_CACHE_DIR``).
+
+Oracles: OpenCV's own decode of the image, and digests of every file of the dataset before and after."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+GRADKIT = str(Path(sys.executable).with_name("gradkit"))
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def _copy_dataset(tiny_data: Path, root: Path) -> Path:
+    shutil.copytree(tiny_data.parent, root)
+    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(str(tiny_data.parent), str(root)))
+    return root / "data.yaml"
+
+
+def _plant_sidecars(images: Path) -> dict[Path, np.ndarray]:
+    """Beside each training image, a user's file of the same stem, newer than the image: a one-channel
+    float height map on the first, a three-channel picture of another scene on the rest."""
+    planted = {}
+    for i, image in enumerate(sorted(images.glob("*.png"))):
+        h, w = cv2.imread(str(image)).shape[:2]
+        array = (np.random.default_rng(i).random((h, w), dtype=np.float32) if i == 0
+                 else np.full((h, w, 3), 17 + i, np.uint8))
+        np.save(image.with_suffix(".npy"), array)
+        stamp = image.stat().st_mtime + 60
+        os.utime(image.with_suffix(".npy"), (stamp, stamp))
+        planted[image] = array
+    return planted
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "gradkit-cache"))
+    return tmp_path / "gradkit-cache"
+
+
+def _dataset(data: Path, cache):
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    import gradkit.integrations.ultralytics  # noqa: F401  (installs the guard on import)
+
+    info = check_det_dataset(str(data))
+    return build_yolo_dataset(get_cfg(overrides={"imgsz": 64, "cache": cache}), info["train"], 4, info, mode="val")
+
+
+@pytest.mark.parametrize("cache", [False, "disk"])
+def test_ultralytics_datasets_read_the_images_not_a_users_npy_beside_them(tiny_data, tmp_path, cache_dir, cache):
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    planted = _plant_sidecars(data.parent / "images" / "train")
+    before = _tree(data.parent)
+    dataset = _dataset(data, cache)
+    for i, name in enumerate(dataset.im_files):
+        image, _, _ = dataset.load_image(i)
+        decoded = cv2.imread(name)
+        assert image.shape == decoded.shape and np.array_equal(image, decoded), name
+        assert dataset.npy_files[i].is_relative_to(cache_dir)
+    assert _tree(data.parent) == before
+    for image, array in planted.items():
+        assert np.array_equal(np.load(image.with_suffix(".npy")), array)
+    if cache == "disk":  # the image cache still works, in gradkit's folder, and is read back
+        assert sorted(p.name for p in cache_dir.rglob("*.npy")) == sorted(Path(f).stem + ".npy"
+                                                                         for f in dataset.im_files)
+        again = _dataset(data, False)
+        assert np.array_equal(again.load_image(0)[0], cv2.imread(again.im_files[0]))
+
+
+@pytest.mark.e2e
+def test_training_with_disk_caching_leaves_the_dataset_and_its_sidecars_as_they_were(tiny_data, tmp_path):
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    _plant_sidecars(data.parent / "images" / "train")
+    before = _tree(data.parent)
+    env = {**os.environ, "YOLO_OFFLINE": "1", "GRADKIT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([GRADKIT, "train", "model=yolo26n.yaml", f"data={data}", "epochs=1", "imgsz=64",
+                           "batch=4", "workers=0", "device=cpu", "plots=False", "cache=disk", f"project={tmp_path}",
+                           "name=r"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert _tree(data.parent) == before, sorted(set(_tree(data.parent)) ^ set(before))
+    assert "Refreshing stale" not in out and "Removing corrupt" not in out, out[-3000:]
+    trained_on = [f.with_suffix(".npy").name for split in ("train", "val")
+                  for f in (data.parent / "images" / split).glob("*.png")]
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.npy")) == sorted(trained_on)  # the cache still works
+
+
+def test_an_upgrade_that_stops_naming_the_image_caches_stops_by_name(monkeypatch):
+    from ultralytics.data.base import BaseDataset
+
+    from gradkit.integrations.ultralytics.datasets import image_cache_path
+    from gradkit.integrations.ultralytics.seams import SeamError, redirect_image_caches
+
+    monkeypatch.setattr(BaseDataset, "cache_images_to_disk", lambda self, i: None)
+    with pytest.raises(SeamError, match=r"BaseDataset\.cache_images_to_disk no longer .*npy_files"):
+        redirect_image_caches(image_cache_path)
