@@ -115,3 +115,15 @@ def test_an_upgrade_that_stops_naming_the_image_caches_stops_by_name(monkeypatch
     monkeypatch.setattr(BaseDataset, "cache_images_to_disk", lambda self, i: None)
     with pytest.raises(SeamError, match=r"BaseDataset\.cache_images_to_disk no longer .*npy_files"):
         redirect_image_caches(image_cache_path)
+
+
+def test_an_unwritable_cache_folder_is_one_warning_and_the_images_still_load(tiny_data, tmp_path, monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(blocked))
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    _plant_sidecars(data.parent / "images" / "train")
+    before = _tree(data.parent)
+    dataset = _dataset(data, False)
+    assert np.array_equal(dataset.load_image(1)[0], cv2.imread(dataset.im_files[1]))
+    assert _tree(data.parent) == before

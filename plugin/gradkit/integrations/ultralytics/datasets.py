@@ -24,6 +24,7 @@ the user's. :func:`image_cache_path` moves those caches into gradkit's own folde
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -83,8 +84,20 @@ def image_cache_path(npy: Path) -> Path:
     the image's folder>/<name>.npy`` under :func:`cache_dir`, its folder made so that ``cache=disk`` can write."""
     folder = hashlib.sha256(str(Path(npy).resolve().parent).encode()).hexdigest()[:16]
     path = cache_dir() / "images" / folder / Path(npy).name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.parent)
     return path
+
+
+@functools.lru_cache(maxsize=256)
+def _make_folder(folder: Path) -> None:
+    """Made once per folder; where it cannot be (a read-only home) the caches are simply absent: nothing is
+    read from them, and ``cache=disk`` says per image that it could not write one, as Ultralytics does."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(f"gradkit: image cache folder {folder} cannot be made ({exc.strerror}); set GRADKIT_CACHE_DIR")
 
 
 _state: dict[str, Any] = {"allow_download": False}
