@@ -11,7 +11,9 @@ Oracles: OpenCV's own decode of the image, and digests of every file of the data
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -81,11 +83,51 @@ def test_ultralytics_datasets_read_the_images_not_a_users_npy_beside_them(tiny_d
     assert _tree(data.parent) == before
     for image, array in planted.items():
         assert np.array_equal(np.load(image.with_suffix(".npy")), array)
-    if cache == "disk":  # the image cache still works, in gradkit's folder, and is read back
-        assert sorted(p.name for p in cache_dir.rglob("*.npy")) == sorted(Path(f).stem + ".npy"
-                                                                         for f in dataset.im_files)
-        again = _dataset(data, False)
-        assert np.array_equal(again.load_image(0)[0], cv2.imread(again.im_files[0]))
+    if cache == "disk":  # the image cache works, in gradkit's folder: one file per image
+        assert sorted(cache_dir.rglob("*.npy")) == sorted(dataset.npy_files)
+
+
+def test_the_image_cache_is_read_back_and_forgets_an_image_rewritten_with_its_old_times(tiny_data, tmp_path,
+                                                                                        cache_dir):
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    first = _dataset(data, "disk")
+    sentinel = np.full_like(first.load_image(1)[0], 99)
+    np.save(first.npy_files[1], sentinel)  # the oracle that the cache is what is read, where it is valid
+    assert np.array_equal(_dataset(data, False).load_image(1)[0], sentinel)
+    image = Path(first.im_files[0])
+    times = image.stat()
+    cv2.imwrite(str(image), 255 - cv2.imread(str(image)))  # a new dataset unpacked over the old one,
+    os.utime(image, ns=(times.st_atime_ns, times.st_mtime_ns))  # keeping the file's time, as tar and cp -p do
+    again = _dataset(data, False)
+    assert np.array_equal(again.load_image(0)[0], cv2.imread(str(image)))
+
+
+def test_two_images_of_one_stem_in_one_folder_get_two_caches(tiny_data, tmp_path, cache_dir):
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    train = data.parent / "images" / "train"
+    png = sorted(train.glob("*.png"))[0]
+    cv2.imwrite(str(png.with_suffix(".jpg")), 255 - cv2.imread(str(png)), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    # (both images read the one label file of their stem, as in stock)
+    _dataset(data, "disk")
+    again = _dataset(data, False)
+    for i, name in enumerate(again.im_files):
+        assert np.array_equal(again.load_image(i)[0], cv2.imread(name)), name
+
+
+def test_a_dataset_unpickled_without_gradkit_reads_the_same_caches(tiny_data, tmp_path, cache_dir):
+    """Spawned dataloader workers unpickle the dataset in a fresh interpreter that never imported gradkit."""
+    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    _plant_sidecars(data.parent / "images" / "train")
+    dataset = _dataset(data, "disk")
+    (tmp_path / "dataset.pkl").write_bytes(pickle.dumps(dataset))
+    script = ("import pickle, sys, cv2, numpy as np\n"
+              "d = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+              "assert 'gradkit.integrations' not in ' '.join(sys.modules), 'gradkit was imported'\n"
+              "print(all(np.array_equal(d.load_image(i)[0], cv2.imread(f)) for i, f in enumerate(d.im_files)),"
+              " all(str(p).startswith(sys.argv[2]) for p in d.npy_files))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "dataset.pkl"), str(cache_dir)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert proc.stdout.split()[-2:] == ["True", "True"], proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 @pytest.mark.e2e
@@ -118,12 +160,22 @@ def test_an_upgrade_that_stops_naming_the_image_caches_stops_by_name(monkeypatch
 
 
 def test_an_unwritable_cache_folder_is_one_warning_and_the_images_still_load(tiny_data, tmp_path, monkeypatch):
+    from ultralytics.utils import LOGGER
+
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
     monkeypatch.setenv("GRADKIT_CACHE_DIR", str(blocked))
     data = _copy_dataset(tiny_data, tmp_path / "ds")
     _plant_sidecars(data.parent / "images" / "train")
     before = _tree(data.parent)
-    dataset = _dataset(data, False)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        dataset = _dataset(data, False)
+    finally:
+        LOGGER.removeHandler(handler)
+    assert len([r for r in records if "cannot be made" in r]) == 1, records
     assert np.array_equal(dataset.load_image(1)[0], cv2.imread(dataset.im_files[1]))
     assert _tree(data.parent) == before

@@ -79,19 +79,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gradkit"
 
 
-def image_cache_path(npy: Path) -> Path:
-    """Where Ultralytics' cache of one image goes instead of ``npy`` (beside the image): ``images/<digest of
-    the image's folder>/<name>.npy`` under :func:`cache_dir`, its folder made so that ``cache=disk`` can write."""
-    folder = hashlib.sha256(str(Path(npy).resolve().parent).encode()).hexdigest()[:16]
-    path = cache_dir() / "images" / folder / Path(npy).name
-    _make_folder(path.parent)
-    return path
+def image_cache_path(image: Path) -> Path:
+    """Where Ultralytics' cache of one image goes instead of beside it: ``images/<digest>.npy`` under
+    :func:`cache_dir`, the digest of the image's resolved path, size, modification and change times. A
+    cache is read whenever it is newer than its image, and copies keep file times, so a dataset replaced by
+    another at the same path must not find the old arrays: any change to the file is a new name (a miss
+    costs one decode; the orphan stays until the folder is cleared)."""
+    resolved = Path(image).resolve()
+    try:
+        st = resolved.stat()
+        identity = f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+    except OSError:  # a missing image: Ultralytics' own check names it; its cache name is never used
+        identity = str(resolved)
+    folder = cache_dir() / "images"
+    _make_folder(folder)
+    return folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.npy"
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=16)
 def _make_folder(folder: Path) -> None:
-    """Made once per folder; where it cannot be (a read-only home) the caches are simply absent: nothing is
-    read from them, and ``cache=disk`` says per image that it could not write one, as Ultralytics does."""
+    """Made once per process (one folder for every image); where it cannot be (a read-only home) the caches are
+    simply absent: nothing is read from them, and ``cache=disk`` says per image that it could not write one,
+    as Ultralytics does."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -828,36 +828,60 @@ def _replace_everywhere(dataset_module: Any, data_utils: Any, name: str, replace
 _IMAGE_CACHES = "npy_files"
 #: Where BaseDataset names, reads and writes its per-image ``.npy`` caches; the redirect must reach them all.
 _IMAGE_CACHE_USERS = ("__init__", "load_image", "cache_images_to_disk")
+#: The one place ``ultralytics.data.base`` may build a ``.npy`` path: the assignment the property intercepts.
+_IMAGE_CACHE_NAMING = 'self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]'
+#: gradkit's mapping of an image file to its cache (set by redirect_image_caches).
+_image_cache_redirect: dict[str, Callable[[Path], Path]] = {}
 
 
 def redirect_image_caches(redirect: Callable[[Path], Path]) -> None:
     """Route ``BaseDataset``'s per-image ``.npy`` caches (stock: beside each image, read in every cache mode,
     overwritten when of another shape, deleted when unreadable, written with ``cache=disk``) through
-    ``redirect``: ``npy_files`` becomes a property whose setter maps each path Ultralytics assigns."""
+    ``redirect(image file)``: ``npy_files`` becomes a property whose setter replaces the paths Ultralytics
+    assigns. The list is kept in the instance's own ``npy_files`` slot, so a dataset unpickled in a process
+    without gradkit (a spawned dataloader worker) still reads the redirected paths."""
+    import ultralytics.data.base as base_module
     from ultralytics.data.base import BaseDataset
 
-    for method in _IMAGE_CACHE_USERS:
-        if f"self.{_IMAGE_CACHES}" not in _source(getattr(BaseDataset, method, None)):
-            raise SeamError(f"ultralytics {_ultralytics_version()}: BaseDataset.{method} no longer uses "
-                            f"self.{_IMAGE_CACHES}; gradkit moves the image caches it names out of the dataset")
-    _STOCK["redirect_image_caches"] = redirect
+    _check_image_cache_shape(base_module, BaseDataset)
+    _image_cache_redirect["image"] = redirect
     if not isinstance(BaseDataset.__dict__.get(_IMAGE_CACHES), property):
         BaseDataset.npy_files = property(_redirected_caches, _redirect_caches)
 
 
-def _source(function: Any) -> str:
+def _check_image_cache_shape(base_module: Any, dataset_class: Any) -> None:
+    source = _source(base_module)
+    if source.count('.with_suffix(".npy")') != 1 or _IMAGE_CACHE_NAMING not in source:
+        raise SeamError(f"ultralytics {_ultralytics_version()}: ultralytics.data.base no longer names its image "
+                        f"caches only by `{_IMAGE_CACHE_NAMING}`; gradkit moves them out of the dataset")
+    for method in _IMAGE_CACHE_USERS:
+        if f"self.{_IMAGE_CACHES}" not in _source(getattr(dataset_class, method, None)):
+            raise SeamError(f"ultralytics {_ultralytics_version()}: BaseDataset.{method} no longer uses "
+                            f"self.{_IMAGE_CACHES}; gradkit moves the image caches it names out of the dataset")
+
+
+def _source(obj: Any) -> str:
     try:
-        return inspect.getsource(function)
+        return inspect.getsource(obj)
     except (OSError, TypeError):
         return ""
 
 
 def _redirected_caches(dataset: Any) -> list[Path]:
-    return dataset.__dict__["_gradkit_npy_files"]
+    try:
+        return dataset.__dict__[_IMAGE_CACHES]
+    except KeyError:
+        raise AttributeError(_IMAGE_CACHES) from None
 
 
 def _redirect_caches(dataset: Any, files: list[Path]) -> None:
-    dataset.__dict__["_gradkit_npy_files"] = [_STOCK["redirect_image_caches"](Path(f)) for f in files]
+    """The paths come from ``im_files``, one per image (the assignment the seam checked); the image's own path,
+    extension included, is what gradkit keys its cache on."""
+    images = dataset.im_files
+    if len(files) != len(images):
+        raise SeamError(f"ultralytics {_ultralytics_version()}: BaseDataset assigned {len(files)} image caches "
+                        f"for {len(images)} images; gradkit moves the image caches out of the dataset")
+    dataset.__dict__[_IMAGE_CACHES] = [_image_cache_redirect["image"](Path(f)) for f in images]
 
 
 # ------------------------------------------------------------------ the yolo command line
