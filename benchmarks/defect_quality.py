@@ -64,6 +64,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-shrunk@time``: ``plan@time`` at the smallest size ``gradkit plan``'s budget rule trains at
   (``BUDGET_SHRINK`` of the plan's ``imgsz``, rounded up to 32; 256 -> 192): at a short budget, do more
   epochs at a smaller size beat fewer at the size the plan chose?
+- ``plan-budget@time``: the plan ``gradkit plan budget=B`` makes on this machine (B: the same seed's stock
+  minutes, or ``--time-s``), timed when the run starts: its own ``imgsz``, model and configuration;
 - ``plan-deep@time``: ``plan@time`` at ``DEEP_SHRINK`` of the smaller of the plan's ``imgsz`` and the native
   size (``gradkit.plan.deepest_budget_size``; 256 -> 128, the strip set's 704 -> 224): where even
   ``plan-shrunk@time`` buys too few steps, does a deeper shrink pay?
@@ -108,7 +110,8 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "preset-list", "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
-             "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-defectcells@epochs")
+             "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
+             "plan-defectcells@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -261,6 +264,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
              "preset-nod4": _transforms_only(PRESETS["defect"], keep_d4=False)}
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
+    if recipe_name == "plan-budget@time":  # timed here, only for this recipe
+        return _budget_plan_args(fp, base, stock)
     return {
         "stock": ("yolo26n.yaml", None, base),
         "preset": ("yolo26n.yaml", "defect", base),
@@ -285,6 +290,21 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
                                                           "assign": {"defect_cells": True}}, {**base, **planned}),
     }[recipe_name]
+
+
+def _budget_plan_args(fp, base: dict, stock: dict | None) -> tuple[str, object, dict]:
+    """What ``gradkit plan budget=B`` makes on this machine, B the same seed's stock minutes: its own size,
+    model and gradkit configuration, timed now with the integration's timers (as the command times them)."""
+    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image, validation_seconds_per_image
+    from gradkit.plan import make_plan
+
+    if not stock or fp is None:
+        return "yolo26n.yaml", None, {}  # while stock trains: never used
+    plan = make_plan(fp, stock["train_s"] / 60, training_seconds_per_image, validation_seconds_per_image)
+    print(f"plan-budget@time: {plan.command()}\n  imgsz: {next(c.reason for c in plan.choices if c.key == 'imgsz')}",
+          flush=True)
+    planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
+    return plan.train["model"], plan.gradkit, {**base, **planned, "time": stock["train_s"] / 3600}
 
 
 def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:

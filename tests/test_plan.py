@@ -217,8 +217,9 @@ def per_pixel(ms_at_256):
     (14, 256, 256, False),   # 840 s / 0.05 s / 200 = 84 epochs = 1092 steps at 256 >= MIN_STEPS: the data's size
     (10, 256, 256, False),   # 780 at 256: enough
     (7, 256, 224, False),    # 546 at 256; 224 buys 713, 192 971: the largest that buys them
-    (3, 256, 192, True),     # 234 at 256, 416 at 192 = 0.75 x 256, the floor: said, with what a budget buys there
-    (6, 320, 256, True),     # native 320 for thin data (300 steps): the floor is 0.75 x 320 = 240 -> 256 (468 steps)
+    (3, 256, 128, False),    # 234 at 256, 416 at 192, 599 at 160, 936 at 128 = 0.5 x 256, the floor
+    (1, 256, 128, True),     # 78 at 256, 312 at 128, the floor: said, with what a budget buys there
+    (6, 320, 192, False),    # native 320 for thin data (300 steps): 468 at 256, 611 at 224, 832 at 192
 ])
 def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warned):
     boxes = [LINE] * 3 + [BLOB] * 7 if side == 320 else [BLOB] * 10
@@ -227,10 +228,8 @@ def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warn
     assert f"imgsz {imgsz}" in choice(plan, "time").reason                # the estimate is at the size trained
     assert any("optimizer steps even at imgsz" in w for w in plan.warnings) == warned
     warning = next((w for w in plan.warnings if "even at" in w), "")
-    if warned and side == 256:  # by hand: 160 px buys 180 s / 0.01953 s / 200 x 13 = 599 steps, 128 px 936
-        assert "(0.75x the 256 the data calls for" in warning and "a smaller imgsz= (128 buys 650 or more" in warning
-    if warned and side == 320:  # 256 / 320 of the size; 224 px buys 360 / 0.03828 / 200 x 13 = 611, 192 px 832
-        assert "(0.8x the 320 the data calls for" in warning and "a smaller imgsz= (192 buys 650 or more" in warning
+    if warned:  # by hand: 96 px buys 60 s / 0.00703 s / 200 x 13 = 555 steps, 64 px 1248
+        assert "(0.5x the 256 the data calls for" in warning and "a smaller imgsz= (64 buys 650 or more" in warning
     if imgsz != side:
         assert choice(plan, "imgsz").reason.startswith(f"smaller than the {side} the data calls for")
         assert P.BUDGET_EVIDENCE in choice(plan, "imgsz").reason
@@ -238,11 +237,12 @@ def test_a_short_budget_buys_steps_with_a_smaller_size(budget, side, imgsz, warn
 
 @pytest.mark.parametrize(("budget", "imgsz", "note"), [
     # by hand with per_pixel(50), 13 steps per epoch of 200 images: steps(s) = 78 x budget x (256 / s)^2
-    (7, 224, "read 1.5x faster it would train at 256 and read 1.5x slower it would train at 192"),
-    # 546 at 256 (x1.5: 819 >= 650); 713 at 224; slower: 364, 475, and 647 at 192, the floor
+    (7, 224, "read 1.5x faster it would train at 256 and read 1.5x slower it would train at 160"),
+    # 546 at 256 (x1.5: 819 >= 650); 713 at 224; slower: 364, 475, 647 at 192, 932 at 160
     (10, 256, "read 1.5x slower it would train at 224"),   # 780 at 256; read slower 520 there, 679 at 224
     (14, 256, None),  # 1092 at 256, 728 read 1.5x slower: the same size either way
-    (3, 192, None),   # 234 at 256, 416 at 192, the floor: 624 read faster, still short of 650 at every size
+    (3, 128, "read 1.5x faster it would train at 160"),  # 599 at 160 (x1.5: 899); 936 at 128 (slower: 624)
+    (1, 128, None),   # 78 at 256, 312 at 128, the floor: 468 read faster, still short of 650 at every size
 ])
 def test_the_plan_says_when_its_budget_size_is_a_close_call(budget, imgsz, note):
     assert P.TIMER_DRIFT == 1.5
@@ -252,6 +252,16 @@ def test_the_plan_says_when_its_budget_size_is_a_close_call(budget, imgsz, note)
     assert ("a close call" in reason) == (note is not None)
     if note:
         assert note in reason and P.TIMER_DRIFT_EVIDENCE in reason
+
+
+def test_a_short_budget_never_pays_for_upsampling_small_images():
+    """Tiny pits (3 px at the native 256) call for 704 px; a budget that buys 103 steps there, 780 at 256, trains at
+    the native size: the old floor (0.75 x 704 -> 544 px, 174 steps) was the fifth set's failure (README)."""
+    fp = fingerprint([(1, 3, 3, 3.0, 0.7)] * 10, images=200)
+    plan = P.make_plan(fp, budget_min=10, seconds_per_image=per_pixel(50))
+    assert choice(plan, "imgsz").reason.startswith("smaller than the 704 the data calls for")
+    assert plan.train["imgsz"] == 256 and not any("even at imgsz" in w for w in plan.warnings)
+    assert P.deepest_budget_size(fp, 704) == 128 and P.deepest_budget_size(fp, 200) == 128  # half of min(wanted, native)
 
 
 def test_no_budget_or_no_timer_keeps_the_size_the_data_calls_for():

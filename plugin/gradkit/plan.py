@@ -46,7 +46,7 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
                   "(3 seeds; stock at 256: 0.038): with a short budget a smaller imgsz can win; at 200 epochs "
                   "(seed 0) 320 px and 256 px were level (0.119 and 0.127), thin lines unlearnt at both")
 #: Optimizer steps a time budget must buy at the size the data calls for, by the plan's estimate, before the
-#: plan trains at that size; below it the plan trains smaller (down to BUDGET_SHRINK of it) to buy more steps.
+#: plan trains at that size; below it the plan trains smaller (down to deepest_budget_size) to buy more steps.
 #: Measured at equal wall time (README, "A short budget buys steps, not pixels"), the larger size lost with
 #: 310 real steps at 256 px against 490 at 192 (design set, 7 min), 520 at 320 against 770 at 256 (colour
 #: set, 15 min), 550 on tiles of 768 px panels against 670 on the panels shrunk to 256 (12 min) and 588 at
@@ -64,13 +64,13 @@ TIMER_DRIFT = 1.5
 #: What that drift was measured on.
 TIMER_DRIFT_EVIDENCE = ("the timer of one idle 2-core machine read 1.53x slower in one run of the plan than in "
                         "another ten minutes later; a shared machine's speed drifts over minutes")
-#: The smallest share of the size the data calls for that the budget rule trains at: the shrinks measured
-#: (0.75 on the design set, 0.8 on the colour set) won; smaller ones were not measured, and a 0.5x resize
-#: leaves 35% of a 1 px line's contrast (benchmarks/thin_defects.py).
+#: The budget rule's floor until session 25, as a share of the size the data calls for: the shrinks measured
+#: then (0.75 on the design set, 0.8 on the colour set) won. Kept for plan-shrunk@time, the recipe that
+#: measured it; the rule now goes down to DEEP_SHRINK.
 BUDGET_SHRINK = 0.75
-#: The deepest shrink under a budget too short even at BUDGET_SHRINK, as a share of the native size (candidate,
-#: being measured: benchmarks/defect_quality.py plan-deep@time); a 0.5x resize leaves 35% of a 1 px line's
-#: contrast (benchmarks/thin_defects.py).
+#: The deepest shrink under a short budget, as a share of the smaller of the size the data calls for and the
+#: native size (deepest_budget_size): measured at equal wall time against the shrinks that were the floor
+#: before (DEEP_SHRINK_EVIDENCE); a 0.5x resize leaves 35% of a 1 px line's contrast (benchmarks/thin_defects.py).
 DEEP_SHRINK = 0.5
 #: What the budget rule measured (benchmarks/defect_quality.py, plan-shrunk@time and plan-stocksize@time).
 BUDGET_EVIDENCE = ("at equal wall time the plan at 0.75x its size beat the plan at its size on the design set "
@@ -80,10 +80,14 @@ BUDGET_EVIDENCE = ("at equal wall time the plan at 0.75x its size beat the plan 
                    "+- 0.011 (3 seeds; its faint cracks lower, AP50 0.008 against 0.021); but on the material set "
                    "at 21 min the native 352 px with 749-913 steps beat 288 px (0.127 against 0.112, 5 seeds): "
                    "the larger size lost with 588 real steps or fewer and won with 749 or more")
-#: Why the warning of a budget too short even at BUDGET_SHRINK names a smaller size without choosing it
-#: (benchmarks/tiling_effect.py, README "Does tiling pay?").
-DEEP_SHRINK_EVIDENCE = ("on 768 px panels at 12 min, stock shrunk to 256 px reached 0.038 mAP50-95, the panels at "
-                        "768 px 0.000 and their 256 px tiles 0.010; deeper shrinks were not measured on thin lines")
+#: What the deep shrink measured (benchmarks/defect_quality.py plan-deep@time, README "A short budget buys
+#: steps, not pixels").
+DEEP_SHRINK_EVIDENCE = ("at equal wall time the plan at 0.5x beat the plan at 0.75x on the design set (4 min: 128 px "
+                        "0.132 +- 0.016 against 192 px 0.098 +- 0.012 mAP50-95, 3 seeds, higher on every seed; "
+                        "scratch AP50 level, 0.175 against 0.170) and the plan at 0.5x the native size beat stock on "
+                        "the fifth set, where 0.75x of the upsampled 704 px had scored 0.001 (18 min: 224 px 0.142 "
+                        "against stock's 0.053, seed 0); on 768 px panels at 12 min, 256 px reached 0.038, the "
+                        "panels at 768 px 0.000 and their 256 px tiles 0.010")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
 MIN_OBJECT_PX = 8.0
@@ -335,7 +339,7 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
 
 
 def smallest_budget_size(wanted: int) -> int:
-    """The smallest size the budget rule trains at: BUDGET_SHRINK of ``wanted``, rounded up to 32."""
+    """BUDGET_SHRINK of ``wanted``, rounded up to 32: the budget rule's floor until session 25."""
     return max(_round_up(wanted * BUDGET_SHRINK), MIN_IMGSZ)
 
 
@@ -356,35 +360,37 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: P
         seconds = seconds_per_image(MODEL, size, len(fp.class_names))
         return 0.0 if seconds is None else budget_buys(fp.images, budget_min, nbs, seconds)[1]
 
-    size = size_buying_steps(steps, wanted)
+    floor = deepest_budget_size(fp, wanted)
+    size = size_buying_steps(steps, wanted, floor)
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
     if size != wanted:
         imgsz.value = size
         imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
                         f"{steps(wanted):.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at "
-                        f"{size} (the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}); why "
+                        f"{size} (the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}; "
+                        f"down to {DEEP_SHRINK:g}x the native size: {DEEP_SHRINK_EVIDENCE}); why "
                         f"{wanted}: {imgsz.reason}")
         if steps(size) < MIN_STEPS:
             plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps))
-    imgsz.reason += _drift_note(steps, wanted, size)
+    imgsz.reason += _drift_note(steps, wanted, size, floor)
     return size
 
 
-def size_buying_steps(steps: Callable[[int], float], wanted: int) -> int:
-    """``wanted``, or the largest multiple of 32 down to BUDGET_SHRINK of it whose ``steps`` reach MIN_STEPS
-    (else that smallest size); ``wanted`` where nothing is timed or a smaller size buys no more steps."""
+def size_buying_steps(steps: Callable[[int], float], wanted: int, floor: int) -> int:
+    """``wanted``, or the largest multiple of 32 down to ``floor`` whose ``steps`` reach MIN_STEPS (else ``floor``);
+    ``wanted`` where nothing is timed or a smaller size buys no more steps."""
     at_wanted = steps(wanted)
     if not at_wanted or at_wanted >= MIN_STEPS:
         return wanted
-    size, floor = wanted, smallest_budget_size(wanted)
+    size = wanted
     while size - IMGSZ_STEP >= floor and steps(size) < MIN_STEPS:
         size -= IMGSZ_STEP
     return wanted if steps(size) <= at_wanted else size  # a cost that does not fall with the size buys nothing
 
 
-def _drift_note(steps: Callable[[int], float], wanted: int, size: int) -> str:
+def _drift_note(steps: Callable[[int], float], wanted: int, size: int, floor: int) -> str:
     """What the budget rule would choose had the timer read TIMER_DRIFT faster or slower, where that differs."""
-    other = {how: size_buying_steps(lambda s, f=factor: steps(s) * f, wanted)
+    other = {how: size_buying_steps(lambda s, f=factor: steps(s) * f, wanted, floor)
              for how, factor in (("faster", TIMER_DRIFT), ("slower", 1 / TIMER_DRIFT))}
     differ = [f"read {TIMER_DRIFT:g}x {how} it would train at {s}" for how, s in other.items() if s != size]
     if not differ:
@@ -396,8 +402,8 @@ def _drift_note(steps: Callable[[int], float], wanted: int, size: int) -> str:
 def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float]) -> str:
     """What a budget too short even at the smallest size the plan trains at buys, and which size would do."""
     buying = next((s for s in range(size - IMGSZ_STEP, MIN_IMGSZ - 1, -IMGSZ_STEP) if steps(s) >= MIN_STEPS), None)
-    smaller = (f"a smaller imgsz= ({buying} buys {MIN_STEPS} or more; {DEEP_SHRINK_EVIDENCE})" if buying else
-               f"no imgsz down to {MIN_IMGSZ} buys them")
+    smaller = (f"a smaller imgsz= ({buying} buys {MIN_STEPS} or more; shrinks below {DEEP_SHRINK:g}x the native "
+               "size were not measured)" if buying else f"no imgsz down to {MIN_IMGSZ} buys them")
     return (f"a budget of {budget_min:g} min buys about {steps(size):.0f} optimizer steps even at imgsz {size} "
             f"({size / wanted:.2g}x the {wanted} the data calls for, the smallest the plan goes): under "
             f"{MIN_STEPS}, the run will stop while still learning fast; a larger budget= pays, or {smaller}")
