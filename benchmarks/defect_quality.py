@@ -294,13 +294,15 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
 
 def _budget_plan_args(fp, base: dict, stock: dict | None) -> tuple[str, object, dict]:
     """What ``gradkit plan budget=B`` makes on this machine, B the same seed's stock minutes: its own size,
-    model and gradkit configuration, timed now with the integration's timers (as the command times them)."""
-    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image, validation_seconds_per_image
+    model and gradkit configuration, timed now with the integration's training timer (as the command times it).
+    The benchmark trains with ``val=False``, so the estimate leaves out the validation after every epoch that
+    a user's run (``val=True``) pays for: with it, the plan would count 10-20% fewer steps than these runs get."""
+    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
     from gradkit.plan import make_plan
 
     if not stock or fp is None:
         return "yolo26n.yaml", None, {}  # while stock trains: never used
-    plan = make_plan(fp, stock["train_s"] / 60, training_seconds_per_image, validation_seconds_per_image)
+    plan = make_plan(fp, stock["train_s"] / 60, training_seconds_per_image)
     print(f"plan-budget@time: {plan.command()}\n  imgsz: {next(c.reason for c in plan.choices if c.key == 'imgsz')}",
           flush=True)
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
