@@ -131,7 +131,10 @@ def test_a_dataset_unpickled_without_gradkit_reads_the_same_caches(tiny_data, tm
 
 
 @pytest.mark.e2e
-def test_training_with_disk_caching_leaves_the_dataset_and_its_sidecars_as_they_were(tiny_data, tmp_path):
+def test_training_with_disk_caching_leaves_the_dataset_and_its_sidecars_as_they_were(tiny_data, tmp_path,
+                                                                                      monkeypatch):
+    from gradkit.integrations.ultralytics.datasets import image_cache_path
+
     data = _copy_dataset(tiny_data, tmp_path / "ds")
     _plant_sidecars(data.parent / "images" / "train")
     before = _tree(data.parent)
@@ -143,9 +146,10 @@ def test_training_with_disk_caching_leaves_the_dataset_and_its_sidecars_as_they_
     assert proc.returncode == 0, out[-3000:]
     assert _tree(data.parent) == before, sorted(set(_tree(data.parent)) ^ set(before))
     assert "Refreshing stale" not in out and "Removing corrupt" not in out, out[-3000:]
-    trained_on = [f.with_suffix(".npy").name for split in ("train", "val")
-                  for f in (data.parent / "images" / split).glob("*.png")]
-    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.npy")) == sorted(trained_on)  # the cache still works
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "cache"))
+    images = [f for split in ("train", "val") for f in (data.parent / "images" / split).glob("*.png")]
+    trained_on = {image_cache_path(f) for f in images}
+    assert set((tmp_path / "cache").rglob("*.npy")) == trained_on  # the cache still works: one per image trained on
 
 
 def test_an_upgrade_that_stops_naming_the_image_caches_stops_by_name(monkeypatch):
