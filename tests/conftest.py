@@ -98,3 +98,20 @@ def standout_set(root, rng, surface):
     data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/train",
                                     "names": {0: "scratch", 1: "pit"}}))
     return data
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and a digest of its bytes: the oracle for "nothing written or overwritten"."""
+    import hashlib
+
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def copy_dataset(tiny_data: Path, root: Path) -> Path:
+    """A copy of the tiny dataset at ``root`` whose YAML points at the copy; returns that YAML."""
+    import shutil
+
+    shutil.copytree(tiny_data.parent, root)
+    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(str(tiny_data.parent), str(root)))
+    return root / "data.yaml"

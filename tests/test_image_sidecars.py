@@ -10,11 +10,9 @@ Oracles: OpenCV's own decode of the image, and digests of every file of the data
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +21,13 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import copy_dataset, file_digests
+
 GRADKIT = str(Path(sys.executable).with_name("gradkit"))
 
 
-def _tree(root: Path) -> dict[str, str]:
-    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(root.rglob("*")) if f.is_file()}
 
 
-def _copy_dataset(tiny_data: Path, root: Path) -> Path:
-    shutil.copytree(tiny_data.parent, root)
-    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(str(tiny_data.parent), str(root)))
-    return root / "data.yaml"
 
 
 def _plant_sidecars(images: Path) -> dict[Path, np.ndarray]:
@@ -71,16 +64,16 @@ def _dataset(data: Path, cache):
 
 @pytest.mark.parametrize("cache", [False, "disk"])
 def test_ultralytics_datasets_read_the_images_not_a_users_npy_beside_them(tiny_data, tmp_path, cache_dir, cache):
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     planted = _plant_sidecars(data.parent / "images" / "train")
-    before = _tree(data.parent)
+    before = file_digests(data.parent)
     dataset = _dataset(data, cache)
     for i, name in enumerate(dataset.im_files):
         image, _, _ = dataset.load_image(i)
         decoded = cv2.imread(name)
         assert image.shape == decoded.shape and np.array_equal(image, decoded), name
         assert dataset.npy_files[i].is_relative_to(cache_dir)
-    assert _tree(data.parent) == before
+    assert file_digests(data.parent) == before
     for image, array in planted.items():
         assert np.array_equal(np.load(image.with_suffix(".npy")), array)
     if cache == "disk":  # the image cache works, in gradkit's folder: one file per image
@@ -89,7 +82,7 @@ def test_ultralytics_datasets_read_the_images_not_a_users_npy_beside_them(tiny_d
 
 def test_the_image_cache_is_read_back_and_forgets_an_image_rewritten_with_its_old_times(tiny_data, tmp_path,
                                                                                         cache_dir):
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     first = _dataset(data, "disk")
     sentinel = np.full_like(first.load_image(1)[0], 99)
     np.save(first.npy_files[1], sentinel)  # the oracle that the cache is what is read, where it is valid
@@ -103,7 +96,7 @@ def test_the_image_cache_is_read_back_and_forgets_an_image_rewritten_with_its_ol
 
 
 def test_two_images_of_one_stem_in_one_folder_get_two_caches(tiny_data, tmp_path, cache_dir):
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     train = data.parent / "images" / "train"
     png = sorted(train.glob("*.png"))[0]
     cv2.imwrite(str(png.with_suffix(".jpg")), 255 - cv2.imread(str(png)), [cv2.IMWRITE_JPEG_QUALITY, 100])
@@ -116,7 +109,7 @@ def test_two_images_of_one_stem_in_one_folder_get_two_caches(tiny_data, tmp_path
 
 def test_a_dataset_unpickled_without_gradkit_reads_the_same_caches(tiny_data, tmp_path, cache_dir):
     """Spawned dataloader workers unpickle the dataset in a fresh interpreter that never imported gradkit."""
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     _plant_sidecars(data.parent / "images" / "train")
     dataset = _dataset(data, "disk")
     (tmp_path / "dataset.pkl").write_bytes(pickle.dumps(dataset))
@@ -135,16 +128,16 @@ def test_training_with_disk_caching_leaves_the_dataset_and_its_sidecars_as_they_
                                                                                       monkeypatch):
     from gradkit.integrations.ultralytics.datasets import image_cache_path
 
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     _plant_sidecars(data.parent / "images" / "train")
-    before = _tree(data.parent)
+    before = file_digests(data.parent)
     env = {**os.environ, "YOLO_OFFLINE": "1", "GRADKIT_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([GRADKIT, "train", "model=yolo26n.yaml", f"data={data}", "epochs=1", "imgsz=64",
                            "batch=4", "workers=0", "device=cpu", "plots=False", "cache=disk", f"project={tmp_path}",
                            "name=r"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert _tree(data.parent) == before, sorted(set(_tree(data.parent)) ^ set(before))
+    assert file_digests(data.parent) == before, sorted(set(file_digests(data.parent)) ^ set(before))
     assert "Refreshing stale" not in out and "Removing corrupt" not in out, out[-3000:]
     monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "cache"))
     images = [f for split in ("train", "val") for f in (data.parent / "images" / split).glob("*.png")]
@@ -169,9 +162,9 @@ def test_an_unwritable_cache_folder_is_one_warning_and_the_images_still_load(tin
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
     monkeypatch.setenv("GRADKIT_CACHE_DIR", str(blocked))
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     _plant_sidecars(data.parent / "images" / "train")
-    before = _tree(data.parent)
+    before = file_digests(data.parent)
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
@@ -182,4 +175,4 @@ def test_an_unwritable_cache_folder_is_one_warning_and_the_images_still_load(tin
         LOGGER.removeHandler(handler)
     assert len([r for r in records if "cannot be made" in r]) == 1, records
     assert np.array_equal(dataset.load_image(1)[0], cv2.imread(dataset.im_files[1]))
-    assert _tree(data.parent) == before
+    assert file_digests(data.parent) == before

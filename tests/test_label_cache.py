@@ -6,9 +6,7 @@ file, and one whose dtype state corrupts memory with numpy's own reconstruction 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import copy_dataset, file_digests
 from gradkit.integrations.ultralytics.datasets import LabelCacheRefused, load_label_cache, skip_label_cache
 
 GRADKIT = str(Path(sys.executable).with_name("gradkit"))
@@ -100,16 +99,8 @@ def test_ultralytics_datasets_load_caches_through_gradkit():
     assert data_utils.save_dataset_cache_file is skip_label_cache
 
 
-def _tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` and a digest of its bytes: the oracle for "nothing written or overwritten"."""
-    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(root.rglob("*")) if f.is_file()}
 
 
-def _copy_dataset(tiny_data: Path, root: Path) -> Path:
-    shutil.copytree(tiny_data.parent, root)
-    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(str(tiny_data.parent), str(root)))
-    return root / "data.yaml"
 
 
 def _gradkit_train(data: Path, tmp_path: Path) -> str:
@@ -125,24 +116,24 @@ def _gradkit_train(data: Path, tmp_path: Path) -> str:
 @pytest.mark.e2e
 def test_training_on_a_dataset_with_a_planted_cache_runs_no_code_and_leaves_the_dataset_as_it_was(tiny_data,
                                                                                                   tmp_path):
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
+    data = copy_dataset(tiny_data, tmp_path / "ds")
     marker = tmp_path / "marker"
     _plant(data.parent / "labels" / "train.cache", marker)
-    before = _tree(data.parent)
+    before = file_digests(data.parent)
     out = _gradkit_train(data, tmp_path)
     assert not marker.exists()
     assert f"label cache {data.parent / 'labels' / 'train.cache'} not read" in out, out[-3000:]
-    assert _tree(data.parent) == before  # the planted file neither replaced nor removed, nothing added
+    assert file_digests(data.parent) == before  # the planted file neither replaced nor removed, nothing added
     assert "New cache created" not in out, out[-3000:]
 
 
 @pytest.mark.e2e
 def test_training_writes_no_label_cache_into_the_dataset(tiny_data, tmp_path):
     """Stock Ultralytics writes ``labels/train.cache`` and ``labels/val.cache`` beside the user's labels."""
-    data = _copy_dataset(tiny_data, tmp_path / "ds")
-    before = _tree(data.parent)
+    data = copy_dataset(tiny_data, tmp_path / "ds")
+    before = file_digests(data.parent)
     out = _gradkit_train(data, tmp_path)
-    assert _tree(data.parent) == before, sorted(set(_tree(data.parent)) - set(before))
+    assert file_digests(data.parent) == before, sorted(set(file_digests(data.parent)) - set(before))
     assert f"label cache not written to {data.parent / 'labels' / 'train.cache'}" in out, out[-3000:]
 
 
