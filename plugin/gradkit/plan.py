@@ -368,7 +368,8 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: P
         imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
                         f"{steps(wanted):.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at "
                         f"{size} (the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}; "
-                        f"down to {DEEP_SHRINK:g}x the native size: {DEEP_SHRINK_EVIDENCE}); why "
+                        f"down to {DEEP_SHRINK:g}x the smaller of that and the native size: "
+                        f"{DEEP_SHRINK_EVIDENCE}); why "
                         f"{wanted}: {imgsz.reason}")
         if steps(size) < MIN_STEPS:
             plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps))
@@ -402,8 +403,8 @@ def _drift_note(steps: Callable[[int], float], wanted: int, size: int, floor: in
 def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float]) -> str:
     """What a budget too short even at the smallest size the plan trains at buys, and which size would do."""
     buying = next((s for s in range(size - IMGSZ_STEP, MIN_IMGSZ - 1, -IMGSZ_STEP) if steps(s) >= MIN_STEPS), None)
-    smaller = (f"a smaller imgsz= ({buying} buys {MIN_STEPS} or more; shrinks below {DEEP_SHRINK:g}x the native "
-               "size were not measured)" if buying else f"no imgsz down to {MIN_IMGSZ} buys them")
+    smaller = (f"a smaller imgsz= ({buying} buys {MIN_STEPS} or more; deeper shrinks were measured only on 768 px "
+               "panels, not on thin lines)" if buying else f"no imgsz down to {MIN_IMGSZ} buys them")
     return (f"a budget of {budget_min:g} min buys about {steps(size):.0f} optimizer steps even at imgsz {size} "
             f"({size / wanted:.2g}x the {wanted} the data calls for, the smallest the plan goes): under "
             f"{MIN_STEPS}, the run will stop while still learning fast; a larger budget= pays, or {smaller}")
