@@ -68,7 +68,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   minutes, or ``--time-s``), timed when the run starts: its own ``imgsz``, model and configuration;
 - ``plan-deep@time``: ``plan@time`` at ``DEEP_SHRINK`` of the smaller of the plan's ``imgsz`` and the native
   size (``gradkit.plan.deepest_budget_size``; 256 -> 128, the strip set's 704 -> 224): where even
-  ``plan-shrunk@time`` buys too few steps, does a deeper shrink pay?
+  ``plan-shrunk@time`` buys too few steps, does a deeper shrink pay? ``plan-deep-p2@time``: the same with the
+  stride-4 head (``yolo26n-p2.yaml``): the strip set's scratches, found at that size, get boxes several times
+  too thick across the line; does a finer anchor grid fit them?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -111,7 +113,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
-             "plan-defectcells@epochs")
+             "plan-defectcells@epochs", "plan-deep-p2@time")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -256,6 +258,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
 
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     at_stock_time = {**base, **planned, "time": stock["train_s"] / 3600} if stock else {}
+    deep_at_stock_time = {**at_stock_time, "imgsz": deepest_budget_size(fp, planned["imgsz"]) if fp else 0}
     batching = {k: v for k, v in planned.items() if k in ("batch", "nbs")}
     built = {"preset-list": {"augment.preset": "defect"}, "preset-sensor": {"augment.preset": "defect-sensor"},
              "preset-nopaste": {"augment.copy_paste.p": 0.0},
@@ -279,8 +282,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-stocksize@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "imgsz": base["imgsz"]}),
         "plan-shrunk@time": (plan.train["model"], plan.gradkit,
                              {**at_stock_time, "imgsz": smallest_budget_size(planned["imgsz"])}),
-        "plan-deep@time": (plan.train["model"], plan.gradkit,
-                           {**at_stock_time, "imgsz": deepest_budget_size(fp, planned["imgsz"]) if fp else 0}),
+        "plan-deep@time": (plan.train["model"], plan.gradkit, deep_at_stock_time),
+        "plan-deep-p2@time": (MODEL_P2, plan.gradkit, deep_at_stock_time),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
