@@ -220,6 +220,9 @@ def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
     ("errors.by_class.scratch", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("found", 99)),
     ("errors.by_class.scratch", lambda r: r["errors"]["by_class"]["scratch"].__setitem__("confused_with", {"x": 7})),
     ("errors", lambda r: r["errors"]["by_class"]["pit"].update(objects=9, unseen=9)),
+    ("box_fit.scratch", lambda r: r["box_fit"]["scratch"]["reached"].update({"0.5": 99})),
+    ("box_fit.scratch", lambda r: r["box_fit"]["scratch"].update(near_misses=3)),
+    ("box_fit.scratch.across", lambda r: r["box_fit"]["scratch"].__setitem__("across", -2.0)),
 ])
 def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
     _edit(run, change)

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.report.box_fit import box_fit
 from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
-from gradkit.report.errors import analyse_errors, miss_causes
+from gradkit.report.errors import analyse_errors, class_labels, miss_causes
 from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
@@ -185,6 +186,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         op = OperatingPoint(gts, preds, classes, ev.conf_threshold)
         inspection = inspection_kpis(gts, preds, ev.images, ev.names, ev.conf_threshold, op)
         errors, per_image = analyse_errors(gts, preds[op.fires], ev.images, -np.inf)
+        fit = box_fit(gts, preds, present_classes, ev.sizes)
     worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
     defect_free = len(set(ev.images) - set(gts.image.tolist()))
     report = {
@@ -209,6 +211,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "errors": {"conf_threshold": ev.conf_threshold, "operating_point": inspection["operating_point"],
                    "counts": errors, "by_class": miss_causes(per_image, {c: ev.names[c] for c in classes}),
                    "worst_images": [_gallery_entry(ev, op.matching, op.found, op.fires, r) for r in worst]},
+        "box_fit": {label: fit[c] for c, label in sorted(class_labels(set(fit), ev.names).items())},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),

@@ -21,7 +21,7 @@ import numpy as np
 
 from gradkit.report.coco import Box, Boxes, box_columns
 
-__all__ = ["ERROR_KINDS", "MISS_CAUSES", "ImageErrors", "analyse_errors", "miss_causes"]
+__all__ = ["ERROR_KINDS", "MISS_CAUSES", "ImageErrors", "analyse_errors", "class_labels", "miss_causes"]
 
 ERROR_KINDS = ("classification", "localization", "both", "duplicate", "background", "background_on_defect_free",
                "missed")
@@ -144,6 +144,13 @@ def _miss_row() -> dict:
     return {"objects": 0, "found": 0, **dict.fromkeys(MISS_CAUSES, 0), "confused_with": Counter()}
 
 
+def class_labels(ids: set[int], names: dict[int, str]) -> dict[int, str]:
+    """A report key per class id: its name, or for an id without a name or a name two ids share, the name
+    with its id (two classes named alike never merge into one row)."""
+    shared = Counter(names.get(c) for c in ids)
+    return {c: names[c] if c in names and shared[names[c]] == 1 else f"{names.get(c, 'class')} ({c})" for c in ids}
+
+
 def miss_causes(per_image: dict[int, ImageErrors], names: dict[int, str]) -> dict[str, dict]:
     """Per class (named by ``names``; an id without a name, or a name two ids share, is shown with its id):
     objects, found, each of MISS_CAUSES, and ``confused_with`` (class label -> count)."""
@@ -155,8 +162,6 @@ def miss_causes(per_image: dict[int, ImageErrors], names: dict[int, str]) -> dic
             row[outcome] += 1
             if taken_for is not None:
                 row["confused_with"][taken_for] += 1
-    ids = set(rows) | {t for r in rows.values() for t in r["confused_with"]}
-    shared = Counter(names.get(c) for c in ids)
-    label = {c: names[c] if c in names and shared[names[c]] == 1 else f"{names.get(c, 'class')} ({c})" for c in ids}
+    label = class_labels(set(rows) | {t for r in rows.values() for t in r["confused_with"]}, names)
     return {label[c]: {**row, "confused_with": {label[t]: k for t, k in row["confused_with"].items()}}
             for c, row in sorted(rows.items())}

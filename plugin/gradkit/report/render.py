@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.report.box_fit import FIT_IOUS, iou_key
 from gradkit.report.coco import ALL_OBJECTS
 from gradkit.report.errors import BG_IOU, FG_IOU, pairwise_iou
 
@@ -151,6 +152,28 @@ def _confused(row: dict) -> str:
     return str(row["confused"]) + (" (as " + ", ".join(f"{n} {k}" for n, k in taken) + ")" if taken else "")
 
 
+FIT_HEADERS = ["class", "objects", *(f"IoU ≥ {t:g}" for t in FIT_IOUS), "near misses", "their box: across",
+               "along"]
+FIT_NOTE = (f"Every detection the validator kept, whatever its confidence. IoU ≥ t: the objects a detection of their "
+            f"class overlaps by at least t (a ceiling of the recall at that IoU). Near misses: the best such overlap "
+            f"is from {BG_IOU:g} up to the match's {FG_IOU:g}; their box: the median size of that detection's box "
+            f"against the object's, across the object (its shorter side) and along it. Across well above 1 with "
+            f"along near 1 is a thin defect seen and boxed too thick.")
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n} ({100 * n / total:.0f}%)" if total else str(n)
+
+
+def _fit_row(name: str, r: dict[str, Any]) -> list[str]:
+    return [name, str(r["objects"]), *(_share(r["reached"][iou_key(t)], r["objects"]) for t in FIT_IOUS),
+            str(r["near_misses"]), _ratio(r["across"]), _ratio(r["along"])]
+
+
+def _fit_table(fit: dict[str, dict]) -> str:
+    return _table(FIT_HEADERS, [[_e(c) for c in _fit_row(name, r)] for name, r in fit.items()])
+
+
 def _miss_table(by_class: dict[str, dict]) -> str:
     return _table(MISS_HEADERS, [[_e(name), _num(r["objects"]), _num(r["found"]), _num(r["mislocalised"]),
                                   _e(_confused(r)), _num(r["unseen"])] for name, r in by_class.items() if r["objects"]])
@@ -199,7 +222,9 @@ def _findings(r: dict[str, Any]) -> str:
     found = sum(c["tp"] for c in k["per_class"])
     if found == 0 and k["false_positives"] == 0:
         return (f"The model detects nothing on the {k['images']} {r['split']} images at its operating point: "
-                f"all {k['defective_images']} defective parts would ship (escape rate {_pct(k['escape_rate'])}).")
+                f"all {k['defective_images']} defective parts would ship (escape rate {_pct(k['escape_rate'])})."
+                + "".join(f" {name}: {_near_misses(row)}." for name, row in (r.get("box_fit") or {}).items()
+                          if _near_misses(row)))
     text = (f"On {k['images']} {r['split']} images ({k['defective_images']} with defects, "
             f"{k['defect_free_images']} defect-free), at the operating point ({_operating_point(k)}), "
             f"{k['escaped_images']} of {k['defective_images']} defective parts would ship "
@@ -214,20 +239,24 @@ def _findings(r: dict[str, Any]) -> str:
                  f"{worst['missed']} of {worst['objects']} missed.")
     scored = [c for c in k["per_class"] if c["recall"] is not None]
     if scored:
-        text += _lowest_recall(scored, (r.get("errors") or {}).get("by_class", {}))
+        text += _lowest_recall(scored, (r.get("errors") or {}).get("by_class", {}), r.get("box_fit") or {})
     return text
 
 
-def _lowest_recall(scored: list[dict[str, Any]], by_class: dict[str, dict]) -> str:
+def _lowest_recall(scored: list[dict[str, Any]], by_class: dict[str, dict], fit: dict[str, dict]) -> str:
     """`` Lowest recall: crack (0.100 at confidence 0.300); of its ...`` — every class tied at the lowest, as
     on hard data several classes often sit at 0."""
     low = min(c["recall"] for c in scored)
     weak = [c for c in scored if c["recall"] == low]
+
+    def why(name: str) -> str:
+        seen = _near_misses(fit.get(name))
+        return _why_missed(by_class.get(name)) + (f"; {seen}" if seen else "")
+
     if len(weak) == 1:
         c = weak[0]
-        return (f" Lowest recall: {c['name']} ({_md_num(low)} at confidence {c['threshold']:.3f})"
-                f"{_why_missed(by_class.get(c['name']))}.")
-    each = [f"{c['name']} (at confidence {c['threshold']:.3f}{_why_missed(by_class.get(c['name']))})" for c in weak]
+        return f" Lowest recall: {c['name']} ({_md_num(low)} at confidence {c['threshold']:.3f}){why(c['name'])}."
+    each = [f"{c['name']} (at confidence {c['threshold']:.3f}{why(c['name'])})" for c in weak]
     return f" Lowest recall, {_md_num(low)}, shared by {len(weak)} classes: " + "; ".join(each) + "."
 
 
@@ -238,6 +267,19 @@ def _why_missed(row: dict[str, Any] | None) -> str:
     parts = [f"{row[k]} {k}" for k in ("unseen", "mislocalised") if row[k]]
     parts += [f"{n} taken for {c}" for c, n in _taken_for(row)]
     return f"; of its {row['objects']} objects, " + ", ".join(parts)
+
+
+def _near_misses(fit: dict[str, Any] | None) -> str:
+    """``at any confidence 11 of its 37 objects have a box of their class at IoU 0.1-0.5, 3.9x as wide across
+    them and 0.7x along`` (empty without near misses): seen, and boxed wrongly."""
+    if not fit or not fit["near_misses"] or fit["across"] is None or fit["along"] is None:
+        return ""
+    return (f"at any confidence {fit['near_misses']} of its {fit['objects']} objects have a box of their class at "
+            f"IoU {BG_IOU:g}–{FG_IOU:g}, {_ratio(fit['across'])} as wide across them and {_ratio(fit['along'])} along")
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}×"
 
 
 def warnings(r: dict[str, Any]) -> list[str]:
@@ -603,6 +645,9 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
     if err.get("by_class"):
         parts.append("<h3>Why objects were missed, per class</h3>" + _miss_table(err["by_class"]))
         parts.append(f'<p class="note">{_e(MISS_NOTE)}</p>')
+    if r.get("box_fit"):
+        parts.append("<h3>How close the boxes come, per class (any confidence)</h3>" + _fit_table(r["box_fit"]))
+        parts.append(f'<p class="note">{_e(FIT_NOTE)}</p>')
     parts.append("<h2>Worst images (at the operating point)</h2>" + _gallery(r, roots))
     if r.get("confusion_matrix"):
         cm = r["confusion_matrix"]
@@ -813,6 +858,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {_md_text(n)} | {_md_num(r['objects'])} | {_md_num(r['found'])} | {_md_num(r['mislocalised'])} "
                   f"| {_md_text(_confused(r))} | {_md_num(r['unseen'])} |" for n, r in by_class.items() if r["objects"]]
         lines += ["", _md_text(MISS_NOTE)]
+    fit = report.get("box_fit") or {}
+    if fit:
+        lines += ["", "| " + " | ".join(FIT_HEADERS) + " |", "|" + "---|" * len(FIT_HEADERS)]
+        lines += ["| " + " | ".join(_md_text(c) for c in _fit_row(n, r)) + " |" for n, r in fit.items()]
+        lines += ["", _md_text(FIT_NOTE)]
     t = report.get("training")
     if t:
         lines += ["", "Gradient alerts: " + ", ".join(f"{_md_text(x)} {_md_num(v)}"

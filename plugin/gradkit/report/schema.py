@@ -17,8 +17,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: elongation as the elongated bucket only; 4: training.train_args holds every args.yaml key (3: eight),
 #: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report;
 #: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose);
-#: 6: tiles (whole images scored through tiles: their size and overlap).
-REPORT_SCHEMA_VERSION = 6
+#: 6: tiles (whole images scored through tiles: their size and overlap); 7: box_fit (how close each class's
+#: boxes come, at any confidence).
+REPORT_SCHEMA_VERSION = 7
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -79,6 +80,28 @@ class MissCauses(_Open):
             raise ValueError(f"found + mislocalised + confused + unseen is not objects ({self.objects})")
         if sum(self.confused_with.values()) != self.confused:
             raise ValueError(f"confused_with does not add up to confused ({self.confused})")
+        return self
+
+
+class BoxFit(_Open):
+    objects: Count
+    reached: dict[str, Count]
+    near_misses: Count
+    across: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    along: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _counts_fit(self):
+        from gradkit.report.box_fit import FIT_IOUS, iou_key
+
+        keys = [iou_key(t) for t in FIT_IOUS]
+        if sorted(self.reached) != sorted(keys):
+            raise ValueError(f"reached must have the keys {', '.join(keys)}")
+        counts = [self.reached[k] for k in keys]
+        if any(a < b for a, b in zip([self.objects, *counts], counts, strict=False)):
+            raise ValueError(f"reached must not grow with the IoU nor exceed objects ({self.objects})")
+        if self.near_misses != counts[0] - counts[-1]:
+            raise ValueError(f"near_misses must be reached[{keys[0]}] - reached[{keys[-1]}]")
         return self
 
 
@@ -212,6 +235,7 @@ class EvaluationReport(_Open):
     size_buckets: dict[str, dict[str, Bucket]]
     inspection: Inspection | None = None
     errors: Errors
+    box_fit: dict[str, BoxFit] = {}
     confusion_matrix: list[list[float]] | None = None
     plots: dict[str, str] = {}
     speed_ms: dict[str, Num] | None = None
