@@ -71,7 +71,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-shrunk@time`` buys too few steps, does a deeper shrink pay? ``plan-deep-norot@time``: the same without
   the plan's small rotations (``degrees`` 0): the strip set's scratches, found at that size, get boxes 3.4x
   too thick across the line (the report's box fit), and a line along an axis turned by 2 deg has a box
-  several times its width: do the rotations teach the model to box such lines thick?
+  several times its width: do the rotations teach the model to box such lines thick? (No: README.)
+  ``plan-deep-p2@time``: the same size with the stride-4 head (``yolo26n-p2.yaml``): a 1-2 px line anywhere in
+  a stride-8 cell, boxed by offsets from the cell's centre; does a grid twice as fine box it tighter?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -114,7 +116,8 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
-             "plan-defectcells@epochs", "plan-deep-norot@time")
+             "plan-defectcells@epochs", "plan-deep-norot@time",
+             "plan-deep-p2@time")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -286,6 +289,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-deep@time": (plan.train["model"], plan.gradkit, deep_at_stock_time),
         "plan-deep-norot@time": (plan.train["model"], _with_ultralytics(plan.gradkit, {"degrees": 0.0}),
                                  deep_at_stock_time),
+        "plan-deep-p2@time": (MODEL_P2, plan.gradkit, deep_at_stock_time),
         "stock-nbs@epochs": ("yolo26n.yaml", None, {**base, **batching}),
         "stock-imgsz@epochs": ("yolo26n.yaml", None, {**base, "imgsz": planned["imgsz"]}),
         "plan-aug@epochs": ("yolo26n.yaml", plan.gradkit, base),
