@@ -86,8 +86,8 @@ DEEP_SHRINK_EVIDENCE = ("at equal wall time the plan at 0.5x beat the plan at 0.
                         "0.132 +- 0.016 against 192 px 0.098 +- 0.012 mAP50-95, 3 seeds, higher on every seed; "
                         "scratch AP50 level, 0.175 against 0.170) and the plan at 0.5x the native size beat stock on "
                         "the fifth set, where 0.75x of the upsampled 704 px had scored 0.001 (17 min: 224 px 0.145 "
-                        "against stock's 0.056, 3 seeds, higher on every seed); on 768 px panels at 12 min, 256 px reached 0.038, the "
-                        "panels at 768 px 0.000 and their 256 px tiles 0.010")
+                        "against stock's 0.056, 3 seeds, higher on every seed); on 768 px panels at 12 min, "
+                        "256 px reached 0.038, the panels at 768 px 0.000 and their 256 px tiles 0.010")
 #: Compact defects should span at least one stride-8 cell: a 6x6 box gets 4 candidate anchors at
 #: stride 8 and none at 16 (benchmarks/thin_defects.py, table 4).
 MIN_OBJECT_PX = 8.0
