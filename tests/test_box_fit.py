@@ -37,7 +37,7 @@ def test_a_thin_line_boxed_four_times_too_thick_is_a_near_miss_with_its_ratios()
 
 def test_across_is_the_objects_shorter_side_whichever_axis():
     vertical = _px(0, 0, 100, 10, 103, 90)  # 3 x 80 px
-    short_and_wide = _px(0, 0, 97, 30, 106, 70, 0.5)  # 9 x 40: 3x across, half along; IoU 60/360
+    short_and_wide = _px(0, 0, 97, 30, 106, 70, 0.5)  # 9 x 40: 3x across, half along; IoU 120/480
     fit = box_fit([vertical], [short_and_wide], [0])[0]
     assert fit["across"] == pytest.approx(3.0) and fit["along"] == pytest.approx(0.5)
     assert fit["reached"] == {"0.1": 1, "0.3": 0, "0.5": 0}
@@ -53,9 +53,32 @@ def test_which_side_is_shorter_is_decided_in_pixels_not_normalised_units():
 
 def test_a_detection_in_another_image_or_of_another_class_never_fits():
     scratch = _px(0, 0, 20, 50, 120, 52)
-    elsewhere = _px(1, 0, 20, 50, 120, 52, 0.9)
-    fit = box_fit([scratch], [elsewhere], [0])[0]
+    elsewhere, as_crack = _px(1, 0, 20, 50, 120, 52, 0.9), _px(0, 2, 20, 50, 120, 52, 0.9)
+    fit = box_fit([scratch], [elsewhere, as_crack], [0])[0]
     assert fit["reached"] == {iou_key(t): 0 for t in FIT_IOUS}
+
+
+def test_the_ratios_come_from_each_objects_best_detection():
+    size = (256, 256)
+    line = _px(1, 0, 20, 50, 148, 54, size=size)                   # 128 x 4 px in image 1
+    before = [_px(0, 0, 20, 50, 148, 54, 0.9, size=size),            # other images' boxes sort first
+              _px(1, 0, 20, 30, 148, 90, 0.8, size=size)]            # 15x across: IoU 1/15, no near miss
+    worse = _px(1, 0, 20, 40, 84, 64, 0.9, size=size)                # 6x across, half along: IoU 256/1792
+    best = _px(1, 0, 20, 44, 148, 60, 0.1, size=size)                # 4x across, whole along: IoU 512/2048
+    fit = box_fit([line], [*before, worse, best], [0], sizes={1: size})[0]
+    assert fit["across"] == pytest.approx(4.0) and fit["along"] == pytest.approx(1.0)
+    fit = box_fit([line], [*before, worse], [0], sizes={1: size})[0]
+    assert fit["across"] == pytest.approx(6.0) and fit["along"] == pytest.approx(0.5)
+
+
+def test_iou_exactly_at_a_threshold_reaches_it():
+    size = (256, 256)
+    line = _px(0, 0, 0, 0, 128, 4, size=size)
+    at_match = _px(0, 0, 0, 0, 128, 8, 0.5, size=size)              # IoU 512/1024 = 0.5: a match, no near miss
+    assert box_fit([line], [at_match], [0])[0]["reached"]["0.5"] == 1
+    at_overlap = _px(0, 0, 0, 0, 128, 40, 0.5, size=size)           # IoU 512/5120 = 0.1: a near miss
+    fit = box_fit([line], [at_overlap], [0])[0]
+    assert fit["reached"] == {"0.1": 1, "0.3": 0, "0.5": 0} and fit["near_misses"] == 1
 
 
 def test_the_best_detection_decides_and_every_score_counts():
@@ -80,17 +103,28 @@ def test_reached_counts_agree_with_torchvision_box_iou(seed):
         return out
 
     gts, preds = boxes(60, False), boxes(400, True)
-    fit = box_fit(gts, preds, [0, 1, 2])
-    best = []
+    sizes = {i: (int(rng.integers(100, 900)), int(rng.integers(100, 900))) for i in range(4)}
+    fit = box_fit(gts, preds, [0, 1, 2], sizes)
+    best, ratios = [], {c: [] for c in range(3)}
     for g in gts:
-        same = torch.tensor([p[2:6] for p in preds if p.image == g.image and p.cls == g.cls], dtype=torch.float64)
-        iou = box_iou(torch.tensor([g[2:6]], dtype=torch.float64), same.reshape(-1, 4))
-        best.append((g.cls, float(iou.max()) if iou.numel() else 0.0))
+        same = [p for p in preds if p.image == g.image and p.cls == g.cls]
+        iou = box_iou(torch.tensor([g[2:6]], dtype=torch.float64),
+                      torch.tensor([p[2:6] for p in same], dtype=torch.float64).reshape(-1, 4))
+        b = float(iou.max()) if iou.numel() else 0.0
+        best.append((g.cls, b))
+        if FIT_IOUS[0] <= b < FIT_IOUS[-1]:
+            w, h = sizes[g.image]
+            d = same[int(iou.argmax())]
+            gw, gh, dw, dh = (g.x1 - g.x0) * w, (g.y1 - g.y0) * h, (d.x1 - d.x0) * w, (d.y1 - d.y0) * h
+            ratios[g.cls].append((dh / gh, dw / gw) if gw >= gh else (dw / gw, dh / gh))
     for c in range(3):
         mine = [b for k, b in best if k == c]
         assert fit[c]["objects"] == len(mine)
         assert fit[c]["reached"] == {iou_key(t): sum(b >= t for b in mine) for t in FIT_IOUS}
-        assert fit[c]["near_misses"] == sum(FIT_IOUS[0] <= b < FIT_IOUS[-1] for b in mine)
+        assert fit[c]["near_misses"] == sum(FIT_IOUS[0] <= b < FIT_IOUS[-1] for b in mine) == len(ratios[c])
+        assert ratios[c], "the random case should hold near misses of every class"
+        assert fit[c]["across"] == pytest.approx(float(np.median([a for a, _ in ratios[c]])))
+        assert fit[c]["along"] == pytest.approx(float(np.median([a for _, a in ratios[c]])))
 
 
 def test_the_report_shows_the_table_and_names_near_misses_in_its_verdict(tmp_path):

@@ -223,6 +223,7 @@ def test_a_comparison_never_replaces_an_evaluation_report(run, tmp_path):
     ("box_fit.scratch", lambda r: r["box_fit"]["scratch"]["reached"].update({"0.5": 99})),
     ("box_fit.scratch", lambda r: r["box_fit"]["scratch"].update(near_misses=3)),
     ("box_fit.scratch.across", lambda r: r["box_fit"]["scratch"].__setitem__("across", -2.0)),
+    ("box_fit.scratch", lambda r: r["box_fit"]["scratch"].update(across=7.0, along=1.0)),  # ratios of no near miss
 ])
 def test_values_no_writer_produces_are_refused_naming_the_key(run, key, change):
     _edit(run, change)
@@ -278,3 +279,25 @@ def test_an_earlier_training_reports_curves_come_from_its_report_val_not_the_tra
     assert _rebuild(run).returncode == 0
     page = (run / "report.html").read_text()
     assert not _embedded(page, training_time) and "PR curve: not embedded" in page
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["box_fit"]["scratch"].__setitem__("objects", 9), "box_fit.scratch.objects (9) is not"),
+    (lambda r: r["box_fit"]["scratch"]["reached"].update({"0.5": 0, "0.3": 0, "0.1": 0}),
+     "box_fit.scratch.reached is below what errors.by_class.scratch found"),
+])
+def test_a_box_fit_that_contradicts_the_miss_table_is_refused(run, change, message):
+    _edit(run, change)
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and message in proc.stderr and not (run / "report.html").exists(), proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_report_from_before_box_fit_still_rebuilds(run):
+    def older(r):  # schema 6: no box_fit
+        del r["box_fit"]
+        r["schema_version"] = 6
+    _edit(run, older)
+    assert _rebuild(run).returncode == 0
+    page = (run / "report.html").read_text()
+    assert "Why objects were missed" in page and "How close the boxes come" not in page

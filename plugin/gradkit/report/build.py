@@ -211,7 +211,8 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "errors": {"conf_threshold": ev.conf_threshold, "operating_point": inspection["operating_point"],
                    "counts": errors, "by_class": miss_causes(per_image, {c: ev.names[c] for c in classes}),
                    "worst_images": [_gallery_entry(ev, op.matching, op.found, op.fires, r) for r in worst]},
-        "box_fit": {label: fit[c] for c, label in sorted(class_labels(set(fit), ev.names).items())},
+        # labelled as the miss table labels them: by every class's name, so a name two classes share is told apart
+        "box_fit": {label: fit[c] for c, label in sorted(class_labels(set(ev.names), ev.names).items()) if c in fit},
         "confusion_matrix": ev.confusion_matrix,
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),

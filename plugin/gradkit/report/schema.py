@@ -87,8 +87,8 @@ class BoxFit(_Open):
     objects: Count
     reached: dict[str, Count]
     near_misses: Count
-    across: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    along: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    across: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    along: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _counts_fit(self):
@@ -102,6 +102,8 @@ class BoxFit(_Open):
             raise ValueError(f"reached must not grow with the IoU nor exceed objects ({self.objects})")
         if self.near_misses != counts[0] - counts[-1]:
             raise ValueError(f"near_misses must be reached[{keys[0]}] - reached[{keys[-1]}]")
+        if (self.across is None or self.along is None) != (self.near_misses == 0):
+            raise ValueError("across and along are set exactly when there are near misses")
         return self
 
 
@@ -241,6 +243,24 @@ class EvaluationReport(_Open):
     speed_ms: dict[str, Num] | None = None
     tiles: Tiles | None = None
     training: Training | None = None
+
+    @model_validator(mode="after")
+    def _box_fit_agrees_with_the_misses(self):
+        """Any detection counts in box_fit, only those at the operating point in the miss table: an object found
+        there reached IoU 0.5, and one mislocalised there reached 0.1."""
+        from gradkit.report.box_fit import FIT_IOUS, iou_key
+
+        for name, fit in self.box_fit.items():
+            miss = self.errors.by_class.get(name)
+            if miss is None:
+                continue
+            if fit.objects != miss.objects:
+                raise ValueError(f"box_fit.{name}.objects ({fit.objects}) is not errors.by_class.{name}.objects "
+                                 f"({miss.objects})")
+            if fit.reached[iou_key(FIT_IOUS[-1])] < miss.found or fit.reached[iou_key(FIT_IOUS[0])] < (
+                    miss.found + miss.mislocalised):
+                raise ValueError(f"box_fit.{name}.reached is below what errors.by_class.{name} found")
+        return self
 
 
 class ComparisonRun(_Open):
