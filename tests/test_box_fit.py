@@ -171,3 +171,21 @@ def test_the_lowest_recall_sentence_says_when_its_objects_were_seen_and_boxed_wr
     md = render_markdown(build_report(ev))
     assert ("Lowest recall: scratch (0.000 at confidence 1.000); of its 2 objects, 2 unseen; at any confidence 2 of "
             "its 2 objects have a box of their class at IoU 0.1–0.5, 4.0× as wide across them and 1.0× along.") in md
+
+
+def test_no_detections_at_all_reaches_nothing():
+    fit = box_fit([_px(0, 0, 20, 50, 120, 52)], [], [0])[0]
+    assert fit["reached"] == {iou_key(t): 0 for t in FIT_IOUS} and fit["near_misses"] == 0
+    assert box_fit([], [_px(0, 0, 20, 50, 120, 52, 0.5)], [0]) == {}
+
+
+def test_a_report_of_a_model_that_detects_nothing_builds(tmp_path):
+    from gradkit.report.build import build_report
+    from gradkit.report.schema import validate_report
+    from report_cases import hand_made_evaluation
+
+    ev = hand_made_evaluation(tmp_path)
+    ev.preds = []
+    fit = validate_report(build_report(ev))["box_fit"]
+    assert fit == {"scratch": {"objects": 4, "reached": {"0.1": 0, "0.3": 0, "0.5": 0}, "near_misses": 0,
+                               "across": None, "along": None}}

@@ -41,7 +41,9 @@ def _groups(col: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[tuple[int, int
     every detection per group (a validation keeps up to 300 detections per image)."""
     order = np.lexsort((col["cls"], col["image"]))
     keys = np.stack([col["image"][order], col["cls"][order]], 1).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(1)]) if len(keys) else np.array([], int)
+    if not len(keys):  # no boxes at all (a model that detects nothing)
+        return order, {}
+    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(1)])
     ends = np.r_[starts[1:], len(keys)]
     return order, {(int(keys[a, 0]), int(keys[a, 1])): slice(a, b) for a, b in zip(starts, ends, strict=True)}
 

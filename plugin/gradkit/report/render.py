@@ -223,8 +223,8 @@ def _findings(r: dict[str, Any]) -> str:
     if found == 0 and k["false_positives"] == 0:
         return (f"The model detects nothing on the {k['images']} {r['split']} images at its operating point: "
                 f"all {k['defective_images']} defective parts would ship (escape rate {_pct(k['escape_rate'])})."
-                + "".join(f" {name}: {_near_misses(row)}." for name, row in (r.get("box_fit") or {}).items()
-                          if _near_misses(row)))
+                + "".join(f" {name}: {seen}." for name, row in (r.get("box_fit") or {}).items()
+                          if (seen := _near_misses(row))))
     text = (f"On {k['images']} {r['split']} images ({k['defective_images']} with defects, "
             f"{k['defect_free_images']} defect-free), at the operating point ({_operating_point(k)}), "
             f"{k['escaped_images']} of {k['defective_images']} defective parts would ship "
