@@ -18,12 +18,14 @@ from gradkit.augment.affine_boxes import (
     zoom_range,
 )
 from gradkit.config import load_config
+from gradkit.integrations.ultralytics.augment import seeded_sample
 
 SIZE = 256
 #: one line per image, drawn white on the pad gray: (x0, y0, x1, y1) of its pixels, inclusive
 LINES = {"horizontal_1px": (48, 128, 207, 128), "vertical_1px": (100, 60, 100, 189),
          "horizontal_2px": (40, 90, 199, 91), "vertical_2px": (180, 40, 181, 179)}
 SAMPLES = 24  # warps per image
+STOCK_BLUR_RADIUS_PX = 3  # Ultralytics' Albumentations stage: Blur(blur_limit=(3, 7))
 PAD = 114  # Ultralytics' fill for what a warp brings into view: the background here too, so only the line is bright
 
 
@@ -66,9 +68,7 @@ def _samples(dataset):
     for i, label in enumerate(dataset.labels):
         name = label["im_file"].rsplit("/", 1)[-1].split(".")[0]
         for k in range(SAMPLES):
-            random.seed(k)
-            np.random.seed(k)
-            item = dataset[i]
+            item = seeded_sample(dataset, i, seed=k)  # Ultralytics' own Albumentations stage seeded too
             img = item["img"].numpy().transpose(1, 2, 0)[..., 0]
             ys, xs = np.nonzero(img > PAD + 20)  # a 1 px line shrunk 0.5x still reads ~PAD + 70
             pixels = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None
@@ -108,7 +108,8 @@ def test_gradkit_keeps_every_visible_line_and_its_box_lies_on_the_line(tmp_path,
         # a warp moves a box's corners with the image (then clips), so it encloses the line's pixels to
         # within the interpolation's pixel; the line's pixels fill it to within that pixel too
         off = max(abs(b - p) for b, p in zip(box, pixels, strict=True))
-        assert off <= 3.5, (name, box, pixels)  # Ultralytics' stage blurs 1 sample in 100 by up to 3 px a side
+        # Ultralytics' stage box-blurs 1 sample in 100 with a kernel of up to 7 px: 3 px a side, plus that pixel
+        assert off <= STOCK_BLUR_RADIUS_PX + 1, (name, box, pixels)
         blurred += off > 1.5
     assert blurred <= 2
 

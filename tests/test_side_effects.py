@@ -82,3 +82,25 @@ def test_preview_is_reproducible_and_leaves_the_global_generators_alone(tiny_dat
     img_a, img_b, img_c = (cv2.imread(str(p)) for p in (a, b, c))
     assert np.array_equal(img_a, img_b)  # same seed, same grid (png: lossless)
     assert not np.array_equal(img_a, img_c)
+
+
+def test_a_seeded_sample_through_ultralytics_stock_albumentations_stage_is_reproducible(tiny_data):
+    """Ultralytics' own Albumentations stage (kept when gradkit replaces nothing) draws from its Compose's
+    private generator, which global seeds do not reach. Planted: its Blur fires on every sample, so an unseeded
+    kernel size (3, 5 or 7) shows in the pixels; the same seed must give the same sample ten times running."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.augment import Albumentations
+    from ultralytics.data.utils import check_det_dataset
+
+    from gradkit.integrations.ultralytics.augment import seeded_sample
+
+    data = check_det_dataset(str(tiny_data))
+    args = get_cfg(overrides={"imgsz": 64, "data": str(tiny_data), "mode": "train"})
+    dataset = build_yolo_dataset(args, data["train"], 4, data, mode="train")
+    stage = next(t for t in dataset.transforms.transforms if isinstance(t, Albumentations))
+    blur = next(t for t in stage.transform.transforms if type(t).__name__ == "Blur")
+    blur.p = 1.0
+    images = [seeded_sample(dataset, 0, seed=5)["img"].numpy() for _ in range(10)]
+    assert all(np.array_equal(images[0], im) for im in images[1:])
+    assert not np.array_equal(images[0], seeded_sample(dataset, 0, seed=6)["img"].numpy())

@@ -17,12 +17,13 @@ from gradkit.integrations.ultralytics.seams import (
     edit_albumentations_stage,
     install_dataset_transforms,
     replace_affine_box_filter,
+    seed_stock_albumentations,
     stock_check_det_dataset,
 )
 from gradkit.integrations.ultralytics.version import check_ultralytics_version
 
 __all__ = ["CLASS_COLOURS", "AlbumentationsStage", "CopyPasteStage", "compose_preview", "describe_augmentation",
-           "install_augmentation", "preview_augmentation"]
+           "install_augmentation", "preview_augmentation", "seeded_sample"]
 
 #: Okabe-Ito colours (BGR), one per class, cycled: colour-blind safe.
 CLASS_COLOURS = [(0, 159, 230), (233, 180, 86), (115, 158, 0), (66, 228, 240), (178, 114, 0), (0, 94, 213),
@@ -335,6 +336,14 @@ def _seeded_globals(seed: int):
         torch.random.set_rng_state(states[2])
 
 
+def seeded_sample(dataset, i: int, seed: int) -> dict:
+    """Training sample ``i`` as the generators seeded with ``seed`` draw it: the global ones Ultralytics'
+    stages use, and the private one of its stock Albumentations stage where that stage runs."""
+    with _seeded_globals(seed):
+        seed_stock_albumentations(dataset, seed)
+        return dataset[i]
+
+
 def preview_augmentation(data_yaml: str, cfg: GradkitConfig, n: int = 16, out: str | Path = "preview.jpg",
                          imgsz: int = 640, seed: int = 0) -> Path:
     """A grid of ``n`` training samples with boxes, from exactly the pipeline training builds."""
@@ -367,8 +376,7 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     tiles, boxes = [], []
     names = {int(k): str(v) for k, v in data["names"].items()}
     for i in random.Random(seed).sample(range(len(dataset)), min(n, len(dataset))):
-        with _seeded_globals(seed + i):  # Ultralytics' transforms draw from the global generators
-            item = dataset[i]
+        item = seeded_sample(dataset, i, seed + i)
         tiles.append(np.ascontiguousarray(item["img"].numpy().transpose(1, 2, 0)[..., ::-1]))  # RGB CHW -> BGR HWC
         boxes.append([(int(c), x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2) for c, (x, y, bw, bh)
                       in zip(item["cls"].reshape(-1).tolist(), item["bboxes"].tolist(), strict=True)])

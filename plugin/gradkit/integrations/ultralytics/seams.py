@@ -66,6 +66,7 @@ __all__ = [
     "replace_predictions",
     "restrict_candidates_to_cells",
     "scaled_predictions",
+    "seed_stock_albumentations",
     "set_prediction_recorder",
     "set_tile_geometry",
     "stock_check_det_dataset",
@@ -450,6 +451,22 @@ def install_dataset_transforms(dataset: Any, build: Callable[[Callable[[Any], An
     dataset.build_transforms = build_transforms
     dataset.transforms = build_transforms(copy(hyp))
     setattr(dataset, _DATASET_MARK, tag)
+
+
+def seed_stock_albumentations(dataset: Any, seed: int) -> None:
+    """Seed Ultralytics' own ``Albumentations`` stage of a dataset, where it runs: its ``A.Compose`` draws
+    from a private generator that global seeds do not reach (Albumentations 2). A stage whose Compose
+    lacks ``set_random_seed`` is a changed dependency, and raises rather than leaving a sample unseeded."""
+    from ultralytics.data.augment import Albumentations
+
+    for stage in getattr(getattr(dataset, "transforms", None), "transforms", None) or []:
+        compose = getattr(stage, "transform", None) if isinstance(stage, Albumentations) else None
+        if compose is None:
+            continue  # not the stock stage, or albumentations is not installed and the stage is a no-op
+        if not callable(getattr(compose, "set_random_seed", None)):
+            raise SeamError(f"ultralytics {_ultralytics_version()}: its Albumentations stage holds a "
+                            f"{type(compose).__name__} without set_random_seed; gradkit cannot seed it")
+        compose.set_random_seed(seed)
 
 
 def edit_albumentations_stage(compose: Any, dataset: Any, own_stage: type, replace_with: Any = None,
