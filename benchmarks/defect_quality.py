@@ -74,6 +74,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   several times its width: do the rotations teach the model to box such lines thick? (No: README.)
   ``plan-deep-p2@time``: the same size with the stride-4 head (``yolo26n-p2.yaml``): a 1-2 px line anywhere in
   a stride-8 cell, boxed by offsets from the cell's centre; does a grid twice as fine box it tighter?
+  ``plan-deep-dfl@time``: the same size with YOLO26n's box head regressing each side as a distribution
+  over 16 bins (DFL, as YOLOv8/11 do: ``reg_max`` 16) instead of one number with an L1 loss; a side a
+  fraction of a stride from the cell's centre is where a distribution can be sharper than one value.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -117,7 +120,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
-             "plan-deep-p2@time")
+             "plan-deep-p2@time", "plan-deep-dfl@time")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -252,6 +255,30 @@ def _folder(recipe_name: str) -> str:
     return recipe_name.replace("@", "-at-")
 
 
+#: DFL bins of ``plan-deep-dfl@time``: YOLOv8/11's ``reg_max`` (YOLO26's is 1, no distribution).
+DFL_BINS = 16
+
+
+def _dfl_model_yaml(model: str) -> str:
+    """``model`` (an Ultralytics YOLO26 yaml name, e.g. ``yolo26n.yaml``) with ``reg_max`` DFL_BINS, written
+    from the installed Ultralytics' own yaml so the rest of the architecture is exactly the installed one."""
+    import tempfile
+
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = yaml_model_load(model)  # the scale letter in the name picks the row of ``scales``
+    if cfg.get("reg_max") != 1:
+        raise SystemExit(f"plan-deep-dfl@time: {model} has reg_max {cfg.get('reg_max')}, not YOLO26's 1")
+    cfg = {k: v for k, v in cfg.items() if k not in ("yaml_file", "scale")} | {"reg_max": DFL_BINS}
+    stem = Path(model).stem
+    target = Path(tempfile.gettempdir()) / "gradkit-bench" / f"{stem}-dfl{DFL_BINS}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    target.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(target)
+
+
 def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None) -> tuple[str, object, dict]:
     """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed;
     ``stock`` is that seed's stock score (None while stock itself is being trained); ``fp`` the set's
@@ -273,6 +300,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
     if recipe_name == "plan-budget@time":  # timed here, only for this recipe
         return _budget_plan_args(fp, base, stock)
+    if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
+        return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
         "stock": ("yolo26n.yaml", None, base),
         "preset": ("yolo26n.yaml", "defect", base),
