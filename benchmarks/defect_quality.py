@@ -76,7 +76,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   a stride-8 cell, boxed by offsets from the cell's centre; does a grid twice as fine box it tighter?
   ``plan-deep-dfl@time``: the same size with YOLO26n's box head regressing each side as a distribution
   over 16 bins (DFL, as YOLOv8/11 do: ``reg_max`` 16) instead of one number with an L1 loss; a side a
-  fraction of a stride from the cell's centre is where a distribution can be sharper than one value.
+  fraction of a stride from the cell's centre is where a distribution can be sharper than one value. (It was
+  not: README.)
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
