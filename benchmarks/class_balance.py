@@ -1,0 +1,71 @@
+"""Is class imbalance why thin defects fail? Per evaluation set, each class's training boxes.
+
+For every set ``defect_quality.py`` builds (same generator, seed and size), prints per class: the training
+boxes, their share of the set's boxes, the training images holding the class, and the share of its boxes
+the fingerprint calls thin (``gradkit.data.fingerprint``: a stroke of at most 3 px, elongated or mostly
+background). README ("Why thin defects fail") sets these beside stock's held-out AP50 per class from the
+benchmark: if the unlearnt classes were the rare ones, imbalance would be a suspect.
+
+    python benchmarks/class_balance.py --sets synth,photo,surface,material,strip --images 300 --imgsz 256 --out DIR
+
+No training; the sets are generated under ``--out`` (or reused from a ``defect_quality.py`` ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+
+def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int, float]]:
+    """(class, training boxes, share of boxes, training images holding it, share thin) per class."""
+    from gradkit.data.fingerprint import fingerprint_dataset
+
+    fp = fingerprint_dataset(data_yaml, "train", max_decoded=10**9)  # every image: exact thin shares
+    cls = np.asarray(fp.box_cls)
+    thin = fp.thin_mask()
+    images = _images_per_class(data_yaml)
+    rows = []
+    for c, name in fp.class_names.items():
+        mine = cls == c
+        rows.append((name, int(mine.sum()), float(mine.mean()) if len(cls) else 0.0, images.get(c, 0),
+                     float(thin[mine].mean()) if mine.any() else 0.0))
+    return rows
+
+
+def _images_per_class(data_yaml: Path) -> Counter:
+    """Training images holding each class, from the label files (one count per image and class)."""
+    import yaml
+
+    cfg = yaml.safe_load(data_yaml.read_text())
+    root = Path(cfg.get("path") or data_yaml.parent)
+    root = root if root.is_absolute() else data_yaml.parent / root
+    labels = root / str(cfg["train"]).replace("images", "labels", 1)
+    held = Counter()
+    for f in labels.glob("*.txt"):
+        held.update({int(line.split()[0]) for line in f.read_text().splitlines() if line.strip()})
+    return held
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", default="synth,photo,surface,material,strip")
+    p.add_argument("--images", type=int, default=300)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--out", type=Path, default=Path("runs/class_balance"))
+    args = p.parse_args()
+    from defect_quality import build_sets
+
+    sets = build_sets(args.out, args.sets.split(","), args.images, args.imgsz)
+    print("| set | class | training boxes | share of boxes | training images with it | thin share |")
+    print("|---|---|---|---|---|---|")
+    for name, data in sets.items():
+        for cls, boxes, share, images, thin in class_rows(data):
+            print(f"| {name} | {cls} | {boxes} | {share:.2f} | {images} | {thin:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
