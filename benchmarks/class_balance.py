@@ -1,9 +1,8 @@
 """Is class imbalance why thin defects fail? Per evaluation set, each class's training boxes.
 
 For every set ``defect_quality.py`` builds (same generator, seed and size), prints per class: the training
-boxes, their share of the set's boxes, the training images holding the class, and the share of its boxes
-the fingerprint calls thin (``gradkit.data.fingerprint``: a stroke of at most 3 px, elongated or mostly
-background). README ("Why thin defects fail") sets these beside stock's held-out AP50 per class from the
+boxes (as ``gradkit.data.fingerprint`` reads the labels), their share of the set's boxes, and the training
+images holding the class. README ("Why thin defects fail") sets these beside stock's held-out AP50 per class from the
 benchmark: if the unlearnt classes were the rare ones, imbalance would be a suspect.
 
     python benchmarks/class_balance.py --sets synth,photo,surface,material,strip --images 300 --imgsz 256 --out DIR
@@ -17,23 +16,16 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
-
-def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int, float]]:
-    """(class, training boxes, share of boxes, training images holding it, share thin) per class."""
+def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int]]:
+    """(class, training boxes, share of boxes, training images holding it) per class."""
     from gradkit.data.fingerprint import fingerprint_dataset
 
-    fp = fingerprint_dataset(data_yaml, "train", max_decoded=10**9)  # every image: exact thin shares
-    cls = np.asarray(fp.box_cls)
-    thin = fp.thin_mask()
+    fp = fingerprint_dataset(data_yaml, "train", max_decoded=0)  # labels only: no pixel statistics needed
+    total = max(sum(fp.class_counts.values()), 1)
     images = _images_per_class(data_yaml)
-    rows = []
-    for c, name in fp.class_names.items():
-        mine = cls == c
-        rows.append((name, int(mine.sum()), float(mine.mean()) if len(cls) else 0.0, images.get(c, 0),
-                     float(thin[mine].mean()) if mine.any() else 0.0))
-    return rows
+    return [(name, n, n / total, images.get(c, 0)) for c, (name, n) in
+            zip(fp.class_names, fp.class_counts.items(), strict=True)]
 
 
 def _images_per_class(data_yaml: Path) -> Counter:
@@ -60,11 +52,11 @@ def main() -> None:
     from defect_quality import build_sets
 
     sets = build_sets(args.out, args.sets.split(","), args.images, args.imgsz)
-    print("| set | class | training boxes | share of boxes | training images with it | thin share |")
-    print("|---|---|---|---|---|---|")
+    print("| set | class | training boxes | share of boxes | training images with it |")
+    print("|---|---|---|---|---|")
     for name, data in sets.items():
-        for cls, boxes, share, images, thin in class_rows(data):
-            print(f"| {name} | {cls} | {boxes} | {share:.2f} | {images} | {thin:.2f} |")
+        for cls, boxes, share, images in class_rows(data):
+            print(f"| {name} | {cls} | {boxes} | {share:.2f} | {images} |")
 
 
 if __name__ == "__main__":
