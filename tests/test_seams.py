@@ -251,3 +251,25 @@ def test_yolo_hand_over_needs_ultralytics_to_read_sys_argv(monkeypatch):
     with pytest.raises(SeamError, match=r"ultralytics\.cfg\.ARGV is no longer sys\.argv"):
         hand_over_to_yolo(["help"])
     assert sys.argv == ["gradkit", "train"]  # refused before rewriting anything
+
+
+def test_an_albumentations_stage_that_cannot_be_seeded_is_named():
+    """Planted: the stock stage holding a pipeline without ``set_random_seed`` (a changed Albumentations); a
+    seeded sample would silently draw from an unseeded stream, so the seam refuses."""
+    from types import SimpleNamespace
+
+    from ultralytics.data.augment import Albumentations
+
+    from gradkit.integrations.ultralytics.seams import seed_stock_albumentations
+
+    class OldCompose:
+        def __call__(self, **data):
+            return data
+
+    stage = object.__new__(Albumentations)
+    stage.transform = OldCompose()
+    dataset = SimpleNamespace(transforms=SimpleNamespace(transforms=[stage]))
+    with pytest.raises(SeamError, match="holds a OldCompose without set_random_seed"):
+        seed_stock_albumentations(dataset, 0)
+    stage.transform = None  # albumentations not installed: the stock stage does nothing, nothing to seed
+    seed_stock_albumentations(dataset, 0)
