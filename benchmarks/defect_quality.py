@@ -265,6 +265,7 @@ def _dfl_model_yaml(model: str) -> str:
     from the installed Ultralytics' own yaml so the rest of the architecture is exactly the installed one."""
     import tempfile
 
+    import yaml
     from ultralytics.nn.tasks import yaml_model_load
 
     cfg = yaml_model_load(model)  # the scale letter in the name picks the row of ``scales``
@@ -274,8 +275,6 @@ def _dfl_model_yaml(model: str) -> str:
     stem = Path(model).stem
     target = Path(tempfile.gettempdir()) / "gradkit-bench" / f"{stem}-dfl{DFL_BINS}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
-    import yaml
-
     target.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(target)
 
