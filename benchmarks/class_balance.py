@@ -13,7 +13,6 @@ No training; the sets are generated under ``--out`` (or reused from a ``defect_q
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 
@@ -23,23 +22,7 @@ def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int]]:
 
     fp = fingerprint_dataset(data_yaml, "train", max_decoded=0)  # labels only: no pixel statistics needed
     total = max(sum(fp.class_counts.values()), 1)
-    images = _images_per_class(data_yaml)
-    return [(name, n, n / total, images.get(c, 0)) for c, (name, n) in
-            zip(fp.class_names, fp.class_counts.items(), strict=True)]
-
-
-def _images_per_class(data_yaml: Path) -> Counter:
-    """Training images holding each class, from the label files (one count per image and class)."""
-    import yaml
-
-    cfg = yaml.safe_load(data_yaml.read_text())
-    root = Path(cfg.get("path") or data_yaml.parent)
-    root = root if root.is_absolute() else data_yaml.parent / root
-    labels = root / str(cfg["train"]).replace("images", "labels", 1)
-    held = Counter()
-    for f in labels.glob("*.txt"):
-        held.update({int(line.split()[0]) for line in f.read_text().splitlines() if line.strip()})
-    return held
+    return [(name, n, n / total, fp.class_images[name]) for name, n in fp.class_counts.items()]
 
 
 def main() -> None:

@@ -48,6 +48,19 @@ def handmade(tmp_path):
     return data
 
 
+def test_images_holding_a_class_count_each_image_once(tmp_path):
+    root = tmp_path / "ds"
+    img = np.full((64, 64), 100, np.uint8)
+    _write(root, "train", "two_pits", img, [_yolo((5, 5, 9, 9), 64, 64, 1), _yolo((30, 30, 34, 34), 64, 64, 1)])
+    _write(root, "train", "pit_and_scratch", img, [_yolo((5, 5, 9, 9), 64, 64, 1), _yolo((5, 40, 60, 42), 64, 64, 0)])
+    _write(root, "train", "clean", img, [])
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "names": {0: "scratch", 1: "pit"}}))
+    fp = fingerprint_dataset(data, max_decoded=0)
+    assert fp.class_counts == {"scratch": 1, "pit": 3}
+    assert fp.class_images == {"scratch": 1, "pit": 2}
+
+
 def test_image_level_statistics(handmade):
     fp = fingerprint_dataset(handmade)
     assert (fp.images, fp.decoded) == (4, 4)

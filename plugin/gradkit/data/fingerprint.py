@@ -54,6 +54,7 @@ class Fingerprint:
         bit_depth: Decoded images per bit depth (8, 16).
         defect_free: Images without any box.
         box_cls, box_w, box_h: Class and relative size of each box (fractions of the image side).
+        box_image: Index of each box's image in the split.
         box_img_w, box_img_h: Pixel size of the box's image (NaN when it was not decoded).
         box_stroke: Estimated stroke width of each box's defect in native pixels (NaN: not measured).
         box_fill: Share of each box the defect covers (NaN: not measured).
@@ -81,6 +82,7 @@ class Fingerprint:
     bit_depth: Counter = field(default_factory=Counter)
     defect_free: int = 0
     box_cls: list[int] = field(default_factory=list)
+    box_image: list[int] = field(default_factory=list)
     box_w: list[float] = field(default_factory=list)
     box_h: list[float] = field(default_factory=list)
     box_img_w: list[float] = field(default_factory=list)
@@ -111,6 +113,12 @@ class Fingerprint:
     def class_counts(self) -> dict[str, int]:
         counts = Counter(self.box_cls)
         return {name: counts.get(c, 0) for c, name in self.class_names.items()}
+
+    @property
+    def class_images(self) -> dict[str, int]:
+        """Images holding each class (an image with three pits counts once)."""
+        held = Counter(c for c, _ in set(zip(self.box_cls, self.box_image, strict=True)))
+        return {name: held.get(c, 0) for c, name in self.class_names.items()}
 
     @property
     def imbalance(self) -> float:
@@ -341,6 +349,7 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
             fp.gray += equal
         for k, (c, (x, y, w, h)) in enumerate(boxes):
             fp.box_cls.append(c)
+            fp.box_image.append(i)
             fp.box_w.append(w)
             fp.box_h.append(h)
             if stats is None:
