@@ -50,6 +50,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-defectcells@epochs``: ``plan@epochs`` with ``assign.defect_cells``: the assigner's positives for a
   box only from the feature cells holding pixels that stand out from the texture around it (a thin line's
   box is mostly background: ``benchmarks/assigner_cells.py``);
+- ``plan-nopaste@epochs``: ``plan@epochs`` with copy-paste off (``augment.copy_paste.p: 0``): what the plan's
+  pasted defects are worth to the thin classes (``preset-nopaste`` measured it for the preset only);
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
@@ -121,7 +123,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
-             "plan-deep-p2@time", "plan-deep-dfl@time")
+             "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -325,6 +327,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-cls2@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "cls": CLS_GAIN}),
         "plan-narrowscale@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"scale": NARROW_SCALE}),
                                     {**base, **planned}),
+        "plan-nopaste@epochs": (plan.train["model"], _without_copy_paste(plan.gradkit), {**base, **planned}),
         "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
                                                           "assign": {"defect_cells": True}}, {**base, **planned}),
     }[recipe_name]
@@ -359,6 +362,13 @@ def _with_ultralytics(gradkit_cfg: dict, hyp: dict) -> dict:
     """A plan's gradkit configuration with more of Ultralytics' hyper-parameters set (a copy)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
     cfg.setdefault("augment", {}).setdefault("ultralytics", {}).update(hyp)
+    return cfg
+
+
+def _without_copy_paste(gradkit_cfg: dict) -> dict:
+    """A plan's gradkit configuration with copy-paste off (a copy): its effect on the thin classes."""
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    cfg.setdefault("augment", {}).setdefault("copy_paste", {})["p"] = 0.0
     return cfg
 
 
