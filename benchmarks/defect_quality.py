@@ -52,6 +52,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   box is mostly background: ``benchmarks/assigner_cells.py``);
 - ``plan-nopaste@epochs``: ``plan@epochs`` with copy-paste off (``augment.copy_paste.p: 0``): what the plan's
   pasted defects are worth to the thin classes (``preset-nopaste`` measured it for the preset only);
+- ``plan-thinpaste@epochs``: ``plan@epochs`` pasting the fingerprint's thin classes (``thin_classes()``)
+  ``THIN_PASTE_WEIGHT`` times as often as each other class: do thin lines gain from more pasted thin lines?
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
@@ -115,6 +117,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 NARROW_SCALE = 0.25
 #: The classification loss gain of ``plan-cls2@epochs``: twice Ultralytics' default 0.5.
 CLS_GAIN = 1.0
+#: How much more often ``plan-thinpaste@epochs`` pastes each thin class than each other class.
+THIN_PASTE_WEIGHT = 3.0
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
@@ -123,7 +127,8 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
-             "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs")
+             "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
+             "plan-thinpaste@epochs")
 
 
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
@@ -328,6 +333,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-narrowscale@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"scale": NARROW_SCALE}),
                                     {**base, **planned}),
         "plan-nopaste@epochs": (plan.train["model"], _without_copy_paste(plan.gradkit), {**base, **planned}),
+        "plan-thinpaste@epochs": (plan.train["model"], _thin_first_paste(plan.gradkit, fp), {**base, **planned}),
         "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
                                                           "assign": {"defect_cells": True}}, {**base, **planned}),
     }[recipe_name]
@@ -369,6 +375,17 @@ def _without_copy_paste(gradkit_cfg: dict) -> dict:
     """A plan's gradkit configuration with copy-paste off (a copy): its effect on the thin classes."""
     cfg = json.loads(json.dumps(gradkit_cfg))
     cfg.setdefault("augment", {}).setdefault("copy_paste", {})["p"] = 0.0
+    return cfg
+
+
+def _thin_first_paste(gradkit_cfg: dict, fp) -> dict:
+    """A plan's gradkit configuration pasting the fingerprint's thin classes ``THIN_PASTE_WEIGHT`` times as often
+    per class as the others (a copy; classes weighted per class, not per instance)."""
+    cfg = _without_copy_paste(gradkit_cfg)
+    thin = set(fp.thin_classes())
+    weights = [THIN_PASTE_WEIGHT if name in thin else 1.0 for _, name in sorted(fp.class_names.items())]
+    cfg["augment"]["copy_paste"].update(p=gradkit_cfg["augment"]["copy_paste"]["p"], rare_first=False,
+                                        class_weights=weights)
     return cfg
 
 
