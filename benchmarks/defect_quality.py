@@ -381,11 +381,10 @@ def _without_copy_paste(gradkit_cfg: dict) -> dict:
 def _thin_first_paste(gradkit_cfg: dict, fp) -> dict:
     """A plan's gradkit configuration pasting the fingerprint's thin classes ``THIN_PASTE_WEIGHT`` times as often
     per class as the others (a copy; classes weighted per class, not per instance)."""
-    cfg = _without_copy_paste(gradkit_cfg)
+    cfg = json.loads(json.dumps(gradkit_cfg))
     thin = set(fp.thin_classes())
     weights = [THIN_PASTE_WEIGHT if name in thin else 1.0 for _, name in sorted(fp.class_names.items())]
-    cfg["augment"]["copy_paste"].update(p=gradkit_cfg["augment"]["copy_paste"]["p"], rare_first=False,
-                                        class_weights=weights)
+    cfg["augment"]["copy_paste"].update(rare_first=False, class_weights=weights)  # the two weightings exclude
     return cfg
 
 
