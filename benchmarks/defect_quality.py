@@ -14,7 +14,10 @@ images whose height is ``--imgsz``, GIMP's material patterns (``apt-get install 
 renderer of relief and pigment under one light; built after every rule, including the budget rule,
 and used to decide nothing) and ``strip`` (``gradkit.synth_strip``: 5:3 gray images whose height is
 ``--imgsz``, rolled strip, weave and ground metal with scratches along the grain in boxes 1-3 px thin, a
-fifth renderer; built after the warp's label filter was found, to measure it where it bites). Each set
+fifth renderer; built after the warp's label filter was found, to measure it where it bites) and ``weld``
+(``gradkit.synth_weld``: 3:2 gray weld radiographs whose height is ``--imgsz``, film scratches, cracks, pores
+and slag in a rippled bead, wire indicators and lead markers as look-alikes, a sixth renderer drawing by
+distance field; built after every rule and ablation, to report on once). Each set
 gets its own plan from its own fingerprint (that is the point of a self-configuring recipe). Recipes, all
 from scratch, trained on ``train`` and scored on ``test``:
 
@@ -137,6 +140,7 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
     from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
     from gradkit.synth_strip import StripSpec, generate_strip_dataset
     from gradkit.synth_surface import SurfaceSpec, generate_surface_dataset
+    from gradkit.synth_weld import WeldSpec, generate_weld_dataset
 
     sets = {}
     for name in names:
@@ -158,8 +162,11 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
         elif name == "strip":  # 5:3 gray panels with the grain along an axis, imgsz their height
             spec = StripSpec(images=images, width=round(imgsz * 5 / 3 / 8) * 8, height=imgsz, seed=1000)
             sets[name] = generate_strip_dataset(root, spec)
+        elif name == "weld":  # 3:2 gray radiographs, imgsz their height
+            spec = WeldSpec(images=images, width=round(imgsz * 3 / 2 / 8) * 8, height=imgsz, seed=1000)
+            sets[name] = generate_weld_dataset(root, spec)
         else:
-            raise SystemExit(f"unknown set {name!r}: synth, photo, surface, material, strip")
+            raise SystemExit(f"unknown set {name!r}: synth, photo, surface, material, strip, weld")
     return sets
 
 
