@@ -5,7 +5,7 @@ boxes (as ``gradkit.data.fingerprint`` reads the labels), their share of the set
 images holding the class. README ("Why thin defects fail") sets these beside stock's held-out AP50 per class from the
 benchmark: if the unlearnt classes were the rare ones, imbalance would be a suspect.
 
-    python benchmarks/class_balance.py --sets synth,photo,surface,material,strip --images 300 --imgsz 256 --out DIR
+    python benchmarks/class_balance.py --sets synth,photo,surface,material,strip,weld --images 300 --imgsz 256 --out DIR
 
 No training; the sets are generated under ``--out`` (or reused from a ``defect_quality.py`` ``--out``).
 """
@@ -27,7 +27,7 @@ def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sets", default="synth,photo,surface,material,strip")
+    p.add_argument("--sets", default="synth,photo,surface,material,strip,weld")
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--out", type=Path, default=Path("runs/class_balance"))

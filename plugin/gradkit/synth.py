@@ -288,7 +288,7 @@ def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tup
 
     Layout: ``out/images/{train,val,test}/*.png``, ``out/labels/...``, ``out/data.yaml`` with an
     absolute ``path`` so Ultralytics resolves it from any working directory, the class ``names`` and
-    ``provenance`` (how the set was generated). Shared by the five generated evaluation sets.
+    ``provenance`` (how the set was generated). Shared by the six generated evaluation sets.
     """
     from gradkit.data.output import OutputRefused
 
