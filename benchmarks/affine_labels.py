@@ -12,7 +12,7 @@ of the warped box is in view (``gradkit.augment.affine_boxes``). Two measurement
    Ultralytics' real training pipeline (mosaic on), every box the warp sees recorded with both filters'
    verdicts, per class: the share of boxes gradkit keeps that Ultralytics drops.
 
-    python benchmarks/affine_labels.py --out DIR [--sets synth,photo,surface,material,strip,weld] [--samples 600]
+    python benchmarks/affine_labels.py --out DIR [--sets NAMES] [--samples 600]   # default: every set
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from defect_quality import build_sets
+from defect_quality import SET_NAMES, build_sets
 
 from gradkit.augment.affine_boxes import affine_survivors
 from gradkit.config import BboxFilterConfig, load_config
@@ -139,7 +139,7 @@ def _walk(node, depth: int = 0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="where the evaluation sets are built (or found)")
-    ap.add_argument("--sets", default="synth,photo,surface,material,strip,weld")
+    ap.add_argument("--sets", default=",".join(SET_NAMES))
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--samples", type=int, default=600, help="training samples drawn per set and rotation")

@@ -5,7 +5,7 @@ boxes (as ``gradkit.data.fingerprint`` reads the labels), their share of the set
 images holding the class. README ("Why thin defects fail") sets these beside stock's held-out AP50 per class from the
 benchmark: if the unlearnt classes were the rare ones, imbalance would be a suspect.
 
-    python benchmarks/class_balance.py --sets synth,photo,surface,material,strip,weld --images 300 --imgsz 256 --out DIR
+    python benchmarks/class_balance.py --images 300 --imgsz 256 --out DIR [--sets NAMES]   # default: all of them
 
 No training; the sets are generated under ``--out`` (or reused from a ``defect_quality.py`` ``--out``).
 """
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from defect_quality import SET_NAMES, build_sets
 
 
 def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int]]:
@@ -27,12 +29,11 @@ def class_rows(data_yaml: Path) -> list[tuple[str, int, float, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sets", default="synth,photo,surface,material,strip,weld")
+    p.add_argument("--sets", default=",".join(SET_NAMES))
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--out", type=Path, default=Path("runs/class_balance"))
     args = p.parse_args()
-    from defect_quality import build_sets
 
     sets = build_sets(args.out, args.sets.split(","), args.images, args.imgsz)
     print("| set | class | training boxes | share of boxes | training images with it |")

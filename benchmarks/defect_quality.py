@@ -16,7 +16,7 @@ and used to decide nothing) and ``strip`` (``gradkit.synth_strip``: 5:3 gray ima
 ``--imgsz``, rolled strip, weave and ground metal with scratches along the grain in boxes 1-3 px thin, a
 fifth renderer; built after the warp's label filter was found, to measure it where it bites) and ``weld``
 (``gradkit.synth_weld``: 3:2 gray weld radiographs whose height is ``--imgsz``, film scratches, cracks, pores
-and slag in a rippled bead, wire indicators and lead markers as look-alikes, a sixth renderer drawing by
+and slag in a rippled bead, wire indicators, lead markers and spatter as look-alikes, a sixth renderer drawing by
 distance field; built after every rule and ablation, to report on once). Each set
 gets its own plan from its own fingerprint (that is the point of a self-configuring recipe). Recipes, all
 from scratch, trained on ``train`` and scored on ``test``:
@@ -134,6 +134,9 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-thinpaste@epochs")
 
 
+SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
+
+
 def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
     from gradkit.synth import SynthSpec, generate_dataset
     from gradkit.synth_material import MaterialSpec, generate_material_dataset
@@ -166,7 +169,7 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
             spec = WeldSpec(images=images, width=round(imgsz * 3 / 2 / 8) * 8, height=imgsz, seed=1000)
             sets[name] = generate_weld_dataset(root, spec)
         else:
-            raise SystemExit(f"unknown set {name!r}: synth, photo, surface, material, strip, weld")
+            raise SystemExit(f"unknown set {name!r}: {', '.join(SET_NAMES)}")
     return sets
 
 

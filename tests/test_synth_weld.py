@@ -39,16 +39,39 @@ def test_a_pore_is_deepest_at_its_centre_and_has_a_spheres_volume():
     # the mean of sqrt(1 - r^2 / R^2) over a disc of radius R is 2/3
     depth = weld._pore_depth(20, 20, np.array([10.0, 10.0]), 3.0)
     assert depth.sum() == pytest.approx(2 / 3 * np.pi * 9, rel=0.03)
-    assert depth.max() == depth[9:11, 9:11].max() and depth[0].max() == 0
+    ys, xs = np.mgrid[0:20, 0:20] + 0.5
+    beyond = np.hypot(xs - 10, ys - 10) > 3.0 + 0.75      # no pixel's 4 x 4 points reach the sphere
+    assert depth.max() == depth[9:11, 9:11].max() and (depth[beyond] == 0).all() and (depth[~beyond] > 0).any()
 
 
-def test_boxes_are_the_tight_boxes_of_the_masks():
+@pytest.mark.parametrize("spec", [SPEC, WeldSpec(images=40, width=64, height=64, seed=3, max_defects=5),
+                                  WeldSpec(images=40, width=64, height=200, seed=3, max_defects=5)],
+                         ids=["3:2", "smallest", "portrait"])
+def test_boxes_are_the_tight_boxes_of_the_masks(spec):
     checked = 0
-    for i in range(SPEC.images):
-        img, labels, masks = render_weld_image(SPEC, i)
-        assert img.shape == (SPEC.height, SPEC.width, 3) and img.dtype == np.uint8
-        checked += assert_tight_mask_boxes(labels, masks, SPEC.width, SPEC.height)
+    for i in range(spec.images):
+        img, labels, masks = render_weld_image(spec, i)
+        assert img.shape == (spec.height, spec.width, 3) and img.dtype == np.uint8
+        checked += assert_tight_mask_boxes(labels, masks, spec.width, spec.height)
     assert checked >= 30
+
+
+def test_pores_and_scratches_have_the_documented_sizes():
+    # pores 2-7 px across; a scratch's ink (its mask's sum) over its chord (the box's diagonal, within 1% of
+    # an arc this shallow) is its width, 0.6-1.8 px
+    spec = WeldSpec(images=80, seed=7, empty_frac=0.0)
+    pores, widths = [], []
+    for i in range(spec.images):
+        _, labels, masks = render_weld_image(spec, i)
+        for (c, _x, _y, w, h), mask in zip(labels, masks, strict=True):
+            w_px, h_px = w * spec.width, h * spec.height
+            if c == 2:
+                pores.append(max(w_px, h_px))
+            elif c == 0:
+                widths.append(mask.sum() / np.hypot(w_px, h_px))
+    assert len(pores) >= 20 and len(widths) >= 20
+    assert min(pores) >= 1 and max(pores) <= 7
+    assert min(widths) >= 0.5 and max(widths) <= 1.9 and np.ptp(widths) > 0.6
 
 
 def test_seeded_determinism_and_gray_in_three_channels():

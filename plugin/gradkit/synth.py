@@ -79,8 +79,8 @@ def _check_common(spec) -> None:
 @dataclass(frozen=True)
 class SizedSpec:
     """What to generate for the ``width`` x ``height`` evaluation sets (``SurfaceSpec``, ``MaterialSpec``,
-    ``StripSpec``, each with its own default size): ``images``, ``seed``, ``empty_frac``, ``max_defects`` and
-    ``splits`` as in :class:`SynthSpec`; the classes are ``CLASS_NAMES``."""
+    ``StripSpec``, ``WeldSpec``, each with its own default size): ``images``, ``seed``, ``empty_frac``,
+    ``max_defects`` and ``splits`` as in :class:`SynthSpec`; the classes are ``CLASS_NAMES``."""
 
     images: int = 400
     width: int = 320
@@ -224,6 +224,44 @@ def _near(box: tuple[int, int, int, int], boxes: Sequence[tuple[int, int, int, i
     boxes): the evaluation sets keep one defect per box."""
     return any(min(box[2], b[2]) + margin > max(box[0], b[0]) and min(box[3], b[3]) + margin > max(box[1], b[1])
                for b in boxes)
+
+
+def _place_defects(rng: np.random.Generator, img: np.ndarray, spec: SizedSpec,
+                   draw: Callable[[np.random.Generator, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                   margin: int = 0) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+    """Up to ``spec.max_defects`` defects of random classes on ``img`` (none on ``spec.empty_frac`` of the
+    images), each drawn by ``draw(rng, img, cls) -> (image with it, its mask)``. A defect whose mask is empty or
+    whose box comes within ``margin`` px of a kept one is left out, its random numbers drawn all the same.
+    Returns the image, the kept classes and their masks."""
+    masks, boxes, classes = [], [], []
+    if rng.random() >= spec.empty_frac:
+        for _ in range(int(rng.integers(1, spec.max_defects + 1))):
+            cls = int(rng.integers(len(CLASS_NAMES)))
+            drawn, mask = draw(rng, img, cls)
+            box = _box_from_mask(mask)
+            if box is None or _near(box, boxes, margin):
+                continue
+            img = drawn
+            boxes.append(box)
+            masks.append(mask)
+            classes.append(cls)
+    return img, classes, masks
+
+
+def _gray_frame(img: np.ndarray, classes: list[int], masks: list[np.ndarray],
+                transposed: bool) -> tuple[np.ndarray, list[tuple], list[np.ndarray]]:
+    """A gray float image in [0, 1] (drawn on a transposed frame if ``transposed``) as the generators return
+    it: H x W x 3 uint8 with three equal channels, YOLO labels ``(class, xc, yc, w, h)`` of the masks' tight
+    boxes, and the masks, all in the image's own orientation."""
+    if transposed:
+        img, masks = img.T, [m.T for m in masks]
+    height, width = img.shape
+    gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    labels = []
+    for cls, mask in zip(classes, masks, strict=True):
+        x0, y0, x1, y1 = _box_from_mask(mask)
+        labels.append((cls, (x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height))
+    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2)), labels, [np.ascontiguousarray(m) for m in masks]
 
 
 def _overlaps(box: tuple[int, int, int, int], others: Sequence[tuple[int, int, int, int]]) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, SizedSpec, _box_from_mask, _near, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, SizedSpec, _gray_frame, _place_defects, _split_of, write_yolo_dataset
 
 __all__ = ["KINDS", "StripSpec", "generate_strip_dataset", "render_strip_image"]
 
@@ -182,28 +182,8 @@ def render_strip_image(spec: StripSpec, index: int) -> tuple[np.ndarray, list[tu
     vertical_grain = rng.random() < 0.5       # then drawn along x on a transposed frame
     h, w = (spec.width, spec.height) if vertical_grain else (spec.height, spec.width)
     img = _BACKGROUND[KINDS[int(rng.integers(len(KINDS)))]](rng, h, w).astype(np.float32)
-    masks, boxes, classes = [], [], []
-    if rng.random() >= spec.empty_frac:
-        for _ in range(int(rng.integers(1, spec.max_defects + 1))):
-            cls = int(rng.integers(len(CLASS_NAMES)))
-            drawn, mask = _apply(rng, img, cls)
-            box = _box_from_mask(mask)
-            if box is None or _near(box, boxes):
-                continue
-            img = drawn
-            boxes.append(box)
-            masks.append(mask)
-            classes.append(cls)
-    img = _camera(rng, img)
-    if vertical_grain:
-        img, masks = img.T, [m.T for m in masks]
-    gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
-    labels = []
-    for cls, mask in zip(classes, masks, strict=True):
-        x0, y0, x1, y1 = _box_from_mask(mask)
-        labels.append((cls, (x0 + x1) / 2 / spec.width, (y0 + y1) / 2 / spec.height, (x1 - x0) / spec.width,
-                       (y1 - y0) / spec.height))
-    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2)), labels, [np.ascontiguousarray(m) for m in masks]
+    img, classes, masks = _place_defects(rng, img, spec, lambda r, im, cls: _apply(r, im, cls))
+    return _gray_frame(_camera(rng, img), classes, masks, transposed=vertical_grain)
 
 
 def generate_strip_dataset(out: str | Path, spec: StripSpec | None = None) -> Path:
