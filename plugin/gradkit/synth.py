@@ -264,6 +264,15 @@ def _gray_frame(img: np.ndarray, classes: list[int], masks: list[np.ndarray],
     return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2)), labels, [np.ascontiguousarray(m) for m in masks]
 
 
+def _write_sized_dataset(out: str | Path, spec: SizedSpec, render: Callable[[SizedSpec, int], tuple],
+                         tag: str) -> Path:
+    """Write a ``width`` x ``height`` set rendered by ``render(spec, i) -> (image, labels, ...)`` in YOLO layout,
+    its provenance under ``tag``; returns its ``data.yaml``."""
+    provenance = {tag: {"images": spec.images, "width": spec.width, "height": spec.height, "seed": spec.seed}}
+    return write_yolo_dataset(out, spec.images, lambda i: render(spec, i)[:2], lambda i: _split_of(i, spec),
+                              CLASS_NAMES, provenance)
+
+
 def _overlaps(box: tuple[int, int, int, int], others: Sequence[tuple[int, int, int, int]]) -> bool:
     x0, y0, x1, y1 = box
     area = (x1 - x0) * (y1 - y0)

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, SizedSpec, _gray_frame, _place_defects, _split_of, write_yolo_dataset
+from gradkit.synth import SizedSpec, _gray_frame, _place_defects, _write_sized_dataset
 
 __all__ = ["KINDS", "StripSpec", "generate_strip_dataset", "render_strip_image"]
 
@@ -188,8 +188,4 @@ def render_strip_image(spec: StripSpec, index: int) -> tuple[np.ndarray, list[tu
 
 def generate_strip_dataset(out: str | Path, spec: StripSpec | None = None) -> Path:
     """Write the set in YOLO layout; returns its ``data.yaml`` (absolute ``path``)."""
-    spec = spec or StripSpec()
-    provenance = {"gradkit_synth_strip": {"images": spec.images, "width": spec.width, "height": spec.height,
-                                          "seed": spec.seed}}
-    return write_yolo_dataset(out, spec.images, lambda i: render_strip_image(spec, i)[:2],
-                              lambda i: _split_of(i, spec), CLASS_NAMES, provenance)
+    return _write_sized_dataset(out, spec or StripSpec(), render_strip_image, "gradkit_synth_strip")

@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, SizedSpec, _box_from_mask, _near, _split_of, write_yolo_dataset
+from gradkit.synth import CLASS_NAMES, SizedSpec, _box_from_mask, _near, _write_sized_dataset
 
 __all__ = ["KINDS", "PHOTOS", "SurfaceSpec", "generate_surface_dataset", "render_surface_image"]
 
@@ -280,8 +280,4 @@ def render_surface_image(spec: SurfaceSpec, index: int) -> tuple[np.ndarray, lis
 
 def generate_surface_dataset(out: str | Path, spec: SurfaceSpec | None = None) -> Path:
     """Write the set in YOLO layout; returns its ``data.yaml`` (absolute ``path``)."""
-    spec = spec or SurfaceSpec()
-    provenance = {"gradkit_synth_surface": {"images": spec.images, "width": spec.width, "height": spec.height,
-                                            "seed": spec.seed}}
-    return write_yolo_dataset(out, spec.images, lambda i: render_surface_image(spec, i)[:2],
-                              lambda i: _split_of(i, spec), CLASS_NAMES, provenance)
+    return _write_sized_dataset(out, spec or SurfaceSpec(), render_surface_image, "gradkit_synth_surface")

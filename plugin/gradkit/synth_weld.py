@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gradkit.synth import CLASS_NAMES, SizedSpec, _gray_frame, _place_defects, _split_of, write_yolo_dataset
+from gradkit.synth import SizedSpec, _gray_frame, _place_defects, _write_sized_dataset
 
 __all__ = ["WeldSpec", "generate_weld_dataset", "render_weld_image"]
 
@@ -260,8 +260,4 @@ def render_weld_image(spec: WeldSpec, index: int) -> tuple[np.ndarray, list[tupl
 
 def generate_weld_dataset(out: str | Path, spec: WeldSpec | None = None) -> Path:
     """Write the set in YOLO layout; returns its ``data.yaml`` (absolute ``path``)."""
-    spec = spec or WeldSpec()
-    provenance = {"gradkit_synth_weld": {"images": spec.images, "width": spec.width, "height": spec.height,
-                                         "seed": spec.seed}}
-    return write_yolo_dataset(out, spec.images, lambda i: render_weld_image(spec, i)[:2],
-                              lambda i: _split_of(i, spec), CLASS_NAMES, provenance)
+    return _write_sized_dataset(out, spec or WeldSpec(), render_weld_image, "gradkit_synth_weld")
