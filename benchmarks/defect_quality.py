@@ -58,7 +58,7 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-thinpaste@epochs``: ``plan@epochs`` pasting the fingerprint's thin classes (``thin_classes()``)
   ``THIN_PASTE_WEIGHT`` times as often as each other class: do thin lines gain from more pasted thin lines? (On
   faint data the fingerprint's stroke measure may pick other classes: on the photographs it picked the stains,
-  README "Stock vs plan"; the run prints its ``class_weights`` in ``score.json``.)
+  README "Stock vs plan"; each run records its ``class_weights`` in its ``score.json``.)
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
