@@ -59,6 +59,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``THIN_PASTE_WEIGHT`` times as often as each other class: do thin lines gain from more pasted thin lines? (On
   faint data the fingerprint's stroke measure may pick other classes: on the photographs it picked the stains,
   README "Stock vs plan"; each run records its ``class_weights`` in its ``score.json``.)
+- ``plan-fliplr@epochs``: ``plan@epochs`` with Ultralytics' own left-right flips back (its default
+  ``fliplr``; the plan turns flips off on every set, the faint-defect rule's measurement having had none):
+  what that switch costs or gains where the plan leaves out the transform list (which would flip);
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
@@ -133,7 +136,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
-             "plan-thinpaste@epochs")
+             "plan-thinpaste@epochs", "plan-fliplr@epochs")
 
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
@@ -344,6 +347,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-cls2@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "cls": CLS_GAIN}),
         "plan-narrowscale@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"scale": NARROW_SCALE}),
                                     {**base, **planned}),
+        "plan-fliplr@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"fliplr": _stock_fliplr()}),
+                               {**base, **planned}),
         "plan-nopaste@epochs": (plan.train["model"], _without_copy_paste(plan.gradkit), {**base, **planned}),
         "plan-thinpaste@epochs": (plan.train["model"], _thin_first_paste(plan.gradkit, fp), {**base, **planned}),
         "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
@@ -374,6 +379,13 @@ def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:
     if not kept:  # an empty list would hand the stage back to Ultralytics' own Albumentations transforms
         raise SystemExit(f"the preset's transform list has {'no' if keep_d4 else 'only a'} D4 entry: nothing to keep")
     return {"augment.preset": "none", "augment.transforms": json.loads(json.dumps(kept))}
+
+
+def _stock_fliplr() -> float:
+    """Ultralytics' own left-right flip probability (its default configuration's, read, not copied)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return float(DEFAULT_CFG_DICT["fliplr"])
 
 
 def _with_ultralytics(gradkit_cfg: dict, hyp: dict) -> dict:
