@@ -59,6 +59,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``THIN_PASTE_WEIGHT`` times as often as each other class: do thin lines gain from more pasted thin lines? (On
   faint data the fingerprint's stroke measure may pick other classes: on the photographs it picked the stains,
   README "Stock vs plan"; each run records its ``class_weights`` in its ``score.json``.)
+  ``plan-linepaste@epochs``: the same favouring the line classes by name (``LINE_CLASSES``), the question
+  thin-paste meant to ask where the fingerprint picks other classes;
 - ``plan-fliplr@epochs``: ``plan@epochs`` with Ultralytics' own left-right flips back (its default
   ``fliplr``; the plan turns flips off on every set, the faint-defect rule's measurement having had none):
   what that switch costs or gains where the plan leaves out the transform list (which would flip);
@@ -127,6 +129,9 @@ NARROW_SCALE = 0.25
 CLS_GAIN = 1.0
 #: How much more often ``plan-thinpaste@epochs`` pastes each thin class than each other class.
 THIN_PASTE_WEIGHT = 3.0
+#: The evaluation sets' line-shaped classes, by the name every generator here gives them:
+#: ``plan-linepaste@epochs`` favours these, whatever the fingerprint measures.
+LINE_CLASSES = ("scratch", "crack")
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
 ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
@@ -136,7 +141,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
-             "plan-thinpaste@epochs", "plan-fliplr@epochs")
+             "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs")
 
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
@@ -351,6 +356,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
                                {**base, **planned}),
         "plan-nopaste@epochs": (plan.train["model"], _without_copy_paste(plan.gradkit), {**base, **planned}),
         "plan-thinpaste@epochs": (plan.train["model"], _thin_first_paste(plan.gradkit, fp), {**base, **planned}),
+        "plan-linepaste@epochs": (plan.train["model"], _thin_first_paste(plan.gradkit, fp, LINE_CLASSES),
+                                  {**base, **planned}),
         "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
                                                           "assign": {"defect_cells": True}}, {**base, **planned}),
     }[recipe_name]
@@ -402,12 +409,12 @@ def _without_copy_paste(gradkit_cfg: dict) -> dict:
     return cfg
 
 
-def _thin_first_paste(gradkit_cfg: dict, fp) -> dict:
-    """A plan's gradkit configuration pasting the fingerprint's thin classes ``THIN_PASTE_WEIGHT`` times as often
-    per class as the others (a copy; classes weighted per class, not per instance)."""
+def _thin_first_paste(gradkit_cfg: dict, fp, classes=None) -> dict:
+    """A plan's gradkit configuration pasting ``classes`` (names; the fingerprint's thin classes when None)
+    ``THIN_PASTE_WEIGHT`` times as often per class as the others (a copy; weighted per class, not per instance)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
-    thin = set(fp.thin_classes())
-    weights = [THIN_PASTE_WEIGHT if name in thin else 1.0 for _, name in sorted(fp.class_names.items())]
+    favoured = set(fp.thin_classes() if classes is None else classes)
+    weights = [THIN_PASTE_WEIGHT if name in favoured else 1.0 for _, name in sorted(fp.class_names.items())]
     cfg["augment"]["copy_paste"].update(rare_first=False, class_weights=weights)  # the two weightings exclude
     return cfg
 
