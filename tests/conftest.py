@@ -28,6 +28,39 @@ def _ultralytics_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "gradkit-cache"))
 
 
+@pytest.fixture
+def gradkit_here(capsys, monkeypatch):
+    """Run the ``gradkit`` command in this process, as ``gradkit ARGS`` would run in ``cwd``: a
+    CompletedProcess with the exit status, stdout and stderr the console script would give (a SystemExit
+    as Python reports it, an uncaught exception as a traceback on stderr). A subprocess pays ~3 s of imports
+    per call; tests that check the console script itself (``test_e2e_cli*``) still start one."""
+    import subprocess
+    import sys
+    import traceback
+
+    from gradkit.cli import main
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        with monkeypatch.context() as patch:
+            if cwd is not None:
+                patch.chdir(cwd)
+            try:
+                status = main(list(args))
+            except SystemExit as exc:  # what the interpreter does with one at the top
+                status = exc.code
+                if isinstance(status, str):
+                    print(status, file=sys.stderr)
+                    status = 1
+            except Exception:
+                traceback.print_exc()
+                status = 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["gradkit", *args], status or 0, out, err)
+
+    return run
+
+
 def read_csv(path) -> list[dict[str, str]]:
     import csv
 

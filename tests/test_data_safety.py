@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -19,13 +16,6 @@ import pytest
 import yaml
 
 from gradkit.data import check_dataset, convert_coco, convert_voc, fix_dataset
-
-ENV = {**os.environ, "YOLO_OFFLINE": "1"}
-
-
-def _gradkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gradkit.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=300, cwd=cwd)
 
 
 def _img(path: Path, w: int = 32, h: int = 32, value: int = 100, dtype=np.uint8):
@@ -100,7 +90,7 @@ def test_tiny_split_still_gets_a_val_image_and_never_validates_on_train(tmp_path
         convert_coco(_coco_set(tmp_path / "one", 1), tmp_path / "one" / "imgs", tmp_path / "out1")
 
 
-def test_convert_into_nonempty_out_is_refused_and_overwrite_clears_only_its_own_files(tmp_path):
+def test_convert_into_nonempty_out_is_refused_and_overwrite_clears_only_its_own_files(tmp_path, gradkit_here):
     src = tmp_path / "voc"
     _voc_set(src, 8)
     out = tmp_path / "out"
@@ -113,10 +103,10 @@ def test_convert_into_nonempty_out_is_refused_and_overwrite_clears_only_its_own_
     with pytest.raises(ValueError, match="overwrite=true"):
         convert_voc(src, out, split=(0.5, 0.5))
     assert _files(out) == first
-    proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "split=0.5,0.5")
+    proc = gradkit_here("convert", "voc", f"src={src}", f"out={out}", "split=0.5,0.5")
     assert proc.returncode != 0 and "overwrite=true" in proc.stderr and "Traceback" not in proc.stderr
     assert _files(out) == first
-    proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "split=0.5,0.5", "overwrite=true")
+    proc = gradkit_here("convert", "voc", f"src={src}", f"out={out}", "split=0.5,0.5", "overwrite=true")
     assert proc.returncode == 0, proc.stderr
     images = {Path(p).name for p in _files(out / "images")}
     assert images == {f"{i}.png" for i in range(4, 8)}
@@ -186,7 +176,7 @@ def _fix_case(tmp_path: Path) -> Path:
     return root / "data.yaml"
 
 
-def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path):
+def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path, gradkit_here):
     data_yaml = _fix_case(tmp_path)
     data_yaml.write_text(data_yaml.read_text() + "download: import os\n")
     before = _digest(data_yaml.parent)
@@ -204,7 +194,7 @@ def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path):
     assert by_line[2].action == by_line[5].action == "clipped" and "1 0.95 0.5 0.2 0.2" in str(by_line[2])
     assert by_line[3].action == by_line[4].action == "dropped"
     assert check_dataset(fixed).errors == []
-    proc = _gradkit("check", f"data={data_yaml}", "--fix", f"out={tmp_path / 'fixed2'}")
+    proc = gradkit_here("check", f"data={data_yaml}", "--fix", f"out={tmp_path / 'fixed2'}")
     assert f"{lab}:2" in proc.stdout and f"{lab}:3" in proc.stdout and "clipped" in proc.stdout
 
 
@@ -225,14 +215,14 @@ def _yaml_outside_layout(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("where", ["root", "parent", "split", "inside_split", "labels"])
-def test_fix_refuses_outputs_that_touch_the_dataset(tmp_path, where):
+def test_fix_refuses_outputs_that_touch_the_dataset(tmp_path, where, gradkit_here):
     data_yaml, root = _yaml_outside_layout(tmp_path)
     out = {"root": root, "parent": tmp_path / "datasets", "split": root / "images" / "train",
            "inside_split": root / "images" / "val" / "fixed", "labels": root / "labels"}[where]
     before = _digest(tmp_path)
     with pytest.raises(ValueError, match=r"refused|dataset|split"):
         fix_dataset(data_yaml, out)
-    proc = _gradkit("check", f"data={data_yaml}", "--fix", f"out={out}")
+    proc = gradkit_here("check", f"data={data_yaml}", "--fix", f"out={out}")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert str(out.resolve()) in proc.stderr
     assert _digest(tmp_path) == before
@@ -262,7 +252,7 @@ def before_other(digests: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("where", ["src", "inside_src", "contains_src", "images", "json_folder"])
-def test_converters_refuse_outputs_that_touch_the_sources(tmp_path, where):
+def test_converters_refuse_outputs_that_touch_the_sources(tmp_path, where, gradkit_here):
     src = tmp_path / "data" / "voc"
     _voc_set(src, 4)
     ann = _coco_set(tmp_path / "data" / "coco", 4)
@@ -271,12 +261,12 @@ def test_converters_refuse_outputs_that_touch_the_sources(tmp_path, where):
         out = {"src": src, "inside_src": src / "yolo", "contains_src": tmp_path / "data"}[where]
         with pytest.raises(ValueError, match=r"src|source"):
             convert_voc(src, out, split=(0.5, 0.5), overwrite=True)
-        proc = _gradkit("convert", "voc", f"src={src}", f"out={out}", "overwrite=true")
+        proc = gradkit_here("convert", "voc", f"src={src}", f"out={out}", "overwrite=true")
     else:
         out = {"images": ann.parent / "imgs", "json_folder": ann.parent}[where]
         with pytest.raises(ValueError, match=r"images|annotation"):
             convert_coco(ann, ann.parent / "imgs", out, overwrite=True)
-        proc = _gradkit("convert", "coco", f"src={ann}", f"images={ann.parent / 'imgs'}", f"out={out}",
+        proc = gradkit_here("convert", "coco", f"src={ann}", f"images={ann.parent / 'imgs'}", f"out={out}",
                         "overwrite=true")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and str(out.resolve()) in proc.stderr
     assert _digest(tmp_path) == before
@@ -290,14 +280,14 @@ def _printed_counts(stdout: str) -> tuple[int, dict[str, int]]:
     return images, splits
 
 
-def test_voc_same_file_name_in_two_camera_folders_keeps_both(tmp_path):
+def test_voc_same_file_name_in_two_camera_folders_keeps_both(tmp_path, gradkit_here):
     src = tmp_path / "voc"
     for cam, value in (("cam1", 50), ("cam2", 150)):
         for i in range(3):
             _img(src / cam / f"{i:04d}.jpg", value=value + i)
             filename = f"{i:04d}.jpg" if i else "0000"  # some tools write the stem only
             _voc_xml(src / cam / f"{i:04d}.xml", filename, (32, 32), [(cam, (1, 1, 9 + i, 9))])
-    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
+    proc = gradkit_here("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
     assert proc.returncode == 0, proc.stderr
     images, splits = _printed_counts(proc.stdout)
     on_disk = {s: len([p for p in (tmp_path / "out" / "images" / s).rglob("*") if p.is_file()]) for s in splits}
@@ -315,7 +305,7 @@ def test_voc_same_file_name_in_two_camera_folders_keeps_both(tmp_path):
         assert abs(int(cv2.imread(str(img))[0, 0, 0]) - ((50 if cam == "cam1" else 150) + i)) <= 2
 
 
-def test_coco_same_file_name_in_two_folders_keeps_both(tmp_path):
+def test_coco_same_file_name_in_two_folders_keeps_both(tmp_path, gradkit_here):
     images, anns = [], []
     for k, cam in enumerate(("cam1", "cam2")):
         for i in range(3):
@@ -325,7 +315,7 @@ def test_coco_same_file_name_in_two_folders_keeps_both(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
                                                    "categories": [{"id": 1, "name": "cam1"},
                                                                   {"id": 2, "name": "cam2"}]}))
-    proc = _gradkit("convert", "coco", f"src={tmp_path / 'ann.json'}", f"images={tmp_path / 'imgs'}",
+    proc = gradkit_here("convert", "coco", f"src={tmp_path / 'ann.json'}", f"images={tmp_path / 'imgs'}",
                     f"out={tmp_path / 'out'}")
     assert proc.returncode == 0, proc.stderr
     n, splits = _printed_counts(proc.stdout)
@@ -365,7 +355,7 @@ def _png_header(path: Path, w: int, h: int) -> None:
                      + chunk(b"IEND", b""))
 
 
-def test_bad_files_become_findings_and_the_run_goes_on(tmp_path):
+def test_bad_files_become_findings_and_the_run_goes_on(tmp_path, gradkit_here):
     src = tmp_path / "voc"
     _voc_set(src, 4)
     img = src / "JPEGImages"
@@ -377,7 +367,7 @@ def test_bad_files_become_findings_and_the_run_goes_on(tmp_path):
     for stem in ("bomb", "huge", "loop", "dangling", "text"):
         _voc_xml(src / "Annotations" / f"{stem}.xml", f"{stem}.png", (32, 32), [("scratch", (1, 1, 5, 5))])
     (src / "Annotations" / "loopxml.xml").symlink_to("loopxml.xml")
-    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
+    proc = gradkit_here("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     n, _ = _printed_counts(proc.stdout)
@@ -387,12 +377,12 @@ def test_bad_files_become_findings_and_the_run_goes_on(tmp_path):
         assert re.search(rf"{stem}\.(png|xml).*{why}", proc.stdout), (stem, proc.stdout)
 
 
-def test_printed_findings_are_capped_with_a_summary(tmp_path):
+def test_printed_findings_are_capped_with_a_summary(tmp_path, gradkit_here):
     src = tmp_path / "voc"
     _voc_set(src, 4)
     for i in range(150):
         _voc_xml(src / "Annotations" / f"missing{i}.xml", f"missing{i}.png", (32, 32), [])
-    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
+    proc = gradkit_here("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "split=0.5,0.5")
     assert proc.returncode == 0, proc.stderr
     shown = [line for line in proc.stdout.splitlines() if "missing" in line and "not found" in line]
     assert 0 < len(shown) <= 50
@@ -401,21 +391,22 @@ def test_printed_findings_are_capped_with_a_summary(tmp_path):
     assert sum("not found" in line for line in listed.read_text().splitlines()) == 150
 
 
-def test_missing_coco_json_is_a_one_line_error(tmp_path):
-    proc = _gradkit("convert", "coco", f"src={tmp_path / 'nope.json'}", f"images={tmp_path / 'imgs'}",
+def test_missing_coco_json_is_a_one_line_error(tmp_path, gradkit_here):
+    proc = gradkit_here("convert", "coco", f"src={tmp_path / 'nope.json'}", f"images={tmp_path / 'imgs'}",
                     f"out={tmp_path / 'out'}")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope.json" in proc.stderr
 
 
 @pytest.mark.parametrize("out", ["datasets/ds", "datasets", "."])
-def test_fix_refuses_the_dataset_of_a_yaml_whose_path_is_relative_to_the_working_directory(tmp_path, out):
+def test_fix_refuses_the_dataset_of_a_yaml_whose_path_is_relative_to_the_working_directory(tmp_path, out,
+                                                                                          gradkit_here):
     """The layout of this repository's datasets/defects-synth.yaml: ``path: datasets/defects-synth``,
     relative to where commands run (as Ultralytics reads it), not to the YAML's folder."""
     data_yaml, root = _yaml_outside_layout(tmp_path)
     data_yaml.write_text(yaml.safe_dump({"path": "datasets/ds", "train": "images/train", "val": "images/val",
                                          "names": {0: "scratch"}}))
     before = _digest(tmp_path)
-    proc = _gradkit("check", "data=datasets/ds.yaml", "--fix", f"out={out}", "overwrite=true", cwd=tmp_path)
+    proc = gradkit_here("check", "data=datasets/ds.yaml", "--fix", f"out={out}", "overwrite=true", cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "refused" in proc.stderr and str(root) in proc.stderr
     assert _digest(tmp_path) == before
@@ -450,10 +441,10 @@ def test_output_folder_never_writes_through_a_link_onto_a_source(tmp_path):
     assert source.read_text() == "original" and not (tmp_path / "elsewhere").exists()
 
 
-def test_cli_overwrite_takes_true_or_false_only(tmp_path):
+def test_cli_overwrite_takes_true_or_false_only(tmp_path, gradkit_here):
     src = tmp_path / "voc"
     _voc_set(src, 4)
-    proc = _gradkit("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "overwrite=1")
+    proc = gradkit_here("convert", "voc", f"src={src}", f"out={tmp_path / 'out'}", "overwrite=1")
     assert proc.returncode != 0 and "overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -514,27 +505,27 @@ def _tiny_yolo(root: Path, n: int = 4) -> Path:
     return root / "data.yaml"
 
 
-def test_augment_preview_never_lands_on_the_dataset(tmp_path):
+def test_augment_preview_never_lands_on_the_dataset(tmp_path, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
     before = _digest(tmp_path / "ds")
     for out in (tmp_path / "ds" / "images" / "train" / "0.png", tmp_path / "ds" / "preview.jpg"):
-        proc = _gradkit("augment", f"data={data}", "n=2", "imgsz=64", f"out={out}")
+        proc = gradkit_here("augment", f"data={data}", "n=2", "imgsz=64", f"out={out}")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and "dataset" in proc.stderr, proc.stderr[-800:]
     assert _digest(tmp_path / "ds") == before
 
 
 @pytest.mark.parametrize(("arg", "needle"), [("n=0", "n="), ("n=abc", "n="), ("imgsz=-5", "imgsz="),
                                              ("out=preview.txt", "out=")])
-def test_augment_bad_arguments_are_one_line(tmp_path, arg, needle):
+def test_augment_bad_arguments_are_one_line(tmp_path, arg, needle, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
-    proc = _gradkit("augment", f"data={data}", "imgsz=64", arg, cwd=tmp_path)
+    proc = gradkit_here("augment", f"data={data}", "imgsz=64", arg, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr[-800:]
 
 
-def test_synth_refuses_a_folder_that_already_holds_files(tmp_path):
+def test_synth_refuses_a_folder_that_already_holds_files(tmp_path, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
     before = _digest(tmp_path / "ds")
-    proc = _gradkit("synth", f"out={data.parent}", "images=3", "imgsz=64")
+    proc = gradkit_here("synth", f"out={data.parent}", "images=3", "imgsz=64")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not empty" in proc.stderr, proc.stderr[-800:]
     assert _digest(tmp_path / "ds") == before
 
@@ -542,17 +533,17 @@ def test_synth_refuses_a_folder_that_already_holds_files(tmp_path):
 @pytest.mark.parametrize(("text", "needle"), [("names: [a\n", "YAML"), ("names: 5\ntrain: images/train\n", "names"),
                                               ("path: 7\nnames: [a]\ntrain: images/train\n", "path"),
                                               ("- a\n- b\n", "not a YOLO dataset YAML")])
-def test_check_on_a_broken_yaml_is_one_line_naming_it(tmp_path, text, needle):
+def test_check_on_a_broken_yaml_is_one_line_naming_it(tmp_path, text, needle, gradkit_here):
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
-    proc = _gradkit("check", f"data={bad}")
+    proc = gradkit_here("check", f"data={bad}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-800:]
     assert str(bad) in proc.stderr and needle in proc.stderr, proc.stderr
 
 
-def test_check_on_a_folder_names_it(tmp_path):
+def test_check_on_a_folder_names_it(tmp_path, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
-    proc = _gradkit("check", f"data={data.parent}")
+    proc = gradkit_here("check", f"data={data.parent}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "folder" in proc.stderr, proc.stderr[-800:]
 
 
@@ -569,11 +560,11 @@ def test_non_finite_label_values_are_errors_not_passed_on(tmp_path):
     assert {"1.txt", "2.txt"} <= flagged, [str(f) for f in result.errors]
 
 
-def test_convert_split_that_is_not_numbers_is_one_line(tmp_path):
+def test_convert_split_that_is_not_numbers_is_one_line(tmp_path, gradkit_here):
     _voc_set(tmp_path / "voc", 4)
-    proc = _gradkit("convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'out'}", "split=a,b")
+    proc = gradkit_here("convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'out'}", "split=a,b")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "split" in proc.stderr, proc.stderr[-800:]
-    proc = _gradkit("convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'out'}", "seed=x")
+    proc = gradkit_here("convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'out'}", "seed=x")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "seed=" in proc.stderr, proc.stderr[-800:]
 
 
@@ -586,12 +577,12 @@ def test_voc_nan_coordinates_are_listed_not_written(tmp_path):
     assert any("0.xml" in str(i) for i in report.issues), [str(i) for i in report.issues]
 
 
-def test_check_fix_overwrite_of_a_foreign_folder_is_one_line(tmp_path):
+def test_check_fix_overwrite_of_a_foreign_folder_is_one_line(tmp_path, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
     foreign = tmp_path / "notgradkits"
     _img(foreign / "images" / "train" / "x.png")
     before = _digest(foreign)
-    proc = _gradkit("check", f"data={data}", "--fix", f"out={foreign}", "overwrite=true")
+    proc = gradkit_here("check", f"data={data}", "--fix", f"out={foreign}", "overwrite=true")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no list of files" in proc.stderr, \
         proc.stderr[-800:]
     assert _digest(foreign) == before
@@ -625,11 +616,11 @@ def test_coco_ambiguities_are_refused_or_listed_never_silent(tmp_path):
     ({"names": ["scratch", None]}, "names: class 1 has no name"),
     ({"names": ["scratch", " "]}, "names: class 1 has no name"),
 ])
-def test_check_reports_what_ultralytics_would_refuse_in_the_yaml(tmp_path, change, needle):
+def test_check_reports_what_ultralytics_would_refuse_in_the_yaml(tmp_path, change, needle, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
     doc = {**yaml.safe_load(data.read_text()), **change}
     data.write_text(yaml.safe_dump({k: v for k, v in doc.items() if v is not None}))
-    proc = _gradkit("check", f"data={data}")
+    proc = gradkit_here("check", f"data={data}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-800:]   # findings, like a label's
     assert needle in proc.stdout and str(data) in proc.stdout, proc.stdout[-800:]
 
@@ -654,17 +645,17 @@ def test_the_yamls_own_folder_is_not_the_dataset_when_path_points_elsewhere(tmp_
     assert (elsewhere / "data.yaml").resolve() in places                      # the YAML itself is never written
 
 
-def test_check_names_a_label_file_that_is_not_text(tmp_path):
+def test_check_names_a_label_file_that_is_not_text(tmp_path, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
     bad = tmp_path / "ds" / "labels" / "train" / "1.txt"
     bad.write_bytes(b"\xff\xfe0 0.5 0.5 0.2 0.2\n")
-    proc = _gradkit("check", f"data={data}")
+    proc = gradkit_here("check", f"data={data}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and str(bad) in proc.stdout, proc.stdout[-800:]
 
 
-def test_check_out_without_fix_is_refused(tmp_path):
+def test_check_out_without_fix_is_refused(tmp_path, gradkit_here):
     data = _tiny_yolo(tmp_path / "ds")
-    proc = _gradkit("check", f"data={data}", f"out={tmp_path / 'o'}")
+    proc = gradkit_here("check", f"data={data}", f"out={tmp_path / 'o'}")
     assert proc.returncode == 2 and "--fix" in proc.stderr, proc.stderr[-800:]
 
 

@@ -409,25 +409,26 @@ def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
     assert yaml.safe_load((tmp_path / "run" / "gradkit.yaml").read_text())["augment"]["copy_paste"]["p"] == 0.3
 
 
-def test_cli_plan_bad_input(tmp_path, tiny_data):
-    r = _gradkit(["plan"], tmp_path)
+def test_cli_plan_bad_input(tmp_path, tiny_data, gradkit_here):
+    r = gradkit_here("plan", cwd=tmp_path)
     assert r.returncode != 0 and "data=DATA.yaml" in r.stderr and "Traceback" not in r.stderr
-    r = _gradkit(["plan", f"data={tmp_path / 'missing.yaml'}"], tmp_path)
+    r = gradkit_here("plan", f"data={tmp_path / 'missing.yaml'}", cwd=tmp_path)
     assert "missing.yaml: no such file" in r.stderr and "Traceback" not in r.stderr
-    r = _gradkit(["plan", f"data={tiny_data}", "budget=-3"], tmp_path)
+    r = gradkit_here("plan", f"data={tiny_data}", "budget=-3", cwd=tmp_path)
     assert "budget= takes minutes" in r.stderr
-    r = _gradkit(["plan", f"data={tiny_data.parent}"], tmp_path)                 # the folder, not its YAML
+    r = gradkit_here("plan", f"data={tiny_data.parent}", cwd=tmp_path)                 # the folder, not its YAML
     assert r.returncode == 2 and "a folder; give the dataset's YAML" in r.stderr
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    r = _gradkit(["plan", f"data={tiny_data}", f"out={blocker / 'plan.yaml'}"], tmp_path)   # cannot be made
+    r = gradkit_here("plan", f"data={tiny_data}", f"out={blocker / 'plan.yaml'}", cwd=tmp_path)   # cannot be made
     assert r.returncode == 2 and "out=" in r.stderr and "cannot write" in r.stderr and "Traceback" not in r.stderr
-    r = _gradkit(["plan", f"data={tiny_data}", f"out={tiny_data}"], tmp_path)   # would overwrite data.yaml
+    r = gradkit_here("plan", f"data={tiny_data}", f"out={tiny_data}", cwd=tmp_path)   # would overwrite data.yaml
     assert r.returncode == 2 and "over the dataset YAML" in r.stderr
     assert "names" in yaml.safe_load(tiny_data.read_text())
 
 
-def test_plan_refuses_the_dataset_root_named_by_path_even_when_the_yaml_lives_elsewhere(tmp_path, tiny_data):
+def test_plan_refuses_the_dataset_root_named_by_path_even_when_the_yaml_lives_elsewhere(tmp_path, tiny_data,
+                                                                                        gradkit_here):
     """The dataset is where ``path:`` points, not only the YAML's folder: a plan written there would land
     among the user's images."""
     root = tiny_data.parent
@@ -437,10 +438,10 @@ def test_plan_refuses_the_dataset_root_named_by_path_even_when_the_yaml_lives_el
     data.write_text(yaml.safe_dump({**yaml.safe_load(tiny_data.read_text()), "path": str(root)}))
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     for out in (root / "plan.yaml", root / "images" / "train" / "plan.yaml"):
-        r = _gradkit(["plan", f"data={data}", f"out={out}"], tmp_path)
+        r = gradkit_here("plan", f"data={data}", f"out={out}", cwd=tmp_path)
         assert r.returncode == 2 and "dataset" in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before    # nothing written there
-    r = _gradkit(["plan", f"data={data}", f"out={tmp_path / 'plans' / 'p.yaml'}"], tmp_path)
+    r = gradkit_here("plan", f"data={data}", f"out={tmp_path / 'plans' / 'p.yaml'}", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "plans" / "p.gradkit.yaml").exists(), r.stderr[-500:]
 
 
@@ -474,13 +475,13 @@ def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys
     assert "imgsz" not in args and opts["imgsz"] == 128  # the demo's imgsz= sizes the data and the training
 
 
-def test_demo_bad_arguments_are_one_line_errors(tmp_path):
+def test_demo_bad_arguments_are_one_line_errors(tmp_path, gradkit_here):
     for args, expect in ((["budget=abc"], "budget= takes minutes"), (["budget=-1"], "budget= takes minutes"),
                          (["budget=0"], "budget= takes minutes"),
                          (["gradkit=defect", "budget=3"], "budget= is the plan's training time"),
                          (["data=x.yaml"], "data= is set by the demo (give data_dir=)"),
                          (["project=p"], "project= is set by the demo (give out=)")):
-        r = _gradkit(["demo", *args, f"data_dir={tmp_path / 'd'}", f"out={tmp_path / 'o'}"], tmp_path)
+        r = gradkit_here("demo", *args, f"data_dir={tmp_path / 'd'}", f"out={tmp_path / 'o'}", cwd=tmp_path)
         assert r.returncode != 0 and expect in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
         assert not (tmp_path / "d").exists()  # refused before anything is generated
 
