@@ -208,3 +208,22 @@ def test_ctrl_c_names_last_pt_and_the_resume_command_that_works(tiny_data, tmp_p
     # Ultralytics appends to results.csv before it saves last.pt: an interrupt landing between the two
     # (a tiny epoch can end within the 0.5 s above) makes the resume repeat that one epoch, as stock does
     assert len(epochs) - len(set(epochs)) <= 1, epochs
+
+
+def test_the_in_process_runner_reports_what_the_console_script_does(tmp_path, gradkit_here):
+    """The other test files run most ``gradkit`` commands in-process (``gradkit_here``, conftest): on a user's
+    mistake and on success it must give the console script's exit status, output and files."""
+    (tmp_path / "voc").mkdir()
+    for args in (["check", f"data={tmp_path / 'missing.yaml'}"],
+                 ["convert", "voc", f"src={tmp_path / 'voc'}", f"out={tmp_path / 'o'}", "split=a,b"]):
+        rc, out, err = _run(args, tmp_path)
+        here = gradkit_here(*args, cwd=tmp_path)
+        assert (here.returncode, here.stdout, here.stderr) == (rc, out, err), args
+    def files(root):  # data.yaml names its own folder
+        return {f.relative_to(root): f.read_bytes().replace(str(root).encode(), b"OUT")
+                for f in root.rglob("*") if f.is_file()}
+
+    rc, out, _ = _run(["synth", f"out={tmp_path / 'console'}", "images=3", "imgsz=64"], tmp_path)
+    here = gradkit_here("synth", f"out={tmp_path / 'here'}", "images=3", "imgsz=64", cwd=tmp_path)
+    assert rc == 0 and (here.returncode, here.stdout.replace("here", "console")) == (rc, out)
+    assert files(tmp_path / "here") == files(tmp_path / "console") != {}
