@@ -748,3 +748,34 @@ def test_layouts_ultralytics_trains_on_pass_the_check_before_training(tmp_path, 
                        {"train": "images/train", "val": "images/val"}, "mine")
     monkeypatch.chdir(tmp_path)
     check_before_training(str(elsewhere))  # raised DatasetError ("missing split") before
+
+
+def test_a_non_image_is_a_finding_where_ultralytics_has_patched_pil(tmp_path):
+    """Importing Ultralytics replaces ``PIL.Image.open`` by one that, on a file PIL cannot identify, reaches for
+    the optional pi-heif package (``ModuleNotFoundError`` where it is absent): in a notebook that imported
+    Ultralytics first, a text file among the images must still be a finding, not a crash."""
+    import ultralytics.utils.patches  # noqa: F401  (the patch is applied on import)
+    from PIL import Image
+
+    from gradkit.data.convert import UnusableImage, image_size
+
+    assert Image.open.__module__ == "ultralytics.utils.patches"
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(UnusableImage, match="not an image file PIL can identify"):
+        image_size(tmp_path / "text.png")
+
+
+def test_reading_an_image_pil_cannot_identify_where_ultralytics_has_patched_pil(tmp_path):
+    """The training loader's reader: OpenCV decodes a Radiance .hdr that PIL cannot identify; with Ultralytics'
+    patched ``Image.open`` in place the EXIF look-up must fall back to "no EXIF", not crash the loader."""
+    import cv2
+    import ultralytics.utils.patches  # noqa: F401  (the patch is applied on import)
+
+    from gradkit.data.orientation import read_upright
+
+    pixels = np.full((8, 6, 3), 0.5, np.float32)
+    ok, encoded = cv2.imencode(".hdr", pixels)
+    assert ok
+    (tmp_path / "x.hdr").write_bytes(encoded.tobytes())
+    img = read_upright(tmp_path / "x.hdr")
+    assert img is not None and img.shape == (8, 6, 3) and np.allclose(img, 0.5, atol=0.01)

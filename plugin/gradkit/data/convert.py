@@ -111,7 +111,7 @@ def image_size(path: Path) -> tuple[int, int]:
                 width, height = upright_size(im)  # as annotators and Ultralytics see it
     except Image.DecompressionBombError as exc:
         raise UnusableImage(f"decompression bomb: {exc}") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):  # ImportError: Ultralytics' patched open, reaching for pi-heif
         raise UnusableImage("not an image file PIL can identify") from None
     except OSError as exc:
         raise UnusableImage(_os_problem(path, exc)) from None

@@ -76,6 +76,7 @@ def read_upright(path: str | Path) -> np.ndarray | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read here
             with Image.open(path) as im:
                 orientation = 1 if im.format in _TURNED_BY_DECODER else exif_orientation(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # what PIL will not open: no EXIF
+    # what PIL will not open: no EXIF (ImportError: Ultralytics' patched open, reaching for pi-heif)
+    except (OSError, ValueError, SyntaxError, ImportError, Image.DecompressionBombError):
         orientation = 1
     return img if orientation == 1 else upright(img, orientation)
