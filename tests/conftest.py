@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # what `gradkit train` sets; in-process runs would set it midway
 
 from pathlib import Path
 

@@ -227,3 +227,36 @@ def test_the_in_process_runner_reports_what_the_console_script_does(tmp_path, gr
     here = gradkit_here("synth", f"out={tmp_path / 'here'}", "images=3", "imgsz=64", cwd=tmp_path)
     assert rc == 0 and (here.returncode, here.stdout.replace("here", "console")) == (rc, out)
     assert files(tmp_path / "here") == files(tmp_path / "console") != {}
+
+
+_INSTALL_PROBE = """
+import sys
+from gradkit.cli import main
+main(sys.argv[1:])
+from ultralytics.utils import checks
+print("AUTOINSTALL", checks.AUTOINSTALL)
+print("SATISFIED", checks.check_requirements("gradkit-no-such-package==0.0.1"))
+"""
+
+
+@pytest.mark.parametrize("command, user_value, installs", [
+    (["train", "model=no-such-model.yaml"], None, False),
+    (["config-doc"], None, False),
+    (["train", "model=no-such-model.yaml"], "true", True),  # the user's own choice wins
+    (["predict", "model=no-such-model.pt"], None, True),  # other yolo modes pass through unchanged
+])
+def test_gradkit_train_never_lets_ultralytics_pip_install(tmp_path, command, user_value, installs):
+    """Ultralytics pip-installs a missing package mid-run when online (its patched PIL.Image.open reaches
+    for pi-heif on any file PIL cannot identify): a training run must not change the user's environment.
+    The oracle is Ultralytics' own check_requirements, in the process the command ran in."""
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_AUTOINSTALL"}
+    env["YOLO_OFFLINE"] = "1"
+    if user_value is not None:
+        env["YOLO_AUTOINSTALL"] = user_value
+    proc = subprocess.run([sys.executable, "-c", _INSTALL_PROBE, *command], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert f"AUTOINSTALL {installs}" in out, out[-3000:]
+    assert "SATISFIED False" in out, out[-3000:]
+    reason = "AutoUpdate skipped (offline)" if installs else "AutoUpdate disabled by YOLO_AUTOINSTALL=False"
+    assert reason in out, out[-3000:]

@@ -619,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "train" and _HELP_FLAGS & set(args[1:]):
         print(_train_help())
         return 0
+    if args[0] in _OWN or _GRADKIT_MODES & set(args[:2]):  # `gradkit detect train` too
+        _no_pip_installs_during_the_run()
     try:
         return _dispatch(args)
     except SystemExit as exc:
@@ -638,6 +640,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(message, file=sys.stderr)
         return 2
+
+
+#: The yolo modes gradkit adds to (plugin keys, reports); every other mode is handed to yolo unchanged.
+_GRADKIT_MODES = {"train", "val"}
+
+
+def _no_pip_installs_during_the_run() -> None:
+    """Ultralytics pip-installs a missing requirement mid-run when it is online (even for one odd image:
+    its patched ``PIL.Image.open`` reaches for pi-heif); a training run must not change the user's
+    environment. Read once when ultralytics is imported, so set before; the user's own value wins."""
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 
 def _dispatch(args: list[str]) -> int:
