@@ -61,9 +61,10 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   README "Stock vs plan"; each run records its ``class_weights`` in its ``score.json``.)
   ``plan-linepaste@epochs``: the same favouring the line classes by name (``LINE_CLASSES``), the question
   thin-paste meant to ask where the fingerprint picks other classes;
-- ``plan-fliplr@epochs``: ``plan@epochs`` with Ultralytics' own left-right flips back (its default
-  ``fliplr``; the plan turns flips off on every set, the faint-defect rule's measurement having had none):
-  what that switch costs or gains where the plan leaves out the transform list (which would flip);
+- ``plan-fliplr@epochs``: ``plan@epochs`` with Ultralytics' own left-right flips (its default ``fliplr``);
+  until session 31 the plan turned flips off on every set, and this measured what that cost where it leaves
+  out the transform list (which would flip). Since then the plan keeps them there itself, so this recipe is
+  ``plan@epochs`` on such a set and differs only where the list's D4 flips already;
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults

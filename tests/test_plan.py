@@ -326,6 +326,24 @@ def test_faint_defects_on_texture_leave_the_transform_list_out():
     assert P.make_plan(unmeasured).gradkit["augment"]["preset"] == "defect"
 
 
+def test_left_right_flips_stay_ultralytics_own_where_the_transform_list_is_left_out():
+    """No transform list (faint defects): nothing else flips, so ``fliplr`` is not set and Ultralytics' own
+    default applies, with the measured reason; with the ``defect`` list its D4 flips, so ``fliplr`` is 0.
+    Up-down flips stay off either way (Ultralytics' own default)."""
+    faint_line, faint_blob = (*LINE, 0.2), (*BLOB, 0.3)
+    faint = P.make_plan(fingerprint([faint_line] * 4 + [faint_blob] * 3 + [BLOB] * 3))
+    standing = P.make_plan(fingerprint([LINE] * 3 + [BLOB] * 7))
+    assert faint.gradkit["augment"]["preset"] == "none" and standing.gradkit["augment"]["preset"] == "defect"
+    faint_hyp, standing_hyp = (p.gradkit["augment"]["ultralytics"] for p in (faint, standing))
+    assert "fliplr" not in faint_hyp and faint_hyp["flipud"] == 0.0
+    assert standing_hyp["fliplr"] == 0.0 and standing_hyp["flipud"] == 0.0
+    trained = load_config(faint.gradkit).augment.ultralytics                    # what the run hands to yolo
+    assert "fliplr" not in trained
+    assert choice(faint, "augment.ultralytics.fliplr").value == "stock"
+    assert "3 seeds" in choice(faint, "augment.ultralytics.fliplr").reason
+    assert "D4" in choice(standing, "augment.ultralytics.fliplr").reason
+
+
 def test_augment_preset_auto_resolves_by_the_plan_s_own_rule():
     """``augment.preset: auto`` (the ``defect`` preset file's) becomes what the plan would choose for the
     same fingerprint, with the plan's reason; the rest of the augment section is kept."""
