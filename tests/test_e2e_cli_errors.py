@@ -242,6 +242,9 @@ print("SATISFIED", checks.check_requirements("gradkit-no-such-package==0.0.1"))
 @pytest.mark.parametrize("command, user_value, installs", [
     (["train", "model=no-such-model.yaml"], None, False),
     (["config-doc"], None, False),
+    (["val", "model=no-such-model.pt"], None, False),
+    (["detect", "train", "model=no-such-model.yaml"], None, False),
+    (["gradkit.clip.mode=agc", "train", "model=no-such-model.yaml"], None, False),  # plugin keys anywhere
     (["train", "model=no-such-model.yaml"], "true", True),  # the user's own choice wins
     (["predict", "model=no-such-model.pt"], None, True),  # other yolo modes pass through unchanged
 ])

@@ -3,7 +3,8 @@
 ``gradkit train <yolo args> gradkit=CFG gradkit.clip.mode=agc`` strips the plugin keys, registers
 the plugin as a default callback so the model that Ultralytics' entrypoint builds picks it up, and
 hands the rest over to Ultralytics' ``yolo`` entrypoint (both through
-``gradkit.integrations.ultralytics.seams``). Any other yolo mode (val, predict, export...) passes through.
+``gradkit.integrations.ultralytics.seams``). ``gradkit val`` adds a report; any other yolo mode
+(predict, export...) passes through.
 """
 
 from __future__ import annotations
@@ -619,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "train" and _HELP_FLAGS & set(args[1:]):
         print(_train_help())
         return 0
-    if args[0] in _OWN or _GRADKIT_MODES & set(args[:2]):  # `gradkit detect train` too
+    if args[0] in _OWN or _GRADKIT_MODES & set(_mode_words(args)):
         _no_pip_installs_during_the_run()
     try:
         return _dispatch(args)
@@ -646,10 +647,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 _GRADKIT_MODES = {"train", "val"}
 
 
+def _mode_words(args: Sequence[str]) -> list[str]:
+    """Where yolo reads its task and mode (``train``, ``detect train``): the first two arguments once the
+    plugin's own keys, which may come anywhere, are set aside."""
+    return [a for a in args if a.partition("=")[0] != "gradkit" and not a.startswith("gradkit.")][:2]
+
+
 def _no_pip_installs_during_the_run() -> None:
     """Ultralytics pip-installs a missing requirement mid-run when it is online (even for one odd image:
     its patched ``PIL.Image.open`` reaches for pi-heif); a training run must not change the user's
-    environment. Read once when ultralytics is imported, so set before; the user's own value wins."""
+    environment. Ultralytics reads it once, when it is imported: so this holds for the console script (which
+    imports ultralytics after this), not for a process that imported it before calling :func:`main`. The
+    user's own value wins."""
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 
@@ -689,10 +698,11 @@ def _dispatch(args: list[str]) -> int:
         return 2
     try:
         source, overrides, rest = split_plugin_args(args)
-        is_train, is_val = "train" in rest[:2], "val" in rest[:2]
+        mode_words = _mode_words(rest)
+        is_train, is_val = "train" in mode_words, "val" in mode_words
         accepted = {_ALLOW_DOWNLOAD} | (set(VAL_REPORT_KEYS) if is_val else set())
         if (source or set(overrides) - accepted) and not is_train:
-            mode = " ".join(a for a in rest[:2] if "=" not in a) or "none"
+            mode = " ".join(a for a in mode_words if "=" not in a) or "none"
             raise ConfigError(f"gradkit= keys apply to 'gradkit train' only ('gradkit val' accepts "
                               f"{', '.join(f'gradkit.{k}' for k in VAL_REPORT_KEYS)}, every mode "
                               f"gradkit.{_ALLOW_DOWNLOAD}), got mode '{mode}'")
@@ -726,7 +736,7 @@ def _dispatch(args: list[str]) -> int:
         if missing:
             print(missing, file=sys.stderr)
             return 2
-    if "val" in rest[:2]:
+    if "val" in _mode_words(rest):
         _warn_tiled_copy(data, report.tile_size)
         missing = _missing_model(rest)
         if missing:
