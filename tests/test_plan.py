@@ -346,7 +346,8 @@ def test_left_right_flips_stay_ultralytics_own_where_the_transform_list_is_left_
 
 def test_augment_preset_auto_resolves_by_the_plan_s_own_rule():
     """``augment.preset: auto`` (the ``defect`` preset file's) becomes what the plan would choose for the
-    same fingerprint, with the plan's reason; the rest of the augment section is kept."""
+    same fingerprint, with the plan's reason; the rest of the augment section is kept (the preset file's own
+    ``fliplr`` 0 too: flips follow the plan's rule in the plan only, README "flips")."""
     faint_line, faint_blob = (*LINE, 0.2), (*BLOB, 0.3)
     aug = load_config(None, {"augment.preset": "auto", "augment.copy_paste.p": 0.4}).augment
     for boxes in ([faint_line] * 4 + [faint_blob] * 3 + [BLOB] * 3, [LINE] * 8 + [faint_line] * 2,
