@@ -2,7 +2,8 @@
 
 The other five sets show defects on a surface under light. A radiograph shows the inside of a part: how much
 metal the X-rays crossed. This set is a sixth renderer of that; no rule or threshold of ``gradkit plan`` was
-designed or tuned on it, and its training results are reported once (README, "A sixth evaluation set"):
+designed or tuned on it, and its training results were reported once, and once more after a rule decided on
+another set (README, "A sixth evaluation set"):
 
 - **A butt weld along one image axis** (horizontal or vertical, one per image) on a film: base metal on
   either side, the weld bead lighter (more metal), its cap rippled in chevrons, its toes thin lines along
