@@ -120,9 +120,8 @@ FAINT_EVIDENCE = ("on the photographed set the preset without its transform list
                   "0.096); on the colour set, built after this rule (68% stand out), the preset without it reached "
                   "0.049 +- 0.005 against stock's 0.038 +- 0.006 (3 seeds); on the design set, where 98% stand out, "
                   "leaving it out cost a little (0.049 +- 0.010 vs the preset's 0.063 +- 0.010, 3 seeds)")
-FLIP_EVIDENCE = ("on the photographed set (100 epochs, 3 seeds) the plan "
-                 "with them reached mAP50-95 0.067 +- 0.009 against 0.063 +- 0.005 without any flip, scratch AP50 "
-                 "0.213 vs 0.203, escape rate 0.46 vs 0.57")
+FLIP_EVIDENCE = ("on the photographed set (100 epochs, 3 seeds) the plan with them reached mAP50-95 0.067 +- 0.009 "
+                 "against 0.063 +- 0.005 without any flip, scratch AP50 0.213 vs 0.203, escape rate 0.46 vs 0.57")
 #: Most/least frequent class above which copy-paste prefers rare classes.
 IMBALANCE = 2.0
 #: Share of gray images (1 channel or 3 equal ones) above which hue/saturation jitter is turned off.
@@ -424,8 +423,9 @@ def choose_augmentation(fp: Fingerprint, plan: Plan) -> dict[str, Any]:
         + (f">= {IMBALANCE:g}: paste rare classes more often" if rare else f"< {IMBALANCE:g}: paste as in the data")),
         provisional=True)
     hyp: dict[str, Any] = {"flipud": 0.0, "degrees": 4.0}
-    if augment["preset"] == "none":  # nothing else flips: keep Ultralytics' own left-right flips
-        plan.choose("augment.ultralytics.fliplr", "stock", f"no transform list, so nothing else flips: keep Ultralytics' own left-right flips; {FLIP_EVIDENCE}")
+    if augment["preset"] == "none":
+        plan.choose("augment.ultralytics.fliplr", "stock", "no transform list, so nothing else flips: keep "
+                    f"Ultralytics' own left-right flips; {FLIP_EVIDENCE}")
     else:
         hyp["fliplr"] = 0.0
         plan.choose("augment.ultralytics.fliplr", 0.0, "the transform list's D4 already draws all 8 flips and "
