@@ -736,7 +736,7 @@ def _dispatch(args: list[str]) -> int:
         if missing:
             print(missing, file=sys.stderr)
             return 2
-    if "val" in _mode_words(rest):
+    if is_val:
         _warn_tiled_copy(data, report.tile_size)
         missing = _missing_model(rest)
         if missing:
