@@ -71,17 +71,23 @@ def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], 
     rest: list[str] = []
     for arg in args:
         key, eq, value = arg.partition("=")
-        if key == "gradkit":
+        if not _is_plugin_arg(arg):
+            rest.append(arg)
+        elif key == "gradkit":
             if not eq or not value:
                 raise ConfigError("gradkit= needs a config file or preset name, e.g. gradkit=defect")
             source = value
-        elif key.startswith("gradkit."):
+        else:
             if not eq:
                 raise ConfigError(f"{arg!r}: plugin overrides take the form gradkit.SECTION.KEY=VALUE")
             overrides[key.removeprefix("gradkit.")] = _parse_value(value)
-        else:
-            rest.append(arg)
     return source, overrides, rest
+
+
+def _is_plugin_arg(arg: str) -> bool:
+    """``gradkit=...`` or ``gradkit.SECTION.KEY=...``: the plugin's own, never yolo's."""
+    key = arg.partition("=")[0]
+    return key == "gradkit" or key.startswith("gradkit.")
 
 
 def _kv(args: Sequence[str], allowed: dict[str, Any], command: str) -> dict[str, Any]:
@@ -650,7 +656,7 @@ _GRADKIT_MODES = {"train", "val"}
 def _mode_words(args: Sequence[str]) -> list[str]:
     """Where yolo reads its task and mode (``train``, ``detect train``): the first two arguments once the
     plugin's own keys, which may come anywhere, are set aside."""
-    return [a for a in args if a.partition("=")[0] != "gradkit" and not a.startswith("gradkit.")][:2]
+    return [a for a in args if not _is_plugin_arg(a)][:2]
 
 
 def _no_pip_installs_during_the_run() -> None:
