@@ -65,6 +65,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   until session 31 the plan turned flips off on every set, and this measured what that cost where it leaves
   out the transform list (which would flip). Since then the plan keeps them there itself, so this recipe is
   ``plan@epochs`` on such a set and differs only where the list's D4 flips already;
+  ``plan-nofliplr@epochs``: ``plan@epochs`` with ``fliplr`` 0, the plan as it was until session 31: the same
+  question asked the other way round on sets the flip rule was not decided on;
 - ``preset-d4only`` / ``preset-nod4``: ``preset`` with only the D4 symmetries of its transform list /
   with all of it but D4 (the photometric transforms): which part of the list costs where it does;
 - ``preset-stockhyp``: ``preset`` with Ultralytics' own augmentation settings left at their defaults
@@ -142,7 +144,7 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
-             "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs")
+             "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs")
 
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
@@ -355,6 +357,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
                                     {**base, **planned}),
         "plan-fliplr@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"fliplr": _stock_fliplr()}),
                                {**base, **planned}),
+        "plan-nofliplr@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"fliplr": 0.0}),
+                                 {**base, **planned}),
         "plan-nopaste@epochs": (plan.train["model"], _without_copy_paste(plan.gradkit), {**base, **planned}),
         "plan-thinpaste@epochs": (plan.train["model"], _thin_first_paste(plan.gradkit, fp), {**base, **planned}),
         "plan-linepaste@epochs": (plan.train["model"], _thin_first_paste(plan.gradkit, fp, LINE_CLASSES),
