@@ -1,0 +1,105 @@
+"""What Ultralytics' task-aligned assigner teaches a trained detector about each class (no training).
+
+For every ground-truth box the assigner picks up to ``topk`` positive anchors among the candidates inside
+the box, by ``score^0.5 * CIoU^6``, and hands them a class target (and a box-loss weight) scaled so that
+the box's best positive gets the CIoU that the prediction there already has. A class whose predicted boxes
+overlap their objects poorly is taught a class score near 0, and its boxes are pulled with a weight near
+0: nothing corrects it. This script measures that on a trained model: it runs the model's own loss on
+batches of its training split (Ultralytics' stock augmentation, a fixed seed, batch-norm statistics
+frozen), records what each branch's assigner returns, and prints per class the objects seen, the share
+given any positive, positives per object, and the median best target (the CIoU the class is taught
+towards; 1 would be a perfect box).
+
+    python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches 8]
+
+The weights and data of ``benchmarks/defect_quality.py`` runs are in its ``--out`` folder
+(``runs/NAME/weights/last.pt``, ``data/SET/data.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+
+def record_assignments(branch, tally: dict) -> None:
+    """Wrap ``branch.assigner.forward`` so each call adds, per ground-truth box, its class, its number of
+    positives and its best target score to ``tally[class]``."""
+    forward = branch.assigner.forward
+
+    def recording(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, **extra):
+        out = forward(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, **extra)
+        _, _, target_scores, fg_mask, target_gt_idx = out
+        for b, j in mask_gt.squeeze(-1).bool().nonzero().tolist():
+            cls = int(gt_labels[b, j])
+            positives = fg_mask[b] & (target_gt_idx[b] == j)
+            best = float(target_scores[b, positives, cls].max()) if positives.any() else 0.0
+            tally[cls].append((int(positives.sum()), best))
+        return out
+
+    branch.assigner.forward = recording
+
+
+def measure(weights: str, data_yaml: str, imgsz: int, batches: int, seed: int = 0) -> dict[str, dict]:
+    """Per loss branch, per class name: ``[(positives, best target), ...]`` over ``batches`` training batches."""
+    from ultralytics import YOLO
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.build import build_dataloader, build_yolo_dataset
+
+    from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset
+
+    install_dataset_guard()  # no download: code; no label cache read (a pickle) or written into the data
+    torch.manual_seed(seed)
+    yolo = YOLO(weights)
+    model = yolo.model.float()
+    data = resolve_dataset(data_yaml, required=("train",))
+    model.args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml})
+    dataset = build_yolo_dataset(model.args, data["train"], 16, data, mode="train", stride=32)
+    loader = build_dataloader(dataset, 16, 0, shuffle=True, rank=-1)
+    criterion = model.init_criterion()
+    branches = {name: getattr(criterion, name) for name in ("one2many", "one2one") if hasattr(criterion, name)}
+    branches = branches or {"loss": criterion}
+    tallies = {name: defaultdict(list) for name in branches}
+    for name, branch in branches.items():
+        record_assignments(branch, tallies[name])
+    model.train()
+    for module in model.modules():  # the trained statistics, not this handful of batches'
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    with torch.no_grad():
+        for k, batch in enumerate(loader):
+            if k == batches:
+                break
+            batch["img"] = batch["img"].float() / 255
+            criterion(model(batch["img"]), batch)
+    return {name: {yolo.names[c]: v for c, v in sorted(t.items())} for name, t in tallies.items()}
+
+
+def table(per_class: dict[str, list]) -> str:
+    rows = ["| class | objects | with a positive | positives per object | median best target |",
+            "|---|---|---|---|---|"]
+    for name, seen in per_class.items():
+        positives = np.array([p for p, _ in seen])
+        best = np.array([t for _, t in seen])
+        rows.append(f"| {name} | {len(seen)} | {np.mean(positives > 0):.0%} | {positives.mean():.1f} | "
+                    f"{np.median(best):.3f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("weights")
+    p.add_argument("data")
+    p.add_argument("--imgsz", type=int, required=True, help="the size the model was trained at")
+    p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    for branch, per_class in measure(args.weights, args.data, args.imgsz, args.batches, args.seed).items():
+        print(f"\n{branch} ({args.batches} batches of 16, imgsz {args.imgsz}):\n\n{table(per_class)}")
+
+
+if __name__ == "__main__":
+    main()
