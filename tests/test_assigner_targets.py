@@ -1,0 +1,91 @@
+"""benchmarks/assigner_targets.py records what Ultralytics' task-aligned assigner hands each box.
+
+Oracle: a hand-made assignment whose answer is known independently: two boxes on a 96 px grid of
+stride-8 anchors, one predicted exactly at every anchor (best target 1), the other predicted 6 px off
+(at one anchor 2 px off: best target = the CIoU of that box pair, from Ultralytics' ``bbox_iou``, where the
+others would make the mean lower); the candidate anchors counted
+from the anchor centres by hand, capped at ``topk``.
+"""
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from assigner_targets import record_assignments, table
+
+TOPK = 10
+BOX_A = [8.0, 8.0, 40.0, 40.0]  # class 0, predicted exactly
+BOX_B = [56.0, 56.0, 88.0, 80.0]  # class 1, predicted 6 px to the right, at one anchor 2 px
+SHIFT, BEST_SHIFT = 6.0, 2.0
+
+
+def _inside(box, centres):
+    x0, y0, x1, y1 = box
+    return (centres[:, 0] > x0) & (centres[:, 0] < x1) & (centres[:, 1] > y0) & (centres[:, 1] < y1)
+
+
+def _case():
+    from ultralytics.utils.tal import TaskAlignedAssigner
+
+    c = torch.arange(4.0, 96.0, 8.0)
+    centres = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2)  # (144, 2) x, y
+    pred = torch.zeros(1, len(centres), 4)
+    pred[0, _inside(BOX_A, centres)] = torch.tensor(BOX_A)
+    in_b = _inside(BOX_B, centres).nonzero().flatten()
+    pred[0, in_b] = torch.tensor(BOX_B) + torch.tensor([SHIFT, 0.0, SHIFT, 0.0])
+    shifted = torch.tensor(BOX_B) + torch.tensor([BEST_SHIFT, 0.0, BEST_SHIFT, 0.0])
+    pred[0, in_b[0]] = shifted
+    scores = torch.full((1, len(centres), 2), 0.5)
+    labels = torch.tensor([[[0.0], [1.0]]])
+    gt = torch.tensor([[BOX_A, BOX_B]])
+    mask = torch.ones(1, 2, 1)
+    assigner = TaskAlignedAssigner(topk=TOPK, num_classes=2, alpha=0.5, beta=6.0, stride=[8, 16, 32])
+    return assigner, (scores, pred, centres, labels, gt, mask), centres, shifted
+
+
+def test_each_box_s_positives_and_best_target_are_recorded_and_the_assignment_is_unchanged():
+    from ultralytics.utils.metrics import bbox_iou
+
+    assigner, args, centres, shifted = _case()
+    expected = assigner(*args)
+    branch, tally = SimpleNamespace(assigner=assigner), defaultdict(list)
+    record_assignments(branch, tally)
+    got = branch.assigner.forward(*args)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)  # the wrapper only looks
+    ciou = float(bbox_iou(torch.tensor([BOX_B]), shifted[None], xywh=False, CIoU=True).clamp(0))
+    assert 0.3 < ciou < 0.95  # the case is not degenerate
+    (pos_a, best_a), = tally[0]
+    (pos_b, best_b), = tally[1]
+    assert pos_a == min(TOPK, int(_inside(BOX_A, centres).sum())) == TOPK
+    assert pos_b == min(TOPK, int(_inside(BOX_B, centres).sum()))
+    assert best_a == pytest.approx(1.0, abs=1e-5)
+    assert best_b == pytest.approx(ciou, abs=1e-5)
+
+
+def test_a_box_without_positives_counts_with_target_zero():
+    assigner, (scores, pred, centres, labels, gt, mask), _, _ = _case()
+    mask[0, 1] = 0  # box B is padding: not an object, not counted
+    tally = defaultdict(list)
+    branch = SimpleNamespace(assigner=assigner)
+    record_assignments(branch, tally)
+    branch.assigner.forward(scores, pred, centres, labels, gt, mask)
+    assert set(tally) == {0}
+    empty = torch.zeros(1, len(centres), 4)  # nothing overlaps box A: CIoU 0 everywhere, no positive
+    tally.clear()
+    branch.assigner.forward(scores, empty, centres, labels[:, :1], gt[:, :1], mask[:, :1])
+    assert tally[0] == [(0, 0.0)]
+
+
+def test_table_summarises_per_class():
+    text = table({"pit": [(0, 0.0), (3, 0.02), (2, 0.04)], "stain": [(10, 0.7), (9, 0.5)]})
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
+    assert rows["pit"] == f"| pit | 3 | 67% | {np.mean([0, 3, 2]):.1f} | 0.020 |"
+    assert rows["stain"] == "| stain | 2 | 100% | 9.5 | 0.600 |"
