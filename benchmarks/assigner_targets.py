@@ -1,19 +1,22 @@
 """What Ultralytics' task-aligned assigner teaches a trained detector about each class (no training).
 
 For every ground-truth box the assigner picks up to ``topk`` positive anchors among the candidates inside
-the box, by ``score^0.5 * CIoU^6``, and hands them a class target (and a box-loss weight) scaled so that
-the box's best positive gets the CIoU that the prediction there already has. A class whose predicted boxes
-overlap their objects poorly is taught a class score near 0, and its boxes are pulled with a weight near
-0: nothing corrects it. This script measures that on a trained model: it runs the model's own loss on
-batches of its training split (Ultralytics' stock augmentation, a fixed seed, batch-norm statistics
-frozen), records what each branch's assigner returns, and prints per class the objects seen, the share
-given any positive, positives per object, and the median best target (the CIoU the class is taught
-towards; 1 would be a perfect box).
+the box (a side under the second stride, 16 px for yolo26n, is widened to it for this pick), by
+``score^0.5 * CIoU^6``, and hands them a class target, which also weighs their box loss, scaled so that
+the best-aligned positive gets the highest CIoU any of the box's positives' predictions has with it. A class
+whose predicted boxes overlap its objects poorly is taught a class score near 0, and its boxes are pulled
+with a weight near 0: nothing corrects it. This script measures that on a trained model: it runs the
+model's own loss on batches of its training split (Ultralytics' stock augmentation, not the run's own,
+every random source seeded, batch-norm statistics frozen), records what each branch's assigner returns,
+and prints per class the objects seen, the share given any positive, positives per object, and the median
+best target (the CIoU the class is taught towards; 1 would be a perfect box). Where no prediction
+overlaps a box the assigner may still pick positives among tied zeros: their target is 0.
 
     python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches 8]
 
 The weights and data of ``benchmarks/defect_quality.py`` runs are in its ``--out`` folder
-(``runs/NAME/weights/last.pt``, ``data/SET/data.yaml``).
+(``runs/NAME/weights/last.pt``, ``data/SET/data.yaml``). The dataset is checked as ``gradkit train``
+checks it first: Ultralytics' label scan would re-encode a truncated JPEG in place.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+
+BATCH = 16  # images per batch, as the evaluation runs train
 
 
 def record_assignments(branch, tally: dict) -> None:
@@ -48,17 +53,21 @@ def measure(weights: str, data_yaml: str, imgsz: int, batches: int, seed: int = 
     from ultralytics import YOLO
     from ultralytics.cfg import get_cfg
     from ultralytics.data.build import build_dataloader, build_yolo_dataset
+    from ultralytics.utils.torch_utils import init_seeds
 
+    from gradkit.integrations.ultralytics import check_before_training
     from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset
 
     install_dataset_guard()  # no download: code; no label cache read (a pickle) or written into the data
-    torch.manual_seed(seed)
+    check_before_training(data_yaml)  # truncated images refused before Ultralytics' scan rewrites them
+    init_seeds(seed, deterministic=True)  # python, numpy and torch: the augmentation draws from all three
     yolo = YOLO(weights)
     model = yolo.model.float()
     data = resolve_dataset(data_yaml, required=("train",))
     model.args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml})
-    dataset = build_yolo_dataset(model.args, data["train"], 16, data, mode="train", stride=32)
-    loader = build_dataloader(dataset, 16, 0, shuffle=True, rank=-1)
+    stride = int(max(model.stride))
+    dataset = build_yolo_dataset(model.args, data["train"], BATCH, data, mode="train", stride=stride)
+    loader = build_dataloader(dataset, BATCH, 0, shuffle=True, rank=-1)
     criterion = model.init_criterion()
     branches = {name: getattr(criterion, name) for name in ("one2many", "one2one") if hasattr(criterion, name)}
     branches = branches or {"loss": criterion}
@@ -98,7 +107,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for branch, per_class in measure(args.weights, args.data, args.imgsz, args.batches, args.seed).items():
-        print(f"\n{branch} ({args.batches} batches of 16, imgsz {args.imgsz}):\n\n{table(per_class)}")
+        print(f"\n{branch} ({args.batches} batches of {BATCH}, imgsz {args.imgsz}):\n\n{table(per_class)}")
 
 
 if __name__ == "__main__":
