@@ -12,7 +12,7 @@ and prints per class the objects seen, the share given any positive, positives p
 best target (the CIoU the class is taught towards; 1 would be a perfect box). Where no prediction
 overlaps a box the assigner may still pick positives among tied zeros: their target is 0.
 
-    python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches 8]
+    python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches N]
 
 The weights and data of ``benchmarks/defect_quality.py`` runs are in its ``--out`` folder
 (``runs/NAME/weights/last.pt``, ``data/SET/data.yaml``). The dataset is checked as ``gradkit train``
@@ -48,8 +48,9 @@ def record_assignments(branch, tally: dict) -> None:
     branch.assigner.forward = recording
 
 
-def measure(weights: str, data_yaml: str, imgsz: int, batches: int, seed: int = 0) -> dict[str, dict]:
-    """Per loss branch, per class name: ``[(positives, best target), ...]`` over ``batches`` training batches."""
+def measure(weights: str, data_yaml: str, imgsz: int, batches: int | None = None, seed: int = 0) -> dict[str, dict]:
+    """Per loss branch, per class name: ``[(positives, best target), ...]`` over ``batches`` training batches
+    (None: one pass over the training split)."""
     from ultralytics import YOLO
     from ultralytics.cfg import get_cfg
     from ultralytics.data.build import build_dataloader, build_yolo_dataset
@@ -75,12 +76,12 @@ def measure(weights: str, data_yaml: str, imgsz: int, batches: int, seed: int = 
     for name, branch in branches.items():
         record_assignments(branch, tallies[name])
     model.train()
-    for module in model.modules():  # the trained statistics, not this handful of batches'
+    for module in model.modules():  # the trained statistics, not these batches'
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
     with torch.no_grad():
         for k, batch in enumerate(loader):
-            if k == batches:
+            if batches is not None and k == batches:
                 break
             batch["img"] = batch["img"].float() / 255
             criterion(model(batch["img"]), batch)
@@ -103,11 +104,12 @@ def main() -> None:
     p.add_argument("weights")
     p.add_argument("data")
     p.add_argument("--imgsz", type=int, required=True, help="the size the model was trained at")
-    p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--batches", type=int, default=None, help="training batches to look at (default: one epoch)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     for branch, per_class in measure(args.weights, args.data, args.imgsz, args.batches, args.seed).items():
-        print(f"\n{branch} ({args.batches} batches of {BATCH}, imgsz {args.imgsz}):\n\n{table(per_class)}")
+        seen = "one epoch" if args.batches is None else f"{args.batches} batches"
+        print(f"\n{branch} ({seen} of batches of {BATCH}, imgsz {args.imgsz}):\n\n{table(per_class)}")
 
 
 if __name__ == "__main__":
