@@ -74,6 +74,9 @@ def measure(weights: str, data_yaml: str, imgsz: int, batches: int | None = None
     branches = branches or {"loss": criterion}
     tallies = {name: defaultdict(list) for name in branches}
     for name, branch in branches.items():
+        if not callable(getattr(getattr(branch, "assigner", None), "forward", None)):
+            raise SystemExit(f"{weights}: its loss ({type(branch).__qualname__}) has no task-aligned assigner to "
+                             "measure: a detection model is needed")
         record_assignments(branch, tallies[name])
     model.train()
     for module in model.modules():  # the trained statistics, not these batches'
@@ -107,7 +110,13 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=None, help="training batches to look at (default: one epoch)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    for branch, per_class in measure(args.weights, args.data, args.imgsz, args.batches, args.seed).items():
+    from gradkit.integrations.ultralytics import DatasetError
+
+    try:
+        measured = measure(args.weights, args.data, args.imgsz, args.batches, args.seed)
+    except DatasetError as exc:  # the user's data: one message, no traceback
+        raise SystemExit(str(exc)) from None
+    for branch, per_class in measured.items():
         seen = "one epoch" if args.batches is None else f"{args.batches} batches"
         print(f"\n{branch} ({seen} of batches of {BATCH}, imgsz {args.imgsz}):\n\n{table(per_class)}")
 

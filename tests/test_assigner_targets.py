@@ -92,3 +92,32 @@ def test_table_summarises_per_class():
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
     assert rows["pit"] == f"| pit | 3 | 67% | {np.mean([0, 3, 2]):.1f} | 0.020 |"
     assert rows["stain"] == "| stain | 2 | 100% | 9.5 | 0.600 |"
+
+
+def test_a_truncated_jpeg_is_refused_before_ultralytics_scan_rewrites_it(tmp_path):
+    """Planted fault: a JPEG that does not end with its end-of-image marker (bytes after it, as some tools
+    write). Ultralytics' label scan re-encodes such a file in place (shown on a copy); the script must stop
+    first, with the dataset untouched and no label cache written beside it."""
+    import cv2
+    from assigner_targets import measure
+    from ultralytics.data.utils import verify_image_label
+
+    from gradkit.integrations.ultralytics import DatasetError
+
+    root = tmp_path / "data"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 100, np.uint8))[1].tobytes() + b"\x00\x00"
+    image = root / "images" / "train" / "a.jpg"
+    image.write_bytes(jpeg)
+    (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames: {{0: pit}}\n")
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(jpeg)
+    verify_image_label((str(copy), str(root / "labels" / "train" / "a.txt"), "", False, 1, 0, 0, False))
+    assert copy.read_bytes() != jpeg  # what the stock scan does to it
+    with pytest.raises(DatasetError, match=r"a\.jpg: truncated JPEG"):
+        measure(str(tmp_path / "never-loaded.pt"), str(data), 64)
+    assert image.read_bytes() == jpeg
+    assert sorted(p.name for p in (root / "labels").iterdir()) == ["train"]
