@@ -117,7 +117,7 @@ def test_a_truncated_jpeg_is_refused_before_ultralytics_scan_rewrites_it(tmp_pat
     copy.write_bytes(jpeg)
     verify_image_label((str(copy), str(root / "labels" / "train" / "a.txt"), "", False, 1, 0, 0, False))
     assert copy.read_bytes() != jpeg  # what the stock scan does to it
-    with pytest.raises(DatasetError, match=r"a\.jpg: truncated JPEG"):
+    with pytest.raises(DatasetError, match=r"a\.jpg: JPEG not ending with its end-of-image marker"):
         measure(str(tmp_path / "never-loaded.pt"), str(data), 64)
     assert image.read_bytes() == jpeg
     assert sorted(p.name for p in (root / "labels").iterdir()) == ["train"]

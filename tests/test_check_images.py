@@ -45,7 +45,9 @@ def _plant(images: Path, labels: Path) -> set[str]:
     (images / "flipped.png").write_bytes(bytes(damaged))
     cv2.imwrite(str(images / "tiny.png"), noise[:8])
     cv2.imwrite(str(images / "deep.png"), np.full((64, 64), 1000, np.uint16))
-    bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "flipped.png", "tiny.png", "deep.png"}
+    cv2.imwrite(str(images / "trailing.jpg"), noise)  # whole, then bytes after its end marker, as some tools write
+    (images / "trailing.jpg").write_bytes((images / "trailing.jpg").read_bytes() + b"\x00\x00")
+    bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "flipped.png", "tiny.png", "deep.png", "trailing.jpg"}
     for name in bad:
         (labels / (Path(name).stem + ".txt")).write_text("0 0.5 0.5 0.2 0.2\n")
     return bad
@@ -97,8 +99,8 @@ def test_train_refuses_truncated_images_before_training(planted, tmp_path):
                           capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=600)
     assert proc.returncode == 2, proc.stderr[-3000:]
     train = data_yaml.parent / "images" / "train"
-    for name in ("cut.png", "cut.jpg", "cut.bmp", "text.jpg"):
+    for name in ("cut.png", "cut.jpg", "cut.bmp", "text.jpg", "trailing.jpg"):
         assert f"{train / name}:" in proc.stderr
-    assert "no JPEG end-of-image marker" in proc.stderr or "truncated JPEG" in proc.stderr
+    assert "JPEG not ending with its end-of-image marker" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r" / "weights" / "last.pt").exists()

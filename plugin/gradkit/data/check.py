@@ -261,7 +261,8 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
     except Exception as exc:  # a damaged file raises whatever its decoder meets (struct.error, ZeroDivision...)
         return f"{exc}{skip}", False
     if fmt == "JPEG" and not data.endswith(b"\xff\xd9"):
-        return ("truncated JPEG (no end-of-image marker): training would re-encode it in place or skip it"), False
+        return ("JPEG not ending with its end-of-image marker (cut short, or bytes written after it): training "
+                "would re-encode it in place or skip it"), False
     if min(size) < MIN_IMAGE_SIDE:
         return f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px", False
     return None, mode.startswith("I")
