@@ -15,7 +15,7 @@ overlaps a box the assigner may still pick positives among tied zeros: their tar
     python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches N]
 
 The weights and data of ``benchmarks/defect_quality.py`` runs are in its ``--out`` folder
-(``runs/NAME/weights/last.pt``, ``data/SET/data.yaml``). The dataset is checked as ``gradkit train``
+(``runs/NAME/weights/last.pt``, ``data/SET-IMAGES-IMGSZ/data.yaml``). The dataset is checked as ``gradkit train``
 checks it first: Ultralytics' label scan would re-encode a truncated JPEG in place.
 """
 
