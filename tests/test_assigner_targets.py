@@ -1,11 +1,10 @@
 """benchmarks/assigner_targets.py records what Ultralytics' task-aligned assigner hands each box.
 
-Oracle: a hand-made assignment whose answer is known independently: two boxes of one class on a 96 px grid
-of stride-8 anchors (one class: a box's record must come from its own positives, not the class's), one
-predicted exactly at every anchor (best target 1), the other predicted 6 px off
-(at one anchor 2 px off: best target = the CIoU of that box pair, from Ultralytics' ``bbox_iou``, where the
-others would make the mean lower); the candidate anchors counted
-from the anchor centres by hand, capped at ``topk``.
+Oracle: a hand-made assignment whose answer is known independently: two boxes of one class (a box's record
+must come from its own positives, not the class's) on a 96 px grid of stride-8 anchors. One is predicted exactly
+at every anchor (best target 1); the other 6 px off, and 2 px off at one anchor (best target: the CIoU of that
+box pair, from Ultralytics' ``bbox_iou``; a mean would be lower). The candidate anchors are counted from the
+anchor centres by hand, capped at ``topk``.
 """
 
 import sys
