@@ -26,6 +26,7 @@ __all__ = [
     "MonitorConfig",
     "ReportConfig",
     "RollbackConfig",
+    "TaughtConfig",
     "apply_overrides",
     "load_config",
     "preset_path",
@@ -104,6 +105,27 @@ class RollbackConfig(_Section):
                                            "(the training device)")
 
 
+class TaughtConfig(_Section):
+    """Which classes Ultralytics' task-aligned assigner teaches, per epoch (``gradkit.monitor.taught``;
+    README, "What the assigner teaches each class"). Detection runs only."""
+
+    enabled: bool = Field(True, description="record each class's median best assigner target per epoch (results.csv "
+                          "columns taught/CLASS) and warn when a class is not being taught")
+    below: float = Field(0.05, gt=0, lt=1, description="a class is untaught in an epoch when its median best "
+                         "target is below this (classes never detected measured 0.000-0.006; a weakly detected "
+                         "one 0.053)")
+    reference: float = Field(0.3, gt=0, le=1, description="... while another class's median reached this: the "
+                             "model is learning, just not that class")
+    patience: int = Field(2, ge=1, description="untaught epochs in a row before the warning")
+    min_boxes: int = Field(20, ge=1, description="boxes of a class an epoch needs before it is judged")
+
+    @model_validator(mode="after")
+    def _below_under_reference(self) -> TaughtConfig:
+        if self.below >= self.reference:
+            raise ValueError(f"below ({self.below}) must be under reference ({self.reference})")
+        return self
+
+
 class MonitorConfig(_Section):
     """Per-layer gradient statistics at optimizer steps."""
 
@@ -121,6 +143,7 @@ class MonitorConfig(_Section):
     flush_every: int = Field(50, ge=1, description="write buffered rows to the CSV files every N steps")
     plot: bool = Field(True, description="write gradients.png at the end of training")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    taught: TaughtConfig = Field(default_factory=TaughtConfig)
     on_divergence: Literal["stop", "rollback"] = Field(
         "stop", description="stop: as on_nonfinite (skip, then stop after max_consecutive_nonfinite); rollback: "
         "restore the last known-good state, lower the lr, go on (monitor.rollback)")

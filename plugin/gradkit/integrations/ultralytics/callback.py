@@ -16,6 +16,7 @@ from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.assign import CandidateTally, install_defect_cell_assignment
+from gradkit.integrations.ultralytics.taught import TeachingWatch
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
@@ -150,6 +151,7 @@ class GradkitCallback:
         self.augment = self.cfg.augment  # augment.preset: auto resolved against this run's training split
         self.augment_choice: dict[str, str] | None = None
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
+        self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
         self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -321,6 +323,11 @@ class GradkitCallback:
         })
         if self.guard:
             publish_epoch_metrics(trainer, self.guard.epoch_end())
+        if self.teaching:
+            columns, warnings = self.teaching.epoch_end(trainer.epoch)
+            publish_epoch_metrics(trainer, columns)
+            for warning in warnings if _is_main() else ():
+                _logger().warning(warning)
         self._epoch_trained = True
 
     def on_fit_epoch_end(self, trainer) -> None:
@@ -353,6 +360,7 @@ class GradkitCallback:
                 "optimizer": optimizer_used(trainer.optimizer),
                 "augment_preset": self.augment_choice,
                 "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
+                "taught": self.teaching.summary() if self.teaching else None,
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
@@ -392,6 +400,7 @@ class GradkitCallback:
         to the defect cells with ``assign.defect_cells``."""
         if self.cfg.assign.defect_cells:
             self.assign_tally = install_defect_cell_assignment(trainer)
+        self._watch_teaching(trainer)
         if self.guard and not getattr(trainer, "resume", False):
             self.guard.before_training(trainer, self)
         if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):
@@ -399,6 +408,20 @@ class GradkitCallback:
         _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts, self.step)
         if self.inactive_rules_message and _is_main():
             _logger().warning(self.inactive_rules_message)
+
+    def _watch_teaching(self, trainer) -> None:
+        """``monitor.taught``: record the assigner's targets per class (detection runs; the other tasks' assigners
+        take other arguments)."""
+        taught = self.cfg.monitor.taught
+        if not (self.cfg.monitor.enabled and taught.enabled):
+            return
+        task = getattr(trainer.args, "task", "detect")
+        if task != "detect":
+            if _is_main():
+                _logger().info(f"gradkit: monitor.taught watches detection runs only; this run's task is {task!r}")
+            return
+        self.teaching = TeachingWatch(taught, dict(trainer.data.get("names", {})))
+        self.teaching.install(trainer)
 
     def request_stop(self, trainer) -> None:
         """End training after this batch. Set again at the batch's end, because with ``time=``
@@ -498,8 +521,8 @@ class GradkitCallback:
 
     def _reload_after_nan_recovery(self, trainer) -> None:
         self._accumulated_loss_finite = None  # Ultralytics drops the corrupted pass's gradients too
-        if self.assign_tally is not None:
-            unrestricted_ema(trainer)  # the recovery's new EMA copied the restricted loss: validate with stock's
+        if self.assign_tally is not None or self.teaching is not None:
+            unrestricted_ema(trainer)  # the recovery's new EMA copied the patched loss: validate with stock's
         path = state_path(trainer.last)
         if not path.exists():
             _logger().warning(f"gradkit: Ultralytics reloaded {trainer.last} after a non-finite loss, but {path} is "

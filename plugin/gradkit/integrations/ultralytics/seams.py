@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "OPTIMIZER_STEP_FINGERPRINTS",
@@ -58,6 +59,7 @@ __all__ = [
     "prediction_recorder",
     "publish_epoch_metrics",
     "read_like_dataset",
+    "record_assignments",
     "register_default_callbacks",
     "replace_affine_box_filter",
     "replace_check_det_dataset",
@@ -1083,10 +1085,67 @@ def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, l
 
 
 def unrestricted_ema(trainer: Any) -> None:
-    """Drop the criterion of the trainer's EMA model when it is a copy of a restricted one, so that validation
-    builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as a deep copy of the (restricted) training
-    model (``BaseTrainer._load_checkpoint_state``)."""
+    """Drop the criterion of the trainer's EMA model when it is a copy of a restricted or recording one, so that
+    validation builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as a deep copy of the (patched)
+    training model (``BaseTrainer._load_checkpoint_state``)."""
     ema = getattr(getattr(trainer, "ema", None), "ema", None)
     criterion = getattr(ema, "criterion", None)
-    if criterion is not None and any(getattr(b, _CELLS_MARK, False) for b in _loss_branches(criterion)):
+    if criterion is None:
+        return
+    branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+    if any(getattr(b, _CELLS_MARK, False) or getattr(getattr(b, "assigner", None), _RECORD_MARK, False)
+           for b in branches):
         ema.criterion = None
+
+
+_RECORD_MARK = "_gradkit_recorded"
+#: What ``TaskAlignedAssigner.forward`` returns, in order; the recorder reads the last three.
+ASSIGNER_OUTPUTS = ("target_labels", "target_bboxes", "target_scores", "fg_mask", "target_gt_idx")
+
+
+def _check_assigner_outputs(out: Any, gt_bboxes: Any, classes_from: str) -> None:
+    if not isinstance(out, tuple) or len(out) != len(ASSIGNER_OUTPUTS):
+        raise SeamError(f"the assigner returned {type(out).__name__} of {len(out) if isinstance(out, tuple) else 1}, "
+                        f"not ({', '.join(ASSIGNER_OUTPUTS)}) (ultralytics {_ultralytics_version()}); "
+                        "monitor.taught reads its targets")
+    _, _, scores, fg, owner = out
+    b = gt_bboxes.shape[0]
+    if scores.ndim != 3 or fg.shape != scores.shape[:2] or owner.shape != scores.shape[:2] or scores.shape[0] != b:
+        raise SeamError(f"the assigner's target_scores {tuple(scores.shape)}, fg_mask {tuple(fg.shape)} and "
+                        f"target_gt_idx {tuple(owner.shape)} are not (images, anchors, classes) and (images, anchors) "
+                        f"for {b} images (ultralytics {_ultralytics_version()}); monitor.taught reads {classes_from}")
+
+
+def record_assignments(trainer: Any, record: Callable[..., None]) -> None:
+    """Call ``record(target_scores, fg_mask, target_gt_idx, gt_labels, gt_bboxes, mask_gt)`` after each training
+    assignment of the first branch of the training model's detection loss (yolo26's one-to-many, which teaches
+    the most anchors; the loss itself for a single-branch head). Assignments made with gradients off (the
+    validator's inference mode; the assigner itself runs under ``no_grad`` inside) are not recorded. The
+    criterion is built here when Ultralytics has not built it yet (it builds it lazily, at the first loss)."""
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    if getattr(model, "criterion", None) is None:
+        model.criterion = model.init_criterion()
+    criterion = model.criterion
+    branch = getattr(criterion, "one2many", criterion)
+    assigner = getattr(branch, "assigner", None)
+    forward = getattr(assigner, "forward", None)
+    if not callable(forward):
+        raise SeamError(f"{type(branch).__qualname__} has no assigner.forward (ultralytics {_ultralytics_version()}); "
+                        "monitor.taught records what the task-aligned assigner teaches")
+    params = list(inspect.signature(forward).parameters)
+    expected = ["pd_scores", "pd_bboxes", "anc_points", "gt_labels", "gt_bboxes", "mask_gt"]
+    if params[:6] != expected:
+        raise SeamError(f"{type(assigner).__qualname__}.forward{inspect.signature(forward)} no longer takes "
+                        f"({', '.join(expected)}) (ultralytics {_ultralytics_version()}); monitor.taught records it")
+    if getattr(assigner, _RECORD_MARK, False):
+        return
+
+    def recording(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *args, **kwargs):
+        out = forward(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *args, **kwargs)
+        if torch.is_grad_enabled():
+            _check_assigner_outputs(out, gt_bboxes, "target_scores, fg_mask and target_gt_idx")
+            record(out[2], out[3], out[4], gt_labels, gt_bboxes, mask_gt)
+        return out
+
+    assigner.forward = recording
+    setattr(assigner, _RECORD_MARK, True)

@@ -1,0 +1,80 @@
+"""``monitor.taught``: what the task-aligned assigner teaches each class, per epoch, and a warning when a
+class is not being taught (:mod:`gradkit.monitor.taught`; the assigner is wrapped in :mod:`.seams`)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+from gradkit.config import TaughtConfig
+from gradkit.integrations.ultralytics.seams import record_assignments
+from gradkit.monitor.taught import ClassEpoch, TeachingTally, UntaughtRule, best_targets
+
+__all__ = ["MAX_COLUMNS", "TeachingWatch", "column_names"]
+
+#: Classes up to which each gets a results.csv column; more would bury the loss columns (the figures are
+#: in gradkit_summary.json either way).
+MAX_COLUMNS = 20
+
+
+def column_names(names: dict[int, str]) -> dict[int, str]:
+    """Class index -> its results.csv column: ``taught/NAME``, NAME kept to letters, digits, ``-`` and ``_``
+    (results.csv is comma-separated) and suffixed with the index where two would coincide."""
+    safe = {c: re.sub(r"[^0-9A-Za-z_-]+", "_", str(n)).strip("_") or str(c) for c, n in names.items()}
+    taken = list(safe.values())
+    return {c: f"taught/{s}" if taken.count(s) == 1 else f"taught/{s}_{c}" for c, s in safe.items()}
+
+
+class TeachingWatch:
+    """Records the training assignments of one run and judges each epoch."""
+
+    def __init__(self, cfg: TaughtConfig, names: dict[int, str]) -> None:
+        self.names = {int(c): str(n) for c, n in names.items()}
+        self.columns = column_names(self.names) if len(self.names) <= MAX_COLUMNS else {}
+        self.tally = TeachingTally()
+        self.rule = UntaughtRule.of(cfg)
+        self.epochs: list[dict[str, Any]] = []  # per judged epoch: {"epoch", "classes": {name: figures}}
+        self.untaught: list[dict[str, Any]] = []  # each warning: {"epoch", "class", ...figures}
+
+    def install(self, trainer: Any) -> None:
+        record_assignments(trainer, self.record)
+
+    def record(self, target_scores: torch.Tensor, fg_mask: torch.Tensor, target_gt_idx: torch.Tensor,
+               gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor) -> None:
+        best, positives = best_targets(target_scores, fg_mask, target_gt_idx, gt_labels, mask_gt)
+        short_side = (gt_bboxes[..., 2:4] - gt_bboxes[..., 0:2]).amin(-1)  # xyxy, pixels at the training size
+        self.tally.add(gt_labels, best, positives, short_side, mask_gt, target_scores.shape[-1])
+
+    def epoch_end(self, epoch: int) -> tuple[dict[str, float], list[str]]:
+        """This epoch's results.csv columns (each class's median best target; NaN without boxes) and the
+        warnings to log."""
+        figures = self.tally.epoch_end()
+        if figures:
+            self.epochs.append({"epoch": epoch, "classes": {self._name(c): vars(e) for c, e in figures.items()}})
+        columns = {col: figures[c].median_target if c in figures else math.nan for c, col in self.columns.items()}
+        warnings = []
+        for c in self.rule.untaught(figures):
+            self.untaught.append({"epoch": epoch, "class": self._name(c), **vars(figures[c])})
+            warnings.append(self.message(c, figures, epoch))
+        return columns, warnings
+
+    def _name(self, c: int) -> str:
+        return self.names.get(c, str(c))
+
+    def message(self, c: int, figures: dict[int, ClassEpoch], epoch: int) -> str:
+        e = figures[c]
+        taught = sorted(((f.median_target, self._name(k)) for k, f in figures.items()
+                         if k != c and f.boxes >= self.rule.min_boxes), reverse=True)[:3]
+        others = ", ".join(f"{n} {t:.2f}" for t, n in taught)
+        return (f"gradkit: class {self._name(c)!r} is not being taught (epochs {epoch + 2 - self.rule.patience}-"
+                f"{epoch + 1}): median best assigner target {e.median_target:.2f} over {e.boxes} boxes, against "
+                f"{others}. Its predicted boxes barely overlap its objects, so its score is taught towards 0 and its "
+                f"box loss weighs about 0: expect AP 0 for it. Its boxes' median short side is "
+                f"{e.median_short_side:.0f} px at the training size; a larger imgsz is the first thing to try "
+                "(README: What the assigner teaches each class)")
+
+    def summary(self) -> dict[str, Any]:
+        return {"rule": self.rule.thresholds(), "epochs": self.epochs, "untaught": self.untaught}
