@@ -12,7 +12,7 @@ import pytest
 from gradkit.report import build_report, compare_reports, write_report
 from gradkit.report.gradients import NONFINITE_COLOUR, colour_limits, gradient_view
 from gradkit.report.render import GALLERY_MIN_PX, PALETTE, _alerts, render_html, render_markdown
-from gradkit.report.schema import REPORT_SCHEMA_VERSION
+from gradkit.report.schema import REPORT_SCHEMA_VERSION, ReportSchemaError, validate_report
 from report_cases import hand_made_evaluation
 
 
@@ -305,3 +305,34 @@ def test_a_report_scored_through_tiles_says_so_and_a_comparison_names_each_runs_
     assert note == ["The runs were scored differently (tiles: through tiles of 640 px (overlap 96 px), stock: on whole "
                     "images): the same images, each model seeing them as it was trained to."]
     assert not any("scored differently" in w for w in compare_reports([whole, whole], ["a", "b"])["warnings"])
+
+
+def _taught_run(tmp_path, untaught):
+    from gradkit.report.build import training_section
+
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss,taught/scratch,taught/pit\n"
+                                          "1,2.0,0.52,0.005\n2,1.5,0.55,0.005\n")
+    (tmp_path / "gradkit_summary.json").write_text(json.dumps({"taught": {"untaught": untaught}}))
+    return training_section(tmp_path)
+
+
+def test_the_classes_not_taught_during_training_are_shown_beside_each_class_s_targets(tmp_path):
+    warned = {"epoch": 1, "class": "pit <b>", "boxes": 136, "median_target": 0.005, "median_short_side": 4.5,
+              "with_positive": 1.0}
+    report = build_report(hand_made_evaluation(tmp_path / "img"))
+    report["training"] = _taught_run(tmp_path, [warned])
+    page = render_html(report, [tmp_path])
+    section = page.split("<h3>What the assigner taught each class</h3>")[1].split("<h3>")[0]
+    assert "Class pit &lt;b&gt; was not being taught at epoch 2: median best target 0.01 over 136 boxes" in section
+    assert "median short side 4.5 px" in section and section.count("<img") == 1  # the per-class panel
+    paths = write_report(report, tmp_path)
+    validate_report(json.loads(paths["json"].read_text()))  # as `gradkit report` reads it back
+    report["training"] = _taught_run(tmp_path, [{**warned, "median_target": 7.0}])  # a hand-edited summary
+    with pytest.raises(ReportSchemaError, match=r"training\.untaught\.0\.median_target"):
+        validate_report(json.loads(json.dumps(report)))
+    from gradkit.report.build import training_section
+
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss\n1,2.0\n")  # monitor.taught off
+    (tmp_path / "gradkit_summary.json").write_text("{}")
+    report["training"] = training_section(tmp_path)
+    assert "What the assigner taught" not in render_html(report, [tmp_path])

@@ -106,16 +106,17 @@ class RollbackConfig(_Section):
 
 
 class TaughtConfig(_Section):
-    """Which classes Ultralytics' task-aligned assigner teaches, per epoch (``gradkit.monitor.taught``;
-    README, "What the assigner teaches each class"). Detection runs only."""
+    """Per epoch, what Ultralytics' assigner teaches each class; a warning when a class is not taught (detection).
+
+    ``gradkit.monitor.taught``; README, "Diagnoses" and "What the assigner teaches each class"."""
 
     enabled: bool = Field(True, description="record each class's median best assigner target per epoch (results.csv "
                           "columns taught/CLASS) and warn when a class is not being taught")
     below: float = Field(0.05, gt=0, lt=1, description="a class is untaught in an epoch when its median best "
                          "target is below this (classes never detected measured 0.000-0.006; a weakly detected "
                          "one 0.053)")
-    reference: float = Field(0.3, gt=0, le=1, description="... while another class's median reached this: the "
-                             "model is learning, just not that class")
+    reference: float = Field(0.3, gt=0, le=1, description="and only while another class's median reached this (the "
+                             "model is learning, just not that class)")
     patience: int = Field(2, ge=1, description="untaught epochs in a row before the warning")
     min_boxes: int = Field(20, ge=1, description="boxes of a class an epoch needs before it is judged")
 

@@ -141,16 +141,20 @@ class UntaughtRule:
         self._streak: dict[int, int] = {}
         self._reported: set[int] = set()
 
-    def untaught(self, epoch: dict[int, ClassEpoch]) -> list[int]:
-        """The classes to report after this epoch (their streak reached ``patience`` now)."""
+    def judge(self, epoch: dict[int, ClassEpoch]) -> tuple[list[int], list[int]]:
+        """(classes untaught for ``patience`` epochs as of now, reported classes taught again this epoch: their
+        median reached ``below``). A class without enough boxes this epoch keeps its state."""
         best = max((e.median_target for e in epoch.values() if e.boxes >= self.min_boxes), default=0.0)
-        report = []
+        report, recovered = [], []
         for c, e in epoch.items():
-            low = e.boxes >= self.min_boxes and e.median_target < self.below and best >= self.reference
+            if e.boxes < self.min_boxes:
+                continue
+            low = e.median_target < self.below and best >= self.reference
             self._streak[c] = self._streak.get(c, 0) + 1 if low else 0
-            if not low:
+            if not low and c in self._reported and e.median_target >= self.below:
                 self._reported.discard(c)
-            elif self._streak[c] >= self.patience and c not in self._reported:
+                recovered.append(c)
+            elif low and self._streak[c] >= self.patience and c not in self._reported:
                 self._reported.add(c)
                 report.append(c)
-        return report
+        return report, recovered

@@ -131,11 +131,19 @@ def _monitor_keys(run_dir: Path) -> dict[str, Any]:
     summary = json.loads(path.read_text()) if path.exists() else {}
     if not isinstance(summary, dict):  # a file we read back is untrusted: the schema checks the values
         summary = {}
-    return {"optimizer_used": summary.get("optimizer"),
+    taught = summary.get("taught") if isinstance(summary.get("taught"), dict) else {}
+    return {"untaught": [_untaught_entry(u) for u in taught.get("untaught") or [] if isinstance(u, dict)],
+            "optimizer_used": summary.get("optimizer"),
             "augment_preset": summary.get("augment_preset"),
             "inactive_rules": summary.get("inactive_rules", {}),
             "inactive_rules_message": summary.get("inactive_rules_message", ""),
             "noise_scale": summary.get("noise_scale")}
+
+
+def _untaught_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ``monitor.taught`` warning as the report keeps it (``class`` is ``name`` here; the schema checks it)."""
+    return {"name": entry.get("class"), **{k: entry.get(k) for k in ("epoch", "boxes", "median_target",
+                                                                    "median_short_side")}}
 
 
 def _gallery_entry(ev: EvalData, m: Matching, found: np.ndarray, fires: np.ndarray, r) -> dict[str, Any]:

@@ -537,6 +537,26 @@ def _training_panels(t: dict[str, Any]) -> str:
     return f'<div class="panels">{"".join(panels)}</div>{text}'
 
 
+def _taught(t: dict[str, Any]) -> str:
+    """Each class's median best assigner target per epoch (``monitor.taught``) and the classes it warned of."""
+    curves = {k.removeprefix("taught/"): v for k, v in t["curves"].items() if k.startswith("taught/")}
+    if not curves and not t.get("untaught"):
+        return ""
+    parts = ["<h3>What the assigner taught each class</h3>"]
+    if curves:
+        parts.append('<div class="panels">' + _panel(t["epochs"], curves, "median best assigner target",
+                                                     "target (CIoU taught)", (-0.02, 1.02)) + "</div>")
+    parts.append('<p class="note">Per epoch and class, the median over its training boxes of the highest class '
+                 "target Ultralytics' assigner gave any of the box's positive anchors: how well the model's boxes at "
+                 "the object overlap it. A class near 0 while others rise is not being taught: its score is pulled "
+                 "to 0 and its box loss weighs about 0.</p>")
+    for u in t.get("untaught") or []:
+        parts.append(f'<p class="warn">Class {_e(u["name"])} was not being taught at epoch {_num(u["epoch"] + 1)}: '
+                     f"median best target {_num(u['median_target'], 2)} over {_num(u['boxes'])} boxes, median short "
+                     f"side {_num(u.get('median_short_side'), 1)} px at the training size.</p>")
+    return "".join(parts)
+
+
 def _monitor_notes(t: dict[str, Any]) -> str:
     """The diagnoses this run had too few optimizer steps for, and the gradient noise scale."""
     notes = []
@@ -663,8 +683,8 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
             _file_img(plots.get(x), f"{x} curve", roots) for x in ("PR", "F1")) + "</div>")
     t = r.get("training")
     if t:
-        parts += ["<h2>Training</h2>", _training_panels(t), "<h3>Gradients</h3>", _monitor_notes(t), _alerts(t),
-                  _gradients(t, roots)]
+        parts += ["<h2>Training</h2>", _training_panels(t), _taught(t), "<h3>Gradients</h3>", _monitor_notes(t),
+                  _alerts(t), _gradients(t, roots)]
     if r.get("plugin_config"):
         parts.append("<details><summary>gradkit configuration</summary><pre>"
                      + _e(json.dumps(r["plugin_config"], indent=2)) + "</pre></details>")

@@ -18,8 +18,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report;
 #: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose);
 #: 6: tiles (whole images scored through tiles: their size and overlap); 7: box_fit (how close each class's
-#: boxes come, at any confidence).
-REPORT_SCHEMA_VERSION = 7
+#: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of).
+REPORT_SCHEMA_VERSION = 8
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -196,6 +196,16 @@ class AugmentPreset(_Open):
     reason: str
 
 
+class UntaughtClass(_Open):
+    """A ``monitor.taught`` warning: the class, the epoch (0-based) it was given, and that epoch's figures."""
+
+    name: str
+    epoch: Count
+    boxes: Count
+    median_target: Share
+    median_short_side: Num = None
+
+
 class Training(_Open):
     run_dir: str
     epochs: list[int]
@@ -207,6 +217,7 @@ class Training(_Open):
     train_args: dict[str, Any] = {}
     inactive_rules: dict[str, int] = {}
     inactive_rules_message: str = ""
+    untaught: list[UntaughtClass] = []
     noise_scale: NoiseScale | None = None
     optimizer_used: OptimizerUsed | None = None
     augment_preset: AugmentPreset | None = None

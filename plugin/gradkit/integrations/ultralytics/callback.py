@@ -16,7 +16,6 @@ from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
 from gradkit.integrations.ultralytics.assign import CandidateTally, install_defect_cell_assignment
-from gradkit.integrations.ultralytics.taught import TeachingWatch
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
@@ -37,6 +36,7 @@ from gradkit.integrations.ultralytics.sliced import (
     check_report_tiles,
     report_source,
 )
+from gradkit.integrations.ultralytics.taught import TeachingWatch
 from gradkit.integrations.ultralytics.validation import validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
@@ -324,10 +324,12 @@ class GradkitCallback:
         if self.guard:
             publish_epoch_metrics(trainer, self.guard.epoch_end())
         if self.teaching:
-            columns, warnings = self.teaching.epoch_end(trainer.epoch)
+            columns, warnings, notes = self.teaching.epoch_end(trainer.epoch)
             publish_epoch_metrics(trainer, columns)
             for warning in warnings if _is_main() else ():
                 _logger().warning(warning)
+            for note in notes if _is_main() else ():
+                _logger().info(note)
         self._epoch_trained = True
 
     def on_fit_epoch_end(self, trainer) -> None:

@@ -38,6 +38,7 @@ class TeachingWatch:
         self.rule = UntaughtRule.of(cfg)
         self.epochs: list[dict[str, Any]] = []  # per judged epoch: {"epoch", "classes": {name: figures}}
         self.untaught: list[dict[str, Any]] = []  # each warning: {"epoch", "class", ...figures}
+        self.taught_again: list[dict[str, Any]] = []  # each warned class taught again, as above
 
     def install(self, trainer: Any) -> None:
         record_assignments(trainer, self.record)
@@ -48,18 +49,21 @@ class TeachingWatch:
         short_side = (gt_bboxes[..., 2:4] - gt_bboxes[..., 0:2]).amin(-1)  # xyxy, pixels at the training size
         self.tally.add(gt_labels, best, positives, short_side, mask_gt, target_scores.shape[-1])
 
-    def epoch_end(self, epoch: int) -> tuple[dict[str, float], list[str]]:
-        """This epoch's results.csv columns (each class's median best target; NaN without boxes) and the
-        warnings to log."""
+    def epoch_end(self, epoch: int) -> tuple[dict[str, float], list[str], list[str]]:
+        """This epoch's results.csv columns (each class's median best target; NaN without boxes), the warnings
+        to log (classes not being taught) and the notes (a warned class taught again)."""
         figures = self.tally.epoch_end()
         if figures:
             self.epochs.append({"epoch": epoch, "classes": {self._name(c): vars(e) for c, e in figures.items()}})
         columns = {col: figures[c].median_target if c in figures else math.nan for c, col in self.columns.items()}
-        warnings = []
-        for c in self.rule.untaught(figures):
+        untaught, recovered = self.rule.judge(figures)
+        for c in untaught:
             self.untaught.append({"epoch": epoch, "class": self._name(c), **vars(figures[c])})
-            warnings.append(self.message(c, figures, epoch))
-        return columns, warnings
+        for c in recovered:
+            self.taught_again.append({"epoch": epoch, "class": self._name(c), **vars(figures[c])})
+        notes = [f"gradkit: class {self._name(c)!r} is being taught again (epoch {epoch + 1}): median best assigner "
+                 f"target {figures[c].median_target:.2f}" for c in recovered]
+        return columns, [self.message(c, figures, epoch) for c in untaught], notes
 
     def _name(self, c: int) -> str:
         return self.names.get(c, str(c))
@@ -72,9 +76,10 @@ class TeachingWatch:
         return (f"gradkit: class {self._name(c)!r} is not being taught (epochs {epoch + 2 - self.rule.patience}-"
                 f"{epoch + 1}): median best assigner target {e.median_target:.2f} over {e.boxes} boxes, against "
                 f"{others}. Its predicted boxes barely overlap its objects, so its score is taught towards 0 and its "
-                f"box loss weighs about 0: expect AP 0 for it. Its boxes' median short side is "
+                f"box loss weighs about 0: while this lasts, expect AP 0 for it. Its boxes' median short side is "
                 f"{e.median_short_side:.0f} px at the training size; a larger imgsz is the first thing to try "
                 "(README: What the assigner teaches each class)")
 
     def summary(self) -> dict[str, Any]:
-        return {"rule": self.rule.thresholds(), "epochs": self.epochs, "untaught": self.untaught}
+        return {"rule": self.rule.thresholds(), "epochs": self.epochs, "untaught": self.untaught,
+                "taught_again": self.taught_again}
