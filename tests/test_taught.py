@@ -86,6 +86,17 @@ def test_the_tally_gives_numpy_s_medians_to_a_bin_and_clears_each_epoch():
     assert tally.epoch_end() == {}  # cleared
 
 
+def test_a_non_finite_assignment_is_left_out_of_the_tally():
+    """A non-finite loss (AMP overflow, a diverged step) gives NaN targets: that step teaches nothing (gradkit skips
+    it); the tally keeps the finite boxes only."""
+    tally = TeachingTally()
+    labels, real = torch.zeros(1, 3, 1), torch.ones(1, 3, 1)
+    tally.add(labels, torch.tensor([[float("nan"), 0.7, float("inf")]]), torch.ones(1, 3), torch.full((1, 3), 5.0),
+              real, classes=1)
+    epoch = tally.epoch_end()
+    assert epoch[0].boxes == 1 and abs(epoch[0].median_target - 0.7) <= 1 / BINS
+
+
 def _epoch(**medians: float) -> dict[int, ClassEpoch]:
     return {c: ClassEpoch(100, 1.0, m, 5.0) for c, m in enumerate(medians.values())}
 

@@ -85,9 +85,11 @@ class TeachingTally:
         is a real box (the rest is padding)."""
         if self._targets is None or self._targets.shape[0] < classes:
             self._grow(classes, best.device)
-        weight = real.long().view(-1)
+        best = best.float().view(-1)
+        finite = torch.isfinite(best)  # a non-finite loss's assignment (gradkit skips that step): it teaches nothing
+        weight = (real.view(-1).bool() & finite).long()
         cls = labels.long().view(-1).clamp(0, classes - 1)
-        t_bin = (best.float().view(-1).clamp(0, 1) * BINS).long().clamp(max=BINS - 1)
+        t_bin = (best.nan_to_num(0.0).clamp(0, 1) * BINS).long().clamp(max=BINS - 1)
         s_bin = short_side.float().view(-1).clamp(0, SIDE_BINS - 1).long()
         self._targets.view(-1).scatter_add_(0, cls * BINS + t_bin, weight)
         self._sides.view(-1).scatter_add_(0, cls * SIDE_BINS + s_bin, weight)
