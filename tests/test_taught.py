@@ -154,13 +154,18 @@ BOX_TAUGHT = [8.0, 8.0, 40.0, 40.0]  # class 0: predicted exactly at every ancho
 BOX_MISSED = [56.0, 56.0, 88.0, 80.0]  # class 1: every prediction elsewhere
 
 
-def _hand_made_assignment():
+def _inside(box, centres):
+    return (centres[:, 0] > box[0]) & (centres[:, 0] < box[2]) & (centres[:, 1] > box[1]) & (centres[:, 1] < box[3])
+
+
+def _hand_made_assignment(pit_found: bool = False):
     """Inputs of ``TaskAlignedAssigner.forward`` on a 96 px grid of stride-8 anchors."""
     c = torch.arange(4.0, 96.0, 8.0)
     centres = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2)
-    inside = (centres[:, 0] > 8) & (centres[:, 0] < 40) & (centres[:, 1] > 8) & (centres[:, 1] < 40)
     pred = torch.tensor([0.0, 0.0, 4.0, 4.0]).repeat(1, len(centres), 1)  # a corner far from the missed box
-    pred[0, inside] = torch.tensor(BOX_TAUGHT)
+    pred[0, _inside(BOX_TAUGHT, centres)] = torch.tensor(BOX_TAUGHT)
+    if pit_found:
+        pred[0, _inside(BOX_MISSED, centres)] = torch.tensor(BOX_MISSED)
     scores = torch.full((1, len(centres), 2), 0.5)
     return scores, pred, centres, torch.tensor([[[0.0], [1.0]]]), torch.tensor([[BOX_TAUGHT, BOX_MISSED]]), \
         torch.ones(1, 2, 1)
@@ -188,6 +193,11 @@ def test_ultralytics_assigner_teaches_the_overlapped_class_1_and_the_missed_one_
     assert len(warnings) == 1 and "class 'pit' is not being taught (epochs 1-2)" in warnings[0]
     assert "scratch 0.99" in warnings[0] and "24 px" in warnings[0]
     assert watch.summary()["untaught"][0]["class"] == "pit"
+    assert "not taught when training ended (monitor.taught): pit;" in watch.final_warning()
+    assigner(*_hand_made_assignment(pit_found=True))
+    columns, warnings, notes = watch.epoch_end(2)
+    assert columns["taught/pit"] > 0.9 and warnings == [] and watch.final_warning() is None
+    assert notes == ["gradkit: class 'pit' is being taught again (epoch 3): median best assigner target 0.99"]
 
 
 def test_the_assignment_itself_is_unchanged_and_validation_is_not_recorded():

@@ -143,6 +143,11 @@ class UntaughtRule:
         self._streak: dict[int, int] = {}
         self._reported: set[int] = set()
 
+    @property
+    def reported(self) -> list[int]:
+        """The classes reported and not taught again since."""
+        return sorted(self._reported)
+
     def judge(self, epoch: dict[int, ClassEpoch]) -> tuple[list[int], list[int]]:
         """(classes untaught for ``patience`` epochs as of now, reported classes taught again this epoch: their
         median reached ``below``). A class without enough boxes this epoch keeps its state."""

@@ -376,6 +376,8 @@ class GradkitCallback:
                                else ""))
         if self.assign_tally and _is_main():
             _logger().info(f"gradkit: {self.assign_tally.summary()}")
+        if self.teaching and self.teaching.final_warning() and _is_main():
+            _logger().warning(self.teaching.final_warning())
         _logger().info(f"gradkit: {self.step} optimizer steps, {self.alert_count} gradient alert(s); "
                        f"records in {self.save_dir}")
 

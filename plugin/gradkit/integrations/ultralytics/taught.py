@@ -80,6 +80,12 @@ class TeachingWatch:
                 f"{e.median_short_side:.0f} px at the training size; a larger imgsz is the first thing to try "
                 "(README: What the assigner teaches each class)")
 
+    def final_warning(self) -> str | None:
+        """At the end of training: the warned classes not taught again since."""
+        still = [self._name(c) for c in self.rule.reported]
+        return (f"gradkit: not taught when training ended (monitor.taught): {', '.join(still)}; their AP will be "
+                "about 0") if still else None
+
     def summary(self) -> dict[str, Any]:
         return {"rule": self.rule.thresholds(), "epochs": self.epochs, "untaught": self.untaught,
                 "taught_again": self.taught_again}
