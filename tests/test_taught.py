@@ -109,7 +109,10 @@ def test_the_rule_reports_after_patience_epochs_once_per_episode():
     assert rule.judge(_epoch(a=0.5, b=0.01)) == ([], [])  # one epoch: patience 2
     assert rule.judge(_epoch(a=0.5, b=0.01)) == ([1], [])
     assert rule.judge(_epoch(a=0.5, b=0.02)) == ([], [])  # reported once for the episode
-    assert rule.judge(_epoch(a=0.5, b=0.2)) == ([], [1])  # taught again
+    assert rule.judge(_epoch(a=0.5, b=0.2)) == ([], [])  # above the threshold once: not yet taught again
+    assert rule.judge(_epoch(a=0.5, b=0.04)) == ([], [])  # a median hovering at the threshold: no new report
+    assert rule.judge(_epoch(a=0.5, b=0.06)) == ([], [])
+    assert rule.judge(_epoch(a=0.5, b=0.2)) == ([], [1])  # taught again: patience epochs in a row
     rule.judge(_epoch(a=0.5, b=0.0))
     assert rule.judge(_epoch(a=0.5, b=0.0)) == ([1], [])  # a new episode
 
@@ -194,10 +197,11 @@ def test_ultralytics_assigner_teaches_the_overlapped_class_1_and_the_missed_one_
     assert "scratch 0.99" in warnings[0] and "24 px" in warnings[0]
     assert watch.summary()["untaught"][0]["class"] == "pit"
     assert "not taught when training ended (monitor.taught): pit;" in watch.final_warning()
-    assigner(*_hand_made_assignment(pit_found=True))
-    columns, warnings, notes = watch.epoch_end(2)
+    for epoch in (2, 3):  # patience 2
+        assigner(*_hand_made_assignment(pit_found=True))
+        columns, warnings, notes = watch.epoch_end(epoch)
     assert columns["taught/pit"] > 0.9 and warnings == [] and watch.final_warning() is None
-    assert notes == ["gradkit: class 'pit' is being taught again (epoch 3): median best assigner target 0.99"]
+    assert notes == ["gradkit: class 'pit' is being taught again (epoch 4): median best assigner target 0.99"]
 
 
 def test_the_assignment_itself_is_unchanged_and_validation_is_not_recorded():

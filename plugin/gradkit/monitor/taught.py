@@ -123,7 +123,8 @@ class TeachingTally:
 class UntaughtRule:
     """A class is *untaught* in an epoch when it had at least ``min_boxes`` boxes and its median best target
     is below ``below`` while another class's reached ``reference`` (the model is learning, just not this
-    class). It is reported after ``patience`` such epochs in a row, once per episode. (The thresholds' defaults
+    class). It is reported after ``patience`` such epochs in a row, and again only after ``patience`` epochs in a
+    row at or above ``below`` (taught again). (The thresholds' defaults
     and meaning: ``monitor.taught`` in the configuration reference, defined once in ``gradkit.config``.)"""
 
     below: float
@@ -140,7 +141,8 @@ class UntaughtRule:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __post_init__(self) -> None:
-        self._streak: dict[int, int] = {}
+        self._low: dict[int, int] = {}  # epochs in a row untaught
+        self._taught: dict[int, int] = {}  # epochs in a row at or above ``below``
         self._reported: set[int] = set()
 
     @property
@@ -149,19 +151,22 @@ class UntaughtRule:
         return sorted(self._reported)
 
     def judge(self, epoch: dict[int, ClassEpoch]) -> tuple[list[int], list[int]]:
-        """(classes untaught for ``patience`` epochs as of now, reported classes taught again this epoch: their
-        median reached ``below``). A class without enough boxes this epoch keeps its state."""
+        """(classes untaught for ``patience`` epochs in a row as of now, reported classes taught again: at or above
+        ``below`` for ``patience`` epochs in a row, so that a median hovering at the threshold is not reported
+        back and forth). A class without enough boxes this epoch keeps its state."""
         best = max((e.median_target for e in epoch.values() if e.boxes >= self.min_boxes), default=0.0)
         report, recovered = [], []
         for c, e in epoch.items():
             if e.boxes < self.min_boxes:
                 continue
-            low = e.median_target < self.below and best >= self.reference
-            self._streak[c] = self._streak.get(c, 0) + 1 if low else 0
-            if not low and c in self._reported and e.median_target >= self.below:
+            taught = e.median_target >= self.below
+            low = not taught and best >= self.reference
+            self._low[c] = self._low.get(c, 0) + 1 if low else 0
+            self._taught[c] = self._taught.get(c, 0) + 1 if taught else 0
+            if c in self._reported and self._taught[c] >= self.patience:
                 self._reported.discard(c)
                 recovered.append(c)
-            elif low and self._streak[c] >= self.patience and c not in self._reported:
+            elif c not in self._reported and self._low[c] >= self.patience:
                 self._reported.add(c)
                 report.append(c)
         return report, recovered
