@@ -53,6 +53,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-defectcells@epochs``: ``plan@epochs`` with ``assign.defect_cells``: the assigner's positives for a
   box only from the feature cells holding pixels that stand out from the texture around it (a thin line's
   box is mostly background: ``benchmarks/assigner_cells.py``);
+- ``plan-nwd@epochs`` and ``plan-nwd@time``: the plan with ``assign.nwd``: the assigner scores predictions by the
+  larger of CIoU and the normalized Wasserstein distance, so tiny and thin boxes that no prediction overlaps yet
+  get a class target (README, "What the assigner teaches each class": what is taught 0 is never detected);
 - ``plan-nopaste@epochs``: ``plan@epochs`` with copy-paste off (``augment.copy_paste.p: 0``): what the plan's
   pasted defects are worth to the thin classes (``preset-nopaste`` measured it for the preset only);
 - ``plan-thinpaste@epochs``: ``plan@epochs`` pasting the fingerprint's thin classes (``thin_classes()``)
@@ -144,7 +147,8 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-stocksize@epochs", "plan-shrunk@time", "plan-deep@time", "plan-budget@time",
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
-             "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs")
+             "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
+             "plan-nwd@epochs", "plan-nwd@time")
 
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
@@ -365,7 +369,16 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
                                   {**base, **planned}),
         "plan-defectcells@epochs": (plan.train["model"], {**json.loads(json.dumps(plan.gradkit)),
                                                           "assign": {"defect_cells": True}}, {**base, **planned}),
+        "plan-nwd@epochs": (plan.train["model"], _with_nwd(plan.gradkit), {**base, **planned}),
+        "plan-nwd@time": (plan.train["model"], _with_nwd(plan.gradkit), at_stock_time),
     }[recipe_name]
+
+
+def _with_nwd(gradkit_cfg: dict) -> dict:
+    """The plan's gradkit configuration with ``assign.nwd`` on."""
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    cfg.setdefault("assign", {})["nwd"] = True
+    return cfg
 
 
 def _budget_plan_args(fp, base: dict, stock: dict | None) -> tuple[str, object, dict]:

@@ -52,6 +52,7 @@ PATCHED = {
     "argv": "sys.argv, rewritten in place for the yolo entrypoint",
     "criterion": "a detection model's loss, built by the seam before assign.defect_cells restricts it",
     "select_candidates_in_gts": "TaskAlignedAssigner's candidate rule, wrapped by assign.defect_cells",
+    "iou_calculation": "TaskAlignedAssigner's overlap of a prediction and a box, wrapped by assign.nwd",
     "init_criterion": "DetectionModel's loss builder, called by the seam when the loss is not built yet",
     "box_candidates": "RandomPerspective's box filter, replaced on a training pipeline's warps to keep thin boxes",
     "apply_bboxes": "RandomPerspective's box warp, followed to learn each box before it is clipped",

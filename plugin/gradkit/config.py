@@ -335,6 +335,12 @@ class AssignConfig(_Section):
     defect_cells: bool = Field(False, description="experimental: of a box's candidate anchors keep those whose "
                                "feature cell holds pixels standing out from the texture around the box (a thin "
                                "line's box is mostly background); a box with no such cell keeps them all")
+    nwd: bool = Field(False, description="experimental: the assigner scores each prediction against a box by the "
+                      "larger of CIoU and the normalized Wasserstein distance (NWD, Wang et al. 2021), so a tiny "
+                      "or thin box that no prediction overlaps yet still gets a class target and box-loss weight")
+    nwd_scale: float | None = Field(None, gt=0, description="NWD's constant in pixels at the training size: a "
+                                    "prediction this far off (centre and half-sides together) scores exp(-1) = "
+                                    "0.37; unset: the detector's finest stride")
 
 
 class GradkitConfig(_Section):

@@ -1,11 +1,13 @@
-"""``assign.defect_cells``: the assigner's positives for a box come from the cells that hold its defect.
+"""``assign.defect_cells``: the assigner's positives for a box come from the cells that hold its defect;
+``assign.nwd``: it scores predictions against tiny and thin boxes by their Wasserstein similarity.
 
 Ultralytics' task-aligned assigner takes every anchor whose centre lies in a box as a candidate. A thin or
 diagonal line's box is mostly texture, so most of those cells never see the defect
 (``benchmarks/assigner_cells.py``). With this option each box keeps the candidates whose feature cell holds
 a pixel standing out from the texture around the box (:mod:`gradkit.data.defect_cells`, estimated from the
-batch's own pixels after augmentation); a box where no cell does keeps them all. The patch itself is in
-:mod:`.seams`.
+batch's own pixels after augmentation); a box where no cell does keeps them all. With ``assign.nwd`` the
+assigner's overlap of a prediction and a box is the larger of its CIoU and their NWD
+(:mod:`gradkit.box_similarity`). The patches themselves are in :mod:`.seams`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradkit.box_similarity import small_box_overlap
 from gradkit.data.defect_cells import anchor_count, defect_cells
-from gradkit.integrations.ultralytics.seams import batch_pixels_and_boxes, restrict_candidates_to_cells
+from gradkit.integrations.ultralytics.seams import (
+    batch_pixels_and_boxes,
+    restrict_candidates_to_cells,
+    score_overlaps_with,
+)
 
-__all__ = ["CandidateTally", "cells_of_batch", "install_defect_cell_assignment"]
+__all__ = ["CandidateTally", "cells_of_batch", "install_defect_cell_assignment", "install_nwd_overlap"]
 
 
 def cells_of_batch(batch: dict[str, Any], strides: list[int]) -> torch.Tensor:
@@ -77,3 +84,9 @@ def install_defect_cell_assignment(trainer: Any) -> CandidateTally:
 
     restrict_candidates_to_cells(trainer, cells_once, tally)
     return tally
+
+
+def install_nwd_overlap(trainer: Any, scale: float | None) -> float:
+    """Score the training model's assignments (every loss branch) by the larger of CIoU and NWD at ``scale``
+    pixels (unset: the finest stride); returns the scale used."""
+    return score_overlaps_with(trainer, small_box_overlap, scale)

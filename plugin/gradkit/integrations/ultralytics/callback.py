@@ -15,7 +15,11 @@ from gradkit.augment.affine_boxes import REPORTED_DROP_RATE, drop_rate, zoom_ran
 from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config
-from gradkit.integrations.ultralytics.assign import CandidateTally, install_defect_cell_assignment
+from gradkit.integrations.ultralytics.assign import (
+    CandidateTally,
+    install_defect_cell_assignment,
+    install_nwd_overlap,
+)
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
@@ -151,6 +155,7 @@ class GradkitCallback:
         self.augment = self.cfg.augment  # augment.preset: auto resolved against this run's training split
         self.augment_choice: dict[str, str] | None = None
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
+        self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
         self._reset_monitor_extras()
 
@@ -207,6 +212,10 @@ class GradkitCallback:
         if self.cfg.assign.defect_cells and task != "detect":
             raise PluginError(f"gradkit: assign.defect_cells restricts a detector's assigner to axis-aligned boxes' "
                               f"cells; this run's task is {task!r} (set assign.defect_cells: false)")
+        if self.cfg.assign.nwd and task != "detect":
+            raise PluginError(f"gradkit: assign.nwd rescores a detector's assigner on axis-aligned boxes; this run's "
+                              f"task is {task!r}, whose assigner scores masks, keypoints or rotated boxes "
+                              f"(set assign.nwd: false)")
         dcfg, data = self.cfg.data, str(trainer.args.data)
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
         self.report_source = report_source(data, self.cfg.report)
@@ -362,6 +371,7 @@ class GradkitCallback:
                 "optimizer": optimizer_used(trainer.optimizer),
                 "augment_preset": self.augment_choice,
                 "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
+                "assign_nwd_scale": self.nwd_scale,
                 "taught": self.teaching.summary() if self.teaching else None,
                 **self._monitor_summary(trainer),
             }
@@ -404,6 +414,11 @@ class GradkitCallback:
         to the defect cells with ``assign.defect_cells``."""
         if self.cfg.assign.defect_cells:
             self.assign_tally = install_defect_cell_assignment(trainer)
+        if self.cfg.assign.nwd:
+            self.nwd_scale = install_nwd_overlap(trainer, self.cfg.assign.nwd_scale)
+            if _is_main():
+                _logger().info(f"gradkit: assign.nwd: the assigner scores predictions by the larger of CIoU and "
+                               f"NWD, a prediction {self.nwd_scale:g} px off scoring 0.37")
         self._watch_teaching(trainer)
         if self.guard and not getattr(trainer, "resume", False):
             self.guard.before_training(trainer, self)
@@ -525,7 +540,7 @@ class GradkitCallback:
 
     def _reload_after_nan_recovery(self, trainer) -> None:
         self._accumulated_loss_finite = None  # Ultralytics drops the corrupted pass's gradients too
-        if self.assign_tally is not None or self.teaching is not None:
+        if self.assign_tally is not None or self.teaching is not None or self.nwd_scale is not None:
             unrestricted_ema(trainer)  # the recovery's new EMA copied the patched loss: validate with stock's
         path = state_path(trainer.last)
         if not path.exists():

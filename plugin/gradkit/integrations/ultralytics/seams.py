@@ -998,7 +998,7 @@ def batch_pixels_and_boxes(batch: dict[str, Any]) -> tuple[Any, Any, Any]:
     return pixels, batch["batch_idx"].view(-1).long().cpu().numpy(), xyxy
 
 
-def _loss_branches(criterion: Any) -> list[Any]:
+def _loss_branches(criterion: Any, option: str = "assign.defect_cells") -> list[Any]:
     """The detection losses inside Ultralytics' criterion (``E2ELoss``: one-to-many and one-to-one), each checked
     to hold ``loss(preds, batch)``, ``stride`` and a task-aligned ``assigner`` whose ``select_candidates_in_gts``
     takes ``(xy_centers, gt_bboxes, mask_gt)``."""
@@ -1009,12 +1009,12 @@ def _loss_branches(criterion: Any) -> list[Any]:
         select = getattr(assigner, "select_candidates_in_gts", None)
         if not callable(getattr(branch, "loss", None)) or not hasattr(branch, "stride") or not callable(select):
             raise SeamError(f"{name} has no loss(preds, batch), stride and assigner.select_candidates_in_gts "
-                            f"(ultralytics {_ultralytics_version()}); assign.defect_cells restricts that assigner")
+                            f"(ultralytics {_ultralytics_version()}); {option} patches that assigner")
         params = list(inspect.signature(select).parameters)
         if params[:3] != ["xy_centers", "gt_bboxes", "mask_gt"]:
             raise SeamError(f"{type(assigner).__qualname__}.select_candidates_in_gts{inspect.signature(select)} no "
                             f"longer takes (xy_centers, gt_bboxes, mask_gt) (ultralytics {_ultralytics_version()}); "
-                            "assign.defect_cells restricts its candidates")
+                            f"{option} patches that assigner")
     return branches
 
 
@@ -1085,16 +1085,16 @@ def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, l
 
 
 def unrestricted_ema(trainer: Any) -> None:
-    """Drop the criterion of the trainer's EMA model when it is a copy of a restricted or recording one, so that
-    validation builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as a deep copy of the (patched)
-    training model (``BaseTrainer._load_checkpoint_state``)."""
+    """Drop the criterion of the trainer's EMA model when it is a copy of a patched one (restricted, recording or
+    rescored), so that validation builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as a deep copy of
+    the (patched) training model (``BaseTrainer._load_checkpoint_state``)."""
     ema = getattr(getattr(trainer, "ema", None), "ema", None)
     criterion = getattr(ema, "criterion", None)
     if criterion is None:
         return
     branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
     if any(getattr(b, _CELLS_MARK, False) or getattr(getattr(b, "assigner", None), _RECORD_MARK, False)
-           for b in branches):
+           or getattr(getattr(b, "assigner", None), _OVERLAP_MARK, False) for b in branches):
         ema.criterion = None
 
 
@@ -1149,3 +1149,55 @@ def record_assignments(trainer: Any, record: Callable[..., None]) -> None:
 
     assigner.forward = recording
     setattr(assigner, _RECORD_MARK, True)
+
+
+_OVERLAP_MARK = "_gradkit_overlap"
+
+
+def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any]) -> None:
+    """Check that the assigner's ``pair_overlaps`` scores pairs with its (replaced) ``iou_calculation``: two
+    4 px boxes 6 px apart overlap at CIoU 0, so the pair's score must be ``expected`` of them."""
+    gt = torch.tensor([[[0.0, 0.0, 4.0, 4.0]]])
+    pd = torch.tensor([[[6.0, 0.0, 10.0, 4.0]]])
+    index = torch.zeros(1, dtype=torch.long)
+    try:
+        got = assigner.pair_overlaps((index, index, index), gt, pd)
+    except TypeError as exc:
+        raise SeamError(f"{type(assigner).__qualname__}.pair_overlaps(indices, gt_bboxes, pd_bboxes) failed: {exc} "
+                        f"(ultralytics {_ultralytics_version()}); assign.nwd replaces the overlap it scores") from None
+    want = expected(gt[0], pd[0]).reshape(-1)
+    if got.shape != want.shape or not torch.allclose(got.float(), want.float(), atol=1e-5):
+        raise SeamError(f"{type(assigner).__qualname__}.pair_overlaps no longer scores pairs with iou_calculation "
+                        f"(ultralytics {_ultralytics_version()}): got {got.tolist()} for two boxes 6 px apart, "
+                        f"expected {want.tolist()}; assign.nwd replaces that overlap")
+
+
+def score_overlaps_with(trainer: Any, overlap: Callable[[Any, Any, Any, float], Any],
+                        scale: float | None = None) -> float:
+    """Make every branch of the training model's detection loss score a prediction against a box by
+    ``overlap(ciou, gt_bboxes, pd_bboxes, scale)`` (boxes xyxy in pixels at the training size) instead of its
+    assigner's CIoU. ``scale`` defaults to the finest stride; returned. The EMA copy the trainer validates
+    with is made before this and keeps the stock assigner (:func:`unrestricted_ema`)."""
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    if getattr(model, "criterion", None) is None:
+        model.criterion = model.init_criterion()
+    branches = _loss_branches(model.criterion, "assign.nwd")
+    if scale is None:
+        scale = float(min(float(s) for s in branches[0].stride))
+    for branch in branches:
+        assigner = branch.assigner
+        if getattr(assigner, _OVERLAP_MARK, False):
+            continue
+        stock = getattr(assigner, "iou_calculation", None)
+        params = list(inspect.signature(stock).parameters) if callable(stock) else []
+        if params[:2] != ["gt_bboxes", "pd_bboxes"]:
+            raise SeamError(f"{type(assigner).__qualname__} has no iou_calculation(gt_bboxes, pd_bboxes) (ultralytics "
+                            f"{_ultralytics_version()}); assign.nwd replaces the overlap it scores")
+
+        def scored(gt_bboxes, pd_bboxes, *args, _stock=stock, **kwargs):
+            return overlap(_stock(gt_bboxes, pd_bboxes, *args, **kwargs), gt_bboxes, pd_bboxes, scale)
+
+        assigner.iou_calculation = scored
+        _probe_overlap(assigner, scored)
+        setattr(assigner, _OVERLAP_MARK, True)
+    return scale
