@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import train_tiny
-from gradkit.box_similarity import small_box_overlap, wasserstein_similarity
+from gradkit.box_similarity import ciou_or_nwd, wasserstein_similarity
 from gradkit.config import ConfigError, load_config
 
 
@@ -63,7 +63,7 @@ def test_large_boxes_keep_ultralytics_ciou_and_tiny_ones_get_nwd():
     gt = torch.tensor([[20.0, 20.0, 120.0, 120.0], [50.0, 50.0, 56.0, 56.0], [0.0, 40.0, 80.0, 42.0]])
     pd = torch.tensor([[22.0, 21.0, 121.0, 118.0], [58.0, 50.0, 64.0, 56.0], [0.0, 41.0, 80.0, 43.0]])
     ciou = bbox_iou(gt, pd, xywh=False, CIoU=True).squeeze(-1).clamp(0)  # the assigner's own overlap
-    got = small_box_overlap(ciou, gt, pd, 8.0)
+    got = ciou_or_nwd(ciou, gt, pd, 8.0)
     assert got[0] == ciou[0] and ciou[0] > 0.9  # the 100 px box, a few px off: CIoU, NWD would say 0.76
     assert ciou[1] == 0 and got[1].item() == pytest.approx(math.exp(-1))  # a 6 px pit 8 px off
     assert ciou[2] < 0.34 and got[2].item() == pytest.approx(math.exp(-1 / 8))  # the thin line 1 px low
@@ -73,6 +73,8 @@ def test_the_scale_is_validated_naming_the_key():
     assert load_config("default", {"assign.nwd": True}).assign.nwd_scale is None
     with pytest.raises(ConfigError, match="nwd_scale"):
         load_config("default", {"assign.nwd": True, "assign.nwd_scale": 0})
+    with pytest.raises(ConfigError, match="nwd_scale 12 is set but nwd is false"):  # not silently ignored
+        load_config("default", {"assign.nwd_scale": 12})
 
 
 # ------------------------------------------------------------------ the seam, on Ultralytics' own assigner
@@ -129,15 +131,17 @@ def test_ultralytics_assigner_teaches_the_missed_pit_with_nwd_and_the_large_box_
         assert torch.allclose(out[2][0, large], before[2][0, large])  # and their targets
 
 
-def test_the_scale_can_be_set_and_installing_twice_patches_once():
+def test_the_scale_can_be_set_and_installing_again_rescales():
     from gradkit.integrations.ultralytics.assign import install_nwd_overlap
 
     model = _criterion_model()
     trainer = SimpleNamespace(model=model)
     assert install_nwd_overlap(trainer, 16.0) == 16.0
-    install_nwd_overlap(trainer, 16.0)  # a resumed run's second on_train_start
     out = model.criterion.one2many.assigner(*_hand_made_assignment())
-    assert _best_target(out, 1) == pytest.approx(math.exp(-0.5), rel=1e-5)
+    assert _best_target(out, 1) == pytest.approx(math.exp(-0.5), rel=1e-5)  # 8 px off at C = 16 px
+    assert install_nwd_overlap(trainer, 8.0) == 8.0  # wrapping the wrapper would keep max(NWD16, NWD8) = NWD16
+    out = model.criterion.one2many.assigner(*_hand_made_assignment())
+    assert _best_target(out, 1) == pytest.approx(math.exp(-1), rel=1e-5)
 
 
 def test_a_changed_assigner_is_named():
@@ -174,6 +178,20 @@ def test_refused_before_training_outside_detection():
         plugin.on_pretrain_routine_start(SimpleNamespace(args=SimpleNamespace(task="segment", data="data.yaml")))
 
 
+def test_refused_for_a_detector_without_a_task_aligned_assigner():
+    """RT-DETR is a detector (task 'detect') whose loss matches queries to boxes, with nothing to rescore."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
+
+    model = RTDETRDetectionModel("rtdetr-l.yaml", nc=2, verbose=False)
+    model.args, model.nc = get_cfg(), 2  # as the trainer sets them
+    plugin = GradkitCallback(load_config("default", {"assign.nwd": True}))
+    with pytest.raises(PluginError, match=r"assign\.nwd .*RTDETRDetectionLoss\) has none"):
+        plugin.on_train_start(SimpleNamespace(args=SimpleNamespace(task="detect"), model=model))
+
+
 @pytest.mark.e2e
 def test_a_real_training_run_scores_with_nwd_and_validates_with_stock(tiny_data, tmp_path):
     seen = {}
@@ -187,6 +205,7 @@ def test_a_real_training_run_scores_with_nwd_and_validates_with_stock(tiny_data,
 
     _, run = train_tiny(tiny_data, tmp_path, overrides={"assign.nwd": True, "report.enabled": False},
                         callbacks=[("on_train_end", after_training)], epochs=1)
-    assert json.loads((run / "gradkit_summary.json").read_text())["assign_nwd_scale"] == 8.0
+    summary = json.loads((run / "gradkit_summary.json").read_text())
+    assert summary["assign_nwd_scale"] == 8.0 and summary["taught"]["overlap"] == "ciou_or_nwd"
     assert seen["one2many"] == pytest.approx(math.exp(-6 / 8)) and seen["one2one"] == pytest.approx(math.exp(-6 / 8))
     assert seen["ema"] in (None, 0.0)  # validation's loss scores with Ultralytics' CIoU

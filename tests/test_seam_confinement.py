@@ -38,6 +38,8 @@ PRIVATE = {
     "_gradkit_augment": "gradkit's mark on a dataset whose transforms the seam replaced",
     "_gradkit_recorder": "gradkit's prediction recorder hung on a validator",
     "_gradkit_cells": "gradkit's mark on a detection loss branch whose assigner the seam restricted",
+    "_gradkit_recorded": "gradkit's mark on an assigner whose assignments monitor.taught records",
+    "_gradkit_overlap": "gradkit's mark on an assigner whose overlap assign.nwd replaced (with its own and the scale)",
     "_gradkit_stock_apply_bboxes": "the warp's own apply_bboxes, kept on it by the seam that follows it",
 }
 #: Public names that may be read (or called) anywhere but replaced or mutated only in the seam, and why.
@@ -50,7 +52,7 @@ PATCHED = {
     "lr": "trainer.lr, the dict Ultralytics logs after on_train_epoch_end; gradkit adds its epoch columns",
     "__class__": "a trainer's class, swapped to chain a user's optimizer_step override",
     "argv": "sys.argv, rewritten in place for the yolo entrypoint",
-    "criterion": "a detection model's loss, built by the seam before assign.defect_cells restricts it",
+    "criterion": "a detection model's loss, built by the seam before monitor.taught or an assign option patches it",
     "select_candidates_in_gts": "TaskAlignedAssigner's candidate rule, wrapped by assign.defect_cells",
     "iou_calculation": "TaskAlignedAssigner's overlap of a prediction and a box, wrapped by assign.nwd",
     "init_criterion": "DetectionModel's loss builder, called by the seam when the loss is not built yet",

@@ -88,13 +88,14 @@ def test_the_tally_gives_numpy_s_medians_to_a_bin_and_clears_each_epoch():
 
 def test_a_non_finite_assignment_is_left_out_of_the_tally():
     """A non-finite loss (AMP overflow, a diverged step) gives NaN targets: that step teaches nothing (gradkit skips
-    it); the tally keeps the finite boxes only."""
+    it), so none of its boxes is counted, the finite ones included; the next step's are."""
     tally = TeachingTally()
     labels, real = torch.zeros(1, 3, 1), torch.ones(1, 3, 1)
     tally.add(labels, torch.tensor([[float("nan"), 0.7, float("inf")]]), torch.ones(1, 3), torch.full((1, 3), 5.0),
               real, classes=1)
+    tally.add(labels, torch.tensor([[0.2, 0.3, 0.4]]), torch.ones(1, 3), torch.full((1, 3), 5.0), real, classes=1)
     epoch = tally.epoch_end()
-    assert epoch[0].boxes == 1 and abs(epoch[0].median_target - 0.7) <= 1 / BINS
+    assert epoch[0].boxes == 3 and abs(epoch[0].median_target - 0.3) <= 1 / BINS
 
 
 def _epoch(**medians: float) -> dict[int, ClassEpoch]:
@@ -106,24 +107,43 @@ RULE = dict(below=0.05, reference=0.3, patience=2, min_boxes=20)
 
 def test_the_rule_reports_after_patience_epochs_once_per_episode():
     rule = UntaughtRule(**RULE)
-    assert rule.judge(_epoch(a=0.5, b=0.01)) == ([], [])  # one epoch: patience 2
-    assert rule.judge(_epoch(a=0.5, b=0.01)) == ([1], [])
-    assert rule.judge(_epoch(a=0.5, b=0.02)) == ([], [])  # reported once for the episode
-    assert rule.judge(_epoch(a=0.5, b=0.2)) == ([], [])  # above the threshold once: not yet taught again
-    assert rule.judge(_epoch(a=0.5, b=0.04)) == ([], [])  # a median hovering at the threshold: no new report
-    assert rule.judge(_epoch(a=0.5, b=0.06)) == ([], [])
-    assert rule.judge(_epoch(a=0.5, b=0.2)) == ([], [1])  # taught again: patience epochs in a row
-    rule.judge(_epoch(a=0.5, b=0.0))
-    assert rule.judge(_epoch(a=0.5, b=0.0)) == ([1], [])  # a new episode
+    medians = [0.01, 0.01, 0.02, 0.2, 0.04, 0.06, 0.2, 0.0, 0.0]
+    expected = [([], []),  # one epoch: patience 2
+                ([1], []),
+                ([], []),  # reported once for the episode
+                ([], []),  # above the threshold once: not yet taught again
+                ([], []),  # a median hovering at the threshold: no new report
+                ([], []),
+                ([], [1]),  # taught again: patience epochs in a row
+                ([], []),
+                ([1], [])]  # a new episode
+    for at, (b, want) in enumerate(zip(medians, expected, strict=True)):
+        assert rule.judge(_epoch(a=0.5, b=b), at) == want, at
+    assert rule.streak_start(1) == 7 and rule.streak_start(0) is None
 
 
 def test_the_rule_waits_for_another_class_to_be_taught_and_for_enough_boxes():
     rule = UntaughtRule(**RULE)
-    for _ in range(3):  # nothing is taught yet: the model is not learning anything, not this class only
-        assert rule.judge(_epoch(a=0.2, b=0.0)) == ([], [])
+    for at in range(3):  # nothing is taught yet: the model is not learning anything, not this class only
+        assert rule.judge(_epoch(a=0.2, b=0.0), at) == ([], [])
     few = {0: ClassEpoch(500, 1.0, 0.6, 9.0), 1: ClassEpoch(19, 0.5, 0.0, 3.0)}
-    for _ in range(3):
-        assert rule.judge(few) == ([], [])
+    for at in range(3, 6):
+        assert rule.judge(few, at) == ([], [])
+
+
+def test_a_streak_spans_an_epoch_with_too_few_boxes_and_the_warning_says_so():
+    """The class keeps its state through an epoch it had fewer than min_boxes boxes in: the warning names the
+    epoch its streak began, not the last ``patience`` epochs."""
+    from gradkit.integrations.ultralytics.taught import TeachingWatch
+
+    rule = UntaughtRule(**RULE)
+    few = {0: ClassEpoch(500, 1.0, 0.6, 9.0), 1: ClassEpoch(19, 0.5, 0.0, 3.0)}
+    assert rule.judge(_epoch(a=0.5, b=0.0), 4) == ([], [])
+    assert rule.judge(few, 5) == ([], [])
+    assert rule.judge(_epoch(a=0.5, b=0.0), 6) == ([1], []) and rule.streak_start(1) == 4
+    watch = TeachingWatch(TaughtConfig(), {0: "scratch", 1: "pit"})
+    watch.rule = rule
+    assert "(epochs 5-7)" in watch.message(1, _epoch(a=0.5, b=0.0), 6)
 
 
 def test_the_rule_s_thresholds_are_the_configuration_s():
@@ -182,7 +202,7 @@ def _watched(model, cfg=None):
     return watch
 
 
-def test_ultralytics_assigner_teaches_the_overlapped_class_1_and_the_missed_one_0():
+def test_ultralytics_assigner_teaches_the_overlapped_class_0_target_1_and_the_missed_class_1_target_0():
     model = _criterion_model()
     watch = _watched(model)
     assigner = model.criterion.one2many.assigner
@@ -202,6 +222,92 @@ def test_ultralytics_assigner_teaches_the_overlapped_class_1_and_the_missed_one_
         columns, warnings, notes = watch.epoch_end(epoch)
     assert columns["taught/pit"] > 0.9 and warnings == [] and watch.final_warning() is None
     assert notes == ["gradkit: class 'pit' is being taught again (epoch 4): median best assigner target 0.99"]
+
+
+def _through_a_state_file(plugin, tmp_path):
+    """The plugin's state as a resumed run reads it: written with torch.save, loaded with weights_only."""
+    from gradkit.integrations.ultralytics.callback import load_state
+
+    torch.save(plugin.state_dict(), tmp_path / "last.gradkit.pt")
+    return load_state(tmp_path / "last.gradkit.pt")
+
+
+def _plugin_watching(model):
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    plugin = GradkitCallback(load_config("default", {"monitor.taught.min_boxes": 1}))
+    plugin._watch_teaching(SimpleNamespace(args=SimpleNamespace(task="detect"), model=model,
+                                           data={"names": {0: "scratch", 1: "pit"}}))
+    return plugin
+
+
+def test_a_resumed_run_continues_the_streaks_and_the_epochs(tmp_path):
+    """Resumed after the warning, the pit still missed: no second warning for the same episode, and the epochs
+    judged before the resume stay in the summary (a fresh watch would warn again at its second epoch)."""
+    model = _criterion_model()
+    plugin = _plugin_watching(model)
+    assigner = model.criterion.one2many.assigner
+    for epoch in range(2):
+        assigner(*_hand_made_assignment())
+        assert len(plugin.teaching.epoch_end(epoch)[1]) == epoch  # warned at the second epoch
+    state = _through_a_state_file(plugin, tmp_path)
+
+    resumed_model = _criterion_model()
+    resumed = GradkitCallbackWithState(state)
+    resumed._watch_teaching(SimpleNamespace(args=SimpleNamespace(task="detect"), model=resumed_model,
+                                            data={"names": {0: "scratch", 1: "pit"}}))
+    for epoch in (2, 3):
+        resumed_model.criterion.one2many.assigner(*_hand_made_assignment())
+        assert resumed.teaching.epoch_end(epoch)[1] == []
+    summary = resumed.teaching.summary()
+    assert [e["epoch"] for e in summary["epochs"]] == [0, 1, 2, 3]
+    assert [(u["epoch"], u["class"]) for u in summary["untaught"]] == [(1, "pit")]
+    assert "pit" in resumed.teaching.final_warning()
+
+
+def GradkitCallbackWithState(state):
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    plugin = GradkitCallback(load_config("default", {"monitor.taught.min_boxes": 1}))
+    plugin.load_state_dict(state)  # as on_pretrain_routine_end does, before the watch exists
+    return plugin
+
+
+def test_a_nan_recovery_forgets_the_epoch_it_throws_away(tmp_path):
+    """Ultralytics judges an epoch (on_train_epoch_end) before its NaN recovery throws it away and reloads last.pt:
+    gradkit's state from that save brings the watch back to the epochs before it."""
+    model = _criterion_model()
+    plugin = _plugin_watching(model)
+    assigner = model.criterion.one2many.assigner
+    assigner(*_hand_made_assignment())
+    plugin.teaching.epoch_end(0)
+    saved = _through_a_state_file(plugin, tmp_path)  # last.pt's save after epoch 1
+    assigner(*_hand_made_assignment())
+    assert len(plugin.teaching.epoch_end(1)[1]) == 1  # the discarded epoch warned
+    plugin.load_state_dict(saved)  # the recovery's reload
+    assert [e["epoch"] for e in plugin.teaching.epochs] == [0] and plugin.teaching.untaught == []
+    assigner(*_hand_made_assignment())
+    assert len(plugin.teaching.epoch_end(1)[1]) == 1  # the repeated epoch is judged afresh
+
+
+@pytest.mark.parametrize(("broken", "named"), [
+    ({"rule": {"low": [[1, -2]]}}, "'low'"),
+    ({"rule": {"reported": ["pit"]}}, "'reported'"),
+    ({"epochs": [{"epoch": "two"}]}, "'epochs'"),
+    ("nonsense", "not a mapping"),
+])
+def test_a_malformed_state_is_named_and_the_watch_starts_afresh(broken, named, caplog):
+    from gradkit.integrations.ultralytics.taught import TeachingWatch
+
+    watch = TeachingWatch(TaughtConfig(), {0: "scratch", 1: "pit"})
+    with pytest.raises(ValueError, match=named):
+        watch.load_state_dict(broken)
+    model = _criterion_model()
+    plugin = _plugin_watching(model)
+    plugin._taught_state = broken
+    with caplog.at_level("WARNING"):
+        plugin._restore_teaching()
+    assert "start afresh" in caplog.text and plugin.teaching.epochs == []
 
 
 def test_the_assignment_itself_is_unchanged_and_validation_is_not_recorded():
@@ -294,3 +400,19 @@ def load_yaml_names(data_yaml) -> dict[int, str]:
 
     names = yaml.safe_load(data_yaml.read_text())["names"]
     return dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+
+
+def test_a_detector_without_a_task_aligned_assigner_trains_unwatched():
+    """RT-DETR is a detector (task 'detect') whose loss matches queries to boxes (Hungarian), with no
+    task-aligned assigner: monitor.taught, on by default, must step aside, not stop its training."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    model = RTDETRDetectionModel("rtdetr-l.yaml", nc=2, verbose=False)
+    model.args, model.nc = get_cfg(), 2  # as the trainer sets them
+    plugin = GradkitCallback(load_config("default"))
+    plugin._watch_teaching(SimpleNamespace(args=SimpleNamespace(task="detect"), model=model,
+                                           data={"names": {0: "scratch", 1: "pit"}}))
+    assert plugin.teaching is None

@@ -330,7 +330,7 @@ class DataConfig(_Section):
 
 
 class AssignConfig(_Section):
-    """Which anchors Ultralytics' task-aligned assigner may make positives for a box (README, "Thin defects")."""
+    """How Ultralytics' task-aligned assigner picks and scores a box's positives (README, "Thin defects")."""
 
     defect_cells: bool = Field(False, description="experimental: of a box's candidate anchors keep those whose "
                                "feature cell holds pixels standing out from the texture around the box (a thin "
@@ -341,6 +341,13 @@ class AssignConfig(_Section):
     nwd_scale: float | None = Field(None, gt=0, description="NWD's constant in pixels at the training size: a "
                                     "prediction this far off (centre and half-sides together) scores exp(-1) = "
                                     "0.37; unset: the detector's finest stride")
+
+    @model_validator(mode="after")
+    def _scale_needs_nwd(self) -> AssignConfig:
+        if self.nwd_scale is not None and not self.nwd:
+            raise ValueError(f"nwd_scale {self.nwd_scale:g} is set but nwd is false: set nwd: true, or leave "
+                             "nwd_scale out")
+        return self
 
 
 class GradkitConfig(_Section):

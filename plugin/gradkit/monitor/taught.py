@@ -86,7 +86,9 @@ class TeachingTally:
         if self._targets is None or self._targets.shape[0] < classes:
             self._grow(classes, best.device)
         best = best.float().view(-1)
-        finite = torch.isfinite(best)  # a non-finite loss's assignment (gradkit skips that step): it teaches nothing
+        # A non-finite target means non-finite predictions: gradkit skips that step, so none of its boxes is taught
+        # (a device-side flag: no host transfer).
+        finite = torch.isfinite(best).all()
         weight = (real.view(-1).bool() & finite).long()
         cls = labels.long().view(-1).clamp(0, classes - 1)
         t_bin = (best.nan_to_num(0.0).clamp(0, 1) * BINS).long().clamp(max=BINS - 1)
@@ -142,6 +144,7 @@ class UntaughtRule:
 
     def __post_init__(self) -> None:
         self._low: dict[int, int] = {}  # epochs in a row untaught
+        self._low_since: dict[int, int] = {}  # the epoch the class's current untaught streak began
         self._taught: dict[int, int] = {}  # epochs in a row at or above ``below``
         self._reported: set[int] = set()
 
@@ -150,10 +153,31 @@ class UntaughtRule:
         """The classes reported and not taught again since."""
         return sorted(self._reported)
 
-    def judge(self, epoch: dict[int, ClassEpoch]) -> tuple[list[int], list[int]]:
-        """(classes untaught for ``patience`` epochs in a row as of now, reported classes taught again: at or above
-        ``below`` for ``patience`` epochs in a row, so that a median hovering at the threshold is not reported
-        back and forth). A class without enough boxes this epoch keeps its state."""
+    def state_dict(self) -> dict[str, Any]:
+        """The streaks and the reported classes (plain lists of ``[class, value]``)."""
+        return {"low": sorted(self._low.items()), "low_since": sorted(self._low_since.items()),
+                "taught": sorted(self._taught.items()), "reported": sorted(self._reported)}
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore :meth:`state_dict`'s output, read back from a file: anything but non-negative integers where
+        they belong raises ValueError naming the key, and nothing is changed."""
+        if not isinstance(state, dict):
+            raise ValueError(f"monitor.taught rule state is {type(state).__name__}, not a mapping")
+        counts = {k: _int_pairs(state.get(k, []), k) for k in ("low", "low_since", "taught")}
+        reported = state.get("reported", [])
+        if not isinstance(reported, list) or not all(_count(c) for c in reported):
+            raise ValueError(f"monitor.taught rule state 'reported' is not a list of class indices: {reported!r}")
+        self._low, self._low_since, self._taught = counts["low"], counts["low_since"], counts["taught"]
+        self._reported = set(reported)
+
+    def streak_start(self, c: int) -> int | None:
+        """The epoch (as given to :meth:`judge`) class ``c``'s current untaught streak began; None outside one."""
+        return self._low_since.get(c) if self._low.get(c) else None
+
+    def judge(self, epoch: dict[int, ClassEpoch], at: int) -> tuple[list[int], list[int]]:
+        """(classes untaught for ``patience`` epochs in a row as of epoch ``at``, reported classes taught again: at or
+        above ``below`` for ``patience`` epochs in a row, so that a median hovering at the threshold is not reported
+        back and forth). A class without enough boxes this epoch keeps its state: its streak may span that epoch."""
         best = max((e.median_target for e in epoch.values() if e.boxes >= self.min_boxes), default=0.0)
         report, recovered = [], []
         for c, e in epoch.items():
@@ -161,6 +185,8 @@ class UntaughtRule:
                 continue
             taught = e.median_target >= self.below
             low = not taught and best >= self.reference
+            if low and not self._low.get(c):
+                self._low_since[c] = at
             self._low[c] = self._low.get(c, 0) + 1 if low else 0
             self._taught[c] = self._taught.get(c, 0) + 1 if taught else 0
             if c in self._reported and self._taught[c] >= self.patience:
@@ -170,3 +196,14 @@ class UntaughtRule:
                 self._reported.add(c)
                 report.append(c)
         return report, recovered
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _int_pairs(value: Any, key: str) -> dict[int, int]:
+    if not isinstance(value, list) or not all(isinstance(p, list | tuple) and len(p) == 2 and all(map(_count, p))
+                                              for p in value):
+        raise ValueError(f"monitor.taught rule state {key!r} is not a list of [class, count] pairs: {value!r}")
+    return {int(c): int(n) for c, n in value}

@@ -545,10 +545,11 @@ def _taught(t: dict[str, Any]) -> str:
     parts = ["<h3>What the assigner taught each class</h3>"]
     if curves:
         parts.append('<div class="panels">' + _panel(t["epochs"], curves, "median best assigner target",
-                                                     "target (CIoU taught)", (-0.02, 1.02)) + "</div>")
+                                                     "best target (0 to 1)", (-0.02, 1.02)) + "</div>")
     parts.append('<p class="note">Per epoch and class, the median over its training boxes of the highest class '
                  "target Ultralytics' assigner gave any of the box's positive anchors: how well the model's boxes at "
-                 "the object overlap it. A class near 0 while others rise is not being taught: its score is pulled "
+                 "the object overlap it (their CIoU; with assign.nwd the larger of CIoU and the Wasserstein "
+                 "similarity). A class near 0 while others rise is not being taught: its score is pulled "
                  "to 0 and its box loss weighs about 0.</p>")
     for u in t.get("untaught") or []:
         parts.append(f'<p class="warn">Class {_e(u["name"])} was not being taught at epoch {_num(u["epoch"] + 1)}: '

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradkit.box_similarity import small_box_overlap
+from gradkit.box_similarity import ciou_or_nwd
 from gradkit.data.defect_cells import anchor_count, defect_cells
 from gradkit.integrations.ultralytics.seams import (
     batch_pixels_and_boxes,
@@ -89,4 +89,4 @@ def install_defect_cell_assignment(trainer: Any) -> CandidateTally:
 def install_nwd_overlap(trainer: Any, scale: float | None) -> float:
     """Score the training model's assignments (every loss branch) by the larger of CIoU and NWD at ``scale``
     pixels (unset: the finest stride); returns the scale used."""
-    return score_overlaps_with(trainer, small_box_overlap, scale)
+    return score_overlaps_with(trainer, ciou_or_nwd, scale)

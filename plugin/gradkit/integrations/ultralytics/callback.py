@@ -31,8 +31,10 @@ from gradkit.integrations.ultralytics.seams import (
     publish_epoch_metrics,
     replace_model_tune,
     replace_optimizer_step,
+    training_criterion,
     ultralytics_box_filter_thresholds,
     unrestricted_ema,
+    uses_task_aligned_assigner,
 )
 from gradkit.integrations.ultralytics.sliced import (
     ReportSource,
@@ -157,6 +159,7 @@ class GradkitCallback:
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
+        self._taught_state: Any = None  # its state read from a resumed run's state file, until the watch exists
         self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -180,6 +183,7 @@ class GradkitCallback:
             "rollback": self.guard.state_dict() if self.guard else None,
             "config": self.cfg.model_dump(mode="json"),
             "augment_choice": self.augment_choice,
+            "taught": self.teaching.state_dict() if self.teaching else None,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -202,6 +206,18 @@ class GradkitCallback:
                 self.guard.load_state_dict(state["rollback"])
             except ConfigError as exc:  # the state file is untrusted input
                 _logger().warning(f"gradkit: {exc}; rollback counts and lr factors start afresh")
+        self._taught_state = state.get("taught")  # the watch is made at on_train_start, after a resume's load
+        if self.teaching is not None:  # NaN recovery: the epoch it throws away was judged already
+            self._restore_teaching()
+
+    def _restore_teaching(self) -> None:
+        if self._taught_state is None:
+            return
+        try:
+            self.teaching.load_state_dict(self._taught_state)
+        except ValueError as exc:  # the state file is untrusted input
+            _logger().warning(f"gradkit: {exc}; monitor.taught's epochs and streaks start afresh")
+        self._taught_state = None
 
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_start(self, trainer) -> None:
@@ -409,9 +425,15 @@ class GradkitCallback:
         self.inactive_rules_message = ""
 
     def on_train_start(self, trainer) -> None:
-        """Say once, before the first step, which diagnoses this run has too few optimizer steps for;
-        with rollback, validate a fine-tune's starting weights (a state to return to); restrict the assigner
-        to the defect cells with ``assign.defect_cells``."""
+        """Before the first step: patch the assigner as the ``assign`` options ask (restrict it to the defect
+        cells, score it with NWD), watch what it teaches (``monitor.taught``); with rollback, validate a
+        fine-tune's starting weights (a state to return to); say once which diagnoses this run has too few
+        optimizer steps for."""
+        chosen = [k for k in ("defect_cells", "nwd") if getattr(self.cfg.assign, k)]
+        if chosen and not uses_task_aligned_assigner(trainer):
+            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
+                              f"detector's loss ({type(training_criterion(trainer)).__name__}) has none "
+                              f"(set assign.{chosen[0]}: false)")
         if self.cfg.assign.defect_cells:
             self.assign_tally = install_defect_cell_assignment(trainer)
         if self.cfg.assign.nwd:
@@ -439,8 +461,15 @@ class GradkitCallback:
             if _is_main():
                 _logger().info(f"gradkit: monitor.taught watches detection runs only; this run's task is {task!r}")
             return
-        self.teaching = TeachingWatch(taught, dict(trainer.data.get("names", {})))
+        if not uses_task_aligned_assigner(trainer):
+            if _is_main():
+                _logger().info("gradkit: monitor.taught watches a task-aligned assigner; this detector's loss "
+                               f"({type(training_criterion(trainer)).__name__}) has none")
+            return
+        self.teaching = TeachingWatch(taught, dict(trainer.data.get("names", {})),
+                                      "ciou_or_nwd" if self.cfg.assign.nwd else "ciou")
         self.teaching.install(trainer)
+        self._restore_teaching()
 
     def request_stop(self, trainer) -> None:
         """End training after this batch. Set again at the batch's end, because with ``time=``

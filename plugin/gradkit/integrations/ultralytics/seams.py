@@ -998,7 +998,26 @@ def batch_pixels_and_boxes(batch: dict[str, Any]) -> tuple[Any, Any, Any]:
     return pixels, batch["batch_idx"].view(-1).long().cpu().numpy(), xyxy
 
 
-def _loss_branches(criterion: Any, option: str = "assign.defect_cells") -> list[Any]:
+def training_criterion(trainer: Any) -> Any:
+    """The training model's loss, built here when Ultralytics has not built it yet (it builds it lazily, at the
+    first loss)."""
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    if getattr(model, "criterion", None) is None:
+        model.criterion = model.init_criterion()
+    return model.criterion
+
+
+def uses_task_aligned_assigner(trainer: Any) -> bool:
+    """Whether the training model's loss is Ultralytics' anchor-based detection loss (``v8DetectionLoss``, each
+    branch of yolo26's ``E2ELoss``), whose task-aligned assigner ``monitor.taught`` and the ``assign`` options
+    work on; RT-DETR, also a detector, matches queries to boxes instead."""
+    from ultralytics.utils.loss import v8DetectionLoss
+
+    criterion = training_criterion(trainer)
+    return isinstance(getattr(criterion, "one2many", criterion), v8DetectionLoss)
+
+
+def _loss_branches(criterion: Any) -> list[Any]:
     """The detection losses inside Ultralytics' criterion (``E2ELoss``: one-to-many and one-to-one), each checked
     to hold ``loss(preds, batch)``, ``stride`` and a task-aligned ``assigner`` whose ``select_candidates_in_gts``
     takes ``(xy_centers, gt_bboxes, mask_gt)``."""
@@ -1009,12 +1028,12 @@ def _loss_branches(criterion: Any, option: str = "assign.defect_cells") -> list[
         select = getattr(assigner, "select_candidates_in_gts", None)
         if not callable(getattr(branch, "loss", None)) or not hasattr(branch, "stride") or not callable(select):
             raise SeamError(f"{name} has no loss(preds, batch), stride and assigner.select_candidates_in_gts "
-                            f"(ultralytics {_ultralytics_version()}); {option} patches that assigner")
+                            f"(ultralytics {_ultralytics_version()}); assign.defect_cells restricts that assigner")
         params = list(inspect.signature(select).parameters)
         if params[:3] != ["xy_centers", "gt_bboxes", "mask_gt"]:
             raise SeamError(f"{type(assigner).__qualname__}.select_candidates_in_gts{inspect.signature(select)} no "
                             f"longer takes (xy_centers, gt_bboxes, mask_gt) (ultralytics {_ultralytics_version()}); "
-                            f"{option} patches that assigner")
+                            "assign.defect_cells restricts its candidates")
     return branches
 
 
@@ -1050,13 +1069,9 @@ def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, l
                                  tally: Callable[[Any, Any], None] | None = None) -> None:
     """Make the training model's assigner keep only the candidate anchors ``cells_of_batch(batch, strides)``
     marks (a bool images x boxes x anchors tensor, boxes in the order of the batch's labels), every branch of
-    its detection loss. ``tally(candidates, kept)`` sees each restriction. The criterion is built here when
-    Ultralytics has not built it yet (it builds it lazily, at the first loss). The EMA copy the trainer
+    its detection loss. ``tally(candidates, kept)`` sees each restriction. The EMA copy the trainer
     validates with is made before this and keeps the stock assigner; :func:`unrestricted_ema` keeps it so."""
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    if getattr(model, "criterion", None) is None:
-        model.criterion = model.init_criterion()
-    for branch in _loss_branches(model.criterion):
+    for branch in _loss_branches(training_criterion(trainer)):
         if getattr(branch, _CELLS_MARK, False):
             continue
         held: dict[str, Any] = {}
@@ -1103,7 +1118,7 @@ _RECORD_MARK = "_gradkit_recorded"
 ASSIGNER_OUTPUTS = ("target_labels", "target_bboxes", "target_scores", "fg_mask", "target_gt_idx")
 
 
-def _check_assigner_outputs(out: Any, gt_bboxes: Any, classes_from: str) -> None:
+def _check_assigner_outputs(out: Any, gt_bboxes: Any, reads: str) -> None:
     if not isinstance(out, tuple) or len(out) != len(ASSIGNER_OUTPUTS):
         raise SeamError(f"the assigner returned {type(out).__name__} of {len(out) if isinstance(out, tuple) else 1}, "
                         f"not ({', '.join(ASSIGNER_OUTPUTS)}) (ultralytics {_ultralytics_version()}); "
@@ -1113,19 +1128,15 @@ def _check_assigner_outputs(out: Any, gt_bboxes: Any, classes_from: str) -> None
     if scores.ndim != 3 or fg.shape != scores.shape[:2] or owner.shape != scores.shape[:2] or scores.shape[0] != b:
         raise SeamError(f"the assigner's target_scores {tuple(scores.shape)}, fg_mask {tuple(fg.shape)} and "
                         f"target_gt_idx {tuple(owner.shape)} are not (images, anchors, classes) and (images, anchors) "
-                        f"for {b} images (ultralytics {_ultralytics_version()}); monitor.taught reads {classes_from}")
+                        f"for {b} images (ultralytics {_ultralytics_version()}); monitor.taught reads {reads}")
 
 
 def record_assignments(trainer: Any, record: Callable[..., None]) -> None:
     """Call ``record(target_scores, fg_mask, target_gt_idx, gt_labels, gt_bboxes, mask_gt)`` after each training
     assignment of the first branch of the training model's detection loss (yolo26's one-to-many, which teaches
     the most anchors; the loss itself for a single-branch head). Assignments made with gradients off (the
-    validator's inference mode; the assigner itself runs under ``no_grad`` inside) are not recorded. The
-    criterion is built here when Ultralytics has not built it yet (it builds it lazily, at the first loss)."""
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    if getattr(model, "criterion", None) is None:
-        model.criterion = model.init_criterion()
-    criterion = model.criterion
+    validator's inference mode; the assigner itself runs under ``no_grad`` inside) are not recorded."""
+    criterion = training_criterion(trainer)
     branch = getattr(criterion, "one2many", criterion)
     assigner = getattr(branch, "assigner", None)
     forward = getattr(assigner, "forward", None)
@@ -1151,14 +1162,16 @@ def record_assignments(trainer: Any, record: Callable[..., None]) -> None:
     setattr(assigner, _RECORD_MARK, True)
 
 
+#: On an assigner whose overlap gradkit replaced: (its own ``iou_calculation``, the NWD scale in use).
 _OVERLAP_MARK = "_gradkit_overlap"
 
 
-def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any]) -> None:
+def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any], scale: float) -> None:
     """Check that the assigner's ``pair_overlaps`` scores pairs with its (replaced) ``iou_calculation``: two
-    4 px boxes 6 px apart overlap at CIoU 0, so the pair's score must be ``expected`` of them."""
+    4 px boxes ``scale + 4`` px apart (centre to centre) overlap at CIoU 0, so the pair's score must be
+    ``expected`` of them, about exp(-1)."""
     gt = torch.tensor([[[0.0, 0.0, 4.0, 4.0]]])
-    pd = torch.tensor([[[6.0, 0.0, 10.0, 4.0]]])
+    pd = gt + torch.tensor([scale + 4.0, 0.0, scale + 4.0, 0.0])
     index = torch.zeros(1, dtype=torch.long)
     try:
         got = assigner.pair_overlaps((index, index, index), gt, pd)
@@ -1168,27 +1181,33 @@ def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any]) -> None:
     want = expected(gt[0], pd[0]).reshape(-1)
     if got.shape != want.shape or not torch.allclose(got.float(), want.float(), atol=1e-5):
         raise SeamError(f"{type(assigner).__qualname__}.pair_overlaps no longer scores pairs with iou_calculation "
-                        f"(ultralytics {_ultralytics_version()}): got {got.tolist()} for two boxes 6 px apart, "
-                        f"expected {want.tolist()}; assign.nwd replaces that overlap")
+                        f"(ultralytics {_ultralytics_version()}): got {got.tolist()} for two boxes {scale + 4:g} px "
+                        f"apart, expected {want.tolist()}; assign.nwd replaces that overlap")
+
+
+def _anchor_loss_assigners(criterion: Any) -> list[Any]:
+    """The task-aligned assigner of each branch of the detection loss (yolo26: one-to-many and one-to-one)."""
+    branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+    assigners = [getattr(b, "assigner", None) for b in branches]
+    if any(a is None for a in assigners):
+        raise SeamError(f"{type(criterion).__qualname__}'s branches have no assigner (ultralytics "
+                        f"{_ultralytics_version()}); assign.nwd replaces the overlap it scores")
+    return assigners
 
 
 def score_overlaps_with(trainer: Any, overlap: Callable[[Any, Any, Any, float], Any],
                         scale: float | None = None) -> float:
     """Make every branch of the training model's detection loss score a prediction against a box by
     ``overlap(ciou, gt_bboxes, pd_bboxes, scale)`` (boxes xyxy in pixels at the training size) instead of its
-    assigner's CIoU. ``scale`` defaults to the finest stride; returned. The EMA copy the trainer validates
-    with is made before this and keeps the stock assigner (:func:`unrestricted_ema`)."""
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    if getattr(model, "criterion", None) is None:
-        model.criterion = model.init_criterion()
-    branches = _loss_branches(model.criterion, "assign.nwd")
+    assigner's CIoU. ``scale`` defaults to the assigner's finest stride; returned. Installing again (with this
+    or another scale) wraps the assigner's own overlap again, never the wrapper. The EMA copy the trainer
+    validates with is made before this and keeps the stock assigner (:func:`unrestricted_ema`)."""
+    assigners = _anchor_loss_assigners(training_criterion(trainer))
     if scale is None:
-        scale = float(min(float(s) for s in branches[0].stride))
-    for branch in branches:
-        assigner = branch.assigner
-        if getattr(assigner, _OVERLAP_MARK, False):
-            continue
-        stock = getattr(assigner, "iou_calculation", None)
+        scale = float(min(float(s) for s in assigners[0].stride))
+    for assigner in assigners:
+        marked = getattr(assigner, _OVERLAP_MARK, None)
+        stock = marked[0] if marked else getattr(assigner, "iou_calculation", None)
         params = list(inspect.signature(stock).parameters) if callable(stock) else []
         if params[:2] != ["gt_bboxes", "pd_bboxes"]:
             raise SeamError(f"{type(assigner).__qualname__} has no iou_calculation(gt_bboxes, pd_bboxes) (ultralytics "
@@ -1198,6 +1217,6 @@ def score_overlaps_with(trainer: Any, overlap: Callable[[Any, Any, Any, float], 
             return overlap(_stock(gt_bboxes, pd_bboxes, *args, **kwargs), gt_bboxes, pd_bboxes, scale)
 
         assigner.iou_calculation = scored
-        _probe_overlap(assigner, scored)
-        setattr(assigner, _OVERLAP_MARK, True)
+        _probe_overlap(assigner, scored, scale)
+        setattr(assigner, _OVERLAP_MARK, (stock, scale))
     return scale

@@ -31,8 +31,9 @@ def column_names(names: dict[int, str]) -> dict[int, str]:
 class TeachingWatch:
     """Records the training assignments of one run and judges each epoch."""
 
-    def __init__(self, cfg: TaughtConfig, names: dict[int, str]) -> None:
+    def __init__(self, cfg: TaughtConfig, names: dict[int, str], overlap: str = "ciou") -> None:
         self.names = {int(c): str(n) for c, n in names.items()}
+        self.overlap = overlap  # what the targets measure: Ultralytics' CIoU, or "ciou_or_nwd" with assign.nwd
         self.columns = column_names(self.names) if len(self.names) <= MAX_COLUMNS else {}
         self.tally = TeachingTally()
         self.rule = UntaughtRule.of(cfg)
@@ -56,7 +57,7 @@ class TeachingWatch:
         if figures:
             self.epochs.append({"epoch": epoch, "classes": {self._name(c): vars(e) for c, e in figures.items()}})
         columns = {col: figures[c].median_target if c in figures else math.nan for c, col in self.columns.items()}
-        untaught, recovered = self.rule.judge(figures)
+        untaught, recovered = self.rule.judge(figures, epoch)
         for c in untaught:
             self.untaught.append({"epoch": epoch, "class": self._name(c), **vars(figures[c])})
         for c in recovered:
@@ -73,10 +74,12 @@ class TeachingWatch:
         taught = sorted(((f.median_target, self._name(k)) for k, f in figures.items()
                          if k != c and f.boxes >= self.rule.min_boxes), reverse=True)[:3]
         others = ", ".join(f"{n} {t:.2f}" for t, n in taught)
-        return (f"gradkit: class {self._name(c)!r} is not being taught (epochs {epoch + 2 - self.rule.patience}-"
-                f"{epoch + 1}): median best assigner target {e.median_target:.2f} over {e.boxes} boxes, against "
-                f"{others}. Its predicted boxes barely overlap its objects, so its score is taught towards 0 and its "
-                f"box loss weighs about 0: while this lasts, expect AP 0 for it. Its boxes' median short side is "
+        start = self.rule.streak_start(c)
+        first = (epoch if start is None else start) + 1
+        return (f"gradkit: class {self._name(c)!r} is not being taught (epochs {first}-{epoch + 1}): median best "
+                f"assigner target {e.median_target:.2f} over {e.boxes} boxes, against {others}. Its predicted boxes "
+                "barely overlap its objects, so its score is taught towards 0 and its box loss weighs about 0: "
+                "while this lasts, expect AP 0 for it. Its boxes' median short side is "
                 f"{e.median_short_side:.0f} px at the training size; a larger imgsz is the first thing to try "
                 "(README: What the assigner teaches each class)")
 
@@ -86,6 +89,31 @@ class TeachingWatch:
         return (f"gradkit: not taught when training ended (monitor.taught): {', '.join(still)}; their AP will be "
                 "about 0") if still else None
 
-    def summary(self) -> dict[str, Any]:
-        return {"rule": self.rule.thresholds(), "epochs": self.epochs, "untaught": self.untaught,
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run, or one Ultralytics' NaN recovery rolled back, continues from: the rule's streaks and
+        the epochs judged so far."""
+        return {"rule": self.rule.state_dict(), "epochs": self.epochs, "untaught": self.untaught,
                 "taught_again": self.taught_again}
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore :meth:`state_dict`'s output, read back from a file (untrusted): a malformed one raises
+        ValueError naming what is wrong, and nothing is changed. The tally of an unfinished epoch is dropped."""
+        if not isinstance(state, dict):
+            raise ValueError(f"monitor.taught state is {type(state).__name__}, not a mapping")
+        lists = {k: state.get(k, []) for k in ("epochs", "untaught", "taught_again")}
+        for key, entries in lists.items():
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and _count(e.get("epoch"))
+                                                        for e in entries):
+                raise ValueError(f"monitor.taught state {key!r} is not a list of per-epoch entries")
+        rule = UntaughtRule.of(self.rule)
+        rule.load_state_dict(state.get("rule", {}))
+        self.rule, self.tally = rule, TeachingTally()
+        self.epochs, self.untaught, self.taught_again = lists["epochs"], lists["untaught"], lists["taught_again"]
+
+    def summary(self) -> dict[str, Any]:
+        return {"rule": self.rule.thresholds(), "overlap": self.overlap, "epochs": self.epochs,
+                "untaught": self.untaught, "taught_again": self.taught_again}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
