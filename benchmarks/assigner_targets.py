@@ -12,7 +12,10 @@ and prints per class the objects seen, the share given any positive, positives p
 best target (the CIoU the class is taught towards; 1 would be a perfect box). Where no prediction
 overlaps a box the assigner may still pick positives among tied zeros: their target is 0.
 
-    python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches N]
+    python benchmarks/assigner_targets.py RUN/weights/last.pt DATA.yaml --imgsz 256 [--batches N] [--nwd-scale C]
+
+``--nwd-scale C`` scores the same assignments as ``assign.nwd`` with that constant would (the larger of CIoU and
+the Wasserstein similarity, C in pixels): what a trained model's predictions would be taught under it.
 
 The weights and data of ``benchmarks/defect_quality.py`` runs are in its ``--out`` folder
 (``runs/NAME/weights/last.pt``, ``data/SET-IMAGES-IMGSZ/data.yaml``). The dataset is checked as ``gradkit train``
@@ -48,9 +51,10 @@ def record_assignments(branch, tally: dict) -> None:
     branch.assigner.forward = recording
 
 
-def measure(weights: str, data_yaml: str, imgsz: int, batches: int | None = None, seed: int = 0) -> dict[str, dict]:
+def measure(weights: str, data_yaml: str, imgsz: int, batches: int | None = None, seed: int = 0,
+            nwd_scale: float | None = None) -> dict[str, dict]:
     """Per loss branch, per class name: ``[(positives, best target), ...]`` over ``batches`` training batches
-    (None: one pass over the training split)."""
+    (None: one pass over the training split); with ``nwd_scale``, assigned as ``assign.nwd`` assigns."""
     from ultralytics import YOLO
     from ultralytics.cfg import get_cfg
     from ultralytics.data.build import build_dataloader, build_yolo_dataset
@@ -69,7 +73,13 @@ def measure(weights: str, data_yaml: str, imgsz: int, batches: int | None = None
     stride = int(max(model.stride))
     dataset = build_yolo_dataset(model.args, data["train"], BATCH, data, mode="train", stride=stride)
     loader = build_dataloader(dataset, BATCH, 0, shuffle=True, rank=-1)
-    criterion = model.init_criterion()
+    criterion = model.criterion = model.init_criterion()
+    if nwd_scale is not None:
+        from types import SimpleNamespace
+
+        from gradkit.integrations.ultralytics.assign import install_nwd_overlap
+
+        install_nwd_overlap(SimpleNamespace(model=model), nwd_scale)
     branches = {name: getattr(criterion, name) for name in ("one2many", "one2one") if hasattr(criterion, name)}
     branches = branches or {"loss": criterion}
     tallies = {name: defaultdict(list) for name in branches}
@@ -109,11 +119,14 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, required=True, help="the size the model was trained at")
     p.add_argument("--batches", type=int, default=None, help="training batches to look at (default: one epoch)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nwd-scale", type=float, default=None, help="score as assign.nwd with this constant (px)")
     args = p.parse_args()
+    if args.nwd_scale is not None and args.nwd_scale <= 0:
+        p.error(f"--nwd-scale must be positive pixels, got {args.nwd_scale:g}")
     from gradkit.integrations.ultralytics import DatasetError
 
     try:
-        measured = measure(args.weights, args.data, args.imgsz, args.batches, args.seed)
+        measured = measure(args.weights, args.data, args.imgsz, args.batches, args.seed, args.nwd_scale)
     except DatasetError as exc:  # the user's data: one message, no traceback
         raise SystemExit(str(exc)) from None
     for branch, per_class in measured.items():

@@ -56,6 +56,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-nwd@epochs`` and ``plan-nwd@time``: the plan with ``assign.nwd``: the assigner scores predictions by the
   larger of CIoU and the normalized Wasserstein distance, so tiny and thin boxes that no prediction overlaps yet
   get a class target (README, "What the assigner teaches each class": what is taught 0 is never detected);
+  ``plan-nwdwide@epochs``: the same with ``assign.nwd_scale`` ``NWD_WIDE_SCALE`` px (4 of yolo26n's finest strides):
+  a trained model's boxes at the pits lie so far off that NWD at 8 px scores them 0.001, at 32 px 0.445
+  (``benchmarks/assigner_targets.py --nwd-scale``);
 - ``plan-nopaste@epochs``: ``plan@epochs`` with copy-paste off (``augment.copy_paste.p: 0``): what the plan's
   pasted defects are worth to the thin classes (``preset-nopaste`` measured it for the preset only);
 - ``plan-thinpaste@epochs``: ``plan@epochs`` pasting the fingerprint's thin classes (``thin_classes()``)
@@ -148,8 +151,11 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
-             "plan-nwd@epochs", "plan-nwd@time")
+             "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs")
 
+
+#: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
+NWD_WIDE_SCALE = 32.0
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
 
@@ -371,13 +377,16 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
                                                           "assign": {"defect_cells": True}}, {**base, **planned}),
         "plan-nwd@epochs": (plan.train["model"], _with_nwd(plan.gradkit), {**base, **planned}),
         "plan-nwd@time": (plan.train["model"], _with_nwd(plan.gradkit), at_stock_time),
+        "plan-nwdwide@epochs": (plan.train["model"], _with_nwd(plan.gradkit, NWD_WIDE_SCALE), {**base, **planned}),
     }[recipe_name]
 
 
-def _with_nwd(gradkit_cfg: dict) -> dict:
-    """The plan's gradkit configuration with ``assign.nwd`` on."""
+def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
+    """The plan's gradkit configuration with ``assign.nwd`` on (at ``scale`` px; None: the finest stride)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
     cfg.setdefault("assign", {})["nwd"] = True
+    if scale is not None:
+        cfg["assign"]["nwd_scale"] = scale
     return cfg
 
 
