@@ -142,6 +142,7 @@ def test_the_plan_keeps_ultralytics_loss_gains_and_assigner_and_says_what_the_al
         assert choice(plan, "cls (loss gain)").reason == P.CLS_EVIDENCE and "halved" in P.CLS_EVIDENCE
         assert choice(plan, "box, dfl (loss gains)").value == "Ultralytics' defaults"
         assert "assign" not in plan.gradkit and choice(plan, "assigner candidates").reason == P.ASSIGN_EVIDENCE
+        assert choice(plan, "assigner overlap").reason == P.NWD_EVIDENCE and "escape rate" in P.NWD_EVIDENCE
 
 
 def test_budget_becomes_ultralytics_time_in_hours():

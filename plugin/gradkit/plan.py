@@ -148,6 +148,12 @@ ASSIGN_EVIDENCE = ("keeping only the candidate cells that hold standing-out pixe
                    "for thin defects: on the photographs (100 epochs, seed 0) crack AP50 0.117 against 0.114, "
                    "scratches 0.231 against 0.268, stains 0.257 against 0.305; on the colour set (60 epochs, seed 0) "
                    "no thin class was learnt either way (0.043 against 0.035 mAP50-95, stains level)")
+#: Why the plan keeps the assigner's CIoU rather than setting ``assign.nwd`` (benchmarks/defect_quality.py,
+#: plan-nwd@epochs and plan-nwdwide@epochs against plan@epochs, side by side; README "Scoring tiny and thin boxes").
+NWD_EVIDENCE = ("scoring by the larger of CIoU and the Wasserstein similarity (assign.nwd, 8 px) was tried on the "
+                "photographs (100 epochs, seeds 0 and 1): scratch AP50 0.230 against 0.139, mAP50-95 0.068 against "
+                "0.062, crack level (0.079 against 0.075), pits 0 either way, and more defective parts shipped at the "
+                "best-F1 operating point (escape rate 0.58 against 0.47)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -538,6 +544,7 @@ def choose_loss_gains(plan: Plan) -> None:
     plan.choose("box, dfl (loss gains)", "Ultralytics' defaults", "not measured", provisional=True)
     plan.choose("assigner candidates", "Ultralytics' (every anchor inside the box)", ASSIGN_EVIDENCE,
                 provisional=True)
+    plan.choose("assigner overlap", "Ultralytics' CIoU", NWD_EVIDENCE, provisional=True)
 
 
 def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path]:
