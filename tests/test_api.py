@@ -20,7 +20,7 @@ UNSET_FIELD_VALUES = {
     "augment.transforms": [{"__class_fullname__": "Blur", "blur_limit": [3, 5], "p": 0.5}],
     "augment.copy_paste.class_weights": [1.0, 2.0], "augment.ultralytics": {"degrees": 3.0},
     "clip.alpha": 0.9, "clip.z_thresh": 3.0, "clip.warmup_steps": 10, "report.conf": 0.4, "report.tile_size": 640,
-    "report.tile_overlap": 96, "monitor.alerts.diverging_growth": 3.0,
+    "report.tile_overlap": 96, "monitor.alerts.diverging_growth": 3.0, "assign.nwd_scale": 16.0,
 }
 
 
@@ -60,6 +60,8 @@ def _assign(cfg: GradkitConfig, path: str, value) -> None:
         node.mode = next(m for m, params in CLIP_MODE_PARAMS.items() if leaf in params)
     if path == "report.tile_overlap":  # an overlap needs the tiles it is of
         node.tile_size = UNSET_FIELD_VALUES["report.tile_size"]
+    if path == "assign.nwd_scale":  # a scale needs NWD on
+        node.nwd = True
     setattr(node, leaf, value)
 
 
