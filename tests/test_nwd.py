@@ -152,11 +152,12 @@ def test_a_changed_assigner_is_named():
     model.criterion.one2many.assigner.iou_calculation = lambda boxes_a, boxes_b: None  # renamed arguments
     with pytest.raises(SeamError, match=r"iou_calculation\(gt_bboxes, pd_bboxes\)"):
         install_nwd_overlap(SimpleNamespace(model=model), None)
-    model = _criterion_model()
-    assigner = model.criterion.one2many.assigner
-    assigner.pair_overlaps = lambda indices, gt, pd: torch.zeros(1)  # a release scoring pairs another way
-    with pytest.raises(SeamError, match="no longer scores pairs with iou_calculation"):
-        install_nwd_overlap(SimpleNamespace(model=model), None)
+    for scale in (None, 0.1):  # at any scale: a probe pair a few px apart would score ~0 at 0.1 px
+        model = _criterion_model()
+        assigner = model.criterion.one2many.assigner
+        assigner.pair_overlaps = lambda indices, gt, pd: torch.zeros(1)  # a release scoring pairs another way
+        with pytest.raises(SeamError, match="no longer scores pairs with iou_calculation"):
+            install_nwd_overlap(SimpleNamespace(model=model), scale)
 
 
 def test_validation_keeps_a_stock_loss():

@@ -241,6 +241,15 @@ def _plugin_watching(model):
     return plugin
 
 
+def _plugin_resumed_from(state):
+    """A plugin that loaded a resumed run's state, as on_pretrain_routine_end does, before the watch exists."""
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    plugin = GradkitCallback(load_config("default", {"monitor.taught.min_boxes": 1}))
+    plugin.load_state_dict(state)
+    return plugin
+
+
 def test_a_resumed_run_continues_the_streaks_and_the_epochs(tmp_path):
     """Resumed after the warning, the pit still missed: no second warning for the same episode, and the epochs
     judged before the resume stay in the summary (a fresh watch would warn again at its second epoch)."""
@@ -253,7 +262,7 @@ def test_a_resumed_run_continues_the_streaks_and_the_epochs(tmp_path):
     state = _through_a_state_file(plugin, tmp_path)
 
     resumed_model = _criterion_model()
-    resumed = GradkitCallbackWithState(state)
+    resumed = _plugin_resumed_from(state)
     resumed._watch_teaching(SimpleNamespace(args=SimpleNamespace(task="detect"), model=resumed_model,
                                             data={"names": {0: "scratch", 1: "pit"}}))
     for epoch in (2, 3):
@@ -263,14 +272,6 @@ def test_a_resumed_run_continues_the_streaks_and_the_epochs(tmp_path):
     assert [e["epoch"] for e in summary["epochs"]] == [0, 1, 2, 3]
     assert [(u["epoch"], u["class"]) for u in summary["untaught"]] == [(1, "pit")]
     assert "pit" in resumed.teaching.final_warning()
-
-
-def GradkitCallbackWithState(state):
-    from gradkit.integrations.ultralytics.callback import GradkitCallback
-
-    plugin = GradkitCallback(load_config("default", {"monitor.taught.min_boxes": 1}))
-    plugin.load_state_dict(state)  # as on_pretrain_routine_end does, before the watch exists
-    return plugin
 
 
 def test_a_nan_recovery_forgets_the_epoch_it_throws_away(tmp_path):
@@ -293,10 +294,13 @@ def test_a_nan_recovery_forgets_the_epoch_it_throws_away(tmp_path):
 @pytest.mark.parametrize(("broken", "named"), [
     ({"rule": {"low": [[1, -2]]}}, "'low'"),
     ({"rule": {"reported": ["pit"]}}, "'reported'"),
+    ({"rule": {"reported": [7]}}, "classes this run does not have"),
     ({"epochs": [{"epoch": "two"}]}, "'epochs'"),
+    ({"untaught": [{"epoch": 1}]}, "'untaught'"),  # no class: the report's schema would refuse the summary
+    ({"names": [[0, "scratch"], [1, "crack"]]}, "this run's are"),  # data.yaml edited between the runs
     ("nonsense", "not a mapping"),
 ])
-def test_a_malformed_state_is_named_and_the_watch_starts_afresh(broken, named, caplog):
+def test_a_malformed_state_is_named_and_a_nan_recovery_still_forgets_the_thrown_away_epoch(broken, named, caplog):
     from gradkit.integrations.ultralytics.taught import TeachingWatch
 
     watch = TeachingWatch(TaughtConfig(), {0: "scratch", 1: "pit"})
@@ -304,10 +308,26 @@ def test_a_malformed_state_is_named_and_the_watch_starts_afresh(broken, named, c
         watch.load_state_dict(broken)
     model = _criterion_model()
     plugin = _plugin_watching(model)
+    model.criterion.one2many.assigner(*_hand_made_assignment())
+    plugin.teaching.epoch_end(0)  # the epoch the recovery throws away, judged already
     plugin._taught_state = broken
     with caplog.at_level("WARNING"):
         plugin._restore_teaching()
     assert "start afresh" in caplog.text and plugin.teaching.epochs == []
+    assert plugin.teaching.rule.classes() == []
+
+
+def test_a_state_file_from_before_the_watch_starts_it_afresh(tmp_path):
+    """A NaN recovery reloading a state file with no 'taught' key (saved by an older gradkit) must not keep the
+    epoch it throws away."""
+    model = _criterion_model()
+    plugin = _plugin_watching(model)
+    model.criterion.one2many.assigner(*_hand_made_assignment())
+    plugin.teaching.epoch_end(0)
+    state = _through_a_state_file(plugin, tmp_path)
+    del state["taught"]
+    plugin.load_state_dict(state)
+    assert plugin.teaching.epochs == [] and plugin.teaching.rule.classes() == []
 
 
 def test_the_assignment_itself_is_unchanged_and_validation_is_not_recorded():

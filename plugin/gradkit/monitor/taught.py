@@ -86,8 +86,9 @@ class TeachingTally:
         if self._targets is None or self._targets.shape[0] < classes:
             self._grow(classes, best.device)
         best = best.float().view(-1)
-        # A non-finite target means non-finite predictions: gradkit skips that step, so none of its boxes is taught
-        # (a device-side flag: no host transfer).
+        # A non-finite target means non-finite predictions, and gradkit (on_nonfinite: skip) skips the optimizer
+        # step they are part of: this call's boxes are left out together (a device-side flag: no host transfer).
+        # The other micro-batches of an accumulated step, and other ranks' batches, are judged by their own calls.
         finite = torch.isfinite(best).all()
         weight = (real.view(-1).bool() & finite).long()
         cls = labels.long().view(-1).clamp(0, classes - 1)
@@ -169,6 +170,10 @@ class UntaughtRule:
             raise ValueError(f"monitor.taught rule state 'reported' is not a list of class indices: {reported!r}")
         self._low, self._low_since, self._taught = counts["low"], counts["low_since"], counts["taught"]
         self._reported = set(reported)
+
+    def classes(self) -> list[int]:
+        """Every class the rule holds a state for."""
+        return sorted(set(self._low) | set(self._low_since) | set(self._taught) | self._reported)
 
     def streak_start(self, c: int) -> int | None:
         """The epoch (as given to :meth:`judge`) class ``c``'s current untaught streak began; None outside one."""

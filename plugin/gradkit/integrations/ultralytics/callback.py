@@ -211,13 +211,15 @@ class GradkitCallback:
             self._restore_teaching()
 
     def _restore_teaching(self) -> None:
-        if self._taught_state is None:
-            return
+        """Give the watch the saved state; without one (a new run, a state file from before the watch) or with a
+        malformed one it starts afresh, so a NaN recovery never keeps the epoch it threw away."""
+        state, self._taught_state = self._taught_state, None
         try:
-            self.teaching.load_state_dict(self._taught_state)
+            self.teaching.load_state_dict({} if state is None else state)
         except ValueError as exc:  # the state file is untrusted input
-            _logger().warning(f"gradkit: {exc}; monitor.taught's epochs and streaks start afresh")
-        self._taught_state = None
+            self.teaching.load_state_dict({})
+            if _is_main():
+                _logger().warning(f"gradkit: {exc}; monitor.taught's epochs and streaks start afresh")
 
     # ------------------------------------------------------------------ events
     def on_pretrain_routine_start(self, trainer) -> None:

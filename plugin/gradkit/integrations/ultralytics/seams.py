@@ -1168,10 +1168,11 @@ _OVERLAP_MARK = "_gradkit_overlap"
 
 def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any], scale: float) -> None:
     """Check that the assigner's ``pair_overlaps`` scores pairs with its (replaced) ``iou_calculation``: two
-    4 px boxes ``scale + 4`` px apart (centre to centre) overlap at CIoU 0, so the pair's score must be
-    ``expected`` of them, about exp(-1)."""
-    gt = torch.tensor([[[0.0, 0.0, 4.0, 4.0]]])
-    pd = gt + torch.tensor([scale + 4.0, 0.0, scale + 4.0, 0.0])
+    boxes of the same size, at most half of ``scale``, one ``scale`` apart overlap at CIoU 0, so the pair's score
+    must be ``expected`` of them, exp(-1) whatever the scale."""
+    side = min(4.0, scale / 2)
+    gt = torch.tensor([[[0.0, 0.0, side, side]]])
+    pd = gt + torch.tensor([scale, 0.0, scale, 0.0])
     index = torch.zeros(1, dtype=torch.long)
     try:
         got = assigner.pair_overlaps((index, index, index), gt, pd)
@@ -1181,7 +1182,7 @@ def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any], scale: fl
     want = expected(gt[0], pd[0]).reshape(-1)
     if got.shape != want.shape or not torch.allclose(got.float(), want.float(), atol=1e-5):
         raise SeamError(f"{type(assigner).__qualname__}.pair_overlaps no longer scores pairs with iou_calculation "
-                        f"(ultralytics {_ultralytics_version()}): got {got.tolist()} for two boxes {scale + 4:g} px "
+                        f"(ultralytics {_ultralytics_version()}): got {got.tolist()} for two boxes {scale:g} px "
                         f"apart, expected {want.tolist()}; assign.nwd replaces that overlap")
 
 

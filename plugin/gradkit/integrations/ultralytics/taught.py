@@ -92,21 +92,30 @@ class TeachingWatch:
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run, or one Ultralytics' NaN recovery rolled back, continues from: the rule's streaks and
         the epochs judged so far."""
-        return {"rule": self.rule.state_dict(), "epochs": self.epochs, "untaught": self.untaught,
-                "taught_again": self.taught_again}
+        return {"names": sorted(self.names.items()), "rule": self.rule.state_dict(), "epochs": self.epochs,
+                "untaught": self.untaught, "taught_again": self.taught_again}
 
     def load_state_dict(self, state: Any) -> None:
         """Restore :meth:`state_dict`'s output, read back from a file (untrusted): a malformed one raises
         ValueError naming what is wrong, and nothing is changed. The tally of an unfinished epoch is dropped."""
         if not isinstance(state, dict):
             raise ValueError(f"monitor.taught state is {type(state).__name__}, not a mapping")
+        names = state.get("names", sorted(self.names.items()))
+        if not isinstance(names, list) or dict(_pairs(names)) != self.names:
+            raise ValueError(f"monitor.taught state is for the classes {names!r}, this run's are "
+                             f"{sorted(self.names.items())!r}")
         lists = {k: state.get(k, []) for k in ("epochs", "untaught", "taught_again")}
+        needed = {"epochs": ("classes", dict), "untaught": ("class", str), "taught_again": ("class", str)}
         for key, entries in lists.items():
+            field, kind = needed[key]
             if not isinstance(entries, list) or not all(isinstance(e, dict) and _count(e.get("epoch"))
-                                                        for e in entries):
-                raise ValueError(f"monitor.taught state {key!r} is not a list of per-epoch entries")
+                                                        and isinstance(e.get(field), kind) for e in entries):
+                raise ValueError(f"monitor.taught state {key!r} is not a list of entries with an epoch and a "
+                                 f"{field!r}")
         rule = UntaughtRule.of(self.rule)
         rule.load_state_dict(state.get("rule", {}))
+        if any(c not in self.names for c in rule.classes()):
+            raise ValueError(f"monitor.taught rule state names classes this run does not have: {rule.classes()}")
         self.rule, self.tally = rule, TeachingTally()
         self.epochs, self.untaught, self.taught_again = lists["epochs"], lists["untaught"], lists["taught_again"]
 
@@ -117,3 +126,10 @@ class TeachingWatch:
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _pairs(value: list) -> list[tuple[Any, Any]]:
+    if not all(isinstance(p, list | tuple) and len(p) == 2 and _count(p[0]) and isinstance(p[1], str)
+               for p in value):
+        raise ValueError(f"monitor.taught state 'names' is not a list of [index, name] pairs: {value!r}")
+    return [tuple(p) for p in value]
