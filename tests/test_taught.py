@@ -436,3 +436,23 @@ def test_a_detector_without_a_task_aligned_assigner_trains_unwatched():
     plugin._watch_teaching(SimpleNamespace(args=SimpleNamespace(task="detect"), model=model,
                                            data={"names": {0: "scratch", 1: "pit"}}))
     assert plugin.teaching is None
+
+
+def test_yoloe_trains_unwatched_and_its_loss_is_left_for_its_first_batch_to_choose():
+    """YOLOE picks its loss (text or visual prompts) from its first batch: building it earlier would pick for it."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import YOLOEModel
+
+    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
+
+    model = YOLOEModel("yoloe-26n.yaml", nc=2, verbose=False)
+    model.args, model.nc = get_cfg(), 2
+    trainer = SimpleNamespace(args=SimpleNamespace(task="detect"), model=model,
+                              data={"names": {0: "scratch", 1: "pit"}})
+    plugin = GradkitCallback(load_config("default"))
+    plugin._watch_teaching(trainer)
+    assert plugin.teaching is None and getattr(model, "criterion", None) is None
+    plugin = GradkitCallback(load_config("default", {"assign.nwd": True}))
+    with pytest.raises(PluginError, match="YOLOEModel chooses its loss at its first batch"):
+        plugin.on_train_start(trainer)
+    assert getattr(model, "criterion", None) is None

@@ -31,10 +31,9 @@ from gradkit.integrations.ultralytics.seams import (
     publish_epoch_metrics,
     replace_model_tune,
     replace_optimizer_step,
-    training_criterion,
     ultralytics_box_filter_thresholds,
     unrestricted_ema,
-    uses_task_aligned_assigner,
+    without_task_aligned_assigner,
 )
 from gradkit.integrations.ultralytics.sliced import (
     ReportSource,
@@ -432,10 +431,10 @@ class GradkitCallback:
         fine-tune's starting weights (a state to return to); say once which diagnoses this run has too few
         optimizer steps for."""
         chosen = [k for k in ("defect_cells", "nwd") if getattr(self.cfg.assign, k)]
-        if chosen and not uses_task_aligned_assigner(trainer):
+        missing = without_task_aligned_assigner(trainer) if chosen else None
+        if missing:
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
-                              f"detector's loss ({type(training_criterion(trainer)).__name__}) has none "
-                              f"(set assign.{chosen[0]}: false)")
+                              f"detector: {missing} (set assign.{chosen[0]}: false)")
         if self.cfg.assign.defect_cells:
             self.assign_tally = install_defect_cell_assignment(trainer)
         if self.cfg.assign.nwd:
@@ -463,10 +462,10 @@ class GradkitCallback:
             if _is_main():
                 _logger().info(f"gradkit: monitor.taught watches detection runs only; this run's task is {task!r}")
             return
-        if not uses_task_aligned_assigner(trainer):
+        missing = without_task_aligned_assigner(trainer)
+        if missing:
             if _is_main():
-                _logger().info("gradkit: monitor.taught watches a task-aligned assigner; this detector's loss "
-                               f"({type(training_criterion(trainer)).__name__}) has none")
+                _logger().info(f"gradkit: monitor.taught watches a task-aligned assigner; this detector: {missing}")
             return
         self.teaching = TeachingWatch(taught, dict(trainer.data.get("names", {})),
                                       "ciou_or_nwd" if self.cfg.assign.nwd else "ciou")

@@ -1007,14 +1007,21 @@ def training_criterion(trainer: Any) -> Any:
     return model.criterion
 
 
-def uses_task_aligned_assigner(trainer: Any) -> bool:
-    """Whether the training model's loss is Ultralytics' anchor-based detection loss (``v8DetectionLoss``, each
+def without_task_aligned_assigner(trainer: Any) -> str | None:
+    """Why the training model's loss is not Ultralytics' anchor-based detection loss (``v8DetectionLoss``, each
     branch of yolo26's ``E2ELoss``), whose task-aligned assigner ``monitor.taught`` and the ``assign`` options
-    work on; RT-DETR, also a detector, matches queries to boxes instead."""
+    work on; None when it is. RT-DETR, also a detector, matches queries to boxes; YOLOE picks its loss at its
+    first batch (text or visual prompts), so building it earlier would pick for it."""
+    from ultralytics.nn.tasks import YOLOEModel
     from ultralytics.utils.loss import v8DetectionLoss
 
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    if isinstance(model, YOLOEModel):
+        return f"{type(model).__name__} chooses its loss at its first batch"
     criterion = training_criterion(trainer)
-    return isinstance(getattr(criterion, "one2many", criterion), v8DetectionLoss)
+    if isinstance(getattr(criterion, "one2many", criterion), v8DetectionLoss):
+        return None
+    return f"its loss ({type(criterion).__name__}) has no task-aligned assigner"
 
 
 def _loss_branches(criterion: Any) -> list[Any]:
