@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from conftest import TINY_TRAIN, read_csv, train_tiny
 from gradkit.config import CLIP_MODE_PARAMS, ConfigError, GradkitConfig, load_config
-from test_records_crash import log_lines
+from test_records_crash import _Interrupt, log_lines
 
 # ------------------------------------------------------------------ a config object keeps every field
 #: Values for the fields whose default is "unset" (None): no generic rule gives a valid one.
@@ -161,6 +161,58 @@ def test_resume_never_unpickles_a_state_file_with_arbitrary_objects(tmp_path):
     torch.save({"step": 3, "config": {}, "hist": np.zeros(3)}, tmp_path / "last.gradkit.pt")  # an older format
     with pytest.raises(ConfigError, match=r"last\.gradkit\.pt holds objects other than tensors.*not unpickled"):
         gradkit.resume(tmp_path / "last.pt")
+
+
+def test_resume_names_the_state_file_and_key_of_a_saved_configuration_that_no_longer_validates(tmp_path):
+    """A state file is read back as untrusted input: a configuration it holds that this gradkit refuses (an older
+    release's key, a hand-edited value) is a one-line error naming the file and the key, before the checkpoint
+    is even opened (the empty last.pt here would fail to load)."""
+    import gradkit
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    saved = load_config("default").model_dump(mode="json")
+    saved["clip"] = {"mode": "norm", "max_norm": -1.0}
+    torch.save({"step": 3, "config": saved}, tmp_path / "last.gradkit.pt")
+    with pytest.raises(ConfigError, match=r"last\.gradkit\.pt.*\n  clip\.max_norm: .*got -1\.0"):
+        gradkit.resume(tmp_path / "last.pt")
+    saved["clip"] = {"mode": "norm", "max_norm": 1.0}
+    saved["monitor"]["evry"] = 2
+    torch.save({"step": 3, "config": saved}, tmp_path / "last.gradkit.pt")
+    with pytest.raises(ConfigError, match=r"monitor\.evry: unknown key \(did you mean 'every'\?\)"):
+        gradkit.resume(tmp_path / "last.pt")
+
+
+@pytest.mark.e2e
+def test_resume_with_a_saved_configuration_that_no_longer_validates_continues_with_the_attached_one(
+        tiny_data, tmp_path):
+    """Resumed through attach + train(resume=True), the user's attached configuration is at hand: the run goes on
+    with it, says which file and key it could not use, and starts the plugin state afresh (as for a missing
+    state file), instead of a pydantic traceback."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"}, callbacks=[("on_train_epoch_start", crash)])
+    last = tmp_path / "run" / "weights" / "last.pt"
+    side = last.with_name("last.gradkit.pt")
+    state = torch.load(side, weights_only=True)
+    assert state["config"]["clip"]["mode"] == "autoclip" and state["step"] > 0
+    state["config"]["clip"]["percentile"] = 150.0  # no percentile above 100
+    torch.save(state, side)
+    model = YOLO(str(last))
+    gradkit.attach(model, "default", {"clip.mode": "norm", "clip.max_norm": 5.0})
+    with log_lines() as lines:
+        model.train(resume=str(last))
+    said = [line for line in lines if "last.gradkit.pt" in line and "clip.percentile" in line]
+    assert said and "150.0" in said[0] and "start afresh" in said[0], lines
+    plugin = model.gradkit
+    assert plugin.cfg.clip.mode == "norm" and plugin.cfg.clip.max_norm == 5.0
+    assert plugin.step == model.trainer.ema.updates - state["step"]  # counted afresh from the resumed epoch
 
 
 # ------------------------------------------------------------------ attaching twice; grad/* keys; one plugin

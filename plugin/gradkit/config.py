@@ -454,6 +454,8 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 def load_config(
     source: str | Path | dict[str, Any] | GradkitConfig | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    origin: str | None = None,
 ) -> GradkitConfig:
     """Build a validated configuration.
 
@@ -461,6 +463,7 @@ def load_config(
         source: A YAML path, a preset name (``default``, ``defect``), a dict, a config object, or
             None for the ``default`` preset.
         overrides: Dotted keys applied on top, e.g. ``{"clip.mode": "agc"}``.
+        origin: Where a dict came from (a state file's path), for the error; a file names itself.
 
     Raises:
         ConfigError: naming the file, each bad key, the bad value and the allowed values.
@@ -468,7 +471,7 @@ def load_config(
     if isinstance(source, GradkitConfig):
         data, origin = source.model_dump(), "a GradkitConfig object"  # every field: changes made after construction too
     elif isinstance(source, dict):
-        data, origin = source, "a dict"
+        data, origin = source, origin or "a dict"
     else:
         name = "default" if source is None else str(source)
         looks_like_path = name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists()

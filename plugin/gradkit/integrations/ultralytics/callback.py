@@ -252,11 +252,11 @@ class GradkitCallback:
         self.save_dir = Path(trainer.save_dir)
         resuming = bool(getattr(trainer, "resume", False))
         state = self._resume_state(trainer) if resuming else None
-        if state and state.get("config") and state["config"] != self.cfg.model_dump(mode="json"):
+        if state and state.get("config") and state["config"] != self.cfg:
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
             _logger().warning("gradkit: resuming with the checkpoint's gradkit configuration (augmentation, "
                               "clipping and monitoring as the run started); start a new run to change it")
-            self.cfg = GradkitConfig.model_validate(state["config"])
+            self.cfg = state["config"]
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
         self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts),
@@ -539,10 +539,16 @@ class GradkitCallback:
             _logger().warning(f"gradkit: resuming without {path}; clipping history and step count start afresh")
             return None
         try:
-            return load_state(path)
+            state = load_state(path)
+            if state.get("config"):
+                state["config"] = load_config(state["config"], origin=str(path))
         except ConfigError as exc:
-            _logger().warning(f"gradkit: {exc}; clipping history and step count start afresh")
+            # the attached configuration is at hand: go on with it rather than stop a long run for its state file
+            reason = str(exc).replace("\n  ", "; ").replace(":;", ":")
+            _logger().warning(f"gradkit: {reason}; resuming with the attached configuration, clipping history "
+                              "and step count start afresh")
             return None
+        return state
 
     def _check_state_epoch(self, state: dict[str, Any], ckpt_epoch: int) -> None:
         saved = int(state.get("epoch", ckpt_epoch))
@@ -882,8 +888,9 @@ def resume(checkpoint: str | Path, **train_args: Any):
     config = load_state(side).get("config")
     if not config:
         raise ConfigError(f"gradkit.resume: {side} holds no plugin configuration")
+    config = load_config(config, origin=str(side))
     model = YOLO(str(checkpoint))
-    attach(model, GradkitConfig.model_validate(config))
+    attach(model, config)
     model.train(resume=str(checkpoint), **train_args)
     return model
 
