@@ -197,7 +197,8 @@ def test_resume_with_a_saved_configuration_that_no_longer_validates_continues_wi
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"}, callbacks=[("on_train_epoch_start", crash)])
+        train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"},
+                   callbacks=[("on_train_epoch_start", crash)])
     last = tmp_path / "run" / "weights" / "last.pt"
     side = last.with_name("last.gradkit.pt")
     state = torch.load(side, weights_only=True)
