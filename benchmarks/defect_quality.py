@@ -100,7 +100,11 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-deep-dfl@time``: the same size with YOLO26n's box head regressing each side as a distribution
   over 16 bins (DFL, as YOLOv8/11 do: ``reg_max`` 16) instead of one number with an L1 loss; a side a
   fraction of a stride from the cell's centre is where a distribution can be sharper than one value. (It was
-  not: README.)
+  not: README.) ``plan-deep-tiles@time``: the same size, model and configuration trained on ``gradkit tile``'s
+  copy of the set cut at its native size into tiles of that size (a step costs what one of plan-deep@time's
+  costs; the strip set's 1-2 px scratches keep their width instead of going to 0.5-1 px), warm-up and the
+  mosaic-free end given in the whole images' iterations (``WARMUP_EPOCHS``, ``CLOSE_MOSAIC``), scored on the
+  whole held-out images at their native size: does the shrink cost the thinnest lines what tiles would keep?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -151,11 +155,16 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
-             "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs")
+             "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
 NWD_WIDE_SCALE = 32.0
+
+#: Ultralytics' warm-up (``warmup_epochs`` 3, at least 100 iterations) and its mosaic-free last epochs
+#: (``close_mosaic`` 10): ``plan-deep-tiles@time`` gives both in the whole images' iterations, not in epochs of
+#: tiles (each several of the whole images' epochs).
+WARMUP_EPOCHS, MIN_WARMUP_ITERATIONS, CLOSE_MOSAIC = 3, 100, 10
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
 
@@ -211,19 +220,23 @@ def held_out_yaml(data: Path, out: Path) -> Path:
 
 
 def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: dict, seed: int,
-                    held_out: Path, device: str = "cpu", workers: int = 0) -> dict:
-    """Train one recipe and score it on the held-out images (or reuse a finished run's score)."""
+                    held_out: Path, device: str = "cpu", workers: int = 0, score_imgsz: int | None = None) -> dict:
+    """Train one recipe and score it on the held-out images (or reuse a finished run's score), at
+    ``score_imgsz`` (None: the size it trained at)."""
     from gradkit.config import load_config
 
     score_file = run_dir / "score.json"
     recipe = {"data": str(data), "model": model, "train": train,
               "gradkit": None if gradkit_cfg is None else load_config(gradkit_cfg).model_dump(mode="json")}
     recipe.update(device=device, workers=workers)  # both change the numbers (and workers the random streams)
+    if score_imgsz is not None:
+        recipe["scored_at"] = score_imgsz
+    score_imgsz = score_imgsz or train["imgsz"]
     weights = run_dir / "weights" / "last.pt"
     if score_file.exists():
         score = _reused(score_file, recipe)
         if not {KPIS[0], SHIPPED} <= score.keys() and weights.is_file():  # scored before they were kept: no training
-            score.update(_scored(weights, held_out, train["imgsz"], device, run_dir)[1])
+            score.update(_scored(weights, held_out, score_imgsz, device, run_dir)[1])
             score_file.write_text(json.dumps(score))
         return score
     from ultralytics import YOLO
@@ -237,7 +250,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     yolo.train(data=str(data), seed=seed, deterministic=True, workers=workers, device=device, plots=False, val=False,
                verbose=False, project=str(run_dir.parent), name=run_dir.name, exist_ok=True, **train)
     seconds = time.time() - start
-    metrics, kpis = _scored(Path(yolo.trainer.save_dir) / "weights" / "last.pt", held_out, train["imgsz"], device,
+    metrics, kpis = _scored(Path(yolo.trainer.save_dir) / "weights" / "last.pt", held_out, score_imgsz, device,
                             run_dir)
     box = metrics.box
     per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
@@ -381,6 +394,29 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     }[recipe_name]
 
 
+def _native_tiles(data: Path, out: Path, fp, deep: tuple[str, object, dict]) -> tuple[Path, tuple, int]:
+    """``plan-deep-tiles@time``: ``plan-deep@time`` (``deep``: its model, configuration and training arguments)
+    trained on ``gradkit tile``'s copy of the set, cut at the native size into tiles of the size plan-deep@time
+    shrinks whole images to, so a step costs what one of its steps costs and a line keeps its native width;
+    scored on the whole held-out images at their native size (the scale the model learnt). Returns the tiled
+    copy's YAML, the recipe's arguments and the scoring size."""
+    from gradkit.data.tile import tile_dataset
+    from gradkit.plan import MIN_IMGSZ, _round_up
+
+    model, cfg, train = deep
+    size = train["imgsz"]
+    tiled = out / "data" / f"{data.parent.name}-tiles{size}"
+    if not (tiled / "data.yaml").exists():
+        tile_dataset(data, size, out=tiled)
+    batch = train["batch"]
+    whole = -(-fp.images // batch)
+    tiles = -(-sum(1 for p in (tiled / "images" / "train").iterdir() if p.suffix == ".png") // batch)
+    warmup = max(WARMUP_EPOCHS * whole, MIN_WARMUP_ITERATIONS)
+    train = {**train, "warmup_epochs": round(warmup / tiles, 4),
+             "close_mosaic": max(1, round(CLOSE_MOSAIC * whole / tiles))}
+    return tiled / "data.yaml", (model, cfg, train), max(_round_up(fp.max_side), MIN_IMGSZ)
+
+
 def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
     """The plan's gradkit configuration with ``assign.nwd`` on (at ``scale`` px; None: the finest stride)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
@@ -475,9 +511,13 @@ def run(args) -> dict:
             stock = {"train_s": args.time_s} if args.time_s else None  # a given budget stands in for stock's time
             timed = any(r.endswith("@time") for r in rows) and not args.time_s  # else stock sets it: it goes first
             for recipe_name in ["stock"] * ("stock" in rows or timed) + [r for r in rows if r != "stock"]:
-                res = train_and_score(data, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
-                                      *_recipe_args(recipe_name, plan, base, stock, fp), seed, held_out,
-                                      args.device, args.workers)
+                trained_on, recipe, score_imgsz = data, None, None
+                if recipe_name == "plan-deep-tiles@time":
+                    deep = _recipe_args("plan-deep@time", plan, base, stock, fp)
+                    trained_on, recipe, score_imgsz = _native_tiles(data, out, fp, deep)
+                res = train_and_score(trained_on, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
+                                      *(recipe or _recipe_args(recipe_name, plan, base, stock, fp)), seed, held_out,
+                                      args.device, args.workers, score_imgsz)
                 stock = res if recipe_name == "stock" and not args.time_s else stock
                 if recipe_name in rows:
                     rows[recipe_name].append(res)
