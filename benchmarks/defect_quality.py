@@ -102,8 +102,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   fraction of a stride from the cell's centre is where a distribution can be sharper than one value. (It was
   not: README.) ``plan-deep-tiles@time``: the same size, model and configuration trained on ``gradkit tile``'s
   copy of the set cut at its native size into tiles of that size (a step costs what one of plan-deep@time's
-  costs; the strip set's 1-2 px scratches keep their width instead of going to 0.5-1 px), warm-up and the
-  mosaic-free end given in the whole images' iterations (``WARMUP_EPOCHS``, ``CLOSE_MOSAIC``), scored on the
+  costs; the strip set's 1-2 px scratches keep their width instead of going to 0.5-1 px), Ultralytics' warm-up
+  given in the whole images' batches and its mosaic-free end to the nearest epoch of tiles, scored on the
   whole held-out images at their native size: does the shrink cost the thinnest lines what tiles would keep?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
@@ -160,11 +160,6 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
 NWD_WIDE_SCALE = 32.0
-
-#: Ultralytics' warm-up (``warmup_epochs`` 3, at least 100 iterations) and its mosaic-free last epochs
-#: (``close_mosaic`` 10): ``plan-deep-tiles@time`` gives both in the whole images' iterations, not in epochs of
-#: tiles (each several of the whole images' epochs).
-WARMUP_EPOCHS, MIN_WARMUP_ITERATIONS, CLOSE_MOSAIC = 3, 100, 10
 
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
 
@@ -400,8 +395,10 @@ def _native_tiles(data: Path, out: Path, fp, deep: tuple[str, object, dict]) -> 
     shrinks whole images to, so a step costs what one of its steps costs and a line keeps its native width;
     scored on the whole held-out images at their native size (the scale the model learnt). Returns the tiled
     copy's YAML, the recipe's arguments and the scoring size."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
     from gradkit.data.tile import tile_dataset
-    from gradkit.plan import MIN_IMGSZ, _round_up
+    from gradkit.plan import native_imgsz
 
     model, cfg, train = deep
     size = train["imgsz"]
@@ -411,10 +408,12 @@ def _native_tiles(data: Path, out: Path, fp, deep: tuple[str, object, dict]) -> 
     batch = train["batch"]
     whole = -(-fp.images // batch)
     tiles = -(-sum(1 for p in (tiled / "images" / "train").iterdir() if p.suffix == ".png") // batch)
-    warmup = max(WARMUP_EPOCHS * whole, MIN_WARMUP_ITERATIONS)
-    train = {**train, "warmup_epochs": round(warmup / tiles, 4),
-             "close_mosaic": max(1, round(CLOSE_MOSAIC * whole / tiles))}
-    return tiled / "data.yaml", (model, cfg, train), max(_round_up(fp.max_side), MIN_IMGSZ)
+    # Ultralytics warms up for warmup_epochs x batches per epoch and drops mosaic for the last close_mosaic
+    # epochs: an epoch of tiles is several whole-image epochs, so both are given in the whole images' batches
+    warmup, close = (train.get(k, DEFAULT_CFG_DICT[k]) for k in ("warmup_epochs", "close_mosaic"))
+    train = {**train, "warmup_epochs": round(warmup * whole / tiles, 4),
+             "close_mosaic": max(1, round(close * whole / tiles))}
+    return tiled / "data.yaml", (model, cfg, train), native_imgsz(fp, size)
 
 
 def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:

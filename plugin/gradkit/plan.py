@@ -205,8 +205,13 @@ def _round_up(x: float) -> int:
     return int(math.ceil(x / IMGSZ_STEP) * IMGSZ_STEP)
 
 
+def native_imgsz(fp: Fingerprint, fallback: int) -> int:
+    """The images' long side rounded up to a size Ultralytics trains at (``fallback`` when none was measured)."""
+    return _round_up(fp.max_side) if fp.max_side else fallback
+
+
 def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
-    native = _round_up(fp.max_side) if fp.max_side else DEFAULT_IMGSZ
+    native = native_imgsz(fp, DEFAULT_IMGSZ)
     compact = ~fp.thin_mask()
     wanted = min(native, DEFAULT_IMGSZ)
     reason = f"the native size ({fp.max_side} px), Ultralytics' default {DEFAULT_IMGSZ} at most"
@@ -355,7 +360,7 @@ def smallest_budget_size(wanted: int) -> int:
 def deepest_budget_size(fp: Fingerprint, wanted: int) -> int:
     """DEEP_SHRINK of the smaller of ``wanted`` and the native size (rounded up to 32): a size the data called
     for above its native size is upsampling, which adds no detail a short budget can afford to pay for."""
-    native = _round_up(fp.max_side) if fp.max_side else wanted
+    native = native_imgsz(fp, wanted)
     return max(_round_up(min(wanted, native) * DEEP_SHRINK), MIN_IMGSZ)
 
 
