@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 
 import pytest
@@ -165,21 +166,28 @@ def test_resume_never_unpickles_a_state_file_with_arbitrary_objects(tmp_path):
 
 def test_resume_names_the_state_file_and_key_of_a_saved_configuration_that_no_longer_validates(tmp_path):
     """A state file is read back as untrusted input: a configuration it holds that this gradkit refuses (an older
-    release's key, a hand-edited value) is a one-line error naming the file and the key, before the checkpoint
-    is even opened (the empty last.pt here would fail to load)."""
+    release's key, a hand-edited value, a preset's name) is a one-line error naming the file and each bad key,
+    before the checkpoint is even opened (the empty last.pt here would fail to load)."""
     import gradkit
+
+    def refused(config) -> str:
+        torch.save({"step": 3, "config": config}, tmp_path / "last.gradkit.pt")
+        with pytest.raises(ConfigError) as err:
+            gradkit.resume(tmp_path / "last.pt")
+        assert "\n" not in str(err.value) and str(tmp_path / "last.gradkit.pt") in str(err.value)
+        return str(err.value)
 
     (tmp_path / "last.pt").write_bytes(b"")
     saved = load_config("default").model_dump(mode="json")
     saved["clip"] = {"mode": "norm", "max_norm": -1.0}
-    torch.save({"step": 3, "config": saved}, tmp_path / "last.gradkit.pt")
-    with pytest.raises(ConfigError, match=r"last\.gradkit\.pt.*\n  clip\.max_norm: .*got -1\.0"):
-        gradkit.resume(tmp_path / "last.pt")
-    saved["clip"] = {"mode": "norm", "max_norm": 1.0}
     saved["monitor"]["evry"] = 2
-    torch.save({"step": 3, "config": saved}, tmp_path / "last.gradkit.pt")
-    with pytest.raises(ConfigError, match=r"monitor\.evry: unknown key \(did you mean 'every'\?\)"):
-        gradkit.resume(tmp_path / "last.pt")
+    said = refused(saved)
+    problems = said.split(": ", 1)[1].split(" | ")  # one per bad key, in pydantic's order
+    assert len(problems) == 2 and any(re.fullmatch(r"clip\.max_norm: .*\(got -1\.0\)", p) for p in problems)
+    assert any(p.startswith("monitor.evry: unknown key (did you mean 'every'?)") for p in problems)
+    # a string would otherwise be taken for a preset name or a YAML path: loading what the file does not hold
+    assert "a str, not a mapping" in refused("defect")
+    assert "a list, not a mapping" in refused([1, 2])
 
 
 @pytest.mark.e2e
@@ -210,10 +218,36 @@ def test_resume_with_a_saved_configuration_that_no_longer_validates_continues_wi
     with log_lines() as lines:
         model.train(resume=str(last))
     said = [line for line in lines if "last.gradkit.pt" in line and "clip.percentile" in line]
-    assert said and "150.0" in said[0] and "start afresh" in said[0], lines
+    assert said and "150.0" in said[0] and "start afresh" in said[0] and "\n" not in said[0], lines
     plugin = model.gradkit
     assert plugin.cfg.clip.mode == "norm" and plugin.cfg.clip.max_norm == 5.0
     assert plugin.step == model.trainer.ema.updates - state["step"]  # counted afresh from the resumed epoch
+
+
+@pytest.mark.e2e
+def test_resume_with_the_configuration_the_run_started_with_says_nothing_of_configurations(tiny_data, tmp_path):
+    """The saved configuration went through JSON (tuples became lists): compared with the attached one as saved,
+    the same configuration is the same, so no warning says the checkpoint's replaced it."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    jitter = [{"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": (-0.1, 0.1), "p": 0.5}]
+    overrides = {"augment.transforms": jitter, "report.enabled": False}
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides=overrides, callbacks=[("on_train_epoch_start", crash)])
+    last = tmp_path / "run" / "weights" / "last.pt"
+    model = YOLO(str(last))
+    attached = gradkit.attach(model, "default", overrides)
+    assert attached.augment.transforms[0]["brightness_limit"] == (-0.1, 0.1)  # a tuple, as the user gave it
+    with log_lines() as lines:
+        model.train(resume=str(last))
+    assert not [line for line in lines if "configuration" in line], lines
+    assert model.gradkit.step == model.trainer.ema.updates  # the saved state was used: counted across the resume
 
 
 # ------------------------------------------------------------------ attaching twice; grad/* keys; one plugin

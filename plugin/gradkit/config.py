@@ -391,7 +391,7 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _format_errors(err: ValidationError, source: str, one_line: bool = False) -> str:
     lines = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int))
@@ -401,13 +401,15 @@ def _format_errors(err: ValidationError, source: str) -> str:
             allowed = sorted(parent.model_fields) if parent else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"  {key}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+            lines.append(f"{key}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             shown = e.get("input")
             got = "" if isinstance(shown, dict) else f" (got {shown!r})"
-            lines.append(f"  {key}: {msg}{got}")
-    return f"invalid gradkit config from {source}:\n" + "\n".join(lines)
+            lines.append(f"{key}: {msg}{got}")
+    if one_line:
+        return f"invalid gradkit config from {source}: " + " | ".join(lines)
+    return f"invalid gradkit config from {source}:\n" + "\n".join("  " + line for line in lines)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -454,8 +456,6 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 def load_config(
     source: str | Path | dict[str, Any] | GradkitConfig | None = None,
     overrides: dict[str, Any] | None = None,
-    *,
-    origin: str | None = None,
 ) -> GradkitConfig:
     """Build a validated configuration.
 
@@ -463,7 +463,6 @@ def load_config(
         source: A YAML path, a preset name (``default``, ``defect``), a dict, a config object, or
             None for the ``default`` preset.
         overrides: Dotted keys applied on top, e.g. ``{"clip.mode": "agc"}``.
-        origin: Where a dict came from (a state file's path), for the error; a file names itself.
 
     Raises:
         ConfigError: naming the file, each bad key, the bad value and the allowed values.
@@ -471,7 +470,7 @@ def load_config(
     if isinstance(source, GradkitConfig):
         data, origin = source.model_dump(), "a GradkitConfig object"  # every field: changes made after construction too
     elif isinstance(source, dict):
-        data, origin = source, origin or "a dict"
+        data, origin = source, "a dict"
     else:
         name = "default" if source is None else str(source)
         looks_like_path = name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists()
@@ -484,6 +483,18 @@ def load_config(
         return GradkitConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin) + _plan_hint(data, source)) from None
+
+
+def saved_config(value: Any, source: str) -> GradkitConfig:
+    """A configuration gradkit wrote into a file it reads back (a state file's ``config``): untrusted, so anything
+    but a mapping that validates is a one-line ConfigError naming ``source`` and each bad key. Never a preset name
+    or a path: those would load something the file does not hold."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"invalid gradkit config from {source}: a {type(value).__name__}, not a mapping of sections")
+    try:
+        return GradkitConfig.model_validate(value)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, one_line=True)) from None
 
 
 def _plan_hint(data: Any, source: Any) -> str:

@@ -14,7 +14,7 @@ import torch
 from gradkit.augment.affine_boxes import REPORTED_DROP_RATE, drop_rate, zoom_range
 from gradkit.augment.checks import check_augment_config
 from gradkit.clip import Clipper, layer_of, make_clipper
-from gradkit.config import ConfigError, GradkitConfig, load_config
+from gradkit.config import ConfigError, GradkitConfig, load_config, saved_config
 from gradkit.integrations.ultralytics.assign import (
     CandidateTally,
     install_defect_cell_assignment,
@@ -252,11 +252,12 @@ class GradkitCallback:
         self.save_dir = Path(trainer.save_dir)
         resuming = bool(getattr(trainer, "resume", False))
         state = self._resume_state(trainer) if resuming else None
-        if state and state.get("config") and state["config"] != self.cfg:
+        saved = state.get("config") if state else None
+        if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
             _logger().warning("gradkit: resuming with the checkpoint's gradkit configuration (augmentation, "
                               "clipping and monitoring as the run started); start a new run to change it")
-            self.cfg = state["config"]
+            self.cfg = saved
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
         self.detector = AlertDetector(self.stats.labels, AlertThresholds.of(self.cfg.monitor.alerts),
@@ -541,12 +542,11 @@ class GradkitCallback:
         try:
             state = load_state(path)
             if state.get("config"):
-                state["config"] = load_config(state["config"], origin=str(path))
+                state["config"] = saved_config(state["config"], str(path))
         except ConfigError as exc:
             # the attached configuration is at hand: go on with it rather than stop a long run for its state file
-            reason = str(exc).replace("\n  ", "; ").replace(":;", ":")
-            _logger().warning(f"gradkit: {reason}; resuming with the attached configuration, clipping history "
-                              "and step count start afresh")
+            _logger().warning(f"gradkit: {exc}; resuming with the attached configuration (gradkit train: its "
+                              "gradkit=, else the default preset), clipping history and step count start afresh")
             return None
         return state
 
@@ -888,7 +888,7 @@ def resume(checkpoint: str | Path, **train_args: Any):
     config = load_state(side).get("config")
     if not config:
         raise ConfigError(f"gradkit.resume: {side} holds no plugin configuration")
-    config = load_config(config, origin=str(side))
+    config = saved_config(config, str(side))
     model = YOLO(str(checkpoint))
     attach(model, config)
     model.train(resume=str(checkpoint), **train_args)
