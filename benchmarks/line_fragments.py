@@ -1,0 +1,100 @@
+"""Are long lines found as fragments, and would joining the fragments box them? No training.
+
+    python benchmarks/line_fragments.py RUN/weights/last.pt DATA_ROOT --imgsz 448 --cls scratch
+
+For every object of class ``--cls`` whose box is at least ``--elongation`` times as long as wide, in the
+``val`` and ``test`` images under ``DATA_ROOT`` (``images/`` and ``labels/`` in Ultralytics' layout), the
+model's detections of that class at confidence >= ``--conf`` whose box overlaps the object's box:
+
+- how many there are (median over objects);
+- the share of the object's length that the union of their extents along it covers (median; and the share
+  of objects covered over 80% of their length): a line found as several short boxes is covered well by
+  them together and by none alone;
+- the IoU of the box enclosing them all with the object's box: an upper bound on what joining the
+  fragments after detection could reach, since the object's own box picks which detections to join.
+  A joined box is at least as thick as the thickest fragment, so a model that boxes a line k times its
+  width stays below IoU 1/k however well the fragments cover its length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def fragment_stats(obj: np.ndarray, dets: np.ndarray) -> tuple[int, float, float]:
+    """(detections overlapping ``obj``, share of its length their union covers, IoU of their enclosing box with
+    it) for one object box and an (n, 4) array of detection boxes, all xyxy pixels; its length is its longer
+    side."""
+    x0, y0, x1, y1 = obj
+    inter = np.stack([np.maximum(dets[:, 0], x0), np.maximum(dets[:, 1], y0),
+                      np.minimum(dets[:, 2], x1), np.minimum(dets[:, 3], y1)], 1) if len(dets) else np.zeros((0, 4))
+    touching = (inter[:, 2] > inter[:, 0]) & (inter[:, 3] > inter[:, 1])
+    if not touching.any():
+        return 0, 0.0, 0.0
+    along = 0 if x1 - x0 >= y1 - y0 else 1  # the axis the object is long on
+    start, length = obj[along], obj[along + 2] - obj[along]
+    covered = np.zeros(max(int(np.ceil(length)), 1), bool)
+    for lo, hi in inter[touching][:, [along, along + 2]] - start:
+        covered[int(np.floor(lo)):int(np.ceil(hi))] = True
+    joined = np.concatenate([dets[touching][:, :2].min(0), dets[touching][:, 2:].max(0)])
+    return int(touching.sum()), float(covered.mean()), _iou(obj, joined)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
+def _objects(label: Path, cls: int, w: int, h: int, elongation: float) -> list[np.ndarray]:
+    boxes = []
+    for line in label.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 5 and int(float(parts[0])) == cls:
+            cx, cy, bw, bh = (float(v) for v in parts[1:])
+            box = np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+            if max(bw * w, bh * h) >= elongation * max(min(bw * w, bh * h), 1e-9):
+                boxes.append(box)
+    return boxes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights")
+    p.add_argument("data_root", type=Path)
+    p.add_argument("--imgsz", type=int, required=True)
+    p.add_argument("--cls", default="scratch", help="class name, as the model names it")
+    p.add_argument("--conf", type=float, default=0.01)
+    p.add_argument("--elongation", type=float, default=4.0, help="objects at least this long for their width")
+    args = p.parse_args()
+    from ultralytics import YOLO
+
+    model = YOLO(args.weights)
+    cls = {v: k for k, v in model.names.items()}[args.cls]
+    rows = []
+    for split in ("val", "test"):
+        for image in sorted((args.data_root / "images" / split).glob("*.png")):
+            label = args.data_root / "labels" / split / (image.stem + ".txt")
+            result = model.predict(str(image), imgsz=args.imgsz, conf=args.conf, max_det=300, verbose=False)[0]
+            h, w = result.orig_shape
+            objects = _objects(label, cls, w, h, args.elongation) if label.exists() else []
+            dets = result.boxes.xyxy.numpy()[result.boxes.cls.numpy() == cls]
+            rows += [fragment_stats(obj, dets) for obj in objects]
+    if not rows:
+        raise SystemExit(f"no {args.cls} objects at least {args.elongation}x as long as wide under {args.data_root}")
+    n, cover, iou = np.array(rows, float).T
+    print(f"{len(rows)} {args.cls} objects; {args.cls} detections at confidence >= {args.conf} overlapping each: "
+          f"median {np.median(n):.0f}; share of the length their union covers: median {np.median(cover):.2f}, "
+          f"over 0.8 for {np.mean(cover > 0.8):.0%}; their enclosing box at IoU >= 0.3: {np.mean(iou >= 0.3):.0%}, "
+          f">= 0.5: {np.mean(iou >= 0.5):.0%}")
+
+
+if __name__ == "__main__":
+    main()
