@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from line_fragments import fragment_stats  # noqa: E402
+from line_fragments import fragment_stats
 
 
 def test_two_fragments_of_a_horizontal_line_cover_nine_tenths_and_their_join_is_twice_as_thick():
