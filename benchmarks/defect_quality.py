@@ -105,6 +105,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   costs; the strip set's 1-2 px scratches keep their width instead of going to 0.5-1 px), Ultralytics' warm-up
   given in the whole images' batches and its mosaic-free end to the nearest epoch of tiles, scored on the
   whole held-out images at their native size: does the shrink cost the thinnest lines what tiles would keep?
+  ``plan-deep-box2@time`` and ``plan-deep-l1x2@time``: the same size with twice Ultralytics' ``box`` gain (its
+  CIoU term) or twice its ``dfl`` gain (which weighs YOLO26's L1 term on the box sides): the loss gains the
+  issue names, tried on the scratches boxed several times too thick.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -155,7 +158,8 @@ ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@
              "plan-defectcells@epochs", "plan-deep-norot@time",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
-             "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time")
+             "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
+             "plan-deep-box2@time", "plan-deep-l1x2@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -386,6 +390,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-nwd@epochs": (plan.train["model"], _with_nwd(plan.gradkit), {**base, **planned}),
         "plan-nwd@time": (plan.train["model"], _with_nwd(plan.gradkit), at_stock_time),
         "plan-nwdwide@epochs": (plan.train["model"], _with_nwd(plan.gradkit, NWD_WIDE_SCALE), {**base, **planned}),
+        "plan-deep-box2@time": (plan.train["model"], plan.gradkit, {**deep_at_stock_time, "box": 2 * _stock("box")}),
+        "plan-deep-l1x2@time": (plan.train["model"], plan.gradkit, {**deep_at_stock_time, "dfl": 2 * _stock("dfl")}),
     }[recipe_name]
 
 
@@ -450,11 +456,16 @@ def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:
     return {"augment.preset": "none", "augment.transforms": json.loads(json.dumps(kept))}
 
 
-def _stock_fliplr() -> float:
-    """Ultralytics' own left-right flip probability (its default configuration's, read, not copied)."""
+def _stock(key: str) -> float:
+    """Ultralytics' own default of a hyper-parameter (its default configuration's, read, not copied)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    return float(DEFAULT_CFG_DICT["fliplr"])
+    return float(DEFAULT_CFG_DICT[key])
+
+
+def _stock_fliplr() -> float:
+    """Ultralytics' own left-right flip probability."""
+    return _stock("fliplr")
 
 
 def _with_ultralytics(gradkit_cfg: dict, hyp: dict) -> dict:
