@@ -188,6 +188,9 @@ def test_resume_names_the_state_file_and_key_of_a_saved_configuration_that_no_lo
     # a string would otherwise be taken for a preset name or a YAML path: loading what the file does not hold
     assert "a str, not a mapping" in refused("defect")
     assert "a list, not a mapping" in refused([1, 2])
+    torch.save([{"config": saved}], tmp_path / "last.gradkit.pt")  # the whole state not a mapping
+    with pytest.raises(ConfigError, match=r"last\.gradkit\.pt holds a list, not gradkit's state"):
+        gradkit.resume(tmp_path / "last.pt")
 
 
 @pytest.mark.e2e

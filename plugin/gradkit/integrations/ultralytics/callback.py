@@ -736,15 +736,18 @@ def load_state(path: str | Path) -> dict[str, Any]:
     """Load a plugin state file without unpickling arbitrary objects.
 
     Raises:
-        ConfigError: the file holds anything but tensors, lists, numbers and strings.
+        ConfigError: the file holds anything but tensors, lists, numbers and strings, or is not a mapping.
     """
     import pickle
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ConfigError(f"{path} holds objects other than tensors, lists, numbers and strings (a state file of an "
                           "older gradkit, or not gradkit's); it is not unpickled") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not gradkit's state (a mapping)")
+    return state
 
 
 def _plain(value: Any) -> Any:
