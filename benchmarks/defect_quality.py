@@ -377,7 +377,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-cls2@epochs": (plan.train["model"], plan.gradkit, {**base, **planned, "cls": CLS_GAIN}),
         "plan-narrowscale@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"scale": NARROW_SCALE}),
                                     {**base, **planned}),
-        "plan-fliplr@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"fliplr": _stock_fliplr()}),
+        "plan-fliplr@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"fliplr": _stock("fliplr")}),
                                {**base, **planned}),
         "plan-nofliplr@epochs": (plan.train["model"], _with_ultralytics(plan.gradkit, {"fliplr": 0.0}),
                                  {**base, **planned}),
@@ -461,11 +461,6 @@ def _stock(key: str) -> float:
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     return float(DEFAULT_CFG_DICT[key])
-
-
-def _stock_fliplr() -> float:
-    """Ultralytics' own left-right flip probability."""
-    return _stock("fliplr")
 
 
 def _with_ultralytics(gradkit_cfg: dict, hyp: dict) -> dict:
