@@ -267,9 +267,11 @@ class GradkitCallback:
         if state:
             self.load_state_dict(state)
             self._check_state_epoch(state, trainer.start_epoch - 1)
+        elif resuming:
+            self.step = self._steps_in_checkpoint(trainer)
         if _is_main():
             (self.save_dir / "gradkit.yaml").write_text(self.cfg.to_yaml())
-            if state and self.cfg.monitor.enabled:
+            if resuming and self.cfg.monitor.enabled:
                 self._drop_records_after(self.step, "resuming from last.pt")
             if self.cfg.monitor.enabled:
                 self.log = GradientLog(self.save_dir, append=resuming, flush_every=self.cfg.monitor.flush_every)
@@ -537,7 +539,7 @@ class GradkitCallback:
         ckpt = Path(str(trainer.args.resume if isinstance(trainer.args.resume, str) else trainer.last))
         path = state_path(ckpt)
         if not path.exists():
-            _logger().warning(f"gradkit: resuming without {path}; clipping history and step count start afresh")
+            _logger().warning(f"gradkit: resuming without {path}; clipping history starts afresh")
             return None
         try:
             state = load_state(path)
@@ -546,9 +548,18 @@ class GradkitCallback:
         except ConfigError as exc:
             # the attached configuration is at hand: go on with it rather than stop a long run for its state file
             _logger().warning(f"gradkit: {exc}; resuming with the attached configuration (gradkit train: its "
-                              "gradkit=, else the default preset), clipping history and step count start afresh")
+                              "gradkit=, else the default preset), clipping history starts afresh")
             return None
         return state
+
+    @staticmethod
+    def _steps_in_checkpoint(trainer) -> int:
+        """Without a usable plugin state, step numbers go on from the optimizer steps last.pt counts (its EMA's
+        updates), so the records appended after the resume do not repeat the ones before it."""
+        steps = int(getattr(trainer.ema, "updates", 0) or 0) if trainer.ema is not None else 0
+        _logger().info(f"gradkit: step numbers continue from {steps}, the optimizer steps {trainer.last.name} counts "
+                       "(its EMA updates: a step skipped as non-finite is not among them)")
+        return steps
 
     def _check_state_epoch(self, state: dict[str, Any], ckpt_epoch: int) -> None:
         saved = int(state.get("epoch", ckpt_epoch))
