@@ -556,7 +556,7 @@ class GradkitCallback:
     def _steps_in_checkpoint(trainer) -> int:
         """Without a usable plugin state, step numbers go on from the optimizer steps last.pt counts (its EMA's
         updates), so the records appended after the resume do not repeat the ones before it."""
-        steps = int(getattr(trainer.ema, "updates", 0) or 0) if trainer.ema is not None else 0
+        steps = int(trainer.ema.updates) if trainer.ema is not None else 0
         _logger().info(f"gradkit: step numbers continue from {steps}, the optimizer steps {trainer.last.name} counts "
                        "(its EMA updates: a step skipped as non-finite is not among them)")
         return steps
