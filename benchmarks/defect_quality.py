@@ -89,6 +89,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   epochs at a smaller size beat fewer at the size the plan chose?
 - ``plan-budget@time``: the plan ``gradkit plan budget=B`` makes on this machine (B: the same seed's stock
   minutes, or ``--time-s``), timed when the run starts: its own ``imgsz``, model and configuration;
+- ``stock@time``: ``stock`` stopped by Ultralytics' clock (``time=``) at ``--time-s`` instead of after ``--epochs``
+  (which it then only sizes the first epoch's schedule by): stock and the plan side by side for one budget
+  where the machine, not stock's run, sets it (the compute-ceiling runs on a GPU, README);
 - ``plan-deep@time``: ``plan@time`` at ``DEEP_SHRINK`` of the smaller of the plan's ``imgsz`` and the native
   size (``gradkit.plan.deepest_budget_size``; 256 -> 128, the strip set's 704 -> 224): where even
   ``plan-shrunk@time`` buys too few steps, does a deeper shrink pay? ``plan-deep-norot@time``: the same without
@@ -150,7 +153,8 @@ THIN_PASTE_WEIGHT = 3.0
 LINE_CLASSES = ("scratch", "crack")
 RECIPES = ("stock", "preset", "plan@epochs", "plan@time")
 #: Ablations, not run by default (see the module docstring).
-ABLATIONS = ("plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs", "plan-aug@epochs",
+ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs", "stock-imgsz@epochs",
+             "plan-aug@epochs",
              "preset-list", "preset-sensor", "preset-nopaste", "preset-notransforms", "preset-d4only", "preset-nod4",
              "preset-stockhyp", "plan-notransforms@time", "plan-narrowscale@epochs",
              "plan-cls2@epochs", "plan-transforms@time", "plan-stocksize@time",
@@ -356,6 +360,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
         "stock": ("yolo26n.yaml", None, base),
+        "stock@time": ("yolo26n.yaml", None, {**base, "time": stock["train_s"] / 3600} if stock else {}),
         "preset": ("yolo26n.yaml", "defect", base),
         "plan@epochs": (plan.train["model"], plan.gradkit, {**base, **planned}),
         "plan@time": (plan.train["model"], plan.gradkit, at_stock_time),
@@ -501,8 +506,13 @@ def run(args) -> dict:
     unknown = set(args.recipes.split(",")) - set(RECIPES + ABLATIONS)
     if unknown:
         raise SystemExit(f"unknown recipe(s) {', '.join(sorted(unknown))}: {', '.join(RECIPES + ABLATIONS)}")
+    if "stock@time" in args.recipes.split(",") and not args.time_s:
+        raise SystemExit("stock@time needs --time-s (the budget it stops at)")
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
+    if args.build_only:
+        print("\n".join(f"[{name}] built: {data}" for name, data in sets.items()))
+        return {"args": vars(args), "sets": {}}
     base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
     results: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():
@@ -567,7 +577,8 @@ def print_tables(results: dict) -> None:
     for name, block in results["sets"].items():
         rows = {recipe: runs for recipe, runs in block["runs"].items() if runs}  # a run still training has none
         classes = sorted({c for runs in rows.values() for r in runs for c in r["AP50"]})
-        stock = statistics.mean(r["mAP50-95"] for r in rows["stock"]) if "stock" in rows else None
+        reference = next((r for r in ("stock", "stock@time") if r in rows), None)  # the ratios' denominator
+        stock = statistics.mean(r["mAP50-95"] for r in rows[reference]) if reference else None
         print(f"\n### {name}\n")
         print("| recipe | mAP50-95 | vs stock | mAP50 | " + " | ".join(f"AP50 {c}" for c in classes)
               + " | escape rate | false-reject rate | train s | epochs |")
@@ -601,6 +612,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--out", default="runs/defect-quality")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--build-only", action="store_true", help="build the sets under --out and stop")
     p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="print the tables of these files together")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (Ultralytics' device=)")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")

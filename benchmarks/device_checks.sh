@@ -2,12 +2,15 @@
 # The CUDA checks of README "On a GPU", in one call: AMP under real mixed precision, the monitor's
 # per-step and per-epoch cost, and the defect preset against stock on one evaluation set (DQ_SET,
 # default the photographed one) at DQ_EPOCHS (default 100) epochs, 3 seeds. Each part has its own
-# time limit so that the later parts still run and whatever finished comes back. Everything lands
+# time limit so that the later parts still run; and (part "ceiling", not in the default PARTS) stock against the plan
+# on CEIL_SETS (default "photo strip") for CEIL_S seconds each (default 330), all runs at once: what a GPU's
+# budget does for the thin classes and whatever finished comes back. Everything lands
 # in $OUT (default runs/device-checks): summary.txt and one archive of the logs and results.json files.
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU (fixed
 #                                                                   tiny sizes: OVH_ARGS, DQ_EPOCHS ignored)
 #   PARTS="dq" SEEDS="0 1" DQ_SET=surface DQ_EPOCHS=60 ...         # some parts only, fewer seeds
+#   PARTS=ceiling CEIL_S=330 CEIL_SEEDS=0 ...                    # stock@time vs plan@time, one budget for both
 #   OVH_ARGS="--images 320 --imgsz 640 --epochs 5 --repeats 3 --workers 8" ...  # a longer overhead comparison
 set -u
 OUT=${OUT:-runs/device-checks}
@@ -18,10 +21,11 @@ work=$(mktemp -d)
 mkdir -p "$OUT" "$work/logs"
 if [ -n "${SMOKE:-}" ]; then
   amp="--images 24 --imgsz 64 --epochs 1 --workers 0"; ovh="--images 32 --imgsz 64 --epochs 1 --repeats 1 --workers 0"
-  dq="--images 40 --imgsz 64 --epochs 2 --workers 0"
+  dq="--images 40 --imgsz 64 --epochs 2 --workers 0"; ceil="--images 40 --imgsz 64 --workers 0"
 else
   amp="--images 96 --imgsz 160 --epochs 3 --workers 2"; ovh=${OVH_ARGS:-"--images 320 --imgsz 640 --epochs 2 --repeats 2 --workers 8"}
   dq="--images 300 --imgsz 256 --epochs ${DQ_EPOCHS:-100} --workers 2 --threads 2"
+  ceil="--images 300 --imgsz 256 --workers ${CEIL_WORKERS:-3} --threads 1"
 fi
 t_amp=${T_AMP:-120}; t_ovh=${T_OVH:-120}; t_dq=${T_DQ:-300}  # seconds per part
 PARTS=${PARTS:-amp overhead dq}
@@ -56,6 +60,24 @@ wait
 grep -h "^\[$DQ_SET\] seed" "$work"/logs/dq-*.log >> "$summary"
 ls "$work"/dq-*/results.json >/dev/null 2>&1 && $PY benchmarks/defect_quality.py --merge "$work"/dq-*/results.json >> "$summary" 2>&1
 fi
+if [[ " $PARTS " == *" ceiling "* ]]; then
+CEIL_SETS=${CEIL_SETS:-photo strip}; CEIL_S=${CEIL_S:-$([ -n "${SMOKE:-}" ] && echo 20 || echo 330)}; CEIL_SEEDS=${CEIL_SEEDS:-0}
+echo "== ceiling: sets $CEIL_SETS, stock@time vs plan@time, ${CEIL_S} s each, seeds $CEIL_SEEDS, all at once" >> "$summary"
+# The sets are built once (seconds) and copied into each run's folder: Ultralytics writes its label cache
+# beside the labels, and runs sharing one copy would race on it.
+$PY benchmarks/defect_quality.py --sets "${CEIL_SETS// /,}" --build-only $ceil \
+  --out "$work/ceil-data" > "$work/logs/ceil-data.log" 2>&1 || { echo "building the sets failed" >> "$summary"; }
+for set in $CEIL_SETS; do for seed in $CEIL_SEEDS; do for recipe in stock@time plan@time; do
+  run="$work/ceil-$set-${recipe%@time}-$seed"; mkdir -p "$run" && cp -r "$work/ceil-data/data" "$run/"
+  timeout $((CEIL_S + 150)) $PY benchmarks/defect_quality.py --sets "$set" --recipes "$recipe" --seeds "$seed" \
+    --time-s "$CEIL_S" --epochs 1000 --device "$DEVICE" $ceil --out "$run" > "$work/logs/ceil-$set-${recipe%@time}-$seed.log" 2>&1 &
+done; done; done
+wait
+grep -h "^\[.*\] seed" "$work"/logs/ceil-*.log >> "$summary"
+ls "$work"/ceil-*-*-*/results.json >/dev/null 2>&1 && $PY benchmarks/defect_quality.py --merge "$work"/ceil-*-*-*/results.json >> "$summary" 2>&1
+for f in "$work"/ceil-*-*-*/results.json; do [ -f "$f" ] && mkdir -p "$work/results" && cp "$f" "$work/results/$(basename "$(dirname "$f")").json"; done
+fi
+
 mkdir -p "$work/results" && for f in "$work"/dq-*/results.json; do [ -f "$f" ] && cp "$f" "$work/results/$(basename "$(dirname "$f")").json"; done
 tar czf "$OUT/device-checks.tgz" -C "$work" logs results
 cat "$summary"
