@@ -104,3 +104,28 @@ def test_a_seeded_sample_through_ultralytics_stock_albumentations_stage_is_repro
     images = [seeded_sample(dataset, 0, seed=5)["img"].numpy() for _ in range(10)]
     assert all(np.array_equal(images[0], im) for im in images[1:])
     assert not np.array_equal(images[0], seeded_sample(dataset, 0, seed=6)["img"].numpy())
+
+
+NO_NETWORK_ON_IMPORT = r"""
+import sys
+asked = []
+sys.addaudithook(lambda event, args: asked.append(f"{event} {args[0]!r}")
+                 if event in ("urllib.Request", "socket.connect", "socket.getaddrinfo") else None)
+from gradkit.augment import build_compose  # every gradkit module that imports Albumentations is in this package
+from gradkit.config import load_config
+build_compose(load_config("defect", {"augment.preset": "defect"}), seed=0)  # imports Albumentations, as training does
+assert "albumentations" in sys.modules
+print("\n".join(asked))
+"""
+
+
+def test_importing_gradkits_augmentation_asks_the_network_nothing():
+    """Albumentations asks PyPI for its newest version when it is first imported unless
+    NO_ALBUMENTATIONS_UPDATE says not to (Ultralytics sets it before its own import; gradkit imports it
+    first): a training run must not reach out, on a factory network or anywhere. The audit hook sees every
+    URL opened and every socket connection or name lookup the import makes."""
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run([sys.executable, "-c", NO_NETWORK_ON_IMPORT], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "", f"the import asked the network: {done.stdout.strip()}"
