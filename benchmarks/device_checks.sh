@@ -76,6 +76,9 @@ wait
 grep -h "^\[.*\] seed" "$work"/logs/ceil-*.log >> "$summary"
 ls "$work"/ceil-*-*-*/results.json >/dev/null 2>&1 && $PY benchmarks/defect_quality.py --merge "$work"/ceil-*-*-*/results.json >> "$summary" 2>&1
 for f in "$work"/ceil-*-*-*/results.json; do [ -f "$f" ] && mkdir -p "$work/results" && cp "$f" "$work/results/$(basename "$(dirname "$f")").json"; done
+# CEIL_WEIGHTS=1: each run's last weights beside the summary, to study its boxes where there is no GPU
+[ -n "${CEIL_WEIGHTS:-}" ] && for w in "$work"/ceil-*-*-*/runs/*/weights/last.pt; do
+  cp "$w" "$OUT/$(basename "$(dirname "$(dirname "$w")")").pt"; done
 fi
 
 mkdir -p "$work/results" && for f in "$work"/dq-*/results.json; do [ -f "$f" ] && cp "$f" "$work/results/$(basename "$(dirname "$f")").json"; done
