@@ -14,6 +14,12 @@ model's detections of that class at confidence >= ``--conf`` whose box overlaps 
   fragments after detection could reach, since the object's own box picks which detections to join.
   A joined box is at least as thick as the thickest fragment, so a model that boxes a line k times its
   width stays below IoU 1/k however well the fragments cover its length.
+
+And where the best detection (the highest IoU with the object) puts the line across it: its thickness in
+the object's thicknesses, how far its centre across lies from the line's, in the same unit, and the IoU the
+detection would reach at the object's own thickness, centred where it is: what a box tightened after
+detection could reach at best. A model that boxes a line thick because it cannot tell where across it lies
+(its centres off by half a thickness or more) gains little from tightening.
 """
 
 from __future__ import annotations
@@ -44,6 +50,24 @@ def fragment_stats(obj: np.ndarray, dets: np.ndarray) -> tuple[int, float, float
         covered[int(np.floor(lo)):int(np.ceil(hi))] = True
     joined = np.concatenate([dets[touching][:, :2].min(0), dets[touching][:, 2:].max(0)])
     return int(touching.sum()), float(covered.mean()), _iou(obj, joined)
+
+
+def placement_stats(obj: np.ndarray, dets: np.ndarray) -> tuple[float, float, float, float] | None:
+    """For the detection with the highest IoU with ``obj`` (xyxy pixels, ``dets`` an (n, 4) array): (that IoU,
+    its thickness across the object's long axis in the object's thicknesses, its centre's offset across from
+    the object's centre in the same unit, signed, and the IoU it reaches resized across to the object's
+    thickness about its own centre); None when no detection overlaps the object."""
+    ious = np.array([_iou(obj, d) for d in dets])
+    if not len(ious) or ious.max() <= 0:
+        return None
+    best = dets[ious.argmax()].astype(float)
+    across = 1 if obj[2] - obj[0] >= obj[3] - obj[1] else 0  # y across a line lying along x
+    thickness = obj[across + 2] - obj[across]
+    centre, own_centre = (best[across] + best[across + 2]) / 2, (obj[across] + obj[across + 2]) / 2
+    tightened = best.copy()
+    tightened[[across, across + 2]] = centre - thickness / 2, centre + thickness / 2
+    return (float(ious.max()), float((best[across + 2] - best[across]) / thickness),
+            float((centre - own_centre) / thickness), _iou(obj, tightened))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,7 +102,7 @@ def main() -> None:
 
     model = YOLO(args.weights)
     cls = {v: k for k, v in model.names.items()}[args.cls]
-    rows = []
+    rows, placed = [], []
     for split in ("val", "test"):
         for image in sorted((args.data_root / "images" / split).glob("*.png")):
             label = args.data_root / "labels" / split / (image.stem + ".txt")
@@ -87,6 +111,7 @@ def main() -> None:
             objects = _objects(label, cls, w, h, args.elongation) if label.exists() else []
             dets = result.boxes.xyxy.numpy()[result.boxes.cls.numpy() == cls]
             rows += [fragment_stats(obj, dets) for obj in objects]
+            placed += [placement_stats(obj, dets) for obj in objects]
     if not rows:
         raise SystemExit(f"no {args.cls} objects at least {args.elongation}x as long as wide under {args.data_root}")
     n, cover, iou = np.array(rows, float).T
@@ -94,6 +119,15 @@ def main() -> None:
           f"median {np.median(n):.0f}; share of the length their union covers: median {np.median(cover):.2f}, "
           f"over 0.8 for {np.mean(cover > 0.8):.0%}; their enclosing box at IoU >= 0.3: {np.mean(iou >= 0.3):.0%}, "
           f">= 0.5: {np.mean(iou >= 0.5):.0%}")
+    found = np.array([p for p in placed if p is not None], float).reshape(-1, 4)
+    if len(found):
+        best, thick, offset, tight = found.T
+        print(f"best detection on each of {len(found)} ({len(placed) - len(found)} with none): IoU median "
+              f"{np.median(best):.2f}, >= 0.5 for {np.mean(best >= 0.5):.0%}; {np.median(thick):.1f}x the line's "
+              f"thickness (quartiles {np.percentile(thick, 25):.1f}-{np.percentile(thick, 75):.1f}); centre off "
+              f"across by a median {np.median(np.abs(offset)):.2f} thickness, by over half for "
+              f"{np.mean(np.abs(offset) > 0.5):.0%}; at the line's own thickness about its centre: IoU median "
+              f"{np.median(tight):.2f}, >= 0.5 for {np.mean(tight >= 0.5):.0%}")
 
 
 if __name__ == "__main__":
