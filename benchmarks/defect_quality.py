@@ -110,7 +110,10 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   whole held-out images at their native size: does the shrink cost the thinnest lines what tiles would keep?
   ``plan-deep-box2@time`` and ``plan-deep-l1x2@time``: the same size with twice Ultralytics' ``box`` gain (its
   CIoU term) or twice its ``dfl`` gain (which weighs YOLO26's L1 term on the box sides): the loss gains the
-  issue names, tried on the scratches boxed several times too thick.
+  issue names, tried on the scratches boxed several times too thick. ``plan-deep-nwd@time``: the same size with
+  ``assign.nwd`` at its default scale (the finest stride): the scratches' predictions overlap their 3 px boxes at
+  CIoU about 0.3, which is both their class target and their weight in the box loss; NWD scores such a
+  prediction higher (``plan-nwd@epochs`` measured it on the photographs only).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -163,7 +166,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
-             "plan-deep-box2@time", "plan-deep-l1x2@time")
+             "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -397,6 +400,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-nwdwide@epochs": (plan.train["model"], _with_nwd(plan.gradkit, NWD_WIDE_SCALE), {**base, **planned}),
         "plan-deep-box2@time": (plan.train["model"], plan.gradkit, {**deep_at_stock_time, "box": 2 * _stock("box")}),
         "plan-deep-l1x2@time": (plan.train["model"], plan.gradkit, {**deep_at_stock_time, "dfl": 2 * _stock("dfl")}),
+        "plan-deep-nwd@time": (plan.train["model"], _with_nwd(plan.gradkit), deep_at_stock_time),
     }[recipe_name]
 
 
