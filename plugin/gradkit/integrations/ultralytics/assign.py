@@ -7,7 +7,8 @@ diagonal line's box is mostly texture, so most of those cells never see the defe
 a pixel standing out from the texture around the box (:mod:`gradkit.data.defect_cells`, estimated from the
 batch's own pixels after augmentation); a box where no cell does keeps them all. With ``assign.nwd`` the
 assigner's overlap of a prediction and a box is the larger of its CIoU and their NWD
-(:mod:`gradkit.box_similarity`). The patches themselves are in :mod:`.seams`.
+(:mod:`gradkit.box_similarity`). With ``assign.box_loss_per_object`` the box loss weighs every object's best
+anchor the same (:mod:`gradkit.box_weights`). The patches themselves are in :mod:`.seams`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ import numpy as np
 import torch
 
 from gradkit.box_similarity import ciou_or_nwd
+from gradkit.box_weights import per_object_weights
 from gradkit.data.defect_cells import anchor_count, defect_cells
 from gradkit.integrations.ultralytics.seams import (
     batch_pixels_and_boxes,
     restrict_candidates_to_cells,
     score_overlaps_with,
+    weigh_box_loss_with,
 )
 
-__all__ = ["CandidateTally", "cells_of_batch", "install_defect_cell_assignment", "install_nwd_overlap"]
+__all__ = ["CandidateTally", "cells_of_batch", "install_box_loss_per_object", "install_defect_cell_assignment",
+           "install_nwd_overlap"]
 
 
 def cells_of_batch(batch: dict[str, Any], strides: list[int]) -> torch.Tensor:
@@ -90,3 +94,8 @@ def install_nwd_overlap(trainer: Any, scale: float | None) -> float:
     """Score the training model's assignments (every loss branch) by the larger of CIoU and NWD at ``scale``
     pixels (unset: the finest stride); returns the scale used."""
     return score_overlaps_with(trainer, ciou_or_nwd, scale)
+
+
+def install_box_loss_per_object(trainer: Any) -> None:
+    """Weigh the training model's box loss (every loss branch) per object: each object's best anchor the same."""
+    weigh_box_loss_with(trainer, per_object_weights)

@@ -17,6 +17,7 @@ from gradkit.clip import Clipper, layer_of, make_clipper
 from gradkit.config import ConfigError, GradkitConfig, load_config, saved_config
 from gradkit.integrations.ultralytics.assign import (
     CandidateTally,
+    install_box_loss_per_object,
     install_defect_cell_assignment,
     install_nwd_overlap,
 )
@@ -229,6 +230,9 @@ class GradkitCallback:
         if self.cfg.assign.defect_cells and task != "detect":
             raise PluginError(f"gradkit: assign.defect_cells restricts a detector's assigner to axis-aligned boxes' "
                               f"cells; this run's task is {task!r} (set assign.defect_cells: false)")
+        if self.cfg.assign.box_loss_per_object and task != "detect":
+            raise PluginError(f"gradkit: assign.box_loss_per_object reweighs a detector's box loss on axis-aligned "
+                              f"boxes; this run's task is {task!r} (set assign.box_loss_per_object: false)")
         if self.cfg.assign.nwd and task != "detect":
             raise PluginError(f"gradkit: assign.nwd rescores a detector's assigner on axis-aligned boxes; this run's "
                               f"task is {task!r}, whose assigner scores masks, keypoints or rotated boxes "
@@ -430,10 +434,10 @@ class GradkitCallback:
 
     def on_train_start(self, trainer) -> None:
         """Before the first step: patch the assigner as the ``assign`` options ask (restrict it to the defect
-        cells, score it with NWD), watch what it teaches (``monitor.taught``); with rollback, validate a
-        fine-tune's starting weights (a state to return to); say once which diagnoses this run has too few
-        optimizer steps for."""
-        chosen = [k for k in ("defect_cells", "nwd") if getattr(self.cfg.assign, k)]
+        cells, score it with NWD, weigh the box loss per object), watch what it teaches (``monitor.taught``);
+        with rollback, validate a fine-tune's starting weights (a state to return to); say once which diagnoses
+        this run has too few optimizer steps for."""
+        chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
         missing = without_task_aligned_assigner(trainer) if chosen else None
         if missing:
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
@@ -445,6 +449,11 @@ class GradkitCallback:
             if _is_main():
                 _logger().info(f"gradkit: assign.nwd: the assigner scores predictions by the larger of CIoU and "
                                f"NWD, a prediction {self.nwd_scale:g} px off scoring 0.37")
+        if self.cfg.assign.box_loss_per_object:
+            install_box_loss_per_object(trainer)
+            if _is_main():
+                _logger().info("gradkit: assign.box_loss_per_object: every object's best-aligned anchor weighs the "
+                               "same in the box loss")
         self._watch_teaching(trainer)
         if self.guard and not getattr(trainer, "resume", False):
             self.guard.before_training(trainer, self)
@@ -587,7 +596,8 @@ class GradkitCallback:
 
     def _reload_after_nan_recovery(self, trainer) -> None:
         self._accumulated_loss_finite = None  # Ultralytics drops the corrupted pass's gradients too
-        if self.assign_tally is not None or self.teaching is not None or self.nwd_scale is not None:
+        if (self.assign_tally is not None or self.teaching is not None or self.nwd_scale is not None
+                or self.cfg.assign.box_loss_per_object):
             unrestricted_ema(trainer)  # the recovery's new EMA copied the patched loss: validate with stock's
         path = state_path(trainer.last)
         if not path.exists():

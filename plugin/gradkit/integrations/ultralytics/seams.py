@@ -1035,7 +1035,7 @@ def _loss_branches(criterion: Any) -> list[Any]:
         select = getattr(assigner, "select_candidates_in_gts", None)
         if not callable(getattr(branch, "loss", None)) or not hasattr(branch, "stride") or not callable(select):
             raise SeamError(f"{name} has no loss(preds, batch), stride and assigner.select_candidates_in_gts "
-                            f"(ultralytics {_ultralytics_version()}); assign.defect_cells restricts that assigner")
+                            f"(ultralytics {_ultralytics_version()}); gradkit's assign options change that loss")
         params = list(inspect.signature(select).parameters)
         if params[:3] != ["xy_centers", "gt_bboxes", "mask_gt"]:
             raise SeamError(f"{type(assigner).__qualname__}.select_candidates_in_gts{inspect.signature(select)} no "
@@ -1107,17 +1107,69 @@ def restrict_candidates_to_cells(trainer: Any, cells_of_batch: Callable[[dict, l
 
 
 def unrestricted_ema(trainer: Any) -> None:
-    """Drop the criterion of the trainer's EMA model when it is a copy of a patched one (restricted, recording or
-    rescored), so that validation builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as a deep copy of
-    the (patched) training model (``BaseTrainer._load_checkpoint_state``)."""
+    """Drop the criterion of the trainer's EMA model when it is a copy of a patched one (restricted, recording,
+    rescored or reweighed), so that validation builds a stock one. Ultralytics' NaN recovery rebuilds the EMA as
+    a deep copy of the (patched) training model (``BaseTrainer._load_checkpoint_state``)."""
     ema = getattr(getattr(trainer, "ema", None), "ema", None)
     criterion = getattr(ema, "criterion", None)
     if criterion is None:
         return
     branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
-    if any(getattr(b, _CELLS_MARK, False) or getattr(getattr(b, "assigner", None), _RECORD_MARK, False)
+    if any(getattr(b, _CELLS_MARK, False) or getattr(b, _BOX_WEIGHT_MARK, False)
+           or getattr(getattr(b, "assigner", None), _RECORD_MARK, False)
            or getattr(getattr(b, "assigner", None), _OVERLAP_MARK, False) for b in branches):
         ema.criterion = None
+
+
+_BOX_WEIGHT_MARK = "_gradkit_box_weights"
+#: The leading parameters of Ultralytics' ``BboxLoss.forward``; the box-loss weights are ``target_scores.sum(-1)``.
+BOX_LOSS_PARAMETERS = ("pred_dist", "pred_bboxes", "anchor_points", "target_bboxes", "target_scores",
+                       "target_scores_sum", "fg_mask")
+
+
+def _box_loss_forward(branch: Any) -> Callable[..., Any]:
+    """The branch's box loss ``forward``, checked to take :data:`BOX_LOSS_PARAMETERS` first."""
+    forward = getattr(getattr(branch, "bbox_loss", None), "forward", None)
+    params = tuple(inspect.signature(forward).parameters)[:len(BOX_LOSS_PARAMETERS)] if callable(forward) else ()
+    if params != BOX_LOSS_PARAMETERS:
+        raise SeamError(f"{type(branch).__qualname__}.bbox_loss.forward takes ({', '.join(params)}), not "
+                        f"({', '.join(BOX_LOSS_PARAMETERS)}) (ultralytics {_ultralytics_version()}); "
+                        "assign.box_loss_per_object reweighs its positives")
+    return forward
+
+
+def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any], Any]) -> None:
+    """Make every branch of the training model's detection loss weigh its box loss (CIoU and L1/DFL) by
+    ``reweigh(weights, owner, fg_mask)`` of the assigner's weights (``target_scores.sum(-1)``), ``owner`` the
+    assigner's ``target_gt_idx``; the class loss keeps the assigner's targets. The EMA copy the trainer
+    validates with is made before this and keeps the stock loss (:func:`unrestricted_ema`)."""
+    for branch in _loss_branches(training_criterion(trainer)):
+        if getattr(branch, _BOX_WEIGHT_MARK, False):
+            continue
+        box_forward, assign = _box_loss_forward(branch), branch.assigner.forward
+        held: dict[str, Any] = {}
+
+        def assigned(*args, _assign=assign, _held=held, **kwargs):
+            out = _assign(*args, **kwargs)
+            _check_assigner_outputs(out, args[4] if len(args) > 4 else kwargs["gt_bboxes"], "target_gt_idx")
+            _held["owner"] = out[4]
+            return out
+
+        def box_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum,
+                     fg_mask, *args, _stock=box_forward, _held=held, **kwargs):
+            owner = _held.pop("owner", None)
+            if owner is None or owner.shape != fg_mask.shape:
+                raise SeamError(f"the box loss ran without its branch's assignment just before it (ultralytics "
+                                f"{_ultralytics_version()}); assign.box_loss_per_object reweighs by it")
+            weights = target_scores.sum(-1)
+            reweighed = reweigh(weights, owner, fg_mask.bool())
+            factor = torch.where(weights > 0, reweighed / weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0)
+            return _stock(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores * factor.unsqueeze(-1),
+                          target_scores_sum, fg_mask, *args, **kwargs)
+
+        branch.assigner.forward = assigned
+        branch.bbox_loss.forward = box_loss
+        setattr(branch, _BOX_WEIGHT_MARK, True)
 
 
 _RECORD_MARK = "_gradkit_recorded"
