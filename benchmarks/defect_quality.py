@@ -114,6 +114,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``assign.nwd`` at its default scale (the finest stride): the scratches' predictions overlap their 3 px boxes at
   CIoU about 0.3, which is both their class target and their weight in the box loss; NWD scores such a
   prediction higher (``plan-nwd@epochs`` measured it on the photographs only).
+  ``plan-deep-perobject@time``: the same size with ``assign.box_loss_per_object``: those targets are also the
+  scratches' weights in the box loss, a quarter of the stains'; here each object's best anchor weighs the same.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -166,7 +168,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-deep-p2@time", "plan-deep-dfl@time", "plan-nopaste@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
-             "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time")
+             "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
+             "plan-deep-perobject@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -401,6 +404,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         "plan-deep-box2@time": (plan.train["model"], plan.gradkit, {**deep_at_stock_time, "box": 2 * _stock("box")}),
         "plan-deep-l1x2@time": (plan.train["model"], plan.gradkit, {**deep_at_stock_time, "dfl": 2 * _stock("dfl")}),
         "plan-deep-nwd@time": (plan.train["model"], _with_nwd(plan.gradkit), deep_at_stock_time),
+        "plan-deep-perobject@time": (plan.train["model"], _with_assign(plan.gradkit, box_loss_per_object=True),
+                                     deep_at_stock_time),
     }[recipe_name]
 
 
@@ -429,6 +434,13 @@ def _native_tiles(data: Path, out: Path, fp, deep: tuple[str, object, dict]) -> 
     train = {**train, "warmup_epochs": round(warmup * whole / tiles, 4),
              "close_mosaic": max(1, round(close * whole / tiles))}
     return tiled / "data.yaml", (model, cfg, train), native_imgsz(fp, size)
+
+
+def _with_assign(gradkit_cfg: dict, **options) -> dict:
+    """A plan's gradkit configuration with these ``assign`` options (a copy)."""
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    cfg.setdefault("assign", {}).update(options)
+    return cfg
 
 
 def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
