@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from copy import deepcopy
 from types import SimpleNamespace
 
@@ -113,6 +114,20 @@ def test_ultralytics_box_loss_gets_per_object_weights_and_the_class_loss_is_unto
     assert reweighed[0] != pytest.approx(stock[0].item(), rel=1e-3)  # box loss: reweighed
 
 
+def test_monitor_taught_still_records_the_reweighed_loss_s_assignments():
+    """The default configuration watches the assigner too: its recorder checks the assigner's signature, which
+    the reweighing wrapper must keep (a run with both stopped at its first step before this test)."""
+    from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
+    from gradkit.integrations.ultralytics.seams import record_assignments
+
+    model, batch = _model_and_batch()
+    trainer, recorded = SimpleNamespace(model=model), []
+    install_box_loss_per_object(trainer)
+    record_assignments(trainer, lambda scores, fg, *rest: recorded.append(int(fg.sum())))
+    model.loss(batch)
+    assert len(recorded) == 1 and recorded[0] >= 5  # one2many's assignment, every object with positives
+
+
 def test_a_changed_box_loss_is_named_and_validation_keeps_a_stock_loss():
     from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
     from gradkit.integrations.ultralytics.seams import SeamError, unrestricted_ema
@@ -144,10 +159,11 @@ def test_a_real_training_run_weighs_boxes_per_object(tiny_data, tmp_path):
         criterion = trainer.model.criterion
         seen["marked"] = [getattr(criterion, n)._gradkit_box_weights for n in ("one2many", "one2one")]
         seen["ema"] = trainer.ema.ema.criterion
+        seen["losses"] = [float(v) for v in trainer.tloss.values()]  # the epoch's mean box, cls and L1 losses
 
     _, run = train_tiny(tiny_data, tmp_path, overrides={"assign.box_loss_per_object": True, "report.enabled": False},
                         callbacks=[("on_train_end", after_training)], epochs=1)
     summary = json.loads((run / "gradkit_summary.json").read_text())
     assert seen["marked"] == [True, True]
     assert seen["ema"] is None or not hasattr(seen["ema"].one2many, "_gradkit_box_weights")
-    assert summary["steps"] > 0 and summary["config"]["assign"]["box_loss_per_object"] is True
+    assert summary["optimizer_steps"] > 0 and all(math.isfinite(v) and v > 0 for v in seen["losses"])

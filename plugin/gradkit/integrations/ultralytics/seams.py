@@ -1149,12 +1149,14 @@ def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any], Any]) -
         box_forward, assign = _box_loss_forward(branch), branch.assigner.forward
         held: dict[str, Any] = {}
 
+        @functools.wraps(assign)  # keeps the signature that monitor.taught's recorder checks
         def assigned(*args, _assign=assign, _held=held, **kwargs):
             out = _assign(*args, **kwargs)
             _check_assigner_outputs(out, args[4] if len(args) > 4 else kwargs["gt_bboxes"], "target_gt_idx")
             _held["owner"] = out[4]
             return out
 
+        @functools.wraps(box_forward)
         def box_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum,
                      fg_mask, *args, _stock=box_forward, _held=held, **kwargs):
             owner = _held.pop("owner", None)
