@@ -111,11 +111,12 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-deep-box2@time`` and ``plan-deep-l1x2@time``: the same size with twice Ultralytics' ``box`` gain (its
   CIoU term) or twice its ``dfl`` gain (which weighs YOLO26's L1 term on the box sides): the loss gains the
   issue names, tried on the scratches boxed several times too thick. ``plan-deep-nwd@time``: the same size with
-  ``assign.nwd`` at its default scale (the finest stride): the scratches' predictions overlap their 3 px boxes at
-  CIoU about 0.3, which is both their class target and their weight in the box loss; NWD scores such a
-  prediction higher (``plan-nwd@epochs`` measured it on the photographs only).
-  ``plan-deep-perobject@time``: the same size with ``assign.box_loss_per_object``: those targets are also the
-  scratches' weights in the box loss, a quarter of the stains'; here each object's best anchor weighs the same.
+  ``assign.nwd`` at its default scale (the finest stride): the scratches' best predictions overlap their 3 px
+  boxes at CIoU about 0.2 (``monitor.taught``'s median best target over the last 30 epochs, 0.17-0.22), which is
+  both their class target and their weight in the box loss; NWD scores such a prediction higher
+  (``plan-nwd@epochs`` measured it on the photographs only).
+  ``plan-deep-perobject@time``: the same size with ``assign.box_loss_per_object``: the scratches' box-loss weights,
+  those targets, are about a quarter of the stains' (0.72-0.78); here each object's best anchor weighs the same.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -445,11 +446,7 @@ def _with_assign(gradkit_cfg: dict, **options) -> dict:
 
 def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
     """The plan's gradkit configuration with ``assign.nwd`` on (at ``scale`` px; None: the finest stride)."""
-    cfg = json.loads(json.dumps(gradkit_cfg))
-    cfg.setdefault("assign", {})["nwd"] = True
-    if scale is not None:
-        cfg["assign"]["nwd_scale"] = scale
-    return cfg
+    return _with_assign(gradkit_cfg, nwd=True, **({} if scale is None else {"nwd_scale": scale}))
 
 
 def _budget_plan_args(fp, base: dict, stock: dict | None) -> tuple[str, object, dict]:
@@ -526,9 +523,6 @@ def run(args) -> dict:
         raise SystemExit("stock@time needs --time-s (the budget it stops at)")
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
-    if args.build_only:
-        print("\n".join(f"[{name}] built: {data}" for name, data in sets.items()))
-        return {"args": vars(args), "sets": {}}
     base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
     results: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():
@@ -628,7 +622,6 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--out", default="runs/defect-quality")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--build-only", action="store_true", help="build the sets under --out and stop")
     p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="print the tables of these files together")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (Ultralytics' device=)")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")

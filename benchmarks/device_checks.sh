@@ -2,10 +2,9 @@
 # The CUDA checks of README "On a GPU", in one call: AMP under real mixed precision, the monitor's
 # per-step and per-epoch cost, and the defect preset against stock on one evaluation set (DQ_SET,
 # default the photographed one) at DQ_EPOCHS (default 100) epochs, 3 seeds. Each part has its own
-# time limit so that the later parts still run; and (part "ceiling", not in the default PARTS) stock against the plan
-# on CEIL_SETS (default "photo strip") for CEIL_S seconds each (default 330), all runs at once: what a GPU's
-# budget does for the thin classes and whatever finished comes back. Everything lands
-# in $OUT (default runs/device-checks): summary.txt and one archive of the logs and results.json files.
+# time limit so that the later parts still run and whatever finished comes back. Part "ceiling" (not in the
+# default PARTS): stock against the plan on CEIL_SETS (default "photo strip") for CEIL_S seconds each (default
+# 330), all runs at once, what a GPU's budget does for the thin classes. Everything lands in $OUT (default runs/device-checks): summary.txt and one archive of the logs and results.json files.
 #   OUT=dir bash benchmarks/device_checks.sh                      # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 OUT=dir bash benchmarks/device_checks.sh   # a minutes-long rehearsal on a CPU (fixed
 #                                                                   tiny sizes: OVH_ARGS, DQ_EPOCHS ignored)
@@ -63,12 +62,10 @@ fi
 if [[ " $PARTS " == *" ceiling "* ]]; then
 CEIL_SETS=${CEIL_SETS:-photo strip}; CEIL_S=${CEIL_S:-$([ -n "${SMOKE:-}" ] && echo 20 || echo 330)}; CEIL_SEEDS=${CEIL_SEEDS:-0}
 echo "== ceiling: sets $CEIL_SETS, stock@time vs plan@time, ${CEIL_S} s each, seeds $CEIL_SEEDS, all at once" >> "$summary"
-# The sets are built once (seconds) and copied into each run's folder: Ultralytics writes its label cache
-# beside the labels, and runs sharing one copy would race on it.
-$PY benchmarks/defect_quality.py --sets "${CEIL_SETS// /,}" --build-only $ceil \
-  --out "$work/ceil-data" > "$work/logs/ceil-data.log" 2>&1 || { echo "building the sets failed" >> "$summary"; }
+# Each run builds its own copy of its set (seconds; the generators are seeded, so the copies are the same):
+# Ultralytics writes its label cache beside the labels, and runs sharing one copy would race on it.
 for set in $CEIL_SETS; do for seed in $CEIL_SEEDS; do for recipe in stock@time plan@time; do
-  run="$work/ceil-$set-${recipe%@time}-$seed"; mkdir -p "$run" && cp -r "$work/ceil-data/data" "$run/"
+  run="$work/ceil-$set-${recipe%@time}-$seed"
   timeout $((CEIL_S + 150)) $PY benchmarks/defect_quality.py --sets "$set" --recipes "$recipe" --seeds "$seed" \
     --time-s "$CEIL_S" --epochs 1000 --device "$DEVICE" $ceil --out "$run" > "$work/logs/ceil-$set-${recipe%@time}-$seed.log" 2>&1 &
 done; done; done

@@ -21,7 +21,7 @@ def test_every_object_s_best_anchor_weighs_the_same_and_the_total_is_kept():
     weights = torch.tensor([[0.2, 0.1, 0.8, 0.4, 0.3]])  # object 0: 0.2, 0.1; object 1: 0.8, 0.4; a negative
     owner = torch.tensor([[0, 0, 1, 1, 0]])
     positive = torch.tensor([[True, True, True, True, False]])
-    got = per_object_weights(weights, owner, positive)
+    got = per_object_weights(weights, owner, positive, objects=2)
     # per object 1, 0.5 and 1, 0.5 (total 3) scaled to the assigner's total 1.5
     assert got.tolist() == [pytest.approx([0.5, 0.25, 0.5, 0.25, 0.0])]
 
@@ -30,18 +30,20 @@ def test_objects_are_counted_per_image_and_unweighted_ones_stay_unweighted():
     weights = torch.tensor([[0.9, 0.0, 0.0], [0.3, 0.1, 0.0]])
     owner = torch.tensor([[0, 1, 1], [0, 0, 2]])  # image 0: object 1 has positives weighing 0
     positive = torch.tensor([[True, True, True], [True, True, False]])
-    got = per_object_weights(weights, owner, positive)
+    got = per_object_weights(weights, owner, positive, objects=3)
     total = 0.9 + 0.3 + 0.1
     per_object = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1 / 3, 0.0]])
     assert torch.allclose(got, per_object * total / per_object.sum())
 
 
-def test_no_weight_anywhere_comes_back_unchanged():
+def test_without_any_weight_the_positives_keep_theirs_and_bad_shapes_are_named():
     weights = torch.zeros(2, 4)
-    assert torch.equal(per_object_weights(weights, torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=bool)),
-                       weights)
+    assert torch.equal(per_object_weights(weights, torch.zeros(2, 4, dtype=torch.long),
+                                          torch.ones(2, 4, dtype=torch.bool), objects=1), weights)
     assert torch.equal(per_object_weights(torch.ones(1, 3), torch.zeros(1, 3, dtype=torch.long),
-                                          torch.zeros(1, 3, dtype=bool)), torch.zeros(1, 3))
+                                          torch.zeros(1, 3, dtype=torch.bool), objects=1), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"weights \(2, 4\), owner \(2, 3\)"):
+        per_object_weights(weights, torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.bool), 1)
 
 
 def _per_object_by_loop(weights, owner, positive):
@@ -80,12 +82,13 @@ def _spy(model):
         branch = getattr(model.criterion, name)
         assign, box = branch.assigner.forward, branch.bbox_loss.forward
 
+        @functools.wraps(assign)  # the seam checks the assigner's parameters too
         def assigned(*args, _assign=assign, **kwargs):
             out = _assign(*args, **kwargs)
             seen["assigned"].append(out)
             return out
 
-        @functools.wraps(box)  # the seam checks the box loss's parameters
+        @functools.wraps(box)
         def box_loss(*args, _box=box, **kwargs):
             seen["box"].append(args[4].detach().clone())  # target_scores
             return _box(*args, **kwargs)
@@ -126,6 +129,23 @@ def test_monitor_taught_still_records_the_reweighed_loss_s_assignments():
     record_assignments(trainer, lambda scores, fg, *rest: recorded.append(int(fg.sum())))
     model.loss(batch)
     assert len(recorded) == 1 and recorded[0] >= 5  # one2many's assignment, every object with positives
+
+
+def test_an_assignment_made_outside_the_loss_is_never_used():
+    """The assigner called directly (as benchmarks and monitors may) leaves nothing for a box loss run later."""
+    from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
+    from gradkit.integrations.ultralytics.seams import SeamError
+
+    model, batch = _model_and_batch()
+    install_box_loss_per_object(SimpleNamespace(model=model))
+    branch = model.criterion.one2many
+    anchors = 3 * 12 * 12 + 3 * 6 * 6 + 3 * 3 * 3  # unused: the check comes first
+    scores, fg = torch.zeros(1, anchors, 2), torch.zeros(1, anchors, dtype=torch.bool)
+    branch.assigner(scores, torch.zeros(1, anchors, 4), torch.zeros(anchors, 2), torch.zeros(1, 1, 1),
+                    torch.tensor([[[8.0, 8.0, 40.0, 40.0]]]), torch.ones(1, 1, 1))
+    with pytest.raises(SeamError, match="box loss ran without its own assignment"):
+        branch.bbox_loss(None, None, None, None, scores, torch.tensor(1.0), fg, None, None)
+    model.loss(batch)  # and the loss itself still pairs its own assignment with its box loss
 
 
 def test_a_changed_box_loss_is_named_and_validation_keeps_a_stock_loss():

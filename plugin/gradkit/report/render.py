@@ -550,7 +550,7 @@ def _taught(t: dict[str, Any]) -> str:
                  "target Ultralytics' assigner gave any of the box's positive anchors: how well the model's boxes at "
                  "the object overlap it (their CIoU; with assign.nwd the larger of CIoU and the Wasserstein "
                  "similarity). A class near 0 while others rise is not being taught: its score is pulled "
-                 "to 0 and its box loss weighs about 0.</p>")
+                 "to 0 and, unless assign.box_loss_per_object is on, its box loss weighs about 0.</p>")
     for u in t.get("untaught") or []:
         parts.append(f'<p class="warn">Class {_e(u["name"])} was not being taught at epoch {_num(u["epoch"] + 1)}: '
                      f"median best target {_num(u['median_target'], 2)} over {_num(u['boxes'])} boxes, median short "

@@ -1138,58 +1138,91 @@ def _box_loss_forward(branch: Any) -> Callable[..., Any]:
     return forward
 
 
-def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any], Any]) -> None:
+def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any, int], Any]) -> None:
     """Make every branch of the training model's detection loss weigh its box loss (CIoU and L1/DFL) by
-    ``reweigh(weights, owner, fg_mask)`` of the assigner's weights (``target_scores.sum(-1)``), ``owner`` the
-    assigner's ``target_gt_idx``; the class loss keeps the assigner's targets. The EMA copy the trainer
-    validates with is made before this and keeps the stock loss (:func:`unrestricted_ema`)."""
-    for branch in _loss_branches(training_criterion(trainer)):
+    ``reweigh(weights, owner, fg_mask, objects)`` of the assigner's weights (``target_scores.sum(-1)``), ``owner``
+    the assigner's ``target_gt_idx`` and ``objects`` the padded number of boxes per image; the class loss keeps the
+    assigner's targets. Only the assignment made inside the branch's own loss is used, never one left by a direct
+    call of the assigner. The EMA copy the trainer validates with is made before this and keeps the stock loss
+    (:func:`unrestricted_ema`)."""
+    criterion = training_criterion(trainer)
+    for branch in [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]:
         if getattr(branch, _BOX_WEIGHT_MARK, False):
             continue
-        box_forward, assign = _box_loss_forward(branch), branch.assigner.forward
-        held: dict[str, Any] = {}
+        box_forward, assign = _box_loss_forward(branch), _assigner_forward(branch, "assign.box_loss_per_object")
+        stock_loss, held, name = branch.loss, {}, type(branch).__qualname__
+
+        def loss(preds, batch, _stock=stock_loss, _held=held):
+            _held.clear()
+            _held["in_loss"] = True
+            try:
+                return _stock(preds, batch)
+            finally:
+                _held.clear()
 
         @functools.wraps(assign)  # keeps the signature that monitor.taught's recorder checks
         def assigned(*args, _assign=assign, _held=held, **kwargs):
             out = _assign(*args, **kwargs)
-            _check_assigner_outputs(out, args[4] if len(args) > 4 else kwargs["gt_bboxes"], "target_gt_idx")
-            _held["owner"] = out[4]
+            if _held.get("in_loss"):
+                gt_bboxes = dict(zip(ASSIGNER_PARAMETERS, args, strict=False)).get("gt_bboxes", kwargs.get("gt_bboxes"))
+                _check_assigner_outputs(out, gt_bboxes, "assign.box_loss_per_object reweighs by its target_gt_idx")
+                _held.update(owner=out[4], objects=gt_bboxes.shape[1])
             return out
 
         @functools.wraps(box_forward)
         def box_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum,
-                     fg_mask, *args, _stock=box_forward, _held=held, **kwargs):
+                     fg_mask, *args, _stock=box_forward, _held=held, _name=name, **kwargs):
             owner = _held.pop("owner", None)
             if owner is None or owner.shape != fg_mask.shape:
-                raise SeamError(f"the box loss ran without its branch's assignment just before it (ultralytics "
-                                f"{_ultralytics_version()}); assign.box_loss_per_object reweighs by it")
+                raise SeamError(f"{_name}'s box loss ran without its own assignment just before it "
+                                f"(ultralytics {_ultralytics_version()}); assign.box_loss_per_object reweighs by it")
             weights = target_scores.sum(-1)
-            reweighed = reweigh(weights, owner, fg_mask.bool())
+            reweighed = reweigh(weights, owner, fg_mask.bool(), _held.pop("objects"))
             factor = torch.where(weights > 0, reweighed / weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0)
             return _stock(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores * factor.unsqueeze(-1),
                           target_scores_sum, fg_mask, *args, **kwargs)
 
+        branch.loss = loss
         branch.assigner.forward = assigned
         branch.bbox_loss.forward = box_loss
         setattr(branch, _BOX_WEIGHT_MARK, True)
 
 
 _RECORD_MARK = "_gradkit_recorded"
+#: The leading parameters of ``TaskAlignedAssigner.forward``.
+ASSIGNER_PARAMETERS = ("pd_scores", "pd_bboxes", "anc_points", "gt_labels", "gt_bboxes", "mask_gt")
+
+
+def _assigner_forward(branch: Any, used_by: str) -> Callable[..., Any]:
+    """The branch's assigner ``forward``, checked to take :data:`ASSIGNER_PARAMETERS` first."""
+    assigner = getattr(branch, "assigner", None)
+    forward = getattr(assigner, "forward", None)
+    if not callable(forward):
+        raise SeamError(f"{type(branch).__qualname__} has no assigner.forward (ultralytics {_ultralytics_version()}); "
+                        f"{used_by} reads what it assigns")
+    params = tuple(inspect.signature(forward).parameters)[:len(ASSIGNER_PARAMETERS)]
+    if params != ASSIGNER_PARAMETERS:
+        raise SeamError(f"{type(assigner).__qualname__}.forward{inspect.signature(forward)} no longer takes "
+                        f"({', '.join(ASSIGNER_PARAMETERS)}) (ultralytics {_ultralytics_version()}); {used_by} reads "
+                        "what it assigns")
+    return forward
+
+
 #: What ``TaskAlignedAssigner.forward`` returns, in order; the recorder reads the last three.
 ASSIGNER_OUTPUTS = ("target_labels", "target_bboxes", "target_scores", "fg_mask", "target_gt_idx")
 
 
-def _check_assigner_outputs(out: Any, gt_bboxes: Any, reads: str) -> None:
+def _check_assigner_outputs(out: Any, gt_bboxes: Any, used_by: str) -> None:
+    """``used_by``: which option reads the outputs and what of them, named in the error."""
     if not isinstance(out, tuple) or len(out) != len(ASSIGNER_OUTPUTS):
         raise SeamError(f"the assigner returned {type(out).__name__} of {len(out) if isinstance(out, tuple) else 1}, "
-                        f"not ({', '.join(ASSIGNER_OUTPUTS)}) (ultralytics {_ultralytics_version()}); "
-                        "monitor.taught reads its targets")
+                        f"not ({', '.join(ASSIGNER_OUTPUTS)}) (ultralytics {_ultralytics_version()}); {used_by}")
     _, _, scores, fg, owner = out
     b = gt_bboxes.shape[0]
     if scores.ndim != 3 or fg.shape != scores.shape[:2] or owner.shape != scores.shape[:2] or scores.shape[0] != b:
         raise SeamError(f"the assigner's target_scores {tuple(scores.shape)}, fg_mask {tuple(fg.shape)} and "
                         f"target_gt_idx {tuple(owner.shape)} are not (images, anchors, classes) and (images, anchors) "
-                        f"for {b} images (ultralytics {_ultralytics_version()}); monitor.taught reads {reads}")
+                        f"for {b} images (ultralytics {_ultralytics_version()}); {used_by}")
 
 
 def record_assignments(trainer: Any, record: Callable[..., None]) -> None:
@@ -1199,23 +1232,15 @@ def record_assignments(trainer: Any, record: Callable[..., None]) -> None:
     validator's inference mode; the assigner itself runs under ``no_grad`` inside) are not recorded."""
     criterion = training_criterion(trainer)
     branch = getattr(criterion, "one2many", criterion)
-    assigner = getattr(branch, "assigner", None)
-    forward = getattr(assigner, "forward", None)
-    if not callable(forward):
-        raise SeamError(f"{type(branch).__qualname__} has no assigner.forward (ultralytics {_ultralytics_version()}); "
-                        "monitor.taught records what the task-aligned assigner teaches")
-    params = list(inspect.signature(forward).parameters)
-    expected = ["pd_scores", "pd_bboxes", "anc_points", "gt_labels", "gt_bboxes", "mask_gt"]
-    if params[:6] != expected:
-        raise SeamError(f"{type(assigner).__qualname__}.forward{inspect.signature(forward)} no longer takes "
-                        f"({', '.join(expected)}) (ultralytics {_ultralytics_version()}); monitor.taught records it")
+    forward = _assigner_forward(branch, "monitor.taught")
+    assigner = branch.assigner
     if getattr(assigner, _RECORD_MARK, False):
         return
 
     def recording(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *args, **kwargs):
         out = forward(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *args, **kwargs)
         if torch.is_grad_enabled():
-            _check_assigner_outputs(out, gt_bboxes, "target_scores, fg_mask and target_gt_idx")
+            _check_assigner_outputs(out, gt_bboxes, "monitor.taught reads target_scores, fg_mask and target_gt_idx")
             record(out[2], out[3], out[4], gt_labels, gt_bboxes, mask_gt)
         return out
 

@@ -78,7 +78,8 @@ class TeachingWatch:
         first = (epoch if start is None else start) + 1
         return (f"gradkit: class {self._name(c)!r} is not being taught (epochs {first}-{epoch + 1}): median best "
                 f"assigner target {e.median_target:.2f} over {e.boxes} boxes, against {others}. Its predicted boxes "
-                "barely overlap its objects, so its score is taught towards 0 and its box loss weighs about 0: "
+                "barely overlap its objects, so its score is taught towards 0 and (unless "
+                "assign.box_loss_per_object) its box loss weighs about 0: "
                 "while this lasts, expect AP 0 for it. Its boxes' median short side is "
                 f"{e.median_short_side:.0f} px at the training size; a larger imgsz is the first thing to try "
                 "(README: What the assigner teaches each class)")
