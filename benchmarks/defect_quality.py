@@ -112,11 +112,11 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   CIoU term) or twice its ``dfl`` gain (which weighs YOLO26's L1 term on the box sides): the loss gains the
   issue names, tried on the scratches boxed several times too thick. ``plan-deep-nwd@time``: the same size with
   ``assign.nwd`` at its default scale (the finest stride): the scratches' best predictions overlap their 3 px
-  boxes at CIoU about 0.2 (``monitor.taught``'s median best target over the last 30 epochs, 0.17-0.22), which is
+  boxes at CIoU about 0.2 (``monitor.taught``'s median best target, 0.15-0.26 over the last 30 epochs), which is
   both their class target and their weight in the box loss; NWD scores such a prediction higher
   (``plan-nwd@epochs`` measured it on the photographs only).
   ``plan-deep-perobject@time``: the same size with ``assign.box_loss_per_object``: the scratches' box-loss weights,
-  those targets, are about a quarter of the stains' (0.72-0.78); here each object's best anchor weighs the same.
+  those targets, are under a third of the stains' (0.59-0.79); here each object's best anchor weighs the same.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
