@@ -143,6 +143,9 @@ def test_the_plan_keeps_ultralytics_loss_gains_and_assigner_and_says_what_the_al
         assert choice(plan, "box, dfl (loss gains)").value == "Ultralytics' defaults"
         assert "assign" not in plan.gradkit and choice(plan, "assigner candidates").reason == P.ASSIGN_EVIDENCE
         assert choice(plan, "assigner overlap").reason == P.NWD_EVIDENCE and "escape rate" in P.NWD_EVIDENCE
+        assert choice(plan, "box, dfl (loss gains)").reason == P.BOX_DFL_EVIDENCE
+        weights = choice(plan, "box-loss weights")
+        assert weights.reason == P.BOX_WEIGHT_EVIDENCE and "scratches 0" in weights.reason
 
 
 def test_budget_becomes_ultralytics_time_in_hours():
