@@ -212,15 +212,6 @@ def test_validation_after_a_nan_recovery_uses_a_stock_loss():
     assert stock.criterion is not None
 
 
-def test_refused_before_training_outside_detection():
-    from gradkit.config import load_config
-    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
-
-    plugin = GradkitCallback(load_config("default", {"assign.defect_cells": True}))
-    with pytest.raises(PluginError, match="task is 'obb'"):
-        plugin.on_pretrain_routine_start(SimpleNamespace(args=SimpleNamespace(task="obb", data="data.yaml")))
-
-
 @pytest.mark.e2e
 def test_a_real_training_run_restricts_its_boxes(tiny_data, tmp_path):
     _, run = train_tiny(tiny_data, tmp_path, overrides={"assign.defect_cells": True, "report.enabled": False},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from copy import deepcopy
 from types import SimpleNamespace
 
 import pytest
@@ -158,25 +157,6 @@ def test_a_changed_assigner_is_named():
         assigner.pair_overlaps = lambda indices, gt, pd: torch.zeros(1)  # a release scoring pairs another way
         with pytest.raises(SeamError, match="no longer scores pairs with iou_calculation"):
             install_nwd_overlap(SimpleNamespace(model=model), scale)
-
-
-def test_validation_keeps_a_stock_loss():
-    from gradkit.integrations.ultralytics.assign import install_nwd_overlap
-    from gradkit.integrations.ultralytics.seams import unrestricted_ema
-
-    model = _criterion_model()
-    install_nwd_overlap(SimpleNamespace(model=model), None)
-    trainer = SimpleNamespace(model=model, ema=SimpleNamespace(ema=deepcopy(model)))  # a NaN recovery's copy
-    unrestricted_ema(trainer)
-    assert trainer.ema.ema.criterion is None and model.criterion is not None
-
-
-def test_refused_before_training_outside_detection():
-    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
-
-    plugin = GradkitCallback(load_config("default", {"assign.nwd": True}))
-    with pytest.raises(PluginError, match=r"assign\.nwd.*task is 'segment'"):
-        plugin.on_pretrain_routine_start(SimpleNamespace(args=SimpleNamespace(task="segment", data="data.yaml")))
 
 
 def test_refused_for_a_detector_without_a_task_aligned_assigner():
