@@ -1024,11 +1024,17 @@ def without_task_aligned_assigner(trainer: Any) -> str | None:
     return f"its loss ({type(criterion).__name__}) has no task-aligned assigner"
 
 
+def _detection_branches(criterion: Any) -> list[Any]:
+    """The detection losses inside Ultralytics' criterion: yolo26's ``E2ELoss`` holds two (one-to-many and
+    one-to-one), each with its own assigner and box loss; a single-branch head's criterion is its own."""
+    return [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+
+
 def _loss_branches(criterion: Any) -> list[Any]:
     """The detection losses inside Ultralytics' criterion (``E2ELoss``: one-to-many and one-to-one), each checked
     to hold ``loss(preds, batch)``, ``stride`` and a task-aligned ``assigner`` whose ``select_candidates_in_gts``
     takes ``(xy_centers, gt_bboxes, mask_gt)``."""
-    branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+    branches = _detection_branches(criterion)
     for branch in branches:
         name = type(branch).__qualname__
         assigner = getattr(branch, "assigner", None)
@@ -1114,7 +1120,7 @@ def unrestricted_ema(trainer: Any) -> None:
     criterion = getattr(ema, "criterion", None)
     if criterion is None:
         return
-    branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+    branches = _detection_branches(criterion)
     if any(getattr(b, _CELLS_MARK, False) or getattr(b, _BOX_WEIGHT_MARK, False)
            or getattr(getattr(b, "assigner", None), _RECORD_MARK, False)
            or getattr(getattr(b, "assigner", None), _OVERLAP_MARK, False) for b in branches):
@@ -1146,7 +1152,7 @@ def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any, int], An
     call of the assigner. The EMA copy the trainer validates with is made before this and keeps the stock loss
     (:func:`unrestricted_ema`)."""
     criterion = training_criterion(trainer)
-    for branch in [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]:
+    for branch in _detection_branches(criterion):
         if getattr(branch, _BOX_WEIGHT_MARK, False):
             continue
         box_forward, assign = _box_loss_forward(branch), _assigner_forward(branch, "assign.box_loss_per_object")
@@ -1274,7 +1280,7 @@ def _probe_overlap(assigner: Any, expected: Callable[[Any, Any], Any], scale: fl
 
 def _anchor_loss_assigners(criterion: Any) -> list[Any]:
     """The task-aligned assigner of each branch of the detection loss (yolo26: one-to-many and one-to-one)."""
-    branches = [getattr(criterion, n) for n in ("one2many", "one2one") if hasattr(criterion, n)] or [criterion]
+    branches = _detection_branches(criterion)
     assigners = [getattr(b, "assigner", None) for b in branches]
     if any(a is None for a in assigners):
         raise SeamError(f"{type(criterion).__qualname__}'s branches have no assigner (ultralytics "
