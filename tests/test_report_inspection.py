@@ -178,3 +178,87 @@ def test_max_f1_search_over_a_prefix_equals_the_full_search():
                       for p in preds])
     f1 = [2 * (is_tp & (tps >= t)).sum() / ((tps >= t).sum() + len(gts)) for t in scores]
     assert got == pytest.approx(scores[int(np.argmax(f1))])
+
+
+def _unlearnt_class_case():
+    """Ten parts, five with a crack (found at 0.9) and five defect-free; scratches on parts 0-3, missed except
+    one found at 0.01, under 40 false scratch boxes at 0.02-0.05 spread over every part. The scratch's F1 is
+    best at 0.01 (1 TP, 40 FP, 3 FN: F1 2/45 = 0.044), a threshold that rejects all ten parts."""
+    gts = [_gt(i, 1) for i in range(5)] + [_gt(i, 0, x=0.6, y=0.6) for i in range(4)]
+    preds = [_pred(i, 1, 0.9) for i in range(5)] + [_pred(0, 0, 0.01, x=0.6, y=0.6)]
+    preds += [_pred(i % 10, 0, 0.02 + 0.03 * i / 40, x=0.3, y=0.3, s=0.05) for i in range(40)]
+    return gts, preds, list(range(10))
+
+
+def test_a_class_whose_best_f1_only_scraps_parts_is_set_aside():
+    # found on the strip set (session 37): the scratches' best F1 was 0.001, at confidence 0.003 (1 true
+    # positive among 1771 predictions), and that one class rejected all 90 held-out parts: escape 0, false
+    # reject 1.0, which reads as a line that catches everything
+    gts, preds, images = _unlearnt_class_case()
+    names = {0: "scratch", 1: "crack"}
+    raw = max_f1_thresholds(_boxes(gts), _boxes(preds), [0, 1])
+    assert raw[0] == pytest.approx(0.01) and raw[1] == 0.9  # the plain max-F1 choice, as before
+    k = inspection_kpis(gts, preds, images, names)
+    assert k["thresholds"] == {"scratch": NEVER_FIRES, "crack": 0.9}
+    scratch, crack = k["per_class"]
+    assert scratch["set_aside"] == {"threshold": pytest.approx(0.01), "f1": pytest.approx(2 / 45),
+                                    "parts_rejected": 10}
+    assert crack["set_aside"] is None
+    assert k["escape_rate"] == 0.0 and k["false_reject_rate"] == 0.0  # the crack parts hold parts 0-3's scratches
+    assert (scratch["tp"], scratch["fp"], scratch["fn"]) == (0, 0, 4)
+    plain = inspection_kpis(gts, preds, images, names, conf=0.01)  # a user's conf is the user's: nothing set aside
+    assert plain["false_reject_rate"] == 1.0 and plain["per_class"][0]["set_aside"] is None
+
+
+def test_a_weak_but_usable_class_keeps_its_threshold():
+    # the floor is on F1, not on AP: a class found 1 time in 3 with few false boxes keeps its best threshold
+    gts = [_gt(i, 0) for i in range(6)]
+    preds = [_pred(0, 0, 0.4), _pred(1, 0, 0.3), _pred(7, 0, 0.35, x=0.5)]
+    k = inspection_kpis(gts, preds, list(range(10)), NAMES)
+    assert k["thresholds"]["scratch"] == 0.3 and k["per_class"][0]["set_aside"] is None
+
+
+def test_the_report_names_a_set_aside_class_where_its_kpis_are_read(tmp_path):
+    from gradkit.report import EvalData
+    from gradkit.report.build import build_report
+    from gradkit.report.render import render_html, render_markdown, warnings
+    from gradkit.report.schema import validate_report
+
+    gts, preds, images = _unlearnt_class_case()
+    names = {0: "scratch", 1: "crack"}
+    ev = EvalData(names=names, split="val", data="d.yaml", model="runs/x/weights/best.pt", images=images,
+                  files={i: str(tmp_path / f"img{i}.png") for i in images}, sizes=dict.fromkeys(images, (100, 100)),
+                  gts=gts, preds=preds, headline={"precision": 0.5, "recall": 0.5, "mAP50": 0.5, "mAP50-95": 0.3},
+                  per_class={c: {"precision": 0.5, "recall": 0.5, "AP50": 0.5, "AP50-95": 0.3} for c in names},
+                  instances={0: 4, 1: 5}, image_counts={0: 4, 1: 5}, conf_threshold=None)
+    report = validate_report(build_report(ev))
+    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, which would reject 10 of the 10 parts); it "
+            "never fires at this operating point, so a part holding only it ships.")
+    md, page = render_markdown(report), render_html(report)
+    assert said in md and said in page
+    assert "scratch set aside" in md and "crack ≥ 0.900" in md  # the operating point in words
+    assert not any("No confidence gives a true positive" in w for w in warnings(report))
+
+
+def test_a_comparison_warns_when_runs_set_aside_different_classes(tmp_path):
+    from gradkit.report import EvalData, compare_reports
+    from gradkit.report.build import build_report
+    from gradkit.report.render import render_html
+
+    gts, preds, images = _unlearnt_class_case()
+    names = {0: "scratch", 1: "crack"}
+
+    def report(preds):
+        return build_report(EvalData(
+            names=names, split="val", data="d.yaml", model="runs/x/weights/best.pt", images=images,
+            files={i: str(tmp_path / f"img{i}.png") for i in images}, sizes=dict.fromkeys(images, (100, 100)),
+            gts=gts, preds=preds, headline={"precision": 0.5, "recall": 0.5, "mAP50": 0.5, "mAP50-95": 0.3},
+            per_class={c: {"precision": 0.5, "recall": 0.5, "AP50": 0.5, "AP50-95": 0.3} for c in names},
+            instances={0: 4, 1: 5}, image_counts={0: 4, 1: 5}, conf_threshold=None))
+
+    learnt = [*preds[:5], *(_pred(i, 0, 0.8, x=0.6, y=0.6) for i in range(4))]  # every scratch found at 0.8
+    cmp_ = compare_reports([report(preds), report(learnt)], ["a", "b"])
+    assert [r["set_aside"] for r in cmp_["runs"]] == [["scratch"], []]
+    assert ("Classes set aside at each run's operating point (a: scratch; b: none): their escape rates count "
+            "different parts.") in cmp_["warnings"]
+    assert "scratch set aside, crack 0.900" in render_html(cmp_)

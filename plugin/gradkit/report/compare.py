@@ -87,8 +87,18 @@ def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:
             "skipped steps": sum(skipped) if "grad/skipped" in curves else None}
 
 
+def _set_aside(report: dict[str, Any]) -> list[str]:
+    """The classes the report's operating point set aside (best F1 below its floor)."""
+    return [c["name"] for c in (report.get("inspection") or {}).get("per_class", []) if c.get("set_aside")]
+
+
 def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
     out = []
+    aside = [_set_aside(r) for r in reports]
+    if any(a != aside[0] for a in aside):
+        out.append("Classes set aside at each run's operating point (" + "; ".join(
+            f"{lab}: {', '.join(a) or 'none'}" for lab, a in zip(labels, aside, strict=True))
+            + "): their escape rates count different parts.")
     for key in ("split", "data"):
         values = [str(r[key]) for r in reports]
         if len(set(values)) > 1:
@@ -130,7 +140,7 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
               for lab, r in zip(labels, reports, strict=True)}
     return {"schema_version": REPORT_SCHEMA_VERSION, "kind": "comparison",
             "runs": [{"label": lab, "model": r["model"], "data": r["data"], "split": r["split"],
-                      "thresholds": (r.get("inspection") or {}).get("thresholds")}
+                      "thresholds": (r.get("inspection") or {}).get("thresholds"), "set_aside": _set_aside(r)}
                      for lab, r in zip(labels, reports, strict=True)],
             "warnings": _warnings(reports, labels), "config_diff": _config_diff(reports),
             "settings_not_recorded": [lab for lab, r in zip(labels, reports, strict=True)

@@ -197,8 +197,21 @@ def _operating_point(k: dict[str, Any]) -> str:
     values = set(k["thresholds"].values())
     if k["operating_point"].startswith("report.conf") and len(values) == 1:
         return f"confidence ≥ {values.pop():.3f} for every class (report.conf)"
-    thr = ", ".join(f"{n} ≥ {t:.3f}" for n, t in k["thresholds"].items())
+    aside = {c["name"] for c in k["per_class"] if c.get("set_aside")}
+    thr = ", ".join(f"{n} set aside" if n in aside else f"{n} ≥ {t:.3f}" for n, t in k["thresholds"].items())
     return f"per class, the confidence of maximal F1 on this split: {thr}"
+
+
+def _set_aside(k: dict[str, Any]) -> str:
+    """`` Set aside: scratch (best F1 ...); ...`` for the classes whose best F1 was below the report's floor."""
+    rows = [(c["name"], c["set_aside"]) for c in k["per_class"] if c.get("set_aside")]
+    if not rows:
+        return ""
+    each = "; ".join(f"{n} (best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, which would reject "
+                     f"{a['parts_rejected']} of the {k['images']} parts)" for n, a in rows)
+    which = "it never fires" if len(rows) == 1 else "they never fire"
+    only = "only it" if len(rows) == 1 else "only these"
+    return f" Set aside: {each}; {which} at this operating point, so a part holding {only} ships."
 
 
 def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:
@@ -232,7 +245,7 @@ def _findings(r: dict[str, Any]) -> str:
             f"{k['defect_free_images']} good parts would be scrapped (false-reject rate "
             f"{_pct(k['false_reject_rate'])}); {_md_num(k['fp_per_image'], 2)} false positives per image. "
             f"Ranking quality: mAP50 {_md_num(r['headline'].get('mAP50'))}, mAP50-95 "
-            f"{_md_num(r['headline'].get('mAP50-95'))}.")
+            f"{_md_num(r['headline'].get('mAP50-95'))}.") + _set_aside(k)
     worst = _worst_miss(k)
     if worst:
         text += (f" What fails most: {worst['class']} objects covering {worst['relative_area']} of the image — "
@@ -295,7 +308,8 @@ def warnings(r: dict[str, Any]) -> list[str]:
                    f"{100 / max(r['images'], 1):.0f} points or more.")
     if r.get("classes_absent"):
         out.append(f"Classes absent from this split (not evaluated): {', '.join(r['classes_absent'])}.")
-    never = [c["name"] for c in k.get("per_class", []) if c["threshold"] >= NEVER_FIRES and c["objects"]]
+    never = [c["name"] for c in k.get("per_class", [])
+             if c["threshold"] >= NEVER_FIRES and c["objects"] and not c.get("set_aside")]
     if never:
         out.append(f"No confidence gives a true positive for: {', '.join(never)} (threshold 1.0: never fires).")
     if k and not k["defect_free_images"]:
@@ -771,7 +785,8 @@ def _comparison_body(r: dict[str, Any]) -> str:
                      + "".join(f"<li>{_e(w)}</li>" for w in r["warnings"]) + "</ul></div>")
     parts.append(_table(["run", "model", "data", "split", "operating thresholds"], [
         [_e(x["label"]), _e(x["model"]), _e(x["data"]), _e(x["split"]),
-         _e(", ".join(f"{n} {t:.3f}" for n, t in (x.get("thresholds") or {}).items()) or "n/a")]
+         _e(", ".join(f"{n} set aside" if n in (x.get("set_aside") or ()) else f"{n} {t:.3f}"
+                      for n, t in (x.get("thresholds") or {}).items()) or "n/a")]
         for x in runs], left=5))
     diff = r.get("config_diff") or []
     parts.append("<h2>What differs</h2>" + (_table(["setting", *labels], [

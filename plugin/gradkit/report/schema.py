@@ -18,8 +18,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: training.optimizer_used, inspection per-class parts/shipped_parts, curve paths relative to the report;
 #: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose);
 #: 6: tiles (whole images scored through tiles: their size and overlap); 7: box_fit (how close each class's
-#: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of).
-REPORT_SCHEMA_VERSION = 8
+#: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of); 9: inspection
+#: per-class set_aside (a class whose best F1 is below the floor never fires) and the comparison's set_aside.
+REPORT_SCHEMA_VERSION = 9
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -125,6 +126,13 @@ class Errors(_Open):
         return self
 
 
+class SetAside(_Open):
+    """A class whose best F1 was below the report's floor: the max-F1 threshold it did not get."""
+    threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    f1: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    parts_rejected: Count
+
+
 class InspectionClass(_Open):
     name: str
     threshold: float
@@ -137,6 +145,7 @@ class InspectionClass(_Open):
     f1: Share = None
     parts: Count = 0
     shipped_parts: Count = 0
+    set_aside: SetAside | None = None
 
     @model_validator(mode="after")
     def _shipped_within_parts(self):
@@ -279,6 +288,7 @@ class ComparisonRun(_Open):
     model: str
     data: str
     split: str
+    set_aside: list[str] = []
 
 
 class ComparisonRow(_Open):
