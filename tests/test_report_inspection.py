@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradkit.report.coco import Box
-from gradkit.report.inspection import NEVER_FIRES, inspection_kpis, max_f1_thresholds
+from gradkit.report.inspection import MIN_PRECISION, NEVER_FIRES, inspection_kpis, max_f1_points, max_f1_thresholds
 
 NAMES = {0: "scratch", 1: "pit"}
 
@@ -171,26 +171,29 @@ def test_max_f1_search_over_a_prefix_equals_the_full_search():
             x, y = rng.uniform(0, 0.8, 2)
             preds.append(Box(img, 0, x, y, x + 0.05, y + 0.05, float(rng.uniform(0.001, 0.3))))
     got = max_f1_thresholds(_boxes(gts), _boxes(preds), [0])[0]
+    point = max_f1_points(_boxes(gts), _boxes(preds), [0])[0]
     # reference: F1 at every distinct score with the naive matcher's counts
     scores = np.array(sorted({p.score for p in preds}, reverse=True))
     tps = np.array([p.score for p in preds])  # true detections are exactly the boxes equal to a GT
     is_tp = np.array([any(abs(p.x0 - g.x0) < 1e-12 and p.image == g.image for g in gts[p.image:p.image + 1])
                       for p in preds])
     f1 = [2 * (is_tp & (tps >= t)).sum() / ((tps >= t).sum() + len(gts)) for t in scores]
-    assert got == pytest.approx(scores[int(np.argmax(f1))])
+    assert got == point.threshold == pytest.approx(scores[int(np.argmax(f1))])
+    kept = tps >= got  # the F1 and precision it reports are those of its threshold
+    assert point.f1 == pytest.approx(max(f1)) and point.precision == pytest.approx((is_tp & kept).sum() / kept.sum())
 
 
 def _unlearnt_class_case():
     """Ten parts, five with a crack (found at 0.9) and five defect-free; scratches on parts 0-3, missed except
     one found at 0.01, under 40 false scratch boxes at 0.02-0.05 spread over every part. The scratch's F1 is
-    best at 0.01 (1 TP, 40 FP, 3 FN: F1 2/45 = 0.044), a threshold that rejects all ten parts."""
+    best at 0.01 (1 TP, 40 FP, 3 FN: F1 2/45; precision 1/41), a threshold that rejects all ten parts."""
     gts = [_gt(i, 1) for i in range(5)] + [_gt(i, 0, x=0.6, y=0.6) for i in range(4)]
     preds = [_pred(i, 1, 0.9) for i in range(5)] + [_pred(0, 0, 0.01, x=0.6, y=0.6)]
     preds += [_pred(i % 10, 0, 0.02 + 0.03 * i / 40, x=0.3, y=0.3, s=0.05) for i in range(40)]
     return gts, preds, list(range(10))
 
 
-def test_a_class_whose_best_f1_only_scraps_parts_is_set_aside():
+def test_a_class_whose_best_threshold_only_scraps_parts_is_set_aside():
     # found on the strip set (session 37): the scratches' best F1 was 0.001, at confidence 0.003 (1 true
     # positive among 1771 predictions), and that one class rejected all 90 held-out parts: escape 0, false
     # reject 1.0, which reads as a line that catches everything
@@ -199,66 +202,113 @@ def test_a_class_whose_best_f1_only_scraps_parts_is_set_aside():
     raw = max_f1_thresholds(_boxes(gts), _boxes(preds), [0, 1])
     assert raw[0] == pytest.approx(0.01) and raw[1] == 0.9  # the plain max-F1 choice, as before
     k = inspection_kpis(gts, preds, images, names)
-    assert k["thresholds"] == {"scratch": NEVER_FIRES, "crack": 0.9}
+    assert k["thresholds"] == {"scratch": NEVER_FIRES, "crack": 0.9} and k["min_precision"] == MIN_PRECISION
     scratch, crack = k["per_class"]
     assert scratch["set_aside"] == {"threshold": pytest.approx(0.01), "f1": pytest.approx(2 / 45),
-                                    "parts_rejected": 10}
+                                    "precision": pytest.approx(1 / 41), "parts_rejected": 10}
     assert crack["set_aside"] is None
     assert k["escape_rate"] == 0.0 and k["false_reject_rate"] == 0.0  # the crack parts hold parts 0-3's scratches
     assert (scratch["tp"], scratch["fp"], scratch["fn"]) == (0, 0, 4)
     plain = inspection_kpis(gts, preds, images, names, conf=0.01)  # a user's conf is the user's: nothing set aside
     assert plain["false_reject_rate"] == 1.0 and plain["per_class"][0]["set_aside"] is None
+    assert plain["min_precision"] is None
 
 
-def test_a_weak_but_usable_class_keeps_its_threshold():
-    # the floor is on F1, not on AP: a class found 1 time in 3 with few false boxes keeps its best threshold
-    gts = [_gt(i, 0) for i in range(6)]
-    preds = [_pred(0, 0, 0.4), _pred(1, 0, 0.3), _pred(7, 0, 0.35, x=0.5)]
-    k = inspection_kpis(gts, preds, list(range(10)), NAMES)
-    assert k["thresholds"]["scratch"] == 0.3 and k["per_class"][0]["set_aside"] is None
+def test_a_class_found_rarely_but_without_false_boxes_keeps_its_threshold():
+    # low recall, not false boxes: 1 of 50 found at 0.9 and nothing else (F1 0.039, precision 1) rejects no good
+    # part, so setting it aside would only ship the one part it catches
+    gts = [_gt(i, 0) for i in range(50)]
+    k = inspection_kpis(gts, [_pred(0, 0, 0.9)], list(range(60)), NAMES)
+    assert k["thresholds"]["scratch"] == 0.9 and k["per_class"][0]["set_aside"] is None
+    assert k["escaped_images"] == 49
+
+
+@pytest.mark.parametrize(("false_boxes", "set_aside"), [(19, False), (21, True)])
+def test_the_floor_is_the_precision_at_the_best_threshold(false_boxes, set_aside):
+    # one object found at 0.1 below `false_boxes` false ones at 0.2: the only point with a TP keeps them all,
+    # precision 1/20 = MIN_PRECISION (kept) or 1/22 (set aside)
+    gts = [_gt(0, 0)]
+    preds = [_pred(0, 0, 0.1)] + [_pred(1 + i, 0, 0.2) for i in range(false_boxes)]
+    k = inspection_kpis(gts, preds, list(range(30)), NAMES)
+    assert (k["per_class"][0]["set_aside"] is not None) == set_aside
+    assert k["false_rejected_images"] == (0 if set_aside else false_boxes)
+
+
+def test_classes_that_never_fire_do_not_fire_on_a_score_of_one():
+    # a class without any true positive, and a set-aside one, each with a false box scored exactly 1.0 (a float32
+    # sigmoid reaches it): neither fires at the max-F1 operating point; a user's conf of 1.0 still fires
+    gts, preds, images = _unlearnt_class_case()
+    names = {0: "scratch", 1: "crack", 2: "pit"}
+    gts = [*gts, _gt(9, 2)]
+    preds = [*preds, _pred(8, 0, 1.0, x=0.8, y=0.8, s=0.1), _pred(7, 2, 1.0, x=0.8, y=0.8, s=0.1)]
+    k = inspection_kpis(gts, preds, images, names)
+    assert k["thresholds"]["scratch"] == k["thresholds"]["pit"] == NEVER_FIRES
+    assert k["per_class"][0]["set_aside"] is not None and k["per_class"][2]["set_aside"] is None  # pit: no TP
+    assert k["false_positives"] == 0 and k["false_reject_rate"] == 0.0
+    assert inspection_kpis(gts, preds, images, names, conf=1.0)["false_positives"] == 2
 
 
 def test_the_report_names_a_set_aside_class_where_its_kpis_are_read(tmp_path):
-    from gradkit.report import EvalData
     from gradkit.report.build import build_report
     from gradkit.report.render import render_html, render_markdown, warnings
     from gradkit.report.schema import validate_report
 
     gts, preds, images = _unlearnt_class_case()
-    names = {0: "scratch", 1: "crack"}
-    ev = EvalData(names=names, split="val", data="d.yaml", model="runs/x/weights/best.pt", images=images,
-                  files={i: str(tmp_path / f"img{i}.png") for i in images}, sizes=dict.fromkeys(images, (100, 100)),
-                  gts=gts, preds=preds, headline={"precision": 0.5, "recall": 0.5, "mAP50": 0.5, "mAP50-95": 0.3},
-                  per_class={c: {"precision": 0.5, "recall": 0.5, "AP50": 0.5, "AP50-95": 0.3} for c in names},
-                  instances={0: 4, 1: 5}, image_counts={0: 4, 1: 5}, conf_threshold=None)
-    report = validate_report(build_report(ev))
-    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, which would reject 10 of the 10 parts); it "
-            "never fires at this operating point, so a part holding only it ships.")
+    gts, preds = [*gts, _gt(9, 2)], [*preds, _pred(8, 2, 0.5)]  # a pit class with no true positive
+    report = validate_report(build_report(_evaluation(tmp_path, gts, preds, images)))
+    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, where 2.4% of its boxes were right, which would "
+            "reject 10 of the 10 parts); it never fires at this operating point.")
     md, page = render_markdown(report), render_html(report)
     assert said in md and said in page
     assert "scratch set aside" in md and "crack ≥ 0.900" in md  # the operating point in words
-    assert not any("No confidence gives a true positive" in w for w in warnings(report))
+    assert "Lowest recall: pit (0.000 at confidence 1.000)" in md and "scratch (0.000" not in md  # named once, above
+    assert "| scratch | set aside |" in md
+    assert [w for w in warnings(report) if "No confidence gives a true positive" in w] == [
+        "No confidence gives a true positive for: pit (threshold 1.0: never fires)."]
+
+
+def _evaluation(tmp_path, gts, preds, images, names=None):
+    from gradkit.report import EvalData
+
+    names = names or {0: "scratch", 1: "crack", 2: "pit"}
+    counts = {c: sum(g.cls == c for g in gts) for c in names}
+    return EvalData(names=names, split="val", data="d.yaml", model="runs/x/weights/best.pt", images=images,
+                    files={i: str(tmp_path / f"img{i}.png") for i in images}, sizes=dict.fromkeys(images, (100, 100)),
+                    gts=gts, preds=preds, headline={"precision": 0.5, "recall": 0.5, "mAP50": 0.5, "mAP50-95": 0.3},
+                    per_class={c: {"precision": 0.5, "recall": 0.5, "AP50": 0.5, "AP50-95": 0.3} for c in names},
+                    instances=counts, image_counts=counts, conf_threshold=None)
 
 
 def test_a_comparison_warns_when_runs_set_aside_different_classes(tmp_path):
-    from gradkit.report import EvalData, compare_reports
+    from gradkit.report import compare_reports
     from gradkit.report.build import build_report
     from gradkit.report.render import render_html
 
     gts, preds, images = _unlearnt_class_case()
     names = {0: "scratch", 1: "crack"}
-
-    def report(preds):
-        return build_report(EvalData(
-            names=names, split="val", data="d.yaml", model="runs/x/weights/best.pt", images=images,
-            files={i: str(tmp_path / f"img{i}.png") for i in images}, sizes=dict.fromkeys(images, (100, 100)),
-            gts=gts, preds=preds, headline={"precision": 0.5, "recall": 0.5, "mAP50": 0.5, "mAP50-95": 0.3},
-            per_class={c: {"precision": 0.5, "recall": 0.5, "AP50": 0.5, "AP50-95": 0.3} for c in names},
-            instances={0: 4, 1: 5}, image_counts={0: 4, 1: 5}, conf_threshold=None))
-
     learnt = [*preds[:5], *(_pred(i, 0, 0.8, x=0.6, y=0.6) for i in range(4))]  # every scratch found at 0.8
-    cmp_ = compare_reports([report(preds), report(learnt)], ["a", "b"])
+    a, b = (build_report(_evaluation(tmp_path, gts, p, images, names)) for p in (preds, learnt))
+    cmp_ = compare_reports([a, b], ["a", "b"])
     assert [r["set_aside"] for r in cmp_["runs"]] == [["scratch"], []]
     assert ("Classes set aside at each run's operating point (a: scratch; b: none): their escape rates count "
             "different parts.") in cmp_["warnings"]
     assert "scratch set aside, crack 0.900" in render_html(cmp_)
+
+
+@pytest.mark.parametrize("forged", [
+    {"set_aside": {"threshold": 0.9, "f1": 0.9, "precision": 0.9, "parts_rejected": 1}},  # above the floor
+    {"set_aside": {"threshold": 0.01, "f1": 0.04, "precision": 0.02, "parts_rejected": 999}},  # more parts than images
+    {"threshold": 0.9, "set_aside": {"threshold": 0.01, "f1": 0.04, "precision": 0.02, "parts_rejected": 1}},  # fires
+])
+def test_a_report_json_whose_set_aside_contradicts_its_kpis_is_refused(tmp_path, forged):
+    from gradkit.report.build import build_report
+    from gradkit.report.schema import ReportSchemaError, validate_report
+
+    gts, preds, images = _unlearnt_class_case()
+    report = build_report(_evaluation(tmp_path, gts, preds, images, {0: "scratch", 1: "crack"}))
+    crack = report["inspection"]["per_class"][1]
+    crack.update({**forged, "tp": 0, "fp": 0} if "threshold" not in forged else forged)
+    if "threshold" not in forged:
+        crack["threshold"] = NEVER_FIRES
+    with pytest.raises(ReportSchemaError, match="set_aside"):
+        validate_report(report)

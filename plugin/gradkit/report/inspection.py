@@ -5,9 +5,10 @@ operating point: the escape rate (defective images not rejected: a defective par
 false-reject rate (defect-free images rejected: a good part scrapped), false positives per image and
 per-class precision, recall and F1. The threshold of a class is the confidence that maximises its
 F1 on the evaluated split, or one user-given confidence (``report.conf``) for every class. A class whose
-best F1 is below ``MIN_F1`` is set aside (never fires, and the report says so): its best threshold lies
-among its false boxes and would reject nearly every part, which a line cannot run on and which makes the
-escape rate read as if the model caught everything.
+max-F1 threshold lets through fewer than ``MIN_PRECISION`` right boxes is set aside (never fires, and the
+report says so): that threshold lies among its false boxes and rejects parts for nothing, nearly every part
+on a model that never learnt the class, which a line cannot run on and which makes the escape rate read as
+if the model caught everything.
 
 Predictions are matched to objects greedily in descending score (IoU >= 0.5, same class, each object
 once), the rule of the error analysis; greedy matching in score order makes the matches above any
@@ -17,23 +18,37 @@ threshold the same as matching only the predictions above it, so one matching se
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from gradkit.report.coco import AREA_BUCKETS, Box, Boxes
 
-__all__ = ["MATCH_IOU", "MIN_F1", "NEVER_FIRES", "Matching", "OperatingPoint", "inspection_kpis", "max_f1_thresholds",
-           "threshold_array"]
+__all__ = ["MATCH_IOU", "MIN_PRECISION", "NEVER_FIRES", "BestF1", "Matching", "OperatingPoint", "inspection_kpis",
+           "max_f1_points", "max_f1_thresholds", "threshold_array"]
 
 MATCH_IOU = 0.5
-#: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split).
+#: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split), or
+#: that was set aside: with no ``report.conf`` such a class never fires, not even on a score of exactly 1.
 NEVER_FIRES = 1.0
-#: Below this best F1 (2 TP / (2 TP + FP + FN): under one right decision in twenty) a class's max-F1 threshold only
-#: scraps parts, and the class is set aside. Learnt classes sit far above it and unlearnt ones far below: on the
-#: strip set a crack at 0.45 and a barely learnt pit (AP50 0.02) at 0.097, the unlearnt scratch at 0.001 (1 true
-#: positive among 1771 boxes at confidence 0.003, rejecting all 90 held-out parts).
-MIN_F1 = 0.05
+#: A class whose max-F1 threshold lets through fewer right boxes than this share (its precision there) is set
+#: aside: the threshold rejects parts for nothing. Precision, not F1: a class found rarely but without false boxes
+#: (low recall, F1 below any floor) rejects no good part and keeps its threshold. Learnt classes sit far above it
+#: and unlearnt ones far below: on the strip set (session 37) cracks at 0.39-0.43 and a barely learnt pit class
+#: (AP50 0.02) at 0.19, the unlearnt scratches at 0.0006 (1 true positive among 1771 boxes at confidence 0.003,
+#: rejecting all 90 held-out parts) and 0.0016 (1 among 628).
+MIN_PRECISION = 0.05
+
+
+class BestF1(NamedTuple):
+    """A class's max-F1 point: its confidence threshold, the F1 and the precision there."""
+    threshold: float
+    f1: float
+    precision: float
+
+
+#: The point of a class without objects or without any true positive.
+NO_POINT = BestF1(NEVER_FIRES, 0.0, 0.0)
 
 
 class Matching:
@@ -85,9 +100,9 @@ def _same_class_pairs(gts: Boxes, preds: Boxes) -> tuple[np.ndarray, np.ndarray,
     return p_idx, g_idx, iou
 
 
-def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> tuple[float, float]:
+def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> BestF1:
     """The confidence that maximises F1 for one class's objects ``gts`` and predictions ``preds[ranked_idx]``
-    (in descending score), the highest such confidence on ties, and that F1.
+    (in descending score), the highest such confidence on ties, with the F1 and precision there.
 
     Only a prefix of the ranking is matched: the top k, grown until no larger k can beat the best F1 found
     (F1 at k predictions is at most 2 n / (k + n) for n objects). A validation at conf 0.001 has ~100
@@ -95,7 +110,7 @@ def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> tuple[flo
     """
     n = len(gts)
     if n == 0 or len(ranked_idx) == 0:
-        return NEVER_FIRES, 0.0
+        return NO_POINT
     ranked = np.nan_to_num(preds.score[ranked_idx], nan=-np.inf)
     k = min(len(ranked), max(64, 4 * n))
     while True:
@@ -106,18 +121,20 @@ def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> tuple[flo
         if k == len(ranked) or f1.max() >= 2 * n / (k + 1 + n):
             break
         k = min(len(ranked), 4 * k)
-    best = int(np.argmax(f1))
-    return (NEVER_FIRES, 0.0) if ctp[-1] == 0 else (float(ranked[ends[best]]), float(f1[best]))
+    if ctp[-1] == 0:
+        return NO_POINT
+    end = ends[int(np.argmax(f1))]
+    return BestF1(float(ranked[end]), float(2 * ctp[end] / (end + 1 + n)), float(ctp[end] / (end + 1)))
 
 
 def max_f1_thresholds(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, float]:
     """Per class, the confidence that maximises F1 (the highest such confidence on ties); NEVER_FIRES for a class
     without objects or without any true positive."""
-    return {c: t for c, (t, _) in max_f1_points(gts, preds, classes).items()}
+    return {c: point.threshold for c, point in max_f1_points(gts, preds, classes).items()}
 
 
-def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """Per class, (the confidence that maximises F1, that F1); (NEVER_FIRES, 0) for a class without objects or
+def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, BestF1]:
+    """Per class, its max-F1 point (the highest such confidence on ties); NO_POINT for a class without objects or
     without any true positive."""
     score = np.nan_to_num(preds.score, nan=-1.0)  # scores lie in [0, 1]: one sort by class, then by score
     order = np.argsort(preds.cls * 4.0 - score, kind="stable")
@@ -130,15 +147,17 @@ def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int,
 
 class OperatingPoint:
     """The thresholds (per class), which predictions reach them, their matching and the objects found; with no
-    ``conf``, per class the max-F1 confidence, and ``set_aside`` the (threshold, F1) of classes below MIN_F1."""
+    ``conf``, per class the max-F1 confidence, and ``set_aside`` the max-F1 points of classes below
+    MIN_PRECISION there (they never fire, nor do classes without a true positive)."""
 
     def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None):
         points = max_f1_points(gts, preds, classes) if conf is None else {}
-        self.set_aside = {c: p for c, p in points.items() if p[0] < NEVER_FIRES and p[1] < MIN_F1}
-        self.thresholds = ({c: NEVER_FIRES if c in self.set_aside else t for c, (t, _) in points.items()}
+        self.set_aside = {c: p for c, p in points.items() if p != NO_POINT and p.precision < MIN_PRECISION}
+        never = [c for c, p in points.items() if p == NO_POINT or c in self.set_aside]
+        self.thresholds = ({c: NEVER_FIRES if c in never else p.threshold for c, p in points.items()}
                            if conf is None else dict.fromkeys(classes, float(conf)))
         thr = threshold_array(self.thresholds, gts, preds)
-        self.fires = np.nan_to_num(preds.score, nan=-np.inf) >= thr[preds.cls]
+        self.fires = (np.nan_to_num(preds.score, nan=-np.inf) >= thr[preds.cls]) & ~np.isin(preds.cls, never)
         self.matching = Matching(gts, preds, self.fires)
         self.found = self.matching.gt_score > -np.inf
 
@@ -147,12 +166,12 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _set_aside(preds: Boxes, c: int, point: tuple[float, float] | None) -> dict[str, Any] | None:
-    """A set-aside class's max-F1 threshold, its F1 and how many parts (images) that threshold would reject."""
+def _set_aside(preds: Boxes, c: int, point: BestF1 | None) -> dict[str, Any] | None:
+    """A set-aside class's max-F1 point and how many parts (images) its threshold would reject."""
     if point is None:
         return None
-    rejects = (preds.cls == c) & (np.nan_to_num(preds.score, nan=-np.inf) >= point[0])
-    return {"threshold": point[0], "f1": point[1], "parts_rejected": len(set(preds.image[rejects].tolist()))}
+    rejects = (preds.cls == c) & (np.nan_to_num(preds.score, nan=-np.inf) >= point.threshold)
+    return {**point._asdict(), "parts_rejected": len(set(preds.image[rejects].tolist()))}
 
 
 def _per_class(m: Matching, fires: np.ndarray, rejected: set[int], c: int, name: str, thr: float) -> dict[str, Any]:
@@ -205,6 +224,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
     n_fp = int((fires & ~m.pred_tp).sum())
     return {
         "operating_point": "per-class max F1 on this split" if conf is None else f"report.conf = {conf:g}",
+        "min_precision": MIN_PRECISION if conf is None else None,  # the floor below which a class was set aside
         "thresholds": {names[c]: chosen[c] for c in classes},
         "match_iou": MATCH_IOU,
         "images": len(set(images)),

@@ -207,11 +207,10 @@ def _set_aside(k: dict[str, Any]) -> str:
     rows = [(c["name"], c["set_aside"]) for c in k["per_class"] if c.get("set_aside")]
     if not rows:
         return ""
-    each = "; ".join(f"{n} (best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, which would reject "
-                     f"{a['parts_rejected']} of the {k['images']} parts)" for n, a in rows)
-    which = "it never fires" if len(rows) == 1 else "they never fire"
-    only = "only it" if len(rows) == 1 else "only these"
-    return f" Set aside: {each}; {which} at this operating point, so a part holding {only} ships."
+    each = "; ".join(f"{n} (best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, where "
+                     f"{_pct(a['precision'])} of its boxes were right, which would reject {a['parts_rejected']} of "
+                     f"the {k['images']} parts)" for n, a in rows)
+    return f" Set aside: {each}; {'it never fires' if len(rows) == 1 else 'they never fire'} at this operating point."
 
 
 def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:
@@ -250,7 +249,7 @@ def _findings(r: dict[str, Any]) -> str:
     if worst:
         text += (f" What fails most: {worst['class']} objects covering {worst['relative_area']} of the image — "
                  f"{worst['missed']} of {worst['objects']} missed.")
-    scored = [c for c in k["per_class"] if c["recall"] is not None]
+    scored = [c for c in k["per_class"] if c["recall"] is not None and not c.get("set_aside")]
     if scored:
         text += _lowest_recall(scored, (r.get("errors") or {}).get("by_class", {}), r.get("box_fit") or {})
     return text
@@ -378,6 +377,11 @@ def _shipped(c: dict[str, Any]) -> str:
     return f"{c['shipped_parts']} of {c['parts']}" if c.get("parts") else "–"
 
 
+def _threshold(c: dict[str, Any]) -> str:
+    """A class's threshold in the tables: "set aside" for a class whose best threshold was set aside."""
+    return "set aside" if c.get("set_aside") else _md_num(c["threshold"])
+
+
 def _inspection(k: dict[str, Any]) -> str:
     cards = [("escape rate", _pct(k["escape_rate"]), f"{k['escaped_images']} of {k['defective_images']} "
               "defective images not rejected"),
@@ -390,7 +394,7 @@ def _inspection(k: dict[str, Any]) -> str:
              '<div class="cards">' + "".join(f'<div class="card" id="{_e(name.split()[0])}-rate">{_e(name)}'
                                              f"<b>{_e(v)}</b><small>{_e(sub)}</small></div>"
                                              for name, v, sub in cards) + "</div>"]
-    rows = [[_e(c["name"]), _num(c["threshold"]), _num(c["objects"]), _num(c["tp"]), _num(c["fp"]), _num(c["fn"]),
+    rows = [[_e(c["name"]), _e(_threshold(c)), _num(c["objects"]), _num(c["tp"]), _num(c["fp"]), _num(c["fn"]),
              _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), _e(_shipped(c))] for c in k["per_class"]]
     parts.append(_table(INSPECTION_COLUMNS, rows))
     parts.append(f'<p class="note">At the operating point, IoU ≥ {_num(k["match_iou"], 2)} with an object of '
@@ -865,7 +869,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if k:
         lines += ["", f"Operating point: {_md_text(_operating_point(k))}", "",
                   "| " + " | ".join(INSPECTION_COLUMNS) + " |", "|---" * len(INSPECTION_COLUMNS) + "|"]
-        lines += [f"| {_md_text(c['name'])} | {c['threshold']:.3f} | {c['objects']} | {c['tp']} | {c['fp']} | "
+        lines += [f"| {_md_text(c['name'])} | {_threshold(c)} | {c['objects']} | {c['tp']} | {c['fp']} | "
                   f"{c['fn']} | {_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['f1'])} | "
                   f"{_shipped(c)} |" for c in k["per_class"]]
     lines += ["", f"**mAP50 {_md_num(h.get('mAP50'))}**, mAP50-95 {_md_num(h.get('mAP50-95'))} (all confidences); "

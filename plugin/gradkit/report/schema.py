@@ -127,9 +127,10 @@ class Errors(_Open):
 
 
 class SetAside(_Open):
-    """A class whose best F1 was below the report's floor: the max-F1 threshold it did not get."""
+    """A class whose max-F1 threshold let through too few right boxes: the point it did not get."""
     threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     f1: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    precision: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     parts_rejected: Count
 
 
@@ -151,6 +152,15 @@ class InspectionClass(_Open):
     def _shipped_within_parts(self):
         if self.shipped_parts > self.parts:
             raise ValueError(f"shipped_parts {self.shipped_parts} exceeds parts {self.parts}")
+        return self
+
+    @model_validator(mode="after")
+    def _set_aside_never_fires(self):
+        from gradkit.report.inspection import NEVER_FIRES
+
+        if self.set_aside and (self.threshold < NEVER_FIRES or self.tp or self.fp):
+            raise ValueError(f"set_aside: {self.name} was set aside but fires (threshold {self.threshold}, "
+                             f"tp {self.tp}, fp {self.fp})")
         return self
 
 
@@ -177,6 +187,17 @@ class Inspection(_Open):
     fp_per_image: Num
     per_class: list[InspectionClass]
     missed_by_class_and_size: list[MissedBySize] = []
+    min_precision: Share = None
+
+    @model_validator(mode="after")
+    def _set_aside_below_the_floor(self):
+        for c in self.per_class:
+            a = c.set_aside
+            floor = -1.0 if self.min_precision is None else self.min_precision
+            if a and (a.precision >= floor or a.parts_rejected > self.images):
+                raise ValueError(f"set_aside: {c.name}'s precision {a.precision} is not below min_precision "
+                                 f"{self.min_precision}, or its {a.parts_rejected} parts exceed {self.images} images")
+        return self
 
 
 class Alert(_Open):
@@ -288,6 +309,7 @@ class ComparisonRun(_Open):
     model: str
     data: str
     split: str
+    thresholds: dict[str, float] | None = None
     set_aside: list[str] = []
 
 
