@@ -117,7 +117,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   (``plan-nwd@epochs`` measured it on the photographs only).
   ``plan-deep-perobject@time``: the same size with ``assign.box_loss_per_object``: the scratches' box-loss weights,
   those targets, are under a third of the stains' (0.59-0.79); here each object's best anchor weighs the same.
-  ``plan-perobject@time``: ``plan@time`` with the same option, for the sets the plan does not shrink.
+  ``plan-perobject@time``: ``plan@time`` with the same option, for the sets the plan does not shrink. Since
+  session 37 the plan turns it on itself (these two recipes are then the plan); ``plan-noperobject@time`` is the
+  plan with Ultralytics' own box-loss weights.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -171,7 +173,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
-             "plan-deep-perobject@time", "plan-perobject@time")
+             "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -410,6 +412,8 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
                                      deep_at_stock_time),
         "plan-perobject@time": (plan.train["model"], _with_assign(plan.gradkit, box_loss_per_object=True),
                                 at_stock_time),
+        "plan-noperobject@time": (plan.train["model"], _with_assign(plan.gradkit, box_loss_per_object=False),
+                                  at_stock_time),
     }[recipe_name]
 
 

@@ -135,17 +135,18 @@ def test_tiny_compact_defects_suggest_p2_even_beside_thin_strokes():
 
 
 # ---------------------------------------------------------------- schedule
-def test_the_plan_keeps_ultralytics_loss_gains_and_assigner_and_says_what_the_alternatives_did():
+def test_the_plan_keeps_ultralytics_loss_gains_and_assigner_weighs_every_object_the_same_and_says_why():
     for boxes in ([LINE] * 3 + [BLOB] * 7, [LINE] * 1 + [BLOB] * 9):   # thin data or not
         plan = P.make_plan(fingerprint(boxes))
         assert not {"cls", "box", "dfl"} & plan.train.keys() and "cls=" not in plan.command()
         assert choice(plan, "cls (loss gain)").reason == P.CLS_EVIDENCE and "halved" in P.CLS_EVIDENCE
         assert choice(plan, "box, dfl (loss gains)").value == "Ultralytics' defaults"
-        assert "assign" not in plan.gradkit and choice(plan, "assigner candidates").reason == P.ASSIGN_EVIDENCE
+        assert plan.gradkit["assign"] == {"box_loss_per_object": True}  # only the box-loss weights, below
+        assert choice(plan, "assigner candidates").reason == P.ASSIGN_EVIDENCE
         assert choice(plan, "assigner overlap").reason == P.NWD_EVIDENCE and "escape rate" in P.NWD_EVIDENCE
         assert choice(plan, "box, dfl (loss gains)").reason == P.BOX_DFL_EVIDENCE
         weights = choice(plan, "box-loss weights")
-        assert weights.reason == P.BOX_WEIGHT_EVIDENCE and "scratches 0" in weights.reason
+        assert weights.reason == P.BOX_WEIGHT_EVIDENCE and "assign.box_loss_per_object" in weights.value
 
 
 def test_budget_becomes_ultralytics_time_in_hours():

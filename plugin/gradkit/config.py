@@ -341,10 +341,11 @@ class AssignConfig(_Section):
     nwd_scale: float | None = Field(None, gt=0, description="NWD's constant in pixels at the training size: a "
                                     "prediction this far off (centre and half-sides together) scores exp(-1) = "
                                     "0.37; unset: the detector's finest stride")
-    box_loss_per_object: bool = Field(False, description="experimental: in the box loss every object's "
+    box_loss_per_object: bool = Field(False, description="in the box loss every object's "
                                       "best-aligned anchor weighs the same (its other positives in proportion, the "
                                       "total as before), where Ultralytics weighs each by how well it is already "
-                                      "boxed, so badly boxed objects (thin lines) learn their boxes slowest")
+                                      "boxed, so badly boxed objects (thin lines) learn their boxes slowest; "
+                                      "gradkit plan turns it on")
 
     @model_validator(mode="after")
     def _scale_needs_nwd(self) -> AssignConfig:
