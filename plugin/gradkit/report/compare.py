@@ -88,7 +88,7 @@ def _gradient_summary(r: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _set_aside(report: dict[str, Any]) -> list[str]:
-    """The classes the report's operating point set aside (best F1 below its floor)."""
+    """The classes the report's operating point set aside (too few right boxes at their best threshold)."""
     return [c["name"] for c in (report.get("inspection") or {}).get("per_class", []) if c.get("set_aside")]
 
 

@@ -203,7 +203,8 @@ def _operating_point(k: dict[str, Any]) -> str:
 
 
 def _set_aside(k: dict[str, Any]) -> str:
-    """`` Set aside: scratch (best F1 ...); ...`` for the classes whose best F1 was below the report's floor."""
+    """`` Set aside: scratch (best F1 ...); ...`` for the classes whose best threshold let through too few right
+    boxes (``inspection.min_precision``)."""
     rows = [(c["name"], c["set_aside"]) for c in k["per_class"] if c.get("set_aside")]
     if not rows:
         return ""

@@ -19,7 +19,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: 5: errors.by_class (why each class's objects were missed), training.augment_preset (what auto chose);
 #: 6: tiles (whole images scored through tiles: their size and overlap); 7: box_fit (how close each class's
 #: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of); 9: inspection
-#: per-class set_aside (a class whose best F1 is below the floor never fires) and the comparison's set_aside.
+#: per-class set_aside and min_precision (a class too rarely right at its best threshold never fires), the
+#: comparison's set_aside.
 REPORT_SCHEMA_VERSION = 9
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
