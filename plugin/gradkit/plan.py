@@ -165,7 +165,7 @@ BOX_DFL_EVIDENCE = ("twice the box (CIoU) or the dfl (L1) gain on the strip set 
 BOX_WEIGHT_EVIDENCE = ("at stock's wall time, side by side with the plan, mAP50-95 higher on four of five sets and on "
                        "every seed there: the strip set 0.167 +- 0.018 against 0.142 +- 0.013 (3 seeds), the design "
                        "set 0.183 +- 0.016 against 0.150 +- 0.015 (3 seeds; pits 0.451 against 0.099), the material "
-                       "set 0.124 against 0.100 (2 seeds), the colour set 0.044 against 0.019 (2 seeds; stains "
+                       "set 0.124 against 0.100 (2 seeds), the colour set 0.045 against 0.025 (3 seeds; stains "
                        "only); on the photographs 0.063 against 0.066 (2 seeds, within the plan's seed spread there: "
                        "cracks 0.094 against 0.040, stains 0.265 against 0.341); the thin scratches gained on none")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
