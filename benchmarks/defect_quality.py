@@ -84,8 +84,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
 - ``plan-stocksize@time``: ``plan@time`` at stock's ``imgsz`` (``--imgsz``) instead of the plan's: what
   the plan's image size costs or gains at equal wall time; ``plan-stocksize@epochs``: the same at
   stock's epochs, what it costs or gains once time is not the limit;
-- ``plan-shrunk@time``: ``plan@time`` at the smallest size ``gradkit plan``'s budget rule trains at
-  (``BUDGET_SHRINK`` of the plan's ``imgsz``, rounded up to 32; 256 -> 192): at a short budget, do more
+- ``plan-shrunk@time``: ``plan@time`` at the smallest size ``gradkit plan``'s budget rule trained at until
+  session 25 (``BUDGET_SHRINK`` of the plan's ``imgsz``, rounded up to 32; 256 -> 192; the floor is now
+  ``DEEP_SHRINK``, ``plan-deep@time``): at a short budget, do more
   epochs at a smaller size beat fewer at the size the plan chose?
 - ``plan-budget@time``: the plan ``gradkit plan budget=B`` makes on this machine (B: the same seed's stock
   minutes, or ``--time-s``), timed when the run starts: its own ``imgsz``, model and configuration;

@@ -345,6 +345,8 @@ def test_left_right_flips_stay_ultralytics_own_where_the_transform_list_is_left_
     trained = load_config(faint.gradkit).augment.ultralytics                    # what the run hands to yolo
     assert "fliplr" not in trained
     assert choice(faint, "augment.ultralytics.fliplr").value == "stock"
+    assert choice(faint, "augment.ultralytics.fliplr").provisional        # a gain inside the spread (README rules)
+    assert not choice(standing, "augment.ultralytics.fliplr").provisional  # D4 flips: a fact, not a measurement
     assert "3 seeds" in choice(faint, "augment.ultralytics.fliplr").reason
     assert "D4" in choice(standing, "augment.ultralytics.fliplr").reason
 
