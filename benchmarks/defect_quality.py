@@ -120,7 +120,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   those targets, are under a third of the stains' (0.59-0.79); here each object's best anchor weighs the same.
   ``plan-perobject@time``: ``plan@time`` with the same option, for the sets the plan does not shrink. Since
   session 37 the plan turns it on itself (these two recipes are then the plan); ``plan-noperobject@time`` is the
-  plan with Ultralytics' own box-loss weights.
+  plan with Ultralytics' own box-loss weights, and ``plan-budget-noperobject@time`` the same for
+  ``plan-budget@time`` (each run times the machine itself, so the two can choose different sizes where the
+  budget is a close call: its ``imgsz`` reason, printed, says so).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -174,7 +176,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-thinpaste@epochs", "plan-linepaste@epochs", "plan-fliplr@epochs", "plan-nofliplr@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
-             "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time")
+             "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
+             "plan-budget-noperobject@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -365,8 +368,11 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
              "preset-nod4": _transforms_only(PRESETS["defect"], keep_d4=False)}
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
-    if recipe_name == "plan-budget@time":  # timed here, only for this recipe
-        return _budget_plan_args(fp, base, stock)
+    if recipe_name in ("plan-budget@time", "plan-budget-noperobject@time"):  # timed here, only for these
+        model, cfg, args = _budget_plan_args(fp, base, stock)
+        if recipe_name == "plan-budget-noperobject@time" and cfg is not None:
+            cfg = _with_assign(cfg, box_loss_per_object=False)
+        return model, cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
