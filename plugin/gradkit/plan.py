@@ -162,13 +162,16 @@ NWD_EVIDENCE = ("scoring by the larger of CIoU and the Wasserstein similarity (a
 BOX_DFL_EVIDENCE = ("twice the box (CIoU) or the dfl (L1) gain on the strip set (stock's time, seed 0): mAP50-95 "
                     "0.105 and 0.139 against 0.146, scratches 0 in all three, their boxes no thinner")
 #: Why the plan weighs every object's box the same (benchmarks/defect_quality.py, plan-deep-perobject@time and
-#: plan-perobject@time against plan-deep@time and plan@time; README "Is it the weights the assigner gives them?").
-BOX_WEIGHT_EVIDENCE = ("at stock's wall time, side by side with the plan, mAP50-95 higher on four of five sets and on "
-                       "every seed there: the strip set 0.167 +- 0.018 against 0.142 +- 0.013 (3 seeds), the design "
+#: plan-perobject@time against plan-deep@time and plan@time, plan-budget@time against plan-budget-noperobject@time;
+#: README "Is it the weights the assigner gives them?" and "Stock vs plan").
+BOX_WEIGHT_EVIDENCE = ("at stock's wall time, against the plan without it, mAP50-95 higher on every seed of four "
+                       "sets: the strip set 0.167 +- 0.018 against 0.142 +- 0.013 (3 seeds), the design "
                        "set 0.183 +- 0.016 against 0.150 +- 0.015 (3 seeds; pits 0.451 against 0.099), the material "
-                       "set 0.124 against 0.100 (2 seeds), the colour set 0.045 against 0.025 (3 seeds; stains "
-                       "only); on the photographs 0.063 against 0.066 (2 seeds, within the plan's seed spread there: "
-                       "cracks 0.094 against 0.040, stains 0.265 against 0.341); the thin scratches gained on none")
+                       "set 0.124 against 0.100 (2 seeds), the colour set at its native 320 px 0.045 against 0.025 "
+                       "(3 seeds; stains only); level or a little below, inside the seed spread, on two: the "
+                       "photographs 0.063 against 0.066 (2 seeds; cracks 0.094 against 0.040, stains 0.265 against "
+                       "0.341) and the colour set at the budget's 256 px 0.055 against 0.057 (3 seeds); the thin "
+                       "scratches gained on none")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
