@@ -4,7 +4,8 @@ Per evaluation set ``defect_quality.py`` builds (same generator, seed and size),
 training split as ``gradkit plan`` does (``gradkit.data.fingerprint``: stroke width, thin share, the share
 of boxes whose defect stands out from the texture around it), and sets beside it the held-out AP50 each
 class reached in finished benchmark runs (``--results``: their ``results.json``; the mean over every run
-of the ``--recipe`` names in them). README ("Which classes are learnt") reads the table.
+of the ``--recipe`` names in them). README reads the table ("What the fingerprint measures per class",
+under "Why thin defects fail").
 
     python benchmarks/class_outlook.py --out DIR --results 'RUNS/*/results.json' --recipe plan@time
 
