@@ -369,7 +369,7 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
     if recipe_name in ("plan-budget@time", "plan-budget-noperobject@time"):  # timed here, only for these
-        model, cfg, args = _budget_plan_args(fp, base, stock)
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         if recipe_name == "plan-budget-noperobject@time" and cfg is not None:
             cfg = _with_assign(cfg, box_loss_per_object=False)
         return model, cfg, args
@@ -463,7 +463,7 @@ def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
     return _with_assign(gradkit_cfg, nwd=True, **({} if scale is None else {"nwd_scale": scale}))
 
 
-def _budget_plan_args(fp, base: dict, stock: dict | None) -> tuple[str, object, dict]:
+def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str) -> tuple[str, object, dict]:
     """What ``gradkit plan budget=B`` makes on this machine, B the same seed's stock minutes: its own size,
     model and gradkit configuration, timed now with the integration's training timer (as the command times it).
     The benchmark trains with ``val=False``, so the estimate leaves out the validation after every epoch that
@@ -474,7 +474,7 @@ def _budget_plan_args(fp, base: dict, stock: dict | None) -> tuple[str, object, 
     if not stock or fp is None:
         return "yolo26n.yaml", None, {}  # while stock trains: never used
     plan = make_plan(fp, stock["train_s"] / 60, training_seconds_per_image)
-    print(f"plan-budget@time: {plan.command()}\n  imgsz: {next(c.reason for c in plan.choices if c.key == 'imgsz')}",
+    print(f"{recipe_name}: {plan.command()}\n  imgsz: {next(c.reason for c in plan.choices if c.key == 'imgsz')}",
           flush=True)
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     return plan.train["model"], plan.gradkit, {**base, **planned, "time": stock["train_s"] / 3600}
