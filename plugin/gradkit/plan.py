@@ -167,11 +167,12 @@ BOX_DFL_EVIDENCE = ("twice the box (CIoU) or the dfl (L1) gain on the strip set 
 BOX_WEIGHT_EVIDENCE = ("at stock's wall time, against the plan without it, mAP50-95 higher on every seed of four of the"
                        " five sets trained both ways, at the plan's own size: the strip set 0.167 +- 0.018 against "
                        "0.142 +- 0.013 (3 seeds), the design set 0.183 +- 0.016 against 0.150 +- 0.015 (3 seeds; pits "
-                       "0.451 against 0.099), the material set 0.124 against 0.100 (2 seeds), the colour set at its "
-                       "native 320 px 0.045 against 0.025 (3 seeds; stains only); level or a little below, inside the "
-                       "seed spread, on the photographs 0.063 against 0.066 (2 seeds; cracks 0.094 against 0.040, "
-                       "stains 0.265 against 0.341) and on the colour set at the budget's 256 px 0.055 against 0.057 (3"
-                       " seeds, not side by side); the thin scratches gained on none")
+                       "0.451 against 0.099) and at the budget's 160-192 px 0.243 against 0.219 (3 seeds), the "
+                       "material set 0.124 against 0.100 (2 seeds), the colour set at its native 320 px 0.045 against "
+                       "0.025 (3 seeds; stains only); level or a little below, inside the seed spread, on the "
+                       "photographs 0.068 against 0.067 (3 seeds; cracks 0.072 against 0.037, stains 0.294 against "
+                       "0.337) and on the colour set at the budget's 256 px 0.055 against 0.057 (3 seeds, not side by "
+                       "side); the thin scratches gained on none")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
