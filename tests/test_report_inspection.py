@@ -3,11 +3,21 @@ naive reference implementation."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from gradkit.report.coco import Box
-from gradkit.report.inspection import MIN_PRECISION, NEVER_FIRES, inspection_kpis, max_f1_points, max_f1_thresholds
+from gradkit.report.inspection import (
+    MIN_PRECISION,
+    NEVER_FIRES,
+    PRECISION_CONFIDENCE,
+    inspection_kpis,
+    max_f1_points,
+    max_f1_thresholds,
+    precision_lower_bound,
+)
 
 NAMES = {0: "scratch", 1: "pit"}
 
@@ -205,13 +215,16 @@ def test_a_class_whose_best_threshold_only_scraps_parts_is_set_aside():
     assert k["thresholds"] == {"scratch": NEVER_FIRES, "crack": 0.9} and k["min_precision"] == MIN_PRECISION
     scratch, crack = k["per_class"]
     assert scratch["set_aside"] == {"threshold": pytest.approx(0.01), "f1": pytest.approx(2 / 45),
-                                    "precision": pytest.approx(1 / 41), "parts_rejected": 10}
+                                    "precision": pytest.approx(1 / 41), "tp": 1, "boxes": 41,
+                                    "precision_lower": pytest.approx(precision_lower_bound(1, 41)),
+                                    "parts_rejected": 10}
+    assert 0 < scratch["set_aside"]["precision_lower"] < 1 / 41 and k["precision_confidence"] == PRECISION_CONFIDENCE
     assert crack["set_aside"] is None
     assert k["escape_rate"] == 0.0 and k["false_reject_rate"] == 0.0  # the crack parts hold parts 0-3's scratches
     assert (scratch["tp"], scratch["fp"], scratch["fn"]) == (0, 0, 4)
     plain = inspection_kpis(gts, preds, images, names, conf=0.01)  # a user's conf is the user's: nothing set aside
     assert plain["false_reject_rate"] == 1.0 and plain["per_class"][0]["set_aside"] is None
-    assert plain["min_precision"] is None
+    assert plain["min_precision"] is None and plain["precision_confidence"] is None
 
 
 def test_a_class_found_rarely_but_without_false_boxes_keeps_its_threshold():
@@ -245,8 +258,9 @@ def test_the_report_names_a_set_aside_class_where_its_kpis_are_read(tmp_path):
     gts, preds, images = _unlearnt_class_case()
     gts, preds = [*gts, _gt(9, 2)], [*preds, _pred(8, 2, 0.5)]  # a pit class with no true positive
     report = validate_report(build_report(_evaluation(tmp_path, gts, preds, images)))
-    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, where 2.4% of its boxes were right, which would "
-            "reject 10 of the 10 parts); it never fires at this operating point.")
+    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, where 1 of its 41 boxes were right (2.4%), too few "
+            "to show 5% at 95% confidence (as few as 0.5%), which would reject 10 of the 10 parts); it never fires at "
+            "this operating point.")
     md, page = render_markdown(report), render_html(report)
     assert said in md and said in page
     assert "scratch set aside" in md and "crack ≥ 0.900" in md  # the operating point in words
@@ -288,6 +302,12 @@ def test_a_comparison_warns_when_runs_set_aside_different_classes(tmp_path):
     {"set_aside": {"threshold": 0.9, "f1": 0.9, "precision": 0.9, "parts_rejected": 1}},  # above the floor
     {"set_aside": {"threshold": 0.01, "f1": 0.04, "precision": 0.02, "parts_rejected": 999}},  # more parts than images
     {"threshold": 0.9, "set_aside": {"threshold": 0.01, "f1": 0.04, "precision": 0.02, "parts_rejected": 1}},  # fires
+    # schema 10: the counts behind the precision are checked, and the floor holds their bound
+    {"set_aside": {"threshold": 0.1, "f1": 0.3, "precision": 0.3, "tp": 30, "boxes": 100, "parts_rejected": 1}},
+    {"set_aside": {"threshold": 0.1, "f1": 0.1, "precision": 0.5, "tp": 2, "boxes": 33, "parts_rejected": 1}},
+    {"set_aside": {"threshold": 0.1, "f1": 0.1, "precision": 2 / 33, "tp": 2, "parts_rejected": 1}},
+    {"set_aside": {"threshold": 0.1, "f1": 0.1, "precision": 2 / 33, "tp": 2, "boxes": 33, "precision_lower": 0.001,
+                   "parts_rejected": 1}},
 ])
 def test_a_report_json_whose_set_aside_contradicts_its_kpis_is_refused(tmp_path, forged):
     from gradkit.report.build import build_report
@@ -341,14 +361,13 @@ def _wilson_lower_by_inversion(tp: int, n: int, z: float) -> float:
 
 @pytest.mark.parametrize(("tp", "boxes"), [(1, 1), (2, 33), (1, 20), (30, 375), (5, 26), (7, 7), (1, 5)])
 def test_the_precision_bound_is_the_wilson_score_bound(tp, boxes):
+    from scipy.special import erfinv
     from scipy.stats import binomtest
-
-    from gradkit.report.inspection import PRECISION_CONFIDENCE, precision_lower_bound
 
     # one-sided at PRECISION_CONFIDENCE = the lower end of the two-sided interval at 2 * it - 1
     ci = binomtest(tp, boxes).proportion_ci(confidence_level=2 * PRECISION_CONFIDENCE - 1, method="wilson")
     assert precision_lower_bound(tp, boxes) == pytest.approx(ci.low, abs=1e-12)
-    z = float(np.sqrt(2) * __import__("scipy.special", fromlist=["erfinv"]).erfinv(2 * PRECISION_CONFIDENCE - 1))
+    z = float(np.sqrt(2) * erfinv(2 * PRECISION_CONFIDENCE - 1))  # the normal quantile at PRECISION_CONFIDENCE
     assert precision_lower_bound(tp, boxes) == pytest.approx(_wilson_lower_by_inversion(tp, boxes, z), abs=1e-9)
 
 
@@ -358,8 +377,6 @@ def test_the_floor_holds_the_lower_bound_of_the_precision(right, false_boxes, se
     # a class kept only where the data say, at PRECISION_CONFIDENCE, that at least MIN_PRECISION of its boxes
     # are right: one clean right box is enough (bound 0.27), one right among five is not (0.046); 40 of 440
     # (0.091, bound 0.071) is kept, 20 of 320 (0.0625, bound 0.044) not, though both estimates clear 0.05
-    from gradkit.report.inspection import precision_lower_bound
-
     gts = [_gt(i, 0) for i in range(right)]
     preds = [_pred(i, 0, 0.1) for i in range(right)]
     preds += [_pred(right + i, 0, 0.2) for i in range(false_boxes)]
@@ -367,3 +384,19 @@ def test_the_floor_holds_the_lower_bound_of_the_precision(right, false_boxes, se
     assert (k["per_class"][0]["set_aside"] is not None) == set_aside
     assert (precision_lower_bound(right, right + false_boxes) < MIN_PRECISION) == set_aside
     assert k["false_rejected_images"] == (0 if set_aside else false_boxes)
+
+
+def test_a_class_set_aside_above_the_floor_reads_back_and_says_why(tmp_path):
+    # its precision (2 of 33, 6.1%) clears the floor and its bound (2.0%) does not: report.json validates, and
+    # the page gives the counts behind the decision
+    from gradkit.report.build import build_report
+    from gradkit.report.render import render_html, render_markdown
+    from gradkit.report.schema import validate_report
+
+    gts, preds, images = _few_right_among_many_case()
+    report = validate_report(json.loads(json.dumps(build_report(_evaluation(tmp_path, gts, preds, images, NAMES)))))
+    aside = report["inspection"]["per_class"][1]["set_aside"]
+    assert aside["precision"] > report["inspection"]["min_precision"] > aside["precision_lower"]
+    said = ("Set aside: pit (best F1 0.055 at confidence 0.040, where 2 of its 33 boxes were right (6.1%), too few "
+            "to show 5% at 95% confidence (as few as 2.0%), which would reject 16 of the 54 parts)")
+    assert said in render_markdown(report) and said in render_html(report)

@@ -4,11 +4,11 @@ A part (image) is rejected when any prediction reaches its class's confidence th
 operating point: the escape rate (defective images not rejected: a defective part shipped), the
 false-reject rate (defect-free images rejected: a good part scrapped), false positives per image and
 per-class precision, recall and F1. The threshold of a class is the confidence that maximises its
-F1 on the evaluated split, or one user-given confidence (``report.conf``) for every class. A class whose
-max-F1 threshold lets through fewer than ``MIN_PRECISION`` right boxes is set aside (never fires, and the
-report says so): that threshold lies among its false boxes and rejects parts for nothing, nearly every part
-on a model that never learnt the class, which a line cannot run on and which makes the escape rate read as
-if the model caught everything.
+F1 on the evaluated split, or one user-given confidence (``report.conf``) for every class. A class is set
+aside (never fires, and the report says so) unless its boxes at that threshold show, at
+``PRECISION_CONFIDENCE``, that at least ``MIN_PRECISION`` of them are right: otherwise the threshold lies
+among its false boxes and rejects parts for nothing, nearly every part on a model that never learnt the
+class, which a line cannot run on and which makes the escape rate read as if the model caught everything.
 
 Predictions are matched to objects greedily in descending score (IoU >= 0.5, same class, each object
 once), the rule of the error analysis; greedy matching in score order makes the matches above any
@@ -18,37 +18,61 @@ threshold the same as matching only the predictions above it, so one matching se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from gradkit.report.coco import AREA_BUCKETS, Box, Boxes
 
-__all__ = ["MATCH_IOU", "MIN_PRECISION", "NEVER_FIRES", "BestF1", "Matching", "OperatingPoint", "inspection_kpis",
-           "max_f1_points", "max_f1_thresholds", "threshold_array"]
+__all__ = ["MATCH_IOU", "MIN_PRECISION", "NEVER_FIRES", "PRECISION_CONFIDENCE", "BestF1", "Matching", "OperatingPoint",
+           "inspection_kpis", "max_f1_points", "max_f1_thresholds", "precision_lower_bound", "threshold_array"]
 
 MATCH_IOU = 0.5
 #: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split), or
 #: that was set aside: with no ``report.conf`` such a class never fires, not even on a score of exactly 1.
 NEVER_FIRES = 1.0
-#: A class whose max-F1 threshold lets through fewer right boxes than this share (its precision there) is set
-#: aside: the threshold rejects parts for nothing. Precision, not F1: a class found rarely but without false boxes
-#: (low recall, F1 below any floor) rejects no good part and keeps its threshold. Learnt classes sit far above it
-#: and unlearnt ones far below: on the strip set (session 37) cracks at 0.39-0.43 and a barely learnt pit class
-#: (AP50 0.02) at 0.19, the unlearnt scratches at 0.0006 (1 true positive among 1771 boxes at confidence 0.003,
-#: rejecting all 90 held-out parts) and 0.0016 (1 among 628).
+#: A class whose max-F1 threshold lets through fewer right boxes than this share (its precision there, at
+#: PRECISION_CONFIDENCE: ``precision_lower_bound``) is set aside: the threshold rejects parts for nothing.
+#: Precision, not F1: a class found rarely but without false boxes (low recall, F1 below any floor) rejects no
+#: good part and keeps its threshold. Learnt classes sit far above it and unlearnt ones far below: on the strip
+#: set (session 37) cracks at 0.39-0.43 and a barely learnt pit class (AP50 0.02) at 0.19, the unlearnt
+#: scratches at 0.0006 (1 true positive among 1771 boxes at confidence 0.003, rejecting all 90 held-out parts)
+#: and 0.0016 (1 among 628).
 MIN_PRECISION = 0.05
+#: How sure the precision at a class's max-F1 threshold must be to clear MIN_PRECISION (one-sided). The point is
+#: the best of many thresholds on the same split, so its precision flatters the class most where it rests on
+#: few right boxes: on the photographs (session 40) a pit class at AP50 0.004 had its best F1 at 2 right boxes
+#: of 33 (0.061, bound 0.020) and that threshold rejected 3 of the 14 clean parts.
+PRECISION_CONFIDENCE = 0.95
 
 
 class BestF1(NamedTuple):
-    """A class's max-F1 point: its confidence threshold, the F1 and the precision there."""
+    """A class's max-F1 point: its confidence threshold, the F1 and the precision there, from ``tp`` right boxes
+    among the ``boxes`` that reach the threshold."""
     threshold: float
     f1: float
     precision: float
+    tp: int
+    boxes: int
 
 
 #: The point of a class without objects or without any true positive.
-NO_POINT = BestF1(NEVER_FIRES, 0.0, 0.0)
+NO_POINT = BestF1(NEVER_FIRES, 0.0, 0.0, 0, 0)
+
+
+def precision_lower_bound(tp: int, boxes: int, confidence: float = PRECISION_CONFIDENCE) -> float:
+    """The one-sided lower bound at ``confidence`` of the share of right boxes, from ``tp`` right among ``boxes``:
+    the lower end of Wilson's score interval (Wilson 1927, JASA 22:209), which stays inside [0, 1] and keeps its
+    coverage at the handful of right boxes where it matters (the normal approximation's bound goes negative).
+    ``confidence`` 0.5 gives the estimate ``tp / boxes`` itself."""
+    if boxes <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(confidence)
+    p, z2n = tp / boxes, z * z / boxes
+    centre = p + z2n / 2
+    spread = z * np.sqrt(p * (1 - p) / boxes + z2n / (4 * boxes))
+    return float(max(0.0, (centre - spread) / (1 + z2n)))
 
 
 class Matching:
@@ -124,7 +148,8 @@ def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> BestF1:
     if ctp[-1] == 0:
         return NO_POINT
     end = ends[int(np.argmax(f1))]
-    return BestF1(float(ranked[end]), float(2 * ctp[end] / (end + 1 + n)), float(ctp[end] / (end + 1)))
+    tp = int(ctp[end])
+    return BestF1(float(ranked[end]), 2 * tp / (end + 1 + n), tp / (end + 1), tp, int(end + 1))
 
 
 def max_f1_thresholds(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, float]:
@@ -147,12 +172,13 @@ def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int,
 
 class OperatingPoint:
     """The thresholds (per class), which predictions reach them, their matching and the objects found; with no
-    ``conf``, per class the max-F1 confidence, and ``set_aside`` the max-F1 points of classes below
-    MIN_PRECISION there (they never fire, nor do classes without a true positive)."""
+    ``conf``, per class the max-F1 confidence, and ``set_aside`` the max-F1 points of classes whose precision there
+    does not clear MIN_PRECISION at PRECISION_CONFIDENCE (they never fire, nor do classes without a true positive)."""
 
     def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None):
         points = max_f1_points(gts, preds, classes) if conf is None else {}
-        self.set_aside = {c: p for c, p in points.items() if p != NO_POINT and p.precision < MIN_PRECISION}
+        self.set_aside = {c: p for c, p in points.items()
+                          if p != NO_POINT and precision_lower_bound(p.tp, p.boxes) < MIN_PRECISION}
         never = [c for c, p in points.items() if p == NO_POINT or c in self.set_aside]
         self.thresholds = ({c: NEVER_FIRES if c in never else p.threshold for c, p in points.items()}
                            if conf is None else dict.fromkeys(classes, float(conf)))
@@ -167,11 +193,13 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def _set_aside(preds: Boxes, c: int, point: BestF1 | None) -> dict[str, Any] | None:
-    """A set-aside class's max-F1 point and how many parts (images) its threshold would reject."""
+    """A set-aside class's max-F1 point, the lower bound of its precision there and how many parts (images) its
+    threshold would reject."""
     if point is None:
         return None
     rejects = (preds.cls == c) & (np.nan_to_num(preds.score, nan=-np.inf) >= point.threshold)
-    return {**point._asdict(), "parts_rejected": len(set(preds.image[rejects].tolist()))}
+    return {**point._asdict(), "precision_lower": precision_lower_bound(point.tp, point.boxes),
+            "parts_rejected": len(set(preds.image[rejects].tolist()))}
 
 
 def _per_class(m: Matching, fires: np.ndarray, rejected: set[int], c: int, name: str, thr: float) -> dict[str, Any]:
@@ -225,6 +253,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
     return {
         "operating_point": "per-class max F1 on this split" if conf is None else f"report.conf = {conf:g}",
         "min_precision": MIN_PRECISION if conf is None else None,  # the floor below which a class was set aside
+        "precision_confidence": PRECISION_CONFIDENCE if conf is None else None,  # how sure above the floor
         "thresholds": {names[c]: chosen[c] for c in classes},
         "match_iou": MATCH_IOU,
         "images": len(set(images)),

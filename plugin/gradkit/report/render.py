@@ -208,10 +208,19 @@ def _set_aside(k: dict[str, Any]) -> str:
     rows = [(c["name"], c["set_aside"]) for c in k["per_class"] if c.get("set_aside")]
     if not rows:
         return ""
-    each = "; ".join(f"{n} (best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, where "
-                     f"{_pct(a['precision'])} of its boxes were right, which would reject {a['parts_rejected']} of "
-                     f"the {k['images']} parts)" for n, a in rows)
+    each = "; ".join(f"{n} (best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, where {_how_right(k, a)}, "
+                     f"which would reject {a['parts_rejected']} of the {k['images']} parts)" for n, a in rows)
     return f" Set aside: {each}; {'it never fires' if len(rows) == 1 else 'they never fire'} at this operating point."
+
+
+def _how_right(k: dict[str, Any], a: dict[str, Any]) -> str:
+    """How right a set-aside class's boxes were: with its counts and the bound the floor held (schema 10), or the
+    share alone (an older report)."""
+    if a.get("tp") is None or a.get("precision_lower") is None or k.get("precision_confidence") is None:
+        return f"{_pct(a['precision'])} of its boxes were right"
+    return (f"{a['tp']} of its {a['boxes']} boxes were right ({_pct(a['precision'])}), too few to show "
+            f"{100 * k['min_precision']:g}% at {100 * k['precision_confidence']:g}% confidence (as few as "
+            f"{_pct(a['precision_lower'])})")
 
 
 def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:
@@ -236,7 +245,7 @@ def _findings(r: dict[str, Any]) -> str:
     if found == 0 and k["false_positives"] == 0:
         return (f"The model detects nothing on the {k['images']} {r['split']} images at its operating point: "
                 f"all {k['defective_images']} defective parts would ship (escape rate {_pct(k['escape_rate'])})."
-                + "".join(f" {name}: {seen}." for name, row in (r.get("box_fit") or {}).items()
+                + _set_aside(k) + "".join(f" {name}: {seen}." for name, row in (r.get("box_fit") or {}).items()
                           if (seen := _near_misses(row))))
     text = (f"On {k['images']} {r['split']} images ({k['defective_images']} with defects, "
             f"{k['defect_free_images']} defect-free), at the operating point ({_operating_point(k)}), "

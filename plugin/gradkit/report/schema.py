@@ -20,8 +20,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: 6: tiles (whole images scored through tiles: their size and overlap); 7: box_fit (how close each class's
 #: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of); 9: inspection
 #: per-class set_aside and min_precision (a class too rarely right at its best threshold never fires), the
-#: comparison's set_aside.
-REPORT_SCHEMA_VERSION = 9
+#: comparison's set_aside; 10: the floor holds the precision's lower bound (inspection.precision_confidence;
+#: set_aside's tp, boxes and precision_lower).
+REPORT_SCHEMA_VERSION = 10
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -128,11 +129,23 @@ class Errors(_Open):
 
 
 class SetAside(_Open):
-    """A class whose max-F1 threshold let through too few right boxes: the point it did not get."""
+    """A class whose max-F1 threshold let through too few right boxes: the point it did not get (``tp`` right of
+    ``boxes``, and the lower bound of that precision, from schema 10 on)."""
     threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     f1: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     precision: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     parts_rejected: Count
+    tp: Count | None = None
+    boxes: Count | None = None
+    precision_lower: Share = None
+
+    @model_validator(mode="after")
+    def _counts_give_the_precision(self):
+        # writers keep 7 significant digits (build._clean)
+        if (self.tp is None) != (self.boxes is None) or (self.tp is not None and (
+                self.tp > self.boxes or abs(self.precision - self.tp / max(self.boxes, 1)) > 1e-6)):
+            raise ValueError(f"set_aside: precision {self.precision} is not tp {self.tp} of boxes {self.boxes}")
+        return self
 
 
 class InspectionClass(_Open):
@@ -189,16 +202,33 @@ class Inspection(_Open):
     per_class: list[InspectionClass]
     missed_by_class_and_size: list[MissedBySize] = []
     min_precision: Share = None
+    #: a one-sided confidence: a normal quantile exists for it, and below one half the bound exceeds the estimate
+    precision_confidence: Annotated[float, Field(ge=0.5, lt=1, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _set_aside_below_the_floor(self):
         for c in self.per_class:
             a = c.set_aside
-            floor = -1.0 if self.min_precision is None else self.min_precision
-            if a and (a.precision >= floor or a.parts_rejected > self.images):
-                raise ValueError(f"set_aside: {c.name}'s precision {a.precision} is not below min_precision "
-                                 f"{self.min_precision}, or its {a.parts_rejected} parts exceed {self.images} images")
+            if a and (self._bound(a) >= self._floor() or a.parts_rejected > self.images):
+                raise ValueError(f"set_aside: {c.name}'s precision {a.precision} (at {self.precision_confidence} "
+                                 f"confidence: {self._bound(a)}) is not below min_precision {self.min_precision}, "
+                                 f"or its {a.parts_rejected} parts exceed {self.images} images")
+            if a and a.precision_lower is not None and abs(a.precision_lower - self._bound(a)) > 1e-6:
+                raise ValueError(f"set_aside: {c.name}'s precision_lower {a.precision_lower} is not the bound of "
+                                 f"{a.tp} right of {a.boxes} at {self.precision_confidence}: {self._bound(a)}")
         return self
+
+    def _floor(self) -> float:
+        return -1.0 if self.min_precision is None else self.min_precision
+
+    def _bound(self, a: SetAside) -> float:
+        """What the floor held: the precision's lower bound recomputed from its counts (schema 10), the precision
+        itself before (schema 9, or without a confidence)."""
+        from gradkit.report.inspection import precision_lower_bound
+
+        if a.tp is None or self.precision_confidence is None:
+            return a.precision
+        return precision_lower_bound(a.tp, a.boxes, self.precision_confidence)
 
 
 class Alert(_Open):
