@@ -346,6 +346,11 @@ def test_a_best_threshold_resting_on_two_right_boxes_does_not_clear_the_floor():
     assert (pit["set_aside"]["tp"], pit["set_aside"]["boxes"]) == (2, 33)
     assert pit["set_aside"]["parts_rejected"] == 16  # images 0, 1 and the 14 clean ones
     assert k["false_rejected_images"] == 0 and k["escape_rate"] == 1.0
+    # at confidence 0.5 the bound is the estimate: the rule before schema 10 kept the class, and its threshold
+    # scrapped every clean part it had a box on
+    before = inspection_kpis(gts, preds, images, NAMES, precision_confidence=0.5)
+    assert before["thresholds"]["pit"] == pytest.approx(0.04) and before["per_class"][1]["set_aside"] is None
+    assert before["false_rejected_images"] == 14 and before["escaped_images"] == 38
 
 
 def _wilson_lower_by_inversion(tp: int, n: int, z: float) -> float:

@@ -173,12 +173,15 @@ def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int,
 class OperatingPoint:
     """The thresholds (per class), which predictions reach them, their matching and the objects found; with no
     ``conf``, per class the max-F1 confidence, and ``set_aside`` the max-F1 points of classes whose precision there
-    does not clear MIN_PRECISION at PRECISION_CONFIDENCE (they never fire, nor do classes without a true positive)."""
+    does not clear MIN_PRECISION at ``precision_confidence`` (they never fire, nor do classes without a true
+    positive; 0.5 holds the estimate itself to the floor, the rule before schema 10)."""
 
-    def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None):
+    def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None,
+                 precision_confidence: float = PRECISION_CONFIDENCE):
         points = max_f1_points(gts, preds, classes) if conf is None else {}
-        self.set_aside = {c: p for c, p in points.items()
-                          if p != NO_POINT and precision_lower_bound(p.tp, p.boxes) < MIN_PRECISION}
+        self.precision_confidence = precision_confidence
+        self.set_aside = {c: p for c, p in points.items() if p != NO_POINT
+                          and precision_lower_bound(p.tp, p.boxes, precision_confidence) < MIN_PRECISION}
         never = [c for c, p in points.items() if p == NO_POINT or c in self.set_aside]
         self.thresholds = ({c: NEVER_FIRES if c in never else p.threshold for c, p in points.items()}
                            if conf is None else dict.fromkeys(classes, float(conf)))
@@ -192,13 +195,13 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _set_aside(preds: Boxes, c: int, point: BestF1 | None) -> dict[str, Any] | None:
-    """A set-aside class's max-F1 point, the lower bound of its precision there and how many parts (images) its
-    threshold would reject."""
+def _set_aside(preds: Boxes, c: int, point: BestF1 | None, confidence: float) -> dict[str, Any] | None:
+    """A set-aside class's max-F1 point, the lower bound of its precision there at ``confidence`` and how many
+    parts (images) its threshold would reject."""
     if point is None:
         return None
     rejects = (preds.cls == c) & (np.nan_to_num(preds.score, nan=-np.inf) >= point.threshold)
-    return {**point._asdict(), "precision_lower": precision_lower_bound(point.tp, point.boxes),
+    return {**point._asdict(), "precision_lower": precision_lower_bound(point.tp, point.boxes, confidence),
             "parts_rejected": len(set(preds.image[rejects].tolist()))}
 
 
@@ -237,13 +240,13 @@ def threshold_array(thresholds: dict[int, float], gts: Boxes, preds: Boxes) -> n
 
 
 def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int],
-                    names: dict[int, str], conf: float | None = None, op: OperatingPoint | None = None
-                    ) -> dict[str, Any]:
+                    names: dict[int, str], conf: float | None = None, op: OperatingPoint | None = None,
+                    precision_confidence: float = PRECISION_CONFIDENCE) -> dict[str, Any]:
     """The ``inspection`` object of report.json (see README) at per-class max-F1 thresholds, or at ``conf``
-    (``op``, when the caller has it, is the operating point these give)."""
+    (``op``, when the caller has it, is the operating point these give; ``precision_confidence``: OperatingPoint)."""
     gts, preds = Boxes.from_boxes(gts), Boxes.from_boxes(preds)
     classes = sorted(names)
-    op = op or OperatingPoint(gts, preds, classes, conf)
+    op = op or OperatingPoint(gts, preds, classes, conf, precision_confidence)
     m, chosen, fires, found = op.matching, op.thresholds, op.fires, op.found
     defective = set(gts.image.tolist())
     defect_free = set(images) - defective
@@ -253,7 +256,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
     return {
         "operating_point": "per-class max F1 on this split" if conf is None else f"report.conf = {conf:g}",
         "min_precision": MIN_PRECISION if conf is None else None,  # the floor below which a class was set aside
-        "precision_confidence": PRECISION_CONFIDENCE if conf is None else None,  # how sure above the floor
+        "precision_confidence": op.precision_confidence if conf is None else None,  # how sure above the floor
         "thresholds": {names[c]: chosen[c] for c in classes},
         "match_iou": MATCH_IOU,
         "images": len(set(images)),
@@ -267,6 +270,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
         "false_positives": n_fp,
         "fp_per_image": _ratio(n_fp, len(set(images))),
         "per_class": [{**_per_class(m, fires, rejected, c, names[c], chosen[c]),
-                       "set_aside": _set_aside(preds, c, op.set_aside.get(c))} for c in classes],
+                       "set_aside": _set_aside(preds, c, op.set_aside.get(c), op.precision_confidence)}
+                      for c in classes],
         "missed_by_class_and_size": _missed_by_size(m, found, {c: names[c] for c in classes}),
     }
