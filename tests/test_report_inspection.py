@@ -405,3 +405,19 @@ def test_a_class_set_aside_above_the_floor_reads_back_and_says_why(tmp_path):
     said = ("Set aside: pit (best F1 0.055 at confidence 0.040, where 2 of its 33 boxes were right (6.1%), too few "
             "to show 5% at 95% confidence (as few as 2.0%), which would reject 16 of the 54 parts)")
     assert said in render_markdown(report) and said in render_html(report)
+
+
+def test_a_schema_9_report_with_a_set_aside_class_still_reads_back(tmp_path):
+    # written before the bound (session 37-40): a set-aside class with its precision alone, below the floor
+    from gradkit.report.build import build_report
+    from gradkit.report.render import render_markdown
+    from gradkit.report.schema import validate_report
+
+    gts, preds, images = _unlearnt_class_case()
+    report = json.loads(json.dumps(build_report(_evaluation(tmp_path, gts, preds, images, {0: "scratch", 1: "crack"}))))
+    report["schema_version"] = 9
+    del report["inspection"]["precision_confidence"]
+    for key in ("tp", "boxes", "precision_lower"):
+        del report["inspection"]["per_class"][0]["set_aside"][key]
+    assert "where 2.4% of its boxes were right, which would reject 10 of the 10 parts" in render_markdown(
+        validate_report(report))
