@@ -421,3 +421,49 @@ def test_a_schema_9_report_with_a_set_aside_class_still_reads_back(tmp_path):
         del report["inspection"]["per_class"][0]["set_aside"][key]
     assert "where 2.4% of its boxes were right, which would reject 10 of the 10 parts" in render_markdown(
         validate_report(report))
+
+
+def test_an_untrusted_best_threshold_gives_way_to_the_best_trusted_one():
+    # the pits' top box is right (0.9); their best F1 (3 right of 34, 0.088, bound 0.035) rests on 31 false boxes
+    # over the clean parts. The best F1 among thresholds whose precision clears the floor at 95% is 0.9's (1 of 1,
+    # bound 0.27): the class keeps catching its surest part and scraps no good one, where setting it aside would
+    # catch nothing and the estimate's threshold would scrap all 14
+    gts = [_gt(i, 1) for i in range(40)]
+    preds = [_pred(0, 1, 0.9), _pred(1, 1, 0.045), _pred(2, 1, 0.04)]
+    preds += [_pred(40 + i % 14, 1, 0.05 + 0.01 * i, x=0.6, y=0.6) for i in range(31)]
+    untrusted = max_f1_points(_boxes(gts), _boxes(preds), [1])[1]
+    assert (untrusted.tp, untrusted.boxes, untrusted.threshold) == (3, 34, pytest.approx(0.04))
+    trusted = max_f1_points(_boxes(gts), _boxes(preds), [1], trusted=PRECISION_CONFIDENCE)[1]
+    assert (trusted.tp, trusted.boxes, trusted.threshold) == (1, 1, pytest.approx(0.9))
+    k = inspection_kpis(gts, preds, list(range(54)), NAMES)
+    pit = k["per_class"][1]
+    assert k["thresholds"]["pit"] == pytest.approx(0.9) and pit["set_aside"] is None
+    assert (pit["tp"], pit["fp"], k["false_rejected_images"], k["escaped_images"]) == (1, 0, 0, 39)
+    assert pit["untrusted_max_f1"] == {"threshold": pytest.approx(0.04), "f1": pytest.approx(6 / 74),
+                                       "precision": pytest.approx(3 / 34), "tp": 3, "boxes": 34,
+                                       "precision_lower": pytest.approx(precision_lower_bound(3, 34)),
+                                       "parts_rejected": 17}
+    assert k["per_class"][0]["untrusted_max_f1"] is None  # scratch: no objects, nothing moved
+    est = inspection_kpis(gts, preds, list(range(54)), NAMES, precision_confidence=0.5)
+    assert est["thresholds"]["pit"] == pytest.approx(0.04) and est["false_rejected_images"] == 14
+
+
+def test_trusted_max_f1_against_a_brute_force_search():
+    # every threshold tried by hand on random rankings: the best F1 among those whose precision's bound clears
+    # the floor, the highest confidence on ties
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n_gt, n_pred = int(rng.integers(1, 8)), int(rng.integers(1, 40))
+        gts = [_gt(i, 0) for i in range(n_gt)]
+        right = rng.random(n_pred) < rng.uniform(0.02, 0.6)
+        scores = np.round(rng.random(n_pred), 2)  # ties happen
+        preds = [_pred(int(rng.integers(n_gt)) if r else 100 + j, 0, float(sc)) for j, (r, sc) in
+                 enumerate(zip(right, scores, strict=True))]
+        best = (-1.0, None)
+        for thr in sorted(set(scores.tolist()), reverse=True):
+            k = inspection_kpis(gts, preds, list(range(200)), NAMES, conf=thr)["per_class"][0]
+            tp, boxes = k["tp"], k["tp"] + k["fp"]
+            if tp and precision_lower_bound(tp, boxes) >= MIN_PRECISION and 2 * tp / (boxes + n_gt) > best[0] + 1e-12:
+                best = (2 * tp / (boxes + n_gt), thr)
+        got = max_f1_points(_boxes(gts), _boxes(preds), [0], trusted=PRECISION_CONFIDENCE)[0]
+        assert got.threshold == (NEVER_FIRES if best[1] is None else pytest.approx(best[1])), trial

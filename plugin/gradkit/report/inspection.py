@@ -66,13 +66,16 @@ def precision_lower_bound(tp: int, boxes: int, confidence: float = PRECISION_CON
     the lower end of Wilson's score interval (Wilson 1927, JASA 22:209), which stays inside [0, 1] and keeps its
     coverage at the handful of right boxes where it matters (the normal approximation's bound goes negative).
     ``confidence`` 0.5 gives the estimate ``tp / boxes`` itself."""
-    if boxes <= 0:
-        return 0.0
+    return float(_wilson_lower(np.asarray(tp), np.asarray(boxes), confidence))
+
+
+def _wilson_lower(tp: np.ndarray, boxes: np.ndarray, confidence: float) -> np.ndarray:
+    """``precision_lower_bound`` element-wise (0 where there are no boxes)."""
     z = NormalDist().inv_cdf(confidence)
-    p, z2n = tp / boxes, z * z / boxes
-    centre = p + z2n / 2
-    spread = z * np.sqrt(p * (1 - p) / boxes + z2n / (4 * boxes))
-    return float(max(0.0, (centre - spread) / (1 + z2n)))
+    n = np.maximum(boxes, 1).astype(float)
+    p, z2n = tp / n, z * z / n
+    spread = z * np.sqrt(p * (1 - p) / n + z2n / (4 * n))
+    return np.where(boxes > 0, np.maximum(0.0, (p + z2n / 2 - spread) / (1 + z2n)), 0.0)
 
 
 class Matching:
@@ -124,9 +127,10 @@ def _same_class_pairs(gts: Boxes, preds: Boxes) -> tuple[np.ndarray, np.ndarray,
     return p_idx, g_idx, iou
 
 
-def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> BestF1:
+def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray, trusted: float | None = None) -> BestF1:
     """The confidence that maximises F1 for one class's objects ``gts`` and predictions ``preds[ranked_idx]``
-    (in descending score), the highest such confidence on ties, with the F1 and precision there.
+    (in descending score), the highest such confidence on ties, with the F1 and precision there; with ``trusted``
+    (a confidence), only among the thresholds whose precision clears MIN_PRECISION at that confidence.
 
     Only a prefix of the ranking is matched: the top k, grown until no larger k can beat the best F1 found
     (F1 at k predictions is at most 2 n / (k + n) for n objects). A validation at conf 0.001 has ~100
@@ -142,10 +146,12 @@ def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray) -> BestF1:
         ctp = np.cumsum(Matching(gts, preds[ranked_idx[:k]]).pred_tp)
         ends = np.flatnonzero(np.r_[ranked[1:k] != ranked[:k - 1], True])
         f1 = 2 * ctp[ends] / (ends + 1 + n)
+        if trusted is not None:  # an untrusted threshold is no candidate: -1 below any F1
+            f1 = np.where(_wilson_lower(ctp[ends], ends + 1, trusted) >= MIN_PRECISION, f1, -1.0)
         if k == len(ranked) or f1.max() >= 2 * n / (k + 1 + n):
             break
         k = min(len(ranked), 4 * k)
-    if ctp[-1] == 0:
+    if f1.max() <= 0:  # no true positive (or none at a trusted threshold)
         return NO_POINT
     end = ends[int(np.argmax(f1))]
     tp = int(ctp[end])
@@ -158,16 +164,18 @@ def max_f1_thresholds(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[
     return {c: point.threshold for c, point in max_f1_points(gts, preds, classes).items()}
 
 
-def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, BestF1]:
+def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int], trusted: float | None = None
+                  ) -> dict[int, BestF1]:
     """Per class, its max-F1 point (the highest such confidence on ties); NO_POINT for a class without objects or
-    without any true positive."""
+    without any true positive. With ``trusted`` (a confidence), the max-F1 point among the thresholds whose
+    precision clears MIN_PRECISION at that confidence, NO_POINT where none does."""
     score = np.nan_to_num(preds.score, nan=-1.0)  # scores lie in [0, 1]: one sort by class, then by score
     order = np.argsort(preds.cls * 4.0 - score, kind="stable")
     p_bounds = np.searchsorted(preds.cls[order], [classes, np.add(classes, 1)])
     g_order = np.argsort(gts.cls, kind="stable")
     g_bounds = np.searchsorted(gts.cls[g_order], [classes, np.add(classes, 1)])
-    return {c: _class_max_f1(gts[g_order[g_bounds[0, i]:g_bounds[1, i]]], preds, order[p_bounds[0, i]:p_bounds[1, i]])
-            for i, c in enumerate(classes)}
+    return {c: _class_max_f1(gts[g_order[g_bounds[0, i]:g_bounds[1, i]]], preds, order[p_bounds[0, i]:p_bounds[1, i]],
+                             trusted) for i, c in enumerate(classes)}
 
 
 class OperatingPoint:
