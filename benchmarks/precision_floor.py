@@ -8,8 +8,9 @@ its run folder's ``args.yaml``, every prediction down to its confidence 0.001, r
 report's own hook); the inspection KPIs are then computed twice from the same predictions: with the floor
 (``MIN_PRECISION``) held by the precision at each class's max-F1 threshold (``precision_confidence`` 0.5,
 the rule before report schema 10) and by its one-sided lower bound at ``PRECISION_CONFIDENCE`` (the rule
-now). Prints per class the max-F1 point (right boxes of boxes, precision, bound, AP50) and whether each rule
-keeps it, then per model the escape and false-reject rates under each rule.
+now: a class fires at its best trusted threshold, is set aside without one). Prints per class the max-F1
+point (right boxes of boxes, precision, bound, AP50) and what each rule does with it (kept, set aside, or
+moved to another threshold), then per model the escape and false-reject rates under each rule.
 """
 
 from __future__ import annotations
@@ -60,11 +61,20 @@ def class_rows(ev, kpis: dict[float, dict]) -> list[str]:
         p = points[c]
         if not p.boxes:
             continue
-        kept = ["set aside" if k["per_class"][i]["set_aside"] else "kept" for k in kpis.values()]
+        kept = [_fate(k["per_class"][i]) for k in kpis.values()]
         ap50 = (ev.per_class.get(c) or {}).get("AP50")
         rows.append(f"| {name} | {ap50 if ap50 is None else f'{ap50:.3f}'} | {p.threshold:.3f} | {p.tp} of {p.boxes}"
                     f" | {p.precision:.3f} | {precision_lower_bound(p.tp, p.boxes):.3f} | {' | '.join(kept)} |")
     return rows
+
+
+def _fate(row: dict) -> str:
+    """What a rule did with a class's max-F1 point: kept it, set the class aside, or moved it to a trusted one."""
+    if row["set_aside"]:
+        return "set aside"
+    if row.get("untrusted_max_f1"):
+        return f"moved to {row['threshold']:.3f} ({row['tp']} of {row['tp'] + row['fp']})"
+    return "kept"
 
 
 def main() -> None:

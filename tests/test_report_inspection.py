@@ -467,3 +467,26 @@ def test_trusted_max_f1_against_a_brute_force_search():
                 best = (2 * tp / (boxes + n_gt), thr)
         got = max_f1_points(_boxes(gts), _boxes(preds), [0], trusted=PRECISION_CONFIDENCE)[0]
         assert got.threshold == (NEVER_FIRES if best[1] is None else pytest.approx(best[1])), trial
+
+
+def test_the_report_says_where_a_class_fires_instead_of_its_best_f1(tmp_path):
+    from gradkit.report.build import build_report
+    from gradkit.report.render import render_html, render_markdown
+    from gradkit.report.schema import ReportSchemaError, validate_report
+
+    gts = [_gt(i, 1) for i in range(40)]
+    preds = [_pred(0, 1, 0.9), _pred(1, 1, 0.045), _pred(2, 1, 0.04)]
+    preds += [_pred(40 + i % 14, 1, 0.05 + 0.01 * i, x=0.6, y=0.6) for i in range(31)]
+    report = validate_report(json.loads(json.dumps(build_report(_evaluation(tmp_path, gts, preds, list(range(54)),
+                                                                            NAMES)))))
+    said = ("pit fires at confidence 0.900 (1 of its 1 boxes right), its best F1 among the thresholds it can be "
+            "trusted at, not at its best F1 0.081 at confidence 0.040, where 3 of its 34 boxes were right (8.8%), "
+            "too few to show 5% at 95% confidence (as few as 3.6%), which would reject 17 of the 54 parts.")
+    assert said in render_markdown(report) and said in render_html(report)
+    pit = report["inspection"]["per_class"][1]
+    for forged in ({"threshold": NEVER_FIRES, "tp": 0},  # moved, yet fires nowhere
+                   {"untrusted_max_f1": {**pit["untrusted_max_f1"], "tp": 30, "boxes": 34, "precision": 30 / 34}}):
+        bad = json.loads(json.dumps(report))
+        bad["inspection"]["per_class"][1].update(forged)
+        with pytest.raises(ReportSchemaError, match="untrusted_max_f1"):
+            validate_report(bad)

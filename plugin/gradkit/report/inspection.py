@@ -4,11 +4,12 @@ A part (image) is rejected when any prediction reaches its class's confidence th
 operating point: the escape rate (defective images not rejected: a defective part shipped), the
 false-reject rate (defect-free images rejected: a good part scrapped), false positives per image and
 per-class precision, recall and F1. The threshold of a class is the confidence that maximises its
-F1 on the evaluated split, or one user-given confidence (``report.conf``) for every class. A class is set
-aside (never fires, and the report says so) unless its boxes at that threshold show, at
-``PRECISION_CONFIDENCE``, that at least ``MIN_PRECISION`` of them are right: otherwise the threshold lies
-among its false boxes and rejects parts for nothing, nearly every part on a model that never learnt the
-class, which a line cannot run on and which makes the escape rate read as if the model caught everything.
+F1 on the evaluated split among the *trusted* ones, those whose boxes show at ``PRECISION_CONFIDENCE`` that
+at least ``MIN_PRECISION`` of them are right, or one user-given confidence (``report.conf``) for every class.
+An untrusted threshold lies among its class's false boxes and rejects parts for nothing, nearly every part on
+a model that never learnt the class, which a line cannot run on and which makes the escape rate read as if the
+model caught everything. A class without a trusted threshold is set aside (never fires, and the report says
+so); one whose max-F1 threshold is untrusted fires at its best trusted one (and the report says so).
 
 Predictions are matched to objects greedily in descending score (IoU >= 0.5, same class, each object
 once), the rule of the error analysis; greedy matching in score order makes the matches above any
@@ -180,19 +181,22 @@ def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int], trusted: flo
 
 class OperatingPoint:
     """The thresholds (per class), which predictions reach them, their matching and the objects found; with no
-    ``conf``, per class the max-F1 confidence, and ``set_aside`` the max-F1 points of classes whose precision there
-    does not clear MIN_PRECISION at ``precision_confidence`` (they never fire, nor do classes without a true
-    positive; 0.5 holds the estimate itself to the floor, the rule before schema 10)."""
+    ``conf``, per class the max-F1 confidence among those where its precision clears MIN_PRECISION at
+    ``precision_confidence`` (a *trusted* threshold; 0.5 holds the estimate itself to the floor, the rule before
+    schema 10). A class's max-F1 point that is not trusted is in ``set_aside`` when no threshold is (the class
+    never fires, nor does a class without a true positive), else in ``moved``."""
 
     def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None,
                  precision_confidence: float = PRECISION_CONFIDENCE):
-        points = max_f1_points(gts, preds, classes) if conf is None else {}
+        best = max_f1_points(gts, preds, classes) if conf is None else {}
+        trusted = max_f1_points(gts, preds, classes, precision_confidence) if conf is None else {}
         self.precision_confidence = precision_confidence
-        self.set_aside = {c: p for c, p in points.items() if p != NO_POINT
-                          and precision_lower_bound(p.tp, p.boxes, precision_confidence) < MIN_PRECISION}
-        never = [c for c, p in points.items() if p == NO_POINT or c in self.set_aside]
-        self.thresholds = ({c: NEVER_FIRES if c in never else p.threshold for c, p in points.items()}
-                           if conf is None else dict.fromkeys(classes, float(conf)))
+        untrusted = {c: p for c, p in best.items() if p != NO_POINT and trusted[c] != p}
+        self.set_aside = {c: p for c, p in untrusted.items() if trusted[c] == NO_POINT}
+        self.moved = {c: p for c, p in untrusted.items() if trusted[c] != NO_POINT}  # fire at another threshold
+        never = [c for c, p in trusted.items() if p == NO_POINT]
+        self.thresholds = ({c: p.threshold for c, p in trusted.items()} if conf is None
+                           else dict.fromkeys(classes, float(conf)))
         thr = threshold_array(self.thresholds, gts, preds)
         self.fires = (np.nan_to_num(preds.score, nan=-np.inf) >= thr[preds.cls]) & ~np.isin(preds.cls, never)
         self.matching = Matching(gts, preds, self.fires)
@@ -203,8 +207,8 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _set_aside(preds: Boxes, c: int, point: BestF1 | None, confidence: float) -> dict[str, Any] | None:
-    """A set-aside class's max-F1 point, the lower bound of its precision there at ``confidence`` and how many
+def _untrusted(preds: Boxes, c: int, point: BestF1 | None, confidence: float) -> dict[str, Any] | None:
+    """An untrusted max-F1 point (OperatingPoint), the lower bound of its precision at ``confidence`` and how many
     parts (images) its threshold would reject."""
     if point is None:
         return None
@@ -262,7 +266,8 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
     found_any = set(gts.image[found].tolist())
     n_fp = int((fires & ~m.pred_tp).sum())
     return {
-        "operating_point": "per-class max F1 on this split" if conf is None else f"report.conf = {conf:g}",
+        "operating_point": "per-class max F1 on this split, trusted thresholds" if conf is None
+        else f"report.conf = {conf:g}",
         "min_precision": MIN_PRECISION if conf is None else None,  # the floor below which a class was set aside
         "precision_confidence": op.precision_confidence if conf is None else None,  # how sure above the floor
         "thresholds": {names[c]: chosen[c] for c in classes},
@@ -278,7 +283,8 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
         "false_positives": n_fp,
         "fp_per_image": _ratio(n_fp, len(set(images))),
         "per_class": [{**_per_class(m, fires, rejected, c, names[c], chosen[c]),
-                       "set_aside": _set_aside(preds, c, op.set_aside.get(c), op.precision_confidence)}
+                       "set_aside": _untrusted(preds, c, op.set_aside.get(c), op.precision_confidence),
+                       "untrusted_max_f1": _untrusted(preds, c, op.moved.get(c), op.precision_confidence)}
                       for c in classes],
         "missed_by_class_and_size": _missed_by_size(m, found, {c: names[c] for c in classes}),
     }

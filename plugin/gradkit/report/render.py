@@ -199,18 +199,27 @@ def _operating_point(k: dict[str, Any]) -> str:
         return f"confidence ≥ {values.pop():.3f} for every class (report.conf)"
     aside = {c["name"] for c in k["per_class"] if c.get("set_aside")}
     thr = ", ".join(f"{n} set aside" if n in aside else f"{n} ≥ {t:.3f}" for n, t in k["thresholds"].items())
-    return f"per class, the confidence of maximal F1 on this split: {thr}"
+    trusted = "" if k.get("precision_confidence") is None else " among those it can be trusted at"
+    return f"per class, the confidence of maximal F1 on this split{trusted}: {thr}"
 
 
 def _set_aside(k: dict[str, Any]) -> str:
     """`` Set aside: scratch (best F1 ...); ...`` for the classes whose best threshold let through too few right
-    boxes (``inspection.min_precision``)."""
+    boxes (``inspection.min_precision``), and `` Not at its best F1: ...`` for those that fire at another one."""
     rows = [(c["name"], c["set_aside"]) for c in k["per_class"] if c.get("set_aside")]
-    if not rows:
-        return ""
-    each = "; ".join(f"{n} (best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, where {_how_right(k, a)}, "
-                     f"which would reject {a['parts_rejected']} of the {k['images']} parts)" for n, a in rows)
-    return f" Set aside: {each}; {'it never fires' if len(rows) == 1 else 'they never fire'} at this operating point."
+    moved = [c for c in k["per_class"] if c.get("untrusted_max_f1")]
+    text = "" if not rows else (
+        " Set aside: " + "; ".join(f"{n} ({_untrusted(k, a)})" for n, a in rows)
+        + f"; {'it never fires' if len(rows) == 1 else 'they never fire'} at this operating point.")
+    return text + "".join(
+        f" {c['name']} fires at confidence {c['threshold']:.3f} ({c['tp']} of its {c['tp'] + c['fp']} boxes right), "
+        f"its best F1 among the thresholds it can be trusted at, not at its {_untrusted(k, c['untrusted_max_f1'])}."
+        for c in moved)
+
+
+def _untrusted(k: dict[str, Any], a: dict[str, Any]) -> str:
+    return (f"best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, where {_how_right(k, a)}, which would "
+            f"reject {a['parts_rejected']} of the {k['images']} parts")
 
 
 def _how_right(k: dict[str, Any], a: dict[str, Any]) -> str:

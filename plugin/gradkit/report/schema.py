@@ -21,7 +21,7 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of); 9: inspection
 #: per-class set_aside and min_precision (a class too rarely right at its best threshold never fires), the
 #: comparison's set_aside; 10: the floor holds the precision's lower bound (inspection.precision_confidence;
-#: set_aside's tp, boxes and precision_lower).
+#: set_aside's tp, boxes and precision_lower), and a class fires at its best trusted threshold (untrusted_max_f1).
 REPORT_SCHEMA_VERSION = 10
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
@@ -128,8 +128,8 @@ class Errors(_Open):
         return self
 
 
-class SetAside(_Open):
-    """A class whose max-F1 threshold let through too few right boxes: the point it did not get (``tp`` right of
+class UntrustedPoint(_Open):
+    """A class's max-F1 point that let through too few right boxes, so its threshold is not used (``tp`` right of
     ``boxes``, and the lower bound of that precision, from schema 10 on)."""
     threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     f1: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -160,7 +160,9 @@ class InspectionClass(_Open):
     f1: Share = None
     parts: Count = 0
     shipped_parts: Count = 0
-    set_aside: SetAside | None = None
+    set_aside: UntrustedPoint | None = None
+    #: schema 10: the max-F1 point a trusted threshold replaced, for a class that still fires
+    untrusted_max_f1: UntrustedPoint | None = None
 
     @model_validator(mode="after")
     def _shipped_within_parts(self):
@@ -175,6 +177,9 @@ class InspectionClass(_Open):
         if self.set_aside and (self.threshold < NEVER_FIRES or self.tp or self.fp):
             raise ValueError(f"set_aside: {self.name} was set aside but fires (threshold {self.threshold}, "
                              f"tp {self.tp}, fp {self.fp})")
+        if self.untrusted_max_f1 and (self.set_aside or self.threshold >= NEVER_FIRES):
+            raise ValueError(f"untrusted_max_f1: {self.name} fires at no trusted threshold (threshold "
+                             f"{self.threshold}, set aside: {self.set_aside is not None})")
         return self
 
 
@@ -206,22 +211,22 @@ class Inspection(_Open):
     precision_confidence: Annotated[float, Field(ge=0.5, lt=1, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
-    def _set_aside_below_the_floor(self):
+    def _untrusted_below_the_floor(self):
         for c in self.per_class:
-            a = c.set_aside
-            if a and (self._bound(a) >= self._floor() or a.parts_rejected > self.images):
-                raise ValueError(f"set_aside: {c.name}'s precision {a.precision} (at {self.precision_confidence} "
-                                 f"confidence: {self._bound(a)}) is not below min_precision {self.min_precision}, "
-                                 f"or its {a.parts_rejected} parts exceed {self.images} images")
-            if a and a.precision_lower is not None and abs(a.precision_lower - self._bound(a)) > 1e-6:
-                raise ValueError(f"set_aside: {c.name}'s precision_lower {a.precision_lower} is not the bound of "
-                                 f"{a.tp} right of {a.boxes} at {self.precision_confidence}: {self._bound(a)}")
+            for key, a in (("set_aside", c.set_aside), ("untrusted_max_f1", c.untrusted_max_f1)):
+                if a and (self._bound(a) >= self._floor() or a.parts_rejected > self.images):
+                    raise ValueError(f"{key}: {c.name}'s precision {a.precision} (at {self.precision_confidence} "
+                                     f"confidence: {self._bound(a)}) is not below min_precision {self.min_precision},"
+                                     f" or its {a.parts_rejected} parts exceed {self.images} images")
+                if a and a.precision_lower is not None and abs(a.precision_lower - self._bound(a)) > 1e-6:
+                    raise ValueError(f"{key}: {c.name}'s precision_lower {a.precision_lower} is not the bound of "
+                                     f"{a.tp} right of {a.boxes} at {self.precision_confidence}: {self._bound(a)}")
         return self
 
     def _floor(self) -> float:
         return -1.0 if self.min_precision is None else self.min_precision
 
-    def _bound(self, a: SetAside) -> float:
+    def _bound(self, a: UntrustedPoint) -> float:
         """What the floor held: the precision's lower bound recomputed from its counts (schema 10), the precision
         itself before (schema 9, or without a confidence)."""
         from gradkit.report.inspection import precision_lower_bound
