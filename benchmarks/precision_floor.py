@@ -5,10 +5,10 @@ what that does to the escape and false-reject rates (no training).
 
 Each model is validated once on the ``test`` split of ``--data`` (Ultralytics' ``val`` at the image size of
 its run folder's ``args.yaml``, every prediction down to its confidence 0.001, recorded by the evaluation
-report's own hook); the inspection KPIs are then computed twice from the same predictions: with the floor
-(``MIN_PRECISION``) held by the precision at each class's max-F1 threshold (``precision_confidence`` 0.5,
-the rule before report schema 10) and by its one-sided lower bound at ``PRECISION_CONFIDENCE`` (the rule
-now: a class fires at its best trusted threshold, is set aside without one). Prints per class the max-F1
+report's own hook); the inspection KPIs are then computed twice from the same predictions: by report schema
+9's rule (each class at its max-F1 threshold, set aside where the precision there is below ``MIN_PRECISION``)
+and by the rule now (each class at its best *trusted* threshold, where the precision's one-sided lower bound at
+``PRECISION_CONFIDENCE`` clears the floor; set aside without one). Prints per class the max-F1
 point (right boxes of boxes, precision, bound, AP50) and what each rule does with it (kept, set aside, or
 moved to another threshold), then per model the escape and false-reject rates under each rule.
 """
@@ -29,8 +29,8 @@ from gradkit.report.inspection import (
     precision_lower_bound,
 )
 
-#: the rule before report schema 10: a bound at confidence one half is the estimate itself
-ESTIMATE = 0.5
+#: the rule of report schema 9 (OperatingPoint): the max-F1 threshold, set aside where its precision is below the floor
+ESTIMATE = None
 
 
 def validated(weights: Path, data: Path):
@@ -53,7 +53,8 @@ def validated(weights: Path, data: Path):
 
 
 def class_rows(ev, kpis: dict[float, dict]) -> list[str]:
-    """One table row per class with objects: its max-F1 point and what each rule does with it."""
+    """One table row per class with a true positive at some confidence: its max-F1 point and what each rule
+    does with it."""
     gts, preds = Boxes.from_boxes(ev.gts), Boxes.from_boxes(ev.preds)
     points = max_f1_points(gts, preds, sorted(ev.names))
     rows = []
@@ -63,7 +64,7 @@ def class_rows(ev, kpis: dict[float, dict]) -> list[str]:
             continue
         kept = [_fate(k["per_class"][i]) for k in kpis.values()]
         ap50 = (ev.per_class.get(c) or {}).get("AP50")
-        rows.append(f"| {name} | {ap50 if ap50 is None else f'{ap50:.3f}'} | {p.threshold:.3f} | {p.tp} of {p.boxes}"
+        rows.append(f"| {name} | {'–' if ap50 is None else f'{ap50:.3f}'} | {p.threshold:.3f} | {p.tp} of {p.boxes}"
                     f" | {p.precision:.3f} | {precision_lower_bound(p.tp, p.boxes):.3f} | {' | '.join(kept)} |")
     return rows
 
@@ -82,14 +83,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="dataset YAML whose test split is scored")
     ap.add_argument("--weights", type=Path, nargs="+", required=True, help="RUN/weights/last.pt, one or more")
     args = ap.parse_args()
-    rules = {ESTIMATE: "estimate", PRECISION_CONFIDENCE: f"bound at {PRECISION_CONFIDENCE:g}"}
+    rules = {ESTIMATE: "schema 9 rule", PRECISION_CONFIDENCE: f"trusted at {PRECISION_CONFIDENCE:g}"}
     totals = []
     for weights in args.weights:
         ev, imgsz = validated(weights, args.data)
         kpis = {c: inspection_kpis(ev.gts, ev.preds, ev.images, ev.names, precision_confidence=c) for c in rules}
         print(f"\n{weights} ({imgsz} px), floor {MIN_PRECISION:g}\n")
         print("| class | AP50 | max-F1 threshold | right of boxes | precision | bound | "
-              + " | ".join(f"floor on the {r}" for r in rules.values()) + " |")
+              + " | ".join(rules.values()) + " |")
         print("|---|---|---|---|---|---|" + "---|" * len(rules))
         print("\n".join(class_rows(ev, kpis)))
         totals.append((weights, kpis))

@@ -40,7 +40,7 @@ def test_each_class_row_says_what_each_rule_does_with_it():
     assert pf.class_rows(ev, kpis) == [
         "| scratch | 0.004 | 0.040 | 2 of 33 | 0.061 | 0.020 | kept | set aside |",
         "| crack | 0.800 | 0.900 | 10 of 12 | 0.833 | 0.601 | kept | kept |",
-        "| pit | None | 0.010 | 3 of 34 | 0.088 | 0.036 | kept | moved to 0.950 (1 of 1) |"]  # stain: no row
+        "| pit | – | 0.010 | 3 of 34 | 0.088 | 0.036 | kept | moved to 0.950 (1 of 1) |"]  # stain: no row
     est, bound = kpis.values()  # bounds above: scipy's Wilson interval
     assert (est["false_rejected_images"], bound["false_rejected_images"]) == (14, 2)  # 72, 73: the crack's
     # 40 scratched parts (2 caught by the estimate's rule), the 2 cracked parts without a crack box (50, 51) and

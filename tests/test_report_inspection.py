@@ -258,9 +258,9 @@ def test_the_report_names_a_set_aside_class_where_its_kpis_are_read(tmp_path):
     gts, preds, images = _unlearnt_class_case()
     gts, preds = [*gts, _gt(9, 2)], [*preds, _pred(8, 2, 0.5)]  # a pit class with no true positive
     report = validate_report(build_report(_evaluation(tmp_path, gts, preds, images)))
-    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, where 1 of its 41 boxes were right (2.4%), too few "
-            "to show 5% at 95% confidence (as few as 0.5%), which would reject 10 of the 10 parts); it never fires at "
-            "this operating point.")
+    said = ("Set aside: scratch (best F1 0.044 at confidence 0.010, where 1 of its 41 boxes was right (2.4%), too few "
+            "to show at 95% confidence that 5% are (only that 0.5% are), which would reject 10 of the 10 parts); it "
+            "never fires at this operating point.")
     md, page = render_markdown(report), render_html(report)
     assert said in md and said in page
     assert "scratch set aside" in md and "crack ≥ 0.900" in md  # the operating point in words
@@ -346,9 +346,9 @@ def test_a_best_threshold_resting_on_two_right_boxes_does_not_clear_the_floor():
     assert (pit["set_aside"]["tp"], pit["set_aside"]["boxes"]) == (2, 33)
     assert pit["set_aside"]["parts_rejected"] == 16  # images 0, 1 and the 14 clean ones
     assert k["false_rejected_images"] == 0 and k["escape_rate"] == 1.0
-    # at confidence 0.5 the bound is the estimate: the rule before schema 10 kept the class, and its threshold
-    # scrapped every clean part it had a box on
-    before = inspection_kpis(gts, preds, images, NAMES, precision_confidence=0.5)
+    # schema 9's rule (precision_confidence None: the estimate at the max-F1 point) kept the class, and its
+    # threshold scrapped every clean part it had a box on
+    before = inspection_kpis(gts, preds, images, NAMES, precision_confidence=None)
     assert before["thresholds"]["pit"] == pytest.approx(0.04) and before["per_class"][1]["set_aside"] is None
     assert before["false_rejected_images"] == 14 and before["escaped_images"] == 38
 
@@ -403,7 +403,7 @@ def test_a_class_set_aside_above_the_floor_reads_back_and_says_why(tmp_path):
     aside = report["inspection"]["per_class"][1]["set_aside"]
     assert aside["precision"] > report["inspection"]["min_precision"] > aside["precision_lower"]
     said = ("Set aside: pit (best F1 0.055 at confidence 0.040, where 2 of its 33 boxes were right (6.1%), too few "
-            "to show 5% at 95% confidence (as few as 2.0%), which would reject 16 of the 54 parts)")
+            "to show at 95% confidence that 5% are (only that 2.0% are), which would reject 16 of the 54 parts)")
     assert said in render_markdown(report) and said in render_html(report)
 
 
@@ -444,29 +444,32 @@ def test_an_untrusted_best_threshold_gives_way_to_the_best_trusted_one():
                                        "precision_lower": pytest.approx(precision_lower_bound(3, 34)),
                                        "parts_rejected": 17}
     assert k["per_class"][0]["untrusted_max_f1"] is None  # scratch: no objects, nothing moved
-    est = inspection_kpis(gts, preds, list(range(54)), NAMES, precision_confidence=0.5)
+    est = inspection_kpis(gts, preds, list(range(54)), NAMES, precision_confidence=None)
     assert est["thresholds"]["pit"] == pytest.approx(0.04) and est["false_rejected_images"] == 14
 
 
 def test_trusted_max_f1_against_a_brute_force_search():
-    # every threshold tried by hand on random rankings: the best F1 among those whose precision's bound clears
-    # the floor, the highest confidence on ties
+    # every threshold tried by hand on random rankings long enough (65-400 boxes) to grow the matched prefix past
+    # its first 64: the best F1 among thresholds whose precision's bound clears the floor, the highest confidence
+    # on ties, with the right boxes and boxes there
+    from gradkit.report.inspection import Matching
+
     rng = np.random.default_rng(0)
-    for trial in range(30):
-        n_gt, n_pred = int(rng.integers(1, 8)), int(rng.integers(1, 40))
-        gts = [_gt(i, 0) for i in range(n_gt)]
-        right = rng.random(n_pred) < rng.uniform(0.02, 0.6)
+    for trial in range(40):
+        n_gt, n_pred = int(rng.integers(1, 60)), int(rng.integers(65, 400))
+        gts = _boxes([_gt(i, 0) for i in range(n_gt)])
+        right = rng.random(n_pred) < rng.uniform(0.0, 0.3)
         scores = np.round(rng.random(n_pred), 2)  # ties happen
-        preds = [_pred(int(rng.integers(n_gt)) if r else 100 + j, 0, float(sc)) for j, (r, sc) in
-                 enumerate(zip(right, scores, strict=True))]
-        best = (-1.0, None)
+        preds = _boxes([_pred(int(rng.integers(n_gt)) if r else 100 + j, 0, float(sc))
+                        for j, (r, sc) in enumerate(zip(right, scores, strict=True))])
+        best = (0.0, NEVER_FIRES, 0, 0)
         for thr in sorted(set(scores.tolist()), reverse=True):
-            k = inspection_kpis(gts, preds, list(range(200)), NAMES, conf=thr)["per_class"][0]
-            tp, boxes = k["tp"], k["tp"] + k["fp"]
+            keep = preds.score >= thr
+            tp, boxes = int(Matching(gts, preds, keep).pred_tp.sum()), int(keep.sum())
             if tp and precision_lower_bound(tp, boxes) >= MIN_PRECISION and 2 * tp / (boxes + n_gt) > best[0] + 1e-12:
-                best = (2 * tp / (boxes + n_gt), thr)
-        got = max_f1_points(_boxes(gts), _boxes(preds), [0], trusted=PRECISION_CONFIDENCE)[0]
-        assert got.threshold == (NEVER_FIRES if best[1] is None else pytest.approx(best[1])), trial
+                best = (2 * tp / (boxes + n_gt), thr, tp, boxes)
+        got = max_f1_points(gts, preds, [0], trusted=PRECISION_CONFIDENCE)[0]
+        assert (got.threshold, got.tp, got.boxes) == (pytest.approx(best[1]), best[2], best[3]), trial
 
 
 def test_the_report_says_where_a_class_fires_instead_of_its_best_f1(tmp_path):
@@ -479,14 +482,47 @@ def test_the_report_says_where_a_class_fires_instead_of_its_best_f1(tmp_path):
     preds += [_pred(40 + i % 14, 1, 0.05 + 0.01 * i, x=0.6, y=0.6) for i in range(31)]
     report = validate_report(json.loads(json.dumps(build_report(_evaluation(tmp_path, gts, preds, list(range(54)),
                                                                             NAMES)))))
-    said = ("pit fires at confidence 0.900 (1 of its 1 boxes right), its best F1 among the thresholds it can be "
-            "trusted at, not at its best F1 0.081 at confidence 0.040, where 3 of its 34 boxes were right (8.8%), "
-            "too few to show 5% at 95% confidence (as few as 3.6%), which would reject 17 of the 54 parts.")
+    said = ("pit fires at confidence 0.900, its best trusted threshold (F1 0.049; 1 of its 1 box was right), not at "
+            "its max-F1 one (best F1 0.081 at confidence 0.040, where 3 of its 34 boxes were right (8.8%), too few to "
+            "show at 95% confidence that 5% are (only that 3.6% are), which would reject 17 of the 54 parts).")
     assert said in render_markdown(report) and said in render_html(report)
     pit = report["inspection"]["per_class"][1]
     for forged in ({"threshold": NEVER_FIRES, "tp": 0},  # moved, yet fires nowhere
-                   {"untrusted_max_f1": {**pit["untrusted_max_f1"], "tp": 30, "boxes": 34, "precision": 30 / 34}}):
+                   {"untrusted_max_f1": {**pit["untrusted_max_f1"], "tp": 30, "boxes": 34, "precision": 30 / 34}},
+                   {"untrusted_max_f1": {**pit["untrusted_max_f1"], "f1": 0.5}},  # not 2 x 3 / (34 + 40)
+                   {"untrusted_max_f1": {**pit["untrusted_max_f1"], "f1": 0.01}},  # below the F1 it fires at
+                   {"untrusted_max_f1": {**pit["untrusted_max_f1"], "parts_rejected": 35}}):  # more than 34 boxes
         bad = json.loads(json.dumps(report))
         bad["inspection"]["per_class"][1].update(forged)
         with pytest.raises(ReportSchemaError, match="untrusted_max_f1"):
             validate_report(bad)
+
+
+def test_schema_9s_rule_sets_aside_what_the_trusted_rule_moves():
+    # the top box right (0.9), 900 false ones, then 40 right ones at 0.01: the max-F1 point is 41 of 941
+    # (0.0436), below the floor, so schema 9's rule sets the class aside; the trusted rule fires it at 0.9 (1 of 1)
+    gts = [_gt(i, 0) for i in range(45)]
+    preds = [_pred(0, 0, 0.9)] + [_pred(1 + i, 0, 0.01) for i in range(40)]
+    preds += [_pred(100 + i, 0, 0.5 - 0.0004 * i, x=0.6, y=0.6) for i in range(900)]
+    images = list(range(1000))
+    old = inspection_kpis(gts, preds, images, NAMES, precision_confidence=None)["per_class"][0]
+    assert old["set_aside"] == {"threshold": pytest.approx(0.01), "f1": pytest.approx(82 / 986),
+                                "precision": pytest.approx(41 / 941), "tp": 41, "boxes": 941, "precision_lower": None,
+                                "parts_rejected": 941}
+    now = inspection_kpis(gts, preds, images, NAMES)
+    assert now["thresholds"]["scratch"] == pytest.approx(0.9) and now["per_class"][0]["set_aside"] is None
+    assert now["per_class"][0]["untrusted_max_f1"]["boxes"] == 941
+
+
+def test_a_report_json_firing_a_class_at_an_untrusted_threshold_is_refused(tmp_path):
+    from gradkit.report.build import build_report
+    from gradkit.report.schema import ReportSchemaError, validate_report
+
+    gts, preds, images = _few_right_among_many_case()
+    report = json.loads(json.dumps(build_report(_evaluation(tmp_path, gts, preds, images, NAMES))))
+    pit = report["inspection"]["per_class"][1]
+    pit.update({"threshold": 0.04, "tp": 2, "fp": 31, "set_aside": None})  # 2 of 33 fires: bound 0.020
+    with pytest.raises(ReportSchemaError, match="does not clear min_precision"):
+        validate_report(report)
+    report["inspection"]["precision_confidence"] = None  # schema 9 held the estimate alone, which clears 0.05
+    validate_report(report)

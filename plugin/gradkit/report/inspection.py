@@ -33,18 +33,18 @@ MATCH_IOU = 0.5
 #: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split), or
 #: that was set aside: with no ``report.conf`` such a class never fires, not even on a score of exactly 1.
 NEVER_FIRES = 1.0
-#: A class whose max-F1 threshold lets through fewer right boxes than this share (its precision there, at
-#: PRECISION_CONFIDENCE: ``precision_lower_bound``) is set aside: the threshold rejects parts for nothing.
+#: A threshold that lets through fewer right boxes than this share of its class's boxes (its precision there,
+#: held at PRECISION_CONFIDENCE: ``precision_lower_bound``) is not trusted: it rejects parts for nothing.
 #: Precision, not F1: a class found rarely but without false boxes (low recall, F1 below any floor) rejects no
 #: good part and keeps its threshold. Learnt classes sit far above it and unlearnt ones far below: on the strip
 #: set (session 37) cracks at 0.39-0.43 and a barely learnt pit class (AP50 0.02) at 0.19, the unlearnt
 #: scratches at 0.0006 (1 true positive among 1771 boxes at confidence 0.003, rejecting all 90 held-out parts)
 #: and 0.0016 (1 among 628).
 MIN_PRECISION = 0.05
-#: How sure the precision at a class's max-F1 threshold must be to clear MIN_PRECISION (one-sided). The point is
-#: the best of many thresholds on the same split, so its precision flatters the class most where it rests on
-#: few right boxes: on the photographs (session 40) a pit class at AP50 0.004 had its best F1 at 2 right boxes
-#: of 33 (0.061, bound 0.020) and that threshold rejected 3 of the 14 clean parts.
+#: How sure the precision at a candidate threshold must be to clear MIN_PRECISION (one-sided, for that threshold
+#: alone). The max-F1 point is the best of many thresholds on the same split, so its precision flatters the
+#: class most where it rests on few right boxes: on the photographs (session 40) a pit class at AP50 0.004 had
+#: its best F1 at 2 right boxes of 33 (0.061, bound 0.020) and that threshold rejected 3 of the 14 clean parts.
 PRECISION_CONFIDENCE = 0.95
 
 
@@ -156,7 +156,7 @@ def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray, trusted: flo
         return NO_POINT
     end = ends[int(np.argmax(f1))]
     tp = int(ctp[end])
-    return BestF1(float(ranked[end]), 2 * tp / (end + 1 + n), tp / (end + 1), tp, int(end + 1))
+    return BestF1(float(ranked[end]), float(2 * tp / (end + 1 + n)), float(tp / (end + 1)), tp, int(end + 1))
 
 
 def max_f1_thresholds(gts: Boxes, preds: Boxes, classes: Sequence[int]) -> dict[int, float]:
@@ -182,16 +182,21 @@ def max_f1_points(gts: Boxes, preds: Boxes, classes: Sequence[int], trusted: flo
 class OperatingPoint:
     """The thresholds (per class), which predictions reach them, their matching and the objects found; with no
     ``conf``, per class the max-F1 confidence among those where its precision clears MIN_PRECISION at
-    ``precision_confidence`` (a *trusted* threshold; 0.5 holds the estimate itself to the floor, the rule before
-    schema 10). A class's max-F1 point that is not trusted is in ``set_aside`` when no threshold is (the class
-    never fires, nor does a class without a true positive), else in ``moved``."""
+    ``precision_confidence`` (a *trusted* threshold). A class whose max-F1 points are all untrusted has its best
+    in ``set_aside`` when no threshold is trusted (the class never fires, nor does a class without a true
+    positive), else in ``moved``. ``precision_confidence`` None is the rule of report schema 9, kept to measure
+    against (``benchmarks/precision_floor.py``): the max-F1 threshold, the class set aside where the precision
+    there is below the floor."""
 
     def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None,
-                 precision_confidence: float = PRECISION_CONFIDENCE):
+                 precision_confidence: float | None = PRECISION_CONFIDENCE):
         best = max_f1_points(gts, preds, classes) if conf is None else {}
-        trusted = max_f1_points(gts, preds, classes, precision_confidence) if conf is None else {}
+        trusted = ({c: p if p.precision >= MIN_PRECISION else NO_POINT for c, p in best.items()}
+                   if precision_confidence is None else
+                   max_f1_points(gts, preds, classes, precision_confidence) if conf is None else {})
         self.precision_confidence = precision_confidence
-        untrusted = {c: p for c, p in best.items() if p != NO_POINT and trusted[c] != p}
+        # a trusted point as good as the best (a tie at a lower confidence) is a max-F1 point: nothing moved
+        untrusted = {c: p for c, p in best.items() if p != NO_POINT and trusted[c].f1 < p.f1}
         self.set_aside = {c: p for c, p in untrusted.items() if trusted[c] == NO_POINT}
         self.moved = {c: p for c, p in untrusted.items() if trusted[c] != NO_POINT}  # fire at another threshold
         never = [c for c, p in trusted.items() if p == NO_POINT]
@@ -207,13 +212,14 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _untrusted(preds: Boxes, c: int, point: BestF1 | None, confidence: float) -> dict[str, Any] | None:
-    """An untrusted max-F1 point (OperatingPoint), the lower bound of its precision at ``confidence`` and how many
-    parts (images) its threshold would reject."""
+def _untrusted(preds: Boxes, c: int, point: BestF1 | None, confidence: float | None) -> dict[str, Any] | None:
+    """An untrusted max-F1 point (OperatingPoint), the lower bound of its precision at ``confidence`` (None under
+    schema 9's rule) and how many parts (images) its threshold would reject."""
     if point is None:
         return None
     rejects = (preds.cls == c) & (np.nan_to_num(preds.score, nan=-np.inf) >= point.threshold)
-    return {**point._asdict(), "precision_lower": precision_lower_bound(point.tp, point.boxes, confidence),
+    bound = None if confidence is None else precision_lower_bound(point.tp, point.boxes, confidence)
+    return {**point._asdict(), "precision_lower": bound,
             "parts_rejected": len(set(preds.image[rejects].tolist()))}
 
 
@@ -253,7 +259,7 @@ def threshold_array(thresholds: dict[int, float], gts: Boxes, preds: Boxes) -> n
 
 def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, images: Sequence[int],
                     names: dict[int, str], conf: float | None = None, op: OperatingPoint | None = None,
-                    precision_confidence: float = PRECISION_CONFIDENCE) -> dict[str, Any]:
+                    precision_confidence: float | None = PRECISION_CONFIDENCE) -> dict[str, Any]:
     """The ``inspection`` object of report.json (see README) at per-class max-F1 thresholds, or at ``conf``
     (``op``, when the caller has it, is the operating point these give; ``precision_confidence``: OperatingPoint)."""
     gts, preds = Boxes.from_boxes(gts), Boxes.from_boxes(preds)
@@ -268,7 +274,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
     return {
         "operating_point": "per-class max F1 on this split, trusted thresholds" if conf is None
         else f"report.conf = {conf:g}",
-        "min_precision": MIN_PRECISION if conf is None else None,  # the floor below which a class was set aside
+        "min_precision": MIN_PRECISION if conf is None else None,  # the floor a trusted threshold clears
         "precision_confidence": op.precision_confidence if conf is None else None,  # how sure above the floor
         "thresholds": {names[c]: chosen[c] for c in classes},
         "match_iou": MATCH_IOU,

@@ -199,37 +199,43 @@ def _operating_point(k: dict[str, Any]) -> str:
         return f"confidence ≥ {values.pop():.3f} for every class (report.conf)"
     aside = {c["name"] for c in k["per_class"] if c.get("set_aside")}
     thr = ", ".join(f"{n} set aside" if n in aside else f"{n} ≥ {t:.3f}" for n, t in k["thresholds"].items())
-    trusted = "" if k.get("precision_confidence") is None else " among those it can be trusted at"
+    trusted = "" if k.get("precision_confidence") is None else " among its trusted thresholds"
     return f"per class, the confidence of maximal F1 on this split{trusted}: {thr}"
 
 
 def _set_aside(k: dict[str, Any]) -> str:
-    """`` Set aside: scratch (best F1 ...); ...`` for the classes whose best threshold let through too few right
-    boxes (``inspection.min_precision``), and `` Not at its best F1: ...`` for those that fire at another one."""
+    """`` Set aside: scratch (best F1 ...); ...`` for the classes without a threshold that lets through enough right
+    boxes (``inspection.min_precision``), and `` pit fires at ...`` for each class that fires at its best such
+    threshold instead of its max-F1 one."""
     rows = [(c["name"], c["set_aside"]) for c in k["per_class"] if c.get("set_aside")]
     moved = [c for c in k["per_class"] if c.get("untrusted_max_f1")]
     text = "" if not rows else (
         " Set aside: " + "; ".join(f"{n} ({_untrusted(k, a)})" for n, a in rows)
         + f"; {'it never fires' if len(rows) == 1 else 'they never fire'} at this operating point.")
     return text + "".join(
-        f" {c['name']} fires at confidence {c['threshold']:.3f} ({c['tp']} of its {c['tp'] + c['fp']} boxes right), "
-        f"its best F1 among the thresholds it can be trusted at, not at its {_untrusted(k, c['untrusted_max_f1'])}."
+        f" {c['name']} fires at confidence {c['threshold']:.3f}, its best trusted threshold (F1 {c['f1']:.3f}; "
+        f"{_right(c['tp'], c['tp'] + c['fp'])}), not at its max-F1 one ({_untrusted(k, c['untrusted_max_f1'])})."
         for c in moved)
 
 
+def _right(tp: int, boxes: int) -> str:
+    return f"{tp} of its {boxes} {'box' if boxes == 1 else 'boxes'} {'was' if tp == 1 else 'were'} right"
+
+
 def _untrusted(k: dict[str, Any], a: dict[str, Any]) -> str:
+    """An untrusted max-F1 point in words: where it was, how right its boxes were and what it would reject."""
     return (f"best F1 {a['f1']:.3f} at confidence {a['threshold']:.3f}, where {_how_right(k, a)}, which would "
             f"reject {a['parts_rejected']} of the {k['images']} parts")
 
 
 def _how_right(k: dict[str, Any], a: dict[str, Any]) -> str:
-    """How right a set-aside class's boxes were: with its counts and the bound the floor held (schema 10), or the
+    """How right an untrusted point's boxes were: with its counts and the bound the floor held (schema 10), or the
     share alone (an older report)."""
     if a.get("tp") is None or a.get("precision_lower") is None or k.get("precision_confidence") is None:
         return f"{_pct(a['precision'])} of its boxes were right"
-    return (f"{a['tp']} of its {a['boxes']} boxes were right ({_pct(a['precision'])}), too few to show "
-            f"{100 * k['min_precision']:g}% at {100 * k['precision_confidence']:g}% confidence (as few as "
-            f"{_pct(a['precision_lower'])})")
+    return (f"{_right(a['tp'], a['boxes'])} ({_pct(a['precision'])}), too few to show at "
+            f"{100 * k['precision_confidence']:g}% confidence that {100 * k['min_precision']:g}% are (only that "
+            f"{_pct(a['precision_lower'])} are)")
 
 
 def _worst_miss(k: dict[str, Any]) -> dict[str, Any] | None:

@@ -177,9 +177,15 @@ class InspectionClass(_Open):
         if self.set_aside and (self.threshold < NEVER_FIRES or self.tp or self.fp):
             raise ValueError(f"set_aside: {self.name} was set aside but fires (threshold {self.threshold}, "
                              f"tp {self.tp}, fp {self.fp})")
-        if self.untrusted_max_f1 and (self.set_aside or self.threshold >= NEVER_FIRES):
+        if self.untrusted_max_f1 and (self.set_aside or self.threshold >= NEVER_FIRES
+                                      or self.untrusted_max_f1.f1 + 1e-6 < (self.f1 or 0.0)):
             raise ValueError(f"untrusted_max_f1: {self.name} fires at no trusted threshold (threshold "
-                             f"{self.threshold}, set aside: {self.set_aside is not None})")
+                             f"{self.threshold}, set aside: {self.set_aside is not None}), or above its max F1")
+        for key, a in (("set_aside", self.set_aside), ("untrusted_max_f1", self.untrusted_max_f1)):
+            if a and a.tp is not None and (a.parts_rejected > a.boxes or a.tp > self.objects
+                                           or abs(a.f1 - 2 * a.tp / (a.boxes + self.objects)) > 1e-6):
+                raise ValueError(f"{key}: {self.name}'s f1 {a.f1} is not 2 x {a.tp} right / ({a.boxes} boxes + "
+                                 f"{self.objects} objects), or its {a.parts_rejected} parts exceed its boxes")
         return self
 
 
@@ -221,6 +227,20 @@ class Inspection(_Open):
                 if a and a.precision_lower is not None and abs(a.precision_lower - self._bound(a)) > 1e-6:
                     raise ValueError(f"{key}: {c.name}'s precision_lower {a.precision_lower} is not the bound of "
                                      f"{a.tp} right of {a.boxes} at {self.precision_confidence}: {self._bound(a)}")
+        return self
+
+    @model_validator(mode="after")
+    def _fires_where_trusted(self):
+        """Schema 10: a class firing at a max-F1 operating point does so at a threshold its boxes clear the floor at."""
+        from gradkit.report.inspection import NEVER_FIRES, precision_lower_bound
+
+        if self.precision_confidence is None or self.min_precision is None:
+            return self
+        for c in self.per_class:
+            if c.threshold < NEVER_FIRES and c.tp + c.fp and precision_lower_bound(
+                    c.tp, c.tp + c.fp, self.precision_confidence) < self.min_precision:
+                raise ValueError(f"per_class: {c.name} fires at {c.threshold} with {c.tp} right of {c.tp + c.fp} "
+                                 f"boxes, which does not clear min_precision {self.min_precision}")
         return self
 
     def _floor(self) -> float:
