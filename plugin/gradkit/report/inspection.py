@@ -191,9 +191,12 @@ class OperatingPoint:
     def __init__(self, gts: Boxes, preds: Boxes, classes: Sequence[int], conf: float | None,
                  precision_confidence: float | None = PRECISION_CONFIDENCE):
         best = max_f1_points(gts, preds, classes) if conf is None else {}
-        trusted = ({c: p if p.precision >= MIN_PRECISION else NO_POINT for c, p in best.items()}
-                   if precision_confidence is None else
-                   max_f1_points(gts, preds, classes, precision_confidence) if conf is None else {})
+        if precision_confidence is None:
+            trusted = {c: p if p.precision >= MIN_PRECISION else NO_POINT for c, p in best.items()}
+        else:  # a trusted max-F1 point is the best trusted one: search again only where it is not
+            doubtful = [c for c, p in best.items()
+                        if p != NO_POINT and precision_lower_bound(p.tp, p.boxes, precision_confidence) < MIN_PRECISION]
+            trusted = {**best, **max_f1_points(gts, preds, doubtful, precision_confidence)}
         self.precision_confidence = precision_confidence
         # a trusted point as good as the best (a tie at a lower confidence) is a max-F1 point: nothing moved
         untrusted = {c: p for c, p in best.items() if p != NO_POINT and trusted[c].f1 < p.f1}
