@@ -27,28 +27,19 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from miss_by_standout import held_out_objects  # a sibling script: the held-out labels, checked
 
+from gradkit.report.errors import pairwise_iou
+
 #: how close a box must come to a defect to count as on it (IoU), and to count as right (the AP50 match)
 NEAR_IOU, RIGHT_IOU = 0.1, 0.5
 #: how many of a class's first right boxes have their rank printed
 RANKS_SHOWN = 10
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one box ``a`` (x0, y0, x1, y1) with each row of ``b``."""
-    if not len(b):
-        return np.zeros(0)
-    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def outcome(box: np.ndarray, cls: int, gt_cls: np.ndarray, gt_xyxy: np.ndarray, names: dict[int, str]) -> str:
     """Where one box of class ``cls`` lies among an image's defects (normalised x0, y0, x1, y1)."""
     if not len(gt_cls):
         return "defect-free image"
-    iou = _iou(box, gt_xyxy)
+    iou = pairwise_iou(box[None, :], gt_xyxy)[0]
     same = iou[gt_cls == cls].max(initial=0.0)
     if same >= RIGHT_IOU:
         return "right"
