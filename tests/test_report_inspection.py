@@ -526,3 +526,35 @@ def test_a_report_json_firing_a_class_at_an_untrusted_threshold_is_refused(tmp_p
         validate_report(report)
     report["inspection"]["precision_confidence"] = None  # schema 9 held the estimate alone, which clears 0.05
     validate_report(report)
+
+
+def test_a_comparison_warns_when_a_class_fires_away_from_its_best_f1_in_some_runs(tmp_path):
+    # the case above (the pits' max-F1 point rests on 31 false boxes, so they fire at their surest box) against a
+    # run where the pits' best F1 is trusted: their escape rates are read at thresholds chosen by different rules
+    from gradkit.report import compare_reports
+    from gradkit.report.build import build_report
+
+    names = {0: "scratch", 1: "pit"}
+    gts = [_gt(i, 1) for i in range(40)]
+    moved = [_pred(0, 1, 0.9), _pred(1, 1, 0.045), _pred(2, 1, 0.04)]
+    moved += [_pred(40 + i % 14, 1, 0.05 + 0.01 * i, x=0.6, y=0.6) for i in range(31)]
+    kept = [_pred(i, 1, 0.8) for i in range(30)]
+    a, b = (build_report(_evaluation(tmp_path, gts, p, list(range(54)), names)) for p in (moved, kept))
+    said = [w for w in compare_reports([a, b], ["a", "b"])["warnings"] if "best F1" in w]
+    assert said == ["Classes that fire at a trusted threshold instead of their best F1's (a: pit at 0.900, not "
+                    "0.040, where 3 of 34 boxes were right; b: none): their escape rates are not read at the best "
+                    "F1 in every run."]
+    assert not [w for w in compare_reports([b, b], ["b", "c"])["warnings"] if "best F1" in w]
+
+
+def test_a_comparison_warns_when_runs_were_scored_under_different_precision_rules(tmp_path):
+    from gradkit.report import compare_reports
+    from gradkit.report.build import build_report
+
+    gts, preds, images = _unlearnt_class_case()
+    now = build_report(_evaluation(tmp_path, gts, preds, images))
+    old = json.loads(json.dumps(now))
+    old["inspection"]["precision_confidence"] = None  # schema 9: the floor held the precision itself
+    said = [w for w in compare_reports([now, old], ["now", "old"])["warnings"] if "precision" in w]
+    assert said == ["The runs' classes were held to different precision rules (now: lower bound at 95% confidence "
+                    "≥ 5%; old: precision ≥ 5%): a class set aside in one might fire in the other."]

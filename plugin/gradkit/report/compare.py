@@ -92,13 +92,50 @@ def _set_aside(report: dict[str, Any]) -> list[str]:
     return [c["name"] for c in (report.get("inspection") or {}).get("per_class", []) if c.get("set_aside")]
 
 
-def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
+def _moved(report: dict[str, Any]) -> list[str]:
+    """The classes that fire at a trusted threshold instead of their untrusted best-F1 one, in words."""
+    out = []
+    for c in (report.get("inspection") or {}).get("per_class", []):
+        if (u := c.get("untrusted_max_f1")) is not None:
+            counts = f", where {u['tp']} of {u['boxes']} boxes were right" if u.get("boxes") is not None else ""
+            out.append(f"{c['name']} at {c['threshold']:.3f}, not {u['threshold']:.3f}{counts}")
+    return out
+
+
+def _precision_rule(report: dict[str, Any]) -> str:
+    """How the report's floor held each class's precision (schema 9 held the precision itself)."""
+    inspection = report.get("inspection") or {}
+    floor, confidence = inspection.get("min_precision"), inspection.get("precision_confidence")
+    if floor is None:
+        return "no floor"
+    if confidence is None:
+        return f"precision ≥ {floor:.0%}"
+    return f"lower bound at {confidence:.0%} confidence ≥ {floor:.0%}"
+
+
+def _operating_point_warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Where the runs' operating points were chosen differently, so their escape rates are not like for like."""
     out = []
     aside = [_set_aside(r) for r in reports]
     if any(a != aside[0] for a in aside):
         out.append("Classes set aside at each run's operating point (" + "; ".join(
             f"{lab}: {', '.join(a) or 'none'}" for lab, a in zip(labels, aside, strict=True))
             + "): their escape rates count different parts.")
+    moved = [_moved(r) for r in reports]
+    if any(moved):
+        out.append("Classes that fire at a trusted threshold instead of their best F1's (" + "; ".join(
+            f"{lab}: {', '.join(m) or 'none'}" for lab, m in zip(labels, moved, strict=True))
+            + "): their escape rates are not read at the best F1 in every run.")
+    rules = [_precision_rule(r) for r in reports]
+    if len(set(rules)) > 1:
+        out.append("The runs' classes were held to different precision rules (" + "; ".join(
+            f"{lab}: {rule}" for lab, rule in zip(labels, rules, strict=True))
+            + "): a class set aside in one might fire in the other.")
+    return out
+
+
+def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    out = _operating_point_warnings(reports, labels)
     for key in ("split", "data"):
         values = [str(r[key]) for r in reports]
         if len(set(values)) > 1:
