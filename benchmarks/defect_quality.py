@@ -122,7 +122,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   session 37 the plan turns it on itself (these two recipes are then the plan); ``plan-noperobject@time`` is the
   plan with Ultralytics' own box-loss weights, and ``plan-budget-noperobject@time`` the same for
   ``plan-budget@time`` (each run times the machine itself, so the two can choose different sizes where the
-  budget is a close call: its ``imgsz`` reason, printed, says so).
+  budget is a close call: its ``imgsz`` reason, printed, says so). ``plan-budget-nchw@time``: ``plan-budget@time``
+  trained, and its budget timed, in Ultralytics' NCHW layout, as the plan did before ``speed.memory_format``.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -144,6 +145,7 @@ recipe a cached score is checked against, and ``@time`` budgets then count that 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -177,7 +179,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
-             "plan-budget-noperobject@time")
+             "plan-budget-noperobject@time", "plan-budget-nchw@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -368,10 +370,13 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
              "preset-nod4": _transforms_only(PRESETS["defect"], keep_d4=False)}
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
-    if recipe_name in ("plan-budget@time", "plan-budget-noperobject@time"):  # timed here, only for these
-        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+    if recipe_name in ("plan-budget@time", "plan-budget-noperobject@time", "plan-budget-nchw@time"):  # timed here
+        nchw = recipe_name == "plan-budget-nchw@time"
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name, "contiguous" if nchw else "fastest")
         if recipe_name == "plan-budget-noperobject@time" and cfg is not None:
             cfg = _with_assign(cfg, box_loss_per_object=False)
+        if nchw and cfg is not None:
+            cfg = {**cfg, "speed": {"memory_format": "contiguous"}}
         return model, cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
@@ -463,9 +468,11 @@ def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
     return _with_assign(gradkit_cfg, nwd=True, **({} if scale is None else {"nwd_scale": scale}))
 
 
-def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str) -> tuple[str, object, dict]:
+def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
+                      memory_format: str = "fastest") -> tuple[str, object, dict]:
     """What ``gradkit plan budget=B`` makes on this machine, B the same seed's stock minutes: its own size,
-    model and gradkit configuration, timed now with the integration's training timer (as the command times it).
+    model and gradkit configuration, timed now with the integration's training timer (as the command times it,
+    in the layout the run will train in: ``memory_format``, the faster of the two for the plan itself).
     The benchmark trains with ``val=False``, so the estimate leaves out the validation after every epoch that
     a user's run (``val=True``) pays for: with it, the plan would count 10-20% fewer steps than these runs get."""
     from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
@@ -473,7 +480,8 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str) -> t
 
     if not stock or fp is None:
         return "yolo26n.yaml", None, {}  # while stock trains: never used
-    plan = make_plan(fp, stock["train_s"] / 60, training_seconds_per_image)
+    timer = functools.partial(training_seconds_per_image, memory_format=memory_format)
+    plan = make_plan(fp, stock["train_s"] / 60, timer)
     print(f"{recipe_name}: {plan.command()}\n  imgsz: {next(c.reason for c in plan.choices if c.key == 'imgsz')}",
           flush=True)
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}

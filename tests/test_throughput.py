@@ -15,8 +15,9 @@ def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch
 
     seen = []
 
-    def timed(model_yaml, nc, batch=16):
+    def timed(model_yaml, nc, batch=16, memory_format="contiguous"):
         seen.append((model_yaml, nc, torch.get_num_threads()))
+        assert memory_format == "fastest"  # the layout the plan trains in
         return 0.01
 
     monkeypatch.setattr(T, "calibration_seconds_per_image", timed)
@@ -86,3 +87,23 @@ def test_validation_is_timed_as_the_validator_runs_the_model(monkeypatch):
     seen.clear()
     T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=2)
     assert set(seen) == {(True, True, False, 2)}
+
+
+def test_the_training_timer_counts_the_faster_memory_layout(monkeypatch):
+    # the plan trains with speed.memory_format: fastest, so its budget estimate is the faster layout's step
+    layouts = []
+
+    def fake_step(model, data, channels_last=False):
+        layouts.append(channels_last)
+        return lambda: 0.8 if channels_last else 1.6  # NHWC twice as fast here
+
+    monkeypatch.setattr(T, "timed_training_step", fake_step)
+    assert T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=4) == pytest.approx(0.8 / 4)
+    assert layouts == [False, True]
+    monkeypatch.setattr(T, "timed_training_step",
+                        lambda m, d, channels_last=False: lambda: 2.0 if channels_last else 1.0)
+    assert T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=4) == pytest.approx(1.0 / 4)  # NCHW faster
+    layouts.clear()
+    monkeypatch.setattr(T, "timed_training_step", fake_step)
+    assert T.calibration_seconds_per_image("yolo26n.yaml", 3, 4, "contiguous") == pytest.approx(1.6 / 4)
+    assert layouts == [False]  # a run that keeps NCHW is estimated in NCHW

@@ -355,6 +355,15 @@ class AssignConfig(_Section):
         return self
 
 
+class SpeedConfig(_Section):
+    """How a CPU trains (README, "Channels-last on the CPU"); on CUDA Ultralytics chooses the layout itself."""
+
+    memory_format: Literal["contiguous", "channels_last", "fastest"] = Field(
+        "contiguous", description="the model's memory layout while it trains on a CPU: contiguous (NCHW, "
+        "Ultralytics' choice there), channels_last (NHWC), or fastest: time a training step in each when training "
+        "starts (on Ultralytics' clock) and keep the faster; gradkit plan sets fastest")
+
+
 class GradkitConfig(_Section):
     """The whole plugin configuration (the file given with ``gradkit=``)."""
 
@@ -364,8 +373,9 @@ class GradkitConfig(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     assign: AssignConfig = Field(default_factory=AssignConfig)
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
 
-    @field_validator("monitor", "clip", "augment", "report", "data", "assign", mode="before")
+    @field_validator("monitor", "clip", "augment", "report", "data", "assign", "speed", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

@@ -173,6 +173,12 @@ BOX_WEIGHT_EVIDENCE = ("at stock's wall time, against the plan without it, mAP50
                        "photographs 0.068 against 0.067 (3 seeds; cracks 0.072 against 0.037, stains 0.294 against "
                        "0.337) and on the colour set at the budget's 256 px 0.055 against 0.057 (3 seeds, not side by "
                        "side); the thin scratches gained on none")
+#: Why the plan trains a CPU run in the faster memory layout (benchmarks/memory_format.py; benchmarks/defect_quality.py,
+#: plan-budget@time against plan-budget-nchw@time; README "Channels-last on the CPU").
+MEMORY_FORMAT_EVIDENCE = ("on this project's 2-core CPU a yolo26n training step took 1.2-1.3x less time channels-last "
+                          "(NHWC) than in Ultralytics' NCHW, with the same loss and gradients to float rounding; "
+                          "machines differ, so the run times both when it starts and keeps the faster; the budget's "
+                          "estimate counts the faster")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -560,7 +566,14 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
                 "clip; with AdamW all were within noise up to 3x the base lr (short fine-tunes on one synthetic set)",
                 provisional=True)
     choose_loss_gains(plan)
+    choose_memory_format(plan)
     return plan
+
+
+def choose_memory_format(plan: Plan) -> None:
+    """A CPU run trains in whichever layout its first steps find faster (on CUDA Ultralytics chooses)."""
+    plan.gradkit["speed"] = {"memory_format": "fastest"}
+    plan.choose("speed.memory_format", "fastest", MEMORY_FORMAT_EVIDENCE, provisional=True)
 
 
 def choose_loss_gains(plan: Plan) -> None:

@@ -22,6 +22,7 @@ from gradkit.integrations.ultralytics.assign import (
     install_nwd_overlap,
 )
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
+from gradkit.integrations.ultralytics.layout import choose_training_layout
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
@@ -433,10 +434,14 @@ class GradkitCallback:
         self.inactive_rules_message = ""
 
     def on_train_start(self, trainer) -> None:
-        """Before the first step: patch the assigner as the ``assign`` options ask (restrict it to the defect
+        """Before the first step: train the model in the memory layout ``speed.memory_format`` asks for; patch the
+        assigner as the ``assign`` options ask (restrict it to the defect
         cells, score it with NWD, weigh the box loss per object), watch what it teaches (``monitor.taught``);
         with rollback, validate a fine-tune's starting weights (a state to return to); say once which diagnoses
         this run has too few optimizer steps for."""
+        layout = choose_training_layout(trainer, self.cfg.speed.memory_format)
+        if layout is not None and _is_main():
+            _logger().info(layout.describe(self.cfg.speed.memory_format, trainer.args.imgsz, trainer.batch_size))
         chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
         missing = without_task_aligned_assigner(trainer) if chosen else None
         if missing:

@@ -4,22 +4,26 @@
 A few optimizer steps of the model on random images with random boxes (Ultralytics' own model and
 loss, built from the model YAML; nothing is downloaded or written), timed at ``CALIBRATION_PX`` and
 scaled to the asked size by pixels: a convolutional network's work, and its loss's anchors, grow with
-the pixel count. Real training also loads, decodes and augments the images; ``DATA_OVERHEAD`` is what
-that added on this project's CPU (README, "A short budget buys steps, not pixels"). Validation, which
-Ultralytics runs after every epoch and ``time=`` counts, is timed the same way: the evaluation-mode
-forward pass and the loss Ultralytics' validator computes during training, at its batch (twice the
-training batch); ``VAL_OVERHEAD`` is what loading, post-processing and the metrics added.
+the pixel count. Training steps are timed in both memory layouts and the faster counts, as the plan
+trains with ``speed.memory_format: fastest``. Real training also loads, decodes and augments the images;
+``DATA_OVERHEAD`` is what that added on this project's CPU (README, "A short budget buys steps, not
+pixels"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the same
+way: the evaluation-mode forward pass and the loss Ultralytics' validator computes during training, at
+its batch (twice the training batch); ``VAL_OVERHEAD`` is what loading, post-processing and the metrics added.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
 import torch
 
 __all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD", "calibration_seconds_per_image",
-           "calibration_val_seconds_per_image", "training_seconds_per_image", "validation_seconds_per_image"]
+           "calibration_val_seconds_per_image", "fake_batch", "first_step_in_both_layouts", "layout_step_timers",
+           "timed_training_step",
+           "training_seconds_per_image", "validation_seconds_per_image"]
 
 #: The size the timed steps run at (small, so the measurement takes seconds even for a large imgsz).
 CALIBRATION_PX = 128
@@ -45,7 +49,7 @@ TRAIN_BATCH = 16
 TIMED_STEPS = 3
 
 
-def _fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> dict:
+def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> dict:
     """Random images with two random boxes each, in the form Ultralytics' detection loss reads."""
     boxes = 2 * batch
     xy = torch.rand(boxes, 2, generator=generator) * 0.6 + 0.2
@@ -57,11 +61,13 @@ def _fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> d
 
 
 def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
-                               threads: int | None = None, on_cpu: bool = False) -> float | None:
+                               threads: int | None = None, on_cpu: bool = False,
+                               memory_format: str = "fastest") -> float | None:
     """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
-    (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device); None
-    where a CUDA GPU would train instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
-    seconds = _calibrated("train", model_yaml, nc, batch, threads, on_cpu)
+    (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device), in the
+    layout ``speed.memory_format`` would train in (``fastest``: the plan's); None where a CUDA GPU would train
+    instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
+    seconds = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
     return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
 
 
@@ -73,28 +79,43 @@ def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: in
     return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * VAL_OVERHEAD
 
 
-def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | None, on_cpu: bool) -> float | None:
-    """Seconds per image at CALIBRATION_PX of training steps (``train``) or validation passes (``val``)."""
+def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | None, on_cpu: bool,
+                memory_format: str = "contiguous") -> float | None:
+    """Seconds per image at CALIBRATION_PX of training steps (``train``, in ``memory_format``) or validation
+    passes (``val``)."""
     if torch.cuda.is_available() and not on_cpu:
         return None
     from ultralytics.utils import NUM_THREADS
 
     threads = threads or NUM_THREADS
-    key = (what, model_yaml, nc, batch, threads)
+    key = (what, model_yaml, nc, batch, threads, memory_format)
     if key not in _CALIBRATED:  # timed once per process: the plan asks for several sizes of one model
         callers = torch.get_num_threads()
         torch.set_num_threads(threads)
-        timer = calibration_seconds_per_image if what == "train" else calibration_val_seconds_per_image
         try:
-            _CALIBRATED[key] = timer(model_yaml, nc, batch)
+            _CALIBRATED[key] = (calibration_seconds_per_image(model_yaml, nc, batch, memory_format) if what == "train"
+                                else calibration_val_seconds_per_image(model_yaml, nc, batch))
         finally:
             torch.set_num_threads(callers)
     return _CALIBRATED[key]
 
 
-def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_BATCH) -> float:
-    """Seconds per image of the model's training step alone at ``CALIBRATION_PX``, torch's current threads."""
+def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_BATCH,
+                                  memory_format: str = "fastest") -> float:
+    """Seconds per image of the model's training step alone at ``CALIBRATION_PX``, torch's current threads, in
+    ``memory_format`` (``speed.memory_format``'s values): with ``fastest`` (the plan's) the faster of the two
+    layouts, which that setting keeps (``layout.py``). The layouts' steps are timed interleaved, each the fastest
+    of TIMED_STEPS after a warm-up."""
+    layouts = {"contiguous": (False,), "channels_last": (True,), "fastest": (False, True)}[memory_format]
     model, data = _model_and_batch(model_yaml, nc, batch)
+    steps = [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in layouts]
+    for step in steps:
+        step()
+    return min(step() for _ in range(TIMED_STEPS) for step in steps) / batch
+
+
+def _training_step(model: torch.nn.Module, data: dict) -> Callable[[], None]:
+    """One SGD step of ``model`` on ``data`` with Ultralytics' loss."""
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
@@ -104,7 +125,46 @@ def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_B
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return _least_disturbed(step) / batch
+    return step
+
+
+def _in_layout(model: torch.nn.Module, data: dict, channels_last: bool) -> tuple[torch.nn.Module, dict]:
+    if not channels_last:
+        return model, data
+    return (model.to(memory_format=torch.channels_last),
+            {**data, "img": data["img"].contiguous(memory_format=torch.channels_last)})
+
+
+def timed_training_step(model: torch.nn.Module, data: dict, channels_last: bool = False) -> Callable[[], float]:
+    """A callable making one training step (as :func:`calibration_seconds_per_image` times) of ``model`` on
+    ``data``, in NHWC if ``channels_last`` (both converted first), and returning its seconds."""
+    step = _training_step(*_in_layout(model, data, channels_last))
+
+    def timed() -> float:
+        start = time.perf_counter()
+        step()
+        return time.perf_counter() - start
+
+    return timed
+
+
+def layout_step_timers(model_yaml: str, nc: int, batch: int, size: int) -> tuple[Callable[[], float], ...]:
+    """:func:`timed_training_step` of two copies of the model at ``size``, NCHW and NHWC: to be called
+    interleaved."""
+    return tuple(timed_training_step(*_model_and_batch(model_yaml, nc, batch, size), channels_last)
+                 for channels_last in (False, True))
+
+
+def first_step_in_both_layouts(model_yaml: str, nc: int, batch: int, size: int):
+    """``(loss, gradients)`` of the same model's first training step on the same batch, NCHW then NHWC."""
+    out = []
+    for channels_last in (False, True):
+        model, data = _in_layout(*_model_and_batch(model_yaml, nc, batch, size), channels_last)
+        model.train()
+        loss, _items = model.loss(data)
+        loss.sum().backward()
+        out.append((loss.detach(), [p.grad.detach().contiguous() for p in model.parameters() if p.grad is not None]))
+    return out
 
 
 def calibration_val_seconds_per_image(model_yaml: str, nc: int, batch: int) -> float:
@@ -120,7 +180,7 @@ def calibration_val_seconds_per_image(model_yaml: str, nc: int, batch: int) -> f
     return _least_disturbed(step) / batch
 
 
-def _model_and_batch(model_yaml: str, nc: int, batch: int) -> tuple[torch.nn.Module, dict]:
+def _model_and_batch(model_yaml: str, nc: int, batch: int, size: int = CALIBRATION_PX) -> tuple[torch.nn.Module, dict]:
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
@@ -130,7 +190,7 @@ def _model_and_batch(model_yaml: str, nc: int, batch: int) -> tuple[torch.nn.Mod
         torch.manual_seed(0)
         model = DetectionModel(cfg, nc=nc, verbose=False)
     model.args = get_cfg()  # the loss reads its gains (box, cls, dfl) from here, as in training
-    return model, _fake_batch(batch, CALIBRATION_PX, nc, torch.Generator().manual_seed(0))
+    return model, fake_batch(batch, size, nc, torch.Generator().manual_seed(0))
 
 
 def _least_disturbed(step: Callable[[], None]) -> float:

@@ -1,0 +1,67 @@
+"""Does channels-last (NHWC) memory make a CPU training step faster? Ultralytics keeps NCHW on the CPU.
+
+One optimizer step of Ultralytics' own model and loss (built from the model YAML, random images with
+random boxes, SGD) timed in both layouts, interleaved (NCHW, NHWC, NCHW, ...) so drift hits both; the
+fastest of the repeats of each, and their ratio. The two models start from the same weights, so the
+first step's loss and gradients are also compared: the layouts must compute the same numbers up to
+float rounding.
+
+    python benchmarks/memory_format.py [--sizes 128 256 352] [--models yolo26n.yaml] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import torch
+
+
+def _step_pair(model_yaml: str, size: int, batch: int, nc: int):
+    from gradkit.integrations.ultralytics.throughput import layout_step_timers
+
+    return layout_step_timers(model_yaml, nc, batch, size)
+
+
+def _agreement(model_yaml: str, size: int, batch: int, nc: int) -> tuple[float, float]:
+    """Relative difference between the layouts' first loss, and between their whole gradients (as one vector:
+    a BN bias whose gradient cancels to 1e-9 differs by more than itself in rounding alone)."""
+    from gradkit.integrations.ultralytics.throughput import first_step_in_both_layouts
+
+    (loss_a, grads_a), (loss_b, grads_b) = first_step_in_both_layouts(model_yaml, nc, batch, size)
+    loss = float((loss_a - loss_b).abs().max() / loss_a.abs().max().clamp_min(1e-12))
+    flat_a, flat_b = (torch.cat([g.flatten() for g in grads]) for grads in (grads_a, grads_b))
+    return loss, float((flat_a - flat_b).norm() / flat_a.norm())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 352])
+    p.add_argument("--models", nargs="+", default=["yolo26n.yaml"])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--nc", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}; seconds per step, fastest of "
+          f"{args.repeats} interleaved")
+    print("| model | imgsz | NCHW s/step | NHWC s/step | NCHW / NHWC | loss rel. diff | gradient rel. diff |")
+    print("|---|---|---|---|---|---|---|")
+    for model_yaml in args.models:
+        for size in args.sizes:
+            contiguous, channels_last = _step_pair(model_yaml, size, args.batch, args.nc)
+            times = {"nchw": [], "nhwc": []}
+            contiguous(), channels_last()  # warm-up: first-call allocation and kernel choice
+            for _ in range(args.repeats):
+                times["nchw"].append(contiguous())
+                times["nhwc"].append(channels_last())
+            a, b = min(times["nchw"]), min(times["nhwc"])
+            loss, grad = _agreement(model_yaml, size, args.batch, args.nc)
+            print(f"| {model_yaml} | {size} | {a:.3f} | {b:.3f} | {a / b:.2f}× | {loss:.1e} | {grad:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""``speed.memory_format``: a CPU run trained channels-last computes what NCHW computes, keeps the optimizer's
+parameters, saves NCHW checkpoints, and ``fastest`` keeps whichever layout its timing found faster."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import train_tiny
+from gradkit.integrations.ultralytics import layout as L
+from gradkit.integrations.ultralytics.throughput import _model_and_batch, first_step_in_both_layouts
+
+
+def _conv_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+
+
+def _is_channels_last(model: torch.nn.Module) -> bool:
+    return all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(model))
+
+
+def _is_nchw(model: torch.nn.Module) -> bool:
+    return all(w.is_contiguous() for w in _conv_weights(model))
+
+
+def test_a_channels_last_step_computes_the_nchw_loss_and_gradients():
+    # the oracle is the same model's NCHW step: only the float summation order may differ
+    (loss_a, grads_a), (loss_b, grads_b) = first_step_in_both_layouts("yolo26n.yaml", 3, 2, 96)
+    assert torch.allclose(loss_a, loss_b, rtol=1e-4, atol=1e-6)
+    flat_a, flat_b = (torch.cat([g.flatten() for g in grads]) for grads in (grads_a, grads_b))
+    assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-3
+    assert float(flat_a.norm()) > 0
+
+
+def _trainer(device: str = "cpu"):
+    model, _ = _model_and_batch("yolo26n.yaml", 3, 2, 64)
+    return SimpleNamespace(model=model, ema=SimpleNamespace(ema=copy.deepcopy(model)), device=torch.device(device),
+                           batch_size=2, args=SimpleNamespace(imgsz=64), data={"nc": 3})
+
+
+def test_channels_last_converts_the_model_and_its_ema_in_place():
+    trainer = _trainer()
+    params = list(trainer.model.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    choice = L.choose_training_layout(trainer, "channels_last")
+    assert choice == L.LayoutChoice(channels_last=True)
+    assert _is_channels_last(trainer.model) and _is_channels_last(trainer.ema.ema)
+    assert [id(p) for p in trainer.model.parameters()] == [id(p) for p in params]  # the optimizer still holds them
+    assert all(p is q for p, q in zip(optimizer.param_groups[0]["params"], trainer.model.parameters(), strict=True))
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())  # same values
+
+
+@pytest.mark.parametrize(("seconds", "converted"), [((2.0, 1.0), True), ((1.0, 2.0), False)])
+def test_fastest_keeps_the_layout_its_timing_found_faster(monkeypatch, seconds, converted):
+    trainer = _trainer()
+    monkeypatch.setattr(L, "_fastest_seconds", lambda t: seconds)
+    choice = L.choose_training_layout(trainer, "fastest")
+    assert (choice.channels_last, choice.contiguous_s, choice.channels_last_s) == (converted, *seconds)
+    assert _is_channels_last(trainer.model) is converted and _is_nchw(trainer.model) is not converted
+    said = choice.describe("fastest", 64, 2)
+    assert f"took {seconds[0]:.2f} s NCHW and {seconds[1]:.2f} s NHWC" in said
+    assert ("channels-last (NHWC)" if converted else "contiguous (NCHW)") in said
+
+
+@pytest.mark.parametrize(("mode", "device"), [("contiguous", "cpu"), ("channels_last", "meta"), ("fastest", "meta")])
+def test_nothing_changes_where_the_option_does_not_apply(mode, device):
+    trainer = _trainer(device)  # a device other than the CPU (Ultralytics chooses the layout on CUDA itself)
+    assert L.choose_training_layout(trainer, mode) is None
+    assert _is_nchw(trainer.model)
+
+
+def test_the_timing_leaves_the_trainers_model_and_random_state_alone():
+    trainer = _trainer()
+    trainer.model.train()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}  # BN running statistics included
+    rng = torch.get_rng_state()
+    contiguous_s, channels_last_s = L._fastest_seconds(trainer)
+    assert 0 < contiguous_s < 60 and 0 < channels_last_s < 60
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(torch.get_rng_state(), rng) and _is_nchw(trainer.model)
+
+
+@pytest.mark.e2e
+def test_a_real_cpu_run_trains_channels_last_and_saves_nchw(tiny_data, tmp_path):
+    from ultralytics import YOLO
+
+    seen = {}
+
+    def during(trainer):
+        seen.setdefault("layout", _is_channels_last(trainer.model) and _is_channels_last(trainer.ema.ema))
+
+    def after(trainer):
+        seen["losses"] = [float(v) for v in trainer.tloss.values()]
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("ultralytics").addHandler(handler)
+    try:
+        _, run = train_tiny(tiny_data, tmp_path, overrides={"speed.memory_format": "channels_last",
+                                                            "report.enabled": False},
+                            callbacks=[("on_train_batch_end", during), ("on_train_end", after)], epochs=1)
+    finally:
+        logging.getLogger("ultralytics").removeHandler(handler)
+    assert seen["layout"] is True
+    assert all(math.isfinite(v) and v > 0 for v in seen["losses"])
+    assert "gradkit: speed.memory_format channels_last: training channels-last (NHWC)" in lines
+    saved = YOLO(str(run / "weights" / "last.pt")).model
+    assert _is_nchw(saved)
