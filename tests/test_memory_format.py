@@ -75,6 +75,13 @@ def test_nothing_changes_where_the_option_does_not_apply(mode, device):
     assert _is_nchw(trainer.model)
 
 
+@pytest.mark.parametrize("mode", ["channels_last", "fastest"])
+def test_a_run_of_several_processes_stays_nchw(mode):
+    trainer = _trainer()
+    trainer.world_size = 2  # CPU DDP: the gradient buckets are laid out, and each rank would time on its own
+    assert L.choose_training_layout(trainer, mode) is None and _is_nchw(trainer.model)
+
+
 def test_the_timing_leaves_the_trainers_model_and_random_state_alone():
     trainer = _trainer()
     trainer.model.train()

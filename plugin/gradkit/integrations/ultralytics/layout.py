@@ -6,7 +6,7 @@ less time in NHWC (``benchmarks/memory_format.py``); machines differ, so ``faste
 of the run's own model in each layout, at its batch and size, and keeps the faster. The timing runs at
 ``on_train_start``, after Ultralytics' clock has started, so a ``time=`` budget pays for it.
 
-Converting the live model keeps its parameters (the optimizer's references stay valid) and changes only
+A run of several processes (CPU DDP) stays NCHW. Converting the live model keeps its parameters (the optimizer's references stay valid) and changes only
 their strides; Ultralytics saves checkpoints in NCHW whatever the layout (``BaseTrainer.save_model``).
 """
 
@@ -64,8 +64,9 @@ def _fastest_seconds(trainer) -> tuple[float, float]:
 
 
 def choose_training_layout(trainer, mode: str) -> LayoutChoice | None:
-    """Apply ``speed.memory_format`` to a CPU run; None where it does not apply (CUDA: Ultralytics decides)."""
-    if mode == "contiguous" or trainer.device.type != "cpu":
+    """Apply ``speed.memory_format`` to a single-process CPU run; None where it does not apply (CUDA: Ultralytics
+    decides; several processes: DDP has laid out its gradient buckets, and each rank would time on its own)."""
+    if mode == "contiguous" or trainer.device.type != "cpu" or getattr(trainer, "world_size", 1) > 1:
         return None
     if mode == "channels_last":
         to_channels_last(trainer)
