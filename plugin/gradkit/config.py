@@ -359,9 +359,9 @@ class SpeedConfig(_Section):
     """How a CPU trains (README, "Channels-last on the CPU"); on CUDA Ultralytics chooses the layout itself."""
 
     memory_format: Literal["contiguous", "channels_last", "fastest"] = Field(
-        "contiguous", description="the model's memory layout while it trains on a CPU in one process: contiguous (NCHW, "
-        "Ultralytics' choice there), channels_last (NHWC), or fastest: time a training step in each when training "
-        "starts (on Ultralytics' clock) and keep the faster; gradkit plan sets fastest")
+        "contiguous", description="the model's memory layout while it trains on a CPU in one process: contiguous "
+        "(NCHW, Ultralytics' choice there), channels_last (NHWC), or fastest: time a training step in each when "
+        "training starts (on Ultralytics' clock) and keep the faster; gradkit plan sets fastest")
 
 
 class GradkitConfig(_Section):

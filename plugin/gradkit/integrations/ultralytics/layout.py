@@ -6,8 +6,9 @@ less time in NHWC (``benchmarks/memory_format.py``); machines differ, so ``faste
 of the run's own model in each layout, at its batch and size, and keeps the faster. The timing runs at
 ``on_train_start``, after Ultralytics' clock has started, so a ``time=`` budget pays for it.
 
-A run of several processes (CPU DDP) stays NCHW. Converting the live model keeps its parameters (the optimizer's references stay valid) and changes only
-their strides; Ultralytics saves checkpoints in NCHW whatever the layout (``BaseTrainer.save_model``).
+A run of several processes (CPU DDP) stays NCHW. Converting the live model keeps its parameters (the
+optimizer's references stay valid) and changes only their strides; Ultralytics saves checkpoints in NCHW
+whatever the layout (``BaseTrainer.save_model``).
 """
 
 from __future__ import annotations
