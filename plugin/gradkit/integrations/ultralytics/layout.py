@@ -39,8 +39,8 @@ class LayoutChoice:
         if self.contiguous_s is None:
             return f"gradkit: speed.memory_format {mode}: training {layout}"
         return (f"gradkit: speed.memory_format {mode}: a training step of {batch} images at {imgsz} px took "
-                f"{self.contiguous_s:.2f} s NCHW and {self.channels_last_s:.2f} s NHWC; training {layout} "
-                f"({self.contiguous_s / self.channels_last_s:.2f}x)")
+                f"{self.contiguous_s:.2f} s NCHW and {self.channels_last_s:.2f} s NHWC (NCHW / NHWC "
+                f"{self.contiguous_s / self.channels_last_s:.2f}); training {layout}")
 
 
 def to_channels_last(trainer) -> None:
