@@ -80,9 +80,9 @@ def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: in
 
 
 def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | None, on_cpu: bool,
-                memory_format: str = "contiguous") -> float | None:
+                memory_format: str | None = None) -> float | None:
     """Seconds per image at CALIBRATION_PX of training steps (``train``, in ``memory_format``) or validation
-    passes (``val``)."""
+    passes (``val``, in NCHW: ``memory_format`` None)."""
     if torch.cuda.is_available() and not on_cpu:
         return None
     from ultralytics.utils import NUM_THREADS
