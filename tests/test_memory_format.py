@@ -13,7 +13,11 @@ import torch
 
 from conftest import train_tiny
 from gradkit.integrations.ultralytics import layout as L
-from gradkit.integrations.ultralytics.throughput import _model_and_batch, first_step_in_both_layouts
+from gradkit.integrations.ultralytics.throughput import (
+    _model_and_batch,
+    errors_against_float64,
+    first_step_in_both_layouts,
+)
 
 
 def _conv_weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -35,6 +39,14 @@ def test_a_channels_last_step_computes_the_nchw_loss_and_gradients():
     flat_a, flat_b = (torch.cat([g.flatten() for g in grads]) for grads in (grads_a, grads_b))
     assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-3
     assert float(flat_a.norm()) > 0
+
+
+def test_both_layouts_compute_the_float64_function_to_float32_rounding():
+    # the oracle: the same model computed in float64 NCHW. NHWC's float32 kernels round differently (further from
+    # it than NCHW's: README, "Channels-last on the CPU"), but no more than float32 rounding through a network
+    errors = errors_against_float64("yolo26n.yaml", 3, 2, 64)
+    for outputs, gradients in errors.values():
+        assert 0 <= outputs < 1e-3 and 0 <= gradients < 1e-2
 
 
 def _trainer(device: str = "cpu"):

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import torch
 
 __all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD", "calibration_seconds_per_image",
-           "calibration_val_seconds_per_image", "fake_batch", "first_step_in_both_layouts", "layout_step_timers",
+           "calibration_val_seconds_per_image", "errors_against_float64", "fake_batch", "first_step_in_both_layouts",
+           "layout_step_timers",
            "timed_training_step",
            "training_seconds_per_image", "validation_seconds_per_image"]
 
@@ -153,6 +154,42 @@ def layout_step_timers(model_yaml: str, nc: int, batch: int, size: int) -> tuple
     interleaved."""
     return tuple(timed_training_step(*_model_and_batch(model_yaml, nc, batch, size), channels_last)
                  for channels_last in (False, True))
+
+
+def _outputs_and_gradients(model: torch.nn.Module, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training-mode forward pass's outputs and the gradients of their sum of squares, each as one float64
+    vector: a smooth function of the outputs, so no assigner choice can flip between two computations."""
+    model.train()
+    flat: list[torch.Tensor] = []
+
+    def walk(o) -> None:
+        if isinstance(o, torch.Tensor):
+            flat.append(o.double().flatten())
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(model(img))
+    outputs = torch.cat(flat)
+    outputs.pow(2).sum().backward()
+    return outputs.detach(), torch.cat([p.grad.double().flatten() for p in model.parameters() if p.grad is not None])
+
+
+def errors_against_float64(model_yaml: str, nc: int, batch: int, size: int) -> dict[str, tuple[float, float]]:
+    """Relative error of the float32 outputs and gradients (:func:`_outputs_and_gradients`) in each layout
+    (``contiguous``, ``channels_last``) against the same model computed in float64 NCHW."""
+    model, data = _model_and_batch(model_yaml, nc, batch, size)
+    ref_out, ref_grad = _outputs_and_gradients(copy.deepcopy(model).double(), data["img"].double())
+    errors = {}
+    for name, channels_last in (("contiguous", False), ("channels_last", True)):
+        copy_, layout_data = _in_layout(copy.deepcopy(model), dict(data), channels_last)
+        out, grad = _outputs_and_gradients(copy_, layout_data["img"])
+        errors[name] = (float((out - ref_out).norm() / ref_out.norm()),
+                        float((grad - ref_grad).norm() / ref_grad.norm()))
+    return errors
 
 
 def first_step_in_both_layouts(model_yaml: str, nc: int, batch: int, size: int):
