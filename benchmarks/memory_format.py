@@ -36,6 +36,23 @@ def _agreement(model_yaml: str, size: int, batch: int, nc: int) -> tuple[float, 
     return loss, errors_against_float64(model_yaml, nc, batch, size)
 
 
+def _kernel_errors() -> dict[str, tuple[float, float]]:
+    """Where the layouts' rounding differs: one batch-norm layer (training mode, a channel of mean 3 and standard
+    deviation 0.1, as after an activation) and one 3x3 convolution, each float32 NCHW and NHWC against float64."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 64, 88, 88, generator=g) * 0.1 + 3.0
+    w = torch.randn(64, 64, 3, 3, generator=g) * 0.05
+    bn_ref = torch.nn.functional.batch_norm(x.double(), None, None, training=True)
+    conv_ref = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    out = {}
+    for name, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+        xx, ww = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+        bn = torch.nn.functional.batch_norm(xx, None, None, training=True).double()
+        conv = torch.nn.functional.conv2d(xx, ww, padding=1).double()
+        out[name] = (float((bn - bn_ref).norm() / bn_ref.norm()), float((conv - conv_ref).norm() / conv_ref.norm()))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 352])
@@ -64,6 +81,9 @@ def main() -> None:
             (o_a, g_a), (o_b, g_b) = err["contiguous"], err["channels_last"]
             print(f"| {model_yaml} | {size} | {a:.3f} | {b:.3f} | {a / b:.2f}× | {loss:.1e} | {o_a:.1e}, {g_a:.1e} | "
                   f"{o_b:.1e}, {g_b:.1e} |")
+    print("\nOne layer's float32 error against float64 (batch norm in training mode, 3x3 convolution):")
+    for name, (bn, conv) in _kernel_errors().items():
+        print(f"  {name}: batch norm {bn:.1e}, convolution {conv:.1e}")
 
 
 if __name__ == "__main__":
