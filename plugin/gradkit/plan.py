@@ -175,10 +175,13 @@ BOX_WEIGHT_EVIDENCE = ("at stock's wall time, against the plan without it, mAP50
                        "side); the thin scratches gained on none")
 #: Why the plan trains a CPU run in the faster memory layout (benchmarks/memory_format.py; benchmarks/defect_quality.py,
 #: plan-budget@time against plan-budget-nchw@time; README "Channels-last on the CPU").
-MEMORY_FORMAT_EVIDENCE = ("on this project's 2-core CPU a yolo26n training step took 1.2-1.3x less time channels-last "
-                          "(NHWC) than in Ultralytics' NCHW, with the same loss and gradients to float rounding; "
-                          "machines differ, so the run times both when it starts and keeps the faster; the budget's "
-                          "estimate counts the faster")
+MEMORY_FORMAT_EVIDENCE = ("on this project's 2-core CPU a yolo26n training step took 1.23-1.29x less time "
+                          "channels-last (NHWC) than in Ultralytics' NCHW, computing the same function (float32 "
+                          "further from float64 in NHWC: its batch-norm kernel, up to 2.4% on a gradient at "
+                          "initialisation); at stock's wall time against the plan in NCHW (one seed each) 1.19x the "
+                          "epochs and the same mAP50-95 on the photographs (0.071), and where the budget then shrank "
+                          "less (288 instead of 256 px) 0.149 against 0.117 on the strips and 0.044 against 0.054 on "
+                          "the colour set; machines differ, so the run times both when it starts and keeps the faster")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
