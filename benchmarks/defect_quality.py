@@ -122,8 +122,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   session 37 the plan turns it on itself (these two recipes are then the plan); ``plan-noperobject@time`` is the
   plan with Ultralytics' own box-loss weights, and ``plan-budget-noperobject@time`` the same for
   ``plan-budget@time`` (each run times the machine itself, so the two can choose different sizes where the
-  budget is a close call: its ``imgsz`` reason, printed, says so). ``plan-budget-nchw@time``: ``plan-budget@time``
-  trained, and its budget timed, in Ultralytics' NCHW layout, as the plan did before ``speed.memory_format``.
+  budget is a close call: its ``imgsz`` reason, printed, says so). ``plan-budget-fastest@time``: ``plan-budget@time``
+  with ``speed.memory_format: fastest``, its budget timed in the faster layout too (session 42 ran these pairs while
+  the plan set it, as ``plan-budget@time`` against a ``plan-budget-nchw@time`` that was the plan as it is now).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -179,7 +180,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
-             "plan-budget-noperobject@time", "plan-budget-nchw@time")
+             "plan-budget-noperobject@time", "plan-budget-fastest@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -370,13 +371,13 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
              "preset-nod4": _transforms_only(PRESETS["defect"], keep_d4=False)}
     if recipe_name in built:  # the preset with one override
         return "yolo26n.yaml", load_config("defect", built[recipe_name]), base
-    if recipe_name in ("plan-budget@time", "plan-budget-noperobject@time", "plan-budget-nchw@time"):  # timed here
-        nchw = recipe_name == "plan-budget-nchw@time"
-        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name, "contiguous" if nchw else "fastest")
+    if recipe_name in ("plan-budget@time", "plan-budget-noperobject@time", "plan-budget-fastest@time"):  # timed here
+        fastest = recipe_name == "plan-budget-fastest@time"
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name, "fastest" if fastest else "contiguous")
         if recipe_name == "plan-budget-noperobject@time" and cfg is not None:
             cfg = _with_assign(cfg, box_loss_per_object=False)
-        if nchw and cfg is not None:
-            cfg = {**cfg, "speed": {"memory_format": "contiguous"}}
+        if fastest and cfg is not None:
+            cfg = {**cfg, "speed": {"memory_format": "fastest"}}
         return model, cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
@@ -469,10 +470,10 @@ def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
 
 
 def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
-                      memory_format: str = "fastest") -> tuple[str, object, dict]:
+                      memory_format: str = "contiguous") -> tuple[str, object, dict]:
     """What ``gradkit plan budget=B`` makes on this machine, B the same seed's stock minutes: its own size,
     model and gradkit configuration, timed now with the integration's training timer (as the command times it,
-    in the layout the run will train in: ``memory_format``, the faster of the two for the plan itself).
+    in the layout the run will train in: ``memory_format``).
     The benchmark trains with ``val=False``, so the estimate leaves out the validation after every epoch that
     a user's run (``val=True``) pays for: with it, the plan would count 10-20% fewer steps than these runs get."""
     from gradkit.integrations.ultralytics.throughput import training_seconds_per_image

@@ -46,7 +46,15 @@ def test_both_layouts_compute_the_float64_function_to_float32_rounding():
     # it than NCHW's: README, "Channels-last on the CPU"), but no more than float32 rounding through a network
     errors = errors_against_float64("yolo26n.yaml", 3, 2, 64)
     for outputs, gradients in errors.values():
-        assert 0 <= outputs < 1e-3 and 0 <= gradients < 1e-2
+        assert outputs < 1e-3 and gradients < 1e-2
+    assert errors["channels_last"] != errors["contiguous"]  # NHWC really ran: its kernels round otherwise
+
+
+def test_the_helpers_really_convert_model_and_images():
+    from gradkit.integrations.ultralytics.throughput import _in_layout
+
+    model, data = _in_layout(*_model_and_batch("yolo26n.yaml", 3, 2, 64), True)
+    assert _is_channels_last(model) and data["img"].is_contiguous(memory_format=torch.channels_last)
 
 
 def _trainer(device: str = "cpu"):

@@ -545,6 +545,7 @@ def test_a_comparison_warns_when_a_class_fires_away_from_its_best_f1_in_some_run
                     "0.040, where 3 of 34 boxes were right; b: none): their escape rates are not read at the best "
                     "F1 in every run."]
     assert not [w for w in compare_reports([b, b], ["b", "c"])["warnings"] if "best F1" in w]
+    assert not [w for w in compare_reports([a, a], ["a", "c"])["warnings"] if "best F1" in w]  # moved alike
 
 
 def test_a_comparison_warns_when_runs_were_scored_under_different_precision_rules(tmp_path):

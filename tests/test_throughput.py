@@ -17,7 +17,7 @@ def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch
 
     def timed(model_yaml, nc, batch=16, memory_format="contiguous"):
         seen.append((model_yaml, nc, torch.get_num_threads()))
-        assert memory_format == "fastest"  # the layout the plan trains in
+        assert memory_format == "contiguous"  # the layout the plan trains in
         return 0.01
 
     monkeypatch.setattr(T, "calibration_seconds_per_image", timed)
@@ -89,8 +89,8 @@ def test_validation_is_timed_as_the_validator_runs_the_model(monkeypatch):
     assert set(seen) == {(True, True, False, 2)}
 
 
-def test_the_training_timer_counts_the_faster_memory_layout(monkeypatch):
-    # the plan trains with speed.memory_format: fastest, so its budget estimate is the faster layout's step
+def test_the_training_timer_counts_the_layout_the_run_trains_in(monkeypatch):
+    # speed.memory_format: fastest keeps the faster layout, so a budget for such a run counts the faster step
     layouts = []
 
     def fake_step(model, data, channels_last=False):
@@ -98,12 +98,12 @@ def test_the_training_timer_counts_the_faster_memory_layout(monkeypatch):
         return lambda: 0.8 if channels_last else 1.6  # NHWC twice as fast here
 
     monkeypatch.setattr(T, "timed_training_step", fake_step)
-    assert T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=4) == pytest.approx(0.8 / 4)
+    assert T.calibration_seconds_per_image("yolo26n.yaml", 3, 4, "fastest") == pytest.approx(0.8 / 4)
     assert layouts == [False, True]
     monkeypatch.setattr(T, "timed_training_step",
                         lambda m, d, channels_last=False: lambda: 2.0 if channels_last else 1.0)
-    assert T.calibration_seconds_per_image("yolo26n.yaml", nc=3, batch=4) == pytest.approx(1.0 / 4)  # NCHW faster
+    assert T.calibration_seconds_per_image("yolo26n.yaml", 3, 4, "fastest") == pytest.approx(1.0 / 4)  # NCHW faster
     layouts.clear()
     monkeypatch.setattr(T, "timed_training_step", fake_step)
-    assert T.calibration_seconds_per_image("yolo26n.yaml", 3, 4, "contiguous") == pytest.approx(1.6 / 4)
-    assert layouts == [False]  # a run that keeps NCHW is estimated in NCHW
+    assert T.calibration_seconds_per_image("yolo26n.yaml", 3, 4) == pytest.approx(1.6 / 4)
+    assert layouts == [False]  # by default (and in the plan) a run keeps NCHW and is estimated in NCHW

@@ -175,13 +175,12 @@ BOX_WEIGHT_EVIDENCE = ("at stock's wall time, against the plan without it, mAP50
                        "side); the thin scratches gained on none")
 #: Why the plan trains a CPU run in the faster memory layout (benchmarks/memory_format.py; benchmarks/defect_quality.py,
 #: plan-budget@time against plan-budget-nchw@time; README "Channels-last on the CPU").
-MEMORY_FORMAT_EVIDENCE = ("on this project's 2-core CPU a yolo26n training step took 1.23-1.29x less time "
-                          "channels-last (NHWC) than in Ultralytics' NCHW, computing the same function (float32 "
-                          "further from float64 in NHWC: its batch-norm kernel, up to 2.4% on a gradient at "
-                          "initialisation); at stock's wall time against the plan in NCHW (one seed each) 1.19x the "
-                          "epochs and the same mAP50-95 on the photographs (0.071), and where the budget then shrank "
-                          "less (288 instead of 256 px) 0.149 against 0.117 on the strips and 0.044 against 0.054 on "
-                          "the colour set; machines differ, so the run times both when it starts and keeps the faster")
+MEMORY_FORMAT_EVIDENCE = ("channels-last (speed.memory_format: fastest) made a yolo26n training step 1.23-1.29x "
+                          "faster on this project's 2-core CPU, but at stock's wall time against NCHW (one seed each) "
+                          "it scored the same on the photographs (0.071, 1.19x the epochs), and where the budget then "
+                          "shrank less (288 instead of 256 px) 0.149 against 0.117 on the strips and 0.044 against "
+                          "0.054 on the colour set; its batch norm rounds further from float64, and a timed choice "
+                          "can differ between two runs of one seed: left off, worth trying on a budget")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -574,9 +573,9 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
 
 
 def choose_memory_format(plan: Plan) -> None:
-    """A CPU run trains in whichever layout its first steps find faster (on CUDA Ultralytics chooses)."""
-    plan.gradkit["speed"] = {"memory_format": "fastest"}
-    plan.choose("speed.memory_format", "fastest", MEMORY_FORMAT_EVIDENCE, provisional=True)
+    """A CPU run keeps Ultralytics' NCHW: channels-last is faster, but its worth in mAP was not shown, it rounds
+    coarser, and ``fastest`` could choose differently between two runs of one seed."""
+    plan.choose("speed.memory_format", "contiguous (Ultralytics' NCHW)", MEMORY_FORMAT_EVIDENCE, provisional=True)
 
 
 def choose_loss_gains(plan: Plan) -> None:

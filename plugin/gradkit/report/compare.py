@@ -122,7 +122,7 @@ def _operating_point_warnings(reports: list[dict[str, Any]], labels: list[str]) 
             f"{lab}: {', '.join(a) or 'none'}" for lab, a in zip(labels, aside, strict=True))
             + "): their escape rates count different parts.")
     moved = [_moved(r) for r in reports]
-    if any(moved):
+    if any(m != moved[0] for m in moved):
         out.append("Classes that fire at a trusted threshold instead of their best F1's (" + "; ".join(
             f"{lab}: {', '.join(m) or 'none'}" for lab, m in zip(labels, moved, strict=True))
             + "): their escape rates are not read at the best F1 in every run.")

@@ -439,14 +439,14 @@ class GradkitCallback:
         cells, score it with NWD, weigh the box loss per object), watch what it teaches (``monitor.taught``);
         with rollback, validate a fine-tune's starting weights (a state to return to); say once which diagnoses
         this run has too few optimizer steps for."""
-        layout = choose_training_layout(trainer, self.cfg.speed.memory_format)
-        if layout is not None and _is_main():
-            _logger().info(layout.describe(self.cfg.speed.memory_format, trainer.args.imgsz, trainer.batch_size))
         chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
         missing = without_task_aligned_assigner(trainer) if chosen else None
         if missing:
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
                               f"detector: {missing} (set assign.{chosen[0]}: false)")
+        layout = choose_training_layout(trainer, self.cfg.speed.memory_format)
+        if layout is not None and _is_main():
+            _logger().info(layout.describe(self.cfg.speed.memory_format, trainer.args.imgsz, trainer.batch_size))
         if self.cfg.assign.defect_cells:
             self.assign_tally = install_defect_cell_assignment(trainer)
         if self.cfg.assign.nwd:

@@ -1,9 +1,9 @@
 """The model's memory layout while it trains on a CPU (``speed.memory_format``).
 
 Ultralytics trains channels-last (NHWC) on CUDA only and leaves a CPU run in NCHW, on the grounds that
-it brings nothing there. On this project's CPU a yolo26n training step took 1.23-1.29x less time in NHWC
+it brings nothing there. On this project's CPU a yolo26n training step was 1.23-1.29x faster in NHWC
 (``benchmarks/memory_format.py``), computing the same function, though PyTorch's channels-last batch norm for
-the CPU rounds further from float64 than NCHW's. Machines differ, so ``fastest`` times a step of a copy of the
+the CPU rounds further from float64 than NCHW's. Machines differ, so ``fastest`` times a few steps of a copy of the
 run's own model in each layout, at its batch and size, and keeps the faster. The timing runs at
 ``on_train_start``, after Ultralytics' clock has started, so a ``time=`` budget pays for it.
 

@@ -4,8 +4,8 @@
 A few optimizer steps of the model on random images with random boxes (Ultralytics' own model and
 loss, built from the model YAML; nothing is downloaded or written), timed at ``CALIBRATION_PX`` and
 scaled to the asked size by pixels: a convolutional network's work, and its loss's anchors, grow with
-the pixel count. Training steps are timed in both memory layouts and the faster counts, as the plan
-trains with ``speed.memory_format: fastest``. Real training also loads, decodes and augments the images;
+the pixel count. Training steps are timed in the layout the run will train in (``speed.memory_format``;
+with ``fastest``, both, and the faster counts). Real training also loads, decodes and augments the images;
 ``DATA_OVERHEAD`` is what that added on this project's CPU (README, "A short budget buys steps, not
 pixels"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the same
 way: the evaluation-mode forward pass and the loss Ultralytics' validator computes during training, at
@@ -41,9 +41,9 @@ DATA_OVERHEAD = 1.1
 #: colour, photographed and material sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their
 #: mean, 1.63, rounded).
 VAL_OVERHEAD = 1.6
-#: Seconds per image at CALIBRATION_PX, per (what is timed, model yaml, classes, batch, threads), timed
-#: once in this process.
-_CALIBRATED: dict[tuple[str, str, int, int, int], float] = {}
+#: Seconds per image at CALIBRATION_PX, per (what is timed, model yaml, classes, batch, threads, memory
+#: layout), timed once in this process.
+_CALIBRATED: dict[tuple[str, str, int, int, int, str], float] = {}
 #: Ultralytics' default training batch (``batch`` in its default.yaml), what the plan trains at.
 TRAIN_BATCH = 16
 #: Steps timed after one untimed warm-up step.
@@ -63,11 +63,11 @@ def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> di
 
 def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
                                threads: int | None = None, on_cpu: bool = False,
-                               memory_format: str = "fastest") -> float | None:
+                               memory_format: str = "contiguous") -> float | None:
     """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
     (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device), in the
-    layout ``speed.memory_format`` would train in (``fastest``: the plan's); None where a CUDA GPU would train
-    instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
+    layout ``speed.memory_format`` trains in (``contiguous``: the default, and the plan's); None where a CUDA GPU
+    would train instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
     seconds = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
     return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
 
@@ -81,9 +81,9 @@ def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: in
 
 
 def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | None, on_cpu: bool,
-                memory_format: str | None = None) -> float | None:
+                memory_format: str = "contiguous") -> float | None:
     """Seconds per image at CALIBRATION_PX of training steps (``train``, in ``memory_format``) or validation
-    passes (``val``, in NCHW: ``memory_format`` None)."""
+    passes (``val``, always NCHW)."""
     if torch.cuda.is_available() and not on_cpu:
         return None
     from ultralytics.utils import NUM_THREADS
@@ -102,10 +102,10 @@ def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | 
 
 
 def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_BATCH,
-                                  memory_format: str = "fastest") -> float:
+                                  memory_format: str = "contiguous") -> float:
     """Seconds per image of the model's training step alone at ``CALIBRATION_PX``, torch's current threads, in
-    ``memory_format`` (``speed.memory_format``'s values): with ``fastest`` (the plan's) the faster of the two
-    layouts, which that setting keeps (``layout.py``). The layouts' steps are timed interleaved, each the fastest
+    ``memory_format`` (``speed.memory_format``'s values): with ``fastest`` the faster of the two layouts, which
+    that setting keeps (``layout.py``). The layouts' steps are timed interleaved, each the fastest
     of TIMED_STEPS after a warm-up."""
     layouts = {"contiguous": (False,), "channels_last": (True,), "fastest": (False, True)}[memory_format]
     model, data = _model_and_batch(model_yaml, nc, batch)
