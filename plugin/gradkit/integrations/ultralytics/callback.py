@@ -444,9 +444,13 @@ class GradkitCallback:
         if missing:
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
                               f"detector: {missing} (set assign.{chosen[0]}: false)")
-        layout = choose_training_layout(trainer, self.cfg.speed.memory_format)
-        if layout is not None and _is_main():
-            _logger().info(layout.describe(self.cfg.speed.memory_format, trainer.args.imgsz, trainer.batch_size))
+        mode = self.cfg.speed.memory_format
+        layout = choose_training_layout(trainer, mode)
+        if _is_main() and layout is not None:
+            _logger().info(layout.describe(mode, trainer.args.imgsz, trainer.batch_size))
+        elif _is_main() and mode != "contiguous":
+            _logger().info(f"gradkit: speed.memory_format {mode} applies to a CPU run in one process; this run "
+                           f"({trainer.device.type}) keeps Ultralytics' layout")
         if self.cfg.assign.defect_cells:
             self.assign_tally = install_defect_cell_assignment(trainer)
         if self.cfg.assign.nwd:

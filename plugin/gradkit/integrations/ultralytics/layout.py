@@ -7,7 +7,8 @@ the CPU rounds further from float64 than NCHW's. Machines differ, so ``fastest``
 run's own model in each layout, at its batch and size, and keeps the faster. The timing runs at
 ``on_train_start``, after Ultralytics' clock has started, so a ``time=`` budget pays for it.
 
-A run of several processes (CPU DDP) stays NCHW. Converting the live model keeps its parameters (the
+A run of several processes stays NCHW (Ultralytics 8.4.190 trains on a CPU in one process; the guard is for a
+trainer that does not). Converting the live model keeps its parameters (the
 optimizer's references stay valid) and changes only their strides; Ultralytics saves checkpoints in NCHW
 whatever the layout (``BaseTrainer.save_model``).
 """
