@@ -173,8 +173,8 @@ BOX_WEIGHT_EVIDENCE = ("at stock's wall time, against the plan without it, mAP50
                        "photographs 0.068 against 0.067 (3 seeds; cracks 0.072 against 0.037, stains 0.294 against "
                        "0.337) and on the colour set at the budget's 256 px 0.055 against 0.057 (3 seeds, not side by "
                        "side); the thin scratches gained on none")
-#: Why the plan trains a CPU run in the faster memory layout (benchmarks/memory_format.py; benchmarks/defect_quality.py,
-#: plan-budget@time against plan-budget-nchw@time; README "Channels-last on the CPU").
+#: Why the plan keeps a CPU run in Ultralytics' NCHW (benchmarks/memory_format.py; benchmarks/defect_quality.py,
+#: plan-budget-fastest@time against plan-budget@time; README "Channels-last on the CPU").
 MEMORY_FORMAT_EVIDENCE = ("channels-last (speed.memory_format: fastest) made a yolo26n training step 1.23-1.29x "
                           "faster on this project's 2-core CPU, but at stock's wall time against NCHW (one seed each) "
                           "it scored the same on the photographs (0.071, 1.19x the epochs), and where the budget then "

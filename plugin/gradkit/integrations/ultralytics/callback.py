@@ -435,8 +435,8 @@ class GradkitCallback:
 
     def on_train_start(self, trainer) -> None:
         """Before the first step: train the model in the memory layout ``speed.memory_format`` asks for; patch the
-        assigner as the ``assign`` options ask (restrict it to the defect
-        cells, score it with NWD, weigh the box loss per object), watch what it teaches (``monitor.taught``);
+        assigner as the ``assign`` options ask (restrict it to the defect cells, score it with NWD, weigh the box
+        loss per object), watch what it teaches (``monitor.taught``);
         with rollback, validate a fine-tune's starting weights (a state to return to); say once which diagnoses
         this run has too few optimizer steps for."""
         chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
