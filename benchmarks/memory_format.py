@@ -19,12 +19,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import torch
 
 
-def _step_pair(model_yaml: str, size: int, batch: int, nc: int):
-    from gradkit.integrations.ultralytics.throughput import layout_step_timers
-
-    return layout_step_timers(model_yaml, nc, batch, size)
-
-
 def _agreement(model_yaml: str, size: int, batch: int, nc: int) -> tuple[float, dict[str, tuple[float, float]]]:
     """The relative difference between the layouts' first YOLO loss, and each layout's float32 error against
     float64 (outputs, and the gradients of their sum of squares: the YOLO loss's own gradients also move
@@ -54,6 +48,8 @@ def _kernel_errors() -> dict[str, tuple[float, float]]:
 
 
 def main() -> None:
+    from gradkit.integrations.ultralytics.throughput import layout_step_timers, least_disturbed
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 352])
     p.add_argument("--models", nargs="+", default=["yolo26n.yaml"])
@@ -70,13 +66,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for model_yaml in args.models:
         for size in args.sizes:
-            contiguous, channels_last = _step_pair(model_yaml, size, args.batch, args.nc)
-            times = {"nchw": [], "nhwc": []}
-            contiguous(), channels_last()  # warm-up: first-call allocation and kernel choice
-            for _ in range(args.repeats):
-                times["nchw"].append(contiguous())
-                times["nhwc"].append(channels_last())
-            a, b = min(times["nchw"]), min(times["nhwc"])
+            contiguous, channels_last = layout_step_timers(model_yaml, args.nc, args.batch, size)
+            a, b = least_disturbed([contiguous, channels_last], args.repeats)
             loss, err = _agreement(model_yaml, size, args.batch, args.nc)
             (o_a, g_a), (o_b, g_b) = err["contiguous"], err["channels_last"]
             print(f"| {model_yaml} | {size} | {a:.3f} | {b:.3f} | {a / b:.2f}× | {loss:.1e} | {o_a:.1e}, {g_a:.1e} | "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradkit.integrations.ultralytics.throughput import fake_batch, timed_training_step
+from gradkit.integrations.ultralytics.throughput import fake_batch, least_disturbed, timed_training_step
 
 __all__ = ["LayoutChoice", "choose_training_layout", "to_channels_last"]
 
@@ -60,10 +60,8 @@ def _fastest_seconds(trainer) -> tuple[float, float]:
     data = fake_batch(trainer.batch_size, int(trainer.args.imgsz), max(int(trainer.data["nc"]), 1),
                       torch.Generator().manual_seed(0))
     steps = [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in (False, True)]
-    for step in steps:
-        step()
-    seconds = [[step() for step in steps] for _ in range(TIMED_ROUNDS)]
-    return min(s[0] for s in seconds), min(s[1] for s in seconds)
+    contiguous_s, channels_last_s = least_disturbed(steps, TIMED_ROUNDS)
+    return contiguous_s, channels_last_s
 
 
 def choose_training_layout(trainer, mode: str) -> LayoutChoice | None:

@@ -22,9 +22,8 @@ import torch
 
 __all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD", "calibration_seconds_per_image",
            "calibration_val_seconds_per_image", "errors_against_float64", "fake_batch", "first_step_in_both_layouts",
-           "layout_step_timers",
-           "timed_training_step",
-           "training_seconds_per_image", "validation_seconds_per_image"]
+           "layout_step_timers", "least_disturbed", "timed_training_step", "training_seconds_per_image",
+           "validation_seconds_per_image"]
 
 #: The size the timed steps run at (small, so the measurement takes seconds even for a large imgsz).
 CALIBRATION_PX = 128
@@ -110,9 +109,7 @@ def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_B
     layouts = {"contiguous": (False,), "channels_last": (True,), "fastest": (False, True)}[memory_format]
     model, data = _model_and_batch(model_yaml, nc, batch)
     steps = [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in layouts]
-    for step in steps:
-        step()
-    return min(step() for _ in range(TIMED_STEPS) for step in steps) / batch
+    return min(least_disturbed(steps)) / batch
 
 
 def _training_step(model: torch.nn.Module, data: dict) -> Callable[[], None]:
@@ -139,14 +136,7 @@ def _in_layout(model: torch.nn.Module, data: dict, channels_last: bool) -> tuple
 def timed_training_step(model: torch.nn.Module, data: dict, channels_last: bool = False) -> Callable[[], float]:
     """A callable making one training step (as :func:`calibration_seconds_per_image` times) of ``model`` on
     ``data``, in NHWC if ``channels_last`` (both converted first), and returning its seconds."""
-    step = _training_step(*_in_layout(model, data, channels_last))
-
-    def timed() -> float:
-        start = time.perf_counter()
-        step()
-        return time.perf_counter() - start
-
-    return timed
+    return _timed(_training_step(*_in_layout(model, data, channels_last)))
 
 
 def layout_step_timers(model_yaml: str, nc: int, batch: int, size: int) -> tuple[Callable[[], float], ...]:
@@ -214,7 +204,7 @@ def calibration_val_seconds_per_image(model_yaml: str, nc: int, batch: int) -> f
         with torch.inference_mode():
             model.loss(data, model(data["img"]))
 
-    return _least_disturbed(step) / batch
+    return least_disturbed([_timed(step)])[0] / batch
 
 
 def _model_and_batch(model_yaml: str, nc: int, batch: int, size: int = CALIBRATION_PX) -> tuple[torch.nn.Module, dict]:
@@ -230,12 +220,20 @@ def _model_and_batch(model_yaml: str, nc: int, batch: int, size: int = CALIBRATI
     return model, fake_batch(batch, size, nc, torch.Generator().manual_seed(0))
 
 
-def _least_disturbed(step: Callable[[], None]) -> float:
-    """Seconds of the fastest of TIMED_STEPS calls after an untimed warm-up: other work on the machine
-    only adds time."""
-    seconds = []
-    for _ in range(1 + TIMED_STEPS):
+def least_disturbed(steps: list[Callable[[], float]], rounds: int = TIMED_STEPS) -> list[float]:
+    """Seconds of each timed step (a callable returning its own seconds): the fastest of ``rounds`` calls after
+    an untimed warm-up, the steps called in turn so that drift hits each alike; other work on the machine only
+    adds time."""
+    for step in steps:
+        step()
+    seconds = [[step() for step in steps] for _ in range(rounds)]
+    return [min(r[i] for r in seconds) for i in range(len(steps))]
+
+
+def _timed(step: Callable[[], None]) -> Callable[[], float]:
+    def timed() -> float:
         start = time.perf_counter()
         step()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds[1:])
+        return time.perf_counter() - start
+
+    return timed
