@@ -125,6 +125,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   budget is a close call: its ``imgsz`` reason, printed, says so). ``plan-budget-fastest@time``: ``plan-budget@time``
   with ``speed.memory_format: fastest``, its budget timed in the faster layout too (session 42 ran these pairs while
   the plan set it, as ``plan-budget@time`` against a ``plan-budget-nchw@time`` that was the plan as it is now).
+  ``plan-budget-lr2@time`` and ``plan-budget-lr4@time``: ``plan-budget@time`` with AdamW (as Ultralytics'
+  ``optimizer=auto`` picks it for a short run) at twice or four times the rate auto picks (0.00125 for 4
+  classes): the thin classes learn with more time; does a faster rate buy what more steps would?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -180,7 +183,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-nwd@epochs", "plan-nwd@time", "plan-nwdwide@epochs", "plan-deep-tiles@time",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
-             "plan-budget-noperobject@time", "plan-budget-fastest@time")
+             "plan-budget-noperobject@time", "plan-budget-fastest@time",
+             "plan-budget-lr2@time", "plan-budget-lr4@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -379,6 +383,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         if fastest and cfg is not None:
             cfg = {**cfg, "speed": {"memory_format": "fastest"}}
         return model, cfg, args
+    if recipe_name in LR_RECIPES:  # the plan's own budget and size, its optimizer at a higher rate
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        return model, cfg, {**args, **_adamw_at(LR_RECIPES[recipe_name], len(fp.class_names))} if args else args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -487,6 +494,17 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
           flush=True)
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     return plan.train["model"], plan.gradkit, {**base, **planned, "time": stock["train_s"] / 3600}
+
+
+#: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
+#: chooses for a short run.
+LR_RECIPES = {"plan-budget-lr2@time": 2.0, "plan-budget-lr4@time": 4.0}
+
+
+def _adamw_at(multiple: float, nc: int) -> dict:
+    """Train arguments for what ``optimizer=auto`` picks below 10000 iterations (AdamW, beta1 0.9, at
+    0.002 * 5 / (4 + nc): ``BaseTrainer.build_optimizer`` in 8.4.190), its rate ``multiple`` times higher."""
+    return {"optimizer": "AdamW", "momentum": 0.9, "lr0": round(multiple * 0.002 * 5 / (4 + nc), 6)}
 
 
 def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:
