@@ -128,6 +128,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-budget-lr2@time`` and ``plan-budget-lr4@time``: ``plan-budget@time`` with AdamW (as Ultralytics'
   ``optimizer=auto`` picks it for a short run) at twice or four times the rate auto picks (0.00125 for 4
   classes): the thin classes learn with more time; does a faster rate buy what more steps would?
+  ``plan-budget-batch8@time``: ``plan-budget@time`` at batch 8 with a step per batch (``nbs`` 8; the plan: 16),
+  its size kept: twice the optimizer steps per epoch, as ``nbs`` 16 gave four times stock's.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -184,7 +186,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
              "plan-budget-noperobject@time", "plan-budget-fastest@time",
-             "plan-budget-lr2@time", "plan-budget-lr4@time")
+             "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -386,6 +388,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name in LR_RECIPES:  # the plan's own budget and size, its optimizer at a higher rate
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         return model, cfg, {**args, **_adamw_at(LR_RECIPES[recipe_name], len(fp.class_names))} if args else args
+    if recipe_name == "plan-budget-batch8@time":  # the plan's own budget and size, half its batch
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        return model, cfg, {**args, "batch": SMALL_BATCH, "nbs": SMALL_BATCH} if args else args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -499,6 +504,10 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
 #: chooses for a short run.
 LR_RECIPES = {"plan-budget-lr2@time": 2.0, "plan-budget-lr4@time": 4.0}
+
+
+#: ``plan-budget-batch8@time``'s batch, an optimizer step per batch: twice the plan's steps per epoch.
+SMALL_BATCH = 8
 
 
 def _adamw_at(multiple: float, nc: int) -> dict:

@@ -140,3 +140,72 @@ def test_a_real_cpu_run_trains_channels_last_and_saves_nchw(tiny_data, tmp_path)
     assert "gradkit: speed.memory_format channels_last: training channels-last (NHWC)" in lines
     saved = YOLO(str(run / "weights" / "last.pt")).model
     assert _is_nchw(saved)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_resumed_fastest_run_keeps_its_earlier_layout_without_timing(monkeypatch, kept):
+    def no_timing(trainer):
+        raise AssertionError("a resumed run timed the layouts again")
+
+    trainer = _trainer()
+    monkeypatch.setattr(L, "_fastest_seconds", no_timing)
+    choice = L.choose_training_layout(trainer, "fastest", kept=kept)
+    assert choice == L.LayoutChoice(channels_last=kept, kept=True)
+    assert _is_channels_last(trainer.model) is kept and _is_nchw(trainer.model) is not kept
+    assert "not timed again" in choice.describe("fastest", 64, 2)
+
+
+def test_an_earlier_layout_is_ignored_unless_the_run_chooses_by_timing():
+    trainer = _trainer()
+    assert L.choose_training_layout(trainer, "channels_last", kept=False).channels_last  # the config decides
+    assert L.choose_training_layout(_trainer(), "contiguous", kept=True) is None
+
+
+@pytest.mark.parametrize(("saved", "kept"), [(True, True), (False, False), ("true", None), (1, None), (None, None)])
+def test_the_state_files_layout_is_kept_only_when_it_is_a_boolean(saved, kept):
+    # the state file is untrusted input: anything but true or false means "time again"
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    plugin = GradkitCallback(load_config("default", {"speed.memory_format": "fastest"}))
+    plugin.layout = L.LayoutChoice(channels_last=True, contiguous_s=2.0, channels_last_s=1.0)
+    state = plugin.state_dict()
+    assert state["channels_last"] is True
+    fresh = GradkitCallback(load_config("default", {"speed.memory_format": "fastest"}))
+    fresh.load_state_dict({**state, "channels_last": saved})
+    assert fresh._kept_layout is kept
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.e2e
+def test_a_resumed_fastest_run_trains_in_the_layout_it_chose_and_records_it(tiny_data, tmp_path, monkeypatch):
+    import json
+
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    monkeypatch.setattr(L, "_fastest_seconds", lambda trainer: (2.0, 1.0))  # planted: NHWC is the faster
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides={"speed.memory_format": "fastest", "report.enabled": False},
+                   callbacks=[("on_train_epoch_start", crash)], epochs=2)
+    run = tmp_path / "run"
+    assert torch.load(run / "weights" / "last.gradkit.pt", weights_only=True)["channels_last"] is True
+
+    monkeypatch.setattr(L, "_fastest_seconds", lambda trainer: (1.0, 2.0))  # timing again would now pick NCHW
+    seen = {}
+    model = YOLO(str(run / "weights" / "last.pt"))
+    gradkit.attach(model, None)
+    model.add_callback("on_train_batch_end", lambda t: seen.setdefault("nhwc", _is_channels_last(t.model)))
+    model.train(resume=True)
+    assert seen["nhwc"] is True
+    applied = json.loads((run / "gradkit_summary.json").read_text())["memory_format"]
+    assert applied == {"configured": "fastest", "applied": {"channels_last": True, "contiguous_s": None,
+                                                            "channels_last_s": None, "kept": True}}

@@ -22,7 +22,7 @@ from gradkit.integrations.ultralytics.assign import (
     install_nwd_overlap,
 )
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
-from gradkit.integrations.ultralytics.layout import choose_training_layout
+from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_training_layout
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
@@ -157,6 +157,8 @@ class GradkitCallback:
         self.extras_failed: list[str] = []  # end-of-training extras that failed (the run itself is complete)
         self.augment = self.cfg.augment  # augment.preset: auto resolved against this run's training split
         self.augment_choice: dict[str, str] | None = None
+        self.layout: LayoutChoice | None = None  # what speed.memory_format did (None: nothing, or not yet)
+        self._kept_layout: bool | None = None  # a resumed fastest run's earlier choice (True: NHWC)
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
@@ -184,6 +186,7 @@ class GradkitCallback:
             "rollback": self.guard.state_dict() if self.guard else None,
             "config": self.cfg.model_dump(mode="json"),
             "augment_choice": self.augment_choice,
+            "channels_last": None if self.layout is None else self.layout.channels_last,
             "taught": self.teaching.state_dict() if self.teaching else None,
         })
 
@@ -194,6 +197,8 @@ class GradkitCallback:
         self.alert_count = int(state.get("alert_count", 0))
         choice = state.get("augment_choice")  # untrusted: resolve_auto_augment reuses only a known list
         self.augment_choice = {str(k): str(v) for k, v in choice.items()} if isinstance(choice, dict) else None
+        layout = state.get("channels_last")  # untrusted: a layout is kept only when the file says true or false
+        self._kept_layout = layout if isinstance(layout, bool) else None
         if self.clipper and state.get("clip"):
             self.clipper.load_state_dict(state["clip"])
         if self.detector and state.get("alerts"):
@@ -395,6 +400,8 @@ class GradkitCallback:
                 "clip_mode": self.cfg.clip.mode,
                 "optimizer": optimizer_used(trainer.optimizer),
                 "augment_preset": self.augment_choice,
+                "memory_format": {"configured": self.cfg.speed.memory_format,
+                                  "applied": None if self.layout is None else self.layout.as_record()},
                 "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
                 "assign_nwd_scale": self.nwd_scale,
                 "taught": self.teaching.summary() if self.teaching else None,
@@ -445,7 +452,8 @@ class GradkitCallback:
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
                               f"detector: {missing} (set assign.{chosen[0]}: false)")
         mode = self.cfg.speed.memory_format
-        layout = choose_training_layout(trainer, mode)
+        kept = self._kept_layout if getattr(trainer, "resume", False) else None
+        layout = self.layout = choose_training_layout(trainer, mode, kept)
         if _is_main() and layout is not None:
             _logger().info(layout.describe(mode, trainer.args.imgsz, trainer.batch_size))
         elif _is_main() and mode != "contiguous":

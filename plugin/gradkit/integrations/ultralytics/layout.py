@@ -35,9 +35,14 @@ class LayoutChoice:
     channels_last: bool
     contiguous_s: float | None = None
     channels_last_s: float | None = None
+    #: True where a resumed ``fastest`` run kept the layout it chose before, without timing again.
+    kept: bool = False
 
     def describe(self, mode: str, imgsz: int, batch: int) -> str:
         layout = "channels-last (NHWC)" if self.channels_last else "contiguous (NCHW)"
+        if self.kept:
+            return (f"gradkit: speed.memory_format {mode}: training {layout}, the layout this run chose before it was "
+                    "resumed (not timed again)")
         if self.contiguous_s is None:
             return f"gradkit: speed.memory_format {mode}: training {layout}"
         return (f"gradkit: speed.memory_format {mode}: a training step of {batch} images at {imgsz} px took "
@@ -64,14 +69,25 @@ def _fastest_seconds(trainer) -> tuple[float, float]:
     return contiguous_s, channels_last_s
 
 
-def choose_training_layout(trainer, mode: str) -> LayoutChoice | None:
+    def as_record(self) -> dict:
+        """What ``gradkit_summary.json`` keeps of the choice (plain values)."""
+        return {"channels_last": self.channels_last, "contiguous_s": self.contiguous_s,
+                "channels_last_s": self.channels_last_s, "kept": self.kept}
+
+
+def choose_training_layout(trainer, mode: str, kept: bool | None = None) -> LayoutChoice | None:
     """Apply ``speed.memory_format`` to a single-process CPU run; None where it does not apply (CUDA: Ultralytics
-    decides; several processes: DDP has laid out its gradient buckets, and each rank would time on its own)."""
+    decides; several processes: DDP has laid out its gradient buckets, and each rank would time on its own).
+    ``kept``: the layout a resumed ``fastest`` run chose before (True: NHWC), so one run trains in one layout."""
     if mode == "contiguous" or trainer.device.type != "cpu" or getattr(trainer, "world_size", 1) > 1:
         return None
     if mode == "channels_last":
         to_channels_last(trainer)
         return LayoutChoice(channels_last=True)
+    if kept is not None:
+        if kept:
+            to_channels_last(trainer)
+        return LayoutChoice(channels_last=kept, kept=True)
     contiguous_s, channels_last_s = _fastest_seconds(trainer)
     choice = LayoutChoice(channels_last_s < contiguous_s, contiguous_s, channels_last_s)
     if choice.channels_last:
