@@ -511,9 +511,11 @@ SMALL_BATCH = 8
 
 
 def _adamw_at(multiple: float, nc: int) -> dict:
-    """Train arguments for what ``optimizer=auto`` picks below 10000 iterations (AdamW, beta1 0.9, at
-    0.002 * 5 / (4 + nc): ``BaseTrainer.build_optimizer`` in 8.4.190), its rate ``multiple`` times higher."""
-    return {"optimizer": "AdamW", "momentum": 0.9, "lr0": round(multiple * 0.002 * 5 / (4 + nc), 6)}
+    """Train arguments for what ``optimizer=auto`` picks below 10000 iterations (``BaseTrainer.build_optimizer`` in
+    8.4.190: AdamW, beta1 0.9, at 0.002 * 5 / (4 + nc), the biases' warm-up starting at 0 instead of
+    ``warmup_bias_lr`` 0.1), its rate ``multiple`` times higher."""
+    return {"optimizer": "AdamW", "momentum": 0.9, "lr0": round(multiple * 0.002 * 5 / (4 + nc), 6),
+            "warmup_bias_lr": 0.0}
 
 
 def _transforms_only(transforms: list[dict], keep_d4: bool) -> dict:
