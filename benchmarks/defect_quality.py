@@ -130,6 +130,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   classes): the thin classes learn with more time; does a faster rate buy what more steps would?
   ``plan-budget-batch8@time``: ``plan-budget@time`` at batch 8 with a step per batch (``nbs`` 8; the plan: 16),
   its size kept: twice the optimizer steps per epoch, as ``nbs`` 16 gave four times stock's.
+  ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``NARROW_WIDTH``), its
+  depth and layers kept: more images per second for less capacity.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -186,7 +188,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-deep-box2@time", "plan-deep-l1x2@time", "plan-deep-nwd@time",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
              "plan-budget-noperobject@time", "plan-budget-fastest@time",
-             "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time")
+             "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
+             "plan-budget-narrow@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -339,6 +342,31 @@ def _folder(recipe_name: str) -> str:
 DFL_BINS = 16
 
 
+#: ``plan-budget-narrow@time``'s channel width multiple: half of yolo26n's 0.25 (1.8x the images per second on one
+#: core at 128 px, timed by the budget timer's own calibration).
+NARROW_WIDTH = 0.125
+
+
+def _narrow_model_yaml(model: str) -> str:
+    """``model`` (an Ultralytics YOLO26 yaml name with its scale letter, e.g. ``yolo26n.yaml``) with that scale's
+    width multiple NARROW_WIDTH, written from the installed Ultralytics' own yaml (depth and layers unchanged)."""
+    import tempfile
+
+    import yaml
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = yaml_model_load(model)
+    scale = cfg["scale"]
+    depth, _, max_channels = cfg["scales"][scale]
+    cfg = {k: v for k, v in cfg.items() if k not in ("yaml_file", "scale")}
+    cfg["scales"] = {scale: [depth, NARROW_WIDTH, max_channels]}
+    stem = Path(model).stem  # keeps the scale letter where Ultralytics reads it
+    target = Path(tempfile.gettempdir()) / "gradkit-bench" / f"{stem[:-1]}-narrow{stem[-1]}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(target)
+
+
 def _dfl_model_yaml(model: str) -> str:
     """``model`` (an Ultralytics YOLO26 yaml name, e.g. ``yolo26n.yaml``) with ``reg_max`` DFL_BINS, written
     from the installed Ultralytics' own yaml so the rest of the architecture is exactly the installed one."""
@@ -391,6 +419,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == "plan-budget-batch8@time":  # the plan's own budget and size, half its batch
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         return model, cfg, {**args, "batch": SMALL_BATCH, "nbs": SMALL_BATCH} if args else args
+    if recipe_name == "plan-budget-narrow@time":  # the plan's own budget, size and configuration, a thinner net
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        return (_narrow_model_yaml(model) if args else model), cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
