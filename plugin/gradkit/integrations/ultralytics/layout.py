@@ -49,6 +49,11 @@ class LayoutChoice:
                 f"{self.contiguous_s:.2f} s NCHW and {self.channels_last_s:.2f} s NHWC (NCHW / NHWC "
                 f"{self.contiguous_s / self.channels_last_s:.2f}); training {layout}")
 
+    def as_record(self) -> dict:
+        """What ``gradkit_summary.json`` keeps of the choice (plain values)."""
+        return {"channels_last": self.channels_last, "contiguous_s": self.contiguous_s,
+                "channels_last_s": self.channels_last_s, "kept": self.kept}
+
 
 def to_channels_last(trainer) -> None:
     """Convert the training model and its EMA copy to NHWC in place."""
@@ -67,12 +72,6 @@ def _fastest_seconds(trainer) -> tuple[float, float]:
     steps = [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in (False, True)]
     contiguous_s, channels_last_s = least_disturbed(steps, TIMED_ROUNDS)
     return contiguous_s, channels_last_s
-
-
-    def as_record(self) -> dict:
-        """What ``gradkit_summary.json`` keeps of the choice (plain values)."""
-        return {"channels_last": self.channels_last, "contiguous_s": self.contiguous_s,
-                "channels_last_s": self.channels_last_s, "kept": self.kept}
 
 
 def choose_training_layout(trainer, mode: str, kept: bool | None = None) -> LayoutChoice | None:
