@@ -128,9 +128,11 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-budget-lr2@time`` and ``plan-budget-lr4@time``: ``plan-budget@time`` with AdamW (as Ultralytics'
   ``optimizer=auto`` picks it for a short run) at twice or four times the rate auto picks (0.00125 for 4
   classes): the thin classes learn with more time; does a faster rate buy what more steps would?
-  ``plan-budget-batch8@time``: ``plan-budget@time`` at batch 8 with a step per batch (``nbs`` 8; the plan: 16),
-  its size kept: twice the optimizer steps per epoch, as ``nbs`` 16 gave four times stock's.
-  ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``NARROW_WIDTH``), its
+  ``plan-budget-batch8@time``: ``plan-budget@time`` at batch 8 with a step per batch (``nbs`` 8), its size kept:
+  on these sets (under 2000 training images, where the plan steps per batch of 16) twice the optimizer steps per
+  epoch, as ``nbs`` 16 gave four times stock's; ``optimizer=auto`` counts iterations per batch, so on a set of
+  more than about 800 images it would switch to MuSGD.
+  ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``WIDTH_SHARE``), its
   depth and layers kept: more images per second for less capacity.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
@@ -342,14 +344,16 @@ def _folder(recipe_name: str) -> str:
 DFL_BINS = 16
 
 
-#: ``plan-budget-narrow@time``'s channel width multiple: half of yolo26n's 0.25 (1.8x the images per second on one
-#: core at 128 px by the budget timer's calibration; 2.1x the epochs per second training at 256 px, session 43).
-NARROW_WIDTH = 0.125
+#: ``plan-budget-narrow@time``'s channel width, as a share of the model scale's own width multiple (yolo26n: 0.25 ->
+#: 0.125; 1.8x the images per second on one core at 128 px by the budget timer's calibration, 2.1x the epochs per
+#: second training at 256 px, session 43).
+WIDTH_SHARE = 0.5
 
 
 def _narrow_model_yaml(model: str) -> str:
     """``model`` (an Ultralytics YOLO26 yaml name with its scale letter, e.g. ``yolo26n.yaml``) with that scale's
-    width multiple NARROW_WIDTH, written from the installed Ultralytics' own yaml (depth and layers unchanged)."""
+    width multiple times WIDTH_SHARE, written from the installed Ultralytics' own yaml (depth, channel cap and
+    layers unchanged)."""
     import tempfile
 
     import yaml
@@ -357,11 +361,10 @@ def _narrow_model_yaml(model: str) -> str:
 
     cfg = yaml_model_load(model)
     scale = cfg["scale"]
-    depth, _, max_channels = cfg["scales"][scale]
+    depth, width, max_channels = cfg["scales"][scale]
     cfg = {k: v for k, v in cfg.items() if k not in ("yaml_file", "scale")}
-    cfg["scales"] = {scale: [depth, NARROW_WIDTH, max_channels]}
-    stem = Path(model).stem  # keeps the scale letter where Ultralytics reads it
-    target = Path(tempfile.gettempdir()) / "gradkit-bench" / f"{stem[:-1]}-narrow{stem[-1]}.yaml"
+    cfg["scales"] = {scale: [depth, width * WIDTH_SHARE, max_channels]}  # the one scale, whatever the name says
+    target = Path(tempfile.gettempdir()) / "gradkit-bench" / f"{Path(model).stem}-narrow.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(target)

@@ -149,7 +149,7 @@ def test_a_resumed_fastest_run_keeps_its_earlier_layout_without_timing(monkeypat
 
     trainer = _trainer()
     monkeypatch.setattr(L, "_fastest_seconds", no_timing)
-    choice = L.choose_training_layout(trainer, "fastest", kept=kept)
+    choice = L.choose_training_layout(trainer, "fastest", earlier_channels_last=kept)
     assert choice == L.LayoutChoice(channels_last=kept, kept=True)
     assert _is_channels_last(trainer.model) is kept and _is_nchw(trainer.model) is not kept
     assert "not timed again" in choice.describe("fastest", 64, 2)
@@ -157,8 +157,9 @@ def test_a_resumed_fastest_run_keeps_its_earlier_layout_without_timing(monkeypat
 
 def test_an_earlier_layout_is_ignored_unless_the_run_chooses_by_timing():
     trainer = _trainer()
-    assert L.choose_training_layout(trainer, "channels_last", kept=False).channels_last  # the config decides
-    assert L.choose_training_layout(_trainer(), "contiguous", kept=True) is None
+    # the configured mode decides: an earlier layout counts only where the run would time the two
+    assert L.choose_training_layout(trainer, "channels_last", earlier_channels_last=False).channels_last
+    assert L.choose_training_layout(_trainer(), "contiguous", earlier_channels_last=True) is None
 
 
 @pytest.mark.parametrize(("saved", "kept"), [(True, True), (False, False), ("true", None), (1, None), (None, None)])
@@ -173,7 +174,7 @@ def test_the_state_files_layout_is_kept_only_when_it_is_a_boolean(saved, kept):
     assert state["channels_last"] is True
     fresh = GradkitCallback(load_config("default", {"speed.memory_format": "fastest"}))
     fresh.load_state_dict({**state, "channels_last": saved})
-    assert fresh._kept_layout is kept
+    assert fresh._earlier_channels_last is kept
 
 
 class _Interrupt(Exception):

@@ -158,7 +158,7 @@ class GradkitCallback:
         self.augment = self.cfg.augment  # augment.preset: auto resolved against this run's training split
         self.augment_choice: dict[str, str] | None = None
         self.layout: LayoutChoice | None = None  # what speed.memory_format did (None: nothing, or not yet)
-        self._kept_layout: bool | None = None  # a resumed fastest run's earlier choice (True: NHWC)
+        self._earlier_channels_last: bool | None = None  # a resumed fastest run's earlier layout (True: NHWC)
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
@@ -198,7 +198,7 @@ class GradkitCallback:
         choice = state.get("augment_choice")  # untrusted: resolve_auto_augment reuses only a known list
         self.augment_choice = {str(k): str(v) for k, v in choice.items()} if isinstance(choice, dict) else None
         layout = state.get("channels_last")  # untrusted: a layout is kept only when the file says true or false
-        self._kept_layout = layout if isinstance(layout, bool) else None
+        self._earlier_channels_last = layout if isinstance(layout, bool) else None
         if self.clipper and state.get("clip"):
             self.clipper.load_state_dict(state["clip"])
         if self.detector and state.get("alerts"):
@@ -452,8 +452,8 @@ class GradkitCallback:
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
                               f"detector: {missing} (set assign.{chosen[0]}: false)")
         mode = self.cfg.speed.memory_format
-        kept = self._kept_layout if getattr(trainer, "resume", False) else None
-        layout = self.layout = choose_training_layout(trainer, mode, kept)
+        earlier = self._earlier_channels_last if getattr(trainer, "resume", False) else None
+        layout = self.layout = choose_training_layout(trainer, mode, earlier)
         if _is_main() and layout is not None:
             _logger().info(layout.describe(mode, trainer.args.imgsz, trainer.batch_size))
         elif _is_main() and mode != "contiguous":

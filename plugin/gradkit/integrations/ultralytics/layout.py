@@ -5,7 +5,9 @@ it brings nothing there. On this project's CPU a yolo26n training step was 1.23-
 (``benchmarks/memory_format.py``), computing the same function, though PyTorch's channels-last batch norm for
 the CPU rounds further from float64 than NCHW's. Machines differ, so ``fastest`` times a few steps of a copy of the
 run's own model in each layout, at its batch and size, and keeps the faster. The timing runs at
-``on_train_start``, after Ultralytics' clock has started, so a ``time=`` budget pays for it.
+``on_train_start``, after Ultralytics' clock has started, so a ``time=`` budget pays for it. A resumed ``fastest`` run
+trains in the layout its state file says it chose, without timing again (on whatever machine resumes it), so one
+run trains in one layout.
 
 A run of several processes stays NCHW (Ultralytics 8.4.190 trains on a CPU in one process; the guard is for a
 trainer that does not). Converting the live model keeps its parameters (the
@@ -74,19 +76,19 @@ def _fastest_seconds(trainer) -> tuple[float, float]:
     return contiguous_s, channels_last_s
 
 
-def choose_training_layout(trainer, mode: str, kept: bool | None = None) -> LayoutChoice | None:
+def choose_training_layout(trainer, mode: str, earlier_channels_last: bool | None = None) -> LayoutChoice | None:
     """Apply ``speed.memory_format`` to a single-process CPU run; None where it does not apply (CUDA: Ultralytics
     decides; several processes: DDP has laid out its gradient buckets, and each rank would time on its own).
-    ``kept``: the layout a resumed ``fastest`` run chose before (True: NHWC), so one run trains in one layout."""
+    ``earlier_channels_last``: the layout a resumed ``fastest`` run chose before (True: NHWC; None: time now)."""
     if mode == "contiguous" or trainer.device.type != "cpu" or getattr(trainer, "world_size", 1) > 1:
         return None
     if mode == "channels_last":
         to_channels_last(trainer)
         return LayoutChoice(channels_last=True)
-    if kept is not None:
-        if kept:
+    if earlier_channels_last is not None:
+        if earlier_channels_last:
             to_channels_last(trainer)
-        return LayoutChoice(channels_last=kept, kept=True)
+        return LayoutChoice(channels_last=earlier_channels_last, kept=True)
     contiguous_s, channels_last_s = _fastest_seconds(trainer)
     choice = LayoutChoice(channels_last_s < contiguous_s, contiguous_s, channels_last_s)
     if choice.channels_last:
