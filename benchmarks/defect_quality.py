@@ -144,7 +144,8 @@ defect-free images rejected; at the report's operating point), and per class the
 holding it that were shipped. Each run's score is kept in its run
 folder (``score.json``) and reused when the script is run again with the same ``--out``, so an
 interrupted comparison continues (a score kept before the KPIs were gets them from its weights,
-without training); results also go to ``--out/results.json`` after every run.
+without training); results also go to ``--out/results.json`` after every run, with each set's
+fingerprint (``gradkit plan``'s measures) and plan.
 ``--threads 1`` with ``taskset -c 0`` keeps the timing fair while the other core does something else.
 ``--time-s S`` gives the ``@time`` recipes a budget of S seconds instead of the same seed's stock time,
 so they can train beside stock (e.g. S = the mean of other seeds' stock times; report it as such).
@@ -616,7 +617,8 @@ def run(args) -> dict:
         plan = make_plan(fp)
         print(f"\n[{name}] plan: {plan.command()}")
         rows: dict = {r: [] for r in args.recipes.split(",")}
-        results["sets"][name] = {"plan": plan.as_dict(), "runs": rows}
+        # the fingerprint beside the runs: which measure separates where a recipe pays is asked of it later
+        results["sets"][name] = {"fingerprint": fp.summary(), "plan": plan.as_dict(), "runs": rows}
         for seed in [int(s) for s in args.seeds.split(",")]:
             stock = {"train_s": args.time_s} if args.time_s else None  # a given budget stands in for stock's time
             timed = any(r.endswith("@time") for r in rows) and not args.time_s  # else stock sets it: it goes first
