@@ -354,39 +354,26 @@ WIDTH_SHARE = 0.5
 def _narrow_model_yaml(model: str) -> str:
     """``model`` (an Ultralytics YOLO26 yaml name with its scale letter, e.g. ``yolo26n.yaml``) with that scale's
     width multiple times WIDTH_SHARE (depth, channel cap and layers unchanged)."""
-    cfg, scale = _installed_model(model)
-    depth, width, max_channels = cfg["scales"][scale]
-    cfg["scales"] = {scale: [depth, width * WIDTH_SHARE, max_channels]}  # the one scale, whatever the name says
-    return _written_model_yaml(cfg, f"{Path(model).stem}-narrow.yaml")
+    from gradkit.integrations.ultralytics.models import narrow_model
+
+    return _written_model_yaml(narrow_model(model, WIDTH_SHARE), f"{Path(model).stem}-narrow.yaml")
 
 
 def _dfl_model_yaml(model: str) -> str:
     """``model`` (an Ultralytics YOLO26 yaml name, e.g. ``yolo26n.yaml``) with ``reg_max`` DFL_BINS, the rest of
     the architecture exactly the installed one."""
-    cfg, _ = _installed_model(model)  # the scale letter in the name picks the row of ``scales``
-    if cfg.get("reg_max") != 1:
-        raise SystemExit(f"plan-deep-dfl@time: {model} has reg_max {cfg.get('reg_max')}, not YOLO26's 1")
-    return _written_model_yaml(cfg | {"reg_max": DFL_BINS}, f"{Path(model).stem}-dfl{DFL_BINS}.yaml")
+    from gradkit.integrations.ultralytics.models import with_box_bins
 
-
-def _installed_model(model: str) -> tuple[dict, str]:
-    """(the installed Ultralytics' own yaml of ``model``, without the keys its loader adds; its scale letter)."""
-    from ultralytics.nn.tasks import yaml_model_load
-
-    cfg = yaml_model_load(model)
-    return {k: v for k, v in cfg.items() if k not in ("yaml_file", "scale")}, cfg["scale"]
+    return _written_model_yaml(with_box_bins(model, DFL_BINS), f"{Path(model).stem}-dfl{DFL_BINS}.yaml")
 
 
 def _written_model_yaml(cfg: dict, name: str) -> str:
     """Write a model yaml for one benchmark recipe into the temporary folder; its path."""
     import tempfile
 
-    import yaml
+    from gradkit.integrations.ultralytics.models import write_model_yaml
 
-    target = Path(tempfile.gettempdir()) / "gradkit-bench" / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return str(target)
+    return str(write_model_yaml(cfg, Path(tempfile.gettempdir()) / "gradkit-bench" / name))
 
 
 def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None) -> tuple[str, object, dict]:

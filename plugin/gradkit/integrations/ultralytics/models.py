@@ -1,0 +1,65 @@
+"""Variants of Ultralytics' own model YAMLs: the installed architecture with one documented change.
+
+Ultralytics ships no scale below ``n``; a thinner network (``benchmarks/defect_quality.py``,
+``plan-budget-narrow@time``) is its ``n`` row of ``scales`` with a smaller width multiple. Each variant
+is read from the installed YAML, checked for the shape the change relies on (``scales`` rows of
+``[depth, width, max_channels]``, YOLO26's ``reg_max``) and raises :class:`SeamError` naming what
+changed instead of writing a model nobody measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gradkit.integrations.ultralytics.seams import SeamError
+
+__all__ = ["installed_model", "narrow_model", "with_box_bins", "write_model_yaml"]
+
+
+def installed_model(model: str) -> tuple[dict, str]:
+    """(the installed Ultralytics' own YAML of ``model``, e.g. ``yolo26n.yaml``, without the keys its loader
+    adds; the scale letter its name picks, "" when it names none)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = yaml_model_load(model)
+    return {k: v for k, v in cfg.items() if k not in ("yaml_file", "scale")}, cfg.get("scale") or ""
+
+
+def _scale_row(cfg: dict, scale: str, model: str) -> tuple[float, float, int]:
+    """The ``[depth, width, max_channels]`` row of ``scale``, or a SeamError saying what the YAML holds instead."""
+    row = (cfg.get("scales") or {}).get(scale)
+    if not (isinstance(row, list | tuple) and len(row) == 3 and all(isinstance(v, int | float) for v in row)):
+        raise SeamError(f"{model}: expected a scales row '{scale}: [depth, width, max_channels]' in Ultralytics' "
+                        f"YAML, found {row!r} (scales: {sorted(cfg.get('scales') or {})}); the thinner network "
+                        "is written from that row")
+    return row[0], row[1], row[2]
+
+
+def narrow_model(model: str, width_share: float) -> dict:
+    """``model`` (a YAML name with its scale letter) with that scale's width multiple times ``width_share``;
+    depth, the channel cap and the layers unchanged. The result holds that one scale, whatever its name says."""
+    if not 0 < width_share <= 1:
+        raise ValueError(f"width_share={width_share!r}: a share of the scale's width, in (0, 1]")
+    cfg, scale = installed_model(model)
+    depth, width, max_channels = _scale_row(cfg, scale, model)
+    return {**cfg, "scales": {scale: [depth, width * width_share, max_channels]}}
+
+
+def with_box_bins(model: str, bins: int) -> dict:
+    """``model`` (a YOLO26 YAML name) with ``reg_max`` ``bins`` (a DFL box head), the rest as installed."""
+    cfg, _ = installed_model(model)
+    if cfg.get("reg_max") != 1:
+        raise SeamError(f"{model}: reg_max is {cfg.get('reg_max')!r}, not YOLO26's 1; the box-bin variant "
+                        "changes only that key")
+    return {**cfg, "reg_max": bins}
+
+
+def write_model_yaml(cfg: dict, target: str | Path) -> Path:
+    """Write ``cfg`` as a model YAML at ``target``; its name should keep the scale letter (``yolo26n-...``) so
+    that Ultralytics picks the scale without a warning."""
+    import yaml
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return target
