@@ -11,7 +11,14 @@ import pytest
 import torch
 import yaml
 
-from gradkit.integrations.ultralytics.models import installed_model, narrow_model, with_box_bins, write_model_yaml
+from gradkit.integrations.ultralytics.models import (
+    VARIANTS,
+    installed_model,
+    narrow_model,
+    resolved_model,
+    with_box_bins,
+    write_model_yaml,
+)
 from gradkit.integrations.ultralytics.seams import SeamError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -47,7 +54,7 @@ def test_a_written_variant_loads_back_as_written_with_its_scale(tmp_path):
     path = write_model_yaml(cfg, tmp_path / "sub" / "yolo26n-narrow.yaml")
     loaded = yaml_model_load(str(path))
     assert loaded["scale"] == "n"  # the name keeps the letter: no "assuming scale" guess
-    assert {k: v for k, v in loaded.items() if k not in ("yaml_file", "scale")} == cfg
+    assert {k: v for k, v in loaded.items() if k != "yaml_file"} == cfg
 
 
 def test_box_bins_change_only_reg_max():
@@ -77,3 +84,41 @@ def test_box_bins_refuse_a_head_that_already_has_them(tmp_path):
 def test_a_width_share_outside_zero_to_one_is_refused(share):
     with pytest.raises(ValueError, match=f"width_share={share}"):
         narrow_model("yolo26n.yaml", share)
+
+
+def test_the_plans_half_width_name_resolves_to_a_written_yaml_of_half_the_channels(tmp_path, monkeypatch):
+    from gradkit.plan import MODEL_HALF
+
+    monkeypatch.chdir(tmp_path)
+    assert VARIANTS[MODEL_HALF] == ("yolo26n.yaml", 0.5)
+    path = resolved_model(MODEL_HALF)
+    assert path != MODEL_HALF and path.endswith(MODEL_HALF) and not (tmp_path / MODEL_HALF).exists()
+    from ultralytics.nn.tasks import DetectionModel
+
+    assert _convs(DetectionModel(path, nc=4, verbose=False))[0].out_channels == 8  # Conv [64, 3, 2] x 0.125
+    assert resolved_model("yolo26n.yaml") == "yolo26n.yaml"  # Ultralytics' own names pass through
+
+
+def test_a_users_own_file_of_a_variants_name_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolo26n-half.yaml").write_text("nc: 2\n")  # the user's, whatever it holds
+    assert resolved_model("yolo26n-half.yaml") == "yolo26n-half.yaml"
+    assert (tmp_path / "yolo26n-half.yaml").read_text() == "nc: 2\n"
+
+
+def test_the_timer_builds_the_variant_it_is_asked_for():
+    from gradkit.integrations.ultralytics.throughput import _model_and_batch
+
+    model, _ = _model_and_batch("yolo26n-half.yaml", nc=4, batch=2)
+    assert _convs(model)[0].out_channels == 8 and model.yaml["scales"] == {"n": [0.5, 0.125, 1024]}
+
+
+def test_gradkit_train_trains_the_half_width_model(tiny_data, tmp_path, gradkit_here):
+    import torch as _torch
+
+    run = gradkit_here("train", "model=yolo26n-half.yaml", f"data={tiny_data}", "epochs=1", "imgsz=64", "batch=8",
+                       "workers=0", "device=cpu", "val=False", "plots=False", f"project={tmp_path}", "name=half",
+                       cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ckpt = _torch.load(tmp_path / "half" / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert _convs(ckpt["model"])[0].out_channels == 8 and ckpt["model"].yaml["scales"]["n"][1] == 0.125

@@ -164,6 +164,21 @@ def test_budget_becomes_ultralytics_time_in_hours():
     assert plan.train["time"] == 0.5 and "epochs" not in plan.train
 
 
+# ---------------------------------------------------------------- the model's width
+def test_a_time_budget_trains_yolo26n_at_half_its_width_with_the_reason():
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=30)
+    model = choice(plan, "model")
+    assert plan.train["model"] == model.value == P.MODEL_HALF and model.provisional
+    assert P.HALF_WIDTH_EVIDENCE in model.reason and "a budget of 30 min" in model.reason
+    assert "defects span the stride-8 cells" in model.reason  # why the head, kept after the width's reason
+    assert f"model={P.MODEL_HALF}" in plan.command()
+
+
+def test_fixed_epochs_keep_yolo26n_at_its_own_width():
+    plan = P.make_plan(fingerprint([BLOB] * 10))
+    assert plan.train["model"] == P.MODEL and P.HALF_WIDTH_EVIDENCE not in choice(plan, "model").reason
+
+
 # ---------------------------------------------------------------- what a budget buys on this machine
 def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
     calls = []
@@ -173,7 +188,8 @@ def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
         return 0.05
 
     plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=seconds)
-    assert set(calls) == {(plan.train["model"], 256, 2)}                 # the planned model, size and classes
+    # sized with yolo26n (the half-width model was measured at yolo26n's size), estimated for the planned model
+    assert plan.train["model"] == P.MODEL_HALF and set(calls) == {(P.MODEL, 256, 2), (P.MODEL_HALF, 256, 2)}
     # by hand: 1200 s / 0.05 s = 24000 images = 120 epochs of 200 in 13 batches of 16 (the last one partial,
     # a step too) = 1560 optimizer steps
     assert ("about 120 epochs of the 200 training images (1560 optimizer steps; 50 ms per image at imgsz 256"

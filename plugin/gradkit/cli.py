@@ -602,6 +602,16 @@ def _missing_model(rest: Sequence[str]) -> str | None:
     return None
 
 
+def _with_model_variant(rest: list[str]) -> list[str]:
+    """``model=`` naming one of gradkit's variants (``gradkit plan`` chooses ``yolo26n-half.yaml`` for a budget),
+    replaced by the path of its YAML, written now; every other argument as given."""
+    from gradkit.integrations.ultralytics.models import resolved_model
+
+    value = _arg(rest, "model")
+    path = resolved_model(value) if value else value
+    return rest if path == value else [a for a in rest if a.partition("=")[0] != "model"] + [f"model={path}"]
+
+
 def _missing_model_config(rest: Sequence[str]) -> str | None:
     """``gradkit train model=NAME.yaml`` that is neither a file nor one of Ultralytics' configurations
     (Ultralytics finds out only while building the model, with a traceback)."""
@@ -738,6 +748,7 @@ def _dispatch(args: list[str]) -> int:
         failed_extras = _register_default_callbacks(cfg)
         run = _track_checkpoint()
     if is_train:
+        rest = _with_model_variant(rest)
         missing = _missing_model_config(rest)
         if missing:
             print(missing, file=sys.stderr)

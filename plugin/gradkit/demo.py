@@ -139,6 +139,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
 
     import gradkit
     from gradkit.integrations.ultralytics import validate_for_report
+    from gradkit.integrations.ultralytics.models import resolved_model
     from gradkit.report import build_report, write_report
 
     start = time.time()
@@ -149,7 +150,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     else:
         model_yaml, cfg = train_args.pop("model", "yolo26n.yaml"), opts["gradkit"]
     imgsz = int(train_args.pop("imgsz", opts["imgsz"]))
-    model = YOLO(model_yaml)
+    model = YOLO(resolved_model(model_yaml))  # the plan's yolo26n-half.yaml is gradkit's: its YAML written here
     gradkit.attach(model, cfg)
     threads = _threads(opts)
     # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.

@@ -5,15 +5,27 @@ Ultralytics ships no scale below ``n``; a thinner network (``benchmarks/defect_q
 is read from the installed YAML, checked for the shape the change relies on (``scales`` rows of
 ``[depth, width, max_channels]``, YOLO26's ``reg_max``) and raises :class:`SeamError` naming what
 changed instead of writing a model nobody measured.
+
+``VARIANTS`` names the variants ``gradkit plan`` may choose (``yolo26n-half.yaml``). Ultralytics does not know
+those names: ``gradkit train`` and ``gradkit demo`` write the variant's YAML (:func:`resolved_model`) into
+``models/`` of gradkit's cache folder (``GRADKIT_CACHE_DIR``) and hand Ultralytics its path; the timer of
+``gradkit plan budget=`` builds it from :func:`variant_config`. A file of that name in the working directory
+is the user's own and wins.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gradkit.integrations.ultralytics.seams import SeamError
 
-__all__ = ["installed_model", "narrow_model", "with_box_bins", "write_model_yaml"]
+__all__ = ["VARIANTS", "installed_model", "narrow_model", "resolved_model", "variant_config", "with_box_bins",
+           "write_model_yaml"]
+
+#: Model names gradkit knows beyond Ultralytics' own: name -> (Ultralytics' YAML, share of its scale's width kept).
+#: The name keeps the scale letter, so Ultralytics picks the one scale row without guessing.
+VARIANTS: dict[str, tuple[str, float]] = {"yolo26n-half.yaml": ("yolo26n.yaml", 0.5)}
 
 
 def installed_model(model: str) -> tuple[dict, str]:
@@ -37,12 +49,32 @@ def _scale_row(cfg: dict, scale: str, model: str) -> tuple[float, float, int]:
 
 def narrow_model(model: str, width_share: float) -> dict:
     """``model`` (a YAML name with its scale letter) with that scale's width multiple times ``width_share``;
-    depth, the channel cap and the layers unchanged. The result holds that one scale, whatever its name says."""
+    depth, the channel cap and the layers unchanged. The result holds that one scale row, whatever its name says,
+    and names it (``scale``), so that Ultralytics builds it from a dict without guessing."""
     if not 0 < width_share <= 1:
         raise ValueError(f"width_share={width_share!r}: a share of the scale's width, in (0, 1]")
     cfg, scale = installed_model(model)
     depth, width, max_channels = _scale_row(cfg, scale, model)
-    return {**cfg, "scales": {scale: [depth, width * width_share, max_channels]}}
+    return {**cfg, "scales": {scale: [depth, width * width_share, max_channels]}, "scale": scale}
+
+
+def variant_config(model: str) -> dict | None:
+    """The configuration of the variant ``model`` names (:data:`VARIANTS`), None for any other name or path, or
+    when a file of that name is in the working directory (the user's own)."""
+    if model not in VARIANTS or Path(model).is_file():
+        return None
+    base, width_share = VARIANTS[model]
+    return narrow_model(base, width_share)
+
+
+def resolved_model(model: str) -> str:
+    """``model``, or for a variant name the path of its YAML, written now (:func:`variant_config`)."""
+    cfg = variant_config(model)
+    if cfg is None:
+        return model
+    from gradkit.integrations.ultralytics.datasets import cache_dir
+
+    return str(write_model_yaml(cfg, cache_dir() / "models" / model))
 
 
 def with_box_bins(model: str, bins: int) -> dict:
@@ -61,5 +93,7 @@ def write_model_yaml(cfg: dict, target: str | Path) -> Path:
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    part = target.with_name(f".{target.name}.{os.getpid()}")  # two runs writing one variant never read half a file
+    part.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    part.replace(target)
     return target

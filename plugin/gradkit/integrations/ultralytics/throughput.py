@@ -211,8 +211,11 @@ def _model_and_batch(model_yaml: str, nc: int, batch: int, size: int = CALIBRATI
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
+    from gradkit.integrations.ultralytics.models import variant_config
+
     nc = max(nc, 1)  # a dataset without classes costs what one with a class does
-    cfg = {**yaml_model_load(model_yaml), "nc": nc}  # nc set in the YAML itself: no "Overriding nc" log line
+    # nc set in the YAML itself: no "Overriding nc" log line
+    cfg = {**(variant_config(model_yaml) or yaml_model_load(model_yaml)), "nc": nc}
     with torch.random.fork_rng():  # the caller's random state is not ours to move
         torch.manual_seed(0)
         model = DetectionModel(cfg, nc=nc, verbose=False)
