@@ -89,7 +89,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``DEEP_SHRINK``, ``plan-deep@time``): at a short budget, do more
   epochs at a smaller size beat fewer at the size the plan chose?
 - ``plan-budget@time``: the plan ``gradkit plan budget=B`` makes on this machine (B: the same seed's stock
-  minutes, or ``--time-s``), timed when the run starts: its own ``imgsz``, model and configuration;
+  minutes, or ``--time-s``), timed when the run starts: its own ``imgsz``, model and configuration (since
+  session 44 yolo26n at half its width, ``yolo26n-half.yaml``; until then yolo26n);
 - ``stock@time``: ``stock`` stopped by Ultralytics' clock (``time=``) at ``--time-s`` instead of after ``--epochs``
   (which it then only sizes the first epoch's schedule by): stock and the plan side by side for one budget
   where the machine, not stock's run, sets it (the compute-ceiling runs on a GPU, README);
@@ -132,8 +133,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   on these sets (under 2000 training images, where the plan steps per batch of 16) twice the optimizer steps per
   epoch, as ``nbs`` 16 gave four times stock's; ``optimizer=auto`` counts iterations per batch, so on a set of
   more than about 800 images it would switch to MuSGD.
-  ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``WIDTH_SHARE``), its
-  depth and layers kept: more images per second for less capacity.
+  ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``yolo26n-half.yaml``,
+  depth and layers kept: more images per second for less capacity), what the plan chooses since session 44;
+  ``plan-budget-yolo26n@time``: ``plan-budget@time`` with yolo26n at its own width, the plan until then.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -192,7 +194,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
              "plan-budget-noperobject@time", "plan-budget-fastest@time",
              "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
-             "plan-budget-narrow@time")
+             "plan-budget-narrow@time", "plan-budget-yolo26n@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -274,8 +276,9 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     from ultralytics import YOLO
 
     import gradkit
+    from gradkit.integrations.ultralytics.models import resolved_model
 
-    yolo = YOLO(model)
+    yolo = YOLO(resolved_model(model))  # yolo26n-half.yaml, gradkit's name, becomes the path of its YAML
     if gradkit_cfg is not None:
         gradkit.attach(yolo, gradkit_cfg, {"report.enabled": False, "monitor.plot": False})
     start = time.time()
@@ -345,20 +348,6 @@ def _folder(recipe_name: str) -> str:
 DFL_BINS = 16
 
 
-#: ``plan-budget-narrow@time``'s channel width, as a share of the model scale's own width multiple (yolo26n: 0.25 ->
-#: 0.125; 1.8x the images per second on one core at 128 px by the budget timer's calibration, 2.1x the epochs per
-#: second training at 256 px, session 43).
-WIDTH_SHARE = 0.5
-
-
-def _narrow_model_yaml(model: str) -> str:
-    """``model`` (an Ultralytics YOLO26 yaml name with its scale letter, e.g. ``yolo26n.yaml``) with that scale's
-    width multiple times WIDTH_SHARE (depth, channel cap and layers unchanged)."""
-    from gradkit.integrations.ultralytics.models import narrow_model
-
-    return _written_model_yaml(narrow_model(model, WIDTH_SHARE), f"{Path(model).stem}-narrow.yaml")
-
-
 def _dfl_model_yaml(model: str) -> str:
     """``model`` (an Ultralytics YOLO26 yaml name, e.g. ``yolo26n.yaml``) with ``reg_max`` DFL_BINS, the rest of
     the architecture exactly the installed one."""
@@ -409,9 +398,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == "plan-budget-batch8@time":  # the plan's own budget and size, half its batch
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         return model, cfg, {**args, "batch": SMALL_BATCH, "nbs": SMALL_BATCH} if args else args
-    if recipe_name == "plan-budget-narrow@time":  # the plan's own budget, size and configuration, a thinner net
-        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
-        return (_narrow_model_yaml(model) if args else model), cfg, args
+    if recipe_name in WIDTH_RECIPES:  # the plan's own budget, size and configuration, one width of yolo26n
+        _, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        return WIDTH_RECIPES[recipe_name], cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -520,6 +509,11 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
           flush=True)
     planned = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     return plan.train["model"], plan.gradkit, {**base, **planned, "time": stock["train_s"] / 3600}
+
+
+#: The model of each width recipe: yolo26n at half its width (the plan's choice for a budget since session 44), and
+#: at its own (the plan's until then); both at the size the plan's budget rule chose, which times yolo26n.
+WIDTH_RECIPES = {"plan-budget-narrow@time": "yolo26n-half.yaml", "plan-budget-yolo26n@time": "yolo26n.yaml"}
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
