@@ -192,13 +192,15 @@ MODEL_P2 = "yolo26n-p2.yaml"
 #: 2.5 M): a name gradkit train writes the YAML of (gradkit.integrations.ultralytics.models.VARIANTS).
 MODEL_HALF = "yolo26n-half.yaml"
 #: Why a time budget trains MODEL_HALF (benchmarks/defect_quality.py, plan-budget-narrow@time against
-#: plan-budget@time: README, "Or a thinner network that sees more images?"). It trains about twice the epochs in
-#: the same time, at the size the budget rule chose for yolo26n (the plan sizes with yolo26n, as measured).
+#: plan-budget-yolo26n@time, one core each: README, "Or a thinner network that sees more images?"). It trains
+#: about twice the epochs in the same time, at the size the budget rule chose for yolo26n (the plan sizes with
+#: yolo26n, as the pairs were measured, though the half-width model would buy MIN_STEPS at a larger size).
 HALF_WIDTH_EVIDENCE = ("at equal wall time (stock's) half of yolo26n's width trained about twice the epochs and "
-                       "scored higher than yolo26n in 7 of 8 pairs on five sets: photographs 0.078 vs 0.054 side by "
-                       "side, 0.089 and 0.077 vs 0.070 and 0.071 in other sessions; colour 0.094 vs 0.050; "
-                       "strips 0.139 vs 0.130; material 0.157 vs 0.140 and 0.142 vs 0.159 (the loss); "
-                       "weld 0.214 vs 0.157; no fingerprint measure told the lost pair from the rest; "
+                       "scored higher than yolo26n in 9 of 11 pairs on six sets (mAP50-95, half against full "
+                       "width): photographs 0.078 vs 0.054 side by side, 0.089 and 0.077 vs 0.070 and 0.071 "
+                       "trained in other sessions; colour 0.094 vs 0.050 and 0.085 vs 0.041; strips 0.139 vs 0.130 "
+                       "and 0.129 vs 0.119; weld 0.214 vs 0.157; material 0.157 vs 0.140 but 0.142 vs 0.159; design "
+                       "set 0.264 vs 0.284 (7 min); no fingerprint measure told the two lower pairs from the rest; "
                        "with epochs fixed it was not measured")
 
 
