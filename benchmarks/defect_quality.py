@@ -135,7 +135,10 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   more than about 800 images it would switch to MuSGD.
   ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``yolo26n-half.yaml``,
   depth and layers kept: more images per second for less capacity), what the plan chooses since session 44;
-  ``plan-budget-yolo26n@time``: ``plan-budget@time`` with yolo26n at its own width, the plan until then.
+  ``plan-budget-yolo26n@time``: ``plan-budget@time`` with yolo26n at its own width, the plan until then. The
+  recipes built on ``plan-budget@time`` (``-noperobject``, ``-fastest``, ``-lr2``, ``-lr4``, ``-batch8``) train the
+  plan's model too, so since session 44 the half width where the timer chooses it: their README numbers are
+  yolo26n's.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -399,8 +402,10 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         return model, cfg, {**args, "batch": SMALL_BATCH, "nbs": SMALL_BATCH} if args else args
     if recipe_name in WIDTH_RECIPES:  # the plan's own budget, size and configuration, one width of yolo26n
+        from gradkit.plan import MODEL, MODEL_HALF
+
         _, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
-        return WIDTH_RECIPES[recipe_name], cfg, args
+        return (MODEL_HALF if recipe_name == WIDTH_RECIPES[0] else MODEL), cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -511,9 +516,9 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
     return plan.train["model"], plan.gradkit, {**base, **planned, "time": stock["train_s"] / 3600}
 
 
-#: The model of each width recipe: yolo26n at half its width (the plan's choice for a budget since session 44), and
-#: at its own (the plan's until then); both at the size the plan's budget rule chose, which times yolo26n.
-WIDTH_RECIPES = {"plan-budget-narrow@time": "yolo26n-half.yaml", "plan-budget-yolo26n@time": "yolo26n.yaml"}
+#: The width recipes: yolo26n at half its width (gradkit.plan.MODEL_HALF, the plan's choice for a budget since
+#: session 44) and at its own (MODEL, the plan's until then); both at the size the plan's budget rule chose.
+WIDTH_RECIPES = ("plan-budget-narrow@time", "plan-budget-yolo26n@time")
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``

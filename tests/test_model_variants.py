@@ -7,6 +7,8 @@ YAMLs whose shape differs from the one each variant relies on.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -91,8 +93,11 @@ def test_the_plans_half_width_name_resolves_to_a_written_yaml_of_half_the_channe
 
     monkeypatch.chdir(tmp_path)
     assert VARIANTS[MODEL_HALF] == ("yolo26n.yaml", 0.5)
+    from gradkit.integrations.ultralytics.datasets import cache_dir
+
     path = resolved_model(MODEL_HALF)
-    assert path != MODEL_HALF and path.endswith(MODEL_HALF) and not (tmp_path / MODEL_HALF).exists()
+    assert Path(path) == cache_dir() / "models" / MODEL_HALF and not (tmp_path / MODEL_HALF).exists()
+    assert [p.name for p in Path(path).parent.iterdir()] == [MODEL_HALF]  # no temporary file left beside it
     from ultralytics.nn.tasks import DetectionModel
 
     assert _convs(DetectionModel(path, nc=4, verbose=False))[0].out_channels == 8  # Conv [64, 3, 2] x 0.125
@@ -122,3 +127,13 @@ def test_gradkit_train_trains_the_half_width_model(tiny_data, tmp_path, gradkit_
     assert run.returncode == 0, run.stderr[-2000:]
     ckpt = _torch.load(tmp_path / "half" / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert _convs(ckpt["model"])[0].out_channels == 8 and ckpt["model"].yaml["scales"]["n"][1] == 0.125
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_one_line_error(tiny_data, tmp_path, monkeypatch, gradkit_here):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # below a file: never a folder
+    run = gradkit_here("train", "model=yolo26n-half.yaml", f"data={tiny_data}", "epochs=1", cwd=tmp_path)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        f"gradkit: cannot write the YAML of model=yolo26n-half.yaml into {tmp_path / 'a-file' / 'cache' / 'models'}")
+    assert "GRADKIT_CACHE_DIR" in run.stderr

@@ -165,18 +165,43 @@ def test_budget_becomes_ultralytics_time_in_hours():
 
 
 # ---------------------------------------------------------------- the model's width
-def test_a_time_budget_trains_yolo26n_at_half_its_width_with_the_reason():
-    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=30)
+def _timer(half_share: float | None, full: float = 0.05):
+    """seconds_per_image: ``full`` for yolo26n at 256 px, ``half_share`` of it for the half width (None: not timed),
+    both growing with the pixel count."""
+    def seconds(model, imgsz, nc):
+        share = 1.0 if model == P.MODEL else half_share
+        return None if share is None else full * share * (imgsz / 256) ** 2
+    return seconds
+
+
+def test_a_budget_trains_yolo26n_at_half_its_width_where_the_timer_says_it_is_faster():
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=30, seconds_per_image=_timer(0.5))
     model = choice(plan, "model")
     assert plan.train["model"] == model.value == P.MODEL_HALF and model.provisional
-    assert P.HALF_WIDTH_EVIDENCE in model.reason and "a budget of 30 min" in model.reason
+    assert "2.00x yolo26n's images per second" in model.reason and P.HALF_WIDTH_EVIDENCE in model.reason
     assert "defects span the stride-8 cells" in model.reason  # why the head, kept after the width's reason
     assert f"model={P.MODEL_HALF}" in plan.command()
 
 
-def test_fixed_epochs_keep_yolo26n_at_its_own_width():
-    plan = P.make_plan(fingerprint([BLOB] * 10))
-    assert plan.train["model"] == P.MODEL and P.HALF_WIDTH_EVIDENCE not in choice(plan, "model").reason
+@pytest.mark.parametrize(("budget", "timer", "why"), [
+    (None, _timer(0.5), None),                  # epochs fixed: the half width was measured only at a budget
+    (30, None, "not timed on this machine"),    # no timer (make_plan called without one)
+    (30, _timer(None), "not timed on this machine"),  # a timer that cannot time (a CUDA machine's)
+    (30, _timer(0.8), "only 1.25x"),            # a speed-up below HALF_WIDTH_MIN_SPEEDUP
+])
+def test_yolo26n_keeps_its_width_without_a_budget_or_a_measured_speed_up(budget, timer, why):
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=timer)
+    model = choice(plan, "model")
+    assert plan.train["model"] == model.value == P.MODEL and P.HALF_WIDTH_EVIDENCE not in model.reason
+    assert why is None or why in model.reason
+
+
+def test_a_budget_sizes_the_images_by_yolo26n_s_steps_as_the_half_width_was_measured():
+    fp = fingerprint([BLOB] * 10, images=200)
+    # 3 min at 0.05 s per image at 256 px buys yolo26n 234 steps there (short of MIN_STEPS), the half width 468
+    half, same = (P.make_plan(fp, budget_min=3, seconds_per_image=_timer(share)) for share in (0.5, 1.0))
+    assert half.train["model"] == P.MODEL_HALF and same.train["model"] == P.MODEL
+    assert half.train["imgsz"] == same.train["imgsz"] < 256  # the oracle: the size a yolo26n-only timer chooses
 
 
 # ---------------------------------------------------------------- what a budget buys on this machine
@@ -185,14 +210,14 @@ def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
 
     def seconds(model, imgsz, nc):
         calls.append((model, imgsz, nc))
-        return 0.05
+        return 0.05 if model == P.MODEL else 0.025
 
     plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=seconds)
-    # sized with yolo26n (the half-width model was measured at yolo26n's size), estimated for the planned model
+    # sized and compared with yolo26n, estimated for the planned model, the half width
     assert plan.train["model"] == P.MODEL_HALF and set(calls) == {(P.MODEL, 256, 2), (P.MODEL_HALF, 256, 2)}
-    # by hand: 1200 s / 0.05 s = 24000 images = 120 epochs of 200 in 13 batches of 16 (the last one partial,
-    # a step too) = 1560 optimizer steps
-    assert ("about 120 epochs of the 200 training images (1560 optimizer steps; 50 ms per image at imgsz 256"
+    # by hand: 1200 s / 0.025 s = 48000 images = 240 epochs of 200 in 13 batches of 16 (the last one partial,
+    # a step too) = 3120 optimizer steps
+    assert ("about 240 epochs of the 200 training images (3120 optimizer steps; 25 ms per image at imgsz 256"
             in choice(plan, "time").reason)
 
 
@@ -500,11 +525,16 @@ def test_plan_refuses_the_dataset_root_named_by_path_even_when_the_yaml_lives_el
 def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys):
     """The demo's run is the plan's (oracle: make_plan on the same fingerprint) except what the user
     gave: epochs= drops the plan's time=, imgsz= and model= win, the demo's own defaults fill the rest."""
-    from gradkit.data.fingerprint import fingerprint_dataset
-    from gradkit.demo import TRAIN_DEFAULTS, _parse, _planned
+    import functools
 
-    expected = P.make_plan(fingerprint_dataset(tiny_data, split="train"), 3.0)
+    from gradkit.data.fingerprint import fingerprint_dataset
+    from gradkit.demo import TRAIN_DEFAULTS, _parse, _planned, _threads
+    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
+
     opts, train, given = _parse(["budget=3", "lr0=0.005"])
+    # the demo's timer (its readings are kept per process, so the demo's plan reads the same ones)
+    timer = functools.partial(training_seconds_per_image, threads=_threads(opts), on_cpu=True)
+    expected = P.make_plan(fingerprint_dataset(tiny_data, split="train"), 3.0, timer)
     capsys.readouterr()
     model, args, cfg = _planned(tiny_data, opts, train, given, tmp_path / "run")
     added = next(ln for ln in capsys.readouterr().out.splitlines() if "the demo adds" in ln)

@@ -743,12 +743,13 @@ def _dispatch(args: list[str]) -> int:
     if unwritable:
         print(unwritable, file=sys.stderr)
         return 2
+    if is_train:  # before any callback is registered: an unwritable cache folder stops here
+        rest = _with_model_variant(rest)
     run, failed_extras = None, []
     if cfg is not None:
         failed_extras = _register_default_callbacks(cfg)
         run = _track_checkpoint()
     if is_train:
-        rest = _with_model_variant(rest)
         missing = _missing_model_config(rest)
         if missing:
             print(missing, file=sys.stderr)

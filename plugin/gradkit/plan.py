@@ -195,6 +195,11 @@ MODEL_HALF = "yolo26n-half.yaml"
 #: plan-budget-yolo26n@time, one core each: README, "Or a thinner network that sees more images?"). It trains
 #: about twice the epochs in the same time, at the size the budget rule chose for yolo26n (the plan sizes with
 #: yolo26n, as the pairs were measured, though the half-width model would buy MIN_STEPS at a larger size).
+#: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
+#: MODEL_HALF: every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (the timer's
+#: calibration put it at 1.8x on one core); below that the trade of capacity for images was not measured, and a GPU,
+#: where a model this small does not fill the device, is not timed at all. Not fitted: a floor under what was seen.
+HALF_WIDTH_MIN_SPEEDUP = 1.5
 HALF_WIDTH_EVIDENCE = ("at equal wall time (stock's) half of yolo26n's width trained about twice the epochs and "
                        "scored higher than yolo26n in 9 of 11 pairs on six sets (mAP50-95, half against full "
                        "width): photographs 0.078 vs 0.054 side by side, 0.089 and 0.077 vs 0.070 and 0.071 "
@@ -315,17 +320,35 @@ def _small_case(fp: Fingerprint, imgsz: int) -> str | None:
     return None
 
 
-def choose_model(fp: Fingerprint, imgsz: int, plan: Plan, budget_min: float | None = None) -> str:
-    """The model's head (MODEL; the stride-4 head only suggested), then its width (:func:`choose_width`)."""
+def choose_model(fp: Fingerprint, imgsz: int, plan: Plan, budget_min: float | None = None,
+                 seconds_per_image: SecondsPerImage | None = None) -> str:
+    """The model's head (MODEL; the stride-4 head only suggested), then, with a budget, its width
+    (:func:`choose_width`)."""
     head = _choose_head(fp, imgsz, plan)
-    return choose_width(plan.choices[-1], budget_min) if budget_min else head
+    if not budget_min or head != MODEL:
+        return head
+    choice = next(c for c in plan.choices if c.key == "model")
+    return choose_width(choice, budget_min, imgsz, len(fp.class_names), seconds_per_image)
 
 
-def choose_width(choice: Choice, budget_min: float) -> str:
-    """yolo26n at half its width for a time budget (HALF_WIDTH_EVIDENCE); ``choice``, the head's, says why."""
+def choose_width(choice: Choice, budget_min: float, imgsz: int, nc: int,
+                 seconds_per_image: SecondsPerImage | None) -> str:
+    """yolo26n at half its width where this machine's timer says it trains at least HALF_WIDTH_MIN_SPEEDUP times the
+    images per second (HALF_WIDTH_EVIDENCE); ``choice``, the head's, gets the reason either way."""
+    full = None if seconds_per_image is None else seconds_per_image(MODEL, imgsz, nc)
+    half = None if full is None else seconds_per_image(MODEL_HALF, imgsz, nc)
+    speedup = full / half if full and half else None
+    if speedup is None or speedup < HALF_WIDTH_MIN_SPEEDUP:
+        timed = ("not timed on this machine" if speedup is None
+                 else f"this machine's timer puts it at only {speedup:.2f}x yolo26n's images per second")
+        choice.reason += (f"; yolo26n at half its width ({MODEL_HALF}) is the plan's model for a budget where it "
+                          f"trains at least {HALF_WIDTH_MIN_SPEEDUP:g}x the images per second, here {timed}")
+        return choice.value
     choice.value = MODEL_HALF
-    choice.reason = (f"yolo26n at half its channel width: a budget of {budget_min:g} min buys it about twice the "
-                     f"epochs; {HALF_WIDTH_EVIDENCE}; why yolo26n's head: {choice.reason}")
+    choice.reason = (f"yolo26n at half its channel width: this machine's timer puts it at {speedup:.2f}x yolo26n's "
+                     f"images per second at imgsz {imgsz}, so the budget of {budget_min:g} min buys it that many "
+                     f"times the epochs (imgsz is sized by yolo26n's steps, as the pairs below were); "
+                     f"{HALF_WIDTH_EVIDENCE}; why yolo26n's head: {choice.reason}")
     choice.provisional = True
     return MODEL_HALF
 
@@ -591,7 +614,8 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
                                     with_validation(fp, seconds_per_image, val_seconds_per_image))
     hint_tiling(fp, imgsz, plan)
     # the command reads model and imgsz first
-    plan.train = {"model": choose_model(fp, imgsz, plan, budget_min), "imgsz": imgsz, **plan.train}
+    plan.train = {"model": choose_model(fp, imgsz, plan, budget_min, seconds_per_image), "imgsz": imgsz,
+                  **plan.train}
     choose_schedule(fp, budget_min, plan, seconds_per_image, val_seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "

@@ -15,17 +15,18 @@ is the user's own and wins.
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 from gradkit.integrations.ultralytics.seams import SeamError
+from gradkit.plan import MODEL, MODEL_HALF
 
 __all__ = ["VARIANTS", "installed_model", "narrow_model", "resolved_model", "variant_config", "with_box_bins",
            "write_model_yaml"]
 
 #: Model names gradkit knows beyond Ultralytics' own: name -> (Ultralytics' YAML, share of its scale's width kept).
 #: The name keeps the scale letter, so Ultralytics picks the one scale row without guessing.
-VARIANTS: dict[str, tuple[str, float]] = {"yolo26n-half.yaml": ("yolo26n.yaml", 0.5)}
+VARIANTS: dict[str, tuple[str, float]] = {MODEL_HALF: (MODEL, 0.5)}
 
 
 def installed_model(model: str) -> tuple[dict, str]:
@@ -68,13 +69,19 @@ def variant_config(model: str) -> dict | None:
 
 
 def resolved_model(model: str) -> str:
-    """``model``, or for a variant name the path of its YAML, written now (:func:`variant_config`)."""
+    """``model``, or for a variant name the path of its YAML, written now (:func:`variant_config`); a folder that
+    cannot be written is a one-line error naming it."""
     cfg = variant_config(model)
     if cfg is None:
         return model
     from gradkit.integrations.ultralytics.datasets import cache_dir
 
-    return str(write_model_yaml(cfg, cache_dir() / "models" / model))
+    folder = cache_dir() / "models"
+    try:
+        return str(write_model_yaml(cfg, folder / model))
+    except OSError as exc:
+        raise SystemExit(f"gradkit: cannot write the YAML of model={model} into {folder} ({exc.strerror or exc}); "
+                         "set GRADKIT_CACHE_DIR to a writable folder") from None
 
 
 def with_box_bins(model: str, bins: int) -> dict:
@@ -93,7 +100,12 @@ def write_model_yaml(cfg: dict, target: str | Path) -> Path:
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.{os.getpid()}")  # two runs writing one variant never read half a file
-    part.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    part.replace(target)
+    # written beside it, then renamed over it: a run building the model meanwhile never reads half a file
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                     delete=False) as part:
+        part.write(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        Path(part.name).replace(target)
+    finally:
+        Path(part.name).unlink(missing_ok=True)
     return target
