@@ -191,15 +191,16 @@ MODEL_P2 = "yolo26n-p2.yaml"
 #: yolo26n at half its channel width (width multiple 0.125, depth and layers kept; 0.68 M parameters against
 #: 2.5 M): a name gradkit train writes the YAML of (gradkit.integrations.ultralytics.models.VARIANTS).
 MODEL_HALF = "yolo26n-half.yaml"
+#: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
+#: MODEL_HALF: every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (the timer read
+#: 1.85x on one thread, 1.62x on two, at 224 px); below that the trade of capacity for images was not measured, and
+#: a GPU, where a model this small does not fill the device, is not timed at all. Not fitted: a floor under what was
+#: seen.
+HALF_WIDTH_MIN_SPEEDUP = 1.5
 #: Why a time budget trains MODEL_HALF (benchmarks/defect_quality.py, plan-budget-narrow@time against
 #: plan-budget-yolo26n@time, one core each: README, "Or a thinner network that sees more images?"). It trains
 #: about twice the epochs in the same time, at the size the budget rule chose for yolo26n (the plan sizes with
 #: yolo26n, as the pairs were measured, though the half-width model would buy MIN_STEPS at a larger size).
-#: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
-#: MODEL_HALF: every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (the timer's
-#: calibration put it at 1.8x on one core); below that the trade of capacity for images was not measured, and a GPU,
-#: where a model this small does not fill the device, is not timed at all. Not fitted: a floor under what was seen.
-HALF_WIDTH_MIN_SPEEDUP = 1.5
 HALF_WIDTH_EVIDENCE = ("at equal wall time (stock's) half of yolo26n's width trained about twice the epochs and "
                        "scored higher than yolo26n in 9 of 11 pairs on six sets (mAP50-95, half against full "
                        "width): photographs 0.078 vs 0.054 side by side, 0.089 and 0.077 vs 0.070 and 0.071 "
@@ -347,7 +348,7 @@ def choose_width(choice: Choice, budget_min: float, imgsz: int, nc: int,
     choice.value = MODEL_HALF
     choice.reason = (f"yolo26n at half its channel width: this machine's timer puts it at {speedup:.2f}x yolo26n's "
                      f"images per second at imgsz {imgsz}, so the budget of {budget_min:g} min buys it that many "
-                     f"times the epochs (imgsz is sized by yolo26n's steps, as the pairs below were); "
+                     f"times the epochs (imgsz is sized by yolo26n's steps, as the pairs were); "
                      f"{HALF_WIDTH_EVIDENCE}; why yolo26n's head: {choice.reason}")
     choice.provisional = True
     return MODEL_HALF
