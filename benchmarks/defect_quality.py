@@ -293,7 +293,9 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     box = metrics.box
     per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
     score = {"mAP50-95": float(box.map), "mAP50": float(box.map50), "AP50": per_class, "train_s": seconds,
-             "epochs_done": int(yolo.trainer.epoch) + 1, "recipe": recipe, **kpis}
+             "epochs_done": int(yolo.trainer.epoch) + 1, "recipe": recipe, **kpis,
+             # the model trained, whatever its name: a variant's YAML is rewritten from the installed Ultralytics
+             "parameters": sum(p.numel() for p in yolo.trainer.model.parameters())}
     score_file.write_text(json.dumps(score))
     return score
 

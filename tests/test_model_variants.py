@@ -104,11 +104,16 @@ def test_the_plans_half_width_name_resolves_to_a_written_yaml_of_half_the_channe
     assert resolved_model("yolo26n.yaml") == "yolo26n.yaml"  # Ultralytics' own names pass through
 
 
-def test_a_users_own_file_of_a_variants_name_wins(tmp_path, monkeypatch):
+def test_a_users_own_file_of_a_variants_name_wins_and_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "yolo26n-half.yaml").write_text("nc: 2\n")  # the user's, whatever it holds
     assert resolved_model("yolo26n-half.yaml") == "yolo26n-half.yaml"
     assert (tmp_path / "yolo26n-half.yaml").read_text() == "nc: 2\n"
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("gradkit: model=yolo26n-half.yaml is your file ")
+    assert str(tmp_path / "yolo26n-half.yaml") in said[0]
+    resolved_model("yolo26n.yaml")  # Ultralytics' own name, no file here: nothing to say
+    assert capsys.readouterr().err == ""
 
 
 def test_the_timer_builds_the_variant_it_is_asked_for():

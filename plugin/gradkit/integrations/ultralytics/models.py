@@ -15,6 +15,7 @@ is the user's own and wins.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def resolved_model(model: str) -> str:
     cannot be written is a one-line error naming it."""
     cfg = variant_config(model)
     if cfg is None:
+        if model in VARIANTS:  # a file of that name is here: it wins, and a run that meant ours must not miss it
+            print(f"gradkit: model={model} is your file {Path(model).resolve()}, not gradkit's variant of "
+                  f"{VARIANTS[model][0]} (move or rename it to train gradkit's)", file=sys.stderr)
         return model
     from gradkit.integrations.ultralytics.datasets import cache_dir
 
