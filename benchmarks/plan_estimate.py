@@ -12,6 +12,9 @@ augmenting, post-processing and bookkeeping over the model's own passes: ``throu
 ``throughput.VAL_OVERHEAD`` are set from them.
 
     python benchmarks/plan_estimate.py --out /tmp/gradkit-estimate
+    python benchmarks/plan_estimate.py --sets synth,photo --models yolo26n.yaml,yolo26n-half.yaml --out DIR
+
+(``--models``: each model at the plan's size and settings, one after the other, for the timer's error per model.)
 
 Runs one training at a time and uses the whole machine: run it alone.
 """
@@ -41,28 +44,35 @@ def epoch_seconds(results_csv: Path) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
-def run_set(name: str, data: Path, out: Path, epochs: int) -> dict:
-    from ultralytics import YOLO
-
-    import gradkit
+def run_set(name: str, data: Path, out: Path, epochs: int, models: list[str] | None = None) -> list[dict]:
+    """One row per model of ``models`` (None: the plan's own), each trained for ``epochs`` epochs."""
     from gradkit.data.fingerprint import fingerprint_dataset
-    from gradkit.integrations.ultralytics import throughput as T
     from gradkit.plan import make_plan
 
     fp = fingerprint_dataset(data)
     plan = make_plan(fp)
+    return [run_model(name, data, out, epochs, fp, plan, model) for model in models or [plan.train["model"]]]
+
+
+def run_model(name: str, data: Path, out: Path, epochs: int, fp, plan, model: str) -> dict:
+    from ultralytics import YOLO
+
+    import gradkit
+    from gradkit.integrations.ultralytics import throughput as T
+    from gradkit.integrations.ultralytics.models import resolved_model
+
     train = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
-    model, imgsz, nc = plan.train["model"], train["imgsz"], len(fp.class_names)
+    imgsz, nc = train["imgsz"], len(fp.class_names)
     estimate = T.training_seconds_per_image(model, imgsz, nc) / T.DATA_OVERHEAD
     batch = train.get("batch", T.TRAIN_BATCH)
     val_estimate = T.validation_seconds_per_image(model, imgsz, nc, batch=batch) / T.VAL_OVERHEAD
-    yolo = YOLO(model)
+    yolo = YOLO(resolved_model(model))  # a gradkit variant's name becomes the path of its YAML
     gradkit.attach(yolo, plan.gradkit, {"report.enabled": False, "monitor.plot": False})
     validations: list[list[float]] = []
     yolo.add_callback("on_val_start", lambda v: validations.append([time.perf_counter()]))
     yolo.add_callback("on_val_end", lambda v: validations[-1].append(time.perf_counter()))
     yolo.train(data=str(data), epochs=epochs, plots=False, verbose=False, seed=0, project=str(out),
-               name=name, exist_ok=True, **train)
+               name=f"{name}-{Path(model).stem}", exist_ok=True, **train)
     epochs_s = epoch_seconds(Path(yolo.trainer.save_dir) / "results.csv")
     val_s = [end - start for start, end in validations[1:len(epochs_s) + 1]]  # the epochs after the first
     measured = statistics.mean(e - v for e, v in zip(epochs_s, val_s, strict=True)) / fp.images
@@ -79,11 +89,15 @@ def main() -> None:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--models", default=None,
+                   help="comma-separated model YAMLs to time and train, e.g. yolo26n.yaml,yolo26n-half.yaml "
+                        "(default: the plan's own, without a budget)")
     p.add_argument("--out", default="runs/plan-estimate")
     args = p.parse_args()
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
-    rows = [run_set(name, data, out / "runs", args.epochs) for name, data in sets.items()]
+    models = args.models.split(",") if args.models else None
+    rows = [row for name, data in sets.items() for row in run_set(name, data, out / "runs", args.epochs, models)]
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     print("\n| set | model | imgsz | training / val images | training ms/image: timer, measured, ratio | "
           "validation ms/image: timer, measured, ratio |\n|---|---|---|---|---|---|")
