@@ -175,10 +175,12 @@ def _timer(half_share: float | None, full: float = 0.05):
 
 
 def test_a_budget_trains_yolo26n_at_half_its_width_where_the_timer_says_it_is_faster():
-    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=30, seconds_per_image=_timer(0.5))
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=10, seconds_per_image=_timer(0.5))
     model = choice(plan, "model")
     assert plan.train["model"] == model.value == P.MODEL_HALF and model.provisional
     assert "2.00x yolo26n's images per second" in model.reason and P.HALF_WIDTH_EVIDENCE in model.reason
+    # by hand: 600 s / 0.05 s = 12000 images = 120 epochs of 100 in 7 batches of 16 = 840 steps of yolo26n
+    assert "yolo26n would take about 840 optimizer steps" in model.reason
     assert "defects span the stride-8 cells" in model.reason  # why the head, kept after the width's reason
     assert f"model={P.MODEL_HALF}" in plan.command()
 
@@ -186,14 +188,32 @@ def test_a_budget_trains_yolo26n_at_half_its_width_where_the_timer_says_it_is_fa
 @pytest.mark.parametrize(("budget", "timer", "why"), [
     (None, _timer(0.5), None),                  # epochs fixed: the half width was measured only at a budget
     (30, None, "not timed on this machine"),    # no timer (make_plan called without one)
-    (30, _timer(None), "not timed on this machine"),  # a timer that cannot time (a CUDA machine's)
-    (30, _timer(0.8), "only 1.25x"),            # a speed-up below HALF_WIDTH_MIN_SPEEDUP
+    (30, lambda m, s, n: None, "not timed on this machine"),  # a CUDA machine's timer: it times nothing
+    (30, _timer(None), "not timed on this machine"),  # a timer that times yolo26n but not the half width
+    (10, _timer(0.8), "only 1.25x"),            # a speed-up below HALF_WIDTH_MIN_SPEEDUP
+    # by hand: 1800 s / 0.05 s = 36000 images = 360 epochs of 7 steps = 2520 > HALF_WIDTH_MAX_STEPS
+    (30, _timer(0.5), "the budget buys yolo26n about 2520, more than any pair measured"),
 ])
 def test_yolo26n_keeps_its_width_without_a_budget_or_a_measured_speed_up(budget, timer, why):
     plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=timer)
     model = choice(plan, "model")
     assert plan.train["model"] == model.value == P.MODEL and P.HALF_WIDTH_EVIDENCE not in model.reason
     assert why is None or why in model.reason
+
+
+@pytest.mark.parametrize(("epochs", "model"), [(217, P.MODEL_HALF), (219, P.MODEL)])
+def test_the_half_width_stops_where_yolo26n_would_take_more_steps_than_any_pair(epochs, model):
+    # epochs of 100 images at 0.05 s each (7 steps of 16 an epoch): 1519 and 1533 steps, either side of 1526
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=epochs * 100 * 0.05 / 60, seconds_per_image=_timer(0.5))
+    assert P.HALF_WIDTH_MAX_STEPS == 1526 and plan.train["model"] == model
+
+
+def test_a_speed_up_of_exactly_the_threshold_trains_the_half_width():
+    def seconds(model, imgsz, nc):  # 0.75 / 0.5: exactly 1.5 in binary floating point
+        return 0.75 if model == P.MODEL else 0.5
+
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=10, seconds_per_image=seconds)
+    assert P.HALF_WIDTH_MIN_SPEEDUP == 1.5 and plan.train["model"] == P.MODEL_HALF
 
 
 def test_a_budget_sizes_the_images_by_yolo26n_s_steps_as_the_half_width_was_measured():
@@ -212,12 +232,12 @@ def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
         calls.append((model, imgsz, nc))
         return 0.05 if model == P.MODEL else 0.025
 
-    plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=seconds)
+    plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=15, seconds_per_image=seconds)
     # sized and compared with yolo26n, estimated for the planned model, the half width
     assert plan.train["model"] == P.MODEL_HALF and set(calls) == {(P.MODEL, 256, 2), (P.MODEL_HALF, 256, 2)}
-    # by hand: 1200 s / 0.025 s = 48000 images = 240 epochs of 200 in 13 batches of 16 (the last one partial,
-    # a step too) = 3120 optimizer steps
-    assert ("about 240 epochs of the 200 training images (3120 optimizer steps; 25 ms per image at imgsz 256"
+    # by hand: 900 s / 0.025 s = 36000 images = 180 epochs of 200 in 13 batches of 16 (the last one partial,
+    # a step too) = 2340 optimizer steps
+    assert ("about 180 epochs of the 200 training images (2340 optimizer steps; 25 ms per image at imgsz 256"
             in choice(plan, "time").reason)
 
 

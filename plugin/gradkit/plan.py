@@ -192,11 +192,15 @@ MODEL_P2 = "yolo26n-p2.yaml"
 #: 2.5 M): a name gradkit train writes the YAML of (gradkit.integrations.ultralytics.models.VARIANTS).
 MODEL_HALF = "yolo26n-half.yaml"
 #: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
-#: MODEL_HALF: every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (the timer read
-#: 1.85x on one thread, 1.62x on two, at 224 px); below that the trade of capacity for images was not measured, and
-#: a GPU, where a model this small does not fill the device, is not timed at all. Not fitted: a floor under what was
-#: seen.
+#: MODEL_HALF. Every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (one thread each);
+#: the timer read 1.85x on one thread and 1.62x on two (it times at CALIBRATION_PX, 128 px, and scales both models
+#: alike). So 1.5-1.8x is an extrapolation, taken so that a two-thread machine like the demo's trains it; below 1.5
+#: nothing backs it, and a GPU, where a model this small does not fill the device, is not timed at all.
 HALF_WIDTH_MIN_SPEEDUP = 1.5
+#: The most optimizer steps a budget may buy yolo26n for the plan to trade its width for steps: the most it took in
+#: any pair of HALF_WIDTH_EVIDENCE (the photographs, seed 2 of session 41: 109 epochs of 14 steps). A longer budget
+#: already buys yolo26n more steps than any pair had, where the trade of capacity for steps was not measured.
+HALF_WIDTH_MAX_STEPS = 1526
 #: Why a time budget trains MODEL_HALF (benchmarks/defect_quality.py, plan-budget-narrow@time against
 #: plan-budget-yolo26n@time, one core each: README, "Or a thinner network that sees more images?"). It trains
 #: about twice the epochs in the same time, at the size the budget rule chose for yolo26n (the plan sizes with
@@ -324,34 +328,47 @@ def _small_case(fp: Fingerprint, imgsz: int) -> str | None:
 def choose_model(fp: Fingerprint, imgsz: int, plan: Plan, budget_min: float | None = None,
                  seconds_per_image: SecondsPerImage | None = None) -> str:
     """The model's head (MODEL; the stride-4 head only suggested), then, with a budget, its width
-    (:func:`choose_width`)."""
-    head = _choose_head(fp, imgsz, plan)
-    if not budget_min or head != MODEL:
-        return head
+    (:func:`choose_width`; ``seconds_per_image`` with each image's share of the validation)."""
+    _choose_head(fp, imgsz, plan)
     choice = next(c for c in plan.choices if c.key == "model")
-    return choose_width(choice, budget_min, imgsz, len(fp.class_names), seconds_per_image)
+    if budget_min:
+        choose_width(choice, fp, budget_min, imgsz, plan.train.get("nbs", ULTRALYTICS_NBS), seconds_per_image)
+    return choice.value
 
 
-def choose_width(choice: Choice, budget_min: float, imgsz: int, nc: int,
-                 seconds_per_image: SecondsPerImage | None) -> str:
+def choose_width(choice: Choice, fp: Fingerprint, budget_min: float, imgsz: int, nbs: int,
+                 seconds_per_image: SecondsPerImage | None) -> None:
     """yolo26n at half its width where this machine's timer says it trains at least HALF_WIDTH_MIN_SPEEDUP times the
-    images per second (HALF_WIDTH_EVIDENCE); ``choice``, the head's, gets the reason either way."""
+    images per second and the budget buys yolo26n no more than HALF_WIDTH_MAX_STEPS (HALF_WIDTH_EVIDENCE);
+    ``choice``, the head's, gets the reason either way."""
+    nc = len(fp.class_names)
     full = None if seconds_per_image is None else seconds_per_image(MODEL, imgsz, nc)
     half = None if full is None else seconds_per_image(MODEL_HALF, imgsz, nc)
     speedup = full / half if full and half else None
-    if speedup is None or speedup < HALF_WIDTH_MIN_SPEEDUP:
-        timed = ("not timed on this machine" if speedup is None
-                 else f"this machine's timer puts it at only {speedup:.2f}x yolo26n's images per second")
+    steps = budget_buys(fp.images, budget_min, nbs, full)[1] if full else None
+    why_not = _why_full_width(speedup, steps)
+    if why_not is not None:
         choice.reason += (f"; yolo26n at half its width ({MODEL_HALF}) is the plan's model for a budget where it "
-                          f"trains at least {HALF_WIDTH_MIN_SPEEDUP:g}x the images per second, here {timed}")
-        return choice.value
-    choice.value = MODEL_HALF
+                          f"trains at least {HALF_WIDTH_MIN_SPEEDUP:g}x the images per second and yolo26n would "
+                          f"take at most {HALF_WIDTH_MAX_STEPS} optimizer steps, here {why_not}")
+        return
+    choice.value, choice.provisional = MODEL_HALF, True
     choice.reason = (f"yolo26n at half its channel width: this machine's timer puts it at {speedup:.2f}x yolo26n's "
-                     f"images per second at imgsz {imgsz}, so the budget of {budget_min:g} min buys it that many "
-                     f"times the epochs (imgsz is sized by yolo26n's steps, as the pairs were); "
-                     f"{HALF_WIDTH_EVIDENCE}; why yolo26n's head: {choice.reason}")
-    choice.provisional = True
-    return MODEL_HALF
+                     f"images per second (validation included), so the budget of {budget_min:g} min buys it that "
+                     f"many times the epochs, where yolo26n would take about {steps:.0f} optimizer steps (imgsz is "
+                     f"sized by yolo26n's steps, as the pairs were); {HALF_WIDTH_EVIDENCE}; why yolo26n's head: "
+                     f"{choice.reason}")
+
+
+def _why_full_width(speedup: float | None, steps: float | None) -> str | None:
+    """Why the timer's reading keeps yolo26n's width, or None where it trades width for steps."""
+    if speedup is None or steps is None:
+        return "not timed on this machine"
+    if speedup < HALF_WIDTH_MIN_SPEEDUP:
+        return f"this machine's timer puts it at only {speedup:.2f}x yolo26n's images per second"
+    if steps > HALF_WIDTH_MAX_STEPS:
+        return f"the budget buys yolo26n about {steps:.0f}, more than any pair measured"
+    return None
 
 
 def _choose_head(fp: Fingerprint, imgsz: int, plan: Plan) -> str:
@@ -458,8 +475,8 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: P
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
     if size != wanted:
         imgsz.value = size
-        imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys about "
-                        f"{steps(wanted):.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at "
+        imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys yolo26n "
+                        f"about {steps(wanted):.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at "
                         f"{size} (the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}; "
                         f"down to {DEEP_SHRINK:g}x the smaller of that and the native size: "
                         f"{DEEP_SHRINK_EVIDENCE}); why "
@@ -498,7 +515,7 @@ def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Call
     buying = next((s for s in range(size - IMGSZ_STEP, MIN_IMGSZ - 1, -IMGSZ_STEP) if steps(s) >= MIN_STEPS), None)
     smaller = (f"a smaller imgsz= ({buying} buys {MIN_STEPS} or more; deeper shrinks were measured only on 768 px "
                "panels, not on thin lines)" if buying else f"no imgsz down to {MIN_IMGSZ} buys them")
-    return (f"a budget of {budget_min:g} min buys about {steps(size):.0f} optimizer steps even at imgsz {size} "
+    return (f"a budget of {budget_min:g} min buys yolo26n about {steps(size):.0f} optimizer steps even at imgsz {size} "
             f"({size / wanted:.2g}x the {wanted} the data calls for, the smallest the plan goes): under "
             f"{MIN_STEPS}, the run will stop while still learning fast; a larger budget= pays, or {smaller}")
 
@@ -610,13 +627,12 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
     _warn_data(fp, plan)
     imgsz = choose_imgsz(fp, plan)
     choose_batching(fp, plan)
-    if budget_min and seconds_per_image is not None:
-        imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan,
-                                    with_validation(fp, seconds_per_image, val_seconds_per_image))
+    timer = None if seconds_per_image is None else with_validation(fp, seconds_per_image, val_seconds_per_image)
+    if budget_min and timer is not None:
+        imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan, timer)
     hint_tiling(fp, imgsz, plan)
     # the command reads model and imgsz first
-    plan.train = {"model": choose_model(fp, imgsz, plan, budget_min, seconds_per_image), "imgsz": imgsz,
-                  **plan.train}
+    plan.train = {"model": choose_model(fp, imgsz, plan, budget_min, timer), "imgsz": imgsz, **plan.train}
     choose_schedule(fp, budget_min, plan, seconds_per_image, val_seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
