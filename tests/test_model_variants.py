@@ -116,6 +116,26 @@ def test_a_users_own_file_of_a_variants_name_wins_and_says_so(tmp_path, monkeypa
     assert capsys.readouterr().err == ""
 
 
+def test_the_plan_times_gradkits_half_width_and_warns_of_a_users_file_of_its_name(tiny_data, tmp_path, monkeypatch):
+    from gradkit.integrations.ultralytics.models import users_own_variant
+    from gradkit.integrations.ultralytics.throughput import _model_and_batch
+    from gradkit.plan import MODEL, MODEL_HALF, plan_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / MODEL_HALF).write_text("nc: 2\n")  # the user's: not a model at all
+    model, _ = _model_and_batch(MODEL_HALF, nc=4, batch=2)
+    assert _convs(model)[0].out_channels == 8  # the timer times gradkit's variant, not the file here
+    out = tmp_path / "p" / "plan.yaml"
+    assert plan_command([f"data={tiny_data}", "budget=1", f"out={out}"],
+                        lambda m, s, n: 0.05 if m == MODEL else 0.025, None, users_own_variant) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc["train"]["model"] == MODEL_HALF
+    assert [w for w in doc["warnings"] if MODEL_HALF in w] == [users_own_variant(MODEL_HALF)]
+    assert f"is your file {tmp_path / MODEL_HALF}" in users_own_variant(MODEL_HALF)
+    (tmp_path / MODEL_HALF).unlink()
+    assert users_own_variant(MODEL_HALF) is None and users_own_variant(MODEL) is None
+
+
 def test_the_timer_builds_the_variant_it_is_asked_for():
     from gradkit.integrations.ultralytics.throughput import _model_and_batch
 

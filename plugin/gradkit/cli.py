@@ -693,13 +693,15 @@ def _dispatch(args: list[str]) -> int:
         if args[0] == "tile":
             return _tile(args[1:])
         if args[0] == "plan":
+            from gradkit.integrations.ultralytics.models import users_own_variant
             from gradkit.integrations.ultralytics.throughput import (
                 training_seconds_per_image,
                 validation_seconds_per_image,
             )
             from gradkit.plan import plan_command
 
-            return plan_command(args[1:], training_seconds_per_image, validation_seconds_per_image)
+            return plan_command(args[1:], training_seconds_per_image, validation_seconds_per_image,
+                                users_own_variant)
         if args[0] == "config-doc":
             from gradkit.docs import config_reference
 

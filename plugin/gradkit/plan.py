@@ -697,9 +697,11 @@ def budget_minutes(value: Any, command: str) -> float:
 
 
 def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = None,
-                 val_seconds_per_image: SecondsPerImage | None = None) -> int:
+                 val_seconds_per_image: SecondsPerImage | None = None,
+                 model_warning: Callable[[str], "str | None"] | None = None) -> int:
     """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``; ``seconds_per_image`` and
-    ``val_seconds_per_image`` measure this machine for the budget's estimate."""
+    ``val_seconds_per_image`` measure this machine for the budget's estimate; ``model_warning(model)``: what the
+    integration knows the planned model name will build here that the plan did not time, if anything."""
     import yaml
 
     from gradkit.data.fingerprint import fingerprint_dataset
@@ -718,6 +720,8 @@ def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = No
         plan = make_plan(fp, budget, seconds_per_image, val_seconds_per_image)
     except ValueError as exc:
         raise SystemExit(f"gradkit plan: {exc}") from None
+    warning = None if model_warning is None else model_warning(plan.train["model"])
+    plan.warnings += [warning] if warning else []
     try:
         out, cfg = write_plan(plan, fp, opts["out"])
     except ValueError as exc:

@@ -22,8 +22,8 @@ from pathlib import Path
 from gradkit.integrations.ultralytics.seams import SeamError
 from gradkit.plan import MODEL, MODEL_HALF
 
-__all__ = ["VARIANTS", "installed_model", "narrow_model", "resolved_model", "variant_config", "with_box_bins",
-           "write_model_yaml"]
+__all__ = ["VARIANTS", "installed_model", "narrow_model", "resolved_model", "users_own_variant", "variant_config",
+           "with_box_bins", "write_model_yaml"]
 
 #: Model names gradkit knows beyond Ultralytics' own: name -> (Ultralytics' YAML, share of its scale's width kept).
 #: The name keeps the scale letter, so Ultralytics picks the one scale row without guessing.
@@ -61,22 +61,24 @@ def narrow_model(model: str, width_share: float) -> dict:
 
 
 def variant_config(model: str) -> dict | None:
-    """The configuration of the variant ``model`` names (:data:`VARIANTS`), None for any other name or path, or
-    when a file of that name is in the working directory (the user's own)."""
-    if model not in VARIANTS or Path(model).is_file():
+    """The configuration of the variant ``model`` names (:data:`VARIANTS`), None for any other name or path (the
+    plan's timer times gradkit's variant, whatever file of that name is in the working directory)."""
+    if model not in VARIANTS:
         return None
     base, width_share = VARIANTS[model]
     return narrow_model(base, width_share)
 
 
 def resolved_model(model: str) -> str:
-    """``model``, or for a variant name the path of its YAML, written now (:func:`variant_config`); a folder that
-    cannot be written is a one-line error naming it."""
+    """``model``, or for a variant name the path of its YAML, written now (:func:`variant_config`), unless a file of
+    that name is in the working directory: the user's own, which wins; a folder that cannot be written is a one-line
+    error naming it."""
+    user_file = users_own_variant(model)
+    if user_file is not None:  # it wins, and a run that meant ours must not miss that
+        print(f"gradkit: {user_file}", file=sys.stderr)
+        return model
     cfg = variant_config(model)
     if cfg is None:
-        if model in VARIANTS:  # a file of that name is here: it wins, and a run that meant ours must not miss it
-            print(f"gradkit: model={model} is your file {Path(model).resolve()}, not gradkit's variant of "
-                  f"{VARIANTS[model][0]} (move or rename it to train gradkit's)", file=sys.stderr)
         return model
     from gradkit.integrations.ultralytics.datasets import cache_dir
 
@@ -86,6 +88,15 @@ def resolved_model(model: str) -> str:
     except OSError as exc:
         raise SystemExit(f"gradkit: cannot write the YAML of model={model} into {folder} ({exc.strerror or exc}); "
                          "set GRADKIT_CACHE_DIR to a writable folder") from None
+
+
+def users_own_variant(model: str) -> str | None:
+    """Where a file in the working directory bears a variant's name: what it means (it, not gradkit's variant, is
+    what Ultralytics builds); None otherwise."""
+    if model not in VARIANTS or not Path(model).is_file():
+        return None
+    return (f"model={model} is your file {Path(model).resolve()}, not gradkit's variant of {VARIANTS[model][0]} "
+            "(move or rename it to train gradkit's)")
 
 
 def with_box_bins(model: str, bins: int) -> dict:
