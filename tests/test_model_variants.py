@@ -158,7 +158,7 @@ def test_a_cache_folder_that_cannot_be_written_is_a_one_line_error(tiny_data, tm
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # below a file: never a folder
     run = gradkit_here("train", "model=yolo26n-half.yaml", f"data={tiny_data}", "epochs=1", cwd=tmp_path)
-    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "Traceback" not in run.stderr  # 2: a user's mistake, as the other checks
     assert run.stderr.strip().splitlines()[-1].startswith(
         f"gradkit: cannot write the YAML of model=yolo26n-half.yaml into {tmp_path / 'a-file' / 'cache' / 'models'}")
     assert "GRADKIT_CACHE_DIR" in run.stderr

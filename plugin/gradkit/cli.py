@@ -746,7 +746,13 @@ def _dispatch(args: list[str]) -> int:
         print(unwritable, file=sys.stderr)
         return 2
     if is_train:  # before any callback is registered: an unwritable cache folder stops here
-        rest = _with_model_variant(rest)
+        from gradkit.integrations.ultralytics.models import VariantNotWritten
+
+        try:
+            rest = _with_model_variant(rest)
+        except VariantNotWritten as exc:
+            print(f"gradkit: {exc}", file=sys.stderr)
+            return 2
     run, failed_extras = None, []
     if cfg is not None:
         failed_extras = _register_default_callbacks(cfg)

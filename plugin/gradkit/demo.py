@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,7 +140,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
 
     import gradkit
     from gradkit.integrations.ultralytics import validate_for_report
-    from gradkit.integrations.ultralytics.models import resolved_model
+    from gradkit.integrations.ultralytics.models import VariantNotWritten, resolved_model
     from gradkit.report import build_report, write_report
 
     start = time.time()
@@ -150,7 +151,11 @@ def run_demo(args: Sequence[str] = ()) -> int:
     else:
         model_yaml, cfg = train_args.pop("model", "yolo26n.yaml"), opts["gradkit"]
     imgsz = int(train_args.pop("imgsz", opts["imgsz"]))
-    model = YOLO(resolved_model(model_yaml))  # the plan's yolo26n-half.yaml is gradkit's: its YAML written here
+    try:
+        model = YOLO(resolved_model(model_yaml))  # the plan's yolo26n-half.yaml is gradkit's: its YAML written here
+    except VariantNotWritten as exc:
+        print(f"gradkit demo: {exc}", file=sys.stderr)
+        return 2
     gradkit.attach(model, cfg)
     threads = _threads(opts)
     # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.

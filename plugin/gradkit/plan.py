@@ -698,7 +698,7 @@ def budget_minutes(value: Any, command: str) -> float:
 
 def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = None,
                  val_seconds_per_image: SecondsPerImage | None = None,
-                 model_warning: Callable[[str], "str | None"] | None = None) -> int:
+                 model_warning: Callable[[str], str | None] | None = None) -> int:
     """``gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]``; ``seconds_per_image`` and
     ``val_seconds_per_image`` measure this machine for the budget's estimate; ``model_warning(model)``: what the
     integration knows the planned model name will build here that the plan did not time, if anything."""

@@ -15,6 +15,7 @@ is the user's own and wins.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,12 +23,16 @@ from pathlib import Path
 from gradkit.integrations.ultralytics.seams import SeamError
 from gradkit.plan import MODEL, MODEL_HALF
 
-__all__ = ["VARIANTS", "installed_model", "narrow_model", "resolved_model", "users_own_variant", "variant_config",
-           "with_box_bins", "write_model_yaml"]
+__all__ = ["VARIANTS", "VariantNotWritten", "installed_model", "narrow_model", "resolved_model", "users_own_variant",
+           "variant_config", "with_box_bins", "write_model_yaml"]
 
 #: Model names gradkit knows beyond Ultralytics' own: name -> (Ultralytics' YAML, share of its scale's width kept).
 #: The name keeps the scale letter, so Ultralytics picks the one scale row without guessing.
 VARIANTS: dict[str, tuple[str, float]] = {MODEL_HALF: (MODEL, 0.5)}
+
+
+class VariantNotWritten(Exception):
+    """A variant's YAML could not be written into gradkit's cache folder: the message says which and what to set."""
 
 
 def installed_model(model: str) -> tuple[dict, str]:
@@ -86,8 +91,8 @@ def resolved_model(model: str) -> str:
     try:
         return str(write_model_yaml(cfg, folder / model))
     except OSError as exc:
-        raise SystemExit(f"gradkit: cannot write the YAML of model={model} into {folder} ({exc.strerror or exc}); "
-                         "set GRADKIT_CACHE_DIR to a writable folder") from None
+        raise VariantNotWritten(f"cannot write the YAML of model={model} into {folder} ({exc.strerror or exc}); "
+                                "set GRADKIT_CACHE_DIR to a writable folder") from None
 
 
 def users_own_variant(model: str) -> str | None:
@@ -116,11 +121,11 @@ def write_model_yaml(cfg: dict, target: str | Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # written beside it, then renamed over it: a run building the model meanwhile never reads half a file
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
-                                     delete=False) as part:
-        part.write(yaml.safe_dump(cfg, sort_keys=False))
+    handle, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
-        Path(part.name).replace(target)
-    finally:
-        Path(part.name).unlink(missing_ok=True)
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(yaml.safe_dump(cfg, sort_keys=False))
+        Path(part).replace(target)
+    finally:  # a write that failed (a full disk) leaves no part behind either
+        Path(part).unlink(missing_ok=True)
     return target
