@@ -134,7 +134,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   epoch, as ``nbs`` 16 gave four times stock's; ``optimizer=auto`` counts iterations per batch, so on a set of
   more than about 800 images it would switch to MuSGD.
   ``plan-budget-narrow@time``: ``plan-budget@time`` with yolo26n at half its channel width (``yolo26n-half.yaml``,
-  depth and layers kept: more images per second for less capacity), what the plan chooses since session 44;
+  depth and layers kept: more images per second for less capacity), what the plan chooses since session 44 where
+  the timer puts it at 1.5x yolo26n's images per second or more and yolo26n would take at most 1526 steps;
   ``plan-budget-yolo26n@time``: ``plan-budget@time`` with yolo26n at its own width, the plan until then. The
   recipes built on ``plan-budget@time`` (``-noperobject``, ``-fastest``, ``-lr2``, ``-lr4``, ``-batch8``) train the
   plan's model too, so since session 44 the half width where the timer chooses it: their README numbers are
