@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from gradkit.integrations.ultralytics.models import (
-    VARIANTS,
     installed_model,
     narrow_model,
     resolved_model,
@@ -92,16 +91,34 @@ def test_the_plans_half_width_name_resolves_to_a_written_yaml_of_half_the_channe
     from gradkit.plan import MODEL_HALF
 
     monkeypatch.chdir(tmp_path)
-    assert VARIANTS[MODEL_HALF] == ("yolo26n.yaml", 0.5)
-    from gradkit.integrations.ultralytics.datasets import cache_dir
-
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "cache"))  # this test's own: nothing else writes there
     path = resolved_model(MODEL_HALF)
-    assert Path(path) == cache_dir() / "models" / MODEL_HALF and not (tmp_path / MODEL_HALF).exists()
+    assert Path(path) == tmp_path / "cache" / "models" / MODEL_HALF and not (tmp_path / MODEL_HALF).exists()
     assert [p.name for p in Path(path).parent.iterdir()] == [MODEL_HALF]  # no temporary file left beside it
     from ultralytics.nn.tasks import DetectionModel
 
     assert _convs(DetectionModel(path, nc=4, verbose=False))[0].out_channels == 8  # Conv [64, 3, 2] x 0.125
     assert resolved_model("yolo26n.yaml") == "yolo26n.yaml"  # Ultralytics' own names pass through
+
+
+@pytest.mark.parametrize("args", [["data=d.yaml", "epochs=1"], ["model=runs/x/weights/last.pt", "epochs=1"],
+                                  ["model=yolo26n.yaml", "epochs=1"]])
+def test_train_arguments_without_a_variant_pass_through_unchanged(args, tmp_path, monkeypatch):
+    from gradkit.cli import _with_model_variant
+
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "cache"))
+    assert _with_model_variant(list(args)) == args and not (tmp_path / "cache").exists()
+
+
+def test_train_arguments_naming_the_variant_get_its_written_path(tmp_path, monkeypatch):
+    from gradkit.cli import _with_model_variant
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRADKIT_CACHE_DIR", str(tmp_path / "cache"))
+    written = tmp_path / "cache" / "models" / "yolo26n-half.yaml"
+    assert _with_model_variant(["epochs=1", "model=yolo26n-half.yaml", "imgsz=64"]) == [
+        "epochs=1", "imgsz=64", f"model={written}"]
+    assert written.is_file()
 
 
 def test_a_users_own_file_of_a_variants_name_wins_and_says_so(tmp_path, monkeypatch, capsys):
