@@ -15,24 +15,54 @@ def test_the_timed_cost_is_scaled_by_pixels_with_ultralytics_threads(monkeypatch
 
     seen = []
 
-    def timed(model_yaml, nc, batch=16, memory_format="contiguous"):
-        seen.append((model_yaml, nc, torch.get_num_threads()))
+    def timed(models, nc, batch=16, memory_format="contiguous"):
+        seen.append((list(models), nc, torch.get_num_threads()))
         assert memory_format == "contiguous"  # the layout the plan trains in
-        return 0.01
+        return [0.01, 0.004][:len(models)]
 
-    monkeypatch.setattr(T, "calibration_seconds_per_image", timed)
+    monkeypatch.setattr(T, "calibration_seconds_per_image_of", timed)
     monkeypatch.setattr(T, "calibration_val_seconds_per_image", lambda *a: pytest.fail("validation timed"))
     monkeypatch.setattr(T, "_CALIBRATED", {})
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
     before = torch.get_num_threads()
     seconds = T.training_seconds_per_image("yolo26n.yaml", 4 * T.CALIBRATION_PX, 3)
     assert seconds == pytest.approx(0.01 * 16 * T.DATA_OVERHEAD)       # 4x the side: 16x the pixels
-    assert seen == [("yolo26n.yaml", 3, NUM_THREADS)]                   # timed as Ultralytics trains on the CPU
+    # timed as Ultralytics trains on the CPU, together with the half width the plan compares it with
+    assert seen == [(["yolo26n.yaml", "yolo26n-half.yaml"], 3, NUM_THREADS)]
     assert torch.get_num_threads() == before                            # and the caller's threads given back
     half = T.training_seconds_per_image("yolo26n.yaml", T.CALIBRATION_PX // 2, 3)
     assert half == pytest.approx(0.01 / 4 * T.DATA_OVERHEAD) and len(seen) == 1   # another size: not timed again
+    narrow = T.training_seconds_per_image("yolo26n-half.yaml", T.CALIBRATION_PX, 3)
+    assert narrow == pytest.approx(0.004 * T.DATA_OVERHEAD) and len(seen) == 1    # timed with yolo26n already
     T.training_seconds_per_image("yolo26n.yaml", 256, 3, threads=2)      # the demo trains on every core
-    assert seen[-1] == ("yolo26n.yaml", 3, 2) and torch.get_num_threads() == before
+    assert seen[-1] == (["yolo26n.yaml", "yolo26n-half.yaml"], 3, 2) and torch.get_num_threads() == before
+    T.training_seconds_per_image("yolo26s.yaml", 256, 3)                 # no variant of it: timed alone
+    assert seen[-1][0] == ["yolo26s.yaml"]
+
+
+def test_a_model_and_its_variant_are_timed_step_by_step_in_turn(monkeypatch):
+    # the machine slows by half a step's time with every step: timed one model after the other, the second would
+    # read slower for the drift alone; in turn, each round's two steps see nearly the same machine
+    calls = []
+
+    def fake_step(model, data, channels_last=False):
+        width = model.yaml["scales"]["n"][1]
+        cost = 2.0 if width == 0.25 else 1.0                          # yolo26n's step costs twice the half width's
+
+        def step():
+            calls.append(width)
+            return cost * (1 + 0.5 * len(calls))
+        return step
+
+    monkeypatch.setattr(T, "timed_training_step", fake_step)
+    full, half = T.calibration_seconds_per_image_of(["yolo26n.yaml", "yolo26n-half.yaml"], 3, 4)
+    assert calls == [0.25, 0.125] * (1 + T.TIMED_STEPS)                # a warm-up round, then TIMED_STEPS rounds
+    # by hand: yolo26n's fastest timed step is call 3 (2 x 2.5), the half width's call 4 (1 x 3.0)
+    assert (full, half) == (pytest.approx(5.0 / 4), pytest.approx(3.0 / 4))
+    calls.clear()
+    one_after_other = [T.calibration_seconds_per_image(m, 3, 4) for m in ("yolo26n.yaml", "yolo26n-half.yaml")]
+    # by hand: calls 2 (2 x 2.0) and 6 (1 x 4.0): the true ratio of 2 reads 1.0 there, 5/3 in turn
+    assert one_after_other[0] / one_after_other[1] == pytest.approx(1.0) and full / half == pytest.approx(5 / 3)
 
 
 def test_a_cuda_machine_is_not_estimated_from_its_cpu(monkeypatch):

@@ -21,9 +21,9 @@ from collections.abc import Callable
 import torch
 
 __all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD", "calibration_seconds_per_image",
-           "calibration_val_seconds_per_image", "errors_against_float64", "fake_batch", "first_step_in_both_layouts",
-           "layout_step_timers", "least_disturbed", "timed_training_step", "training_seconds_per_image",
-           "validation_seconds_per_image"]
+           "calibration_seconds_per_image_of", "calibration_val_seconds_per_image", "errors_against_float64",
+           "fake_batch", "first_step_in_both_layouts", "layout_step_timers", "least_disturbed", "timed_training_step",
+           "training_seconds_per_image", "validation_seconds_per_image", "width_family"]
 
 #: The size the timed steps run at (small, so the measurement takes seconds even for a large imgsz).
 CALIBRATION_PX = 128
@@ -94,11 +94,28 @@ def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | 
         callers = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            _CALIBRATED[key] = (calibration_seconds_per_image(model_yaml, nc, batch, memory_format) if what == "train"
-                                else calibration_val_seconds_per_image(model_yaml, nc, batch))
+            if what == "train":
+                # the plan compares a model with its variants (their ratio decides the width): timed interleaved,
+                # so that the machine's drift between two timings cannot tip that choice
+                models = width_family(model_yaml)
+                seconds = calibration_seconds_per_image_of(models, nc, batch, memory_format)
+                _CALIBRATED.update({(what, m, nc, batch, threads, memory_format): t
+                                    for m, t in zip(models, seconds, strict=True)})
+            else:
+                _CALIBRATED[key] = calibration_val_seconds_per_image(model_yaml, nc, batch)
         finally:
             torch.set_num_threads(callers)
     return _CALIBRATED[key]
+
+
+def width_family(model_yaml: str) -> list[str]:
+    """``model_yaml`` and the models the plan compares it with: the Ultralytics model a gradkit variant is made
+    from and every variant made from it (``models.VARIANTS``), that model first; any other model alone."""
+    from gradkit.integrations.ultralytics.models import VARIANTS
+
+    base = VARIANTS[model_yaml][0] if model_yaml in VARIANTS else model_yaml
+    variants = [name for name, (made_from, _share) in VARIANTS.items() if made_from == base]
+    return [base, *variants] if variants else [model_yaml]
 
 
 def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_BATCH,
@@ -107,10 +124,20 @@ def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_B
     ``memory_format`` (``speed.memory_format``'s values): with ``fastest`` the faster of the two layouts, which
     that setting keeps (``layout.py``). The layouts' steps are timed interleaved, each the fastest
     of TIMED_STEPS after a warm-up."""
+    return calibration_seconds_per_image_of([model_yaml], nc, batch, memory_format)[0]
+
+
+def calibration_seconds_per_image_of(models: list[str], nc: int, batch: int = TRAIN_BATCH,
+                                     memory_format: str = "contiguous") -> list[float]:
+    """:func:`calibration_seconds_per_image` of each of ``models``, every model's steps in every layout timed in
+    turn, so that drift hits each alike."""
     layouts = {"contiguous": (False,), "channels_last": (True,), "fastest": (False, True)}[memory_format]
-    model, data = _model_and_batch(model_yaml, nc, batch)
-    steps = [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in layouts]
-    return min(least_disturbed(steps)) / batch
+    steps = []
+    for model_yaml in models:
+        model, data = _model_and_batch(model_yaml, nc, batch)
+        steps += [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in layouts]
+    seconds = least_disturbed(steps)
+    return [min(seconds[i:i + len(layouts)]) / batch for i in range(0, len(seconds), len(layouts))]
 
 
 def _training_step(model: torch.nn.Module, data: dict) -> Callable[[], None]:
