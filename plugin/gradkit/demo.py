@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from gradkit.plan import budget_minutes
+from gradkit.plan import MODEL, budget_minutes
 
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
 
@@ -78,7 +78,7 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if fixed_epochs:
         planned.pop("time", None)
-    model = train.pop("model", planned.pop("model", "yolo26n.yaml"))
+    model = train.pop("model", planned.pop("model", MODEL))
     print(f"gradkit demo: the plan for {data_yaml} (gradkit plan data={data_yaml}"
           + (f" budget={budget:g})" if budget else "; epochs= given: no time budget)"))
     for c in plan.choices:
@@ -149,7 +149,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     if opts["gradkit"] == "plan":
         model_yaml, train_args, cfg = _planned(data_yaml, opts, train_args, given, out)
     else:
-        model_yaml, cfg = train_args.pop("model", "yolo26n.yaml"), opts["gradkit"]
+        model_yaml, cfg = train_args.pop("model", MODEL), opts["gradkit"]
     imgsz = int(train_args.pop("imgsz", opts["imgsz"]))
     try:
         model = YOLO(resolved_model(model_yaml))  # the plan's yolo26n-half.yaml is gradkit's: its YAML written here
