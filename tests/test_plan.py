@@ -192,7 +192,7 @@ def test_a_budget_trains_yolo26n_at_half_its_width_where_the_timer_says_it_is_fa
     (30, _timer(None), "not timed on this machine"),  # a timer that times yolo26n but not the half width
     (10, _timer(0.8), "only 1.25x"),            # a speed-up below HALF_WIDTH_MIN_SPEEDUP
     # by hand: 1800 s / 0.05 s = 36000 images = 360 epochs of 7 steps = 2520 > HALF_WIDTH_MAX_STEPS
-    (30, _timer(0.5), "the budget buys yolo26n about 2520, more than any pair measured"),
+    (30, _timer(0.5), "the budget buys yolo26n about 2520 steps, more than any pair had"),
 ])
 def test_yolo26n_keeps_its_width_without_a_budget_or_a_measured_speed_up(budget, timer, why):
     plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=timer)

@@ -193,9 +193,10 @@ MODEL_P2 = "yolo26n-p2.yaml"
 MODEL_HALF = "yolo26n-half.yaml"
 #: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
 #: MODEL_HALF. Every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (one thread each);
-#: the timer read 1.85x on one thread and 1.62x on two (it times at CALIBRATION_PX, 128 px, and scales both models
-#: alike). So 1.5-1.8x is an extrapolation, taken so that a two-thread machine like the demo's trains it; below 1.5
-#: nothing backs it, and a GPU, where a model this small does not fill the device, is not timed at all.
+#: the timer read 1.6-1.85x on one thread (sessions 44 and 45) and 1.62x on two (it times at CALIBRATION_PX, 128 px,
+#: and scales both models alike). So 1.5-1.8x is an extrapolation, taken so that a two-thread machine like the
+#: demo's trains it; below 1.5 nothing backs it, and a GPU, where a model this small does not fill the device, is
+#: not timed at all.
 HALF_WIDTH_MIN_SPEEDUP = 1.5
 #: The most optimizer steps a budget may buy yolo26n for the plan to trade its width for steps: the most it took in
 #: any pair of HALF_WIDTH_EVIDENCE (the photographs, seed 2 of session 41: 109 epochs of 14 steps). A longer budget
@@ -367,7 +368,7 @@ def _why_full_width(speedup: float | None, steps: float | None) -> str | None:
     if speedup < HALF_WIDTH_MIN_SPEEDUP:
         return f"this machine's timer puts it at only {speedup:.2f}x yolo26n's images per second"
     if steps > HALF_WIDTH_MAX_STEPS:
-        return f"the budget buys yolo26n about {steps:.0f}, more than any pair measured"
+        return f"the budget buys yolo26n about {steps:.0f} steps, more than any pair had"
     return None
 
 
