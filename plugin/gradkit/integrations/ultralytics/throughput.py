@@ -33,8 +33,8 @@ CALIBRATION_PX = 128
 #: the last epoch's validation, a few percent), 0.89, 0.94 and 0.90 (and 1.00 on the material set) on a
 #: later one with validation taken out. The demo, training on both cores, made 13% and 1% fewer steps
 #: than this estimated (README, "The demo"). Machines differ by more than the sets do; 1.1 is kept, the estimate
-#: within about +-20%. That is yolo26n's: at half its width the ratio was 0.84-0.86 where yolo26n's was 1.02-1.03
-#: (session 45), so the half width's estimate is about 15% short.
+#: within about +-20%. It holds for the half width too: timed in turn with yolo26n, both read 0.88-0.89
+#: (session 45; timed one after the other the half width read 0.84-0.86 and yolo26n 1.02-1.03: drift).
 DATA_OVERHEAD = 1.1
 #: Real validation seconds per image during training over the timed evaluation passes' (Ultralytics'
 #: loading with rect batches, post-processing, the metrics): 1.96, 1.57, 1.52 and 1.45 on the design,
