@@ -571,10 +571,20 @@ def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys
     model, args, _ = _planned(tiny_data, opts, train, given, tmp_path / "run2")
     out = capsys.readouterr().out
     assert "epochs= given: no time budget" in out            # so the budget rule does not shrink the size either
-    assert "the command line replaces: imgsz=128, epochs=2, model=yolo26n.yaml" in out
+    assert "the command line replaces: imgsz=128, epochs=2" in out
     assert yaml.safe_load((tmp_path / "run2" / "plan.yaml").read_text())["train"]["epochs"] == P.DEFAULT_EPOCHS
     assert model == "yolo26n.yaml" and "time" not in args and args["epochs"] == 2 and "model" not in args
     assert "imgsz" not in args and opts["imgsz"] == 128  # the demo's imgsz= sizes the data and the training
+
+    # model= with a budget: the plan's estimate (its time= line) is of that model, the one that trains
+    opts, train, given = _parse(["budget=3", "model=yolo26n.yaml"])
+    expected = P.make_plan(fingerprint_dataset(tiny_data, split="train"), 3.0, timer, model="yolo26n.yaml")
+    capsys.readouterr()
+    model, args, _ = _planned(tiny_data, opts, train, given, tmp_path / "run3")
+    out = capsys.readouterr().out
+    assert model == "yolo26n.yaml" and "the command line replaces" not in out
+    assert f"  time = {args['time']}: {choice(expected, 'time').reason}" in out and "yolo26n.yaml" in out
+    assert yaml.safe_load((tmp_path / "run3" / "plan.yaml").read_text())["train"]["model"] == "yolo26n.yaml"
 
 
 def test_demo_bad_arguments_are_one_line_errors(tmp_path, gradkit_here):
@@ -654,3 +664,21 @@ def test_the_plan_names_the_labels_ultralytics_warp_would_drop():
     assert reason.startswith("Ultralytics' own warp (no rotation) would drop 3 of 8 boxes at imgsz 256 (pit 2, "
                              "scratch 1) in 44% of their samples on average"), reason
     assert "no box" in choice(P.make_plan(fingerprint([LINE, BLOB])), "augment.bbox").reason
+
+
+def test_a_model_given_on_the_command_line_is_the_one_the_budget_estimate_counts():
+    """The demo's ``model=`` with a budget: the plan's estimate is of the model that will train, not of the
+    half width the plan would have chosen (oracle: the estimate by hand at yolo26n's own cost)."""
+    def seconds(model, imgsz, nc):
+        return 0.05 if model == P.MODEL else 0.025
+
+    fp = fingerprint([BLOB] * 10, images=200)
+    own = P.make_plan(fp, budget_min=15, seconds_per_image=seconds)
+    given = P.make_plan(fp, budget_min=15, seconds_per_image=seconds, model=P.MODEL)
+    assert own.train["model"] == P.MODEL_HALF and given.train["model"] == P.MODEL
+    # by hand: 900 s / 0.05 s = 18000 images = 90 epochs of 200 in 13 batches of 16 = 1170 optimizer steps
+    assert ("about 90 epochs of the 200 training images (1170 optimizer steps; 50 ms per image at imgsz 256"
+            in choice(given, "time").reason)
+    reason = choice(given, "model").reason
+    assert reason.startswith(f"given (model={P.MODEL})") and f"the plan's own choice: {P.MODEL_HALF}" in reason
+    assert given.train["imgsz"] == own.train["imgsz"]  # sized as the rules were measured, by yolo26n's steps

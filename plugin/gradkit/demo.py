@@ -74,7 +74,7 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     timer = functools.partial(training_seconds_per_image, threads=_threads(opts), on_cpu=True)  # as the demo trains
     fixed_epochs = "epochs" in given and "time" not in given  # epochs= drops the budget and the plan's time=
     budget = None if fixed_epochs else opts["budget"]
-    plan = make_plan(fp, budget, timer)
+    plan = make_plan(fp, budget, timer, model=given.get("model"))  # a given model is the one its estimate counts
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if fixed_epochs:
         planned.pop("time", None)
@@ -83,7 +83,7 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
           + (f" budget={budget:g})" if budget else "; epochs= given: no time budget)"))
     for c in plan.choices:
         print(f"  {c.key} = {c.value}{'  (provisional)' if c.provisional else ''}: {c.reason}")
-    replaced = [k for k in plan.train if k not in planned and k != "model"] + (["model"] if "model" in given else [])
+    replaced = [k for k in plan.train if k not in planned and k != "model"]
     if replaced:
         print("  the command line replaces: " + ", ".join(
             f"{k}={given[k]}" if k in given else f"{k} (epochs={given['epochs']} given)" for k in replaced))

@@ -361,6 +361,15 @@ def choose_width(choice: Choice, fp: Fingerprint, budget_min: float, imgsz: int,
                      f"{choice.reason}")
 
 
+def _given_model(model: str, plan: Plan) -> str:
+    """The user's ``model`` in place of the plan's choice, which the reason keeps (imgsz stays sized by yolo26n's
+    steps, as the rules were measured)."""
+    choice = next(c for c in plan.choices if c.key == "model")
+    choice.reason = f"given (model={model}); the plan's own choice: {choice.value}, {choice.reason}"
+    choice.value, choice.provisional = model, False
+    return model
+
+
 def _why_full_width(speedup: float | None, steps: float | None) -> str | None:
     """Why the timer's reading keeps yolo26n's width, or None where it trades width for steps."""
     if speedup is None or steps is None:
@@ -620,10 +629,11 @@ def _warn_data(fp: Fingerprint, plan: Plan) -> None:
 
 
 def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_image: SecondsPerImage | None = None,
-              val_seconds_per_image: SecondsPerImage | None = None) -> Plan:
+              val_seconds_per_image: SecondsPerImage | None = None, model: str | None = None) -> Plan:
     """Apply the rules to a fingerprint. ``seconds_per_image(model yaml, imgsz, classes)``: what one training image
     costs on the machine that will train, ``val_seconds_per_image`` what validating one costs (the integration
-    measures both); with a budget, the plan says what the budget buys."""
+    measures both); with a budget, the plan says what the budget buys. ``model``: one the user gave, which
+    replaces the plan's choice and is the one the budget's estimate counts."""
     plan = Plan(data=fp.data)
     _warn_data(fp, plan)
     imgsz = choose_imgsz(fp, plan)
@@ -633,7 +643,8 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
         imgsz = fit_imgsz_to_budget(fp, budget_min, imgsz, plan, timer)
     hint_tiling(fp, imgsz, plan)
     # the command reads model and imgsz first
-    plan.train = {"model": choose_model(fp, imgsz, plan, budget_min, timer), "imgsz": imgsz, **plan.train}
+    planned = choose_model(fp, imgsz, plan, budget_min, timer)
+    plan.train = {"model": planned if model is None else _given_model(model, plan), "imgsz": imgsz, **plan.train}
     choose_schedule(fp, budget_min, plan, seconds_per_image, val_seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
