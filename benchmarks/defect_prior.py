@@ -47,7 +47,8 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     weights = out / "run" / "weights" / "last.pt"
     if not weights.exists():
         train(data, out / "run", minutes, threads)
-    trained = torch.load(weights, map_location="cpu", weights_only=False)["ema"].float()  # written just above
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)  # written just above
+    trained = (ckpt.get("ema") or ckpt["model"]).float()  # Ultralytics strips the EMA into "model" at the end
     prior = out / "prior.pt"
     reset = reset_class_outputs(trained, fresh_like(trained))
     torch.save({"model": trained, "train_args": {}}, prior)
@@ -81,7 +82,7 @@ def fresh_like(model):
     """A newly built model of ``model``'s architecture and classes (Ultralytics' own initialisation)."""
     from ultralytics.nn.tasks import DetectionModel
 
-    return DetectionModel(model.yaml, nc=model.nc, verbose=False)
+    return DetectionModel(model.yaml, nc=model.model[-1].nc, verbose=False)
 
 
 def reset_class_outputs(model, fresh) -> list[str]:
