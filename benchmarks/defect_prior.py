@@ -12,7 +12,10 @@ OUT/prior.pt --recipes plan-budget-prior@time`` trains the plan from it.
 3. ``OUT/prior.pt``: the trained model with its class outputs (the last convolution of every class branch,
    ``cv3.i.2`` and ``one2one_cv3.i.2``) replaced by a freshly initialised model's, so what carries over is the
    features, the box regression and the batch statistics, not which index means which class (the sets name
-   their classes in their own order, and a user's data has its own classes).
+   their classes in their own order, and a user's data has its own classes); Ultralytics' ``pretrained=`` reads
+   it (a pickle: for this script's own file only);
+4. ``OUT/defect-half.pt``: the same weights as a plain state dict without the class outputs, what gradkit ships
+   as ``init.prior: defect`` (``plugin/gradkit/priors/``, read with ``weights_only=True``).
 
     python benchmarks/defect_prior.py --out DIR [--images 1500 --imgsz 256 --minutes 25 --threads 2]
 
@@ -25,15 +28,14 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT
+
 #: The synth seed of the prior's images (benchmarks/defect_quality.py's design set uses 1000).
 SYNTH_SEED = 7
-#: State-dict keys of the class outputs: the last layer of each class branch of a Detect head, both branches.
-CLASS_OUTPUT = re.compile(r"\.(one2one_)?cv3\.\d+\.2\.")
 
 
 def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int) -> Path:
@@ -52,6 +54,11 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     prior = out / "prior.pt"
     reset = reset_class_outputs(trained, fresh_like(trained))
     torch.save({"model": trained, "train_args": {}}, prior)
+    shipped = out / "defect-half.pt"
+    kept = {k: v.clone() for k, v in trained.state_dict().items() if not CLASS_OUTPUT.search(k)}
+    torch.save({"state_dict": kept, "meta": {"model": "yolo26n-half.yaml", "images": images, "imgsz": imgsz,
+                                             "synth_seed": SYNTH_SEED, "minutes": minutes}}, shipped)
+    print(f"{shipped}: {len(kept)} tensors, the class outputs left out (init.prior: defect)")
     print(f"{prior}: {sum(p.numel() for p in trained.parameters())} parameters, class outputs reset: {len(reset)} "
           f"tensors ({', '.join(reset[:2])}, ...)")
     return prior
@@ -80,8 +87,10 @@ def train(data: Path, run: Path, minutes: float, threads: int) -> None:
 
 def fresh_like(model):
     """A newly built model of ``model``'s architecture and classes (Ultralytics' own initialisation)."""
+    import torch
     from ultralytics.nn.tasks import DetectionModel
 
+    torch.manual_seed(0)  # the same prior.pt from the same run
     return DetectionModel(model.yaml, nc=model.model[-1].nc, verbose=False)
 
 

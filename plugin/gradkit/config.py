@@ -365,6 +365,16 @@ class SpeedConfig(_Section):
         "faster; gradkit plan leaves it at contiguous")
 
 
+class InitConfig(_Section):
+    """Where training starts (README, "Or a network that has already learnt defects?")."""
+
+    prior: Literal["none", "defect"] = Field(
+        "none", description="none: Ultralytics' own initialisation (or the .pt given as model=); defect: gradkit's "
+        "defect prior, yolo26n-half.yaml trained on gradkit synth's defects (benchmarks/defect_prior.py), loaded "
+        "into every layer but the class outputs before the first step; needs model=yolo26n-half.yaml and a "
+        "detection run")
+
+
 class GradkitConfig(_Section):
     """The whole plugin configuration (the file given with ``gradkit=``)."""
 
@@ -375,8 +385,9 @@ class GradkitConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     assign: AssignConfig = Field(default_factory=AssignConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
 
-    @field_validator("monitor", "clip", "augment", "report", "data", "assign", "speed", mode="before")
+    @field_validator("monitor", "clip", "augment", "report", "data", "assign", "speed", "init", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

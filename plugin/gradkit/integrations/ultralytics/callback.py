@@ -261,6 +261,8 @@ class GradkitCallback:
         model = _unwrap(trainer.model)
         self.save_dir = Path(trainer.save_dir)
         resuming = bool(getattr(trainer, "resume", False))
+        if self.cfg.init.prior != "none" and not resuming:  # a resumed run has its own weights
+            self._load_prior(trainer, model)
         state = self._resume_state(trainer) if resuming else None
         saved = state.get("config") if state else None
         if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
@@ -296,6 +298,17 @@ class GradkitCallback:
         self._install_augmentation(trainer)
         if not self.augment.active and _is_main():
             _warn_labels_ultralytics_drops(trainer)
+
+    def _load_prior(self, trainer, model: torch.nn.Module) -> None:
+        from gradkit.integrations.ultralytics.prior import check_start, load_prior
+
+        prior = self.cfg.init.prior
+        check_start(prior, getattr(trainer.args, "model", None), getattr(trainer.args, "pretrained", None))
+        ema = getattr(trainer, "ema", None)
+        copied = load_prior(model, None if ema is None else ema.ema, prior)
+        if _is_main():
+            _logger().info(f"gradkit: init.prior={prior}: {copied} tensors from gradkit's defect prior, the class "
+                           "outputs from Ultralytics' initialisation")
 
     def _take_over_optimizer_step(self, trainer) -> None:
         """Run gradkit's step in place of ``BaseTrainer.optimizer_step``, keeping a user's override.

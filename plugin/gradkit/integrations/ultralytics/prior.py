@@ -1,0 +1,71 @@
+"""``init.prior``: start training from gradkit's defect prior instead of Ultralytics' initialisation.
+
+The prior is a plain state dict (``torch.load(..., weights_only=True)``: tensors only, no code; it ships
+with gradkit and is still read as untrusted input) of ``yolo26n-half.yaml`` trained on ``gradkit synth``'s
+defects by ``benchmarks/defect_prior.py``, without its class outputs (the last convolution of every class
+branch of Ultralytics' Detect head), so a run with any classes takes the features, the box regression and the
+batch statistics, and learns its own classes from Ultralytics' initialisation of that layer.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from gradkit.config import ConfigError
+
+#: The priors gradkit ships: ``init.prior`` value -> file, and the model yaml it was trained as.
+PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-half.pt", "yolo26n-half.yaml")}
+#: State-dict keys of a Detect head's class outputs (Ultralytics 8.4: ``cv3[i][2]`` of the one-to-many branch and
+#: ``one2one_cv3[i][2]`` of YOLO26's one-to-one branch): the layers whose shape is the number of classes.
+CLASS_OUTPUT = re.compile(r"\.(one2one_)?cv3\.\d+\.2\.")
+
+
+def read_prior(path: Path) -> dict[str, torch.Tensor]:
+    """The prior's tensors by name, checked: a file of anything else is refused with its name."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # weights_only refuses code
+        raise ConfigError(f"init.prior: {path} is not a readable weights file ({type(exc).__name__}: {exc})") from None
+    weights = loaded.get("state_dict") if isinstance(loaded, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in weights.items()):
+        raise ConfigError(f"init.prior: {path} holds no state_dict of named tensors")
+    return weights
+
+
+def check_start(name: str, model_arg: object, pretrained: object) -> None:
+    """Refuse a prior where the run already starts from weights (``model=X.pt`` or ``pretrained=X.pt``): the prior
+    would silently replace them."""
+    given = [f"{k}={v}" for k, v in (("model", model_arg), ("pretrained", pretrained))
+             if isinstance(v, str | Path) and str(v).endswith(".pt")]
+    if given:
+        raise ConfigError(f"init.prior={name} would replace the weights of {given[0]}: start from a model yaml, or "
+                          "set init.prior: none to keep them")
+
+
+def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str) -> int:
+    """Copy prior ``name`` into ``model`` and its EMA (every tensor but the class outputs); the tensors copied.
+    A model whose tensors differ from the prior's (another yaml, width or task) is refused before any is copied."""
+    path, trained_as = PRIORS[name]
+    prior = read_prior(path)
+    own = model.state_dict()
+    keys = [k for k in own if not CLASS_OUTPUT.search(k)]
+    differ = [k for k in keys if k not in prior or prior[k].shape != own[k].shape]
+    if differ or len(keys) == len(own):
+        first = differ[0] if differ else "no class output found"
+        shapes = (f" ({tuple(prior[first].shape)} in the prior, {tuple(own[first].shape)} here)"
+                  if differ and first in prior else "")
+        raise ConfigError(f"init.prior={name} holds {trained_as}'s weights for detection; this model differs at "
+                          f"{len(differ)} of its {len(keys)} tensors, first {first}{shapes}: train "
+                          f"model={trained_as} (task detect) or set init.prior: none")
+    with torch.no_grad():
+        for target in (model, ema):
+            if target is not None:
+                state = target.state_dict()
+                for k in keys:
+                    state[k].copy_(prior[k])
+    return len(keys)

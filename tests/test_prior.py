@@ -1,0 +1,119 @@
+"""``init.prior: defect``: the shipped prior, what it copies into a model and its EMA, what it refuses, and a
+real Ultralytics run that starts from it (oracle: the file's own tensors, and planted weights that must stay)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from gradkit.config import ConfigError
+from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT, PRIORS, check_start, load_prior, read_prior
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _model(yaml_name: str = "yolo26n-half.yaml", nc: int = 2):
+    from ultralytics.nn.tasks import DetectionModel
+
+    from gradkit.integrations.ultralytics.models import resolved_model
+
+    return DetectionModel(resolved_model(yaml_name), nc=nc, verbose=False)
+
+
+def _planted(model, value: float = 0.5):
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.fill_(value)
+    return model
+
+
+def test_the_shipped_prior_is_every_tensor_of_the_half_width_but_the_class_outputs():
+    path, trained_as = PRIORS["defect"]
+    prior = read_prior(path)
+    own = _model(trained_as, nc=7).state_dict()  # any number of classes: only the class outputs depend on it
+    expected = {k for k in own if not CLASS_OUTPUT.search(k)}
+    assert set(prior) == expected and len(own) - len(expected) == 12  # 3 levels x 2 branches x (weight, bias)
+    assert all(prior[k].shape == own[k].shape for k in expected)
+    assert all(torch.isfinite(v).all() for v in prior.values() if v.is_floating_point())
+
+
+def test_the_prior_goes_into_the_model_and_its_ema_and_the_class_outputs_stay():
+    prior = read_prior(PRIORS["defect"][0])
+    model, ema = _planted(_model()), _planted(_model(), 0.25)
+    copied = load_prior(model, ema, "defect")
+    assert copied == len(prior)
+    for target, planted in ((model, 0.5), (ema, 0.25)):
+        for k, v in target.state_dict().items():
+            if CLASS_OUTPUT.search(k):
+                assert torch.all(v == planted), k  # Ultralytics' initialisation of the run's own classes
+            else:
+                assert torch.equal(v, prior[k]), k
+
+
+def test_another_model_is_refused_before_anything_is_copied():
+    model = _planted(_model("yolo26n.yaml"))
+    with pytest.raises(ConfigError, match=r"init.prior=defect holds yolo26n-half.yaml's weights.*differs at \d+ of "
+                                          r"its \d+ tensors, first model\.0\.conv\.weight \(\(8, 3, 3, 3\) in the "
+                                          r"prior, \(16, 3, 3, 3\) here\)"):
+        load_prior(model, None, "defect")
+    assert all(torch.all(v == 0.5) for v in model.state_dict().values() if v.is_floating_point())
+
+
+def test_a_file_that_is_not_plain_weights_is_refused_without_running_it(tmp_path):
+    code = tmp_path / "code.pt"
+    torch.save({"state_dict": torch.nn.Linear(2, 2)}, code)  # a module: a pickle of a class, not tensors
+    with pytest.raises(ConfigError, match="is not a readable weights file"):
+        read_prior(code)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ConfigError, match="is not a readable weights file|holds no state_dict"):
+        read_prior(junk)
+    listed = tmp_path / "list.pt"
+    torch.save({"state_dict": [torch.zeros(1)]}, listed)
+    with pytest.raises(ConfigError, match="holds no state_dict of named tensors"):
+        read_prior(listed)
+
+
+@pytest.mark.parametrize(("model", "pretrained"), [("yolo26n.pt", True), ("x.yaml", "weights/best.pt")])
+def test_a_run_that_starts_from_weights_keeps_them(model, pretrained):
+    with pytest.raises(ConfigError, match=r"would replace the weights of (model=yolo26n\.pt|pretrained=weights/best)"):
+        check_start("defect", model, pretrained)
+    check_start("defect", "yolo26n-half.yaml", True)  # Ultralytics' default pretrained=True names no file
+
+
+@pytest.mark.e2e
+def test_a_real_run_starts_from_the_prior(tiny_data, tmp_path):
+    """The real trainer, ``init.prior: defect``: at the first batch (after gradkit's set-up and before any step)
+    the model and its EMA hold the prior's tensors; the run then trains."""
+    from ultralytics import YOLO
+
+    import gradkit
+    from gradkit.integrations.ultralytics.models import resolved_model
+
+    prior, seen = read_prior(PRIORS["defect"][0]), {}
+    yolo = YOLO(resolved_model("yolo26n-half.yaml"))
+    gradkit.attach(yolo, {"init": {"prior": "defect"}}, {"report.enabled": False, "monitor.plot": False})
+
+    def first_batch(trainer):
+        if "model" not in seen:
+            seen["model"] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+            seen["ema"] = {k: v.clone() for k, v in trainer.ema.ema.state_dict().items()}
+
+    yolo.add_callback("on_train_start", first_batch)
+    yolo.train(data=str(tiny_data), epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False, val=False,
+               project=str(tmp_path), name="run", exist_ok=True, verbose=False)
+    for which in ("model", "ema"):
+        assert all(torch.equal(seen[which][k], v) for k, v in prior.items()), which
+    assert yolo.gradkit.step > 0
+
+
+@pytest.mark.e2e
+def test_the_prior_with_another_model_is_a_one_line_error(tiny_data, tmp_path, gradkit_here):
+    r = gradkit_here("train", "model=yolo26n.yaml", f"data={tiny_data}", "epochs=1", "imgsz=64", "workers=0",
+                     "device=cpu", f"project={tmp_path}", "name=run", "gradkit.init.prior=defect", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-800:]
+    assert "init.prior=defect holds yolo26n-half.yaml's weights" in r.stderr
+    assert not list(tmp_path.rglob("last.pt"))  # refused before the first step
