@@ -65,11 +65,12 @@ def test_another_model_is_refused_before_anything_is_copied():
 def test_a_file_that_is_not_plain_weights_is_refused_without_running_it(tmp_path):
     code = tmp_path / "code.pt"
     torch.save({"state_dict": torch.nn.Linear(2, 2)}, code)  # a module: a pickle of a class, not tensors
-    with pytest.raises(ConfigError, match="is not a readable weights file"):
+    with pytest.raises(ConfigError, match="is not a weights file torch's weights-only reader accepts") as refused:
         read_prior(code)
+    assert "\n" not in str(refused.value) and "weights_only=False" not in str(refused.value)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(ConfigError, match="is not a readable weights file|holds no state_dict"):
+    with pytest.raises(ConfigError, match="is not a weights file"):  # a pickle opcode the reader refuses
         read_prior(junk)
     listed = tmp_path / "list.pt"
     torch.save({"state_dict": [torch.zeros(1)]}, listed)

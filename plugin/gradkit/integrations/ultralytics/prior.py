@@ -29,7 +29,9 @@ def read_prior(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # weights_only refuses code
-        raise ConfigError(f"init.prior: {path} is not a readable weights file ({type(exc).__name__}: {exc})") from None
+        # torch's message runs to many lines and suggests weights_only=False, which would run the file's code
+        raise ConfigError(f"init.prior: {path} is not a weights file torch's weights-only reader accepts "
+                          f"({type(exc).__name__})") from None
     weights = loaded.get("state_dict") if isinstance(loaded, dict) else None
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                  for k, v in weights.items()):
