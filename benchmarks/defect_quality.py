@@ -138,11 +138,14 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   the timer puts it at 1.5x yolo26n's images per second or more and yolo26n would take at most 1526 steps;
   ``plan-budget-yolo26n@time``: ``plan-budget@time`` with yolo26n at its own width, the plan until then. The
   recipes built on ``plan-budget@time`` (``-noperobject``, ``-fastest``, ``-lr2``, ``-lr4``, ``-batch8``) train the
-  plan's model too, so since session 44 the half width where the timer chooses it: their README numbers are
-  yolo26n's.
-  ``plan-budget-prior@time``: ``plan-budget@time`` started from ``--prior``'s weights (``benchmarks/defect_prior.py``:
-  the half width trained on ``gradkit synth``'s renderer, class outputs reset) instead of from scratch; the
-  prior's own training is not in the budget.
+  plan's model too, so since session 44 the half width where the timer chooses it (and since session 46 from the
+  defect prior): their README numbers are yolo26n's, from scratch. The width recipes train from scratch.
+  ``plan-budget-prior@time``: ``plan-budget@time`` started from gradkit's defect prior (``init.prior: defect``, the
+  half width trained on ``gradkit synth``'s renderer by ``benchmarks/defect_prior.py``; the prior's own training is
+  not in the budget), what the plan does since session 46 where it trains the half width;
+  ``plan-budget-noprior@time``: the same from scratch, the plan until then. (Session 46 trained the first with
+  Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
+  initialised by a fresh model instead of the run's own.)
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -201,7 +204,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-deep-perobject@time", "plan-perobject@time", "plan-noperobject@time",
              "plan-budget-noperobject@time", "plan-budget-fastest@time",
              "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
-             "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time")
+             "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
+             "plan-budget-noprior@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -374,8 +378,7 @@ def _written_model_yaml(cfg: dict, name: str) -> str:
     return str(write_model_yaml(cfg, Path(tempfile.gettempdir()) / "gradkit-bench" / name))
 
 
-def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None,
-                 prior: str | None = None) -> tuple[str, object, dict]:
+def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None) -> tuple[str, object, dict]:
     """(model yaml, gradkit configuration or None, train arguments) of one recipe for one seed;
     ``stock`` is that seed's stock score (None while stock itself is being trained); ``fp`` the set's
     fingerprint, which ``plan-deep@time`` needs."""
@@ -412,10 +415,11 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         from gradkit.plan import MODEL, MODEL_HALF
 
         _, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        cfg = None if cfg is None else {**cfg, "init": {"prior": "none"}}  # both from scratch, as measured
         return (MODEL_HALF if recipe_name == WIDTH_RECIPES[0] else MODEL), cfg, args
-    if recipe_name == "plan-budget-prior@time":  # the plan's own budget, size and model, from --prior's weights
+    if recipe_name in PRIOR_RECIPES:  # the plan's own budget, size and model, from the prior or from scratch
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
-        return model, cfg, {**args, "pretrained": prior} if args else args
+        return model, {**cfg, "init": {"prior": PRIOR_RECIPES[recipe_name]}} if cfg is not None else cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -531,6 +535,10 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
 WIDTH_RECIPES = ("plan-budget-narrow@time", "plan-budget-yolo26n@time")
 
 
+#: ``init.prior`` of the prior recipes (both train the plan's model, which must be the prior's, the half width).
+PRIOR_RECIPES = {"plan-budget-prior@time": "defect", "plan-budget-noprior@time": "none"}
+
+
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
 #: chooses for a short run.
 LR_RECIPES = {"plan-budget-lr2@time": 2.0, "plan-budget-lr4@time": 4.0}
@@ -603,9 +611,6 @@ def run(args) -> dict:
         raise SystemExit(f"unknown recipe(s) {', '.join(sorted(unknown))}: {', '.join(RECIPES + ABLATIONS)}")
     if "stock@time" in args.recipes.split(",") and not args.time_s:
         raise SystemExit("stock@time needs --time-s (the budget it stops at)")
-    prior = None if args.prior is None else Path(args.prior).resolve()
-    if "plan-budget-prior@time" in args.recipes.split(",") and (prior is None or not prior.is_file()):
-        raise SystemExit(f"plan-budget-prior@time needs --prior PRIOR.pt (benchmarks/defect_prior.py), got {prior}")
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
     base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
@@ -627,9 +632,7 @@ def run(args) -> dict:
                     deep = _recipe_args("plan-deep@time", plan, base, stock, fp)
                     trained_on, recipe, score_imgsz = _native_tiles(data, out, fp, deep)
                 res = train_and_score(trained_on, out / "runs" / f"{name}-{_folder(recipe_name)}-s{seed}",
-                                      *(recipe or _recipe_args(recipe_name, plan, base, stock, fp,
-                                                               None if prior is None else str(prior))),
-                                      seed, held_out,
+                                      *(recipe or _recipe_args(recipe_name, plan, base, stock, fp)), seed, held_out,
                                       args.device, args.workers, score_imgsz)
                 stock = res if recipe_name == "stock" and not args.time_s else stock
                 if recipe_name in rows:
@@ -710,7 +713,6 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--out", default="runs/defect-quality")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--prior", default=None, help="plan-budget-prior@time's starting weights (defect_prior.py)")
     p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="print the tables of these files together")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (Ultralytics' device=)")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")

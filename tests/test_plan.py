@@ -682,3 +682,19 @@ def test_a_model_given_on_the_command_line_is_the_one_the_budget_estimate_counts
     reason = choice(given, "model").reason
     assert reason.startswith(f"given (model={P.MODEL})") and f"the plan's own choice: {P.MODEL_HALF}" in reason
     assert given.train["imgsz"] == own.train["imgsz"]  # sized as the rules were measured, by yolo26n's steps
+
+
+@pytest.mark.parametrize(("budget", "model", "prior"), [
+    (10, None, "defect"),            # the timer picks the half width: the prior it was trained as
+    (None, None, None),              # no budget: yolo26n from scratch
+    (10, P.MODEL, None),             # the demo's model=yolo26n.yaml: the half width's prior does not fit it
+])
+def test_the_plan_starts_the_half_width_from_the_defect_prior(budget, model, prior):
+    from gradkit.config import load_config
+
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=_timer(0.5), model=model)
+    start = choice(plan, "init.prior")
+    assert plan.gradkit.get("init", {}).get("prior") == prior and start.provisional
+    assert load_config(plan.gradkit).init.prior == (prior or "none")
+    assert P.PRIOR_EVIDENCE in start.reason
+    assert (plan.train["model"] == P.MODEL_HALF) == (prior == "defect")

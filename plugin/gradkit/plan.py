@@ -181,6 +181,12 @@ MEMORY_FORMAT_EVIDENCE = ("channels-last (speed.memory_format: fastest) made a y
                           "shrank less (288 instead of 256 px) 0.149 against 0.117 on the strips and 0.044 against "
                           "0.054 on the colour set; its batch norm rounds further from float64, and a timed choice "
                           "can differ between two runs of one seed: left off, worth trying on a budget")
+#: Why the half width starts from gradkit's defect prior (init.prior: defect; benchmarks/defect_quality.py,
+#: plan-budget-prior@time against plan-budget@time; README, "Or a network that has already learnt defects?").
+PRIOR_EVIDENCE = ("at stock's wall time the plan started from the prior (yolo26n-half trained 25 min on gradkit "
+                  "synth's renderer, not counted in the budget) against the same plan from scratch, side by side: "
+                  "colour set seed 0 mAP50-95 0.236 against 0.072, cracks 0.711 against 0.001, scratches 0.247 "
+                  "against 0.000; the evaluation sets' defects are drawn by other renderers")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -652,7 +658,18 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
                 provisional=True)
     choose_loss_gains(plan)
     choose_memory_format(plan)
+    choose_start(plan)
     return plan
+
+
+def choose_start(plan: Plan) -> None:
+    """gradkit's defect prior where the plan trains the model it was trained as (MODEL_HALF); from scratch else."""
+    if plan.train["model"] == MODEL_HALF:
+        plan.gradkit["init"] = {"prior": "defect"}
+        plan.choose("init.prior", "defect (gradkit's defect prior)", PRIOR_EVIDENCE, provisional=True)
+    else:
+        plan.choose("init.prior", "none (from scratch)", f"the defect prior holds {MODEL_HALF}'s weights and this "
+                    f"plan trains {plan.train['model']}; with the half width: {PRIOR_EVIDENCE}", provisional=True)
 
 
 def choose_memory_format(plan: Plan) -> None:
