@@ -62,6 +62,18 @@ def test_another_model_is_refused_before_anything_is_copied():
     assert all(torch.all(v == 0.5) for v in model.state_dict().values() if v.is_floating_point())
 
 
+def test_the_prior_s_own_yaml_built_otherwise_is_ultralytics_change_not_the_user_s():
+    from gradkit.integrations.ultralytics.seams import SeamError
+
+    changed = _model("yolo26n.yaml")  # stands in for yolo26n-half.yaml as a changed Ultralytics would build it
+    with pytest.raises(SeamError, match=r"yolo26n-half.yaml as this Ultralytics builds it differs at .*its "
+                                        r"yolo26.yaml changed"):
+        load_prior(changed, None, "defect", "/cache/models/yolo26n-half.yaml")
+    headless = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))  # no class output at all: the head was renamed
+    with pytest.raises(SeamError, match="no class output named like"):
+        load_prior(headless, None, "defect", "yolo26n-half.yaml")
+
+
 def test_a_file_that_is_not_plain_weights_is_refused_without_running_it(tmp_path):
     code = tmp_path / "code.pt"
     torch.save({"state_dict": torch.nn.Linear(2, 2)}, code)  # a module: a pickle of a class, not tensors

@@ -305,7 +305,7 @@ class GradkitCallback:
         prior = self.cfg.init.prior
         check_start(prior, getattr(trainer.args, "model", None), getattr(trainer.args, "pretrained", None))
         ema = getattr(trainer, "ema", None)
-        copied = load_prior(model, None if ema is None else ema.ema, prior)
+        copied = load_prior(model, None if ema is None else ema.ema, prior, getattr(trainer.args, "model", None))
         if _is_main():
             _logger().info(f"gradkit: init.prior={prior}: {copied} tensors from gradkit's defect prior, the class "
                            "outputs from Ultralytics' initialisation")

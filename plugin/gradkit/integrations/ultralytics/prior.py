@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from gradkit.config import ConfigError
+from gradkit.integrations.ultralytics.seams import SeamError
 
 #: The priors gradkit ships: ``init.prior`` value -> file, and the model yaml it was trained as.
 PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-half.pt", "yolo26n-half.yaml")}
@@ -49,20 +50,28 @@ def check_start(name: str, model_arg: object, pretrained: object) -> None:
                           "set init.prior: none to keep them")
 
 
-def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str) -> int:
+def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None) -> int:
     """Copy prior ``name`` into ``model`` and its EMA (every tensor but the class outputs); the tensors copied.
-    A model whose tensors differ from the prior's (another yaml, width or task) is refused before any is copied."""
+    A model whose tensors differ from the prior's is refused before any is copied: the user's mistake where
+    ``model_arg`` (the run's ``model=``) names another yaml, Ultralytics' change where it names the prior's own."""
     path, trained_as = PRIORS[name]
     prior = read_prior(path)
     own = model.state_dict()
     keys = [k for k in own if not CLASS_OUTPUT.search(k)]
     differ = [k for k in keys if k not in prior or prior[k].shape != own[k].shape]
-    if differ or len(keys) == len(own):
-        first = differ[0] if differ else "no class output found"
+    own_yaml = Path(str(model_arg)).name == trained_as
+    if len(keys) == len(own) and (own_yaml or not differ):
+        raise SeamError(f"gradkit: {trained_as} built by this Ultralytics has no class output named like "
+                        f"{CLASS_OUTPUT.pattern} (its Detect head changed): init.prior cannot tell its classes apart")
+    if differ:
+        first = differ[0]
         shapes = (f" ({tuple(prior[first].shape)} in the prior, {tuple(own[first].shape)} here)"
-                  if differ and first in prior else "")
-        raise ConfigError(f"init.prior={name} holds {trained_as}'s weights for detection; this model differs at "
-                          f"{len(differ)} of its {len(keys)} tensors, first {first}{shapes}: train "
+                  if first in prior else "")
+        where = f"differs at {len(differ)} of its {len(keys)} tensors, first {first}{shapes}"
+        if own_yaml:
+            raise SeamError(f"gradkit: {trained_as} as this Ultralytics builds it {where}: its yolo26.yaml changed "
+                            "since the prior was trained (rebuild it with benchmarks/defect_prior.py)")
+        raise ConfigError(f"init.prior={name} holds {trained_as}'s weights for detection; this model {where}: train "
                           f"model={trained_as} (task detect) or set init.prior: none")
     with torch.no_grad():
         for target in (model, ema):
