@@ -3,12 +3,13 @@
 The question (issue 13's thin-class goal): the plan trains from scratch, and on three evaluation sets the
 thin lines are scored at about a prior's level after stock's minutes ("What fails them there is the class
 score", README). Does a network that has already learnt lines, pits and stains on one renderer learn them
-sooner on data drawn by another? This script builds that network; ``benchmarks/defect_quality.py --prior
-OUT/prior.pt --recipes plan-budget-prior@time`` trains the plan from it.
+sooner on data drawn by another? This script builds that network, which gradkit ships as ``init.prior: defect``
+(``benchmarks/defect_quality.py --recipes plan-budget-prior@time`` trains the plan from it).
 
 1. ``gradkit synth`` images (``--images``, ``--imgsz``, seed ``SYNTH_SEED``, not the design set's 1000, so the
    design set's held-out images are not among them);
-2. the plan for them with a budget of ``--minutes``, trained with ``val=False`` (the time buys training);
+2. the plan for them with a budget of ``--minutes``, with yolo26n at half its width whatever the timer says and
+   from scratch (never from the prior being rebuilt), trained with ``val=False`` (the time buys training);
 3. ``OUT/prior.pt``: the trained model with its class outputs (the last convolution of every class branch,
    ``cv3.i.2`` and ``one2one_cv3.i.2``) replaced by a freshly initialised model's, so what carries over is the
    features, the box regression and the batch statistics, not which index means which class (the sets name
@@ -33,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT
+from gradkit.plan import MODEL_HALF
 
 #: The synth seed of the prior's images (benchmarks/defect_quality.py's design set uses 1000).
 SYNTH_SEED = 7
@@ -56,7 +58,7 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     torch.save({"model": trained, "train_args": {}}, prior)
     shipped = out / "defect-half.pt"
     kept = {k: v.clone() for k, v in trained.state_dict().items() if not CLASS_OUTPUT.search(k)}
-    torch.save({"state_dict": kept, "meta": {"model": "yolo26n-half.yaml", "images": images, "imgsz": imgsz,
+    torch.save({"state_dict": kept, "meta": {"model": MODEL_HALF, "images": images, "imgsz": imgsz,
                                              "synth_seed": SYNTH_SEED, "minutes": minutes}}, shipped)
     print(f"{shipped}: {len(kept)} tensors, the class outputs left out (init.prior: defect)")
     print(f"{prior}: {sum(p.numel() for p in trained.parameters())} parameters, class outputs reset: {len(reset)} "
@@ -77,10 +79,10 @@ def train(data: Path, run: Path, minutes: float, threads: int) -> None:
     torch.set_num_threads(threads)
     plan = make_plan(fingerprint_dataset(data), minutes,
                      functools.partial(training_seconds_per_image, threads=threads, on_cpu=True))
-    print(f"prior: {plan.command()}", flush=True)
+    print(f"prior: {plan.command()} (trained as {MODEL_HALF}, from scratch)", flush=True)
     args = {k: v for k, v in plan.train.items() if k != "model"}
-    yolo = YOLO(resolved_model(plan.train["model"]))
-    gradkit.attach(yolo, plan.gradkit, {"report.enabled": False, "monitor.plot": False})
+    yolo = YOLO(resolved_model(MODEL_HALF))
+    gradkit.attach(yolo, {**plan.gradkit, "init": {"prior": "none"}}, {"report.enabled": False, "monitor.plot": False})
     yolo.train(data=str(data), seed=0, workers=0, device="cpu", plots=False, val=False, verbose=False,
                project=str(run.parent), name=run.name, exist_ok=True, **args)
 

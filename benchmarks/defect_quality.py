@@ -418,7 +418,11 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         cfg = None if cfg is None else {**cfg, "init": {"prior": "none"}}  # both from scratch, as measured
         return (MODEL_HALF if recipe_name == WIDTH_RECIPES[0] else MODEL), cfg, args
     if recipe_name in PRIOR_RECIPES:  # the plan's own budget, size and model, from the prior or from scratch
+        from gradkit.plan import MODEL_HALF
+
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        if cfg is not None and model != MODEL_HALF:
+            raise SystemExit(f"{recipe_name}: the plan trains {model} here, and the prior is {MODEL_HALF}'s")
         return model, {**cfg, "init": {"prior": PRIOR_RECIPES[recipe_name]}} if cfg is not None else cfg, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time

@@ -583,8 +583,20 @@ def test_demo_trains_the_plan_under_the_command_line(tiny_data, tmp_path, capsys
     model, args, _ = _planned(tiny_data, opts, train, given, tmp_path / "run3")
     out = capsys.readouterr().out
     assert model == "yolo26n.yaml" and "the command line replaces" not in out
-    assert f"  time = {args['time']}: {choice(expected, 'time').reason}" in out and "yolo26n.yaml" in out
+    assert f"  time = {args['time']}: {choice(expected, 'time').reason}" in out
     assert yaml.safe_load((tmp_path / "run3" / "plan.yaml").read_text())["train"]["model"] == "yolo26n.yaml"
+    # its epochs by hand from the timer's reading of yolo26n (the demo's plan has no validation timer)
+    fp = fingerprint_dataset(tiny_data, split="train")
+    seconds = timer("yolo26n.yaml", expected.train["imgsz"], len(fp.class_names))
+    assert f"about {3 * 60 / seconds / fp.images:.0f} epochs of the {fp.images} training images" in out
+
+    # weights (model=X.pt) cannot be timed, and do not get the half width's prior
+    opts, train, given = _parse(["budget=3", "model=yolo26n.pt"])
+    capsys.readouterr()
+    model, args, cfg = _planned(tiny_data, opts, train, given, tmp_path / "run4")
+    out = capsys.readouterr().out
+    assert model == "yolo26n.pt" and "init" not in cfg
+    assert "not estimated: the timer builds a model from a yaml, and yolo26n.pt is not one" in out
 
 
 def test_demo_bad_arguments_are_one_line_errors(tmp_path, gradkit_here):
@@ -592,7 +604,8 @@ def test_demo_bad_arguments_are_one_line_errors(tmp_path, gradkit_here):
                          (["budget=0"], "budget= takes minutes"),
                          (["gradkit=defect", "budget=3"], "budget= is the plan's training time"),
                          (["data=x.yaml"], "data= is set by the demo (give data_dir=)"),
-                         (["project=p"], "project= is set by the demo (give out=)")):
+                         (["project=p"], "project= is set by the demo (give out=)"),
+                         (["model=missing.yaml"], "model config missing.yaml not found")):
         r = gradkit_here("demo", *args, f"data_dir={tmp_path / 'd'}", f"out={tmp_path / 'o'}", cwd=tmp_path)
         assert r.returncode != 0 and expect in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
         assert not (tmp_path / "d").exists()  # refused before anything is generated

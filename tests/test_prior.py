@@ -4,6 +4,7 @@ real Ultralytics run that starts from it (oracle: the file's own tensors, and pl
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -38,6 +39,10 @@ def test_the_shipped_prior_is_every_tensor_of_the_half_width_but_the_class_outpu
     assert set(prior) == expected and len(own) - len(expected) == 12  # 3 levels x 2 branches x (weight, bias)
     assert all(prior[k].shape == own[k].shape for k in expected)
     assert all(torch.isfinite(v).all() for v in prior.values() if v.is_floating_point())
+    # trained, not a fresh initialisation: batch norm has seen data (a fresh one holds variances of exactly 1)
+    variances = [v for k, v in prior.items() if k.endswith("running_var")]
+    assert variances and not any(torch.all(v == 1) for v in variances)
+    assert torch.load(path, map_location="cpu", weights_only=True)["meta"]["model"] == trained_as
 
 
 def test_the_prior_goes_into_the_model_and_its_ema_and_the_class_outputs_stay():
@@ -56,22 +61,41 @@ def test_the_prior_goes_into_the_model_and_its_ema_and_the_class_outputs_stay():
 def test_another_model_is_refused_before_anything_is_copied():
     model = _planted(_model("yolo26n.yaml"))
     with pytest.raises(ConfigError, match=r"init.prior=defect holds yolo26n-half.yaml's weights.*differs at \d+ of "
-                                          r"its \d+ tensors, first model\.0\.conv\.weight \(\(8, 3, 3, 3\) in the "
-                                          r"prior, \(16, 3, 3, 3\) here\)"):
-        load_prior(model, None, "defect")
+                                          r"the prior's \d+ tensors, first model\.0\.conv\.weight \(\(8, 3, 3, 3\) "
+                                          r"in the prior, \(16, 3, 3, 3\) here\)"):
+        load_prior(model, None, "defect", "yolo26n.yaml")
     assert all(torch.all(v == 0.5) for v in model.state_dict().values() if v.is_floating_point())
 
 
-def test_the_prior_s_own_yaml_built_otherwise_is_ultralytics_change_not_the_user_s():
+def test_the_prior_s_own_yaml_built_otherwise_is_ultralytics_change_not_the_user_s(tmp_path, monkeypatch):
+    from gradkit.integrations.ultralytics.models import variant_path
     from gradkit.integrations.ultralytics.seams import SeamError
 
     changed = _model("yolo26n.yaml")  # stands in for yolo26n-half.yaml as a changed Ultralytics would build it
+    ours = str(variant_path("yolo26n-half.yaml"))
     with pytest.raises(SeamError, match=r"yolo26n-half.yaml as this Ultralytics builds it differs at .*its "
                                         r"yolo26.yaml changed"):
-        load_prior(changed, None, "defect", "/cache/models/yolo26n-half.yaml")
+        load_prior(changed, None, "defect", ours)
+    monkeypatch.chdir(tmp_path)  # a user's own file of that name: their model, their mistake
+    (tmp_path / "yolo26n-half.yaml").write_text("nc: 2\n")
+    with pytest.raises(ConfigError, match="this model differs"):
+        load_prior(changed, None, "defect", "yolo26n-half.yaml")
     headless = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))  # no class output at all: the head was renamed
     with pytest.raises(SeamError, match="no class output named like"):
-        load_prior(headless, None, "defect", "yolo26n-half.yaml")
+        load_prior(headless, None, "defect", ours)
+
+
+def test_a_prior_tensor_the_model_lacks_is_refused(tmp_path, monkeypatch):
+    from gradkit.integrations.ultralytics import prior as P
+
+    path, trained_as = PRIORS["defect"]
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded["state_dict"]["model.99.extra.weight"] = torch.zeros(1)  # a branch this model does not have
+    extended = tmp_path / "extended.pt"
+    torch.save(loaded, extended)
+    monkeypatch.setitem(P.PRIORS, "defect", (extended, trained_as))
+    with pytest.raises(ConfigError, match=r"differs at 1 of the prior's \d+ tensors, first model\.99\.extra"):
+        load_prior(_model(), None, "defect", "yolo26n-half.yaml")
 
 
 def test_a_file_that_is_not_plain_weights_is_refused_without_running_it(tmp_path):
@@ -90,11 +114,35 @@ def test_a_file_that_is_not_plain_weights_is_refused_without_running_it(tmp_path
         read_prior(listed)
 
 
-@pytest.mark.parametrize(("model", "pretrained"), [("yolo26n.pt", True), ("x.yaml", "weights/best.pt")])
-def test_a_run_that_starts_from_weights_keeps_them(model, pretrained):
-    with pytest.raises(ConfigError, match=r"would replace the weights of (model=yolo26n\.pt|pretrained=weights/best)"):
-        check_start("defect", model, pretrained)
-    check_start("defect", "yolo26n-half.yaml", True)  # Ultralytics' default pretrained=True names no file
+@pytest.mark.parametrize(("model", "pretrained", "task", "refused"), [
+    ("yolo26n.pt", True, "detect", "would replace the weights of model=yolo26n.pt"),
+    ("runs/best.PT", False, "detect", "would replace the weights of model=runs/best.PT"),  # Ultralytics: any case
+    ("x.yaml", "weights/best.pt", "detect", "would replace the weights of pretrained=weights/best.pt"),
+    ("x.yaml", "weights/state.pth", "detect", "pretrained=weights/state.pth"),  # Ultralytics loads any file named
+    ("x.yaml", True, "segment", "this run's task is 'segment'"),
+    ("yolo26n-half.yaml", True, "detect", None),  # Ultralytics' default pretrained=True names no file
+    ("yolo26n-half.yaml", False, "detect", None),
+])
+def test_a_run_that_starts_from_weights_keeps_them(model, pretrained, task, refused):
+    if refused is None:
+        check_start("defect", model, pretrained, task)
+        return
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        check_start("defect", model, pretrained, task)
+
+
+def test_a_resumed_run_keeps_its_own_weights():
+    from types import SimpleNamespace
+
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    callback = GradkitCallback(load_config({"init": {"prior": "defect"}}))
+    fresh = SimpleNamespace(resume=False, args=SimpleNamespace(resume=False))
+    assert callback.prior_due(fresh)
+    assert not callback.prior_due(SimpleNamespace(resume=True, args=SimpleNamespace(resume=False)))
+    assert not callback.prior_due(SimpleNamespace(args=SimpleNamespace(resume="runs/x/weights/last.pt")))
+    assert not GradkitCallback(load_config({})).prior_due(fresh)
 
 
 @pytest.mark.e2e

@@ -60,7 +60,20 @@ def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
         raise SystemExit(f"gradkit demo: budget= is the plan's training time; with gradkit={opts['gradkit']} "
                          "give epochs= instead")
     opts["budget"] = budget_minutes(opts["budget"], "gradkit demo")
+    _check_model(given.get("model"))
     return opts, train, given
+
+
+def _check_model(model: object) -> None:
+    """A ``model=`` yaml that is neither a file nor one of Ultralytics' (or gradkit's) configurations: one line,
+    before any data is generated (the plan's timer and Ultralytics would find out with a traceback)."""
+    from gradkit.integrations.ultralytics import model_config_exists
+    from gradkit.integrations.ultralytics.models import variant_config
+
+    if (isinstance(model, str) and model.lower().endswith((".yaml", ".yml")) and variant_config(model) is None
+            and not model_config_exists(model)):
+        raise SystemExit(f"gradkit demo: model config {model} not found: neither a file nor one of Ultralytics' "
+                         "model configurations (e.g. model=yolo26n.yaml); check model=")
 
 
 def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -> tuple[str, dict, dict]:
@@ -71,10 +84,11 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
     from gradkit.plan import make_plan, write_plan
 
     fp = fingerprint_dataset(data_yaml, split="train")
+    given_model = None if "model" not in given else str(given["model"])
     timer = functools.partial(training_seconds_per_image, threads=_threads(opts), on_cpu=True)  # as the demo trains
     fixed_epochs = "epochs" in given and "time" not in given  # epochs= drops the budget and the plan's time=
     budget = None if fixed_epochs else opts["budget"]
-    plan = make_plan(fp, budget, timer, model=given.get("model"))  # a given model is the one its estimate counts
+    plan = make_plan(fp, budget, _yaml_timer(timer), model=given_model)  # the estimate counts a given model
     planned = {k: v for k, v in plan.train.items() if k not in given}
     if fixed_epochs:
         planned.pop("time", None)
@@ -92,6 +106,13 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
           + " ".join(f"{k}={v}" for k, v in added.items()))
     write_plan(plan, fp, out / "plan.yaml")
     return model, {**train, **planned}, plan.gradkit
+
+
+def _yaml_timer(timer):
+    """``timer`` for model yamls; None (not timed) for weights such as ``model=yolo26n.pt``, which it cannot build."""
+    def seconds(model: str, imgsz: int, nc: int) -> float | None:
+        return timer(model, imgsz, nc) if model.lower().endswith((".yaml", ".yml")) else None
+    return seconds
 
 
 def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:

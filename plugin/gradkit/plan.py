@@ -450,6 +450,8 @@ def _budget_estimate(fp: Fingerprint, budget_min: float, plan: Plan, seconds_per
     imgsz, model, nc = plan.train["imgsz"], plan.train["model"], len(fp.class_names)
     trained = seconds_per_image(model, imgsz, nc)
     if trained is None:
+        if not str(model).lower().endswith((".yaml", ".yml")):
+            return f"not estimated: the timer builds a model from a yaml, and {model} is not one"
         return "not estimated on this machine: its CUDA GPU would train, and only the CPU is timed"
     seconds = with_validation(fp, seconds_per_image, val_seconds_per_image)(model, imgsz, nc)
     epochs, steps = budget_buys(fp.images, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds)

@@ -243,6 +243,8 @@ class GradkitCallback:
             raise PluginError(f"gradkit: assign.nwd rescores a detector's assigner on axis-aligned boxes; this run's "
                               f"task is {task!r}, whose assigner scores masks, keypoints or rotated boxes "
                               f"(set assign.nwd: false)")
+        if self.prior_due(trainer):
+            self._check_prior(trainer, task)  # before the dataset is cached and the dataloaders built
         dcfg, data = self.cfg.data, str(trainer.args.data)
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
         self.report_source = report_source(data, self.cfg.report)
@@ -261,7 +263,7 @@ class GradkitCallback:
         model = _unwrap(trainer.model)
         self.save_dir = Path(trainer.save_dir)
         resuming = bool(getattr(trainer, "resume", False))
-        if self.cfg.init.prior != "none" and not resuming:  # a resumed run has its own weights
+        if self.prior_due(trainer):
             self._load_prior(trainer, model)
         state = self._resume_state(trainer) if resuming else None
         saved = state.get("config") if state else None
@@ -299,11 +301,23 @@ class GradkitCallback:
         if not self.augment.active and _is_main():
             _warn_labels_ultralytics_drops(trainer)
 
+    def prior_due(self, trainer) -> bool:
+        """Whether this run starts from ``init.prior``: not when it resumes (its checkpoint holds its own weights)."""
+        resuming = bool(getattr(trainer, "resume", False)) or bool(getattr(trainer.args, "resume", False))
+        return self.cfg.init.prior != "none" and not resuming
+
+    def _check_prior(self, trainer, task: object) -> None:
+        """The run's arguments against ``init.prior`` (the model's tensors are checked once Ultralytics builds it,
+        in setup_model, before the first step: :meth:`_load_prior`)."""
+        from gradkit.integrations.ultralytics.prior import check_start
+
+        args = trainer.args
+        check_start(self.cfg.init.prior, getattr(args, "model", None), getattr(args, "pretrained", None), task)
+
     def _load_prior(self, trainer, model: torch.nn.Module) -> None:
-        from gradkit.integrations.ultralytics.prior import check_start, load_prior
+        from gradkit.integrations.ultralytics.prior import load_prior
 
         prior = self.cfg.init.prior
-        check_start(prior, getattr(trainer.args, "model", None), getattr(trainer.args, "pretrained", None))
         ema = getattr(trainer, "ema", None)
         copied = load_prior(model, None if ema is None else ema.ema, prior, getattr(trainer.args, "model", None))
         if _is_main():

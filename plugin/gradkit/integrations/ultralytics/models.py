@@ -85,14 +85,24 @@ def resolved_model(model: str) -> str:
     cfg = variant_config(model)
     if cfg is None:
         return model
-    from gradkit.integrations.ultralytics.datasets import cache_dir
-
-    folder = cache_dir() / "models"
+    folder = variant_path(model).parent
     try:
         return str(write_model_yaml(cfg, folder / model))
     except OSError as exc:
         raise VariantNotWritten(f"cannot write the YAML of model={model} into {folder} ({exc.strerror or exc}); "
                                 "set GRADKIT_CACHE_DIR to a writable folder") from None
+
+
+def variant_path(model: str) -> Path:
+    """Where :func:`resolved_model` writes the YAML of the variant ``model`` (gradkit's cache folder)."""
+    from gradkit.integrations.ultralytics.datasets import cache_dir
+
+    return cache_dir() / "models" / model
+
+
+def is_gradkit_variant(model_arg: object, variant: str) -> bool:
+    """Whether a run's ``model=`` is gradkit's own YAML of ``variant`` (not a user's file of that name)."""
+    return isinstance(model_arg, str | Path) and Path(model_arg).resolve() == variant_path(variant).resolve()
 
 
 def users_own_variant(model: str) -> str | None:

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 
 from gradkit.config import ConfigError
+from gradkit.integrations.ultralytics.models import is_gradkit_variant
 from gradkit.integrations.ultralytics.seams import SeamError
+from gradkit.plan import MODEL_HALF
 
 #: The priors gradkit ships: ``init.prior`` value -> file, and the model yaml it was trained as.
-PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-half.pt", "yolo26n-half.yaml")}
+PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-half.pt", MODEL_HALF)}
 #: State-dict keys of a Detect head's class outputs (Ultralytics 8.4: ``cv3[i][2]`` of the one-to-many branch and
 #: ``one2one_cv3[i][2]`` of YOLO26's one-to-one branch): the layers whose shape is the number of classes.
 CLASS_OUTPUT = re.compile(r"\.(one2one_)?cv3\.\d+\.2\.")
@@ -40,39 +42,50 @@ def read_prior(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def check_start(name: str, model_arg: object, pretrained: object) -> None:
-    """Refuse a prior where the run already starts from weights (``model=X.pt`` or ``pretrained=X.pt``): the prior
-    would silently replace them."""
+def check_start(name: str, model_arg: object, pretrained: object, task: object = "detect") -> None:
+    """Refuse a prior for a task other than detection, or where the run already starts from weights: Ultralytics
+    loads ``model=`` ending in ``.pt`` (any case) and any file named by ``pretrained=`` (``BaseTrainer.setup_model``),
+    and the prior would silently replace them."""
+    if task != "detect":
+        raise ConfigError(f"init.prior={name} is a detector's weights; this run's task is {task!r} "
+                          "(set init.prior: none)")
     given = [f"{k}={v}" for k, v in (("model", model_arg), ("pretrained", pretrained))
-             if isinstance(v, str | Path) and str(v).endswith(".pt")]
+             if isinstance(v, str | Path) and (k == "pretrained" or str(v).lower().endswith(".pt"))]
     if given:
         raise ConfigError(f"init.prior={name} would replace the weights of {given[0]}: start from a model yaml, or "
                           "set init.prior: none to keep them")
 
 
-def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None) -> int:
-    """Copy prior ``name`` into ``model`` and its EMA (every tensor but the class outputs); the tensors copied.
-    A model whose tensors differ from the prior's is refused before any is copied: the user's mistake where
-    ``model_arg`` (the run's ``model=``) names another yaml, Ultralytics' change where it names the prior's own."""
+def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None) -> list[str]:
+    """The tensors of ``model`` that prior ``name`` sets (all but the class outputs), or the refusal: the user's
+    mistake where ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change where it is gradkit's
+    own YAML of the prior's model and still differs."""
     path, trained_as = PRIORS[name]
-    prior = read_prior(path)
-    own = model.state_dict()
+    prior, own = read_prior(path), model.state_dict()
     keys = [k for k in own if not CLASS_OUTPUT.search(k)]
     differ = [k for k in keys if k not in prior or prior[k].shape != own[k].shape]
-    own_yaml = Path(str(model_arg)).name == trained_as
+    differ += sorted(set(prior) - set(keys))  # a prior tensor the model lacks would be left out unsaid
+    own_yaml = is_gradkit_variant(model_arg, trained_as)
     if len(keys) == len(own) and (own_yaml or not differ):
         raise SeamError(f"gradkit: {trained_as} built by this Ultralytics has no class output named like "
                         f"{CLASS_OUTPUT.pattern} (its Detect head changed): init.prior cannot tell its classes apart")
     if differ:
         first = differ[0]
         shapes = (f" ({tuple(prior[first].shape)} in the prior, {tuple(own[first].shape)} here)"
-                  if first in prior else "")
-        where = f"differs at {len(differ)} of its {len(keys)} tensors, first {first}{shapes}"
+                  if first in prior and first in own else "")
+        where = f"differs at {len(differ)} of the prior's {len(prior)} tensors, first {first}{shapes}"
         if own_yaml:
             raise SeamError(f"gradkit: {trained_as} as this Ultralytics builds it {where}: its yolo26.yaml changed "
                             "since the prior was trained (rebuild it with benchmarks/defect_prior.py)")
         raise ConfigError(f"init.prior={name} holds {trained_as}'s weights for detection; this model {where}: train "
                           f"model={trained_as} (task detect) or set init.prior: none")
+    return keys
+
+
+def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None) -> int:
+    """Copy prior ``name`` into ``model`` and its EMA (:func:`fitting_keys`, refused before any is copied); the
+    tensors copied."""
+    keys, prior = fitting_keys(model, name, model_arg), read_prior(PRIORS[name][0])
     with torch.no_grad():
         for target in (model, ema):
             if target is not None:
