@@ -183,10 +183,13 @@ MEMORY_FORMAT_EVIDENCE = ("channels-last (speed.memory_format: fastest) made a y
                           "can differ between two runs of one seed: left off, worth trying on a budget")
 #: Why the half width starts from gradkit's defect prior (init.prior: defect; benchmarks/defect_quality.py,
 #: plan-budget-prior@time against plan-budget@time; README, "Or a network that has already learnt defects?").
-PRIOR_EVIDENCE = ("at stock's wall time the plan started from the prior (yolo26n-half trained 25 min on gradkit "
-                  "synth's renderer, not counted in the budget) against the same plan from scratch, side by side: "
-                  "colour set seed 0 mAP50-95 0.236 against 0.072, cracks 0.711 against 0.001, scratches 0.247 "
-                  "against 0.000; the evaluation sets' defects are drawn by other renderers")
+PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half trained 25 min on gradkit synth's "
+                  "renderer, not counted in the budget) against the same plan from scratch: higher in all 5 pairs, "
+                  "1.66-3.46x mAP50-95 (colour set 0.236 and 0.242 against 0.072 and 0.070, its cracks 0.711 and "
+                  "0.720 and scratches 0.247 and 0.261 from 0.000-0.001; photographs 0.136 against 0.082, cracks "
+                  "0.159 against 0.069; material 0.271 against 0.142, scratches 0.185 against 0.034; strips 0.234 "
+                  "against 0.139, scratches 0.001 either way); the evaluation sets' defects are drawn by other "
+                  "renderers; false-reject rates rose on four pairs (at most 0.21)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
