@@ -102,7 +102,7 @@ def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -
         print("  the command line replaces: " + ", ".join(
             f"{k}={given[k]}" if k in given else f"{k} (epochs={given['epochs']} given)" for k in replaced))
     added = {k: v for k, v in train.items() if k not in given and k not in planned and k != "epochs"}
-    print("  the demo adds (a short run from scratch; plan.yaml keeps the plan's own command): "
+    print("  the demo adds (a short run; plan.yaml keeps the plan's own command): "
           + " ".join(f"{k}={v}" for k, v in added.items()))
     write_plan(plan, fp, out / "plan.yaml")
     return model, {**train, **planned}, plan.gradkit
