@@ -56,12 +56,13 @@ def check_start(name: str, model_arg: object, pretrained: object, task: object =
                           "set init.prior: none to keep them")
 
 
-def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None) -> list[str]:
-    """The tensors of ``model`` that prior ``name`` sets (all but the class outputs), or the refusal: the user's
-    mistake where ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change where it is gradkit's
-    own YAML of the prior's model and still differs."""
+def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None,
+                 prior: dict[str, torch.Tensor] | None = None) -> list[str]:
+    """The tensors of ``model`` that prior ``name`` (read here unless given) sets, all but the class outputs, or the
+    refusal: the user's mistake where ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change
+    where it is gradkit's own YAML of the prior's model and still differs."""
     path, trained_as = PRIORS[name]
-    prior, own = read_prior(path), model.state_dict()
+    prior, own = read_prior(path) if prior is None else prior, model.state_dict()
     keys = [k for k in own if not CLASS_OUTPUT.search(k)]
     differ = [k for k in keys if k not in prior or prior[k].shape != own[k].shape]
     differ += sorted(set(prior) - set(keys))  # a prior tensor the model lacks would be left out unsaid
@@ -85,7 +86,8 @@ def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None) ->
 def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None) -> int:
     """Copy prior ``name`` into ``model`` and its EMA (:func:`fitting_keys`, refused before any is copied); the
     tensors copied."""
-    keys, prior = fitting_keys(model, name, model_arg), read_prior(PRIORS[name][0])
+    prior = read_prior(PRIORS[name][0])
+    keys = fitting_keys(model, name, model_arg, prior)
     with torch.no_grad():
         for target in (model, ema):
             if target is not None:
