@@ -179,3 +179,11 @@ def test_a_cache_folder_that_cannot_be_written_is_a_one_line_error(tiny_data, tm
     assert run.stderr.strip().splitlines()[-1].startswith(
         f"gradkit: cannot write the YAML of model=yolo26n-half.yaml into {tmp_path / 'a-file' / 'cache' / 'models'}")
     assert "GRADKIT_CACHE_DIR" in run.stderr
+
+
+def test_train_with_a_model_yaml_that_does_not_exist_is_one_line(tiny_data, tmp_path, gradkit_here):
+    r = gradkit_here("train", "model=missing.yaml", f"data={tiny_data}", "epochs=1", "imgsz=64", "device=cpu",
+                     f"project={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert r.stderr.strip().endswith("gradkit: model config missing.yaml not found: neither a file nor one of "
+                                     "Ultralytics' model configurations (e.g. model=yolo26n.yaml); check model=")

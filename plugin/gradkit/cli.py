@@ -615,13 +615,10 @@ def _with_model_variant(rest: list[str]) -> list[str]:
 def _missing_model_config(rest: Sequence[str]) -> str | None:
     """``gradkit train model=NAME.yaml`` that is neither a file nor one of Ultralytics' configurations
     (Ultralytics finds out only while building the model, with a traceback)."""
-    from gradkit.integrations.ultralytics import model_config_exists
+    from gradkit.integrations.ultralytics.models import missing_model_config
 
-    value = _arg(rest, "model")
-    if value and value.lower().endswith((".yaml", ".yml")) and not model_config_exists(value):
-        return (f"gradkit: model config {value} not found: neither a file nor one of Ultralytics' model "
-                "configurations (e.g. model=yolo26n.yaml); check model=")
-    return None
+    missing = missing_model_config(_arg(rest, "model"))
+    return None if missing is None else f"gradkit: {missing}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,15 +65,13 @@ def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
 
 
 def _check_model(model: object) -> None:
-    """A ``model=`` yaml that is neither a file nor one of Ultralytics' (or gradkit's) configurations: one line,
-    before any data is generated (the plan's timer and Ultralytics would find out with a traceback)."""
-    from gradkit.integrations.ultralytics import model_config_exists
-    from gradkit.integrations.ultralytics.models import variant_config
+    """A ``model=`` yaml that does not exist: one line, before any data is generated (the plan's timer and
+    Ultralytics would find out with a traceback)."""
+    from gradkit.integrations.ultralytics.models import missing_model_config
 
-    if (isinstance(model, str) and model.lower().endswith((".yaml", ".yml")) and variant_config(model) is None
-            and not model_config_exists(model)):
-        raise SystemExit(f"gradkit demo: model config {model} not found: neither a file nor one of Ultralytics' "
-                         "model configurations (e.g. model=yolo26n.yaml); check model=")
+    missing = missing_model_config(model)
+    if missing is not None:
+        raise SystemExit(f"gradkit demo: {missing}")
 
 
 def _planned(data_yaml: Path, opts: dict, train: dict, given: dict, out: Path) -> tuple[str, dict, dict]:

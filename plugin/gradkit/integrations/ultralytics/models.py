@@ -105,6 +105,18 @@ def is_gradkit_variant(model_arg: object, variant: str) -> bool:
     return isinstance(model_arg, str | Path) and Path(model_arg).resolve() == variant_path(variant).resolve()
 
 
+def missing_model_config(model: object) -> str | None:
+    """What is wrong with a ``model=`` yaml that is neither a file, one of Ultralytics' configurations nor a gradkit
+    variant; None for any other value."""
+    from gradkit.integrations.ultralytics.datasets import model_config_exists
+
+    if (isinstance(model, str) and model.lower().endswith((".yaml", ".yml")) and variant_config(model) is None
+            and not model_config_exists(model)):
+        return (f"model config {model} not found: neither a file nor one of Ultralytics' model configurations "
+                "(e.g. model=yolo26n.yaml); check model=")
+    return None
+
+
 def users_own_variant(model: str) -> str | None:
     """Where a file in the working directory bears a variant's name: what it means (it, not gradkit's variant, is
     what Ultralytics builds); None otherwise."""
