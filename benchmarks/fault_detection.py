@@ -12,9 +12,12 @@ Trains yolo26n.yaml on tiny generated data with the DEFAULT gradkit configuratio
 It prints recall per fault kind and onset, precision per kind (alerts of that kind naming a layer
 that were hits)
 and the false-alarm count on the healthy corpus. ``--replay`` re-runs the detector on the recorded
-statistics of earlier runs (no training), and prints the healthy quantiles of each rule's statistic.
+statistics of earlier runs (no training), and prints the healthy quantiles of each rule's statistic;
+``--kinds exploding`` plants only that kind. ``--runs RUN...`` replays the detector over any runs'
+recorded statistics (longer runs on other data: the benchmark's, the demo's) and prints their alert counts.
 
     python benchmarks/fault_detection.py [--out /tmp/gradkit-faults --images 24 --imgsz 64]
+    python benchmarks/fault_detection.py --runs RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import csv
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -225,9 +229,12 @@ def run_healthy(data: Path, out: Path, do_train: bool) -> dict[str, Path]:
     return runs
 
 
-def run_grid(data: Path, out: Path, do_train: bool, onsets=ONSETS) -> dict[tuple[str, int], Path]:
+def run_grid(data: Path, out: Path, do_train: bool, onsets=ONSETS, kinds=None) -> dict[tuple[str, int], Path]:
+    """The planted runs (of the fault ``kinds`` given, else all) by (fault, onset)."""
     runs = {}
     for fault, (kind, factor, layer) in FAULTS.items():
+        if kinds and kind not in kinds:
+            continue
         for onset in onsets:
             slug = f"fault-{kind}-{factor:g}-at{onset}"
             if do_train or not (out / slug / "gradients.csv").exists():
@@ -253,6 +260,8 @@ def report(healthy: dict[str, Path], grid: dict[tuple[str, int], Path], use_repl
     onsets = sorted({o for _, o in grid})
     print(f"  {'fault':18}" + "".join(f"{'onset ' + str(o):>10}" for o in onsets) + f"{'recall':>8}{'precision':>10}")
     for fault, (kind, _, layer) in FAULTS.items():
+        if not any(f == fault for f, _ in grid):
+            continue
         hits, right, of_kind, cells = 0, 0, 0, []
         for o in onsets:
             if (fault, o) not in grid:
@@ -269,6 +278,20 @@ def report(healthy: dict[str, Path], grid: dict[tuple[str, int], Path], use_repl
               f"{(right / of_kind if of_kind else float('nan')):>10.2f}")
 
 
+def replay_runs(runs: list[Path]) -> None:
+    """Per run: the alerts it recorded and the ones the current detector raises over its statistics."""
+    totals = {"recorded": Counter(), "replayed": Counter()}
+    for run in runs:
+        if not (run / "gradients.csv").is_file():
+            print(f"  {run}: no gradients.csv (not a monitored training run), left out")
+            continue
+        recorded, replayed = Counter(a["kind"] for a in alerts_of(run)), Counter(a["kind"] for a in replay(run))
+        totals["recorded"].update(recorded)
+        totals["replayed"].update(replayed)
+        print(f"  {run}: recorded {dict(recorded) or 'none'}, replayed {dict(replayed) or 'none'}")
+    print(f"  all: recorded {dict(totals['recorded'])}, replayed {dict(totals['replayed'])}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/gradkit-faults")
@@ -278,13 +301,22 @@ def main() -> None:
     ap.add_argument("--replay", action="store_true",
                     help="re-run the detector on recorded runs, train only missing ones")
     ap.add_argument("--healthy-only", action="store_true")
+    ap.add_argument("--kinds", default="", help="plant only these fault kinds (comma-separated: "
+                    + ", ".join(sorted({k for k, _, _ in FAULTS.values()})) + ")")
+    ap.add_argument("--runs", nargs="+", type=Path, metavar="RUN",
+                    help="only replay the detector over these run folders (any gradkit runs: their "
+                    "gradients.csv) and print the alerts it raises, recorded against replayed; trains nothing")
     args = ap.parse_args()
+    if args.runs:
+        replay_runs(args.runs)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = _dataset(out, args.images, args.imgsz)
     BASE["imgsz"] = args.imgsz
     healthy = run_healthy(data, out, not args.replay)
-    grid = {} if args.healthy_only else run_grid(data, out, not args.replay, tuple(map(int, args.onsets.split(","))))
+    grid = {} if args.healthy_only else run_grid(data, out, not args.replay, tuple(map(int, args.onsets.split(","))),
+                                                kinds=set(filter(None, args.kinds.split(","))))
     report(healthy, grid, args.replay)
     if args.replay:
         print("\nhealthy quantiles of each rule's statistic (decades), threshold and margin")

@@ -92,3 +92,31 @@ def test_nanmedian_equals_numpy(shape):
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on the all-NaN column
         expected = np.nanmedian(a, axis=0)
     np.testing.assert_allclose(nanmedian(a), expected, equal_nan=True)
+
+
+def test_idle_layer_waking_below_the_others_is_not_exploding():
+    """A layer that idles four decades below the others (a detection scale with no objects of its size,
+    as the P5 path of a model started from a prior on small defects: the demo's layers 20 and 22) and
+    now and then gets 500x its usual gradient, still a decade below the median layer: a path coming
+    into use, not an explosion. Both arms saw it before: the relative rule (500x its usual position)
+    and, after the warm-up, the absolute one (500x its own median)."""
+    idle = 4.4  # decades below the profile, as layer 20's median in the demo from the prior
+
+    def waking(s, g):
+        g[9] *= 10.0**-idle * (500.0 if s % 7 == 0 else 1.0)
+        return g
+
+    assert [a for a in _run(80, waking) if a.kind == "exploding"] == []
+
+
+@pytest.mark.parametrize("onset", [5, 40])
+def test_quiet_layer_exploding_above_the_others_is_reported(onset):
+    """The same quiet layer (two decades below its place) multiplied 1e4 from ``onset`` on: now above the
+    median layer, reported at onset by the relative arm (5) or either arm (40, after the warm-up)."""
+
+    def fault(s, g):
+        g[9] *= 1e-2 * (1e4 if s >= onset else 1.0)
+        return g
+
+    mine = [a for a in _run(60, fault) if a.kind == "exploding" and a.layer == "9"]
+    assert [a.step for a in mine] == [onset], mine
