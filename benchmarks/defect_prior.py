@@ -15,8 +15,10 @@ sooner on data drawn by another? This script builds that network, which gradkit 
    features, the box regression and the batch statistics, not which index means which class (the sets name
    their classes in their own order, and a user's data has its own classes); Ultralytics' ``pretrained=`` reads
    it (a pickle: for this script's own file only);
-4. ``OUT/defect-half.pt``: the same weights as a plain state dict without the class outputs, what gradkit ships
-   as ``init.prior: defect`` (``plugin/gradkit/priors/``, read with ``weights_only=True``).
+4. ``OUT/defect-half.pt``: the trained weights as a plain state dict, class outputs included, with the names of
+   their classes (``meta["names"]``, by row), what gradkit ships as ``init.prior: defect`` (``plugin/gradkit/priors/``,
+   read with ``weights_only=True``): a run takes every layer but the class outputs, and with
+   ``init.classes: by_name`` also the rows of the classes its data names alike.
 
     python benchmarks/defect_prior.py --out DIR [--images 1500 --imgsz 256 --minutes 25 --threads 2]
 
@@ -53,14 +55,18 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
         train(data, out / "run", minutes, threads)
     ckpt = torch.load(weights, map_location="cpu", weights_only=False)  # written just above
     trained = (ckpt.get("ema") or ckpt["model"]).float()  # Ultralytics strips the EMA into "model" at the end
+    trained_state = {k: v.clone() for k, v in trained.state_dict().items()}  # before the reset below
+    trained_names = dict(trained.names)
     prior = out / "prior.pt"
     reset = reset_class_outputs(trained, fresh_like(trained))
     torch.save({"model": trained, "train_args": {}}, prior)
     shipped = out / "defect-half.pt"
-    kept = {k: v.clone() for k, v in trained.state_dict().items() if not CLASS_OUTPUT.search(k)}
+    kept = {k: v.clone() for k, v in trained_state.items()}
+    names = [trained_names[i] for i in range(len(trained_names))]
     torch.save({"state_dict": kept, "meta": {"model": MODEL_HALF, "images": images, "imgsz": imgsz,
-                                             "synth_seed": SYNTH_SEED, "minutes": minutes}}, shipped)
-    print(f"{shipped}: {len(kept)} tensors, the class outputs left out (init.prior: defect)")
+                                             "synth_seed": SYNTH_SEED, "minutes": minutes, "names": names}}, shipped)
+    print(f"{shipped}: {len(kept)} tensors, {sum(map(bool, map(CLASS_OUTPUT.search, kept)))} of them class outputs "
+          f"of {names} (init.prior: defect)")
     print(f"{prior}: {sum(p.numel() for p in trained.parameters())} parameters, class outputs reset: {len(reset)} "
           f"tensors ({', '.join(reset[:2])}, ...)")
     return prior

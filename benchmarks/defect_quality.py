@@ -142,7 +142,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   defect prior): their README numbers are yolo26n's, from scratch. The width recipes train from scratch.
   ``plan-budget-prior@time``: ``plan-budget@time`` started from gradkit's defect prior (``init.prior: defect``, the
   half width trained on ``gradkit synth``'s renderer by ``benchmarks/defect_prior.py``; the prior's own training is
-  not in the budget), what the plan does since session 46 where it trains the half width;
+  not in the budget), what the plan does since session 46 where it trains the half width, with the plan's
+  ``init.classes``; ``plan-budget-prior-fresh@time`` and ``plan-budget-prior-byname@time``: the same with the class
+  outputs from Ultralytics' initialisation, or the prior's rows for the classes named as its own;
   ``plan-budget-noprior@time``: the same from scratch, the plan until then. (Session 46 trained the first with
   Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
   initialised by a fresh model instead of the run's own.)
@@ -205,7 +207,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-noperobject@time", "plan-budget-fastest@time",
              "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
              "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
-             "plan-budget-noprior@time")
+             "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -423,7 +425,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         if cfg is not None and model != MODEL_HALF:
             raise SystemExit(f"{recipe_name}: the plan trains {model} here, and the prior is {MODEL_HALF}'s")
-        return model, {**cfg, "init": {"prior": PRIOR_RECIPES[recipe_name]}} if cfg is not None else cfg, args
+        if cfg is None:
+            return model, cfg, args
+        return model, {**cfg, "init": {**cfg.get("init", {}), **PRIOR_RECIPES[recipe_name]}}, args
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -540,7 +544,10 @@ WIDTH_RECIPES = ("plan-budget-narrow@time", "plan-budget-yolo26n@time")
 
 
 #: ``init.prior`` of the prior recipes (both train the plan's model, which must be the prior's, the half width).
-PRIOR_RECIPES = {"plan-budget-prior@time": "defect", "plan-budget-noprior@time": "none"}
+PRIOR_RECIPES = {"plan-budget-prior@time": {"prior": "defect"},
+                 "plan-budget-prior-fresh@time": {"prior": "defect", "classes": "fresh"},
+                 "plan-budget-prior-byname@time": {"prior": "defect", "classes": "by_name"},
+                 "plan-budget-noprior@time": {"prior": "none"}}
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``

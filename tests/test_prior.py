@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gradkit.config import ConfigError
-from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT, PRIORS, check_start, load_prior, read_prior
+from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT, PRIORS, check_start, class_rows, load_prior, read_prior
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -31,31 +31,72 @@ def _planted(model, value: float = 0.5):
     return model
 
 
-def test_the_shipped_prior_is_every_tensor_of_the_half_width_but_the_class_outputs():
+def test_the_shipped_prior_is_every_tensor_of_the_half_width_with_its_class_names():
     path, trained_as = PRIORS["defect"]
     prior = read_prior(path)
-    own = _model(trained_as, nc=7).state_dict()  # any number of classes: only the class outputs depend on it
-    expected = {k for k in own if not CLASS_OUTPUT.search(k)}
-    assert set(prior) == expected and len(own) - len(expected) == 12  # 3 levels x 2 branches x (weight, bias)
-    assert all(prior[k].shape == own[k].shape for k in expected)
-    assert all(torch.isfinite(v).all() for v in prior.values() if v.is_floating_point())
+    assert prior.names == ("scratch", "crack", "pit", "stain")  # gradkit synth's classes, in its order
+    own = _model(trained_as, nc=len(prior.names)).state_dict()
+    assert set(prior.weights) == set(own)
+    assert all(prior.weights[k].shape == own[k].shape for k in own)
+    assert sum(map(bool, map(CLASS_OUTPUT.search, own))) == 12  # 3 levels x 2 branches x (weight, bias)
+    assert all(torch.isfinite(v).all() for v in prior.weights.values() if v.is_floating_point())
     # trained, not a fresh initialisation: batch norm has seen data (a fresh one holds variances of exactly 1)
-    variances = [v for k, v in prior.items() if k.endswith("running_var")]
+    variances = [v for k, v in prior.weights.items() if k.endswith("running_var")]
     assert variances and not any(torch.all(v == 1) for v in variances)
     assert torch.load(path, map_location="cpu", weights_only=True)["meta"]["model"] == trained_as
 
 
 def test_the_prior_goes_into_the_model_and_its_ema_and_the_class_outputs_stay():
-    prior = read_prior(PRIORS["defect"][0])
+    prior = read_prior(PRIORS["defect"][0]).weights
     model, ema = _planted(_model()), _planted(_model(), 0.25)
-    copied = load_prior(model, ema, "defect")
-    assert copied == len(prior)
+    loaded = load_prior(model, ema, "defect")
+    assert loaded.tensors == len(prior) - 12 and loaded.classes == ()
     for target, planted in ((model, 0.5), (ema, 0.25)):
         for k, v in target.state_dict().items():
             if CLASS_OUTPUT.search(k):
                 assert torch.all(v == planted), k  # Ultralytics' initialisation of the run's own classes
             else:
                 assert torch.equal(v, prior[k]), k
+
+
+@pytest.mark.parametrize(("run", "prior", "rows"), [
+    (["stain", "dent", " Scratch "], ["scratch", "crack", "pit", "stain"], [(0, 3), (2, 0)]),
+    (["scratches", "CRACK"], ["scratch", "crack"], [(1, 1)]),  # a plural is another name
+    (["a", "b"], ["scratch"], []),
+])
+def test_class_rows_pair_the_classes_named_alike(run, prior, rows):
+    assert class_rows(run, prior) == rows
+
+
+def test_by_name_the_rows_of_classes_named_alike_come_from_the_prior_and_the_others_stay():
+    """The run's classes [stain, dent, Scratch]: row 0 takes the prior's stain row (3), row 2 its scratch row (0),
+    row 1 (a class the prior does not know) keeps the planted initialisation; in the model and in its EMA."""
+    prior = read_prior(PRIORS["defect"][0]).weights
+    model, ema = _planted(_model(nc=3)), _planted(_model(nc=3), 0.25)
+    loaded = load_prior(model, ema, "defect", class_names=["stain", "dent", "Scratch"])
+    assert loaded.classes == ("stain", "Scratch") and loaded.tensors == len(prior) - 12
+    for target, planted in ((model, 0.5), (ema, 0.25)):
+        outputs = {k: v for k, v in target.state_dict().items() if CLASS_OUTPUT.search(k)}
+        assert len(outputs) == 12
+        for k, v in outputs.items():
+            assert torch.equal(v[0], prior[k][3]) and torch.equal(v[2], prior[k][0]), k
+            assert torch.all(v[1] == planted), k
+
+
+def test_a_prior_whose_names_do_not_fit_its_rows_is_refused(tmp_path, monkeypatch):
+    from gradkit.integrations.ultralytics import prior as P
+
+    path, trained_as = PRIORS["defect"]
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded["meta"]["names"] = ["scratch", "crack"]  # 4 rows
+    bad = tmp_path / "bad.pt"
+    torch.save(loaded, bad)
+    with pytest.raises(ConfigError, match=r"bad.pt names \['scratch', 'crack'\] as its classes, and its class "
+                                          r"outputs have \[4\] rows"):
+        read_prior(bad)
+    monkeypatch.setitem(P.PRIORS, "defect", (bad, trained_as))
+    with pytest.raises(ConfigError, match=r"bad\.pt names"):
+        load_prior(_model(), None, "defect", class_names=["scratch"])
 
 
 def test_another_model_is_refused_before_anything_is_copied():
@@ -146,17 +187,20 @@ def test_a_resumed_run_keeps_its_own_weights():
 
 
 @pytest.mark.e2e
-def test_a_real_run_starts_from_the_prior(tiny_data, tmp_path):
+@pytest.mark.parametrize("classes", ["fresh", "by_name"])
+def test_a_real_run_starts_from_the_prior(tiny_data, tmp_path, classes):
     """The real trainer, ``init.prior: defect``: at the first batch (after gradkit's set-up and before any step)
-    the model and its EMA hold the prior's tensors; the run then trains."""
+    the model and its EMA hold the prior's tensors; the class outputs too with ``by_name`` (gradkit synth's data:
+    the prior's classes in its order), Ultralytics' initialisation with ``fresh``; the run then trains."""
     from ultralytics import YOLO
 
     import gradkit
     from gradkit.integrations.ultralytics.models import resolved_model
 
-    prior, seen = read_prior(PRIORS["defect"][0]), {}
+    prior, seen = read_prior(PRIORS["defect"][0]).weights, {}
     yolo = YOLO(resolved_model("yolo26n-half.yaml"))
-    gradkit.attach(yolo, {"init": {"prior": "defect"}}, {"report.enabled": False, "monitor.plot": False})
+    gradkit.attach(yolo, {"init": {"prior": "defect", "classes": classes}}, {"report.enabled": False,
+                                                                             "monitor.plot": False})
 
     def first_batch(trainer):
         if "model" not in seen:
@@ -167,7 +211,9 @@ def test_a_real_run_starts_from_the_prior(tiny_data, tmp_path):
     yolo.train(data=str(tiny_data), epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False, val=False,
                project=str(tmp_path), name="run", exist_ok=True, verbose=False)
     for which in ("model", "ema"):
-        assert all(torch.equal(seen[which][k], v) for k, v in prior.items()), which
+        assert all(torch.equal(seen[which][k], v) for k, v in prior.items() if not CLASS_OUTPUT.search(k)), which
+        carried = [torch.equal(seen[which][k], v) for k, v in prior.items() if CLASS_OUTPUT.search(k)]
+        assert len(carried) == 12 and set(carried) == {classes == "by_name"}, which
     assert yolo.gradkit.step > 0
 
 

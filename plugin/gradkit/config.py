@@ -373,6 +373,10 @@ class InitConfig(_Section):
         "defect prior, yolo26n-half.yaml trained on gradkit synth's defects (benchmarks/defect_prior.py), loaded "
         "into every layer but the class outputs before the first step; needs model=yolo26n-half.yaml and a "
         "detection run")
+    classes: Literal["fresh", "by_name"] = Field(
+        "fresh", description="with a prior, where the class outputs start: fresh: Ultralytics' initialisation for "
+        "every class; by_name: the prior's rows for the classes the data names as the prior does (case ignored: "
+        "the defect prior's scratch, crack, pit, stain), Ultralytics' for the others")
 
 
 class GradkitConfig(_Section):

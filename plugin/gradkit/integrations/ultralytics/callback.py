@@ -317,12 +317,17 @@ class GradkitCallback:
     def _load_prior(self, trainer, model: torch.nn.Module) -> None:
         from gradkit.integrations.ultralytics.prior import load_prior
 
-        prior = self.cfg.init.prior
+        init = self.cfg.init
         ema = getattr(trainer, "ema", None)
-        copied = load_prior(model, None if ema is None else ema.ema, prior, getattr(trainer.args, "model", None))
+        names = dict((getattr(trainer, "data", None) or {}).get("names") or {})
+        class_names = [str(names[i]) for i in sorted(names)] if init.classes == "by_name" else None
+        loaded = load_prior(model, None if ema is None else ema.ema, init.prior, getattr(trainer.args, "model", None),
+                            class_names)
         if _is_main():
-            _logger().info(f"gradkit: init.prior={prior}: {copied} tensors from gradkit's defect prior, the class "
-                           "outputs from Ultralytics' initialisation")
+            carried = (f"; {', '.join(loaded.classes)} from the prior's class outputs (init.classes: by_name), "
+                       "the other classes" if loaded.classes else "; the class outputs")
+            _logger().info(f"gradkit: init.prior={init.prior}: {loaded.tensors} tensors from gradkit's defect prior"
+                           f"{carried} from Ultralytics' initialisation")
 
     def _take_over_optimizer_step(self, trainer) -> None:
         """Run gradkit's step in place of ``BaseTrainer.optimizer_step``, keeping a user's override.

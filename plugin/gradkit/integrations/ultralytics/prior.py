@@ -2,15 +2,18 @@
 
 The prior is a plain state dict (``torch.load(..., weights_only=True)``: tensors only, no code; it ships
 with gradkit and is still read as untrusted input) of ``yolo26n-half.yaml`` trained on ``gradkit synth``'s
-defects by ``benchmarks/defect_prior.py``, without its class outputs (the last convolution of every class
-branch of Ultralytics' Detect head), so a run with any classes takes the features, the box regression and the
-batch statistics, and learns its own classes from Ultralytics' initialisation of that layer.
+defects by ``benchmarks/defect_prior.py``, with the names of the classes its class outputs (the last convolution
+of every class branch of Ultralytics' Detect head) score, row by row. A run with any classes takes the features,
+the box regression and the batch statistics; its class outputs keep Ultralytics' initialisation, or with
+``init.classes: by_name`` take the prior's rows of the classes its data names alike.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,8 +30,16 @@ PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-ha
 CLASS_OUTPUT = re.compile(r"\.(one2one_)?cv3\.\d+\.2\.")
 
 
-def read_prior(path: Path) -> dict[str, torch.Tensor]:
-    """The prior's tensors by name, checked: a file of anything else is refused with its name."""
+@dataclass(frozen=True)
+class Prior:
+    """A prior file's tensors by name, and the class each row of its class outputs scores."""
+
+    weights: dict[str, torch.Tensor]
+    names: tuple[str, ...]
+
+
+def read_prior(path: Path) -> Prior:
+    """The prior's tensors and class names, checked: a file of anything else is refused with its name."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # weights_only refuses code
@@ -39,7 +50,24 @@ def read_prior(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                  for k, v in weights.items()):
         raise ConfigError(f"init.prior: {path} holds no state_dict of named tensors")
-    return weights
+    meta = loaded.get("meta")
+    names = meta.get("names", []) if isinstance(meta, dict) else []
+    rows = {v.shape[0] for k, v in weights.items() if CLASS_OUTPUT.search(k) and v.dim() > 0}
+    if not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)) or rows - {len(names)}:
+        raise ConfigError(f"init.prior: {path} names {names!r} as its classes, and its class outputs have "
+                          f"{sorted(rows)} rows")
+    return Prior(weights, tuple(names))
+
+
+def class_key(name: object) -> str:
+    """How two class names are told alike: case and surrounding space ignored (``Scratch`` is ``scratch``)."""
+    return str(name).strip().casefold()
+
+
+def class_rows(run_names: Sequence[str], prior_names: Sequence[str]) -> list[tuple[int, int]]:
+    """(the run's class index, the prior's row) for every class of the run the prior names alike."""
+    prior_row = {class_key(n): j for j, n in enumerate(prior_names)}
+    return [(i, prior_row[class_key(n)]) for i, n in enumerate(run_names) if class_key(n) in prior_row]
 
 
 def check_start(name: str, model_arg: object, pretrained: object, task: object = "detect") -> None:
@@ -56,25 +84,25 @@ def check_start(name: str, model_arg: object, pretrained: object, task: object =
                           "set init.prior: none to keep them")
 
 
-def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None,
-                 prior: dict[str, torch.Tensor] | None = None) -> list[str]:
+def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None, prior: Prior | None = None) -> list[str]:
     """The tensors of ``model`` that prior ``name`` (read here unless given) sets, all but the class outputs, or the
     refusal: the user's mistake where ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change
     where it is gradkit's own YAML of the prior's model and still differs."""
     path, trained_as = PRIORS[name]
     prior, own = read_prior(path) if prior is None else prior, model.state_dict()
     keys = [k for k in own if not CLASS_OUTPUT.search(k)]
-    differ = [k for k in keys if k not in prior or prior[k].shape != own[k].shape]
-    differ += sorted(set(prior) - set(keys))  # a prior tensor the model lacks would be left out unsaid
+    differ = [k for k in keys if k not in prior.weights or prior.weights[k].shape != own[k].shape]
+    # a prior tensor the model lacks would be left out unsaid; the class outputs are compared row by row
+    differ += sorted(k for k in set(prior.weights) - set(keys) if not (CLASS_OUTPUT.search(k) and k in own))
     own_yaml = is_gradkit_variant(model_arg, trained_as)
     if len(keys) == len(own) and (own_yaml or not differ):
         raise SeamError(f"gradkit: {trained_as} built by this Ultralytics has no class output named like "
                         f"{CLASS_OUTPUT.pattern} (its Detect head changed): init.prior cannot tell its classes apart")
     if differ:
         first = differ[0]
-        shapes = (f" ({tuple(prior[first].shape)} in the prior, {tuple(own[first].shape)} here)"
-                  if first in prior and first in own else "")
-        where = f"differs at {len(differ)} of the prior's {len(prior)} tensors, first {first}{shapes}"
+        shapes = (f" ({tuple(prior.weights[first].shape)} in the prior, {tuple(own[first].shape)} here)"
+                  if first in prior.weights and first in own else "")
+        where = f"differs at {len(differ)} of the prior's {len(prior.weights)} tensors, first {first}{shapes}"
         if own_yaml:
             raise SeamError(f"gradkit: {trained_as} as this Ultralytics builds it {where}: its yolo26.yaml changed "
                             "since the prior was trained (rebuild it with benchmarks/defect_prior.py)")
@@ -83,15 +111,42 @@ def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None,
     return keys
 
 
-def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None) -> int:
-    """Copy prior ``name`` into ``model`` and its EMA (:func:`fitting_keys`, refused before any is copied); the
-    tensors copied."""
+def _class_outputs(model: torch.nn.Module, name: str, prior: Prior) -> list[str]:
+    """The model's class outputs, each also in the prior with rows of the same shape (else Ultralytics' head changed
+    since the prior was trained, or the file is not the one gradkit wrote)."""
+    own = model.state_dict()
+    outputs = [k for k in own if CLASS_OUTPUT.search(k)]
+    for k in outputs:
+        theirs = prior.weights.get(k)
+        if theirs is None or theirs.shape[1:] != own[k].shape[1:]:
+            raise SeamError(f"gradkit: init.prior={name} has no class output {k} shaped as this model's "
+                            f"{tuple(own[k].shape[1:])} per class: the Detect head changed since the prior was trained")
+    return outputs
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What :func:`load_prior` copied: the number of tensors, and the classes whose outputs came from the prior."""
+
+    tensors: int
+    classes: tuple[str, ...]
+
+
+def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None,
+               class_names: Sequence[str] | None = None) -> Loaded:
+    """Copy prior ``name`` into ``model`` and its EMA (:func:`fitting_keys`, refused before any is copied), and where
+    ``class_names`` (the run's, by index) are given, the prior's class-output rows of the classes named alike."""
     prior = read_prior(PRIORS[name][0])
     keys = fitting_keys(model, name, model_arg, prior)
+    rows = class_rows(class_names, prior.names) if class_names is not None else []
+    outputs = _class_outputs(model, name, prior) if rows else []
     with torch.no_grad():
         for target in (model, ema):
             if target is not None:
                 state = target.state_dict()
                 for k in keys:
-                    state[k].copy_(prior[k])
-    return len(keys)
+                    state[k].copy_(prior.weights[k])
+                for k in outputs:
+                    for i, j in rows:
+                        state[k][i].copy_(prior.weights[k][j])
+    return Loaded(len(keys), tuple(class_names[i] for i, _ in rows))
