@@ -282,8 +282,9 @@ def replay_runs(runs: list[Path]) -> None:
     """Per run: the alerts it recorded and the ones the current detector raises over its statistics."""
     totals = {"recorded": Counter(), "replayed": Counter()}
     for run in runs:
-        if not (run / "gradients.csv").is_file():
-            print(f"  {run}: no gradients.csv (not a monitored training run), left out")
+        missing = [f for f in ("gradients.csv", "gradient_steps.csv", "args.yaml") if not (run / f).is_file()]
+        if missing:
+            print(f"  {run}: no {', '.join(missing)} (not a monitored training run), left out")
             continue
         recorded, replayed = Counter(a["kind"] for a in alerts_of(run)), Counter(a["kind"] for a in replay(run))
         totals["recorded"].update(recorded)
@@ -307,6 +308,9 @@ def main() -> None:
                     help="only replay the detector over these run folders (any gradkit runs: their "
                     "gradients.csv) and print the alerts it raises, recorded against replayed; trains nothing")
     args = ap.parse_args()
+    kinds = set(filter(None, args.kinds.split(",")))
+    if kinds - {k for k, _, _ in FAULTS.values()}:
+        ap.error(f"--kinds: no planted fault of kind {', '.join(sorted(kinds - {k for k, _, _ in FAULTS.values()}))}")
     if args.runs:
         replay_runs(args.runs)
         return
@@ -316,7 +320,7 @@ def main() -> None:
     BASE["imgsz"] = args.imgsz
     healthy = run_healthy(data, out, not args.replay)
     grid = {} if args.healthy_only else run_grid(data, out, not args.replay, tuple(map(int, args.onsets.split(","))),
-                                                kinds=set(filter(None, args.kinds.split(","))))
+                                                kinds=kinds)
     report(healthy, grid, args.replay)
     if args.replay:
         print("\nhealthy quantiles of each rule's statistic (decades), threshold and margin")

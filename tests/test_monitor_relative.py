@@ -97,16 +97,37 @@ def test_nanmedian_equals_numpy(shape):
 def test_idle_layer_waking_below_the_others_is_not_exploding():
     """A layer that idles four decades below the others (a detection scale with no objects of its size,
     as the P5 path of a model started from a prior on small defects: the demo's layers 20 and 22) and
-    now and then gets 500x its usual gradient, still a decade below the median layer: a path coming
-    into use, not an explosion. Both arms saw it before: the relative rule (500x its usual position)
-    and, after the warm-up, the absolute one (500x its own median)."""
+    now and then gets 1000x its usual gradient, still two decades below the median layer: a path coming
+    into use, not an explosion. Both arms would call it one (asserted: its rise against its usual
+    position, and its norm against its own history, pass their thresholds at the waking steps)."""
     idle = 4.4  # decades below the profile, as layer 20's median in the demo from the prior
+    rng = np.random.default_rng(0)
+    det, alerts, rises, over_history = AlertDetector(LAYERS, AlertsConfig()), [], [], []
+    for s in range(1, 81):
+        g = BASE * np.exp(rng.normal(0, 0.2, BASE.size))
+        g[9] *= 10.0**-idle * (1000.0 if s % 7 == 0 else 1.0)
+        history = nanmedian(det._hist)[9] if s > 21 else np.nan  # before this step's row goes in
+        alerts += det.update(1, s, g, np.full(BASE.size, 10.0), float(np.sqrt((g**2).sum())))
+        if s % 7 == 0:
+            rises.append(det.relative_deviation[9, 0])
+            over_history.append(np.log10(g[9]) - history)
+    assert min(rises) > np.log10(300) and np.nanmin(over_history) > np.log10(300)
+    assert [a for a in alerts if a.kind == "exploding"] == []
 
-    def waking(s, g):
-        g[9] *= 10.0**-idle * (500.0 if s % 7 == 0 else 1.0)
+
+def test_a_lasting_explosion_near_the_median_is_one_alert():
+    """A quiet layer (three decades below the median layer) multiplied by 10^3.1 from step 5 on (0.6 decades above
+    the threshold) lands on the median layer and crosses it back and forth with the batches: one episode, one
+    alert (the median gates its start only)."""
+    place = np.log10(BASE[9]) - np.median(np.log10(BASE)) - 2.4  # -3.04 decades
+
+    def fault(s, g):
+        g[9] *= 10**-2.4 * (10**3.1 if s >= 5 else 1.0)
         return g
 
-    assert [a for a in _run(80, waking) if a.kind == "exploding"] == []
+    assert abs(place + 3.1) < 0.1  # lands within 0.1 decades of the median: crossings are certain
+    mine = [a for a in _run(60, fault, seed=1) if a.kind == "exploding" and a.layer == "9"]
+    assert len(mine) == 1 and mine[0].step == 5, mine
 
 
 @pytest.mark.parametrize("onset", [5, 40])

@@ -56,7 +56,8 @@ class AlertsConfig(_Section):
     history: int = Field(100, ge=3, description="optimizer steps kept per layer for the robust statistics")
     exploding_factor: float = Field(300.0, gt=1, description="exploding when a layer's norm relative to the "
                                     "other layers rises this factor above its usual relative level, or a norm "
-                                    "exceeds the median of its history by this factor (and 6 robust deviations)")
+                                    "exceeds the median of its history by this factor (and 6 robust deviations); "
+                                    "a layer's alert starts only while its norm is above the same-step median layer's")
     vanishing_factor: float = Field(1e-4, gt=0, lt=1, description="vanishing when a layer's norm relative to the "
                                     "other layers, or a norm against the median of its history, falls this "
                                     "factor below its usual level")

@@ -8,9 +8,9 @@
   ``NEIGHBOURS`` layers nearest in the forward order (layers that share a detection scale rise and
   fall together, which the global median alone mistakes for a fault). Or: a norm far above the
   median of its own absolute history, once ``warmup_steps`` of history exist, by ``exploding_factor``
-  and 6 robust deviations (1.4826 * MAD); the total norm has only this rule. Either way a layer is
-  reported only while its norm is above the same-step median of all layers: one idling decades below
-  the others that wakes up by hundreds (a detection scale that rarely has an object) is not exploding.
+  and 6 robust deviations (1.4826 * MAD); the total norm has only this rule. Either way a layer's
+  episode starts only while its norm is above the same-step median of all layers: one idling decades
+  below the others that wakes up by hundreds (a detection scale that rarely has an object) is not exploding.
 * vanishing: the same relative test below by ``vanishing_factor``, or a norm far below its own
   absolute history, or ||grad|| / ||weight|| below an absolute floor, for ``vanishing_patience``
   consecutive steps.
@@ -292,13 +292,6 @@ class AlertDetector:
         rel_now = relative_positions(logn[:-1])
         rel_dev = self.relative_deviation = self._relative_deviation(rel_now)  # kept for benchmarks
         rel_high = np.append(rel_dev[:, 0] > np.log10(cfg.exploding_factor), False)
-        # an exploding layer's gradient also exceeds the median layer's at this step: a layer that idles
-        # decades below the others (a detection scale with no object of its size in most batches) and
-        # rises hundreds of times, still below them, is a path coming into use, not an explosion
-        # (where there is no same-step position - the total norm, fewer than 3 finite layers - the
-        # other rules decide alone)
-        with np.errstate(invalid="ignore"):
-            above_median = np.append(~(rel_now[:, 0] <= 0), True)
         rel_low = np.append(rel_dev[:, 1] < np.log10(cfg.vanishing_factor), False)
 
         # per layer (vectorised: a loop of numpy scalars cost most of the diagnoses' time per step);
@@ -314,7 +307,7 @@ class AlertDetector:
         is_layer = np.arange(norms.size) < n_layers
         starts = sorted(
             (i, rank, kind)
-            for rank, (kind, on) in enumerate((("exploding", (abs_high | rel_high) & above_median),
+            for rank, (kind, on) in enumerate((("exploding", self._exploding_on(abs_high | rel_high, rel_now)),
                                                 ("dead", is_layer & (self._zero >= cfg.dead_patience)),
                                                 ("vanishing", self._low >= cfg.vanishing_patience)))
             for i in self._episodes(kind, on, finite)
@@ -352,6 +345,19 @@ class AlertDetector:
         self._rel_hist[row] = np.where(flagged[:, None], np.nan, rel_now)
         self._count += 1
         return alerts
+
+    def _exploding_on(self, high: np.ndarray, rel_now: np.ndarray) -> np.ndarray:
+        """``high`` (either exploding arm, layers + total) where an episode may start or go on: a layer's starts only
+        while its norm is above the same-step median layer's. A layer that idles decades below the others (a
+        detection scale with no object of its size in most batches) and rises hundreds of times, still below
+        them, is a path coming into use, not an explosion. Once started, an episode lasts while an arm holds, so a
+        lasting fault about the median is one alert. Where there is no same-step position (the total norm, fewer
+        than 3 finite layers) the arms decide alone."""
+        with np.errstate(invalid="ignore"):
+            above = np.append(~(rel_now[:, 0] <= 0), True)
+        going_on = np.zeros(high.size, dtype=bool)
+        going_on[[i for kind, i in self._active if kind == "exploding" and 0 <= i < high.size]] = True
+        return high & (above | going_on)
 
     def _diverging_alert(self, epoch: int, step: int, total_norm: float) -> Alert:
         d = self._diverging
