@@ -543,7 +543,9 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
 WIDTH_RECIPES = ("plan-budget-narrow@time", "plan-budget-yolo26n@time")
 
 
-#: ``init.prior`` of the prior recipes (both train the plan's model, which must be the prior's, the half width).
+#: The ``init`` section of the prior recipes over the plan's own (all train the plan's model, which must be the
+#: prior's, the half width). ``plan-budget-prior@time`` keeps the plan's ``init.classes``, whatever it becomes; the
+#: ``-fresh`` and ``-byname`` recipes fix it.
 PRIOR_RECIPES = {"plan-budget-prior@time": {"prior": "defect"},
                  "plan-budget-prior-fresh@time": {"prior": "defect", "classes": "fresh"},
                  "plan-budget-prior-byname@time": {"prior": "defect", "classes": "by_name"},

@@ -62,6 +62,7 @@ def test_the_prior_goes_into_the_model_and_its_ema_and_the_class_outputs_stay():
 @pytest.mark.parametrize(("run", "prior", "rows"), [
     (["stain", "dent", " Scratch "], ["scratch", "crack", "pit", "stain"], [(0, 3), (2, 0)]),
     (["scratches", "CRACK"], ["scratch", "crack"], [(1, 1)]),  # a plural is another name
+    (["crack", "Crack"], ["scratch", "crack"], [(0, 1), (1, 1)]),  # a data YAML may name two classes alike
     (["a", "b"], ["scratch"], []),
 ])
 def test_class_rows_pair_the_classes_named_alike(run, prior, rows):
@@ -83,20 +84,81 @@ def test_by_name_the_rows_of_classes_named_alike_come_from_the_prior_and_the_oth
             assert torch.all(v[1] == planted), k
 
 
-def test_a_prior_whose_names_do_not_fit_its_rows_is_refused(tmp_path, monkeypatch):
+def _edited_prior(tmp_path, monkeypatch, edit):
+    """The shipped prior with ``edit(loaded)`` applied, saved and made ``init.prior: defect``; its path."""
     from gradkit.integrations.ultralytics import prior as P
 
     path, trained_as = PRIORS["defect"]
     loaded = torch.load(path, map_location="cpu", weights_only=True)
-    loaded["meta"]["names"] = ["scratch", "crack"]  # 4 rows
+    edit(loaded)
     bad = tmp_path / "bad.pt"
     torch.save(loaded, bad)
-    with pytest.raises(ConfigError, match=r"bad.pt names \['scratch', 'crack'\] as its classes, and its class "
-                                          r"outputs have \[4\] rows"):
-        read_prior(bad)
     monkeypatch.setitem(P.PRIORS, "defect", (bad, trained_as))
-    with pytest.raises(ConfigError, match=r"bad\.pt names"):
+    return bad
+
+
+@pytest.mark.parametrize(("edit", "refused"), [
+    (lambda f: f["meta"].update(names=["scratch", "crack"]), "lists 2 class names in meta['names'] and its class "
+                                                             "outputs have 4 rows"),
+    (lambda f: f["meta"].pop("names"), "has no meta['names']: it must list the class of each class-output row"),
+    (lambda f: f["meta"].update(names=torch.zeros(4)), "has meta['names'] of type Tensor"),
+    (lambda f: f["meta"].update(names=["scratch", "crack", "Scratch", "stain"]), "lists a class name twice"),
+])
+def test_a_prior_whose_class_names_do_not_fit_is_refused_in_one_line(tmp_path, monkeypatch, edit, refused):
+    bad = _edited_prior(tmp_path, monkeypatch, edit)
+    with pytest.raises(ConfigError, match=re.escape(refused)) as caught:
+        read_prior(bad)
+    assert str(bad) in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=re.escape(refused)):
         load_prior(_model(), None, "defect", class_names=["scratch"])
+
+
+def test_by_name_from_a_prior_short_of_class_outputs_names_the_file(tmp_path, monkeypatch):
+    def strip(f):  # the one-to-one branch's class outputs left out
+        f["state_dict"] = {k: v for k, v in f["state_dict"].items() if ".one2one_cv3." not in k or
+                           not CLASS_OUTPUT.search(k)}
+
+    bad = _edited_prior(tmp_path, monkeypatch, strip)
+    model = _planted(_model())
+    assert load_prior(model, None, "defect").classes == ()  # fresh: the file still serves every other layer
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))} has no class output "
+                                          r"model\.23\.one2one_cv3\.0\.2\.weight with rows of this model's shape"):
+        load_prior(model, None, "defect", class_names=["scratch"])
+    assert all(torch.all(v == 0.5) for k, v in model.state_dict().items() if CLASS_OUTPUT.search(k))  # none copied
+
+
+def _prior_loaded_by_callback(classes: str, names: dict, caplog) -> str:
+    """gradkit's callback loading the prior into a fresh 2-class half width, as at on_pretrain_routine_end, with
+    the data's ``names``: what it logged."""
+    from types import SimpleNamespace
+
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    callback = GradkitCallback(load_config({"init": {"prior": "defect", "classes": classes}}))
+    trainer = SimpleNamespace(data={"names": names}, ema=None, args=SimpleNamespace(model=None))
+    with caplog.at_level("INFO"):
+        callback._load_prior(trainer, _model(nc=len(names)))
+    return caplog.text
+
+
+@pytest.mark.parametrize(("classes", "names", "said"), [
+    ("fresh", {0: "Crack", 1: "dent"}, "the class outputs from Ultralytics' initialisation"),
+    ("by_name", {0: "dent", 1: "Crack"}, "the class outputs of Crack from the prior's (init.classes: by_name), of "
+                                        "dent from Ultralytics' initialisation"),
+    ("by_name", {0: "pit", 1: "Crack"}, "the class outputs of pit, Crack from the prior's (init.classes: by_name)\n"),
+    ("by_name", {0: "dent", 1: "bump"}, "init.classes: by_name: none of this data's classes (dent, bump) is named "
+                                       "as a class of the prior (scratch, crack, pit, stain)"),
+])
+def test_the_callback_says_where_each_class_output_came_from(classes, names, said, caplog):
+    assert said in _prior_loaded_by_callback(classes, names, caplog)
+
+
+def test_by_name_without_a_prior_is_refused_when_the_config_is_read():
+    from gradkit.config import load_config
+
+    with pytest.raises(ConfigError, match=r"classes=by_name takes class outputs from a prior"):
+        load_config({"init": {"classes": "by_name"}})
 
 
 def test_another_model_is_refused_before_anything_is_copied():

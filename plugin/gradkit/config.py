@@ -376,8 +376,15 @@ class InitConfig(_Section):
         "detection run")
     classes: Literal["fresh", "by_name"] = Field(
         "fresh", description="with a prior, where the class outputs start: fresh: Ultralytics' initialisation for "
-        "every class; by_name: the prior's rows for the classes the data names as the prior does (case ignored: "
-        "the defect prior's scratch, crack, pit, stain), Ultralytics' for the others")
+        "every class; by_name: the prior's rows for the classes the data names as the prior does (case and "
+        "surrounding spaces ignored; two classes of one name both take its row), Ultralytics' for the others")
+
+    @model_validator(mode="after")
+    def _classes_need_a_prior(self) -> InitConfig:
+        if self.classes == "by_name" and self.prior == "none":
+            raise ValueError("classes=by_name takes class outputs from a prior: set prior (e.g. defect) or "
+                             "classes=fresh")
+        return self
 
 
 class GradkitConfig(_Section):

@@ -72,6 +72,12 @@ def _is_main() -> bool:
     return _rank() in {-1, 0}
 
 
+def _class_names(trainer) -> dict:
+    """The run's classes, index -> name, as Ultralytics read them from the data YAML (empty without a dataset)."""
+    data = getattr(trainer, "data", None)
+    return dict(data.get("names") or {}) if isinstance(data, dict) else {}
+
+
 def _logger():
     from ultralytics.utils import LOGGER
 
@@ -315,19 +321,24 @@ class GradkitCallback:
         check_start(self.cfg.init.prior, getattr(args, "model", None), getattr(args, "pretrained", None), task)
 
     def _load_prior(self, trainer, model: torch.nn.Module) -> None:
-        from gradkit.integrations.ultralytics.prior import load_prior
+        from gradkit.integrations.ultralytics.prior import load_prior, prior_class_names
 
         init = self.cfg.init
         ema = getattr(trainer, "ema", None)
-        names = dict((getattr(trainer, "data", None) or {}).get("names") or {})
+        names = _class_names(trainer)
         class_names = [str(names[i]) for i in sorted(names)] if init.classes == "by_name" else None
         loaded = load_prior(model, None if ema is None else ema.ema, init.prior, getattr(trainer.args, "model", None),
                             class_names)
-        if _is_main():
-            carried = (f"; {', '.join(loaded.classes)} from the prior's class outputs (init.classes: by_name), "
-                       "the other classes" if loaded.classes else "; the class outputs")
-            _logger().info(f"gradkit: init.prior={init.prior}: {loaded.tensors} tensors from gradkit's defect prior"
-                           f"{carried} from Ultralytics' initialisation")
+        if not _is_main():
+            return
+        kept = [str(n) for n in names.values() if str(n) not in loaded.classes]
+        outputs = ("; the class outputs from Ultralytics' initialisation" if not loaded.classes else
+                   f"; the class outputs of {', '.join(loaded.classes)} from the prior's (init.classes: by_name)"
+                   + (f", of {', '.join(kept)} from Ultralytics' initialisation" if kept else ""))
+        _logger().info(f"gradkit: init.prior={init.prior}: {loaded.tensors} tensors from gradkit's defect prior{outputs}")
+        if class_names is not None and not loaded.classes:
+            _logger().warning(f"gradkit: init.classes: by_name: none of this data's classes ({', '.join(kept)}) is "
+                              f"named as a class of the prior ({', '.join(prior_class_names(init.prior))})")
 
     def _take_over_optimizer_step(self, trainer) -> None:
         """Run gradkit's step in place of ``BaseTrainer.optimizer_step``, keeping a user's override.
@@ -528,7 +539,7 @@ class GradkitCallback:
             if _is_main():
                 _logger().info(f"gradkit: monitor.taught watches a task-aligned assigner; this detector: {missing}")
             return
-        self.teaching = TeachingWatch(taught, dict(trainer.data.get("names", {})),
+        self.teaching = TeachingWatch(taught, _class_names(trainer),
                                       "ciou_or_nwd" if self.cfg.assign.nwd else "ciou")
         self.teaching.install(trainer)
         self._restore_teaching()
@@ -995,7 +1006,7 @@ def _warn_labels_ultralytics_drops(trainer) -> None:
     named = rate >= REPORTED_DROP_RATE
     if not named.any():
         return
-    names = trainer.data.get("names", {}) if isinstance(getattr(trainer, "data", None), dict) else {}
+    names = _class_names(trainer)
     per_class = ", ".join(f"{names.get(c, c)} {n}" for c, n in enumerate(np.bincount(cls[named])) if n)
     _logger().warning(
         f"gradkit: Ultralytics' warp (zoom {zooms[0]:g}-{zooms[1]:g}x, sides above {thresholds[0]:g} px, aspect "

@@ -50,13 +50,27 @@ def read_prior(path: Path) -> Prior:
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                  for k, v in weights.items()):
         raise ConfigError(f"init.prior: {path} holds no state_dict of named tensors")
-    meta = loaded.get("meta")
-    names = meta.get("names", []) if isinstance(meta, dict) else []
-    rows = {v.shape[0] for k, v in weights.items() if CLASS_OUTPUT.search(k) and v.dim() > 0}
-    if not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)) or rows - {len(names)}:
-        raise ConfigError(f"init.prior: {path} names {names!r} as its classes, and its class outputs have "
-                          f"{sorted(rows)} rows")
-    return Prior(weights, tuple(names))
+    return Prior(weights, _class_names(path, loaded.get("meta"), weights))
+
+
+def _class_names(path: Path, meta: object, weights: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """``meta["names"]``: one distinct class name per row of every class output (said in one line otherwise)."""
+    names = meta.get("names") if isinstance(meta, dict) else None
+    rows = sorted({v.shape[0] if v.dim() else 0 for k, v in weights.items() if CLASS_OUTPUT.search(k)})
+    if not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)):
+        got = "no meta['names']" if names is None else f"meta['names'] of type {type(names).__name__}"
+        raise ConfigError(f"init.prior: {path} has {got}: it must list the class of each class-output row")
+    if rows != ([len(names)] if rows or names else []):  # a file without class outputs names no class
+        raise ConfigError(f"init.prior: {path} lists {len(names)} class names in meta['names'] and its class outputs "
+                          f"have {', '.join(map(str, rows)) or 'no'} rows")
+    if len({class_key(n) for n in names}) < len(names):
+        raise ConfigError(f"init.prior: {path} lists a class name twice in meta['names'] (case ignored)")
+    return tuple(names)
+
+
+def prior_class_names(name: str) -> tuple[str, ...]:
+    """The classes prior ``name`` was trained on (its class outputs' rows)."""
+    return read_prior(PRIORS[name][0]).names
 
 
 def class_key(name: object) -> str:
@@ -65,7 +79,8 @@ def class_key(name: object) -> str:
 
 
 def class_rows(run_names: Sequence[str], prior_names: Sequence[str]) -> list[tuple[int, int]]:
-    """(the run's class index, the prior's row) for every class of the run the prior names alike."""
+    """(the run's class index, the prior's row) for every class of the run the prior names alike (two classes of the
+    run named alike both take that row)."""
     prior_row = {class_key(n): j for j, n in enumerate(prior_names)}
     return [(i, prior_row[class_key(n)]) for i, n in enumerate(run_names) if class_key(n) in prior_row]
 
@@ -112,15 +127,15 @@ def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None, pr
 
 
 def _class_outputs(model: torch.nn.Module, name: str, prior: Prior) -> list[str]:
-    """The model's class outputs, each also in the prior with rows of the same shape (else Ultralytics' head changed
-    since the prior was trained, or the file is not the one gradkit wrote)."""
+    """The model's class outputs, each also in the prior with rows of the same shape. Every other tensor has matched
+    by now (:func:`fitting_keys`), so a class output that does not is the file's fault."""
     own = model.state_dict()
     outputs = [k for k in own if CLASS_OUTPUT.search(k)]
     for k in outputs:
         theirs = prior.weights.get(k)
         if theirs is None or theirs.shape[1:] != own[k].shape[1:]:
-            raise SeamError(f"gradkit: init.prior={name} has no class output {k} shaped as this model's "
-                            f"{tuple(own[k].shape[1:])} per class: the Detect head changed since the prior was trained")
+            raise ConfigError(f"init.prior: {PRIORS[name][0]} has no class output {k} with rows of this model's "
+                              f"shape {tuple(own[k].shape[1:])}: rebuild it with benchmarks/defect_prior.py")
     return outputs
 
 
