@@ -335,7 +335,8 @@ class GradkitCallback:
         outputs = ("; the class outputs from Ultralytics' initialisation" if not loaded.classes else
                    f"; the class outputs of {', '.join(loaded.classes)} from the prior's (init.classes: by_name)"
                    + (f", of {', '.join(kept)} from Ultralytics' initialisation" if kept else ""))
-        _logger().info(f"gradkit: init.prior={init.prior}: {loaded.tensors} tensors from gradkit's defect prior{outputs}")
+        _logger().info(f"gradkit: init.prior={init.prior}: {loaded.tensors} tensors from gradkit's defect prior"
+                       f"{outputs}")
         if class_names is not None and not loaded.classes:
             _logger().warning(f"gradkit: init.classes: by_name: none of this data's classes ({', '.join(kept)}) is "
                               f"named as a class of the prior ({', '.join(prior_class_names(init.prior))})")
