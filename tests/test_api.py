@@ -63,6 +63,8 @@ def _assign(cfg: GradkitConfig, path: str, value) -> None:
         node.tile_size = UNSET_FIELD_VALUES["report.tile_size"]
     if path == "assign.nwd_scale":  # a scale needs NWD on
         node.nwd = True
+    if path == "init.classes":  # class outputs by name need a prior to take them from
+        node.prior = "defect"
     setattr(node, leaf, value)
 
 
