@@ -321,7 +321,7 @@ class GradkitCallback:
         check_start(self.cfg.init.prior, getattr(args, "model", None), getattr(args, "pretrained", None), task)
 
     def _load_prior(self, trainer, model: torch.nn.Module) -> None:
-        from gradkit.integrations.ultralytics.prior import load_prior, prior_class_names
+        from gradkit.integrations.ultralytics.prior import load_prior
 
         init = self.cfg.init
         ema = getattr(trainer, "ema", None)
@@ -339,7 +339,7 @@ class GradkitCallback:
                        f"{outputs}")
         if class_names is not None and not loaded.classes:
             _logger().warning(f"gradkit: init.classes: by_name: none of this data's classes ({', '.join(kept)}) is "
-                              f"named as a class of the prior ({', '.join(prior_class_names(init.prior))})")
+                              f"named as a class of the prior ({', '.join(loaded.prior_names)})")
 
     def _take_over_optimizer_step(self, trainer) -> None:
         """Run gradkit's step in place of ``BaseTrainer.optimizer_step``, keeping a user's override.

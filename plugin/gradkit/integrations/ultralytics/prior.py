@@ -68,11 +68,6 @@ def _class_names(path: Path, meta: object, weights: dict[str, torch.Tensor]) -> 
     return tuple(names)
 
 
-def prior_class_names(name: str) -> tuple[str, ...]:
-    """The classes prior ``name`` was trained on (its class outputs' rows)."""
-    return read_prior(PRIORS[name][0]).names
-
-
 def class_key(name: object) -> str:
     """How two class names are told alike: case and surrounding space ignored (``Scratch`` is ``scratch``)."""
     return str(name).strip().casefold()
@@ -141,10 +136,12 @@ def _class_outputs(model: torch.nn.Module, name: str, prior: Prior) -> list[str]
 
 @dataclass(frozen=True)
 class Loaded:
-    """What :func:`load_prior` copied: the number of tensors, and the classes whose outputs came from the prior."""
+    """What :func:`load_prior` copied: the number of tensors, and the classes whose outputs came from the prior (of
+    the classes the prior was trained on, ``prior_names``)."""
 
     tensors: int
     classes: tuple[str, ...]
+    prior_names: tuple[str, ...]
 
 
 def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, model_arg: object = None,
@@ -164,4 +161,4 @@ def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, m
                 for k in outputs:
                     for i, j in rows:
                         state[k][i].copy_(prior.weights[k][j])
-    return Loaded(len(keys), tuple(class_names[i] for i, _ in rows))
+    return Loaded(len(keys), tuple(class_names[i] for i, _ in rows), prior.names)
