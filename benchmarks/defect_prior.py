@@ -61,7 +61,7 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     reset = reset_class_outputs(trained, fresh_like(trained))
     torch.save({"model": trained, "train_args": {}}, prior)
     shipped = out / "defect-half.pt"
-    kept = {k: v.clone() for k, v in trained_state.items()}
+    kept = trained_state  # cloned before the reset: the trained class outputs, not the fresh ones
     names = [trained_names[i] for i in range(len(trained_names))]
     torch.save({"state_dict": kept, "meta": {"model": MODEL_HALF, "images": images, "imgsz": imgsz,
                                              "synth_seed": SYNTH_SEED, "minutes": minutes, "names": names}}, shipped)
