@@ -147,7 +147,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   outputs from Ultralytics' initialisation, or the prior's rows for the classes named as its own;
   ``plan-budget-noprior@time``: the same from scratch, the plan until then. (Session 46 trained the first with
   Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
-  initialised by a fresh model instead of the run's own.)
+  initialised by a fresh model instead of the run's own.) ``plan-budget-prior-x1.25@time`` and
+  ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the budget rule chose
+  (rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -172,6 +174,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -207,7 +210,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-noperobject@time", "plan-budget-fastest@time",
              "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
              "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
-             "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time")
+             "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time",
+             "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -428,6 +432,15 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         if cfg is None:
             return model, cfg, args
         return model, {**cfg, "init": {**cfg.get("init", {}), **PRIOR_RECIPES[recipe_name]}}, args
+    if recipe_name in PRIOR_SIZE_RECIPES:  # the plan from the prior, its images enlarged: pixels for its steps
+        from gradkit.plan import IMGSZ_STEP
+
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        if cfg is None:
+            return model, cfg, args
+        size = math.ceil(args["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name] / IMGSZ_STEP) * IMGSZ_STEP
+        print(f"{recipe_name}: imgsz {args['imgsz']} -> {size}", flush=True)
+        return model, cfg, {**args, "imgsz": size}
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -550,6 +563,12 @@ PRIOR_RECIPES = {"plan-budget-prior@time": {"prior": "defect"},
                  "plan-budget-prior-fresh@time": {"prior": "defect", "classes": "fresh"},
                  "plan-budget-prior-byname@time": {"prior": "defect", "classes": "by_name"},
                  "plan-budget-noprior@time": {"prior": "none"}}
+
+
+#: ``plan-budget-prior-xF@time``: the plan (from the prior, as it trains since session 46) at F times the size its
+#: budget rule chose, rounded up to a multiple of 32: does a network that starts knowing defects spend the
+#: steps a budget buys it better on pixels? (The rule's MIN_STEPS was measured from scratch.)
+PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x1.5@time": 1.5}
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
