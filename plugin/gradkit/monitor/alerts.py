@@ -145,6 +145,26 @@ class Alert:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Arms:
+    """One step's per-layer quantities the rules read (arrays over layers + the total norm, except ``rel_now`` and
+    ``rel_dev``, over layers): the norms, their log10, grad/weight ratios, the own-history median and exploding
+    limit (log10), the same-step positions and their deviation from usual, and each arm's verdict."""
+
+    norms: np.ndarray
+    finite: np.ndarray
+    logn: np.ndarray
+    ratio: np.ndarray
+    med: np.ndarray
+    limit: np.ndarray
+    rel_now: np.ndarray
+    rel_dev: np.ndarray
+    rel_high: np.ndarray
+    rel_low: np.ndarray
+    abs_high: np.ndarray
+    low_hist: np.ndarray
+
+
 class AlertDetector:
     """Streams per-layer norms and yields alerts.
 
@@ -252,51 +272,54 @@ class AlertDetector:
         measurement, good enough for the grad/weight ratio but not for the weight growth)."""
         if not self.cfg.enabled:
             return []
-        cfg = self.cfg
-        alerts: list[Alert] = []
         norms = np.append(np.asarray(grad_norm, dtype=np.float64), total_norm)
-        finite = np.isfinite(norms)
-
-        # non-finite: one alert per episode, naming every affected layer and the origin
-        bad = np.flatnonzero(~finite[:-1])
-        if self._episode("nonfinite", -1, bad.size > 0 or not loss_finite):
-            names = [self.layers[i] for i in bad]
-            if not loss_finite:
-                origin, msg = "loss", "the loss itself is non-finite (check the data and the learning rate)"
-                layer, module = "loss", "loss"
-            else:
-                o = int(bad.max())
-                layer, module = self._name(o)
-                origin = self.layers[o]
-                msg = f"origin: layer {origin} (nearest the output with a non-finite gradient)"
-            counts = nonfinite[bad].sum() if nonfinite is not None and bad.size else float("nan")
-            alerts.append(Alert("nonfinite", epoch, step, layer, module, float(counts), 0.0,
-                                f"non-finite gradients at step {step} in {len(names)} layer(s) "
-                                f"[{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}]; {msg}"))
-
+        alerts = self._nonfinite_alerts(epoch, step, norms, nonfinite, loss_finite)
         if self._diverging.update(float(total_norm)):
             alerts.append(self._diverging_alert(epoch, step, float(total_norm)))
         if weights_fresh and self.weight_growth:
             alerts.extend(self._growth_alerts(epoch, step, weight_norm))
+        arms = self._layer_arms(norms, weight_norm)
+        alerts.extend(self._layer_alert(kind, i, epoch, step, arms) for i, kind in self._layer_starts(arms))
+        self._remember(arms)
+        return alerts
 
+    def _nonfinite_alerts(self, epoch: int, step: int, norms: np.ndarray, nonfinite: np.ndarray | None,
+                          loss_finite: bool) -> list[Alert]:
+        """One alert per non-finite episode, naming every affected layer and the origin."""
+        bad = np.flatnonzero(~np.isfinite(norms[:-1]))
+        if not self._episode("nonfinite", -1, bad.size > 0 or not loss_finite):
+            return []
+        names = [self.layers[i] for i in bad]
+        if not loss_finite:
+            msg = "the loss itself is non-finite (check the data and the learning rate)"
+            layer, module = "loss", "loss"
+        else:
+            o = int(bad.max())
+            layer, module = self._name(o)
+            msg = f"origin: layer {self.layers[o]} (nearest the output with a non-finite gradient)"
+        counts = nonfinite[bad].sum() if nonfinite is not None and bad.size else float("nan")
+        return [Alert("nonfinite", epoch, step, layer, module, float(counts), 0.0,
+                      f"non-finite gradients at step {step} in {len(names)} layer(s) "
+                      f"[{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}]; {msg}")]
+
+    def _layer_arms(self, norms: np.ndarray, weight_norm: np.ndarray) -> _Arms:
+        """Every per-layer rule's arms at this step (layers + the total norm; vectorised: a loop of numpy
+        scalars cost most of the diagnoses' time per step), its counters updated: a non-finite norm leaves its
+        layer's counters and episodes as they were."""
+        cfg = self.cfg
+        finite = np.isfinite(norms)
         with np.errstate(divide="ignore", invalid="ignore"):
             logn = np.where(finite & (norms > 0), np.log10(norms), np.nan)
-            w = np.append(np.asarray(weight_norm, dtype=np.float64), np.nan)
-            ratio = norms / w
-        have = np.sum(np.isfinite(self._hist), axis=0)
+            ratio = norms / np.append(np.asarray(weight_norm, dtype=np.float64), np.nan)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # layers without history yet give NaN: fine
             med = nanmedian(self._hist)
             mad = nanmedian(np.abs(self._hist - med)) * _MAD_SCALE
-        warm = have >= cfg.warmup_steps
+        warm = np.sum(np.isfinite(self._hist), axis=0) >= cfg.warmup_steps
         rel_now = relative_positions(logn[:-1])
         rel_dev = self.relative_deviation = self._relative_deviation(rel_now)  # kept for benchmarks
         rel_high = np.append(rel_dev[:, 0] > np.log10(cfg.exploding_factor), False)
         rel_low = np.append(rel_dev[:, 1] < np.log10(cfg.vanishing_factor), False)
-
-        # per layer (vectorised: a loop of numpy scalars cost most of the diagnoses' time per step);
-        # a non-finite norm leaves its layer's counters and episodes as they were
-        n_layers = len(self.layers)
         with np.errstate(invalid="ignore"):
             limit = med + np.maximum(np.log10(cfg.exploding_factor), _ROBUST_SIGMAS * mad)
             abs_high = warm & (logn > limit)
@@ -304,47 +327,56 @@ class AlertDetector:
             low_ratio = (norms > 0) & np.isfinite(ratio) & (ratio < cfg.vanishing_ratio)
         self._zero = np.where(finite, np.where(norms == 0, self._zero + 1, 0), self._zero)
         self._low = np.where(finite, np.where(low_hist | low_ratio | rel_low, self._low + 1, 0), self._low)
-        is_layer = np.arange(norms.size) < n_layers
-        starts = sorted(
-            (i, rank, kind)
-            for rank, (kind, on) in enumerate((("exploding", self._exploding_on(abs_high | rel_high, rel_now)),
-                                                ("dead", is_layer & (self._zero >= cfg.dead_patience)),
-                                                ("vanishing", self._low >= cfg.vanishing_patience)))
-            for i in self._episodes(kind, on, finite)
-        )
-        for i, _, kind in starts:
-            key, module = self._name(i)
-            label = self.layers[i] if i < n_layers else "total"
-            if kind == "exploding":
-                if rel_high[i]:
-                    thr, why = cfg.exploding_factor, (f"{10 ** rel_dev[i, 0]:.3g}x its usual level relative to the "
-                                                      "other layers at the same step")
-                else:
-                    thr, why = 10 ** limit[i], f"{10 ** (logn[i] - med[i]):.3g}x its recent median {10 ** med[i]:.3g}"
-                alerts.append(Alert("exploding", epoch, step, key, module, float(norms[i]), float(thr),
-                                    f"exploding gradient at step {step} in {label}: norm {norms[i]:.3g} is {why}"))
-            elif kind == "dead":
-                alerts.append(Alert("dead", epoch, step, key, module, 0.0, 0.0,
-                                    f"dead layer {label}: exactly zero gradient for {self._zero[i]} "
-                                    f"consecutive steps up to step {step}"))
-            else:
-                thr = (10 ** (med[i] + np.log10(cfg.vanishing_factor)) if low_hist[i]
-                       else cfg.vanishing_factor if rel_low[i] else cfg.vanishing_ratio)
-                alerts.append(Alert("vanishing", epoch, step, key, module, float(norms[i]), float(thr),
-                                    f"vanishing gradient in {label} for {self._low[i]} steps up to step "
-                                    f"{step}: norm {norms[i]:.3g} (grad/weight ratio {ratio[i]:.3g})"))
+        return _Arms(norms, finite, logn, ratio, med, limit, rel_now, rel_dev, rel_high, rel_low, abs_high, low_hist)
 
-        # history takes every finite, positive norm, exploding ones included: the median and MAD
-        # ignore a few outliers, so a spike is still reported; a lasting change of scale becomes the
-        # new normal once it fills half the window. Non-finite and zero norms carry no scale: left out.
-        row = self._count % cfg.history
-        self._hist[row] = np.where(np.isfinite(logn), logn, np.nan)
+    def _layer_starts(self, arms: _Arms) -> list[tuple[int, str]]:
+        """(layer index, kind) of every exploding, dead or vanishing episode that starts now, in layer order
+        (exploding before dead before vanishing within a layer)."""
+        is_layer = np.arange(arms.norms.size) < len(self.layers)
+        conditions = (("exploding", self._exploding_on(arms.abs_high | arms.rel_high, arms.rel_now)),
+                      ("dead", is_layer & (self._zero >= self.cfg.dead_patience)),
+                      ("vanishing", self._low >= self.cfg.vanishing_patience))
+        starts = sorted((i, rank, kind) for rank, (kind, on) in enumerate(conditions)
+                        for i in self._episodes(kind, on, arms.finite))
+        return [(i, kind) for i, _, kind in starts]
+
+    def _layer_alert(self, kind: str, i: int, epoch: int, step: int, a: _Arms) -> Alert:
+        """The alert of an episode of ``kind`` starting now at layer ``i`` (the total norm: the last index)."""
+        cfg = self.cfg
+        key, module = self._name(i)
+        label = self.layers[i] if i < len(self.layers) else "total"
+        norm = a.norms[i]
+        if kind == "exploding":
+            if a.rel_high[i]:
+                thr, why = cfg.exploding_factor, (f"{10 ** a.rel_dev[i, 0]:.3g}x its usual level relative to the "
+                                                  "other layers at the same step")
+            else:
+                thr = 10 ** a.limit[i]
+                why = f"{10 ** (a.logn[i] - a.med[i]):.3g}x its recent median {10 ** a.med[i]:.3g}"
+            return Alert("exploding", epoch, step, key, module, float(norm), float(thr),
+                         f"exploding gradient at step {step} in {label}: norm {norm:.3g} is {why}")
+        if kind == "dead":
+            return Alert("dead", epoch, step, key, module, 0.0, 0.0,
+                         f"dead layer {label}: exactly zero gradient for {self._zero[i]} "
+                         f"consecutive steps up to step {step}")
+        thr = (10 ** (a.med[i] + np.log10(cfg.vanishing_factor)) if a.low_hist[i]
+               else cfg.vanishing_factor if a.rel_low[i] else cfg.vanishing_ratio)
+        return Alert("vanishing", epoch, step, key, module, float(norm), float(thr),
+                     f"vanishing gradient in {label} for {self._low[i]} steps up to step "
+                     f"{step}: norm {norm:.3g} (grad/weight ratio {a.ratio[i]:.3g})")
+
+    def _remember(self, a: _Arms) -> None:
+        """Add this step to the histories. The absolute one takes every finite, positive norm, exploding ones
+        included: the median and MAD ignore a few outliers, so a spike is still reported; a lasting change of
+        scale becomes the new normal once it fills half the window. Non-finite and zero norms carry no scale:
+        left out."""
+        row = self._count % self.cfg.history
+        self._hist[row] = np.where(np.isfinite(a.logn), a.logn, np.nan)
         # a flagged layer's relative position stays out of its history, so that a lasting fault
         # (vanishing needs several steps to be reported) is not learnt as the new normal
-        flagged = (rel_high | rel_low)[:-1] | (self._low[:-1] > 0)
-        self._rel_hist[row] = np.where(flagged[:, None], np.nan, rel_now)
+        flagged = (a.rel_high | a.rel_low)[:-1] | (self._low[:-1] > 0)
+        self._rel_hist[row] = np.where(flagged[:, None], np.nan, a.rel_now)
         self._count += 1
-        return alerts
 
     def _exploding_on(self, high: np.ndarray, rel_now: np.ndarray) -> np.ndarray:
         """``high`` (either exploding arm, layers + total) where an episode may start or go on: a layer's starts only
