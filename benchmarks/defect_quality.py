@@ -148,8 +148,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-budget-noprior@time``: the same from scratch, the plan until then. (Session 46 trained the first with
   Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
   initialised by a fresh model instead of the run's own.) ``plan-budget-prior-x1.25@time`` and
-  ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the budget rule chose
-  (rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
+  ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the data calls for
+  (the plan without a budget; rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -438,8 +438,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
             return model, cfg, args
-        size = math.ceil(args["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name] / IMGSZ_STEP) * IMGSZ_STEP
-        print(f"{recipe_name}: imgsz {args['imgsz']} -> {size}", flush=True)
+        # of the size the data calls for, not of the budget rule's, whose timing moves it between runs
+        size = math.ceil(plan.train["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name] / IMGSZ_STEP) * IMGSZ_STEP
+        print(f"{recipe_name}: imgsz {args['imgsz']} (the data's {plan.train['imgsz']}) -> {size}", flush=True)
         return model, cfg, {**args, "imgsz": size}
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
@@ -565,9 +566,10 @@ PRIOR_RECIPES = {"plan-budget-prior@time": {"prior": "defect"},
                  "plan-budget-noprior@time": {"prior": "none"}}
 
 
-#: ``plan-budget-prior-xF@time``: the plan (from the prior, as it trains since session 46) at F times the size its
-#: budget rule chose, rounded up to a multiple of 32: does a network that starts knowing defects spend the
-#: steps a budget buys it better on pixels? (The rule's MIN_STEPS was measured from scratch.)
+#: ``plan-budget-prior-xF@time``: the plan (from the prior, as it trains since session 46) at F times the size the
+#: data calls for (the plan without a budget), rounded up to a multiple of 32, instead of its budget rule's: does a
+#: network that starts knowing defects spend the steps a budget buys it better on pixels? (The rule's MIN_STEPS
+#: was measured from scratch.)
 PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x1.5@time": 1.5}
 
 
