@@ -184,13 +184,13 @@ MEMORY_FORMAT_EVIDENCE = ("channels-last (speed.memory_format: fastest) made a y
 #: Why the half width starts from gradkit's defect prior (init.prior: defect; benchmarks/defect_quality.py,
 #: plan-budget-prior@time against plan-budget@time; README, "Or a network that has already learnt defects?").
 PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half trained 25 min on gradkit synth's "
-                  "renderer, not counted in the budget) against the same plan from scratch: higher in 16 of 16 pairs "
+                  "renderer, not counted in the budget) against the same plan from scratch: higher in 18 of 18 pairs "
                   "on six sets, 1.60-3.46x mAP50-95 (colour set 0.236, 0.242 and 0.235 against 0.072, 0.070 and "
                   "0.074, its cracks 0.711-0.723 and scratches 0.204-0.261 from 0.000-0.001; photographs 0.153, 0.136 "
                   "and 0.143 against 0.078, 0.082 and 0.077, cracks 0.178, 0.159 and 0.224 against 0.066, 0.069 and "
                   "0.175; material 0.271, 0.257 and 0.261 against 0.142, 0.157 and 0.144, scratches 0.185, 0.163 and "
                   "0.188 against 0.034, 0.068 and 0.117; strips 0.234, 0.226 and 0.241 against 0.139, 0.129 and "
-                  "0.113, scratches 0.001-0.002 either way; weld set 0.343 against 0.214, one seed; design set, the "
+                  "0.113, scratches 0.001-0.002 either way; weld set 0.343, 0.328 and 0.314 against 0.214, 0.179 and 0.169; design set, the "
                   "prior's own renderer, 0.468, 0.430 and 0.409 against 0.264, 0.267 and 0.226); the evaluation sets' "
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
