@@ -150,6 +150,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   initialised by a fresh model instead of the run's own.) ``plan-budget-prior-x1.25@time`` and
   ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the data calls for
   (the plan without a budget; rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
+  ``plan-budget-prior-halfsteps@time``: ``plan-budget-prior@time`` with the budget rule counting the half width's
+  own steps (it sizes by yolo26n's, as its pairs were measured from scratch).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -211,7 +213,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
              "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
              "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time",
-             "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time")
+             "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -442,6 +444,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         size = math.ceil(plan.train["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name] / IMGSZ_STEP) * IMGSZ_STEP
         print(f"{recipe_name}: imgsz {args['imgsz']} (the data's {plan.train['imgsz']}) -> {size}", flush=True)
         return model, cfg, {**args, "imgsz": size}
+    if recipe_name == HALF_STEPS_RECIPE:  # the plan from the prior, sized by the half width's own steps
+        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        return model, cfg, args if cfg is None else {**args, "imgsz": _half_width_budget_size(fp, plan, stock, args)}
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -571,6 +576,31 @@ PRIOR_RECIPES = {"plan-budget-prior@time": {"prior": "defect"},
 #: network that starts knowing defects spend the steps a budget buys it better on pixels? (The rule's MIN_STEPS
 #: was measured from scratch.)
 PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x1.5@time": 1.5}
+
+
+#: ``plan-budget-prior-halfsteps@time``: the plan from the prior with its budget rule counting the steps of the
+#: model it trains (the half width) instead of yolo26n's: the size the data calls for unless the budget buys the
+#: half width fewer than MIN_STEPS there (the rule sizes by yolo26n's steps as its pairs were measured, from
+#: scratch; a network that starts from the prior trains about twice yolo26n's steps in the same time).
+HALF_STEPS_RECIPE = "plan-budget-prior-halfsteps@time"
+
+
+def _half_width_budget_size(fp, plan, stock: dict, args: dict) -> int:
+    """The budget rule's size (``gradkit.plan.size_buying_steps``, from the size the data calls for down to its
+    floor) with the half width's steps on this machine's timer."""
+    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
+    from gradkit.plan import MODEL_HALF, budget_buys, deepest_budget_size, size_buying_steps
+
+    wanted, nc = plan.train["imgsz"], len(fp.class_names)
+
+    def steps(size: int) -> float:
+        seconds = training_seconds_per_image(MODEL_HALF, size, nc)
+        return 0.0 if seconds is None else budget_buys(fp.images, stock["train_s"] / 60, args["nbs"], seconds)[1]
+
+    size = size_buying_steps(steps, wanted, deepest_budget_size(fp, wanted))
+    print(f"{HALF_STEPS_RECIPE}: imgsz {args['imgsz']} (by yolo26n's steps) -> {size} (the half width's: "
+          f"{steps(size):.0f} estimated at {size}; the data calls for {wanted})", flush=True)
+    return size
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
