@@ -190,7 +190,8 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
                   "and 0.143 against 0.078, 0.082 and 0.077, cracks 0.178, 0.159 and 0.224 against 0.066, 0.069 and "
                   "0.175; material 0.271, 0.257 and 0.261 against 0.142, 0.157 and 0.144, scratches 0.185, 0.163 and "
                   "0.188 against 0.034, 0.068 and 0.117; strips 0.234, 0.226 and 0.241 against 0.139, 0.129 and "
-                  "0.113, scratches 0.001-0.002 either way; weld set 0.343, 0.328 and 0.314 against 0.214, 0.179 and 0.169; design set, the "
+                  "0.113, scratches 0.001-0.002 either way; weld set 0.343, 0.328 and 0.314 against 0.214, 0.179 "
+                  "and 0.169; design set, the "
                   "prior's own renderer, 0.468, 0.430 and 0.409 against 0.264, 0.267 and 0.226); the evaluation sets' "
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
