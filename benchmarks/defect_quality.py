@@ -176,7 +176,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import shutil
 import statistics
@@ -426,26 +425,22 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         cfg = None if cfg is None else {**cfg, "init": {"prior": "none"}}  # both from scratch, as measured
         return (MODEL_HALF if recipe_name == WIDTH_RECIPES[0] else MODEL), cfg, args
     if recipe_name in PRIOR_RECIPES:  # the plan's own budget, size and model, from the prior or from scratch
-        from gradkit.plan import MODEL_HALF
-
-        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
-        if cfg is not None and model != MODEL_HALF:
-            raise SystemExit(f"{recipe_name}: the plan trains {model} here, and the prior is {MODEL_HALF}'s")
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
             return model, cfg, args
         return model, {**cfg, "init": {**cfg.get("init", {}), **PRIOR_RECIPES[recipe_name]}}, args
     if recipe_name in PRIOR_SIZE_RECIPES:  # the plan from the prior, its images enlarged: pixels for its steps
-        from gradkit.plan import IMGSZ_STEP
+        from gradkit.plan import _round_up
 
-        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
             return model, cfg, args
         # of the size the data calls for, not of the budget rule's, whose timing moves it between runs
-        size = math.ceil(plan.train["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name] / IMGSZ_STEP) * IMGSZ_STEP
+        size = _round_up(plan.train["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name])
         print(f"{recipe_name}: imgsz {args['imgsz']} (the data's {plan.train['imgsz']}) -> {size}", flush=True)
         return model, cfg, {**args, "imgsz": size}
     if recipe_name == HALF_STEPS_RECIPE:  # the plan from the prior, sized by the half width's own steps
-        model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg, args if cfg is None else {**args, "imgsz": _half_width_budget_size(fp, plan, stock, args)}
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
@@ -537,6 +532,17 @@ def _with_nwd(gradkit_cfg: dict, scale: float | None = None) -> dict:
     return _with_assign(gradkit_cfg, nwd=True, **({} if scale is None else {"nwd_scale": scale}))
 
 
+def _prior_plan_args(fp, base: dict, stock: dict | None, recipe_name: str) -> tuple[str, object, dict]:
+    """:func:`_budget_plan_args` for a recipe that starts from the prior: stops where the plan trains another model
+    than the prior's (it would train from scratch under the recipe's name)."""
+    from gradkit.plan import MODEL_HALF
+
+    model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
+    if cfg is not None and model != MODEL_HALF:
+        raise SystemExit(f"{recipe_name}: the plan trains {model} here, and the prior is {MODEL_HALF}'s")
+    return model, cfg, args
+
+
 def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
                       memory_format: str = "contiguous") -> tuple[str, object, dict]:
     """What ``gradkit plan budget=B`` makes on this machine, B the same seed's stock minutes: its own size,
@@ -581,7 +587,7 @@ PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x
 #: ``plan-budget-prior-halfsteps@time``: the plan from the prior with its budget rule counting the steps of the
 #: model it trains (the half width) instead of yolo26n's: the size the data calls for unless the budget buys the
 #: half width fewer than MIN_STEPS there (the rule sizes by yolo26n's steps as its pairs were measured, from
-#: scratch; a network that starts from the prior trains about twice yolo26n's steps in the same time).
+#: scratch; the half width trains about twice yolo26n's steps in the same time).
 HALF_STEPS_RECIPE = "plan-budget-prior-halfsteps@time"
 
 
@@ -589,13 +595,13 @@ def _half_width_budget_size(fp, plan, stock: dict, args: dict) -> int:
     """The budget rule's size (``gradkit.plan.size_buying_steps``, from the size the data calls for down to its
     floor) with the half width's steps on this machine's timer."""
     from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
-    from gradkit.plan import MODEL_HALF, budget_buys, deepest_budget_size, size_buying_steps
+    from gradkit.plan import MODEL_HALF, ULTRALYTICS_NBS, budget_buys, deepest_budget_size, size_buying_steps
 
-    wanted, nc = plan.train["imgsz"], len(fp.class_names)
+    wanted, nc, nbs = plan.train["imgsz"], len(fp.class_names), args.get("nbs", ULTRALYTICS_NBS)
 
-    def steps(size: int) -> float:
+    def steps(size: int) -> float:  # as gradkit.plan.fit_imgsz_to_budget counts them, for the half width
         seconds = training_seconds_per_image(MODEL_HALF, size, nc)
-        return 0.0 if seconds is None else budget_buys(fp.images, stock["train_s"] / 60, args["nbs"], seconds)[1]
+        return 0.0 if seconds is None else budget_buys(fp.images, stock["train_s"] / 60, nbs, seconds)[1]
 
     size = size_buying_steps(steps, wanted, deepest_budget_size(fp, wanted))
     print(f"{HALF_STEPS_RECIPE}: imgsz {args['imgsz']} (by yolo26n's steps) -> {size} (the half width's: "

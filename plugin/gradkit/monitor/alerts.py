@@ -146,10 +146,10 @@ class Alert:
 
 
 @dataclass(frozen=True)
-class _Arms:
+class _StepStats:
     """One step's per-layer quantities the rules read (arrays over layers + the total norm, except ``rel_now`` and
-    ``rel_dev``, over layers): the norms, their log10, grad/weight ratios, the own-history median and exploding
-    limit (log10), the same-step positions and their deviation from usual, and each arm's verdict."""
+    ``rel_dev``, over layers): the norms, which are finite, their log10, grad/weight ratios, the own-history median
+    and exploding limit (log10), the same-step positions and their deviation from usual, and each arm's verdict."""
 
     norms: np.ndarray
     finite: np.ndarray
@@ -278,9 +278,9 @@ class AlertDetector:
             alerts.append(self._diverging_alert(epoch, step, float(total_norm)))
         if weights_fresh and self.weight_growth:
             alerts.extend(self._growth_alerts(epoch, step, weight_norm))
-        arms = self._layer_arms(norms, weight_norm)
-        alerts.extend(self._layer_alert(kind, i, epoch, step, arms) for i, kind in self._layer_starts(arms))
-        self._remember(arms)
+        stats = self._step_stats(norms, weight_norm)
+        alerts.extend(self._layer_alert(i, kind, epoch, step, stats) for i, kind in self._layer_starts(stats))
+        self._remember(stats)
         return alerts
 
     def _nonfinite_alerts(self, epoch: int, step: int, norms: np.ndarray, nonfinite: np.ndarray | None,
@@ -302,10 +302,10 @@ class AlertDetector:
                       f"non-finite gradients at step {step} in {len(names)} layer(s) "
                       f"[{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}]; {msg}")]
 
-    def _layer_arms(self, norms: np.ndarray, weight_norm: np.ndarray) -> _Arms:
-        """Every per-layer rule's arms at this step (layers + the total norm; vectorised: a loop of numpy
-        scalars cost most of the diagnoses' time per step), its counters updated: a non-finite norm leaves its
-        layer's counters and episodes as they were."""
+    def _step_stats(self, norms: np.ndarray, weight_norm: np.ndarray) -> _StepStats:
+        """This step's statistics and every per-layer rule's arms (layers + the total norm; vectorised: a loop of
+        numpy scalars cost most of the diagnoses' time per step). Updates the zero and low counters (a non-finite
+        norm leaves its layer's as they were) and ``relative_deviation``."""
         cfg = self.cfg
         finite = np.isfinite(norms)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -327,55 +327,57 @@ class AlertDetector:
             low_ratio = (norms > 0) & np.isfinite(ratio) & (ratio < cfg.vanishing_ratio)
         self._zero = np.where(finite, np.where(norms == 0, self._zero + 1, 0), self._zero)
         self._low = np.where(finite, np.where(low_hist | low_ratio | rel_low, self._low + 1, 0), self._low)
-        return _Arms(norms, finite, logn, ratio, med, limit, rel_now, rel_dev, rel_high, rel_low, abs_high, low_hist)
+        return _StepStats(norms, finite, logn, ratio, med, limit, rel_now, rel_dev, rel_high, rel_low, abs_high,
+                          low_hist)
 
-    def _layer_starts(self, arms: _Arms) -> list[tuple[int, str]]:
+    def _layer_starts(self, stats: _StepStats) -> list[tuple[int, str]]:
         """(layer index, kind) of every exploding, dead or vanishing episode that starts now, in layer order
-        (exploding before dead before vanishing within a layer)."""
-        is_layer = np.arange(arms.norms.size) < len(self.layers)
-        conditions = (("exploding", self._exploding_on(arms.abs_high | arms.rel_high, arms.rel_now)),
+        (exploding before dead before vanishing within a layer); ends the episodes whose condition cleared (a
+        non-finite norm leaves its layer's episodes as they were)."""
+        is_layer = np.arange(stats.norms.size) < len(self.layers)
+        conditions = (("exploding", self._exploding_on(stats.abs_high | stats.rel_high, stats.rel_now)),
                       ("dead", is_layer & (self._zero >= self.cfg.dead_patience)),
                       ("vanishing", self._low >= self.cfg.vanishing_patience))
         starts = sorted((i, rank, kind) for rank, (kind, on) in enumerate(conditions)
-                        for i in self._episodes(kind, on, arms.finite))
+                        for i in self._episodes(kind, on, stats.finite))
         return [(i, kind) for i, _, kind in starts]
 
-    def _layer_alert(self, kind: str, i: int, epoch: int, step: int, a: _Arms) -> Alert:
+    def _layer_alert(self, i: int, kind: str, epoch: int, step: int, stats: _StepStats) -> Alert:
         """The alert of an episode of ``kind`` starting now at layer ``i`` (the total norm: the last index)."""
         cfg = self.cfg
         key, module = self._name(i)
         label = self.layers[i] if i < len(self.layers) else "total"
-        norm = a.norms[i]
+        norm = stats.norms[i]
         if kind == "exploding":
-            if a.rel_high[i]:
-                thr, why = cfg.exploding_factor, (f"{10 ** a.rel_dev[i, 0]:.3g}x its usual level relative to the "
+            if stats.rel_high[i]:
+                thr, why = cfg.exploding_factor, (f"{10 ** stats.rel_dev[i, 0]:.3g}x its usual level relative to the "
                                                   "other layers at the same step")
             else:
-                thr = 10 ** a.limit[i]
-                why = f"{10 ** (a.logn[i] - a.med[i]):.3g}x its recent median {10 ** a.med[i]:.3g}"
+                thr = 10 ** stats.limit[i]
+                why = f"{10 ** (stats.logn[i] - stats.med[i]):.3g}x its recent median {10 ** stats.med[i]:.3g}"
             return Alert("exploding", epoch, step, key, module, float(norm), float(thr),
                          f"exploding gradient at step {step} in {label}: norm {norm:.3g} is {why}")
         if kind == "dead":
             return Alert("dead", epoch, step, key, module, 0.0, 0.0,
                          f"dead layer {label}: exactly zero gradient for {self._zero[i]} "
                          f"consecutive steps up to step {step}")
-        thr = (10 ** (a.med[i] + np.log10(cfg.vanishing_factor)) if a.low_hist[i]
-               else cfg.vanishing_factor if a.rel_low[i] else cfg.vanishing_ratio)
+        thr = (10 ** (stats.med[i] + np.log10(cfg.vanishing_factor)) if stats.low_hist[i]
+               else cfg.vanishing_factor if stats.rel_low[i] else cfg.vanishing_ratio)
         return Alert("vanishing", epoch, step, key, module, float(norm), float(thr),
                      f"vanishing gradient in {label} for {self._low[i]} steps up to step "
-                     f"{step}: norm {norm:.3g} (grad/weight ratio {a.ratio[i]:.3g})")
+                     f"{step}: norm {norm:.3g} (grad/weight ratio {stats.ratio[i]:.3g})")
 
-    def _remember(self, a: _Arms) -> None:
+    def _remember(self, stats: _StepStats) -> None:
         """Add this step to the histories. The absolute one takes every finite, positive norm, exploding ones
         included: the median and MAD ignore a few outliers, so a spike is still reported; a lasting change of
         scale becomes the new normal once it fills half the window. Non-finite and zero norms carry no scale:
         left out."""
         row = self._count % self.cfg.history
-        self._hist[row] = np.where(np.isfinite(a.logn), a.logn, np.nan)
+        self._hist[row] = np.where(np.isfinite(stats.logn), stats.logn, np.nan)
         # a flagged layer's relative position stays out of its history, so that a lasting fault
         # (vanishing needs several steps to be reported) is not learnt as the new normal
-        flagged = (a.rel_high | a.rel_low)[:-1] | (self._low[:-1] > 0)
-        self._rel_hist[row] = np.where(flagged[:, None], np.nan, a.rel_now)
+        flagged = (stats.rel_high | stats.rel_low)[:-1] | (self._low[:-1] > 0)
+        self._rel_hist[row] = np.where(flagged[:, None], np.nan, stats.rel_now)
         self._count += 1
 
     def _exploding_on(self, high: np.ndarray, rel_now: np.ndarray) -> np.ndarray:
