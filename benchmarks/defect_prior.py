@@ -20,7 +20,7 @@ sooner on data drawn by another? This script builds that network, which gradkit 
    read with ``weights_only=True``): a run takes every layer but the class outputs, and with
    ``init.classes: by_name`` also the rows of the classes its data names alike.
 
-    python benchmarks/defect_prior.py --out DIR [--images 1500 --imgsz 256 --minutes 25 --threads 2]
+    python benchmarks/defect_prior.py --out DIR [--images 1500 --imgsz 256 --minutes 25 --threads 2 --faint-frac 0]
 
 The prior's training time is not counted in any ``@time`` budget (as a pretrained network's is not): a
 result with it answers whether starting from learnt features helps the thin classes, not the equal-time goal.
@@ -42,14 +42,15 @@ from gradkit.plan import MODEL_HALF
 SYNTH_SEED = 7
 
 
-def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int) -> Path:
+def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int, faint_frac: float = 0.0) -> Path:
     import torch
 
     from gradkit.synth import SynthSpec, generate_dataset
 
     data = out / "data" / "data.yaml"
     if not data.exists():
-        generate_dataset(data.parent, SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED), progress=False)
+        spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac)
+        generate_dataset(data.parent, spec, progress=False)
     weights = out / "run" / "weights" / "last.pt"
     if not weights.exists():
         train(data, out / "run", minutes, threads)
@@ -64,7 +65,8 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     kept = trained_state  # cloned before the reset: the trained class outputs, not the fresh ones
     names = [trained_names[i] for i in range(len(trained_names))]
     torch.save({"state_dict": kept, "meta": {"model": MODEL_HALF, "images": images, "imgsz": imgsz,
-                                             "synth_seed": SYNTH_SEED, "minutes": minutes, "names": names}}, shipped)
+                                             "synth_seed": SYNTH_SEED, "minutes": minutes, "names": names,
+                                             "faint_frac": faint_frac}}, shipped)
     print(f"{shipped}: {len(kept)} tensors, {sum(map(bool, map(CLASS_OUTPUT.search, kept)))} of them class outputs "
           f"of {names} (init.prior: defect)")
     print(f"{prior}: {sum(p.numel() for p in trained.parameters())} parameters, class outputs reset: {len(reset)} "
@@ -123,8 +125,10 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--faint-frac", type=float, default=0.0, help="SynthSpec.faint_frac of the prior's images "
+                    "(the shipped prior: 0)")
     a = ap.parse_args()
-    build_prior(Path(a.out).resolve(), a.images, a.imgsz, a.minutes, a.threads)
+    build_prior(Path(a.out).resolve(), a.images, a.imgsz, a.minutes, a.threads, a.faint_frac)
 
 
 if __name__ == "__main__":

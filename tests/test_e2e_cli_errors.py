@@ -132,6 +132,7 @@ def test_own_commands_exit_2_on_a_users_mistake(tiny_data, tmp_path):
     for args in (["plan", f"data={tmp_path / 'missing.yaml'}"], ["plan", f"data={tiny_data}", "buget=5"],
                  ["synth", f"out={tmp_path / 's'}", "images=abc"], ["synth", f"out={tmp_path / 's'}", "seed=1.5"],
                  ["synth", f"out={tmp_path / 's'}", "class_weights=1,1,1,1"],
+                 ["synth", f"out={tmp_path / 's'}", "faint_frac=2"], ["synth", f"out={tmp_path / 's'}", "faint_frac=x"],
                  ["check", f"data={tmp_path / 'missing.yaml'}"], ["convert", "vocc", f"src={tmp_path}"]):
         rc, _, err = _run(args, tmp_path)
         assert rc == 2 and "Traceback" not in err and err.startswith("gradkit"), (args, rc, err[-1000:])

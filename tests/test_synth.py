@@ -106,8 +106,74 @@ def test_class_weights_shift_frequencies():
     assert counts[3] > 2 * counts[0] > 0
 
 
+#: sha256 of ``_render_digest(SynthSpec(images=40, imgsz=96, seed=11))`` as the renderer computed it before
+#: ``faint_frac`` existed (commit 7b9dae2): the option must not move a single pixel of the sets made without it.
+DIGEST_BEFORE_FAINT = "e2a07632858b484d4111cb38f2cffd8e534a38a8a065191e8cc25cfeaef6dd65"
+
+
+def _render_digest(spec):
+    h = hashlib.sha256()
+    for i in range(spec.images):
+        img, labels = render_image(spec, i)
+        h.update(img.tobytes())
+        h.update(repr(labels).encode())
+    return h.hexdigest()
+
+
+def test_faint_frac_zero_renders_the_images_and_labels_of_before():
+    assert _render_digest(SynthSpec(images=40, imgsz=96, seed=11)) == DIGEST_BEFORE_FAINT
+    assert _render_digest(SynthSpec(images=40, imgsz=96, seed=11, faint_frac=0.5)) != DIGEST_BEFORE_FAINT
+
+
+def _flat_render(monkeypatch):
+    """``render_image`` on a flat 0.5 surface without illumination or noise: what changes is the defect."""
+    import gradkit.synth as synth
+
+    monkeypatch.setattr(synth, "_surface", lambda rng, kind, n: np.full((n, n), 0.5, np.float32))
+    monkeypatch.setattr(synth, "_illumination", lambda rng, n: np.ones((n, n), np.float32))
+    monkeypatch.setattr(synth, "_sensor_noise", lambda rng, n: np.zeros((n, n), np.float32))
+    return synth.render_image
+
+
+def test_faint_defects_keep_their_labels_at_a_fraction_of_their_contrast(monkeypatch):
+    """On a flat surface the peak deviation of a defect is its strength: a faint one's is ``FAINT_SCALE``
+    times the same defect's at ``faint_frac=0``; the labels do not move; about ``faint_frac`` of them fade."""
+    from gradkit.synth import FAINT_SCALE
+
+    render = _flat_render(monkeypatch)
+    for faint_frac in (1.0, 0.5):
+        clear = SynthSpec(images=400, imgsz=128, seed=4, empty_frac=0.0, max_defects=1)
+        faint = SynthSpec(images=400, imgsz=128, seed=4, empty_frac=0.0, max_defects=1, faint_frac=faint_frac)
+        ratios = []
+        for i in range(120):
+            (img0, labels0), (img1, labels1) = render(clear, i), render(faint, i)
+            assert labels1 == labels0, i
+            peak0 = np.abs(img0[..., 0].astype(float) - 127.5).max()
+            ratios.append(np.abs(img1[..., 0].astype(float) - 127.5).max() / peak0)
+        ratios = np.asarray(ratios)
+        faded = ratios < 0.99
+        lo, hi = FAINT_SCALE
+        assert ((ratios[faded] > lo - 0.03) & (ratios[faded] < hi + 0.03)).all(), ratios[faded]
+        assert np.allclose(ratios[~faded], 1.0, atol=0.01)
+        expected = 120 * faint_frac
+        assert abs(faded.sum() - expected) <= 4 * np.sqrt(120 * faint_frac * (1 - faint_frac)) + 1e-9, faded.sum()
+
+
+def test_faint_defects_stand_out_less_by_the_fingerprints_measure(tmp_path):
+    """The plan's own measure of how much defects stand out from their texture (an independent computation
+    on the written files) falls when defects are drawn faint."""
+    from gradkit.data.fingerprint import fingerprint_dataset
+
+    share = {ff: fingerprint_dataset(generate_dataset(tmp_path / str(ff), SynthSpec(images=80, imgsz=128, seed=3,
+                                                                                    faint_frac=ff),
+                                                      progress=False)).standout_share for ff in (0.0, 1.0)}
+    assert share[0.0] > 0.9
+    assert share[1.0] < share[0.0] - 0.25, share
+
+
 @pytest.mark.parametrize("bad", [dict(images=2), dict(imgsz=8), dict(empty_frac=1.0),
-                                 dict(class_weights=(1, 1)), dict(splits=(0.5, 0.2, 0.2))])
+                                 dict(class_weights=(1, 1)), dict(splits=(0.5, 0.2, 0.2)), dict(faint_frac=1.5),
+                                 dict(faint_frac=-0.1)])
 def test_bad_spec_is_rejected(bad):
     with pytest.raises(ValueError):
         SynthSpec(**bad)

@@ -120,7 +120,8 @@ def _synth(args: Sequence[str]) -> int:
     from gradkit.synth import SynthSpec, generate_dataset
 
     opts = _kv(args, {"out": "datasets/defects-synth", "images": 400, "imgsz": 320, "seed": 0,
-                      "empty_frac": 0.15, "class_weights": [1, 1, 1, 1], "max_defects": 3}, "synth")
+                      "empty_frac": 0.15, "class_weights": [1, 1, 1, 1], "max_defects": 3,
+                      "faint_frac": 0.0}, "synth")
     out = opts.pop("out")
     weights = opts["class_weights"]
     if not (isinstance(weights, list) and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)):
