@@ -419,11 +419,11 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         model, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         return model, cfg, {**args, "batch": SMALL_BATCH, "nbs": SMALL_BATCH} if args else args
     if recipe_name in WIDTH_RECIPES:  # the plan's own budget, size and configuration, one width of yolo26n
-        from gradkit.plan import MODEL, MODEL_HALF
+        import gradkit.plan
 
         _, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         cfg = None if cfg is None else {**cfg, "init": {"prior": "none"}}  # both from scratch, as measured
-        return (MODEL_HALF if recipe_name == WIDTH_RECIPES[0] else MODEL), cfg, args
+        return getattr(gradkit.plan, WIDTH_RECIPES[recipe_name]), cfg, args
     if recipe_name in PRIOR_RECIPES:  # the plan's own budget, size and model, from the prior or from scratch
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
@@ -563,9 +563,10 @@ def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
     return plan.train["model"], plan.gradkit, {**base, **planned, "time": stock["train_s"] / 3600}
 
 
-#: The width recipes: yolo26n at half its width (gradkit.plan.MODEL_HALF, the plan's choice for a budget since
-#: session 44) and at its own (MODEL, the plan's until then); both at the size the plan's budget rule chose.
-WIDTH_RECIPES = ("plan-budget-narrow@time", "plan-budget-yolo26n@time")
+#: The width recipes -> the name of their model in gradkit.plan: yolo26n at half its width (MODEL_HALF, the plan's
+#: choice for a budget since session 44) and at its own (MODEL, the plan's until then); both at the size the plan's
+#: budget rule chose. (Names, not the values: this module imports gradkit only inside functions.)
+WIDTH_RECIPES = {"plan-budget-narrow@time": "MODEL_HALF", "plan-budget-yolo26n@time": "MODEL"}
 
 
 #: The ``init`` section of the prior recipes over the plan's own (all train the plan's model, which must be the
