@@ -233,11 +233,13 @@ def test_budget_estimate_says_what_the_budget_buys_at_the_planned_size():
         return 0.05 if model == P.MODEL else 0.025
 
     plan = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=15, seconds_per_image=seconds)
-    # sized and compared with yolo26n, estimated for the planned model, the half width
-    assert plan.train["model"] == P.MODEL_HALF and set(calls) == {(P.MODEL, 256, 2), (P.MODEL_HALF, 256, 2)}
+    # sized and compared with yolo26n at the data's 256, estimated for the planned model, the half width, at the
+    # size it trains at from the prior: 1.25 x 256 = 320 (upscale_from_prior)
+    assert plan.train["model"] == P.MODEL_HALF and plan.train["imgsz"] == 320
+    assert set(calls) == {(P.MODEL, 256, 2), (P.MODEL_HALF, 256, 2), (P.MODEL_HALF, 320, 2)}
     # by hand: 900 s / 0.025 s = 36000 images = 180 epochs of 200 in 13 batches of 16 (the last one partial,
     # a step too) = 2340 optimizer steps
-    assert ("about 180 epochs of the 200 training images (2340 optimizer steps; 25 ms per image at imgsz 256"
+    assert ("about 180 epochs of the 200 training images (2340 optimizer steps; 25 ms per image at imgsz 320"
             in choice(plan, "time").reason)
 
 
@@ -695,6 +697,38 @@ def test_a_model_given_on_the_command_line_is_the_one_the_budget_estimate_counts
     reason = choice(given, "model").reason
     assert reason.startswith(f"given (model={P.MODEL})") and f"the plan's own choice: {P.MODEL_HALF}" in reason
     assert given.train["imgsz"] == own.train["imgsz"]  # sized as the rules were measured, by yolo26n's steps
+
+
+@pytest.mark.parametrize(("boxes", "side", "budget", "wanted", "imgsz"), [
+    # by hand, _timer(0.5): yolo26n 0.05 s per image at 256 px, 100 images = 7 steps an epoch
+    ([BLOB] * 10, 256, 10, 256, 320),           # 600 s buy 840 steps at 256 >= MIN_STEPS: 1.25 x 256 = 320
+    ([LINE] * 10, 344, 20, 352, 448),           # thin lines at their native 352: 0.0945 s, 889 steps; 440 -> 448
+])
+def test_from_the_prior_a_budget_that_affords_the_data_s_size_trains_a_quarter_larger(boxes, side, budget, wanted,
+                                                                                      imgsz):
+    fp = fingerprint(boxes, side=side)
+    assert P.make_plan(fp).train["imgsz"] == wanted                       # the size the data calls for
+    plan = P.make_plan(fp, budget_min=budget, seconds_per_image=_timer(0.5))
+    assert plan.train["model"] == P.MODEL_HALF and plan.gradkit["init"] == {"prior": "defect"}
+    assert P.PRIOR_UPSCALE == 1.25 and plan.train["imgsz"] == choice(plan, "imgsz").value == imgsz
+    reason = choice(plan, "imgsz").reason
+    assert reason.startswith(f"1.25x the {wanted} the data calls for") and P.PRIOR_UPSCALE_EVIDENCE in reason
+    assert f"imgsz {imgsz}" in choice(plan, "time").reason                # the estimate is at the size trained
+    assert f"imgsz={imgsz}" in plan.command()
+
+
+@pytest.mark.parametrize(("budget", "timer", "model", "imgsz"), [
+    # the half width, but 180 s buy yolo26n 252 x (256 / s)^2 steps at s px: 645 at 160, 1008 at 128
+    (3, _timer(0.5), None, 128),
+    (10, _timer(0.5), P.MODEL, 256),   # model=yolo26n.yaml: from scratch, no prior to upscale from
+    (None, _timer(0.5), None, 256),    # no budget: yolo26n from scratch
+    (10, _timer(1.0), None, 256),      # the timer finds no speed-up: yolo26n from scratch
+])
+def test_the_size_stays_where_the_plan_does_not_start_from_the_prior_or_the_budget_shrinks_it(budget, timer, model,
+                                                                                              imgsz):
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=timer, model=model)
+    assert plan.train["imgsz"] == imgsz and P.PRIOR_UPSCALE_EVIDENCE not in choice(plan, "imgsz").reason
+    assert (plan.train["model"] == P.MODEL_HALF) == (budget == 3)
 
 
 @pytest.mark.parametrize(("budget", "model", "prior"), [
