@@ -145,7 +145,10 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   not in the budget), what the plan does since session 46 where it trains the half width, with the plan's
   ``init.classes``; ``plan-budget-prior-fresh@time`` and ``plan-budget-prior-byname@time``: the same with the class
   outputs from Ultralytics' initialisation, or the prior's rows for the classes named as its own;
-  ``plan-budget-noprior@time``: the same from scratch, the plan until then. (Session 46 trained the first with
+  ``plan-budget-noprior@time``: the same from scratch, the plan until then, at the budget rule's size (since
+  session 49 the plan from the prior trains at 1.25x the size the data calls for where the budget rule keeps that
+  size, ``gradkit.plan.upscale_from_prior``; the recipes from scratch, these and the width recipes, do not take
+  it). (Session 46 trained the first with
   Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
   initialised by a fresh model instead of the run's own.) ``plan-budget-prior-x1.25@time`` and
   ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the data calls for
@@ -423,11 +426,13 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
 
         _, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         cfg = None if cfg is None else {**cfg, "init": {"prior": "none"}}  # both from scratch, as measured
-        return getattr(gradkit.plan, WIDTH_RECIPES[recipe_name]), cfg, args
+        return getattr(gradkit.plan, WIDTH_RECIPES[recipe_name]), cfg, _without_prior_upscale(args, plan.train["imgsz"])
     if recipe_name in PRIOR_RECIPES:  # the plan's own budget, size and model, from the prior or from scratch
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
             return model, cfg, args
+        if PRIOR_RECIPES[recipe_name]["prior"] == "none":
+            args = _without_prior_upscale(args, plan.train["imgsz"])
         return model, {**cfg, "init": {**cfg.get("init", {}), **PRIOR_RECIPES[recipe_name]}}, args
     if recipe_name in PRIOR_SIZE_RECIPES:  # the plan from the prior, its images enlarged: pixels for its steps
         from gradkit.plan import _round_up
@@ -541,6 +546,13 @@ def _prior_plan_args(fp, base: dict, stock: dict | None, recipe_name: str) -> tu
     if cfg is not None and model != MODEL_HALF:
         raise SystemExit(f"{recipe_name}: the plan trains {model} here, and the prior is {MODEL_HALF}'s")
     return model, cfg, args
+
+
+def _without_prior_upscale(args: dict, wanted: int) -> dict:
+    """``args`` at the budget rule's size, for a recipe from scratch: not the larger one the plan trains at from
+    the prior (``gradkit.plan.upscale_from_prior``; the budget rule never trains above ``wanted``, the size the
+    data calls for, so a larger size is the prior's)."""
+    return {**args, "imgsz": min(args["imgsz"], wanted)} if args else args
 
 
 def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
