@@ -33,6 +33,8 @@ import functools
 import os
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT
@@ -51,6 +53,10 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     if not data.exists():
         spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac)
         generate_dataset(data.parent, spec, progress=False)
+    made = (yaml.safe_load(data.read_text()) or {}).get("gradkit_synth", {})
+    asked = {"images": images, "imgsz": imgsz, "seed": SYNTH_SEED, "faint_frac": faint_frac}
+    if any(made.get(k, 0.0 if k == "faint_frac" else None) != v for k, v in asked.items()):
+        raise SystemExit(f"{data}: made with {made}, not {asked}: remove {out} or choose another --out")
     weights = out / "run" / "weights" / "last.pt"
     if not weights.exists():
         train(data, out / "run", minutes, threads)
@@ -85,10 +91,13 @@ def train(data: Path, run: Path, minutes: float, threads: int) -> None:
     from gradkit.plan import make_plan
 
     torch.set_num_threads(threads)
-    plan = make_plan(fingerprint_dataset(data), minutes,
-                     functools.partial(training_seconds_per_image, threads=threads, on_cpu=True))
-    print(f"prior: {plan.command()} (trained as {MODEL_HALF}, from scratch)", flush=True)
+    fp = fingerprint_dataset(data)
+    plan = make_plan(fp, minutes, functools.partial(training_seconds_per_image, threads=threads, on_cpu=True))
+    # from scratch: at the budget rule's size, never above the size the data calls for (the plan's 1.25x of it,
+    # upscale_from_prior, is for a run that starts from a prior)
     args = {k: v for k, v in plan.train.items() if k != "model"}
+    args["imgsz"] = min(args["imgsz"], make_plan(fp).train["imgsz"])
+    print(f"prior: {plan.command()} (trained as {MODEL_HALF}, from scratch, at imgsz {args['imgsz']})", flush=True)
     yolo = YOLO(resolved_model(MODEL_HALF))
     gradkit.attach(yolo, {**plan.gradkit, "init": {"prior": "none"}}, {"report.enabled": False, "monitor.plot": False})
     yolo.train(data=str(data), seed=0, workers=0, device="cpu", plots=False, val=False, verbose=False,

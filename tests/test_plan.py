@@ -696,7 +696,9 @@ def test_a_model_given_on_the_command_line_is_the_one_the_budget_estimate_counts
             in choice(given, "time").reason)
     reason = choice(given, "model").reason
     assert reason.startswith(f"given (model={P.MODEL})") and f"the plan's own choice: {P.MODEL_HALF}" in reason
-    assert given.train["imgsz"] == own.train["imgsz"]  # sized as the rules were measured, by yolo26n's steps
+    # both sized by yolo26n's steps, as the rules were measured (256: the data's size); the plan's own half width
+    # then trains at 1.25x it from the prior, yolo26n from scratch does not
+    assert given.train["imgsz"] == 256 and own.train["imgsz"] == 320
 
 
 @pytest.mark.parametrize(("boxes", "side", "budget", "wanted", "imgsz"), [
@@ -713,6 +715,7 @@ def test_from_the_prior_a_budget_that_affords_the_data_s_size_trains_a_quarter_l
     assert P.PRIOR_UPSCALE == 1.25 and plan.train["imgsz"] == choice(plan, "imgsz").value == imgsz
     reason = choice(plan, "imgsz").reason
     assert reason.startswith(f"1.25x the {wanted} the data calls for") and P.PRIOR_UPSCALE_EVIDENCE in reason
+    assert "the images' native one" in reason
     assert f"imgsz {imgsz}" in choice(plan, "time").reason                # the estimate is at the size trained
     assert f"imgsz={imgsz}" in plan.command()
 
@@ -729,6 +732,16 @@ def test_the_size_stays_where_the_plan_does_not_start_from_the_prior_or_the_budg
     plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=timer, model=model)
     assert plan.train["imgsz"] == imgsz and P.PRIOR_UPSCALE_EVIDENCE not in choice(plan, "imgsz").reason
     assert (plan.train["model"] == P.MODEL_HALF) == (budget == 3)
+
+
+def test_from_the_prior_a_size_above_the_native_one_is_not_enlarged_further():
+    """3 px pits on 256 px images call for 704 px; 60 min buy yolo26n 666 steps there (by hand, _timer(0.5):
+    0.378 s per image, 7 steps an epoch), so the budget rule keeps 704 and the half width trains from the prior,
+    but 704 is already upsampled (2.75x the native 256): the rule was measured at the native size only."""
+    fp = fingerprint([(1, 3, 3, 3.0, 0.7)] * 10)
+    plan = P.make_plan(fp, budget_min=60, seconds_per_image=_timer(0.5))
+    assert plan.train["model"] == P.MODEL_HALF and plan.gradkit["init"] == {"prior": "defect"}
+    assert plan.train["imgsz"] == 704 and P.PRIOR_UPSCALE_EVIDENCE not in choice(plan, "imgsz").reason
 
 
 @pytest.mark.parametrize(("budget", "model", "prior"), [

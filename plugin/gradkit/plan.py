@@ -194,16 +194,17 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
                   "and 0.169; design set, the "
                   "prior's own renderer, 0.468, 0.430 and 0.409 against 0.264, 0.267 and 0.226); the evaluation sets' "
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
-#: From the prior, where the budget rule keeps the size the data calls for, the plan trains at this many times it
-#: (rounded up to IMGSZ_STEP): a start that has already learnt defects spends stock's seconds better on pixels.
+#: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
+#: plan trains at this many times it (rounded up to IMGSZ_STEP): a start that has already learnt defects spends
+#: stock's seconds better on pixels there.
 PRIOR_UPSCALE = 1.25
 PRIOR_UPSCALE_EVIDENCE = (
     "from the prior at stock's wall time, 1.25x the size the data calls for against the plan's size (one core "
     "each): the material set at 448 px against 352, 320 and 352 px 1.01x, 1.08x and 1.05x mAP50-95, its scratches "
     "AP50 0.185, 0.163 and 0.188 -> 0.213, 0.226 and 0.193; the photographs at 320 against 256 px 1.17x, 1.06x "
-    "and 1.07x, their cracks 0.178, 0.159 and 0.224 -> 0.226, 0.173 and 0.150; at 1.5x the photographs lost "
-    "(384 px: 0.81x, the epochs halved); where the budget rule trains smaller than the data calls for, the "
-    "larger size was not measured (README, \"And more pixels, now that the start is learnt?\")")
+    "and 1.07x, their cracks 0.178, 0.159 and 0.224 -> 0.226, 0.173 and 0.150; larger steps lost: the photographs "
+    "at 1.5x (384 px) 0.81x, the colour set at 416 px where the budget rule trains at 256 px 0.98x and 0.93x "
+    "(README, \"And more pixels, now that the start is learnt?\")")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -684,18 +685,20 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
 
 
 def upscale_from_prior(fp: Fingerprint, plan: Plan, seconds_per_image: SecondsPerImage) -> None:
-    """PRIOR_UPSCALE times ``plan``'s size, which the budget rule kept at the size the data calls for, where the plan
-    trains the prior's model (MODEL_HALF) and this machine's timer times it (the rule was measured at a timed
-    budget); the size as it is otherwise."""
+    """PRIOR_UPSCALE times ``plan``'s size, which the budget rule kept at the size the data calls for, where that is
+    the images' native size (as on both sets measured; not above MAX_IMGSZ), the plan trains the prior's model
+    (MODEL_HALF) and this machine's timer times it (the rule was measured at a timed budget); the size as it is
+    otherwise. The model and tiling hints stay those of the smaller size."""
     wanted = plan.train["imgsz"]
-    if plan.train["model"] != MODEL_HALF or seconds_per_image(MODEL, wanted, len(fp.class_names)) is None:
+    if (plan.train["model"] != MODEL_HALF or wanted != native_imgsz(fp, wanted) or wanted >= MAX_IMGSZ
+            or seconds_per_image(MODEL, wanted, len(fp.class_names)) is None):
         return
-    size = _round_up(wanted * PRIOR_UPSCALE)
+    size = min(_round_up(wanted * PRIOR_UPSCALE), MAX_IMGSZ)
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
     imgsz.value, imgsz.provisional = size, True
-    imgsz.reason = (f"{PRIOR_UPSCALE:g}x the {wanted} the data calls for (rounded up to {IMGSZ_STEP}), since the "
-                    f"budget affords that size and the plan starts {MODEL_HALF} from the defect prior; from the prior "
-                    f"{PRIOR_UPSCALE_EVIDENCE}; why {wanted}: {imgsz.reason}")
+    imgsz.reason = (f"{PRIOR_UPSCALE:g}x the {wanted} the data calls for (rounded up to {IMGSZ_STEP}): the budget "
+                    f"affords that size, the images' native one, and the plan starts {MODEL_HALF} from the defect "
+                    f"prior; {PRIOR_UPSCALE_EVIDENCE}; why {wanted}: {imgsz.reason}")
     plan.train["imgsz"] = size
 
 
