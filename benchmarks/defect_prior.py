@@ -47,16 +47,14 @@ SYNTH_SEED = 7
 def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int, faint_frac: float = 0.0) -> Path:
     import torch
 
-    from gradkit.synth import SynthSpec, generate_dataset
+    from gradkit.synth import SynthSpec, generate_dataset, made_by, provenance
 
     data = out / "data" / "data.yaml"
+    spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac)
     if not data.exists():
-        spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac)
         generate_dataset(data.parent, spec, progress=False)
-    made = (yaml.safe_load(data.read_text()) or {}).get("gradkit_synth", {})
-    asked = {"images": images, "imgsz": imgsz, "seed": SYNTH_SEED, "faint_frac": faint_frac}
-    if any(made.get(k, 0.0 if k == "faint_frac" else None) != v for k, v in asked.items()):
-        raise SystemExit(f"{data}: made with {made}, not {asked}: remove {out} or choose another --out")
+    if not made_by(yaml.safe_load(data.read_text()), spec):
+        raise SystemExit(f"{data}: not made with {provenance(spec)}: remove {out} or choose another --out")
     weights = out / "run" / "weights" / "last.pt"
     if not weights.exists():
         train(data, out / "run", minutes, threads)

@@ -634,6 +634,23 @@ def test_demo_reuses_its_own_data_and_never_writes_over_another(tmp_path):
         _ensure_dataset(tmp_path / "new", 2, 64, 0)
 
 
+def test_demo_does_not_take_a_faint_set_of_the_same_size_for_its_own(tmp_path):
+    """``gradkit synth faint_frac=0.5`` with the demo's images, imgsz and seed is another dataset: refused, not
+    trained on as the demo's."""
+    from gradkit.demo import _ensure_dataset
+    from gradkit.synth import SynthSpec, generate_dataset
+
+    generate_dataset(tmp_path / "d", SynthSpec(images=3, imgsz=64, seed=0, faint_frac=0.5), progress=False)
+    with pytest.raises(SystemExit, match="already holds files but not a dataset generated with"):
+        _ensure_dataset(tmp_path / "d", 3, 64, 0)
+    # a demo set written before faint_frac existed (no such key) is still the demo's own
+    old = _ensure_dataset(tmp_path / "old", 3, 64, 0)
+    data = yaml.safe_load(old.read_text())
+    del data["gradkit_synth"]["faint_frac"]
+    old.write_text(yaml.safe_dump(data))
+    assert _ensure_dataset(tmp_path / "old", 3, 64, 0) == old and "faint_frac" not in old.read_text()
+
+
 def test_the_printed_command_survives_a_shell_with_spaces_and_accents_in_paths():
     import shlex
 

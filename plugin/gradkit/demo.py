@@ -114,19 +114,16 @@ def _yaml_timer(timer):
 
 
 def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
-    from gradkit.synth import SynthSpec, generate_dataset
-
-    data_yaml = data_dir / "data.yaml"
-    if data_yaml.exists():
-        meta = (yaml.safe_load(data_yaml.read_text()) or {}).get("gradkit_synth", {})
-        if meta.get("images") == images and meta.get("imgsz") == imgsz and meta.get("seed") == seed:
-            return data_yaml
     from gradkit.data.output import OutputRefused
+    from gradkit.synth import SynthSpec, generate_dataset, made_by
 
     try:
         spec = SynthSpec(images=images, imgsz=imgsz, seed=seed)
     except ValueError as exc:
         raise SystemExit(f"gradkit demo: {exc}") from None
+    data_yaml = data_dir / "data.yaml"
+    if data_yaml.exists() and made_by(yaml.safe_load(data_yaml.read_text()) or {}, spec):
+        return data_yaml
     try:
         return generate_dataset(data_dir, spec)
     except OutputRefused:  # another dataset (or other files) there: never overwritten

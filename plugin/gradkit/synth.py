@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-__all__ = ["CLASS_NAMES", "SURFACES", "SynthSpec", "generate_dataset", "render_image"]
+__all__ = ["CLASS_NAMES", "SURFACES", "SynthSpec", "generate_dataset", "made_by", "provenance", "render_image"]
 
 CLASS_NAMES: tuple[str, ...] = ("scratch", "crack", "pit", "stain")
 SURFACES: tuple[str, ...] = ("brushed", "fabric", "cast", "pcb")
@@ -375,8 +375,18 @@ def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tup
 def generate_dataset(out: str | Path, spec: SynthSpec | None = None, progress: bool = True) -> Path:
     """Write a YOLO-format dataset (``write_yolo_dataset``) and return the path of its ``data.yaml``."""
     spec = spec or SynthSpec()
-    provenance = {"gradkit_synth": {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed,
-                                    "empty_frac": spec.empty_frac, "class_weights": list(spec.class_weights),
-                                    "faint_frac": spec.faint_frac}}
     return write_yolo_dataset(out, spec.images, lambda i: render_image(spec, i), lambda i: _split_of(i, spec),
-                              spec.class_names, provenance, progress)
+                              spec.class_names, {"gradkit_synth": provenance(spec)}, progress)
+
+
+def provenance(spec: SynthSpec) -> dict[str, Any]:
+    """How a set was generated, as its ``data.yaml`` keeps it under ``gradkit_synth``."""
+    return {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed, "empty_frac": spec.empty_frac,
+            "class_weights": list(spec.class_weights), "faint_frac": spec.faint_frac}
+
+
+def made_by(data: Any, spec: SynthSpec) -> bool:
+    """Whether a loaded ``data.yaml`` says it was generated with ``spec`` (a set from before ``faint_frac``
+    existed, which has no such key, was made at 0)."""
+    made = data.get("gradkit_synth") if isinstance(data, dict) else None
+    return isinstance(made, dict) and {"faint_frac": 0.0, **made} == provenance(spec)
