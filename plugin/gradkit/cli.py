@@ -24,19 +24,19 @@ __all__ = ["main", "split_plugin_args"]
 #: The one plugin key that other modes than train accept (val, predict... resolve datasets too).
 _ALLOW_DOWNLOAD = "data.allow_download"
 _OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check", "plan", "tile")
-HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
+_HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
   gradkit val|predict|export|... <yolo args>      passed to yolo unchanged
-  gradkit synth out=DIR [images=400 imgsz=320 seed=0 empty_frac=0.15 class_weights=[1,1,1,1] max_defects=3]
-  gradkit demo [out=runs/gradkit-demo data_dir=datasets/defects-synth images=500 imgsz=256 seed=0
-               gradkit=plan budget=8 threads=0 <any yolo train argument, e.g. epochs=>]
+  gradkit synth out=DIR [{synth}]
+  gradkit demo [{demo}
+               <any yolo train argument, e.g. epochs=>]
   gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test] [gradkit.report.conf=C gradkit.report.gallery=N]
               [gradkit.report.tile_size=PX gradkit.report.tile_overlap=PX]
                                                   validation + report.html/json/md (whole images through tiles)
   gradkit report RUN_DIR                          rebuild a run's report from its files
   gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
-  gradkit augment data=DATA.yaml [gradkit=CFG] [n=16 out=preview.jpg imgsz=640 seed=0]
+  gradkit augment data=DATA.yaml [gradkit=CFG] [{augment}]
                                                   preview of the training augmentation, boxes drawn
   gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip classes=[..]]
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
@@ -44,13 +44,63 @@ HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagati
   gradkit config-doc                              the configuration reference (Markdown)
   gradkit plan data=DATA.yaml [budget=MIN out=plan.yaml split=train]
                                                   dataset fingerprint -> recommended train command
-  gradkit tile data=DATA.yaml size=PX [out=DIR overlap=auto min_visibility=0.5 keep_empty=1.0 seed=0 overwrite=false]
+  gradkit tile data=DATA.yaml size=PX [out=DIR {tile}]
                                                   a copy cut into overlapping tiles at native resolution
 
 Presets: default (stock behaviour + monitoring), defect. Example:
   gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
       gradkit=configs/gradkit/defect.yaml gradkit.clip.mode=agc
 """
+#: The arguments of ``gradkit synth`` (SynthSpec's fields; its splits and class names are the generator's own).
+SYNTH_KEYS = ("images", "imgsz", "seed", "empty_frac", "class_weights", "max_defects", "faint_frac")
+
+
+def synth_options() -> dict[str, Any]:
+    """``gradkit synth``'s arguments with their defaults: SynthSpec's own (one definition of each)."""
+    from gradkit.synth import SYNTH_DIR, SynthSpec
+
+    spec = SynthSpec()
+    return {"out": SYNTH_DIR, **{key: _as_given(getattr(spec, key)) for key in SYNTH_KEYS}}
+
+
+def _as_given(value: Any) -> Any:
+    """A default as a user would give it on the command line (a tuple as a YAML list)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _shown(value: Any) -> str:
+    """A default as the help shows it, in the form the CLI parses back (YAML)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return f"[{','.join(_shown(v) for v in value)}]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def help_text() -> str:
+    """The CLI's usage, the defaults filled in from their one definition each."""
+    from gradkit.demo import DEMO_DEFAULTS
+
+    synth = {k: v for k, v in synth_options().items() if k != "out"}  # shown as out=DIR
+    return _HELP.format(synth=_defaults_shown(synth), demo=_defaults_shown(DEMO_DEFAULTS),
+                        augment=_defaults_shown(AUGMENT_ARGS), tile=_defaults_shown(tile_options()))
+
+
+def _defaults_shown(options: dict[str, Any]) -> str:
+    """``key=default ...`` of the options that have a default (None: required, or shown by the usage line)."""
+    return " ".join(f"{k}={_shown(v)}" for k, v in options.items() if v is not None)
+
+
+#: ``gradkit augment``'s arguments and defaults.
+AUGMENT_ARGS = {"data": None, "n": 16, "out": "preview.jpg", "imgsz": 640, "seed": 0}
+
+
+def tile_options() -> dict[str, Any]:
+    """``gradkit tile``'s arguments and defaults (``min_visibility``: the tiler's own)."""
+    from gradkit.data.tile import MIN_VISIBILITY
+
+    return {"data": None, "size": None, "out": None, "overlap": "auto", "min_visibility": MIN_VISIBILITY,
+            "keep_empty": 1.0, "seed": 0, "overwrite": False}
 
 
 def _parse_value(text: str) -> Any:
@@ -119,9 +169,7 @@ def _check_type(command: str, key: str, value: Any, default: Any) -> None:
 def _synth(args: Sequence[str]) -> int:
     from gradkit.synth import SynthSpec, generate_dataset
 
-    opts = _kv(args, {"out": "datasets/defects-synth", "images": 400, "imgsz": 320, "seed": 0,
-                      "empty_frac": 0.15, "class_weights": [1, 1, 1, 1], "max_defects": 3,
-                      "faint_frac": 0.0}, "synth")
+    opts = _kv(args, synth_options(), "synth")
     out = opts.pop("out")
     weights = opts["class_weights"]
     if not (isinstance(weights, list) and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)):
@@ -188,7 +236,7 @@ def _augment_preview(args: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
-    opts = _kv(rest, {"data": None, "n": 16, "out": "preview.jpg", "imgsz": 640, "seed": 0}, "augment")
+    opts = _kv(rest, AUGMENT_ARGS, "augment")
     if not opts["data"]:
         raise SystemExit("gradkit augment: data=DATA.yaml is required")
     _check_preview_args(opts)
@@ -273,10 +321,9 @@ def _convert(args: Sequence[str]) -> int:
 
 
 def _tile(args: Sequence[str]) -> int:
-    from gradkit.data.tile import MIN_VISIBILITY, check_tile_args, tile_dataset
+    from gradkit.data.tile import check_tile_args, tile_dataset
 
-    o = _kv(args, {"data": None, "size": None, "out": None, "overlap": "auto", "min_visibility": MIN_VISIBILITY,
-                   "keep_empty": 1.0, "seed": 0, "overwrite": False}, "tile")
+    o = _kv(args, tile_options(), "tile")
     if not o["data"] or o["size"] is None:
         raise SystemExit("gradkit tile: data= and size= are required (gradkit tile data=DATA.yaml size=640)")
     overlap = None if o["overlap"] == "auto" else o["overlap"]
@@ -488,18 +535,20 @@ def _unknown_command(word: str) -> str | None:
 
     close = difflib.get_close_matches(word, (*_OWN, *MODES, *_YOLO_SPECIAL), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"gradkit: unknown command '{word}'{hint}; the commands are:\n{HELP}"
+    return f"gradkit: unknown command '{word}'{hint}; the commands are:\n{help_text()}"
 
 
 def _command_help(command: str) -> str:
-    """The lines of HELP about one own command (one definition of each usage line)."""
-    lines = HELP.splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if line.strip().startswith(f"gradkit {command}"):
+    """The lines of the usage about one own command (one definition of each usage line): each line starting
+    ``gradkit COMMAND`` and the indented lines that continue it."""
+    out, inside = [], False
+    for line in help_text().splitlines():
+        if line.strip().startswith("gradkit "):
+            inside = line.strip().startswith(f"gradkit {command}")
+        elif not line.startswith("      "):
+            inside = False
+        if inside:
             out.append(line)
-            out += [nxt for nxt in lines[i + 1:i + 3] if nxt.startswith("      ")
-                    and not nxt.lstrip().startswith("gradkit ")]
     return "\n".join(out)
 
 
@@ -626,10 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in _HELP_FLAGS:
-        print(HELP)
+        print(help_text())
         return 0
     if args[0] in _OWN and _HELP_FLAGS & set(args[1:]):
-        print(_command_help(args[0]) or HELP)
+        print(_command_help(args[0]) or help_text())
         return 0
     if args[0] == "train" and _HELP_FLAGS & set(args[1:]):
         print(_train_help())

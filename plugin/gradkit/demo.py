@@ -14,12 +14,13 @@ import torch
 import yaml
 
 from gradkit.plan import MODEL, budget_minutes
+from gradkit.synth import SYNTH_DIR
 
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
 
 #: Chosen so that the run fits in ~10 minutes on 2 CPU cores (see README for the measurement).
 DEMO_DEFAULTS = {
-    "data_dir": "datasets/defects-synth",
+    "data_dir": SYNTH_DIR,
     "images": 500,
     "imgsz": 256,
     "seed": 0,

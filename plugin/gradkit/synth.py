@@ -24,6 +24,8 @@ from tqdm import tqdm
 __all__ = ["CLASS_NAMES", "SURFACES", "SynthSpec", "generate_dataset", "made_by", "provenance", "render_image"]
 
 CLASS_NAMES: tuple[str, ...] = ("scratch", "crack", "pit", "stain")
+#: Where ``gradkit synth`` and ``gradkit demo`` write a synthetic set unless told otherwise.
+SYNTH_DIR = "datasets/defects-synth"
 SURFACES: tuple[str, ...] = ("brushed", "fabric", "cast", "pcb")
 _SPLITS = ("train", "val", "test")
 

@@ -1,0 +1,98 @@
+"""Each own command's defaults have one definition, and its help shows them (the oracle: the definitions
+themselves, read independently of the CLI: SynthSpec's dataclass fields, DEMO_DEFAULTS, PLAN_ARGS)."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from gradkit.cli import main
+from gradkit.demo import DEMO_DEFAULTS
+from gradkit.plan import PLAN_ARGS
+from gradkit.synth import SynthSpec
+
+#: SynthSpec's fields that are the generator's own, not arguments of `gradkit synth`.
+NOT_CLI = {"splits", "class_names"}
+
+
+def _shown(capsys, command: str) -> dict:
+    """``key=value`` pairs of ``gradkit COMMAND --help``, values read as the CLI reads them (YAML)."""
+    assert main([command, "--help"]) == 0
+    pairs = {}
+    for word in capsys.readouterr().out.split():
+        key, eq, value = word.removeprefix("[").partition("=")  # [key=value ... key=value]: optional ones
+        if value.count("]") > value.count("["):
+            value = value[:-1]
+        if eq and value and not value.split(".")[0].isupper():  # DATA.yaml, DIR, MIN: placeholders
+            pairs[key] = yaml.safe_load(value)
+    return pairs
+
+
+def test_synth_help_shows_every_spec_default(capsys):
+    shown = _shown(capsys, "synth")
+    for f in dataclasses.fields(SynthSpec):
+        if f.name in NOT_CLI:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert f.name in shown, f"gradkit synth --help does not show {f.name}="
+        expect = list(default) if isinstance(default, tuple) else default
+        assert shown[f.name] == expect, f.name
+
+
+def test_synth_without_arguments_makes_the_spec_default(tmp_path, monkeypatch):
+    """What the CLI passes on is SynthSpec's own default: a different default there is what the CLI makes."""
+    import gradkit.synth as synth
+
+    made = {}
+
+    def fake_generate(out, spec, **_kw):
+        made["spec"] = spec
+        return out
+
+    monkeypatch.setattr(synth, "generate_dataset", fake_generate)
+    changed = dataclasses.replace(SynthSpec(), images=123, faint_frac=0.25)
+    monkeypatch.setattr(synth.SynthSpec.__init__, "__defaults__",
+                        tuple(getattr(changed, f.name) for f in dataclasses.fields(SynthSpec) if f.init))
+    assert main(["synth", f"out={tmp_path / 's'}"]) == 0
+    assert made["spec"] == changed
+
+
+@pytest.mark.parametrize(("command", "defaults"), [("demo", DEMO_DEFAULTS), ("plan", PLAN_ARGS)])
+def test_help_shows_the_commands_defaults(capsys, command, defaults):
+    shown = _shown(capsys, command)
+    for key, value in defaults.items():
+        if value is None:
+            continue
+        assert shown.get(key) == value, f"gradkit {command} --help: {key}={shown.get(key)!r}, default {value!r}"
+
+
+@pytest.mark.parametrize("command", ["synth", "demo", "report", "augment", "convert", "check", "plan", "tile"])
+def test_a_commands_help_is_its_own_block_of_the_usage(capsys, command):
+    """``gradkit COMMAND --help`` prints that command's usage lines: each a run of lines of the full usage
+    (it once printed the next command's continuation line under ``gradkit synth``)."""
+    assert main([]) == 0
+    full = capsys.readouterr().out.splitlines()
+    assert main([command, "--help"]) == 0
+    own = capsys.readouterr().out.rstrip("\n").splitlines()
+    assert own and own[0].strip().startswith(f"gradkit {command}")
+    starts = [i for i, line in enumerate(full) if line.strip().startswith(f"gradkit {command}")]
+    blocks = []
+    for i in starts:
+        block = [full[i]]
+        for line in full[i + 1:]:
+            if not line.startswith("      ") or line.lstrip().startswith("gradkit "):
+                break
+            block.append(line)
+        blocks += block
+    assert own == blocks
+
+
+def test_tile_and_augment_help_show_their_defaults(capsys):
+    from gradkit.cli import AUGMENT_ARGS, tile_options
+    from gradkit.data.tile import MIN_VISIBILITY
+
+    for command, defaults in (("tile", tile_options()), ("augment", AUGMENT_ARGS)):
+        shown = _shown(capsys, command)
+        assert {k: shown[k] for k, v in defaults.items() if v is not None} == {
+            k: v for k, v in defaults.items() if v is not None}
+    assert tile_options()["min_visibility"] == MIN_VISIBILITY
