@@ -2,7 +2,7 @@
 
 Planted faults: files cut short (PNG, JPEG, BMP), bytes that are no image, a PNG with one byte
 changed, an image under 10 px and
-12-bit values in a 16-bit PNG. The oracle for "training would drop it" is Ultralytics' own per-image
+12-bit values in a 16-bit PNG, a float32 TIFF. The oracle for "training would drop it" is Ultralytics' own per-image
 verification and image reader, run on a copy.
 """
 
@@ -45,9 +45,11 @@ def _plant(images: Path, labels: Path) -> set[str]:
     (images / "flipped.png").write_bytes(bytes(damaged))
     cv2.imwrite(str(images / "tiny.png"), noise[:8])
     cv2.imwrite(str(images / "deep.png"), np.full((64, 64), 1000, np.uint16))
+    cv2.imwrite(str(images / "float.tif"), rng.random((64, 64), np.float32))  # PIL mode F: no pixels OpenCV reads
     cv2.imwrite(str(images / "trailing.jpg"), noise)  # whole, then bytes after its end marker, as some tools write
     (images / "trailing.jpg").write_bytes((images / "trailing.jpg").read_bytes() + b"\x00\x00")
-    bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "flipped.png", "tiny.png", "deep.png", "trailing.jpg"}
+    bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "flipped.png", "tiny.png", "deep.png", "trailing.jpg",
+           "float.tif"}
     for name in bad:
         (labels / (Path(name).stem + ".txt")).write_text("0 0.5 0.5 0.2 0.2\n")
     return bad

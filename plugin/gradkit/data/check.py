@@ -232,8 +232,14 @@ def _png_header(data: bytes) -> tuple[str | None, tuple[int, int], int]:
     return "PNG cut short (no IEND chunk)", size, depth
 
 
+#: PIL modes of 8 bits per channel, which Ultralytics reads as they are; any other (16-bit "I;16", 32-bit "I",
+#: float "F") needs its pixels read to tell what training would make of it.
+EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+                             "HSV"})
+
+
 def _image_header(path: Path) -> tuple[str | None, bool]:
-    """Header-level integrity, without decoding pixels: (error or None, whether it is 16-bit).
+    """Header-level integrity, without decoding pixels: (error or None, whether it is deeper than 8 bits).
 
     PNG: every chunk's checksum up to IEND (a file cut short has no IEND). JPEG: the end-of-image
     marker that Ultralytics itself tests (it re-encodes such a file in place, or drops it when it
@@ -248,7 +254,7 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
             error, size, depth = _png_header(data)
             if error:
                 return error + skip, False
-            mode, fmt = "I;16" if depth == 16 else "", "PNG"
+            mode, fmt = "I;16" if depth == 16 else "L", "PNG"
         else:
             with Image.open(io.BytesIO(data)) as im:
                 fmt, size, mode = im.format, im.size, im.mode
@@ -265,15 +271,15 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
                 "would re-encode it in place or skip it"), False
     if min(size) < MIN_IMAGE_SIDE:
         return f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px", False
-    return None, mode.startswith("I")
+    return None, mode not in EIGHT_BIT_MODES
 
 
 def _check_image_fast(path: Path, res: CheckResult) -> None:
-    """The check before training: header-level integrity; pixels are read for 16-bit images only."""
-    error, sixteen = _image_header(path)
+    """The check before training: header-level integrity; pixels are read for images deeper than 8 bits only."""
+    error, deep = _image_header(path)
     if error:
         res.findings.append(Finding("error", "unreadable image", str(path), None, error))
-    elif sixteen:
+    elif deep:
         _check_image(path, res)
 
 
