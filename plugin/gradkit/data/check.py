@@ -526,6 +526,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         splits, beside_only = split_places, None
     if beside_only:
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
+    res.findings += shared_split_findings(splits, "error" if images else "warning")
     hashes: dict[str, tuple[str, Path]] = {}
     download = _has_download(data_yaml)
     for split, places in splits.items():
@@ -546,7 +547,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             else:
                 _check_image(img, res)
                 digest = hashlib.md5(img.read_bytes()).hexdigest()
-                if digest in hashes and hashes[digest][0] != split:
+                if digest in hashes and hashes[digest][0] != split and hashes[digest][1] != img:  # not itself
                     other = hashes[digest]
                     res.findings.append(Finding("error", "leakage", str(img), None,
                                                 f"identical to {other[1]} in the {other[0]} split"))
@@ -569,6 +570,28 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             _no_labels_at_all(res, first_finding, split, len(imgs), _label_path(folder / "x.png").parent)
         _orphan_findings(places, imgs + listed.unchecked, res)
     return res
+
+
+def shared_places(splits: dict[str, list[Path]]) -> list[tuple[str, str, Path]]:
+    """(split, an earlier split, place) for each folder or list file a split reads that an earlier one reads too
+    (however the YAML spells it)."""
+    first: dict[Path, str] = {}
+    shared = []
+    for split, places in splits.items():
+        for place in places:
+            other = first.setdefault(place.resolve(), split)
+            if other != split:
+                shared.append((split, other, place))
+    return shared
+
+
+def shared_split_findings(splits: dict[str, list[Path]], severity: str) -> list[Finding]:
+    """One finding per split reading another's images: its scores would measure memorisation, not detection.
+    Training on it is allowed (a warning before training); the full check calls it the leakage it is."""
+    return [Finding(severity, "shared split", str(place), None,
+                    f"the {split} split reads the {other} split's images: every {split} image is a {other} image, so "
+                    f"scores on it measure memorisation; give {split} images of its own")
+            for split, other, place in shared_places(splits)]
 
 
 def _orphan_findings(places: list[Path], imgs: list[Path], res: CheckResult) -> None:
@@ -767,6 +790,10 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
         if is_listed(places):
             raise ValueError(f"{data_yaml}: {split}: {'a list' if len(places) > 1 else 'a list file'}; check --fix "
                              "writes its copy from one image folder per split (check and train read the list)")
+    if shared := shared_places(splits):
+        split, other, place = shared[0]
+        raise ValueError(f"{data_yaml}: {split}: reads the {other} split's images ({place}); check --fix writes each "
+                         f"image into one split, so {split} would be empty: give {split} images of its own first")
     sources = _fix_sources(data_yaml, splits)
     if out is None:
         out = beside_dataset(data_yaml, sources, "-fixed")

@@ -1,0 +1,59 @@
+"""Two splits that read the same folder: one finding naming both, never an image "identical to itself", and
+``check --fix`` refusing instead of writing a copy whose splits are empty (hand-made set, known answer)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from gradkit.data import check_dataset, fix_dataset, fix_output
+
+
+def _dataset(tmp_path: Path, val: str = "images/train", test: str | None = None) -> Path:
+    root = tmp_path / "ds"
+    for i in range(4):
+        (root / "images" / "train").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "images" / "train" / f"t{i}.png"), np.full((32, 32, 3), 40 * i, np.uint8))
+        (root / "labels" / "train" / f"t{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = {"path": str(root), "train": "images/train", "val": val, "names": {0: "scratch"}}
+    if test:
+        data["test"] = test
+    (root / "data.yaml").write_text(yaml.safe_dump(data))
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_val_reading_the_train_folder_is_one_finding(tmp_path, images):
+    res = check_dataset(_dataset(tmp_path), images=images)
+    shared = [f for f in res.findings if f.kind == "shared split"]
+    assert len(shared) == 1, [str(f) for f in res.findings]
+    assert "val" in shared[0].message and "train" in shared[0].message
+    assert shared[0].severity == ("error" if images else "warning")  # training on it is the user's call
+    assert not any(f.kind == "leakage" for f in res.findings)  # no image "identical to itself"
+
+
+def test_test_and_val_sharing_a_folder_other_than_train(tmp_path):
+    data_yaml = _dataset(tmp_path, val="images/train", test="./images/train/")  # spelled otherwise, same folder
+    shared = [f for f in check_dataset(data_yaml).findings if f.kind == "shared split"]
+    assert len(shared) == 2 and {"val" in f.message or "test" in f.message for f in shared} == {True}
+
+
+def test_fix_refuses_shared_splits_before_writing(tmp_path):
+    data_yaml = _dataset(tmp_path)
+    with pytest.raises(ValueError, match="val.*train|train.*val"):
+        fix_output(data_yaml, tmp_path / "fixed")
+    with pytest.raises(ValueError):
+        fix_dataset(data_yaml, tmp_path / "fixed")
+    assert not (tmp_path / "fixed").exists()
+
+
+def test_cli_fix_refuses_in_one_line(tmp_path, gradkit_here):
+    data_yaml = _dataset(tmp_path)
+    proc = gradkit_here("check", f"data={data_yaml}", "--fix", f"out={tmp_path / 'fixed'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "val" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "fixed").exists()
