@@ -169,8 +169,9 @@ def _fix_case(tmp_path: Path) -> Path:
         "0 0.5 0.5 0.2 0.2\n"      # 1 fine
         "1 0.95 0.5 0.2 0.2\n"     # 2 sticks out on the right: x in [0.85, 1.05] -> [0.85, 1.0]
         "0 1.5 0.5 0.2 0.2\n"      # 3 entirely outside: dropped
-        "7 0.5 0.5 0.1 0.1\n"      # 4 class id >= nc: dropped
+        "0 0.5 0.5 0.2 0.2\n"      # 4 a duplicate of 1: dropped
         "0 0.1 0.02 0.1 0.1\n")    # 5 sticks out at the top: y in [-0.03, 0.07] -> [0, 0.07]
+    (root / "labels" / "train" / "train1.txt").write_text("7 0.5 0.5 0.1 0.1\n")  # class id >= nc: left out
     (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train",
                                                     "val": "images/val", "names": {0: "scratch", 1: "pit"}}))
     return root / "data.yaml"
@@ -193,6 +194,9 @@ def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path, gradk
     assert set(by_line) == {2, 3, 4, 5}
     assert by_line[2].action == by_line[5].action == "clipped" and "1 0.95 0.5 0.2 0.2" in str(by_line[2])
     assert by_line[3].action == by_line[4].action == "dropped"
+    train1 = str(data_yaml.parent / "images" / "train" / "train1.png")
+    assert [c.action for c in changes if c.path == train1] == ["left out"]  # its one defect has no usable label
+    assert not (tmp_path / "fixed" / "images" / "train" / "train1.png").exists()
     assert check_dataset(fixed).errors == []
     proc = gradkit_here("check", f"data={data_yaml}", "--fix", f"out={tmp_path / 'fixed2'}")
     assert f"{lab}:2" in proc.stdout and f"{lab}:3" in proc.stdout and "clipped" in proc.stdout

@@ -640,6 +640,12 @@ def _usable_box(fields: list[str], nc: int) -> tuple[tuple[int, float, float, fl
     return values, ""
 
 
+#: Why a box wholly off its image is dropped: it describes nothing the image shows.
+OUTSIDE_IMAGE = "entirely outside the image"
+#: Why a label line repeating an earlier one is dropped (followed by that line's number).
+DUPLICATE_OF = "duplicate of line"
+
+
 def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
     """The line to keep (the user's own text when nothing is wrong) or None, and why it changed; a polygon
     becomes the box Ultralytics would make of it."""
@@ -659,7 +665,7 @@ def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
         return line, ""
     x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in corners)
     if x1 - x0 <= 0 or y1 - y0 <= 0:
-        return None, "entirely outside the image"
+        return None, OUTSIDE_IMAGE
     return f"{c} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} {y1 - y0:.6f}", "stuck out of the image"
 
 
@@ -679,7 +685,7 @@ def _repair_polygon(line: str, nc: int) -> tuple[str | None, str]:
         return line, ""
     clipped = [min(max(v, 0.0), 1.0) for v in coords]
     if max(clipped[0::2]) - min(clipped[0::2]) <= 0 or max(clipped[1::2]) - min(clipped[1::2]) <= 0:
-        return None, "entirely outside the image"
+        return None, OUTSIDE_IMAGE
     return f"{c} " + " ".join(f"{v:.6f}" for v in clipped), "stuck out of the image"
 
 
@@ -698,7 +704,7 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
             continue
         key = tuple(round(float(v), 6) for v in fixed.split())
         if key in seen:
-            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: duplicate of line {seen[key]}"))
+            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {DUPLICATE_OF} {seen[key]}"))
             continue
         seen[key] = n
         if fixed != line:
@@ -825,6 +831,29 @@ def _fix_plan(splits: dict[str, list[Path]], left_out: dict[str, str],
     return plan
 
 
+def _repaired_labels(splits: dict[str, list[Path]], left_out: dict[str, str],
+                     nc: int) -> dict[str, tuple[list[str], list[FixChange]]]:
+    """:func:`_repair_labels` of every image not left out that has a label file, by the image's path."""
+    repaired = {}
+    for (folder,) in splits.values():
+        for img in list_split_images([folder]).images:
+            if str(img) not in left_out and (lab := _label_path(img)).exists():
+                repaired[str(img)] = _repair_labels(lab, nc)
+    return repaired
+
+
+def _lost_defect(lab_changes: list[FixChange]) -> str | None:
+    """Why an image must leave the copy when a line describing one of its defects was dropped (a duplicate or a
+    box wholly off the image describes none): kept with the rest of its labels, it would teach that defect as
+    background. Ultralytics leaves an image with such a line out of training too."""
+    lost = next((c for c in lab_changes if c.action == "dropped"
+                 and not any(harmless in c.detail for harmless in (DUPLICATE_OF, OUTSIDE_IMAGE))), None)
+    if lost is None:
+        return None
+    return (f"line {lost.line} of {Path(lost.path).name} cannot be repaired ({lost.detail}): without it the image "
+            "shows a defect its labels do not describe, which would be taught as background")
+
+
 def _fixed_yaml(data_yaml: Path, out: Path, splits: dict[str, list[Path]], names: dict[int, str],
                 changes: list[FixChange]) -> str:
     data = yaml.safe_load(data_yaml.read_text()) or {}
@@ -858,6 +887,10 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
     changes += [FixChange(f.path, None, "left out", f"{Path(f.path).suffix} image: gradkit does not read the format, "
                           "so the copy has neither it nor its labels") for f in res.findings
                 if f.kind == "unchecked image"]
+    repaired = _repaired_labels(splits, left_out, len(names))
+    lost = {img: why for img, (_, lab_changes) in repaired.items() if (why := _lost_defect(lab_changes))}
+    changes += [FixChange(img, None, "left out", why) for img, why in lost.items()]
+    left_out.update(lost)
     plan = _fix_plan(splits, left_out, low16)
     folder = OutputFolder(out, _fix_sources(data_yaml, splits), overwrite, "check --fix",
                           [p for img, _, _ in plan for p in (img, _label_path(img))])
@@ -868,13 +901,13 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
             changes.append(FixChange(str(img), None, "rescaled", f"{why}; written as {rel_img}"))
         else:
             shutil.copyfile(img, folder.path(rel_img.as_posix()))
-        lab = _label_path(img)
-        if lab.exists():
-            kept, lab_changes = _repair_labels(lab, len(names))
+        if str(img) in repaired:
+            kept, lab_changes = repaired[str(img)]
             changes += lab_changes
         else:
             kept = []
-            changes.append(FixChange(str(lab), None, "added", "no label file: written empty (defect-free background)"))
+            changes.append(FixChange(str(_label_path(img)), None, "added",
+                                     "no label file: written empty (defect-free background)"))
         folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept))
     folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, splits, names, changes), encoding="utf-8")
     folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes))
