@@ -775,3 +775,37 @@ def test_the_plan_starts_the_half_width_from_the_defect_prior(budget, model, pri
     assert load_config(plan.gradkit).init.prior == (prior or "none")
     assert P.PRIOR_EVIDENCE in start.reason
     assert (plan.train["model"] == P.MODEL_HALF) == (prior == "defect")
+
+
+# ---------------------------------------------------------------- mixed image sizes
+def _mixed_sizes(small: int = 12, big: int = 1) -> Fingerprint:
+    """``small`` images of 128 x 96 and ``big`` of 3000 x 2000, each with one compact 20 x 20 px defect."""
+    fp = fingerprint([], side=128, images=small + big, defect_free=0)
+    fp.widths, fp.heights = [128] * small + [3000] * big, [96] * small + [2000] * big
+    for i, (w, h) in enumerate(zip(fp.widths, fp.heights, strict=True)):
+        fp.box_cls.append(1)
+        fp.box_image.append(i)
+        fp.box_w.append(20 / w)
+        fp.box_h.append(20 / h)
+        fp.box_img_w.append(float(w))
+        fp.box_img_h.append(float(h))
+        fp.box_stroke.append(10.0)
+        fp.box_fill.append(0.7)
+        fp.box_standout.append(1.0)
+    return fp
+
+
+def test_a_few_large_images_do_not_set_the_native_size():
+    """One 3000 px image among twelve of 128 px: the plan sizes for the twelve (the median long side), says the
+    sizes vary, and names the large one for tiling; it once upsampled the twelve 5x to 640 for the one."""
+    plan = P.make_plan(_mixed_sizes())
+    assert plan.train["imgsz"] == 128
+    reason = choice(plan, "imgsz").reason
+    assert "128" in reason and "3000" in reason and "vary" in reason
+    tiling = [w for w in plan.warnings if "gradkit tile" in w]
+    assert len(tiling) == 1 and "1 of the 13 images" in tiling[0]
+
+
+def test_uniform_images_keep_the_native_size_and_say_nothing_of_sizes():
+    plan = P.make_plan(fingerprint([BLOB] * 10, side=200))
+    assert plan.train["imgsz"] == 224 and "vary" not in choice(plan, "imgsz").reason

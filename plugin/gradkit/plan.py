@@ -281,19 +281,28 @@ def _round_up(x: float) -> int:
 
 
 def native_imgsz(fp: Fingerprint, fallback: int) -> int:
-    """The images' long side rounded up to a size Ultralytics trains at (``fallback`` when none was measured)."""
-    return _round_up(fp.max_side) if fp.max_side else fallback
+    """The median image's long side rounded up to a size Ultralytics trains at (``fallback`` when none was
+    measured): a few larger images do not upsample the rest (the tiling hint names them)."""
+    return _round_up(fp.typical_side) if fp.typical_side else fallback
+
+
+def _native_side(fp: Fingerprint) -> str:
+    """The native long side as the reasons name it, with the spread where the images' sizes vary."""
+    if fp.max_side == fp.typical_side:
+        return f"{fp.typical_side} px"
+    return (f"{fp.typical_side} px, the median image's: long sides vary from {min(fp.long_sides)} to {fp.max_side} "
+            "px")
 
 
 def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
     native = native_imgsz(fp, DEFAULT_IMGSZ)
     compact = ~fp.thin_mask()
     wanted = min(native, DEFAULT_IMGSZ)
-    reason = f"the native size ({fp.max_side} px), Ultralytics' default {DEFAULT_IMGSZ} at most"
+    reason = f"the native size ({_native_side(fp)}), Ultralytics' default {DEFAULT_IMGSZ} at most"
     if fp.thin_share >= THIN_SHARE:
         wanted = native
         reason = (f"{fp.thin_share:.0%} of the boxes are thin lines: never downscale them (a 0.75x resize leaves "
-                  f"41% of a 1 px line's contrast, 0.5x 35%); native long side {fp.max_side} px")
+                  f"41% of a 1 px line's contrast, 0.5x 35%); native long side {_native_side(fp)}")
     if compact.any():
         w, h = fp.box_pixels(native)
         short = np.minimum(w, h)[compact]
@@ -317,9 +326,14 @@ def choose_imgsz(fp: Fingerprint, plan: Plan) -> int:
 def hint_tiling(fp: Fingerprint, imgsz: int, plan: Plan) -> None:
     """Images at least TILE_FROM times the trained size lose small details in the downscale: name the tiles
     (unless the defects' own size already did)."""
-    if fp.max_side >= TILE_FROM * imgsz and not any(w.startswith(TILING_WARNING) for w in plan.warnings):
-        plan.warnings.append(f"images ({fp.max_side} px) are {fp.max_side / imgsz:.1f}x the chosen imgsz: small "
-                             f"details are lost in the downscale; tiling keeps them: {_tile_command(fp, imgsz)}")
+    large = [side for side in fp.long_sides if side >= TILE_FROM * imgsz]
+    if not large or any(w.startswith(TILING_WARNING) for w in plan.warnings):
+        return
+    which = (f"images ({max(large)} px) are {max(large) / imgsz:.1f}x" if len(large) == len(fp.long_sides) else
+             f"{len(large)} of the {len(fp.long_sides)} images (long side up to {max(large)} px) are {TILE_FROM:g}x or "
+             "more")
+    plan.warnings.append(f"{which} the chosen imgsz: small details are lost in the downscale; tiling keeps them: "
+                         f"{_tile_command(fp, imgsz)}")
 
 
 def _tile_command(fp: Fingerprint, size: int) -> str:

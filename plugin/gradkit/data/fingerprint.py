@@ -110,6 +110,18 @@ class Fingerprint:
         return max(max(self.widths, default=0), max(self.heights, default=0))
 
     @property
+    def long_sides(self) -> list[int]:
+        """Each decoded image's long side, native pixels."""
+        return [max(w, h) for w, h in zip(self.widths, self.heights, strict=True)]
+
+    @property
+    def typical_side(self) -> int:
+        """The median image's long side (0 when nothing was decoded): the native size of a set whose images vary,
+        which a few large ones do not move."""
+        sides = self.long_sides
+        return int(np.median(sides)) if sides else 0
+
+    @property
     def class_counts(self) -> dict[str, int]:
         counts = Counter(self.box_cls)
         return {name: counts.get(c, 0) for c, name in self.class_names.items()}
@@ -192,7 +204,8 @@ class Fingerprint:
         return {
             "data": self.data, "split": self.split, "images": self.images, "decoded": self.decoded,
             "image_size": {"median_wh": [int(np.median(self.widths)), int(np.median(self.heights))]
-                           if self.widths else None, "max_side": self.max_side},
+                           if self.widths else None, "typical_side": self.typical_side,
+                           "max_side": self.max_side},
             "channels": dict(sorted(self.channels.items())), "gray_share": round(self.gray_share, 3),
             "bit_depth": dict(sorted(self.bit_depth.items())),
             "defect_free_share": round(self.defect_free_share, 3),
