@@ -207,3 +207,22 @@ def test_the_split_folder_the_trainer_resolved_is_the_one_measured(tmp_path):
     assert fingerprint_dataset(data).standout_share == 1.0
     moved = fingerprint_dataset(data, split_places=elsewhere)
     assert moved.images == 12 and moved.standout_share < 0.75 and moved.class_names == {0: "scratch", 1: "pit"}
+
+
+def test_what_the_yaml_says_of_val(handmade, tmp_path):
+    """Whether the YAML names a val split, and whether it reads the training split's own images."""
+    root = handmade.parent
+    _write(root, "val", "v1", np.full((50, 50), 90, np.uint8), [])
+
+    def measured(**splits):
+        data = tmp_path / "d.yaml"
+        data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", **splits,
+                                        "names": {0: "scratch", 1: "pit"}}))
+        return fingerprint_dataset(data)
+
+    assert (measured().val_named, measured().val_is_train) == (False, False)
+    assert (measured(val="images/val").val_named, measured(val="images/val").val_is_train) == (True, False)
+    assert measured(val="./images/train/").val_is_train
+    assert measured(validation="images/val").val_named                 # Ultralytics renames the key
+    given = fingerprint_dataset(handmade, split_places=root / "images" / "train", names={0: "scratch", 1: "pit"})
+    assert given.val_named is None                                      # the YAML's splits were not read

@@ -809,3 +809,20 @@ def test_a_few_large_images_do_not_set_the_native_size():
 def test_uniform_images_keep_the_native_size_and_say_nothing_of_sizes():
     plan = P.make_plan(fingerprint([BLOB] * 10, side=200))
     assert plan.train["imgsz"] == 224 and "vary" not in choice(plan, "imgsz").reason
+
+
+# ---------------------------------------------------------------- data a plan cannot serve
+def test_a_split_without_a_single_defect_is_refused():
+    fp = fingerprint([], images=40, defect_free=40)
+    with pytest.raises(ValueError, match="no labelled defect"):
+        P.make_plan(fp)
+
+
+def test_a_missing_val_key_and_val_reading_train_are_warned_of():
+    fp = fingerprint([BLOB] * 10)
+    fp.val_named = False
+    assert any("no val:" in w for w in P.make_plan(fp).warnings)
+    fp.val_named, fp.val_is_train = True, True
+    assert any("memorisation" in w for w in P.make_plan(fp).warnings)
+    fp.val_is_train = False
+    assert not any("no val:" in w or "memorisation" in w for w in P.make_plan(fp).warnings)

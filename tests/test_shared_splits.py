@@ -1,6 +1,9 @@
 """Two splits that read the same folder: one finding naming both, never an image "identical to itself", and
 ``check --fix`` refusing instead of writing a copy whose splits are empty (hand-made set, known answer)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -9,6 +12,8 @@ import pytest
 import yaml
 
 from gradkit.data import check_dataset, fix_dataset, fix_output
+
+GRADKIT = str(Path(sys.executable).with_name("gradkit"))
 
 
 def _dataset(tmp_path: Path, val: str = "images/train", test: str | None = None) -> Path:
@@ -57,3 +62,27 @@ def test_cli_fix_refuses_in_one_line(tmp_path, gradkit_here):
     assert len(proc.stderr.strip().splitlines()) == 1 and "val" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "fixed").exists()
+
+
+def test_a_train_split_without_a_single_defect_is_an_error_before_training(tmp_path):
+    """Every training label file empty: nothing to learn. One error naming the split (the check before training
+    stops on it); a val split without defects is a set of good parts, not an error."""
+    data_yaml = _dataset(tmp_path, val="images/val")
+    root = data_yaml.parent
+    for lab in (root / "labels" / "train").iterdir():
+        lab.write_text("")
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    cv2.imwrite(str(root / "images" / "val" / "v.png"), np.full((32, 32, 3), 9, np.uint8))
+    (root / "labels" / "val" / "v.txt").write_text("")
+    for images in (True, False):
+        errors = [f for f in check_dataset(data_yaml, images=images).errors]
+        assert [f.kind for f in errors] == ["no defects"], [str(f) for f in errors]
+        assert "train" in errors[0].message and "4" in errors[0].message
+    # a process of its own: importing Ultralytics patches PIL's Image.open for the rest of a process
+    proc = subprocess.run([GRADKIT, "train", "model=yolo26n.yaml", f"data={data_yaml}", "epochs=1", "imgsz=32",
+                           "workers=0", f"project={tmp_path / 'runs'}", "name=r"], capture_output=True, text=True,
+                          env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 2 and "no labelled defect" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs" / "r" / "weights" / "last.pt").exists()

@@ -663,9 +663,23 @@ def _warn_data(fp: Fingerprint, plan: Plan) -> None:
     if fp.val_absent:
         plan.warnings.append(f"val: {', '.join(fp.val_absent)} does not exist: Ultralytics will not train; "
                              "run gradkit check")
+    if fp.val_named is False:
+        plan.warnings.append(f"{fp.data} has no val: key: Ultralytics validates after every epoch and will not train "
+                             "without it; add val: with images of their own")
+    if fp.val_is_train:
+        plan.warnings.append(f"the val split of {fp.data} reads the {fp.split} split's images: its scores would "
+                             "measure memorisation; give val images of their own")
     missing = [n for n, k in fp.class_counts.items() if k == 0]
     if missing:
         plan.warnings.append(f"classes without a training instance: {', '.join(missing)}")
+
+
+def _no_defects(fp: Fingerprint) -> str:
+    """Why a split without one labelled box cannot be planned for (nor trained on)."""
+    errors = f"; {fp.label_errors} label line(s) with errors left out" if fp.label_errors else ""
+    return (f"{fp.data}: the {fp.split} split holds no labelled defect ({fp.images} images, every label file empty "
+            f"or missing{errors}): a detector learns its classes from labelled examples, and the plan measures "
+            "them; run gradkit check, label some")
 
 
 def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_image: SecondsPerImage | None = None,
@@ -674,6 +688,8 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
     costs on the machine that will train, ``val_seconds_per_image`` what validating one costs (the integration
     measures both); with a budget, the plan says what the budget buys. ``model``: one the user gave, which
     replaces the plan's choice and is the one the budget's estimate counts."""
+    if not fp.box_cls:
+        raise ValueError(_no_defects(fp))
     plan = Plan(data=fp.data)
     _warn_data(fp, plan)
     imgsz = wanted = choose_imgsz(fp, plan)

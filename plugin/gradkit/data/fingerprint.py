@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradkit.data.check import CheckResult, _check_labels, _label_path, _line_findings, _read_splits
+from gradkit.data.check import CheckResult, _check_labels, _label_path, _line_findings, _read_splits, shared_places
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import UNREAD, SplitImages, list_split_images
 from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
@@ -68,6 +68,9 @@ class Fingerprint:
             budget pays for too; 0 without a ``val`` (or ``validation``) key or when the split was given
             as ``split_places``. (A run with ``split=test`` validates on ``test`` instead.)
         val_absent: The ``val`` split's folders and list files that do not exist (Ultralytics refuses to train).
+        val_named: Whether the YAML names a ``val`` (or ``validation``) split, without which Ultralytics does not
+            train; None where the YAML's splits were not read (given as ``split_places``).
+        val_is_train: Whether the ``val`` split reads a folder or list file this split reads too.
     """
 
     data: str
@@ -94,6 +97,8 @@ class Fingerprint:
     unread_images: int = 0
     val_images: int = 0
     val_absent: list[str] = field(default_factory=list)
+    val_named: bool | None = None
+    val_is_train: bool = False
 
     # ------------------------------------------------------------------ derived measures
     @property
@@ -326,7 +331,8 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
         raise ValueError(f"{data_yaml}: no such file")
     given = None if split_places is None else [Path(p) for p in
                                                (split_places if isinstance(split_places, list) else [split_places])]
-    if given is not None and names is not None:
+    yaml_read = given is None or names is None
+    if not yaml_read:
         splits = {split: given}
     else:
         splits, read_names = _read_splits(data_yaml)
@@ -381,6 +387,9 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
             fp.box_fill.append(fill)
             fp.box_standout.append(_standout(gray, k, [b for _, b in boxes]))
     fp.label_errors = len(scratch.errors)
+    if yaml_read:
+        fp.val_named = "val" in splits
+        fp.val_is_train = split != "val" and bool(shared_places({split: splits[split], "val": splits.get("val", [])}))
     if "val" in splits:  # given the trainer's split alone, the YAML's val is not read: nothing counted
         val = list_split_images(splits["val"])
         fp.val_images = len(val.images) + len(val.unchecked) + val.extra_reads
