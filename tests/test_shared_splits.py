@@ -86,3 +86,19 @@ def test_a_train_split_without_a_single_defect_is_an_error_before_training(tmp_p
     assert proc.returncode == 2 and "no labelled defect" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs" / "r" / "weights" / "last.pt").exists()
+
+
+def test_what_training_does_not_read_does_not_stop_it_and_is_said(tmp_path):
+    """A test: folder that does not exist (training reads train and val only) and val reading the train folder:
+    the run trains, and says both before it starts (they were an error that stopped it, and a warning nobody saw)."""
+    data_yaml = _dataset(tmp_path, val="images/train", test="images/test")
+    proc = subprocess.run([GRADKIT, "train", "model=yolo26n.yaml", f"data={data_yaml}", "epochs=1", "imgsz=32",
+                           "batch=4", "workers=0", f"project={tmp_path / 'runs'}", "name=r", "plots=false",
+                           "gradkit.report.enabled=false"], capture_output=True, text=True,
+                          env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    before = out[:out.index("Starting training")] if "Starting training" in out else out
+    assert "test folder does not exist" in before and "training does not read it" in before
+    assert "the val split reads the train split's images" in before
+    assert (tmp_path / "runs" / "r" / "weights" / "last.pt").exists()

@@ -322,8 +322,10 @@ class DataConfig(_Section):
     """Dataset checks before training."""
 
     check: bool = Field(True, description="run the fast part of `gradkit check` (labels, pairing, unreadable "
-                        "and truncated images) before training and stop on errors; false accepts Ultralytics' "
-                        "silent dropping")
+                        "and truncated images, a train split without a labelled defect) on the splits the run reads "
+                        "(train, val, the report's) before training and stop on errors; a missing folder of another "
+                        "split (`test:`) and a split reading another's images are warnings; false accepts "
+                        "Ultralytics' silent dropping")
     allow_download: bool = Field(False, description="let Ultralytics run a dataset YAML's `download:` when a "
                                  "split is missing. RISK: that value is executed as Python or as a shell "
                                  "command, so a shared data file can run any code; set true only for YAMLs "

@@ -439,7 +439,7 @@ def _has_download(data_yaml: Path) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
-def _kind_of_place(path: Path) -> str:
+def kind_of_place(path: Path) -> str:
     """What a place that is not there was meant to be: list files end in .txt by convention."""
     return "list file" if path.suffix.lower() == ".txt" else "folder"
 
@@ -500,7 +500,7 @@ def _line_findings(split: str, lines: list[ListedLine]) -> list[Finding]:
 
 def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[Finding]:
     """What a split's places and list files give no image for: each is a finding, never a silent drop."""
-    found = [Finding("error", "missing split", str(p), None, f"{split} {_kind_of_place(p)} does not exist"
+    found = [Finding("error", "missing split", str(p), None, f"{split} {kind_of_place(p)} does not exist"
                      + _NO_DOWNLOAD * download) for p in listed.absent]
     found += _line_findings(split, listed.lines)
     found += [Finding("warning", "unchecked image", str(img), None, f"a {img.suffix} image: Ultralytics trains on it, "

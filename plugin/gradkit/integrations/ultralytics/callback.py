@@ -851,6 +851,21 @@ class DatasetError(RuntimeError):
     """The dataset check found errors before training."""
 
 
+#: Warnings of the check before training that it prints (the per-image ones, such as background images without a
+#: label file, are a convention, not a mistake: ``gradkit check`` lists them).
+SAID_BEFORE_TRAINING = frozenset({"shared split"})
+
+
+def _not_read(places: dict[str, list[Path]], read: dict[str, list[Path]]) -> list:
+    """A warning for each folder or list file of a split this run reads neither for training nor for its report
+    (``test``, usually) that does not exist: it stops nothing (``gradkit check`` and ``gradkit val`` check it)."""
+    from gradkit.data.check import Finding, kind_of_place
+
+    return [Finding("warning", "missing split", str(p), None, f"{split} {kind_of_place(p)} does not exist: training "
+                    "does not read it")
+            for split, ps in places.items() if split not in read for p in ps if not p.exists()]
+
+
 def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images); raise on
     errors. ``splits``: further splits that must exist (the end-of-training report's)."""
@@ -864,10 +879,13 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
     yaml_file = Path(resolved.get("yaml_file") or data)
     places = {s: [Path(p) for p in (v if isinstance(v, list) else [v])]
               for s in ("train", "val", "test") if isinstance(v := resolved.get(s), str | list) and v}
+    read = {s: p for s, p in places.items() if s in ("train", "val", *splits)}
     try:
-        result = check_dataset(yaml_file, images=False, split_places=places)  # the places training will read
+        result = check_dataset(yaml_file, images=False, split_places=read)  # the places training will read
     except ValueError as exc:
         raise DatasetError(f"gradkit: {exc}") from None
+    for finding in [f for f in result.findings if f.kind in SAID_BEFORE_TRAINING] + _not_read(places, read):
+        _logger().warning(f"gradkit: {finding}")
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
