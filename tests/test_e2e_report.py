@@ -186,3 +186,36 @@ def test_reports_in_a_real_browser(trained, tiny_data, tmp_path):
     finally:
         driver.quit()
     assert (tmp_path / "val-390.png").stat().st_size > 10_000
+
+
+def test_gradkit_val_report_says_what_it_skipped_and_whose_class_names_it_shows(trained, tiny_data, tmp_path):
+    """A split with two images Ultralytics skips (cut short) and data naming its classes otherwise than the model:
+    the report counts the skipped images (known: 2) and says whose names it shows, in JSON and in its warnings."""
+    import shutil
+
+    import yaml
+
+    _, run = trained
+    root = tmp_path / "other"
+    shutil.copytree(tiny_data.parent / "images" / "test", root / "images" / "val")
+    shutil.copytree(tiny_data.parent / "labels" / "test", root / "labels" / "val")
+    first = sorted((root / "images" / "val").iterdir())[0]
+    for k in range(2):
+        cut = root / "images" / "val" / f"cut{k}.png"
+        cut.write_bytes(first.read_bytes()[:200])
+        (root / "labels" / "val" / f"cut{k}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    model_names = yaml.safe_load(tiny_data.read_text())["names"]
+    names = {int(k): f"other{k}" for k in model_names}
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/val", "val": "images/val", "names": names}))
+    proc = subprocess.run([GRADKIT, "val", f"model={run / 'weights' / 'best.pt'}", f"data={data}", "imgsz=64",
+                           "batch=4", "device=cpu", f"project={tmp_path}", "name=v"],
+                          capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    listed = len(list((root / "images" / "val").iterdir()))
+    assert report["images_skipped"] == 2 and report["images"] == listed - 2
+    assert report["data_class_names"] == {str(k): v for k, v in names.items()}
+    md = (tmp_path / "v" / "report.md").read_text()
+    assert "2 of the" in md and "skipped" in md
+    assert "other0" in md and "class names" in md

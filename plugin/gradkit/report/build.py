@@ -205,9 +205,11 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "data": ev.data,
         "split": ev.split,
         "images": len(ev.images),
+        "images_skipped": ev.extra.get("images_skipped"),
         "defect_free_images": defect_free,
         "instances": len(gts),
         "class_names": {str(c): ev.names[c] for c in classes},
+        "data_class_names": _str_keys(ev.extra.get("data_class_names")),
         "versions": _versions(),
         "plugin_config": plugin_config,
         "headline": dict(ev.headline),
@@ -228,6 +230,10 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "training": training_section(run_dir) if run_dir else None,
     }
     return _clean(report)
+
+
+def _str_keys(names: dict[int, str] | None) -> dict[str, str] | None:
+    return None if names is None else {str(c): n for c, n in sorted(names.items())}
 
 
 GALLERY_DIR = "report_gallery"

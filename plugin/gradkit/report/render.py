@@ -327,6 +327,14 @@ def warnings(r: dict[str, Any]) -> list[str]:
     k = r.get("inspection") or {}
     if k and sum(c["tp"] + c["fp"] for c in k["per_class"]) == 0:
         out.append("No detection reaches the operating point: the model finds nothing.")
+    if r.get("images_skipped"):
+        listed = r["images"] + r["images_skipped"]
+        out.append(f"{r['images_skipped']} of the {listed} images of this split were skipped (Ultralytics could not "
+                   "read them or their labels) and are not in these numbers: gradkit check names each.")
+    if r.get("data_class_names"):
+        out.append(f"The model's class names ({', '.join(r['class_names'].values())}) are not the data's "
+                   f"({', '.join(r['data_class_names'].values())}): the report shows the model's, and scores its class "
+                   "k against the data's class k.")
     if r["images"] < TINY_SPLIT:
         out.append(f"Tiny split: {r['images']} images; each image moves a rate by "
                    f"{100 / max(r['images'], 1):.0f} points or more.")

@@ -21,8 +21,10 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: boxes come, at any confidence); 8: training.untaught (the classes monitor.taught warned of); 9: inspection
 #: per-class set_aside and min_precision (a class too rarely right at its best threshold never fires), the
 #: comparison's set_aside; 10: the floor holds the precision's lower bound (inspection.precision_confidence;
-#: set_aside's tp, boxes and precision_lower), and a class fires at its best trusted threshold (untrusted_max_f1).
-REPORT_SCHEMA_VERSION = 10
+#: set_aside's tp, boxes and precision_lower), and a class fires at its best trusted threshold (untrusted_max_f1);
+#: 11: images_skipped (the split's images the validation did not read) and data_class_names (the data's class
+#: names where they are not the model's).
+REPORT_SCHEMA_VERSION = 11
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -322,9 +324,11 @@ class EvaluationReport(_Open):
     data: str
     split: str
     images: Count
+    images_skipped: Count | None = None
     defect_free_images: Count
     instances: Count
     class_names: dict[str, str]
+    data_class_names: dict[str, str] | None = None
     versions: dict[str, str]
     plugin_config: dict[str, Any] | None = None
     headline: dict[str, Share]

@@ -132,8 +132,40 @@ def _collect(validator) -> EvalData:
         image_counts={i: int(n) for i, n in enumerate(nt_image)},
         confusion_matrix=cm.matrix.tolist() if cm is not None and cm.matrix.sum() > 0 else None,
         plots=plots,
-        extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator)},
+        extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator),
+               "images_skipped": _images_skipped(validator, len(images)),
+               "data_class_names": _data_names_if_other(validator)},
     )
+
+
+def _split_places(validator) -> list[Path]:
+    """The folders and list files of the validated split, as Ultralytics resolved them (none where unknown)."""
+    data = getattr(validator, "data", None)
+    places = data.get(str(validator.args.split)) if isinstance(data, dict) else None
+    return [Path(p) for p in (places if isinstance(places, list) else [places])] if places else []
+
+
+def _images_skipped(validator, read: int) -> int | None:
+    """How many images the split names that the validation did not read (Ultralytics drops an image it cannot
+    read, or whose labels it cannot, with one log line): gradkit's own listing of the split against what was read;
+    None where the split's places are unknown."""
+    from gradkit.data.splits import list_split_images
+
+    places = _split_places(validator)
+    if not places:
+        return None
+    listed = list_split_images(places)
+    return max(len(listed.images) + len(listed.unchecked) + listed.extra_reads - read, 0)
+
+
+def _data_names_if_other(validator) -> dict[int, str] | None:
+    """The data YAML's class names where they are not the model's (whose names the report shows), else None."""
+    data = getattr(validator, "data", None)
+    names = data.get("names") if isinstance(data, dict) else None
+    if not isinstance(names, dict):
+        return None
+    ours = {int(k): str(v) for k, v in names.items()}
+    return None if ours == {int(k): str(v) for k, v in validator.names.items()} else ours
 
 
 def _jdict_boxes(validator, by_name: dict[str, int], images: list[int], sizes: dict[int, tuple[int, int]]):
