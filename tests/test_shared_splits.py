@@ -102,3 +102,20 @@ def test_what_training_does_not_read_does_not_stop_it_and_is_said(tmp_path):
     assert "test folder does not exist" in before and "training does not read it" in before
     assert "the val split reads the train split's images" in before
     assert (tmp_path / "runs" / "r" / "weights" / "last.pt").exists()
+
+
+def test_nc_without_names_names_the_classes_as_ultralytics_does(tmp_path):
+    from ultralytics.data.utils import check_det_dataset
+
+    data_yaml = _dataset(tmp_path, val="images/train")
+    data = yaml.safe_load(data_yaml.read_text())
+    del data["names"]
+    data["nc"] = 3
+    data_yaml.write_text(yaml.safe_dump(data))
+    res = check_dataset(data_yaml, images=False)
+    assert res.names == check_det_dataset(str(data_yaml), autodownload=False)["names"]
+    assert not [f for f in res.errors if f.kind == "dataset YAML"]
+    data["nc"] = "three"
+    data_yaml.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="nc"):
+        check_dataset(data_yaml)

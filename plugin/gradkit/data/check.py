@@ -97,8 +97,13 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         raise ValueError(f"{data_yaml}:{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if not isinstance(data, dict) or "names" not in data:
-        raise ValueError(f"{data_yaml}: not a YOLO dataset YAML (no 'names')")
+    if not isinstance(data, dict) or (data.get("names") is None and "nc" not in data):
+        raise ValueError(f"{data_yaml}: not a YOLO dataset YAML (no 'names', nor 'nc')")
+    if data.get("names") is None:  # as Ultralytics names them (data/utils.py: check_det_dataset)
+        nc = _int_like(data["nc"])
+        if nc is None or nc < 0:
+            raise ValueError(f"{data_yaml}: nc: takes a whole number of classes, got {data['nc']!r}")
+        data = {**data, "names": [f"class_{i}" for i in range(nc)]}
     if not isinstance(data["names"], list | dict):
         raise ValueError(f"{data_yaml}: names: takes a list or a mapping id -> name, got {data['names']!r}")
     if data.get("path") is not None and not isinstance(data["path"], str):
