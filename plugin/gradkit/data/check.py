@@ -573,10 +573,11 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         if imgs and not labelled:
             folder = next((d for d in places if d.is_dir()), imgs[0].parent)  # a list file's: its first image's
             _no_labels_at_all(res, first_finding, split, len(imgs), _label_path(folder / "x.png").parent)
-        elif split == "train" and imgs and not res.instances[split]:
+        elif (split == "train" and imgs and not res.instances[split]
+              and not any(f.severity == "error" for f in res.findings[first_finding:])):  # else those errors say why
             res.findings.append(Finding("error", "no defects", ", ".join(map(str, places)), None,
                                         f"the train split holds no labelled defect: its {len(imgs)} images are all "
-                                        "background (empty or unusable label files), and a detector learns its "
+                                        "background (empty label files or none), and a detector learns its "
                                         "classes from labelled examples; label some"))
         _orphan_findings(places, imgs + listed.unchecked, res)
     return res
