@@ -16,6 +16,7 @@ LABELS = {
     "duplicate": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n",
     "sticking_out": "1 0.95 0.5 0.2 0.2\n",
     "clean": "0 0.3 0.3 0.1 0.1\n",
+    "no_area": "0 0.5 0.5 0 0.1\n0 0.3 0.3 0.1 0.1\n",  # a line describing nothing the image shows: kept
 }
 
 
@@ -45,9 +46,9 @@ def test_an_image_whose_defect_label_is_lost_is_left_out(tmp_path):
     data_yaml = _dataset(tmp_path)
     fixed, changes = fix_dataset(data_yaml, tmp_path / "fixed")
     kept = {p.stem for p in (fixed.parent / "images" / "train").iterdir()}
-    assert kept == {"duplicate", "sticking_out", "clean"}
+    assert kept == {"duplicate", "sticking_out", "clean", "no_area"}
     ultralytics_drops = {p.stem for p in (data_yaml.parent / "images" / "train").iterdir() if not _ultralytics_keeps(p)}
-    assert {"only_bad", "good_and_bad"} <= ultralytics_drops  # the same images training itself would leave out
+    assert ultralytics_drops - {"sticking_out"} == {"only_bad", "good_and_bad"}  # training leaves out the same
     left_out = {Path(c.path).stem: c.detail for c in changes if c.action == "left out"}
     assert set(left_out) == {"only_bad", "good_and_bad"}
     assert "line 1" in left_out["only_bad"] and "line 2" in left_out["good_and_bad"]

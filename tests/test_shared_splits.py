@@ -84,6 +84,7 @@ def test_a_train_split_without_a_single_defect_is_an_error_before_training(tmp_p
                            "workers=0", f"project={tmp_path / 'runs'}", "name=r"], capture_output=True, text=True,
                           env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == 2 and "no labelled defect" in proc.stderr, proc.stderr[-2000:]
+    assert "--fix" not in proc.stderr  # a copy would hold no defect either: the advice is to label some
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs" / "r" / "weights" / "last.pt").exists()
 
@@ -119,3 +120,33 @@ def test_nc_without_names_names_the_classes_as_ultralytics_does(tmp_path):
     data_yaml.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match="nc"):
         check_dataset(data_yaml)
+
+
+def _empty_labels(data_yaml: Path) -> Path:
+    for lab in (data_yaml.parent / "labels" / "train").iterdir():
+        lab.write_text("")
+    return data_yaml.parent / "images" / "train"
+
+
+def test_no_defects_stands_beside_an_image_error_but_not_beside_unread_formats(tmp_path):
+    """An unreadable image does not explain empty label files (the finding stays); labelled images in a format
+    gradkit does not read may hold the defects (no finding: it cannot tell)."""
+    data_yaml = _dataset(tmp_path, val="images/train")
+    train = _empty_labels(data_yaml)
+    (train / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (data_yaml.parent / "labels" / "train" / "broken.txt").write_text("")
+    kinds = [f.kind for f in check_dataset(data_yaml, images=False).errors]
+    assert "no defects" in kinds and "unreadable image" in kinds
+    (train / "broken.png").unlink()
+    (train / "labelled.webp").write_bytes(b"RIFF")  # a format Ultralytics reads and gradkit does not
+    (data_yaml.parent / "labels" / "train" / "labelled.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert "no defects" not in [f.kind for f in check_dataset(data_yaml, images=False).errors]
+
+
+@pytest.mark.parametrize("val", ["images/link", "images/../images/train"])
+def test_val_reaching_the_train_folder_another_way_is_one_finding_and_no_leakage(tmp_path, val):
+    data_yaml = _dataset(tmp_path, val=val)
+    (data_yaml.parent / "images" / "link").symlink_to(data_yaml.parent / "images" / "train")
+    (data_yaml.parent / "labels" / "link").symlink_to(data_yaml.parent / "labels" / "train")
+    res = check_dataset(data_yaml)
+    assert [f.kind for f in res.findings if f.kind in ("shared split", "leakage")] == ["shared split"]

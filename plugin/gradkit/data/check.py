@@ -552,11 +552,11 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             else:
                 _check_image(img, res)
                 digest = hashlib.md5(img.read_bytes()).hexdigest()
-                if digest in hashes and hashes[digest][0] != split and hashes[digest][1] != img:  # not itself
+                if digest in hashes and hashes[digest][0] != split and hashes[digest][1] != img.resolve():  # itself
                     other = hashes[digest]
                     res.findings.append(Finding("error", "leakage", str(img), None,
                                                 f"identical to {other[1]} in the {other[0]} split"))
-                hashes.setdefault(digest, (split, img))
+                hashes.setdefault(digest, (split, img.resolve()))
             lab = _label_path(img)
             if not lab.exists():
                 res.findings.append(Finding("warning", "missing labels", str(lab), None,
@@ -573,12 +573,8 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         if imgs and not labelled:
             folder = next((d for d in places if d.is_dir()), imgs[0].parent)  # a list file's: its first image's
             _no_labels_at_all(res, first_finding, split, len(imgs), _label_path(folder / "x.png").parent)
-        elif (split == "train" and imgs and not res.instances[split]
-              and not any(f.severity == "error" for f in res.findings[first_finding:])):  # else those errors say why
-            res.findings.append(Finding("error", "no defects", ", ".join(map(str, places)), None,
-                                        f"the train split holds no labelled defect: its {len(imgs)} images are all "
-                                        "background (empty label files or none), and a detector learns its "
-                                        "classes from labelled examples; label some"))
+        elif split == "train" and imgs and not res.instances[split] and not listed.unchecked:
+            _no_defects(res, first_finding, places, len(imgs))
         _orphan_findings(places, imgs + listed.unchecked, res)
     return res
 
@@ -605,6 +601,18 @@ def shared_split_findings(splits: dict[str, list[Path]], severity: str) -> list[
             for split, other, place in shared_places(splits)]
 
 
+def _no_defects(res: CheckResult, start: int, places: list[Path], images: int) -> None:
+    """A training split without one labelled box: nothing to learn. Not said where an error in a label file since
+    ``start`` already says why (its lines were unusable); images in formats gradkit does not read, whose labels it
+    does not read either, are left to the caller."""
+    if any(f.severity == "error" and Path(f.path).suffix == ".txt" for f in res.findings[start:]):
+        return
+    res.findings.append(Finding("error", "no defects", ", ".join(map(str, places)), None,
+                                f"the train split holds no labelled defect: its {images} images are all background "
+                                "(empty label files or none), and a detector learns its classes from labelled "
+                                "examples; label some"))
+
+
 def _orphan_findings(places: list[Path], imgs: list[Path], res: CheckResult) -> None:
     """Label files of a split's image folders without an image (a list file names only what it uses, so its
     neighbours are not judged)."""
@@ -627,6 +635,9 @@ class FixChange:
     line: int | None
     action: str
     detail: str
+    #: A dropped line that described a defect the image shows (not a duplicate, nor a box with no area or
+    #: wholly off the image): its image cannot stay in the copy (``_lost_defect``).
+    lost_defect: bool = False
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
@@ -638,6 +649,10 @@ MAX_PRINTED_CHANGES = 40  # ``gradkit check --fix`` prints this many; all are in
 _EDGE_TOLERANCE = 1e-6  # as the out-of-bounds test of _check_labels: closer to the edge is left alone
 
 
+#: Why a box of zero width or height is dropped (followed by its sides): it describes nothing the image shows.
+NO_AREA = "no area"
+
+
 def _usable_box(fields: list[str], nc: int) -> tuple[tuple[int, float, float, float, float] | None, str]:
     """(class, x, y, w, h) of five box fields, or None and why ``--fix`` cannot keep them."""
     values = label_values(fields)
@@ -647,14 +662,12 @@ def _usable_box(fields: list[str], nc: int) -> tuple[tuple[int, float, float, fl
     if not 0 <= c < nc:
         return None, f"class {c} but nc={nc}"
     if w <= 0 or h <= 0:
-        return None, f"no area (w={w:g} h={h:g})"
+        return None, f"{NO_AREA} (w={w:g} h={h:g})"
     return values, ""
 
 
 #: Why a box wholly off its image is dropped: it describes nothing the image shows.
 OUTSIDE_IMAGE = "entirely outside the image"
-#: Why a label line repeating an earlier one is dropped (followed by that line's number).
-DUPLICATE_OF = "duplicate of line"
 
 
 def _repair_line(line: str, nc: int) -> tuple[str | None, str]:
@@ -711,11 +724,12 @@ def _repair_labels(path: Path, nc: int) -> tuple[list[str], list[FixChange]]:
         repair = _repair_polygon if polygons_only and len(parts) > POLYGON_OVER_FIELDS else _repair_line
         fixed, why = repair(line, nc)
         if fixed is None:
-            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {why}"))
+            shows_nothing = why == OUTSIDE_IMAGE or why.startswith(NO_AREA)
+            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {why}", lost_defect=not shows_nothing))
             continue
         key = tuple(round(float(v), 6) for v in fixed.split())
         if key in seen:
-            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: {DUPLICATE_OF} {seen[key]}"))
+            changes.append(FixChange(str(path), n, "dropped", f"{line!r}: duplicate of line {seen[key]}"))
             continue
         seen[key] = n
         if fixed != line:
@@ -854,11 +868,10 @@ def _repaired_labels(splits: dict[str, list[Path]], left_out: dict[str, str],
 
 
 def _lost_defect(lab_changes: list[FixChange]) -> str | None:
-    """Why an image must leave the copy when a line describing one of its defects was dropped (a duplicate or a
-    box wholly off the image describes none): kept with the rest of its labels, it would teach that defect as
-    background. Ultralytics leaves an image with such a line out of training too."""
-    lost = next((c for c in lab_changes if c.action == "dropped"
-                 and not any(harmless in c.detail for harmless in (DUPLICATE_OF, OUTSIDE_IMAGE))), None)
+    """Why an image must leave the copy when a line describing one of its defects was dropped (``lost_defect``):
+    kept with the rest of its labels, it would teach that defect as background. Ultralytics' own verification
+    leaves an image with such a line (a class out of range, values it cannot read) out of training too."""
+    lost = next((c for c in lab_changes if c.lost_defect), None)
     if lost is None:
         return None
     return (f"line {lost.line} of {Path(lost.path).name} cannot be repaired ({lost.detail}): without it the image "

@@ -867,8 +867,10 @@ def _not_read(places: dict[str, list[Path]], read: dict[str, list[Path]]) -> lis
 
 
 def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
-    """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images); raise on
-    errors. ``splits``: further splits that must exist (the end-of-training report's)."""
+    """Run the fast part of ``gradkit check`` (labels, pairing, unreadable and truncated images, a train split
+    without a labelled defect) on the splits the run reads: train, val and ``splits`` (the end-of-training
+    report's, which must exist); raise on errors. Another split's missing folder is a warning, printed with
+    the warnings in SAID_BEFORE_TRAINING."""
     from gradkit.data.check import check_dataset
     from gradkit.data.splits import is_listed
     from gradkit.integrations.ultralytics.datasets import resolve_dataset
@@ -886,6 +888,9 @@ def check_before_training(data: str, splits: tuple[str, ...] = ()) -> None:
         raise DatasetError(f"gradkit: {exc}") from None
     for finding in [f for f in result.findings if f.kind in SAID_BEFORE_TRAINING] + _not_read(places, read):
         _logger().warning(f"gradkit: {finding}")
+    if result.errors and all(f.kind == "no defects" for f in result.errors):
+        raise DatasetError(f"gradkit: {result.errors[0].message} ({yaml_file}); or set gradkit.data.check=false to "
+                           "train anyway")
     if result.errors:
         listing = "\n".join(str(f) for f in result.errors[:50])
         more = f"\n... and {len(result.errors) - 50} more" if len(result.errors) > 50 else ""
