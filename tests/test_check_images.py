@@ -2,7 +2,7 @@
 
 Planted faults: files cut short (PNG, JPEG, BMP), bytes that are no image, a PNG with one byte
 changed, an image under 10 px and
-12-bit values in a 16-bit PNG, a float32 TIFF. The oracle for "training would drop it" is Ultralytics' own per-image
+12-bit values in a 16-bit PNG and in a 48-bit RGB TIFF, a float32 TIFF. The oracle for "training would drop it" is Ultralytics' own per-image
 verification and image reader, run on a copy.
 """
 
@@ -46,10 +46,11 @@ def _plant(images: Path, labels: Path) -> set[str]:
     cv2.imwrite(str(images / "tiny.png"), noise[:8])
     cv2.imwrite(str(images / "deep.png"), np.full((64, 64), 1000, np.uint16))
     cv2.imwrite(str(images / "float.tif"), rng.random((64, 64), np.float32))  # PIL mode F: no pixels OpenCV reads
+    cv2.imwrite(str(images / "deep_rgb.tif"), np.full((64, 64, 3), 1000, np.uint16))  # PIL calls it "RGB"
     cv2.imwrite(str(images / "trailing.jpg"), noise)  # whole, then bytes after its end marker, as some tools write
     (images / "trailing.jpg").write_bytes((images / "trailing.jpg").read_bytes() + b"\x00\x00")
     bad = {"cut.png", "cut.jpg", "cut.bmp", "text.jpg", "flipped.png", "tiny.png", "deep.png", "trailing.jpg",
-           "float.tif"}
+           "float.tif", "deep_rgb.tif"}
     for name in bad:
         (labels / (Path(name).stem + ".txt")).write_text("0 0.5 0.5 0.2 0.2\n")
     return bad
@@ -90,7 +91,7 @@ def test_what_ultralytics_drops_or_rewrites_is_flagged(planted, tmp_path):
         rewritten = p.read_bytes() != before[p.name]
         if out[0] is None or rewritten or imread(str(p)) is None:  # dropped, re-encoded, or a crash when loaded
             refused.add(p.name)
-    assert refused == bad - {"deep.png"}  # Ultralytics trains on the 12-bit image, nearly black
+    assert refused == bad - {"deep.png", "deep_rgb.tif"}  # Ultralytics trains on the 12-bit images, nearly black
     assert refused <= _flagged(check_dataset(data_yaml, images=False))
 
 

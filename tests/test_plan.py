@@ -803,7 +803,14 @@ def test_a_few_large_images_do_not_set_the_native_size():
     reason = choice(plan, "imgsz").reason
     assert "128" in reason and "3000" in reason and "vary" in reason
     tiling = [w for w in plan.warnings if "gradkit tile" in w]
-    assert len(tiling) == 1 and "1 of the 13 images" in tiling[0]
+    assert len(tiling) == 1 and "1 of the 13 images measured" in tiling[0]
+
+
+def test_the_native_size_is_an_images_size_when_half_are_large():
+    """Six small and six large images: the median of an even count is the lower middle image's (128 px), not the
+    mean of the two middle ones (1564 px), which no image has."""
+    fp = _mixed_sizes(small=6, big=6)
+    assert fp.typical_side == 128 and P.native_imgsz(fp, 0) == 128
 
 
 def test_uniform_images_keep_the_native_size_and_say_nothing_of_sizes():

@@ -40,15 +40,17 @@ def test_val_reading_the_train_folder_is_one_finding(tmp_path, images):
     assert not any(f.kind == "leakage" for f in res.findings)  # no image "identical to itself"
 
 
-def test_test_and_val_sharing_a_folder_other_than_train(tmp_path):
+def test_every_split_reading_the_train_folder_is_named_with_it(tmp_path):
     data_yaml = _dataset(tmp_path, val="images/train", test="./images/train/")  # spelled otherwise, same folder
-    shared = [f for f in check_dataset(data_yaml).findings if f.kind == "shared split"]
-    assert len(shared) == 2 and {"val" in f.message or "test" in f.message for f in shared} == {True}
+    shared = [f.message for f in check_dataset(data_yaml).findings if f.kind == "shared split"]
+    assert len(shared) == 2
+    assert shared[0].startswith("the val split reads") and shared[1].startswith("the test split reads")
+    assert all("which the train split reads too" in m for m in shared)
 
 
 def test_fix_refuses_shared_splits_before_writing(tmp_path):
     data_yaml = _dataset(tmp_path)
-    with pytest.raises(ValueError, match=r"val: reads the train split"):
+    with pytest.raises(ValueError, match=r"val: reads .*images/train, which the train split reads too"):
         fix_output(data_yaml, tmp_path / "fixed")
     with pytest.raises(ValueError):
         fix_dataset(data_yaml, tmp_path / "fixed")
@@ -101,7 +103,7 @@ def test_what_training_does_not_read_does_not_stop_it_and_is_said(tmp_path):
     out = proc.stdout + proc.stderr
     before = out[:out.index("Starting training")] if "Starting training" in out else out
     assert "test folder does not exist" in before and "training does not read it" in before
-    assert "the val split reads the train split's images" in before
+    assert "the val split reads" in before and "which the train split reads too" in before
     assert (tmp_path / "runs" / "r" / "weights" / "last.pt").exists()
 
 

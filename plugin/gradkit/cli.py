@@ -42,7 +42,7 @@ _HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagat
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
   gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors
   gradkit config-doc                              the configuration reference (Markdown)
-  gradkit plan data=DATA.yaml [budget=MIN out=plan.yaml split=train]
+  gradkit plan data=DATA.yaml [budget=MIN {plan}]
                                                   dataset fingerprint -> recommended train command
   gradkit tile data=DATA.yaml size=PX [out=DIR {tile}]
                                                   a copy cut into overlapping tiles at native resolution
@@ -57,7 +57,7 @@ SYNTH_KEYS = ("images", "imgsz", "seed", "empty_frac", "class_weights", "max_def
 
 def synth_options() -> dict[str, Any]:
     """``gradkit synth``'s arguments with their defaults: SynthSpec's own (one definition of each)."""
-    from gradkit.synth import SYNTH_DIR, SynthSpec
+    from gradkit.synth_spec import SYNTH_DIR, SynthSpec
 
     spec = SynthSpec()
     return {"out": SYNTH_DIR, **{key: _as_given(getattr(spec, key)) for key in SYNTH_KEYS}}
@@ -80,10 +80,12 @@ def _shown(value: Any) -> str:
 def help_text() -> str:
     """The CLI's usage, the defaults filled in from their one definition each."""
     from gradkit.demo import DEMO_DEFAULTS
+    from gradkit.plan import PLAN_ARGS
 
     synth = {k: v for k, v in synth_options().items() if k != "out"}  # shown as out=DIR
     return _HELP.format(synth=_defaults_shown(synth), demo=_defaults_shown(DEMO_DEFAULTS),
-                        augment=_defaults_shown(AUGMENT_ARGS), tile=_defaults_shown(tile_options()))
+                        augment=_defaults_shown(AUGMENT_ARGS), tile=_defaults_shown(tile_options()),
+                        plan=_defaults_shown(PLAN_ARGS))
 
 
 def _defaults_shown(options: dict[str, Any]) -> str:

@@ -10,11 +10,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import yaml
 
 from gradkit.plan import MODEL, budget_minutes
-from gradkit.synth import SYNTH_DIR
+from gradkit.synth_spec import SYNTH_DIR
 
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
 
@@ -175,6 +174,8 @@ def run_demo(args: Sequence[str] = ()) -> int:
         return 2
     gradkit.attach(model, cfg)
     threads = _threads(opts)
+    import torch  # here, not at the top: the CLI's usage reads DEMO_DEFAULTS without loading torch
+
     # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.
     model.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
     model.train(data=str(data_yaml), imgsz=imgsz, seed=int(opts["seed"]), project=str(out.parent),

@@ -282,7 +282,8 @@ def _round_up(x: float) -> int:
 
 def native_imgsz(fp: Fingerprint, fallback: int) -> int:
     """The median image's long side rounded up to a size Ultralytics trains at (``fallback`` when none was
-    measured): a few larger images do not upsample the rest (the tiling hint names them)."""
+    measured): a few larger images do not upsample the rest (the tiling hint counts those TILE_FROM times the
+    trained size or more)."""
     return _round_up(fp.typical_side) if fp.typical_side else fallback
 
 
@@ -330,8 +331,8 @@ def hint_tiling(fp: Fingerprint, imgsz: int, plan: Plan) -> None:
     if not large or any(w.startswith(TILING_WARNING) for w in plan.warnings):
         return
     which = (f"images ({max(large)} px) are {max(large) / imgsz:.1f}x" if len(large) == len(fp.long_sides) else
-             f"{len(large)} of the {len(fp.long_sides)} images (long side up to {max(large)} px) are {TILE_FROM:g}x or "
-             "more")
+             f"{len(large)} of the {len(fp.long_sides)} images measured (long side up to {max(large)} px) are "
+             f"{TILE_FROM:g}x or more")
     plan.warnings.append(f"{which} the chosen imgsz: small details are lost in the downscale; tiling keeps them: "
                          f"{_tile_command(fp, imgsz)}")
 
@@ -676,9 +677,11 @@ def _warn_data(fp: Fingerprint, plan: Plan) -> None:
 
 def _no_defects(fp: Fingerprint) -> str:
     """Why a split without one labelled box cannot be planned for (nor trained on)."""
-    errors = f"; {fp.label_errors} label line(s) with errors left out" if fp.label_errors else ""
-    return (f"{fp.data}: the {fp.split} split holds no labelled defect ({fp.images} images, every label file empty "
-            f"or missing{errors}): a detector learns its classes from labelled examples, and the plan measures "
+    errors = f", {fp.label_errors} label line(s) with errors left out" if fp.label_errors else ""
+    unread = (f"; {fp.unread_images} more in formats gradkit does not read or missing, not measured"
+              if fp.unread_images else "")
+    return (f"{fp.data}: the {fp.split} split holds no labelled defect ({fp.images} images, no usable label "
+            f"line{errors}{unread}): a detector learns its classes from labelled examples, and the plan measures "
             "them; run gradkit check, label some")
 
 
@@ -812,7 +815,8 @@ def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = No
             raise SystemExit(f"gradkit plan: unknown argument {arg!r}; arguments: {', '.join(k + '=' for k in opts)}")
         opts[key] = value
     if not opts["data"]:
-        raise SystemExit("gradkit plan data=DATA.yaml [budget=MIN] [out=plan.yaml] [split=train]")
+        defaults = " ".join(f"[{k}={v}]" for k, v in PLAN_ARGS.items() if v is not None)
+        raise SystemExit(f"gradkit plan data=DATA.yaml [budget=MIN] {defaults}")
     budget = None if opts["budget"] is None else budget_minutes(yaml.safe_load(opts["budget"]), "gradkit plan")
     try:
         fp = fingerprint_dataset(opts["data"], split=opts["split"])

@@ -238,7 +238,8 @@ def _png_header(data: bytes) -> tuple[str | None, tuple[int, int], int]:
 
 
 #: PIL modes of 8 bits per channel, which Ultralytics reads as they are; any other (16-bit "I;16", 32-bit "I",
-#: float "F") needs its pixels read to tell what training would make of it.
+#: float "F") needs its pixels read to tell what training would make of it. A TIFF's mode does not tell its depth
+#: (PIL opens 16 bits per channel RGB as "RGB"): its pixels are always read.
 EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
                              "HSV"})
 
@@ -276,7 +277,7 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
                 "would re-encode it in place or skip it"), False
     if min(size) < MIN_IMAGE_SIDE:
         return f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px", False
-    return None, mode not in EIGHT_BIT_MODES
+    return None, mode not in EIGHT_BIT_MODES or fmt == "TIFF"
 
 
 def _check_image_fast(path: Path, res: CheckResult) -> None:
@@ -596,8 +597,8 @@ def shared_split_findings(splits: dict[str, list[Path]], severity: str) -> list[
     """One finding per split reading another's images: its scores would measure memorisation, not detection.
     Training on it is allowed (a warning before training); the full check calls it the leakage it is."""
     return [Finding(severity, "shared split", str(place), None,
-                    f"the {split} split reads the {other} split's images: every {split} image is a {other} image, so "
-                    f"scores on it measure memorisation; give {split} images of its own")
+                    f"the {split} split reads {place}, which the {other} split reads too: scores on those images "
+                    f"measure memorisation; give {split} images of its own")
             for split, other, place in shared_places(splits)]
 
 
@@ -823,8 +824,9 @@ def fix_output(data_yaml: str | Path, out: str | Path | None = None, overwrite: 
                              "writes its copy from one image folder per split (check and train read the list)")
     if shared := shared_places(splits):
         split, other, place = shared[0]
-        raise ValueError(f"{data_yaml}: {split}: reads the {other} split's images ({place}); check --fix writes each "
-                         f"image into one split, so {split} would be empty: give {split} images of its own first")
+        raise ValueError(f"{data_yaml}: {split}: reads {place}, which the {other} split reads too; check --fix writes "
+                         f"each image into one split, so {split} would lose them: give {split} images of its own "
+                         "first")
     sources = _fix_sources(data_yaml, splits)
     if out is None:
         out = beside_dataset(data_yaml, sources, "-fixed")

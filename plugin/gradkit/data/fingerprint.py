@@ -121,10 +121,11 @@ class Fingerprint:
 
     @property
     def typical_side(self) -> int:
-        """The median image's long side (0 when nothing was decoded): the native size of a set whose images vary,
-        which a few large ones do not move."""
-        sides = self.long_sides
-        return int(np.median(sides)) if sides else 0
+        """The median image's long side (the lower of the two middle ones of an even count, so always an image's;
+        0 when nothing was decoded): the native size of a set whose images vary, which a few large ones do not
+        move."""
+        sides = sorted(self.long_sides)
+        return sides[(len(sides) - 1) // 2] if sides else 0
 
     @property
     def class_counts(self) -> dict[str, int]:
