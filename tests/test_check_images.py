@@ -2,7 +2,8 @@
 
 Planted faults: files cut short (PNG, JPEG, BMP), bytes that are no image, a PNG with one byte
 changed, an image under 10 px and
-12-bit values in a 16-bit PNG and in a 48-bit RGB TIFF, a float32 TIFF. The oracle for "training would drop it" is Ultralytics' own per-image
+12-bit values in a 16-bit PNG and in a 48-bit RGB TIFF, a float32 TIFF.
+The oracle for "training would drop it" is Ultralytics' own per-image
 verification and image reader, run on a copy.
 """
 

@@ -24,9 +24,9 @@ class SynthSpec:
         class_weights: Relative frequency of each class in ``CLASS_NAMES`` order.
         max_defects: Largest number of defects on one image.
         splits: Fractions of train/val/test; they must sum to 1.
-        faint_frac: Share of defects drawn faint, at ``gradkit.synth.FAINT_SCALE`` times their class's contrast: about half
-            of those measure as faint (``gradkit.data.standout``: less than half of what stands out in their box
-            is theirs), as two in three of the thin defects of two evaluation sets do (README, "And more
+        faint_frac: Share of defects drawn faint, at ``gradkit.synth.FAINT_SCALE`` times their class's contrast:
+            about half of those measure as faint (``gradkit.data.standout``: less than half of what stands out in
+            their box is theirs), as two in three of the thin defects of two evaluation sets do (README, "And more
             pixels"). Decided by a generator of its own, so the masks, boxes and labels are the same at every
             ``faint_frac``, and a set at 0 has the images and labels it had before this option.
     """
