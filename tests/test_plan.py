@@ -833,3 +833,15 @@ def test_a_missing_val_key_and_val_reading_train_are_warned_of():
     assert any("memorisation" in w for w in P.make_plan(fp).warnings)
     fp.val_is_train = False
     assert not any("no val:" in w or "memorisation" in w for w in P.make_plan(fp).warnings)
+
+
+def test_a_small_set_is_told_what_every_epoch_costs_besides_its_images():
+    """12 training images at 5 ms each price an epoch at 60 ms; with EPOCH_FIXED_SECONDS besides, a budget buys far
+    fewer epochs, which the estimate says (by hand); on 200 images the difference is under the note's bar."""
+    small = P.make_plan(fingerprint([BLOB] * 10, images=12), budget_min=2, seconds_per_image=lambda m, s, n: 0.005)
+    reason = choice(small, "time").reason
+    assert "about 2000 epochs of the 12 training images" in reason  # 120 s / 0.06 s, the rule's own count
+    fixed = round(120 / (0.06 + P.EPOCH_FIXED_SECONDS))
+    assert f"about {fixed} epochs once what every epoch costs besides its images" in reason
+    large = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=lambda m, s, n: 0.05)
+    assert "besides its images" not in choice(large, "time").reason  # 10 s epochs: a few percent
