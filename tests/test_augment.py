@@ -372,3 +372,32 @@ def test_auto_measures_the_folder_and_names_the_trainer_resolved(tmp_path):
     assert aug.preset == "none"
     # any other preset is left alone, with no choice to report
     assert resolve_auto_augment(load_config(None, {"augment.preset": "defect"}).augment, {}, "x.yaml")[1] is None
+
+
+def test_faded_pastes_carry_the_drawn_share_of_the_defect_s_contrast():
+    """On a flat destination a paste adds the source defect's deviation from its background (100 - 120 grey
+    levels: the bank's defects are 20-70 on 120); with ``contrast`` (lo, hi) each paste carries k of it, k drawn
+    in [lo, hi]: the peak deviation of each faded paste over the same paste at full strength (the same rng
+    stream, so the same defect at the same place) lies in [lo, hi], and (1, 1) draws nothing (the stream of a run
+    without the option is unchanged)."""
+    dst = np.full((160, 160, 3), 130, np.uint8)
+    ratios = []
+    for seed in range(12):
+        full, b_full, _ = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), _bank(None), random.Random(seed),
+                                        max_per_image=1)
+        faded, b_faded, _ = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), _bank(None), random.Random(seed),
+                                          max_per_image=1, contrast=(0.3, 0.6))
+        assert np.array_equal(b_full, b_faded)  # same defect, same place
+        peak = np.abs(full.astype(int) - 130).max()
+        ratios.append(np.abs(faded.astype(int) - 130).max() / peak)
+    assert min(ratios) >= 0.3 - 0.02 and max(ratios) <= 0.6 + 0.02 and max(ratios) - min(ratios) > 0.1
+    same = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), _bank(None), random.Random(5), contrast=(1.0, 1.0))
+    plain = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), _bank(None), random.Random(5))
+    assert all(np.array_equal(a, b) for a, b in zip(same, plain, strict=True))
+
+
+def test_copy_paste_contrast_is_validated():
+    for bad in ([0.0, 1.0], [0.6, 0.3], [0.5, 1.2], [0.5]):
+        with pytest.raises(ConfigError, match="contrast"):
+            load_config("defect", {"augment.copy_paste.contrast": bad})
+    assert load_config("defect", {"augment.copy_paste.contrast": [0.3, 1.0]}).augment.copy_paste.contrast == (0.3, 1.0)

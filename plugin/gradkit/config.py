@@ -249,6 +249,17 @@ class CopyPasteConfig(_Section):
     min_defect_share: float = Field(0.5, ge=0, le=1, description="paste a defect only if it carries at least this "
                                     "share of what the blend transfers (the rest is its background's texture; "
                                     "0: paste every defect)")
+    contrast: tuple[float, float] = Field((1.0, 1.0), description="range of the share of its contrast a pasted "
+                                          "defect keeps, drawn per paste ([0.3, 1]: faint copies of the defects "
+                                          "that stand out too); [1, 1]: as in its source")
+
+    @field_validator("contrast")
+    @classmethod
+    def _contrast_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"contrast takes [low, high] with 0 < low <= high <= 1, got {list(value)}")
+        return value
 
     @model_validator(mode="after")
     def _one_weighting(self) -> CopyPasteConfig:

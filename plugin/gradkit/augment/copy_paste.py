@@ -140,15 +140,23 @@ def _feather(h: int, w: int, margin: int) -> np.ndarray:
     return np.clip((ramp + 0.5) / margin, 0.0, 1.0) ** 1.5
 
 
-def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, int], margin: int) -> np.ndarray:
-    """Transfer the defect, not its background: add the crop's deviation from its own background
-    level, weighted by how much each pixel stands out from the background's spread. The
+def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, int], margin: int,
+           strength: float = 1.0) -> np.ndarray:
+    """Transfer the defect, not its background: add ``strength`` times the crop's deviation from its own
+    background level, weighted by how much each pixel stands out from the background's spread. The
     destination's texture and lighting show through everywhere else, so no rectangle appears.
     """
     ring, _, alpha, delta = standing_out(patch, inner, margin)
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * ~ring if ring.any() else alpha
-    alpha = alpha * _feather(*alpha.shape, max(1, margin // 2))
+    alpha = alpha * _feather(*alpha.shape, max(1, margin // 2)) * strength
     return np.clip(region + alpha[..., None] * delta, 0, 255).astype(np.uint8)
+
+
+def _strength(rng: random.Random, contrast: tuple[float, float]) -> float:
+    """The share of its contrast a paste carries: drawn in ``contrast``; none drawn at a fixed value, so that a run
+    without fading keeps its random stream."""
+    lo, hi = contrast
+    return lo if lo == hi else rng.uniform(lo, hi)
 
 
 def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
@@ -162,8 +170,8 @@ def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
 
 
 def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank: DefectBank, rng: random.Random,
-                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20,
+                  contrast: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste up to ``max_per_image`` defects into ``img``.
 
     Args:
@@ -175,6 +183,8 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         max_per_image: Upper bound of pastes (the number is drawn from 1..max).
         margin: Pixels of source background around the crop, blended away by the feathered alpha.
         scale: Resize factor from source pixels to destination pixels.
+        contrast: Range of the share of its contrast each pasted defect keeps (drawn per paste): below 1, faint
+            copies of defects that stand out, which the bank's screening (``min_defect_share``) keeps.
 
     Returns:
         The new image, the boxes (old then pasted), the classes.
@@ -206,7 +216,8 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         else:
             continue
         region = out[y:y + ch, x:x + cw].astype(np.float32)
-        out[y:y + ch, x:x + cw] = _blend(region, crop.astype(np.float32), (ix0, iy0, ix1, iy1), m)
+        out[y:y + ch, x:x + cw] = _blend(region, crop.astype(np.float32), (ix0, iy0, ix1, iy1), m,
+                                         _strength(rng, contrast))
         all_boxes = np.concatenate([all_boxes, np.array([box], np.float32)])
         all_cls = np.concatenate([all_cls, np.array([inst.cls], dtype=all_cls.dtype if all_cls.size else np.float32)])
     return out, all_boxes, all_cls

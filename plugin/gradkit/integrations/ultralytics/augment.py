@@ -111,7 +111,8 @@ class CopyPasteStage:
         inst.denormalize(w, h)
         src_scale = self.imgsz / max(labels.get("ori_shape", (self.imgsz, self.imgsz)))
         new_img, boxes, cls = paste_defects(img, inst.bboxes, labels["cls"].reshape(-1), self.bank, self.rng,
-                                            self.cfg.max_per_image, self.cfg.margin, scale=src_scale)
+                                            self.cfg.max_per_image, self.cfg.margin, scale=src_scale,
+                                            contrast=self.cfg.contrast)
         labels["img"] = new_img
         labels["cls"] = cls.astype(np.float32).reshape(-1, 1)
         labels["instances"] = Instances(boxes, segments=inst.segments[:0], bbox_format="xyxy", normalized=False)
