@@ -215,7 +215,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-lr2@time", "plan-budget-lr4@time", "plan-budget-batch8@time",
              "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
              "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time",
-             "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time")
+             "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time",
+             "plan-budget-prior-faded@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -444,6 +445,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         size = _round_up(plan.train["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name])
         print(f"{recipe_name}: imgsz {args['imgsz']} (the data's {plan.train['imgsz']}) -> {size}", flush=True)
         return model, cfg, {**args, "imgsz": size}
+    if recipe_name == FADED_RECIPE:  # the plan from the prior, its pasted defects faded too
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
+        return model, cfg if cfg is None else _with_faded_paste(cfg), args
     if recipe_name == HALF_STEPS_RECIPE:  # the plan from the prior, sized by the half width's own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg, args if cfg is None else {**args, "imgsz": _half_width_budget_size(fp, plan, stock, args)}
@@ -620,6 +624,23 @@ def _half_width_budget_size(fp, plan, stock: dict, args: dict) -> int:
     print(f"{HALF_STEPS_RECIPE}: imgsz {args['imgsz']} (by yolo26n's steps) -> {size} (the half width's: "
           f"{steps(size):.0f} estimated at {size}; the data calls for {wanted})", flush=True)
     return size
+
+
+#: ``plan-budget-prior-faded@time``: the plan from the prior with its pasted defects keeping FADED_CONTRAST of their
+#: contrast (``augment.copy_paste.contrast``): copy-paste screens out the faint defects (``min_defect_share``), and
+#: two in three of the photographs' cracks and the material set's scratches are faint (README, "What the thin
+#: classes still miss"); faded copies of the clear ones show the model faint thin lines on the data's own textures.
+FADED_RECIPE = "plan-budget-prior-faded@time"
+FADED_CONTRAST = [0.3, 1.0]
+
+
+def _with_faded_paste(gradkit_cfg: dict) -> dict:
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    paste = cfg.setdefault("augment", {}).setdefault("copy_paste", {})
+    if not paste.get("p"):
+        raise SystemExit(f"{FADED_RECIPE}: the plan does not paste on this set (augment.copy_paste.p 0)")
+    paste["contrast"] = FADED_CONTRAST
+    return cfg
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
