@@ -44,7 +44,7 @@ from gradkit.integrations.ultralytics.sliced import (
     report_source,
 )
 from gradkit.integrations.ultralytics.taught import TeachingWatch
-from gradkit.integrations.ultralytics.validation import validate_for_report
+from gradkit.integrations.ultralytics.validation import label_image_hw, validate_for_report
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
@@ -597,7 +597,8 @@ class GradkitCallback:
         tiles = None if rcfg.tile_size is None else TiledValidation(rcfg.tile_size, overlap)
         ev = validate_for_report(weights, data, rcfg.split, self.save_dir / REPORT_VAL_DIR,
                                  tiles=tiles, imgsz=trainer.args.imgsz, batch=trainer.args.batch,
-                                 device=trainer.args.device, conf=0.001, verbose=False)
+                                 device=trainer.args.device, conf=0.001, verbose=False,
+                                 classes=getattr(trainer.args, "classes", None))  # scored on what it trained on
         ev.conf_threshold = rcfg.conf
         report = build_report(ev, run_dir=self.save_dir, plugin_config=self.cfg.model_dump(mode="json"),
                               gallery_size=rcfg.gallery)
@@ -1018,7 +1019,7 @@ def _warn_labels_ultralytics_drops(trainer) -> None:
         return
     wh, cls = [], []
     for lab in getattr(dataset, "labels", []):
-        h0, w0 = lab["shape"]
+        h0, w0 = label_image_hw(lab)  # rect=True pops the shape
         boxes = np.asarray(lab["bboxes"], dtype=float).reshape(-1, 4)
         wh.append(boxes[:, 2:] * np.array([w0, h0]) * (dataset.imgsz / max(h0, w0)))  # the long side to imgsz
         cls.append(np.asarray(lab["cls"]).reshape(-1))

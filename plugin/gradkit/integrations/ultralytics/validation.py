@@ -71,6 +71,21 @@ def collect_validation(validator) -> EvalData:
         return _collect(validator)
 
 
+def label_image_hw(label: dict) -> tuple[int, int]:
+    """(height, width) of the image an Ultralytics dataset label describes: its ``shape``, or, where rectangular
+    batches popped it (``rect=True``, and validation), the EXIF-upright size read from the image's header."""
+    if "shape" in label:
+        h, w = (int(v) for v in label["shape"])
+        return h, w
+    from PIL import Image
+
+    from gradkit.data.orientation import upright_size
+
+    with Image.open(label["im_file"]) as im:  # reads the header only
+        w, h = upright_size(im)  # Ultralytics loads (and labels describe) the EXIF-upright image
+    return h, w
+
+
 def _collect(validator) -> EvalData:
     from gradkit.report.coco import Box
 
@@ -81,16 +96,8 @@ def _collect(validator) -> EvalData:
     images, files, sizes, gts = [], {}, {}, []
     by_name: dict[str, int] = {}
     by_file: dict[str, int] = {}
-    from PIL import Image
-
-    from gradkit.data.orientation import upright_size
-
     for i, lab in enumerate(dataset.labels):
-        if "shape" in lab:  # rectangular validation pops it
-            h, w = (int(v) for v in lab["shape"])
-        else:
-            with Image.open(lab["im_file"]) as im:  # reads the header only
-                w, h = upright_size(im)  # Ultralytics loads (and labels describe) the EXIF-upright image
+        h, w = label_image_hw(lab)
         images.append(i)
         files[i] = lab["im_file"]
         sizes[i] = (w, h)
@@ -159,7 +166,10 @@ def _images_skipped(validator, read: int) -> int | None:
 
 
 def _data_names_if_other(validator) -> dict[int, str] | None:
-    """The data YAML's class names where they are not the model's (whose names the report shows), else None."""
+    """The data YAML's class names where they are not the model's (whose names the report shows), else None; None
+    for a single-class run (``single_cls``: Ultralytics scores every box as its one class, on purpose)."""
+    if getattr(validator.args, "single_cls", False):
+        return None
     data = getattr(validator, "data", None)
     names = data.get("names") if isinstance(data, dict) else None
     if not isinstance(names, dict):

@@ -1,0 +1,44 @@
+"""Ultralytics training arguments that change what a run reads or scores, through the real trainer on tiny data:
+gradkit must train with them as stock does and report what the run itself scored (oracles: the dataset's own label
+files, counted here; Ultralytics' own validation of the run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import train_tiny
+
+pytestmark = pytest.mark.e2e
+
+
+def _val_instances(data: Path, classes=None) -> int:
+    """Boxes in the val split's label files (of ``classes`` only), counted from the files themselves."""
+    root = Path(yaml.safe_load(data.read_text())["path"])
+    lines = [ln.split() for f in (root / "labels" / "val").glob("*.txt") for ln in f.read_text().splitlines()]
+    return sum(1 for p in lines if p and (classes is None or int(p[0]) in classes))
+
+
+def test_rect_training_runs_on_the_default_preset(tiny_data, tmp_path):
+    """Ultralytics' rectangular batches drop each label's image shape: gradkit's start-of-training label count
+    crashed on it (KeyError 'shape')."""
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, rect=True)
+    assert (run / "weights" / "last.pt").exists()
+    assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0
+
+
+def test_the_training_report_scores_only_the_classes_the_run_trained_on(tiny_data, tmp_path):
+    model, run = train_tiny(tiny_data, tmp_path, epochs=1, classes=[0, 2])
+    report = json.loads((run / "report.json").read_text())
+    assert report["instances"] == _val_instances(tiny_data, {0, 2}) < _val_instances(tiny_data)
+    assert report["instances"] == int(model.trainer.validator.metrics.nt_per_class.sum())  # Ultralytics' own count
+
+
+def test_single_class_training_is_not_told_its_names_differ_from_the_data(tiny_data, tmp_path):
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, single_cls=True)
+    report = json.loads((run / "report.json").read_text())
+    assert report["instances"] == _val_instances(tiny_data) and report["data_class_names"] is None
+    assert "not the data's" not in (run / "report.md").read_text()
