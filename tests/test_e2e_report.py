@@ -219,3 +219,15 @@ def test_gradkit_val_report_says_what_it_skipped_and_whose_class_names_it_shows(
     md = (tmp_path / "v" / "report.md").read_text()
     assert "2 of the" in md and "skipped" in md
     assert "other0" in md and "class names" in md
+
+
+def test_gradkit_val_records_the_data_yaml_it_read_as_an_absolute_path(trained, tiny_data, tmp_path):
+    """data= given relative to the working folder: report.json names the file itself (the comparison of two runs
+    given the same YAML once relative and once absolute warned that they used different datasets)."""
+    _, run = trained
+    proc = subprocess.run([GRADKIT, "val", f"model={run / 'weights' / 'best.pt'}", f"data={tiny_data.name}",
+                           "imgsz=64", "batch=4", "device=cpu", f"project={tmp_path}", "name=rel"],
+                          cwd=tiny_data.parent, capture_output=True, text=True,
+                          env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "rel" / "report.json").read_text())["data"] == str(tiny_data.resolve())

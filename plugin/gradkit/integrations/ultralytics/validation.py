@@ -125,7 +125,7 @@ def _collect(validator) -> EvalData:
     return EvalData(
         names={int(k): str(v) for k, v in validator.names.items()},
         split=str(validator.args.split),
-        data=str(validator.args.data),
+        data=_data_path(validator.args.data),
         model=str(validator.args.model),
         images=images,
         files=files,
@@ -143,6 +143,13 @@ def _collect(validator) -> EvalData:
                "images_skipped": _images_skipped(validator, len(images)),
                "data_class_names": _data_names_if_other(validator)},
     )
+
+
+def _data_path(data) -> str:
+    """The data YAML as a path that names the file wherever the report is read (a relative one resolved against
+    the working folder, as Ultralytics read it); a dataset name Ultralytics knows stays as given."""
+    path = Path(str(data))
+    return str(path.resolve()) if path.is_file() else str(data)
 
 
 def _split_places(validator) -> list[Path]:
