@@ -81,3 +81,13 @@ def test_estimator_on_torch_gradients_of_a_linear_model():
 ])
 def test_planned_optimizer_steps_matches_loop(nb, epochs, acc, warm, expected):
     assert planned_optimizer_steps(nb, epochs, 0, acc, warm) == expected
+
+
+def test_a_gradient_estimate_that_is_not_positive_is_named_as_such():
+    """Pairs of two batch sizes were added, but the small batches' gradients were the larger: |G|^2 estimated below
+    0, no B_simple. The reading says that, not that accumulation is missing (it is there)."""
+    est = NoiseScale()
+    assert est.add(4.0, 4, 1.0, 8)  # |G|^2 estimate: (8 * 1 - 4 * 4) / 4 = -2
+    assert math.isnan(est.value()) and est.steps == 1
+    reading = critical_batch_reading(est.value(), 8, pairs=est.steps)
+    assert "not positive" in reading and "1 step" in reading and "nbs larger than batch" not in reading

@@ -49,8 +49,12 @@ class NoiseScale:
         return self.trace_sum / self.grad_sq_sum
 
 
-def critical_batch_reading(noise_scale: float, batch: int) -> str:
-    """One sentence on what ``B_simple`` says about the batch size used (images per optimizer step)."""
+def critical_batch_reading(noise_scale: float, batch: int, pairs: int = 0) -> str:
+    """One sentence on what ``B_simple`` says about the batch size used (images per optimizer step); ``pairs``:
+    the steps that gave two batch sizes (without any, there was no accumulation to measure by)."""
+    if not math.isfinite(noise_scale) and pairs:
+        return (f"no estimate: over {pairs} step(s) with two batch sizes the gradient's squared norm estimated not "
+                "positive (the gradient is small next to its noise; more steps would tell)")
     if not math.isfinite(noise_scale):
         return "no estimate (it needs gradient accumulation: nbs larger than batch)"
     ratio = batch / max(noise_scale, 1e-12)

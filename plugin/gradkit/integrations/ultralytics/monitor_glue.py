@@ -120,4 +120,5 @@ class NoiseScaleTracker:
     def summary(self, images_per_step: int) -> dict[str, Any]:
         value = self.run.value()
         return {"value": value if math.isfinite(value) else None, "steps": self.run.steps,
-                "images_per_step": images_per_step, "reading": critical_batch_reading(value, images_per_step)}
+                "images_per_step": images_per_step,
+                "reading": critical_batch_reading(value, images_per_step, self.run.steps)}
