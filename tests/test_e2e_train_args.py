@@ -42,3 +42,18 @@ def test_single_class_training_is_not_told_its_names_differ_from_the_data(tiny_d
     report = json.loads((run / "report.json").read_text())
     assert report["instances"] == _val_instances(tiny_data) and report["data_class_names"] is None
     assert "not the data's" not in (run / "report.md").read_text()
+
+
+def test_a_run_into_a_used_folder_leaves_none_of_the_previous_run_s_gradkit_outputs(tiny_data, tmp_path):
+    """exist_ok=True reuses a run folder: a second run without the report and the monitor left the first run's
+    report and gradient records beside its own weights (and gradkit report then mixed the two runs)."""
+    from gradkit.integrations.ultralytics.callback import RUN_OUTPUTS
+
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True)
+    before = {name for name in RUN_OUTPUTS if (run / name).exists()}
+    assert {"report.json", "gradients.csv", "gradkit_summary.json"} <= before
+    _, again = train_tiny(tiny_data, tmp_path, overrides={"report.enabled": False, "monitor.enabled": False},
+                          epochs=1)
+    assert again == run
+    assert not (run / "report.json").exists() and not (run / "gradients.csv").exists()
+    assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0  # the new run's own

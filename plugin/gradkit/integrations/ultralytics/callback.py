@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultraly
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
+from gradkit.report.build import GALLERY_DIR
 from gradkit.report.render import REPORT_VAL_DIR
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
@@ -290,6 +292,8 @@ class GradkitCallback:
         elif resuming:
             self.step = self._steps_in_checkpoint(trainer)
         if _is_main():
+            if not resuming:
+                _remove_previous_outputs(self.save_dir)
             (self.save_dir / "gradkit.yaml").write_text(self.cfg.to_yaml())
             if resuming and self.cfg.monitor.enabled:
                 self._drop_records_after(self.step, "resuming from last.pt")
@@ -1002,6 +1006,26 @@ def resume(checkpoint: str | Path, **train_args: Any):
     attach(model, config)
     model.train(resume=str(checkpoint), **train_args)
     return model
+
+
+#: What gradkit writes into a run folder besides gradkit.yaml (README, "Outputs"): a new run in a used folder
+#: (``exist_ok=True``) removes a previous run's, so that none stands beside the new run's weights as its own.
+RUN_OUTPUTS = ("gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png",
+               "gradkit_summary.json", "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR,
+               "weights/last.gradkit.pt")
+
+
+def _remove_previous_outputs(save_dir: Path) -> None:
+    """Remove RUN_OUTPUTS a previous run left in ``save_dir``, saying which."""
+    found = [save_dir / name for name in RUN_OUTPUTS if (save_dir / name).exists()]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if found:
+        _logger().info(f"gradkit: {save_dir} held a previous run's gradkit outputs; removed "
+                       f"{', '.join(p.name for p in found)} (this run writes its own)")
 
 
 def _warn_labels_ultralytics_drops(trainer) -> None:
