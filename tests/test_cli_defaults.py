@@ -95,3 +95,19 @@ def test_tile_and_augment_help_show_their_defaults(capsys):
         assert {k: shown[k] for k, v in defaults.items() if v is not None} == {
             k: v for k, v in defaults.items() if v is not None}
     assert _shown(capsys, "tile")["min_visibility"] == MIN_VISIBILITY  # the tiler's own default, not a copy
+
+
+def test_ctrl_c_after_the_last_epoch_does_not_offer_a_resume(tmp_path):
+    """Once the last epoch has ended Ultralytics strips last.pt's optimizer for its final validation: resume=True
+    then starts an unrelated new training. Ctrl-C there gets what was done and what is left, not a resume command
+    (hand-made run records: the last epoch ended, or not)."""
+    from gradkit.cli import _interrupted
+
+    last = tmp_path / "run" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    during = _interrupted({"last": str(last), "finished": False})
+    assert "resume=True" in during
+    after = _interrupted({"last": str(last), "finished": True, "data": "/d/data.yaml"})
+    assert "resume=True" not in after and "training had finished" in after
+    assert f"gradkit val model={last.parent / 'best.pt'} data=/d/data.yaml" in after

@@ -219,14 +219,19 @@ def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
 
 
 def _track_checkpoint() -> dict[str, Any]:
-    """Where the run being trained keeps ``last.pt``, for the Ctrl-C message.
+    """Where the run being trained keeps ``last.pt``, its data, and whether its last epoch has ended, for the
+    Ctrl-C message.
 
     A plain function: Ultralytics deep-copies callable objects (the plugin among them) per model,
     but not functions, so this closure's dict is the one the trainer fills."""
     from gradkit.integrations.ultralytics.seams import register_default_callbacks
 
     run: dict[str, Any] = {}
-    register_default_callbacks({"on_pretrain_routine_start": lambda trainer: run.update(last=trainer.last)})
+    register_default_callbacks({
+        "on_pretrain_routine_start": lambda trainer: run.update(last=trainer.last, data=str(trainer.args.data)),
+        # trainer.stop is set before this event of the epoch after which the loop ends
+        "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
+    })
     return run
 
 
@@ -592,6 +597,11 @@ def _interrupted(run: dict[str, Any]) -> str:
     if not last.exists():
         return (f"gradkit: training interrupted in its first epoch, before {last} was written (it is saved at the "
                 "end of each epoch); nothing to resume, run the command again")
+    if run.get("finished"):  # Ultralytics' final validation strips last.pt's optimizer: it resumes nothing
+        best = last.parent / "best.pt"
+        return (f"gradkit: interrupted after training had finished (in the final validation or gradkit's report): "
+                f"the weights are {best} and {last}, which can no longer be resumed; for the report run: "
+                f"gradkit val model={shlex.quote(str(best))} data={shlex.quote(str(run.get('data', 'DATA.yaml')))}")
     return (f"gradkit: training interrupted; last checkpoint {last}; continue it with: "
             f"gradkit train resume=True model={shlex.quote(str(last))}")
 
