@@ -57,3 +57,13 @@ def test_a_run_into_a_used_folder_leaves_none_of_the_previous_run_s_gradkit_outp
     assert again == run
     assert not (run / "report.json").exists() and not (run / "gradients.csv").exists()
     assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0  # the new run's own
+
+
+def test_a_run_on_the_clock_is_not_told_a_step_count_from_epochs_it_will_not_run(tiny_data, tmp_path):
+    """With time= Ultralytics sets the epochs after the first one: the start-of-training notice counted the steps
+    of epochs= instead (12 planned, 90 made). Now the summary names the steps the run made."""
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, time=0.001)
+    summary = json.loads((run / "gradkit_summary.json").read_text())
+    made = summary["optimizer_steps"]
+    assert "planned" not in summary["inactive_rules_message"]
+    assert summary["inactive_rules_message"].startswith(f"gradkit: {made} optimizer step(s) made")

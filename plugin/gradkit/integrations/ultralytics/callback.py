@@ -24,7 +24,7 @@ from gradkit.integrations.ultralytics.assign import (
 )
 from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
 from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_training_layout
-from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message
+from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message, too_few_steps
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
     chain_optimizer_step_override,
@@ -587,8 +587,9 @@ class GradkitCallback:
         alerts = self.cfg.monitor.alerts
         needs = inactive_rules(self.step, alerts) if self.cfg.monitor.enabled and alerts.enabled else {}
         images = trainer.batch_size * max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
-        return {"inactive_rules": needs, "inactive_rules_message": self.inactive_rules_message if needs else "",
-                "noise_scale": self.noise.summary(images)}
+        message = (self.inactive_rules_message or too_few_steps(f"{self.step} optimizer step(s) made", needs)
+                   if needs else "")  # with time= nothing was planned at the start
+        return {"inactive_rules": needs, "inactive_rules_message": message, "noise_scale": self.noise.summary(images)}
 
     def _write_report(self, trainer) -> None:
         from gradkit.report import build_report, write_report

@@ -42,6 +42,8 @@ def _trainer_plan(trainer) -> tuple[int, int]:
 def inactive_rules_message(trainer, cfg: AlertsConfig, steps_done: int = 0) -> tuple[dict[str, int], str]:
     """Rules that cannot fire in this run's planned optimizer steps (plus ``steps_done`` before a
     resume), and a one-line explanation."""
+    if trainer.args.time:  # the clock sets the epochs after the first one: nothing is planned yet
+        return {}, ""
     steps, acc = _trainer_plan(trainer)
     rules = inactive_rules(steps + steps_done, cfg)
     if not rules:
@@ -49,10 +51,16 @@ def inactive_rules_message(trainer, cfg: AlertsConfig, steps_done: int = 0) -> t
     nb = len(trainer.train_loader)
     why = (f"nbs={trainer.args.nbs} accumulates {acc} batches of {trainer.batch_size} per step"
            if acc > 1 else "one step per batch")
+    return rules, too_few_steps(f"{steps} optimizer step(s) planned ({nb} batches x "
+                                f"{trainer.epochs - trainer.start_epoch} epoch(s), {why})", rules)
+
+
+def too_few_steps(steps: str, rules: dict[str, int]) -> str:
+    """The notice for ``rules`` (rule -> optimizer steps it needs) that ``steps`` (what the run plans or made)
+    cannot fire in."""
     listing = "; ".join(f"{rule} needs {need}" for rule, need in rules.items())
-    return rules, (f"gradkit: {steps} optimizer step(s) planned ({nb} batches x "
-                   f"{trainer.epochs - trainer.start_epoch} epoch(s), {why}): too few for {listing}. "
-                   "Non-finite detection works from step 1; lower nbs or train longer for the others")
+    return (f"gradkit: {steps}: too few for {listing}. Non-finite detection works from step 1; lower nbs or train "
+            "longer for the others")
 
 
 class NoiseScaleTracker:
