@@ -20,6 +20,7 @@ UNSET_FIELD_VALUES = {
     "clip.eps": 1e-2, "clip.exclude": ["model\\.0\\."], "clip.percentile": 20.0, "clip.history": 7,
     "augment.transforms": [{"__class_fullname__": "Blur", "blur_limit": [3, 5], "p": 0.5}],
     "augment.copy_paste.class_weights": [1.0, 2.0], "augment.ultralytics": {"degrees": 3.0},
+    "augment.copy_paste.contrast": (0.3, 0.9),
     "clip.alpha": 0.9, "clip.z_thresh": 3.0, "clip.warmup_steps": 10, "report.conf": 0.4, "report.tile_size": 640,
     "report.tile_overlap": 96, "monitor.alerts.diverging_growth": 3.0, "assign.nwd_scale": 16.0,
 }
