@@ -106,8 +106,8 @@ def test_ctrl_c_after_the_last_epoch_does_not_offer_a_resume(tmp_path):
     last = tmp_path / "run" / "weights" / "last.pt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"")
-    during = _interrupted({"last": str(last), "finished": False})
+    during = _interrupted({"last": str(last), "saved": True, "finished": False})
     assert "resume=True" in during
-    after = _interrupted({"last": str(last), "finished": True, "data": "/d/data.yaml"})
+    after = _interrupted({"last": str(last), "saved": True, "finished": True, "data": "/d/data.yaml"})
     assert "resume=True" not in after and "training had finished" in after
     assert f"gradkit val model={last.parent / 'best.pt'} data=/d/data.yaml" in after

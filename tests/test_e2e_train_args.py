@@ -67,3 +67,26 @@ def test_a_run_on_the_clock_is_not_told_a_step_count_from_epochs_it_will_not_run
     made = summary["optimizer_steps"]
     assert "planned" not in summary["inactive_rules_message"]
     assert summary["inactive_rules_message"].startswith(f"gradkit: {made} optimizer step(s) made")
+
+
+def test_the_ctrl_c_tracker_follows_a_real_run(tiny_data, tmp_path):
+    """What the Ctrl-C message reads, filled by the real trainer: a run in a used folder is not 'saved' before
+    it saves (the old last.pt there is another run's), and 'finished' once its last epoch has ended."""
+    from ultralytics.utils.callbacks import base
+
+    from gradkit.cli import _interrupted
+    from gradkit.integrations.ultralytics.seams import track_run
+
+    train_tiny(tiny_data, tmp_path, epochs=1)  # the folder's earlier run: a last.pt is there
+    before = {event: list(fns) for event, fns in base.default_callbacks.items()}
+    run = track_run()
+    seen = []
+    try:
+        train_tiny(tiny_data, tmp_path, epochs=2,
+                   callbacks=[("on_train_epoch_start", lambda t: seen.append(dict(run)))])
+    finally:
+        base.default_callbacks.update(before)  # other tests' models must not fill this dict
+    assert not seen[0].get("saved") and "resume=True" not in _interrupted(seen[0])  # the old last.pt
+    assert seen[1]["saved"] and not seen[1]["finished"] and "resume=True" in _interrupted(seen[1])
+    assert run["finished"] and "resume=True" not in _interrupted(run)
+    assert run["data"] == str(tiny_data)

@@ -219,20 +219,10 @@ def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
 
 
 def _track_checkpoint() -> dict[str, Any]:
-    """Where the run being trained keeps ``last.pt``, its data, and whether its last epoch has ended, for the
-    Ctrl-C message.
+    """What the run being trained has saved, for the Ctrl-C message (``seams.track_run``)."""
+    from gradkit.integrations.ultralytics.seams import track_run
 
-    A plain function: Ultralytics deep-copies callable objects (the plugin among them) per model,
-    but not functions, so this closure's dict is the one the trainer fills."""
-    from gradkit.integrations.ultralytics.seams import register_default_callbacks
-
-    run: dict[str, Any] = {}
-    register_default_callbacks({
-        "on_pretrain_routine_start": lambda trainer: run.update(last=trainer.last, data=str(trainer.args.data)),
-        # trainer.stop is set before this event of the epoch after which the loop ends
-        "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
-    })
-    return run
+    return track_run()
 
 
 def _augment_preview(args: Sequence[str]) -> int:
@@ -594,7 +584,7 @@ def _interrupted(run: dict[str, Any]) -> str:
     if "last" not in run:
         return "gradkit: interrupted before training started; nothing was trained, nothing to resume"
     last = Path(run["last"]).resolve()
-    if not last.exists():
+    if not run.get("saved"):  # a used folder's last.pt is another run's
         return (f"gradkit: training interrupted in its first epoch, before {last} was written (it is saved at the "
                 "end of each epoch); nothing to resume, run the command again")
     if run.get("finished"):  # Ultralytics' final validation strips last.pt's optimizer: it resumes nothing

@@ -1009,24 +1009,30 @@ def resume(checkpoint: str | Path, **train_args: Any):
     return model
 
 
-#: What gradkit writes into a run folder besides gradkit.yaml (README, "Outputs"): a new run in a used folder
-#: (``exist_ok=True``) removes a previous run's, so that none stands beside the new run's weights as its own.
+#: What gradkit writes into a run folder besides gradkit.yaml and weights/last.gradkit.pt (README, "Outputs"): a new
+#: run in a folder a gradkit run used (``exist_ok=True``) removes a previous run's, so that none stands beside the
+#: new run's weights as its own.
 RUN_OUTPUTS = ("gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png",
-               "gradkit_summary.json", "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR,
-               "weights/last.gradkit.pt")
+               "gradkit_summary.json", "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR)
 
 
 def _remove_previous_outputs(save_dir: Path) -> None:
-    """Remove RUN_OUTPUTS a previous run left in ``save_dir``, saying which."""
-    found = [save_dir / name for name in RUN_OUTPUTS if (save_dir / name).exists()]
+    """Remove what a previous gradkit run left in ``save_dir`` (RUN_OUTPUTS and its plugin state), saying which:
+    only where its gradkit.yaml shows that a gradkit run used the folder, and only what lies in the folder itself
+    (a link, or anything reached through one, is left as it is)."""
+    if not (save_dir / "gradkit.yaml").is_file():
+        return
+    root = save_dir.resolve()
+    names = [*RUN_OUTPUTS, state_path(Path("weights") / "last.pt").as_posix()]
+    found = [save_dir / n for n in names if (save_dir / n).exists() and (save_dir / n).resolve() == root / n]
     for path in found:
-        if path.is_dir() and not path.is_symlink():
+        if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink()
     if found:
         _logger().info(f"gradkit: {save_dir} held a previous run's gradkit outputs; removed "
-                       f"{', '.join(p.name for p in found)} (this run writes its own)")
+                       f"{', '.join(p.relative_to(save_dir).as_posix() for p in found)} (this run writes its own)")
 
 
 def _warn_labels_ultralytics_drops(trainer) -> None:

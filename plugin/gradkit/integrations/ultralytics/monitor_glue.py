@@ -33,15 +33,14 @@ def _trainer_plan(trainer) -> tuple[int, int]:
     """(planned optimizer steps, nominal accumulate) of a trainer at ``on_train_start``."""
     nb = len(trainer.train_loader)
     acc = max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
-    if not trainer.args.time:  # as BaseTrainer._setup_train: never more than the whole run accumulates
-        acc = min(acc, nb * trainer.epochs)
+    acc = min(acc, nb * trainer.epochs)  # as BaseTrainer._setup_train without time= (a time= run is not planned)
     warm = warmup_iterations(trainer, nb)
     return planned_optimizer_steps(nb, trainer.epochs, trainer.start_epoch, acc, warm), acc
 
 
 def inactive_rules_message(trainer, cfg: AlertsConfig, steps_done: int = 0) -> tuple[dict[str, int], str]:
     """Rules that cannot fire in this run's planned optimizer steps (plus ``steps_done`` before a
-    resume), and a one-line explanation."""
+    resume), and a one-line explanation; none for a ``time=`` run, whose epochs the clock sets later."""
     if trainer.args.time:  # the clock sets the epochs after the first one: nothing is planned yet
         return {}, ""
     steps, acc = _trainer_plan(trainer)
