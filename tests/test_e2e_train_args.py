@@ -35,6 +35,7 @@ def test_the_training_report_scores_only_the_classes_the_run_trained_on(tiny_dat
     report = json.loads((run / "report.json").read_text())
     assert report["instances"] == _val_instances(tiny_data, {0, 2}) < _val_instances(tiny_data)
     assert report["instances"] == int(model.trainer.validator.metrics.nt_per_class.sum())  # Ultralytics' own count
+    assert report["classes_left_out"] == ["crack", "stain"] and "crack" not in report["classes_absent"]
 
 
 def test_single_class_training_is_not_told_its_names_differ_from_the_data(tiny_data, tmp_path):

@@ -336,3 +336,21 @@ def test_the_classes_not_taught_during_training_are_shown_beside_each_class_s_ta
     (tmp_path / "gradkit_summary.json").write_text("{}")
     report["training"] = training_section(tmp_path)
     assert "What the assigner taught" not in render_html(report, [tmp_path])
+
+
+def test_classes_a_run_left_out_are_not_called_absent_from_the_split(tmp_path):
+    """A run trained with classes=[0]: class 1 (pit) is left out by that choice, not missing from the data; the
+    report names it so, in JSON and in the warnings (hand-made evaluation: pit has no instances either way)."""
+    from gradkit.report import build_report
+    from gradkit.report.render import warnings
+    from gradkit.report.schema import validate_report
+    from report_cases import hand_made_evaluation
+
+    ev = hand_made_evaluation(tmp_path)
+    plain = build_report(ev)
+    assert plain["classes_absent"] == ["pit"] and plain["classes_left_out"] is None
+    ev.extra["classes"] = [0]
+    report = validate_report(build_report(ev))
+    assert report["classes_left_out"] == ["pit"] and report["classes_absent"] == []
+    said = " ".join(warnings(report))
+    assert "left out by classes=" in said and "absent from this split" not in said

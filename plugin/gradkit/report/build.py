@@ -181,6 +181,8 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         for key in ("precision", "recall", "AP50", "AP50-95"):
             row[key] = ev.per_class[c][key] if present else None
         per_class.append(row)
+    trained = ev.extra.get("classes")  # the run's classes= (Ultralytics scores those only), None: every class
+    left_out = set() if trained is None else set(classes) - {int(c) for c in trained}
     present_classes = [c for c in classes if ev.instances.get(c, 0) > 0]
     coco, area, elong = {}, {}, {}
     with without_cyclic_gc():
@@ -214,7 +216,8 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "plugin_config": plugin_config,
         "headline": dict(ev.headline),
         "per_class": per_class,
-        "classes_absent": [ev.names[c] for c in classes if c not in present_classes],
+        "classes_absent": [ev.names[c] for c in classes if c not in present_classes and c not in left_out],
+        "classes_left_out": [ev.names[c] for c in sorted(left_out)] if trained is not None else None,
         "coco": {"metrics": coco, "library": "faster-coco-eval", "note": COCO_NOTE},
         "size_buckets": {"by_relative_area": area, "by_elongation": elong},
         "inspection": inspection,

@@ -340,6 +340,8 @@ def warnings(r: dict[str, Any]) -> list[str]:
                    f"{100 / max(r['images'], 1):.0f} points or more.")
     if r.get("classes_absent"):
         out.append(f"Classes absent from this split (not evaluated): {', '.join(r['classes_absent'])}.")
+    if r.get("classes_left_out"):
+        out.append(f"Classes left out by classes= (not trained on, not evaluated): {', '.join(r['classes_left_out'])}.")
     never = [c["name"] for c in k.get("per_class", [])
              if c["threshold"] >= NEVER_FIRES and c["objects"] and not c.get("set_aside")]
     if never:

@@ -22,8 +22,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: per-class set_aside and min_precision (a class too rarely right at its best threshold never fires), the
 #: comparison's set_aside; 10: the floor holds the precision's lower bound (inspection.precision_confidence;
 #: set_aside's tp, boxes and precision_lower), and a class fires at its best trusted threshold (untrusted_max_f1);
-#: 11: images_skipped (the split's images the validation did not read) and data_class_names (the data's class
-#: names where they are not the model's).
+#: 11: images_skipped (the split's images the validation did not read), data_class_names (the data's class
+#: names where they are not the model's) and classes_left_out (the classes a run's classes= left out).
 REPORT_SCHEMA_VERSION = 11
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
@@ -334,6 +334,7 @@ class EvaluationReport(_Open):
     headline: dict[str, Share]
     per_class: list[PerClass]
     classes_absent: list[str]
+    classes_left_out: list[str] | None = None
     coco: Coco
     size_buckets: dict[str, dict[str, Bucket]]
     inspection: Inspection | None = None

@@ -141,8 +141,16 @@ def _collect(validator) -> EvalData:
         plots=plots,
         extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator),
                "images_skipped": _images_skipped(validator, len(images)),
+               "classes": _class_filter(getattr(validator.args, "classes", None)),
                "data_class_names": _data_names_if_other(validator)},
     )
+
+
+def _class_filter(classes) -> list[int] | None:
+    """Ultralytics' ``classes=`` (one id or several; None: every class) as a list of ids."""
+    if classes is None:
+        return None
+    return [int(c) for c in (classes if isinstance(classes, list | tuple) else [classes])]
 
 
 def _data_path(data) -> str:
