@@ -108,6 +108,9 @@ def test_ctrl_c_after_the_last_epoch_does_not_offer_a_resume(tmp_path):
     last.write_bytes(b"")
     during = _interrupted({"last": str(last), "saved": True, "finished": False})
     assert "resume=True" in during
-    after = _interrupted({"last": str(last), "saved": True, "finished": True, "data": "/d/data.yaml"})
+    best = last.parent / "best.pt"
+    best.write_bytes(b"")
+    after = _interrupted({"last": str(last), "best": str(best), "saved": True, "finished": True,
+                          "data": "/d/data.yaml", "classes": [0, 2]})
     assert "resume=True" not in after and "training had finished" in after
-    assert f"gradkit val model={last.parent / 'best.pt'} data=/d/data.yaml" in after
+    assert f"gradkit val model={best} data=/d/data.yaml split=val" in after and "classes=[0,2]" in after

@@ -576,10 +576,14 @@ def _train_help() -> str:
     ])
 
 
-def _interrupted(run: dict[str, Any]) -> str:
-    """Ctrl-C during training: where the last checkpoint is and the exact command that resumes it."""
+def _interrupted(run: dict[str, Any], report=None) -> str:
+    """Ctrl-C during training: where the last checkpoint is and the exact command that resumes it; after the last
+    epoch, the command that writes the report (``report``: the run's report settings)."""
     import shlex
     from pathlib import Path
+
+    from gradkit.config import ReportConfig
+    from gradkit.integrations.ultralytics.callback import report_command
 
     if "last" not in run:
         return "gradkit: interrupted before training started; nothing was trained, nothing to resume"
@@ -588,10 +592,11 @@ def _interrupted(run: dict[str, Any]) -> str:
         return (f"gradkit: training interrupted in its first epoch, before {last} was written (it is saved at the "
                 "end of each epoch); nothing to resume, run the command again")
     if run.get("finished"):  # Ultralytics' final validation strips last.pt's optimizer: it resumes nothing
-        best = last.parent / "best.pt"
+        command = report_command(run.get("best", last.parent / "best.pt"), last, run.get("data", "DATA.yaml"),
+                                 report or ReportConfig(), run.get("classes"))
         return (f"gradkit: interrupted after training had finished (in the final validation or gradkit's report): "
-                f"the weights are {best} and {last}, which can no longer be resumed; for the report run: "
-                f"gradkit val model={shlex.quote(str(best))} data={shlex.quote(str(run.get('data', 'DATA.yaml')))}")
+                f"the weights are in {last.parent}, and {last} can no longer be resumed; for the report run: "
+                f"{command}")
     return (f"gradkit: training interrupted; last checkpoint {last}; continue it with: "
             f"gradkit train resume=True model={shlex.quote(str(last))}")
 
@@ -827,7 +832,7 @@ def _dispatch(args: list[str]) -> int:
     except KeyboardInterrupt:
         if run is None:
             raise
-        print(_interrupted(run), file=sys.stderr)
+        print(_interrupted(run, cfg.report if cfg is not None else None), file=sys.stderr)
         return 130
     if failed_extras:  # logged by the plugin with the command that rebuilds each
         print(f"gradkit: training finished, but {' and '.join(failed_extras)} failed (see the log)", file=sys.stderr)

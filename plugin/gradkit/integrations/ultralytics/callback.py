@@ -457,13 +457,9 @@ class GradkitCallback:
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
             if self.cfg.report.enabled:
-                best = trainer.best if Path(trainer.best).exists() else trainer.last
                 self._extra("the report", lambda: self._write_report(trainer),
-                            f"gradkit val model={shlex.quote(str(best))} data={shlex.quote(str(trainer.args.data))} "
-                            f"split={shlex.quote(self.cfg.report.split)} "
-                            f"gradkit.report.gallery={self.cfg.report.gallery}"
-                            + (f" gradkit.report.conf={self.cfg.report.conf}" if self.cfg.report.conf is not None
-                               else ""))
+                            report_command(trainer.best, trainer.last, trainer.args.data, self.cfg.report,
+                                           getattr(trainer.args, "classes", None)))
         if self.assign_tally and _is_main():
             _logger().info(f"gradkit: {self.assign_tally.summary()}")
         if self.teaching and self.teaching.final_warning() and _is_main():
@@ -1007,6 +1003,19 @@ def resume(checkpoint: str | Path, **train_args: Any):
     attach(model, config)
     model.train(resume=str(checkpoint), **train_args)
     return model
+
+
+def report_command(best: str | Path, last: str | Path, data: str, report, classes=None) -> str:
+    """The ``gradkit val`` command that writes a run's report as its end of training would have: its best weights
+    (its last where none were kept), its split and report settings, its ``classes=``."""
+    weights = best if Path(best).exists() else last
+    parts = [f"gradkit val model={shlex.quote(str(weights))}", f"data={shlex.quote(str(data))}",
+             f"split={shlex.quote(report.split)}", f"gradkit.report.gallery={report.gallery}"]
+    if report.conf is not None:
+        parts.append(f"gradkit.report.conf={report.conf}")
+    if classes is not None:
+        parts.append(f"classes={json.dumps(classes, separators=(',', ':'))}")
+    return " ".join(parts)
 
 
 #: What gradkit writes into a run folder besides gradkit.yaml and weights/last.gradkit.pt (README, "Outputs"): a new

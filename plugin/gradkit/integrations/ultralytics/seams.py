@@ -919,15 +919,17 @@ def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> N
 
 
 def track_run() -> dict[str, Any]:
-    """A dict the next training fills, for the Ctrl-C message: ``last`` (where last.pt goes), ``data``, ``saved``
+    """A dict the next training fills, for the Ctrl-C message: ``last`` and ``best`` (where the weights go),
+    ``data``, ``classes``, ``saved``
     (this run saved last.pt, or resumes from it: a used folder's old one does not count) and ``finished`` (the
     epoch loop has ended: Ultralytics' final validation then strips last.pt of what a resume needs). A plain dict
     filled by functions in ``default_callbacks``: Ultralytics deep-copies callable objects per model, not functions."""
     run: dict[str, Any] = {}
     register_default_callbacks({
         # a resumed run's last.pt is its own from the start
-        "on_pretrain_routine_start": lambda trainer: run.update(last=trainer.last, data=str(trainer.args.data),
-                                                                saved=bool(getattr(trainer.args, "resume", False))),
+        "on_pretrain_routine_start": lambda trainer: run.update(
+            last=trainer.last, best=trainer.best, data=str(trainer.args.data),
+            classes=getattr(trainer.args, "classes", None), saved=bool(getattr(trainer.args, "resume", False))),
         "on_model_save": lambda trainer: run.update(saved=True),
         # trainer.stop is set before this event of the epoch after which the loop ends
         "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
