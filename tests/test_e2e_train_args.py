@@ -22,16 +22,11 @@ def _val_instances(data: Path, classes=None) -> int:
     return sum(1 for p in lines if p and (classes is None or int(p[0]) in classes))
 
 
-def test_rect_training_runs_on_the_default_preset(tiny_data, tmp_path):
+def test_rect_training_runs_and_its_report_scores_only_the_run_s_classes(tiny_data, tmp_path):
     """Ultralytics' rectangular batches drop each label's image shape: gradkit's start-of-training label count
-    crashed on it (KeyError 'shape')."""
-    _, run = train_tiny(tiny_data, tmp_path, epochs=1, rect=True)
-    assert (run / "weights" / "last.pt").exists()
+    crashed on it (KeyError 'shape'). And the training report scored classes the run's classes= left out."""
+    model, run = train_tiny(tiny_data, tmp_path, epochs=1, rect=True, classes=[0, 2])
     assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0
-
-
-def test_the_training_report_scores_only_the_classes_the_run_trained_on(tiny_data, tmp_path):
-    model, run = train_tiny(tiny_data, tmp_path, epochs=1, classes=[0, 2])
     report = json.loads((run / "report.json").read_text())
     assert report["instances"] == _val_instances(tiny_data, {0, 2}) < _val_instances(tiny_data)
     assert report["instances"] == int(model.trainer.validator.metrics.nt_per_class.sum())  # Ultralytics' own count
@@ -45,21 +40,6 @@ def test_single_class_training_is_not_told_its_names_differ_from_the_data(tiny_d
     assert "not the data's" not in (run / "report.md").read_text()
 
 
-def test_a_run_into_a_used_folder_leaves_none_of_the_previous_run_s_gradkit_outputs(tiny_data, tmp_path):
-    """exist_ok=True reuses a run folder: a second run without the report and the monitor left the first run's
-    report and gradient records beside its own weights (and gradkit report then mixed the two runs)."""
-    from gradkit.integrations.ultralytics.callback import RUN_OUTPUTS
-
-    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True)
-    before = {name for name in RUN_OUTPUTS if (run / name).exists()}
-    assert {"report.json", "gradients.csv", "gradkit_summary.json"} <= before
-    _, again = train_tiny(tiny_data, tmp_path, overrides={"report.enabled": False, "monitor.enabled": False},
-                          epochs=1)
-    assert again == run
-    assert not (run / "report.json").exists() and not (run / "gradients.csv").exists()
-    assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0  # the new run's own
-
-
 def test_a_run_on_the_clock_is_not_told_a_step_count_from_epochs_it_will_not_run(tiny_data, tmp_path):
     """With time= Ultralytics sets the epochs after the first one: the start-of-training notice counted the steps
     of epochs= instead (12 planned, 90 made). Now the summary names the steps the run made."""
@@ -70,24 +50,30 @@ def test_a_run_on_the_clock_is_not_told_a_step_count_from_epochs_it_will_not_run
     assert summary["inactive_rules_message"].startswith(f"gradkit: {made} optimizer step(s) made")
 
 
-def test_the_ctrl_c_tracker_follows_a_real_run(tiny_data, tmp_path):
-    """What the Ctrl-C message reads, filled by the real trainer: a run in a used folder is not 'saved' before
-    it saves (the old last.pt there is another run's), and 'finished' once its last epoch has ended."""
+def test_a_run_in_a_used_folder_removes_the_old_outputs_and_is_tracked_as_its_own(tiny_data, tmp_path):
+    """exist_ok=True reuses a run folder: a second run without the report and the monitor left the first run's
+    report and gradient records beside its own weights (and gradkit report then mixed the two runs). And what the
+    Ctrl-C message reads, filled by the real trainer: the second run is not 'saved' before it saves (the old
+    last.pt there is the first run's), and 'finished' once its last epoch has ended."""
     from ultralytics.utils.callbacks import base
 
     from gradkit.cli import _interrupted
+    from gradkit.integrations.ultralytics.callback import RUN_OUTPUTS
     from gradkit.integrations.ultralytics.seams import track_run
 
-    train_tiny(tiny_data, tmp_path, epochs=1)  # the folder's earlier run: a last.pt is there
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True)
+    assert {"report.json", "gradients.csv", "gradkit_summary.json"} <= {n for n in RUN_OUTPUTS if (run / n).exists()}
     before = {event: list(fns) for event, fns in base.default_callbacks.items()}
-    run = track_run()
-    seen = []
+    tracked, seen = track_run(), []
     try:
-        train_tiny(tiny_data, tmp_path, epochs=2,
-                   callbacks=[("on_train_epoch_start", lambda t: seen.append(dict(run)))])
+        _, again = train_tiny(tiny_data, tmp_path, overrides={"report.enabled": False, "monitor.enabled": False},
+                              epochs=2, callbacks=[("on_train_epoch_start", lambda t: seen.append(dict(tracked)))])
     finally:
         base.default_callbacks.update(before)  # other tests' models must not fill this dict
+    assert again == run
+    assert not (run / "report.json").exists() and not (run / "gradients.csv").exists()
+    assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0  # the new run's own
     assert not seen[0].get("saved") and "resume=True" not in _interrupted(seen[0])  # the old last.pt
     assert seen[1]["saved"] and not seen[1]["finished"] and "resume=True" in _interrupted(seen[1])
-    assert run["finished"] and "resume=True" not in _interrupted(run)
-    assert run["data"] == str(tiny_data)
+    assert tracked["finished"] and "resume=True" not in _interrupted(tracked)
+    assert tracked["data"] == str(tiny_data)
