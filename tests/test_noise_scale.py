@@ -91,3 +91,15 @@ def test_a_gradient_estimate_that_is_not_positive_is_named_as_such():
     assert math.isnan(est.value()) and est.steps == 1
     reading = critical_batch_reading(est.value(), 8, pairs=est.steps)
     assert "not positive" in reading and "1 step" in reading and "nbs larger than batch" not in reading
+
+
+def test_the_run_summary_reads_the_estimate_with_its_step_count():
+    """gradkit_summary.json's noise_scale (NoiseScaleTracker.summary): with pairs of two batch sizes whose gradient
+    estimate is not positive, the reading says so rather than asking for accumulation."""
+    from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker
+
+    tracker = NoiseScaleTracker()
+    assert tracker.run.add(4.0, 4, 1.0, 8)
+    summary = tracker.summary(images_per_step=8)
+    assert summary["value"] is None and summary["steps"] == 1
+    assert "not positive" in summary["reading"]
