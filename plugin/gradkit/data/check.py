@@ -445,7 +445,7 @@ def _has_download(data_yaml: Path) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
-def kind_of_place(path: Path) -> str:
+def _kind_of_place(path: Path) -> str:
     """What a place that is not there was meant to be: list files end in .txt by convention."""
     return "list file" if path.suffix.lower() == ".txt" else "folder"
 
@@ -504,10 +504,14 @@ def _line_findings(split: str, lines: list[ListedLine]) -> list[Finding]:
     return sorted(found, key=lambda f: f.severity != "error")
 
 
+def missing_place(split: str, place: Path, severity: str, why: str = "") -> Finding:
+    """A split's folder or list file that does not exist (``why``: what follows from it)."""
+    return Finding(severity, "missing split", str(place), None, f"{split} {_kind_of_place(place)} does not exist{why}")
+
+
 def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[Finding]:
     """What a split's places and list files give no image for: each is a finding, never a silent drop."""
-    found = [Finding("error", "missing split", str(p), None, f"{split} {kind_of_place(p)} does not exist"
-                     + _NO_DOWNLOAD * download) for p in listed.absent]
+    found = [missing_place(split, p, "error", _NO_DOWNLOAD * download) for p in listed.absent]
     found += _line_findings(split, listed.lines)
     found += [Finding("warning", "unchecked image", str(img), None, f"a {img.suffix} image: Ultralytics trains on it, "
                       f"gradkit reads only {', '.join(IMAGE_SUFFIXES)} and did not check it or its labels")

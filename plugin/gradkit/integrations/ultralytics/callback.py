@@ -861,10 +861,9 @@ SAID_BEFORE_TRAINING = frozenset({"shared split"})
 def _not_read(places: dict[str, list[Path]], read: dict[str, list[Path]]) -> list:
     """A warning for each folder or list file of a split this run reads neither for training nor for its report
     (``test``, usually) that does not exist: it stops nothing (``gradkit check`` and ``gradkit val`` check it)."""
-    from gradkit.data.check import Finding, kind_of_place
+    from gradkit.data.check import missing_place
 
-    return [Finding("warning", "missing split", str(p), None, f"{split} {kind_of_place(p)} does not exist: training "
-                    "does not read it")
+    return [missing_place(split, p, "warning", ": training does not read it")
             for split, ps in places.items() if split not in read for p in ps if not p.exists()]
 
 
