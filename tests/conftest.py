@@ -73,13 +73,20 @@ TINY_TRAIN = dict(epochs=2, imgsz=64, batch=4, nbs=4, workers=0, plots=False, ve
                   device="cpu", seed=0, warmup_epochs=0)
 
 
-def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(), **train_kw):
-    """Train yolo26n.yaml on tiny data with gradkit attached; return (model, run_dir)."""
+def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(), report: bool = False,
+               **train_kw):
+    """Train yolo26n.yaml on tiny data with gradkit attached; return (model, run_dir). The end-of-training report
+    (a validation and a page: about half a tiny run's seconds) only where the test reads it: ``report=True`` or
+    report settings of its own."""
     from ultralytics import YOLO
 
     import gradkit
 
     model = YOLO("yolo26n.yaml")
+    keys = [str(k).split("=")[0] for k in overrides or ()]  # a dict's keys or a list's "key=value"
+    if not (report or "report" in (cfg if isinstance(cfg, dict) else {}) or any(k.startswith("report.") for k in keys)):
+        overrides = ([*overrides, "report.enabled=false"] if isinstance(overrides, list)
+                     else {**(overrides or {}), "report.enabled": False})
     gradkit.attach(model, cfg if cfg is not None else "default", overrides)
     for event, fn in callbacks:
         model.add_callback(event, fn)

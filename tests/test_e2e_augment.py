@@ -77,7 +77,7 @@ def test_the_defect_preset_leaves_its_transforms_out_on_defects_as_faint_as_thei
         stages.append([type(t).__name__ for t in trainer.train_loader.dataset.transforms.transforms])
 
     try:
-        _, run = train_tiny(data, tmp_path, cfg="defect", epochs=1, imgsz=96,
+        _, run = train_tiny(data, tmp_path, cfg="defect", epochs=1, imgsz=96, report=True,
                             callbacks=[("on_train_epoch_end", record)])
     finally:
         LOGGER.removeHandler(handler)

@@ -137,7 +137,7 @@ def test_finetune_from_checkpoint_starts_plugin_state_fresh(tiny_data, tmp_path)
     import gradkit
 
     tuned = YOLO(str(run / "weights" / "last.pt"))
-    gradkit.attach(tuned, None, {"clip.mode": "autoclip"})
+    gradkit.attach(tuned, None, {"clip.mode": "autoclip", "report.enabled": False})
     from conftest import TINY_TRAIN
 
     tuned.train(data=str(tiny_data), project=str(tmp_path), name="ft", exist_ok=True, **TINY_TRAIN)

@@ -19,7 +19,7 @@ GRADKIT = str(Path(sys.executable).with_name("gradkit"))
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    model, run = train_tiny(tiny_data, tmp, epochs=3)
+    model, run = train_tiny(tiny_data, tmp, epochs=3, report=True)
     return model, run
 
 

@@ -74,7 +74,7 @@ def test_planted_divergence_rolls_back_bit_exactly_lowers_lr_and_survives_resume
 
     overrides = {"monitor.on_divergence": "rollback", "monitor.rollback.every": EVERY, "clip.mode": "stock"}
     with pytest.raises(_Interrupt):
-        train_tiny(tiny_data, tmp_path, overrides=overrides, epochs=4,
+        train_tiny(tiny_data, tmp_path, overrides=overrides, epochs=4, report=True,
                    callbacks=[*_recorders(record), ("on_train_epoch_start", crash)])
     run = tmp_path / "run"
 
@@ -256,7 +256,8 @@ def test_collapsed_validation_returns_to_the_best_validated_state_and_keeps_the_
             record["fitness after 1"] = (trainer.fitness, trainer.best_fitness)
 
     model = YOLO(str(first / "weights" / "last.pt"))
-    gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "clip.mode": "stock"})
+    gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "clip.mode": "stock",
+                                      "report.enabled": False})
     for event, fn in [("on_pretrain_routine_end", arm), ("on_train_start", start), ("on_train_batch_end", batch_end),
                       ("on_fit_epoch_end", fit_epoch_end)]:
         model.add_callback(event, fn)
@@ -307,7 +308,7 @@ def test_keeping_and_validating_the_starting_weights_does_not_change_training(ti
     finals, validations = [], []
     for name, on_divergence in (("plain", "stop"), ("guarded", "rollback")):
         model = YOLO(str(first / "weights" / "last.pt"))
-        gradkit.attach(model, "default", {"monitor.on_divergence": on_divergence})
+        gradkit.attach(model, "default", {"monitor.on_divergence": on_divergence, "report.enabled": False})
         wrapped = []
         model.add_callback("on_pretrain_routine_end", lambda t, w=wrapped: w.append(
             setattr(t, "validator", _PlantedFitness(t.validator, [])) or t.validator))
@@ -330,7 +331,8 @@ def test_collapse_after_the_last_attempt_restores_the_best_state_and_stops(tiny_
     _, first = train_tiny(tiny_data, tmp_path / "warm", epochs=1)
     copies = {}
     model = YOLO(str(first / "weights" / "last.pt"))
-    gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "monitor.rollback.max_attempts": 1})
+    gradkit.attach(model, "default", {"monitor.on_divergence": "rollback", "monitor.rollback.max_attempts": 1,
+                                      "report.enabled": False})
     model.add_callback("on_pretrain_routine_end",
                        lambda t: setattr(t, "validator", _PlantedFitness(t.validator, [0.02, 0.3, 0.01])))
     model.add_callback("on_train_start", lambda t: copies.setdefault("start", _copy_state(t)))

@@ -25,7 +25,7 @@ def _val_instances(data: Path, classes=None) -> int:
 def test_rect_training_runs_and_its_report_scores_only_the_run_s_classes(tiny_data, tmp_path):
     """Ultralytics' rectangular batches drop each label's image shape: gradkit's start-of-training label count
     crashed on it (KeyError 'shape'). And the training report scored classes the run's classes= left out."""
-    model, run = train_tiny(tiny_data, tmp_path, epochs=1, rect=True, classes=[0, 2])
+    model, run = train_tiny(tiny_data, tmp_path, epochs=1, rect=True, classes=[0, 2], report=True)
     assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0
     report = json.loads((run / "report.json").read_text())
     assert report["instances"] == _val_instances(tiny_data, {0, 2}) < _val_instances(tiny_data)
@@ -34,7 +34,7 @@ def test_rect_training_runs_and_its_report_scores_only_the_run_s_classes(tiny_da
 
 
 def test_single_class_training_is_not_told_its_names_differ_from_the_data(tiny_data, tmp_path):
-    _, run = train_tiny(tiny_data, tmp_path, epochs=1, single_cls=True)
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, single_cls=True, report=True)
     report = json.loads((run / "report.json").read_text())
     assert report["instances"] == _val_instances(tiny_data) and report["data_class_names"] is None
     assert "not the data's" not in (run / "report.md").read_text()
@@ -61,7 +61,7 @@ def test_a_run_in_a_used_folder_removes_the_old_outputs_and_is_tracked_as_its_ow
     from gradkit.integrations.ultralytics.callback import RUN_OUTPUTS
     from gradkit.integrations.ultralytics.seams import track_run
 
-    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True)
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True, report=True)
     assert {"report.json", "gradients.csv", "gradkit_summary.json"} <= {n for n in RUN_OUTPUTS if (run / n).exists()}
     before = {event: list(fns) for event, fns in base.default_callbacks.items()}
     tracked, seen = track_run(), []

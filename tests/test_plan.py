@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -469,14 +466,8 @@ def test_planned_gradkit_config_validates():
 
 
 # ---------------------------------------------------------------- command line, end to end
-def _gradkit(args, tmp_path):
-    env = {**os.environ, "YOLO_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "gradkit.cli", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
-def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
-    r = _gradkit(["plan", f"data={tiny_data}", "budget=5", f"out={tmp_path / 'p' / 'plan.yaml'}"], tmp_path)
+def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path, gradkit_here):
+    r = gradkit_here("plan", f"data={tiny_data}", "budget=5", f"out={tmp_path / 'p' / 'plan.yaml'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = yaml.safe_load((tmp_path / "p" / "plan.yaml").read_text())
     cfg_path = tmp_path / "p" / "plan.gradkit.yaml"
@@ -503,7 +494,7 @@ def test_cli_plan_writes_a_command_that_trains(tiny_data, tmp_path):
     args = ["train", f"data={tiny_data}", *(f"{k}={v}" for k, v in train.items()), f"gradkit={cfg_path}",
             "workers=0", "plots=False", "val=False", "device=cpu", f"project={tmp_path}", "name=run",
             "gradkit.report.enabled=false"]
-    r = _gradkit(args, tmp_path)
+    r = gradkit_here(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert yaml.safe_load((tmp_path / "run" / "gradkit.yaml").read_text())["augment"]["copy_paste"]["p"] == 0.3
 

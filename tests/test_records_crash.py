@@ -117,7 +117,7 @@ KILLED_RUN = textwrap.dedent("""
 
     data, project, train_kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     model = YOLO("yolo26n.yaml")
-    gradkit.attach(model, "default", {"monitor.flush_every": 1, "clip.mode": "autoclip"})
+    gradkit.attach(model, "default", {"monitor.flush_every": 1, "clip.mode": "autoclip", "report.enabled": False})
     batches = {"n": 0}
 
     def plant_nan_then_kill(trainer):
