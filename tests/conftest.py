@@ -74,19 +74,22 @@ TINY_TRAIN = dict(epochs=2, imgsz=64, batch=4, nbs=4, workers=0, plots=False, ve
 
 
 def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(), report: bool = False,
-               **train_kw):
-    """Train yolo26n.yaml on tiny data with gradkit attached; return (model, run_dir). The end-of-training report
-    (a validation and a page: about half a tiny run's seconds) only where the test reads it: ``report=True`` or
-    report settings of its own."""
+               heatmap: bool = False, **train_kw):
+    """Train yolo26n.yaml on tiny data with gradkit attached; return (model, run_dir). The end-of-training
+    extras, the report (a validation and a page) and gradients.png, cost about half a tiny run's seconds: made
+    only where the test reads them (``report=True``, ``heatmap=True``, or settings of its own for them)."""
     from ultralytics import YOLO
 
     import gradkit
 
     model = YOLO("yolo26n.yaml")
-    keys = [str(k).split("=")[0] for k in overrides or ()]  # a dict's keys or a list's "key=value"
-    if not (report or "report" in (cfg if isinstance(cfg, dict) else {}) or any(k.startswith("report.") for k in keys)):
-        overrides = ([*overrides, "report.enabled=false"] if isinstance(overrides, list)
-                     else {**(overrides or {}), "report.enabled": False})
+    nested = cfg if isinstance(cfg, dict) else {}
+    given = [str(k).split("=")[0] for k in overrides or ()]  # a dict's keys or a list's "key=value"
+    given += [f"{part}.{k}" for part, section in nested.items() if isinstance(section, dict) for k in section]
+    for wanted, key, own in ((report, "report.enabled", "report."), (heatmap, "monitor.plot", "monitor.plot")):
+        if not wanted and not any(k.startswith(own) for k in given):
+            overrides = ([*overrides, f"{key}=false"] if isinstance(overrides, list)
+                         else {**(overrides or {}), key: False})
     gradkit.attach(model, cfg if cfg is not None else "default", overrides)
     for event, fn in callbacks:
         model.add_callback(event, fn)

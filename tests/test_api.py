@@ -246,7 +246,7 @@ def test_resume_with_the_configuration_the_run_started_with_says_nothing_of_conf
             raise _Interrupt
 
     jitter = [{"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": (-0.1, 0.1), "p": 0.5}]
-    overrides = {"augment.transforms": jitter, "report.enabled": False}
+    overrides = {"augment.transforms": jitter, "report.enabled": False, "monitor.plot": False}
     with pytest.raises(_Interrupt):
         train_tiny(tiny_data, tmp_path, overrides=overrides, callbacks=[("on_train_epoch_start", crash)])
     last = tmp_path / "run" / "weights" / "last.pt"

@@ -41,7 +41,7 @@ def test_failed_report_and_heatmap_keep_the_run_and_say_how_to_rebuild(tiny_data
     try:
         # a split the dataset does not have: Ultralytics' own validation fails inside the report
         model, run = train_tiny(tiny_data, tmp_path, overrides={"report.split": "nosuchsplit", "report.conf": 0.3,
-                                                                 "report.gallery": 2}, epochs=1)
+                                                                 "report.gallery": 2}, epochs=1, heatmap=True)
     finally:
         LOGGER.removeHandler(records)
     assert model.gradkit.extras_failed == ["gradients.png", "the report"]

@@ -76,7 +76,7 @@ def test_norms_equal_naive_oracle_with_accumulation_and_amp_scaler(tiny_data, tm
 
 
 def test_healthy_run_no_alerts_and_every_n(tiny_data, tmp_path):
-    model, run = train_tiny(tiny_data, tmp_path, overrides={"monitor.alerts.warmup_steps": 3})
+    model, run = train_tiny(tiny_data, tmp_path, overrides={"monitor.alerts.warmup_steps": 3}, heatmap=True)
     steps = model.gradkit.step
     rows = _rows(run / "gradients.csv")
     assert _alerts(run) == []
