@@ -110,6 +110,33 @@ def test_the_planned_steps_are_the_steps_made_when_nbs_exceeds_the_whole_run(tin
     assert f"{model.gradkit.step} optimizer step(s) planned" in notices[0] and model.gradkit.step >= 1, notices[0]
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def test_the_run_s_noise_scale_counts_the_steps_before_a_resume(tiny_data, tmp_path):
+    """The run summary's estimate is over the whole run: a run stopped after two of three epochs and resumed
+    pairs as many steps as the same run unbroken (it counted only the steps after the resume)."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 2:
+            raise _Interrupt
+
+    whole, _ = train_tiny(tiny_data, tmp_path / "whole", nbs=16, epochs=3)
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, nbs=16, epochs=3, callbacks=[("on_train_epoch_start", crash)])
+    model = YOLO(str(tmp_path / "run" / "weights" / "last.pt"))
+    gradkit.attach(model, None)
+    model.train(resume=True)
+    expected = whole.gradkit.noise.run.steps
+    assert expected > 2  # three epochs' pairs
+    summary = json.loads((tmp_path / "run" / "gradkit_summary.json").read_text())
+    assert summary["noise_scale"]["steps"] == model.gradkit.noise.run.steps == expected
+
+
 def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path):
     """Oracle: the squared gradient norm after the first micro-batch of each window (windows counted
     here from the unscale calls, image counts from the batches themselves, the epoch's last one is

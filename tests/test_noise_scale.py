@@ -103,3 +103,29 @@ def test_the_run_summary_reads_the_estimate_with_its_step_count():
     summary = tracker.summary(images_per_step=8)
     assert summary["value"] is None and summary["steps"] == 1
     assert "not positive" in summary["reading"]
+
+
+def test_the_running_sums_survive_a_state_round_trip_and_refuse_what_is_not_a_sum():
+    """A resume continues the run's estimate: split one run's steps at a checkpoint, the restored sums
+    plus the steps after it give what the whole run gives; a state file is untrusted input."""
+    rng = np.random.default_rng(1)
+    steps = [(float(rng.uniform(1, 2)), 4, float(rng.uniform(0.2, 1)), 16) for _ in range(9)]
+    whole, before = NoiseScale(), NoiseScale()
+    for s in steps:
+        whole.add(*s)
+    for s in steps[:4]:
+        before.add(*s)
+    after = NoiseScale()
+    after.load_state_dict(before.state_dict())
+    for s in steps[4:]:
+        after.add(*s)
+    assert after.steps == whole.steps == 9 and after.value() == pytest.approx(whole.value(), rel=1e-12)
+    for bad, named in (({"trace_sum": "1", "grad_sq_sum": 1.0, "steps": 2}, "trace_sum"),
+                       ({"trace_sum": 1.0, "grad_sq_sum": float("nan"), "steps": 2}, "grad_sq_sum"),
+                       ({"trace_sum": 1.0, "grad_sq_sum": 1.0, "steps": -1}, "steps"),
+                       ({"trace_sum": 1.0, "grad_sq_sum": 1.0, "steps": 2.5}, "steps"),
+                       ({"trace_sum": 1.0, "steps": 2}, "grad_sq_sum")):
+        fresh = NoiseScale()
+        with pytest.raises(ValueError, match=named):
+            fresh.load_state_dict(bad)
+        assert fresh == NoiseScale()  # nothing half-loaded

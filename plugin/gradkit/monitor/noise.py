@@ -42,6 +42,23 @@ class NoiseScale:
         self.steps += 1
         return True
 
+    def state_dict(self) -> dict[str, float | int]:
+        return {"trace_sum": self.trace_sum, "grad_sq_sum": self.grad_sq_sum, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from saved sums (a resume); a state file is untrusted input: a sum that is not a finite
+        number or a step count that is not a whole number from 0 is a ValueError naming it, and nothing loads."""
+        sums = {}
+        for key in ("trace_sum", "grad_sq_sum"):
+            value = state.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"noise scale state {key!r} is {value!r}, not a finite number")
+            sums[key] = float(value)
+        steps = state.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"noise scale state 'steps' is {steps!r}, not a whole number from 0")
+        self.trace_sum, self.grad_sq_sum, self.steps = sums["trace_sum"], sums["grad_sq_sum"], steps
+
     def value(self) -> float:
         """``B_simple`` in samples; NaN without steps or when the gradient estimate is not positive."""
         if self.steps == 0 or self.grad_sq_sum <= 0:

@@ -49,6 +49,7 @@ from gradkit.integrations.ultralytics.validation import label_image_hw, validate
 from gradkit.integrations.ultralytics.version import STATE_SUFFIX, check_ultralytics_version
 from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap, truncate_records
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
+from gradkit.monitor.noise import NoiseScale
 from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
 from gradkit.report.build import GALLERY_DIR
 from gradkit.report.render import REPORT_VAL_DIR
@@ -196,6 +197,7 @@ class GradkitCallback:
             "augment_choice": self.augment_choice,
             "channels_last": None if self.layout is None else self.layout.channels_last,
             "taught": self.teaching.state_dict() if self.teaching else None,
+            "noise_scale": self.noise.run.state_dict(),
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -220,9 +222,20 @@ class GradkitCallback:
                 self.guard.load_state_dict(state["rollback"])
             except ConfigError as exc:  # the state file is untrusted input
                 _logger().warning(f"gradkit: {exc}; rollback counts and lr factors start afresh")
+        self._load_noise_scale(state.get("noise_scale"))
         self._taught_state = state.get("taught")  # the watch is made at on_train_start, after a resume's load
         if self.teaching is not None:  # NaN recovery: the epoch it throws away was judged already
             self._restore_teaching()
+
+    def _load_noise_scale(self, state: Any) -> None:
+        """The run's noise-scale sums so far; a state file without them (older) starts them at the resume."""
+        run = NoiseScale()
+        if state is not None:
+            try:
+                run.load_state_dict(state if isinstance(state, dict) else {})
+            except ValueError as exc:  # the state file is untrusted input
+                _logger().warning(f"gradkit: {exc}; the run's noise scale counts the steps from here")
+        self.noise.continue_from(run)
 
     def _restore_teaching(self) -> None:
         """Give the watch the saved state; without one (a new run, a state file from before the watch) or with a

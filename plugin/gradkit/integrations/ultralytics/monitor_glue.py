@@ -81,6 +81,13 @@ class NoiseScaleTracker:
         self._epoch = -1
         self._batch_in_epoch = 0
 
+    def continue_from(self, run: NoiseScale) -> None:
+        """Go on from a checkpoint's sums (a resume, a NaN recovery's reload): pairs not yet summed belong to
+        steps the reload threw away."""
+        self.run = run
+        self._pairs.clear()
+        self._small, self._window_images = None, 0
+
     def _images(self, trainer) -> int:
         """Images in the batch just finished (the last batch of an epoch may be short)."""
         loader = trainer.train_loader
