@@ -301,3 +301,28 @@ def test_a_report_from_before_box_fit_still_rebuilds(run):
     assert _rebuild(run).returncode == 0
     page = (run / "report.html").read_text()
     assert "Why objects were missed" in page and "How close the boxes come" not in page
+
+
+def test_a_report_json_beside_another_run_s_records_is_refused_not_mixed(run):
+    """``gradkit report RUN`` draws report.json's scores with the curves of RUN's own files: where those files are
+    not the ones the report was built from (report.json copied beside another run, or the records replaced), the
+    page would show one run's scores under another's training. Oracle: the section built from the files as they
+    were, then each file changed by hand."""
+    from gradkit.report.build import training_section
+
+    rows = "epoch,train/box_loss,metrics/mAP50(B)\n" + "".join(f"{e},{1 / e:.3f},{e / 10}\n" for e in (1, 2, 3))
+    (run / "results.csv").write_text(rows)
+    (run / "args.yaml").write_text("epochs: 3\nseed: 0\nimgsz: 64\n")
+    _edit(run, lambda r: r.__setitem__("training", training_section(run)))
+    assert _rebuild(run).returncode == 0  # the records it was built from: rebuilt
+    (run / "results.csv").write_text(rows + "4,0.250,0.4\n5,0.200,0.5\n")
+    (run / "report.html").unlink()
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "results.csv" in proc.stderr and "epochs 1-5" in proc.stderr and "epochs 1-3" in proc.stderr
+    assert not (run / "report.html").exists()
+    (run / "results.csv").write_text(rows)
+    (run / "args.yaml").write_text("epochs: 5\nseed: 0\nimgsz: 64\n")
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and "args.yaml" in proc.stderr and "epochs: 5" in proc.stderr
+    assert "epochs: 3" in proc.stderr and not (run / "report.html").exists()

@@ -464,7 +464,7 @@ def _report(args: Sequence[str]) -> int:
     import yaml
 
     from gradkit.report import compare_reports, write_report
-    from gradkit.report.build import training_section
+    from gradkit.report.build import other_records, training_section
     from gradkit.report.schema import ReportSchemaError, validate_report
 
     out = Path("runs/gradkit-compare")
@@ -496,10 +496,16 @@ def _report(args: Sequence[str]) -> int:
         report = reports[0]
         if report.get("training") is not None:
             try:  # the run's own files are read again: as much user input as report.json
-                report["training"] = training_section(dirs[0].resolve())  # as the first build wrote it
+                fresh = training_section(dirs[0].resolve())  # as the first build wrote it
+                differ = other_records(report["training"], fresh)
+                report["training"] = fresh
                 validate_report(report, f"{dirs[0]} (results.csv, gradient_alerts.jsonl, args.yaml)")
             except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
                 print(f"gradkit report: {dirs[0]}: training records unreadable: {e}", file=sys.stderr)
+                return 2
+            if differ:  # one run's scores under another's curves: refused, not drawn
+                print(f"gradkit report: {dirs[0]}: report.json was not built from this run's training records "
+                      f"({differ}); 'gradkit val model=... data=...' scores the weights afresh", file=sys.stderr)
                 return 2
         paths = write_report(report, dirs[0], from_file=True)
     else:

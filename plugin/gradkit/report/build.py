@@ -24,7 +24,8 @@ from gradkit.report.errors import analyse_errors, class_labels, miss_causes
 from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
-__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "training_section", "without_cyclic_gc", "write_report"]
+__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "other_records", "training_section", "without_cyclic_gc",
+           "write_report"]
 
 COCO_NOTE = (
     "Ultralytics interpolates precision at 101 recall points with np.interp and integrates with the "
@@ -122,6 +123,24 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
                                                    default=str))),
         **_monitor_keys(run_dir),
     }
+
+
+def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str | None:
+    """What says a run's training files (``fresh``, :func:`training_section`) are not those its report.json's
+    training section (``stored``) was built from: the epochs in results.csv, then the arguments in args.yaml;
+    None where they agree (or the stored section does not say)."""
+    def span(epochs: list) -> str:
+        return f"epochs {epochs[0]}-{epochs[-1]}" if epochs else "no epochs"
+
+    if fresh is None:
+        return "results.csv is missing"
+    if isinstance(stored.get("epochs"), list) and stored["epochs"] != fresh["epochs"]:
+        return f"results.csv holds {span(fresh['epochs'])}, report.json's training {span(stored['epochs'])}"
+    was, now = stored.get("train_args"), fresh["train_args"]
+    if isinstance(was, dict) and was != now:
+        key = next(k for k in sorted({*was, *now}, key=str) if was.get(k) != now.get(k))
+        return f"args.yaml says {key}: {now.get(key)}, report.json's training {key}: {was.get(key)}"
+    return None
 
 
 def _monitor_keys(run_dir: Path) -> dict[str, Any]:
