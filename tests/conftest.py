@@ -84,11 +84,11 @@ def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(
 
     model = YOLO("yolo26n.yaml")
     nested = cfg if isinstance(cfg, dict) else {}
-    given = [str(k).split("=")[0] for k in overrides or ()]  # a dict's keys or a list's "key=value"
+    given = [str(k).split("=")[0].removeprefix("gradkit.") for k in overrides or ()]  # keys, or "key=value"s
     given += [f"{part}.{k}" for part, section in nested.items() if isinstance(section, dict) for k in section]
-    for wanted, key, own in ((report, "report.enabled", "report."), (heatmap, "monitor.plot", "monitor.plot")):
-        if not wanted and not any(k.startswith(own) for k in given):
-            overrides = ([*overrides, f"{key}=false"] if isinstance(overrides, list)
+    for wanted, key, own in ((report, "report.enabled", "report"), (heatmap, "monitor.plot", "monitor.plot")):
+        if not wanted and not any(k == own or k.startswith(own + ".") for k in given):
+            overrides = ([*overrides, f"{key}=false"] if isinstance(overrides, (list, tuple))
                          else {**(overrides or {}), key: False})
     gradkit.attach(model, cfg if cfg is not None else "default", overrides)
     for event, fn in callbacks:

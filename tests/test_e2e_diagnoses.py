@@ -114,37 +114,15 @@ class _Interrupt(Exception):
     pass
 
 
-def test_the_run_s_noise_scale_counts_the_steps_before_a_resume(tiny_data, tmp_path):
-    """The run summary's estimate is over the whole run: a run stopped after two of three epochs and resumed
-    pairs as many steps as the same run unbroken (it counted only the steps after the resume)."""
-    from ultralytics import YOLO
-
-    import gradkit
-
-    def crash(trainer):
-        if trainer.epoch == 2:
-            raise _Interrupt
-
-    whole, _ = train_tiny(tiny_data, tmp_path / "whole", nbs=16, epochs=3)
-    with pytest.raises(_Interrupt):
-        train_tiny(tiny_data, tmp_path, nbs=16, epochs=3, callbacks=[("on_train_epoch_start", crash)])
-    model = YOLO(str(tmp_path / "run" / "weights" / "last.pt"))
-    gradkit.attach(model, None)
-    model.train(resume=True)
-    expected = whole.gradkit.noise.run.steps
-    assert expected > 2  # three epochs' pairs
-    summary = json.loads((tmp_path / "run" / "gradkit_summary.json").read_text())
-    assert summary["noise_scale"]["steps"] == model.gradkit.noise.run.steps == expected
-
-
-def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path):
-    """Oracle: the squared gradient norm after the first micro-batch of each window (windows counted
-    here from the unscale calls, image counts from the batches themselves, the epoch's last one is
-    short) and at unscale time, combined with the paper's formulas in float64."""
+def _recorded_pairs():
+    """The oracle's pairs, recorded independently of gradkit: the squared gradient norm after the first micro-batch
+    of each window (windows counted from the unscale calls, image counts from the batches themselves, the epoch's
+    last one is short) and at unscale time, as ``(epoch, small, big, sizes)``; with the callbacks that record them."""
     pairs, state = [], {"sizes": [], "small": None}
 
     def install(trainer):
         unscale, preprocess = trainer.scaler.unscale_, trainer.preprocess_batch
+        state["sizes"], state["small"] = [], None
 
         def recording_unscale(optimizer):
             unscale(optimizer)
@@ -163,18 +141,57 @@ def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path)
             state["small"] = sum(float((p.grad.double() ** 2).sum()) for p in trainer.model.parameters()
                                  if p.grad is not None)
 
-    _, run = train_tiny(tiny_data, tmp_path, nbs=16, epochs=3, callbacks=[("on_train_start", install),
-                                                                         ("on_train_batch_end", batch_end)])
+    return pairs, [("on_train_start", install), ("on_train_batch_end", batch_end)]
+
+
+def _b_simple(pairs) -> tuple[float, int]:
+    """The paper's formulas in float64 over the pairs that have a first micro-batch: (B_simple, pairs used)."""
+    trace, grad_sq, used = 0.0, 0.0, 0
+    for _, small, big, sizes in (p for p in pairs if p[1] is not None):
+        b, big_b = sizes[0], sum(sizes)
+        gs, gb = small / b**2, big / big_b**2
+        grad_sq += (big_b * gb - b * gs) / (big_b - b)
+        trace += (gs - gb) / (1 / b - 1 / big_b)
+        used += 1
+    return (trace / grad_sq if grad_sq > 0 else float("nan")), used
+
+
+def test_the_run_s_noise_scale_counts_the_steps_before_a_resume(tiny_data, tmp_path):
+    """The run summary's estimate is over the whole run: stopped after two of three epochs and resumed, it pairs
+    every window of the three epochs as the independent pairing does (it counted only the steps after the resume)."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 2:
+            raise _Interrupt
+
+    pairs, recorders = _recorded_pairs()
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, nbs=8, epochs=3, callbacks=[*recorders, ("on_train_epoch_start", crash)])
+    model = YOLO(str(tmp_path / "run" / "weights" / "last.pt"))
+    gradkit.attach(model, None)
+    for event, fn in recorders:
+        model.add_callback(event, fn)
+    model.train(resume=True)
+    expected, used = _b_simple(pairs)
+    assert {p[0] for p in pairs} == {0, 1, 2} and used > 6  # windows of two batches in each of the three epochs
+    summary = json.loads((tmp_path / "run" / "gradkit_summary.json").read_text())["noise_scale"]
+    assert summary["steps"] == used
+    assert summary["value"] == pytest.approx(expected, rel=1e-3)
+    after = float(read_csv(tmp_path / "run" / "results.csv")[2]["grad/noise_scale"])  # the resumed epoch alone
+    assert after == pytest.approx(_b_simple([p for p in pairs if p[0] == 2])[0], rel=1e-3)
+
+
+def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path):
+    """Oracle: :func:`_recorded_pairs`, combined with the paper's formulas in float64."""
+    pairs, recorders = _recorded_pairs()
+    _, run = train_tiny(tiny_data, tmp_path, nbs=16, epochs=3, callbacks=recorders)
     results = read_csv(run / "results.csv")
     assert any(len(set(sizes)) > 1 for *_, sizes in pairs)  # a short batch is part of the check
     for epoch, row in enumerate(results):
-        trace, grad_sq = 0.0, 0.0
-        for _, small, big, sizes in (p for p in pairs if p[0] == epoch and p[1] is not None):
-            b, big_b = sizes[0], sum(sizes)
-            gs, gb = small / b**2, big / big_b**2
-            grad_sq += (big_b * gb - b * gs) / (big_b - b)
-            trace += (gs - gb) / (1 / b - 1 / big_b)
-        expected = trace / grad_sq if grad_sq > 0 else float("nan")
+        expected = _b_simple([p for p in pairs if p[0] == epoch])[0]
         got = float(row["grad/noise_scale"])
         if math.isnan(expected):
             assert math.isnan(got)

@@ -214,7 +214,7 @@ def test_stop_drops_the_step_and_ends_training(tiny_data, tmp_path, time_limit):
 
 def test_monitor_disabled_writes_no_gradient_records_but_still_clips_and_skips(tiny_data, tmp_path):
     snaps: dict = {}
-    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=1,
+    model, run = train_tiny(tiny_data, tmp_path, callbacks=_nan_in_layer("10", 3, snaps), epochs=1, heatmap=True,
                             overrides={"monitor.enabled": False, "report.enabled": False})
     written = {p.name for p in run.iterdir()}
     assert not written & {"gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png"}

@@ -124,7 +124,9 @@ def test_the_running_sums_survive_a_state_round_trip_and_refuse_what_is_not_a_su
                        ({"trace_sum": 1.0, "grad_sq_sum": float("nan"), "steps": 2}, "grad_sq_sum"),
                        ({"trace_sum": 1.0, "grad_sq_sum": 1.0, "steps": -1}, "steps"),
                        ({"trace_sum": 1.0, "grad_sq_sum": 1.0, "steps": 2.5}, "steps"),
-                       ({"trace_sum": 1.0, "steps": 2}, "grad_sq_sum")):
+                       ({"trace_sum": 1.0, "steps": 2}, "grad_sq_sum"),
+                       ({"trace_sum": 10**400, "grad_sq_sum": 1.0, "steps": 2}, "trace_sum"),
+                       ([1.0, 1.0, 2], "not a mapping")):
         fresh = NoiseScale()
         with pytest.raises(ValueError, match=named):
             fresh.load_state_dict(bad)

@@ -41,7 +41,7 @@ def _edit(run: Path, change) -> None:
     report = json.loads((run / "report.json").read_text())
     change(report)
     (run / "report.json").write_text(json.dumps(report))
-    (run / "report.html").unlink()
+    (run / "report.html").unlink(missing_ok=True)
 
 
 def test_the_report_says_why_each_class_s_objects_were_missed(run):
@@ -275,7 +275,7 @@ def test_an_earlier_training_reports_curves_come_from_its_report_val_not_the_tra
     page = (run / "report.html").read_text()
     assert _embedded(page, ours) and not _embedded(page, training_time)
     shutil.rmtree(run / "report_val")  # gone: not embedded at all, rather than another split's curve
-    (run / "report.html").unlink()
+    (run / "report.html").unlink(missing_ok=True)
     assert _rebuild(run).returncode == 0
     page = (run / "report.html").read_text()
     assert not _embedded(page, training_time) and "PR curve: not embedded" in page
@@ -316,7 +316,7 @@ def test_a_report_json_beside_another_run_s_records_is_refused_not_mixed(run):
     _edit(run, lambda r: r.__setitem__("training", training_section(run)))
     assert _rebuild(run).returncode == 0  # the records it was built from: rebuilt
     (run / "results.csv").write_text(rows + "4,0.250,0.4\n5,0.200,0.5\n")
-    (run / "report.html").unlink()
+    (run / "report.html").unlink(missing_ok=True)
     proc = _rebuild(run)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "results.csv" in proc.stderr and "epochs 1-5" in proc.stderr and "epochs 1-3" in proc.stderr
@@ -324,5 +324,12 @@ def test_a_report_json_beside_another_run_s_records_is_refused_not_mixed(run):
     (run / "results.csv").write_text(rows)
     (run / "args.yaml").write_text("epochs: 5\nseed: 0\nimgsz: 64\n")
     proc = _rebuild(run)
-    assert proc.returncode == 2 and "args.yaml" in proc.stderr and "epochs: 5" in proc.stderr
-    assert "epochs: 3" in proc.stderr and not (run / "report.html").exists()
+    assert proc.returncode == 2 and "args.yaml says epochs: '5'" in proc.stderr
+    assert "training epochs: '3'" in proc.stderr and not (run / "report.html").exists()
+    # a report that recorded fewer arguments (before schema 4) is judged on those it recorded
+    (run / "args.yaml").write_text("epochs: 3\nseed: 0\nimgsz: 64\nagnostic_nms: false\n")
+    _edit(run, lambda r: r["training"].__setitem__("train_args", {"epochs": 3, "seed": 0}))
+    assert _rebuild(run).returncode == 0
+    _edit(run, lambda r: r["training"].__setitem__("train_args", {"epochs": 3, "batch": None}))
+    proc = _rebuild(run)  # an argument args.yaml does not hold at all
+    assert proc.returncode == 2 and "args.yaml says batch: '(absent)'" in proc.stderr, proc.stderr

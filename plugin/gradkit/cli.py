@@ -504,8 +504,8 @@ def _report(args: Sequence[str]) -> int:
                 print(f"gradkit report: {dirs[0]}: training records unreadable: {e}", file=sys.stderr)
                 return 2
             if differ:  # one run's scores under another's curves: refused, not drawn
-                print(f"gradkit report: {dirs[0]}: report.json was not built from this run's training records "
-                      f"({differ}); 'gradkit val model=... data=...' scores the weights afresh", file=sys.stderr)
+                print(f"gradkit report: {dirs[0]}: the run's training records are not those report.json was built "
+                      f"from ({differ}); 'gradkit val model=... data=...' scores the weights afresh", file=sys.stderr)
                 return 2
         paths = write_report(report, dirs[0], from_file=True)
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["NoiseScale", "critical_batch_reading"]
 
@@ -45,18 +46,23 @@ class NoiseScale:
     def state_dict(self) -> dict[str, float | int]:
         return {"trace_sum": self.trace_sum, "grad_sq_sum": self.grad_sq_sum, "steps": self.steps}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Any) -> None:
         """Continue from saved sums (a resume); a state file is untrusted input: a sum that is not a finite
         number or a step count that is not a whole number from 0 is a ValueError naming it, and nothing loads."""
+        if not isinstance(state, dict):
+            raise ValueError(f"noise scale state is a {type(state).__name__}, not a mapping of its sums")
         sums = {}
         for key in ("trace_sum", "grad_sq_sum"):
             value = state.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"noise scale state {key!r} is {value!r}, not a finite number")
-            sums[key] = float(value)
+            try:  # a whole number too large for a float overflows
+                sums[key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            except OverflowError:
+                sums[key] = None
+            if sums[key] is None or not math.isfinite(sums[key]):
+                raise ValueError(f"noise scale state {key!r} is {str(value)[:40]!r}, not a finite number")
         steps = state.get("steps")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"noise scale state 'steps' is {steps!r}, not a whole number from 0")
+            raise ValueError(f"noise scale state 'steps' is {str(steps)[:40]!r}, not a whole number from 0")
         self.trace_sum, self.grad_sq_sum, self.steps = sums["trace_sum"], sums["grad_sq_sum"], steps
 
     def value(self) -> float:

@@ -127,8 +127,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
 
 def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str | None:
     """What says a run's training files (``fresh``, :func:`training_section`) are not those its report.json's
-    training section (``stored``) was built from: the epochs in results.csv, then the arguments in args.yaml;
-    None where they agree (or the stored section does not say)."""
+    training section (``stored``) was built from: the epochs in results.csv, then each argument the stored section
+    recorded (reports before schema 4 recorded a few) against args.yaml; None where they agree."""
     def span(epochs: list) -> str:
         return f"epochs {epochs[0]}-{epochs[-1]}" if epochs else "no epochs"
 
@@ -137,9 +137,12 @@ def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str |
     if isinstance(stored.get("epochs"), list) and stored["epochs"] != fresh["epochs"]:
         return f"results.csv holds {span(fresh['epochs'])}, report.json's training {span(stored['epochs'])}"
     was, now = stored.get("train_args"), fresh["train_args"]
-    if isinstance(was, dict) and was != now:
-        key = next(k for k in sorted({*was, *now}, key=str) if was.get(k) != now.get(k))
-        return f"args.yaml says {key}: {now.get(key)}, report.json's training {key}: {was.get(key)}"
+    missing = object()
+    differs = [k for k in (was if isinstance(was, dict) else {}) if now.get(k, missing) != was[k]]
+    if differs:
+        key = differs[0]
+        return (f"args.yaml says {key}: {str(now.get(key, '(absent)'))[:40]!r}, report.json's training "
+                f"{key}: {str(was[key])[:40]!r}")
     return None
 
 

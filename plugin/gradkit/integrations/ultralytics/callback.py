@@ -232,10 +232,10 @@ class GradkitCallback:
         run = NoiseScale()
         if state is not None:
             try:
-                run.load_state_dict(state if isinstance(state, dict) else {})
+                run.load_state_dict(state)
             except ValueError as exc:  # the state file is untrusted input
                 _logger().warning(f"gradkit: {exc}; the run's noise scale counts the steps from here")
-        self.noise.continue_from(run)
+        self.noise.continue_from(run, self.step)
 
     def _restore_teaching(self) -> None:
         """Give the watch the saved state; without one (a new run, a state file from before the watch) or with a
@@ -304,6 +304,7 @@ class GradkitCallback:
             self._check_state_epoch(state, trainer.start_epoch - 1)
         elif resuming:
             self.step = self._steps_in_checkpoint(trainer)
+            self.noise.continue_from(NoiseScale(), self.step)
         if _is_main():
             if not resuming:
                 _remove_previous_outputs(self.save_dir)

@@ -81,12 +81,13 @@ class NoiseScaleTracker:
         self._epoch = -1
         self._batch_in_epoch = 0
 
-    def continue_from(self, run: NoiseScale) -> None:
-        """Go on from a checkpoint's sums (a resume, a NaN recovery's reload): pairs not yet summed belong to
-        steps the reload threw away."""
+    def continue_from(self, run: NoiseScale, step: int) -> None:
+        """Go on from a checkpoint's sums and optimizer step count (a resume, a NaN recovery's reload): pairs not
+        yet summed belong to steps the reload threw away, and the next batch opens a window of a new epoch."""
         self.run = run
         self._pairs.clear()
-        self._small, self._window_images = None, 0
+        self._small, self._window_images, self._seen_step = None, 0, step
+        self._epoch, self._batch_in_epoch = -1, 0
 
     def _images(self, trainer) -> int:
         """Images in the batch just finished (the last batch of an epoch may be short)."""
