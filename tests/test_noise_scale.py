@@ -93,6 +93,18 @@ def test_a_gradient_estimate_that_is_not_positive_is_named_as_such():
     assert "not positive" in reading and "1 step" in reading and "nbs larger than batch" not in reading
 
 
+def test_a_noise_estimate_that_is_not_positive_gives_no_critical_batch_either():
+    """The small batch's gradient came out smaller than the whole window's: tr(S) estimated below 0 with |G|^2
+    positive. Their ratio, a negative "B_simple", is no batch size; it was read as one ("B_simple ~ -2.87 images
+    ... above the critical batch size")."""
+    est = NoiseScale()
+    assert est.add(1.0, 4, 1.5, 8)  # tr(S): (1 - 1.5) / (1/4 - 1/8) = -4; |G|^2: (8 * 1.5 - 4 * 1) / 4 = 2
+    assert est.trace_sum == pytest.approx(-4.0) and est.grad_sq_sum == pytest.approx(2.0)
+    assert math.isnan(est.value())
+    reading = critical_batch_reading(est.value(), 8, pairs=est.steps)
+    assert "not positive" in reading and "noise" in reading and "critical batch" not in reading
+
+
 def test_the_run_summary_reads_the_estimate_with_its_step_count():
     """gradkit_summary.json's noise_scale (NoiseScaleTracker.summary): with pairs of two batch sizes whose gradient
     estimate is not positive, the reading says so rather than asking for accumulation."""

@@ -66,8 +66,9 @@ class NoiseScale:
         self.trace_sum, self.grad_sq_sum, self.steps = sums["trace_sum"], sums["grad_sq_sum"], steps
 
     def value(self) -> float:
-        """``B_simple`` in samples; NaN without steps or when the gradient estimate is not positive."""
-        if self.steps == 0 or self.grad_sq_sum <= 0:
+        """``B_simple`` in samples; NaN without steps or when either estimate is not positive (a negative ratio is
+        no batch size: the estimates are still within their noise)."""
+        if self.steps == 0 or self.grad_sq_sum <= 0 or self.trace_sum <= 0:
             return float("nan")
         return self.trace_sum / self.grad_sq_sum
 
@@ -76,8 +77,9 @@ def critical_batch_reading(noise_scale: float, batch: int, pairs: int = 0) -> st
     """One sentence on what ``B_simple`` says about the batch size used (images per optimizer step); ``pairs``:
     the steps that gave two batch sizes (without any, there was no accumulation to measure by)."""
     if not math.isfinite(noise_scale) and pairs:
-        return (f"no estimate: over {pairs} step(s) with two batch sizes the gradient's squared norm estimated not "
-                "positive (the gradient is small next to its noise; more steps would tell)")
+        return (f"no estimate: over {pairs} step(s) with two batch sizes the gradient's squared norm or its noise "
+                "was estimated not positive (too few steps for the estimates to rise above their scatter; more steps "
+                "would tell)")
     if not math.isfinite(noise_scale):
         return "no estimate (it needs gradient accumulation: nbs larger than batch)"
     ratio = batch / max(noise_scale, 1e-12)
