@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import TINY_TRAIN, read_csv, train_tiny
 from gradkit.clip import make_clipper
@@ -223,3 +224,35 @@ def test_state_older_than_last_pt_is_said_on_resume(tiny_data, tmp_path):
     assert any("the plugin state is from epoch 1 but last.pt from epoch 2" in line for line in lines)
     steps = [int(r["step"]) for r in read_csv(run / "gradient_steps.csv")]
     assert steps == list(range(1, model.gradkit.step + 1))  # still every step number once
+
+
+def test_a_resume_from_a_save_period_checkpoint_keeps_the_run_s_settings_and_history(tiny_data, tmp_path):
+    """``save_period=1`` writes ``epochN.pt`` beside last.pt, and Ultralytics resumes from any of them: the plugin's
+    state is saved beside each, so such a resume continues the run's own settings and step count (it went on with
+    the default preset, stock clipping, and wrote that into the run's gradkit.yaml)."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 2:
+            raise _Interrupt
+
+    overrides = {"clip.mode": "autoclip", "monitor.every": 2}
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides=overrides, callbacks=[("on_train_epoch_start", crash)], epochs=3,
+                   save_period=1)
+    weights = tmp_path / "run" / "weights"
+    first = torch.load(weights / "epoch0.gradkit.pt", weights_only=True)  # what the run had after its first epoch
+    assert first["epoch"] == 0 and first["step"] > 0
+    model = YOLO(str(weights / "epoch0.pt"))
+    gradkit.attach(model, None)
+    with log_lines() as lines:
+        model.train(resume=True)
+    assert not [line for line in lines if "resuming without" in line or "afresh" in line], lines
+    cfg = model.gradkit.cfg
+    assert (cfg.clip.mode, cfg.monitor.every) == ("autoclip", 2)
+    assert yaml.safe_load((tmp_path / "run" / "gradkit.yaml").read_text())["clip"]["mode"] == "autoclip"
+    steps = [int(r["step"]) for r in read_csv(tmp_path / "run" / "gradient_steps.csv")]
+    assert steps == list(range(2, model.gradkit.step + 1, 2))  # every second step (monitor.every), each once
+    assert model.gradkit.step == 3 * first["step"]

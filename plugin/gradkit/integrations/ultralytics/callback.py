@@ -31,6 +31,7 @@ from gradkit.integrations.ultralytics.seams import (
     check_seams,
     follow_nan_recovery,
     optimizer_step_override,
+    period_checkpoint,
     publish_epoch_metrics,
     replace_model_tune,
     replace_optimizer_step,
@@ -441,12 +442,16 @@ class GradkitCallback:
         self._epoch_trained = False
 
     def on_model_save(self, trainer) -> None:
-        """Save the plugin state beside ``last.pt`` so ``resume=True`` continues it exactly."""
+        """Save the plugin state beside ``last.pt`` (and beside the ``epoch{N}.pt`` of ``save_period``) so that a
+        resume from either continues it exactly."""
         self.epoch = trainer.epoch
-        path = state_path(trainer.last)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)  # a crash while saving leaves the previous state whole
+        state = self.state_dict()
+        for ckpt in (trainer.last, period_checkpoint(trainer)):
+            if ckpt is not None:
+                path = state_path(ckpt)
+                tmp = path.with_name(path.name + ".tmp")
+                torch.save(state, tmp)
+                tmp.replace(path)  # a crash while saving leaves the previous state whole
 
     def on_train_end(self, trainer) -> None:
         if self.log:

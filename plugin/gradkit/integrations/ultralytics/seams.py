@@ -56,6 +56,7 @@ __all__ = [
     "keep_defect_cells",
     "optimizer_step_override",
     "override_coco_iou",
+    "period_checkpoint",
     "prediction_recorder",
     "publish_epoch_metrics",
     "read_like_dataset",
@@ -254,7 +255,8 @@ def check_seams() -> None:
     check_coco_iou_override()
     from ultralytics.engine.trainer import BaseTrainer
 
-    for problem in (_nan_recovery_shape(BaseTrainer), _epoch_metrics_shape(BaseTrainer)):
+    for problem in (_nan_recovery_shape(BaseTrainer), _epoch_metrics_shape(BaseTrainer),
+                    _period_checkpoint_shape(BaseTrainer)):
         if problem:
             raise SeamError(f"{problem} (ultralytics {_ultralytics_version()})")
     warmup = getattr(BaseTrainer, "_get_warmup_iterations", None)
@@ -404,6 +406,35 @@ def _epoch_metrics_shape(trainer_cls: type) -> str | None:
     if fire is None or not any(s < fire for s in sets) or not any(u > fire for u in logs):
         return ("the training loop (_do_train) no longer sets trainer.lr, fires on_train_epoch_end, then logs "
                 "**trainer.lr (results.csv, TensorBoard), in that order")
+    return None
+
+
+#: How ``BaseTrainer.save_model`` names the checkpoint it keeps every ``save_period`` epochs (8.4.190).
+PERIOD_CHECKPOINT_CODE = ("(self.save_period > 0) and (self.epoch % self.save_period == 0)",
+                          'self.wdir / f"epoch{self.epoch}.pt"')
+
+
+@functools.cache
+def _period_checkpoint_shape(trainer_cls: type) -> str | None:
+    """None when ``save_model`` still keeps ``epoch{N}.pt`` on the condition :func:`period_checkpoint` mirrors."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    code = inspect.getsource(getattr(trainer_cls, "save_model", BaseTrainer.save_model))  # a trainer-shaped object
+    if all(part in code for part in PERIOD_CHECKPOINT_CODE):
+        return None
+    return ("BaseTrainer.save_model no longer saves wdir/epoch{N}.pt every save_period epochs as gradkit mirrors it "
+            "(its plugin state is saved beside each such checkpoint)")
+
+
+def period_checkpoint(trainer: Any) -> Path | None:
+    """The ``epoch{N}.pt`` Ultralytics' ``save_model`` wrote beside last.pt this epoch (``save_period``), else None:
+    a resume may start from it, so the plugin's state belongs beside it too. Checked against the trainer class's
+    ``save_model``."""
+    problem = _period_checkpoint_shape(type(trainer))
+    if problem:
+        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()})")
+    if trainer.save_period > 0 and trainer.epoch % trainer.save_period == 0:
+        return Path(trainer.wdir) / f"epoch{trainer.epoch}.pt"
     return None
 
 
