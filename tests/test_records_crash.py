@@ -256,3 +256,30 @@ def test_a_resume_from_a_save_period_checkpoint_keeps_the_run_s_settings_and_his
     steps = [int(r["step"]) for r in read_csv(tmp_path / "run" / "gradient_steps.csv")]
     assert steps == list(range(2, model.gradkit.step + 1, 2))  # every second step (monitor.every), each once
     assert model.gradkit.step == 3 * first["step"]
+
+
+def test_a_resume_without_a_state_file_keeps_the_settings_the_run_folder_records(tiny_data, tmp_path):
+    """A checkpoint without the plugin's state beside it (deleted, or an epochN.pt from an older release): the run's
+    own settings are still in its folder's gradkit.yaml, and the resume takes them, as Ultralytics takes its args,
+    rather than the attached default (which it then wrote over the run's record)."""
+    from ultralytics import YOLO
+
+    import gradkit
+
+    def crash(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip", "monitor.every": 2},
+                   callbacks=[("on_train_epoch_start", crash)], epochs=2)
+    weights = tmp_path / "run" / "weights"
+    (weights / "last.gradkit.pt").unlink()
+    model = YOLO(str(weights / "last.pt"))
+    gradkit.attach(model, None)
+    with log_lines() as lines:
+        model.train(resume=True)
+    said = [line for line in lines if "gradkit.yaml" in line and "resuming with" in line]
+    assert len(said) == 1 and "\n" not in said[0], lines
+    assert (model.gradkit.cfg.clip.mode, model.gradkit.cfg.monitor.every) == ("autoclip", 2)
+    assert yaml.safe_load((tmp_path / "run" / "gradkit.yaml").read_text())["clip"]["mode"] == "autoclip"

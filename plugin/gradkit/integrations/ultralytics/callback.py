@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from gradkit.augment.affine_boxes import REPORTED_DROP_RATE, drop_rate, zoom_range
 from gradkit.augment.checks import check_augment_config
@@ -288,11 +289,13 @@ class GradkitCallback:
         if self.prior_due(trainer):
             self._load_prior(trainer, model)
         state = self._resume_state(trainer) if resuming else None
-        saved = state.get("config") if state else None
+        saved, source = (state.get("config"), "the checkpoint's") if state else (None, "")
+        if resuming and not state_path(self._resume_checkpoint(trainer)).exists():  # (one that is unusable: named)
+            saved, source = self._run_folder_config(), f"{self.save_dir / 'gradkit.yaml'}'s"
         if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
-            _logger().warning("gradkit: resuming with the checkpoint's gradkit configuration (augmentation, "
-                              "clipping and monitoring as the run started); start a new run to change it")
+            _logger().warning(f"gradkit: resuming with {source} gradkit configuration (augmentation, clipping and "
+                              "monitoring as the run started); start a new run to change it")
             self.cfg = saved
         self.stats = LayerStats(model.named_parameters(), layer_of, layer_labels(model))
         self.clipper = make_clipper(self.cfg.clip.mode, **self.cfg.clip.params())
@@ -626,9 +629,12 @@ class GradkitCallback:
         _logger().info(f"gradkit: report {paths['html']}")
 
     # ------------------------------------------------------------------ resume
+    @staticmethod
+    def _resume_checkpoint(trainer) -> Path:
+        return Path(str(trainer.args.resume if isinstance(trainer.args.resume, str) else trainer.last))
+
     def _resume_state(self, trainer) -> dict[str, Any] | None:
-        ckpt = Path(str(trainer.args.resume if isinstance(trainer.args.resume, str) else trainer.last))
-        path = state_path(ckpt)
+        path = state_path(self._resume_checkpoint(trainer))
         if not path.exists():
             _logger().warning(f"gradkit: resuming without {path}; clipping history starts afresh")
             return None
@@ -642,6 +648,18 @@ class GradkitCallback:
                               "gradkit=, else the default preset), clipping history starts afresh")
             return None
         return state
+
+    def _run_folder_config(self) -> GradkitConfig | None:
+        """Without a state file, the configuration the run started with: its folder's gradkit.yaml (untrusted; one
+        that does not validate is named, and the attached configuration goes on)."""
+        path = self.save_dir / "gradkit.yaml"
+        if not path.is_file():
+            return None
+        try:
+            return saved_config(yaml.safe_load(path.read_text()), str(path))
+        except (ConfigError, yaml.YAMLError) as exc:
+            _logger().warning(f"gradkit: {str(exc).splitlines()[0]}; resuming with the attached configuration")
+            return None
 
     @staticmethod
     def _steps_in_checkpoint(trainer) -> int:
