@@ -109,6 +109,21 @@ def test_val_with_missing_model_or_data(tiny_data, tmp_path):
     _error_line(rc, err, str(missing_data), "does not exist")
 
 
+def test_val_refuses_a_confidence_floor_the_report_would_misdescribe_and_names_a_mistyped_split(tiny_data, tmp_path,
+                                                                                                 gradkit_here):
+    """``conf=0.25`` drops every detection below 0.25 before the report scores them, yet the report said "all
+    confidences" and "conf >= 0.001"; ``split=tests`` was answered "'tests:' images not found; check the data=
+    path". Both before anything is validated or written."""
+    base = ["val", "model=yolo26n.yaml", f"data={tiny_data}", f"project={tmp_path}", "name=v"]
+    for conf in ("0.25", "abc"):
+        r = gradkit_here(*base, f"conf={conf}", cwd=tmp_path)
+        _error_line(r.returncode, r.stderr, f"conf={conf}", "gradkit.report.conf")
+        assert r.returncode == 2 and not (tmp_path / "v").exists()
+    r = gradkit_here(*base, "conf=0.001", "split=tests", cwd=tmp_path)  # Ultralytics' own floor is no mistake
+    _error_line(r.returncode, r.stderr, "no split 'tests'", "train, val, test")
+    assert r.returncode == 2 and not (tmp_path / "v").exists()
+
+
 @pytest.mark.parametrize(("typo", "needles"), [("epoch=1", ("'epoch' is not a valid YOLO argument", "epochs")),
                                                ("Linie", ("'Linie' is not a valid YOLO argument",))])
 def test_an_argument_yolo_does_not_know_is_one_line(tiny_data, tmp_path, typo, needles):

@@ -402,6 +402,21 @@ def _register_val_report(settings) -> None:
                                 "on_val_end": functools.partial(_write_val_report, settings=settings)})
 
 
+def _val_conf_refused(conf: str | None) -> str | None:
+    """``gradkit val conf=`` other than the validation floor the report describes: every detection below it would
+    be gone before the report scores them (its mAP, PR curve and "all confidences" figures of what is left)."""
+    from gradkit.report.inspection import VALIDATION_CONF
+
+    try:
+        if conf is None or float(conf) == VALIDATION_CONF:
+            return None
+    except ValueError:
+        pass
+    return (f"gradkit val: conf={conf} would change which detections the report scores (it scores every confidence "
+            f"from {VALIDATION_CONF:g}, the validator's own floor); leave conf= out and set the report's operating "
+            f"point with gradkit.report.conf=")
+
+
 def _warn_tiled_copy(data: str | None, tile_size: int | None) -> None:
     """``gradkit val`` through tiles of ``gradkit tile``'s copy scores tiles, not parts: say which data would."""
     from gradkit.data.tile import tiled_copy_of
@@ -823,6 +838,10 @@ def _dispatch(args: list[str]) -> int:
             print(missing, file=sys.stderr)
             return 2
     if is_val:
+        refused = _val_conf_refused(_arg(rest, "conf"))
+        if refused:
+            print(refused, file=sys.stderr)
+            return 2
         _warn_tiled_copy(data, report.tile_size)
         missing = _missing_model(rest)
         if missing:

@@ -26,10 +26,14 @@ import numpy as np
 
 from gradkit.report.coco import AREA_BUCKETS, Box, Boxes
 
-__all__ = ["MATCH_IOU", "MIN_PRECISION", "NEVER_FIRES", "PRECISION_CONFIDENCE", "BestF1", "Matching", "OperatingPoint",
-           "inspection_kpis", "max_f1_points", "max_f1_thresholds", "precision_lower_bound", "threshold_array"]
+__all__ = ["MATCH_IOU", "MIN_PRECISION", "NEVER_FIRES", "PRECISION_CONFIDENCE", "VALIDATION_CONF", "BestF1",
+           "Matching", "OperatingPoint", "inspection_kpis", "max_f1_points", "max_f1_thresholds",
+           "precision_lower_bound", "threshold_array"]
 
 MATCH_IOU = 0.5
+#: The confidence floor of the validation a report scores (Ultralytics' detection validator's own when ``conf`` is
+#: not given): "all confidences" in a report means every detection from here up.
+VALIDATION_CONF = 0.001
 #: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split), or
 #: that was set aside: with no ``report.conf`` such a class never fires, not even on a score of exactly 1.
 NEVER_FIRES = 1.0

@@ -22,6 +22,7 @@ import numpy as np
 from gradkit.report.box_fit import FIT_IOUS, iou_key
 from gradkit.report.coco import ALL_OBJECTS
 from gradkit.report.errors import BG_IOU, FG_IOU, pairwise_iou
+from gradkit.report.inspection import VALIDATION_CONF
 
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
@@ -700,8 +701,9 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
     sb = r["size_buckets"]
     if sb.get("by_relative_area"):
         parts.append("<h2>Defect-aware size buckets (all confidences)</h2><p>By box area relative to the image "
-                     "(recall@0.5: share of objects found by any detection with confidence ≥ 0.001 — not the "
-                     "operating point; the verdict's misses are at the operating point):</p>")
+                     "(recall@0.5: share of objects found by any detection with confidence ≥ "
+                     f"{VALIDATION_CONF:g} — not the operating point; the verdict's misses are at the operating "
+                     "point):</p>")
         parts.append(_bucket_table(sb["by_relative_area"], names))
         parts.append("<p>By elongation (long side / short side; &gt; 5 is scratch- or weld-like), against all "
                      "objects:</p>")
@@ -921,7 +923,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "COCO (faster-coco-eval): " + ", ".join(f"{_md_text(x)} {_md_num(v)}" for x, v in coco.items())]
     area = report["size_buckets"].get("by_relative_area") or {}
     if area:
-        lines += ["", "| relative area | objects | AP50-95 | AP50 | recall@0.5 (conf ≥ 0.001) |",
+        lines += ["", f"| relative area | objects | AP50-95 | AP50 | recall@0.5 (conf ≥ {VALIDATION_CONF:g}) |",
                   "|---|---|---|---|---|"]
         lines += [f"| {_md_text(b)} | {_md_num(v['gt'])} | {_md_num(v['AP'])} | {_md_num(v['AP50'])} | "
                   f"{_md_num(v['recall'])} |" for b, v in area.items()]

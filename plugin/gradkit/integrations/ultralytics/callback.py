@@ -54,6 +54,7 @@ from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.noise import NoiseScale
 from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
 from gradkit.report.build import GALLERY_DIR
+from gradkit.report.inspection import VALIDATION_CONF
 from gradkit.report.render import REPORT_VAL_DIR
 
 __all__ = ["DatasetError", "GradkitCallback", "PluginError", "attach", "check_before_training", "layer_labels",
@@ -620,7 +621,7 @@ class GradkitCallback:
         tiles = None if rcfg.tile_size is None else TiledValidation(rcfg.tile_size, overlap)
         ev = validate_for_report(weights, data, rcfg.split, self.save_dir / REPORT_VAL_DIR,
                                  tiles=tiles, imgsz=trainer.args.imgsz, batch=trainer.args.batch,
-                                 device=trainer.args.device, conf=0.001, verbose=False,
+                                 device=trainer.args.device, conf=VALIDATION_CONF, verbose=False,
                                  classes=getattr(trainer.args, "classes", None))  # scored on what it trained on
         ev.conf_threshold = rcfg.conf
         report = build_report(ev, run_dir=self.save_dir, plugin_config=self.cfg.model_dump(mode="json"),

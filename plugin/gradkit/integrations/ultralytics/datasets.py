@@ -122,8 +122,13 @@ def _has_download(dataset: str) -> bool:
     return isinstance(data, dict) and bool(data.get("download"))
 
 
-def _check_keys(dataset: str) -> None:
-    """The keys every detection YAML needs, said plainly (Ultralytics' own messages span lines)."""
+#: Keys of a dataset YAML that name something other than a split's images.
+NOT_SPLITS = ("path", "names", "download", "yaml_file")
+
+
+def _check_keys(dataset: str, split: str = "") -> None:
+    """The keys every detection YAML needs, and the ``split`` asked for, said plainly (Ultralytics' own messages
+    span lines, and call a split the YAML does not name "images not found")."""
     path = Path(dataset)
     if path.suffix not in {".yaml", ".yml"} or not path.is_file():
         return
@@ -139,6 +144,9 @@ def _check_keys(dataset: str) -> None:
         raise DatasetError(f"gradkit: data {dataset} has no {', '.join(repr(k) for k in missing)}; a detection "
                            "dataset YAML needs train: and val: (image folders) and names: (the class names, "
                            "e.g. names: {0: scratch, 1: pit})")
+    if split and split not in present:
+        named = ", ".join(str(k) for k, v in data.items() if isinstance(v, (str, list)) and k not in NOT_SPLITS)
+        raise DatasetError(f"gradkit: data {dataset} has no split {split!r} (it names {named})")
 
 
 def _missing_split(dataset: str, split: str, path: str) -> DatasetError:
@@ -167,7 +175,7 @@ def resolve_dataset(dataset: str | Path, split: str = "", required: tuple[str, .
     """
     original = stock_check_det_dataset()
     dataset = str(dataset)
-    _check_keys(dataset)
+    _check_keys(dataset, split)
     try:
         data = original(dataset, autodownload=False, split=split)
     except FileNotFoundError as exc:
