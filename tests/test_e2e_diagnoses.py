@@ -199,7 +199,9 @@ def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path)
             assert got == pytest.approx(expected, rel=1e-3), (epoch, got, expected)
     assert any(np.isfinite(float(r["grad/noise_scale"])) for r in results)
     summary = json.loads((run / "gradkit_summary.json").read_text())["noise_scale"]
-    assert summary["images_per_step"] == 16 and summary["steps"] == len(pairs)
+    made = [sum(sizes) for *_, sizes in pairs]  # the images each optimizer step took, short windows included
+    assert summary["images_per_step"] == round(sum(made) / len(made)) < 16  # the nominal nbs=16 was not what ran
+    assert summary["steps"] == len(pairs)
 
 
 def test_no_accumulation_gives_no_noise_scale(tiny_data, tmp_path):

@@ -80,6 +80,7 @@ class NoiseScaleTracker:
         self._seen_step = 0
         self._epoch = -1
         self._batch_in_epoch = 0
+        self._stepped_images: list[int] = []  # images of each window that ended in an optimizer step
 
     def continue_from(self, run: NoiseScale, step: int) -> None:
         """Go on from a checkpoint's sums and optimizer step count (a resume, a NaN recovery's reload): pairs not
@@ -106,6 +107,7 @@ class NoiseScaleTracker:
         first = self._window_images == 0
         self._window_images += images
         if step != self._seen_step:  # this batch ended an accumulation window with an optimizer step
+            self._stepped_images.append(self._window_images)
             if self._small is not None and math.isfinite(last_total_norm):
                 self._pairs.append((self._small, self._small_images, last_total_norm**2, self._window_images))
             self._seen_step, self._window_images, self._small = step, 0, None
@@ -133,6 +135,11 @@ class NoiseScaleTracker:
         return epoch.value()
 
     def summary(self, images_per_step: int) -> dict[str, Any]:
+        """The run's estimate, read against the images an optimizer step took: their mean over the steps this
+        process saw (a short epoch's last window, an accumulation capped by a small dataset), else the nominal
+        ``images_per_step``."""
+        if self._stepped_images:
+            images_per_step = round(sum(self._stepped_images) / len(self._stepped_images))
         value = self.run.value()
         return {"value": value if math.isfinite(value) else None, "steps": self.run.steps,
                 "images_per_step": images_per_step,
