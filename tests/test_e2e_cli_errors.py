@@ -133,6 +133,22 @@ def test_an_argument_yolo_does_not_know_is_one_line(tiny_data, tmp_path, typo, n
     assert rc == 2 and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(("mode", "bad", "needles"), [
+    ("train", "save_period=x", ("'save_period=x' is of invalid type str",)),
+    ("train", "momentum=abc", ("'momentum=abc'",)),
+    ("val", "iou=2", ("'iou=2'", "between 0.0 and 1.0")),
+])
+def test_an_argument_yolo_refuses_by_value_is_one_line(tiny_data, tmp_path, gradkit_here, mode, bad, needles):
+    """Ultralytics' own argument check (``check_cfg``) raises TypeError/ValueError: a user's mistake, answered in
+    one line and exit 2 like gradkit's own, not a traceback."""
+    model = "yolo26n.yaml"
+    extra = TRAIN[1:] if mode == "train" else []
+    r = gradkit_here(mode, f"model={model}", *extra, f"data={tiny_data}", f"project={tmp_path}", "name=r", bad,
+                     cwd=tmp_path)
+    _error_line(r.returncode, r.stderr, *needles)
+    assert r.returncode == 2 and not (tmp_path / "r" / "weights").exists()
+
+
 @pytest.mark.parametrize("model", ["nosuch.yaml", "cfg/nosuch.yml"])
 def test_train_with_a_model_config_that_does_not_exist(tiny_data, tmp_path, model):
     # Ultralytics looks a bare name up among its own configurations first; neither finds these

@@ -985,18 +985,21 @@ def hand_over_to_yolo(argv: list[str]) -> None:
 
 def yolo_argument_error(exc: BaseException) -> str | None:
     """The one line for an argument the ``yolo`` entrypoint does not know (a typo, an unquoted path with a
-    space), or None. Ultralytics raises it as a SyntaxError from ``ultralytics/cfg`` after printing its usage;
-    any other SyntaxError is a bug and keeps its traceback."""
-    if not isinstance(exc, SyntaxError) or "is not a valid YOLO argument" not in str(exc):
-        return None
+    space) or refuses by its value, or None. Ultralytics raises the first as a SyntaxError from ``ultralytics/cfg``
+    after printing its usage, the second as a TypeError or ValueError from its ``check_cfg``; anything else raised
+    as those is a bug and keeps its traceback."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     if tb is None or Path(tb.tb_frame.f_code.co_filename).parent.name != "cfg":
         return None
     lines = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return (f"gradkit: {lines} (gradkit train --help lists gradkit's keys, 'yolo cfg' Ultralytics'; quote a path "
-            "that holds spaces)")
+    if isinstance(exc, SyntaxError) and "is not a valid YOLO argument" in str(exc):
+        return (f"gradkit: {lines} (gradkit train --help lists gradkit's keys, 'yolo cfg' Ultralytics'; quote a "
+                "path that holds spaces)")
+    if isinstance(exc, (TypeError, ValueError)) and tb.tb_frame.f_code.co_name == "check_cfg":
+        return f"gradkit: {lines} ('yolo cfg' lists Ultralytics' arguments and their defaults)"
+    return None
 
 
 # ------------------------------------------------------------------ faster-coco-eval
