@@ -222,8 +222,13 @@ def test_state_older_than_last_pt_is_said_on_resume(tiny_data, tmp_path):
     with log_lines() as lines:
         model = gradkit.resume(run / "weights" / "last.pt")
     assert any("the plugin state is from epoch 1 but last.pt from epoch 2" in line for line in lines)
-    steps = [int(r["step"]) for r in read_csv(run / "gradient_steps.csv")]
-    assert steps == list(range(1, model.gradkit.step + 1))  # still every step number once
+    rows = read_csv(run / "gradient_steps.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, model.gradkit.step + 1))  # still every step number once
+    # last.pt holds epoch 2, so the resume trains epoch 3 only: epoch 2's records are kept, not dropped as "done
+    # again", and the step count goes on from last.pt's (it went on from the older state's: one epoch short)
+    per_epoch = sum(int(r["epoch"]) == 1 for r in rows)
+    assert [int(r["epoch"]) for r in rows] == [e for e in (1, 2, 3) for _ in range(per_epoch)]
+    assert model.gradkit.step == model.trainer.ema.updates == 3 * per_epoch
 
 
 def test_a_resume_from_a_save_period_checkpoint_keeps_the_run_s_settings_and_history(tiny_data, tmp_path):

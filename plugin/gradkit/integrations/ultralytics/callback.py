@@ -306,7 +306,9 @@ class GradkitCallback:
             self.guard = RollbackGuard(self.cfg.monitor.rollback)
         if state:
             self.load_state_dict(state)
-            self._check_state_epoch(state, trainer.start_epoch - 1)
+            if self._state_not_of_checkpoint(state, trainer.start_epoch - 1):
+                self.step = self._steps_in_checkpoint(trainer)  # its epochs' records are kept: not trained again
+                self.noise.continue_from(self.noise.run, self.step)
         elif resuming:
             self.step = self._steps_in_checkpoint(trainer)
             self.noise.continue_from(NoiseScale(), self.step)
@@ -671,13 +673,18 @@ class GradkitCallback:
                        "(its EMA updates: a step skipped as non-finite is not among them)")
         return steps
 
-    def _check_state_epoch(self, state: dict[str, Any], ckpt_epoch: int) -> None:
+    @staticmethod
+    def _state_not_of_checkpoint(state: dict[str, Any], ckpt_epoch: int) -> bool:
+        """Say when the plugin state is of another epoch than the checkpoint (the run stopped between Ultralytics'
+        save and the plugin's): the checkpoint's epochs are not trained again, so the step count goes on from the
+        checkpoint's, and only the histories are of the state's epoch."""
         saved = int(state.get("epoch", ckpt_epoch))
         if saved != ckpt_epoch:
             _logger().warning(
                 f"gradkit: the plugin state is from epoch {saved + 1} but last.pt from epoch {ckpt_epoch + 1} (the "
-                "run stopped between the two saves): step numbers, clip history and alert history continue from "
-                f"epoch {saved + 1}, so they differ from an uninterrupted run")
+                "run stopped between the two saves): step numbers go on from last.pt's, but the clip, alert and "
+                f"noise-scale histories from epoch {saved + 1}, so they differ from an uninterrupted run")
+        return saved != ckpt_epoch
 
     def _drop_records_after(self, step: int, why: str) -> None:
         """Remove records of the steps the run is about to do again, so every step appears once."""
