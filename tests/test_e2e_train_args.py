@@ -77,3 +77,17 @@ def test_a_run_in_a_used_folder_removes_the_old_outputs_and_is_tracked_as_its_ow
     assert seen[1]["saved"] and not seen[1]["finished"] and "resume=True" in _interrupted(seen[1])
     assert tracked["finished"] and "resume=True" not in _interrupted(tracked)
     assert tracked["data"] == str(tiny_data)
+
+
+def test_the_report_says_the_image_size_and_batch_the_run_trained_at_beside_the_ones_given(tiny_data, tmp_path):
+    """``batch=-1`` (Ultralytics' auto batch; on a CPU its default, 16) and ``imgsz=[64, 48]`` (a training run takes
+    the larger side): the report's settings showed "-1" and "[64, 48]", what was typed, not what trained.
+    Oracle: the trainer's own batch size and image size."""
+    model, run = train_tiny(tiny_data, tmp_path, epochs=1, batch=-1, imgsz=[64, 48], report=True)
+    ran = {"imgsz": model.trainer.args.imgsz, "batch": model.trainer.batch_size}
+    assert ran == {"imgsz": 64, "batch": 16}
+    report = json.loads((run / "report.json").read_text())
+    assert report["training"]["as_run"] == ran
+    page = (run / "report.html").read_text()
+    assert "<td>batch</td><td>-1 (16 ran)</td>" in page.replace(' class="l"', "")
+    assert "<td>imgsz</td><td>[64, 48] (64 ran)</td>" in page.replace(' class="l"', "")

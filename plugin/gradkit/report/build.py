@@ -147,8 +147,8 @@ def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str |
 
 
 def _monitor_keys(run_dir: Path) -> dict[str, Any]:
-    """The optimizer and the transform list (``augment.preset: auto``) that ran, the monitor's coverage and
-    noise scale from ``gradkit_summary.json`` (absent: empty/None)."""
+    """The optimizer, image size, batch and transform list (``augment.preset: auto``) that ran, the monitor's
+    coverage and noise scale from ``gradkit_summary.json`` (absent: empty/None)."""
     path = run_dir / "gradkit_summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
     if not isinstance(summary, dict):  # a file we read back is untrusted: the schema checks the values
@@ -156,6 +156,7 @@ def _monitor_keys(run_dir: Path) -> dict[str, Any]:
     taught = summary.get("taught") if isinstance(summary.get("taught"), dict) else {}
     return {"untaught": [_untaught_entry(u) for u in taught.get("untaught") or [] if isinstance(u, dict)],
             "optimizer_used": summary.get("optimizer"),
+            "as_run": summary.get("as_run"),
             "augment_preset": summary.get("augment_preset"),
             "inactive_rules": summary.get("inactive_rules", {}),
             "inactive_rules_message": summary.get("inactive_rules_message", ""),

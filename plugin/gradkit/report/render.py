@@ -376,7 +376,8 @@ def _settings(r: dict[str, Any]) -> str:
             ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"))))
-    rows += [(k, args.get(k)) for k in ("imgsz", "batch") if args.get(k) is not None]
+    ran = t.get("as_run") or {}
+    rows += [(k, _given_and_ran(args.get(k), ran.get(k))) for k in ("imgsz", "batch") if args.get(k) is not None]
     rows += _optimizer_rows(args, t.get("optimizer_used"))
     if t.get("optimizer_steps") is not None:
         rows.append(("optimizer steps", t["optimizer_steps"]))
@@ -386,6 +387,11 @@ def _settings(r: dict[str, Any]) -> str:
                  ("copy-paste p", (aug.get("copy_paste") or {}).get("p"))]
     rows += [("seed", t.get("seed")), ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items()))]
     return _table(None, [[_e(k), _e(v)] for k, v in rows if v is not None], left=2)
+
+
+def _given_and_ran(given: Any, ran: Any) -> Any:
+    """``-1 (16 ran)`` where the run trained at another value than args.yaml keeps (auto batch, an imgsz list)."""
+    return given if ran is None or ran == given else f"{given} ({ran} ran)"
 
 
 def _preset_used(configured: Any, chosen: dict[str, Any] | None) -> Any:

@@ -23,8 +23,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: comparison's set_aside; 10: the floor holds the precision's lower bound (inspection.precision_confidence;
 #: set_aside's tp, boxes and precision_lower), and a class fires at its best trusted threshold (untrusted_max_f1);
 #: 11: images_skipped (the split's images the validation did not read), data_class_names (the data's class
-#: names where they are not the model's) and classes_left_out (the classes a run's classes= left out).
-REPORT_SCHEMA_VERSION = 11
+#: names where they are not the model's) and classes_left_out (the classes a run's classes= left out); 12:
+#: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed).
+REPORT_SCHEMA_VERSION = 12
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -294,6 +295,13 @@ class UntaughtClass(_Open):
     median_short_side: Num = None
 
 
+class AsRun(_Open):
+    """The image size and batch a run trained at (``batch=-1`` chose its batch; an imgsz list became one side)."""
+
+    imgsz: Annotated[int, Field(ge=1)] | None = None
+    batch: Annotated[int, Field(ge=1)] | None = None
+
+
 class Training(_Open):
     run_dir: str
     epochs: list[int]
@@ -308,6 +316,7 @@ class Training(_Open):
     untaught: list[UntaughtClass] = []
     noise_scale: NoiseScale | None = None
     optimizer_used: OptimizerUsed | None = None
+    as_run: AsRun | None = None
     augment_preset: AugmentPreset | None = None
 
 

@@ -472,6 +472,8 @@ class GradkitCallback:
                 "alerts": self.alert_count,
                 "clip_mode": self.cfg.clip.mode,
                 "optimizer": optimizer_used(trainer.optimizer),
+                # what trained, where args.yaml keeps what was typed (batch=-1: auto batch; an imgsz list)
+                "as_run": {"imgsz": trainer.args.imgsz, "batch": trainer.batch_size},
                 "augment_preset": self.augment_choice,
                 "memory_format": {"configured": self.cfg.speed.memory_format,
                                   "applied": None if self.layout is None else self.layout.as_record()},
