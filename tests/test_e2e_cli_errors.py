@@ -296,3 +296,19 @@ def test_gradkit_train_never_lets_ultralytics_pip_install(tmp_path, command, use
     assert "SATISFIED False" in out, out[-3000:]
     reason = "AutoUpdate skipped (offline)" if installs else "AutoUpdate disabled by YOLO_AUTOINSTALL=False"
     assert reason in out, out[-3000:]
+
+
+def test_an_in_process_run_leaves_ultralytics_default_callbacks_as_it_found_them(tiny_data, tmp_path, gradkit_here):
+    """``gradkit train`` reaches the model the yolo entrypoint builds through Ultralytics' global default callbacks.
+    Called from Python (a notebook, a script calling ``gradkit.cli.main`` twice) it left its plugin there, and every
+    later training in the process, plain Ultralytics included, carried it (a plain run's results.csv grew
+    ``taught/`` columns). Oracle: the global lists before the call."""
+    from ultralytics.utils.callbacks import base
+
+    before = {event: list(fns) for event, fns in base.default_callbacks.items()}
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r",
+                     "gradkit.report.enabled=false", "gradkit.monitor.plot=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {event: list(fns) for event, fns in base.default_callbacks.items()} == before
+    r = gradkit_here("val", "model=yolo26n.yaml", f"data={tiny_data}", "conf=0.3", cwd=tmp_path)  # refused early
+    assert r.returncode == 2 and {event: list(fns) for event, fns in base.default_callbacks.items()} == before

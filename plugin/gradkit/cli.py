@@ -714,6 +714,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in _OWN or _GRADKIT_MODES & set(_mode_words(args)):
         _no_pip_installs_during_the_run()
     try:
+        return _run_command(args)
+    finally:  # this command's callbacks leave Ultralytics' global list with it (main() called from Python)
+        seams = sys.modules.get("gradkit.integrations.ultralytics.seams")
+        if seams is not None:
+            seams.unregister_default_callbacks()
+
+
+def _run_command(args: list[str]) -> int:
+    """:func:`_dispatch`, with a user's mistake (and an interrupt, a closed pipe) answered in one line."""
+    try:
         return _dispatch(args)
     except SystemExit as exc:
         if args[0] not in _OWN or not isinstance(exc.code, str):  # yolo's own exits, or a status chosen

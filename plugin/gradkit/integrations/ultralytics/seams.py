@@ -77,6 +77,7 @@ __all__ = [
     "tile_geometry",
     "track_run",
     "ultralytics_box_filter_thresholds",
+    "unregister_default_callbacks",
     "unrestricted_ema",
     "warmup_iterations",
     "wrap_update_metrics",
@@ -936,6 +937,10 @@ def _redirect_caches(dataset: Any, files: list[Path]) -> None:
 
 
 # ------------------------------------------------------------------ the yolo command line
+#: What :func:`register_default_callbacks` added, for :func:`unregister_default_callbacks`.
+_REGISTERED: list[tuple[str, Callable[[Any], None]]] = []
+
+
 def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> None:
     """Append to Ultralytics' global ``default_callbacks``, which every model the ``yolo`` entrypoint
     builds copies: ``gradkit train`` / ``gradkit val`` have no other way to reach that model."""
@@ -947,6 +952,19 @@ def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> N
                         f"{', '.join(unknown)}, which gradkit's command line registers")
     for event, fn in callbacks.items():
         base.default_callbacks[event].append(fn)
+        _REGISTERED.append((event, fn))
+
+
+def unregister_default_callbacks() -> None:
+    """Take out what :func:`register_default_callbacks` added, once the command is done: in a process that goes on
+    (``gradkit.cli.main`` called from Python), later models must not carry this command's plugin."""
+    from ultralytics.utils.callbacks import base
+
+    while _REGISTERED:
+        event, fn = _REGISTERED.pop()
+        fns = base.default_callbacks.get(event)
+        if isinstance(fns, list) and any(f is fn for f in fns):
+            del fns[next(i for i, f in enumerate(fns) if f is fn)]
 
 
 def track_run() -> dict[str, Any]:
