@@ -473,7 +473,8 @@ class GradkitCallback:
                 "clip_mode": self.cfg.clip.mode,
                 "optimizer": optimizer_used(trainer.optimizer),
                 # what trained, where args.yaml keeps what was typed (batch=-1: auto batch; an imgsz list)
-                "as_run": {"imgsz": getattr(trainer.args, "imgsz", None), "batch": getattr(trainer, "batch_size", None)},
+                "as_run": {"imgsz": getattr(trainer.args, "imgsz", None),
+                           "batch": getattr(trainer, "batch_size", None)},
                 "augment_preset": self.augment_choice,
                 "memory_format": {"configured": self.cfg.speed.memory_format,
                                   "applied": None if self.layout is None else self.layout.as_record()},
