@@ -61,8 +61,9 @@ def test_a_run_in_a_used_folder_removes_the_old_outputs_and_is_tracked_as_its_ow
     from gradkit.integrations.ultralytics.callback import RUN_OUTPUTS
     from gradkit.integrations.ultralytics.seams import track_run
 
-    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True, report=True)
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1, val=True, report=True, save_period=1)
     assert {"report.json", "gradients.csv", "gradkit_summary.json"} <= {n for n in RUN_OUTPUTS if (run / n).exists()}
+    assert (run / "weights" / "epoch0.gradkit.pt").is_file()  # the first run's state beside its epoch0.pt
     before = {event: list(fns) for event, fns in base.default_callbacks.items()}
     tracked, seen = track_run(), []
     try:
@@ -72,6 +73,7 @@ def test_a_run_in_a_used_folder_removes_the_old_outputs_and_is_tracked_as_its_ow
         base.default_callbacks.update(before)  # other tests' models must not fill this dict
     assert again == run
     assert not (run / "report.json").exists() and not (run / "gradients.csv").exists()
+    assert not (run / "weights" / "epoch0.gradkit.pt").exists()  # a resume from the old epoch0.pt starts afresh
     assert json.loads((run / "gradkit_summary.json").read_text())["optimizer_steps"] > 0  # the new run's own
     assert not seen[0].get("saved") and "resume=True" not in _interrupted(seen[0])  # the old last.pt
     assert seen[1]["saved"] and not seen[1]["finished"] and "resume=True" in _interrupted(seen[1])

@@ -288,3 +288,32 @@ def test_a_resume_without_a_state_file_keeps_the_settings_the_run_folder_records
     assert len(said) == 1 and "\n" not in said[0], lines
     assert (model.gradkit.cfg.clip.mode, model.gradkit.cfg.monitor.every) == ("autoclip", 2)
     assert yaml.safe_load((tmp_path / "run" / "gradkit.yaml").read_text())["clip"]["mode"] == "autoclip"
+
+
+def test_a_resume_does_not_take_settings_from_a_gradkit_yaml_written_after_its_checkpoint(tiny_data, tmp_path):
+    """Without a state file the run folder's gradkit.yaml says how the run started, unless it was written after the
+    checkpoint: then another run used the folder since, and its settings are not this run's."""
+    import os
+
+    from ultralytics import YOLO
+
+    import gradkit
+    from gradkit.config import load_config
+
+    def crash(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "autoclip"}, epochs=2,
+                   callbacks=[("on_train_epoch_start", crash)])
+    weights, record = tmp_path / "run" / "weights", tmp_path / "run" / "gradkit.yaml"
+    (weights / "last.gradkit.pt").unlink()
+    later = (weights / "last.pt").stat().st_mtime + 60
+    os.utime(record, (later, later))  # as if a later run in the folder had written it
+    model = YOLO(str(weights / "last.pt"))
+    gradkit.attach(model, None)
+    with log_lines() as lines:
+        model.train(resume=True)
+    assert any("gradkit.yaml was written after last.pt" in line for line in lines), lines
+    assert model.gradkit.cfg.clip.mode == load_config(None).clip.mode != "autoclip"

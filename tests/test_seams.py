@@ -277,24 +277,30 @@ def test_an_albumentations_stage_that_cannot_be_seeded_is_named():
 
 def test_the_save_period_checkpoint_is_found_as_save_model_names_it(tmp_path):
     """gradkit saves its state beside the ``epoch{N}.pt`` Ultralytics keeps every ``save_period`` epochs, mirroring
-    ``save_model``'s condition: checked against its code, so an upgrade that changes it is named, not missed."""
+    ``save_model``'s condition: BaseTrainer's code is checked at attach, so an upgrade that names them otherwise is
+    named; a subclass's own save_model (calling super or not) never stops training, and only a file that is there
+    gets a state beside it."""
     from ultralytics.engine.trainer import BaseTrainer
 
-    from gradkit.integrations.ultralytics.seams import period_checkpoint
+    from gradkit.integrations.ultralytics.seams import _period_checkpoint_shape, period_checkpoint
 
     def trainer(period, epoch):
         return SimpleNamespace(save_period=period, epoch=epoch, wdir=tmp_path)
 
+    (tmp_path / "epoch4.pt").write_bytes(b"")
     assert period_checkpoint(trainer(2, 4)) == tmp_path / "epoch4.pt"
+    assert period_checkpoint(trainer(1, 5)) is None  # due, but not written: no state beside nothing
     assert period_checkpoint(trainer(2, 3)) is None and period_checkpoint(trainer(0, 0)) is None
     assert period_checkpoint(trainer(-1, 0)) is None
+    assert _period_checkpoint_shape(BaseTrainer) is None
 
     class EveryEpochNamedOtherwise(BaseTrainer):  # an "upgrade" that names the periodic checkpoints otherwise
         def save_model(self):
             if self.save_period > 0:
                 (self.wdir / f"e{self.epoch:03d}.pt").write_bytes(b"")
 
-    odd = object.__new__(EveryEpochNamedOtherwise)
-    odd.save_period, odd.epoch, odd.wdir = 1, 0, tmp_path
-    with pytest.raises(SeamError, match=r"save_model no longer saves wdir/epoch\{N\}\.pt every save_period"):
-        period_checkpoint(odd)
+    assert "save_model no longer saves wdir/epoch{N}.pt every save_period" in _period_checkpoint_shape(
+        EveryEpochNamedOtherwise)
+    users = object.__new__(EveryEpochNamedOtherwise)  # a user's subclass: training goes on, nothing saved beside
+    users.save_period, users.epoch, users.wdir = -1, 0, tmp_path
+    assert period_checkpoint(users) is None

@@ -408,13 +408,13 @@ def _val_conf_refused(conf: str | None) -> str | None:
     from gradkit.report.inspection import VALIDATION_CONF
 
     try:
-        if conf is None or float(conf) == VALIDATION_CONF:
+        if conf is None or conf.lower() in ("none", "null") or float(conf) == VALIDATION_CONF:
             return None
     except ValueError:
         pass
     return (f"gradkit val: conf={conf} would change which detections the report scores (it scores every confidence "
-            f"from {VALIDATION_CONF:g}, the validator's own floor); leave conf= out and set the report's operating "
-            f"point with gradkit.report.conf=")
+            f"from {VALIDATION_CONF:g}, the detection validator's own floor); leave conf= out and set the report's "
+            "operating point with gradkit.report.conf=")
 
 
 def _warn_tiled_copy(data: str | None, tile_size: int | None) -> None:

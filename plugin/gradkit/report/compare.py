@@ -47,9 +47,10 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 def _settings(r: dict[str, Any]) -> dict[str, Any]:
     t = r.get("training") or {}
     used = (t.get("augment_preset") or {}).get("used")  # what auto chose: two auto runs can differ there
+    ran = {f"yolo.{k} (ran)": v for k, v in (t.get("as_run") or {}).items() if v is not None}  # batch=-1 chose
     return {**{f"gradkit.{k}": v for k, v in _flat(r.get("plugin_config") or {}).items()},
             **({"gradkit.augment.preset (used)": used} if used else {}),
-            **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()},
+            **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()}, **ran,
             "split": r["split"], "data": r["data"]}
 
 

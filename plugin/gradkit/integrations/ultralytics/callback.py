@@ -291,8 +291,9 @@ class GradkitCallback:
             self._load_prior(trainer, model)
         state = self._resume_state(trainer) if resuming else None
         saved, source = (state.get("config"), "the checkpoint's") if state else (None, "")
-        if resuming and not state_path(self._resume_checkpoint(trainer)).exists():  # (one that is unusable: named)
-            saved, source = self._run_folder_config(), f"{self.save_dir / 'gradkit.yaml'}'s"
+        ckpt = self._resume_checkpoint(trainer)
+        if resuming and not state_path(ckpt).exists():  # (one that is unusable: named)
+            saved, source = self._run_folder_config(ckpt), f"{self.save_dir / 'gradkit.yaml'}'s"
         if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
             _logger().warning(f"gradkit: resuming with {source} gradkit configuration (augmentation, clipping and "
@@ -306,7 +307,7 @@ class GradkitCallback:
             self.guard = RollbackGuard(self.cfg.monitor.rollback)
         if state:
             self.load_state_dict(state)
-            if self._state_not_of_checkpoint(state, trainer.start_epoch - 1):
+            if self._state_not_of_checkpoint(state, trainer.start_epoch - 1, self._resume_checkpoint(trainer).name):
                 self.step = self._steps_in_checkpoint(trainer)  # its epochs' records are kept: not trained again
                 self.noise.continue_from(self.noise.run, self.step)
         elif resuming:
@@ -315,9 +316,11 @@ class GradkitCallback:
         if _is_main():
             if not resuming:
                 _remove_previous_outputs(self.save_dir)
-            (self.save_dir / "gradkit.yaml").write_text(self.cfg.to_yaml())
+            written = self.save_dir / "gradkit.yaml.tmp"  # replaced whole: another rank may be reading it
+            written.write_text(self.cfg.to_yaml())
+            written.replace(self.save_dir / "gradkit.yaml")
             if resuming and self.cfg.monitor.enabled:
-                self._drop_records_after(self.step, "resuming from last.pt")
+                self._drop_records_after(self.step, f"resuming from {self._resume_checkpoint(trainer).name}")
             if self.cfg.monitor.enabled:
                 self.log = GradientLog(self.save_dir, append=resuming, flush_every=self.cfg.monitor.flush_every)
             _logger().info(
@@ -613,7 +616,8 @@ class GradkitCallback:
         images = trainer.batch_size * max(round(trainer.args.nbs / max(trainer.batch_size, 1)), 1)
         message = (self.inactive_rules_message or too_few_steps(f"{self.step} optimizer step(s) made", needs)
                    if needs else "")  # with time= nothing was planned at the start
-        return {"inactive_rules": needs, "inactive_rules_message": message, "noise_scale": self.noise.summary(images)}
+        return {"inactive_rules": needs, "inactive_rules_message": message, "noise_scale": self.noise.summary(
+            images, max(int(getattr(trainer, "world_size", 1) or 1), 1))}
 
     def _write_report(self, trainer) -> None:
         from gradkit.report import build_report, write_report
@@ -655,38 +659,43 @@ class GradkitCallback:
             return None
         return state
 
-    def _run_folder_config(self) -> GradkitConfig | None:
-        """Without a state file, the configuration the run started with: its folder's gradkit.yaml (untrusted; one
-        that does not validate is named, and the attached configuration goes on)."""
+    def _run_folder_config(self, ckpt: Path) -> GradkitConfig | None:
+        """Without a state file, the configuration the run started with: its folder's gradkit.yaml, unless it was
+        written after ``ckpt`` (then another run used the folder since). Untrusted: one that does not validate is
+        named, and the attached configuration goes on."""
         path = self.save_dir / "gradkit.yaml"
         if not path.is_file():
             return None
         try:
-            return saved_config(yaml.safe_load(path.read_text()), str(path))
-        except (ConfigError, yaml.YAMLError) as exc:
+            if ckpt.is_file() and path.stat().st_mtime > ckpt.stat().st_mtime:
+                _logger().warning(f"gradkit: {path} was written after {ckpt.name} (another run used the folder "
+                                  "since); resuming with the attached configuration")
+                return None
+            return saved_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+        except (ConfigError, yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
             _logger().warning(f"gradkit: {str(exc).splitlines()[0]}; resuming with the attached configuration")
             return None
 
-    @staticmethod
-    def _steps_in_checkpoint(trainer) -> int:
-        """Without a usable plugin state, step numbers go on from the optimizer steps last.pt counts (its EMA's
-        updates), so the records appended after the resume do not repeat the ones before it."""
+    def _steps_in_checkpoint(self, trainer) -> int:
+        """Without a usable plugin state, step numbers go on from the optimizer steps the checkpoint counts (its
+        EMA's updates), so the records appended after the resume do not repeat the ones before it."""
         steps = int(trainer.ema.updates) if trainer.ema is not None else 0
-        _logger().info(f"gradkit: step numbers continue from {steps}, the optimizer steps {trainer.last.name} counts "
-                       "(its EMA updates: a step skipped as non-finite is not among them)")
+        _logger().info(f"gradkit: step numbers continue from {steps}, the optimizer steps "
+                       f"{self._resume_checkpoint(trainer).name} counts (its EMA updates: a step skipped as "
+                       "non-finite is not among them)")
         return steps
 
     @staticmethod
-    def _state_not_of_checkpoint(state: dict[str, Any], ckpt_epoch: int) -> bool:
+    def _state_not_of_checkpoint(state: dict[str, Any], ckpt_epoch: int, ckpt_name: str) -> bool:
         """Say when the plugin state is of another epoch than the checkpoint (the run stopped between Ultralytics'
         save and the plugin's): the checkpoint's epochs are not trained again, so the step count goes on from the
         checkpoint's, and only the histories are of the state's epoch."""
         saved = int(state.get("epoch", ckpt_epoch))
         if saved != ckpt_epoch:
             _logger().warning(
-                f"gradkit: the plugin state is from epoch {saved + 1} but last.pt from epoch {ckpt_epoch + 1} (the "
-                "run stopped between the two saves): step numbers go on from last.pt's, but the clip, alert and "
-                f"noise-scale histories from epoch {saved + 1}, so they differ from an uninterrupted run")
+                f"gradkit: the plugin state is from epoch {saved + 1} but {ckpt_name} from epoch {ckpt_epoch + 1} "
+                f"(the run stopped between the two saves): step numbers go on from {ckpt_name}'s, but the clip, "
+                f"alert and noise-scale histories from epoch {saved + 1}, so they differ from an uninterrupted run")
         return saved != ckpt_epoch
 
     def _drop_records_after(self, step: int, why: str) -> None:
@@ -1065,7 +1074,8 @@ def report_command(best: str | Path, last: str | Path, data: str, report, classe
     return " ".join(parts)
 
 
-#: What gradkit writes into a run folder besides gradkit.yaml and weights/last.gradkit.pt (README, "Outputs"): a new
+#: What gradkit writes into a run folder besides gradkit.yaml and its plugin states, weights/last.gradkit.pt and
+#: (save_period) weights/epochN.gradkit.pt (README, "Outputs"): a new
 #: run in a folder a gradkit run used (``exist_ok=True``) removes a previous run's, so that none stands beside the
 #: new run's weights as its own.
 RUN_OUTPUTS = ("gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png",
@@ -1079,7 +1089,8 @@ def _remove_previous_outputs(save_dir: Path) -> None:
     if not (save_dir / "gradkit.yaml").is_file():
         return
     root = save_dir.resolve()
-    names = [*RUN_OUTPUTS, state_path(Path("weights") / "last.pt").as_posix()]
+    periodic = [f"weights/{p.name}" for p in sorted((save_dir / "weights").glob(state_path(Path("epoch*.pt")).name))]
+    names = [*RUN_OUTPUTS, state_path(Path("weights") / "last.pt").as_posix(), *periodic]
     found = [save_dir / n for n in names if (save_dir / n).exists() and (save_dir / n).resolve() == root / n]
     for path in found:
         if path.is_dir():

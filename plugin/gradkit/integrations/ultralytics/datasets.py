@@ -145,7 +145,8 @@ def _check_keys(dataset: str, split: str = "") -> None:
                            "dataset YAML needs train: and val: (image folders) and names: (the class names, "
                            "e.g. names: {0: scratch, 1: pit})")
     if split and split not in present:
-        named = ", ".join(str(k) for k, v in data.items() if isinstance(v, (str, list)) and k not in NOT_SPLITS)
+        named = ", ".join(str(k) for k, v in data.items() if k not in NOT_SPLITS and (
+            isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v))))
         raise DatasetError(f"gradkit: data {dataset} has no split {split!r} (it names {named})")
 
 

@@ -89,6 +89,7 @@ class NoiseScaleTracker:
         self._pairs.clear()
         self._small, self._window_images, self._seen_step = None, 0, step
         self._epoch, self._batch_in_epoch = -1, 0
+        self._stepped_images.clear()
 
     def _images(self, trainer) -> int:
         """Images in the batch just finished (the last batch of an epoch may be short)."""
@@ -134,12 +135,12 @@ class NoiseScaleTracker:
             self._pairs.clear()
         return epoch.value()
 
-    def summary(self, images_per_step: int) -> dict[str, Any]:
+    def summary(self, images_per_step: int, ranks: int = 1) -> dict[str, Any]:
         """The run's estimate, read against the images an optimizer step took: their mean over the steps this
-        process saw (a short epoch's last window, an accumulation capped by a small dataset), else the nominal
-        ``images_per_step``."""
+        process saw (a short epoch's last window, an accumulation capped by a small dataset) times the ``ranks``
+        that each took as many, else the nominal ``images_per_step``."""
         if self._stepped_images:
-            images_per_step = round(sum(self._stepped_images) / len(self._stepped_images))
+            images_per_step = round(ranks * sum(self._stepped_images) / len(self._stepped_images))
         value = self.run.value()
         return {"value": value if math.isfinite(value) else None, "steps": self.run.steps,
                 "images_per_step": images_per_step,

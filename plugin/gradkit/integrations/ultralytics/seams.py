@@ -429,14 +429,13 @@ def _period_checkpoint_shape(trainer_cls: type) -> str | None:
 
 def period_checkpoint(trainer: Any) -> Path | None:
     """The ``epoch{N}.pt`` Ultralytics' ``save_model`` wrote beside last.pt this epoch (``save_period``), else None:
-    a resume may start from it, so the plugin's state belongs beside it too. Checked against the trainer class's
-    ``save_model``."""
-    problem = _period_checkpoint_shape(type(trainer))
-    if problem:
-        raise SeamError(f"{problem} (ultralytics {_ultralytics_version()})")
-    if trainer.save_period > 0 and trainer.epoch % trainer.save_period == 0:
-        return Path(trainer.wdir) / f"epoch{trainer.epoch}.pt"
-    return None
+    a resume may start from it, so the plugin's state belongs beside it too. ``BaseTrainer.save_model``'s naming
+    is checked at attach (:func:`check_seams`); a subclass's own ``save_model`` may save otherwise, so the file
+    must be there."""
+    if trainer.save_period <= 0 or trainer.epoch % trainer.save_period:
+        return None
+    path = Path(trainer.wdir) / f"epoch{trainer.epoch}.pt"
+    return path if path.is_file() else None
 
 
 def publish_epoch_metrics(trainer: Any, values: dict[str, float]) -> None:
