@@ -115,6 +115,9 @@ def test_val_refuses_a_confidence_floor_the_report_would_misdescribe_and_names_a
     confidences" and "conf >= 0.001"; ``split=tests`` was answered "'tests:' images not found; check the data=
     path". Both before anything is validated or written."""
     base = ["val", "model=yolo26n.yaml", f"data={tiny_data}", f"project={tmp_path}", "name=v"]
+    from gradkit.cli import _val_conf_refused
+
+    assert _val_conf_refused("None") is None and _val_conf_refused("0.001") is None  # Ultralytics' own default
     for conf in ("0.25", "abc"):
         r = gradkit_here(*base, f"conf={conf}", cwd=tmp_path)
         _error_line(r.returncode, r.stderr, f"conf={conf}", "gradkit.report.conf")

@@ -291,8 +291,8 @@ class GradkitCallback:
             self._load_prior(trainer, model)
         state = self._resume_state(trainer) if resuming else None
         saved, source = (state.get("config"), "the checkpoint's") if state else (None, "")
-        ckpt = self._resume_checkpoint(trainer)
-        if resuming and not state_path(ckpt).exists():  # (one that is unusable: named)
+        ckpt = self._resume_checkpoint(trainer) if resuming else None
+        if ckpt is not None and not state_path(ckpt).exists():  # (one that is unusable: named)
             saved, source = self._run_folder_config(ckpt), f"{self.save_dir / 'gradkit.yaml'}'s"
         if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
