@@ -292,7 +292,7 @@ class GradkitCallback:
         state = self._resume_state(trainer) if resuming else None
         saved, source = (state.get("config"), "the checkpoint's") if state else (None, "")
         ckpt = self._resume_checkpoint(trainer) if resuming else None
-        if ckpt is not None and not state_path(ckpt).exists():  # (one that is unusable: named)
+        if ckpt is not None and not state_path(ckpt).exists():  # one there but unusable: named, the attached goes on
             saved, source = self._run_folder_config(ckpt), f"{self.save_dir / 'gradkit.yaml'}'s"
         if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
@@ -307,7 +307,7 @@ class GradkitCallback:
             self.guard = RollbackGuard(self.cfg.monitor.rollback)
         if state:
             self.load_state_dict(state)
-            if self._state_not_of_checkpoint(state, trainer.start_epoch - 1, self._resume_checkpoint(trainer).name):
+            if self._state_not_of_checkpoint(state, trainer.start_epoch - 1, ckpt.name):
                 self.step = self._steps_in_checkpoint(trainer)  # its epochs' records are kept: not trained again
                 self.noise.continue_from(self.noise.run, self.step)
         elif resuming:
@@ -320,7 +320,7 @@ class GradkitCallback:
             written.write_text(self.cfg.to_yaml())
             written.replace(self.save_dir / "gradkit.yaml")
             if resuming and self.cfg.monitor.enabled:
-                self._drop_records_after(self.step, f"resuming from {self._resume_checkpoint(trainer).name}")
+                self._drop_records_after(self.step, f"resuming from {ckpt.name}")
             if self.cfg.monitor.enabled:
                 self.log = GradientLog(self.save_dir, append=resuming, flush_every=self.cfg.monitor.flush_every)
             _logger().info(
@@ -1075,9 +1075,8 @@ def report_command(best: str | Path, last: str | Path, data: str, report, classe
 
 
 #: What gradkit writes into a run folder besides gradkit.yaml and its plugin states, weights/last.gradkit.pt and
-#: (save_period) weights/epochN.gradkit.pt (README, "Outputs"): a new
-#: run in a folder a gradkit run used (``exist_ok=True``) removes a previous run's, so that none stands beside the
-#: new run's weights as its own.
+#: (save_period) weights/epochN.gradkit.pt (README, "Outputs"): a new run in a folder a gradkit run used
+#: (``exist_ok=True``) removes a previous run's, so that none stands beside the new run's weights as its own.
 RUN_OUTPUTS = ("gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png",
                "gradkit_summary.json", "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR)
 
