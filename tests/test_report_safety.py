@@ -333,3 +333,15 @@ def test_a_report_json_beside_another_run_s_records_is_refused_not_mixed(run):
     _edit(run, lambda r: r["training"].__setitem__("train_args", {"epochs": 3, "batch": None}))
     proc = _rebuild(run)  # an argument args.yaml does not hold at all
     assert proc.returncode == 2 and "args.yaml says batch: '(absent)'" in proc.stderr, proc.stderr
+
+
+def test_a_validation_s_report_json_beside_a_training_run_s_records_is_refused(run):
+    """A ``gradkit val`` report.json (no training section) copied into a training run's folder rebuilt silently,
+    without the run's training: it is not that run's report."""
+    (run / "results.csv").write_text("epoch,train/box_loss\n1,0.5\n")
+    assert json.loads((run / "report.json").read_text()).get("training") is None  # the fixture: an evaluation
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "results.csv" in proc.stderr and "no training section" in proc.stderr
+    (run / "results.csv").unlink()
+    assert _rebuild(run).returncode == 0  # an evaluation's folder: rebuilt as before

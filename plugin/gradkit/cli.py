@@ -509,6 +509,11 @@ def _report(args: Sequence[str]) -> int:
             return 2
     if len(dirs) == 1:
         report = reports[0]
+        if report.get("training") is None and (dirs[0] / "results.csv").is_file():
+            print(f"gradkit report: {dirs[0]}: report.json has no training section but the folder holds a training "
+                  "run's results.csv: it is not this run's report ('gradkit val model=... data=...' scores the "
+                  "weights afresh)", file=sys.stderr)
+            return 2
         if report.get("training") is not None:
             try:  # the run's own files are read again: as much user input as report.json
                 fresh = training_section(dirs[0].resolve())  # as the first build wrote it
