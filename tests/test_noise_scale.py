@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gradkit.integrations.ultralytics.monitor_glue import planned_optimizer_steps
-from gradkit.monitor.noise import NoiseScale, critical_batch_reading
+from gradkit.monitor.noise import MIN_READING_PAIRS, NoiseScale, critical_batch_reading
 
 
 def _least_squares_b_simple(delta: np.ndarray, sigma: float) -> float:
@@ -143,3 +143,16 @@ def test_the_running_sums_survive_a_state_round_trip_and_refuse_what_is_not_a_su
         with pytest.raises(ValueError, match=named):
             fresh.load_state_dict(bad)
         assert fresh == NoiseScale()  # nothing half-loaded
+
+
+def test_a_reading_from_a_handful_of_steps_gives_the_value_but_no_verdict():
+    """One pair of batch sizes (16 and 17 images, a 17-image epoch) gave "above the critical batch size: smaller
+    batches would reach the same loss" with the confidence of a whole run's average."""
+    est = NoiseScale()
+    assert est.add(1.05, 16, 1.0, 17)  # |G|^2 (17 - 16.8) = 0.2, tr(S) 0.05 / (1/16 - 1/17) = 13.6: B_simple 68
+    value = est.value()
+    assert math.isfinite(value)
+    few = critical_batch_reading(value, 17, pairs=1)
+    assert f"{value:.3g}" in few and "1 step" in few and "critical batch size" not in few
+    enough = critical_batch_reading(value, 17, pairs=MIN_READING_PAIRS)
+    assert "critical batch size" in enough

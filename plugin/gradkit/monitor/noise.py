@@ -20,7 +20,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NoiseScale", "critical_batch_reading"]
+__all__ = ["MIN_READING_PAIRS", "NoiseScale", "critical_batch_reading"]
+
+#: Steps with two batch sizes below which the reading gives the value without a verdict: the estimators are unbiased
+#: but noisy, and only their average over many steps is read (McCandlish et al., appendix A.1). A floor chosen, not
+#: measured: one pair (batches of 16 and 17 images) gave a confident verdict.
+MIN_READING_PAIRS = 10
 
 
 @dataclass
@@ -82,6 +87,9 @@ def critical_batch_reading(noise_scale: float, batch: int, pairs: int = 0) -> st
                 "would tell)")
     if not math.isfinite(noise_scale):
         return "no estimate (it needs gradient accumulation: nbs larger than batch)"
+    if 0 < pairs < MIN_READING_PAIRS:
+        return (f"noise scale B_simple ~ {noise_scale:.3g} images from only {pairs} step(s) with two batch sizes: too "
+                f"few for a verdict on the {batch} images per optimizer step (it is read from {MIN_READING_PAIRS} on)")
     ratio = batch / max(noise_scale, 1e-12)
     if ratio < 0.5:
         verdict = "below the critical batch size: larger batches would need proportionally fewer steps"
