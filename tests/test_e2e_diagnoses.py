@@ -169,19 +169,24 @@ def test_the_run_s_noise_scale_counts_the_steps_before_a_resume(tiny_data, tmp_p
 
     pairs, recorders = _recorded_pairs()
     with pytest.raises(_Interrupt):
-        train_tiny(tiny_data, tmp_path, nbs=8, epochs=3, callbacks=[*recorders, ("on_train_epoch_start", crash)])
+        train_tiny(tiny_data, tmp_path, nbs=8, epochs=3, warmup_epochs=1,  # warm-up: shorter windows before the resume
+                   callbacks=[*recorders, ("on_train_epoch_start", crash)])
     model = YOLO(str(tmp_path / "run" / "weights" / "last.pt"))
     gradkit.attach(model, None)
     for event, fn in recorders:
         model.add_callback(event, fn)
     model.train(resume=True)
     expected, used = _b_simple(pairs)
-    assert {p[0] for p in pairs} == {0, 1, 2} and used > 6  # windows of two batches in each of the three epochs
+    assert {p[0] for p in pairs} == {0, 1, 2} and used >= 4  # windows of two batches (after the warm-up), all epochs
     summary = json.loads((tmp_path / "run" / "gradkit_summary.json").read_text())["noise_scale"]
     assert summary["steps"] == used
-    assert summary["value"] == pytest.approx(expected, rel=1e-3)
+    if expected > 0:
+        assert summary["value"] == pytest.approx(expected, rel=1e-3)
+    else:  # a ratio that is not positive is no batch size
+        assert summary["value"] is None
     after = float(read_csv(tmp_path / "run" / "results.csv")[2]["grad/noise_scale"])  # the resumed epoch alone
-    assert after == pytest.approx(_b_simple([p for p in pairs if p[0] == 2])[0], rel=1e-3)
+    alone = _b_simple([p for p in pairs if p[0] == 2])[0]
+    assert after == pytest.approx(alone, rel=1e-3) if alone > 0 else math.isnan(after)
 
 
 def test_noise_scale_in_results_matches_independent_pairing(tiny_data, tmp_path):
