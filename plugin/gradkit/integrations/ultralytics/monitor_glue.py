@@ -137,8 +137,8 @@ class NoiseScaleTracker:
 
     def summary(self, images_per_step: int, ranks: int = 1) -> dict[str, Any]:
         """The run's estimate, read against the images an optimizer step took: their mean over the steps since the
-        run's last start or resume (a short epoch's last window, an accumulation capped by a small dataset) times the ``ranks``
-        that each took as many, else the nominal ``images_per_step``."""
+        run's last start or resume (a short epoch's last window, an accumulation capped by a small dataset) times
+        the ``ranks`` that each took as many, else the nominal ``images_per_step``."""
         if self._stepped_images:
             images_per_step = round(ranks * sum(self._stepped_images) / len(self._stepped_images))
         value = self.run.value()
