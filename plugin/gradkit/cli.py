@@ -471,6 +471,10 @@ def _comparison_out_refused(out) -> str | None:
     return None
 
 
+#: What a report that is not the run's own points to instead.
+_SCORE_AFRESH = "'gradkit val model=... data=...' scores the weights afresh"
+
+
 def _report(args: Sequence[str]) -> int:
     """``gradkit report RUN_DIR`` rebuilds; ``gradkit report RUN_A RUN_B ... [out=DIR]`` compares."""
     import json
@@ -511,8 +515,7 @@ def _report(args: Sequence[str]) -> int:
         report = reports[0]
         if report.get("training") is None and (dirs[0] / "results.csv").is_file():
             print(f"gradkit report: {dirs[0]}: report.json has no training section but the folder holds a training "
-                  "run's results.csv: it is not this run's report ('gradkit val model=... data=...' scores the "
-                  "weights afresh)", file=sys.stderr)
+                  f"run's results.csv: it is not this run's report; {_SCORE_AFRESH}", file=sys.stderr)
             return 2
         if report.get("training") is not None:
             try:  # the run's own files are read again: as much user input as report.json
@@ -525,7 +528,7 @@ def _report(args: Sequence[str]) -> int:
                 return 2
             if differ:  # one run's scores under another's curves: refused, not drawn
                 print(f"gradkit report: {dirs[0]}: the run's training records are not those report.json was built "
-                      f"from ({differ}); 'gradkit val model=... data=...' scores the weights afresh", file=sys.stderr)
+                      f"from ({differ}); {_SCORE_AFRESH}", file=sys.stderr)
                 return 2
         paths = write_report(report, dirs[0], from_file=True)
     else:

@@ -418,9 +418,7 @@ PERIOD_CHECKPOINT_CODE = ("(self.save_period > 0) and (self.epoch % self.save_pe
 @functools.cache
 def _period_checkpoint_shape(trainer_cls: type) -> str | None:
     """None when ``save_model`` still keeps ``epoch{N}.pt`` on the condition :func:`period_checkpoint` mirrors."""
-    from ultralytics.engine.trainer import BaseTrainer
-
-    code = inspect.getsource(getattr(trainer_cls, "save_model", BaseTrainer.save_model))  # a trainer-shaped object
+    code = inspect.getsource(trainer_cls.save_model)
     if all(part in code for part in PERIOD_CHECKPOINT_CODE):
         return None
     return ("BaseTrainer.save_model no longer saves wdir/epoch{N}.pt every save_period epochs as gradkit mirrors it "
