@@ -80,7 +80,7 @@ class NoiseScaleTracker:
         self._seen_step = 0
         self._epoch = -1
         self._batch_in_epoch = 0
-        self._stepped_images: list[int] = []  # images of each window that ended in an optimizer step
+        self._stepped = [0, 0]  # windows that ended in an optimizer step, and their images
 
     def continue_from(self, run: NoiseScale, step: int) -> None:
         """Go on from a checkpoint's sums and optimizer step count (a resume, a NaN recovery's reload): pairs not
@@ -89,7 +89,7 @@ class NoiseScaleTracker:
         self._pairs.clear()
         self._small, self._window_images, self._seen_step = None, 0, step
         self._epoch, self._batch_in_epoch = -1, 0
-        self._stepped_images.clear()
+        self._stepped = [0, 0]
 
     def _images(self, trainer) -> int:
         """Images in the batch just finished (the last batch of an epoch may be short)."""
@@ -108,7 +108,8 @@ class NoiseScaleTracker:
         first = self._window_images == 0
         self._window_images += images
         if step != self._seen_step:  # this batch ended an accumulation window with an optimizer step
-            self._stepped_images.append(self._window_images)
+            self._stepped[0] += 1
+            self._stepped[1] += self._window_images
             if self._small is not None and math.isfinite(last_total_norm):
                 self._pairs.append((self._small, self._small_images, last_total_norm**2, self._window_images))
             self._seen_step, self._window_images, self._small = step, 0, None
@@ -139,8 +140,9 @@ class NoiseScaleTracker:
         """The run's estimate, read against the images an optimizer step took: their mean over the steps since the
         run's last start or resume (a short epoch's last window, an accumulation capped by a small dataset) times
         the ``ranks`` that each took as many, else the nominal ``images_per_step``."""
-        if self._stepped_images:
-            images_per_step = round(ranks * sum(self._stepped_images) / len(self._stepped_images))
+        windows, images = self._stepped
+        if windows:
+            images_per_step = round(ranks * images / windows)
         value = self.run.value()
         return {"value": value if math.isfinite(value) else None, "steps": self.run.steps,
                 "images_per_step": images_per_step,
