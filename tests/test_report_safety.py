@@ -333,6 +333,12 @@ def test_a_report_json_beside_another_run_s_records_is_refused_not_mixed(run):
     _edit(run, lambda r: r["training"].__setitem__("train_args", {"epochs": 3, "batch": None}))
     proc = _rebuild(run)  # an argument args.yaml does not hold at all
     assert proc.returncode == 2 and "args.yaml says batch: '(absent)'" in proc.stderr, proc.stderr
+    # a resume from an earlier checkpoint appended epochs 2-3 again; a report written before schema 13 kept both
+    # tries of each in its epochs: the same records, so rebuilt (with each epoch once)
+    (run / "results.csv").write_text(rows + "2,0.4,0.25\n3,0.3,0.35\n")
+    _edit(run, lambda r: r.__setitem__("training", {**training_section(run), "epochs": [1, 2, 3, 2, 3]}))
+    assert _rebuild(run).returncode == 0
+    assert json.loads((run / "report.json").read_text())["training"]["epochs"] == [1, 2, 3]
 
 
 def test_a_validation_s_report_json_beside_a_training_run_s_records_is_refused(run):

@@ -210,6 +210,36 @@ def test_epochs_without_validation_are_gaps_not_zeros(tmp_path):
     assert training_section(tmp_path)["curves"]["metrics/mAP50(B)"] == [0.0, 0.0, 0.54]   # validated: a real 0
 
 
+def test_a_resume_from_an_earlier_checkpoint_keeps_the_later_training_of_each_epoch(tmp_path):
+    """Resumed from epoch1.pt of a run that had trained 3 epochs, Ultralytics appends epochs 2 and 3 again to
+    results.csv: the curves draw each epoch once, the later training (the one the weights went on from), and the
+    settings say which epochs were trained twice rather than dropping the first tries silently."""
+    from gradkit.report.build import training_section
+    from gradkit.report.render import _settings
+    from report_cases import hand_made_evaluation
+
+    (tmp_path / "results.csv").write_text(
+        "epoch,time,train/box_loss,metrics/mAP50(B)\n"
+        "1,10,2.0,0.1\n2,20,1.8,0.2\n3,30,1.7,0.25\n"   # the abandoned tries of epochs 2 and 3
+        "2,9,1.5,0.3\n3,19,1.2,0.4\n4,29,1.1,0.5\n")
+    (tmp_path / "args.yaml").write_text("epochs: 4\nmodel: yolo26n.yaml\n")
+    t = training_section(tmp_path)
+    assert t["epochs"] == [1, 2, 3, 4]
+    assert t["curves"]["train/box_loss"] == [2.0, 1.5, 1.2, 1.1]
+    assert t["curves"]["metrics/mAP50(B)"] == [0.1, 0.3, 0.4, 0.5]
+    assert t["epochs_trained_again"] == [2, 3]
+    r = {"training": t, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3, "defect_free_images": 1,
+         "instances": 2, "versions": {}}
+    assert "4 (epochs 2, 3 trained twice: resumed from an earlier checkpoint; the curves show the later try)" in \
+        _settings(r)
+    report = build_report(hand_made_evaluation(tmp_path / "img"))
+    report["training"] = t
+    validate_report(json.loads(json.dumps(report)))
+    report["training"]["epochs_trained_again"] = ["2"]   # a hand-edited report.json
+    with pytest.raises(ReportSchemaError, match=r"training\.epochs_trained_again\.0"):
+        validate_report(json.loads(json.dumps(report)))
+
+
 def test_settings_say_how_many_of_the_planned_epochs_ran(tmp_path):
     from gradkit.report.build import training_section
     from gradkit.report.render import _settings

@@ -12,6 +12,7 @@ import gc
 import json
 import math
 import platform
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,21 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 RUN_FOLDER_ARGS = ("save_dir", "name", "project")
 
 
+def _last_try_of_each_epoch(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[int]]:
+    """results.csv's rows, one per epoch, in epoch order, and the epochs that had more than one row. A resume from
+    an earlier checkpoint (``epoch1.pt`` of a run that went on) trains its later epochs again, and Ultralytics
+    appends their rows after the first tries': the later try is the one the weights went on from."""
+    last = {int(float(r["epoch"])): r for r in rows}
+    counts = Counter(int(float(r["epoch"])) for r in rows)
+    return [last[e] for e in sorted(last)], sorted(e for e, n in counts.items() if n > 1)
+
+
 def training_section(run_dir: Path) -> dict[str, Any] | None:
     """Loss and mAP curves, clip rate and gradient alerts of a training run, from its files."""
     results = run_dir / "results.csv"
     if not results.exists():
         return None
-    rows = _read_csv(results)
+    rows, trained_again = _last_try_of_each_epoch(_read_csv(results))
 
     def col(name: str) -> list[float | None]:
         values = [float(r[name]) if r.get(name) not in (None, "") else None for r in rows]
@@ -111,6 +121,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     return {
         "run_dir": str(run_dir),
         "epochs": [int(float(r["epoch"])) for r in rows],
+        "epochs_trained_again": trained_again,
         "curves": curves,
         "alerts": alerts,
         "alert_counts": {k: sum(a["kind"] == k for a in alerts) for k in ("exploding", "vanishing", "dead",
@@ -134,7 +145,8 @@ def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str |
 
     if fresh is None:
         return "results.csv is missing"
-    if isinstance(stored.get("epochs"), list) and stored["epochs"] != fresh["epochs"]:
+    # a report from before schema 13 kept both tries of an epoch trained again: the same records, once each
+    if isinstance(stored.get("epochs"), list) and sorted(set(stored["epochs"])) != fresh["epochs"]:
         return f"results.csv holds {span(fresh['epochs'])}, report.json's training {span(stored['epochs'])}"
     was, now = stored.get("train_args"), fresh["train_args"]
     missing = object()

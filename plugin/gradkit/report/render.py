@@ -357,14 +357,20 @@ def warnings(r: dict[str, Any]) -> list[str]:
     return out
 
 
-def _epochs_trained(trained: int, planned: Any, hours: Any) -> str | None:
+def _epochs_trained(trained: int, planned: Any, hours: Any, again: list[int]) -> str | None:
     """"26 of 30" (early stopping, an interrupted run), or "34 in time= 0.13 h": with time= Ultralytics
-    sets the number of epochs from the clock, whatever epochs= said."""
+    sets the number of epochs from the clock, whatever epochs= said; then the epochs a resume from an earlier
+    checkpoint trained twice."""
     if hours:
-        return f"{trained} in time= {hours} h"
-    if planned is None:
+        said = f"{trained} in time= {hours} h"
+    elif planned is None:
         return None
-    return f"{trained} of {planned}" if trained and trained != planned else f"{planned}"
+    else:
+        said = f"{trained} of {planned}" if trained and trained != planned else f"{planned}"
+    if again:
+        said += (f" (epochs {', '.join(map(str, again))} trained twice: resumed from an earlier checkpoint; "
+                 "the curves show the later try)")
+    return said
 
 
 def _settings(r: dict[str, Any]) -> str:
@@ -375,7 +381,8 @@ def _settings(r: dict[str, Any]) -> str:
     rows = [("model", r["model"]), ("data", r["data"]), ("split", r["split"]), ("run", r.get("run")),
             ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
-    rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"))))
+    rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
+                                           t.get("epochs_trained_again") or [])))
     ran = t.get("as_run") or {}
     rows += [(k, _given_and_ran(args.get(k), ran.get(k))) for k in ("imgsz", "batch") if args.get(k) is not None]
     rows += _optimizer_rows(args, t.get("optimizer_used"))

@@ -24,8 +24,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: set_aside's tp, boxes and precision_lower), and a class fires at its best trusted threshold (untrusted_max_f1);
 #: 11: images_skipped (the split's images the validation did not read), data_class_names (the data's class
 #: names where they are not the model's) and classes_left_out (the classes a run's classes= left out); 12:
-#: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed).
-REPORT_SCHEMA_VERSION = 12
+#: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed); 13:
+#: training.epochs_trained_again (a resume from an earlier checkpoint: results.csv's epochs with two rows).
+REPORT_SCHEMA_VERSION = 13
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -305,6 +306,7 @@ class AsRun(_Open):
 class Training(_Open):
     run_dir: str
     epochs: list[int]
+    epochs_trained_again: list[int] = []
     curves: dict[str, list[Num]]
     alerts: list[Alert] = []
     alert_counts: dict[str, int] = {}
