@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 
@@ -197,11 +198,14 @@ def test_resume_names_the_state_file_and_key_of_a_saved_configuration_that_no_lo
 
 
 @pytest.mark.e2e
-def test_resume_with_a_saved_configuration_that_no_longer_validates_continues_with_the_attached_one(
-        tiny_data, tmp_path):
-    """Resumed through attach + train(resume=True), the user's attached configuration is at hand: the run goes on
-    with it, says which file and key it could not use, and starts the plugin state afresh (as for a missing
-    state file) but for the step numbers, which go on from last.pt's, instead of a pydantic traceback."""
+@pytest.mark.parametrize("folder_config", ["valid", "unusable"])
+def test_resume_with_a_saved_configuration_that_no_longer_validates_continues_with_the_run_s_own_else_the_attached(
+        tiny_data, tmp_path, folder_config):
+    """Resumed through attach + train(resume=True) with a state file whose configuration does not validate: as
+    without a state file, the run goes on with the settings its folder's gradkit.yaml records (it went on with the
+    attached one, though the run's own were at hand), else with the attached configuration; either way it says
+    which file and key it could not use and starts the plugin state afresh but for the step numbers, which go on
+    from last.pt's, instead of a pydantic traceback."""
     from ultralytics import YOLO
 
     import gradkit
@@ -219,14 +223,25 @@ def test_resume_with_a_saved_configuration_that_no_longer_validates_continues_wi
     assert state["config"]["clip"]["mode"] == "autoclip" and state["step"] > 0
     state["config"]["clip"]["percentile"] = 150.0  # no percentile above 100
     torch.save(state, side)
+    folder = tmp_path / "run" / "gradkit.yaml"
+    if folder_config == "unusable":
+        stamp = folder.stat().st_mtime
+        folder.write_text(folder.read_text().replace("mode: autoclip", "mode: autoclipp"))
+        os.utime(folder, (stamp, stamp))  # still older than last.pt: refused for its content
     model = YOLO(str(last))
     gradkit.attach(model, "default", {"clip.mode": "norm", "clip.max_norm": 5.0})
     with log_lines() as lines:
         model.train(resume=str(last))
     said = [line for line in lines if "last.gradkit.pt" in line and "clip.percentile" in line]
-    assert said and "150.0" in said[0] and "starts afresh" in said[0] and "\n" not in said[0], lines
+    assert len(said) == 1 and "150.0" in said[0] and "starts afresh" in said[0] and "\n" not in said[0], lines
     plugin = model.gradkit
-    assert plugin.cfg.clip.mode == "norm" and plugin.cfg.clip.max_norm == 5.0
+    if folder_config == "valid":
+        assert plugin.cfg.clip.mode == "autoclip"
+        assert any("resuming with" in line and str(folder) in line for line in lines), lines
+        assert not any("attached configuration" in line for line in lines), lines
+    else:
+        assert plugin.cfg.clip.mode == "norm" and plugin.cfg.clip.max_norm == 5.0
+        assert any("autoclipp" in line and "attached configuration" in line for line in lines), lines
     # step numbers go on from the optimizer steps last.pt counts (its EMA updates), so every one is recorded once
     assert plugin.step == model.trainer.ema.updates > state["step"]
     steps = [int(r["step"]) for r in read_csv(tmp_path / "run" / "gradient_steps.csv")]

@@ -292,7 +292,7 @@ class GradkitCallback:
         state = self._resume_state(trainer) if resuming else None
         saved, source = (state.get("config"), "the checkpoint's") if state else (None, "")
         ckpt = self._resume_checkpoint(trainer) if resuming else None
-        if ckpt is not None and not state_path(ckpt).exists():  # one there but unusable: named, the attached goes on
+        if ckpt is not None and state is None:  # none, or one that does not validate: the folder's record, if any
             saved, source = self._run_folder_config(ckpt), f"{self.save_dir / 'gradkit.yaml'}'s"
         if saved and saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):  # JSON: tuples == lists
             # like Ultralytics' own args on resume: the run continues with the configuration it started with
@@ -653,18 +653,20 @@ class GradkitCallback:
             if state.get("config"):
                 state["config"] = saved_config(state["config"], str(path))
         except ConfigError as exc:
-            # the attached configuration is at hand: go on with it rather than stop a long run for its state file
-            _logger().warning(f"gradkit: {exc}; resuming with the attached configuration (gradkit train: its "
-                              "gradkit=, else the default preset), clipping history starts afresh")
+            # a configuration is at hand (the run folder's gradkit.yaml, else the attached one): go on with it rather
+            # than stop a long run for its state file
+            _logger().warning(f"gradkit: {exc}; clipping history starts afresh")
             return None
         return state
 
     def _run_folder_config(self, ckpt: Path) -> GradkitConfig | None:
-        """Without a state file, the configuration the run started with: its folder's gradkit.yaml, unless it was
-        written after ``ckpt`` (then another run used the folder since). Untrusted: one that does not validate is
-        named, and the attached configuration goes on."""
+        """Without a usable state file, the configuration the run started with: its folder's gradkit.yaml, unless it
+        was written after ``ckpt`` (then another run used the folder since). Untrusted: one that does not validate is
+        named, and the attached configuration goes on, as where there is none."""
         path = self.save_dir / "gradkit.yaml"
         if not path.is_file():
+            _logger().warning(f"gradkit: no {path} either; resuming with the attached configuration (gradkit train: "
+                              "its gradkit=, else the default preset)")
             return None
         try:
             if ckpt.is_file() and path.stat().st_mtime > ckpt.stat().st_mtime:
