@@ -152,3 +152,27 @@ def test_val_reaching_the_train_folder_another_way_is_one_finding_and_no_leakage
     (data_yaml.parent / "labels" / "link").symlink_to(data_yaml.parent / "labels" / "train")
     res = check_dataset(data_yaml)
     assert [f.kind for f in res.findings if f.kind in ("shared split", "leakage")] == ["shared split"]
+
+
+@pytest.mark.parametrize("how", ["symlink", "list file"])
+def test_a_train_image_a_val_split_reaches_on_its_own_is_leakage(tmp_path, how):
+    """Not a whole shared folder, one image: a symlink in val's own folder to a train image, or val's list file
+    naming a train image. The same file read by two splits is leakage (the check skipped it as "itself"; a
+    byte-identical copy in val was called leakage). Known answer: one leakage finding naming that image."""
+    data_yaml = _dataset(tmp_path, val="images/val")
+    root = data_yaml.parent
+    (root / "images" / "val").mkdir()
+    (root / "labels" / "val").mkdir()
+    cv2.imwrite(str(root / "images" / "val" / "v0.png"), np.full((32, 32, 3), 200, np.uint8))
+    (root / "labels" / "val" / "v0.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    if how == "symlink":
+        (root / "images" / "val" / "dup.png").symlink_to(root / "images" / "train" / "t1.png")
+        (root / "labels" / "val" / "dup.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    else:
+        (root / "val.txt").write_text("./images/val/v0.png\n./images/train/t1.png\n")
+        data = yaml.safe_load(data_yaml.read_text())
+        data_yaml.write_text(yaml.safe_dump({**data, "val": "val.txt"}))
+    res = check_dataset(data_yaml)
+    leaks = [f for f in res.findings if f.kind in ("leakage", "shared split")]
+    assert [f.kind for f in leaks] == ["leakage"], [str(f) for f in res.findings]
+    assert "t1.png" in str(leaks[0]) and "train split" in leaks[0].message

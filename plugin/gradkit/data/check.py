@@ -538,6 +538,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     res.findings += shared_split_findings(splits, "error" if images else "warning")
     hashes: dict[str, tuple[str, Path]] = {}
+    sharing = {(split, other) for split, other, _ in shared_places(splits)}  # said once, as a shared split
     download = _has_download(data_yaml)
     for split, places in splits.items():
         listed = list_split_images(places)
@@ -557,10 +558,9 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             else:
                 _check_image(img, res)
                 digest = hashlib.md5(img.read_bytes()).hexdigest()
-                if digest in hashes and hashes[digest][0] != split and hashes[digest][1] != img.resolve():  # itself
-                    other = hashes[digest]
-                    res.findings.append(Finding("error", "leakage", str(img), None,
-                                                f"identical to {other[1]} in the {other[0]} split"))
+                leak = _leak(hashes.get(digest), split, img.resolve(), sharing)
+                if leak:
+                    res.findings.append(Finding("error", "leakage", str(img), None, leak))
                 hashes.setdefault(digest, (split, img.resolve()))
             lab = _label_path(img)
             if not lab.exists():
@@ -582,6 +582,19 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             _no_defects(res, first_finding, places, len(imgs))
         _orphan_findings(places, imgs + listed.unchecked, res)
     return res
+
+
+def _leak(first: tuple[str, Path] | None, split: str, image: Path, sharing: set[tuple[str, str]]) -> str | None:
+    """Why ``image`` of ``split`` leaks, given the split and file its bytes were ``first`` seen in: a copy, or
+    the file itself reached by two splits (a symlink, a list file naming another split's image); None where it
+    does not, or where the two splits read one folder (``sharing``: that is one "shared split" finding)."""
+    if first is None or first[0] == split:
+        return None
+    if first[1] != image:
+        return f"identical to {first[1]} in the {first[0]} split"
+    if (split, first[0]) in sharing:
+        return None
+    return f"the same file as {first[1]}, which the {first[0]} split reads (a link or a list file reaches it)"
 
 
 def shared_places(splits: dict[str, list[Path]]) -> list[tuple[str, str, Path]]:
