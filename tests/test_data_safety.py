@@ -783,3 +783,69 @@ def test_reading_an_image_pil_cannot_identify_where_ultralytics_has_patched_pil(
     (tmp_path / "x.hdr").write_bytes(encoded.tobytes())
     img = read_upright(tmp_path / "x.hdr")
     assert img is not None and img.shape == (8, 6, 3) and np.allclose(img, 0.5, atol=0.01)
+
+
+def test_an_image_two_annotation_entries_name_is_refused_naming_both(tmp_path):
+    """Two VOC files naming one image (an XML copied and not edited), or two COCO image ids with one file_name: the
+    image was written twice, each copy with half its boxes (the other half taught as background), and the image
+    the copied XML was meant for was left out unnamed. Refused, naming both entries, before anything is written."""
+    _voc_set(tmp_path / "voc", 4)
+    _img(tmp_path / "voc" / "JPEGImages" / "9.png", value=90)
+    _voc_xml(tmp_path / "voc" / "Annotations" / "9.xml", "0.png", (32, 32), [("pit", (20, 20, 30, 30))])
+    with pytest.raises(ValueError, match=r"0\.png is annotated by both .*0\.xml and .*9\.xml"):
+        convert_voc(tmp_path / "voc", tmp_path / "o1")
+    assert not (tmp_path / "o1").exists()
+    ann = _coco_set(tmp_path / "coco", 4)
+    doc = json.loads(ann.read_text())
+    ann.write_text(json.dumps({**doc, "images": doc["images"] + [{"id": 7, "file_name": "0.png"}]}))
+    with pytest.raises(ValueError, match=r"0\.png is listed by image ids 0 and 7"):
+        convert_coco(ann, tmp_path / "coco" / "imgs", tmp_path / "o2")
+    assert not (tmp_path / "o2").exists()
+
+
+def test_an_image_without_an_annotation_file_is_named_not_left_out_silently(tmp_path):
+    _voc_set(tmp_path / "voc", 4)
+    _img(tmp_path / "voc" / "JPEGImages" / "lonely.png")
+    _, report = convert_voc(tmp_path / "voc", tmp_path / "out")
+    said = [m for m in report.issues if "lonely.png" in m]
+    assert len(said) == 1 and "no XML" in said[0], report.issues
+    assert not list((tmp_path / "out").rglob("lonely.png"))
+
+
+def test_two_classes_of_one_name_are_refused_not_merged(tmp_path):
+    """COCO categories 1 and 2 both 'scratch' (or classes=[pit, pit]): every box went to the second, the first
+    had none, and nothing said so (gradkit check then refused the output's names)."""
+    ann = _coco_set(tmp_path, 4, names=("scratch", "scratch", "pit"))
+    with pytest.raises(ValueError, match=r"categories 1 and 2 are both named 'scratch'"):
+        convert_coco(ann, tmp_path / "imgs", tmp_path / "o1")
+    _voc_set(tmp_path / "voc", 4, names=("pit",))
+    with pytest.raises(ValueError, match=r"classes=.*'pit' twice"):
+        convert_voc(tmp_path / "voc", tmp_path / "o2", classes=["pit", "pit"])
+
+
+@pytest.mark.parametrize(("image", "annotation", "needle"), [
+    ({}, {"category_id": [1]}, "category_id"),
+    ({"id": [3]}, {}, "'id'"),
+    ({"width": [32]}, {}, "annotation says [32]x32"),
+])
+def test_coco_values_of_the_wrong_type_are_one_line_not_a_traceback(tmp_path, image, annotation, needle):
+    ann = _coco_set(tmp_path, 4)
+    doc = json.loads(ann.read_text())
+    doc["images"][3].update(image)
+    doc["annotations"][3].update(annotation)
+    ann.write_text(json.dumps(doc))
+    try:
+        _, report = convert_coco(ann, tmp_path / "imgs", tmp_path / "out")
+    except ValueError as exc:
+        said = str(exc)
+    else:
+        said = " ".join(report.issues)
+    assert needle in said and str(ann) in said, said
+
+
+def test_voc_size_of_infinity_is_a_listed_mismatch_not_a_traceback(tmp_path):
+    _voc_set(tmp_path / "voc", 4)
+    xml = tmp_path / "voc" / "Annotations" / "3.xml"
+    xml.write_text(xml.read_text().replace("<width>32</width>", "<width>inf</width>"))
+    _, report = convert_voc(tmp_path / "voc", tmp_path / "out")
+    assert any("3.xml" in m and "inf" in m for m in report.issues), report.issues

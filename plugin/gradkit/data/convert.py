@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 from tqdm import tqdm
@@ -207,8 +208,10 @@ def _clip_box(rec: ImageRecord, name, box: tuple[float, ...], report: Conversion
     return (name, cx0, cy0, cx1, cy1)
 
 
-def _voc_record(xml_path: Path, src: Path, by_stem: dict[str, list[Path]], report: ConversionReport):
-    """The XML's root and its image record (sized from the header), or None with the reason in ``report``."""
+def _voc_record(xml_path: Path, src: Path, by_stem: dict[str, list[Path]], report: ConversionReport,
+                annotated: dict[Path, Path]):
+    """The XML's root and its image record (sized from the header), or None with the reason in ``report``;
+    ``annotated`` maps each image an XML named so far to that XML."""
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
@@ -222,15 +225,23 @@ def _voc_record(xml_path: Path, src: Path, by_stem: dict[str, list[Path]], repor
     except UnusableImage as exc:
         report.issues.append(f"{xml_path}: {exc}; skipped")
         return None, None
+    first = annotated.setdefault(Path(os.path.abspath(img_path)), xml_path)
+    if first != xml_path:  # a copied XML not edited: each copy of the image would teach the other's boxes away
+        raise ValueError(f"{img_path} is annotated by both {first} and {xml_path}: fix the <filename> of the "
+                         "wrong one, or remove it")
     try:
         w, h = image_size(img_path)
     except UnusableImage as exc:
         report.issues.append(f"{xml_path}: image {img_path}: {exc}; skipped")
         return None, None
+    said = [(root.findtext(f"size/{k}") or "").strip() for k in ("width", "height")]
     try:
-        xw, xh = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
-    except ValueError:
-        xw = xh = 0
+        xw, xh = (int(float(v or 0)) for v in said)
+    except (ValueError, OverflowError):  # "inf" is a float, and no int
+        report.size_mismatch += 1
+        report.issues.append(f"{xml_path}: annotation's size {'x'.join(said)} is not two numbers; using the image "
+                             f"size {w}x{h}")
+        return root, ImageRecord(img_path, w, h)
     if (xw, xh) != (w, h) and (xw or xh):
         report.size_mismatch += 1
         report.issues.append(f"{xml_path}: annotation says {xw}x{xh}, image is {w}x{h}; using the image size")
@@ -244,9 +255,9 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
     for p in sorted(src.rglob("*")):
         if p.suffix.lower() in IMAGE_SUFFIXES:
             by_stem[_nfc(p.stem)].append(p)
-    records = []
+    records, annotated = [], {}
     for xml_path in tqdm(sorted(src.rglob("*.xml")), desc="read VOC", unit="xml"):
-        root, rec = _voc_record(xml_path, src, by_stem, report)
+        root, rec = _voc_record(xml_path, src, by_stem, report, annotated)
         if rec is None:
             continue
         for i, obj in enumerate(root.iter("object")):
@@ -270,6 +281,10 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
             if box:
                 rec.boxes.append(box)
         records.append(rec)
+    for image in (p for group in by_stem.values() for p in group):
+        if Path(os.path.abspath(image)) not in annotated:  # VOC marks a defect-free image by an XML without objects
+            report.issues.append(f"{image}: no XML names this image; not converted (a defect-free image needs an "
+                                 "XML without <object>)")
     return records
 
 
@@ -298,14 +313,25 @@ def _coco_names(data: dict, ann_file: Path) -> dict[int, str]:
         twice = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"{ann_file}: category id {twice} appears more than once "
                          f"({', '.join(repr(str(c['name'])) for c in categories if c['id'] == twice)})")
+    first: dict[str, Any] = {}
+    for i, name in names.items():  # records carry names: two ids of one name would become one class
+        if first.setdefault(name, i) != i:
+            raise ValueError(f"{ann_file}: categories {first[name]} and {i} are both named {name!r}: their boxes "
+                             "would become one class; rename one")
     return names
+
+
+def _is_id(value: Any) -> bool:
+    """A COCO id: a number (or text, which some tools write); a list or a mapping there is a broken file."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
 def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport,
                 twins: UnicodeTwins) -> ImageRecord | None:
     name = im.get("file_name") if isinstance(im, dict) else None
-    if not isinstance(name, str) or "id" not in im:
-        report.issues.append(f"{ann_file}: image entry {im!r:.80} has no 'id' or 'file_name'; skipped")
+    if not isinstance(name, str) or not _is_id(im.get("id")):
+        report.issues.append(f"{ann_file}: image entry {im!r:.80} has no 'id' (a number or text) or 'file_name'; "
+                             "skipped")
         return None
     if _escapes(name):
         report.issues.append(f"{ann_file}: image {im['id']}: file_name {name!r} points outside images={images}; "
@@ -322,7 +348,7 @@ def _coco_image(im, ann_file: Path, images: Path, report: ConversionReport,
     except UnusableImage as exc:
         report.issues.append(f"{ann_file}: image {path}: {exc}; skipped")
         return None
-    if (im.get("width"), im.get("height")) not in {(w, h), (None, None)}:
+    if (im.get("width"), im.get("height")) not in ((w, h), (None, None)):  # a tuple: a list there is no key
         report.size_mismatch += 1
         report.issues.append(f"{ann_file}: image {name} is {w}x{h}, annotation says "
                              f"{im.get('width')}x{im.get('height')}; using the image size")
@@ -334,17 +360,24 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
     data = _load_coco(ann_file)
     names = _coco_names(data, ann_file)
     by_id, listed, twins = {}, set(), UnicodeTwins(images)
+    by_file: dict[Path, Any] = {}
     for im in data["images"]:
-        if isinstance(im, dict) and "id" in im:
+        if isinstance(im, dict) and _is_id(im.get("id")):
             if im["id"] in listed:  # whose annotations would they be?
                 raise ValueError(f"{ann_file}: image id {im['id']} appears more than once")
             listed.add(im["id"])
         rec = _coco_image(im, ann_file, images, report, twins)
         if rec is not None:
+            first = by_file.setdefault(Path(os.path.abspath(rec.path)), im["id"])
+            if first != im["id"]:  # written twice, each copy teaching the other's boxes as background
+                raise ValueError(f"{ann_file}: {im['file_name']} is listed by image ids {first} and {im['id']}: "
+                                 "one entry per image")
             by_id[im["id"]] = rec
     crowd_regions = 0
     for a in tqdm(data.get("annotations", []), desc="read COCO", unit="ann"):
         try:
+            if not (_is_id(a["image_id"]) and _is_id(a["category_id"])):
+                raise TypeError("an id that is neither a number nor text")
             rec, category, crowd = by_id.get(a["image_id"]), a["category_id"], a.get("iscrowd")
             x, y, bw, bh = (float(v) for v in a["bbox"])
         except (KeyError, TypeError, ValueError):
@@ -491,6 +524,9 @@ def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
     found = sorted({b[0] for r in records for b in r.boxes})
     if classes is None:
         return found
+    twice = next((c for i, c in enumerate(classes) if c in classes[:i]), None)
+    if twice is not None:
+        raise ValueError(f"classes={classes} names {twice!r} twice: its boxes would go to one of the two")
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise ValueError(f"classes {unknown} occur in the annotations but not in classes={classes}")
