@@ -115,7 +115,7 @@ def set_table(out: Path, names: list[str], images: int, imgsz: int, samples: int
             for k in range(samples):
                 dataset[k % len(dataset)]
             counts[degrees] = np.array(log, dtype=float).reshape(-1, 3)
-        classes = yaml.safe_load(Path(data_yaml).read_text())["names"]
+        classes = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8"))["names"]
         for c, cname in classes.items():
             cells = []
             for degrees in (0.0, PRESET_DEGREES):

@@ -76,7 +76,7 @@ def _train(data: Path, out: Path, name: str, amp, plugin: bool, args) -> dict:
 
 
 def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
 
 

@@ -25,7 +25,7 @@ import yaml
 
 def corrupted_copy(data_yaml: Path, out: Path, seed: int = 0) -> Path:
     """The test split with Gaussian noise (sigma 12 grey levels), a 5x5 blur and contrast halved."""
-    data = yaml.safe_load(data_yaml.read_text())
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
     root = Path(data["path"])
     rng = np.random.default_rng(seed)
     (out / "images" / "test").mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def held_out_ap50(patterns: list[str], recipes: list[str]) -> dict[tuple[str, st
     found: dict[tuple[str, str], list[float]] = defaultdict(list)
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):
-            sets = json.loads(Path(path).read_text()).get("sets", {})
+            sets = json.loads(Path(path).read_text(encoding="utf-8")).get("sets", {})
             for set_name, by_recipe in sets.items():
                 runs = by_recipe.get("runs", {})
                 for run in (r for name in recipes for r in runs.get(name, [])):

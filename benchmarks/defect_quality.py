@@ -265,7 +265,7 @@ def held_out_yaml(data: Path, out: Path) -> Path:
     """A copy of the dataset YAML whose ``test`` is val + test (written under ``out``, never beside the data)."""
     import yaml
 
-    cfg = yaml.safe_load(data.read_text())
+    cfg = yaml.safe_load(data.read_text(encoding="utf-8"))
     cfg["path"] = str(Path(cfg.get("path") or data.parent).resolve())
     cfg["test"] = [cfg["val"], cfg["test"]]
     cfg.pop("download", None)
@@ -348,7 +348,7 @@ def _reused(score_file: Path, recipe: dict) -> dict:
     a recipe (other data, model, arguments, gradkit configuration) must not stand in for it. Scores
     written before a part of the recipe was kept are compared on the parts they keep."""
     try:
-        score = json.loads(score_file.read_text())
+        score = json.loads(score_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SystemExit(f"{score_file}: unreadable ({exc}); remove the folder to train again") from None
     if not isinstance(score, dict) or not {"mAP50-95", "mAP50", "AP50", "train_s", "epochs_done"} <= score.keys():
@@ -753,7 +753,8 @@ def merge_results(files: list[str]) -> dict:
     merged: dict = {"sets": {}}
     for f in files:
         try:
-            sets = {name: one["runs"].items() for name, one in json.loads(Path(f).read_text())["sets"].items()}
+            written = json.loads(Path(f).read_text(encoding="utf-8"))
+            sets = {name: one["runs"].items() for name, one in written["sets"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SystemExit(f"{f}: not a results.json written by this script ({exc!r})") from None
         for name, recipes in sets.items():

@@ -345,7 +345,7 @@ def stability_ratios(run: Path, before: int | None = None) -> tuple[list[tuple[i
 def _records(path: Path, what: str, row) -> list:
     """``row(entry)`` of every entry of a JSON record this script wrote (read back as untrusted input)."""
     try:
-        return [row(r) for r in json.loads(path.read_text())]
+        return [row(r) for r in json.loads(path.read_text(encoding="utf-8"))]
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SystemExit(f"{path}: not a {what} record of this script ({exc}); remove it to record again") from None
 
@@ -355,7 +355,7 @@ def _clip_coefficients(run: Path) -> dict[int, float]:
     (every run here has the monitor on)."""
     path = run / "gradient_steps.csv"
     try:
-        with open(path, newline="") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             return {int(r["step"]): float(r["clip_coef"]) for r in csv.DictReader(f)}
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise SystemExit(f"{path}: no clip factors to read ({exc}); remove the run to record it again") from None
@@ -394,7 +394,7 @@ def layer_spike_steps(run: Path, before: int | None = None) -> list[int]:
     """Steps (up to ``before``) at which some layer's log10 gradient norm is LAYER_SPIKE_DECADES above the
     median of its own LAYER_WINDOW steps before (all of them recorded)."""
     norms: dict[str, dict[int, float]] = {}
-    with open(run / "gradients.csv") as f:
+    with open(run / "gradients.csv", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             norms.setdefault(row["layer"], {})[int(row["step"])] = math.log10(max(float(row["grad_norm"]), 1e-30))
 
@@ -433,7 +433,7 @@ def weight_growths(run: Path, before: int | None = None) -> list[tuple[int, floa
     from gradkit.monitor.divergence import WeightGrowth
 
     by_step: dict[int, dict[str, float]] = {}
-    with open(run / "gradients.csv") as f:
+    with open(run / "gradients.csv", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             if before is None or int(row["step"]) <= before:
                 value = float(row["weight_norm"]) if row["weight_norm"] else math.nan
@@ -517,7 +517,7 @@ def record_growth_probes(out: Path, data: Path, imgsz: int) -> dict[str, Path]:
 
 
 def _steps(run: Path) -> set[int]:
-    with open(run / "gradients.csv") as f:
+    with open(run / "gradients.csv", encoding="utf-8") as f:
         return {int(row["step"]) for row in csv.DictReader(f)}
 
 

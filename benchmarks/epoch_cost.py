@@ -31,7 +31,7 @@ MODELS = ("yolo26n.yaml", "yolo26n-half.yaml")
 
 def epoch_seconds(results_csv: Path) -> float:
     """The median wall seconds of an epoch after the first (``time`` is cumulative, validation included)."""
-    with open(results_csv) as f:
+    with open(results_csv, encoding="utf-8") as f:
         times = [float(row["time"]) for row in csv.DictReader(f)]
     return statistics.median(b - a for a, b in itertools.pairwise(times))
 

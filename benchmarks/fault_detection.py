@@ -141,9 +141,9 @@ def replay(run: Path, cfg=None, deviations: list | None = None) -> list[dict]:
     from gradkit.monitor.alerts import AlertThresholds
 
     cfg = cfg if cfg is not None else AlertThresholds.of(AlertsConfig())  # the defaults
-    with open(run / "gradients.csv", newline="") as f:
+    with open(run / "gradients.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    with open(run / "gradient_steps.csv", newline="") as f:
+    with open(run / "gradient_steps.csv", encoding="utf-8", newline="") as f:
         steps = {int(r["step"]): r for r in csv.DictReader(f)}
     labels = list(dict.fromkeys(f'{r["layer"]} {r["module"]}' for r in rows))
     by_step: dict[int, list[dict]] = {}

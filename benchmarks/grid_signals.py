@@ -50,7 +50,7 @@ def main() -> None:
     print(f"{'run':30}{'mAP50-95':>9}{'diverged':>9}{'warned':>7}{'lead':>5}{'loss rise':>10}{'first >':>8}")
     for run in sorted(p for p in args.runs.iterdir() if (p / "step_losses.json").exists()):
         losses = json.loads((run / "step_losses.json").read_text())
-        with open(run / "results.csv", newline="") as f:
+        with open(run / "results.csv", encoding="utf-8", newline="") as f:
             final = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)][-1]
         alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()]
         div = divergence_step({i + 1: v for i, v in enumerate(losses)})

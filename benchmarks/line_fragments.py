@@ -79,7 +79,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _objects(label: Path, cls: int, w: int, h: int, elongation: float) -> list[np.ndarray]:
     boxes = []
-    for line in label.read_text().splitlines():
+    for line in label.read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) == 5 and int(float(parts[0])) == cls:
             cx, cy, bw, bh = (float(v) for v in parts[1:])

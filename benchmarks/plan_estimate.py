@@ -37,7 +37,7 @@ from defect_quality import build_sets
 
 def epoch_seconds(results_csv: Path) -> list[float]:
     """Wall seconds of each epoch after the first, validation included (``time`` is cumulative)."""
-    with open(results_csv) as f:
+    with open(results_csv, encoding="utf-8") as f:
         times = [float(row["time"]) for row in csv.DictReader(f)]
     if len(times) < 2:
         raise SystemExit(f"{results_csv}: fewer than 2 epochs; give --epochs 2 or more")

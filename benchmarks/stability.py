@@ -98,9 +98,9 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
                 seed=seed, deterministic=True, project=str(out), name=name, exist_ok=True, verbose=False)
     run = Path(model.trainer.save_dir)
     (run / "step_losses.json").write_text(json.dumps(losses))
-    with open(run / "gradient_steps.csv", newline="") as f:
+    with open(run / "gradient_steps.csv", encoding="utf-8", newline="") as f:
         steps = list(csv.DictReader(f))
-    with open(run / "results.csv", newline="") as f:
+    with open(run / "results.csv", encoding="utf-8", newline="") as f:
         results = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
     final_map = float(results[-1]["metrics/mAP50-95(B)"])
     if args.score == "last":  # the weights the user keeps: a rollback after the last validation changes them

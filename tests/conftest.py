@@ -65,7 +65,7 @@ def gradkit_here(capsys, monkeypatch):
 def read_csv(path) -> list[dict[str, str]]:
     import csv
 
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 

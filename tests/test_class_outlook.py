@@ -62,7 +62,7 @@ def test_each_class_measured_as_drawn(tmp_path):
 
 def _results(path: Path, set_name: str, runs: dict[str, list[dict]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"args": {}, "sets": {set_name: {"plan": {}, "runs": runs}}}))
+    path.write_text(json.dumps({"args": {}, "sets": {set_name: {"plan": {}, "runs": runs}}}), encoding="utf-8")
 
 
 def test_ap50_joined_over_files_and_only_for_the_named_recipes(tmp_path):

@@ -30,11 +30,11 @@ def _voc_xml(path: Path, filename: str, size: tuple[int, int], objects: list[dic
         f"</ymin><xmax>{o['box'][2]}</xmax><ymax>{o['box'][3]}</ymax></bndbox></object>" for o in objects)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
-                    f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>")
+                    f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>", encoding="utf-8")
 
 
 def _lines(path: Path) -> list[list[float]]:
-    return [[float(v) for v in line.split()] for line in path.read_text().splitlines()]
+    return [[float(v) for v in line.split()] for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _label(out: Path, stem: str) -> Path:
@@ -224,3 +224,33 @@ def test_names_written_in_another_unicode_form_find_their_image(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     _, report = convert_coco(tmp_path / "ann.json", src / "JPEGImages", tmp_path / "out3")
     assert report.images == 3 and not [m for m in report.issues if "not found" in m], report.issues
+
+
+def test_files_are_read_and_written_as_utf_8_whatever_the_locale(tmp_path):
+    """Ultralytics reads a data YAML as UTF-8; gradkit read it in the locale's encoding, so under LC_ALL=C a valid
+    YAML naming a class 'Lötstelle' was "not UTF-8 text" (on Windows' cp1252 it would load with garbled names).
+    Oracle: the same calls in a process whose locale encoding is ASCII."""
+    src = tmp_path / "voc"
+    for i in range(3):
+        _img(src / "JPEGImages" / f"{i}.jpg", 64, 64, value=60 * i)  # no two alike: no leakage
+        _voc_xml(src / "Annotations" / f"{i}.xml", f"{i}.jpg", (64, 64),
+                 [{"name": "Lötstelle", "box": (5, 5, 30, 30)}])
+    code = (
+        "import sys, yaml\n"
+        "from gradkit.data import check_dataset, convert_voc, fix_dataset\n"
+        "from gradkit.data.fingerprint import fingerprint_dataset\n"
+        "assert sys.getfilesystemencoding() and __import__('locale').getpreferredencoding(False) != 'UTF-8'\n"
+        f"data, _ = convert_voc({str(src)!r}, {str(tmp_path / 'out')!r})\n"
+        "res = check_dataset(data)\n"
+        "assert not res.errors, [str(f) for f in res.errors]\n"
+        "fixed, _ = fix_dataset(data, " + repr(str(tmp_path / "fixed")) + ")\n"
+        "assert yaml.safe_load(open(fixed, encoding='utf-8'))['names'] == {0: 'Lötstelle'}\n"
+        "print(fingerprint_dataset(data).class_names)\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "utf-8"}
+    script = tmp_path / "run.py"
+    script.write_text(code, encoding="utf-8")  # a command line under LC_ALL=C could not carry the name
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, encoding="utf-8", env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Lötstelle" in proc.stdout

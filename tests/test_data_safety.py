@@ -28,7 +28,7 @@ def _voc_xml(path: Path, filename: str, size: tuple[int, int], objects: list[tup
                    f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
-                    f"<height>{size[1]}</height></size>{objs}</annotation>")
+                    f"<height>{size[1]}</height></size>{objs}</annotation>", encoding="utf-8")
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -492,7 +492,7 @@ def test_kept_folders_never_hide_labels_from_ultralytics(tmp_path):
     images = sorted(str(p) for p in (tmp_path / "out" / "images").rglob("*.jpg"))
     assert len(images) == 6 == report.images
     for img, label in zip(images, img2label_paths(images), strict=True):
-        (line,) = Path(label).read_text().splitlines()
+        (line,) = Path(label).read_text(encoding="utf-8").splitlines()
         part = "train" if int(cv2.imread(img)[0, 0, 0]) < 100 else "validation"
         assert names[int(line.split()[0])] == part
 
@@ -725,7 +725,7 @@ def test_a_relative_path_found_nowhere_names_the_working_folder_and_datasets_dir
 
 def _moved(data: Path, root: Path, splits: dict[str, str], path: str | None) -> Path:
     """The YAML rewritten with other split entries and ``path:`` (None: no path key)."""
-    doc = {**yaml.safe_load(data.read_text()), **splits}
+    doc = {**yaml.safe_load(data.read_text(encoding="utf-8")), **splits}
     doc.pop("path")
     if path is not None:
         doc["path"] = path

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _alerts(run):
-    return [json.loads(line) for line in open(run / "gradient_alerts.jsonl") if line.strip()]
+    return [json.loads(line) for line in open(run / "gradient_alerts.jsonl", encoding="utf-8") if line.strip()]
 
 
 def _plant(layer: str, factor: float, onset: int):

@@ -25,7 +25,7 @@ NEW_NAMES = ("hole", "dent", "burr", "smudge")
 
 def _export_voc(data_yaml: Path, out: Path) -> None:
     """Write a YOLO dataset as Pascal VOC (1-based corners), the way NEU-DET ships."""
-    data = yaml.safe_load(data_yaml.read_text())
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
     root = Path(data["path"])
     (out / "JPEGImages").mkdir(parents=True)
     (out / "Annotations").mkdir()

@@ -19,7 +19,7 @@ def _rows(path):
 
 
 def _alerts(run):
-    return [json.loads(line) for line in open(run / "gradient_alerts.jsonl") if line.strip()]
+    return [json.loads(line) for line in open(run / "gradient_alerts.jsonl", encoding="utf-8") if line.strip()]
 
 
 def _plugin(trainer):

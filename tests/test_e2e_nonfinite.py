@@ -26,7 +26,7 @@ def _plugin(trainer):
 
 def _alerts(run):
     path = run / "gradient_alerts.jsonl"
-    return [json.loads(line) for line in open(path) if line.strip()] if path.exists() else []
+    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()] if path.exists() else []
 
 
 def _skipped_steps(run) -> list[int]:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 def _val_instances(data: Path, classes=None) -> int:
     """Boxes in the val split's label files (of ``classes`` only), counted from the files themselves."""
-    root = Path(yaml.safe_load(data.read_text())["path"])
+    root = Path(yaml.safe_load(data.read_text(encoding="utf-8"))["path"])
     lines = [ln.split() for f in (root / "labels" / "val").glob("*.txt") for ln in f.read_text().splitlines()]
     return sum(1 for p in lines if p and (classes is None or int(p[0]) in classes))
 

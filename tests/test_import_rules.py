@@ -37,7 +37,7 @@ def test_lint_imports_fails_on_a_planted_violation(tmp_path, module, planted, co
     assert LINT_IMPORTS.exists(), "import-linter is not installed: `make test` installs the dev extra"
     shutil.copytree(ROOT / "plugin" / "gradkit", tmp_path / "gradkit", ignore=shutil.ignore_patterns("__pycache__"))
     if module:
-        with open(tmp_path / "gradkit" / module, "a") as f:
+        with open(tmp_path / "gradkit" / module, "a", encoding="utf-8") as f:
             f.write("\n\n" + planted)
     result = _lint(tmp_path)
     out = result.stdout + result.stderr

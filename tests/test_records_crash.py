@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _alerts(run):
-    return [json.loads(line) for line in open(run / "gradient_alerts.jsonl") if line.strip()]
+    return [json.loads(line) for line in open(run / "gradient_alerts.jsonl", encoding="utf-8") if line.strip()]
 
 
 def log_lines():
@@ -64,9 +64,9 @@ def _write_log(run, steps):
 def test_truncate_keeps_steps_up_to_the_checkpoint_and_drops_cut_lines(tmp_path):
     _write_log(tmp_path, range(1, 8))
     # a crash in the middle of a write: half a row / half a JSON object at the end
-    with open(tmp_path / "gradients.csv", "a") as f:
+    with open(tmp_path / "gradients.csv", "a", encoding="utf-8") as f:
         f.write("1,8,0,Conv,1.0")
-    with open(tmp_path / "gradient_alerts.jsonl", "a") as f:
+    with open(tmp_path / "gradient_alerts.jsonl", "a", encoding="utf-8") as f:
         f.write('{"kind": "dead", "step": 3')
     dropped = truncate_records(tmp_path, 5)
     assert dropped == {"gradients.csv": 5, "gradient_steps.csv": 2, "gradient_alerts.jsonl": 3}

@@ -45,7 +45,7 @@ def test_colour_scale_is_robust_to_one_spike():
 def _write_run(run, steps=40, epochs=4, nan_step=17, skipped_step=17):
     run.mkdir(parents=True)
     per_epoch = steps // epochs
-    with open(run / "gradients.csv", "w", newline="") as f:
+    with open(run / "gradients.csv", "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["epoch", "step", "layer", "module", "grad_norm", "grad_norm_clipped", "weight_norm",
                     "update_ratio", "nonfinite"])
@@ -53,7 +53,7 @@ def _write_run(run, steps=40, epochs=4, nan_step=17, skipped_step=17):
             for layer in range(6):
                 v = "nan" if s == nan_step and layer == 2 else 10.0 ** (layer / 3)
                 w.writerow([1 + (s - 1) // per_epoch, s, layer, "Conv", v, v, 1, 0.01, int(v == "nan")])
-    with open(run / "gradient_steps.csv", "w", newline="") as f:
+    with open(run / "gradient_steps.csv", "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["epoch", "step", "total_norm", "total_norm_clipped", "clip_coef", "clipped", "skipped"])
         for s in range(1, steps + 1):

@@ -69,7 +69,7 @@ def _dataset(root: Path) -> Path:
 
 def _relaid(data: Path, train) -> Path:
     """The dataset's YAML with another ``train:`` value, written beside the dataset (never into it)."""
-    doc = yaml.safe_load(data.read_text())
+    doc = yaml.safe_load(data.read_text(encoding="utf-8"))
     doc["train"] = train
     out = data.parent.parent / f"relaid-{len(list(data.parent.parent.glob('relaid-*')))}.yaml"
     out.write_text(yaml.safe_dump(doc))

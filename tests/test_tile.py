@@ -64,7 +64,7 @@ def _tiles(out: Path) -> list[dict]:
 
 
 def _labels(path: Path) -> list[tuple[int, np.ndarray]]:
-    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    rows = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     return [(int(r[0]), np.array([float(v) for v in r[1:]])) for r in rows]
 
 

@@ -64,9 +64,9 @@ def update_readme(path: str) -> None:
     from pathlib import Path
 
     p = Path(path)
-    text = p.read_text()
+    text = p.read_text(encoding="utf-8")
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    p.write_text(text[:start] + config_reference() + text[end:])
+    p.write_text(text[:start] + config_reference() + text[end:], encoding="utf-8")
 
 
 if __name__ == "__main__":

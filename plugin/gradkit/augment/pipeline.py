@@ -143,7 +143,7 @@ def load_transform_list(source: list[dict[str, Any]] | str | Path) -> list[dict[
     if not path.is_file():
         raise AugmentError(f"augment.transforms: file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise AugmentError(f"augment.transforms: {path} is not valid YAML: {exc}") from None
     if isinstance(data, dict) and "transform" in data:  # A.save(..., data_format="yaml")

@@ -88,7 +88,7 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
     if data_yaml.is_dir():
         raise ValueError(f"{data_yaml}: a folder; give the dataset's YAML file (data=DIR/data.yaml)")
     try:
-        data = yaml.safe_load(data_yaml.read_text())
+        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{data_yaml}: no such file") from None
     except UnicodeDecodeError as exc:
@@ -441,7 +441,7 @@ _NO_DOWNLOAD = " (the YAML's download: script is not run: gradkit never runs cod
 
 
 def _has_download(data_yaml: Path) -> bool:
-    data = yaml.safe_load(data_yaml.read_text())
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
     return isinstance(data, dict) and bool(data.get("download"))
 
 
@@ -791,7 +791,7 @@ def _fix_sources(data_yaml: Path, splits: dict[str, list[Path]]) -> dict[str, Pa
     """Everything ``--fix`` reads: the YAML, the dataset root (a relative ``path:`` both beside the YAML and
     below the working directory, as Ultralytics reads it), each split's image and label folders (and list
     files)."""
-    data = yaml.safe_load(data_yaml.read_text()) or {}
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
     root = Path(data.get("path") or data_yaml.parent)
     roots = ({"dataset root": root} if root.is_absolute() else
              {"dataset root (path: beside the YAML)": data_yaml.parent / root,
@@ -899,7 +899,7 @@ def _lost_defect(lab_changes: list[FixChange]) -> str | None:
 
 def _fixed_yaml(data_yaml: Path, out: Path, splits: dict[str, list[Path]], names: dict[int, str],
                 changes: list[FixChange]) -> str:
-    data = yaml.safe_load(data_yaml.read_text()) or {}
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
     if data.pop("download", None) is not None:
         changes.append(FixChange(str(data_yaml), None, "dropped", "download: key (gradkit never runs code from a "
                                                                    "data file)"))

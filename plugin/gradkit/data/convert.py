@@ -290,7 +290,7 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
 
 def _load_coco(ann_file: Path) -> dict:
     try:
-        data = json.loads(ann_file.read_text())
+        data = json.loads(ann_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{ann_file}: annotation file not found") from None
     except OSError as exc:

@@ -43,7 +43,7 @@ class GradientLog:
         self._pending_updates: list[tuple[int, Any]] = []  # (row offset, device tensor of update ratios)
         for path, header in ((self.layers_csv, LAYER_COLUMNS), (self.steps_csv, STEP_COLUMNS)):
             if not (append and path.exists()):
-                with open(path, "w", newline="") as f:
+                with open(path, "w", encoding="utf-8", newline="") as f:
                     csv.writer(f).writerow(header)
         if not (append and self.alerts_jsonl.exists()):
             self.alerts_jsonl.write_text("")
@@ -65,7 +65,7 @@ class GradientLog:
 
     def add_alerts(self, alerts: list[Alert]) -> None:
         if alerts:
-            with open(self.alerts_jsonl, "a") as f:
+            with open(self.alerts_jsonl, "a", encoding="utf-8") as f:
                 for a in alerts:
                     f.write(json.dumps(a.to_dict()) + "\n")
 
@@ -82,9 +82,9 @@ class GradientLog:
                 for i, value in enumerate(row):
                     self._layer_rows[start + i][7] = float(value)
             self._pending_updates.clear()
-        with open(self.layers_csv, "a", newline="") as f:
+        with open(self.layers_csv, "a", encoding="utf-8", newline="") as f:
             csv.writer(f).writerows(_fmt(r) for r in self._layer_rows)
-        with open(self.steps_csv, "a", newline="") as f:
+        with open(self.steps_csv, "a", encoding="utf-8", newline="") as f:
             csv.writer(f).writerows(_fmt(r) for r in self._step_rows)
         self._layer_rows.clear()
         self._step_rows.clear()
@@ -128,7 +128,7 @@ def _replace(path: Path, text: str) -> None:
 def _rewrite_csv(path: Path, header: tuple[str, ...], last_step: int) -> int:
     import io
 
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     body = rows[1:] if rows and tuple(rows[0]) == header else rows
     step_col = header.index("step")
@@ -143,7 +143,7 @@ def _rewrite_csv(path: Path, header: tuple[str, ...], last_step: int) -> int:
 
 def _rewrite_jsonl(path: Path, last_step: int) -> int:
     kept, total = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         total += 1
@@ -181,9 +181,9 @@ def plot_heatmap(save_dir: str | Path, out: str | Path | None = None) -> Path | 
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch
 
     save_dir = Path(save_dir)
-    with open(save_dir / "gradients.csv", newline="") as f:
+    with open(save_dir / "gradients.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    with open(save_dir / "gradient_steps.csv", newline="") as f:
+    with open(save_dir / "gradient_steps.csv", encoding="utf-8", newline="") as f:
         steps_rows = list(csv.DictReader(f))
     if not rows or not steps_rows:
         return None

@@ -72,7 +72,7 @@ def _versions() -> dict[str, str]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 

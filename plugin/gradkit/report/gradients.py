@@ -23,7 +23,7 @@ ALERT_MARKERS = {"nonfinite": "X", "exploding": "^", "vanishing": "v", "dead": "
 
 
 def _read(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 
