@@ -491,3 +491,31 @@ def test_a_tiled_copy_is_known_by_its_record_and_a_crafted_record_is_refused(tmp
     tiled.write_text(yaml.safe_dump(doc))
     with pytest.raises(ValueError, match=r"gradkit_tile.overlap is '40; rm -rf /', not the int gradkit tile writes"):
         tiled_copy_of(tiled)
+
+
+def test_an_image_over_pil_s_pixel_limit_is_named_by_the_check_and_tiled_by_tile(tmp_path, monkeypatch):
+    """Line-scan images can pass twice PIL's Image.MAX_IMAGE_PIXELS (179 Mpx by default), over which Ultralytics
+    drops the image and its labels as a "decompression bomb". The check before training read only the PNG header
+    and said nothing, the full check and tile stopped with a traceback. Now the check names it and points to
+    tile, and tile (reading only its header through PIL, its pixels through OpenCV) cuts it. The limit is lowered
+    here so that a 200x200 image is over it. Oracle: the masks' boxes cut by the tiles, as in the tests above."""
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    objects = _drawn(root, "train", "scan", 200, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data = _yaml(root)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40 000 px is over twice it
+    for images in (False, True):
+        said = [f for f in check_dataset(data, images=images).errors if "scan.png" in f.path]
+        assert len(said) == 1 and "decompression bomb" in said[0].message and "gradkit tile" in said[0].message, \
+            [str(f) for f in check_dataset(data, images=images).findings]
+    out = tile_dataset(data, size=128, out=tmp_path / "t")[0].parent
+    rows = [r for r in _tiles(out) if r["source"].endswith("scan.png")]
+    assert len(rows) == 4  # 200 px in tiles of 128: two starts per side
+    src = cv2.imread(str(root / "images/train/scan.png"), cv2.IMREAD_UNCHANGED)
+    first = next(r for r in rows if (int(r["x"]), int(r["y"])) == (0, 0))
+    assert np.array_equal(cv2.imread(str(out / first["tile"]), cv2.IMREAD_UNCHANGED), src[:128, :128])
+    (c, (cx, cy, bw, bh)), = _labels(out / "labels" / "train" / (Path(first["tile"]).stem + ".txt"))
+    box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2]) * 128
+    assert c == 1 and tuple(np.round(box, 3)) == tuple(float(v) for v in _mask_box(objects[0][1]))

@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from gradkit.data.convert import IMAGE_SUFFIXES
-from gradkit.data.orientation import read_upright
+from gradkit.data.orientation import headers_of_any_size, read_upright
 from gradkit.data.splits import ListedLine, SplitImages, is_listed, list_split_images, resolve_split
 
 __all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
@@ -244,8 +244,9 @@ EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RG
                              "HSV"})
 
 
-def _image_header(path: Path) -> tuple[str | None, bool]:
-    """Header-level integrity, without decoding pixels: (error or None, whether it is deeper than 8 bits).
+def _image_header(path: Path) -> tuple[tuple[str, str] | None, bool]:
+    """Header-level integrity, without decoding pixels: ((finding kind, message) or None, whether it is deeper
+    than 8 bits).
 
     PNG: every chunk's checksum up to IEND (a file cut short has no IEND). JPEG: the end-of-image
     marker that Ultralytics itself tests (it re-encodes such a file in place, or drops it when it
@@ -259,32 +260,54 @@ def _image_header(path: Path) -> tuple[str | None, bool]:
         if data.startswith(_PNG_SIGNATURE) and len(data) >= 33:
             error, size, depth = _png_header(data)
             if error:
-                return error + skip, False
+                return ("unreadable image", error + skip), False
             mode, fmt = "I;16" if depth == 16 else "L", "PNG"
         else:
-            with Image.open(io.BytesIO(data)) as im:
+            with headers_of_any_size(), Image.open(io.BytesIO(data)) as im:  # the size is judged below
                 fmt, size, mode = im.format, im.size, im.mode
-                if fmt != "JPEG":
+            too_many = _too_many_pixels(size)
+            if too_many:
+                return too_many, False
+            if fmt != "JPEG":
+                with Image.open(io.BytesIO(data)) as im:
                     im.load()
     except ImportError:  # Ultralytics' Image.open falls back to the optional pi_heif for unknown files
-        return "not an image format PIL recognises" + skip, False
+        return ("unreadable image", "not an image format PIL recognises" + skip), False
     except Image.UnidentifiedImageError:  # its message names an in-memory buffer, not the file
-        return "not an image format PIL recognises" + skip, False
+        return ("unreadable image", "not an image format PIL recognises" + skip), False
     except Exception as exc:  # a damaged file raises whatever its decoder meets (struct.error, ZeroDivision...)
-        return f"{exc}{skip}", False
+        return ("unreadable image", f"{exc}{skip}"), False
     if fmt == "JPEG" and not data.endswith(b"\xff\xd9"):
-        return ("JPEG not ending with its end-of-image marker (cut short, or bytes written after it): training "
-                "would re-encode it in place or skip it"), False
+        return ("unreadable image", "JPEG not ending with its end-of-image marker (cut short, or bytes written "
+                                    "after it): training would re-encode it in place or skip it"), False
     if min(size) < MIN_IMAGE_SIDE:
-        return f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px", False
-    return None, mode not in EIGHT_BIT_MODES or fmt == "TIFF"
+        return ("unreadable image", f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px"
+                ), False
+    return _too_many_pixels(size), mode not in EIGHT_BIT_MODES or fmt == "TIFF"
+
+
+#: The finding of an image over the pixels PIL opens (gradkit tile reads such images; the other commands stop).
+TOO_MANY_PIXELS = "too many pixels"
+
+
+def _too_many_pixels(size: tuple[int, int]) -> tuple[str, str] | None:
+    """Over twice PIL's ``Image.MAX_IMAGE_PIXELS`` PIL refuses to open an image, and Ultralytics' verification
+    drops it with its labels ("decompression bomb"); below that PIL only warns."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if not limit or size[0] * size[1] <= 2 * limit:
+        return None
+    return (TOO_MANY_PIXELS, f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.1f} million pixels, over twice PIL's "
+            f"Image.MAX_IMAGE_PIXELS ({2 * limit / 1e6:.1f} million): training would skip it as a decompression "
+            "bomb; cut it into tiles with gradkit tile data=... size=640")
 
 
 def _check_image_fast(path: Path, res: CheckResult) -> None:
     """The check before training: header-level integrity; pixels are read for images deeper than 8 bits only."""
     error, deep = _image_header(path)
     if error:
-        res.findings.append(Finding("error", "unreadable image", str(path), None, error))
+        res.findings.append(Finding("error", error[0], str(path), None, error[1]))
     elif deep:
         _check_image(path, res)
 
@@ -295,7 +318,7 @@ def _check_image(path: Path, res: CheckResult) -> None:
 
     error, _ = _image_header(path)
     if error:
-        res.findings.append(Finding("error", "unreadable image", str(path), None, error))
+        res.findings.append(Finding("error", error[0], str(path), None, error[1]))
         return
     try:
         with Image.open(path) as im:

@@ -9,12 +9,14 @@ Ultralytics' ``exif_size`` and ``imread`` on all eight orientations of each form
 
 from __future__ import annotations
 
-import warnings
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXIF_ORIENTATION", "exif_orientation", "read_upright", "upright", "upright_size"]
+__all__ = ["EXIF_ORIENTATION", "exif_orientation", "headers_of_any_size", "read_upright", "upright",
+           "upright_size"]
 
 #: The EXIF tag that says how the stored pixels are turned (1: as stored; 2-8: flipped and/or rotated).
 EXIF_ORIENTATION = 0x0112
@@ -22,6 +24,22 @@ EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = {5, 6, 7, 8}
 #: Formats whose decoders (PIL's size, OpenCV's pixels) already apply the orientation.
 _TURNED_BY_DECODER = {"TIFF"}
+
+
+@contextlib.contextmanager
+def headers_of_any_size() -> Iterator[None]:
+    """PIL's ``Image.open`` without its decompression-bomb check, for reading headers only (size, mode, EXIF):
+    that check guards decoding, and ``gradkit tile`` must read the header of a line-scan image over the limit
+    (its pixels are decoded by OpenCV, which keeps its own limit). PIL offers no per-call switch: the module's
+    limit is lifted while the block runs and put back after."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def exif_orientation(im) -> int:
@@ -72,11 +90,9 @@ def read_upright(path: str | Path) -> np.ndarray | None:
     if img is None:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read here
-            with Image.open(path) as im:
-                orientation = 1 if im.format in _TURNED_BY_DECODER else exif_orientation(im)
+        with headers_of_any_size(), Image.open(path) as im:  # OpenCV has decoded it: only the header is read here
+            orientation = 1 if im.format in _TURNED_BY_DECODER else exif_orientation(im)
     # what PIL will not open: no EXIF (ImportError: Ultralytics' patched open, reaching for pi-heif)
-    except (OSError, ValueError, SyntaxError, ImportError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError, ImportError):
         orientation = 1
     return img if orientation == 1 else upright(img, orientation)

@@ -281,8 +281,8 @@ def _split_sources(split: str, places: list[Path], nc: int, left_out: list[str])
     or holds once (unread formats, lines Ultralytics skips, repeats) goes to ``left_out``."""
     from PIL import Image
 
-    from gradkit.data.check import _check_image_fast, _line_findings
-    from gradkit.data.orientation import upright_size
+    from gradkit.data.check import TOO_MANY_PIXELS, _check_image_fast, _line_findings
+    from gradkit.data.orientation import headers_of_any_size, upright_size
 
     listed = list_split_images(places)
     if listed.absent:
@@ -302,12 +302,13 @@ def _split_sources(split: str, places: list[Path], nc: int, left_out: list[str])
     for img in listed.images:
         res = CheckResult()
         _check_image_fast(img, res)
-        if res.errors:
-            first = res.errors[0]
+        errors = [f for f in res.errors if f.kind != TOO_MANY_PIXELS]  # what tiling is for: OpenCV decodes it
+        if errors:
+            first = errors[0]
             hint = (" (gradkit check --fix stretches each image once, where tiles would each be stretched apart)"
                     if first.kind == "bit depth" else "")
             raise ValueError(f"{img}: {first.kind}: {first.message}{hint}")
-        with Image.open(img) as im:
+        with headers_of_any_size(), Image.open(img) as im:
             w, h = upright_size(im)
         boxes = _boxes(img, nc, split)
         found.append((img, w, h, None if boxes is None else _pixel_boxes(boxes, w, h)))
