@@ -55,10 +55,16 @@ def test_voc_converts_to_exact_yolo_lines(tmp_path):
     ])
     _voc_xml(src / "Annotations" / "b.xml", "b.png", (60, 40), [  # size mismatch: image is 50 wide
         {"name": "inclusion", "box": (1, 1, 50, 40)},
-        {"name": "pit", "box": (30, 10, 28, 20)},  # xmax < xmin: degenerate
     ])
     _voc_xml(src / "Annotations" / "c.xml", "c.bmp", (64, 64), [])
+    _img(src / "JPEGImages" / "d.png", 50, 40)
+    _voc_xml(src / "Annotations" / "d.xml", "d.png", (50, 40), [
+        {"name": "inclusion", "box": (1, 1, 20, 20)},
+        {"name": "pit", "box": (30, 10, 28, 20)},  # xmax < xmin: degenerate, so the image is left out
+    ])
     data_yaml, report = convert_voc(src, tmp_path / "out")
+    assert not list((tmp_path / "out" / "labels").glob("*/d.txt"))
+    assert any("d.png" in m and "left out" in m for m in report.issues), report.issues
     data = yaml.safe_load(data_yaml.read_text())
     assert data["names"] == {0: "inclusion", 1: "pit", 2: "scratch"}  # stable: sorted
     a = _lines(_label(tmp_path / "out", "a"))

@@ -849,3 +849,28 @@ def test_voc_size_of_infinity_is_a_listed_mismatch_not_a_traceback(tmp_path):
     xml.write_text(xml.read_text().replace("<width>32</width>", "<width>inf</width>"))
     _, report = convert_voc(tmp_path / "voc", tmp_path / "out")
     assert any("3.xml" in m and "inf" in m for m in report.issues), report.issues
+
+
+def test_an_image_with_a_box_that_could_not_be_converted_is_left_out_not_written_defect_free(tmp_path):
+    """A VOC box with a non-numeric or reversed extent, a COCO box of an unknown category: the box was dropped (and
+    listed) but its image was written with the other boxes, or an empty label file: a defect taught as background,
+    a defect-free part that is not. As `check --fix` does, such an image is left out, named; a box wholly outside
+    its image describes nothing the image shows, so that image stays."""
+    _voc_set(tmp_path / "voc", 6)
+    ann = tmp_path / "voc" / "Annotations"
+    (ann / "1.xml").write_text((ann / "1.xml").read_text().replace("<xmin>3</xmin>", "<xmin>three</xmin>"))
+    (ann / "2.xml").write_text((ann / "2.xml").read_text().replace("<xmax>12</xmax>", "<xmax>1</xmax>"))
+    (ann / "3.xml").write_text((ann / "3.xml").read_text().replace(
+        "<xmin>3</xmin><ymin>3</ymin><xmax>12</xmax>", "<xmin>40</xmin><ymin>3</ymin><xmax>50</xmax>"))
+    data, report = convert_voc(tmp_path / "voc", tmp_path / "o1")
+    written = {p.stem for p in (tmp_path / "o1" / "images").rglob("*.png")}
+    assert written == {"0", "3", "4", "5"}, written
+    for stem in ("1", "2"):
+        said = [m for m in report.issues if f"{stem}.png" in m and "left out" in m]
+        assert len(said) == 1 and "background" in said[0], report.issues
+    doc = json.loads(_coco_set(tmp_path / "coco", 4).read_text())
+    doc["annotations"].append({"id": 50, "image_id": 2, "category_id": 99, "bbox": [1, 1, 5, 5]})
+    (tmp_path / "coco" / "ann.json").write_text(json.dumps(doc))
+    _, report = convert_coco(tmp_path / "coco" / "ann.json", tmp_path / "coco" / "imgs", tmp_path / "o2")
+    assert {p.stem for p in (tmp_path / "o2" / "images").rglob("*.png")} == {"0", "1", "3"}
+    assert any("2.png" in m and "left out" in m for m in report.issues), report.issues

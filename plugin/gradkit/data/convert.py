@@ -49,6 +49,9 @@ class ImageRecord:
     width: int
     height: int
     boxes: list[tuple[str, float, float, float, float]] = field(default_factory=list)
+    #: boxes of the image that could not be converted (each listed): the image is left out, not written without
+    #: them (it would teach their defects as background)
+    lost: int = 0
 
 
 @dataclass
@@ -193,6 +196,7 @@ def _clip_box(rec: ImageRecord, name, box: tuple[float, ...], report: Conversion
     x0, y0, x1, y1 = box
     if not all(math.isfinite(v) for v in box) or x1 <= x0 or y1 <= y0:  # NaN would survive the clip below
         report.degenerate += 1
+        rec.lost += 1  # a defect is there, where is unknown
         report.issues.append(f"{where}: box {name} {quoted} has a non-finite, reversed or zero-size extent; dropped")
         return None
     cx0, cy0 = min(max(x0, 0.0), rec.width), min(max(y0, 0.0), rec.height)
@@ -265,6 +269,7 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
             where = f"{xml_path}: object {i}"
             if not name:  # an empty class name would become a class of its own
                 report.issues.append(f"{where}: no <name>; skipped")
+                rec.lost += 1
                 continue
             if (obj.findtext("difficult") or "0").strip() == "1" and difficult == "skip":
                 report.skipped_difficult += 1
@@ -275,6 +280,7 @@ def read_voc(src: Path, difficult: str, report: ConversionReport) -> list[ImageR
                 x0, y0, x1, y1 = (float(v) for v in raw)
             except ValueError:
                 report.issues.append(f"{where}: missing or non-numeric bndbox; skipped")
+                rec.lost += 1
                 continue
             # 1-based inclusive pixel indices -> continuous 0-based edges (see the module docstring)
             box = _clip_box(rec, name, (x0 - 1, y0 - 1, x1, y1), report, where, f"({', '.join(raw)})")
@@ -383,6 +389,9 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
         except (KeyError, TypeError, ValueError):
             report.issues.append(f"{ann_file}: annotation {a!r:.80} lacks image_id, category_id or a 4-number "
                                  "bbox; skipped")
+            image_id = a.get("image_id") if isinstance(a, dict) else None
+            if _is_id(image_id) and image_id in by_id:
+                by_id[image_id].lost += 1
             continue
         if crowd:
             crowd_regions += 1
@@ -394,6 +403,7 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
             continue
         if category not in names:
             report.issues.append(f"{ann_file}: annotation {a.get('id')} has unknown category {category}")
+            rec.lost += 1
             continue
         box = _clip_box(rec, names[category], (x, y, x + bw, y + bh), report, f"{ann_file}: annotation {a.get('id')}",
                         f"bbox {a['bbox']}")
@@ -520,6 +530,19 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
     return out.root / "data.yaml"
 
 
+def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> list[ImageRecord]:
+    """The records all of whose boxes were converted; each other one is named, as ``check --fix`` leaves out an
+    image with a line it cannot repair. None left: refused."""
+    for rec in records:
+        if rec.lost:
+            report.issues.append(f"{rec.path}: left out: {rec.lost} of its boxes could not be converted (listed "
+                                 "above); written without them, the image would teach their defects as background")
+    whole = [r for r in records if not r.lost]
+    if records and not whole:
+        raise ValueError(f"no image below {src} has every box convertible ({report.issues[0]})")
+    return whole
+
+
 def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
     found = sorted({b[0] for r in records for b in r.boxes})
     if classes is None:
@@ -548,7 +571,7 @@ def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] = VOC
     sources = {"source folder src=": src}
     OutputFolder.precheck(out, sources, overwrite, "convert voc")
     report = ConversionReport()
-    records = read_voc(src, difficult, report)
+    records = _whole(read_voc(src, difficult, report), report, src)
     if not records:
         raise ValueError(f"no VOC annotations (*.xml) with usable images found below {src}")
     names, splits = _names(records, classes), _stratified_split(records, split, seed)
@@ -569,6 +592,7 @@ def convert_coco(src: str | Path, images: str | Path, out: str | Path,
     OutputFolder.precheck(out, sources, overwrite, "convert coco")
     report = ConversionReport()
     records, names = read_coco(src, images, report)
+    records = _whole(records, report, src)
     if not records:
         raise ValueError(f"no images of {src} found in {images}")
     splits = _stratified_split(records, split, seed)
