@@ -42,10 +42,15 @@ def gradkit_here(capsys, monkeypatch):
     from gradkit.cli import main
 
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        import logging
+
         capsys.readouterr()
         with monkeypatch.context() as patch:
             if cwd is not None:
                 patch.chdir(cwd)
+            for handler in logging.getLogger("ultralytics").handlers:  # bound to the stdout of its import: in a
+                if isinstance(handler, logging.StreamHandler):      # test process, an earlier test's closed one
+                    patch.setattr(handler, "stream", sys.stdout)
             try:
                 status = main(list(args))
             except SystemExit as exc:  # what the interpreter does with one at the top

@@ -862,7 +862,7 @@ def test_an_image_with_a_box_that_could_not_be_converted_is_left_out_not_written
     (ann / "2.xml").write_text((ann / "2.xml").read_text().replace("<xmax>12</xmax>", "<xmax>1</xmax>"))
     (ann / "3.xml").write_text((ann / "3.xml").read_text().replace(
         "<xmin>3</xmin><ymin>3</ymin><xmax>12</xmax>", "<xmin>40</xmin><ymin>3</ymin><xmax>50</xmax>"))
-    data, report = convert_voc(tmp_path / "voc", tmp_path / "o1")
+    _, report = convert_voc(tmp_path / "voc", tmp_path / "o1")
     written = {p.stem for p in (tmp_path / "o1" / "images").rglob("*.png")}
     assert written == {"0", "3", "4", "5"}, written
     for stem in ("1", "2"):

@@ -140,16 +140,23 @@ def test_an_argument_yolo_does_not_know_is_one_line(tiny_data, tmp_path, typo, n
     ("train", "save_period=x", ("'save_period=x' is of invalid type str",)),
     ("train", "momentum=abc", ("'momentum=abc'",)),
     ("val", "iou=2", ("'iou=2'", "between 0.0 and 1.0")),
+    ("train", "imgsz=abc", ("imgsz",)),            # check_imgsz's ValueError
+    ("train", "imgsz=[64,abc]", ("imgsz",)),
+    ("train", "optimizer=Adamm", ("Adamm",)),      # build_optimizer's NotImplementedError
+    ("train", "device=0", ("device",)),            # select_device's ValueError on a machine without CUDA
 ])
 def test_an_argument_yolo_refuses_by_value_is_one_line(tiny_data, tmp_path, gradkit_here, mode, bad, needles):
-    """Ultralytics' own argument check (``check_cfg``) raises TypeError/ValueError: a user's mistake, answered in
-    one line and exit 2 like gradkit's own, not a traceback."""
+    """Ultralytics' own argument checks (``check_cfg``, ``check_imgsz``, ``build_optimizer``, ``select_device``)
+    raise TypeError, ValueError or NotImplementedError: a user's mistake, answered in one line and exit 2 like
+    gradkit's own, not a traceback."""
     model = "yolo26n.yaml"
     extra = TRAIN[1:] if mode == "train" else []
     r = gradkit_here(mode, f"model={model}", *extra, f"data={tiny_data}", f"project={tmp_path}", "name=r", bad,
                      cwd=tmp_path)
     _error_line(r.returncode, r.stderr, *needles)
-    assert r.returncode == 2 and not (tmp_path / "r" / "weights").exists()
+    # check_cfg and select_device refuse before the run's folder is made, check_imgsz and build_optimizer after
+    # Ultralytics made it (as stock does): nothing trained either way
+    assert r.returncode == 2 and not list(tmp_path.rglob("*.pt"))
 
 
 @pytest.mark.parametrize("model", ["nosuch.yaml", "cfg/nosuch.yml"])
@@ -315,3 +322,25 @@ def test_an_in_process_run_leaves_ultralytics_default_callbacks_as_it_found_them
     assert {event: list(fns) for event, fns in base.default_callbacks.items()} == before
     r = gradkit_here("val", "model=yolo26n.yaml", f"data={tiny_data}", "conf=0.3", cwd=tmp_path)  # refused early
     assert r.returncode == 2 and {event: list(fns) for event, fns in base.default_callbacks.items()} == before
+
+
+def test_resuming_a_run_that_finished_is_one_line_not_a_new_training_with_defaults(tiny_data, tmp_path,
+                                                                                    gradkit_here):
+    """Ultralytics' final validation strips last.pt of the optimizer a resume needs; ``resume=True`` on it then
+    warned and started a new training with every default (coco8.yaml, 100 epochs, the global runs folder), which
+    failed naming a dataset the user never typed. Refused in one line, with the commands that score it or train on
+    from it, before any folder is made."""
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r",
+                     "gradkit.report.enabled=false", "gradkit.monitor.plot=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = tmp_path / "r" / "weights" / "last.pt"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = gradkit_here("train", "resume=True", f"model={last}", cwd=tmp_path)
+    line = _error_line(r.returncode, r.stderr, str(last), "finished", "gradkit val model=", f"data={tiny_data}")
+    assert r.returncode == 2 and "resume=True" not in line.split("finished", 1)[1].split("without")[0], line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    import gradkit
+    from gradkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="finished"):  # the Python API: the same, not Ultralytics' assertion
+        gradkit.resume(last)

@@ -304,3 +304,26 @@ def test_the_save_period_checkpoint_is_found_as_save_model_names_it(tmp_path):
     users = object.__new__(EveryEpochNamedOtherwise)  # a user's subclass: training goes on, nothing saved beside
     users.save_period, users.epoch, users.wdir = -1, 0, tmp_path
     assert period_checkpoint(users) is None
+
+
+def test_every_argument_check_gradkit_answers_in_one_line_is_where_ultralytics_defines_it():
+    """``yolo_argument_error`` knows Ultralytics' refusals by the file and function that raise them: one renamed
+    or moved in an upgrade would go back to a traceback; this names it."""
+    import inspect
+    from pathlib import Path
+
+    import ultralytics.cfg
+    import ultralytics.engine.trainer
+    import ultralytics.utils.checks
+    import ultralytics.utils.torch_utils
+
+    from gradkit.integrations.ultralytics.seams import ARGUMENT_CHECKS
+
+    defined = {}
+    for module in (ultralytics.cfg, ultralytics.utils.checks, ultralytics.engine.trainer,
+                   ultralytics.utils.torch_utils):
+        for name, obj in [*inspect.getmembers(module, inspect.isfunction),
+                          *inspect.getmembers(getattr(module, "BaseTrainer", object), inspect.isfunction)]:
+            if obj.__module__ == module.__name__:
+                defined[(Path(inspect.getsourcefile(obj)).name, name)] = obj
+    assert set(ARGUMENT_CHECKS) <= set(defined), set(ARGUMENT_CHECKS) - set(defined)

@@ -707,6 +707,29 @@ def _missing_model_config(rest: Sequence[str]) -> str | None:
     return None if missing is None else f"gradkit: {missing}"
 
 
+def _finished_resume(rest: Sequence[str]) -> str | None:
+    """``resume=`` on the ``last.pt`` of a run that finished: nothing to resume (Ultralytics would start a new
+    training with every default); the commands that score it, or train on from its weights."""
+    import shlex
+    from pathlib import Path
+
+    from gradkit.integrations.ultralytics.seams import finished_checkpoint
+
+    resume = _arg(rest, "resume")
+    if resume is None or resume.lower() in ("false", "0", ""):
+        return None
+    path = _arg(rest, "model") if resume.lower() in ("true", "1") else resume
+    args = finished_checkpoint(path)
+    if args is None:
+        return None
+    best = Path(path).with_name("best.pt")
+    data = shlex.quote(str(args.get("data") or "DATA.yaml"))
+    return (f"gradkit: {path} is the checkpoint of a run that finished (Ultralytics' final validation strips what a "
+            f"resume needs): nothing to resume; score it with: gradkit val model="
+            f"{shlex.quote(str(best if best.is_file() else path))} data={data}, or train on from its weights with: "
+            f"gradkit train model={shlex.quote(str(path))} data={data} (without resume=)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -851,7 +874,7 @@ def _dispatch(args: list[str]) -> int:
         failed_extras = _register_default_callbacks(cfg)
         run = _track_checkpoint()
     if is_train:
-        missing = _missing_model_config(rest)
+        missing = _missing_model_config(rest) or _finished_resume(rest)
         if missing:
             print(missing, file=sys.stderr)
             return 2

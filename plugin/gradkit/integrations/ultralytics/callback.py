@@ -30,6 +30,7 @@ from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
     chain_optimizer_step_override,
     check_seams,
+    finished_checkpoint,
     follow_nan_recovery,
     optimizer_step_override,
     period_checkpoint,
@@ -1057,6 +1058,10 @@ def resume(checkpoint: str | Path, **train_args: Any):
     if not config:
         raise ConfigError(f"gradkit.resume: {side} holds no plugin configuration")
     config = saved_config(config, str(side))
+    if finished_checkpoint(str(checkpoint)) is not None:
+        raise ConfigError(f"gradkit.resume: {checkpoint} is the checkpoint of a run that finished (Ultralytics' "
+                          "final validation strips what a resume needs): nothing to resume; train on from its "
+                          "weights with a new run (model=..., without resume)")
     model = YOLO(str(checkpoint))
     attach(model, config)
     model.train(resume=str(checkpoint), **train_args)

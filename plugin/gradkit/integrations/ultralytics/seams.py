@@ -983,6 +983,27 @@ def track_run() -> dict[str, Any]:
     return run
 
 
+def finished_checkpoint(path: str | None) -> dict[str, Any] | None:
+    """The training arguments of ``path`` where it is a checkpoint Ultralytics will not resume, or None. Its final
+    validation strips ``last.pt`` of the epoch and optimizer; ``Model.train(resume=True)`` then warns and starts a
+    new training with every default (``coco8.yaml``), a path given as ``resume=`` stops with an assertion. None too
+    for what is no checkpoint: Ultralytics' own loading names that."""
+    import pickle
+
+    from ultralytics.nn.tasks import torch_safe_load
+
+    if not path or not path.endswith(".pt") or not Path(path).is_file():
+        return None
+    try:
+        ckpt, _ = torch_safe_load(path)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        return None
+    if not isinstance(ckpt, dict) or (ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None):
+        return None
+    args = ckpt.get("train_args")
+    return args if isinstance(args, dict) else {}
+
+
 def hand_over_to_yolo(argv: list[str]) -> None:
     """Run Ultralytics' ``yolo`` entrypoint on ``argv`` (the arguments after the program name).
 
@@ -998,22 +1019,35 @@ def hand_over_to_yolo(argv: list[str]) -> None:
     yolo_cfg.entrypoint()
 
 
+#: Ultralytics' functions that refuse an argument's value by raising (module file, function -> what it raises):
+#: ``check_cfg`` its types and ranges, ``check_imgsz`` an image size that is no number, ``build_optimizer`` an
+#: optimizer name it lacks, ``select_device`` a device this machine lacks. The same exceptions raised elsewhere are
+#: bugs and keep their traceback.
+ARGUMENT_CHECKS = {("__init__.py", "check_cfg"): (TypeError, ValueError),
+                   ("checks.py", "check_imgsz"): (TypeError, ValueError),
+                   ("trainer.py", "build_optimizer"): (NotImplementedError,),
+                   ("torch_utils.py", "select_device"): (ValueError,)}
+
+
 def yolo_argument_error(exc: BaseException) -> str | None:
     """The one line for an argument the ``yolo`` entrypoint does not know (a typo, an unquoted path with a
     space) or refuses by its value, or None. Ultralytics raises the first as a SyntaxError from ``ultralytics/cfg``
-    after printing its usage, the second as a TypeError or ValueError from its ``check_cfg``; anything else raised
-    as those is a bug and keeps its traceback."""
+    after printing its usage, the second from one of :data:`ARGUMENT_CHECKS`; anything else is a bug and keeps
+    its traceback."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    if tb is None or Path(tb.tb_frame.f_code.co_filename).parent.name != "cfg":
+    if tb is None:
         return None
+    code = tb.tb_frame.f_code
     lines = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    if isinstance(exc, SyntaxError) and "is not a valid YOLO argument" in str(exc):
+    if isinstance(exc, SyntaxError) and Path(code.co_filename).parent.name == "cfg" and \
+            "is not a valid YOLO argument" in str(exc):
         return (f"gradkit: {lines} (gradkit train --help lists gradkit's keys, 'yolo cfg' Ultralytics'; quote a "
                 "path that holds spaces)")
-    if isinstance(exc, (TypeError, ValueError)) and tb.tb_frame.f_code.co_name == "check_cfg":
-        return f"gradkit: {lines} ('yolo cfg' lists Ultralytics' arguments and their defaults)"
+    refused = ARGUMENT_CHECKS.get((Path(code.co_filename).name, code.co_name))
+    if refused and isinstance(exc, refused) and "ultralytics" in Path(code.co_filename).parts:
+        return f"gradkit: {lines[:300]} ('yolo cfg' lists Ultralytics' arguments and their defaults)"
     return None
 
 
