@@ -344,3 +344,17 @@ def test_resuming_a_run_that_finished_is_one_line_not_a_new_training_with_defaul
 
     with pytest.raises(ConfigError, match="finished"):  # the Python API: the same, not Ultralytics' assertion
         gradkit.resume(last)
+
+
+@pytest.mark.parametrize("p", ["0.5", "0"])
+def test_copy_paste_class_weights_of_another_length_than_the_classes_is_one_line_before_training(
+        tiny_data, tmp_path, gradkit_here, p):
+    """One weight per class is checked against the data's classes before training: it was a traceback once the
+    dataloader was built (p > 0), and accepted silently with p=0."""
+    nc = len(yaml.safe_load(tiny_data.read_text())["names"])
+    weights = "[" + ",".join(["1"] * (nc + 1)) + "]"
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r",
+                     f"gradkit.augment.copy_paste.p={p}", f"gradkit.augment.copy_paste.class_weights={weights}",
+                     cwd=tmp_path)
+    _error_line(r.returncode, r.stderr, "class_weights", f"{nc + 1} values", f"{nc} classes", str(tiny_data))
+    assert r.returncode == 2 and not list(tmp_path.rglob("*.pt"))

@@ -281,6 +281,20 @@ class GradkitCallback:
             resolve_dataset(data, required=("train", *splits))
         if self.report_source is not None and not dcfg.allow_download:
             resolve_dataset(self.report_source.data, required=(self.cfg.report.split,))
+        self._check_class_weights(data)
+
+    def _check_class_weights(self, data: str) -> None:
+        """One copy-paste weight per class of the data, found before training (the defect bank, built with the
+        dataloader, found it with a traceback, and not at all with ``p: 0``)."""
+        from gradkit.integrations.ultralytics.datasets import resolve_dataset
+
+        weights = self.cfg.augment.copy_paste.class_weights
+        if weights is None or self.cfg.data.allow_download:  # a dataset still to download: the bank says it later
+            return
+        nc = len(resolve_dataset(data)["names"])
+        if len(weights) != nc:
+            raise ConfigError(f"augment.copy_paste.class_weights has {len(weights)} values, data {data} names {nc} "
+                              "classes: one weight per class, in the order of its names")
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Set up after the optimizer, scaler and EMA exist (every rank), then take over the step."""
