@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -301,4 +302,14 @@ def _bucket_row(ev, a: int, inside: np.ndarray, cls: np.ndarray, classes: Sequen
     row = {"gt": int(inside.sum()), **metrics(None), "per_class": {}}
     for k, c in enumerate(classes):
         row["per_class"][c] = {"gt": int((inside & (cls == c)).sum()), **metrics(k)}
+    row["recall"] = _found_share(row["per_class"].values())
     return row
+
+
+def _found_share(per_class) -> float:
+    """The share of the objects found, pooled over the classes (each class's recall times its objects): what a
+    reader takes "recall" for. COCO's recall is the mean over the classes, where one class of one missed object
+    weighs as much as one of a hundred found ones."""
+    counted = [(c["recall"], c["gt"]) for c in per_class if c["gt"] and not math.isnan(c["recall"])]
+    objects = sum(n for _, n in counted)
+    return sum(r * n for r, n in counted) / objects if objects else float("nan")

@@ -25,7 +25,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: 11: images_skipped (the split's images the validation did not read), data_class_names (the data's class
 #: names where they are not the model's) and classes_left_out (the classes a run's classes= left out); 12:
 #: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed); 13:
-#: training.epochs_trained_again (a resume from an earlier checkpoint: results.csv's epochs with two rows).
+#: training.epochs_trained_again (a resume from an earlier checkpoint: results.csv's epochs with two rows), and a
+#: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them).
 REPORT_SCHEMA_VERSION = 13
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
