@@ -836,3 +836,24 @@ def test_a_small_set_is_told_what_every_epoch_costs_besides_its_images():
     assert f"about {fixed} epochs once what every epoch costs besides its images" in reason
     large = P.make_plan(fingerprint([BLOB] * 10, images=200), budget_min=20, seconds_per_image=lambda m, s, n: 0.05)
     assert "besides its images" not in choice(large, "time").reason  # 10 s epochs: a few percent
+
+
+def test_plan_writes_over_its_own_earlier_plan_but_never_over_another_file(tmp_path, tiny_data, gradkit_here):
+    """``plan.yaml`` is the default out=: a file of the user's by that name (or by the configuration's name
+    beside it) was replaced without a word; a plan written earlier is replaced, as planning again means."""
+    r = gradkit_here("plan", f"data={tiny_data}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    first = (tmp_path / "plan.yaml").read_text(encoding="utf-8")
+    assert first.startswith("# written by gradkit plan")
+    r = gradkit_here("plan", f"data={tiny_data}", cwd=tmp_path)   # again: its own files, replaced
+    assert r.returncode == 0, r.stderr
+    for name in ("plan.yaml", "plan.gradkit.yaml"):
+        mine = tmp_path / "mine"
+        mine.mkdir(exist_ok=True)
+        (mine / name).write_text("my own notes\n")
+        r = gradkit_here("plan", f"data={tiny_data}", f"out={mine / 'plan.yaml'}", cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert str(mine / name) in r.stderr and "not written by gradkit plan" in r.stderr
+        assert (mine / name).read_text() == "my own notes\n"
+        assert not (mine / ("plan.gradkit.yaml" if name == "plan.yaml" else "plan.yaml")).exists()
+        (mine / name).unlink()

@@ -797,12 +797,29 @@ def write_plan(plan: Plan, fp: Fingerprint, out: str | Path) -> tuple[Path, Path
             label, place = hit
             raise ValueError(f"out={out} would write {'over' if place == f else 'inside'} the {label} {place}: "
                              "choose another folder (the dataset's files are never written into or overwritten)")
+    for f in (out, cfg):
+        if f.is_file() and not _written_by_plan(f):  # a plan of earlier is replaced: planning again means that
+            raise ValueError(f"out={out}: {f} exists and was not written by gradkit plan: give another out= (or "
+                             "move that file)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text("# written by gradkit plan; each choice and its reason is in " + out.name + "\n"
+    cfg.write_text(f"{PLAN_MARK}; each choice and its reason is in {out.name}\n"
                    + yaml.safe_dump(plan.gradkit, sort_keys=False, allow_unicode=True), encoding="utf-8")
     doc = {**plan.as_dict(str(cfg)), "fingerprint": fp.summary()}
-    out.write_text(yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True), encoding="utf-8")
+    out.write_text(f"{PLAN_MARK}: the command, each choice with its reason, the dataset's fingerprint\n"
+                   + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True), encoding="utf-8")
     return out, cfg
+
+
+#: The first line of each file ``gradkit plan`` writes: only such a file is written over by a later plan.
+PLAN_MARK = "# written by gradkit plan"
+
+
+def _written_by_plan(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(PLAN_MARK)
+    except OSError:
+        return False
 
 
 PLAN_ARGS = {"data": None, "budget": None, "out": "plan.yaml", "split": "train"}
