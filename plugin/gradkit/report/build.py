@@ -109,6 +109,9 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         args = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
         if not isinstance(args, dict):
             raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
+    resumed = _resumed(run_dir)
+    if isinstance(resumed.get("train_args"), dict):  # args.yaml of a resumed run holds Ultralytics' rewrites
+        args = resumed["train_args"]
     if args.get("val") is False:  # Ultralytics validated only the last epoch and wrote 0 for the others
         for k, values in curves.items():
             if k.startswith(("metrics/", "val/")):
@@ -129,6 +132,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "heatmap": str(run_dir / "gradients.png") if (run_dir / "gradients.png").exists() else None,
         "seed": args.get("seed"),
         "optimizer_steps": steps,
+        "resumed": resumed.get("at") or [],
         # a hand-edited args.yaml can hold what JSON cannot (dates, sets): written as their text
         "train_args": _clean(json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
                                                    default=str))),
@@ -173,6 +177,16 @@ def _monitor_keys(run_dir: Path) -> dict[str, Any]:
             "inactive_rules": summary.get("inactive_rules", {}),
             "inactive_rules_message": summary.get("inactive_rules_message", ""),
             "noise_scale": summary.get("noise_scale")}
+
+
+def _resumed(run_dir: Path) -> dict[str, Any]:
+    """``gradkit_summary.json``'s record of a resumed run (``at``: each resume's first epoch and checkpoint;
+    ``train_args``: the arguments as the run started, but for those a resume may change); {} for another run.
+    Untrusted: the schema checks ``at``, and ``train_args`` is shown, never acted on."""
+    path = run_dir / "gradkit_summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    resumed = summary.get("resumed") if isinstance(summary, dict) else None
+    return resumed if isinstance(resumed, dict) else {}
 
 
 def _untaught_entry(entry: dict[str, Any]) -> dict[str, Any]:

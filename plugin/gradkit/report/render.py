@@ -385,6 +385,8 @@ def _settings(r: dict[str, Any]) -> str:
                                            t.get("epochs_trained_again") or [])))
     ran = t.get("as_run") or {}
     rows += [(k, _given_and_ran(args.get(k), ran.get(k))) for k in ("imgsz", "batch") if args.get(k) is not None]
+    if t.get("resumed"):
+        rows.append(("resumed", "; ".join(f"at epoch {r['epoch']} from {r['checkpoint']}" for r in t["resumed"])))
     rows += _optimizer_rows(args, t.get("optimizer_used"))
     if t.get("optimizer_steps") is not None:
         rows.append(("optimizer steps", t["optimizer_steps"]))

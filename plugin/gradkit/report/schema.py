@@ -26,7 +26,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: names where they are not the model's) and classes_left_out (the classes a run's classes= left out); 12:
 #: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed); 13:
 #: training.epochs_trained_again (a resume from an earlier checkpoint: results.csv's epochs with two rows), and a
-#: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them).
+#: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them), and
+#: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started).
 REPORT_SCHEMA_VERSION = 13
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
@@ -304,10 +305,18 @@ class AsRun(_Open):
     batch: Annotated[int, Field(ge=1)] | None = None
 
 
+class Resume(_Open):
+    """Where a run was resumed: the first epoch the resumed run trained (1-based) and the checkpoint."""
+
+    epoch: Annotated[int, Field(ge=1)]
+    checkpoint: str
+
+
 class Training(_Open):
     run_dir: str
     epochs: list[int]
     epochs_trained_again: list[int] = []
+    resumed: list[Resume] = []
     curves: dict[str, list[Num]]
     alerts: list[Alert] = []
     alert_counts: dict[str, int] = {}

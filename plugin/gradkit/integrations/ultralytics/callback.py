@@ -28,6 +28,7 @@ from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_trainin
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message, too_few_steps
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
+    arguments_as_started,
     chain_optimizer_step_override,
     check_seams,
     finished_checkpoint,
@@ -176,6 +177,8 @@ class GradkitCallback:
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
         self._taught_state: Any = None  # its state read from a resumed run's state file, until the watch exists
+        self.args_at_start: dict[str, Any] | None = None  # the trainer's arguments when the run first started
+        self.resumes: list[dict[str, Any]] = []  # each resume: the first epoch it trained, the checkpoint
         self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -202,6 +205,8 @@ class GradkitCallback:
             "channels_last": None if self.layout is None else self.layout.channels_last,
             "taught": self.teaching.state_dict() if self.teaching else None,
             "noise_scale": self.noise.run.state_dict(),
+            "args_at_start": self.args_at_start,
+            "resumes": self.resumes,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -227,6 +232,12 @@ class GradkitCallback:
             except ConfigError as exc:  # the state file is untrusted input
                 _logger().warning(f"gradkit: {exc}; rollback counts and lr factors start afresh")
         self._load_noise_scale(state.get("noise_scale"))
+        started = state.get("args_at_start")  # untrusted: a mapping of names, else unknown (an older state file)
+        self.args_at_start = started if isinstance(started, dict) and all(isinstance(k, str) for k in started) \
+            else None
+        resumes = state.get("resumes")
+        self.resumes = [r for r in resumes if isinstance(r, dict) and isinstance(r.get("epoch"), int)
+                        and isinstance(r.get("checkpoint"), str)] if isinstance(resumes, list) else []
         self._taught_state = state.get("taught")  # the watch is made at on_train_start, after a resume's load
         if self.teaching is not None:  # NaN recovery: the epoch it throws away was judged already
             self._restore_teaching()
@@ -271,6 +282,8 @@ class GradkitCallback:
         if self.prior_due(trainer):
             self._check_prior(trainer, task)  # before the dataset is cached and the dataloaders built
         dcfg, data = self.cfg.data, str(trainer.args.data)
+        # as typed: Ultralytics' optimizer=auto writes its choice into them later, and a resume's args.yaml has that
+        self._typed_args = json.loads(json.dumps(vars(trainer.args), default=str))
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
         self.report_source = report_source(data, self.cfg.report)
         own_split = self.cfg.report.enabled and self.report_source is None
@@ -328,6 +341,10 @@ class GradkitCallback:
         elif resuming:
             self.step = self._steps_in_checkpoint(trainer)
             self.noise.continue_from(NoiseScale(), self.step)
+        if resuming:
+            self.resumes.append({"epoch": int(trainer.start_epoch) + 1, "checkpoint": ckpt.name})
+        else:
+            self.args_at_start = getattr(self, "_typed_args", None)
         if _is_main():
             if not resuming:
                 _remove_previous_outputs(self.save_dir)
@@ -499,6 +516,7 @@ class GradkitCallback:
                 "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
                 "assign_nwd_scale": self.nwd_scale,
                 "taught": self.teaching.summary() if self.teaching else None,
+                "resumed": self._resumed_record(trainer),
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
@@ -525,6 +543,15 @@ class GradkitCallback:
                             f"(weights and results.csv in {self.save_dir}); rebuild it with: {rebuild}")
 
     # ------------------------------------------------------------------ rule coverage and noise scale
+    def _resumed_record(self, trainer) -> dict[str, Any] | None:
+        """Where the run was resumed, and its arguments as it started (None without a record of them: a state file
+        of an older release) but for those a resume may change; None for a run never resumed."""
+        if not self.resumes:
+            return None
+        now = json.loads(json.dumps(vars(trainer.args), default=str))
+        started = None if self.args_at_start is None else arguments_as_started(self.args_at_start, now)
+        return {"at": self.resumes, "train_args": started}
+
     def _reset_monitor_extras(self) -> None:
         self.noise = NoiseScaleTracker()
         self._last_weight: torch.Tensor | None = None

@@ -267,6 +267,33 @@ def check_seams() -> None:
     import ultralytics.engine.trainer as trainer_module
 
     _check_det_dataset_shape(trainer_module)
+    resume_may_change()
+
+
+@functools.cache
+def resume_may_change() -> frozenset[str]:
+    """The arguments a resume may change: ``BaseTrainer.check_resume``'s ``allowed`` set (a user's ``batch=``,
+    ``patience=``, ...) and ``data`` (it takes a new ``data=`` too). Every other argument that differs in a resumed
+    run's args.yaml from the run's start Ultralytics rewrote itself (``model``, ``resume``, and ``optimizer=auto``'s
+    choice). Read from the method's source, so an upgrade that changes the set changes this."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(BaseTrainer.check_resume)))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["allowed"]
+                and isinstance(node.value, ast.Set)
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts)):
+            return frozenset({"data", *(e.value for e in node.value.elts)})
+    raise SeamError(f"BaseTrainer.check_resume no longer lists the arguments a resume may change in a set named "
+                    f"`allowed` (ultralytics {_ultralytics_version()}): gradkit's record of a resumed run cannot tell "
+                    "them from the ones Ultralytics rewrites")
+
+
+def arguments_as_started(started: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run's arguments: ``now`` (its trainer's, as args.yaml has them) for those a resume may change,
+    ``started`` (the trainer's at the run's first start) for the others, which Ultralytics rewrote."""
+    may_change = resume_may_change()
+    return {**started, **{k: v for k, v in now.items() if k in may_change or k not in started}}
 
 
 # ====================================================================================== the patches
