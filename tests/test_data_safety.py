@@ -874,3 +874,15 @@ def test_an_image_with_a_box_that_could_not_be_converted_is_left_out_not_written
     _, report = convert_coco(tmp_path / "coco" / "ann.json", tmp_path / "coco" / "imgs", tmp_path / "o2")
     assert {p.stem for p in (tmp_path / "o2" / "images").rglob("*.png")} == {"0", "1", "3"}
     assert any("2.png" in m and "left out" in m for m in report.issues), report.issues
+
+
+def test_fix_refuses_two_images_the_copy_would_write_under_one_name(tmp_path):
+    """``a.png`` and a low-range 16-bit ``a.tif`` in one folder: the stretched TIFF is written as PNG, and it
+    replaced the copied ``a.png`` with one line saying only that the TIFF was stretched. Refused before writing,
+    naming both."""
+    data_yaml = _fix_case(tmp_path)
+    train = data_yaml.parent / "images" / "train"
+    assert cv2.imwrite(str(train / "train0.tif"), np.full((64, 64), 900, np.uint16))
+    with pytest.raises(ValueError, match=r"train0\.tif .*train0\.png"):
+        fix_dataset(data_yaml, tmp_path / "fixed")
+    assert not (tmp_path / "fixed").exists()

@@ -888,12 +888,16 @@ def _fix_plan(splits: dict[str, list[Path]], left_out: dict[str, str],
               low16: set[str]) -> list[tuple[Path, Path, Path]]:
     """(source image, image in the copy, label in the copy) for each image kept; folders below a split kept.
     One folder per split (``fix_output`` refuses the rest)."""
-    plan = []
+    plan, taken = [], {}
     for split, (d,) in splits.items():
         for img in list_split_images([d]).images:
             if str(img) not in left_out:
                 rel = Path(split, img.relative_to(d))
                 rel_img = rel.with_suffix(".png") if str(img) in low16 else rel
+                first = taken.setdefault(rel_img, img)
+                if first != img:  # a stretched a.tif becomes a.png: one of the two would be lost
+                    raise ValueError(f"{img} would be written to the copy as images/{rel_img.as_posix()}, which "
+                                     f"{first} takes: rename one of them first")
                 plan.append((img, Path("images", rel_img), Path("labels", rel).with_suffix(".txt")))
     return plan
 
