@@ -176,3 +176,24 @@ def test_a_train_image_a_val_split_reaches_on_its_own_is_leakage(tmp_path, how):
     leaks = [f for f in res.findings if f.kind in ("leakage", "shared split")]
     assert [f.kind for f in leaks] == ["leakage"], [str(f) for f in res.findings]
     assert "t1.png" in str(leaks[0]) and "train split" in leaks[0].message
+
+
+def test_a_link_to_an_image_that_is_not_there_is_named_not_called_an_orphan_label(tmp_path):
+    """An image that is a symbolic link to an unmounted share: Ultralytics lists it, then drops it with its label.
+    The check left it out silently and called its label file an orphan ("no image for this file")."""
+    data_yaml = _dataset(tmp_path, val="images/train")
+    root = data_yaml.parent
+    data_yaml.write_text(yaml.safe_dump({**yaml.safe_load(data_yaml.read_text()), "val": "images/val"}))
+    (root / "images" / "val").mkdir()
+    (root / "labels" / "val").mkdir()
+    cv2.imwrite(str(root / "images" / "val" / "v.png"), np.full((32, 32, 3), 9, np.uint8))
+    (root / "labels" / "val" / "v.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "train" / "d.png").symlink_to(tmp_path / "unmounted" / "d.png")
+    (root / "labels" / "train" / "d.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    for images in (False, True):
+        res = check_dataset(data_yaml, images=images)
+        said = [f for f in res.findings if f.path.endswith("d.png")]
+        assert len(said) == 1 and said[0].severity == "error" and "does not exist" in said[0].message, \
+            [str(f) for f in res.findings]
+        assert str(tmp_path / "unmounted" / "d.png") in said[0].message
+        assert not [f for f in res.findings if f.path.endswith("d.txt")], [str(f) for f in res.findings]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import shutil
 import zlib
 from collections import Counter
@@ -539,6 +540,9 @@ def _listing_findings(split: str, listed: SplitImages, download: bool) -> list[F
     found += [Finding("warning", "unchecked image", str(img), None, f"a {img.suffix} image: Ultralytics trains on it, "
                       f"gradkit reads only {', '.join(IMAGE_SUFFIXES)} and did not check it or its labels")
               for img in listed.unchecked]
+    found += [Finding("error", "unreadable image", str(link), None, f"a link to {os.readlink(link)}, which does not "
+                      "exist (an unmounted share?): training would skip it and its labels")
+              for link in listed.dangling]
     return found
 
 
@@ -603,7 +607,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             _no_labels_at_all(res, first_finding, split, len(imgs), _label_path(folder / "x.png").parent)
         elif split == "train" and imgs and not res.instances[split] and not listed.unchecked:
             _no_defects(res, first_finding, places, len(imgs))
-        _orphan_findings(places, imgs + listed.unchecked, res)
+        _orphan_findings(places, imgs + listed.unchecked + listed.dangling, res)
     return res
 
 

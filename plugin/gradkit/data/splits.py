@@ -89,6 +89,9 @@ class SplitImages:
     absent: list[Path] = field(default_factory=list)
     lines: list[ListedLine] = field(default_factory=list)
     extra_reads: int = 0
+    #: image names in a split's folders that are links to nothing (an unmounted share): Ultralytics lists them,
+    #: then drops each with its label
+    dangling: list[Path] = field(default_factory=list)
 
 
 def _format(name: str) -> str | None:
@@ -143,10 +146,12 @@ def _listed(list_file: Path, found: SplitImages) -> list[tuple[Path, int, str]]:
     return images
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    """What Ultralytics' ``glob("**/*.*", recursive=True)`` finds below ``folder``."""
-    return [Path(f) for f in glob.glob(str(Path(glob.escape(str(folder))) / "**" / "*.*"), recursive=True)
-            if _is_file(Path(f))]
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """What Ultralytics' ``glob("**/*.*", recursive=True)`` finds below ``folder``: the files, and the links to
+    nothing."""
+    found = [Path(f) for f in glob.glob(str(Path(glob.escape(str(folder))) / "**" / "*.*"), recursive=True)]
+    files = [f for f in found if _is_file(f)]
+    return files, [f for f in found if f.is_symlink() and not f.exists()]
 
 
 def _first_seen(place: Path, line: int | None, here: Path) -> str:
@@ -169,7 +174,8 @@ def list_split_images(places: list[Path]) -> SplitImages:
             continue
         read[place.resolve()] = k
         if place.is_dir():
-            files = _folder_files(place)
+            files, dangling = _folder_files(place)
+            found.dangling += sorted(p for p in dangling if _format(p.name))
             entries += [(p, place, None, str(p)) for p in sorted(files) if _format(p.name) == "checked"]
             found.unchecked += [p for p in files if _format(p.name) == "unchecked"]
         elif place.is_file():
