@@ -886,3 +886,20 @@ def test_fix_refuses_two_images_the_copy_would_write_under_one_name(tmp_path):
     with pytest.raises(ValueError, match=r"train0\.tif .*train0\.png"):
         fix_dataset(data_yaml, tmp_path / "fixed")
     assert not (tmp_path / "fixed").exists()
+
+
+def test_a_box_given_twice_is_written_once_and_classes_differing_only_in_case_are_named(tmp_path):
+    """Two identical COCO annotations became two identical label lines, which gradkit check then refused as a
+    duplicate box; VOC names 'Scratch' and 'scratch' became two classes without a word."""
+    doc = json.loads(_coco_set(tmp_path / "coco", 4).read_text())
+    doc["annotations"].append({**doc["annotations"][1], "id": 51})
+    (tmp_path / "coco" / "ann.json").write_text(json.dumps(doc))
+    data, report = convert_coco(tmp_path / "coco" / "ann.json", tmp_path / "coco" / "imgs", tmp_path / "o1")
+    (label,) = (tmp_path / "o1" / "labels").rglob("1.txt")
+    assert len(label.read_text().splitlines()) == 1
+    assert any("1.png" in m and "twice" in m for m in report.issues), report.issues
+    assert not [f for f in check_dataset(data, images=False).errors if "duplicate" in f.kind]
+    _voc_set(tmp_path / "voc", 6, names=("Scratch", "scratch", "pit"))
+    _, report = convert_voc(tmp_path / "voc", tmp_path / "o2")
+    said = [m for m in report.issues if "'Scratch'" in m and "'scratch'" in m]
+    assert len(said) == 1 and "case" in said[0], report.issues

@@ -503,6 +503,12 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
     """Copy images into ``splits`` (one per record), write YOLO labels (6 decimals), ``data.yaml`` and
     the full issue list; returns the YAML's path. Counts in ``report`` are of what was written."""
     index = {n: i for i, n in enumerate(names)}
+    folded: dict[str, str] = {}
+    for name in names:  # annotators' spelling: two classes, or one class typed two ways?
+        first = folded.setdefault(name.casefold(), name)
+        if first != name:
+            report.issues.append(f"classes {first!r} and {name!r} differ only in case: written as two classes "
+                                 "(if they are one, correct the annotations' spelling and convert again)")
     rels = _output_names(records, report)
     images = [PurePosixPath("images", s, rel) for s, rel in zip(splits, rels, strict=True)]
     labels = [PurePosixPath("labels", s, rel).with_suffix(".txt") for s, rel in zip(splits, rels, strict=True)]
@@ -515,7 +521,10 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
         except OSError as exc:
             report.issues.append(f"{rec.path}: cannot copy ({_os_problem(rec.path, exc)}); skipped")
             continue
-        lines = _yolo_lines(rec, index)
+        lines = list(dict.fromkeys(_yolo_lines(rec, index)))  # the same box given twice is one box
+        if len(lines) < len(rec.boxes):
+            report.issues.append(f"{rec.path}: {len(rec.boxes) - len(lines)} box(es) given twice (the same class and "
+                                 "place); written once")
         out.path(label).write_text("".join(f"{x}\n" for x in lines))
         report.boxes += len(lines)
         written.append((rec, split))
