@@ -456,3 +456,22 @@ def test_yoloe_trains_unwatched_and_its_loss_is_left_for_its_first_batch_to_choo
     with pytest.raises(PluginError, match="YOLOEModel chooses its loss at its first batch"):
         plugin.on_train_start(trainer)
     assert getattr(model, "criterion", None) is None
+
+
+@pytest.mark.parametrize("per_object", [False, True])
+def test_the_warning_says_what_this_run_s_box_loss_does(per_object):
+    """The warning said "(unless assign.box_loss_per_object) its box loss weighs about 0" in every run, also in the
+    plan's runs, which turn it on: it now says which of the two this run does."""
+    from gradkit.integrations.ultralytics.taught import TeachingWatch
+
+    model = _criterion_model()
+    watch = TeachingWatch(TaughtConfig(min_boxes=1), {0: "scratch", 1: "pit"}, box_loss_per_object=per_object)
+    watch.install(SimpleNamespace(model=model))
+    for epoch in range(2):
+        for _ in range(3):
+            model.criterion.one2many.assigner(*_hand_made_assignment())
+        _, warnings, _ = watch.epoch_end(epoch)
+    (warning,) = warnings
+    assert "unless" not in warning
+    assert ("its box loss still counts" in warning) == per_object
+    assert ("its box loss weighs about 0" in warning) != per_object

@@ -613,8 +613,8 @@ class GradkitCallback:
             if _is_main():
                 _logger().info(f"gradkit: monitor.taught watches a task-aligned assigner; this detector: {missing}")
             return
-        self.teaching = TeachingWatch(taught, _class_names(trainer),
-                                      "ciou_or_nwd" if self.cfg.assign.nwd else "ciou")
+        self.teaching = TeachingWatch(taught, _class_names(trainer), "ciou_or_nwd" if self.cfg.assign.nwd else "ciou",
+                                      self.cfg.assign.box_loss_per_object)
         self.teaching.install(trainer)
         self._restore_teaching()
 

@@ -31,8 +31,10 @@ def column_names(names: dict[int, str]) -> dict[int, str]:
 class TeachingWatch:
     """Records the training assignments of one run and judges each epoch."""
 
-    def __init__(self, cfg: TaughtConfig, names: dict[int, str], overlap: str = "ciou") -> None:
+    def __init__(self, cfg: TaughtConfig, names: dict[int, str], overlap: str = "ciou",
+                 box_loss_per_object: bool = False) -> None:
         self.names = {int(c): str(n) for c, n in names.items()}
+        self.box_loss_per_object = box_loss_per_object  # this run's assign.box_loss_per_object: its box loss holds
         self.overlap = overlap  # what the targets measure: Ultralytics' CIoU, or "ciou_or_nwd" with assign.nwd
         self.columns = column_names(self.names) if len(self.names) <= MAX_COLUMNS else {}
         self.tally = TeachingTally()
@@ -78,11 +80,14 @@ class TeachingWatch:
         first = (epoch if start is None else start) + 1
         return (f"gradkit: class {self._name(c)!r} is not being taught (epochs {first}-{epoch + 1}): median best "
                 f"assigner target {e.median_target:.2f} over {e.boxes} boxes, against {others}. Its predicted boxes "
-                "barely overlap its objects, so its score is taught towards 0 and (unless "
-                "assign.box_loss_per_object) its box loss weighs about 0: "
+                f"barely overlap its objects, so its score is taught towards 0{self._box_loss()}: "
                 "while this lasts, expect AP 0 for it. Its boxes' median short side is "
                 f"{e.median_short_side:.0f} px at the training size; a larger imgsz is the first thing to try "
                 "(README: What the assigner teaches each class)")
+
+    def _box_loss(self) -> str:
+        return (" (its box loss still counts: assign.box_loss_per_object is on)" if self.box_loss_per_object else
+                " and its box loss weighs about 0 (assign.box_loss_per_object keeps it)")
 
     def final_warning(self) -> str | None:
         """At the end of training: the warned classes not taught again since."""
