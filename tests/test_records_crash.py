@@ -329,8 +329,9 @@ def test_a_resumed_run_reports_the_arguments_it_started_with_and_says_it_was_res
     """On resume Ultralytics writes its checkpoint's arguments into args.yaml: model= the checkpoint, resume= its
     path, and optimizer=auto's choice (optimizer, lr0, warmup_bias_lr). The report took them for the run's
     settings, so a comparison with an unbroken run of the same command listed five differences that are none,
-    and the settings lost "optimizer=auto chose it". Oracle: args.yaml as the run started (copied before the
-    resume); an argument a resume may change (epochs: no; patience: yes) keeps the resumed value."""
+    and the settings lost "optimizer=auto chose it". Oracle: args.yaml as the run started (read before the
+    resume); an argument the user changed on resume (patience: a resume may change it) keeps the resumed value, one
+    Ultralytics resolved (batch=-1, saved in the checkpoint as the batch it chose) is as typed."""
     from ultralytics import YOLO
 
     import gradkit
@@ -341,22 +342,23 @@ def test_a_resumed_run_reports_the_arguments_it_started_with_and_says_it_was_res
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train_tiny(tiny_data, tmp_path, callbacks=[("on_train_epoch_start", crash)], patience=50)
+        train_tiny(tiny_data, tmp_path, callbacks=[("on_train_epoch_start", crash)], patience=50, batch=-1)
     run = tmp_path / "run"
     started = yaml.safe_load((run / "args.yaml").read_text())
-    assert started["optimizer"] == "auto"
+    assert started["optimizer"] == "auto" and started["batch"] == -1
     model = YOLO(str(run / "weights" / "last.pt"))
     gradkit.attach(model, None, {"report.enabled": False, "monitor.plot": False})
     model.train(resume=True, patience=20)
     rewritten = yaml.safe_load((run / "args.yaml").read_text())
     assert rewritten["optimizer"] != "auto" and rewritten["model"].endswith("last.pt")  # what the report took
+    assert rewritten["batch"] != -1
     training = training_section(run)
     expected = {k: v for k, v in started.items() if k not in RUN_FOLDER_ARGS}
     assert training["train_args"] == {**expected, "patience": 20}
-    assert training["resumed"] == [{"epoch": 2, "checkpoint": "last.pt"}]
+    assert training["resumed"] == [{"epoch": 2, "checkpoint": "last.pt", "changed": {"patience": 20}}]
     from gradkit.report.render import _settings
 
     r = {"training": training, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3,
          "defect_free_images": 1, "instances": 2, "versions": {}}
     shown = _settings(r)
-    assert "(optimizer=auto)" in shown and "at epoch 2 from last.pt" in shown
+    assert "(optimizer=auto)" in shown and "at epoch 2 from last.pt (patience=20)" in shown

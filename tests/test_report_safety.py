@@ -351,3 +351,23 @@ def test_a_validation_s_report_json_beside_a_training_run_s_records_is_refused(r
     assert "results.csv" in proc.stderr and "no training section" in proc.stderr
     (run / "results.csv").unlink()
     assert _rebuild(run).returncode == 0  # an evaluation's folder: rebuilt as before
+
+
+def test_a_hand_edited_resume_record_is_left_out_not_a_crash(tmp_path):
+    """gradkit_summary.json is read back: a resume entry of another shape ("x", an epoch given as text) made the
+    settings table fail with a TypeError; such entries are left out and a valid one is shown."""
+    from gradkit.report.build import training_section
+    from gradkit.report.render import _settings
+
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss\n1,2.0\n2,1.5\n")
+    (tmp_path / "args.yaml").write_text("epochs: 2\n")
+    (tmp_path / "gradkit_summary.json").write_text(json.dumps({"resumed": {
+        "at": ["x", {"epoch": "2", "checkpoint": "last.pt"}, {"epoch": True, "checkpoint": "a.pt"},
+               {"epoch": 2, "checkpoint": "last.pt", "changed": {"patience": 5}}],
+        "train_args": ["not", "a", "mapping"]}}))
+    t = training_section(tmp_path)
+    assert t["resumed"] == [{"epoch": 2, "checkpoint": "last.pt", "changed": {"patience": 5}}]
+    assert t["train_args"] == {"epochs": 2}  # args.yaml, where the record's arguments are no mapping
+    r = {"training": t, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3, "defect_free_images": 1,
+         "instances": 2, "versions": {}}
+    assert "at epoch 2 from last.pt (patience=5)" in _settings(r)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import TINY_TRAIN
 from gradkit.integrations.ultralytics.seams import SeamError
@@ -327,3 +328,25 @@ def test_every_argument_check_gradkit_answers_in_one_line_is_where_ultralytics_d
             if obj.__module__ == module.__name__:
                 defined[(Path(inspect.getsourcefile(obj)).name, name)] = obj
     assert set(ARGUMENT_CHECKS) <= set(defined), set(ARGUMENT_CHECKS) - set(defined)
+
+
+def test_finished_checkpoint_says_none_for_anything_that_is_not_a_finished_run_s_checkpoint(tmp_path):
+    """It runs before every ``gradkit train resume=``: a last.pt cut short by a kill while saving, or a file of
+    another kind, is for Ultralytics' own loading to name, not a traceback here nor "a run that finished"."""
+    from gradkit.integrations.ultralytics.seams import finished_checkpoint
+
+    cases = {"empty.pt": b"", "text.pt": b"not a checkpoint\n"}
+    for name, raw in cases.items():
+        (tmp_path / name).write_bytes(raw)
+    objects = {"list.pt": [1, 2], "tensor.pt": torch.zeros(2), "epoch_none.pt": {"epoch": None, "optimizer": None},
+               "epoch_text.pt": {"epoch": "3", "optimizer": None}, "model_only.pt": {"model": None},
+               "running.pt": {"epoch": 3, "optimizer": {"state": {}}, "train_args": {"data": "d.yaml"}}}
+    for name, obj in objects.items():
+        torch.save(obj, tmp_path / name)
+    good = tmp_path / "good.pt"
+    torch.save({"epoch": 2, "optimizer": {"state": {}}, "train_args": {}}, good)
+    good.with_name("cut.pt").write_bytes(good.read_bytes()[:40])  # killed while saving
+    for path in sorted(tmp_path.glob("*.pt")):
+        assert finished_checkpoint(str(path)) is None, path.name
+    torch.save({"epoch": -1, "optimizer": None, "train_args": {"data": "d.yaml"}}, tmp_path / "done.pt")
+    assert finished_checkpoint(str(tmp_path / "done.pt")) == {"data": "d.yaml"}

@@ -180,13 +180,21 @@ def _monitor_keys(run_dir: Path) -> dict[str, Any]:
 
 
 def _resumed(run_dir: Path) -> dict[str, Any]:
-    """``gradkit_summary.json``'s record of a resumed run (``at``: each resume's first epoch and checkpoint;
-    ``train_args``: the arguments as the run started, but for those a resume may change); {} for another run.
-    Untrusted: the schema checks ``at``, and ``train_args`` is shown, never acted on."""
+    """``gradkit_summary.json``'s record of a resumed run (``at``: each resume's first epoch, checkpoint and changed
+    arguments; ``train_args``: the arguments as the run started, with those changes), {} for another run. Read back,
+    so untrusted: entries not of that shape are left out (the schema then checks the values), and ``train_args``
+    stands in for args.yaml as a hand edit of args.yaml would (it only changes what the report shows)."""
     path = run_dir / "gradkit_summary.json"
     summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     resumed = summary.get("resumed") if isinstance(summary, dict) else None
-    return resumed if isinstance(resumed, dict) else {}
+    if not isinstance(resumed, dict):
+        return {}
+    at = resumed.get("at") if isinstance(resumed.get("at"), list) else []
+    args = resumed.get("train_args")
+    return {"at": [r for r in at if isinstance(r, dict) and isinstance(r.get("epoch"), int)
+                   and not isinstance(r["epoch"], bool) and isinstance(r.get("checkpoint"), str)
+                   and isinstance(r.get("changed", {}), dict)],
+            "train_args": args if isinstance(args, dict) and all(isinstance(k, str) for k in args) else None}
 
 
 def _untaught_entry(entry: dict[str, Any]) -> dict[str, Any]:

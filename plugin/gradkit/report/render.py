@@ -386,7 +386,7 @@ def _settings(r: dict[str, Any]) -> str:
     ran = t.get("as_run") or {}
     rows += [(k, _given_and_ran(args.get(k), ran.get(k))) for k in ("imgsz", "batch") if args.get(k) is not None]
     if t.get("resumed"):
-        rows.append(("resumed", "; ".join(f"at epoch {r['epoch']} from {r['checkpoint']}" for r in t["resumed"])))
+        rows.append(("resumed", "; ".join(_resume(r) for r in t["resumed"])))
     rows += _optimizer_rows(args, t.get("optimizer_used"))
     if t.get("optimizer_steps") is not None:
         rows.append(("optimizer steps", t["optimizer_steps"]))
@@ -396,6 +396,12 @@ def _settings(r: dict[str, Any]) -> str:
                  ("copy-paste p", (aug.get("copy_paste") or {}).get("p"))]
     rows += [("seed", t.get("seed")), ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items()))]
     return _table(None, [[_e(k), _e(v)] for k, v in rows if v is not None], left=2)
+
+
+def _resume(r: dict[str, Any]) -> str:
+    """``at epoch 3 from last.pt (patience=20)``: where a run was resumed, and what the resume changed."""
+    changed = ", ".join(f"{k}={v}" for k, v in (r.get("changed") or {}).items())
+    return f"at epoch {r['epoch']} from {r['checkpoint']}" + (f" ({changed})" if changed else "")
 
 
 def _given_and_ran(given: Any, ran: Any) -> Any:

@@ -306,10 +306,12 @@ class AsRun(_Open):
 
 
 class Resume(_Open):
-    """Where a run was resumed: the first epoch the resumed run trained (1-based) and the checkpoint."""
+    """Where a run was resumed: the first epoch the resumed run trained (1-based), the checkpoint, and the arguments
+    the user changed there."""
 
     epoch: Annotated[int, Field(ge=1)]
     checkpoint: str
+    changed: dict[str, Any] = {}
 
 
 class Training(_Open):

@@ -28,9 +28,9 @@ from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_trainin
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message, too_few_steps
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
 from gradkit.integrations.ultralytics.seams import (
-    arguments_as_started,
     chain_optimizer_step_override,
     check_seams,
+    checkpoint_train_args,
     finished_checkpoint,
     follow_nan_recovery,
     optimizer_step_override,
@@ -38,6 +38,7 @@ from gradkit.integrations.ultralytics.seams import (
     publish_epoch_metrics,
     replace_model_tune,
     replace_optimizer_step,
+    resume_overrides,
     ultralytics_box_filter_thresholds,
     unrestricted_ema,
     without_task_aligned_assigner,
@@ -177,8 +178,8 @@ class GradkitCallback:
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
         self._taught_state: Any = None  # its state read from a resumed run's state file, until the watch exists
-        self.args_at_start: dict[str, Any] | None = None  # the trainer's arguments when the run first started
-        self.resumes: list[dict[str, Any]] = []  # each resume: the first epoch it trained, the checkpoint
+        self.args_at_start: dict[str, Any] | None = None  # args.yaml as Ultralytics wrote it at the run's start
+        self.resumes: list[dict[str, Any]] = []  # each resume: its first epoch, the checkpoint, what the user changed
         self._reset_monitor_extras()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -233,11 +234,9 @@ class GradkitCallback:
                 _logger().warning(f"gradkit: {exc}; rollback counts and lr factors start afresh")
         self._load_noise_scale(state.get("noise_scale"))
         started = state.get("args_at_start")  # untrusted: a mapping of names, else unknown (an older state file)
-        self.args_at_start = started if isinstance(started, dict) and all(isinstance(k, str) for k in started) \
-            else None
+        self.args_at_start = started if _named(started) else None
         resumes = state.get("resumes")
-        self.resumes = [r for r in resumes if isinstance(r, dict) and isinstance(r.get("epoch"), int)
-                        and isinstance(r.get("checkpoint"), str)] if isinstance(resumes, list) else []
+        self.resumes = [r for r in resumes if _resume_entry(r)] if isinstance(resumes, list) else []
         self._taught_state = state.get("taught")  # the watch is made at on_train_start, after a resume's load
         if self.teaching is not None:  # NaN recovery: the epoch it throws away was judged already
             self._restore_teaching()
@@ -282,8 +281,7 @@ class GradkitCallback:
         if self.prior_due(trainer):
             self._check_prior(trainer, task)  # before the dataset is cached and the dataloaders built
         dcfg, data = self.cfg.data, str(trainer.args.data)
-        # as typed: Ultralytics' optimizer=auto writes its choice into them later, and a resume's args.yaml has that
-        self._typed_args = json.loads(json.dumps(vars(trainer.args), default=str))
+        self._arguments_record(trainer)
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
         self.report_source = report_source(data, self.cfg.report)
         own_split = self.cfg.report.enabled and self.report_source is None
@@ -342,9 +340,10 @@ class GradkitCallback:
             self.step = self._steps_in_checkpoint(trainer)
             self.noise.continue_from(NoiseScale(), self.step)
         if resuming:
-            self.resumes.append({"epoch": int(trainer.start_epoch) + 1, "checkpoint": ckpt.name})
+            self.resumes.append({"epoch": int(trainer.start_epoch) + 1, "checkpoint": ckpt.name,
+                                 "changed": getattr(self, "_resume_changed", {})})
         else:
-            self.args_at_start = getattr(self, "_typed_args", None)
+            self.args_at_start = getattr(self, "_args_yaml", None)
         if _is_main():
             if not resuming:
                 _remove_previous_outputs(self.save_dir)
@@ -516,7 +515,7 @@ class GradkitCallback:
                 "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
                 "assign_nwd_scale": self.nwd_scale,
                 "taught": self.teaching.summary() if self.teaching else None,
-                "resumed": self._resumed_record(trainer),
+                "resumed": self._resumed_record(),
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
@@ -543,13 +542,32 @@ class GradkitCallback:
                             f"(weights and results.csv in {self.save_dir}); rebuild it with: {rebuild}")
 
     # ------------------------------------------------------------------ rule coverage and noise scale
-    def _resumed_record(self, trainer) -> dict[str, Any] | None:
-        """Where the run was resumed, and its arguments as it started (None without a record of them: a state file
-        of an older release) but for those a resume may change; None for a run never resumed."""
+    def _arguments_record(self, trainer) -> None:
+        """Before Ultralytics resolves any argument (rank 0): a new run's args.yaml as Ultralytics just wrote it (what
+        was typed; it rewrites the file on resume with the checkpoint's resolved arguments), or a resume's changes."""
+        self._args_yaml, self._resume_changed = None, {}
+        if getattr(trainer.args, "resume", False):
+            saved = checkpoint_train_args(self._resume_checkpoint(trainer))
+            now = json.loads(json.dumps(vars(trainer.args), default=str))
+            self._resume_changed = {} if saved is None else resume_overrides(now, saved)
+            return
+        try:
+            written = yaml.safe_load((Path(trainer.save_dir) / "args.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):  # not written (another rank), or unreadable: no record
+            return
+        self._args_yaml = json.loads(json.dumps(written, default=str)) if _named(written) else None
+
+    def _resumed_record(self) -> dict[str, Any] | None:
+        """Where the run was resumed and what the user changed each time, and its arguments: as it started but for
+        those changes (None without a record of its start: a state file of an older release); None for a run
+        never resumed."""
         if not self.resumes:
             return None
-        now = json.loads(json.dumps(vars(trainer.args), default=str))
-        started = None if self.args_at_start is None else arguments_as_started(self.args_at_start, now)
+        started = None
+        if self.args_at_start is not None:
+            started = dict(self.args_at_start)
+            for r in self.resumes:
+                started.update(r["changed"])
         return {"at": self.resumes, "train_args": started}
 
     def _reset_monitor_extras(self) -> None:
@@ -933,6 +951,17 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds a {type(state).__name__}, not gradkit's state (a mapping)")
     return state
+
+
+def _named(value: Any) -> bool:
+    """A mapping of argument names (read back from a file: untrusted)."""
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _resume_entry(value: Any) -> bool:
+    """One resume as the state file records it: its first epoch (1-based), the checkpoint, the changed arguments."""
+    return (isinstance(value, dict) and isinstance(value.get("epoch"), int) and not isinstance(value["epoch"], bool)
+            and value["epoch"] >= 1 and isinstance(value.get("checkpoint"), str) and _named(value.get("changed")))
 
 
 def _plain(value: Any) -> Any:

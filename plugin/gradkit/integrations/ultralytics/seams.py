@@ -23,6 +23,7 @@ import ast
 import functools
 import hashlib
 import inspect
+import json
 import sys
 import textwrap
 from collections.abc import Callable
@@ -289,11 +290,14 @@ def resume_may_change() -> frozenset[str]:
                     "them from the ones Ultralytics rewrites")
 
 
-def arguments_as_started(started: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run's arguments: ``now`` (its trainer's, as args.yaml has them) for those a resume may change,
-    ``started`` (the trainer's at the run's first start) for the others, which Ultralytics rewrote."""
-    may_change = resume_may_change()
-    return {**started, **{k: v for k, v in now.items() if k in may_change or k not in started}}
+def resume_overrides(now: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """What the user changed on resume: the arguments a resume may change (:func:`resume_may_change`) whose value in
+    the resumed trainer (``now``) is not the checkpoint's (``saved``, its ``train_args``). The others that differ
+    from the run's start Ultralytics rewrote itself: an auto batch, ``optimizer=auto``'s choice, ``model``."""
+    def plain(value: Any) -> Any:
+        return json.loads(json.dumps(value, default=str))
+
+    return {k: plain(now[k]) for k in sorted(resume_may_change()) if k in now and plain(now[k]) != plain(saved.get(k))}
 
 
 # ====================================================================================== the patches
@@ -1010,25 +1014,44 @@ def track_run() -> dict[str, Any]:
     return run
 
 
-def finished_checkpoint(path: str | None) -> dict[str, Any] | None:
-    """The training arguments of ``path`` where it is a checkpoint Ultralytics will not resume, or None. Its final
-    validation strips ``last.pt`` of the epoch and optimizer; ``Model.train(resume=True)`` then warns and starts a
-    new training with every default (``coco8.yaml``), a path given as ``resume=`` stops with an assertion. None too
-    for what is no checkpoint: Ultralytics' own loading names that."""
+def _checkpoint_dict(path: str | None) -> dict[str, Any] | None:
+    """An Ultralytics checkpoint's dictionary, loaded as Ultralytics loads it; None for anything else (an empty or
+    cut file, another object): Ultralytics' own loading names that when the run reaches it."""
     import pickle
 
     from ultralytics.nn.tasks import torch_safe_load
 
-    if not path or not path.endswith(".pt") or not Path(path).is_file():
+    if not path or not str(path).endswith(".pt") or not Path(path).is_file():
         return None
     try:
-        ckpt, _ = torch_safe_load(path)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        ckpt, _ = torch_safe_load(str(path))
+    # a file cut short or of another kind: TypeError is Ultralytics' "not a loadable checkpoint", AttributeError a
+    # pickled object that is not a checkpoint
+    except (OSError, RuntimeError, ValueError, EOFError, TypeError, AttributeError, pickle.UnpicklingError):
         return None
-    if not isinstance(ckpt, dict) or (ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None):
+    return ckpt if isinstance(ckpt, dict) else None
+
+
+def finished_checkpoint(path: str | None) -> dict[str, Any] | None:
+    """The training arguments of ``path`` where it is a checkpoint Ultralytics will not resume, or None. Its final
+    validation strips ``last.pt``: epoch -1, no optimizer; ``Model.train(resume=True)`` then warns and starts a new
+    training with every default (``coco8.yaml``), a path given as ``resume=`` stops with an assertion."""
+    ckpt = _checkpoint_dict(path)
+    epoch = None if ckpt is None else ckpt.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or "optimizer" not in ckpt:
+        return None
+    if epoch >= 0 and ckpt["optimizer"] is not None:
         return None
     args = ckpt.get("train_args")
     return args if isinstance(args, dict) else {}
+
+
+def checkpoint_train_args(path: str | None) -> dict[str, Any] | None:
+    """The arguments a checkpoint was saved with (``train_args``, with Ultralytics' own rewrites: ``optimizer=auto``'s
+    choice, an auto batch), or None."""
+    ckpt = _checkpoint_dict(path)
+    args = None if ckpt is None else ckpt.get("train_args")
+    return args if isinstance(args, dict) else None
 
 
 def hand_over_to_yolo(argv: list[str]) -> None:
