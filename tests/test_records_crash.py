@@ -266,7 +266,7 @@ def test_a_resume_from_a_save_period_checkpoint_keeps_the_run_s_settings_and_his
     # Ultralytics appended epoch 2 again to results.csv: the report keeps the later try, and says so
     assert [int(r["epoch"]) for r in read_csv(tmp_path / "run" / "results.csv")] == [1, 2, 2, 3]
     training = training_section(tmp_path / "run")
-    assert (training["epochs"], training["epochs_trained_again"]) == ([1, 2, 3], [2])
+    assert (training["epochs"], training["epochs_left_out"]) == ([1, 2, 3], [2])
 
 
 def test_a_resume_without_a_state_file_keeps_the_settings_the_run_folder_records(tiny_data, tmp_path):

@@ -213,7 +213,7 @@ def test_epochs_without_validation_are_gaps_not_zeros(tmp_path):
 def test_a_resume_from_an_earlier_checkpoint_keeps_the_later_training_of_each_epoch(tmp_path):
     """Resumed from epoch1.pt of a run that had trained 3 epochs, Ultralytics appends epochs 2 and 3 again to
     results.csv: the curves draw each epoch once, the later training (the one the weights went on from), and the
-    settings say which epochs were trained twice rather than dropping the first tries silently."""
+    settings say which rows were left out rather than dropping the first tries silently."""
     from gradkit.report.build import training_section
     from gradkit.report.render import _settings
     from report_cases import hand_made_evaluation
@@ -227,16 +227,24 @@ def test_a_resume_from_an_earlier_checkpoint_keeps_the_later_training_of_each_ep
     assert t["epochs"] == [1, 2, 3, 4]
     assert t["curves"]["train/box_loss"] == [2.0, 1.5, 1.2, 1.1]
     assert t["curves"]["metrics/mAP50(B)"] == [0.1, 0.3, 0.4, 0.5]
-    assert t["epochs_trained_again"] == [2, 3]
+    assert t["epochs_left_out"] == [2, 3]
+    # the later try stopped earlier (early stopping, a crash): the first try's epochs 5-6 are not after epoch 4
+    (tmp_path / "results.csv").write_text(
+        "epoch,train/box_loss\n" + "".join(f"{e},{10 - e}\n" for e in range(1, 7))
+        + "".join(f"{e},{5 - e / 10}\n" for e in range(2, 5)))
+    shorter = training_section(tmp_path)
+    assert shorter["epochs"] == [1, 2, 3, 4]
+    assert shorter["curves"]["train/box_loss"] == [9.0, 4.8, 4.7, 4.6]
+    assert shorter["epochs_left_out"] == [2, 3, 4, 5, 6]
     r = {"training": t, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3, "defect_free_images": 1,
          "instances": 2, "versions": {}}
-    assert "4 (epochs 2, 3 trained twice: resumed from an earlier checkpoint; the curves show the later try)" in \
-        _settings(r)
+    assert ("4 (rows of epochs 2, 3 trained before a resume from an earlier checkpoint left out: the curves show "
+            "the training the weights went on from)") in _settings(r)
     report = build_report(hand_made_evaluation(tmp_path / "img"))
     report["training"] = t
     validate_report(json.loads(json.dumps(report)))
-    report["training"]["epochs_trained_again"] = ["2"]   # a hand-edited report.json
-    with pytest.raises(ReportSchemaError, match=r"training\.epochs_trained_again\.0"):
+    report["training"]["epochs_left_out"] = ["2"]   # a hand-edited report.json
+    with pytest.raises(ReportSchemaError, match=r"training\.epochs_left_out\.0"):
         validate_report(json.loads(json.dumps(report)))
 
 

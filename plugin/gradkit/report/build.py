@@ -12,7 +12,6 @@ import gc
 import json
 import math
 import platform
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +81,18 @@ RUN_FOLDER_ARGS = ("save_dir", "name", "project")
 
 
 def _last_try_of_each_epoch(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[int]]:
-    """results.csv's rows, one per epoch, in epoch order, and the epochs that had more than one row. A resume from
-    an earlier checkpoint (``epoch1.pt`` of a run that went on) trains its later epochs again, and Ultralytics
-    appends their rows after the first tries': the later try is the one the weights went on from."""
-    last = {int(float(r["epoch"])): r for r in rows}
-    counts = Counter(int(float(r["epoch"])) for r in rows)
-    return [last[e] for e in sorted(last)], sorted(e for e, n in counts.items() if n > 1)
+    """results.csv's rows of the training the weights went on from, one per epoch, and the epochs of the rows left
+    out. A resume from an earlier checkpoint (``epoch1.pt`` of a run that went on) trains from there again, and
+    Ultralytics appends its rows after the first try's: where the epoch number falls back, the earlier rows from
+    that epoch on are of an abandoned try, also those the later try never reached (it stopped earlier)."""
+    kept: list[dict[str, str]] = []
+    left_out: set[int] = set()
+    for row in rows:
+        epoch = int(float(row["epoch"]))
+        while kept and int(float(kept[-1]["epoch"])) >= epoch:
+            left_out.add(int(float(kept.pop()["epoch"])))
+        kept.append(row)
+    return kept, sorted(left_out)
 
 
 def training_section(run_dir: Path) -> dict[str, Any] | None:
@@ -95,7 +100,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     results = run_dir / "results.csv"
     if not results.exists():
         return None
-    rows, trained_again = _last_try_of_each_epoch(_read_csv(results))
+    rows, left_out = _last_try_of_each_epoch(_read_csv(results))
 
     def col(name: str) -> list[float | None]:
         values = [float(r[name]) if r.get(name) not in (None, "") else None for r in rows]
@@ -124,7 +129,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     return {
         "run_dir": str(run_dir),
         "epochs": [int(float(r["epoch"])) for r in rows],
-        "epochs_trained_again": trained_again,
+        "epochs_left_out": left_out,
         "curves": curves,
         "alerts": alerts,
         "alert_counts": {k: sum(a["kind"] == k for a in alerts) for k in ("exploding", "vanishing", "dead",

@@ -359,8 +359,8 @@ def warnings(r: dict[str, Any]) -> list[str]:
 
 def _epochs_trained(trained: int, planned: Any, hours: Any, again: list[int]) -> str | None:
     """"26 of 30" (early stopping, an interrupted run), or "34 in time= 0.13 h": with time= Ultralytics
-    sets the number of epochs from the clock, whatever epochs= said; then the epochs a resume from an earlier
-    checkpoint trained twice."""
+    sets the number of epochs from the clock, whatever epochs= said; then the epochs whose rows an abandoned try
+    wrote (a resume from an earlier checkpoint)."""
     if hours:
         said = f"{trained} in time= {hours} h"
     elif planned is None:
@@ -368,8 +368,8 @@ def _epochs_trained(trained: int, planned: Any, hours: Any, again: list[int]) ->
     else:
         said = f"{trained} of {planned}" if trained and trained != planned else f"{planned}"
     if again:
-        said += (f" (epochs {', '.join(map(str, again))} trained twice: resumed from an earlier checkpoint; "
-                 "the curves show the later try)")
+        said += (f" (rows of epochs {', '.join(map(str, again))} trained before a resume from an earlier checkpoint "
+                 "left out: the curves show the training the weights went on from)")
     return said
 
 
@@ -382,7 +382,7 @@ def _settings(r: dict[str, Any]) -> str:
             ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
-                                           t.get("epochs_trained_again") or [])))
+                                           t.get("epochs_left_out") or [])))
     ran = t.get("as_run") or {}
     rows += [(k, _given_and_ran(args.get(k), ran.get(k))) for k in ("imgsz", "batch") if args.get(k) is not None]
     if t.get("resumed"):

@@ -25,7 +25,7 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: 11: images_skipped (the split's images the validation did not read), data_class_names (the data's class
 #: names where they are not the model's) and classes_left_out (the classes a run's classes= left out); 12:
 #: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed); 13:
-#: training.epochs_trained_again (a resume from an earlier checkpoint: results.csv's epochs with two rows), and a
+#: training.epochs_left_out (results.csv's rows of a try a resume from an earlier checkpoint abandoned), and a
 #: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them), and
 #: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started).
 REPORT_SCHEMA_VERSION = 13
@@ -317,7 +317,7 @@ class Resume(_Open):
 class Training(_Open):
     run_dir: str
     epochs: list[int]
-    epochs_trained_again: list[int] = []
+    epochs_left_out: list[int] = []
     resumed: list[Resume] = []
     curves: dict[str, list[Num]]
     alerts: list[Alert] = []
