@@ -519,3 +519,27 @@ def test_an_image_over_pil_s_pixel_limit_is_named_by_the_check_and_tiled_by_tile
     (c, (cx, cy, bw, bh)), = _labels(out / "labels" / "train" / (Path(first["tile"]).stem + ".txt"))
     box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2]) * 128
     assert c == 1 and tuple(np.round(box, 3)) == tuple(float(v) for v in _mask_box(objects[0][1]))
+
+
+def test_a_sixteen_bit_image_over_pil_s_pixel_limit_is_not_tiled_unstretched(tmp_path, monkeypatch):
+    """Over the limit the pixel-count finding stood alone and tile set it aside: a 16-bit line-scan image was cut
+    into 16-bit tiles, each later stretched on its own. Its depth, read from the header, is named too, and tile
+    refuses it as it refuses any 16-bit image."""
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    _drawn(root, "train", "scan", 120, 120, [("rect", 1, 10, 10, 40, 40)], seed=0, depth=np.uint16, gray=True)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1)
+    data = _yaml(root)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
+    kinds = sorted(f.kind for f in check_dataset(data, images=False).errors if "scan" in f.path)
+    assert kinds == ["bit depth", "too many pixels"], kinds
+    with pytest.raises(ValueError, match="bit depth"):
+        tile_dataset(data, size=64, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+    for depth, kinds in ((np.uint8, ["too many pixels"]), (np.uint16, ["bit depth", "too many pixels"])):
+        tif = root / "images" / "train" / "scan.tif"  # a TIFF's depth from its BitsPerSample tag
+        assert cv2.imwrite(str(tif), np.full((120, 120), 7, depth))
+        (root / "images" / "train" / "scan.png").unlink(missing_ok=True)
+        found = sorted(f.kind for f in check_dataset(data, images=False).errors if "scan" in f.path)
+        assert found == kinds, (depth, found)

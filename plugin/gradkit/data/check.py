@@ -262,14 +262,12 @@ def _image_header(path: Path) -> tuple[tuple[str, str] | None, bool]:
             error, size, depth = _png_header(data)
             if error:
                 return ("unreadable image", error + skip), False
-            mode, fmt = "I;16" if depth == 16 else "L", "PNG"
+            mode, fmt, bits = "I;16" if depth == 16 else "L", "PNG", None
         else:
             with headers_of_any_size(), Image.open(io.BytesIO(data)) as im:  # the size is judged below
                 fmt, size, mode = im.format, im.size, im.mode
-            too_many = _too_many_pixels(size)
-            if too_many:
-                return too_many, False
-            if fmt != "JPEG":
+                bits = im.tag_v2.get(258) if fmt == "TIFF" else None  # BitsPerSample, per channel
+            if fmt != "JPEG" and not _too_many_pixels(size):  # decoded to find damage, where PIL would decode it
                 with Image.open(io.BytesIO(data)) as im:
                     im.load()
     except ImportError:  # Ultralytics' Image.open falls back to the optional pi_heif for unknown files
@@ -284,7 +282,11 @@ def _image_header(path: Path) -> tuple[tuple[str, str] | None, bool]:
     if min(size) < MIN_IMAGE_SIDE:
         return ("unreadable image", f"{size[0]}x{size[1]} pixels: training skips images under {MIN_IMAGE_SIDE} px"
                 ), False
-    return _too_many_pixels(size), mode not in EIGHT_BIT_MODES or fmt == "TIFF"
+    too_many = _too_many_pixels(size)
+    if too_many:  # its pixels will not be read: the header alone says its depth (a TIFF's in its BitsPerSample)
+        wide = isinstance(bits, tuple | list) and any(isinstance(b, int) and b > 8 for b in bits)
+        return too_many, mode not in EIGHT_BIT_MODES or wide
+    return None, mode not in EIGHT_BIT_MODES or fmt == "TIFF"
 
 
 #: The finding of an image over the pixels PIL opens (gradkit tile reads such images; the other commands stop).
@@ -309,6 +311,10 @@ def _check_image_fast(path: Path, res: CheckResult) -> None:
     error, deep = _image_header(path)
     if error:
         res.findings.append(Finding("error", error[0], str(path), None, error[1]))
+        if error[0] == TOO_MANY_PIXELS and deep:  # its pixels cannot be read here to say more: its header's depth
+            res.findings.append(Finding("error", "bit depth", str(path), None, "deeper than 8 bits by its header, and "
+                                        "too large to be read to see its range: convert it to 8 bits (with the "
+                                        "camera's fixed range) before tiling it"))
     elif deep:
         _check_image(path, res)
 
