@@ -857,3 +857,7 @@ def test_plan_writes_over_its_own_earlier_plan_but_never_over_another_file(tmp_p
         assert (mine / name).read_text() == "my own notes\n"
         assert not (mine / ("plan.gradkit.yaml" if name == "plan.yaml" else "plan.yaml")).exists()
         (mine / name).unlink()
+    # a plan.yaml of an earlier release had no first-line mark: a mapping holding a plan's command and fingerprint
+    earlier = yaml.safe_load(first)
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(earlier))
+    assert gradkit_here("plan", f"data={tiny_data}", cwd=tmp_path).returncode == 0

@@ -815,11 +815,21 @@ PLAN_MARK = "# written by gradkit plan"
 
 
 def _written_by_plan(path: Path) -> bool:
+    """Whether ``path`` starts with :data:`PLAN_MARK`, or is a plan of an earlier release (no mark: a mapping with a
+    plan's ``command`` and ``fingerprint``)."""
+    import yaml
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.readline().startswith(PLAN_MARK)
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+    if text.startswith(PLAN_MARK):
+        return True
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and {"command", "fingerprint"} <= set(doc)
 
 
 PLAN_ARGS = {"data": None, "budget": None, "out": "plan.yaml", "split": "train"}
