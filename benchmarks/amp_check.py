@@ -70,7 +70,7 @@ def _train(data: Path, out: Path, name: str, amp, plugin: bool, args) -> dict:
         seen["norms"] = [float(r["total_norm"]) for r in steps]
         seen["skipped"] = [int(r["step"]) for r in steps if int(r["skipped"])]
         alerts = run / "gradient_alerts.jsonl"
-        lines = alerts.read_text().splitlines() if alerts.exists() else []
+        lines = alerts.read_text(encoding="utf-8").splitlines() if alerts.exists() else []
         seen["alerts"] = [json.loads(x) for x in lines if x.strip()]
     return seen
 

@@ -37,7 +37,7 @@ def corrupted_copy(data_yaml: Path, out: Path, seed: int = 0) -> Path:
         img += rng.normal(0, 12, img.shape[:2])[..., None]
         cv2.imwrite(str(out / "images" / "test" / p.name), np.clip(img, 0, 255).astype(np.uint8))
     new = {**data, "path": str(out), "train": str(root / "images" / "train"), "val": str(root / "images" / "val")}
-    (out / "data.yaml").write_text(yaml.safe_dump(new))
+    (out / "data.yaml").write_text(yaml.safe_dump(new), encoding="utf-8")
     return out / "data.yaml"
 
 

@@ -65,7 +65,7 @@ def main() -> None:
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="gradkit-checkcost-"))
     spec = SynthSpec(images=args.images, imgsz=DEMO_DEFAULTS["imgsz"], seed=1)
     data = tmp / "data" / "data.yaml"
-    meta = (yaml.safe_load(data.read_text()) if data.exists() else {}).get("gradkit_synth", {})
+    meta = (yaml.safe_load(data.read_text(encoding="utf-8")) if data.exists() else {}).get("gradkit_synth", {})
     if meta.get("images") != spec.images:
         shutil.rmtree(tmp / "data", ignore_errors=True)  # this script's own data, of another size
         data = generate_dataset(tmp / "data", spec, progress=False)

@@ -69,7 +69,7 @@ def summary(scored: list[tuple[float, str]], n_objects: int) -> list[str]:
 def model_lines(weights: Path, objects: list, names: dict[int, str], classes: list[int]) -> list[str]:
     from ultralytics import YOLO
 
-    imgsz = int(yaml.safe_load((weights.parent.parent / "args.yaml").read_text())["imgsz"])
+    imgsz = int(yaml.safe_load((weights.parent.parent / "args.yaml").read_text(encoding="utf-8"))["imgsz"])
     model = YOLO(str(weights))
     scored: dict[int, list[tuple[float, str]]] = {c: [] for c in names}
     for img, labels, _ in objects:

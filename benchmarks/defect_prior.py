@@ -53,7 +53,7 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac)
     if not data.exists():
         generate_dataset(data.parent, spec, progress=False)
-    if not made_by(yaml.safe_load(data.read_text()), spec):
+    if not made_by(yaml.safe_load(data.read_text(encoding="utf-8")), spec):
         raise SystemExit(f"{data}: not made with {provenance(spec)}: remove {out} or choose another --out")
     weights = out / "run" / "weights" / "last.pt"
     if not weights.exists():

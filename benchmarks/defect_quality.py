@@ -271,7 +271,7 @@ def held_out_yaml(data: Path, out: Path) -> Path:
     cfg.pop("download", None)
     target = out / "held-out" / f"{data.parent.name}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    target.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return target
 
 
@@ -293,7 +293,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
         score = _reused(score_file, recipe)
         if not {KPIS[0], SHIPPED} <= score.keys() and weights.is_file():  # scored before they were kept: no training
             score.update(_scored(weights, held_out, score_imgsz, device, run_dir)[1])
-            score_file.write_text(json.dumps(score))
+            score_file.write_text(json.dumps(score), encoding="utf-8")
         return score
     from ultralytics import YOLO
 
@@ -315,7 +315,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
              "epochs_done": int(yolo.trainer.epoch) + 1, "recipe": recipe, **kpis,
              # the model trained, whatever its name: a variant's YAML is rewritten from the installed Ultralytics
              "parameters": sum(p.numel() for p in yolo.trainer.model.parameters())}
-    score_file.write_text(json.dumps(score))
+    score_file.write_text(json.dumps(score), encoding="utf-8")
     return score
 
 
@@ -743,7 +743,7 @@ def run(args) -> dict:
                     rows[recipe_name].append(res)
                 print(f"[{name}] seed {seed} {recipe_name:16} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
-                (out / "results.json").write_text(json.dumps(results, indent=1))
+                (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return results
 
 

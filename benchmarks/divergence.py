@@ -554,7 +554,7 @@ def record_healthy_curvature(out: Path, data: Path, imgsz: int, names=None) -> d
         if not (out / slug / "curvature.json").exists():
             store: list = []
             fd.train(data, out, slug, {"imgsz": imgsz, **kw}, [("on_train_start", _curvature_recorder(store))])
-            (out / slug / "curvature.json").write_text(json.dumps(store))
+            (out / slug / "curvature.json").write_text(json.dumps(store), encoding="utf-8")
         runs[name] = out / slug
     return runs
 
@@ -572,7 +572,7 @@ def record_healthy_sharpness(out: Path, data: Path, imgsz: int, names, max_steps
             fd.train(data, out, slug, {"imgsz": imgsz, **corpus[name]},
                      [("on_train_start", _sharpness_recorder(store)),
                       ("on_train_batch_end", _loss_recorder([], max_steps))])
-            (out / slug / "sharpness.json").write_text(json.dumps(store))
+            (out / slug / "sharpness.json").write_text(json.dumps(store), encoding="utf-8")
         runs[name] = out / slug
     return runs
 
@@ -605,7 +605,8 @@ def predicted_gains(run: Path, before: int | None = None) -> list[tuple[int, flo
     the clip) of every one-batch step recorded by ``--curvature`` before ``before`` (the clip factor
     comes from the monitor's gradient_steps.csv; 1 where the step is missing there). Steps whose
     median loss so far is not positive are left out: the gain has no scale there."""
-    rows = [r for r in json.loads((run / "curvature.json").read_text()) if int(r.get("accumulate", 1)) == 1]
+    stored = json.loads((run / "curvature.json").read_text(encoding="utf-8"))
+    rows = [r for r in stored if int(r.get("accumulate", 1)) == 1]
     if rows and "gd" not in rows[0]:
         raise SystemExit(f"{run / 'curvature.json'}: recorded without g.d; remove it to record again")
     coef = _clip_coefficients(run) if (run / "gradient_steps.csv").exists() else {}
@@ -649,7 +650,7 @@ def first_overshoot(run: Path) -> int | None:
     if not path.exists():
         return None
     try:
-        steps = json.loads(path.read_text())
+        steps = json.loads(path.read_text(encoding="utf-8"))
         low = [int(a["step"]) for a in steps if float(a["cos_grad_momentum"] or 0.0) <= ALIGNMENT_WARN]
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise SystemExit(f"{path}: not an alignment record of this script ({exc}); remove it to record again") from None
@@ -691,7 +692,7 @@ def provoked_runs(seeds, epochs: int, warmup_per_x: float, corrupt_epoch: int,
 def step_losses(run: Path) -> dict[int, float]:
     """Optimizer step -> loss of its batch (the provoked runs step at every batch, nbs=batch; the
     recorder runs after the batch's step, so the plugin's counter already names it)."""
-    return mean_by_step(json.loads((run / "step_losses.json").read_text()))
+    return mean_by_step(json.loads((run / "step_losses.json").read_text(encoding="utf-8")))
 
 
 def mean_by_step(pairs) -> dict[int, float]:
@@ -738,13 +739,13 @@ def train_provoked(data: Path, out: Path, name: str, kw: dict, callbacks: list, 
         if sharpness:
             record.append(("on_train_start", _sharpness_recorder(sharp)))
         run = fd.train(data, out, slug, dict(kw), [*callbacks, *record], overrides={"clip.mode": "none"})
-        (run / "step_losses.json").write_text(json.dumps(store))
+        (run / "step_losses.json").write_text(json.dumps(store), encoding="utf-8")
         if alignment:
-            (run / "alignment.json").write_text(json.dumps(aligned))
+            (run / "alignment.json").write_text(json.dumps(aligned), encoding="utf-8")
         if curvature:
-            (run / "curvature.json").write_text(json.dumps(curved))
+            (run / "curvature.json").write_text(json.dumps(curved), encoding="utf-8")
         if sharpness:
-            (run / "sharpness.json").write_text(json.dumps(sharp))
+            (run / "sharpness.json").write_text(json.dumps(sharp), encoding="utf-8")
     return run
 
 

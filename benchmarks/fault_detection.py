@@ -115,7 +115,9 @@ def train(data: Path, out: Path, name: str, kw: dict, callbacks=(), model: str |
 
 def alerts_of(run: Path) -> list[dict]:
     path = run / "gradient_alerts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def optimizer_of(run: Path) -> str:
@@ -124,8 +126,9 @@ def optimizer_of(run: Path) -> str:
     import yaml
 
     summary = run / "gradkit_summary.json"
-    used = (json.loads(summary.read_text()).get("optimizer") or {}).get("name") if summary.exists() else None
-    return str(used or yaml.safe_load((run / "args.yaml").read_text()).get("optimizer"))
+    written = json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else {}
+    used = (written.get("optimizer") or {}).get("name")
+    return str(used or yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")).get("optimizer"))
 
 
 def growth_watched(run: Path) -> bool:
@@ -252,7 +255,7 @@ def report(healthy: dict[str, Path], grid: dict[tuple[str, int], Path], use_repl
     for name, run in healthy.items():
         alerts = get(run)
         total += len(alerts)
-        steps = len((run / "gradient_steps.csv").read_text().splitlines()) - 1
+        steps = len((run / "gradient_steps.csv").read_text(encoding="utf-8").splitlines()) - 1
         print(f"  {name:24} {steps:4d} steps  {len(alerts)} alert(s) "
               f"{[(a['kind'], a['layer'], a['step']) for a in alerts][:4]}")
     print(f"  false alarms: {total}")

@@ -49,10 +49,10 @@ def main() -> None:
     leads = []
     print(f"{'run':30}{'mAP50-95':>9}{'diverged':>9}{'warned':>7}{'lead':>5}{'loss rise':>10}{'first >':>8}")
     for run in sorted(p for p in args.runs.iterdir() if (p / "step_losses.json").exists()):
-        losses = json.loads((run / "step_losses.json").read_text())
+        losses = json.loads((run / "step_losses.json").read_text(encoding="utf-8"))
         with open(run / "results.csv", encoding="utf-8", newline="") as f:
             final = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)][-1]
-        alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()]
+        alerts = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text(encoding="utf-8").splitlines()]
         div = divergence_step({i + 1: v for i, v in enumerate(losses)})
         warn = first_warning(alerts)
         lead = div - warn if div is not None and warn is not None else None

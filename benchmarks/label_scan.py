@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             copy = Path(tmp) / f"copy{r}"
             shutil.copytree(source.parent, copy)
             data = copy / source.name
-            data.write_text(data.read_text().replace(str(source.parent), str(copy)))
+            data.write_text(data.read_text(encoding="utf-8").replace(str(source.parent), str(copy)), encoding="utf-8")
             stock_first.append(set_up_seconds(data, "stock", args.imgsz))
             guarded.append(set_up_seconds(data, "gradkit", args.imgsz))
             stock_cached.append(set_up_seconds(data, "stock", args.imgsz))

@@ -68,7 +68,7 @@ def outcomes(weights: Path, objects: list, conf: float) -> list[str]:
     """Each labelled defect's outcome under one model, in the order of ``objects``."""
     from ultralytics import YOLO
 
-    imgsz = int(yaml.safe_load((weights.parent.parent / "args.yaml").read_text())["imgsz"])
+    imgsz = int(yaml.safe_load((weights.parent.parent / "args.yaml").read_text(encoding="utf-8"))["imgsz"])
     model = YOLO(str(weights))
     result = []
     for img, labels, _ in objects:

@@ -98,7 +98,7 @@ def main() -> None:
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
     models = args.models.split(",") if args.models else None
     rows = [row for name, data in sets.items() for row in run_set(name, data, out / "runs", args.epochs, models)]
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    (out / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     print("\n| set | model | imgsz | training / val images | training ms/image: timer, measured, ratio | "
           "validation ms/image: timer, measured, ratio |\n|---|---|---|---|---|---|")
     for r in rows:

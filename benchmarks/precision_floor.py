@@ -42,7 +42,7 @@ def validated(weights: Path, data: Path):
     args = weights.parent.parent / "args.yaml"
     if not args.is_file():
         raise SystemExit(f"{weights}: no args.yaml two folders up, so no training image size")
-    imgsz = int(yaml.safe_load(args.read_text())["imgsz"])
+    imgsz = int(yaml.safe_load(args.read_text(encoding="utf-8"))["imgsz"])
     yolo, out = YOLO(str(weights)), {}
     yolo.add_callback("on_val_start", record_predictions)
     yolo.add_callback("on_val_end", lambda validator: out.update(ev=collect_validation(validator)))

@@ -97,7 +97,7 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
                 optimizer=optimizer, lr0=_base_lr(args)[optimizer] * mult, warmup_epochs=1, plots=False, device="cpu",
                 seed=seed, deterministic=True, project=str(out), name=name, exist_ok=True, verbose=False)
     run = Path(model.trainer.save_dir)
-    (run / "step_losses.json").write_text(json.dumps(losses))
+    (run / "step_losses.json").write_text(json.dumps(losses), encoding="utf-8")
     with open(run / "gradient_steps.csv", encoding="utf-8", newline="") as f:
         steps = list(csv.DictReader(f))
     with open(run / "results.csv", encoding="utf-8", newline="") as f:
@@ -107,7 +107,7 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
         final_map = float(YOLO(str(run / "weights" / "last.pt")).val(
             data=str(data), split="val", imgsz=args.imgsz, batch=16, device="cpu", plots=False, verbose=False,
             project=str(out), name=name + "-last", exist_ok=True).box.map)
-    rollbacks = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text().splitlines()
+    rollbacks = [json.loads(line) for line in (run / "gradient_alerts.jsonl").read_text(encoding="utf-8").splitlines()
                  if '"rollback"' in line]
     return {"map": final_map if math.isfinite(final_map) else 0.0,
             "skipped": sum(int(s["skipped"]) for s in steps),

@@ -123,7 +123,7 @@ def train_and_score(data: Path, run_dir: Path, train: dict, seed: int, held_out:
     weights = run_dir / "weights" / "last.pt"
     meta = run_dir / "training.json"
     if meta.exists():
-        kept = json.loads(meta.read_text())
+        kept = json.loads(meta.read_text(encoding="utf-8"))
         if kept.get("recipe") != json.loads(json.dumps(recipe)):
             raise SystemExit(f"{meta}: trained with another recipe; remove {run_dir} to train again")
     else:
@@ -134,15 +134,15 @@ def train_and_score(data: Path, run_dir: Path, train: dict, seed: int, held_out:
         yolo.train(data=str(data), seed=seed, deterministic=True, workers=0, device="cpu", plots=False, val=False,
                    verbose=False, project=str(run_dir.parent), name=run_dir.name, exist_ok=True, **train)
         kept = {"recipe": recipe, "train_s": time.time() - start, "epochs_done": int(yolo.trainer.epoch) + 1}
-        meta.write_text(json.dumps(kept))
+        meta.write_text(json.dumps(kept), encoding="utf-8")
     scores = {}
     for name, (imgsz, tile) in scorings.items():
         path = run_dir / f"score-{name}.json"
         if not path.exists():
             path.write_text(json.dumps({**_score(weights, held_out, imgsz, run_dir / name, tile),
                                         "train_s": kept["train_s"], "epochs_done": kept["epochs_done"],
-                                        "recipe": {**recipe, "scored_at": imgsz, "tile": tile}}))
-        scores[name] = json.loads(path.read_text())
+                                        "recipe": {**recipe, "scored_at": imgsz, "tile": tile}}), encoding="utf-8")
+        scores[name] = json.loads(path.read_text(encoding="utf-8"))
     return scores
 
 
@@ -182,7 +182,7 @@ def run(args) -> dict:
                 rows.setdefault(scored, []).append(res)
                 print(f"[panels] seed {seed} {scored:12} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
-            (out / "results.json").write_text(json.dumps(results, indent=1))
+            (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return results
 
 

@@ -462,7 +462,7 @@ def _comparison_out_refused(out) -> str | None:
         return f"gradkit report: out={out} is a file; the comparison is written into a folder"
     previous = out / "report.json"
     try:
-        kind = json.loads(previous.read_text()).get("kind") if previous.is_file() else "comparison"
+        kind = json.loads(previous.read_text(encoding="utf-8")).get("kind") if previous.is_file() else "comparison"
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind != "comparison":
@@ -504,7 +504,7 @@ def _report(args: Sequence[str]) -> int:
                   file=sys.stderr)
             return 2
         try:
-            reports.append(validate_report(json.loads(path.read_text()), str(path)))
+            reports.append(validate_report(json.loads(path.read_text(encoding="utf-8")), str(path)))
         except json.JSONDecodeError as e:
             print(f"gradkit report: {path}: not JSON (line {e.lineno}: {e.msg})", file=sys.stderr)
             return 2

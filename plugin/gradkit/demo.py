@@ -122,7 +122,7 @@ def _ensure_dataset(data_dir: Path, images: int, imgsz: int, seed: int) -> Path:
     except ValueError as exc:
         raise SystemExit(f"gradkit demo: {exc}") from None
     data_yaml = data_dir / "data.yaml"
-    if data_yaml.exists() and made_by(yaml.safe_load(data_yaml.read_text()), spec):
+    if data_yaml.exists() and made_by(yaml.safe_load(data_yaml.read_text(encoding="utf-8")), spec):
         return data_yaml
     try:
         return generate_dataset(data_dir, spec)

@@ -289,7 +289,7 @@ def write_yolo_dataset(out: str | Path, images: int, render: Callable[[int], tup
         split, stem = split_of(i), f"{i:06d}"
         cv2.imwrite(str(root / "images" / split / f"{stem}.png"), img)
         lines = "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
-        (root / "labels" / split / f"{stem}.txt").write_text(lines)
+        (root / "labels" / split / f"{stem}.txt").write_text(lines, encoding="utf-8")
     data = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test",
             "names": dict(enumerate(names)), **provenance}
     yaml_path = root / "data.yaml"

@@ -988,7 +988,7 @@ def fix_dataset(data_yaml: str | Path, out: str | Path | None = None, overwrite:
             kept = []
             changes.append(FixChange(str(_label_path(img)), None, "added",
                                      "no label file: written empty (defect-free background)"))
-        folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept))
+        folder.path(rel_label.as_posix()).write_text("".join(f"{x}\n" for x in kept), encoding="utf-8")
     folder.path("data.yaml").write_text(_fixed_yaml(data_yaml, folder.root, splits, names, changes), encoding="utf-8")
-    folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes))
+    folder.path(FIX_CHANGES_FILE).write_text("".join(f"{c}\n" for c in changes), encoding="utf-8")
     return folder.root / "data.yaml", changes

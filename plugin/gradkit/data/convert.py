@@ -525,7 +525,7 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
         if len(lines) < len(rec.boxes):
             report.issues.append(f"{rec.path}: {len(rec.boxes) - len(lines)} box(es) given twice (the same class and "
                                  "place); written once")
-        out.path(label).write_text("".join(f"{x}\n" for x in lines))
+        out.path(label).write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
         report.boxes += len(lines)
         written.append((rec, split))
     report.images = len(written)
@@ -535,7 +535,7 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
     data = {"path": str(out.root), **{s: f"images/{s}" for s in report.splits}, "names": dict(enumerate(names))}
     out.path("data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     report.issues_file = out.path(ISSUES_FILE)
-    report.issues_file.write_text("".join(f"{m}\n" for m in report.issues))
+    report.issues_file.write_text("".join(f"{m}\n" for m in report.issues), encoding="utf-8")
     return out.root / "data.yaml"
 
 

@@ -40,7 +40,7 @@ def _check_not_on_sources(out: Path, sources: dict[str, Path], command: str) -> 
 def _manifest_entries(out: Path, command: str) -> list[PurePosixPath]:
     """Files a previous gradkit run wrote, each checked to stay inside ``out``."""
     try:
-        listed = json.loads((out / MANIFEST).read_text())["files"]
+        listed = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         raise _refuse(command, f"out={out} is not empty and holds no list of files a previous gradkit run "
                                f"wrote ({MANIFEST}), so overwrite=true cannot tell its files from yours: "
@@ -121,7 +121,7 @@ class OutputFolder:
                                             "gradkit run wrote and this one would overwrite; move it away")
             _clear_previous(self.root, self.command)
         (self.root / MANIFEST).write_text(json.dumps({"written_by": f"gradkit {self.command}", "files": files},
-                                                     indent=0))
+                                                     indent=0), encoding="utf-8")
 
     def path(self, rel: str | PurePosixPath) -> Path:
         """Where to write ``rel``; refuses a path that escapes the folder (links) or lands on a source file."""

@@ -389,7 +389,7 @@ def _write_tiles(folder, tiles: list[_Tile]) -> None:
                 raise ValueError(f"{t.source}: its pixels ({pixels.shape[1]} x {pixels.shape[0]}) are smaller than its "
                                  "header says (gradkit check data=... reads every image)")
         cv2.imwrite(str(folder.path(t.rel("images"))), pixels[t.y:t.y + t.height, t.x:t.x + t.width])
-        folder.path(t.rel("labels")).write_text("".join(f"{ln}\n" for ln in t.labels))
+        folder.path(t.rel("labels")).write_text("".join(f"{ln}\n" for ln in t.labels), encoding="utf-8")
 
 
 def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None, overlap: int | None = None,
@@ -422,7 +422,7 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
            TILE_RECORD: {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
                             "min_visibility": min_visibility, "keep_empty": keep_empty, "seed": seed}}
     folder.path("data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    with folder.path(TILES_CSV).open("w", newline="") as f:
+    with folder.path(TILES_CSV).open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("tile", "source", "x", "y", "width", "height"),
                                  *((t.rel("images"), t.source, t.x, t.y, t.width, t.height) for t in tiles)])
     return folder.root / "data.yaml", summary

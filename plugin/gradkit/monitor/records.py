@@ -46,7 +46,7 @@ class GradientLog:
                 with open(path, "w", encoding="utf-8", newline="") as f:
                     csv.writer(f).writerow(header)
         if not (append and self.alerts_jsonl.exists()):
-            self.alerts_jsonl.write_text("")
+            self.alerts_jsonl.write_text("", encoding="utf-8")
 
     def add_step(self, epoch: int, step: int, total: float, total_clipped: float, coef: float,
                  skipped: bool) -> None:

@@ -111,7 +111,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     if (run_dir / "args.yaml").exists():
         import yaml
 
-        args = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
+        args = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8")) or {}
         if not isinstance(args, dict):
             raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
     resumed = _resumed(run_dir)
@@ -123,9 +123,10 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
                 curves[k] = [None] * (len(values) - 1) + values[-1:]
     alerts = []
     if (run_dir / "gradient_alerts.jsonl").exists():
-        alerts = [json.loads(line) for line in (run_dir / "gradient_alerts.jsonl").read_text().splitlines() if line]
+        text = (run_dir / "gradient_alerts.jsonl").read_text(encoding="utf-8")
+        alerts = [json.loads(line) for line in text.splitlines() if line]
     summary = run_dir / "gradkit_summary.json"
-    steps = json.loads(summary.read_text()).get("optimizer_steps") if summary.exists() else None
+    steps = json.loads(summary.read_text(encoding="utf-8")).get("optimizer_steps") if summary.exists() else None
     return {
         "run_dir": str(run_dir),
         "epochs": [int(float(r["epoch"])) for r in rows],
@@ -171,7 +172,7 @@ def _monitor_keys(run_dir: Path) -> dict[str, Any]:
     """The optimizer, image size, batch and transform list (``augment.preset: auto``) that ran, the monitor's
     coverage and noise scale from ``gradkit_summary.json`` (absent: empty/None)."""
     path = run_dir / "gradkit_summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     if not isinstance(summary, dict):  # a file we read back is untrusted: the schema checks the values
         summary = {}
     taught = summary.get("taught") if isinstance(summary.get("taught"), dict) else {}
@@ -349,7 +350,7 @@ def write_report(report: dict[str, Any], out_dir: Path, *, from_file: bool = Fal
         if report.get("training"):
             roots.append(Path(report["training"]["run_dir"]))
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
-    paths["json"].write_text(json.dumps(report, indent=2))
-    paths["md"].write_text(render_markdown(report))
-    paths["html"].write_text(render_html(report, roots))
+    paths["json"].write_text(json.dumps(report, indent=2), encoding="utf-8")
+    paths["md"].write_text(render_markdown(report), encoding="utf-8")
+    paths["html"].write_text(render_html(report, roots), encoding="utf-8")
     return paths

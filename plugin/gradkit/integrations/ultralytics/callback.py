@@ -348,7 +348,7 @@ class GradkitCallback:
             if not resuming:
                 _remove_previous_outputs(self.save_dir)
             written = self.save_dir / "gradkit.yaml.tmp"  # replaced whole: another rank may be reading it
-            written.write_text(self.cfg.to_yaml())
+            written.write_text(self.cfg.to_yaml(), encoding="utf-8")
             written.replace(self.save_dir / "gradkit.yaml")
             if resuming and self.cfg.monitor.enabled:
                 self._drop_records_after(self.step, f"resuming from {ckpt.name}")
@@ -518,7 +518,7 @@ class GradkitCallback:
                 "resumed": self._resumed_record(),
                 **self._monitor_summary(trainer),
             }
-            (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2))
+            (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
             if self.cfg.report.enabled:
                 self._extra("the report", lambda: self._write_report(trainer),
                             report_command(trainer.best, trainer.last, trainer.args.data, self.cfg.report,
