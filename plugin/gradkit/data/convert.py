@@ -548,7 +548,8 @@ def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> l
                                  "above); written without them, the image would teach their defects as background")
     whole = [r for r in records if not r.lost]
     if records and not whole:
-        raise ValueError(f"no image below {src} has every box convertible ({report.issues[0]})")
+        raise ValueError(f"no image of {src} has every box convertible: each has a box without a class, with a "
+                         "non-numeric, non-finite, reversed or zero-size extent, or of an unknown category")
     return whole
 
 
