@@ -197,3 +197,23 @@ def test_a_link_to_an_image_that_is_not_there_is_named_not_called_an_orphan_labe
             [str(f) for f in res.findings]
         assert str(tmp_path / "unmounted" / "d.png") in said[0].message
         assert not [f for f in res.findings if f.path.endswith("d.txt")], [str(f) for f in res.findings]
+
+
+def test_a_link_beside_a_shared_folder_is_still_leakage(tmp_path):
+    """val reads one of train's folders (one "shared split" finding) and a folder of its own holding a link to an
+    image of train's other folder: that link is leakage of its own, not part of the shared folder's finding."""
+    data_yaml = _dataset(tmp_path, val="images/train")
+    root = data_yaml.parent
+    for folder in ("extra", "own"):
+        (root / "images" / folder).mkdir()
+        (root / "labels" / folder).mkdir()
+    cv2.imwrite(str(root / "images" / "extra" / "x.png"), np.full((32, 32, 3), 222, np.uint8))
+    (root / "labels" / "extra" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "own" / "dup.png").symlink_to(root / "images" / "extra" / "x.png")
+    (root / "labels" / "own" / "dup.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data_yaml.write_text(yaml.safe_dump({**yaml.safe_load(data_yaml.read_text()),
+                                         "train": ["images/train", "images/extra"],
+                                         "val": ["images/train", "images/own"]}))
+    kinds = [(f.kind, Path(f.path).name) for f in check_dataset(data_yaml).findings
+             if f.kind in ("leakage", "shared split")]
+    assert sorted(kinds) == [("leakage", "dup.png"), ("shared split", "train")], kinds

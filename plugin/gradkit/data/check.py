@@ -571,7 +571,9 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         res.findings.append(Finding("warning", "dataset YAML", str(data_yaml), None, beside_only))
     res.findings += shared_split_findings(splits, "error" if images else "warning")
     hashes: dict[str, tuple[str, Path]] = {}
-    sharing = {(split, other) for split, other, _ in shared_places(splits)}  # said once, as a shared split
+    sharing: dict[tuple[str, str], list[Path]] = {}  # the folders a split shares with an earlier one: said once
+    for split, other, place in shared_places(splits):
+        sharing.setdefault((split, other), []).append(place)
     download = _has_download(data_yaml)
     for split, places in splits.items():
         listed = list_split_images(places)
@@ -591,7 +593,7 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
             else:
                 _check_image(img, res)
                 digest = hashlib.md5(img.read_bytes()).hexdigest()
-                leak = _leak(hashes.get(digest), split, img.resolve(), sharing)
+                leak = _leak(hashes.get(digest), split, img, sharing)
                 if leak:
                     res.findings.append(Finding("error", "leakage", str(img), None, leak))
                 hashes.setdefault(digest, (split, img.resolve()))
@@ -617,15 +619,17 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
     return res
 
 
-def _leak(first: tuple[str, Path] | None, split: str, image: Path, sharing: set[tuple[str, str]]) -> str | None:
+def _leak(first: tuple[str, Path] | None, split: str, image: Path,
+          sharing: dict[tuple[str, str], list[Path]]) -> str | None:
     """Why ``image`` of ``split`` leaks, given the split and file its bytes were ``first`` seen in: a copy, or
     the file itself reached by two splits (a symlink, a list file naming another split's image); None where it
-    does not, or where the two splits read one folder (``sharing``: that is one "shared split" finding)."""
+    does not, or where ``image`` (as the split lists it) lies in a place the two splits both read (``sharing``: that
+    is one "shared split" finding; a shared list file: any of the split's images)."""
     if first is None or first[0] == split:
         return None
-    if first[1] != image:
+    if first[1] != image.resolve():
         return f"identical to {first[1]} in the {first[0]} split"
-    if (split, first[0]) in sharing:
+    if any(p.is_file() or image.is_relative_to(p) for p in sharing.get((split, first[0]), [])):
         return None
     return f"the same file as {first[1]}, which the {first[0]} split reads (a link or a list file reaches it)"
 
