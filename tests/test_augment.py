@@ -208,11 +208,12 @@ def test_crop_cache_reads_each_source_once_and_changes_nothing():
             assert np.array_equal(x, y)
     assert len(reads) == len(set(reads)) <= 6  # each of the 6 source images decoded once
     tiny = _bank(random.Random(2))
-    tiny.cache_bytes = 5000  # room for one 48x28 crop: least recently used ones are evicted
+    tiny.cache_bytes = 5500  # room for one 48x28 crop and its mask of other defects: least recently used go first
     for trial in range(10):
         paste_defects(np.full((160, 160, 3), 120, np.uint8), np.zeros((0, 4)), np.zeros(0), tiny,
                       random.Random(trial))
-        assert 0 < tiny._cached_bytes <= 5000 and sum(c.nbytes for c, _ in tiny._crops.values()) == tiny._cached_bytes
+        held = sum(c.nbytes + o.nbytes for c, _, o in tiny._crops.values())
+        assert 0 < tiny._cached_bytes <= 5500 and held == tiny._cached_bytes
 
 
 def _line_crop(amplitude: float, texture: float, seed: int, margin: int = 4) -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -401,3 +402,23 @@ def test_copy_paste_contrast_is_validated():
         with pytest.raises(ConfigError, match="contrast"):
             load_config("defect", {"augment.copy_paste.contrast": bad})
     assert load_config("defect", {"augment.copy_paste.contrast": [0.3, 1.0]}).augment.copy_paste.contrast == (0.3, 1.0)
+
+
+def test_a_paste_never_carries_another_labelled_defect_without_its_box():
+    """A pit labelled in the empty corner of a diagonal scratch's box: pasting the scratch carried the pit's pixels
+    at full contrast with the scratch's box only, so the pit was taught as background. Known answer: the pasted
+    region shows the scratch's line and no pixel of the pit."""
+    src = np.full((100, 100, 3), 128, np.uint8)
+    for k in range(60):
+        src[20 + k, 20 + k] = 30                          # a 1 px diagonal scratch, box 20..80
+    src[25:30, 65:70] = 20                                # a pit in the scratch box's empty corner
+    boxes = np.array([[0.2, 0.2, 0.8, 0.8], [0.65, 0.25, 0.70, 0.30]])
+    bank = DefectBank([boxes], [np.array([0, 1])], lambda i: src, nc=2, class_weights=[1, 0])  # the scratch only
+    dst = np.full((200, 200, 3), 128, np.uint8)
+    out, b, c = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), bank, random.Random(0), max_per_image=1, margin=4)
+    assert c.tolist() == [0]
+    x0, y0 = (int(v) for v in b[0][:2])
+    pasted = out[y0:y0 + 60, x0:x0 + 60, 0].astype(int)
+    line = pasted[np.arange(60), np.arange(60)]
+    assert (line < 100).mean() > 0.9                        # the scratch is there
+    assert np.abs(pasted[5:10, 45:50] - 128).max() <= 2      # the pit is not: the destination shows there

@@ -55,12 +55,15 @@ class DefectBank:
                  rare_first: bool = False, cache_bytes: int = 64 << 20):
         self.load_image = load_image
         self.cache_bytes = cache_bytes
-        self._crops: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...]]] = OrderedDict()
+        self._crops: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...], np.ndarray]] = OrderedDict()
         self._cached_bytes = 0
         self.by_class: dict[int, list[_Instance]] = {c: [] for c in range(nc)}
+        #: every labelled box of each image, screened out or not: their pixels are in the image all the same
+        self.image_boxes: dict[int, list[tuple[float, float, float, float]]] = {}
         for i, (bb, cc) in enumerate(zip(boxes, classes, strict=True)):
             for b, c in zip(np.asarray(bb).reshape(-1, 4), np.asarray(cc).reshape(-1), strict=True):
                 self.by_class[int(c)].append(_Instance(i, tuple(float(v) for v in b), int(c)))
+                self.image_boxes.setdefault(i, []).append(self.by_class[int(c)][-1].box)
         if class_weights is not None and len(class_weights) != nc:
             raise ValueError(f"copy_paste.class_weights needs {nc} values (one per class), got {len(class_weights)}")
         self._class_weights, self._rare_first = class_weights, rare_first
@@ -105,11 +108,14 @@ class DefectBank:
         c = rng.choices(range(len(self.weights)), weights=self.weights.tolist())[0]
         return rng.choice(self.by_class[c])
 
-    def crop(self, inst: _Instance, margin: int) -> tuple[np.ndarray, tuple[int, int, int, int, int, int, int, int]]:
-        """The defect with ``margin`` pixels of its background (read-only), and where it lies in its source.
+    def crop(self, inst: _Instance, margin: int
+             ) -> tuple[np.ndarray, tuple[int, int, int, int, int, int, int, int], np.ndarray]:
+        """The defect with ``margin`` pixels of its background (read-only), where it lies in its source, and where
+        the source's other labelled defects lie in the crop (a paste must not carry them without their boxes).
 
         Returns:
-            The crop and ``(px0, py0, px1, py1, cx0, cy0, cx1, cy1)``: the box and the crop in source pixels.
+            The crop, ``(px0, py0, px1, py1, cx0, cy0, cx1, cy1)``: the box and the crop in source pixels, and the
+            crop's mask of other defects.
         """
         key = (inst.image, inst.box, margin)
         hit = self._crops.get(key)
@@ -120,13 +126,16 @@ class DefectBank:
         px0, py0, px1, py1, cx0, cy0, cx1, cy1 = crop_window(inst.box, src.shape, margin)
         crop = src[cy0:cy1, cx0:cx1].copy()  # a copy: a view would keep the whole source image alive
         crop.flags.writeable = False
-        entry = (crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1))
-        if crop.nbytes <= self.cache_bytes:
+        others = screening_crop(src, inst.box, [b for b in self.image_boxes.get(inst.image, []) if b != inst.box],
+                                margin)[2]
+        entry = (crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1), others)
+        size = crop.nbytes + others.nbytes
+        if size <= self.cache_bytes:
             self._crops[key] = entry
-            self._cached_bytes += crop.nbytes
+            self._cached_bytes += size
             while self._cached_bytes > self.cache_bytes:
-                old, _ = self._crops.popitem(last=False)[1]
-                self._cached_bytes -= old.nbytes
+                old, _, old_others = self._crops.popitem(last=False)[1]
+                self._cached_bytes -= old.nbytes + old_others.nbytes
         return entry
 
 
@@ -141,13 +150,17 @@ def _feather(h: int, w: int, margin: int) -> np.ndarray:
 
 
 def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, int], margin: int,
-           strength: float = 1.0) -> np.ndarray:
+           strength: float = 1.0, others: np.ndarray | None = None) -> np.ndarray:
     """Transfer the defect, not its background: add ``strength`` times the crop's deviation from its own
     background level, weighted by how much each pixel stands out from the background's spread. The
-    destination's texture and lighting show through everywhere else, so no rectangle appears.
+    destination's texture and lighting show through everywhere else, so no rectangle appears; also over
+    ``others``, the crop's other labelled defects (grown by a pixel for their blurred edge), which the paste's one
+    box would not label.
     """
     ring, _, alpha, delta = standing_out(patch, inner, margin)
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * ~ring if ring.any() else alpha
+    if others is not None and others.any():
+        alpha = alpha * ~cv2.dilate(others.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     alpha = alpha * _feather(*alpha.shape, max(1, margin // 2)) * strength
     return np.clip(region + alpha[..., None] * delta, 0, 255).astype(np.uint8)
 
@@ -197,10 +210,11 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         inst = bank.sample(rng)
         if inst is None:
             break
-        crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1) = bank.crop(inst, margin)
+        crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1), others = bank.crop(inst, margin)
         if scale != 1.0:
-            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                              interpolation=cv2.INTER_LINEAR)
+            size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+            crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+            others = cv2.resize(others.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
         ch, cw = crop.shape[:2]
         if ch < 2 or cw < 2 or ch >= h or cw >= w:
             continue
@@ -217,7 +231,7 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
             continue
         region = out[y:y + ch, x:x + cw].astype(np.float32)
         out[y:y + ch, x:x + cw] = _blend(region, crop.astype(np.float32), (ix0, iy0, ix1, iy1), m,
-                                         _strength(rng, contrast))
+                                         _strength(rng, contrast), others)
         all_boxes = np.concatenate([all_boxes, np.array([box], np.float32)])
         all_cls = np.concatenate([all_cls, np.array([inst.cls], dtype=all_cls.dtype if all_cls.size else np.float32)])
     return out, all_boxes, all_cls
