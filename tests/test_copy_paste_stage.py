@@ -29,3 +29,41 @@ def test_the_stage_pastes_with_the_configured_contrast(tiny_data):
         assert len(out["cls"]) > len(labels["cls"])  # something was pasted
         deviations[contrast] = np.abs(out["img"].astype(int) - labels["img"].astype(int)).max()
     assert abs(deviations[(0.4, 0.4)] / deviations[(1.0, 1.0)] - 0.4) < 0.06
+
+
+def test_a_paste_is_scaled_by_its_own_source_s_size_not_the_destination_s(tmp_path):
+    """The scale from a source's pixels to the training size is imgsz over the source image's long side: it was
+    taken from the destination's (after a mosaic, whichever image came first), so a 40 px defect of a 256 px
+    image pasted into a 64 px one at imgsz 64 came out 40 px, not 10. Known answer: 10 px."""
+    import cv2
+    import yaml
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.augment import CopyPasteStage
+
+    root = tmp_path / "ds"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    big = np.full((256, 256, 3), 128, np.uint8)
+    big[100:140, 100:140] = 20
+    cv2.imwrite(str(root / "images" / "train" / "a_big.png"), big)
+    (root / "labels" / "train" / "a_big.txt").write_text("0 0.46875 0.46875 0.15625 0.15625\n")
+    cv2.imwrite(str(root / "images" / "train" / "b_small.png"), np.full((64, 64, 3), 128, np.uint8))
+    (root / "labels" / "train" / "b_small.txt").write_text("")
+    cv2.imwrite(str(root / "images" / "val" / "v.png"), np.full((64, 64, 3), 128, np.uint8))
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train",
+                                                   "val": "images/val", "names": {0: "pit"}}))
+    data = check_det_dataset(str(root / "data.yaml"))
+    dataset = build_yolo_dataset(get_cfg(overrides={"imgsz": 64}), data["train"], 2, data, mode="val")
+    small = next(i for i, lab in enumerate(dataset.labels) if lab["im_file"].endswith("b_small.png"))
+    cfg = load_config("default", {"augment.copy_paste.p": 1.0, "augment.copy_paste.max_per_image": 1,
+                                  "augment.copy_paste.min_defect_share": 0.0})
+    stage = CopyPasteStage(dataset, cfg.augment.copy_paste)
+    random.seed(0)
+    out = stage(dataset.get_image_and_label(small))
+    (box,) = out["instances"].bboxes
+    assert np.allclose(box[2:] - box[:2], 10, atol=1), box

@@ -183,7 +183,7 @@ def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
 
 
 def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank: DefectBank, rng: random.Random,
-                  max_per_image: int = 3, margin: int = 4, scale: float = 1.0, tries: int = 20,
+                  max_per_image: int = 3, margin: int = 4, scale: float | Callable[[int], float] = 1.0, tries: int = 20,
                   contrast: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste up to ``max_per_image`` defects into ``img``.
 
@@ -195,7 +195,8 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         rng: Random source (Python's, which Ultralytics seeds per dataloader worker).
         max_per_image: Upper bound of pastes (the number is drawn from 1..max).
         margin: Pixels of source background around the crop, blended away by the feathered alpha.
-        scale: Resize factor from source pixels to destination pixels.
+        scale: Resize factor from source pixels to destination pixels, or a function of the source image's index
+            giving it (each source's own: images of several sizes are each resized to the training size).
         contrast: Range of the share of its contrast each pasted defect keeps (drawn per paste): below 1, faint
             copies of defects that stand out, which the bank's screening (``min_defect_share``) keeps.
 
@@ -211,17 +212,18 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         if inst is None:
             break
         crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1), others = bank.crop(inst, margin)
-        if scale != 1.0:
-            size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        factor = scale(inst.image) if callable(scale) else scale
+        if factor != 1.0:
+            size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
             crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
             others = cv2.resize(others.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
         ch, cw = crop.shape[:2]
         if ch < 2 or cw < 2 or ch >= h or cw >= w:
             continue
         # inner (defect) box inside the crop, after scaling
-        ix0, iy0 = round((px0 - cx0) * scale), round((py0 - cy0) * scale)
-        ix1, iy1 = cw - round((cx1 - px1) * scale), ch - round((cy1 - py1) * scale)
-        m = round(margin * scale)
+        ix0, iy0 = round((px0 - cx0) * factor), round((py0 - cy0) * factor)
+        ix1, iy1 = cw - round((cx1 - px1) * factor), ch - round((cy1 - py1) * factor)
+        m = round(margin * factor)
         for _try in range(tries):
             x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
             box = (x + ix0, y + iy0, x + ix1, y + iy1)

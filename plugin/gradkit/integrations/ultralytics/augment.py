@@ -84,6 +84,8 @@ class CopyPasteStage:
             classes.append(np.asarray(lab["cls"]).reshape(-1))
         files = [lab["im_file"] for lab in dataset.labels]
         self.files = files
+        # Ultralytics resizes each image's long side to imgsz: a source's pixels scale by its own size
+        self.long_sides = [max(lab["shape"]) for lab in dataset.labels]
         self.bank = DefectBank(boxes, classes, self._load, len(dataset.data["names"]), cp_cfg.class_weights,
                                cp_cfg.rare_first)
         if cp_cfg.min_defect_share > 0:  # once, before the workers fork: every worker gets the screened bank
@@ -99,6 +101,9 @@ class CopyPasteStage:
             raise FileNotFoundError(f"copy-paste source image not readable: {self.files[i]}")
         return img
 
+    def _scale(self, source: int) -> float:
+        return self.imgsz / self.long_sides[source]
+
     def __call__(self, labels: dict) -> dict:
         if self.p <= 0 or self.rng.random() >= self.p:
             return labels
@@ -109,9 +114,8 @@ class CopyPasteStage:
         inst = labels["instances"]
         inst.convert_bbox("xyxy")
         inst.denormalize(w, h)
-        src_scale = self.imgsz / max(labels.get("ori_shape", (self.imgsz, self.imgsz)))
         new_img, boxes, cls = paste_defects(img, inst.bboxes, labels["cls"].reshape(-1), self.bank, self.rng,
-                                            self.cfg.max_per_image, self.cfg.margin, scale=src_scale,
+                                            self.cfg.max_per_image, self.cfg.margin, scale=self._scale,
                                             contrast=self.cfg.contrast)
         labels["img"] = new_img
         labels["cls"] = cls.astype(np.float32).reshape(-1, 1)
