@@ -215,7 +215,7 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         factor = scale(inst.image) if callable(scale) else scale
         if factor != 1.0:
             size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
-            crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+            crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)  # keeps (., ., 1)
             others = cv2.resize(others.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
         ch, cw = crop.shape[:2]
         if ch < 2 or cw < 2 or ch >= h or cw >= w:

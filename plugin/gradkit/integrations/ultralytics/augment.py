@@ -59,9 +59,11 @@ class AlbumentationsStage:
         inst.convert_bbox("xywh")
         inst.normalize(w, h)
         boxes = np.clip(inst.bboxes, 0.0, 1.0) if len(inst.bboxes) else np.zeros((0, 4), np.float32)
-        out = self.runner(image=img, bboxes=boxes, class_labels=labels["cls"].reshape(-1))
+        one_channel = img.ndim == 3 and img.shape[2] == 1  # a channels: 1 dataset: Albumentations takes it as 2-D
+        out = self.runner(image=img[..., 0] if one_channel else img, bboxes=boxes,
+                          class_labels=labels["cls"].reshape(-1))
         new_boxes = np.array(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-        labels["img"] = out["image"]
+        labels["img"] = out["image"][..., None] if one_channel else out["image"]
         labels["cls"] = np.array(out["class_labels"], dtype=np.float32).reshape(-1, 1)
         labels["instances"] = Instances(new_boxes, segments=inst.segments[:0], bbox_format="xywh", normalized=True)
         return labels
@@ -77,6 +79,7 @@ class CopyPasteStage:
 
         self.p, self.cfg = cp_cfg.p, cp_cfg
         self.imgsz = dataset.imgsz
+        self.gray = dataset.data.get("channels", 3) == 1  # sources read as the dataset reads its images
         boxes, classes = [], []
         for lab in dataset.labels:
             b = np.asarray(lab["bboxes"], dtype=np.float32).reshape(-1, 4)
@@ -96,10 +99,10 @@ class CopyPasteStage:
     def _load(self, i: int) -> np.ndarray:
         import cv2
 
-        img = cv2.imread(self.files[i])
+        img = cv2.imread(self.files[i], cv2.IMREAD_GRAYSCALE if self.gray else cv2.IMREAD_COLOR)
         if img is None:
             raise FileNotFoundError(f"copy-paste source image not readable: {self.files[i]}")
-        return img
+        return img[..., None] if img.ndim == 2 else img
 
     def _scale(self, source: int) -> float:
         return self.imgsz / self.long_sides[source]
