@@ -422,3 +422,11 @@ def test_a_paste_never_carries_another_labelled_defect_without_its_box():
     line = pasted[np.arange(60), np.arange(60)]
     assert (line < 100).mean() > 0.9                        # the scratch is there
     assert np.abs(pasted[5:10, 45:50] - 128).max() <= 2      # the pit is not: the destination shows there
+
+
+def test_copy_paste_margin_of_zero_is_refused():
+    """Without a ring of background a defect is measured against itself: a tight 2 px line was pasted as a box
+    with nothing in it (its darkest pixel the destination's)."""
+    with pytest.raises(ConfigError, match=r"copy_paste\.margin"):
+        load_config("default", {"augment.copy_paste.margin": 0})
+    assert load_config("default", {"augment.copy_paste.margin": 1}).augment.copy_paste.margin == 1

@@ -245,7 +245,8 @@ class CopyPasteConfig(_Section):
     class_weights: list[float] | None = Field(None, description="relative frequency of pasted classes "
                                               "(one per class); unset: as in the data, or rare_first")
     rare_first: bool = Field(False, description="paste classes with probability 1/frequency to fight imbalance")
-    margin: int = Field(4, ge=0, le=64, description="pixels of source background blended away around a crop")
+    margin: int = Field(4, ge=1, le=64, description="pixels of source background blended away around a crop (at "
+                        "least 1: the defect is measured against that ring)")
     min_defect_share: float = Field(0.5, ge=0, le=1, description="paste a defect only if it carries at least this "
                                     "share of what the blend transfers (the rest is its background's texture; "
                                     "0: paste every defect)")
