@@ -430,3 +430,21 @@ def test_copy_paste_margin_of_zero_is_refused():
     with pytest.raises(ConfigError, match=r"copy_paste\.margin"):
         load_config("default", {"augment.copy_paste.margin": 0})
     assert load_config("default", {"augment.copy_paste.margin": 1}).augment.copy_paste.margin == 1
+
+
+def test_a_defect_at_its_source_s_edge_is_pasted_as_the_same_defect_inside_its_source():
+    """The crop of a defect on its source's top row has no background above it, and the feather faded the defect
+    itself towards that edge: a 1 px line of 30 on 128 came out at 121, still with a full box. Oracle: the same
+    line pasted from the middle of its source, same stream."""
+    def pasted_line(row: int) -> np.ndarray:
+        src = np.full((100, 100, 3), 128, np.uint8)
+        src[row, 20:80] = 30
+        bank = DefectBank([np.array([[0.2, row / 100, 0.8, row / 100 + 0.01]])], [np.array([0])], lambda i: src,
+                          nc=1)
+        out, b, _ = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank,
+                                  random.Random(0), max_per_image=1, margin=4)
+        x0, y0, x1, _ = (int(v) for v in b[0])
+        return out[y0, x0 + 5:x1 - 5, 0].astype(int)   # the line, away from its own ends' feather
+
+    edge, middle = pasted_line(0), pasted_line(50)
+    assert middle.max() < 100 and np.array_equal(edge, middle), (edge, middle)

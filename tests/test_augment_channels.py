@@ -21,7 +21,7 @@ def test_the_transform_list_takes_one_channel_images_as_it_takes_gray_ones():
     from gradkit.config import AugmentConfig
     from gradkit.integrations.ultralytics.augment import AlbumentationsStage
 
-    stage, twin = AlbumentationsStage(AugmentConfig(preset="defect")), AlbumentationsStage(AugmentConfig(preset="defect"))
+    stage, twin = (AlbumentationsStage(AugmentConfig(preset="defect")) for _ in range(2))
     rng = np.random.default_rng(0)
     for seed in range(40):
         gray = rng.integers(60, 200, (64, 64), dtype=np.uint8)

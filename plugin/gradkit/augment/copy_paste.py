@@ -139,13 +139,20 @@ class DefectBank:
         return entry
 
 
-def _feather(h: int, w: int, margin: int) -> np.ndarray:
-    """Alpha that is 1 on the inner box and falls smoothly to 0 across the margin."""
+def _feather(h: int, w: int, margin: int, inner: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Alpha that is 1 on the inner box and falls smoothly to 0 across the margin; not on a side where the crop
+    has no margin (the defect touched its source's edge: a fade there would fade the defect itself)."""
     if margin <= 0:
         return np.ones((h, w), np.float32)
-    ys = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
-    xs = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
-    ramp = np.minimum.outer(ys, xs)
+    x0, y0, x1, y1 = inner if inner is not None else (1, 1, w - 1, h - 1)
+    far = np.float32(np.inf)
+
+    def distance(n: int, before: int, after: int) -> np.ndarray:
+        to_start = np.arange(n, dtype=np.float32) if before > 0 else np.full(n, far)
+        to_end = np.arange(n, dtype=np.float32)[::-1] if after > 0 else np.full(n, far)
+        return np.minimum(to_start, to_end)
+
+    ramp = np.minimum.outer(distance(h, y0, h - y1), distance(w, x0, w - x1))
     return np.clip((ramp + 0.5) / margin, 0.0, 1.0) ** 1.5
 
 
@@ -161,7 +168,7 @@ def _blend(region: np.ndarray, patch: np.ndarray, inner: tuple[int, int, int, in
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0) * ~ring if ring.any() else alpha
     if others is not None and others.any():
         alpha = alpha * ~cv2.dilate(others.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    alpha = alpha * _feather(*alpha.shape, max(1, margin // 2)) * strength
+    alpha = alpha * _feather(*alpha.shape, max(1, margin // 2), inner) * strength
     return np.clip(region + alpha[..., None] * delta, 0, 255).astype(np.uint8)
 
 
@@ -215,7 +222,8 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         factor = scale(inst.image) if callable(scale) else scale
         if factor != 1.0:
             size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
-            crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)  # keeps (., ., 1)
+            # reshaped: OpenCV returns a one-channel (h, w, 1) crop as (h, w)
+            crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
             others = cv2.resize(others.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
         ch, cw = crop.shape[:2]
         if ch < 2 or cw < 2 or ch >= h or cw >= w:
