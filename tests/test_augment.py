@@ -448,3 +448,32 @@ def test_a_defect_at_its_source_s_edge_is_pasted_as_the_same_defect_inside_its_s
 
     edge, middle = pasted_line(0), pasted_line(50)
     assert middle.max() < 100 and np.array_equal(edge, middle), (edge, middle)
+
+
+def test_box_filter_settings_alone_turn_gradkit_s_augmentation_on():
+    """``augment.bbox`` alone (min_visibility 0.9) left gradkit's augmentation off, so Ultralytics' own box filter
+    stayed and the setting did nothing, while the warning about dropped thin boxes said "any augment key"."""
+    assert not load_config("default").augment.active
+    assert load_config("default", {"augment.bbox.min_visibility": 0.9}).augment.active
+
+
+def test_ultralytics_fractions_are_refused_out_of_range_as_ultralytics_refuses_them():
+    """``augment.ultralytics.translate: 5`` was accepted and set past Ultralytics' own check ("between 0.0 and
+    1.0"). Oracle: Ultralytics' CFG_FRACTION_KEYS."""
+    from ultralytics.cfg import CFG_FRACTION_KEYS
+
+    from gradkit.config import ULTRALYTICS_AUGMENT_FRACTIONS, ULTRALYTICS_AUGMENT_KEYS
+
+    assert set(ULTRALYTICS_AUGMENT_FRACTIONS) == set(CFG_FRACTION_KEYS) & set(ULTRALYTICS_AUGMENT_KEYS)
+    for key in ULTRALYTICS_AUGMENT_FRACTIONS:
+        with pytest.raises(ConfigError, match=key):
+            load_config("default", {f"augment.ultralytics.{key}": 5})
+    assert load_config("default", {"augment.ultralytics.degrees": 45}).augment.ultralytics["degrees"] == 45
+
+
+def test_copy_paste_settings_made_with_p_zero_are_named_as_doing_nothing():
+    cfg = load_config("default", {"augment.copy_paste.rare_first": True, "augment.copy_paste.max_per_image": 5})
+    assert cfg.augment.copy_paste.p == 0 and cfg.augment.copy_paste.idle() == ["max_per_image", "rare_first"]
+    assert load_config("default", {"augment.copy_paste.p": 0.3,
+                                   "augment.copy_paste.rare_first": True}).augment.copy_paste.idle() == []
+    assert load_config("default").augment.copy_paste.idle() == []

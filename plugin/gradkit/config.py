@@ -262,6 +262,14 @@ class CopyPasteConfig(_Section):
             raise ValueError(f"contrast takes [low, high] with 0 < low <= high <= 1, got {list(value)}")
         return value
 
+    def idle(self) -> list[str]:
+        """The settings made to other than their defaults that do nothing because ``p`` is 0 (said in the log:
+        refused, they would stop a run switched off for a comparison)."""
+        if self.p > 0:
+            return []
+        default = CopyPasteConfig()
+        return sorted(k for k in type(self).model_fields if k != "p" and getattr(self, k) != getattr(default, k))
+
     @model_validator(mode="after")
     def _one_weighting(self) -> CopyPasteConfig:
         if self.class_weights is not None and self.rare_first:
@@ -274,6 +282,8 @@ class CopyPasteConfig(_Section):
 #: Ultralytics augmentation hyper-parameters a gradkit config may set (the dataset hyp, not trainer args).
 ULTRALYTICS_AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
                             "flipud", "fliplr")
+#: Those Ultralytics' check_cfg keeps between 0 and 1 (its CFG_FRACTION_KEYS; gradkit sets them past that check).
+ULTRALYTICS_AUGMENT_FRACTIONS = ("hsv_h", "hsv_s", "hsv_v", "translate", "perspective", "flipud", "fliplr")
 
 
 class AugmentConfig(_Section):
@@ -299,15 +309,17 @@ class AugmentConfig(_Section):
         if unknown:
             raise ValueError(f"unknown Ultralytics augmentation key(s) {unknown}; allowed: "
                              f"{', '.join(ULTRALYTICS_AUGMENT_KEYS)}")
-        bad = {k: v for k, v in value.items() if v < 0 or (k in {"flipud", "fliplr", "hsv_h", "hsv_s", "hsv_v"}
-                                                            and v > 1)}
+        bad = {k: v for k, v in value.items() if v < 0 or (k in ULTRALYTICS_AUGMENT_FRACTIONS and v > 1)}
         if bad:
-            raise ValueError(f"out of range (probabilities and gains are in [0, 1], others >= 0): {bad}")
+            raise ValueError(f"out of range ({', '.join(ULTRALYTICS_AUGMENT_FRACTIONS)} are in [0, 1], as Ultralytics "
+                             f"keeps them; the others >= 0): {bad}")
         return value
 
     @property
     def active(self) -> bool:
-        return self.preset != "none" or bool(self.transforms) or self.copy_paste.p > 0 or bool(self.ultralytics)
+        """Whether gradkit's augmentation (and its box filter on Ultralytics' warps) replaces Ultralytics' own."""
+        return (self.preset != "none" or bool(self.transforms) or self.copy_paste.p > 0 or bool(self.ultralytics)
+                or self.bbox != BboxFilterConfig())
 
 
 class ReportConfig(_Section):

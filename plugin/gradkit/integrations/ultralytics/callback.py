@@ -292,13 +292,18 @@ class GradkitCallback:
             resolve_dataset(data, required=("train", *splits))
         if self.report_source is not None and not dcfg.allow_download:
             resolve_dataset(self.report_source.data, required=(self.cfg.report.split,))
-        self._check_class_weights(data)
+        self._check_copy_paste(data)
 
-    def _check_class_weights(self, data: str) -> None:
-        """One copy-paste weight per class of the data, found before training (the defect bank, built with the
-        dataloader, found it with a traceback, and not at all with ``p: 0``)."""
+    def _check_copy_paste(self, data: str) -> None:
+        """Copy-paste settings that do nothing (``p: 0``) said; one copy-paste weight per class of the data, found
+        before training (the defect bank, built with the dataloader, found it with a traceback, and not at all with
+        ``p: 0``)."""
         from gradkit.integrations.ultralytics.datasets import resolve_dataset
 
+        idle = self.cfg.augment.copy_paste.idle()
+        if idle and _is_main():
+            _logger().warning(f"gradkit: augment.copy_paste.p is 0, so copy-paste is off and its "
+                              f"{', '.join(idle)} setting(s) do nothing")
         weights = self.cfg.augment.copy_paste.class_weights
         if weights is None or self.cfg.data.allow_download:  # a dataset still to download: the bank says it later
             return
@@ -1211,5 +1216,6 @@ def _warn_labels_ultralytics_drops(trainer) -> None:
         f"gradkit: Ultralytics' warp (zoom {zooms[0]:g}-{zooms[1]:g}x, sides above {thresholds[0]:g} px, aspect "
         f"ratio below {thresholds[1]:g}) drops {int(named.sum())} of {len(wh)} training boxes at imgsz "
         f"{dataset.imgsz} ({per_class}) in {rate[named].mean():.0%} of their samples on average, while the defect "
-        "stays in the image, teaching it as background; gradkit's augmentation keeps them (any augment key, e.g. "
-        "gradkit=defect; README, \"Why thin defects fail\")")
+        "stays in the image, teaching it as background; gradkit's augmentation keeps them (gradkit=defect, or "
+        "any augment.preset, transforms, bbox or ultralytics setting, or copy_paste.p > 0; README, \"Why thin "
+        "defects fail\")")
