@@ -371,3 +371,39 @@ def test_a_hand_edited_resume_record_is_left_out_not_a_crash(tmp_path):
     r = {"training": t, "model": "m.pt", "data": "d.yaml", "split": "val", "images": 3, "defect_free_images": 1,
          "instances": 2, "versions": {}}
     assert "at epoch 2 from last.pt (patience=5)" in _settings(r)
+
+
+def _set(path: str, value):
+    """An edit setting the value at a dotted path (numbers index lists)."""
+    def change(report):
+        *parents, last = path.split(".")
+        node = report
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+    return change
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("inspection.thresholds.scratch", float("nan")), ("inspection.thresholds.scratch", 1e308),
+    ("inspection.thresholds.scratch", -5), ("inspection.per_class.0.threshold", float("nan")),
+    ("inspection.match_iou", float("nan")), ("inspection.fp_per_image", -3),
+    ("errors.counts.background", -7), ("confusion_matrix.0.0", float("inf")),
+    ("errors.worst_images.0.gt.0.1", float("nan")), ("errors.worst_images.0.pred.0.2", 1e300),
+    ("errors.worst_images.0.pred.0.1", 7),
+])
+def test_a_hand_edited_number_out_of_its_range_is_one_line_naming_it(run, path, value):
+    """report.json is untrusted: a threshold of NaN, 1e308 or -5, a negative count, an infinite confusion-matrix cell
+    or a gallery box at 1e300 was drawn as if real ("scratch >= nan", "-3.00 false positives / image") or ended in a
+    traceback (OpenCV, int(inf)). Each is refused in one line naming its key."""
+    if path.startswith("confusion_matrix"):
+        _edit(run, lambda r: r.__setitem__("confusion_matrix", [[1.0, 0.0], [0.0, 1.0]]))
+        assert _rebuild(run).returncode == 0
+    _edit(run, _set(path, value))
+    proc = _rebuild(run)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    entry, _, row = path.partition(".pred.") if ".pred." in path else path.partition(".gt.")
+    # a gallery row is named by its entry and row ("errors.worst_images.0", "pred.0"), any other value by its path
+    named = [entry, f"{'pred' if '.pred.' in path else 'gt'}.{row.split('.')[0]}"] if row else [path]
+    assert all(n in proc.stderr for n in named), proc.stderr
+    assert not (run / "report.html").exists()

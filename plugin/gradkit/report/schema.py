@@ -35,6 +35,9 @@ Num = Annotated[float, Field(allow_inf_nan=False)] | None
 #: Precision, recall, AP and the inspection rates: shares of something.
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None
 Count = Annotated[int, Field(ge=0)]
+#: A confidence threshold (1 for a class that never fires), an IoU: a share too, never unset.
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Open(BaseModel):
@@ -70,9 +73,20 @@ class GalleryEntry(_Open):
     missed: Count
     false_positives: Count
     tp: Count
-    errors: dict[str, int]
-    gt: list[list[float]]
-    pred: list[list[float]]
+    errors: dict[str, Count]
+    gt: list[list[Finite]]
+    pred: list[list[Finite]]
+
+    @model_validator(mode="after")
+    def _boxes_in_the_image(self):
+        """``gt``: [class, x0, y0, x1, y1, found]; ``pred``: [class, score, x0, y0, x1, y1, right]; the corners
+        (and the score) are shares of the image, as the gallery draws them."""
+        for key, rows, width, shares in (("gt", self.gt, 6, slice(1, 5)), ("pred", self.pred, 7, slice(1, 6))):
+            for i, row in enumerate(rows):
+                if len(row) != width or row[0] < 0 or not all(0 <= v <= 1 for v in row[shares]):
+                    raise ValueError(f"{key}.{i}: {row!r:.60} is not [class, {'score, ' if key == 'pred' else ''}"
+                                     f"x0, y0, x1, y1, flag] with the score and corners in [0, 1]")
+        return self
 
 
 class MissCauses(_Open):
@@ -119,7 +133,7 @@ class BoxFit(_Open):
 class Errors(_Open):
     conf_threshold: Num = None
     operating_point: str | None = None
-    counts: dict[str, int]
+    counts: dict[str, Count]
     by_class: dict[str, MissCauses] = {}
     worst_images: list[GalleryEntry]
 
@@ -156,7 +170,7 @@ class UntrustedPoint(_Open):
 
 class InspectionClass(_Open):
     name: str
-    threshold: float
+    threshold: Fraction
     objects: Count
     tp: Count
     fp: Count
@@ -204,8 +218,8 @@ class MissedBySize(_Open):
 
 class Inspection(_Open):
     operating_point: str
-    thresholds: dict[str, float]
-    match_iou: float
+    thresholds: dict[str, Fraction]
+    match_iou: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     images: Count
     defective_images: Count
     defect_free_images: Count
@@ -215,7 +229,7 @@ class Inspection(_Open):
     false_rejected_images: Count
     false_reject_rate: Share
     false_positives: Count
-    fp_per_image: Num
+    fp_per_image: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None
     per_class: list[InspectionClass]
     missed_by_class_and_size: list[MissedBySize] = []
     min_precision: Share = None
@@ -363,7 +377,7 @@ class EvaluationReport(_Open):
     inspection: Inspection | None = None
     errors: Errors
     box_fit: dict[str, BoxFit] = {}
-    confusion_matrix: list[list[float]] | None = None
+    confusion_matrix: list[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]] | None = None
     plots: dict[str, str] = {}
     speed_ms: dict[str, Num] | None = None
     tiles: Tiles | None = None
@@ -393,7 +407,7 @@ class ComparisonRun(_Open):
     model: str
     data: str
     split: str
-    thresholds: dict[str, float] | None = None
+    thresholds: dict[str, Fraction] | None = None
     set_aside: list[str] = []
 
 
@@ -409,6 +423,7 @@ class ComparisonReport(_Open):
     runs: list[ComparisonRun]
     headline: dict[str, ComparisonRow]
     coco: dict[str, ComparisonRow] = {}
+    inspection: dict[str, ComparisonRow] = {}
     per_class: dict[str, ComparisonRow]
 
 
