@@ -392,3 +392,15 @@ def test_classes_a_run_left_out_are_not_called_absent_from_the_split(tmp_path):
     assert report["classes_left_out"] == ["pit"] and report["classes_absent"] == []
     said = " ".join(warnings(report))
     assert "left out by classes=" in said and "absent from this split" not in said
+
+
+def test_a_comparison_of_validation_reports_does_not_call_their_models_alike(tmp_path):
+    """Two ``gradkit val`` reports record no training settings: the comparison said "No setting differs (plugin
+    configuration, yolo arguments, data, split)" for two models trained with other clipping, and report.md left
+    the section out. Both pages now say the training was not recorded, and compare only data and split."""
+    a, b = (build_report(hand_made_evaluation(tmp_path / name)) for name in ("a", "b"))
+    comparison = compare_reports([a, b], ["stock", "agc"])
+    page, md = render_html(comparison, [tmp_path]), render_markdown(comparison)
+    assert "No setting differs" not in page
+    for text in (page, md):
+        assert "not recorded" in text and "stock, agc" in text, text[:3000]

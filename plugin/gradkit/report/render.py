@@ -853,10 +853,9 @@ def _comparison_body(r: dict[str, Any]) -> str:
     diff = r.get("config_diff") or []
     parts.append("<h2>What differs</h2>" + (_table(["setting", *labels], [
         [_e(d["key"]), *[_e(json.dumps(v, default=str)) for v in d["values"]]] for d in diff], left=len(labels) + 1)
-        if diff else "<p>No setting differs (plugin configuration, yolo arguments, data, split).</p>"))
+        if diff else f"<p>{_e(_no_difference(r))}</p>"))
     if r.get("settings_not_recorded"):
-        parts.append(f'<p class="note">No training settings recorded for {_e(", ".join(r["settings_not_recorded"]))} '
-                     "(a <code>gradkit val</code> report): only data and split are compared for it.</p>")
+        parts.append(f'<p class="note">{_e(_not_recorded(r))}</p>')
     if insp:
         parts += ['<h2>Inspection at each run\'s operating point</h2><p class="note" id="operating-point">'
                   "Escape rate: defective images with no prediction at the threshold; false-reject rate: "
@@ -899,15 +898,34 @@ def _md_rows(rows: dict[str, dict], labels: list[str], pct: bool = False) -> lis
     return lines
 
 
+def _no_difference(r: dict[str, Any]) -> str:
+    """What an empty difference list says: of every setting, or only of data and split where a run's training
+    settings were not recorded (a ``gradkit val`` report: its model may be trained otherwise)."""
+    if r.get("settings_not_recorded"):
+        return "No difference in the settings recorded for every run (data, split)."
+    return "No setting differs (plugin configuration, yolo arguments, data, split)."
+
+
+def _not_recorded(r: dict[str, Any]) -> str:
+    return (f"How the models of {', '.join(r['settings_not_recorded'])} were trained is not recorded (gradkit val "
+            "reports): only data and split are compared for them; compare the training runs' own reports for the "
+            "rest.")
+
+
 def _comparison_markdown(report: dict[str, Any]) -> str:
     labels = [x["label"] for x in report["runs"]]
     lines = ["# Run comparison", "", "| run | data | split |", "|---|---|---|"]
     lines += [f"| {_md_text(x['label'])} | {_md_text(x['data'])} | {_md_text(x['split'])} |" for x in report["runs"]]
     lines += [""] + [f"**Warning**: {_md_text(w)}" for w in report.get("warnings") or []]
+    lines += ["", "## What differs", ""]
     if report.get("config_diff"):
-        lines += ["", "| setting | " + " | ".join(map(_md_text, labels)) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += ["| setting | " + " | ".join(map(_md_text, labels)) + " |", "|---" * (len(labels) + 1) + "|"]
         lines += [f"| {_md_text(d['key'])} | " + " | ".join(_md_text(json.dumps(v, default=str)) for v in d["values"])
                   + " |" for d in report["config_diff"]]
+    else:
+        lines.append(_md_text(_no_difference(report)))
+    if report.get("settings_not_recorded"):
+        lines += ["", _md_text(_not_recorded(report))]
     for title, key, pct in (("Inspection", "inspection", True), ("Headline", "headline", False),
                             ("COCO", "coco", False), ("Gradients", "gradients", False),
                             ("Per class AP50-95", "per_class", False)):
