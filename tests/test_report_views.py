@@ -404,3 +404,11 @@ def test_a_comparison_of_validation_reports_does_not_call_their_models_alike(tmp
     assert "No setting differs" not in page
     for text in (page, md):
         assert "not recorded" in text and "stock, agc" in text, text[:3000]
+
+
+def test_a_class_name_with_a_line_break_keeps_report_md_s_tables_whole(tmp_path):
+    report = build_report(hand_made_evaluation(tmp_path / "img", names={0: "scratch\nlong", 1: "pit\r\n<b>"}))
+    md = render_markdown(report)
+    rows = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert any("scratch long" in ln for ln in rows), md
+    assert not [ln for ln in md.splitlines() if ln.startswith("long") or ln.startswith("<b>")], md

@@ -85,7 +85,9 @@ def _md_num(x: Any, digits: int = 3) -> str:
 
 
 def _md_text(x: Any) -> str:
-    return str(x).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Text safe in a Markdown table cell: one line, ``|`` escaped, no HTML (a class name is user input)."""
+    one_line = " ".join(str(x).splitlines())
+    return one_line.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _img_tag(png: bytes, alt: str, mime: str = "image/png", cls: str = "plot") -> str:
