@@ -543,3 +543,18 @@ def test_a_sixteen_bit_image_over_pil_s_pixel_limit_is_not_tiled_unstretched(tmp
         (root / "images" / "train" / "scan.png").unlink(missing_ok=True)
         found = sorted(f.kind for f in check_dataset(data, images=False).errors if "scan" in f.path)
         assert found == kinds, (depth, found)
+
+
+def test_scoring_a_tiled_copy_through_tiles_again_is_refused_naming_the_source(tmp_path, gradkit_here):
+    """``gradkit val data=COPY gradkit.report.tile_size=N`` cut the copy's tiles into tiles and reported them as
+    parts ("6 of 34 defective parts would ship" where the source has 5), after one console line. Refused before
+    the validation, with the data= that scores whole parts."""
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 300, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 300, 200, [("rect", 1, 200, 150, 240, 190)], seed=1)
+    data = _yaml(root)
+    tiled, _ = tile_dataset(data, size=128, out=tmp_path / "tiles")
+    r = gradkit_here("val", "model=yolo26n.yaml", f"data={tiled}", "gradkit.report.tile_size=128", cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "gradkit tile's copy" in lines[0] and f"data={data.resolve()}" in lines[0]

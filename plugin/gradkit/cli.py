@@ -417,17 +417,20 @@ def _val_conf_refused(conf: str | None) -> str | None:
             "operating point with gradkit.report.conf=")
 
 
-def _warn_tiled_copy(data: str | None, tile_size: int | None) -> None:
-    """``gradkit val`` through tiles of ``gradkit tile``'s copy scores tiles, not parts: say which data would."""
+def _tiled_copy_refused(data: str | None, tile_size: int | None) -> str | None:
+    """``gradkit val`` through tiles of ``gradkit tile``'s copy cuts its tiles again and reports them as parts:
+    refused, naming the data that scores whole parts."""
     from gradkit.data.tile import tiled_copy_of
 
     try:
         record = tiled_copy_of(data) if tile_size is not None and data else None
     except ValueError:
         record = None  # the validation itself reads the YAML and names what is wrong with it
-    if record is not None:
-        print(f"gradkit: {data} is gradkit tile's copy: each of its images is one tile; to score whole parts "
-              f"through tiles give data={shlex.quote(record['source'])}", file=sys.stderr)
+    if record is None:
+        return None
+    return (f"gradkit: {data} is gradkit tile's copy: each of its images is one tile, which report.tile_size would "
+            f"cut again and report as parts; to score whole parts through tiles give "
+            f"data={shlex.quote(record['source'])}")
 
 
 def _after(first, then):
@@ -879,11 +882,10 @@ def _dispatch(args: list[str]) -> int:
             print(missing, file=sys.stderr)
             return 2
     if is_val:
-        refused = _val_conf_refused(_arg(rest, "conf"))
+        refused = _val_conf_refused(_arg(rest, "conf")) or _tiled_copy_refused(data, report.tile_size)
         if refused:
             print(refused, file=sys.stderr)
             return 2
-        _warn_tiled_copy(data, report.tile_size)
         missing = _missing_model(rest)
         if missing:
             print(missing, file=sys.stderr)
