@@ -558,3 +558,24 @@ def test_scoring_a_tiled_copy_through_tiles_again_is_refused_naming_the_source(t
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "gradkit tile's copy" in lines[0] and f"data={data.resolve()}" in lines[0]
+
+
+def test_a_report_on_a_tiled_copy_says_its_parts_are_tiles(tmp_path):
+    """A plain validation on gradkit tile's copy (or a run trained on it, without report.tile_size) reports each
+    tile as a part in the escape and false-reject rates: the report says so and names the data that scores parts."""
+    from gradkit.report import build_report
+    from gradkit.report.render import warnings
+    from report_cases import hand_made_evaluation
+
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 300, 200, [("rect", 1, 10, 10, 40, 40)], seed=0)
+    _drawn(root, "val", "b", 300, 200, [("rect", 1, 200, 150, 240, 190)], seed=1)
+    data = _yaml(root)
+    tiled, _ = tile_dataset(data, size=128, out=tmp_path / "tiles")
+    ev = hand_made_evaluation(tmp_path / "img")
+    assert not [w for w in warnings(build_report(ev)) if "tile's copy" in w]
+    ev.data = str(tiled)
+    report = build_report(ev)
+    assert report["tiled_copy_of"]["source"] == str(data.resolve())
+    (said,) = [w for w in warnings(report) if "tile's copy" in w]
+    assert "tiles" in said and f"data={data.resolve()}" in said and "report.tile_size=128" in said

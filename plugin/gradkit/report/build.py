@@ -293,9 +293,21 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "plots": dict(ev.plots),
         "speed_ms": ev.extra.get("speed_ms"),
         "tiles": ev.extra.get("tiles"),
+        "tiled_copy_of": _tiled_copy_of(ev.data),
         "training": training_section(run_dir) if run_dir else None,
     }
     return _clean(report)
+
+
+def _tiled_copy_of(data: str) -> dict[str, Any] | None:
+    """The record of ``gradkit tile`` (``source``, ``size``, ``overlap``) where ``data`` is its copy, whose images
+    are tiles: the report's parts are then tiles. None for other data (or a record that does not read)."""
+    from gradkit.data.tile import tiled_copy_of
+
+    try:
+        return tiled_copy_of(data)
+    except (ValueError, OSError):
+        return None
 
 
 def _str_keys(names: dict[int, str] | None) -> dict[str, str] | None:

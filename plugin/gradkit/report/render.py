@@ -338,6 +338,10 @@ def warnings(r: dict[str, Any]) -> list[str]:
         out.append(f"The model's class names ({', '.join(r['class_names'].values())}) are not the data's "
                    f"({', '.join(r['data_class_names'].values())}): the report shows the model's, and scores its class "
                    "k against the data's class k.")
+    if r.get("tiled_copy_of"):
+        t = r["tiled_copy_of"]
+        out.append(f"The data is gradkit tile's copy: each image is a tile, so the parts counted here are tiles; to "
+                   f"score whole parts give data={t['source']} gradkit.report.tile_size={t['size']}.")
     if r["images"] < TINY_SPLIT:
         out.append(f"Tiny split: {r['images']} images; each image moves a rate by "
                    f"{100 / max(r['images'], 1):.0f} points or more.")

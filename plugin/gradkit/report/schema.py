@@ -27,7 +27,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: training.as_run (the image size and batch the run trained at, where args.yaml keeps what was typed); 13:
 #: training.epochs_left_out (results.csv's rows of a try a resume from an earlier checkpoint abandoned), and a
 #: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them), and
-#: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started).
+#: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started), tiled_copy_of
+#: (gradkit tile's record where the data is its copy: the parts counted are tiles).
 REPORT_SCHEMA_VERSION = 13
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
@@ -353,6 +354,14 @@ class Tiles(_Open):
     overlap: Count
 
 
+class TiledCopy(_Open):
+    """``gradkit tile``'s record in the data YAML, where the data is its copy."""
+
+    source: str
+    size: Annotated[int, Field(ge=1)]
+    overlap: Count
+
+
 class EvaluationReport(_Open):
     schema_version: Annotated[int, Field(ge=1, le=REPORT_SCHEMA_VERSION)]
     kind: Literal["evaluation"]
@@ -381,6 +390,7 @@ class EvaluationReport(_Open):
     plots: dict[str, str] = {}
     speed_ms: dict[str, Num] | None = None
     tiles: Tiles | None = None
+    tiled_copy_of: TiledCopy | None = None
     training: Training | None = None
 
     @model_validator(mode="after")
