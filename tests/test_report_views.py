@@ -412,3 +412,17 @@ def test_a_class_name_with_a_line_break_keeps_report_md_s_tables_whole(tmp_path)
     rows = [ln for ln in md.splitlines() if ln.startswith("|")]
     assert any("scratch long" in ln for ln in rows), md
     assert not [ln for ln in md.splitlines() if ln.startswith("long") or ln.startswith("<b>")], md
+
+
+def test_a_comparison_carries_the_tiny_split_warning_and_calls_a_gap_too_small_to_show_a_tie(tmp_path):
+    """Each report of a 6-image split warns that one image moves a rate by 17 points; the comparison of two named
+    winners on one false positive without it. And "pit | 0.298 | 0.298 | +0.001 | agc": a gap of 0.0005 shown
+    as none, yet a winner."""
+    a, b = (build_report(hand_made_evaluation(tmp_path / name)) for name in ("a", "b"))
+    b["headline"]["mAP50"] = a["headline"]["mAP50"] + 0.0004
+    comparison = compare_reports([a, b], ["stock", "agc"])
+    said = [w for w in comparison["warnings"] if "Tiny split" in w]
+    assert len(said) == 1 and "6 images" in said[0] and "17 points" in said[0]
+    assert comparison["headline"]["mAP50"]["best"] == "tie: stock, agc"
+    b["headline"]["mAP50"] = a["headline"]["mAP50"] + 0.002
+    assert compare_reports([a, b], ["stock", "agc"])["headline"]["mAP50"]["best"] == "agc"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gradkit.report.inspection import TINY_SPLIT
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["compare_reports"]
@@ -20,12 +21,17 @@ GRADIENTS = ("alerts", "nonfinite alerts", "exploding alerts", "mean clip rate",
 CURVES = ("metrics/mAP50-95(B)", "train/box_loss", "val/box_loss")
 
 
+#: A gap below this is a tie: the pages show scores to three decimals and rates to a tenth of a percent, so a
+#: smaller gap shows as none (and a winner beside two equal numbers reads as an error).
+SHOWN_GAP = 0.0005
+
+
 def _best(values: list[float | None], labels: list[str], higher: bool = True) -> str:
     scored = [(v if higher else -v, lab) for v, lab in zip(values, labels, strict=True) if v is not None]
     if not scored:
         return "n/a"
     top = max(v for v, _ in scored)
-    winners = [lab for v, lab in scored if v == top]
+    winners = [lab for v, lab in scored if top - v < SHOWN_GAP]
     return winners[0] if len(winners) == 1 else "tie: " + ", ".join(winners)
 
 
@@ -137,6 +143,11 @@ def _operating_point_warnings(reports: list[dict[str, Any]], labels: list[str]) 
 
 def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
     out = _operating_point_warnings(reports, labels)
+    tiny = [(lab, r["images"]) for lab, r in zip(labels, reports, strict=True) if r["images"] < TINY_SPLIT]
+    if tiny:
+        fewest = min(n for _, n in tiny)
+        out.append("Tiny split: " + ", ".join(f"{lab} {n} images" for lab, n in tiny) + f"; each image moves a rate "
+                   f"by {100 / max(fewest, 1):.0f} points or more, so smaller differences between the runs are noise.")
     for key in ("split", "data"):
         values = [str(r[key]) for r in reports]
         if len(set(values)) > 1:

@@ -37,6 +37,8 @@ VALIDATION_CONF = 0.001
 #: Threshold of a class for which no confidence gives a true positive (or that has no objects in the split), or
 #: that was set aside: with no ``report.conf`` such a class never fires, not even on a score of exactly 1.
 NEVER_FIRES = 1.0
+#: Fewer images than this in a split: every rate moves by more than 2 points per image (said in the reports).
+TINY_SPLIT = 50
 #: A threshold that lets through fewer right boxes than this share of its class's boxes (its precision there,
 #: held at PRECISION_CONFIDENCE: ``precision_lower_bound``) is not trusted: it rejects parts for nothing.
 #: Precision, not F1: a class found rarely but without false boxes (low recall, F1 below any floor) rejects no

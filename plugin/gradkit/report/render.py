@@ -22,7 +22,7 @@ import numpy as np
 from gradkit.report.box_fit import FIT_IOUS, iou_key
 from gradkit.report.coco import ALL_OBJECTS
 from gradkit.report.errors import BG_IOU, FG_IOU, pairwise_iou
-from gradkit.report.inspection import VALIDATION_CONF
+from gradkit.report.inspection import TINY_SPLIT, VALIDATION_CONF
 
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
@@ -31,7 +31,6 @@ PALETTE = {"true positive": (0, 114, 178), "false positive": (213, 94, 0), "miss
 GALLERY_MIN_PX = 320  # gallery images are drawn at least this large (long side)
 GALLERY_MAX_PX = 640
 MAX_DRAWN_FP = 5  # false positives drawn per gallery image (highest scores); the caption counts all
-TINY_SPLIT = 50  # fewer images than this: every rate moves by > 2 points per image
 FEW_STEPS = 300  # fewer optimizer steps than this: a barely trained model
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
