@@ -300,7 +300,8 @@ class AugmentConfig(_Section):
     copy_paste: CopyPasteConfig = Field(default_factory=CopyPasteConfig)
     ultralytics: dict[str, float] = Field(default_factory=dict, description="Ultralytics augmentation "
                                           f"hyper-parameters ({', '.join(ULTRALYTICS_AUGMENT_KEYS)}); a value "
-                                          "given to yolo on the command line wins")
+                                          "given to yolo on the command line wins, unless it is Ultralytics' own "
+                                          "default (a typed default cannot be told from an untyped one)")
 
     @field_validator("ultralytics")
     @classmethod
