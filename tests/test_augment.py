@@ -477,3 +477,20 @@ def test_copy_paste_settings_made_with_p_zero_are_named_as_doing_nothing():
     assert load_config("default", {"augment.copy_paste.p": 0.3,
                                    "augment.copy_paste.rare_first": True}).augment.copy_paste.idle() == []
     assert load_config("default").augment.copy_paste.idle() == []
+
+
+def test_a_transforms_file_named_relative_to_its_config_file_is_found_from_any_folder(tmp_path, monkeypatch):
+    """``augment.transforms: t.yaml`` in configs/gk.yaml was looked up from the working folder: "file not found"
+    when training from elsewhere. A relative path is read beside the config file that names it."""
+    from gradkit.augment.checks import check_augment_config
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "t.yaml").write_text("- __class_fullname__: HorizontalFlip\n  p: 0.5\n")
+    (configs / "gk.yaml").write_text("augment:\n  preset: defect\n  transforms: t.yaml\n")
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(str(configs / "gk.yaml"))
+    assert cfg.augment.transforms == str(configs / "t.yaml")
+    check_augment_config(cfg, str(configs / "gk.yaml"))

@@ -541,7 +541,7 @@ def load_config(
         name = "default" if source is None else str(source)
         looks_like_path = name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists()
         path = Path(name) if looks_like_path else preset_path(name)
-        data, origin = _read_yaml(path), str(path)
+        data, origin = _files_beside(_read_yaml(path), path), str(path)
     if overrides:
         data = apply_overrides(data, overrides)
         origin += " with overrides " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
@@ -549,6 +549,16 @@ def load_config(
         return GradkitConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin) + _plan_hint(data, source)) from None
+
+
+def _files_beside(data: Any, path: Path) -> Any:
+    """A configuration file's relative ``augment.transforms`` file read beside it (as a YAML file names the files
+    it includes), where it is there; elsewhere it stays as written (found from the working folder, as before)."""
+    augment = data.get("augment") if isinstance(data, dict) else None
+    named = augment.get("transforms") if isinstance(augment, dict) else None
+    if isinstance(named, str) and not Path(named).is_absolute() and (path.parent / named).is_file():
+        return {**data, "augment": {**augment, "transforms": str((path.parent / named).absolute())}}
+    return data
 
 
 def saved_config(value: Any, source: str) -> GradkitConfig:
