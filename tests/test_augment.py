@@ -507,3 +507,49 @@ def test_a_thin_line_is_pasted_at_its_own_contrast(width):
                               random.Random(0), max_per_image=1, margin=4)
     x0, y0, x1, y1 = (int(v) for v in b[0])
     assert out[y0:y1, x0 + 10:x1 - 10, 0].min() <= 32
+
+
+def test_a_defect_inside_another_labelled_box_is_pasted_not_blanked():
+    """A bright spot labelled inside a labelled stain: the mask of the source's other defects covered the spot's own
+    box too, so its paste was blank and still labelled. Known answer: the spot as pasted alone."""
+    src = np.full((200, 200, 3), 120, np.uint8)
+    src[60:140, 60:140] = 100
+    cv2.circle(src, (100, 100), 5, (250, 250, 250), -1)
+    stain, spot = (0.3, 0.3, 0.7, 0.7), (0.47, 0.47, 0.53, 0.53)
+
+    def pasted(boxes, classes):
+        bank = DefectBank([np.array(boxes, np.float32)], [np.array(classes)], lambda i: src, 2, class_weights=[0, 1])
+        out, b, _ = paste_defects(np.full((300, 300, 3), 120, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0),
+                                  bank, random.Random(1), max_per_image=1)
+        x0, y0, x1, y1 = b[0].astype(int)
+        return np.abs(out[y0:y1, x0:x1].astype(int) - 120).max()
+
+    assert pasted([stain, spot], [0, 1]) >= 0.9 * pasted([spot], [1]) > 100
+
+
+@pytest.mark.parametrize(("margin", "scale"), [(4, 0.1), (1, 0.4)])
+def test_a_margin_scaled_below_a_pixel_still_leaves_a_ring(margin, scale):
+    """A source ten times the training size scales a 4 px margin to 0: the defect was measured against itself and
+    pasted nearly empty (mean deviation 2.9 of 90). Known answer: the dark square, pasted."""
+    src = np.full((2000, 2000, 3), 120, np.uint8)
+    src[800:1100, 800:1100] = 30
+    bank = DefectBank([np.array([(0.4, 0.4, 0.55, 0.55)], np.float32)], [np.array([0])], lambda i: src, 1)
+    out, b, _ = paste_defects(np.full((640, 640, 3), 120, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0), bank,
+                              random.Random(0), 1, margin, scale=scale)
+    x0, y0, x1, y1 = b[0].astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - 120).mean() > 60
+
+
+def test_a_thin_other_defect_stays_masked_when_the_crop_is_shrunk():
+    """Nearest-neighbour shrinking dropped a 2 px scratch from the mask of other defects at some rows while the
+    crop's linear shrink kept it: pasted without its box. Known answer: no pixel of it in the paste, at any row."""
+    for row in range(244, 254):
+        src = np.full((400, 400, 3), 128, np.uint8)
+        for k in range(200):
+            src[100 + k, 100 + k] = 20               # the defect pasted: a diagonal line, box 100..300
+        src[row:row + 2, 110:180] = 250              # another labelled defect, a thin scratch, in its box's corner
+        boxes = np.array([[0.25, 0.25, 0.75, 0.75], [0.275, row / 400, 0.45, (row + 2) / 400]], np.float32)
+        bank = DefectBank([boxes], [np.array([0, 1])], lambda i, s=src: s, 2, class_weights=[1, 0])
+        out, _, _ = paste_defects(np.full((300, 300, 3), 128, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0),
+                                  bank, random.Random(0), max_per_image=1, margin=8, scale=0.3)
+        assert out.max() < 140, row  # nothing brighter than the destination: the scratch was not carried

@@ -67,3 +67,22 @@ def test_a_paste_is_scaled_by_its_own_source_s_size_not_the_destination_s(tmp_pa
     out = stage(dataset.get_image_and_label(small))
     (box,) = out["instances"].bboxes
     assert np.allclose(box[2:] - box[:2], 10, atol=1), box
+
+
+def test_the_stage_builds_on_a_rect_dataset(tiny_data):
+    """``rect=True``: Ultralytics' set_rectangle pops each label's ``shape``, which the stage read for each source's
+    size (a KeyError when the stage was built). The size now comes the way the rest of gradkit reads it."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.augment import CopyPasteStage
+    from gradkit.integrations.ultralytics.validation import label_image_hw
+
+    data = check_det_dataset(str(tiny_data))
+    dataset = build_yolo_dataset(get_cfg(overrides={"imgsz": 64}), data["train"], 4, data, mode="val", rect=True)
+    assert all("shape" not in lab for lab in dataset.labels)  # the case
+    cfg = load_config("default", {"augment.copy_paste.p": 1.0, "augment.copy_paste.min_defect_share": 0.0})
+    stage = CopyPasteStage(dataset, cfg.augment.copy_paste)
+    assert stage.long_sides == [max(label_image_hw(lab)) for lab in dataset.labels]

@@ -21,8 +21,9 @@ def _missing_encoding(tree: ast.AST) -> list[int]:
         if name in ("read_text", "write_text"):
             lines.append(node.lineno)
         elif name == "open" and isinstance(func, ast.Name | ast.Attribute):
-            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"),
-                                                                None)
+            at = 0 if isinstance(func, ast.Attribute) and not _is_pil(func) else 1  # Path.open(mode) / open(f, mode)
+            mode = node.args[at] if len(node.args) > at else next((k.value for k in node.keywords if k.arg == "mode"),
+                                                                  None)
             binary = isinstance(mode, ast.Constant) and isinstance(mode.value, str) and "b" in mode.value
             opened = node.args[0] if node.args else None
             if not binary and not (isinstance(func, ast.Attribute) and not isinstance(opened, ast.Constant | None)
@@ -46,5 +47,5 @@ def test_no_text_is_read_or_written_in_the_locale_s_encoding():
 
 def test_the_walk_finds_what_it_looks_for():
     planted = ast.parse("p.read_text()\nq.write_text(s)\nopen(f)\nopen(f, 'rb')\nImage.open(f)\n"
-                        "p.read_text(encoding='utf-8')\nopen(f, 'w', encoding='utf-8')\n")
-    assert _missing_encoding(planted) == [1, 2, 3]
+                        "p.read_text(encoding='utf-8')\nopen(f, 'w', encoding='utf-8')\np.open('rb')\np.open('w')\n")
+    assert _missing_encoding(planted) == [1, 2, 3, 9]

@@ -17,6 +17,7 @@ bank once, before training, and counted per class.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,7 +44,7 @@ class DefectBank:
     Args:
         boxes: Per image, an (N, 4) array of normalised xyxy boxes.
         classes: Per image, an (N,) array of class ids.
-        load_image: Loads image ``i`` as HxWx3 uint8.
+        load_image: Loads image ``i`` as HxWxC uint8 (C as the training images have it: 3, or 1).
         nc: Number of classes.
         class_weights: Relative sampling weight per class; ``rare_first`` uses 1 / frequency instead.
         cache_bytes: Budget of the crop cache (least recently used crops go first): decoding a whole
@@ -126,8 +127,9 @@ class DefectBank:
         px0, py0, px1, py1, cx0, cy0, cx1, cy1 = crop_window(inst.box, src.shape, margin)
         crop = src[cy0:cy1, cx0:cx1].copy()  # a copy: a view would keep the whole source image alive
         crop.flags.writeable = False
-        others = screening_crop(src, inst.box, [b for b in self.image_boxes.get(inst.image, []) if b != inst.box],
-                                margin)[2]
+        # a box holding the pasted defect's own (a spot labelled inside a stain) is not masked: that would blank it
+        others = screening_crop(src, inst.box, [b for b in self.image_boxes.get(inst.image, [])
+                                                if b != inst.box and not _holds(b, inst.box)], margin)[2]
         entry = (crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1), others)
         size = crop.nbytes + others.nbytes
         if size <= self.cache_bytes:
@@ -139,20 +141,22 @@ class DefectBank:
         return entry
 
 
+def _holds(outer: tuple[float, ...], inner: tuple[float, ...]) -> bool:
+    """Whether normalised xyxy box ``outer`` contains ``inner``."""
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
+
+
 def _feather(h: int, w: int, margin: int, inner: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Alpha that is 1 on the inner box and falls smoothly to 0 across the margin; not on a side where the crop
-    has no margin (the defect touched its source's edge: a fade there would fade the defect itself)."""
+    """Alpha that falls smoothly to 0 across the margin towards the crop's edge, and is 1 on the inner box (where
+    the crop has less margin than the fade, at its source's edge, a fade would fade the defect itself)."""
     if margin <= 0:
         return np.ones((h, w), np.float32)
-    x0, y0, x1, y1 = inner if inner is not None else (1, 1, w - 1, h - 1)
-    far = np.float32(np.inf)
-
-    def distance(n: int, before: int, after: int) -> np.ndarray:
-        to_start = np.arange(n, dtype=np.float32) if before > 0 else np.full(n, far)
-        to_end = np.arange(n, dtype=np.float32)[::-1] if after > 0 else np.full(n, far)
-        return np.minimum(to_start, to_end)
-
-    ramp = np.minimum.outer(distance(h, y0, h - y1), distance(w, x0, w - x1))
+    ys = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
+    xs = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
+    ramp = np.minimum.outer(ys, xs)
+    if inner is not None:
+        x0, y0, x1, y1 = inner
+        ramp[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = np.inf
     return np.clip((ramp + 0.5) / margin, 0.0, 1.0) ** 1.5
 
 
@@ -196,7 +200,7 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
     """Paste up to ``max_per_image`` defects into ``img``.
 
     Args:
-        img: HxWx3 uint8 destination (not modified).
+        img: HxWxC uint8 destination (not modified).
         boxes: (N, 4) pixel xyxy boxes already on the image.
         classes: (N,) class ids.
         bank: Where the defects come from.
@@ -219,20 +223,23 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
         inst = bank.sample(rng)
         if inst is None:
             break
-        crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1), others = bank.crop(inst, margin)
         factor = scale(inst.image) if callable(scale) else scale
+        # a ring of at least a pixel once shrunk: the defect is measured against it (none: against itself)
+        ring = max(margin, math.ceil(1 / factor)) if 0 < factor < 1 else margin
+        crop, (px0, py0, px1, py1, cx0, cy0, cx1, cy1), others = bank.crop(inst, ring)
         if factor != 1.0:
             size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
             # reshaped: OpenCV returns a one-channel (h, w, 1) crop as (h, w)
             crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
-            others = cv2.resize(others.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+            # by area: any coverage stays masked (nearest-neighbour drops a thin scratch at some rows)
+            others = cv2.resize(others.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
         ch, cw = crop.shape[:2]
         if ch < 2 or cw < 2 or ch >= h or cw >= w:
             continue
         # inner (defect) box inside the crop, after scaling
         ix0, iy0 = round((px0 - cx0) * factor), round((py0 - cy0) * factor)
         ix1, iy1 = cw - round((cx1 - px1) * factor), ch - round((cy1 - py1) * factor)
-        m = round(margin * factor)
+        m = round(ring * factor)
         for _try in range(tries):
             x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
             box = (x + ix0, y + iy0, x + ix1, y + iy1)

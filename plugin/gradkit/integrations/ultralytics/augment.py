@@ -76,6 +76,7 @@ class CopyPasteStage:
         import random
 
         from gradkit.augment.copy_paste import DefectBank
+        from gradkit.integrations.ultralytics.validation import label_image_hw
 
         self.p, self.cfg = cp_cfg.p, cp_cfg
         self.imgsz = dataset.imgsz
@@ -88,7 +89,7 @@ class CopyPasteStage:
         files = [lab["im_file"] for lab in dataset.labels]
         self.files = files
         # Ultralytics resizes each image's long side to imgsz: a source's pixels scale by its own size
-        self.long_sides = [max(lab["shape"]) for lab in dataset.labels]
+        self.long_sides = [max(label_image_hw(lab)) for lab in dataset.labels]
         self.bank = DefectBank(boxes, classes, self._load, len(dataset.data["names"]), cp_cfg.class_weights,
                                cp_cfg.rare_first)
         if cp_cfg.min_defect_share > 0:  # once, before the workers fork: every worker gets the screened bank
