@@ -407,3 +407,15 @@ def test_a_hand_edited_number_out_of_its_range_is_one_line_naming_it(run, path, 
     named = [entry, f"{'pred' if '.pred.' in path else 'gt'}.{row.split('.')[0]}"] if row else [path]
     assert all(n in proc.stderr for n in named), proc.stderr
     assert not (run / "report.html").exists()
+
+
+def test_gallery_rows_gradkit_writes_and_wrote_still_validate(run):
+    """Ultralytics keeps label centres up to 0.01 outside the image, so a box's corners can reach -0.01 or 1.01,
+    and a merged prediction can end at 1.0000016; schema-1 reports wrote rows without the flag. The range check
+    on gallery rows refused reports gradkit itself had written."""
+    def rows(report):
+        entry = report["errors"]["worst_images"][0]
+        entry["gt"] = [[0, -0.01, 0.2, 0.3, 1.01, 1], [0, 0.1, 0.1, 0.2, 0.2]]
+        entry["pred"] = [[0, 0.9, 0.5, 0.5, 1.0000016, 0.9, 0], [0, 0.9, 0.5, 0.5, 0.6, 0.6]]
+    _edit(run, rows)
+    assert _rebuild(run).returncode == 0

@@ -491,6 +491,11 @@ def test_a_tiled_copy_is_known_by_its_record_and_a_crafted_record_is_refused(tmp
     tiled.write_text(yaml.safe_dump(doc))
     with pytest.raises(ValueError, match=r"gradkit_tile.overlap is '40; rm -rf /', not the int gradkit tile writes"):
         tiled_copy_of(tiled)
+    for size, overlap in ((0, 10), (128, -1)):  # ints, but no tiling (a report would record what it cannot rebuild)
+        doc["gradkit_tile"].update(size=size, overlap=overlap)
+        tiled.write_text(yaml.safe_dump(doc))
+        with pytest.raises(ValueError, match=f"size {size}, overlap {overlap}"):
+            tiled_copy_of(tiled)
 
 
 def test_an_image_over_pil_s_pixel_limit_is_named_by_the_check_and_tiled_by_tile(tmp_path, monkeypatch):

@@ -263,8 +263,9 @@ class CopyPasteConfig(_Section):
         return value
 
     def idle(self) -> list[str]:
-        """The settings made to other than their defaults that do nothing because ``p`` is 0 (said in the log:
-        refused, they would stop a run switched off for a comparison)."""
+        """The settings made to other than their defaults that do nothing because ``p`` is 0: said in the log, not
+        refused (``p: 0`` is how a run switches copy-paste off for a comparison); a setting wrong in itself, or
+        ``class_weights`` of another length than the data's classes, is still refused."""
         if self.p > 0:
             return []
         default = CopyPasteConfig()

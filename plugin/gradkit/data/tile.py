@@ -113,6 +113,9 @@ def tiled_copy_of(data_yaml: str | Path) -> dict | None:
         if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
             raise ValueError(f"{path}: {TILE_RECORD}.{key} is {record.get(key)!r}, not the {kind.__name__} gradkit "
                              "tile writes")
+    if record["size"] < 1 or record["overlap"] < 0:
+        raise ValueError(f"{path}: {TILE_RECORD} says size {record['size']}, overlap {record['overlap']}: gradkit tile "
+                         "writes a positive size and an overlap of 0 or more")
     return {"source": record["source"], "size": record["size"], "overlap": record["overlap"]}
 
 

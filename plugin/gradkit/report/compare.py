@@ -21,17 +21,18 @@ GRADIENTS = ("alerts", "nonfinite alerts", "exploding alerts", "mean clip rate",
 CURVES = ("metrics/mAP50-95(B)", "train/box_loss", "val/box_loss")
 
 
-#: A gap below this is a tie: the pages show scores to three decimals and rates to a tenth of a percent, so a
-#: smaller gap shows as none (and a winner beside two equal numbers reads as an error).
-SHOWN_GAP = 0.0005
+#: Decimals the winner is judged on: the pages show scores to three decimals and rates to a tenth of a percent,
+#: so two values shown alike are a tie (a winner beside two equal numbers reads as an error).
+SHOWN_DECIMALS = 3
 
 
 def _best(values: list[float | None], labels: list[str], higher: bool = True) -> str:
-    scored = [(v if higher else -v, lab) for v, lab in zip(values, labels, strict=True) if v is not None]
+    scored = [(round(v if higher else -v, SHOWN_DECIMALS), lab) for v, lab in zip(values, labels, strict=True)
+              if v is not None]
     if not scored:
         return "n/a"
     top = max(v for v, _ in scored)
-    winners = [lab for v, lab in scored if top - v < SHOWN_GAP]
+    winners = [lab for v, lab in scored if v == top]
     return winners[0] if len(winners) == 1 else "tie: " + ", ".join(winners)
 
 

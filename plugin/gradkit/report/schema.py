@@ -68,6 +68,10 @@ class Coco(_Open):
     note: str = ""
 
 
+#: How far outside the image a gallery box's corners may lie, in shares of its side.
+CORNER_SLACK = 0.02
+
+
 class GalleryEntry(_Open):
     image: str
     copy_: str | None = Field(None, alias="copy")  # the image, copied into the run directory
@@ -80,13 +84,17 @@ class GalleryEntry(_Open):
 
     @model_validator(mode="after")
     def _boxes_in_the_image(self):
-        """``gt``: [class, x0, y0, x1, y1, found]; ``pred``: [class, score, x0, y0, x1, y1, right]; the corners
-        (and the score) are shares of the image, as the gallery draws them."""
-        for key, rows, width, shares in (("gt", self.gt, 6, slice(1, 5)), ("pred", self.pred, 7, slice(1, 6))):
+        """``gt``: [class, x0, y0, x1, y1, found]; ``pred``: [class, score, x0, y0, x1, y1, right] (schema 1: without
+        the flag); the score in [0, 1], the corners shares of the image, as the gallery draws them, give or take
+        :data:`CORNER_SLACK` (Ultralytics keeps label centres up to 0.01 outside, and reports before gradkit
+        clipped the corners kept them)."""
+        for key, rows, widths, corners in (("gt", self.gt, (5, 6), slice(1, 5)), ("pred", self.pred, (6, 7),
+                                                                                   slice(2, 6))):
             for i, row in enumerate(rows):
-                if len(row) != width or row[0] < 0 or not all(0 <= v <= 1 for v in row[shares]):
+                inside = all(-CORNER_SLACK <= v <= 1 + CORNER_SLACK for v in row[corners])
+                if len(row) not in widths or row[0] < 0 or not inside or (key == "pred" and not 0 <= row[1] <= 1):
                     raise ValueError(f"{key}.{i}: {row!r:.60} is not [class, {'score, ' if key == 'pred' else ''}"
-                                     f"x0, y0, x1, y1, flag] with the score and corners in [0, 1]")
+                                     f"x0, y0, x1, y1, flag] with the score in [0, 1] and the corners in the image")
         return self
 
 
