@@ -903,3 +903,19 @@ def test_a_box_given_twice_is_written_once_and_classes_differing_only_in_case_ar
     _, report = convert_voc(tmp_path / "voc", tmp_path / "o2")
     said = [m for m in report.issues if "'Scratch'" in m and "'scratch'" in m]
     assert len(said) == 1 and "case" in said[0], report.issues
+
+
+def test_fix_leaves_out_an_image_whose_box_has_a_negative_size(tmp_path):
+    """``1 0.5 0.5 -0.1 0.1`` was dropped as "no area" and its image kept with an empty label file, so it counted
+    as defect-free (stock Ultralytics drops such an image): a reversed box still marks a defect. A box of zero
+    width describes nothing, and only it is dropped with its image kept."""
+    data_yaml = _fix_case(tmp_path)
+    labels = data_yaml.parent / "labels" / "train"
+    (labels / "train1.txt").write_text("1 0.5 0.5 -0.1 0.1\n")
+    (labels / "train0.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.3 0.3 0 0.1\n")
+    said = [f for f in check_dataset(data_yaml, images=False).errors if "train1.txt" in f.path]
+    assert len(said) == 1 and "negative" in f"{said[0].kind} {said[0].message}", [str(f) for f in said]
+    _, changes = fix_dataset(data_yaml, tmp_path / "fixed")
+    train = tmp_path / "fixed" / "images" / "train"
+    assert not (train / "train1.png").exists() and (train / "train0.png").exists()
+    assert any(c.action == "left out" and c.path.endswith("train1.png") for c in changes)

@@ -434,7 +434,8 @@ def _check_labels(path: Path, nc: int, split: str, res: CheckResult) -> list[tup
             res.findings.append(Finding("error", "class id", where, n, f"class {c} but nc={nc}"))
             continue
         if w <= 0 or h <= 0:
-            res.findings.append(Finding("error", "zero-size box", where, n, f"w={w:g} h={h:g}"))
+            kind = "negative box" if min(w, h) < 0 else "zero-size box"  # reversed: a defect is there all the same
+            res.findings.append(Finding("error", kind, where, n, f"w={w:g} h={h:g}"))
             continue
         if min(x - w / 2, y - h / 2) < -1e-6 or max(x + w / 2, y + h / 2) > 1 + 1e-6 or not (
                 0 <= x <= 1 and 0 <= y <= 1):
@@ -716,7 +717,9 @@ def _usable_box(fields: list[str], nc: int) -> tuple[tuple[int, float, float, fl
     c, _, _, w, h = values
     if not 0 <= c < nc:
         return None, f"class {c} but nc={nc}"
-    if w <= 0 or h <= 0:
+    if w < 0 or h < 0:  # reversed corners: a defect is marked, where is unknown (its image cannot stay)
+        return None, f"negative width or height (w={w:g} h={h:g})"
+    if w == 0 or h == 0:
         return None, f"{NO_AREA} (w={w:g} h={h:g})"
     return values, ""
 
