@@ -919,3 +919,18 @@ def test_fix_leaves_out_an_image_whose_box_has_a_negative_size(tmp_path):
     train = tmp_path / "fixed" / "images" / "train"
     assert not (train / "train1.png").exists() and (train / "train0.png").exists()
     assert any(c.action == "left out" and c.path.endswith("train1.png") for c in changes)
+
+
+def test_augment_preview_of_a_one_channel_dataset(tmp_path, gradkit_here):
+    """``channels: 1`` (line-scan cameras): the preview stopped with a traceback (a gray tile into a colour sheet).
+    Oracle: the sheet of the same data read as three channels has the same size."""
+    data = _tiny_yolo(tmp_path / "ds")
+    sheets = {}
+    for channels in (3, 1):
+        doc = yaml.safe_load(data.read_text())
+        data.write_text(yaml.safe_dump({**doc, "channels": channels}))
+        out = tmp_path / f"preview{channels}.png"
+        proc = gradkit_here("augment", f"data={data}", "n=2", "imgsz=64", "gradkit=defect", f"out={out}")
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        sheets[channels] = cv2.imread(str(out))
+    assert sheets[1].shape == sheets[3].shape

@@ -301,6 +301,8 @@ def compose_preview(tiles: list[np.ndarray], boxes: list[list[tuple[int, float, 
     f = max(1, math.ceil(PREVIEW_TILE_PX / size))
     drawn = []
     for tile, tile_boxes in zip(tiles, boxes, strict=True):
+        if tile.ndim == 2 or tile.shape[2] == 1:  # a channels: 1 dataset: shown gray, boxes in colour
+            tile = cv2.cvtColor(tile.reshape(tile.shape[:2]), cv2.COLOR_GRAY2BGR)
         t = cv2.resize(tile, (tile.shape[1] * f, tile.shape[0] * f), interpolation=cv2.INTER_NEAREST)
         h, w = t.shape[:2]
         labels = []
