@@ -861,3 +861,23 @@ def test_plan_writes_over_its_own_earlier_plan_but_never_over_another_file(tmp_p
     earlier = yaml.safe_load(first)
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(earlier))
     assert gradkit_here("plan", f"data={tiny_data}", cwd=tmp_path).returncode == 0
+
+
+def test_one_channel_data_trains_the_half_width_from_scratch():
+    """A ``channels: 1`` data YAML builds a first layer of one input channel: the prior's (three) did not load, and
+    the run stopped with "yolo26.yaml changed since the prior was trained", the wrong cause and the wrong advice."""
+    fp = fingerprint([BLOB] * 10)
+    fp.input_channels = 1
+    plan = P.make_plan(fp, budget_min=10, seconds_per_image=_timer(0.5))
+    assert plan.train["model"] == P.MODEL_HALF and "init" not in plan.gradkit
+    assert "channels: 1" in choice(plan, "init.prior").reason
+
+
+def test_the_fingerprint_reads_the_input_channels_from_the_data_yaml(tiny_data, tmp_path):
+    from gradkit.data.fingerprint import fingerprint_dataset
+
+    assert fingerprint_dataset(tiny_data).input_channels == 3
+    doc = yaml.safe_load(tiny_data.read_text())
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump({**doc, "path": str(tiny_data.parent), "channels": 1}))
+    assert fingerprint_dataset(one).input_channels == 1

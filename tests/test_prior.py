@@ -234,6 +234,14 @@ def test_a_run_that_starts_from_weights_keeps_them(model, pretrained, task, refu
         check_start("defect", model, pretrained, task)
 
 
+def test_a_prior_of_three_channels_is_refused_for_one_channel_data_by_its_cause():
+    """``channels: 1``: the first layer takes one channel and the prior's three; the run stopped (after its folder
+    was made) with "yolo26.yaml changed since the prior was trained, rebuild it": the wrong cause and advice."""
+    with pytest.raises(ConfigError, match=r"channels: 1.*init\.prior: none"):
+        check_start("defect", "yolo26n-half.yaml", True, "detect", channels=1)
+    check_start("defect", "yolo26n-half.yaml", True, "detect", channels=3)
+
+
 def test_a_resumed_run_keeps_its_own_weights():
     from types import SimpleNamespace
 

@@ -730,7 +730,7 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
                 provisional=True)
     choose_loss_gains(plan)
     choose_memory_format(plan)
-    choose_start(plan)
+    choose_start(plan, fp)
     return plan
 
 
@@ -752,9 +752,14 @@ def upscale_from_prior(fp: Fingerprint, plan: Plan, seconds_per_image: SecondsPe
     plan.train["imgsz"] = size
 
 
-def choose_start(plan: Plan) -> None:
-    """gradkit's defect prior where the plan trains the model it was trained as (MODEL_HALF); from scratch else."""
-    if plan.train["model"] == MODEL_HALF:
+def choose_start(plan: Plan, fp: Fingerprint) -> None:
+    """gradkit's defect prior where the plan trains the model it was trained as (MODEL_HALF) on three-channel
+    input, as the prior was trained; from scratch else."""
+    if plan.train["model"] == MODEL_HALF and fp.input_channels != 3:
+        plan.choose("init.prior", "none (from scratch)", f"the data YAML says channels: {fp.input_channels}, so "
+                    f"the model's first layer takes {fp.input_channels} channel(s), and the defect prior's takes 3",
+                    provisional=True)
+    elif plan.train["model"] == MODEL_HALF:
         plan.gradkit["init"] = {"prior": "defect"}
         plan.choose("init.prior", "defect (gradkit's defect prior)", PRIOR_EVIDENCE, provisional=True)
     else:

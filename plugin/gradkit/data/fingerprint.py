@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gradkit.data.check import CheckResult, _check_labels, _label_path, _line_findings, _read_splits, shared_places
+from gradkit.data.check import (
+    CheckResult,
+    _check_labels,
+    _label_path,
+    _line_findings,
+    _read_splits,
+    read_dataset_yaml,
+    shared_places,
+)
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import UNREAD, SplitImages, list_split_images
 from gradkit.data.standout import STANDS_OUT, defect_share, screening_crop
@@ -99,6 +107,8 @@ class Fingerprint:
     val_absent: list[str] = field(default_factory=list)
     val_named: bool | None = None
     val_is_train: bool = False
+    #: the data YAML's ``channels`` (Ultralytics builds the model's first layer for them; 3 where it names none)
+    input_channels: int = 3
 
     # ------------------------------------------------------------------ derived measures
     @property
@@ -312,6 +322,12 @@ def _why_none(split: str, listed: SplitImages) -> str:
     return f": {why[0].path}:{why[0].line}: {why[0].message}{more}"
 
 
+def _input_channels(data_yaml: Path) -> int:
+    """The YAML's ``channels`` where it is a count, else Ultralytics' 3."""
+    channels = read_dataset_yaml(data_yaml).get("channels", 3)
+    return channels if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0 else 3
+
+
 def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded: int = MAX_DECODED,
                         seed: int = 0, split_places: str | Path | list[str | Path] | None = None,
                         names: dict[int, str] | None = None) -> Fingerprint:
@@ -350,7 +366,8 @@ def fingerprint_dataset(data_yaml: str | Path, split: str = "train", max_decoded
     if not imgs:
         raise ValueError(f"{data_yaml}: no images in {where}{_why_none(split, listed)}")
     fp = Fingerprint(data=str(data_yaml), split=split, class_names=names, images=len(imgs),
-                     unread_images=len(listed.unchecked) + sum(ln.why in UNREAD for ln in listed.lines))
+                     unread_images=len(listed.unchecked) + sum(ln.why in UNREAD for ln in listed.lines),
+                     input_channels=_input_channels(data_yaml))
     rng = np.random.default_rng(seed)
     decode = set(rng.choice(len(imgs), size=min(max_decoded, len(imgs)), replace=False).tolist())
     scratch = CheckResult()

@@ -379,10 +379,13 @@ class GradkitCallback:
     def _check_prior(self, trainer, task: object) -> None:
         """The run's arguments against ``init.prior`` (the model's tensors are checked once Ultralytics builds it,
         in setup_model, before the first step: :meth:`_load_prior`)."""
+        from gradkit.integrations.ultralytics.datasets import resolve_dataset
         from gradkit.integrations.ultralytics.prior import check_start
 
         args = trainer.args
-        check_start(self.cfg.init.prior, getattr(args, "model", None), getattr(args, "pretrained", None), task)
+        channels = 3 if self.cfg.data.allow_download else resolve_dataset(str(args.data)).get("channels", 3)
+        check_start(self.cfg.init.prior, getattr(args, "model", None), getattr(args, "pretrained", None), task,
+                    channels)
 
     def _load_prior(self, trainer, model: torch.nn.Module) -> None:
         from gradkit.integrations.ultralytics.prior import load_prior

@@ -80,13 +80,17 @@ def class_rows(run_names: Sequence[str], prior_names: Sequence[str]) -> list[tup
     return [(i, prior_row[class_key(n)]) for i, n in enumerate(run_names) if class_key(n) in prior_row]
 
 
-def check_start(name: str, model_arg: object, pretrained: object, task: object = "detect") -> None:
-    """Refuse a prior for a task other than detection, or where the run already starts from weights: Ultralytics
+def check_start(name: str, model_arg: object, pretrained: object, task: object = "detect", channels: int = 3) -> None:
+    """Refuse a prior for a task other than detection, for data of other than three channels (the priors were
+    trained on three: the first layer would not fit), or where the run already starts from weights: Ultralytics
     loads ``model=`` ending in ``.pt`` (any case) and any file named by ``pretrained=`` (``BaseTrainer.setup_model``),
     and the prior would silently replace them."""
     if task != "detect":
         raise ConfigError(f"init.prior={name} is a detector's weights; this run's task is {task!r} "
                           "(set init.prior: none)")
+    if channels != 3:
+        raise ConfigError(f"init.prior={name} was trained on three-channel images; this run's data says channels: "
+                          f"{channels}, so the model's first layer takes {channels} (set init.prior: none)")
     given = [f"{k}={v}" for k, v in (("model", model_arg), ("pretrained", pretrained))
              if isinstance(v, str | Path) and (k == "pretrained" or str(v).lower().endswith(".pt"))]
     if given:
