@@ -200,6 +200,8 @@ def test_fix_clips_boxes_and_lists_every_change_by_file_and_line(tmp_path, gradk
     assert check_dataset(fixed).errors == []
     proc = gradkit_here("check", f"data={data_yaml}", "--fix", f"out={tmp_path / 'fixed2'}")
     assert f"{lab}:2" in proc.stdout and f"{lab}:3" in proc.stdout and "clipped" in proc.stdout
+    # the source's errors are listed, the copy checks clean: --fix succeeded (gradkit check --fix && gradkit plan)
+    assert "ERROR" in proc.stdout and proc.returncode == 0
 
 
 # -- issue 18 §1: outputs never overwrite the sources -----------------------------------------------------

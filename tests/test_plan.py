@@ -881,3 +881,11 @@ def test_the_fingerprint_reads_the_input_channels_from_the_data_yaml(tiny_data, 
     one = tmp_path / "one.yaml"
     one.write_text(yaml.safe_dump({**doc, "path": str(tiny_data.parent), "channels": 1}))
     assert fingerprint_dataset(one).input_channels == 1
+
+
+def test_a_plan_on_data_with_label_errors_points_to_the_copy_that_trains():
+    """The plan printed a command the check before training then refused (exit 2) on the same label errors."""
+    fp = fingerprint([BLOB] * 10)
+    fp.label_errors = 3
+    said = [w for w in P.make_plan(fp).warnings if "label line" in w]
+    assert len(said) == 1 and "gradkit check data=/data/d.yaml --fix" in said[0] and "will stop" in said[0]

@@ -419,3 +419,14 @@ def test_gallery_rows_gradkit_writes_and_wrote_still_validate(run):
         entry["pred"] = [[0, 0.9, 0.5, 0.5, 1.0000016, 0.9, 0], [0, 0.9, 0.5, 0.5, 0.6, 0.6]]
     _edit(run, rows)
     assert _rebuild(run).returncode == 0
+
+
+def test_a_run_given_twice_to_compare_is_one_line(run):
+    """``gradkit report A A`` (or A and ./A) compared a run with itself: every row a tie."""
+    from gradkit.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["report", str(run), str(run / "." ), f"out={run.parent / 'cmp'}"])
+    assert code == 2 and "given twice" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    assert not (run.parent / "cmp").exists()

@@ -426,3 +426,18 @@ def test_a_comparison_carries_the_tiny_split_warning_and_calls_a_gap_too_small_t
     assert comparison["headline"]["mAP50"]["best"] == "tie: stock, agc"
     b["headline"]["mAP50"] = a["headline"]["mAP50"] + 0.002
     assert compare_reports([a, b], ["stock", "agc"])["headline"]["mAP50"]["best"] == "agc"
+
+
+def test_one_defect_free_image_is_one_image(tmp_path):
+    report = build_report(hand_made_evaluation(tmp_path / "img"))
+    report["defect_free_images"] = report["inspection"]["defect_free_images"] = 1
+    assert "1 defect-free image." in render_markdown(report)
+    assert "1 defect-free image rejected" in render_html(report, [tmp_path])
+    assert "1 defect-free images" not in render_markdown(report) + render_html(report, [tmp_path])
+
+
+def test_the_worst_images_hold_no_image_without_an_error(tmp_path):
+    """On a small split the gallery filled up with perfect images (no object, no prediction)."""
+    report = build_report(hand_made_evaluation(tmp_path / "img"), gallery_size=50)
+    worst = report["errors"]["worst_images"]
+    assert worst and all(w["missed"] + w["false_positives"] > 0 for w in worst)

@@ -40,7 +40,7 @@ _HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagat
                                                   preview of the training augmentation, boxes drawn
   gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip classes=[..]]
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
-  gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors
+  gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors (with --fix: in the copy)
   gradkit config-doc                              the configuration reference (Markdown)
   gradkit plan data=DATA.yaml [budget=MIN {plan}]
                                                   dataset fingerprint -> recommended train command
@@ -360,9 +360,12 @@ def _check(args: Sequence[str]) -> int:
     print(result.summary())
     if fix:
         try:
-            _print_fix(*fix_dataset(o["data"], o["out"], o["overwrite"], checked=result))
+            fixed, changes = fix_dataset(o["data"], o["out"], o["overwrite"], checked=result)
         except OutputRefused as exc:  # out= refused once the check has run (overwrite=true of a foreign folder)
             raise SystemExit(f"gradkit check: {exc}") from None
+        _print_fix(fixed, changes)
+        # the copy is what the user goes on with (gradkit check --fix && gradkit plan data=COPY): its own check
+        return 1 if check_dataset(fixed, images=False).errors else 0
     return 1 if result.errors else 0
 
 
@@ -496,6 +499,10 @@ def _report(args: Sequence[str]) -> int:
             out = Path(a.removeprefix("out="))
         else:
             dirs.append(Path(a))
+    twice = next((d for i, d in enumerate(dirs) if d.resolve() in {e.resolve() for e in dirs[:i]}), None)
+    if twice is not None:  # a comparison of a run with itself: every row a tie that says nothing
+        print(f"gradkit report: {twice} is given twice; compare different runs", file=sys.stderr)
+        return 2
     if not dirs:
         print("gradkit report: give one run directory to rebuild, or several to compare", file=sys.stderr)
         return 2

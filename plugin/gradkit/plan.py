@@ -669,7 +669,9 @@ def _choose_transforms(fp: Fingerprint, plan: Plan) -> str:
 
 def _warn_data(fp: Fingerprint, plan: Plan) -> None:
     if fp.label_errors:
-        plan.warnings.append(f"{fp.label_errors} label line(s) have errors and were left out: run gradkit check")
+        plan.warnings.append(f"{fp.label_errors} label line(s) have errors and were left out of these measures, "
+                             "and the check before training will stop the command below: gradkit check "
+                             f"data={shlex.quote(fp.data)} --fix writes a clean copy to plan and train on")
     if fp.unread_images:
         plan.warnings.append(f"{fp.unread_images} image(s) of the split were not measured (listed but missing, or "
                              "in a format gradkit does not read): run gradkit check")

@@ -260,7 +260,8 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         inspection = inspection_kpis(gts, preds, ev.images, ev.names, ev.conf_threshold, op)
         errors, per_image = analyse_errors(gts, preds[op.fires], ev.images, -np.inf)
         fit = box_fit(gts, preds, present_classes, ev.sizes)
-    worst = sorted(per_image.values(), key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
+    failed = [r for r in per_image.values() if r.missed + r.false_positives]  # an image without error is no "worst"
+    worst = sorted(failed, key=lambda r: (-(r.missed + r.false_positives), r.image))[:gallery_size]
     defect_free = len(set(ev.images) - set(gts.image.tolist()))
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,

@@ -83,6 +83,11 @@ def _md_num(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else _md_text(x)
 
 
+def _images(count: int, kind: str) -> str:
+    """``1 defect-free image``, ``2 defect-free images``."""
+    return f"{count} {kind} image{'' if count == 1 else 's'}"
+
+
 def _md_text(x: Any) -> str:
     """Text safe in a Markdown table cell: one line, ``|`` escaped, no HTML (a class name is user input)."""
     one_line = " ".join(str(x).splitlines())
@@ -448,7 +453,7 @@ def _inspection(k: dict[str, Any]) -> str:
     cards = [("escape rate", _pct(k["escape_rate"]), f"{k['escaped_images']} of {k['defective_images']} "
               "defective images not rejected"),
              ("false-reject rate", _pct(k["false_reject_rate"]), f"{k['false_rejected_images']} of "
-              f"{k['defect_free_images']} defect-free images rejected"),
+              f"{_images(k['defect_free_images'], 'defect-free')} rejected"),
              ("false positives / image", _md_num(k["fp_per_image"], 2), f"{k['false_positives']} in "
               f"{k['images']} images")]
     parts = [f'<p id="operating-point"><b>Operating point</b>: {_e(_operating_point(k))}. A part (image) is '
@@ -727,7 +732,9 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
     sb = r["size_buckets"]
     if sb.get("by_relative_area"):
         parts.append("<h2>Defect-aware size buckets (all confidences)</h2><p>By box area relative to the image "
-                     "(recall@0.5: share of objects found by any detection with confidence ≥ "
+                     "(computed as COCO computes them, so a class's AP50 here can differ a little from "
+                     "Ultralytics' in the per-class table; recall@0.5: share of objects found by any detection with "
+                     "confidence ≥ "
                      f"{VALIDATION_CONF:g} — not the operating point; the verdict's misses are at the operating "
                      "point):</p>")
         parts.append(_bucket_table(sb["by_relative_area"], names))
@@ -956,7 +963,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"**mAP50 {_md_num(h.get('mAP50'))}**, mAP50-95 {_md_num(h.get('mAP50-95'))} (all confidences); "
               f"Ultralytics' P {_md_num(h.get('precision'))}, R {_md_num(h.get('recall'))} at its max-mean-F1 "
               f"confidence — {report['images']} images, {report['instances']} instances, "
-              f"{report['defect_free_images']} defect-free images.", "",
+              f"{_images(report['defect_free_images'], 'defect-free')}.", "",
               "| class | instances | images | P | R | AP50 | AP50-95 |", "|---|---|---|---|---|---|---|"]
     for c in report["per_class"]:
         lines.append(f"| {_md_text(c['name'])} | {_md_num(c['instances'])} | {_md_num(c['images'])} | "
