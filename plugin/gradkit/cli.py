@@ -720,7 +720,6 @@ def _missing_model_config(rest: Sequence[str]) -> str | None:
 def _finished_resume(rest: Sequence[str]) -> str | None:
     """``resume=`` on the ``last.pt`` of a run that finished: nothing to resume (Ultralytics would start a new
     training with every default); the commands that score it, or train on from its weights."""
-    import shlex
     from pathlib import Path
 
     from gradkit.integrations.ultralytics.seams import finished_checkpoint
