@@ -110,3 +110,43 @@ def test_preview_command_draws_the_training_pipeline(tiny_data, tmp_path):
     # 2 x 2 tiles upscaled to PREVIEW_TILE_PX with gaps, a title above and a legend below
     assert img is not None and img.shape[1] == 2 * PREVIEW_TILE_PX + 3 * PREVIEW_GAP_PX
     assert img.shape[0] > 2 * PREVIEW_TILE_PX + 3 * PREVIEW_GAP_PX + 40
+
+
+def test_an_augmentation_hyp_typed_on_the_command_line_wins_over_the_gradkit_config_even_at_its_default(
+        tiny_data, tmp_path, gradkit_here, monkeypatch):
+    """``degrees=0.0`` typed to turn off the rotation a gradkit config sets was overridden by the config: the
+    dataset's hyp was compared with Ultralytics' default to tell a typed value from an untyped one, and 0.0 is that
+    default. The CLI knows what was typed (also in a ``cfg=`` file): those keys win. Oracle: the warp and colour
+    stages the real dataset built, read by a callback, against the typed and the configured values."""
+    import yaml
+    from ultralytics.utils.callbacks import base
+
+    seen = {}
+
+    def stages_in(compose):  # the warp sits inside the pre-transform Compose, with mosaic
+        for t in getattr(compose, "transforms", []):
+            yield t
+            yield from stages_in(t)
+
+    def record(trainer):
+        stages = {type(t).__name__: t for t in stages_in(trainer.train_loader.dataset.transforms)}
+        seen.update(degrees=stages["RandomPerspective"].degrees, sgain=stages["RandomHSV"].sgain,
+                    vgain=stages["RandomHSV"].vgain, fliplr=stages["RandomFlip"].p)
+
+    monkeypatch.setitem(base.default_callbacks, "on_train_epoch_end",
+                        [*base.default_callbacks["on_train_epoch_end"], record])
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"augment": {"ultralytics": {"degrees": 10.0, "hsv_s": 0.2, "hsv_v": 0.1,
+                                                                   "fliplr": 0.0}}}), encoding="utf-8")
+    yolo_file = tmp_path / "args.yaml"
+    yolo_file.write_text(yaml.safe_dump({"fliplr": 0.5}), encoding="utf-8")  # Ultralytics' default, in a cfg= file
+    r = gradkit_here("train", "model=yolo26n.yaml", "epochs=1", "imgsz=64", "batch=4", "nbs=4", "workers=0",
+                     "device=cpu", "plots=False", "val=False", f"data={tiny_data}", f"project={tmp_path}", "name=r",
+                     f"cfg={yolo_file}", "degrees=0.0", "hsv_s=0.7", f"gradkit={config}",
+                     "gradkit.report.enabled=false", "gradkit.monitor.plot=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert seen == {"degrees": 0.0, "sgain": 0.7, "vgain": 0.1, "fliplr": 0.5}  # typed x3 win; hsv_v from the config
+    kept = yaml.safe_load((tmp_path / "r" / "gradkit.yaml").read_text(encoding="utf-8"))["augment"]["ultralytics"]
+    assert kept == {"hsv_v": 0.1}  # the run's record says what trained
+    said = [line for line in (r.stdout + r.stderr).splitlines() if "given to yolo win" in line]
+    assert len(said) == 1 and all(f"{k}=" in said[0] for k in ("degrees", "hsv_s", "fliplr")), said

@@ -669,6 +669,35 @@ def _arg(rest: Sequence[str], key: str) -> str | None:
     return values[-1] if values else None
 
 
+def _typed_for_yolo(rest: Sequence[str]) -> set[str]:
+    """The keys given to yolo: typed, or in the YAML file its ``cfg=`` names (the entrypoint reads that file's keys as
+    typed ones). A file that cannot be read adds nothing here: Ultralytics names it."""
+    typed = {a.partition("=")[0] for a in rest if "=" in a}
+    yolo_file = _arg(rest, "cfg")
+    if yolo_file:
+        try:
+            with open(yolo_file, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except (OSError, ValueError, yaml.YAMLError):
+            loaded = None
+        typed |= set(loaded) if isinstance(loaded, dict) else set()
+    return typed
+
+
+def _typed_hyp_wins(cfg: GradkitConfig, rest: Sequence[str]) -> GradkitConfig:
+    """``cfg`` without the ``augment.ultralytics`` keys given to yolo, so what was typed trains. The training side can
+    only compare a value with Ultralytics' default, which a typed ``degrees=0.0`` equals; here it is known."""
+    hyp = cfg.augment.ultralytics
+    won = sorted(set(hyp) & _typed_for_yolo(rest))
+    if not won:
+        return cfg
+    given = ", ".join(f"{k}={_arg(rest, k) or '(its cfg= file)'}" for k in won)
+    print(f"gradkit: {given} given to yolo win over augment.ultralytics "
+          f"({', '.join(f'{k}={hyp[k]:g}' for k in won)}) of the gradkit config", file=sys.stderr)
+    kept = {k: v for k, v in hyp.items() if k not in won}
+    return cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"ultralytics": kept})})
+
+
 def _unwritable_project(rest: Sequence[str]) -> str | None:
     """``project=DIR`` that cannot hold a run: found before Ultralytics builds the model and trainer."""
     import tempfile
@@ -852,6 +881,7 @@ def _dispatch(args: list[str]) -> int:
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
+            cfg = _typed_hyp_wins(cfg, rest)
         from gradkit.integrations.ultralytics.sliced import check_report_tiles
 
         report = (cfg or load_config(None, overrides)).report

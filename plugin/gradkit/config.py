@@ -301,8 +301,9 @@ class AugmentConfig(_Section):
     copy_paste: CopyPasteConfig = Field(default_factory=CopyPasteConfig)
     ultralytics: dict[str, float] = Field(default_factory=dict, description="Ultralytics augmentation "
                                           f"hyper-parameters ({', '.join(ULTRALYTICS_AUGMENT_KEYS)}); a value "
-                                          "given to yolo on the command line wins, unless it is Ultralytics' own "
-                                          "default (a typed default cannot be told from an untyped one)")
+                                          "given to `gradkit train` on the command line wins; from Python, one "
+                                          "given to `model.train()` wins unless it equals Ultralytics' default (a "
+                                          "default passed cannot be told from none)")
 
     @field_validator("ultralytics")
     @classmethod

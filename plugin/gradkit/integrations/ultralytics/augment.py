@@ -141,7 +141,8 @@ def _log_screening(counts: dict[int, tuple[int, int]], names: dict, min_share: f
 
 
 def _apply_hyp(hyp, overrides: dict[str, float]):
-    """A copy of the dataset hyp with the config's values, where the user did not set the key."""
+    """A copy of the dataset hyp with the config's values where the hyp holds Ultralytics' default (what a
+    ``model.train()`` call left unset looks like; ``gradkit train`` drops from the config the keys typed for yolo)."""
     from copy import copy
 
     from ultralytics.cfg import DEFAULT_CFG_DICT
