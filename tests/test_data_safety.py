@@ -614,6 +614,24 @@ def test_coco_ambiguities_are_refused_or_listed_never_silent(tmp_path):
     assert "1 crowd region" in issues
 
 
+def test_an_image_with_a_crowd_region_is_left_out_not_written_with_its_group_as_background(tmp_path):
+    """A COCO crowd region (iscrowd=1) marks a group of objects not boxed one by one (a cluster of pits). It was
+    skipped and its image written without it: the group taught as background, as an unconvertible box would be.
+    Now the image is left out and named, like one with a box that cannot be converted. Oracle: the written label
+    files (image 1 absent, the others each with their one box) and the report's lines."""
+    ann = _coco_set(tmp_path, 6)
+    doc = json.loads(ann.read_text())
+    crowd = {"id": 91, "image_id": 1, "category_id": 1, "bbox": [10, 10, 12, 12], "iscrowd": 1,
+             "segmentation": {"counts": [0, 4], "size": [32, 32]}}
+    ann.write_text(json.dumps({**doc, "annotations": doc["annotations"] + [crowd]}))
+    _, report = convert_coco(ann, tmp_path / "imgs", tmp_path / "out")
+    written = {p.stem: p.read_text().splitlines() for p in (tmp_path / "out" / "labels").rglob("*.txt")}
+    assert sorted(written) == ["0", "2", "3", "4", "5"] and all(len(v) == 1 for v in written.values())
+    assert report.images == 5
+    named = [line for line in report.issues if "1.png" in line]
+    assert len(named) == 1 and "left out" in named[0] and "crowd region" in named[0], report.issues
+
+
 @pytest.mark.parametrize(("change", "needle"), [
     ({"val": None, "vla": "images/val"}, "is 'vla' meant to be 'val'?"),   # a typo Ultralytics would refuse
     ({"nc": 3}, "nc: 3"),                                             # 1 name

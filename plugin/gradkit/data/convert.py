@@ -52,6 +52,9 @@ class ImageRecord:
     #: boxes of the image that could not be converted (each listed): the image is left out, not written without
     #: them (it would teach their defects as background)
     lost: int = 0
+    #: COCO crowd regions (iscrowd=1) on the image: a group of objects not boxed one by one, no box YOLO can learn;
+    #: the image is left out for the same reason
+    crowd: int = 0
 
 
 @dataclass
@@ -395,6 +398,8 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
             continue
         if crowd:
             crowd_regions += 1
+            if rec is not None:
+                rec.crowd += 1
             continue
         if rec is None:
             if a["image_id"] not in listed:  # an image skipped above has its reason listed already
@@ -410,8 +415,8 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
         if box:
             rec.boxes.append(box)
     if crowd_regions:
-        report.issues.append(f"{ann_file}: {crowd_regions} crowd region(s) (iscrowd=1) skipped: they mark a group, "
-                             "not one object")
+        report.issues.append(f"{ann_file}: {crowd_regions} crowd region(s) (iscrowd=1): they mark a group, not one "
+                             "object; their images are left out (below)")
     return list(by_id.values()), list(names.values())
 
 
@@ -546,10 +551,15 @@ def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> l
         if rec.lost:
             report.issues.append(f"{rec.path}: left out: {rec.lost} of its boxes could not be converted (listed "
                                  "above); written without them, the image would teach their defects as background")
-    whole = [r for r in records if not r.lost]
+        elif rec.crowd:
+            report.issues.append(f"{rec.path}: left out: it holds {rec.crowd} crowd region(s) (a group of objects "
+                                 "not boxed one by one); written without them, the image would teach the group as "
+                                 "background")
+    whole = [r for r in records if not r.lost and not r.crowd]
     if records and not whole:
         raise ValueError(f"no image of {src} has every box convertible: each has a box without a class, with a "
-                         "non-numeric, non-finite, reversed or zero-size extent, or of an unknown category")
+                         "non-numeric, non-finite, reversed or zero-size extent, of an unknown category, or a crowd "
+                         "region (iscrowd=1)")
     return whole
 
 
