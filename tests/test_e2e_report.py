@@ -231,3 +231,37 @@ def test_gradkit_val_records_the_data_yaml_it_read_as_an_absolute_path(trained, 
                           env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "rel" / "report.json").read_text())["data"] == str(tiny_data.resolve())
+
+
+def test_a_comparison_of_validation_reports_diffs_how_their_models_were_trained(trained, tiny_data, tmp_path,
+                                                                               gradkit_here):
+    """Two ``gradkit val`` reports of models trained differently said only that their training was not recorded.
+    Weights that lie in their run folder (RUN/weights/X.pt) carry its record: the val report keeps the run's
+    arguments and gradkit configuration, and the comparison lists what differs. A checkpoint copied elsewhere
+    has no such record and is still said to be unrecorded. Oracle: what each training was given."""
+    import shutil
+
+    _, run_a = trained
+    _, run_b = train_tiny(tiny_data, tmp_path / "b", epochs=1, lr0=0.02, overrides=["clip.mode=agc"])
+    lone = tmp_path / "lone" / "model.pt"
+    lone.parent.mkdir()
+    shutil.copy(run_b / "weights" / "last.pt", lone)
+    for name, weights in (("va", run_a / "weights" / "best.pt"), ("vb", run_b / "weights" / "last.pt"),
+                          ("vc", lone)):
+        r = gradkit_here("val", f"model={weights}", f"data={tiny_data}", "imgsz=64", "batch=4", "device=cpu",
+                         f"project={tmp_path}", f"name={name}", "plots=False", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+    va = json.loads((tmp_path / "va" / "report.json").read_text())
+    assert va["trained_with"]["run_dir"] == str(run_a.resolve())
+    assert va["trained_with"]["train_args"]["epochs"] == 3 and va["trained_with"]["plugin_config"]["clip"]["mode"] \
+        != "agc"
+    assert json.loads((tmp_path / "vc" / "report.json").read_text()).get("trained_with") is None
+    assert "model trained in" in (page := (tmp_path / "va" / "report.html").read_text()) and str(run_a.resolve()) in page
+    r = gradkit_here("report", str(tmp_path / "va"), str(tmp_path / "vb"), str(tmp_path / "vc"),
+                     f"out={tmp_path / 'cmp'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cmp_ = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    diff = {d["key"]: d["values"] for d in cmp_["config_diff"]}
+    assert diff["yolo.lr0"][:2] == [0.01, 0.02] and diff["yolo.epochs"][:2] == [3, 1]
+    assert diff["gradkit.clip.mode"][1] == "agc" and diff["gradkit.clip.mode"][2] is None
+    assert cmp_["settings_not_recorded"] == ["vc"]

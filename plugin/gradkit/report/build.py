@@ -107,16 +107,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         return [v if v is not None and math.isfinite(v) else None for v in values]  # an infinite loss: a gap
 
     curves = {k: col(k) for k in rows[0] if k != "epoch"} if rows else {}
-    args = {}
-    if (run_dir / "args.yaml").exists():
-        import yaml
-
-        args = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8")) or {}
-        if not isinstance(args, dict):
-            raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
-    resumed = _resumed(run_dir)
-    if isinstance(resumed.get("train_args"), dict):  # args.yaml of a resumed run holds Ultralytics' rewrites
-        args = resumed["train_args"]
+    args, resumed = _run_arguments(run_dir), _resumed(run_dir)
     if args.get("val") is False:  # Ultralytics validated only the last epoch and wrote 0 for the others
         for k, values in curves.items():
             if k.startswith(("metrics/", "val/")):
@@ -139,11 +130,54 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "seed": args.get("seed"),
         "optimizer_steps": steps,
         "resumed": resumed.get("at") or [],
-        # a hand-edited args.yaml can hold what JSON cannot (dates, sets): written as their text
-        "train_args": _clean(json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
-                                                   default=str))),
+        "train_args": _recorded_args(args),
         **_monitor_keys(run_dir),
     }
+
+
+def _run_arguments(run_dir: Path) -> dict[str, Any]:
+    """The yolo arguments a run was given: args.yaml, or for a resumed run the record gradkit kept of them as the
+    run started (args.yaml then holds Ultralytics' rewrites); {} where neither is."""
+    import yaml
+
+    resumed = _resumed(run_dir)
+    if isinstance(resumed.get("train_args"), dict):
+        return resumed["train_args"]
+    if not (run_dir / "args.yaml").exists():
+        return {}
+    args = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8")) or {}
+    if not isinstance(args, dict):
+        raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
+    return args
+
+
+def _recorded_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments as a report keeps them: without the run folder's own name; what JSON cannot hold (a
+    hand-edited args.yaml's dates, sets) as its text."""
+    return _clean(json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
+                                        default=str)))
+
+
+def trained_with(model: str) -> dict[str, Any] | None:
+    """How the weights ``gradkit val`` scores were trained, where they lie in their run folder (``RUN/weights/X.pt``
+    beside ``RUN/args.yaml``): the run's arguments as its own report records them, the transform list ``auto``
+    chose, and its gradkit configuration (``RUN/gradkit.yaml``; None for a plain Ultralytics run). None elsewhere:
+    a copied checkpoint's folder says nothing of its training. The files are read back, so untrusted: one that
+    cannot be read raises ValueError, OSError or yaml.YAMLError."""
+    import yaml
+
+    path = Path(model)
+    run_dir = path.parent.parent.resolve()
+    if path.parent.name != "weights" or not (run_dir / "args.yaml").is_file():
+        return None
+    config_file = run_dir / "gradkit.yaml"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else None
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{config_file} is not a mapping of settings")
+    monitor = _monitor_keys(run_dir)
+    return {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir)),
+            "plugin_config": None if config is None else _clean(json.loads(json.dumps(config, default=str))),
+            "as_run": monitor["as_run"], "augment_preset": monitor["augment_preset"]}
 
 
 def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str | None:
@@ -231,8 +265,9 @@ def _run_name(run_dir: Path | None, model: str) -> str:
 
 
 def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict | None = None,
-                 gallery_size: int = 6) -> dict[str, Any]:
-    """The report as a dict with stable keys (see README, "report.json")."""
+                 gallery_size: int = 6, model_training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as a dict with stable keys (see README, "report.json"). ``model_training``: for a report that is
+    not the training run's own, how its model was trained (:func:`trained_with`)."""
     classes = sorted(ev.names)
     gts, preds = Boxes.from_boxes(ev.gts), Boxes.from_boxes(ev.preds)
     per_class = []
@@ -296,6 +331,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "tiles": ev.extra.get("tiles"),
         "tiled_copy_of": _tiled_copy_of(ev.data),
         "training": training_section(run_dir) if run_dir else None,
+        "trained_with": model_training,
     }
     return _clean(report)
 

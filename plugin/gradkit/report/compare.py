@@ -52,10 +52,11 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _settings(r: dict[str, Any]) -> dict[str, Any]:
-    t = r.get("training") or {}
+    t = r.get("training") or r.get("trained_with") or {}  # a val report: its model's run folder's record
     used = (t.get("augment_preset") or {}).get("used")  # what auto chose: two auto runs can differ there
     ran = {f"yolo.{k} (ran)": v for k, v in (t.get("as_run") or {}).items() if v is not None}  # batch=-1 chose
-    return {**{f"gradkit.{k}": v for k, v in _flat(r.get("plugin_config") or {}).items()},
+    config = r.get("plugin_config") or (r.get("trained_with") or {}).get("plugin_config") or {}
+    return {**{f"gradkit.{k}": v for k, v in _flat(config).items()},
             **({"gradkit.augment.preset (used)": used} if used else {}),
             **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()}, **ran,
             "split": r["split"], "data": r["data"]}
@@ -194,6 +195,7 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
                      for lab, r in zip(labels, reports, strict=True)],
             "warnings": _warnings(reports, labels), "config_diff": _config_diff(reports),
             "settings_not_recorded": [lab for lab, r in zip(labels, reports, strict=True)
-                                      if not r.get("plugin_config") and not r.get("training")],
+                                      if not r.get("plugin_config") and not r.get("training")
+                                      and not r.get("trained_with")],
             "headline": headline, "coco": coco, "inspection": inspection, "gradients": gradients,
             "per_class": per_class, "curves": curves}

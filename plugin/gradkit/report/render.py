@@ -391,6 +391,10 @@ def _settings(r: dict[str, Any]) -> str:
     rows = [("model", r["model"]), ("data", r["data"]), ("split", r["split"]), ("run", r.get("run")),
             ("images", f"{r['images']} ({r['images'] - r['defect_free_images']} with defects, "
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
+    made = r.get("trained_with")
+    if made and not t:  # a val report of weights in their run folder
+        rows.append(("model trained in", f"{made['run_dir']} (its arguments and gradkit configuration are kept here "
+                                         "for 'gradkit report' comparisons)"))
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
                                            t.get("epochs_left_out") or [])))
     ran = t.get("as_run") or {}

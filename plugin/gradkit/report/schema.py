@@ -28,8 +28,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: training.epochs_left_out (results.csv's rows of a try a resume from an earlier checkpoint abandoned), and a
 #: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them), and
 #: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started), tiled_copy_of
-#: (gradkit tile's record where the data is its copy: the parts counted are tiles).
-REPORT_SCHEMA_VERSION = 13
+#: (gradkit tile's record where the data is its copy: the parts counted are tiles); 14: trained_with (a val
+#: report's record of how its model was trained, from the model's run folder).
+REPORT_SCHEMA_VERSION = 14
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -357,6 +358,15 @@ class Training(_Open):
     augment_preset: AugmentPreset | None = None
 
 
+class TrainedWith(_Open):
+    """A val report's record of how its model was trained, from the model's run folder."""
+    run_dir: str
+    train_args: dict[str, Any] = {}
+    plugin_config: dict[str, Any] | None = None
+    as_run: AsRun | None = None
+    augment_preset: AugmentPreset | None = None
+
+
 class Tiles(_Open):
     size: Annotated[int, Field(ge=1)]
     overlap: Count
@@ -398,6 +408,7 @@ class EvaluationReport(_Open):
     plots: dict[str, str] = {}
     speed_ms: dict[str, Num] | None = None
     tiles: Tiles | None = None
+    trained_with: TrainedWith | None = None
     tiled_copy_of: TiledCopy | None = None
     training: Training | None = None
 
