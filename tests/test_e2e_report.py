@@ -256,7 +256,8 @@ def test_a_comparison_of_validation_reports_diffs_how_their_models_were_trained(
     assert va["trained_with"]["train_args"]["epochs"] == 3 and va["trained_with"]["plugin_config"]["clip"]["mode"] \
         != "agc"
     assert json.loads((tmp_path / "vc" / "report.json").read_text()).get("trained_with") is None
-    assert "model trained in" in (page := (tmp_path / "va" / "report.html").read_text()) and str(run_a.resolve()) in page
+    page = (tmp_path / "va" / "report.html").read_text()
+    assert "model trained in" in page and str(run_a.resolve()) in page
     r = gradkit_here("report", str(tmp_path / "va"), str(tmp_path / "vb"), str(tmp_path / "vc"),
                      f"out={tmp_path / 'cmp'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
