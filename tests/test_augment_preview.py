@@ -66,3 +66,20 @@ def test_the_title_names_the_active_augmentation():
     listed = load_config(None, {"augment.transforms": [{"__class_fullname__": "HorizontalFlip", "p": 0.5}]}).augment
     assert "transforms HorizontalFlip in place of Ultralytics' Albumentations stage" in describe_augmentation(listed)
     assert describe_augmentation(load_config(None, {}).augment).startswith("Ultralytics' stock")
+
+
+def test_a_box_s_outline_and_label_leave_the_thin_defect_inside_it_visible():
+    """The preview's point is to show whether a 1 px scratch survived the pipeline; its box was outlined 2 px wide
+    on the box's edge and labelled over its top row, covering the line it framed. The outline and the label now
+    lie outside the box. Oracle: every pixel inside the box is the tile's own (nearest-neighbour upscaled)."""
+    tile = np.full((256, 256, 3), 128, np.uint8)   # at the preview's own size: no upscaling, a 1 px line stays 1 px
+    tile[100, 40:200] = 0
+    tile[30:200, 220] = 0                          # a vertical one too
+    boxes = [[(0, 40 / 256, 100 / 256, 200 / 256, 101 / 256), (1, 220 / 256, 30 / 256, 221 / 256, 200 / 256)]]
+    sheet = compose_preview([tile], boxes, NAMES, "gradkit augment: preset defect")
+    g = PREVIEW_GAP_PX
+    top = int(np.flatnonzero(np.all(sheet[:, g:g + 256] == 60, axis=(1, 2)))[0])  # the tile's dark top edge
+    drawn = sheet[top:top + 256, g:g + 256]
+    assert np.array_equal(drawn[100, 40:200], tile[100, 40:200])
+    assert np.array_equal(drawn[30:200, 220], tile[30:200, 220])
+    assert _near(drawn[98:100, 40:200], CLASS_COLOURS[0]).all()  # the outline, just outside

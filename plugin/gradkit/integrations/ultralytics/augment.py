@@ -309,11 +309,13 @@ def compose_preview(tiles: list[np.ndarray], boxes: list[list[tuple[int, float, 
         labels = []
         for c, x0, y0, x1, y1 in tile_boxes:
             colour = CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
-            p0 = (round(x0 * w), round(y0 * h))
-            cv2.rectangle(t, p0, (min(round(x1 * w), w - 1), min(round(y1 * h), h - 1)), colour, 2)
-            labels.append((names.get(int(c), str(int(c))), p0, colour))
+            left, top = round(x0 * w), round(y0 * h)
+            right, bottom = round(x1 * w) - 1, round(y1 * h) - 1  # the box's last pixels
+            for ring in (1, 2):  # outside the box: a 1 px scratch inside stays visible
+                cv2.rectangle(t, (left - ring, top - ring), (right + ring, bottom + ring), colour, 1)
+            labels.append((names.get(int(c), str(int(c))), (left - 2, top - 3), colour))
         for text, (x, y), colour in labels:
-            draw_label(t, str(text), x, y, colour)
+            draw_label(t, str(text), x, y, colour)  # above the outline where the tile has room
         cv2.rectangle(t, (0, 0), (w - 1, h - 1), (60, 60, 60), 1)
         drawn.append(t)
     cols = math.ceil(math.sqrt(len(drawn)))
