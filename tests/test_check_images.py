@@ -108,3 +108,28 @@ def test_train_refuses_truncated_images_before_training(planted, tmp_path):
     assert "JPEG not ending with its end-of-image marker" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r" / "weights" / "last.pt").exists()
+
+
+def test_a_full_range_16_bit_image_s_warning_says_how_many_grey_levels_training_keeps(tmp_path):
+    """A 16-bit image whose values reach past 4095 was warned of with no measure and no advice: Ultralytics divides
+    it by 256, and an X-ray whose detail lies between 20000 and 21000 keeps 5 grey levels, its faint defects gone.
+    The warning now says how many levels of 256 the image keeps, and what to do where they are few. Oracle: the
+    distinct values of the image divided by 256 (as Ultralytics' reader makes them)."""
+    root = tmp_path / "ds"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        ramp = np.linspace(20000, 21000, 64 * 64).reshape(64, 64).astype(np.uint16)
+        cv2.imwrite(str(root / "images" / split / "narrow.png"), ramp)
+        cv2.imwrite(str(root / "images" / split / "wide.png"), ((ramp.astype(np.int64) - 20000) * 65).astype(np.uint16))
+        for stem in ("narrow", "wide"):
+            (root / "labels" / split / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
+                                                    "names": {0: "crack"}}))
+    res = check_dataset(root / "data.yaml")
+    said = {Path(f.path).name: f.message for f in res.findings if f.kind == "bit depth" and "/train/" in f.path}
+    narrow = len(np.unique(ramp >> 8))
+    wide = len(np.unique(((ramp.astype(np.int64) - 20000) * 65) >> 8))
+    assert f"keeps {narrow} of 256 grey levels" in said["narrow.png"] and "window" in said["narrow.png"], said
+    assert f"keeps {wide} of 256 grey levels" in said["wide.png"] and "window" not in said["wide.png"], said
+    assert {f.severity for f in res.findings if f.kind == "bit depth"} == {"warning"}

@@ -350,9 +350,24 @@ def _check_image(path: Path, res: CheckResult) -> None:
                                         msg + f", so this image spans only 0-{top // 256}: nearly black. "
                                         "'gradkit check --fix' rescales it to the full 8-bit range"))
         else:
-            res.findings.append(Finding("warning", "bit depth", str(path), None, msg))
+            res.findings.append(Finding("warning", "bit depth", str(path), None, msg + _grey_levels_kept(img)))
     elif img.dtype not in (np.uint8, np.uint16):
         res.findings.append(Finding("error", "bit depth", str(path), None, f"pixel type {img.dtype}: unsupported"))
+
+
+#: Fewer 8-bit grey levels than this left of a 16-bit image (a quarter of the range) and the warning says what to do:
+#: a defect a few raw values from its texture then falls in the same level as it.
+FEW_GREY_LEVELS = 64
+
+
+def _grey_levels_kept(img: np.ndarray) -> str:
+    """How many of the 256 levels a 16-bit image keeps once divided by 256, and where they are few, what to do."""
+    kept = len(np.unique(img >> 8))
+    said = f", which keeps {kept} of 256 grey levels (values {int(img.min())}-{int(img.max())})"
+    if kept >= FEW_GREY_LEVELS:
+        return said
+    return (said + ": detail finer than 256 raw values is lost. Export 8-bit images through a window that holds "
+            "the defects (the same window for every image, so brightness still compares)")
 
 
 def label_values(parts: list[str]) -> tuple[int, float, float, float, float] | tuple[str, str]:
