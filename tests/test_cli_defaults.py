@@ -114,3 +114,16 @@ def test_ctrl_c_after_the_last_epoch_does_not_offer_a_resume(tmp_path):
                           "data": "/d/data.yaml", "classes": [0, 2]})
     assert "resume=True" not in after and "training had finished" in after
     assert f"gradkit val model={best} data=/d/data.yaml split=val" in after and "classes=[0,2]" in after
+
+
+def test_a_resume_keeps_the_run_s_own_augmentation_hyps_whatever_is_typed(capsys):
+    """Ultralytics ignores a hyp typed with ``resume=`` (it trains on the checkpoint's arguments) and gradkit goes on
+    with the run's own configuration: saying that the typed value wins would be false. Without resume it does win."""
+    from gradkit.cli import _given_hyps_win
+    from gradkit.config import load_config
+
+    cfg = load_config(None, {"augment.ultralytics": {"degrees": 4.0}})
+    assert _given_hyps_win(cfg, ["train", "resume=True", "degrees=0.0"]) is cfg
+    assert "win" not in capsys.readouterr().err
+    assert _given_hyps_win(cfg, ["train", "degrees=0.0"]).augment.ultralytics == {"degrees": 0.0}
+    assert "degrees=0 given to yolo win" in capsys.readouterr().err

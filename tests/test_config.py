@@ -70,3 +70,16 @@ def test_resolved_yaml_round_trips():
     cfg = load_config("default", {"clip.mode": "norm", "clip.max_norm": 3.0})
     again = GradkitConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
+
+
+def test_hyps_given_to_yolo_replace_the_config_s_and_say_what_changed():
+    """What ``gradkit train`` and the demo do with the hyps given on the command line (``given`` as yolo parsed it):
+    a number replaces the configured value, Ultralytics' default included; a value that is no number, or a key the
+    config does not set, is left alone. Hand-made case."""
+    cfg = load_config(None, {"augment.ultralytics": {"degrees": 4.0, "fliplr": 0.0, "hsv_v": 0.1}})
+    changed_cfg, changed = cfg.with_given_hyps({"degrees": 0.0, "fliplr": 0, "hsv_v": "abc", "scale": 0.2,
+                                                "epochs": 3, "flipud": True})
+    assert changed_cfg.augment.ultralytics == {"degrees": 0.0, "fliplr": 0.0, "hsv_v": 0.1}
+    assert changed == {"degrees": (4.0, 0.0)}
+    assert cfg.augment.ultralytics["degrees"] == 4.0  # the original untouched
+    assert cfg.with_given_hyps({"epochs": 3}) == (cfg, {})

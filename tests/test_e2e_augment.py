@@ -116,8 +116,9 @@ def test_an_augmentation_hyp_typed_on_the_command_line_wins_over_the_gradkit_con
         tiny_data, tmp_path, gradkit_here, monkeypatch):
     """``degrees=0.0`` typed to turn off the rotation a gradkit config sets was overridden by the config: the
     dataset's hyp was compared with Ultralytics' default to tell a typed value from an untyped one, and 0.0 is that
-    default. The CLI knows what was typed (also in a ``cfg=`` file): those keys win. Oracle: the warp and colour
-    stages the real dataset built, read by a callback, against the typed and the configured values."""
+    default. The CLI knows what was given (in any form yolo parses, also in a ``cfg=`` file): those values win and
+    the run's gradkit.yaml records them. Oracle: the warp and colour stages the real dataset built, read by a
+    callback, against the given and the configured values."""
     import yaml
     from ultralytics.utils.callbacks import base
 
@@ -142,11 +143,11 @@ def test_an_augmentation_hyp_typed_on_the_command_line_wins_over_the_gradkit_con
     yolo_file.write_text(yaml.safe_dump({"fliplr": 0.5}), encoding="utf-8")  # Ultralytics' default, in a cfg= file
     r = gradkit_here("train", "model=yolo26n.yaml", "epochs=1", "imgsz=64", "batch=4", "nbs=4", "workers=0",
                      "device=cpu", "plots=False", "val=False", f"data={tiny_data}", f"project={tmp_path}", "name=r",
-                     f"cfg={yolo_file}", "degrees=0.0", "hsv_s=0.7", f"gradkit={config}",
+                     f"cfg={yolo_file}", "--degrees=0.0", "hsv_s", "=", "0.7", f"gradkit={config}",
                      "gradkit.report.enabled=false", "gradkit.monitor.plot=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert seen == {"degrees": 0.0, "sgain": 0.7, "vgain": 0.1, "fliplr": 0.5}  # typed x3 win; hsv_v from the config
     kept = yaml.safe_load((tmp_path / "r" / "gradkit.yaml").read_text(encoding="utf-8"))["augment"]["ultralytics"]
-    assert kept == {"hsv_v": 0.1}  # the run's record says what trained
+    assert kept == {"degrees": 0.0, "hsv_s": 0.7, "hsv_v": 0.1, "fliplr": 0.5}  # the run's record says what trained
     said = [line for line in (r.stdout + r.stderr).splitlines() if "given to yolo win" in line]
-    assert len(said) == 1 and all(f"{k}=" in said[0] for k in ("degrees", "hsv_s", "fliplr")), said
+    assert len(said) == 1 and all(k in said[0] for k in ("degrees=0,", "hsv_s=0.7 ", "fliplr=0.5,")), said

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -350,3 +351,34 @@ def test_finished_checkpoint_says_none_for_anything_that_is_not_a_finished_run_s
         assert finished_checkpoint(str(path)) is None, path.name
     torch.save({"epoch": -1, "optimizer": None, "train_args": {"data": "d.yaml"}}, tmp_path / "done.pt")
     assert finished_checkpoint(str(tmp_path / "done.pt")) == {"data": "d.yaml"}
+
+
+def test_yolo_given_args_parses_every_form_the_entrypoint_accepts(tmp_path):
+    """``degrees=0.0`` typed as ``--degrees=0.0``, ``degrees = 0.0`` or in a ``cfg=`` file (a path, or a name
+    Ultralytics finds in its own cfg folder) is given all the same; the arguments before and after ``cfg=`` win
+    over the file's, as the entrypoint merges them. Oracle: Ultralytics' entrypoint's own overrides, read by running
+    it on the same arguments with the trainer replaced."""
+    import ultralytics.cfg as yolo_cfg
+
+    from gradkit.integrations.ultralytics.seams import yolo_given_args
+
+    (tmp_path / "mine.yaml").write_text("degrees: 7\nfliplr: 0.5\n", encoding="utf-8")
+    forms = [["train", "--degrees=0.0", "hsv_s", "=", "0.7", "scale", "=0.3,"],
+             ["train", "degrees=1", f"cfg={tmp_path / 'mine.yaml'}"],
+             ["train", "cfg", "=", str(tmp_path / "mine.yaml"), "degrees=2"],
+             ["train", "cfg=default.yaml"]]
+    for argv in forms:
+        seen = {}
+
+        def entry_overrides(full, overrides):  # its key check of the parsed arguments: read, then stop there
+            seen.update(overrides)
+            raise SystemExit
+
+        import unittest.mock as mock
+
+        with mock.patch.object(yolo_cfg, "ARGV", ["yolo", *argv]), \
+                mock.patch.object(yolo_cfg, "check_dict_alignment", side_effect=entry_overrides):
+            with contextlib.suppress(SystemExit):
+                yolo_cfg.entrypoint()
+        expected = {k: v for k, v in seen.items() if k != "mode"}
+        assert {k: v for k, v in yolo_given_args(argv).items() if k != "mode"} == expected, argv  # mode: a word

@@ -683,33 +683,21 @@ def _arg(rest: Sequence[str], key: str) -> str | None:
     return values[-1] if values else None
 
 
-def _typed_for_yolo(rest: Sequence[str]) -> set[str]:
-    """The keys given to yolo: typed, or in the YAML file its ``cfg=`` names (the entrypoint reads that file's keys as
-    typed ones). A file that cannot be read adds nothing here: Ultralytics names it."""
-    typed = {a.partition("=")[0] for a in rest if "=" in a}
-    yolo_file = _arg(rest, "cfg")
-    if yolo_file:
-        try:
-            with open(yolo_file, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f)
-        except (OSError, ValueError, yaml.YAMLError):
-            loaded = None
-        typed |= set(loaded) if isinstance(loaded, dict) else set()
-    return typed
+def _given_hyps_win(cfg: GradkitConfig, rest: Sequence[str]) -> GradkitConfig:
+    """``cfg`` with the ``augment.ultralytics`` hyps given to yolo (typed, or in its ``cfg=`` file) set as given, said
+    in one line; unchanged for a resume (Ultralytics then trains with the checkpoint's arguments, gradkit with the
+    run's own configuration)."""
+    from gradkit.integrations.ultralytics.seams import yolo_given_args
 
-
-def _typed_hyp_wins(cfg: GradkitConfig, rest: Sequence[str]) -> GradkitConfig:
-    """``cfg`` without the ``augment.ultralytics`` keys given to yolo, so what was typed trains. The training side can
-    only compare a value with Ultralytics' default, which a typed ``degrees=0.0`` equals; here it is known."""
-    hyp = cfg.augment.ultralytics
-    won = sorted(set(hyp) & _typed_for_yolo(rest))
-    if not won:
+    given = yolo_given_args(rest)
+    if given.get("resume") not in (None, False):
         return cfg
-    given = ", ".join(f"{k}={_arg(rest, k) or '(its cfg= file)'}" for k in won)
-    print(f"gradkit: {given} given to yolo win over augment.ultralytics "
-          f"({', '.join(f'{k}={hyp[k]:g}' for k in won)}) of the gradkit config", file=sys.stderr)
-    kept = {k: v for k, v in hyp.items() if k not in won}
-    return cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"ultralytics": kept})})
+    cfg, changed = cfg.with_given_hyps(given)
+    if changed:
+        print(f"gradkit: {', '.join(f'{k}={v:g}' for k, (_, v) in changed.items())} given to yolo win over "
+              f"augment.ultralytics ({', '.join(f'{k}={c:g}' for k, (c, _) in changed.items())}) of the gradkit "
+              "config", file=sys.stderr)
+    return cfg
 
 
 def _unwritable_project(rest: Sequence[str]) -> str | None:
@@ -895,7 +883,7 @@ def _dispatch(args: list[str]) -> int:
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
-            cfg = _typed_hyp_wins(cfg, rest)
+            cfg = _given_hyps_win(cfg, rest)
         from gradkit.integrations.ultralytics.sliced import check_report_tiles
 
         report = (cfg or load_config(None, overrides)).report

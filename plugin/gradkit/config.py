@@ -433,6 +433,20 @@ class GradkitConfig(_Section):
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    def with_given_hyps(self, given: dict[str, Any]) -> tuple[GradkitConfig, dict[str, tuple[float, float]]]:
+        """This configuration with each ``augment.ultralytics`` hyp that was also given to yolo (``given``: the
+        arguments as yolo parsed them) set to the given number, and what that changed (key -> (configured, given)).
+        The dataset's side can only compare a hyp with Ultralytics' default, which a given ``degrees=0.0`` equals:
+        here what was given is known, so it trains, and the run's record says it. A value that is no number is left
+        for Ultralytics to refuse."""
+        hyp = self.augment.ultralytics
+        won = {k: float(v) for k, v in given.items()
+               if k in hyp and isinstance(v, int | float) and not isinstance(v, bool)}
+        if not won:
+            return self, {}
+        augment = self.augment.model_copy(update={"ultralytics": {**hyp, **won}})
+        return self.model_copy(update={"augment": augment}), {k: (hyp[k], v) for k, v in won.items() if v != hyp[k]}
+
     def to_yaml(self) -> str:
         """The resolved configuration as YAML (what is written to ``gradkit.yaml`` in the run)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

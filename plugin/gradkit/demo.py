@@ -155,6 +155,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     from ultralytics import YOLO
 
     import gradkit
+    from gradkit.config import load_config
     from gradkit.integrations.ultralytics import validate_for_report
     from gradkit.integrations.ultralytics.models import VariantNotWritten, resolved_model
     from gradkit.report import build_report, write_report
@@ -172,6 +173,10 @@ def run_demo(args: Sequence[str] = ()) -> int:
     except VariantNotWritten as exc:
         print(f"gradkit demo: {exc}", file=sys.stderr)
         return 2
+    cfg, changed = load_config(cfg).with_given_hyps(given)  # a hyp given on the command line wins, as train's does
+    if changed:
+        print("gradkit demo: the command line replaces " + ", ".join(
+            f"augment.ultralytics.{k}={c:g} with {v:g}" for k, (c, v) in changed.items()))
     gradkit.attach(model, cfg)
     threads = _threads(opts)
     import torch  # here, not at the top: the CLI's usage reads DEMO_DEFAULTS without loading torch

@@ -26,7 +26,7 @@ import inspect
 import json
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from copy import copy
 from pathlib import Path
 from typing import Any
@@ -1052,6 +1052,49 @@ def checkpoint_train_args(path: str | None) -> dict[str, Any] | None:
     ckpt = _checkpoint_dict(path)
     args = None if ckpt is None else ckpt.get("train_args")
     return args if isinstance(args, dict) else None
+
+
+def yolo_given_args(argv: Sequence[str]) -> dict[str, Any]:
+    """The arguments the ``yolo`` entrypoint makes of ``argv``, by its own parsing (``merge_equals_args``: spaces
+    around '='; leading dashes and a trailing comma dropped; values through ``parse_key_value_pair``), with the keys
+    of the YAML file ``cfg=`` names merged as it merges them (the arguments before it win, those after it too). The
+    file is found as ``check_yaml`` finds it (a path, or a name in Ultralytics' own cfg folder), never downloaded.
+    What the entrypoint would refuse is left out here: it refuses it, naming it."""
+    from ultralytics.cfg import merge_equals_args, parse_key_value_pair
+
+    try:
+        merged = merge_equals_args(list(argv))
+    except SyntaxError:
+        return {}
+    given: dict[str, Any] = {}
+    for a in merged:
+        a = a.removeprefix("--").removesuffix(",")
+        if "=" not in a:
+            continue
+        try:
+            k, v = parse_key_value_pair(a)
+        except (NameError, SyntaxError, ValueError, AssertionError):
+            continue
+        if k == "cfg" and v is not None:
+            given = {**_yolo_cfg_file(str(v)), **given}
+        else:
+            given[k] = v
+    return given
+
+
+def _yolo_cfg_file(name: str) -> dict[str, Any]:
+    """The keys of the YAML file a ``cfg=`` names, found as the entrypoint finds it but never downloaded; {} where it
+    cannot be read (the entrypoint then says why)."""
+    import yaml
+    from ultralytics.utils.checks import check_file
+
+    try:
+        path = check_file(name, (".yaml", ".yml"), download=False, hard=False)
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except (AssertionError, OSError, TypeError, ValueError, yaml.YAMLError):
+        return {}
+    return {str(k): v for k, v in loaded.items() if k != "cfg"} if isinstance(loaded, dict) else {}
 
 
 def hand_over_to_yolo(argv: list[str]) -> None:
