@@ -367,18 +367,17 @@ def test_yolo_given_args_parses_every_form_the_entrypoint_accepts(tmp_path):
              ["train", "degrees=1", f"cfg={tmp_path / 'mine.yaml'}"],
              ["train", "cfg", "=", str(tmp_path / "mine.yaml"), "degrees=2"],
              ["train", "cfg=default.yaml"]]
+    import unittest.mock as mock
+
     for argv in forms:
         seen = {}
 
-        def entry_overrides(full, overrides):  # its key check of the parsed arguments: read, then stop there
+        def entry_overrides(full, overrides, seen=seen):  # its key check of the parsed arguments: read, then stop
             seen.update(overrides)
             raise SystemExit
 
-        import unittest.mock as mock
-
-        with mock.patch.object(yolo_cfg, "ARGV", ["yolo", *argv]), \
+        with mock.patch.object(yolo_cfg, "ARGV", ["yolo", *argv]), contextlib.suppress(SystemExit), \
                 mock.patch.object(yolo_cfg, "check_dict_alignment", side_effect=entry_overrides):
-            with contextlib.suppress(SystemExit):
-                yolo_cfg.entrypoint()
+            yolo_cfg.entrypoint()
         expected = {k: v for k, v in seen.items() if k != "mode"}
         assert {k: v for k, v in yolo_given_args(argv).items() if k != "mode"} == expected, argv  # mode: a word
