@@ -446,3 +446,70 @@ def test_the_worst_images_hold_no_image_without_an_error(tmp_path):
     report = build_report(hand_made_evaluation(tmp_path / "img"), gallery_size=50)
     worst = report["errors"]["worst_images"]
     assert worst and all(w["missed"] + w["false_positives"] > 0 for w in worst)
+
+
+def _run_folder(root, args: str = "epochs: 3\nlr0: 0.01\n", config: str | None = "clip:\n  mode: agc\n",
+                summary: str | None = None):
+    (root / "weights").mkdir(parents=True)
+    (root / "weights" / "best.pt").write_bytes(b"not read")
+    (root / "args.yaml").write_text(args, encoding="utf-8")
+    if config is not None:
+        (root / "gradkit.yaml").write_text(config, encoding="utf-8")
+    if summary is not None:
+        (root / "gradkit_summary.json").write_text(summary, encoding="utf-8")
+    return root / "weights" / "best.pt"
+
+
+def test_a_val_report_of_a_plain_ultralytics_run_differs_from_a_gradkit_one(tmp_path):
+    """A val report of weights from a plain Ultralytics run (no gradkit.yaml) recorded its arguments but no gradkit
+    settings, so beside a gradkit run with the same arguments the comparison said "No setting differs". It now says
+    one trained with gradkit and the other without. Hand-made run folders."""
+    from gradkit.report.build import trained_with
+
+    ev = hand_made_evaluation(tmp_path / "img")
+    with_gk = build_report(ev, model_training=trained_with(str(_run_folder(tmp_path / "a"))))
+    plain = build_report(ev, model_training=trained_with(str(_run_folder(tmp_path / "b", config=None))))
+    comparison = compare_reports([with_gk, plain], ["a", "b"])
+    assert {d["key"]: d["values"] for d in comparison["config_diff"]} == {"gradkit": ["attached", "not attached"]}
+    assert comparison["settings_not_recorded"] == []
+    page = render_html(validate_report(plain), [tmp_path])
+    assert "trained without gradkit" in page and "gradkit configuration are kept" not in page
+
+
+def test_a_val_report_finds_its_run_folder_through_a_link_or_a_relative_path(tmp_path, monkeypatch):
+    from gradkit.report.build import trained_with
+
+    best = _run_folder(tmp_path / "run")
+    (tmp_path / "latest.pt").symlink_to(best)
+    assert trained_with(str(tmp_path / "latest.pt"))["run_dir"] == str((tmp_path / "run").resolve())
+    monkeypatch.chdir(tmp_path / "run" / "weights")
+    assert trained_with("best.pt")["train_args"]["epochs"] == 3
+    assert trained_with("./best.pt")["train_args"]["lr0"] == 0.01
+
+
+@pytest.mark.parametrize(("files", "named"), [
+    ({"config": "clip: {2024-01-01: x}\n"}, None),                       # a date key: kept as its text
+    ({"args": "epochs: 3\n2024-01-01: 2\n"}, None),
+    ({"summary": '{"taught": {"untaught": 5}, "as_run": {"imgsz": 64}}'}, None),  # not read: not this record's
+    ({"summary": '{"as_run": "big"}'}, "gradkit_summary.json"),           # the schema would refuse the report
+    ({"config": "clip:\n  mode: [agc\n"}, "gradkit.yaml"),
+    ({"args": "epochs: [3\n"}, "args.yaml"),
+    ({"config": ""}, "gradkit.yaml"),
+])
+def test_a_val_report_reads_its_model_s_run_folder_as_untrusted_input(tmp_path, files, named):
+    """The run folder's files are read back: whatever they hold, either a record the report's schema accepts or one
+    line naming the file (the report is then written without the record). A date key failed with a TypeError, a
+    wrong-typed ``untaught`` crashed, ``as_run: "big"`` made a report.json its own schema refused, and a YAML error
+    spread over six lines naming no file."""
+    from gradkit.report.build import trained_with
+    from gradkit.report.schema import TrainedWith
+
+    kw = {"args": files.get("args", "epochs: 3\n"), "config": files.get("config", "clip:\n  mode: agc\n"),
+          "summary": files.get("summary")}
+    best = _run_folder(tmp_path / "run", **kw)
+    if named is None:
+        TrainedWith.model_validate(trained_with(str(best)))
+        return
+    with pytest.raises(ValueError) as err:
+        trained_with(str(best))
+    assert named in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -138,46 +138,73 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
 def _run_arguments(run_dir: Path) -> dict[str, Any]:
     """The yolo arguments a run was given: args.yaml, or for a resumed run the record gradkit kept of them as the
     run started (args.yaml then holds Ultralytics' rewrites); {} where neither is."""
-    import yaml
-
     resumed = _resumed(run_dir)
     if isinstance(resumed.get("train_args"), dict):
         return resumed["train_args"]
     if not (run_dir / "args.yaml").exists():
         return {}
-    args = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8")) or {}
+    args = _read_yaml(run_dir / "args.yaml") or {}
     if not isinstance(args, dict):
         raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
     return args
 
 
+def _read_yaml(path: Path) -> Any:
+    """A YAML file read back; one that is not YAML raises a one-line ValueError naming it and where."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"{path} is not YAML{where}: {getattr(exc, 'problem', None) or 'unreadable'}") from None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON holds it: keys as text, what JSON has no type for (a hand-edited file's dates, sets) as its
+    text, NaN and infinities as None."""
+    return _clean(json.loads(json.dumps(_clean(value), default=str)))
+
+
 def _recorded_args(args: dict[str, Any]) -> dict[str, Any]:
-    """The arguments as a report keeps them: without the run folder's own name; what JSON cannot hold (a
-    hand-edited args.yaml's dates, sets) as its text."""
-    return _clean(json.loads(json.dumps({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS},
-                                        default=str)))
+    """The arguments as a report keeps them: without the run folder's own name, as JSON holds them."""
+    return _json_safe({str(k): v for k, v in args.items() if k not in RUN_FOLDER_ARGS})
 
 
 def trained_with(model: str) -> dict[str, Any] | None:
     """How the weights ``gradkit val`` scores were trained, where they lie in their run folder (``RUN/weights/X.pt``
-    beside ``RUN/args.yaml``): the run's arguments as its own report records them, the transform list ``auto``
-    chose, and its gradkit configuration (``RUN/gradkit.yaml``; None for a plain Ultralytics run). None elsewhere:
-    a copied checkpoint's folder says nothing of its training. The files are read back, so untrusted: one that
-    cannot be read raises ValueError, OSError or yaml.YAMLError."""
-    import yaml
-
-    path = Path(model)
-    run_dir = path.parent.parent.resolve()
+    beside ``RUN/args.yaml``, after links): the run's arguments as its own report records them, the transform list
+    ``auto`` chose, and its gradkit configuration (``RUN/gradkit.yaml``; None for a plain Ultralytics run). None
+    elsewhere: a copied checkpoint's folder says nothing of its training. The files are read back, so untrusted:
+    what a report could not hold raises a one-line ValueError naming the file (or OSError)."""
+    path = Path(model).resolve()
+    run_dir = path.parent.parent
     if path.parent.name != "weights" or not (run_dir / "args.yaml").is_file():
         return None
     config_file = run_dir / "gradkit.yaml"
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else None
-    if config is not None and not isinstance(config, dict):
+    config = _read_yaml(config_file) if config_file.is_file() else None
+    if config_file.is_file() and not isinstance(config, dict):
         raise ValueError(f"{config_file} is not a mapping of settings")
-    monitor = _monitor_keys(run_dir)
-    return {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir)),
-            "plugin_config": None if config is None else _clean(json.loads(json.dumps(config, default=str))),
-            "as_run": monitor["as_run"], "augment_preset": monitor["augment_preset"]}
+    summary_file = run_dir / "gradkit_summary.json"
+    try:
+        summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{summary_file} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    summary = summary if isinstance(summary, dict) else {}
+    record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir)),
+              "plugin_config": None if config is None else _json_safe(config),
+              "as_run": _json_safe(summary.get("as_run")), "augment_preset": _json_safe(summary.get("augment_preset"))}
+    from pydantic import ValidationError
+
+    from gradkit.report.schema import TrainedWith
+
+    try:
+        TrainedWith.model_validate(record)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{summary_file}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return record
 
 
 def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str | None:

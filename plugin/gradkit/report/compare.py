@@ -55,8 +55,11 @@ def _settings(r: dict[str, Any]) -> dict[str, Any]:
     t = r.get("training") or r.get("trained_with") or {}  # a val report: its model's run folder's record
     used = (t.get("augment_preset") or {}).get("used")  # what auto chose: two auto runs can differ there
     ran = {f"yolo.{k} (ran)": v for k, v in (t.get("as_run") or {}).items() if v is not None}  # batch=-1 chose
-    config = r.get("plugin_config") or (r.get("trained_with") or {}).get("plugin_config") or {}
-    return {**{f"gradkit.{k}": v for k, v in _flat(config).items()},
+    made = r.get("trained_with")
+    config = r.get("plugin_config") or (made or {}).get("plugin_config") or {}
+    # whether gradkit trained it, where that is known: a plain Ultralytics run's val report has no gradkit.* keys
+    attached = {"gradkit": "attached" if config else "not attached"} if t else {}
+    return {**attached, **{f"gradkit.{k}": v for k, v in _flat(config).items()},
             **({"gradkit.augment.preset (used)": used} if used else {}),
             **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()}, **ran,
             "split": r["split"], "data": r["data"]}
@@ -64,7 +67,8 @@ def _settings(r: dict[str, Any]) -> dict[str, Any]:
 
 def _config_diff(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every setting (plugin config, yolo args, split, data) whose value differs between the runs that
-    recorded it (a `gradkit val` report records no training settings: see ``settings_not_recorded``)."""
+    recorded it (a `gradkit val` report of weights outside their run folder records no training settings: see
+    ``settings_not_recorded``)."""
     settings = [_settings(r) for r in reports]
     keys = list(dict.fromkeys(k for s in settings for k in s))
     diff = []
@@ -78,7 +82,8 @@ def _config_diff(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _recorded(settings: dict[str, Any], key: str) -> bool:
     """Whether a run's flattened settings hold ``key``, or an empty mapping above it (``augment.ultralytics:
     {}`` sets none of what another run set there: a difference). A key a report lacks otherwise was not
-    recorded: a `gradkit val` report records no settings, reports of other releases other keys."""
+    recorded: a `gradkit val` report of weights outside their run folder records no settings, a plain Ultralytics
+    run's no gradkit ones (its ``gradkit`` key says so), reports of other releases other keys."""
     parts = key.split(".")
     return key in settings or any(settings.get(".".join(parts[:i])) == {} for i in range(1, len(parts)))
 

@@ -393,8 +393,9 @@ def _settings(r: dict[str, Any]) -> str:
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
     made = r.get("trained_with")
     if made and not t:  # a val report of weights in their run folder
-        rows.append(("model trained in", f"{made['run_dir']} (its arguments and gradkit configuration are kept here "
-                                         "for 'gradkit report' comparisons)"))
+        kept = ("its arguments and gradkit configuration are kept" if made.get("plugin_config") else
+                "trained without gradkit; its arguments are kept")
+        rows.append(("model trained in", f"{made['run_dir']} ({kept} here for 'gradkit report' comparisons)"))
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
                                            t.get("epochs_left_out") or [])))
     ran = t.get("as_run") or {}
@@ -924,8 +925,8 @@ def _no_difference(r: dict[str, Any]) -> str:
 
 def _not_recorded(r: dict[str, Any]) -> str:
     return (f"How the models of {', '.join(r['settings_not_recorded'])} were trained is not recorded (gradkit val "
-            "reports): only data and split are compared for them; compare the training runs' own reports for the "
-            "rest.")
+            "reports of weights outside their run folder): only data and split are compared for them; compare the "
+            "training runs' own reports for the rest.")
 
 
 def _comparison_markdown(report: dict[str, Any]) -> str:
