@@ -71,15 +71,25 @@ def test_the_title_names_the_active_augmentation():
 def test_a_box_s_outline_and_label_leave_the_thin_defect_inside_it_visible():
     """The preview's point is to show whether a 1 px scratch survived the pipeline; its box was outlined 2 px wide
     on the box's edge and labelled over its top row, covering the line it framed. The outline and the label now
-    lie outside the box. Oracle: every pixel inside the box is the tile's own (nearest-neighbour upscaled)."""
-    tile = np.full((256, 256, 3), 128, np.uint8)   # at the preview's own size: no upscaling, a 1 px line stays 1 px
-    tile[100, 40:200] = 0
-    tile[30:200, 220] = 0                          # a vertical one too
-    boxes = [[(0, 40 / 256, 100 / 256, 200 / 256, 101 / 256), (1, 220 / 256, 30 / 256, 221 / 256, 200 / 256)]]
+    lie outside the box: the outline in the gap where the box meets the tile's edge (mosaic crops make that
+    common), the label below the box where there is no room above it. Oracle: every pixel inside each box is the
+    tile's own (at the preview's size: no upscaling)."""
+    tile = np.full((256, 256, 3), 128, np.uint8)
+    tile[100, 40:200] = 0                            # a horizontal 1 px line
+    tile[30:200, 220] = 0                            # a vertical one
+    tile[2, 100:200] = 0                             # one near the tile's top: no room for a label above
+    tile[0:256, 0] = 0                               # one along the tile's left edge
+    boxes = [[(0, 40 / 256, 100 / 256, 200 / 256, 101 / 256), (1, 220 / 256, 30 / 256, 221 / 256, 200 / 256),
+              (2, 100 / 256, 2 / 256, 200 / 256, 3 / 256), (0, 0.0, 0.0, 1 / 256, 1.0)]]
     sheet = compose_preview([tile], boxes, NAMES, "gradkit augment: preset defect")
     g = PREVIEW_GAP_PX
-    top = int(np.flatnonzero(np.all(sheet[:, g:g + 256] == 60, axis=(1, 2)))[0])  # the tile's dark top edge
+    border = np.all(sheet[:, g:g + 256] == 60, axis=2).sum(1) > 200  # the tile's dark outline (boxes cross it)
+    top = int(np.flatnonzero(border)[0]) + 1
     drawn = sheet[top:top + 256, g:g + 256]
-    assert np.array_equal(drawn[100, 40:200], tile[100, 40:200])
-    assert np.array_equal(drawn[30:200, 220], tile[30:200, 220])
-    assert _near(drawn[98:100, 40:200], CLASS_COLOURS[0]).all()  # the outline, just outside
+    for _, x0, y0, x1, y1 in boxes[0]:
+        inside = (slice(round(y0 * 256), round(y1 * 256)), slice(round(x0 * 256), round(x1 * 256)))
+        assert np.array_equal(drawn[inside], tile[inside]), (x0, y0)
+    assert _near(drawn[98:100, 40:200], CLASS_COLOURS[0]).all()     # the outline, just outside
+    assert _near(sheet[top:top + 256, g - 2:g], CLASS_COLOURS[0]).all()  # at the tile's edge: in the gap
+    assert _near(drawn[5:30, 100:130], CLASS_COLOURS[2]).any()      # the top box's label, below it
+    assert _near(drawn[0:20, 3:30], CLASS_COLOURS[0]).any()         # the tall box's label, beside it

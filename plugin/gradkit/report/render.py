@@ -477,11 +477,23 @@ def _inspection(k: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- gallery
+#: The labels' font scale and stroke (cv2.FONT_HERSHEY_SIMPLEX).
+LABEL_SCALE, LABEL_THICKNESS = 0.42, 1
+
+
+def label_size(text: str) -> tuple[int, int]:
+    """Width and height in pixels of the filled box :func:`draw_label` draws for ``text``."""
+    import cv2
+
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE, LABEL_THICKNESS)
+    return tw + 4, th + base + 3
+
+
 def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int]) -> None:
     """``text`` on a filled box of ``colour_bgr``, kept inside the image (above the box, else below its top)."""
     import cv2
 
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE, LABEL_THICKNESS
     (tw, th), base = cv2.getTextSize(text, font, scale, thick)
     h, w = img.shape[:2]
     x = min(max(0, x), max(0, w - tw - 4))

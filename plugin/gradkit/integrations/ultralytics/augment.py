@@ -291,45 +291,81 @@ def compose_preview(tiles: list[np.ndarray], boxes: list[list[tuple[int, float, 
                     names: dict[int, str], title: str) -> np.ndarray:
     """The preview sheet: a title naming the pipeline, tiles separated by white gaps with a dark outline, boxes
     in per-class colours labelled inside their tile, and a class legend. ``boxes`` per tile: (class, x0, y0, x1,
-    y1) normalised."""
+    y1) normalised. Outlines and labels stay off the box (the outline in the gap at a tile's edge), so a 1 px
+    scratch inside it stays visible."""
     import math
 
     import cv2
 
-    from gradkit.report.render import draw_label
-
     size = max(max(t.shape[:2]) for t in tiles)
     f = max(1, math.ceil(PREVIEW_TILE_PX / size))
     drawn = []
-    for tile, tile_boxes in zip(tiles, boxes, strict=True):
+    for tile in tiles:
         if tile.ndim == 2 or tile.shape[2] == 1:  # a channels: 1 dataset: shown gray, boxes in colour
             tile = cv2.cvtColor(tile.reshape(tile.shape[:2]), cv2.COLOR_GRAY2BGR)
-        t = cv2.resize(tile, (tile.shape[1] * f, tile.shape[0] * f), interpolation=cv2.INTER_NEAREST)
-        h, w = t.shape[:2]
-        labels = []
-        for c, x0, y0, x1, y1 in tile_boxes:
-            colour = CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
-            left, top = round(x0 * w), round(y0 * h)
-            right, bottom = round(x1 * w) - 1, round(y1 * h) - 1  # the box's last pixels
-            for ring in (1, 2):  # outside the box: a 1 px scratch inside stays visible
-                cv2.rectangle(t, (left - ring, top - ring), (right + ring, bottom + ring), colour, 1)
-            labels.append((names.get(int(c), str(int(c))), (left - 2, top - 3), colour))
-        for text, (x, y), colour in labels:
-            draw_label(t, str(text), x, y, colour)  # above the outline where the tile has room
-        cv2.rectangle(t, (0, 0), (w - 1, h - 1), (60, 60, 60), 1)
-        drawn.append(t)
+        drawn.append(cv2.resize(tile, (tile.shape[1] * f, tile.shape[0] * f), interpolation=cv2.INTER_NEAREST))
     cols = math.ceil(math.sqrt(len(drawn)))
     rows = math.ceil(len(drawn) / cols)
     th, tw = drawn[0].shape[:2]
     g = PREVIEW_GAP_PX
     grid = np.full((rows * (th + g) + g, cols * (tw + g) + g, 3), 255, np.uint8)
-    for k, t in enumerate(drawn):
+    for k, (t, tile_boxes) in enumerate(zip(drawn, boxes, strict=True)):
         r, c = divmod(k, cols)
-        grid[g + r * (th + g):g + r * (th + g) + min(th, t.shape[0]),
-             g + c * (tw + g):g + c * (tw + g) + min(tw, t.shape[1])] = t[:th, :tw]
+        top, left = g + r * (th + g), g + c * (tw + g)
+        h, w = min(th, t.shape[0]), min(tw, t.shape[1])
+        grid[top:top + h, left:left + w] = t[:h, :w]
+        cv2.rectangle(grid, (left - 1, top - 1), (left + w, top + h), (60, 60, 60), 1)  # in the gap
+        _draw_boxes(grid, top, left, h, w, tile_boxes, names)
     font = cv2.FONT_HERSHEY_SIMPLEX
     header = _text_band(_wrap(title, grid.shape[1] - 16, font, 0.55), grid.shape[1], font, 0.55, 22)
     return np.concatenate([header, grid, _legend(names, grid.shape[1])], 0)
+
+
+#: Where a preview box's outline lies: this many 1 px rings just outside the box.
+OUTLINE_RINGS = 2
+
+
+def _draw_boxes(grid: np.ndarray, top: int, left: int, h: int, w: int, tile_boxes, names: dict[int, str]) -> None:
+    """A tile's boxes on the sheet (the tile at ``top``, ``left``, ``h`` x ``w``): outlined outside the box, into the
+    gap at the tile's edge; labelled inside the tile and off the box where it has room (:func:`_label_anchor`)."""
+    import cv2
+
+    from gradkit.report.render import draw_label
+
+    tile = grid[top:top + h, left:left + w]  # a view: labels drawn here stay inside the tile
+    labels = []
+    for c, x0, y0, x1, y1 in tile_boxes:
+        colour = CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
+        bx0, by0 = round(x0 * w), round(y0 * h)
+        bx1, by1 = max(bx0, round(x1 * w) - 1), max(by0, round(y1 * h) - 1)  # the box's last pixels
+        for ring in range(1, OUTLINE_RINGS + 1):
+            cv2.rectangle(grid, (left + bx0 - ring, top + by0 - ring), (left + bx1 + ring, top + by1 + ring),
+                          colour, 1)
+        text = str(names.get(int(c), str(int(c))))
+        labels.append((text, *_label_anchor(text, (bx0, by0, bx1, by1), h, w), colour))
+    for text, x, y, colour in labels:
+        draw_label(tile, text, x, y, colour)
+
+
+def _label_anchor(text: str, box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int]:
+    """Where :func:`draw_label` puts ``text`` for a box (its first and last pixels) in an ``h`` x ``w`` tile: above its
+    outline, else below it, else beside it (right, then left) at its top, else over the box's top (a box as large as
+    the tile leaves no room outside)."""
+    from gradkit.report.render import label_size
+
+    x0, y0, x1, y1 = box
+    lw, lh = label_size(text)
+    gap = OUTLINE_RINGS + 1
+    if y0 - gap - lh >= 0:
+        return x0 - OUTLINE_RINGS, y0 - gap
+    if y1 + gap + lh <= h:
+        return x0 - OUTLINE_RINGS, y1 + gap + lh  # draw_label draws above its anchor: this puts it below the box
+    beside = min(y0 + lh, h)  # at the box's top, kept in the tile
+    if x1 + gap + lw <= w:
+        return x1 + gap, beside
+    if x0 - gap - lw >= 0:
+        return x0 - gap - lw, beside
+    return x0, y0
 
 
 @contextmanager
