@@ -361,10 +361,12 @@ FEW_GREY_LEVELS = 64
 
 
 def _grey_levels_kept(img: np.ndarray) -> str:
-    """How many of the 256 levels a 16-bit image keeps once divided by 256, and where they are few, what to do."""
-    kept = len(np.unique(img >> 8))
-    said = f", which keeps {kept} of 256 grey levels (values {int(img.min())}-{int(img.max())})"
-    if kept >= FEW_GREY_LEVELS:
+    """How many of the 256 levels a 16-bit image keeps once divided by 256 (in any colour channel; alpha is dropped),
+    and where they are few in an image that is not one flat value, what to do."""
+    shown = img[..., :3] if img.ndim == 3 else img
+    kept = len(np.unique(shown >> 8))
+    said = f", which keeps {kept} of 256 grey levels (values {int(shown.min())}-{int(shown.max())})"
+    if kept >= FEW_GREY_LEVELS or shown.min() == shown.max():
         return said
     return (said + ": detail finer than 256 raw values is lost. Export 8-bit images through a window that holds "
             "the defects (the same window for every image, so brightness still compares)")
