@@ -182,3 +182,73 @@ def test_none_changes_nothing_and_reports_norm():
 def test_invalid_parameters(mode, params, match):
     with pytest.raises(ValueError, match=match):
         make_clipper(mode, **params)
+
+
+@pytest.mark.parametrize(("mode", "state", "named"), [
+    ("autoclip", {"mode": "autoclip", "history": [float("nan"), 1.0], "zclip": None}, "history"),
+    ("autoclip", {"mode": "autoclip", "history": [1.0, -2.0], "zclip": None}, "history"),
+    ("autoclip", {"mode": "autoclip", "history": "abc", "zclip": None}, "history"),
+    ("autoclip", {"mode": "autoclip", "history": [True], "zclip": None}, "history"),
+    ("zclip", {"mode": "zclip", "history": None, "zclip": {"buffer": [], "mean": 1.0, "var": -1.0}}, "var"),
+    ("zclip", {"mode": "zclip", "history": None, "zclip": {"buffer": [], "mean": float("nan"), "var": 1.0}}, "mean"),
+    ("zclip", {"mode": "zclip", "history": None, "zclip": {"buffer": [float("inf")], "mean": None, "var": None}},
+     "buffer"),
+    ("zclip", {"mode": "zclip", "history": None, "zclip": {"buffer": [], "mean": 1.0, "var": None}}, "var"),
+    ("norm", {"mode": "autoclip", "history": [1.0], "zclip": None}, "mode"),
+])
+def test_a_clip_state_read_back_is_refused_whole_when_it_could_poison_the_gradients(mode, state, named):
+    """A state file is untrusted input. An AutoClip history holding NaN made the threshold NaN and every gradient NaN
+    on the next step (the step itself finite, so applied); a negative ZClip variance raised a math domain error at
+    the first step, a NaN mean switched ZClip off for the rest of the run. Now such a state raises a ValueError
+    naming the field, and the clipper keeps the state it had (loading is all or nothing). Oracle: the gradients of
+    the next step against a clipper that never loaded it."""
+    torch.manual_seed(0)
+    kw = {"max_norm": 1.0} if mode == "norm" else {}
+    fresh, loaded = make_clipper(mode, **kw), make_clipper(mode, **kw)
+    with pytest.raises(ValueError, match=named):
+        loaded.load_state_dict(state)
+    model = torch.nn.Linear(4, 3)
+    model(torch.randn(8, 4)).pow(2).sum().backward()
+    twin = copy.deepcopy(model)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        b.grad = a.grad.clone()  # a deep copy leaves gradients behind
+    fresh(model.named_parameters())
+    loaded(twin.named_parameters())
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.isfinite(b.grad).all() and torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("mode", ["norm", "value", "agc", "layer_norm", "autoclip", "zclip"])
+def test_a_clipper_given_no_gradient_leaves_everything_as_it_is(mode):
+    """An empty parameter list, or parameters none of which has a gradient (a frozen model, a step before the first
+    backward), crashed every policy ("shape '[0]' is invalid"). Now nothing is clipped: coefficient 1, norm 0."""
+    kw = {"max_norm": 1.0} if mode in ("norm", "layer_norm") else {"clip_value": 1.0} if mode == "value" else {}
+    clipper = make_clipper(mode, **kw)
+    for named in ([], list(torch.nn.Linear(2, 2).named_parameters())):
+        result = clipper(named)
+        assert float(result.total_norm) == 0.0 and float(result.clip_coef) == 1.0 and not result.names
+
+
+def test_the_plugin_starts_the_clipping_history_afresh_on_a_poisoned_state():
+    """A resume read an AutoClip history holding NaN into the clipper (then every gradient NaN) or, for a mode
+    mismatch, stopped with a traceback. Now it warns in one line and clips from a fresh history."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics import GradkitCallback
+
+    plugin = GradkitCallback(load_config(None, {"clip.mode": "autoclip"}))
+    plugin.clipper = make_clipper("autoclip")
+    state = {**plugin.state_dict(), "clip": {"mode": "autoclip", "history": [float("nan")], "zclip": None}}
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        plugin.load_state_dict(state)
+    finally:
+        LOGGER.removeHandler(handler)
+    said = [m for m in said if "clipping history starts afresh" in m]
+    assert len(said) == 1 and "history" in said[0] and list(plugin.clipper.history) == []

@@ -88,8 +88,7 @@ def _grads(named: Iterable[tuple[str, torch.nn.Parameter]]) -> tuple[list[str], 
 
 def _norms(grads: Sequence[torch.Tensor], norm_type: float) -> tuple[torch.Tensor, torch.Tensor]:
     if not grads:
-        zero = torch.zeros(())
-        return zero, zero.reshape(0)
+        return torch.zeros(()), torch.zeros(0)
     per_tensor = torch.stack([n.float() for n in torch._foreach_norm(list(grads), norm_type)])
     return torch.linalg.vector_norm(per_tensor, norm_type), per_tensor
 
@@ -128,13 +127,17 @@ class Clipper:
                 "zclip": self.zstats.state_dict() if self.zstats is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("mode") != self.mode:
-            raise ValueError(f"clip state is for mode {state.get('mode')!r}, this clipper is {self.mode!r}")
-        if self.history is not None:
-            self.history.clear()
-            self.history.extend(state.get("history") or [])
+        """Read back a saved state, all or nothing: one that could make a threshold NaN, negative or undefined
+        (a state file is untrusted) raises ValueError naming the field, and the clipper keeps its own."""
+        if not isinstance(state, dict) or state.get("mode") != self.mode:
+            found = state.get("mode") if isinstance(state, dict) else state
+            raise ValueError(f"clip state is for mode {found!r}, this clipper is {self.mode!r}")
+        history = _norm_list(state.get("history") or [], "clip state history")
         if self.zstats is not None and state.get("zclip") is not None:
             self.zstats.load_state_dict(state["zclip"])
+        if self.history is not None:
+            self.history.clear()
+            self.history.extend(history)
 
     def __repr__(self) -> str:
         return f"Clipper(mode={self.mode!r}, params={self.params!r})"
@@ -280,8 +283,30 @@ class ZClipStats:
         return {"buffer": list(self.buffer), "mean": self.mean, "var": self.var}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.buffer = [float(x) for x in state["buffer"]]
-        self.mean, self.var = state["mean"], state["var"]
+        """All or nothing, as :meth:`Clipper.load_state_dict`: a mean and a variance both set (finite, the
+        variance not negative) or both unset, and a buffer of norms."""
+        if not isinstance(state, dict):
+            raise ValueError(f"zclip state is {type(state).__name__}, not a mapping")
+        buffer = _norm_list(state.get("buffer") or [], "zclip state buffer")
+        mean, var = state.get("mean"), state.get("var")
+        if (mean is None) != (var is None):
+            raise ValueError(f"zclip state has mean {mean!r} and var {var!r}: both or neither")
+        for name, value in (("mean", mean), ("var", var)):
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"zclip state {name} is {value!r}, not a finite number >= 0")
+        self.buffer, self.mean, self.var = buffer, mean, var
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _norm_list(values: Any, what: str) -> list[float]:
+    """``values`` as gradient norms (finite numbers >= 0), or ValueError naming ``what``."""
+    if not isinstance(values, list | tuple) or not all(_is_number(v) and math.isfinite(v) and v >= 0
+                                                       for v in values):
+        raise ValueError(f"{what} is not a list of finite norms >= 0: {str(values)[:60]}")
+    return [float(v) for v in values]
 
 
 def zclip_threshold(norm: float, mean: float, var: float, z_thresh: float, eps: float,

@@ -220,7 +220,10 @@ class GradkitCallback:
         layout = state.get("channels_last")  # untrusted: a layout is kept only when the file says true or false
         self._earlier_channels_last = layout if isinstance(layout, bool) else None
         if self.clipper and state.get("clip"):
-            self.clipper.load_state_dict(state["clip"])
+            try:
+                self.clipper.load_state_dict(state["clip"])
+            except ValueError as exc:  # untrusted: refused whole, so the clipper keeps its fresh state
+                _logger().warning(f"gradkit: {exc}; the clipping history starts afresh")
         if self.detector and state.get("alerts"):
             try:
                 self.detector.load_state_dict(state["alerts"])
