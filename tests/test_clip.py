@@ -252,3 +252,21 @@ def test_the_plugin_starts_the_clipping_history_afresh_on_a_poisoned_state():
         LOGGER.removeHandler(handler)
     said = [m for m in said if "clipping history starts afresh" in m]
     assert len(said) == 1 and "history" in said[0] and list(plugin.clipper.history) == []
+
+
+@pytest.mark.parametrize("mode", ["value", "agc", "layer_norm", "autoclip"])
+def test_a_step_nothing_clipped_reports_coefficient_one(mode):
+    """``clip_coef`` is 1 "when nothing changed" (its docstring; the clip rate counts steps below 1): an all-zero
+    gradient gave 0 for value, agc and layer_norm, and AutoClip's first step (threshold = the norm itself) gave
+    norm / (norm + 1e-6), below 1 - 1e-6 for every norm under 1, so the README's "nothing is clipped" step was
+    counted as clipped. Oracle: the gradients, unchanged in both cases."""
+    kw = {"max_norm": 1.0} if mode == "layer_norm" else {"clip_value": 1.0} if mode == "value" else {}
+    for scale in (0.0, 1e-4):
+        model = torch.nn.Linear(3, 2)
+        for p in model.parameters():
+            p.data.fill_(1.0)  # AGC's bound: 0.01 of a unit's weight norm, far above these gradients
+            p.grad = torch.full_like(p, scale)
+        before = [p.grad.clone() for p in model.parameters()]
+        result = make_clipper(mode, **kw)(list(model.named_parameters()))
+        assert all(torch.equal(b, p.grad) for b, p in zip(before, model.parameters(), strict=True))
+        assert float(result.clip_coef) == 1.0, (mode, scale, float(result.clip_coef))

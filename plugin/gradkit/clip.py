@@ -93,6 +93,11 @@ def _norms(grads: Sequence[torch.Tensor], norm_type: float) -> tuple[torch.Tenso
     return torch.linalg.vector_norm(per_tensor, norm_type), per_tensor
 
 
+def _coefficient(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """The global norm's scale, after / before: 1 for an all-zero gradient (nothing changed)."""
+    return torch.where(before > 0, after / before.clamp(min=1e-12), torch.ones_like(before))
+
+
 def _is_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
@@ -177,7 +182,7 @@ def _value(clip_value: float):
         torch._foreach_clamp_min_(grads, -clip_value)
         torch._foreach_clamp_max_(grads, clip_value)
         after, _ = _norms(grads, 2.0)
-        return ClipResult(total, after / total.clamp(min=1e-12), per, names, False, after, clip_value)
+        return ClipResult(total, _coefficient(after, total), per, names, False, after, clip_value)
 
     return clip
 
@@ -217,7 +222,7 @@ def _agc(clip_factor: float, eps: float, exclude: Sequence[str]):
             return ClipResult(total, torch.ones_like(total), per, names, False, total, clip_factor)
         agc_([p for n, p in named if not any(r.search(n) for r in patterns)], clip_factor, eps)
         after, _ = _norms(grads, 2.0)
-        return ClipResult(total, after / total.clamp(min=1e-12), per, names, False, after, clip_factor)
+        return ClipResult(total, _coefficient(after, total), per, names, False, after, clip_factor)
 
     return clip
 
@@ -241,7 +246,8 @@ def _autoclip(percentile: float):
             return ClipResult(total, torch.ones_like(total), per, names, True, total, None)
         clipper.history.append(float(total))
         threshold = autoclip_threshold(clipper.history, percentile)
-        coef = torch.clamp(threshold / (total + 1e-6), max=1.0)
+        # the first step's threshold is the norm itself: nothing is clipped there, and the coefficient says 1
+        coef = torch.where(total > threshold, threshold / (total + 1e-6), torch.ones_like(total))
         torch._foreach_mul_(grads, coef.to(grads[0].device))
         return ClipResult(total, coef, per, names, True, total * coef, threshold)
 
@@ -377,7 +383,7 @@ def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str
         for g, c in zip(grads, per_tensor_coef, strict=True):
             g.mul_(c.to(g.dtype))
         after, _ = _norms(grads, norm_type)
-        return ClipResult(total, after / total.clamp(min=1e-12), per, names, False, after, max_norm)
+        return ClipResult(total, _coefficient(after, total), per, names, False, after, max_norm)
 
     return clip
 
