@@ -35,9 +35,10 @@ def _grads(m):
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
 def test_norm_equals_torch(max_norm, norm_type):
     ours, ref = _model(1, 3.0), _model(1, 3.0)
+    l2_before = torch.stack([g.norm(2) for g in _grads(ours)]).norm(2)
     result = make_clipper("norm", max_norm=max_norm, norm_type=norm_type)(_named(ours))
     ref_total = torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm, norm_type)
-    torch.testing.assert_close(result.total_norm, ref_total, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(result.total_norm, l2_before, rtol=1e-6, atol=1e-6)  # reported in L2 whatever p
     for a, b in zip(_grads(ours), _grads(ref), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     expected_coef = min(1.0, max_norm / (float(ref_total) + 1e-6))
@@ -270,3 +271,27 @@ def test_a_step_nothing_clipped_reports_coefficient_one(mode):
         result = make_clipper(mode, **kw)(list(model.named_parameters()))
         assert all(torch.equal(b, p.grad) for b, p in zip(before, model.parameters(), strict=True))
         assert float(result.clip_coef) == 1.0, (mode, scale, float(result.clip_coef))
+
+
+@pytest.mark.parametrize(("mode", "norm_type"), [("norm", float("inf")), ("norm", 1.0), ("layer_norm", float("inf")),
+                                                 ("layer_norm", 1.0), ("norm", 2.0)])
+def test_the_norms_a_clipper_reports_are_l2_whatever_norm_its_bound_applies_to(mode, norm_type):
+    """The monitor combines per-tensor norms as L2 norms (per layer, the total, the noise scale); with
+    ``norm_type`` inf or 1 the clipper reported p-norms, so every recorded norm was neither (sqrt of a sum of
+    squared max-norms). The bound still applies to the p-norm (torch.nn.utils.clip_grad_norm_'s gradients).
+    Oracle: naive L2 norms, and torch's own clipping for the global norm."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
+    model(torch.randn(16, 6)).pow(2).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    result = make_clipper(mode, max_norm=0.5, norm_type=norm_type)(list(model.named_parameters()))
+    l2 = torch.stack([g.norm(2) for g in grads])
+    assert torch.allclose(result.tensor_norms, l2) and torch.isclose(result.total_norm, l2.norm(2))
+    clipped = torch.stack([p.grad.norm(2) for p in model.parameters()])
+    assert torch.isclose(result.total_norm_clipped, clipped.norm(2))
+    if mode == "norm":
+        twin = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for t, g in zip(twin, grads, strict=True):
+            t.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(twin, 0.5, norm_type=norm_type)
+        assert all(torch.allclose(t.grad, p.grad) for t, p in zip(twin, model.parameters(), strict=True))

@@ -58,9 +58,10 @@ class ClipResult:
     """What one clipping call did.
 
     Attributes:
-        total_norm: Global gradient norm before clipping (0-dim tensor, on the gradients' device).
+        total_norm: Global L2 gradient norm before clipping (0-dim tensor, on the gradients' device), whatever
+            ``norm_type`` the policy's bound applies to: the monitor combines norms as L2 norms.
         clip_coef: Effective scale of the global norm, clipped / unclipped (1 when nothing changed).
-        tensor_norms: Per-tensor norms before clipping, aligned with ``names``.
+        tensor_norms: Per-tensor L2 norms before clipping, aligned with ``names``.
         names: Names of the parameters that had a gradient, in order.
         uniform: True when every gradient was scaled by the same ``clip_coef`` (post-clip norms are
             then ``tensor_norms * clip_coef``); False when the policy acts per element or per unit.
@@ -161,10 +162,11 @@ def _global_norm(max_norm: float, norm_type: float):
 
     def clip(clipper: Clipper, named) -> ClipResult:
         names, grads = _grads(named)
-        total, per = _norms(grads, norm_type)
+        total, per = _norms(grads, 2.0)  # reported, as every policy reports: L2 (the monitor sums squares)
         if not grads or not _is_finite(total):
             return ClipResult(total, torch.ones_like(total), per, names, True, total, max_norm)
-        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        bounded = total if norm_type == 2.0 else _norms(grads, norm_type)[0]
+        coef = torch.clamp(max_norm / (bounded + 1e-6), max=1.0)
         torch._foreach_mul_(grads, coef.to(grads[0].device))
         return ClipResult(total, coef, per, names, True, total * coef, max_norm)
 
@@ -367,22 +369,23 @@ def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str
 
     def clip(clipper: Clipper, named) -> ClipResult:
         names, grads = _grads(named)
-        total, per = _norms(grads, norm_type)
+        total, per = _norms(grads, 2.0)  # reported in L2, as every policy reports
         if not grads or not _is_finite(total):
             return ClipResult(total, torch.ones_like(total), per, names, False, total, max_norm)
+        bounded = per if norm_type == 2.0 else _norms(grads, norm_type)[1]  # what the bound applies to
         keys = [group_fn(n) for n in names]
         order = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         index = torch.tensor([order[k] for k in keys], device=per.device)
         if math.isinf(norm_type):
-            layer = torch.zeros(len(order), device=per.device).index_reduce_(0, index, per, "amax")
+            layer = torch.zeros(len(order), device=per.device).index_reduce_(0, index, bounded, "amax")
         else:
-            powered = torch.zeros(len(order), device=per.device).index_add_(0, index, per**norm_type)
+            powered = torch.zeros(len(order), device=per.device).index_add_(0, index, bounded**norm_type)
             layer = powered ** (1.0 / norm_type)
         coef = torch.clamp(max_norm / (layer + 1e-6), max=1.0)
         per_tensor_coef = coef[index]
         for g, c in zip(grads, per_tensor_coef, strict=True):
             g.mul_(c.to(g.dtype))
-        after, _ = _norms(grads, norm_type)
+        after, _ = _norms(grads, 2.0)
         return ClipResult(total, _coefficient(after, total), per, names, False, after, max_norm)
 
     return clip
