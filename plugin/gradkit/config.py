@@ -186,7 +186,9 @@ class ClipConfig(_Section):
     # `gradkit config-doc` shows them in the default column).
     max_norm: float | None = Field(None, gt=0, description="norm, layer_norm: largest allowed norm; "
                                    "zclip: absolute cap on top of the adaptive bound (unset: none)")
-    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm (inf allowed)")
+    norm_type: float | None = Field(None, gt=0, description="norm, layer_norm: p of the p-norm the bound applies "
+                                    "to (inf allowed); the norms recorded (gradients.csv, alerts, noise scale) are "
+                                    "L2 norms whatever p")
     clip_value: float | None = Field(None, gt=0, description="value: largest absolute gradient element")
     clip_factor: float | None = Field(None, gt=0, description="agc: lambda of Brock et al. 2021; "
                                       "zclip: multiplier of the adaptive bound")
