@@ -14,6 +14,7 @@ non-finite policy can see where they are and decide to skip the step.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import re
@@ -114,9 +115,9 @@ class Clipper:
         self.mode = mode
         self.params = params
         self._fn = fn
-        self.history: deque[float] | None = None
+        self.history: NormHistory | None = None
         if mode == "autoclip":
-            self.history = deque(maxlen=params.get("history"))
+            self.history = NormHistory(params.get("history"))
         self.zstats: ZClipStats | None = None
         if mode == "zclip":
             self.zstats = ZClipStats(params["alpha"], params["warmup_steps"])
@@ -229,6 +230,44 @@ def _agc(clip_factor: float, eps: float, exclude: Sequence[str]):
     return clip
 
 
+class NormHistory:
+    """AutoClip's observed norms, the last ``maxlen`` (all where None): in order, as the state file keeps them, and
+    sorted as they arrive, so each step's percentile costs a binary search and an insertion, not a sort of every norm
+    seen (the paper's reference does that)."""
+
+    def __init__(self, maxlen: int | None):
+        self._in_order: deque[float] = deque(maxlen=maxlen)
+        self._sorted: list[float] = []
+
+    def append(self, norm: float) -> None:
+        if self._in_order.maxlen is not None and len(self._in_order) == self._in_order.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._in_order[0])]  # the one the window drops
+        self._in_order.append(norm)
+        bisect.insort(self._sorted, norm)
+
+    def extend(self, norms: Iterable[float]) -> None:
+        for norm in norms:
+            self.append(norm)
+
+    def clear(self) -> None:
+        self._in_order.clear()
+        self._sorted.clear()
+
+    def percentile(self, q: float) -> float:
+        """As ``np.percentile(norms, q)`` (its default, linear interpolation between the nearest ranks)."""
+        at = (len(self._sorted) - 1) * q / 100.0
+        lo = math.floor(at)
+        hi = min(lo + 1, len(self._sorted) - 1)
+        low, high = self._sorted[lo], self._sorted[hi]
+        return low + (high - low) * (at - lo)
+
+    def __iter__(self):
+        return iter(self._in_order)
+
+    def __len__(self) -> int:
+        return len(self._in_order)
+
+
 def autoclip_threshold(history: Iterable[float], percentile: float) -> float:
     """AutoClip threshold: the ``percentile``-th percentile of the observed gradient norms."""
     return float(np.percentile(np.fromiter(history, dtype=np.float64), percentile))
@@ -247,7 +286,7 @@ def _autoclip(percentile: float):
         if not grads or not _is_finite(total):
             return ClipResult(total, torch.ones_like(total), per, names, True, total, None)
         clipper.history.append(float(total))
-        threshold = autoclip_threshold(clipper.history, percentile)
+        threshold = clipper.history.percentile(percentile)
         # the first step's threshold is the norm itself: nothing is clipped there, and the coefficient says 1
         coef = torch.where(total > threshold, threshold / (total + 1e-6), torch.ones_like(total))
         torch._foreach_mul_(grads, coef.to(grads[0].device))
@@ -429,8 +468,9 @@ def make_clipper(mode: str, group_fn: Callable[[str], str] = layer_of, **params:
             raise ValueError(f"clip.{key} must be > 0, got {p[key]!r}")
     if mode == "autoclip" and not 0 < p["percentile"] <= 100:
         raise ValueError(f"clip.percentile must be in (0, 100], got {p['percentile']!r}")
-    if mode == "autoclip" and p["history"] is not None and p["history"] < 1:
-        raise ValueError(f"clip.history must be >= 1 or unset, got {p['history']!r}")
+    if mode == "autoclip" and p["history"] is not None and (isinstance(p["history"], bool) or
+                                                             not isinstance(p["history"], int) or p["history"] < 1):
+        raise ValueError(f"clip.history must be a whole number >= 1 or unset, got {p['history']!r}")
     if mode == "zclip" and not (0 < p["alpha"] < 1 and p["z_thresh"] > 0 and p["warmup_steps"] >= 1):
         raise ValueError(f"zclip needs 0 < alpha < 1, z_thresh > 0, warmup_steps >= 1; got alpha={p['alpha']!r}, "
                          f"z_thresh={p['z_thresh']!r}, warmup_steps={p['warmup_steps']!r}")
