@@ -156,3 +156,41 @@ def test_a_reading_from_a_handful_of_steps_gives_the_value_but_no_verdict():
     assert f"{value:.3g}" in few and "1 step" in few and "critical batch size" not in few
     enough = critical_batch_reading(value, 17, pairs=MIN_READING_PAIRS)
     assert "critical batch size" in enough
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_the_tracker_counts_every_rank_s_images_in_a_ddp_gradient(ranks):
+    """Under DDP each micro-batch's gradient is all-reduced (and Ultralytics scales the loss by the world size), so
+    it sums the images of every rank; the tracker divided it by one rank's images and put B_simple ``ranks`` times
+    too low. Oracle: the least-squares noise scale, the gradients of a linear model made as DDP makes them (a
+    sum over ranks x batch images), fed through the tracker as the trainer's callbacks feed it."""
+    from types import SimpleNamespace
+
+    from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker
+
+    windows, micro, b = 1500, 4, 8
+
+    class Loader(list):
+        batch_size, drop_last = b, False
+        dataset = list(range(b * micro * windows))
+
+    torch.manual_seed(0)
+    d, sigma = 10, 1.0
+    lin = torch.nn.Linear(d, 1, bias=False)
+    w_star = torch.randn(d)
+    expected = _least_squares_b_simple((lin.weight.detach()[0] - w_star).numpy().astype(np.float64), sigma)
+    trainer = SimpleNamespace(epoch=0, train_loader=Loader([None] * (micro * windows)), batch_size=b, model=lin,
+                              world_size=ranks, scaler=SimpleNamespace(is_enabled=lambda: False))
+    tracker, step = NoiseScaleTracker(), 0
+    lin.zero_grad()
+    for k in range(micro * windows):
+        x = torch.randn(ranks * b, d)  # this micro-batch on every rank
+        y = x @ w_star + torch.randn(ranks * b) * sigma
+        (0.5 * (lin(x).squeeze(1) - y) ** 2).sum().backward()
+        if k % micro == micro - 1:  # the window's last micro-batch: the optimizer steps (the clipper's full norm)
+            step += 1
+            tracker.on_batch_end(trainer, step, float(lin.weight.grad.norm()))
+            lin.zero_grad()
+        else:
+            tracker.on_batch_end(trainer, step, float("nan"))
+    assert tracker.epoch_value() == pytest.approx(expected, rel=0.10)

@@ -111,7 +111,11 @@ class NoiseScaleTracker:
             self._stepped[0] += 1
             self._stepped[1] += self._window_images
             if self._small is not None and math.isfinite(last_total_norm):
-                self._pairs.append((self._small, self._small_images, last_total_norm**2, self._window_images))
+                # DDP all-reduces every micro-batch's gradient (Ultralytics scales the loss by the world size):
+                # it sums the images of every rank
+                ranks = max(1, int(getattr(trainer, "world_size", 1) or 1))
+                self._pairs.append((self._small, self._small_images * ranks, last_total_norm**2,
+                                    self._window_images * ranks))
             self._seen_step, self._window_images, self._small = step, 0, None
         elif first:
             self._small, self._small_images = self._grad_sq(trainer), images
