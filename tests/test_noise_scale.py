@@ -172,7 +172,7 @@ def test_the_tracker_counts_every_rank_s_images_in_a_ddp_gradient(ranks):
 
     class Loader(list):
         batch_size, drop_last = b, False
-        dataset = list(range(b * micro * windows))
+        dataset = range(b * micro * windows)
 
     torch.manual_seed(0)
     d, sigma = 10, 1.0
