@@ -467,8 +467,8 @@ def test_a_val_report_of_a_plain_ultralytics_run_differs_from_a_gradkit_one(tmp_
     from gradkit.report.build import trained_with
 
     ev = hand_made_evaluation(tmp_path / "img")
-    with_gk = build_report(ev, model_training=trained_with(str(_run_folder(tmp_path / "a"))))
-    plain = build_report(ev, model_training=trained_with(str(_run_folder(tmp_path / "b", config=None))))
+    with_gk = build_report(ev, trained_with=trained_with(str(_run_folder(tmp_path / "a"))))
+    plain = build_report(ev, trained_with=trained_with(str(_run_folder(tmp_path / "b", config=None))))
     comparison = compare_reports([with_gk, plain], ["a", "b"])
     assert {d["key"]: d["values"] for d in comparison["config_diff"]} == {"gradkit": ["attached", "not attached"]}
     assert comparison["settings_not_recorded"] == []

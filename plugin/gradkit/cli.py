@@ -455,12 +455,12 @@ def _write_val_report(validator, settings) -> None:
 
     ev = collect_validation(validator)
     ev.conf_threshold = settings.conf
-    paths = write_report(build_report(ev, gallery_size=settings.gallery, model_training=_model_training(ev.model)),
+    paths = write_report(build_report(ev, gallery_size=settings.gallery, trained_with=_trained_with(ev.model)),
                          Path(validator.save_dir))
     print(f"gradkit: report {paths['html']}")
 
 
-def _model_training(model: str) -> dict[str, Any] | None:
+def _trained_with(model: str) -> dict[str, Any] | None:
     """The run folder's record of how ``model`` was trained, for the val report; where it cannot be read, None
     and one line saying so (the scores do not depend on it)."""
     from gradkit.report.build import trained_with

@@ -292,9 +292,9 @@ def _run_name(run_dir: Path | None, model: str) -> str:
 
 
 def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict | None = None,
-                 gallery_size: int = 6, model_training: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The report as a dict with stable keys (see README, "report.json"). ``model_training``: for a report that is
-    not the training run's own, how its model was trained (:func:`trained_with`)."""
+                 gallery_size: int = 6, trained_with: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as a dict with stable keys (see README, "report.json"). ``trained_with``: for a report that is
+    not the training run's own, how its model was trained (the record the function of that name reads)."""
     classes = sorted(ev.names)
     gts, preds = Boxes.from_boxes(ev.gts), Boxes.from_boxes(ev.preds)
     per_class = []
@@ -358,7 +358,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "tiles": ev.extra.get("tiles"),
         "tiled_copy_of": _tiled_copy_of(ev.data),
         "training": training_section(run_dir) if run_dir else None,
-        "trained_with": model_training,
+        "trained_with": trained_with,
     }
     return _clean(report)
 
