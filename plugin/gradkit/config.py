@@ -132,7 +132,9 @@ class MonitorConfig(_Section):
     """Per-layer gradient statistics at optimizer steps."""
 
     enabled: bool = Field(True, description="measure per-layer gradients and write the gradient records")
-    every: int = Field(1, ge=1, description="measure every N-th optimizer step")
+    every: int = Field(1, ge=1, description="measure every N-th optimizer step (and every non-finite one); the "
+                       "alerts' warmup_steps, history and diverging_window then count measured steps, N optimizer "
+                       "steps each")
     update_every: int = Field(10, ge=1, description="measure weight norms and the update/weight ratio every "
                               "N-th measured step (weights move slowly; the ratio copies the weights), and weight "
                               "norms also at each of the first N measured steps (where a too-high lr shows first)")
