@@ -416,7 +416,7 @@ def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str
         order = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         index = torch.tensor([order[k] for k in keys], device=per.device)
         if math.isinf(norm_type):
-            layer = torch.zeros(len(order), device=per.device).index_reduce_(0, index, bounded, "amax")
+            layer = torch.zeros(len(order), device=per.device).scatter_reduce_(0, index, bounded, "amax")
         else:
             powered = torch.zeros(len(order), device=per.device).index_add_(0, index, bounded**norm_type)
             layer = powered ** (1.0 / norm_type)
