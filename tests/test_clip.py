@@ -315,3 +315,48 @@ def test_autoclip_s_running_percentile_equals_numpy_s_over_the_history(window):
     assert list(history) == list(seen)  # in order: what the state file keeps
     with pytest.raises(ValueError, match="history"):
         make_clipper("autoclip", history=10.5)
+
+
+@pytest.mark.parametrize("mode", ["norm", "layer_norm"])
+def test_a_huge_finite_gradient_is_clipped_under_an_inf_norm_as_torch_clips_it(mode):
+    """With ``norm_type`` inf the bound applies to the largest element; a gradient of 1e20 everywhere is finite
+    and torch.nn.utils.clip_grad_norm_ clips it to 1. Reporting L2 norms must not turn it into a non-finite step
+    (its float32 L2 norm overflows). Oracle: torch's clipping; the reported norm, the float64 L2 norm."""
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.full((4,), 1e20)
+    ref = torch.nn.Parameter(torch.zeros(4))
+    ref.grad = p.grad.clone()
+    result = make_clipper(mode, max_norm=1.0, norm_type=float("inf"))([("w", p)])
+    torch.nn.utils.clip_grad_norm_([ref], 1.0, norm_type=float("inf"))
+    assert torch.allclose(p.grad, ref.grad)
+    assert float(result.total_norm) == pytest.approx(2e20, rel=1e-6) and float(result.clip_coef) < 1
+
+
+def test_a_vanishing_gradient_left_alone_reports_coefficient_one():
+    """Gradients of 1e-14 (L2 norm below 1e-12) untouched by AGC and value clipping reported a coefficient of 0.03:
+    every step of a vanishing-gradient run counted as clipped."""
+    for mode, kw in (("value", {"clip_value": 1.0}), ("agc", {}), ("layer_norm", {"max_norm": 1.0})):
+        model = torch.nn.Linear(3, 2)
+        for q in model.parameters():
+            q.data.fill_(1.0)
+            q.grad = torch.full_like(q, 1e-14)
+        assert float(make_clipper(mode, **kw)(list(model.named_parameters())).clip_coef) == 1.0, mode
+
+
+@pytest.mark.parametrize("history", [[10**400], 0, {}, "x"])
+def test_a_clip_state_with_an_unreadable_history_is_a_value_error(history):
+    """A state file holds what ``torch.load(weights_only=True)`` gives back: an int too large for a float raised
+    OverflowError past the resume's handler; a falsy non-list (0, {}) was read as an empty history."""
+    with pytest.raises(ValueError, match="history"):
+        make_clipper("autoclip").load_state_dict({"mode": "autoclip", "history": history, "zclip": None})
+
+
+def test_autoclip_reads_a_long_history_back_at_once():
+    """A resume read the history back one sorted insertion at a time (quadratic: 80 s for a million norms);
+    it is sorted once. Oracle: the percentile of the same norms."""
+    from gradkit.clip import NormHistory
+
+    norms = np.random.default_rng(1).lognormal(size=20000).tolist()
+    history = NormHistory(None)
+    history.extend(norms)
+    assert list(history) == norms and history.percentile(10.0) == pytest.approx(float(np.percentile(norms, 10)))

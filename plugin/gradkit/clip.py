@@ -97,7 +97,17 @@ def _norms(grads: Sequence[torch.Tensor], norm_type: float) -> tuple[torch.Tenso
 
 def _coefficient(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
     """The global norm's scale, after / before: 1 for an all-zero gradient (nothing changed)."""
-    return torch.where(before > 0, after / before.clamp(min=1e-12), torch.ones_like(before))
+    return torch.where(before > 0, after / torch.where(before > 0, before, 1.0), torch.ones_like(before))
+
+
+def _reported_norms(grads: Sequence[torch.Tensor], bounded_by: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L2 norms every policy reports (the monitor sums their squares), for a policy whose bound applies to the
+    ``bounded_by``-norm: accumulated in float64 there, so gradients whose inf- or 1-norm is finite but whose
+    squares overflow float32 (1e20) keep a finite L2 norm and are clipped, as torch clips them."""
+    if bounded_by == 2.0 or not grads:
+        return _norms(grads, 2.0)
+    per = torch.stack([torch.linalg.vector_norm(g, 2, dtype=torch.float64) for g in grads])
+    return torch.linalg.vector_norm(per, 2).float(), per.float()
 
 
 def _is_finite(t: torch.Tensor) -> bool:
@@ -139,7 +149,7 @@ class Clipper:
         if not isinstance(state, dict) or state.get("mode") != self.mode:
             found = state.get("mode") if isinstance(state, dict) else state
             raise ValueError(f"clip state is for mode {found!r}, this clipper is {self.mode!r}")
-        history = _norm_list(state.get("history") or [], "clip state history")
+        history = _norm_list([] if state.get("history") is None else state["history"], "clip state history")
         if self.zstats is not None and state.get("zclip") is not None:
             self.zstats.load_state_dict(state["zclip"])
         if self.history is not None:
@@ -163,10 +173,10 @@ def _global_norm(max_norm: float, norm_type: float):
 
     def clip(clipper: Clipper, named) -> ClipResult:
         names, grads = _grads(named)
-        total, per = _norms(grads, 2.0)  # reported, as every policy reports: L2 (the monitor sums squares)
-        if not grads or not _is_finite(total):
-            return ClipResult(total, torch.ones_like(total), per, names, True, total, max_norm)
+        total, per = _reported_norms(grads, norm_type)
         bounded = total if norm_type == 2.0 else _norms(grads, norm_type)[0]
+        if not grads or not _is_finite(bounded):
+            return ClipResult(total, torch.ones_like(total), per, names, True, total, max_norm)
         coef = torch.clamp(max_norm / (bounded + 1e-6), max=1.0)
         torch._foreach_mul_(grads, coef.to(grads[0].device))
         return ClipResult(total, coef, per, names, True, total * coef, max_norm)
@@ -246,8 +256,8 @@ class NormHistory:
         bisect.insort(self._sorted, norm)
 
     def extend(self, norms: Iterable[float]) -> None:
-        for norm in norms:
-            self.append(norm)
+        self._in_order.extend(norms)
+        self._sorted = sorted(self._in_order)  # once: a resume reads a whole history back
 
     def clear(self) -> None:
         self._in_order.clear()
@@ -334,13 +344,12 @@ class ZClipStats:
         variance not negative) or both unset, and a buffer of norms."""
         if not isinstance(state, dict):
             raise ValueError(f"zclip state is {type(state).__name__}, not a mapping")
-        buffer = _norm_list(state.get("buffer") or [], "zclip state buffer")
+        buffer = _norm_list([] if state.get("buffer") is None else state["buffer"], "zclip state buffer")
         mean, var = state.get("mean"), state.get("var")
         if (mean is None) != (var is None):
             raise ValueError(f"zclip state has mean {mean!r} and var {var!r}: both or neither")
-        for name, value in (("mean", mean), ("var", var)):
-            if value is not None and not (_is_number(value) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"zclip state {name} is {value!r}, not a finite number >= 0")
+        if mean is not None:
+            mean, var = (_norm_list([v], f"zclip state {name}")[0] for name, v in (("mean", mean), ("var", var)))
         self.buffer, self.mean, self.var = buffer, mean, var
 
 
@@ -350,10 +359,14 @@ def _is_number(value: Any) -> bool:
 
 def _norm_list(values: Any, what: str) -> list[float]:
     """``values`` as gradient norms (finite numbers >= 0), or ValueError naming ``what``."""
-    if not isinstance(values, list | tuple) or not all(_is_number(v) and math.isfinite(v) and v >= 0
-                                                       for v in values):
+    try:
+        norms = [float(v) for v in values] if isinstance(values, list | tuple) and all(map(_is_number, values)) \
+            else None
+    except OverflowError:  # an int past float's range
+        norms = None
+    if norms is None or not all(math.isfinite(v) and v >= 0 for v in norms):
         raise ValueError(f"{what} is not a list of finite norms >= 0: {str(values)[:60]}")
-    return [float(v) for v in values]
+    return norms
 
 
 def zclip_threshold(norm: float, mean: float, var: float, z_thresh: float, eps: float,
@@ -408,10 +421,10 @@ def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str
 
     def clip(clipper: Clipper, named) -> ClipResult:
         names, grads = _grads(named)
-        total, per = _norms(grads, 2.0)  # reported in L2, as every policy reports
-        if not grads or not _is_finite(total):
+        total, per = _reported_norms(grads, norm_type)
+        bounded_total, bounded = (total, per) if norm_type == 2.0 else _norms(grads, norm_type)
+        if not grads or not _is_finite(bounded_total):
             return ClipResult(total, torch.ones_like(total), per, names, False, total, max_norm)
-        bounded = per if norm_type == 2.0 else _norms(grads, norm_type)[1]  # what the bound applies to
         keys = [group_fn(n) for n in names]
         order = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         index = torch.tensor([order[k] for k in keys], device=per.device)
@@ -424,7 +437,7 @@ def _layer_norm(max_norm: float, norm_type: float, group_fn: Callable[[str], str
         per_tensor_coef = coef[index]
         for g, c in zip(grads, per_tensor_coef, strict=True):
             g.mul_(c.to(g.dtype))
-        after, _ = _norms(grads, 2.0)
+        after, _ = _reported_norms(grads, norm_type)
         return ClipResult(total, _coefficient(after, total), per, names, False, after, max_norm)
 
     return clip
