@@ -123,7 +123,19 @@ def test_a_resume_keeps_the_run_s_own_augmentation_hyps_whatever_is_typed(capsys
     from gradkit.config import load_config
 
     cfg = load_config(None, {"augment.ultralytics": {"degrees": 4.0}})
-    assert _given_hyps_win(cfg, ["train", "resume=True", "degrees=0.0"]) is cfg
+    for resume in (["resume=True"], ["resume"], ["resume", "=", "last.pt"], ["--resume"]):
+        assert _given_hyps_win(cfg, ["train", *resume, "degrees=0.0"]) is cfg, resume
     assert "win" not in capsys.readouterr().err
     assert _given_hyps_win(cfg, ["train", "degrees=0.0"]).augment.ultralytics == {"degrees": 0.0}
     assert "degrees=0 given to yolo win" in capsys.readouterr().err
+
+
+def test_a_hyp_given_to_yolo_that_gradkit_s_config_refuses_is_one_line_before_training():
+    """``degrees=-5`` passes Ultralytics' check but not gradkit's range for augment.ultralytics: written into the
+    run's gradkit.yaml it made a file the resume could not read back (the run then resumed with another
+    configuration). Refused before training, naming the key and the value."""
+    from gradkit.config import ConfigError, load_config
+
+    cfg = load_config(None, {"augment.ultralytics": {"degrees": 4.0}})
+    with pytest.raises(ConfigError, match=r"degrees=-5"):
+        cfg.with_given_hyps({"degrees": -5})

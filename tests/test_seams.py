@@ -366,7 +366,7 @@ def test_yolo_given_args_parses_every_form_the_entrypoint_accepts(tmp_path):
     forms = [["train", "--degrees=0.0", "hsv_s", "=", "0.7", "scale", "=0.3,"],
              ["train", "degrees=1", f"cfg={tmp_path / 'mine.yaml'}"],
              ["train", "cfg", "=", str(tmp_path / "mine.yaml"), "degrees=2"],
-             ["train", "cfg=default.yaml"]]
+             ["train", "cfg=default.yaml"], ["train", "resume", "degrees=0.0"], ["train", "--resume,"]]
     import unittest.mock as mock
 
     for argv in forms:

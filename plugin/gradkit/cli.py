@@ -690,7 +690,7 @@ def _given_hyps_win(cfg: GradkitConfig, rest: Sequence[str]) -> GradkitConfig:
     from gradkit.integrations.ultralytics.seams import yolo_given_args
 
     given = yolo_given_args(rest)
-    if given.get("resume") not in (None, False):
+    if given.get("resume"):  # as Ultralytics reads it: any value but False, None, 0 or ''
         return cfg
     cfg, changed = cfg.with_given_hyps(given)
     if changed:

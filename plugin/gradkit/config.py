@@ -448,7 +448,12 @@ class GradkitConfig(_Section):
                if k in hyp and isinstance(v, int | float) and not isinstance(v, bool)}
         if not won:
             return self, {}
-        augment = self.augment.model_copy(update={"ultralytics": {**hyp, **won}})
+        try:  # the run's gradkit.yaml must read back: Ultralytics takes degrees=-5, gradkit's range does not
+            augment = AugmentConfig.model_validate({**self.augment.model_dump(), "ultralytics": {**hyp, **won}})
+        except ValidationError as exc:
+            given_text = ", ".join(f"{k}={v:g}" for k, v in won.items())
+            raise ConfigError(f"{given_text} given to yolo replace augment.ultralytics of the gradkit config, whose "
+                              f"range refuses it: {exc.errors()[0]['msg']}") from None
         return self.model_copy(update={"augment": augment}), {k: (hyp[k], v) for k, v in won.items() if v != hyp[k]}
 
     def to_yaml(self) -> str:

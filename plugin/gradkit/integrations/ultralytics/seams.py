@@ -1056,11 +1056,12 @@ def checkpoint_train_args(path: str | None) -> dict[str, Any] | None:
 
 def yolo_given_args(argv: Sequence[str]) -> dict[str, Any]:
     """The arguments the ``yolo`` entrypoint makes of ``argv``, by its own parsing (``merge_equals_args``: spaces
-    around '='; leading dashes and a trailing comma dropped; values through ``parse_key_value_pair``), with the keys
+    around '='; leading dashes and a trailing comma dropped; values through ``parse_key_value_pair``; a bare switch
+    such as ``resume`` True), with the keys
     of the YAML file ``cfg=`` names merged as it merges them (the arguments before it win, those after it too). The
     file is found as ``check_yaml`` finds it (a path, or a name in Ultralytics' own cfg folder), never downloaded.
     What the entrypoint would refuse is left out here: it refuses it, naming it."""
-    from ultralytics.cfg import merge_equals_args, parse_key_value_pair
+    from ultralytics.cfg import DEFAULT_CFG_DICT, merge_equals_args, parse_key_value_pair
 
     try:
         merged = merge_equals_args(list(argv))
@@ -1070,6 +1071,8 @@ def yolo_given_args(argv: Sequence[str]) -> dict[str, Any]:
     for a in merged:
         a = a.removeprefix("--").removesuffix(",")
         if "=" not in a:
+            if isinstance(DEFAULT_CFG_DICT.get(a), bool):  # a bare switch is True: 'yolo train resume'
+                given[a] = True
             continue
         try:
             k, v = parse_key_value_pair(a)
