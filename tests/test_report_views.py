@@ -452,7 +452,10 @@ def _run_folder(root, args: str = "epochs: 3\nlr0: 0.01\n", config: str | None =
                 summary: str | None = None):
     (root / "weights").mkdir(parents=True)
     (root / "weights" / "best.pt").write_bytes(b"not read")
-    (root / "args.yaml").write_text(args, encoding="utf-8")
+    if isinstance(args, bytes):
+        (root / "args.yaml").write_bytes(args)
+    else:
+        (root / "args.yaml").write_text(args, encoding="utf-8")
     if config is not None:
         (root / "gradkit.yaml").write_text(config, encoding="utf-8")
     if summary is not None:
@@ -485,6 +488,11 @@ def test_a_val_report_finds_its_run_folder_through_a_link_or_a_relative_path(tmp
     monkeypatch.chdir(tmp_path / "run" / "weights")
     assert trained_with("best.pt")["train_args"]["epochs"] == 3
     assert trained_with("./best.pt")["train_args"]["lr0"] == 0.01
+    stored = tmp_path / "store" / "abc123"  # weights kept as a link into a cache (DVC, git-annex)
+    stored.parent.mkdir()
+    best.rename(stored)
+    best.symlink_to(stored)
+    assert trained_with(str(best))["run_dir"] == str((tmp_path / "run").resolve())
 
 
 @pytest.mark.parametrize(("files", "named"), [
@@ -495,6 +503,8 @@ def test_a_val_report_finds_its_run_folder_through_a_link_or_a_relative_path(tmp
     ({"config": "clip:\n  mode: [agc\n"}, "gradkit.yaml"),
     ({"args": "epochs: [3\n"}, "args.yaml"),
     ({"config": ""}, "gradkit.yaml"),
+    ({"config": "clip: &x [*x]\n"}, "gradkit.yaml"),                       # refers to itself
+    ({"args": b"epochs: \xff\n"}, "args.yaml"),                             # not UTF-8
 ])
 def test_a_val_report_reads_its_model_s_run_folder_as_untrusted_input(tmp_path, files, named):
     """The run folder's files are read back: whatever they hold, either a record the report's schema accepts or one

@@ -155,6 +155,8 @@ def _read_yaml(path: Path) -> Any:
 
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -178,14 +180,24 @@ def trained_with(model: str) -> dict[str, Any] | None:
     ``auto`` chose, and its gradkit configuration (``RUN/gradkit.yaml``; None for a plain Ultralytics run). None
     elsewhere: a copied checkpoint's folder says nothing of its training. The files are read back, so untrusted:
     what a report could not hold raises a one-line ValueError naming the file (or OSError)."""
-    path = Path(model).resolve()
-    run_dir = path.parent.parent
-    if path.parent.name != "weights" or not (run_dir / "args.yaml").is_file():
+    typed = Path(model).absolute()  # a weights file that is itself a link (a DVC cache) lies in the folder typed
+    run_dir = next((p.parent.parent.resolve() for p in (typed, typed.resolve())
+                    if p.parent.name == "weights" and (p.parent.parent / "args.yaml").is_file()), None)
+    if run_dir is None:
         return None
     config_file = run_dir / "gradkit.yaml"
     config = _read_yaml(config_file) if config_file.is_file() else None
     if config_file.is_file() and not isinstance(config, dict):
         raise ValueError(f"{config_file} is not a mapping of settings")
+    try:
+        return _trained_with_record(run_dir, config)
+    except RecursionError:  # a YAML anchor that holds itself
+        raise ValueError(f"{run_dir}: args.yaml or gradkit.yaml refers to itself (a YAML anchor inside itself)") \
+            from None
+
+
+def _trained_with_record(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`trained_with`'s record of ``run_dir``, checked against the report's schema."""
     summary_file = run_dir / "gradkit_summary.json"
     try:
         summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
