@@ -194,3 +194,20 @@ def test_the_tracker_counts_every_rank_s_images_in_a_ddp_gradient(ranks):
         else:
             tracker.on_batch_end(trainer, step, float("nan"))
     assert tracker.epoch_value() == pytest.approx(expected, rel=0.10)
+
+
+def test_an_epoch_s_last_batch_counts_one_rank_s_share_of_the_images():
+    """Under DDP each rank's loader draws from a DistributedSampler: its last batch holds what is left of that
+    rank's share, not of the whole dataset (1000 images, 2 ranks, batch 8: 4, not 504). Hand-made case."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker
+
+    data = list(range(1000))
+    loader = DataLoader(data, batch_size=8, sampler=DistributedSampler(data, num_replicas=2, rank=0, shuffle=False))
+    tracker = NoiseScaleTracker()
+    tracker._batch_in_epoch = len(loader)  # the epoch's last batch just finished
+    assert tracker._images(SimpleNamespace(train_loader=loader, batch_size=8)) == 500 - 62 * 8

@@ -97,7 +97,9 @@ class NoiseScaleTracker:
         bs = loader.batch_size or trainer.batch_size
         nb = len(loader)
         if self._batch_in_epoch == nb and not getattr(loader, "drop_last", False):
-            return len(loader.dataset) - (nb - 1) * bs
+            sampler = getattr(loader, "sampler", None)  # under DDP a DistributedSampler: this rank's share
+            images = len(sampler) if hasattr(sampler, "__len__") else len(loader.dataset)
+            return images - (nb - 1) * bs
         return bs
 
     def on_batch_end(self, trainer, step: int, last_total_norm: float) -> None:
