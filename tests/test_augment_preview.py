@@ -93,3 +93,20 @@ def test_a_box_s_outline_and_label_leave_the_thin_defect_inside_it_visible():
     assert _near(sheet[top:top + 256, g - 2:g], CLASS_COLOURS[0]).all()  # at the tile's edge: in the gap
     assert _near(drawn[5:30, 100:130], CLASS_COLOURS[2]).any()      # the top box's label, below it
     assert _near(drawn[0:20, 3:30], CLASS_COLOURS[0]).any()         # the tall box's label, beside it
+
+
+def test_a_box_reaching_past_its_tile_is_outlined_on_its_own_tile_and_labels_fit_whole():
+    """A box partly outside [0, 1] drew its outline over the neighbouring tile (rings were drawn on the sheet, not
+    clamped). And a label placed where it just fits lost its last row and column (its size was counted one pixel
+    short). Oracle: the first tile's pixels, untouched by the second tile's box; the label box inside the tile."""
+    from gradkit.report.render import draw_label, label_size
+
+    tiles = [np.full((256, 256, 3), 128, np.uint8) for _ in range(2)]
+    plain = compose_preview(tiles, [[], []], NAMES, "t")
+    sheet = compose_preview(tiles, [[], [(0, -0.3, 0.2, 0.5, 0.6)]], NAMES, "t")
+    g = PREVIEW_GAP_PX
+    assert np.array_equal(sheet[:, :g + 256], plain[:, :g + 256])  # the first tile and the gap before it
+    probe = np.zeros((40, 80, 3), np.uint8)
+    draw_label(probe, "crack", 10, 30, (255, 255, 255))
+    ys, xs = np.nonzero(probe.any(axis=2))
+    assert (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) == label_size("crack")

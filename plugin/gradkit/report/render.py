@@ -486,7 +486,7 @@ def label_size(text: str) -> tuple[int, int]:
     import cv2
 
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE, LABEL_THICKNESS)
-    return tw + 4, th + base + 3
+    return tw + 5, th + base + 4  # a filled cv2.rectangle covers both corners
 
 
 def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int]) -> None:
@@ -496,8 +496,8 @@ def draw_label(img, text: str, x: int, y: int, colour_bgr: tuple[int, int, int])
     font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE, LABEL_THICKNESS
     (tw, th), base = cv2.getTextSize(text, font, scale, thick)
     h, w = img.shape[:2]
-    x = min(max(0, x), max(0, w - tw - 4))
-    top = y - th - base - 3 if y - th - base - 3 >= 0 else min(y + 1, h - th - base - 3)
+    x = min(max(0, x), max(0, w - tw - 5))  # its last column, x + tw + 4, inside
+    top = y - th - base - 3 if y - th - base - 3 >= 0 else min(y + 1, h - th - base - 4)  # its last row inside
     cv2.rectangle(img, (x, top), (x + tw + 4, top + th + base + 3), colour_bgr, -1)
     luminance = 0.299 * colour_bgr[2] + 0.587 * colour_bgr[1] + 0.114 * colour_bgr[0]
     cv2.putText(img, text, (x + 2, top + th + 1), font, scale, (0, 0, 0) if luminance > 140 else (255, 255, 255),

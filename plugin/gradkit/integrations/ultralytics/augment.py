@@ -336,8 +336,8 @@ def _draw_boxes(grid: np.ndarray, top: int, left: int, h: int, w: int, tile_boxe
     labels = []
     for c, x0, y0, x1, y1 in tile_boxes:
         colour = CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
-        bx0, by0 = round(x0 * w), round(y0 * h)
-        bx1, by1 = max(bx0, round(x1 * w) - 1), max(by0, round(y1 * h) - 1)  # the box's last pixels
+        bx0, by0 = max(0, round(x0 * w)), max(0, round(y0 * h))  # a box reaching past the tile: its part inside
+        bx1, by1 = min(w - 1, max(bx0, round(x1 * w) - 1)), min(h - 1, max(by0, round(y1 * h) - 1))
         for ring in range(1, OUTLINE_RINGS + 1):
             cv2.rectangle(grid, (left + bx0 - ring, top + by0 - ring), (left + bx1 + ring, top + by1 + ring),
                           colour, 1)
