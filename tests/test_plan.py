@@ -889,3 +889,14 @@ def test_a_plan_on_data_with_label_errors_points_to_the_copy_that_trains():
     fp.label_errors = 3
     said = [w for w in P.make_plan(fp).warnings if "label line" in w]
     assert len(said) == 1 and "gradkit check data=/data/d.yaml --fix" in said[0] and "will stop" in said[0]
+
+
+def test_the_demo_reads_train_arguments_as_yolo_reads_them():
+    """``gradkit demo lr0=1e-3`` handed Ultralytics the text '1e-3' (YAML 1.1 reads an exponent without a dot as
+    text) and check_cfg stopped with a traceback; ``degrees=1e1`` was not applied over the plan's. The demo's
+    train arguments now go through yolo's own parsing. Oracle: the numbers typed."""
+    from gradkit.demo import _parse
+
+    opts, train, given = _parse(["lr0=1e-3", "degrees=1e1", "hsv_h=0.5,", "budget=3", "images=100"])
+    assert train["lr0"] == 0.001 and given["degrees"] == 10.0 and given["hsv_h"] == 0.5
+    assert opts["budget"] == 3 and opts["images"] == 100

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,7 +55,7 @@ def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
                              f"arguments: {', '.join(f'{k}=' for k in opts)}, plus any yolo train argument")
         if key in SET_BY_DEMO:
             raise SystemExit(f"gradkit demo: {key}= is set by the demo ({SET_BY_DEMO[key]})")
-        given[key] = yaml.safe_load(value)
+        given[key] = yaml.safe_load(value) if key in opts else _yolo_value(arg, key, value)
         (opts if key in opts else train)[key] = given[key]
     if "budget" in given and opts["gradkit"] != "plan":
         raise SystemExit(f"gradkit demo: budget= is the plan's training time; with gradkit={opts['gradkit']} "
@@ -62,6 +63,13 @@ def _parse(args: Sequence[str]) -> tuple[dict, dict, dict]:
     opts["budget"] = budget_minutes(opts["budget"], "gradkit demo")
     _check_model(given.get("model"))
     return opts, train, given
+
+
+def _yolo_value(arg: str, key: str, value: str) -> Any:
+    """A train argument's value as the yolo entrypoint reads it (``1e-3`` a number, where YAML reads text)."""
+    from gradkit.integrations.ultralytics.seams import yolo_given_args
+
+    return yolo_given_args([arg]).get(key, value)
 
 
 def _check_model(model: object) -> None:
