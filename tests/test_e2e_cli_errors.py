@@ -339,6 +339,10 @@ def test_resuming_a_run_that_finished_is_one_line_not_a_new_training_with_defaul
     line = _error_line(r.returncode, r.stderr, str(last), "finished", "gradkit val model=", f"data={tiny_data}")
     assert r.returncode == 2 and "resume=True" not in line.split("finished", 1)[1].split("without")[0], line
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+    for form in (["resume", f"model={last}"], ["resume", "=", "True", f"model={last}"], [f"resume={last}"]):
+        r = gradkit_here("train", *form, cwd=tmp_path)  # every form yolo reads as a resume
+        _error_line(r.returncode, r.stderr, str(last), "finished")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
     import gradkit
     from gradkit.config import ConfigError
 

@@ -753,12 +753,15 @@ def _finished_resume(rest: Sequence[str]) -> str | None:
     training with every default); the commands that score it, or train on from its weights."""
     from pathlib import Path
 
-    from gradkit.integrations.ultralytics.seams import finished_checkpoint
+    from gradkit.integrations.ultralytics.seams import finished_checkpoint, yolo_given_args
 
-    resume = _arg(rest, "resume")
-    if resume is None or resume.lower() in ("false", "0", ""):
+    given = yolo_given_args(rest)  # as yolo reads them: 'resume', 'resume = True', 'resume=last.pt'
+    resume = given.get("resume")
+    if not resume:
         return None
-    path = _arg(rest, "model") if resume.lower() in ("true", "1") else resume
+    path = given.get("model") if resume is True or resume == 1 else resume
+    if not isinstance(path, str):
+        return None
     args = finished_checkpoint(path)
     if args is None:
         return None
