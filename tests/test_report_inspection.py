@@ -559,3 +559,29 @@ def test_a_comparison_warns_when_runs_were_scored_under_different_precision_rule
     said = [w for w in compare_reports([now, old], ["now", "old"])["warnings"] if "precision" in w]
     assert said == ["The runs' classes were held to different precision rules (now: lower bound at 95% confidence "
                     "≥ 5%; old: precision ≥ 5%): a class set aside in one might fire in the other."]
+
+
+def test_a_comparison_warns_when_runs_chose_their_operating_points_by_different_rules(tmp_path):
+    """Two reports at report.conf 0.25 and 0.5 compared their escape and false-reject rates and named a winner
+    without a word: the rates differed by the threshold alone. A report at the max-F1 point against one at a fixed
+    confidence was only said to hold "different precision rules". Hand-made case: the same boxes, three rules."""
+    import dataclasses
+
+    from gradkit.report import compare_reports
+    from gradkit.report.build import build_report
+
+    gts, preds, images = _factory_case()
+    made = [build_report(dataclasses.replace(_evaluation(tmp_path, gts, preds, images), conf_threshold=conf))
+            for conf in (0.25, 0.5, None)]
+    said = compare_reports(made[:2], ["a", "b"])["warnings"]
+    assert any("report.conf = 0.25" in w and "report.conf = 0.5" in w and "operating point" in w for w in said), said
+    said = compare_reports([made[0], made[2]], ["a", "c"])["warnings"]
+    assert any("report.conf = 0.25" in w and "max F1" in w for w in said), said
+    assert not any("operating point" in w for w in compare_reports([made[2], made[2]], ["c", "d"])["warnings"])
+
+
+def test_a_nan_score_never_fires_nor_sets_a_threshold():
+    """A NaN score ranked as -inf; where the best F1 took its group in, the threshold became -inf, the NaN box
+    fired and counted as right, and report.json held a null threshold its schema refused. Hand-made case."""
+    k = inspection_kpis([_gt(0, 0)], [_pred(0, 0, float("nan"))], [0, 1], {0: "scratch"})
+    assert k["per_class"][0]["tp"] == 0 and k["thresholds"]["scratch"] == NEVER_FIRES

@@ -140,6 +140,11 @@ def _operating_point_warnings(reports: list[dict[str, Any]], labels: list[str]) 
         out.append("Classes that fire at a trusted threshold instead of their best F1's (" + "; ".join(
             f"{lab}: {', '.join(m) or 'none'}" for lab, m in zip(labels, moved, strict=True))
             + "): their escape rates are not read at the best F1 in every run.")
+    points = [(r.get("inspection") or {}).get("operating_point") for r in reports]
+    if len(set(points)) > 1:  # a fixed report.conf against another, or against the max-F1 point
+        out.append("The runs' operating points were chosen by different rules (" + "; ".join(
+            f"{lab}: {point or 'not recorded'}" for lab, point in zip(labels, points, strict=True))
+            + "): their escape and false-reject rates differ by the thresholds as much as by the models.")
     rules = [_precision_rule(r) for r in reports]
     if len(set(rules)) > 1:
         out.append("The runs' classes were held to different precision rules (" + "; ".join(

@@ -144,9 +144,10 @@ def _class_max_f1(gts: Boxes, preds: Boxes, ranked_idx: np.ndarray, trusted: flo
     predictions per image, most of them far below any useful threshold.
     """
     n = len(gts)
+    ranked_idx = ranked_idx[~np.isnan(preds.score[ranked_idx])]  # a NaN score is no confidence: never a threshold
     if n == 0 or len(ranked_idx) == 0:
         return NO_POINT
-    ranked = np.nan_to_num(preds.score[ranked_idx], nan=-np.inf)
+    ranked = preds.score[ranked_idx]
     k = min(len(ranked), max(64, 4 * n))
     while True:
         k = int(np.searchsorted(-ranked, -ranked[k - 1], side="right"))  # a threshold keeps a whole tie group
