@@ -70,9 +70,10 @@ NO_POINT = BestF1(NEVER_FIRES, 0.0, 0.0, 0, 0)
 
 def precision_lower_bound(tp: int, boxes: int, confidence: float = PRECISION_CONFIDENCE) -> float:
     """The one-sided lower bound at ``confidence`` of the share of right boxes, from ``tp`` right among ``boxes``:
-    the lower end of Wilson's score interval (Wilson 1927, JASA 22:209), which stays inside [0, 1] and keeps its
-    coverage at the handful of right boxes where it matters (the normal approximation's bound goes negative).
-    ``confidence`` 0.5 gives the estimate ``tp / boxes`` itself."""
+    the lower end of Wilson's score interval (Wilson 1927, JASA 22:209), which stays inside [0, 1] where the normal
+    approximation's bound goes negative. It is an approximation: at a handful of boxes its coverage dips below
+    ``confidence`` (a class exactly at a 5% precision clears a 5% floor with 1 right of 4 boxes 18.5% of the time,
+    not 5%; the exact Clopper-Pearson bound would not). ``confidence`` 0.5 gives ``tp / boxes`` itself."""
     return float(_wilson_lower(np.asarray(tp), np.asarray(boxes), confidence))
 
 
