@@ -585,3 +585,20 @@ def test_a_nan_score_never_fires_nor_sets_a_threshold():
     fired and counted as right, and report.json held a null threshold its schema refused. Hand-made case."""
     k = inspection_kpis([_gt(0, 0)], [_pred(0, 0, float("nan"))], [0, 1], {0: "scratch"})
     assert k["per_class"][0]["tp"] == 0 and k["thresholds"]["scratch"] == NEVER_FIRES
+
+
+def test_a_class_that_fires_at_a_score_of_exactly_one_is_not_called_never_firing(tmp_path):
+    """1.0 marked a class that never fires; a class whose (trusted) threshold is a real score of 1.0 (float32
+    sigmoid reaches it from 16.7) fires there. Its report was refused by its own schema ("fires at no trusted
+    threshold") and the page said "never fires" of a class with a right box. Hand-made case from a review."""
+    from gradkit.report.build import build_report
+    from gradkit.report.render import warnings as page_warnings
+    from gradkit.report.schema import validate_report
+
+    gts = [Box(i, 0, .1, .1, .4, .4) for i in range(200)]
+    preds = ([Box(0, 0, .1, .1, .4, .4, 1.0)] + [Box(300 + i, 0, .5, .5, .9, .9, .05) for i in range(150)]
+             + [Box(i, 0, .1, .1, .4, .4, .04) for i in range(1, 6)])
+    report = validate_report(build_report(_evaluation(tmp_path, gts, preds, list(range(500)), {0: "scratch"})))
+    k = report["inspection"]
+    assert k["thresholds"]["scratch"] == 1.0 and k["per_class"][0]["tp"] == 1
+    assert not any("never fires" in w for w in page_warnings(report))

@@ -353,8 +353,8 @@ def warnings(r: dict[str, Any]) -> list[str]:
         out.append(f"Classes absent from this split (not evaluated): {', '.join(r['classes_absent'])}.")
     if r.get("classes_left_out"):
         out.append(f"Classes left out by classes= (not trained on, not evaluated): {', '.join(r['classes_left_out'])}.")
-    never = [c["name"] for c in k.get("per_class", [])
-             if c["threshold"] >= NEVER_FIRES and c["objects"] and not c.get("set_aside")]
+    never = [c["name"] for c in k.get("per_class", [])  # at 1.0 with nothing firing (a score of 1.0 fires there)
+             if c["threshold"] >= NEVER_FIRES and not c["tp"] + c["fp"] and c["objects"] and not c.get("set_aside")]
     if never:
         out.append(f"No confidence gives a true positive for: {', '.join(never)} (threshold 1.0: never fires).")
     if k and not k["defect_free_images"]:

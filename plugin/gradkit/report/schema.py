@@ -207,7 +207,8 @@ class InspectionClass(_Open):
         if self.set_aside and (self.threshold < NEVER_FIRES or self.tp or self.fp):
             raise ValueError(f"set_aside: {self.name} was set aside but fires (threshold {self.threshold}, "
                              f"tp {self.tp}, fp {self.fp})")
-        if self.untrusted_max_f1 and (self.set_aside or self.threshold >= NEVER_FIRES
+        fires = self.threshold < NEVER_FIRES or bool(self.tp or self.fp)  # a real score of 1.0 fires at 1.0
+        if self.untrusted_max_f1 and (self.set_aside or not fires
                                       or self.untrusted_max_f1.f1 + 1e-6 < (self.f1 or 0.0)):
             raise ValueError(f"untrusted_max_f1: {self.name} fires at no trusted threshold (threshold "
                              f"{self.threshold}, set aside: {self.set_aside is not None}), or above its max F1")
@@ -262,12 +263,12 @@ class Inspection(_Open):
     @model_validator(mode="after")
     def _fires_where_trusted(self):
         """Schema 10: a class firing at a max-F1 operating point does so at a threshold its boxes clear the floor at."""
-        from gradkit.report.inspection import NEVER_FIRES, precision_lower_bound
+        from gradkit.report.inspection import precision_lower_bound
 
         if self.precision_confidence is None or self.min_precision is None:
             return self
         for c in self.per_class:
-            if c.threshold < NEVER_FIRES and c.tp + c.fp and precision_lower_bound(
+            if c.tp + c.fp and precision_lower_bound(
                     c.tp, c.tp + c.fp, self.precision_confidence) < self.min_precision:
                 raise ValueError(f"per_class: {c.name} fires at {c.threshold} with {c.tp} right of {c.tp + c.fp} "
                                  f"boxes, which does not clear min_precision {self.min_precision}")
