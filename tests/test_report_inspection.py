@@ -602,3 +602,22 @@ def test_a_class_that_fires_at_a_score_of_exactly_one_is_not_called_never_firing
     k = report["inspection"]
     assert k["thresholds"]["scratch"] == 1.0 and k["per_class"][0]["tp"] == 1
     assert not any("never fires" in w for w in page_warnings(report))
+
+
+def test_a_threshold_read_back_from_report_json_still_fires_the_boxes_it_counted(tmp_path):
+    """report.json keeps 7 significant digits and rounded each threshold to the nearest: half the time above the
+    score of the box it was, so a user applying it with >= lost that box (the lowest one the operating point
+    counted). Thresholds are now written rounded down. Oracle: the boxes at or above the written threshold, counted
+    against the report's tp + fp, for float32 scores drawn at random."""
+    import json
+
+    from gradkit.report.build import build_report
+
+    rng = np.random.default_rng(3)
+    scores = rng.random(40).astype(np.float32).astype(float)
+    gts = [_gt(i, 0) for i in range(40)]
+    preds = [_pred(i, 0, s) if i % 3 else _pred(i, 0, s, x=0.6, y=0.6) for i, s in enumerate(scores)]
+    report = json.loads(json.dumps(build_report(_evaluation(tmp_path, gts, preds, list(range(40)), {0: "scratch"}))))
+    row = report["inspection"]["per_class"][0]
+    written = report["inspection"]["thresholds"]["scratch"]
+    assert written == row["threshold"] and int((scores >= written).sum()) == row["tp"] + row["fp"]

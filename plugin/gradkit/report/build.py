@@ -21,7 +21,7 @@ from gradkit.report.box_fit import box_fit
 from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors, class_labels, miss_causes
-from gradkit.report.inspection import Matching, OperatingPoint, inspection_kpis
+from gradkit.report.inspection import REPORT_DIGITS, Matching, OperatingPoint, inspection_kpis
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "other_records", "training_section", "without_cyclic_gc",
@@ -52,7 +52,7 @@ def without_cyclic_gc():
 def _clean(x: Any) -> Any:
     """NaN/inf -> None so the JSON is standard; recursive."""
     if isinstance(x, float):
-        return None if not math.isfinite(x) else float(f"{x:.7g}")  # significant digits: 1e-9 stays 1e-9
+        return None if not math.isfinite(x) else float(f"{x:.{REPORT_DIGITS}g}")  # significant: 1e-9 stays 1e-9
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, list | tuple):

@@ -18,6 +18,7 @@ threshold the same as matching only the predictions above it, so one matching se
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any, NamedTuple
@@ -62,6 +63,20 @@ class BestF1(NamedTuple):
     precision: float
     tp: int
     boxes: int
+
+
+#: Significant digits report.json keeps of every number (gradkit.report.build writes floats with them).
+REPORT_DIGITS = 7
+
+
+def written_threshold(threshold: float) -> float:
+    """``threshold`` as report.json keeps it: rounded down to REPORT_DIGITS significant digits, so the box scored
+    at it (the lowest the operating point counted) still reaches it when the threshold is read back and applied
+    with >= (rounded to the nearest it was above that score half the time)."""
+    if not math.isfinite(threshold) or threshold <= 0 or threshold >= NEVER_FIRES:
+        return threshold
+    scale = 10.0 ** (REPORT_DIGITS - 1 - math.floor(math.log10(threshold)))
+    return math.floor(threshold * scale) / scale
 
 
 #: The point of a class without objects or without any true positive.
@@ -230,7 +245,7 @@ def _untrusted(preds: Boxes, c: int, point: BestF1 | None, confidence: float | N
         return None
     rejects = (preds.cls == c) & (np.nan_to_num(preds.score, nan=-np.inf) >= point.threshold)
     bound = None if confidence is None else precision_lower_bound(point.tp, point.boxes, confidence)
-    return {**point._asdict(), "precision_lower": bound,
+    return {**point._asdict(), "threshold": written_threshold(point.threshold), "precision_lower": bound,
             "parts_rejected": len(set(preds.image[rejects].tolist()))}
 
 
@@ -287,7 +302,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
         else f"report.conf = {conf:g}",
         "min_precision": MIN_PRECISION if conf is None else None,  # the floor a trusted threshold clears
         "precision_confidence": op.precision_confidence if conf is None else None,  # how sure above the floor
-        "thresholds": {names[c]: chosen[c] for c in classes},
+        "thresholds": {names[c]: written_threshold(chosen[c]) for c in classes},
         "match_iou": MATCH_IOU,
         "images": len(set(images)),
         "defective_images": len(defective),
@@ -299,7 +314,7 @@ def inspection_kpis(gts: Sequence[Box] | Boxes, preds: Sequence[Box] | Boxes, im
         "false_reject_rate": _ratio(len(defect_free & rejected), len(defect_free)),
         "false_positives": n_fp,
         "fp_per_image": _ratio(n_fp, len(set(images))),
-        "per_class": [{**_per_class(m, fires, rejected, c, names[c], chosen[c]),
+        "per_class": [{**_per_class(m, fires, rejected, c, names[c], written_threshold(chosen[c])),
                        "set_aside": _untrusted(preds, c, op.set_aside.get(c), op.precision_confidence),
                        "untrusted_max_f1": _untrusted(preds, c, op.moved.get(c), op.precision_confidence)}
                       for c in classes],
