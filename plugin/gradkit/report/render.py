@@ -352,7 +352,9 @@ def warnings(r: dict[str, Any]) -> list[str]:
     if r.get("classes_absent"):
         out.append(f"Classes absent from this split (not evaluated): {', '.join(r['classes_absent'])}.")
     if r.get("classes_left_out"):
-        out.append(f"Classes left out by classes= (not trained on, not evaluated): {', '.join(r['classes_left_out'])}.")
+        out.append(f"Classes left out by classes= (not trained on, not evaluated): {', '.join(r['classes_left_out'])}; "
+                   "Ultralytics drops their labels, so a part whose only defects are of those classes counts as "
+                   "defect-free here (a box on it, as a false reject).")
     never = [c["name"] for c in k.get("per_class", [])  # at 1.0 with nothing firing (a score of 1.0 fires there)
              if c["threshold"] >= NEVER_FIRES and not c["tp"] + c["fp"] and c["objects"] and not c.get("set_aside")]
     if never:
