@@ -25,6 +25,7 @@ from tqdm import tqdm
 from gradkit.data.convert import IMAGE_SUFFIXES
 from gradkit.data.orientation import headers_of_any_size, read_upright
 from gradkit.data.splits import ListedLine, SplitImages, is_listed, list_split_images, resolve_split
+from gradkit.data.yaml_file import read_yaml
 
 __all__ = ["CheckResult", "Finding", "FixChange", "check_dataset", "fix_dataset", "fix_output"]
 
@@ -89,15 +90,9 @@ def read_dataset_yaml(data_yaml: Path) -> dict:
     if data_yaml.is_dir():
         raise ValueError(f"{data_yaml}: a folder; give the dataset's YAML file (data=DIR/data.yaml)")
     try:
-        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
+        data = read_yaml(data_yaml)
     except FileNotFoundError:
         raise ValueError(f"{data_yaml}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{data_yaml}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise ValueError(f"{data_yaml}:{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(data, dict) or (data.get("names") is None and "nc" not in data):
         raise ValueError(f"{data_yaml}: not a YOLO dataset YAML (no 'names', nor 'nc')")
     if data.get("names") is None:  # as Ultralytics names them (data/utils.py: check_det_dataset)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.data.yaml_file import read_yaml
 from gradkit.report.box_fit import box_fit
 from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metrics
 from gradkit.report.data import EvalData
@@ -143,24 +144,10 @@ def _run_arguments(run_dir: Path) -> dict[str, Any]:
         return resumed["train_args"]
     if not (run_dir / "args.yaml").exists():
         return {}
-    args = _read_yaml(run_dir / "args.yaml") or {}
+    args = read_yaml(run_dir / "args.yaml") or {}
     if not isinstance(args, dict):
         raise ValueError(f"{run_dir / 'args.yaml'} is not a mapping of arguments")
     return args
-
-
-def _read_yaml(path: Path) -> Any:
-    """A YAML file read back; one that is not YAML raises a one-line ValueError naming it and where."""
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ValueError(f"{path} is not YAML{where}: {getattr(exc, 'problem', None) or 'unreadable'}") from None
 
 
 def _json_safe(value: Any) -> Any:
@@ -186,7 +173,7 @@ def trained_with(model: str) -> dict[str, Any] | None:
     if run_dir is None:
         return None
     config_file = run_dir / "gradkit.yaml"
-    config = _read_yaml(config_file) if config_file.is_file() else None
+    config = read_yaml(config_file) if config_file.is_file() else None
     if config_file.is_file() and not isinstance(config, dict):
         raise ValueError(f"{config_file} is not a mapping of settings")
     try:
