@@ -55,6 +55,8 @@ def test_preset_and_copy_paste_survive_close_mosaic(tiny_data, tmp_path):
     hsv = next(t for t in model.trainer.train_loader.dataset.transforms.transforms if type(t).__name__ == "RandomHSV")
     assert hsv.sgain == 0.0  # the preset's Ultralytics hyp reached the dataset
     assert model.trainer.args.hsv_s == 0.7  # ... without touching trainer.args
+    kept = [m for m in log if "args.yaml keeps" in m]  # which the log says, once
+    assert len(kept) == 1 and "hsv_s=0.7" in kept[0], kept
     assert (run / "weights" / "last.pt").exists()
 
 
@@ -149,5 +151,10 @@ def test_an_augmentation_hyp_typed_on_the_command_line_wins_over_the_gradkit_con
     assert seen == {"degrees": 0.0, "sgain": 0.7, "vgain": 0.1, "fliplr": 0.5}  # typed x3 win; hsv_v from the config
     kept = yaml.safe_load((tmp_path / "r" / "gradkit.yaml").read_text(encoding="utf-8"))["augment"]["ultralytics"]
     assert kept == {"degrees": 0.0, "hsv_s": 0.7, "hsv_v": 0.1, "fliplr": 0.5}  # the run's record says what trained
+    import json
+
+    ran = json.loads((tmp_path / "r" / "gradkit_summary.json").read_text(encoding="utf-8"))["as_run"]
+    assert {k: ran[k] for k in kept} == {"degrees": seen["degrees"], "hsv_s": seen["sgain"], "hsv_v": seen["vgain"],
+                                         "fliplr": seen["fliplr"]}  # as the dataset's stages hold them
     said = [line for line in (r.stdout + r.stderr).splitlines() if "given to yolo win" in line]
     assert len(said) == 1 and all(k in said[0] for k in ("degrees=0,", "hsv_s=0.7 ", "fliplr=0.5,")), said

@@ -523,3 +523,22 @@ def test_a_val_report_reads_its_model_s_run_folder_as_untrusted_input(tmp_path, 
     with pytest.raises(ValueError) as err:
         trained_with(str(best))
     assert named in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_comparison_says_which_augmentation_hyps_trained_not_only_which_were_typed(tmp_path):
+    """A gradkit run whose config set fliplr 0.2 (args.yaml keeps yolo's 0.5) against a plain Ultralytics run typed
+    fliplr=0.1: the comparison showed "yolo.fliplr 0.5 / 0.1" and nothing of the 0.2 that trained, and hid the hyps
+    only the config set (hsv_v 0.3 against Ultralytics' 0.4). The run records the hyps that trained (as_run) and the
+    comparison shows them beside the typed ones. Hand-made run folders as the runs write them."""
+    import json as _json
+
+    from gradkit.report.build import trained_with
+
+    gk = _run_folder(tmp_path / "a", args="epochs: 3\nfliplr: 0.5\nhsv_v: 0.4\n",
+                     config="augment:\n  ultralytics:\n    fliplr: 0.2\n    hsv_v: 0.3\n",
+                     summary=_json.dumps({"as_run": {"imgsz": 64, "batch": 8, "fliplr": 0.2, "hsv_v": 0.3}}))
+    plain = _run_folder(tmp_path / "y", args="epochs: 3\nfliplr: 0.1\nhsv_v: 0.4\n", config=None)
+    ev = hand_made_evaluation(tmp_path / "img")
+    a, y = (build_report(ev, trained_with=trained_with(str(p))) for p in (gk, plain))
+    diff = {d["key"]: d["values"] for d in compare_reports([a, y], ["a", "y"])["config_diff"]}
+    assert diff["yolo.fliplr (ran)"] == [0.2, 0.1] and diff["yolo.hsv_v (ran)"] == [0.3, 0.4], diff

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gradkit.config import ULTRALYTICS_AUGMENT_KEYS
 from gradkit.report.inspection import TINY_SPLIT
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
@@ -55,6 +56,10 @@ def _settings(r: dict[str, Any]) -> dict[str, Any]:
     t = r.get("training") or r.get("trained_with") or {}  # a val report: its model's run folder's record
     used = (t.get("augment_preset") or {}).get("used")  # what auto chose: two auto runs can differ there
     ran = {f"yolo.{k} (ran)": v for k, v in (t.get("as_run") or {}).items() if v is not None}  # batch=-1 chose
+    args = t.get("train_args") or {}
+    for k in ULTRALYTICS_AUGMENT_KEYS:  # a hyp gradkit's config did not set trained as args.yaml says
+        if args.get(k) is not None:
+            ran.setdefault(f"yolo.{k} (ran)", args[k])
     made = r.get("trained_with")
     config = r.get("plugin_config") or (made or {}).get("plugin_config") or {}
     # whether gradkit trained it, where that is known: a plain Ultralytics run's val report has no gradkit.* keys

@@ -7,6 +7,7 @@ Keys the renderer does not use are kept (``extra="allow"``) for newer or older w
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -324,10 +325,19 @@ class UntaughtClass(_Open):
 
 
 class AsRun(_Open):
-    """The image size and batch a run trained at (``batch=-1`` chose its batch; an imgsz list became one side)."""
+    """The image size and batch a run trained at (``batch=-1`` chose its batch; an imgsz list became one side), and
+    the augmentation hyps gradkit's config set (args.yaml keeps Ultralytics' values)."""
 
     imgsz: Annotated[int, Field(ge=1)] | None = None
     batch: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _hyps_are_numbers(self):
+        bad = {k: v for k, v in (self.model_extra or {}).items()
+               if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"as_run: {bad} are not augmentation hyps (finite numbers)")
+        return self
 
 
 class Resume(_Open):

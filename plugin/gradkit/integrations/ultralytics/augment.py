@@ -140,17 +140,23 @@ def _log_screening(counts: dict[int, tuple[int, int]], names: dict, min_share: f
                        f"background enough (augment.copy_paste.min_defect_share={min_share}; 0 pastes every defect)")
 
 
-def _apply_hyp(hyp, overrides: dict[str, float]):
-    """A copy of the dataset hyp with the config's values where the hyp holds Ultralytics' default (what a
-    ``model.train()`` call left unset looks like; ``gradkit train`` drops from the config the keys typed for yolo)."""
-    from copy import copy
-
+def trained_hyps(args, overrides: dict[str, float]) -> dict[str, float]:
+    """The value each hyp the config sets trains with: the config's where ``args`` (the trainer's, or the dataset's
+    hyp) holds Ultralytics' default (what a ``model.train()`` call left unset looks like; ``gradkit train`` has put
+    the values typed for yolo into the config), else the one given to Ultralytics."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
+    return {k: v if getattr(args, k, None) == DEFAULT_CFG_DICT.get(k) else getattr(args, k)
+            for k, v in overrides.items()}
+
+
+def _apply_hyp(hyp, overrides: dict[str, float]):
+    """A copy of the dataset hyp with the values that train (:func:`trained_hyps`)."""
+    from copy import copy
+
     hyp = copy(hyp)
-    for k, v in overrides.items():
-        if getattr(hyp, k, None) == DEFAULT_CFG_DICT.get(k):
-            setattr(hyp, k, v)
+    for k, v in trained_hyps(hyp, overrides).items():
+        setattr(hyp, k, v)
     return hyp
 
 
@@ -210,6 +216,12 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     from ultralytics.utils import LOGGER
 
     LOGGER.info(f"gradkit: training augmentation: {describe_augmentation(aug_cfg)}")
+    kept = {k: getattr(hyp, k) for k, v in trained_hyps(hyp, aug_cfg.ultralytics).items()
+            if hyp is not None and getattr(hyp, k, None) != v}
+    if kept:  # the first file a user opens says otherwise
+        LOGGER.info(f"gradkit: args.yaml keeps {', '.join(f'{k}={v:g}' for k, v in kept.items())}; the config's "
+                    "values train (gradkit_summary.json's as_run). From Python, a value passed to model.train() "
+                    "that equals Ultralytics' default cannot win: set it in the gradkit config")
 
 
 def _transform_name(t: Any) -> str:

@@ -23,7 +23,7 @@ from gradkit.integrations.ultralytics.assign import (
     install_defect_cell_assignment,
     install_nwd_overlap,
 )
-from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment
+from gradkit.integrations.ultralytics.augment import install_augmentation, resolve_auto_augment, trained_hyps
 from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_training_layout
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message, too_few_steps
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
@@ -519,7 +519,8 @@ class GradkitCallback:
                 "optimizer": optimizer_used(trainer.optimizer),
                 # what trained, where args.yaml keeps what was typed (batch=-1: auto batch; an imgsz list)
                 "as_run": {"imgsz": getattr(trainer.args, "imgsz", None),
-                           "batch": getattr(trainer, "batch_size", None)},
+                           "batch": getattr(trainer, "batch_size", None),
+                           **trained_hyps(trainer.args, self.cfg.augment.ultralytics)},  # args.yaml keeps yolo's
                 "augment_preset": self.augment_choice,
                 "memory_format": {"configured": self.cfg.speed.memory_format,
                                   "applied": None if self.layout is None else self.layout.as_record()},
