@@ -407,6 +407,7 @@ def test_a_comparison_of_validation_reports_does_not_call_their_models_alike(tmp
     comparison = compare_reports([a, b], ["stock", "agc"])
     page, md = render_html(comparison, [tmp_path]), render_markdown(comparison)
     assert "No setting differs" not in page
+    assert comparison["gradients"] == {} and "Gradients" not in page and "Gradients" not in md  # all n/a: no section
     for text in (page, md):
         assert "not recorded" in text and "stock, agc" in text, text[:3000]
 

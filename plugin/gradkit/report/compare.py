@@ -200,7 +200,8 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
     inspection = {m: _row([(r.get("inspection") or {}).get(m) for r in reports], labels, higher)
                   for m, higher in INSPECTION.items()}
     grads = [_gradient_summary(r) for r in reports]
-    gradients = {m: _row([g[m] for g in grads], labels, higher=False) for m in GRADIENTS}
+    gradients = {m: _row([g[m] for g in grads], labels, higher=False) for m in GRADIENTS
+                 if any(g[m] is not None for g in grads)}  # val reports record no gradients: no row of n/a
     curves = {lab: {"epochs": (r.get("training") or {}).get("epochs", []),
                     **{c: ((r.get("training") or {}).get("curves") or {}).get(c) for c in CURVES}}
               for lab, r in zip(labels, reports, strict=True)}
