@@ -487,11 +487,17 @@ def _output_names(records: list[ImageRecord], report: ConversionReport) -> list[
 
 def _warn_missing_classes(records: list[ImageRecord], splits: list[str], names: list[str],
                           report: ConversionReport) -> None:
+    boxed = {b[0] for r in records for b in r.boxes}
+    nowhere = [n for n in names if n not in boxed]
+    if nowhere:  # no split= can fix that: nothing to train on, nothing to score
+        report.issues.append(f"{', '.join(nowhere)} has no box in any image written (its boxes were left out "
+                             "with their images above, or the annotations name it without boxing it): training "
+                             "learns nothing of it and the reports score it as absent")
     for split in SPLIT_NAMES:
         members = [r for r, s in zip(records, splits, strict=True) if s == split]
         if not members:
             continue
-        missing = [n for n in names if n not in {b[0] for r in members for b in r.boxes}]
+        missing = [n for n in names if n not in {b[0] for r in members for b in r.boxes} and n in boxed]
         if missing:
             report.issues.append(f"{split} split has no instance of {', '.join(missing)}: its {len(members)} "
                                  "image(s) are too few to hold every class (more images of those classes or "
