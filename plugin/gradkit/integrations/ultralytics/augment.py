@@ -370,9 +370,9 @@ def _label_anchor(text: str, box: tuple[int, int, int, int], h: int, w: int) -> 
     gap = OUTLINE_RINGS + 1
     if y0 - gap - lh >= 0:
         return x0 - OUTLINE_RINGS, y0 - gap
-    if y1 + gap + lh <= h:
-        return x0 - OUTLINE_RINGS, y1 + gap + lh  # draw_label draws above its anchor: this puts it below the box
-    beside = min(y0 + lh, h)  # at the box's top, kept in the tile
+    if y1 + gap + lh < h:  # draw_label's box ends on its anchor row: this puts it below the box's outline
+        return x0 - OUTLINE_RINGS, y1 + gap + lh
+    beside = min(y0 + lh - 1, h - 1)  # from the box's top row, kept in the tile
     if x1 + gap + lw <= w:
         return x1 + gap, beside
     if x0 - gap - lw >= 0:
