@@ -968,3 +968,15 @@ def test_a_class_left_with_no_box_anywhere_is_named_as_such_not_blamed_on_the_sp
     _, report = convert_coco(ann, tmp_path / "imgs", tmp_path / "out")
     said = " ".join(report.issues)
     assert "pit has no box in any image written" in said and "no instance of pit" not in said, report.issues
+
+
+def test_check_names_a_class_no_split_holds_an_instance_of(tmp_path, gradkit_here):
+    """A class named in the YAML with no box in any split (a converter left its only boxes out, a typo'd id) was
+    passed silently ("0 error(s), 0 warning(s)"): training learns nothing of it and the reports call it absent.
+    Now a warning names it. Hand-made dataset."""
+    data = _tiny_yolo(tmp_path / "ds")
+    doc = yaml.safe_load(data.read_text())
+    data.write_text(yaml.safe_dump({**doc, "names": ["scratch", "pit"]}))
+    proc = gradkit_here("check", f"data={data}")
+    said = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "pit" in ln and "no instance in any split" in ln]
+    assert len(said) == 1, proc.stdout[-1500:]

@@ -629,7 +629,19 @@ def check_dataset(data_yaml: str | Path, images: bool = True,
         elif split == "train" and imgs and not res.instances[split] and not listed.unchecked:
             _no_defects(res, first_finding, places, len(imgs))
         _orphan_findings(places, imgs + listed.unchecked + listed.dangling, res)
+    _unboxed_classes(res, str(data_yaml))
     return res
+
+
+def _unboxed_classes(res: CheckResult, where: str) -> None:
+    """A class the YAML names that no split holds an instance of, where others are there: training learns nothing
+    of it and the reports call it absent (a converter left its only boxes out, an id no label uses)."""
+    boxed = set().union(*res.instances.values()) if res.instances else set()
+    unboxed = [name for c, name in sorted(res.names.items()) if c not in boxed]
+    if boxed and unboxed:
+        res.findings.append(Finding("warning", "class without instances", where, None,
+                                    f"{', '.join(map(str, unboxed))}: no instance in any split; training learns "
+                                    "nothing of it and the reports score it as absent"))
 
 
 def _leak(first: tuple[str, Path] | None, split: str, image: Path,
