@@ -162,7 +162,8 @@ def test_checker_finds_each_planted_problem_once(tmp_path):
                 ("zero-size box", "train3.txt", 2), ("duplicate box", "train4.txt", 2),
                 ("missing labels", "train5.txt", None), ("orphan labels", "orphan.txt", None),
                 ("unreadable image", "broken.png", None), ("bit depth", "deep.png", None),
-                ("leakage", "val1.png", None)}
+                ("leakage", "val1.png", None),
+                ("class without instances", "data.yaml", None)}  # nc=2, and no label uses class 1
     assert got == expected, got ^ expected
     assert res.background["train"] >= 1
     proc = subprocess.run([GRADKIT, "check", f"data={data_yaml}"], capture_output=True, text=True,
