@@ -108,7 +108,8 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         return [v if v is not None and math.isfinite(v) else None for v in values]  # an infinite loss: a gap
 
     curves = {k: col(k) for k in rows[0] if k != "epoch"} if rows else {}
-    args, resumed = _run_arguments(run_dir), _resumed(run_dir)
+    resumed = _resumed(run_dir)
+    args = _run_arguments(run_dir, resumed)
     if args.get("val") is False:  # Ultralytics validated only the last epoch and wrote 0 for the others
         for k, values in curves.items():
             if k.startswith(("metrics/", "val/")):
@@ -136,10 +137,10 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def _run_arguments(run_dir: Path) -> dict[str, Any]:
-    """The yolo arguments a run was given: args.yaml, or for a resumed run the record gradkit kept of them as the
-    run started (args.yaml then holds Ultralytics' rewrites); {} where neither is."""
-    resumed = _resumed(run_dir)
+def _run_arguments(run_dir: Path, resumed: dict[str, Any]) -> dict[str, Any]:
+    """The yolo arguments a run was given: args.yaml, or for a resumed run (``resumed``: :func:`_resumed`'s record,
+    read once by the caller) the record gradkit kept of them as the run started (args.yaml then holds Ultralytics'
+    rewrites); {} where neither is."""
     if isinstance(resumed.get("train_args"), dict):
         return resumed["train_args"]
     if not (run_dir / "args.yaml").exists():
@@ -191,7 +192,7 @@ def _trained_with_record(run_dir: Path, config: dict[str, Any] | None) -> dict[s
     except json.JSONDecodeError as exc:
         raise ValueError(f"{summary_file} is not JSON (line {exc.lineno}: {exc.msg})") from None
     summary = summary if isinstance(summary, dict) else {}
-    record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir)),
+    record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir, _resumed(run_dir))),
               "plugin_config": None if config is None else _json_safe(config),
               "as_run": _json_safe(summary.get("as_run")), "augment_preset": _json_safe(summary.get("augment_preset"))}
     from pydantic import ValidationError
