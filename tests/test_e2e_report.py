@@ -140,6 +140,38 @@ def test_recorded_predictions_equal_ultralytics_json(trained, tiny_data, tmp_pat
     np.testing.assert_allclose(mine[:, 3:], want[:, 3:], atol=2e-3)  # ... and boxes to 3
 
 
+def test_the_recorded_image_statistics_are_the_validator_s_and_the_report_resamples_them(trained, tiny_data,
+                                                                                         tmp_path):
+    """Oracle: the validator's own per-class AP. The statistics recorded per image, put together again, give it
+    to the last digit, so each resample is scored as the validator scores the split."""
+    import numpy as np
+
+    from gradkit.integrations.ultralytics import validate_for_report
+    from gradkit.integrations.ultralytics.seams import average_precision
+    from gradkit.report import build_report
+    from gradkit.report.intervals import MIN_IMAGES
+    from gradkit.report.schema import validate_report
+
+    _, run = trained
+    ev = validate_for_report(run / "weights" / "best.pt", str(tiny_data), "val", tmp_path / "v", imgsz=64, batch=4,
+                             conf=0.001, verbose=False, device="cpu")
+    assert len(ev.image_stats) == len(ev.images)
+    assert [len(s["conf"]) for s in ev.image_stats] == np.bincount(ev.preds.image, minlength=len(ev.images)).tolist()
+    whole = [np.concatenate([s[k] for s in ev.image_stats]) for k in ("tp", "conf", "pred_cls", "target_cls")]
+    classes, ap = average_precision(*whole)
+    assert sorted(classes.tolist()) == sorted(ev.per_class)
+    for c, row in zip(classes.tolist(), ap, strict=True):
+        assert row[0] == pytest.approx(ev.per_class[c]["AP50"], abs=1e-12)
+        assert row.mean() == pytest.approx(ev.per_class[c]["AP50-95"], abs=1e-12)
+    report = build_report(ev, resamples=50)
+    validate_report(report)
+    spread = report["intervals"]
+    assert spread["resamples"] == 50 and spread["mAP50"][0] <= spread["mAP50"][1]
+    for c in report["per_class"]:  # the tiny split's 5 images: a class in fewer than MIN_IMAGES has none
+        assert (c["AP50_interval"] is not None) == (c["AP50"] is not None and c["images"] >= MIN_IMAGES)
+    assert build_report(ev, resamples=0)["intervals"] is None
+
+
 def test_reports_in_a_real_browser(trained, tiny_data, tmp_path):
     """A training report, a val report and their comparison, opened in headless Chromium at 1400 and 390 px."""
     from browser import chromium, inspect_page, require_browser

@@ -384,7 +384,7 @@ def _print_fix(data_yaml, changes) -> None:
 
 
 #: The report settings ``gradkit val`` uses (its split is yolo's ``split=``; it always writes the report).
-VAL_REPORT_KEYS = ("report.conf", "report.gallery", "report.tile_size", "report.tile_overlap")
+VAL_REPORT_KEYS = ("report.conf", "report.gallery", "report.resamples", "report.tile_size", "report.tile_overlap")
 
 
 def _register_val_report(settings) -> None:
@@ -455,7 +455,8 @@ def _write_val_report(validator, settings) -> None:
 
     ev = collect_validation(validator)
     ev.conf_threshold = settings.conf
-    paths = write_report(build_report(ev, gallery_size=settings.gallery, trained_with=_trained_with(ev.model)),
+    paths = write_report(build_report(ev, gallery_size=settings.gallery, trained_with=_trained_with(ev.model),
+                                      resamples=settings.resamples),
                          Path(validator.save_dir))
     print(f"gradkit: report {paths['html']}")
 

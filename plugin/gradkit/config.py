@@ -339,6 +339,9 @@ class ReportConfig(_Section):
                                "every class (inspection KPIs, error analysis, gallery); unset: per class, the "
                                "confidence that maximises F1 on the evaluated split")
     gallery: int = Field(6, ge=0, le=50, description="number of worst images drawn in the report")
+    resamples: int = Field(200, ge=0, le=10000, description="resamples of the evaluated images (drawn with "
+                           "replacement) behind the 95% intervals of mAP and of each class's AP50: how far the AP "
+                           "would move on another draw of images like these; 0: no intervals")
     tile_size: int | None = Field(None, description="score whole images through tiles of this many pixels, for a "
                                   "model trained on `gradkit tile`'s copy: each image is cut as `gradkit tile` cuts "
                                   "it and the tiles' detections are merged; a multiple of 32; unset: the whole "

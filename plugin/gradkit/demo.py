@@ -197,7 +197,8 @@ def run_demo(args: Sequence[str] = ()) -> int:
     test_dir = out.parent / (out.name + "-test")
     ev = validate_for_report(run_dir / "weights" / "best.pt", str(data_yaml), "test", test_dir,
                              imgsz=imgsz, batch=int(train_args["batch"]), device="cpu")
-    report = build_report(ev, run_dir=run_dir, plugin_config=model.gradkit.cfg.model_dump(mode="json"))
+    report = build_report(ev, run_dir=run_dir, plugin_config=model.gradkit.cfg.model_dump(mode="json"),
+                          resamples=model.gradkit.cfg.report.resamples)
     paths = write_report(report, test_dir)
     minutes = (time.time() - start) / 60
     h = ev.headline

@@ -23,6 +23,7 @@ from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metr
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors, class_labels, miss_causes
 from gradkit.report.inspection import REPORT_DIGITS, Matching, OperatingPoint, inspection_kpis
+from gradkit.report.intervals import ap_intervals
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "other_records", "training_section", "without_cyclic_gc",
@@ -292,11 +293,14 @@ def _run_name(run_dir: Path | None, model: str) -> str:
 
 
 def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict | None = None,
-                 gallery_size: int = 6, trained_with: dict[str, Any] | None = None) -> dict[str, Any]:
+                 gallery_size: int = 6, trained_with: dict[str, Any] | None = None,
+                 resamples: int | None = None) -> dict[str, Any]:
     """The report as a dict with stable keys (see README, "report.json"). ``trained_with``: for a report that is
-    not the training run's own, how its model was trained (the record the function of that name reads)."""
+    not the training run's own, how its model was trained (the record the function of that name reads).
+    ``resamples``: of the images, for the AP intervals (None: ``report.resamples``' default; 0: none)."""
     classes = sorted(ev.names)
     gts, preds = Boxes.from_boxes(ev.gts), Boxes.from_boxes(ev.preds)
+    intervals = _intervals(ev, resamples)
     per_class = []
     for c in classes:
         present = c in ev.per_class and ev.instances.get(c, 0) > 0
@@ -305,6 +309,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         # Ultralytics' `maps` fills absent classes with the mean: report them as n/a (None) instead.
         for key in ("precision", "recall", "AP50", "AP50-95"):
             row[key] = ev.per_class[c][key] if present else None
+        row["AP50_interval"] = intervals["AP50"].get(c) if present and intervals else None
         per_class.append(row)
     trained = ev.extra.get("classes")  # the run's classes= (Ultralytics scores those only), None: every class
     left_out = set() if trained is None else set(classes) - {int(c) for c in trained}
@@ -341,6 +346,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "versions": _versions(),
         "plugin_config": plugin_config,
         "headline": dict(ev.headline),
+        "intervals": {k: v for k, v in intervals.items() if k != "AP50"} if intervals else None,
         "per_class": per_class,
         "classes_absent": [ev.names[c] for c in classes if c not in present_classes and c not in left_out],
         "classes_left_out": [ev.names[c] for c in sorted(left_out)] if trained is not None else None,
@@ -361,6 +367,17 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "trained_with": trained_with,
     }
     return _clean(report)
+
+
+def _intervals(ev: EvalData, resamples: int | None) -> dict[str, Any] | None:
+    """The AP intervals over resamples of the images, where the validation's per-image statistics were recorded."""
+    from gradkit.config import ReportConfig
+    from gradkit.integrations.ultralytics.seams import average_precision
+
+    if not ev.image_stats:
+        return None
+    count = ReportConfig.model_fields["resamples"].default if resamples is None else resamples
+    return ap_intervals(ev.image_stats, average_precision, count)
 
 
 def _tiled_copy_of(data: str) -> dict[str, Any] | None:

@@ -30,4 +30,7 @@ class EvalData:
     confusion_matrix: list[list[float]] | None = None
     conf_threshold: float | None = None  # the operating point: None is each class's max-F1 confidence
     plots: dict[str, str] = field(default_factory=dict)  # name -> PNG path written by Ultralytics
+    #: per image, the validator's statistics its AP is computed from (tp, conf, pred_cls, target_cls), for the
+    #: intervals; None where they were not recorded (predictions read from the validator's COCO json)
+    image_stats: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)

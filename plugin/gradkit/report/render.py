@@ -23,6 +23,7 @@ from gradkit.report.box_fit import FIT_IOUS, iou_key
 from gradkit.report.coco import ALL_OBJECTS
 from gradkit.report.errors import BG_IOU, FG_IOU, pairwise_iou
 from gradkit.report.inspection import TINY_SPLIT, VALIDATION_CONF
+from gradkit.report.intervals import MIN_IMAGES
 
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
@@ -81,6 +82,29 @@ def _md_num(x: Any, digits: int = 3) -> str:
     if x is None:
         return "n/a"
     return f"{x:.{digits}f}" if isinstance(x, float) else _md_text(x)
+
+
+#: The per-class column of the AP50 intervals.
+INTERVAL_HEADER = "AP50, 95% over images"
+
+
+def _interval(pair: list[float] | None, value: float | None = 0.0) -> str:
+    """``0.081–0.247``; for a class with an AP but no interval, why (too few images to resample)."""
+    if pair is None:
+        return "n/a" if value is None else f"none (under {MIN_IMAGES} images)"
+    return f"{pair[0]:.3f}–{pair[1]:.3f}"
+
+
+def _md_spread(spread: dict[str, Any] | None, key: str) -> str:
+    return f" (95%: {_interval(spread.get(key))})" if spread and spread.get(key) else ""
+
+
+def interval_note(spread: dict[str, Any]) -> str:
+    """What the intervals are, and what they allow a reader to conclude."""
+    return (f"95% intervals: the central {spread['level']:.0%} of each AP over {spread['resamples']} draws of these "
+            "images with replacement (the validator's own matches and AP on each draw): how far it would move on "
+            "another set of parts like these. Two runs, or a run and a goal, inside each other's interval are not "
+            "told apart by this split; more images narrow it.")
 
 
 def _images(count: int, kind: str) -> str:
@@ -723,13 +747,18 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
                      + "</ul></div>")
     if k:
         parts += ["<h2>Inspection at the operating point</h2>", _inspection(k)]
+    spread = r.get("intervals")
     parts += ["<h2>Run settings</h2>", _settings(r), "<h2>Ranking quality (all confidences)</h2>",
-              '<div class="cards">' + "".join(f'<div class="card">{_e(x)}<b>{_num(h.get(x))}</b></div>'
-                                              for x in ("mAP50", "mAP50-95")) + "</div>"]
-    rows = [[_e(c["name"]), _num(c["instances"]), _num(c["images"]), _num(c["AP50"]), _num(c["AP50-95"]),
+              '<div class="cards">' + "".join(f'<div class="card">{_e(x)}<b>{_num(h.get(x))}</b>'
+                                              + (f'<small>95%: {_e(_interval(spread.get(x)))}</small>' if spread
+                                                 else "") + "</div>" for x in ("mAP50", "mAP50-95")) + "</div>"]
+    rows = [[_e(c["name"]), _num(c["instances"]), _num(c["images"]), _num(c["AP50"]),
+             *([_e(_interval(c.get("AP50_interval"), c["AP50"]))] if spread else []), _num(c["AP50-95"]),
              _num(c["precision"]), _num(c["recall"])] for c in r["per_class"]]
-    parts.append(_table(["class", "instances", "images", "AP50", "AP50-95", "P (Ultralytics)", "R (Ultralytics)"],
-                        rows))
+    parts.append(_table(["class", "instances", "images", "AP50", *([INTERVAL_HEADER] if spread else []), "AP50-95",
+                         "P (Ultralytics)", "R (Ultralytics)"], rows))
+    if spread:
+        parts.append(f'<p class="note">{_e(interval_note(spread))}</p>')
     parts.append(f'<p class="note">AP sweeps every confidence. Ultralytics\' P and R (headline P '
                  f"{_num(h.get('precision'))}, R {_num(h.get('recall'))}) are read at the one confidence that "
                  "maximises its mean F1 over classes, not at the operating point above.</p>")
@@ -979,15 +1008,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {_md_text(c['name'])} | {_threshold(c)} | {c['objects']} | {c['tp']} | {c['fp']} | "
                   f"{c['fn']} | {_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['f1'])} | "
                   f"{_shipped(c)} |" for c in k["per_class"]]
-    lines += ["", f"**mAP50 {_md_num(h.get('mAP50'))}**, mAP50-95 {_md_num(h.get('mAP50-95'))} (all confidences); "
+    spread = report.get("intervals")
+    lines += ["", f"**mAP50 {_md_num(h.get('mAP50'))}**{_md_spread(spread, 'mAP50')}, mAP50-95 "
+              f"{_md_num(h.get('mAP50-95'))}{_md_spread(spread, 'mAP50-95')} (all confidences); "
               f"Ultralytics' P {_md_num(h.get('precision'))}, R {_md_num(h.get('recall'))} at its max-mean-F1 "
               f"confidence — {report['images']} images, {report['instances']} instances, "
               f"{_images(report['defect_free_images'], 'defect-free')}.", "",
-              "| class | instances | images | P | R | AP50 | AP50-95 |", "|---|---|---|---|---|---|---|"]
+              "| class | instances | images | P | R | AP50 |" + (f" {INTERVAL_HEADER} |" if spread else "")
+              + " AP50-95 |", "|---|---|---|---|---|---|" + ("---|" if spread else "") + "---|"]
     for c in report["per_class"]:
+        within = f" {_md_text(_interval(c.get('AP50_interval'), c['AP50']))} |" if spread else ""
         lines.append(f"| {_md_text(c['name'])} | {_md_num(c['instances'])} | {_md_num(c['images'])} | "
-                     f"{_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['AP50'])} | "
+                     f"{_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['AP50'])} |{within} "
                      f"{_md_num(c['AP50-95'])} |")
+    if spread:
+        lines += ["", interval_note(spread)]
     coco = report["coco"]["metrics"]
     if coco:
         lines += ["", "COCO (faster-coco-eval): " + ", ".join(f"{_md_text(x)} {_md_num(v)}" for x, v in coco.items())]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 
@@ -30,8 +30,9 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: size bucket's recall is the share of its objects found (pooled over the classes; 12: COCO's mean over them), and
 #: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started), tiled_copy_of
 #: (gradkit tile's record where the data is its copy: the parts counted are tiles); 14: trained_with (a val
-#: report's record of how its model was trained, from the model's run folder).
-REPORT_SCHEMA_VERSION = 14
+#: report's record of how its model was trained, from the model's run folder); 15: intervals (mAP50's and mAP50-95's
+#: over resamples of the images) and each class's AP50_interval.
+REPORT_SCHEMA_VERSION = 15
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
 Num = Annotated[float, Field(allow_inf_nan=False)] | None
@@ -47,6 +48,16 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+def _ordered_pair(value: list[float] | None, what: str) -> list[float] | None:
+    if value is not None and (len(value) != 2 or value[0] > value[1]):
+        raise ValueError(f"{what} {value!r:.60} is not [low, high] with low <= high")
+    return value
+
+
+#: An interval of a share: [low, high].
+ShareInterval = list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] | None
+
+
 class PerClass(_Open):
     name: str
     instances: int | None = None
@@ -55,6 +66,27 @@ class PerClass(_Open):
     recall: Share = None
     AP50: Share = None
     AP50_95: Share = Field(None, alias="AP50-95")
+    AP50_interval: ShareInterval = None
+
+    @field_validator("AP50_interval")
+    @classmethod
+    def _interval(cls, value):
+        return _ordered_pair(value, "AP50_interval")
+
+
+class Intervals(_Open):
+    """The percentile intervals of the headline APs over ``resamples`` draws of the images."""
+
+    mAP50: ShareInterval
+    mAP50_95: ShareInterval = Field(alias="mAP50-95")
+    resamples: Annotated[int, Field(ge=1)]
+    level: Annotated[float, Field(gt=0, lt=1)]
+    seed: int
+
+    @field_validator("mAP50", "mAP50_95")
+    @classmethod
+    def _interval(cls, value, info):
+        return _ordered_pair(value, info.field_name)
 
 
 class Bucket(_Open):
@@ -407,6 +439,7 @@ class EvaluationReport(_Open):
     versions: dict[str, str]
     plugin_config: dict[str, Any] | None = None
     headline: dict[str, Share]
+    intervals: Intervals | None = None
     per_class: list[PerClass]
     classes_absent: list[str]
     classes_left_out: list[str] | None = None

@@ -706,7 +706,7 @@ class GradkitCallback:
                                  classes=getattr(trainer.args, "classes", None))  # scored on what it trained on
         ev.conf_threshold = rcfg.conf
         report = build_report(ev, run_dir=self.save_dir, plugin_config=self.cfg.model_dump(mode="json"),
-                              gallery_size=rcfg.gallery)
+                              gallery_size=rcfg.gallery, resamples=rcfg.resamples)
         paths = write_report(report, self.save_dir)
         _logger().info(f"gradkit: report {paths['html']}")
 

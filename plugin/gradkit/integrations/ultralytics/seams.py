@@ -35,9 +35,11 @@ import numpy as np
 import torch
 
 __all__ = [
+    "IMAGE_STAT_KEYS",
     "OPTIMIZER_STEP_FINGERPRINTS",
     "SeamError",
     "albumentations_stage_index",
+    "average_precision",
     "batch_pixels_and_boxes",
     "chain_optimizer_step_override",
     "check_coco_iou_override",
@@ -55,6 +57,7 @@ __all__ = [
     "install_dataset_transforms",
     "json_predictions",
     "keep_defect_cells",
+    "latest_image_stats",
     "optimizer_step_override",
     "override_coco_iou",
     "period_checkpoint",
@@ -680,6 +683,37 @@ def wrap_update_metrics(validator: Any, after: Callable[[Any, Any], None]) -> No
         after(preds, batch)
 
     validator.update_metrics = update_metrics
+
+
+#: The per-image statistics a detection validator's ``metrics.stats`` gathers (one list entry per image, from
+#: ``update_metrics``) and ``ap_per_class`` computes AP from; ``get_stats`` clears them.
+IMAGE_STAT_KEYS = ("tp", "conf", "pred_cls", "target_cls")
+
+
+def latest_image_stats(validator: Any, images: int) -> list[dict[str, np.ndarray]]:
+    """Copies of the statistics ``update_metrics`` just appended for its last ``images`` images: per image, each
+    prediction's hits at the ten IoU thresholds (``tp``), its confidence and class, and the labels' classes."""
+    stats = getattr(getattr(validator, "metrics", None), "stats", None)
+    if (not isinstance(stats, dict) or any(not isinstance(stats.get(k), list) for k in IMAGE_STAT_KEYS)
+            or any(len(stats[k]) < images for k in IMAGE_STAT_KEYS)):
+        raise SeamError(f"{type(validator).__qualname__}.metrics.stats is no longer a dict of per-image lists "
+                        f"{', '.join(IMAGE_STAT_KEYS)} (ultralytics {_ultralytics_version()}): gradkit's report "
+                        "resamples the images from them")
+    return [{k: np.array(stats[k][i]) for k in IMAGE_STAT_KEYS} for i in range(-images, 0)]
+
+
+def average_precision(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, AP of each at the ten IoU thresholds 0.5:0.95, shape (classes, 10)): Ultralytics'
+    ``ap_per_class``, the validator's own computation, for the classes ``target_cls`` holds."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    out = ap_per_class(tp, conf, pred_cls, target_cls)
+    classes, ap = (np.asarray(out[6]), np.asarray(out[5])) if len(out) == 12 else (None, None)
+    if classes is None or ap.shape != (len(classes), tp.shape[1] if tp.ndim == 2 else 10):
+        raise SeamError(f"ultralytics.utils.metrics.ap_per_class no longer returns (tp, fp, p, r, f1, ap, classes, "
+                        f"...) as gradkit's report reads it (ultralytics {_ultralytics_version()})")
+    return classes.astype(int), ap
 
 
 #: What a detection validator's ``postprocess`` gives ``update_metrics`` for each image.

@@ -9,6 +9,7 @@ import numpy as np
 from gradkit.integrations.ultralytics.seams import (
     check_validator_results,
     json_predictions,
+    latest_image_stats,
     prediction_recorder,
     scaled_predictions,
     set_prediction_recorder,
@@ -30,12 +31,15 @@ class PredictionRecorder:
 
     def __init__(self, validator):
         self.rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        #: per image, the statistics the validator's AP is computed from (the report resamples the images)
+        self.image_stats: list[dict[str, np.ndarray]] = []
 
         def record(preds, batch):
             for si, pred in enumerate(preds):
                 pbatch, scaled = scaled_predictions(validator, si, pred, batch)
                 self.rows.append((str(pbatch["im_file"]), scaled["bboxes"].cpu().numpy().reshape(-1, 4),
                                   scaled["conf"].cpu().numpy().reshape(-1), scaled["cls"].cpu().numpy().reshape(-1)))
+            self.image_stats.extend(latest_image_stats(validator, len(preds)))
 
         wrap_update_metrics(validator, record)
 
@@ -139,6 +143,7 @@ def _collect(validator) -> EvalData:
         image_counts={i: int(n) for i, n in enumerate(nt_image)},
         confusion_matrix=cm.matrix.tolist() if cm is not None and cm.matrix.sum() > 0 else None,
         plots=plots,
+        image_stats=recorder.image_stats if recorder is not None else None,
         extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator),
                "images_skipped": _images_skipped(validator, len(images)),
                "classes": _class_filter(getattr(validator.args, "classes", None)),
