@@ -225,7 +225,8 @@ NWD_WIDE_SCALE = 32.0
 SET_NAMES: tuple[str, ...] = ("synth", "photo", "surface", "material", "strip", "weld")  # the sets build_sets makes
 
 
-def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str, Path]:
+def build_sets(out: Path, names: list[str], images: int, imgsz: int, seed: int = 1000) -> dict[str, Path]:
+    """Each named set, generated once under ``out/data`` (the benchmark's own sets are drawn with seed 1000)."""
     from gradkit.synth import SynthSpec, generate_dataset
     from gradkit.synth_material import MaterialSpec, generate_material_dataset
     from gradkit.synth_photo import PhotoSpec, generate_photo_dataset
@@ -235,26 +236,26 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int) -> dict[str
 
     sets = {}
     for name in names:
-        root = out / "data" / f"{name}-{images}-{imgsz}"
+        root = out / "data" / (f"{name}-{images}-{imgsz}" + ("" if seed == 1000 else f"-seed{seed}"))
         if (root / "data.yaml").exists():
             sets[name] = root / "data.yaml"
             continue
         shutil.rmtree(root, ignore_errors=True)  # this script's own, left half-written by an interruption
         if name == "synth":
-            sets[name] = generate_dataset(root, SynthSpec(images=images, imgsz=imgsz, seed=1000), progress=False)
+            sets[name] = generate_dataset(root, SynthSpec(images=images, imgsz=imgsz, seed=seed), progress=False)
         elif name == "photo":
-            sets[name] = generate_photo_dataset(root, PhotoSpec(images=images, imgsz=imgsz, seed=1000))
+            sets[name] = generate_photo_dataset(root, PhotoSpec(images=images, imgsz=imgsz, seed=seed))
         elif name == "surface":  # 5:4 colour images, imgsz their height
-            spec = SurfaceSpec(images=images, width=imgsz * 5 // 4, height=imgsz, seed=1000)
+            spec = SurfaceSpec(images=images, width=imgsz * 5 // 4, height=imgsz, seed=seed)
             sets[name] = generate_surface_dataset(root, spec)
         elif name == "material":  # 4:3 lit relief on GIMP's material patterns, imgsz their height
-            spec = MaterialSpec(images=images, width=round(imgsz * 4 / 3 / 8) * 8, height=imgsz, seed=1000)
+            spec = MaterialSpec(images=images, width=round(imgsz * 4 / 3 / 8) * 8, height=imgsz, seed=seed)
             sets[name] = generate_material_dataset(root, spec)
         elif name == "strip":  # 5:3 gray panels with the grain along an axis, imgsz their height
-            spec = StripSpec(images=images, width=round(imgsz * 5 / 3 / 8) * 8, height=imgsz, seed=1000)
+            spec = StripSpec(images=images, width=round(imgsz * 5 / 3 / 8) * 8, height=imgsz, seed=seed)
             sets[name] = generate_strip_dataset(root, spec)
         elif name == "weld":  # 3:2 gray radiographs, imgsz their height
-            spec = WeldSpec(images=images, width=round(imgsz * 3 / 2 / 8) * 8, height=imgsz, seed=1000)
+            spec = WeldSpec(images=images, width=round(imgsz * 3 / 2 / 8) * 8, height=imgsz, seed=seed)
             sets[name] = generate_weld_dataset(root, spec)
         else:
             raise SystemExit(f"unknown set {name!r}: {', '.join(SET_NAMES)}")

@@ -132,3 +132,17 @@ def test_the_report_pages_show_the_intervals_of_report_json(tmp_path):
     ev.image_stats = None  # predictions read from the validator's json: no intervals, no column
     paths = write_report(build_report(ev), tmp_path / "none")
     assert "95%" not in paths["md"].read_text(encoding="utf-8")
+
+
+def test_two_validations_of_the_same_images_are_drawn_alike_so_their_difference_is_paired():
+    """B misses one object A finds: draw by draw, A's share found exceeds B's exactly when that image is drawn,
+    which a draw of n from n misses with probability (1 - 1/n)^n."""
+    from gradkit.report.intervals import ap_resamples
+
+    images = 40
+    a = [_image(i % 2 == 0) for i in range(images)]
+    b = [_image(False)] + a[1:]
+    da, db = ap_resamples(a, _recall, 3000, seed=5), ap_resamples(b, _recall, 3000, seed=5)
+    diff = da["AP50"][0] - db["AP50"][0]
+    assert (diff >= -1e-12).all()
+    assert (diff < 1e-12).mean() == pytest.approx((1 - 1 / images) ** images, abs=0.03)

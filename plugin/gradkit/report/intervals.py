@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INTERVAL_LEVEL", "MIN_IMAGES", "ap_intervals"]
+__all__ = ["INTERVAL_LEVEL", "MIN_IMAGES", "ap_intervals", "ap_resamples", "percentile_interval"]
 
 #: The interval's coverage: the central 95% of the resampled values.
 INTERVAL_LEVEL = 0.95
@@ -44,37 +44,50 @@ def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision
         "seed": seed}``; a class in fewer than :data:`MIN_IMAGES` images has no entry in ``AP50``. The means are
         over the classes each resample holds, as the validator's are over the classes the split holds.
     """
+    drawn = ap_resamples(image_stats, average_precision, resamples, seed)
+    if drawn is None:
+        return None
+    return {**{k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95")},
+            "AP50": {c: percentile_interval(v, level) for c, v in drawn["AP50"].items()},
+            "resamples": resamples, "level": level, "seed": seed}
+
+
+def percentile_interval(values: np.ndarray, level: float = INTERVAL_LEVEL) -> list[float]:
+    """The central ``level`` of ``values`` (NaN, a draw without the class, left out)."""
+    tails = [50 * (1 - level), 100 - 50 * (1 - level)]
+    return [float(v) for v in np.nanpercentile(values, tails)]
+
+
+def ap_resamples(image_stats: Sequence[dict[str, np.ndarray]], average_precision: APFunction, resamples: int,
+                 seed: int = 0) -> dict[str, Any] | None:
+    """mAP50, mAP50-95 and each class's AP50 on each of ``resamples`` draws of the images: arrays of one value per
+    draw, NaN where a draw holds no label (or not the class). The draws depend on the seed and the number of images
+    only, so two validations of the same images with one seed are drawn alike: their difference, draw by draw, is
+    a paired comparison. None without images or resamples; classes in fewer than :data:`MIN_IMAGES` images are left
+    out of ``AP50``."""
     if resamples <= 0 or not image_stats:
         return None
     preds, labels = _Rows(image_stats, ("tp", "conf", "pred_cls")), _Rows(image_stats, ("target_cls",))
-    in_images = {int(c): 0 for c in np.unique(labels.values["target_cls"])}
+    in_images: dict[int, int] = {}
     for stats in image_stats:
         for c in np.unique(stats["target_cls"]).astype(int).tolist():
-            in_images[c] += 1
+            in_images[c] = in_images.get(c, 0) + 1
     rng = np.random.default_rng(seed)
-    means: dict[str, list[float]] = {"mAP50": [], "mAP50-95": []}
-    per_class: dict[int, list[float]] = {c: [] for c, k in in_images.items() if k >= MIN_IMAGES}
-    for _ in range(resamples):
+    out = {"mAP50": np.full(resamples, np.nan), "mAP50-95": np.full(resamples, np.nan),
+           "AP50": {c: np.full(resamples, np.nan) for c, k in sorted(in_images.items()) if k >= MIN_IMAGES}}
+    for i in range(resamples):
         drawn = rng.integers(0, len(image_stats), len(image_stats))
         p, t = preds.gather(drawn), labels.gather(drawn)
         if not len(t["target_cls"]):  # a draw of images without labels: no AP to average
             continue
         classes, ap = average_precision(p["tp"], p["conf"], p["pred_cls"], t["target_cls"])
-        means["mAP50"].append(float(ap[:, 0].mean()))
-        means["mAP50-95"].append(float(ap.mean()))
+        out["mAP50"][i], out["mAP50-95"][i] = ap[:, 0].mean(), ap.mean()
         for c, value in zip(classes.tolist(), ap[:, 0].tolist(), strict=True):
-            if c in per_class:
-                per_class[c].append(value)
-    if not means["mAP50"]:
+            if c in out["AP50"]:
+                out["AP50"][c][i] = value
+    if np.isnan(out["mAP50"]).all():
         return None
-    tails = [50 * (1 - level), 100 - 50 * (1 - level)]
-
-    def interval(values: list[float]) -> list[float]:
-        return [float(v) for v in np.percentile(values, tails)]
-
-    return {**{k: interval(v) for k, v in means.items()},
-            "AP50": {c: interval(v) for c, v in per_class.items() if v},
-            "resamples": resamples, "level": level, "seed": seed}
+    return out
 
 
 class _Rows:
