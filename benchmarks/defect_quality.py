@@ -292,7 +292,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     weights = run_dir / "weights" / "last.pt"
     if score_file.exists():
         score = _reused(score_file, recipe)
-        if not {KPIS[0], SHIPPED} <= score.keys() and weights.is_file():  # scored before they were kept: no training
+        if not {KPIS[0], SHIPPED, INTERVALS} <= score.keys() and weights.is_file():  # scored before they were kept
             score.update(_scored(weights, held_out, score_imgsz, device, run_dir)[1])
             score_file.write_text(json.dumps(score), encoding="utf-8")
         return score
@@ -325,6 +325,8 @@ KPIS = ("escape_rate", "false_reject_rate")
 #: Per class, the share of held-out parts (images) holding it that nothing rejected (the report's
 #: ``parts with it shipped``): whether a thin class with a low AP is still caught at the part level.
 SHIPPED = "shipped_share"
+#: mAP50-95's and each class's AP50's 95% interval over resamples of the held-out images (the report's).
+INTERVALS = "intervals"
 
 
 def _scored(weights: Path, held_out: Path, imgsz: int, device: str, run_dir: Path):
@@ -341,7 +343,12 @@ def _scored(weights: Path, held_out: Path, imgsz: int, device: str, run_dir: Pat
     metrics = yolo.val(data=str(held_out), split="test", imgsz=imgsz, batch=16, device=device, plots=False,
                        verbose=False, project=str(run_dir.parent), name=run_dir.name + "-test", exist_ok=True)
     shipped = {c["name"]: c["shipped_parts"] / c["parts"] for c in report["inspection"]["per_class"] if c["parts"]}
-    return metrics, {**{k: report["inspection"][k] for k in KPIS}, SHIPPED: shipped}
+    # how far each AP would move on another draw of held-out images like these (README, "How far the AP would move
+    # on other parts"): the spread of one run's score, not of the recipe's
+    spread = report["intervals"] or {}
+    intervals = {"mAP50-95": spread.get("mAP50-95"),
+                 "AP50": {c["name"]: c["AP50_interval"] for c in report["per_class"] if c["AP50_interval"]}}
+    return metrics, {**{k: report["inspection"][k] for k in KPIS}, SHIPPED: shipped, INTERVALS: intervals}
 
 
 def _reused(score_file: Path, recipe: dict) -> dict:
@@ -744,6 +751,10 @@ def run(args) -> dict:
                     rows[recipe_name].append(res)
                 print(f"[{name}] seed {seed} {recipe_name:16} mAP50-95 {res['mAP50-95']:.3f} mAP50 {res['mAP50']:.3f} "
                       f"train {res['train_s']:.0f}s epochs {res['epochs_done']}", flush=True)
+                spread = (res.get(INTERVALS) or {}).get("AP50", {})
+                print(f"[{name}] seed {seed} {recipe_name:16} AP50 (95% over held-out images) " + ", ".join(
+                    f"{c} {v:.3f}" + (f" ({spread[c][0]:.3f}-{spread[c][1]:.3f})" if c in spread else "")
+                    for c, v in res["AP50"].items()), flush=True)
                 (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return results
 

@@ -146,3 +146,31 @@ def test_two_validations_of_the_same_images_are_drawn_alike_so_their_difference_
     diff = da["AP50"][0] - db["AP50"][0]
     assert (diff >= -1e-12).all()
     assert (diff < 1e-12).mean() == pytest.approx((1 - 1 / images) ** images, abs=0.03)
+
+
+def test_a_comparison_says_which_scores_its_images_do_not_tell_apart(tmp_path):
+    """Hand-set intervals: scores each inside the other's interval are named; scores apart, or a report without
+    intervals (schema 14), are not."""
+    import copy
+
+    from report_cases import hand_made_evaluation
+
+    from gradkit.report import build_report
+    from gradkit.report.compare import compare_reports
+
+    a = build_report(hand_made_evaluation(tmp_path / "data"), resamples=0)
+    a["headline"].update({"mAP50": 0.40, "mAP50-95": 0.20})
+    a["intervals"] = {"mAP50": [0.30, 0.50], "mAP50-95": [0.15, 0.25], "resamples": 200, "level": 0.95, "seed": 0}
+    a["per_class"][0].update({"AP50": 0.40, "AP50_interval": [0.30, 0.50]})
+    b = copy.deepcopy(a)
+    b["headline"].update({"mAP50": 0.45, "mAP50-95": 0.30})  # mAP50 close; mAP50-95 outside a's interval
+    b["intervals"].update({"mAP50": [0.35, 0.55], "mAP50-95": [0.18, 0.40]})  # a's 0.20 inside b's: one-sided
+    b["per_class"][0].update({"AP50": 0.48, "AP50_interval": [0.38, 0.58]})
+    notes = [w for w in compare_reports([a, b], ["A", "B"])["warnings"] if "inside each other" in w]
+    assert notes == ["B against A: mAP50, AP50 scratch lie inside each other's 95% interval over their images, so "
+                     "these images do not tell the two apart there (README: How far the AP would move on other "
+                     "parts)."]
+    old = copy.deepcopy(b)
+    old["intervals"] = None
+    old["per_class"][0].pop("AP50_interval")
+    assert not [w for w in compare_reports([a, old], ["A", "B"])["warnings"] if "inside each other" in w]

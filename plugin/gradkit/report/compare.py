@@ -177,7 +177,35 @@ def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
         out.append("The runs were scored differently (" + ", ".join(f"{lab}: {v}" for lab, v in
                                                              zip(labels, scoring, strict=True))
                    + "): the same images, each model seeing them as it was trained to.")
+    return out + _within_intervals(reports, labels)
+
+
+def _within_intervals(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Per run after the first: the scores where each of the two runs lies inside the other's 95% interval over
+    resamples of its images (schema 15), so the split does not tell the two apart."""
+    out = []
+    first = reports[0]
+    for lab, r in zip(labels[1:], reports[1:], strict=True):
+        close = [m for m in ("mAP50", "mAP50-95") if _inside_each_other(
+            (first["headline"].get(m), (first.get("intervals") or {}).get(m)),
+            (r["headline"].get(m), (r.get("intervals") or {}).get(m)))]
+        mine = {c["name"]: c for c in r["per_class"]}
+        close += [f"AP50 {c['name']}" for c in first["per_class"] if c["name"] in mine and _inside_each_other(
+            (c["AP50"], c.get("AP50_interval")), (mine[c["name"]]["AP50"], mine[c["name"]].get("AP50_interval")))]
+        if close:
+            out.append(f"{lab} against {labels[0]}: {', '.join(close)} lie inside each other's 95% interval over "
+                       "their images, so these images do not tell the two apart there (README: How far the AP "
+                       "would move on other parts).")
     return out
+
+
+def _inside_each_other(a: tuple[float | None, list[float] | None], b: tuple[float | None, list[float] | None]
+                       ) -> bool:
+    """Whether value a lies in b's interval and b in a's (False where either is missing)."""
+    (va, ia), (vb, ib) = a, b
+    if None in (va, vb) or not ia or not ib:
+        return False
+    return ib[0] <= va <= ib[1] and ia[0] <= vb <= ia[1]
 
 
 def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
