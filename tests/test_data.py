@@ -102,6 +102,18 @@ def test_coco_converts_with_arbitrary_category_ids(tmp_path):
     np.testing.assert_allclose(_lines(_label(tmp_path / "out", "y")), [[0, 0.05, 0.025, 0.1, 0.05]],
                                atol=1e-6)
     assert report.clipped == 1
+    # VOC's own flags (difficult, truncated) are not COCO's: its summary does not count them
+    assert "clipped to the image: 1" in report.summary()
+    assert "difficult" not in report.summary() and "truncated" not in report.summary()
+
+
+def test_a_voc_summary_counts_voc_s_flags(tmp_path):
+    src = tmp_path / "voc"
+    for name in "abc":
+        _img(src / "JPEGImages" / f"{name}.png", 40, 40)
+        _voc_xml(src / "Annotations" / f"{name}.xml", f"{name}.png", (40, 40), [{"name": "pit", "box": (1, 1, 20, 20)}])
+    _, report = convert_voc(src, tmp_path / "out")
+    assert "difficult skipped: 0" in report.summary() and "truncated kept: 0" in report.summary()
 
 
 def test_split_is_stratified_and_seeded(tmp_path):

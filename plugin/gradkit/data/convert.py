@@ -72,14 +72,17 @@ class ConversionReport:
     splits: dict[str, int] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
     issues_file: Path | None = None
+    #: the annotation format read: VOC's per-object flags (truncated, difficult) are counted only for VOC
+    source: str = "voc"
 
     def summary(self) -> str:
         """Counts of what is on disk, then the first ``MAX_PRINTED_ISSUES`` issues."""
+        flags = (f"truncated kept: {self.truncated}; difficult skipped: {self.skipped_difficult}; "
+                 if self.source == "voc" else "")
         lines = [f"{self.images} images, {self.boxes} boxes, classes: {', '.join(self.names)}",
                  "splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
                  f"clipped to the image: {self.clipped}; degenerate (dropped): {self.degenerate}; "
-                 f"size mismatches: {self.size_mismatch}; truncated kept: {self.truncated}; "
-                 f"difficult skipped: {self.skipped_difficult}; issues: {len(self.issues)}"]
+                 f"size mismatches: {self.size_mismatch}; {flags}issues: {len(self.issues)}"]
         lines += [f"  {m}" for m in self.issues[:MAX_PRINTED_ISSUES]]
         hidden = len(self.issues) - MAX_PRINTED_ISSUES
         if hidden > 0:
@@ -616,7 +619,7 @@ def convert_coco(src: str | Path, images: str | Path, out: str | Path,
         raise ValueError(f"{images}: image folder not found (images=)")
     sources = {"annotation file src=": src, "image folder images=": images}
     OutputFolder.precheck(out, sources, overwrite, "convert coco")
-    report = ConversionReport()
+    report = ConversionReport(source="coco")
     records, names = read_coco(src, images, report)
     records = _whole(records, report, src)
     if not records:
