@@ -2,9 +2,9 @@
 of the images, and each run's difference from the first, paired (the same draws of images for every run).
 
     python benchmarks/ap_spread.py --held-out HELD_OUT.yaml RUN_A RUN_B [RUN_C ...] [--resamples 1000]
-    python benchmarks/ap_spread.py --generate photo --images 1000 --seed 2000 RUN_A ...   # a wider held-out set
+    python benchmarks/ap_spread.py --generate photo --images 1000 --set-seed 2000 RUN_A ...   # a wider held-out set
 
-``--generate SET`` draws a new set of ``defect_quality.py``'s renderer SET (its ``--imgsz``, another seed than
+``--generate SET`` draws a new set of ``defect_quality.py``'s renderer SET (at ``--set-imgsz``, another seed than
 the benchmark's 1000, so none of its images was trained on) and scores every split of it: more images than the
 benchmark's held-out split, for narrower intervals on the same trained models.
 
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     scored = [_statistics(r, held_out, args.imgsz, args.out) for r in args.runs]
     names = scored[0].names
     images = [len(ev.image_stats) for ev in scored]
-    if len(set(images)) != 1:
-        raise SystemExit(f"the runs were scored on different numbers of images: {images}")
+    orders = {tuple(ev.files[i] for i in ev.images) for ev in scored}
+    if len(orders) != 1:  # the draws pick images by position: a paired difference needs the same list
+        raise SystemExit(f"the runs were scored on different images, or in another order: {images} images")
     draws = [ap_resamples(ev.image_stats, average_precision, args.resamples, args.seed) for ev in scored]
     classes = list(draws[0]["AP50"])
     print(f"{images[0]} held-out images, {args.resamples} draws of them (seed {args.seed}); 95% intervals\n")

@@ -77,6 +77,10 @@ def test_one_tile_per_image_scores_what_plain_validation_scores(tiled_run, tmp_p
     assert len(plain.preds) > 10
     assert _box_rows(tiled) == _box_rows(plain)
     assert tiled.headline == pytest.approx(plain.headline, abs=1e-6)
+    # the report resamples one entry per image, each the merged detections' (collect_validation checked that
+    # they score the validator's own mAP)
+    assert len(tiled.image_stats) == len(tiled.images) == len(plain.image_stats)
+    assert [len(s["conf"]) for s in tiled.image_stats] == [len(s["conf"]) for s in plain.image_stats]
 
 
 @pytest.mark.parametrize("shape", [(160, 96), (96, 160)])

@@ -8,21 +8,23 @@ import pytest
 from scipy.stats import binom
 
 from gradkit.integrations.ultralytics.seams import average_precision
-from gradkit.report.intervals import MIN_IMAGES, ap_intervals
+from gradkit.report.intervals import MIN_DRAWS, MIN_IMAGES, ap_intervals, ap_resamples, paired_intervals
 
 
-def _image(found: bool, cls: int = 0, conf: float = 0.9) -> dict[str, np.ndarray]:
-    """One image with one object of ``cls``: a detection hitting it at every IoU threshold, or none."""
-    return {"tp": np.ones((1, 10), bool) if found else np.zeros((0, 10), bool),
+def _image(found: bool, cls: int = 0, conf: float = 0.9, hits: int = 10) -> dict[str, np.ndarray]:
+    """One image with one object of ``cls``: a detection hitting it at the first ``hits`` IoU thresholds (all ten:
+    IoU 0.95 or more; 5: between 0.70 and 0.75), or none."""
+    return {"tp": np.array([[k < hits for k in range(10)]]) if found else np.zeros((0, 10), bool),
             "conf": np.array([conf] if found else []), "pred_cls": np.array([float(cls)] if found else []),
             "target_cls": np.array([float(cls)])}
 
 
 def _recall(tp, conf, pred_cls, target_cls):
-    """An AP function that is the share of objects found: what the intervals resample is then binomial."""
+    """An AP function that is the share of objects found at each IoU threshold: what the intervals resample is
+    then binomial."""
     classes = np.unique(target_cls).astype(int)
-    found = [tp[pred_cls == c, 0].sum() / (target_cls == c).sum() for c in classes]
-    return classes, np.repeat(np.array(found)[:, None], 10, 1)
+    found = [tp[pred_cls == c].sum(0) / (target_cls == c).sum() for c in classes]
+    return classes, np.array(found).reshape(-1, 10)
 
 
 def test_a_class_s_interval_is_the_binomial_spread_of_the_objects_found_in_a_draw():
@@ -31,7 +33,7 @@ def test_a_class_s_interval_is_the_binomial_spread_of_the_objects_found_in_a_dra
     out = ap_intervals(stats, _recall, 4000, seed=3)
     low, high = binom.ppf([0.025, 0.975], images, found / images) / images  # a draw finds Binomial(n, k/n) of n
     assert out["AP50"][0] == pytest.approx([low, high], abs=1 / images + 1e-9)
-    assert out["mAP50"] == out["AP50"][0] == out["mAP50-95"]  # one class, and every threshold alike
+    assert out["mAP50"] == out["AP50"][0] == out["mAP50-95"]  # one class, hit at every threshold
     assert (out["resamples"], out["level"], out["seed"]) == (4000, 0.95, 3)
 
 
@@ -57,11 +59,40 @@ def _concat(stats):
     return [np.concatenate([s[k] for s in stats]) for k in ("tp", "conf", "pred_cls", "target_cls")]
 
 
+def test_mAP50_95_averages_the_ten_thresholds_and_AP50_takes_the_first():
+    """Half the objects are hit up to IoU 0.70 (5 thresholds of 10), the rest at all ten: with AP as the share
+    found, a draw's AP50 is 1 and its AP50-95 the mean of 1 (for 0.5-0.7) and the share hit at all ten."""
+    images = 80
+    stats = [_image(True, hits=5 if i % 2 else 10) for i in range(images)]
+    out = ap_intervals(stats, _recall, 2000, seed=1)
+    assert out["mAP50"] == out["AP50"][0] == [1.0, 1.0]
+    low, high = binom.ppf([0.025, 0.975], images, 0.5) / images  # the share hit at all ten
+    assert out["mAP50-95"] == pytest.approx([(5 + 5 * low) / 10, (5 + 5 * high) / 10], abs=0.5 / images + 1e-9)
+
+
+def test_the_mean_is_over_the_classes_a_draw_holds():
+    """A rare class (5 images, found in none) is in some draws and not in others: each draw's mAP50 is the mean
+    over the classes it holds, as the validator's is over the classes the split holds."""
+    seen = []
+
+    def recording(tp, conf, pred_cls, target_cls):
+        classes, ap = _recall(tp, conf, pred_cls, target_cls)
+        seen.append(float(ap[:, 0].mean()))
+        return classes, ap
+
+    stats = [_image(True)] * 30 + [_image(False, cls=1)] * MIN_IMAGES
+    drawn = ap_resamples(stats, recording, 300, seed=2)
+    np.testing.assert_allclose(drawn["mAP50"], seen)
+    holds_rare = ~np.isnan(drawn["AP50"][1])
+    assert holds_rare.any() and not holds_rare.all()  # (30/35)^35, about 1 in 220 draws, lacks it
+    np.testing.assert_allclose(drawn["mAP50"][holds_rare], 0.5)  # class 0 all found, class 1 none
+
+
 def test_identical_images_leave_no_spread_and_the_draw_is_seeded():
     stats = [_image(True), _image(False)] * 10  # a draw of pairs would have spread: these are 20 images
     same = [_image(True)] * 12
-    assert ap_intervals(same, average_precision, 50)["AP50"][0][0] == ap_intervals(same, average_precision, 50)[
-        "AP50"][0][1]
+    low, high = ap_intervals(same, average_precision, 100)["AP50"][0]
+    assert low == high
     assert ap_intervals(stats, _recall, 100, seed=1) == ap_intervals(stats, _recall, 100, seed=1)
     assert ap_intervals(stats, _recall, 100, seed=1) != ap_intervals(stats, _recall, 100, seed=2)
 
@@ -73,6 +104,7 @@ def test_a_class_in_too_few_images_has_no_interval_and_nothing_to_resample_gives
     assert set(out["AP50"]) == {0, 2}
     assert ap_intervals([], _recall, 200) is None
     assert ap_intervals([_image(True)] * 20, _recall, 0) is None
+    assert ap_intervals([_image(True)] * 20, _recall, MIN_DRAWS - 1) is None  # too few draws to read 95% from
 
 
 def test_a_resample_is_the_images_drawn_each_with_all_its_own_rows():
@@ -128,7 +160,7 @@ def test_the_report_pages_show_the_intervals_of_report_json(tmp_path):
     few = build_report(ev, resamples=300)
     assert few["per_class"][0]["AP50_interval"] is None and few["intervals"] is not None
     paths = write_report(few, tmp_path / "few")
-    assert f"none (under {MIN_IMAGES} images)" in paths["md"].read_text(encoding="utf-8")
+    assert f"none (in fewer than {MIN_IMAGES} images)" in paths["md"].read_text(encoding="utf-8")
     ev.image_stats = None  # predictions read from the validator's json: no intervals, no column
     paths = write_report(build_report(ev), tmp_path / "none")
     assert "95%" not in paths["md"].read_text(encoding="utf-8")
@@ -137,8 +169,6 @@ def test_the_report_pages_show_the_intervals_of_report_json(tmp_path):
 def test_two_validations_of_the_same_images_are_drawn_alike_so_their_difference_is_paired():
     """B misses one object A finds: draw by draw, A's share found exceeds B's exactly when that image is drawn,
     which a draw of n from n misses with probability (1 - 1/n)^n."""
-    from gradkit.report.intervals import ap_resamples
-
     images = 40
     a = [_image(i % 2 == 0) for i in range(images)]
     b = [_image(False)] + a[1:]
@@ -148,29 +178,73 @@ def test_two_validations_of_the_same_images_are_drawn_alike_so_their_difference_
     assert (diff < 1e-12).mean() == pytest.approx((1 - 1 / images) ** images, abs=0.03)
 
 
-def test_a_comparison_says_which_scores_its_images_do_not_tell_apart(tmp_path):
-    """Hand-set intervals: scores each inside the other's interval are named; scores apart, or a report without
-    intervals (schema 14), are not."""
+def test_a_comparison_of_two_runs_on_the_same_images_pairs_their_draws(tmp_path):
+    """Oracle: the paired interval computed here from the two reports' draws. B finds one more scratch than A in
+    a third of the images: every draw holding such an image favours B, so the pair is told apart, while each run's
+    interval holds the other's value. Runs drawn on other images, or with another seed, are not paired."""
     import copy
 
     from report_cases import hand_made_evaluation
 
     from gradkit.report import build_report
     from gradkit.report.compare import compare_reports
+    from gradkit.report.schema import validate_report
 
-    a = build_report(hand_made_evaluation(tmp_path / "data"), resamples=0)
-    a["headline"].update({"mAP50": 0.40, "mAP50-95": 0.20})
-    a["intervals"] = {"mAP50": [0.30, 0.50], "mAP50-95": [0.15, 0.25], "resamples": 200, "level": 0.95, "seed": 0}
-    a["per_class"][0].update({"AP50": 0.40, "AP50_interval": [0.30, 0.50]})
-    b = copy.deepcopy(a)
-    b["headline"].update({"mAP50": 0.45, "mAP50-95": 0.30})  # mAP50 close; mAP50-95 outside a's interval
-    b["intervals"].update({"mAP50": [0.35, 0.55], "mAP50-95": [0.18, 0.40]})  # a's 0.20 inside b's: one-sided
-    b["per_class"][0].update({"AP50": 0.48, "AP50_interval": [0.38, 0.58]})
-    notes = [w for w in compare_reports([a, b], ["A", "B"])["warnings"] if "inside each other" in w]
-    assert notes == ["B against A: mAP50, AP50 scratch lie inside each other's 95% interval over their images, so "
-                     "these images do not tell the two apart there (README: How far the AP would move on other "
-                     "parts)."]
+    def evaluation(found_every: int):
+        ev = hand_made_evaluation(tmp_path / "data")
+        ev.images = list(range(30))
+        ev.files = {i: ev.files[i % 6].replace("img", f"img{i}_") for i in range(30)}
+        ev.sizes = dict.fromkeys(range(30), (80, 60))
+        ev.image_stats = [_image(i % found_every == 0, conf=0.5 + i / 100) for i in range(30)]
+        ev.image_counts = {0: 30, 1: 0}
+        return ev
+
+    a, b = build_report(evaluation(2), resamples=400), build_report(evaluation(1), resamples=400)
+    validate_report(a)
+    paired = compare_reports([a, b], ["A", "B"])["paired"]
+    want = paired_intervals(a["intervals"], b["intervals"])["AP50"]["scratch"]
+    row = next(x for x in paired[0]["rows"] if x["score"] == "AP50 scratch")
+    assert row["interval"] == want and want[0] > 0 and row["told_apart"]
+    assert row["delta"] == pytest.approx(b["per_class"][0]["AP50"] - a["per_class"][0]["AP50"], abs=1e-6)
+    other_seed = copy.deepcopy(b)
+    other_seed["intervals"]["seed"] = 1
+    elsewhere = build_report(evaluation(1), resamples=400)
+    elsewhere["intervals"]["images_digest"] = "another"
+    assert compare_reports([a, other_seed, elsewhere], ["A", "B", "C"])["paired"] == []
     old = copy.deepcopy(b)
-    old["intervals"] = None
-    old["per_class"][0].pop("AP50_interval")
-    assert not [w for w in compare_reports([a, old], ["A", "B"])["warnings"] if "inside each other" in w]
+    old.pop("intervals")
+    assert compare_reports([a, old], ["A", "B"])["paired"] == []
+
+
+def test_report_json_s_intervals_are_checked_as_untrusted_input(tmp_path):
+    import copy
+
+    from report_cases import hand_made_evaluation
+
+    from gradkit.report import build_report
+    from gradkit.report.schema import ReportSchemaError, validate_report
+
+    ev = hand_made_evaluation(tmp_path / "data")
+    ev.image_stats = ev.image_stats * 2
+    ev.images, ev.image_counts = list(range(12)), {0: 8, 1: 0}
+    ev.files.update({i: ev.files[i % 6] for i in range(6, 12)})
+    ev.sizes.update(dict.fromkeys(range(6, 12), (80, 60)))
+    good = build_report(ev, resamples=100)
+    validate_report(good)
+    for edit in (lambda r: r["intervals"].update(level=0.9), lambda r: r["intervals"].update(mAP50=[0.5, 0.4]),
+                 lambda r: r["intervals"].update(mAP50=None), lambda r: r["intervals"].update(resamples=5),
+                 lambda r: r["intervals"]["draws"]["mAP50"].pop(),
+                 lambda r: r["per_class"][0].update(AP50_interval=[0.2, 1.5])):
+        bad = copy.deepcopy(good)
+        edit(bad)
+        with pytest.raises(ReportSchemaError):
+            validate_report(bad)
+
+
+def test_report_resamples_is_none_or_enough_to_read_an_interval_from():
+    from gradkit.config import ConfigError, load_config
+
+    assert load_config(None, {"report.resamples": 0}).report.resamples == 0
+    assert load_config(None, {"report.resamples": MIN_DRAWS}).report.resamples == MIN_DRAWS
+    with pytest.raises(ConfigError, match="report.resamples"):
+        load_config(None, {"report.resamples": MIN_DRAWS - 1})

@@ -381,3 +381,31 @@ def test_yolo_given_args_parses_every_form_the_entrypoint_accepts(tmp_path):
             yolo_cfg.entrypoint()
         expected = {k: v for k, v in seen.items() if k != "mode"}
         assert {k: v for k, v in yolo_given_args(argv).items() if k != "mode"} == expected, argv  # mode: a word
+
+
+def test_the_validator_s_per_image_statistics_fail_loudly_when_their_shape_changes(monkeypatch):
+    """The report resamples the validator's metrics.stats (one list entry per image) and scores each draw with
+    ap_per_class: a changed container, a misaligned record or another return shape names what changed."""
+    import numpy as np
+
+    import ultralytics.utils.metrics as metrics
+    from gradkit.integrations.ultralytics.seams import (
+        average_precision,
+        check_recorded_statistics,
+        latest_image_stats,
+    )
+
+    one = {"tp": np.ones((1, 10), bool), "conf": np.array([0.9]), "pred_cls": np.zeros(1), "target_cls": np.zeros(1)}
+    validator = SimpleNamespace(metrics=SimpleNamespace(stats={k: [v] for k, v in one.items()}))
+    assert latest_image_stats(validator, 1)[0]["conf"].tolist() == [0.9]
+    for stats in (None, {"tp": [one["tp"]]}, {k: v[0] for k, v in validator.metrics.stats.items()}):
+        with pytest.raises(SeamError, match="metrics.stats"):
+            latest_image_stats(SimpleNamespace(metrics=SimpleNamespace(stats=stats)), 1)
+    with pytest.raises(SeamError, match="metrics.stats"):
+        latest_image_stats(validator, 2)  # fewer entries than the batch's images
+    check_recorded_statistics([one], 0.995, 0.995)  # found at every threshold: 0.995 (its 101-point curve)
+    with pytest.raises(SeamError, match="one entry per image"):
+        check_recorded_statistics([one], 0.5, 0.5)
+    monkeypatch.setattr(metrics, "ap_per_class", lambda *a, **k: (None,) * 7)
+    with pytest.raises(SeamError, match="ap_per_class"):
+        average_precision(one["tp"], one["conf"], one["pred_cls"], one["target_cls"])

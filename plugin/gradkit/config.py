@@ -329,6 +329,10 @@ class AugmentConfig(_Section):
                 or self.bbox != BboxFilterConfig())
 
 
+#: Fewest resamples an interval of the report is read from (``report.resamples``, gradkit.report.intervals).
+MIN_RESAMPLES = 100
+
+
 class ReportConfig(_Section):
     """Evaluation report (report.html, report.json, report.md) written at the end of training."""
 
@@ -341,7 +345,16 @@ class ReportConfig(_Section):
     gallery: int = Field(6, ge=0, le=50, description="number of worst images drawn in the report")
     resamples: int = Field(200, ge=0, le=10000, description="resamples of the evaluated images (drawn with "
                            "replacement) behind the 95% intervals of mAP and of each class's AP50: how far the AP "
-                           "would move on another draw of images like these; 0: no intervals")
+                           f"would move on another draw of images like these; 0: no intervals, else at least "
+                           f"{MIN_RESAMPLES}")
+
+    @field_validator("resamples")
+    @classmethod
+    def _enough_draws(cls, value: int) -> int:
+        if 0 < value < MIN_RESAMPLES:
+            raise ValueError(f"report.resamples={value}: 0 (no intervals) or at least {MIN_RESAMPLES} (the 2.5th and "
+                             "97.5th percentiles of fewer draws rest on a handful of values)")
+        return value
     tile_size: int | None = Field(None, description="score whole images through tiles of this many pixels, for a "
                                   "model trained on `gradkit tile`'s copy: each image is cut as `gradkit tile` cuts "
                                   "it and the tiles' detections are merged; a multiple of 32; unset: the whole "

@@ -23,7 +23,7 @@ from gradkit.report.coco import Boxes, CocoEvaluation, bucket_metrics, coco_metr
 from gradkit.report.data import EvalData
 from gradkit.report.errors import analyse_errors, class_labels, miss_causes
 from gradkit.report.inspection import REPORT_DIGITS, Matching, OperatingPoint, inspection_kpis
-from gradkit.report.intervals import ap_intervals
+from gradkit.report.intervals import ap_intervals, images_digest
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "other_records", "training_section", "without_cyclic_gc",
@@ -370,14 +370,21 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
 
 
 def _intervals(ev: EvalData, resamples: int | None) -> dict[str, Any] | None:
-    """The AP intervals over resamples of the images, where the validation's per-image statistics were recorded."""
+    """The AP intervals over resamples of the images, where the validation's per-image statistics were recorded;
+    none on `gradkit tile`'s copy, whose images are tiles of fewer parts (a draw of tiles is not a draw of parts)."""
     from gradkit.config import ReportConfig
     from gradkit.integrations.ultralytics.seams import average_precision
 
-    if not ev.image_stats:
+    if not ev.image_stats or _tiled_copy_of(ev.data):
         return None
     count = ReportConfig.model_fields["resamples"].default if resamples is None else resamples
-    return ap_intervals(ev.image_stats, average_precision, count)
+    out = ap_intervals(ev.image_stats, average_precision, count)
+    if out is None:
+        return None
+    draws = out["draws"]
+    labels = class_labels(set(ev.names), ev.names)  # compared by name, as the classes are (a shared one with its id)
+    draws["AP50"] = {labels[c]: v for c, v in draws["AP50"].items() if c in labels}
+    return {**out, "images_digest": images_digest([Path(ev.files[i]).name for i in ev.images])}
 
 
 def _tiled_copy_of(data: str) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from gradkit.config import ULTRALYTICS_AUGMENT_KEYS
 from gradkit.report.inspection import TINY_SPLIT
+from gradkit.report.intervals import paired_intervals
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["compare_reports"]
@@ -177,35 +178,29 @@ def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
         out.append("The runs were scored differently (" + ", ".join(f"{lab}: {v}" for lab, v in
                                                              zip(labels, scoring, strict=True))
                    + "): the same images, each model seeing them as it was trained to.")
-    return out + _within_intervals(reports, labels)
-
-
-def _within_intervals(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
-    """Per run after the first: the scores where each of the two runs lies inside the other's 95% interval over
-    resamples of its images (schema 15), so the split does not tell the two apart."""
-    out = []
-    first = reports[0]
-    for lab, r in zip(labels[1:], reports[1:], strict=True):
-        close = [m for m in ("mAP50", "mAP50-95") if _inside_each_other(
-            (first["headline"].get(m), (first.get("intervals") or {}).get(m)),
-            (r["headline"].get(m), (r.get("intervals") or {}).get(m)))]
-        mine = {c["name"]: c for c in r["per_class"]}
-        close += [f"AP50 {c['name']}" for c in first["per_class"] if c["name"] in mine and _inside_each_other(
-            (c["AP50"], c.get("AP50_interval")), (mine[c["name"]]["AP50"], mine[c["name"]].get("AP50_interval")))]
-        if close:
-            out.append(f"{lab} against {labels[0]}: {', '.join(close)} lie inside each other's 95% interval over "
-                       "their images, so these images do not tell the two apart there (README: How far the AP "
-                       "would move on other parts).")
     return out
 
 
-def _inside_each_other(a: tuple[float | None, list[float] | None], b: tuple[float | None, list[float] | None]
-                       ) -> bool:
-    """Whether value a lies in b's interval and b in a's (False where either is missing)."""
-    (va, ia), (vb, ib) = a, b
-    if None in (va, vb) or not ia or not ib:
-        return False
-    return ib[0] <= va <= ib[1] and ia[0] <= vb <= ia[1]
+def _paired(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
+    """Per run after the first, where both were drawn alike (the same images, seed and draws; schema 15): each
+    score's difference from the first run with its paired 95% interval (draw by draw), and whether the images tell
+    the two apart (the interval excludes 0)."""
+    first = reports[0]
+    out = []
+    for lab, r in zip(labels[1:], reports[1:], strict=True):
+        pairs = paired_intervals(first.get("intervals") or {}, r.get("intervals") or {})
+        if pairs is None:
+            continue
+        values = {m: (first["headline"].get(m), r["headline"].get(m)) for m in ("mAP50", "mAP50-95")}
+        mine = {c["name"]: c["AP50"] for c in r["per_class"]}
+        values |= {f"AP50 {c['name']}": (c["AP50"], mine.get(c["name"])) for c in first["per_class"]}
+        intervals = {"mAP50": pairs["mAP50"], "mAP50-95": pairs["mAP50-95"],
+                     **{f"AP50 {c}": v for c, v in pairs["AP50"].items()}}
+        rows = [{"score": k, "delta": round(b - a, 6), "interval": intervals[k],
+                 "told_apart": not intervals[k][0] <= 0 <= intervals[k][1]}
+                for k, (a, b) in values.items() if a is not None and b is not None and intervals.get(k)]
+        out.append({"label": lab, "against": labels[0], "rows": rows})
+    return out
 
 
 def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
@@ -237,7 +232,8 @@ def compare_reports(reports: list[dict[str, Any]], labels: list[str]) -> dict[st
             "runs": [{"label": lab, "model": r["model"], "data": r["data"], "split": r["split"],
                       "thresholds": (r.get("inspection") or {}).get("thresholds"), "set_aside": _set_aside(r)}
                      for lab, r in zip(labels, reports, strict=True)],
-            "warnings": _warnings(reports, labels), "config_diff": _config_diff(reports),
+            "warnings": _warnings(reports, labels), "paired": _paired(reports, labels),
+            "config_diff": _config_diff(reports),
             "settings_not_recorded": [lab for lab, r in zip(labels, reports, strict=True)
                                       if not r.get("plugin_config") and not r.get("training")
                                       and not r.get("trained_with")],

@@ -1,27 +1,36 @@
 """How much a validation's AP would move on another draw of images like these: a percentile bootstrap over images.
 
-A validation split is a sample of the parts a line produces. With 31 cracks in 91 images, one crack found or missed
-moves that class's AP50 by several hundredths, so two runs, or a run and a goal, that differ by less than the spread
-of the AP over resamples of the images are not told apart by this split (Efron & Tibshirani 1993, "An Introduction
-to the Bootstrap", ch. 13: the percentile interval). The unit resampled is the image, because an image's detections
-are matched to its own labels only: resampling images keeps every match as the validator made it, so each resample
-is scored by the validator's own AP function on its own statistics.
+A validation split is a sample of the parts a line produces. With 31 cracks in 90 images, one crack found or missed
+moves that class's AP50 by several hundredths, so a run and a goal that differ by less than the spread of the AP
+over resamples of the images are not told apart by this split (Efron & Tibshirani 1993, "An Introduction to the
+Bootstrap", ch. 13: the percentile interval). The unit resampled is the image, because an image's detections are
+matched to its own labels only: resampling images keeps every match as the validator made it, so each resample is
+scored by the validator's own AP function on its own statistics. Two validations of the same images drawn with one
+seed are drawn alike, so their difference draw by draw is a paired interval (:func:`paired_intervals`): narrower
+than the two intervals side by side, because both runs meet the same hard and easy images in each draw.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["INTERVAL_LEVEL", "MIN_IMAGES", "ap_intervals", "ap_resamples", "percentile_interval"]
+from gradkit.config import MIN_RESAMPLES
+
+__all__ = ["INTERVAL_LEVEL", "MIN_DRAWS", "MIN_IMAGES", "ap_intervals", "ap_resamples", "images_digest",
+           "paired_intervals", "percentile_interval"]
 
 #: The interval's coverage: the central 95% of the resampled values.
 INTERVAL_LEVEL = 0.95
 #: A class in fewer images than this gets no interval: a resample leaves a class of one image out about one time
 #: in three (and of five images one in 150), so the interval would describe the few resamples that hold it.
 MIN_IMAGES = 5
+#: Fewest draws an interval is read from: the 2.5th and 97.5th percentiles of fewer rest on a handful of values.
+MIN_DRAWS = MIN_RESAMPLES
 
 #: (tp, conf, pred_cls, target_cls) -> (classes present, AP at each IoU threshold per class): the validator's own.
 APFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -41,21 +50,59 @@ def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision
 
     Returns:
         ``{"mAP50": [lo, hi], "mAP50-95": [lo, hi], "AP50": {class: [lo, hi]}, "resamples": n, "level": level,
-        "seed": seed}``; a class in fewer than :data:`MIN_IMAGES` images has no entry in ``AP50``. The means are
-        over the classes each resample holds, as the validator's are over the classes the split holds.
+        "seed": seed, "draws": {"mAP50": [...], "mAP50-95": [...], "AP50": {class: [...]}}}``, each draw's values
+        kept for paired comparisons; a class in fewer than :data:`MIN_IMAGES` images, or held by fewer than
+        :data:`MIN_DRAWS` draws, has no interval. The means are over the classes each draw holds, as the
+        validator's are over the classes the split holds. None with fewer than :data:`MIN_DRAWS` draws.
     """
     drawn = ap_resamples(image_stats, average_precision, resamples, seed)
     if drawn is None:
         return None
-    return {**{k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95")},
-            "AP50": {c: percentile_interval(v, level) for c, v in drawn["AP50"].items()},
-            "resamples": resamples, "level": level, "seed": seed}
+    means = {k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95")}
+    if None in means.values():  # fewer than MIN_DRAWS draws, or draws without labels
+        return None
+    return {**means, "AP50": {c: i for c, v in drawn["AP50"].items() if (i := percentile_interval(v, level))},
+            "resamples": resamples, "level": level, "seed": seed,
+            "draws": {k: _rounded(drawn[k]) for k in ("mAP50", "mAP50-95")}
+            | {"AP50": {c: _rounded(v) for c, v in drawn["AP50"].items()}}}
 
 
-def percentile_interval(values: np.ndarray, level: float = INTERVAL_LEVEL) -> list[float]:
-    """The central ``level`` of ``values`` (NaN, a draw without the class, left out)."""
-    tails = [50 * (1 - level), 100 - 50 * (1 - level)]
-    return [float(v) for v in np.nanpercentile(values, tails)]
+def _rounded(values: np.ndarray) -> list[float | None]:
+    """A draw's values as a report keeps them: 6 decimals, None for a draw without the class."""
+    return [None if math.isnan(v) else round(float(v), 6) for v in values]
+
+
+def percentile_interval(values: np.ndarray | Sequence[float | None], level: float = INTERVAL_LEVEL
+                        ) -> list[float] | None:
+    """The central ``level`` of ``values`` (NaN or None, a draw without the class, left out); None where fewer than
+    :data:`MIN_DRAWS` values are left."""
+    kept = np.array([np.nan if v is None else v for v in values], float)
+    kept = kept[~np.isnan(kept)]
+    if len(kept) < MIN_DRAWS:
+        return None
+    return [float(v) for v in np.percentile(kept, [50 * (1 - level), 100 - 50 * (1 - level)])]
+
+
+def images_digest(names: Sequence[str]) -> str:
+    """What identifies the images a validation drew from, in their order (the draws pick images by position)."""
+    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:16]
+
+
+def paired_intervals(a: dict[str, Any], b: dict[str, Any], level: float = INTERVAL_LEVEL) -> dict[str, Any] | None:
+    """B minus A draw by draw, for two reports' ``intervals`` holding ``draws`` of the same images (digest), seed
+    and number of draws; None where they were not drawn alike. ``{"mAP50": [lo, hi], "mAP50-95": [lo, hi],
+    "AP50": {class name: [lo, hi]}}`` (a class both hold; None where too few draws hold it in both)."""
+    keys = ("images_digest", "seed", "resamples")
+    if not a or not b or not a.get("draws") or not b.get("draws") or any(a.get(k) != b.get(k) for k in keys):
+        return None
+    da, db = a["draws"], b["draws"]
+
+    def diff(x: Sequence[float | None], y: Sequence[float | None]) -> list[float] | None:
+        return percentile_interval([None if u is None or v is None else v - u for u, v in zip(x, y, strict=True)],
+                                   level)
+
+    return {"mAP50": diff(da["mAP50"], db["mAP50"]), "mAP50-95": diff(da["mAP50-95"], db["mAP50-95"]),
+            "AP50": {c: diff(v, db["AP50"][c]) for c, v in da["AP50"].items() if c in db["AP50"]}}
 
 
 def ap_resamples(image_stats: Sequence[dict[str, np.ndarray]], average_precision: APFunction, resamples: int,

@@ -23,7 +23,7 @@ from gradkit.report.box_fit import FIT_IOUS, iou_key
 from gradkit.report.coco import ALL_OBJECTS
 from gradkit.report.errors import BG_IOU, FG_IOU, pairwise_iou
 from gradkit.report.inspection import TINY_SPLIT, VALIDATION_CONF
-from gradkit.report.intervals import MIN_IMAGES
+from gradkit.report.intervals import INTERVAL_LEVEL, MIN_IMAGES
 
 __all__ = ["GALLERY_MIN_PX", "PALETTE", "draw_label", "render_html", "render_markdown", "verdict", "warnings"]
 
@@ -84,27 +84,42 @@ def _md_num(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else _md_text(x)
 
 
+#: How the pages name the intervals' level (the schema holds report.json's to it).
+LEVEL = f"{INTERVAL_LEVEL:.0%}"
 #: The per-class column of the AP50 intervals.
-INTERVAL_HEADER = "AP50, 95% over images"
+INTERVAL_HEADER = f"AP50, {LEVEL} over images"
 
 
-def _interval(pair: list[float] | None, value: float | None = 0.0) -> str:
-    """``0.081–0.247``; for a class with an AP but no interval, why (too few images to resample)."""
-    if pair is None:
-        return "n/a" if value is None else f"none (under {MIN_IMAGES} images)"
+def _interval(pair: list[float]) -> str:
+    """``0.081–0.247``."""
     return f"{pair[0]:.3f}–{pair[1]:.3f}"
 
 
+def _class_interval(row: dict[str, Any]) -> str:
+    """A class's AP50 interval, n/a for a class absent from the split, or why it has none."""
+    if row["AP50"] is None:
+        return "n/a"
+    pair = row.get("AP50_interval")
+    return _interval(pair) if pair else f"none (in fewer than {MIN_IMAGES} images)"
+
+
+#: What a paired comparison's table says.
+PAIRED_NOTE = (f"Each score's difference from the first run, and its {LEVEL} interval over the same draws of the "
+               "same images for both runs (each draw scored for each run): an interval that holds 0 means these "
+               "images do not tell the two runs apart on that score. Another training of either recipe moves them "
+               "too, which only more trainings measure.")
+
+
 def _md_spread(spread: dict[str, Any] | None, key: str) -> str:
-    return f" (95%: {_interval(spread.get(key))})" if spread and spread.get(key) else ""
+    return f" ({LEVEL}: {_interval(spread[key])})" if spread else ""
 
 
 def interval_note(spread: dict[str, Any]) -> str:
     """What the intervals are, and what they allow a reader to conclude."""
-    return (f"95% intervals: the central {spread['level']:.0%} of each AP over {spread['resamples']} draws of these "
-            "images with replacement (the validator's own matches and AP on each draw): how far it would move on "
-            "another set of parts like these. Two runs, or a run and a goal, inside each other's interval are not "
-            "told apart by this split; more images narrow it.")
+    return (f"{LEVEL} intervals: the central {LEVEL} of each AP over {spread['resamples']} draws of these images "
+            "with replacement (the validator's own matches and AP on each draw): how far it would move on another "
+            "set of parts like these. A run and a goal inside the interval are not told apart by this split; two "
+            "runs on the same images are compared draw by draw by gradkit report A B. More images narrow it.")
 
 
 def _images(count: int, kind: str) -> str:
@@ -750,10 +765,10 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
     spread = r.get("intervals")
     parts += ["<h2>Run settings</h2>", _settings(r), "<h2>Ranking quality (all confidences)</h2>",
               '<div class="cards">' + "".join(f'<div class="card">{_e(x)}<b>{_num(h.get(x))}</b>'
-                                              + (f'<small>95%: {_e(_interval(spread.get(x)))}</small>' if spread
+                                              + (f'<small>{LEVEL}: {_e(_interval(spread[x]))}</small>' if spread
                                                  else "") + "</div>" for x in ("mAP50", "mAP50-95")) + "</div>"]
     rows = [[_e(c["name"]), _num(c["instances"]), _num(c["images"]), _num(c["AP50"]),
-             *([_e(_interval(c.get("AP50_interval"), c["AP50"]))] if spread else []), _num(c["AP50-95"]),
+             *([_e(_class_interval(c))] if spread else []), _num(c["AP50-95"]),
              _num(c["precision"]), _num(c["recall"])] for c in r["per_class"]]
     parts.append(_table(["class", "instances", "images", "AP50", *([INTERVAL_HEADER] if spread else []), "AP50-95",
                          "P (Ultralytics)", "R (Ultralytics)"], rows))
@@ -921,6 +936,12 @@ def _comparison_body(r: dict[str, Any]) -> str:
                   "Escape rate: defective images with no prediction at the threshold; false-reject rate: "
                   "defect-free images with one; lower is better.</p>", _metric_table(insp, labels, pct=True)]
     parts += ["<h2>Headline (Ultralytics)</h2>", _metric_table(r["headline"], labels)]
+    for p in r.get("paired") or []:
+        parts += [f"<h2>{_e(p['label'])} against {_e(p['against'])}: told apart by these images?</h2>",
+                  f'<p class="note">{_e(PAIRED_NOTE)}</p>',
+                  _table(["score", "difference", f"{LEVEL} paired interval", "told apart"],
+                         [[_e(x["score"]), f"{x['delta']:+.3f}", _e(_interval(x["interval"])),
+                           "yes" if x["told_apart"] else "no"] for x in p["rows"]])]
     if r.get("coco"):
         parts += ["<h2>COCO (faster-coco-eval)</h2>", _metric_table(r["coco"], labels)]
     if r.get("gradients"):
@@ -986,6 +1007,12 @@ def _comparison_markdown(report: dict[str, Any]) -> str:
         lines.append(_md_text(_no_difference(report)))
     if report.get("settings_not_recorded"):
         lines += ["", _md_text(_not_recorded(report))]
+    for p in report.get("paired") or []:
+        lines += ["", f"## {_md_text(p['label'])} against {_md_text(p['against'])}: told apart by these images?", "",
+                  PAIRED_NOTE, "", f"| score | difference | {LEVEL} paired interval | told apart |",
+                  "|---|---|---|---|"]
+        lines += [f"| {_md_text(x['score'])} | {x['delta']:+.3f} | {_interval(x['interval'])} | "
+                  f"{'yes' if x['told_apart'] else 'no'} |" for x in p["rows"]]
     for title, key, pct in (("Inspection", "inspection", True), ("Headline", "headline", False),
                             ("COCO", "coco", False), ("Gradients", "gradients", False),
                             ("Per class AP50-95", "per_class", False)):
@@ -1017,7 +1044,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "| class | instances | images | P | R | AP50 |" + (f" {INTERVAL_HEADER} |" if spread else "")
               + " AP50-95 |", "|---|---|---|---|---|---|" + ("---|" if spread else "") + "---|"]
     for c in report["per_class"]:
-        within = f" {_md_text(_interval(c.get('AP50_interval'), c['AP50']))} |" if spread else ""
+        within = f" {_md_text(_class_interval(c))} |" if spread else ""
         lines.append(f"| {_md_text(c['name'])} | {_md_num(c['instances'])} | {_md_num(c['images'])} | "
                      f"{_md_num(c['precision'])} | {_md_num(c['recall'])} | {_md_num(c['AP50'])} |{within} "
                      f"{_md_num(c['AP50-95'])} |")

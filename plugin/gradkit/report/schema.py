@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gradkit.config import MIN_RESAMPLES
+from gradkit.report.intervals import INTERVAL_LEVEL
+
 __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 
 #: 2: inspection, run, gallery rows with found/tp flags and copies; 3: size buckets with an "all" row,
@@ -74,19 +77,49 @@ class PerClass(_Open):
         return _ordered_pair(value, "AP50_interval")
 
 
+#: One draw's value of a share: None where the draw did not hold the class.
+DrawnShares = list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None]
+
+
+class Draws(_Open):
+    """Each draw's mAP50, mAP50-95 and per-class AP50 (by class name), for paired comparisons."""
+
+    mAP50: DrawnShares
+    mAP50_95: DrawnShares = Field(alias="mAP50-95")
+    AP50: dict[str, DrawnShares] = {}
+
+
 class Intervals(_Open):
     """The percentile intervals of the headline APs over ``resamples`` draws of the images."""
 
-    mAP50: ShareInterval
-    mAP50_95: ShareInterval = Field(alias="mAP50-95")
-    resamples: Annotated[int, Field(ge=1)]
-    level: Annotated[float, Field(gt=0, lt=1)]
+    mAP50: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
+    mAP50_95: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(alias="mAP50-95")
+    resamples: Annotated[int, Field(ge=MIN_RESAMPLES)]
+    level: float
     seed: int
+    images_digest: str | None = None
+    draws: Draws | None = None
 
     @field_validator("mAP50", "mAP50_95")
     @classmethod
     def _interval(cls, value, info):
         return _ordered_pair(value, info.field_name)
+
+    @field_validator("level")
+    @classmethod
+    def _the_level_the_pages_say(cls, value: float) -> float:
+        if value != INTERVAL_LEVEL:
+            raise ValueError(f"level {value!r}: the report's intervals are {INTERVAL_LEVEL:.0%} ones")
+        return value
+
+    @model_validator(mode="after")
+    def _a_value_per_draw(self):
+        if self.draws is not None:
+            for key, values in (("mAP50", self.draws.mAP50), ("mAP50-95", self.draws.mAP50_95),
+                                *((f"AP50.{c}", v) for c, v in self.draws.AP50.items())):
+                if len(values) != self.resamples:
+                    raise ValueError(f"draws.{key} holds {len(values)} values, not one per draw ({self.resamples})")
+        return self
 
 
 class Bucket(_Open):
@@ -490,6 +523,30 @@ class ComparisonRow(_Open):
     delta_vs_first: list[Num] | None = None
 
 
+#: A difference of two shares: in [-1, 1].
+Difference = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
+
+
+class PairedRow(_Open):
+    score: str
+    delta: Difference
+    interval: list[Difference]
+    told_apart: bool
+
+    @model_validator(mode="after")
+    def _agrees(self):
+        _ordered_pair(self.interval, "interval")
+        if self.told_apart != (not self.interval[0] <= 0 <= self.interval[1]):
+            raise ValueError(f"told_apart is {self.told_apart} for the interval {self.interval}")
+        return self
+
+
+class Paired(_Open):
+    label: str
+    against: str
+    rows: list[PairedRow]
+
+
 class ComparisonReport(_Open):
     schema_version: Annotated[int, Field(ge=1, le=REPORT_SCHEMA_VERSION)]
     kind: Literal["comparison"]
@@ -498,6 +555,7 @@ class ComparisonReport(_Open):
     coco: dict[str, ComparisonRow] = {}
     inspection: dict[str, ComparisonRow] = {}
     per_class: dict[str, ComparisonRow]
+    paired: list[Paired] = []
 
 
 class ReportSchemaError(ValueError):

@@ -45,6 +45,7 @@ __all__ = [
     "check_coco_iou_override",
     "check_mirrored_dataset_code",
     "check_optimizer_step",
+    "check_recorded_statistics",
     "check_seams",
     "check_validator",
     "check_validator_results",
@@ -700,6 +701,19 @@ def latest_image_stats(validator: Any, images: int) -> list[dict[str, np.ndarray
                         f"{', '.join(IMAGE_STAT_KEYS)} (ultralytics {_ultralytics_version()}): gradkit's report "
                         "resamples the images from them")
     return [{k: np.array(stats[k][i]) for k in IMAGE_STAT_KEYS} for i in range(-images, 0)]
+
+
+def check_recorded_statistics(image_stats: Sequence[dict[str, np.ndarray]], map50: float, map50_95: float) -> None:
+    """Raise unless the per-image statistics, scored together by :func:`average_precision`, give the validator's
+    own mAP50 and mAP50-95: what the report resamples is then what the validator scored, image by image."""
+    whole = [np.concatenate([s[k] for s in image_stats]) for k in IMAGE_STAT_KEYS]
+    if not len(whole[3]):  # no label: the validator's mAP is its 0 by default
+        return
+    _, ap = average_precision(*whole)
+    if abs(float(ap[:, 0].mean()) - map50) > 1e-9 or abs(float(ap.mean()) - map50_95) > 1e-9:
+        raise SeamError(f"the per-image statistics recorded from the validator score mAP50 {ap[:, 0].mean():.6f}, "
+                        f"mAP50-95 {ap.mean():.6f}; the validator reported {map50:.6f}, {map50_95:.6f} (ultralytics "
+                        f"{_ultralytics_version()}): its metrics.stats no longer hold one entry per image")
 
 
 def average_precision(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from gradkit.integrations.ultralytics.seams import (
+    SeamError,
+    check_recorded_statistics,
     check_validator_results,
     json_predictions,
     latest_image_stats,
@@ -39,7 +41,13 @@ class PredictionRecorder:
                 pbatch, scaled = scaled_predictions(validator, si, pred, batch)
                 self.rows.append((str(pbatch["im_file"]), scaled["bboxes"].cpu().numpy().reshape(-1, 4),
                                   scaled["conf"].cpu().numpy().reshape(-1), scaled["cls"].cpu().numpy().reshape(-1)))
-            self.image_stats.extend(latest_image_stats(validator, len(preds)))
+            recorded = latest_image_stats(validator, len(preds))
+            counts = [len(c) for _, _, c, _ in self.rows[len(self.rows) - len(preds):]]
+            if [len(s["conf"]) for s in recorded] != counts:  # the statistics of other images, or not per image
+                raise SeamError(f"{type(validator).__qualname__}.metrics.stats' last {len(preds)} entries hold "
+                                f"{[len(s['conf']) for s in recorded]} predictions, this batch's images {counts}: "
+                                "they are not one entry per image, as gradkit's report resamples them")
+            self.image_stats.extend(recorded)
 
         wrap_update_metrics(validator, record)
 
@@ -143,12 +151,20 @@ def _collect(validator) -> EvalData:
         image_counts={i: int(n) for i, n in enumerate(nt_image)},
         confusion_matrix=cm.matrix.tolist() if cm is not None and cm.matrix.sum() > 0 else None,
         plots=plots,
-        image_stats=recorder.image_stats if recorder is not None else None,
+        image_stats=_checked(recorder.image_stats, box) if recorder is not None else None,
         extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator),
                "images_skipped": _images_skipped(validator, len(images)),
                "classes": _class_filter(getattr(validator.args, "classes", None)),
                "data_class_names": _data_names_if_other(validator)},
     )
+
+
+def _checked(image_stats: list[dict[str, np.ndarray]], box) -> list[dict[str, np.ndarray]] | None:
+    """The recorded per-image statistics, once they give the validator's own mAP (None without images)."""
+    if not image_stats:
+        return None
+    check_recorded_statistics(image_stats, float(box.map50), float(box.map))
+    return image_stats
 
 
 def _class_filter(classes) -> list[int] | None:
