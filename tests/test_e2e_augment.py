@@ -158,3 +158,36 @@ def test_an_augmentation_hyp_typed_on_the_command_line_wins_over_the_gradkit_con
                                          "fliplr": seen["fliplr"]}  # as the dataset's stages hold them
     said = [line for line in (r.stdout + r.stderr).splitlines() if "given to yolo win" in line]
     assert len(said) == 1 and all(k in said[0] for k in ("degrees=0,", "hsv_s=0.7 ", "fliplr=0.5,")), said
+
+
+def test_the_preview_takes_yolo_s_augmentation_hyps_and_they_win_as_in_training(tiny_data, tmp_path, gradkit_here):
+    """``gradkit augment ... degrees=0 mosaic=0`` shows what ``gradkit train ... degrees=0 mosaic=0`` trains on.
+    Oracle: the warp's and mosaic's stages of the dataset the preview builds, against the typed values and, without
+    them, the defect preset's rotation and Ultralytics' mosaic."""
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.augment import preview_dataset
+
+    def stages(dataset):
+        def walk(compose):
+            for t in getattr(compose, "transforms", []):
+                yield t
+                yield from walk(t)
+        return {type(t).__name__: t for t in walk(dataset.transforms)}
+
+    cfg = load_config("defect", {"augment.ultralytics.degrees": 4.0})
+    plain = stages(preview_dataset(str(tiny_data), cfg, 64, 0, {})[0])
+    typed = stages(preview_dataset(str(tiny_data), cfg, 64, 0, {"degrees": 0.0, "mosaic": 0.0})[0])
+    assert (plain["RandomPerspective"].degrees, plain["Mosaic"].p) == (4.0, 1.0)
+    assert (typed["RandomPerspective"].degrees, typed["Mosaic"].p) == (0.0, 0.0)
+
+    out = tmp_path / "p.jpg"
+    ok = gradkit_here("augment", f"data={tiny_data}", "n=2", "imgsz=64", f"out={out}", "degrees", "=", "0",
+                      "--mosaic=0", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    for typo, named in (("lr0=0.1", "lr0"), ("degres=0", "degres")):
+        bad = gradkit_here("augment", f"data={tiny_data}", "n=2", "imgsz=64", f"out={out}", typo, cwd=tmp_path)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr
+        assert f"unknown argument(s) {named};" in bad.stderr
+    refused = gradkit_here("augment", f"data={tiny_data}", "gradkit=defect", "n=2", "imgsz=64", f"out={out}",
+                           "degrees=-5", cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and "degrees=-5" in refused.stderr

@@ -233,14 +233,28 @@ def _augment_preview(args: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
-    opts = _kv(rest, AUGMENT_ARGS, "augment")
+    own = [a for a in rest if a.partition("=")[0] in AUGMENT_ARGS]
+    opts = _kv(own, AUGMENT_ARGS, "augment")
     if not opts["data"]:
         raise SystemExit("gradkit augment: data=DATA.yaml is required")
     _check_preview_args(opts)
     from gradkit.integrations.ultralytics import preview_augmentation
+    from gradkit.integrations.ultralytics.augment import PREVIEW_HYPS
+    from gradkit.integrations.ultralytics.seams import yolo_given_args, yolo_typed_keys
 
-    print(preview_augmentation(str(opts["data"]), cfg, int(opts["n"]), opts["out"], int(opts["imgsz"]),
-                               int(opts["seed"])))
+    others = [a for a in rest if a not in own]
+    hyps = yolo_given_args(others)  # as yolo parses them (degrees=0.0, --mosaic=0)
+    unknown = [k for k in yolo_typed_keys(others) if k not in PREVIEW_HYPS or k not in hyps]
+    if unknown:
+        raise SystemExit(f"gradkit augment: unknown argument(s) {', '.join(unknown)}; arguments: "
+                         f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, and Ultralytics' augmentation hyps "
+                         f"{', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes them")
+    try:
+        print(preview_augmentation(str(opts["data"]), cfg, int(opts["n"]), opts["out"], int(opts["imgsz"]),
+                                   int(opts["seed"]), hyps))
+    except ConfigError as exc:  # a typed hyp outside the range the config keeps (degrees=-5)
+        print(f"gradkit: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,7 +11,7 @@ import torch
 
 from gradkit.augment.affine_boxes import affine_survivors
 from gradkit.augment.copy_paste import paste_defects
-from gradkit.config import GradkitConfig
+from gradkit.config import ULTRALYTICS_AUGMENT_KEYS, ConfigError, GradkitConfig
 from gradkit.integrations.ultralytics.seams import (
     dataset_augmentation,
     edit_albumentations_stage,
@@ -406,27 +406,36 @@ def seeded_sample(dataset, i: int, seed: int) -> dict:
         return dataset[i]
 
 
+#: The Ultralytics hyps ``gradkit augment`` takes beside its own arguments: those its training dataset builds its
+#: pipeline from (``v8_transforms``), so the preview shows a run started with them.
+PREVIEW_HYPS = (*ULTRALYTICS_AUGMENT_KEYS, "mosaic", "mixup", "cutmix", "copy_paste", "bgr")
+
+
 def preview_augmentation(data_yaml: str, cfg: GradkitConfig, n: int = 16, out: str | Path = "preview.jpg",
-                         imgsz: int = 640, seed: int = 0) -> Path:
-    """A grid of ``n`` training samples with boxes, from exactly the pipeline training builds."""
+                         imgsz: int = 640, seed: int = 0, hyps: dict[str, Any] | None = None) -> Path:
+    """A grid of ``n`` training samples with boxes, from exactly the pipeline training builds; ``hyps``: Ultralytics
+    augmentation hyps given to yolo (:data:`PREVIEW_HYPS`), which win over the config's as they do in training."""
     with _seeded_globals(seed):  # building the dataset draws from them too
-        return _preview(data_yaml, cfg, n, out, imgsz, seed)
+        return _preview(data_yaml, cfg, n, out, imgsz, seed, hyps or {})
 
 
-def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz: int, seed: int) -> Path:
-    import random
-
-    import cv2
+def preview_dataset(data_yaml: str, cfg: GradkitConfig, imgsz: int, seed: int, hyps: dict[str, Any]):
+    """The training dataset ``gradkit train`` would build, with its augmentation, and what ``auto`` chose."""
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
 
     from gradkit.integrations.ultralytics.datasets import install_dataset_guard, resolve_dataset
 
+    unknown = sorted(set(hyps) - set(PREVIEW_HYPS))
+    if unknown:
+        raise ConfigError(f"gradkit augment takes Ultralytics' augmentation hyps ({', '.join(PREVIEW_HYPS)}) beside "
+                          f"its own arguments, not {', '.join(unknown)}")
+    cfg, _ = cfg.with_given_hyps(hyps)  # typed values win over the config's, as in gradkit train
     check_ultralytics_version()
     install_dataset_guard(cfg.data.allow_download)
     data = (stock_check_det_dataset()(data_yaml) if cfg.data.allow_download
             else resolve_dataset(data_yaml, required=("train",)))
-    args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train", "seed": seed})
+    args = get_cfg(overrides={"imgsz": imgsz, "data": data_yaml, "mode": "train", "seed": seed, **hyps})
     dataset = build_yolo_dataset(args, data["train"], 16, data, mode="train")
     aug, choice = resolve_auto_augment(cfg.augment, data, data_yaml)  # as training resolves it
     if choice:
@@ -435,6 +444,16 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
         LOGGER.info(f"gradkit: augment.preset auto -> {choice['used']}: {choice['reason']}")
     if aug.active:
         install_augmentation(dataset, aug, args)
+    return dataset, aug, choice, data
+
+
+def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz: int, seed: int,
+             hyps: dict[str, Any]) -> Path:
+    import random
+
+    import cv2
+
+    dataset, aug, choice, data = preview_dataset(data_yaml, cfg, imgsz, seed, hyps)
     tiles, boxes = [], []
     names = {int(k): str(v) for k, v in data["names"].items()}
     for i in random.Random(seed).sample(range(len(dataset)), min(n, len(dataset))):
@@ -445,6 +464,9 @@ def _preview(data_yaml: str, cfg: GradkitConfig, n: int, out: str | Path, imgsz:
     pipeline = describe_augmentation(aug) if aug.active else "Ultralytics' stock training pipeline"
     if choice:
         pipeline = f"augment.preset auto -> {choice['used']}; {pipeline}"
+    if hyps:
+        pipeline += "; given: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in hyps.items())
     title = (f"gradkit augment: {pipeline}; "
              f"{len(tiles)} training samples of {Path(str(data_yaml)).name}, imgsz {imgsz}, seed {seed}")
     grid = compose_preview(tiles, boxes, names, title)
