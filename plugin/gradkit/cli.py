@@ -36,7 +36,7 @@ _HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagat
                                                   validation + report.html/json/md (whole images through tiles)
   gradkit report RUN_DIR                          rebuild a run's report from its files
   gradkit report RUN_A RUN_B ... [out=DIR]        comparison report
-  gradkit augment data=DATA.yaml [gradkit=CFG] [{augment}]
+  gradkit augment data=DATA.yaml [gradkit=CFG] [{augment}] [degrees=0 mosaic=0 ...]
                                                   preview of the training augmentation, boxes drawn
   gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip classes=[..]]
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
