@@ -233,22 +233,17 @@ def _augment_preview(args: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
-    own = [a for a in rest if a.partition("=")[0] in AUGMENT_ARGS]
+    from gradkit.integrations.ultralytics.seams import yolo_merged_args
+
+    merged = yolo_merged_args(rest)  # as yolo reads them: imgsz = 64, --mosaic=0
+    own = [a for a in merged if a.partition("=")[0] in AUGMENT_ARGS]
     opts = _kv(own, AUGMENT_ARGS, "augment")
     if not opts["data"]:
         raise SystemExit("gradkit augment: data=DATA.yaml is required")
     _check_preview_args(opts)
     from gradkit.integrations.ultralytics import preview_augmentation
-    from gradkit.integrations.ultralytics.augment import PREVIEW_HYPS
-    from gradkit.integrations.ultralytics.seams import yolo_given_args, yolo_typed_keys
 
-    others = [a for a in rest if a not in own]
-    hyps = yolo_given_args(others)  # as yolo parses them (degrees=0.0, --mosaic=0)
-    unknown = [k for k in yolo_typed_keys(others) if k not in PREVIEW_HYPS or k not in hyps]
-    if unknown:
-        raise SystemExit(f"gradkit augment: unknown argument(s) {', '.join(unknown)}; arguments: "
-                         f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, and Ultralytics' augmentation hyps "
-                         f"{', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes them")
+    hyps = _preview_hyps([a for a in merged if a not in own])
     try:
         print(preview_augmentation(str(opts["data"]), cfg, int(opts["n"]), opts["out"], int(opts["imgsz"]),
                                    int(opts["seed"]), hyps))
@@ -256,6 +251,24 @@ def _augment_preview(args: Sequence[str]) -> int:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _preview_hyps(others: list[str]) -> dict[str, Any]:
+    """The Ultralytics augmentation hyps among ``gradkit augment``'s arguments (merged as yolo merges them), as yolo
+    parses them; anything else refused, named."""
+    from gradkit.integrations.ultralytics.augment import PREVIEW_HYPS
+    from gradkit.integrations.ultralytics.seams import yolo_given_args
+
+    hyps = yolo_given_args(others)
+    unknown = [k for a in others if (k := a.partition("=")[0]) not in PREVIEW_HYPS]
+    if unknown:
+        raise SystemExit(f"gradkit augment: unknown argument(s) {', '.join(unknown)}; arguments: "
+                         f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, and Ultralytics' augmentation hyps "
+                         f"{', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes them")
+    valueless = [a for a in others if a.partition("=")[0] not in hyps]
+    if valueless:
+        raise SystemExit(f"gradkit augment: {', '.join(valueless)}: no value yolo can read (e.g. degrees=0)")
+    return hyps
 
 
 #: What ``gradkit augment out=`` can write (OpenCV picks the encoder from the suffix).

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from tqdm import tqdm
@@ -73,7 +73,7 @@ class ConversionReport:
     names: list[str] = field(default_factory=list)
     issues_file: Path | None = None
     #: the annotation format read: VOC's per-object flags (truncated, difficult) are counted only for VOC
-    source: str = "voc"
+    source: Literal["voc", "coco"] = "voc"
 
     def summary(self) -> str:
         """Counts of what is on disk, then the first ``MAX_PRINTED_ISSUES`` issues."""

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from gradkit.config import ULTRALYTICS_AUGMENT_KEYS
+from gradkit.report.errors import class_labels
 from gradkit.report.inspection import TINY_SPLIT
 from gradkit.report.intervals import paired_intervals
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
@@ -181,6 +182,13 @@ def _warnings(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
     return out
 
 
+def _ap50_by_label(report: dict[str, Any]) -> dict[str, float | None]:
+    """Each class's AP50 under the label its draws are kept by: its name, or with its id where two share it."""
+    names = {c["class"]: c["name"] for c in report["per_class"] if isinstance(c.get("class"), int)}
+    labels = class_labels(set(names), names)
+    return {labels.get(c.get("class"), c["name"]): c["AP50"] for c in report["per_class"]}
+
+
 def _paired(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
     """Per run after the first, where both were drawn alike (the same images, seed and draws; schema 15): each
     score's difference from the first run with its paired 95% interval (draw by draw), and whether the images tell
@@ -189,11 +197,11 @@ def _paired(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, 
     out = []
     for lab, r in zip(labels[1:], reports[1:], strict=True):
         pairs = paired_intervals(first.get("intervals") or {}, r.get("intervals") or {})
-        if pairs is None:
+        if pairs is None or (r["data"], r["split"]) != (first["data"], first["split"]):
             continue
         values = {m: (first["headline"].get(m), r["headline"].get(m)) for m in ("mAP50", "mAP50-95")}
-        mine = {c["name"]: c["AP50"] for c in r["per_class"]}
-        values |= {f"AP50 {c['name']}": (c["AP50"], mine.get(c["name"])) for c in first["per_class"]}
+        mine = _ap50_by_label(r)
+        values |= {f"AP50 {k}": (v, mine.get(k)) for k, v in _ap50_by_label(first).items()}
         intervals = {"mAP50": pairs["mAP50"], "mAP50-95": pairs["mAP50-95"],
                      **{f"AP50 {c}": v for c, v in pairs["AP50"].items()}}
         rows = [{"score": k, "delta": round(b - a, 6), "interval": intervals[k],

@@ -21,7 +21,7 @@ import numpy as np
 
 from gradkit.config import MIN_RESAMPLES
 
-__all__ = ["INTERVAL_LEVEL", "MIN_DRAWS", "MIN_IMAGES", "ap_intervals", "ap_resamples", "images_digest",
+__all__ = ["INTERVAL_LEVEL", "MIN_DRAWS", "MIN_HELD", "MIN_IMAGES", "ap_intervals", "ap_resamples", "images_digest",
            "paired_intervals", "percentile_interval"]
 
 #: The interval's coverage: the central 95% of the resampled values.
@@ -31,6 +31,10 @@ INTERVAL_LEVEL = 0.95
 MIN_IMAGES = 5
 #: Fewest draws an interval is read from: the 2.5th and 97.5th percentiles of fewer rest on a handful of values.
 MIN_DRAWS = MIN_RESAMPLES
+#: Share of the draws that must hold a value (a class, any label) for its interval: a class in 5 of 35 images is
+#: missing from one draw in 220, which must not cost it its interval, while one missing from a draw in ten would
+#: be described by the draws that happen to hold it.
+MIN_HELD = 0.9
 
 #: (tp, conf, pred_cls, target_cls) -> (classes present, AP at each IoU threshold per class): the validator's own.
 APFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -51,15 +55,15 @@ def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision
     Returns:
         ``{"mAP50": [lo, hi], "mAP50-95": [lo, hi], "AP50": {class: [lo, hi]}, "resamples": n, "level": level,
         "seed": seed, "draws": {"mAP50": [...], "mAP50-95": [...], "AP50": {class: [...]}}}``, each draw's values
-        kept for paired comparisons; a class in fewer than :data:`MIN_IMAGES` images, or held by fewer than
-        :data:`MIN_DRAWS` draws, has no interval. The means are over the classes each draw holds, as the
+        kept for paired comparisons; a class in fewer than :data:`MIN_IMAGES` images, or missing from more than
+        a tenth of the draws (:data:`MIN_HELD`), has no interval. The means are over the classes each draw holds, as the
         validator's are over the classes the split holds. None with fewer than :data:`MIN_DRAWS` draws.
     """
     drawn = ap_resamples(image_stats, average_precision, resamples, seed)
     if drawn is None:
         return None
     means = {k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95")}
-    if None in means.values():  # fewer than MIN_DRAWS draws, or draws without labels
+    if resamples < MIN_DRAWS or None in means.values():  # too few draws, or too many of them without labels
         return None
     return {**means, "AP50": {c: i for c, v in drawn["AP50"].items() if (i := percentile_interval(v, level))},
             "resamples": resamples, "level": level, "seed": seed,
@@ -75,17 +79,20 @@ def _rounded(values: np.ndarray) -> list[float | None]:
 def percentile_interval(values: np.ndarray | Sequence[float | None], level: float = INTERVAL_LEVEL
                         ) -> list[float] | None:
     """The central ``level`` of ``values`` (NaN or None, a draw without the class, left out); None where fewer than
-    :data:`MIN_DRAWS` values are left."""
+    :data:`MIN_HELD` of the draws hold a value (the interval would describe the few that do)."""
     kept = np.array([np.nan if v is None else v for v in values], float)
     kept = kept[~np.isnan(kept)]
-    if len(kept) < MIN_DRAWS:
+    if not len(kept) or len(kept) < MIN_HELD * len(values):
         return None
     return [float(v) for v in np.percentile(kept, [50 * (1 - level), 100 - 50 * (1 - level)])]
 
 
-def images_digest(names: Sequence[str]) -> str:
-    """What identifies the images a validation drew from, in their order (the draws pick images by position)."""
-    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:16]
+def images_digest(images: Sequence[tuple[str, Sequence[Sequence[float]]]]) -> str:
+    """What identifies the images a validation drew from, in the order the draws pick them by: each image's file
+    name with its labels (class and box, 6 decimals), so a relabelled split or another set's files of the same
+    names is another digest."""
+    text = "\n".join(f"{name}:" + ";".join(" ".join(f"{v:.6f}" for v in row) for row in rows) for name, rows in images)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def paired_intervals(a: dict[str, Any], b: dict[str, Any], level: float = INTERVAL_LEVEL) -> dict[str, Any] | None:
@@ -93,7 +100,8 @@ def paired_intervals(a: dict[str, Any], b: dict[str, Any], level: float = INTERV
     and number of draws; None where they were not drawn alike. ``{"mAP50": [lo, hi], "mAP50-95": [lo, hi],
     "AP50": {class name: [lo, hi]}}`` (a class both hold; None where too few draws hold it in both)."""
     keys = ("images_digest", "seed", "resamples")
-    if not a or not b or not a.get("draws") or not b.get("draws") or any(a.get(k) != b.get(k) for k in keys):
+    if not a or not b or not a.get("draws") or not b.get("draws") or not a.get("images_digest") or \
+            any(a.get(k) != b.get(k) for k in keys):
         return None
     da, db = a["draws"], b["draws"]
 

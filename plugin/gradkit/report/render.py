@@ -100,7 +100,7 @@ def _class_interval(row: dict[str, Any]) -> str:
     if row["AP50"] is None:
         return "n/a"
     pair = row.get("AP50_interval")
-    return _interval(pair) if pair else f"none (in fewer than {MIN_IMAGES} images)"
+    return _interval(pair) if pair else f"none (too few images: under {MIN_IMAGES}, or missing from many draws)"
 
 
 #: What a paired comparison's table says.

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gradkit.config import MIN_RESAMPLES
 from gradkit.report.intervals import INTERVAL_LEVEL
 
 __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
@@ -34,7 +33,8 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: training.resumed (each resume's first epoch and checkpoint; train_args then as the run started), tiled_copy_of
 #: (gradkit tile's record where the data is its copy: the parts counted are tiles); 14: trained_with (a val
 #: report's record of how its model was trained, from the model's run folder); 15: intervals (mAP50's and mAP50-95's
-#: over resamples of the images) and each class's AP50_interval.
+#: over resamples of the images, each draw's values and the images' digest, for paired comparisons) and each
+#: class's AP50_interval; a comparison's paired rows.
 REPORT_SCHEMA_VERSION = 15
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
@@ -94,7 +94,7 @@ class Intervals(_Open):
 
     mAP50: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
     mAP50_95: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(alias="mAP50-95")
-    resamples: Annotated[int, Field(ge=MIN_RESAMPLES)]
+    resamples: Annotated[int, Field(ge=1)]  # the config keeps new runs to 0 or MIN_RESAMPLES and more
     level: float
     seed: int
     images_digest: str | None = None
@@ -114,6 +114,8 @@ class Intervals(_Open):
 
     @model_validator(mode="after")
     def _a_value_per_draw(self):
+        if self.draws is not None and not self.images_digest:
+            raise ValueError("draws without images_digest: a comparison could not tell which images they drew")
         if self.draws is not None:
             for key, values in (("mAP50", self.draws.mAP50), ("mAP50-95", self.draws.mAP50_95),
                                 *((f"AP50.{c}", v) for c, v in self.draws.AP50.items())):

@@ -408,7 +408,7 @@ def seeded_sample(dataset, i: int, seed: int) -> dict:
 
 #: The Ultralytics hyps ``gradkit augment`` takes beside its own arguments: those its training dataset builds its
 #: pipeline from (``v8_transforms``), so the preview shows a run started with them.
-PREVIEW_HYPS = (*ULTRALYTICS_AUGMENT_KEYS, "mosaic", "mixup", "cutmix", "copy_paste", "bgr")
+PREVIEW_HYPS = (*ULTRALYTICS_AUGMENT_KEYS, "mosaic", "mixup", "cutmix", "copy_paste", "copy_paste_mode", "bgr")
 
 
 def preview_augmentation(data_yaml: str, cfg: GradkitConfig, n: int = 16, out: str | Path = "preview.jpg",

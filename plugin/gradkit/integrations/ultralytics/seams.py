@@ -87,7 +87,6 @@ __all__ = [
     "warmup_iterations",
     "wrap_update_metrics",
     "yolo_argument_error",
-    "yolo_typed_keys",
 ]
 
 #: ``code_fingerprint(BaseTrainer.optimizer_step)`` of the Ultralytics releases gradkit's replacement
@@ -1134,16 +1133,16 @@ def yolo_given_args(argv: Sequence[str]) -> dict[str, Any]:
     return given
 
 
-def yolo_typed_keys(argv: Sequence[str]) -> list[str]:
-    """The argument names typed in ``argv``, after the entrypoint's merging of ``key = value`` (``--degrees=0`` is
-    ``degrees``; a bare word is itself): whatever :func:`yolo_given_args` leaves out is among them."""
+def yolo_merged_args(argv: Sequence[str]) -> list[str]:
+    """``argv`` as the entrypoint reads it, one ``key=value`` (or bare word) per item: ``key = value`` merged, the
+    leading dashes and a trailing comma dropped (``--degrees=0,`` is ``degrees=0``); as typed where it cannot merge."""
     from ultralytics.cfg import merge_equals_args
 
     try:
         merged = merge_equals_args(list(argv))
     except SyntaxError:
-        return list(argv)
-    return [a.removeprefix("--").removesuffix(",").partition("=")[0] for a in merged]
+        merged = list(argv)
+    return [a.removeprefix("--").removesuffix(",") for a in merged]
 
 
 def _yolo_cfg_file(name: str) -> dict[str, Any]:

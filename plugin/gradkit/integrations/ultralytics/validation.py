@@ -151,7 +151,7 @@ def _collect(validator) -> EvalData:
         image_counts={i: int(n) for i, n in enumerate(nt_image)},
         confusion_matrix=cm.matrix.tolist() if cm is not None and cm.matrix.sum() > 0 else None,
         plots=plots,
-        image_stats=_checked(recorder.image_stats, box) if recorder is not None else None,
+        image_stats=_checked(recorder.image_stats, box, gts, len(images)) if recorder is not None else None,
         extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator),
                "images_skipped": _images_skipped(validator, len(images)),
                "classes": _class_filter(getattr(validator.args, "classes", None)),
@@ -159,10 +159,16 @@ def _collect(validator) -> EvalData:
     )
 
 
-def _checked(image_stats: list[dict[str, np.ndarray]], box) -> list[dict[str, np.ndarray]] | None:
-    """The recorded per-image statistics, once they give the validator's own mAP (None without images)."""
+def _checked(image_stats: list[dict[str, np.ndarray]], box, gts, images: int) -> list[dict[str, np.ndarray]] | None:
+    """The recorded per-image statistics, once they are one per image in the dataset's order (each holds that
+    image's labels) and give the validator's own mAP; None without images."""
     if not image_stats:
         return None
+    labels = np.bincount([g.image for g in gts], minlength=images).tolist() if gts else [0] * images
+    if [len(s["target_cls"]) for s in image_stats] != labels:
+        raise SeamError(f"the validator's per-image statistics hold {len(image_stats)} images whose label counts "
+                        f"are not those of the dataset's {images} images in its order (ultralytics "
+                        "metrics.stats): gradkit's report resamples them image by image")
     check_recorded_statistics(image_stats, float(box.map50), float(box.map))
     return image_stats
 
