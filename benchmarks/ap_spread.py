@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     scored = [_statistics(r, held_out, args.imgsz, args.out) for r in args.runs]
     names = scored[0].names
     images = [len(ev.image_stats) for ev in scored]
-    orders = {tuple(ev.files[i] for i in ev.images) for ev in scored}
-    if len(orders) != 1:  # the draws pick images by position: a paired difference needs the same list
+    from gradkit.report.build import evaluation_digest
+
+    if len({evaluation_digest(ev) for ev in scored}) != 1:  # the draws pick images by position: pairs need one list
         raise SystemExit(f"the runs were scored on different images, or in another order: {images} images")
     draws = [ap_resamples(ev.image_stats, average_precision, args.resamples, args.seed) for ev in scored]
     classes = list(draws[0]["AP50"])

@@ -384,16 +384,17 @@ def _intervals(ev: EvalData, resamples: int | None) -> dict[str, Any] | None:
     draws = out["draws"]
     labels = class_labels(set(ev.names), ev.names)  # compared by name, as the classes are (a shared one with its id)
     draws["AP50"] = {labels[c]: v for c, v in draws["AP50"].items() if c in labels}
-    return {**out, "images_digest": images_digest(_labelled_images(ev))}
+    return {**out, "images_digest": evaluation_digest(ev)}
 
 
-def _labelled_images(ev: EvalData) -> list[tuple[str, list[list[float]]]]:
-    """Each image's file name and label rows (class, x0, y0, x1, y1), in the order the statistics were recorded."""
+def evaluation_digest(ev: EvalData) -> str:
+    """What identifies the images an evaluation's draws pick from (:func:`~gradkit.report.intervals.images_digest`
+    of each image's file name and label rows, class, x0, y0, x1, y1, in the order the statistics were recorded)."""
     gts = Boxes.from_boxes(ev.gts).columns
     rows: dict[int, list[list[float]]] = {i: [] for i in ev.images}
     for row in zip(*(gts[k].tolist() for k in ("image", "cls", "x0", "y0", "x1", "y1")), strict=True):
         rows[int(row[0])].append(list(row[1:]))
-    return [(Path(ev.files[i]).name, rows[i]) for i in ev.images]
+    return images_digest([(Path(ev.files[i]).name, rows[i]) for i in ev.images])
 
 
 def _tiled_copy_of(data: str) -> dict[str, Any] | None:
