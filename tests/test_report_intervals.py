@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import binom
 
 from gradkit.integrations.ultralytics.seams import average_precision
-from gradkit.report.intervals import MIN_DRAWS, MIN_IMAGES, ap_intervals, ap_resamples, paired_intervals
+from gradkit.report.intervals import MIN_DRAWS, MIN_IMAGES, ap_intervals, ap_resamples
 
 
 def _image(found: bool, cls: int = 0, conf: float = 0.9, hits: int = 10) -> dict[str, np.ndarray]:
@@ -135,9 +135,8 @@ def test_a_resample_is_the_images_drawn_each_with_all_its_own_rows():
 
 def test_the_report_pages_show_the_intervals_of_report_json(tmp_path):
     """Each interval the pages print is report.json's, to the digits shown; a class in too few images says so."""
-    from report_cases import hand_made_evaluation
-
     from gradkit.report import build_report, write_report
+    from report_cases import hand_made_evaluation
 
     ev = hand_made_evaluation(tmp_path / "data")
     ev.images = list(range(12))
@@ -173,7 +172,7 @@ def test_two_validations_of_the_same_images_are_drawn_alike_so_their_difference_
     which a draw of n from n misses with probability (1 - 1/n)^n."""
     images = 40
     a = [_image(i % 2 == 0) for i in range(images)]
-    b = [_image(False)] + a[1:]
+    b = [_image(False), *a[1:]]
     da, db = ap_resamples(a, _recall, 3000, seed=5), ap_resamples(b, _recall, 3000, seed=5)
     diff = da["AP50"][0] - db["AP50"][0]
     assert (diff >= -1e-12).all()
@@ -186,11 +185,10 @@ def test_a_comparison_of_two_runs_on_the_same_images_pairs_their_draws(tmp_path)
     interval holds the other's value. Runs drawn on other images, or with another seed, are not paired."""
     import copy
 
-    from report_cases import hand_made_evaluation
-
     from gradkit.report import build_report
     from gradkit.report.compare import compare_reports
     from gradkit.report.schema import validate_report
+    from report_cases import hand_made_evaluation
 
     def evaluation(found_every: int):
         ev = hand_made_evaluation(tmp_path / "data")
@@ -228,10 +226,9 @@ def test_a_comparison_of_two_runs_on_the_same_images_pairs_their_draws(tmp_path)
 def test_report_json_s_intervals_are_checked_as_untrusted_input(tmp_path):
     import copy
 
-    from report_cases import hand_made_evaluation
-
     from gradkit.report import build_report
     from gradkit.report.schema import ReportSchemaError, validate_report
+    from report_cases import hand_made_evaluation
 
     ev = hand_made_evaluation(tmp_path / "data")
     ev.image_stats = ev.image_stats * 2
@@ -258,5 +255,5 @@ def test_report_resamples_is_none_or_enough_to_read_an_interval_from():
 
     assert load_config(None, {"report.resamples": 0}).report.resamples == 0
     assert load_config(None, {"report.resamples": MIN_DRAWS}).report.resamples == MIN_DRAWS
-    with pytest.raises(ConfigError, match="report.resamples"):
+    with pytest.raises(ConfigError, match=r"report\.resamples"):
         load_config(None, {"report.resamples": MIN_DRAWS - 1})

@@ -387,8 +387,8 @@ def test_the_validator_s_per_image_statistics_fail_loudly_when_their_shape_chang
     """The report resamples the validator's metrics.stats (one list entry per image) and scores each draw with
     ap_per_class: a changed container, a misaligned record or another return shape names what changed."""
     import numpy as np
-
     import ultralytics.utils.metrics as metrics
+
     from gradkit.integrations.ultralytics.seams import (
         average_precision,
         check_recorded_statistics,
@@ -399,9 +399,9 @@ def test_the_validator_s_per_image_statistics_fail_loudly_when_their_shape_chang
     validator = SimpleNamespace(metrics=SimpleNamespace(stats={k: [v] for k, v in one.items()}))
     assert latest_image_stats(validator, 1)[0]["conf"].tolist() == [0.9]
     for stats in (None, {"tp": [one["tp"]]}, {k: v[0] for k, v in validator.metrics.stats.items()}):
-        with pytest.raises(SeamError, match="metrics.stats"):
+        with pytest.raises(SeamError, match=r"metrics\.stats"):
             latest_image_stats(SimpleNamespace(metrics=SimpleNamespace(stats=stats)), 1)
-    with pytest.raises(SeamError, match="metrics.stats"):
+    with pytest.raises(SeamError, match=r"metrics\.stats"):
         latest_image_stats(validator, 2)  # fewer entries than the batch's images
     check_recorded_statistics([one], 0.995, 0.995)  # found at every threshold: 0.995 (its 101-point curve)
     with pytest.raises(SeamError, match="one entry per image"):
