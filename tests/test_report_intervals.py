@@ -257,3 +257,20 @@ def test_report_resamples_is_none_or_enough_to_read_an_interval_from():
     assert load_config(None, {"report.resamples": MIN_DRAWS}).report.resamples == MIN_DRAWS
     with pytest.raises(ConfigError, match=r"report\.resamples"):
         load_config(None, {"report.resamples": MIN_DRAWS - 1})
+
+
+def test_scoring_only_iou_0_5_gives_the_same_ap50_draws_as_all_ten_thresholds():
+    """The report scores draws at IoU 0.5 only (a tenth of the work): its mAP50 and AP50 draws are those of the
+    full scoring, by Ultralytics' own AP, on images of several detections and labels."""
+    rng = np.random.default_rng(4)
+    stats = []
+    for _ in range(40):
+        n, m = int(rng.integers(0, 6)), int(rng.integers(0, 3))
+        stats.append({"tp": np.sort(rng.random((n, 10)) < 0.6, axis=1)[:, ::-1], "conf": rng.random(n),
+                      "pred_cls": rng.integers(0, 2, n).astype(float), "target_cls": rng.integers(0, 2, m).astype(float)})
+    full = ap_resamples(stats, average_precision, 150, seed=3)
+    fast = ap_resamples(stats, average_precision, 150, seed=3, iou50_only=True)
+    assert "mAP50-95" in full and "mAP50-95" not in fast
+    np.testing.assert_allclose(fast["mAP50"], full["mAP50"], atol=1e-12)
+    for c in full["AP50"]:
+        np.testing.assert_allclose(fast["AP50"][c], full["AP50"][c], atol=1e-12)

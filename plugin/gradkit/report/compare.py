@@ -202,7 +202,7 @@ def _paired(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, 
         values = {m: (first["headline"].get(m), r["headline"].get(m)) for m in ("mAP50", "mAP50-95")}
         mine = _ap50_by_label(r)
         values |= {f"AP50 {k}": (v, mine.get(k)) for k, v in _ap50_by_label(first).items()}
-        intervals = {"mAP50": pairs["mAP50"], "mAP50-95": pairs["mAP50-95"],
+        intervals = {**{k: v for k, v in pairs.items() if k != "AP50"},
                      **{f"AP50 {c}": v for c, v in pairs["AP50"].items()}}
         rows = [{"score": k, "delta": round(b - a, 6), "interval": intervals[k],
                  "told_apart": not intervals[k][0] <= 0 <= intervals[k][1]}

@@ -41,7 +41,7 @@ APFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np
 
 
 def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision: APFunction, resamples: int,
-                 seed: int = 0, level: float = INTERVAL_LEVEL) -> dict[str, Any] | None:
+                 seed: int = 0, level: float = INTERVAL_LEVEL, iou50_only: bool = False) -> dict[str, Any] | None:
     """The ``level`` percentile intervals of mAP50, mAP50-95 and each class's AP50 over ``resamples`` resamples of
     the images (drawn with replacement, as many as there are), or None without images or resamples.
 
@@ -50,6 +50,7 @@ def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision
             ``pred_cls`` and ``target_cls``.
         average_precision: The validator's AP function (:data:`APFunction`).
         resamples: How many draws (``report.resamples``).
+        iou50_only: Only IoU 0.5: mAP50 and AP50, not mAP50-95 (a tenth of the work).
         seed: Seeds the draw: a report rebuilt from the same validation gives the same intervals.
 
     Returns:
@@ -59,15 +60,15 @@ def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision
         a tenth of the draws (:data:`MIN_HELD`), has no interval. The means are over the classes each draw holds, as the
         validator's are over the classes the split holds. None with fewer than :data:`MIN_DRAWS` draws.
     """
-    drawn = ap_resamples(image_stats, average_precision, resamples, seed)
+    drawn = ap_resamples(image_stats, average_precision, resamples, seed, iou50_only)
     if drawn is None:
         return None
-    means = {k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95")}
+    means = {k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95") if k in drawn}
     if resamples < MIN_DRAWS or None in means.values():  # too few draws, or too many of them without labels
         return None
     return {**means, "AP50": {c: i for c, v in drawn["AP50"].items() if (i := percentile_interval(v, level))},
             "resamples": resamples, "level": level, "seed": seed,
-            "draws": {k: _rounded(drawn[k]) for k in ("mAP50", "mAP50-95")}
+            "draws": {k: _rounded(drawn[k]) for k in means}
             | {"AP50": {c: _rounded(v) for c, v in drawn["AP50"].items()}}}
 
 
@@ -109,34 +110,35 @@ def paired_intervals(a: dict[str, Any], b: dict[str, Any], level: float = INTERV
         return percentile_interval([None if u is None or v is None else v - u for u, v in zip(x, y, strict=True)],
                                    level)
 
-    return {"mAP50": diff(da["mAP50"], db["mAP50"]), "mAP50-95": diff(da["mAP50-95"], db["mAP50-95"]),
+    return {**{k: diff(da[k], db[k]) for k in ("mAP50", "mAP50-95") if da.get(k) and db.get(k)},
             "AP50": {c: diff(v, db["AP50"][c]) for c, v in da["AP50"].items() if c in db["AP50"]}}
 
 
 def ap_resamples(image_stats: Sequence[dict[str, np.ndarray]], average_precision: APFunction, resamples: int,
-                 seed: int = 0) -> dict[str, Any] | None:
+                 seed: int = 0, iou50_only: bool = False) -> dict[str, Any] | None:
     """mAP50, mAP50-95 and each class's AP50 on each of ``resamples`` draws of the images: arrays of one value per
     draw, NaN where a draw holds no label (or not the class). The draws depend on the seed and the number of images
     only, so two validations of the same images with one seed are drawn alike: their difference, draw by draw, is
-    a paired comparison. None without images or resamples; classes in fewer than :data:`MIN_IMAGES` images are left
-    out of ``AP50``."""
+    a paired comparison. ``iou50_only``: score only IoU 0.5 (a tenth of the work; no ``mAP50-95``). None without
+    images or resamples; classes in fewer than :data:`MIN_IMAGES` images are left out of ``AP50``."""
     if resamples <= 0 or not image_stats:
         return None
-    preds, labels = _Rows(image_stats, ("tp", "conf", "pred_cls")), _Rows(image_stats, ("target_cls",))
+    rows = _Rows(image_stats, iou50_only)
     in_images: dict[int, int] = {}
     for stats in image_stats:
         for c in np.unique(stats["target_cls"]).astype(int).tolist():
             in_images[c] = in_images.get(c, 0) + 1
     rng = np.random.default_rng(seed)
-    out = {"mAP50": np.full(resamples, np.nan), "mAP50-95": np.full(resamples, np.nan),
+    out = {"mAP50": np.full(resamples, np.nan), **({} if iou50_only else {"mAP50-95": np.full(resamples, np.nan)}),
            "AP50": {c: np.full(resamples, np.nan) for c, k in sorted(in_images.items()) if k >= MIN_IMAGES}}
     for i in range(resamples):
-        drawn = rng.integers(0, len(image_stats), len(image_stats))
-        p, t = preds.gather(drawn), labels.gather(drawn)
-        if not len(t["target_cls"]):  # a draw of images without labels: no AP to average
+        p, t = rows.draw(rng.integers(0, len(image_stats), len(image_stats)))
+        if not len(t):  # a draw of images without labels: no AP to average
             continue
-        classes, ap = average_precision(p["tp"], p["conf"], p["pred_cls"], t["target_cls"])
-        out["mAP50"][i], out["mAP50-95"][i] = ap[:, 0].mean(), ap.mean()
+        classes, ap = average_precision(p["tp"], p["conf"], p["pred_cls"], t)
+        out["mAP50"][i] = ap[:, 0].mean()
+        if not iou50_only:
+            out["mAP50-95"][i] = ap.mean()
         for c, value in zip(classes.tolist(), ap[:, 0].tolist(), strict=True):
             if c in out["AP50"]:
                 out["AP50"][c][i] = value
@@ -146,16 +148,25 @@ def ap_resamples(image_stats: Sequence[dict[str, np.ndarray]], average_precision
 
 
 class _Rows:
-    """Per-image arrays concatenated once, and gathered again for a draw of image indices (one with repeats)."""
+    """The images' predictions concatenated once, sorted by confidence (the AP function sorts a draw first: an
+    already sorted one is the cheap case), and their labels; a draw of image indices (with repeats) takes each
+    drawn image's rows as many times as it was drawn."""
 
-    def __init__(self, image_stats: Sequence[dict[str, np.ndarray]], keys: tuple[str, ...]):
-        self.counts = np.array([len(s[keys[0]]) for s in image_stats], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.values = {k: np.concatenate([np.asarray(s[k]) for s in image_stats]) for k in keys}
+    def __init__(self, image_stats: Sequence[dict[str, np.ndarray]], iou50_only: bool):
+        preds = {k: np.concatenate([np.asarray(s[k]) for s in image_stats]) for k in ("tp", "conf", "pred_cls")}
+        image = np.concatenate([np.full(len(s["conf"]), i) for i, s in enumerate(image_stats)]).astype(np.int64)
+        order = np.argsort(-preds["conf"], kind="stable")
+        self.preds = {k: v[order] for k, v in preds.items()}
+        if iou50_only:
+            self.preds["tp"] = self.preds["tp"][:, :1]
+        self.pred_image = image[order]
+        self.labels = np.concatenate([np.asarray(s["target_cls"]) for s in image_stats])
+        self.label_image = np.concatenate([np.full(len(s["target_cls"]), i) for i, s in enumerate(image_stats)]
+                                          ).astype(np.int64)
+        self.images = len(image_stats)
 
-    def gather(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        lengths = self.counts[images]
-        # each drawn image's rows: its start, plus 0 .. its count - 1
-        offsets = np.repeat(self.starts[images] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        rows = offsets + np.arange(int(lengths.sum()))
-        return {k: v[rows] for k, v in self.values.items()}
+    def draw(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        times = np.bincount(images, minlength=self.images)
+        rows = np.repeat(np.arange(len(self.pred_image)), times[self.pred_image])  # still sorted by confidence
+        return ({k: v[rows] for k, v in self.preds.items()},
+                np.repeat(self.labels, times[self.label_image]))

@@ -110,8 +110,12 @@ PAIRED_NOTE = (f"Each score's difference from the first run, and its {LEVEL} int
                "too, which only more trainings measure.")
 
 
+def _card_spread(spread: dict[str, Any] | None, key: str) -> str:
+    return f"<small>{LEVEL}: {_e(_interval(spread[key]))}</small>" if spread and spread.get(key) else ""
+
+
 def _md_spread(spread: dict[str, Any] | None, key: str) -> str:
-    return f" ({LEVEL}: {_interval(spread[key])})" if spread else ""
+    return f" ({LEVEL}: {_interval(spread[key])})" if spread and spread.get(key) else ""
 
 
 def interval_note(spread: dict[str, Any]) -> str:
@@ -765,8 +769,8 @@ def _evaluation_body(r: dict[str, Any], roots: Sequence[Path]) -> str:
     spread = r.get("intervals")
     parts += ["<h2>Run settings</h2>", _settings(r), "<h2>Ranking quality (all confidences)</h2>",
               '<div class="cards">' + "".join(f'<div class="card">{_e(x)}<b>{_num(h.get(x))}</b>'
-                                              + (f'<small>{LEVEL}: {_e(_interval(spread[x]))}</small>' if spread
-                                                 else "") + "</div>" for x in ("mAP50", "mAP50-95")) + "</div>"]
+                                              f"{_card_spread(spread, x)}</div>" for x in ("mAP50", "mAP50-95"))
+              + "</div>"]
     rows = [[_e(c["name"]), _num(c["instances"]), _num(c["images"]), _num(c["AP50"]),
              *([_e(_class_interval(c))] if spread else []), _num(c["AP50-95"]),
              _num(c["precision"]), _num(c["recall"])] for c in r["per_class"]]

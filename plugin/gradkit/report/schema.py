@@ -85,7 +85,7 @@ class Draws(_Open):
     """Each draw's mAP50, mAP50-95 and per-class AP50 (by class name), for paired comparisons."""
 
     mAP50: DrawnShares
-    mAP50_95: DrawnShares = Field(alias="mAP50-95")
+    mAP50_95: DrawnShares | None = Field(None, alias="mAP50-95")  # none where only IoU 0.5 was scored
     AP50: dict[str, DrawnShares] = {}
 
 
@@ -93,7 +93,7 @@ class Intervals(_Open):
     """The percentile intervals of the headline APs over ``resamples`` draws of the images."""
 
     mAP50: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
-    mAP50_95: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(alias="mAP50-95")
+    mAP50_95: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] | None = Field(None, alias="mAP50-95")
     resamples: Annotated[int, Field(ge=1)]  # the config keeps new runs to 0 or MIN_RESAMPLES and more
     level: float
     seed: int
@@ -119,7 +119,7 @@ class Intervals(_Open):
         if self.draws is not None:
             for key, values in (("mAP50", self.draws.mAP50), ("mAP50-95", self.draws.mAP50_95),
                                 *((f"AP50.{c}", v) for c, v in self.draws.AP50.items())):
-                if len(values) != self.resamples:
+                if values is not None and len(values) != self.resamples:
                     raise ValueError(f"draws.{key} holds {len(values)} values, not one per draw ({self.resamples})")
         return self
 
