@@ -267,7 +267,8 @@ def test_scoring_only_iou_0_5_gives_the_same_ap50_draws_as_all_ten_thresholds():
     for _ in range(40):
         n, m = int(rng.integers(0, 6)), int(rng.integers(0, 3))
         stats.append({"tp": np.sort(rng.random((n, 10)) < 0.6, axis=1)[:, ::-1], "conf": rng.random(n),
-                      "pred_cls": rng.integers(0, 2, n).astype(float), "target_cls": rng.integers(0, 2, m).astype(float)})
+                      "pred_cls": rng.integers(0, 2, n).astype(float),
+                      "target_cls": rng.integers(0, 2, m).astype(float)})
     full = ap_resamples(stats, average_precision, 150, seed=3)
     fast = ap_resamples(stats, average_precision, 150, seed=3, iou50_only=True)
     assert "mAP50-95" in full and "mAP50-95" not in fast
