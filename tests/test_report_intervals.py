@@ -70,9 +70,9 @@ def test_mAP50_95_averages_the_ten_thresholds_and_AP50_takes_the_first():
     assert out["mAP50-95"] == pytest.approx([(5 + 5 * low) / 10, (5 + 5 * high) / 10], abs=0.5 / images + 1e-9)
 
 
-def test_the_mean_is_over_the_classes_a_draw_holds():
-    """A rare class (5 images, found in none) is in some draws and not in others: each draw's mAP50 is the mean
-    over the classes it holds, as the validator's is over the classes the split holds."""
+def test_a_draw_s_mean_is_over_the_split_s_classes():
+    """A rare class (5 images, found in none) is in most draws and not in a few: a draw's mAP50 is the mean over the
+    split's classes, as the validator's is, and a draw lacking one has none (its mean would be another quantity)."""
     seen = []
 
     def recording(tp, conf, pred_cls, target_cls):
@@ -82,12 +82,15 @@ def test_the_mean_is_over_the_classes_a_draw_holds():
 
     stats = [_image(True)] * 30 + [_image(False, cls=1)] * MIN_IMAGES
     drawn = ap_resamples(stats, recording, 1000, seed=2)
-    np.testing.assert_allclose(drawn["mAP50"], seen)
     holds_rare = ~np.isnan(drawn["AP50"][1])
     assert 0.98 < holds_rare.mean() < 1  # (30/35)^35, about 1 in 220 draws, lacks it
+    np.testing.assert_allclose(drawn["mAP50"][holds_rare], np.array(seen)[holds_rare])
     np.testing.assert_allclose(drawn["mAP50"][holds_rare], 0.5)  # class 0 all found, class 1 none
-    np.testing.assert_allclose(drawn["mAP50"][~holds_rare], 1.0)
-    assert ap_intervals(stats, _recall, 1000, seed=2)["AP50"][1] == [0.0, 0.0]  # a few draws without it: kept
+    assert np.isnan(drawn["mAP50"][~holds_rare]).all()
+    out = ap_intervals(stats, _recall, 1000, seed=2)
+    assert out["AP50"][1] == [0.0, 0.0] and out["mAP50"] == [0.5, 0.5]  # a few draws without it: kept
+    few = [_image(True)] * 30 + [_image(False, cls=1)] * 2  # a class of 2 images: 1 draw in 7 lacks it
+    assert ap_intervals(few, _recall, 300)["mAP50"] is None
 
 
 def test_identical_images_leave_no_spread_and_the_draw_is_seeded():
@@ -161,7 +164,7 @@ def test_the_report_pages_show_the_intervals_of_report_json(tmp_path):
     few = build_report(ev, resamples=300)
     assert few["per_class"][0]["AP50_interval"] is None and few["intervals"] is not None
     paths = write_report(few, tmp_path / "few")
-    assert f"none (too few images: under {MIN_IMAGES}" in paths["md"].read_text(encoding="utf-8")
+    assert f"none (in 4 images: under {MIN_IMAGES})" in paths["md"].read_text(encoding="utf-8")
     ev.image_stats = None  # predictions read from the validator's json: no intervals, no column
     paths = write_report(build_report(ev), tmp_path / "none")
     assert "95%" not in paths["md"].read_text(encoding="utf-8")
@@ -209,6 +212,12 @@ def test_a_comparison_of_two_runs_on_the_same_images_pairs_their_draws(tmp_path)
     assert want[0] > 0 and row["told_apart"]
     assert a["per_class"][0]["AP50_interval"][1] > b["per_class"][0]["AP50"]  # side by side they would overlap
     assert row["delta"] == pytest.approx(b["per_class"][0]["AP50"] - a["per_class"][0]["AP50"], abs=1e-6)
+    fewer = build_report(evaluation(1), resamples=200)  # the first 200 of b's 400 draws, drawn alike
+    row_fewer = next(x for x in compare_reports([a, fewer], ["A", "B"])["paired"][0]["rows"]
+                     if x["score"] == "AP50 scratch")
+    df = np.array(fewer["intervals"]["draws"]["AP50"]["scratch"], float)
+    np.testing.assert_allclose(df, db[:200])
+    np.testing.assert_allclose(row_fewer["interval"], np.percentile(df - da[:200], [2.5, 97.5]), atol=2e-6)
     other_seed = copy.deepcopy(b)
     other_seed["intervals"]["seed"] = 1
     relabelled = evaluation(1)
@@ -217,10 +226,14 @@ def test_a_comparison_of_two_runs_on_the_same_images_pairs_their_draws(tmp_path)
     reordered.files = {i: reordered.files[29 - i] for i in range(30)}
     drawn_elsewhere = [build_report(e, resamples=400) for e in (relabelled, reordered)]
     assert len({r["intervals"]["images_digest"] for r in (a, b, *drawn_elsewhere)}) == 3  # a, b: the same images
-    assert compare_reports([a, other_seed, *drawn_elsewhere], ["A", "B", "C", "D"])["paired"] == []
+    unpaired = compare_reports([a, other_seed, *drawn_elsewhere], ["A", "B", "C", "D"])["paired"]
+    assert [(p["rows"], p["why"]) for p in unpaired] == [
+        ([], "their draws were seeded differently"),
+        ([], "they were scored on other images (or other labels, or in another order)"),
+        ([], "they were scored on other images (or other labels, or in another order)")]
     old = copy.deepcopy(b)
     old.pop("intervals")
-    assert compare_reports([a, old], ["A", "B"])["paired"] == []
+    assert compare_reports([a, old], ["A", "B"])["paired"][0]["why"].startswith("a report has no draws kept")
 
 
 def test_report_json_s_intervals_are_checked_as_untrusted_input(tmp_path):
@@ -238,7 +251,7 @@ def test_report_json_s_intervals_are_checked_as_untrusted_input(tmp_path):
     good = build_report(ev, resamples=100)
     validate_report(good)
     for edit in (lambda r: r["intervals"].update(level=0.9), lambda r: r["intervals"].update(mAP50=[0.5, 0.4]),
-                 lambda r: r["intervals"].update(mAP50=None), lambda r: r["intervals"].update(resamples=5),
+                 lambda r: r["intervals"].pop("mAP50"), lambda r: r["intervals"].update(resamples=0),
                  lambda r: r["intervals"]["draws"]["mAP50"].pop(),
                  lambda r: r["intervals"]["draws"]["AP50"]["scratch"].pop(),
                  lambda r: r["intervals"]["draws"]["mAP50"].__setitem__(0, float("nan")),

@@ -31,7 +31,8 @@ _HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagat
   gradkit synth out=DIR [{synth}]
   gradkit demo [{demo}
                <any yolo train argument, e.g. epochs=>]
-  gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test] [gradkit.report.conf=C gradkit.report.gallery=N]
+  gradkit val model=RUN/weights/best.pt data=DATA.yaml [split=test] [gradkit.report.conf=C gradkit.report.gallery=N
+              gradkit.report.resamples=N]
               [gradkit.report.tile_size=PX gradkit.report.tile_overlap=PX]
                                                   validation + report.html/json/md (whole images through tiles)
   gradkit report RUN_DIR                          rebuild a run's report from its files
@@ -262,7 +263,7 @@ def _preview_hyps(others: list[str]) -> dict[str, Any]:
     hyps = yolo_given_args(others)
     unknown = [k for a in others if (k := a.partition("=")[0]) not in PREVIEW_HYPS]
     if unknown:
-        raise SystemExit(f"gradkit augment: unknown argument(s) {', '.join(unknown)}; arguments: "
+        raise SystemExit(f"gradkit augment: {', '.join(unknown)}: not an argument the preview takes; arguments: "
                          f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, and Ultralytics' augmentation hyps "
                          f"{', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes them")
     valueless = [a for a in others if a.partition("=")[0] not in hyps]

@@ -8,7 +8,7 @@ from typing import Any
 from gradkit.config import ULTRALYTICS_AUGMENT_KEYS
 from gradkit.report.errors import class_labels
 from gradkit.report.inspection import TINY_SPLIT
-from gradkit.report.intervals import paired_intervals
+from gradkit.report.intervals import paired_intervals, unpaired_because
 from gradkit.report.schema import REPORT_SCHEMA_VERSION
 
 __all__ = ["compare_reports"]
@@ -190,24 +190,30 @@ def _ap50_by_label(report: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _paired(reports: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
-    """Per run after the first, where both were drawn alike (the same images, seed and draws; schema 15): each
-    score's difference from the first run with its paired 95% interval (draw by draw), and whether the images tell
-    the two apart (the interval excludes 0)."""
+    """Per run after the first: where both were drawn alike (the same images and seed; schema 15), each score's
+    difference from the first run with its paired 95% interval (draw by draw) and whether the images tell the two
+    apart (the interval excludes 0), and the scores without one (a class of too few images); else why not."""
     first = reports[0]
     out = []
     for lab, r in zip(labels[1:], reports[1:], strict=True):
-        pairs = paired_intervals(first.get("intervals") or {}, r.get("intervals") or {})
-        if pairs is None or (r["data"], r["split"]) != (first["data"], first["split"]):
+        why = unpaired_because(first.get("intervals"), r.get("intervals"))
+        if why is None and (r["data"], r["split"]) != (first["data"], first["split"]):
+            why = "they were scored on other data or another split"
+        if why is not None:
+            out.append({"label": lab, "against": labels[0], "rows": [], "why": why})
             continue
+        pairs = paired_intervals(first["intervals"], r["intervals"])
         values = {m: (first["headline"].get(m), r["headline"].get(m)) for m in ("mAP50", "mAP50-95")}
         mine = _ap50_by_label(r)
         values |= {f"AP50 {k}": (v, mine.get(k)) for k, v in _ap50_by_label(first).items()}
         intervals = {**{k: v for k, v in pairs.items() if k != "AP50"},
                      **{f"AP50 {c}": v for c, v in pairs["AP50"].items()}}
+        both = {k: (a, b) for k, (a, b) in values.items() if a is not None and b is not None}
         rows = [{"score": k, "delta": round(b - a, 6), "interval": intervals[k],
-                 "told_apart": not intervals[k][0] <= 0 <= intervals[k][1]}
-                for k, (a, b) in values.items() if a is not None and b is not None and intervals.get(k)]
-        out.append({"label": lab, "against": labels[0], "rows": rows})
+                 "told_apart": not intervals[k][0] <= 0 <= intervals[k][1]} for k, (a, b) in both.items()
+                if intervals.get(k)]
+        out.append({"label": lab, "against": labels[0], "rows": rows,
+                    "not_compared": [k for k in both if not intervals.get(k) and k != "mAP50-95"]})
     return out
 
 

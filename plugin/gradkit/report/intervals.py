@@ -22,7 +22,7 @@ import numpy as np
 from gradkit.config import MIN_RESAMPLES
 
 __all__ = ["INTERVAL_LEVEL", "MIN_DRAWS", "MIN_HELD", "MIN_IMAGES", "ap_intervals", "ap_resamples", "images_digest",
-           "paired_intervals", "percentile_interval"]
+           "paired_intervals", "percentile_interval", "unpaired_because"]
 
 #: The interval's coverage: the central 95% of the resampled values.
 INTERVAL_LEVEL = 0.95
@@ -57,15 +57,17 @@ def ap_intervals(image_stats: Sequence[dict[str, np.ndarray]], average_precision
         ``{"mAP50": [lo, hi], "mAP50-95": [lo, hi], "AP50": {class: [lo, hi]}, "resamples": n, "level": level,
         "seed": seed, "draws": {"mAP50": [...], "mAP50-95": [...], "AP50": {class: [...]}}}``, each draw's values
         kept for paired comparisons; a class in fewer than :data:`MIN_IMAGES` images, or missing from more than
-        a tenth of the draws (:data:`MIN_HELD`), has no interval. The means are over the classes each draw holds, as the
-        validator's are over the classes the split holds. None with fewer than :data:`MIN_DRAWS` draws.
+        a tenth of the draws (:data:`MIN_HELD`), has no interval. The means are over the split's classes, as the
+        validator's, in the draws that hold every one of them: None where more than a tenth do not. None with fewer
+        than :data:`MIN_DRAWS` draws.
     """
     drawn = ap_resamples(image_stats, average_precision, resamples, seed, iou50_only)
     if drawn is None:
         return None
-    means = {k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95") if k in drawn}
-    if resamples < MIN_DRAWS or None in means.values():  # too few draws, or too many of them without labels
+    if resamples < MIN_DRAWS:
         return None
+    # None where more than a tenth of the draws lack a class of the split (a class of few images)
+    means = {k: percentile_interval(drawn[k], level) for k in ("mAP50", "mAP50-95") if k in drawn}
     return {**means, "AP50": {c: i for c, v in drawn["AP50"].items() if (i := percentile_interval(v, level))},
             "resamples": resamples, "level": level, "seed": seed,
             "draws": {k: _rounded(drawn[k]) for k in means}
@@ -96,19 +98,31 @@ def images_digest(images: Sequence[tuple[str, Sequence[Sequence[float]]]]) -> st
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def unpaired_because(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str | None:
+    """Why two reports' ``intervals`` cannot be compared draw by draw, or None where they can."""
+    if not a or not b or not a.get("draws") or not b.get("draws") or not a.get("images_digest"):
+        return "a report has no draws kept (report.resamples: 0, or an older report)"
+    if a.get("images_digest") != b.get("images_digest"):
+        return "they were scored on other images (or other labels, or in another order)"
+    if a.get("seed") != b.get("seed"):
+        return "their draws were seeded differently"
+    if min(len(a["draws"]["mAP50"]), len(b["draws"]["mAP50"])) < MIN_DRAWS:
+        return f"fewer than {MIN_DRAWS} draws in common"
+    return None
+
+
 def paired_intervals(a: dict[str, Any], b: dict[str, Any], level: float = INTERVAL_LEVEL) -> dict[str, Any] | None:
     """B minus A draw by draw, for two reports' ``intervals`` holding ``draws`` of the same images (digest), seed
     and number of draws; None where they were not drawn alike. ``{"mAP50": [lo, hi], "mAP50-95": [lo, hi],
     "AP50": {class name: [lo, hi]}}`` (a class both hold; None where too few draws hold it in both)."""
-    keys = ("images_digest", "seed", "resamples")
-    if not a or not b or not a.get("draws") or not b.get("draws") or not a.get("images_digest") or \
-            any(a.get(k) != b.get(k) for k in keys):
+    if unpaired_because(a, b):
         return None
     da, db = a["draws"], b["draws"]
+    common = min(len(da["mAP50"]), len(db["mAP50"]))  # one seed draws the same first images for either count
 
     def diff(x: Sequence[float | None], y: Sequence[float | None]) -> list[float] | None:
-        return percentile_interval([None if u is None or v is None else v - u for u, v in zip(x, y, strict=True)],
-                                   level)
+        return percentile_interval([None if u is None or v is None else v - u
+                                    for u, v in zip(x[:common], y[:common], strict=True)], level)
 
     return {**{k: diff(da[k], db[k]) for k in ("mAP50", "mAP50-95") if da.get(k) and db.get(k)},
             "AP50": {c: diff(v, db["AP50"][c]) for c, v in da["AP50"].items() if c in db["AP50"]}}
@@ -117,10 +131,12 @@ def paired_intervals(a: dict[str, Any], b: dict[str, Any], level: float = INTERV
 def ap_resamples(image_stats: Sequence[dict[str, np.ndarray]], average_precision: APFunction, resamples: int,
                  seed: int = 0, iou50_only: bool = False) -> dict[str, Any] | None:
     """mAP50, mAP50-95 and each class's AP50 on each of ``resamples`` draws of the images: arrays of one value per
-    draw, NaN where a draw holds no label (or not the class). The draws depend on the seed and the number of images
-    only, so two validations of the same images with one seed are drawn alike: their difference, draw by draw, is
-    a paired comparison. ``iou50_only``: score only IoU 0.5 (a tenth of the work; no ``mAP50-95``). None without
-    images or resamples; classes in fewer than :data:`MIN_IMAGES` images are left out of ``AP50``."""
+    draw, NaN where a draw lacks the class (for the means: lacks any class of the split, whose mean would be over
+    other classes than the validator's; with more than a tenth of such draws there is no interval). The draws depend
+    on the seed and the number of images only, so two validations of the same images with one seed are drawn alike
+    (the first n draws of any count alike): their difference, draw by draw, is a paired comparison. ``iou50_only``:
+    score only IoU 0.5 (a tenth of the work; no ``mAP50-95``). None without images or resamples; classes in fewer
+    than :data:`MIN_IMAGES` images are left out of ``AP50``."""
     if resamples <= 0 or not image_stats:
         return None
     rows = _Rows(image_stats, iou50_only)
@@ -136,14 +152,13 @@ def ap_resamples(image_stats: Sequence[dict[str, np.ndarray]], average_precision
         if not len(t):  # a draw of images without labels: no AP to average
             continue
         classes, ap = average_precision(p["tp"], p["conf"], p["pred_cls"], t)
-        out["mAP50"][i] = ap[:, 0].mean()
-        if not iou50_only:
-            out["mAP50-95"][i] = ap.mean()
+        if len(classes) == len(in_images):  # a mean over the split's classes, as the validator's: else not counted
+            out["mAP50"][i] = ap[:, 0].mean()
+            if not iou50_only:
+                out["mAP50-95"][i] = ap.mean()
         for c, value in zip(classes.tolist(), ap[:, 0].tolist(), strict=True):
             if c in out["AP50"]:
                 out["AP50"][c][i] = value
-    if np.isnan(out["mAP50"]).all():
-        return None
     return out
 
 

@@ -100,7 +100,11 @@ def _class_interval(row: dict[str, Any]) -> str:
     if row["AP50"] is None:
         return "n/a"
     pair = row.get("AP50_interval")
-    return _interval(pair) if pair else f"none (too few images: under {MIN_IMAGES}, or missing from many draws)"
+    if pair:
+        return _interval(pair)
+    if row.get("images") is not None and row["images"] < MIN_IMAGES:
+        return f"none (in {row['images']} image{'' if row['images'] == 1 else 's'}: under {MIN_IMAGES})"
+    return "none (missing from more than a tenth of the draws)"
 
 
 #: What a paired comparison's table says.
@@ -112,6 +116,15 @@ PAIRED_NOTE = (f"Each score's difference from the first run, and its {LEVEL} int
 
 def _card_spread(spread: dict[str, Any] | None, key: str) -> str:
     return f"<small>{LEVEL}: {_e(_interval(spread[key]))}</small>" if spread and spread.get(key) else ""
+
+
+def _unpaired(p: dict[str, Any]) -> str:
+    return f"Not compared draw by draw: {p['why']}."
+
+
+def _not_compared(p: dict[str, Any]) -> str:
+    return (f"No paired interval for {', '.join(p['not_compared'])}: a class in fewer than {MIN_IMAGES} images, or "
+            "missing from more than a tenth of the draws (for mAP50: a draw missing any class).")
 
 
 def _md_spread(spread: dict[str, Any] | None, key: str) -> str:
@@ -941,11 +954,16 @@ def _comparison_body(r: dict[str, Any]) -> str:
                   "defect-free images with one; lower is better.</p>", _metric_table(insp, labels, pct=True)]
     parts += ["<h2>Headline (Ultralytics)</h2>", _metric_table(r["headline"], labels)]
     for p in r.get("paired") or []:
-        parts += [f"<h2>{_e(p['label'])} against {_e(p['against'])}: told apart by these images?</h2>",
-                  f'<p class="note">{_e(PAIRED_NOTE)}</p>',
+        parts.append(f"<h2>{_e(p['label'])} against {_e(p['against'])}: told apart by these images?</h2>")
+        if p.get("why"):
+            parts.append(f'<p class="note">{_e(_unpaired(p))}</p>')
+            continue
+        parts += [f'<p class="note">{_e(PAIRED_NOTE)}</p>',
                   _table(["score", "difference", f"{LEVEL} paired interval", "told apart"],
                          [[_e(x["score"]), f"{x['delta']:+.3f}", _e(_interval(x["interval"])),
                            "yes" if x["told_apart"] else "no"] for x in p["rows"]])]
+        if p.get("not_compared"):
+            parts.append(f'<p class="note">{_e(_not_compared(p))}</p>')
     if r.get("coco"):
         parts += ["<h2>COCO (faster-coco-eval)</h2>", _metric_table(r["coco"], labels)]
     if r.get("gradients"):
@@ -1012,11 +1030,16 @@ def _comparison_markdown(report: dict[str, Any]) -> str:
     if report.get("settings_not_recorded"):
         lines += ["", _md_text(_not_recorded(report))]
     for p in report.get("paired") or []:
-        lines += ["", f"## {_md_text(p['label'])} against {_md_text(p['against'])}: told apart by these images?", "",
-                  PAIRED_NOTE, "", f"| score | difference | {LEVEL} paired interval | told apart |",
+        lines += ["", f"## {_md_text(p['label'])} against {_md_text(p['against'])}: told apart by these images?", ""]
+        if p.get("why"):
+            lines.append(_md_text(_unpaired(p)))
+            continue
+        lines += [PAIRED_NOTE, "", f"| score | difference | {LEVEL} paired interval | told apart |",
                   "|---|---|---|---|"]
         lines += [f"| {_md_text(x['score'])} | {x['delta']:+.3f} | {_interval(x['interval'])} | "
                   f"{'yes' if x['told_apart'] else 'no'} |" for x in p["rows"]]
+        if p.get("not_compared"):
+            lines += ["", _md_text(_not_compared(p))]
     for title, key, pct in (("Inspection", "inspection", True), ("Headline", "headline", False),
                             ("COCO", "coco", False), ("Gradients", "gradients", False),
                             ("Per class AP50-95", "per_class", False)):

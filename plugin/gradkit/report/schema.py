@@ -92,7 +92,7 @@ class Draws(_Open):
 class Intervals(_Open):
     """The percentile intervals of the headline APs over ``resamples`` draws of the images."""
 
-    mAP50: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
+    mAP50: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] | None  # None: a class of few images
     mAP50_95: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] | None = Field(None, alias="mAP50-95")
     resamples: Annotated[int, Field(ge=1)]  # the config keeps new runs to 0 or MIN_RESAMPLES and more
     level: float
@@ -547,6 +547,8 @@ class Paired(_Open):
     label: str
     against: str
     rows: list[PairedRow]
+    why: str | None = None  # why the two were not compared draw by draw
+    not_compared: list[str] = []  # scores both hold without a paired interval (a class of too few images)
 
 
 class ComparisonReport(_Open):

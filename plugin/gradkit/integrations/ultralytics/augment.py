@@ -188,7 +188,7 @@ def resolve_auto_augment(aug_cfg, data: dict, data_yaml: str, kept: dict | None 
     return resolved, {"configured": "auto", "used": resolved.preset, "reason": reason}
 
 
-def install_augmentation(dataset, aug_cfg, hyp) -> None:
+def install_augmentation(dataset, aug_cfg, hyp, training: bool = True) -> None:
     """Make the dataset build gradkit's stages on every (re)build of its transforms.
 
     Ultralytics rebuilds transforms at ``close_mosaic`` and rebuilds the whole dataset after an OOM
@@ -218,7 +218,7 @@ def install_augmentation(dataset, aug_cfg, hyp) -> None:
     LOGGER.info(f"gradkit: training augmentation: {describe_augmentation(aug_cfg)}")
     kept = {k: getattr(hyp, k) for k, v in trained_hyps(hyp, aug_cfg.ultralytics).items()
             if hyp is not None and getattr(hyp, k, None) != v}
-    if kept:  # the first file a user opens says otherwise
+    if kept and training:  # the first file a user opens says otherwise (a preview writes no args.yaml)
         LOGGER.info(f"gradkit: args.yaml keeps {', '.join(f'{k}={v:g}' for k, v in kept.items())}; the config's "
                     "values train (gradkit_summary.json's as_run). From Python, a value passed to model.train() "
                     "that equals Ultralytics' default cannot win: set it in the gradkit config")
@@ -443,7 +443,7 @@ def preview_dataset(data_yaml: str, cfg: GradkitConfig, imgsz: int, seed: int, h
 
         LOGGER.info(f"gradkit: augment.preset auto -> {choice['used']}: {choice['reason']}")
     if aug.active:
-        install_augmentation(dataset, aug, args)
+        install_augmentation(dataset, aug, args, training=False)
     return dataset, aug, choice, data
 
 
