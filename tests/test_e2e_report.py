@@ -166,7 +166,10 @@ def test_the_recorded_image_statistics_are_the_validator_s_and_the_report_resamp
     report = build_report(ev, resamples=100)
     validate_report(report)
     spread = report["intervals"]
-    assert spread["resamples"] == 100 and spread["mAP50"][0] <= spread["mAP50"][1]
+    # the tiny split's classes lie in 1-2 of its 5 images: a third of the draws or more lack one, and a draw's mAP50
+    # is the mean over the split's classes, so it has no interval (the classes none either, below)
+    lacking = sum(v is None for v in spread["draws"]["mAP50"]) / spread["resamples"]
+    assert spread["resamples"] == 100 and lacking > 0.1 and spread["mAP50"] is None
     for c in report["per_class"]:  # the tiny split's 5 images: a class in fewer than MIN_IMAGES has none
         assert (c["AP50_interval"] is not None) == (c["AP50"] is not None and c["images"] >= MIN_IMAGES)
     assert build_report(ev, resamples=0)["intervals"] is None
