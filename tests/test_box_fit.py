@@ -189,3 +189,21 @@ def test_a_report_of_a_model_that_detects_nothing_builds(tmp_path):
     fit = validate_report(build_report(ev))["box_fit"]
     assert fit == {"scratch": {"objects": 4, "reached": {"0.1": 0, "0.3": 0, "0.5": 0}, "near_misses": 0,
                                "across": None, "along": None}}
+
+
+def test_one_near_miss_is_said_in_the_singular(tmp_path):
+    """"1 of its 2 objects have a box of their class" read wrongly (found by a user trial)."""
+    from gradkit.report import EvalData
+    from gradkit.report.build import build_report
+    from gradkit.report.render import render_markdown
+
+    lines = [_px(i, 0, 20, 50, 120, 52) for i in range(2)]
+    thick = [_px(0, 0, 20, 47, 120, 55, 0.02)]  # only the first line has a near miss
+    ev = EvalData(names={0: "scratch"}, split="val", data="d.yaml", model="runs/x/weights/best.pt", images=[0, 1],
+                  files={i: str(tmp_path / f"{i}.png") for i in range(2)}, sizes=dict.fromkeys(range(2), (W, H)),
+                  gts=lines, preds=thick, headline={"precision": 0.0, "recall": 0.0, "mAP50": 0.0, "mAP50-95": 0.0},
+                  per_class={0: {"precision": 0.0, "recall": 0.0, "AP50": 0.0, "AP50-95": 0.0}},
+                  instances={0: 2}, image_counts={0: 2}, conf_threshold=None)
+    md = render_markdown(build_report(ev))
+    assert ("at any confidence 1 of its 2 objects has a box of its class at IoU 0.1–0.5, 4.0× as wide across it and "
+            "1.0× along.") in md

@@ -374,8 +374,10 @@ def _near_misses(fit: dict[str, Any] | None) -> str:
     them and 0.7x along`` (empty without near misses): seen, and boxed wrongly."""
     if not fit or not fit["near_misses"] or fit["across"] is None or fit["along"] is None:
         return ""
-    return (f"at any confidence {fit['near_misses']} of its {fit['objects']} objects have a box of their class at "
-            f"IoU {BG_IOU:g}–{FG_IOU:g}, {_ratio(fit['across'])} as wide across them and {_ratio(fit['along'])} along")
+    one = fit["near_misses"] == 1
+    return (f"at any confidence {fit['near_misses']} of its {fit['objects']} objects "
+            f"{'has a box of its' if one else 'have a box of their'} class at IoU {BG_IOU:g}–{FG_IOU:g}, "
+            f"{_ratio(fit['across'])} as wide across {'it' if one else 'them'} and {_ratio(fit['along'])} along")
 
 
 def _ratio(x: float | None) -> str:
