@@ -165,6 +165,8 @@ def test_the_recorded_image_statistics_are_the_validator_s_and_the_report_resamp
         assert row.mean() == pytest.approx(ev.per_class[c]["AP50-95"], abs=1e-12)
     report = build_report(ev, resamples=100)
     validate_report(report)
+    assert {k: report["validated_with"][k] for k in ("imgsz", "batch", "conf")} == {"imgsz": 64, "batch": 4,
+                                                                                    "conf": 0.001}
     spread = report["intervals"]
     # the tiny split's classes lie in 1-2 of its 5 images: a third of the draws or more lack one, and a draw's mAP50
     # is the mean over the split's classes, so it has no interval (the classes none either, below)

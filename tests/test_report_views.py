@@ -543,3 +543,17 @@ def test_a_comparison_says_which_augmentation_hyps_trained_not_only_which_were_t
     a, y = (build_report(ev, trained_with=trained_with(str(p))) for p in (gk, plain))
     diff = {d["key"]: d["values"] for d in compare_reports([a, y], ["a", "y"])["config_diff"]}
     assert diff["yolo.fliplr (ran)"] == [0.2, 0.1] and diff["yolo.hsv_v (ran)"] == [0.3, 0.4], diff
+
+
+def test_a_comparison_names_the_validation_arguments_that_differ(tmp_path):
+    """Two validations of one model at other image sizes scored differently, and the comparison said "No setting
+    differs" (found by a user trial): each report records its validation's arguments, and they are diffed."""
+    from gradkit.report.compare import compare_reports
+
+    reports = []
+    for imgsz in (96, 128):
+        ev = hand_made_evaluation(tmp_path / f"data{imgsz}")
+        ev.extra["validated_with"] = {"imgsz": imgsz, "conf": 0.001, "iou": 0.7}
+        reports.append(build_report(ev))
+    diff = compare_reports(reports, ["A", "B"])["config_diff"]
+    assert [d for d in diff if d["key"].startswith("val.")] == [{"key": "val.imgsz", "values": [96, 128]}]

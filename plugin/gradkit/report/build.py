@@ -365,6 +365,7 @@ def build_report(ev: EvalData, run_dir: Path | None = None, plugin_config: dict 
         "tiled_copy_of": _tiled_copy_of(ev.data),
         "training": training_section(run_dir) if run_dir else None,
         "trained_with": trained_with,
+        "validated_with": ev.extra.get("validated_with"),
     }
     return _clean(report)
 

@@ -66,9 +66,11 @@ def _settings(r: dict[str, Any]) -> dict[str, Any]:
     config = r.get("plugin_config") or (made or {}).get("plugin_config") or {}
     # whether gradkit trained it, where that is known: a plain Ultralytics run's val report has no gradkit.* keys
     attached = {"gradkit": "attached" if config else "not attached"} if t else {}
+    validated = r.get("validated_with") if isinstance(r.get("validated_with"), dict) else {}
     return {**attached, **{f"gradkit.{k}": v for k, v in _flat(config).items()},
             **({"gradkit.augment.preset (used)": used} if used else {}),
             **{f"yolo.{k}": v for k, v in (t.get("train_args") or {}).items()}, **ran,
+            **{f"val.{k}": v for k, v in validated.items()},
             "split": r["split"], "data": r["data"]}
 
 

@@ -1008,7 +1008,7 @@ def _no_difference(r: dict[str, Any]) -> str:
     settings were not recorded (a ``gradkit val`` report: its model may be trained otherwise)."""
     if r.get("settings_not_recorded"):
         return "No difference in the settings recorded for every run (data, split)."
-    return "No setting differs (plugin configuration, yolo arguments, data, split)."
+    return "No setting differs (plugin configuration, yolo arguments, validation arguments, data, split)."
 
 
 def _not_recorded(r: dict[str, Any]) -> str:

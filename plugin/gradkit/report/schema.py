@@ -488,6 +488,7 @@ class EvaluationReport(_Open):
     speed_ms: dict[str, Num] | None = None
     tiles: Tiles | None = None
     trained_with: TrainedWith | None = None
+    validated_with: dict[str, Any] | None = None  # the validation's own arguments (imgsz, conf, iou, ...)
     tiled_copy_of: TiledCopy | None = None
     training: Training | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,6 +156,7 @@ def _collect(validator) -> EvalData:
         extra={"speed_ms": {k: float(v) for k, v in validator.speed.items()}, "tiles": tile_geometry(validator),
                "images_skipped": _images_skipped(validator, len(images)),
                "classes": _class_filter(getattr(validator.args, "classes", None)),
+               "validated_with": _validation_args(validator.args),
                "data_class_names": _data_names_if_other(validator)},
     )
 
@@ -171,6 +173,18 @@ def _checked(image_stats: list[dict[str, np.ndarray]], box, gts, images: int) ->
                         "metrics.stats): gradkit's report resamples them image by image")
     check_recorded_statistics(image_stats, float(box.map50), float(box.map))
     return image_stats
+
+
+#: The validator's arguments that change what a report scores (the image size, the NMS and its limits, ...).
+VALIDATION_ARGS = ("imgsz", "batch", "conf", "iou", "max_det", "half", "rect", "augment", "agnostic_nms",
+                   "single_cls", "classes")
+
+
+def _validation_args(args) -> dict[str, Any]:
+    """The validation's own arguments among :data:`VALIDATION_ARGS`, as JSON values."""
+    import json
+
+    return json.loads(json.dumps({k: getattr(args, k, None) for k in VALIDATION_ARGS}, default=str))
 
 
 def _class_filter(classes) -> list[int] | None:
