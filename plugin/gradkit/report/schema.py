@@ -34,7 +34,7 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportSchemaError", "validate_report"]
 #: (gradkit tile's record where the data is its copy: the parts counted are tiles); 14: trained_with (a val
 #: report's record of how its model was trained, from the model's run folder); 15: intervals (mAP50's and mAP50-95's
 #: over resamples of the images, each draw's values and the images' digest, for paired comparisons) and each
-#: class's AP50_interval; a comparison's paired rows.
+#: class's AP50_interval; validated_with (the validation's own arguments); a comparison's paired rows.
 REPORT_SCHEMA_VERSION = 15
 
 #: Writers store NaN and infinity as null (``build._clean``): a non-finite number was put there by hand.
