@@ -718,8 +718,9 @@ def check_recorded_statistics(image_stats: Sequence[dict[str, np.ndarray]], map5
 
 def average_precision(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(classes, AP of each at the ten IoU thresholds 0.5:0.95, shape (classes, 10)): Ultralytics'
-    ``ap_per_class``, the validator's own computation, for the classes ``target_cls`` holds."""
+    """(classes, AP of each at the IoU thresholds ``tp`` holds: shape (classes, 10) for 0.5:0.95, (classes, 1) for
+    IoU 0.5 alone): Ultralytics' ``ap_per_class``, the validator's own computation, for the classes ``target_cls``
+    holds."""
     from ultralytics.utils.metrics import ap_per_class
 
     out = ap_per_class(tp, conf, pred_cls, target_cls)
