@@ -362,3 +362,35 @@ def test_copy_paste_class_weights_of_another_length_than_the_classes_is_one_line
                      cwd=tmp_path)
     _error_line(r.returncode, r.stderr, "class_weights", f"{nc + 1} values", f"{nc} classes", str(tiny_data))
     assert r.returncode == 2 and not list(tmp_path.rglob("*.pt"))
+
+
+def test_val_help_is_gradkits_own_with_the_report_keys(tmp_path):
+    """``gradkit val --help`` printed Ultralytics' general help, which names no report setting."""
+    rc, out, err = _run(["val", "--help"], tmp_path)
+    assert rc == 0, err[-2000:]
+    assert "gradkit val model=" in out and "gradkit.report.resamples=" in out and "gradkit.report.conf=" in out
+    assert "yolo TASK MODE" not in out + err
+
+
+def test_a_bad_report_setting_on_val_is_one_line_naming_the_key_as_typed(tiny_data, tmp_path, gradkit_here):
+    """It was two lines naming the default preset's file, which the user never gave."""
+    r = gradkit_here("val", "model=yolo26n.yaml", f"data={tiny_data}", f"project={tmp_path}", "name=v",
+                     "gradkit.report.resamples=5", cwd=tmp_path)
+    line = _error_line(r.returncode, r.stderr, "gradkit.report.resamples=5", "at least 100")
+    assert "default.yaml" not in r.stderr and "preset" not in line, line
+    assert r.returncode == 2 and not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize(("args", "suggested"), [(["synth", "imags=3"], "images="),
+                                                 (["plan", "data=x.yaml", "buget=5"], "budget="),
+                                                 (["augment", "data=x.yaml", "degres=3"], "degrees="),
+                                                 (["augment", "data=x.yaml", "sed=3"], "seed=")])
+def test_a_mistyped_argument_of_an_own_command_gets_a_suggestion(tmp_path, gradkit_here, args, suggested):
+    r = gradkit_here(*args, cwd=tmp_path)
+    _error_line(r.returncode, r.stderr, args[-1].partition("=")[0], f"did you mean '{suggested}'")
+
+
+def test_python_dash_m_gradkit_is_the_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gradkit", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0 and "gradkit train <yolo train args>" in proc.stdout, proc.stderr[-2000:]

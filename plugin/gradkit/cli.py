@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from gradkit.config import ConfigError, GradkitConfig, load_config
+from gradkit.config import ConfigError, GradkitConfig, command_line_config, did_you_mean, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
@@ -148,8 +148,8 @@ def _kv(args: Sequence[str], allowed: dict[str, Any], command: str) -> dict[str,
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq or key not in allowed:
-            raise SystemExit(f"gradkit {command}: unknown argument {arg!r}; arguments: "
-                             f"{', '.join(f'{k}=' for k in allowed)}")
+            raise SystemExit(f"gradkit {command}: unknown argument {arg!r}{did_you_mean(key, allowed, '=')}; "
+                             f"arguments: {', '.join(f'{k}=' for k in allowed)}")
         out[key] = _parse_value(value)
     for key, default in allowed.items():  # a value of the default's type, where the default has one
         _check_type(command, key, out[key], default)
@@ -263,7 +263,8 @@ def _preview_hyps(others: list[str]) -> dict[str, Any]:
     hyps = yolo_given_args(others)
     unknown = [k for a in others if (k := a.partition("=")[0]) not in PREVIEW_HYPS]
     if unknown:
-        raise SystemExit(f"gradkit augment: {', '.join(unknown)}: not an argument the preview takes; arguments: "
+        hint = did_you_mean(unknown[0], (*AUGMENT_ARGS, *PREVIEW_HYPS), "=") if len(unknown) == 1 else ""
+        raise SystemExit(f"gradkit augment: {', '.join(unknown)}: not an argument the preview takes{hint}; arguments: "
                          f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, and Ultralytics' augmentation hyps "
                          f"{', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes them")
     valueless = [a for a in others if a.partition("=")[0] not in hyps]
@@ -658,6 +659,14 @@ def _train_help() -> str:
     ])
 
 
+def _val_help() -> str:
+    return "\n".join([
+        _command_help("val"), "",
+        "Ultralytics' own val arguments (imgsz=, batch=, split=, iou=, ...): run 'yolo help' and 'yolo cfg'; conf= "
+        "stays at the validator's floor (the report's operating point is gradkit.report.conf=).",
+    ])
+
+
 def _interrupted(run: dict[str, Any], report=None) -> str:
     """Ctrl-C during training: where the last checkpoint is and the exact command that resumes it; after the last
     epoch, the command that writes the report (``report``: the run's report settings)."""
@@ -811,8 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in _OWN and _HELP_FLAGS & set(args[1:]):
         print(_command_help(args[0]) or help_text())
         return 0
-    if args[0] == "train" and _HELP_FLAGS & set(args[1:]):
-        print(_train_help())
+    if args[0] in ("train", "val") and _HELP_FLAGS & set(args[1:]):
+        print(_train_help() if args[0] == "train" else _val_help())
         return 0
     if args[0] in _OWN or _GRADKIT_MODES & set(_mode_words(args)):
         _no_pip_installs_during_the_run()
@@ -907,8 +916,8 @@ def _dispatch(args: list[str]) -> int:
         mode_words = _mode_words(rest)
         is_train, is_val = "train" in mode_words, "val" in mode_words
         accepted = {_ALLOW_DOWNLOAD} | (set(VAL_REPORT_KEYS) if is_val else set())
+        mode = " ".join(a for a in mode_words if "=" not in a) or "none"
         if (source or set(overrides) - accepted) and not is_train:
-            mode = " ".join(a for a in mode_words if "=" not in a) or "none"
             raise ConfigError(f"gradkit= keys apply to 'gradkit train' only ('gradkit val' accepts "
                               f"{', '.join(f'gradkit.{k}' for k in VAL_REPORT_KEYS)}, every mode "
                               f"gradkit.{_ALLOW_DOWNLOAD}), got mode '{mode}'")
@@ -918,9 +927,10 @@ def _dispatch(args: list[str]) -> int:
             cfg = _given_hyps_win(cfg, rest)
         from gradkit.integrations.ultralytics.sliced import check_report_tiles
 
-        report = (cfg or load_config(None, overrides)).report
+        settings = cfg or command_line_config(overrides, f"gradkit {mode}")
+        report = settings.report
         check_report_tiles(report.tile_size, report.tile_overlap)
-        allow_download = cfg.data.allow_download if cfg else load_config(None, overrides).data.allow_download
+        allow_download = settings.data.allow_download
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,8 @@ __all__ = [
     "AugmentConfig",
     "ClipConfig",
     "ConfigError",
+    "command_line_config",
+    "did_you_mean",
     "DataConfig",
     "GradkitConfig",
     "MonitorConfig",
@@ -352,8 +354,8 @@ class ReportConfig(_Section):
     @classmethod
     def _enough_draws(cls, value: int) -> int:
         if 0 < value < MIN_RESAMPLES:
-            raise ValueError(f"report.resamples={value}: 0 (no intervals) or at least {MIN_RESAMPLES} (the 2.5th and "
-                             "97.5th percentiles of fewer draws rest on a handful of values)")
+            raise ValueError(f"0 (no intervals) or at least {MIN_RESAMPLES} (the 2.5th and 97.5th percentiles of "
+                             "fewer draws rest on a handful of values)")
         return value
     tile_size: int | None = Field(None, description="score whole images through tiles of this many pixels, for a "
                                   "model trained on `gradkit tile`'s copy: each image is cut as `gradkit tile` cuts "
@@ -498,7 +500,15 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _format_errors(err: ValidationError, source: str, one_line: bool = False) -> str:
+def did_you_mean(word: str, choices, suffix: str = "") -> str:
+    """`` (did you mean 'KEY'?)`` for the one choice closest to a mistyped ``word``, or nothing (``suffix``: how
+    the choice is typed, e.g. ``=``)."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}{suffix}'?)" if close else ""
+
+
+def _error_lines(err: ValidationError, given: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """One line per bad key; a key in ``given`` (typed on a command line) shown as typed, ``prefix`` first."""
     lines = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int))
@@ -506,17 +516,33 @@ def _format_errors(err: ValidationError, source: str, one_line: bool = False) ->
         if e["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             allowed = sorted(parent.model_fields) if parent else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"{key}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+            lines.append(f"{prefix}{key}: unknown key{did_you_mean(loc[-1], allowed)}; allowed keys here: "
+                         f"{', '.join(allowed)}")
+        elif given is not None and key in given:
+            lines.append(f"{prefix}{key}={given[key]}: {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             shown = e.get("input")
             got = "" if isinstance(shown, dict) else f" (got {shown!r})"
-            lines.append(f"{key}: {msg}{got}")
+            lines.append(f"{prefix}{key}: {msg}{got}")
+    return lines
+
+
+def _format_errors(err: ValidationError, source: str, one_line: bool = False) -> str:
+    lines = _error_lines(err)
     if one_line:
         return f"invalid gradkit config from {source}: " + " | ".join(lines)
     return f"invalid gradkit config from {source}:\n" + "\n".join("  " + line for line in lines)
+
+
+def command_line_config(overrides: dict[str, Any], command: str) -> GradkitConfig:
+    """The defaults with a command's own ``gradkit.KEY=VALUE`` arguments (``gradkit val``'s report settings): a bad
+    one is named as typed, on one line; the preset file under them is none of the user's doing."""
+    data = apply_overrides(_read_yaml(preset_path("default")), overrides)
+    try:
+        return GradkitConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{command}: " + " | ".join(_error_lines(exc, overrides, prefix="gradkit."))) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gradkit.config import did_you_mean
 from gradkit.data.fingerprint import Fingerprint
 
 __all__ = ["Choice", "Plan", "make_plan", "plan_command", "resolve_auto_preset", "transform_list", "write_plan"]
@@ -863,7 +864,8 @@ def plan_command(args: list[str], seconds_per_image: SecondsPerImage | None = No
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq or key not in opts:
-            raise SystemExit(f"gradkit plan: unknown argument {arg!r}; arguments: {', '.join(k + '=' for k in opts)}")
+            raise SystemExit(f"gradkit plan: unknown argument {arg!r}{did_you_mean(key, opts, '=')}; arguments: "
+                             f"{', '.join(k + '=' for k in opts)}")
         opts[key] = value
     if not opts["data"]:
         defaults = " ".join(f"[{k}={v}]" for k, v in PLAN_ARGS.items() if v is not None)
