@@ -21,8 +21,6 @@ __all__ = [
     "AugmentConfig",
     "ClipConfig",
     "ConfigError",
-    "command_line_config",
-    "did_you_mean",
     "DataConfig",
     "GradkitConfig",
     "MonitorConfig",
@@ -30,6 +28,8 @@ __all__ = [
     "RollbackConfig",
     "TaughtConfig",
     "apply_overrides",
+    "command_line_config",
+    "did_you_mean",
     "load_config",
     "preset_path",
 ]
