@@ -63,6 +63,7 @@ def test_train_on_yaml_pointing_at_missing_directory(tiny_data, tmp_path, check)
     rc, _, err = _run(["train", *TRAIN, f"data={data}", f"project={tmp_path}", "name=r",
                        f"gradkit.data.check={check}"], tmp_path)
     _error_line(rc, err, str(data), str(tmp_path / "nowhere" / "images"), "does not exist")
+    assert not (tmp_path / "r").exists()  # no empty run folder left behind (the next run would be named r2)
 
 
 def test_train_checks_and_measures_a_list_of_train_folders(tiny_data, tmp_path):
@@ -362,6 +363,7 @@ def test_copy_paste_class_weights_of_another_length_than_the_classes_is_one_line
                      cwd=tmp_path)
     _error_line(r.returncode, r.stderr, "class_weights", f"{nc + 1} values", f"{nc} classes", str(tiny_data))
     assert r.returncode == 2 and not list(tmp_path.rglob("*.pt"))
+    assert not (tmp_path / "r").exists()  # Ultralytics made it (args.yaml, weights/) before the refusal
 
 
 def test_val_help_is_gradkits_own_with_the_report_keys(tmp_path):
@@ -394,3 +396,19 @@ def test_python_dash_m_gradkit_is_the_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gradkit", "--help"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == 0 and "gradkit train <yolo train args>" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_refused_run_leaves_a_used_folder_as_it_was(tiny_data, tmp_path, gradkit_here):
+    """The refused run's own empty folder goes; a folder the user reuses (exist_ok=True) keeps what it held, and a
+    refused resume leaves the run it would have resumed."""
+    used = tmp_path / "r"
+    (used / "weights").mkdir(parents=True)
+    (used / "notes.txt").write_text("mine")
+    bad = "gradkit.augment.copy_paste.class_weights=[1,1,1,1,1,1,1,1,1]"
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r", "exist_ok=True",
+                     "gradkit.augment.copy_paste.p=0.5", bad, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert (used / "notes.txt").read_text() == "mine" and (used / "weights").is_dir()
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r",
+                     "gradkit.augment.copy_paste.p=0.5", bad, cwd=tmp_path)  # exist_ok=False: r2, the run's own
+    assert r.returncode == 2 and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r")) == ["r"]

@@ -1018,9 +1018,10 @@ def _redirect_caches(dataset: Any, files: list[Path]) -> None:
 _REGISTERED: list[tuple[str, Callable[[Any], None]]] = []
 
 
-def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> None:
+def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]], first: bool = False) -> None:
     """Append to Ultralytics' global ``default_callbacks``, which every model the ``yolo`` entrypoint
-    builds copies: ``gradkit train`` / ``gradkit val`` have no other way to reach that model."""
+    builds copies: ``gradkit train`` / ``gradkit val`` have no other way to reach that model. ``first``: ahead of
+    every callback already there (one that records what a later one's refusal must know)."""
     from ultralytics.utils.callbacks import base
 
     unknown = [e for e in callbacks if not isinstance(base.default_callbacks.get(e), list)]
@@ -1028,7 +1029,7 @@ def register_default_callbacks(callbacks: dict[str, Callable[[Any], None]]) -> N
         raise SeamError(f"ultralytics {_ultralytics_version()}: default_callbacks has no event "
                         f"{', '.join(unknown)}, which gradkit's command line registers")
     for event, fn in callbacks.items():
-        base.default_callbacks[event].append(fn)
+        base.default_callbacks[event].insert(0 if first else len(base.default_callbacks[event]), fn)
         _REGISTERED.append((event, fn))
 
 
@@ -1060,7 +1061,33 @@ def track_run() -> dict[str, Any]:
         # trainer.stop is set before this event of the epoch after which the loop ends
         "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
     })
+    # before the plugin's own checks, which may refuse the run: the folder the trainer has just made (an increment
+    # of project/name unless exist_ok or a resume points it at a folder that was there)
+    register_default_callbacks({"on_pretrain_routine_start": lambda trainer: run.update(
+        folder=str(trainer.save_dir), own_folder=not (trainer.args.exist_ok or trainer.args.resume))}, first=True)
     return run
+
+
+#: What a trainer (Ultralytics' ``args.yaml`` and ``weights/``, gradkit's configuration) writes into its run folder
+#: before the first epoch: a run refused then leaves nothing else there.
+_BEFORE_THE_FIRST_EPOCH = {"args.yaml", "gradkit.yaml", "weights"}
+
+
+def drop_unused_run_folder(run: dict[str, Any]) -> bool:
+    """Remove the run folder a refused or interrupted run made and never trained into (else the next run of the same
+    name is named NAME2); a folder that was there before it, or holds anything more, is left as it is."""
+    import shutil
+
+    folder = Path(run.get("folder", ""))
+    if not run.get("own_folder") or run.get("saved") or not folder.is_dir():
+        return False
+    entries = {p.name: p for p in folder.iterdir()}
+    weights = entries.get("weights")
+    if not set(entries) <= _BEFORE_THE_FIRST_EPOCH or (weights is not None and (not weights.is_dir()
+                                                                                 or any(weights.iterdir()))):
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 def _checkpoint_dict(path: str | None) -> dict[str, Any] | None:
