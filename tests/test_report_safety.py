@@ -430,3 +430,23 @@ def test_a_run_given_twice_to_compare_is_one_line(run):
         code = main(["report", str(run), str(run / "." ), f"out={run.parent / 'cmp'}"])
     assert code == 2 and "given twice" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
     assert not (run.parent / "cmp").exists()
+
+
+@pytest.mark.parametrize(("summary", "expected"), [
+    ("[1, 2]", None),                           # JSON, not a mapping: read as no record
+    ('{"optimizer_steps": 12', "line 1"),       # cut short: one line naming the file and where
+])
+def test_a_summary_of_another_shape_is_no_record_or_one_line(tmp_path, summary, expected):
+    """gradkit_summary.json was parsed in four places, each its own way: a list made training_section fail with an
+    AttributeError, and a file cut short with a bare JSONDecodeError naming no file."""
+    from gradkit.report.build import training_section
+
+    (tmp_path / "results.csv").write_text("epoch,train/box_loss\n1,2.0\n")
+    (tmp_path / "args.yaml").write_text("epochs: 1\n")
+    (tmp_path / "gradkit_summary.json").write_text(summary)
+    if expected is None:
+        t = training_section(tmp_path)
+        assert t["optimizer_steps"] is None and t["resumed"] == [] and t["train_args"] == {"epochs": 1}
+    else:
+        with pytest.raises(ValueError, match=f"gradkit_summary.json.*{expected}"):
+            training_section(tmp_path)

@@ -119,8 +119,7 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
     if (run_dir / "gradient_alerts.jsonl").exists():
         text = (run_dir / "gradient_alerts.jsonl").read_text(encoding="utf-8")
         alerts = [json.loads(line) for line in text.splitlines() if line]
-    summary = run_dir / "gradkit_summary.json"
-    steps = json.loads(summary.read_text(encoding="utf-8")).get("optimizer_steps") if summary.exists() else None
+    steps = run_summary(run_dir).get("optimizer_steps")
     return {
         "run_dir": str(run_dir),
         "epochs": [int(float(r["epoch"])) for r in rows],
@@ -136,6 +135,24 @@ def training_section(run_dir: Path) -> dict[str, Any] | None:
         "train_args": _recorded_args(args),
         **_monitor_keys(run_dir),
     }
+
+
+#: What gradkit writes into a run folder at the end of training (optimizer steps, the preset ``auto`` chose, resumes,
+#: the monitor's findings).
+SUMMARY_FILE = "gradkit_summary.json"
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """``run_dir``'s gradkit_summary.json, read back so untrusted: {} where it is absent or not a mapping (the schema
+    checks the values taken from it); a file that is not JSON is a one-line ValueError naming it."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    return summary if isinstance(summary, dict) else {}
 
 
 def _run_arguments(run_dir: Path, resumed: dict[str, Any]) -> dict[str, Any]:
@@ -187,12 +204,8 @@ def trained_with(model: str) -> dict[str, Any] | None:
 
 def _trained_with_record(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     """:func:`trained_with`'s record of ``run_dir``, checked against the report's schema."""
-    summary_file = run_dir / "gradkit_summary.json"
-    try:
-        summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{summary_file} is not JSON (line {exc.lineno}: {exc.msg})") from None
-    summary = summary if isinstance(summary, dict) else {}
+    summary_file = run_dir / SUMMARY_FILE
+    summary = run_summary(run_dir)
     record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir, _resumed(run_dir))),
               "plugin_config": None if config is None else _json_safe(config),
               "as_run": _json_safe(summary.get("as_run")), "augment_preset": _json_safe(summary.get("augment_preset"))}
@@ -233,10 +246,7 @@ def other_records(stored: dict[str, Any], fresh: dict[str, Any] | None) -> str |
 def _monitor_keys(run_dir: Path) -> dict[str, Any]:
     """The optimizer, image size, batch and transform list (``augment.preset: auto``) that ran, the monitor's
     coverage and noise scale from ``gradkit_summary.json`` (absent: empty/None)."""
-    path = run_dir / "gradkit_summary.json"
-    summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    if not isinstance(summary, dict):  # a file we read back is untrusted: the schema checks the values
-        summary = {}
+    summary = run_summary(run_dir)
     taught = summary.get("taught") if isinstance(summary.get("taught"), dict) else {}
     return {"untaught": [_untaught_entry(u) for u in taught.get("untaught") or [] if isinstance(u, dict)],
             "optimizer_used": summary.get("optimizer"),
@@ -252,9 +262,7 @@ def _resumed(run_dir: Path) -> dict[str, Any]:
     arguments; ``train_args``: the arguments as the run started, with those changes), {} for another run. Read back,
     so untrusted: entries not of that shape are left out (the schema then checks the values), and ``train_args``
     stands in for args.yaml as a hand edit of args.yaml would (it only changes what the report shows)."""
-    path = run_dir / "gradkit_summary.json"
-    summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    resumed = summary.get("resumed") if isinstance(summary, dict) else None
+    resumed = run_summary(run_dir).get("resumed")
     if not isinstance(resumed, dict):
         return {}
     at = resumed.get("at") if isinstance(resumed.get("at"), list) else []

@@ -56,7 +56,7 @@ from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.noise import NoiseScale
 from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
-from gradkit.report.build import GALLERY_DIR
+from gradkit.report.build import GALLERY_DIR, SUMMARY_FILE
 from gradkit.report.inspection import VALIDATION_CONF
 from gradkit.report.render import REPORT_VAL_DIR
 
@@ -530,7 +530,7 @@ class GradkitCallback:
                 "resumed": self._resumed_record(),
                 **self._monitor_summary(trainer),
             }
-            (self.save_dir / "gradkit_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+            (self.save_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
             if self.cfg.report.enabled:
                 self._extra("the report", lambda: self._write_report(trainer),
                             report_command(trainer.best, trainer.last, trainer.args.data, self.cfg.report,
@@ -1167,7 +1167,7 @@ def report_command(best: str | Path, last: str | Path, data: str, report, classe
 #: (save_period) weights/epochN.gradkit.pt (README, "Outputs"): a new run in a folder a gradkit run used
 #: (``exist_ok=True``) removes a previous run's, so that none stands beside the new run's weights as its own.
 RUN_OUTPUTS = ("gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png",
-               "gradkit_summary.json", "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR)
+               SUMMARY_FILE, "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR)
 
 
 def _remove_previous_outputs(save_dir: Path) -> None:
