@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from gradkit.data import check_dataset, convert_coco, convert_voc, fix_dataset
@@ -273,3 +274,19 @@ def test_files_are_read_and_written_as_utf_8_whatever_the_locale(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Lötstelle" in proc.stdout
+
+
+def test_splits_that_cannot_be_filled_say_which_images_were_left_out_and_why(tmp_path):
+    """Two of three images held a crowd region and were left out: the refusal said only "1 image(s) cannot fill the
+    splits train, val", which reads as a dataset of one image."""
+    for name in "abc":
+        _img(tmp_path / "imgs" / f"{name}.jpg", 64, 64)
+    ann = {"images": [{"id": i, "file_name": f"{n}.jpg", "width": 64, "height": 64} for i, n in enumerate("abc")],
+           "categories": [{"id": 1, "name": "pit"}],
+           "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 8, 8], "iscrowd": int(i > 0)}
+                           for i in range(3)]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match=r"1 image\(s\) cannot fill the splits train, val.*2 more left out.*"
+                                         r"crowd region") as err:
+        convert_coco(tmp_path / "ann.json", tmp_path / "imgs", tmp_path / "out")
+    assert "b.jpg" in str(err.value) and not (tmp_path / "out").exists()

@@ -423,11 +423,13 @@ def read_coco(ann_file: Path, images: Path, report: ConversionReport) -> tuple[l
     return list(by_id.values()), list(names.values())
 
 
-def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], seed: int) -> list[str]:
+def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], seed: int,
+                      left_out: str = "") -> list[str]:
     """Split by the rarest class of each image (background images as their own stratum), seeded.
 
     Every split with a share gets at least one image (taken from the largest split's most common
-    stratum), so validation never falls back on training images.
+    stratum), so validation never falls back on training images. ``left_out``: which images the conversion left out
+    and why (:func:`_left_out`), for the refusal when too few are left.
     """
     splits = SPLIT_NAMES[: len(ratios)]
     wanted = [s for s, r in zip(splits, ratios, strict=True) if r > 0]
@@ -435,7 +437,8 @@ def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], see
         raise ValueError(f"split={','.join(f'{r:g}' for r in ratios)} gives val no share: training would validate "
                          "on its own images")
     if len(records) < len(wanted):
-        raise ValueError(f"{len(records)} image(s) cannot fill the splits {', '.join(wanted)}: each needs one")
+        raise ValueError(f"{len(records)} image(s) cannot fill the splits {', '.join(wanted)}: each needs one"
+                         + (f"; {left_out}" if left_out else ""))
     freq = Counter(b[0] for r in records for b in r.boxes)
     strata: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -572,6 +575,16 @@ def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> l
     return whole
 
 
+def _left_out(records: list[ImageRecord]) -> str:
+    """Which of ``records`` :func:`_whole` leaves out, and why, in a few words (the first of each named)."""
+    crowd = [r.path.name for r in records if r.crowd and not r.lost]
+    lost = [r.path.name for r in records if r.lost]
+    reasons = [f"{len(found)} {why} (e.g. {found[0]})" for found, why in
+               ((crowd, "for their crowd regions (iscrowd=1)"), (lost, "for boxes that could not be converted"))
+               if found]
+    return f"{len(crowd) + len(lost)} more left out: {', '.join(reasons)}" if reasons else ""
+
+
 def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
     found = sorted({b[0] for r in records for b in r.boxes})
     if classes is None:
@@ -600,10 +613,11 @@ def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] = VOC
     sources = {"source folder src=": src}
     OutputFolder.precheck(out, sources, overwrite, "convert voc")
     report = ConversionReport()
-    records = _whole(read_voc(src, difficult, report), report, src)
+    read = read_voc(src, difficult, report)
+    records = _whole(read, report, src)
     if not records:
         raise ValueError(f"no VOC annotations (*.xml) with usable images found below {src}")
-    names, splits = _names(records, classes), _stratified_split(records, split, seed)
+    names, splits = _names(records, classes), _stratified_split(records, split, seed, _left_out(read))
     folder = OutputFolder(out, sources, overwrite, "convert voc", [r.path for r in records])
     return write_yolo(records, names, folder, splits, report), report
 
@@ -620,10 +634,10 @@ def convert_coco(src: str | Path, images: str | Path, out: str | Path,
     sources = {"annotation file src=": src, "image folder images=": images}
     OutputFolder.precheck(out, sources, overwrite, "convert coco")
     report = ConversionReport(source="coco")
-    records, names = read_coco(src, images, report)
-    records = _whole(records, report, src)
+    read, names = read_coco(src, images, report)
+    records = _whole(read, report, src)
     if not records:
         raise ValueError(f"no images of {src} found in {images}")
-    splits = _stratified_split(records, split, seed)
+    splits = _stratified_split(records, split, seed, _left_out(read))
     folder = OutputFolder(out, sources, overwrite, "convert coco", [r.path for r in records])
     return write_yolo(records, names, folder, splits, report), report
