@@ -93,3 +93,23 @@ def test_the_report_says_the_image_size_and_batch_the_run_trained_at_beside_the_
     page = (run / "report.html").read_text()
     assert "<td>batch</td><td>-1 (16 ran)</td>" in page.replace(' class="l"', "")
     assert "<td>imgsz</td><td>[64, 48] (64 ran)</td>" in page.replace(' class="l"', "")
+
+
+def test_a_plain_run_in_a_folder_a_gradkit_run_used_is_not_credited_with_its_configuration(tiny_data, tmp_path):
+    """A plain Ultralytics run with exist_ok=True left the gradkit run's gradkit.yaml and summary beside its own
+    results.csv and weights, and ``gradkit val`` of its weights recorded gradkit's configuration as how they were
+    trained. Both runs through the real trainer."""
+    from ultralytics import YOLO
+
+    from conftest import TINY_TRAIN
+    from gradkit.report.build import results_digest, trained_with
+
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1)
+    summary = json.loads((run / "gradkit_summary.json").read_text())
+    assert summary["results_sha256"] == results_digest(run)  # the mark of the run it was written beside
+    assert trained_with(str(run / "weights" / "last.pt"))["plugin_config"] is not None
+    YOLO("yolo26n.yaml").train(data=str(tiny_data), project=str(tmp_path), name="run", exist_ok=True,
+                               **{**TINY_TRAIN, "epochs": 1})
+    plain = trained_with(str(run / "weights" / "last.pt"))
+    assert (run / "gradkit.yaml").is_file()  # the plain run cannot remove it: the record must not credit it
+    assert plain["plugin_config"] is None and "earlier run" in plain["earlier_gradkit_run"]

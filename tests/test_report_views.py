@@ -557,3 +557,31 @@ def test_a_comparison_names_the_validation_arguments_that_differ(tmp_path):
         reports.append(build_report(ev))
     diff = compare_reports(reports, ["A", "B"])["config_diff"]
     assert [d for d in diff if d["key"].startswith("val.")] == [{"key": "val.imgsz", "values": [96, 128]}]
+
+
+def test_a_folder_reused_by_a_plain_run_is_not_credited_with_the_earlier_gradkit_run(tmp_path):
+    """A plain Ultralytics run with exist_ok=True in a folder a gradkit run used leaves that run's gradkit.yaml and
+    gradkit_summary.json beside its own results.csv and weights: the val report credited the plain run with gradkit's
+    configuration. The summary records the results.csv it was written beside; where results.csv has changed since,
+    the folder's gradkit records are an earlier run's. Hand-made folders (the e2e test trains both runs)."""
+    import hashlib
+    import json as _json
+
+    from gradkit.report.build import trained_with
+
+    rows = "epoch,train/box_loss\n1,2.0\n"
+    summary = _json.dumps({"as_run": {"imgsz": 64, "batch": 8}, "results_sha256": hashlib.sha256(rows.encode())
+                           .hexdigest()})
+    best = _run_folder(tmp_path / "run", summary=summary)
+    (tmp_path / "run" / "results.csv").write_text(rows)
+    own = trained_with(str(best))
+    assert own["plugin_config"] == {"clip": {"mode": "agc"}} and own["as_run"]["imgsz"] == 64
+    (tmp_path / "run" / "results.csv").write_text(rows + "1,1.9\n")  # the plain run appended its own epoch
+    reused = trained_with(str(best))
+    assert reused["plugin_config"] is None and reused["as_run"] is None and reused["augment_preset"] is None
+    assert "gradkit.yaml" in reused["earlier_gradkit_run"]
+    ev = hand_made_evaluation(tmp_path / "img")
+    page = render_html(validate_report(build_report(ev, trained_with=reused)), [tmp_path])
+    assert "trained without gradkit" in page and "an earlier run" in page
+    (tmp_path / "run" / "gradkit_summary.json").write_text(_json.dumps({"as_run": {"imgsz": 64}}))  # no digest:
+    assert trained_with(str(best))["plugin_config"] == {"clip": {"mode": "agc"}}  # an earlier release's, credited

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import hashlib
 import json
 import math
 import platform
@@ -155,6 +156,21 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
+def results_digest(run_dir: Path) -> str | None:
+    """The SHA-256 of ``run_dir``'s results.csv (None without one): what a run's summary records it was written
+    beside."""
+    path = run_dir / "results.csv"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def summary_matches_results(summary: dict[str, Any], run_dir: Path) -> bool:
+    """False where the summary names a results.csv other than the one in ``run_dir`` (a plain Ultralytics run reused
+    the folder, exist_ok=True, and appended its own epochs); True where it agrees, or names none (an earlier release,
+    a run stopped before its end)."""
+    recorded = summary.get("results_sha256")
+    return not isinstance(recorded, str) or recorded == results_digest(run_dir)
+
+
 def _run_arguments(run_dir: Path, resumed: dict[str, Any]) -> dict[str, Any]:
     """The yolo arguments a run was given: args.yaml, or for a resumed run (``resumed``: :func:`_resumed`'s record,
     read once by the caller) the record gradkit kept of them as the run started (args.yaml then holds Ultralytics'
@@ -206,9 +222,15 @@ def _trained_with_record(run_dir: Path, config: dict[str, Any] | None) -> dict[s
     """:func:`trained_with`'s record of ``run_dir``, checked against the report's schema."""
     summary_file = run_dir / SUMMARY_FILE
     summary = run_summary(run_dir)
-    record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir, _resumed(run_dir))),
-              "plugin_config": None if config is None else _json_safe(config),
-              "as_run": _json_safe(summary.get("as_run")), "augment_preset": _json_safe(summary.get("augment_preset"))}
+    record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir, _resumed(run_dir)))}
+    if config is not None and not summary_matches_results(summary, run_dir):
+        record.update(plugin_config=None, as_run=None, augment_preset=None,
+                      earlier_gradkit_run=f"{run_dir / 'gradkit.yaml'} and {SUMMARY_FILE} are an earlier run's: "
+                                          "results.csv has changed since they were written")
+    else:
+        record.update(plugin_config=None if config is None else _json_safe(config),
+                      as_run=_json_safe(summary.get("as_run")),
+                      augment_preset=_json_safe(summary.get("augment_preset")))
     from pydantic import ValidationError
 
     from gradkit.report.schema import TrainedWith

@@ -455,6 +455,8 @@ def _settings(r: dict[str, Any]) -> str:
     if made and not t:  # a val report of weights in their run folder
         kept = ("its arguments and gradkit configuration are kept" if made.get("plugin_config") else
                 "trained without gradkit; its arguments are kept")
+        if made.get("earlier_gradkit_run"):
+            kept += f"; {made['earlier_gradkit_run']}"
         rows.append(("model trained in", f"{made['run_dir']} ({kept} here for 'gradkit report' comparisons)"))
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
                                            t.get("epochs_left_out") or [])))

@@ -443,6 +443,8 @@ class TrainedWith(_Open):
     plugin_config: dict[str, Any] | None = None
     as_run: AsRun | None = None
     augment_preset: AugmentPreset | None = None
+    #: why the folder's gradkit records were not taken as this run's (a plain run reused the folder)
+    earlier_gradkit_run: Annotated[str, Field(max_length=2000)] | None = None
 
 
 class Tiles(_Open):

@@ -56,7 +56,7 @@ from gradkit.monitor import AlertDetector, GradientLog, LayerStats, plot_heatmap
 from gradkit.monitor.alerts import AlertThresholds, inactive_rules
 from gradkit.monitor.noise import NoiseScale
 from gradkit.monitor.rollback import MIN_LOSS_SCALE, scaled_lr
-from gradkit.report.build import GALLERY_DIR, SUMMARY_FILE
+from gradkit.report.build import GALLERY_DIR, SUMMARY_FILE, results_digest
 from gradkit.report.inspection import VALIDATION_CONF
 from gradkit.report.render import REPORT_VAL_DIR
 
@@ -528,6 +528,8 @@ class GradkitCallback:
                 "assign_nwd_scale": self.nwd_scale,
                 "taught": self.teaching.summary() if self.teaching else None,
                 "resumed": self._resumed_record(),
+                # what marks this summary (and gradkit.yaml) as the records of the run whose epochs results.csv holds
+                "results_sha256": results_digest(self.save_dir),
                 **self._monitor_summary(trainer),
             }
             (self.save_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
