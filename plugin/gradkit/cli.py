@@ -301,10 +301,10 @@ def _check_preview_args(opts: dict[str, Any]) -> None:
                          "written among the dataset's files; choose another out=")
 
 
-def _drop_unused_run_folder(run: dict[str, Any]) -> None:
+def _drop_unused_run_folder(run: dict[str, Any], args: Sequence[str]) -> None:
     from gradkit.integrations.ultralytics.seams import drop_unused_run_folder
 
-    drop_unused_run_folder(run)
+    drop_unused_run_folder(run, args)
 
 
 def _split_ratios(value) -> tuple[float, ...] | None:
@@ -986,12 +986,12 @@ def _dispatch(args: list[str]) -> int:
     except KeyboardInterrupt:
         if run is None:
             raise
-        _drop_unused_run_folder(run)
+        _drop_unused_run_folder(run, rest)
         print(_interrupted(run, cfg.report if cfg is not None else None), file=sys.stderr)
         return 130
     except Exception:  # a refusal before the first epoch (answered in one line by _run_command), or a bug
         if run is not None:
-            _drop_unused_run_folder(run)
+            _drop_unused_run_folder(run, rest)
         raise
     if failed_extras:  # logged by the plugin with the command that rebuilds each
         print(f"gradkit: training finished, but {' and '.join(failed_extras)} failed (see the log)", file=sys.stderr)

@@ -1070,23 +1070,33 @@ def track_run() -> dict[str, Any]:
 
 #: What a trainer (Ultralytics' ``args.yaml`` and ``weights/``, gradkit's configuration) writes into its run folder
 #: before the first epoch: a run refused then leaves nothing else there.
-_BEFORE_THE_FIRST_EPOCH = {"args.yaml", "gradkit.yaml", "weights"}
+_BEFORE_THE_FIRST_EPOCH = ("args.yaml", "gradkit.yaml")
+
+#: Arguments that can point a run at a folder Ultralytics did not make for it (``save_dir=`` as it is; a ``cfg=``
+#: file may hold save_dir or exist_ok).
+_FOLDER_GIVEN = ("save_dir", "cfg")
 
 
-def drop_unused_run_folder(run: dict[str, Any]) -> bool:
+def drop_unused_run_folder(run: dict[str, Any], args: Sequence[str]) -> bool:
     """Remove the run folder a refused or interrupted run made and never trained into (else the next run of the same
-    name is named NAME2); a folder that was there before it, or holds anything more, is left as it is."""
-    import shutil
-
+    name is named NAME2). Only a folder Ultralytics made for this run (a new increment of project/name: not with
+    exist_ok, a resume, or a folder named by ``args``' save_dir= or cfg=) and only what the trainer wrote before its
+    first epoch: each file is removed by name and each folder only when empty, so nothing else can go with them."""
+    given = {a.partition("=")[0].lstrip("-") for a in args}
     folder = Path(run.get("folder", ""))
-    if not run.get("own_folder") or run.get("saved") or not folder.is_dir():
+    if not run.get("own_folder") or run.get("saved") or given & set(_FOLDER_GIVEN) or not folder.is_dir() \
+            or folder.is_symlink():
         return False
-    entries = {p.name: p for p in folder.iterdir()}
-    weights = entries.get("weights")
-    if not set(entries) <= _BEFORE_THE_FIRST_EPOCH or (weights is not None and (not weights.is_dir()
-                                                                                 or any(weights.iterdir()))):
+    try:
+        if any(p.name not in (*_BEFORE_THE_FIRST_EPOCH, "weights") for p in folder.iterdir()):
+            return False
+        for name in _BEFORE_THE_FIRST_EPOCH:
+            (folder / name).unlink(missing_ok=True)
+        if (folder / "weights").is_dir() and not (folder / "weights").is_symlink():
+            (folder / "weights").rmdir()  # fails if anything lies in it
+        folder.rmdir()
+    except OSError:  # something appeared, or a permission: what is left stays, and the refusal is what is said
         return False
-    shutil.rmtree(folder)
     return True
 
 
