@@ -113,3 +113,34 @@ def test_a_plain_run_in_a_folder_a_gradkit_run_used_is_not_credited_with_its_con
     plain = trained_with(str(run / "weights" / "last.pt"))
     assert (run / "gradkit.yaml").is_file()  # the plain run cannot remove it: the record must not credit it
     assert plain["plugin_config"] is None and "earlier run" in plain["earlier_gradkit_run"]
+
+
+def test_a_gradkit_run_resumed_from_an_earlier_epoch_and_stopped_is_still_its_own(tiny_data, tmp_path):
+    """A finished gradkit run resumed from its epoch0.pt appends rows to results.csv before its end writes a new
+    summary: the finished run's summary, naming the old results.csv, made the stopped resume's weights read as a
+    plain run's in a find by review. A resume takes the mark out; the resumed run's end writes its own."""
+    from ultralytics import YOLO
+
+    import gradkit
+    from gradkit.report.build import results_digest, trained_with
+
+    class Stop(Exception):
+        pass
+
+    _, run = train_tiny(tiny_data, tmp_path, epochs=3, save_period=1)
+    model = YOLO(str(run / "weights" / "epoch0.pt"))
+    gradkit.attach(model, None, {"report.enabled": False, "monitor.plot": False})
+
+    def stop_after_a_row(trainer):
+        if trainer.epoch >= 1:
+            raise Stop
+
+    model.add_callback("on_fit_epoch_end", stop_after_a_row)
+    rows_before = (run / "results.csv").read_text()
+    with pytest.raises(Stop):
+        model.train(resume=True)
+    assert (run / "results.csv").read_text() != rows_before  # the resume wrote its own epoch's row
+    record = trained_with(str(run / "weights" / "last.pt"))
+    assert record["plugin_config"] is not None and "earlier_gradkit_run" not in record
+    assert "results_sha256" not in json.loads((run / "gradkit_summary.json").read_text())
+    assert results_digest(run) is not None

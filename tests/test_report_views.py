@@ -582,6 +582,9 @@ def test_a_folder_reused_by_a_plain_run_is_not_credited_with_the_earlier_gradkit
     assert "gradkit.yaml" in reused["earlier_gradkit_run"]
     ev = hand_made_evaluation(tmp_path / "img")
     page = render_html(validate_report(build_report(ev, trained_with=reused)), [tmp_path])
-    assert "trained without gradkit" in page and "an earlier run" in page
+    assert "whether gradkit trained it is not known" in page and "an earlier run" in page
+    assert "trained without gradkit" not in page
+    diff = compare_reports([build_report(ev, trained_with=own), build_report(ev, trained_with=reused)], ["a", "b"])
+    assert {d["key"]: d["values"] for d in diff["config_diff"]}["gradkit"] == ["attached", "not known"]
     (tmp_path / "run" / "gradkit_summary.json").write_text(_json.dumps({"as_run": {"imgsz": 64}}))  # no digest:
     assert trained_with(str(best))["plugin_config"] == {"clip": {"mode": "agc"}}  # an earlier release's, credited

@@ -144,15 +144,24 @@ SUMMARY_FILE = "gradkit_summary.json"
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
-    """``run_dir``'s gradkit_summary.json, read back so untrusted: {} where it is absent or not a mapping (the schema
-    checks the values taken from it); a file that is not JSON is a one-line ValueError naming it."""
-    path = run_dir / SUMMARY_FILE
+    """``run_dir``'s gradkit_summary.json, read back so untrusted: {} where it is absent, not a mapping (the schema
+    checks the values taken from it) or an earlier run's (:func:`earlier_run_summary`); a file that is not JSON is a
+    one-line ValueError naming it."""
+    summary = _read_summary(run_dir / SUMMARY_FILE)
+    return {} if earlier_run_summary(summary, run_dir) else summary
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError(f"{path} nests deeper than any summary gradkit writes") from None
     return summary if isinstance(summary, dict) else {}
 
 
@@ -163,12 +172,12 @@ def results_digest(run_dir: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def summary_matches_results(summary: dict[str, Any], run_dir: Path) -> bool:
-    """False where the summary names a results.csv other than the one in ``run_dir`` (a plain Ultralytics run reused
-    the folder, exist_ok=True, and appended its own epochs); True where it agrees, or names none (an earlier release,
-    a run stopped before its end)."""
+def earlier_run_summary(summary: dict[str, Any], run_dir: Path) -> bool:
+    """Whether the summary names a results.csv other than the one in ``run_dir``: a plain Ultralytics run reused the
+    folder (exist_ok=True) and wrote its own epochs, and the summary (and gradkit.yaml beside it) are an earlier
+    run's. A summary naming none (an earlier release; a gradkit run resumed, until it ends) is not judged."""
     recorded = summary.get("results_sha256")
-    return not isinstance(recorded, str) or recorded == results_digest(run_dir)
+    return isinstance(recorded, str) and recorded != results_digest(run_dir)
 
 
 def _run_arguments(run_dir: Path, resumed: dict[str, Any]) -> dict[str, Any]:
@@ -223,10 +232,11 @@ def _trained_with_record(run_dir: Path, config: dict[str, Any] | None) -> dict[s
     summary_file = run_dir / SUMMARY_FILE
     summary = run_summary(run_dir)
     record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir, _resumed(run_dir)))}
-    if config is not None and not summary_matches_results(summary, run_dir):
+    if earlier_run_summary(_read_summary(summary_file), run_dir):
         record.update(plugin_config=None, as_run=None, augment_preset=None,
-                      earlier_gradkit_run=f"{run_dir / 'gradkit.yaml'} and {SUMMARY_FILE} are an earlier run's: "
-                                          "results.csv has changed since they were written")
+                      earlier_gradkit_run=(f"{summary_file} and gradkit.yaml are" if config is not None else
+                                           f"{summary_file} is") + " an earlier run's: results.csv has changed "
+                                          "since it was written")
     else:
         record.update(plugin_config=None if config is None else _json_safe(config),
                       as_run=_json_safe(summary.get("as_run")),

@@ -65,7 +65,8 @@ def _settings(r: dict[str, Any]) -> dict[str, Any]:
     made = r.get("trained_with")
     config = r.get("plugin_config") or (made or {}).get("plugin_config") or {}
     # whether gradkit trained it, where that is known: a plain Ultralytics run's val report has no gradkit.* keys
-    attached = {"gradkit": "attached" if config else "not attached"} if t else {}
+    attached = {"gradkit": "attached" if config else
+                "not known" if (made or {}).get("earlier_gradkit_run") else "not attached"} if t else {}
     validated = r.get("validated_with") if isinstance(r.get("validated_with"), dict) else {}
     return {**attached, **{f"gradkit.{k}": v for k, v in _flat(config).items()},
             **({"gradkit.augment.preset (used)": used} if used else {}),

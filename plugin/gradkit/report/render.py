@@ -453,10 +453,12 @@ def _settings(r: dict[str, Any]) -> str:
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
     made = r.get("trained_with")
     if made and not t:  # a val report of weights in their run folder
-        kept = ("its arguments and gradkit configuration are kept" if made.get("plugin_config") else
-                "trained without gradkit; its arguments are kept")
-        if made.get("earlier_gradkit_run"):
-            kept += f"; {made['earlier_gradkit_run']}"
+        if made.get("plugin_config"):
+            kept = "its arguments and gradkit configuration are kept"
+        elif made.get("earlier_gradkit_run"):  # a plain run reused a gradkit run's folder, or so the files say
+            kept = f"its arguments are kept; whether gradkit trained it is not known: {made['earlier_gradkit_run']}"
+        else:
+            kept = "trained without gradkit; its arguments are kept"
         rows.append(("model trained in", f"{made['run_dir']} ({kept} here for 'gradkit report' comparisons)"))
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
                                            t.get("epochs_left_out") or [])))

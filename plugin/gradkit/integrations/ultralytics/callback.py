@@ -355,6 +355,8 @@ class GradkitCallback:
         if _is_main():
             if not resuming:
                 _remove_previous_outputs(self.save_dir)
+            else:
+                _unmark_summary(self.save_dir)
             written = self.save_dir / "gradkit.yaml.tmp"  # replaced whole: another rank may be reading it
             written.write_text(self.cfg.to_yaml(), encoding="utf-8")
             written.replace(self.save_dir / "gradkit.yaml")
@@ -1170,6 +1172,21 @@ def report_command(best: str | Path, last: str | Path, data: str, report, classe
 #: (``exist_ok=True``) removes a previous run's, so that none stands beside the new run's weights as its own.
 RUN_OUTPUTS = ("gradients.csv", "gradient_steps.csv", "gradient_alerts.jsonl", "gradients.png",
                SUMMARY_FILE, "report.html", "report.json", "report.md", REPORT_VAL_DIR, GALLERY_DIR)
+
+
+def _unmark_summary(save_dir: Path) -> None:
+    """A resumed run writes rows into results.csv before its end writes its own summary: the summary there, naming
+    the results.csv it was written beside, would make this run's records read as an earlier run's
+    (``gradkit.report.build.earlier_run_summary``), so its mark is taken out (a file that cannot be read is left)."""
+    path = save_dir / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return
+    if isinstance(summary, dict) and summary.pop("results_sha256", None) is not None:
+        written = path.with_name(path.name + ".tmp")
+        written.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        written.replace(path)
 
 
 def _remove_previous_outputs(save_dir: Path) -> None:
