@@ -374,11 +374,19 @@ def test_val_help_is_gradkits_own_with_the_report_keys(tmp_path):
     assert "yolo TASK MODE" not in out + err
 
 
-def test_a_bad_report_setting_on_val_is_one_line_naming_the_key_as_typed(tiny_data, tmp_path, gradkit_here):
-    """It was two lines naming the default preset's file, which the user never gave."""
-    r = gradkit_here("val", "model=yolo26n.yaml", f"data={tiny_data}", f"project={tmp_path}", "name=v",
-                     "gradkit.report.resamples=5", cwd=tmp_path)
-    line = _error_line(r.returncode, r.stderr, "gradkit.report.resamples=5", "at least 100")
+@pytest.mark.parametrize(("mode", "setting", "needles"), [
+    ("val", "gradkit.report.resamples=5", ("gradkit.report.resamples=5", "at least 100")),
+    ("train", "gradkit.report.conf=2", ("gradkit.report.conf=2", "less than or equal to 1")),
+    ("val", "gradkit.report.conff=0.3", ("gradkit.report.conff", "did you mean 'gradkit.report.conf'")),
+])
+def test_a_bad_plugin_setting_without_a_config_is_one_line_naming_the_key_as_typed(tiny_data, tmp_path,
+                                                                                   gradkit_here, mode, setting,
+                                                                                   needles):
+    """It was two lines naming the default preset's file, which the user never gave; a mistyped key on val was
+    told that gradkit= keys apply to train only."""
+    args = [*TRAIN, f"data={tiny_data}"] if mode == "train" else ["model=yolo26n.yaml", f"data={tiny_data}"]
+    r = gradkit_here(mode, *args, f"project={tmp_path}", "name=v", setting, cwd=tmp_path)
+    line = _error_line(r.returncode, r.stderr, *needles)
     assert "default.yaml" not in r.stderr and "preset" not in line and r.returncode == 2, line
 
 

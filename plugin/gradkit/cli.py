@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from gradkit.config import ConfigError, GradkitConfig, command_line_config, did_you_mean, load_config
+from gradkit.config import ConfigError, GradkitConfig, did_you_mean, load_config
 
 __all__ = ["main", "split_plugin_args"]
 
@@ -866,6 +866,16 @@ def _run_command(args: list[str]) -> int:
 _GRADKIT_MODES = {"train", "val"}
 
 
+def _train_only_keys(source: str | None, keys: list[str], accepted: list[str], mode: str) -> str:
+    """The refusal of plugin keys that only ``gradkit train`` takes, naming them (a mistyped one with the closest
+    key this mode takes)."""
+    given = ", ".join(([f"gradkit={source}"] if source else []) + [f"gradkit.{k}" for k in keys])
+    hint = did_you_mean(f"gradkit.{keys[0]}", [f"gradkit.{k}" for k in accepted]) if len(keys) == 1 else ""
+    return (f"{given}: not a setting 'gradkit {mode}' takes{hint}; gradkit= and its keys apply to 'gradkit train' "
+            f"('gradkit val' takes {', '.join(f'gradkit.{k}' for k in VAL_REPORT_KEYS)}; every mode "
+            f"gradkit.{_ALLOW_DOWNLOAD})")
+
+
 def _mode_words(args: Sequence[str]) -> list[str]:
     """Where yolo reads its task and mode (``train``, ``detect train``): the first two arguments once the
     plugin's own keys, which may come anywhere, are set aside."""
@@ -924,16 +934,14 @@ def _dispatch(args: list[str]) -> int:
         accepted = {_ALLOW_DOWNLOAD} | (set(VAL_REPORT_KEYS) if is_val else set())
         mode = " ".join(a for a in mode_words if "=" not in a) or "none"
         if (source or set(overrides) - accepted) and not is_train:
-            raise ConfigError(f"gradkit= keys apply to 'gradkit train' only ('gradkit val' accepts "
-                              f"{', '.join(f'gradkit.{k}' for k in VAL_REPORT_KEYS)}, every mode "
-                              f"gradkit.{_ALLOW_DOWNLOAD}), got mode '{mode}'")
+            raise ConfigError(_train_only_keys(source, sorted(set(overrides) - accepted), sorted(accepted), mode))
         cfg = load_config(source, overrides) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
             cfg = _given_hyps_win(cfg, rest)
         from gradkit.integrations.ultralytics.sliced import check_report_tiles
 
-        settings = cfg or command_line_config(overrides, f"gradkit {mode}")
+        settings = cfg or load_config(None, overrides)
         report = settings.report
         check_report_tiles(report.tile_size, report.tile_overlap)
         allow_download = settings.data.allow_download

@@ -28,7 +28,6 @@ __all__ = [
     "RollbackConfig",
     "TaughtConfig",
     "apply_overrides",
-    "command_line_config",
     "did_you_mean",
     "load_config",
     "preset_path",
@@ -535,16 +534,6 @@ def _format_errors(err: ValidationError, source: str, one_line: bool = False) ->
     return f"invalid gradkit config from {source}:\n" + "\n".join("  " + line for line in lines)
 
 
-def command_line_config(overrides: dict[str, Any], command: str) -> GradkitConfig:
-    """The defaults with a command's own ``gradkit.KEY=VALUE`` arguments (``gradkit val``'s report settings): a bad
-    one is named as typed, on one line; the preset file under them is none of the user's doing."""
-    data = apply_overrides(_read_yaml(preset_path("default")), overrides)
-    try:
-        return GradkitConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{command}: " + " | ".join(_error_lines(exc, overrides, prefix="gradkit."))) from None
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"gradkit config file not found: {path}")
@@ -615,6 +604,9 @@ def load_config(
     try:
         return GradkitConfig.model_validate(data)
     except ValidationError as exc:
+        if source is None:  # the defaults under the caller's own keys: each bad one named as given, on one line
+            raise ConfigError("invalid gradkit setting: " + " | ".join(
+                _error_lines(exc, overrides or {}, prefix="gradkit."))) from None
         raise ConfigError(_format_errors(exc, origin) + _plan_hint(data, source)) from None
 
 
