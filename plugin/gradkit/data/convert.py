@@ -429,7 +429,7 @@ def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], see
 
     Every split with a share gets at least one image (taken from the largest split's most common
     stratum), so validation never falls back on training images. ``left_out``: which images the conversion left out
-    and why (:func:`_left_out`), for the refusal when too few are left.
+    and why (:func:`_whole`), for the refusal when too few are left.
     """
     splits = SPLIT_NAMES[: len(ratios)]
     wanted = [s for s, r in zip(splits, ratios, strict=True) if r > 0]
@@ -556,9 +556,10 @@ def write_yolo(records: list[ImageRecord], names: list[str], out: OutputFolder, 
     return out.root / "data.yaml"
 
 
-def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> list[ImageRecord]:
+def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> tuple[list[ImageRecord], str]:
     """The records all of whose boxes were converted; each other one is named, as ``check --fix`` leaves out an
-    image with a line it cannot repair. None left: refused."""
+    image with a line it cannot repair. None left: refused. Also, in a few words, which were left out and why (for a
+    later refusal when too few are left)."""
     for rec in records:
         if rec.lost:
             report.issues.append(f"{rec.path}: left out: {rec.lost} of its boxes could not be converted (listed "
@@ -572,17 +573,12 @@ def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> l
         raise ValueError(f"no image of {src} has every box convertible: each has a box without a class, with a "
                          "non-numeric, non-finite, reversed or zero-size extent, of an unknown category, or a crowd "
                          "region (iscrowd=1)")
-    return whole
-
-
-def _left_out(records: list[ImageRecord]) -> str:
-    """Which of ``records`` :func:`_whole` leaves out, and why, in a few words (the first of each named)."""
-    crowd = [r.path.name for r in records if r.crowd and not r.lost]
-    lost = [r.path.name for r in records if r.lost]
-    reasons = [f"{len(found)} {why} (e.g. {found[0]})" for found, why in
+    lost = [r.path for r in records if r.lost]
+    crowd = [r.path for r in records if r.crowd and not r.lost]
+    reasons = [f"{len(paths)} {why} (e.g. {paths[0]})" for paths, why in
                ((crowd, "for their crowd regions (iscrowd=1)"), (lost, "for boxes that could not be converted"))
-               if found]
-    return f"{len(crowd) + len(lost)} more left out: {', '.join(reasons)}" if reasons else ""
+               if paths]
+    return whole, f"{len(lost) + len(crowd)} more left out: {', '.join(reasons)}" if reasons else ""
 
 
 def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
@@ -613,11 +609,10 @@ def convert_voc(src: str | Path, out: str | Path, split: tuple[float, ...] = VOC
     sources = {"source folder src=": src}
     OutputFolder.precheck(out, sources, overwrite, "convert voc")
     report = ConversionReport()
-    read = read_voc(src, difficult, report)
-    records = _whole(read, report, src)
+    records, left_out = _whole(read_voc(src, difficult, report), report, src)
     if not records:
         raise ValueError(f"no VOC annotations (*.xml) with usable images found below {src}")
-    names, splits = _names(records, classes), _stratified_split(records, split, seed, _left_out(read))
+    names, splits = _names(records, classes), _stratified_split(records, split, seed, left_out)
     folder = OutputFolder(out, sources, overwrite, "convert voc", [r.path for r in records])
     return write_yolo(records, names, folder, splits, report), report
 
@@ -634,10 +629,10 @@ def convert_coco(src: str | Path, images: str | Path, out: str | Path,
     sources = {"annotation file src=": src, "image folder images=": images}
     OutputFolder.precheck(out, sources, overwrite, "convert coco")
     report = ConversionReport(source="coco")
-    read, names = read_coco(src, images, report)
-    records = _whole(read, report, src)
+    records, names = read_coco(src, images, report)
+    records, left_out = _whole(records, report, src)
     if not records:
         raise ValueError(f"no images of {src} found in {images}")
-    splits = _stratified_split(records, split, seed, _left_out(read))
+    splits = _stratified_split(records, split, seed, left_out)
     folder = OutputFolder(out, sources, overwrite, "convert coco", [r.path for r in records])
     return write_yolo(records, names, folder, splits, report), report
