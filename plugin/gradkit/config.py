@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,21 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info) -> Any:
+        """pydantic reads true/false as 1/0 where a number is asked for: YAML's ``yes`` or ``off`` (``conf=yes``)
+        would become a setting nobody typed."""
+        if isinstance(value, bool) and _asks_for_a_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"takes a number, not {str(value).lower()}")
+        return value
+
+
+def _asks_for_a_number(annotation: Any) -> bool:
+    """A field's type is a number (int or float, possibly optional), not a bool."""
+    kinds = typing.get_args(annotation) or (annotation,)
+    return bool not in kinds and any(k in (int, float) for k in kinds)
 
 
 class AlertsConfig(_Section):
