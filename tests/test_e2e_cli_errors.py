@@ -405,17 +405,24 @@ def test_python_dash_m_gradkit_is_the_command(tmp_path):
     assert proc.returncode == 0 and "gradkit train <yolo train args>" in proc.stdout, proc.stderr[-2000:]
 
 
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
 def test_a_refused_run_leaves_a_used_folder_as_it_was(tiny_data, tmp_path, gradkit_here):
-    """The refused run's own empty folder goes; a folder the user reuses (exist_ok=True) keeps what it held, and a
-    refused resume leaves the run it would have resumed."""
+    """The refused run's own empty folder goes; a folder the user reuses (exist_ok=True, save_dir=) is left exactly
+    as it was: Ultralytics' trainer wrote its args.yaml over the earlier run's before gradkit refused, so that run's
+    report then showed the refused command's arguments (found by a user trial)."""
     used = tmp_path / "r"
     (used / "weights").mkdir(parents=True)
     (used / "notes.txt").write_text("mine")
+    (used / "args.yaml").write_text("epochs: 3\nlr0: 0.01\n")  # an earlier run's
+    before = _tree(used)
     bad = "gradkit.augment.copy_paste.class_weights=[1,1,1,1,1,1,1,1,1]"
     r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r", "exist_ok=True",
                      "gradkit.augment.copy_paste.p=0.5", bad, cwd=tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
-    assert (used / "notes.txt").read_text() == "mine" and (used / "weights").is_dir()
+    assert _tree(used) == before
     r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"project={tmp_path}", "name=r",
                      "gradkit.augment.copy_paste.p=0.5", bad, cwd=tmp_path)  # exist_ok=False: r2, the run's own
     assert r.returncode == 2 and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r")) == ["r"]
@@ -423,4 +430,7 @@ def test_a_refused_run_leaves_a_used_folder_as_it_was(tiny_data, tmp_path, gradk
     mine.mkdir()
     r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"save_dir={mine}", "gradkit.augment.copy_paste.p=0.5",
                      bad, cwd=tmp_path)
-    assert r.returncode == 2 and mine.is_dir(), r.stderr[-2000:]
+    assert r.returncode == 2 and mine.is_dir() and _tree(mine) == {}, r.stderr[-2000:]
+    r = gradkit_here("train", *TRAIN, f"data={tiny_data}", f"save_dir={tmp_path / 'new' / 'deep'}",
+                     "gradkit.augment.copy_paste.p=0.5", bad, cwd=tmp_path)  # folders the run made for itself
+    assert r.returncode == 2 and not (tmp_path / "new").exists()

@@ -219,6 +219,21 @@ def _check_augment(cfg: GradkitConfig, source, overrides) -> None:
     check_augment_config(cfg, source, overrides)
 
 
+def _run_folder_before(args: list[str]) -> dict[str, Any] | None:
+    """The run folder a training of ``args`` writes into, as it is before (``seams.run_folder_before``)."""
+    from gradkit.integrations.ultralytics.seams import run_folder_before
+
+    return run_folder_before(args)
+
+
+def _restore_run_folder(before: dict[str, Any] | None, run: dict[str, Any]) -> None:
+    """A run refused or interrupted before it saved: its folder as it was (a new one gone, so the next run of the name
+    is not NAME2; a used one without the refused run's args.yaml over the earlier run's)."""
+    from gradkit.integrations.ultralytics.seams import restore_run_folder
+
+    restore_run_folder(before, run)
+
+
 def _track_checkpoint() -> dict[str, Any]:
     """What the run being trained has saved, for the Ctrl-C message (``seams.track_run``)."""
     from gradkit.integrations.ultralytics.seams import track_run
@@ -299,12 +314,6 @@ def _check_preview_args(opts: dict[str, Any]) -> None:
     if hit is not None:
         raise SystemExit(f"gradkit augment: out={opts['out']} lies in the {hit[0]} {hit[1]}: the preview is never "
                          "written among the dataset's files; choose another out=")
-
-
-def _drop_unused_run_folder(run: dict[str, Any], args: Sequence[str]) -> None:
-    from gradkit.integrations.ultralytics.seams import drop_unused_run_folder
-
-    drop_unused_run_folder(run, args)
 
 
 def _split_ratios(value) -> tuple[float, ...] | None:
@@ -966,10 +975,11 @@ def _dispatch(args: list[str]) -> int:
         except VariantNotWritten as exc:
             print(f"gradkit: {exc}", file=sys.stderr)
             return 2
-    run, failed_extras = None, []
+    run, failed_extras, folder_before = None, [], None
     if cfg is not None:
         failed_extras = _register_default_callbacks(cfg)
         run = _track_checkpoint()
+        folder_before = _run_folder_before(rest)
     if is_train:
         missing = _missing_model_config(rest) or _finished_resume(rest)
         if missing:
@@ -994,12 +1004,12 @@ def _dispatch(args: list[str]) -> int:
     except KeyboardInterrupt:
         if run is None:
             raise
-        _drop_unused_run_folder(run, rest)
+        _restore_run_folder(folder_before, run)
         print(_interrupted(run, cfg.report if cfg is not None else None), file=sys.stderr)
         return 130
     except Exception:  # a refusal before the first epoch (answered in one line by _run_command), or a bug
         if run is not None:
-            _drop_unused_run_folder(run, rest)
+            _restore_run_folder(folder_before, run)
         raise
     if failed_extras:  # logged by the plugin with the command that rebuilds each
         print(f"gradkit: training finished, but {' and '.join(failed_extras)} failed (see the log)", file=sys.stderr)

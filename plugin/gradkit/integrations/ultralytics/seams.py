@@ -1047,7 +1047,7 @@ def unregister_default_callbacks() -> None:
 
 def track_run() -> dict[str, Any]:
     """A dict the next training fills, for the Ctrl-C message: ``last`` and ``best`` (where the weights go),
-    ``data``, ``classes``, ``saved``
+    ``data``, ``classes``, ``folder`` (the run folder), ``started`` (the epoch loop is about to begin), ``saved``
     (this run saved last.pt, or resumes from it: a used folder's old one does not count) and ``finished`` (the
     epoch loop has ended: Ultralytics' final validation then strips last.pt of what a resume needs). A plain dict
     filled by functions in ``default_callbacks``: Ultralytics deep-copies callable objects per model, not functions."""
@@ -1057,44 +1057,64 @@ def track_run() -> dict[str, Any]:
         "on_pretrain_routine_start": lambda trainer: run.update(
             last=trainer.last, best=trainer.best, data=str(trainer.args.data),
             classes=getattr(trainer.args, "classes", None), saved=bool(getattr(trainer.args, "resume", False))),
+        "on_train_start": lambda trainer: run.update(started=True),
         "on_model_save": lambda trainer: run.update(saved=True),
         # trainer.stop is set before this event of the epoch after which the loop ends
         "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
     })
-    # before the plugin's own checks, which may refuse the run: the folder the trainer has just made (an increment
-    # of project/name unless exist_ok or a resume points it at a folder that was there)
+    # before the plugin's own checks, which may refuse the run: the folder the trainer has just written into
     register_default_callbacks({"on_pretrain_routine_start": lambda trainer: run.update(
-        folder=str(trainer.save_dir), own_folder=not (trainer.args.exist_ok or trainer.args.resume))}, first=True)
+        folder=str(Path(trainer.save_dir).resolve()))}, first=True)
     return run
 
 
-#: What a trainer (Ultralytics' ``args.yaml`` and ``weights/``, gradkit's configuration) writes into its run folder
-#: before the first epoch: a run refused then leaves nothing else there.
-_BEFORE_THE_FIRST_EPOCH = ("args.yaml", "gradkit.yaml")
-
-#: Arguments that can point a run at a folder Ultralytics did not make for it (``save_dir=`` as it is; a ``cfg=``
-#: file may hold save_dir or exist_ok).
-_FOLDER_GIVEN = ("save_dir", "cfg")
+#: What Ultralytics' trainer writes into its run folder as it is built (args.yaml, an empty weights/), and gradkit's
+#: configuration after it, before the first epoch: what a run refused then must put back.
+_WRITTEN_BEFORE_TRAINING = ("args.yaml", "gradkit.yaml")
 
 
-def drop_unused_run_folder(run: dict[str, Any], args: Sequence[str]) -> bool:
-    """Remove the run folder a refused or interrupted run made and never trained into (else the next run of the same
-    name is named NAME2). Only a folder Ultralytics made for this run (a new increment of project/name: not with
-    exist_ok, a resume, or a folder named by ``args``' save_dir= or cfg=) and only what the trainer wrote before its
-    first epoch: each file is removed by name and each folder only when empty, so nothing else can go with them."""
-    given = {a.partition("=")[0].lstrip("-") for a in args}
-    folder = Path(run.get("folder", ""))
-    if not run.get("own_folder") or run.get("saved") or given & set(_FOLDER_GIVEN) or not folder.is_dir() \
-            or folder.is_symlink():
-        return False
+def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
+    """Where a ``train`` of ``argv`` will write, as Ultralytics' ``get_save_dir`` chooses it, and what that folder
+    holds now of what the trainer writes before its first epoch: for :func:`restore_run_folder`. None for a resume
+    (the checkpoint names its folder) and where Ultralytics' choice cannot be worked out."""
+    from types import SimpleNamespace
+
+    from ultralytics.cfg import get_save_dir
+
+    given = yolo_given_args(argv)
+    if given.get("resume"):
+        return None
+    args = SimpleNamespace(save_dir=given.get("save_dir"), project=given.get("project"), name=given.get("name"),
+                           task=given.get("task") or "detect", mode="train", exist_ok=bool(given.get("exist_ok")))
     try:
-        if any(p.name not in (*_BEFORE_THE_FIRST_EPOCH, "weights") for p in folder.iterdir()):
-            return False
-        for name in _BEFORE_THE_FIRST_EPOCH:
-            (folder / name).unlink(missing_ok=True)
-        if (folder / "weights").is_dir() and not (folder / "weights").is_symlink():
-            (folder / "weights").rmdir()  # fails if anything lies in it
-        folder.rmdir()
+        folder = get_save_dir(args)
+    except (OSError, TypeError, ValueError):
+        return None
+    there = next(p for p in (folder, *folder.parents) if p.exists())
+    files = {n: (folder / n).read_bytes() if (folder / n).is_file() else None for n in _WRITTEN_BEFORE_TRAINING}
+    return {"folder": str(folder), "there": str(there.resolve()), "weights_there": (folder / "weights").exists(),
+            "files": files}
+
+
+def restore_run_folder(before: dict[str, Any] | None, run: dict[str, Any]) -> bool:
+    """After a run refused (or interrupted) before its training started: the run folder as :func:`run_folder_before`
+    found it. The files the trainer wrote are put back or removed, each by name; the folders it made are removed only
+    while empty (so nothing else can go with them), up to the one that was there before. Only where the trainer
+    wrote into the folder ``before`` describes; False where nothing was done or something is left."""
+    if before is None or run.get("started") or run.get("saved") or run.get("folder") != before["folder"]:
+        return False  # once training has started, the folder holds its records: they stay
+    folder = Path(before["folder"])
+    made = ([folder / "weights"] if not before["weights_there"] else []) + \
+        [p for p in (folder, *folder.parents) if p.is_relative_to(before["there"]) and str(p) != before["there"]]
+    try:
+        for name, content in before["files"].items():
+            if content is None:
+                (folder / name).unlink(missing_ok=True)
+            else:
+                (folder / name).write_bytes(content)
+        for path in made:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # fails if anything lies in it
     except OSError:  # something appeared, or a permission: what is left stays, and the refusal is what is said
         return False
     return True
