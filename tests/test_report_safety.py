@@ -450,3 +450,23 @@ def test_a_summary_of_another_shape_is_no_record_or_one_line(tmp_path, summary, 
     else:
         with pytest.raises(ValueError, match=f"gradkit_summary.json.*{expected}"):
             training_section(tmp_path)
+
+
+def test_a_comparison_refuses_a_training_run_whose_records_changed_since_its_report(run, tmp_path):
+    """``gradkit report RUN`` refused a report.json whose run's records had been replaced (a plain run reused the
+    folder), but ``gradkit report RUN OTHER`` compared it, its scores from weights that were gone, silently (found
+    by a user trial). The same check for every training run a comparison is given."""
+    from gradkit.report.build import training_section
+
+    rows = "epoch,train/box_loss,metrics/mAP50(B)\n" + "".join(f"{e},{1 / e:.3f},{e / 10}\n" for e in (1, 2, 3))
+    (run / "results.csv").write_text(rows)
+    (run / "args.yaml").write_text("epochs: 3\nseed: 0\nimgsz: 64\nlr0: 0.01\n")
+    _edit(run, lambda r: r.__setitem__("training", training_section(run)))
+    other = tmp_path / "other"
+    write_report(build_report(hand_made_evaluation(tmp_path / "data2")), other)
+    out = tmp_path / "cmp"
+    assert _report_cli(str(run), str(other), f"out={out}").returncode == 0  # its own records: compared
+    (run / "args.yaml").write_text("epochs: 3\nseed: 0\nimgsz: 64\nlr0: 0.02\n")  # the plain run's, reusing it
+    proc = _report_cli(str(run), str(other), f"out={out}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(run) in proc.stderr and "lr0" in proc.stderr and "gradkit val" in proc.stderr

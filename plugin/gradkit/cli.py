@@ -548,7 +548,6 @@ def _report(args: Sequence[str]) -> int:
     import yaml
 
     from gradkit.report import compare_reports, write_report
-    from gradkit.report.build import other_records, training_section
     from gradkit.report.schema import ReportSchemaError, validate_report
 
     out = Path("runs/gradkit-compare")
@@ -580,26 +579,13 @@ def _report(args: Sequence[str]) -> int:
         except ReportSchemaError as e:
             print(f"gradkit report: {e}", file=sys.stderr)
             return 2
-    if len(dirs) == 1:
-        report = reports[0]
-        if report.get("training") is None and (dirs[0] / "results.csv").is_file():
-            print(f"gradkit report: {dirs[0]}: report.json has no training section but the folder holds a training "
-                  f"run's results.csv: it is not this run's report; {_SCORE_AFRESH}", file=sys.stderr)
+    for d, report in zip(dirs, reports, strict=True):
+        refused = _records_refused(d, report)
+        if refused:
+            print(refused, file=sys.stderr)
             return 2
-        if report.get("training") is not None:
-            try:  # the run's own files are read again: as much user input as report.json
-                fresh = training_section(dirs[0].resolve())  # as the first build wrote it
-                differ = other_records(report["training"], fresh)
-                report["training"] = fresh
-                validate_report(report, f"{dirs[0]} (results.csv, gradient_alerts.jsonl, args.yaml)")
-            except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
-                print(f"gradkit report: {dirs[0]}: training records unreadable: {e}", file=sys.stderr)
-                return 2
-            if differ:  # one run's scores under another's curves: refused, not drawn
-                print(f"gradkit report: {dirs[0]}: the run's training records are not those report.json was built "
-                      f"from ({differ}); {_SCORE_AFRESH}", file=sys.stderr)
-                return 2
-        paths = write_report(report, dirs[0], from_file=True)
+    if len(dirs) == 1:
+        paths = write_report(reports[0], dirs[0], from_file=True)
     else:
         labels = [d.name if [x.name for x in dirs].count(d.name) == 1 else str(d) for d in dirs]
         if any(r.get("kind") == "comparison" for r in reports):
@@ -613,6 +599,32 @@ def _report(args: Sequence[str]) -> int:
         paths = write_report(compare_reports(reports, labels), out, from_file=True)
     print(f"gradkit: report {paths['html']}")
     return 0
+
+
+def _records_refused(run_dir, report: dict[str, Any]) -> str | None:
+    """Why ``run_dir``'s report.json cannot be drawn or compared with the run's own files, or None; a training
+    report's section is then rebuilt from them (as the first build wrote it). The files are read again: as much user
+    input as report.json. Where they are not those report.json was built from (copied beside another run, or a
+    plain run reused the folder), one run's scores would stand under another's training."""
+    from gradkit.report.build import other_records, training_section
+    from gradkit.report.schema import validate_report
+
+    if report.get("training") is None:
+        if (run_dir / "results.csv").is_file():
+            return (f"gradkit report: {run_dir}: report.json has no training section but the folder holds a training "
+                    f"run's results.csv: it is not this run's report; {_SCORE_AFRESH}")
+        return None
+    try:
+        fresh = training_section(run_dir.resolve())
+        differ = other_records(report["training"], fresh)
+        report["training"] = fresh
+        validate_report(report, f"{run_dir} (results.csv, gradient_alerts.jsonl, args.yaml)")
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:  # ValueError: the schema's refusal too
+        return f"gradkit report: {run_dir}: training records unreadable: {e}"
+    if differ:
+        return (f"gradkit report: {run_dir}: the run's training records are not those report.json was built from "
+                f"({differ}); {_SCORE_AFRESH}")
+    return None
 
 
 #: First words the yolo CLI accepts besides its modes and tasks (``ultralytics.cfg.entrypoint``'s specials).
