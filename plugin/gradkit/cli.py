@@ -545,8 +545,6 @@ def _report(args: Sequence[str]) -> int:
     import json
     from pathlib import Path
 
-    import yaml
-
     from gradkit.report import compare_reports, write_report
     from gradkit.report.schema import ReportSchemaError, validate_report
 
