@@ -584,6 +584,8 @@ def test_a_folder_reused_by_a_plain_run_is_not_credited_with_the_earlier_gradkit
     page = render_html(validate_report(build_report(ev, trained_with=reused)), [tmp_path])
     assert "whether gradkit trained it is not known" in page and "an earlier run" in page
     assert "trained without gradkit" not in page
+    markdown = render_markdown(validate_report(build_report(ev, trained_with=reused)))  # said nothing of training
+    assert "whether gradkit trained it is not known" in markdown and str(tmp_path / "run") in markdown
     diff = compare_reports([build_report(ev, trained_with=own), build_report(ev, trained_with=reused)], ["a", "b"])
     assert {d["key"]: d["values"] for d in diff["config_diff"]}["gradkit"] == ["attached", "not known"]
     (tmp_path / "run" / "gradkit_summary.json").write_text(_json.dumps({"as_run": {"imgsz": 64}}))  # no digest:

@@ -453,13 +453,7 @@ def _settings(r: dict[str, Any]) -> str:
                        f"{r['defect_free_images']} defect-free)"), ("objects", r["instances"])]
     made = r.get("trained_with")
     if made and not t:  # a val report of weights in their run folder
-        if made.get("plugin_config"):
-            kept = "its arguments and gradkit configuration are kept"
-        elif made.get("earlier_gradkit_run"):  # a plain run reused a gradkit run's folder, or so the files say
-            kept = f"its arguments are kept; whether gradkit trained it is not known: {made['earlier_gradkit_run']}"
-        else:
-            kept = "trained without gradkit; its arguments are kept"
-        rows.append(("model trained in", f"{made['run_dir']} ({kept} here for 'gradkit report' comparisons)"))
+        rows.append(("model trained in", _trained_in(made)))
     rows.append(("epochs", _epochs_trained(len(t.get("epochs") or []), args.get("epochs"), args.get("time"),
                                            t.get("epochs_left_out") or [])))
     ran = t.get("as_run") or {}
@@ -475,6 +469,18 @@ def _settings(r: dict[str, Any]) -> str:
                  ("copy-paste p", (aug.get("copy_paste") or {}).get("p"))]
     rows += [("seed", t.get("seed")), ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items()))]
     return _table(None, [[_e(k), _e(v)] for k, v in rows if v is not None], left=2)
+
+
+def _trained_in(made: dict[str, Any]) -> str:
+    """A val report's line on the run folder its weights were trained in (``trained_with``), and what is known of
+    how."""
+    if made.get("plugin_config"):
+        kept = "its arguments and gradkit configuration are kept"
+    elif made.get("earlier_gradkit_run"):  # a plain run reused a gradkit run's folder, or so the files say
+        kept = f"its arguments are kept; whether gradkit trained it is not known: {made['earlier_gradkit_run']}"
+    else:
+        kept = "trained without gradkit; its arguments are kept"
+    return f"{made['run_dir']} ({kept} here for 'gradkit report' comparisons)"
 
 
 def _resume(r: dict[str, Any]) -> str:
@@ -1060,6 +1066,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         return _comparison_markdown(report)
     h = report["headline"]
     lines = [f"# {_md_text(_title(report))}", "", _md_text(verdict(report)), ""]
+    if report.get("trained_with") and not report.get("training"):
+        lines += [f"Model trained in {_md_text(_trained_in(report['trained_with']))}.", ""]
     lines += [f"- **Warning**: {_md_text(w)}" for w in warnings(report)]
     k = report.get("inspection")
     if k:
