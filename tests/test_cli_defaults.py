@@ -73,7 +73,7 @@ HELP_LINES = {"synth": ["gradkit synth out=DIR"],
               "report": ["gradkit report RUN_DIR", "gradkit report RUN_A RUN_B"],
               "augment": ["gradkit augment data=DATA.yaml", "preview of the training augmentation"],
               "convert": ["gradkit convert voc", "gradkit convert coco"],
-              "check": ["gradkit check data=DATA.yaml"],
+              "check": ["gradkit check data=DATA.yaml", "every image and label"],
               "plan": ["gradkit plan data=DATA.yaml", "dataset fingerprint"],
               "tile": ["gradkit tile data=DATA.yaml", "a copy cut into overlapping tiles"]}
 

@@ -27,7 +27,7 @@ _OWN = ("synth", "demo", "config-doc", "report", "augment", "convert", "check", 
 _HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagation
 
   gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]
-  gradkit val|predict|export|... <yolo args>      passed to yolo unchanged
+  gradkit predict|export|... <yolo args>          passed to yolo unchanged
   gradkit synth out=DIR [{synth}]
   gradkit demo [{demo}
                <any yolo train argument, e.g. epochs=>]
@@ -41,14 +41,15 @@ _HELP = """gradkit - Ultralytics YOLO with visible and controllable backpropagat
                                                   preview of the training augmentation, boxes drawn
   gradkit convert voc src=DIR out=DIR [split=0.8,0.1,0.1 seed=0 difficult=keep|skip classes=[..]]
   gradkit convert coco src=annotations.json images=DIR out=DIR [split=0.8,0.2 seed=0]
-  gradkit check data=DATA.yaml [--fix [out=DIR]]  every image and label; exit 1 on errors (with --fix: in the copy)
+  gradkit check data=DATA.yaml [--fix [out=DIR overwrite=false]]
+                                                  every image and label; exit 1 on errors (with --fix: in the copy)
   gradkit config-doc                              the configuration reference (Markdown)
   gradkit plan data=DATA.yaml [budget=MIN {plan}]
                                                   dataset fingerprint -> recommended train command
   gradkit tile data=DATA.yaml size=PX [out=DIR {tile}]
                                                   a copy cut into overlapping tiles at native resolution
 
-Presets: default (stock behaviour + monitoring), defect. Example:
+Presets (gradkit=NAME): {presets}. Example:
   gradkit train model=yolo26n.yaml data=datasets/defects-synth/data.yaml epochs=10 imgsz=320 \\
       gradkit=configs/gradkit/defect.yaml gradkit.clip.mode=agc
 """
@@ -86,7 +87,14 @@ def help_text() -> str:
     synth = {k: v for k, v in synth_options().items() if k != "out"}  # shown as out=DIR
     return _HELP.format(synth=_defaults_shown(synth), demo=_defaults_shown(DEMO_DEFAULTS),
                         augment=_defaults_shown(AUGMENT_ARGS), tile=_defaults_shown(tile_options()),
-                        plan=_defaults_shown(PLAN_ARGS))
+                        plan=_defaults_shown(PLAN_ARGS), presets=", ".join(preset_names()))
+
+
+def preset_names() -> list[str]:
+    """The presets ``gradkit=NAME`` loads (the files shipped in the package)."""
+    from gradkit.config import PRESET_DIR
+
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
 def _defaults_shown(options: dict[str, Any]) -> str:
@@ -133,7 +141,10 @@ def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], 
         else:
             if not eq:
                 raise ConfigError(f"{arg!r}: plugin overrides take the form gradkit.SECTION.KEY=VALUE")
-            overrides[key.removeprefix("gradkit.")] = _parse_value(value)
+            name, parsed = key.removeprefix("gradkit."), _parse_value(value)
+            if name in overrides and overrides[name] != parsed:  # which one was meant is not ours to guess
+                raise ConfigError(f"{key} is given twice, ={overrides[name]} and ={parsed}: give it once")
+            overrides[name] = parsed
     return source, overrides, rest
 
 
@@ -143,13 +154,15 @@ def _is_plugin_arg(arg: str) -> bool:
     return key == "gradkit" or key.startswith("gradkit.")
 
 
-def _kv(args: Sequence[str], allowed: dict[str, Any], command: str) -> dict[str, Any]:
+def _kv(args: Sequence[str], allowed: dict[str, Any], command: str, *also: str) -> dict[str, Any]:
+    """``key=value`` arguments of an own command, parsed as YAML and checked against ``allowed``'s keys and default
+    types (``also``: what else the command takes, named in the refusal of an unknown argument)."""
     out = dict(allowed)
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq or key not in allowed:
             raise SystemExit(f"gradkit {command}: unknown argument {arg!r}{did_you_mean(key, allowed, '=')}; "
-                             f"arguments: {', '.join(f'{k}=' for k in allowed)}")
+                             f"arguments: {', '.join([*(f'{k}=' for k in allowed), *also])}")
         out[key] = _parse_value(value)
     for key, default in allowed.items():  # a value of the default's type, where the default has one
         _check_type(command, key, out[key], default)
@@ -276,12 +289,15 @@ def _preview_hyps(others: list[str]) -> dict[str, Any]:
     from gradkit.integrations.ultralytics.seams import yolo_given_args
 
     hyps = yolo_given_args(others)
-    unknown = [k for a in others if (k := a.partition("=")[0]) not in PREVIEW_HYPS]
+    unknown = [a for a in others if a.partition("=")[0] not in PREVIEW_HYPS]
     if unknown:
-        hint = did_you_mean(unknown[0], (*AUGMENT_ARGS, *PREVIEW_HYPS), "=") if len(unknown) == 1 else ""
-        raise SystemExit(f"gradkit augment: {', '.join(unknown)}: not an argument the preview takes{hint}; arguments: "
-                         f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, and Ultralytics' augmentation hyps "
-                         f"{', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes them")
+        hint = did_you_mean(unknown[0].partition("=")[0], (*AUGMENT_ARGS, *PREVIEW_HYPS), "=") \
+            if len(unknown) == 1 else ""
+        raise SystemExit(f"gradkit augment: unknown argument{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}{hint}; arguments: "
+                         f"{', '.join(f'{k}=' for k in AUGMENT_ARGS)}, gradkit=, gradkit.SECTION.KEY=, and "
+                         f"Ultralytics' augmentation hyps {', '.join(f'{k}=' for k in PREVIEW_HYPS)} as yolo takes "
+                         "them")
     valueless = [a for a in others if a.partition("=")[0] not in hyps]
     if valueless:
         raise SystemExit(f"gradkit augment: {', '.join(valueless)}: no value yolo can read (e.g. degrees=0)")
@@ -387,7 +403,7 @@ def _check(args: Sequence[str]) -> int:
     from gradkit.data.output import OutputRefused
 
     fix = "--fix" in args
-    o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None, "overwrite": False}, "check")
+    o = _kv([a for a in args if a != "--fix"], {"data": None, "out": None, "overwrite": False}, "check", "--fix")
     if not o["data"]:
         raise SystemExit("gradkit check data=DATA.yaml [--fix [out=DIR overwrite=false]]")
     if not fix and (o["out"] is not None or o["overwrite"]):
@@ -672,9 +688,7 @@ def _config_keys(model, prefix: str = "gradkit.") -> list[str]:
 
 
 def _train_help() -> str:
-    from gradkit.config import PRESET_DIR
-
-    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    presets = ", ".join(preset_names())
     return "\n".join([
         "gradkit train <yolo train args> [gradkit=CFG.yaml|PRESET] [gradkit.SECTION.KEY=VALUE ...]", "",
         f"presets (gradkit=NAME): {presets}", "",
