@@ -50,7 +50,8 @@ class _Section(BaseModel):
         """pydantic reads true/false as 1/0 where a number is asked for: YAML's ``yes`` or ``off`` (``conf=yes``)
         would become a setting nobody typed."""
         if isinstance(value, bool) and _asks_for_a_number(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"takes a number, not {str(value).lower()}")
+            raise ValueError(f"takes a number, not {str(value).lower()} (YAML reads yes, no, on and off as true and "
+                             "false)")
         return value
 
 

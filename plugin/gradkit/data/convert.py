@@ -575,10 +575,16 @@ def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> t
                          "region (iscrowd=1)")
     lost = [r.path for r in records if r.lost]
     crowd = [r.path for r in records if r.crowd and not r.lost]
-    reasons = [f"{len(paths)} {why} (e.g. {paths[0]})" for paths, why in
-               ((crowd, "for their crowd regions (iscrowd=1)"), (lost, "for boxes that could not be converted"))
-               if paths]
-    return whole, f"{len(lost) + len(crowd)} more left out: {', '.join(reasons)}" if reasons else ""
+    reasons = [f"{len(paths)} for {why} ({_some(paths)})" for paths, why in
+               ((crowd, "their crowd regions, iscrowd=1"), (lost, "boxes that could not be converted")) if paths]
+    return whole, (f"left out: {'; '.join(reasons)}; give fewer splits (split=0.8,0.2) or more whole images"
+                   if reasons else "")
+
+
+def _some(paths: list[Path], shown: int = 3) -> str:
+    """The first ``shown`` of ``paths``, and how many more."""
+    more = len(paths) - shown
+    return ", ".join(map(str, paths[:shown])) + (f" and {more} more" if more > 0 else "")
 
 
 def _names(records: list[ImageRecord], classes: list[str] | None) -> list[str]:
