@@ -1091,7 +1091,10 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
     except (OSError, TypeError, ValueError):
         return None
     there = next(p for p in (folder, *folder.parents) if p.exists())
-    files = {n: (folder / n).read_bytes() if (folder / n).is_file() else None for n in _WRITTEN_BEFORE_TRAINING}
+    try:
+        files = {n: (folder / n).read_bytes() if (folder / n).is_file() else None for n in _WRITTEN_BEFORE_TRAINING}
+    except OSError:  # unreadable: nothing could be put back, so nothing is touched (the trainer says what is wrong)
+        return None
     return {"folder": str(folder), "there": str(there.resolve()), "weights_there": (folder / "weights").exists(),
             "files": files}
 
