@@ -286,7 +286,7 @@ def test_splits_that_cannot_be_filled_say_which_images_were_left_out_and_why(tmp
            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 8, 8], "iscrowd": int(i > 0)}
                            for i in range(3)]}
     (tmp_path / "ann.json").write_text(json.dumps(ann))
-    with pytest.raises(ValueError, match=r"1 image\(s\) cannot fill the splits train, val.*left out: 2 for their "
-                                         r"crowd regions.*fewer splits") as err:
+    with pytest.raises(ValueError, match=r"1 image\(s\) cannot fill the splits train, val: .*left out: 2 for their "
+                                         r"crowd regions.*more whole images$") as err:  # 2 splits: not fewer
         convert_coco(tmp_path / "ann.json", tmp_path / "imgs", tmp_path / "out")
     assert "b.jpg" in str(err.value) and "c.jpg" in str(err.value) and not (tmp_path / "out").exists()

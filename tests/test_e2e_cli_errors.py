@@ -456,3 +456,5 @@ def test_the_usage_says_what_each_command_takes(tmp_path, gradkit_here):
     r = gradkit_here("val", "model=yolo26n.yaml", "data=x.yaml", "gradkit.report.conf=0.5", "gradkit.report.conf=0.6",
                      cwd=tmp_path)
     _error_line(r.returncode, r.stderr, "gradkit.report.conf", "twice", "0.5", "0.6")
+    r = gradkit_here("train", "model=yolo26n.yaml", "data=x.yaml", "gradkit=defect", "gradkit=default", cwd=tmp_path)
+    _error_line(r.returncode, r.stderr, "gradkit=", "twice", "defect", "default")

@@ -409,3 +409,25 @@ def test_the_validator_s_per_image_statistics_fail_loudly_when_their_shape_chang
     monkeypatch.setattr(metrics, "ap_per_class", lambda *a, **k: (None,) * 7)
     with pytest.raises(SeamError, match="ap_per_class"):
         average_precision(one["tp"], one["conf"], one["pred_cls"], one["target_cls"])
+
+
+def test_a_refused_run_puts_back_only_what_its_own_trainer_wrote(tmp_path):
+    """restore_run_folder rewrites the earlier args.yaml only while the file holds what this run's trainer wrote: a
+    second process that started the same folder since keeps its own (found by review); and it acts only on the
+    folder Ultralytics' get_save_dir chose for the arguments."""
+    from gradkit.integrations.ultralytics.seams import restore_run_folder, run_folder_before
+
+    run_dir = tmp_path / "r"
+    (run_dir / "weights").mkdir(parents=True)
+    (run_dir / "args.yaml").write_text("epochs: 3\n")  # an earlier run's
+    before = run_folder_before(["train", f"project={tmp_path}", "name=r", "exist_ok=True"])
+    assert before["folder"] == str(run_dir.resolve()) and before["files"] == {"args.yaml": b"epochs: 3\n"}
+    (run_dir / "args.yaml").write_text("epochs: 7\n")  # what the refused run's trainer wrote
+    ours = {"folder": before["folder"], "written": {"args.yaml": b"epochs: 7\n"}}
+    (run_dir / "args.yaml").write_text("epochs: 9\n")  # another process, since
+    assert not restore_run_folder(before, ours) and (run_dir / "args.yaml").read_text() == "epochs: 9\n"
+    (run_dir / "args.yaml").write_text("epochs: 7\n")
+    assert not restore_run_folder(before, {**ours, "started": True})  # set up: the folder's records are its own
+    assert not restore_run_folder(before, {**ours, "folder": str(tmp_path / "elsewhere")})
+    assert restore_run_folder(before, ours) and (run_dir / "args.yaml").read_text() == "epochs: 3\n"
+    assert (run_dir / "weights").is_dir()  # it was there before

@@ -137,6 +137,8 @@ def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], 
         elif key == "gradkit":
             if not eq or not value:
                 raise ConfigError("gradkit= needs a config file or preset name, e.g. gradkit=defect")
+            if source is not None and source != value:
+                raise ConfigError(f"gradkit= is given twice, ={source} and ={value}: give it once")
             source = value
         else:
             if not eq:
@@ -633,7 +635,7 @@ def _records_refused(run_dir, report: dict[str, Any]) -> str | None:
         differ = other_records(report["training"], fresh)
         report["training"] = fresh
         validate_report(report, f"{run_dir} (results.csv, gradient_alerts.jsonl, args.yaml)")
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:  # ValueError: the schema's refusal too
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:  # ValueError: the schema's refusal too
         return f"gradkit report: {run_dir}: training records unreadable: {e}"
     if differ:
         return (f"gradkit report: {run_dir}: the run's training records are not those report.json was built from "

@@ -49,16 +49,30 @@ class _Section(BaseModel):
     def _no_bool_for_a_number(cls, value: Any, info) -> Any:
         """pydantic reads true/false as 1/0 where a number is asked for: YAML's ``yes`` or ``off`` (``conf=yes``)
         would become a setting nobody typed."""
-        if isinstance(value, bool) and _asks_for_a_number(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"takes a number, not {str(value).lower()} (YAML reads yes, no, on and off as true and "
+        flag = _a_bool_in(value)
+        if flag is not None and _asks_for_numbers(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"takes numbers, not {str(flag).lower()} (YAML reads yes, no, on and off as true and "
                              "false)")
         return value
 
 
-def _asks_for_a_number(annotation: Any) -> bool:
-    """A field's type is a number (int or float, possibly optional), not a bool."""
-    kinds = typing.get_args(annotation) or (annotation,)
-    return bool not in kinds and any(k in (int, float) for k in kinds)
+def _a_bool_in(value: Any) -> bool | None:
+    """The first true/false in ``value`` (itself, or inside its lists, tuples and mappings), else None."""
+    if isinstance(value, bool):
+        return value
+    inner = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
+    return next((found for v in inner if (found := _a_bool_in(v)) is not None), None)
+
+
+def _asks_for_numbers(annotation: Any) -> bool:
+    """A field's type holds numbers (int or float, alone, optional or inside a list, tuple or mapping) and no bool."""
+    kinds = set()
+    pending = [annotation]
+    while pending:
+        kind = pending.pop()
+        inner = typing.get_args(kind)
+        kinds.add(kind) if not inner else pending.extend(inner)
+    return bool not in kinds and bool(kinds & {int, float})
 
 
 class AlertsConfig(_Section):

@@ -437,8 +437,9 @@ def _stratified_split(records: list[ImageRecord], ratios: tuple[float, ...], see
         raise ValueError(f"split={','.join(f'{r:g}' for r in ratios)} gives val no share: training would validate "
                          "on its own images")
     if len(records) < len(wanted):
+        fewer = " (or ask for fewer splits, e.g. split=0.8,0.2)" if len(wanted) > 2 else ""
         raise ValueError(f"{len(records)} image(s) cannot fill the splits {', '.join(wanted)}: each needs one"
-                         + (f"; {left_out}" if left_out else ""))
+                         + (f"; {left_out}" if left_out else "") + f"; give more whole images{fewer}")
     freq = Counter(b[0] for r in records for b in r.boxes)
     strata: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -577,8 +578,7 @@ def _whole(records: list[ImageRecord], report: ConversionReport, src: Path) -> t
     crowd = [r.path for r in records if r.crowd and not r.lost]
     reasons = [f"{len(paths)} for {why} ({_some(paths)})" for paths, why in
                ((crowd, "their crowd regions, iscrowd=1"), (lost, "boxes that could not be converted")) if paths]
-    return whole, (f"left out: {'; '.join(reasons)}; give fewer splits (split=0.8,0.2) or more whole images"
-                   if reasons else "")
+    return whole, f"left out: {'; '.join(reasons)}" if reasons else ""
 
 
 def _some(paths: list[Path], shown: int = 3) -> str:

@@ -1180,10 +1180,12 @@ def _unmark_summary(save_dir: Path) -> None:
     (``gradkit.report.build.earlier_run_summary``), so its mark is taken out (a file that cannot be read is left)."""
     path = save_dir / SUMMARY_FILE
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary, results = json.loads(path.read_text(encoding="utf-8")), results_digest(save_dir)
     except (OSError, ValueError, RecursionError):
         return
-    if isinstance(summary, dict) and summary.pop("results_sha256", None) is not None:
+    # an earlier run's summary (another results.csv) keeps its mark: this run's records are not that run's
+    if isinstance(summary, dict) and summary.get("results_sha256") == results:
+        summary.pop("results_sha256")
         written = path.with_name(path.name + ".tmp")
         written.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         written.replace(path)

@@ -1057,20 +1057,31 @@ def track_run() -> dict[str, Any]:
         "on_pretrain_routine_start": lambda trainer: run.update(
             last=trainer.last, best=trainer.best, data=str(trainer.args.data),
             classes=getattr(trainer.args, "classes", None), saved=bool(getattr(trainer.args, "resume", False))),
-        "on_train_start": lambda trainer: run.update(started=True),
         "on_model_save": lambda trainer: run.update(saved=True),
         # trainer.stop is set before this event of the epoch after which the loop ends
         "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
     })
-    # before the plugin's own checks, which may refuse the run: the folder the trainer has just written into
-    register_default_callbacks({"on_pretrain_routine_start": lambda trainer: run.update(
-        folder=str(Path(trainer.save_dir).resolve()))}, first=True)
+    # ahead of the plugin's callbacks: before its checks, which may refuse the run, the folder the trainer has just
+    # written into and what it wrote there; before its set-up, which replaces a used folder's records, that it began
+    register_default_callbacks({
+        "on_pretrain_routine_start": lambda trainer: run.update(_written_by(Path(trainer.save_dir))),
+        "on_pretrain_routine_end": lambda trainer: run.update(started=True)}, first=True)
     return run
 
 
-#: What Ultralytics' trainer writes into its run folder as it is built (args.yaml, an empty weights/), and gradkit's
-#: configuration after it, before the first epoch: what a run refused then must put back.
-_WRITTEN_BEFORE_TRAINING = ("args.yaml", "gradkit.yaml")
+def _written_by(folder: Path) -> dict[str, Any]:
+    """``folder`` (resolved) and the bytes of what its trainer wrote there as it was built (``args.yaml``)."""
+    try:
+        written = {n: (folder / n).read_bytes() for n in _WRITTEN_BEFORE_TRAINING}
+    except OSError:
+        written = None  # unreadable: nothing will be put back
+    return {"folder": str(folder.resolve()), "written": written}
+
+
+#: What Ultralytics' trainer writes into its run folder as it is built (and an empty weights/): what a run refused
+#: before its set-up (before ``on_pretrain_routine_end``, where gradkit replaces a used folder's records and
+#: Ultralytics has drawn labels.jpg) must put back.
+_WRITTEN_BEFORE_TRAINING = ("args.yaml",)
 
 
 def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
@@ -1100,16 +1111,19 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
 
 
 def restore_run_folder(before: dict[str, Any] | None, run: dict[str, Any]) -> bool:
-    """After a run refused (or interrupted) before its training started: the run folder as :func:`run_folder_before`
-    found it. The files the trainer wrote are put back or removed, each by name; the folders it made are removed only
-    while empty (so nothing else can go with them), up to the one that was there before. Only where the trainer
-    wrote into the folder ``before`` describes; False where nothing was done or something is left."""
+    """After a run refused (or interrupted) before its set-up: the run folder as :func:`run_folder_before` found it.
+    The files the trainer wrote are put back or removed, each by name and only while they hold what the trainer
+    wrote (another process may have written since); the folders it made are removed only while empty (so nothing
+    else can go with them), up to the one that was there before. Only where the trainer wrote into the folder
+    ``before`` describes; False where nothing was done or something is left."""
     if before is None or run.get("started") or run.get("saved") or run.get("folder") != before["folder"]:
-        return False  # once training has started, the folder holds its records: they stay
-    folder = Path(before["folder"])
+        return False  # once set up, a used folder's records are replaced: a run refused later keeps its own
+    folder, written = Path(before["folder"]), run.get("written")
     made = ([folder / "weights"] if not before["weights_there"] else []) + \
         [p for p in (folder, *folder.parents) if p.is_relative_to(before["there"]) and str(p) != before["there"]]
     try:
+        if written is None or any((folder / n).read_bytes() != b for n, b in written.items()):
+            return False
         for name, content in before["files"].items():
             if content is None:
                 (folder / name).unlink(missing_ok=True)
