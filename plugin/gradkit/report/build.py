@@ -230,9 +230,10 @@ def trained_with(model: str) -> dict[str, Any] | None:
 def _trained_with_record(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     """:func:`trained_with`'s record of ``run_dir``, checked against the report's schema."""
     summary_file = run_dir / SUMMARY_FILE
-    summary = run_summary(run_dir)
+    summary = _read_summary(summary_file)  # read once here: its mark decides what of it is this run's
+    earlier = earlier_run_summary(summary, run_dir)
     record = {"run_dir": str(run_dir), "train_args": _recorded_args(_run_arguments(run_dir, _resumed(run_dir)))}
-    if earlier_run_summary(_read_summary(summary_file), run_dir):
+    if earlier:
         record.update(plugin_config=None, as_run=None, augment_preset=None,
                       earlier_gradkit_run=(f"{summary_file} and gradkit.yaml are" if config is not None else
                                            f"{summary_file} is") + " an earlier run's: results.csv has changed "
