@@ -348,6 +348,24 @@ def test_custom_optimizer_step_without_super_is_refused_before_training(tiny_dat
     assert calls == []
 
 
+@pytest.mark.e2e
+def test_a_run_refused_during_set_up_leaves_a_used_folder_s_gradkit_records(tiny_data, tmp_path):
+    """gradkit took over a reused folder (removed the earlier run's records, wrote its gradkit.yaml) before its last
+    refusals (a trainer's own step, an assigner it cannot change): the refused run left the folder without the earlier
+    run's records. Oracle: their bytes before the refused run."""
+    from gradkit.integrations.ultralytics import PluginError
+    from gradkit.integrations.ultralytics.callback import RUN_OUTPUTS
+
+    _, run = train_tiny(tiny_data, tmp_path, epochs=1)
+    names = ("gradkit.yaml", "weights/last.gradkit.pt", *RUN_OUTPUTS)
+    kept = {n: (run / n).read_bytes() for n in names if (run / n).is_file()}
+    assert {"gradkit.yaml", "gradient_steps.csv", "gradients.csv", "weights/last.gradkit.pt"} <= set(kept)
+    trainer_cls, calls = _counting_trainer(call_super=False)
+    with pytest.raises(PluginError, match=r"MyTrainer.optimizer_step"):
+        train_tiny(tiny_data, tmp_path, overrides={"clip.mode": "norm"}, trainer=trainer_cls, epochs=1)
+    assert calls == [] and {n: (run / n).read_bytes() for n in kept if (run / n).is_file()} == kept
+
+
 def test_custom_optimizer_step_that_skips_super_on_some_steps_is_stopped_at_the_first(tiny_data, tmp_path):
     from ultralytics.models.yolo.detect import DetectionTrainer
 

@@ -436,6 +436,26 @@ def test_a_refused_run_leaves_a_used_folder_as_it_was(tiny_data, tmp_path, gradk
     assert r.returncode == 2 and not (tmp_path / "new").exists()
 
 
+def test_a_run_refused_at_the_end_of_its_set_up_leaves_a_used_folder_as_it_was(tiny_data, tmp_path, gradkit_here):
+    """A refusal that needs the built model (RT-DETR's loss has no task-aligned assigner for assign.nwd to change)
+    came after gradkit had replaced the folder's records and after the trainer had drawn labels.jpg over the
+    earlier run's: that run's report then read the refused command's arguments, labels and configuration."""
+    used = tmp_path / "r"
+    (used / "weights").mkdir(parents=True)
+    for name, text in (("args.yaml", "epochs: 3\n"), ("labels.jpg", "an earlier run's"), ("gradkit.yaml", "clip: {}\n"),
+                       ("gradient_steps.csv", "step\n1\n"), ("report.json", "{}")):
+        (used / name).write_text(text)
+    before = _tree(used)
+    r = gradkit_here("train", "model=rtdetr-l.yaml", "epochs=1", "imgsz=64", "batch=2", "workers=0", "device=cpu",
+                     f"data={tiny_data}", f"project={tmp_path}", "name=r", "exist_ok=True", "gradkit.assign.nwd=true",
+                     cwd=tmp_path)
+    _error_line(r.returncode, r.stderr, "assign.nwd", "RTDETRDetectionLoss")
+    assert _tree(used) == before
+    r = gradkit_here("train", "model=rtdetr-l.yaml", "epochs=1", "imgsz=64", "batch=2", "workers=0", "device=cpu",
+                     f"data={tiny_data}", f"project={tmp_path}", "name=r", "gradkit.assign.nwd=true", cwd=tmp_path)
+    assert r.returncode == 2 and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r")) == ["r"]
+
+
 def test_the_usage_says_what_each_command_takes(tmp_path, gradkit_here):
     """From a user trial: the usage listed val among the modes passed to yolo unchanged (it refuses conf= and writes a
     report), named two of the three presets, and check's line left out overwrite=; a mistyped check argument's list

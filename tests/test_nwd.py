@@ -170,7 +170,7 @@ def test_refused_for_a_detector_without_a_task_aligned_assigner():
     model.args, model.nc = get_cfg(), 2  # as the trainer sets them
     plugin = GradkitCallback(load_config("default", {"assign.nwd": True}))
     with pytest.raises(PluginError, match=r"assign\.nwd .*\(RTDETRDetectionLoss\) has no task-aligned assigner"):
-        plugin.on_train_start(SimpleNamespace(args=SimpleNamespace(task="detect"), model=model))
+        plugin._refuse_unchangeable_assigner(SimpleNamespace(args=SimpleNamespace(task="detect"), model=model))
 
 
 @pytest.mark.e2e

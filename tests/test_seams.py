@@ -421,7 +421,8 @@ def test_a_refused_run_puts_back_only_what_its_own_trainer_wrote(tmp_path):
     (run_dir / "weights").mkdir(parents=True)
     (run_dir / "args.yaml").write_text("epochs: 3\n")  # an earlier run's
     before = run_folder_before(["train", f"project={tmp_path}", "name=r", "exist_ok=True"])
-    assert before["folder"] == str(run_dir.resolve()) and before["files"] == {"args.yaml": b"epochs: 3\n"}
+    assert before["folder"] == str(run_dir.resolve())
+    assert before["files"] == {"args.yaml": b"epochs: 3\n", "labels.jpg": None}
     (run_dir / "args.yaml").write_text("epochs: 7\n")  # what the refused run's trainer wrote
     ours = {"folder": before["folder"], "written": {"args.yaml": b"epochs: 7\n"}}
     (run_dir / "args.yaml").write_text("epochs: 9\n")  # another process, since
@@ -431,3 +432,6 @@ def test_a_refused_run_puts_back_only_what_its_own_trainer_wrote(tmp_path):
     assert not restore_run_folder(before, {**ours, "folder": str(tmp_path / "elsewhere")})
     assert restore_run_folder(before, ours) and (run_dir / "args.yaml").read_text() == "epochs: 3\n"
     assert (run_dir / "weights").is_dir()  # it was there before
+    (run_dir / "labels.jpg").write_bytes(b"drawn by another run")  # this run was refused before drawing one
+    (run_dir / "args.yaml").write_text("epochs: 7\n")
+    assert restore_run_folder(before, ours) and (run_dir / "labels.jpg").read_bytes() == b"drawn by another run"

@@ -454,7 +454,7 @@ def test_yoloe_trains_unwatched_and_its_loss_is_left_for_its_first_batch_to_choo
     assert plugin.teaching is None and getattr(model, "criterion", None) is None
     plugin = GradkitCallback(load_config("default", {"assign.nwd": True}))
     with pytest.raises(PluginError, match="YOLOEModel chooses its loss at its first batch"):
-        plugin.on_train_start(trainer)
+        plugin._refuse_unchangeable_assigner(trainer)  # in on_pretrain_routine_end, before the folder's set-up
     assert getattr(model, "criterion", None) is None
 
 

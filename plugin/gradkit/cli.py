@@ -737,13 +737,15 @@ def _user_error(exc: BaseException) -> str | None:
     """One line for a user's mistake found inside Ultralytics; None for a bug (keep its traceback)."""
     import errno
 
-    from gradkit.integrations.ultralytics import DatasetError
+    from gradkit.integrations.ultralytics import DatasetError, PluginError
     from gradkit.integrations.ultralytics.seams import yolo_argument_error
 
     if (line := yolo_argument_error(exc)) is not None:
         return line
     if isinstance(exc, ConfigError):  # a setting found wrong once Ultralytics had the model or the data
         return f"gradkit: {exc}"
+    if isinstance(exc, PluginError):  # a setting this model or trainer cannot take (its message names both)
+        return str(exc)
     seen = exc
     while seen is not None:  # Ultralytics wraps dataset errors in RuntimeError("Dataset ... error")
         if isinstance(seen, DatasetError):

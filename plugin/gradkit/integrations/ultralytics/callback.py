@@ -352,29 +352,44 @@ class GradkitCallback:
                                  "changed": getattr(self, "_resume_changed", {})})
         else:
             self.args_at_start = getattr(self, "_args_yaml", None)
-        if _is_main():
-            if not resuming:
-                _remove_previous_outputs(self.save_dir)
-            else:
-                _unmark_summary(self.save_dir)
-            written = self.save_dir / "gradkit.yaml.tmp"  # replaced whole: another rank may be reading it
-            written.write_text(self.cfg.to_yaml(), encoding="utf-8")
-            written.replace(self.save_dir / "gradkit.yaml")
-            if resuming and self.cfg.monitor.enabled:
-                self._drop_records_after(self.step, f"resuming from {ckpt.name}")
-            if self.cfg.monitor.enabled:
-                self.log = GradientLog(self.save_dir, append=resuming, flush_every=self.cfg.monitor.flush_every)
-            _logger().info(
-                f"gradkit: clip={self.cfg.clip.mode} {self.cfg.clip.params() or ''} monitor="
-                f"{'every ' + str(self.cfg.monitor.every) + ' step(s)' if self.cfg.monitor.enabled else 'off'} "
-                f"on_nonfinite={self.cfg.monitor.on_nonfinite}, {self.stats.num_layers} layers"
-            )
+        # every refusal before the folder is taken over: a refused run leaves a used folder's records as they were
+        self._refuse_unchangeable_assigner(trainer)
         self._take_over_optimizer_step(trainer)
         self._follow_nan_recovery(trainer)
         self.augment = self._resolved_augment(trainer)
         self._install_augmentation(trainer)
-        if not self.augment.active and _is_main():
-            _warn_labels_ultralytics_drops(trainer)
+        if _is_main():
+            self._take_over_run_folder(resuming, ckpt)
+            if not self.augment.active:
+                _warn_labels_ultralytics_drops(trainer)
+
+    def _take_over_run_folder(self, resuming: bool, ckpt: Path | None) -> None:
+        """Replace an earlier run's records in the run folder (a resume keeps its own), write this run's
+        gradkit.yaml and open the gradient log. Last in the set-up: after it nothing refuses the run."""
+        if not resuming:
+            _remove_previous_outputs(self.save_dir)
+        else:
+            _unmark_summary(self.save_dir)
+        written = self.save_dir / "gradkit.yaml.tmp"  # replaced whole: another rank may be reading it
+        written.write_text(self.cfg.to_yaml(), encoding="utf-8")
+        written.replace(self.save_dir / "gradkit.yaml")
+        if resuming and self.cfg.monitor.enabled:
+            self._drop_records_after(self.step, f"resuming from {ckpt.name}")
+        if self.cfg.monitor.enabled:
+            self.log = GradientLog(self.save_dir, append=resuming, flush_every=self.cfg.monitor.flush_every)
+        _logger().info(
+            f"gradkit: clip={self.cfg.clip.mode} {self.cfg.clip.params() or ''} monitor="
+            f"{'every ' + str(self.cfg.monitor.every) + ' step(s)' if self.cfg.monitor.enabled else 'off'} "
+            f"on_nonfinite={self.cfg.monitor.on_nonfinite}, {self.stats.num_layers} layers"
+        )
+
+    def _refuse_unchangeable_assigner(self, trainer) -> None:
+        """The ``assign`` options change Ultralytics' task-aligned assigner: refused for a detector without one."""
+        chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
+        missing = without_task_aligned_assigner(trainer) if chosen else None
+        if missing:
+            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
+                              f"detector: {missing} (set assign.{chosen[0]}: false)")
 
     def prior_due(self, trainer) -> bool:
         """Whether this run starts from ``init.prior``: not when it resumes (its checkpoint holds its own weights)."""
@@ -597,11 +612,6 @@ class GradkitCallback:
         loss per object), watch what it teaches (``monitor.taught``);
         with rollback, validate a fine-tune's starting weights (a state to return to); say once which diagnoses
         this run has too few optimizer steps for."""
-        chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
-        missing = without_task_aligned_assigner(trainer) if chosen else None
-        if missing:
-            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
-                              f"detector: {missing} (set assign.{chosen[0]}: false)")
         mode = self.cfg.speed.memory_format
         earlier = self._earlier_channels_last if getattr(trainer, "resume", False) else None
         layout = self.layout = choose_training_layout(trainer, mode, earlier)

@@ -1062,26 +1062,40 @@ def track_run() -> dict[str, Any]:
         "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
     })
     # ahead of the plugin's callbacks: before its checks, which may refuse the run, the folder the trainer has just
-    # written into and what it wrote there; before its set-up, which replaces a used folder's records, that it began
+    # written into and what it wrote there (as it was built, then as it set up); at the loop's start, after the
+    # plugin's set-up, whose last step replaces a used folder's records, that the run began
     register_default_callbacks({
-        "on_pretrain_routine_start": lambda trainer: run.update(_written_by(Path(trainer.save_dir))),
-        "on_pretrain_routine_end": lambda trainer: run.update(started=True)}, first=True)
+        "on_pretrain_routine_start": lambda trainer: run.update(_written_by(trainer, "args.yaml")),
+        "on_pretrain_routine_end": lambda trainer: _add_written(run, _written_by(trainer, *_DRAWN_IN_SET_UP)),
+        "on_train_start": lambda trainer: run.update(started=True)}, first=True)
     return run
 
 
-def _written_by(folder: Path) -> dict[str, Any]:
-    """``folder`` (resolved) and the bytes of what its trainer wrote there as it was built (``args.yaml``)."""
+def _written_by(trainer: Any, *names: str) -> dict[str, Any]:
+    """The trainer's run folder (resolved) and the bytes of the files ``names`` it has written there by now (a plot
+    it was not asked for is not written)."""
+    folder = Path(trainer.save_dir)
+    wanted = [n for n in names if n != "labels.jpg" or getattr(trainer.args, "plots", False)]
     try:
-        written = {n: (folder / n).read_bytes() for n in _WRITTEN_BEFORE_TRAINING}
+        written = {n: (folder / n).read_bytes() for n in wanted if n == "args.yaml" or (folder / n).is_file()}
     except OSError:
         written = None  # unreadable: nothing will be put back
     return {"folder": str(folder.resolve()), "written": written}
 
 
-#: What Ultralytics' trainer writes into its run folder as it is built (and an empty weights/): what a run refused
-#: before its set-up (before ``on_pretrain_routine_end``, where gradkit replaces a used folder's records and
-#: Ultralytics has drawn labels.jpg) must put back.
-_WRITTEN_BEFORE_TRAINING = ("args.yaml",)
+def _add_written(run: dict[str, Any], later: dict[str, Any]) -> None:
+    if run.get("folder") != later["folder"] or run.get("written") is None or later["written"] is None:
+        run["written"] = None  # not the folder first written, or unreadable: nothing will be put back
+    else:
+        run["written"].update(later["written"])
+
+
+#: What Ultralytics' trainer writes into its run folder as it sets up (``_setup_train``, with ``plots``), after
+#: args.yaml as it was built (and an empty weights/).
+_DRAWN_IN_SET_UP = ("labels.jpg",)
+#: What a run refused before its set-up ended (before the epoch loop; gradkit replaces a used folder's records last
+#: in its set-up) must put back.
+_WRITTEN_BEFORE_TRAINING = ("args.yaml", *_DRAWN_IN_SET_UP)
 
 
 def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
@@ -1111,21 +1125,22 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
 
 
 def restore_run_folder(before: dict[str, Any] | None, run: dict[str, Any]) -> bool:
-    """After a run refused (or interrupted) before its set-up: the run folder as :func:`run_folder_before` found it.
+    """After a run refused (or interrupted) before its epoch loop began: the run folder as :func:`run_folder_before`
+    found it.
     The files the trainer wrote are put back or removed, each by name and only while they hold what the trainer
     wrote (another process may have written since); the folders it made are removed only while empty (so nothing
     else can go with them), up to the one that was there before. Only where the trainer wrote into the folder
     ``before`` describes; False where nothing was done or something is left."""
     if before is None or run.get("started") or run.get("saved") or run.get("folder") != before["folder"]:
-        return False  # once set up, a used folder's records are replaced: a run refused later keeps its own
+        return False  # once begun, a used folder's records are replaced: a run stopped later keeps its own
     folder, written = Path(before["folder"]), run.get("written")
     made = ([folder / "weights"] if not before["weights_there"] else []) + \
         [p for p in (folder, *folder.parents) if p.is_relative_to(before["there"]) and str(p) != before["there"]]
     try:
         if written is None or any((folder / n).read_bytes() != b for n, b in written.items()):
             return False
-        for name, content in before["files"].items():
-            if content is None:
+        for name in written:
+            if (content := before["files"][name]) is None:
                 (folder / name).unlink(missing_ok=True)
             else:
                 (folder / name).write_bytes(content)
