@@ -435,3 +435,21 @@ def test_a_refused_run_puts_back_only_what_its_own_trainer_wrote(tmp_path):
     (run_dir / "labels.jpg").write_bytes(b"drawn by another run")  # this run was refused before drawing one
     (run_dir / "args.yaml").write_text("epochs: 7\n")
     assert restore_run_folder(before, ours) and (run_dir / "labels.jpg").read_bytes() == b"drawn by another run"
+
+
+@pytest.mark.parametrize(("model", "task"), [("yolo26n-seg.yaml", "segment"), ("yolo26n-pose.yaml", "pose"),
+                                             ("yolo26n.yaml", "detect")])
+def test_the_folder_put_back_is_the_one_ultralytics_chooses_for_the_model_s_task(tmp_path, monkeypatch, model, task):
+    """Without project= Ultralytics' runs folder is named by the task, which it takes from the model: the folder
+    was worked out for detect, so a segmenter's refused run was never put back. Oracle: Ultralytics' get_save_dir
+    with the task its YOLO class reads from the model."""
+    from ultralytics import YOLO
+    from ultralytics.cfg import get_save_dir
+
+    from gradkit.integrations.ultralytics.seams import run_folder_before
+
+    monkeypatch.chdir(tmp_path)
+    assert YOLO(model).task == task
+    expected = get_save_dir(SimpleNamespace(project=None, name=None, save_dir=None, task=task, mode="train",
+                                            exist_ok=False))
+    assert run_folder_before(["train", f"model={model}"])["folder"] == str(expected)

@@ -1109,8 +1109,9 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
     given = yolo_given_args(argv)
     if given.get("resume"):
         return None
+    task = given.get("task") or _model_task(given.get("model"))
     args = SimpleNamespace(save_dir=given.get("save_dir"), project=given.get("project"), name=given.get("name"),
-                           task=given.get("task") or "detect", mode="train", exist_ok=bool(given.get("exist_ok")))
+                           task=task, mode="train", exist_ok=bool(given.get("exist_ok")))
     try:
         folder = get_save_dir(args)
     except (OSError, TypeError, ValueError):
@@ -1122,6 +1123,23 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
         return None
     return {"folder": str(folder), "there": str(there.resolve()), "weights_there": (folder / "weights").exists(),
             "files": files}
+
+
+def _model_task(model: Any) -> str:
+    """The task Ultralytics takes from ``model`` when none is given (it names the default runs folder): a model YAML's
+    head, a checkpoint's training arguments; detect where neither says (Ultralytics' own default)."""
+    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
+
+    task = None
+    if isinstance(model, str) and model.endswith((".yaml", ".yml")):
+        try:
+            task = guess_model_task(yaml_model_load(model))
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):  # Ultralytics says it later
+            task = None
+    elif isinstance(model, str):
+        args = (_checkpoint_dict(model) or {}).get("train_args")
+        task = args.get("task") if isinstance(args, dict) else None
+    return task if isinstance(task, str) and task else "detect"
 
 
 def restore_run_folder(before: dict[str, Any] | None, run: dict[str, Any]) -> bool:
