@@ -145,9 +145,20 @@ def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], 
                 raise ConfigError(f"{arg!r}: plugin overrides take the form gradkit.SECTION.KEY=VALUE")
             name, parsed = key.removeprefix("gradkit."), _parse_value(value)
             if name in overrides and overrides[name] != parsed:  # which one was meant is not ours to guess
-                raise ConfigError(f"{key} is given twice, ={overrides[name]} and ={parsed}: give it once")
+                raise ConfigError(f"{key} is given twice, ={typed_overrides(args)[name]} and ={value}: give it once")
             overrides[name] = parsed
     return source, overrides, rest
+
+
+def typed_overrides(args: Sequence[str]) -> dict[str, str]:
+    """The ``gradkit.KEY=VALUE`` arguments' values as typed (the first of a key), for messages: YAML reads ``010`` as
+    8 and ``yes`` as true."""
+    typed: dict[str, str] = {}
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if _is_plugin_arg(arg) and key != "gradkit":
+            typed.setdefault(key.removeprefix("gradkit."), value)
+    return typed
 
 
 def _is_plugin_arg(arg: str) -> bool:
@@ -259,7 +270,7 @@ def _track_checkpoint() -> dict[str, Any]:
 def _augment_preview(args: Sequence[str]) -> int:
     try:
         source, overrides, rest = split_plugin_args(args)
-        cfg = load_config(source, overrides)
+        cfg = load_config(source, overrides, typed_overrides(args))
         _check_augment(cfg, source, overrides)
     except ConfigError as exc:
         print(f"gradkit: {exc}", file=sys.stderr)
@@ -972,13 +983,14 @@ def _dispatch(args: list[str]) -> int:
         mode = " ".join(a for a in mode_words if "=" not in a) or "none"
         if (source or set(overrides) - accepted) and not is_train:
             raise ConfigError(_train_only_keys(source, sorted(set(overrides) - accepted), sorted(accepted), mode))
-        cfg = load_config(source, overrides) if is_train else None
+        typed = typed_overrides(args)
+        cfg = load_config(source, overrides, typed) if is_train else None
         if cfg is not None:
             _check_augment(cfg, source, overrides)
             cfg = _given_hyps_win(cfg, rest)
         from gradkit.integrations.ultralytics.sliced import check_report_tiles
 
-        settings = cfg or load_config(None, overrides)
+        settings = cfg or load_config(None, overrides, typed)
         report = settings.report
         check_report_tiles(report.tile_size, report.tile_overlap)
         allow_download = settings.data.allow_download

@@ -558,8 +558,9 @@ def _error_lines(err: ValidationError, given: dict[str, Any] | None = None, pref
     return lines
 
 
-def _format_errors(err: ValidationError, source: str, one_line: bool = False) -> str:
-    lines = _error_lines(err)
+def _format_errors(err: ValidationError, source: str, one_line: bool = False,
+                   typed: dict[str, str] | None = None) -> str:
+    lines = _error_lines(err, typed)
     if one_line:
         return f"invalid gradkit config from {source}: " + " | ".join(lines)
     return f"invalid gradkit config from {source}:\n" + "\n".join("  " + line for line in lines)
@@ -609,6 +610,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 def load_config(
     source: str | Path | dict[str, Any] | GradkitConfig | None = None,
     overrides: dict[str, Any] | None = None,
+    typed: dict[str, str] | None = None,
 ) -> GradkitConfig:
     """Build a validated configuration.
 
@@ -616,6 +618,8 @@ def load_config(
         source: A YAML path, a preset name (``default``, ``defect``), a dict, a config object, or
             None for the ``default`` preset.
         overrides: Dotted keys applied on top, e.g. ``{"clip.mode": "agc"}``.
+        typed: The overrides as typed on a command line (``{"report.resamples": "010"}``, which YAML reads
+            as 8): messages show these.
 
     Raises:
         ConfigError: naming the file, each bad key, the bad value and the allowed values.
@@ -629,16 +633,18 @@ def load_config(
         looks_like_path = name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists()
         path = Path(name) if looks_like_path else preset_path(name)
         data, origin = _files_beside(_read_yaml(path), path), str(path)
+    shown = {k: typed[k] if typed and k in typed else repr(v) for k, v in (overrides or {}).items()}
     if overrides:
         data = apply_overrides(data, overrides)
-        origin += " with overrides " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        origin += " with overrides " + ", ".join(f"{k}={v}" for k, v in shown.items())
     try:
         return GradkitConfig.model_validate(data)
     except ValidationError as exc:
         if source is None:  # the defaults under the caller's own keys: each bad one named as given, on one line
             raise ConfigError("invalid gradkit setting: " + " | ".join(
-                _error_lines(exc, overrides or {}, prefix="gradkit."))) from None
-        raise ConfigError(_format_errors(exc, origin) + _plan_hint(data, source)) from None
+                _error_lines(exc, {k: typed.get(k, v) for k, v in overrides.items()} if typed else overrides or {},
+                             prefix="gradkit."))) from None
+        raise ConfigError(_format_errors(exc, origin, typed=typed) + _plan_hint(data, source)) from None
 
 
 def _files_beside(data: Any, path: Path) -> Any:
