@@ -453,3 +453,22 @@ def test_the_folder_put_back_is_the_one_ultralytics_chooses_for_the_model_s_task
     expected = get_save_dir(SimpleNamespace(project=None, name=None, save_dir=None, task=task, mode="train",
                                             exist_ok=False))
     assert run_folder_before(["train", f"model={model}"])["folder"] == str(expected)
+
+
+@pytest.mark.parametrize(("model", "task"), [("mine.pt", "pose"), ("yolo26n-seg.pt", "segment"),
+                                             ("yolo26n.pt", "detect"), ("broken.pt", "detect")])
+def test_a_checkpoint_s_task_is_its_training_arguments_or_its_name(tmp_path, monkeypatch, capsys, model, task):
+    """A checkpoint names its task in its training arguments; one not here yet (Ultralytics fetches it, or finds it in
+    its weights folder) by its name, as Ultralytics' guess_model_task reads it; nothing is printed, nothing fetched."""
+    from ultralytics.cfg import get_save_dir
+
+    from gradkit.integrations.ultralytics.seams import run_folder_before
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"train_args": {"task": "pose"}, "epoch": 3}, tmp_path / "mine.pt")  # hand-made, a known task
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    expected = get_save_dir(SimpleNamespace(project=None, name=None, save_dir=None, task=task, mode="train",
+                                            exist_ok=False))
+    assert run_folder_before(["train", f"model={model}"])["folder"] == str(expected)
+    out, err = capsys.readouterr()
+    assert "guess" not in out + err and (tmp_path / model).exists() == (model in ("mine.pt", "broken.pt"))

@@ -253,8 +253,8 @@ def _run_folder_before(args: list[str]) -> dict[str, Any] | None:
 
 
 def _restore_run_folder(before: dict[str, Any] | None, run: dict[str, Any]) -> None:
-    """A run refused or interrupted before it saved: its folder as it was (a new one gone, so the next run of the name
-    is not NAME2; a used one without the refused run's args.yaml over the earlier run's)."""
+    """A run refused or interrupted before gradkit took its folder over: the folder as it was (a new one gone, so the
+    next run of the name is not NAME2; a used one with its earlier args.yaml and labels.jpg, not the refused run's)."""
     from gradkit.integrations.ultralytics.seams import restore_run_folder
 
     restore_run_folder(before, run)

@@ -316,7 +316,8 @@ class GradkitCallback:
                               "classes: one weight per class, in the order of its names")
 
     def on_pretrain_routine_end(self, trainer) -> None:
-        """Set up after the optimizer, scaler and EMA exist (every rank), then take over the step."""
+        """Set up after the optimizer, scaler and EMA exist (every rank): every check that may refuse the run, the
+        step taken over, the augmentation installed, and last the run folder taken over (rank 0)."""
         self._reset()
         model = _unwrap(trainer.model)
         self.save_dir = Path(trainer.save_dir)
@@ -359,9 +360,9 @@ class GradkitCallback:
         self.augment = self._resolved_augment(trainer)
         self._install_augmentation(trainer)
         if _is_main():
-            self._take_over_run_folder(resuming, ckpt)
             if not self.augment.active:
                 _warn_labels_ultralytics_drops(trainer)
+            self._take_over_run_folder(resuming, ckpt)
 
     def _take_over_run_folder(self, resuming: bool, ckpt: Path | None) -> None:
         """Replace an earlier run's records in the run folder (a resume keeps its own), write this run's
@@ -938,7 +939,8 @@ def all_ranks_true(flag: torch.Tensor) -> bool:
 
 
 class PluginError(RuntimeError):
-    """gradkit cannot run as asked with this model or trainer; raised before training."""
+    """gradkit cannot run as asked with this model or trainer: raised before training, or at the first step that
+    shows it (a trainer's own step that skips gradkit's)."""
 
 
 def _bypass_message(owner: type) -> str:
@@ -1076,7 +1078,7 @@ def attach(model, cfg: str | Path | dict | GradkitConfig | None = None,
     """
     check_ultralytics_version()
     check_seams()
-    resolved = load_config(cfg, _overrides_dict(overrides))
+    resolved = load_config(cfg, _overrides_dict(overrides), _typed(overrides))
     check_augment_config(resolved, cfg, _overrides_dict(overrides))  # Albumentations builds them: not in gradkit.config
     check_report_tiles(resolved.report.tile_size, resolved.report.tile_overlap)  # gradkit tile's rules
     from gradkit.integrations.ultralytics.datasets import install_dataset_guard
@@ -1109,6 +1111,15 @@ def _overrides_dict(overrides: dict[str, Any] | list[str] | tuple[str, ...] | No
         raise ConfigError(f"gradkit override {bad[0]!r}: write SECTION.KEY=VALUE, e.g. 'clip.mode=agc'")
     _, parsed, _ = split_plugin_args([o if o.startswith("gradkit.") else f"gradkit.{o}" for o in overrides])
     return parsed
+
+
+def _typed(overrides: dict[str, Any] | list[str] | tuple[str, ...] | None) -> dict[str, str] | None:
+    """A list of ``KEY=VALUE`` strings' values as typed, for messages (``010``, which YAML reads as 8)."""
+    if overrides is None or isinstance(overrides, dict):
+        return None
+    from gradkit.cli import typed_overrides
+
+    return typed_overrides([o if o.startswith("gradkit.") else f"gradkit.{o}" for o in overrides])
 
 
 def _detach(model) -> bool:

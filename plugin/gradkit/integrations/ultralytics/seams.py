@@ -1047,7 +1047,8 @@ def unregister_default_callbacks() -> None:
 
 def track_run() -> dict[str, Any]:
     """A dict the next training fills, for the Ctrl-C message: ``last`` and ``best`` (where the weights go),
-    ``data``, ``classes``, ``folder`` (the run folder), ``started`` (the epoch loop is about to begin), ``saved``
+    ``data``, ``classes``, ``folder`` (the run folder), ``started`` (the plugin, registered before this is called, has
+    set up and taken the folder over), ``saved``
     (this run saved last.pt, or resumes from it: a used folder's old one does not count) and ``finished`` (the
     epoch loop has ended: Ultralytics' final validation then strips last.pt of what a resume needs). A plain dict
     filled by functions in ``default_callbacks``: Ultralytics deep-copies callable objects per model, not functions."""
@@ -1061,13 +1062,15 @@ def track_run() -> dict[str, Any]:
         # trainer.stop is set before this event of the epoch after which the loop ends
         "on_fit_epoch_end": lambda trainer: run.update(finished=bool(trainer.stop)),
     })
+    # after the plugin's (registered before this is called): its set-up, which ends by replacing a used folder's
+    # records, is done
+    register_default_callbacks({"on_pretrain_routine_end": lambda trainer: run.update(started=True)})
     # ahead of the plugin's callbacks: before its checks, which may refuse the run, the folder the trainer has just
-    # written into and what it wrote there (as it was built, then as it set up); at the loop's start, after the
-    # plugin's set-up, whose last step replaces a used folder's records, that the run began
+    # written into and what it wrote there (as it was built, then as it set up)
     register_default_callbacks({
         "on_pretrain_routine_start": lambda trainer: run.update(_written_by(trainer, "args.yaml")),
-        "on_pretrain_routine_end": lambda trainer: _add_written(run, _written_by(trainer, *_DRAWN_IN_SET_UP)),
-        "on_train_start": lambda trainer: run.update(started=True)}, first=True)
+        "on_pretrain_routine_end": lambda trainer: _add_written(run, _written_by(trainer, *_DRAWN_IN_SET_UP))},
+        first=True)
     return run
 
 
@@ -1109,7 +1112,8 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
     given = yolo_given_args(argv)
     if given.get("resume"):
         return None
-    task = given.get("task") or _model_task(given.get("model"))
+    named = given.get("save_dir") or given.get("project")  # else Ultralytics' runs folder, named by the task
+    task = given.get("task") or ("detect" if named else _model_task(given.get("model")))
     args = SimpleNamespace(save_dir=given.get("save_dir"), project=given.get("project"), name=given.get("name"),
                            task=task, mode="train", exist_ok=bool(given.get("exist_ok")))
     try:
@@ -1127,18 +1131,27 @@ def run_folder_before(argv: Sequence[str]) -> dict[str, Any] | None:
 
 def _model_task(model: Any) -> str:
     """The task Ultralytics takes from ``model`` when none is given (it names the default runs folder): a model YAML's
-    head, a checkpoint's training arguments; detect where neither says (Ultralytics' own default)."""
+    head, a checkpoint's training arguments, else the file's name (``-seg``, ``-pose``...: a checkpoint Ultralytics
+    will fetch or find in its weights folder); detect where none says (Ultralytics' own default). A guess: nothing
+    is fetched, and a wrong one only means a refused run's folder is not put back."""
+    import logging
+
     from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
-    task = None
-    if isinstance(model, str) and model.endswith((".yaml", ".yml")):
-        try:
+    if not isinstance(model, str) or "://" in model:
+        return "detect"
+    ultralytics_log = logging.getLogger("ultralytics")
+    quiet, ultralytics_log.disabled = ultralytics_log.disabled, True  # its "unable to guess" warning is for its run
+    try:
+        if model.endswith((".yaml", ".yml")):
             task = guess_model_task(yaml_model_load(model))
-        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):  # Ultralytics says it later
-            task = None
-    elif isinstance(model, str):
-        args = (_checkpoint_dict(model) or {}).get("train_args")
-        task = args.get("task") if isinstance(args, dict) else None
+        else:
+            args = (_checkpoint_dict(model) or {}).get("train_args")
+            task = args.get("task") if isinstance(args, dict) else guess_model_task(Path(model).name)
+    except Exception:  # a guess: Ultralytics names a bad model file itself when its run reads it
+        task = None
+    finally:
+        ultralytics_log.disabled = quiet
     return task if isinstance(task, str) and task else "detect"
 
 
@@ -1183,7 +1196,9 @@ def _checkpoint_dict(path: str | None) -> dict[str, Any] | None:
         ckpt, _ = torch_safe_load(str(path))
     # a file cut short or of another kind: TypeError is Ultralytics' "not a loadable checkpoint", AttributeError a
     # pickled object that is not a checkpoint
-    except (OSError, RuntimeError, ValueError, EOFError, TypeError, AttributeError, pickle.UnpicklingError):
+    # ImportError: a module the checkpoint names is not installed (Ultralytics does not install it offline)
+    except (OSError, RuntimeError, ValueError, EOFError, TypeError, AttributeError, ImportError,
+            pickle.UnpicklingError):
         return None
     return ckpt if isinstance(ckpt, dict) else None
 
