@@ -154,7 +154,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the data calls for
   (the plan without a budget; rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
   ``plan-budget-prior-halfsteps@time``: ``plan-budget-prior@time`` with the budget rule counting the half width's
-  own steps (it sizes by yolo26n's, as its pairs were measured from scratch).
+  own steps (it sizes by yolo26n's, as its pairs were measured from scratch); ``plan-budget-prior-halfsteps-up@time``:
+  the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size, as
+  the plan would do with both rules.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -216,7 +218,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
              "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time",
              "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time",
-             "plan-budget-prior-faded@time")
+             "plan-budget-prior-halfsteps-up@time", "plan-budget-prior-faded@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -456,9 +458,12 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == FADED_RECIPE:  # the plan from the prior, its pasted defects faded too
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg if cfg is None else _with_faded_paste(cfg), args
-    if recipe_name == HALF_STEPS_RECIPE:  # the plan from the prior, sized by the half width's own steps
+    if recipe_name in (HALF_STEPS_RECIPE, HALF_STEPS_UP_RECIPE):  # the plan from the prior, sized by its own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
-        return model, cfg, args if cfg is None else {**args, "imgsz": _half_width_budget_size(fp, plan, stock, args)}
+        if cfg is None:
+            return model, cfg, args
+        size = _half_width_budget_size(fp, plan, stock, args)
+        return model, cfg, {**args, "imgsz": _prior_upscaled(fp, size) if recipe_name == HALF_STEPS_UP_RECIPE else size}
     if recipe_name == "plan-deep-dfl@time":  # writes a model yaml, only for this recipe
         return _dfl_model_yaml(plan.train["model"]), plan.gradkit, deep_at_stock_time
     return {
@@ -614,6 +619,20 @@ PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x
 #: half width fewer than MIN_STEPS there (the rule sizes by yolo26n's steps as its pairs were measured, from
 #: scratch; the half width trains about twice yolo26n's steps in the same time).
 HALF_STEPS_RECIPE = "plan-budget-prior-halfsteps@time"
+#: ``plan-budget-prior-halfsteps-up@time``: that size, PRIOR_UPSCALE times larger where it is the images' native one
+#: (``gradkit.plan.upscale_from_prior``'s condition): the plan with both rules.
+HALF_STEPS_UP_RECIPE = "plan-budget-prior-halfsteps-up@time"
+
+
+def _prior_upscaled(fp, size: int) -> int:
+    from gradkit.plan import MAX_IMGSZ, PRIOR_UPSCALE, _round_up, native_imgsz
+
+    if size != native_imgsz(fp, size) or size >= MAX_IMGSZ:
+        print(f"{HALF_STEPS_UP_RECIPE}: imgsz {size}, not the native size: kept", flush=True)
+        return size
+    larger = min(_round_up(size * PRIOR_UPSCALE), MAX_IMGSZ)
+    print(f"{HALF_STEPS_UP_RECIPE}: imgsz {size}, the native size -> {larger}", flush=True)
+    return larger
 
 
 def _half_width_budget_size(fp, plan, stock: dict, args: dict) -> int:
