@@ -401,6 +401,15 @@ def test_a_mistyped_argument_of_an_own_command_gets_a_suggestion(tmp_path, gradk
     _error_line(r.returncode, r.stderr, args[-1].partition("=")[0], f"did you mean '{suggested}'")
 
 
+@pytest.mark.parametrize("args", [["val", "model=yolo26n.yaml", "data=x.yaml", "gradkit.report.resamples=0200"],
+                                  ["synth", "out=o", "images=010"], ["synth", "out=o", "images=1:30"]])
+def test_a_number_yaml_would_read_in_another_base_is_refused(tmp_path, gradkit_here, args):
+    """YAML 1.1 reads 0200 as octal 128 and 1:30 as base-60 90: the run went on with a number nobody typed."""
+    r = gradkit_here(*args, cwd=tmp_path)
+    _error_line(r.returncode, r.stderr, args[-1], "write it without")
+    assert not (tmp_path / "o").exists()
+
+
 def test_python_dash_m_gradkit_is_the_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gradkit", "--help"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=300)

@@ -114,11 +114,18 @@ def tile_options() -> dict[str, Any]:
             "keep_empty": 1.0, "seed": 0, "overwrite": False}
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(key: str, text: str) -> Any:
+    """``text`` as YAML reads it; a whole number it would read in another base (YAML 1.1: ``010`` octal 8, ``1:30``
+    base 60, 90) refused, naming ``key``."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    digits = text.strip().lstrip("+-")
+    if type(value) is int and (":" in digits or (len(digits) > 1 and digits[0] == "0" and digits.isdigit())):
+        raise ConfigError(f"{key}={text}: YAML reads this as {value} (base {60 if ':' in digits else 8}): write it "
+                          "without the leading zero or colon, as the number meant")
+    return value
 
 
 def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], list[str]]:
@@ -143,7 +150,7 @@ def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], 
         else:
             if not eq:
                 raise ConfigError(f"{arg!r}: plugin overrides take the form gradkit.SECTION.KEY=VALUE")
-            name, parsed = key.removeprefix("gradkit."), _parse_value(value)
+            name, parsed = key.removeprefix("gradkit."), _parse_value(key, value)
             if name in overrides and overrides[name] != parsed:  # which one was meant is not ours to guess
                 raise ConfigError(f"{key} is given twice, ={typed_overrides(args)[name]} and ={value}: give it once")
             overrides[name] = parsed
@@ -176,7 +183,7 @@ def _kv(args: Sequence[str], allowed: dict[str, Any], command: str, *also: str) 
         if not eq or key not in allowed:
             raise SystemExit(f"gradkit {command}: unknown argument {arg!r}{did_you_mean(key, allowed, '=')}; "
                              f"arguments: {', '.join([*(f'{k}=' for k in allowed), *also])}")
-        out[key] = _parse_value(value)
+        out[key] = _parse_value(key, value)
     for key, default in allowed.items():  # a value of the default's type, where the default has one
         _check_type(command, key, out[key], default)
     return out
