@@ -213,12 +213,24 @@ def test_a_speed_up_of_exactly_the_threshold_trains_the_half_width():
     assert P.HALF_WIDTH_MIN_SPEEDUP == 1.5 and plan.train["model"] == P.MODEL_HALF
 
 
-def test_a_budget_sizes_the_images_by_yolo26n_s_steps_as_the_half_width_was_measured():
+def test_a_budget_sizes_the_images_by_the_steps_of_the_model_it_trains():
+    """The width is chosen at the size yolo26n's steps buy (as its pairs were measured); from the prior the size is
+    then counted in the half width's own steps, from scratch in yolo26n's."""
     fp = fingerprint([BLOB] * 10, images=200)
-    # 3 min at 0.05 s per image at 256 px buys yolo26n 234 steps there (short of MIN_STEPS), the half width 468
+    # by hand: 3 min, 13 steps an epoch of 200; yolo26n 0.05 s per image at 256 px buys 234 steps there, at s px
+    # 234 (256 / s)^2: 599 at 160, 936 at 128; the half width 0.025 s: 468 at 256, 611 at 224, 832 at 192
     half, same = (P.make_plan(fp, budget_min=3, seconds_per_image=_timer(share)) for share in (0.5, 1.0))
     assert half.train["model"] == P.MODEL_HALF and same.train["model"] == P.MODEL
-    assert half.train["imgsz"] == same.train["imgsz"] < 256  # the oracle: the size a yolo26n-only timer chooses
+    assert half.train["imgsz"] == 192 and same.train["imgsz"] == 128
+    reason = choice(half, "imgsz").reason
+    assert f"buys {P.MODEL_HALF}, the model the plan trains from the prior, about 468 optimizer steps at 256" in reason
+    assert "832 at 192" in reason and P.HALF_STEPS_EVIDENCE in reason
+    assert "buys yolo26n about 234 optimizer steps at 256" in choice(same, "imgsz").reason
+    assert P.HALF_STEPS_EVIDENCE not in choice(same, "imgsz").reason
+    given = P.make_plan(fp, budget_min=3, seconds_per_image=_timer(0.5), model=P.MODEL)  # yolo26n, from scratch
+    assert given.train["imgsz"] == 128 and "init" not in given.gradkit
+    given = P.make_plan(fp, budget_min=3, seconds_per_image=_timer(0.5), model=P.MODEL_HALF)  # from the prior
+    assert given.train["imgsz"] == 192 and given.gradkit["init"] == {"prior": "defect"}
 
 
 # ---------------------------------------------------------------- what a budget buys on this machine
@@ -729,8 +741,8 @@ def test_from_the_prior_a_budget_that_affords_the_data_s_size_trains_a_quarter_l
 
 
 @pytest.mark.parametrize(("budget", "timer", "model", "imgsz"), [
-    # the half width, but 180 s buy yolo26n 252 x (256 / s)^2 steps at s px: 645 at 160, 1008 at 128
-    (3, _timer(0.5), None, 128),
+    # the half width from the prior: 180 s buy it 504 x (256 / s)^2 steps at s px: 658 at 224
+    (3, _timer(0.5), None, 224),
     (10, _timer(0.5), P.MODEL, 256),   # model=yolo26n.yaml: from scratch, no prior to upscale from
     (None, _timer(0.5), None, 256),    # no budget: yolo26n from scratch
     (10, _timer(1.0), None, 256),      # the timer finds no speed-up: yolo26n from scratch

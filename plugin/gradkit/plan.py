@@ -213,6 +213,16 @@ PRIOR_UPSCALE_EVIDENCE = (
     "and 1.07x, their cracks 0.178, 0.159 and 0.224 -> 0.226, 0.173 and 0.150; larger steps lost: the photographs "
     "at 1.5x (384 px) 0.81x, the colour set at 416 px where the budget rule trains at 256 px 0.98x and 0.93x "
     "(README, \"And more pixels, now that the start is learnt?\")")
+#: Why the budget rule counts the steps of the model the plan trains from the prior (MODEL_HALF, about twice
+#: yolo26n's images per second) rather than yolo26n's, which its pairs were measured with from scratch
+#: (benchmarks/defect_quality.py, plan-budget-prior-halfsteps@time against plan-budget-prior@time, same seeds and
+#: seconds, one core each; README, "The budget rule counts the steps of the model it trains").
+HALF_STEPS_EVIDENCE = (
+    "from the prior at stock's wall time, sized by the half width's own steps against yolo26n's, scored on 1000 "
+    "images no run trained on: the colour set at its native 320 px against 224 px 0.193 and 0.195 against 0.168 "
+    "and 0.168 mAP50-95, its scratches AP50 0.240 and 0.249 against 0.191 and 0.198; the material set at its native "
+    "352 px against 288-320 px 0.243 and 0.243 against 0.209 and 0.227; the photographs level at their native 256 "
+    "px against the 1.25x rule's 320 (0.116 and 0.121 against 0.119 and 0.115)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
@@ -236,8 +246,9 @@ HALF_WIDTH_MIN_SPEEDUP = 1.5
 HALF_WIDTH_MAX_STEPS = 1526
 #: Why a time budget trains MODEL_HALF (benchmarks/defect_quality.py, plan-budget-narrow@time against
 #: plan-budget-yolo26n@time, one core each: README, "Or a thinner network that sees more images?"). It trains
-#: about twice the epochs in the same time, at the size the budget rule chose for yolo26n (the plan sizes with
-#: yolo26n, as the pairs were measured, though the half-width model would buy MIN_STEPS at a larger size).
+#: about twice the epochs in the same time, at the size the budget rule chose for yolo26n (the plan chooses the
+#: width at that size, as the pairs were measured; from the prior it then sizes by the half width's own steps,
+#: HALF_STEPS_EVIDENCE).
 HALF_WIDTH_EVIDENCE = ("at equal wall time (stock's) half of yolo26n's width trained about twice the epochs and "
                        "scored higher than yolo26n in 9 of 11 pairs on six sets (mAP50-95, half against full "
                        "width): photographs 0.078 vs 0.054 side by side, 0.089 and 0.077 vs 0.070 and 0.071 "
@@ -403,14 +414,15 @@ def choose_width(choice: Choice, fp: Fingerprint, budget_min: float, imgsz: int,
     choice.value, choice.provisional = MODEL_HALF, True
     choice.reason = (f"yolo26n at half its channel width: this machine's timer puts it at {speedup:.2f}x yolo26n's "
                      f"images per second (validation included), so the budget of {budget_min:g} min buys it that "
-                     f"many times the epochs, where yolo26n would take about {steps:.0f} optimizer steps (imgsz is "
-                     f"sized by yolo26n's steps, as the pairs were); {HALF_WIDTH_EVIDENCE}; why yolo26n's head: "
+                     f"many times the epochs, where yolo26n would take about {steps:.0f} optimizer steps (chosen at "
+                     f"the size yolo26n's steps buy, as the pairs were); {HALF_WIDTH_EVIDENCE}; why yolo26n's head: "
                      f"{choice.reason}")
 
 
 def _given_model(model: str, plan: Plan) -> str:
-    """The user's ``model`` in place of the plan's choice, which the reason keeps (imgsz stays sized by yolo26n's
-    steps, as the rules were measured)."""
+    """The user's ``model`` in place of the plan's choice, which the reason keeps (imgsz is sized by yolo26n's
+    steps, as the rules were measured, or by the half width's where it is the model given and starts from the
+    prior)."""
     choice = next(c for c in plan.choices if c.key == "model")
     choice.reason = f"given (model={model}); the plan's own choice: {choice.value}, {choice.reason}"
     choice.value, choice.provisional = model, False
@@ -529,31 +541,56 @@ def deepest_budget_size(fp: Fingerprint, wanted: int) -> int:
     return max(_round_up(min(wanted, native) * DEEP_SHRINK), MIN_IMGSZ)
 
 
-def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: Plan,
-                        seconds_per_image: SecondsPerImage) -> int:
-    """The size to train at (:func:`size_buying_steps` with this machine's timer); a smaller one gets its reason
-    and, when still short, a warning; either gets the close-call note where the timer's drift would change it."""
-    nbs = plan.train.get("nbs", ULTRALYTICS_NBS)
-
+def budget_steps(fp: Fingerprint, budget_min: float, nbs: int, seconds_per_image: SecondsPerImage,
+                 model: str) -> Callable[[int], float]:
+    """Optimizer steps the budget buys ``model`` at a size, by this machine's timer (0 where it is not timed)."""
     def steps(size: int) -> float:
-        seconds = seconds_per_image(MODEL, size, len(fp.class_names))
+        seconds = seconds_per_image(model, size, len(fp.class_names))
         return 0.0 if seconds is None else budget_buys(fp.images, budget_min, nbs, seconds)[1]
+    return steps
 
+
+def budget_size(fp: Fingerprint, budget_min: float, wanted: int, nbs: int, seconds_per_image: SecondsPerImage,
+                model: str = MODEL) -> int:
+    """The budget rule's size for ``model`` (:func:`size_buying_steps`), nothing said."""
+    steps = budget_steps(fp, budget_min, nbs, seconds_per_image, model)
+    return size_buying_steps(steps, wanted, deepest_budget_size(fp, wanted))
+
+
+def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: Plan,
+                        seconds_per_image: SecondsPerImage, model: str = MODEL) -> int:
+    """The size to train at (:func:`size_buying_steps` with this machine's timer, counting ``model``'s steps); a
+    smaller one gets its reason and, when still short, a warning; either gets the close-call note where the timer's
+    drift would change it."""
+    steps = budget_steps(fp, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds_per_image, model)
     floor = deepest_budget_size(fp, wanted)
     size = size_buying_steps(steps, wanted, floor)
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
+    who, counted = _counted(model)
     if size != wanted:
         imgsz.value = size
-        imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys yolo26n "
+        imgsz.reason = (f"smaller than the {wanted} the data calls for: a budget of {budget_min:g} min buys {who} "
                         f"about {steps(wanted):.0f} optimizer steps at {wanted} on this machine, {steps(size):.0f} at "
                         f"{size} (the plan trains smaller below {MIN_STEPS} steps: {BUDGET_EVIDENCE}; "
                         f"down to {DEEP_SHRINK:g}x the smaller of that and the native size: "
-                        f"{DEEP_SHRINK_EVIDENCE}); why "
+                        f"{DEEP_SHRINK_EVIDENCE}){counted}; why "
                         f"{wanted}: {imgsz.reason}")
         if steps(size) < MIN_STEPS:
-            plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps))
+            plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps, who))
+    elif counted:
+        imgsz.reason = (f"the {wanted} the data calls for: a budget of {budget_min:g} min buys {who} about "
+                        f"{steps(wanted):.0f} optimizer steps there on this machine ({MIN_STEPS} or more: "
+                        f"{BUDGET_EVIDENCE}){counted}; why {wanted}: {imgsz.reason}")
     imgsz.reason += _drift_note(steps, wanted, size, floor)
     return size
+
+
+def _counted(model: str) -> tuple[str, str]:
+    """Whose steps the budget rule counts, as its reason names them, and why where it is not yolo26n's."""
+    if model == MODEL:
+        return "yolo26n", ""
+    return (f"{MODEL_HALF}, the model the plan trains from the prior,",
+            f"; counted for the model the plan trains from the prior: {HALF_STEPS_EVIDENCE}")
 
 
 def size_buying_steps(steps: Callable[[int], float], wanted: int, floor: int) -> int:
@@ -579,12 +616,13 @@ def _drift_note(steps: Callable[[int], float], wanted: int, size: int, floor: in
             f"plan ({TIMER_DRIFT_EVIDENCE})")
 
 
-def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float]) -> str:
+def _short_budget_warning(budget_min: float, wanted: int, size: int, steps: Callable[[int], float],
+                          who: str = "yolo26n") -> str:
     """What a budget too short even at the smallest size the plan trains at buys, and which size would do."""
     buying = next((s for s in range(size - IMGSZ_STEP, MIN_IMGSZ - 1, -IMGSZ_STEP) if steps(s) >= MIN_STEPS), None)
     smaller = (f"a smaller imgsz= ({buying} buys {MIN_STEPS} or more; deeper shrinks were measured only on 768 px "
                "panels, not on thin lines)" if buying else f"no imgsz down to {MIN_IMGSZ} buys them")
-    return (f"a budget of {budget_min:g} min buys yolo26n about {steps(size):.0f} optimizer steps even at imgsz {size} "
+    return (f"a budget of {budget_min:g} min buys {who} about {steps(size):.0f} optimizer steps even at imgsz {size} "
             f"({size / wanted:.2g}x the {wanted} the data calls for, the smallest the plan goes): under "
             f"{MIN_STEPS}, the run will stop while still learning fast; a larger budget= pays, or {smaller}")
 
@@ -718,11 +756,18 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
     imgsz = wanted = choose_imgsz(fp, plan)
     choose_batching(fp, plan)
     timer = None if seconds_per_image is None else with_validation(fp, seconds_per_image, val_seconds_per_image)
-    if budget_min and timer is not None:
-        imgsz = fit_imgsz_to_budget(fp, budget_min, wanted, plan, timer)
+    budgeted = bool(budget_min) and timer is not None
+    nbs = plan.train.get("nbs", ULTRALYTICS_NBS)
+    # the model at the size yolo26n's steps buy, as the width rule was measured; then the size by the steps of the
+    # model trained from the prior, planned or given (yolo26n's, as the budget rule's pairs were measured, for any
+    # other)
+    planned = choose_model(fp, budget_size(fp, budget_min, wanted, nbs, timer) if budgeted else wanted, plan,
+                           budget_min, timer)
+    if budgeted:
+        counted = MODEL_HALF if starts_from_prior(model or planned, fp) else MODEL
+        imgsz = fit_imgsz_to_budget(fp, budget_min, wanted, plan, timer, counted)
     hint_tiling(fp, imgsz, plan)
     # the command reads model and imgsz first
-    planned = choose_model(fp, imgsz, plan, budget_min, timer)
     plan.train = {"model": planned if model is None else _given_model(model, plan), "imgsz": imgsz, **plan.train}
     if budget_min and timer is not None and imgsz == wanted:
         upscale_from_prior(fp, plan, timer)
@@ -755,9 +800,15 @@ def upscale_from_prior(fp: Fingerprint, plan: Plan, seconds_per_image: SecondsPe
     plan.train["imgsz"] = size
 
 
+def starts_from_prior(model: str, fp: Fingerprint) -> bool:
+    """Whether the plan starts ``model`` from gradkit's defect prior: the model it was trained as (MODEL_HALF), on
+    three-channel input, as it was trained."""
+    return model == MODEL_HALF and fp.input_channels == 3
+
+
 def choose_start(plan: Plan, fp: Fingerprint) -> None:
     """gradkit's defect prior where the plan trains the model it was trained as (MODEL_HALF) on three-channel
-    input, as the prior was trained; from scratch else."""
+    input, as the prior was trained (:func:`starts_from_prior`); from scratch else."""
     if plan.train["model"] == MODEL_HALF and fp.input_channels != 3:
         plan.choose("init.prior", "none (from scratch)", f"the data YAML says channels: {fp.input_channels}, so "
                     f"the model's first layer takes {fp.input_channels} channel(s), and the defect prior's takes 3",
