@@ -155,8 +155,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   (the plan without a budget; rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
   ``plan-budget-prior-halfsteps@time``: ``plan-budget-prior@time`` with the budget rule counting the half width's
   own steps (it sizes by yolo26n's, as its pairs were measured from scratch); ``plan-budget-prior-halfsteps-up@time``:
-  the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size, as
-  the plan would do with both rules.
+  the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size: the
+  plan since session 56, which counts the steps of the model it trains from the prior.
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -616,8 +616,10 @@ PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x
 
 #: ``plan-budget-prior-halfsteps@time``: the plan from the prior with its budget rule counting the steps of the
 #: model it trains (the half width) instead of yolo26n's: the size the data calls for unless the budget buys the
-#: half width fewer than MIN_STEPS there (the rule sizes by yolo26n's steps as its pairs were measured, from
-#: scratch; the half width trains about twice yolo26n's steps in the same time).
+#: half width fewer than MIN_STEPS there (until session 56 the rule sized by yolo26n's steps as its pairs were
+#: measured, from scratch; the half width trains about twice yolo26n's steps in the same time), without the prior's
+#: 1.25x. Since session 56 the plan's own rule counts the half width's steps, so ``plan-budget-prior@time`` trains
+#: as ``plan-budget-prior-halfsteps-up@time`` does.
 HALF_STEPS_RECIPE = "plan-budget-prior-halfsteps@time"
 #: ``plan-budget-prior-halfsteps-up@time``: that size, PRIOR_UPSCALE times larger where it is the images' native one
 #: (``gradkit.plan.upscale_from_prior``'s condition): the plan with both rules.

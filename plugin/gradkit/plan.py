@@ -212,17 +212,20 @@ PRIOR_UPSCALE_EVIDENCE = (
     "AP50 0.185, 0.163 and 0.188 -> 0.213, 0.226 and 0.193; the photographs at 320 against 256 px 1.17x, 1.06x "
     "and 1.07x, their cracks 0.178, 0.159 and 0.224 -> 0.226, 0.173 and 0.150; larger steps lost: the photographs "
     "at 1.5x (384 px) 0.81x, the colour set at 416 px where the budget rule trains at 256 px 0.98x and 0.93x "
-    "(README, \"And more pixels, now that the start is learnt?\")")
+    "(README, \"And more pixels, now that the start is learnt?\"); on 1000 images no run trained on, 1.25x the "
+    "native size against it where the half width's steps keep it: the material set 0.260 against 0.240 (scratches "
+    "0.107 against 0.075), the colour set level (0.186 against 0.189 at 416 and 320 px)")
 #: Why the budget rule counts the steps of the model the plan trains from the prior (MODEL_HALF, about twice
 #: yolo26n's images per second) rather than yolo26n's, which its pairs were measured with from scratch
 #: (benchmarks/defect_quality.py, plan-budget-prior-halfsteps@time against plan-budget-prior@time, same seeds and
 #: seconds, one core each; README, "The budget rule counts the steps of the model it trains").
 HALF_STEPS_EVIDENCE = (
     "from the prior at stock's wall time, sized by the half width's own steps against yolo26n's, scored on 1000 "
-    "images no run trained on: the colour set at its native 320 px against 224 px 0.193 and 0.195 against 0.168 "
-    "and 0.168 mAP50-95, its scratches AP50 0.240 and 0.249 against 0.191 and 0.198; the material set at its native "
-    "352 px against 288-320 px 0.243 and 0.243 against 0.209 and 0.227; the photographs level at their native 256 "
-    "px against the 1.25x rule's 320 (0.116 and 0.121 against 0.119 and 0.115)")
+    "images no run trained on, higher on every set where the sizes differ: the colour set at its native 320 px "
+    "against 224 px 0.193 and 0.195 against 0.168 and 0.168 mAP50-95 (scratches AP50 0.240 and 0.249 against 0.191 "
+    "and 0.198), the material set at 352 against 288-320 px 0.243 and 0.243 against 0.209 and 0.227, the strips at "
+    "352 against 224 px 0.256 against 0.216, the weld set at 512 against 352 px 0.352 against 0.339; the "
+    "photographs level (0.116 and 0.121 against 0.119 and 0.115)")
 #: Ultralytics' nominal batch size: gradients are accumulated to this many images per optimizer step.
 ULTRALYTICS_NBS = 64
 #: (model yaml, imgsz, number of classes) -> seconds one training image costs on the machine that will train
