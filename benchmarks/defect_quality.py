@@ -147,14 +147,16 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   outputs from Ultralytics' initialisation, or the prior's rows for the classes named as its own;
   ``plan-budget-noprior@time``: the same from scratch, the plan until then, at the budget rule's size (since
   session 49 the plan from the prior trains at 1.25x the size the data calls for where the budget rule keeps that
-  size, ``gradkit.plan.upscale_from_prior``; the recipes from scratch, these and the width recipes, do not take
-  it). (Session 46 trained the first with
+  size, ``gradkit.plan.upscale_from_prior``, and since session 56 its budget rule counts the half width's steps; the
+  recipes from scratch, these and the width recipes, take neither: yolo26n's steps size them, as the plan sizes a
+  run from scratch). (Session 46 trained the first with
   Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
   initialised by a fresh model instead of the run's own.) ``plan-budget-prior-x1.25@time`` and
   ``plan-budget-prior-x1.5@time``: ``plan-budget-prior@time`` at 1.25 or 1.5 times the size the data calls for
   (the plan without a budget; rounded up to 32): from the prior, does the budget pay more as pixels than as steps?
   ``plan-budget-prior-halfsteps@time``: ``plan-budget-prior@time`` with the budget rule counting the half width's
-  own steps (it sizes by yolo26n's, as its pairs were measured from scratch); ``plan-budget-prior-halfsteps-up@time``:
+  own steps (it sized by yolo26n's until session 56, as its pairs were measured from scratch), without the 1.25x;
+  ``plan-budget-prior-halfsteps-up@time``:
   the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size: the
   plan since session 56, which counts the steps of the model it trains from the prior.
 
@@ -437,13 +439,14 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
 
         _, cfg, args = _budget_plan_args(fp, base, stock, recipe_name)
         cfg = None if cfg is None else {**cfg, "init": {"prior": "none"}}  # both from scratch, as measured
-        return getattr(gradkit.plan, WIDTH_RECIPES[recipe_name]), cfg, _without_prior_upscale(args, plan.train["imgsz"])
+        return (getattr(gradkit.plan, WIDTH_RECIPES[recipe_name]), cfg,
+                _from_scratch_size(fp, args, stock, plan.train["imgsz"]))
     if recipe_name in PRIOR_RECIPES:  # the plan's own budget, size and model, from the prior or from scratch
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
             return model, cfg, args
         if PRIOR_RECIPES[recipe_name]["prior"] == "none":
-            args = _without_prior_upscale(args, plan.train["imgsz"])
+            args = _from_scratch_size(fp, args, stock, plan.train["imgsz"])
         return model, {**cfg, "init": {**cfg.get("init", {}), **PRIOR_RECIPES[recipe_name]}}, args
     if recipe_name in PRIOR_SIZE_RECIPES:  # the plan from the prior, its images enlarged: pixels for its steps
         from gradkit.plan import _round_up
@@ -565,11 +568,18 @@ def _prior_plan_args(fp, base: dict, stock: dict | None, recipe_name: str) -> tu
     return model, cfg, args
 
 
-def _without_prior_upscale(args: dict, wanted: int) -> dict:
-    """``args`` at the budget rule's size, for a recipe from scratch: not the larger one the plan trains at from
-    the prior (``gradkit.plan.upscale_from_prior``; the budget rule never trains above ``wanted``, the size the
-    data calls for, so a larger size is the prior's)."""
-    return {**args, "imgsz": min(args["imgsz"], wanted)} if args else args
+def _from_scratch_size(fp, args: dict, stock: dict | None, wanted: int) -> dict:
+    """``args`` at the size the plan's budget rule gives a run from scratch (yolo26n's steps, as its pairs were
+    measured), for a recipe from scratch: not the one the plan trains at from the prior (counted in the half width's
+    steps since session 56, and 1.25x where that keeps the native size, ``gradkit.plan.upscale_from_prior``)."""
+    from gradkit.integrations.ultralytics.throughput import training_seconds_per_image
+    from gradkit.plan import ULTRALYTICS_NBS, budget_size
+
+    if not args or not stock:
+        return args
+    size = budget_size(fp, stock["train_s"] / 60, wanted, args.get("nbs", ULTRALYTICS_NBS), training_seconds_per_image)
+    print(f"from scratch: imgsz {args['imgsz']} (the plan's from the prior) -> {size} (by yolo26n's steps)", flush=True)
+    return {**args, "imgsz": size}
 
 
 def _budget_plan_args(fp, base: dict, stock: dict | None, recipe_name: str,
@@ -650,7 +660,7 @@ def _half_width_budget_size(fp, plan, stock: dict, args: dict) -> int:
         return 0.0 if seconds is None else budget_buys(fp.images, stock["train_s"] / 60, nbs, seconds)[1]
 
     size = size_buying_steps(steps, wanted, deepest_budget_size(fp, wanted))
-    print(f"{HALF_STEPS_RECIPE}: imgsz {args['imgsz']} (by yolo26n's steps) -> {size} (the half width's: "
+    print(f"{HALF_STEPS_RECIPE}: imgsz {args['imgsz']} (the plan's) -> {size} (the half width's: "
           f"{steps(size):.0f} estimated at {size}; the data calls for {wanted})", flush=True)
     return size
 

@@ -213,6 +213,16 @@ def test_a_speed_up_of_exactly_the_threshold_trains_the_half_width():
     assert P.HALF_WIDTH_MIN_SPEEDUP == 1.5 and plan.train["model"] == P.MODEL_HALF
 
 
+def test_the_model_s_hints_are_made_at_the_size_it_trains_at():
+    """The width is chosen at yolo26n's size (128 px here), the half width from the prior trains at 192: 12 px pits
+    are 6 px at 128 and 9 px at 192, so the stride-4 suggestion made at 128 would be false at the size trained."""
+    plan = P.make_plan(fingerprint([(1, 12, 12, 5.0, 0.7)] * 10, images=200), budget_min=3,
+                       seconds_per_image=_timer(0.5))
+    assert plan.train["model"] == P.MODEL_HALF and plan.train["imgsz"] == 192
+    said = " ".join([*plan.warnings, choice(plan, "model").reason])
+    assert "imgsz 128" not in said and P.MODEL_P2 not in said
+
+
 def test_a_budget_sizes_the_images_by_the_steps_of_the_model_it_trains():
     """The width is chosen at the size yolo26n's steps buy (as its pairs were measured); from the prior the size is
     then counted in the half width's own steps, from scratch in yolo26n's."""
@@ -716,18 +726,18 @@ def test_a_model_given_on_the_command_line_is_the_one_the_budget_estimate_counts
             in choice(given, "time").reason)
     reason = choice(given, "model").reason
     assert reason.startswith(f"given (model={P.MODEL})") and f"the plan's own choice: {P.MODEL_HALF}" in reason
-    # both sized by yolo26n's steps, as the rules were measured (256: the data's size); the plan's own half width
-    # then trains at 1.25x it from the prior, yolo26n from scratch does not
+    # both at the data's size (256): yolo26n's steps and, from the prior, the half width's clear MIN_STEPS there;
+    # the plan's own half width then trains at 1.25x it from the prior, yolo26n from scratch does not
     assert given.train["imgsz"] == 256 and own.train["imgsz"] == 320
 
 
-@pytest.mark.parametrize(("boxes", "side", "budget", "wanted", "imgsz"), [
-    # by hand, _timer(0.5): yolo26n 0.05 s per image at 256 px, 100 images = 7 steps an epoch
-    ([BLOB] * 10, 256, 10, 256, 320),           # 600 s buy 840 steps at 256 >= MIN_STEPS: 1.25 x 256 = 320
-    ([LINE] * 10, 344, 20, 352, 448),           # thin lines at their native 352: 0.0945 s, 889 steps; 440 -> 448
+@pytest.mark.parametrize(("boxes", "side", "budget", "wanted", "imgsz", "steps"), [
+    # by hand, _timer(0.5): the half width 0.025 s per image at 256 px, 100 images = 7 steps an epoch
+    ([BLOB] * 10, 256, 10, 256, 320, 1680),     # 600 s buy 1680 steps at 256 >= MIN_STEPS: 1.25 x 256 = 320
+    ([LINE] * 10, 344, 20, 352, 448, 1777),     # thin lines at their native 352: 0.0473 s, 1777 steps; 440 -> 448
 ])
 def test_from_the_prior_a_budget_that_affords_the_data_s_size_trains_a_quarter_larger(boxes, side, budget, wanted,
-                                                                                      imgsz):
+                                                                                      imgsz, steps):
     fp = fingerprint(boxes, side=side)
     assert P.make_plan(fp).train["imgsz"] == wanted                       # the size the data calls for
     plan = P.make_plan(fp, budget_min=budget, seconds_per_image=_timer(0.5))
@@ -736,6 +746,7 @@ def test_from_the_prior_a_budget_that_affords_the_data_s_size_trains_a_quarter_l
     reason = choice(plan, "imgsz").reason
     assert reason.startswith(f"1.25x the {wanted} the data calls for") and P.PRIOR_UPSCALE_EVIDENCE in reason
     assert "the images' native one" in reason
+    assert f"{P.MODEL_HALF}, the model the plan trains from the prior, about {steps} optimizer steps there" in reason
     assert f"imgsz {imgsz}" in choice(plan, "time").reason                # the estimate is at the size trained
     assert f"imgsz={imgsz}" in plan.command()
 
@@ -883,6 +894,8 @@ def test_one_channel_data_trains_the_half_width_from_scratch():
     plan = P.make_plan(fp, budget_min=10, seconds_per_image=_timer(0.5))
     assert plan.train["model"] == P.MODEL_HALF and "init" not in plan.gradkit
     assert "channels: 1" in choice(plan, "init.prior").reason
+    # from scratch: neither the half width's steps nor the prior's 1.25x (600 s buy yolo26n 840 steps at 256)
+    assert plan.train["imgsz"] == 256 and P.PRIOR_UPSCALE_EVIDENCE not in choice(plan, "imgsz").reason
 
 
 def test_the_fingerprint_reads_the_input_channels_from_the_data_yaml(tiny_data, tmp_path):

@@ -388,14 +388,34 @@ def _small_case(fp: Fingerprint, imgsz: int) -> str | None:
 
 
 def choose_model(fp: Fingerprint, imgsz: int, plan: Plan, budget_min: float | None = None,
-                 seconds_per_image: SecondsPerImage | None = None) -> str:
-    """The model's head (MODEL; the stride-4 head only suggested), then, with a budget, its width
-    (:func:`choose_width`; ``seconds_per_image`` with each image's share of the validation)."""
+                 seconds_per_image: SecondsPerImage | None = None, width_imgsz: int | None = None) -> str:
+    """The model's head at ``imgsz`` (MODEL; the stride-4 head only suggested), then, with a budget, its width
+    (:func:`choose_width` at ``width_imgsz``, default ``imgsz``; ``seconds_per_image`` with each image's share of
+    the validation)."""
     _choose_head(fp, imgsz, plan)
     choice = next(c for c in plan.choices if c.key == "model")
     if budget_min:
-        choose_width(choice, fp, budget_min, imgsz, plan.train.get("nbs", ULTRALYTICS_NBS), seconds_per_image)
+        choose_width(choice, fp, budget_min, width_imgsz or imgsz, plan.train.get("nbs", ULTRALYTICS_NBS),
+                     seconds_per_image)
     return choice.value
+
+
+def trades_width_for_steps(fp: Fingerprint, budget_min: float, imgsz: int, nbs: int,
+                           seconds_per_image: SecondsPerImage | None) -> bool:
+    """Whether :func:`choose_width` trains MODEL_HALF at ``imgsz``."""
+    return _width_reading(fp, budget_min, imgsz, nbs, seconds_per_image)[2] is None
+
+
+def _width_reading(fp: Fingerprint, budget_min: float, imgsz: int, nbs: int,
+                   seconds_per_image: SecondsPerImage | None) -> tuple[float | None, float | None, str | None]:
+    """The timer's speed-up of MODEL_HALF over MODEL at ``imgsz``, the steps the budget buys MODEL there, and why
+    the plan keeps MODEL's width (None: it trains MODEL_HALF)."""
+    nc = len(fp.class_names)
+    full = None if seconds_per_image is None else seconds_per_image(MODEL, imgsz, nc)
+    half = None if full is None else seconds_per_image(MODEL_HALF, imgsz, nc)
+    speedup = full / half if full and half else None
+    steps = budget_buys(fp.images, budget_min, nbs, full)[1] if full else None
+    return speedup, steps, _why_full_width(speedup, steps)
 
 
 def choose_width(choice: Choice, fp: Fingerprint, budget_min: float, imgsz: int, nbs: int,
@@ -403,12 +423,7 @@ def choose_width(choice: Choice, fp: Fingerprint, budget_min: float, imgsz: int,
     """yolo26n at half its width where this machine's timer says it trains at least HALF_WIDTH_MIN_SPEEDUP times the
     images per second and the budget buys yolo26n no more than HALF_WIDTH_MAX_STEPS (HALF_WIDTH_EVIDENCE);
     ``choice``, the head's, gets the reason either way."""
-    nc = len(fp.class_names)
-    full = None if seconds_per_image is None else seconds_per_image(MODEL, imgsz, nc)
-    half = None if full is None else seconds_per_image(MODEL_HALF, imgsz, nc)
-    speedup = full / half if full and half else None
-    steps = budget_buys(fp.images, budget_min, nbs, full)[1] if full else None
-    why_not = _why_full_width(speedup, steps)
+    speedup, steps, why_not = _width_reading(fp, budget_min, imgsz, nbs, seconds_per_image)
     if why_not is not None:
         choice.reason += (f"; yolo26n at half its width ({MODEL_HALF}) is the plan's model for a budget where it "
                           f"trains at least {HALF_WIDTH_MIN_SPEEDUP:g}x the images per second and yolo26n would "
@@ -580,7 +595,7 @@ def fit_imgsz_to_budget(fp: Fingerprint, budget_min: float, wanted: int, plan: P
                         f"{wanted}: {imgsz.reason}")
         if steps(size) < MIN_STEPS:
             plan.warnings.append(_short_budget_warning(budget_min, wanted, size, steps, who))
-    elif counted:
+    elif counted and steps(wanted) >= MIN_STEPS:
         imgsz.reason = (f"the {wanted} the data calls for: a budget of {budget_min:g} min buys {who} about "
                         f"{steps(wanted):.0f} optimizer steps there on this machine ({MIN_STEPS} or more: "
                         f"{BUDGET_EVIDENCE}){counted}; why {wanted}: {imgsz.reason}")
@@ -761,15 +776,16 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
     timer = None if seconds_per_image is None else with_validation(fp, seconds_per_image, val_seconds_per_image)
     budgeted = bool(budget_min) and timer is not None
     nbs = plan.train.get("nbs", ULTRALYTICS_NBS)
-    # the model at the size yolo26n's steps buy, as the width rule was measured; then the size by the steps of the
-    # model trained from the prior, planned or given (yolo26n's, as the budget rule's pairs were measured, for any
-    # other)
-    planned = choose_model(fp, budget_size(fp, budget_min, wanted, nbs, timer) if budgeted else wanted, plan,
-                           budget_min, timer)
+    # the width at the size yolo26n's steps buy, as its rule was measured; the size by the steps of the model trained
+    # from the prior, planned or given (yolo26n's, as the budget rule's pairs were measured, for any other); the
+    # model's head and the tiling hint at the size trained
+    width_imgsz = budget_size(fp, budget_min, wanted, nbs, timer) if budgeted else wanted
     if budgeted:
-        counted = MODEL_HALF if starts_from_prior(model or planned, fp) else MODEL
+        half = trades_width_for_steps(fp, budget_min, width_imgsz, nbs, timer)
+        counted = MODEL_HALF if starts_from_prior(model or (MODEL_HALF if half else MODEL), fp) else MODEL
         imgsz = fit_imgsz_to_budget(fp, budget_min, wanted, plan, timer, counted)
     hint_tiling(fp, imgsz, plan)
+    planned = choose_model(fp, imgsz, plan, budget_min, timer, width_imgsz)
     # the command reads model and imgsz first
     plan.train = {"model": planned if model is None else _given_model(model, plan), "imgsz": imgsz, **plan.train}
     if budget_min and timer is not None and imgsz == wanted:
@@ -787,11 +803,11 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
 
 def upscale_from_prior(fp: Fingerprint, plan: Plan, seconds_per_image: SecondsPerImage) -> None:
     """PRIOR_UPSCALE times ``plan``'s size, which the budget rule kept at the size the data calls for, where that is
-    the images' native size (as on both sets measured; not above MAX_IMGSZ), the plan trains the prior's model
-    (MODEL_HALF) and this machine's timer times it (the rule was measured at a timed budget); the size as it is
-    otherwise. The model and tiling hints stay those of the smaller size."""
+    the images' native size (as on the sets measured; not above MAX_IMGSZ), the plan starts the prior's model
+    (MODEL_HALF) from the prior (:func:`starts_from_prior`) and this machine's timer times it (the rule was measured
+    at a timed budget); the size as it is otherwise. The model and tiling hints stay those of the smaller size."""
     wanted = plan.train["imgsz"]
-    if (plan.train["model"] != MODEL_HALF or wanted != native_imgsz(fp, wanted) or wanted >= MAX_IMGSZ
+    if (not starts_from_prior(plan.train["model"], fp) or wanted != native_imgsz(fp, wanted) or wanted >= MAX_IMGSZ
             or seconds_per_image(MODEL, wanted, len(fp.class_names)) is None):
         return
     size = min(_round_up(wanted * PRIOR_UPSCALE), MAX_IMGSZ)
