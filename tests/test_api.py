@@ -122,8 +122,8 @@ def test_overrides_as_a_list_read_like_the_cli(yolo):
         gradkit.attach(yolo, None, ["clip.mode"])
     with pytest.raises(ConfigError, match=r"gradkit\.clip\.mode=agcc: .*'autoclip'"):
         gradkit.attach(yolo, None, ["clip.mode=agcc"])
-    with pytest.raises(ConfigError, match=r"gradkit\.report\.resamples=010: .*at least 100"):  # as typed, not 8
-        gradkit.attach(yolo, None, ["report.resamples=010"])
+    with pytest.raises(ConfigError, match=r"gradkit\.report\.resamples=1_0: .*at least 100"):  # as typed, not 10
+        gradkit.attach(yolo, None, ["report.resamples=1_0"])
 
 
 # ------------------------------------------------------------------ a clipper given model.parameters()

@@ -378,7 +378,7 @@ def test_val_help_is_gradkits_own_with_the_report_keys(tmp_path):
     ("val", "gradkit.report.resamples=5", ("gradkit.report.resamples=5", "at least 100")),
     ("train", "gradkit.report.conf=2", ("gradkit.report.conf=2", "less than or equal to 1")),
     ("val", "gradkit.report.conff=0.3", ("gradkit.report.conff", "did you mean 'gradkit.report.conf'")),
-    ("val", "gradkit.report.resamples=010", ("gradkit.report.resamples=010", "at least 100")),  # YAML's octal 8
+    ("val", "gradkit.report.resamples=1_0", ("gradkit.report.resamples=1_0", "at least 100")),  # YAML's 10
     ("train", "gradkit.report.conf=yes", ("gradkit.report.conf=yes", "takes numbers")),  # YAML's true
 ])
 def test_a_bad_plugin_setting_without_a_config_is_one_line_naming_the_key_as_typed(tiny_data, tmp_path,
@@ -487,9 +487,9 @@ def test_the_usage_says_what_each_command_takes(tmp_path, gradkit_here):
     r = gradkit_here("val", "model=yolo26n.yaml", "data=x.yaml", "gradkit.report.conf=0.5", "gradkit.report.conf=0.6",
                      cwd=tmp_path)
     _error_line(r.returncode, r.stderr, "gradkit.report.conf", "twice", "0.5", "0.6")
-    r = gradkit_here("val", "model=yolo26n.yaml", "data=x.yaml", "gradkit.report.resamples=0100",
-                     "gradkit.report.resamples=100", cwd=tmp_path)  # as typed, not as YAML reads them (64, 100)
-    _error_line(r.returncode, r.stderr, "gradkit.report.resamples", "twice", "=0100 and =100")
+    r = gradkit_here("val", "model=yolo26n.yaml", "data=x.yaml", "gradkit.report.resamples=1_00",
+                     "gradkit.report.resamples=200", cwd=tmp_path)  # as typed, not as YAML reads them (100, 200)
+    _error_line(r.returncode, r.stderr, "gradkit.report.resamples", "twice", "=1_00 and =200")
     r = gradkit_here("train", "model=yolo26n.yaml", "data=x.yaml", "gradkit=defect", "gradkit.clip.mode=agc",
                      "gradkit.clip.clip_factor=off", cwd=tmp_path)  # with a config file: shown as typed too
     assert r.returncode == 2 and "  clip.clip_factor=off: takes numbers" in r.stderr and "False" not in r.stderr
