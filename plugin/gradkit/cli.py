@@ -158,8 +158,8 @@ def split_plugin_args(args: Sequence[str]) -> tuple[str | None, dict[str, Any], 
 
 
 def typed_overrides(args: Sequence[str]) -> dict[str, str]:
-    """The ``gradkit.KEY=VALUE`` arguments' values as typed (the first of a key), for messages: YAML reads ``010`` as
-    8 and ``yes`` as true."""
+    """The ``gradkit.KEY=VALUE`` arguments' values as typed (the first of a key), for messages: YAML reads ``yes`` as
+    true and ``1_0`` as 10."""
     typed: dict[str, str] = {}
     for arg in args:
         key, _, value = arg.partition("=")

@@ -618,8 +618,8 @@ def load_config(
         source: A YAML path, a preset name (``default``, ``defect``), a dict, a config object, or
             None for the ``default`` preset.
         overrides: Dotted keys applied on top, e.g. ``{"clip.mode": "agc"}``.
-        typed: The overrides as typed on a command line (``{"report.resamples": "010"}``, which YAML reads
-            as 8): messages show these.
+        typed: The overrides as typed on a command line (``{"report.conf": "yes"}``, which YAML reads as
+            true): messages show these.
 
     Raises:
         ConfigError: naming the file, each bad key, the bad value and the allowed values.

@@ -1114,7 +1114,7 @@ def _overrides_dict(overrides: dict[str, Any] | list[str] | tuple[str, ...] | No
 
 
 def _typed(overrides: dict[str, Any] | list[str] | tuple[str, ...] | None) -> dict[str, str] | None:
-    """A list of ``KEY=VALUE`` strings' values as typed, for messages (``010``, which YAML reads as 8)."""
+    """A list of ``KEY=VALUE`` strings' values as typed, for messages (``yes``, which YAML reads as true)."""
     if overrides is None or isinstance(overrides, dict):
         return None
     from gradkit.cli import typed_overrides
