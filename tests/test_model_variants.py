@@ -140,7 +140,7 @@ def test_the_plan_times_gradkits_half_width_and_warns_of_a_users_file_of_its_nam
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / MODEL_HALF).write_text("nc: 2\n")  # the user's: not a model at all
-    model, _ = _model_and_batch(MODEL_HALF, nc=4, batch=2)
+    model, _ = _model_and_batch(MODEL_HALF, nc=4, batch=2, size=128)
     assert _convs(model)[0].out_channels == 8  # the timer times gradkit's variant, not the file here
     out = tmp_path / "p" / "plan.yaml"
     assert plan_command([f"data={tiny_data}", "budget=1", f"out={out}"],
@@ -156,7 +156,7 @@ def test_the_plan_times_gradkits_half_width_and_warns_of_a_users_file_of_its_nam
 def test_the_timer_builds_the_variant_it_is_asked_for():
     from gradkit.integrations.ultralytics.throughput import _model_and_batch
 
-    model, _ = _model_and_batch("yolo26n-half.yaml", nc=4, batch=2)
+    model, _ = _model_and_batch("yolo26n-half.yaml", nc=4, batch=2, size=128)
     assert _convs(model)[0].out_channels == 8 and model.yaml["scales"] == {"n": [0.5, 0.125, 1024]}
 
 

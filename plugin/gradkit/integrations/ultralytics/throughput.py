@@ -2,13 +2,14 @@
 ``gradkit plan budget=``.
 
 A few optimizer steps of the model on random images with random boxes (Ultralytics' own model and
-loss, built from the model YAML; nothing is downloaded or written), timed at ``CALIBRATION_PX`` and
-scaled to the asked size by pixels: a convolutional network's work, and its loss's anchors, grow with
-the pixel count. Training steps are timed in the layout the run will train in (``speed.memory_format``;
-with ``fastest``, both, and the faster counts). Real training also loads, decodes and augments the images;
-``DATA_OVERHEAD`` is what that added on this project's CPU (README, "A short budget buys steps, not
-pixels"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the same
-way: the evaluation-mode forward pass and the loss Ultralytics' validator computes during training, at
+loss, built from the model YAML; nothing is downloaded or written), timed at the two ``CALIBRATION_SIZES``
+and drawn as a line through both in the pixel count (``PixelCost``): a convolutional network's work grows with
+the pixels, but a model this small also pays per image for what does not (each layer's call, the loss's
+assignment of its boxes), a large share at small sizes on a fast CPU. Training steps are timed in the layout the
+run will train in (``speed.memory_format``; with ``fastest``, both, and the faster counts). Real training also
+loads, decodes and augments the images; ``DATA_OVERHEAD`` is what that added on this project's CPU (README, "How
+good the estimate is"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the
+same way: the evaluation-mode forward pass and the loss Ultralytics' validator computes during training, at
 its batch (twice the training batch); ``VAL_OVERHEAD`` is what loading, post-processing and the metrics added.
 """
 
@@ -17,16 +18,23 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CALIBRATION_PX", "DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD", "calibration_seconds_per_image",
+__all__ = ["CALIBRATION_SIZES", "DATA_OVERHEAD", "PixelCost", "TRAIN_BATCH", "VAL_OVERHEAD",
+           "calibration_seconds_per_image",
            "calibration_seconds_per_image_of", "calibration_val_seconds_per_image", "errors_against_float64",
            "fake_batch", "first_step_in_both_layouts", "layout_step_timers", "least_disturbed", "timed_training_step",
            "training_seconds_per_image", "validation_seconds_per_image", "width_family"]
 
-#: The size the timed steps run at (small, so the measurement takes seconds even for a large imgsz).
-CALIBRATION_PX = 128
+#: The sizes the timed steps run at: small, so the timing takes seconds even for a large imgsz, and two, so that the
+#: cost per image is the line through them in the pixel count (PixelCost). On this project's 2-core CPU (one
+#: thread, benchmarks/timer_scaling.py, session 57) that line came within 0.95-1.05 of steps timed at 192-512 px
+#: for yolo26n and its half width (and the half width's at 640), where scaling the 128 px step by pixels alone,
+#: as the timer did before, read 1.24-1.55x (yolo26n) and 1.40-2.09x (half width) their cost. 384 lies in the
+#: middle of the sizes the plan trains at (192-640, in pixel count); yolo26n's step at 640 px cost 1.7x the line.
+CALIBRATION_SIZES = (128, 384)
 #: Real training seconds per image over the timed model steps' (Ultralytics' data loading and
 #: augmentation, the EMA, the progress bar), by benchmarks/plan_estimate.py on the design, colour and
 #: photographed sets: 1.20, 1.11 and 0.92 on an earlier session's 2-core machine (a measure that still held
@@ -41,13 +49,32 @@ DATA_OVERHEAD = 1.1
 #: colour, photographed and material sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their
 #: mean, 1.63, rounded).
 VAL_OVERHEAD = 1.6
-#: Seconds per image at CALIBRATION_PX, per (what is timed, model yaml, classes, batch, threads, memory
-#: layout), timed once in this process.
-_CALIBRATED: dict[tuple[str, str, int, int, int, str], float] = {}
+#: Seconds per image (PixelCost), per (what is timed, model yaml, classes, batch, threads, memory layout), timed
+#: once in this process.
+_CALIBRATED: dict[tuple[str, str, int, int, int, str], PixelCost] = {}
 #: Ultralytics' default training batch (``batch`` in its default.yaml), what the plan trains at.
 TRAIN_BATCH = 16
 #: Steps timed after one untimed warm-up step.
 TIMED_STEPS = 3
+
+
+@dataclass(frozen=True)
+class PixelCost:
+    """Seconds per image at any size from two timings (``sizes``, ``seconds``, smaller size first): the line
+    through both in the pixel count, a fixed part per image plus a part per pixel; where timing noise or a cost
+    that grows faster than the pixels bends that line below zero (a negative fixed part or slope), the larger
+    timing scaled by pixels instead, which never reads a size cheaper than the line would."""
+
+    sizes: tuple[int, int]
+    seconds: tuple[float, float]
+
+    def at(self, size: int) -> float:
+        (small, large), (t_small, t_large) = self.sizes, self.seconds
+        per_pixel = (t_large - t_small) / (large ** 2 - small ** 2)
+        fixed = t_small - per_pixel * small ** 2
+        if per_pixel <= 0 or fixed < 0:
+            return t_large * (size / large) ** 2
+        return fixed + per_pixel * size ** 2
 
 
 def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> dict:
@@ -68,22 +95,22 @@ def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int 
     (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device), in the
     layout ``speed.memory_format`` trains in (``contiguous``: the default, and the plan's); None where a CUDA GPU
     would train instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
-    seconds = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
-    return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * DATA_OVERHEAD
+    cost = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
+    return None if cost is None else cost.at(imgsz) * DATA_OVERHEAD
 
 
 def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
                                  threads: int | None = None, on_cpu: bool = False) -> float | None:
     """Seconds validating one image costs during training at ``imgsz`` (``batch``: the training batch;
     Ultralytics validates at twice it); threads and None as :func:`training_seconds_per_image`."""
-    seconds = _calibrated("val", model_yaml, nc, 2 * batch, threads, on_cpu)
-    return None if seconds is None else seconds * (imgsz / CALIBRATION_PX) ** 2 * VAL_OVERHEAD
+    cost = _calibrated("val", model_yaml, nc, 2 * batch, threads, on_cpu)
+    return None if cost is None else cost.at(imgsz) * VAL_OVERHEAD
 
 
 def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | None, on_cpu: bool,
-                memory_format: str = "contiguous") -> float | None:
-    """Seconds per image at CALIBRATION_PX of training steps (``train``, in ``memory_format``) or validation
-    passes (``val``, always NCHW)."""
+                memory_format: str = "contiguous") -> PixelCost | None:
+    """Seconds per image (PixelCost) of training steps (``train``, in ``memory_format``) or validation passes
+    (``val``, always NCHW)."""
     if torch.cuda.is_available() and not on_cpu:
         return None
     from ultralytics.utils import NUM_THREADS
@@ -99,10 +126,11 @@ def _calibrated(what: str, model_yaml: str, nc: int, batch: int, threads: int | 
                 # so that the machine's drift between two timings cannot tip that choice
                 models = width_family(model_yaml)
                 seconds = calibration_seconds_per_image_of(models, nc, batch, memory_format)
-                _CALIBRATED.update({(what, m, nc, batch, threads, memory_format): t
+                _CALIBRATED.update({(what, m, nc, batch, threads, memory_format): PixelCost(CALIBRATION_SIZES, t)
                                     for m, t in zip(models, seconds, strict=True)})
             else:
-                _CALIBRATED[key] = calibration_val_seconds_per_image(model_yaml, nc, batch)
+                _CALIBRATED[key] = PixelCost(CALIBRATION_SIZES,
+                                             calibration_val_seconds_per_image(model_yaml, nc, batch))
         finally:
             torch.set_num_threads(callers)
     return _CALIBRATED[key]
@@ -119,25 +147,30 @@ def width_family(model_yaml: str) -> list[str]:
 
 
 def calibration_seconds_per_image(model_yaml: str, nc: int, batch: int = TRAIN_BATCH,
-                                  memory_format: str = "contiguous") -> float:
-    """Seconds per image of the model's training step alone at ``CALIBRATION_PX``, torch's current threads, in
+                                  memory_format: str = "contiguous",
+                                  sizes: tuple[int, ...] = CALIBRATION_SIZES) -> tuple[float, ...]:
+    """Seconds per image of the model's training step alone at each of ``sizes``, torch's current threads, in
     ``memory_format`` (``speed.memory_format``'s values): with ``fastest`` the faster of the two layouts, which
-    that setting keeps (``layout.py``). The layouts' steps are timed interleaved, each the fastest
-    of TIMED_STEPS after a warm-up."""
-    return calibration_seconds_per_image_of([model_yaml], nc, batch, memory_format)[0]
+    that setting keeps (``layout.py``). The steps are timed interleaved, each the fastest of TIMED_STEPS after a
+    warm-up."""
+    return calibration_seconds_per_image_of([model_yaml], nc, batch, memory_format, sizes)[0]
 
 
 def calibration_seconds_per_image_of(models: list[str], nc: int, batch: int = TRAIN_BATCH,
-                                     memory_format: str = "contiguous") -> list[float]:
-    """:func:`calibration_seconds_per_image` of each of ``models``, every model's steps in every layout timed in
-    turn, so that drift hits each alike."""
+                                     memory_format: str = "contiguous",
+                                     sizes: tuple[int, ...] = CALIBRATION_SIZES) -> list[tuple[float, ...]]:
+    """:func:`calibration_seconds_per_image` of each of ``models``, every model's steps at every size in every
+    layout timed in turn, so that drift hits each alike."""
     layouts = {"contiguous": (False,), "channels_last": (True,), "fastest": (False, True)}[memory_format]
     steps = []
     for model_yaml in models:
-        model, data = _model_and_batch(model_yaml, nc, batch)
-        steps += [timed_training_step(copy.deepcopy(model), dict(data), channels_last) for channels_last in layouts]
+        for size in sizes:
+            model, data = _model_and_batch(model_yaml, nc, batch, size)
+            steps += [timed_training_step(copy.deepcopy(model), dict(data), channels_last)
+                      for channels_last in layouts]
     seconds = least_disturbed(steps)
-    return [min(seconds[i:i + len(layouts)]) / batch for i in range(0, len(seconds), len(layouts))]
+    fastest = [min(seconds[i:i + len(layouts)]) / batch for i in range(0, len(seconds), len(layouts))]
+    return [tuple(fastest[i:i + len(sizes)]) for i in range(0, len(fastest), len(sizes))]
 
 
 def _training_step(model: torch.nn.Module, data: dict) -> Callable[[], None]:
@@ -222,20 +255,27 @@ def first_step_in_both_layouts(model_yaml: str, nc: int, batch: int, size: int):
     return out
 
 
-def calibration_val_seconds_per_image(model_yaml: str, nc: int, batch: int) -> float:
-    """Seconds per image of what Ultralytics' validator does with the model during training, at
-    ``CALIBRATION_PX``: the evaluation-mode forward pass and the loss on its predictions, without gradients."""
-    model, data = _model_and_batch(model_yaml, nc, batch)
+def calibration_val_seconds_per_image(model_yaml: str, nc: int, batch: int,
+                                      sizes: tuple[int, ...] = CALIBRATION_SIZES) -> tuple[float, ...]:
+    """Seconds per image of what Ultralytics' validator does with the model during training, at each of
+    ``sizes`` (timed in turn): the evaluation-mode forward pass and the loss on its predictions, without
+    gradients."""
+    seconds = least_disturbed([_timed(_validation_pass(*_model_and_batch(model_yaml, nc, batch, size)))
+                               for size in sizes])
+    return tuple(s / batch for s in seconds)
+
+
+def _validation_pass(model: torch.nn.Module, data: dict) -> Callable[[], None]:
     model.eval()
 
     def step() -> None:
         with torch.inference_mode():
             model.loss(data, model(data["img"]))
 
-    return least_disturbed([_timed(step)])[0] / batch
+    return step
 
 
-def _model_and_batch(model_yaml: str, nc: int, batch: int, size: int = CALIBRATION_PX) -> tuple[torch.nn.Module, dict]:
+def _model_and_batch(model_yaml: str, nc: int, batch: int, size: int) -> tuple[torch.nn.Module, dict]:
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
