@@ -751,6 +751,25 @@ def test_from_the_prior_a_budget_that_affords_the_data_s_size_trains_a_quarter_l
     assert f"imgsz={imgsz}" in plan.command()
 
 
+@pytest.mark.parametrize(("budget", "imgsz", "steps_up"), [
+    # by hand, _timer(0.5): the half width 0.025 s per image at 256 px, 100 images = 7 steps an epoch; b minutes buy
+    # it 168 b steps at 256 and 168 b x 0.64 at 320
+    (5, 256, 538),   # 840 at 256 (>= MIN_STEPS, kept), 538 at 320: under MIN_STEPS, not enlarged
+    (7, 320, 753),   # 1176 at 256, 753 at 320: enlarged
+])
+def test_from_the_prior_the_quarter_larger_size_must_still_buy_min_steps(budget, imgsz, steps_up):
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=budget, seconds_per_image=_timer(0.5))
+    assert plan.train["model"] == P.MODEL_HALF and plan.gradkit["init"] == {"prior": "defect"}
+    assert plan.train["imgsz"] == choice(plan, "imgsz").value == imgsz
+    reason = choice(plan, "imgsz").reason
+    assert P.PRIOR_UPSCALE_EVIDENCE in reason  # either way the reason cites the measurement
+    if imgsz == 256:
+        assert f"not 1.25x it from the prior (320): the budget would buy {P.MODEL_HALF} about {steps_up} " \
+               f"optimizer steps there, under {P.MIN_STEPS}" in reason
+    else:
+        assert f"320 still buys it about {steps_up} optimizer steps ({P.MIN_STEPS} or more)" in reason
+
+
 @pytest.mark.parametrize(("budget", "timer", "model", "imgsz"), [
     # the half width from the prior: 180 s buy it 504 x (256 / s)^2 steps at s px: 658 at 224
     (3, _timer(0.5), None, 224),

@@ -789,7 +789,7 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
     # the command reads model and imgsz first
     plan.train = {"model": planned if model is None else _given_model(model, plan), "imgsz": imgsz, **plan.train}
     if budget_min and timer is not None and imgsz == wanted:
-        upscale_from_prior(fp, plan, timer)
+        upscale_from_prior(fp, plan, budget_min, timer)
     choose_schedule(fp, budget_min, plan, seconds_per_image, val_seconds_per_image)
     plan.gradkit = {"clip": {"mode": "stock"}, "augment": choose_augmentation(fp, plan)}
     plan.choose("clip.mode", "stock", "benchmarks/stability.py (3 seeds): with SGD no policy came near the stock "
@@ -801,21 +801,29 @@ def make_plan(fp: Fingerprint, budget_min: float | None = None, seconds_per_imag
     return plan
 
 
-def upscale_from_prior(fp: Fingerprint, plan: Plan, seconds_per_image: SecondsPerImage) -> None:
+def upscale_from_prior(fp: Fingerprint, plan: Plan, budget_min: float, seconds_per_image: SecondsPerImage) -> None:
     """PRIOR_UPSCALE times ``plan``'s size, which the budget rule kept at the size the data calls for, where that is
     the images' native size (as on the sets measured; not above MAX_IMGSZ), the plan starts the prior's model
-    (MODEL_HALF) from the prior (:func:`starts_from_prior`) and this machine's timer times it (the rule was measured
-    at a timed budget); the size as it is otherwise. The model and tiling hints stay those of the smaller size."""
+    (MODEL_HALF) from the prior (:func:`starts_from_prior`) and the budget still buys it MIN_STEPS there by this
+    machine's timer (the rule was measured at a timed budget, and lost where it left fewer); the size as it is
+    otherwise. The model and tiling hints stay those of the smaller size."""
     wanted = plan.train["imgsz"]
     if (not starts_from_prior(plan.train["model"], fp) or wanted != native_imgsz(fp, wanted) or wanted >= MAX_IMGSZ
-            or seconds_per_image(MODEL, wanted, len(fp.class_names)) is None):
+            or seconds_per_image(MODEL_HALF, wanted, len(fp.class_names)) is None):
         return
     size = min(_round_up(wanted * PRIOR_UPSCALE), MAX_IMGSZ)
+    steps = budget_steps(fp, budget_min, plan.train.get("nbs", ULTRALYTICS_NBS), seconds_per_image, MODEL_HALF)
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
+    if steps(size) < MIN_STEPS:
+        imgsz.reason += (f"; not {PRIOR_UPSCALE:g}x it from the prior ({size}): the budget would buy "
+                         f"{MODEL_HALF} about {steps(size):.0f} optimizer steps there, under {MIN_STEPS} "
+                         f"({PRIOR_UPSCALE_EVIDENCE})")
+        return
     imgsz.value, imgsz.provisional = size, True
     imgsz.reason = (f"{PRIOR_UPSCALE:g}x the {wanted} the data calls for (rounded up to {IMGSZ_STEP}): the budget "
-                    f"affords that size, the images' native one, and the plan starts {MODEL_HALF} from the defect "
-                    f"prior; {PRIOR_UPSCALE_EVIDENCE}; why {wanted}: {imgsz.reason}")
+                    f"affords that size, the images' native one, the plan starts {MODEL_HALF} from the defect "
+                    f"prior, and {size} still buys it about {steps(size):.0f} optimizer steps ({MIN_STEPS} or more); "
+                    f"{PRIOR_UPSCALE_EVIDENCE}; why {wanted}: {imgsz.reason}")
     plan.train["imgsz"] = size
 
 
