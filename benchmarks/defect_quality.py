@@ -631,8 +631,9 @@ PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x
 #: 1.25x. Since session 56 the plan's own rule counts the half width's steps, so ``plan-budget-prior@time`` trains
 #: as ``plan-budget-prior-halfsteps-up@time`` does.
 HALF_STEPS_RECIPE = "plan-budget-prior-halfsteps@time"
-#: ``plan-budget-prior-halfsteps-up@time``: that size, PRIOR_UPSCALE times larger where it is the images' native one
-#: (``gradkit.plan.upscale_from_prior``'s condition): the plan with both rules.
+#: ``plan-budget-prior-halfsteps-up@time``: that size, PRIOR_UPSCALE times larger where it is the images' native one,
+#: whatever steps that leaves: the plan with both rules as session 56 made it (since session 57
+#: ``gradkit.plan.upscale_from_prior`` enlarges only where the larger size still buys MIN_STEPS).
 HALF_STEPS_UP_RECIPE = "plan-budget-prior-halfsteps-up@time"
 
 

@@ -238,10 +238,12 @@ MODEL_P2 = "yolo26n-p2.yaml"
 MODEL_HALF = "yolo26n-half.yaml"
 #: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
 #: MODEL_HALF. Every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (one thread each);
-#: the timer read 1.6-1.95x on one thread (sessions 44 and 45; 1.95x timed in turn) and 1.62x on two (it times at
-#: CALIBRATION_PX, 128 px, and scales both models alike). So 1.5-1.8x is an extrapolation, taken so that a
-#: two-thread machine like the demo's trains it; below 1.5 nothing backs it, and a GPU, where a model this small
-#: does not fill the device, is not timed at all.
+#: the timer read 1.6-1.95x on one thread (sessions 44 and 45; 1.95x timed in turn) and 1.62x on two, when it timed
+#: at 128 px only and scaled both models alike; read off its line through two sizes (throughput.CALIBRATION_SIZES,
+#: session 57) the steps' own ratio at 256-512 px is 1.9-2.1x on one thread, 1.6 at 128 px (benchmarks/
+#: timer_scaling.py), so a machine's reading near 1.5 at the plan's size is far from those pairs. 1.5-1.8x is an
+#: extrapolation, taken so that a two-thread machine like the demo's trains it; below 1.5 nothing backs it, and a
+#: GPU, where a model this small does not fill the device, is not timed at all.
 HALF_WIDTH_MIN_SPEEDUP = 1.5
 #: The most optimizer steps a budget may buy yolo26n for the plan to trade its width for steps: the most it took in
 #: any pair of HALF_WIDTH_EVIDENCE (the photographs, seed 2 of session 41: 109 epochs of 14 steps). A longer budget

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CALIBRATION_SIZES", "DATA_OVERHEAD", "PixelCost", "TRAIN_BATCH", "VAL_OVERHEAD",
-           "calibration_seconds_per_image",
+__all__ = ["CALIBRATION_SIZES", "DATA_OVERHEAD", "PixelCost", "HALF_WIDTH_DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD",
+           "calibration_seconds_per_image", "data_overhead",
            "calibration_seconds_per_image_of", "calibration_val_seconds_per_image", "errors_against_float64",
            "fake_batch", "first_step_in_both_layouts", "layout_step_timers", "least_disturbed", "timed_training_step",
            "training_seconds_per_image", "validation_seconds_per_image", "width_family"]
@@ -36,19 +36,24 @@ __all__ = ["CALIBRATION_SIZES", "DATA_OVERHEAD", "PixelCost", "TRAIN_BATCH", "VA
 #: middle of the sizes the plan trains at (192-640, in pixel count); yolo26n's step at 640 px cost 1.7x the line.
 CALIBRATION_SIZES = (128, 384)
 #: Real training seconds per image over the timed model steps' (Ultralytics' data loading and
-#: augmentation, the EMA, the progress bar), by benchmarks/plan_estimate.py on the design, colour and
-#: photographed sets: 1.20, 1.11 and 0.92 on an earlier session's 2-core machine (a measure that still held
-#: the last epoch's validation, a few percent), 0.89, 0.94 and 0.90 (and 1.00 on the material set) on a
-#: later one with validation taken out. The demo, training on both cores, made 13% and 1% fewer steps
-#: than this estimated (README, "The demo"). Machines differ by more than the sets do; 1.1 is kept, the estimate
-#: within about +-20%. It holds for the half width too: timed in turn with yolo26n, both read 0.88-0.89
-#: (session 45; timed one after the other the half width read 0.84-0.86 and yolo26n 1.02-1.03: drift).
-DATA_OVERHEAD = 1.1
+#: augmentation, the EMA, the progress bar), by benchmarks/plan_estimate.py (3 epochs, Ultralytics' default
+#: workers and threads, the machine otherwise idle) on the design, colour, photographed and material sets at the
+#: plan's sizes (256-352 px), since the timer reads steps off the line through two sizes (session 57): yolo26n
+#: 1.04, 1.05, 0.93 and 1.01 (this number), its half width 1.31, 1.24, 1.33 and 1.16 (HALF_WIDTH_DATA_OVERHEAD);
+#: pinned to one core beside another run, loading in the training process (workers=0, as
+#: benchmarks/defect_quality.py trains), the half width read 1.22 and 1.17 on the colour and material sets: about
+#: 8 ms per image beside its step where yolo26n's paid about 2. Until session 56, timed at 128 px and scaled by
+#: pixels, one number (1.1) served both and the estimate read 0.72-1.08 of real training on this project's
+#: machines (README, "How good the estimate is").
+DATA_OVERHEAD = 1.0
+#: DATA_OVERHEAD for yolo26n at half its width (the plan's model from the prior), by the same runs: its step is
+#: short enough that what the timer does not run is a quarter of it.
+HALF_WIDTH_DATA_OVERHEAD = 1.25
 #: Real validation seconds per image during training over the timed evaluation passes' (Ultralytics'
-#: loading with rect batches, post-processing, the metrics): 1.96, 1.57, 1.52 and 1.45 on the design,
-#: colour, photographed and material sets on this project's 2-core CPU (benchmarks/plan_estimate.py; their
-#: mean, 1.63, rounded).
-VAL_OVERHEAD = 1.6
+#: loading with rect batches, post-processing, the metrics), by the same runs: yolo26n 1.50, 1.16, 0.97 and 0.94,
+#: its half width 1.62, 1.33, 1.80 and 1.17 (their mean, 1.31, rounded; 1.6 until session 56, when the passes
+#: were scaled from 128 px by pixels).
+VAL_OVERHEAD = 1.3
 #: Seconds per image (PixelCost), per (what is timed, model yaml, classes, batch, threads, memory layout), timed
 #: once in this process.
 _CALIBRATED: dict[tuple[str, str, int, int, int, str], PixelCost] = {}
@@ -88,15 +93,23 @@ def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> di
             "bboxes": torch.cat([xy, wh], 1)}
 
 
+def data_overhead(model_yaml: str) -> float:
+    """Real training seconds per image over ``model_yaml``'s timed step's."""
+    from gradkit.plan import MODEL_HALF
+
+    return HALF_WIDTH_DATA_OVERHEAD if model_yaml == MODEL_HALF else DATA_OVERHEAD
+
+
 def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
                                threads: int | None = None, on_cpu: bool = False,
                                memory_format: str = "contiguous") -> float | None:
     """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
     (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device), in the
-    layout ``speed.memory_format`` trains in (``contiguous``: the default, and the plan's); None where a CUDA GPU
-    would train instead (only the CPU is timed), unless the run trains ``on_cpu`` anyway."""
+    layout ``speed.memory_format`` trains in (``contiguous``: the default, and the plan's), with what the steps
+    do not run (:func:`data_overhead`); None where a CUDA GPU would train instead (only the CPU is timed), unless the
+    run trains ``on_cpu`` anyway."""
     cost = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
-    return None if cost is None else cost.at(imgsz) * DATA_OVERHEAD
+    return None if cost is None else cost.at(imgsz) * data_overhead(model_yaml)
 
 
 def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
