@@ -45,17 +45,18 @@ def epoch_seconds(results_csv: Path) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
-def run_set(name: str, data: Path, out: Path, epochs: int, models: list[str] | None = None) -> list[dict]:
+def run_set(name: str, data: Path, out: Path, epochs: int, models: list[str] | None = None,
+            workers: int | None = None) -> list[dict]:
     """One row per model of ``models`` (None: the plan's own), each trained for ``epochs`` epochs."""
     from gradkit.data.fingerprint import fingerprint_dataset
     from gradkit.plan import make_plan
 
     fp = fingerprint_dataset(data)
     plan = make_plan(fp)
-    return [run_model(name, data, out, epochs, fp, plan, model) for model in models or [plan.train["model"]]]
+    return [run_model(name, data, out, epochs, fp, plan, model, workers) for model in models or [plan.train["model"]]]
 
 
-def run_model(name: str, data: Path, out: Path, epochs: int, fp, plan, model: str) -> dict:
+def run_model(name: str, data: Path, out: Path, epochs: int, fp, plan, model: str, workers: int | None) -> dict:
     from ultralytics import YOLO
 
     import gradkit
@@ -73,7 +74,8 @@ def run_model(name: str, data: Path, out: Path, epochs: int, fp, plan, model: st
     yolo.add_callback("on_val_start", lambda v: validations.append([time.perf_counter()]))
     yolo.add_callback("on_val_end", lambda v: validations[-1].append(time.perf_counter()))
     yolo.train(data=str(data), epochs=epochs, plots=False, verbose=False, seed=0, project=str(out),
-               name=f"{name}-{Path(model).stem}", exist_ok=True, **train)
+               name=f"{name}-{Path(model).stem}", exist_ok=True, **train,
+               **({} if workers is None else {"workers": workers}))
     epochs_s = epoch_seconds(Path(yolo.trainer.save_dir) / "results.csv")
     val_s = [end - start for start, end in validations[1:len(epochs_s) + 1]]  # the epochs after the first
     measured = statistics.mean(e - v for e, v in zip(epochs_s, val_s, strict=True)) / fp.images
@@ -93,12 +95,16 @@ def main() -> None:
     p.add_argument("--models", default=None,
                    help="comma-separated model YAMLs to time and train, e.g. yolo26n.yaml,yolo26n-half.yaml "
                         "(default: the plan's own, without a budget)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="dataloader workers (default: Ultralytics'; 0 loads in the training process, as "
+                        "benchmarks/defect_quality.py trains)")
     p.add_argument("--out", default="runs/plan-estimate")
     args = p.parse_args()
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
     models = args.models.split(",") if args.models else None
-    rows = [row for name, data in sets.items() for row in run_set(name, data, out / "runs", args.epochs, models)]
+    rows = [row for name, data in sets.items()
+            for row in run_set(name, data, out / "runs", args.epochs, models, args.workers)]
     (out / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     print("\n| set | model | imgsz | training / val images | training ms/image: timer, measured, ratio | "
           "validation ms/image: timer, measured, ratio |\n|---|---|---|---|---|---|")
