@@ -22,11 +22,27 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CALIBRATION_SIZES", "DATA_OVERHEAD", "PixelCost", "HALF_WIDTH_DATA_OVERHEAD", "TRAIN_BATCH", "VAL_OVERHEAD",
-           "calibration_seconds_per_image", "data_overhead",
-           "calibration_seconds_per_image_of", "calibration_val_seconds_per_image", "errors_against_float64",
-           "fake_batch", "first_step_in_both_layouts", "layout_step_timers", "least_disturbed", "timed_training_step",
-           "training_seconds_per_image", "validation_seconds_per_image", "width_family"]
+__all__ = [
+    "CALIBRATION_SIZES",
+    "DATA_OVERHEAD",
+    "HALF_WIDTH_DATA_OVERHEAD",
+    "TRAIN_BATCH",
+    "VAL_OVERHEAD",
+    "PixelCost",
+    "calibration_seconds_per_image",
+    "calibration_seconds_per_image_of",
+    "calibration_val_seconds_per_image",
+    "data_overhead",
+    "errors_against_float64",
+    "fake_batch",
+    "first_step_in_both_layouts",
+    "layout_step_timers",
+    "least_disturbed",
+    "timed_training_step",
+    "training_seconds_per_image",
+    "validation_seconds_per_image",
+    "width_family",
+]
 
 #: The sizes the timed steps run at: small, so the timing takes seconds even for a large imgsz, and two, so that the
 #: cost per image is the line through them in the pixel count (PixelCost). On this project's 2-core CPU (one
