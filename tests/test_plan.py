@@ -768,6 +768,15 @@ def test_from_the_prior_the_quarter_larger_size_must_still_buy_min_steps(budget,
                f"optimizer steps there, under {P.MIN_STEPS}" in reason
     else:
         assert f"320 still buys it about {steps_up} optimizer steps ({P.MIN_STEPS} or more)" in reason
+    # both within TIMER_DRIFT (1.5x) of MIN_STEPS: 538 x 1.5 = 807 >= 650, 753 / 1.5 = 502 < 650
+    other = {256: "faster it would train at 320", 320: "slower it would train at 256"}[imgsz]
+    assert f"(a close call: read 1.5x {other}, and a timer can drift" in reason
+
+
+def test_from_the_prior_a_quarter_larger_size_far_from_min_steps_is_no_close_call():
+    # by hand, _timer(0.5): 10 min buy the half width 1680 steps at 256 and 1075 at 320: 1075 / 1.5 >= 650
+    plan = P.make_plan(fingerprint([BLOB] * 10), budget_min=10, seconds_per_image=_timer(0.5))
+    assert plan.train["imgsz"] == 320 and "close call" not in choice(plan, "imgsz").reason
 
 
 @pytest.mark.parametrize(("budget", "timer", "model", "imgsz"), [

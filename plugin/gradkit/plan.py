@@ -819,14 +819,26 @@ def upscale_from_prior(fp: Fingerprint, plan: Plan, budget_min: float, seconds_p
     if steps(size) < MIN_STEPS:
         imgsz.reason += (f"; not {PRIOR_UPSCALE:g}x it from the prior ({size}): the budget would buy "
                          f"{MODEL_HALF} about {steps(size):.0f} optimizer steps there, under {MIN_STEPS} "
-                         f"({PRIOR_UPSCALE_EVIDENCE})")
+                         f"({PRIOR_UPSCALE_EVIDENCE}){_upscale_drift_note(steps(size), wanted, size)}")
         return
     imgsz.value, imgsz.provisional = size, True
     imgsz.reason = (f"{PRIOR_UPSCALE:g}x the {wanted} the data calls for (rounded up to {IMGSZ_STEP}): the budget "
                     f"affords that size, the images' native one, the plan starts {MODEL_HALF} from the defect "
-                    f"prior, and {size} still buys it about {steps(size):.0f} optimizer steps ({MIN_STEPS} or more); "
-                    f"{PRIOR_UPSCALE_EVIDENCE}; why {wanted}: {imgsz.reason}")
+                    f"prior, and {size} still buys it about {steps(size):.0f} optimizer steps ({MIN_STEPS} or more)"
+                    f"{_upscale_drift_note(steps(size), wanted, size)}; {PRIOR_UPSCALE_EVIDENCE}; why {wanted}: "
+                    f"{imgsz.reason}")
     plan.train["imgsz"] = size
+
+
+def _upscale_drift_note(steps_up: float, wanted: int, size: int) -> str:
+    """What the prior's enlargement would do had the timer read TIMER_DRIFT faster or slower, where that differs."""
+    if steps_up < MIN_STEPS <= steps_up * TIMER_DRIFT:
+        flipped = f"read {TIMER_DRIFT:g}x faster it would train at {size}"
+    elif steps_up / TIMER_DRIFT < MIN_STEPS <= steps_up:
+        flipped = f"read {TIMER_DRIFT:g}x slower it would train at {wanted}"
+    else:
+        return ""
+    return f" (a close call: {flipped}, and a timer can drift that much between two runs of the plan)"
 
 
 def starts_from_prior(model: str, fp: Fingerprint) -> bool:
