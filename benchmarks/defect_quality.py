@@ -629,7 +629,8 @@ PRIOR_SIZE_RECIPES = {"plan-budget-prior-x1.25@time": 1.25, "plan-budget-prior-x
 #: half width fewer than MIN_STEPS there (until session 56 the rule sized by yolo26n's steps as its pairs were
 #: measured, from scratch; the half width trains about twice yolo26n's steps in the same time), without the prior's
 #: 1.25x. Since session 56 the plan's own rule counts the half width's steps, so ``plan-budget-prior@time`` trains
-#: as ``plan-budget-prior-halfsteps-up@time`` does.
+#: as ``plan-budget-prior-halfsteps-up@time`` does where the 1.25x still buys MIN_STEPS (session 57), as this
+#: recipe does where it does not.
 HALF_STEPS_RECIPE = "plan-budget-prior-halfsteps@time"
 #: ``plan-budget-prior-halfsteps-up@time``: that size, PRIOR_UPSCALE times larger where it is the images' native one,
 #: whatever steps that leaves: the plan with both rules as session 56 made it (since session 57

@@ -1,7 +1,8 @@
 """Does ``gradkit plan budget=``'s estimate match what training costs on this machine?
 
 For each generated evaluation set, the plan's timer (``gradkit.integrations.ultralytics.throughput``:
-a few real steps of the model on random images at 128 px, scaled by pixels, Ultralytics' CPU threads)
+a few real steps of the model on random images at two sizes, read off the line through both, Ultralytics' CPU
+threads)
 against a real run of the plan itself (its model, imgsz, batch/nbs and gradkit configuration, Ultralytics'
 default workers and threads, validating after every epoch as Ultralytics does by default) for
 ``--epochs`` epochs. Measured over the epochs after the first (the first holds the warm-up and the label

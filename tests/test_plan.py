@@ -769,8 +769,8 @@ def test_from_the_prior_the_quarter_larger_size_must_still_buy_min_steps(budget,
     else:
         assert f"320 still buys it about {steps_up} optimizer steps ({P.MIN_STEPS} or more)" in reason
     # both within TIMER_DRIFT (1.5x) of MIN_STEPS: 538 x 1.5 = 807 >= 650, 753 / 1.5 = 502 < 650
-    other = {256: "faster it would train at 320", 320: "slower it would train at 256"}[imgsz]
-    assert f"(a close call: read 1.5x {other}, and a timer can drift" in reason
+    other = {256: "faster it would enlarge it to 320", 320: "slower it would not enlarge it"}[imgsz]
+    assert f"; a close call: read 1.5x {other}, and a timer can drift" in reason
 
 
 def test_from_the_prior_a_quarter_larger_size_far_from_min_steps_is_no_close_call():

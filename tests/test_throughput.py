@@ -26,6 +26,7 @@ def test_the_timed_cost_is_the_line_through_two_sizes_with_ultralytics_threads(m
     monkeypatch.setattr(T, "calibration_seconds_per_image_of", timed)
     monkeypatch.setattr(T, "calibration_val_seconds_per_image", lambda *a: pytest.fail("validation timed"))
     monkeypatch.setattr(T, "_CALIBRATED", {})
+    monkeypatch.setattr(T, "DATA_OVERHEAD", 1.1)  # each model's own overhead, whatever its value
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
     before = torch.get_num_threads()
     seconds = T.training_seconds_per_image("yolo26n.yaml", 600, 3)
@@ -63,8 +64,11 @@ def test_a_model_and_its_variant_are_timed_step_by_step_in_turn(monkeypatch):
     # by hand: yolo26n's fastest timed step is call 3 (2 x 2.5), the half width's call 4 (1 x 3.0)
     assert (full, half) == (pytest.approx(5.0 / 4), pytest.approx(3.0 / 4))
     calls.clear()
-    T.calibration_seconds_per_image_of(["yolo26n.yaml", "yolo26n-half.yaml"], 3, 4, sizes=(64, 96))
+    grouped = T.calibration_seconds_per_image_of(["yolo26n.yaml", "yolo26n-half.yaml"], 3, 4, sizes=(64, 96))
     assert calls == [(0.25, 64), (0.25, 96), (0.125, 64), (0.125, 96)] * (1 + T.TIMED_STEPS)  # every size in turn
+    # by hand: the fastest timed call of each is the first timed round's, calls 5-8: 2 x 3.5, 2 x 4.0, 1 x 4.5 and
+    # 1 x 5.0, over the batch of 4, grouped per model and size
+    assert grouped == [(pytest.approx(1.75), pytest.approx(2.0)), (pytest.approx(1.125), pytest.approx(1.25))]
     calls.clear()
     one_after_other = [T.calibration_seconds_per_image(m, 3, 4, sizes=(64,))[0]
                        for m in ("yolo26n.yaml", "yolo26n-half.yaml")]
@@ -96,7 +100,7 @@ def test_validation_is_timed_at_twice_the_training_batch_on_the_line_through_two
         return 0.001 + 2e-8 * small ** 2, 0.001 + 2e-8 * large ** 2
 
     monkeypatch.setattr(T, "calibration_val_seconds_per_image", timed)
-    monkeypatch.setattr(T, "calibration_seconds_per_image", lambda *a: pytest.fail("training timed"))
+    monkeypatch.setattr(T, "calibration_seconds_per_image_of", lambda *a: pytest.fail("training timed"))
     monkeypatch.setattr(T, "_CALIBRATED", {})
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
     seconds = T.validation_seconds_per_image("yolo26n.yaml", 256, 3, batch=16)
@@ -158,11 +162,13 @@ def test_a_size_between_or_beyond_the_timed_ones_is_read_off_the_line_through_th
     assert 0.0035 * 6.4 ** 2 / cost.at(640) == pytest.approx(6.1, abs=0.01)
 
 
-@pytest.mark.parametrize("seconds", [(0.01, 0.005), (0.01, 0.01), (0.001, 0.1)],
-                         ids=["larger-cheaper", "level", "faster-than-pixels"])
-def test_a_line_bent_below_zero_falls_back_to_the_larger_timing_scaled_by_pixels(seconds):
-    # timing noise (a larger size read no dearer) or a cost growing faster than the pixels (the line's fixed part
-    # below zero, small sizes priced at nothing): the larger size's own reading, scaled by pixels
+@pytest.mark.parametrize(("seconds", "at_50_300_600"), [
+    ((0.01, 0.005), (0.01, 0.01, 0.02)),           # noise: never below the smaller timing, 0.005 x 4 at 600 px
+    ((0.01, 0.01), (0.01, 0.01, 0.04)),
+    # faster than the pixels: the line (fixed part -0.011375, 1.2375e-6 s per pixel) would price 50 px below zero;
+    # there 0.1 / 36, and at 600 px the line, 0.434, dearer than 0.1 x 4
+    ((0.001, 0.1), (0.1 / 36, 0.1, -0.011375 + 1.2375e-6 * 600 ** 2)),
+], ids=["larger-cheaper", "level", "faster-than-pixels"])
+def test_a_bent_line_falls_back_to_the_larger_timing_scaled_by_pixels(seconds, at_50_300_600):
     cost = T.PixelCost((100, 300), seconds)
-    for size in (50, 300, 600):
-        assert cost.at(size) == pytest.approx(seconds[1] * (size / 300) ** 2)
+    assert [cost.at(s) for s in (50, 300, 600)] == pytest.approx(list(at_50_300_600))

@@ -203,8 +203,8 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
                   "prior's own renderer, 0.468, 0.430 and 0.409 against 0.264, 0.267 and 0.226); the evaluation sets' "
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
 #: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
-#: plan trains at this many times it (rounded up to IMGSZ_STEP): a start that has already learnt defects spends
-#: stock's seconds better on pixels there.
+#: plan trains at this many times it (rounded up to IMGSZ_STEP) if the budget still buys MIN_STEPS there (since
+#: session 57): a start that has already learnt defects spends stock's seconds better on pixels there.
 PRIOR_UPSCALE = 1.25
 PRIOR_UPSCALE_EVIDENCE = (
     "from the prior at stock's wall time, 1.25x the size the data calls for against the plan's size (one core "
@@ -629,7 +629,11 @@ def _drift_note(steps: Callable[[int], float], wanted: int, size: int, floor: in
     """What the budget rule would choose had the timer read TIMER_DRIFT faster or slower, where that differs."""
     other = {how: size_buying_steps(lambda s, f=factor: steps(s) * f, wanted, floor)
              for how, factor in (("faster", TIMER_DRIFT), ("slower", 1 / TIMER_DRIFT))}
-    differ = [f"read {TIMER_DRIFT:g}x {how} it would train at {s}" for how, s in other.items() if s != size]
+    return _close_call([f"read {TIMER_DRIFT:g}x {how} it would train at {s}" for how, s in other.items() if s != size])
+
+
+def _close_call(differ: list[str]) -> str:
+    """The close-call note for what a timer TIMER_DRIFT faster or slower would have chosen (``differ``), if anything."""
     if not differ:
         return ""
     return (f"; a close call: {' and '.join(differ)}, and a timer can drift that much between two runs of the "
@@ -819,26 +823,25 @@ def upscale_from_prior(fp: Fingerprint, plan: Plan, budget_min: float, seconds_p
     if steps(size) < MIN_STEPS:
         imgsz.reason += (f"; not {PRIOR_UPSCALE:g}x it from the prior ({size}): the budget would buy "
                          f"{MODEL_HALF} about {steps(size):.0f} optimizer steps there, under {MIN_STEPS} "
-                         f"({PRIOR_UPSCALE_EVIDENCE}){_upscale_drift_note(steps(size), wanted, size)}")
+                         f"({PRIOR_UPSCALE_EVIDENCE}){_upscale_drift_note(steps(size), size)}")
         return
     imgsz.value, imgsz.provisional = size, True
     imgsz.reason = (f"{PRIOR_UPSCALE:g}x the {wanted} the data calls for (rounded up to {IMGSZ_STEP}): the budget "
                     f"affords that size, the images' native one, the plan starts {MODEL_HALF} from the defect "
                     f"prior, and {size} still buys it about {steps(size):.0f} optimizer steps ({MIN_STEPS} or more)"
-                    f"{_upscale_drift_note(steps(size), wanted, size)}; {PRIOR_UPSCALE_EVIDENCE}; why {wanted}: "
+                    f"{_upscale_drift_note(steps(size), size)}; {PRIOR_UPSCALE_EVIDENCE}; why {wanted}: "
                     f"{imgsz.reason}")
     plan.train["imgsz"] = size
 
 
-def _upscale_drift_note(steps_up: float, wanted: int, size: int) -> str:
-    """What the prior's enlargement would do had the timer read TIMER_DRIFT faster or slower, where that differs."""
+def _upscale_drift_note(steps_up: float, size: int) -> str:
+    """Whether the prior's enlargement to ``size`` would go the other way had the timer read TIMER_DRIFT faster or
+    slower (the budget rule's own close call is noted by it)."""
     if steps_up < MIN_STEPS <= steps_up * TIMER_DRIFT:
-        flipped = f"read {TIMER_DRIFT:g}x faster it would train at {size}"
-    elif steps_up / TIMER_DRIFT < MIN_STEPS <= steps_up:
-        flipped = f"read {TIMER_DRIFT:g}x slower it would train at {wanted}"
-    else:
-        return ""
-    return f" (a close call: {flipped}, and a timer can drift that much between two runs of the plan)"
+        return _close_call([f"read {TIMER_DRIFT:g}x faster it would enlarge it to {size}"])
+    if steps_up / TIMER_DRIFT < MIN_STEPS <= steps_up:
+        return _close_call([f"read {TIMER_DRIFT:g}x slower it would not enlarge it"])
+    return ""
 
 
 def starts_from_prior(model: str, fp: Fingerprint) -> bool:

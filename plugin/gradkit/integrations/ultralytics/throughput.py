@@ -7,8 +7,8 @@ and drawn as a line through both in the pixel count (``PixelCost``): a convoluti
 the pixels, but a model this small also pays per image for what does not (each layer's call, the loss's
 assignment of its boxes), a large share at small sizes on a fast CPU. Training steps are timed in the layout the
 run will train in (``speed.memory_format``; with ``fastest``, both, and the faster counts). Real training also
-loads, decodes and augments the images; ``DATA_OVERHEAD`` is what that added on this project's CPU (README, "How
-good the estimate is"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the
+loads, decodes and augments the images; ``DATA_OVERHEAD`` (``HALF_WIDTH_DATA_OVERHEAD`` for the half width) is
+what that added on this project's CPU (README, "The timer reads two sizes"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the
 same way: the evaluation-mode forward pass and the loss Ultralytics' validator computes during training, at
 its batch (twice the training batch); ``VAL_OVERHEAD`` is what loading, post-processing and the metrics added.
 """
@@ -48,8 +48,9 @@ __all__ = [
 #: cost per image is the line through them in the pixel count (PixelCost). On this project's 2-core CPU (one
 #: thread, benchmarks/timer_scaling.py, session 57) that line came within 0.95-1.05 of steps timed at 192-512 px
 #: for yolo26n and its half width (and the half width's at 640), where scaling the 128 px step by pixels alone,
-#: as the timer did before, read 1.24-1.55x (yolo26n) and 1.40-2.09x (half width) their cost. 384 lies in the
-#: middle of the sizes the plan trains at (192-640, in pixel count); yolo26n's step at 640 px cost 1.7x the line.
+#: as the timer did before, read 1.24-1.55x (yolo26n) and 1.40-2.09x (half width) their cost. 384 lies near the
+#: geometric middle of the sizes the plan trains at (192 and 640 px: 350); yolo26n's step at 640 px cost 1.7x the
+#: line.
 CALIBRATION_SIZES = (128, 384)
 #: Real training seconds per image over the timed model steps' (Ultralytics' data loading and
 #: augmentation, the EMA, the progress bar), by benchmarks/plan_estimate.py (3 epochs, Ultralytics' default
@@ -59,8 +60,8 @@ CALIBRATION_SIZES = (128, 384)
 #: pinned to one core beside another run, loading in the training process (workers=0, as
 #: benchmarks/defect_quality.py trains), the half width read 1.22 and 1.17 on the colour and material sets: about
 #: 8 ms per image beside its step where yolo26n's paid about 2. Until session 56, timed at 128 px and scaled by
-#: pixels, one number (1.1) served both and the estimate read 0.72-1.08 of real training on this project's
-#: machines (README, "How good the estimate is").
+#: pixels, one number (1.1) served both and real training took 0.72-1.08 of the estimate on this project's
+#: machines (README, "How good the estimate is"; since then "The timer reads two sizes").
 DATA_OVERHEAD = 1.0
 #: DATA_OVERHEAD for yolo26n at half its width (the plan's model from the prior), by the same runs: its step is
 #: short enough that what the timer does not run is a quarter of it.
@@ -82,9 +83,10 @@ TIMED_STEPS = 3
 @dataclass(frozen=True)
 class PixelCost:
     """Seconds per image at any size from two timings (``sizes``, ``seconds``, smaller size first): the line
-    through both in the pixel count, a fixed part per image plus a part per pixel; where timing noise or a cost
-    that grows faster than the pixels bends that line below zero (a negative fixed part or slope), the larger
-    timing scaled by pixels instead, which never reads a size cheaper than the line would."""
+    through both in the pixel count, a fixed part per image plus a part per pixel. Where timing noise (the larger
+    size read no dearer) or a cost growing faster than the pixels (a negative fixed part) bends that line, the
+    larger timing scaled by pixels, never below the smaller timing, and for the faster growth never below the line
+    either (which is the dearer of the two above the larger size)."""
 
     sizes: tuple[int, int]
     seconds: tuple[float, float]
@@ -93,9 +95,11 @@ class PixelCost:
         (small, large), (t_small, t_large) = self.sizes, self.seconds
         per_pixel = (t_large - t_small) / (large ** 2 - small ** 2)
         fixed = t_small - per_pixel * small ** 2
-        if per_pixel <= 0 or fixed < 0:
-            return t_large * (size / large) ** 2
-        return fixed + per_pixel * size ** 2
+        line = fixed + per_pixel * size ** 2
+        if per_pixel > 0 and fixed >= 0:
+            return line
+        scaled = max(t_small, t_large * (size / large) ** 2)
+        return scaled if per_pixel <= 0 else max(scaled, line)
 
 
 def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> dict:
