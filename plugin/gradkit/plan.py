@@ -204,7 +204,9 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
 #: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
 #: plan trains at this many times it (rounded up to IMGSZ_STEP) if the budget still buys MIN_STEPS there (since
-#: session 57): a start that has already learnt defects spends stock's seconds better on pixels there.
+#: session 57: the budget rule's own floor, which it would apply to that size; the colour set's losses did not
+#: depend on the steps, PRIOR_UPSCALE_EVIDENCE): a start that has already learnt defects spends stock's seconds
+#: better on pixels there.
 PRIOR_UPSCALE = 1.25
 PRIOR_UPSCALE_EVIDENCE = (
     "from the prior at stock's wall time, 1.25x the size the data calls for against the plan's size (one core "
@@ -213,8 +215,10 @@ PRIOR_UPSCALE_EVIDENCE = (
     "and 1.07x, their cracks 0.178, 0.159 and 0.224 -> 0.226, 0.173 and 0.150; larger steps lost: the photographs "
     "at 1.5x (384 px) 0.81x, the colour set at 416 px where the budget rule trains at 256 px 0.98x and 0.93x "
     "(README, \"And more pixels, now that the start is learnt?\"); on 1000 images no run trained on, 1.25x the "
-    "native size against it where the half width's steps keep it: the material set 0.260 against 0.240 (scratches "
-    "0.107 against 0.075), the colour set level (0.186 against 0.189 at 416 and 320 px)")
+    "native size against it where the half width's steps keep it: the material set 0.260 and 0.271 against 0.240 "
+    "and 0.233 (scratches 0.107 against 0.075; about 870 optimizer steps at 448 px), the colour set level to lower "
+    "in 5 pairs on two machines whatever the steps (416 against 320 px: -0.003 and -0.019 with about 610 steps, "
+    "-0.002 and -0.009 with 670-690, -0.009 with 920; its stains lower in every pair)")
 #: Why the budget rule counts the steps of the model the plan trains from the prior (MODEL_HALF, about twice
 #: yolo26n's images per second) rather than yolo26n's, which its pairs were measured with from scratch
 #: (benchmarks/defect_quality.py, plan-budget-prior-halfsteps@time against plan-budget-prior@time, same seeds and
@@ -239,11 +243,12 @@ MODEL_HALF = "yolo26n-half.yaml"
 #: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
 #: MODEL_HALF. Every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (one thread each);
 #: the timer read 1.6-1.95x on one thread (sessions 44 and 45; 1.95x timed in turn) and 1.62x on two, when it timed
-#: at 128 px only and scaled both models alike; read off its line through two sizes (throughput.CALIBRATION_SIZES,
-#: session 57) the steps' own ratio at 256-512 px is 1.9-2.1x on one thread, 1.6 at 128 px (benchmarks/
-#: timer_scaling.py), so a machine's reading near 1.5 at the plan's size is far from those pairs. 1.5-1.8x is an
-#: extrapolation, taken so that a two-thread machine like the demo's trains it; below 1.5 nothing backs it, and a
-#: GPU, where a model this small does not fill the device, is not timed at all.
+#: at 128 px only and scaled both models alike. Since session 57 it reads each model's seconds at the size weighed,
+#: off its line through two sizes and with each model's overhead (throughput.HALF_WIDTH_DATA_OVERHEAD): 2.0-2.1x at
+#: 256-352 px (the steps alone 2.5-2.6x), where the same runs trained at 1.74-2.31x yolo26n's images per second
+#: (benchmarks/plan_estimate.py, README "The timer reads two sizes"). 1.5-1.8x is an extrapolation, taken so that a
+#: two-thread machine like the demo's trains it; below 1.5 nothing backs it, and a GPU, where a model this small
+#: does not fill the device, is not timed at all.
 HALF_WIDTH_MIN_SPEEDUP = 1.5
 #: The most optimizer steps a budget may buy yolo26n for the plan to trade its width for steps: the most it took in
 #: any pair of HALF_WIDTH_EVIDENCE (the photographs, seed 2 of session 41: 109 epochs of 14 steps). A longer budget
@@ -811,8 +816,8 @@ def upscale_from_prior(fp: Fingerprint, plan: Plan, budget_min: float, seconds_p
     """PRIOR_UPSCALE times ``plan``'s size, which the budget rule kept at the size the data calls for, where that is
     the images' native size (as on the sets measured; not above MAX_IMGSZ), the plan starts the prior's model
     (MODEL_HALF) from the prior (:func:`starts_from_prior`) and the budget still buys it MIN_STEPS there by this
-    machine's timer (the rule was measured at a timed budget, and lost where it left fewer); the size as it is
-    otherwise. The model and tiling hints stay those of the smaller size."""
+    machine's timer (the rule was measured at a timed budget; below MIN_STEPS the budget rule itself would train
+    smaller); the size as it is otherwise. The model and tiling hints stay those of the smaller size."""
     wanted = plan.train["imgsz"]
     if (not starts_from_prior(plan.train["model"], fp) or wanted != native_imgsz(fp, wanted) or wanted >= MAX_IMGSZ
             or seconds_per_image(MODEL_HALF, wanted, len(fp.class_names)) is None):
