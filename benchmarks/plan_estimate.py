@@ -9,8 +9,7 @@ default workers and threads, validating after every epoch as Ultralytics does by
 caches): seconds per validation image, the wall time between the validator's start and end callbacks over
 the val images, and seconds per training image, the rest of each epoch's wall time (``results.csv``'s
 ``time`` is cumulative) over the training images. Their ratios to the timer's are the overheads of loading,
-augmenting, post-processing and bookkeeping over the model's own passes: ``throughput.DATA_OVERHEAD`` (with
-``HALF_WIDTH_DATA_OVERHEAD``) and
+augmenting, post-processing and bookkeeping over the model's own passes: ``throughput.DATA_OVERHEAD`` and
 ``throughput.VAL_OVERHEAD`` are set from them.
 
     python benchmarks/plan_estimate.py --out /tmp/gradkit-estimate
@@ -66,7 +65,7 @@ def run_model(name: str, data: Path, out: Path, epochs: int, fp, plan, model: st
 
     train = {k: v for k, v in plan.train.items() if k not in ("model", "epochs", "time")}
     imgsz, nc = train["imgsz"], len(fp.class_names)
-    estimate = T.training_seconds_per_image(model, imgsz, nc) / T.data_overhead(model)
+    estimate = T.training_seconds_per_image(model, imgsz, nc) / T.DATA_OVERHEAD
     batch = train.get("batch", T.TRAIN_BATCH)
     val_estimate = T.validation_seconds_per_image(model, imgsz, nc, batch=batch) / T.VAL_OVERHEAD
     yolo = YOLO(resolved_model(model))  # a gradkit variant's name becomes the path of its YAML

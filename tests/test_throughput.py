@@ -26,7 +26,6 @@ def test_the_timed_cost_is_the_line_through_two_sizes_with_ultralytics_threads(m
     monkeypatch.setattr(T, "calibration_seconds_per_image_of", timed)
     monkeypatch.setattr(T, "calibration_val_seconds_per_image", lambda *a: pytest.fail("validation timed"))
     monkeypatch.setattr(T, "_CALIBRATED", {})
-    monkeypatch.setattr(T, "DATA_OVERHEAD", 1.1)  # each model's own overhead, whatever its value
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
     before = torch.get_num_threads()
     seconds = T.training_seconds_per_image("yolo26n.yaml", 600, 3)
@@ -37,7 +36,7 @@ def test_the_timed_cost_is_the_line_through_two_sizes_with_ultralytics_threads(m
     other = T.training_seconds_per_image("yolo26n.yaml", 200, 3)
     assert other == pytest.approx((0.002 + 1e-7 * 200 ** 2) * T.DATA_OVERHEAD) and len(seen) == 1  # not timed again
     narrow = T.training_seconds_per_image("yolo26n-half.yaml", 300, 3)
-    assert narrow == pytest.approx(0.4e-7 * 300 ** 2 * T.HALF_WIDTH_DATA_OVERHEAD) and len(seen) == 1  # with yolo26n
+    assert narrow == pytest.approx(0.4e-7 * 300 ** 2 * T.DATA_OVERHEAD) and len(seen) == 1  # with yolo26n
     T.training_seconds_per_image("yolo26n.yaml", 256, 3, threads=2)      # the demo trains on every core
     assert seen[-1] == (["yolo26n.yaml", "yolo26n-half.yaml"], 3, 2) and torch.get_num_threads() == before
     T.training_seconds_per_image("yolo26s.yaml", 256, 3)                 # no variant of it: timed alone

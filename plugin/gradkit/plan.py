@@ -243,10 +243,10 @@ MODEL_HALF = "yolo26n-half.yaml"
 #: The least speed-up over yolo26n (its images per second, by the machine's timer) for which the plan trains
 #: MODEL_HALF. Every pair in HALF_WIDTH_EVIDENCE was trained where it bought 1.8-2.1x the epochs (one thread each);
 #: the timer read 1.6-1.95x on one thread (sessions 44 and 45; 1.95x timed in turn) and 1.62x on two, when it timed
-#: at 128 px only and scaled both models alike. Since session 57 it reads each model's seconds at the size weighed,
-#: off its line through two sizes and with each model's overhead (throughput.HALF_WIDTH_DATA_OVERHEAD): 2.0-2.1x at
-#: 256-352 px (the steps alone 2.5-2.6x), where the same runs trained at 1.74-2.31x yolo26n's images per second
-#: (benchmarks/plan_estimate.py, README "The timer reads two sizes"). 1.5-1.8x is an extrapolation, taken so that a
+#: at 128 px only and scaled both models alike. Since session 57 it reads both models' steps at the size weighed,
+#: off their lines through two sizes: 1.9-2.2x at 256-448 px in one timing, 2.5-2.6x at 256-352 px in another, where
+#: training reached 1.74-2.31x yolo26n's images per second (benchmarks/timer_scaling.py, benchmarks/plan_estimate.py;
+#: README "The timer reads two sizes"; 1.5-1.6x at 128 px). 1.5-1.8x is an extrapolation, taken so that a
 #: two-thread machine like the demo's trains it; below 1.5 nothing backs it, and a GPU, where a model this small
 #: does not fill the device, is not timed at all.
 HALF_WIDTH_MIN_SPEEDUP = 1.5

@@ -7,8 +7,7 @@ and drawn as a line through both in the pixel count (``PixelCost``): a convoluti
 the pixels, but a model this small also pays per image for what does not (each layer's call, the loss's
 assignment of its boxes), a large share at small sizes on a fast CPU. Training steps are timed in the layout the
 run will train in (``speed.memory_format``; with ``fastest``, both, and the faster counts). Real training also
-loads, decodes and augments the images; ``DATA_OVERHEAD`` (``HALF_WIDTH_DATA_OVERHEAD`` for the half width) is
-what that added on this project's CPU (README, "The timer reads two sizes"). Validation, which Ultralytics runs
+loads, decodes and augments the images; ``DATA_OVERHEAD`` is what that added on this project's CPU (README, "The timer reads two sizes"). Validation, which Ultralytics runs
 after every epoch and ``time=`` counts, is timed the same way: the evaluation-mode forward pass and the loss
 Ultralytics' validator computes during training, at its batch (twice the training batch); ``VAL_OVERHEAD`` is
 what loading, post-processing and the metrics added.
@@ -26,14 +25,12 @@ import torch
 __all__ = [
     "CALIBRATION_SIZES",
     "DATA_OVERHEAD",
-    "HALF_WIDTH_DATA_OVERHEAD",
     "TRAIN_BATCH",
     "VAL_OVERHEAD",
     "PixelCost",
     "calibration_seconds_per_image",
     "calibration_seconds_per_image_of",
     "calibration_val_seconds_per_image",
-    "data_overhead",
     "errors_against_float64",
     "fake_batch",
     "first_step_in_both_layouts",
@@ -47,26 +44,24 @@ __all__ = [
 
 #: The sizes the timed steps run at: small, so the timing takes seconds even for a large imgsz, and two, so that the
 #: cost per image is the line through them in the pixel count (PixelCost). On this project's 2-core CPU (one
-#: thread, benchmarks/timer_scaling.py, session 57) that line came within 0.95-1.05 of steps timed at 192-512 px
-#: for yolo26n and its half width (and the half width's at 640), where scaling the 128 px step by pixels alone,
-#: as the timer did before, read 1.24-1.55x (yolo26n) and 1.40-2.09x (half width) their cost. 384 lies near the
-#: geometric middle of the sizes the plan trains at (192 and 640 px: 350); yolo26n's step at 640 px cost 1.7x the
-#: line.
+#: thread, benchmarks/timer_scaling.py, session 57, two timings) that line came within 0.93-1.05 of steps timed at
+#: 192-448 px for yolo26n and at 192-640 px for its half width, where scaling the 128 px step by pixels alone, as
+#: the timer did before, read 1.24-1.55x (yolo26n) and 1.40-2.20x (half width) their cost. 384 lies near the
+#: geometric middle of the sizes the plan trains at (192 and 640 px: 350); yolo26n's step jumps above the line
+#: from 512 px on this CPU (1.0-1.2x it at 512, 1.7-2.0x at 640).
 CALIBRATION_SIZES = (128, 384)
 #: Real training seconds per image over the timed model steps' (Ultralytics' data loading and
 #: augmentation, the EMA, the progress bar), by benchmarks/plan_estimate.py (3 epochs, Ultralytics' default
 #: workers and threads, the machine otherwise idle) on the design, colour, photographed and material sets at the
 #: plan's sizes (256-352 px), since the timer reads steps off the line through two sizes (session 57): yolo26n
-#: 1.04, 1.05, 0.93 and 1.01 (this number), its half width 1.31, 1.24, 1.33 and 1.16 (HALF_WIDTH_DATA_OVERHEAD);
-#: pinned to one core beside another run, loading in the training process (workers=0, as
-#: benchmarks/defect_quality.py trains), the half width read 1.22 and 1.17 on the colour and material sets: about
-#: 8 ms per image beside its step where yolo26n's paid about 2. Until session 56, timed at 128 px and scaled by
-#: pixels, one number (1.1) served both and real training took 0.72-1.08 of the estimate on this project's
-#: machines (README, "How good the estimate is"; since then "The timer reads two sizes").
-DATA_OVERHEAD = 1.0
-#: DATA_OVERHEAD for yolo26n at half its width (the plan's model from the prior), by the same runs: its step is
-#: short enough that what the timer does not run is a quarter of it.
-HALF_WIDTH_DATA_OVERHEAD = 1.25
+#: 1.04, 1.05, 0.93 and 1.01, its half width 1.31, 1.24, 1.33 and 1.16; pinned to one core beside another run,
+#: loading in the training process (workers=0, as benchmarks/defect_quality.py trains), the half width 1.22 and
+#: 1.17. Their mean, 1.13, rounded: one number, as the width rule compares the two models' seconds, and the half
+#: width's excess is within what two timings of its step differ by (its line at 256 px read 26 ms in one run, 30 in
+#: another). In the benchmark's runs the half width then made 0.95-1.05 of the steps estimated. Until session 56,
+#: timed at 128 px and scaled by pixels, it was 1.1 and real training took 0.72-1.08 of the estimate on this
+#: project's machines (README, "How good the estimate is"; since then "The timer reads two sizes").
+DATA_OVERHEAD = 1.15
 #: Real validation seconds per image during training over the timed evaluation passes' (Ultralytics'
 #: loading with rect batches, post-processing, the metrics), by the same runs: yolo26n 1.50, 1.16, 0.97 and 0.94,
 #: its half width 1.62, 1.33, 1.80 and 1.17 (their mean, 1.31, rounded; 1.6 until session 56, when the passes
@@ -114,23 +109,16 @@ def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> di
             "bboxes": torch.cat([xy, wh], 1)}
 
 
-def data_overhead(model_yaml: str) -> float:
-    """Real training seconds per image over ``model_yaml``'s timed step's."""
-    from gradkit.plan import MODEL_HALF
-
-    return HALF_WIDTH_DATA_OVERHEAD if model_yaml == MODEL_HALF else DATA_OVERHEAD
-
-
 def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
                                threads: int | None = None, on_cpu: bool = False,
                                memory_format: str = "contiguous") -> float | None:
     """Seconds one training image costs at ``imgsz`` on this machine's CPU, with ``threads`` torch threads
     (None: Ultralytics' NUM_THREADS, min(8, cpus - 1), which its CPU training sets in select_device), in the
     layout ``speed.memory_format`` trains in (``contiguous``: the default, and the plan's), with what the steps
-    do not run (:func:`data_overhead`); None where a CUDA GPU would train instead (only the CPU is timed), unless the
+    do not run (DATA_OVERHEAD); None where a CUDA GPU would train instead (only the CPU is timed), unless the
     run trains ``on_cpu`` anyway."""
     cost = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
-    return None if cost is None else cost.at(imgsz) * data_overhead(model_yaml)
+    return None if cost is None else cost.at(imgsz) * DATA_OVERHEAD
 
 
 def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
