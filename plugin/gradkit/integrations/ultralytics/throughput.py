@@ -7,10 +7,10 @@ and drawn as a line through both in the pixel count (``PixelCost``): a convoluti
 the pixels, but a model this small also pays per image for what does not (each layer's call, the loss's
 assignment of its boxes), a large share at small sizes on a fast CPU. Training steps are timed in the layout the
 run will train in (``speed.memory_format``; with ``fastest``, both, and the faster counts). Real training also
-loads, decodes and augments the images; ``DATA_OVERHEAD`` is what that added on this project's CPU (README, "The timer reads two sizes"). Validation, which Ultralytics runs
-after every epoch and ``time=`` counts, is timed the same way: the evaluation-mode forward pass and the loss
-Ultralytics' validator computes during training, at its batch (twice the training batch); ``VAL_OVERHEAD`` is
-what loading, post-processing and the metrics added.
+loads, decodes and augments the images; ``DATA_OVERHEAD`` is what that added on this project's CPU (README, "The
+timer reads two sizes"). Validation, which Ultralytics runs after every epoch and ``time=`` counts, is timed the
+same way: the evaluation-mode forward pass and the loss Ultralytics' validator computes during training, at its
+batch (twice the training batch); ``VAL_OVERHEAD`` is what loading, post-processing and the metrics added.
 """
 
 from __future__ import annotations
