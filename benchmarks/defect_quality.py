@@ -147,7 +147,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   outputs from Ultralytics' initialisation, or the prior's rows for the classes named as its own;
   ``plan-budget-noprior@time``: the same from scratch, the plan until then, at the budget rule's size (since
   session 49 the plan from the prior trains at 1.25x the size the data calls for where the budget rule keeps that
-  size, ``gradkit.plan.upscale_from_prior``, and since session 56 its budget rule counts the half width's steps; the
+  size, ``gradkit.plan.upscale_from_prior``, since session 57 only where the larger size still buys MIN_STEPS, and
+  since session 56 its budget rule counts the half width's steps; the
   recipes from scratch, these and the width recipes, take neither: yolo26n's steps size them, as the plan sizes a
   run from scratch). (Session 46 trained the first with
   Ultralytics' ``pretrained=`` from ``defect_prior.py``'s ``prior.pt``: the same weights, the class outputs
@@ -157,8 +158,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-budget-prior-halfsteps@time``: ``plan-budget-prior@time`` with the budget rule counting the half width's
   own steps (it sized by yolo26n's until session 56, as its pairs were measured from scratch), without the 1.25x;
   ``plan-budget-prior-halfsteps-up@time``:
-  the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size: the
-  plan since session 56, which counts the steps of the model it trains from the prior.
+  the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size,
+  whatever steps it leaves: the plan as session 56 made it (since session 57 the plan's own enlarges only where
+  the larger size still buys MIN_STEPS).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold

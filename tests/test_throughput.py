@@ -161,13 +161,14 @@ def test_a_size_between_or_beyond_the_timed_ones_is_read_off_the_line_through_th
     assert 0.0035 * 6.4 ** 2 / cost.at(640) == pytest.approx(6.1, abs=0.01)
 
 
-@pytest.mark.parametrize(("seconds", "at_50_300_600"), [
-    ((0.01, 0.005), (0.01, 0.01, 0.02)),           # noise: never below the smaller timing, 0.005 x 4 at 600 px
-    ((0.01, 0.01), (0.01, 0.01, 0.04)),
-    # faster than the pixels: the line (fixed part -0.011375, 1.2375e-6 s per pixel) would price 50 px below zero;
-    # there 0.1 / 36, and at 600 px the line, 0.434, dearer than 0.1 x 4
-    ((0.001, 0.1), (0.1 / 36, 0.1, -0.011375 + 1.2375e-6 * 600 ** 2)),
+@pytest.mark.parametrize(("seconds", "at_50_100_200_300_600"), [
+    # noise: the larger timing scaled by pixels, never below the smaller timing (0.005 x 4 at 600 px)
+    ((0.01, 0.005), (0.01, 0.01, 0.01, 0.01, 0.02)),
+    ((0.01, 0.01), (0.01, 0.01, 0.01, 0.01, 0.04)),
+    # faster than the pixels: the line (fixed part -0.011375, 1.2375e-6 s per pixel) through both timings from 100 px
+    # up (0.038125 at 200, 0.434 at 600); below 100 px it would price 50 px under zero: 0.001 / 4 there
+    ((0.001, 0.1), (0.00025, 0.001, 0.038125, 0.1, 0.434125)),
 ], ids=["larger-cheaper", "level", "faster-than-pixels"])
-def test_a_bent_line_falls_back_to_the_larger_timing_scaled_by_pixels(seconds, at_50_300_600):
+def test_a_bent_line_keeps_every_size_priced_above_zero_and_the_timings_where_it_can(seconds, at_50_100_200_300_600):
     cost = T.PixelCost((100, 300), seconds)
-    assert [cost.at(s) for s in (50, 300, 600)] == pytest.approx(list(at_50_300_600))
+    assert [cost.at(s) for s in (50, 100, 200, 300, 600)] == pytest.approx(list(at_50_100_200_300_600))

@@ -54,9 +54,10 @@ IMGSZ_EVIDENCE = ("at equal wall time on the colour set (320 x 256 images, 15 mi
 #: 256 against about 950 at 192 (photographs, 12 min); it won with 749-913 at 352 px against 1080-1200 at
 #: 288 (material set, 21 min, 4 of 5 seeds) and with 1760 (the panels' tiles at 40 min). So the threshold
 #: lies between 588 and 749 real steps. Training took 0.88-1.08 of the estimate's time per image on the two
-#: machines where it was checked, steady (benchmarks/plan_estimate.py), which puts that gap at 635-659
-#: estimated steps; 650 lies inside it. Not fitted further: no measurement lies between. A machine whose
-#: speed drifts between timing and training closes that margin (TIMER_DRIFT; the plan then says so).
+#: machines where it was checked then (benchmarks/plan_estimate.py), which put that gap at 635-659 estimated
+#: steps; with the timer's line through two sizes (session 57) the benchmark's runs made 0.95-1.05 of the steps
+#: estimated, which puts it at 619-713. 650 lies inside both. Not fitted further: no measurement lies between. A
+#: machine whose speed drifts between timing and training closes that margin (TIMER_DRIFT; the plan then says so).
 MIN_STEPS = 650
 #: What every epoch of Ultralytics training costs besides its images (saving last.pt and best.pt, starting the
 #: loaders and the validator): the intercept of real against priced epoch seconds, 0.50 s (yolo26n) and 0.44 s (its
@@ -827,8 +828,9 @@ def upscale_from_prior(fp: Fingerprint, plan: Plan, budget_min: float, seconds_p
     imgsz = next(c for c in plan.choices if c.key == "imgsz")
     if steps(size) < MIN_STEPS:
         imgsz.reason += (f"; not {PRIOR_UPSCALE:g}x it from the prior ({size}): the budget would buy "
-                         f"{MODEL_HALF} about {steps(size):.0f} optimizer steps there, under {MIN_STEPS} "
-                         f"({PRIOR_UPSCALE_EVIDENCE}){_upscale_drift_note(steps(size), size)}")
+                         f"{MODEL_HALF} about {steps(size):.0f} optimizer steps there, under {MIN_STEPS}, the "
+                         f"budget rule's own floor, which it would apply to that size (where the enlargement was "
+                         f"measured: {PRIOR_UPSCALE_EVIDENCE}){_upscale_drift_note(steps(size), size)}")
         return
     imgsz.value, imgsz.provisional = size, True
     imgsz.reason = (f"{PRIOR_UPSCALE:g}x the {wanted} the data calls for (rounded up to {IMGSZ_STEP}): the budget "

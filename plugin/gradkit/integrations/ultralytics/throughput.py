@@ -56,11 +56,12 @@ CALIBRATION_SIZES = (128, 384)
 #: plan's sizes (256-352 px), since the timer reads steps off the line through two sizes (session 57): yolo26n
 #: 1.04, 1.05, 0.93 and 1.01, its half width 1.31, 1.24, 1.33 and 1.16; pinned to one core beside another run,
 #: loading in the training process (workers=0, as benchmarks/defect_quality.py trains), the half width 1.22 and
-#: 1.17. Their mean, 1.13, rounded: one number, as the width rule compares the two models' seconds, and the half
-#: width's excess is within what two timings of its step differ by (its line at 256 px read 26 ms in one run, 30 in
-#: another). In the benchmark's runs the half width then made 0.95-1.05 of the steps estimated. Until session 56,
-#: timed at 128 px and scaled by pixels, it was 1.1 and real training took 0.72-1.08 of the estimate on this
-#: project's machines (README, "How good the estimate is"; since then "The timer reads two sizes").
+#: 1.17. The eight default runs' mean, 1.13, rounded: one number, as the width rule compares the two models'
+#: seconds, and the half width's excess is within what two timings of its step differ by (its line at 256 px read
+#: 26 ms in one run, 30 in another). In the benchmark's runs the half width then made 0.95-1.05 of the steps
+#: estimated. Until session 56, timed at 128 px and scaled by pixels, it was 1.1 and real training took 0.72-1.08
+#: of the estimate on this project's machines (README, "How good the estimate is"; since then "The timer reads two
+#: sizes").
 DATA_OVERHEAD = 1.15
 #: Real validation seconds per image during training over the timed evaluation passes' (Ultralytics'
 #: loading with rect batches, post-processing, the metrics), by the same runs: yolo26n 1.50, 1.16, 0.97 and 0.94,
@@ -79,10 +80,10 @@ TIMED_STEPS = 3
 @dataclass(frozen=True)
 class PixelCost:
     """Seconds per image at any size from two timings (``sizes``, ``seconds``, smaller size first): the line
-    through both in the pixel count, a fixed part per image plus a part per pixel. Where timing noise (the larger
-    size read no dearer) or a cost growing faster than the pixels (a negative fixed part) bends that line, the
-    larger timing scaled by pixels, never below the smaller timing, and for the faster growth never below the line
-    either (which is the dearer of the two above the larger size)."""
+    through both in the pixel count, a fixed part per image plus a part per pixel. Where timing noise makes the
+    larger size read no dearer, the larger timing scaled by pixels, never below the smaller timing; where the cost
+    grows faster than the pixels (a negative fixed part), the line from the smaller size up, and below it the
+    smaller timing scaled by pixels (the line would fall towards zero there)."""
 
     sizes: tuple[int, int]
     seconds: tuple[float, float]
@@ -91,11 +92,11 @@ class PixelCost:
         (small, large), (t_small, t_large) = self.sizes, self.seconds
         per_pixel = (t_large - t_small) / (large ** 2 - small ** 2)
         fixed = t_small - per_pixel * small ** 2
-        line = fixed + per_pixel * size ** 2
-        if per_pixel > 0 and fixed >= 0:
-            return line
-        scaled = max(t_small, t_large * (size / large) ** 2)
-        return scaled if per_pixel <= 0 else max(scaled, line)
+        if per_pixel <= 0:
+            return max(t_small, t_large * (size / large) ** 2)
+        if fixed < 0 and size < small:
+            return t_small * (size / small) ** 2
+        return fixed + per_pixel * size ** 2
 
 
 def fake_batch(batch: int, size: int, nc: int, generator: torch.Generator) -> dict:
