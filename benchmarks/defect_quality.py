@@ -161,6 +161,8 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   the same with the prior's 1.25x (``gradkit.plan.upscale_from_prior``) where that rule keeps the native size,
   whatever steps it leaves: the plan as session 56 made it (since session 57 the plan's own enlarges only where
   the larger size still buys MIN_STEPS).
+  ``plan-budget-prior-paste2@time``: ``plan-budget-prior@time`` pasting into ``PASTE_DOSE`` times as many training
+  samples (``augment.copy_paste.p``; measured only on and off before session 58).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
