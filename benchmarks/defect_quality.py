@@ -162,7 +162,9 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   whatever steps it leaves: the plan as session 56 made it (since session 57 the plan's own enlarges only where
   the larger size still buys MIN_STEPS).
   ``plan-budget-prior-paste2@time``: ``plan-budget-prior@time`` pasting into ``PASTE_DOSE`` times as many training
-  samples (``augment.copy_paste.p``; measured only on and off before session 58).
+  samples (``augment.copy_paste.p``; measured only on and off before session 58);
+  ``plan-budget-prior-pasted4@time``: ``plan-budget-prior@time`` with each paste turned or mirrored
+  (``augment.copy_paste.d4``).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -224,7 +226,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-narrow@time", "plan-budget-yolo26n@time", "plan-budget-prior@time",
              "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time",
              "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time",
-             "plan-budget-prior-halfsteps-up@time", "plan-budget-prior-faded@time", "plan-budget-prior-paste2@time")
+             "plan-budget-prior-halfsteps-up@time", "plan-budget-prior-faded@time", "plan-budget-prior-paste2@time",
+             "plan-budget-prior-pasted4@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -468,6 +471,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == PASTE_DOSE_RECIPE:  # the plan from the prior, pasting into more of its samples
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg if cfg is None else _with_paste_dose(cfg, PASTE_DOSE), args
+    if recipe_name == PASTE_D4_RECIPE:  # the plan from the prior, each paste turned or mirrored
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
+        return model, cfg if cfg is None else _with_paste_d4(cfg), args
     if recipe_name in (HALF_STEPS_RECIPE, HALF_STEPS_UP_RECIPE):  # the plan from the prior, sized by its own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
@@ -698,6 +704,22 @@ def _with_paste_dose(gradkit_cfg: dict, dose: float) -> dict:
     if not paste.get("p"):
         raise SystemExit(f"{PASTE_DOSE_RECIPE}: the plan does not paste on this set (augment.copy_paste.p 0)")
     paste["p"] = min(1.0, paste["p"] * dose)
+    return cfg
+
+
+#: ``plan-budget-prior-pasted4@time``: the plan from the prior with each paste turned or mirrored by one of the
+#: square's eight symmetries (``augment.copy_paste.d4``). Where the defects are faint the plan leaves out the transform
+#: list, D4 included (the faint-defect rule: whole-image transforms cost the photographs); a thin class with few clear
+#: examples (the material set's scratches: about 23 of 72 pass the gate) then shows each of them in one heading only.
+PASTE_D4_RECIPE = "plan-budget-prior-pasted4@time"
+
+
+def _with_paste_d4(gradkit_cfg: dict) -> dict:
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    paste = cfg.setdefault("augment", {}).setdefault("copy_paste", {})
+    if not paste.get("p"):
+        raise SystemExit(f"{PASTE_D4_RECIPE}: the plan does not paste on this set (augment.copy_paste.p 0)")
+    paste["d4"] = True
     return cfg
 
 

@@ -553,3 +553,72 @@ def test_a_thin_other_defect_stays_masked_when_the_crop_is_shrunk():
         out, _, _ = paste_defects(np.full((300, 300, 3), 128, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0),
                                   bank, random.Random(0), max_per_image=1, margin=8, scale=0.3)
         assert out.max() < 140, row  # nothing brighter than the destination: the scratch was not carried
+
+
+def _chiral_crop(rng: np.random.Generator):
+    """A textured crop holding an L-shaped defect (no symmetry of the square maps it onto itself), its mask of
+    another defect, and the L's tight box (xyxy, pixel edges)."""
+    crop = rng.integers(100, 140, (23, 31, 3)).astype(np.uint8)
+    crop[5:17, 8:10] = 20  # the L's stem
+    crop[15:17, 8:20] = 20  # its foot
+    others = np.zeros((23, 31), bool)
+    others[1:3, 25:29] = True
+    return crop, others, (8, 5, 20, 17)
+
+
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_turned_paste_keeps_its_defect_in_its_box_under_each_symmetry():
+    """Oracle: OpenCV's rotations and flips give the eight images; the box is the tight box of the turned L's own
+    pixels, found anew in each."""
+    from gradkit.augment.copy_paste import turn_crop
+
+    crop, others, inner = _chiral_crop(np.random.default_rng(0))
+    rotations = (None, cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_CLOCKWISE)
+    seen = []
+    for turn in range(8):
+        turned, turned_others, box = turn_crop(crop, others, inner, turn)
+        rotation = rotations[turn % 4]
+        expected = crop if rotation is None else cv2.rotate(crop, rotation)
+        expected_others = others if rotation is None else cv2.rotate(others.astype(np.uint8), rotation).astype(bool)
+        if turn >= 4:
+            expected, expected_others = cv2.flip(expected, 1), cv2.flip(expected_others.astype(np.uint8), 1) > 0
+        assert np.array_equal(turned, expected) and np.array_equal(turned_others, expected_others), turn
+        assert box == _tight_box(turned[..., 0] == 20), turn
+        seen.append(turned.tobytes())
+    assert len(set(seen)) == 8  # eight different headings of the L
+
+
+def test_d4_pastes_lines_in_both_headings_with_tight_boxes():
+    """A horizontal 2 px line as the only source: with ``d4`` about half the pastes run vertically, each box the
+    tight box of the pixels the paste darkened; without it every paste runs as its source and the stream of
+    pastes is the one the code made before the option (the same boxes with ``d4`` left out)."""
+    src = np.full((100, 100, 3), 128, np.uint8)
+    src[49:51, 20:80] = 30
+    bank = DefectBank([np.array([[0.2, 0.49, 0.8, 0.51]])], [np.array([0])], lambda i: src, nc=1)
+    headings = {True: [], False: []}
+    for d4 in (True, False):
+        rng = random.Random(3)
+        for _ in range(40):
+            dst = np.full((200, 200, 3), 128, np.uint8)
+            out, boxes, _ = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), bank, rng, max_per_image=1, margin=4,
+                                          d4=d4)
+            (x0, y0, x1, y1), = boxes.astype(int)
+            assert _tight_box(out[..., 0] < 80) == (x0, y0, x1, y1)  # the line's core, wherever it went
+            headings[d4].append("vertical" if y1 - y0 > x1 - x0 else "horizontal")
+    assert 10 <= headings[True].count("vertical") <= 30, headings[True]
+    assert set(headings[False]) == {"horizontal"}
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    plain = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng_a)
+    off = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng_b, d4=False)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, off, strict=True))
+
+
+def test_copy_paste_d4_is_a_config_key_off_by_default():
+    assert load_config("default").augment.copy_paste.d4 is False
+    assert load_config("default", {"augment.copy_paste.d4": True}).augment.copy_paste.d4 is True
+    with pytest.raises(ConfigError, match=r"copy_paste\.d4"):
+        load_config("default", {"augment.copy_paste.d4": "sideways"})

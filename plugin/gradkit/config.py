@@ -289,6 +289,8 @@ class CopyPasteConfig(_Section):
     contrast: tuple[float, float] = Field((1.0, 1.0), description="range of the share of its contrast a pasted "
                                           "defect keeps, drawn per paste ([0.3, 1]: faint copies of the defects "
                                           "that stand out too); [1, 1]: as in its source")
+    d4: bool = Field(False, description="turn or mirror each pasted defect by one of the square's eight "
+                     "symmetries (the image itself keeps its own heading)")
 
     @field_validator("contrast")
     @classmethod

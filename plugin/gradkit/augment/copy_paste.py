@@ -196,9 +196,27 @@ def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
     return not np.any((inter_w > 0) & (inter_h > 0))
 
 
+def turn_crop(crop: np.ndarray, others: np.ndarray, inner: tuple[int, int, int, int], turn: int
+              ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """One of the eight symmetries of the square (``turn`` 0-7: ``turn % 4`` quarter turns anticlockwise, then a
+    left-right mirror when ``turn >= 4``) applied to a paste: its crop, its mask of other defects and its defect's
+    box inside the crop (xyxy, pixel edges), which stays the tight box of the same pixels. 0 returns them as given."""
+    h, w = crop.shape[:2]
+    x0, y0, x1, y1 = inner
+    for _ in range(turn % 4):  # a quarter turn anticlockwise maps pixel (x, y) of a w-wide crop to (y, w - 1 - x)
+        crop, others = np.rot90(crop), np.rot90(others)
+        x0, y0, x1, y1 = y0, w - x1, y1, w - x0
+        h, w = w, h
+    if turn >= 4:
+        crop, others = crop[:, ::-1], others[:, ::-1]
+        x0, x1 = w - x1, w - x0
+    return np.ascontiguousarray(crop), np.ascontiguousarray(others), (x0, y0, x1, y1)
+
+
 def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank: DefectBank, rng: random.Random,
                   max_per_image: int = 3, margin: int = 4, scale: float | Callable[[int], float] = 1.0, tries: int = 20,
-                  contrast: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  contrast: tuple[float, float] = (1.0, 1.0), d4: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste up to ``max_per_image`` defects into ``img``.
 
     Args:
@@ -213,6 +231,8 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
             giving it (each source's own: images of several sizes are each resized to the training size).
         contrast: Range of the share of its contrast each pasted defect keeps (drawn per paste): below 1, faint
             copies of defects that stand out, which the bank's screening (``min_defect_share``) keeps.
+        d4: Turn or mirror each paste by one of the square's eight symmetries, drawn per paste (:func:`turn_crop`):
+            a defect seen in new headings where the whole image keeps its own.
 
     Returns:
         The new image, the boxes (old then pasted), the classes.
@@ -235,12 +255,15 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, bank:
             crop = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
             # by area: any coverage stays masked (nearest-neighbour drops a thin scratch at some rows)
             others = cv2.resize(others.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+        # inner (defect) box inside the crop, after scaling
+        inner = (round((px0 - cx0) * factor), round((py0 - cy0) * factor),
+                 crop.shape[1] - round((cx1 - px1) * factor), crop.shape[0] - round((cy1 - py1) * factor))
+        if d4:  # drawn only when asked, so that a run without it keeps its random stream
+            crop, others, inner = turn_crop(crop, others, inner, rng.randrange(8))
         ch, cw = crop.shape[:2]
         if ch < 2 or cw < 2 or ch >= h or cw >= w:
             continue
-        # inner (defect) box inside the crop, after scaling
-        ix0, iy0 = round((px0 - cx0) * factor), round((py0 - cy0) * factor)
-        ix1, iy1 = cw - round((cx1 - px1) * factor), ch - round((cy1 - py1) * factor)
+        ix0, iy0, ix1, iy1 = inner
         m = round(ring * factor)
         for _try in range(tries):
             x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)

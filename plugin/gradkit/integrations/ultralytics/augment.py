@@ -120,7 +120,7 @@ class CopyPasteStage:
         inst.denormalize(w, h)
         new_img, boxes, cls = paste_defects(img, inst.bboxes, labels["cls"].reshape(-1), self.bank, self.rng,
                                             self.cfg.max_per_image, self.cfg.margin, scale=self._scale,
-                                            contrast=self.cfg.contrast)
+                                            contrast=self.cfg.contrast, d4=self.cfg.d4)
         labels["img"] = new_img
         labels["cls"] = cls.astype(np.float32).reshape(-1, 1)
         labels["instances"] = Instances(boxes, segments=inst.segments[:0], bbox_format="xyxy", normalized=False)
