@@ -688,46 +688,51 @@ FADED_RECIPE = "plan-budget-prior-faded@time"
 FADED_CONTRAST = [0.3, 1.0]
 
 
+#: The material set's scratches, the thin class the paste recipes below were tried on: about 23 of its 72 training
+#: boxes pass the copy-paste gate (``min_defect_share``), so a run sees few clear examples of them.
+FEW_CLEAR_THIN = "the material set's scratches: about 23 of 72 training boxes pass the gate"
+
 #: ``plan-budget-prior-paste2@time``: the plan from the prior pasting into PASTE_DOSE times as many training samples
-#: (``augment.copy_paste.p``). Copy-paste was measured only on and off (0 against 0.3: README's rules table, every
-#: learnt class higher without it nowhere); Simple Copy-Paste (Ghiasi et al. 2021) pasted into every image. The
-#: thin classes that stay unlearnt have few clear training examples (the material set's scratches: about 23 of
-#: 72 pass the gate), so a larger dose shows each of them more often, in more places.
+#: (``augment.copy_paste.p``). Copy-paste was measured only on and off (0 against 0.3: README's rules table, where
+#: turning it off cost every learnt class); Simple Copy-Paste (Ghiasi et al. 2021) pasted into every image. A thin
+#: class with few clear examples (FEW_CLEAR_THIN) would see each of them more often, in more places.
 PASTE_DOSE_RECIPE = "plan-budget-prior-paste2@time"
 PASTE_DOSE = 2.0
+
+#: ``plan-budget-prior-pasted4@time``: the plan from the prior with each paste turned or mirrored by one of the
+#: square's eight symmetries (``augment.copy_paste.d4``). Where the defects are faint the plan leaves out the transform
+#: list, D4 included (the faint-defect rule: whole-image transforms cost the photographs), and keeps only Ultralytics'
+#: left-right flips: a thin class with few clear examples (FEW_CLEAR_THIN) then shows each in two headings, not eight.
+PASTE_D4_RECIPE = "plan-budget-prior-pasted4@time"
+
+
+def _paste_section(gradkit_cfg: dict, recipe_name: str) -> tuple[dict, dict]:
+    """A copy of a plan's gradkit configuration and its ``augment.copy_paste`` section, for a recipe that changes
+    how the plan pastes; stops where the plan does not paste on the set."""
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    paste = cfg.setdefault("augment", {}).setdefault("copy_paste", {})
+    if not paste.get("p"):
+        raise SystemExit(f"{recipe_name}: the plan does not paste on this set (augment.copy_paste.p 0)")
+    return cfg, paste
 
 
 def _with_paste_dose(gradkit_cfg: dict, dose: float) -> dict:
     """A plan's gradkit configuration pasting into ``dose`` times as many samples (a copy; at most every sample)."""
-    cfg = json.loads(json.dumps(gradkit_cfg))
-    paste = cfg.setdefault("augment", {}).setdefault("copy_paste", {})
-    if not paste.get("p"):
-        raise SystemExit(f"{PASTE_DOSE_RECIPE}: the plan does not paste on this set (augment.copy_paste.p 0)")
+    cfg, paste = _paste_section(gradkit_cfg, PASTE_DOSE_RECIPE)
     paste["p"] = min(1.0, paste["p"] * dose)
     return cfg
 
 
-#: ``plan-budget-prior-pasted4@time``: the plan from the prior with each paste turned or mirrored by one of the
-#: square's eight symmetries (``augment.copy_paste.d4``). Where the defects are faint the plan leaves out the transform
-#: list, D4 included (the faint-defect rule: whole-image transforms cost the photographs); a thin class with few clear
-#: examples (the material set's scratches: about 23 of 72 pass the gate) then shows each of them in one heading only.
-PASTE_D4_RECIPE = "plan-budget-prior-pasted4@time"
-
-
 def _with_paste_d4(gradkit_cfg: dict) -> dict:
-    cfg = json.loads(json.dumps(gradkit_cfg))
-    paste = cfg.setdefault("augment", {}).setdefault("copy_paste", {})
-    if not paste.get("p"):
-        raise SystemExit(f"{PASTE_D4_RECIPE}: the plan does not paste on this set (augment.copy_paste.p 0)")
+    """A plan's gradkit configuration with each paste turned or mirrored (a copy)."""
+    cfg, paste = _paste_section(gradkit_cfg, PASTE_D4_RECIPE)
     paste["d4"] = True
     return cfg
 
 
 def _with_faded_paste(gradkit_cfg: dict) -> dict:
-    cfg = json.loads(json.dumps(gradkit_cfg))
-    paste = cfg.setdefault("augment", {}).setdefault("copy_paste", {})
-    if not paste.get("p"):
-        raise SystemExit(f"{FADED_RECIPE}: the plan does not paste on this set (augment.copy_paste.p 0)")
+    """A plan's gradkit configuration with its pastes faded to FADED_CONTRAST (a copy)."""
+    cfg, paste = _paste_section(gradkit_cfg, FADED_RECIPE)
     paste["contrast"] = FADED_CONTRAST
     return cfg
 

@@ -592,29 +592,75 @@ def test_turned_paste_keeps_its_defect_in_its_box_under_each_symmetry():
     assert len(set(seen)) == 8  # eight different headings of the L
 
 
-def test_d4_pastes_lines_in_both_headings_with_tight_boxes():
-    """A horizontal 2 px line as the only source: with ``d4`` about half the pastes run vertically, each box the
-    tight box of the pixels the paste darkened; without it every paste runs as its source and the stream of
-    pastes is the one the code made before the option (the same boxes with ``d4`` left out)."""
+def _l_source_bank(row0: int = 30):
+    """One source: a dark L (2 px strokes, no symmetry of the square maps it onto itself) on a flat image."""
     src = np.full((100, 100, 3), 128, np.uint8)
-    src[49:51, 20:80] = 30
-    bank = DefectBank([np.array([[0.2, 0.49, 0.8, 0.51]])], [np.array([0])], lambda i: src, nc=1)
-    headings = {True: [], False: []}
-    for d4 in (True, False):
-        rng = random.Random(3)
-        for _ in range(40):
-            dst = np.full((200, 200, 3), 128, np.uint8)
-            out, boxes, _ = paste_defects(dst, np.zeros((0, 4)), np.zeros(0), bank, rng, max_per_image=1, margin=4,
-                                          d4=d4)
+    src[row0:row0 + 30, 40:42] = 30
+    src[row0 + 28:row0 + 30, 40:60] = 30
+    box = np.array([[0.40, row0 / 100, 0.60, (row0 + 30) / 100]])
+    return DefectBank([box], [np.array([0])], lambda i: src, nc=1), src[row0:row0 + 30, 40:60, 0] < 80
+
+
+def test_d4_pastes_each_defect_in_all_eight_headings_with_tight_boxes():
+    """The L as the only source: with ``d4`` its pastes show every one of its eight headings (oracle: numpy's
+    rotations and mirror of the source's own L), each box the tight box of the pixels the paste darkened; without
+    it every paste shows the L as drawn."""
+    bank, l_mask = _l_source_bank()
+    headings = [np.rot90(l_mask, k) for k in range(4)]
+    headings += [h[:, ::-1] for h in headings]
+    for d4, expected in ((True, set(range(8))), (False, {0})):
+        rng, seen = random.Random(3), set()
+        for _ in range(60):
+            out, boxes, _ = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank,
+                                          rng, max_per_image=1, margin=4, d4=d4)
             (x0, y0, x1, y1), = boxes.astype(int)
-            assert _tight_box(out[..., 0] < 80) == (x0, y0, x1, y1)  # the line's core, wherever it went
-            headings[d4].append("vertical" if y1 - y0 > x1 - x0 else "horizontal")
-    assert 10 <= headings[True].count("vertical") <= 30, headings[True]
-    assert set(headings[False]) == {"horizontal"}
-    rng_a, rng_b = random.Random(5), random.Random(5)
-    plain = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng_a)
-    off = paste_defects(np.full((200, 200, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng_b, d4=False)
-    assert all(np.array_equal(a, b) for a, b in zip(plain, off, strict=True))
+            dark = out[..., 0] < 80
+            assert _tight_box(dark) == (x0, y0, x1, y1)
+            seen |= {i for i, h in enumerate(headings) if h.shape == (y1 - y0, x1 - x0)
+                     and np.array_equal(dark[y0:y1, x0:x1], h)}
+        assert seen == expected, (d4, seen)
+
+
+def test_d4_turns_a_shrunk_paste_from_its_source_s_edge_with_a_tight_box():
+    """A defect on its source's top row (no ring above it), shrunk 0.5x and turned: each box is still the tight box
+    of what the paste darkened, whichever side the short ring went to."""
+    bank, _ = _l_source_bank(row0=0)
+    rng, sizes = random.Random(4), set()
+    for _ in range(30):
+        out, boxes, _ = paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank,
+                                      rng, max_per_image=1, margin=4, scale=0.5, d4=True)
+        (x0, y0, x1, y1), = boxes.astype(int)
+        assert _tight_box(out[..., 0] < 110) == (x0, y0, x1, y1)
+        sizes.add((x1 - x0, y1 - y0))
+    assert sizes == {(10, 15), (15, 10)}  # the 20 x 30 L at half size, upright and on its side
+
+
+def test_without_d4_the_pastes_are_those_the_code_made_before_the_option():
+    """Oracle: boxes, classes and pixel sums recorded with the code before ``d4`` existed (commit 358caa7), a
+    shrunk and faded paste stream; the option draws nothing from the stream when it is off."""
+    rng_img = np.random.default_rng(7)
+    imgs, boxes, classes = [], [], []
+    for i in range(4):
+        img = rng_img.integers(110, 150, (90, 120, 3)).astype(np.uint8)
+        img[20 + 5 * i:23 + 5 * i, 10:90] = 30  # a line
+        img[60:70, 50 + i * 10:58 + i * 10] = 200  # a spot
+        imgs.append(img)
+        boxes.append(np.array([[10 / 120, (20 + 5 * i) / 90, 90 / 120, (23 + 5 * i) / 90],
+                               [(50 + i * 10) / 120, 60 / 90, (58 + i * 10) / 120, 70 / 90]]))
+        classes.append(np.array([0, 1]))
+    bank, rng = DefectBank(boxes, classes, lambda j: imgs[j], 2), random.Random(11)
+    made = []
+    for _ in range(6):
+        out, bx, cl = paste_defects(np.full((160, 160, 3), 128, np.uint8), np.zeros((0, 4)), np.zeros(0), bank, rng,
+                                    max_per_image=3, margin=4, scale=0.8, contrast=(0.3, 1.0))
+        made.append((bx.astype(int).tolist(), cl.astype(int).tolist(), int(out.astype(np.int64).sum())))
+    assert made == [
+        ([[118, 133, 125, 141], [83, 50, 147, 53]], [1, 0], 9823921),
+        ([[79, 104, 143, 107], [6, 138, 13, 146]], [0, 1], 9793576),
+        ([[79, 10, 143, 13]], [0], 9795440),
+        ([[69, 62, 133, 65], [61, 74, 125, 77]], [0, 0], 9775235),
+        ([[68, 83, 75, 91], [20, 147, 27, 155], [52, 20, 116, 23]], [1, 1, 0], 9806721),
+        ([[9, 123, 73, 126], [21, 147, 28, 155], [89, 25, 96, 33]], [0, 1, 1], 9819246)]
 
 
 def test_copy_paste_d4_is_a_config_key_off_by_default():

@@ -28,7 +28,7 @@ import numpy as np
 
 from gradkit.data.standout import crop_window, defect_share, screening_crop, standing_out
 
-__all__ = ["DefectBank", "defect_share", "paste_defects", "screening_crop"]
+__all__ = ["DefectBank", "defect_share", "paste_defects", "screening_crop", "turn_crop"]
 
 
 @dataclass
@@ -196,18 +196,19 @@ def _free(box: tuple[int, int, int, int], others: np.ndarray, gap: int) -> bool:
     return not np.any((inter_w > 0) & (inter_h > 0))
 
 
-def turn_crop(crop: np.ndarray, others: np.ndarray, inner: tuple[int, int, int, int], turn: int
+def turn_crop(crop: np.ndarray, others: np.ndarray, inner: tuple[int, int, int, int], symmetry: int
               ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
-    """One of the eight symmetries of the square (``turn`` 0-7: ``turn % 4`` quarter turns anticlockwise, then a
-    left-right mirror when ``turn >= 4``) applied to a paste: its crop, its mask of other defects and its defect's
-    box inside the crop (xyxy, pixel edges), which stays the tight box of the same pixels. 0 returns them as given."""
+    """One of the eight symmetries of the square (``symmetry`` 0-7: ``symmetry % 4`` quarter turns anticlockwise,
+    then a left-right mirror when ``symmetry >= 4``) applied to a paste: its crop, its mask of other defects and its
+    defect's box inside the crop (xyxy, pixel edges), which stays the tight box of the same pixels. 0 returns them
+    as given."""
     h, w = crop.shape[:2]
     x0, y0, x1, y1 = inner
-    for _ in range(turn % 4):  # a quarter turn anticlockwise maps pixel (x, y) of a w-wide crop to (y, w - 1 - x)
+    for _ in range(symmetry % 4):  # a quarter turn anticlockwise maps pixel (x, y) of a w-wide crop to (y, w - 1 - x)
         crop, others = np.rot90(crop), np.rot90(others)
         x0, y0, x1, y1 = y0, w - x1, y1, w - x0
         h, w = w, h
-    if turn >= 4:
+    if symmetry >= 4:
         crop, others = crop[:, ::-1], others[:, ::-1]
         x0, x1 = w - x1, w - x0
     return np.ascontiguousarray(crop), np.ascontiguousarray(others), (x0, y0, x1, y1)

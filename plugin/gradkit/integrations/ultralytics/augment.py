@@ -247,7 +247,9 @@ def describe_augmentation(aug_cfg) -> str:
         parts.append("transforms " + ", ".join(_transform_name(t) for t in aug_cfg.transforms))
     parts = [" + ".join(parts) + f" in place of {REPLACED}"] if parts else ["Ultralytics' stock Albumentations stage"]
     if aug_cfg.copy_paste.p > 0:
-        parts.append(f"copy-paste p={aug_cfg.copy_paste.p:g} (at most {aug_cfg.copy_paste.max_per_image} per image)")
+        turned = ", each turned or mirrored (d4)" if aug_cfg.copy_paste.d4 else ""
+        parts.append(f"copy-paste p={aug_cfg.copy_paste.p:g} (at most {aug_cfg.copy_paste.max_per_image} per image"
+                     f"{turned})")
     if aug_cfg.ultralytics:
         parts.append("Ultralytics hyp " + ", ".join(f"{k}={v:g}" for k, v in aug_cfg.ultralytics.items()))
     return "; ".join(parts)
