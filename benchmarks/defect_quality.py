@@ -465,15 +465,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
         size = _round_up(plan.train["imgsz"] * PRIOR_SIZE_RECIPES[recipe_name])
         print(f"{recipe_name}: imgsz {args['imgsz']} (the data's {plan.train['imgsz']}) -> {size}", flush=True)
         return model, cfg, {**args, "imgsz": size}
-    if recipe_name == FADED_RECIPE:  # the plan from the prior, its pasted defects faded too
+    if recipe_name in PASTE_RECIPES:  # the plan from the prior, pasting otherwise (faded, more often, turned)
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
-        return model, cfg if cfg is None else _with_faded_paste(cfg), args
-    if recipe_name == PASTE_DOSE_RECIPE:  # the plan from the prior, pasting into more of its samples
-        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
-        return model, cfg if cfg is None else _with_paste_dose(cfg, PASTE_DOSE), args
-    if recipe_name == PASTE_D4_RECIPE:  # the plan from the prior, each paste turned or mirrored
-        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
-        return model, cfg if cfg is None else _with_paste_d4(cfg), args
+        return model, cfg if cfg is None else PASTE_RECIPES[recipe_name](cfg), args
     if recipe_name in (HALF_STEPS_RECIPE, HALF_STEPS_UP_RECIPE):  # the plan from the prior, sized by its own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
@@ -688,21 +682,20 @@ FADED_RECIPE = "plan-budget-prior-faded@time"
 FADED_CONTRAST = [0.3, 1.0]
 
 
-#: The material set's scratches, the thin class the paste recipes below were tried on: about 23 of its 72 training
-#: boxes pass the copy-paste gate (``min_defect_share``), so a run sees few clear examples of them.
-FEW_CLEAR_THIN = "the material set's scratches: about 23 of 72 training boxes pass the gate"
+# The paste recipes below were tried on the material set's scratches: about 23 of their 72 training boxes pass the
+# copy-paste gate (``min_defect_share``), so a run sees few clear examples of them ("few clear examples" below).
 
 #: ``plan-budget-prior-paste2@time``: the plan from the prior pasting into PASTE_DOSE times as many training samples
 #: (``augment.copy_paste.p``). Copy-paste was measured only on and off (0 against 0.3: README's rules table, where
 #: turning it off cost every learnt class); Simple Copy-Paste (Ghiasi et al. 2021) pasted into every image. A thin
-#: class with few clear examples (FEW_CLEAR_THIN) would see each of them more often, in more places.
+#: class with few clear examples would see each of them more often, in more places.
 PASTE_DOSE_RECIPE = "plan-budget-prior-paste2@time"
 PASTE_DOSE = 2.0
 
 #: ``plan-budget-prior-pasted4@time``: the plan from the prior with each paste turned or mirrored by one of the
 #: square's eight symmetries (``augment.copy_paste.d4``). Where the defects are faint the plan leaves out the transform
 #: list, D4 included (the faint-defect rule: whole-image transforms cost the photographs), and keeps only Ultralytics'
-#: left-right flips: a thin class with few clear examples (FEW_CLEAR_THIN) then shows each in two headings, not eight.
+#: left-right flips: a thin class with few clear examples then shows each in two headings, not eight.
 PASTE_D4_RECIPE = "plan-budget-prior-pasted4@time"
 
 
@@ -735,6 +728,12 @@ def _with_faded_paste(gradkit_cfg: dict) -> dict:
     cfg, paste = _paste_section(gradkit_cfg, FADED_RECIPE)
     paste["contrast"] = FADED_CONTRAST
     return cfg
+
+
+#: The recipes that change only how the plan from the prior pastes -> what they change in its configuration.
+PASTE_RECIPES = {FADED_RECIPE: _with_faded_paste,
+                 PASTE_DOSE_RECIPE: functools.partial(_with_paste_dose, dose=PASTE_DOSE),
+                 PASTE_D4_RECIPE: _with_paste_d4}
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
