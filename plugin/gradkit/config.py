@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -414,7 +415,8 @@ class DataConfig(_Section):
 
 
 class AssignConfig(_Section):
-    """How Ultralytics' task-aligned assigner picks and scores a box's positives (README, "Thin defects")."""
+    """How Ultralytics' task-aligned assigner picks and scores a box's positives, and how its loss weighs them
+    (README, "Thin defects")."""
 
     defect_cells: bool = Field(False, description="experimental: of a box's candidate anchors keep those whose "
                                "feature cell holds pixels standing out from the texture around the box (a thin "
@@ -430,6 +432,21 @@ class AssignConfig(_Section):
                                       "total as before), where Ultralytics weighs each by how well it is already "
                                       "boxed, so badly boxed objects (thin lines) learn their boxes slowest; "
                                       "gradkit plan turns it on")
+    class_loss_weights: dict[str, float] | None = Field(None, description="experimental: class name -> weight of "
+                                                        "that class's column of the classification loss (its "
+                                                        "positives and negatives alike; classes not named 1), "
+                                                        "through Ultralytics' own per-class weights, which its "
+                                                        "cls_pw sets from class frequencies instead")
+
+    @field_validator("class_loss_weights")
+    @classmethod
+    def _positive_weights_of_named_classes(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, weight in (value or {}).items():
+            if not name.strip():
+                raise ValueError(f"a class name is empty ({name!r}); name the data's classes")
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"{name}: {weight:g} is not a positive number (1 leaves the class as it is)")
+        return value
 
     @model_validator(mode="after")
     def _scale_needs_nwd(self) -> AssignConfig:

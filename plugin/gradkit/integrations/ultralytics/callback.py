@@ -41,6 +41,7 @@ from gradkit.integrations.ultralytics.seams import (
     resume_overrides,
     ultralytics_box_filter_thresholds,
     unrestricted_ema,
+    weigh_classification_loss,
     without_task_aligned_assigner,
 )
 from gradkit.integrations.ultralytics.sliced import (
@@ -85,6 +86,17 @@ def _class_names(trainer) -> dict:
     """The run's classes, index -> name, as Ultralytics read them from the data YAML (empty without a dataset)."""
     data = getattr(trainer, "data", None)
     return dict(data.get("names") or {}) if isinstance(data, dict) else {}
+
+
+def class_loss_weight_vector(weights: dict[str, float], names: dict | list, data: str = "the data") -> list[float]:
+    """``assign.class_loss_weights`` (class name -> weight) as one weight per class in the data's order, 1 where a
+    class is not named; a name the data does not have stops the run, naming the data's classes."""
+    ordered = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    unknown = [n for n in weights if n not in ordered]
+    if unknown:
+        raise PluginError(f"gradkit: assign.class_loss_weights names {', '.join(map(repr, unknown))}, which {data} "
+                          f"does not have; its classes: {', '.join(map(repr, ordered))}")
+    return [float(weights.get(n, 1.0)) for n in ordered]
 
 
 def _logger():
@@ -281,6 +293,8 @@ class GradkitCallback:
             raise PluginError(f"gradkit: assign.nwd rescores a detector's assigner on axis-aligned boxes; this run's "
                               f"task is {task!r}, whose assigner scores masks, keypoints or rotated boxes "
                               f"(set assign.nwd: false)")
+        if self.cfg.assign.class_loss_weights is not None:
+            self._check_class_loss_weights(trainer, task)
         if self.prior_due(trainer):
             self._check_prior(trainer, task)  # before the dataset is cached and the dataloaders built
         dcfg, data = self.cfg.data, str(trainer.args.data)
@@ -296,6 +310,23 @@ class GradkitCallback:
         if self.report_source is not None and not dcfg.allow_download:
             resolve_dataset(self.report_source.data, required=(self.cfg.report.split,))
         self._check_copy_paste(data)
+
+    def _check_class_loss_weights(self, trainer, task: str) -> None:
+        """``assign.class_loss_weights``: a detector's loss, not also Ultralytics' frequency weights (``cls_pw``), and
+        every name one of the data's classes, found before training."""
+        from gradkit.integrations.ultralytics.datasets import resolve_dataset
+
+        if task != "detect":
+            raise PluginError(f"gradkit: assign.class_loss_weights weighs a detector's classification loss; this "
+                              f"run's task is {task!r} (leave assign.class_loss_weights out)")
+        cls_pw = float(getattr(trainer.args, "cls_pw", 0.0) or 0.0)
+        if cls_pw:
+            raise PluginError(f"gradkit: assign.class_loss_weights and Ultralytics' cls_pw {cls_pw:g} both set the "
+                              "classification loss's per-class weights; set one of them")
+        data = str(trainer.args.data)
+        if self.cfg.data.allow_download:  # a dataset still to download: its names are checked at train start
+            return
+        class_loss_weight_vector(self.cfg.assign.class_loss_weights, resolve_dataset(data)["names"], data)
 
     def _check_copy_paste(self, data: str) -> None:
         """Copy-paste settings that do nothing (``p: 0``) said; one copy-paste weight per class of the data, found
@@ -628,6 +659,8 @@ class GradkitCallback:
             if _is_main():
                 _logger().info(f"gradkit: assign.nwd: the assigner scores predictions by the larger of CIoU and "
                                f"NWD, a prediction {self.nwd_scale:g} px off scoring 0.37")
+        if self.cfg.assign.class_loss_weights is not None:
+            self._weigh_classes(trainer)
         if self.cfg.assign.box_loss_per_object:
             install_box_loss_per_object(trainer)
             if _is_main():
@@ -641,6 +674,16 @@ class GradkitCallback:
         _, self.inactive_rules_message = inactive_rules_message(trainer, self.cfg.monitor.alerts, self.step)
         if self.inactive_rules_message and _is_main():
             _logger().warning(self.inactive_rules_message)
+
+    def _weigh_classes(self, trainer) -> None:
+        """``assign.class_loss_weights``: each named class's column of the classification loss times its weight."""
+        weights = class_loss_weight_vector(self.cfg.assign.class_loss_weights, _class_names(trainer),
+                                           str(trainer.args.data))
+        weigh_classification_loss(trainer, weights)
+        if _is_main():
+            named = ", ".join(f"{n} {w:g}" for n, w in self.cfg.assign.class_loss_weights.items())
+            _logger().info(f"gradkit: assign.class_loss_weights: the classification loss weighs {named} (the "
+                           "other classes 1)")
 
     def _watch_teaching(self, trainer) -> None:
         """``monitor.taught``: record the assigner's targets per class (detection runs; the other tasks' assigners

@@ -85,6 +85,7 @@ __all__ = [
     "unregister_default_callbacks",
     "unrestricted_ema",
     "warmup_iterations",
+    "weigh_classification_loss",
     "wrap_update_metrics",
     "yolo_argument_error",
 ]
@@ -1524,6 +1525,24 @@ def _box_loss_forward(branch: Any) -> Callable[..., Any]:
                         f"({', '.join(BOX_LOSS_PARAMETERS)}) (ultralytics {_ultralytics_version()}); "
                         "assign.box_loss_per_object reweighs its positives")
     return forward
+
+
+def weigh_classification_loss(trainer: Any, weights: list[float]) -> None:
+    """Multiply each class's column of the training loss's classification BCE (positives and negatives alike) by
+    its weight, one per class in the data's order, through Ultralytics' own per-class weights: the detection loss
+    reads ``model.class_weights`` when it is built (what ``cls_pw`` sets from class frequencies) and multiplies its
+    (images, anchors, classes) BCE by it. Set on the model too, so that a loss rebuilt on resume and the EMA copy
+    Ultralytics validates with (it copies the attribute at every update) weigh alike."""
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    device = getattr(trainer, "device", None) or next(model.parameters()).device
+    vector = torch.tensor(weights, dtype=torch.float32, device=device)
+    for branch in _detection_branches(training_criterion(trainer)):
+        if not hasattr(branch, "class_weights"):
+            raise SeamError(f"{type(branch).__qualname__} has no class_weights (ultralytics "
+                            f"{_ultralytics_version()}): its classification loss no longer takes per-class weights "
+                            "that way; assign.class_loss_weights sets them")
+        branch.class_weights = vector.view(1, 1, -1)
+    model.class_weights = vector
 
 
 def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any, int], Any]) -> None:

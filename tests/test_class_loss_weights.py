@@ -1,0 +1,136 @@
+"""``assign.class_loss_weights``: each named class's column of Ultralytics' classification loss times its weight
+(checked by linearity on Ultralytics' own loss, the box loss untouched), refused before training where it cannot
+apply, and a real training run."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from conftest import train_tiny
+from gradkit.config import ConfigError, load_config
+
+
+def _model_and_batch():
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo26n.yaml", nc=2, verbose=False)
+    model.args = get_cfg()
+    model.criterion = model.init_criterion()
+    boxes = torch.tensor([[0.5, 0.5, 0.6, 0.5], [0.3, 0.2, 0.5, 0.03], [0.7, 0.7, 0.1, 0.1],  # image 0
+                          [0.5, 0.4, 0.02, 0.6], [0.2, 0.8, 0.25, 0.25]])  # image 1 (xywh, normalised)
+    batch = {"img": torch.rand(2, 3, 96, 96), "batch_idx": torch.tensor([0.0, 0, 0, 1, 1]),
+             "cls": torch.tensor([[0.0], [1], [0], [1], [0]]), "bboxes": boxes}
+    return model.train(), batch
+
+
+def _losses(weights):
+    """(box, cls, L1) of Ultralytics' yolo26 loss on the same model and batch, the class columns weighed."""
+    from gradkit.integrations.ultralytics.seams import weigh_classification_loss
+
+    model, batch = _model_and_batch()
+    if weights is not None:
+        weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), weights)
+    with torch.no_grad():
+        return model.loss(batch)[0]  # (box, cls, L1) of both yolo26 branches, times the batch size
+
+
+def test_each_class_column_of_the_classification_loss_is_scaled_by_its_weight():
+    stock, ones = _losses(None), _losses([1.0, 1.0])
+    only0, only1, twice0 = _losses([1.0, 0.0]), _losses([0.0, 1.0]), _losses([2.0, 1.0])
+    assert torch.allclose(ones, stock, rtol=1e-6)
+    assert 0 < only0[1] < stock[1] and 0 < only1[1] < stock[1]
+    # the loss is a sum over class columns, so it is linear in the weights: the oracle for "column c times w_c"
+    assert only0[1] + only1[1] == pytest.approx(stock[1].item(), rel=1e-5)
+    assert twice0[1] == pytest.approx((stock[1] + only0[1]).item(), rel=1e-5)
+    assert twice0[0] == pytest.approx(stock[0].item(), rel=1e-6) and twice0[2] == pytest.approx(stock[2].item(),
+                                                                                                rel=1e-6)
+
+
+def test_the_model_carries_the_weights_so_a_rebuilt_loss_keeps_them():
+    from gradkit.integrations.ultralytics.seams import weigh_classification_loss
+
+    model, batch = _model_and_batch()
+    weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), [3.0, 1.0])
+    with torch.no_grad():
+        weighed = model.loss(batch)[0]
+        model.criterion = model.init_criterion()  # what Ultralytics does on resume
+        rebuilt = model.loss(batch)[0]
+    assert torch.equal(model.class_weights, torch.tensor([3.0, 1.0]))
+    assert torch.allclose(rebuilt, weighed, rtol=1e-6)
+
+
+def test_a_loss_without_per_class_weights_is_named():
+    from gradkit.integrations.ultralytics.seams import SeamError, weigh_classification_loss
+
+    model, _ = _model_and_batch()
+    del model.criterion.one2one.class_weights  # a release whose loss no longer reads them
+    with pytest.raises(SeamError, match=r"v8DetectionLoss has no class_weights.*assign\.class_loss_weights"):
+        weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), [2.0, 1.0])
+
+
+@pytest.mark.parametrize(("value", "shown"), [({"scratch": 0}, "0"), ({"scratch": -1.5}, "-1.5"),
+                                              ({"scratch": float("inf")}, "inf"), ({"": 2.0}, "''")])
+def test_a_weight_that_is_not_a_positive_number_or_an_empty_name_is_refused(value, shown):
+    with pytest.raises(ConfigError, match=rf"assign\.class_loss_weights.*{shown}"):
+        load_config("default", {"assign.class_loss_weights": value})
+
+
+def _pretrain(cfg_overrides, data, cls_pw=0.0, task="detect"):
+    from gradkit.integrations.ultralytics.callback import GradkitCallback
+
+    plugin = GradkitCallback(load_config("default", {"data.check": False, "report.enabled": False, **cfg_overrides}))
+    plugin.on_pretrain_routine_start(SimpleNamespace(args=SimpleNamespace(task=task, data=str(data), cls_pw=cls_pw,
+                                                                          resume=False)))
+
+
+def test_an_unknown_class_name_is_refused_before_training_with_the_data_s_names(tiny_data):
+    from gradkit.integrations.ultralytics.callback import PluginError
+
+    with pytest.raises(PluginError, match=r"assign\.class_loss_weights names 'scrach'.*data\.yaml.*'scratch'"):
+        _pretrain({"assign.class_loss_weights": {"scrach": 2.0}}, tiny_data)
+
+
+def test_ultralytics_own_class_weights_and_these_together_are_refused(tiny_data):
+    from gradkit.integrations.ultralytics.callback import PluginError
+
+    with pytest.raises(PluginError, match=r"assign\.class_loss_weights.*cls_pw 0\.5"):
+        _pretrain({"assign.class_loss_weights": {"scratch": 2.0}}, tiny_data, cls_pw=0.5)
+    with pytest.raises(PluginError, match=r"assign\.class_loss_weights.*task is 'obb'"):
+        _pretrain({"assign.class_loss_weights": {"scratch": 2.0}}, tiny_data, task="obb")
+
+
+def test_weights_by_name_become_one_per_class_in_the_data_s_order():
+    from gradkit.integrations.ultralytics.callback import class_loss_weight_vector
+
+    names = {0: "scratch", 1: "crack", 2: "pit", 3: "stain"}
+    assert class_loss_weight_vector({"pit": 3.0, "scratch": 2.0}, names) == [2.0, 1.0, 3.0, 1.0]
+
+
+@pytest.mark.e2e
+def test_a_real_training_run_weighs_the_named_class(tiny_data, tmp_path):
+    seen = {}
+
+    def after_training(trainer):
+        criterion = trainer.model.criterion
+        seen["branches"] = [getattr(criterion, n).class_weights.view(-1).tolist() for n in ("one2many", "one2one")]
+        seen["ema"] = trainer.ema.ema.class_weights.tolist()
+        seen["losses"] = [float(v) for v in trainer.tloss.values()]
+
+    names = yaml.safe_load(tiny_data.read_text())["names"]  # {0: "scratch", 1: "crack", ...}
+    crack = next(i for i, n in names.items() if n == "crack")
+    _, run = train_tiny(tiny_data, tmp_path, overrides={"assign.class_loss_weights": {"crack": 2.5}},
+                        callbacks=[("on_train_end", after_training)], epochs=1)
+    expected = [2.5 if i == crack else 1.0 for i in range(len(names))]
+    assert seen["branches"] == [expected, expected]
+    assert seen["ema"] == expected  # Ultralytics' EMA copies the attribute: validation weighs its loss alike
+    assert all(math.isfinite(v) and v > 0 for v in seen["losses"])
+    summary = json.loads((run / "gradkit_summary.json").read_text())
+    assert summary["optimizer_steps"] > 0
