@@ -415,8 +415,7 @@ class DataConfig(_Section):
 
 
 class AssignConfig(_Section):
-    """How Ultralytics' task-aligned assigner picks and scores a box's positives, and how its loss weighs them
-    (README, "Thin defects")."""
+    """How Ultralytics' assigner picks and scores a box's positives, its loss weighs them (README, "Thin defects")."""
 
     defect_cells: bool = Field(False, description="experimental: of a box's candidate anchors keep those whose "
                                "feature cell holds pixels standing out from the texture around the box (a thin "
