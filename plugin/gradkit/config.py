@@ -437,6 +437,17 @@ class AssignConfig(_Section):
                                                         "through Ultralytics' own per-class weights, which its "
                                                         "cls_pw sets from class frequencies instead")
 
+    @field_validator("class_loss_weights", mode="before")
+    @classmethod
+    def _classes_by_name(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("names no class; name at least one (scratch: 2), or leave the key out")
+            indices = [k for k in value if not isinstance(k, str)]
+            if indices:
+                raise ValueError(f"names classes by their names (scratch: 2), not by index ({indices[0]!r})")
+        return value
+
     @field_validator("class_loss_weights")
     @classmethod
     def _positive_weights_of_named_classes(cls, value: dict[str, float] | None) -> dict[str, float] | None:

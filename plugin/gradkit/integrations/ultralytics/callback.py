@@ -88,10 +88,11 @@ def _class_names(trainer) -> dict:
     return dict(data.get("names") or {}) if isinstance(data, dict) else {}
 
 
-def class_loss_weight_vector(weights: dict[str, float], names: dict | list, data: str = "the data") -> list[float]:
-    """``assign.class_loss_weights`` (class name -> weight) as one weight per class in the data's order, 1 where a
-    class is not named; a name the data does not have stops the run, naming the data's classes."""
-    ordered = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+def class_loss_weight_vector(weights: dict[str, float], names: dict[int, str], data: str = "the data") -> list[float]:
+    """``assign.class_loss_weights`` (class name -> weight) as one weight per class in the order of the data's class
+    indices (``names``, index -> name, as Ultralytics reads them), 1 where a class is not named; a name the data
+    does not have stops the run, naming the data's classes."""
+    ordered = [names[i] for i in sorted(names)]
     unknown = [n for n in weights if n not in ordered]
     if unknown:
         raise PluginError(f"gradkit: assign.class_loss_weights names {', '.join(map(repr, unknown))}, which {data} "
@@ -324,9 +325,15 @@ class GradkitCallback:
             raise PluginError(f"gradkit: assign.class_loss_weights and Ultralytics' cls_pw {cls_pw:g} both set the "
                               "classification loss's per-class weights; set one of them")
         data = str(trainer.args.data)
-        if self.cfg.data.allow_download:  # a dataset still to download: its names are checked at train start
+        if not data.endswith((".yaml", ".yml")):  # a dataset Ultralytics names itself: checked at train start
             return
-        class_loss_weight_vector(self.cfg.assign.class_loss_weights, resolve_dataset(data)["names"], data)
+        try:
+            names = resolve_dataset(data)["names"]
+        except DatasetError:
+            if self.cfg.data.allow_download:  # a split still to download: the names are checked at train start
+                return
+            raise
+        class_loss_weight_vector(self.cfg.assign.class_loss_weights, names, data)
 
     def _check_copy_paste(self, data: str) -> None:
         """Copy-paste settings that do nothing (``p: 0``) said; one copy-paste weight per class of the data, found
@@ -416,12 +423,16 @@ class GradkitCallback:
         )
 
     def _refuse_unchangeable_assigner(self, trainer) -> None:
-        """The ``assign`` options change Ultralytics' task-aligned assigner: refused for a detector without one."""
+        """The ``assign`` options change Ultralytics' task-aligned assigner and its loss: refused for a detector
+        without them (RT-DETR, YOLOE)."""
         chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
+        if self.cfg.assign.class_loss_weights is not None:
+            chosen.append("class_loss_weights")
         missing = without_task_aligned_assigner(trainer) if chosen else None
         if missing:
-            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner; this "
-                              f"detector: {missing} (set assign.{chosen[0]}: false)")
+            undo = "leave it out" if chosen[0] == "class_loss_weights" else f"set assign.{chosen[0]}: false"
+            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner or its loss; "
+                              f"this detector: {missing} ({undo})")
 
     def prior_due(self, trainer) -> bool:
         """Whether this run starts from ``init.prior``: not when it resumes (its checkpoint holds its own weights)."""

@@ -1529,20 +1529,52 @@ def _box_loss_forward(branch: Any) -> Callable[..., Any]:
 
 def weigh_classification_loss(trainer: Any, weights: list[float]) -> None:
     """Multiply each class's column of the training loss's classification BCE (positives and negatives alike) by
-    its weight, one per class in the data's order, through Ultralytics' own per-class weights: the detection loss
-    reads ``model.class_weights`` when it is built (what ``cls_pw`` sets from class frequencies) and multiplies its
-    (images, anchors, classes) BCE by it. Set on the model too, so that a loss rebuilt on resume and the EMA copy
-    Ultralytics validates with (it copies the attribute at every update) weigh alike."""
+    its weight, one per class in the data's order, through Ultralytics' own per-class weights (what ``cls_pw`` sets
+    from class frequencies): each detection loss multiplies its (images, anchors, classes) BCE by its
+    ``class_weights``, taken from ``model.class_weights`` when the loss is built. Set on each branch of the training
+    loss, on the model and on the EMA copy Ultralytics validates with (made before this; every rank's, and its loss
+    rebuilt), so that the validation loss weighs alike."""
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    model = getattr(model, "student_model", model)  # distillation: Ultralytics weighs the student's loss
     device = getattr(trainer, "device", None) or next(model.parameters()).device
     vector = torch.tensor(weights, dtype=torch.float32, device=device)
     for branch in _detection_branches(training_criterion(trainer)):
-        if not hasattr(branch, "class_weights"):
-            raise SeamError(f"{type(branch).__qualname__} has no class_weights (ultralytics "
-                            f"{_ultralytics_version()}): its classification loss no longer takes per-class weights "
-                            "that way; assign.class_loss_weights sets them")
+        name = type(branch).__qualname__
+        if not hasattr(branch, "class_weights") or not _multiplies_by_class_weights(type(branch)):
+            raise SeamError(f"{name} does not multiply its classification loss by class_weights (ultralytics "
+                            f"{_ultralytics_version()}); assign.class_loss_weights sets Ultralytics' per-class "
+                            "weights there")
+        if getattr(branch, "nc", len(weights)) != len(weights):
+            raise SeamError(f"{name} scores {branch.nc} classes, assign.class_loss_weights gave {len(weights)} "
+                            f"weights (ultralytics {_ultralytics_version()})")
         branch.class_weights = vector.view(1, 1, -1)
     model.class_weights = vector
+    ema = getattr(getattr(trainer, "ema", None), "ema", None)
+    if ema is not None:
+        ema.class_weights = vector.clone()
+        if getattr(ema, "criterion", None) is not None:
+            ema.criterion = None  # built before the weights: Ultralytics rebuilds it at the next validation
+
+
+def _multiplies_by_class_weights(loss_cls: type) -> bool:
+    """Whether one of the methods ``loss_cls`` has (its own or inherited, as resolved) multiplies something by
+    ``self.class_weights`` (``bce_loss *= self.class_weights`` in 8.4.190), read from their source."""
+    def is_weights(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "class_weights" \
+            and isinstance(node.value, ast.Name) and node.value.id == "self"
+
+    for _, method in inspect.getmembers(loss_cls, inspect.isfunction):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+        except (OSError, TypeError):  # defined without source
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Mult) and is_weights(node.value):
+                return True
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) \
+                    and (is_weights(node.left) or is_weights(node.right)):
+                return True
+    return False
 
 
 def weigh_box_loss_with(trainer: Any, reweigh: Callable[[Any, Any, Any, int], Any]) -> None:
