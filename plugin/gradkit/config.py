@@ -435,7 +435,9 @@ class AssignConfig(_Section):
                                                         "that class's column of the classification loss (its "
                                                         "positives and negatives alike; classes not named 1), "
                                                         "through Ultralytics' own per-class weights, which its "
-                                                        "cls_pw sets from class frequencies instead")
+                                                        "cls_pw sets from class frequencies instead (and scales "
+                                                        "to mean 1; these are not, so the logged cls_loss is not "
+                                                        "comparable with a run without them)")
 
     @field_validator("class_loss_weights", mode="before")
     @classmethod
