@@ -55,6 +55,26 @@ def test_each_class_column_of_the_classification_loss_is_scaled_by_its_weight():
                                                                                                 rel=1e-6)
 
 
+@pytest.mark.parametrize("weights", [[2.0, 1.0], [1.0, 3.0]])
+def test_the_same_loss_as_ultralytics_own_per_class_weights(weights):
+    """Ultralytics' own path (what ``cls_pw`` does): ``model.class_weights`` set before the loss is built."""
+    model, batch = _model_and_batch()
+    model.class_weights = torch.tensor(weights)
+    model.criterion = model.init_criterion()
+    with torch.no_grad():
+        own = model.loss(batch)[0]
+    assert torch.allclose(_losses(weights), own, rtol=1e-6)
+    assert not torch.allclose(_losses(weights[::-1]), own, rtol=1e-4)  # the columns are told apart
+
+
+def test_a_weight_count_other_than_the_loss_s_classes_is_named():
+    from gradkit.integrations.ultralytics.seams import SeamError, weigh_classification_loss
+
+    model, _ = _model_and_batch()
+    with pytest.raises(SeamError, match=r"v8DetectionLoss scores 2 classes, assign\.class_loss_weights gave 3"):
+        weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), [2.0, 1.0, 1.0])
+
+
 def test_the_ema_copy_gets_the_weights_and_its_loss_is_rebuilt_with_them():
     from gradkit.integrations.ultralytics.seams import weigh_classification_loss
 
@@ -126,6 +146,33 @@ def test_ultralytics_own_class_weights_and_these_together_are_refused(tiny_data)
         _pretrain({"assign.class_loss_weights": {"scratch": 2.0}}, tiny_data, cls_pw=0.5)
 
 
+def test_a_distillation_run_is_refused(tiny_data):
+    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
+
+    plugin = GradkitCallback(load_config("default", {"data.check": False, "report.enabled": False,
+                                                     "assign.class_loss_weights": {"scratch": 2.0}}))
+    args = SimpleNamespace(task="detect", data=str(tiny_data), cls_pw=0.0, resume=False, distill_model="teacher.pt")
+    with pytest.raises(PluginError, match=r"assign\.class_loss_weights is not supported with distill_model="):
+        plugin.on_pretrain_routine_start(SimpleNamespace(args=args))
+
+
+def test_refused_for_rt_detr_and_yolo_world():
+    """RT-DETR matches queries to boxes (no per-class weights in its loss); YOLO-World's class outputs are prompts."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import RTDETRDetectionModel, WorldModel
+
+    from gradkit.integrations.ultralytics.callback import GradkitCallback, PluginError
+
+    plugin = GradkitCallback(load_config("default", {"assign.class_loss_weights": {"scratch": 2.0}}))
+    detr = RTDETRDetectionModel("rtdetr-l.yaml", nc=2, verbose=False)
+    detr.args, detr.nc = get_cfg(), 2  # as the trainer sets them
+    with pytest.raises(PluginError, match=r"class_loss_weights .*RTDETRDetectionLoss.*leave assign\.class_loss_"):
+        plugin._refuse_unchangeable_assigner(SimpleNamespace(args=SimpleNamespace(task="detect"), model=detr))
+    world = WorldModel("yolov8s-worldv2.yaml", nc=2, verbose=False)
+    with pytest.raises(PluginError, match=r"class_loss_weights weighs the data's classes by index; this WorldModel"):
+        plugin._refuse_unchangeable_assigner(SimpleNamespace(args=SimpleNamespace(task="detect"), model=world))
+
+
 def test_a_task_other_than_detection_is_refused(tiny_data):
     from gradkit.integrations.ultralytics.callback import PluginError
 
@@ -166,6 +213,8 @@ def test_a_real_training_run_weighs_the_named_class(tiny_data, tmp_path):
         LOGGER.removeHandler(handler)
     expected = [2.5 if i == crack else 1.0 for i in range(len(names))]
     assert seen["branches"] == [expected, expected]
-    assert seen["ema"] == expected and seen["ema_loss"] == expected  # the validation loss weighs alike
+    # a smoke check of the whole path (Ultralytics' own EMA update copies class_weights too; the unit test above
+    # checks gradkit's setting of the copy)
+    assert seen["ema"] == expected and seen["ema_loss"] == expected
     assert all(math.isfinite(v) and v > 0 for v in seen["losses"])  # a smoke check: it trains
     assert any("assign.class_loss_weights: the classification loss weighs crack 2.5" in m for m in log), log

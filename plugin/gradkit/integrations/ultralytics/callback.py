@@ -320,6 +320,9 @@ class GradkitCallback:
         if task != "detect":
             raise PluginError(f"gradkit: assign.class_loss_weights weighs a detector's classification loss; this "
                               f"run's task is {task!r} (leave assign.class_loss_weights out)")
+        if getattr(trainer.args, "distill_model", None):
+            raise PluginError("gradkit: assign.class_loss_weights is not supported with distill_model= (Ultralytics "
+                              "weighs the student's loss inside the distillation wrapper; leave one of them out)")
         cls_pw = float(getattr(trainer.args, "cls_pw", 0.0) or 0.0)
         if cls_pw:
             raise PluginError(f"gradkit: assign.class_loss_weights and Ultralytics' cls_pw {cls_pw:g} both set the "
@@ -428,11 +431,25 @@ class GradkitCallback:
         chosen = [k for k in ("defect_cells", "nwd", "box_loss_per_object") if getattr(self.cfg.assign, k)]
         if self.cfg.assign.class_loss_weights is not None:
             chosen.append("class_loss_weights")
+            self._refuse_prompted_classes(trainer)
         missing = without_task_aligned_assigner(trainer) if chosen else None
         if missing:
-            undo = "leave it out" if chosen[0] == "class_loss_weights" else f"set assign.{chosen[0]}: false"
-            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner or its loss; "
-                              f"this detector: {missing} ({undo})")
+            undo = ("leave assign.class_loss_weights out" if chosen[0] == "class_loss_weights"
+                    else f"set assign.{chosen[0]}: false")
+            raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner or the loss "
+                              f"around it; this detector: {missing} ({undo})")
+
+    @staticmethod
+    def _refuse_prompted_classes(trainer) -> None:
+        """``assign.class_loss_weights`` weighs the data's class indices: not a YOLO-World model, whose class outputs
+        are each batch's text prompts (Ultralytics turns its own ``cls_pw`` off there for that reason)."""
+        from ultralytics.nn.tasks import WorldModel
+
+        model = _unwrap(trainer.model)
+        if isinstance(model, WorldModel):
+            raise PluginError(f"gradkit: assign.class_loss_weights weighs the data's classes by index; this "
+                              f"{type(model).__name__}'s class outputs are each batch's prompts (leave "
+                              "assign.class_loss_weights out)")
 
     def prior_due(self, trainer) -> bool:
         """Whether this run starts from ``init.prior``: not when it resumes (its checkpoint holds its own weights)."""

@@ -1533,9 +1533,9 @@ def weigh_classification_loss(trainer: Any, weights: list[float]) -> None:
     from class frequencies): each detection loss multiplies its (images, anchors, classes) BCE by its
     ``class_weights``, taken from ``model.class_weights`` when the loss is built. Set on each branch of the training
     loss, on the model and on the EMA copy Ultralytics validates with (made before this; every rank's, and its loss
-    rebuilt), so that the validation loss weighs alike."""
+    rebuilt), so that the validation loss weighs alike. Not for a distillation run (the caller refuses it: there
+    Ultralytics weighs the student's loss, inside a wrapper)."""
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    model = getattr(model, "student_model", model)  # distillation: Ultralytics weighs the student's loss
     device = getattr(trainer, "device", None) or next(model.parameters()).device
     vector = torch.tensor(weights, dtype=torch.float32, device=device)
     for branch in _detection_branches(training_criterion(trainer)):
