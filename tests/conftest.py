@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gradkit.synth import SynthSpec, generate_dataset
 
@@ -101,6 +102,23 @@ def train_tiny(data: Path, tmp_path: Path, cfg=None, overrides=None, callbacks=(
     kw = {**TINY_TRAIN, **train_kw}
     model.train(data=str(data), project=str(tmp_path), name="run", exist_ok=True, **kw)
     return model, Path(model.trainer.save_dir)
+
+
+def detection_model_and_batch():
+    """A yolo26n detector of 2 classes in training mode with its loss built, and a batch of two 96 px images
+    holding five boxes of both classes, thin ones among them (the assign and loss options' tests)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo26n.yaml", nc=2, verbose=False)
+    model.args = get_cfg()
+    model.criterion = model.init_criterion()
+    boxes = torch.tensor([[0.5, 0.5, 0.6, 0.5], [0.3, 0.2, 0.5, 0.03], [0.7, 0.7, 0.1, 0.1],  # image 0
+                          [0.5, 0.4, 0.02, 0.6], [0.2, 0.8, 0.25, 0.25]])  # image 1 (xywh, normalised)
+    batch = {"img": torch.rand(2, 3, 96, 96), "batch_idx": torch.tensor([0.0, 0, 0, 1, 1]),
+             "cls": torch.tensor([[0.0], [1], [0], [1], [0]]), "bboxes": boxes}
+    return model.train(), batch
 
 
 def _write_sample(root, split, stem, img, labels):

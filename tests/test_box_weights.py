@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import train_tiny
+from conftest import detection_model_and_batch, train_tiny
 from gradkit.box_weights import per_object_weights
 
 
@@ -58,21 +58,6 @@ def _per_object_by_loop(weights, owner, positive):
 
 # ------------------------------------------------------------------ the seam, on Ultralytics' own loss
 
-def _model_and_batch():
-    from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)
-    model = DetectionModel("yolo26n.yaml", nc=2, verbose=False)
-    model.args = get_cfg()
-    model.criterion = model.init_criterion()
-    boxes = torch.tensor([[0.5, 0.5, 0.6, 0.5], [0.3, 0.2, 0.5, 0.03], [0.7, 0.7, 0.1, 0.1],  # image 0
-                          [0.5, 0.4, 0.02, 0.6], [0.2, 0.8, 0.25, 0.25]])  # image 1 (xywh, normalised)
-    batch = {"img": torch.rand(2, 3, 96, 96), "batch_idx": torch.tensor([0.0, 0, 0, 1, 1]),
-             "cls": torch.tensor([[0.0], [1], [0], [1], [0]]), "bboxes": boxes}
-    return model.train(), batch
-
-
 def _spy(model):
     """What each branch's assigner returned and what its box loss was given, call by call."""
     seen = {"assigned": [], "box": []}
@@ -98,7 +83,7 @@ def _spy(model):
 def test_ultralytics_box_loss_gets_per_object_weights_and_the_class_loss_is_untouched():
     from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
 
-    model, batch = _model_and_batch()
+    model, batch = detection_model_and_batch()
     with torch.no_grad():
         stock = model.loss(batch)[0].clone()  # (box, cls, dfl) of both yolo26 branches, times the batch size
     seen = _spy(model)
@@ -121,7 +106,7 @@ def test_monitor_taught_still_records_the_reweighed_loss_s_assignments():
     from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
     from gradkit.integrations.ultralytics.seams import record_assignments
 
-    model, batch = _model_and_batch()
+    model, batch = detection_model_and_batch()
     trainer, recorded = SimpleNamespace(model=model), []
     install_box_loss_per_object(trainer)
     record_assignments(trainer, lambda scores, fg, *rest: recorded.append(int(fg.sum())))
@@ -134,7 +119,7 @@ def test_an_assignment_made_outside_the_loss_is_never_used():
     from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
     from gradkit.integrations.ultralytics.seams import SeamError
 
-    model, batch = _model_and_batch()
+    model, batch = detection_model_and_batch()
     install_box_loss_per_object(SimpleNamespace(model=model))
     branch = model.criterion.one2many
     anchors = 3 * 12 * 12 + 3 * 6 * 6 + 3 * 3 * 3  # unused: the check comes first
@@ -150,7 +135,7 @@ def test_a_changed_box_loss_is_named():
     from gradkit.integrations.ultralytics.assign import install_box_loss_per_object
     from gradkit.integrations.ultralytics.seams import SeamError
 
-    model, _ = _model_and_batch()
+    model, _ = detection_model_and_batch()
     model.criterion.one2one.bbox_loss.forward = lambda pred, target, weight: None  # a release with another order
     with pytest.raises(SeamError, match=r"bbox_loss\.forward takes \(pred, target, weight\)"):
         install_box_loss_per_object(SimpleNamespace(model=model))

@@ -13,30 +13,15 @@ import pytest
 import torch
 import yaml
 
-from conftest import train_tiny
+from conftest import detection_model_and_batch, train_tiny
 from gradkit.config import ConfigError, load_config
-
-
-def _model_and_batch():
-    from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)
-    model = DetectionModel("yolo26n.yaml", nc=2, verbose=False)
-    model.args = get_cfg()
-    model.criterion = model.init_criterion()
-    boxes = torch.tensor([[0.5, 0.5, 0.6, 0.5], [0.3, 0.2, 0.5, 0.03], [0.7, 0.7, 0.1, 0.1],  # image 0
-                          [0.5, 0.4, 0.02, 0.6], [0.2, 0.8, 0.25, 0.25]])  # image 1 (xywh, normalised)
-    batch = {"img": torch.rand(2, 3, 96, 96), "batch_idx": torch.tensor([0.0, 0, 0, 1, 1]),
-             "cls": torch.tensor([[0.0], [1], [0], [1], [0]]), "bboxes": boxes}
-    return model.train(), batch
 
 
 def _losses(weights):
     """(box, cls, L1) of Ultralytics' yolo26 loss on the same model and batch, the class columns weighed."""
     from gradkit.integrations.ultralytics.seams import weigh_classification_loss
 
-    model, batch = _model_and_batch()
+    model, batch = detection_model_and_batch()
     if weights is not None:
         weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), weights)
     with torch.no_grad():
@@ -58,7 +43,7 @@ def test_each_class_column_of_the_classification_loss_is_scaled_by_its_weight():
 @pytest.mark.parametrize("weights", [[2.0, 1.0], [1.0, 3.0]])
 def test_the_same_loss_as_ultralytics_own_per_class_weights(weights):
     """Ultralytics' own path (what ``cls_pw`` does): ``model.class_weights`` set before the loss is built."""
-    model, batch = _model_and_batch()
+    model, batch = detection_model_and_batch()
     model.class_weights = torch.tensor(weights)
     model.criterion = model.init_criterion()
     with torch.no_grad():
@@ -70,7 +55,7 @@ def test_the_same_loss_as_ultralytics_own_per_class_weights(weights):
 def test_a_weight_count_other_than_the_loss_s_classes_is_named():
     from gradkit.integrations.ultralytics.seams import SeamError, weigh_classification_loss
 
-    model, _ = _model_and_batch()
+    model, _ = detection_model_and_batch()
     with pytest.raises(SeamError, match=r"v8DetectionLoss scores 2 classes, assign\.class_loss_weights gave 3"):
         weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), [2.0, 1.0, 1.0])
 
@@ -78,7 +63,7 @@ def test_a_weight_count_other_than_the_loss_s_classes_is_named():
 def test_the_ema_copy_gets_the_weights_and_its_loss_is_rebuilt_with_them():
     from gradkit.integrations.ultralytics.seams import weigh_classification_loss
 
-    model, batch = _model_and_batch()
+    model, batch = detection_model_and_batch()
     ema = deepcopy(model)  # Ultralytics makes its EMA copy before training starts, its loss built unweighed
     weigh_classification_loss(SimpleNamespace(model=model, ema=SimpleNamespace(ema=ema), device=torch.device("cpu")),
                               [3.0, 1.0])
@@ -93,7 +78,7 @@ def test_the_ema_copy_gets_the_weights_and_its_loss_is_rebuilt_with_them():
 def test_a_loss_without_per_class_weights_is_named():
     from gradkit.integrations.ultralytics.seams import SeamError, weigh_classification_loss
 
-    model, _ = _model_and_batch()
+    model, _ = detection_model_and_batch()
     del model.criterion.one2one.class_weights  # a release whose loss no longer has them
     with pytest.raises(SeamError, match=r"v8DetectionLoss does not multiply .* by class_weights.*class_loss_weights"):
         weigh_classification_loss(SimpleNamespace(model=model, device=torch.device("cpu")), [2.0, 1.0])
@@ -102,7 +87,7 @@ def test_a_loss_without_per_class_weights_is_named():
 def test_a_loss_that_no_longer_multiplies_by_them_is_named():
     from gradkit.integrations.ultralytics.seams import SeamError, weigh_classification_loss
 
-    model, _ = _model_and_batch()
+    model, _ = detection_model_and_batch()
     branch = model.criterion.one2many
 
     class Unweighed(type(branch)):  # a release that keeps the attribute and computes its loss without it
