@@ -166,6 +166,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     from gradkit.config import load_config
     from gradkit.integrations.ultralytics import validate_for_report
     from gradkit.integrations.ultralytics.models import VariantNotWritten, resolved_model
+    from gradkit.integrations.ultralytics.throughput import train_with_threads
     from gradkit.report import build_report, write_report
 
     start = time.time()
@@ -186,11 +187,8 @@ def run_demo(args: Sequence[str] = ()) -> int:
         print("gradkit demo: the command line replaces " + ", ".join(
             f"augment.ultralytics.{k}={c:g} with {v:g}" for k, (c, v) in changed.items()))
     gradkit.attach(model, cfg)
-    threads = _threads(opts)
-    import torch  # here, not at the top: the CLI's usage reads DEMO_DEFAULTS without loading torch
-
     # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.
-    model.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
+    train_with_threads(model, _threads(opts))
     model.train(data=str(data_yaml), imgsz=imgsz, seed=int(opts["seed"]), project=str(out.parent),
                 name=out.name, exist_ok=True, device="cpu", **train_args)
     run_dir = Path(model.trainer.save_dir)

@@ -37,6 +37,7 @@ __all__ = [
     "layout_step_timers",
     "least_disturbed",
     "timed_training_step",
+    "train_with_threads",
     "training_seconds_per_image",
     "validation_seconds_per_image",
     "width_family",
@@ -120,6 +121,15 @@ def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int 
     run trains ``on_cpu`` anyway."""
     cost = _calibrated("train", model_yaml, nc, batch, threads, on_cpu, memory_format)
     return None if cost is None else cost.at(imgsz) * DATA_OVERHEAD
+
+
+def train_with_threads(yolo, threads: int) -> None:
+    """Make ``yolo``'s next ``train()`` step on ``threads`` torch threads on the CPU. Ultralytics' CPU training
+    sets torch's threads to its NUM_THREADS (min(8, cpus - 1)) in select_device, after any the caller set, so
+    the count is set again once the trainer is built (``on_pretrain_routine_end``, before the first step)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    yolo.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
 
 
 def validation_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int = TRAIN_BATCH,
