@@ -19,7 +19,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import cv2
 import numpy as np
-import torch
 import yaml
 
 
@@ -45,11 +44,12 @@ def _train(data: Path, out: Path, name: str, preset: str, seed: int, args) -> Pa
     from ultralytics import YOLO
 
     import gradkit
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
 
     model = YOLO("yolo26n.yaml")
     # "stock": the default preset (stock Ultralytics augmentation); "defect": configs/gradkit/defect.yaml
     gradkit.attach(model, "default" if preset == "stock" else preset, {"report.enabled": False, "monitor.plot": False})
-    model.add_callback("on_pretrain_routine_end", lambda t: torch.set_num_threads(os.cpu_count() or 1))
+    keep_training_threads(model, os.cpu_count() or 1)
     model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=16, nbs=16, workers=1, optimizer="AdamW",
                 lr0=0.002, warmup_epochs=1, seed=seed, plots=False, device="cpu", project=str(out), name=name,
                 exist_ok=True, verbose=False)

@@ -36,17 +36,17 @@ def _time_check(data_yaml: Path, images: bool) -> float:
 
 def _demo_epoch(tmp: Path) -> tuple[float, int]:
     """Seconds of the demo's first training epoch and the number of training images."""
-    import torch
     from ultralytics import YOLO
 
     import gradkit
     from gradkit.demo import DEMO_DEFAULTS, TRAIN_DEFAULTS, _ensure_dataset
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
 
     data = _ensure_dataset(tmp / "demo-data", DEMO_DEFAULTS["images"], DEMO_DEFAULTS["imgsz"], DEMO_DEFAULTS["seed"])
     model = YOLO("yolo26n.yaml")
     gradkit.attach(model, DEMO_DEFAULTS["gradkit"], {"data.check": False, "report.enabled": False})
     marks: dict[str, float] = {}
-    model.add_callback("on_pretrain_routine_end", lambda t: torch.set_num_threads(os.cpu_count() or 1))
+    keep_training_threads(model, os.cpu_count() or 1)
     model.add_callback("on_train_epoch_start", lambda t: marks.setdefault("start", time.perf_counter()))
     model.add_callback("on_train_epoch_end", lambda t: marks.setdefault("end", time.perf_counter()))
     model.train(data=str(data), imgsz=DEMO_DEFAULTS["imgsz"], seed=DEMO_DEFAULTS["seed"], project=str(tmp),

@@ -179,9 +179,9 @@ folder (``score.json``) and reused when the script is run again with the same ``
 interrupted comparison continues (a score kept before the KPIs were gets them from its weights,
 without training); results also go to ``--out/results.json`` after every run, with each set's
 fingerprint (``gradkit plan``'s measures) and plan.
-``--threads 1`` with ``taskset -c 0`` keeps the timing fair while the other core does something else (on a
-2-core machine: Ultralytics trains, and the budget timer times, on min(8, cpus - 1) threads whatever
-``--threads`` says, so on a larger machine pin as many cores as that count).
+``--threads 1`` with ``taskset -c 0`` keeps the timing fair on a 2-core machine while the other core does something
+else: Ultralytics trains and validates, and the budget timer times, on min(8, cpus - 1) threads whatever
+``--threads`` says (one here), so on a larger machine pin as many cores as that count.
 ``--time-s S`` gives the ``@time`` recipes a budget of S seconds instead of the same seed's stock time,
 so they can train beside stock (e.g. S = the mean of other seeds' stock times; report it as such).
 ``--device 0 --workers 8`` trains on a CUDA GPU (Ultralytics' default AMP); the device is part of the
@@ -943,8 +943,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--out", default="runs/defect-quality")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads outside training (0: torch's default); the training steps and the "
-                        "budget timer run on Ultralytics' own count, min(8, cpus - 1): 1 on a 2-core machine")
+                   help="torch CPU threads for gradkit's own work (0: torch's default); Ultralytics' training, "
+                        "validation and the budget timer run on its own count, min(8, cpus - 1)")
     p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="print the tables of these files together")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (Ultralytics' device=)")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")

@@ -37,7 +37,6 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import numpy as np
-import torch
 
 POLICIES: dict[str, dict] = {
     "stock": {"clip.mode": "stock"},
@@ -71,8 +70,10 @@ def _pretrain(data: Path, out: Path, args) -> str:
     """The warm start every grid run fine-tunes from: stock Ultralytics, the demo's AdamW recipe."""
     from ultralytics import YOLO
 
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
+
     model = YOLO("yolo26n.yaml")
-    model.add_callback("on_pretrain_routine_end", lambda t: torch.set_num_threads(os.cpu_count() or 1))
+    keep_training_threads(model, os.cpu_count() or 1)
     model.train(data=str(data), epochs=args.pretrain_epochs, imgsz=args.imgsz, batch=16, nbs=16, workers=1,
                 optimizer="AdamW", lr0=0.002, warmup_epochs=1, plots=False, device="cpu", seed=0, val=False,
                 project=str(out), name="pretrain", exist_ok=True, verbose=False)
@@ -83,12 +84,13 @@ def _run(data: Path, out: Path, policy: str, optimizer: str, mult: float, seed: 
     from ultralytics import YOLO
 
     import gradkit
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
 
     model = YOLO(weights)
     extra = {"monitor.rollback.lr_factor": args.rollback_lr_factor} if args.rollback_lr_factor else {}
     gradkit.attach(model, "default", {**overrides_of(policy), **extra, "monitor.plot": False,
                                       "report.enabled": False})
-    model.add_callback("on_pretrain_routine_end", lambda t: torch.set_num_threads(os.cpu_count() or 1))
+    keep_training_threads(model, os.cpu_count() or 1)
     name = f"{optimizer}-{policy}-x{mult:g}-s{seed}".replace("(", "").replace(")", "").replace("+", "_")
     t0 = time.time()
     losses: list[float] = []  # batch = nbs: one loss per optimizer step, for the divergence triggers

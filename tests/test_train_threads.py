@@ -1,6 +1,6 @@
 """The torch threads a training run takes: Ultralytics' CPU training sets its own (select_device sets
 ``NUM_THREADS``, min(8, cpus - 1)), so a script that sets torch's threads before ``train()`` is overridden;
-``train_with_threads`` keeps the threads asked for through every step."""
+``keep_training_threads`` keeps the threads asked for through every step."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def _threads_seen(tiny_data, tmp_path, before_train):
                 batch=8, workers=0, device="cpu", plots=False, val=False, verbose=False)
     return seen
 
+
 def test_threads_set_before_train_are_overridden_by_ultralytics(tiny_data, tmp_path):
     from ultralytics.utils import NUM_THREADS
 
@@ -28,23 +29,25 @@ def test_threads_set_before_train_are_overridden_by_ultralytics(tiny_data, tmp_p
         seen = _threads_seen(tiny_data, tmp_path, lambda model: torch.set_num_threads(NUM_THREADS + 1))
     finally:
         torch.set_num_threads(callers)
-    assert seen and set(seen) == {NUM_THREADS}  # the fact the helper exists for (a planted expectation)
+    assert seen and set(seen) == {NUM_THREADS}  # Ultralytics' own override, why the helper exists: fails if it stops
 
-def test_train_with_threads_keeps_the_threads_through_every_step(tiny_data, tmp_path):
+
+def test_keep_training_threads_keeps_the_threads_through_every_step(tiny_data, tmp_path):
     from ultralytics.utils import NUM_THREADS
 
-    from gradkit.integrations.ultralytics.throughput import train_with_threads
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
 
     wanted = NUM_THREADS + 1  # never Ultralytics' own count, whatever the machine
     callers = torch.get_num_threads()
     try:
-        seen = _threads_seen(tiny_data, tmp_path, lambda model: train_with_threads(model, wanted))
+        seen = _threads_seen(tiny_data, tmp_path, lambda model: keep_training_threads(model, wanted))
     finally:
         torch.set_num_threads(callers)
     assert seen and set(seen) == {wanted}
 
-def test_train_with_threads_refuses_a_count_below_one():
-    from gradkit.integrations.ultralytics.throughput import train_with_threads
+
+def test_keep_training_threads_refuses_a_count_below_one():
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
 
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
-        train_with_threads(object(), 0)
+        keep_training_threads(object(), 0)

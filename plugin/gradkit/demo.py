@@ -166,7 +166,7 @@ def run_demo(args: Sequence[str] = ()) -> int:
     from gradkit.config import load_config
     from gradkit.integrations.ultralytics import validate_for_report
     from gradkit.integrations.ultralytics.models import VariantNotWritten, resolved_model
-    from gradkit.integrations.ultralytics.throughput import train_with_threads
+    from gradkit.integrations.ultralytics.throughput import keep_training_threads
     from gradkit.report import build_report, write_report
 
     start = time.time()
@@ -187,8 +187,8 @@ def run_demo(args: Sequence[str] = ()) -> int:
         print("gradkit demo: the command line replaces " + ", ".join(
             f"augment.ultralytics.{k}={c:g} with {v:g}" for k, (c, v) in changed.items()))
     gradkit.attach(model, cfg)
-    # Ultralytics trains on cpus-1 threads; on a 2-core machine that halves the demo's speed.
-    train_with_threads(model, _threads(opts))
+    # Ultralytics trains on min(8, cpus - 1) threads; on a 2-core machine that halves the demo's speed.
+    keep_training_threads(model, _threads(opts))
     model.train(data=str(data_yaml), imgsz=imgsz, seed=int(opts["seed"]), project=str(out.parent),
                 name=out.name, exist_ok=True, device="cpu", **train_args)
     run_dir = Path(model.trainer.save_dir)

@@ -34,10 +34,10 @@ __all__ = [
     "errors_against_float64",
     "fake_batch",
     "first_step_in_both_layouts",
+    "keep_training_threads",
     "layout_step_timers",
     "least_disturbed",
     "timed_training_step",
-    "train_with_threads",
     "training_seconds_per_image",
     "validation_seconds_per_image",
     "width_family",
@@ -123,10 +123,12 @@ def training_seconds_per_image(model_yaml: str, imgsz: int, nc: int, batch: int 
     return None if cost is None else cost.at(imgsz) * DATA_OVERHEAD
 
 
-def train_with_threads(yolo, threads: int) -> None:
-    """Make ``yolo``'s next ``train()`` step on ``threads`` torch threads on the CPU. Ultralytics' CPU training
-    sets torch's threads to its NUM_THREADS (min(8, cpus - 1)) in select_device, after any the caller set, so
-    the count is set again once the trainer is built (``on_pretrain_routine_end``, before the first step)."""
+def keep_training_threads(yolo, threads: int) -> None:
+    """Make the training steps of ``yolo``'s next ``train()`` run on ``threads`` torch threads on the CPU.
+    Ultralytics' CPU training sets torch's threads to its NUM_THREADS (min(8, max(1, cpus - 1))) in select_device,
+    after any the caller set, so the count is set again once the trainer is built (``on_pretrain_routine_end``,
+    before the first step). The steps alone: the final validation builds a validator that sets NUM_THREADS again,
+    as does any later ``val()``, and the process keeps that count after ``train()`` returns."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     yolo.add_callback("on_pretrain_routine_end", lambda trainer: torch.set_num_threads(threads))
