@@ -20,7 +20,8 @@ sooner on data drawn by another? This script builds that network, which gradkit 
    read with ``weights_only=True``): a run takes every layer but the class outputs, and with
    ``init.classes: by_name`` also the rows of the classes its data names alike.
 
-    python benchmarks/defect_prior.py --out DIR [--images 1500 --imgsz 256 --minutes 25 --threads 1 --faint-frac 0]
+    python benchmarks/defect_prior.py --out DIR [--images 1500 --imgsz 256 --minutes 25 --threads 1 --faint-frac 0
+                                               --relief-frac 0 --colour-frac 0]
 
 ``--threads``: the torch threads the plan's timer times and the training steps run on. Until session 60 the
 script timed on 2 but trained on 1: Ultralytics' CPU training sets its own count (min(8, cpus - 1), 1 on this
@@ -49,13 +50,15 @@ from gradkit.plan import MODEL_HALF
 SYNTH_SEED = 7
 
 
-def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int, faint_frac: float = 0.0) -> Path:
+def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int, faint_frac: float = 0.0,
+                relief_frac: float = 0.0, colour_frac: float = 0.0) -> Path:
     import torch
 
     from gradkit.synth import SynthSpec, generate_dataset, made_by, provenance
 
     data = out / "data" / "data.yaml"
-    spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac)
+    spec = SynthSpec(images=images, imgsz=imgsz, seed=SYNTH_SEED, faint_frac=faint_frac, relief_frac=relief_frac,
+                     colour_frac=colour_frac)
     if not data.exists():
         generate_dataset(data.parent, spec, progress=False)
     if not made_by(yaml.safe_load(data.read_text(encoding="utf-8")), spec):
@@ -75,7 +78,8 @@ def build_prior(out: Path, images: int, imgsz: int, minutes: float, threads: int
     names = [trained_names[i] for i in range(len(trained_names))]
     torch.save({"state_dict": kept, "meta": {"model": MODEL_HALF, "images": images, "imgsz": imgsz,
                                              "synth_seed": SYNTH_SEED, "minutes": minutes, "names": names,
-                                             "faint_frac": faint_frac}}, shipped)
+                                             "faint_frac": faint_frac, "relief_frac": relief_frac,
+                                             "colour_frac": colour_frac}}, shipped)
     print(f"{shipped}: {len(kept)} tensors, {sum(map(bool, map(CLASS_OUTPUT.search, kept)))} of them class outputs "
           f"of {names} (init.prior: defect)")
     print(f"{prior}: {sum(p.numel() for p in trained.parameters())} parameters, class outputs reset: {len(reset)} "
@@ -139,8 +143,13 @@ def main() -> None:
                     "prior: 1)")
     ap.add_argument("--faint-frac", type=float, default=0.0, help="SynthSpec.faint_frac of the prior's images "
                     "(the shipped prior: 0)")
+    ap.add_argument("--relief-frac", type=float, default=0.0, help="SynthSpec.relief_frac of the prior's images "
+                    "(the shipped prior: 0)")
+    ap.add_argument("--colour-frac", type=float, default=0.0, help="SynthSpec.colour_frac of the prior's images "
+                    "(the shipped prior: 0)")
     a = ap.parse_args()
-    build_prior(Path(a.out).resolve(), a.images, a.imgsz, a.minutes, a.threads, a.faint_frac)
+    build_prior(Path(a.out).resolve(), a.images, a.imgsz, a.minutes, a.threads, a.faint_frac, a.relief_frac,
+                a.colour_frac)
 
 
 if __name__ == "__main__":

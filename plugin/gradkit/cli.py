@@ -54,7 +54,8 @@ Presets (gradkit=NAME): {presets}. Example:
       gradkit=configs/gradkit/defect.yaml gradkit.clip.mode=agc
 """
 #: The arguments of ``gradkit synth`` (SynthSpec's fields; its splits and class names are the generator's own).
-SYNTH_KEYS = ("images", "imgsz", "seed", "empty_frac", "class_weights", "max_defects", "faint_frac")
+SYNTH_KEYS = ("images", "imgsz", "seed", "empty_frac", "class_weights", "max_defects", "faint_frac",
+              "relief_frac", "colour_frac")
 
 
 def synth_options() -> dict[str, Any]:

@@ -144,6 +144,21 @@ _DRAW = (_draw_scratch, _draw_crack, _draw_pit, _draw_stain)
 _CONTRAST = ((0.25, 0.4), (0.3, 0.45), (0.3, 0.45), (0.15, 0.3))
 #: Range of the factor on ``_CONTRAST`` of a faint defect (``SynthSpec.faint_frac``).
 FAINT_SCALE = (0.1, 0.3)
+#: Classes ``SynthSpec.relief_frac`` may draw as a relief (damage to the surface's shape; a stain is a deposit).
+RELIEF_CLASSES = (0, 1, 2)
+#: Range of a colour image's surface gain per channel, and of a stroke's or stain's own colour per channel
+#: (``SynthSpec.colour_frac``): a tinted metal, laminate or paint, and a deposit that is not its shade.
+SURFACE_GAIN = (0.5, 1.3)
+DEFECT_TINT = (0.3, 1.7)
+
+
+def _relief_shading(mask: np.ndarray, azimuth: float) -> np.ndarray:
+    """How a groove or crater of the mask's shape shows under a light from ``azimuth`` (radians, in the image
+    plane): Lambertian shading's first-order change, the slope of the sunk surface towards the light, scaled so
+    that its largest magnitude is 1 (the flank facing the light bright, the other dark)."""
+    gy, gx = np.gradient(-mask)
+    change = -(gx * np.cos(azimuth) + gy * np.sin(azimuth))
+    return (change / max(float(np.abs(change).max()), 1e-6)).astype(np.float32)
 
 
 def _box_from_mask(mask: np.ndarray, level: float = 0.25) -> tuple[int, int, int, int] | None:
@@ -222,13 +237,17 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
     """Render one image and its labels.
 
     Returns:
-        The image as HxWx3 uint8 (identical channels) and a list of YOLO labels
-        ``(class, x_center, y_center, width, height)`` normalised to [0, 1].
+        The image as HxWx3 uint8 (identical channels unless ``spec.colour_frac`` tinted it) and a list of
+        YOLO labels ``(class, x_center, y_center, width, height)`` normalised to [0, 1].
     """
     rng = np.random.default_rng([spec.seed, index])
     faint_rng = np.random.default_rng([spec.seed, index, 1])  # its own stream: see SynthSpec.faint_frac
+    look_rng = np.random.default_rng([spec.seed, index, 2])  # relief_frac and colour_frac's own stream
     n = spec.imgsz
     surface = _surface(rng, SURFACES[int(rng.integers(len(SURFACES)))], n)
+    gain = look_rng.uniform(*SURFACE_GAIN, 3).astype(np.float32) if look_rng.random() < spec.colour_frac else None
+    if gain is not None:
+        surface = surface[..., None] * gain
     labels: list[tuple[int, float, float, float, float]] = []
     boxes: list[tuple[int, int, int, int]] = []
     if rng.random() >= spec.empty_frac:
@@ -239,22 +258,33 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
                 cls = int(rng.choice(len(weights), p=weights))
                 mask = np.zeros((n, n), np.float32)
                 _DRAW[cls](rng, mask)
-                box = _box_from_mask(mask)
+                relief = cls in RELIEF_CLASSES and look_rng.random() < spec.relief_frac
+                if relief:  # one flank lit, the other in shade: the box holds both
+                    mask = _relief_shading(mask, look_rng.uniform(0, 2 * np.pi))
+                box = _box_from_mask(np.abs(mask))
                 if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2 or _overlaps(box, boxes):
                     continue
                 lo, hi = _CONTRAST[cls]
                 strength = rng.uniform(lo, hi) * (1 if rng.random() < 0.25 else -1)
                 if spec.faint_frac and faint_rng.random() < spec.faint_frac:
                     strength *= faint_rng.uniform(*FAINT_SCALE)
-                surface += strength * mask
+                if relief:  # the light decides which flank is dark, and shading scales the surface's colour
+                    strength = abs(strength) * (1.0 if gain is None else gain)
+                elif gain is not None:
+                    strength = strength * look_rng.uniform(*DEFECT_TINT, 3).astype(np.float32)
+                surface += strength * (mask if gain is None else mask[..., None])
                 boxes.append(box)
                 x0, y0, x1, y1 = box
                 labels.append((cls, (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n))
                 break
-    img = surface * _illumination(rng, n)
-    img += _sensor_noise(rng, n)
-    gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
-    return cv2.merge([gray, gray, gray]), labels
+    light = _illumination(rng, n)
+    img = surface * (light if gain is None else light[..., None])
+    if gain is None:
+        img += _sensor_noise(rng, n)
+        gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+        return cv2.merge([gray, gray, gray]), labels
+    img += np.stack([_sensor_noise(rng, n) for _ in range(3)], axis=2)
+    return np.clip(img * 255.0, 0, 255).astype(np.uint8), labels
 
 
 def _split_of(index: int, spec: SynthSpec) -> str:
@@ -307,11 +337,16 @@ def generate_dataset(out: str | Path, spec: SynthSpec | None = None, progress: b
 def provenance(spec: SynthSpec) -> dict[str, Any]:
     """How a set was generated, as its ``data.yaml`` keeps it under ``gradkit_synth``."""
     return {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed, "empty_frac": spec.empty_frac,
-            "class_weights": list(spec.class_weights), "faint_frac": spec.faint_frac}
+            "class_weights": list(spec.class_weights), "faint_frac": spec.faint_frac,
+            "relief_frac": spec.relief_frac, "colour_frac": spec.colour_frac}
 
 
 def made_by(data: Any, spec: SynthSpec) -> bool:
-    """Whether a loaded ``data.yaml`` says it was generated with ``spec`` (a set from before ``faint_frac``
-    existed, which has no such key, was made at 0)."""
+    """Whether a loaded ``data.yaml`` says it was generated with ``spec`` (a set from before ``faint_frac``,
+    ``relief_frac`` or ``colour_frac`` existed, which has no such key, was made at 0)."""
     made = data.get("gradkit_synth") if isinstance(data, dict) else None
-    return isinstance(made, dict) and {"faint_frac": 0.0, **made} == provenance(spec)
+    return isinstance(made, dict) and {**_BEFORE_LOOK_KEYS, **made} == provenance(spec)
+
+
+#: The keys a set written before each of them existed lacks, at the value it was made with.
+_BEFORE_LOOK_KEYS = {"faint_frac": 0.0, "relief_frac": 0.0, "colour_frac": 0.0}

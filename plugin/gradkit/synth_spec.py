@@ -29,6 +29,12 @@ class SynthSpec:
             their box is theirs), as two in three of the thin defects of two evaluation sets do (README, "And more
             pixels"). Decided by a generator of its own, so the masks, boxes and labels are the same at every
             ``faint_frac``, and a set at 0 has the images and labels it had before this option.
+        relief_frac: Share of scratches, cracks and pits drawn as a groove or crater lit from one side (a dark
+            and a bright flank, as grooves in metal show under directional light) instead of a darker or brighter
+            stroke; their boxes take in both flanks. Stains stay a change of brightness.
+        colour_frac: Share of images in colour: the surface tinted (a gain per channel) and each stroke or stain
+            in a colour of its own (a relief shows in the surface's). ``relief_frac`` and ``colour_frac`` are
+            decided by a generator of their own, so a set at 0 and 0 has the images and labels it had before them.
     """
 
     images: int = 400
@@ -40,11 +46,14 @@ class SynthSpec:
     splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
     class_names: tuple[str, ...] = field(default=CLASS_NAMES)
     faint_frac: float = 0.0
+    relief_frac: float = 0.0
+    colour_frac: float = 0.0
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if not 0.0 <= self.faint_frac <= 1.0:
-            raise ValueError(f"faint_frac must be in [0, 1], got {self.faint_frac}")
+        for name in ("faint_frac", "relief_frac", "colour_frac"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 32 <= self.imgsz <= 4096:
             raise ValueError(f"imgsz must be in [32, 4096], got {self.imgsz}")
         if len(self.class_weights) != len(CLASS_NAMES) or min(self.class_weights) < 0 or (
