@@ -170,9 +170,81 @@ def test_faint_defects_stand_out_less_by_the_fingerprints_measure(tmp_path):
     assert share[1.0] < share[0.0] - 0.25, share
 
 
+def test_the_look_stream_leaves_the_rest_of_the_image_alone():
+    """``relief_frac`` and ``colour_frac`` draw from a stream of their own: so small that it is drawn from but never
+    changes a defect or an image, every image and label is the one at 0 (sets made before them are unchanged)."""
+    base = _render_digest(SynthSpec(images=40, imgsz=96, seed=11, faint_frac=0.3))
+    tiny = SynthSpec(images=40, imgsz=96, seed=11, faint_frac=0.3, relief_frac=1e-12, colour_frac=1e-12)
+    assert _render_digest(tiny) == base
+    for look in (dict(relief_frac=0.5), dict(colour_frac=0.5)):
+        assert _render_digest(SynthSpec(images=40, imgsz=96, seed=11, faint_frac=0.3, **look)) != base
+
+
+def _deviation(img):
+    """Each pixel's change from the flat 0.5 surface of ``_flat_render``, per channel, in grey levels."""
+    return img.astype(float) - 127.5
+
+
+def test_a_relief_shows_a_lit_and_a_shaded_flank_inside_its_box(monkeypatch):
+    """On a flat surface a stroke changes the brightness one way; the same class drawn as a relief under a side
+    light has a bright and a dark flank of comparable size, and the box (the label) holds every pixel the defect
+    changed by a quarter of its peak or more (the oracle: the image itself). Stains are never drawn as reliefs."""
+    render = _flat_render(monkeypatch)
+    for cls in range(4):
+        weights = tuple(float(c == cls) for c in range(4))
+        spec = SynthSpec(images=60, imgsz=128, seed=5, empty_frac=0.0, max_defects=1, class_weights=weights,
+                         relief_frac=1.0)
+        two_sided = 0
+        for i in range(20):
+            img, labels = render(spec, i)
+            dev = _deviation(img[..., 0])
+            peak = np.abs(dev).max()
+            two_sided += dev.max() > 0.4 * peak and dev.min() < -0.4 * peak
+            ys, xs = np.nonzero(np.abs(dev) >= 0.25 * peak + 1)
+            (_, xc, yc, w, h), = labels
+            x0, x1, y0, y1 = (xc - w / 2) * 128, (xc + w / 2) * 128, (yc - h / 2) * 128, (yc + h / 2) * 128
+            assert xs.min() >= x0 - 0.5 and xs.max() + 1 <= x1 + 0.5, (cls, i)
+            assert ys.min() >= y0 - 0.5 and ys.max() + 1 <= y1 + 0.5, (cls, i)
+        if cls == 3:
+            assert two_sided == 0
+        else:
+            assert two_sided >= 18, (cls, two_sided)
+
+
+def test_colour_tints_the_surface_and_each_stroke_but_leaves_the_labels(monkeypatch):
+    """At ``colour_frac=1`` the channels differ; a stroke's change in each channel is the grey stroke's change
+    times the surface's gain and its own tint, within their documented ranges; boxes are the grey set's."""
+    from gradkit.synth import DEFECT_TINT, SURFACE_GAIN
+
+    render = _flat_render(monkeypatch)
+    grey = SynthSpec(images=60, imgsz=128, seed=6, empty_frac=0.0, max_defects=1, class_weights=(1, 0, 1, 1))
+    colour = SynthSpec(images=60, imgsz=128, seed=6, empty_frac=0.0, max_defects=1, class_weights=(1, 0, 1, 1),
+                       colour_frac=1.0)
+    for i in range(20):
+        (img0, labels0), (img1, labels1) = render(grey, i), render(colour, i)
+        assert labels1 == labels0, i
+        surface = img1[0, 0].astype(float) / 127.5  # a corner holds no defect here: the surface's gain
+        assert (surface > SURFACE_GAIN[0] - 0.02).all() and (surface < SURFACE_GAIN[1] + 0.02).all(), surface
+        assert np.ptp(surface) > 0.01
+        dev0 = _deviation(img0[..., 0])
+        at = np.unravel_index(np.abs(dev0).argmax(), dev0.shape)
+        factor = (img1[at].astype(float) - img1[0, 0]) / dev0[at]  # gain x tint per channel
+        lo, hi = SURFACE_GAIN[0] * DEFECT_TINT[0], SURFACE_GAIN[1] * DEFECT_TINT[1]
+        assert ((factor > lo - 0.05) & (factor < hi + 0.05)).all(), (i, factor)
+
+
+def test_a_set_written_before_the_look_options_is_recognised_at_zero():
+    from gradkit.synth import made_by, provenance
+
+    spec = SynthSpec(images=40, imgsz=96, seed=1)
+    old = {k: v for k, v in provenance(spec).items() if k not in ("relief_frac", "colour_frac", "faint_frac")}
+    assert made_by({"gradkit_synth": old}, spec)
+    assert not made_by({"gradkit_synth": old}, SynthSpec(images=40, imgsz=96, seed=1, relief_frac=0.5))
+
+
 @pytest.mark.parametrize("bad", [dict(images=2), dict(imgsz=8), dict(empty_frac=1.0),
                                  dict(class_weights=(1, 1)), dict(splits=(0.5, 0.2, 0.2)), dict(faint_frac=1.5),
-                                 dict(faint_frac=-0.1)])
+                                 dict(faint_frac=-0.1), dict(relief_frac=1.5), dict(colour_frac=-0.1)])
 def test_bad_spec_is_rejected(bad):
     with pytest.raises(ValueError):
         SynthSpec(**bad)
