@@ -1,8 +1,8 @@
 """Seeded synthetic defect dataset: the offline default for the demo, the tests and the notebooks.
 
 Every image is grayscale (stored as 3 identical channels, as inspection cameras deliver after
-debayering) and is rendered from one of several textured surfaces under uneven illumination and
-sensor noise. Defects are drawn as masks first and composited onto the surface, so the YOLO boxes
+debayering; ``SynthSpec.colour_frac`` tints a share of them) and is rendered from one of several textured
+surfaces under uneven illumination and sensor noise. Defects are drawn as masks first and composited onto the surface, so the YOLO boxes
 are the tight bounding boxes of the visible defect pixels.
 
 Each image uses its own generator seeded with ``(seed, index)``, so images do not depend on the
@@ -268,23 +268,36 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
                 strength = rng.uniform(lo, hi) * (1 if rng.random() < 0.25 else -1)
                 if spec.faint_frac and faint_rng.random() < spec.faint_frac:
                     strength *= faint_rng.uniform(*FAINT_SCALE)
-                if relief:  # the light decides which flank is dark, and shading scales the surface's colour
-                    strength = abs(strength) * (1.0 if gain is None else gain)
-                elif gain is not None:
-                    strength = strength * look_rng.uniform(*DEFECT_TINT, 3).astype(np.float32)
-                surface += strength * (mask if gain is None else mask[..., None])
+                surface += _defect_layer(mask, strength, relief, gain, look_rng)
                 boxes.append(box)
                 x0, y0, x1, y1 = box
                 labels.append((cls, (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n))
                 break
+    return _photograph(rng, surface), labels
+
+
+def _defect_layer(mask: np.ndarray, strength: float, relief: bool, gain: np.ndarray | None,
+                  look_rng: np.random.Generator) -> np.ndarray:
+    """What a defect adds to the surface: ``strength`` times its mask (its relief shading if ``relief``), per
+    channel on a colour image (``gain``: the surface's): a relief in the surface's colour, whichever flank the
+    light darkens; a stroke or stain in a tint of its own."""
+    if relief:
+        strength = abs(strength) * (1.0 if gain is None else gain)
+    elif gain is not None:
+        strength = strength * look_rng.uniform(*DEFECT_TINT, 3).astype(np.float32)
+    return strength * (mask if gain is None else mask[..., None])
+
+
+def _photograph(rng: np.random.Generator, surface: np.ndarray) -> np.ndarray:
+    """The surface (H x W grey, or H x W x 3 colour) under uneven light with sensor noise, as H x W x 3 uint8."""
+    n = surface.shape[0]
     light = _illumination(rng, n)
-    img = surface * (light if gain is None else light[..., None])
-    if gain is None:
-        img += _sensor_noise(rng, n)
+    if surface.ndim == 2:
+        img = surface * light + _sensor_noise(rng, n)
         gray = np.clip(img * 255.0, 0, 255).astype(np.uint8)
-        return cv2.merge([gray, gray, gray]), labels
-    img += np.stack([_sensor_noise(rng, n) for _ in range(3)], axis=2)
-    return np.clip(img * 255.0, 0, 255).astype(np.uint8), labels
+        return cv2.merge([gray, gray, gray])
+    img = surface * light[..., None] + np.stack([_sensor_noise(rng, n) for _ in range(3)], axis=2)
+    return np.clip(img * 255.0, 0, 255).astype(np.uint8)
 
 
 def _split_of(index: int, spec: SynthSpec) -> str:
