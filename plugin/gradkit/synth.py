@@ -2,8 +2,8 @@
 
 Every image is grayscale (stored as 3 identical channels, as inspection cameras deliver after
 debayering; ``SynthSpec.colour_frac`` tints a share of them) and is rendered from one of several textured
-surfaces under uneven illumination and sensor noise. Defects are drawn as masks first and composited onto the surface, so the YOLO boxes
-are the tight bounding boxes of the visible defect pixels.
+surfaces under uneven illumination and sensor noise. Defects are drawn as masks first and composited
+onto the surface, so the YOLO boxes are the tight bounding boxes of the visible defect pixels.
 
 Each image uses its own generator seeded with ``(seed, index)``, so images do not depend on the
 order of generation and the same seed always gives byte-identical files.
