@@ -212,25 +212,80 @@ def test_a_relief_shows_a_lit_and_a_shaded_flank_inside_its_box(monkeypatch):
 
 
 def test_colour_tints_the_surface_and_each_stroke_but_leaves_the_labels(monkeypatch):
-    """At ``colour_frac=1`` the channels differ; a stroke's change in each channel is the grey stroke's change
-    times the surface's gain and its own tint, within their documented ranges; boxes are the grey set's."""
+    """At ``colour_frac=1`` the surface's channels are the grey surface times gains in ``SURFACE_GAIN``, not all
+    equal; a stroke's or stain's change in each channel is the grey defect's change times a tint of its own in
+    ``DEFECT_TINT`` (not the surface's gain), not the same in every channel; the labels are the grey set's."""
     from gradkit.synth import DEFECT_TINT, SURFACE_GAIN
 
     render = _flat_render(monkeypatch)
     grey = SynthSpec(images=60, imgsz=128, seed=6, empty_frac=0.0, max_defects=1, class_weights=(1, 0, 1, 1))
     colour = SynthSpec(images=60, imgsz=128, seed=6, empty_frac=0.0, max_defects=1, class_weights=(1, 0, 1, 1),
                        colour_frac=1.0)
-    for i in range(20):
+    tints = []
+    for i in range(30):
         (img0, labels0), (img1, labels1) = render(grey, i), render(colour, i)
         assert labels1 == labels0, i
-        surface = img1[0, 0].astype(float) / 127.5  # a corner holds no defect here: the surface's gain
-        assert (surface > SURFACE_GAIN[0] - 0.02).all() and (surface < SURFACE_GAIN[1] + 0.02).all(), surface
-        assert np.ptp(surface) > 0.01
         dev0 = _deviation(img0[..., 0])
+        flat = np.median(img0[..., 0])  # the flat surface's grey level: most pixels hold no defect
+        corner = next(c for c in ((0, 0), (0, -1), (-1, 0), (-1, -1)) if img0[c][0] == flat)  # one untouched
+        gain = img1[corner].astype(float) / 127.5
+        assert ((gain > SURFACE_GAIN[0] - 0.01) & (gain < SURFACE_GAIN[1] + 0.01)).all() and np.ptp(gain) > 0.01, gain
         at = np.unravel_index(np.abs(dev0).argmax(), dev0.shape)
-        factor = (img1[at].astype(float) - img1[0, 0]) / dev0[at]  # gain x tint per channel
-        lo, hi = SURFACE_GAIN[0] * DEFECT_TINT[0], SURFACE_GAIN[1] * DEFECT_TINT[1]
-        assert ((factor > lo - 0.05) & (factor < hi + 0.05)).all(), (i, factor)
+        if abs(dev0[at]) < 20 or ((img1[at] == 0) | (img1[at] == 255)).any():  # clipped: the tint is not readable
+            continue
+        tint = (img1[at].astype(float) - img1[corner]) / dev0[at]
+        assert ((tint > DEFECT_TINT[0] - 0.05) & (tint < DEFECT_TINT[1] + 0.05)).all(), (i, tint)
+        tints.append((tint, gain))
+    tint, gain = map(np.asarray, zip(*tints, strict=True))
+    spread = np.ptp(tint, axis=1)  # a grey tint (all channels alike) would read about 0 here
+    apart = np.abs(tint - gain).max(axis=1)  # the surface's own gain would read about 0 here
+    assert len(tint) >= 15 and (spread > 0.1).mean() >= 0.8 and (apart > 0.1).mean() >= 0.8, (spread, apart)
+
+
+def test_a_relief_on_a_colour_image_shows_in_the_surfaces_colour_inside_its_box(monkeypatch):
+    """A relief on a tinted surface: its change in each channel is the grey relief's times the surface's gain
+    (shading scales what is there), and the box holds every pixel it changed by a quarter of its peak."""
+    render = _flat_render(monkeypatch)
+    spec = SynthSpec(images=60, imgsz=128, seed=8, empty_frac=0.0, max_defects=1, class_weights=(1, 1, 1, 0),
+                     relief_frac=1.0, colour_frac=1.0)
+    checked = 0
+    for i in range(20):
+        img, ((_, xc, yc, w, h),) = render(spec, i)
+        background = np.median(img.reshape(-1, 3), axis=0).astype(float)
+        dev = img.astype(float) - background
+        peak = np.abs(dev).max(axis=(0, 1))
+        ys, xs = np.nonzero((np.abs(dev) >= 0.25 * peak + 1).any(axis=2))
+        assert xs.min() >= (xc - w / 2) * 128 - 0.5 and xs.max() + 1 <= (xc + w / 2) * 128 + 0.5, i
+        assert ys.min() >= (yc - h / 2) * 128 - 0.5 and ys.max() + 1 <= (yc + h / 2) * 128 + 0.5, i
+        at = np.unravel_index(np.abs(dev).sum(axis=2).argmax(), dev.shape[:2])
+        if ((img[at] == 0) | (img[at] == 255)).any() or np.abs(dev[at]).min() < 10:
+            continue
+        ratio = dev[at] / background  # the surface's colour scaled: the same share in every channel
+        assert np.ptp(ratio) < 0.05 * np.abs(ratio).max() + 0.02, (i, ratio)
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("azimuth, lit", [(0.0, "left"), (np.pi, "right")])
+def test_the_flank_facing_the_light_is_the_bright_one(azimuth, lit):
+    """A vertical groove lit from +x (azimuth 0): its left wall faces the light and brightens, its right wall
+    darkens; lit from -x the other way round (Lambertian shading, by hand: the wall's normal leans to the light)."""
+    from gradkit.synth import _relief_shading
+
+    mask = np.zeros((9, 9), np.float32)
+    mask[:, 4] = 1.0
+    shading = _relief_shading(mask, azimuth)
+    left, right = shading[4, 3], shading[4, 5]
+    assert (left, right) == ((1.0, -1.0) if lit == "left" else (-1.0, 1.0))
+    assert shading[4, 4] == 0 and shading[4, 0] == 0
+
+
+def test_colour_leaves_the_reliefs_where_they_were():
+    """Each option has its own random stream: at a fixed ``relief_frac``, turning colour on moves no label."""
+    for i in range(40):
+        a = render_image(SynthSpec(images=40, imgsz=96, seed=12, relief_frac=0.5), i)[1]
+        b = render_image(SynthSpec(images=40, imgsz=96, seed=12, relief_frac=0.5, colour_frac=0.5), i)[1]
+        assert a == b, i
 
 
 def test_a_set_written_before_the_look_options_is_recognised_at_zero():
@@ -246,7 +301,7 @@ def test_a_set_written_before_the_look_options_is_recognised_at_zero():
                                  dict(class_weights=(1, 1)), dict(splits=(0.5, 0.2, 0.2)), dict(faint_frac=1.5),
                                  dict(faint_frac=-0.1), dict(relief_frac=1.5), dict(colour_frac=-0.1)])
 def test_bad_spec_is_rejected(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(bad))):
         SynthSpec(**bad)
 
 

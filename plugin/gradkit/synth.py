@@ -154,8 +154,9 @@ DEFECT_TINT = (0.3, 1.7)
 
 def _relief_shading(mask: np.ndarray, azimuth: float) -> np.ndarray:
     """How a groove or crater of the mask's shape shows under a light from ``azimuth`` (radians, in the image
-    plane): Lambertian shading's first-order change, the slope of the sunk surface towards the light, scaled so
-    that its largest magnitude is 1 (the flank facing the light bright, the other dark)."""
+    plane; 0 lights from +x): Lambertian shading's first-order change, the slope of the sunk surface towards the
+    light, scaled so that its largest magnitude is 1 (the flank facing the light bright, the other dark). A
+    stroke that runs along the light shows little but its ends, as a groove lit along its length does."""
     gy, gx = np.gradient(-mask)
     change = -(gx * np.cos(azimuth) + gy * np.sin(azimuth))
     return (change / max(float(np.abs(change).max()), 1e-6)).astype(np.float32)
@@ -242,10 +243,11 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
     """
     rng = np.random.default_rng([spec.seed, index])
     faint_rng = np.random.default_rng([spec.seed, index, 1])  # its own stream: see SynthSpec.faint_frac
-    look_rng = np.random.default_rng([spec.seed, index, 2])  # relief_frac and colour_frac's own stream
+    relief_rng = np.random.default_rng([spec.seed, index, 2])  # relief_frac's own stream
+    colour_rng = np.random.default_rng([spec.seed, index, 3])  # colour_frac's own stream
     n = spec.imgsz
     surface = _surface(rng, SURFACES[int(rng.integers(len(SURFACES)))], n)
-    gain = look_rng.uniform(*SURFACE_GAIN, 3).astype(np.float32) if look_rng.random() < spec.colour_frac else None
+    gain = colour_rng.uniform(*SURFACE_GAIN, 3).astype(np.float32) if colour_rng.random() < spec.colour_frac else None
     if gain is not None:
         surface = surface[..., None] * gain
     labels: list[tuple[int, float, float, float, float]] = []
@@ -258,17 +260,17 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
                 cls = int(rng.choice(len(weights), p=weights))
                 mask = np.zeros((n, n), np.float32)
                 _DRAW[cls](rng, mask)
-                relief = cls in RELIEF_CLASSES and look_rng.random() < spec.relief_frac
-                if relief:  # one flank lit, the other in shade: the box holds both
-                    mask = _relief_shading(mask, look_rng.uniform(0, 2 * np.pi))
-                box = _box_from_mask(np.abs(mask))
+                relief = cls in RELIEF_CLASSES and relief_rng.random() < spec.relief_frac
+                # what the defect changes, signed: its mask, or its relief's shading (one flank lit, one in shade)
+                shape = _relief_shading(mask, relief_rng.uniform(0, 2 * np.pi)) if relief else mask
+                box = _box_from_mask(np.abs(shape))
                 if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2 or _overlaps(box, boxes):
                     continue
                 lo, hi = _CONTRAST[cls]
                 strength = rng.uniform(lo, hi) * (1 if rng.random() < 0.25 else -1)
                 if spec.faint_frac and faint_rng.random() < spec.faint_frac:
                     strength *= faint_rng.uniform(*FAINT_SCALE)
-                surface += _defect_layer(mask, strength, relief, gain, look_rng)
+                surface += _defect_layer(shape, strength, relief, gain, colour_rng)
                 boxes.append(box)
                 x0, y0, x1, y1 = box
                 labels.append((cls, (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n))
@@ -276,16 +278,18 @@ def render_image(spec: SynthSpec, index: int) -> tuple[np.ndarray, list[tuple[in
     return _photograph(rng, surface), labels
 
 
-def _defect_layer(mask: np.ndarray, strength: float, relief: bool, gain: np.ndarray | None,
-                  look_rng: np.random.Generator) -> np.ndarray:
-    """What a defect adds to the surface: ``strength`` times its mask (its relief shading if ``relief``), per
-    channel on a colour image (``gain``: the surface's): a relief in the surface's colour, whichever flank the
-    light darkens; a stroke or stain in a tint of its own."""
+def _defect_layer(shape: np.ndarray, strength: float, relief: bool, gain: np.ndarray | None,
+                  colour_rng: np.random.Generator) -> np.ndarray:
+    """What a defect adds to the surface: ``strength`` times its ``shape`` (its mask, or if ``relief`` its signed
+    shading), per channel on a colour image (``gain``: the surface's). A relief takes the size of ``strength``
+    only, so that the flank facing the light stays the bright one, and shows in the surface's colour (shading
+    scales what is there); a stroke or stain takes a tint of its own. A bright defect on a bright tinted surface
+    can reach the sensor's top and clip, as it would in a camera."""
     if relief:
         strength = abs(strength) * (1.0 if gain is None else gain)
     elif gain is not None:
-        strength = strength * look_rng.uniform(*DEFECT_TINT, 3).astype(np.float32)
-    return strength * (mask if gain is None else mask[..., None])
+        strength = strength * colour_rng.uniform(*DEFECT_TINT, 3).astype(np.float32)
+    return strength * (shape if gain is None else shape[..., None])
 
 
 def _photograph(rng: np.random.Generator, surface: np.ndarray) -> np.ndarray:
@@ -347,6 +351,10 @@ def generate_dataset(out: str | Path, spec: SynthSpec | None = None, progress: b
                               spec.class_names, {"gradkit_synth": provenance(spec)}, progress)
 
 
+#: The options added after sets had been written, at the value such a set was made with (it lacks their keys).
+_ADDED_OPTIONS_AT_ZERO = {"faint_frac": 0.0, "relief_frac": 0.0, "colour_frac": 0.0}
+
+
 def provenance(spec: SynthSpec) -> dict[str, Any]:
     """How a set was generated, as its ``data.yaml`` keeps it under ``gradkit_synth``."""
     return {"images": spec.images, "imgsz": spec.imgsz, "seed": spec.seed, "empty_frac": spec.empty_frac,
@@ -358,8 +366,4 @@ def made_by(data: Any, spec: SynthSpec) -> bool:
     """Whether a loaded ``data.yaml`` says it was generated with ``spec`` (a set from before ``faint_frac``,
     ``relief_frac`` or ``colour_frac`` existed, which has no such key, was made at 0)."""
     made = data.get("gradkit_synth") if isinstance(data, dict) else None
-    return isinstance(made, dict) and {**_BEFORE_LOOK_KEYS, **made} == provenance(spec)
-
-
-#: The keys a set written before each of them existed lacks, at the value it was made with.
-_BEFORE_LOOK_KEYS = {"faint_frac": 0.0, "relief_frac": 0.0, "colour_frac": 0.0}
+    return isinstance(made, dict) and {**_ADDED_OPTIONS_AT_ZERO, **made} == provenance(spec)

@@ -33,8 +33,9 @@ class SynthSpec:
             and a bright flank, as grooves in metal show under directional light) instead of a darker or brighter
             stroke; their boxes take in both flanks. Stains stay a change of brightness.
         colour_frac: Share of images in colour: the surface tinted (a gain per channel) and each stroke or stain
-            in a colour of its own (a relief shows in the surface's). ``relief_frac`` and ``colour_frac`` are
-            decided by a generator of their own, so a set at 0 and 0 has the images and labels it had before them.
+            in a colour of its own (a relief shows in the surface's). Each of ``relief_frac`` and ``colour_frac``
+            is decided by a generator of its own, so a set at 0 has the images and labels it had before it, and
+            ``colour_frac`` changes no label.
     """
 
     images: int = 400
