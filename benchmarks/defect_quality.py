@@ -231,7 +231,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-prior-fresh@time", "plan-budget-prior-byname@time", "plan-budget-noprior@time",
              "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time",
              "plan-budget-prior-halfsteps-up@time", "plan-budget-prior-faded@time", "plan-budget-prior-paste2@time",
-             "plan-budget-prior-pasted4@time", "plan-budget-prior-linecls2@time")
+             "plan-budget-prior-pasted4@time", "plan-budget-prior-linecls2@time",
+             "plan-budget-prior-thin3@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -475,6 +476,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == LINE_CLASS_LOSS_RECIPE:  # the plan from the prior, its line classes weighing more as classes
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg if cfg is None else _with_line_class_loss(cfg, fp), args
+    if recipe_name == THIN_OPTIONS_RECIPE:  # the plan from the prior with the three thin-class options together
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
+        return model, cfg if cfg is None else _with_thin_options(cfg, fp), args
     if recipe_name in (HALF_STEPS_RECIPE, HALF_STEPS_UP_RECIPE):  # the plan from the prior, sized by its own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
@@ -762,6 +766,18 @@ def _with_line_class_loss(gradkit_cfg: dict, fp) -> dict:
     cfg.setdefault("assign", {})["class_loss_weights"] = {name: LINE_CLASS_LOSS_WEIGHT for name in lines}
     print(f"{LINE_CLASS_LOSS_RECIPE}: class_loss_weights {cfg['assign']['class_loss_weights']}", flush=True)
     return cfg
+
+
+#: ``plan-budget-prior-thin3@time``: the plan from the prior with the three options that each lifted the material
+#: set's scratches a little on their own (sessions 58-59: PASTE_DOSE_RECIPE, PASTE_D4_RECIPE, LINE_CLASS_LOSS_RECIPE)
+#: together: whether their small gains add up.
+THIN_OPTIONS_RECIPE = "plan-budget-prior-thin3@time"
+
+
+def _with_thin_options(gradkit_cfg: dict, fp) -> dict:
+    """A plan's gradkit configuration pasting PASTE_DOSE times as often, each paste turned or mirrored, its line
+    classes weighing LINE_CLASS_LOSS_WEIGHT times in the classification loss (a copy)."""
+    return _with_line_class_loss(_with_paste_d4(_with_paste_dose(gradkit_cfg, PASTE_DOSE)), fp)
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``
