@@ -278,6 +278,19 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int, seed: int =
     return sets
 
 
+def one_channel_yaml(data: Path) -> Path:
+    """A copy of the benchmark's own dataset YAML saying ``channels: 1`` (Ultralytics then reads the images gray and
+    builds a first layer of one channel, as for a monochrome camera's data), beside it under this script's ``out``."""
+    import yaml
+
+    cfg = yaml.safe_load(data.read_text(encoding="utf-8"))
+    cfg["path"] = str(Path(cfg.get("path") or data.parent).resolve())
+    cfg["channels"] = 1
+    target = data.with_name("data-channels1.yaml")
+    target.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return target
+
+
 def held_out_yaml(data: Path, out: Path) -> Path:
     """A copy of the dataset YAML whose ``test`` is val + test (written under ``out``, never beside the data)."""
     import yaml
@@ -854,6 +867,8 @@ def run(args) -> dict:
         raise SystemExit("stock@time needs --time-s (the budget it stops at)")
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
+    if args.channels == 1:
+        sets = {name: one_channel_yaml(data) for name, data in sets.items()}
     base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
     results: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():
@@ -954,6 +969,8 @@ def main() -> None:
                    help="the @time recipes' budget in seconds instead of the stock run's time of the same seed "
                         "(to train them in parallel with stock; say so next to the result)")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                   help="the sets' data YAMLs say channels: 1 (read gray, a first layer of one channel) or 3")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--epochs", type=int, default=100)

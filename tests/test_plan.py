@@ -914,16 +914,26 @@ def test_plan_writes_over_its_own_earlier_plan_but_never_over_another_file(tmp_p
     assert gradkit_here("plan", f"data={tiny_data}", cwd=tmp_path).returncode == 0
 
 
-def test_one_channel_data_trains_the_half_width_from_scratch():
-    """A ``channels: 1`` data YAML builds a first layer of one input channel: the prior's (three) did not load, and
-    the run stopped with "yolo26.yaml changed since the prior was trained", the wrong cause and the wrong advice."""
+def test_one_channel_data_starts_the_half_width_from_the_prior_summed_and_other_counts_from_scratch():
+    """A ``channels: 1`` data YAML builds a first layer of one input channel: the prior did not load (the run stopped
+    with "yolo26.yaml changed since the prior was trained", the wrong cause), so the plan trained from scratch. Now the
+    prior's first layer is summed over its three channels (tests/test_prior.py: the same function on a gray image),
+    and the plan starts from it; a count the prior cannot take (2, 4) still trains from scratch, saying why."""
+    timer = _timer(0.5)
+    three = P.make_plan(fingerprint([BLOB] * 10), budget_min=10, seconds_per_image=timer)
     fp = fingerprint([BLOB] * 10)
     fp.input_channels = 1
-    plan = P.make_plan(fp, budget_min=10, seconds_per_image=_timer(0.5))
-    assert plan.train["model"] == P.MODEL_HALF and "init" not in plan.gradkit
-    assert "channels: 1" in choice(plan, "init.prior").reason
-    # from scratch: neither the half width's steps nor the prior's 1.25x (600 s buy yolo26n 840 steps at 256)
-    assert plan.train["imgsz"] == 256 and P.PRIOR_UPSCALE_EVIDENCE not in choice(plan, "imgsz").reason
+    plan = P.make_plan(fp, budget_min=10, seconds_per_image=timer)
+    assert plan.train["model"] == P.MODEL_HALF and plan.gradkit["init"] == {"prior": "defect"}
+    assert "channels: 1" in choice(plan, "init.prior").reason and "summed" in choice(plan, "init.prior").reason
+    assert plan.train == three.train  # sized as three-channel data of the same fingerprint: the prior's steps
+    for count in (2, 4):
+        fp.input_channels = count
+        plan = P.make_plan(fp, budget_min=10, seconds_per_image=timer)
+        assert plan.train["model"] == P.MODEL_HALF and "init" not in plan.gradkit
+        assert f"channels: {count}" in choice(plan, "init.prior").reason
+        # from scratch: neither the half width's steps nor the prior's 1.25x (600 s buy yolo26n 840 steps at 256)
+        assert plan.train["imgsz"] == 256 and P.PRIOR_UPSCALE_EVIDENCE not in choice(plan, "imgsz").reason
 
 
 def test_the_fingerprint_reads_the_input_channels_from_the_data_yaml(tiny_data, tmp_path):

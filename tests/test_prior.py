@@ -23,6 +23,14 @@ def _model(yaml_name: str = "yolo26n-half.yaml", nc: int = 2):
     return DetectionModel(resolved_model(yaml_name), nc=nc, verbose=False)
 
 
+def _model_channels(channels: int, yaml_name: str = "yolo26n-half.yaml", nc: int = 2):
+    from ultralytics.nn.tasks import DetectionModel
+
+    from gradkit.integrations.ultralytics.models import resolved_model
+
+    return DetectionModel(resolved_model(yaml_name), ch=channels, nc=nc, verbose=False)
+
+
 def _planted(model, value: float = 0.5):
     with torch.no_grad():
         for t in model.state_dict().values():
@@ -234,12 +242,49 @@ def test_a_run_that_starts_from_weights_keeps_them(model, pretrained, task, refu
         check_start("defect", model, pretrained, task)
 
 
-def test_a_prior_of_three_channels_is_refused_for_one_channel_data_by_its_cause():
-    """``channels: 1``: the first layer takes one channel and the prior's three; the run stopped (after its folder
-    was made) with "yolo26.yaml changed since the prior was trained, rebuild it": the wrong cause and advice."""
-    with pytest.raises(ConfigError, match=r"channels: 1.*init\.prior: none"):
-        check_start("defect", "yolo26n-half.yaml", True, "detect", channels=1)
-    check_start("defect", "yolo26n-half.yaml", True, "detect", channels=3)
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_prior_of_three_channels_is_refused_for_other_counts_than_one_or_three_by_its_cause(channels):
+    """``channels: 1`` stopped (after its folder was made) with "yolo26.yaml changed since the prior was trained,
+    rebuild it": the wrong cause and advice. One channel now takes the prior summed (below); any count but one or
+    three has no first layer computing what the prior learnt, and is refused naming it."""
+    with pytest.raises(ConfigError, match=rf"channels: {channels}.*init\.prior: none"):
+        check_start("defect", "yolo26n-half.yaml", True, "detect", channels=channels)
+    for accepted in (1, 3):
+        check_start("defect", "yolo26n-half.yaml", True, "detect", channels=accepted)
+
+
+def test_on_one_channel_the_prior_computes_on_a_gray_image_what_it_computes_on_three_equal_channels():
+    """Oracle: the prior loaded into the three-channel model, given a gray image stored as three equal channels
+    (how its training images were stored). The one-channel model, given the same image once, must compute the same
+    (eval mode: batch norm on the prior's statistics, so a first layer off by any factor shows); its EMA too."""
+    three, one, ema = _model(nc=2), _planted(_model_channels(1)), _planted(_model_channels(1), 0.25)
+    load_prior(three, None, "defect")
+    load_prior(one, ema, "defect")
+    head = [k for k in one.state_dict() if CLASS_OUTPUT.search(k)]  # the run's own classes: set alike in both
+    with torch.no_grad():
+        for k in head:
+            for target in (one, ema):
+                target.state_dict()[k].copy_(three.state_dict()[k])
+    gray = torch.rand(2, 1, 96, 128, generator=torch.Generator().manual_seed(0))
+    for model in (three, one, ema):
+        model.eval()
+    want = three(gray.expand(-1, 3, -1, -1))
+    for model in (one, ema):
+        got = model(gray)
+        got, ref = (got[0], want[0]) if isinstance(got, tuple | list) else (got, want)
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4), (got - ref).abs().max()
+    first = next(k for k, v in one.state_dict().items() if v.dim() == 4)
+    assert one.state_dict()[first].shape[1] == 1
+    # every other tensor is the prior's own
+    prior = read_prior(PRIORS["defect"][0]).weights
+    assert all(torch.equal(v, prior[k]) for k, v in ema.state_dict().items() if k != first and k not in head)
+
+
+def test_a_one_channel_model_of_another_shape_is_still_refused_naming_the_tensor():
+    """The sum fits a first layer that differs from the prior's only in taking one channel; another model with one
+    channel is refused as before, the first differing tensor named."""
+    with pytest.raises(ConfigError, match=r"this model differs at \d+ of the prior's"):
+        load_prior(_model_channels(1, "yolo26n.yaml"), None, "defect", "yolo26n.yaml")
 
 
 def test_a_resumed_run_keeps_its_own_weights():
@@ -284,6 +329,41 @@ def test_a_real_run_starts_from_the_prior(tiny_data, tmp_path, classes):
         assert all(torch.equal(seen[which][k], v) for k, v in prior.items() if not CLASS_OUTPUT.search(k)), which
         carried = [torch.equal(seen[which][k], v) for k, v in prior.items() if CLASS_OUTPUT.search(k)]
         assert len(carried) == 12 and set(carried) == {classes == "by_name"}, which
+    assert yolo.gradkit.step > 0
+
+
+@pytest.mark.e2e
+def test_a_real_run_on_one_channel_data_starts_from_the_prior_summed(tiny_data, tmp_path):
+    """The real trainer on a ``channels: 1`` data YAML (Ultralytics reads the images gray and builds a first layer of
+    one channel): before the first step the model and its EMA hold the prior, its first layer summed over the three
+    input channels (oracle: the file's tensor summed here); the run then trains and validates."""
+    import yaml
+    from ultralytics import YOLO
+
+    import gradkit
+    from gradkit.integrations.ultralytics.models import resolved_model
+
+    doc = yaml.safe_load(tiny_data.read_text())
+    gray = tmp_path / "gray.yaml"
+    gray.write_text(yaml.safe_dump({**doc, "path": str(tiny_data.parent), "channels": 1}))
+    prior, seen = read_prior(PRIORS["defect"][0]).weights, {}
+    yolo = YOLO(resolved_model("yolo26n-half.yaml"))
+    gradkit.attach(yolo, {"init": {"prior": "defect"}}, {"report.enabled": False, "monitor.plot": False})
+
+    def first_batch(trainer):
+        if "model" not in seen:
+            seen["model"] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+            seen["ema"] = {k: v.clone() for k, v in trainer.ema.ema.state_dict().items()}
+
+    yolo.add_callback("on_train_start", first_batch)
+    yolo.train(data=str(gray), epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False,
+               project=str(tmp_path), name="run", exist_ok=True, verbose=False)
+    first = next(k for k, v in prior.items() if v.dim() == 4)
+    for which in ("model", "ema"):
+        assert seen[which][first].shape[1] == 1, which
+        assert torch.allclose(seen[which][first], prior[first].sum(dim=1, keepdim=True)), which
+        assert all(torch.equal(seen[which][k], v) for k, v in prior.items()
+                   if k != first and not CLASS_OUTPUT.search(k)), which
     assert yolo.gradkit.step > 0
 
 

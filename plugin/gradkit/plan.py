@@ -203,6 +203,11 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
                   "and 0.169; design set, the "
                   "prior's own renderer, 0.468, 0.430 and 0.409 against 0.264, 0.267 and 0.226); the evaluation sets' "
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
+#: The data's input channels the prior's first layer can take: its own three, or one (a data YAML's ``channels: 1``),
+#: where it takes their sum over the three (gradkit.integrations.ultralytics.prior.fit_input_channels).
+PRIOR_INPUT_CHANNELS = (1, 3)
+#: What the prior was measured to do on one-channel data (README, "The prior on one-channel data").
+PRIOR_GRAY_EVIDENCE = "PENDING"
 #: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
 #: plan trains at this many times it (rounded up to IMGSZ_STEP) if the budget still buys MIN_STEPS there (since
 #: session 57: the budget rule's own floor, which it would apply to that size; the colour set's losses did not
@@ -853,20 +858,23 @@ def _upscale_drift_note(steps_up: float, size: int) -> str:
 
 def starts_from_prior(model: str, fp: Fingerprint) -> bool:
     """Whether the plan starts ``model`` from gradkit's defect prior: the model it was trained as (MODEL_HALF), on
-    three-channel input, as it was trained."""
-    return model == MODEL_HALF and fp.input_channels == 3
+    input of a channel count its first layer can take (PRIOR_INPUT_CHANNELS)."""
+    return model == MODEL_HALF and fp.input_channels in PRIOR_INPUT_CHANNELS
 
 
 def choose_start(plan: Plan, fp: Fingerprint) -> None:
-    """gradkit's defect prior where the plan trains the model it was trained as (MODEL_HALF) on three-channel
-    input, as the prior was trained (:func:`starts_from_prior`); from scratch else."""
-    if plan.train["model"] == MODEL_HALF and fp.input_channels != 3:
+    """gradkit's defect prior where the plan trains the model it was trained as (MODEL_HALF) on input its first
+    layer can take (:func:`starts_from_prior`); from scratch else."""
+    if plan.train["model"] == MODEL_HALF and not starts_from_prior(MODEL_HALF, fp):
         plan.choose("init.prior", "none (from scratch)", f"the data YAML says channels: {fp.input_channels}, so "
-                    f"the model's first layer takes {fp.input_channels} channel(s), and the defect prior's takes 3",
-                    provisional=True)
+                    f"the model's first layer takes {fp.input_channels} channels, and the defect prior's takes 3 "
+                    "(or, summed, 1)", provisional=True)
     elif plan.train["model"] == MODEL_HALF:
         plan.gradkit["init"] = {"prior": "defect"}
-        plan.choose("init.prior", "defect (gradkit's defect prior)", PRIOR_EVIDENCE, provisional=True)
+        gray = (f"; the data YAML says channels: 1, so the prior's first layer is summed over its three input "
+                f"channels, the same function on a gray image ({PRIOR_GRAY_EVIDENCE})" if fp.input_channels == 1
+                else "")
+        plan.choose("init.prior", "defect (gradkit's defect prior)", PRIOR_EVIDENCE + gray, provisional=True)
     else:
         plan.choose("init.prior", "none (from scratch)", f"the defect prior holds {MODEL_HALF}'s weights and this "
                     f"plan trains {plan.train['model']}; with the half width: {PRIOR_EVIDENCE}", provisional=True)

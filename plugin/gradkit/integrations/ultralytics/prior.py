@@ -5,7 +5,9 @@ with gradkit and is still read as untrusted input) of ``yolo26n-half.yaml`` trai
 defects by ``benchmarks/defect_prior.py``, with the names of the classes its class outputs (the last convolution
 of every class branch of Ultralytics' Detect head) score, row by row. A run with any classes takes the features,
 the box regression and the batch statistics; its class outputs keep Ultralytics' initialisation, or with
-``init.classes: by_name`` take the prior's rows of the classes its data names alike.
+``init.classes: by_name`` take the prior's rows of the classes its data names alike. On one-channel data (a data
+YAML's ``channels: 1``) the first convolution takes the sum of the prior's over its three input channels
+(:func:`fit_input_channels`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from gradkit.config import ConfigError
 from gradkit.integrations.ultralytics.models import is_gradkit_variant
 from gradkit.integrations.ultralytics.seams import SeamError
-from gradkit.plan import MODEL_HALF
+from gradkit.plan import MODEL_HALF, PRIOR_INPUT_CHANNELS
 
 #: The priors gradkit ships: ``init.prior`` value -> file, and the model yaml it was trained as.
 PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-half.pt", MODEL_HALF)}
@@ -81,16 +83,18 @@ def class_rows(run_names: Sequence[str], prior_names: Sequence[str]) -> list[tup
 
 
 def check_start(name: str, model_arg: object, pretrained: object, task: object = "detect", channels: int = 3) -> None:
-    """Refuse a prior for a task other than detection, for data of other than three channels (the priors were
-    trained on three: the first layer would not fit), or where the run already starts from weights: Ultralytics
-    loads ``model=`` ending in ``.pt`` (any case) and any file named by ``pretrained=`` (``BaseTrainer.setup_model``),
-    and the prior would silently replace them."""
+    """Refuse a prior for a task other than detection, for data of other than one or three channels (the priors
+    were trained on three; one takes their sum, :func:`fit_input_channels`; any other count has no first layer that
+    computes what the prior learnt), or where the run already starts from weights: Ultralytics loads ``model=``
+    ending in ``.pt`` (any case) and any file named by ``pretrained=`` (``BaseTrainer.setup_model``), and the prior
+    would silently replace them."""
     if task != "detect":
         raise ConfigError(f"init.prior={name} is a detector's weights; this run's task is {task!r} "
                           "(set init.prior: none)")
-    if channels != 3:
-        raise ConfigError(f"init.prior={name} was trained on three-channel images; this run's data says channels: "
-                          f"{channels}, so the model's first layer takes {channels} (set init.prior: none)")
+    if channels not in PRIOR_INPUT_CHANNELS:
+        raise ConfigError(f"init.prior={name} was trained on three-channel images (one-channel data takes their "
+                          f"sum); this run's data says channels: {channels}, so the model's first layer takes "
+                          f"{channels} (set init.prior: none)")
     given = [f"{k}={v}" for k, v in (("model", model_arg), ("pretrained", pretrained))
              if isinstance(v, str | Path) and (k == "pretrained" or str(v).lower().endswith(".pt"))]
     if given:
@@ -98,12 +102,28 @@ def check_start(name: str, model_arg: object, pretrained: object, task: object =
                           "set init.prior: none to keep them")
 
 
+def fit_input_channels(prior: Prior, own: dict[str, torch.Tensor]) -> Prior:
+    """The prior for a model whose first convolution takes one channel where the prior's takes three: that layer's
+    weights summed over their input channels. On a gray image this is exactly the function the prior computes on
+    the same image stored as three equal channels (a convolution is linear in its input), which is how the
+    prior's training images, gray by default (``gradkit synth``), were stored; every other tensor is the prior's.
+    Any other model gets the prior unchanged (:func:`fitting_keys` then names what differs)."""
+    first = next((k for k, v in own.items() if v.dim() == 4), None)  # the input layer: the state dict's first conv
+    theirs = prior.weights.get(first)
+    if theirs is None or theirs.dim() != 4 or theirs.shape[1] != 3 or own[first].shape != (
+            theirs.shape[0], 1, *theirs.shape[2:]):
+        return prior
+    return Prior({**prior.weights, first: theirs.sum(dim=1, keepdim=True)}, prior.names)
+
+
 def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None, prior: Prior | None = None) -> list[str]:
-    """The tensors of ``model`` that prior ``name`` (read here unless given) sets, all but the class outputs, or the
-    refusal: the user's mistake where ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change
-    where it is gradkit's own YAML of the prior's model and still differs."""
+    """The tensors of ``model`` that prior ``name`` (read here unless given; fitted to a one-channel first layer,
+    :func:`fit_input_channels`) sets, all but the class outputs, or the refusal: the user's mistake where
+    ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change where it is gradkit's own YAML of the
+    prior's model and still differs."""
     path, trained_as = PRIORS[name]
-    prior, own = read_prior(path) if prior is None else prior, model.state_dict()
+    own = model.state_dict()
+    prior = fit_input_channels(read_prior(path) if prior is None else prior, own)
     keys = [k for k in own if not CLASS_OUTPUT.search(k)]
     differ = [k for k in keys if k not in prior.weights or prior.weights[k].shape != own[k].shape]
     # a prior tensor the model lacks would be left out unsaid; the class outputs are compared row by row
@@ -152,7 +172,7 @@ def load_prior(model: torch.nn.Module, ema: torch.nn.Module | None, name: str, m
                class_names: Sequence[str] | None = None) -> Loaded:
     """Copy prior ``name`` into ``model`` and its EMA (:func:`fitting_keys`, refused before any is copied), and where
     ``class_names`` (the run's, by index) are given, the prior's class-output rows of the classes named alike."""
-    prior = read_prior(PRIORS[name][0])
+    prior = fit_input_channels(read_prior(PRIORS[name][0]), model.state_dict())
     keys = fitting_keys(model, name, model_arg, prior)
     rows = class_rows(class_names, prior.names) if class_names is not None else []
     outputs = _class_outputs(model, name, prior) if rows else []
