@@ -3,6 +3,7 @@
     python benchmarks/defect_quality.py --seeds 0,1,2                  # the full comparison (hours on a CPU)
     python benchmarks/defect_quality.py --quick                        # tiny smoke version (minutes)
     python benchmarks/defect_quality.py --merge A/results.json B/results.json   # seeds run apart, one table
+    python benchmarks/defect_quality.py --sets weld --channels 1 ...   # the sets' YAMLs say channels: 1 (set-ch1)
 
 Evaluation sets: ``synth`` (``gradkit synth``: procedural surfaces, the set the rules were designed
 on) and ``photo`` (``gradkit.synth_photo``: real photographs, another renderer, distractors; built to
@@ -280,13 +281,15 @@ def build_sets(out: Path, names: list[str], images: int, imgsz: int, seed: int =
 
 def one_channel_yaml(data: Path) -> Path:
     """A copy of the benchmark's own dataset YAML saying ``channels: 1`` (Ultralytics then reads the images gray and
-    builds a first layer of one channel, as for a monochrome camera's data), beside it under this script's ``out``."""
+    builds a first layer of one channel, as for a monochrome camera's data), in a folder of its own beside the set's
+    under this script's ``out`` (its name keeps the held-out YAML and tiles made from it apart from the set's)."""
     import yaml
 
     cfg = yaml.safe_load(data.read_text(encoding="utf-8"))
     cfg["path"] = str(Path(cfg.get("path") or data.parent).resolve())
     cfg["channels"] = 1
-    target = data.with_name("data-channels1.yaml")
+    target = data.parent.with_name(f"{data.parent.name}-ch1") / "data.yaml"
+    target.parent.mkdir(exist_ok=True)
     target.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return target
 
@@ -868,7 +871,7 @@ def run(args) -> dict:
     out = Path(args.out).resolve()
     sets = build_sets(out, args.sets.split(","), args.images, args.imgsz)
     if args.channels == 1:
-        sets = {name: one_channel_yaml(data) for name, data in sets.items()}
+        sets = {f"{name}-ch1": one_channel_yaml(data) for name, data in sets.items()}  # runs apart from 3's
     base = {"imgsz": args.imgsz, "epochs": args.epochs, "batch": 16}
     results: dict = {"args": vars(args), "sets": {}}
     for name, data in sets.items():

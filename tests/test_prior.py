@@ -31,6 +31,24 @@ def _model_channels(channels: int, yaml_name: str = "yolo26n-half.yaml", nc: int
     return DetectionModel(resolved_model(yaml_name), ch=channels, nc=nc, verbose=False)
 
 
+def _raw(output) -> list[torch.Tensor]:
+    """The raw head outputs of an eval-mode detector's ``(decoded, raw)`` pair, every tensor in a fixed order."""
+    found: list[torch.Tensor] = []
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            found.append(x)
+        elif isinstance(x, dict):
+            for k in sorted(x):
+                walk(x[k])
+        elif isinstance(x, list | tuple):
+            for v in x:
+                walk(v)
+
+    walk(output[1])
+    return found
+
+
 def _planted(model, value: float = 0.5):
     with torch.no_grad():
         for t in model.state_dict().values():
@@ -268,11 +286,13 @@ def test_on_one_channel_the_prior_computes_on_a_gray_image_what_it_computes_on_t
     gray = torch.rand(2, 1, 96, 128, generator=torch.Generator().manual_seed(0))
     for model in (three, one, ema):
         model.eval()
-    want = three(gray.expand(-1, 3, -1, -1))
+    want = _raw(three(gray.expand(-1, 3, -1, -1)))
+    assert len(want) >= 6  # both branches' boxes and scores (the top-300 cut of the decoded output is left out)
     for model in (one, ema):
-        got = model(gray)
-        got, ref = (got[0], want[0]) if isinstance(got, tuple | list) else (got, want)
-        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4), (got - ref).abs().max()
+        got = _raw(model(gray))
+        assert [g.shape for g in got] == [w.shape for w in want]
+        for g, w in zip(got, want, strict=True):
+            assert torch.allclose(g, w, rtol=1e-4, atol=1e-4), (g - w).abs().max()
     first = next(k for k, v in one.state_dict().items() if v.dim() == 4)
     assert one.state_dict()[first].shape[1] == 1
     # every other tensor is the prior's own
@@ -283,7 +303,7 @@ def test_on_one_channel_the_prior_computes_on_a_gray_image_what_it_computes_on_t
 def test_a_one_channel_model_of_another_shape_is_still_refused_naming_the_tensor():
     """The sum fits a first layer that differs from the prior's only in taking one channel; another model with one
     channel is refused as before, the first differing tensor named."""
-    with pytest.raises(ConfigError, match=r"this model differs at \d+ of the prior's"):
+    with pytest.raises(ConfigError, match=r"this model differs at \d+ of the prior's \d+ tensors, first model\.0\."):
         load_prior(_model_channels(1, "yolo26n.yaml"), None, "defect", "yolo26n.yaml")
 
 
@@ -365,6 +385,23 @@ def test_a_real_run_on_one_channel_data_starts_from_the_prior_summed(tiny_data, 
         assert all(torch.equal(seen[which][k], v) for k, v in prior.items()
                    if k != first and not CLASS_OUTPUT.search(k)), which
     assert yolo.gradkit.step > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("channels", [4, True])
+def test_the_prior_on_data_of_channels_it_cannot_take_is_a_one_line_error(tiny_data, tmp_path, gradkit_here, channels):
+    """``gradkit train`` with the prior on a data YAML whose ``channels`` is neither 1 nor 3 (or YAML's ``true``,
+    which would compare equal to 1): exit 2 before the first step, one line naming the key's value, no traceback."""
+    import yaml
+
+    doc = yaml.safe_load(tiny_data.read_text())
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(yaml.safe_dump({**doc, "path": str(tiny_data.parent), "channels": channels}))
+    r = gradkit_here("train", "model=yolo26n-half.yaml", f"data={odd}", "epochs=1", "imgsz=64", "workers=0",
+                     "device=cpu", f"project={tmp_path}", "name=run", "gradkit.init.prior=defect", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-800:]
+    assert f"this run's data says channels: {channels}," in r.stderr and "set init.prior: none" in r.stderr
+    assert not list(tmp_path.rglob("last.pt"))
 
 
 @pytest.mark.e2e

@@ -584,3 +584,19 @@ def test_a_report_on_a_tiled_copy_says_its_parts_are_tiles(tmp_path):
     assert report["tiled_copy_of"]["source"] == str(data.resolve())
     (said,) = [w for w in warnings(report) if "tile's copy" in w]
     assert "tiles" in said and f"data={data.resolve()}" in said and "report.tile_size=128" in said
+
+
+def test_a_one_channel_dataset_stays_one_channel_in_its_tiled_copy(tmp_path):
+    """Reported (session 62 review): the tiled copy's data.yaml dropped the source's ``channels: 1``, so Ultralytics
+    read the gray tiles as three channels and built a three-channel first layer: a model trained on the tiles did not
+    take the data it was meant for. A YAML without the key keeps Ultralytics' default (none written)."""
+    root = tmp_path / "ds"
+    _drawn(root, "train", "a", 200, 150, [("rect", 1, 10, 10, 40, 40)], seed=0, gray=True)
+    _drawn(root, "val", "b", 64, 64, [("rect", 1, 5, 5, 20, 30)], seed=1, gray=True)
+    doc = yaml.safe_load(_yaml(root).read_text())
+    (root / "data.yaml").write_text(yaml.safe_dump({**doc, "channels": 1}))
+    data, _ = tile_dataset(root / "data.yaml", size=128, out=tmp_path / "t")
+    assert yaml.safe_load(data.read_text())["channels"] == 1
+    (root / "data.yaml").write_text(yaml.safe_dump(doc))
+    data, _ = tile_dataset(root / "data.yaml", size=128, out=tmp_path / "t3")
+    assert "channels" not in yaml.safe_load(data.read_text())

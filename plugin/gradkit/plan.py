@@ -207,7 +207,7 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
 #: where it takes their sum over the three (gradkit.integrations.ultralytics.prior.fit_input_channels).
 PRIOR_INPUT_CHANNELS = (1, 3)
 #: What the prior was measured to do on one-channel data (README, "The prior on one-channel data").
-PRIOR_GRAY_EVIDENCE = "PENDING"
+PRIOR_GRAY_EVIDENCE = "not yet measured in training on one-channel data"
 #: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
 #: plan trains at this many times it (rounded up to IMGSZ_STEP) if the budget still buys MIN_STEPS there (since
 #: session 57: the budget rule's own floor, which it would apply to that size; the colour set's losses did not

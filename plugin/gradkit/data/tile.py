@@ -47,6 +47,7 @@ from gradkit.data.check import (
     _read_splits,
     beside_dataset,
     label_lines,
+    read_dataset_yaml,
 )
 from gradkit.data.orientation import read_upright
 from gradkit.data.splits import list_split_images
@@ -395,6 +396,17 @@ def _write_tiles(folder, tiles: list[_Tile]) -> None:
         folder.path(t.rel("labels")).write_text("".join(f"{ln}\n" for ln in t.labels), encoding="utf-8")
 
 
+#: Keys of the source's data.yaml that say how Ultralytics reads its images (``channels: 1``: gray, a first layer of
+#: one channel): the tiles hold the same pixels, so the copy says the same.
+READ_AS_KEYS = ("channels",)
+
+
+def _read_as(data_yaml: Path) -> dict:
+    """The source YAML's READ_AS_KEYS it sets."""
+    doc = read_dataset_yaml(data_yaml)
+    return {k: doc[k] for k in READ_AS_KEYS if k in doc}
+
+
 def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None, overlap: int | None = None,
                  min_visibility: float = MIN_VISIBILITY, keep_empty: float = 1.0, seed: int = 0,
                  overwrite: bool = False) -> tuple[Path, TileSummary]:
@@ -422,7 +434,7 @@ def tile_dataset(data_yaml: str | Path, size: int, out: str | Path | None = None
     folder.plan([t.rel(sub) for t in tiles for sub in ("images", "labels")] + ["data.yaml", TILES_CSV])
     _write_tiles(folder, tiles)
     doc = {"path": str(folder.root), **{split: f"images/{split}" for split in splits}, "names": names,
-           TILE_RECORD: {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
+           **_read_as(data_yaml), TILE_RECORD: {"source": str(data_yaml.resolve()), "size": size, "overlap": overlap,
                             "min_visibility": min_visibility, "keep_empty": keep_empty, "seed": seed}}
     folder.path("data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     with folder.path(TILES_CSV).open("w", newline="", encoding="utf-8") as f:

@@ -91,7 +91,7 @@ def check_start(name: str, model_arg: object, pretrained: object, task: object =
     if task != "detect":
         raise ConfigError(f"init.prior={name} is a detector's weights; this run's task is {task!r} "
                           "(set init.prior: none)")
-    if channels not in PRIOR_INPUT_CHANNELS:
+    if isinstance(channels, bool) or channels not in PRIOR_INPUT_CHANNELS:  # YAML's true would pass as 1
         raise ConfigError(f"init.prior={name} was trained on three-channel images (one-channel data takes their "
                           f"sum); this run's data says channels: {channels}, so the model's first layer takes "
                           f"{channels} (set init.prior: none)")
@@ -108,22 +108,22 @@ def fit_input_channels(prior: Prior, own: dict[str, torch.Tensor]) -> Prior:
     the same image stored as three equal channels (a convolution is linear in its input), which is how the
     prior's training images, gray by default (``gradkit synth``), were stored; every other tensor is the prior's.
     Any other model gets the prior unchanged (:func:`fitting_keys` then names what differs)."""
+    gray, trained = PRIOR_INPUT_CHANNELS  # one channel; the prior's own three
     first = next((k for k, v in own.items() if v.dim() == 4), None)  # the input layer: the state dict's first conv
     theirs = prior.weights.get(first)
-    if theirs is None or theirs.dim() != 4 or theirs.shape[1] != 3 or own[first].shape != (
-            theirs.shape[0], 1, *theirs.shape[2:]):
+    if theirs is None or theirs.dim() != 4 or theirs.shape[1] != trained or own[first].shape != (
+            theirs.shape[0], gray, *theirs.shape[2:]):
         return prior
     return Prior({**prior.weights, first: theirs.sum(dim=1, keepdim=True)}, prior.names)
 
 
-def fitting_keys(model: torch.nn.Module, name: str, model_arg: object = None, prior: Prior | None = None) -> list[str]:
-    """The tensors of ``model`` that prior ``name`` (read here unless given; fitted to a one-channel first layer,
+def fitting_keys(model: torch.nn.Module, name: str, model_arg: object, prior: Prior) -> list[str]:
+    """The tensors of ``model`` that ``prior`` (prior ``name``'s, fitted to the model's first layer by
     :func:`fit_input_channels`) sets, all but the class outputs, or the refusal: the user's mistake where
     ``model_arg`` (the run's ``model=``) is another model, Ultralytics' change where it is gradkit's own YAML of the
     prior's model and still differs."""
-    path, trained_as = PRIORS[name]
+    trained_as = PRIORS[name][1]
     own = model.state_dict()
-    prior = fit_input_channels(read_prior(path) if prior is None else prior, own)
     keys = [k for k in own if not CLASS_OUTPUT.search(k)]
     differ = [k for k in keys if k not in prior.weights or prior.weights[k].shape != own[k].shape]
     # a prior tensor the model lacks would be left out unsaid; the class outputs are compared row by row
