@@ -167,7 +167,11 @@ Ablations (on request, ``--recipes``), each one part of the plan on its own, to 
   ``plan-budget-prior-pasted4@time``: ``plan-budget-prior@time`` with each paste turned or mirrored
   (``augment.copy_paste.d4``);
   ``plan-budget-prior-linecls2@time``: ``plan-budget-prior@time`` with the line classes (scratch, crack) weighing
-  twice as much in the classification loss (``assign.class_loss_weights``).
+  twice as much in the classification loss (``assign.class_loss_weights``);
+  ``plan-budget-prior-thin3@time``: the three above together.
+
+``--channels 1``: each set's YAML copied saying ``channels: 1`` (read gray, a first layer of one channel; runs,
+held-out YAMLs and tiles under ``SET-ch1``).
 
 Scored on the held-out images: ``val`` and ``test`` together (training runs with ``val=False`` and the
 last weights are scored, so ``val`` takes no part in training or model selection; together they hold
@@ -784,9 +788,9 @@ def _with_line_class_loss(gradkit_cfg: dict, fp) -> dict:
     return cfg
 
 
-#: ``plan-budget-prior-thin3@time``: the plan from the prior with the three options that each lifted the material
-#: set's scratches a little on their own (sessions 58-59: PASTE_DOSE_RECIPE, PASTE_D4_RECIPE, LINE_CLASS_LOSS_RECIPE)
-#: together: whether their small gains add up.
+#: ``plan-budget-prior-thin3@time``: the plan from the prior with the three options tried one at a time on the
+#: material set's scratches in sessions 58-59 (PASTE_DOSE_RECIPE, PASTE_D4_RECIPE, LINE_CLASS_LOSS_RECIPE; level to
+#: a little higher each) together: whether their small gains add up.
 THIN_OPTIONS_RECIPE = "plan-budget-prior-thin3@time"
 
 

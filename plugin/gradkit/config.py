@@ -485,7 +485,7 @@ class InitConfig(_Section):
         "none", description="none: Ultralytics' own initialisation (or the .pt given as model=); defect: gradkit's "
         "defect prior, yolo26n-half.yaml trained on gradkit synth's defects (benchmarks/defect_prior.py), loaded "
         "into every layer but the class outputs before the first step; needs model=yolo26n-half.yaml, a "
-        "detection run and data of three channels or one (channels: 1: the first layer takes the prior's summed "
+        "detection run and data of three channels or one (channels: 1: the prior's first layer is loaded summed "
         "over its three input channels)")
     classes: Literal["fresh", "by_name"] = Field(
         "fresh", description="with a prior, where the class outputs start: fresh: Ultralytics' initialisation for "

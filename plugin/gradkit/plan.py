@@ -205,12 +205,13 @@ PRIOR_EVIDENCE = ("at stock's wall time, the plan from the prior (yolo26n-half t
                   "defects are drawn by other renderers; false-reject rates rose on five pairs (at most 0.21)")
 #: The data's input channels the prior's first layer can take: its own three, or one (a data YAML's ``channels: 1``),
 #: where it takes their sum over the three (gradkit.integrations.ultralytics.prior.fit_input_channels).
-PRIOR_INPUT_CHANNELS = (1, 3)
+PRIOR_CHANNELS, GRAY_CHANNELS = 3, 1
+PRIOR_INPUT_CHANNELS = (GRAY_CHANNELS, PRIOR_CHANNELS)
 #: What the prior was measured to do on one-channel data (README, "The prior on one-channel data").
 PRIOR_GRAY_EVIDENCE = ("on two gray sets read as channels: 1, at stock's wall time, scored on 1000 images no run "
                        "trained on: the weld set 0.342 mAP50-95 from the prior against 0.158 from scratch, the strips "
                        "0.297 against 0.143 (seed 0 each); from the prior on three channels the weld set read 0.352 "
-                       "and the strips 0.267 (other sessions)")
+                       "and the strips 0.267 (sessions 56 and 59, not side by side)")
 #: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
 #: plan trains at this many times it (rounded up to IMGSZ_STEP) if the budget still buys MIN_STEPS there (since
 #: session 57: the budget rule's own floor, which it would apply to that size; the colour set's losses did not
@@ -870,13 +871,13 @@ def choose_start(plan: Plan, fp: Fingerprint) -> None:
     layer can take (:func:`starts_from_prior`); from scratch else."""
     if plan.train["model"] == MODEL_HALF and not starts_from_prior(MODEL_HALF, fp):
         plan.choose("init.prior", "none (from scratch)", f"the data YAML says channels: {fp.input_channels}, so "
-                    f"the model's first layer takes {fp.input_channels} channels, and the defect prior's takes 3 "
-                    "(or, summed, 1)", provisional=True)
+                    f"the model's first layer takes {fp.input_channels} channels, and the defect prior's takes "
+                    f"{PRIOR_CHANNELS} (or, summed, {GRAY_CHANNELS})", provisional=True)
     elif plan.train["model"] == MODEL_HALF:
         plan.gradkit["init"] = {"prior": "defect"}
-        gray = (f"; the data YAML says channels: 1, so the prior's first layer is summed over its three input "
-                f"channels, the same function on a gray image ({PRIOR_GRAY_EVIDENCE})" if fp.input_channels == 1
-                else "")
+        gray = (f"; the data YAML says channels: 1, so the prior's first layer is loaded summed over its three input "
+                f"channels, the same function on a gray image ({PRIOR_GRAY_EVIDENCE})"
+                if fp.input_channels == GRAY_CHANNELS else "")
         plan.choose("init.prior", "defect (gradkit's defect prior)", PRIOR_EVIDENCE + gray, provisional=True)
     else:
         plan.choose("init.prior", "none (from scratch)", f"the defect prior holds {MODEL_HALF}'s weights and this "

@@ -23,7 +23,7 @@ import torch
 from gradkit.config import ConfigError
 from gradkit.integrations.ultralytics.models import is_gradkit_variant
 from gradkit.integrations.ultralytics.seams import SeamError
-from gradkit.plan import MODEL_HALF, PRIOR_INPUT_CHANNELS
+from gradkit.plan import GRAY_CHANNELS, MODEL_HALF, PRIOR_CHANNELS, PRIOR_INPUT_CHANNELS
 
 #: The priors gradkit ships: ``init.prior`` value -> file, and the model yaml it was trained as.
 PRIORS = {"defect": (Path(__file__).resolve().parents[2] / "priors" / "defect-half.pt", MODEL_HALF)}
@@ -91,7 +91,7 @@ def check_start(name: str, model_arg: object, pretrained: object, task: object =
     if task != "detect":
         raise ConfigError(f"init.prior={name} is a detector's weights; this run's task is {task!r} "
                           "(set init.prior: none)")
-    if isinstance(channels, bool) or channels not in PRIOR_INPUT_CHANNELS:  # YAML's true would pass as 1
+    if channels not in PRIOR_INPUT_CHANNELS:  # YAML's true passes as 1, as Ultralytics builds it (Conv2d(True, ...))
         raise ConfigError(f"init.prior={name} was trained on three-channel images (one-channel data takes their "
                           f"sum); this run's data says channels: {channels}, so the model's first layer takes "
                           f"{channels} (set init.prior: none)")
@@ -108,11 +108,10 @@ def fit_input_channels(prior: Prior, own: dict[str, torch.Tensor]) -> Prior:
     the same image stored as three equal channels (a convolution is linear in its input), which is how the
     prior's training images, gray by default (``gradkit synth``), were stored; every other tensor is the prior's.
     Any other model gets the prior unchanged (:func:`fitting_keys` then names what differs)."""
-    gray, trained = PRIOR_INPUT_CHANNELS  # one channel; the prior's own three
     first = next((k for k, v in own.items() if v.dim() == 4), None)  # the input layer: the state dict's first conv
     theirs = prior.weights.get(first)
-    if theirs is None or theirs.dim() != 4 or theirs.shape[1] != trained or own[first].shape != (
-            theirs.shape[0], gray, *theirs.shape[2:]):
+    if theirs is None or theirs.dim() != 4 or theirs.shape[1] != PRIOR_CHANNELS or own[first].shape != (
+            theirs.shape[0], GRAY_CHANNELS, *theirs.shape[2:]):
         return prior
     return Prior({**prior.weights, first: theirs.sum(dim=1, keepdim=True)}, prior.names)
 
