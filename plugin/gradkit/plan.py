@@ -209,9 +209,10 @@ PRIOR_CHANNELS, GRAY_CHANNELS = 3, 1
 PRIOR_INPUT_CHANNELS = (GRAY_CHANNELS, PRIOR_CHANNELS)
 #: What the prior was measured to do on one-channel data (README, "The prior on one-channel data").
 PRIOR_GRAY_EVIDENCE = ("on two gray sets read as channels: 1, at stock's wall time, scored on 1000 images no run "
-                       "trained on: the weld set 0.342 mAP50-95 from the prior against 0.158 from scratch, the strips "
-                       "0.297 against 0.143 (seed 0 each); from the prior on three channels the weld set read 0.352 "
-                       "and the strips 0.267 (sessions 56 and 59, not side by side)")
+                       "trained on: the weld set 0.342 mAP50-95 from the prior against 0.158 from scratch (seed 0), "
+                       "the strips 0.297 and 0.294 against 0.143 and 0.085 (seeds 0 and 1); from the prior on three "
+                       "channels the weld set read 0.352 and the strips 0.267 and 0.261 (sessions 56 and 59, not "
+                       "side by side)")
 #: From the prior, where the budget rule keeps the size the data calls for and that is the images' native size, the
 #: plan trains at this many times it (rounded up to IMGSZ_STEP) if the budget still buys MIN_STEPS there (since
 #: session 57: the budget rule's own floor, which it would apply to that size; the colour set's losses did not
