@@ -15,15 +15,7 @@ from gradkit.integrations.ultralytics.prior import CLASS_OUTPUT, PRIORS, check_s
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _model(yaml_name: str = "yolo26n-half.yaml", nc: int = 2):
-    from ultralytics.nn.tasks import DetectionModel
-
-    from gradkit.integrations.ultralytics.models import resolved_model
-
-    return DetectionModel(resolved_model(yaml_name), nc=nc, verbose=False)
-
-
-def _model_channels(channels: int, yaml_name: str = "yolo26n-half.yaml", nc: int = 2):
+def _model(yaml_name: str = "yolo26n-half.yaml", nc: int = 2, channels: int = 3):
     from ultralytics.nn.tasks import DetectionModel
 
     from gradkit.integrations.ultralytics.models import resolved_model
@@ -275,7 +267,7 @@ def test_on_one_channel_the_prior_computes_on_a_gray_image_what_it_computes_on_t
     """Oracle: the prior loaded into the three-channel model, given a gray image stored as three equal channels
     (how its training images were stored). The one-channel model, given the same image once, must compute the same
     (eval mode: batch norm on the prior's statistics, so a first layer off by any factor shows); its EMA too."""
-    three, one, ema = _model(nc=2), _planted(_model_channels(1)), _planted(_model_channels(1), 0.25)
+    three, one, ema = _model(nc=2), _planted(_model(channels=1)), _planted(_model(channels=1), 0.25)
     load_prior(three, None, "defect")
     load_prior(one, ema, "defect")
     head = [k for k in one.state_dict() if CLASS_OUTPUT.search(k)]  # the run's own classes: set alike in both
@@ -305,7 +297,7 @@ def test_a_one_channel_model_of_another_shape_is_still_refused_naming_the_tensor
     """The sum fits a first layer that differs from the prior's only in taking one channel; another model with one
     channel is refused as before, the first differing tensor named."""
     with pytest.raises(ConfigError, match=r"this model differs at \d+ of the prior's \d+ tensors, first model\.0\."):
-        load_prior(_model_channels(1, "yolo26n.yaml"), None, "defect", "yolo26n.yaml")
+        load_prior(_model("yolo26n.yaml", channels=1), None, "defect", "yolo26n.yaml")
 
 
 def test_a_resumed_run_keeps_its_own_weights():
