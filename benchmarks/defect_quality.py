@@ -237,7 +237,7 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time",
              "plan-budget-prior-halfsteps-up@time", "plan-budget-prior-faded@time", "plan-budget-prior-paste2@time",
              "plan-budget-prior-pasted4@time", "plan-budget-prior-linecls2@time",
-             "plan-budget-prior-thin3@time")
+             "plan-budget-prior-thin3@time", "plan-budget-prior-final1.5@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -312,6 +312,16 @@ def held_out_yaml(data: Path, out: Path) -> Path:
     return target
 
 
+def _last_trained_size(imgsz: int, gradkit_cfg) -> int:
+    """The size a recipe's last epochs read the training images at (``size.final_scale``; a yolo26 model's largest
+    stride, 32)."""
+    from gradkit.config import load_config
+    from gradkit.integrations.ultralytics.size import final_imgsz
+
+    scale = 1.0 if gradkit_cfg is None else load_config(gradkit_cfg).size.final_scale
+    return final_imgsz(imgsz, scale, 32)
+
+
 def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: dict, seed: int,
                     held_out: Path, device: str = "cpu", workers: int = 0, score_imgsz: int | None = None) -> dict:
     """Train one recipe and score it on the held-out images (or reuse a finished run's score), at
@@ -324,7 +334,7 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     recipe.update(device=device, workers=workers)  # both change the numbers (and workers the random streams)
     if score_imgsz is not None:
         recipe["scored_at"] = score_imgsz
-    score_imgsz = score_imgsz or train["imgsz"]
+    score_imgsz = score_imgsz or _last_trained_size(train["imgsz"], gradkit_cfg)
     weights = run_dir / "weights" / "last.pt"
     if score_file.exists():
         score = _reused(score_file, recipe)
@@ -499,6 +509,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == THIN_OPTIONS_RECIPE:  # the plan from the prior with the three thin-class options together
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg if cfg is None else _with_thin_options(cfg, fp), args
+    if recipe_name == FINAL_SIZE_RECIPE:  # the plan from the prior, its last epochs at a larger size
+        model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
+        return model, cfg if cfg is None else _with_final_size(cfg), args
     if recipe_name in (HALF_STEPS_RECIPE, HALF_STEPS_UP_RECIPE):  # the plan from the prior, sized by its own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
@@ -798,6 +811,21 @@ def _with_thin_options(gradkit_cfg: dict, fp) -> dict:
     """A plan's gradkit configuration pasting PASTE_DOSE times as often, each paste turned or mirrored, its line
     classes weighing LINE_CLASS_LOSS_WEIGHT times in the classification loss (a copy)."""
     return _with_line_class_loss(_with_paste_d4(_with_paste_dose(gradkit_cfg, PASTE_DOSE)), fp)
+
+
+#: ``plan-budget-prior-final1.5@time``: the plan from the prior reading its training images at FINAL_SCALE times its
+#: size for the last FINAL_SHARE of the run (``size.final_scale``), scored at that size. More pixels lifted the thin
+#: classes a little where the whole run paid for them in steps (the prior's 1.25x); progressive resizing (Tan & Le
+#: 2021, EfficientNetV2) and FixRes (Touvron et al. 2019) buy them only for the end of the run.
+FINAL_SIZE_RECIPE = "plan-budget-prior-final1.5@time"
+FINAL_SCALE, FINAL_SHARE = 1.5, 0.25
+
+
+def _with_final_size(gradkit_cfg: dict) -> dict:
+    """A plan's gradkit configuration reading the training images at FINAL_SCALE for its last FINAL_SHARE (a copy)."""
+    cfg = json.loads(json.dumps(gradkit_cfg))
+    cfg["size"] = {"final_scale": FINAL_SCALE, "final_share": FINAL_SHARE}
+    return cfg
 
 
 #: ``plan-budget-lrK@time``: ``plan-budget@time`` with AdamW at K times the rate Ultralytics' ``optimizer=auto``

@@ -478,6 +478,18 @@ class SpeedConfig(_Section):
         "faster; gradkit plan leaves it at contiguous")
 
 
+class SizeConfig(_Section):
+    """The size training images are read at, late in the run (README, "A larger size for the last epochs")."""
+
+    final_scale: float = Field(1.0, ge=1.0, le=3.0, description="experimental: from the epoch that starts the "
+                               "run's last final_share on, read training images at this multiple of imgsz "
+                               "(rounded to the model's largest stride), the earlier epochs' cheaper steps "
+                               "bought at the start; 1 keeps imgsz throughout. Validation and the saved weights "
+                               "keep imgsz: validate at the final size with imgsz= (the log names it)")
+    final_share: float = Field(0.25, gt=0.0, lt=1.0, description="the share of the run's epochs (Ultralytics' "
+                               "count, re-estimated each epoch under time=) trained at final_scale")
+
+
 class InitConfig(_Section):
     """Where training starts (README, "Or a network that has already learnt defects?")."""
 
@@ -511,8 +523,10 @@ class GradkitConfig(_Section):
     assign: AssignConfig = Field(default_factory=AssignConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
     init: InitConfig = Field(default_factory=InitConfig)
+    size: SizeConfig = Field(default_factory=SizeConfig)
 
-    @field_validator("monitor", "clip", "augment", "report", "data", "assign", "speed", "init", mode="before")
+    @field_validator("monitor", "clip", "augment", "report", "data", "assign", "speed", "init", "size",
+                     mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

@@ -79,7 +79,7 @@ class CopyPasteStage:
         from gradkit.integrations.ultralytics.validation import label_image_hw
 
         self.p, self.cfg = cp_cfg.p, cp_cfg
-        self.imgsz = dataset.imgsz
+        self.dataset = dataset  # its imgsz is read at each paste: size.final_scale changes it mid-run
         self.gray = dataset.data.get("channels", 3) == 1  # sources read as the dataset reads its images
         boxes, classes = [], []
         for lab in dataset.labels:
@@ -106,7 +106,7 @@ class CopyPasteStage:
         return img[..., None] if img.ndim == 2 else img
 
     def _scale(self, source: int) -> float:
-        return self.imgsz / self.long_sides[source]
+        return self.dataset.imgsz / self.long_sides[source]
 
     def __call__(self, labels: dict) -> dict:
         if self.p <= 0 or self.rng.random() >= self.p:

@@ -27,6 +27,7 @@ from gradkit.integrations.ultralytics.augment import install_augmentation, resol
 from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_training_layout
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message, too_few_steps
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
+from gradkit.integrations.ultralytics.size import FinalSize
 from gradkit.integrations.ultralytics.seams import (
     chain_optimizer_step_override,
     check_seams,
@@ -190,6 +191,7 @@ class GradkitCallback:
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
+        self.final_size: FinalSize | None = None  # size.final_scale, once training starts
         self._taught_state: Any = None  # its state read from a resumed run's state file, until the watch exists
         self.args_at_start: dict[str, Any] | None = None  # args.yaml as Ultralytics wrote it at the run's start
         self.resumes: list[dict[str, Any]] = []  # each resume: its first epoch, the checkpoint, what the user changed
@@ -527,6 +529,10 @@ class GradkitCallback:
 
     def on_train_epoch_start(self, trainer) -> None:
         self._install_augmentation(trainer)  # no-op unless an OOM retry rebuilt the dataset
+        if self.final_size and self.final_size.due(int(trainer.epoch), int(trainer.epochs)):
+            self.final_size.switch(trainer)
+            if _is_main():
+                _logger().info(self.final_size.describe(int(trainer.epochs)))
         if getattr(trainer, "loss", None) is None:  # first epoch, or an OOM retry that dropped the gradients
             self._accumulated_loss_finite = None
         self._epoch_totals, self._epoch_clipped, self._epoch_skipped = [], 0, 0
@@ -695,6 +701,8 @@ class GradkitCallback:
                 _logger().info("gradkit: assign.box_loss_per_object: every object's best-aligned anchor weighs the "
                                "same in the box loss")
         self._watch_teaching(trainer)
+        if self.cfg.size.final_scale != 1:
+            self.final_size = FinalSize(self.cfg.size, trainer)
         if self.guard and not getattr(trainer, "resume", False):
             self.guard.before_training(trainer, self)
         if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):

@@ -521,6 +521,60 @@ def install_dataset_transforms(dataset: Any, build: Callable[[Callable[[Any], An
     setattr(dataset, _DATASET_MARK, tag)
 
 
+#: Set on a trainer by :func:`watch_mosaic_closing`: whether Ultralytics has closed mosaic in this run.
+_MOSAIC_CLOSED = "_gradkit_mosaic_closed"
+#: What :func:`resize_training_images` reads and changes on the training dataset.
+_RESIZED_DATASET_PARTS = ("imgsz", "ni", "ims", "im_hw0", "im_hw", "buffer", "cache", "build_transforms",
+                          "close_mosaic", "check_cache_ram", "cache_images")
+
+
+def watch_mosaic_closing(trainer: Any) -> None:
+    """Mark the trainer when Ultralytics closes mosaic (``BaseTrainer._close_dataloader_mosaic``), so a rebuild of
+    the training transforms after it builds them closed too (idempotent)."""
+    close = getattr(trainer, "_close_dataloader_mosaic", None)
+    if not callable(close):
+        raise SeamError(f"ultralytics {_ultralytics_version()}: {type(trainer).__name__} has no "
+                        "_close_dataloader_mosaic; gradkit's size.final_scale rebuilds the training transforms as "
+                        "Ultralytics last built them and cannot tell whether mosaic is closed")
+    if hasattr(trainer, _MOSAIC_CLOSED):
+        return
+    setattr(trainer, _MOSAIC_CLOSED, False)
+
+    def closing() -> None:
+        close()
+        setattr(trainer, _MOSAIC_CLOSED, True)
+
+    trainer._close_dataloader_mosaic = closing
+
+
+def resize_training_images(trainer: Any, imgsz: int) -> None:
+    """Read the training images at ``imgsz`` from the next batch on.
+
+    The dataset's size is changed, the images it holds at the old size dropped (cached in RAM again where
+    they were, if Ultralytics' memory check passes at the new size), its transforms rebuilt through ``build_transforms``
+    (mosaic closed where :func:`watch_mosaic_closing` saw Ultralytics close it) and the loader's iterator reset,
+    as Ultralytics' own ``close_mosaic`` does. ``trainer.args`` is not changed: validation keeps its size.
+    """
+    loader = trainer.train_loader
+    dataset = loader.dataset
+    missing = [n for n in _RESIZED_DATASET_PARTS if not hasattr(dataset, n)]
+    if missing or not callable(getattr(loader, "reset", None)) or not hasattr(trainer, _MOSAIC_CLOSED):
+        lacking = ", ".join(missing) or "the loader's reset (or the mosaic watch)"
+        raise SeamError(f"ultralytics {_ultralytics_version()}: {type(dataset).__name__} lacks {lacking}; "
+                        "gradkit's size.final_scale cannot change the size training images are read at")
+    dataset.imgsz = imgsz
+    dataset.ims, dataset.im_hw0, dataset.im_hw = [None] * dataset.ni, [None] * dataset.ni, [None] * dataset.ni
+    dataset.buffer = []
+    if dataset.cache == "ram" and dataset.check_cache_ram():  # as BaseDataset.__init__ decides it
+        dataset.cache_images()
+    hyp = copy(trainer.args)
+    if getattr(trainer, _MOSAIC_CLOSED):
+        dataset.close_mosaic(hyp)
+    else:
+        dataset.transforms = dataset.build_transforms(hyp)
+    loader.reset()
+
+
 def seed_stock_albumentations(dataset: Any, seed: int) -> None:
     """Seed Ultralytics' own ``Albumentations`` stage of a dataset, where it runs: its ``A.Compose`` draws
     from a private generator that global seeds do not reach (Albumentations 2). A stage whose Compose
