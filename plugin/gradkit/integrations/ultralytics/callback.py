@@ -27,7 +27,6 @@ from gradkit.integrations.ultralytics.augment import install_augmentation, resol
 from gradkit.integrations.ultralytics.layout import LayoutChoice, choose_training_layout
 from gradkit.integrations.ultralytics.monitor_glue import NoiseScaleTracker, inactive_rules_message, too_few_steps
 from gradkit.integrations.ultralytics.rollback import RollbackGuard
-from gradkit.integrations.ultralytics.size import FinalSize
 from gradkit.integrations.ultralytics.seams import (
     chain_optimizer_step_override,
     check_seams,
@@ -45,6 +44,7 @@ from gradkit.integrations.ultralytics.seams import (
     weigh_classification_loss,
     without_task_aligned_assigner,
 )
+from gradkit.integrations.ultralytics.size import FinalSize
 from gradkit.integrations.ultralytics.sliced import (
     ReportSource,
     TiledValidation,
