@@ -31,10 +31,9 @@ def test_the_stage_pastes_with_the_configured_contrast(tiny_data):
     assert abs(deviations[(0.4, 0.4)] / deviations[(1.0, 1.0)] - 0.4) < 0.06
 
 
-def test_a_paste_is_scaled_by_its_own_source_s_size_not_the_destination_s(tmp_path):
-    """The scale from a source's pixels to the training size is imgsz over the source image's long side: it was
-    taken from the destination's (after a mosaic, whichever image came first), so a 40 px defect of a 256 px
-    image pasted into a 64 px one at imgsz 64 came out 40 px, not 10. Known answer: 10 px."""
+def _big_and_small(tmp_path):
+    """A dataset of a 256 px image holding a 40 px pit and an empty 64 px one, read at imgsz 64; the small one's
+    index and a copy-paste configuration pasting one defect into every sample."""
     import cv2
     import yaml
     from ultralytics.cfg import get_cfg
@@ -42,7 +41,6 @@ def test_a_paste_is_scaled_by_its_own_source_s_size_not_the_destination_s(tmp_pa
     from ultralytics.data.utils import check_det_dataset
 
     from gradkit.config import load_config
-    from gradkit.integrations.ultralytics.augment import CopyPasteStage
 
     root = tmp_path / "ds"
     for split in ("train", "val"):
@@ -62,11 +60,36 @@ def test_a_paste_is_scaled_by_its_own_source_s_size_not_the_destination_s(tmp_pa
     small = next(i for i, lab in enumerate(dataset.labels) if lab["im_file"].endswith("b_small.png"))
     cfg = load_config("default", {"augment.copy_paste.p": 1.0, "augment.copy_paste.max_per_image": 1,
                                   "augment.copy_paste.min_defect_share": 0.0})
+    return dataset, small, cfg
+
+
+def test_a_paste_is_scaled_by_its_own_source_s_size_not_the_destination_s(tmp_path):
+    """The scale from a source's pixels to the training size is imgsz over the source image's long side: it was
+    taken from the destination's (after a mosaic, whichever image came first), so a 40 px defect of a 256 px
+    image pasted into a 64 px one at imgsz 64 came out 40 px, not 10. Known answer: 10 px."""
+    from gradkit.integrations.ultralytics.augment import CopyPasteStage
+
+    dataset, small, cfg = _big_and_small(tmp_path)
     stage = CopyPasteStage(dataset, cfg.augment.copy_paste)
     random.seed(0)
     out = stage(dataset.get_image_and_label(small))
     (box,) = out["instances"].bboxes
     assert np.allclose(box[2:] - box[:2], 10, atol=1), box
+
+
+def test_a_paste_follows_the_size_the_dataset_reads_at_now(tmp_path):
+    """size.final_scale changes the dataset's imgsz mid-run (the stage is built once): the scale must be read at
+    each paste. Known answer: the 40 px pit of a 256 px image is 20 px at imgsz 128 (10 px from a stage that kept
+    the size it was built at)."""
+    from gradkit.integrations.ultralytics.augment import CopyPasteStage
+
+    dataset, small, cfg = _big_and_small(tmp_path)
+    stage = CopyPasteStage(dataset, cfg.augment.copy_paste)
+    dataset.imgsz = 128
+    random.seed(0)
+    out = stage(dataset.get_image_and_label(small))
+    (box,) = out["instances"].bboxes
+    assert np.allclose(box[2:] - box[:2], 20, atol=1), box
 
 
 def test_the_stage_builds_on_a_rect_dataset(tiny_data):

@@ -398,6 +398,7 @@ class GradkitCallback:
             self.args_at_start = getattr(self, "_args_yaml", None)
         # every refusal before the folder is taken over: a refused run leaves a used folder's records as they were
         self._refuse_unchangeable_assigner(trainer)
+        self._set_up_final_size(trainer)
         self._take_over_optimizer_step(trainer)
         self._follow_nan_recovery(trainer)
         self.augment = self._resolved_augment(trainer)
@@ -440,6 +441,17 @@ class GradkitCallback:
                     else f"set assign.{chosen[0]}: false")
             raise PluginError(f"gradkit: assign.{chosen[0]} changes Ultralytics' task-aligned assigner or the loss "
                               f"around it; this detector: {missing} ({undo})")
+
+    def _set_up_final_size(self, trainer) -> None:
+        """``size.final_scale``: refused for ``rect=True`` training, whose batch shapes Ultralytics fixes from imgsz
+        once (a larger image would be letterboxed back into them)."""
+        if self.cfg.size.final_scale == 1:
+            return
+        if getattr(trainer.args, "rect", False):
+            raise PluginError(f"gradkit: size.final_scale {self.cfg.size.final_scale:g} reads square training "
+                              "batches at a larger size; rect=True shapes them once from imgsz (set rect=False, "
+                              "or leave size.final_scale at 1)")
+        self.final_size = FinalSize(self.cfg.size, trainer)
 
     @staticmethod
     def _refuse_prompted_classes(trainer) -> None:
@@ -609,6 +621,7 @@ class GradkitCallback:
                                   "applied": None if self.layout is None else self.layout.as_record()},
                 "assign_defect_cells": self.assign_tally.as_dict() if self.assign_tally else None,
                 "assign_nwd_scale": self.nwd_scale,
+                "final_size": self.final_size.as_record() if self.final_size else None,
                 "taught": self.teaching.summary() if self.teaching else None,
                 "resumed": self._resumed_record(),
                 # what marks this summary (and gradkit.yaml) as the records of the run whose epochs results.csv holds
@@ -701,8 +714,6 @@ class GradkitCallback:
                 _logger().info("gradkit: assign.box_loss_per_object: every object's best-aligned anchor weighs the "
                                "same in the box loss")
         self._watch_teaching(trainer)
-        if self.cfg.size.final_scale != 1:
-            self.final_size = FinalSize(self.cfg.size, trainer)
         if self.guard and not getattr(trainer, "resume", False):
             self.guard.before_training(trainer, self)
         if not (self.cfg.monitor.enabled and self.cfg.monitor.alerts.enabled):

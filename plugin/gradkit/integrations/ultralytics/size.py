@@ -41,8 +41,15 @@ class FinalSize:
         resize_training_images(trainer, self.imgsz)
         self.epoch = int(trainer.epoch)
 
+    def as_record(self) -> dict:
+        """``gradkit_summary.json``'s ``final_size``: the two sizes and the first epoch (1-based) at the final one
+        (None: the run ended before it)."""
+        return {"imgsz": self.start_imgsz, "final_imgsz": self.imgsz,
+                "from_epoch": None if self.epoch is None else self.epoch + 1}
+
     def describe(self, epochs: int) -> str:
         first = final_size_epoch(epochs, self.share)
         return (f"gradkit: size.final_scale: training images read at {self.imgsz} px from epoch {first + 1} of "
-                f"{epochs} (Ultralytics' count at the switch), {self.start_imgsz} px before; validation and the "
-                f"saved weights' imgsz stay {self.start_imgsz}: validate with imgsz={self.imgsz}")
+                f"{epochs} (Ultralytics' count at the switch), {self.start_imgsz} px before; validation (each epoch's, "
+                f"best.pt's choice, the report's) and the saved weights' imgsz stay {self.start_imgsz}: validate "
+                f"the final weights with imgsz={self.imgsz} too")
