@@ -8,11 +8,12 @@ of the images, and each run's difference from the first, paired (the same draws 
 the benchmark's 1000, so none of its images was trained on) and scores every split of it: more images than the
 benchmark's held-out split, for narrower intervals on the same trained models.
 
-Each RUN is a training run folder (``RUN/weights/last.pt``, scored at ``RUN/args.yaml``'s ``imgsz``, times the
-run's ``size.final_scale`` where its ``gradkit.yaml`` sets one, unless ``--imgsz``); the held-out YAML's ``test``
-split is scored, as ``defect_quality.py`` scores it. The interval of a run says what another draw of images like these could give the same model; the paired interval of a difference
-says whether these images tell two models apart. Neither says what another training of the same recipe gives
-(the seed's and the time budget's spread): that needs several trainings (README, "Where the issue's goals stood").
+Each RUN is a training run folder (``RUN/weights/last.pt``, scored at ``RUN/args.yaml``'s ``imgsz``, times the run's
+``size.final_scale`` where its ``gradkit.yaml`` sets one, unless ``--imgsz``); the held-out YAML's ``test`` split is
+scored, as ``defect_quality.py`` scores it. The interval of a run says what another draw of images like these could
+give the same model; the paired interval of a difference says whether these images tell two models apart. Neither
+says what another training of the same recipe gives (the seed's and the time budget's spread): that needs several
+trainings (README, "Where the issue's goals stood").
 """
 
 from __future__ import annotations
