@@ -237,7 +237,8 @@ ABLATIONS = ("stock@time", "plan-p2@time", "plan-p2@epochs", "stock-nbs@epochs",
              "plan-budget-prior-x1.25@time", "plan-budget-prior-x1.5@time", "plan-budget-prior-halfsteps@time",
              "plan-budget-prior-halfsteps-up@time", "plan-budget-prior-faded@time", "plan-budget-prior-paste2@time",
              "plan-budget-prior-pasted4@time", "plan-budget-prior-linecls2@time",
-             "plan-budget-prior-thin3@time", "plan-budget-prior-final1.5@time")
+             "plan-budget-prior-thin3@time", "plan-budget-prior-final1.5@time",
+             "plan-budget-prior-final1.25@time")
 
 
 #: ``plan-nwdwide``'s NWD constant in pixels: 4 of yolo26n's finest strides.
@@ -509,9 +510,9 @@ def _recipe_args(recipe_name: str, plan, base: dict, stock: dict | None, fp=None
     if recipe_name == THIN_OPTIONS_RECIPE:  # the plan from the prior with the three thin-class options together
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         return model, cfg if cfg is None else _with_thin_options(cfg, fp), args
-    if recipe_name == FINAL_SIZE_RECIPE:  # the plan from the prior, its last epochs at a larger size
+    if recipe_name in FINAL_SIZE_RECIPES:  # the plan from the prior, its last epochs at a larger size
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
-        return model, cfg if cfg is None else _with_final_size(cfg), args
+        return model, cfg if cfg is None else _with_final_size(cfg, FINAL_SIZE_RECIPES[recipe_name]), args
     if recipe_name in (HALF_STEPS_RECIPE, HALF_STEPS_UP_RECIPE):  # the plan from the prior, sized by its own steps
         model, cfg, args = _prior_plan_args(fp, base, stock, recipe_name)
         if cfg is None:
@@ -813,18 +814,18 @@ def _with_thin_options(gradkit_cfg: dict, fp) -> dict:
     return _with_line_class_loss(_with_paste_d4(_with_paste_dose(gradkit_cfg, PASTE_DOSE)), fp)
 
 
-#: ``plan-budget-prior-final1.5@time``: the plan from the prior reading its training images at FINAL_SCALE times its
-#: size for the last FINAL_SHARE of the run (``size.final_scale``), scored at that size. More pixels lifted the thin
-#: classes a little where the whole run paid for them in steps (the prior's 1.25x); progressive resizing (Tan & Le
-#: 2021, EfficientNetV2) and FixRes (Touvron et al. 2019) buy them only for the end of the run.
-FINAL_SIZE_RECIPE = "plan-budget-prior-final1.5@time"
-FINAL_SCALE, FINAL_SHARE = 1.5, 0.25
+#: ``plan-budget-prior-finalK@time``: the plan from the prior reading its training images at K times its size for the
+#: last FINAL_SHARE of the run (``size.final_scale``), scored at that size. More pixels lifted the thin classes a
+#: little where the whole run paid for them in steps (the prior's 1.25x); progressive resizing (Tan & Le 2021,
+#: EfficientNetV2) and FixRes (Touvron et al. 2019) buy them only for the end of the run.
+FINAL_SIZE_RECIPES = {"plan-budget-prior-final1.5@time": 1.5, "plan-budget-prior-final1.25@time": 1.25}
+FINAL_SHARE = 0.25
 
 
-def _with_final_size(gradkit_cfg: dict) -> dict:
-    """A plan's gradkit configuration reading the training images at FINAL_SCALE for its last FINAL_SHARE (a copy)."""
+def _with_final_size(gradkit_cfg: dict, scale: float) -> dict:
+    """A plan's gradkit configuration reading the training images at ``scale`` for its last FINAL_SHARE (a copy)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
-    cfg["size"] = {"final_scale": FINAL_SCALE, "final_share": FINAL_SHARE}
+    cfg["size"] = {"final_scale": scale, "final_share": FINAL_SHARE}
     return cfg
 
 
