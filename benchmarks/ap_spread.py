@@ -8,12 +8,13 @@ of the images, and each run's difference from the first, paired (the same draws 
 the benchmark's 1000, so none of its images was trained on) and scores every split of it: more images than the
 benchmark's held-out split, for narrower intervals on the same trained models.
 
-Each RUN is a training run folder (``RUN/weights/last.pt``, scored at ``RUN/args.yaml``'s ``imgsz``, times the run's
-``size.final_scale`` where its ``gradkit.yaml`` sets one, unless ``--imgsz``); the held-out YAML's ``test`` split is
-scored, as ``defect_quality.py`` scores it. The interval of a run says what another draw of images like these could
-give the same model; the paired interval of a difference says whether these images tell two models apart. Neither
-says what another training of the same recipe gives (the seed's and the time budget's spread): that needs several
-trainings (README, "Where the issue's goals stood").
+Each RUN is a training run folder (``RUN/weights/last.pt``, scored at the size its last epochs trained at, unless
+``--imgsz``: ``RUN/args.yaml``'s ``imgsz``, or the final size its ``gradkit_summary.json`` records where
+``size.final_scale`` switched to one); the held-out YAML's ``test`` split is scored, as ``defect_quality.py`` scores
+it. The interval of a run says what another draw of images like these could give the same model; the paired interval
+of a difference says whether these images tell two models apart. Neither says what another training of the same
+recipe gives (the seed's and the time budget's spread): that needs several trainings (README, "Where the issue's
+goals stood").
 """
 
 from __future__ import annotations
@@ -31,22 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def _last_trained_size(run: Path) -> int:
-    """The size ``run``'s last epochs read its training images at: ``args.yaml``'s ``imgsz``, times the run's
-    ``size.final_scale`` (its ``gradkit.yaml``) where it has one."""
-    from gradkit.config import load_config
-    from gradkit.integrations.ultralytics.size import final_imgsz
-
-    imgsz = int(yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8"))["imgsz"])
-    cfg = run / "gradkit.yaml"
-    return final_imgsz(imgsz, load_config(cfg).size.final_scale, 32) if cfg.is_file() else imgsz
-
-
 def _statistics(run: Path, held_out: Path, imgsz: int | None, out: Path):
     """The validation of ``run``'s last weights on the held-out test split, with its per-image statistics."""
+    from defect_quality import last_trained_size
+
     from gradkit.integrations.ultralytics import validate_for_report
 
-    size = imgsz or _last_trained_size(run)
+    size = imgsz or last_trained_size(run)
     logging.getLogger("ultralytics").setLevel(logging.WARNING)  # its progress lines: not between the table's rows
     with contextlib.redirect_stdout(sys.stderr):
         return validate_for_report(run / "weights" / "last.pt", str(held_out), "test", out / "val" / run.name,

@@ -313,20 +313,28 @@ def held_out_yaml(data: Path, out: Path) -> Path:
     return target
 
 
-def _last_trained_size(imgsz: int, gradkit_cfg) -> int:
-    """The size a recipe's last epochs read the training images at (``size.final_scale``; a yolo26 model's largest
-    stride, 32)."""
-    from gradkit.config import load_config
-    from gradkit.integrations.ultralytics.size import final_imgsz
+def last_trained_size(run: Path) -> int:
+    """The size a run's last epochs read its training images at: ``gradkit_summary.json``'s ``final_size`` where the
+    run switched to it (``size.final_scale``), else ``args.yaml``'s ``imgsz``. Both files are read back: a value
+    that is not a positive whole number is refused, naming the file."""
+    import yaml
 
-    scale = 1.0 if gradkit_cfg is None else load_config(gradkit_cfg).size.final_scale
-    return final_imgsz(imgsz, scale, 32)
+    imgsz = yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")).get("imgsz")
+    summary = run / "gradkit_summary.json"
+    record = json.loads(summary.read_text(encoding="utf-8")).get("final_size") if summary.is_file() else None
+    if isinstance(record, dict) and record.get("from_epoch") is not None:
+        imgsz, where = record.get("final_imgsz"), summary
+    else:
+        where = run / "args.yaml"
+    if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 1:
+        raise SystemExit(f"{where}: no training size in it ({imgsz!r})")
+    return imgsz
 
 
 def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: dict, seed: int,
                     held_out: Path, device: str = "cpu", workers: int = 0, score_imgsz: int | None = None) -> dict:
     """Train one recipe and score it on the held-out images (or reuse a finished run's score), at
-    ``score_imgsz`` (None: the size it trained at)."""
+    ``score_imgsz`` (None: the size its last epochs trained at)."""
     from gradkit.config import load_config
 
     score_file = run_dir / "score.json"
@@ -335,12 +343,11 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     recipe.update(device=device, workers=workers)  # both change the numbers (and workers the random streams)
     if score_imgsz is not None:
         recipe["scored_at"] = score_imgsz
-    score_imgsz = score_imgsz or _last_trained_size(train["imgsz"], gradkit_cfg)
     weights = run_dir / "weights" / "last.pt"
     if score_file.exists():
         score = _reused(score_file, recipe)
         if not {KPIS[0], SHIPPED, INTERVALS} <= score.keys() and weights.is_file():  # scored before they were kept
-            score.update(_scored(weights, held_out, score_imgsz, device, run_dir)[1])
+            score.update(_scored(weights, held_out, score_imgsz or last_trained_size(run_dir), device, run_dir)[1])
             score_file.write_text(json.dumps(score), encoding="utf-8")
         return score
     from ultralytics import YOLO
@@ -355,8 +362,9 @@ def train_and_score(data: Path, run_dir: Path, model: str, gradkit_cfg, train: d
     yolo.train(data=str(data), seed=seed, deterministic=True, workers=workers, device=device, plots=False, val=False,
                verbose=False, project=str(run_dir.parent), name=run_dir.name, exist_ok=True, **train)
     seconds = time.time() - start
-    metrics, kpis = _scored(Path(yolo.trainer.save_dir) / "weights" / "last.pt", held_out, score_imgsz, device,
-                            run_dir)
+    trained = Path(yolo.trainer.save_dir)
+    metrics, kpis = _scored(trained / "weights" / "last.pt", held_out, score_imgsz or last_trained_size(trained),
+                            device, run_dir)
     box = metrics.box
     per_class = {metrics.names[int(c)]: float(box.ap50[i]) for i, c in enumerate(box.ap_class_index)}
     score = {"mAP50-95": float(box.map), "mAP50": float(box.map50), "AP50": per_class, "train_s": seconds,

@@ -44,7 +44,7 @@ from gradkit.integrations.ultralytics.seams import (
     weigh_classification_loss,
     without_task_aligned_assigner,
 )
-from gradkit.integrations.ultralytics.size import FinalSize
+from gradkit.integrations.ultralytics.size import FinalSize, final_size_clash
 from gradkit.integrations.ultralytics.sliced import (
     ReportSource,
     TiledValidation,
@@ -191,7 +191,8 @@ class GradkitCallback:
         self.assign_tally: CandidateTally | None = None  # what assign.defect_cells restricted
         self.nwd_scale: float | None = None  # assign.nwd's constant in pixels, once installed
         self.teaching: TeachingWatch | None = None  # monitor.taught: what the assigner teaches each class
-        self.final_size: FinalSize | None = None  # size.final_scale, once training starts
+        self.final_size: FinalSize | None = None  # size.final_scale, once set up
+        self._final_size_epoch: int | None = None  # the epoch a resumed run's state file says it switched at
         self._taught_state: Any = None  # its state read from a resumed run's state file, until the watch exists
         self.args_at_start: dict[str, Any] | None = None  # args.yaml as Ultralytics wrote it at the run's start
         self.resumes: list[dict[str, Any]] = []  # each resume: its first epoch, the checkpoint, what the user changed
@@ -223,6 +224,7 @@ class GradkitCallback:
             "noise_scale": self.noise.run.state_dict(),
             "args_at_start": self.args_at_start,
             "resumes": self.resumes,
+            "final_size_epoch": self.final_size.epoch if self.final_size else None,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -253,6 +255,9 @@ class GradkitCallback:
         self._load_noise_scale(state.get("noise_scale"))
         started = state.get("args_at_start")  # untrusted: a mapping of names, else unknown (an older state file)
         self.args_at_start = started if _named(started) else None
+        switched = state.get("final_size_epoch")  # untrusted: an epoch index, else none
+        self._final_size_epoch = switched if isinstance(switched, int) and not isinstance(switched, bool) \
+            and switched >= 0 else None
         resumes = state.get("resumes")
         self.resumes = [r for r in resumes if _resume_entry(r)] if isinstance(resumes, list) else []
         self._taught_state = state.get("taught")  # the watch is made at on_train_start, after a resume's load
@@ -300,6 +305,10 @@ class GradkitCallback:
             self._check_class_loss_weights(trainer, task)
         if self.prior_due(trainer):
             self._check_prior(trainer, task)  # before the dataset is cached and the dataloaders built
+        clash = final_size_clash(trainer.args, trainer.device.type) if self.cfg.size.final_scale != 1 else None
+        if clash:  # before an automatic batch is chosen
+            raise PluginError(f"gradkit: size.final_scale {self.cfg.size.final_scale:g} reads the training images "
+                              f"at a larger size late in the run; {clash}, or leave size.final_scale at 1)")
         dcfg, data = self.cfg.data, str(trainer.args.data)
         self._arguments_record(trainer)
         install_dataset_guard(dcfg.allow_download)  # this run's choice, before get_dataset
@@ -443,15 +452,10 @@ class GradkitCallback:
                               f"around it; this detector: {missing} ({undo})")
 
     def _set_up_final_size(self, trainer) -> None:
-        """``size.final_scale``: refused for ``rect=True`` training, whose batch shapes Ultralytics fixes from imgsz
-        once (a larger image would be letterboxed back into them)."""
+        """``size.final_scale``: the switch set up (the settings it cannot work with were refused at the start)."""
         if self.cfg.size.final_scale == 1:
             return
-        if getattr(trainer.args, "rect", False):
-            raise PluginError(f"gradkit: size.final_scale {self.cfg.size.final_scale:g} reads square training "
-                              "batches at a larger size; rect=True shapes them once from imgsz (set rect=False, "
-                              "or leave size.final_scale at 1)")
-        self.final_size = FinalSize(self.cfg.size, trainer)
+        self.final_size = FinalSize(self.cfg.size, trainer, self._final_size_epoch)
 
     @staticmethod
     def _refuse_prompted_classes(trainer) -> None:
@@ -541,7 +545,7 @@ class GradkitCallback:
 
     def on_train_epoch_start(self, trainer) -> None:
         self._install_augmentation(trainer)  # no-op unless an OOM retry rebuilt the dataset
-        if self.final_size and self.final_size.due(int(trainer.epoch), int(trainer.epochs)):
+        if self.final_size and self.final_size.due(trainer):
             self.final_size.switch(trainer)
             if _is_main():
                 _logger().info(self.final_size.describe(int(trainer.epochs)))

@@ -547,21 +547,31 @@ def watch_mosaic_closing(trainer: Any) -> None:
     trainer._close_dataloader_mosaic = closing
 
 
+def training_images_size(trainer: Any) -> int:
+    """The size the training dataset reads images at now."""
+    return int(trainer.train_loader.dataset.imgsz)
+
+
 def resize_training_images(trainer: Any, imgsz: int) -> None:
     """Read the training images at ``imgsz`` from the next batch on.
 
     The dataset's size is changed, the images it holds at the old size dropped (cached in RAM again where
-    they were, if Ultralytics' memory check passes at the new size), its transforms rebuilt through ``build_transforms``
-    (mosaic closed where :func:`watch_mosaic_closing` saw Ultralytics close it) and the loader's iterator reset,
-    as Ultralytics' own ``close_mosaic`` does. ``trainer.args`` is not changed: validation keeps its size.
+    they were, if Ultralytics' memory check passes at the new size), its transforms rebuilt through
+    ``build_transforms`` (mosaic closed where :func:`watch_mosaic_closing` saw Ultralytics close it) and the loader's
+    iterator reset, as Ultralytics' own ``close_mosaic`` does. ``trainer.args`` is not changed: validation keeps
+    its size.
     """
     loader = trainer.train_loader
     dataset = loader.dataset
-    missing = [n for n in _RESIZED_DATASET_PARTS if not hasattr(dataset, n)]
-    if missing or not callable(getattr(loader, "reset", None)) or not hasattr(trainer, _MOSAIC_CLOSED):
-        lacking = ", ".join(missing) or "the loader's reset (or the mosaic watch)"
-        raise SeamError(f"ultralytics {_ultralytics_version()}: {type(dataset).__name__} lacks {lacking}; "
-                        "gradkit's size.final_scale cannot change the size training images are read at")
+    missing = [f"{type(dataset).__name__}.{n}" for n in _RESIZED_DATASET_PARTS if not hasattr(dataset, n)]
+    if not callable(getattr(loader, "reset", None)):
+        missing.append(f"{type(loader).__name__}.reset")
+    if not hasattr(trainer, _MOSAIC_CLOSED):
+        missing.append("gradkit's watch of mosaic closing (watch_mosaic_closing first)")
+    if missing:
+        raise SeamError(f"ultralytics {_ultralytics_version()}: no {', '.join(missing)}; gradkit's "
+                        "size.final_scale cannot change the size training images are read at")
+    loader.reset()  # first: the old iterator's workers let go of their copies of a RAM cache before it is refilled
     dataset.imgsz = imgsz
     dataset.ims, dataset.im_hw0, dataset.im_hw = [None] * dataset.ni, [None] * dataset.ni, [None] * dataset.ni
     dataset.buffer = []
@@ -572,7 +582,6 @@ def resize_training_images(trainer: Any, imgsz: int) -> None:
         dataset.close_mosaic(hyp)
     else:
         dataset.transforms = dataset.build_transforms(hyp)
-    loader.reset()
 
 
 def seed_stock_albumentations(dataset: Any, seed: int) -> None:
