@@ -24,7 +24,7 @@ UNSET_FIELD_VALUES = {
     "augment.copy_paste.contrast": (0.3, 0.9),
     "clip.alpha": 0.9, "clip.z_thresh": 3.0, "clip.warmup_steps": 10, "report.conf": 0.4, "report.tile_size": 640,
     "report.tile_overlap": 96, "monitor.alerts.diverging_growth": 3.0, "assign.nwd_scale": 16.0,
-    "assign.class_loss_weights": {"scratch": 2.0},
+    "assign.class_loss_weights": {"scratch": 2.0}, "size.final_scale": 1.5,
 }
 
 
