@@ -483,10 +483,11 @@ class SizeConfig(_Section):
 
     final_scale: float = Field(1.0, ge=1.0, le=3.0, description="experimental: from the epoch that starts the "
                                "run's last final_share on, read training images at this multiple of imgsz "
-                               "(rounded to the model's largest stride), the earlier epochs' cheaper steps "
-                               "bought at the start; 1 keeps imgsz throughout. Validation (each epoch's, best.pt's "
-                               "choice, the report's) and the saved weights' imgsz stay imgsz: validate at the "
-                               "final size with imgsz= (the log names it); not with rect=True")
+                               "(rounded to Ultralytics' grid, the model's largest stride and at least 32), the "
+                               "earlier epochs' cheaper steps bought at the start; 1 keeps imgsz throughout. "
+                               "Validation (each epoch's, best.pt's choice, the report's) and the saved weights' "
+                               "imgsz stay imgsz: validate at the final size with imgsz= (the log names it). Not "
+                               "with rect=True, multi_scale or an automatic batch on CUDA (refused)")
     final_share: float = Field(0.25, gt=0.0, lt=1.0, description="the share of the run trained at final_scale: "
                                "from the epoch Ultralytics' epoch count makes due (under time=, which re-estimates "
                                "that count each epoch from the mean epoch time, about this share of the time, in "
