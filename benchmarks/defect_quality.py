@@ -315,17 +315,24 @@ def held_out_yaml(data: Path, out: Path) -> Path:
 
 def last_trained_size(run: Path) -> int:
     """The size a run's last epochs read its training images at: ``gradkit_summary.json``'s ``final_size`` where the
-    run switched to it (``size.final_scale``), else ``args.yaml``'s ``imgsz``. Both files are read back: a value
-    that is not a positive whole number is refused, naming the file."""
+    run switched to it (``size.final_scale``), else ``args.yaml``'s ``imgsz``. Both files are read back: one that
+    does not parse, or a size that is not a positive whole number, is refused, naming the file."""
     import yaml
 
-    imgsz = yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")).get("imgsz")
+    def read(path: Path, parse) -> dict:
+        try:
+            content = parse(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise SystemExit(f"{path}: not readable ({exc})") from None
+        return content if isinstance(content, dict) else {}
+
     summary = run / "gradkit_summary.json"
-    record = json.loads(summary.read_text(encoding="utf-8")).get("final_size") if summary.is_file() else None
+    record = read(summary, json.loads).get("final_size") if summary.is_file() else None
     if isinstance(record, dict) and record.get("from_epoch") is not None:
         imgsz, where = record.get("final_imgsz"), summary
     else:
         where = run / "args.yaml"
+        imgsz = read(where, yaml.safe_load).get("imgsz")
     if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 1:
         raise SystemExit(f"{where}: no training size in it ({imgsz!r})")
     return imgsz
@@ -823,17 +830,17 @@ def _with_thin_options(gradkit_cfg: dict, fp) -> dict:
 
 
 #: ``plan-budget-prior-finalK@time``: the plan from the prior reading its training images at K times its size for the
-#: last FINAL_SHARE of the run (``size.final_scale``), scored at that size. More pixels lifted the thin classes a
-#: little where the whole run paid for them in steps (the prior's 1.25x); progressive resizing (Tan & Le 2021,
-#: EfficientNetV2) and FixRes (Touvron et al. 2019) buy them only for the end of the run.
+#: last part of the run (``size.final_scale``; ``size.final_share`` at its default, a quarter), scored at that size.
+#: More pixels lifted the thin classes a little where the whole run paid for them in steps (the prior's 1.25x);
+#: progressive resizing (Tan & Le 2021, EfficientNetV2) and FixRes (Touvron et al. 2019) buy them only for the end
+#: of the run.
 FINAL_SIZE_RECIPES = {"plan-budget-prior-final1.5@time": 1.5, "plan-budget-prior-final1.25@time": 1.25}
-FINAL_SHARE = 0.25
 
 
 def _with_final_size(gradkit_cfg: dict, scale: float) -> dict:
-    """A plan's gradkit configuration reading the training images at ``scale`` for its last FINAL_SHARE (a copy)."""
+    """A plan's gradkit configuration reading the training images at ``scale`` for the run's last part (a copy)."""
     cfg = json.loads(json.dumps(gradkit_cfg))
-    cfg["size"] = {"final_scale": scale, "final_share": FINAL_SHARE}
+    cfg["size"] = {"final_scale": scale}
     return cfg
 
 
